@@ -1,0 +1,50 @@
+# Two commands do all the setup: `make demo` (the door, end to end, on a bundled clip with a
+# simulated relay) and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared/data
+
+.PHONY: demo test quick lint format models validate bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Device dependencies only: what a Pi needs.
+$(VENV)/.device: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# Desktop: converter (TensorFlow) and test tools.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[converter,dev]'
+	touch $@ $(VENV)/.device
+
+demo: $(VENV)/.device
+	$(BIN)/edge-app demo
+
+# Every test, the slow end-to-end and conversion ones included. pytest's exit code 5
+# ("no tests collected") fails the target like any other non-zero code.
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+quick: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+models: $(VENV)/.dev
+	$(BIN)/edge-convert build --out models/tflite
+
+validate: $(VENV)/.dev
+	$(BIN)/edge-convert validate --models models/tflite
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""One module per `edge-app` subcommand (see edge_app.cli.COMMAND_MODULES)."""

@@ -1,0 +1,45 @@
+"""Logging set-up that reads well both in a terminal and in journald."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# journald maps "<N>" line prefixes to syslog priorities when stdout/stderr is its stream.
+_SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class _JournalFormatter(logging.Formatter):
+    """journald stamps the time itself; a priority prefix lets `journalctl -p` filter."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        return f"<{priority}>{record.name}: {super().format(record)}"
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Configure the root logger once: -v for debug, -q (negative) for warnings only.
+
+    Log lines carry their data as key=value pairs (see the callers), so that journald's
+    MESSAGE field can be grepped and parsed without a JSON layer.
+    """
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # TensorFlow and absl are chatty at INFO; their warnings still come through.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

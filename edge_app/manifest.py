@@ -1,0 +1,190 @@
+"""The models manifest: every number the runtime needs, written by the converter.
+
+The converter and the device share this one definition, so a field cannot be written under
+one name and read under another. Loading validates structure and names the bad key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ROLES = ("pnet", "rnet", "onet", "facenet")
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, unreadable, or does not describe usable models."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor; `role` says what an output holds (score, box, ...)."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    scale: float = 0.0
+    zero_point: int = 0
+    role: str = ""
+
+
+@dataclass(frozen=True)
+class EdgeTpuSpec:
+    """The compiled twin of a CPU model, with the compiler's own SRAM accounting."""
+
+    file: str
+    sha256: str
+    on_chip_mib: float | None = None
+    off_chip_mib: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    role: str
+    file: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    scale: float | None = None
+    edgetpu: EdgeTpuSpec | None = None
+
+    def output(self, role: str) -> TensorSpec:
+        for tensor in self.outputs:
+            if tensor.role == role:
+                return tensor
+        raise ManifestError(f"model {self.file} has no output with role {role!r}")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    camera: list[int]
+    min_face: int
+    pyramid: dict[str, Any]
+    preprocessing: dict[str, Any]
+    thresholds: dict[str, float]
+    models: dict[str, ModelSpec]
+    sources: dict[str, Any] = field(default_factory=dict)
+    converter: dict[str, Any] = field(default_factory=dict)
+    recognition: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    created_utc: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def by_role(self, role: str) -> list[tuple[str, ModelSpec]]:
+        """Models of one role; P-Net models come in pyramid order, largest scale first."""
+        found = [(name, spec) for name, spec in self.models.items() if spec.role == role]
+        return sorted(found, key=lambda item: -(item[1].scale or 0.0))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise ManifestError(f"{where}: missing key {key!r}")
+    value = data[key]
+    if not isinstance(value, kind):
+        raise ManifestError(f"{where}.{key}: expected {kind}, got {type(value).__name__}")
+    return value
+
+
+def _tensor(data: dict[str, Any], where: str) -> TensorSpec:
+    return TensorSpec(
+        name=_require(data, "name", str, where),
+        shape=[int(v) for v in _require(data, "shape", list, where)],
+        dtype=_require(data, "dtype", str, where),
+        scale=float(data.get("scale", 0.0)),
+        zero_point=int(data.get("zero_point", 0)),
+        role=str(data.get("role", "")),
+    )
+
+
+def _model(name: str, data: dict[str, Any]) -> ModelSpec:
+    where = f"models.{name}"
+    role = _require(data, "role", str, where)
+    if role not in ROLES:
+        raise ManifestError(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
+    tpu = data.get("edgetpu")
+    return ModelSpec(
+        role=role,
+        file=_require(data, "file", str, where),
+        sha256=_require(data, "sha256", str, where),
+        inputs=[_tensor(t, f"{where}.inputs") for t in _require(data, "inputs", list, where)],
+        outputs=[_tensor(t, f"{where}.outputs") for t in _require(data, "outputs", list, where)],
+        scale=None if data.get("scale") is None else float(data["scale"]),
+        edgetpu=EdgeTpuSpec(**tpu) if isinstance(tpu, dict) else None,
+    )
+
+
+def parse_manifest(data: dict[str, Any]) -> Manifest:
+    where = "manifest"
+    version = _require(data, "format_version", int, where)
+    if version != FORMAT_VERSION:
+        raise ManifestError(
+            f"manifest.format_version is {version}, this build reads {FORMAT_VERSION}: "
+            "rebuild the models with the matching `edge-convert build`"
+        )
+    models = {
+        name: _model(name, spec) for name, spec in _require(data, "models", dict, where).items()
+    }
+    for role in ROLES:
+        if not any(spec.role == role for spec in models.values()):
+            raise ManifestError(f"manifest.models: no model with role {role!r}")
+    return Manifest(
+        camera=[int(v) for v in _require(data, "camera", list, where)],
+        min_face=int(_require(data, "min_face", (int, float), where)),
+        pyramid=_require(data, "pyramid", dict, where),
+        preprocessing=_require(data, "preprocessing", dict, where),
+        thresholds={k: float(v) for k, v in _require(data, "thresholds", dict, where).items()},
+        models=models,
+        sources=data.get("sources", {}),
+        converter=data.get("converter", {}),
+        recognition=data.get("recognition", {}),
+        validation=data.get("validation", {}),
+        created_utc=str(data.get("created_utc", "")),
+        format_version=version,
+    )
+
+
+def load_manifest(models_dir: Path) -> Manifest:
+    path = Path(models_dir) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(
+            f"no {MANIFEST_NAME} in {models_dir}: build models with `edge-convert build`"
+        ) from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ManifestError(f"cannot read {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    return parse_manifest(data)
+
+
+def verify_files(manifest: Manifest, models_dir: Path, edgetpu: bool = False) -> list[str]:
+    """Problems with the model files on disk (missing or hash mismatch); empty when all good."""
+    problems = []
+    for name, spec in manifest.models.items():
+        entries = [(spec.file, spec.sha256)]
+        if edgetpu and spec.edgetpu is not None:
+            entries.append((spec.edgetpu.file, spec.edgetpu.sha256))
+        for file, expected in entries:
+            path = Path(models_dir) / file
+            if not path.is_file():
+                problems.append(f"{name}: {file} is missing")
+            elif sha256_file(path) != expected:
+                problems.append(f"{name}: {file} does not match its sha256 in the manifest")
+    return problems

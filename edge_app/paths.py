@@ -1,0 +1,18 @@
+"""Default locations, in one place so the CLI, the daemon and the installer agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("/etc/edge-app/config.toml")
+DEFAULT_STATE_DIR = Path("/var/lib/edge-app")
+DEFAULT_GALLERY = DEFAULT_STATE_DIR / "gallery.db"
+INSTALLED_MODELS = Path("/usr/share/edge-app/models")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_MODELS = REPO_ROOT / "models" / "tflite"
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def default_models_dir() -> Path:
+    """The models folder next to a source checkout, else the one the installer copies."""
+    return REPO_MODELS if (REPO_MODELS / "manifest.json").is_file() else INSTALLED_MODELS
