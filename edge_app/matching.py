@@ -1,0 +1,160 @@
+"""Identification: which enrolled person, if anyone, each face embedding belongs to.
+
+Scale: every score is a cosine similarity in [-1, 1] between L2-normalised FaceNet embeddings
+(1 = identical, about 0 = unrelated, and the same person usually lands well above the
+threshold). A person's score is the aggregate of the similarities to their samples:
+  - "best": the best-matching sample (a person enrolled from varied photos is matched by the
+    photo closest to today's pose and light);
+  - "mean": the mean over all their samples;
+  - "trimmed_mean": the mean after dropping floor(trim * K) of the K similarities at each end
+    (the convention of scipy.stats.trim_mean), which damps one odd or mislabelled sample.
+
+A probe is accepted as the best person only when that score reaches the threshold AND beats
+the second-best person by at least the margin: a face halfway between two people is "unknown"
+rather than a coin toss. With a single person enrolled the second-best score is -1, the bottom
+of the scale, so the margin rule holds trivially.
+
+All probes are compared with all samples in one matrix product, then aggregated per person
+with grouped numpy reductions: the cost per frame does not grow with Python-level work per
+person.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_app.errors import UserError
+from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
+
+AGGREGATES = ("best", "mean", "trimmed_mean")
+DEFAULT_AGGREGATE = "best"
+DEFAULT_MARGIN = 0.0
+# Fraction trimmed at each end for "trimmed_mean": with 5 samples one is dropped at each end,
+# with fewer than 5 none is and it is the plain mean.
+DEFAULT_TRIM = 0.2
+NO_SCORE = -1.0
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """threshold and margin on the cosine scale (module docstring); aggregate in AGGREGATES."""
+
+    threshold: float
+    margin: float = DEFAULT_MARGIN
+    aggregate: str = DEFAULT_AGGREGATE
+    trim: float = DEFAULT_TRIM
+
+    def __post_init__(self) -> None:
+        if self.aggregate not in AGGREGATES:
+            raise UserError(
+                f"aggregate must be one of {', '.join(AGGREGATES)}, not {self.aggregate!r}"
+            )
+        if not -1.0 <= self.threshold <= 1.0 or not math.isfinite(self.threshold):
+            raise UserError(f"threshold {self.threshold} is outside the cosine scale [-1, 1]")
+        if not 0.0 <= self.margin <= 2.0:
+            raise UserError(f"margin {self.margin} must be between 0 and 2")
+        if not 0.0 <= self.trim < 0.5:
+            raise UserError(f"trim {self.trim} must be in [0, 0.5)")
+
+    @classmethod
+    def from_recognition(
+        cls,
+        recognition: Mapping[str, Any],
+        threshold: float | None = None,
+        margin: float | None = None,
+        aggregate: str | None = None,
+    ) -> MatchSettings:
+        """Settings from the manifest's `recognition` block, each overridable (CLI, config).
+
+        There is deliberately no built-in threshold: it belongs to the exact models in use
+        and is derived on LFW DevTrain by the converter, so a missing one is an error.
+        """
+        if threshold is None:
+            if "threshold" not in recognition:
+                raise UserError(
+                    "the models manifest has no recognition.threshold; pass --threshold "
+                    "or rebuild the models with `edge-convert build`"
+                )
+            threshold = float(recognition["threshold"])
+        return cls(
+            threshold=threshold,
+            margin=float(recognition.get("margin", DEFAULT_MARGIN)) if margin is None else margin,
+            aggregate=str(recognition.get("aggregate", DEFAULT_AGGREGATE))
+            if aggregate is None
+            else aggregate,
+            trim=float(recognition.get("trim", DEFAULT_TRIM)),
+        )
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Per probe: the accepted name (None = unknown), the best person whether accepted or not,
+    their score and the second-best person's score, all on the cosine scale."""
+
+    names: list[str | None]
+    best: list[str | None]
+    scores: np.ndarray
+    second: np.ndarray
+
+
+class Matcher:
+    """Built once per gallery load; identify() is then one product and a few reductions."""
+
+    def __init__(self, matrix: GalleryMatrix, settings: MatchSettings) -> None:
+        self.matrix = matrix
+        self.settings = settings
+        counts = matrix.counts
+        self._starts = matrix.starts
+        self._counts = counts.astype(np.float32)
+        # trimmed_mean layout: each person's similarities scattered into a (P, Kmax) block,
+        # padded with NaN (np.sort puts NaN last), and which sorted ranks survive the trim.
+        k_max = int(counts.max()) if len(counts) else 0
+        rank = np.arange(len(matrix)) - self._starts[matrix.person]
+        self._slot = (matrix.person.astype(np.intp), rank)
+        self._shape = (len(matrix.names), k_max)
+        cut = np.floor(counts * settings.trim).astype(np.intp)
+        ranks = np.arange(k_max)
+        self._keep = (ranks >= cut[:, None]) & (ranks < (counts - cut)[:, None])
+        self._kept = self._keep.sum(axis=1).astype(np.float32)
+        # The last entry (None) is what a rejected probe indexes: names without a Python loop.
+        self._labels = np.array([*matrix.names, None], dtype=object)
+
+    def person_scores(self, probes: np.ndarray) -> np.ndarray:
+        """(N, 512) probes -> (N, P) aggregated cosine similarity to each person."""
+        probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        sims = probes @ self.matrix.embeddings.T
+        if self.settings.aggregate == "best":
+            return np.maximum.reduceat(sims, self._starts, axis=1)
+        if self.settings.aggregate == "mean":
+            return np.add.reduceat(sims, self._starts, axis=1) / self._counts
+        block = np.full((probes.shape[0], *self._shape), np.nan, dtype=np.float32)
+        block[:, self._slot[0], self._slot[1]] = sims
+        block = np.sort(block, axis=2)
+        return np.where(self._keep, block, np.float32(0)).sum(axis=2) / self._kept
+
+    def identify(self, probes: np.ndarray) -> Matches:
+        probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        n = probes.shape[0]
+        if not self.matrix.names:
+            unknown: list[str | None] = [None] * n
+            empty = np.full(n, NO_SCORE, dtype=np.float32)
+            return Matches(unknown, list(unknown), empty, empty.copy())
+        scores = self.person_scores(probes)
+        rows = np.arange(n)
+        best_index = np.argmax(scores, axis=1)
+        best = scores[rows, best_index]
+        others = scores.copy()
+        others[rows, best_index] = -np.inf
+        second = np.maximum(others.max(axis=1), NO_SCORE)
+        ok = (best >= self.settings.threshold) & (best - second >= self.settings.margin)
+        return Matches(
+            names=self._labels[np.where(ok, best_index, -1)].tolist(),
+            best=self._labels[best_index].tolist(),
+            scores=best.astype(np.float32),
+            second=second.astype(np.float32),
+        )

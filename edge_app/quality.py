@@ -1,0 +1,150 @@
+"""Enrolment quality gates: only clear, frontal, single-face photos become gallery samples.
+
+A bad sample is worse than none: it lowers that person's scores and raises everyone else's
+false matches. Every rejection carries a reason code (stable, for --json) and a sentence that
+says what to do about it.
+
+The pose measures come from the five MTCNN landmarks, in the frame rotated so the eye line is
+horizontal:
+  - roll: the eye line's angle to the horizontal, in degrees;
+  - yaw: the nose's sideways offset from the eyes' midpoint, as a fraction of the eye distance
+    (about 0 frontal, about 0.2 at 30 degrees of head turn, past 0.4 in profile);
+  - pitch: how far down the nose sits between the eyes' and the mouth's midpoints (about 0.5
+    frontal, lower when the head tilts back, higher when it tilts down).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import cv2
+import numpy as np
+
+from edge_app.faces import Faces
+
+MIN_FACE_PX = 80
+MIN_SHARPNESS = 15.0
+SHARPNESS_SIZE = 112
+MAX_ROLL_DEG = 20.0
+MAX_YAW = 0.25
+PITCH_RANGE = (0.25, 0.75)
+NEAR_DUPLICATE_COSINE = 0.98
+
+
+class Reason(str, Enum):
+    UNREADABLE = "unreadable"
+    NO_FACE = "no_face"
+    SEVERAL_FACES = "several_faces"
+    TOO_SMALL = "too_small"
+    BLURRY = "blurry"
+    NOT_FRONTAL = "not_frontal"
+    NEAR_DUPLICATE = "near_duplicate"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Gates:
+    """The thresholds in one object, so the CLI, the camera loop and tests share them."""
+
+    min_face: float = MIN_FACE_PX
+    min_sharpness: float = MIN_SHARPNESS
+    max_roll_deg: float = MAX_ROLL_DEG
+    max_yaw: float = MAX_YAW
+    pitch_range: tuple[float, float] = PITCH_RANGE
+    near_duplicate: float = NEAR_DUPLICATE_COSINE
+
+
+def sharpness(frame: np.ndarray, box: np.ndarray) -> float:
+    """Variance of the Laplacian over the face box, resampled to a fixed size.
+
+    The fixed size makes the number comparable between a 90 px and a 400 px face: it measures
+    detail at roughly the scale the embedder sees, not the camera's resolution.
+    """
+    height, width = frame.shape[:2]
+    x1, y1, x2, y2 = np.round(box).astype(int)
+    x1, y1 = max(x1, 0), max(y1, 0)
+    x2, y2 = min(x2, width), min(y2, height)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return 0.0
+    gray = cv2.cvtColor(np.ascontiguousarray(frame[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY)
+    gray = cv2.resize(gray, (SHARPNESS_SIZE, SHARPNESS_SIZE), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+def pose(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 5, 2) landmarks -> roll (degrees), yaw and pitch ratios, each (N,)."""
+    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    left_eye, right_eye, nose = points[:, 0], points[:, 1], points[:, 2]
+    eye_mid = (left_eye + right_eye) / 2
+    mouth_mid = (points[:, 3] + points[:, 4]) / 2
+    eye_line = right_eye - left_eye
+    eye_distance = np.maximum(np.linalg.norm(eye_line, axis=1), 1e-6)
+    across = eye_line / eye_distance[:, None]
+    down = np.stack([-across[:, 1], across[:, 0]], axis=1)  # image y grows downwards
+    roll = np.degrees(np.arctan2(eye_line[:, 1], eye_line[:, 0]))
+    nose_offset = nose - eye_mid
+    yaw = np.einsum("ij,ij->i", nose_offset, across) / eye_distance
+    face_height = np.maximum(np.einsum("ij,ij->i", mouth_mid - eye_mid, down), 1e-6)
+    pitch = np.einsum("ij,ij->i", nose_offset, down) / face_height
+    return roll, yaw, pitch
+
+
+def check_face(frame: np.ndarray, faces: Faces, gates: Gates = Gates()) -> Rejection | None:
+    """None when the frame holds exactly one face good enough to enrol, else why not."""
+    if len(faces) == 0:
+        return Rejection(Reason.NO_FACE, "no face found")
+    if len(faces) > 1:
+        return Rejection(
+            Reason.SEVERAL_FACES,
+            f"{len(faces)} faces found; enrolment needs a photo of exactly one person",
+        )
+    size = float(faces.sizes[0])
+    if size < gates.min_face:
+        return Rejection(
+            Reason.TOO_SMALL,
+            f"face is {size:.0f} px, at least {gates.min_face:.0f} px needed: "
+            "use a larger photo or come closer",
+        )
+    roll, yaw, pitch = (float(v[0]) for v in pose(faces.landmarks))
+    low, high = gates.pitch_range
+    if abs(roll) > gates.max_roll_deg or abs(yaw) > gates.max_yaw or not low <= pitch <= high:
+        return Rejection(
+            Reason.NOT_FRONTAL,
+            f"face not frontal enough (roll {roll:+.0f} deg, limit {gates.max_roll_deg:.0f}; "
+            f"yaw {yaw:+.2f}, limit {gates.max_yaw:.2f}; pitch {pitch:.2f}, range "
+            f"{low:.2f}-{high:.2f}): look straight at the camera, head level",
+        )
+    sharp = sharpness(frame, faces.boxes[0])
+    if sharp < gates.min_sharpness:
+        return Rejection(
+            Reason.BLURRY,
+            f"face too blurry (sharpness {sharp:.1f}, at least {gates.min_sharpness:.0f} "
+            "needed): hold still, focus, more light",
+        )
+    return None
+
+
+def duplicate_of(
+    embedding: np.ndarray, existing: np.ndarray, gates: Gates = Gates()
+) -> Rejection | None:
+    """A Rejection when the embedding nearly repeats one of `existing` (K, 512); else None.
+
+    Near-duplicates add storage and weight to one pose without adding information, so they
+    are skipped, not treated as errors.
+    """
+    if existing.shape[0] == 0:
+        return None
+    similarity = float(np.max(existing @ np.asarray(embedding, dtype=np.float32)))
+    if similarity <= gates.near_duplicate:
+        return None
+    return Rejection(
+        Reason.NEAR_DUPLICATE,
+        f"near-duplicate of a sample already there (cosine {similarity:.3f} > "
+        f"{gates.near_duplicate:.2f}); skipped",
+    )

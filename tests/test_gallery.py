@@ -1,0 +1,347 @@
+"""The SQLite gallery on real files: permissions, WAL, migration, concurrency, export/import."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_app.gallery import (
+    EMBEDDING_DIM,
+    SCHEMA_V1,
+    SCHEMA_VERSION,
+    Gallery,
+    GalleryError,
+    NewSample,
+    read_export,
+    write_private_text,
+)
+
+
+def unit_vectors(count: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, EMBEDDING_DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def samples(count: int, seed: int, crop: bytes | None = None) -> list[NewSample]:
+    return [
+        NewSample(vector, hashlib.sha256(f"{seed}-{i}".encode()).hexdigest(), crop, "model-a")
+        for i, vector in enumerate(unit_vectors(count, seed))
+    ]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "state" / "gallery.db"
+    with Gallery.open(path, create=True) as gallery:
+        gallery.enroll("Alice", samples(3, 1))
+        gallery.enroll("Bob", samples(2, 2))
+    return path
+
+
+def test_new_gallery_is_private_wal_and_current(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "gallery.db"
+    with Gallery.open(path, create=True) as gallery:
+        gallery.enroll("Alice", samples(1, 1))
+        assert mode_of(path) == 0o600
+        # SQLite gives the WAL side files the main file's mode.
+        assert mode_of(Path(f"{path}-wal")) == 0o600
+        assert mode_of(Path(f"{path}-shm")) == 0o600
+        assert gallery.schema_version == SCHEMA_VERSION
+    assert mode_of(path.parent) == 0o700
+    other = sqlite3.connect(path)
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert other.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    other.close()
+
+
+def test_wide_permissions_are_narrowed(db: Path) -> None:
+    db.chmod(0o644)
+    Gallery.open(db).close()
+    assert mode_of(db) == 0o600
+
+
+def test_missing_gallery_is_not_created_without_create(tmp_path: Path) -> None:
+    path = tmp_path / "gallery.db"
+    with pytest.raises(GalleryError, match="no gallery at"):
+        Gallery.open(path)
+    assert not path.exists()
+
+
+def test_a_non_gallery_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 not a database at all" * 100)
+    before = file_digest(path)
+    with pytest.raises(GalleryError, match="not a usable gallery"):
+        Gallery.open(path)
+    assert file_digest(path) == before
+
+
+def test_newer_schema_is_refused(db: Path) -> None:
+    connection = sqlite3.connect(db)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    with pytest.raises(GalleryError, match="newer than this edge-app"):
+        Gallery.open(db)
+
+
+def test_migration_from_the_first_schema(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    connection = sqlite3.connect(path)
+    for statement in SCHEMA_V1:
+        connection.execute(statement)
+    vectors = unit_vectors(3, 7)
+    connection.execute("INSERT INTO people VALUES (1, 'Carol', '2024-01-02T03:04:05Z')")
+    connection.executemany(
+        "INSERT INTO samples (person_id, embedding, image_sha256, created_utc) VALUES (1, ?, ?, ?)",
+        [
+            (v.astype("<f4").tobytes(), f"sha{i}", "2024-01-02T03:04:05Z")
+            for i, v in enumerate(vectors)
+        ],
+    )
+    connection.execute("PRAGMA user_version = 1")
+    connection.commit()
+    connection.close()
+
+    with Gallery.open(path) as gallery:
+        assert gallery.schema_version == SCHEMA_VERSION
+        matrix = gallery.load_matrix()
+        np.testing.assert_array_equal(matrix.embeddings, vectors)
+        assert matrix.names == ("Carol",)
+        assert gallery.models() == {None}
+        [carol] = gallery.people()
+        assert (carol.samples, carol.crops, carol.created_utc) == (3, 0, "2024-01-02T03:04:05Z")
+        # The v2 columns work on the migrated file.
+        gallery.enroll("Carol", samples(1, 8, crop=b"jpeg"), add=True)
+        assert gallery.models() == {None, "model-a"}
+        assert gallery.people()[0].crops == 1
+    columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(samples)")}
+    assert {"face_crop", "model"} <= columns
+
+
+def test_enrol_add_and_refusals(db: Path) -> None:
+    before = file_digest(db)
+    with Gallery.open(db) as gallery:
+        with pytest.raises(GalleryError, match="already enrolled; use --add"):
+            gallery.enroll("Alice", samples(1, 3))
+        with pytest.raises(GalleryError, match="nobody named 'Carol'"):
+            gallery.enroll("Carol", samples(1, 3), add=True)
+        with pytest.raises(GalleryError, match="empty"):
+            gallery.enroll("  ", samples(1, 3))
+        with pytest.raises(GalleryError, match="embedding must be 512"):
+            gallery.enroll("Dan", [NewSample(np.zeros(128, np.float32), "x")])
+    assert file_digest(db) == before
+    with Gallery.open(db) as gallery:
+        assert not gallery.has("Dan")
+        assert gallery.enroll("Alice", samples(2, 4), add=True) == 5
+        assert [(p.name, p.samples) for p in gallery.people()] == [("Alice", 5), ("Bob", 2)]
+
+
+def test_load_matrix_groups_rows_by_person(db: Path) -> None:
+    with Gallery.open(db) as gallery:
+        gallery.enroll("Alice", samples(1, 5), add=True)  # Alice's rows are not contiguous by id
+        matrix = gallery.load_matrix()
+    assert matrix.names == ("Alice", "Bob")
+    assert matrix.embeddings.shape == (6, EMBEDDING_DIM) and matrix.embeddings.dtype == np.float32
+    np.testing.assert_array_equal(matrix.person, [0, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(matrix.starts, [0, 4])
+    np.testing.assert_array_equal(matrix.counts, [4, 2])
+    expected = np.vstack([unit_vectors(3, 1), unit_vectors(1, 5), unit_vectors(2, 2)])
+    np.testing.assert_array_equal(matrix.embeddings, expected)
+
+
+def test_remove_and_rename(db: Path) -> None:
+    with Gallery.open(db) as gallery:
+        with pytest.raises(GalleryError, match="not enrolled: 'Zed'"):
+            gallery.remove(["Alice", "Zed"])
+        assert gallery.has("Alice")  # all or nothing
+        with pytest.raises(GalleryError, match="'Bob' is already enrolled"):
+            gallery.rename("Alice", "Bob")
+        gallery.rename("Alice", "Alicia")
+        assert gallery.remove(["Bob"]) == 2
+        assert [p.name for p in gallery.people()] == ["Alicia"]
+        count = gallery._db.execute("SELECT count(*) FROM samples").fetchone()[0]
+        assert count == 3  # Bob's samples went with him
+
+
+def test_data_version_tells_a_reader_to_reload(db: Path) -> None:
+    with Gallery.open(db) as reader:
+        first = reader.data_version()
+        assert reader.data_version() == first
+        with Gallery.open(db) as writer:
+            writer.enroll("Carol", samples(1, 9))
+        assert reader.data_version() != first
+        assert "Carol" in reader.load_matrix().names
+
+
+READER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import numpy as np
+    from edge_app.gallery import Gallery
+    path, ready, stop = map(Path, sys.argv[1:4])
+    reads, sizes, partial = 0, set(), []
+    with Gallery.open(path) as gallery:
+        deadline = time.monotonic() + 30
+        while not stop.exists() and time.monotonic() < deadline:
+            matrix = gallery.load_matrix()
+            counts = matrix.counts
+            if np.any(counts != 3):
+                partial.append(counts.tolist())
+            sizes.add(len(matrix.names))
+            reads += 1
+            ready.touch()
+    print(json.dumps({"reads": reads, "sizes": sorted(sizes), "partial": partial}))
+    """
+)
+
+
+def test_concurrent_reader_never_sees_half_an_enrolment(tmp_path: Path) -> None:
+    path = tmp_path / "gallery.db"
+    with Gallery.open(path, create=True) as gallery:
+        gallery.enroll("person-0", samples(3, 0))
+    ready, stop = tmp_path / "ready", tmp_path / "stop"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(path), str(ready), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert reader.poll() is None, "the reader process died"
+            assert time.monotonic() < deadline, "the reader never started"
+            time.sleep(0.01)
+        with Gallery.open(path) as gallery:
+            for person in range(1, 41):
+                gallery.enroll(f"person-{person}", samples(3, person))
+                time.sleep(0.005)
+    finally:
+        stop.touch()
+        output, _ = reader.communicate(timeout=30)
+    assert reader.returncode == 0
+    result = json.loads(output)
+    assert result["partial"] == []
+    assert result["reads"] > 10
+    # The reader saw the gallery grow while it read, not only before and after.
+    assert len(result["sizes"]) > 2
+    assert max(result["sizes"]) <= 41
+
+
+def test_export_import_round_trip(db: Path, tmp_path: Path) -> None:
+    with Gallery.open(db) as gallery:
+        gallery.enroll("Carol", samples(2, 3, crop=b"\xff\xd8crop\xff\xd9"))
+        original = gallery.load_matrix()
+        people = gallery.people()
+    export = tmp_path / "export.jsonl"
+    with Gallery.open(db) as gallery:
+        assert write_private_text(export, gallery.export) == (3, 7)
+    assert mode_of(export) == 0o600
+    header = json.loads(export.read_text().splitlines()[0])
+    assert header["format"] == "edge-app-gallery" and header["samples"] == 7
+
+    second = tmp_path / "door2.db"
+    with Gallery.open(second, create=True) as gallery, export.open() as source:
+        summary = gallery.import_(source)
+        assert summary.added_people == ["Alice", "Bob", "Carol"]
+        assert summary.samples_added == 7
+        copied = gallery.load_matrix()
+        assert gallery.people() == people
+        crops = gallery._db.execute("SELECT face_crop FROM samples WHERE face_crop IS NOT NULL")
+        assert [row[0] for row in crops] == [b"\xff\xd8crop\xff\xd9"] * 2
+    order = np.argsort(original.names)
+    assert copied.names == tuple(np.array(original.names)[order])
+    for name in original.names:
+        mine = original.embeddings[original.person == original.names.index(name)]
+        theirs = copied.embeddings[copied.person == copied.names.index(name)]
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_import_conflicts_refuse_replace_merge(db: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with Gallery.open(other, create=True) as gallery:
+        gallery.enroll("Alice", samples(3, 1)[:1] + samples(1, 11))  # one photo in common
+        gallery.enroll("Eve", samples(1, 12))
+    export = tmp_path / "other.jsonl"
+    with Gallery.open(other) as gallery:
+        write_private_text(export, gallery.export)
+
+    before = file_digest(db)
+    with Gallery.open(db) as gallery, export.open() as source:
+        with pytest.raises(GalleryError, match="already enrolled here: 'Alice'.*--replace"):
+            gallery.import_(source)
+        assert not gallery.has("Eve")
+    assert file_digest(db) == before
+
+    with Gallery.open(db) as gallery, export.open() as source:
+        summary = gallery.import_(source, on_conflict="merge")
+        assert (summary.merged_people, summary.added_people) == (["Alice"], ["Eve"])
+        assert (summary.samples_added, summary.samples_skipped) == (2, 1)
+        assert {p.name: p.samples for p in gallery.people()} == {"Alice": 4, "Bob": 2, "Eve": 1}
+    with Gallery.open(db) as gallery, export.open() as source:
+        summary = gallery.import_(source, on_conflict="replace")
+        assert summary.replaced_people == ["Alice", "Eve"]
+        assert {p.name: p.samples for p in gallery.people()} == {"Alice": 2, "Bob": 2, "Eve": 1}
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda lines: lines[:-1], "truncated or edited"),
+        (lambda lines: ["{}"] + lines[1:], "header"),
+        (lambda lines: lines[:1] + ["{not json"] + lines[2:], r"line 2\): not JSON"),
+        (lambda lines: [lines[0].replace('"version": 1', '"version": 9')] + lines[1:], "version 9"),
+        (
+            lambda lines: (
+                lines[:1] + [lines[1].replace('"embedding": "', '"embedding": "AAAA')] + lines[2:]
+            ),
+            "bad person record",
+        ),
+        (lambda lines: [], "empty"),
+    ],
+)
+def test_a_damaged_export_is_refused_before_writing(db, tmp_path, mangle, message) -> None:
+    with Gallery.open(db) as gallery:
+        text = io.StringIO()
+        gallery.export(text)
+    damaged = "\n".join(mangle(text.getvalue().splitlines()))
+    target = tmp_path / "target.db"
+    with Gallery.open(target, create=True) as gallery:
+        gallery.enroll("Zoe", samples(1, 20))
+    before = file_digest(target)
+    with Gallery.open(target) as gallery, pytest.raises(GalleryError, match=message):
+        gallery.import_(io.StringIO(damaged))
+    assert file_digest(target) == before
+    with pytest.raises(GalleryError):
+        read_export(io.StringIO(damaged))
+
+
+def test_a_failed_export_leaves_no_file(db: Path, tmp_path: Path) -> None:
+    target = tmp_path / "export.jsonl"
+
+    def failing(handle) -> None:
+        handle.write("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_private_text(target, failing)
+    assert list(tmp_path.iterdir()) == [db.parent]

@@ -1,0 +1,111 @@
+"""Per-person aggregation and the threshold/margin rules, on embeddings with known cosines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_app.errors import UserError
+from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
+from edge_app.matching import AGGREGATES, NO_SCORE, Matcher, MatchSettings
+
+PROBE = np.eye(EMBEDDING_DIM, dtype=np.float32)[0]
+
+
+def with_cosines(cosines: list[float], first_axis: int) -> np.ndarray:
+    """Unit vectors whose cosine to PROBE is each given value (orthogonal parts differ)."""
+    rows = np.zeros((len(cosines), EMBEDDING_DIM), np.float32)
+    rows[:, 0] = cosines
+    axes = np.arange(first_axis, first_axis + len(cosines))
+    rows[np.arange(len(cosines)), axes] = np.sqrt(1 - np.square(cosines))
+    return rows
+
+
+def gallery_of(people: dict[str, list[float]]) -> GalleryMatrix:
+    blocks, person, axis = [], [], 1
+    for index, cosines in enumerate(people.values()):
+        blocks.append(with_cosines(cosines, axis))
+        person += [index] * len(cosines)
+        axis += len(cosines)
+    return GalleryMatrix(np.vstack(blocks), np.array(person, np.int32), tuple(people))
+
+
+def settings(aggregate: str = "best", threshold: float = 0.5, margin: float = 0.0) -> MatchSettings:
+    return MatchSettings(threshold=threshold, margin=margin, aggregate=aggregate)
+
+
+def test_aggregates_per_person() -> None:
+    matrix = gallery_of({"Ann": [0.9, 0.5, 0.4, 0.3, -0.2], "Ben": [0.6, 0.2]})
+    scores = {a: Matcher(matrix, settings(a)).person_scores(PROBE)[0] for a in AGGREGATES}
+    np.testing.assert_allclose(scores["best"], [0.9, 0.6], atol=1e-6)
+    np.testing.assert_allclose(scores["mean"], [0.38, 0.4], atol=1e-6)
+    # 5 samples, trim 0.2: the top (0.9) and bottom (-0.2) go; 2 samples: nothing trimmed.
+    np.testing.assert_allclose(scores["trimmed_mean"], [0.4, 0.4], atol=1e-6)
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+def test_vectorised_scores_equal_a_per_person_loop(aggregate: str) -> None:
+    rng = np.random.default_rng(3)
+    counts = [1, 7, 2, 5, 3, 10, 4]
+    embeddings = rng.normal(size=(sum(counts), EMBEDDING_DIM)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    probes = embeddings[[0, 4, 20]] + rng.normal(scale=0.05, size=(3, EMBEDDING_DIM))
+    probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+    person = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
+    matrix = GalleryMatrix(embeddings, person, tuple(f"p{i}" for i in range(len(counts))))
+    got = Matcher(matrix, MatchSettings(0.5, aggregate=aggregate, trim=0.2)).person_scores(probes)
+
+    expected = np.zeros((3, len(counts)))
+    for p in range(len(counts)):
+        sims = np.sort(probes @ embeddings[person == p].T, axis=1)
+        cut = int(np.floor(0.2 * counts[p])) if aggregate == "trimmed_mean" else 0
+        kept = sims[:, cut : counts[p] - cut]
+        expected[:, p] = kept.max(axis=1) if aggregate == "best" else kept.mean(axis=1)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_threshold_margin_and_second_best() -> None:
+    matrix = gallery_of({"Ann": [0.80, 0.1], "Ben": [0.75], "Cat": [0.2]})
+    strict = Matcher(matrix, settings(margin=0.1)).identify(PROBE)
+    assert strict.names == [None]  # Ann wins, but not by the margin
+    assert strict.best == ["Ann"]
+    np.testing.assert_allclose([strict.scores[0], strict.second[0]], [0.80, 0.75], atol=1e-6)
+    assert Matcher(matrix, settings(margin=0.03)).identify(PROBE).names == ["Ann"]
+    below = Matcher(matrix, settings(threshold=0.85)).identify(PROBE)
+    assert below.names == [None] and below.best == ["Ann"]
+
+
+def test_several_probes_in_one_call() -> None:
+    matrix = gallery_of({"Ann": [0.9], "Ben": [0.1]})
+    other = np.eye(EMBEDDING_DIM, dtype=np.float32)[1]  # Ann's sample's orthogonal part
+    far = np.eye(EMBEDDING_DIM, dtype=np.float32)[100]
+    result = Matcher(matrix, settings(threshold=0.3)).identify(np.stack([PROBE, other, far]))
+    assert result.names == ["Ann", "Ann", None]
+    assert result.scores.shape == result.second.shape == (3,)
+
+
+def test_single_person_second_is_bottom_of_scale() -> None:
+    result = Matcher(gallery_of({"Ann": [0.7]}), settings(margin=0.5)).identify(PROBE)
+    assert result.names == ["Ann"]
+    assert result.second[0] == NO_SCORE
+
+
+def test_empty_gallery_knows_nobody() -> None:
+    empty = GalleryMatrix(np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.int32), ())
+    result = Matcher(empty, settings()).identify(np.stack([PROBE, PROBE]))
+    assert result.names == [None, None]
+    np.testing.assert_array_equal(result.scores, [NO_SCORE, NO_SCORE])
+
+
+def test_settings_from_manifest_and_overrides() -> None:
+    recognition = {"threshold": 0.42, "margin": 0.05, "aggregate": "trimmed_mean"}
+    loaded = MatchSettings.from_recognition(recognition)
+    assert (loaded.threshold, loaded.margin, loaded.aggregate) == (0.42, 0.05, "trimmed_mean")
+    overridden = MatchSettings.from_recognition(recognition, threshold=0.6, aggregate="best")
+    assert (overridden.threshold, overridden.margin, overridden.aggregate) == (0.6, 0.05, "best")
+    with pytest.raises(UserError, match="no recognition.threshold"):
+        MatchSettings.from_recognition({})
+    with pytest.raises(UserError, match="aggregate must be one of"):
+        MatchSettings(0.5, aggregate="median")
+    with pytest.raises(UserError, match="outside the cosine scale"):
+        MatchSettings(1.5)

@@ -1,0 +1,136 @@
+"""Enrolment quality gates on synthetic faces whose size, pose and blur are known."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_app.faces import Faces
+from edge_app.quality import (
+    MIN_SHARPNESS,
+    Gates,
+    Reason,
+    check_face,
+    duplicate_of,
+    pose,
+    sharpness,
+)
+
+# Frontal landmarks as fractions of the box: eyes, nose halfway down, mouth corners.
+FRONTAL = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]])
+
+
+def synthetic_face(size: int = 160, blur: float = 0.0, frame: int = 400) -> np.ndarray:
+    """A textured square on grey: detail a Laplacian sees, with a known amount of blur."""
+    image = np.full((frame, frame, 3), 128, np.uint8)
+    cells = np.random.default_rng(0).integers(
+        40, 215, size=(size // 4, size // 4, 3), dtype=np.uint8
+    )
+    texture = cv2.resize(cells, (size, size), interpolation=cv2.INTER_NEAREST)
+    start = (frame - size) // 2
+    image[start : start + size, start : start + size] = texture
+    return cv2.GaussianBlur(image, (0, 0), blur) if blur else image
+
+
+def faces_at(boxes: list[list[float]], landmarks: np.ndarray | None = None) -> Faces:
+    boxes_array = np.array(boxes, np.float32).reshape(-1, 4)
+    if landmarks is None:
+        origin, extent = (
+            boxes_array[:, None, :2],
+            boxes_array[:, None, 2:] - boxes_array[:, None, :2],
+        )
+        landmarks = origin + FRONTAL[None] * extent
+    return Faces(boxes_array, np.ones(len(boxes_array), np.float32), landmarks.astype(np.float32))
+
+
+def centred_box(size: int = 160, frame: int = 400) -> list[float]:
+    start = (frame - size) // 2
+    return [start, start, start + size, start + size]
+
+
+def rotate(points: np.ndarray, degrees: float) -> np.ndarray:
+    angle = np.radians(degrees)
+    matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return points @ matrix.T
+
+
+def test_pose_of_a_frontal_face_and_its_rotation() -> None:
+    roll, yaw, pitch = pose(FRONTAL[None] * 100)
+    np.testing.assert_allclose([roll[0], yaw[0], pitch[0]], [0.0, 0.0, 0.5], atol=1e-9)
+    # An in-plane rotation changes the roll only: yaw and pitch are measured along the eyes.
+    roll, yaw, pitch = pose(rotate(FRONTAL * 100, 30)[None])
+    np.testing.assert_allclose([roll[0], yaw[0], pitch[0]], [30.0, 0.0, 0.5], atol=1e-9)
+
+
+def test_pose_is_vectorised_and_sees_a_turned_head() -> None:
+    turned = FRONTAL.copy()
+    turned[2, 0] += 0.2  # nose half the eye distance to the side
+    looking_down = FRONTAL.copy()
+    looking_down[2, 1] = 0.7
+    roll, yaw, pitch = pose(np.stack([FRONTAL, turned, looking_down]) * 100)
+    np.testing.assert_allclose(yaw, [0.0, 0.5, 0.0], atol=1e-9)
+    np.testing.assert_allclose(pitch, [0.5, 0.5, 0.875], atol=1e-9)
+
+
+def test_a_good_face_passes() -> None:
+    assert check_face(synthetic_face(), faces_at([centred_box()])) is None
+
+
+def test_no_face_and_several_faces() -> None:
+    frame = synthetic_face()
+    assert check_face(frame, Faces.empty()).reason is Reason.NO_FACE
+    two = check_face(frame, faces_at([centred_box(), [0, 0, 100, 100]]))
+    assert two.reason is Reason.SEVERAL_FACES
+    assert "2 faces" in two.message
+
+
+def test_too_small() -> None:
+    rejection = check_face(synthetic_face(60), faces_at([centred_box(60)]))
+    assert rejection.reason is Reason.TOO_SMALL
+    assert "60 px" in rejection.message
+    assert check_face(synthetic_face(60), faces_at([centred_box(60)]), Gates(min_face=50)) is None
+
+
+@pytest.mark.parametrize("change", ["roll", "yaw", "pitch"])
+def test_not_frontal(change: str) -> None:
+    box = np.array(centred_box(), np.float64)
+    points = box[:2] + FRONTAL * 160
+    if change == "roll":
+        centre = points.mean(axis=0)
+        points = centre + rotate(points - centre, 35)
+    elif change == "yaw":
+        points[2, 0] += 0.4 * 64  # eye distance is 64 px
+    else:
+        points[2, 1] = box[1] + 0.37 * 160  # nose almost level with the eyes: head tilted back
+    rejection = check_face(synthetic_face(), faces_at([box.tolist()], points[None]))
+    assert rejection.reason is Reason.NOT_FRONTAL
+    assert change in rejection.message
+
+
+def test_blurry() -> None:
+    sharp = sharpness(synthetic_face(), np.array(centred_box()))
+    blurred = sharpness(synthetic_face(blur=6.0), np.array(centred_box()))
+    assert sharp > MIN_SHARPNESS > blurred
+    rejection = check_face(synthetic_face(blur=6.0), faces_at([centred_box()]))
+    assert rejection.reason is Reason.BLURRY
+
+
+def test_sharpness_does_not_depend_on_the_face_resolution() -> None:
+    small = sharpness(synthetic_face(160), np.array(centred_box(160)))
+    big_frame = cv2.resize(synthetic_face(160), (800, 800), interpolation=cv2.INTER_NEAREST)
+    big = sharpness(big_frame, np.array(centred_box(160)) * 2)
+    assert big == pytest.approx(small, rel=0.15)
+
+
+def test_near_duplicates() -> None:
+    rng = np.random.default_rng(1)
+    existing = rng.normal(size=(3, 512)).astype(np.float32)
+    existing /= np.linalg.norm(existing, axis=1, keepdims=True)
+    close = existing[1] + 0.005 * rng.normal(size=512).astype(np.float32)
+    close /= np.linalg.norm(close)
+    rejection = duplicate_of(close, existing)
+    assert rejection.reason is Reason.NEAR_DUPLICATE
+    fresh = rng.normal(size=512).astype(np.float32)
+    assert duplicate_of(fresh / np.linalg.norm(fresh), existing) is None
+    assert duplicate_of(close, np.zeros((0, 512), np.float32)) is None
