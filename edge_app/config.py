@@ -1,0 +1,352 @@
+"""The door's TOML configuration: one validated, immutable object the daemon is built from.
+
+Every key is checked at start-up and every problem is collected, so a user fixing a config
+file sees all of its mistakes at once, each naming the key and the fix, rather than one
+traceback per restart of the service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, published as `tomli`
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from edge_app import paths
+from edge_app.errors import UserError
+
+AUTO = "auto"
+UART_PINS = (14, 15)
+GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
+BACKENDS = ("auto", "cpu", "edgetpu")
+AGGREGATES = ("auto", "best", "mean", "trimmed_mean")
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+class ConfigError(UserError):
+    """One or more invalid config values; the message lists each with its key."""
+
+
+class _Invalid(Exception):
+    """A single value failed its check; the message is completed with the key's name."""
+
+
+Check = Callable[[Any], Any]
+
+
+def _integer(low: int, high: int | None = None) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"expected an integer, got {_show(value)}")
+        if value < low or (high is not None and value > high):
+            limit = f"at least {low}" if high is None else f"{low} to {high}"
+            raise _Invalid(f"{value} is out of range ({limit})")
+        return value
+
+    return check
+
+
+def _number(low: float, high: float, *, low_open: bool = False) -> Check:
+    """low_open: `low` itself is excluded (a pulse or a frame rate of 0 means nothing)."""
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"expected a number, got {_show(value)}")
+        if (value <= low if low_open else value < low) or value > high:
+            above = f"more than {low}" if low_open else f"at least {low}"
+            raise _Invalid(f"{value} is out of range ({above} and at most {high})")
+        return float(value)
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _choice(*options: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise _Invalid(f"{_show(value)} is not one of {', '.join(map(repr, options))}")
+        return value
+
+    return check
+
+
+def _auto_or(inner: Check) -> Check:
+    """`"auto"` defers the value to the models manifest or the runtime, stored as None."""
+
+    def check(value: Any) -> Any:
+        if value is None or value == AUTO:
+            return None
+        try:
+            return inner(value)
+        except _Invalid as error:
+            raise _Invalid(f'{error} (or "auto" for the default)') from None
+
+    return check
+
+
+def _path(*, optional: bool) -> Check:
+    def check(value: Any) -> Path | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, Path):
+            return value
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a path string, got {_show(value)}")
+        if not value:
+            if optional:
+                return None
+            raise _Invalid("must not be empty")
+        return Path(value).expanduser()
+
+    return check
+
+
+def _source(value: Any) -> int | str:
+    """Camera spec: a device index stays an int so OpenCV opens it as a V4L2 device."""
+    if isinstance(value, bool):
+        raise _Invalid(f"expected a string or device index, got {_show(value)}")
+    if isinstance(value, int):
+        if value < 0:
+            raise _Invalid(f"device index {value} is negative")
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise _Invalid(
+            'expected "auto", "picamera2", a device index, a URL, a video file or a folder'
+        )
+    return int(value) if value.isdigit() else value
+
+
+def _hours(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(f'expected a list like ["07:00-22:00"], got {_show(value)}')
+    bad = [item for item in value if not isinstance(item, str) or not _HOURS.match(item)]
+    if bad:
+        raise _Invalid(
+            f'{_show(bad[0])} is not a time span HH:MM-HH:MM (24 h clock, e.g. "07:00-22:00"; '
+            'a span may cross midnight: "22:00-06:00")'
+        )
+    return tuple(value)
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _key(default: Any, check: Check) -> Any:
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: int | str = _key(AUTO, _source)
+    width: int = _key(1280, _integer(32, 8192))
+    height: int = _key(960, _integer(32, 8192))
+    fps: float = _key(10.0, _number(0.0, 120.0, low_open=True))
+    lores_width: int = _key(640, _integer(32, 8192))
+    lores_height: int = _key(480, _integer(32, 8192))
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    dir: Path | None = _key(None, _auto_or(_path(optional=True)))
+    backend: str = _key(AUTO, _choice(*BACKENDS))
+    threads: int | None = _key(None, _auto_or(_integer(1, 64)))
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    min_face: int | None = _key(None, _auto_or(_integer(12, 2000)))
+
+
+@dataclass(frozen=True)
+class RecognitionConfig:
+    threshold: float | None = _key(None, _auto_or(_number(-1.0, 1.0)))
+    margin: float | None = _key(None, _auto_or(_number(0.0, 2.0)))
+    aggregate: str = _key(AUTO, _choice(*AGGREGATES))
+
+
+@dataclass(frozen=True)
+class GalleryConfig:
+    path: Path = _key(paths.DEFAULT_GALLERY, _path(optional=False))
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin: int = _key(17, _integer(0, 27))
+    active_high: bool = _key(True, _boolean)
+    pulse_seconds: float = _key(3.0, _number(0.0, 60.0, low_open=True))
+    force_uart_pins: bool = _key(False, _boolean)
+    factory: str = _key(AUTO, _choice(*GPIO_FACTORIES))
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    hits: int = _key(3, _integer(1, 100))
+    window: int = _key(5, _integer(1, 100))
+    cooldown_seconds: float = _key(30.0, _number(0.0, 86400.0))
+    allowed_hours: tuple[str, ...] = _key((), _hours)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    iou: float = _key(0.3, _number(0.0, 1.0, low_open=True))
+    max_missed: int = _key(5, _integer(0, 1000))
+    refresh_frames: int = _key(10, _integer(1, 10000))
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    db: Path | None = _key(paths.DEFAULT_STATE_DIR / "events.db", _path(optional=True))
+    jsonl: Path | None = _key(None, _path(optional=True))
+    snapshots: Path | None = _key(None, _path(optional=True))
+    snapshot_keep: int = _key(200, _integer(1, 1_000_000))
+
+
+@dataclass(frozen=True)
+class Config:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    gallery: GalleryConfig = field(default_factory=GalleryConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "camera": CameraConfig,
+    "models": ModelsConfig,
+    "detection": DetectionConfig,
+    "recognition": RecognitionConfig,
+    "gallery": GalleryConfig,
+    "gpio": GpioConfig,
+    "policy": PolicyConfig,
+    "tracking": TrackingConfig,
+    "events": EventsConfig,
+}
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    return f"{name}: unknown {kind} ({hint})"
+
+
+def _build_section(name: str, cls: type, data: Any, errors: list[str]) -> Any:
+    if not isinstance(data, Mapping):
+        errors.append(f"{name}: expected a table [{name}], got {_show(data)}")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key not in fields:
+            errors.append(f"{name}." + _unknown("key", key, list(fields)))
+            continue
+        try:
+            values[key] = fields[key].metadata["check"](raw)
+        except _Invalid as error:
+            errors.append(f"{name}.{key}: {error}")
+    return cls(**values)
+
+
+def _cross_checks(config: Config, errors: list[str]) -> None:
+    """Rules between keys; each message names the key to change."""
+    gpio, camera, policy = config.gpio, config.camera, config.policy
+    if gpio.pin in UART_PINS and not gpio.force_uart_pins:
+        errors.append(
+            f"gpio.pin: {gpio.pin} is a UART pin that goes high at boot; choose another "
+            "(e.g. 17) or set gpio.force_uart_pins = true"
+        )
+    if camera.lores_width > camera.width or camera.lores_height > camera.height:
+        errors.append(
+            f"camera.lores_width: the detection stream {camera.lores_width}x"
+            f"{camera.lores_height} is larger than the capture size {camera.width}x"
+            f"{camera.height}; make camera.lores_width/lores_height at most camera.width/height"
+        )
+    if policy.hits > policy.window:
+        errors.append(
+            f"policy.hits: {policy.hits} is more than policy.window {policy.window}, so no one "
+            "could ever be unlocked; make hits <= window"
+        )
+
+
+def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
+    """Validate a parsed TOML document; raise one ConfigError listing every problem."""
+    errors: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, section in data.items():
+        if name not in SECTIONS:
+            errors.append(_unknown("section", name, list(SECTIONS)))
+            continue
+        sections[name] = _build_section(name, SECTIONS[name], section, errors)
+    config = Config(**sections)
+    _cross_checks(config, errors)
+    if errors:
+        problems = "\n".join(f"  - {error}" for error in errors)
+        raise ConfigError(f"{origin}: {len(errors)} problem(s):\n{problems}")
+    return config
+
+
+def load_config(path: Path | None = None) -> Config:
+    """The config at `path`, or at the default location when None.
+
+    A missing default file means the defaults (a fresh install works before any editing);
+    a missing file the user named explicitly is an error, since that is surely a typo.
+    """
+    explicit = path is not None
+    path = Path(path) if explicit else paths.DEFAULT_CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{path}: config file not found") from None
+        return Config()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    return parse_config(data, str(path))
+
+
+def to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    return {name: dataclasses.asdict(getattr(config, name)) for name in SECTIONS}
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
+    """Config with "section.key" values replaced (command-line flags), validated like the file.
+
+    None values are skipped, so argparse defaults of None mean "keep the config's value".
+    """
+    data = to_dict(config)
+    unknown: list[str] = []
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in data or key not in data[section]:
+            unknown.append(dotted)
+            continue
+        data[section][key] = value
+    if unknown:
+        raise ValueError(f"unknown config keys in overrides: {', '.join(unknown)}")
+    return parse_config(data, "command line")

@@ -1,0 +1,180 @@
+"""The door-strike relay: one GPIO output that is high only while the door may open.
+
+Safety rests on three rules. The pin starts low (`initial_value=False`). A pulse has a deadline
+that a new match moves forward but never adds to, so a face lingering at the door cannot hold
+the strike open for longer than one pulse after it was last recognised. And every way out of
+the process (close(), the context manager, atexit, the daemon's finally) drives the pin low
+before releasing it; wiring must make the released (floating) pin mean "locked" as well
+(docs/WIRING.md).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from gpiozero import OutputDevice
+from gpiozero.exc import GPIOZeroError
+
+from edge_app.config import GPIO_FACTORIES, UART_PINS
+from edge_app.errors import UserError
+
+log = logging.getLogger(__name__)
+
+_FACTORY_CLASSES = {
+    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
+    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
+    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
+    "native": ("gpiozero.pins.native", "NativeFactory"),
+    "mock": ("gpiozero.pins.mock", "MockFactory"),
+}
+
+
+class RelayError(UserError):
+    """The relay pin cannot be used as configured."""
+
+
+def make_pin_factory(name: str) -> object | None:
+    """A gpiozero pin factory by name; None for "auto" (gpiozero's own choice, lgpio on a Pi)."""
+    if name == "auto":
+        return None
+    if name not in _FACTORY_CLASSES:
+        raise RelayError(f"gpio.factory: {name!r} is not one of {', '.join(GPIO_FACTORIES)}")
+    module, cls = _FACTORY_CLASSES[name]
+    try:
+        return getattr(importlib.import_module(module), cls)()
+    except (ImportError, OSError, GPIOZeroError) as error:
+        raise RelayError(
+            f"gpio.factory: cannot start the {name!r} pin factory ({error}); on a Raspberry Pi "
+            "install python3-lgpio (or pip install lgpio); elsewhere use --gpio mock"
+        ) from None
+
+
+class Relay:
+    """A pulsed output pin. Thread-safe: pulses come from the frame loop, release from a timer.
+
+    on_release(reason) is called, outside the lock, each time the pin goes back low:
+    reason "timeout" when a pulse ends, "close" when the relay is closed during a pulse.
+    """
+
+    def __init__(
+        self,
+        pin: int,
+        *,
+        active_high: bool = True,
+        pin_factory: object | None = None,
+        force_uart_pins: bool = False,
+        on_release: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if pin in UART_PINS and not force_uart_pins:
+            raise RelayError(
+                f"gpio.pin: {pin} is a UART pin that goes high at boot; choose another "
+                "(e.g. 17) or set gpio.force_uart_pins = true"
+            )
+        try:
+            self._device = OutputDevice(
+                pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
+            )
+        except (GPIOZeroError, OSError, RuntimeError) as error:
+            raise RelayError(
+                f"gpio.pin: cannot drive GPIO{pin} ({type(error).__name__}: {error}); check "
+                "that no other program holds it and that this user is in the gpio group"
+            ) from None
+        self.pin = pin
+        self._on_release = on_release
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._closed = False
+        self._timer = threading.Thread(target=self._run_timer, name="relay-timer", daemon=True)
+        self._timer.start()
+        atexit.register(self.close)
+        log.info("relay ready pin=GPIO%d active_high=%s", pin, active_high)
+
+    @property
+    def pin_factory(self) -> object:
+        """The factory in use; with MockFactory its pins keep the state history tests read."""
+        return self._device.pin_factory
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self._device.value)
+
+    def pulse(self, seconds: float) -> bool:
+        """Open for `seconds` from now; True if this opened it, False if it only extended it.
+
+        The deadline becomes max(current deadline, now + seconds): a repeat match while open
+        extends the pulse to a full `seconds` after the latest match and never stacks.
+        """
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("relay is closed")
+            deadline = self._clock() + seconds
+            opened = self._deadline is None
+            self._deadline = deadline if opened else max(self._deadline, deadline)
+            if opened:
+                self._device.on()
+            self._cond.notify_all()
+        return opened
+
+    def release(self) -> None:
+        """Back to locked now (ends any pulse)."""
+        self._off("release")
+
+    def close(self) -> None:
+        """Pin low, then free it. Idempotent, and safe from any thread or exit path."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._off("close")
+        try:
+            self._device.close()
+        finally:
+            atexit.unregister(self.close)
+            if self._timer is not threading.current_thread():
+                self._timer.join(timeout=1.0)
+            log.info("relay released pin=GPIO%d", self.pin)
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _off(self, reason: str, *, expired_only: bool = False) -> None:
+        with self._cond:
+            if expired_only and (self._deadline is None or self._deadline > self._clock()):
+                return  # extended (or released) since the timer looked
+            was_open = self._deadline is not None
+            self._deadline = None
+            # Drive low even if we think it is low already: nothing may leave the strike open.
+            if not self._device.closed:
+                self._device.off()
+        if was_open and self._on_release is not None:
+            self._on_release(reason)
+
+    def _run_timer(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and self._deadline is None:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                remaining = self._deadline - self._clock()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+            self._off("timeout", expired_only=True)

@@ -1,0 +1,130 @@
+"""Frame-to-frame face tracks by box overlap, so an identified face is not re-embedded each frame.
+
+The embedding is the expensive step (about 40-60 ms per face on an Edge TPU, more on a Pi's
+CPU) while detection runs every frame anyway; IoU between consecutive detections is enough to
+follow a person walking up to a door at 10 fps. A track is embedded on every frame until the
+policy has settled it (recognised or unknown), then only every `refresh_frames` frames, which
+still catches an identity switch (two people crossing) within a second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N, 4) against every box in b (M, 4), x1 y1 x2 y2: (N, M)."""
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def greedy_assign(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
+    """(row, col) pairs, best score first, each row and column used once, all >= minimum.
+
+    Greedy on IoU gives the same answer as an optimal assignment whenever faces do not
+    overlap each other, which is the case at a door; it needs no scipy on the device.
+    """
+    scores = scores.astype(np.float32, copy=True)
+    pairs: list[tuple[int, int]] = []
+    for _ in range(min(scores.shape)):
+        row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        if scores[row, col] < minimum:
+            break
+        pairs.append((int(row), int(col)))
+        scores[row, :] = -1.0
+        scores[:, col] = -1.0
+    return pairs
+
+
+@dataclass(eq=False)
+class Track:
+    """One face followed across frames. Frame numbers count the tracker's update() calls."""
+
+    track_id: int
+    box: np.ndarray
+    first_frame: int
+    last_frame: int
+    missed: int = 0
+    embedded_frame: int | None = None
+    settled: bool = False
+
+    def needs_embedding(self, frame: int, refresh_frames: int) -> bool:
+        if self.embedded_frame is None or not self.settled:
+            return True
+        return frame - self.embedded_frame >= refresh_frames
+
+
+class IoUTracker:
+    def __init__(self, iou: float = 0.3, max_missed: int = 5, refresh_frames: int = 10) -> None:
+        self.iou = iou
+        self.max_missed = max_missed
+        self.refresh_frames = refresh_frames
+        self.frame = -1
+        self.tracks: list[Track] = []
+        self._ids = itertools.count(1)
+
+    def update(self, boxes: np.ndarray) -> tuple[list[Track], list[Track]]:
+        """Advance one frame with its detections.
+
+        Returns the track of each box (same order) and the tracks that ended this frame:
+        those unseen for more than `max_missed` frames, so a detector that misses a face for
+        a frame or two does not split a visit into two tracks (and two unlock decisions).
+        """
+        self.frame += 1
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        previous = np.array([t.box for t in self.tracks], np.float32).reshape(-1, 4)
+        pairs = greedy_assign(iou_matrix(previous, boxes), self.iou)
+        matched: list[Track | None] = [None] * len(boxes)
+        for row, col in pairs:
+            track = self.tracks[row]
+            track.box, track.last_frame, track.missed = boxes[col], self.frame, 0
+            matched[col] = track
+        seen = {id(track) for track in matched if track is not None}
+        ended: list[Track] = []
+        alive: list[Track] = []
+        for track in self.tracks:
+            if id(track) not in seen:
+                track.missed += 1
+                if track.missed > self.max_missed:
+                    ended.append(track)
+                    continue
+            alive.append(track)
+        result: list[Track] = []
+        for col, track in enumerate(matched):
+            if track is None:
+                track = Track(next(self._ids), boxes[col], self.frame, self.frame)
+                alive.append(track)
+                log.debug("track started track=%d", track.track_id)
+            result.append(track)
+        self.tracks = alive
+        return result, ended
+
+    def due(self, tracks: list[Track]) -> np.ndarray:
+        """Mask over `tracks` (this frame's) of those whose face must be embedded now."""
+        return np.array(
+            [t.needs_embedding(self.frame, self.refresh_frames) for t in tracks], dtype=bool
+        )
+
+    def mark_embedded(self, tracks: list[Track]) -> None:
+        for track in tracks:
+            track.embedded_frame = self.frame
+
+    def clear(self) -> list[Track]:
+        """End every track (the camera reconnected: the old boxes mean nothing now)."""
+        ended, self.tracks = self.tracks, []
+        return ended

@@ -1,0 +1,172 @@
+"""Every config mistake gets a message naming its key, and all of them are reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_app import paths
+from edge_app.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    load_config,
+    parse_config,
+)
+
+EXAMPLE = paths.REPO_ROOT / "config.example.toml"
+
+
+def errors_of(data: dict) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"camra": {}}, "camra: unknown section (did you mean 'camera'?)"),
+        ({"camera": 5}, "camera: expected a table [camera], got int 5"),
+        ({"camera": {"sorce": "auto"}}, "camera.sorce: unknown key (did you mean 'source'?)"),
+        ({"camera": {"source": True}}, "camera.source: expected a string or device index"),
+        ({"camera": {"source": -1}}, "camera.source: device index -1 is negative"),
+        ({"camera": {"source": ""}}, 'camera.source: expected "auto", "picamera2"'),
+        ({"camera": {"width": "640"}}, "camera.width: expected an integer, got str '640'"),
+        ({"camera": {"width": 16}}, "camera.width: 16 is out of range (32 to 8192)"),
+        ({"camera": {"fps": 0}}, "camera.fps: 0 is out of range (more than 0.0"),
+        (
+            {"camera": {"width": 320, "height": 240}},
+            "camera.lores_width: the detection stream 640x480 is larger than the capture size",
+        ),
+        ({"models": {"backend": "tpu"}}, "models.backend: str 'tpu' is not one of 'auto', 'cpu'"),
+        ({"models": {"threads": 0}}, 'models.threads: 0 is out of range (1 to 64) (or "auto"'),
+        ({"models": {"dir": 3}}, "models.dir: expected a path string, got int 3"),
+        ({"detection": {"min_face": 5}}, "detection.min_face: 5 is out of range (12 to 2000)"),
+        ({"recognition": {"threshold": 1.5}}, "recognition.threshold: 1.5 is out of range"),
+        ({"recognition": {"threshold": "high"}}, "recognition.threshold: expected a number"),
+        ({"recognition": {"margin": -0.1}}, "recognition.margin: -0.1 is out of range"),
+        ({"recognition": {"aggregate": "max"}}, "recognition.aggregate: str 'max' is not one of"),
+        ({"gallery": {"path": ""}}, "gallery.path: must not be empty"),
+        ({"gpio": {"pin": 28}}, "gpio.pin: 28 is out of range (0 to 27)"),
+        ({"gpio": {"pin": True}}, "gpio.pin: expected an integer, got bool True"),
+        (
+            {"gpio": {"pin": 14}},
+            "gpio.pin: 14 is a UART pin that goes high at boot; choose another (e.g. 17) or set "
+            "gpio.force_uart_pins = true",
+        ),
+        ({"gpio": {"pin": 15}}, "gpio.pin: 15 is a UART pin that goes high at boot"),
+        ({"gpio": {"active_high": 1}}, "gpio.active_high: expected true or false, got int 1"),
+        ({"gpio": {"pulse_seconds": 0}}, "gpio.pulse_seconds: 0 is out of range (more than 0.0"),
+        ({"gpio": {"pulse_seconds": 61}}, "gpio.pulse_seconds: 61 is out of range"),
+        ({"gpio": {"force_uart_pins": "yes"}}, "gpio.force_uart_pins: expected true or false"),
+        ({"gpio": {"factory": "gpio"}}, "gpio.factory: str 'gpio' is not one of 'auto', 'lgpio'"),
+        ({"policy": {"hits": 0}}, "policy.hits: 0 is out of range (1 to 100)"),
+        ({"policy": {"window": 0}}, "policy.window: 0 is out of range (1 to 100)"),
+        (
+            {"policy": {"hits": 6, "window": 5}},
+            "policy.hits: 6 is more than policy.window 5, so no one could ever be unlocked",
+        ),
+        ({"policy": {"cooldown_seconds": -1}}, "policy.cooldown_seconds: -1 is out of range"),
+        ({"policy": {"allowed_hours": "07:00-22:00"}}, "policy.allowed_hours: expected a list"),
+        (
+            {"policy": {"allowed_hours": ["7-22"]}},
+            "policy.allowed_hours: str '7-22' is not a time span HH:MM-HH:MM",
+        ),
+        ({"policy": {"allowed_hours": ["07:00-25:00"]}}, "is not a time span HH:MM-HH:MM"),
+        ({"tracking": {"iou": 0}}, "tracking.iou: 0 is out of range (more than 0.0"),
+        ({"tracking": {"max_missed": -1}}, "tracking.max_missed: -1 is out of range"),
+        ({"tracking": {"refresh_frames": 0}}, "tracking.refresh_frames: 0 is out of range"),
+        ({"events": {"jsonl": 1}}, "events.jsonl: expected a path string, got int 1"),
+        ({"events": {"snapshot_keep": 0}}, "events.snapshot_keep: 0 is out of range"),
+    ],
+)
+def test_each_error_names_its_key(data: dict, message: str) -> None:
+    assert message in errors_of(data)
+
+
+def test_all_errors_are_collected_in_one() -> None:
+    text = errors_of(
+        {"gpio": {"pin": 14, "pulse_seconds": -2}, "camera": {"fps": "fast"}, "extra": {}}
+    )
+    assert "4 problem(s)" in text
+    for key in ("gpio.pin", "gpio.pulse_seconds", "camera.fps", "extra: unknown section"):
+        assert key in text
+
+
+def test_uart_pin_allowed_when_forced() -> None:
+    config = parse_config({"gpio": {"pin": 14, "force_uart_pins": True}})
+    assert config.gpio.pin == 14
+
+
+def test_auto_means_manifest_default_and_values_convert() -> None:
+    config = parse_config(
+        {
+            "camera": {"source": "2"},
+            "models": {"dir": "auto", "threads": "auto"},
+            "recognition": {"threshold": 0.5, "margin": "auto"},
+            "events": {"jsonl": "", "snapshots": "~/snaps"},
+        }
+    )
+    assert config.camera.source == 2
+    assert config.models.dir is None and config.models.threads is None
+    assert config.recognition.threshold == 0.5 and config.recognition.margin is None
+    assert config.events.jsonl is None
+    assert config.events.snapshots == Path("~/snaps").expanduser()
+
+
+def test_missing_default_file_means_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(paths, "DEFAULT_CONFIG", tmp_path / "absent.toml")
+    assert load_config(None) == Config()
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="absent.toml: config file not found"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_invalid_toml_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[gpio]\npin = = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: not valid TOML \(.*line 2"):
+        load_config(path)
+
+
+def test_errors_from_a_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "door.toml"
+    path.write_text("[gpio]\npin = 15\n")
+    with pytest.raises(
+        ConfigError, match=r"door.toml: 1 problem\(s\):\n  - gpio.pin: 15 is a UART"
+    ):
+        load_config(path)
+
+
+def test_example_config_is_valid_and_has_a_comment_on_every_key() -> None:
+    config = load_config(EXAMPLE)
+    assert config.gpio.pin == 17
+    lines = EXAMPLE.read_text().splitlines()
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if "=" in stripped and not stripped.startswith("#"):
+            previous = lines[number - 1].strip() if number else ""
+            assert "#" in stripped or previous.startswith("#"), f"no comment for: {line}"
+
+
+def test_example_config_lists_every_key() -> None:
+    text = EXAMPLE.read_text()
+    for section, values in parse_config({}).__dict__.items():
+        assert f"[{section}]" in text
+        for key in values.__dict__:
+            assert f"\n{key} = " in text, f"{section}.{key} missing from the example"
+
+
+def test_overrides_apply_and_validate() -> None:
+    config = apply_overrides(
+        Config(), {"camera.source": "clip.mp4", "gpio.factory": "mock", "gpio.pin": None}
+    )
+    assert config.camera.source == "clip.mp4"
+    assert config.gpio.factory == "mock"
+    assert config.gpio.pin == 17  # None keeps the config's value
+    with pytest.raises(ConfigError, match="(?s)command line: 1 problem.*gpio.pin: 14 is a UART"):
+        apply_overrides(config, {"gpio.pin": 14})

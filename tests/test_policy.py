@@ -1,0 +1,167 @@
+"""The unlock policy as pure logic: votes, hits-of-window, cooldown, hours, unknown faces."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from edge_app.policy import (
+    DENIED,
+    RECOGNIZED,
+    UNKNOWN,
+    UNLOCK,
+    Policy,
+    Vote,
+    parse_hours,
+    within_hours,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make(clock: Clock, **kwargs) -> Policy:
+    kwargs.setdefault("hits", 3)
+    kwargs.setdefault("window", 5)
+    kwargs.setdefault("cooldown_seconds", 30.0)
+    return Policy(clock=clock, local_time=lambda: datetime(2024, 5, 1, 12, 0), **kwargs)
+
+
+def kinds(decisions) -> list[str]:
+    return [d.kind for d in decisions]
+
+
+def alice(score: float = 0.8) -> Vote:
+    return Vote("alice", score, 0.1)
+
+
+def test_unlock_needs_hits_of_window(clock: Clock) -> None:
+    policy = make(clock)
+    assert policy.vote(1, alice(0.7)) == []
+    assert policy.vote(1, Vote(None, 0.3)) == []
+    assert policy.vote(1, alice(0.8)) == []
+    decisions = policy.vote(1, alice(0.9))
+    assert kinds(decisions) == [RECOGNIZED, UNLOCK]
+    assert decisions[1].name == "alice" and decisions[1].track == 1
+    assert decisions[1].score == pytest.approx(0.8)  # mean of the winning votes
+    # Further agreeing votes on the same track do not unlock again.
+    assert policy.vote(1, alice()) == []
+    assert policy.settled(1)
+
+
+def test_votes_older_than_the_window_do_not_count(clock: Clock) -> None:
+    policy = make(clock)
+    for vote in (alice(), alice(), Vote(None, 0.2), Vote(None, 0.2), Vote(None, 0.2)):
+        assert kinds(policy.vote(1, vote)) in ([], [UNKNOWN])
+    # The first hit has left the 5-frame window: two hits in the last five are not enough.
+    assert kinds(policy.vote(1, alice())) == []
+
+
+def test_votes_are_per_track(clock: Clock) -> None:
+    policy = make(clock)
+    for track in (1, 2, 1, 2):
+        assert policy.vote(track, alice()) == []
+    assert kinds(policy.vote(2, alice())) == [RECOGNIZED, UNLOCK]
+
+
+def test_unknown_face_reports_once_and_never_unlocks(clock: Clock) -> None:
+    policy = make(clock)
+    decisions = [d for _ in range(20) for d in policy.vote(7, Vote(None, 0.35))]
+    assert kinds(decisions) == [UNKNOWN]
+    assert decisions[0].name is None and decisions[0].score == pytest.approx(0.35)
+    assert policy.settled(7)
+
+
+def test_split_votes_between_people_is_unknown(clock: Clock) -> None:
+    policy = make(clock)
+    votes = [alice(), Vote("bob", 0.7), alice(), Vote("bob", 0.7), Vote(None, 0.3)]
+    decisions = [d for vote in votes for d in policy.vote(1, vote)]
+    assert kinds(decisions) == [UNKNOWN]
+
+
+def test_cooldown_is_per_person(clock: Clock) -> None:
+    policy = make(clock)
+    for _ in range(3):
+        first = policy.vote(1, alice())
+    assert kinds(first) == [RECOGNIZED, UNLOCK]
+    clock.now += 10  # second visit inside the cooldown: a new track
+    for _ in range(3):
+        second = policy.vote(2, alice())
+    assert kinds(second) == [RECOGNIZED, DENIED] and second[1].reason == "cooldown"
+    for _ in range(3):  # another person is not held back by alice's cooldown
+        bob = policy.vote(3, Vote("bob", 0.8))
+    assert kinds(bob) == [RECOGNIZED, UNLOCK]
+    clock.now += 25  # 35 s after alice's unlock (the denied visit does not restart it)
+    for _ in range(3):
+        third = policy.vote(4, alice())
+    assert kinds(third) == [RECOGNIZED, UNLOCK]
+
+
+def test_allowed_hours(clock: Clock) -> None:
+    moment = datetime(2024, 5, 1, 23, 30)
+    policy = Policy(3, 5, 0, ["07:00-22:00"], clock=clock, local_time=lambda: moment)
+    for _ in range(3):
+        decisions = policy.vote(1, alice())
+    assert kinds(decisions) == [RECOGNIZED, DENIED] and decisions[1].reason == "hours"
+
+
+@pytest.mark.parametrize(
+    ("spans", "hour", "minute", "allowed"),
+    [
+        ([], 3, 0, True),
+        (["07:00-22:00"], 7, 0, True),
+        (["07:00-22:00"], 21, 59, True),
+        (["07:00-22:00"], 22, 0, False),
+        (["07:00-22:00"], 6, 59, False),
+        (["22:00-06:00"], 23, 0, True),
+        (["22:00-06:00"], 5, 30, True),
+        (["22:00-06:00"], 12, 0, False),
+        (["06:00-12:00", "13:00-24:00"], 12, 30, False),
+        (["06:00-12:00", "13:00-24:00"], 23, 59, True),
+    ],
+)
+def test_within_hours(spans: list[str], hour: int, minute: int, allowed: bool) -> None:
+    assert within_hours(parse_hours(spans), datetime(2024, 1, 1, hour, minute)) is allowed
+
+
+def test_identity_switch_on_one_track_is_a_new_decision(clock: Clock) -> None:
+    policy = make(clock, cooldown_seconds=0)
+    for _ in range(3):
+        policy.vote(1, alice())
+    assert policy.vote(1, Vote("bob", 0.8)) == []
+    assert not policy.settled(1)  # a disagreeing frame: evaluate every frame again
+    assert policy.vote(1, Vote("bob", 0.8)) == []
+    decisions = policy.vote(1, Vote("bob", 0.8))
+    assert kinds(decisions) == [RECOGNIZED, UNLOCK] and decisions[0].name == "bob"
+
+
+def test_settled_and_forget(clock: Clock) -> None:
+    policy = make(clock)
+    assert not policy.settled(1)
+    policy.vote(1, alice())
+    assert not policy.settled(1)
+    policy.forget(1)
+    assert policy.identity(1) is None
+
+
+def test_reconfigure_keeps_cooldowns(clock: Clock) -> None:
+    policy = make(clock)
+    for _ in range(3):
+        policy.vote(1, alice())
+    policy.configure(hits=2, window=3, cooldown_seconds=60, allowed_hours=[])
+    clock.now += 40
+    policy.vote(2, alice())
+    assert kinds(policy.vote(2, alice())) == [RECOGNIZED, DENIED]
+    with pytest.raises(ValueError, match="hits <= window"):
+        policy.configure(hits=4, window=3, cooldown_seconds=0, allowed_hours=[])

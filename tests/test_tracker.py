@@ -1,0 +1,82 @@
+"""IoU tracking: identities persist across frames and settled faces are embedded rarely."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_app.tracker import IoUTracker, greedy_assign, iou_matrix
+
+
+def box(x: float, y: float, size: float = 100) -> list[float]:
+    return [x, y, x + size, y + size]
+
+
+def test_iou_matrix_values() -> None:
+    a = np.array([box(0, 0), box(200, 200)])
+    b = np.array([box(0, 0), box(50, 0), box(500, 500)])
+    iou = iou_matrix(a, b)
+    assert iou.shape == (2, 3)
+    assert iou[0, 0] == 1.0
+    assert np.isclose(iou[0, 1], 5000 / 15000)
+    assert iou[0, 2] == 0.0 and iou[1].max() == 0.0
+    assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
+
+
+def test_greedy_assign_prefers_best_overlap() -> None:
+    scores = np.array([[0.9, 0.8], [0.85, 0.1]])
+    assert sorted(greedy_assign(scores, 0.3)) == [(0, 0)]  # row 1 only overlaps a taken column
+    assert greedy_assign(np.array([[0.2]]), 0.3) == []
+
+
+def test_a_moving_face_keeps_its_track() -> None:
+    tracker = IoUTracker(iou=0.3)
+    ids = []
+    for step in range(10):
+        tracks, ended = tracker.update(np.array([box(100 + 8 * step, 100)]))
+        ids.append(tracks[0].track_id)
+        assert ended == []
+    assert len(set(ids)) == 1
+
+
+def test_two_faces_keep_their_own_tracks_in_any_order() -> None:
+    tracker = IoUTracker()
+    first, _ = tracker.update(np.array([box(0, 0), box(300, 0)]))
+    second, _ = tracker.update(np.array([box(305, 2), box(4, 1)]))
+    assert second[0] is first[1] and second[1] is first[0]
+
+
+def test_missed_frames_do_not_split_a_visit_then_the_track_ends() -> None:
+    tracker = IoUTracker(max_missed=2)
+    (track,), _ = tracker.update(np.array([box(0, 0)]))
+    for _ in range(2):
+        assert tracker.update(np.zeros((0, 4))) == ([], [])
+    (again,), _ = tracker.update(np.array([box(3, 0)]))
+    assert again is track
+    ended = []
+    for _ in range(3):
+        ended += tracker.update(np.zeros((0, 4)))[1]
+    assert ended == [track]
+    (new,), _ = tracker.update(np.array([box(0, 0)]))
+    assert new.track_id != track.track_id
+
+
+def test_embedding_schedule_with_one_steady_face() -> None:
+    """Undecided: every frame; settled: every refresh_frames frames."""
+    tracker = IoUTracker(refresh_frames=10)
+    embedded = []
+    for frame in range(50):
+        tracks, _ = tracker.update(np.array([box(100, 100)]))
+        due = tracker.due(tracks)
+        if due[0]:
+            embedded.append(frame)
+            tracker.mark_embedded(tracks)
+        tracks[0].settled = frame >= 2  # the policy decides after three votes
+    assert embedded == [0, 1, 2, 12, 22, 32, 42]
+    assert len(embedded) <= 50 / 5
+
+
+def test_clear_ends_every_track() -> None:
+    tracker = IoUTracker()
+    tracks, _ = tracker.update(np.array([box(0, 0), box(300, 0)]))
+    assert tracker.clear() == tracks
+    assert tracker.tracks == []
