@@ -23,7 +23,9 @@ class Faces:
     @classmethod
     def empty(cls) -> Faces:
         return cls(
-            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0, 5, 2), np.float32),
         )
 
     def __len__(self) -> int:

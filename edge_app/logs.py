@@ -43,3 +43,5 @@ def setup_logging(verbosity: int = 0) -> None:
     root.setLevel(level)
     # TensorFlow and absl are chatty at INFO; their warnings still come through.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for noisy in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,316 @@
+"""`edge-convert build`: float reference models, then full-int8 models, linted, in one go.
+
+The output folder is assembled in a temporary sibling and renamed into place only when
+everything succeeded, so a failure never leaves a half-written models folder behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from random import Random
+
+from converter import __version__
+from converter.calibration import aligned_faces, calibration_paths, cascade_inputs, door_frames
+from converter.mtcnn_models import build_onet, build_pnet, build_rnet, mtcnn_source_identity
+from converter.quantize import convert_frozen_graph, convert_keras, describe_tensors
+from converter.sources import FACENET_INPUT, FACENET_PRENORM, FACENET_SIZE, facenet_source
+from edge_app.adapters import PIXEL_SCALE
+from edge_app.align import FACENET_SIZE as ALIGN_SIZE
+from edge_app.detection.cascade import Thresholds
+from edge_app.detection.pyramid import DEFAULT_FACTOR, level_shape, pyramid_scales
+from edge_app.engine import DEFAULT_MARGIN, Engine
+from edge_app.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    EdgeTpuSpec,
+    parse_manifest,
+    sha256_file,
+)
+from edge_app.runtime import select_backend
+
+log = logging.getLogger(__name__)
+
+
+class BuildError(RuntimeError):
+    """The build cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    out: Path
+    float_out: Path
+    camera: tuple[int, int] = (640, 480)
+    min_face: int = 40
+    calib: Path | None = None
+    facenet: Path | None = None
+    edgetpu: bool = False
+    frames: int = 120
+    crops: int = 1500
+    faces: int = 300
+    seed: int = 0
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path) -> Iterator[Path]:
+    """A temporary sibling of `final`, swapped in on success and removed on failure."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(final.parent, os.W_OK):
+        raise BuildError(f"cannot write to {final.parent}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = final.with_name(f".{final.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        final.rename(previous)
+    staging.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """TensorFlow's converter prints banners from C++ and Python on stdout and stderr;
+    keep them out of the progress display, but show them when a conversion fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as capture:
+        os.dup2(capture.fileno(), 1)
+        os.dup2(capture.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        except BaseException:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            capture.seek(0)
+            log.error("converter output:\n%s", capture.read()[-4000:])
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _save(folder: Path, name: str, data: bytes, role: str, scale: float | None) -> dict:
+    path = folder / f"{name}.tflite"
+    path.write_bytes(data)
+    inputs, outputs = describe_tensors(path)
+    return {
+        "role": role,
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "inputs": inputs,
+        "outputs": outputs,
+        "scale": scale,
+        "edgetpu": None,
+    }
+
+
+def _manifest(options: BuildOptions, scales: list[float], models: dict, sources: dict) -> dict:
+    import tensorflow as tf  # noqa: PLC0415
+
+    width, height = options.camera
+    return {
+        "format_version": FORMAT_VERSION,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "converter": {
+            "version": __version__,
+            "tensorflow": tf.__version__,
+            "python": platform.python_version(),
+        },
+        "sources": sources,
+        "camera": [width, height],
+        "min_face": options.min_face,
+        "pyramid": {
+            "layout": "per-scale",
+            "factor": DEFAULT_FACTOR,
+            "scales": scales,
+            "shapes": [list(level_shape(width, height, s)) for s in scales],
+        },
+        "preprocessing": {
+            "color": "RGB",
+            "standardisation": "(x - 127.5) / 128, folded into the uint8 input quantisation",
+            "facenet_margin": DEFAULT_MARGIN,
+            "facenet_size": ALIGN_SIZE,
+            "crops": "bilinear, from the smallest pyramid level at or above the crop size",
+        },
+        "thresholds": {k: getattr(Thresholds(), k) for k in Thresholds.__dataclass_fields__},
+        "models": models,
+    }
+
+
+def _write_manifest(folder: Path, data: dict) -> None:
+    manifest = parse_manifest(data)  # the same validation the device runs
+    (folder / MANIFEST_NAME).write_text(manifest.to_json())
+
+
+def _float_models(options: BuildOptions, folder: Path, scales, facenet) -> dict:
+    width, height = options.camera
+    models = {}
+    with _quiet():
+        for index, scale in enumerate(scales):
+            model = build_pnet(*level_shape(width, height, scale))
+            models[f"pnet_{index}"] = _save(
+                folder, f"pnet_{index}", convert_keras(model), "pnet", scale
+            )
+        models["rnet"] = _save(folder, "rnet", convert_keras(build_rnet()), "rnet", None)
+        models["onet"] = _save(folder, "onet", convert_keras(build_onet()), "onet", None)
+        graph = convert_frozen_graph(
+            facenet.graph, FACENET_INPUT, FACENET_PRENORM, [1, FACENET_SIZE, FACENET_SIZE, 3]
+        )
+        models["facenet"] = _save(folder, "facenet", graph, "facenet", None)
+    return models
+
+
+def _check_input_quantisation(entry: dict) -> None:
+    detail = entry["inputs"][0]
+    if abs(detail["scale"] - PIXEL_SCALE) > 2e-4 or detail["zero_point"] not in (127, 128):
+        log.warning(
+            "%s: input scale %.6f zero point %d is not the pixel standardisation; the host "
+            "will quantise its input (slower). Calibrate on photos with full 0-255 range.",
+            entry["file"],
+            detail["scale"],
+            detail["zero_point"],
+        )
+
+
+def _require_tensorflow() -> None:
+    try:
+        import tensorflow  # noqa: F401, PLC0415
+    except ImportError:
+        raise BuildError(
+            "TensorFlow is not installed: the converter needs pip install 'edge-door[converter]'"
+        ) from None
+
+
+def build(options: BuildOptions) -> Path:
+    started = time.monotonic()
+    _require_tensorflow()
+    width, height = options.camera
+    if options.min_face < 12:
+        raise BuildError("--min-face must be at least 12 pixels (P-Net's window)")
+    scales = pyramid_scales(width, height, options.min_face)
+    if not scales:
+        raise BuildError(f"--min-face {options.min_face} leaves no pyramid level")
+    facenet = facenet_source(options.facenet)
+    sources = {"mtcnn": mtcnn_source_identity(), "facenet": facenet.identity}
+    paths = calibration_paths(options.calib)
+    Random(options.seed).shuffle(paths)
+    log.info("calibration images=%d from=%s", len(paths), options.calib)
+
+    with staged_folder(options.float_out) as float_dir, staged_folder(options.out) as out_dir:
+        log.info("step 1/4: float reference models (%d pyramid levels)", len(scales))
+        float_models = _float_models(options, float_dir, scales, facenet)
+        float_manifest = _manifest(options, scales, float_models, sources)
+        _write_manifest(float_dir, float_manifest)
+        float_engine = Engine(parse_manifest(float_manifest), float_dir, select_backend("cpu"))
+
+        log.info("step 2/4: calibration data from the float cascade")
+        frames = door_frames(paths, options.camera, options.frames, options.seed)
+        inputs = cascade_inputs(float_engine, frames, options.crops, options.seed)
+        faces = aligned_faces(float_engine, paths, options.faces)
+        if len(faces) < 20:
+            raise BuildError(f"only {len(faces)} faces found for FaceNet calibration")
+        log.info(
+            "calibration rnet=%d onet=%d facenet=%d",
+            len(inputs.get("rnet", [])),
+            len(inputs.get("onet", [])),
+            len(faces),
+        )
+
+        log.info("step 3/4: full-int8 models")
+        models = {}
+        with _quiet():
+            for index, scale in enumerate(scales):
+                levels = inputs[f"pnet@{scale:.6f}"]
+                model = build_pnet(*level_shape(width, height, scale))
+                data = convert_keras(model, lambda levels=levels: levels)
+                models[f"pnet_{index}"] = _save(out_dir, f"pnet_{index}", data, "pnet", scale)
+            models["rnet"] = _save(
+                out_dir, "rnet", convert_keras(build_rnet(), lambda: inputs["rnet"]), "rnet", None
+            )
+            models["onet"] = _save(
+                out_dir, "onet", convert_keras(build_onet(), lambda: inputs["onet"]), "onet", None
+            )
+            graph = convert_frozen_graph(
+                facenet.graph,
+                FACENET_INPUT,
+                FACENET_PRENORM,
+                [1, FACENET_SIZE, FACENET_SIZE, 3],
+                lambda: faces,
+            )
+            models["facenet"] = _save(out_dir, "facenet", graph, "facenet", None)
+        for entry in models.values():
+            _check_input_quantisation(entry)
+
+        log.info("step 4/4: Edge TPU lint%s", " and compile" if options.edgetpu else "")
+        _lint(out_dir, models)
+        if options.edgetpu:
+            _compile(out_dir, models)
+        manifest = _manifest(options, scales, models, sources)
+        manifest["calibration"] = {
+            "source": str(options.calib),
+            "images": len(paths),
+            "door_frames": len(frames),
+            "rnet_crops": len(inputs.get("rnet", [])),
+            "onet_crops": len(inputs.get("onet", [])),
+            "facenet_faces": len(faces),
+            "seed": options.seed,
+        }
+        _write_manifest(out_dir, manifest)
+    log.info("built %s in %.0f s", options.out, time.monotonic() - started)
+    return options.out
+
+
+def _lint(folder: Path, models: dict) -> None:
+    from converter.lint import format_report, lint_model  # noqa: PLC0415
+
+    violations = [v for entry in models.values() for v in lint_model(folder / entry["file"])]
+    if violations:
+        raise BuildError("Edge TPU lint failed:\n" + format_report(violations))
+    log.info("lint: %d models, 0 violations", len(models))
+
+
+def _compile(folder: Path, models: dict) -> None:
+    from converter.edgetpu import check_fully_mapped, compile_models, find_compiler  # noqa: PLC0415
+
+    if find_compiler() is None:
+        log.warning(
+            "edgetpu_compiler is not on PATH: Edge TPU models were not compiled (it runs on "
+            "x86-64 Debian/Ubuntu from Coral's apt repository). The static lint passed."
+        )
+        return
+    order = sorted(models, key=lambda n: (models[n]["role"] == "facenet", n))  # MTCNN first
+    reports = compile_models([folder / models[n]["file"] for n in order], folder)
+    for name, report in zip(order, reports, strict=True):
+        check_fully_mapped(report)
+        models[name]["edgetpu"] = EdgeTpuSpec(
+            file=report.compiled.name,
+            sha256=sha256_file(report.compiled),
+            on_chip_mib=report.on_chip_mib,
+            off_chip_mib=report.off_chip_mib,
+        ).__dict__
+
+
+def float_dir_for(out: Path) -> Path:
+    return out.parent / "float"

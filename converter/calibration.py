@@ -1,0 +1,128 @@
+"""Calibration data: each network is calibrated on what it sees at run time.
+
+P-Net gets the pyramid levels of door-like frames, R-Net and O-Net the crops the float
+cascade passes on, FaceNet aligned face crops. Door-like frames are real photos: one fills
+the 640x480 view as background and one or two others are pasted in at the face sizes a
+door camera sees (about 40 to 180 px faces at the default settings).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edge_app.align import face_crops
+from edge_app.engine import Engine
+from edge_app.images import IMAGE_SUFFIXES, ImageError, read_image
+from edge_app.lfw import read_pairs
+
+log = logging.getLogger(__name__)
+
+TRAIN_PAIRS = "pairsDevTrain.txt"
+
+
+class CalibrationError(RuntimeError):
+    """No usable calibration images."""
+
+
+def calibration_paths(source: Path) -> list[Path]:
+    """LFW's DevTrain images when `source` is an LFW folder (DevTest stays held out for
+    validation), otherwise every image below `source`."""
+    source = Path(source)
+    for root in (source, source / "lfw"):
+        if (root / TRAIN_PAIRS).is_file():
+            pairs = read_pairs(root / TRAIN_PAIRS)
+            return [root / "images" / name for name in pairs.images]
+    if not source.is_dir():
+        raise CalibrationError(f"calibration folder {source} does not exist")
+    paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise CalibrationError(f"no images below {source}")
+    return paths
+
+
+def _cover(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize to cover width x height and centre-crop: a background for a door frame."""
+    scale = max(width / image.shape[1], height / image.shape[0])
+    resized = cv2.resize(
+        image, (int(np.ceil(image.shape[1] * scale)), int(np.ceil(image.shape[0] * scale)))
+    )
+    top = (resized.shape[0] - height) // 2
+    left = (resized.shape[1] - width) // 2
+    return resized[top : top + height, left : left + width].copy()
+
+
+def door_frames(
+    paths: list[Path], camera: tuple[int, int], count: int, seed: int = 0
+) -> list[np.ndarray]:
+    width, height = camera
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in tqdm(range(count), desc="door frames", unit="frame", leave=False):
+        picks = rng.choice(len(paths), size=3, replace=False)
+        try:
+            frame = _cover(read_image(paths[picks[0]]), width, height)
+            for index in picks[1 : 1 + rng.integers(1, 3)]:
+                face = read_image(paths[index])
+                side = int(rng.integers(min(100, height - 1), int(height * 0.92)))
+                face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+                x = int(rng.integers(0, width - side + 1))
+                y = int(rng.integers(0, height - side + 1))
+                frame[y : y + side, x : x + side] = face
+        except ImageError as error:
+            log.warning("skipping calibration image: %s", error)
+            continue
+        frames.append(frame)
+    return frames
+
+
+def cascade_inputs(
+    engine: Engine, frames: list[np.ndarray], limit: int, seed: int = 0
+) -> dict[str, list[np.ndarray]]:
+    """What each cascade network is fed while the float engine detects on `frames`.
+
+    Keys: "pnet@<scale>" (pyramid levels), "rnet" and "onet" (crops), each a list of
+    batch-1 uint8 arrays, at most `limit` per key, sampled evenly.
+    """
+    seen: dict[str, list[np.ndarray]] = defaultdict(list)
+
+    def record(stage: str, batch: np.ndarray) -> None:
+        seen[stage].extend(batch[i : i + 1] for i in range(len(batch)))
+
+    engine.cascade.record = record
+    try:
+        for frame in tqdm(frames, desc="float cascade", unit="frame", leave=False):
+            engine.detect(frame)
+    finally:
+        engine.cascade.record = None
+    rng = np.random.default_rng(seed)
+    sampled = {}
+    for stage, items in seen.items():
+        if len(items) > limit:
+            items = [items[i] for i in sorted(rng.choice(len(items), limit, replace=False))]
+        sampled[stage] = items
+    return sampled
+
+
+def aligned_faces(
+    engine: Engine, paths: list[Path], count: int, progress: str = "aligned faces"
+) -> list[np.ndarray]:
+    """FaceNet inputs: the most confident face of each photo, cropped as at run time."""
+    crops = []
+    for path in tqdm(paths, desc=progress, unit="image", leave=False):
+        if len(crops) >= count:
+            break
+        try:
+            frame = read_image(path)
+        except ImageError as error:
+            log.warning("skipping calibration image: %s", error)
+            continue
+        faces = engine.detect(frame)
+        if len(faces):
+            crops.append(face_crops(frame, faces[int(np.argmax(faces.scores))], engine.margin))
+    return crops

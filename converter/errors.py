@@ -1,0 +1,8 @@
+"""The converter's expected failures: printed as one line by the CLI, never a traceback."""
+
+from converter.build import BuildError
+from converter.calibration import CalibrationError
+from converter.mtcnn_models import SourceError
+from edge_app.errors import UserError
+
+CONVERTER_ERRORS = (BuildError, CalibrationError, SourceError, UserError, PermissionError)

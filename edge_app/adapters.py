@@ -1,0 +1,78 @@
+"""Small inference helpers in the spirit of pycoral's adapters: pixels in, float arrays out.
+
+Every model in this project takes the same logical input, (pixel - 127.5) / 128, in RGB.
+Int8 models are built so their uint8 input quantisation (scale 1/128, zero point 128) *is*
+that standardisation: raw pixels go in untouched. Float models get the arithmetic here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_app.manifest import ModelSpec
+
+PIXEL_MEAN = 127.5
+PIXEL_SCALE = 1.0 / 128.0
+
+
+def _is_pixel_quantisation(dtype: Any, scale: float, zero_point: int) -> bool:
+    return dtype == np.uint8 and abs(scale - PIXEL_SCALE) < 2e-4 and zero_point in (127, 128)
+
+
+class ModelRunner:
+    """One interpreter with its input conversion and per-role dequantised outputs."""
+
+    def __init__(self, interpreter: Any, spec: ModelSpec) -> None:
+        self.interpreter = interpreter
+        self.spec = spec
+        self._bind()
+
+    def _bind(self) -> None:
+        detail = self.interpreter.get_input_details()[0]
+        self._input_index = detail["index"]
+        self.input_shape = tuple(int(v) for v in detail["shape"])
+        self._input_dtype = detail["dtype"]
+        scale, zero_point = detail["quantization"]
+        self._input_quant = (float(scale), int(zero_point))
+        self._raw_pixels = _is_pixel_quantisation(self._input_dtype, scale, zero_point)
+        roles = {t.name: t.role for t in self.spec.outputs}
+        self._outputs = []
+        for out in self.interpreter.get_output_details():
+            role = roles.get(out["name"])
+            if role is None:
+                raise ValueError(f"{self.spec.file}: output {out['name']!r} is not in the manifest")
+            scale, zero_point = out["quantization"]
+            self._outputs.append((role, out["index"], float(scale), int(zero_point)))
+
+    def resize(self, shape: tuple[int, ...]) -> None:
+        """Reshape the input (CPU only: P-Net on a pyramid the models were not built for)."""
+        if tuple(shape) != self.input_shape:
+            self.interpreter.resize_tensor_input(self._input_index, list(shape), strict=False)
+            self.interpreter.allocate_tensors()
+            self._bind()
+
+    def _convert(self, pixels: np.ndarray) -> np.ndarray:
+        if self._raw_pixels:
+            return pixels
+        normalised = (pixels.astype(np.float32) - PIXEL_MEAN) * PIXEL_SCALE
+        if self._input_dtype == np.float32:
+            return normalised
+        scale, zero_point = self._input_quant
+        info = np.iinfo(self._input_dtype)
+        quantised = np.round(normalised / scale) + zero_point
+        return np.clip(quantised, info.min, info.max).astype(self._input_dtype)
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """pixels: uint8 RGB shaped like the input (batch dim included); outputs by role."""
+        self.interpreter.set_tensor(self._input_index, self._convert(pixels))
+        self.interpreter.invoke()
+        results = {}
+        for role, index, scale, zero_point in self._outputs:
+            raw = self.interpreter.get_tensor(index)
+            if scale:
+                results[role] = (raw.astype(np.float32) - zero_point) * scale
+            else:
+                results[role] = raw.astype(np.float32, copy=True)
+        return results

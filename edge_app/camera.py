@@ -1,0 +1,486 @@
+"""Camera sources behind one interface: an iterator of timestamped RGB frames.
+
+The daemon must keep running through what real cameras do: a USB cable pulled, an RTSP
+stream restarting, a corrupt frame. Live sources therefore reconnect with exponential backoff
+and log each drop; file sources (a video, a folder of images) end at their end, so a run on a
+clip is a finite, repeatable test of the whole door. Unreadable frames are logged and skipped
+wherever they come from.
+
+Detection runs on a small frame and recognition crops from the largest one available: the
+Pi camera delivers both at once (lores + main streams of one request); other sources are
+scaled down to the detection size when they are larger, keeping the original as `main`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import queue
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_app.errors import UserError
+from edge_app.images import IMAGE_SUFFIXES, ImageError, read_image
+
+log = logging.getLogger(__name__)
+
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+# Consecutive failed reads before a live source counts as dropped (a single bad frame from a
+# webcam is common; a run of them means the device is gone or stuck).
+_LIVE_FAILURES = 10
+# Consecutive failed reads inside a video file before giving up on the rest of it.
+_FILE_FAILURES = 25
+
+
+class CameraError(UserError):
+    """The camera source cannot be opened as specified."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """image: the detection frame, RGB uint8 (H, W, 3). main: the same view at a higher
+    resolution for face crops, or None when the detection frame is the best there is.
+    timestamp: seconds on the source's clock (clip time for files, monotonic for live)."""
+
+    image: np.ndarray
+    timestamp: float
+    index: int
+    main: np.ndarray | None = None
+
+    @property
+    def crop_scale(self) -> tuple[float, float]:
+        """Factors (x, y) from detection-frame pixels to `crop_image` pixels."""
+        if self.main is None:
+            return 1.0, 1.0
+        return (
+            self.main.shape[1] / self.image.shape[1],
+            self.main.shape[0] / self.image.shape[0],
+        )
+
+    @property
+    def crop_image(self) -> np.ndarray:
+        return self.image if self.main is None else self.main
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: initial, doubled after each failure, capped at maximum."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+
+
+def fit_detection_frame(image: np.ndarray, size: tuple[int, int]) -> Frame | tuple:
+    """(detection image, main or None): scale down, keeping the aspect, to fit `size` (w, h)."""
+    height, width = image.shape[:2]
+    scale = min(size[0] / width, size[1] / height)
+    if scale >= 1.0:
+        return image, None
+    small = cv2.resize(
+        image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
+    )
+    return small, image
+
+
+def _valid_frame(image: Any) -> bool:
+    return (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] == 3
+        and image.shape[0] >= 16
+        and image.shape[1] >= 16
+    )
+
+
+class FrameSource(ABC):
+    """Iterate frames(); close() from any thread ends the iteration (and any backoff wait)."""
+
+    live: bool = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._stop = threading.Event()
+        self.skipped = 0
+        self.reconnects = 0
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None:
+        self._stop.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
+    def _skip(self, why: str, index: int) -> None:
+        self.skipped += 1
+        log.warning("frame skipped source=%s frame=%d reason=%s", self.name, index, why)
+
+
+class LiveSource(FrameSource):
+    """A camera that can drop and come back: open, read until it fails, back off, repeat."""
+
+    live = True
+
+    def __init__(self, name: str, backoff: Backoff) -> None:
+        super().__init__(name)
+        self.backoff = backoff
+
+    @abstractmethod
+    def _connect(self) -> None:
+        """Open the device or stream; raise OSError (or CameraError) when it is not there."""
+
+    @abstractmethod
+    def _capture(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """One (detection image, main or None), or None for a failed read."""
+
+    @abstractmethod
+    def _disconnect(self) -> None: ...
+
+    def frames(self) -> Iterator[Frame]:
+        delay = self.backoff.initial
+        index = 0
+        while not self.closed:
+            try:
+                self._connect()
+            except (OSError, RuntimeError) as error:
+                self.reconnects += 1
+                log.warning(
+                    "camera unavailable source=%s error=%r retry_in=%.1fs", self.name, error, delay
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff.maximum)
+                continue
+            log.info("camera connected source=%s", self.name)
+            failures = 0
+            try:
+                while not self.closed and failures < _LIVE_FAILURES:
+                    try:
+                        captured = self._capture()
+                    except (OSError, RuntimeError) as error:
+                        log.warning("camera read failed source=%s error=%r", self.name, error)
+                        captured = None
+                    if captured is None:
+                        failures += 1
+                        self._skip("read failed", index)
+                        continue
+                    failures = 0
+                    delay = self.backoff.initial
+                    yield Frame(captured[0], time.monotonic(), index, captured[1])
+                    index += 1
+            finally:
+                self._disconnect()
+            if not self.closed:
+                self.reconnects += 1
+                log.warning(
+                    "camera dropped source=%s failed_reads=%d retry_in=%.1fs",
+                    self.name,
+                    failures,
+                    delay,
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff.maximum)
+
+
+class OpenCVSource(LiveSource):
+    """A V4L2/USB device, an RTSP/HTTP stream, or a video file, through cv2.VideoCapture.
+
+    A file is not live: it is read once, frame by frame, and ends at its end; a corrupt frame
+    inside it is skipped. Given live=True, a file is treated like a stream that restarts,
+    which is how the reconnect logic is exercised without hardware.
+    """
+
+    def __init__(
+        self,
+        spec: int | str,
+        *,
+        size: tuple[int, int] = (640, 480),
+        lores: tuple[int, int] = (640, 480),
+        fps: float = 10.0,
+        live: bool | None = None,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        super().__init__(_describe(spec), backoff)
+        self.spec = spec
+        self.size = size
+        self.lores = lores
+        self.fps = fps
+        self.live = _is_live(spec) if live is None else live
+        self._capture_device: cv2.VideoCapture | None = None
+        if not self.live and not Path(str(spec)).is_file():
+            raise CameraError(f"camera.source: {spec} is not a file")
+
+    def _connect(self) -> None:
+        device = cv2.VideoCapture(self.spec)
+        if not device.isOpened():
+            device.release()
+            raise OSError(f"cannot open {self.name}")
+        if isinstance(self.spec, int) or str(self.spec).startswith("/dev/"):
+            device.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+            device.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+            device.set(cv2.CAP_PROP_FPS, self.fps)
+            # A stale frame opens a door late: keep the driver's queue short.
+            device.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._capture_device = device
+
+    def _capture(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        assert self._capture_device is not None
+        ok, bgr = self._capture_device.read()
+        if not ok or not _valid_frame(bgr):
+            return None
+        return fit_detection_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.lores)
+
+    def _disconnect(self) -> None:
+        if self._capture_device is not None:
+            self._capture_device.release()
+            self._capture_device = None
+
+    def frames(self) -> Iterator[Frame]:
+        if self.live:
+            yield from super().frames()
+        else:
+            yield from self._file_frames()
+
+    def _file_frames(self) -> Iterator[Frame]:
+        self._connect()
+        device = self._capture_device
+        assert device is not None
+        fps = device.get(cv2.CAP_PROP_FPS) or self.fps
+        count = int(device.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        failures = 0
+        index = 0
+        try:
+            while not self.closed:
+                index = int(device.get(cv2.CAP_PROP_POS_FRAMES))
+                captured = self._capture()
+                if captured is not None:
+                    failures = 0
+                    yield Frame(captured[0], index / fps, index, captured[1])
+                    continue
+                # A failed read is the end of the file, unless frames remain after it.
+                position = int(device.get(cv2.CAP_PROP_POS_FRAMES))
+                if position >= count or position <= index:
+                    break
+                failures += 1
+                self._skip("corrupt video frame", index)
+                if failures >= _FILE_FAILURES:
+                    log.error("video unreadable from frame=%d source=%s", index, self.name)
+                    break
+        finally:
+            self._disconnect()
+        log.info("video ended source=%s frames=%d skipped=%d", self.name, index, self.skipped)
+
+
+class FolderSource(FrameSource):
+    """The images of a folder in name order, as frames `1/fps` seconds apart."""
+
+    def __init__(
+        self, folder: Path, *, fps: float = 10.0, lores: tuple[int, int] = (640, 480)
+    ) -> None:
+        super().__init__(str(folder))
+        self.files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise CameraError(f"camera.source: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        self.fps = fps
+        self.lores = lores
+
+    def frames(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.files):
+            if self.closed:
+                return
+            try:
+                image = read_image(path)
+            except ImageError as error:
+                self._skip(str(error).replace(" ", "_")[:120], index)
+                continue
+            small, main = fit_detection_frame(image, self.lores)
+            yield Frame(small, index / self.fps, index, main)
+
+
+class Picamera2Source(LiveSource):
+    """The Raspberry Pi camera: the main stream for crops and the lores stream for detection,
+    both from one request so they show the same instant.
+
+    Format names are libcamera's, which give the byte order of a little-endian word: "BGR888"
+    is R, G, B in memory, so the main array is RGB as it comes. Lores is YUV420 on a Pi 4
+    (the ISP cannot give RGB there), converted here.
+    """
+
+    def __init__(
+        self,
+        *,
+        size: tuple[int, int] = (1280, 960),
+        lores: tuple[int, int] = (640, 480),
+        fps: float = 10.0,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        super().__init__("picamera2", backoff)
+        self.size = size
+        self.lores = lores
+        self.fps = fps
+        self._camera: Any = None
+
+    def _connect(self) -> None:
+        from picamera2 import Picamera2
+
+        camera = Picamera2()
+        try:
+            config = camera.create_video_configuration(
+                main={"size": self.size, "format": "BGR888"},
+                lores={"size": self.lores, "format": "YUV420"},
+                controls={"FrameRate": self.fps},
+                buffer_count=4,
+            )
+            camera.configure(config)
+            camera.start()
+        except Exception:
+            camera.close()
+            raise
+        self._camera = camera
+
+    def _capture(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        with self._camera.captured_request() as request:
+            main = request.make_array("main")  # a copy: valid after the request is released
+            yuv = request.make_array("lores")
+        lores = cv2.cvtColor(yuv, cv2.COLOR_YUV420p2RGB)[:, : self.lores[0]]
+        if not (_valid_frame(main) and _valid_frame(lores)):
+            return None
+        return np.ascontiguousarray(lores), main
+
+    def _disconnect(self) -> None:
+        if self._camera is not None:
+            try:
+                self._camera.close()
+            except Exception as error:  # a vanished camera may fail to close; move on
+                log.warning("camera close failed source=picamera2 error=%r", error)
+            self._camera = None
+
+
+def picamera2_available() -> bool:
+    return importlib.util.find_spec("picamera2") is not None
+
+
+def _is_live(spec: int | str) -> bool:
+    return isinstance(spec, int) or bool(_URL.match(str(spec))) or str(spec).startswith("/dev/")
+
+
+def _describe(spec: int | str) -> str:
+    if isinstance(spec, int):
+        return f"/dev/video{spec}"
+    # Never log a stream's password.
+    return re.sub(r"//[^/@]*@", "//***@", str(spec))
+
+
+def open_source(
+    spec: int | str,
+    *,
+    size: tuple[int, int] = (1280, 960),
+    lores: tuple[int, int] = (640, 480),
+    fps: float = 10.0,
+    backoff: Backoff = Backoff(),
+) -> FrameSource:
+    """The source for a camera.source value (see config.example.toml for the forms)."""
+    if spec == "auto":
+        spec = "picamera2" if picamera2_available() else 0
+    if spec == "picamera2":
+        if not picamera2_available():
+            raise CameraError(
+                "camera.source: picamera2 is not installed: `sudo apt install python3-picamera2` "
+                "and create the virtualenv with --system-site-packages"
+            )
+        return Picamera2Source(size=size, lores=lores, fps=fps, backoff=backoff)
+    if isinstance(spec, int) or _is_live(spec):
+        return OpenCVSource(spec, size=size, lores=lores, fps=fps, backoff=backoff)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return FolderSource(path, fps=fps, lores=lores)
+    if path.is_file():
+        return OpenCVSource(str(path), lores=lores, fps=fps)
+    raise CameraError(
+        f"camera.source: {spec} is not a file, a folder, a device index, a /dev path or a URL"
+    )
+
+
+class FrameReader:
+    """Reads a source on its own thread, so a stalled camera never blocks the frame loop.
+
+    The loop then always wakes within its timeout to send watchdog pings (or not) and to
+    see a stop request. For a live source only the newest frame is kept: a door should act
+    on what is in front of it now, not on a backlog. For files every frame is delivered,
+    in order, so a clip gives the same result on a fast and a slow machine.
+    """
+
+    def __init__(self, source: FrameSource) -> None:
+        self.source = source
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=1 if source.live else 4)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+        self._thread.start()
+
+    @property
+    def ended(self) -> bool:
+        """The source has finished and every frame it produced has been taken."""
+        return self._done.is_set() and self._queue.empty()
+
+    def get(self, timeout: float) -> Frame | None:
+        """The next frame, or None after `timeout` seconds or at the end."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self, timeout: float = 1.0) -> None:
+        self.source.close()
+        # Unblock a producer waiting on a full queue.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            for frame in self.source.frames():
+                self._put(frame)
+                if self.source.closed:
+                    break
+        except BaseException as error:  # handed to the frame loop, which decides
+            self.error = error
+            log.error("camera thread failed source=%s error=%r", self.source.name, error)
+        finally:
+            self._done.set()
+            self._wake()
+
+    def _put(self, frame: Frame) -> None:
+        if self.source.live:
+            try:
+                self._queue.get_nowait()
+                self.dropped += 1
+            except queue.Empty:
+                pass
+            self._queue.put_nowait(frame)
+            return
+        while not self.source.closed:
+            try:
+                self._queue.put(frame, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _wake(self) -> None:
+        """A None tells a waiting get() that the stream ended, without its full timeout."""
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass

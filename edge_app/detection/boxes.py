@@ -1,0 +1,58 @@
+"""Box arithmetic between the cascade's stages, vectorised over all boxes at once.
+
+Boxes are float32 (N, 4) x1, y1, x2, y2 in continuous pixel coordinates (a 12-pixel
+window at column c covers [c, c + 12)); offsets are fractions of the box's width and height.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, groups: np.ndarray | None = None):
+    """Greedy non-maximum suppression; with `groups`, boxes only suppress their own group.
+
+    OpenCV's C++ NMS does the greedy pass, so there is no Python loop over boxes here.
+    Returns indices of kept boxes, highest score first.
+    """
+    if len(boxes) == 0:
+        return np.zeros((0,), np.int64)
+    xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).astype(np.float64)
+    # OpenCV wants non-negative scores; only their order matters, and logits may be negative.
+    scores = scores.astype(np.float64)
+    ranks = scores - scores.min()
+    if groups is None:
+        keep = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, iou)
+    else:
+        keep = cv2.dnn.NMSBoxesBatched(xywh, ranks, groups.astype(np.int32), 0.0, iou)
+    keep = np.asarray(keep, np.int64).reshape(-1)
+    return keep[np.argsort(-scores[keep], kind="stable")]
+
+
+def regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Apply the networks' box regression: each edge moves by a fraction of the box size."""
+    size = np.tile(boxes[:, 2:] - boxes[:, :2], 2)
+    return (boxes + offsets * size).astype(np.float32)
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """Grow each box to a square around its centre: R-Net and O-Net see square crops."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = np.max(boxes[:, 2:] - boxes[:, :2], axis=1, keepdims=True) / 2
+    return np.hstack([centre - half, centre + half]).astype(np.float32)
+
+
+def clip(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (N,4) and (M,4) boxes: (N, M)."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)

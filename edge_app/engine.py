@@ -1,0 +1,174 @@
+"""The recognition engine: detection and embeddings behind three calls.
+
+    engine = Engine.open()                 # models from the manifest, TPU or CPU chosen once
+    faces = engine.detect(frame)           # RGB uint8 frame -> Faces
+    embeddings = engine.embed(frame, faces)  # (N, 512) float32, L2-normalised
+    faces, embeddings = engine.process(frame)
+
+Interpreters are created here, once, and reused for every frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_app.adapters import ModelRunner
+from edge_app.align import face_crops
+from edge_app.detection.cascade import Cascade, Thresholds
+from edge_app.detection.pyramid import DEFAULT_FACTOR
+from edge_app.errors import UserError
+from edge_app.faces import Faces
+from edge_app.manifest import Manifest, ManifestError, ModelSpec, load_manifest, verify_files
+from edge_app.paths import default_models_dir
+from edge_app.runtime import Backend, RuntimeUnavailable, make_interpreter, select_backend
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MARGIN = 0.4
+
+
+class Engine:
+    def __init__(
+        self,
+        manifest: Manifest,
+        models_dir: Path,
+        backend: Backend,
+        min_face: float | None = None,
+        thresholds: dict[str, float] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.models_dir = Path(models_dir)
+        self.backend = backend
+        self._tpu = backend.kind == "edgetpu"
+        self.camera = (int(manifest.camera[0]), int(manifest.camera[1]))
+        if self._tpu and min_face not in (None, manifest.min_face):
+            log.warning(
+                "min_face=%s ignored: the Edge TPU models are compiled for min_face=%d",
+                min_face,
+                manifest.min_face,
+            )
+            min_face = None
+        values = {**manifest.thresholds, **(thresholds or {})}
+        self.margin = float(manifest.preprocessing.get("facenet_margin", DEFAULT_MARGIN))
+        self._pnets = {}
+        for _, spec in manifest.by_role("pnet"):
+            runner = self._runner(spec)
+            self._pnets[runner.input_shape[1:3]] = runner
+        self._resized_pnets: dict[tuple[int, int], ModelRunner] = {}
+        [(_, rnet_spec)] = manifest.by_role("rnet")
+        [(_, onet_spec)] = manifest.by_role("onet")
+        [(_, facenet_spec)] = manifest.by_role("facenet")
+        self.cascade = Cascade(
+            self._pnet_for,
+            self._runner(rnet_spec),
+            self._runner(onet_spec),
+            min_face=float(min_face or manifest.min_face),
+            thresholds=Thresholds.from_mapping(values),
+            factor=float(manifest.pyramid.get("factor", DEFAULT_FACTOR)),
+            scales=[float(v) for v in manifest.pyramid["scales"]] if self._tpu else None,
+        )
+        self._facenet = self._runner(facenet_spec)
+        self.timings: dict[str, float] = {}
+        log.info(
+            "engine ready backend=%s models=%s camera=%dx%d min_face=%g",
+            backend.kind,
+            self.models_dir,
+            *self.camera,
+            self.cascade.min_face,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        models_dir: Path | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
+        min_face: float | None = None,
+        thresholds: dict[str, float] | None = None,
+        verify: bool = True,
+    ) -> Engine:
+        """Load the manifest, check the files against their hashes, pick the backend."""
+        models_dir = Path(models_dir) if models_dir else default_models_dir()
+        try:
+            manifest = load_manifest(models_dir)
+        except ManifestError as error:
+            raise UserError(str(error)) from None
+        try:
+            chosen = select_backend(backend, threads)
+        except RuntimeUnavailable as error:
+            raise UserError(str(error)) from None
+        if verify:
+            problems = verify_files(manifest, models_dir, edgetpu=chosen.kind == "edgetpu")
+            if problems:
+                raise UserError(
+                    "models do not match the manifest: "
+                    + "; ".join(problems)
+                    + ". Rebuild them with `edge-convert build`"
+                )
+        if chosen.kind == "edgetpu" and any(s.edgetpu is None for s in manifest.models.values()):
+            log.warning("manifest has no Edge TPU models; running the int8 CPU models instead")
+            chosen = select_backend("cpu", threads)
+        return cls(manifest, models_dir, chosen, min_face=min_face, thresholds=thresholds)
+
+    def _runner(self, spec: ModelSpec) -> ModelRunner:
+        file = spec.edgetpu.file if self._tpu and spec.edgetpu else spec.file
+        return ModelRunner(make_interpreter(self.models_dir / file, self.backend), spec)
+
+    def _pnet_for(self, height: int, width: int) -> ModelRunner:
+        """The compiled model for this level, or (CPU only) a P-Net resized to it, kept."""
+        runner = self._pnets.get((height, width)) or self._resized_pnets.get((height, width))
+        if runner is not None:
+            return runner
+        if self._tpu:
+            raise RuntimeError(f"no Edge TPU P-Net for a {width}x{height} level")
+        template = next(iter(self._pnets.values()))
+        runner = self._runner(template.spec)
+        runner.resize((1, height, width, 3))
+        self._resized_pnets[(height, width)] = runner
+        return runner
+
+    def _fit_to_compiled(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        """Letterbox a frame into the compiled camera size (Edge TPU shapes are fixed)."""
+        width, height = self.camera
+        scale = min(width / frame.shape[1], height / frame.shape[0])
+        resized = cv2.resize(
+            frame,
+            (min(width, round(frame.shape[1] * scale)), min(height, round(frame.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+        )
+        canvas = np.zeros((height, width, 3), np.uint8)
+        canvas[: resized.shape[0], : resized.shape[1]] = resized
+        return canvas, scale
+
+    def detect(self, frame: np.ndarray) -> Faces:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError("frames must be RGB uint8 arrays shaped (H, W, 3)")
+        if self._tpu and (frame.shape[1], frame.shape[0]) != self.camera:
+            canvas, scale = self._fit_to_compiled(frame)
+            faces = self.cascade.detect(canvas)
+            faces = Faces(faces.boxes / scale, faces.scores, faces.landmarks / scale)
+        else:
+            faces = self.cascade.detect(frame)
+        self.timings = dict(self.cascade.timings)
+        return faces
+
+    def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+        start = time.perf_counter()
+        crops = face_crops(frame, faces, self.margin)
+        self.timings["align"] = time.perf_counter() - start
+        start = time.perf_counter()
+        if len(crops) == 0:
+            return np.zeros((0, 512), np.float32)
+        raw = np.concatenate([self._facenet.run(crop[None])["embedding"] for crop in crops])
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        self.timings["facenet"] = time.perf_counter() - start
+        return (raw / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def process(self, frame: np.ndarray) -> tuple[Faces, np.ndarray]:
+        faces = self.detect(frame)
+        return faces, self.embed(frame, faces)

@@ -1,0 +1,101 @@
+"""The LFW verification protocol: pair lists, best thresholds, cross-validated accuracy.
+
+Pair files come in two forms. The fold form starts with "10<TAB>300" (pairs.txt, View 2):
+ten folds of 300 same-person then 300 different-person pairs. The development form
+(pairsDevTrain.txt, pairsDevTest.txt) starts with a single count. Distances here are
+cosine distances between L2-normalised embeddings, 1 - cos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.errors import UserError
+
+
+@dataclass(frozen=True)
+class PairList:
+    """first/second: image paths relative to the image root; same: bool; fold: int per pair."""
+
+    first: list[str]
+    second: list[str]
+    same: np.ndarray
+    fold: np.ndarray
+    folds: int
+
+    @property
+    def images(self) -> list[str]:
+        return sorted(set(self.first) | set(self.second))
+
+
+def image_name(person: str, number: str) -> str:
+    return f"{person}/{person}_{int(number):04d}.jpg"
+
+
+def read_pairs(path: Path) -> PairList:
+    try:
+        lines = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as error:
+        raise UserError(f"cannot read pair list {path}: {error.strerror or error}") from None
+    if not lines:
+        raise UserError(f"{path}: empty pair list")
+    header, rows = lines[0], lines[1:]
+    try:
+        folds, per_fold = (int(header[0]), int(header[1])) if len(header) == 2 else (1, None)
+    except ValueError:
+        raise UserError(f"{path}: the first line must be a count or '<folds> <pairs>'") from None
+    first, second, same, fold = [], [], [], []
+    for number, row in enumerate(rows, start=2):
+        if len(row) == 3:
+            first.append(image_name(row[0], row[1]))
+            second.append(image_name(row[0], row[2]))
+            same.append(True)
+        elif len(row) == 4:
+            first.append(image_name(row[0], row[1]))
+            second.append(image_name(row[2], row[3]))
+            same.append(False)
+        else:
+            raise UserError(f"{path}:{number}: expected 3 or 4 fields, got {len(row)}")
+        fold.append(0 if per_fold is None else (number - 2) // (2 * per_fold))
+    return PairList(first, second, np.array(same), np.array(fold), folds)
+
+
+def best_threshold(distances: np.ndarray, same: np.ndarray) -> float:
+    """The distance cut that maximises accuracy, from all midpoints at once."""
+    order = np.sort(np.unique(distances))
+    candidates = np.concatenate(
+        [[order[0] - 1e-6], (order[:-1] + order[1:]) / 2, [order[-1] + 1e-6]]
+    )
+    predicted = distances[None, :] <= candidates[:, None]  # (T, P)
+    accuracy = (predicted == same[None, :]).mean(axis=1)
+    return float(candidates[int(np.argmax(accuracy))])
+
+
+def accuracy_at(distances: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    return float(((distances <= threshold) == same).mean())
+
+
+def cross_validated_accuracy(
+    distances: np.ndarray, same: np.ndarray, fold: np.ndarray, folds: int = 10
+) -> tuple[float, float, list[float]]:
+    """Threshold chosen on the other folds, applied to each held-out fold: mean, std, per fold."""
+    if len(np.unique(fold)) < 2:
+        fold = np.arange(len(distances)) % folds
+    scores = []
+    for k in np.unique(fold):
+        test = fold == k
+        threshold = best_threshold(distances[~test], same[~test])
+        scores.append(accuracy_at(distances[test], same[test], threshold))
+    return float(np.mean(scores)), float(np.std(scores)), scores
+
+
+def validation_rate(distances: np.ndarray, same: np.ndarray, far: float = 1e-3) -> float:
+    """Share of same-person pairs accepted at the largest threshold keeping FAR <= far."""
+    different = np.sort(distances[~same])
+    allowed = int(np.floor(far * len(different)))
+    # accept distances strictly below the (allowed+1)-th smallest impostor distance
+    threshold = different[allowed] if allowed < len(different) else np.inf
+    return float((distances[same] < threshold).mean())
