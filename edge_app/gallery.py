@@ -144,6 +144,15 @@ class GalleryMatrix:
         return int(self.embeddings.shape[0])
 
 
+@dataclass(frozen=True)
+class ExportedPerson:
+    """One person read back from an export file (see read_export)."""
+
+    name: str
+    created_utc: str
+    samples: list[NewSample]
+
+
 @dataclass
 class ImportSummary:
     added_people: list[str] = field(default_factory=list)
@@ -249,7 +258,10 @@ class Gallery:
                 for statement in statements:
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {target}")
-                log.info("gallery=%s migrated to schema=%d", self.path, target)
+        if version:
+            log.info("gallery=%s migrated schema=%d->%d", self.path, version, SCHEMA_VERSION)
+        else:
+            log.info("gallery=%s created schema=%d", self.path, SCHEMA_VERSION)
 
     @property
     def schema_version(self) -> int:
@@ -441,8 +453,10 @@ class Gallery:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         return len(people), total
 
-    def import_(self, source: IO[str], *, on_conflict: str = "refuse") -> ImportSummary:
-        """Add the people of an export file, in one transaction.
+    def import_(
+        self, people: Sequence[ExportedPerson], *, on_conflict: str = "refuse"
+    ) -> ImportSummary:
+        """Add people read by read_export(), in one transaction.
 
         on_conflict: "refuse" (default) fails when a name exists here too, naming them all;
         "replace" swaps such a person's samples for the imported ones; "merge" adds the
@@ -450,21 +464,21 @@ class Gallery:
         """
         if on_conflict not in ("refuse", "replace", "merge"):
             raise ValueError(f"on_conflict must be refuse, replace or merge, not {on_conflict!r}")
-        people = read_export(source)
         summary = ImportSummary()
         with self.transaction() as db:
             existing = dict(db.execute("SELECT name, id FROM people").fetchall())
-            conflicts = sorted(existing.keys() & people.keys())
+            conflicts = sorted(existing.keys() & {person.name for person in people})
             if conflicts and on_conflict == "refuse":
                 raise GalleryError(
                     "already enrolled here: "
                     + ", ".join(map(repr, conflicts))
                     + "; pass --replace to overwrite them or --merge to add their samples"
                 )
-            for name, (created, new_samples) in people.items():
+            for person in people:
+                name, new_samples = person.name, person.samples
                 kept = new_samples
                 if name not in existing:
-                    person_id = self._insert_person(name, created)
+                    person_id = self._insert_person(name, person.created_utc)
                     summary.added_people.append(name)
                 elif on_conflict == "replace":
                     person_id = existing[name]
@@ -497,8 +511,8 @@ def _export_error(line: int, what: str) -> GalleryError:
     return GalleryError(f"not a valid gallery export (line {line}): {what}")
 
 
-def read_export(source: IO[str]) -> dict[str, tuple[str, list[NewSample]]]:
-    """Parse and check a whole export file before anything is written from it."""
+def read_export(source: IO[str]) -> list[ExportedPerson]:
+    """Parse and check a whole export file, so that nothing is written from a bad one."""
     lines = iter(source)
     try:
         header = json.loads(next(lines))
@@ -516,7 +530,7 @@ def read_export(source: IO[str]) -> dict[str, tuple[str, list[NewSample]]]:
         raise _export_error(
             1, f"embedding_dim {header.get('embedding_dim')!r}, expected {EMBEDDING_DIM}"
         )
-    people: dict[str, tuple[str, list[NewSample]]] = {}
+    people: dict[str, ExportedPerson] = {}
     count = 0
     for number, text in enumerate(lines, start=2):
         if not text.strip():
@@ -534,7 +548,7 @@ def read_export(source: IO[str]) -> dict[str, tuple[str, list[NewSample]]]:
             raise _export_error(number, f"{name!r} has no samples")
         if name in people:
             raise _export_error(number, f"{name!r} appears twice")
-        people[name] = (created, samples)
+        people[name] = ExportedPerson(name, created, samples)
         count += len(samples)
     if len(people) != header.get("people") or count != header.get("samples"):
         raise _export_error(
@@ -542,7 +556,7 @@ def read_export(source: IO[str]) -> dict[str, tuple[str, list[NewSample]]]:
             f"header announces {header.get('people')} people / {header.get('samples')} samples, "
             f"the file has {len(people)} / {count}: it is truncated or edited",
         )
-    return people
+    return list(people.values())
 
 
 def _sample_from_export(data: dict[str, Any]) -> NewSample:

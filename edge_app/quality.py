@@ -60,6 +60,9 @@ class Gates:
     near_duplicate: float = NEAR_DUPLICATE_COSINE
 
 
+DEFAULT_GATES = Gates()
+
+
 def sharpness(frame: np.ndarray, box: np.ndarray) -> float:
     """Variance of the Laplacian over the face box, resampled to a fixed size.
 
@@ -95,7 +98,7 @@ def pose(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return roll, yaw, pitch
 
 
-def check_face(frame: np.ndarray, faces: Faces, gates: Gates = Gates()) -> Rejection | None:
+def check_face(frame: np.ndarray, faces: Faces, gates: Gates = DEFAULT_GATES) -> Rejection | None:
     """None when the frame holds exactly one face good enough to enrol, else why not."""
     if len(faces) == 0:
         return Rejection(Reason.NO_FACE, "no face found")
@@ -131,7 +134,7 @@ def check_face(frame: np.ndarray, faces: Faces, gates: Gates = Gates()) -> Rejec
 
 
 def duplicate_of(
-    embedding: np.ndarray, existing: np.ndarray, gates: Gates = Gates()
+    embedding: np.ndarray, existing: np.ndarray, gates: Gates = DEFAULT_GATES
 ) -> Rejection | None:
     """A Rejection when the embedding nearly repeats one of `existing` (K, 512); else None.
 

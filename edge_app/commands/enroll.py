@@ -1,0 +1,131 @@
+"""`edge-app enroll`: add a person to the gallery from photos or from the camera."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from edge_app.commands.identify import add_db_argument, add_engine_arguments, db_path, open_engine
+from edge_app.errors import UserError
+
+if TYPE_CHECKING:
+    from edge_app.enroll import EnrollResult
+
+EPILOG = """\
+Every photo must show exactly one face, large enough, sharp and roughly frontal. If any photo
+fails, nothing is enrolled, the gallery is left exactly as it was, and every failing photo is
+listed with its reason. Photos that nearly repeat a sample already there are skipped.
+Only the embeddings, the photos' SHA-256 and the time are stored; face crops only with
+--keep-crops.
+
+examples:
+  edge-app enroll "Alice Martin" alice1.jpg alice2.jpg alice3.jpg
+  edge-app enroll --db ./gallery.db Bob photos/bob/          # every image in the folder
+  edge-app enroll --add Bob bob-new-glasses.jpg              # more photos of someone enrolled
+  edge-app enroll --camera --samples 5 Carol                 # stand in front of the camera
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "enroll",
+        help="enrol a person from photos or the camera",
+        description="Enrol a person: quality-check their photos and store their embeddings.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", metavar="NAME", help="the person's name (unique in the gallery)")
+    parser.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="photo files or folders (not with --camera)"
+    )
+    add_db_argument(parser)
+    parser.add_argument(
+        "--add", action="store_true", help="add samples to a person already enrolled"
+    )
+    parser.add_argument(
+        "--keep-crops",
+        action="store_true",
+        help="also store a JPEG of each face (off by default: biometric data stays minimal)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    camera = parser.add_argument_group("camera")
+    camera.add_argument("--camera", action="store_true", help="collect good frames from the camera")
+    camera.add_argument(
+        "--source",
+        type=_source,
+        default="auto",
+        metavar="SPEC",
+        help="camera: auto (default), picamera2, a device index or path, or a stream URL",
+    )
+    camera.add_argument(
+        "--samples", type=int, default=5, metavar="N", help="frames to collect (default: 5)"
+    )
+    camera.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds"
+    )
+    add_engine_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def _source(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_app import enroll
+
+    db = db_path(args)
+    if args.camera and args.images:
+        raise UserError("give photos or --camera, not both")
+    if not args.camera and not args.images:
+        raise UserError("no photos given: pass IMAGE files or folders, or --camera")
+    if args.samples < 1:
+        raise UserError("--samples must be at least 1")
+    # Name checks first: loading the models takes seconds, a typo should not.
+    enroll.existing_samples(db, args.name, args.add)
+    engine = open_engine(args)
+    options = {"add": args.add, "keep_crops": args.keep_crops}
+    if args.camera:
+        from edge_app.camera import open_source
+
+        source = open_source(args.source)
+        try:
+            result = enroll.enroll_camera(
+                db,
+                engine,
+                args.name,
+                (frame.image for frame in source.frames()),
+                count=args.samples,
+                timeout=args.timeout,
+                progress=not args.json,
+                **options,
+            )
+        finally:
+            source.close()
+    else:
+        result = enroll.enroll_photos(db, engine, args.name, args.images, **options)
+    sys.stdout.write(_json(result) if args.json else _text(result))
+    return 0
+
+
+def _json(result: EnrollResult) -> str:
+    data = asdict(result)
+    data["skipped"] = [
+        {"source": p.source, "reason": p.reason.value, "message": p.message} for p in result.skipped
+    ]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _text(result: EnrollResult) -> str:
+    lines = [f"skipped {p.source}: {p.message}" for p in result.skipped]
+    if result.added:
+        verb = "added to" if not result.created else "enrolled"
+        lines.append(
+            f"{verb} {result.name!r}: {len(result.added)} new sample(s), {result.samples} in total"
+        )
+    else:
+        lines.append(f"nothing new for {result.name!r}; {result.samples} sample(s) as before")
+    return "\n".join(lines) + "\n"

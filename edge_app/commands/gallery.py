@@ -1,0 +1,175 @@
+"""Gallery management: `edge-app list`, `remove`, `rename`, `export`, `import`."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from edge_app.commands.identify import add_db_argument, db_path
+from edge_app.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    listing = subparsers.add_parser(
+        "list",
+        help="list enrolled people",
+        description="List the enrolled people with their sample counts.",
+        epilog="examples:\n  edge-app list\n  edge-app list --db ./gallery.db --json",
+        formatter_class=FORMATTER,
+    )
+    add_db_argument(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=run_list)
+
+    remove = subparsers.add_parser(
+        "remove",
+        help="remove people and all their samples",
+        description="Remove people and all their samples (all of them, or none if one is "
+        "not enrolled).",
+        epilog='examples:\n  edge-app remove "Alice Martin"\n  edge-app remove Bob Carol',
+        formatter_class=FORMATTER,
+    )
+    remove.add_argument("names", nargs="+", metavar="NAME")
+    add_db_argument(remove)
+    remove.set_defaults(handler=run_remove)
+
+    rename = subparsers.add_parser(
+        "rename",
+        help="rename an enrolled person",
+        description="Rename an enrolled person; their samples stay.",
+        epilog='examples:\n  edge-app rename Bob "Robert Smith"',
+        formatter_class=FORMATTER,
+    )
+    rename.add_argument("old", metavar="OLD")
+    rename.add_argument("new", metavar="NEW")
+    add_db_argument(rename)
+    rename.set_defaults(handler=run_rename)
+
+    export = subparsers.add_parser(
+        "export",
+        help="write the gallery to a file, to move it to another door",
+        description="Write every person and sample to a JSON-lines file (format: "
+        "docs/GALLERY.md). The file holds biometric templates: it is created mode 0600; "
+        "move it as you would a password file.",
+        epilog="examples:\n  edge-app export front-door.jsonl\n"
+        "  edge-app export - | ssh back-door edge-app import -",
+        formatter_class=FORMATTER,
+    )
+    export.add_argument("out", metavar="FILE", help="output file, or - for standard output")
+    add_db_argument(export)
+    export.set_defaults(handler=run_export)
+
+    importing = subparsers.add_parser(
+        "import",
+        help="add the people of an exported file",
+        description="Add the people of an `edge-app export` file in one transaction. "
+        "A name enrolled in both is refused unless --replace or --merge says what to do.",
+        epilog="examples:\n  edge-app import front-door.jsonl\n"
+        "  edge-app import --merge --db ./gallery.db front-door.jsonl",
+        formatter_class=FORMATTER,
+    )
+    importing.add_argument("source", metavar="FILE", help="export file, or - for standard input")
+    add_db_argument(importing)
+    conflict = importing.add_mutually_exclusive_group()
+    conflict.add_argument(
+        "--replace",
+        action="store_true",
+        help="a person in both: keep only the imported samples",
+    )
+    conflict.add_argument(
+        "--merge",
+        action="store_true",
+        help="a person in both: add the imported samples of photos not already there",
+    )
+    importing.add_argument("--json", action="store_true", help="print the summary as JSON")
+    importing.set_defaults(handler=run_import)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from edge_app.gallery import Gallery
+
+    with Gallery.open(db_path(args)) as gallery:
+        people = gallery.people()
+    if args.json:
+        sys.stdout.write(json.dumps([asdict(p) for p in people], indent=2, ensure_ascii=False))
+        sys.stdout.write("\n")
+        return 0
+    if not people:
+        sys.stdout.write("nobody is enrolled\n")
+        return 0
+    width = max(len(p.name) for p in people)
+    sys.stdout.write(f"{'NAME':<{width}}  SAMPLES  CROPS  ENROLLED              LAST SAMPLE\n")
+    for p in people:
+        sys.stdout.write(
+            f"{p.name:<{width}}  {p.samples:>7}  {p.crops:>5}  {p.created_utc:<20}  "
+            f"{p.last_sample_utc or '-'}\n"
+        )
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    from edge_app.gallery import Gallery
+
+    with Gallery.open(db_path(args)) as gallery:
+        samples = gallery.remove(args.names)
+    sys.stdout.write(f"removed {', '.join(map(repr, args.names))} ({samples} samples)\n")
+    return 0
+
+
+def run_rename(args: argparse.Namespace) -> int:
+    from edge_app.gallery import Gallery
+
+    with Gallery.open(db_path(args)) as gallery:
+        gallery.rename(args.old, args.new)
+    sys.stdout.write(f"renamed {args.old!r} to {args.new!r}\n")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from edge_app.gallery import Gallery, write_private_text
+
+    with Gallery.open(db_path(args)) as gallery:
+        if args.out == "-":
+            people, samples = gallery.export(sys.stdout)
+        else:
+            out = Path(args.out)
+            if out.is_dir():
+                raise UserError(f"{out} is a folder; give a file name")
+            try:
+                people, samples = write_private_text(out, gallery.export)
+            except OSError as error:
+                raise UserError(f"cannot write {out}: {error.strerror or error}") from None
+    log.info("exported people=%d samples=%d", people, samples)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from edge_app.gallery import Gallery, read_export
+
+    try:
+        text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {args.source}: {error}") from None
+    # Checked in full before the gallery is opened: a bad file creates and changes nothing.
+    people = read_export(io.StringIO(text))
+    mode = "replace" if args.replace else "merge" if args.merge else "refuse"
+    with Gallery.open(db_path(args), create=True) as gallery:
+        summary = gallery.import_(people, on_conflict=mode)
+    if args.json:
+        sys.stdout.write(json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(
+            f"imported {summary.samples_added} samples: added {len(summary.added_people)}, "
+            f"replaced {len(summary.replaced_people)}, merged {len(summary.merged_people)} "
+            f"people; {summary.samples_skipped} samples already there\n"
+        )
+    return 0

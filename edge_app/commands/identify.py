@@ -1,0 +1,155 @@
+"""`edge-app identify`: who is in these photos, according to the gallery.
+
+Also home of the engine and match options that `enroll` shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_app.errors import UserError
+from edge_app.runtime import BACKENDS
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+Scores are cosine similarities in [-1, 1] between the face and the best-matching enrolled
+person (aggregated over their samples). A face is named when its score reaches the threshold
+and beats the second-best person by the margin; otherwise it is "unknown" (null in JSON),
+still with the closest person's score. Threshold, margin and aggregation default to the
+values derived for the models (the manifest's "recognition" block).
+
+examples:
+  edge-app identify visitor.jpg
+  edge-app identify --db ./gallery.db --json photos/ > who.json
+  edge-app identify --threshold 0.6 --margin 0.05 door-snapshot.png
+
+JSON (--json): one entry per image, in order:
+  [{"image": "visitor.jpg",
+    "faces": [{"name": "Alice", "score": 0.8123, "box": [x1, y1, x2, y2]}]}]
+An image that cannot be read gets "faces": [] and an "error"; the exit code is then 2.
+"""
+
+
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    from edge_app.gallery import default_path
+
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"gallery database (default: {default_path()})",
+    )
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    from edge_app.gallery import default_path
+
+    return args.db if args.db is not None else default_path()
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("models")
+    group.add_argument(
+        "--models", type=Path, metavar="DIR", help="models folder (default: the installed models)"
+    )
+    group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="where the models run (default: auto, the Edge TPU when present)",
+    )
+    group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
+
+
+def open_engine(args: argparse.Namespace) -> Any:
+    from edge_app.engine import Engine
+
+    return Engine.open(models_dir=args.models, backend=args.backend, threads=args.threads)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "identify",
+        help="name the faces in photos using the gallery",
+        description="Detect every face in each photo and match it against the gallery.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photo files or folders")
+    add_db_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON (see below)")
+    match = parser.add_argument_group("matching (defaults from the models manifest)")
+    match.add_argument("--threshold", type=float, help="minimum score, in [-1, 1]")
+    match.add_argument("--margin", type=float, help="minimum lead over the second person")
+    match.add_argument(
+        "--aggregate", choices=("best", "mean", "trimmed_mean"), help="per-person score"
+    )
+    add_engine_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_app.enroll import model_id
+    from edge_app.gallery import Gallery
+    from edge_app.images import ImageError, expand_image_paths, read_image
+    from edge_app.matching import Matcher, MatchSettings
+
+    with Gallery.open(db_path(args)) as gallery:
+        matrix = gallery.load_matrix()
+        models = gallery.models()
+    if not matrix.names:
+        raise UserError(f"the gallery {db_path(args)} is empty: enrol someone first")
+    engine = open_engine(args)
+    settings = MatchSettings.from_recognition(
+        engine.manifest.recognition,
+        threshold=args.threshold,
+        margin=args.margin,
+        aggregate=args.aggregate,
+    )
+    if models - {None, model_id(engine)}:
+        log.warning("the gallery holds samples from other embedding models: re-enrol them")
+    matcher = Matcher(matrix, settings)
+    log.info(
+        "people=%d samples=%d threshold=%.3f margin=%.3f aggregate=%s",
+        len(matrix.names),
+        len(matrix),
+        settings.threshold,
+        settings.margin,
+        settings.aggregate,
+    )
+    entries: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for path in expand_image_paths(args.images):
+        entry: dict[str, Any] = {"image": str(path), "faces": []}
+        entries.append(entry)
+        try:
+            frame = read_image(path)
+        except ImageError as error:
+            log.error("%s", error)
+            entry["error"] = str(error)
+            lines.append(f"{path}: unreadable")
+            continue
+        faces, embeddings = engine.process(frame)
+        matches = matcher.identify(embeddings)
+        lines.append(f"{path}: {len(faces)} face(s)")
+        for name, closest, score, box in zip(
+            matches.names, matches.best, matches.scores.tolist(), faces.boxes.tolist(), strict=True
+        ):
+            entry["faces"].append(
+                {"name": name, "score": round(score, 4), "box": [round(v, 1) for v in box]}
+            )
+            who = name or f"unknown (closest: {closest})"
+            corners = ", ".join(f"{v:.0f}" for v in box)
+            lines.append(f"  {who}  score {score:.3f}  box [{corners}]")
+    if args.json:
+        sys.stdout.write(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 2 if any("error" in entry for entry in entries) else 0

@@ -1,0 +1,263 @@
+"""Enrolment: photos or camera frames -> quality-checked embeddings -> one gallery transaction.
+
+All-or-nothing by design. Every photo is read, checked and embedded before the gallery is
+opened for writing, and every problem is reported together; if any photo is bad, nothing is
+written and the gallery file stays byte-for-byte as it was. A half-enrolled person (one good
+photo of three, the others silently dropped) is worse than a clear "fix these and retry".
+Near-duplicates are the exception: they are skipped, since they add nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edge_app.errors import UserError
+from edge_app.faces import Faces
+from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample, check_name
+from edge_app.images import ImageError, decode_image, expand_image_paths
+from edge_app.manifest import Manifest
+from edge_app.quality import DEFAULT_GATES, Gates, Reason, Rejection, check_face, duplicate_of
+
+log = logging.getLogger(__name__)
+
+CAMERA_SAMPLES = 5
+CAMERA_TIMEOUT_S = 60.0
+# Kept crops show the whole head (box grown by this fraction of its width), as a person
+# reviewing the gallery would want to see it.
+CROP_MARGIN = 0.4
+CROP_JPEG_QUALITY = 90
+
+
+class Embedder(Protocol):
+    """What enrolment needs from edge_app.engine.Engine."""
+
+    manifest: Manifest
+
+    def detect(self, frame: np.ndarray) -> Faces: ...
+
+    def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    reason: Reason
+    message: str
+
+
+class EnrollError(UserError):
+    """Nothing was enrolled; `problems` lists every photo that stopped it."""
+
+    def __init__(self, name: str, problems: Sequence[Problem], summary: str = "") -> None:
+        self.problems = list(problems)
+        lines = [f"  {p.source}: {p.message}" for p in self.problems]
+        head = summary or f"nothing enrolled for {name!r}; fix or drop these photos and retry"
+        super().__init__("\n".join([f"{head} (the gallery is unchanged)", *lines]))
+
+
+@dataclass
+class EnrollResult:
+    name: str
+    created: bool
+    added: list[str] = field(default_factory=list)
+    skipped: list[Problem] = field(default_factory=list)
+    samples: int = 0
+
+
+def model_id(engine: Embedder) -> str:
+    """The embedding model's identity stored with each sample: its file hash in the manifest."""
+    [(_, spec)] = engine.manifest.by_role("facenet")
+    return spec.sha256
+
+
+def existing_samples(db: Path, name: str, add: bool) -> np.ndarray:
+    """The person's current samples, after checking the name fits the mode (fail fast).
+
+    Only reads: a missing gallery is not created here, so a failed enrolment leaves no file.
+    """
+    name = check_name(name)
+    if not Path(db).exists():
+        if add:
+            raise UserError(f"nobody named {name!r} is enrolled (no gallery at {db} yet)")
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    with Gallery.open(db) as gallery:
+        enrolled = gallery.has(name)
+        if enrolled and not add:
+            raise UserError(f"{name!r} is already enrolled; use --add to add photos to them")
+        if add and not enrolled:
+            raise UserError(f"nobody named {name!r} is enrolled; drop --add to enrol them")
+        return gallery.embeddings(name)
+
+
+def face_crop_jpeg(frame: np.ndarray, box: np.ndarray) -> bytes:
+    height, width = frame.shape[:2]
+    grow = (box[2] - box[0]) * CROP_MARGIN / 2
+    x1, y1, x2, y2 = np.round(box + np.array([-grow, -grow, grow, grow])).astype(int)
+    crop = frame[max(y1, 0) : min(y2, height), max(x1, 0) : min(x2, width)]
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY]
+    )
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the face crop as JPEG")
+    return data.tobytes()
+
+
+class _Collector:
+    """The same gates for photos and camera frames; accepted samples accumulate in memory."""
+
+    def __init__(
+        self, engine: Embedder, existing: np.ndarray, gates: Gates, keep_crops: bool
+    ) -> None:
+        self.engine = engine
+        self.gates = gates
+        self.keep_crops = keep_crops
+        self.model = model_id(engine)
+        self.known = existing
+        self.samples: list[NewSample] = []
+        self.sources: list[str] = []
+
+    def consider(self, frame: np.ndarray, source: str, sha256: str) -> Rejection | None:
+        """None when the frame became a sample; otherwise why not (near-duplicate included)."""
+        faces = self.engine.detect(frame)
+        rejection = check_face(frame, faces, self.gates)
+        if rejection is not None:
+            return rejection
+        embedding = self.engine.embed(frame, faces)[0]
+        rejection = duplicate_of(embedding, self.known, self.gates)
+        if rejection is not None:
+            return rejection
+        crop = face_crop_jpeg(frame, faces.boxes[0]) if self.keep_crops else None
+        self.samples.append(NewSample(embedding, sha256, crop, self.model))
+        self.sources.append(source)
+        self.known = np.vstack([self.known, embedding[None]])
+        return None
+
+
+def _commit(
+    db: Path, name: str, collector: _Collector, add: bool, skipped: list[Problem]
+) -> EnrollResult:
+    result = EnrollResult(name, created=not add, added=collector.sources, skipped=skipped)
+    if not collector.samples:
+        log.info("name=%r nothing new to enrol: every photo repeats a sample already there", name)
+        with Gallery.open(db) as gallery:
+            result.samples = len(gallery.embeddings(name))
+        return result
+    with Gallery.open(db, create=True) as gallery:
+        foreign = gallery.models() - {None, collector.model}
+        if foreign:
+            log.warning(
+                "the gallery holds samples from other embedding models (%s): re-enrol those "
+                "people, their scores are not comparable",
+                ", ".join(sorted(m[:12] for m in foreign)),
+            )
+        result.samples = gallery.enroll(name, collector.samples, add=add)
+    log.info("name=%r enrolled samples=%d total=%d", name, len(collector.samples), result.samples)
+    return result
+
+
+def enroll_photos(
+    db: Path,
+    engine: Embedder,
+    name: str,
+    images: Sequence[Path | str],
+    *,
+    add: bool = False,
+    keep_crops: bool = False,
+    gates: Gates = DEFAULT_GATES,
+) -> EnrollResult:
+    """Enrol `name` from photo files and folders, all photos or none (module docstring)."""
+    name = check_name(name)
+    collector = _Collector(engine, existing_samples(db, name, add), gates, keep_crops)
+    paths = list(expand_image_paths(images))
+    if not paths:
+        raise UserError(f"no images found in {', '.join(map(str, images))}")
+    problems: list[Problem] = []
+    skipped: list[Problem] = []
+    for path in paths:
+        source = str(path)
+        try:
+            data = Path(path).read_bytes()
+            frame = decode_image(data, source)
+        except ImageError as error:
+            problems.append(
+                Problem(source, Reason.UNREADABLE, str(error).removeprefix(f"{source}: "))
+            )
+            continue
+        except OSError as error:
+            problems.append(
+                Problem(source, Reason.UNREADABLE, f"cannot read ({error.strerror or error})")
+            )
+            continue
+        rejection = collector.consider(frame, source, hashlib.sha256(data).hexdigest())
+        if rejection is None:
+            log.info("photo=%s accepted", source)
+        elif rejection.reason is Reason.NEAR_DUPLICATE:
+            log.info("photo=%s skipped: %s", source, rejection.message)
+            skipped.append(Problem(source, rejection.reason, rejection.message))
+        else:
+            log.info("photo=%s rejected reason=%s", source, rejection.reason.value)
+            problems.append(Problem(source, rejection.reason, rejection.message))
+    if problems:
+        raise EnrollError(name, problems)
+    return _commit(db, name, collector, add, skipped)
+
+
+def enroll_camera(
+    db: Path,
+    engine: Embedder,
+    name: str,
+    frames: Iterable[np.ndarray],
+    *,
+    count: int = CAMERA_SAMPLES,
+    timeout: float = CAMERA_TIMEOUT_S,
+    add: bool = False,
+    keep_crops: bool = False,
+    gates: Gates = DEFAULT_GATES,
+    progress: bool = True,
+) -> EnrollResult:
+    """Enrol `name` from the first `count` good, mutually distinct camera frames.
+
+    Frames failing a gate are simply passed over (the person adjusts, guided by the reason
+    shown next to the progress bar); near-duplicates are too, which makes the person move a
+    little between samples, so the gallery gets some variety of pose. Nothing is written
+    unless all `count` samples are collected within `timeout` seconds.
+    """
+    name = check_name(name)
+    collector = _Collector(engine, existing_samples(db, name, add), gates, keep_crops)
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    last: Rejection | None = None
+    with tqdm(total=count, desc=f"enrolling {name}", unit="sample", disable=not progress) as bar:
+        for index, frame in enumerate(frames):
+            digest = hashlib.sha256(np.ascontiguousarray(frame).data).hexdigest()
+            rejection = collector.consider(frame, f"camera frame {index}", digest)
+            if rejection is None:
+                bar.update(1)
+                bar.set_postfix_str("")
+            else:
+                last = rejection
+                hint = (
+                    "move your head a little" if rejection.reason is Reason.NEAR_DUPLICATE else ""
+                )
+                bar.set_postfix_str(f"{rejection.reason.value} {hint}".strip())
+            timed_out = time.monotonic() > deadline
+            if len(collector.samples) >= count or timed_out:
+                break
+    if len(collector.samples) < count:
+        when = f"within {timeout:.0f} s" if timed_out else "before the camera stopped"
+        raise EnrollError(
+            name,
+            [Problem("last rejected frame", last.reason, last.message)] if last else [],
+            f"only {len(collector.samples)} of {count} good frames for {name!r} {when}",
+        )
+    return _commit(db, name, collector, add, [])
