@@ -13,6 +13,7 @@ scaled down to the detection size when they are larger, keeping the original as 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import queue
@@ -79,7 +80,9 @@ class Backoff:
     maximum: float = 10.0
 
 
-def fit_detection_frame(image: np.ndarray, size: tuple[int, int]) -> Frame | tuple:
+def fit_detection_frame(
+    image: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(detection image, main or None): scale down, keeping the aspect, to fit `size` (w, h)."""
     height, width = image.shape[:2]
     scale = min(size[0] / width, size[1] / height)
@@ -259,21 +262,20 @@ class OpenCVSource(LiveSource):
         fps = device.get(cv2.CAP_PROP_FPS) or self.fps
         count = int(device.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         failures = 0
-        index = 0
+        index = 0  # read attempts so far: a failed read still consumes its frame
         try:
             while not self.closed:
-                index = int(device.get(cv2.CAP_PROP_POS_FRAMES))
                 captured = self._capture()
+                index += 1
                 if captured is not None:
                     failures = 0
-                    yield Frame(captured[0], index / fps, index, captured[1])
+                    yield Frame(captured[0], (index - 1) / fps, index - 1, captured[1])
                     continue
-                # A failed read is the end of the file, unless frames remain after it.
-                position = int(device.get(cv2.CAP_PROP_POS_FRAMES))
-                if position >= count or position <= index:
+                if index > count:  # past the last frame: the end, not a corrupt frame
+                    index -= 1
                     break
                 failures += 1
-                self._skip("corrupt video frame", index)
+                self._skip("corrupt video frame", index - 1)
                 if failures >= _FILE_FAILURES:
                     log.error("video unreadable from frame=%d source=%s", index, self.name)
                     break
@@ -291,7 +293,9 @@ class FolderSource(FrameSource):
         super().__init__(str(folder))
         self.files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
-            raise CameraError(f"camera.source: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise CameraError(
+                f"camera.source: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+            )
         self.fps = fps
         self.lores = lores
 
@@ -480,7 +484,5 @@ class FrameReader:
 
     def _wake(self) -> None:
         """A None tells a waiting get() that the stream ended, without its full timeout."""
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
-        except queue.Full:
-            pass

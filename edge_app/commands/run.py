@@ -1,0 +1,108 @@
+"""`edge-app run`: the door daemon (what the systemd unit starts)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from edge_app.config import BACKENDS, GPIO_FACTORIES
+from edge_app.errors import UserError
+from edge_app.paths import DEFAULT_CONFIG
+
+log = logging.getLogger(__name__)
+
+EPILOG = f"""\
+Watches the camera, recognises enrolled people and pulses the door relay. Settings come from
+the config file ({DEFAULT_CONFIG} by default; a missing default file means the defaults);
+each flag below overrides its config key. A video file or a folder of images as --source
+ends the run at its end, which is how to try the door on a recording.
+
+signals: SIGTERM/SIGINT stop within a frame with the relay locked; SIGHUP reloads the config
+and the gallery without closing the camera. The gallery is also reloaded by itself when
+`edge-app enroll` or `edge-app gallery` changes it.
+
+examples:
+  edge-app run                                   # as installed: /etc/edge-app/config.toml
+  edge-app run --config ./door.toml --source 0   # first USB camera
+  edge-app run --source clip.mp4 --gpio mock --db ./gallery.db --events - --events-db ''
+
+events (--events FILE, "-" for standard output): one JSON object per line, e.g.
+  {{"time": "2024-05-01T08:12:03.120+00:00", "type": "unlock", "name": "Alice",
+   "score": 0.8123, "track": 4, "source_time": 12.3, "reason": null, "snapshot": null}}
+types: recognized, unknown, unlock, denied (reason cooldown or hours), relock (reason timeout
+or close). See docs/DAEMON.md.
+"""
+
+# flag destination -> config key
+OVERRIDES = {
+    "source": "camera.source",
+    "models": "models.dir",
+    "backend": "models.backend",
+    "threads": "models.threads",
+    "min_face": "detection.min_face",
+    "threshold": "recognition.threshold",
+    "margin": "recognition.margin",
+    "db": "gallery.path",
+    "gpio": "gpio.factory",
+    "pin": "gpio.pin",
+    "pulse": "gpio.pulse_seconds",
+    "events": "events.jsonl",
+    "events_db": "events.db",
+    "snapshots": "events.snapshots",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the door: camera, recognition, relay (the systemd service)",
+        description="Run the door daemon.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, metavar="PATH", help="TOML config file")
+    parser.add_argument(
+        "--source",
+        metavar="SPEC",
+        help='camera: "auto", "picamera2", a device index, /dev/videoN, a URL, a video file '
+        "or a folder of images",
+    )
+    parser.add_argument("--db", metavar="PATH", help="gallery database")
+    parser.add_argument(
+        "--gpio", choices=GPIO_FACTORIES, help='pin factory; "mock" simulates the relay'
+    )
+    parser.add_argument("--pin", type=int, metavar="N", help="BCM GPIO number of the relay")
+    parser.add_argument("--pulse", type=float, metavar="SECONDS", help="unlock pulse length")
+    parser.add_argument(
+        "--events", metavar="FILE", help='also write events as JSON lines ("-" = stdout)'
+    )
+    parser.add_argument(
+        "--events-db", metavar="PATH", help="SQLite events database ('' = log only)"
+    )
+    parser.add_argument("--snapshots", metavar="DIR", help="save face crops of decisions here")
+    models = parser.add_argument_group("models")
+    models.add_argument("--models", metavar="DIR", help="models folder")
+    models.add_argument("--backend", choices=BACKENDS, help="where the models run")
+    models.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+    models.add_argument("--min-face", type=int, metavar="PX", help="smallest face to detect")
+    models.add_argument("--threshold", type=float, help="cosine similarity to accept a match")
+    models.add_argument("--margin", type=float, help="required lead over the second best")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_app.config import apply_overrides, load_config
+    from edge_app.daemon import Daemon
+
+    overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items()}
+    config = apply_overrides(load_config(args.config), overrides)
+    daemon = Daemon(config, config_path=args.config, overrides=overrides)
+    try:
+        return daemon.run()
+    except UserError:
+        raise
+    except Exception:
+        # systemd's Restart=on-failure takes over; the traceback goes to the journal.
+        log.exception("door stopped on an unexpected error; relay released")
+        return 1

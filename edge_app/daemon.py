@@ -1,0 +1,463 @@
+"""The door: camera -> detect -> track -> embed where needed -> match -> policy -> relay + events.
+
+Lifecycle as systemd sees it (docs/DAEMON.md):
+  - READY=1 only once the relay pin, the models, the gallery and the camera's first frame are
+    all there, so `systemctl start` fails visibly instead of leaving a blind door "active";
+  - WATCHDOG=1 only from the frame loop after a processed frame, so a stalled camera or a
+    hung interpreter stops the pings and systemd restarts the service;
+  - SIGHUP reloads the config and the gallery without closing the camera;
+  - SIGTERM/SIGINT end the loop within a frame; the relay is driven low on every exit path.
+
+The frame loop runs on the main thread and the camera on its own (camera.FrameReader), so
+the loop wakes at least every LOOP_TIMEOUT seconds whatever the camera does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sdnotify
+
+from edge_app import policy as rules
+from edge_app.camera import Frame, FrameReader, open_source
+from edge_app.config import Config, ConfigError, RecognitionConfig, apply_overrides, load_config
+from edge_app.errors import UserError
+from edge_app.events import RELOCK, EventLog
+from edge_app.faces import Faces
+from edge_app.policy import Policy, Vote
+from edge_app.relay import Relay, make_pin_factory
+from edge_app.tracker import IoUTracker, Track
+
+log = logging.getLogger(__name__)
+
+LOOP_TIMEOUT = 0.2
+METRICS_EVERY = 60.0
+GALLERY_CHECK_EVERY = 1.0
+# Faces this close to the frame edge are cut off: their embeddings are poor, so they neither
+# vote nor count as unknown until the person is fully in view.
+EDGE_PIXELS = 2.0
+# Config sections the running daemon cannot change without reopening hardware or models.
+RESTART_SECTIONS = ("camera", "models", "detection")
+RESTART_GPIO_KEYS = ("pin", "active_high", "force_uart_pins", "factory")
+
+
+@dataclass
+class Metrics:
+    """Counters for the log and the tests; `embedded_frames / face_frames` shows tracking."""
+
+    frames: int = 0
+    face_frames: int = 0
+    embedded_frames: int = 0
+    embeddings: int = 0
+    unlocks: int = 0
+    detect_seconds: float = 0.0
+    embed_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        per = max(self.frames, 1)
+        return (
+            f"frames={self.frames} face_frames={self.face_frames} "
+            f"embedded_frames={self.embedded_frames} embeddings={self.embeddings} "
+            f"unlocks={self.unlocks} fps={self.frames / elapsed:.1f} "
+            f"detect_ms={1000 * self.detect_seconds / per:.1f} "
+            f"embed_ms={1000 * self.embed_seconds / max(self.embedded_frames, 1):.1f}"
+        )
+
+
+class Recognizer:
+    """The daemon's only contact with the engine, the gallery and the matcher.
+
+    Faces are found on the detection frame and embedded from the sharper main frame when
+    there is one, with boxes and landmarks scaled across.
+    """
+
+    def __init__(self, engine: Any, gallery_path: Path, settings: RecognitionConfig) -> None:
+        from edge_app.gallery import Gallery
+
+        self.engine = engine
+        self.gallery = Gallery.open(gallery_path)
+        self._settings = settings
+        self._version = -1
+        self.matcher: Any = None
+        self.reload()
+
+    def configure(self, gallery_path: Path, settings: RecognitionConfig) -> None:
+        from edge_app.gallery import Gallery
+
+        if Path(gallery_path) != self.gallery.path:
+            replacement = Gallery.open(gallery_path)
+            self.gallery.close()
+            self.gallery = replacement
+        self._settings = settings
+        self.reload()
+
+    def reload(self) -> None:
+        from edge_app.matching import Matcher, MatchSettings
+
+        settings = MatchSettings.from_recognition(
+            self.engine.manifest.recognition,
+            threshold=self._settings.threshold,
+            margin=self._settings.margin,
+            aggregate=None if self._settings.aggregate == "auto" else self._settings.aggregate,
+        )
+        matrix = self.gallery.load_matrix()
+        self._version = self.gallery.data_version()
+        self.matcher = Matcher(matrix, settings)
+        log.info(
+            "gallery loaded path=%s people=%d samples=%d threshold=%.3f margin=%.3f aggregate=%s",
+            self.gallery.path,
+            len(matrix.names),
+            len(matrix),
+            settings.threshold,
+            settings.margin,
+            settings.aggregate,
+        )
+        if not matrix.names:
+            log.warning("gallery is empty: nobody can be unlocked; enrol with `edge-app enroll`")
+
+    def reload_if_changed(self) -> bool:
+        """Pick up `edge-app enroll`/`remove` done while running (another connection's commit)."""
+        if self.gallery.data_version() == self._version:
+            return False
+        self.reload()
+        return True
+
+    def detect(self, image: np.ndarray) -> Faces:
+        return self.engine.detect(image)
+
+    def identify(self, frame: Frame, faces: Faces) -> list[Vote]:
+        sx, sy = frame.crop_scale
+        if (sx, sy) != (1.0, 1.0):
+            scale = np.array([sx, sy], np.float32)
+            faces = Faces(faces.boxes * np.tile(scale, 2), faces.scores, faces.landmarks * scale)
+        embeddings = self.engine.embed(frame.crop_image, faces)
+        matches = self.matcher.identify(embeddings)
+        return [
+            Vote(name, float(score), float(second))
+            for name, score, second in zip(
+                matches.names, matches.scores, matches.second, strict=True
+            )
+        ]
+
+    def close(self) -> None:
+        self.gallery.close()
+
+
+def whole_faces(faces: Faces, shape: tuple[int, ...]) -> np.ndarray:
+    """Mask of faces entirely inside the frame (not cut by its edge)."""
+    height, width = shape[:2]
+    boxes = faces.boxes
+    return (
+        (boxes[:, 0] >= EDGE_PIXELS)
+        & (boxes[:, 1] >= EDGE_PIXELS)
+        & (boxes[:, 2] <= width - EDGE_PIXELS)
+        & (boxes[:, 3] <= height - EDGE_PIXELS)
+    )
+
+
+def face_crop(frame: Frame, box: np.ndarray, pad: float = 0.2) -> np.ndarray:
+    """The face with some context, from the sharpest frame, for a snapshot."""
+    sx, sy = frame.crop_scale
+    image = frame.crop_image
+    x1, y1, x2, y2 = box * np.array([sx, sy, sx, sy])
+    grow_x, grow_y = (x2 - x1) * pad, (y2 - y1) * pad
+    height, width = image.shape[:2]
+    left, top = max(int(x1 - grow_x), 0), max(int(y1 - grow_y), 0)
+    right, bottom = min(int(x2 + grow_x), width), min(int(y2 + grow_y), height)
+    return image[top:bottom, left:right]
+
+
+class Daemon:
+    """One door. `run()` blocks until stopped or a file source ends; returns an exit code.
+
+    engine and pin_factory may be passed in (tests, the demo) to reuse a loaded engine or to
+    read a MockFactory's pin history; otherwise they are made from the config.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        engine: Any = None,
+        pin_factory: object | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.overrides = dict(overrides or {})
+        self.engine = engine
+        self.pin_factory = pin_factory
+        self.metrics = Metrics()
+        self.relay: Relay | None = None
+        self.events: EventLog | None = None
+        self.recognizer: Recognizer | None = None
+        self.reader: FrameReader | None = None
+        self._stop = threading.Event()
+        self._signal: int | None = None
+        self._reload = threading.Event()
+        self._now = 0.0
+        self._opened_for: str | None = None
+        self._notifier: sdnotify.SystemdNotifier | None = None
+        gpio = config.gpio
+        self.policy = Policy(
+            config.policy.hits,
+            config.policy.window,
+            config.policy.cooldown_seconds,
+            config.policy.allowed_hours,
+            clock=lambda: self._now,
+        )
+        self.tracker = IoUTracker(
+            config.tracking.iou, config.tracking.max_missed, config.tracking.refresh_frames
+        )
+        self.pulse_seconds = gpio.pulse_seconds
+
+    # --- control from other threads and signal handlers ------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        previous = self._install_signals()
+        self._notifier = sdnotify.SystemdNotifier()
+        try:
+            self._start()
+            first = self._next_frame()
+            if first is not None:
+                self._notify("READY=1", f"STATUS=watching {self.reader.source.name}")
+                log.info("door ready source=%s pin=GPIO%d", self.reader.source.name, self.relay.pin)
+                self._loop(first)
+            if self._signal is not None:
+                log.info("stopped by signal=%s", signal.Signals(self._signal).name)
+            return 0
+        finally:
+            self._shutdown()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _start(self) -> None:
+        config = self.config
+        events = config.events
+        self.events = EventLog(events.db, events.jsonl, events.snapshots, events.snapshot_keep)
+        factory = self.pin_factory
+        if factory is None:
+            factory = self.pin_factory = make_pin_factory(config.gpio.factory)
+        self.relay = Relay(
+            config.gpio.pin,
+            active_high=config.gpio.active_high,
+            pin_factory=factory,
+            force_uart_pins=config.gpio.force_uart_pins,
+            on_release=self._on_relock,
+        )
+        if self.engine is None:
+            from edge_app.engine import Engine
+
+            models = config.models
+            self.engine = Engine.open(
+                models_dir=models.dir,
+                backend=models.backend,
+                threads=models.threads,
+                min_face=config.detection.min_face,
+            )
+        self.recognizer = Recognizer(self.engine, config.gallery.path, config.recognition)
+        camera = config.camera
+        source = open_source(
+            camera.source,
+            size=(camera.width, camera.height),
+            lores=(camera.lores_width, camera.lores_height),
+            fps=camera.fps,
+        )
+        self.reader = FrameReader(source)
+
+    def _next_frame(self) -> Frame | None:
+        """The next frame; None when stopping or when the source has ended."""
+        reader = self.reader
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self._apply_reload()
+            frame = reader.get(LOOP_TIMEOUT)
+            if frame is not None:
+                return frame
+            if reader.error is not None:
+                if isinstance(reader.error, UserError):
+                    raise reader.error
+                raise RuntimeError(f"camera failed: {reader.error!r}") from reader.error
+            if reader.ended:
+                log.info("source ended source=%s", reader.source.name)
+                return None
+        return None
+
+    def _loop(self, frame: Frame | None) -> None:
+        last_metrics = last_gallery_check = last_ping = time.monotonic()
+        ping_every = _watchdog_interval()
+        while frame is not None:
+            self._process(frame)
+            now = time.monotonic()
+            if now - last_ping >= ping_every:
+                self._notify("WATCHDOG=1")
+                last_ping = now
+            if now - last_gallery_check >= GALLERY_CHECK_EVERY:
+                self.recognizer.reload_if_changed()
+                last_gallery_check = now
+            if now - last_metrics >= METRICS_EVERY:
+                log.info("metrics %s", self.metrics.line())
+                last_metrics = now
+            frame = self._next_frame()
+
+    def _process(self, frame: Frame) -> None:
+        self._now = frame.timestamp
+        metrics = self.metrics
+        metrics.frames += 1
+        start = time.perf_counter()
+        faces = self.recognizer.detect(frame.image)
+        metrics.detect_seconds += time.perf_counter() - start
+        tracks, ended = self.tracker.update(faces.boxes)
+        for track in ended:
+            self.policy.forget(track.track_id)
+        if not len(faces):
+            return
+        metrics.face_frames += 1
+        due = np.flatnonzero(self.tracker.due(tracks) & whole_faces(faces, frame.image.shape))
+        if not len(due):
+            return
+        start = time.perf_counter()
+        votes = self.recognizer.identify(frame, faces[due])
+        metrics.embed_seconds += time.perf_counter() - start
+        metrics.embedded_frames += 1
+        metrics.embeddings += len(due)
+        chosen = [tracks[i] for i in due]
+        self.tracker.mark_embedded(chosen)
+        for index, track, vote in zip(due, chosen, votes, strict=True):
+            log.debug(
+                "vote track=%d name=%s score=%.3f second=%.3f t=%.2f",
+                track.track_id,
+                vote.name,
+                vote.score,
+                vote.second,
+                frame.timestamp,
+            )
+            for decision in self.policy.vote(track.track_id, vote):
+                self._act(decision, frame, faces.boxes[index], track)
+            track.settled = self.policy.settled(track.track_id)
+
+    def _act(self, decision: rules.Decision, frame: Frame, box: np.ndarray, track: Track) -> None:
+        crop = None
+        if decision.kind in (rules.RECOGNIZED, rules.UNKNOWN) and self.events.snapshots:
+            crop = face_crop(frame, box)
+        if decision.kind == rules.UNLOCK:
+            self._opened_for = decision.name
+            self.relay.pulse(self.pulse_seconds)
+            self.metrics.unlocks += 1
+        self.events.record(
+            decision.kind,
+            name=decision.name,
+            score=decision.score,
+            track=track.track_id,
+            source_time=frame.timestamp,
+            reason=decision.reason,
+            crop=crop,
+        )
+
+    def _on_relock(self, reason: str) -> None:
+        if self.events is not None:
+            self.events.record(RELOCK, name=self._opened_for, reason=reason)
+
+    def _apply_reload(self) -> None:
+        log.info("reloading config=%s", self.config_path or "defaults")
+        try:
+            new = apply_overrides(load_config(self.config_path), self.overrides)
+        except ConfigError as error:
+            log.error("reload refused, keeping the running config: %s", error)
+            return
+        old = self.config
+        for section in RESTART_SECTIONS:
+            if getattr(new, section) != getattr(old, section):
+                log.warning("config [%s] changed: takes effect after a restart", section)
+        for key in RESTART_GPIO_KEYS:
+            if getattr(new.gpio, key) != getattr(old.gpio, key):
+                log.warning("config gpio.%s changed: takes effect after a restart", key)
+        try:
+            self.recognizer.configure(new.gallery.path, new.recognition)
+        except Exception as error:  # a bad gallery path must not take the door down
+            log.error("reload of the gallery failed, keeping the old one: %s", error)
+            return
+        policy, tracking = new.policy, new.tracking
+        self.policy.configure(
+            policy.hits, policy.window, policy.cooldown_seconds, policy.allowed_hours
+        )
+        self.tracker.iou = tracking.iou
+        self.tracker.max_missed = tracking.max_missed
+        self.tracker.refresh_frames = tracking.refresh_frames
+        self.pulse_seconds = new.gpio.pulse_seconds
+        self.config = new
+        log.info("reload done")
+
+    def _shutdown(self) -> None:
+        """Relay first: whatever else fails below, the door is already locked."""
+        self._notify("STOPPING=1")
+        if self.relay is not None:
+            self.relay.close()
+        if self.reader is not None:
+            self.reader.close()
+            source = self.reader.source
+            log.info(
+                "camera closed source=%s skipped=%d dropped=%d reconnects=%d",
+                source.name,
+                source.skipped,
+                self.reader.dropped,
+                source.reconnects,
+            )
+        if self.recognizer is not None:
+            self.recognizer.close()
+        log.info("metrics %s", self.metrics.line())
+        if self.events is not None:
+            self.events.close()
+
+    def _notify(self, *states: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify("\n".join(states))
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        # Handlers only set flags: logging or touching the relay here could re-enter a lock
+        # the interrupted main thread holds.
+        def stop(signum: int, _frame: object) -> None:
+            self._signal = signum
+            self._stop.set()
+
+        def reload(_signum: int, _frame: object) -> None:
+            self._reload.set()
+
+        for signum, handler in (
+            (signal.SIGTERM, stop),
+            (signal.SIGINT, stop),
+            (signal.SIGHUP, reload),
+        ):
+            previous[signum] = signal.signal(signum, handler)
+        return previous
+
+
+def _watchdog_interval() -> float:
+    """Half the watchdog period systemd set (WATCHDOG_USEC), at most one second."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    return min(1.0, int(usec) / 2e6) if usec.isdigit() and int(usec) > 0 else 1.0

@@ -1,0 +1,187 @@
+"""Camera sources on real files written by OpenCV: folders, videos, corrupt frames, drops."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_app.camera import (
+    Backoff,
+    CameraError,
+    FolderSource,
+    FrameReader,
+    OpenCVSource,
+    open_source,
+    picamera2_available,
+)
+
+
+def numbered(index: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
+    """A BGR frame whose mean brightness encodes its index (robust to JPEG loss)."""
+    return np.full((size[1], size[0], 3), 10 + 10 * index, np.uint8)
+
+
+def index_of(rgb: np.ndarray) -> int:
+    return round((float(rgb.mean()) - 10) / 10)
+
+
+def write_video(path: Path, count: int, size: tuple[int, int] = (320, 240)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    assert writer.isOpened()
+    for index in range(count):
+        writer.write(numbered(index, size))
+    writer.release()
+    return path
+
+
+def corrupt_frame(path: Path, which: int) -> None:
+    """Wipe the start of one MJPG frame's JPEG data (its SOI marker and headers)."""
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i : i + 3] == b"\xff\xd8\xff"]
+    data[starts[which] : starts[which] + 400] = bytes(400)
+    path.write_bytes(bytes(data))
+
+
+def test_folder_source_in_name_order_with_clip_timestamps(tmp_path: Path) -> None:
+    for index in range(4):
+        cv2.imwrite(str(tmp_path / f"frame_{index:03d}.png"), numbered(index))
+    source = open_source(str(tmp_path), fps=5.0)
+    assert isinstance(source, FolderSource) and not source.live
+    frames = list(source.frames())
+    assert [index_of(f.image) for f in frames] == [0, 1, 2, 3]
+    assert [f.timestamp for f in frames] == [0.0, 0.2, 0.4, 0.6]
+    assert all(f.image.dtype == np.uint8 and f.image.shape == (240, 320, 3) for f in frames)
+
+
+def test_folder_source_skips_and_logs_unreadable_images(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cv2.imwrite(str(tmp_path / "a.jpg"), numbered(0))
+    good = cv2.imencode(".jpg", numbered(1))[1].tobytes()
+    (tmp_path / "b.jpg").write_bytes(good[: len(good) // 2])  # truncated
+    (tmp_path / "c.png").write_bytes(b"not an image at all")
+    cv2.imwrite(str(tmp_path / "d.jpg"), numbered(3))
+    with caplog.at_level(logging.WARNING, logger="edge_app.camera"):
+        source = FolderSource(tmp_path)
+        frames = list(source.frames())
+    assert [index_of(f.image) for f in frames] == [0, 3]
+    assert [f.index for f in frames] == [0, 3]
+    assert source.skipped == 2
+    skipped = [r.getMessage() for r in caplog.records if "frame skipped" in r.getMessage()]
+    assert len(skipped) == 2
+    assert "frame=1" in skipped[0] and "truncated" in skipped[0]
+    assert "frame=2" in skipped[1] and "decode" in skipped[1]
+
+
+def test_color_order_is_rgb(tmp_path: Path) -> None:
+    bgr = np.zeros((64, 64, 3), np.uint8)
+    bgr[..., 2] = 200  # red in OpenCV's BGR
+    cv2.imwrite(str(tmp_path / "red.png"), bgr)
+    (frame,) = FolderSource(tmp_path).frames()
+    assert frame.image[0, 0].tolist() == [200, 0, 0]
+
+
+def test_video_file_reads_every_frame_then_ends(tmp_path: Path) -> None:
+    source = open_source(str(write_video(tmp_path / "clip.avi", 12)))
+    assert isinstance(source, OpenCVSource) and not source.live
+    frames = list(source.frames())
+    assert [index_of(f.image) for f in frames] == list(range(12))
+    assert frames[5].timestamp == pytest.approx(0.5)
+
+
+def test_corrupt_video_frame_is_skipped_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_video(tmp_path / "clip.avi", 12)
+    corrupt_frame(path, 5)
+    with caplog.at_level(logging.WARNING, logger="edge_app.camera"):
+        source = OpenCVSource(str(path))
+        frames = list(source.frames())
+    indices = [f.index for f in frames]
+    assert indices == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert [index_of(f.image) for f in frames] == indices  # timestamps stay aligned after it
+    assert frames[5].timestamp == pytest.approx(0.6)
+    assert source.skipped == 1
+    assert any(
+        "frame skipped" in r.getMessage() and "frame=5" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_large_frames_are_scaled_for_detection_and_kept_for_crops(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "big.avi", 2, size=(1280, 960))
+    frame = next(iter(OpenCVSource(str(path), lores=(640, 480)).frames()))
+    assert frame.image.shape == (480, 640, 3)
+    assert frame.main is not None and frame.main.shape == (960, 1280, 3)
+    assert frame.crop_scale == (2.0, 2.0)
+    assert frame.crop_image is frame.main
+
+
+def test_live_source_recovers_after_disconnect(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream that ends and whose device is gone for a while: backoff, then frames again."""
+    path = write_video(tmp_path / "stream.avi", 10)
+    away = tmp_path / "unplugged.avi"
+    source = OpenCVSource(str(path), live=True, backoff=Backoff(initial=0.05, maximum=0.2))
+    assert source.live
+    seen = []
+    with caplog.at_level(logging.INFO, logger="edge_app.camera"):
+        for frame in source.frames():
+            seen.append(frame)
+            if len(seen) == 3:
+                path.rename(away)  # the device disappears mid-stream
+                threading.Timer(0.6, away.rename, args=(path,)).start()
+            if len(seen) == 15:
+                source.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert [index_of(f.image) for f in seen[:10]] == list(range(10))
+    assert [index_of(f.image) for f in seen[10:]] == list(range(5))  # reconnected, from the top
+    assert sum("camera dropped" in m for m in messages) == 1
+    unavailable = [m for m in messages if "camera unavailable" in m]
+    assert len(unavailable) >= 2  # kept retrying while unplugged
+    assert "retry_in=0.1s" in unavailable[0] and "retry_in=0.2s" in unavailable[1]  # backing off
+    assert sum("camera connected" in m for m in messages) == 2
+    assert source.reconnects >= 3
+
+
+def test_frame_reader_delivers_a_file_in_order_and_ends(tmp_path: Path) -> None:
+    reader = FrameReader(OpenCVSource(str(write_video(tmp_path / "clip.avi", 8))))
+    got = []
+    while not reader.ended:
+        frame = reader.get(timeout=2.0)
+        if frame is not None:
+            got.append(index_of(frame.image))
+    reader.close()
+    assert got == list(range(8))
+    assert reader.error is None
+
+
+def test_frame_reader_keeps_only_the_newest_live_frame(tmp_path: Path) -> None:
+    source = OpenCVSource(str(write_video(tmp_path / "clip.avi", 20)), live=True)
+    reader = FrameReader(source)
+    threading.Event().wait(0.5)  # the consumer is slow: frames pile up and are dropped
+    frame = reader.get(timeout=2.0)
+    reader.close()
+    assert frame is not None
+    assert reader.dropped > 0
+
+
+def test_open_source_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(CameraError, match="camera.source: .*missing.mp4 is not a file, a folder"):
+        open_source(str(tmp_path / "missing.mp4"))
+    with pytest.raises(CameraError, match="holds no images"):
+        open_source(str(tmp_path))
+    if not picamera2_available():
+        with pytest.raises(CameraError, match="apt install python3-picamera2"):
+            open_source("picamera2")
+
+
+def test_device_specs_are_live() -> None:
+    assert OpenCVSource(3).live and OpenCVSource(3).name == "/dev/video3"
+    stream = OpenCVSource("rtsp://admin:secret@192.0.2.1/stream")
+    assert stream.live and "secret" not in stream.name
