@@ -1,0 +1,297 @@
+"""Enrolment and identification end to end: real LFW photos, the int8 engine, real SQLite.
+
+Every way an enrolment can be refused is tried against an existing gallery, and the gallery
+file must come out byte-for-byte identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_app.commands import enroll as enroll_command
+from edge_app.commands import gallery as gallery_command
+from edge_app.commands import identify as identify_command
+from edge_app.enroll import EnrollError, enroll_camera, enroll_photos, model_id
+from edge_app.errors import UserError
+from edge_app.gallery import Gallery
+from edge_app.images import read_image
+from edge_app.matching import Matcher, MatchSettings
+from edge_app.paths import INSTALLED_MODELS, REPO_MODELS, SHARED_DATA, default_models_dir
+from edge_app.quality import Reason
+
+LFW = SHARED_DATA / "lfw" / "images"
+NEGATIVES = SHARED_DATA / "detection" / "negatives"
+MODELS = default_models_dir()
+
+pytestmark = [
+    pytest.mark.skipif(not LFW.is_dir(), reason=f"LFW photos not found at {LFW}"),
+    pytest.mark.skipif(
+        not (MODELS / "manifest.json").is_file(),
+        reason=f"no built models in {REPO_MODELS} or {INSTALLED_MODELS}: run `make models`",
+    ),
+]
+
+
+def lfw(name: str, number: int) -> Path:
+    return LFW / name / f"{name}_{number:04d}.jpg"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_image(path: Path, rgb: np.ndarray) -> Path:
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from edge_app.engine import Engine
+
+    return Engine.open(backend="cpu", threads=1)
+
+
+@pytest.fixture
+def gallery_db(tmp_path: Path, engine) -> Path:
+    """A gallery with Emma Watson enrolled from two photos; fully checkpointed (no -wal)."""
+    db = tmp_path / "gallery.db"
+    enroll_photos(db, engine, "Emma Watson", [lfw("Emma_Watson", 1), lfw("Emma_Watson", 2)])
+    assert not Path(f"{db}-wal").exists()
+    return db
+
+
+def bad_photo(kind: str, tmp_path: Path) -> tuple[Path, Reason]:
+    """A photo that must stop an enrolment, and the reason it must be reported with."""
+    good = lfw("Frank_Solich", 1)
+    if kind == "truncated":
+        path = tmp_path / "truncated.jpg"
+        path.write_bytes(good.read_bytes()[:4000])
+        return path, Reason.UNREADABLE
+    if kind == "not_an_image":
+        path = tmp_path / "notes.jpg"
+        path.write_text("these are not pixels\n")
+        return path, Reason.UNREADABLE
+    if kind == "empty":
+        path = tmp_path / "empty.png"
+        path.write_bytes(b"")
+        return path, Reason.UNREADABLE
+    if kind == "missing":
+        return tmp_path / "missing.jpg", Reason.UNREADABLE
+    if kind == "no_face_lfw":
+        return lfw("Halle_Berry", 14), Reason.NO_FACE  # a real LFW photo the detector misses
+    if kind == "no_face_dog":
+        return NEGATIVES / "dog.jpg", Reason.NO_FACE
+    if kind == "two_faces":
+        return lfw("Alvaro_Uribe", 7), Reason.SEVERAL_FACES
+    if kind == "two_faces_side_by_side":
+        pair = np.hstack([read_image(good), read_image(lfw("Emma_Watson", 3))])
+        return write_image(tmp_path / "pair.png", pair), Reason.SEVERAL_FACES
+    if kind == "too_small":
+        small = cv2.resize(read_image(good), None, fx=0.55, fy=0.55, interpolation=cv2.INTER_AREA)
+        return write_image(tmp_path / "small.png", small), Reason.TOO_SMALL
+    if kind == "blurry":
+        return lfw("Charles_Moose", 11), Reason.BLURRY
+    if kind == "blurred":
+        blurred = cv2.GaussianBlur(read_image(good), (0, 0), 3)
+        return write_image(tmp_path / "blurred.png", blurred), Reason.BLURRY
+    if kind == "turned":
+        return lfw("Amelie_Mauresmo", 11), Reason.NOT_FRONTAL
+    if kind == "tilted":
+        rotation = cv2.getRotationMatrix2D((125, 125), 35, 1.0)
+        tilted = cv2.warpAffine(read_image(good), rotation, (250, 250))
+        return write_image(tmp_path / "tilted.png", tilted), Reason.NOT_FRONTAL
+    raise AssertionError(kind)
+
+
+BAD_KINDS = [
+    "truncated",
+    "not_an_image",
+    "empty",
+    "missing",
+    "no_face_lfw",
+    "no_face_dog",
+    "two_faces",
+    "two_faces_side_by_side",
+    "too_small",
+    "blurry",
+    "blurred",
+    "turned",
+    "tilted",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_a_bad_photo_stops_the_enrolment_and_leaves_the_gallery_as_it_was(
+    kind: str, tmp_path: Path, gallery_db: Path, engine
+) -> None:
+    photo, reason = bad_photo(kind, tmp_path)
+    before = digest(gallery_db)
+    good = [lfw("Frank_Solich", 2), lfw("Frank_Solich", 3)]
+    with pytest.raises(EnrollError) as caught:
+        enroll_photos(gallery_db, engine, "Frank Solich", [good[0], photo, good[1]])
+    [problem] = caught.value.problems
+    assert (problem.source, problem.reason) == (str(photo), reason)
+    assert str(photo) in str(caught.value) and "gallery is unchanged" in str(caught.value)
+    assert digest(gallery_db) == before
+    assert not Path(f"{gallery_db}-wal").exists()
+    with Gallery.open(gallery_db) as gallery:
+        assert not gallery.has("Frank Solich")
+
+
+def test_every_bad_photo_is_reported_at_once(tmp_path: Path, engine) -> None:
+    photos, reasons = zip(*(bad_photo(kind, tmp_path) for kind in BAD_KINDS), strict=True)
+    db = tmp_path / "new.db"
+    with pytest.raises(EnrollError) as caught:
+        enroll_photos(db, engine, "Frank Solich", [lfw("Frank_Solich", 2), *photos])
+    assert [p.reason for p in caught.value.problems] == list(reasons)
+    # A first enrolment that fails does not even create the gallery.
+    assert not db.exists()
+
+
+def test_name_conflicts_leave_the_gallery_as_it_was(gallery_db: Path, engine) -> None:
+    before = digest(gallery_db)
+    with pytest.raises(UserError, match="already enrolled; use --add"):
+        enroll_photos(gallery_db, engine, "Emma Watson", [lfw("Emma_Watson", 3)])
+    with pytest.raises(UserError, match="nobody named 'Frank Solich'"):
+        enroll_photos(gallery_db, engine, "Frank Solich", [lfw("Frank_Solich", 1)], add=True)
+    assert digest(gallery_db) == before
+
+
+def test_enrol_add_and_identify(gallery_db: Path, engine) -> None:
+    result = enroll_photos(
+        gallery_db, engine, "Frank Solich", [lfw("Frank_Solich", 1), lfw("Frank_Solich", 2)]
+    )
+    assert (result.created, len(result.added), result.samples) == (True, 2, 2)
+    result = enroll_photos(gallery_db, engine, "Emma Watson", [lfw("Emma_Watson", 3)], add=True)
+    assert (result.created, result.samples) == (False, 3)
+    with Gallery.open(gallery_db) as gallery:
+        matrix = gallery.load_matrix()
+        assert gallery.models() == {model_id(engine)}
+    assert gallery_db.stat().st_mode & 0o777 == 0o600
+
+    probes = [lfw("Emma_Watson", 4), lfw("Frank_Solich", 3), lfw("George_HW_Bush", 1)]
+    embeddings = np.vstack([engine.process(read_image(p))[1] for p in probes])
+    matches = Matcher(matrix, MatchSettings(threshold=0.0)).identify(embeddings)
+    assert matches.best[:2] == ["Emma Watson", "Frank Solich"]
+    # The stranger resembles nobody as much as the enrolled people resemble themselves.
+    assert matches.scores[2] < min(matches.scores[:2])
+
+
+def test_near_duplicates_are_skipped_not_errors(tmp_path: Path, gallery_db: Path, engine) -> None:
+    copy = tmp_path / "copy.jpg"
+    shutil.copy(lfw("Frank_Solich", 1), copy)
+    result = enroll_photos(gallery_db, engine, "Frank Solich", [lfw("Frank_Solich", 1), copy])
+    assert result.added == [str(lfw("Frank_Solich", 1))]
+    assert [(p.source, p.reason) for p in result.skipped] == [(str(copy), Reason.NEAR_DUPLICATE)]
+    assert result.samples == 1
+
+    before = digest(gallery_db)
+    again = enroll_photos(gallery_db, engine, "Frank Solich", [copy], add=True)
+    assert (again.added, again.samples) == ([], 1)
+    assert digest(gallery_db) == before
+
+
+def test_face_crops_only_when_asked(gallery_db: Path, engine) -> None:
+    enroll_photos(gallery_db, engine, "Frank Solich", [lfw("Frank_Solich", 1)], keep_crops=True)
+    with Gallery.open(gallery_db) as gallery:
+        crops = {p.name: p.crops for p in gallery.people()}
+        [blob] = gallery._db.execute(
+            "SELECT face_crop FROM samples WHERE face_crop IS NOT NULL"
+        ).fetchone()
+    assert crops == {"Emma Watson": 0, "Frank Solich": 1}
+    crop = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+    assert 80 <= crop.shape[0] <= 250 and 80 <= crop.shape[1] <= 250
+
+
+def test_camera_enrolment_passes_over_bad_frames(tmp_path: Path, engine) -> None:
+    frank = [read_image(lfw("Frank_Solich", n)) for n in (1, 2, 3)]
+    frames = [
+        read_image(NEGATIVES / "dog.jpg"),
+        frank[0],
+        frank[0].copy(),  # the person did not move: a near-duplicate
+        cv2.GaussianBlur(frank[1], (0, 0), 3),
+        frank[1],
+        frank[2],
+        frank[2],  # never reached: three samples are enough
+    ]
+    db = tmp_path / "camera.db"
+    result = enroll_camera(db, engine, "Frank Solich", iter(frames), count=3, progress=False)
+    assert result.added == ["camera frame 1", "camera frame 4", "camera frame 5"]
+    assert result.samples == 3
+
+
+def test_camera_enrolment_that_runs_out_writes_nothing(tmp_path: Path, engine) -> None:
+    frames = [read_image(lfw("Frank_Solich", 1)), read_image(NEGATIVES / "dog.jpg")]
+    db = tmp_path / "camera.db"
+    with pytest.raises(EnrollError, match="only 1 of 3 good frames") as caught:
+        enroll_camera(db, engine, "Frank Solich", iter(frames), count=3, progress=False)
+    assert caught.value.problems[0].reason is Reason.NO_FACE
+    assert not db.exists()
+
+
+def edge_app(*argv: str) -> tuple[int, str]:
+    """Run one of these commands as edge_app.cli.main would: (exit code, error message)."""
+    parser = argparse.ArgumentParser(prog="edge-app")
+    subparsers = parser.add_subparsers(required=True)
+    for module in (enroll_command, gallery_command, identify_command):
+        module.register(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args)), ""
+    except UserError as error:
+        return 2, str(error)
+
+
+def test_command_line_round_trip(tmp_path: Path, capsys) -> None:
+    db, other = str(tmp_path / "door1.db"), str(tmp_path / "door2.db")
+    common = ("--db", db, "--backend", "cpu", "--threads", "1")
+    folder = tmp_path / "frank"
+    folder.mkdir()
+    for n in (1, 2):
+        shutil.copy(lfw("Frank_Solich", n), folder)
+    assert edge_app("enroll", *common, "--json", "Frank Solich", str(folder)) == (0, "")
+    enrolled = json.loads(capsys.readouterr().out)
+    assert (enrolled["name"], len(enrolled["added"]), enrolled["samples"]) == ("Frank Solich", 2, 2)
+    assert edge_app("enroll", *common, "Emma", str(lfw("Emma_Watson", 1)))[0] == 0
+
+    code, message = edge_app("enroll", *common, "Emma", str(lfw("Emma_Watson", 2)))
+    assert code == 2 and "--add" in message
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(lfw("Emma_Watson", 2).read_bytes()[:3000])
+    code, message = edge_app("enroll", *common, "--add", "Emma", str(truncated))
+    assert code == 2 and "truncated JPEG" in message
+    capsys.readouterr()
+
+    assert edge_app("list", "--db", db, "--json") == (0, "")
+    listed = json.loads(capsys.readouterr().out)
+    assert [(p["name"], p["samples"]) for p in listed] == [("Emma", 1), ("Frank Solich", 2)]
+
+    images = [str(lfw("Frank_Solich", 3)), str(lfw("Alvaro_Uribe", 7))]
+    assert edge_app("identify", *common, "--threshold", "0.45", "--json", *images) == (0, "")
+    identified = json.loads(capsys.readouterr().out)
+    assert [entry["image"] for entry in identified] == images
+    assert [face["name"] for face in identified[0]["faces"]] == ["Frank Solich"]
+    assert [face["name"] for face in identified[1]["faces"]] == [None, None]
+    for face in identified[0]["faces"] + identified[1]["faces"]:
+        assert set(face) == {"name", "score", "box"}
+        assert -1.0 <= face["score"] <= 1.0 and len(face["box"]) == 4
+
+    export = tmp_path / "door1.jsonl"
+    assert edge_app("export", "--db", db, str(export)) == (0, "")
+    assert edge_app("import", "--db", other, str(export)) == (0, "")
+    code, message = edge_app("import", "--db", other, str(export))
+    assert code == 2 and "--replace" in message
+    assert edge_app("rename", "--db", other, "Emma", "Emma Watson") == (0, "")
+    assert edge_app("remove", "--db", other, "Frank Solich") == (0, "")
+    capsys.readouterr()
+    assert edge_app("list", "--db", other, "--json") == (0, "")
+    assert [p["name"] for p in json.loads(capsys.readouterr().out)] == ["Emma Watson"]
