@@ -20,7 +20,7 @@ ends the run at its end, which is how to try the door on a recording.
 
 signals: SIGTERM/SIGINT stop within a frame with the relay locked; SIGHUP reloads the config
 and the gallery without closing the camera. The gallery is also reloaded by itself when
-`edge-app enroll` or `edge-app gallery` changes it.
+`edge-app enroll` or `edge-app remove` changes it.
 
 examples:
   edge-app run                                   # as installed: /etc/edge-app/config.toml

@@ -1,0 +1,170 @@
+#!/bin/sh
+# Install edge-app as a systemd service on a Raspberry Pi (or any Debian-like system), or
+# remove it. Safe to run again: existing config and gallery are kept, the rest is refreshed.
+#
+#   sudo systemd/install.sh                 install or upgrade from this checkout
+#   sudo systemd/install.sh --no-apt        do not apt-get the Pi packages
+#   sudo systemd/install.sh --no-venv       keep the existing Python environment as it is
+#   sudo systemd/install.sh --uninstall     remove the program, unit and udev rule; keep the
+#                                           config, the gallery, the events and the user
+#   sudo systemd/install.sh --uninstall --purge   also delete those (biometric data!)
+set -eu
+
+SERVICE=edge-app
+SERVICE_USER=edge-app
+PREFIX=/opt/edge-app
+VENV=$PREFIX/venv
+CONF_DIR=/etc/edge-app
+STATE_DIR=/var/lib/edge-app
+SHARE_DIR=/usr/share/edge-app
+MODELS_DIR=$SHARE_DIR/models
+DOC_DIR=/usr/share/doc/edge-app
+UNIT=/etc/systemd/system/$SERVICE.service
+RULE=/etc/udev/rules.d/99-coral-edgetpu.rules
+LINK=/usr/local/bin/edge-app
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+
+mode=install
+purge=no
+apt=yes
+venv=yes
+for arg in "$@"; do
+    case $arg in
+        --uninstall) mode=uninstall ;;
+        --purge) purge=yes ;;
+        --no-apt) apt=no ;;
+        --no-venv) venv=no ;;
+        -h | --help)
+            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "install.sh: unknown option $arg (see --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install.sh: run as root (sudo $0 $*)" >&2
+    exit 1
+fi
+
+say() { echo "edge-app install: $*"; }
+have_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
+
+uninstall() {
+    if have_systemd; then
+        systemctl disable --now "$SERVICE.service" 2>/dev/null || true
+    fi
+    rm -f "$UNIT" "$RULE" "$LINK"
+    rm -rf "$PREFIX" "$SHARE_DIR" "$DOC_DIR"
+    if have_systemd; then
+        systemctl daemon-reload
+    fi
+    if command -v udevadm >/dev/null 2>&1; then
+        udevadm control --reload-rules || true
+    fi
+    if [ "$purge" = yes ]; then
+        rm -rf "$CONF_DIR" "$STATE_DIR"
+        if getent passwd "$SERVICE_USER" >/dev/null; then
+            userdel "$SERVICE_USER"
+        fi
+        say "removed, including $CONF_DIR, $STATE_DIR and the $SERVICE_USER user"
+    else
+        say "removed; kept $CONF_DIR, $STATE_DIR (gallery, events) and the $SERVICE_USER user" \
+            "(--uninstall --purge deletes them)"
+    fi
+}
+
+install_all() {
+    if [ ! -f "$REPO/models/tflite/manifest.json" ]; then
+        echo "install.sh: no models in $REPO/models/tflite (build them: make models)" >&2
+        exit 1
+    fi
+
+    if [ "$apt" = yes ] && command -v apt-get >/dev/null 2>&1; then
+        packages="python3-venv"
+        # The camera and GPIO bindings come from Raspberry Pi OS, not from PyPI.
+        if grep -qs "Raspberry Pi" /proc/device-tree/model; then
+            packages="$packages python3-picamera2 python3-lgpio"
+        fi
+        say "apt-get install $packages"
+        # shellcheck disable=SC2086  # a word list on purpose
+        apt-get install -y --no-install-recommends $packages
+    fi
+
+    # The service's groups must exist, or systemd refuses to start it.
+    for group in video gpio plugdev; do
+        getent group "$group" >/dev/null || groupadd --system "$group"
+    done
+    if ! getent passwd "$SERVICE_USER" >/dev/null; then
+        useradd --system --user-group --home-dir "$STATE_DIR" --no-create-home \
+            --shell /usr/sbin/nologin --comment "edge-app door service" "$SERVICE_USER"
+        say "created user $SERVICE_USER"
+    fi
+    # Also for running `edge-app enroll` as this user by hand (the unit sets them itself).
+    usermod -a -G video,gpio,plugdev "$SERVICE_USER"
+
+    install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
+    install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
+    if [ -e "$CONF_DIR/config.toml" ]; then
+        say "kept existing $CONF_DIR/config.toml"
+    else
+        install -m 0640 -o root -g "$SERVICE_USER" "$REPO/config.example.toml" \
+            "$CONF_DIR/config.toml"
+        say "wrote $CONF_DIR/config.toml (edit gpio.pin and camera.source)"
+    fi
+
+    # Models: replaced as a whole, so a rebuilt set never mixes with the previous one.
+    install -d -m 0755 "$SHARE_DIR"
+    rm -rf "$MODELS_DIR.new"
+    cp -R "$REPO/models/tflite" "$MODELS_DIR.new"
+    chmod -R u=rwX,go=rX "$MODELS_DIR.new"
+    rm -rf "$MODELS_DIR"
+    mv "$MODELS_DIR.new" "$MODELS_DIR"
+    say "models in $MODELS_DIR"
+
+    if [ "$venv" = yes ]; then
+        # --system-site-packages: picamera2 and lgpio are apt packages (their bindings are
+        # not on PyPI).
+        if [ ! -x "$VENV/bin/python" ]; then
+            python3 -m venv --system-site-packages "$VENV"
+        fi
+        "$VENV/bin/pip" install --quiet --upgrade "$REPO"
+        say "installed edge-app into $VENV"
+    fi
+    if [ -x "$VENV/bin/edge-app" ]; then
+        ln -sf "$VENV/bin/edge-app" "$LINK"
+    fi
+
+    install -d -m 0755 "$DOC_DIR"
+    install -m 0644 "$REPO/docs/DAEMON.md" "$REPO/docs/WIRING.md" "$DOC_DIR/"
+    install -m 0644 "$REPO/systemd/99-coral-edgetpu.rules" "$RULE"
+    if command -v udevadm >/dev/null 2>&1; then
+        udevadm control --reload-rules || true
+        udevadm trigger --subsystem-match=usb --subsystem-match=apex || true
+    fi
+    install -m 0644 "$REPO/systemd/edge-app.service" "$UNIT"
+    if have_systemd; then
+        systemctl daemon-reload
+        systemctl enable "$SERVICE.service"
+    else
+        say "systemd is not running here: enable the service later with" \
+            "systemctl enable --now $SERVICE"
+    fi
+
+    cat <<EOF
+edge-app install: done. Next:
+  1. wire the relay (docs/WIRING.md) and set gpio.pin in $CONF_DIR/config.toml
+  2. enrol people as the service user, so the daemon can read the gallery:
+       sudo -u $SERVICE_USER $LINK enroll --db $STATE_DIR/gallery.db "Alice" photos/alice/
+  3. sudo systemctl start $SERVICE && journalctl -u $SERVICE -f
+EOF
+}
+
+if [ "$mode" = uninstall ]; then
+    uninstall
+else
+    install_all
+fi
