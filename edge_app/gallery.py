@@ -282,14 +282,23 @@ class Gallery:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: the write lock is taken up front, everything or nothing lands."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """One write transaction: the write lock is taken up front, everything or nothing lands.
+
+        SQLite's operational failures here (read-only file, disk full, the lock still held by
+        another writer after the busy timeout) are the user's to fix, so they become
+        GalleryError rather than a traceback.
+        """
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as error:
+            raise GalleryError(f"cannot write the gallery {self.path}: {error}") from None
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:

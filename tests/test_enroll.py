@@ -86,8 +86,10 @@ def bad_photo(kind: str, tmp_path: Path) -> tuple[Path, Reason]:
         return path, Reason.UNREADABLE
     if kind == "missing":
         return tmp_path / "missing.jpg", Reason.UNREADABLE
-    if kind == "no_face_lfw":
-        return lfw("Halle_Berry", 14), Reason.NO_FACE  # a real LFW photo the detector misses
+    if kind == "face_covered":
+        covered = read_image(lfw("Emma_Watson", 1))
+        covered[40:210, 60:190] = 128  # the only face in this photo, painted over
+        return write_image(tmp_path / "covered.png", covered), Reason.NO_FACE
     if kind == "no_face_dog":
         return NEGATIVES / "dog.jpg", Reason.NO_FACE
     if kind == "two_faces":
@@ -117,7 +119,7 @@ BAD_KINDS = [
     "not_an_image",
     "empty",
     "missing",
-    "no_face_lfw",
+    "face_covered",
     "no_face_dog",
     "two_faces",
     "two_faces_side_by_side",

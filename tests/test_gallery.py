@@ -343,3 +343,19 @@ def test_a_failed_export_leaves_no_file(db: Path, tmp_path: Path) -> None:
     with pytest.raises(OSError, match="disk full"):
         write_private_text(target, failing)
     assert list(tmp_path.iterdir()) == [db.parent]
+
+
+def test_a_held_write_lock_is_a_clear_error_and_changes_nothing(db: Path) -> None:
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another enrolment in progress
+    try:
+        with Gallery.open(db) as gallery:
+            gallery._db.execute("PRAGMA busy_timeout = 100")  # the default waits 5 s
+            with pytest.raises(GalleryError, match="cannot write the gallery .*locked"):
+                gallery.enroll("Carol", samples(1, 30))
+            assert not gallery._db.in_transaction
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with Gallery.open(db) as gallery:
+        assert not gallery.has("Carol")
