@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remove = subparsers.add_parser(
         "remove",
         help="remove people and all their samples",
-        description="Remove people and all their samples (all of them, or none if one is "
+        description="Remove people and all their samples (all of them, or none if one is\n"
         "not enrolled).",
         epilog='examples:\n  edge-app remove "Alice Martin"\n  edge-app remove Bob Carol',
         formatter_class=FORMATTER,
@@ -57,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
         help="write the gallery to a file, to move it to another door",
-        description="Write every person and sample to a JSON-lines file (format: "
-        "docs/GALLERY.md). The file holds biometric templates: it is created mode 0600; "
+        description="Write every person and sample to a JSON-lines file (format:\n"
+        "docs/GALLERY.md). The file holds biometric templates: it is created mode 0600;\n"
         "move it as you would a password file.",
         epilog="examples:\n  edge-app export front-door.jsonl\n"
         "  edge-app export - | ssh back-door edge-app import -",
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     importing = subparsers.add_parser(
         "import",
         help="add the people of an exported file",
-        description="Add the people of an `edge-app export` file in one transaction. "
+        description="Add the people of an `edge-app export` file in one transaction.\n"
         "A name enrolled in both is refused unless --replace or --merge says what to do.",
         epilog="examples:\n  edge-app import front-door.jsonl\n"
         "  edge-app import --merge --db ./gallery.db front-door.jsonl",

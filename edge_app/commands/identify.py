@@ -86,8 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_db_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON (see below)")
     match = parser.add_argument_group("matching (defaults from the models manifest)")
-    match.add_argument("--threshold", type=float, help="minimum score, in [-1, 1]")
-    match.add_argument("--margin", type=float, help="minimum lead over the second person")
+    match.add_argument("--threshold", type=float, metavar="T", help="minimum score, in [-1, 1]")
+    match.add_argument(
+        "--margin", type=float, metavar="M", help="minimum lead over the second person"
+    )
     match.add_argument(
         "--aggregate", choices=("best", "mean", "trimmed_mean"), help="per-person score"
     )
