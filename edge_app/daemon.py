@@ -15,6 +15,7 @@ the loop wakes at least every LOOP_TIMEOUT seconds whatever the camera does.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -305,7 +306,8 @@ class Daemon:
         return None
 
     def _loop(self, frame: Frame | None) -> None:
-        last_metrics = last_gallery_check = last_ping = time.monotonic()
+        last_metrics = last_gallery_check = time.monotonic()
+        last_ping = -math.inf  # the first processed frame pings at once
         ping_every = _watchdog_interval()
         while frame is not None:
             self._process(frame)

@@ -1,0 +1,316 @@
+"""The whole door on clips built from real LFW photos, with real components throughout.
+
+Real int8 models, a real SQLite gallery enrolled from other photos of the same person, real
+OpenCV video files, gpiozero's MockFactory pin (its state history is what is asserted),
+real signals, and a real sd_notify socket for the subprocess run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from clips import Clip, Visit, build_clip
+from gpiozero.pins.mock import MockFactory
+
+from edge_app.config import Config, apply_overrides, parse_config
+from edge_app.daemon import Daemon
+from edge_app.events import read_events
+from edge_app.paths import INSTALLED_MODELS, REPO_MODELS, REPO_ROOT, SHARED_DATA, default_models_dir
+
+LFW = SHARED_DATA / "lfw" / "images"
+MODELS = default_models_dir()
+PIN = 17
+PULSE = 0.5
+ENROLLED = "Ricardo Lagos"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not LFW.is_dir(), reason=f"LFW photos not found at {LFW}"),
+    pytest.mark.skipif(
+        not (MODELS / "manifest.json").is_file(),
+        reason=f"no built models in {REPO_MODELS} or {INSTALLED_MODELS}: run `make models`",
+    ),
+]
+
+
+def lfw(name: str, number: int) -> Path:
+    return LFW / name / f"{name}_{number:04d}.jpg"
+
+
+@dataclass
+class Run:
+    daemon: Daemon
+    factory: MockFactory
+    events: list[dict]
+    seconds: float
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+    @property
+    def pin_states(self) -> list[bool]:
+        return [state.state for state in self.factory.pin(PIN).states]
+
+    @property
+    def pin_durations(self) -> list[float]:
+        """Seconds each state lasted (the history stores time since the previous change)."""
+        return [state.timestamp for state in self.factory.pin(PIN).states][1:]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("door")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from edge_app.engine import Engine
+
+    return Engine.open(backend="cpu")
+
+
+@pytest.fixture(scope="module")
+def gallery(workdir: Path, engine) -> Path:
+    from edge_app.enroll import enroll_photos
+
+    db = workdir / "gallery.db"
+    enroll_photos(db, engine, ENROLLED, [lfw("Ricardo_Lagos", n) for n in (1, 2, 3)])
+    return db
+
+
+@pytest.fixture(scope="module")
+def visits_clip(workdir: Path) -> Clip:
+    """The enrolled person visits twice, 5.5 s apart (inside the 30 s cooldown)."""
+    return build_clip(
+        workdir / "visits.avi",
+        [
+            Visit(lfw("Ricardo_Lagos", 9), start=0.5, stay=2.5),
+            Visit(lfw("Ricardo_Lagos", 17), start=6.0, stay=2.5),
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def stranger_clip(workdir: Path) -> Clip:
+    return build_clip(
+        workdir / "strangers.avi",
+        [
+            Visit(lfw("Hans_Blix", 2), start=0.5, stay=2.5),
+            Visit(lfw("John_Bolton", 4), start=5.0, stay=2.5),
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def steady_clip(workdir: Path) -> Clip:
+    return build_clip(
+        workdir / "steady.avi", [Visit(lfw("Ricardo_Lagos", 18), start=0.2, stay=9.0)]
+    )
+
+
+def door_config(clip: Clip, gallery: Path, workdir: Path, **policy: object) -> Config:
+    return parse_config(
+        {
+            "camera": {"source": str(clip.path)},
+            "gallery": {"path": str(gallery)},
+            "gpio": {"pin": PIN, "pulse_seconds": PULSE, "factory": "mock"},
+            "policy": {"cooldown_seconds": 30, **policy},
+            "events": {
+                "db": str(workdir / f"{clip.path.stem}.events.db"),
+                "jsonl": str(workdir / f"{clip.path.stem}.jsonl"),
+            },
+        }
+    )
+
+
+def run_door(config: Config, engine) -> Run:
+    for path in (config.events.db, config.events.jsonl):
+        path.unlink(missing_ok=True)
+    factory = MockFactory()
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    start = time.monotonic()
+    assert daemon.run() == 0
+    seconds = time.monotonic() - start
+    events = [json.loads(line) for line in config.events.jsonl.read_text().splitlines()]
+    return Run(daemon, factory, events, seconds)
+
+
+@pytest.fixture(scope="module")
+def visits_run(visits_clip: Clip, gallery: Path, workdir: Path, engine) -> Run:
+    return run_door(door_config(visits_clip, gallery, workdir), engine)
+
+
+def test_enrolled_person_unlocks_and_the_pin_pulses(visits_run: Run, visits_clip: Clip) -> None:
+    (unlock,) = visits_run.of("unlock")
+    assert unlock["name"] == ENROLLED
+    # The mock pin's real history: low at start, high for one pulse, low again.
+    assert visits_run.pin_states == [False, True, False]
+    assert PULSE - 0.05 <= visits_run.pin_durations[1] <= PULSE + 0.3
+    (relock,) = visits_run.of("relock")
+    assert relock["reason"] == "timeout" and relock["name"] == ENROLLED
+
+
+def test_unlock_within_one_second_of_clip_time(visits_run: Run, visits_clip: Clip) -> None:
+    (unlock,) = visits_run.of("unlock")
+    latency = unlock["source_time"] - visits_clip.appear[0]
+    assert 0 <= latency <= 1.0, f"unlocked {latency:.2f} s after the face appeared"
+
+
+def test_second_visit_inside_cooldown_does_not_unlock(visits_run: Run, visits_clip: Clip) -> None:
+    first, second = visits_run.of("recognized")
+    assert first["name"] == second["name"] == ENROLLED
+    assert first["track"] != second["track"]  # two visits
+    assert first["source_time"] < visits_clip.gone[0] < visits_clip.appear[1]
+    assert second["source_time"] >= visits_clip.appear[1]
+    (denied,) = visits_run.of("denied")
+    assert denied["reason"] == "cooldown" and denied["track"] == second["track"]
+    assert len(visits_run.of("unlock")) == 1
+    assert visits_run.pin_states == [False, True, False]  # one pulse in the whole clip
+
+
+def test_events_are_also_in_sqlite(visits_run: Run) -> None:
+    stored = read_events(visits_run.daemon.config.events.db)
+    assert [(e.type, e.name, e.track) for e in stored] == [
+        (e["type"], e["name"], e["track"]) for e in visits_run.events
+    ]
+
+
+def test_stranger_leaves_the_pin_low(
+    stranger_clip: Clip, gallery: Path, workdir: Path, engine
+) -> None:
+    run = run_door(door_config(stranger_clip, gallery, workdir), engine)
+    assert run.pin_states == [False]  # never driven high, not even briefly
+    assert not run.of("unlock") and not run.of("recognized")
+    unknown = run.of("unknown")
+    assert len({e["track"] for e in unknown}) >= 2  # both strangers reported
+    threshold = run.daemon.recognizer.matcher.settings.threshold
+    assert all(e["name"] is None and e["score"] < threshold for e in unknown)
+
+
+def test_steady_face_is_embedded_on_at_most_one_frame_in_five(
+    steady_clip: Clip, gallery: Path, workdir: Path, engine
+) -> None:
+    run = run_door(door_config(steady_clip, gallery, workdir), engine)
+    metrics = run.daemon.metrics
+    assert metrics.frames == steady_clip.frames
+    assert metrics.face_frames >= 0.8 * steady_clip.frames
+    assert metrics.embedded_frames <= metrics.face_frames / 5, metrics.line()
+    assert len(run.of("unlock")) == 1
+
+
+def test_sigterm_during_a_pulse_leaves_the_pin_low(
+    visits_clip: Clip, gallery: Path, workdir: Path, engine
+) -> None:
+    config = apply_overrides(
+        door_config(visits_clip, gallery, workdir), {"gpio.pulse_seconds": 30.0}
+    )
+    factory = MockFactory()
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    sent: list[float] = []
+
+    def kill_when_open() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if factory.pin(PIN).state:
+                sent.append(time.monotonic())
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=kill_when_open, daemon=True)
+    watcher.start()
+    assert daemon.run() == 0
+    stopped = time.monotonic()
+    watcher.join()
+    assert sent, "the door never opened"
+    assert stopped - sent[0] < 2.0
+    assert factory.pin(PIN).state is False
+    assert [s.state for s in factory.pin(PIN).states] == [False, True, False]
+    events = [json.loads(line) for line in config.events.jsonl.read_text().splitlines()]
+    assert events[-1]["type"] == "relock" and events[-1]["reason"] == "close"
+    assert daemon.metrics.frames < visits_clip.frames  # it stopped early, on the signal
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_cli_run_as_a_notify_service(
+    visits_clip: Clip, gallery: Path, workdir: Path, tmp_path: Path
+) -> None:
+    """`edge-app run` as systemd runs it: READY=1, WATCHDOG=1, clean SIGTERM within 2 s."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_path = tmp_path / "notify.sock"
+    notify.bind(str(notify_path))
+    notify.settimeout(0.1)
+    python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(notify_path),
+        "WATCHDOG_USEC": "400000",
+        "PYTHONPATH": os.pathsep.join(python_path),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "edge_app.cli",
+        "run",
+        "--config",
+        str(tmp_path / "absent-is-an-error.toml"),
+    ]
+    failed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert failed.returncode == 2
+    assert "config file not found" in failed.stderr and "Traceback" not in failed.stderr
+    command = [
+        *command[:4],
+        "--source",
+        str(visits_clip.path),
+        "--db",
+        str(gallery),
+        "--gpio",
+        "mock",
+        "--pulse",
+        "30",
+        "--events",
+        "-",
+        "--events-db",
+        "",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    messages: list[str] = []
+    try:
+        unlocked = None
+        for line in process.stdout:
+            if json.loads(line)["type"] == "unlock":
+                unlocked = time.monotonic()
+                break
+        assert unlocked is not None, process.stderr.read()
+        process.send_signal(signal.SIGTERM)
+        rest, errors = process.communicate(timeout=10)
+        stopped = time.monotonic()
+        while True:
+            try:
+                messages.append(notify.recv(4096).decode())
+            except TimeoutError:
+                break
+    finally:
+        if process.poll() is None:
+            process.kill()
+        notify.close()
+    assert process.returncode == 0, errors
+    assert stopped - unlocked < 2.5  # includes the time to notice the unlock line
+    assert any(m.startswith("READY=1") for m in messages)
+    assert "WATCHDOG=1" in messages
+    assert messages[-1] == "STOPPING=1"
+    last = json.loads(rest.splitlines()[-1])
+    assert last["type"] == "relock" and last["reason"] == "close"
+    assert "stopped by signal=SIGTERM" in errors
