@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from random import Random
 
+import numpy as np
+
 from converter import __version__
 from converter.calibration import aligned_faces, calibration_paths, cascade_inputs, door_frames
 from converter.mtcnn_models import build_onet, build_pnet, build_rnet, mtcnn_source_identity
@@ -43,6 +45,10 @@ from edge_app.runtime import select_backend
 log = logging.getLogger(__name__)
 
 
+# Share of the float cascade's per-stage positives the int8 thresholds must keep.
+KEEP_FLOAT_POSITIVES = 0.995
+
+
 class BuildError(RuntimeError):
     """The build cannot go on; the message says why and what to do."""
 
@@ -56,8 +62,8 @@ class BuildOptions:
     calib: Path | None = None
     facenet: Path | None = None
     edgetpu: bool = False
-    frames: int = 120
-    crops: int = 1500
+    frames: int = 200
+    crops: int = 3000
     faces: int = 300
     seed: int = 0
 
@@ -268,6 +274,8 @@ def build(options: BuildOptions) -> Path:
         if options.edgetpu:
             _compile(out_dir, models)
         manifest = _manifest(options, scales, models, sources)
+        int8_engine = Engine(parse_manifest(manifest), out_dir, select_backend("cpu"))
+        manifest["thresholds"].update(stage_thresholds(float_engine, int8_engine, inputs))
         manifest["calibration"] = {
             "source": str(options.calib),
             "images": len(paths),
@@ -280,6 +288,54 @@ def build(options: BuildOptions) -> Path:
         _write_manifest(out_dir, manifest)
     log.info("built %s in %.0f s", options.out, time.monotonic() - started)
     return options.out
+
+
+def stage_thresholds(
+    float_engine: Engine, int8_engine: Engine, inputs: dict[str, list[np.ndarray]]
+) -> dict[str, float]:
+    """Per-stage int8 thresholds that keep what the float cascade keeps.
+
+    Quantisation shifts scores near a threshold, and a candidate P-Net drops is lost for
+    good. On the calibration inputs, each int8 threshold is lowered (never raised) until it
+    keeps KEEP_FLOAT_POSITIVES of the candidates its float twin passes.
+    """
+    chosen = {}
+    for stage in ("pnet", "rnet", "onet"):
+        default = getattr(float_engine.cascade.thresholds, stage)
+        probs_f, probs_q = [], []
+        for key, batches in inputs.items():
+            if key.split("@")[0] != stage:
+                continue
+            for batch in batches:
+                if stage == "pnet":
+                    h, w = batch.shape[1:3]
+                    net_f, net_q = (
+                        float_engine.cascade.pnet_for(h, w),
+                        int8_engine.cascade.pnet_for(h, w),
+                    )
+                else:
+                    net_f, net_q = (
+                        getattr(float_engine.cascade, stage),
+                        getattr(int8_engine.cascade, stage),
+                    )
+                probs_f.append(net_f.run(batch)["score"].ravel())
+                probs_q.append(net_q.run(batch)["score"].ravel())
+        logit_f, logit_q = np.concatenate(probs_f), np.concatenate(probs_q)
+        positives = logit_q[logit_f > np.log(default / (1 - default))]
+        if positives.size == 0:
+            chosen[stage] = default
+            continue
+        cut = np.quantile(positives, 1 - KEEP_FLOAT_POSITIVES)
+        chosen[stage] = round(float(min(default, 1 / (1 + np.exp(-cut)))), 3)
+        log.info(
+            "threshold %s: float %.2f -> int8 %.3f keeps %.1f%% of %d float positives",
+            stage,
+            default,
+            chosen[stage],
+            100 * np.mean(positives >= cut),
+            positives.size,
+        )
+    return chosen
 
 
 def _lint(folder: Path, models: dict) -> None:

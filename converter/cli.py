@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compile for the Edge TPU when edgetpu_compiler is on PATH",
     )
-    b.add_argument("--frames", type=int, default=120, help="door frames for cascade calibration")
+    b.add_argument("--frames", type=int, default=200, help="door frames for cascade calibration")
     b.add_argument("--faces", type=int, default=300, help="aligned faces for FaceNet calibration")
     b.set_defaults(handler=_build)
 

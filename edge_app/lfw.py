@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.errors import UserError
+from edge_app.faces import Faces
+
+# x1, y1, x2, y2 as fractions of the image: see fallback_face
+LFW_MEDIAN_BOX = (0.31, 0.26, 0.69, 0.75)
 
 
 @dataclass(frozen=True)
@@ -99,3 +103,22 @@ def validation_rate(distances: np.ndarray, same: np.ndarray, far: float = 1e-3) 
     # accept distances strictly below the (allowed+1)-th smallest impostor distance
     threshold = different[allowed] if allowed < len(different) else np.inf
     return float((distances[same] < threshold).mean())
+
+
+def central_face(faces: Faces, width: int, height: int) -> int | None:
+    """The face LFW labels: LFW images are centred on their subject, so among several
+    detections take the largest one near the centre (area minus squared offset, as
+    davidsandberg's align_dataset_mtcnn does)."""
+    if len(faces) == 0:
+        return None
+    size = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
+    centre = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2 - np.array([width, height]) / 2
+    return int(np.argmax(size - 2.0 * np.sum(centre**2, axis=1)))
+
+
+def fallback_face(width: int, height: int) -> Faces:
+    """Where no face is found, the box the median LFW face occupies (measured on DevTrain
+    with the float cascade), so that every pair still gets a verdict."""
+    box = np.array([[*LFW_MEDIAN_BOX]], np.float32) * np.array([width, height, width, height])
+    landmarks = np.zeros((1, 5, 2), np.float32)
+    return Faces(box.astype(np.float32), np.zeros((1,), np.float32), landmarks)

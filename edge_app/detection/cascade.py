@@ -75,9 +75,9 @@ class Cascade:
         factor: float = DEFAULT_FACTOR,
         scales: list[float] | None = None,
     ) -> None:
-        self._pnet_for = pnet_for
-        self._rnet = rnet
-        self._onet = onet
+        self.pnet_for = pnet_for
+        self.rnet = rnet
+        self.onet = onet
         self.min_face = float(min_face)
         self.thresholds = thresholds or Thresholds()
         self.factor = factor
@@ -117,7 +117,7 @@ class Cascade:
             h, w = level_shape(width, height, scale)
             if self.record:
                 self.record(f"pnet@{scale:.6f}", image[None])
-            out = self._pnet_for(h, w).run(image[None])
+            out = self.pnet_for(h, w).run(image[None])
             logits = out["score"][0, :, :, 0]
             ys, xs = np.nonzero(logits > cut)
             if len(ys) == 0:
@@ -157,7 +157,7 @@ class Cascade:
     def _refine(self, levels, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = self.thresholds
         start = time.perf_counter()
-        out = self._run_crops(self._rnet, self._crops("rnet", levels, boxes, RNET_SIZE))
+        out = self._run_crops(self.rnet, self._crops("rnet", levels, boxes, RNET_SIZE))
         logits = out["score"][:, 0]
         passed = logits > _logit(t.rnet)
         boxes, logits, offsets = boxes[passed], logits[passed], out["box"][passed]
@@ -169,7 +169,7 @@ class Cascade:
     def _finalise(self, levels, boxes: np.ndarray) -> Faces:
         t = self.thresholds
         start = time.perf_counter()
-        out = self._run_crops(self._onet, self._crops("onet", levels, boxes, ONET_SIZE))
+        out = self._run_crops(self.onet, self._crops("onet", levels, boxes, ONET_SIZE))
         logits = out["score"][:, 0]
         passed = logits > _logit(t.onet)
         boxes, logits = boxes[passed], logits[passed]

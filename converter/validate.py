@@ -1,0 +1,342 @@
+"""`edge-convert validate`: how far the int8 models are from the float ones.
+
+Both model sets run through the same engine code on images that calibration never saw
+(LFW DevTest and the detection photos). Stage-level numbers feed each int8 network the
+exact inputs its float twin got; end-to-end numbers run both cascades independently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_app.detection.boxes import iou_matrix
+from edge_app.engine import Engine
+from edge_app.images import IMAGE_SUFFIXES, read_image
+from edge_app.lfw import central_face, cross_validated_accuracy, fallback_face, read_pairs
+
+log = logging.getLogger(__name__)
+
+MATCH_IOU = 0.7
+TARGETS = {
+    "facenet_cosine_mean": 0.99,
+    "facenet_cosine_min": 0.95,
+    "accuracy_drop_pp": 0.2,
+    "detections_reproduced": 0.99,
+    "landmark_error": 0.02,
+}
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class _StageComparison:
+    """Collects float-vs-int8 outputs of one network on identical inputs."""
+
+    def __init__(self, threshold: float, int8_threshold: float) -> None:
+        self.threshold = threshold
+        self.int8_threshold = int8_threshold
+        self.prob_f: list[np.ndarray] = []
+        self.prob_q: list[np.ndarray] = []
+        self.box_err: list[np.ndarray] = []
+        self.landmark_err: list[np.ndarray] = []
+
+    def add(self, out_f: dict, out_q: dict) -> None:
+        self.prob_f.append(_sigmoid(out_f["score"]).ravel())
+        self.prob_q.append(_sigmoid(out_q["score"]).ravel())
+        self.box_err.append(np.abs(out_f["box"] - out_q["box"]).ravel())
+        if "landmarks" in out_f:
+            diff = (out_f["landmarks"] - out_q["landmarks"]).reshape(-1, 2, 5)
+            self.landmark_err.append(np.hypot(diff[:, 0], diff[:, 1]).ravel())
+
+    def summary(self) -> dict:
+        if not self.prob_f:
+            return {}
+        pf, pq = np.concatenate(self.prob_f), np.concatenate(self.prob_q)
+        above = pf > self.threshold
+        result = {
+            "inputs": len(self.prob_f),
+            "probability_correlation": float(np.corrcoef(pf, pq)[0, 1]) if len(pf) > 1 else 1.0,
+            "probability_mae": float(np.mean(np.abs(pf - pq))),
+            "decision_agreement": float(np.mean(above == (pq > self.int8_threshold))),
+            "float_positives_kept": float(np.mean(pq[above] > self.int8_threshold))
+            if above.any()
+            else None,
+            "box_regression_mae": float(np.mean(np.concatenate(self.box_err))),
+        }
+        if self.landmark_err:
+            result["landmark_error_of_crop"] = float(np.mean(np.concatenate(self.landmark_err)))
+        return result
+
+
+def _detection_images(data: Path) -> list[Path]:
+    folders = [data / "detection" / name for name in ("annotated", "crowds", "negatives")]
+    return sorted(
+        p for f in folders if f.is_dir() for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def stage_comparisons(float_engine: Engine, int8_engine: Engine) -> dict[str, _StageComparison]:
+    """Each side judged by its own thresholds (the int8 ones are calibrated at build)."""
+    f, q = float_engine.cascade.thresholds, int8_engine.cascade.thresholds
+    return {
+        name: _StageComparison(getattr(f, name), getattr(q, name))
+        for name in ("pnet", "rnet", "onet")
+    }
+
+
+def compare_cascades(
+    float_engine: Engine,
+    int8_engine: Engine,
+    paths: list[Path],
+    stages: dict[str, _StageComparison],
+) -> dict:
+    """End-to-end detection agreement; stage agreement on identical inputs goes to `stages`."""
+    recorded: list[tuple[str, np.ndarray]] = []
+    float_engine.cascade.record = lambda stage, batch: recorded.append((stage, batch))
+    float_total = matched = int8_total = 0
+    min_face = float_engine.cascade.min_face
+    in_spec_total = in_spec_matched = 0
+    landmark_errors = []
+    try:
+        for path in tqdm(paths, desc="cascade float vs int8", unit="image", leave=False):
+            frame = read_image(path)
+            recorded.clear()
+            faces_f = float_engine.detect(frame)
+            faces_q = int8_engine.detect(frame)
+            for stage, batch in recorded:
+                name = stage.split("@")[0]
+                if name == "pnet":
+                    h, w = batch.shape[1:3]
+                    stages[name].add(
+                        float_engine.cascade.pnet_for(h, w).run(batch),
+                        int8_engine.cascade.pnet_for(h, w).run(batch),
+                    )
+                else:
+                    net_f = getattr(float_engine.cascade, name)
+                    net_q = getattr(int8_engine.cascade, name)
+                    for crop in batch:
+                        stages[name].add(net_f.run(crop[None]), net_q.run(crop[None]))
+            float_total += len(faces_f)
+            if len(faces_q) == 0:
+                in_spec_total += int((faces_f.sizes >= min_face).sum())
+            int8_total += len(faces_q)
+            if len(faces_f) and len(faces_q):
+                overlap = iou_matrix(faces_f.boxes, faces_q.boxes)
+                best = overlap.argmax(axis=1)
+                hit = overlap[np.arange(len(faces_f)), best] >= MATCH_IOU
+                matched += int(hit.sum())
+                in_spec = faces_f.sizes >= min_face
+                in_spec_total += int(in_spec.sum())
+                in_spec_matched += int((hit & in_spec).sum())
+                width = faces_f.boxes[hit, 2] - faces_f.boxes[hit, 0]
+                err = np.linalg.norm(faces_f.landmarks[hit] - faces_q.landmarks[best[hit]], axis=2)
+                landmark_errors.append((err / width[:, None]).ravel())
+    finally:
+        float_engine.cascade.record = None
+    errors = np.concatenate(landmark_errors) if landmark_errors else np.zeros(0)
+    return {
+        "images": len(paths),
+        "float_faces": float_total,
+        "int8_faces": int8_total,
+        "reproduced": matched / float_total if float_total else 1.0,
+        "min_face": min_face,
+        "float_faces_at_min_face": in_spec_total,
+        "reproduced_at_min_face": in_spec_matched / in_spec_total if in_spec_total else 1.0,
+        "landmark_error_of_box_mean": float(errors.mean()) if errors.size else None,
+        "landmark_error_of_box_p99": float(np.percentile(errors, 99)) if errors.size else None,
+    }
+
+
+def compare_facenet(
+    float_engine: Engine, int8_engine: Engine, lfw: Path, limit: int | None
+) -> dict:
+    """Same float-MTCNN crops into both FaceNets: embedding cosine and DevTest accuracy."""
+    pairs = read_pairs(lfw / "pairsDevTest.txt")
+    if limit:
+        keep = np.r_[0 : limit // 2, len(pairs.first) // 2 : len(pairs.first) // 2 + limit // 2]
+        pairs = type(pairs)(
+            [pairs.first[i] for i in keep],
+            [pairs.second[i] for i in keep],
+            pairs.same[keep],
+            pairs.fold[keep],
+            pairs.folds,
+        )
+    embeddings_f, embeddings_q = {}, {}
+    no_face = 0
+    for name in tqdm(pairs.images, desc="facenet float vs int8", unit="image", leave=False):
+        frame = read_image(lfw / "images" / name)
+        faces = float_engine.detect(frame)
+        index = central_face(faces, frame.shape[1], frame.shape[0])
+        if index is None:
+            no_face += 1
+            face = fallback_face(frame.shape[1], frame.shape[0])
+        else:
+            face = faces[index]
+        embeddings_f[name] = float_engine.embed(frame, face)[0]
+        embeddings_q[name] = int8_engine.embed(frame, face)[0]
+    names = sorted(embeddings_f)
+    cosine = np.array([float(embeddings_f[n] @ embeddings_q[n]) for n in names])
+
+    def accuracy(emb: dict) -> tuple[float, float]:
+        a = np.stack([emb[n] for n in pairs.first])
+        b = np.stack([emb[n] for n in pairs.second])
+        mean, std, _ = cross_validated_accuracy(
+            1.0 - np.sum(a * b, axis=1), pairs.same, np.arange(len(a)) % 10
+        )
+        return mean, std
+
+    acc_f, std_f = accuracy(embeddings_f)
+    acc_q, std_q = accuracy(embeddings_q)
+    return {
+        "images": len(names),
+        "pairs": len(pairs.first),
+        "no_face_images": no_face,
+        "cosine_mean": float(cosine.mean()),
+        "cosine_p1": float(np.percentile(cosine, 1)),
+        "cosine_min": float(cosine.min()),
+        "accuracy_float": acc_f,
+        "accuracy_float_std": std_f,
+        "accuracy_int8": acc_q,
+        "accuracy_int8_std": std_q,
+        "accuracy_drop_pp": 100 * (acc_f - acc_q),
+    }
+
+
+def _verdicts(results: dict) -> dict[str, bool]:
+    f, c = results["facenet"], results["cascade"]
+    return {
+        "facenet_cosine_mean": f["cosine_mean"] >= TARGETS["facenet_cosine_mean"],
+        "facenet_cosine_min": f["cosine_min"] >= TARGETS["facenet_cosine_min"],
+        "accuracy_drop_pp": f["accuracy_drop_pp"] <= TARGETS["accuracy_drop_pp"],
+        "detections_reproduced": min(c["lfw"]["reproduced"], c["detection"]["reproduced"])
+        >= TARGETS["detections_reproduced"],
+        "landmark_error": max(
+            c["lfw"]["landmark_error_of_box_mean"] or 0,
+            c["detection"]["landmark_error_of_box_mean"] or 0,
+        )
+        <= TARGETS["landmark_error"],
+    }
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def render_markdown(results: dict) -> str:
+    f = results["facenet"]
+    lines = [
+        "# Quantisation: int8 against float",
+        "",
+        "Generated by `edge-convert validate` (reproduce: `make validate`). Both model sets run",
+        "through the same engine code; nothing here was used for calibration (calibration uses",
+        "LFW DevTrain only). Raw numbers: `docs/quantization.json`.",
+        "",
+        f"Models: `{results['models']}` built with TensorFlow {results['tensorflow']}.",
+        "",
+        "## Targets",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---|---|",
+    ]
+    c = results["cascade"]
+    measured = {
+        "facenet_cosine_mean": f"{f['cosine_mean']:.4f}",
+        "facenet_cosine_min": f"{f['cosine_min']:.4f}",
+        "accuracy_drop_pp": f"{f['accuracy_drop_pp']:+.2f} pp",
+        "detections_reproduced": f"LFW {_pct(c['lfw']['reproduced'])}, photos {_pct(c['detection']['reproduced'])}",
+        "landmark_error": f"LFW {_pct(c['lfw']['landmark_error_of_box_mean'])}, photos {_pct(c['detection']['landmark_error_of_box_mean'])} of box width",
+    }
+    goals = {
+        "facenet_cosine_mean": ">= 0.99",
+        "facenet_cosine_min": ">= 0.95",
+        "accuracy_drop_pp": "<= 0.2 pp",
+        "detections_reproduced": ">= 99% (IoU >= 0.7)",
+        "landmark_error": "<= 2% of box",
+    }
+    for key, met in results["verdicts"].items():
+        lines.append(f"| {key} | {goals[key]} | {measured[key]} | {'yes' if met else '**no**'} |")
+    lines += [
+        "",
+        "## FaceNet (LFW DevTest, float-MTCNN crops for both)",
+        "",
+        f"{f['images']} images, {f['pairs']} pairs; {f['no_face_images']} images without a float detection used the median LFW box.",
+        "",
+        "| | float | int8 |",
+        "|---|---|---|",
+        f"| 10-fold accuracy | {_pct(f['accuracy_float'])} ± {_pct(f['accuracy_float_std'])} | {_pct(f['accuracy_int8'])} ± {_pct(f['accuracy_int8_std'])} |",
+        "",
+        f"Embedding cosine float vs int8: mean {f['cosine_mean']:.4f}, 1st percentile {f['cosine_p1']:.4f}, min {f['cosine_min']:.4f}.",
+        "",
+        "## MTCNN cascade",
+        "",
+        "| images | float faces | int8 faces | reproduced (IoU >= 0.7) | of faces >= min face | landmark error / box (mean, p99) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, label in (("lfw", "LFW DevTest"), ("detection", "detection photos")):
+        r = c[name]
+        lines.append(
+            f"| {label} ({r['images']}) | {r['float_faces']} | {r['int8_faces']} | {_pct(r['reproduced'])} | {_pct(r['reproduced_at_min_face'])} of {r['float_faces_at_min_face']} | {_pct(r['landmark_error_of_box_mean'])}, {_pct(r['landmark_error_of_box_p99'])} |"
+        )
+    lines += [
+        "",
+        "Per stage, int8 fed the float cascade's own inputs (LFW DevTest + detection photos):",
+        "",
+        "| stage | inputs | prob. correlation | prob. MAE | decisions agree | float positives kept | box offset MAE | landmark error / crop |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for stage in ("pnet", "rnet", "onet"):
+        s = c["stages"][stage]
+        if not s:
+            continue
+        lm = s.get("landmark_error_of_crop")
+        lines.append(
+            f"| {stage} | {s['inputs']} | {s['probability_correlation']:.4f} | {s['probability_mae']:.4f} | {_pct(s['decision_agreement'])} | {_pct(s['float_positives_kept'])} | {s['box_regression_mae']:.4f} | {_pct(lm) if lm is not None else '-'} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def validate(
+    models: Path,
+    float_models: Path,
+    data: Path,
+    json_out: Path,
+    report: Path,
+    limit: int | None = None,
+) -> dict:
+    import tensorflow as tf  # noqa: PLC0415
+
+    int8_engine = Engine.open(models, backend="cpu")
+    float_engine = Engine.open(float_models, backend="cpu")
+    lfw = data / "lfw"
+    test_pairs = read_pairs(lfw / "pairsDevTest.txt")
+    lfw_images = [lfw / "images" / n for n in test_pairs.images]
+    if limit:
+        lfw_images = lfw_images[:limit]
+    stages = stage_comparisons(float_engine, int8_engine)
+    results = {
+        "models": str(models),
+        "tensorflow": tf.__version__,
+        "facenet": compare_facenet(float_engine, int8_engine, lfw, limit),
+        "cascade": {
+            "lfw": compare_cascades(float_engine, int8_engine, lfw_images, stages),
+            "detection": compare_cascades(
+                float_engine, int8_engine, _detection_images(data), stages
+            ),
+        },
+    }
+    results["cascade"]["stages"] = {name: stage.summary() for name, stage in stages.items()}
+    results["verdicts"] = _verdicts(results)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(results, indent=2) + "\n")
+    report.write_text(render_markdown(results))
+    log.info("validation written to %s and %s", json_out, report)
+    for key, met in results["verdicts"].items():
+        log.info("target %s: %s", key, "met" if met else "NOT met")
+    return results
