@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 LOOP_TIMEOUT = 0.2
 METRICS_EVERY = 60.0
-GALLERY_CHECK_EVERY = 1.0
 # Faces this close to the frame edge are cut off: their embeddings are poor, so they neither
 # vote nor count as unknown until the person is fully in view.
 EDGE_PIXELS = 2.0
@@ -306,7 +305,7 @@ class Daemon:
         return None
 
     def _loop(self, frame: Frame | None) -> None:
-        last_metrics = last_gallery_check = time.monotonic()
+        last_metrics = time.monotonic()
         last_ping = -math.inf  # the first processed frame pings at once
         ping_every = _watchdog_interval()
         while frame is not None:
@@ -315,9 +314,8 @@ class Daemon:
             if now - last_ping >= ping_every:
                 self._notify("WATCHDOG=1")
                 last_ping = now
-            if now - last_gallery_check >= GALLERY_CHECK_EVERY:
-                self.recognizer.reload_if_changed()
-                last_gallery_check = now
+            # PRAGMA data_version costs microseconds: an enrolment counts from the next frame.
+            self.recognizer.reload_if_changed()
             if now - last_metrics >= METRICS_EVERY:
                 log.info("metrics %s", self.metrics.line())
                 last_metrics = now

@@ -8,6 +8,7 @@ real signals, and a real sd_notify socket for the subprocess run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ import pytest
 from clips import Clip, Visit, build_clip
 from gpiozero.pins.mock import MockFactory
 
-from edge_app.config import Config, apply_overrides, parse_config
+from edge_app.config import Config, apply_overrides, load_config, parse_config
 from edge_app.daemon import Daemon
 from edge_app.events import read_events
 from edge_app.paths import INSTALLED_MODELS, REPO_MODELS, REPO_ROOT, SHARED_DATA, default_models_dir
@@ -314,3 +315,95 @@ def test_cli_run_as_a_notify_service(
     last = json.loads(rest.splitlines()[-1])
     assert last["type"] == "relock" and last["reason"] == "close"
     assert "stopped by signal=SIGTERM" in errors
+
+
+def _toml(config: dict) -> str:
+    lines = []
+    for section, values in config.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("valid", [True, False], ids=["applied", "refused"])
+def test_sighup_reloads_config_without_dropping_the_camera(
+    valid: bool,
+    visits_clip: Clip,
+    gallery: Path,
+    tmp_path: Path,
+    engine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After the first unlock, SIGHUP with the cooldown set to 0: the second visit unlocks too.
+
+    An invalid file on SIGHUP is refused and the running config kept (the second visit is
+    then denied by the cooldown as before).
+    """
+    settings = {
+        "camera": {"source": str(visits_clip.path)},
+        "gallery": {"path": str(gallery)},
+        "gpio": {"pin": PIN, "pulse_seconds": PULSE, "factory": "mock"},
+        "policy": {"cooldown_seconds": 30},
+        "events": {"db": "", "jsonl": str(tmp_path / "events.jsonl")},
+    }
+    path = tmp_path / "door.toml"
+    path.write_text(_toml(settings))
+    daemon = Daemon(load_config(path), config_path=path, engine=engine, pin_factory=MockFactory())
+    changed = {**settings, "policy": {"cooldown_seconds": 0 if valid else -5}}
+
+    def reload_after_first_unlock() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and daemon.metrics.unlocks == 0:
+            time.sleep(0.005)
+        path.write_text(_toml(changed))
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    watcher = threading.Thread(target=reload_after_first_unlock, daemon=True)
+    with caplog.at_level(logging.INFO, logger="edge_app.daemon"):
+        watcher.start()
+        assert daemon.run() == 0
+    watcher.join()
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    kinds = [e["type"] for e in events if e["type"] in ("unlock", "denied")]
+    messages = [r.getMessage() for r in caplog.records]
+    if valid:
+        assert kinds == ["unlock", "unlock"]
+        assert "reload done" in messages
+        assert daemon.config.policy.cooldown_seconds == 0
+    else:
+        assert kinds == ["unlock", "denied"]
+        assert any("reload refused" in m and "policy.cooldown_seconds" in m for m in messages)
+        assert daemon.config.policy.cooldown_seconds == 30
+    # The camera was never reopened: every frame of the clip was processed, in one pass.
+    assert daemon.metrics.frames == visits_clip.frames
+    assert daemon.reader.source.reconnects == 0
+
+
+def test_gallery_changes_are_picked_up_while_running(
+    visits_clip: Clip, tmp_path: Path, workdir: Path, engine
+) -> None:
+    """Removing the person mid-run (another connection, as `edge-app remove` would): the
+    second visit is then a stranger, with no signal sent."""
+    from edge_app.enroll import enroll_photos
+    from edge_app.gallery import Gallery
+
+    db = tmp_path / "gallery.db"
+    enroll_photos(db, engine, ENROLLED, [lfw("Ricardo_Lagos", n) for n in (1, 2, 3)])
+    config = door_config(visits_clip, db, tmp_path)
+    factory = MockFactory()
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+
+    def remove_after_first_unlock() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and daemon.metrics.unlocks == 0:
+            time.sleep(0.005)
+        with Gallery.open(db) as other:
+            other.remove([ENROLLED])
+
+    watcher = threading.Thread(target=remove_after_first_unlock, daemon=True)
+    watcher.start()
+    assert daemon.run() == 0
+    watcher.join()
+    events = [json.loads(line) for line in config.events.jsonl.read_text().splitlines()]
+    second = [e for e in events if (e["source_time"] or 0) >= visits_clip.appear[1]]
+    assert [e["type"] for e in second] == ["unknown"]
