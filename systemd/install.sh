@@ -140,12 +140,12 @@ install_all() {
 
     install -d -m 0755 "$DOC_DIR"
     install -m 0644 "$REPO/docs/DAEMON.md" "$REPO/docs/WIRING.md" "$DOC_DIR/"
-    install -m 0644 "$REPO/systemd/99-coral-edgetpu.rules" "$RULE"
+    install -D -m 0644 "$REPO/systemd/99-coral-edgetpu.rules" "$RULE"
     if command -v udevadm >/dev/null 2>&1; then
         udevadm control --reload-rules || true
         udevadm trigger --subsystem-match=usb --subsystem-match=apex || true
     fi
-    install -m 0644 "$REPO/systemd/edge-app.service" "$UNIT"
+    install -D -m 0644 "$REPO/systemd/edge-app.service" "$UNIT"
     if have_systemd; then
         systemctl daemon-reload
         systemctl enable "$SERVICE.service"
