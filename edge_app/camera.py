@@ -142,7 +142,7 @@ class LiveSource(FrameSource):
 
     @abstractmethod
     def _connect(self) -> None:
-        """Open the device or stream; raise OSError (or CameraError) when it is not there."""
+        """Open the device or stream; raise when it is not there (retried with backoff)."""
 
     @abstractmethod
     def _capture(self) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -157,7 +157,7 @@ class LiveSource(FrameSource):
         while not self.closed:
             try:
                 self._connect()
-            except (OSError, RuntimeError) as error:
+            except Exception as error:  # camera stacks raise anything (IndexError: no camera)
                 self.reconnects += 1
                 log.warning(
                     "camera unavailable source=%s error=%r retry_in=%.1fs", self.name, error, delay
@@ -171,7 +171,7 @@ class LiveSource(FrameSource):
                 while not self.closed and failures < _LIVE_FAILURES:
                     try:
                         captured = self._capture()
-                    except (OSError, RuntimeError) as error:
+                    except Exception as error:  # a vanished device: count it, reconnect
                         log.warning("camera read failed source=%s error=%r", self.name, error)
                         captured = None
                     if captured is None:
@@ -375,6 +375,24 @@ def picamera2_available() -> bool:
     return importlib.util.find_spec("picamera2") is not None
 
 
+def pi_camera_attached() -> bool:
+    """A CSI camera (not a USB webcam, which libcamera also lists) that picamera2 can open.
+
+    Raspberry Pi OS ships picamera2 even without a camera module, so "importable" is not
+    enough to choose it for camera.source = "auto".
+    """
+    if not picamera2_available():
+        return False
+    from picamera2 import Picamera2
+
+    try:
+        cameras = Picamera2.global_camera_info()
+    except Exception as error:  # libcamera not usable here: fall back to OpenCV
+        log.warning("picamera2 cannot list cameras error=%r", error)
+        return False
+    return any("usb" not in str(camera.get("Id", "")).lower() for camera in cameras)
+
+
 def _is_live(spec: int | str) -> bool:
     return isinstance(spec, int) or bool(_URL.match(str(spec))) or str(spec).startswith("/dev/")
 
@@ -396,7 +414,8 @@ def open_source(
 ) -> FrameSource:
     """The source for a camera.source value (see config.example.toml for the forms)."""
     if spec == "auto":
-        spec = "picamera2" if picamera2_available() else 0
+        spec = "picamera2" if pi_camera_attached() else 0
+        log.info("camera.source auto chose=%s", spec)
     if spec == "picamera2":
         if not picamera2_available():
             raise CameraError(
