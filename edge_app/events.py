@@ -211,7 +211,7 @@ class EventLog:
 
 def _open_db(path: Path) -> sqlite3.Connection:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
