@@ -27,6 +27,7 @@ from converter import __version__
 from converter.calibration import aligned_faces, calibration_paths, cascade_inputs, door_frames
 from converter.mtcnn_models import build_onet, build_pnet, build_rnet, mtcnn_source_identity
 from converter.quantize import convert_frozen_graph, convert_keras, describe_tensors
+from converter.recognition import derive_threshold
 from converter.sources import FACENET_INPUT, FACENET_PRENORM, FACENET_SIZE, facenet_source
 from edge_app.adapters import PIXEL_SCALE
 from edge_app.align import FACENET_SIZE as ALIGN_SIZE
@@ -60,6 +61,7 @@ class BuildOptions:
     camera: tuple[int, int] = (640, 480)
     min_face: int = 40
     calib: Path | None = None
+    lfw: Path | None = None
     facenet: Path | None = None
     edgetpu: bool = False
     frames: int = 200
@@ -220,18 +222,23 @@ def build(options: BuildOptions) -> Path:
         raise BuildError(f"--min-face {options.min_face} leaves no pyramid level")
     facenet = facenet_source(options.facenet)
     sources = {"mtcnn": mtcnn_source_identity(), "facenet": facenet.identity}
+    if options.lfw is None or not (options.lfw / "pairsDevTrain.txt").is_file():
+        raise BuildError(
+            f"--lfw {options.lfw}: no pairsDevTrain.txt there; the recognition threshold is "
+            "derived on LFW DevTrain (an LFW folder with images/ and pairsDevTrain.txt)"
+        )
     paths = calibration_paths(options.calib)
     Random(options.seed).shuffle(paths)
     log.info("calibration images=%d from=%s", len(paths), options.calib)
 
     with staged_folder(options.float_out) as float_dir, staged_folder(options.out) as out_dir:
-        log.info("step 1/4: float reference models (%d pyramid levels)", len(scales))
+        log.info("step 1/5: float reference models (%d pyramid levels)", len(scales))
         float_models = _float_models(options, float_dir, scales, facenet)
         float_manifest = _manifest(options, scales, float_models, sources)
         _write_manifest(float_dir, float_manifest)
         float_engine = Engine(parse_manifest(float_manifest), float_dir, select_backend("cpu"))
 
-        log.info("step 2/4: calibration data from the float cascade")
+        log.info("step 2/5: calibration data from the float cascade")
         frames = door_frames(paths, options.camera, options.frames, options.seed)
         inputs = cascade_inputs(float_engine, frames, options.crops, options.seed)
         faces = aligned_faces(float_engine, paths, options.faces)
@@ -244,7 +251,7 @@ def build(options: BuildOptions) -> Path:
             len(faces),
         )
 
-        log.info("step 3/4: full-int8 models")
+        log.info("step 3/5: full-int8 models")
         models = {}
         with _quiet():
             for index, scale in enumerate(scales):
@@ -269,13 +276,16 @@ def build(options: BuildOptions) -> Path:
         for entry in models.values():
             _check_input_quantisation(entry)
 
-        log.info("step 4/4: Edge TPU lint%s", " and compile" if options.edgetpu else "")
+        log.info("step 4/5: Edge TPU lint%s", " and compile" if options.edgetpu else "")
         _lint(out_dir, models)
         if options.edgetpu:
             _compile(out_dir, models)
         manifest = _manifest(options, scales, models, sources)
         int8_engine = Engine(parse_manifest(manifest), out_dir, select_backend("cpu"))
         manifest["thresholds"].update(stage_thresholds(float_engine, int8_engine, inputs))
+        log.info("step 5/5: recognition threshold on LFW DevTrain")
+        int8_engine = Engine(parse_manifest(manifest), out_dir, select_backend("cpu"))
+        manifest["recognition"] = derive_threshold(int8_engine, options.lfw)
         manifest["calibration"] = {
             "source": str(options.calib),
             "images": len(paths),

@@ -36,6 +36,7 @@ def _build(args: argparse.Namespace) -> int:
         camera=args.camera,
         min_face=args.min_face,
         calib=Path(args.calib),
+        lfw=Path(args.lfw),
         facenet=Path(args.facenet) if args.facenet else None,
         edgetpu=args.edgetpu,
         frames=args.frames,
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="calibration photos: an LFW folder (DevTrain images are used) or any "
         "folder of photos (default %(default)s)",
+    )
+    b.add_argument(
+        "--lfw",
+        default=str(SHARED_DATA / "lfw"),
+        metavar="DIR",
+        help="LFW folder whose DevTrain pairs set the recognition threshold (default %(default)s)",
     )
     b.add_argument(
         "--facenet",

@@ -1,0 +1,98 @@
+"""`edge-app eval lfw`: the LFW verification protocol with this engine end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edge_app.paths import REPO_ROOT, SHARED_DATA
+
+EPILOG = """\
+pair files: the fold form (first line "10<TAB>300", e.g. LFW's pairs.txt) is scored by 10-fold
+cross-validation, the threshold chosen on 9 folds and applied to the 10th. The development
+form (pairsDevTrain.txt / pairsDevTest.txt) is scored with --train: threshold from the train
+list, accuracy on --pairs. Images where no face is found are embedded from the median LFW face
+box, so no pair is dropped; their number is reported.
+
+examples:
+  edge-app eval lfw --pairs ../shared/data/lfw/pairsDevTest.txt \\
+      --train ../shared/data/lfw/pairsDevTrain.txt --images ../shared/data/lfw/images
+  edge-app eval lfw --pairs pairs.txt --images lfw/ --json lfw.json
+  edge-app eval lfw ... --reference float      # the float models, for comparison
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="measure accuracy (LFW verification)",
+        description="Evaluate recognition accuracy.",
+    )
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    lfw = sub.add_parser(
+        "lfw",
+        help="LFW pair verification, own detection + alignment + embedding",
+        description="Run the LFW verification protocol end to end.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    lfw.add_argument(
+        "--pairs",
+        type=Path,
+        default=SHARED_DATA / "lfw" / "pairsDevTest.txt",
+        help="pair list to score (default %(default)s)",
+    )
+    lfw.add_argument(
+        "--images",
+        type=Path,
+        default=SHARED_DATA / "lfw" / "images",
+        help="LFW image root: <Name>/<Name>_NNNN.jpg (default %(default)s)",
+    )
+    lfw.add_argument("--train", type=Path, help="development-form list to choose the threshold on")
+    lfw.add_argument("--json", type=Path, help="also write the results as JSON here")
+    lfw.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
+    lfw.add_argument(
+        "--reference",
+        choices=["float"],
+        help="run the float reference models (built by edge-convert build)",
+    )
+    lfw.add_argument("--backend", choices=["auto", "cpu", "edgetpu"], default="auto")
+    lfw.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    lfw.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge_app.engine import Engine  # noqa: PLC0415
+    from edge_app.errors import UserError  # noqa: PLC0415
+    from edge_app.evaluate import evaluate_lfw  # noqa: PLC0415
+
+    for path, flag in ((args.pairs, "--pairs"), (args.images, "--images")):
+        if not path.exists():
+            raise UserError(f"{flag} {path}: not found")
+    models = args.models
+    if args.reference == "float":
+        models = models or REPO_ROOT / "models" / "float"
+        if not (models / "manifest.json").is_file():
+            raise UserError(
+                f"no float reference models in {models}: run `edge-convert build` (converter "
+                "extra) which writes them beside the int8 models"
+            )
+    engine = Engine.open(
+        models, backend="cpu" if args.reference else args.backend, threads=args.threads
+    )
+    result = evaluate_lfw(engine, args.pairs, args.images, args.train)
+    lines = [
+        f"protocol        {result.protocol}",
+        f"pairs / images  {result.pairs} / {result.images}",
+        f"accuracy        {100 * result.accuracy:.2f}% ± {100 * result.accuracy_std:.2f}%",
+        f"threshold       cosine {result.threshold:.4f}",
+        f"VAL @ FAR=1e-3  {100 * result.val_at_far_1e_3:.2f}%",
+        f"no face found   {result.no_face_images} images ({result.no_face_policy})",
+        f"speed           {result.images_per_second:.1f} images/s ({result.backend})",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return 0
