@@ -117,12 +117,16 @@ def build_clip(
     size: tuple[int, int] = SIZE,
     fourcc: str = "MJPG",
     seed: int = 0,
+    head_scale: float = HEAD_SCALE,
 ) -> Clip:
-    """Write the clip to `path` (MJPG .avi by default; "mp4v" for a small .mp4)."""
+    """Write the clip to `path` (MJPG .avi by default; "mp4v" for a small .mp4).
+
+    head_scale: size of a 250 px LFW photo in the clip, relative to its own size.
+    """
     end = max(v.start + v.stay + 2 * WALK_SECONDS for v in visits) + 0.5
     frames = round((duration or end) * fps)
     width, height = size
-    heads = [head(v.photo) for v in visits]
+    heads = [head(v.photo, head_scale) for v in visits]
     wall = background(size, seed)
     rng = np.random.default_rng(seed)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)

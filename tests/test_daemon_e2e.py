@@ -407,3 +407,28 @@ def test_gallery_changes_are_picked_up_while_running(
     events = [json.loads(line) for line in config.events.jsonl.read_text().splitlines()]
     second = [e for e in events if (e["source_time"] or 0) >= visits_clip.appear[1]]
     assert [e["type"] for e in second] == ["unknown"]
+
+
+def test_detects_on_the_small_frame_and_embeds_from_the_large_one(
+    gallery: Path, workdir: Path, engine
+) -> None:
+    """A 1280x960 camera: detection on the 640x480 lores frame, crops from the full frame.
+
+    Boxes found on the small frame must be scaled to the large one for the crop; a wrong
+    mapping would embed the wrong patch and nobody would be recognised.
+    """
+    clip = build_clip(
+        workdir / "large.avi",
+        [Visit(lfw("Ricardo_Lagos", 9), start=0.5, stay=2.0)],
+        size=(1280, 960),
+        head_scale=2.6,
+    )
+    config = apply_overrides(
+        door_config(clip, gallery, workdir),
+        {"camera.lores_width": 640, "camera.lores_height": 480},
+    )
+    run = run_door(config, engine)
+    assert run.daemon.reader.source.lores == (640, 480)
+    (unlock,) = run.of("unlock")
+    assert unlock["name"] == ENROLLED
+    assert unlock["source_time"] - clip.appear[0] <= 1.0
