@@ -123,7 +123,6 @@ class EventLog:
                 Path(snapshots).mkdir(parents=True, exist_ok=True, mode=0o700)
             except OSError as error:
                 raise UserError(f"events.snapshots: cannot create {snapshots} ({error})") from None
-        self.counts: dict[str, int] = dict.fromkeys(TYPES, 0)
 
     def record(
         self,
@@ -154,7 +153,6 @@ class EventLog:
                 reason,
                 snapshot,
             )
-            self.counts[kind] += 1
             fields = {
                 k: v
                 for k, v in asdict(event).items()

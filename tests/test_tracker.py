@@ -73,10 +73,3 @@ def test_embedding_schedule_with_one_steady_face() -> None:
         tracks[0].settled = frame >= 2  # the policy decides after three votes
     assert embedded == [0, 1, 2, 12, 22, 32, 42]
     assert len(embedded) <= 50 / 5
-
-
-def test_clear_ends_every_track() -> None:
-    tracker = IoUTracker()
-    tracks, _ = tracker.update(np.array([box(0, 0), box(300, 0)]))
-    assert tracker.clear() == tracks
-    assert tracker.tracks == []
