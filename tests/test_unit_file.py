@@ -62,6 +62,7 @@ def test_service_contract() -> None:
     for key, value in expect.items():
         assert service.get(key) == [value], key
     assert int(service["WatchdogSec"][0]) > 0
+    assert service["WatchdogSignal"] == ["SIGTERM"]  # the clean stop path releases the relay
     assert "PrivateDevices" not in service  # it would hide the camera, GPIO chip and TPU
     assert "AF_UNIX" in service["RestrictAddressFamilies"][0].split()  # sd_notify needs it
     allowed = {value.split()[0] for value in service["DeviceAllow"]}
