@@ -26,7 +26,7 @@ from edge_app.matching import AGGREGATES, Matcher, MatchSettings
 
 log = logging.getLogger(__name__)
 
-GALLERY_SIZE = 50
+GALLERY_SIZE = 20  # the gallery size of the door target in issue 4
 SAMPLES = 2
 TARGET_FAR = 1e-3
 TRIALS = 40

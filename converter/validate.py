@@ -228,8 +228,31 @@ def _pct(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+GOALS = {
+    "facenet_cosine_mean": ">= 0.99",
+    "facenet_cosine_min": ">= 0.95",
+    "accuracy_drop_pp": "<= 0.2 pp",
+    "detections_reproduced": ">= 99% (IoU >= 0.7)",
+    "landmark_error": "<= 2% of box width",
+}
+
+
 def render_markdown(results: dict) -> str:
-    f = results["facenet"]
+    f, c = results["facenet"], results["cascade"]
+    lfw, photos = c["lfw"], c["detection"]
+    measured = {
+        "facenet_cosine_mean": f"{f['cosine_mean']:.4f}",
+        "facenet_cosine_min": f"{f['cosine_min']:.4f}",
+        "accuracy_drop_pp": f"{f['accuracy_drop_pp']:+.2f} pp",
+        "detections_reproduced": f"LFW {_pct(lfw['reproduced'])}, "
+        f"photos {_pct(photos['reproduced'])}",
+        "landmark_error": f"LFW {_pct(lfw['landmark_error_of_box_mean'])}, "
+        f"photos {_pct(photos['landmark_error_of_box_mean'])}",
+    }
     lines = [
         "# Quantisation: int8 against float",
         "",
@@ -241,63 +264,85 @@ def render_markdown(results: dict) -> str:
         "",
         "## Targets",
         "",
-        "| target | goal | measured | met |",
-        "|---|---|---|---|",
+        _row("target", "goal", "measured", "met"),
+        _row("---", "---", "---", "---"),
     ]
-    c = results["cascade"]
-    measured = {
-        "facenet_cosine_mean": f"{f['cosine_mean']:.4f}",
-        "facenet_cosine_min": f"{f['cosine_min']:.4f}",
-        "accuracy_drop_pp": f"{f['accuracy_drop_pp']:+.2f} pp",
-        "detections_reproduced": f"LFW {_pct(c['lfw']['reproduced'])}, photos {_pct(c['detection']['reproduced'])}",
-        "landmark_error": f"LFW {_pct(c['lfw']['landmark_error_of_box_mean'])}, photos {_pct(c['detection']['landmark_error_of_box_mean'])} of box width",
-    }
-    goals = {
-        "facenet_cosine_mean": ">= 0.99",
-        "facenet_cosine_min": ">= 0.95",
-        "accuracy_drop_pp": "<= 0.2 pp",
-        "detections_reproduced": ">= 99% (IoU >= 0.7)",
-        "landmark_error": "<= 2% of box",
-    }
     for key, met in results["verdicts"].items():
-        lines.append(f"| {key} | {goals[key]} | {measured[key]} | {'yes' if met else '**no**'} |")
+        lines.append(_row(key, GOALS[key], measured[key], "yes" if met else "**no**"))
     lines += [
         "",
         "## FaceNet (LFW DevTest, float-MTCNN crops for both)",
         "",
-        f"{f['images']} images, {f['pairs']} pairs; {f['no_face_images']} images without a float detection used the median LFW box.",
+        f"{f['images']} images, {f['pairs']} pairs; {f['no_face_images']} images without a "
+        "float detection used the median LFW box.",
         "",
-        "| | float | int8 |",
-        "|---|---|---|",
-        f"| 10-fold accuracy | {_pct(f['accuracy_float'])} ± {_pct(f['accuracy_float_std'])} | {_pct(f['accuracy_int8'])} ± {_pct(f['accuracy_int8_std'])} |",
+        _row("", "float", "int8"),
+        _row("---", "---", "---"),
+        _row(
+            "10-fold accuracy",
+            f"{_pct(f['accuracy_float'])} ± {_pct(f['accuracy_float_std'])}",
+            f"{_pct(f['accuracy_int8'])} ± {_pct(f['accuracy_int8_std'])}",
+        ),
         "",
-        f"Embedding cosine float vs int8: mean {f['cosine_mean']:.4f}, 1st percentile {f['cosine_p1']:.4f}, min {f['cosine_min']:.4f}.",
+        f"Embedding cosine float vs int8: mean {f['cosine_mean']:.4f}, "
+        f"1st percentile {f['cosine_p1']:.4f}, min {f['cosine_min']:.4f}.",
         "",
         "## MTCNN cascade",
         "",
-        "| images | float faces | int8 faces | reproduced (IoU >= 0.7) | of faces >= min face | landmark error / box (mean, p99) |",
-        "|---|---|---|---|---|---|",
+        _row(
+            "images",
+            "float faces",
+            "int8 faces",
+            "reproduced (IoU >= 0.7)",
+            "of float faces >= min face",
+            "landmark error / box width (mean, p99)",
+        ),
+        _row(*["---"] * 6),
     ]
-    for name, label in (("lfw", "LFW DevTest"), ("detection", "detection photos")):
-        r = c[name]
+    for r, label in ((lfw, "LFW DevTest"), (photos, "detection photos")):
         lines.append(
-            f"| {label} ({r['images']}) | {r['float_faces']} | {r['int8_faces']} | {_pct(r['reproduced'])} | {_pct(r['reproduced_at_min_face'])} of {r['float_faces_at_min_face']} | {_pct(r['landmark_error_of_box_mean'])}, {_pct(r['landmark_error_of_box_p99'])} |"
+            _row(
+                f"{label} ({r['images']})",
+                r["float_faces"],
+                r["int8_faces"],
+                _pct(r["reproduced"]),
+                f"{_pct(r['reproduced_at_min_face'])} of {r['float_faces_at_min_face']}",
+                f"{_pct(r['landmark_error_of_box_mean'])}, {_pct(r['landmark_error_of_box_p99'])}",
+            )
         )
     lines += [
         "",
-        "Per stage, int8 fed the float cascade's own inputs (LFW DevTest + detection photos):",
+        "Per stage, each int8 network fed its float twin's own inputs (LFW DevTest + detection",
+        "photos), each judged by its own thresholds (the int8 ones are calibrated at build):",
         "",
-        "| stage | inputs | prob. correlation | prob. MAE | decisions agree | float positives kept | box offset MAE | landmark error / crop |",
-        "|---|---|---|---|---|---|---|---|",
+        _row(
+            "stage",
+            "inputs",
+            "prob. correlation",
+            "prob. MAE",
+            "decisions agree",
+            "float positives kept",
+            "box offset MAE",
+            "landmark error / crop",
+        ),
+        _row(*["---"] * 8),
     ]
     for stage in ("pnet", "rnet", "onet"):
         s = c["stages"][stage]
-        if not s:
-            continue
-        lm = s.get("landmark_error_of_crop")
-        lines.append(
-            f"| {stage} | {s['inputs']} | {s['probability_correlation']:.4f} | {s['probability_mae']:.4f} | {_pct(s['decision_agreement'])} | {_pct(s['float_positives_kept'])} | {s['box_regression_mae']:.4f} | {_pct(lm) if lm is not None else '-'} |"
-        )
+        if s:
+            landmark = s.get("landmark_error_of_crop")
+            lines.append(
+                _row(
+                    stage,
+                    s["inputs"],
+                    f"{s['probability_correlation']:.4f}",
+                    f"{s['probability_mae']:.4f}",
+                    _pct(s["decision_agreement"]),
+                    _pct(s["float_positives_kept"]),
+                    f"{s['box_regression_mae']:.4f}",
+                    "-" if landmark is None else _pct(landmark),
+                )
+            )
     lines.append("")
     return "\n".join(lines)
 

@@ -30,7 +30,6 @@ from typing import IO, Any, TypeVar
 import numpy as np
 
 from edge_app.errors import UserError
-from edge_app.paths import DEFAULT_GALLERY
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +75,11 @@ class GalleryError(UserError):
 
 
 def default_path() -> Path:
-    """Where `--db` points when not given. One place, so it can follow the config file."""
-    return DEFAULT_GALLERY
+    """Where `--db` points when not given: the config file's gallery.path, so `enroll` and
+    the daemon agree without repeating the path (DEFAULT_GALLERY when there is no config)."""
+    from edge_app.config import load_config  # noqa: PLC0415  (config imports this module's peers)
+
+    return Path(load_config(None).gallery.path)
 
 
 def utc_now() -> str:
