@@ -1,0 +1,71 @@
+"""Fixtures shared by the test modules: the shared photo data, the built models, one engine.
+
+Modules that define a fixture of the same name (test_enroll.py and test_daemon_e2e.py have
+their own module-scoped `engine`) keep theirs: pytest lets a module fixture shadow these.
+
+EDGE_TEST_MODELS may name another built models folder (a manifest.json and its .tflite
+files) to run the model tests against instead of models/tflite, e.g. a fresh
+`edge-convert build --out /tmp/m/tflite` before it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_app.engine import Engine
+from edge_app.manifest import MANIFEST_NAME
+from edge_app.paths import REPO_MODELS, SHARED_DATA
+
+TESTS_DATA = Path(__file__).resolve().parent / "data"
+LFW_SAMPLE = TESTS_DATA / "lfw_sample"
+SHARED_DATA_REASON = "needs ../shared/data (LFW and detection photos); present in CI"
+
+
+def models_folder() -> Path:
+    """The models the tests run against: EDGE_TEST_MODELS when set, else models/tflite."""
+    override = os.environ.get("EDGE_TEST_MODELS")
+    return Path(override) if override else REPO_MODELS
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: LFW and the detection photos (absent in a user's clone)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(SHARED_DATA_REASON)
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The committed int8 models and their manifest."""
+    folder = models_folder()
+    if not (folder / MANIFEST_NAME).is_file():
+        pytest.skip(
+            f"no {MANIFEST_NAME} in {folder}: build the models with `make models` "
+            "(or set EDGE_TEST_MODELS to a built models folder)"
+        )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir: Path) -> Engine:
+    """One CPU engine for the session: interpreters are created once, like on the device."""
+    return Engine.open(models_dir, backend="cpu")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For tests that call a CLI's main(): its setup_logging() replaces the root logger's
+    handlers with one bound to this test's (captured) stderr; put the old ones back after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
