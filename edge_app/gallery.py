@@ -6,8 +6,8 @@ one transaction, so a reader never sees half an enrolment. The file holds biomet
 so it is created 0600 and its permissions are repaired when found wider.
 
 Schema changes go through MIGRATIONS and `PRAGMA user_version`: entry i takes the file from
-version i to i + 1, so any older gallery opens under the newest code. Other modules that keep
-tables in this file (the daemon's events) add their own migration at the end of the list.
+version i to i + 1, so any older gallery opens under the newest code. The daemon's events live
+in a database of their own (edge_app.events), so the gallery stays templates only.
 """
 
 from __future__ import annotations
