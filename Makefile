@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
-.PHONY: demo test quick lint format models validate bench clean
+.PHONY: demo test quick lint format models validate eval bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,10 +41,17 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 
 models: $(VENV)/.dev
-	$(BIN)/edge-convert build --out models/tflite
+	$(BIN)/edge-convert build --out models/tflite --calib $(SHARED)/lfw --lfw $(SHARED)/lfw
 
 validate: $(VENV)/.dev
-	$(BIN)/edge-convert validate --models models/tflite
+	$(BIN)/edge-convert validate --models models/tflite --data $(SHARED)
+
+# LFW DevTest end to end, int8 and float reference (docs/ACCURACY.md).
+LFW_ARGS = --train $(SHARED)/lfw/pairsDevTrain.txt --pairs $(SHARED)/lfw/pairsDevTest.txt \
+	--images $(SHARED)/lfw/images
+eval: $(VENV)/.dev
+	$(BIN)/edge-app eval lfw $(LFW_ARGS) --backend cpu --json docs/lfw_int8.json
+	$(BIN)/edge-app eval lfw $(LFW_ARGS) --reference float --json docs/lfw_float.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -77,6 +77,7 @@ def staged_folder(final: Path) -> Iterator[Path]:
     if not os.access(final.parent, os.W_OK):
         raise BuildError(f"cannot write to {final.parent}")
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; models are read by the service user
     try:
         yield staging
     except BaseException:
@@ -215,6 +216,8 @@ def build(options: BuildOptions) -> Path:
     started = time.monotonic()
     _require_tensorflow()
     width, height = options.camera
+    if options.faces < 20 or options.frames < 1:
+        raise BuildError("--faces must be at least 20 and --frames at least 1")
     if options.min_face < 12:
         raise BuildError("--min-face must be at least 12 pixels (P-Net's window)")
     scales = pyramid_scales(width, height, options.min_face)

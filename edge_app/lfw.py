@@ -41,29 +41,35 @@ def image_name(person: str, number: str) -> str:
 
 def read_pairs(path: Path) -> PairList:
     try:
-        lines = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
+        numbered = [
+            (number, line.split())
+            for number, line in enumerate(Path(path).read_text().splitlines(), start=1)
+            if line.strip()
+        ]
     except OSError as error:
         raise UserError(f"cannot read pair list {path}: {error.strerror or error}") from None
-    if not lines:
+    if not numbered:
         raise UserError(f"{path}: empty pair list")
-    header, rows = lines[0], lines[1:]
+    header, rows = numbered[0][1], numbered[1:]
     try:
         folds, per_fold = (int(header[0]), int(header[1])) if len(header) == 2 else (1, None)
     except ValueError:
         raise UserError(f"{path}: the first line must be a count or '<folds> <pairs>'") from None
     first, second, same, fold = [], [], [], []
-    for number, row in enumerate(rows, start=2):
-        if len(row) == 3:
-            first.append(image_name(row[0], row[1]))
-            second.append(image_name(row[0], row[2]))
-            same.append(True)
-        elif len(row) == 4:
-            first.append(image_name(row[0], row[1]))
-            second.append(image_name(row[2], row[3]))
-            same.append(False)
-        else:
+    for index, (number, row) in enumerate(rows):
+        if len(row) not in (3, 4):
             raise UserError(f"{path}:{number}: expected 3 or 4 fields, got {len(row)}")
-        fold.append(0 if per_fold is None else (number - 2) // (2 * per_fold))
+        try:
+            if len(row) == 3:
+                pair = image_name(row[0], row[1]), image_name(row[0], row[2]), True
+            else:
+                pair = image_name(row[0], row[1]), image_name(row[2], row[3]), False
+        except ValueError:
+            raise UserError(f"{path}:{number}: photo numbers must be integers") from None
+        first.append(pair[0])
+        second.append(pair[1])
+        same.append(pair[2])
+        fold.append(0 if per_fold is None else index // (2 * per_fold))
     return PairList(first, second, np.array(same), np.array(fold), folds)
 
 

@@ -71,7 +71,7 @@ class Manifest:
     sources: dict[str, Any] = field(default_factory=dict)
     converter: dict[str, Any] = field(default_factory=dict)
     recognition: dict[str, Any] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
     created_utc: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -101,14 +101,45 @@ def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], wher
     return value
 
 
+def _numbers(values: list[Any], kind: type, where: str, length: int | None = None) -> list:
+    if length is not None and len(values) != length:
+        raise ManifestError(f"{where}: expected {length} values, got {len(values)}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ManifestError(f"{where}: expected numbers, got {values!r}")
+    return [kind(v) for v in values]
+
+
+def _number(data: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = data.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ManifestError(
+            f"{where}.{key}: expected a number, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
 def _tensor(data: dict[str, Any], where: str) -> TensorSpec:
     return TensorSpec(
         name=_require(data, "name", str, where),
-        shape=[int(v) for v in _require(data, "shape", list, where)],
+        shape=_numbers(_require(data, "shape", list, where), int, f"{where}.shape"),
         dtype=_require(data, "dtype", str, where),
-        scale=float(data.get("scale", 0.0)),
-        zero_point=int(data.get("zero_point", 0)),
+        scale=float(_number(data, "scale", 0.0, where)),
+        zero_point=int(_number(data, "zero_point", 0, where)),
         role=str(data.get("role", "")),
+    )
+
+
+def _edgetpu(data: Any, where: str) -> EdgeTpuSpec | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: expected an object or null")
+    on_chip, off_chip = data.get("on_chip_mib"), data.get("off_chip_mib")
+    return EdgeTpuSpec(
+        file=_require(data, "file", str, where),
+        sha256=_require(data, "sha256", str, where),
+        on_chip_mib=None if on_chip is None else float(_number(data, "on_chip_mib", 0, where)),
+        off_chip_mib=None if off_chip is None else float(_number(data, "off_chip_mib", 0, where)),
     )
 
 
@@ -117,22 +148,21 @@ def _model(name: str, data: dict[str, Any]) -> ModelSpec:
     role = _require(data, "role", str, where)
     if role not in ROLES:
         raise ManifestError(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
-    tpu = data.get("edgetpu")
     return ModelSpec(
         role=role,
         file=_require(data, "file", str, where),
         sha256=_require(data, "sha256", str, where),
         inputs=[_tensor(t, f"{where}.inputs") for t in _require(data, "inputs", list, where)],
         outputs=[_tensor(t, f"{where}.outputs") for t in _require(data, "outputs", list, where)],
-        scale=None if data.get("scale") is None else float(data["scale"]),
-        edgetpu=EdgeTpuSpec(**tpu) if isinstance(tpu, dict) else None,
+        scale=None if data.get("scale") is None else float(_number(data, "scale", 0, where)),
+        edgetpu=_edgetpu(data.get("edgetpu"), f"{where}.edgetpu"),
     )
 
 
 def parse_manifest(data: dict[str, Any]) -> Manifest:
     where = "manifest"
     version = _require(data, "format_version", int, where)
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version != FORMAT_VERSION:
         raise ManifestError(
             f"manifest.format_version is {version}, this build reads {FORMAT_VERSION}: "
             "rebuild the models with the matching `edge-convert build`"
@@ -143,17 +173,22 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     for role in ROLES:
         if not any(spec.role == role for spec in models.values()):
             raise ManifestError(f"manifest.models: no model with role {role!r}")
+    pyramid = _require(data, "pyramid", dict, where)
+    _numbers(
+        _require(pyramid, "scales", list, "manifest.pyramid"), float, "manifest.pyramid.scales"
+    )
+    thresholds = _require(data, "thresholds", dict, where)
     return Manifest(
-        camera=[int(v) for v in _require(data, "camera", list, where)],
-        min_face=int(_require(data, "min_face", (int, float), where)),
-        pyramid=_require(data, "pyramid", dict, where),
+        camera=_numbers(_require(data, "camera", list, where), int, "manifest.camera", 2),
+        min_face=int(_number(data, "min_face", 0, where)),
+        pyramid=pyramid,
         preprocessing=_require(data, "preprocessing", dict, where),
-        thresholds={k: float(v) for k, v in _require(data, "thresholds", dict, where).items()},
+        thresholds={k: float(_number(thresholds, k, 0, "manifest.thresholds")) for k in thresholds},
         models=models,
         sources=data.get("sources", {}),
         converter=data.get("converter", {}),
         recognition=data.get("recognition", {}),
-        validation=data.get("validation", {}),
+        calibration=data.get("calibration", {}),
         created_utc=str(data.get("created_utc", "")),
         format_version=version,
     )

@@ -72,11 +72,6 @@ def test_iou_matrix_against_the_textbook_formula() -> None:
     assert iou_matrix(np.zeros((0, 4), np.float32), others).shape == (0, 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="boxes.nms drops the lowest-scoring box even when nothing overlaps it: it shifts "
-    "scores so the minimum is 0.0 and OpenCV keeps only scores > score_threshold 0.0",
-)
 def test_nms_matches_greedy_reference() -> None:
     rng = np.random.default_rng(2)
     for trial in range(20):
@@ -88,7 +83,6 @@ def test_nms_matches_greedy_reference() -> None:
         assert nms(boxes, scores, threshold, groups).tolist() == expected, trial
 
 
-@pytest.mark.xfail(strict=True, reason="boxes.nms drops the lowest-scoring box (see above)")
 def test_nms_keeps_a_lone_box() -> None:
     assert nms(np.array([[0, 0, 12, 12]], np.float32), np.array([0.9]), 0.5).tolist() == [0]
 

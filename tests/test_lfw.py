@@ -104,13 +104,11 @@ def test_missing_pair_list(tmp_path: Path) -> None:
 
 
 # Found while writing these tests; remove the markers once lfw.read_pairs is fixed.
-@pytest.mark.xfail(strict=True, reason="image_name's int() raises ValueError, not UserError")
 def test_a_non_numeric_image_number_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"bad\.txt:2"):
         read_pairs(write(tmp_path / "bad.txt", ["1", "Ann\tone\t2"]))
 
 
-@pytest.mark.xfail(strict=True, reason="read_pairs numbers lines after dropping blank ones")
 def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"bad\.txt:4:"):
         read_pairs(write(tmp_path / "bad.txt", ["1", "", "Ann\t1\t2", "Ann\t1"]))

@@ -79,7 +79,7 @@ SYNTHETIC = Manifest(
     sources={"mtcnn": {"version": "1.0.0"}},
     converter={"tensorflow": "2.21.0"},
     recognition={"threshold": 0.5, "aggregate": "best", "margin": 0.0},
-    validation={},
+    calibration={},
     created_utc="2025-01-01T00:00:00+00:00",
 )
 
@@ -172,9 +172,8 @@ def test_bad_manifest_names_the_key(case: str) -> None:
         assert fragment in str(raised.value)
 
 
-# Found while writing these tests: parse_manifest lets a TypeError or a plain ValueError out
-# for these, which Engine.open does not turn into a one-line UserError (it catches
-# ManifestError only), so `edge-app` prints a traceback. Remove the marker once fixed.
+# Malformed values must be ManifestErrors too: Engine.open turns only those into a one-line
+# UserError, anything else would reach the user as a traceback.
 UNCAUGHT = {
     "edgetpu block without sha256": (
         _put({"file": "rnet_edgetpu.tflite"}, "models", "rnet", "edgetpu"),
@@ -185,9 +184,6 @@ UNCAUGHT = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True, reason="manifest.py raises TypeError/ValueError here, not ManifestError"
-)
 @pytest.mark.parametrize("case", UNCAUGHT, ids=list(UNCAUGHT))
 def test_malformed_values_are_manifest_errors_too(case: str) -> None:
     change, key = UNCAUGHT[case]

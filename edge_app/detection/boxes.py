@@ -19,9 +19,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, groups: np.ndarray | 
     if len(boxes) == 0:
         return np.zeros((0,), np.int64)
     xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).astype(np.float64)
-    # OpenCV wants non-negative scores; only their order matters, and logits may be negative.
+    # OpenCV keeps scores strictly above its threshold (0 here) and wants them non-negative;
+    # only their order matters, and logits may be negative: shift them all to >= 1.
     scores = scores.astype(np.float64)
-    ranks = scores - scores.min()
+    ranks = scores - scores.min() + 1.0
     if groups is None:
         keep = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, iou)
     else:

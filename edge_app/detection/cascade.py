@@ -32,11 +32,15 @@ ONET_SIZE = 48
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Face-probability thresholds per stage and the NMS IoU limits between stages."""
+    """Face-probability thresholds per stage and the NMS IoU limits between stages.
+
+    The defaults are those of the `mtcnn` package whose weights these are (0.6, 0.7, 0.8);
+    the converter lowers the int8 ones just enough to keep what the float stages keep.
+    """
 
     pnet: float = 0.6
     rnet: float = 0.7
-    onet: float = 0.7
+    onet: float = 0.8
     nms_scale: float = 0.5
     nms_pnet: float = 0.7
     nms_rnet: float = 0.7
