@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_app.detection.boxes import clip, iou_matrix, nms, regress, square
+from edge_app.detection.boxes import clip, iou_matrix, nms, nms_nested, regress, square
 from edge_app.detection.crops import crop_resize
 from edge_app.detection.pyramid import PNET_CELL, build_levels, level_shape, pyramid_scales
 from edge_app.engine import Engine
@@ -56,6 +56,40 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, groups=N
 
 
 # ---------------------------------------------------------------------------- boxes
+
+
+def test_nms_nested_drops_a_box_inside_a_better_one() -> None:
+    boxes = np.array(
+        [[10, 10, 110, 110], [30, 30, 90, 90], [200, 0, 260, 60], [95, 95, 150, 150]], np.float32
+    )
+    scores = np.array([0.9, 0.95, 0.8, 0.7])
+    # the nested box scores higher, so the big one goes (its overlap with the small one,
+    # over the small one's area, is 1); the far box and the corner-touching box stay
+    kept = nms_nested(boxes, scores, 0.7).tolist()
+    assert kept == [1, 2, 3]
+    # plain IoU would have kept both nested boxes: 3600 / 10000 = 0.36
+    assert iou(boxes[0], boxes[1]) < 0.7
+
+
+def test_nms_nested_matches_the_fast_nms_definition() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        boxes = random_boxes(rng, int(rng.integers(1, 8)))
+        scores = rng.random(len(boxes))
+
+        def iomin(a: np.ndarray, b: np.ndarray) -> float:
+            w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+            h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+            return w * h / small
+
+        order = sorted(range(len(boxes)), key=lambda i: -scores[i])
+        fast = [
+            i
+            for n, i in enumerate(order)
+            if all(iomin(boxes[i], boxes[j]) <= 0.7 for j in order[:n])
+        ]
+        assert nms_nested(boxes, scores, 0.7).tolist() == fast
 
 
 def test_iou_matrix_against_the_textbook_formula() -> None:

@@ -31,6 +31,24 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, groups: np.ndarray | 
     return keep[np.argsort(-scores[keep], kind="stable")]
 
 
+def nms_nested(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Final-stage suppression by intersection over the *smaller* box, as the original MTCNN
+    does after O-Net: a box nested inside a better one is the same face, whatever its IoU.
+
+    "Fast NMS": a box goes when any higher-scoring box overlaps it, suppressed or not. At
+    O-Net's handful of boxes this equals the greedy pass in practice and needs no loop.
+    """
+    order = np.argsort(-scores, kind="stable")
+    ordered = boxes[order]
+    top_left = np.maximum(ordered[:, None, :2], ordered[None, :, :2])
+    bottom_right = np.minimum(ordered[:, None, 2:], ordered[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area = np.prod(ordered[:, 2:] - ordered[:, :2], axis=1)
+    overlap = inter / np.maximum(np.minimum(area[:, None], area[None, :]), 1e-9)
+    suppressed = np.triu(overlap > threshold, k=1).any(axis=0)
+    return order[~suppressed]
+
+
 def regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Apply the networks' box regression: each edge moves by a fraction of the box size."""
     size = np.tile(boxes[:, 2:] - boxes[:, :2], 2)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_app.adapters import ModelRunner
-from edge_app.detection.boxes import nms, regress, square
+from edge_app.detection.boxes import nms, nms_nested, regress, square
 from edge_app.detection.crops import crop_resize
 from edge_app.detection.pyramid import (
     DEFAULT_FACTOR,
@@ -188,6 +188,6 @@ class Cascade:
             axis=2,
         ).astype(np.float32)
         boxes = regress(boxes, offsets)
-        keep = nms(boxes, logits, t.nms_onet)
+        keep = nms_nested(boxes, logits, t.nms_onet)
         self.timings["onet"] = time.perf_counter() - start
         return Faces(boxes[keep], _sigmoid(logits[keep]), landmarks[keep])
