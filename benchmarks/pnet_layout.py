@@ -40,6 +40,7 @@ def shelf_layout(shapes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], 
     The canvas is as wide as the two largest levels side by side; levels fill shelves left
     to right, largest first, each shelf as tall as its first level.
     """
+
     def even(v: int) -> int:  # P-Net's stride is 2: keep every level on the output grid
         return v + v % 2
 
