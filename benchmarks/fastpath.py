@@ -1,0 +1,241 @@
+"""Fast-path prototypes, measured here before anything changes in edge_app/.
+
+Nothing in this module edits the project's files: each prototype patches a loaded engine (or
+the cascade module's reference to the pyramid builder) inside one benchmark process, so the
+harness can time it side by side with the unchanged pipeline on the same frames, and
+`python -m benchmarks.fastpath --accuracy` can check the LFW figure does not drop.
+
+Prototypes:
+  - octave pyramid: every P-Net level was an INTER_AREA resize of the full 640x480 frame (OpenCV's
+    generic area path, the frame read once per level). Halving first (OpenCV's fast exact 2x
+    path) and resizing each level from a reduction at least twice its size gives
+    near-identical pixels (mean absolute difference at most 1.6 grey levels) for about a
+    quarter of the cost.
+  - float cascade + int8 FaceNet: XNNPACK does not take int8 PRELU, so each int8 P/R/O-Net is
+    split into several delegate partitions with PRELU on TFLite's slower built-in kernels, and
+    the int8 cascade is slower than the float one on an x86 CPU. FaceNet has no PRELU and is
+    faster in int8. On a CPU-only machine the hybrid takes the faster of each.
+  - a door-suited minimum face size: fewer, smaller pyramid levels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_app.detection.pyramid import level_shape
+
+log = logging.getLogger(__name__)
+
+
+# Each level is resized from a 2x reduction at least HEADROOM times its own size, so every
+# output pixel still averages several source pixels: pixel differences to build_levels stay
+# at or below 1.6 grey levels on the smallest level (0 on the largest), where resizing from
+# the nearest reduction (headroom 1) reached 4.9 and cost 0.3 points of LFW accuracy.
+HEADROOM = 2.0
+
+
+def octave_levels(
+    frame: np.ndarray, scales: list[float], headroom: float = HEADROOM
+) -> list[tuple[float, np.ndarray]]:
+    """Pyramid levels resized from exact 2x reductions of the frame instead of the frame.
+
+    Same contract as edge_app.detection.pyramid.build_levels (sizes by level_shape, INTER_AREA
+    so no pixel is skipped); only the source image of each resize changes. OpenCV's INTER_AREA
+    has a fast path for an exact 2x reduction; the generic path used for 0.3x of a 640x480
+    frame reads the whole frame once per level. Halving stops at an odd side (15 -> 7 would
+    stretch the image).
+    """
+    height, width = frame.shape[:2]
+    octave_scale, octave = 1.0, frame
+    levels = []
+    for scale in sorted(scales, reverse=True):
+        while (
+            octave_scale / 2 >= scale * headroom
+            and octave.shape[0] % 2 == 0
+            and octave.shape[1] % 2 == 0
+        ):
+            octave = cv2.resize(
+                octave,
+                (octave.shape[1] // 2, octave.shape[0] // 2),
+                interpolation=cv2.INTER_AREA,
+            )
+            octave_scale /= 2
+        h, w = level_shape(width, height, scale)
+        levels.append((scale, cv2.resize(octave, (w, h), interpolation=cv2.INTER_AREA)))
+    order = {scale: i for i, scale in enumerate(scales)}
+    return sorted(levels, key=lambda level: order[level[0]])
+
+
+def use_octave_pyramid() -> None:
+    """Make the cascade build its pyramid with octave_levels (this process only)."""
+    from edge_app.detection import cascade
+
+    cascade.build_levels = octave_levels
+
+
+def hybrid_models(int8_models: Path, float_models: Path) -> Path:
+    """A models folder holding the float P/R/O-Net and the int8 FaceNet, with one manifest.
+
+    What a CPU-only Engine would load if it took the cascade from the float set: the float
+    FaceNet (94 MB) is never opened, so load time and peak RSS are the hybrid's own. Files
+    are symlinks; the manifest keeps each file's sha256, so Engine.open still verifies them.
+    """
+    import tempfile
+
+    cascade = json.loads((float_models / "manifest.json").read_text(encoding="utf-8"))
+    embedder = json.loads((int8_models / "manifest.json").read_text(encoding="utf-8"))
+    folder = Path(tempfile.mkdtemp(prefix="edge-hybrid-"))
+    models = {k: v for k, v in cascade["models"].items() if v["role"] != "facenet"}
+    models.update({k: v for k, v in embedder["models"].items() if v["role"] == "facenet"})
+    for spec in models.values():
+        source = (int8_models if spec["role"] == "facenet" else float_models) / spec["file"]
+        (folder / spec["file"]).symlink_to(source.resolve())
+    manifest = {**cascade, "models": models}
+    manifest["preprocessing"] = embedder["preprocessing"]
+    manifest["recognition"] = embedder.get("recognition", {})
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return folder
+
+
+def open_variant(variant: str, int8_models: Path, float_models: Path, threads: int):
+    """An Engine for one named variant: int8, float, octave, hybrid, minface60, minface80."""
+    from edge_app.engine import Engine
+
+    if variant == "float":
+        return Engine.open(float_models, backend="cpu", threads=threads)
+    if variant == "hybrid":
+        use_octave_pyramid()
+        return Engine.open(hybrid_models(int8_models, float_models), backend="cpu", threads=threads)
+    if variant == "octave":
+        use_octave_pyramid()
+        return Engine.open(int8_models, backend="cpu", threads=threads)
+    if variant.startswith("minface"):
+        return Engine.open(
+            int8_models, backend="cpu", threads=threads, min_face=float(variant[len("minface") :])
+        )
+    if variant == "int8":
+        return Engine.open(int8_models, backend="cpu", threads=threads)
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def lfw_accuracy(variant: str, int8_models: Path, float_models: Path, data: Path) -> dict:
+    """The engine issue's LFW figure for one variant: DevTest accuracy, DevTrain threshold."""
+    from edge_app.evaluate import evaluate_lfw
+
+    engine = open_variant(variant, int8_models, float_models, threads=2)
+    lfw = data / "lfw"
+    start = time.perf_counter()
+    result = evaluate_lfw(
+        engine, lfw / "pairsDevTest.txt", lfw / "images", train_file=lfw / "pairsDevTrain.txt"
+    )
+    from benchmarks.run import provenance
+
+    return {
+        "variant": variant,
+        "git_commit": provenance(int8_models)["git_commit"],
+        "models": f"{int8_models}, {float_models}",
+        "accuracy": result.accuracy,
+        "accuracy_std": result.accuracy_std,
+        "val_at_far_1e_3": result.val_at_far_1e_3,
+        "no_face_images": result.no_face_images,
+        "images": result.images,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def batch_ready_copy(source: Path, target: Path) -> None:
+    """A copy of an R-Net/O-Net .tflite whose flatten RESHAPE takes any batch (-1, not 1).
+
+    The converter exports batch 1 (what the Edge TPU needs), and XNNPACK then refuses to
+    resize the input to N crops. Patching the constant is enough to time batched invocations
+    here; the real change belongs in the converter's CPU export.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(source))
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) != 22:  # RESHAPE
+            continue
+        buffer = model.buffers[graph.tensors[op.inputs[1]].buffer]
+        shape = np.frombuffer(bytes(buffer.data), np.int32).copy()
+        shape[0] = -1
+        buffer.data = np.frombuffer(shape.tobytes(), np.uint8)
+        options = op.builtinOptions
+        if options is not None and getattr(options, "newShape", None) is not None:
+            options.newShape = np.array([-1, *list(options.newShape)[1:]])
+    flatbuffer_utils.write_model(model, str(target))
+
+
+def batching(int8_models: Path, float_models: Path, threads: int, repeats: int) -> dict:
+    """ms per crop for R-Net and O-Net invoked one crop at a time vs N crops in one call."""
+    import tempfile
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    out: dict = {}
+    folder = Path(tempfile.mkdtemp(prefix="edge-batch-"))
+    for kind, models in (("int8", int8_models), ("float", float_models)):
+        if not (models / "manifest.json").is_file():
+            continue
+        for name in ("rnet", "onet"):
+            patched = folder / f"{kind}-{name}.tflite"
+            batch_ready_copy(models / f"{name}.tflite", patched)
+            for batch in (1, 8, 32, 128):
+                interpreter = Interpreter(model_path=str(patched), num_threads=threads)
+                detail = interpreter.get_input_details()[0]
+                shape = [batch, *detail["shape"][1:]]
+                interpreter.resize_tensor_input(detail["index"], shape, strict=False)
+                interpreter.allocate_tensors()
+                pixels = np.random.default_rng(0).integers(0, 256, shape).astype(detail["dtype"])
+                times = []
+                for step in range(repeats + 2):
+                    start = time.perf_counter()
+                    interpreter.set_tensor(detail["index"], pixels)
+                    interpreter.invoke()
+                    if step >= 2:
+                        times.append((time.perf_counter() - start) / batch)
+                key = f"{kind}_{name}"
+                out.setdefault(key, {})[str(batch)] = 1000 * float(np.median(times))
+    return out
+
+
+def main() -> None:
+    """`--accuracy VARIANT`: one variant per process, since the pyramid patch is process-wide."""
+    from benchmarks.run import default_paths
+
+    paths = default_paths()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accuracy", help="LFW check of one variant: int8, octave, hybrid, ...")
+    parser.add_argument("--batching", action="store_true", help="time batched R-Net/O-Net")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", type=Path, default=paths["models"])
+    parser.add_argument("--float-models", type=Path, default=paths["float_models"])
+    parser.add_argument("--data", type=Path, default=paths["data"])
+    parser.add_argument("--out", type=Path, help="append the result as one JSON line here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cv2.setNumThreads(args.threads)
+    if args.batching:
+        print(json.dumps(batching(args.models, args.float_models, args.threads, 20)))
+        return
+    if not args.accuracy:
+        parser.error("give --accuracy VARIANT or --batching")
+    result = lfw_accuracy(args.accuracy, args.models, args.float_models, args.data)
+    line = json.dumps(result)
+    print(line)
+    if args.out:
+        with args.out.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,609 @@
+"""`make bench`: our pipeline and its peers on the same frames, in one interleaved run.
+
+    .venv-bench/bin/python -m benchmarks.run            # full run (~10 min on 2 cores)
+    .venv-bench/bin/python -m benchmarks.run --quick    # smoke run (~2 min)
+
+Writes benchmarks/results.json, docs/BENCHMARKS.md and docs/benchmarks.png.
+
+Why it is built this way:
+  - every system runs in its own worker process (benchmarks/worker.py), kept alive for the
+    whole run and asked for one short block of frames at a time, round robin, in a rotating
+    order: the machine is shared, and a burst of someone else's work then slows every system
+    about equally instead of whichever one happened to be running;
+  - ratios to ours are computed round by round (same minute, same load) and summarised by
+    their median and p10-p90 over rounds;
+  - load time and peak RSS come from separate fresh processes (--rss), and the daemon's peak
+    RSS from the real `edge-app run` on a folder of frames (its own VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import frames as frame_sets
+from benchmarks.stats import block_fps, summary
+
+REPO = Path(__file__).resolve().parents[1]
+CONDITIONS = frame_sets.CONDITIONS
+# system -> modes; ours-int8 also runs the daemon's tracking loop
+PLAN: dict[str, tuple[str, ...]] = {
+    "ours-int8": ("detect", "e2e", "track"),
+    "ours-edgetpu": ("detect", "e2e", "track"),
+    "ours-float": ("detect", "e2e"),
+    "proto-octave": ("detect", "e2e"),
+    "proto-hybrid": ("detect", "e2e", "track"),
+    "proto-minface80": ("detect", "e2e"),
+    "facenet-pytorch": ("detect", "e2e"),
+    "mtcnn": ("detect",),
+    "dlib": ("detect", "e2e"),
+}
+TRACK_WARMUP_FRAMES = 20  # two refresh periods: tracks are settled before timing starts
+
+
+def default_paths() -> dict[str, Path]:
+    """Models and data where a source checkout has them (the Makefile passes the same)."""
+    from edge_app.paths import SHARED_DATA, default_models_dir
+
+    models = default_models_dir()
+    return {"models": models, "float_models": models.parent / "float", "data": SHARED_DATA}
+
+
+def worker_env(threads: int) -> dict[str, str]:
+    """One thread count for every library; OpenBLAS kernel overrides removed (they slow numpy
+    and are a property of this workplace, not of any system under test)."""
+    env = dict(os.environ)
+    for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        env.pop(key, None)
+    for key in (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+    ):
+        env[key] = str(threads)
+    env["TF_NUM_INTEROP_THREADS"] = "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # Idle OpenMP threads sleep instead of spinning. With the default spin, a torch worker on a
+    # shared 2-core machine stalled for up to a second per frame whenever another process held
+    # a core (facenet-pytorch's detector: 32 ms median passive, spikes to 1,100 ms active).
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+class Worker:
+    """A serving worker process and its JSON-lines channel."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log.open("w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+        line = self.process.stdout.readline()
+        self.hello: dict[str, Any] = (
+            json.loads(line) if line else {"ok": False, "error": f"worker died, see {log}"}
+        )
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker died; see {self.log.name}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write('{"cmd": "quit"}\n')
+                self.process.stdin.flush()
+                self.process.wait(timeout=30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def edgetpu_status(models: Path, env: dict[str, str]) -> str:
+    """'available', or why the Edge TPU models cannot be measured on this machine."""
+    probe = (
+        "import json,sys\n"
+        "from pathlib import Path\n"
+        "from edge_app.manifest import load_manifest\n"
+        "from edge_app.runtime import select_backend\n"
+        f"m = load_manifest(Path({str(models)!r}))\n"
+        "if any(s.edgetpu is None for s in m.models.values()):\n"
+        "    print('the manifest has no Edge TPU models (edgetpu_compiler not run)'); sys.exit()\n"
+        "try:\n"
+        "    select_backend('edgetpu')\n"
+        "except Exception as e:\n"
+        "    print(str(e).split('. Install')[0]); sys.exit()\n"
+        "print('available')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    lines = result.stdout.strip().splitlines()
+    return lines[-1] if lines else f"probe failed: {result.stderr.strip()[-200:]}"
+
+
+def worker_command(system: str, args: argparse.Namespace, frames: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.worker",
+        system,
+        "--frames",
+        str(frames),
+        "--models",
+        str(args.models),
+        "--float-models",
+        str(args.float_models),
+        "--threads",
+        str(args.threads),
+        "--min-face",
+        str(args.min_face),
+    ]
+
+
+def rss_runs(
+    system: str, args: argparse.Namespace, frames: Path, env: dict[str, str], logs: Path
+) -> dict[str, Any]:
+    """Fresh processes: import and load seconds, and peak RSS after a few frames."""
+    runs = []
+    for attempt in range(args.rss_repeats):
+        log = logs / f"rss-{system}-{attempt}.log"
+        with log.open("w", encoding="utf-8") as stderr:
+            result = subprocess.run(
+                [*worker_command(system, args, frames), "--rss", "5"],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+                cwd=REPO,
+            )
+        if result.returncode != 0 or not result.stdout.strip():
+            return {"error": f"exit {result.returncode}, see {log}"}
+        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return {
+        "runs": len(runs),
+        "import_seconds": summary([r["import_seconds"] for r in runs]),
+        "load_seconds": summary([r["load_seconds"] for r in runs]),
+        "peak_rss_mb": summary([r["vm"]["VmHWM"] / 1024 for r in runs]),
+        "mode": runs[0]["mode"],
+    }
+
+
+def daemon_rss(
+    args: argparse.Namespace, frame_set: frame_sets.FrameSet, env: dict[str, str], work: Path
+) -> dict[str, Any]:
+    """The real `edge-app run` on a folder of 1280x960 frames (the daemon's default capture:
+    detection on the 640x480 lores view, embedding from the full frame), tracking on, one
+    person enrolled; peak RSS is the daemon process's own VmHWM."""
+    import cv2
+
+    folder = work / "daemon-frames"
+    folder.mkdir()
+    index = 0
+    for condition, repeat in (("0", 1), ("1", 2), ("3", 2)):
+        for _ in range(repeat):
+            for frame in frame_set.frames[condition][: args.daemon_frames]:
+                big = cv2.resize(frame, (1280, 960), interpolation=cv2.INTER_LINEAR)
+                cv2.imwrite(str(folder / f"{index:04d}.png"), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+                index += 1
+    gallery = work / "daemon-gallery.db"
+    enroll = (
+        "import sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from benchmarks.systems import Ours\n"
+        f"s = Ours('ours-int8', 'int8', Path({str(args.models)!r}), Path('.'), "
+        f"{args.threads}, '')\n"
+        f"s._gallery_path = Path({str(gallery)!r})\n"
+        "s.load()\n"
+        f"s.enroll(np.load({str(work / 'frames' / 'enroll.npy')!r}), {frame_set.enrolled_name!r})\n"
+        "print(s.threshold())\n"
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", enroll], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    if made.returncode != 0:
+        return {"error": f"enrolment failed: {made.stderr.strip()[-300:]}"}
+    threshold = float(made.stdout.strip().splitlines()[-1])
+    config = work / "daemon.toml"
+    config.write_text(
+        f'[camera]\nsource = "{folder}"\nwidth = 1280\nheight = 960\n'
+        "lores_width = 640\nlores_height = 480\n"
+        f'[models]\ndir = "{args.models}"\nbackend = "cpu"\nthreads = {args.threads}\n'
+        f"[recognition]\nthreshold = {threshold}\n"
+        f'[gallery]\npath = "{gallery}"\n'
+        '[gpio]\nfactory = "mock"\n'
+        '[events]\ndb = ""\n',
+        encoding="utf-8",
+    )
+    log = work / "daemon.log"
+    peak = work / "daemon-vmhwm.txt"
+    # VmHWM is read by the daemon's own process as `edge-app run` returns: wait4's ru_maxrss
+    # would also count the parent's pages at fork time (Linux carries the pre-exec high-water
+    # mark into the child), which made a 185 MB daemon read as 317 MB here.
+    wrapper = (
+        "import sys\n"
+        "from edge_app.cli import main\n"
+        "code = main(sys.argv[2:])\n"
+        "status = open('/proc/self/status').read().splitlines()\n"
+        "hwm = [line.split()[1] for line in status if line.startswith('VmHWM')][0]\n"
+        "open(sys.argv[1], 'w').write(hwm)\n"
+        "sys.exit(code)\n"
+    )
+    command = [sys.executable, "-c", wrapper, str(peak), "-v", "run", "--config", str(config)]
+    start = time.perf_counter()
+    with log.open("w", encoding="utf-8") as stderr:
+        process = subprocess.run(command, stdout=stderr, stderr=stderr, env=env, cwd=REPO)
+    elapsed = time.perf_counter() - start
+    text = log.read_text(encoding="utf-8", errors="replace")
+    metrics = re.findall(r"metrics (frames=.*)", text)
+    fields = dict(re.findall(r"(\w+)=([\d.]+)", metrics[-1])) if metrics else {}
+    return {
+        "exit_code": process.returncode,
+        "frames": index,
+        "capture": [1280, 960],
+        "detection": [640, 480],
+        "peak_rss_mb": int(peak.read_text()) / 1024 if peak.is_file() else None,
+        "wall_seconds": elapsed,
+        "metrics": fields,
+        "log": str(log) if process.returncode else None,
+    }
+
+
+def run_rounds(
+    workers: dict[str, Worker], args: argparse.Namespace
+) -> dict[str, dict[str, dict[str, list]]]:
+    """Round-robin blocks; raw per-round data by system, mode and condition."""
+    raw: dict[str, dict[str, dict[str, list]]] = {}
+    for name, worker in workers.items():
+        if "track" in PLAN[name]:
+            for condition in CONDITIONS:
+                worker.ask(
+                    {
+                        "cmd": "block",
+                        "mode": "track",
+                        "condition": condition,
+                        "count": TRACK_WARMUP_FRAMES,
+                    }
+                )
+    tasks = [(name, mode) for name in workers for mode in PLAN[name]]
+    for round_index in range(args.rounds):
+        shift = round_index % len(tasks)
+        order = tasks[shift:] + tasks[:shift]
+        started = time.perf_counter()
+        for name, mode in order:
+            for condition in CONDITIONS:
+                count = args.track_block if mode == "track" else args.block
+                reply = workers[name].ask(
+                    {"cmd": "block", "mode": mode, "condition": condition, "count": count}
+                )
+                raw.setdefault(name, {}).setdefault(mode, {}).setdefault(condition, []).append(
+                    reply
+                )
+        print(f"round {round_index + 1}/{args.rounds}: {time.perf_counter() - started:.0f} s")
+    return raw
+
+
+def round_fps(block: dict[str, Any], mode: str) -> float:
+    """One round's frames per second: 1 / median frame time for detection and end to end (a
+    burst of someone else's work on a shared machine moves the median little); the block's
+    total for tracking, whose steady state is the cheap frames plus the periodic re-embedding."""
+    seconds = block["seconds"]
+    if mode == "track":
+        return float(len(seconds) / sum(seconds))
+    return float(1.0 / np.median(seconds))
+
+
+def summarise(raw: dict[str, dict[str, dict[str, list]]], args: argparse.Namespace) -> dict:
+    """Per system, mode and condition: latency, fps, CPU time, faces found, stages."""
+    out: dict[str, Any] = {}
+    for name, modes in raw.items():
+        for mode, conditions in modes.items():
+            for condition, blocks in conditions.items():
+                seconds = [s for b in blocks for s in b["seconds"]]
+                faces = [f for b in blocks for f in b["faces"]]
+                latency = summary([1000 * s for s in seconds])
+                if mode == "track":
+                    fps = summary(block_fps(seconds, args.track_block))
+                else:  # the fps of the median frame, spread from the p90/p10 frames
+                    fps = {
+                        "n": latency["n"],
+                        "median": 1000 / latency["median"],
+                        "p10": 1000 / latency["p90"],
+                        "p90": 1000 / latency["p10"],
+                    }
+                entry: dict[str, Any] = {
+                    "latency_ms": latency,
+                    "cpu_ms": summary([1000 * c for b in blocks for c in b["cpu_seconds"]]),
+                    "fps": fps,
+                    "fps_per_round": [round_fps(b, mode) for b in blocks],
+                    "loadavg": [b["loadavg"] for b in blocks],
+                    "faces": {
+                        "median": float(np.median(faces)),
+                        "min": int(min(faces)),
+                        "max": int(max(faces)),
+                    },
+                }
+                if mode == "e2e":
+                    stages: dict[str, list[float]] = {}
+                    for b in blocks:
+                        for stage, values in b["stages"].items():
+                            stages.setdefault(stage, []).extend(values)
+                    entry["stages_ms"] = {
+                        stage: summary([1000 * v for v in values])
+                        for stage, values in stages.items()
+                    }
+                if mode == "track":
+                    embedded = [e for b in blocks for e in b["embedded"]]
+                    entry["embeddings_per_frame"] = float(np.mean(embedded))
+                out.setdefault(name, {}).setdefault(mode, {})[condition] = entry
+    return out
+
+
+def ratios(summaries: dict, baseline: str = "ours-int8") -> dict[str, Any]:
+    """fps(system) / fps(peer) per round, then median and p10-p90 over rounds."""
+    result: dict[str, Any] = {}
+    ours = summaries.get(baseline, {})
+    for name, modes in summaries.items():
+        if name == baseline:
+            continue
+        for mode, conditions in modes.items():
+            for condition, entry in conditions.items():
+                mine = ours.get(mode, {}).get(condition)
+                if mine is None:
+                    continue
+                per_round = [
+                    a / b
+                    for a, b in zip(mine["fps_per_round"], entry["fps_per_round"], strict=False)
+                ]
+                result.setdefault(name, {}).setdefault(mode, {})[condition] = summary(per_round)
+    return result
+
+
+def delegation(models: Path, float_models: Path, threads: int, repeats: int) -> dict[str, Any]:
+    """Per model: XNNPACK partitions and ms per invoke, int8 and float, on one input.
+
+    Why int8 P/R/O-Net are slower than float on a CPU: XNNPACK leaves int8 PRELU to TFLite's
+    built-in kernels, so each PRELU splits the graph into another delegate partition.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    out: dict[str, Any] = {}
+    for kind, folder in (("int8", models), ("float", float_models)):
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            continue
+        specs = json.loads(manifest.read_text(encoding="utf-8"))["models"]
+        for key in ("pnet_0", "rnet", "onet", "facenet"):
+            if key not in specs:
+                continue
+            interpreter = Interpreter(
+                model_path=str(folder / specs[key]["file"]), num_threads=threads
+            )
+            interpreter.allocate_tensors()
+            ops = [op["op_name"] for op in interpreter._get_ops_details()]
+            detail = interpreter.get_input_details()[0]
+            pixels = np.random.default_rng(0).integers(0, 256, detail["shape"])
+            pixels = pixels.astype(detail["dtype"])
+            times = []
+            for step in range(repeats + 3):
+                start = time.perf_counter()
+                interpreter.set_tensor(detail["index"], pixels)
+                interpreter.invoke()
+                if step >= 3:
+                    times.append(1000 * (time.perf_counter() - start))
+            out.setdefault(key, {})[kind] = {
+                "partitions": ops.count("DELEGATE"),
+                "prelu_ops": ops.count("PRELU"),
+                "ms": summary(times),
+            }
+    return out
+
+
+def provenance(models: Path) -> dict[str, Any]:
+    """Which code and which model files produced the numbers."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", "edge_app", "models"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout.split("\n")
+    manifest = json.loads((models / "manifest.json").read_text(encoding="utf-8"))
+    return {
+        "git_commit": commit or None,
+        "uncommitted": [line[3:] for line in changed if line.strip()],
+        "model_sha256": {name: spec["sha256"][:12] for name, spec in manifest["models"].items()},
+        "thresholds": manifest.get("thresholds", {}),
+    }
+
+
+def machine(loadavg_start: tuple[float, float, float]) -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "loadavg_start": list(loadavg_start),
+    }
+
+
+def main() -> None:
+    paths = default_paths()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, short blocks")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--block", type=int, default=10, help="frames per block")
+    parser.add_argument("--track-block", type=int, default=10, help="= tracking.refresh_frames")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-face", type=int, default=40)
+    parser.add_argument("--rss-repeats", type=int, default=2)
+    parser.add_argument("--daemon-frames", type=int, default=20)
+    parser.add_argument("--systems", nargs="*", default=list(PLAN), help="subset to run")
+    parser.add_argument("--models", type=Path, default=paths["models"])
+    parser.add_argument("--float-models", type=Path, default=paths["float_models"])
+    parser.add_argument("--data", type=Path, default=paths["data"])
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
+    parser.add_argument("--docs", type=Path, default=REPO / "docs")
+    parser.add_argument("--no-docs", action="store_true", help="results.json only")
+    parser.add_argument(
+        "--models-note", help="how the docs name the models (default: the --models path)"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.block, args.rss_repeats, args.daemon_frames = 1, 5, 1, 5
+    for path, what in ((args.models, "int8 models"), (args.data / "lfw", "LFW images")):
+        if not path.exists():
+            sys.exit(f"{what} not found at {path}: pass --models/--data")
+
+    loadavg_start = os.getloadavg()
+    env = worker_env(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    logs = work / "logs"
+    logs.mkdir()
+    print(f"work folder {work}")
+    frame_set = frame_sets.build(args.data)
+    frame_sets.save(frame_set, work / "frames")
+    started = time.perf_counter()
+
+    skipped: dict[str, str] = {}
+    systems = [s for s in PLAN if s in args.systems]
+    if "ours-edgetpu" in systems:
+        status = edgetpu_status(args.models, env)
+        if status != "available":
+            systems.remove("ours-edgetpu")
+            skipped["ours-edgetpu"] = status
+    if "ours-float" in systems and not (args.float_models / "manifest.json").is_file():
+        for name in ("ours-float", "proto-hybrid"):
+            if name in systems:
+                systems.remove(name)
+                skipped[name] = f"no float models at {args.float_models} (edge-convert build)"
+
+    workers: dict[str, Worker] = {}
+    loads: dict[str, Any] = {}
+    try:
+        for name in systems:
+            worker = Worker(name, worker_command(name, args, work / "frames"), env, logs / name)
+            if worker.hello.get("ok"):
+                workers[name] = worker
+                loads[name] = worker.hello
+                print(f"loaded {name}: {worker.hello['load_seconds']:.2f} s")
+            else:
+                skipped[name] = worker.hello.get("error", "failed to load")
+                print(f"skipped {name}: {skipped[name]}")
+                worker.close()
+        raw = run_rounds(workers, args)
+        matching = {}
+        if "ours-int8" in workers:
+            for people in (1, 100):
+                for probes in (1, 3):
+                    reply = workers["ours-int8"].ask(
+                        {"cmd": "matching", "people": people, "probes": probes, "repeats": 300}
+                    )
+                    matching[f"{people}p_{probes}f"] = summary([1000 * s for s in reply["seconds"]])
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+    summaries = summarise(raw, args)
+    delegate = delegation(args.models, args.float_models, args.threads, 20 if args.quick else 50)
+    batched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.fastpath",
+            "--batching",
+            "--models",
+            str(args.models),
+            "--float-models",
+            str(args.float_models),
+            "--threads",
+            str(args.threads),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    batching = (
+        json.loads(batched.stdout.strip().splitlines()[-1]) if batched.returncode == 0 else {}
+    )
+    rss = {name: rss_runs(name, args, work / "frames", env, logs) for name in workers}
+    daemon = daemon_rss(args, frame_set, env, work) if "ours-int8" in workers else {}
+    results = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
+        "machine": {**machine(loadavg_start), "loadavg_end": list(os.getloadavg())},
+        "settings": {
+            "threads": args.threads,
+            "min_face": args.min_face,
+            "rounds": args.rounds,
+            "block": args.block,
+            "track_block": args.track_block,
+            "frame_size": list(frame_sets.SIZE),
+            "frames_per_condition": len(frame_set.frames["0"]),
+            "people": frame_set.people,
+            "models": args.models_note or str(args.models),
+            "float_models": str(args.float_models),
+            **provenance(args.models),
+        },
+        "systems": {name: loads[name]["info"] for name in workers},
+        "skipped": skipped,
+        "load": {
+            name: {k: loads[name][k] for k in ("import_seconds", "load_seconds")}
+            for name in workers
+        },
+        "results": summaries,
+        "ratios": ratios(summaries),
+        "ratios_hybrid": ratios(summaries, baseline="proto-hybrid"),
+        "matching_ms": matching,
+        "delegation": delegate,
+        "batching_ms_per_crop": batching,
+        "rss": rss,
+        "daemon": daemon,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} ({results['wall_seconds']:.0f} s)")
+    if not args.no_docs:
+        from benchmarks import report
+
+        report.write(results, args.docs, accuracy=REPO / "benchmarks" / "accuracy.json")
+
+
+if __name__ == "__main__":
+    main()
