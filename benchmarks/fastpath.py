@@ -21,8 +21,10 @@ Prototypes:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -92,6 +94,7 @@ def hybrid_models(int8_models: Path, float_models: Path) -> Path:
     cascade = json.loads((float_models / "manifest.json").read_text(encoding="utf-8"))
     embedder = json.loads((int8_models / "manifest.json").read_text(encoding="utf-8"))
     folder = Path(tempfile.mkdtemp(prefix="edge-hybrid-"))
+    atexit.register(shutil.rmtree, folder, True)
     models = {k: v for k, v in cascade["models"].items() if v["role"] != "facenet"}
     models.update({k: v for k, v in embedder["models"].items() if v["role"] == "facenet"})
     for spec in models.values():
@@ -183,6 +186,7 @@ def batching(int8_models: Path, float_models: Path, threads: int, repeats: int) 
 
     out: dict = {}
     folder = Path(tempfile.mkdtemp(prefix="edge-batch-"))
+    atexit.register(shutil.rmtree, folder, True)
     for kind, models in (("int8", int8_models), ("float", float_models)):
         if not (models / "manifest.json").is_file():
             continue

@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -480,6 +481,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     parser.add_argument("--no-docs", action="store_true", help="results.json only")
+    parser.add_argument("--keep-work", action="store_true", help="keep frames and worker logs")
     parser.add_argument(
         "--models-note", help="how the docs name the models (default: the --models path)"
     )
@@ -599,6 +601,15 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({results['wall_seconds']:.0f} s)")
+    failed = (
+        set(skipped) & set(PLAN) - {"ours-edgetpu", "ours-float", "proto-hybrid"}
+        or daemon.get("exit_code")
+        or any("error" in r for r in rss.values())
+    )
+    if args.keep_work or failed:
+        print(f"kept {work} (frames, worker and daemon logs)")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     if not args.no_docs:
         from benchmarks import report
 

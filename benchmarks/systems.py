@@ -8,7 +8,9 @@ them from sharing, and keeps each peak RSS the system's own.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -96,6 +98,7 @@ class Ours(BenchSystem):
         self.matcher: Any = None
         self._daemons: dict[str, Any] = {}
         self._workdir = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+        atexit.register(shutil.rmtree, self._workdir, True)
         self._gallery_path = self._workdir / "gallery.db"
 
     def prepare(self) -> None:
