@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
-.PHONY: demo test quick lint format models validate eval bench clean
+.PHONY: demo test quick lint format models validate eval bench bench-accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,5 +53,34 @@ eval: $(VENV)/.dev
 	$(BIN)/edge-app eval lfw $(LFW_ARGS) --backend cpu --json docs/lfw_int8.json
 	$(BIN)/edge-app eval lfw $(LFW_ARGS) --reference float --json docs/lfw_float.json
 
+# Benchmarks (docs/BENCHMARKS.md): ours and its peers, same frames, one interleaved run. The
+# peers (torch, facenet-pytorch, dlib) and matplotlib live in .venv-bench only: .venv stays light.
+BENCH_VENV := .venv-bench
+BENCH_BIN := $(BENCH_VENV)/bin
+
+$(BENCH_BIN)/python:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/pip install --quiet --upgrade pip
+
+$(BENCH_VENV)/.ready: pyproject.toml benchmarks/requirements-peers.txt \
+		benchmarks/requirements-peers-nodeps.txt | $(BENCH_BIN)/python
+	$(BENCH_BIN)/pip install --quiet -e '.[converter,dev]' -r benchmarks/requirements-peers.txt
+	$(BENCH_BIN)/pip install --quiet --no-deps -r benchmarks/requirements-peers-nodeps.txt
+	touch $@
+
+# 5-8 minutes on 2 cores (QUICK=1: about 2). Writes benchmarks/results.json, docs/BENCHMARKS.md
+# and docs/benchmarks.png. The float rows need models/float (`make models` builds it).
+bench: $(BENCH_VENV)/.ready
+	$(BENCH_BIN)/python -m benchmarks.run --data $(SHARED) $(if $(QUICK),--quick)
+
+# LFW DevTest accuracy of the fast-path prototypes against the shipped pipeline (about 6 min).
+bench-accuracy: $(BENCH_VENV)/.ready
+	rm -f benchmarks/accuracy.json
+	for variant in int8 octave hybrid; do \
+		$(BENCH_BIN)/python -m benchmarks.fastpath --accuracy $$variant --data $(SHARED) \
+			--out benchmarks/accuracy.json || exit 1; \
+	done
+	$(BENCH_BIN)/python -m benchmarks.report
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .ruff_cache
