@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from converter import __version__
+from edge_app.cli import dispatch
 from edge_app.logs import setup_logging
 from edge_app.paths import REPO_MODELS, SHARED_DATA
 
@@ -187,13 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from converter.errors import CONVERTER_ERRORS  # noqa: PLC0415
 
-    try:
-        return int(args.handler(args) or 0)
-    except CONVERTER_ERRORS as error:
-        log.error("%s", error)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return dispatch(args, CONVERTER_ERRORS)
 
 
 if __name__ == "__main__":

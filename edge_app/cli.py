@@ -38,16 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(-1 if args.quiet else args.verbose)
+def dispatch(
+    args: argparse.Namespace, errors: tuple[type[BaseException], ...] = (UserError,)
+) -> int:
+    """Run the chosen subcommand. Errors the user can fix become one log line and exit 2,
+    Ctrl-C exits 130; anything else is a bug and keeps its traceback."""
     try:
         return int(args.handler(args) or 0)
-    except UserError as error:
+    except errors as error:
         log.error("%s", error)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    return dispatch(args)
 
 
 if __name__ == "__main__":

@@ -22,30 +22,18 @@ from pathlib import Path
 import pytest
 from clips import Clip, Visit, build_clip
 from gpiozero.pins.mock import MockFactory
+from lfw_photos import NEEDS_LFW_AND_MODELS, lfw
 
 from edge_app.config import Config, apply_overrides, load_config, parse_config
 from edge_app.daemon import Daemon
 from edge_app.events import read_events
-from edge_app.paths import INSTALLED_MODELS, REPO_MODELS, REPO_ROOT, SHARED_DATA, default_models_dir
+from edge_app.paths import REPO_ROOT
 
-LFW = SHARED_DATA / "lfw" / "images"
-MODELS = default_models_dir()
 PIN = 17
 PULSE = 0.5
 ENROLLED = "Ricardo Lagos"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not LFW.is_dir(), reason=f"LFW photos not found at {LFW}"),
-    pytest.mark.skipif(
-        not (MODELS / "manifest.json").is_file(),
-        reason=f"no built models in {REPO_MODELS} or {INSTALLED_MODELS}: run `make models`",
-    ),
-]
-
-
-def lfw(name: str, number: int) -> Path:
-    return LFW / name / f"{name}_{number:04d}.jpg"
+pytestmark = [pytest.mark.slow, *NEEDS_LFW_AND_MODELS]
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from lfw_photos import NEEDS_LFW_AND_MODELS, lfw
 
 from edge_app.commands import enroll as enroll_command
 from edge_app.commands import gallery as gallery_command
@@ -24,24 +25,12 @@ from edge_app.errors import UserError
 from edge_app.gallery import Gallery
 from edge_app.images import read_image
 from edge_app.matching import Matcher, MatchSettings
-from edge_app.paths import INSTALLED_MODELS, REPO_MODELS, SHARED_DATA, default_models_dir
+from edge_app.paths import SHARED_DATA
 from edge_app.quality import Reason
 
-LFW = SHARED_DATA / "lfw" / "images"
 NEGATIVES = SHARED_DATA / "detection" / "negatives"
-MODELS = default_models_dir()
 
-pytestmark = [
-    pytest.mark.skipif(not LFW.is_dir(), reason=f"LFW photos not found at {LFW}"),
-    pytest.mark.skipif(
-        not (MODELS / "manifest.json").is_file(),
-        reason=f"no built models in {REPO_MODELS} or {INSTALLED_MODELS}: run `make models`",
-    ),
-]
-
-
-def lfw(name: str, number: int) -> Path:
-    return LFW / name / f"{name}_{number:04d}.jpg"
+pytestmark = [*NEEDS_LFW_AND_MODELS]
 
 
 def digest(path: Path) -> str:
