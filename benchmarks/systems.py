@@ -190,20 +190,6 @@ class Ours(BenchSystem):
         self._count_faces()
         return daemon
 
-    def _count_faces(self) -> None:
-        """Keep the engine's last detections, so tracking mode can report faces per frame."""
-        engine = self.engine
-        if getattr(engine, "last_faces", None) is not None:
-            return
-        detect = engine.detect
-
-        def counted(frame: np.ndarray):
-            engine.last_faces = detect(frame)
-            return engine.last_faces
-
-        engine.last_faces = ()
-        engine.detect = counted
-
     def track(self, frame: np.ndarray, condition: str, index: int) -> tuple[int, int]:
         """The daemon's own per-frame step (Daemon._process) and its per-frame gallery check."""
         from edge_app.camera import Frame
