@@ -63,7 +63,7 @@ def door_frames(
     width, height = camera
     rng = np.random.default_rng(seed)
     frames = []
-    for _ in tqdm(range(count), desc="door frames", unit="frame", leave=False):
+    for _ in tqdm(range(count), desc="door frames", unit="frame", leave=False, disable=None):
         picks = rng.choice(len(paths), size=3, replace=False)
         try:
             frame = _cover(read_image(paths[picks[0]]), width, height)
@@ -96,7 +96,7 @@ def cascade_inputs(
 
     engine.cascade.record = record
     try:
-        for frame in tqdm(frames, desc="float cascade", unit="frame", leave=False):
+        for frame in tqdm(frames, desc="float cascade", unit="frame", leave=False, disable=None):
             engine.detect(frame)
     finally:
         engine.cascade.record = None
@@ -114,7 +114,7 @@ def aligned_faces(
 ) -> list[np.ndarray]:
     """FaceNet inputs: the most confident face of each photo, cropped as at run time."""
     crops = []
-    for path in tqdm(paths, desc=progress, unit="image", leave=False):
+    for path in tqdm(paths, desc=progress, unit="image", leave=False, disable=None):
         if len(crops) >= count:
             break
         try:

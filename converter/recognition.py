@@ -36,7 +36,7 @@ MARGINS = (0.0, 0.03, 0.05, 0.1)
 def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.ndarray:
     """One embedding per LFW image: the central face, else the median LFW face box."""
     rows = []
-    for name in tqdm(names, desc=desc, unit="image", leave=False):
+    for name in tqdm(names, desc=desc, unit="image", leave=False, disable=None):
         frame = read_image(root / "images" / name)
         faces = engine.detect(frame)
         index = central_face(faces, frame.shape[1], frame.shape[0])

@@ -104,7 +104,9 @@ def compare_cascades(
     in_spec_total = in_spec_matched = 0
     landmark_errors = []
     try:
-        for path in tqdm(paths, desc="cascade float vs int8", unit="image", leave=False):
+        for path in tqdm(
+            paths, desc="cascade float vs int8", unit="image", leave=False, disable=None
+        ):
             frame = read_image(path)
             recorded.clear()
             faces_f = float_engine.detect(frame)
@@ -169,7 +171,9 @@ def compare_facenet(
         )
     embeddings_f, embeddings_q = {}, {}
     no_face = 0
-    for name in tqdm(pairs.images, desc="facenet float vs int8", unit="image", leave=False):
+    for name in tqdm(
+        pairs.images, desc="facenet float vs int8", unit="image", leave=False, disable=None
+    ):
         frame = read_image(lfw / "images" / name)
         faces = float_engine.detect(frame)
         index = central_face(faces, frame.shape[1], frame.shape[0])

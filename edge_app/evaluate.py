@@ -52,7 +52,7 @@ def embed_images(engine: Engine, root: Path, names: list[str]) -> tuple[dict, in
     """Embeddings by image name, the count of images with no face, and images per second."""
     embeddings, no_face = {}, 0
     start = time.perf_counter()
-    for name in tqdm(names, desc="embedding LFW", unit="image"):
+    for name in tqdm(names, desc="embedding LFW", unit="image", disable=None):
         path = root / name
         if not path.is_file():
             raise UserError(f"{path}: listed in the pairs but missing from --images")
