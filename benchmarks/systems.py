@@ -13,6 +13,7 @@ import hashlib
 import shutil
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -21,50 +22,41 @@ import numpy as np
 MODES = ("detect", "e2e", "track")
 
 
-class BenchSystem:
-    """One pipeline under test. Subclasses set `modes` and implement what those modes need."""
+class BenchSystem(ABC):
+    """One pipeline under test. Subclasses set `modes` and implement what those modes need:
+    every system loads and detects; `e2e` and `track` only where they are in `modes`."""
 
     name = ""
     label = ""
     modes: tuple[str, ...] = ("detect", "e2e")
     notes: tuple[str, ...] = ()
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027  (optional hook: no-op by default)
         """Import the system's libraries: timed apart from load, since a daemon pays the
         import once per boot but a model load per (re)start of its engine."""
 
+    @abstractmethod
     def load(self) -> None:
         """Create models and everything else a first frame needs (timed as load time)."""
-        raise NotImplementedError
 
-    def enroll(self, photos: np.ndarray, name: str) -> None:
+    def enroll(self, photos: np.ndarray, name: str) -> None:  # noqa: B027  (optional hook)
         """Put one person in the gallery (their photos are never in the benchmark frames)."""
 
+    @abstractmethod
     def detect(self, frame: np.ndarray) -> int:
         """Faces found in one RGB uint8 frame."""
-        raise NotImplementedError
 
     def e2e(self, frame: np.ndarray) -> tuple[int, dict[str, float]]:
         """Detect, embed every face and match it: (faces, seconds per stage)."""
-        raise NotImplementedError
-
-    def _count_faces(self) -> None:
-        """Keep the engine's last detections, so tracking mode can report faces per frame."""
-        engine = self.engine
-        if getattr(engine, "last_faces", None) is not None:
-            return
-        detect = engine.detect
-
-        def counted(frame: np.ndarray):
-            engine.last_faces = detect(frame)
-            return engine.last_faces
-
-        engine.last_faces = ()
-        engine.detect = counted
+        raise self._unsupported("e2e")
 
     def track(self, frame: np.ndarray, condition: str, index: int) -> tuple[int, int]:
         """One daemon frame with tracking: (faces, embeddings computed)."""
-        raise NotImplementedError
+        raise self._unsupported("track")
+
+    def _unsupported(self, mode: str) -> ValueError:
+        """run.py asks only for the modes a system lists; anything else is a harness bug."""
+        return ValueError(f"{self.name} does not run mode {mode!r} (its modes: {self.modes})")
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "label": self.label, "notes": list(self.notes)}
@@ -189,6 +181,20 @@ class Ours(BenchSystem):
         self._daemons[condition] = daemon
         self._count_faces()
         return daemon
+
+    def _count_faces(self) -> None:
+        """Keep the engine's last detections, so tracking mode can report faces per frame."""
+        engine = self.engine
+        if getattr(engine, "last_faces", None) is not None:
+            return
+        detect = engine.detect
+
+        def counted(frame: np.ndarray):
+            engine.last_faces = detect(frame)
+            return engine.last_faces
+
+        engine.last_faces = ()
+        engine.detect = counted
 
     def track(self, frame: np.ndarray, condition: str, index: int) -> tuple[int, int]:
         """The daemon's own per-frame step (Daemon._process) and its per-frame gallery check."""
