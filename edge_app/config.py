@@ -234,6 +234,8 @@ class EventsConfig:
     jsonl: Path | None = _key(None, _path(optional=True))
     snapshots: Path | None = _key(None, _path(optional=True))
     snapshot_keep: int = _key(200, _integer(1, 1_000_000))
+    # Events and snapshots older than this are deleted at start and daily; 0 keeps them all.
+    retention_days: int = _key(90, _integer(0, 36_500))
 
 
 @dataclass(frozen=True)
