@@ -449,7 +449,6 @@ class EventLog:
                         len(sink.pending),
                     )
                 sink.close()
-            self._sinks = []
 
     # --- health --------------------------------------------------------------------------
 
