@@ -164,10 +164,9 @@ def test_the_timer_survives_a_failing_pin_driver_and_retries(factory: MockFactor
         relay.pulse(0.2)  # the timer thread is still alive: this pulse ends on time too
         wait_for(lambda: not relay.is_active, timeout=1.0)
     states = factory.pin(PIN).states
-    assert len(states) == 5
-    factory.pin(PIN).assert_states_and_times(
-        [(0.0, False), (0.0, True), (0.25, False), (0.0, True), (0.2, False)]
-    )
+    assert [s.state for s in states] == [False, True, False, True, False]
+    # The first relock came one retry (50 ms) late; both well inside pulse + 0.5 s.
+    assert 0.2 <= states[2].timestamp <= 0.7 and 0.2 <= states[4].timestamp <= 0.7
 
 
 def test_from_config_reads_the_gpio_section(factory: MockFactory) -> None:
