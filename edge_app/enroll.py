@@ -153,7 +153,7 @@ def _commit(
             result.samples = len(gallery.embeddings(name))
         return result
     with Gallery.open(db, create=True) as gallery:
-        foreign = gallery.models() - {None, collector.model}
+        foreign = {m for m in gallery.models() if m is not None and m != collector.model}
         if foreign:
             log.warning(
                 "the gallery holds samples from other embedding models (%s): re-enrol those "

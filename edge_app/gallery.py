@@ -561,7 +561,9 @@ class Gallery:
         cursor = self._db.execute(
             "INSERT INTO people (name, created_utc) VALUES (?, ?)", (name, created_utc or utc_now())
         )
-        return int(cursor.lastrowid)
+        if cursor.lastrowid is None:
+            raise GalleryError(f"cannot write the gallery {self.path}: the insert was ignored")
+        return cursor.lastrowid
 
     def _insert_samples(self, person_id: int, samples: Sequence[NewSample]) -> None:
         now = utc_now()

@@ -83,6 +83,7 @@ def test_a_real_photo_loads_with_its_hash() -> None:
     assert photo.sha256 == hashlib.sha256(PHOTO.read_bytes()).hexdigest()
     # RGB, not OpenCV's BGR.
     bgr = cv2.imread(str(PHOTO))
+    assert bgr is not None
     np.testing.assert_array_equal(photo.pixels, bgr[:, :, ::-1])
 
 
