@@ -74,12 +74,12 @@ def bad_photo(kind: str, tmp_path: Path) -> tuple[Path, Reason]:
         path.write_bytes(data[: len(data) * 6 // 10] + b"\xff\xd9")
         return path, Reason.UNREADABLE
     if kind == "forged_png_header":  # 30000x30000 declared in a few kilobytes
-        data = bytearray(cv2.imencode(".png", read_image(good))[1].tobytes())
-        ihdr = struct.pack(">II", 30000, 30000) + bytes(data[24:29])
-        data[16:29] = ihdr
-        data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+        png = bytearray(cv2.imencode(".png", read_image(good))[1].tobytes())
+        ihdr = struct.pack(">II", 30000, 30000) + bytes(png[24:29])
+        png[16:29] = ihdr
+        png[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
         path = tmp_path / "huge.png"
-        path.write_bytes(bytes(data))
+        path.write_bytes(bytes(png))
         return path, Reason.UNREADABLE
     if kind == "fifo":
         path = tmp_path / "pipe.jpg"
@@ -234,6 +234,7 @@ def test_face_crops_only_when_asked(gallery_db: Path, engine) -> None:
         ).fetchone()
     assert crops == {"Emma Watson": 0, "Frank Solich": 1}
     crop = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+    assert crop is not None
     assert 80 <= crop.shape[0] <= 250 and 80 <= crop.shape[1] <= 250
 
 
