@@ -135,7 +135,7 @@ def test_a_fifo_as_the_gallery_is_refused_without_hanging(tmp_path: Path) -> Non
             Gallery.open(fifo, create=create)
 
 
-@pytest.mark.parametrize("command", ["list", "remove", "rename", "export", "import"])
+@pytest.mark.parametrize("command", ["list", "remove", "rename", "export", "import", "enroll"])
 def test_the_cli_refuses_a_toml_file_as_gallery_and_leaves_it_alone(
     tmp_path: Path, command: str
 ) -> None:
@@ -151,6 +151,7 @@ def test_the_cli_refuses_a_toml_file_as_gallery_and_leaves_it_alone(
         "rename": ["Alice", "Bob"],
         "export": [str(tmp_path / "out.jsonl")],
         "import": [str(export)],
+        "enroll": ["Alice", str(REPO / "tests/data/lfw_sample/Rick_Perry/Rick_Perry_0001.jpg")],
     }[command]
     result = run_cli(command, "--db", str(config), *extra)
     no_traceback(result)
