@@ -355,7 +355,10 @@ class Gallery:
                     "or pass --db PATH"
                 )
             _create_file(path)
-            _check_file(path)
+            if not _check_file(path):  # e.g. `path` is a dangling symbolic link
+                raise GalleryError(
+                    f"cannot create the gallery {path}; pass --db with a writable location"
+                )
         try:
             connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as error:

@@ -456,3 +456,12 @@ def test_import_conflicts_are_found_whatever_the_case(door: Path) -> None:
         summary = gallery.import_(read_export(io.StringIO(text)), on_conflict="merge")
         assert summary.merged_people == ["Alice"]
         assert [(p.name, p.samples) for p in gallery.people()] == [("Alice", 3)]
+
+
+def test_a_dangling_symlink_as_a_new_gallery_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "gallery.db"
+    link.symlink_to(tmp_path / "elsewhere" / "target.db")
+    with pytest.raises(GalleryError, match="cannot create the gallery"):
+        Gallery.open(link, create=True)
+    assert link.is_symlink() and not (tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.db"]
