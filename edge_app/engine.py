@@ -38,7 +38,8 @@ DEFAULT_MARGIN = 0.2
 # CPU only: P-Nets resized to pyramid levels of frame sizes other than the compiled camera
 # size, least recently used dropped beyond this many. A photo up to the 2048 px that enroll
 # and identify bring photos down to has at most 12 levels, so two photo sizes stay warm;
-# unbounded, 40 photos of 40 sizes held 162 interpreters (RSS 121 -> 527 MB).
+# unbounded, 40 frames of 40 sizes (400x300 to 1843x1197) held 306 interpreters and 1.1 GB
+# RSS; with this bound 24 and 322 MB (docs/RELIABILITY.md has the command).
 MAX_RESIZED_PNETS = 24
 
 
