@@ -579,7 +579,8 @@ class DaemonPort:
         daemon = self.daemon
         if daemon.relay is None or daemon.events is None:
             raise Refused("the door is not running yet")
-        daemon.open_door(None)
+        if not daemon.open_door(None):
+            raise Refused("the door is stopping")
         daemon.events.record(UNLOCK, reason=f"{reason}; origin={origin}")
 
 
