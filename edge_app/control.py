@@ -527,7 +527,8 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     height, width = image.shape[:2]
     if width > FRAME_MAX_WIDTH:
         scale = FRAME_MAX_WIDTH / width
-        image = cv2.resize(image, (FRAME_MAX_WIDTH, round(height * scale)), cv2.INTER_AREA)
+        size = (FRAME_MAX_WIDTH, round(height * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(
         ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, FRAME_QUALITY]
     )

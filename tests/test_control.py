@@ -293,6 +293,9 @@ def test_frame_is_a_jpeg_of_the_latest_frame_or_none(tmp_path: Path) -> None:
         assert abs(int(decoded[..., 2].mean()) - 200) < 5  # BGR: red channel last
         assert decoded[..., 0].mean() < 5
         assert door.client.status()["last_frame_age"] < 1.0
+        door.server.offer_frame(np.zeros((960, 1280, 3), np.uint8), 8)  # scaled to 640 wide
+        large = cv2.imdecode(np.frombuffer(door.client.frame(), np.uint8), cv2.IMREAD_COLOR)
+        assert large.shape == (480, 640, 3)
         time.sleep(1.1)
         assert door.client.frame() is None  # stale: the door is not seeing anything
     finally:

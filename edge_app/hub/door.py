@@ -114,7 +114,8 @@ class DoorLink:
             self._retry.set()  # the door is back: subscribe now, not after the backoff
         if (previous.reachable, previous.frames) != (health.reachable, health.frames):
             if health.healthy:
-                log.info("door healthy path=%s source=%s", self.path, health.status.get("source"))
+                source = (health.status or {}).get("source")
+                log.info("door healthy path=%s source=%s", self.path, source)
             else:
                 log.warning("door unhealthy path=%s reason=%r", self.path, health.error)
         for listener in self._health_listeners:

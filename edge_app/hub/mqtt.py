@@ -247,7 +247,7 @@ class MqttBridge:
         if self.verifier is None:
             return
         try:
-            origin = self.verifier.verify(message.payload)
+            origin = self.verifier.verify(bytes(message.payload))
         except UnlockRefused as error:
             self._refuse(str(error))
             return
