@@ -597,7 +597,7 @@ def attach(daemon: Daemon) -> ControlServer | None:
     try:
         server.start()
     except ControlError as error:
-        log.error("control socket off, the door runs without it: %s", error)
+        log.warning("control socket off, the door runs without it: %s", error)
         server.close()
         return None
     events = daemon.events
