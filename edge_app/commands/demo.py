@@ -68,6 +68,8 @@ def _run(args: argparse.Namespace) -> int:
             "gpio.factory": "mock",
             "events.jsonl": "-",
             "events.db": str(Path(scratch) / "events.db"),
+            # The demo's own control socket, private to this run (not /run/edge-app).
+            "hub.socket": str(Path(scratch) / "door.sock"),
         }
         if args.models:
             overrides["models.dir"] = str(args.models)
