@@ -48,20 +48,23 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from converter.lint import LintError, format_report, lint_model  # noqa: PLC0415
+    from converter.lint import LintError, Violation, format_report, lint_model  # noqa: PLC0415
 
-    violations = []
+    violations: list[Violation] = []
+    unreadable = 0
     for path in args.models:
         try:
             violations.extend(lint_model(Path(path)))
-        except (LintError, OSError) as error:
+        except LintError as error:
             log.error("%s", error)
-            return 2
+            unreadable += 1
     if violations:
         sys.stdout.write(format_report(violations) + "\n")
-        return 1
-    sys.stdout.write(f"{len(args.models)} model(s): no Edge TPU violations\n")
-    return 0
+    elif not unreadable:
+        sys.stdout.write(f"{len(args.models)} model(s): no Edge TPU violations\n")
+    if unreadable:
+        return 2
+    return 1 if violations else 0
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_app.errors import UserError
+
 tf = pytest.importorskip("tensorflow")
 Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
 
@@ -22,6 +24,7 @@ from converter.lint import (  # noqa: E402  (after the importorskip guards)
     KIND_OP_LIMIT,
     KIND_OP_VERSION,
     KIND_UNSUPPORTED_OP,
+    LintError,
     ModelFormatError,
     Violation,
     format_report,
@@ -242,3 +245,12 @@ def test_report_lists_each_violation_and_counts_them(models: dict[str, Path]) ->
     assert report[:2] == [str(v) for v in violations]
     assert report[-1] == "2 Edge TPU violations in 2 model(s)"
     assert format_report([]) == "no Edge TPU violations"
+
+
+def test_unreadable_model_is_a_lint_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.tflite"
+
+    with pytest.raises(LintError, match="cannot read the model") as caught:
+        lint_model(missing)
+    assert isinstance(caught.value, UserError)
+    assert str(missing) in str(caught.value)
