@@ -37,14 +37,16 @@ An image that cannot be read gets "faces": [] and an "error"; the exit code is t
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
-    from edge_app.gallery import default_path
+    # The default is resolved after parsing (db_path): building the parser reads no config.
+    from edge_app.paths import DEFAULT_CONFIG, DEFAULT_GALLERY
 
     parser.add_argument(
         "--db",
         type=Path,
         default=None,
         metavar="PATH",
-        help=f"gallery database (default: {default_path()})",
+        help=f"gallery database (default: gallery.path in {DEFAULT_CONFIG}, else "
+        f"{DEFAULT_GALLERY})",
     )
 
 
