@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.errors import UserError
+from edge_app.matching import AGGREGATES
 from edge_app.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     match.add_argument(
         "--margin", type=float, metavar="M", help="minimum lead over the second person"
     )
-    match.add_argument(
-        "--aggregate", choices=("best", "mean", "trimmed_mean"), help="per-person score"
-    )
+    match.add_argument("--aggregate", choices=AGGREGATES, help="per-person score")
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
 
