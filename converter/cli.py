@@ -51,18 +51,19 @@ def _lint(args: argparse.Namespace) -> int:
     from converter.lint import LintError, Violation, format_report, lint_model  # noqa: PLC0415
 
     violations: list[Violation] = []
-    unreadable = 0
+    linted = 0
     for path in args.models:
         try:
             violations.extend(lint_model(Path(path)))
         except LintError as error:
             log.error("%s", error)
-            unreadable += 1
+        else:
+            linted += 1
     if violations:
         sys.stdout.write(format_report(violations) + "\n")
-    elif not unreadable:
-        sys.stdout.write(f"{len(args.models)} model(s): no Edge TPU violations\n")
-    if unreadable:
+    elif linted:
+        sys.stdout.write(f"{linted} model(s): no Edge TPU violations\n")
+    if linted < len(args.models):
         return 2
     return 1 if violations else 0
 
