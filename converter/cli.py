@@ -28,7 +28,7 @@ def _camera(text: str) -> tuple[int, int]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from converter.build import BuildOptions, build, float_dir_for  # noqa: PLC0415
+    from converter.build import BuildOptions, build, float_dir_for
 
     out = Path(args.out)
     options = BuildOptions(
@@ -48,7 +48,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from converter.lint import LintError, Violation, format_report, lint_model  # noqa: PLC0415
+    from converter.lint import LintError, Violation, format_report, lint_model
 
     violations: list[Violation] = []
     linted = 0
@@ -69,7 +69,7 @@ def _lint(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from converter.validate import validate  # noqa: PLC0415
+    from converter.validate import validate
 
     validate(
         Path(args.models),
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    from converter.errors import CONVERTER_ERRORS  # noqa: PLC0415
+    from converter.errors import CONVERTER_ERRORS
 
     return dispatch(args, CONVERTER_ERRORS)
 

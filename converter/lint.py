@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
@@ -260,7 +261,8 @@ def _operand(graph: _Graph, op: schema.Operator, position: int) -> int | None:
     return inputs[position]
 
 
-def _options(op: schema.Operator, options_class: type) -> object | None:
+def _options(op: schema.Operator, options_class: type) -> Any:
+    """The op's options table read as `options_class`, or None when it has none."""
     table = op.BuiltinOptions()
     if table is None:
         return None

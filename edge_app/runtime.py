@@ -95,7 +95,7 @@ def _load_edgetpu_delegate(runtime: Runtime) -> Any:
     if problem is not None:
         raise OSError(problem)
     try:
-        from pycoral.utils.edgetpu import load_edgetpu_delegate  # noqa: PLC0415
+        from pycoral.utils.edgetpu import load_edgetpu_delegate
     except ImportError:
         return runtime.load_delegate(EDGETPU_LIBRARY)
     return load_edgetpu_delegate()

@@ -85,7 +85,7 @@ def run_with_default_config(
 
 def _subcommands(parser: object) -> list[list[str]]:
     """Every leaf command of a parser as the words that name it, e.g. ["eval", "lfw"]."""
-    import argparse  # noqa: PLC0415
+    import argparse
 
     found: list[list[str]] = []
 

@@ -50,7 +50,7 @@ def _version(package: str) -> str:
 
 
 def _runtime_checks() -> list[Check]:
-    from edge_app.runtime import RuntimeUnavailable, select_backend  # noqa: PLC0415
+    from edge_app.runtime import RuntimeUnavailable, select_backend
 
     try:
         backend = select_backend("auto")
@@ -79,8 +79,8 @@ def _runtime_checks() -> list[Check]:
 
 
 def _model_checks(models: Path | None) -> list[Check]:
-    from edge_app.manifest import ManifestError, load_manifest, verify_files  # noqa: PLC0415
-    from edge_app.paths import default_models_dir  # noqa: PLC0415
+    from edge_app.manifest import ManifestError, load_manifest, verify_files
+    from edge_app.paths import default_models_dir
 
     folder = models or default_models_dir()
     try:
@@ -141,9 +141,9 @@ def _device_checks() -> list[Check]:
 
 def _config_checks(config_path: Path | None) -> tuple[list[Check], Config | None]:
     """The config's own check, and the config when it is usable (None when it is not)."""
-    from edge_app import paths  # noqa: PLC0415
-    from edge_app.config import load_config  # noqa: PLC0415
-    from edge_app.errors import UserError  # noqa: PLC0415
+    from edge_app import paths
+    from edge_app.config import load_config
+    from edge_app.errors import UserError
 
     try:
         config = load_config(config_path)
@@ -159,8 +159,8 @@ def _config_checks(config_path: Path | None) -> tuple[list[Check], Config | None
 
 
 def _gallery_checks(config: Config | None) -> list[Check]:
-    from edge_app.errors import UserError  # noqa: PLC0415
-    from edge_app.gallery import Gallery  # noqa: PLC0415
+    from edge_app.errors import UserError
+    from edge_app.gallery import Gallery
 
     if config is None:
         return [Check("gallery", "warn", "not checked: its path comes from the invalid config")]
