@@ -48,39 +48,32 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _clean(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+def _python(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`python ARGV...` in cwd; the result, once its stderr is known to be clean."""
+    done = subprocess.run(
+        [sys.executable, *argv],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert "Traceback" not in done.stderr, done.stderr
     assert "Exception ignored" not in done.stderr, done.stderr
     return done
 
 
 def run(cwd: Path, *argv: str, module: str = EDGE_APP) -> subprocess.CompletedProcess[str]:
-    """`python -m MODULE ARGV...` in cwd; the result, once its stderr is known to be clean."""
-    done = subprocess.run(
-        [sys.executable, "-m", module, *argv],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    return _clean(done)
+    """`python -m MODULE ARGV...`: `edge-app` (or, with module=EDGE_CONVERT, `edge-convert`)."""
+    return _python(cwd, "-m", module, *argv)
 
 
 def run_with_default_config(
     cwd: Path, config: Path, *argv: str
 ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", WITH_DEFAULT_CONFIG, str(config), *argv],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    return _clean(done)
+    """`edge-app ARGV...` on a machine whose default config file is `config`."""
+    return _python(cwd, "-c", WITH_DEFAULT_CONFIG, str(config), *argv)
 
 
 def _subcommands(parser: object) -> list[list[str]]:
@@ -374,38 +367,28 @@ def test_lint(tmp_path: Path) -> None:
     assert f"{missing}: cannot read the model" in done.stderr
 
 
-def test_build_without_lfw_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (
+            ["build", "--calib", "{tmp}", "--lfw", "{tmp}", "--out", "{tmp}/models"],
+            "no pairsDevTrain.txt there",
+        ),
+        (
+            ["validate", "--models", "{tmp}/none", "--data", "{tmp}", "--json", "{tmp}/q.json",
+             "--report", "{tmp}/q.md"],
+            "no manifest.json in",
+        ),
+    ],
+    ids=["build", "validate"],
+)  # fmt: skip
+def test_missing_inputs_are_refused_and_nothing_is_written(
+    tmp_path: Path, words: list[str], message: str
+) -> None:
     pytest.importorskip("tensorflow")
-    out = tmp_path / "models"
 
-    done = run(
-        tmp_path,
-        "build",
-        "--calib", str(tmp_path),
-        "--lfw", str(tmp_path),
-        "--out", str(out),
-        module=EDGE_CONVERT,
-    )  # fmt: skip
+    done = run(tmp_path, *(w.format(tmp=tmp_path) for w in words), module=EDGE_CONVERT)
 
     assert done.returncode == 2
-    assert "no pairsDevTrain.txt there" in done.stderr
-    assert not out.exists()
-
-
-def test_validate_without_models_is_refused(tmp_path: Path) -> None:
-    pytest.importorskip("tensorflow")
-    report = tmp_path / "q.md"
-
-    done = run(
-        tmp_path,
-        "validate",
-        "--models", str(tmp_path / "none"),
-        "--data", str(tmp_path),
-        "--json", str(tmp_path / "q.json"),
-        "--report", str(report),
-        module=EDGE_CONVERT,
-    )  # fmt: skip
-
-    assert done.returncode == 2
-    assert "no manifest.json in" in done.stderr
-    assert not report.exists()
+    assert message in done.stderr
+    assert list(tmp_path.iterdir()) == []
