@@ -9,6 +9,7 @@ tests/data), not ../shared.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -392,3 +393,23 @@ def test_missing_inputs_are_refused_and_nothing_is_written(
     assert done.returncode == 2
     assert message in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_on_a_pi_without_picamera2_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pi always has /dev/video* (its ISP), so those nodes must not pass for a camera."""
+    from edge_app.commands import doctor
+
+    if importlib.util.find_spec("picamera2") is not None:
+        pytest.skip("picamera2 is importable here")
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\x00")
+    monkeypatch.setattr(doctor, "DEVICE_MODEL", model)
+    monkeypatch.setattr(doctor.glob, "glob", lambda pattern: [pattern.replace("*", "19")])
+
+    camera = next(c for c in doctor._device_checks() if c.area == "camera")
+
+    assert camera.status == "warn"
+    assert "on a Raspberry Pi 5 Model B Rev 1.0" in camera.detail
+    assert "--system-site-packages" in camera.fix

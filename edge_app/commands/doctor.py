@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from edge_app.config import Config
 
 
+# The board name the kernel reads from the device tree ("Raspberry Pi 5 Model B Rev 1.0").
+DEVICE_MODEL = Path("/proc/device-tree/model")
+
+
 @dataclass(frozen=True)
 class Check:
     area: str
@@ -109,6 +113,15 @@ def _model_checks(models: Path | None) -> list[Check]:
     ]
 
 
+def _raspberry_pi() -> str | None:
+    """The board's name when this is a Raspberry Pi (its device tree says so), else None."""
+    try:
+        model = DEVICE_MODEL.read_text(encoding="utf-8", errors="replace").strip("\x00\n ")
+    except OSError:
+        return None
+    return model if model.startswith("Raspberry Pi") else None
+
+
 def _device_checks() -> list[Check]:
     checks = []
     try:
@@ -116,15 +129,20 @@ def _device_checks() -> list[Check]:
         checks.append(Check("camera", "ok", "picamera2 importable"))
     except ImportError:
         videos = sorted(glob.glob("/dev/video*"))
+        board = _raspberry_pi()
+        # A Pi always has /dev/video* nodes (its ISP and codecs): they say nothing about a
+        # camera, and its CSI camera needs picamera2.
+        usable = bool(videos) and board is None
         checks.append(
             Check(
                 "camera",
-                "ok" if videos else "warn",
-                f"picamera2 not importable; V4L2 devices: {', '.join(videos) or 'none'}",
+                "ok" if usable else "warn",
+                f"picamera2 not importable{f' on a {board}' if board else ''}; "
+                f"V4L2 devices: {', '.join(videos) or 'none'}",
                 ""
-                if videos
+                if usable
                 else "sudo apt install python3-picamera2 and create the venv with "
-                "--system-site-packages, or plug in a USB camera",
+                "--system-site-packages (docs/INSTALL.md), or use a USB camera (--source 0)",
             )
         )
     chips = sorted(glob.glob("/dev/gpiochip*"))
