@@ -317,6 +317,22 @@ def test_doctor_reports_every_problem_of_a_bad_config_and_carries_on(tmp_path: P
         assert any(line[6:].startswith(area) for line in lines), area
 
 
+def test_doctor_reports_a_gallery_that_is_not_one(tmp_path: Path) -> None:
+    junk = tmp_path / "gallery.db"
+    junk.write_text("not a database")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[gallery]\npath = "{junk}"\n')
+
+    done = run(tmp_path, "doctor", "--json", "--config", str(config))
+
+    assert done.returncode == 1
+    checks = {check["area"]: check for check in json.loads(done.stdout)}
+    assert checks["config"]["status"] == "ok"
+    assert checks["gallery"]["status"] == "fail"
+    assert f"{junk} is not a usable gallery" in checks["gallery"]["detail"]
+    assert junk.read_text() == "not a database"
+
+
 def test_a_bad_default_config_leaves_help_and_doctor_working(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(BAD_CONFIG)
