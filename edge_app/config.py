@@ -23,12 +23,12 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as `tomli
 
 from edge_app import paths
 from edge_app.errors import UserError
+from edge_app.matching import AGGREGATES
+from edge_app.runtime import BACKENDS
 
 AUTO = "auto"
 UART_PINS = (14, 15)
 GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
-BACKENDS = ("auto", "cpu", "edgetpu")
-AGGREGATES = ("auto", "best", "mean", "trimmed_mean")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # MQTT topic levels and ids we build topics from: no wildcards (+ #), no empty levels.
@@ -216,7 +216,7 @@ class DetectionConfig:
 class RecognitionConfig:
     threshold: float | None = _key(None, _auto_or(_number(-1.0, 1.0)))
     margin: float | None = _key(None, _auto_or(_number(0.0, 2.0)))
-    aggregate: str = _key(AUTO, _choice(*AGGREGATES))
+    aggregate: str = _key(AUTO, _choice(AUTO, *AGGREGATES))
 
 
 @dataclass(frozen=True)
