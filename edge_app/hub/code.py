@@ -246,16 +246,21 @@ class CodeVerifier:
             if len(self._seen) >= REPLAY_CACHE:
                 raise UnlockRefused("too many unlock commands in the time window")
             if not self.stored.matches(code):
-                self._count_wrong(now)
-                raise UnlockRefused(f"wrong code ({len(self._wrong)} of {MAX_WRONG} allowed)")
+                count = self._count_wrong(now)
+                extra = f"; locked out for {LOCKOUT:.0f} s" if count >= MAX_WRONG else ""
+                raise UnlockRefused(
+                    f"wrong code ({count} of {MAX_WRONG} in {FAILURE_WINDOW:.0f} s{extra})"
+                )
             self._seen[key] = now
         return command
 
-    def _count_wrong(self, now: float) -> None:
+    def _count_wrong(self, now: float) -> int:
+        """Counts a wrong code; the number inside the window (MAX_WRONG starts a lock-out)."""
         while self._wrong and now - self._wrong[0] > FAILURE_WINDOW:
             self._wrong.popleft()
         self._wrong.append(now)
-        if len(self._wrong) >= MAX_WRONG:
+        count = len(self._wrong)
+        if count >= MAX_WRONG:
             self._wrong.clear()
             self._locked_until = now + LOCKOUT
             log.warning(
@@ -264,6 +269,7 @@ class CodeVerifier:
                 MAX_WRONG,
                 FAILURE_WINDOW,
             )
+        return count
 
     @staticmethod
     def _parse(payload: bytes) -> tuple[LockCommand, str]:
