@@ -143,6 +143,10 @@ class MqttBridge:
             self.code_verifier is not None,
         )
         self._explain_strike()
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=KEEPALIVE)
+        self.client.loop_start()
+        self._heartbeat = threading.Thread(target=self._beat, name="mqtt-state", daemon=True)
+        self._heartbeat.start()
 
     def _explain_strike(self) -> None:
         settings = self.settings
@@ -163,10 +167,6 @@ class MqttBridge:
         if settings.unlock_code_file is not None and not settings.remote_unlock:
             why += " (mqtt.unlock_code_file is ignored until remote_unlock = true)"
         log.info("home assistant lock entity off, the strike is a read-only sensor: %s", why)
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=KEEPALIVE)
-        self.client.loop_start()
-        self._heartbeat = threading.Thread(target=self._beat, name="mqtt-state", daemon=True)
-        self._heartbeat.start()
 
     def stop(self) -> None:
         self._stop.set()
