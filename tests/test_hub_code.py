@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_app.config import parse_config
+from edge_app.config import MqttConfig, parse_config
 from edge_app.hub.code import (
     CODE_FORMAT,
     FAILURE_WINDOW,
@@ -258,3 +258,56 @@ def test_remote_unlock_accepts_a_code_file_instead_of_a_key() -> None:
     config = parse_config({"mqtt": {"remote_unlock": True, "unlock_code_file": "/c"}})
     assert config.mqtt.unlock_secret_file is None
     assert str(config.mqtt.unlock_code_file) == "/c"
+
+
+def bridge_config(tmp_path: Path, **mqtt) -> MqttConfig:
+    return parse_config({"hub": {"socket": str(tmp_path / "door.sock")}, "mqtt": mqtt}).mqtt
+
+
+def test_hub_refuses_to_start_with_a_code_file_others_can_read(tmp_path: Path) -> None:
+    from edge_app.hub import DoorLink
+    from edge_app.hub.mqtt import MqttBridge
+
+    path = tmp_path / "unlock.code"
+    write_code_file(path, CODE)
+    path.chmod(0o644)
+    settings = bridge_config(
+        tmp_path, host="127.0.0.1", remote_unlock=True, unlock_code_file=str(path)
+    )
+    with pytest.raises(CodeFileError, match="mode 0644"):
+        MqttBridge(settings, DoorLink(tmp_path / "door.sock"))
+
+
+@pytest.mark.parametrize(
+    ("remote_unlock", "with_code", "lock", "says"),
+    [
+        (True, True, True, "lock entity on: unlock by code on edge-door/door/lock/set"),
+        (False, True, False, "remote_unlock is false (mqtt.unlock_code_file is ignored until"),
+        (False, False, False, "read-only sensor: mqtt.remote_unlock is false"),
+    ],
+)
+def test_the_log_says_whether_and_why_there_is_a_lock_entity(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    remote_unlock: bool,
+    with_code: bool,
+    lock: bool,
+    says: str,
+) -> None:
+    from edge_app.hub import DoorLink
+    from edge_app.hub.mqtt import MqttBridge
+
+    caplog.set_level("INFO", logger="edge_app")
+    path = tmp_path / "unlock.code"
+    write_code_file(path, CODE)
+    mqtt = {"host": "127.0.0.1", "remote_unlock": remote_unlock}
+    if with_code:
+        mqtt["unlock_code_file"] = str(path)
+    else:
+        mqtt["unlock_secret_file"] = str(path)  # not read: remote_unlock is off
+    bridge = MqttBridge(bridge_config(tmp_path, **mqtt), DoorLink(tmp_path / "door.sock"))
+    assert bridge.lock_entity is lock
+    bridge._explain_strike()
+    assert says in caplog.text
+    if lock:  # no tls_ca here: the code would cross the network in clear text
+        assert "the unlock code crosses the network in clear text" in caplog.text
