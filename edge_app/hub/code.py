@@ -57,7 +57,7 @@ FAILURE_WINDOW = 60.0
 LOCKOUT = 60.0
 
 SCHEME = "scrypt"
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1  # 32 MiB and about 0.1 s per hash on a Pi 4
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1  # 128 * N * r = 32 MiB of memory per hash
 SCRYPT_DKLEN = 32
 SCRYPT_MAXMEM = 64 * 1024 * 1024
 # Bounds on the parameters read back from a file, so an edited file cannot make each check
