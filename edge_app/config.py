@@ -287,6 +287,7 @@ class MqttConfig:
     remote_unlock: bool = _key(False, _boolean)
     unlock_secret_file: Path | None = _key(None, _path(optional=True))
     unlock_window_seconds: float = _key(30.0, _number(1.0, 300.0))
+    unlock_code_file: Path | None = _key(None, _path(optional=True))
 
 
 @dataclass(frozen=True)
@@ -370,10 +371,11 @@ def _mqtt_checks(config: Config, errors: list[str]) -> None:
         errors.append("mqtt.tls_cert: a client certificate needs both mqtt.tls_cert and tls_key")
     if mqtt.tls_cert is not None and mqtt.tls_ca is None:
         errors.append("mqtt.tls_cert: set mqtt.tls_ca too (TLS is on only when tls_ca is given)")
-    if mqtt.remote_unlock and mqtt.unlock_secret_file is None:
+    if mqtt.remote_unlock and mqtt.unlock_secret_file is None and mqtt.unlock_code_file is None:
         errors.append(
-            "mqtt.remote_unlock: needs mqtt.unlock_secret_file, the HMAC key that signs unlock "
-            "commands (docs/HOME_ASSISTANT.md)"
+            "mqtt.remote_unlock: needs mqtt.unlock_code_file (the code Home Assistant's lock card "
+            "asks for; make it with `edge-app hub unlock-code`) or mqtt.unlock_secret_file (the "
+            "HMAC key that signs unlock commands), or both (docs/HOME_ASSISTANT.md)"
         )
 
 
