@@ -28,6 +28,7 @@ UART_PINS = (14, 15)
 GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
 BACKENDS = ("auto", "cpu", "edgetpu")
 AGGREGATES = ("auto", "best", "mean", "trimmed_mean")
+LIVENESS_MODES = ("off", "log", "require")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
@@ -219,6 +220,22 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class LivenessConfig:
+    """Presentation-attack check (docs/LIVENESS.md).
+
+    mode: "require" = a track unlocks only when judged live as well as recognised; "log" =
+    scored and reported, never blocks; "off" = not run. "auto" (the default) is "require" when
+    the models have a liveness model, else "off" with a warning.
+    threshold: score at or above which a frame is live; "auto" = the manifest's.
+    min_live_frames: live frames needed among a track's last 10 scored.
+    """
+
+    mode: str | None = _key(None, _auto_or(_choice(*LIVENESS_MODES)))
+    threshold: float | None = _key(None, _auto_or(_number(0.0, 1.0)))
+    min_live_frames: int = _key(5, _integer(1, 10))
+
+
+@dataclass(frozen=True)
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -229,6 +246,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -241,6 +259,7 @@ SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "tracking": TrackingConfig,
     "events": EventsConfig,
+    "liveness": LivenessConfig,
 }
 
 
