@@ -10,20 +10,35 @@ says how, and has the measured error rates for the defaults.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
+from edge_app.config import LivenessConfig
 from edge_app.errors import UserError
-from edge_app.manifest import Manifest
+
+log = logging.getLogger(__name__)
 
 WINDOW_FRAMES = 10  # about a second at the door: the frames decided together
 THRESHOLD_KEY = "threshold"
+OFF, LOG, REQUIRE = "off", "log", "require"
 
 
-def manifest_threshold(manifest: Manifest) -> float:
+class LivenessInfo(Protocol):
+    """What the rule reads from the models manifest: its `liveness` section."""
+
+    @property
+    def liveness(self) -> Mapping[str, Any]: ...
+
+
+def manifest_threshold(manifest: LivenessInfo) -> float:
     """The liveness threshold recorded in the manifest, checked."""
-    value = manifest.liveness.get(THRESHOLD_KEY) if manifest.liveness else None
+    section = getattr(manifest, "liveness", None) or {}
+    value = section.get(THRESHOLD_KEY)
     if value is None:
         raise UserError(
             "the models manifest has no liveness.threshold: set [liveness] threshold in the "
@@ -32,6 +47,50 @@ def manifest_threshold(manifest: Manifest) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise UserError(f"manifest liveness.threshold: {value!r} is not a number in [0, 1]")
     return float(value)
+
+
+@dataclass(frozen=True)
+class LiveRule:
+    """[liveness] with "auto" resolved against the models: what the door applies."""
+
+    mode: str = OFF  # "off", "log" or "require"
+    threshold: float = 0.5
+    min_live_frames: int = 1
+
+    @classmethod
+    def resolve(cls, config: LivenessConfig, manifest: LivenessInfo, has_model: bool) -> LiveRule:
+        """Raise UserError for a mode the models cannot serve (fail closed, never silently off).
+
+        mode "auto" is "require" with a liveness model and "off" (with a warning) without.
+        """
+        mode = config.mode
+        if mode is None:
+            mode = REQUIRE if has_model else OFF
+            if not has_model:
+                log.warning(
+                    "liveness check off: the models have no liveness model, so a printed photo "
+                    "of an enrolled person can open the door; build them with --liveness "
+                    '(docs/LIVENESS.md) or set [liveness] mode = "off" to silence this'
+                )
+        if mode == OFF:
+            return cls(OFF, float("nan"), config.min_live_frames)
+        if not has_model:
+            raise UserError(
+                f'liveness.mode = "{mode}" needs a liveness model and the models have none: '
+                'build them with `edge-convert build --liveness DIR`, or set mode = "off"'
+            )
+        threshold = config.threshold
+        if threshold is None:
+            threshold = manifest_threshold(manifest)
+        return cls(mode, float(threshold), config.min_live_frames)
+
+    def describe(self) -> str:
+        if self.mode == OFF:
+            return "mode=off"
+        return (
+            f"mode={self.mode} threshold={self.threshold:.3f} "
+            f"min_live_frames={self.min_live_frames}/{WINDOW_FRAMES}"
+        )
 
 
 def window_is_live(scores: np.ndarray, threshold: float, min_live_frames: int) -> bool:
