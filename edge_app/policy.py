@@ -92,6 +92,7 @@ class _TrackState:
     identity: str | None = None
     unknown_reported: bool = False
     awaiting_live: bool = False  # recognised, unlock held until the track is judged live
+    judged_live: bool = False  # the rule passed once: the track is live for good
     spoofed: bool = False  # judged an attack: reported, and (require) never unlocks
 
 
@@ -157,19 +158,20 @@ class Policy:
         mode = self.liveness.mode
         if mode != OFF and vote.liveness is not None:
             state.live.add(vote.liveness)
+            state.judged_live = state.judged_live or (not state.spoofed and state.live.live)
         winner = self._winner(state.votes)
         if winner is not None and winner != state.identity:
             state.identity = winner
             state.awaiting_live = False
             decisions = [Decision(RECOGNIZED, winner, self._score(state), track)]
-            if mode == REQUIRE and (state.spoofed or not state.live.live):
+            if mode == REQUIRE and (state.spoofed or not state.judged_live):
                 state.awaiting_live = not state.spoofed
                 if state.spoofed:
                     decisions.append(self._spoof(state, track, NOT_LIVE))
             else:
                 decisions.append(self._unlock(state, track))
             return decisions + self._check_spoof(state, track)
-        if state.awaiting_live and state.identity is not None and state.live.live:
+        if state.awaiting_live and state.identity is not None and state.judged_live:
             state.awaiting_live = False
             return [self._unlock(state, track)]
         spoof = self._check_spoof(state, track)
@@ -194,8 +196,12 @@ class Policy:
         state = self._tracks.get(track)
         if state is None or not state.votes:
             return False
-        if state.awaiting_live:
-            return False  # scored every frame until the liveness rule decides
+        if (
+            self.liveness.mode != OFF
+            and state.identity is not None
+            and not (state.judged_live or state.spoofed)
+        ):
+            return False  # recognised: scored every frame until the liveness rule decides
         latest = state.votes[-1].name
         if state.identity is not None:
             return latest == state.identity
@@ -237,7 +243,9 @@ class Policy:
     def _check_spoof(self, state: _TrackState, track: int) -> list[Decision]:
         """A recognised track whose full liveness window is not live: one `spoof` decision."""
         mode = self.liveness.mode
-        if mode == OFF or state.identity is None or state.spoofed or not state.live.refused:
+        if mode == OFF or state.identity is None or state.judged_live or state.spoofed:
+            return []
+        if not state.live.refused:
             return []
         state.spoofed = True
         state.awaiting_live = False
