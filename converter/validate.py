@@ -492,13 +492,12 @@ def _liveness_markdown(live: dict) -> list[str]:
         "",
         "## Liveness (MiniFASNets, NUAA subjects 0001-0008)",
         "",
-        f"{live['frames']} frames ({live['no_face']} without a face); the largest face the int8",
-        "MTCNN finds, the same patches into the float and the int8 models. Score = mean of the",
-        "two models' real-class probabilities; decision: live when above "
-        f"{live['decision_threshold']}.",
-        f"Calibration used {live['faces'] - live['held_out_faces']} of these frames; the",
-        f"held-out column is the other {live['held_out_faces']}. Per-frame scores:",
-        "`docs/liveness_frames.json`.",
+        f"{live['frames']} frames ({live['no_face']} without a face). In each, the largest face "
+        "the int8 MTCNN finds; the same patches go into the float and the int8 models. The "
+        "score is the mean of the two models' real-class probabilities, and a face counts as "
+        f"live when it is above {live['decision_threshold']}. Calibration used "
+        f"{live['faces'] - live['held_out_faces']} of these frames; the held-out column is the "
+        f"other {live['held_out_faces']}. Per-frame scores: `docs/liveness_frames.json`.",
         "",
         _row(
             "faces",
@@ -557,7 +556,7 @@ def validate(
         liveness, records = compare_liveness(int8_engine, float_models, nuaa, calibration)
         if frames_out is not None:
             frames_out.parent.mkdir(parents=True, exist_ok=True)
-            frames_out.write_text(json.dumps(records, indent=0) + "\n")
+            frames_out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
     elif only == "liveness":
         raise UserError(
             f"--only liveness needs liveness models in {models} and NUAA frames in {nuaa}"
