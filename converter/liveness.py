@@ -39,6 +39,15 @@ log = logging.getLogger(__name__)
 PATCH_COLOR = "BGR"  # upstream reads frames with cv2.imread and feeds them as they are
 PATCH_PIXELS = "raw"  # and does not scale them: 0-255
 SCORE = "mean over the liveness models of the softmax's real-class probability, 0..1"
+# The live/not-live threshold on that score, written into the manifest for the door's
+# [liveness] threshold = "auto". Derived with `edge-app eval liveness` on the shared NUAA
+# subjects with the int8 models: the middle of the thresholds meeting both per-frame targets
+# (docs/LIVENESS.md has the sweep). Re-derive it when the models change.
+THRESHOLD = 0.25
+THRESHOLD_DERIVATION = (
+    "edge-app eval liveness --data ../shared/data/liveness/nuaa (subjects 0001-0008, int8): "
+    "middle of the thresholds meeting per-frame APCER <= 1% and BPCER <= 5% (0.15-0.35)"
+)
 DEFAULT_CALIBRATION_FRAMES = 240
 
 
@@ -175,6 +184,8 @@ def manifest_section(source: LivenessSource, float_models: dict) -> dict[str, ob
         "score": SCORE,
         "models": sorted(float_models),
         "patch_size": PATCH_SIZE,
+        "threshold": THRESHOLD,
+        "threshold_derivation": THRESHOLD_DERIVATION,
     }
 
 

@@ -252,7 +252,7 @@ class LivenessConfig:
 
     mode: str | None = _key(None, _auto_or(_choice(*LIVENESS_MODES)))
     threshold: float | None = _key(None, _auto_or(_number(0.0, 1.0)))
-    min_live_frames: int = _key(5, _integer(1, 10))
+    min_live_frames: int = _key(4, _integer(1, 10))
 
 
 @dataclass(frozen=True)
