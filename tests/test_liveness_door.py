@@ -403,3 +403,77 @@ def test_nuaa_printed_photo_never_opens_and_logs_spoof(
     # The photo is recognised as the subject (that is the attack) and refused as not live.
     assert all(e["name"] == SUBJECT and e["reason"] == NOT_LIVE for e in spoofs)
     assert all(e["liveness"] < run.daemon.live_rule.threshold for e in spoofs)
+
+
+# ------------------------------------------------ enrolment from the camera (needs shared)
+
+
+def test_camera_enrolment_passes_over_a_printed_photo(
+    shared_data: Path, liveness_engine: Engine, tmp_path: Path
+) -> None:
+    from edge_app.enroll import EnrollError, enroll_camera
+    from edge_app.images import read_image
+    from edge_app.liveness_rule import manifest_threshold
+    from edge_app.quality import Reason
+
+    threshold = manifest_threshold(liveness_engine.manifest)
+    prints = nuaa_frames(shared_data, "print", "0005_00_08_03")[:3]  # one face each
+    live = nuaa_frames(shared_data, *ENROL)[::10][:3]
+    frames = [read_image(p) for p in prints + live]
+    db = tmp_path / "gallery.db"
+    result = enroll_camera(
+        db,
+        liveness_engine,
+        SUBJECT,
+        iter(frames),
+        count=3,
+        progress=False,
+        live_threshold=threshold,
+    )
+    assert result.added == ["camera frame 3", "camera frame 4", "camera frame 5"]
+    with pytest.raises(EnrollError, match="only 0 of 2") as caught:
+        enroll_camera(
+            tmp_path / "other.db",
+            liveness_engine,
+            SUBJECT,
+            iter(frames[:3]),
+            count=2,
+            progress=False,
+            live_threshold=threshold,
+        )
+    assert caught.value.problems[0].reason is Reason.NOT_LIVE
+    assert "not judged live" in str(caught.value)
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_enroll_camera_command_refuses_a_photo_held_up(
+    shared_data: Path,
+    liveness_engine: Engine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    restore_logging: None,
+) -> None:
+    from edge_app import cli
+
+    clip = clip_folder(nuaa_frames(shared_data, "print", "0005_00_08_03")[:6], tmp_path / "cam")
+    db = tmp_path / "gallery.db"
+    code = cli.main(
+        [
+            "enroll",
+            "--camera",
+            "--source",
+            str(clip),
+            "--samples",
+            "2",
+            "--db",
+            str(db),
+            "--models",
+            str(liveness_engine.models_dir),
+            "--backend",
+            "cpu",
+            "Mallory",
+        ]
+    )
+    assert code == 2
+    assert "not judged live" in capsys.readouterr().err
+    assert not db.exists()
