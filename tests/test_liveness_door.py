@@ -308,10 +308,12 @@ def test_require_without_a_liveness_model_refuses_to_start_and_stays_locked(
 
 # ---------------------------------------------------------- real NUAA clips (slow)
 
-SUBJECT = "0001"
-ENROL = ("live", "0001_00_00_01")  # session 1: enrolment
-LIVE_CLIP = ("live", "0001_00_00_02")  # session 2: the person at the door
-PRINT_CLIPS = [("print", "0001_00_08_03"), ("print", "0001_00_00_01")]  # held still / moved
+# Subject 0005: its session-2 live frames show one face each (enrolment needs exactly one);
+# the other frames have people in the background, as a door camera would.
+SUBJECT = "0005"
+ENROL = ("live", "0005_00_00_02")  # session 2: enrolment
+LIVE_CLIP = ("live", "0005_00_00_01")  # session 1: the person at the door
+PRINT_CLIPS = [("print", "0005_00_08_03"), ("print", "0005_00_00_01")]  # held still / moved
 
 
 def nuaa_frames(shared: Path, kind: str, key: str) -> list[Path]:
