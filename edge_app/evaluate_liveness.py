@@ -429,10 +429,14 @@ def format_report(result: LivenessResult) -> str:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a temp file beside the target, renamed over it."""
+    """Write atomically: a temp file beside the target, renamed over it (mode as a plain
+    open() would give: 0666 less the umask; mkstemp's own is 0600)."""
     path = Path(path)
     handle, temp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(handle, 0o666 & ~umask)
         with os.fdopen(handle, "w") as out:
             json.dump(data, out, indent=2, default=float)
             out.write("\n")
