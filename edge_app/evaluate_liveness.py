@@ -28,7 +28,7 @@ import re
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -251,16 +251,11 @@ class LivenessResult:
         return self._rates(lambda g: (g.tracks_live, g.tracks))
 
     def sweep(self) -> list[dict[str, float]]:
-        """Per-frame worst APCER and BPCER at thresholds 0.05 to 0.95: the derivation table."""
-        rows = []
-        for threshold in np.round(np.arange(0.05, 0.951, 0.05), 2):
-            groups = summarise(self.tracks, float(threshold), self.min_live_frames, geometry=False)
-            rates = replace(self, threshold=float(threshold), groups=groups).frame_rates()
-            worst = max(rates[f"apcer {name}"] for name in self.attack_groups())
-            rows.append(
-                {"threshold": float(threshold), "apcer_worst": worst, "bpcer": rates["bpcer"]}
-            )
-        return rows
+        """Per-frame worst APCER and BPCER over THRESHOLD_GRID: the derivation table."""
+        return sweep(self.tracks)
+
+    def held_out(self) -> dict[str, Any]:
+        return leave_one_subject_out(self.tracks, self.min_live_frames)
 
     def _rates(self, counts: Any) -> dict[str, float]:
         rates: dict[str, float] = {}
@@ -293,6 +288,10 @@ class LivenessResult:
             "per_sequence": self.window_rates(),
             "per_track": self.track_rates(),
             "threshold_sweep": self.sweep(),
+            "threshold_derived": dict(
+                zip(("threshold", "low", "high"), derive_threshold(self.tracks), strict=True)
+            ),
+            "leave_one_subject_out": self.held_out(),
             "groups": {
                 name: {
                     "description": ATTACK_TYPES.get(name[6:], "print")
@@ -362,6 +361,91 @@ def evaluate_liveness(
     )
 
 
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+FRAME_APCER_TARGET, FRAME_BPCER_TARGET = 0.01, 0.05
+
+
+def _frame_errors(tracks: list[TrackScores], threshold: float) -> tuple[float, float]:
+    """(worst per-attack-type APCER, BPCER) per frame at `threshold`."""
+    accepted: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for track in tracks:
+        scores = track.scores[np.isfinite(track.scores)]
+        counts = accepted[track.sequence.group]
+        counts[0] += int(np.sum(scores >= threshold))
+        counts[1] += len(scores)
+    live = accepted.get("live", [0, 0])
+    worst = max(
+        (a / n for g, (a, n) in accepted.items() if g != "live" and n), default=float("nan")
+    )
+    return worst, (1.0 - live[0] / live[1]) if live[1] else float("nan")
+
+
+def sweep(tracks: list[TrackScores]) -> list[dict[str, float]]:
+    rows = []
+    for threshold in THRESHOLD_GRID:
+        worst, bpcer = _frame_errors(tracks, float(threshold))
+        rows.append({"threshold": float(threshold), "apcer_worst": worst, "bpcer": bpcer})
+    return rows
+
+
+def derive_threshold(tracks: list[TrackScores]) -> tuple[float, float, float]:
+    """(threshold, low, high): the middle, on the grid, of the thresholds meeting both
+    per-frame targets; NaN when none does. How the manifest's threshold was derived."""
+    feasible = [
+        row["threshold"]
+        for row in sweep(tracks)
+        if row["apcer_worst"] <= FRAME_APCER_TARGET and row["bpcer"] <= FRAME_BPCER_TARGET
+    ]
+    if not feasible:
+        return float("nan"), float("nan"), float("nan")
+    low, high = min(feasible), max(feasible)
+    step = float(THRESHOLD_GRID[1] - THRESHOLD_GRID[0])
+    return round(round((low + high) / 2 / step) * step, 2), low, high
+
+
+HELD_OUT_COUNTS = (
+    "attack_frames",
+    "attack_frames_live",
+    "live_frames",
+    "live_frames_refused",
+    "attack_windows",
+    "attack_windows_live",
+    "live_windows",
+    "live_windows_refused",
+)
+
+
+def leave_one_subject_out(tracks: list[TrackScores], min_live_frames: int) -> dict[str, Any]:
+    """Each subject scored with the threshold derived on the others: the spread of the
+    derivation, and pooled held-out error counts per frame and per window."""
+    subjects = sorted({t.sequence.subject for t in tracks})
+    folds = []
+    pooled = dict.fromkeys(HELD_OUT_COUNTS, 0)
+    for subject in subjects:
+        train = [t for t in tracks if t.sequence.subject != subject]
+        test = [t for t in tracks if t.sequence.subject == subject]
+        threshold, low, high = derive_threshold(train)
+        fold = {"subject": subject, "threshold": threshold, "feasible": [low, high]}
+        for track in test:
+            scores = track.scores[np.isfinite(track.scores)]
+            live = scores >= threshold
+            verdicts = [
+                window_is_live(scores[w], threshold, min_live_frames) for w in windows(len(scores))
+            ]
+            if track.sequence.kind == "live":
+                pooled["live_frames"] += len(scores)
+                pooled["live_frames_refused"] += int(np.sum(~live))
+                pooled["live_windows"] += len(verdicts)
+                pooled["live_windows_refused"] += verdicts.count(False)
+            else:
+                pooled["attack_frames"] += len(scores)
+                pooled["attack_frames_live"] += int(np.sum(live))
+                pooled["attack_windows"] += len(verdicts)
+                pooled["attack_windows_live"] += verdicts.count(True)
+        folds.append(fold)
+    return {"folds": folds, "pooled": pooled}
+
+
 TARGETS = {  # the project's targets on the shared NUAA subjects
     "per frame APCER (worst attack type) <= 1%": ("per_frame", "apcer_worst", 0.01),
     "per frame BPCER <= 5%": ("per_frame", "bpcer", 0.05),
@@ -422,6 +506,24 @@ def format_report(result: LivenessResult) -> str:
             value = rates[key]
         met = "met" if value <= limit else "NOT met"
         lines.append(f"  {text:44s} {_percent(value)}  {met}")
+    derived, low, high = derive_threshold(result.tracks)
+    lines += [
+        "",
+        f"threshold derived on this data: {derived:.2f} (the middle of {low:.2f}-{high:.2f}, "
+        "the thresholds meeting both per-frame targets)",
+    ]
+    held = result.held_out()
+    if len(held["folds"]) > 1:
+        p = held["pooled"]
+        spread = [f["threshold"] for f in held["folds"]]
+        lines.append(
+            f"leave one subject out (threshold derived on the others, "
+            f"{min(spread):.2f}-{max(spread):.2f}): per frame APCER "
+            f"{p['attack_frames_live']}/{p['attack_frames']}, BPCER "
+            f"{p['live_frames_refused']}/{p['live_frames']}; per window "
+            f"{p['attack_windows_live']}/{p['attack_windows']} attacks accepted, "
+            f"{p['live_windows_refused']}/{p['live_windows']} live refused"
+        )
     lines.append(
         f"\nliveness cost {result.ms_per_face:.2f} ms per face (median; {result.backend})\n"
     )

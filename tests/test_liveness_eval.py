@@ -244,3 +244,26 @@ def test_eval_liveness_refuses_a_bad_folder(
     code = cli.main(["eval", "liveness", "--data", str(tmp_path / "absent")])
     assert code != 0
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_threshold_is_the_middle_of_the_range_meeting_both_frame_targets() -> None:
+    from edge_app.evaluate_liveness import derive_threshold, leave_one_subject_out
+
+    # Live frames score 0.4-0.99, attack frames 0.0-0.12: every threshold from 0.15 to 0.40
+    # keeps APCER at 0 and BPCER at 0; 0.45 already refuses 2 of 20 live frames (10%).
+    live = np.linspace(0.4, 0.99, 20)
+    attack = np.linspace(0.0, 0.12, 20)
+    tracks = [
+        _track("live", "0001_00_00_01", list(live)),
+        _track("print", "0001_00_01_02", list(attack)),
+        _track("live", "0002_00_00_01", list(live)),
+        _track("print", "0002_00_08_03", list(attack)),
+    ]
+    assert derive_threshold(tracks) == (0.3, 0.15, 0.4)
+    held = leave_one_subject_out(tracks, min_live_frames=4)
+    assert [f["subject"] for f in held["folds"]] == ["0001", "0002"]
+    assert held["pooled"]["attack_frames_live"] == 0
+    assert held["pooled"]["live_frames"] == 40 and held["pooled"]["live_frames_refused"] == 0
+    assert held["pooled"]["attack_windows"] == 4 and held["pooled"]["live_windows_refused"] == 0
+    hopeless = [_track("live", "0001_00_00_01", [0.1] * 5), _track("print", "0001_00_01_02", [0.9])]
+    assert np.isnan(derive_threshold(hopeless)[0])
