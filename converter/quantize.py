@@ -34,7 +34,7 @@ def _representative(samples: Callable[[], Iterable[np.ndarray]], standardise: bo
 def _finish(
     converter, samples: Callable[[], Iterable[np.ndarray]] | None, standardise: bool = True
 ) -> bytes:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     if samples is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -50,7 +50,7 @@ def convert_keras(
 ) -> bytes:
     """Float TFLite when samples is None, else full int8 calibrated on `samples` (pixels,
     standardised first unless standardise=False)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     return _finish(tf.lite.TFLiteConverter.from_keras_model(model), samples, standardise)
 
@@ -62,7 +62,7 @@ def convert_frozen_graph(
     shape: list[int],
     samples: Callable[[], Iterable[np.ndarray]] | None = None,
 ) -> bytes:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
         str(graph), [input_name], [output_name], input_shapes={input_name: shape}
@@ -72,7 +72,7 @@ def convert_frozen_graph(
 
 def describe_tensors(path: Path) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs as manifest entries, outputs tagged by role from their width."""
-    from edge_app.runtime import find_runtime  # noqa: PLC0415
+    from edge_app.runtime import find_runtime
 
     interpreter = find_runtime().interpreter_class(model_path=str(path))
 

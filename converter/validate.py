@@ -546,7 +546,7 @@ def validate(
     only: str | None = None,
     frames_out: Path | None = None,
 ) -> dict:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     int8_engine = Engine.open(models, backend="cpu")
     liveness = None

@@ -36,6 +36,7 @@ import sdnotify
 from edge_app import policy as rules
 from edge_app.camera import Frame, FrameReader, open_source
 from edge_app.config import Config, ConfigError, RecognitionConfig, apply_overrides, load_config
+from edge_app.control import ControlServer, attach
 from edge_app.errors import UserError
 from edge_app.events import RELOCK, EventLog
 from edge_app.faces import Faces
@@ -290,6 +291,9 @@ class Daemon:
         self.live_rule = LiveRule()  # resolved against the models in _start
         self._parallax: dict[int, Parallax] = {}  # per live track, report only
         self.pulse_seconds = config.gpio.pulse_seconds
+        # The control socket (edge_app.control): status, events, frames and remote unlock.
+        self.control: ControlServer | None = None
+        self._door_lock = threading.Lock()
 
     # --- control from other threads and signal handlers ------------------------------------
 
@@ -298,6 +302,23 @@ class Daemon:
 
     def request_reload(self) -> None:
         self._reload.set()
+
+    def open_door(self, name: str | None) -> bool:
+        """Pulse the strike: the one path for a recognition and a control-socket unlock.
+
+        False, leaving the door locked, when a stop signal has already closed the relay.
+        """
+        with self._door_lock:
+            self._opened_for = name
+            try:
+                self.relay.pulse(self.pulse_seconds)
+            except RuntimeError:
+                if not self._stop.is_set():
+                    raise
+                log.info("not opened: stopping name=%s", name)
+                return False
+            self.metrics.unlocks += 1
+            return True
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -346,6 +367,7 @@ class Daemon:
         self.live_rule = self._resolve_liveness(config)
         self.policy.configure(config.policy, self.live_rule)
         log.info("liveness %s", self.live_rule.describe())
+        self.control = attach(self)
         camera = config.camera
         source = open_source(
             camera.source,
@@ -380,6 +402,8 @@ class Daemon:
         ping_every = _watchdog_interval()
         while frame is not None:
             self._process(frame)
+            if self.control is not None:
+                self.control.offer_frame(frame.image, frame.index)
             now = time.monotonic()
             if now - last_ping >= ping_every:
                 self._notify("WATCHDOG=1")
@@ -453,16 +477,8 @@ class Daemon:
             geometry = self._parallax[track.track_id].reading.verdict
         if decision.kind == rules.SPOOF:
             self.metrics.spoofs += 1
-        if decision.kind == rules.UNLOCK:
-            self._opened_for = decision.name
-            try:
-                self.relay.pulse(self.pulse_seconds)
-            except RuntimeError:
-                if not self._stop.is_set():
-                    raise
-                log.info("not opened: stopping name=%s", decision.name)
-                return  # the guard closed the relay for a stop signal: stay locked
-            self.metrics.unlocks += 1
+        if decision.kind == rules.UNLOCK and not self.open_door(decision.name):
+            return  # the guard closed the relay for a stop signal: stay locked
         self.events.record(
             decision.kind,
             name=decision.name,
@@ -539,6 +555,8 @@ class Daemon:
             self.relay.close()
         if self._guard is not None:
             self._guard.join(timeout=1.0)
+        if self.control is not None:
+            self.control.close()
         if self.reader is not None:
             self.reader.close()
             source = self.reader.source

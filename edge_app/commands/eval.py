@@ -80,7 +80,7 @@ examples:
 
 
 def _register_liveness(sub: argparse._SubParsersAction) -> None:
-    from edge_app.config import LivenessConfig  # noqa: PLC0415
+    from edge_app.config import LivenessConfig
 
     live = sub.add_parser(
         "liveness",
@@ -117,10 +117,10 @@ def _register_liveness(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_liveness(args: argparse.Namespace) -> int:
-    from edge_app.engine import Engine  # noqa: PLC0415
-    from edge_app.errors import UserError  # noqa: PLC0415
-    from edge_app.evaluate_liveness import evaluate_liveness, format_report  # noqa: PLC0415
-    from edge_app.liveness_rule import manifest_threshold  # noqa: PLC0415
+    from edge_app.engine import Engine
+    from edge_app.errors import UserError
+    from edge_app.evaluate_liveness import evaluate_liveness, format_report
+    from edge_app.liveness_rule import manifest_threshold
 
     if not args.data.is_dir():
         raise UserError(f"--data {args.data}: not a folder")
@@ -136,16 +136,16 @@ def _run_liveness(args: argparse.Namespace) -> int:
     result = evaluate_liveness(engine, args.data, threshold, args.min_live_frames, subjects)
     sys.stdout.write(format_report(result))
     if args.json:
-        from edge_app.evaluate_liveness import write_json  # noqa: PLC0415
+        from edge_app.evaluate_liveness import write_json
 
         write_json(args.json, result.to_json())
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge_app.engine import Engine  # noqa: PLC0415
-    from edge_app.errors import UserError  # noqa: PLC0415
-    from edge_app.evaluate import evaluate_lfw  # noqa: PLC0415
+    from edge_app.engine import Engine
+    from edge_app.errors import UserError
+    from edge_app.evaluate import evaluate_lfw
 
     for path, flag in ((args.pairs, "--pairs"), (args.images, "--images")):
         if not path.exists():
