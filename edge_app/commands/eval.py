@@ -67,10 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 LIVENESS_EPILOG = """\
 layout: DIR/live/<subject>/ID_GG_PP_SS_N.jpg and DIR/print/<subject>/ID_GG_PP_SS_N.jpg (NUAA):
 frames sharing ID_GG_PP_SS are one sequence, in the order of N; for print/ frames PP is the
-attack type. Each sequence runs through detection and the door's tracker; its longest track is
-the presented face. Reported per frame and per sequence (windows of up to 10 frames, live when
-at least --min-live-frames of them are): APCER per attack type, BPCER, ACER, the geometry
-(parallax) reading per window, and the liveness cost per face.
+attack type. Every frame runs through the door's detector and the largest face is the
+presented one. Reported per frame, per sequence (windows of up to 10 frames, live when at
+least --min-live-frames of them are) and per whole sequence: APCER per attack type, BPCER,
+ACER; the geometry (parallax) reading per window; the threshold these frames would give
+(the middle of those meeting per-frame APCER <= 1% and BPCER <= 5%) and a leave-one-subject-
+out check of it; and the liveness cost per face. docs/LIVENESS.md explains each figure.
 
 examples:
   edge-app eval liveness --data ../shared/data/liveness/nuaa
