@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,7 +73,7 @@ def ada(liveness: float | None) -> Vote:
     return Vote("ada", 0.8, 0.1, liveness)
 
 
-def feed(rules: Policy, scores: list[float | None], track: int = 1) -> list[tuple[int, str]]:
+def feed(rules: Policy, scores: Sequence[float | None], track: int = 1) -> list[tuple[int, str]]:
     """(frame index, decision kind) for a track whose every frame matches Ada."""
     return [
         (index, decision.kind)
@@ -262,7 +263,7 @@ def test_door_refuses_a_photo_and_logs_a_spoof_with_snapshot(tmp_path: Path, gal
     assert Path(spoof["snapshot"]).parent == snapshots and "_spoof_" in spoof["snapshot"]
     assert oct(os.stat(spoof["snapshot"]).st_mode & 0o777) == "0o600"
     stored = read_events(tmp_path / "events.db")
-    assert [(e.type, e.liveness) for e in stored][1] == (SPOOF, pytest.approx(PHOTO_SCORE))
+    assert stored[1].type == SPOOF and stored[1].liveness == pytest.approx(PHOTO_SCORE)
 
 
 def test_door_opens_for_the_live_person(tmp_path: Path, gallery: Path) -> None:

@@ -230,7 +230,7 @@ def test_eval_liveness_command_on_real_nuaa_sequences(
         assert group["frames"] + group["no_face"] == expected
     assert groups["live"]["frames"] >= 18  # a person in front of the camera is found
     # The scores say live for the live frames and attack for the printed ones, mostly.
-    scores = {kind: [] for kind in ("live", "print")}
+    scores: dict[str, list[float]] = {kind: [] for kind in ("live", "print")}
     for sequence in data["sequences"]:
         scores[sequence["kind"]] += [s for s in sequence["scores"] if s is not None]
     assert np.median(scores["live"]) > 0.5 > np.median(scores["print"])

@@ -6,6 +6,8 @@ onto a plane (a printed photo), turned, tilted, moved and held still.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,7 @@ def view(
     return np.stack([focal * moved[:, 0] / depth + 320, focal * moved[:, 1] / depth + 240], 1)
 
 
-def measures(points: np.ndarray, **turned: float) -> tuple[float, float]:
+def measures(points: np.ndarray, **turned: Any) -> tuple[float, float]:
     turn, residual = pair_measures(view(points)[None], view(points, **turned)[None])
     return float(turn[0]), float(residual[0])
 
