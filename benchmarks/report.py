@@ -581,6 +581,9 @@ def markdown(results: dict, accuracy: dict[str, dict]) -> str:
     add(recommendations(results, accuracy))
     add("")
 
+    from benchmarks.liveness_cost import markdown_section  # noqa: PLC0415
+
+    lines += markdown_section()  # benchmarks/liveness_cost.json, when it has been measured
     add("## What transfers to a Raspberry Pi, and what does not")
     add("")
     add(

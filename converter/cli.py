@@ -28,7 +28,12 @@ def _camera(text: str) -> tuple[int, int]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from converter.build import BuildOptions, build, float_dir_for
+    from converter.build import (
+        BuildOptions,
+        build,
+        build_liveness_only,
+        float_dir_for,
+    )
 
     out = Path(args.out)
     options = BuildOptions(
@@ -42,8 +47,14 @@ def _build(args: argparse.Namespace) -> int:
         edgetpu=args.edgetpu,
         frames=args.frames,
         faces=args.faces,
+        liveness=Path(args.liveness) if args.liveness else None,
+        liveness_calib=Path(args.liveness_calib),
+        liveness_frames=args.liveness_frames,
     )
-    build(options)
+    if args.only == "liveness":
+        build_liveness_only(options)
+    else:
+        build(options)
     return 0
 
 
@@ -78,6 +89,8 @@ def _validate(args: argparse.Namespace) -> int:
         Path(args.json),
         Path(args.report),
         limit=args.limit,
+        only=args.only,
+        frames_out=Path(args.liveness_frames) if args.liveness_frames else None,
     )
     return 0
 
@@ -109,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
             "  edge-convert build --camera 1280x720 --min-face 60 --out /tmp/models\n"
             "  edge-convert build --edgetpu             # also compile (needs edgetpu_compiler)\n"
             "  edge-convert build --facenet 20180402-114759.pb   # VGGFace2 weights\n"
-            "  edge-convert build --facenet 20180402-114759-vggface2.pt  # facenet-pytorch's"
+            "  edge-convert build --facenet 20180402-114759-vggface2.pt  # facenet-pytorch's\n"
+            "  edge-convert build --liveness ../shared/data/liveness/minifasnet  # + liveness\n"
+            "  edge-convert build --only liveness --liveness ../shared/data/liveness/minifasnet\n"
+            "                                           # add/replace only the liveness models\n"
+            "\n"
+            "Without --liveness the build makes no liveness models, and the door runs without\n"
+            "a liveness check (the MiniFASNet weights are a separate download)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -156,6 +175,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compile for the Edge TPU when edgetpu_compiler is on PATH",
     )
+    b.add_argument(
+        "--liveness",
+        metavar="DIR",
+        help="folder with Silent-Face-Anti-Spoofing's MiniFASNet weights "
+        "(2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth; reading them needs "
+        "torch): also build the liveness models. Without it, none are built",
+    )
+    b.add_argument(
+        "--liveness-calib",
+        default=str(SHARED_DATA / "liveness" / "nuaa"),
+        metavar="DIR",
+        help="photos of faces, live and attacks, to calibrate the int8 liveness models on, "
+        "searched recursively (default %(default)s)",
+    )
+    b.add_argument(
+        "--liveness-frames",
+        type=int,
+        default=240,
+        metavar="N",
+        help="photos taken evenly from --liveness-calib for calibration (default 240)",
+    )
+    b.add_argument(
+        "--only",
+        choices=["liveness"],
+        help="rebuild only these models inside an existing --out folder, keeping every "
+        "other model file and manifest entry as it is (needs --liveness)",
+    )
     b.add_argument("--frames", type=int, default=200, help="door frames for cascade calibration")
     b.add_argument("--faces", type=int, default=300, help="aligned faces for FaceNet calibration")
     b.set_defaults(handler=_build)
@@ -183,6 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", default="docs/quantization.json", help="JSON results path")
     v.add_argument("--report", default="docs/QUANTIZATION.md", help="Markdown report path")
     v.add_argument("--limit", type=int, default=None, help="use only the first N DevTest pairs")
+    v.add_argument(
+        "--only",
+        choices=["liveness"],
+        help="validate only these models and merge the result into the existing --json "
+        "and --report (the liveness models need DATA/liveness/nuaa)",
+    )
+    v.add_argument(
+        "--liveness-frames",
+        default="docs/liveness_frames.json",
+        metavar="PATH",
+        help="per-frame liveness scores, float and int8 (default %(default)s; '' to skip)",
+    )
     v.set_defaults(handler=_validate)
     return parser
 

@@ -29,6 +29,7 @@ from edge_app.runtime import BACKENDS
 AUTO = "auto"
 UART_PINS = (14, 15)
 GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
+LIVENESS_MODES = ("off", "log", "require")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # MQTT topic levels and ids we build topics from: no wildcards (+ #), no empty levels.
@@ -259,6 +260,22 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class LivenessConfig:
+    """Presentation-attack check (docs/LIVENESS.md).
+
+    mode: "require" = a track unlocks only when judged live as well as recognised; "log" =
+    scored and reported, never blocks; "off" = not run. "auto" (the default) is "require" when
+    the models have a liveness model, else "off" with a warning.
+    threshold: score at or above which a frame is live; "auto" = the manifest's.
+    min_live_frames: live frames needed among a track's last 10 scored.
+    """
+
+    mode: str | None = _key(None, _auto_or(_choice(*LIVENESS_MODES)))
+    threshold: float | None = _key(None, _auto_or(_number(0.0, 1.0)))
+    min_live_frames: int = _key(4, _integer(1, 10))
+
+
+@dataclass(frozen=True)
 class HubConfig:
     """The door's control socket (read by `edge-app run`) and what `edge-app hub` expects of
     it. `socket = ""` turns the socket off; `allow_unlock` lets a client of the socket (the
@@ -301,6 +318,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
 
@@ -315,6 +333,7 @@ SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "tracking": TrackingConfig,
     "events": EventsConfig,
+    "liveness": LivenessConfig,
     "hub": HubConfig,
     "mqtt": MqttConfig,
 }

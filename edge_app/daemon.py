@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +40,8 @@ from edge_app.control import ControlServer, attach
 from edge_app.errors import UserError
 from edge_app.events import RELOCK, EventLog
 from edge_app.faces import Faces
+from edge_app.liveness_rule import OFF, LiveRule
+from edge_app.parallax import Parallax
 from edge_app.policy import Policy, Vote
 from edge_app.relay import Relay, make_pin_factory
 from edge_app.tracker import IoUTracker, Track
@@ -64,6 +66,11 @@ class ModelInfo(Protocol):
         """The manifest's recognition block: threshold, margin, aggregate, trim."""
         ...
 
+    @property
+    def liveness(self) -> Mapping[str, Any]:
+        """The manifest's liveness block: the threshold derived for its liveness models."""
+        ...
+
 
 class FaceEngine(Protocol):
     """The daemon/engine seam: edge_app.engine.Engine on the device, a scripted engine in
@@ -80,6 +87,15 @@ class FaceEngine(Protocol):
         """(N, 512) unit embeddings of `faces`, cut from `image`."""
         ...
 
+    @property
+    def has_liveness(self) -> bool:
+        """Whether the models include a liveness model."""
+        ...
+
+    def liveness(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        """(N,) liveness scores in [0, 1] of `faces` in `image`, higher = live."""
+        ...
+
 
 @dataclass
 class Metrics:
@@ -90,8 +106,10 @@ class Metrics:
     embedded_frames: int = 0
     embeddings: int = 0
     unlocks: int = 0
+    spoofs: int = 0
     detect_seconds: float = 0.0
     embed_seconds: float = 0.0
+    live_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
@@ -100,9 +118,10 @@ class Metrics:
         return (
             f"frames={self.frames} face_frames={self.face_frames} "
             f"embedded_frames={self.embedded_frames} embeddings={self.embeddings} "
-            f"unlocks={self.unlocks} fps={self.frames / elapsed:.1f} "
+            f"unlocks={self.unlocks} spoofs={self.spoofs} fps={self.frames / elapsed:.1f} "
             f"detect_ms={1000 * self.detect_seconds / per:.1f} "
-            f"embed_ms={1000 * self.embed_seconds / max(self.embedded_frames, 1):.1f}"
+            f"embed_ms={1000 * self.embed_seconds / max(self.embedded_frames, 1):.1f} "
+            f"liveness_ms={1000 * self.live_seconds / max(self.embedded_frames, 1):.1f}"
         )
 
 
@@ -201,6 +220,11 @@ class Recognizer:
             )
         ]
 
+    def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
+        """Liveness scores of `faces`, on the detection frame they were found in (the models
+        cut their own enlarged patches; this is the frame size they are measured on)."""
+        return self.engine.liveness(frame.image, faces)
+
     def close(self) -> None:
         self.gallery.close()
 
@@ -264,6 +288,8 @@ class Daemon:
         self._guard: threading.Thread | None = None
         self.policy = Policy(config.policy, clock=lambda: self._now)
         self.tracker = IoUTracker(config.tracking)
+        self.live_rule = LiveRule()  # resolved against the models in _start
+        self._parallax: dict[int, Parallax] = {}  # per live track, report only
         self.pulse_seconds = config.gpio.pulse_seconds
         # The control socket (edge_app.control): status, events, frames and remote unlock.
         self.control: ControlServer | None = None
@@ -338,6 +364,9 @@ class Daemon:
                 min_face=config.detection.min_face,
             )
         self.recognizer = Recognizer(self.engine, config.gallery.path, config.recognition)
+        self.live_rule = self._resolve_liveness(config)
+        self.policy.configure(config.policy, self.live_rule)
+        log.info("liveness %s", self.live_rule.describe())
         self.control = attach(self)
         camera = config.camera
         source = open_source(
@@ -397,8 +426,12 @@ class Daemon:
         tracks, ended = self.tracker.update(faces.boxes)
         for track in ended:
             self.policy.forget(track.track_id)
+            self._parallax.pop(track.track_id, None)
         if not len(faces):
             return
+        if self.live_rule.mode != OFF:
+            for track, landmarks in zip(tracks, faces.landmarks, strict=True):
+                self._parallax.setdefault(track.track_id, Parallax()).update(landmarks)
         metrics.face_frames += 1
         due = np.flatnonzero(self.tracker.due(tracks) & whole_faces(faces, frame.image.shape))
         if not len(due):
@@ -406,17 +439,26 @@ class Daemon:
         start = time.perf_counter()
         votes = self.recognizer.identify(frame, faces[due])
         metrics.embed_seconds += time.perf_counter() - start
+        if self.live_rule.mode != OFF:
+            start = time.perf_counter()
+            scores = self.recognizer.liveness(frame, faces[due])
+            metrics.live_seconds += time.perf_counter() - start
+            votes = [
+                replace(vote, liveness=float(score))
+                for vote, score in zip(votes, scores, strict=True)
+            ]
         metrics.embedded_frames += 1
         metrics.embeddings += len(due)
         chosen = [tracks[i] for i in due]
         self.tracker.mark_embedded(chosen)
         for index, track, vote in zip(due, chosen, votes, strict=True):
             log.debug(
-                "vote track=%d name=%s score=%.3f second=%.3f t=%.2f",
+                "vote track=%d name=%s score=%.3f second=%.3f liveness=%s t=%.2f",
                 track.track_id,
                 vote.name,
                 vote.score,
                 vote.second,
+                "-" if vote.liveness is None else f"{vote.liveness:.3f}",
                 frame.timestamp,
             )
             for decision in self.policy.vote(track.track_id, vote):
@@ -425,8 +467,16 @@ class Daemon:
 
     def _act(self, decision: rules.Decision, frame: Frame, box: np.ndarray, track: Track) -> None:
         crop = None
-        if decision.kind in (rules.RECOGNIZED, rules.UNKNOWN) and self.events.snapshots:
+        if (
+            decision.kind in (rules.RECOGNIZED, rules.UNKNOWN, rules.SPOOF)
+            and self.events.snapshots
+        ):
             crop = face_crop(frame, box)
+        geometry = None
+        if decision.kind in (rules.UNLOCK, rules.SPOOF) and track.track_id in self._parallax:
+            geometry = self._parallax[track.track_id].reading.verdict
+        if decision.kind == rules.SPOOF:
+            self.metrics.spoofs += 1
         if decision.kind == rules.UNLOCK and not self.open_door(decision.name):
             return  # the guard closed the relay for a stop signal: stay locked
         self.events.record(
@@ -437,7 +487,15 @@ class Daemon:
             source_time=frame.timestamp,
             reason=decision.reason,
             crop=crop,
+            liveness=decision.liveness,
+            geometry=geometry,
         )
+
+    def _resolve_liveness(self, config: Config) -> LiveRule:
+        """[liveness] against the loaded models; UserError when they cannot serve it."""
+        engine = self.engine
+        assert engine is not None
+        return LiveRule.resolve(config.liveness, engine.manifest, engine.has_liveness)
 
     def _on_relock(self, reason: str) -> None:
         if self.events is not None:
@@ -463,7 +521,8 @@ class Daemon:
         try:
             new = apply_overrides(load_config(self.config_path), self.overrides)
             Policy.check(new.policy)
-        except (ConfigError, ValueError) as error:
+            live_rule = self._resolve_liveness(new)
+        except (ConfigError, ValueError, UserError) as error:
             log.error("reload refused, keeping the running config: %s", error)
             return
         old = self.config
@@ -479,7 +538,10 @@ class Daemon:
             log.error("reload refused, keeping the running config: gallery: %s", error)
             return
         # Nothing below can fail (checked above): the new settings apply together.
-        self.policy.configure(new.policy)
+        self.policy.configure(new.policy, live_rule)
+        if live_rule != self.live_rule:
+            log.info("liveness %s", live_rule.describe())
+        self.live_rule = live_rule
         self.tracker.configure(new.tracking)
         self.pulse_seconds = new.gpio.pulse_seconds
         self.config = new

@@ -54,7 +54,8 @@ EMBEDDINGS = {ADA: unit(1), STRANGER: unit(2)}
 class ScriptedEngine:
     """A FaceEngine whose answers are written in the frames (module docstring)."""
 
-    manifest = SimpleNamespace(recognition={"threshold": 0.6, "margin": 0.05})
+    manifest = SimpleNamespace(recognition={"threshold": 0.6, "margin": 0.05}, liveness={})
+    has_liveness = False  # so liveness mode "auto" is off (tests/test_liveness_door.py has it)
 
     def __init__(self, delay: float = 0.01, fail: str | None = None, fail_at: int = 0) -> None:
         self.delay = delay
@@ -78,6 +79,9 @@ class ScriptedEngine:
         self._maybe_fail("embed")
         code = int(image[0, 0, 0])
         return np.stack([EMBEDDINGS[code]] * len(faces))
+
+    def liveness(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        raise AssertionError("this engine has no liveness model: the daemon must not ask")
 
 
 def _typed(engine: ScriptedEngine) -> FaceEngine:

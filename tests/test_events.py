@@ -49,6 +49,8 @@ def test_every_sink_gets_the_event(tmp_path: Path, caplog: pytest.LogCaptureFixt
         "source_time": 1.25,
         "reason": None,
         "snapshot": None,
+        "liveness": None,
+        "geometry": None,
     }
     assert records[1]["name"] is None and records[1]["type"] == "unknown"
     assert oct(os.stat(db).st_mode & 0o777) == "0o600"
@@ -321,7 +323,10 @@ def test_schema_is_versioned_and_a_legacy_file_is_adopted(tmp_path: Path) -> Non
     log.close()
     assert [e.type for e in read_events(legacy)] == ["unlock", "relock"]
     with closing(sqlite3.connect(legacy)) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(events)")]
+    assert columns[-2:] == ["liveness", "geometry"]  # version 2 added them to the old rows
+    assert read_events(legacy)[0].liveness is None
 
 
 def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
