@@ -329,7 +329,7 @@ def test_doctor_reports_a_gallery_that_is_not_one(tmp_path: Path) -> None:
     checks = {check["area"]: check for check in json.loads(done.stdout)}
     assert checks["config"]["status"] == "ok"
     assert checks["gallery"]["status"] == "fail"
-    assert f"{junk} is not a usable gallery" in checks["gallery"]["detail"]
+    assert f"{junk} is not an SQLite database" in checks["gallery"]["detail"]
     assert junk.read_text() == "not a database"
 
 
