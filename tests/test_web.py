@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from web_support import PASSWORD, csrf_of, forged_png, free_port
 
-from edge_app.config import ConfigError, Config, parse_config
+from edge_app.config import Config, ConfigError, parse_config
 from edge_app.events import EventLog
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.web import auth
@@ -404,7 +404,8 @@ def test_a_streamed_upload_is_cut_at_the_limit(tmp_path: Path) -> None:
             token = small.token(client)
 
             def chunks() -> Iterator[bytes]:
-                yield b'--b\r\nContent-Disposition: form-data; name="photos"; filename="a.png"\r\n\r\n'
+                yield b"--b\r\nContent-Disposition: form-data; "
+                yield b'name="photos"; filename="a.png"\r\n\r\n'
                 for _ in range(40):  # 2.6 MB, with no Content-Length
                     yield b"x" * 65536
                 yield b"\r\n--b--\r\n"
