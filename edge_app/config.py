@@ -30,6 +30,13 @@ BACKENDS = ("auto", "cpu", "edgetpu")
 AGGREGATES = ("auto", "best", "mean", "trimmed_mean")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+# MQTT topic levels and ids we build topics from: no wildcards (+ #), no empty levels.
+_TOPIC = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+_IDENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
+_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+# The door's control socket (systemd's RuntimeDirectory=edge-app makes /run/edge-app).
+DEFAULT_SOCKET = Path("/run/edge-app/door.sock")
 _LISTEN = re.compile(
     r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$"
 )
@@ -147,6 +154,19 @@ def _hours(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _pattern(regex: re.Pattern[str], example: str, *, empty: bool = False) -> Check:
+    """A string matching `regex` (e.g. an MQTT topic); `empty` allows "" (meaning off)."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a string, got {_show(value)}")
+        if (value == "" and empty) or regex.match(value):
+            return value
+        raise _Invalid(f"{value!r} is not valid (expected something like {example!r})")
+
+    return check
+
+
 def split_listen(value: str) -> tuple[str, int]:
     """("host", port) of a `host:port` or `[ipv6]:port` listen address; ValueError when not."""
     match = _LISTEN.match(value)
@@ -242,6 +262,37 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class HubConfig:
+    """The door's control socket (read by `edge-app run`) and what `edge-app hub` expects of
+    it. `socket = ""` turns the socket off; `allow_unlock` lets a client of the socket (the
+    hub: MQTT, the web page) pulse the relay, and is off unless set here."""
+
+    socket: Path | None = _key(DEFAULT_SOCKET, _path(optional=True))
+    allow_unlock: bool = _key(False, _boolean)
+    stale_seconds: float = _key(10.0, _number(1.0, 3600.0))
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """`edge-app hub`'s broker connection and Home Assistant discovery; host "" = no MQTT."""
+
+    host: str = _key("", _pattern(_HOST, "192.0.2.10", empty=True))
+    port: int = _key(1883, _integer(1, 65535))
+    username: str = _key("", _pattern(_PRINTABLE, "edge-door", empty=True))
+    password_file: Path | None = _key(None, _path(optional=True))
+    tls_ca: Path | None = _key(None, _path(optional=True))
+    tls_cert: Path | None = _key(None, _path(optional=True))
+    tls_key: Path | None = _key(None, _path(optional=True))
+    topic_prefix: str = _key("edge-door", _pattern(_TOPIC, "edge-door"))
+    door_id: str = _key("door", _pattern(_IDENT, "front"))
+    discovery_prefix: str = _key("homeassistant", _pattern(_TOPIC, "homeassistant"))
+    discovery: bool = _key(True, _boolean)
+    remote_unlock: bool = _key(False, _boolean)
+    unlock_secret_file: Path | None = _key(None, _path(optional=True))
+    unlock_window_seconds: float = _key(30.0, _number(1.0, 300.0))
+
+
+@dataclass(frozen=True)
 class WebConfig:
     """The web page served by `edge-app hub` (docs/WEB.md); off, and loopback-only, by default."""
 
@@ -269,6 +320,8 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
 
@@ -282,6 +335,8 @@ SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "tracking": TrackingConfig,
     "events": EventsConfig,
+    "hub": HubConfig,
+    "mqtt": MqttConfig,
     "web": WebConfig,
 }
 
@@ -336,6 +391,22 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
         )
 
 
+def _mqtt_checks(config: Config, errors: list[str]) -> None:
+    """[mqtt] keys that only make sense together."""
+    mqtt = config.mqtt
+    if mqtt.password_file is not None and not mqtt.username:
+        errors.append("mqtt.password_file: set mqtt.username too (the broker's user name)")
+    if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
+        errors.append("mqtt.tls_cert: a client certificate needs both mqtt.tls_cert and tls_key")
+    if mqtt.tls_cert is not None and mqtt.tls_ca is None:
+        errors.append("mqtt.tls_cert: set mqtt.tls_ca too (TLS is on only when tls_ca is given)")
+    if mqtt.remote_unlock and mqtt.unlock_secret_file is None:
+        errors.append(
+            "mqtt.remote_unlock: needs mqtt.unlock_secret_file, the HMAC key that signs unlock "
+            "commands (docs/HOME_ASSISTANT.md)"
+        )
+
+
 def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
     """Validate a parsed TOML document; raise one ConfigError listing every problem."""
     errors: list[str] = []
@@ -347,6 +418,7 @@ def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
         sections[name] = _build_section(name, SECTIONS[name], section, errors)
     config = Config(**sections)
     _cross_checks(config, errors)
+    _mqtt_checks(config, errors)
     if errors:
         problems = "\n".join(f"  - {error}" for error in errors)
         raise ConfigError(f"{origin}: {len(errors)} problem(s):\n{problems}")

@@ -31,6 +31,7 @@ import sdnotify
 from edge_app import policy as rules
 from edge_app.camera import Frame, FrameReader, open_source
 from edge_app.config import Config, ConfigError, RecognitionConfig, apply_overrides, load_config
+from edge_app.control import ControlServer, attach
 from edge_app.errors import UserError
 from edge_app.events import RELOCK, EventLog
 from edge_app.faces import Faces
@@ -210,6 +211,9 @@ class Daemon:
         self._now = 0.0
         self._opened_for: str | None = None
         self._notifier: sdnotify.SystemdNotifier | None = None
+        # The control socket (edge_app.control): status, events, frames and remote unlock.
+        self.control: ControlServer | None = None
+        self._door_lock = threading.Lock()
         gpio = config.gpio
         self.policy = Policy(
             config.policy.hits,
@@ -230,6 +234,13 @@ class Daemon:
 
     def request_reload(self) -> None:
         self._reload.set()
+
+    def open_door(self, name: str | None) -> None:
+        """Pulse the strike: the one path for a recognition and a control-socket unlock."""
+        with self._door_lock:
+            self._opened_for = name
+            self.relay.pulse(self.pulse_seconds)
+            self.metrics.unlocks += 1
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -276,6 +287,7 @@ class Daemon:
                 min_face=config.detection.min_face,
             )
         self.recognizer = Recognizer(self.engine, config.gallery.path, config.recognition)
+        self.control = attach(self)
         camera = config.camera
         source = open_source(
             camera.source,
@@ -310,6 +322,8 @@ class Daemon:
         ping_every = _watchdog_interval()
         while frame is not None:
             self._process(frame)
+            if self.control is not None:
+                self.control.offer_frame(frame.image, frame.index)
             now = time.monotonic()
             if now - last_ping >= ping_every:
                 self._notify("WATCHDOG=1")
@@ -362,9 +376,7 @@ class Daemon:
         if decision.kind in (rules.RECOGNIZED, rules.UNKNOWN) and self.events.snapshots:
             crop = face_crop(frame, box)
         if decision.kind == rules.UNLOCK:
-            self._opened_for = decision.name
-            self.relay.pulse(self.pulse_seconds)
-            self.metrics.unlocks += 1
+            self.open_door(decision.name)
         self.events.record(
             decision.kind,
             name=decision.name,
@@ -414,6 +426,8 @@ class Daemon:
         self._notify("STOPPING=1")
         if self.relay is not None:
             self.relay.close()
+        if self.control is not None:
+            self.control.close()
         if self.reader is not None:
             self.reader.close()
             source = self.reader.source

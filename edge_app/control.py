@@ -1,0 +1,764 @@
+"""The door's control socket: the only way another process reaches a running door.
+
+`edge-app run` keeps no network socket. Processes on the same machine that need the door
+(`edge-app hub`: MQTT and the web page) talk to it over a Unix stream socket at `[hub]
+socket` (default /run/edge-app/door.sock, mode 0660, so the service user and group only).
+
+Protocol, version 1: one JSON object per line each way, UTF-8.
+
+  request   {"v": 1, "op": "status" | "subscribe" | "frame" | "reload" | "unlock", ...}
+  response  {"v": 1, "ok": true, ...}   or   {"v": 1, "ok": false, "error": "..."}
+
+  status     -> {"status": {running, source, backend, last_frame_time, relay_active, ...}}
+  subscribe  -> {"subscribed": true}, then the connection is an event stream: one event
+                object per line (the JSONL event fields plus "timestamp", Unix seconds;
+                never embeddings), and {"v": 1, "keepalive": <time>} lines when idle
+  frame      -> {"frame": "<base64 JPEG>" | null, "time": ...}: the latest detection frame,
+                or null when no frame came for `[hub] stale_seconds`
+  reload     -> the same as SIGHUP (config and gallery)
+  unlock     {"reason": "...", "origin": "..."} -> pulses the relay through the path a
+                recognition uses and records an `unlock` event with the reason, the origin
+                and the caller's uid/pid; refused unless `[hub] allow_unlock = true`
+
+Hostile or broken clients get an error reply and, for framing errors, the connection is
+closed; nothing they send can stall the frame loop: the server runs on its own thread,
+events reach it through a bounded queue, every client's output is bounded (a subscriber
+that does not keep up is dropped) and so is the number of clients. Each client's
+uid/gid/pid comes from the kernel (SO_PEERCRED), is logged, and is stamped on its unlocks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import selectors
+import socket
+import stat
+import struct
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import cv2
+import numpy as np
+
+from edge_app import __version__
+from edge_app.errors import UserError
+
+if TYPE_CHECKING:
+    from edge_app.daemon import Daemon
+    from edge_app.events import Event
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+OPS = ("status", "subscribe", "frame", "reload", "unlock")
+MAX_LINE = 64 * 1024  # bytes in one request line
+MAX_CLIENTS = 16
+QUEUE_EVENTS = 256  # events waiting for a subscriber before it counts as too slow
+PENDING_EVENTS = 1024  # events between the frame loop and the server thread
+MAX_OUTPUT = 4 * 1024 * 1024  # bytes queued for one client before it is dropped
+IDLE_SECONDS = 60.0  # a client that neither asks nor subscribes is closed after this
+KEEPALIVE_SECONDS = 5.0  # an idle event stream gets a keepalive line this often
+FRAME_MAX_WIDTH = 640
+FRAME_QUALITY = 80
+FRAME_MAX_BYTES = 1024 * 1024  # JPEG bytes; larger frames are refused, never sent
+TEXT_MAX = 200  # characters of an unlock reason or origin
+MAX_RESPONSE = 8 * 1024 * 1024  # what the client accepts in one line (a frame fits)
+# Keys never sent over the socket, whatever an event or a status carries.
+PRIVATE_KEYS = frozenset({"embedding", "embeddings", "vector", "template"})
+SOCKET_MODE = 0o660
+DIRECTORY_MODE = 0o750
+
+
+class ControlError(UserError):
+    """The control socket cannot be reached or refused the request; the message says why."""
+
+
+class Refused(Exception):
+    """A request the door understood and declined; the message goes back to the client."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end, as the kernel saw it when the client connected."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    def __str__(self) -> str:
+        return f"uid={self.uid} gid={self.gid} pid={self.pid}"
+
+
+def peer_credentials(sock: socket.socket) -> Peer:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """An event as the socket sends it: the JSONL fields plus `timestamp` (Unix seconds)."""
+    data = json.loads(event.to_json())
+    data["timestamp"] = round(event.time, 3)
+    return _public(data)
+
+
+def _public(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in PRIVATE_KEYS}
+
+
+def _clean_text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Refused(f"{name} must be a non-empty string")
+    text = " ".join(value.split())
+    if len(text) > TEXT_MAX or not text.isprintable():
+        raise Refused(f"{name} must be printable and at most {TEXT_MAX} characters")
+    return text
+
+
+class DoorPort(Protocol):
+    """What the server needs from a door; `DaemonPort` is the real one."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def reload(self) -> None: ...
+
+    def unlock_allowed(self) -> bool: ...
+
+    def unlock(self, reason: str, origin: str) -> None: ...
+
+
+@dataclass
+class _Client:
+    sock: socket.socket
+    peer: Peer
+    inbox: bytearray = field(default_factory=bytearray)
+    outbox: deque[bytes] = field(default_factory=deque)
+    queued: int = 0  # bytes in outbox
+    subscribed: bool = False
+    closing: bool = False  # close once the outbox is sent
+    last_active: float = field(default_factory=time.monotonic)
+    last_sent: float = field(default_factory=time.monotonic)
+
+    @property
+    def fileno_alive(self) -> bool:
+        return self.sock.fileno() != -1
+
+
+@dataclass
+class _LatestFrame:
+    image: np.ndarray
+    index: int
+    monotonic: float
+    wall: float
+
+
+class ControlServer:
+    """The socket server. `start()` binds and runs a thread; `close()` stops and unlinks.
+
+    Thread-safe entry points for the door: `publish(event)` and `offer_frame(image, index)`;
+    both only store a reference and return at once.
+    """
+
+    def __init__(self, path: Path, port: DoorPort, stale_seconds: float = 10.0) -> None:
+        self.path = Path(path)
+        self.port = port
+        self.stale_seconds = stale_seconds
+        self.started = time.monotonic()
+        self.counters: Counter[str] = Counter()
+        self.dropped_events = 0
+        self._pending: deque[dict[str, Any]] = deque(maxlen=PENDING_EVENTS)
+        self._frame: _LatestFrame | None = None
+        self._jpeg: tuple[int, bytes] | None = None  # (frame index, JPEG) cache
+        self._clients: dict[int, _Client] = {}
+        self._selector = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- door side --------------------------------------------------------------------------
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Queue one event for the subscribers (from any thread; never blocks)."""
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped_events += 1
+        self._pending.append(_public(event))
+        self.counters[str(event.get("type"))] += 1
+        self._wake()
+
+    def offer_frame(self, image: np.ndarray, index: int) -> None:
+        """The frame loop's latest RGB frame; encoded only if a client asks for it."""
+        self._frame = _LatestFrame(image, index, time.monotonic(), time.time())
+
+    @property
+    def subscribers(self) -> int:
+        return sum(1 for client in list(self._clients.values()) if client.subscribed)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._listener = self._bind()
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+        self._thread.start()
+        log.info("control socket listening path=%s mode=%o", self.path, SOCKET_MODE)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        for client in list(self._clients.values()):
+            self._drop(client, None)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            self._unlink_own()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _bind(self) -> socket.socket:
+        path = self.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=DIRECTORY_MODE)
+        except OSError as error:
+            raise ControlError(
+                f"hub.socket: cannot create the folder {path.parent} ({error}); run as the "
+                'service (systemd makes /run/edge-app) or set hub.socket = "" to turn it off'
+            ) from None
+        self._remove_stale()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            os.chmod(path, SOCKET_MODE)
+            listener.listen(MAX_CLIENTS)
+        except OSError as error:
+            listener.close()
+            raise ControlError(f"hub.socket: cannot listen on {path} ({error})") from None
+        listener.setblocking(False)
+        info = os.stat(path)
+        self._identity = (info.st_dev, info.st_ino)
+        return listener
+
+    def _remove_stale(self) -> None:
+        """A socket file left by a crash is removed; a live one or any other file is not."""
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(info.st_mode):
+            raise ControlError(
+                f"hub.socket: {self.path} exists and is not a socket; remove it or choose "
+                "another hub.socket"
+            )
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(self.path))
+        except OSError:
+            self.path.unlink(missing_ok=True)  # nobody listens: left over from a crash
+            return
+        finally:
+            probe.close()
+        raise ControlError(
+            f"hub.socket: another door is already listening on {self.path}; stop it or give "
+            "this one another hub.socket"
+        )
+
+    def _unlink_own(self) -> None:
+        """Unlink the socket file only if it is still ours (not a newer door's)."""
+        with contextlib.suppress(OSError):
+            info = os.lstat(self.path)
+            if (info.st_dev, info.st_ino) == self._identity:
+                self.path.unlink()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    # --- server thread ----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ready = self._selector.select(timeout=1.0)
+            except OSError:
+                if self._stop.is_set():
+                    return
+                raise
+            for key, mask in ready:
+                if key.fileobj is self._listener:
+                    self._accept()
+                elif key.fileobj is self._wake_r:
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(4096)
+                else:
+                    client = key.data
+                    if mask & selectors.EVENT_READ:
+                        self._read(client)
+                    if mask & selectors.EVENT_WRITE and client.sock.fileno() != -1:
+                        self._flush(client)
+            self._fan_out()
+            self._housekeeping()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            sock, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        sock.setblocking(False)
+        peer = peer_credentials(sock)
+        client = _Client(sock, peer)
+        if len(self._clients) >= MAX_CLIENTS:
+            log.warning("control client refused: too many clients (%d) %s", MAX_CLIENTS, peer)
+            with contextlib.suppress(OSError):
+                sock.send(self._line({"v": VERSION, "ok": False, "error": "too many clients"}))
+            sock.close()
+            return
+        self._clients[sock.fileno()] = client
+        self._selector.register(sock, selectors.EVENT_READ, client)
+        log.info("control client connected %s", peer)
+
+    def _read(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client, None)
+            return
+        client.last_active = time.monotonic()
+        if client.closing:
+            return
+        client.inbox += data
+        while not client.closing and not client.subscribed:
+            end = client.inbox.find(b"\n")
+            if end < 0:
+                break
+            line = bytes(client.inbox[:end])
+            del client.inbox[: end + 1]
+            if len(line) > MAX_LINE:
+                self._refuse(client, f"request line longer than {MAX_LINE} bytes", close=True)
+                return
+            self._handle(client, line)
+        if client.subscribed:
+            client.inbox.clear()  # a stream only listens; whatever else comes is ignored
+        elif len(client.inbox) > MAX_LINE:
+            self._refuse(client, f"request line longer than {MAX_LINE} bytes", close=True)
+
+    def _handle(self, client: _Client, line: bytes) -> None:
+        try:
+            request = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            self._refuse(client, f"not JSON ({error})")
+            return
+        if not isinstance(request, dict):
+            self._refuse(client, "a request is a JSON object")
+            return
+        if request.get("v") != VERSION:
+            self._refuse(client, f"unsupported protocol version {request.get('v')!r}; use 1")
+            return
+        op = request.get("op")
+        if op not in OPS:
+            self._refuse(client, f"unknown op {op!r}; ops: {', '.join(OPS)}")
+            return
+        try:
+            reply = getattr(self, f"_op_{op}")(client, request)
+        except Refused as error:
+            self._refuse(client, str(error))
+            return
+        except Exception as error:  # a bug here must never take the door down
+            log.exception("control request failed op=%s %s", op, client.peer)
+            self._refuse(client, f"internal error ({type(error).__name__})")
+            return
+        self._send(client, {"v": VERSION, "ok": True, **reply})
+
+    def _op_status(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+        status = dict(self.port.status())
+        latest = self._frame
+        now = time.monotonic()
+        status.update(
+            running=True,
+            uptime=round(now - self.started, 1),
+            last_frame_time=None if latest is None else round(latest.wall, 3),
+            last_frame_age=None if latest is None else round(now - latest.monotonic, 3),
+            stale_seconds=self.stale_seconds,
+            events=dict(self.counters),
+            clients=len(self._clients),
+            version=__version__,
+        )
+        return {"status": _public(status)}
+
+    def _op_subscribe(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+        client.subscribed = True
+        log.info("control client subscribed %s", client.peer)
+        return {"subscribed": True}
+
+    def _op_frame(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+        latest = self._frame
+        if latest is None or time.monotonic() - latest.monotonic > self.stale_seconds:
+            return {"frame": None, "time": None}
+        cached = self._jpeg
+        if cached is None or cached[0] != latest.index:
+            cached = self._jpeg = (latest.index, encode_jpeg(latest.image))
+        if len(cached[1]) > FRAME_MAX_BYTES:
+            raise Refused(f"frame is {len(cached[1])} bytes, over the {FRAME_MAX_BYTES} limit")
+        return {
+            "frame": base64.b64encode(cached[1]).decode("ascii"),
+            "time": round(latest.wall, 3),
+            "index": latest.index,
+        }
+
+    def _op_reload(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+        log.info("reload requested over the control socket %s", client.peer)
+        self.port.reload()
+        return {"reload": "requested"}
+
+    def _op_unlock(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+        reason = _clean_text(request.get("reason"), "reason")
+        origin = _clean_text(request.get("origin"), "origin")
+        stamped = f"{origin} {client.peer}"
+        if not self.port.unlock_allowed():
+            log.warning("remote unlock refused (disabled) origin=%r %s", origin, client.peer)
+            raise Refused(
+                "remote unlock is disabled on this door: set hub.allow_unlock = true in the "
+                "door's config and reload it"
+            )
+        self.port.unlock(reason, stamped)
+        return {"unlocked": True, "reason": reason, "origin": stamped}
+
+    def _refuse(self, client: _Client, message: str, *, close: bool = False) -> None:
+        log.warning("control request refused %s error=%r", client.peer, message)
+        self._send(client, {"v": VERSION, "ok": False, "error": message})
+        if close:
+            client.closing = True
+            client.inbox.clear()
+            if not client.outbox:
+                self._drop(client, None)
+
+    @staticmethod
+    def _line(data: dict[str, Any]) -> bytes:
+        return (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+    def _send(self, client: _Client, data: dict[str, Any]) -> None:
+        line = self._line(data)
+        if client.queued + len(line) > MAX_OUTPUT or (
+            client.subscribed and len(client.outbox) >= QUEUE_EVENTS
+        ):
+            self._drop(client, "too slow: its output queue is full")
+            return
+        client.outbox.append(line)
+        client.queued += len(line)
+        client.last_sent = time.monotonic()
+        self._flush(client)
+
+    def _flush(self, client: _Client) -> None:
+        sock = client.sock
+        while client.outbox:
+            chunk = client.outbox[0]
+            try:
+                sent = sock.send(chunk)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop(client, None)
+                return
+            client.queued -= sent
+            if sent < len(chunk):
+                client.outbox[0] = chunk[sent:]
+                break
+            client.outbox.popleft()
+        if client.fileno_alive and not client.outbox and client.closing:
+            self._drop(client, None)
+            return
+        if client.fileno_alive:
+            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbox else 0)
+            self._selector.modify(sock, mask, client)
+
+    def _drop(self, client: _Client, why: str | None) -> None:
+        if not client.fileno_alive:
+            return
+        if why is not None:
+            log.warning("control client dropped %s reason=%r", client.peer, why)
+        else:
+            log.info("control client disconnected %s", client.peer)
+        self._clients.pop(client.sock.fileno(), None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(client.sock)
+        client.sock.close()
+
+    def _fan_out(self) -> None:
+        while self._pending:
+            event = self._pending.popleft()
+            for client in list(self._clients.values()):
+                if client.subscribed and client.fileno_alive:
+                    self._send(client, event)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        for client in list(self._clients.values()):
+            if client.subscribed:
+                if now - client.last_sent >= KEEPALIVE_SECONDS and not client.outbox:
+                    self._send(client, {"v": VERSION, "keepalive": round(time.time(), 3)})
+            elif now - client.last_active > IDLE_SECONDS:
+                self._drop(client, f"idle for {IDLE_SECONDS:.0f} s")
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    """RGB frame -> JPEG, scaled down to FRAME_MAX_WIDTH."""
+    height, width = image.shape[:2]
+    if width > FRAME_MAX_WIDTH:
+        scale = FRAME_MAX_WIDTH / width
+        image = cv2.resize(image, (FRAME_MAX_WIDTH, round(height * scale)), cv2.INTER_AREA)
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, FRAME_QUALITY]
+    )
+    if not ok:
+        raise Refused("the frame could not be encoded as JPEG")
+    return data.tobytes()
+
+
+# --- the door's side: the daemon behind the socket ------------------------------------------
+
+
+class DaemonPort:
+    """The running Daemon as the server sees it; reads its state, never changes it except
+    through `Daemon.open_door` (the relay path recognitions use) and `request_reload`."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def status(self) -> dict[str, Any]:
+        daemon = self.daemon
+        relay = daemon.relay
+        reader = daemon.reader
+        engine = daemon.engine
+        matcher = getattr(daemon.recognizer, "matcher", None)
+        backend = getattr(engine, "backend", None)
+        liveness = getattr(daemon.config, "liveness", None)
+        return {
+            "pid": os.getpid(),
+            "source": None if reader is None else reader.source.name,
+            "backend": getattr(backend, "kind", None),
+            "relay_active": bool(relay is not None and relay.is_active),
+            "pulse_seconds": daemon.pulse_seconds,
+            "gallery_people": None if matcher is None else len(matcher.matrix.names),
+            "frames": daemon.metrics.frames,
+            "unlocks": daemon.metrics.unlocks,
+            "allow_unlock": self.unlock_allowed(),
+            "liveness": getattr(liveness, "mode", None),
+        }
+
+    def reload(self) -> None:
+        self.daemon.request_reload()
+
+    def unlock_allowed(self) -> bool:
+        return bool(self.daemon.config.hub.allow_unlock)
+
+    def unlock(self, reason: str, origin: str) -> None:
+        from edge_app.policy import UNLOCK
+
+        daemon = self.daemon
+        if daemon.relay is None or daemon.events is None:
+            raise Refused("the door is not running yet")
+        daemon.open_door(None)
+        daemon.events.record(UNLOCK, reason=f"{reason}; origin={origin}")
+
+
+def attach(daemon: Daemon) -> ControlServer | None:
+    """Start the control socket for a daemon (after its relay and events exist) and copy
+    each recorded event to it. None when `[hub] socket = ""`, or when the socket cannot be
+    made: the door itself keeps working without it, and the log says why."""
+    settings = daemon.config.hub
+    if settings.socket is None:
+        log.info('control socket off (hub.socket = "")')
+        return None
+    server = ControlServer(settings.socket, DaemonPort(daemon), settings.stale_seconds)
+    try:
+        server.start()
+    except ControlError as error:
+        log.error("control socket off, the door runs without it: %s", error)
+        server.close()
+        return None
+    events = daemon.events
+    if events is not None:
+        record = events.record
+
+        def record_and_publish(*args: Any, **kwargs: Any) -> Event:
+            event = record(*args, **kwargs)
+            server.publish(event_payload(event))
+            return event
+
+        # The door's every record call, whatever its call site, also reaches the socket.
+        events.record = record_and_publish  # type: ignore[method-assign]
+    return server
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+class ControlClient:
+    """A client of the door's socket, for `edge-app hub` and tools.
+
+    Each request uses its own short connection; `events()` keeps one open until the door
+    goes away (ControlError) or `close()` is called from another thread.
+    """
+
+    def __init__(self, path: Path | str, timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._stream: socket.socket | None = None
+        self._closed = False
+
+    def status(self) -> dict[str, Any]:
+        return self.request("status")["status"]
+
+    def frame(self) -> bytes | None:
+        encoded = self.request("frame")["frame"]
+        if encoded is None:
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise ControlError(f"{self.path}: the door sent a bad frame ({error})") from None
+
+    def reload(self) -> dict[str, Any]:
+        return self.request("reload")
+
+    def unlock(self, reason: str, origin: str) -> dict[str, Any]:
+        return self.request("unlock", reason=reason, origin=origin)
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        with self._connect() as sock:
+            self._write(sock, {"v": VERSION, "op": op, **fields})
+            reader = _LineReader(sock, self.path)
+            return self._check(reader.read(), op)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Events as the door records them; keepalives are consumed here. Raises
+        ControlError when the door goes away or falls silent for 3 keepalive periods."""
+        sock = self._connect()
+        self._stream = sock
+        try:
+            sock.settimeout(max(self.timeout, 3 * KEEPALIVE_SECONDS))
+            self._write(sock, {"v": VERSION, "op": "subscribe"})
+            reader = _LineReader(sock, self.path)
+            self._check(reader.read(), "subscribe")
+            while True:
+                message = reader.read()
+                if "keepalive" in message and "type" not in message:
+                    continue
+                yield message
+        except ControlError:
+            if self._closed:
+                return
+            raise
+        finally:
+            self._stream = None
+            sock.close()
+
+    def close(self) -> None:
+        """End a running `events()` from another thread."""
+        self._closed = True
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.shutdown(socket.SHUT_RDWR)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except FileNotFoundError:
+            sock.close()
+            raise ControlError(
+                f"{self.path}: no door socket (is `edge-app run` running, with hub.socket "
+                "set to this path?)"
+            ) from None
+        except PermissionError:
+            sock.close()
+            raise ControlError(
+                f"{self.path}: permission denied; run as the service user or a member of its "
+                "group (edge-app)"
+            ) from None
+        except OSError as error:
+            sock.close()
+            raise ControlError(f"{self.path}: cannot connect to the door ({error})") from None
+        return sock
+
+    def _write(self, sock: socket.socket, data: dict[str, Any]) -> None:
+        try:
+            sock.sendall((json.dumps(data) + "\n").encode())
+        except OSError as error:
+            raise ControlError(f"{self.path}: cannot send to the door ({error})") from None
+
+    def _check(self, reply: dict[str, Any], op: str) -> dict[str, Any]:
+        if reply.get("v") != VERSION:
+            raise ControlError(f"{self.path}: unsupported reply version {reply.get('v')!r}")
+        if not reply.get("ok"):
+            raise ControlError(f"door refused {op}: {reply.get('error', 'no reason given')}")
+        return reply
+
+
+class _LineReader:
+    def __init__(self, sock: socket.socket, path: Path) -> None:
+        self.sock = sock
+        self.path = path
+        self.buffer = bytearray()
+
+    def read(self) -> dict[str, Any]:
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buffer[:end])
+                del self.buffer[: end + 1]
+                try:
+                    data = json.loads(line)
+                except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                    raise ControlError(f"{self.path}: the door sent bad JSON ({error})") from None
+                if not isinstance(data, dict):
+                    raise ControlError(f"{self.path}: the door sent a non-object reply")
+                return data
+            if len(self.buffer) > MAX_RESPONSE:
+                raise ControlError(f"{self.path}: reply longer than {MAX_RESPONSE} bytes")
+            try:
+                chunk = self.sock.recv(262144)
+            except TimeoutError:
+                raise ControlError(f"{self.path}: the door did not answer in time") from None
+            except OSError as error:
+                raise ControlError(f"{self.path}: connection to the door lost ({error})") from None
+            if not chunk:
+                raise ControlError(f"{self.path}: the door closed the connection")
+            self.buffer += chunk
+
+
+__all__ = [
+    "OPS",
+    "VERSION",
+    "ControlClient",
+    "ControlError",
+    "ControlServer",
+    "DaemonPort",
+    "Peer",
+    "attach",
+    "event_payload",
+]

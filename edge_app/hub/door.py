@@ -1,0 +1,155 @@
+"""The hub's link to the door: status polls and the event stream, reconnecting by themselves.
+
+The hub may start before the door, outlive a door restart, or find the socket gone for a
+while: each loop retries with a capped backoff and logs a state change once, not every try.
+The door counts as healthy when its socket answers and its camera frames are fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_app.camera import Backoff
+from edge_app.control import ControlClient, ControlError
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0
+REQUEST_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class DoorHealth:
+    """reachable: the socket answered the last status request. frames: its camera's latest
+    frame is younger than stale_seconds. status: that answer (None when unreachable)."""
+
+    reachable: bool
+    frames: bool
+    status: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.reachable and self.frames
+
+    @property
+    def relay_active(self) -> bool:
+        return bool(self.status and self.status.get("relay_active"))
+
+
+def judge(status: dict[str, Any], stale_seconds: float) -> DoorHealth:
+    age = status.get("last_frame_age")
+    fresh = age is not None and age <= stale_seconds
+    return DoorHealth(True, fresh, status, None if fresh else "no fresh camera frames")
+
+
+EventListener = Callable[[dict[str, Any]], None]
+HealthListener = Callable[[DoorHealth], None]
+
+
+class DoorLink:
+    def __init__(
+        self,
+        path: Path,
+        stale_seconds: float = 10.0,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.stale_seconds = stale_seconds
+        self.poll_seconds = poll_seconds
+        self.backoff = backoff or Backoff(0.5, 10.0)
+        self.health = DoorHealth(False, False, None, "not checked yet")
+        self._event_listeners: list[EventListener] = []
+        self._health_listeners: list[HealthListener] = []
+        self._stop = threading.Event()
+        self._stream: ControlClient | None = None
+        self._threads: list[threading.Thread] = []
+
+    def add_listener(
+        self, on_event: EventListener | None = None, on_health: HealthListener | None = None
+    ) -> None:
+        if on_event is not None:
+            self._event_listeners.append(on_event)
+        if on_health is not None:
+            self._health_listeners.append(on_health)
+
+    def start(self) -> None:
+        for name, target in (("door-status", self._poll), ("door-events", self._listen)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+        for thread in self._threads:
+            thread.join(timeout=REQUEST_TIMEOUT + 1)
+
+    def client(self) -> ControlClient:
+        """A client for one-off requests (status, frame, unlock)."""
+        return ControlClient(self.path, timeout=REQUEST_TIMEOUT)
+
+    def unlock(self, reason: str, origin: str) -> dict[str, Any]:
+        return self.client().unlock(reason, origin)
+
+    def check(self) -> DoorHealth:
+        """Ask the door now; updates `health` and tells the listeners."""
+        try:
+            health = judge(self.client().status(), self.stale_seconds)
+        except ControlError as error:
+            health = DoorHealth(False, False, None, str(error))
+        previous, self.health = self.health, health
+        if (previous.reachable, previous.frames) != (health.reachable, health.frames):
+            if health.healthy:
+                log.info("door healthy path=%s source=%s", self.path, health.status.get("source"))
+            else:
+                log.warning("door unhealthy path=%s reason=%r", self.path, health.error)
+        for listener in self._health_listeners:
+            _call(listener, health)
+        return health
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.check()
+            self._stop.wait(self.poll_seconds)
+
+    def _listen(self) -> None:
+        delay = self.backoff.initial
+        reported = False
+        while not self._stop.is_set():
+            client = ControlClient(self.path, timeout=REQUEST_TIMEOUT)
+            self._stream = client
+            try:
+                for event in client.events():
+                    if not reported:
+                        log.info("door event stream open path=%s", self.path)
+                        reported = True
+                    delay = self.backoff.initial
+                    for listener in self._event_listeners:
+                        _call(listener, event)
+            except ControlError as error:
+                if reported or delay == self.backoff.initial:
+                    log.warning("door event stream lost path=%s reason=%s", self.path, error)
+                reported = False
+            finally:
+                self._stream = None
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.backoff.maximum)
+
+
+def _call(listener: Callable[[Any], None], value: Any) -> None:
+    """A failing listener (a bug in one component) must not stop the others or the link."""
+    try:
+        listener(value)
+    except Exception:
+        log.exception("hub listener failed listener=%r", listener)

@@ -1,0 +1,367 @@
+"""MQTT for the door: Home Assistant discovery, availability, events and signed remote unlock.
+
+paho-mqtt 2.x with callback API version 2, its own network thread (loop_start) and its own
+reconnect with backoff (reconnect_delay_set): the hub starts and keeps running whether the
+broker is down, restarting or refusing our credentials, and logs why each time (paho's
+reason codes). A clean session means the broker keeps nothing for us while we are away, so
+no command queued during an outage is delivered late; retained commands are ignored, and a
+command must carry a fresh signed timestamp and an unused nonce (edge_app.hub.signing).
+
+Messages are only published while connected: events that happen while the broker is away
+are not queued and replayed later, and the retained state is re-sent on every connect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import ssl
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_app.config import MqttConfig
+from edge_app.control import ControlError
+from edge_app.errors import UserError
+from edge_app.hub.discovery import (
+    OFFLINE,
+    ONLINE,
+    STATE_EVERY,
+    Topics,
+    entities,
+    event_message,
+)
+from edge_app.hub.door import DoorHealth, DoorLink
+from edge_app.hub.signing import MIN_KEY_CHARS, UnlockRefused, UnlockVerifier, read_secret
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE = 30
+RECONNECT_MIN, RECONNECT_MAX = 1, 60
+REMOTE_REASON = "remote"
+
+
+class MqttError(UserError):
+    """The [mqtt] settings cannot be used (a file, a certificate); the message names the key."""
+
+
+def make_client(settings: MqttConfig, client_id: str, topics: Topics) -> mqtt.Client:
+    """A paho client with credentials, TLS and the last will set from the config."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=True,
+        protocol=mqtt.MQTTv311,
+    )
+    if settings.username:
+        password = None
+        if settings.password_file is not None:
+            password = read_secret(settings.password_file, "mqtt.password_file")
+        client.username_pw_set(settings.username, password)
+    if settings.tls_ca is not None:
+        try:
+            client.tls_set(
+                ca_certs=str(settings.tls_ca),
+                certfile=None if settings.tls_cert is None else str(settings.tls_cert),
+                keyfile=None if settings.tls_key is None else str(settings.tls_key),
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        except (OSError, ssl.SSLError, ValueError) as error:
+            raise MqttError(
+                f"mqtt.tls_ca: cannot use {settings.tls_ca} / tls_cert / tls_key ({error})"
+            ) from None
+    client.will_set(topics.availability, OFFLINE, qos=1, retain=True)
+    client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
+    return client
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
+
+
+class MqttBridge:
+    """A Hub component: door events and health to MQTT, signed unlock commands to the door."""
+
+    def __init__(self, settings: MqttConfig, door: DoorLink) -> None:
+        self.settings = settings
+        self.door = door
+        self.topics = Topics.of(settings)
+        self.verifier: UnlockVerifier | None = None
+        if settings.remote_unlock:
+            assert settings.unlock_secret_file is not None  # config checks enforce it
+            key = read_secret(
+                settings.unlock_secret_file, "mqtt.unlock_secret_file", min_chars=MIN_KEY_CHARS
+            )
+            self.verifier = UnlockVerifier(key, settings.door_id, settings.unlock_window_seconds)
+        self.client = make_client(settings, f"edge-door-hub-{settings.door_id}", self.topics)
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._health: DoorHealth = door.health
+        self._strike = "locked"
+        self._last_person: dict[str, Any] | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._where = f"host={settings.host} port={settings.port}"
+
+    # --- Hub component ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        tls = "on" if self.settings.tls_ca is not None else "off"
+        log.info(
+            "mqtt connecting %s tls=%s user=%s base=%s remote_unlock=%s",
+            self._where,
+            tls,
+            self.settings.username or "-",
+            self.topics.base,
+            self.verifier is not None,
+        )
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=KEEPALIVE)
+        self.client.loop_start()
+        self._heartbeat = threading.Thread(target=self._beat, name="mqtt-state", daemon=True)
+        self._heartbeat.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.connected.is_set():
+            info = self.client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=2.0)
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=2.0)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        with self._lock:
+            if kind == "unlock":
+                self._strike = "unlocked"
+            elif kind == "relock":
+                self._strike = "locked"
+            if kind in ("recognized", "unknown", "unlock") and (
+                kind != "unlock" or event.get("name")
+            ):
+                self._last_person = {
+                    "name": event.get("name") or "unknown",
+                    "score": event.get("score"),
+                    "type": kind,
+                    "time": event.get("time"),
+                }
+        self._publish(self.topics.event, event_message(event, self.settings.door_id))
+        if kind in ("unlock", "relock"):
+            self._publish_state()
+        if kind in ("recognized", "unknown", "unlock"):
+            self._publish_last_person()
+
+    def on_health(self, health: DoorHealth) -> None:
+        with self._lock:
+            before = self._health
+            self._health = health
+            if health.reachable:
+                self._strike = "unlocked" if health.relay_active else "locked"
+        if (before.healthy, before.reachable, before.frames) != (
+            health.healthy,
+            health.reachable,
+            health.frames,
+        ):
+            self._publish_availability()
+            self._publish_state()
+
+    # --- paho callbacks (its network thread) ---------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: Any,
+        properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error(
+                "mqtt connection refused %s reason=%r: check mqtt.username and "
+                "mqtt.password_file (retrying with backoff)",
+                self._where,
+                str(reason_code),
+            )
+            return
+        log.info("mqtt connected %s", self._where)
+        self.connected.set()
+        topics = [(self.topics.ha_status, 1)]
+        if self.verifier is not None:
+            topics.append((self.topics.unlock, 1))
+        client.subscribe(topics)
+        self._publish_discovery()
+        self._publish_availability()
+        self._publish_state()
+        self._publish_last_person()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("mqtt broker unreachable %s (retrying with backoff)", self._where)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: Any,
+        properties: Any,
+    ) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        if not self._stop.is_set() and was:
+            log.warning(
+                "mqtt disconnected %s reason=%r (reconnecting with backoff)",
+                self._where,
+                str(reason_code),
+            )
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.topics.ha_status:
+            if message.payload == b"online":
+                log.info("home assistant online: re-sending discovery")
+                self._publish_discovery()
+                self._publish_availability()
+                self._publish_state()
+                self._publish_last_person()
+        elif message.topic == self.topics.unlock:
+            self._command(message)
+
+    # --- remote unlock -------------------------------------------------------------------------
+
+    def _command(self, message: mqtt.MQTTMessage) -> None:
+        if message.retain:
+            # A retained command would open the door again at every reconnect.
+            self._refuse("retained command ignored (publish unlock commands without retain)")
+            return
+        if self.verifier is None:
+            return
+        try:
+            origin = self.verifier.verify(message.payload)
+        except UnlockRefused as error:
+            self._refuse(str(error))
+            return
+        try:
+            self.door.unlock(REMOTE_REASON, f"mqtt:{origin}")
+        except ControlError as error:
+            self._refuse(f"the door refused: {error}", origin)
+            return
+        log.info("remote unlock accepted origin=mqtt:%s topic=%s", origin, message.topic)
+
+    def _refuse(self, why: str, origin: str | None = None) -> None:
+        log.warning("remote unlock refused topic=%s reason=%r", self.topics.unlock, why)
+        now = time.time()
+        self._publish(
+            self.topics.event,
+            event_message(
+                {
+                    "type": "denied",
+                    "reason": f"remote unlock refused: {why}",
+                    "timestamp": round(now, 3),
+                    "time": _iso(now),
+                    "name": origin,
+                },
+                self.settings.door_id,
+            ),
+        )
+
+    # --- publishing ----------------------------------------------------------------------------
+
+    def _publish(self, topic: str, payload: Any, *, retain: bool = False) -> None:
+        if not self.connected.is_set():
+            return  # never queued: retained state is re-sent on connect
+        data = payload if isinstance(payload, str) else json.dumps(payload)
+        self.client.publish(topic, data, qos=1, retain=retain)
+
+    def _publish_discovery(self) -> None:
+        if not self.settings.discovery:
+            return
+        for topic, config in entities(self.topics).items():
+            self._publish(topic, config, retain=True)
+
+    def _publish_availability(self) -> None:
+        with self._lock:
+            value = ONLINE if self._health.healthy else OFFLINE
+        self._publish(self.topics.availability, value, retain=True)
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            health = self._health
+            status = health.status or {}
+            return {
+                "strike": self._strike,
+                "door": ONLINE if health.reachable else OFFLINE,
+                "camera": "ok" if health.frames else ("stale" if health.reachable else "unknown"),
+                "problem": health.error,
+                "source": status.get("source"),
+                "backend": status.get("backend"),
+                "gallery_people": status.get("gallery_people"),
+                "liveness": status.get("liveness"),
+                "updated": _iso(time.time()),
+            }
+
+    def _publish_state(self) -> None:
+        self._publish(self.topics.state, self.state(), retain=True)
+
+    def _publish_last_person(self) -> None:
+        with self._lock:
+            person = self._last_person
+        if person is not None:
+            self._publish(self.topics.last_person, person, retain=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(STATE_EVERY):
+            self._publish_state()
+
+
+def clear_discovery(settings: MqttConfig, timeout: float = 10.0) -> list[str]:
+    """Remove this door from Home Assistant: empty retained payloads on every discovery
+    topic and on the retained state topics. Returns the topics cleared."""
+    topics = Topics.of(settings)
+    client = make_client(settings, f"edge-door-clear-{settings.door_id}", topics)
+    result: dict[str, Any] = {}
+    done = threading.Event()
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any) -> None:
+        result["code"] = code
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(settings.host, settings.port, keepalive=KEEPALIVE)
+    except OSError as error:
+        raise MqttError(
+            f"mqtt.host: cannot reach the broker at {settings.host}:{settings.port} ({error})"
+        ) from None
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            raise MqttError(f"mqtt.host: no answer from {settings.host}:{settings.port}")
+        if result["code"].is_failure:
+            raise MqttError(
+                f"mqtt: the broker refused the connection ({result['code']}); check "
+                "mqtt.username and mqtt.password_file"
+            )
+        cleared = [
+            *entities(topics),
+            topics.state,
+            topics.last_person,
+            topics.availability,
+        ]
+        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in cleared]
+        for info in infos:
+            info.wait_for_publish(timeout)
+        return cleared
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -1,0 +1,138 @@
+"""Signed remote-unlock commands: HMAC-SHA256 over the door, a timestamp, a nonce and an origin.
+
+A command is the JSON object {"ts": <Unix seconds, integer>, "nonce": "<16-64 of
+[A-Za-z0-9_-]>", "origin": "<who, printable, at most 64 characters>", "sig": "<hex>"} where
+sig = HMAC-SHA256(key, "edge-door-unlock:v1\\n<door_id>\\n<ts>\\n<nonce>\\n<origin>"). The
+door id in the signed text stops a command for one door from opening another that shares
+the key; the timestamp window bounds how long a captured command stays usable, and the nonce
+cache refuses a second use inside that window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_app.errors import UserError
+
+SCHEME = "edge-door-unlock:v1"
+MAX_COMMAND_BYTES = 1024
+MIN_KEY_CHARS = 32
+REPLAY_CACHE = 1024  # nonces remembered at most; more fresh commands than this are refused
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_SIG = re.compile(r"^[0-9a-f]{64}$")
+_FIELDS = {"ts", "nonce", "origin", "sig"}
+
+
+class UnlockRefused(Exception):
+    """A command that must not open the door; the message says why (for the log)."""
+
+
+def read_secret(path: Path, key: str, *, min_chars: int = 1) -> str:
+    """The first line of a private file; refused when others can read it or it is short.
+
+    key: the config key naming the file, for the message.
+    """
+    try:
+        info = os.stat(path)
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{key}: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{key}: cannot read {path} ({error})") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise UserError(
+            f"{key}: {path} is readable by others (mode {mode:04o}); run `chmod 600 {path}` "
+            "as its owner (the service user)"
+        )
+    secret = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if len(secret) < min_chars:
+        raise UserError(
+            f"{key}: {path} must hold at least {min_chars} characters; make one with "
+            f"`openssl rand -hex 32 > {path}`"
+        )
+    return secret
+
+
+def unlock_message(door_id: str, ts: int, nonce: str, origin: str) -> bytes:
+    return f"{SCHEME}\n{door_id}\n{ts}\n{nonce}\n{origin}".encode()
+
+
+def sign_unlock(
+    key: str, door_id: str, origin: str, *, now: float | None = None, nonce: str | None = None
+) -> dict[str, Any]:
+    """A signed unlock command (what a sender publishes, as JSON)."""
+    ts = int(time.time() if now is None else now)
+    nonce = nonce or secrets.token_hex(16)
+    digest = hmac.new(key.encode(), unlock_message(door_id, ts, nonce, origin), hashlib.sha256)
+    return {"ts": ts, "nonce": nonce, "origin": origin, "sig": digest.hexdigest()}
+
+
+class UnlockVerifier:
+    """Checks commands in a fixed order: shape, signature, then time window, then replay."""
+
+    def __init__(
+        self,
+        key: str,
+        door_id: str,
+        window: float = 30.0,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key = key.encode()
+        self.door_id = door_id
+        self.window = window
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, payload: bytes) -> str:
+        """The command's origin when it may open the door; else UnlockRefused."""
+        if len(payload) > MAX_COMMAND_BYTES:
+            raise UnlockRefused(f"command longer than {MAX_COMMAND_BYTES} bytes")
+        try:
+            command = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UnlockRefused("command is not JSON") from None
+        if not isinstance(command, dict) or set(command) != _FIELDS:
+            raise UnlockRefused(f"command must be an object with exactly {sorted(_FIELDS)}")
+        ts, nonce, origin, sig = (command[k] for k in ("ts", "nonce", "origin", "sig"))
+        if isinstance(ts, bool) or not isinstance(ts, int):
+            raise UnlockRefused("ts must be an integer (Unix seconds)")
+        if not isinstance(nonce, str) or not _NONCE.match(nonce):
+            raise UnlockRefused("nonce must be 16-64 characters of A-Z a-z 0-9 _ -")
+        if not isinstance(origin, str) or not 0 < len(origin) <= 64 or not origin.isprintable():
+            raise UnlockRefused("origin must be 1-64 printable characters")
+        if not isinstance(sig, str) or not _SIG.match(sig):
+            raise UnlockRefused("sig must be 64 lowercase hex digits")
+        expected = hmac.new(
+            self._key, unlock_message(self.door_id, ts, nonce, origin), hashlib.sha256
+        ).hexdigest()
+        if not hmac.compare_digest(expected, sig):
+            raise UnlockRefused("bad signature")
+        now = self._clock()
+        if abs(now - ts) > self.window:
+            raise UnlockRefused(
+                f"timestamp {ts} is {now - ts:+.0f} s from now, outside the "
+                f"{self.window:.0f} s window (check both clocks)"
+            )
+        with self._lock:
+            for old in [n for n, seen in self._seen.items() if now - seen > 2 * self.window]:
+                del self._seen[old]
+            if nonce in self._seen:
+                raise UnlockRefused("replayed command (nonce already used)")
+            if len(self._seen) >= REPLAY_CACHE:
+                raise UnlockRefused("too many unlock commands in the time window")
+            self._seen[nonce] = now
+        return origin

@@ -1,0 +1,363 @@
+"""The door's control socket over a real Unix socket, against a real Daemon's relay and events.
+
+The Daemon is built but not run (no models or camera needed): its relay is a real Relay on
+gpiozero's MockFactory (the pin history is what is asserted), its events a real EventLog,
+and the server is started by the same `attach()` the daemon's start-up calls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from edge_app import control
+from edge_app.config import parse_config
+from edge_app.control import ControlClient, ControlError, attach
+from edge_app.daemon import Daemon
+from edge_app.events import EventLog
+from edge_app.relay import Relay
+
+PIN = 17
+PULSE = 0.3
+
+
+def make_daemon(tmp_path: Path, *, allow_unlock: bool, stale: float = 10.0) -> Daemon:
+    config = parse_config(
+        {
+            "gpio": {"pin": PIN, "pulse_seconds": PULSE, "factory": "mock"},
+            "events": {"db": str(tmp_path / "events.db"), "jsonl": str(tmp_path / "ev.jsonl")},
+            "hub": {
+                "socket": str(tmp_path / "run" / "door.sock"),
+                "allow_unlock": allow_unlock,
+                "stale_seconds": stale,
+            },
+        }
+    )
+    factory = MockFactory()
+    daemon = Daemon(config, pin_factory=factory)
+    daemon.events = EventLog(config.events.db, config.events.jsonl)
+    daemon.relay = Relay(PIN, pin_factory=factory, on_release=daemon._on_relock)
+    return daemon
+
+
+class Door:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.server = attach(daemon)
+        assert self.server is not None
+        self.path = daemon.config.hub.socket
+        self.client = ControlClient(self.path, timeout=5.0)
+
+    @property
+    def pin_states(self) -> list[bool]:
+        return [s.state for s in self.daemon.pin_factory.pin(PIN).states]
+
+    def events(self) -> list[dict]:
+        lines = self.daemon.config.events.jsonl.read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    def close(self) -> None:
+        self.daemon.relay.close()
+        self.server.close()
+        self.daemon.events.close()
+
+
+@pytest.fixture
+def door(tmp_path: Path) -> Iterator[Door]:
+    door = Door(make_daemon(tmp_path, allow_unlock=False))
+    yield door
+    door.close()
+
+
+@pytest.fixture
+def open_door(tmp_path: Path) -> Iterator[Door]:
+    door = Door(make_daemon(tmp_path, allow_unlock=True))
+    yield door
+    door.close()
+
+
+def raw(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5.0)
+    sock.connect(str(path))
+    return sock
+
+
+def ask(sock: socket.socket, payload: bytes) -> dict:
+    sock.sendall(payload)
+    return read_line(sock)
+
+
+def read_line(sock: socket.socket) -> dict:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError(data)
+        data += chunk
+    return json.loads(data)
+
+
+def test_socket_file_is_0660_in_a_folder_the_door_made(door: Door) -> None:
+    info = os.stat(door.path)
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(door.path.parent).st_mode) & 0o007 == 0
+
+
+def test_status_reports_the_door(door: Door) -> None:
+    status = door.client.status()
+    assert status["running"] is True
+    assert status["pid"] == os.getpid()
+    assert status["relay_active"] is False
+    assert status["pulse_seconds"] == PULSE
+    assert status["allow_unlock"] is False
+    assert status["last_frame_time"] is None  # no frame yet
+    assert status["uptime"] >= 0
+    assert status["events"] == {}
+
+
+def test_peer_credentials_are_the_kernels(door: Door) -> None:
+    with raw(door.path) as sock:
+        peer = control.peer_credentials(sock)  # the server's side, as this client sees it
+    assert peer.pid == os.getpid() and peer.uid == os.getuid() and peer.gid == os.getgid()
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"{not json\n", "not JSON"),
+        (b"\xff\xfe\n", "not JSON"),
+        (b"[1, 2]\n", "a request is a JSON object"),
+        (b'{"op": "status"}\n', "unsupported protocol version None"),
+        (b'{"v": 2, "op": "status"}\n', "unsupported protocol version 2"),
+        (b'{"v": 1, "op": "open_sesame"}\n', "unknown op 'open_sesame'"),
+        (b'{"v": 1}\n', "unknown op None"),
+    ],
+)
+def test_bad_requests_get_an_error_and_the_connection_stays_usable(
+    door: Door, payload: bytes, error: str
+) -> None:
+    with raw(door.path) as sock:
+        reply = ask(sock, payload)
+        assert reply["v"] == 1 and reply["ok"] is False and error in reply["error"]
+        assert ask(sock, b'{"v": 1, "op": "status"}\n')["ok"] is True
+
+
+@pytest.mark.parametrize("newline", [False, True], ids=["no-newline", "with-newline"])
+def test_oversize_line_is_refused_and_closed(door: Door, newline: bool) -> None:
+    with raw(door.path) as sock:
+        huge = b'{"v": 1, "op": "status", "pad": "' + b"x" * (control.MAX_LINE + 10) + b'"}'
+        with pytest.raises(OSError):  # the server may close while we are still sending
+            sock.sendall(huge + (b"\n" if newline else b""))
+            sock.sendall(b"x" * control.MAX_LINE)  # keep sending: the server has closed
+            time.sleep(0.2)
+            sock.sendall(b"x" * control.MAX_LINE)
+    # Either way the door is fine.
+    assert door.client.status()["running"] is True
+
+
+def test_oversize_line_gets_an_error_reply(door: Door) -> None:
+    with raw(door.path) as sock:
+        sock.sendall(b"y" * (control.MAX_LINE + 1))
+        reply = read_line(sock)
+        assert reply["ok"] is False and "longer than 65536 bytes" in reply["error"]
+        assert sock.recv(10) == b""  # then closed
+
+
+def test_client_count_is_bounded(door: Door) -> None:
+    held = [raw(door.path) for _ in range(control.MAX_CLIENTS)]
+    try:
+        for sock in held:  # each one is served
+            assert ask(sock, b'{"v": 1, "op": "status"}\n')["ok"] is True
+        with raw(door.path) as extra:
+            reply = read_line(extra)
+            assert reply == {"v": 1, "ok": False, "error": "too many clients"}
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            assert door.client.status()["running"]
+            break
+        except ControlError:
+            time.sleep(0.05)
+    else:
+        pytest.fail("the door did not free the slots of closed clients")
+
+
+def test_unlock_is_refused_unless_the_door_allows_it(door: Door) -> None:
+    with pytest.raises(ControlError, match="remote unlock is disabled on this door"):
+        door.client.unlock("remote", "test")
+    time.sleep(PULSE)
+    assert door.pin_states == [False]  # never driven high
+    assert not [e for e in door.events() if e["type"] == "unlock"]
+
+
+def test_unlock_pulses_the_relay_and_is_recorded_with_its_origin(open_door: Door) -> None:
+    reply = open_door.client.unlock("remote", "mqtt:alice")
+    assert reply["unlocked"] is True
+    assert open_door.daemon.relay.is_active
+    assert open_door.client.status()["relay_active"] is True
+    deadline = time.monotonic() + 5
+    while open_door.daemon.relay.is_active and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert open_door.pin_states == [False, True, False]
+    unlock, relock = open_door.events()
+    assert unlock["type"] == "unlock" and unlock["name"] is None
+    assert (
+        unlock["reason"] == f"remote; origin=mqtt:alice uid={os.getuid()} gid={os.getgid()} "
+        f"pid={os.getpid()}"
+    )
+    assert relock["type"] == "relock" and relock["reason"] == "timeout"
+    assert open_door.daemon.metrics.unlocks == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"origin": "x"},
+        {"reason": "", "origin": "x"},
+        {"reason": "r" * 500, "origin": "x"},
+        {"reason": "a\x00b", "origin": "x"},
+        {"reason": "remote"},
+        {"reason": 5, "origin": "x"},
+    ],
+)
+def test_unlock_needs_a_printable_reason_and_origin(open_door: Door, fields: dict) -> None:
+    with pytest.raises(ControlError, match="must be"):
+        open_door.client.request("unlock", **fields)
+    assert open_door.pin_states == [False]
+
+
+def test_subscribers_get_events_in_order_without_embeddings(door: Door) -> None:
+    received: list[dict] = []
+    client = ControlClient(door.path, timeout=5.0)
+
+    def listen() -> None:
+        for event in client.events():
+            received.append(event)
+            if len(received) == 3:
+                client.close()
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    wait_for(lambda: door.server.subscribers == 1)
+    door.daemon.events.record("recognized", name="Alice", score=0.8, track=1)
+    door.server.publish({"type": "unknown", "embedding": [0.1] * 512, "track": 2})
+    door.daemon.events.record("relock", reason="timeout")
+    thread.join(timeout=5)
+    assert [e["type"] for e in received] == ["recognized", "unknown", "relock"]
+    assert received[0]["name"] == "Alice" and received[0]["score"] == 0.8
+    assert isinstance(received[0]["timestamp"], float)
+    assert "embedding" not in received[1]
+    assert door.client.status()["events"] == {"recognized": 1, "unknown": 1, "relock": 1}
+
+
+def test_a_slow_subscriber_is_dropped_and_never_blocks_the_door(door: Door) -> None:
+    with raw(door.path) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert ask(sock, b'{"v": 1, "op": "subscribe"}\n')["subscribed"] is True
+        wait_for(lambda: door.server.subscribers == 1)
+        start = time.monotonic()
+        for number in range(20000):  # never read: the socket buffers fill
+            door.server.publish({"type": "unknown", "track": number, "pad": "p" * 200})
+        assert time.monotonic() - start < 2.0  # publish only queues
+        wait_for(lambda: door.server.subscribers == 0)
+    assert door.client.status()["running"] is True
+
+
+def test_frame_is_a_jpeg_of_the_latest_frame_or_none(tmp_path: Path) -> None:
+    door = Door(make_daemon(tmp_path, allow_unlock=False, stale=1.0))
+    try:
+        assert door.client.frame() is None
+        image = np.zeros((480, 640, 3), np.uint8)
+        image[:, :, 0] = 200  # red, in RGB
+        door.server.offer_frame(image, 7)
+        jpeg = door.client.frame()
+        decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded.shape == (480, 640, 3)
+        assert abs(int(decoded[..., 2].mean()) - 200) < 5  # BGR: red channel last
+        assert decoded[..., 0].mean() < 5
+        assert door.client.status()["last_frame_age"] < 1.0
+        time.sleep(1.1)
+        assert door.client.frame() is None  # stale: the door is not seeing anything
+    finally:
+        door.close()
+
+
+def test_reload_is_sighup(door: Door) -> None:
+    assert door.client.reload()["reload"] == "requested"
+    assert door.daemon._reload.is_set()
+
+
+def test_socket_is_unlinked_on_close_and_stale_files_replaced(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, allow_unlock=False)
+    path = daemon.config.hub.socket
+    path.parent.mkdir()
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(str(path))  # a crashed door's socket: nobody listens
+    leftover.close()
+    door = Door(daemon)
+    assert door.client.status()["running"]
+    door.close()
+    assert not path.exists()
+
+
+def test_a_live_socket_or_a_regular_file_is_left_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = Door(make_daemon(tmp_path, allow_unlock=False))
+    try:
+        second = make_daemon(tmp_path, allow_unlock=False)
+        with caplog.at_level(logging.ERROR, logger="edge_app.control"):
+            assert attach(second) is None  # the door runs on without a socket
+        assert "another door is already listening" in caplog.text
+        assert first.client.status()["running"]  # the first door's socket is intact
+        second.relay.close()
+        second.events.close()
+    finally:
+        first.close()
+    path = first.path
+    path.write_text("not a socket")
+    third = make_daemon(tmp_path, allow_unlock=False)
+    assert attach(third) is None
+    assert path.read_text() == "not a socket"
+    third.relay.close()
+    third.events.close()
+
+
+def test_socket_off_when_configured_empty(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, allow_unlock=False)
+    daemon.config = parse_config({"hub": {"socket": ""}})
+    assert attach(daemon) is None
+    daemon.relay.close()
+    daemon.events.close()
+
+
+def test_client_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ControlError, match="no door socket"):
+        ControlClient(tmp_path / "absent.sock").status()
+    assert issubclass(ControlError, control.UserError)
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    pytest.fail("condition not met in time")
