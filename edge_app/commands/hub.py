@@ -23,6 +23,7 @@ examples:
   edge-app hub                                  # as installed (systemctl start edge-app-hub)
   edge-app hub --config ./door.toml -v          # by hand, with debug logging
   edge-app hub --clear-discovery                # remove the door from Home Assistant
+  edge-app hub passwd                           # the web page's admin password ([web])
   mosquitto_pub -h broker -u user -P pass -t edge-door/door/unlock \\
       -m "$(edge-app hub --sign-unlock phone)"   # a signed remote unlock (if enabled)
 """
@@ -31,7 +32,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "hub",
-        help="the door's network side: MQTT and Home Assistant discovery (a separate service)",
+        help="the door's network side: MQTT, Home Assistant, the web page (a separate service)",
         description="Bridge the door's control socket to MQTT and Home Assistant.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,6 +52,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "unlock_window_seconds) and exit",
     )
     parser.set_defaults(handler=run)
+    commands = parser.add_subparsers(dest="hub_command", metavar="COMMAND", required=False)
+    passwd = commands.add_parser(
+        "passwd",
+        help="set the web page's admin password",
+        description="Set the admin password of the web page ([web] in the config, "
+        "docs/WEB.md). Its scrypt hash goes to [web] password_file (mode 0600, replaced "
+        "atomically); logins use the new password at once. Until a password exists the page "
+        "is served only on a loopback address.",
+        epilog="examples:\n  sudo -u edge-app edge-app hub passwd\n"
+        "  printf '%s\\n' \"$NEW_PASSWORD\" | edge-app hub passwd --stdin --config ./door.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    passwd.add_argument(
+        "--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help="TOML config file"
+    )
+    passwd.add_argument(
+        "--stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    passwd.set_defaults(handler=run_passwd)
+
+
+def run_passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge_app.config import load_config
+    from edge_app.errors import UserError
+    from edge_app.web.auth import check_new_password, write_password_file
+
+    config = load_config(args.config)
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = check_new_password(getpass.getpass("New web admin password: "))
+        if getpass.getpass("Again: ") != password:
+            raise UserError("the two passwords differ; nothing changed")
+    write_password_file(config.web.password_file, password)
+    sys.stdout.write(f"web admin password set in {config.web.password_file}\n")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,4 +118,4 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from edge_app.hub import Hub
 
-    return Hub.from_config(config).run()
+    return Hub.from_config(config, args.config).run()

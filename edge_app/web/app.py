@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge_app.config import Config
 from edge_app.errors import UserError
 from edge_app.web import auth
-from edge_app.web.door import LIVE_MAX_AGE_S, DoorLink, DoorStatus, frame_age
+from edge_app.web.door import DoorStatus, WebDoor, frame_age, is_live
 from edge_app.web.forms import Form, FormError, Limits, read_form
 from edge_app.web.history import Filters, History, read_snapshot
 from edge_app.web.people import EngineHolder, EnrolmentReport, enroll_uploads
@@ -77,7 +77,7 @@ class WebState:
 
     config: Config
     config_path: Path | None
-    door: DoorLink
+    door: WebDoor
     tls: bool
     sessions: auth.SessionStore
     limiter: auth.LoginLimiter
@@ -317,16 +317,12 @@ async def logout(request: Request, session: auth.Session, form: Form) -> Respons
 
 
 def _status_context(state: WebState, status: DoorStatus) -> dict[str, Any]:
-    age = frame_age(status)
-    running = status.reachable and bool(status.get("running", True))
+    running = status.reachable and bool(status.get("running"))
     return {
         "status": status,
         "running": running,
-        "frame_age": age,
-        "live": state.config.web.live_view and running and (age is None or age <= LIVE_MAX_AGE_S),
-        "details": sorted(
-            (k, v) for k, v in status.data.items() if not isinstance(v, (dict, list))
-        ),
+        "frame_age": frame_age(status),
+        "live": state.config.web.live_view and is_live(status),
     }
 
 
@@ -703,7 +699,7 @@ def create_app(
     state = WebState(
         config=config,
         config_path=config_path,
-        door=DoorLink(socket_path),
+        door=WebDoor(socket_path),
         tls=tls,
         sessions=auth.SessionStore(web.session_idle_minutes * 60.0, web.session_max_hours * 3600.0),
         limiter=auth.LoginLimiter(),

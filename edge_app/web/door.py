@@ -7,7 +7,6 @@ page say so instead of hanging; the relay is reachable only through the socket's
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 2.0
-# The live view shows frames no older than this; an older one means the door is idle.
-LIVE_MAX_AGE_S = 5.0
+# The live view shows frames no older than this when the door does not say its own limit.
+LIVE_MAX_AGE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class DoorStatus:
         return self.data.get(key, default)
 
 
-class DoorLink:
+class WebDoor:
     def __init__(self, socket_path: Path | None, timeout: float = TIMEOUT_S) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
@@ -64,9 +63,19 @@ class DoorLink:
         return dict(self._client().unlock(reason, origin))
 
 
-def frame_age(status: DoorStatus, now: float | None = None) -> float | None:
-    """Seconds since the door's last processed frame, when the status says."""
-    last = status.get("last_frame_time")
-    if not isinstance(last, (int, float)) or isinstance(last, bool):
+def frame_age(status: DoorStatus) -> float | None:
+    """Seconds since the door's last camera frame, when the status says."""
+    age = status.get("last_frame_age")
+    if not isinstance(age, (int, float)) or isinstance(age, bool):
         return None
-    return (time.time() if now is None else now) - float(last)
+    return float(age)
+
+
+def is_live(status: DoorStatus) -> bool:
+    """The door runs and its camera delivers: frames younger than its own staleness limit
+    (hub.stale_seconds), so the socket's `frame` request has something to show."""
+    age = frame_age(status)
+    limit = status.get("stale_seconds", LIVE_MAX_AGE_S)
+    if not isinstance(limit, (int, float)):
+        limit = LIVE_MAX_AGE_S
+    return status.reachable and bool(status.get("running")) and age is not None and age <= limit

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from edge_app.config import Config, split_listen
 from edge_app.errors import UserError
@@ -57,7 +58,11 @@ def check_settings(config: Config) -> tuple[str, int, bool]:
 
 
 class WebServer:
-    """The page on its own thread; start() returns once it listens, stop() ends it."""
+    """The page on its own thread; start() returns once it listens, stop() ends it.
+
+    A component of edge_app.hub.Hub: the page asks the door itself (edge_app.web.door) at each
+    request, so the hub's event and health callbacks need nothing from it.
+    """
 
     def __init__(
         self,
@@ -121,6 +126,12 @@ class WebServer:
                 )
             time.sleep(0.02)
         log.info("web page serving url=%s tls=%s", self.url, self.tls)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Events are read from the events database, which keeps their history."""
+
+    def on_health(self, health: object) -> None:
+        """The dashboard asks the door's status itself (fresher than the hub's poll)."""
 
     def stop(self) -> None:
         self._uvicorn.should_exit = True
