@@ -258,7 +258,7 @@ def test_security_headers_on_every_response(site: Site, user: httpx.Client) -> N
         assert "frame-ancestors 'none'" in policy
         assert reply.headers["x-frame-options"] == "DENY"
         assert reply.headers["x-content-type-options"] == "nosniff"
-        assert reply.headers["referrer-policy"] == "no-referrer"
+        assert reply.headers["referrer-policy"] == "same-origin"
         assert "server" not in reply.headers
     assert user.get("/people").headers["cache-control"] == "no-store"
 

@@ -65,13 +65,15 @@ def open_browser(width: int = 1280, height: int = 900):  # -> selenium WebDriver
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--window-size={width},{height}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors (CSP)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
+    driver.implicitly_wait(5)
     return driver
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
+def browser_session() -> Iterator:
+    """For a module's `browser` fixture: one headless Chromium, quit at the end."""
     require_browser()
     driver = open_browser()
     try:

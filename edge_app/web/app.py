@@ -5,7 +5,8 @@ Security model (docs/WEB.md):
   - every POST carries the session's CSRF token (form field or X-CSRF-Token header) and, when
     the browser sends an Origin, comes from this site; otherwise 403, before anything happens;
   - responses carry a Content-Security-Policy without inline script, frame-ancestors 'none',
-    nosniff and no-referrer; pages are not cached;
+    nosniff and a same-origin Referrer-Policy (no-referrer would make Chromium send
+    "Origin: null" on form posts, which the origin check refuses); pages are not cached;
   - uploads are bounded while they stream (edge_app.web.forms) and enrolled through the CLI's
     own code (edge_app.web.people).
 """
@@ -32,13 +33,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge_app.config import Config
+from edge_app.config import Config, split_listen
 from edge_app.errors import UserError
 from edge_app.web import auth
 from edge_app.web.door import DoorStatus, WebDoor, frame_age, is_live
 from edge_app.web.forms import Form, FormError, Limits, read_form
 from edge_app.web.history import Filters, History, read_snapshot
 from edge_app.web.people import EngineHolder, EnrolmentReport, enroll_uploads
+from edge_app.web.server import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
@@ -643,25 +645,34 @@ def _health_checks(state: WebState) -> list[dict[str, str]]:
 
     checks = collect_checks(state.config_path, state.config.models.dir)
     status = state.door.status()
-    checks.append(
-        Check("door", "ok", f"control socket answers: {status.get('state', 'running')}")
-        if status.reachable
-        else Check(
-            "door",
-            "fail",
-            f"control socket {state.door.socket_path}: {status.error}",
-            "start the door: sudo systemctl start edge-app",
+    if status.reachable:
+        age = frame_age(status)
+        fresh = is_live(status)
+        detail = f"control socket answers; source {status.get('source') or '-'}, " + (
+            f"last frame {age:.1f} s ago" if age is not None else "no camera frame yet"
         )
-    )
+        checks.append(
+            Check("door", "ok" if fresh else "warn", detail, "" if fresh else "check the camera")
+        )
+    else:
+        checks.append(
+            Check("door", "fail", status.error, "start the door: sudo systemctl start edge-app")
+        )
     web = state.config.web
-    checks.append(
-        Check(
-            "web",
-            "ok" if state.tls else "warn",
-            f"serving {web.listen}, " + ("HTTPS" if state.tls else "plain HTTP"),
-            "" if state.tls else "set web.tls_cert and web.tls_key to serve HTTPS on the LAN",
+    host, _ = split_listen(web.listen)
+    if state.tls:
+        checks.append(Check("web", "ok", f"serving {web.listen} over HTTPS"))
+    elif is_loopback(host):
+        checks.append(Check("web", "ok", f"serving {web.listen}, this machine only (plain HTTP)"))
+    else:
+        checks.append(
+            Check(
+                "web",
+                "warn",
+                f"serving {web.listen} to the network over plain HTTP",
+                "set web.tls_cert and web.tls_key (docs/WEB.md)",
+            )
         )
-    )
     return [asdict(check) for check in checks]
 
 
