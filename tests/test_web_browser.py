@@ -6,19 +6,26 @@ when set). The whole path with a real door and a clip is tests/test_web_e2e.py.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from web_support import PASSWORD, browser_session, forged_png, free_port, screenshot
-
-from edge_app.paths import REPO_ROOT
+from web_support import (
+    PASSWORD,
+    browser_session,
+    forged_png,
+    free_port,
+    hub_environment,
+    log_in,
+    screenshot,
+    start_hub,
+    stop_hub,
+    submit,
+)
 
 PAGES = ["/", "/people", "/events", "/health", "/unlock"]
 
@@ -29,43 +36,6 @@ class Hub:
     process: subprocess.Popen
     folder: Path
     config: Path
-
-
-def hub_environment() -> dict[str, str]:
-    python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
-
-
-def start_hub(config: Path, url: str, log: Path) -> subprocess.Popen:
-    """`edge-app hub --config CONFIG`, returned once its web page answers."""
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "edge_app.cli", "hub", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=hub_environment(),
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the hub exited: {log.read_text()}")
-        try:
-            httpx.get(url + "/login", timeout=2)
-            return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"the hub's web page never answered: {log.read_text()}")
-
-
-def stop_hub(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def set_password(config: Path) -> None:
@@ -111,29 +81,6 @@ remote_unlock = true
         yield Hub(f"http://127.0.0.1:{port}", process, folder, config)
     finally:
         stop_hub(process)
-
-
-def submit(driver, form) -> None:
-    """Click the form's submit button and wait for the next page to replace this one."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(driver, 120).until(expected_conditions.staleness_of(form))
-
-
-def log_in(driver, url: str, password: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.get(url + "/login")
-    driver.delete_all_cookies()  # a fresh, logged-out session
-    driver.get(url + "/login")
-    form = driver.find_element(By.CSS_SELECTOR, "#login")
-    field = form.find_element(By.CSS_SELECTOR, "input[name=password]")
-    field.clear()
-    field.send_keys(password)
-    submit(driver, form)
 
 
 def test_every_page_sends_the_browser_to_login(hub: Hub, browser) -> None:
@@ -209,6 +156,9 @@ def test_a_forged_30000x30000_png_is_refused_next_to_the_photo(
     assert reason and "Traceback" not in browser.page_source
     assert "nothing enrolled for 'Bomb Person'" in browser.find_element(By.ID, "enrol-report").text
     assert not browser.find_elements(By.CSS_SELECTOR, '[data-person="Bomb Person"]')
+    # The name stays in the form for the retry with other photos.
+    name = browser.find_element(By.CSS_SELECTOR, "#enroll input[name=name]")
+    assert name.get_attribute("value") == "Bomb Person"
     screenshot(browser, tmp_path_factory.getbasetemp() / "screenshots", "people-refused")
 
 

@@ -12,11 +12,17 @@ import re
 import shutil
 import socket
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from edge_app.paths import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -122,3 +128,63 @@ def csrf_of(html: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert match, "no CSRF token in the page"
     return match.group(1)
+
+
+def hub_environment() -> dict[str, str]:
+    python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+
+
+def start_hub(config: Path, url: str, log: Path) -> subprocess.Popen:
+    """`edge-app hub --config CONFIG`, returned once its web page answers."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge_app.cli", "hub", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=hub_environment(),
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the hub exited: {log.read_text()}")
+        try:
+            httpx.get(url + "/login", timeout=2)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"the hub's web page never answered: {log.read_text()}")
+
+
+def stop_hub(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def submit(driver, form) -> None:
+    """Click the form's submit button and wait for the next page to replace this one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, 120).until(expected_conditions.staleness_of(form))
+
+
+def log_in(driver, url: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url + "/login")
+    driver.delete_all_cookies()  # a fresh, logged-out session
+    driver.get(url + "/login")
+    form = driver.find_element(By.CSS_SELECTOR, "#login")
+    field = form.find_element(By.CSS_SELECTOR, "input[name=password]")
+    field.clear()
+    field.send_keys(password)
+    submit(driver, form)

@@ -423,6 +423,8 @@ async def _people_page(
         "report": report,
         "notice": notice,
         "error": error,
+        # After a refusal the name stays in the form, for the retry with other photos.
+        "enrol_name": report.name if report and not report.ok and not report.add else "",
         "max_files": state.config.web.max_upload_files,
         "max_mb": state.config.web.max_upload_mb,
     }

@@ -47,6 +47,7 @@ class EnrolmentReport:
     ok: bool
     summary: str
     photos: list[PhotoOutcome] = field(default_factory=list)
+    add: bool = False
 
 
 class EngineHolder:
@@ -112,13 +113,13 @@ def enroll_uploads(
     from edge_app import enroll  # noqa: PLC0415 (imports OpenCV and the gallery)
 
     if not uploads:
-        return EnrolmentReport(name, False, "choose at least one photo")
+        return EnrolmentReport(name, False, "choose at least one photo", add=add)
     shown = [display_name(upload.filename, i) for i, upload in enumerate(uploads)]
     try:
         # The name rules first (empty, too long, already enrolled...): no models needed.
         enroll.existing_samples(gallery, name, add)
     except UserError as error:
-        return EnrolmentReport(name, False, _web_wording(str(error)))
+        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
     gallery = Path(gallery)
     gallery.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=".web-upload-", dir=gallery.parent))
@@ -154,9 +155,10 @@ def enroll_uploads(
                 f"nothing enrolled for {name!r}: fix or leave out the refused photos and try "
                 "again (the gallery is unchanged)",
                 photos,
+                add,
             )
         except UserError as error:
-            return EnrolmentReport(name, False, _web_wording(_unfold(str(error), sources)))
+            return EnrolmentReport(name, False, _web_wording(_unfold(str(error), sources)), add=add)
         skipped = {p.source: _unfold(p.message, sources) for p in result.skipped}
         photos = [
             PhotoOutcome(
@@ -173,7 +175,7 @@ def enroll_uploads(
             else f"nothing new for {name!r}; {result.samples} sample(s) as before"
         )
         log.info("web enrolment name=%r added=%d add=%s", name, len(result.added), add)
-        return EnrolmentReport(result.name, True, summary, photos)
+        return EnrolmentReport(result.name, True, summary, photos, add)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
