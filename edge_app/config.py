@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,20 @@ _LISTEN = re.compile(
 )
 
 
+def uart_pin_problem(pin: int, force_uart_pins: bool) -> str | None:
+    """The one rule for GPIO14/15 (config validation and the relay both use it): None if fine.
+
+    The UART pins are driven high by the firmware at boot, before any of our code runs, so a
+    relay on them would open the door on every reboot.
+    """
+    if pin in UART_PINS and not force_uart_pins:
+        return (
+            f"gpio.pin: {pin} is a UART pin that goes high at boot; choose another "
+            "(e.g. 17) or set gpio.force_uart_pins = true"
+        )
+    return None
+
+
 class ConfigError(UserError):
     """One or more invalid config values; the message lists each with its key."""
 
@@ -71,6 +86,9 @@ def _number(low: float, high: float, *, low_open: bool = False) -> Check:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Invalid(f"expected a number, got {_show(value)}")
+        if not math.isfinite(value):
+            # nan compares false with every bound, so it would slip through the range check.
+            raise _Invalid(f"{value} is not a finite number")
         if (value <= low if low_open else value < low) or value > high:
             above = f"more than {low}" if low_open else f"at least {low}"
             raise _Invalid(f"{value} is out of range ({above} and at most {high})")
@@ -259,6 +277,8 @@ class EventsConfig:
     jsonl: Path | None = _key(None, _path(optional=True))
     snapshots: Path | None = _key(None, _path(optional=True))
     snapshot_keep: int = _key(200, _integer(1, 1_000_000))
+    # Events and snapshots older than this are deleted at start and daily; 0 keeps them all.
+    retention_days: int = _key(90, _integer(0, 36_500))
 
 
 @dataclass(frozen=True)
@@ -367,11 +387,9 @@ def _build_section(name: str, cls: type, data: Any, errors: list[str]) -> Any:
 def _cross_checks(config: Config, errors: list[str]) -> None:
     """Rules between keys; each message names the key to change."""
     gpio, camera, policy = config.gpio, config.camera, config.policy
-    if gpio.pin in UART_PINS and not gpio.force_uart_pins:
-        errors.append(
-            f"gpio.pin: {gpio.pin} is a UART pin that goes high at boot; choose another "
-            "(e.g. 17) or set gpio.force_uart_pins = true"
-        )
+    uart = uart_pin_problem(gpio.pin, gpio.force_uart_pins)
+    if uart is not None:
+        errors.append(uart)
     if camera.lores_width > camera.width or camera.lores_height > camera.height:
         errors.append(
             f"camera.lores_width: the detection stream {camera.lores_width}x"

@@ -527,7 +527,8 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     height, width = image.shape[:2]
     if width > FRAME_MAX_WIDTH:
         scale = FRAME_MAX_WIDTH / width
-        image = cv2.resize(image, (FRAME_MAX_WIDTH, round(height * scale)), cv2.INTER_AREA)
+        size = (FRAME_MAX_WIDTH, round(height * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(
         ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, FRAME_QUALITY]
     )
@@ -579,7 +580,8 @@ class DaemonPort:
         daemon = self.daemon
         if daemon.relay is None or daemon.events is None:
             raise Refused("the door is not running yet")
-        daemon.open_door(None)
+        if not daemon.open_door(None):
+            raise Refused("the door is stopping")
         daemon.events.record(UNLOCK, reason=f"{reason}; origin={origin}")
 
 
@@ -595,7 +597,7 @@ def attach(daemon: Daemon) -> ControlServer | None:
     try:
         server.start()
     except ControlError as error:
-        log.error("control socket off, the door runs without it: %s", error)
+        log.warning("control socket off, the door runs without it: %s", error)
         server.close()
         return None
     events = daemon.events

@@ -6,7 +6,12 @@ Lifecycle as systemd sees it (docs/DAEMON.md):
   - WATCHDOG=1 only from the frame loop after a processed frame, so a stalled camera or a
     hung interpreter stops the pings and systemd restarts the service;
   - SIGHUP reloads the config and the gallery without closing the camera;
-  - SIGTERM/SIGINT end the loop within a frame; the relay is driven low on every exit path.
+  - SIGTERM/SIGINT drive the relay low at once (a guard thread, not the frame loop, which may
+    be busy in an interpreter) and end the loop within a frame;
+  - the relay pin is claimed and driven low before anything else that can fail is started,
+    and it is driven low on every exit path;
+  - an exception from the engine or the camera ends run() (relay locked first) so the process
+    exits non-zero and systemd restarts it from scratch (docs/RELIABILITY.md says why).
 
 The frame loop runs on the main thread and the camera on its own (camera.FrameReader), so
 the loop wakes at least every LOOP_TIMEOUT seconds whatever the camera does.
@@ -23,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import sdnotify
@@ -46,9 +51,34 @@ METRICS_EVERY = 60.0
 # Faces this close to the frame edge are cut off: their embeddings are poor, so they neither
 # vote nor count as unknown until the person is fully in view.
 EDGE_PIXELS = 2.0
-# Config sections the running daemon cannot change without reopening hardware or models.
-RESTART_SECTIONS = ("camera", "models", "detection")
+# Config sections the running daemon cannot change without reopening hardware, models or sinks.
+RESTART_SECTIONS = ("camera", "models", "detection", "events")
 RESTART_GPIO_KEYS = ("pin", "active_high", "force_uart_pins", "factory")
+
+
+class ModelInfo(Protocol):
+    """What the daemon reads from the models' manifest."""
+
+    @property
+    def recognition(self) -> Mapping[str, Any]:
+        """The manifest's recognition block: threshold, margin, aggregate, trim."""
+        ...
+
+
+class FaceEngine(Protocol):
+    """The daemon/engine seam: edge_app.engine.Engine on the device, a scripted engine in
+    tests (tests/test_daemon_fast.py drives the real Daemon through this)."""
+
+    @property
+    def manifest(self) -> ModelInfo: ...
+
+    def detect(self, image: np.ndarray) -> Faces:
+        """Faces in a frame (RGB uint8), boxes in that frame's pixels."""
+        ...
+
+    def embed(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        """(N, 512) unit embeddings of `faces`, cut from `image`."""
+        ...
 
 
 @dataclass
@@ -83,7 +113,7 @@ class Recognizer:
     there is one, with boxes and landmarks scaled across.
     """
 
-    def __init__(self, engine: Any, gallery_path: Path, settings: RecognitionConfig) -> None:
+    def __init__(self, engine: FaceEngine, gallery_path: Path, settings: RecognitionConfig) -> None:
         from edge_app.gallery import Gallery
 
         self.engine = engine
@@ -91,33 +121,52 @@ class Recognizer:
         self._settings = settings
         self._version = -1
         self.matcher: Any = None
-        self.reload()
+        try:
+            self.reload()
+        except BaseException:
+            self.gallery.close()
+            raise
 
     def configure(self, gallery_path: Path, settings: RecognitionConfig) -> None:
+        """Switch gallery and settings all at once, or (on any error) not at all."""
         from edge_app.gallery import Gallery
 
+        replacement = None
         if Path(gallery_path) != self.gallery.path:
             replacement = Gallery.open(gallery_path)
+        try:
+            version, matcher = self._load(replacement or self.gallery, settings)
+        except BaseException:
+            if replacement is not None:
+                replacement.close()
+            raise
+        if replacement is not None:
             self.gallery.close()
             self.gallery = replacement
         self._settings = settings
-        self.reload()
+        self._version, self.matcher = version, matcher
 
     def reload(self) -> None:
+        self._version, self.matcher = self._load(self.gallery, self._settings)
+
+    def _load(self, gallery: Any, recognition: RecognitionConfig) -> tuple[int, Any]:
         from edge_app.matching import Matcher, MatchSettings
 
         settings = MatchSettings.from_recognition(
             self.engine.manifest.recognition,
-            threshold=self._settings.threshold,
-            margin=self._settings.margin,
-            aggregate=None if self._settings.aggregate == "auto" else self._settings.aggregate,
+            threshold=recognition.threshold,
+            margin=recognition.margin,
+            aggregate=None if recognition.aggregate == "auto" else recognition.aggregate,
         )
-        matrix = self.gallery.load_matrix()
-        self._version = self.gallery.data_version()
-        self.matcher = Matcher(matrix, settings)
+        # The version is read BEFORE the rows: a change committed while they are being read
+        # then shows up as a new version and is loaded on the next frame. Read after, it
+        # would be taken as already loaded, and a removed person would keep access.
+        version = gallery.data_version()
+        matrix = gallery.load_matrix()
+        matcher = Matcher(matrix, settings)
         log.info(
             "gallery loaded path=%s people=%d samples=%d threshold=%.3f margin=%.3f aggregate=%s",
-            self.gallery.path,
+            gallery.path,
             len(matrix.names),
             len(matrix),
             settings.threshold,
@@ -126,6 +175,7 @@ class Recognizer:
         )
         if not matrix.names:
             log.warning("gallery is empty: nobody can be unlocked; enrol with `edge-app enroll`")
+        return version, matcher
 
     def reload_if_changed(self) -> bool:
         """Pick up `edge-app enroll`/`remove` done while running (another connection's commit)."""
@@ -192,7 +242,7 @@ class Daemon:
         *,
         config_path: Path | None = None,
         overrides: Mapping[str, Any] | None = None,
-        engine: Any = None,
+        engine: FaceEngine | None = None,
         pin_factory: object | None = None,
     ) -> None:
         self.config = config
@@ -211,21 +261,13 @@ class Daemon:
         self._now = 0.0
         self._opened_for: str | None = None
         self._notifier: sdnotify.SystemdNotifier | None = None
+        self._guard: threading.Thread | None = None
+        self.policy = Policy(config.policy, clock=lambda: self._now)
+        self.tracker = IoUTracker(config.tracking)
+        self.pulse_seconds = config.gpio.pulse_seconds
         # The control socket (edge_app.control): status, events, frames and remote unlock.
         self.control: ControlServer | None = None
         self._door_lock = threading.Lock()
-        gpio = config.gpio
-        self.policy = Policy(
-            config.policy.hits,
-            config.policy.window,
-            config.policy.cooldown_seconds,
-            config.policy.allowed_hours,
-            clock=lambda: self._now,
-        )
-        self.tracker = IoUTracker(
-            config.tracking.iou, config.tracking.max_missed, config.tracking.refresh_frames
-        )
-        self.pulse_seconds = gpio.pulse_seconds
 
     # --- control from other threads and signal handlers ------------------------------------
 
@@ -235,12 +277,22 @@ class Daemon:
     def request_reload(self) -> None:
         self._reload.set()
 
-    def open_door(self, name: str | None) -> None:
-        """Pulse the strike: the one path for a recognition and a control-socket unlock."""
+    def open_door(self, name: str | None) -> bool:
+        """Pulse the strike: the one path for a recognition and a control-socket unlock.
+
+        False, leaving the door locked, when a stop signal has already closed the relay.
+        """
         with self._door_lock:
             self._opened_for = name
-            self.relay.pulse(self.pulse_seconds)
+            try:
+                self.relay.pulse(self.pulse_seconds)
+            except RuntimeError:
+                if not self._stop.is_set():
+                    raise
+                log.info("not opened: stopping name=%s", name)
+                return False
             self.metrics.unlocks += 1
+            return True
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -264,18 +316,17 @@ class Daemon:
 
     def _start(self) -> None:
         config = self.config
-        events = config.events
-        self.events = EventLog(events.db, events.jsonl, events.snapshots, events.snapshot_keep)
-        factory = self.pin_factory
-        if factory is None:
-            factory = self.pin_factory = make_pin_factory(config.gpio.factory)
-        self.relay = Relay(
-            config.gpio.pin,
-            active_high=config.gpio.active_high,
-            pin_factory=factory,
-            force_uart_pins=config.gpio.force_uart_pins,
-            on_release=self._on_relock,
+        # The pin first: claimed and driven low (locked) before anything that can fail.
+        if self.pin_factory is None:
+            self.pin_factory = make_pin_factory(config.gpio.factory)
+        self.relay = Relay.from_config(
+            config.gpio, pin_factory=self.pin_factory, on_release=self._on_relock
         )
+        self._guard = threading.Thread(target=self._relock_on_stop, name="relay-guard", daemon=True)
+        self._guard.start()
+        # Never raises for a sink it cannot use: the door runs, the failure is logged.
+        self.events = EventLog.from_config(config.events)
+        self.events.maintain()  # retention at start
         if self.engine is None:
             from edge_app.engine import Engine
 
@@ -330,8 +381,9 @@ class Daemon:
                 last_ping = now
             # PRAGMA data_version costs microseconds: an enrolment counts from the next frame.
             self.recognizer.reload_if_changed()
+            self.events.maintain()  # retry failing sinks when due; daily retention
             if now - last_metrics >= METRICS_EVERY:
-                log.info("metrics %s", self.metrics.line())
+                log.info("metrics %s", self.metrics_line())
                 last_metrics = now
             frame = self._next_frame()
 
@@ -375,8 +427,8 @@ class Daemon:
         crop = None
         if decision.kind in (rules.RECOGNIZED, rules.UNKNOWN) and self.events.snapshots:
             crop = face_crop(frame, box)
-        if decision.kind == rules.UNLOCK:
-            self.open_door(decision.name)
+        if decision.kind == rules.UNLOCK and not self.open_door(decision.name):
+            return  # the guard closed the relay for a stop signal: stay locked
         self.events.record(
             decision.kind,
             name=decision.name,
@@ -391,11 +443,27 @@ class Daemon:
         if self.events is not None:
             self.events.record(RELOCK, name=self._opened_for, reason=reason)
 
+    def _relock_on_stop(self) -> None:
+        """SIGTERM/SIGINT lock the door at once, even while the frame loop is busy (a slow or
+        hung interpreter): the signal handler only sets _stop, this thread does the rest."""
+        self._stop.wait()
+        if self.relay is not None:
+            self.relay.close()
+
+    def metrics_line(self) -> str:
+        line = self.metrics.line()
+        return line if self.events is None else f"{line} {self.events.metrics_line()}"
+
     def _apply_reload(self) -> None:
+        """SIGHUP: reopen the JSON-lines file (logrotate), then apply the new config whole,
+        or nothing of it: everything that can fail is done before anything is replaced."""
         log.info("reloading config=%s", self.config_path or "defaults")
+        if self.events is not None:
+            self.events.reopen()
         try:
             new = apply_overrides(load_config(self.config_path), self.overrides)
-        except ConfigError as error:
+            Policy.check(new.policy)
+        except (ConfigError, ValueError) as error:
             log.error("reload refused, keeping the running config: %s", error)
             return
         old = self.config
@@ -406,17 +474,13 @@ class Daemon:
             if getattr(new.gpio, key) != getattr(old.gpio, key):
                 log.warning("config gpio.%s changed: takes effect after a restart", key)
         try:
-            self.recognizer.configure(new.gallery.path, new.recognition)
+            self.recognizer.configure(new.gallery.path, new.recognition)  # all or nothing
         except Exception as error:  # a bad gallery path must not take the door down
-            log.error("reload of the gallery failed, keeping the old one: %s", error)
+            log.error("reload refused, keeping the running config: gallery: %s", error)
             return
-        policy, tracking = new.policy, new.tracking
-        self.policy.configure(
-            policy.hits, policy.window, policy.cooldown_seconds, policy.allowed_hours
-        )
-        self.tracker.iou = tracking.iou
-        self.tracker.max_missed = tracking.max_missed
-        self.tracker.refresh_frames = tracking.refresh_frames
+        # Nothing below can fail (checked above): the new settings apply together.
+        self.policy.configure(new.policy)
+        self.tracker.configure(new.tracking)
         self.pulse_seconds = new.gpio.pulse_seconds
         self.config = new
         log.info("reload done")
@@ -424,8 +488,11 @@ class Daemon:
     def _shutdown(self) -> None:
         """Relay first: whatever else fails below, the door is already locked."""
         self._notify("STOPPING=1")
+        self._stop.set()  # ends the guard thread too
         if self.relay is not None:
             self.relay.close()
+        if self._guard is not None:
+            self._guard.join(timeout=1.0)
         if self.control is not None:
             self.control.close()
         if self.reader is not None:
@@ -440,7 +507,7 @@ class Daemon:
             )
         if self.recognizer is not None:
             self.recognizer.close()
-        log.info("metrics %s", self.metrics.line())
+        log.info("metrics %s", self.metrics_line())
         if self.events is not None:
             self.events.close()
 

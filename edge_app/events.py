@@ -9,29 +9,37 @@ The events live in their own SQLite file rather than in the gallery: the gallery
 biometric templates that are exported and moved between doors, while the event history is a
 local audit log with its own retention, and a write-heavy log should not share a file (and a
 WAL) with the templates the daemon must always be able to read.
+
+An audit sink that fails (disk full, read-only file, corrupt or locked database) never stops
+the door: record() does not raise for I/O. The failure is logged (rate-limited), counted
+(metrics_line), the unwritten events wait in a bounded buffer per sink, and the sink is
+reopened and retried with a backoff; the buffer drops its oldest events when full.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import re
 import sqlite3
+import stat
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
 
 import cv2
 import numpy as np
 
-from edge_app.errors import UserError
+from edge_app.config import EventsConfig
 from edge_app.policy import DENIED, RECOGNIZED, UNKNOWN, UNLOCK
 
 log = logging.getLogger(__name__)
@@ -39,7 +47,10 @@ log = logging.getLogger(__name__)
 RELOCK = "relock"
 TYPES = (RECOGNIZED, UNKNOWN, UNLOCK, DENIED, RELOCK)
 
-SCHEMA = (
+# Schema changes go through MIGRATIONS and `PRAGMA user_version`, as in the gallery: entry i
+# takes the file from version i to i + 1. Version 1 says IF NOT EXISTS so an events.db made
+# before it was versioned (the same table, user_version 0) is adopted as it is.
+SCHEMA_V1 = (
     """CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY,
         time REAL NOT NULL,
@@ -52,7 +63,24 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS events_by_time ON events(time)",
 )
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# The only files snapshot pruning and retention may delete: names this module writes
+# (UTC time, event type, sanitised name, track). A user's own photos in the folder stay.
+SNAPSHOT_NAME = re.compile(
+    r"^(\d{8}T\d{6}\.\d{3})Z_(?:" + "|".join(TYPES) + r")_[A-Za-z0-9_.-]{0,60}_t\d+\.jpg$"
+)
+_STAMP = "%Y%m%dT%H%M%S.%f"
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+DB_BUSY_SECONDS = 0.5  # a locked events.db may stall the frame loop this long, not more
+PENDING_MAX = 1000  # unwritten events kept per failing sink; the oldest go first
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+LOG_EVERY_SECONDS = 300.0  # a failing sink is logged once, then at most this often
+RETENTION_EVERY_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -90,8 +118,203 @@ def _field(value: object) -> str:
     return json.dumps(text, ensure_ascii=False) if re.search(r'[\s"=]', text) else text
 
 
+class _Sink:
+    """One audit destination that may fail: its buffer of unwritten events and its retry state."""
+
+    def __init__(self, name: str, target: str) -> None:
+        self.name = name
+        self.target = target
+        self.pending: deque[Event] = deque(maxlen=PENDING_MAX)
+        self.failing = False
+        self.errors = 0
+        self.dropped = 0
+        self.retry_at = 0.0
+        self._backoff = RETRY_FIRST_SECONDS
+        self._logged_at = -math.inf
+        self._suppressed = 0
+
+    def open(self) -> None:
+        """(Re)open the destination; raise OSError or sqlite3.Error when it cannot be used."""
+
+    def write(self, events: list[Event]) -> None:
+        """Write the events, all or (for a stream) as many as fit; raise on failure."""
+
+    def close(self) -> None:
+        """Release the destination; never raises."""
+
+    def deliver(self, event: Event, now: float) -> None:
+        if len(self.pending) == self.pending.maxlen:
+            self.dropped += 1
+        self.pending.append(event)
+        self.flush(now)
+
+    def flush(self, now: float, *, force: bool = False) -> None:
+        """Write what is pending, unless the sink is failing and not yet due for a retry."""
+        if not self.pending or (self.failing and now < self.retry_at and not force):
+            return
+        try:
+            if self.failing:
+                self.close()
+                self.open()
+            self.write(list(self.pending))
+        except (OSError, sqlite3.Error, ValueError) as error:
+            self.errors += 1
+            self.retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, RETRY_MAX_SECONDS)
+            self.failing = True
+            self._report(now, error)
+            return
+        self.pending.clear()
+        if self.failing:
+            log.warning(
+                "events sink recovered sink=%s target=%s errors=%d dropped=%d",
+                self.name,
+                self.target,
+                self.errors,
+                self.dropped,
+            )
+        self.failing = False
+        self._backoff = RETRY_FIRST_SECONDS
+
+    def fail(self, now: float, error: BaseException) -> None:
+        """The sink could not even be opened: fail now, retry later."""
+        self.errors += 1
+        self.failing = True
+        self.retry_at = now + self._backoff
+        self._report(now, error)
+
+    def _report(self, now: float, error: BaseException) -> None:
+        if now - self._logged_at < LOG_EVERY_SECONDS:
+            self._suppressed += 1
+            return
+        log.error(
+            "events sink failed sink=%s target=%s error=%r pending=%d dropped=%d "
+            "retry_in=%.0fs suppressed=%d; the door keeps working",
+            self.name,
+            self.target,
+            error,
+            len(self.pending),
+            self.dropped,
+            max(self.retry_at - now, 0.0),
+            self._suppressed,
+        )
+        self._logged_at = now
+        self._suppressed = 0
+
+
+class _DbSink(_Sink):
+    def __init__(self, path: Path) -> None:
+        super().__init__("db", str(path))
+        self.path = Path(path)
+        self.db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self.db = _open_db(self.path)
+
+    def write(self, events: list[Event]) -> None:
+        if self.db is None:
+            raise sqlite3.OperationalError("not open")
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO events (time, type, name, score, track, reason, snapshot) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(e.time, e.type, e.name, e.score, e.track, e.reason, e.snapshot) for e in events],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+            self.db = None
+
+
+class _JsonlSink(_Sink):
+    """Appends with os.write on a raw descriptor: nothing hides in a userspace buffer, and a
+    line cut short by a full disk is finished first on the next successful write."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("jsonl", str(path))
+        self.path = Path(path)
+        self.fd: int | None = None
+        self._carry = b""  # the rest of a line a failed write had started
+
+    def open(self) -> None:
+        self.fd = open_private_append(self.path)
+
+    def write(self, events: list[Event]) -> None:
+        if self.fd is None:
+            raise OSError(9, "not open")
+        data = self._carry + "".join(e.to_json() + "\n" for e in events).encode("utf-8")
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
+        except OSError:
+            # Whatever reached the file stays: the events whose lines are complete are done,
+            # and a line cut short is finished (not repeated) by the next write.
+            head = len(self._carry)
+            if written < head:
+                self._carry = self._carry[written:]
+                raise
+            done = data[head:written].count(b"\n")
+            if written > head and data[written - 1 : written] != b"\n":
+                self._carry = data[written : data.index(b"\n", written) + 1]
+                done += 1
+            else:
+                self._carry = b""
+            for _ in range(done):
+                self.pending.popleft()
+            raise
+        self._carry = b""
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+class _StdoutSink(_Sink):
+    def __init__(self) -> None:
+        super().__init__("jsonl", "-")
+
+    def open(self) -> None:
+        pass
+
+    def write(self, events: list[Event]) -> None:
+        sys.stdout.write("".join(e.to_json() + "\n" for e in events))
+        sys.stdout.flush()
+
+
+def open_private_append(path: Path) -> int:
+    """An append descriptor; a file this creates is 0600 whatever the umask. An existing file
+    keeps its owner's mode: we do not chmod files we did not create."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return os.open(path, flags)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 class EventLog:
-    """Thread-safe: the frame loop and the relay's timer thread (relock) both record."""
+    """Thread-safe: the frame loop and the relay's timer thread (relock) both record.
+
+    record() never raises for a failing sink (module docstring); call maintain() now and then
+    (the daemon does, every frame) to retry failing sinks and apply the retention daily.
+    """
 
     def __init__(
         self,
@@ -99,30 +322,48 @@ class EventLog:
         jsonl: Path | None = None,
         snapshots: Path | None = None,
         snapshot_keep: int = 200,
+        retention_days: int = 0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
+        self._monotonic = monotonic
         self.db_path = db
-        self._db = _open_db(db) if db is not None else None
-        self._jsonl: IO[str] | None = None
-        self._owns_jsonl = False
-        if jsonl is not None:
-            if str(jsonl) == "-":
-                self._jsonl = sys.stdout
-            else:
-                try:
-                    self._jsonl = open(jsonl, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
-                except OSError as error:
-                    raise UserError(f"events.jsonl: cannot write {jsonl} ({error})") from None
-                self._owns_jsonl = True
         self.snapshots = snapshots
         self.snapshot_keep = snapshot_keep
-        if snapshots is not None:
+        self.retention_days = retention_days
+        self.snapshot_errors = 0
+        self._next_retention = monotonic()
+        self._sinks: list[_Sink] = []
+        if db is not None:
+            self._db_sink: _DbSink | None = _DbSink(db)
+            self._sinks.append(self._db_sink)
+        else:
+            self._db_sink = None
+        if jsonl is not None:
+            self._sinks.append(_StdoutSink() if str(jsonl) == "-" else _JsonlSink(jsonl))
+        now = monotonic()
+        for sink in self._sinks:
             try:
-                Path(snapshots).mkdir(parents=True, exist_ok=True, mode=0o700)
-            except OSError as error:
-                raise UserError(f"events.snapshots: cannot create {snapshots} ({error})") from None
+                sink.open()
+            except (OSError, sqlite3.Error, ValueError) as error:
+                sink.close()
+                sink.fail(now, error)
+        if snapshots is not None:
+            self._prepare_snapshots()
+
+    @classmethod
+    def from_config(cls, events: EventsConfig) -> EventLog:
+        return cls(
+            events.db,
+            events.jsonl,
+            events.snapshots,
+            events.snapshot_keep,
+            events.retention_days,
+        )
+
+    # --- writing -------------------------------------------------------------------------
 
     def record(
         self,
@@ -161,69 +402,224 @@ class EventLog:
             log.info(
                 "event type=%s %s", kind, " ".join(f"{k}={_field(v)}" for k, v in fields.items())
             )
-            if self._db is not None:
-                try:
-                    self._db.execute(
-                        "INSERT INTO events (time, type, name, score, track, reason, snapshot) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (now, kind, name, event.score, track, reason, snapshot),
-                    )
-                except sqlite3.Error as error:  # a full disk must not stop the door
-                    log.error("events db write failed path=%s error=%r", self.db_path, error)
-            if self._jsonl is not None:
-                self._jsonl.write(event.to_json() + "\n")
-                self._jsonl.flush()
+            tick = self._monotonic()
+            for sink in self._sinks:
+                sink.deliver(event, tick)
         return event
+
+    def maintain(self) -> None:
+        """Retry failing sinks that are due, and apply the retention once a day."""
+        with self._lock:
+            tick = self._monotonic()
+            for sink in self._sinks:
+                sink.flush(tick)
+            if self.retention_days and tick >= self._next_retention:
+                self._next_retention = tick + RETENTION_EVERY_SECONDS
+                self._apply_retention()
+
+    def reopen(self) -> None:
+        """Close and reopen the JSON-lines file (SIGHUP after logrotate moved it away)."""
+        with self._lock:
+            tick = self._monotonic()
+            for sink in self._sinks:
+                if isinstance(sink, _JsonlSink):
+                    sink.close()
+                    try:
+                        sink.open()
+                    except OSError as error:
+                        sink.fail(tick, error)
+                    else:
+                        sink.flush(tick, force=True)
+
+    def apply_retention(self) -> tuple[int, int]:
+        """Delete events and snapshots older than retention_days now: (rows, files) deleted."""
+        with self._lock:
+            return self._apply_retention()
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-            if self._jsonl is not None and self._owns_jsonl:
-                self._jsonl.close()
-            self._jsonl = None
+            tick = self._monotonic()
+            for sink in self._sinks:
+                sink.flush(tick, force=True)
+                if sink.pending:
+                    log.error(
+                        "events lost at exit sink=%s target=%s count=%d",
+                        sink.name,
+                        sink.target,
+                        len(sink.pending),
+                    )
+                sink.close()
+
+    # --- health --------------------------------------------------------------------------
+
+    @property
+    def errors(self) -> int:
+        return sum(sink.errors for sink in self._sinks) + self.snapshot_errors
+
+    @property
+    def pending(self) -> int:
+        return sum(len(sink.pending) for sink in self._sinks)
+
+    @property
+    def dropped(self) -> int:
+        return sum(sink.dropped for sink in self._sinks)
+
+    def failing(self) -> list[str]:
+        """Names of the sinks currently failing ("db", "jsonl")."""
+        return [sink.name for sink in self._sinks if sink.failing]
+
+    def metrics_line(self) -> str:
+        return (
+            f"event_errors={self.errors} events_pending={self.pending} "
+            f"events_dropped={self.dropped}"
+        )
+
+    # --- snapshots and retention ------------------------------------------------------
+
+    def _prepare_snapshots(self) -> None:
+        """Create the folder 0700; an existing folder we own is tightened to 0700 (names in
+        file names are personal data); someone else's folder is left as it is."""
+        folder = Path(self.snapshots)  # type: ignore[arg-type]
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+            info = folder.stat()
+            if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != FOLDER_MODE:
+                folder.chmod(FOLDER_MODE)
+                log.warning(
+                    "snapshots folder tightened path=%s mode=%o->%o",
+                    folder,
+                    stat.S_IMODE(info.st_mode),
+                    FOLDER_MODE,
+                )
+            elif info.st_uid != os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
+                log.warning(
+                    "snapshots folder is not ours and readable by others path=%s mode=%o",
+                    folder,
+                    stat.S_IMODE(info.st_mode),
+                )
+        except OSError as error:
+            self.snapshot_errors += 1
+            log.error("snapshots folder unusable path=%s error=%r", folder, error)
 
     def _snapshot(
         self, now: float, kind: str, name: str | None, track: int | None, crop: np.ndarray
     ) -> str | None:
-        stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3]
+        folder = Path(self.snapshots)  # type: ignore[arg-type]
+        stamp = datetime.fromtimestamp(now, timezone.utc).strftime(_STAMP)[:-3]
         label = _SAFE.sub("_", name or "unknown")[:60]
-        path = Path(self.snapshots) / f"{stamp}Z_{kind}_{label}_t{track or 0}.jpg"
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        path = folder / f"{stamp}Z_{kind}_{label}_t{track or 0}.jpg"
+        try:
+            ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        except cv2.error as error:
+            ok, data = False, error
         if not ok:
+            self.snapshot_errors += 1
+            log.error("snapshot encode failed path=%s error=%r", path, data)
             return None
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            if not folder.is_dir():
+                self._prepare_snapshots()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data.tobytes())
             # Names start with the UTC time, so name order is age order.
-            old = sorted(Path(self.snapshots).glob("*.jpg"))[: -self.snapshot_keep]
-            for stale in old:
+            for stale in self._own_snapshots()[: -self.snapshot_keep]:
                 stale.unlink(missing_ok=True)
         except OSError as error:
+            self.snapshot_errors += 1
             log.error("snapshot write failed path=%s error=%r", path, error)
+            with contextlib.suppress(OSError):
+                if path.exists() and path.stat().st_size == 0:
+                    path.unlink()
             return None
         return str(path)
 
+    def _own_snapshots(self) -> list[Path]:
+        """The folder's files named as this module names snapshots, oldest first."""
+        folder = Path(self.snapshots)  # type: ignore[arg-type]
+        return sorted(
+            entry
+            for entry in folder.iterdir()
+            if SNAPSHOT_NAME.match(entry.name) and entry.is_file() and not entry.is_symlink()
+        )
+
+    def _apply_retention(self) -> tuple[int, int]:
+        if not self.retention_days:
+            return 0, 0
+        cutoff = self._clock() - self.retention_days * 86400.0
+        rows = files = 0
+        sink = self._db_sink
+        if sink is not None and sink.db is not None and not sink.failing:
+            try:
+                rows = sink.db.execute("DELETE FROM events WHERE time < ?", (cutoff,)).rowcount
+            except sqlite3.Error as error:
+                sink.fail(self._monotonic(), error)
+        if self.snapshots is not None:
+            oldest = datetime.fromtimestamp(cutoff, timezone.utc).strftime(_STAMP)[:-3]
+            try:
+                for path in self._own_snapshots():
+                    match = SNAPSHOT_NAME.match(path.name)
+                    if match is not None and match.group(1) < oldest:
+                        path.unlink(missing_ok=True)
+                        files += 1
+            except OSError as error:
+                self.snapshot_errors += 1
+                log.error("snapshot retention failed path=%s error=%r", self.snapshots, error)
+        log.info(
+            "retention applied days=%d events_deleted=%d snapshots_deleted=%d",
+            self.retention_days,
+            rows,
+            files,
+        )
+        return rows, files
+
 
 def _open_db(path: Path) -> sqlite3.Connection:
+    """Open (creating 0600) and migrate an events database; raises OSError / sqlite3.Error."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    db = sqlite3.connect(
+        path, timeout=DB_BUSY_SECONDS, isolation_level=None, check_same_thread=False
+    )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        _check_version(db, path)  # before anything writes: a file we cannot use stays as it is
         db.execute("PRAGMA journal_mode = WAL")
         # One event per visit: NORMAL loses at most the last ones on a power cut, never the file.
         db.execute("PRAGMA synchronous = NORMAL")
-        for statement in SCHEMA:
-            db.execute(statement)
-    except (OSError, sqlite3.Error) as error:
-        raise UserError(
-            f"events.db: cannot use {path} ({error}); choose a writable path with --events-db "
-            'or set events.db = "" to keep events in the log only'
-        ) from None
+        _migrate(db, path)
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+def _check_version(db: sqlite3.Connection, path: Path) -> int:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{path} has events schema version {version}, newer than this edge-app "
+            f"({SCHEMA_VERSION}): upgrade edge-app"
+        )
+    return version
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    if _check_version(db, path) == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in statements:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {target}")
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    log.info("events db=%s schema=%d->%d", path, version, SCHEMA_VERSION)
 
 
 def read_events(path: Path, since: float = 0.0) -> list[Event]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from statistics import fmean
 
+from edge_app.config import PolicyConfig
+
 RECOGNIZED = "recognized"
 UNKNOWN = "unknown"
 UNLOCK = "unlock"
@@ -75,12 +77,11 @@ class _TrackState:
 
 
 class Policy:
+    """The unlock rules of `[policy]`; clock (monotonic seconds) and local_time are injectable."""
+
     def __init__(
         self,
-        hits: int = 3,
-        window: int = 5,
-        cooldown_seconds: float = 30.0,
-        allowed_hours: Iterable[str] = (),
+        config: PolicyConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
         local_time: Callable[[], datetime] = datetime.now,
@@ -89,20 +90,27 @@ class Policy:
         self._local_time = local_time
         self._tracks: dict[int, _TrackState] = {}
         self._last_unlock: dict[str, float] = {}
-        self.configure(hits, window, cooldown_seconds, allowed_hours)
+        self.configure(config or PolicyConfig())
 
-    def configure(
-        self, hits: int, window: int, cooldown_seconds: float, allowed_hours: Iterable[str]
-    ) -> None:
+    @staticmethod
+    def check(config: PolicyConfig) -> None:
+        """Raise ValueError if `config` could not be applied (configure() calls this first)."""
+        if not 1 <= config.hits <= config.window:
+            raise ValueError(
+                f"need 1 <= hits <= window, got hits={config.hits} window={config.window}"
+            )
+        parse_hours(config.allowed_hours)
+
+    def configure(self, config: PolicyConfig) -> None:
         """Change the rules in place (SIGHUP); cooldowns already running are kept."""
-        if not 1 <= hits <= window:
-            raise ValueError(f"need 1 <= hits <= window, got hits={hits} window={window}")
-        self.hits = hits
-        self.window = window
-        self.cooldown_seconds = cooldown_seconds
-        self.hours = parse_hours(allowed_hours)
+        self.check(config)
+        self.config = config
+        self.hits = config.hits
+        self.window = config.window
+        self.cooldown_seconds = config.cooldown_seconds
+        self.hours = parse_hours(config.allowed_hours)
         for state in self._tracks.values():
-            state.votes = deque(state.votes, maxlen=window)
+            state.votes = deque(state.votes, maxlen=config.window)
 
     def vote(self, track: int, vote: Vote) -> list[Decision]:
         """Record one evaluated frame of a track; the decisions it triggers, in order."""

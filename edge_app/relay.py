@@ -6,6 +6,10 @@ the strike open for longer than one pulse after it was last recognised. And ever
 the process (close(), the context manager, atexit, the daemon's finally) drives the pin low
 before releasing it; wiring must make the released (floating) pin mean "locked" as well
 (docs/WIRING.md).
+
+Nothing a release callback does can hold the strike open: the pin is driven low before the
+callback runs, the callback's exceptions are logged and swallowed, and the timer thread
+survives any error of its own (it keeps retrying to drive the pin low).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from types import TracebackType
 from gpiozero import OutputDevice
 from gpiozero.exc import GPIOZeroError
 
-from edge_app.config import GPIO_FACTORIES, UART_PINS
+from edge_app.config import GPIO_FACTORIES, GpioConfig, uart_pin_problem
 from edge_app.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,11 @@ _FACTORY_CLASSES = {
     "native": ("gpiozero.pins.native", "NativeFactory"),
     "mock": ("gpiozero.pins.mock", "MockFactory"),
 }
+
+
+# After an unexpected error in the timer thread (say the pin driver failing once), how soon it
+# tries to drive the pin low again.
+TIMER_RETRY_SECONDS = 0.05
 
 
 class RelayError(UserError):
@@ -72,11 +81,9 @@ class Relay:
         on_release: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if pin in UART_PINS and not force_uart_pins:
-            raise RelayError(
-                f"gpio.pin: {pin} is a UART pin that goes high at boot; choose another "
-                "(e.g. 17) or set gpio.force_uart_pins = true"
-            )
+        uart = uart_pin_problem(pin, force_uart_pins)
+        if uart is not None:
+            raise RelayError(uart)
         try:
             self._device = OutputDevice(
                 pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
@@ -96,6 +103,25 @@ class Relay:
         self._timer.start()
         atexit.register(self.close)
         log.info("relay ready pin=GPIO%d active_high=%s", pin, active_high)
+
+    @classmethod
+    def from_config(
+        cls,
+        gpio: GpioConfig,
+        *,
+        pin_factory: object | None = None,
+        on_release: Callable[[str], None] | None = None,
+    ) -> Relay:
+        """The relay as `[gpio]` describes it; pin_factory None means gpio.factory's."""
+        if pin_factory is None:
+            pin_factory = make_pin_factory(gpio.factory)
+        return cls(
+            gpio.pin,
+            active_high=gpio.active_high,
+            pin_factory=pin_factory,
+            force_uart_pins=gpio.force_uart_pins,
+            on_release=on_release,
+        )
 
     @property
     def pin_factory(self) -> object:
@@ -155,22 +181,32 @@ class Relay:
             if expired_only and (self._deadline is None or self._deadline > self._clock()):
                 return  # extended (or released) since the timer looked
             was_open = self._deadline is not None
-            self._deadline = None
             # Drive low even if we think it is low already: nothing may leave the strike open.
+            # The deadline is cleared only once the pin is low, so a failing off() is retried.
             if not self._device.closed:
                 self._device.off()
+            self._deadline = None
         if was_open and self._on_release is not None:
-            self._on_release(reason)
+            try:
+                self._on_release(reason)
+            except Exception:  # the pin is already low; a callback can only lose its own work
+                log.exception(
+                    "relay release callback failed pin=GPIO%d reason=%s", self.pin, reason
+                )
 
     def _run_timer(self) -> None:
         while True:
-            with self._cond:
-                while not self._closed and self._deadline is None:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                remaining = self._deadline - self._clock()
-                if remaining > 0:
-                    self._cond.wait(remaining)
-                    continue
-            self._off("timeout", expired_only=True)
+            try:
+                with self._cond:
+                    while not self._closed and self._deadline is None:
+                        self._cond.wait()
+                    if self._closed:
+                        return
+                    remaining = self._deadline - self._clock()
+                    if remaining > 0:
+                        self._cond.wait(remaining)
+                        continue
+                self._off("timeout", expired_only=True)
+            except Exception:  # this thread is what relocks the door: it must not end
+                log.exception("relay timer error pin=GPIO%d; retrying", self.pin)
+                time.sleep(TIMER_RETRY_SECONDS)

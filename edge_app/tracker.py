@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_app.config import TrackingConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -70,13 +72,20 @@ class Track:
 
 
 class IoUTracker:
-    def __init__(self, iou: float = 0.3, max_missed: int = 5, refresh_frames: int = 10) -> None:
-        self.iou = iou
-        self.max_missed = max_missed
-        self.refresh_frames = refresh_frames
+    """Tracks as `[tracking]` describes them; configure() changes the rules in place."""
+
+    def __init__(self, config: TrackingConfig | None = None) -> None:
         self.frame = -1
         self.tracks: list[Track] = []
         self._ids = itertools.count(1)
+        self.configure(config or TrackingConfig())
+
+    def configure(self, config: TrackingConfig) -> None:
+        """New rules from the next frame (SIGHUP); the current tracks are kept."""
+        self.config = config
+        self.iou = config.iou
+        self.max_missed = config.max_missed
+        self.refresh_frames = config.refresh_frames
 
     def update(self, boxes: np.ndarray) -> tuple[list[Track], list[Track]]:
         """Advance one frame with its detections.

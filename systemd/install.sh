@@ -1,16 +1,18 @@
 #!/bin/sh
-# Install edge-app as a systemd service on a Raspberry Pi (or any Debian-like system), or
-# remove it. Safe to run again: existing config and gallery are kept, the rest is refreshed.
+# Install edge-app as systemd services on a Raspberry Pi (or any Debian-like system), or
+# remove them: edge-app.service (the door) and edge-app-hub.service (MQTT / Home Assistant).
+# Safe to run again: existing config, keys and gallery are kept, the rest is refreshed.
 #
 #   sudo systemd/install.sh                 install or upgrade from this checkout
 #   sudo systemd/install.sh --no-apt        do not apt-get the Pi packages
 #   sudo systemd/install.sh --no-venv       keep the existing Python environment as it is
-#   sudo systemd/install.sh --uninstall     remove the program, unit and udev rule; keep the
+#   sudo systemd/install.sh --uninstall     remove the program, units and udev rule; keep the
 #                                           config, the gallery, the events and the user
 #   sudo systemd/install.sh --uninstall --purge   also delete those (biometric data!)
 set -eu
 
 SERVICE=edge-app
+HUB_SERVICE=edge-app-hub
 SERVICE_USER=edge-app
 PREFIX=/opt/edge-app
 VENV=$PREFIX/venv
@@ -20,6 +22,8 @@ SHARE_DIR=/usr/share/edge-app
 MODELS_DIR=$SHARE_DIR/models
 DOC_DIR=/usr/share/doc/edge-app
 UNIT=/etc/systemd/system/$SERVICE.service
+HUB_UNIT=/etc/systemd/system/$HUB_SERVICE.service
+UNLOCK_KEY=$CONF_DIR/unlock.key
 RULE=/etc/udev/rules.d/99-coral-edgetpu.rules
 LINK=/usr/local/bin/edge-app
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,7 +39,7 @@ for arg in "$@"; do
         --no-apt) apt=no ;;
         --no-venv) venv=no ;;
         -h | --help)
-            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -55,9 +59,10 @@ have_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2
 
 uninstall() {
     if have_systemd; then
+        systemctl disable --now "$HUB_SERVICE.service" 2>/dev/null || true
         systemctl disable --now "$SERVICE.service" 2>/dev/null || true
     fi
-    rm -f "$UNIT" "$RULE" "$LINK"
+    rm -f "$UNIT" "$HUB_UNIT" "$RULE" "$LINK"
     rm -rf "$PREFIX" "$SHARE_DIR" "$DOC_DIR"
     if have_systemd; then
         systemctl daemon-reload
@@ -138,20 +143,33 @@ install_all() {
         ln -sf "$VENV/bin/edge-app" "$LINK"
     fi
 
+    # The key that signs MQTT unlock commands (used only with mqtt.remote_unlock = true):
+    # 32 random bytes as hex, readable by the service user alone.
+    if [ ! -e "$UNLOCK_KEY" ]; then
+        umask 077
+        od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$UNLOCK_KEY"
+        umask 022
+        chown "$SERVICE_USER:$SERVICE_USER" "$UNLOCK_KEY"
+        chmod 0600 "$UNLOCK_KEY"
+        say "wrote $UNLOCK_KEY (the remote-unlock signing key; see HOME_ASSISTANT.md)"
+    fi
+
     install -d -m 0755 "$DOC_DIR"
-    install -m 0644 "$REPO/docs/DAEMON.md" "$REPO/docs/WIRING.md" "$DOC_DIR/"
+    install -m 0644 "$REPO/docs/DAEMON.md" "$REPO/docs/WIRING.md" \
+        "$REPO/docs/HOME_ASSISTANT.md" "$DOC_DIR/"
     install -D -m 0644 "$REPO/systemd/99-coral-edgetpu.rules" "$RULE"
     if command -v udevadm >/dev/null 2>&1; then
         udevadm control --reload-rules || true
         udevadm trigger --subsystem-match=usb --subsystem-match=apex || true
     fi
     install -D -m 0644 "$REPO/systemd/edge-app.service" "$UNIT"
+    install -D -m 0644 "$REPO/systemd/edge-app-hub.service" "$HUB_UNIT"
     if have_systemd; then
         systemctl daemon-reload
-        systemctl enable "$SERVICE.service"
+        systemctl enable "$SERVICE.service" "$HUB_SERVICE.service"
     else
-        say "systemd is not running here: enable the service later with" \
-            "systemctl enable --now $SERVICE"
+        say "systemd is not running here: enable the services later with" \
+            "systemctl enable --now $SERVICE $HUB_SERVICE"
     fi
 
     cat <<EOF
@@ -160,6 +178,8 @@ edge-app install: done. Next:
   2. enrol people as the service user, so the daemon can read the gallery:
        sudo -u $SERVICE_USER $LINK enroll --db $STATE_DIR/gallery.db "Alice" photos/alice/
   3. sudo systemctl start $SERVICE && journalctl -u $SERVICE -f
+  4. optional, Home Assistant: fill [mqtt] in $CONF_DIR/config.toml (docs: $DOC_DIR/HOME_ASSISTANT.md),
+     then sudo systemctl restart $HUB_SERVICE && journalctl -u $HUB_SERVICE -f
 EOF
 }
 

@@ -170,3 +170,33 @@ def test_overrides_apply_and_validate() -> None:
     assert config.gpio.pin == 17  # None keeps the config's value
     with pytest.raises(ConfigError, match="(?s)command line: 1 problem.*gpio.pin: 14 is a UART"):
         apply_overrides(config, {"gpio.pin": 14})
+
+
+def float_keys() -> list[str]:
+    import dataclasses
+
+    from edge_app.config import SECTIONS
+
+    return [
+        f"{section}.{f.name}"
+        for section, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if str(f.type).startswith("float")
+    ]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+def test_non_finite_numbers_are_refused_for_every_float_key(value: str, tmp_path: Path) -> None:
+    """TOML allows nan and inf: `pulse_seconds = nan` would mean a door that never opens and
+    `cooldown_seconds = nan` no cooldown at all, since nan fails every comparison."""
+    keys = float_keys()
+    assert {"gpio.pulse_seconds", "policy.cooldown_seconds", "recognition.threshold"} <= set(keys)
+    for dotted in keys:
+        section, key = dotted.split(".")
+        path = tmp_path / "door.toml"
+        path.write_text(f"[{section}]\n{key} = {value}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert f"{dotted}: " in str(caught.value) and "is not a finite number" in str(caught.value)
+        with pytest.raises(ConfigError, match=f"{dotted}: .* is not a finite number"):
+            apply_overrides(Config(), {dotted: float(value)})

@@ -6,14 +6,17 @@ import json
 import logging
 import os
 import sqlite3
+import stat
+import subprocess
 import threading
+import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge_app.errors import UserError
-from edge_app.events import EventLog, read_events
+from edge_app.events import DB_BUSY_SECONDS, RETRY_MAX_SECONDS, EventLog, read_events
 
 
 def test_every_sink_gets_the_event(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -87,12 +90,256 @@ def test_threads_can_record_at_once(tmp_path: Path) -> None:
     assert len(read_events(tmp_path / "events.db")) == 80
 
 
-def test_unwritable_paths_are_user_errors(tmp_path: Path) -> None:
+def test_unusable_paths_are_logged_and_counted_never_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UserError, match="events.db: cannot use"):
-        EventLog(blocker / "events.db")
-    with pytest.raises(UserError, match="events.jsonl: cannot write"):
-        EventLog(jsonl=blocker / "x.jsonl")
-    with pytest.raises(UserError, match="events.snapshots: cannot create"):
-        EventLog(snapshots=blocker / "snaps")
+    with caplog.at_level(logging.ERROR, logger="edge_app.events"):
+        log = EventLog(blocker / "events.db", blocker / "x.jsonl", snapshots=blocker / "snaps")
+        log.record("recognized", name="x", crop=np.full((8, 8, 3), 9, np.uint8))
+        log.record("unlock", name="x")
+    assert sorted(log.failing()) == ["db", "jsonl"]
+    assert log.errors >= 3 and log.pending == 4  # two events waiting in each sink
+    assert "event_errors=" in log.metrics_line() and "events_pending=4" in log.metrics_line()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("sink=db" in m and "the door keeps working" in m for m in messages)
+    assert any("snapshots folder unusable" in m for m in messages)
+    log.close()
+    assert blocker.read_text() == ""
+
+
+class Ticks:
+    """A monotonic clock the test moves, to reach retry and retention times without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_dev_full_jsonl_keeps_the_other_sinks_and_retries(tmp_path: Path) -> None:
+    ticks = Ticks()
+    log = EventLog(tmp_path / "events.db", Path("/dev/full"), monotonic=ticks)
+    for i in range(3):
+        log.record("unknown", score=0.1, track=i)
+    assert log.failing() == ["jsonl"] and log.pending == 3
+    assert len(read_events(tmp_path / "events.db")) == 3  # the database still got every event
+    errors = log.errors
+    log.maintain()  # not due yet: no new attempt
+    assert log.errors == errors
+    ticks.now += RETRY_MAX_SECONDS
+    log.maintain()
+    assert log.errors == errors + 1 and log.pending == 3  # retried, still full
+    log.close()
+
+
+def test_bounded_buffer_drops_the_oldest(tmp_path: Path, monkeypatch) -> None:
+    from edge_app import events as module
+
+    monkeypatch.setattr(module, "PENDING_MAX", 5)
+    log = EventLog(jsonl=Path("/dev/full"))
+    for i in range(12):
+        log.record("unknown", track=i)
+    assert log.pending == 5 and log.dropped == 7
+    log.close()
+
+
+@pytest.fixture
+def read_only_file(tmp_path: Path):
+    """A file this process cannot write: mode 0444, or, as root (which ignores modes), a
+    read-only bind mount of its folder."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    target = folder / "events.jsonl"
+    target.write_text('{"kept": true}\n')
+    if os.geteuid() != 0:
+        target.chmod(0o444)
+        yield target
+        return
+    mounted = tmp_path / "ro-mount"
+    mounted.mkdir()
+    done = subprocess.run(["mount", "-o", "bind,ro", str(folder), str(mounted)], check=False)
+    if done.returncode != 0:
+        pytest.skip("running as root without permission to make a read-only bind mount")
+    try:
+        yield mounted / "events.jsonl"
+    finally:
+        subprocess.run(["umount", str(mounted)], check=False)
+
+
+def test_read_only_jsonl_is_counted_and_left_untouched(tmp_path: Path, read_only_file) -> None:
+    before = read_only_file.read_bytes()
+    log = EventLog(tmp_path / "events.db", read_only_file)
+    log.record("unlock", name="Ada", track=1)
+    assert log.failing() == ["jsonl"] and log.errors == 1
+    assert [e.type for e in read_events(tmp_path / "events.db")] == ["unlock"]
+    log.close()
+    assert read_only_file.read_bytes() == before
+
+
+def test_corrupt_db_is_left_byte_identical_and_retried(tmp_path: Path) -> None:
+    ticks = Ticks()
+    db = tmp_path / "events.db"
+    garbage = b"this is not an SQLite file\n" * 100
+    db.write_bytes(garbage)
+    log = EventLog(db, tmp_path / "events.jsonl", monotonic=ticks)
+    log.record("unlock", name="Ada", track=1)
+    assert log.failing() == ["db"]
+    assert db.read_bytes() == garbage and sorted(p.name for p in tmp_path.iterdir()) == [
+        "events.db",
+        "events.jsonl",
+    ]
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 1
+    db.unlink()  # the administrator moves the broken file away
+    log.record("relock", name="Ada", reason="timeout")
+    assert log.failing() == ["db"]  # not retried before its backoff
+    ticks.now += RETRY_MAX_SECONDS
+    log.maintain()
+    assert log.failing() == [] and log.pending == 0
+    assert [e.type for e in read_events(db)] == ["unlock", "relock"]  # nothing lost, in order
+    log.close()
+
+
+def test_locked_db_costs_at_most_the_busy_timeout_then_catches_up(tmp_path: Path) -> None:
+    ticks = Ticks()
+    db = tmp_path / "events.db"
+    EventLog(db).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    log = EventLog(db, monotonic=ticks)
+    start = time.monotonic()
+    log.record("unlock", name="Ada", track=1)
+    log.record("relock", name="Ada", reason="timeout")  # buffered: no second wait
+    assert time.monotonic() - start < DB_BUSY_SECONDS + 1.0
+    assert log.failing() == ["db"] and log.pending == 2
+    holder.execute("COMMIT")
+    holder.close()
+    ticks.now += RETRY_MAX_SECONDS
+    log.maintain()
+    assert log.failing() == []
+    assert [e.type for e in read_events(db)] == ["unlock", "relock"]
+    log.close()
+
+
+def test_jsonl_is_created_0600_under_any_umask_and_reopened_after_rotation(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.jsonl"
+    old = os.umask(0o022)
+    try:
+        log = EventLog(jsonl=path)
+    finally:
+        os.umask(old)
+    log.record("unlock", name="Ada", track=1)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.rename(tmp_path / "events.jsonl.1")  # logrotate
+    log.record("relock", name="Ada", reason="timeout")  # still the old (renamed) file
+    log.reopen()  # SIGHUP
+    log.record("unlock", name="Bob", track=2)
+    log.close()
+    assert len((tmp_path / "events.jsonl.1").read_text().splitlines()) == 2
+    assert json.loads(path.read_text())["name"] == "Bob"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("")
+    mine.chmod(0o640)  # an existing file is not ours to chmod
+    EventLog(jsonl=mine).close()
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o640
+
+
+def test_snapshot_folder_forced_private_and_user_photos_never_pruned(tmp_path: Path) -> None:
+    folder = tmp_path / "snaps"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    theirs = {
+        "holiday.jpg": b"\xff\xd8 a user's photo",
+        "20200101T000000.000Z_unknown_x_t1.jpg.bak": b"not ours either",
+        "20200101T000000.000Z_opened_x_t1.jpg": b"unknown type: not ours",
+    }
+    for name, data in theirs.items():
+        (folder / name).write_bytes(data)
+    crop = np.full((40, 30, 3), 128, np.uint8)
+    clock = iter(1_700_000_000.0 + i for i in range(20))
+    log = EventLog(snapshots=folder, snapshot_keep=2, clock=lambda: next(clock))
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    events = [log.record("unknown", track=i, crop=crop) for i in range(5)]
+    log.close()
+    ours = sorted(p.name for p in folder.iterdir() if p.name not in theirs)
+    assert ours == [Path(e.snapshot).name for e in events[3:]]
+    for name, data in theirs.items():
+        assert (folder / name).read_bytes() == data
+
+
+def test_retention_deletes_old_rows_and_own_snapshots_only(tmp_path: Path) -> None:
+    ticks = Ticks()
+    day = 86400.0
+    now = [1_700_000_000.0 - 100 * day]
+    db, folder = tmp_path / "events.db", tmp_path / "snaps"
+    crop = np.full((20, 20, 3), 50, np.uint8)
+    log = EventLog(db, snapshots=folder, retention_days=90, clock=lambda: now[0], monotonic=ticks)
+    log.record("unknown", track=1, crop=crop)  # 100 days old by the time retention runs
+    (folder / "holiday.jpg").write_bytes(b"keep me")
+    os.utime(folder / "holiday.jpg", (0, 0))  # ancient, but not ours
+    now[0] += 95 * day
+    log.record("unknown", track=2, crop=crop)  # 5 days old
+    now[0] += 5 * day
+    log.maintain()  # the first call applies the retention at once
+    assert [e.track for e in read_events(db)] == [2]
+    assert sorted(p.name for p in folder.iterdir())[-1] == "holiday.jpg"
+    assert len(list(folder.iterdir())) == 2
+    now[0] += 86 * day
+    log.maintain()  # not a day later on the monotonic clock: not run again
+    assert [e.track for e in read_events(db)] == [2]
+    ticks.now += day
+    log.maintain()
+    assert read_events(db) == [] and [p.name for p in folder.iterdir()] == ["holiday.jpg"]
+    log.close()
+
+
+def test_retention_zero_keeps_everything(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "events.db", clock=lambda: 0.0)
+    log.record("unknown", track=1)
+    log.maintain()
+    assert log.apply_retention() == (0, 0)
+    log.close()
+    assert len(read_events(tmp_path / "events.db")) == 1
+
+
+def test_schema_is_versioned_and_a_legacy_file_is_adopted(tmp_path: Path) -> None:
+    from edge_app.events import SCHEMA_V1, SCHEMA_VERSION
+
+    legacy = tmp_path / "legacy.db"
+    with closing(sqlite3.connect(legacy)) as connection:
+        for statement in SCHEMA_V1:
+            connection.execute(statement)
+        connection.execute("INSERT INTO events (time, type) VALUES (1.0, 'unlock')")
+        connection.commit()
+    log = EventLog(legacy)
+    log.record("relock", reason="close")
+    log.close()
+    assert [e.type for e in read_events(legacy)] == ["unlock", "relock"]
+    with closing(sqlite3.connect(legacy)) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+
+
+def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    with closing(sqlite3.connect(db)) as connection:
+        connection.execute("PRAGMA user_version = 99")
+    before = db.read_bytes()
+    log = EventLog(db)
+    log.record("unlock", name="Ada")
+    assert log.failing() == ["db"]
+    log.close()
+    assert db.read_bytes() == before
+
+
+def test_from_config(tmp_path: Path) -> None:
+    from edge_app.config import EventsConfig
+
+    config = EventsConfig(db=tmp_path / "e.db", jsonl=None, retention_days=7, snapshot_keep=3)
+    log = EventLog.from_config(config)
+    assert (log.db_path, log.retention_days, log.snapshot_keep) == (tmp_path / "e.db", 7, 3)
+    log.close()

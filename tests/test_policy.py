@@ -6,6 +6,7 @@ from datetime import datetime
 
 import pytest
 
+from edge_app.config import PolicyConfig
 from edge_app.policy import (
     DENIED,
     RECOGNIZED,
@@ -32,10 +33,8 @@ def clock() -> Clock:
 
 
 def make(clock: Clock, **kwargs) -> Policy:
-    kwargs.setdefault("hits", 3)
-    kwargs.setdefault("window", 5)
-    kwargs.setdefault("cooldown_seconds", 30.0)
-    return Policy(clock=clock, local_time=lambda: datetime(2024, 5, 1, 12, 0), **kwargs)
+    config = PolicyConfig(**{"hits": 3, "window": 5, "cooldown_seconds": 30.0, **kwargs})
+    return Policy(config, clock=clock, local_time=lambda: datetime(2024, 5, 1, 12, 0))
 
 
 def kinds(decisions) -> list[str]:
@@ -110,7 +109,7 @@ def test_cooldown_is_per_person(clock: Clock) -> None:
 
 def test_allowed_hours(clock: Clock) -> None:
     moment = datetime(2024, 5, 1, 23, 30)
-    policy = Policy(3, 5, 0, ["07:00-22:00"], clock=clock, local_time=lambda: moment)
+    policy = Policy(PolicyConfig(3, 5, 0, ("07:00-22:00",)), clock=clock, local_time=lambda: moment)
     for _ in range(3):
         decisions = policy.vote(1, alice())
     assert kinds(decisions) == [RECOGNIZED, DENIED] and decisions[1].reason == "hours"
@@ -159,9 +158,9 @@ def test_reconfigure_keeps_cooldowns(clock: Clock) -> None:
     policy = make(clock)
     for _ in range(3):
         policy.vote(1, alice())
-    policy.configure(hits=2, window=3, cooldown_seconds=60, allowed_hours=[])
+    policy.configure(PolicyConfig(hits=2, window=3, cooldown_seconds=60))
     clock.now += 40
     policy.vote(2, alice())
     assert kinds(policy.vote(2, alice())) == [RECOGNIZED, DENIED]
     with pytest.raises(ValueError, match="hits <= window"):
-        policy.configure(hits=4, window=3, cooldown_seconds=0, allowed_hours=[])
+        policy.configure(PolicyConfig(hits=4, window=3, cooldown_seconds=0))

@@ -116,3 +116,63 @@ def test_factory_names() -> None:
     assert make_pin_factory("auto") is None
     with pytest.raises(RelayError, match="gpio.factory: 'gpio' is not one of"):
         make_pin_factory("gpio")
+
+
+def test_a_raising_release_callback_never_stops_the_relocking(factory: MockFactory) -> None:
+    """The relock event's writer failing (disk full) must not kill the timer thread."""
+    calls: list[str] = []
+
+    def explode(reason: str) -> None:
+        calls.append(reason)
+        raise OSError(28, "No space left on device")
+
+    with Relay(PIN, pin_factory=factory, on_release=explode) as relay:
+        for _ in range(3):  # each pulse still ends on time after the previous callback raised
+            relay.pulse(0.2)
+            wait_for(lambda: not relay.is_active, timeout=1.0)
+    assert len(factory.pin(PIN).states) == 7  # assert_states_and_times zips: check length
+    factory.pin(PIN).assert_states_and_times(
+        [
+            (0.0, False),
+            (0.0, True),
+            (0.2, False),
+            (0.0, True),
+            (0.2, False),
+            (0.0, True),
+            (0.2, False),
+        ]
+    )
+    assert calls == ["timeout", "timeout", "timeout"]
+
+
+def test_the_timer_survives_a_failing_pin_driver_and_retries(factory: MockFactory) -> None:
+    with Relay(PIN, pin_factory=factory) as relay:
+        device = relay._device
+        real_off, failures = device.off, []
+
+        def off_failing_once() -> None:
+            if not failures:
+                failures.append(1)
+                raise OSError(5, "Input/output error")
+            real_off()
+
+        device.off = off_failing_once
+        relay.pulse(0.2)
+        wait_for(lambda: not relay.is_active, timeout=1.0)
+        device.off = real_off
+        assert failures == [1]
+        relay.pulse(0.2)  # the timer thread is still alive: this pulse ends on time too
+        wait_for(lambda: not relay.is_active, timeout=1.0)
+    states = factory.pin(PIN).states
+    assert [s.state for s in states] == [False, True, False, True, False]
+    # The first relock came one retry (50 ms) late; both well inside pulse + 0.5 s.
+    assert 0.2 <= states[2].timestamp <= 0.7 and 0.2 <= states[4].timestamp <= 0.7
+
+
+def test_from_config_reads_the_gpio_section(factory: MockFactory) -> None:
+    from edge_app.config import GpioConfig
+
+    with Relay.from_config(GpioConfig(pin=22, active_high=False), pin_factory=factory) as relay:
+        assert relay.pin == 22 and factory.pin(22).state is True  # active-low rests high
+    with pytest.raises(RelayError, match="gpio.pin: 14 is a UART pin"):
+        Relay.from_config(GpioConfig(pin=14), pin_factory=factory)

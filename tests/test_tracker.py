@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_app.config import TrackingConfig
 from edge_app.tracker import IoUTracker, greedy_assign, iou_matrix
 
 
@@ -29,7 +30,7 @@ def test_greedy_assign_prefers_best_overlap() -> None:
 
 
 def test_a_moving_face_keeps_its_track() -> None:
-    tracker = IoUTracker(iou=0.3)
+    tracker = IoUTracker(TrackingConfig(iou=0.3))
     ids = []
     for step in range(10):
         tracks, ended = tracker.update(np.array([box(100 + 8 * step, 100)]))
@@ -46,7 +47,7 @@ def test_two_faces_keep_their_own_tracks_in_any_order() -> None:
 
 
 def test_missed_frames_do_not_split_a_visit_then_the_track_ends() -> None:
-    tracker = IoUTracker(max_missed=2)
+    tracker = IoUTracker(TrackingConfig(max_missed=2))
     (track,), _ = tracker.update(np.array([box(0, 0)]))
     for _ in range(2):
         assert tracker.update(np.zeros((0, 4))) == ([], [])
@@ -62,7 +63,7 @@ def test_missed_frames_do_not_split_a_visit_then_the_track_ends() -> None:
 
 def test_embedding_schedule_with_one_steady_face() -> None:
     """Undecided: every frame; settled: every refresh_frames frames."""
-    tracker = IoUTracker(refresh_frames=10)
+    tracker = IoUTracker(TrackingConfig(refresh_frames=10))
     embedded = []
     for frame in range(50):
         tracks, _ = tracker.update(np.array([box(100, 100)]))
@@ -73,3 +74,12 @@ def test_embedding_schedule_with_one_steady_face() -> None:
         tracks[0].settled = frame >= 2  # the policy decides after three votes
     assert embedded == [0, 1, 2, 12, 22, 32, 42]
     assert len(embedded) <= 50 / 5
+
+
+def test_configure_changes_the_rules_and_keeps_the_tracks() -> None:
+    tracker = IoUTracker()
+    (track,), _ = tracker.update(np.array([box(0, 0)]))
+    tracker.configure(TrackingConfig(max_missed=0, refresh_frames=3))
+    assert tracker.tracks == [track] and tracker.refresh_frames == 3
+    _, ended = tracker.update(np.zeros((0, 4)))
+    assert ended == [track]  # max_missed=0 applied from the next frame

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,8 +34,10 @@ def directives(section: str) -> dict[str, list[str]]:
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     # verify also checks that ExecStart exists; the installed venv is not on a test machine,
     # so point it at a binary that is, leaving every other line as shipped.
-    text = UNIT.read_text().replace(
-        "ExecStart=/opt/edge-app/venv/bin/edge-app", f"ExecStart={shutil.which('true')}"
+    text = (
+        UNIT.read_text()
+        .replace("ExecStart=/opt/edge-app/venv/bin/edge-app", f"ExecStart={shutil.which('true')}")
+        .replace("=/opt/edge-app/venv/bin/python", f"={sys.executable}")
     )
     unit = tmp_path / "edge-app.service"
     unit.write_text(text)
@@ -101,3 +105,51 @@ def test_install_script_passes_shellcheck() -> None:
         ["shellcheck", str(SYSTEMD / "install.sh")], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_relay_is_driven_locked_before_start_and_after_stop() -> None:
+    """ExecStartPre=/ExecStopPost= run the relay-off module with the daemon's own config; no
+    "-" prefix, so a pin that cannot be driven low fails the start (and shows after a stop)."""
+    service = directives("Service")
+    config = service["ExecStart"][0].split("--config", 1)[1].strip()
+    for key in ("ExecStartPre", "ExecStopPost"):
+        (command,) = service[key]
+        assert not command.startswith(("-", "+", "!", "@", ":")), command
+        assert command == f"/opt/edge-app/venv/bin/python -m edge_app.relay_off --config {config}"
+    assert service["ExecStart"][0].startswith("/opt/edge-app/venv/bin/")
+
+
+def test_relay_off_drives_a_pin_left_high_to_locked() -> None:
+    """As after a SIGKILL mid-pulse: the pin is high and nobody holds it."""
+    from gpiozero.pins.mock import MockFactory
+
+    from edge_app.config import GpioConfig
+    from edge_app.relay_off import drive_locked
+
+    factory = MockFactory()
+    left = factory.pin(17)
+    left.function = "output"
+    left.state = True
+    drive_locked(GpioConfig(pin=17), factory)
+    assert left.state is False and left.function == "input"  # low, then released
+    assert [s.state for s in left.states] == [False, True, False]
+    active_low = factory.pin(22)
+    active_low.function = "output"
+    active_low.state = False  # "open" on an active-low board
+    drive_locked(GpioConfig(pin=22, active_high=False), factory)
+    assert active_low.state is True
+
+
+def test_relay_off_command(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)}
+    good = tmp_path / "door.toml"
+    good.write_text("[gpio]\npin = 27\n")
+    command = [sys.executable, "-m", "edge_app.relay_off", "--gpio", "mock", "--config"]
+    done = subprocess.run([*command, str(good)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "relay locked pin=GPIO27" in done.stderr and "Traceback" not in done.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gpio]\npin = 14\n")
+    done = subprocess.run([*command, str(bad)], capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert "gpio.pin: 14 is a UART pin" in done.stderr and "Traceback" not in done.stderr

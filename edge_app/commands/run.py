@@ -18,9 +18,11 @@ the config file ({DEFAULT_CONFIG} by default; a missing default file means the d
 each flag below overrides its config key. A video file or a folder of images as --source
 ends the run at its end, which is how to try the door on a recording.
 
-signals: SIGTERM/SIGINT stop within a frame with the relay locked; SIGHUP reloads the config
-and the gallery without closing the camera. The gallery is also reloaded by itself when
-`edge-app enroll` or `edge-app remove` changes it.
+signals: SIGTERM/SIGINT lock the relay at once and stop within a frame; SIGHUP reopens the
+--events file (logrotate) and reloads the config and the gallery without closing the camera
+(all of it or, if anything in it is invalid, none of it). The gallery is also reloaded by
+itself when `edge-app enroll` or `edge-app remove` changes it. A failing events sink (full
+disk, corrupt events.db) is logged and retried; the door keeps working.
 
 examples:
   edge-app run                                   # as installed: /etc/edge-app/config.toml

@@ -69,6 +69,7 @@ class DoorLink:
         self._event_listeners: list[EventListener] = []
         self._health_listeners: list[HealthListener] = []
         self._stop = threading.Event()
+        self._retry = threading.Event()  # cuts the event stream's backoff short
         self._stream: ControlClient | None = None
         self._threads: list[threading.Thread] = []
 
@@ -88,6 +89,7 @@ class DoorLink:
 
     def stop(self) -> None:
         self._stop.set()
+        self._retry.set()
         stream = self._stream
         if stream is not None:
             stream.close()
@@ -108,9 +110,12 @@ class DoorLink:
         except ControlError as error:
             health = DoorHealth(False, False, None, str(error))
         previous, self.health = self.health, health
+        if health.reachable and not previous.reachable:
+            self._retry.set()  # the door is back: subscribe now, not after the backoff
         if (previous.reachable, previous.frames) != (health.reachable, health.frames):
             if health.healthy:
-                log.info("door healthy path=%s source=%s", self.path, health.status.get("source"))
+                source = (health.status or {}).get("source")
+                log.info("door healthy path=%s source=%s", self.path, source)
             else:
                 log.warning("door unhealthy path=%s reason=%r", self.path, health.error)
         for listener in self._health_listeners:
@@ -142,7 +147,9 @@ class DoorLink:
                 reported = False
             finally:
                 self._stream = None
-            if self._stop.wait(delay):
+            self._retry.wait(delay)
+            self._retry.clear()
+            if self._stop.is_set():
                 return
             delay = min(delay * 2, self.backoff.maximum)
 

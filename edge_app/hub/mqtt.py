@@ -207,7 +207,11 @@ class MqttBridge:
         self._publish_last_person()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        log.warning("mqtt broker unreachable %s (retrying with backoff)", self._where)
+        log.warning(
+            "mqtt cannot connect %s: broker down or unreachable, or the TLS handshake failed "
+            "(check mqtt.host, mqtt.port, mqtt.tls_ca); retrying with backoff",
+            self._where,
+        )
 
     def _on_disconnect(
         self,
@@ -247,7 +251,7 @@ class MqttBridge:
         if self.verifier is None:
             return
         try:
-            origin = self.verifier.verify(message.payload)
+            origin = self.verifier.verify(bytes(message.payload))
         except UnlockRefused as error:
             self._refuse(str(error))
             return

@@ -98,7 +98,7 @@ class Hub:
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
 
         def stop(_signum: int, _frame: object) -> None:
             self._stop.set()

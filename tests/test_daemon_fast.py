@@ -1,0 +1,444 @@
+"""The real Daemon, fast and without ../shared: a scripted engine, a folder of frames, MockFactory.
+
+Everything here is the production code path except the engine, which is replaced at the
+daemon/engine seam (edge_app.daemon.FaceEngine) by one that reads a code from each frame:
+0 = no face, 1 = the enrolled person, 2 = a stranger. The frames are real PNG files read by
+the real FolderSource and FrameReader; the gallery is a real SQLite gallery; the relay is
+the real Relay on gpiozero's MockFactory, whose pin history is what the tests assert.
+
+Fault injection: every test that breaks something checks that the pin was never high for
+longer than pulse_seconds + 0.5 s, and that files the door does not own are byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from edge_app import daemon as daemon_module
+from edge_app.camera import FolderSource
+from edge_app.config import Config, parse_config
+from edge_app.daemon import Daemon, FaceEngine, Recognizer
+from edge_app.events import read_events
+from edge_app.faces import Faces
+from edge_app.gallery import Gallery, NewSample
+
+PIN = 17
+PULSE = 0.3
+SLACK = 0.5  # the issue's bound: never high longer than pulse_seconds + 0.5 s
+NAME = "Ada Lovelace"
+NOBODY, ADA, STRANGER = 0, 1, 2
+BOX = np.array([[40, 30, 120, 110]], np.float32)
+
+
+def unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(512).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+EMBEDDINGS = {ADA: unit(1), STRANGER: unit(2)}
+
+
+class ScriptedEngine:
+    """A FaceEngine whose answers are written in the frames (module docstring)."""
+
+    manifest = SimpleNamespace(recognition={"threshold": 0.6, "margin": 0.05})
+
+    def __init__(self, delay: float = 0.01, fail: str | None = None, fail_at: int = 0) -> None:
+        self.delay = delay
+        self.fail = fail
+        self.fail_at = fail_at
+        self.calls = {"detect": 0, "embed": 0}
+
+    def _maybe_fail(self, stage: str) -> None:
+        self.calls[stage] += 1
+        if self.fail == stage and self.calls[stage] > self.fail_at:
+            raise RuntimeError(f"scripted {stage} failure")
+
+    def detect(self, image: np.ndarray) -> Faces:
+        time.sleep(self.delay)
+        self._maybe_fail("detect")
+        if int(image[0, 0, 0]) == NOBODY:
+            return Faces.empty()
+        return Faces(BOX.copy(), np.array([0.99], np.float32), np.zeros((1, 5, 2), np.float32))
+
+    def embed(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        self._maybe_fail("embed")
+        code = int(image[0, 0, 0])
+        return np.stack([EMBEDDINGS[code]] * len(faces))
+
+
+def _typed(engine: ScriptedEngine) -> FaceEngine:
+    return engine  # mypy checks here that the scripted engine fits the seam
+
+
+def write_frames(folder: Path, codes: list[int]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, code in enumerate(codes):
+        image = np.full((120, 160, 3), 90, np.uint8)
+        image[..., 2] = code  # BGR on disk: channel 2 is R, the code the engine reads
+        assert cv2.imwrite(str(folder / f"{index:04d}.png"), image)
+    return folder
+
+
+def visit(before: int = 3, stay: int = 8, after: int = 20) -> list[int]:
+    return [NOBODY] * before + [ADA] * stay + [NOBODY] * after
+
+
+@pytest.fixture
+def gallery(tmp_path: Path) -> Path:
+    path = tmp_path / "gallery.db"
+    with Gallery.open(path, create=True) as db:
+        db.enroll(NAME, [NewSample(EMBEDDINGS[ADA], "0" * 64)])
+    return path
+
+
+def door(tmp_path: Path, gallery: Path, frames: Path, **sections: dict) -> Config:
+    data: dict = {
+        "camera": {"source": str(frames), "fps": 10},
+        "gallery": {"path": str(gallery)},
+        "gpio": {"pin": PIN, "pulse_seconds": PULSE, "factory": "mock"},
+        "policy": {"cooldown_seconds": 30},
+        "events": {"db": str(tmp_path / "events.db"), "jsonl": str(tmp_path / "events.jsonl")},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return parse_config(data)
+
+
+def digest(*paths: Path) -> dict[str, str]:
+    """sha256 of every file under `paths`: what 'byte-identical after' compares."""
+    found = {}
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def states(factory: MockFactory) -> list[bool]:
+    return [state.state for state in factory.pin(PIN).states]
+
+
+def assert_fail_secure(factory: MockFactory, pulse: float = PULSE) -> None:
+    """Low now, and every high period of the pin's history ended within pulse + SLACK."""
+    history = factory.pin(PIN).states
+    assert history[-1].state is False and factory.pin(PIN).state is False
+    for index, state in enumerate(history[:-1]):
+        if state.state:
+            held = history[index + 1].timestamp  # time since the previous change
+            assert held <= pulse + SLACK, f"pin high for {held:.2f} s"
+
+
+def jsonl(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+
+
+def test_scripted_visit_unlocks_once_and_relocks_on_time(tmp_path: Path, gallery: Path) -> None:
+    frames = write_frames(tmp_path / "frames", visit(after=50))
+    before = digest(frames)
+    factory = MockFactory()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    assert states(factory) == [False, True, False]
+    high = factory.pin(PIN).states[2].timestamp
+    assert PULSE - 0.02 <= high <= PULSE + 0.1  # relocked by the timer, not by the exit
+    kinds = [e["type"] for e in jsonl(tmp_path)]
+    assert kinds == ["recognized", "unlock", "relock"]
+    assert jsonl(tmp_path)[-1]["reason"] == "timeout"
+    assert [e.type for e in read_events(tmp_path / "events.db")] == kinds
+    assert digest(frames) == before
+    assert "event_errors=0" in daemon.metrics_line()
+
+
+def test_stranger_never_raises_the_pin(tmp_path: Path, gallery: Path) -> None:
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[STRANGER] * 8, NOBODY])
+    factory = MockFactory()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    assert states(factory) == [False]
+    assert [e["type"] for e in jsonl(tmp_path)] == ["unknown"]
+
+
+def kill_when_open(factory: MockFactory, signum: int, sent: list[float]) -> threading.Thread:
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if factory.pin(PIN).state:
+                sent.append(time.monotonic())
+                os.kill(os.getpid(), signum)
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_mid_pulse_relocks_at_once_even_with_a_slow_frame_loop(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """A 30 s pulse, frames that take 0.4 s each: SIGTERM drives the pin low within 0.1 s,
+    without waiting for the frame in progress."""
+    frames = write_frames(tmp_path / "frames", visit(before=0, stay=6, after=10))
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30})
+    daemon = Daemon(config, engine=ScriptedEngine(delay=0.0), pin_factory=factory)
+    engine = daemon.engine
+    sent: list[float] = []
+
+    def slow_after_unlock(image: np.ndarray) -> Faces:
+        if factory.pin(PIN).state:
+            time.sleep(0.4)  # the loop is busy "in the interpreter" when the signal comes
+        return ScriptedEngine.detect(engine, image)
+
+    engine.detect = slow_after_unlock
+    watcher = kill_when_open(factory, signal.SIGTERM, sent)
+    assert daemon.run() == 0
+    watcher.join()
+    assert sent, "the door never opened"
+    assert states(factory) == [False, True, False]
+    # The watcher signals within milliseconds of the pin going high, and the frame in
+    # progress takes 0.4 s: a high period this short means the guard, not the loop, relocked.
+    high = factory.pin(PIN).states[2].timestamp
+    assert high < 0.15, f"pin high {high:.3f} s, SIGTERM was sent at once"
+    assert jsonl(tmp_path)[-1] == {**jsonl(tmp_path)[-1], "type": "relock", "reason": "close"}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.fixture
+def read_only_jsonl(tmp_path: Path):
+    """A JSONL path this process cannot write (0444, or a read-only bind mount as root)."""
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "events.jsonl").write_text('{"someone": "else"}\n')
+    if os.geteuid() != 0:
+        (folder / "events.jsonl").chmod(0o444)
+        yield folder / "events.jsonl"
+        return
+    mounted = tmp_path / "ro-mount"
+    mounted.mkdir()
+    if subprocess.run(["mount", "-o", "bind,ro", str(folder), str(mounted)]).returncode:
+        pytest.skip("root without permission for a read-only bind mount")
+    try:
+        yield mounted / "events.jsonl"
+    finally:
+        subprocess.run(["umount", str(mounted)], check=False)
+
+
+@pytest.mark.parametrize("fault", ["dev_full", "read_only_jsonl", "corrupt_db", "locked_db"])
+def test_a_failing_event_sink_never_stops_the_door(
+    fault: str, tmp_path: Path, gallery: Path, request: pytest.FixtureRequest
+) -> None:
+    frames = write_frames(tmp_path / "frames", visit(after=40))
+    events: dict = {}
+    untouched = [frames]
+    holder = None
+    if fault == "dev_full":
+        events["jsonl"] = "/dev/full"
+    elif fault == "read_only_jsonl":
+        target = request.getfixturevalue("read_only_jsonl")
+        events["jsonl"] = str(target)
+        untouched.append(target)
+    elif fault == "corrupt_db":
+        (tmp_path / "events.db").write_bytes(b"\x00garbage, not SQLite\n" * 200)
+        untouched.append(tmp_path / "events.db")
+    else:
+        sqlite3.connect(tmp_path / "events.db").close()
+        holder = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+    before = digest(*untouched)
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, events=events)
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    try:
+        assert daemon.run() == 0
+    finally:
+        if holder is not None:
+            holder.close()
+    assert states(factory) == [False, True, False]  # the door decided and pulsed
+    assert_fail_secure(factory)
+    assert daemon.metrics.unlocks == 1
+    errors = int(daemon.metrics_line().split("event_errors=")[1].split()[0])
+    assert errors >= 1
+    assert digest(*untouched) == before
+    if fault in ("corrupt_db", "locked_db"):
+        assert [e["type"] for e in jsonl(tmp_path)] == ["recognized", "unlock", "relock"]
+
+
+def test_pin_is_claimed_low_before_anything_that_can_fail(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """events.db unusable (its folder is a file): the pin was already claimed and low when
+    the events were opened, and the door still runs and unlocks."""
+    from edge_app.events import EventLog
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("mine")
+    frames = write_frames(tmp_path / "frames", visit(after=30))
+    factory = MockFactory()
+    seen: list[tuple[str, bool]] = []
+    real = EventLog.from_config
+
+    def spy(config):
+        seen.append((factory.pin(PIN).function, factory.pin(PIN).state))
+        return real(config)
+
+    monkeypatch.setattr(EventLog, "from_config", staticmethod(spy))
+    config = door(tmp_path, gallery, frames, events={"db": str(blocker / "events.db")})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    assert seen == [("output", False)]
+    assert states(factory) == [False, True, False]
+    assert blocker.read_text() == "mine"
+
+
+def test_a_startup_failure_after_the_pin_leaves_it_claimed_low_then_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing gallery fails the start (exit 2 via UserError), after the pin was driven low."""
+    from edge_app.errors import UserError
+
+    frames = write_frames(tmp_path / "frames", visit())
+    factory = MockFactory()
+    seen: list[tuple[str, bool]] = []
+    real = Gallery.open.__func__
+
+    def spy(cls, path, **kwargs):
+        seen.append((factory.pin(PIN).function, factory.pin(PIN).state))
+        return real(cls, path, **kwargs)
+
+    monkeypatch.setattr(Gallery, "open", classmethod(spy))
+    daemon = Daemon(
+        door(tmp_path, tmp_path / "absent.db", frames), engine=ScriptedEngine(), pin_factory=factory
+    )
+    with pytest.raises(UserError, match="no gallery"):
+        daemon.run()
+    assert seen == [("output", False)]  # claimed and low while the gallery was opened
+    assert states(factory) == [False]  # never high
+    assert factory.pin(PIN).function == "input"  # and released on the way out
+
+
+@pytest.mark.parametrize("stage", ["detect", "embed"])
+def test_an_engine_error_mid_pulse_relocks_and_ends_the_run(
+    stage: str, tmp_path: Path, gallery: Path
+) -> None:
+    """The engine raising: pin low at once, the exception leaves run() (the CLI exits 1 and
+    systemd restarts the service)."""
+    frames = write_frames(tmp_path / "frames", visit(stay=12, after=30))
+    factory = MockFactory()
+    # Embed every frame (refresh 1), so the embed failure can come after the unlock too.
+    config = door(
+        tmp_path, gallery, frames, gpio={"pulse_seconds": 30}, tracking={"refresh_frames": 1}
+    )
+    # The unlock comes on the third Ada frame: detect call 6 (3 empty frames first), embed 3.
+    engine = ScriptedEngine(fail=stage, fail_at=7 if stage == "detect" else 4)
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    with pytest.raises(RuntimeError, match=f"scripted {stage} failure"):
+        daemon.run()
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory, pulse=0.0)  # a 30 s pulse, ended by the error within 0.5 s
+    assert jsonl(tmp_path)[-1]["type"] == "relock" and jsonl(tmp_path)[-1]["reason"] == "close"
+
+
+def test_a_camera_error_mid_pulse_relocks_and_ends_the_run(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = write_frames(tmp_path / "frames", visit(stay=8, after=30))
+
+    class BrokenFolder(FolderSource):
+        def frames(self):
+            for frame in super().frames():
+                if frame.index == 8:
+                    raise OSError(5, "Input/output error")
+                yield frame
+
+    monkeypatch.setattr(
+        daemon_module, "open_source", lambda spec, **kw: BrokenFolder(Path(spec), fps=10)
+    )
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    with pytest.raises(RuntimeError, match="camera failed"):
+        daemon.run()
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory, pulse=0.0)
+
+
+def test_reload_reads_the_version_before_the_rows(tmp_path: Path, gallery: Path) -> None:
+    """A remove committed while the gallery is being loaded is seen on the next check."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, Config().recognition)
+    gallery_db = recognizer.gallery
+    real_load = gallery_db.load_matrix
+
+    def load_then_someone_removes():
+        matrix = real_load()  # the rows, still with Ada
+        with Gallery.open(gallery) as other:  # `edge-app remove` commits right now
+            other.remove([NAME])
+        return matrix
+
+    gallery_db.load_matrix = load_then_someone_removes
+    recognizer.reload()
+    gallery_db.load_matrix = real_load
+    assert recognizer.matcher.matrix.names == (NAME,)  # the interleaved load
+    assert recognizer.reload_if_changed() is True  # the removal is not missed
+    assert recognizer.matcher.matrix.names == ()
+    recognizer.close()
+
+
+def test_sighup_applies_a_reload_whole_or_not_at_all(tmp_path: Path, gallery: Path) -> None:
+    """A new cooldown with a broken gallery path: nothing of it applies. Then a valid file:
+    all of it applies. The JSONL file is reopened on each SIGHUP (logrotate)."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 30)
+    path = tmp_path / "door.toml"
+
+    def write(gallery_path: Path, cooldown: int, pulse: float) -> None:
+        path.write_text(
+            f'[camera]\nsource = "{frames}"\n[gallery]\npath = "{gallery_path}"\n'
+            f'[gpio]\npin = {PIN}\npulse_seconds = {pulse}\nfactory = "mock"\n'
+            f"[policy]\ncooldown_seconds = {cooldown}\n"
+            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n'
+        )
+
+    write(gallery, 30, PULSE)
+    from edge_app.config import load_config
+
+    factory = MockFactory()
+    engine = ScriptedEngine(delay=0.02)
+    daemon = Daemon(load_config(path), config_path=path, engine=engine, pin_factory=factory)
+    steps: list[str] = []
+
+    def drive() -> None:
+        while engine.calls["detect"] < 3:
+            time.sleep(0.005)
+        write(tmp_path / "missing.db", 0, 5.0)
+        (tmp_path / "events.jsonl").rename(tmp_path / "events.jsonl.1")
+        os.kill(os.getpid(), signal.SIGHUP)
+        while engine.calls["detect"] < 12:
+            time.sleep(0.005)
+        steps.append(f"{daemon.config.policy.cooldown_seconds} {daemon.pulse_seconds}")
+        write(gallery, 0, 5.0)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    assert daemon.run() == 0
+    thread.join()
+    assert steps == [f"30.0 {PULSE}"]  # the broken reload changed nothing
+    assert daemon.config.policy.cooldown_seconds == 0 and daemon.pulse_seconds == 5.0
+    assert daemon.policy.cooldown_seconds == 0
+    assert (tmp_path / "events.jsonl").exists()  # reopened: a new file after the rename

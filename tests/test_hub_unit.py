@@ -1,0 +1,110 @@
+"""The hub's systemd unit, and what it changes (and must not change) in the door's unit."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edge_app import paths
+
+SYSTEMD = paths.REPO_ROOT / "systemd"
+DOOR = SYSTEMD / "edge-app.service"
+HUB = SYSTEMD / "edge-app-hub.service"
+INSTALL = SYSTEMD / "install.sh"
+# `systemd-analyze security --offline=yes` of the door unit before the hub existed.
+DOOR_EXPOSURE = 1.5
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+)
+
+
+def directives(unit: Path, section: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in unit.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            current = line.strip("[]")
+        elif current == section and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_hub_runs_as_the_door_user_with_ip_and_without_devices() -> None:
+    hub, door = directives(HUB, "Service"), directives(DOOR, "Service")
+    assert hub["User"] == door["User"] and hub["Group"] == door["Group"]  # the 0660 socket
+    for key, value in {
+        "PrivateDevices": "yes",
+        "DevicePolicy": "closed",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "Restart": "on-failure",
+        "CapabilityBoundingSet": "",
+    }.items():
+        assert hub.get(key) == [value], key
+    assert "DeviceAllow" not in hub and "SupplementaryGroups" not in hub
+    assert set(hub["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert "IPAddressDeny" not in hub
+    # The runtime folder belongs to the door: a hub stop must not delete the door's socket.
+    assert "RuntimeDirectory" not in hub
+    assert "hub --config /etc/edge-app/config.toml" in hub["ExecStart"][0]
+    unit = directives(HUB, "Unit")
+    assert "edge-app.service" in unit["After"][0].split()
+    assert "Requires" not in unit and "BindsTo" not in unit
+    assert directives(HUB, "Install")["WantedBy"] == ["multi-user.target"]
+
+
+def test_door_unit_keeps_no_ip_and_owns_the_socket_folder() -> None:
+    door = directives(DOOR, "Service")
+    assert door["RestrictAddressFamilies"] == ["AF_UNIX AF_NETLINK"]
+    assert door["IPAddressDeny"] == ["any"]
+    assert door["RuntimeDirectory"] == ["edge-app"]
+    assert door["RuntimeDirectoryMode"] == ["0750"]
+    assert door["RuntimeDirectoryPreserve"] == ["restart"]
+
+
+@needs_analyze
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    """The hub unit (test_unit_file.py verifies the door's)."""
+    unit = HUB
+    text = unit.read_text().replace(
+        "ExecStart=/opt/edge-app/venv/bin/edge-app", f"ExecStart={shutil.which('true')}"
+    )
+    copy = tmp_path / unit.name
+    copy.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert unit.name not in result.stderr, result.stderr
+
+
+def exposure(unit: Path) -> float:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
+    if result.returncode != 0 or found is None:
+        pytest.skip(f"systemd-analyze security --offline unsupported here: {result.stderr[:200]}")
+    return float(found.group(1))
+
+
+@needs_analyze
+def test_exposure_of_the_door_does_not_rise_and_the_hub_is_as_tight() -> None:
+    assert exposure(DOOR) <= DOOR_EXPOSURE
+    assert exposure(HUB) <= DOOR_EXPOSURE
+
+
+def test_install_script_installs_and_enables_both_units() -> None:
+    text = INSTALL.read_text()
+    assert "edge-app-hub.service" in text
+    assert re.search(r"systemctl enable .*\$HUB_SERVICE", text)
+    assert re.search(r"systemctl disable --now .*\$HUB_SERVICE", text)

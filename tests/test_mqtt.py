@@ -1,0 +1,674 @@
+"""`edge-app hub` against a real broker: Debian's mosquitto, started here on free loopback ports.
+
+The broker has a password file, `allow_anonymous false`, a plain listener and a TLS listener
+signed by a test CA made with the openssl CLI. The hub speaks TLS; the observer (playing Home
+Assistant) uses the plain port. The door is a real Daemon's control socket, relay (gpiozero
+MockFactory) and event log; the last test runs the whole door on an LFW clip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from clips import Visit, build_clip
+from lfw_photos import NEEDS_LFW_AND_MODELS, lfw
+from paho.mqtt.enums import CallbackAPIVersion
+from test_control import PIN, Door, make_daemon
+
+from edge_app.config import Config, parse_config
+from edge_app.hub import DoorLink, Hub
+from edge_app.hub.discovery import EVENT_TYPES
+from edge_app.hub.mqtt import MqttBridge, clear_discovery
+from edge_app.hub.signing import sign_unlock
+from edge_app.paths import REPO_ROOT
+
+USER, PASSWORD = "door", "correct horse battery"
+KEY = "k" * 16 + "e" * 16 + "y" * 16
+BASE = "edge-door/front"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+
+
+def _need_mosquitto() -> None:
+    missing = [tool for tool in (MOSQUITTO, MOSQUITTO_PASSWD, "openssl") if not shutil.which(tool)]
+    if missing:
+        reason = f"needs {', '.join(missing)} (apt install mosquitto openssl)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {reason}")
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_ca(folder: Path) -> dict[str, Path]:
+    """A test CA and a server certificate for 127.0.0.1/localhost, with the openssl CLI."""
+    files = {name: folder / f"{name}.pem" for name in ("ca", "ca_key", "server", "server_key")}
+    csr, ext = folder / "server.csr", folder / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    commands = [
+        ["req", "-x509", *ec, "-days", "2", "-subj", "/CN=edge-door test CA"]
+        + ["-keyout", files["ca_key"], "-out", files["ca"]],
+        ["req", *ec, "-subj", "/CN=localhost", "-keyout", files["server_key"], "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", files["ca"], "-CAkey", files["ca_key"]]
+        + ["-CAcreateserial", "-days", "2", "-extfile", ext, "-out", files["server"]],
+    ]
+    for command in commands:
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True, timeout=60)
+    return files
+
+
+class Broker:
+    def __init__(self, folder: Path, certs: dict[str, Path]) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.certs = certs
+        passwords = folder / "passwd"
+        subprocess.run(
+            [MOSQUITTO_PASSWD, "-c", "-b", str(passwords), USER, PASSWORD],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        subprocess.run(
+            [MOSQUITTO_PASSWD, "-b", str(passwords), "ha", "ha-pass"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        import pwd
+
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(
+            "\n".join(
+                [
+                    "per_listener_settings false",
+                    "allow_anonymous false",
+                    f"password_file {passwords}",
+                    "persistence false",
+                    f"user {pwd.getpwuid(os.getuid()).pw_name}",
+                    "log_dest stderr",
+                    "log_type error",
+                    "log_type warning",
+                    f"listener {self.port} 127.0.0.1",
+                    f"listener {self.tls_port} 127.0.0.1",
+                    f"cafile {self.certs['ca']}",
+                    f"certfile {self.certs['server']}",
+                    f"keyfile {self.certs['server_key']}",
+                    "",
+                ]
+            )
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "mosquitto.log", "ab"),  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.folder / "mosquitto.log").read_text()
+            try:
+                for port in (self.port, self.tls_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not open its ports")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    _need_mosquitto()
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def broker(tmp_path_factory: pytest.TempPathFactory, test_ca: dict[str, Path]) -> Iterator[Broker]:
+    broker = Broker(tmp_path_factory.mktemp("broker"), test_ca)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Observer:
+    """Plays Home Assistant: a separate client on the plain port that records everything."""
+
+    def __init__(self, broker: Broker, user: str = "ha", password: str = "ha-pass") -> None:
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ha-{uuid.uuid4()}")
+        self.client.username_pw_set(user, password)
+        self.connected = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect_async("127.0.0.1", broker.port)
+        self.client.loop_start()
+        assert self.connected.wait(10), "observer could not connect"
+
+    def _on_connect(self, client, userdata, flags, code, props) -> None:
+        if not code.is_failure:
+            client.subscribe([("#", 1)])
+            time.sleep(0.2)
+            self.connected.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._lock:
+            self.messages.append(Message(message.topic, message.payload, bool(message.retain)))
+
+    def on(self, topic: str) -> list[Message]:
+        with self._lock:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait(self, check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.05)
+        pytest.fail(f"timed out waiting for {what or check}; saw {self.summary()}")
+
+    def last(self, topic: str) -> bytes | None:
+        found = self.on(topic)
+        return found[-1].payload if found else None
+
+    def summary(self) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return [(m.topic, m.payload[:80]) for m in self.messages[-30:]]
+
+    def publish(self, topic: str, payload: Any, *, retain: bool = False) -> None:
+        data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+        self.client.publish(topic, data, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def hub_settings(broker: Broker, folder: Path, door: Door | None = None, **mqtt: Any) -> Config:
+    password = folder / "mqtt.pass"
+    password.write_text(mqtt.pop("password", PASSWORD) + "\n")
+    password.chmod(0o600)
+    secret = folder / "unlock.key"
+    secret.write_text(KEY + "\n")
+    secret.chmod(0o600)
+    tls = mqtt.pop("tls", True)
+    data: dict[str, Any] = {
+        "hub": {
+            "socket": str(door.path if door else folder / "run" / "door.sock"),
+            "stale_seconds": 1.0,
+        },
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker.tls_port if tls else broker.port,
+            "username": USER,
+            "password_file": str(password),
+            "topic_prefix": "edge-door",
+            "door_id": "front",
+            "remote_unlock": True,
+            "unlock_secret_file": str(secret),
+            **({"tls_ca": str(broker.certs["ca"])} if tls else {}),
+            **mqtt,
+        },
+    }
+    return parse_config(data)
+
+
+class RunningHub:
+    def __init__(self, config: Config) -> None:
+        door = DoorLink(config.hub.socket, config.hub.stale_seconds, poll_seconds=0.2)
+        self.hub = Hub(config, door=door)
+        self.bridge = MqttBridge(config.mqtt, door)
+        self.hub.add(self.bridge)
+        self.thread = threading.Thread(target=self.hub.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.hub.stop()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+class Frames:
+    """Feeds the door's socket a frame every 0.1 s, as the frame loop does."""
+
+    def __init__(self, door: Door) -> None:
+        self.door = door
+        self.running = threading.Event()
+        self.running.set()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        image = np.full((48, 64, 3), 90, np.uint8)
+        index = 0
+        while not self._stop.wait(0.1):
+            if self.running.is_set():
+                index += 1
+                self.door.server.offer_frame(image, index)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join()
+
+
+@pytest.fixture
+def door(tmp_path: Path) -> Iterator[Door]:
+    door = Door(make_daemon(tmp_path, allow_unlock=True, stale=1.0))
+    frames = Frames(door)
+    door.frames = frames  # type: ignore[attr-defined]
+    yield door
+    frames.stop()
+    door.close()
+
+
+@pytest.fixture
+def observer(broker: Broker) -> Iterator[Observer]:
+    observer = Observer(broker)
+    yield observer
+    observer.close()
+
+
+def availability(observer: Observer) -> bytes | None:
+    return observer.last(f"{BASE}/availability")
+
+
+def test_discovery_availability_and_events(
+    broker: Broker, observer: Observer, door: Door, tmp_path: Path
+) -> None:
+    hub = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        configs = {
+            m.topic: m.json() for m in observer.messages if m.topic.startswith("homeassistant/")
+        }
+        node = "edge_door_front"
+        assert set(configs) == {
+            f"homeassistant/binary_sensor/{node}/strike/config",
+            f"homeassistant/event/{node}/event/config",
+            f"homeassistant/sensor/{node}/last_person/config",
+            f"homeassistant/binary_sensor/{node}/door/config",
+            f"homeassistant/binary_sensor/{node}/camera/config",
+        }
+        event_config = configs[f"homeassistant/event/{node}/event/config"]
+        assert event_config["event_types"] == list(EVENT_TYPES)
+        assert event_config["state_topic"] == f"{BASE}/event"
+        assert event_config["availability_topic"] == f"{BASE}/availability"
+        assert {c["device"]["identifiers"][0] for c in configs.values()} == {node}
+        assert len({c["unique_id"] for c in configs.values()}) == 5
+        assert configs[f"homeassistant/binary_sensor/{node}/strike/config"]["device_class"] == (
+            "lock"
+        )
+        # Retained on the broker: a client that connects now (HA after a restart) gets them.
+        late = Observer(broker)
+        try:
+            late.wait(lambda: len([m for m in late.messages if m.retain]) >= 7, what="retained")
+            retained = {m.topic for m in late.messages if m.retain}
+            assert set(configs) | {f"{BASE}/availability", f"{BASE}/state"} <= retained
+        finally:
+            late.close()
+        # HA restarting publishes "online" on its status topic: discovery is sent again.
+        before = len(observer.on(f"homeassistant/event/{node}/event/config"))
+        observer.publish("homeassistant/status", "online")
+        observer.wait(
+            lambda: len(observer.on(f"homeassistant/event/{node}/event/config")) > before,
+            what="discovery re-sent",
+        )
+
+        # Door events become MQTT events, in order, with Frigate-like fields.
+        door.daemon.events.record("recognized", name="Alice", score=0.81, track=3)
+        door.daemon.events.record("unknown", score=0.2, track=4)
+        door.daemon.events.record("denied", name="Alice", score=0.8, track=3, reason="cooldown")
+        events = observer.wait(
+            lambda: len(observer.on(f"{BASE}/event")) >= 3 and observer.on(f"{BASE}/event"),
+            what="events",
+        )
+        payloads = [m.json() for m in events]
+        assert [p["type"] for p in payloads] == ["recognized", "unknown", "denied"]
+        assert [p["event_type"] for p in payloads] == ["recognized", "unknown", "denied"]
+        assert payloads[0]["name"] == "Alice" and payloads[0]["score"] == 0.81
+        assert payloads[0]["track"] == 3 and isinstance(payloads[0]["timestamp"], float)
+        assert {"type", "name", "score", "liveness", "track", "timestamp"} <= set(payloads[0])
+        assert not any(m.retain for m in events)
+        assert all("embedding" not in m.payload.decode() for m in events)
+        person = observer.wait(lambda: observer.last(f"{BASE}/last_person"), what="last person")
+        assert json.loads(person)["name"] in ("Alice", "unknown")
+
+        # Frames stop (a stuck camera): the door is unavailable; the diagnostics say why.
+        door.frames.running.clear()
+        observer.wait(lambda: availability(observer) == b"offline", what="offline on stale")
+        state = json.loads(observer.last(f"{BASE}/state"))
+        assert state["door"] == "online" and state["camera"] == "stale"
+        door.frames.running.set()
+        observer.wait(lambda: availability(observer) == b"online", what="back online")
+    finally:
+        hub.stop()
+    # A clean stop says offline too.
+    assert availability(observer) == b"offline"
+
+
+def signed(origin: str = "test", **changes: Any) -> dict[str, Any]:
+    return {**sign_unlock(KEY, "front", origin), **changes}
+
+
+def test_remote_unlock_needs_a_fresh_signed_unique_command(
+    broker: Broker, observer: Observer, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge_app")
+    topic = f"{BASE}/unlock"
+    # A valid, fresh command left retained before the hub connects: delivered to the hub
+    # with the retain flag when it subscribes, and ignored.
+    observer.publish(topic, signed("left-retained"), retain=True)
+    hub = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        observer.wait(lambda: "retained command ignored" in caplog.text, what="retained refusal")
+        observer.publish(topic, b"", retain=True)  # clear it
+        refusals = {
+            "bad signature": signed(sig="0" * 64),
+            "outside the 30 s window": sign_unlock(KEY, "front", "old", now=time.time() - 120),
+            "must be an object with exactly": {**signed(), "extra": 1},
+            "command is not JSON": b"UNLOCK",
+        }
+        other_door = sign_unlock(KEY, "back", "t")  # signed for another door id
+        for payload in [*refusals.values(), other_door]:
+            observer.publish(topic, payload)
+        observer.wait(
+            lambda: len(observer.on(f"{BASE}/event")) >= len(refusals) + 1, what="refusals"
+        )
+        for message in refusals:
+            assert message in caplog.text
+        time.sleep(0.3)
+        assert door.pin_states == [False]  # nothing above opened the door
+
+        good = signed("phone")
+        observer.publish(topic, good)
+        observer.wait(lambda: door.pin_states == [False, True], what="pulse", timeout=5)
+        observer.publish(topic, good)  # the same command again: a replay
+        observer.wait(lambda: "replayed command" in caplog.text, what="replay refused")
+        observer.wait(lambda: door.pin_states == [False, True, False], what="relock")
+        unlocks = [e for e in door.events() if e["type"] == "unlock"]
+        assert len(unlocks) == 1
+        assert unlocks[0]["reason"].startswith(f"remote; origin=mqtt:phone uid={os.getuid()}")
+        mqtt_events = [m.json() for m in observer.on(f"{BASE}/event")]
+        assert [e for e in mqtt_events if e["type"] == "unlock"][0]["reason"].startswith(
+            "remote; origin=mqtt:phone"
+        )
+        assert [e["type"] for e in mqtt_events].count("denied") >= len(refusals) + 2
+    finally:
+        hub.stop()
+
+
+def test_remote_unlock_refused_by_a_door_that_does_not_allow_it(
+    broker: Broker, observer: Observer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = Door(make_daemon(tmp_path, allow_unlock=False, stale=1.0))
+    frames = Frames(closed)
+    hub = RunningHub(hub_settings(broker, tmp_path, closed))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        observer.publish(f"{BASE}/unlock", signed())
+        observer.wait(lambda: "remote unlock is disabled on this door" in caplog.text)
+        assert closed.pin_states == [False]
+    finally:
+        hub.stop()
+        frames.stop()
+        closed.close()
+
+
+def test_hub_before_the_door_and_through_a_broker_restart(
+    broker: Broker, observer: Observer, tmp_path: Path
+) -> None:
+    config = hub_settings(broker, tmp_path)  # the door's socket does not exist yet
+    hub = RunningHub(config)
+    late_door = None
+    frames = None
+    try:
+        observer.wait(lambda: availability(observer) == b"offline", what="offline, no door")
+        state = observer.wait(lambda: observer.last(f"{BASE}/state"), what="state")
+        assert json.loads(state)["door"] == "offline"
+        daemon = make_daemon(tmp_path, allow_unlock=False, stale=1.0)
+        assert daemon.config.hub.socket == config.hub.socket
+        late_door = Door(daemon)
+        frames = Frames(late_door)
+        observer.wait(lambda: availability(observer) == b"online", what="online, door up")
+
+        broker.stop()
+        observer.messages.clear()
+        broker.start()  # no persistence: the broker forgot every retained message
+        observer.wait(lambda: availability(observer) == b"online", timeout=30, what="again")
+        assert observer.on("homeassistant/event/edge_door_front/event/config")
+        late_door.daemon.events.record("recognized", name="Bob", score=0.9, track=1)
+        observer.wait(lambda: observer.on(f"{BASE}/event"), what="event after restart")
+    finally:
+        hub.stop()
+        if frames is not None:
+            frames.stop()
+        if late_door is not None:
+            late_door.close()
+
+
+def test_broker_down_at_start_then_up(broker: Broker, door: Door, tmp_path: Path) -> None:
+    broker.stop()
+    hub = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        time.sleep(1.5)
+        assert hub.thread.is_alive() and not hub.bridge.connected.is_set()
+        broker.start()
+        assert hub.bridge.connected.wait(30), "hub did not connect once the broker came up"
+    finally:
+        hub.stop()
+
+
+def test_wrong_password_is_reported_and_the_hub_keeps_trying(
+    broker: Broker, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge_app")
+    hub = RunningHub(hub_settings(broker, tmp_path, door, password="wrong"))
+    try:
+        deadline = time.monotonic() + 15
+        while "mqtt connection refused" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "mqtt connection refused" in caplog.text, caplog.text
+        assert "Not authorized" in caplog.text or "Bad user name or password" in caplog.text
+        assert "check mqtt.username and mqtt.password_file" in caplog.text
+        assert hub.thread.is_alive() and not hub.bridge.connected.is_set()
+        assert door.client.status()["running"]  # the door is unaffected
+    finally:
+        hub.stop()
+
+
+def test_wrong_ca_fails_the_tls_handshake(
+    broker: Broker, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "other").mkdir()
+    other = make_ca(tmp_path / "other")  # a CA that did not sign the broker's certificate
+    bad = hub_settings(broker, tmp_path, door, tls_ca=str(other["ca"]))
+    caplog.set_level(logging.INFO, logger="edge_app")
+    hub = RunningHub(bad)
+    try:
+        deadline = time.monotonic() + 10
+        while "mqtt cannot connect" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "mqtt cannot connect" in caplog.text
+        assert not hub.bridge.connected.is_set()
+    finally:
+        hub.stop()
+
+
+def test_last_will_when_the_hub_is_killed(
+    broker: Broker, observer: Observer, door: Door, tmp_path: Path
+) -> None:
+    config = hub_settings(broker, tmp_path, door)
+    toml = tmp_path / "hub.toml"
+    toml.write_text(
+        "\n".join(
+            [
+                "[hub]",
+                f'socket = "{door.path}"',
+                "stale_seconds = 1.0",
+                "[mqtt]",
+                'host = "127.0.0.1"',
+                f"port = {broker.tls_port}",
+                f'username = "{USER}"',
+                f'password_file = "{config.mqtt.password_file}"',
+                f'tls_ca = "{broker.certs["ca"]}"',
+                'door_id = "front"',
+                "",
+            ]
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "hub", "--config", str(toml)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        observer.wait(lambda: availability(observer) == b"online", timeout=30, what="online")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        observer.wait(lambda: availability(observer) == b"offline", timeout=10, what="will")
+        final = observer.on(f"{BASE}/availability")[-1]
+        assert final.payload == b"offline"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_clear_discovery_removes_the_entities(
+    broker: Broker, observer: Observer, door: Door, tmp_path: Path
+) -> None:
+    config = hub_settings(broker, tmp_path, door)
+    hub = RunningHub(config)
+    observer.wait(lambda: availability(observer) == b"online", what="online")
+    hub.stop()
+    cleared = clear_discovery(config.mqtt)
+    assert len([t for t in cleared if t.startswith("homeassistant/")]) == 5
+    late = Observer(broker)
+    try:
+        time.sleep(0.5)
+        retained = [m for m in late.messages if m.retain]
+        assert retained == [], [m.topic for m in retained]
+    finally:
+        late.close()
+
+
+@pytest.mark.slow
+@NEEDS_LFW_AND_MODELS[0]
+@NEEDS_LFW_AND_MODELS[1]
+def test_whole_door_on_a_clip_reaches_mqtt_in_order(
+    broker: Broker, observer: Observer, tmp_path: Path
+) -> None:
+    """The real daemon on an LFW clip (two visits of an enrolled person, 5.5 s apart): every
+    event it records reaches MQTT, in the same order, and its availability follows it."""
+    from gpiozero.pins.mock import MockFactory
+
+    from edge_app.daemon import Daemon
+    from edge_app.engine import Engine
+    from edge_app.enroll import enroll_photos
+
+    engine = Engine.open(backend="cpu")
+    gallery = tmp_path / "gallery.db"
+    enroll_photos(gallery, engine, "Ricardo Lagos", [lfw("Ricardo_Lagos", n) for n in (1, 2, 3)])
+    clip = build_clip(
+        tmp_path / "visits.avi",
+        [
+            Visit(lfw("Ricardo_Lagos", 9), start=0.5, stay=2.5),
+            Visit(lfw("Ricardo_Lagos", 17), start=6.0, stay=2.5),
+        ],
+    )
+    socket_path = tmp_path / "run" / "door.sock"
+    config = parse_config(
+        {
+            "camera": {"source": str(clip.path)},
+            "gallery": {"path": str(gallery)},
+            "gpio": {"pin": PIN, "pulse_seconds": 0.5, "factory": "mock"},
+            "events": {"db": "", "jsonl": str(tmp_path / "events.jsonl")},
+            "hub": {"socket": str(socket_path), "stale_seconds": 2.0},
+        }
+    )
+    hub_config = hub_settings(broker, tmp_path)
+    assert hub_config.hub.socket == socket_path
+
+    class WaitForHub(Daemon):
+        """Holds the first frame until the hub's event stream is attached: a clip plays as
+        fast as it is processed, and the visit must not be over before anyone listens."""
+
+        def _next_frame(self):  # type: ignore[no-untyped-def]
+            deadline = time.monotonic() + 30
+            while self.control is not None and not self.control.subscribers:
+                assert time.monotonic() < deadline, "the hub never subscribed"
+                time.sleep(0.02)
+            return super()._next_frame()
+
+    hub = RunningHub(hub_config)
+    try:
+        daemon = WaitForHub(config, engine=engine, pin_factory=MockFactory())
+        assert daemon.run() == 0
+        recorded = [
+            json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()
+        ]
+        kinds = [e["type"] for e in recorded]
+        assert kinds.count("unlock") == 1 and "recognized" in kinds and "denied" in kinds
+        published = observer.wait(
+            lambda: (
+                len(observer.on(f"{BASE}/event")) >= len(recorded) and observer.on(f"{BASE}/event")
+            ),
+            what="every event",
+        )
+        assert [(m.json()["type"], m.json()["name"], m.json()["track"]) for m in published] == [
+            (e["type"], e["name"], e["track"]) for e in recorded
+        ]
+        assert b"online" in [m.payload for m in observer.on(f"{BASE}/availability")]
+        # The clip ended and the door stopped: its socket is gone, so it is unavailable.
+        observer.wait(lambda: availability(observer) == b"offline", what="offline after")
+        assert not socket_path.exists()
+    finally:
+        hub.stop()
