@@ -645,3 +645,17 @@ def test_web_config_is_validated() -> None:
     assert "web.max_upload_files: 0 is out of range" in text
     assert parse_config({}).web.listen == "127.0.0.1:8080"
     assert parse_config({}).web.enabled is False
+
+
+def test_an_unwritable_gallery_folder_is_a_message_not_a_crash(tmp_path: Path) -> None:
+    from edge_app.web.forms import Upload
+    from edge_app.web.people import EngineHolder, enroll_uploads
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    holder = EngineHolder(None, None)
+    report = enroll_uploads(
+        blocker / "gallery.db", holder, "Someone", [Upload("a.jpg", b"x")], add=False
+    )
+    assert not report.ok and "the hub needs write access there to enrol" in report.summary
+    assert not holder.loaded

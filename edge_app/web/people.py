@@ -121,16 +121,22 @@ def enroll_uploads(
     except UserError as error:
         return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
     gallery = Path(gallery)
-    gallery.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".web-upload-", dir=gallery.parent))
+    try:
+        gallery.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=".web-upload-", dir=gallery.parent))
+    except OSError as error:
+        return EnrolmentReport(name, False, _no_room(gallery, error), add=add)
     try:
         sources: dict[str, str] = {}
         paths: list[Path] = []
         for index, upload in enumerate(uploads):
             path = folder / f"{index:03d}{_suffix(upload.filename)}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(upload.data)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(upload.data)
+            except OSError as error:
+                return EnrolmentReport(name, False, _no_room(gallery, error), add=add)
             sources[str(path)] = shown[index]
             paths.append(path)
 
@@ -178,6 +184,13 @@ def enroll_uploads(
         return EnrolmentReport(result.name, True, summary, photos, add)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _no_room(gallery: Path, error: OSError) -> str:
+    return (
+        f"cannot write next to the gallery in {gallery.parent} ({error.strerror or error}): "
+        "the hub needs write access there to enrol (docs/WEB.md)"
+    )
 
 
 def _unfold(message: str, sources: dict[str, str]) -> str:
