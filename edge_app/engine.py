@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 # 0.25 98.95%, 0.3 98.45%, 0.47 98.55% (the published 44 px on the median 93 px LFW face),
 # 0.65 97.41%. 0.2 sits in the middle of the plateau.
 DEFAULT_MARGIN = 0.2
+# CPU only: P-Nets resized to pyramid levels of frame sizes other than the compiled camera
+# size, least recently used dropped beyond this many. A photo up to the 2048 px that enroll
+# and identify bring photos down to has at most 12 levels, so two photo sizes stay warm;
+# unbounded, 40 frames of 40 sizes (400x300 to 1843x1197) held 306 interpreters and 1.1 GB
+# RSS; with this bound 24 and 322 MB (docs/RELIABILITY.md has the command).
+MAX_RESIZED_PNETS = 24
 
 
 class Engine:
@@ -63,7 +70,7 @@ class Engine:
         for _, spec in manifest.by_role("pnet"):
             runner = self._runner(spec)
             self._pnets[runner.input_shape[1:3]] = runner
-        self._resized_pnets: dict[tuple[int, int], ModelRunner] = {}
+        self._resized_pnets: OrderedDict[tuple[int, int], ModelRunner] = OrderedDict()
         [(_, rnet_spec)] = manifest.by_role("rnet")
         [(_, onet_spec)] = manifest.by_role("onet")
         [(_, facenet_spec)] = manifest.by_role("facenet")
@@ -124,9 +131,14 @@ class Engine:
         return ModelRunner(make_interpreter(self.models_dir / file, self.backend), spec)
 
     def _pnet_for(self, height: int, width: int) -> ModelRunner:
-        """The compiled model for this level, or (CPU only) a P-Net resized to it, kept."""
-        runner = self._pnets.get((height, width)) or self._resized_pnets.get((height, width))
+        """The compiled model for this level, or (CPU only) a P-Net resized to it, kept in a
+        small LRU cache (MAX_RESIZED_PNETS)."""
+        runner = self._pnets.get((height, width))
         if runner is not None:
+            return runner
+        runner = self._resized_pnets.get((height, width))
+        if runner is not None:
+            self._resized_pnets.move_to_end((height, width))
             return runner
         if self._tpu:
             raise RuntimeError(f"no Edge TPU P-Net for a {width}x{height} level")
@@ -134,6 +146,8 @@ class Engine:
         runner = self._runner(template.spec)
         runner.resize((1, height, width, 3))
         self._resized_pnets[(height, width)] = runner
+        while len(self._resized_pnets) > MAX_RESIZED_PNETS:
+            self._resized_pnets.popitem(last=False)
         return runner
 
     def _fit_to_compiled(self, frame: np.ndarray) -> tuple[np.ndarray, float]:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample, check_name
-from edge_app.images import ImageError, decode_image, expand_image_paths
+from edge_app.images import ImageError, expand_image_paths, load_photo
 from edge_app.manifest import Manifest
 from edge_app.quality import DEFAULT_GATES, Gates, Reason, Rejection, check_face, duplicate_of
 
@@ -153,7 +153,7 @@ def _commit(
             result.samples = len(gallery.embeddings(name))
         return result
     with Gallery.open(db, create=True) as gallery:
-        foreign = gallery.models() - {None, collector.model}
+        foreign = {m for m in gallery.models() if m is not None and m != collector.model}
         if foreign:
             log.warning(
                 "the gallery holds samples from other embedding models (%s): re-enrol those "
@@ -186,19 +186,13 @@ def enroll_photos(
     for path in paths:
         source = str(path)
         try:
-            data = Path(path).read_bytes()
-            frame = decode_image(data, source)
+            photo = load_photo(path)
         except ImageError as error:
             problems.append(
                 Problem(source, Reason.UNREADABLE, str(error).removeprefix(f"{source}: "))
             )
             continue
-        except OSError as error:
-            problems.append(
-                Problem(source, Reason.UNREADABLE, f"cannot read ({error.strerror or error})")
-            )
-            continue
-        rejection = collector.consider(frame, source, hashlib.sha256(data).hexdigest())
+        rejection = collector.consider(photo.pixels, source, photo.sha256)
         if rejection is None:
             log.info("photo=%s accepted", source)
         elif rejection.reason is Reason.NEAR_DUPLICATE:

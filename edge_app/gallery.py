@@ -8,18 +8,39 @@ so it is created 0600 and its permissions are repaired when found wider.
 Schema changes go through MIGRATIONS and `PRAGMA user_version`: entry i takes the file from
 version i to i + 1, so any older gallery opens under the newest code. The daemon's events live
 in a database of their own (edge_app.events), so the gallery stays templates only.
+
+A path given as the gallery may name anything (`--db config.toml`), so an existing file is
+only used once it proved to be a gallery: a regular file, not empty, starting with SQLite's
+magic string, with our application_id (or none, from before it was set), a schema version and
+our tables. Anything else is refused and left byte-for-byte and mode-for-mode as it was. A new
+gallery is built in a private temporary file beside it and hard-linked into place, so the
+name never shows a half-made gallery and an existing file is never replaced.
+
+Names: a name is stored as typed, after Unicode NFC normalisation, trimming and collapsing
+inner whitespace (name_display); two names are the same person when their case-folded forms
+(name_key) are equal, so "ricardo lagos" and "Ricardo  Lagos" cannot both be enrolled, and
+every command finds a person whatever the case it is typed in.
+
+Embeddings are unit vectors. A stored or imported vector further than UNIT_NORM_TOLERANCE from
+length 1 is refused, and rows are brought back to unit length when loaded anyway, so that no
+sample can outscore the cosine scale (one vector of norm 1000 would match most strangers).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
+import io
 import json
 import logging
 import os
+import re
 import sqlite3
 import stat
+import sys
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +61,20 @@ EMBEDDING_BYTES = EMBEDDING_DIM * 4  # little-endian float32
 FILE_MODE = 0o600
 BUSY_TIMEOUT_MS = 5000
 MAX_NAME_LENGTH = 100
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# PRAGMA application_id of every gallery from schema v3 on: "EDGE" in ASCII.
+APPLICATION_ID = 0x45444745
+# |L2 norm - 1| allowed for an embedding written or imported (FaceNet's float32 output is
+# within 1e-6), and the deviation above which a loaded row is renormalised.
+UNIT_NORM_TOLERANCE = 1e-3
+RENORMALISE_ABOVE = 1e-5
+# An export is read whole before anything is written: 128 MiB holds about 40,000 samples
+# without face crops, or about 8,000 with them.
+MAX_IMPORT_BYTES = 128 * 1024 * 1024
+MAX_CROP_BYTES = 1024 * 1024
+MAX_MODEL_ID_LENGTH = 128
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 EXPORT_FORMAT = "edge-app-gallery"
 EXPORT_VERSION = 1
@@ -66,7 +101,12 @@ SCHEMA_V2 = (
     "ALTER TABLE samples ADD COLUMN face_crop BLOB",
     "ALTER TABLE samples ADD COLUMN model TEXT",
 )
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2)
+# Version 3: the application_id that tells a gallery from any other SQLite file.
+SCHEMA_V3 = (f"PRAGMA application_id = {APPLICATION_ID}",)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+# The last schema version that had no application_id.
+LAST_VERSION_WITHOUT_ID = 2
+OUR_TABLES = {"people", "samples"}
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -83,12 +123,27 @@ def default_path() -> Path:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime(UTC_FORMAT)
 
 
-def check_name(name: str) -> str:
-    """A person's name as stored: trimmed, printable, bounded (it ends up in logs and JSON)."""
-    cleaned = name.strip()
+def name_display(name: str) -> str:
+    """The form a name is stored and shown in: NFC, trimmed, inner whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFC", name).split())
+
+
+def name_key(name: str) -> str:
+    """What makes two names the same person: the display form, case-folded (canonical
+    caseless matching: NFD, casefold, NFC), so "José" matches "JOSE\u0301"."""
+    folded = unicodedata.normalize("NFD", name_display(name)).casefold()
+    return unicodedata.normalize("NFC", folded)
+
+
+def check_name(name: object) -> str:
+    """A person's name as stored: normalised (name_display), printable, bounded (it ends up in
+    logs and JSON)."""
+    if not isinstance(name, str):
+        raise GalleryError(f"the name must be a string, not {type(name).__name__}")
+    cleaned = name_display(name)
     if not cleaned:
         raise GalleryError("the name is empty")
     if len(cleaned) > MAX_NAME_LENGTH:
@@ -164,27 +219,100 @@ class ImportSummary:
     samples_skipped: int = 0
 
 
-def _ensure_private_file(path: Path, create: bool) -> None:
-    """Create the file 0600 before SQLite sees it, and narrow the mode of an existing one.
+def _not_a_gallery(path: Path, why: str) -> GalleryError:
+    return GalleryError(
+        f"{path} {why}; pass --db with the path of an edge-app gallery (it is left untouched)"
+    )
+
+
+def _check_file(path: Path) -> bool:
+    """False when nothing is at `path`; True when an SQLite file is; otherwise refuse.
+
+    Reads at most the 100-byte header, through a non-blocking open of a file already known
+    to be regular, so a FIFO or a device named as the gallery is neither waited on nor read.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise GalleryError(f"cannot open the gallery {path}: {error.strerror or error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_a_gallery(path, "is not a regular file (a folder, device, pipe or socket)")
+    if info.st_size == 0:
+        raise _not_a_gallery(path, "is empty, not an edge-app gallery")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            head = os.read(fd, 100)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise GalleryError(f"cannot read the gallery {path}: {error.strerror or error}") from None
+    if not head.startswith(SQLITE_MAGIC):
+        raise _not_a_gallery(path, "is not an SQLite database, so not an edge-app gallery")
+    return True
+
+
+def _create_file(path: Path) -> None:
+    """A new, empty, current gallery at `path`, mode 0600, appearing there complete.
+
+    Built under a private temporary name in the same folder, then hard-linked to `path`:
+    linking never replaces a file, so if another process created the gallery meanwhile,
+    theirs stays and is opened instead.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+        os.close(fd)
+    except OSError as error:
+        raise GalleryError(
+            f"cannot create the gallery {path}: {error.strerror or error}; "
+            "pass --db with a writable location"
+        ) from None
+    temp = Path(temp_name)
+    try:
+        connection = sqlite3.connect(temp, isolation_level=None)
+        try:
+            gallery = Gallery(path, connection)
+            gallery._configure()
+            gallery._migrate()
+        finally:
+            connection.close()  # checkpoints the WAL into the file
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            # A filesystem without hard links: a rename, which only the check guards.
+            if not path.exists():
+                os.replace(temp, path)
+    except (OSError, sqlite3.Error) as error:
+        message = error.strerror if isinstance(error, OSError) else error
+        raise GalleryError(
+            f"cannot create the gallery {path}: {message or error}; "
+            "pass --db with a writable location"
+        ) from None
+    finally:
+        for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def _narrow_modes(path: Path) -> None:
+    """Narrow a gallery found wider than 0600 (called only once the file proved a gallery).
 
     SQLite gives its -wal and -shm files the main file's mode, so fixing this one covers them;
-    leftovers from an older, wider file are narrowed too.
+    leftovers from an older, wider file are narrowed too. Files of other users are left alone.
     """
-    if create:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
-        except OSError as error:
-            raise GalleryError(
-                f"cannot create the gallery {path}: {error.strerror or error}; "
-                "pass --db with a writable location"
-            ) from None
     for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         try:
-            mode = stat.S_IMODE(candidate.stat().st_mode)
+            info = candidate.lstat()
         except FileNotFoundError:
             continue
-        if mode & 0o077:
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and mode & 0o077:
             try:
                 os.chmod(candidate, FILE_MODE)
             except OSError as error:
@@ -196,9 +324,16 @@ def _ensure_private_file(path: Path, create: bool) -> None:
 
 
 def _encode(embedding: np.ndarray) -> bytes:
+    """The stored form of an embedding, refusing anything but a 512-d unit vector."""
     vector = np.asarray(embedding, dtype="<f4").reshape(-1)
     if vector.shape[0] != EMBEDDING_DIM or not np.all(np.isfinite(vector)):
         raise GalleryError(f"an embedding must be {EMBEDDING_DIM} finite numbers")
+    norm = float(np.linalg.norm(vector.astype(np.float64)))
+    if abs(norm - 1.0) > UNIT_NORM_TOLERANCE:
+        raise GalleryError(
+            f"an embedding is not unit length (L2 norm {norm:.6g}; it must be within "
+            f"{UNIT_NORM_TOLERANCE} of 1)"
+        )
     return vector.tobytes()
 
 
@@ -213,18 +348,25 @@ class Gallery:
     def open(cls, path: Path | str, *, create: bool = False) -> Gallery:
         """Open (and migrate) a gallery; with create=True a missing file becomes an empty one."""
         path = Path(path)
-        if not create and not path.is_file():
-            raise GalleryError(
-                f"no gallery at {path}: enrol someone first with `edge-app enroll`, "
-                "or pass --db PATH"
-            )
-        _ensure_private_file(path, create)
+        if not _check_file(path):
+            if not create:
+                raise GalleryError(
+                    f"no gallery at {path}: enrol someone first with `edge-app enroll`, "
+                    "or pass --db PATH"
+                )
+            _create_file(path)
+            if not _check_file(path):  # e.g. `path` is a dangling symbolic link
+                raise GalleryError(
+                    f"cannot create the gallery {path}; pass --db with a writable location"
+                )
         try:
             connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as error:
             raise GalleryError(f"cannot open the gallery {path}: {error}") from None
         gallery = cls(path, connection)
         try:
+            gallery._check_ours()
+            _narrow_modes(path)
             gallery._configure()
             gallery._migrate()
         except sqlite3.DatabaseError as error:
@@ -235,7 +377,30 @@ class Gallery:
             raise
         return gallery
 
+    def _check_ours(self) -> None:
+        """Refuse an SQLite file that is not a gallery, before anything is written to it."""
+        db = self._db
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        application_id = int(db.execute("PRAGMA application_id").fetchone()[0])
+        version = self.schema_version
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if application_id not in (0, APPLICATION_ID):
+            why = (
+                f"is an SQLite database of another application (application_id "
+                f"{application_id}), not an edge-app gallery"
+            )
+        elif version == 0:
+            why = "is an SQLite database without a schema version: not an edge-app gallery"
+        elif application_id == 0 and version > LAST_VERSION_WITHOUT_ID:
+            why = f"is an SQLite database (schema version {version}) but not an edge-app gallery"
+        elif not tables >= OUR_TABLES:
+            why = "is an SQLite database without our tables: not an edge-app gallery"
+        else:
+            return
+        raise _not_a_gallery(self.path, why)
+
     def _configure(self) -> None:
+        self._db.create_function("name_key", 1, name_key, deterministic=True)
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -299,7 +464,7 @@ class Gallery:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-        except sqlite3.OperationalError as error:
+        except sqlite3.DatabaseError as error:
             raise GalleryError(f"cannot write the gallery {self.path}: {error}") from None
 
     @contextmanager
@@ -313,9 +478,21 @@ class Gallery:
 
     # --- reading -------------------------------------------------------------------------
 
+    def _find(self, name: str) -> tuple[int, str] | None:
+        """(id, stored name) of the person `name` denotes (module docstring: names), if any.
+
+        A gallery enrolled before the name rule may hold two names with the same key; the
+        one typed exactly wins, else the first enrolled.
+        """
+        rows = self._db.execute(
+            "SELECT id, name FROM people WHERE name_key(name) = ? ORDER BY id", (name_key(name),)
+        ).fetchall()
+        exact = [row for row in rows if row[1] == name]
+        found = (exact or rows or [None])[0]
+        return None if found is None else (int(found[0]), str(found[1]))
+
     def has(self, name: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM people WHERE name = ?", (name,)).fetchone()
-        return row is not None
+        return self._find(name) is not None
 
     def people(self) -> list[PersonInfo]:
         rows = self._db.execute(
@@ -327,11 +504,12 @@ class Gallery:
 
     def embeddings(self, name: str) -> np.ndarray:
         """One person's samples, (K, 512); K = 0 for an unknown name."""
-        rows = self._db.execute(
-            """SELECT s.embedding FROM samples s JOIN people p ON p.id = s.person_id
-               WHERE p.name = ? ORDER BY s.id""",
-            (name,),
-        ).fetchall()
+        with self._snapshot() as db:
+            found = self._find(name)
+            rows = db.execute(
+                "SELECT embedding FROM samples WHERE person_id = ? ORDER BY id",
+                (found[0] if found else -1,),
+            ).fetchall()
         return _blobs_to_matrix([row[0] for row in rows])
 
     def models(self) -> set[str | None]:
@@ -366,11 +544,14 @@ class Gallery:
         if not samples:
             raise GalleryError(f"no samples to enrol for {name!r}")
         with self.transaction() as db:
-            row = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+            row = self._find(name)
             if row is None and add:
                 raise GalleryError(f"nobody named {name!r} is enrolled; drop --add to enrol them")
             if row is not None and not add:
-                raise GalleryError(f"{name!r} is already enrolled; use --add to add photos to them")
+                same = "" if row[1] == name else f" (as {row[1]!r})"
+                raise GalleryError(
+                    f"{name!r} is already enrolled{same}; use --add to add photos to them"
+                )
             person_id = row[0] if row else self._insert_person(name)
             self._insert_samples(person_id, samples)
             return int(
@@ -383,7 +564,9 @@ class Gallery:
         cursor = self._db.execute(
             "INSERT INTO people (name, created_utc) VALUES (?, ?)", (name, created_utc or utc_now())
         )
-        return int(cursor.lastrowid)
+        if cursor.lastrowid is None:
+            raise GalleryError(f"cannot write the gallery {self.path}: the insert was ignored")
+        return cursor.lastrowid
 
     def _insert_samples(self, person_id: int, samples: Sequence[NewSample]) -> None:
         now = utc_now()
@@ -407,26 +590,29 @@ class Gallery:
     def remove(self, names: Sequence[str]) -> int:
         """Remove people and all their samples; all or none. Returns the samples removed."""
         with self.transaction() as db:
-            missing = [name for name in names if not self.has(name)]
+            found = {name: self._find(name) for name in names}
+            missing = [name for name, row in found.items() if row is None]
             if missing:
                 raise GalleryError(f"not enrolled: {', '.join(map(repr, missing))}")
             removed = 0
-            for name in names:
+            for person_id in {row[0] for row in found.values() if row is not None}:
                 removed += db.execute(
-                    "DELETE FROM samples WHERE person_id = (SELECT id FROM people WHERE name = ?)",
-                    (name,),
+                    "DELETE FROM samples WHERE person_id = ?", (person_id,)
                 ).rowcount
-                db.execute("DELETE FROM people WHERE name = ?", (name,))
+                db.execute("DELETE FROM people WHERE id = ?", (person_id,))
         return removed
 
     def rename(self, old: str, new: str) -> None:
         new = check_name(new)
         with self.transaction() as db:
-            if not self.has(old):
+            person = self._find(old)
+            if person is None:
                 raise GalleryError(f"not enrolled: {old!r}")
-            if self.has(new):
+            other = self._find(new)
+            # The same person under another case or spacing is a correction, not a clash.
+            if other is not None and other[0] != person[0]:
                 raise GalleryError(f"{new!r} is already enrolled; remove or rename them first")
-            db.execute("UPDATE people SET name = ? WHERE name = ?", (new, old))
+            db.execute("UPDATE people SET name = ? WHERE id = ?", (new, person[0]))
 
     # --- moving a gallery to another door (format: docs/GALLERY.md) ----------------------
 
@@ -477,8 +663,8 @@ class Gallery:
             raise ValueError(f"on_conflict must be refuse, replace or merge, not {on_conflict!r}")
         summary = ImportSummary()
         with self.transaction() as db:
-            existing = dict(db.execute("SELECT name, id FROM people").fetchall())
-            conflicts = sorted(existing.keys() & {person.name for person in people})
+            found = {person.name: self._find(person.name) for person in people}
+            conflicts = sorted(name for name, row in found.items() if row is not None)
             if conflicts and on_conflict == "refuse":
                 raise GalleryError(
                     "already enrolled here: "
@@ -488,15 +674,16 @@ class Gallery:
             for person in people:
                 name, new_samples = person.name, person.samples
                 kept = new_samples
-                if name not in existing:
+                row = found[name]
+                if row is None:
                     person_id = self._insert_person(name, person.created_utc)
                     summary.added_people.append(name)
                 elif on_conflict == "replace":
-                    person_id = existing[name]
+                    person_id = row[0]
                     db.execute("DELETE FROM samples WHERE person_id = ?", (person_id,))
-                    summary.replaced_people.append(name)
+                    summary.replaced_people.append(row[1])
                 else:
-                    person_id = existing[name]
+                    person_id = row[0]
                     have = {
                         digest
                         for (digest,) in db.execute(
@@ -504,7 +691,7 @@ class Gallery:
                         )
                     }
                     kept = [s for s in new_samples if s.image_sha256 not in have]
-                    summary.merged_people.append(name)
+                    summary.merged_people.append(row[1])
                 self._insert_samples(person_id, kept)
                 summary.samples_added += len(kept)
                 summary.samples_skipped += len(new_samples) - len(kept)
@@ -512,18 +699,79 @@ class Gallery:
 
 
 def _blobs_to_matrix(blobs: Sequence[bytes]) -> np.ndarray:
+    """Stored embeddings as (K, 512) unit rows (module docstring: a row that is not unit
+    length is renormalised, one that is not finite or is zero becomes zeros, matching nobody)."""
     data = b"".join(blobs)
     if len(data) != len(blobs) * EMBEDDING_BYTES:
         raise GalleryError("the gallery holds embeddings of the wrong size: it is damaged")
-    return np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(len(blobs), EMBEDDING_DIM)
+    matrix = np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(len(blobs), EMBEDDING_DIM)
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+    unusable = ~np.isfinite(norms) | (norms == 0)
+    off = ~unusable & (np.abs(norms - 1.0) > RENORMALISE_ABOVE)
+    if unusable.any() or off.any():
+        log.warning(
+            "gallery holds %d sample(s) not of unit length (renormalised) and %d unusable "
+            "(ignored): re-enrol those people",
+            int(off.sum()),
+            int(unusable.sum()),
+        )
+        matrix[off] /= norms[off, None].astype(np.float32)
+        matrix[unusable] = 0.0
+    return matrix
 
 
 def _export_error(line: int, what: str) -> GalleryError:
     return GalleryError(f"not a valid gallery export (line {line}): {what}")
 
 
+class _Invalid(ValueError):
+    """One field of an export record that is wrong; read_export adds the line number."""
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _string(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"{what} must be a string, not {_type_name(value)}")
+    return value
+
+
+def _utc(value: object, what: str) -> str:
+    text = _string(value, what)
+    try:
+        datetime.strptime(text, UTC_FORMAT)
+    except ValueError:
+        raise _Invalid(
+            f"{what} {text[:40]!r} is not a UTC time like 2025-01-31T12:00:00Z"
+        ) from None
+    return text
+
+
+def _base64(value: object, what: str) -> bytes:
+    try:
+        return base64.b64decode(_string(value, what), validate=True)
+    except binascii.Error as error:
+        raise _Invalid(f"{what} is not base64 ({error})") from None
+
+
+def _count(header: dict[str, Any], key: str) -> int:
+    value = header.get(key)
+    # bool is an int subclass: `true` must not pass for 1.
+    if type(value) is not int or value < 0:
+        raise _export_error(1, f"{key} must be a whole number, not {value!r}")
+    return value
+
+
 def read_export(source: IO[str]) -> list[ExportedPerson]:
-    """Parse and check a whole export file, so that nothing is written from a bad one."""
+    """Parse and check a whole export file, so that nothing is written from a bad one.
+
+    Every field is type-checked, every embedding must be a finite unit vector, face crops must
+    be JPEGs that decode, and the same photo twice for a person, the same embedding twice in
+    the file and the same name twice (by the name rule) are refused.
+    """
     lines = iter(source)
     try:
         header = json.loads(next(lines))
@@ -533,55 +781,151 @@ def read_export(source: IO[str]) -> list[ExportedPerson]:
         raise _export_error(1, f"not JSON ({error.msg})") from None
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
         raise _export_error(1, f"no {EXPORT_FORMAT!r} header")
-    if header.get("version") != EXPORT_VERSION:
-        raise _export_error(
-            1, f"version {header.get('version')!r}; this edge-app reads {EXPORT_VERSION}"
-        )
-    if header.get("embedding_dim") != EMBEDDING_DIM:
-        raise _export_error(
-            1, f"embedding_dim {header.get('embedding_dim')!r}, expected {EMBEDDING_DIM}"
-        )
+    version = header.get("version")
+    if type(version) is not int or version != EXPORT_VERSION:
+        raise _export_error(1, f"version {version!r}; this edge-app reads {EXPORT_VERSION}")
+    dim = header.get("embedding_dim")
+    if type(dim) is not int or dim != EMBEDDING_DIM:
+        raise _export_error(1, f"embedding_dim {dim!r}, expected {EMBEDDING_DIM}")
+    announced_people, announced_samples = _count(header, "people"), _count(header, "samples")
     people: dict[str, ExportedPerson] = {}
+    seen_embeddings: dict[bytes, str] = {}
     count = 0
     for number, text in enumerate(lines, start=2):
         if not text.strip():
             continue
         try:
             record = json.loads(text)
-            name = check_name(record["name"])
-            created = str(record.get("created_utc") or utc_now())
-            samples = [_sample_from_export(s) for s in record["samples"]]
         except json.JSONDecodeError as error:
             raise _export_error(number, f"not JSON ({error.msg})") from None
-        except (KeyError, TypeError, ValueError, binascii.Error, GalleryError) as error:
-            raise _export_error(number, f"bad person record ({error})") from None
-        if not samples:
-            raise _export_error(number, f"{name!r} has no samples")
-        if name in people:
-            raise _export_error(number, f"{name!r} appears twice")
-        people[name] = ExportedPerson(name, created, samples)
-        count += len(samples)
-    if len(people) != header.get("people") or count != header.get("samples"):
+        try:
+            person = _person_from_export(record)
+        except (_Invalid, GalleryError) as error:
+            raise _export_error(number, f"bad person record: {error}") from None
+        name = person.name
+        key = name_key(name)
+        twin = next((other for other in people if name_key(other) == key), None)
+        if twin is not None:
+            raise _export_error(number, f"{name!r} appears twice (also as {twin!r})")
+        for index, new in enumerate(person.samples, start=1):
+            blob = _encode(new.embedding)
+            if blob in seen_embeddings:
+                raise _export_error(
+                    number,
+                    f"sample {index} of {name!r} has the same embedding as a sample of "
+                    f"{seen_embeddings[blob]!r}",
+                )
+            seen_embeddings[blob] = name
+        people[name] = person
+        count += len(person.samples)
+    if len(people) != announced_people or count != announced_samples:
         raise _export_error(
             1,
-            f"header announces {header.get('people')} people / {header.get('samples')} samples, "
+            f"header announces {announced_people} people / {announced_samples} samples, "
             f"the file has {len(people)} / {count}: it is truncated or edited",
         )
     return list(people.values())
 
 
-def _sample_from_export(data: dict[str, Any]) -> NewSample:
-    blob = base64.b64decode(data["embedding"], validate=True)
+def _person_from_export(record: object) -> ExportedPerson:
+    if not isinstance(record, dict):
+        raise _Invalid(f"a person record must be an object, not {_type_name(record)}")
+    if "name" not in record:
+        raise _Invalid("no name")
+    if not isinstance(record["name"], str):
+        raise _Invalid(f"name must be a string, not {_type_name(record['name'])}")
+    name = check_name(record["name"])
+    created = record.get("created_utc")
+    created = utc_now() if created is None else _utc(created, "created_utc")
+    items = record.get("samples")
+    if not isinstance(items, list):
+        raise _Invalid(f"samples must be a list, not {_type_name(items)}")
+    if not items:
+        raise _Invalid(f"{name!r} has no samples")
+    samples = []
+    photos: set[str] = set()
+    for index, item in enumerate(items, start=1):
+        try:
+            sample = _sample_from_export(item, index)
+        except GalleryError as error:  # the embedding rule, from _encode
+            raise _Invalid(f"sample {index}: {error}") from None
+        if sample.image_sha256 in photos:
+            raise _Invalid(f"sample {index} of {name!r} is the same photo twice (image_sha256)")
+        photos.add(sample.image_sha256)
+        samples.append(sample)
+    return ExportedPerson(name, created, samples)
+
+
+def _sample_from_export(data: object, index: int) -> NewSample:
+    if not isinstance(data, dict):
+        raise _Invalid(f"sample {index} must be an object, not {_type_name(data)}")
+    what = f"sample {index}"
+    blob = _base64(data.get("embedding"), f"{what} embedding")
     if len(blob) != EMBEDDING_BYTES:
-        raise ValueError(f"an embedding of {len(blob)} bytes, expected {EMBEDDING_BYTES}")
+        raise _Invalid(f"{what} embedding has {len(blob)} bytes, expected {EMBEDDING_BYTES}")
+    embedding = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    _encode(embedding)  # finite, unit length
+    digest = _string(data.get("image_sha256"), f"{what} image_sha256")
+    if not SHA256_HEX.fullmatch(digest):
+        raise _Invalid(f"{what} image_sha256 must be 64 lowercase hex digits")
+    model = data.get("model")
+    if model is not None:
+        model = _string(model, f"{what} model")
+        if len(model) > MAX_MODEL_ID_LENGTH or not model.isprintable():
+            raise _Invalid(f"{what} model must be a short printable identifier")
     crop = data.get("face_crop_jpeg")
+    face_crop = None if crop is None else _checked_crop(_base64(crop, f"{what} face_crop_jpeg"))
     return NewSample(
-        embedding=np.frombuffer(blob, dtype="<f4").astype(np.float32),
-        image_sha256=str(data["image_sha256"]),
-        face_crop=None if crop is None else base64.b64decode(crop, validate=True),
-        model=data.get("model"),
-        created_utc=str(data["created_utc"]),
+        embedding=embedding,
+        image_sha256=digest,
+        face_crop=face_crop,
+        model=model,
+        created_utc=_utc(data.get("created_utc"), f"{what} created_utc"),
     )
+
+
+def _checked_crop(data: bytes) -> bytes:
+    """A face crop must be what enrol stores: a small JPEG that decodes completely."""
+    from edge_app.images import ImageError, decode_image, read_header  # noqa: PLC0415 (cv2)
+
+    if len(data) > MAX_CROP_BYTES:
+        raise _Invalid(f"face_crop_jpeg is {len(data)} bytes, more than {MAX_CROP_BYTES}")
+    header = read_header(data)
+    if header is None or header.format != "JPEG":
+        raise _Invalid("face_crop_jpeg is not a JPEG")
+    try:
+        decode_image(data, "face_crop_jpeg")
+    except ImageError as error:
+        raise _Invalid(str(error)) from None
+    return data
+
+
+def read_export_file(source: str) -> list[ExportedPerson]:
+    """read_export() of a file name, or of standard input for "-", at most MAX_IMPORT_BYTES.
+
+    A pipe is fine (`<(ssh door edge-app export -)`); a device is not read.
+    """
+    label = "standard input" if source == "-" else source
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(MAX_IMPORT_BYTES + 1)
+        else:
+            info = os.stat(source)
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+                raise GalleryError(f"cannot import {label}: not a file or a pipe")
+            with open(source, "rb") as handle:
+                data = handle.read(MAX_IMPORT_BYTES + 1)
+    except OSError as error:
+        raise GalleryError(f"cannot read {label}: {error.strerror or error}") from None
+    if len(data) > MAX_IMPORT_BYTES:
+        raise GalleryError(
+            f"cannot import {label}: more than the {MAX_IMPORT_BYTES} bytes an export may have"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise GalleryError(f"cannot import {label}: not UTF-8 text ({error.reason})") from None
+    return read_export(io.StringIO(text))
 
 
 def write_private_text(path: Path, text_writer: Callable[[IO[str]], T]) -> T:

@@ -127,7 +127,9 @@ class Matcher:
     def person_scores(self, probes: np.ndarray) -> np.ndarray:
         """(N, 512) probes -> (N, P) aggregated cosine similarity to each person."""
         probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
-        sims = probes @ self.matrix.embeddings.T
+        # Clipped to the cosine scale: rows are unit vectors (the gallery refuses and
+        # renormalises others), and this keeps a stray one from outscoring every threshold.
+        sims = np.clip(probes @ self.matrix.embeddings.T, -1.0, 1.0)
         if self.settings.aggregate == "best":
             return np.maximum.reduceat(sims, self._starts, axis=1)
         if self.settings.aggregate == "mean":

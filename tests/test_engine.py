@@ -254,3 +254,35 @@ def test_any_frame_size_works_on_the_cpu(engine: Engine, size: tuple[int, int]) 
     reference_frame, _ = door_frame(640, 480, [(MARTHA, 200, 100, 260)])
     _, reference = engine.process(reference_frame)
     assert float(embeddings[0] @ reference[0]) > 0.85
+
+
+def test_the_resized_p_net_cache_stays_bounded(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Photos of many sizes (each size needs P-Nets of its own level shapes on the CPU) keep at
+    most MAX_RESIZED_PNETS of them, most recently used first; an evicted shape comes back."""
+    created = counting(monkeypatch, "make_interpreter")
+    engine = Engine.open(models_dir, backend="cpu", threads=1)
+    base = len(created)
+    rng = np.random.default_rng(0)
+    sizes = [(240 + 13 * i, 200 + 11 * i) for i in range(10)]
+    shapes = set()
+    for width, height in sizes:
+        engine.detect(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        shapes |= {level_shape(width, height, s) for s in engine.cascade.scales(width, height)}
+        assert len(engine._resized_pnets) <= engine_module.MAX_RESIZED_PNETS
+    assert len(shapes) > 2 * engine_module.MAX_RESIZED_PNETS  # the cache had to evict
+    assert len(engine._resized_pnets) == engine_module.MAX_RESIZED_PNETS
+    # The last frame's levels are all kept: detecting it again creates nothing.
+    made = len(created)
+    width, height = sizes[-1]
+    engine.detect(door_frame(width, height, [(MARTHA, 40, 30, 150)])[0])
+    assert len(created) == made
+    # The first size was evicted; it is rebuilt on demand and detection still works.
+    width, height = sizes[0]
+    frame, placed = door_frame(width, height, [(MARTHA, 30, 20, 150)])
+    faces = engine.detect(frame)
+    assert len(created) > made
+    assert len(faces) == 1 and centred_on(faces.boxes[0], *placed[0])
+    assert len(engine._resized_pnets) == engine_module.MAX_RESIZED_PNETS
+    assert made - base >= len(shapes) - len(engine._pnets)  # each new shape built once

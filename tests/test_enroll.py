@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -65,6 +68,29 @@ def bad_photo(kind: str, tmp_path: Path) -> tuple[Path, Reason]:
         path = tmp_path / "truncated.jpg"
         path.write_bytes(good.read_bytes()[:4000])
         return path, Reason.UNREADABLE
+    if kind == "cut_with_end_marker":  # the cut hidden: libjpeg fills the rest with grey
+        path = tmp_path / "cut-marked.jpg"
+        data = good.read_bytes()
+        path.write_bytes(data[: len(data) * 6 // 10] + b"\xff\xd9")
+        return path, Reason.UNREADABLE
+    if kind == "forged_png_header":  # 30000x30000 declared in a few kilobytes
+        png = bytearray(cv2.imencode(".png", read_image(good))[1].tobytes())
+        ihdr = struct.pack(">II", 30000, 30000) + bytes(png[24:29])
+        png[16:29] = ihdr
+        png[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+        path = tmp_path / "huge.png"
+        path.write_bytes(bytes(png))
+        return path, Reason.UNREADABLE
+    if kind == "fifo":
+        path = tmp_path / "pipe.jpg"
+        os.mkfifo(path)
+        return path, Reason.UNREADABLE
+    if kind == "dev_zero":
+        return Path("/dev/zero"), Reason.UNREADABLE
+    if kind == "toml":
+        path = tmp_path / "config.toml"
+        path.write_text('[gallery]\npath = "/var/lib/edge-app/gallery.db"\n')
+        return path, Reason.UNREADABLE
     if kind == "not_an_image":
         path = tmp_path / "notes.jpg"
         path.write_text("these are not pixels\n")
@@ -105,6 +131,11 @@ def bad_photo(kind: str, tmp_path: Path) -> tuple[Path, Reason]:
 
 BAD_KINDS = [
     "truncated",
+    "cut_with_end_marker",
+    "forged_png_header",
+    "fifo",
+    "dev_zero",
+    "toml",
     "not_an_image",
     "empty",
     "missing",
@@ -154,6 +185,9 @@ def test_name_conflicts_leave_the_gallery_as_it_was(gallery_db: Path, engine) ->
         enroll_photos(gallery_db, engine, "Emma Watson", [lfw("Emma_Watson", 3)])
     with pytest.raises(UserError, match="nobody named 'Frank Solich'"):
         enroll_photos(gallery_db, engine, "Frank Solich", [lfw("Frank_Solich", 1)], add=True)
+    # The same name in other capitals and spacing is the same person.
+    with pytest.raises(UserError, match="already enrolled; use --add"):
+        enroll_photos(gallery_db, engine, "  emma   WATSON", [lfw("Emma_Watson", 3)])
     assert digest(gallery_db) == before
 
 
@@ -200,6 +234,7 @@ def test_face_crops_only_when_asked(gallery_db: Path, engine) -> None:
         ).fetchone()
     assert crops == {"Emma Watson": 0, "Frank Solich": 1}
     crop = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+    assert crop is not None
     assert 80 <= crop.shape[0] <= 250 and 80 <= crop.shape[1] <= 250
 
 
@@ -286,3 +321,18 @@ def test_command_line_round_trip(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert edge_app("list", "--db", other, "--json") == (0, "")
     assert [p["name"] for p in json.loads(capsys.readouterr().out)] == ["Emma Watson"]
+
+
+@pytest.mark.slow
+def test_identify_reports_boxes_in_the_photo_s_own_pixels(
+    tmp_path: Path, gallery_db: Path, capsys
+) -> None:
+    """A photo larger than MAX_SIDE is brought down for detection; boxes come back scaled up."""
+    small = lfw("Emma_Watson", 3)
+    big = tmp_path / "big.jpg"
+    write_image(big, cv2.resize(read_image(small), (3000, 3000), interpolation=cv2.INTER_CUBIC))
+    common = ("--db", str(gallery_db), "--backend", "cpu", "--threads", "1", "--json")
+    assert edge_app("identify", *common, str(small), str(big)) == (0, "")
+    [(small_face,), (big_face,)] = [e["faces"] for e in json.loads(capsys.readouterr().out)]
+    assert small_face["name"] == big_face["name"] == "Emma Watson"
+    np.testing.assert_allclose(np.array(big_face["box"]) / 12, small_face["box"], atol=4)

@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -38,6 +39,10 @@ def samples(count: int, seed: int, crop: bytes | None = None) -> list[NewSample]
         NewSample(vector, hashlib.sha256(f"{seed}-{i}".encode()).hexdigest(), crop, "model-a")
         for i, vector in enumerate(unit_vectors(count, seed))
     ]
+
+
+# A real JPEG, as `--keep-crops` stores: imports check that crops decode.
+CROP = cv2.imencode(".jpg", np.full((48, 40, 3), (30, 90, 200), np.uint8))[1].tobytes()
 
 
 def file_digest(path: Path) -> str:
@@ -89,10 +94,12 @@ def test_missing_gallery_is_not_created_without_create(tmp_path: Path) -> None:
 def test_a_non_gallery_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0 not a database at all" * 100)
+    path.chmod(0o644)
     before = file_digest(path)
-    with pytest.raises(GalleryError, match="not a usable gallery"):
+    with pytest.raises(GalleryError, match="not an SQLite database, so not an edge-app gallery"):
         Gallery.open(path)
     assert file_digest(path) == before
+    assert mode_of(path) == 0o644  # not ours: not even its mode changes
 
 
 def test_newer_schema_is_refused(db: Path) -> None:
@@ -249,7 +256,7 @@ def test_concurrent_reader_never_sees_half_an_enrolment(tmp_path: Path) -> None:
 
 def test_export_import_round_trip(db: Path, tmp_path: Path) -> None:
     with Gallery.open(db) as gallery:
-        gallery.enroll("Carol", samples(2, 3, crop=b"\xff\xd8crop\xff\xd9"))
+        gallery.enroll("Carol", samples(2, 3, crop=CROP))
         original = gallery.load_matrix()
         people = gallery.people()
     export = tmp_path / "export.jsonl"
@@ -267,7 +274,7 @@ def test_export_import_round_trip(db: Path, tmp_path: Path) -> None:
         copied = gallery.load_matrix()
         assert gallery.people() == people
         crops = gallery._db.execute("SELECT face_crop FROM samples WHERE face_crop IS NOT NULL")
-        assert [row[0] for row in crops] == [b"\xff\xd8crop\xff\xd9"] * 2
+        assert [row[0] for row in crops] == [CROP] * 2
     order = np.argsort(original.names)
     assert copied.names == tuple(np.array(original.names)[order])
     for name in original.names:

@@ -109,3 +109,17 @@ def test_settings_from_manifest_and_overrides() -> None:
         MatchSettings(0.5, aggregate="median")
     with pytest.raises(UserError, match="outside the cosine scale"):
         MatchSettings(1.5)
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+def test_scores_stay_on_the_cosine_scale_whatever_the_rows(aggregate: str) -> None:
+    """A row that is not unit length (the gallery refuses and renormalises them; this is the
+    last guard) cannot push a score past 1 or below -1."""
+    matrix = gallery_of({"Mallory": [0.9], "Bob": [0.2, 0.1]})
+    inflated = matrix.embeddings.copy()
+    inflated[0] *= 1000
+    inflated[1] *= -1000
+    matcher = Matcher(GalleryMatrix(inflated, matrix.person, matrix.names), settings(aggregate))
+    scores = matcher.person_scores(PROBE[None])
+    assert scores.max() <= 1.0 and scores.min() >= -1.0
+    np.testing.assert_allclose(scores[0, 0], 1.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
@@ -153,14 +152,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from edge_app.gallery import Gallery, read_export
+    from edge_app.gallery import Gallery, read_export_file
 
-    try:
-        text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {args.source}: {error}") from None
     # Checked in full before the gallery is opened: a bad file creates and changes nothing.
-    people = read_export(io.StringIO(text))
+    people = read_export_file(args.source)
     mode = "replace" if args.replace else "merge" if args.merge else "refuse"
     with Gallery.open(db_path(args), create=True) as gallery:
         summary = gallery.import_(people, on_conflict=mode)

@@ -100,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_app.enroll import model_id
     from edge_app.gallery import Gallery
-    from edge_app.images import ImageError, expand_image_paths, read_image
+    from edge_app.images import ImageError, expand_image_paths, load_photo
     from edge_app.matching import Matcher, MatchSettings
 
     with Gallery.open(db_path(args)) as gallery:
@@ -132,17 +132,19 @@ def run(args: argparse.Namespace) -> int:
         entry: dict[str, Any] = {"image": str(path), "faces": []}
         entries.append(entry)
         try:
-            frame = read_image(path)
+            photo = load_photo(path)
         except ImageError as error:
             log.error("%s", error)
             entry["error"] = str(error)
             lines.append(f"{path}: unreadable")
             continue
-        faces, embeddings = engine.process(frame)
+        faces, embeddings = engine.process(photo.pixels)
         matches = matcher.identify(embeddings)
         lines.append(f"{path}: {len(faces)} face(s)")
+        # Boxes in the photo's own pixels, whatever it was brought down to for detection.
+        boxes = (faces.boxes / photo.scale).tolist()
         for name, closest, score, box in zip(
-            matches.names, matches.best, matches.scores.tolist(), faces.boxes.tolist(), strict=True
+            matches.names, matches.best, matches.scores.tolist(), boxes, strict=True
         ):
             entry["faces"].append(
                 {"name": name, "score": round(score, 4), "box": [round(v, 1) for v in box]}

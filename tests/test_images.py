@@ -1,0 +1,206 @@
+"""Photo loading under hostile input: real files made in the test, refused before any decoder
+allocates, never a traceback, never a hang."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_app import images
+from edge_app.images import (
+    MAX_DECODED_PIXELS,
+    ImageError,
+    expand_image_paths,
+    load_photo,
+    read_header,
+    read_image,
+)
+
+TESTS_DATA = Path(__file__).resolve().parent / "data"
+PHOTO = TESTS_DATA / "lfw_sample" / "Rick_Perry" / "Rick_Perry_0001.jpg"
+
+
+def encode(suffix: str, rgb: np.ndarray, params: list[int] | None = None) -> bytes:
+    ok, data = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params or [])
+    assert ok
+    return data.tobytes()
+
+
+def textured(width: int, height: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def forged_png(width: int, height: int) -> bytes:
+    """A small real PNG whose IHDR is rewritten to declare width x height (CRC fixed up)."""
+    data = bytearray(encode(".png", textured(64, 64)))
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def cut_jpeg(fraction: float, end_marker: bool = True) -> bytes:
+    data = PHOTO.read_bytes()
+    return data[: int(len(data) * fraction)] + (b"\xff\xd9" if end_marker else b"")
+
+
+def refused(path: Path | str, match: str) -> None:
+    with pytest.raises(ImageError, match=match):
+        read_image(path)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "params"),
+    [
+        (".png", []),
+        (".jpg", []),
+        (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        (".bmp", []),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),  # lossy: VP8
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),  # lossless: VP8L
+        (".tiff", []),
+    ],
+)
+def test_header_sizes_of_every_accepted_format(suffix: str, params: list[int]) -> None:
+    data = encode(suffix, textured(37, 23), params)
+    header = read_header(data)
+    assert header is not None and (header.width, header.height) == (37, 23)
+    assert images.decode_image(data, "x").shape == (23, 37, 3)
+
+
+def test_a_real_photo_loads_with_its_hash() -> None:
+    photo = load_photo(PHOTO)
+    assert photo.pixels.shape == (250, 250, 3) and photo.pixels.dtype == np.uint8
+    assert (photo.width, photo.height, photo.scale) == (250, 250, 1.0)
+    assert photo.sha256 == hashlib.sha256(PHOTO.read_bytes()).hexdigest()
+    # RGB, not OpenCV's BGR.
+    bgr = cv2.imread(str(PHOTO))
+    assert bgr is not None
+    np.testing.assert_array_equal(photo.pixels, bgr[:, :, ::-1])
+
+
+def test_a_forged_png_header_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"
+    path.write_bytes(forged_png(30000, 30000))
+    assert path.stat().st_size < 20_000
+    refused(path, "declares 30000x30000 pixels, more than the 50 megapixels")
+
+
+def test_a_png_too_large_to_decode_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    path.write_bytes(forged_png(5000, 4000))  # 20 MP: allowed as JPEG (reduced), not as PNG
+    refused(path, "too large to decode")
+
+
+def test_dev_zero_is_refused_without_reading() -> None:
+    refused("/dev/zero", "not a regular file")
+
+
+def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            read_image(fifo)
+        except BaseException as error:  # noqa: BLE001  (handed to the main thread)
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(5)
+    if worker.is_alive():
+        # Unblock the reader so the test run can go on, then fail.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO hung")
+    assert isinstance(outcome[0], ImageError) and "not a regular file" in str(outcome[0])
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "empty file"),
+        (
+            b'[gallery]\npath = "/var/lib/edge-app/gallery.db"\n',
+            "not a JPEG, PNG, BMP, WebP or TIFF image",
+        ),
+        (b"\xff\xd8\xff\xe0" + os.urandom(5000), "not a JPEG, PNG"),  # no frame header
+        (b"P6\n4 4\n255\n" + bytes(48), "not a JPEG, PNG"),  # PPM: OpenCV reads it, we do not
+    ],
+    ids=["empty", "toml", "jpeg-garbage", "ppm"],
+)
+def test_files_that_are_not_photos(tmp_path: Path, content: bytes, match: str) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(content)
+    refused(path, match)
+
+
+def test_a_folder_and_a_missing_file(tmp_path: Path) -> None:
+    refused(tmp_path, "is a folder")
+    refused(tmp_path / "missing.jpg", "no such file")
+
+
+def test_a_png_with_garbage_pixel_data_is_a_decoder_refusal(tmp_path: Path) -> None:
+    data = bytearray(encode(".png", textured(64, 64)))
+    start = data.index(b"IDAT") + 4
+    data[start + 10 : start + 200] = os.urandom(190)
+    path = tmp_path / "broken.png"
+    path.write_bytes(bytes(data))
+    refused(path, "OpenCV can decode|damaged|decoder failed")
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9, 0.995])
+@pytest.mark.parametrize("end_marker", [True, False])
+def test_a_cut_jpeg_is_refused_with_or_without_an_end_marker(
+    tmp_path: Path, fraction: float, end_marker: bool
+) -> None:
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(cut_jpeg(fraction, end_marker))
+    refused(path, "truncated JPEG")
+
+
+def test_data_after_the_end_marker_is_not_truncation(tmp_path: Path) -> None:
+    """Phones append a motion-photo video after the JPEG: the picture itself is whole."""
+    path = tmp_path / "motion.jpg"
+    path.write_bytes(PHOTO.read_bytes() + os.urandom(4096))
+    assert read_image(path).shape == (250, 250, 3)
+
+
+def test_large_jpegs_decode_reduced_and_are_downscaled_for_detection(tmp_path: Path) -> None:
+    big = cv2.resize(read_image(PHOTO), (6000, 4000), interpolation=cv2.INTER_LINEAR)
+    assert MAX_DECODED_PIXELS < 6000 * 4000
+    path = tmp_path / "big.jpg"
+    path.write_bytes(encode(".jpg", big))
+    full = read_image(path)
+    assert full.shape == (2000, 3000, 3)  # libjpeg decoded it at 1/2
+    photo = load_photo(path, max_side=1024)
+    assert photo.pixels.shape == (683, 1024, 3)
+    assert (photo.width, photo.height) == (6000, 4000)
+    assert photo.scale == pytest.approx(1024 / 6000)
+
+
+def test_a_file_over_the_size_cap_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 1000)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(PHOTO.read_bytes())
+    refused(path, "more than the 1000 bytes allowed")
+
+
+def test_folders_list_every_image_name_even_a_fifo(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(PHOTO.read_bytes())
+    os.mkfifo(tmp_path / "b.jpg")
+    (tmp_path / "notes.txt").write_text("x")
+    paths = list(expand_image_paths([tmp_path]))
+    assert [p.name for p in paths] == ["a.jpg", "b.jpg"]
+    refused(paths[1], "not a regular file")
