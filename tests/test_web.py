@@ -433,6 +433,8 @@ def test_a_forged_30000x30000_png_is_refused_cleanly(site: Site, user: httpx.Cli
     )
     assert reply.status_code == 422
     assert 'data-photo="bomb.png"' in reply.text
+    reason = reply.text.split('data-photo="bomb.png"')[1].split("</li>")[0]
+    assert "PNG header declares 30000x30000 pixels" in reason, reason
     assert "nothing enrolled for 'Bomb Person'" in html.unescape(reply.text)
     assert "Traceback" not in reply.text
     assert names_in(db) == before
