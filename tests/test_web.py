@@ -501,14 +501,15 @@ def test_safe_cell_neutralises_every_formula_start() -> None:
 
 
 def test_snapshots_are_served_only_from_their_folder(site: Site, user: httpx.Client) -> None:
+    import sqlite3
+
     config = site.config
+    assert config.events.db is not None and config.events.snapshots is not None
     events = EventLog(config.events.db, snapshots=config.events.snapshots)
     crop = np.full((60, 60, 3), 128, np.uint8)
     good = events.record("recognized", name="Snap Shot", score=0.9, track=7, crop=crop)
     events.close()
     assert good.snapshot is not None
-
-    import sqlite3
 
     with sqlite3.connect(config.events.db) as db:
         (event_id,) = db.execute("SELECT max(id) FROM events").fetchone()

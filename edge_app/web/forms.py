@@ -91,16 +91,24 @@ async def read_form(request: Request, limits: Limits) -> Form:
     raise FormError(f"unsupported content type {kind.decode('latin-1')!r}", 415)
 
 
+@dataclass
+class _Part:
+    name: str = ""
+    filename: str | None = None
+    data: bytearray = field(default_factory=bytearray)
+
+
 async def _read_multipart(request: Request, boundary: bytes, limit: int, max_files: int) -> Form:
     form = Form()
-    state: dict[str, object] = {}
+    part = _Part()
     headers: dict[bytes, bytes] = {}
     name = bytearray()
     value = bytearray()
 
     def on_part_begin() -> None:
+        nonlocal part
         headers.clear()
-        state.update(name=None, filename=None, data=bytearray())
+        part = _Part()
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         name.extend(data[start:end])
@@ -117,31 +125,28 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int, max_fil
         _, options = parse_options_header(headers.get(b"content-disposition", b""))
         if b"name" not in options:
             raise FormError("a form part without a name", 400)
-        state["name"] = options[b"name"].decode("utf-8", "replace")
+        part.name = options[b"name"].decode("utf-8", "replace")
         filename = options.get(b"filename")
         if filename is not None:
             if max_files == 0:
                 raise FormError("this form takes no files", 400)
             if len(form.files) >= max_files:
                 raise FormError(f"at most {max_files} photos per upload", 413)
-            state["filename"] = filename.decode("utf-8", "replace")
+            part.filename = filename.decode("utf-8", "replace")
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        buffer = state["data"]
-        assert isinstance(buffer, bytearray)
-        buffer.extend(data[start:end])
-        if state["filename"] is None and len(buffer) > FIELD_MAX_BYTES:
-            raise FormError(f"the field {state['name']!r} is too long", 413)
+        part.data.extend(data[start:end])
+        if part.filename is None and len(part.data) > FIELD_MAX_BYTES:
+            raise FormError(f"the field {part.name!r} is too long", 413)
 
     def on_part_end() -> None:
-        data = bytes(state["data"])  # type: ignore[arg-type]
-        filename = state["filename"]
-        if filename is not None:
+        data = bytes(part.data)
+        if part.filename is not None:
             # A file input left empty still sends one nameless, empty part.
-            if filename or data:
-                form.files.append(Upload(str(filename), data))
+            if part.filename or data:
+                form.files.append(Upload(part.filename, data))
         else:
-            form.fields.setdefault(str(state["name"]), []).append(data.decode("utf-8", "replace"))
+            form.fields.setdefault(part.name, []).append(data.decode("utf-8", "replace"))
 
     parser = MultipartParser(
         boundary,
