@@ -36,7 +36,7 @@ from edge_app.web.server import WebError, WebServer, check_settings
 PAGES = ["/", "/people", "/events", "/events.csv", "/health", "/unlock", "/people/remove?name=x"]
 FRAGMENTS = ["/fragments/status", "/fragments/recent", "/fragments/live", "/live.jpg"]
 POSTS = ["/logout", "/people/enroll", "/people/add", "/people/rename", "/people/remove"]
-POSTS += ["/people/export", "/unlock"]
+POSTS += ["/people/export", "/people/enroll-camera", "/unlock"]
 
 
 @dataclass
@@ -456,6 +456,17 @@ def test_an_existing_name_is_refused_before_the_models_load(site: Site, user: ht
         reply.text
     )
     assert not site.server.app.state.web.engine.loaded
+
+
+def test_camera_enrolment_without_a_door_says_why(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    before = names_in(db)
+    reply = user.post(
+        "/people/enroll-camera", data={"name": "Camera Person", "csrf_token": site.token(user)}
+    )
+    assert reply.status_code == 422
+    assert "the door has no fresh camera frame" in reply.text
+    assert names_in(db) == before
 
 
 # --- events and snapshots -------------------------------------------------------------------

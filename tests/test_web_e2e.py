@@ -33,6 +33,8 @@ from web_support import (
 )
 
 PERSON = "Ricardo Lagos"
+CAMERA_PERSON = "Paul Wolfowitz"
+CAMERA_PERSON_DIR = "Paul_Wolfowitz"  # 8 photos in ../shared/data's LFW subset
 
 pytestmark = [pytest.mark.slow, *NEEDS_LFW_AND_MODELS]
 
@@ -78,6 +80,17 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Clip, Clip]:
     long = build_clip(folder / "visit-long.avi", [visit], duration=90.0)
     short = build_clip(folder / "visit.avi", [visit])
     return long, short
+
+
+@pytest.fixture(scope="module")
+def camera_clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
+    """One person walking up again and again, a different photo each time (the camera
+    enrolment needs distinct frames: near-duplicates are passed over, as in the CLI)."""
+    folder = tmp_path_factory.mktemp("camera-clip")
+    photos = sorted(lfw(CAMERA_PERSON_DIR, 1).parent.glob("*.jpg")) * 2
+    assert len(photos) >= 10, photos
+    visits = [Visit(photo, start=0.3 + 2.7 * index, stay=1.0) for index, photo in enumerate(photos)]
+    return build_clip(folder / "visits.avi", visits)
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +164,7 @@ def test_enrol_watch_unlock_remove_in_the_browser(
     door: Door, browser, clips: tuple[Clip, Clip]
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     long_clip, short_clip = clips
     shots = door.shots
@@ -185,11 +199,15 @@ def test_enrol_watch_unlock_remove_in_the_browser(
         wait_for(browser, f'#recent tr[data-event-type="recognized"][data-event-person="{PERSON}"]')
         wait_for(browser, f'#recent tr[data-event-type="unlock"][data-event-person="{PERSON}"]')
         assert first.poll() is None, "the events must appear while the clip still plays"
-        live = wait_for(browser, "#live img.live", timeout=30)
-        assert browser.execute_script(
-            "return arguments[0].complete && arguments[0].naturalWidth", live
+        # The live view and the status are swapped in by htmx every second or two: read them
+        # fresh from the page each time rather than holding elements that go stale.
+        WebDriverWait(browser, 30, poll_frequency=0.25).until(
+            lambda driver: driver.execute_script(
+                "var i = document.querySelector('#live img.live');"
+                "return i && i.complete && i.naturalWidth > 0"
+            )
         )
-        status = browser.find_element(By.ID, "door-status").text
+        status = browser.execute_script("return document.getElementById('door-status').innerText")
         assert "running" in status and "visit-long.avi" in status
         time.sleep(1.5)  # let the next live frame load for the picture
         screenshot(browser, shots, "dashboard")
@@ -239,3 +257,30 @@ def test_enrol_watch_unlock_remove_in_the_browser(
     screenshot(browser, shots, "dashboard-after-removal")
     browser.get(door.url + "/health")
     screenshot(browser, shots, "health")
+
+
+def test_enrol_from_the_door_camera(door: Door, browser, camera_clip: Clip) -> None:
+    from selenium.webdriver.common.by import By
+
+    from edge_app.gallery import Gallery
+
+    # The door starts only with a gallery (possibly empty; the other test may have made it).
+    Gallery.open(door.folder / "state" / "gallery.db", create=True).close()
+    log_in(browser, door.url, PASSWORD)
+    running = door.run(camera_clip.path)
+    try:
+        browser.get(door.url + "/")
+        wait_for(browser, "#live img.live", timeout=120)  # the door delivers frames
+        browser.get(door.url + "/people")
+        form = browser.find_element(By.ID, "enroll-camera")
+        form.find_element(By.CSS_SELECTOR, "input[name=name]").send_keys(CAMERA_PERSON)
+        submit(browser, form)
+        report = browser.find_element(By.ID, "enrol-report")
+        assert f"enrolled '{CAMERA_PERSON}' from the door camera: 5 new sample(s)" in (
+            report.text
+        ), report.text
+        assert browser.find_element(By.CSS_SELECTOR, f'[data-person="{CAMERA_PERSON}"]')
+        screenshot(browser, door.shots, "people-camera")
+    finally:
+        running.terminate()
+        running.wait(timeout=30)

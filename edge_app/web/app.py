@@ -34,12 +34,19 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_app.config import Config, split_listen
+from edge_app.enroll import CAMERA_SAMPLES
 from edge_app.errors import UserError
 from edge_app.web import auth
 from edge_app.web.door import DoorStatus, WebDoor, frame_age, is_live
 from edge_app.web.forms import Form, FormError, Limits, read_form
 from edge_app.web.history import Filters, History, read_snapshot
-from edge_app.web.people import EngineHolder, EnrolmentReport, enroll_uploads
+from edge_app.web.people import (
+    CAMERA_TIMEOUT_S,
+    EngineHolder,
+    EnrolmentReport,
+    enroll_from_door,
+    enroll_uploads,
+)
 from edge_app.web.server import is_loopback
 
 log = logging.getLogger(__name__)
@@ -425,6 +432,8 @@ async def _people_page(
         "error": error,
         # After a refusal the name stays in the form, for the retry with other photos.
         "enrol_name": report.name if report and not report.ok and not report.add else "",
+        "camera_samples": CAMERA_SAMPLES,
+        "camera_seconds": int(CAMERA_TIMEOUT_S),
         "max_files": state.config.web.max_upload_files,
         "max_mb": state.config.web.max_upload_mb,
     }
@@ -454,6 +463,40 @@ async def _enrol(request: Request, session: auth.Session, form: Form, add: bool)
         state.enrol_lock.release()
     log.info(
         "web enrol user=%s address=%s name=%r ok=%s",
+        session.user,
+        client_address(request),
+        name,
+        report.ok,
+    )
+    return await _people_page(request, session, report=report, status=200 if report.ok else 422)
+
+
+@action()
+async def enrol_camera(request: Request, session: auth.Session, form: Form) -> Response:
+    state = _state(request)
+    name = form.get("name")
+    if not state.enrol_lock.acquire(blocking=False):
+        return await _people_page(
+            request,
+            session,
+            error="another enrolment is running; try again in a moment",
+            status=409,
+        )
+    try:
+        report = await run_in_threadpool(
+            functools.partial(
+                enroll_from_door,
+                Path(state.config.gallery.path),
+                state.engine,
+                name,
+                state.door,
+                add=form.get("add") == "yes",
+            )
+        )
+    finally:
+        state.enrol_lock.release()
+    log.info(
+        "web camera enrol user=%s address=%s name=%r ok=%s",
         session.user,
         client_address(request),
         name,
@@ -733,6 +776,7 @@ def create_app(
         Route("/people", people, methods=["GET"]),
         Route("/people/enroll", enrol_new, methods=["POST"]),
         Route("/people/add", enrol_add, methods=["POST"]),
+        Route("/people/enroll-camera", enrol_camera, methods=["POST"]),
         Route("/people/rename", rename, methods=["POST"]),
         Route("/people/remove", remove_confirm, methods=["GET"]),
         Route("/people/remove", remove, methods=["POST"]),

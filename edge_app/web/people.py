@@ -12,24 +12,35 @@ hub stays small between enrolments.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_app.errors import UserError
 from edge_app.images import IMAGE_SUFFIXES
 from edge_app.web.forms import Upload
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge_app.web.door import WebDoor
+
 log = logging.getLogger(__name__)
 
 ENGINE_IDLE_S = 600.0
 MAX_FILENAME = 120
+# Enrolment from the door's camera: as many samples as the CLI takes, within a time an HTTP
+# request can wait; the door's latest frame is asked for this often.
+CAMERA_TIMEOUT_S = 30.0
+CAMERA_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -184,6 +195,80 @@ def enroll_uploads(
         return EnrolmentReport(result.name, True, summary, photos, add)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def door_frames(door: WebDoor, deadline: float) -> Iterator[np.ndarray]:
+    """The door's new frames (RGB) until the deadline; ends early when the door has none."""
+    from edge_app.images import ImageError, decode_image  # noqa: PLC0415
+
+    last = ""
+    while time.monotonic() < deadline:
+        jpeg = door.frame()
+        if jpeg is None:
+            return
+        digest = hashlib.sha256(jpeg).hexdigest()
+        if digest != last:
+            last = digest
+            try:
+                yield decode_image(jpeg, "the door's frame")
+            except ImageError as error:
+                log.warning("web camera enrolment: bad frame from the door: %s", error)
+        time.sleep(CAMERA_POLL_S)
+
+
+def enroll_from_door(
+    gallery: Path,
+    holder: EngineHolder,
+    name: str,
+    door: WebDoor,
+    *,
+    add: bool,
+    timeout: float = CAMERA_TIMEOUT_S,
+) -> EnrolmentReport:
+    """Enrol `name` from the door camera's frames, through edge_app.enroll.enroll_camera."""
+    from edge_app import enroll  # noqa: PLC0415
+
+    try:
+        enroll.existing_samples(gallery, name, add)
+    except UserError as error:
+        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+    if door.frame() is None:
+        return EnrolmentReport(
+            name,
+            False,
+            "the door has no fresh camera frame (is it running, with its camera working?)",
+            add=add,
+        )
+
+    def run(engine: Any) -> Any:
+        deadline = time.monotonic() + timeout
+        return enroll.enroll_camera(
+            gallery,
+            engine,
+            name,
+            door_frames(door, deadline),
+            count=enroll.CAMERA_SAMPLES,
+            timeout=timeout,
+            add=add,
+            progress=False,
+        )
+
+    try:
+        result = holder.use(run)
+    except enroll.EnrollError as error:
+        problems = [PhotoOutcome(p.source, False, p.message) for p in error.problems]
+        head = str(error).splitlines()[0]
+        hint = "; stand in front of the door, facing it, and turn your head a little"
+        return EnrolmentReport(name, False, head + hint, problems, add)
+    except UserError as error:
+        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+    verb = "added to" if add else "enrolled"
+    summary = (
+        f"{verb} {name!r} from the door camera: {len(result.added)} new sample(s), "
+        f"{result.samples} in total"
+    )
+    log.info("web camera enrolment name=%r added=%d add=%s", name, len(result.added), add)
+    return EnrolmentReport(result.name, True, summary, [], add)
 
 
 def _no_room(gallery: Path, error: OSError) -> str:

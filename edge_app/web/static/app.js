@@ -2,6 +2,13 @@
 // Checks an upload's photo count and size before sending it, so a phone user sees the limit
 // at once instead of after uploading tens of megabytes (the server enforces the same limits).
 "use strict";
+// A form that takes a while (enrolment from the door camera) says so on its button.
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  if (!form.matches || !form.matches("form[data-busy]")) return;
+  var button = form.querySelector("button[type=submit]");
+  if (button) { button.disabled = true; button.textContent = form.dataset.busy; }
+});
 document.addEventListener("submit", function (event) {
   var form = event.target;
   if (!form.matches || !form.matches("form[data-max-files]")) return;
