@@ -32,9 +32,12 @@ test: $(VENV)/.dev
 quick: $(VENV)/.dev
 	$(BIN)/python -m pytest -m "not slow"
 
+# Style, formatting and types ([tool.mypy] in pyproject.toml: edge_app, converter, benchmarks,
+# tests).
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.dev
 	$(BIN)/ruff format .

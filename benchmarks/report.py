@@ -78,7 +78,7 @@ def label(results: dict, name: str) -> str:
 def target_rows(results: dict) -> list[tuple[str, str, bool | None, str]]:
     """(target, measured, met, with the hybrid prototype) for the issue's targets; met None =
     not measurable here."""
-    rows = []
+    rows: list[tuple[str, str, bool | None, str]] = []
     for mode, (peer, wanted) in FPS_TARGETS.items():
         stat = results["ratios"].get(peer, {}).get(mode, {}).get("1")
         hybrid = results.get("ratios_hybrid", {}).get(peer, {}).get(mode, {}).get("1")

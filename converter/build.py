@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from random import Random
 
@@ -144,7 +145,7 @@ def _save(folder: Path, name: str, data: bytes, role: str, scale: float | None) 
 
 
 def _manifest(options: BuildOptions, scales: list[float], models: dict, sources: dict) -> dict:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     width, height = options.camera
     return {
@@ -221,7 +222,7 @@ def _check_input_quantisation(entry: dict) -> None:
 
 def _require_tensorflow() -> None:
     try:
-        import tensorflow  # noqa: F401, PLC0415
+        import tensorflow  # noqa: F401
     except ImportError:
         raise BuildError(
             "TensorFlow is not installed: the converter needs pip install 'edge-door[converter]'"
@@ -246,6 +247,8 @@ def build(options: BuildOptions) -> Path:
             f"--lfw {options.lfw}: no pairsDevTrain.txt there; the recognition threshold is "
             "derived on LFW DevTrain (an LFW folder with images/ and pairsDevTrain.txt)"
         )
+    if options.calib is None:
+        raise BuildError("--calib: name a folder of calibration photos (an LFW folder or any)")
     paths = calibration_paths(options.calib)
     Random(options.seed).shuffle(paths)
     log.info("calibration images=%d from=%s", len(paths), options.calib)
@@ -276,7 +279,7 @@ def build(options: BuildOptions) -> Path:
             for index, scale in enumerate(scales):
                 levels = inputs[f"pnet@{scale:.6f}"]
                 model = build_pnet(*level_shape(width, height, scale))
-                data = convert_keras(model, lambda levels=levels: levels)
+                data = convert_keras(model, partial(iter, levels))
                 models[f"pnet_{index}"] = _save(out_dir, f"pnet_{index}", data, "pnet", scale)
             models["rnet"] = _save(
                 out_dir, "rnet", convert_keras(build_rnet(), lambda: inputs["rnet"]), "rnet", None
@@ -363,7 +366,7 @@ def stage_thresholds(
 
 
 def _lint(folder: Path, models: dict) -> None:
-    from converter.lint import format_report, lint_model  # noqa: PLC0415
+    from converter.lint import format_report, lint_model
 
     violations = [v for entry in models.values() for v in lint_model(folder / entry["file"])]
     if violations:
@@ -372,7 +375,7 @@ def _lint(folder: Path, models: dict) -> None:
 
 
 def _compile(folder: Path, models: dict) -> None:
-    from converter.edgetpu import check_fully_mapped, compile_models, find_compiler  # noqa: PLC0415
+    from converter.edgetpu import check_fully_mapped, compile_models, find_compiler
 
     if find_compiler() is None:
         log.warning(

@@ -28,7 +28,7 @@ def _camera(text: str) -> tuple[int, int]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from converter.build import BuildOptions, build, float_dir_for  # noqa: PLC0415
+    from converter.build import BuildOptions, build, float_dir_for
 
     out = Path(args.out)
     options = BuildOptions(
@@ -48,24 +48,28 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from converter.lint import LintError, format_report, lint_model  # noqa: PLC0415
+    from converter.lint import LintError, Violation, format_report, lint_model
 
-    violations = []
+    violations: list[Violation] = []
+    linted = 0
     for path in args.models:
         try:
             violations.extend(lint_model(Path(path)))
-        except (LintError, OSError) as error:
+        except LintError as error:
             log.error("%s", error)
-            return 2
+        else:
+            linted += 1
     if violations:
         sys.stdout.write(format_report(violations) + "\n")
-        return 1
-    sys.stdout.write(f"{len(args.models)} model(s): no Edge TPU violations\n")
-    return 0
+    elif linted:
+        sys.stdout.write(f"{linted} model(s): no Edge TPU violations\n")
+    if linted < len(args.models):
+        return 2
+    return 1 if violations else 0
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from converter.validate import validate  # noqa: PLC0415
+    from converter.validate import validate
 
     validate(
         Path(args.models),
@@ -186,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    from converter.errors import CONVERTER_ERRORS  # noqa: PLC0415
+    from converter.errors import CONVERTER_ERRORS
 
     return dispatch(args, CONVERTER_ERRORS)
 

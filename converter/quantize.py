@@ -30,7 +30,7 @@ def _representative(samples: Callable[[], Iterable[np.ndarray]]):
 
 
 def _finish(converter, samples: Callable[[], Iterable[np.ndarray]] | None) -> bytes:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     if samples is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -43,7 +43,7 @@ def _finish(converter, samples: Callable[[], Iterable[np.ndarray]] | None) -> by
 
 def convert_keras(model, samples: Callable[[], Iterable[np.ndarray]] | None = None) -> bytes:
     """Float TFLite when samples is None, else full int8 calibrated on `samples` (pixels)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     return _finish(tf.lite.TFLiteConverter.from_keras_model(model), samples)
 
@@ -55,7 +55,7 @@ def convert_frozen_graph(
     shape: list[int],
     samples: Callable[[], Iterable[np.ndarray]] | None = None,
 ) -> bytes:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
         str(graph), [input_name], [output_name], input_shapes={input_name: shape}
@@ -65,7 +65,7 @@ def convert_frozen_graph(
 
 def describe_tensors(path: Path) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs as manifest entries, outputs tagged by role from their width."""
-    from edge_app.runtime import find_runtime  # noqa: PLC0415
+    from edge_app.runtime import find_runtime
 
     interpreter = find_runtime().interpreter_class(model_path=str(path))
 

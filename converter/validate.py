@@ -359,7 +359,7 @@ def validate(
     report: Path,
     limit: int | None = None,
 ) -> dict:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     int8_engine = Engine.open(models, backend="cpu")
     float_engine = Engine.open(float_models, backend="cpu")

@@ -23,12 +23,12 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as `tomli
 
 from edge_app import paths
 from edge_app.errors import UserError
+from edge_app.matching import AGGREGATES
+from edge_app.runtime import BACKENDS
 
 AUTO = "auto"
 UART_PINS = (14, 15)
 GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
-BACKENDS = ("auto", "cpu", "edgetpu")
-AGGREGATES = ("auto", "best", "mean", "trimmed_mean")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # MQTT topic levels and ids we build topics from: no wildcards (+ #), no empty levels.
@@ -239,7 +239,7 @@ class DetectionConfig:
 class RecognitionConfig:
     threshold: float | None = _key(None, _auto_or(_number(-1.0, 1.0)))
     margin: float | None = _key(None, _auto_or(_number(0.0, 2.0)))
-    aggregate: str = _key(AUTO, _choice(*AGGREGATES))
+    aggregate: str = _key(AUTO, _choice(AUTO, *AGGREGATES))
 
 
 @dataclass(frozen=True)
@@ -310,6 +310,7 @@ class MqttConfig:
     remote_unlock: bool = _key(False, _boolean)
     unlock_secret_file: Path | None = _key(None, _path(optional=True))
     unlock_window_seconds: float = _key(30.0, _number(1.0, 300.0))
+    unlock_code_file: Path | None = _key(None, _path(optional=True))
 
 
 @dataclass(frozen=True)
@@ -418,10 +419,11 @@ def _mqtt_checks(config: Config, errors: list[str]) -> None:
         errors.append("mqtt.tls_cert: a client certificate needs both mqtt.tls_cert and tls_key")
     if mqtt.tls_cert is not None and mqtt.tls_ca is None:
         errors.append("mqtt.tls_cert: set mqtt.tls_ca too (TLS is on only when tls_ca is given)")
-    if mqtt.remote_unlock and mqtt.unlock_secret_file is None:
+    if mqtt.remote_unlock and mqtt.unlock_secret_file is None and mqtt.unlock_code_file is None:
         errors.append(
-            "mqtt.remote_unlock: needs mqtt.unlock_secret_file, the HMAC key that signs unlock "
-            "commands (docs/HOME_ASSISTANT.md)"
+            "mqtt.remote_unlock: needs mqtt.unlock_code_file (the code Home Assistant's lock card "
+            "asks for; make it with `edge-app hub unlock-code`) or mqtt.unlock_secret_file (the "
+            "HMAC key that signs unlock commands), or both (docs/HOME_ASSISTANT.md)"
         )
 
 

@@ -600,17 +600,8 @@ def attach(daemon: Daemon) -> ControlServer | None:
         log.warning("control socket off, the door runs without it: %s", error)
         server.close()
         return None
-    events = daemon.events
-    if events is not None:
-        record = events.record
-
-        def record_and_publish(*args: Any, **kwargs: Any) -> Event:
-            event = record(*args, **kwargs)
-            server.publish(event_payload(event))
-            return event
-
-        # The door's every record call, whatever its call site, also reaches the socket.
-        events.record = record_and_publish  # type: ignore[method-assign]
+    if daemon.events is not None:
+        daemon.events.add_listener(lambda event: server.publish(event_payload(event)))
     return server
 
 

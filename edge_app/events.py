@@ -336,6 +336,7 @@ class EventLog:
         self.snapshot_errors = 0
         self._next_retention = monotonic()
         self._sinks: list[_Sink] = []
+        self._listeners: list[Callable[[Event], None]] = []
         if db is not None:
             self._db_sink: _DbSink | None = _DbSink(db)
             self._sinks.append(self._db_sink)
@@ -405,7 +406,22 @@ class EventLog:
             tick = self._monotonic()
             for sink in self._sinks:
                 sink.deliver(event, tick)
+            listeners = list(self._listeners)
+        for listener in listeners:  # outside the lock: a listener may take its own locks
+            try:
+                listener(event)
+            except Exception:  # a listener (the control socket) must never stop the door
+                log.exception("event listener failed listener=%r", listener)
         return event
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener(event)` after every recorded event (the control socket uses it).
+
+        Called on the recording thread, after the sinks; whatever it raises is logged and
+        swallowed, so it must be quick and must not block.
+        """
+        with self._lock:
+            self._listeners.append(listener)
 
     def maintain(self) -> None:
         """Retry failing sinks that are due, and apply the retention once a day."""

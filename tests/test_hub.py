@@ -102,7 +102,7 @@ def test_secret_files_must_be_private_and_long_enough(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mqtt", "message"),
     [
-        ({"remote_unlock": True}, "mqtt.remote_unlock: needs mqtt.unlock_secret_file"),
+        ({"remote_unlock": True}, "mqtt.remote_unlock: needs mqtt.unlock_code_file"),
         ({"password_file": "/p"}, "mqtt.password_file: set mqtt.username too"),
         ({"tls_cert": "/c"}, "mqtt.tls_cert: a client certificate needs both"),
         ({"tls_cert": "/c", "tls_key": "/k"}, "mqtt.tls_cert: set mqtt.tls_ca too"),

@@ -232,7 +232,7 @@ def test_verify_files_names_a_changed_and_a_missing_file(models_dir: Path, tmp_p
 
 def test_committed_models_pass_the_edge_tpu_lint(models_dir: Path) -> None:
     pytest.importorskip("tensorflow", reason="the lint reads models through TensorFlow's schema")
-    from converter.lint import format_report, lint_model  # noqa: PLC0415
+    from converter.lint import format_report, lint_model
 
     manifest = load_manifest(models_dir)
     violations = [

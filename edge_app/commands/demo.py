@@ -42,13 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gpiozero.pins.mock import MockFactory  # noqa: PLC0415
+    from gpiozero.pins.mock import MockFactory
 
-    from edge_app.config import Config, apply_overrides  # noqa: PLC0415
-    from edge_app.daemon import Daemon  # noqa: PLC0415
-    from edge_app.engine import Engine  # noqa: PLC0415
-    from edge_app.enroll import enroll_photos  # noqa: PLC0415
-    from edge_app.errors import UserError  # noqa: PLC0415
+    from edge_app.config import Config, apply_overrides
+    from edge_app.daemon import Daemon
+    from edge_app.engine import Engine
+    from edge_app.enroll import enroll_photos
+    from edge_app.errors import UserError
 
     if not args.clip.is_file():
         raise UserError(f"--clip {args.clip}: no such video")
@@ -68,6 +68,8 @@ def _run(args: argparse.Namespace) -> int:
             "gpio.factory": "mock",
             "events.jsonl": "-",
             "events.db": str(Path(scratch) / "events.db"),
+            # The demo's own control socket, private to this run (not /run/edge-app).
+            "hub.socket": str(Path(scratch) / "door.sock"),
         }
         if args.models:
             overrides["models.dir"] = str(args.models)

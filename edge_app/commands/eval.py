@@ -64,9 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge_app.engine import Engine  # noqa: PLC0415
-    from edge_app.errors import UserError  # noqa: PLC0415
-    from edge_app.evaluate import evaluate_lfw  # noqa: PLC0415
+    from edge_app.engine import Engine
+    from edge_app.errors import UserError
+    from edge_app.evaluate import evaluate_lfw
 
     for path, flag in ((args.pairs, "--pairs"), (args.images, "--images")):
         if not path.exists():

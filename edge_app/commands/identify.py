@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.errors import UserError
+from edge_app.matching import AGGREGATES
 from edge_app.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,16 @@ An image that cannot be read gets "faces": [] and an "error"; the exit code is t
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
-    from edge_app.gallery import default_path
+    # The default is resolved after parsing (db_path): building the parser reads no config.
+    from edge_app.paths import DEFAULT_CONFIG, DEFAULT_GALLERY
 
     parser.add_argument(
         "--db",
         type=Path,
         default=None,
         metavar="PATH",
-        help=f"gallery database (default: {default_path()})",
+        help=f"gallery database (default: gallery.path in {DEFAULT_CONFIG}, else "
+        f"{DEFAULT_GALLERY})",
     )
 
 
@@ -90,9 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     match.add_argument(
         "--margin", type=float, metavar="M", help="minimum lead over the second person"
     )
-    match.add_argument(
-        "--aggregate", choices=("best", "mean", "trimmed_mean"), help="per-person score"
-    )
+    match.add_argument("--aggregate", choices=AGGREGATES, help="per-person score")
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
 
