@@ -106,12 +106,12 @@ def main() -> int:
         sys.stderr.write(f"needs LFW photos at {PHOTOS}\n")
         return 1
     with tempfile.TemporaryDirectory() as temp:
-        print("| hub | state | RSS MB | peak MB |")  # noqa: T201
-        print("|---|---|---:|---:|")  # noqa: T201
+        print("| hub | state | RSS MB | peak MB |")
+        print("|---|---|---:|---:|")
         for web in (False, True):
             for state, rss, peak in measure(web, Path(temp) / str(web)):
                 label = "web on" if web else "web off"
-                print(f"| {label} | {state} | {rss:.1f} | {peak:.1f} |")  # noqa: T201
+                print(f"| {label} | {state} | {rss:.1f} | {peak:.1f} |")
     return 0
 
 

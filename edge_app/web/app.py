@@ -130,7 +130,8 @@ def client_address(request: Request) -> str:
 
 
 def _state(request: Request) -> WebState:
-    return request.app.state.web  # type: ignore[no-any-return]
+    state: WebState = request.app.state.web
+    return state
 
 
 def _session(request: Request) -> auth.Session | None:
@@ -403,7 +404,7 @@ async def snapshot(request: Request, session: auth.Session) -> Response:
 
 
 def _people(state: WebState) -> list[Any]:
-    from edge_app.gallery import Gallery  # noqa: PLC0415
+    from edge_app.gallery import Gallery
 
     path = Path(state.config.gallery.path)
     if not path.exists():
@@ -517,7 +518,7 @@ async def enrol_add(request: Request, session: auth.Session, form: Form) -> Resp
 
 @action()
 async def rename(request: Request, session: auth.Session, form: Form) -> Response:
-    from edge_app.gallery import Gallery  # noqa: PLC0415
+    from edge_app.gallery import Gallery
 
     state = _state(request)
     old, new = form.get("name"), form.get("new_name")
@@ -545,7 +546,7 @@ async def remove_confirm(request: Request, session: auth.Session) -> Response:
 
 @action()
 async def remove(request: Request, session: auth.Session, form: Form) -> Response:
-    from edge_app.gallery import Gallery  # noqa: PLC0415
+    from edge_app.gallery import Gallery
 
     state = _state(request)
     name = form.get("name")
@@ -566,7 +567,7 @@ async def remove(request: Request, session: auth.Session, form: Form) -> Respons
 
 @action()
 async def export(request: Request, session: auth.Session, form: Form) -> Response:
-    from edge_app.gallery import Gallery  # noqa: PLC0415
+    from edge_app.gallery import Gallery
 
     state = _state(request)
 
@@ -653,7 +654,7 @@ def _unlock_off(request: Request, session: auth.Session) -> Response:
 
 @action()
 async def unlock_submit(request: Request, session: auth.Session, form: Form) -> Response:
-    from edge_app.control import ControlError  # noqa: PLC0415
+    from edge_app.control import ControlError
 
     state = _state(request)
     if not state.config.web.remote_unlock:
@@ -686,7 +687,7 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
 
 
 def _health_checks(state: WebState) -> list[dict[str, str]]:
-    from edge_app.commands.doctor import Check, collect_checks  # noqa: PLC0415
+    from edge_app.commands.doctor import Check, collect_checks
 
     checks = collect_checks(state.config_path, state.config.models.dir)
     status = state.door.status()

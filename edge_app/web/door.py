@@ -34,14 +34,14 @@ class WebDoor:
         self.timeout = timeout
 
     def _client(self) -> Any:
-        from edge_app.control import ControlClient  # noqa: PLC0415
+        from edge_app.control import ControlClient
 
         if self.socket_path is None:
             raise RuntimeError("no control socket configured")
         return ControlClient(self.socket_path, timeout=self.timeout)
 
     def status(self) -> DoorStatus:
-        from edge_app.control import ControlError  # noqa: PLC0415
+        from edge_app.control import ControlError
 
         try:
             return DoorStatus(True, dict(self._client().status()))
@@ -50,7 +50,7 @@ class WebDoor:
 
     def frame(self) -> bytes | None:
         """The door's latest frame as JPEG, or None when it has none (idle or unreachable)."""
-        from edge_app.control import ControlError  # noqa: PLC0415
+        from edge_app.control import ControlError
 
         try:
             return self._client().frame()

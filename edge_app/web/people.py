@@ -80,7 +80,7 @@ class EngineHolder:
             if self._timer is not None:
                 self._timer.cancel()
             if self._engine is None:
-                from edge_app.engine import Engine  # noqa: PLC0415 (heavy: only when enrolling)
+                from edge_app.engine import Engine
 
                 log.info("web enrolment: loading the models on the CPU")
                 self._engine = Engine.open(self.models_dir, backend="cpu", threads=self.threads)
@@ -121,7 +121,7 @@ def enroll_uploads(
     gallery: Path, holder: EngineHolder, name: str, uploads: Sequence[Upload], *, add: bool
 ) -> EnrolmentReport:
     """Enrol (or add photos to) `name` from uploads; every outcome is in the report."""
-    from edge_app import enroll  # noqa: PLC0415 (imports OpenCV and the gallery)
+    from edge_app import enroll
 
     if not uploads:
         return EnrolmentReport(name, False, "choose at least one photo", add=add)
@@ -199,7 +199,7 @@ def enroll_uploads(
 
 def door_frames(door: WebDoor, deadline: float) -> Iterator[np.ndarray]:
     """The door's new frames (RGB) until the deadline; ends early when the door has none."""
-    from edge_app.images import ImageError, decode_image  # noqa: PLC0415
+    from edge_app.images import ImageError, decode_image
 
     last = ""
     while time.monotonic() < deadline:
@@ -226,7 +226,7 @@ def enroll_from_door(
     timeout: float = CAMERA_TIMEOUT_S,
 ) -> EnrolmentReport:
     """Enrol `name` from the door camera's frames, through edge_app.enroll.enroll_camera."""
-    from edge_app import enroll  # noqa: PLC0415
+    from edge_app import enroll
 
     try:
         enroll.existing_samples(gallery, name, add)

@@ -71,9 +71,9 @@ class WebServer:
         config_path: Path | None = None,
         socket_path: Path | None = None,
     ) -> None:
-        import uvicorn  # noqa: PLC0415 (only the hub imports the web stack)
+        import uvicorn
 
-        from edge_app.web.app import create_app, wrap  # noqa: PLC0415
+        from edge_app.web.app import create_app, wrap
 
         self.host, self.port, self.tls = check_settings(config)
         app = create_app(config, config_path=config_path, socket_path=socket_path, tls=self.tls)
