@@ -673,3 +673,22 @@ def test_an_unwritable_gallery_folder_is_a_message_not_a_crash(tmp_path: Path) -
     )
     assert not report.ok and "the hub needs write access there to enrol" in report.summary
     assert not holder.loaded
+
+
+def test_an_unreadable_events_database_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    broken = serve(tmp_path)
+    try:
+        events_db = broken.config.events.db
+        assert events_db is not None
+        events_db.parent.mkdir(parents=True, exist_ok=True)
+        events_db.write_bytes(b"this is not a database" * 100)
+        with broken.client() as client:
+            broken.login(client)
+            for path, status in (("/", 200), ("/events", 503), ("/events.csv", 503)):
+                reply = client.get(path)
+                assert reply.status_code == status, path
+                assert "events.db: cannot read" in html.unescape(reply.text)
+                assert "Traceback" not in reply.text
+            assert "Door" in client.get("/").text  # the status is still shown
+    finally:
+        broken.server.stop()

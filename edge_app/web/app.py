@@ -336,14 +336,23 @@ def _status_context(state: WebState, status: DoorStatus) -> dict[str, Any]:
     }
 
 
+async def _recent(state: WebState) -> tuple[list[Any], str]:
+    """The latest events, or none and why (the dashboard still shows the door's status)."""
+    try:
+        return await run_in_threadpool(state.history.latest, RECENT_EVENTS), ""
+    except UserError as error:
+        return [], str(error)
+
+
 @page
 async def dashboard(request: Request, session: auth.Session) -> Response:
     state = _state(request)
     status = await run_in_threadpool(state.door.status)
-    recent = await run_in_threadpool(state.history.latest, RECENT_EVENTS)
+    recent, problem = await _recent(state)
     context = {
         **_status_context(state, status),
         "events": recent,
+        "events_error": problem,
         "snapshots": state.config.events.snapshots is not None,
         "live_view": state.config.web.live_view,
         "stamp": datetime.now().strftime("%H%M%S%f"),
@@ -361,8 +370,12 @@ async def status_fragment(request: Request, session: auth.Session) -> Response:
 @page
 async def recent_fragment(request: Request, session: auth.Session) -> Response:
     state = _state(request)
-    recent = await run_in_threadpool(state.history.latest, RECENT_EVENTS)
-    context = {"events": recent, "snapshots": state.config.events.snapshots is not None}
+    recent, problem = await _recent(state)
+    context = {
+        "events": recent,
+        "events_error": problem,
+        "snapshots": state.config.events.snapshots is not None,
+    }
     return render(request, session, "_events_table.html", context)
 
 
@@ -736,6 +749,12 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("404 Not Found\n", status_code=404)
 
 
+async def user_error(request: Request, exc: Exception) -> Response:
+    """A problem the admin can fix (an unreadable database...): its message, not a traceback."""
+    log.error("web request failed path=%s error=%s", request.url.path, exc)
+    return render(request, _session(request), "error.html", {"message": str(exc)}, 503)
+
+
 # --- the application ---------------------------------------------------------------------------
 
 
@@ -789,7 +808,7 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: not_found})
+    app = Starlette(routes=routes, exception_handlers={404: not_found, UserError: user_error})
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["localtime"] = _localtime
     app.state.templates = templates

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from edge_app.errors import UserError
 from edge_app.events import TYPES
 
 PAGE_SIZE = 50
@@ -121,6 +122,10 @@ class Page:
     pages: int
 
 
+class HistoryError(UserError):
+    """The events database cannot be read; the message names it and the likely fix."""
+
+
 class History:
     """Read-only view of one events database (which may not exist yet)."""
 
@@ -134,9 +139,15 @@ class History:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         assert self.path is not None
-        with closing(sqlite3.connect(self.path, timeout=5.0)) as db:
-            db.execute("PRAGMA query_only = ON")
-            yield db
+        try:
+            with closing(sqlite3.connect(self.path, timeout=5.0)) as db:
+                db.execute("PRAGMA query_only = ON")
+                yield db
+        except sqlite3.Error as error:
+            raise HistoryError(
+                f"events.db: cannot read {self.path} ({error}); the hub needs read and write "
+                "access to its folder (SQLite's WAL index lives next to it)"
+            ) from None
 
     def page(self, filters: Filters, number: int = 1, size: int = PAGE_SIZE) -> Page:
         if not self.available:
