@@ -39,6 +39,9 @@ _HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 # The door's control socket (systemd's RuntimeDirectory=edge-app makes /run/edge-app).
 DEFAULT_SOCKET = Path("/run/edge-app/door.sock")
+_LISTEN = re.compile(
+    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$"
+)
 
 
 def uart_pin_problem(pin: int, force_uart_pins: bool) -> str | None:
@@ -183,6 +186,26 @@ def _pattern(regex: re.Pattern[str], example: str, *, empty: bool = False) -> Ch
     return check
 
 
+def split_listen(value: str) -> tuple[str, int]:
+    """("host", port) of a `host:port` or `[ipv6]:port` listen address; ValueError when not."""
+    match = _LISTEN.match(value)
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(
+            f'{value!r} is not host:port (e.g. "127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080")'
+        )
+    return match["ipv6"] or match["host"], int(match["port"])
+
+
+def _listen(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f'expected a string like "127.0.0.1:8080", got {_show(value)}')
+    try:
+        split_listen(value)
+    except ValueError as error:
+        raise _Invalid(str(error)) from None
+    return value
+
+
 def _show(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -308,6 +331,23 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The web page served by `edge-app hub` (docs/WEB.md); off, and loopback-only, by default."""
+
+    enabled: bool = _key(False, _boolean)
+    listen: str = _key("127.0.0.1:8080", _listen)
+    password_file: Path = _key(paths.DEFAULT_STATE_DIR / "web-password", _path(optional=False))
+    tls_cert: Path | None = _key(None, _path(optional=True))
+    tls_key: Path | None = _key(None, _path(optional=True))
+    remote_unlock: bool = _key(False, _boolean)
+    live_view: bool = _key(True, _boolean)
+    session_idle_minutes: int = _key(30, _integer(1, 24 * 60))
+    session_max_hours: int = _key(12, _integer(1, 30 * 24))
+    max_upload_files: int = _key(10, _integer(1, 100))
+    max_upload_mb: int = _key(40, _integer(1, 500))
+
+
+@dataclass(frozen=True)
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -321,6 +361,7 @@ class Config:
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -336,6 +377,7 @@ SECTIONS: dict[str, type] = {
     "liveness": LivenessConfig,
     "hub": HubConfig,
     "mqtt": MqttConfig,
+    "web": WebConfig,
 }
 
 
@@ -378,6 +420,12 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
         errors.append(
             f"policy.hits: {policy.hits} is more than policy.window {policy.window}, so no one "
             "could ever be unlocked; make hits <= window"
+        )
+    web = config.web
+    if (web.tls_cert is None) != (web.tls_key is None):
+        errors.append(
+            "web.tls_cert: give both web.tls_cert and web.tls_key (a certificate and its "
+            "private key), or neither for plain HTTP"
         )
 
 

@@ -213,18 +213,24 @@ def _format(check: Check) -> str:
     return "\n".join(lines)
 
 
-def _run(args: argparse.Namespace) -> int:
+def collect_checks(config_path: Path | None = None, models: Path | None = None) -> list[Check]:
+    """Every check, as data: the CLI prints them, the web page's health view shows them."""
     versions = ", ".join(
         f"{p} {_version(p)}" for p in ("numpy", "opencv-python-headless", "gpiozero", "edge-door")
     )
     checks = [Check("python", "ok", f"{platform.python_version()} ({versions})")]
     checks += _runtime_checks()
-    config_checks, config = _config_checks(args.config)
-    models = args.models or (config.models.dir if config is not None else None)
+    config_checks, config = _config_checks(config_path)
+    models = models or (config.models.dir if config is not None else None)
     checks += _model_checks(models)
     checks += _device_checks()
     checks += config_checks
     checks += _gallery_checks(config)
+    return checks
+
+
+def _run(args: argparse.Namespace) -> int:
+    checks = collect_checks(args.config, args.models)
     if args.json:
         sys.stdout.write(json.dumps([asdict(c) for c in checks], indent=2) + "\n")
     else:

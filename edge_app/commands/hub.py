@@ -25,6 +25,7 @@ examples:
   edge-app hub --config ./door.toml -v          # by hand, with debug logging
   edge-app hub --clear-discovery                # remove the door from Home Assistant
   sudo -u edge-app edge-app hub unlock-code     # the code Home Assistant's lock card sends
+  sudo -u edge-app edge-app hub passwd          # the web page's admin password ([web])
   mosquitto_pub -h broker -u user -P pass -t edge-door/door/unlock \\
       -m "$(edge-app hub --sign-unlock phone)"   # a signed remote unlock (if enabled)
 """
@@ -33,7 +34,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "hub",
-        help="the door's network side: MQTT and Home Assistant discovery (a separate service)",
+        help="the door's network side: MQTT, Home Assistant, the web page (a separate service)",
         description="Bridge the door's control socket to MQTT and Home Assistant.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -54,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.set_defaults(handler=run)
     _register_unlock_code(parser)
+    _register_passwd(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from edge_app.hub import Hub
 
-    return Hub.from_config(config).run()
+    return Hub.from_config(config, args.config).run()
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
@@ -148,4 +150,44 @@ def run_unlock_code(args: argparse.Namespace) -> int:
     sys.stdout.write(f"unlock code set in {path}; restart the hub to use it\n")
     if not config.mqtt.remote_unlock:
         sys.stdout.write("note: [mqtt] remote_unlock is false, so the hub will not use it yet\n")
+    return 0
+
+
+def _register_passwd(parser: argparse.ArgumentParser) -> None:
+    command = _subcommands(parser).add_parser(
+        "passwd",
+        help="set the web page's admin password",
+        description="Set the admin password of the web page ([web] in the config, "
+        "docs/WEB.md). Its scrypt hash goes to [web] password_file (mode 0600, replaced "
+        "atomically); logins use the new password at once. Until a password exists the page "
+        "is served only on a loopback address.",
+        epilog="examples:\n  sudo -u edge-app edge-app hub passwd\n"
+        "  printf '%s\\n' \"$NEW_PASSWORD\" | edge-app hub passwd --stdin --config ./door.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_argument(
+        "--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help="TOML config file"
+    )
+    command.add_argument(
+        "--stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    command.set_defaults(handler=run_passwd)
+
+
+def run_passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge_app.config import load_config
+    from edge_app.errors import UserError
+    from edge_app.web.auth import check_new_password, write_password_file
+
+    config = load_config(args.config)
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = check_new_password(getpass.getpass("New web admin password: "))
+        if getpass.getpass("Again: ") != password:
+            raise UserError("the two passwords differ; nothing changed")
+    write_password_file(config.web.password_file, password)
+    sys.stdout.write(f"web admin password set in {config.web.password_file}\n")
     return 0
