@@ -82,7 +82,7 @@ def _commit() -> str:
 
 
 def measure(models: Path, data: Path, threads: int, frames: int, rounds: int) -> dict:
-    from converter.liveness import largest_face  # noqa: PLC0415
+    from converter.liveness import largest_face
 
     engine = Engine.open(models, backend="cpu", threads=threads)
     if not engine.has_liveness:
@@ -160,7 +160,7 @@ def markdown_section(path: Path = RESULT) -> list[str]:
 
 
 def _render_docs(docs: Path) -> None:
-    from benchmarks import report  # noqa: PLC0415
+    from benchmarks import report
 
     results = json.loads((REPO / "benchmarks" / "results.json").read_text(encoding="utf-8"))
     accuracy = report.load_accuracy(REPO / "benchmarks" / "accuracy.json")

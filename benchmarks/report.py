@@ -581,7 +581,7 @@ def markdown(results: dict, accuracy: dict[str, dict]) -> str:
     add(recommendations(results, accuracy))
     add("")
 
-    from benchmarks.liveness_cost import markdown_section  # noqa: PLC0415
+    from benchmarks.liveness_cost import markdown_section
 
     lines += markdown_section()  # benchmarks/liveness_cost.json, when it has been measured
     add("## What transfers to a Raspberry Pi, and what does not")

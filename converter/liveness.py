@@ -154,7 +154,7 @@ def convert_liveness(
     `save(folder, name, data, role, scale)` writes a file and returns its manifest entry
     (converter.build._save); the patch geometry is added here.
     """
-    from converter.quantize import convert_keras  # noqa: PLC0415
+    from converter.quantize import convert_keras
 
     float_models, models = {}, {}
     for weights in source.files:

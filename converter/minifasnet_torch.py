@@ -141,7 +141,7 @@ class _Keras:
     """The architecture as Keras layers, with every BatchNorm and the linear head folded."""
 
     def __init__(self, state: Mapping[str, np.ndarray]) -> None:
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         self.layers = tf.keras.layers
         self.state = state
@@ -284,7 +284,7 @@ def load_state_dict(source: MiniFasNetFile) -> dict[str, np.ndarray]:
     weights_only=True: a checkpoint is a pickle, and only this mode refuses pickled code.
     """
     try:
-        import torch  # noqa: PLC0415  (optional: only this source needs it)
+        import torch
     except ImportError:
         raise SourceError(
             "install torch (CPU) to read the MiniFASNet weights: pip install torch "
@@ -319,7 +319,7 @@ def load_state_dict(source: MiniFasNetFile) -> dict[str, np.ndarray]:
 
 def build_minifasnet(state: Mapping[str, np.ndarray], variant: str) -> keras.Model:
     """Keras model: BGR 0-255 (1,80,80,3) -> spoof logits minus the real logit (1,2)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     check_state_dict(state, variant)
     x_in = tf.keras.Input((PATCH_SIZE, PATCH_SIZE, 3), batch_size=1, name="patch")

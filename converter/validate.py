@@ -224,7 +224,7 @@ def compare_facenet(
 
 def _float_twin(spec: ModelSpec, float_models: Path, engine: Engine) -> ModelRunner:
     """The float model of the same name as an int8 liveness model, with its own tensors."""
-    from converter.quantize import describe_tensors  # noqa: PLC0415
+    from converter.quantize import describe_tensors
 
     path = float_models / spec.file
     if not path.is_file():
@@ -264,7 +264,7 @@ def compare_liveness(
     model's real probability). Frames in the build's calibration sample are marked, so the
     agreement is also reported on frames calibration never saw.
     """
-    from converter.liveness import calibration_images, calibration_sample, largest_face  # noqa: PLC0415
+    from converter.liveness import calibration_images, calibration_sample, largest_face
 
     specs = [spec for _, spec in int8_engine.manifest.by_role(LIVENESS_ROLE)]
     int8_scorer = LivenessScorer([int8_engine._runner(spec) for spec in specs])

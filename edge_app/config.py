@@ -471,7 +471,7 @@ def load_config(path: Path | None = None) -> Config:
     a missing file the user named explicitly is an error, since that is surely a typo.
     """
     explicit = path is not None
-    path = Path(path) if explicit else paths.DEFAULT_CONFIG
+    path = Path(path) if path is not None else paths.DEFAULT_CONFIG
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -308,10 +308,13 @@ class Daemon:
 
         False, leaving the door locked, when a stop signal has already closed the relay.
         """
+        relay = self.relay
+        # The control socket is attached, and frames processed, only once _start() made it.
+        assert relay is not None, "open_door before the relay was claimed"
         with self._door_lock:
             self._opened_for = name
             try:
-                self.relay.pulse(self.pulse_seconds)
+                relay.pulse(self.pulse_seconds)
             except RuntimeError:
                 if not self._stop.is_set():
                     raise
@@ -329,8 +332,10 @@ class Daemon:
             self._start()
             first = self._next_frame()
             if first is not None:
-                self._notify("READY=1", f"STATUS=watching {self.reader.source.name}")
-                log.info("door ready source=%s pin=GPIO%d", self.reader.source.name, self.relay.pin)
+                assert self.reader is not None and self.relay is not None, "_start() made them"
+                source = self.reader.source
+                self._notify("READY=1", f"STATUS=watching {source.name}")
+                log.info("door ready source=%s pin=GPIO%d", source.name, self.relay.pin)
                 self._loop(first)
             if self._signal is not None:
                 log.info("stopped by signal=%s", signal.Signals(self._signal).name)
@@ -380,6 +385,7 @@ class Daemon:
     def _next_frame(self) -> Frame | None:
         """The next frame; None when stopping or when the source has ended."""
         reader = self.reader
+        assert reader is not None, "_start() opens the camera before the first frame"
         while not self._stop.is_set():
             if self._reload.is_set():
                 self._reload.clear()
@@ -400,6 +406,9 @@ class Daemon:
         last_metrics = time.monotonic()
         last_ping = -math.inf  # the first processed frame pings at once
         ping_every = _watchdog_interval()
+        # _start() made both; a reload reconfigures them in place, never replaces them.
+        recognizer, events = self.recognizer, self.events
+        assert recognizer is not None and events is not None, "_loop before _start()"
         while frame is not None:
             self._process(frame)
             if self.control is not None:
@@ -409,19 +418,21 @@ class Daemon:
                 self._notify("WATCHDOG=1")
                 last_ping = now
             # PRAGMA data_version costs microseconds: an enrolment counts from the next frame.
-            self.recognizer.reload_if_changed()
-            self.events.maintain()  # retry failing sinks when due; daily retention
+            recognizer.reload_if_changed()
+            events.maintain()  # retry failing sinks when due; daily retention
             if now - last_metrics >= METRICS_EVERY:
                 log.info("metrics %s", self.metrics_line())
                 last_metrics = now
             frame = self._next_frame()
 
     def _process(self, frame: Frame) -> None:
+        recognizer = self.recognizer
+        assert recognizer is not None, "_process before _start()"
         self._now = frame.timestamp
         metrics = self.metrics
         metrics.frames += 1
         start = time.perf_counter()
-        faces = self.recognizer.detect(frame.image)
+        faces = recognizer.detect(frame.image)
         metrics.detect_seconds += time.perf_counter() - start
         tracks, ended = self.tracker.update(faces.boxes)
         for track in ended:
@@ -437,11 +448,11 @@ class Daemon:
         if not len(due):
             return
         start = time.perf_counter()
-        votes = self.recognizer.identify(frame, faces[due])
+        votes = recognizer.identify(frame, faces[due])
         metrics.embed_seconds += time.perf_counter() - start
         if self.live_rule.mode != OFF:
             start = time.perf_counter()
-            scores = self.recognizer.liveness(frame, faces[due])
+            scores = recognizer.liveness(frame, faces[due])
             metrics.live_seconds += time.perf_counter() - start
             votes = [
                 replace(vote, liveness=float(score))
@@ -466,11 +477,10 @@ class Daemon:
             track.settled = self.policy.settled(track.track_id)
 
     def _act(self, decision: rules.Decision, frame: Frame, box: np.ndarray, track: Track) -> None:
+        events = self.events
+        assert events is not None, "_act before _start()"
         crop = None
-        if (
-            decision.kind in (rules.RECOGNIZED, rules.UNKNOWN, rules.SPOOF)
-            and self.events.snapshots
-        ):
+        if decision.kind in (rules.RECOGNIZED, rules.UNKNOWN, rules.SPOOF) and events.snapshots:
             crop = face_crop(frame, box)
         geometry = None
         if decision.kind in (rules.UNLOCK, rules.SPOOF) and track.track_id in self._parallax:
@@ -479,7 +489,7 @@ class Daemon:
             self.metrics.spoofs += 1
         if decision.kind == rules.UNLOCK and not self.open_door(decision.name):
             return  # the guard closed the relay for a stop signal: stay locked
-        self.events.record(
+        events.record(
             decision.kind,
             name=decision.name,
             score=decision.score,
@@ -532,6 +542,7 @@ class Daemon:
         for key in RESTART_GPIO_KEYS:
             if getattr(new.gpio, key) != getattr(old.gpio, key):
                 log.warning("config gpio.%s changed: takes effect after a restart", key)
+        assert self.recognizer is not None, "reloads are applied by the frame loop, after _start()"
         try:
             self.recognizer.configure(new.gallery.path, new.recognition)  # all or nothing
         except Exception as error:  # a bad gallery path must not take the door down
@@ -580,7 +591,7 @@ class Daemon:
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
 
         # Handlers only set flags: logging or touching the relay here could re-enter a lock
         # the interrupted main thread holds.

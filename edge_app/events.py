@@ -555,11 +555,12 @@ class EventLog:
         path = folder / f"{stamp}Z_{kind}_{label}_t{track or 0}.jpg"
         try:
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            problem: object = data
         except cv2.error as error:
-            ok, data = False, error
+            ok, problem = False, error
         if not ok:
             self.snapshot_errors += 1
-            log.error("snapshot encode failed path=%s error=%r", path, data)
+            log.error("snapshot encode failed path=%s error=%r", path, problem)
             return None
         try:
             if not folder.is_dir():

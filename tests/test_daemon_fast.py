@@ -192,15 +192,15 @@ def kill_when_open(factory: MockFactory, signum: int, sent: list[float]) -> thre
 
 
 def test_sigterm_mid_pulse_relocks_at_once_even_with_a_slow_frame_loop(
-    tmp_path: Path, gallery: Path
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 30 s pulse, frames that take 0.4 s each: SIGTERM drives the pin low within 0.1 s,
     without waiting for the frame in progress."""
     frames = write_frames(tmp_path / "frames", visit(before=0, stay=6, after=10))
     factory = MockFactory()
     config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30})
-    daemon = Daemon(config, engine=ScriptedEngine(delay=0.0), pin_factory=factory)
-    engine = daemon.engine
+    engine = ScriptedEngine(delay=0.0)
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
     sent: list[float] = []
 
     def slow_after_unlock(image: np.ndarray) -> Faces:
@@ -208,7 +208,7 @@ def test_sigterm_mid_pulse_relocks_at_once_even_with_a_slow_frame_loop(
             time.sleep(0.4)  # the loop is busy "in the interpreter" when the signal comes
         return ScriptedEngine.detect(engine, image)
 
-    engine.detect = slow_after_unlock
+    monkeypatch.setattr(engine, "detect", slow_after_unlock)
     watcher = kill_when_open(factory, signal.SIGTERM, sent)
     assert daemon.run() == 0
     watcher.join()
@@ -320,11 +320,11 @@ def test_a_startup_failure_after_the_pin_leaves_it_claimed_low_then_released(
     frames = write_frames(tmp_path / "frames", visit())
     factory = MockFactory()
     seen: list[tuple[str, bool]] = []
-    real = Gallery.open.__func__
+    real = Gallery.open
 
     def spy(cls, path, **kwargs):
         seen.append((factory.pin(PIN).function, factory.pin(PIN).state))
-        return real(cls, path, **kwargs)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(Gallery, "open", classmethod(spy))
     daemon = Daemon(
@@ -395,9 +395,9 @@ def test_reload_reads_the_version_before_the_rows(tmp_path: Path, gallery: Path)
             other.remove([NAME])
         return matrix
 
-    gallery_db.load_matrix = load_then_someone_removes
-    recognizer.reload()
-    gallery_db.load_matrix = real_load
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gallery_db, "load_matrix", load_then_someone_removes)
+        recognizer.reload()
     assert recognizer.matcher.matrix.names == (NAME,)  # the interleaved load
     assert recognizer.reload_if_changed() is True  # the removal is not missed
     assert recognizer.matcher.matrix.names == ()

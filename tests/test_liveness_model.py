@@ -221,7 +221,7 @@ def test_committed_liveness_models_pass_the_edge_tpu_lint(
     liveness_manifest, models_dir: Path
 ) -> None:
     pytest.importorskip("tensorflow", reason="the lint reads models through TensorFlow's schema")
-    from converter.lint import format_report, lint_model  # noqa: PLC0415
+    from converter.lint import format_report, lint_model
 
     for _, spec in liveness_manifest.by_role(LIVENESS_ROLE):
         violations = lint_model(models_dir / spec.file)
@@ -283,7 +283,7 @@ def nuaa_frames(shared_data: Path) -> dict[str, list[Path]]:
 @pytest.fixture(scope="module")
 def nuaa_faces(engine: Engine, nuaa_frames) -> dict[str, list[tuple[np.ndarray, Faces]]]:
     """Each frame with the largest face the shipped MTCNN finds in it."""
-    from converter.liveness import largest_face  # noqa: PLC0415
+    from converter.liveness import largest_face
 
     found: dict[str, list[tuple[np.ndarray, Faces]]] = {}
     for label, paths in nuaa_frames.items():
@@ -313,9 +313,9 @@ def _upstream_module(minifasnet_dir: Path):
 def test_port_matches_upstream_pytorch_on_nuaa_patches(
     minifasnet_dir: Path, nuaa_faces, file: str
 ) -> None:
-    import torch  # noqa: PLC0415
+    import torch
 
-    from converter.minifasnet_torch import (  # noqa: PLC0415
+    from converter.minifasnet_torch import (
         build_minifasnet,
         load_state_dict,
         parse_file_name,
@@ -351,7 +351,7 @@ def test_port_matches_upstream_pytorch_on_nuaa_patches(
 @pytest.mark.slow
 @needs_torch
 def test_a_checkpoint_of_the_wrong_variant_is_refused(minifasnet_dir: Path, tmp_path: Path) -> None:
-    from converter.minifasnet_torch import load_state_dict, parse_file_name  # noqa: PLC0415
+    from converter.minifasnet_torch import load_state_dict, parse_file_name
 
     wrong = tmp_path / "2.7_80x80_MiniFASNetV1SE.pth"  # V2 weights under the SE variant's name
     shutil.copy(minifasnet_dir / "2.7_80x80_MiniFASNetV2.pth", wrong)
@@ -383,7 +383,7 @@ def test_build_only_liveness_keeps_every_other_model_file(
     models_dir: Path, minifasnet_dir: Path, shared_data: Path, tmp_path: Path, restore_logging
 ) -> None:
     pytest.importorskip("tensorflow", reason="edge-convert needs the converter extra")
-    from converter.cli import main  # noqa: PLC0415
+    from converter.cli import main
 
     out = tmp_path / "models" / "tflite"
     out.mkdir(parents=True)

@@ -32,6 +32,7 @@ from lfw_photos import NEEDS_LFW_AND_MODELS, lfw
 from paho.mqtt.enums import CallbackAPIVersion
 from test_control import PIN, Door, make_daemon
 
+from edge_app.camera import Frame
 from edge_app.config import Config, parse_config
 from edge_app.hub import DoorLink, Hub
 from edge_app.hub.code import LOCKOUT, MAX_WRONG, write_code_file
@@ -184,7 +185,8 @@ class Observer:
         self.connected = threading.Event()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 1)
+        # paho annotates int; it only adds and compares the delays, so a float works.
+        self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         self.client.connect_async("127.0.0.1", broker.port)
         self.client.loop_start()
         assert self.connected.wait(10), "observer could not connect"
@@ -260,6 +262,7 @@ def hub_settings(broker: Broker, folder: Path, door: Door | None = None, **mqtt:
 
 class RunningHub:
     def __init__(self, config: Config) -> None:
+        assert config.hub.socket is not None
         door = DoorLink(config.hub.socket, config.hub.stale_seconds, poll_seconds=0.2)
         self.hub = Hub(config, door=door)
         self.bridge = MqttBridge(config.mqtt, door)
@@ -297,11 +300,17 @@ class Frames:
         self.thread.join()
 
 
+class FedDoor(Door):
+    """A door with its Frames feed, which a test can pause."""
+
+    frames: Frames
+
+
 @pytest.fixture
-def door(tmp_path: Path) -> Iterator[Door]:
-    door = Door(make_daemon(tmp_path, allow_unlock=True, stale=1.0))
+def door(tmp_path: Path) -> Iterator[FedDoor]:
+    door = FedDoor(make_daemon(tmp_path, allow_unlock=True, stale=1.0))
     frames = Frames(door)
-    door.frames = frames  # type: ignore[attr-defined]
+    door.frames = frames
     yield door
     frames.stop()
     door.close()
@@ -319,7 +328,7 @@ def availability(observer: Observer) -> bytes | None:
 
 
 def test_discovery_availability_and_events(
-    broker: Broker, observer: Observer, door: Door, tmp_path: Path
+    broker: Broker, observer: Observer, door: FedDoor, tmp_path: Path
 ) -> None:
     hub = RunningHub(hub_settings(broker, tmp_path, door))
     try:
@@ -363,9 +372,9 @@ def test_discovery_availability_and_events(
         )
 
         # Door events become MQTT events, in order, with Frigate-like fields.
-        door.daemon.events.record("recognized", name="Alice", score=0.81, track=3)
-        door.daemon.events.record("unknown", score=0.2, track=4)
-        door.daemon.events.record("denied", name="Alice", score=0.8, track=3, reason="cooldown")
+        door.log.record("recognized", name="Alice", score=0.81, track=3)
+        door.log.record("unknown", score=0.2, track=4)
+        door.log.record("denied", name="Alice", score=0.8, track=3, reason="cooldown")
         events = observer.wait(
             lambda: len(observer.on(f"{BASE}/event")) >= 3 and observer.on(f"{BASE}/event"),
             what="events",
@@ -384,7 +393,9 @@ def test_discovery_availability_and_events(
         # Frames stop (a stuck camera): the door is unavailable; the diagnostics say why.
         door.frames.running.clear()
         observer.wait(lambda: availability(observer) == b"offline", what="offline on stale")
-        state = json.loads(observer.last(f"{BASE}/state"))
+        last = observer.last(f"{BASE}/state")
+        assert last is not None
+        state = json.loads(last)
         assert state["door"] == "online" and state["camera"] == "stale"
         door.frames.running.set()
         observer.wait(lambda: availability(observer) == b"online", what="back online")
@@ -485,7 +496,7 @@ def test_hub_before_the_door_and_through_a_broker_restart(
         broker.start()  # no persistence: the broker forgot every retained message
         observer.wait(lambda: availability(observer) == b"online", timeout=30, what="again")
         assert observer.on("homeassistant/event/edge_door_front/event/config")
-        late_door.daemon.events.record("recognized", name="Bob", score=0.9, track=1)
+        late_door.log.record("recognized", name="Bob", score=0.9, track=1)
         observer.wait(lambda: observer.on(f"{BASE}/event"), what="event after restart")
     finally:
         hub.stop()
@@ -714,10 +725,11 @@ def test_lock_card_unlock_by_code(
         # out, and then even the right code (a new timestamp, not a replay) is refused.
         for number in range(1, MAX_WRONG + 1):
             observer.publish(topic, lock_command(code=f"00000{number}"))
-            observer.wait(
-                lambda n=number: f"wrong code ({n} of {MAX_WRONG}" in caplog.text,
-                what=f"wrong code {number}",
-            )
+
+            def counted(n: int = number) -> bool:
+                return f"wrong code ({n} of {MAX_WRONG}" in caplog.text
+
+            observer.wait(counted, what=f"wrong code {number}")
         assert f"remote unlock locked out for {LOCKOUT:.0f} s" in caplog.text
         time.sleep(1.1)  # a timestamp the accepted command did not use
         observer.publish(topic, lock_command())
@@ -778,7 +790,7 @@ def test_whole_door_on_a_clip_reaches_mqtt_in_order(
         """Holds the first frame until the hub's event stream is attached: a clip plays as
         fast as it is processed, and the visit must not be over before anyone listens."""
 
-        def _next_frame(self):  # type: ignore[no-untyped-def]
+        def _next_frame(self) -> Frame | None:
             deadline = time.monotonic() + 30
             while self.control is not None and not self.control.subscribers:
                 assert time.monotonic() < deadline, "the hub never subscribed"
