@@ -96,12 +96,13 @@ def _subcommands(parser: object) -> list[list[str]]:
     return found
 
 
-APP_COMMANDS = _subcommands(app_parser())
+# `hub` is both a command (the hub process) and the parent of `hub passwd` / `unlock-code`.
+APP_COMMANDS = [["hub"], *_subcommands(app_parser())]
 CONVERT_COMMANDS = _subcommands(convert_parser())
 # The real-call tests below, by command; a new subcommand without one fails the next test.
 APP_TESTED = {
     "run", "demo", "enroll", "list", "remove", "rename", "export", "import", "identify",
-    "eval lfw", "doctor",
+    "eval lfw", "eval liveness", "doctor", "hub", "hub passwd", "hub unlock-code",
 }  # fmt: skip
 CONVERT_TESTED = {"build", "lint", "validate"}
 
@@ -289,6 +290,77 @@ def test_eval_lfw_on_the_sample(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "accuracy" in done.stdout
     assert out.is_file()
+
+
+def test_eval_liveness_without_its_data_is_refused(tmp_path: Path) -> None:
+    done = run(tmp_path, "eval", "liveness", "--data", str(tmp_path / "nuaa"))
+
+    assert done.returncode == 2
+    assert "not a folder" in done.stderr
+
+
+# ---- the hub and its secrets -------------------------------------------------------------------
+
+HUB_CONFIG = """\
+[hub]
+socket = "{dir}/door.sock"
+[web]
+enabled = true
+listen = "0.0.0.0:8080"
+password_file = "{dir}/web-password"
+[mqtt]
+unlock_code_file = "{dir}/unlock-code"
+"""
+
+
+def _hub_config(tmp_path: Path) -> Path:
+    config = tmp_path / "door.toml"
+    config.write_text(HUB_CONFIG.format(dir=tmp_path))
+    return config
+
+
+def test_hub_refuses_to_serve_the_lan_before_a_password_exists(tmp_path: Path) -> None:
+    done = run(tmp_path, "hub", "--config", str(_hub_config(tmp_path)))
+
+    assert done.returncode == 2
+    assert "no admin password is set" in done.stderr
+    assert not (tmp_path / "web-password").exists()
+
+
+def _with_stdin(tmp_path: Path, text: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", EDGE_APP, *argv],
+        cwd=tmp_path,
+        env=_env(),
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+@pytest.mark.parametrize(
+    ("words", "secret", "file"),
+    [
+        (["hub", "passwd"], "correct horse battery staple\n", "web-password"),
+        (["hub", "unlock-code"], "482913\n", "unlock-code"),
+    ],
+)
+def test_hub_secrets_are_stored_hashed_and_private(
+    tmp_path: Path, words: list[str], secret: str, file: str
+) -> None:
+    config = _hub_config(tmp_path)
+
+    done = _with_stdin(tmp_path, secret, *words, "--stdin", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    stored = tmp_path / file
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert secret.strip() not in stored.read_text()
+    assert stored.read_text().startswith("scrypt$")
 
 
 # ---- doctor and a broken config -------------------------------------------------------------
