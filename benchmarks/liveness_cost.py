@@ -61,6 +61,7 @@ def _three(face: Faces, width: int, height: int) -> Faces:
 def _stats(values: list[float]) -> dict[str, float]:
     array = np.array(values) * 1000
     return {
+        "min": float(array.min()),
         "median": float(np.median(array)),
         "p10": float(np.percentile(array, 10)),
         "p90": float(np.percentile(array, 90)),
@@ -151,10 +152,14 @@ def markdown_section(path: Path = RESULT) -> list[str]:
         "`python -m benchmarks.liveness_cost --data ../shared/data` (part of `make bench`; "
         "raw numbers in `benchmarks/liveness_cost.json`).",
         "",
-        "| faces per call | ms per face, median (p10-p90) | target | met |",
-        "|---|---|---|---|",
-        f"| 1 | {cell(one)} | <= {r['target_ms']:g} ms | {'yes' if r['met'] else '**no**'} |",
-        f"| 3 | {cell(three)} | - | - |",
+        "| faces per call | ms per face, median (p10-p90) | best | target (median) | met |",
+        "|---|---|---|---|---|",
+        f"| 1 | {cell(one)} | {one['min']:.2f} | <= {r['target_ms']:g} ms | "
+        f"{'yes' if r['met'] else '**no**'} |",
+        f"| 3 | {cell(three)} | {three['min']:.2f} | - | - |",
+        "",
+        "The best call is the cost when nothing else competes for the cores; the median and "
+        "p90 include whatever else the machine was running (load above).",
         "",
     ]
 

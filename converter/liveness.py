@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +167,7 @@ def convert_liveness(
             **save(float_dir, name, convert_keras(model), LIVENESS_ROLE, None),
             "patch": patch,
         }
-        data = convert_keras(model, lambda samples=samples: samples, standardise=False)
+        data = convert_keras(model, partial(list, samples), standardise=False)
         models[name] = {**save(out_dir, name, data, LIVENESS_ROLE, None), "patch": patch}
         detail = models[name]["inputs"][0]
         if detail["dtype"] != "uint8" or detail["scale"] != 1.0 or detail["zero_point"] != 0:

@@ -14,7 +14,10 @@ src/model_lib/MiniFASNet.py) layer for layer, with three changes for int8 and th
   The host's real probability is exactly the softmax's: 1 / (1 + exp(d0) + exp(d2)). The
   common offset of the three logits, which int8 would spend levels on, is gone;
 - PyTorch pads a stride-2 3x3 convolution by one pixel on every side; Keras's "same" would pad
-  only after, so those layers get an explicit one-pixel zero padding (a PAD op).
+  only after, so those layers get an explicit one-pixel zero padding (a PAD op);
+- each PReLU becomes alpha * y + relu((1 - alpha) * y) (exact for slopes <= 1, which all 66
+  layers of both models have): the CPU runtime's int8 PRELU is a slow reference kernel that
+  made the int8 models 3-4x slower than the float ones; this form stays fast in int8.
 
 Channel widths are read from the state dict (the two variants prune differently) and checked
 for consistency; the block structure is fixed: conv1, conv2_dw, conv_23, conv_3 (4 residual
@@ -175,10 +178,26 @@ class _Keras:
         layer.set_weights([kernel_array.astype(np.float32), bias.astype(np.float32)])
         if not act:
             return y
-        prelu = self.layers.PReLU(shared_axes=[1, 2], name=f"{name}.prelu")
-        y = prelu(y)
-        prelu.set_weights([self.state[f"{name}.prelu.weight"].reshape(1, 1, -1)])
-        return y
+        return self._prelu(y, self.state[f"{name}.prelu.weight"], f"{name}.prelu")
+
+    def _prelu(self, y: Any, alpha: np.ndarray, name: str) -> Any:
+        """PReLU as alpha * y + relu((1 - alpha) * y): two 1x1 depthwise scalings and an add.
+
+        Exact for alpha <= 1 (checked when the weights load). The TFLite CPU runtime has no
+        fast int8 PRELU (XNNPACK leaves it to a slow reference kernel, a third of the ops
+        here), while depthwise convolution, fused ReLU and add stay in one XNNPACK graph and
+        on the Edge TPU's op list. Each branch gets its own int8 scale, so the small negative
+        slopes keep their precision (a MAXIMUM(y, alpha * y) form shares one scale and loses it).
+        """
+        slope = self.layers.DepthwiseConv2D(1, use_bias=False, name=f"{name}.slope")
+        negative = slope(y)
+        slope.set_weights([alpha.reshape(1, 1, -1, 1).astype(np.float32)])
+        rest = self.layers.DepthwiseConv2D(
+            1, use_bias=False, activation="relu", name=f"{name}.rest"
+        )
+        positive = rest(y)
+        rest.set_weights([(1 - alpha).reshape(1, 1, -1, 1).astype(np.float32)])
+        return self.layers.Add(name=f"{name}.sum")([negative, positive])
 
     def _pointwise(self, x: Any, name: str, bn: str, activation: str) -> Any:
         weight, bias = self._folded(f"{name}.weight", bn)
@@ -276,6 +295,9 @@ def check_state_dict(state: Mapping[str, np.ndarray], variant: str) -> None:
     ]
     if problems:
         raise SourceError(f"not a {variant} state dict; " + "; ".join(problems))
+    steep = [k for k in expected if k.endswith(".prelu.weight") and np.max(state[k]) > 1]
+    if steep:  # _Keras._prelu's form alpha*y + relu((1-alpha)*y) needs alpha <= 1
+        raise SourceError(f"PReLU slopes above 1 are not supported: {_names(steep)}")
 
 
 def load_state_dict(source: MiniFasNetFile) -> dict[str, np.ndarray]:

@@ -52,8 +52,8 @@ def patch_boxes(boxes: np.ndarray, width: int, height: int, scale: float) -> np.
     y = np.trunc(boxes[:, 1])
     box_w = np.maximum(np.trunc(boxes[:, 2] - boxes[:, 0] + 1), 1.0)
     box_h = np.maximum(np.trunc(boxes[:, 3] - boxes[:, 1] + 1), 1.0)
-    scale = np.minimum(np.minimum((height - 1) / box_h, (width - 1) / box_w), scale)
-    new_w, new_h = box_w * scale, box_h * scale
+    factor = np.minimum(np.minimum((height - 1) / box_h, (width - 1) / box_w), scale)
+    new_w, new_h = box_w * factor, box_h * factor
     centre_x, centre_y = box_w / 2 + x, box_h / 2 + y
     left, right = centre_x - new_w / 2, centre_x + new_w / 2
     top, bottom = centre_y - new_h / 2, centre_y + new_h / 2
