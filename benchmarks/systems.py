@@ -246,4 +246,7 @@ class Ours(BenchSystem):
                 min_face=engine.cascade.min_face,
                 models=str(engine.models_dir),
             )
+            choice = getattr(engine, "cascade_choice", None)
+            if choice is not None:
+                info.update(cascade=choice.chosen, cascade_choice=choice.describe())
         return info

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from edge_app.detection.boxes import iou_matrix
 from edge_app.engine import Engine
+from edge_app.errors import UserError
 from edge_app.images import IMAGE_SUFFIXES, read_image
 from edge_app.lfw import central_face, cross_validated_accuracy, fallback_face, read_pairs
 
@@ -212,12 +213,45 @@ def compare_facenet(
     }
 
 
-def _verdicts(results: dict) -> dict[str, bool]:
-    f, c = results["facenet"], results["cascade"]
+def float_cascade_note(int8_engine: Engine, reference: Engine | None) -> dict:
+    """Where the compared float P/R/O-Net come from, and whether the shipped ones are the
+    reference build's files byte for byte."""
+    section = int8_engine.manifest.float_cascade
+    if section is None:
+        return {"shipped": False, "note": "not in the manifest: the float reference was compared"}
+    same = None
+    if reference is not None:
+        ref = {n: s.sha256 for n, s in reference.manifest.models.items()}
+        same = all(ref.get(n) == s.sha256 for n, s in section.models.items())
+    identical = (
+        "no float reference models to compare the files with"
+        if same is None
+        else "byte for byte the float reference build's"
+        if same
+        else "**not** the float reference build's files"
+    )
     return {
-        "facenet_cosine_mean": f["cosine_mean"] >= TARGETS["facenet_cosine_mean"],
-        "facenet_cosine_min": f["cosine_min"] >= TARGETS["facenet_cosine_min"],
-        "accuracy_drop_pp": f["accuracy_drop_pp"] <= TARGETS["accuracy_drop_pp"],
+        "shipped": True,
+        "identical_to_reference": same,
+        "note": f"The cascade rows below compare the {len(section.models)} float P/R/O-Net "
+        f'shipped in the manifest\'s float_cascade (what `cascade = "auto"` or `"float"` '
+        f"runs on a CPU) with the int8 ones; the shipped files are {identical}.",
+    }
+
+
+def _verdicts(results: dict) -> dict[str, bool]:
+    f, c = results.get("facenet"), results["cascade"]
+    facenet = (
+        {
+            "facenet_cosine_mean": f["cosine_mean"] >= TARGETS["facenet_cosine_mean"],
+            "facenet_cosine_min": f["cosine_min"] >= TARGETS["facenet_cosine_min"],
+            "accuracy_drop_pp": f["accuracy_drop_pp"] <= TARGETS["accuracy_drop_pp"],
+        }
+        if f
+        else {}
+    )
+    return {
+        **facenet,
         "detections_reproduced": min(c["lfw"]["reproduced"], c["detection"]["reproduced"])
         >= TARGETS["detections_reproduced"],
         "landmark_error": max(
@@ -246,12 +280,12 @@ GOALS = {
 
 
 def render_markdown(results: dict) -> str:
-    f, c = results["facenet"], results["cascade"]
+    f, c = results.get("facenet"), results["cascade"]
     lfw, photos = c["lfw"], c["detection"]
     measured = {
-        "facenet_cosine_mean": f"{f['cosine_mean']:.4f}",
-        "facenet_cosine_min": f"{f['cosine_min']:.4f}",
-        "accuracy_drop_pp": f"{f['accuracy_drop_pp']:+.2f} pp",
+        "facenet_cosine_mean": f"{f['cosine_mean']:.4f}" if f else "-",
+        "facenet_cosine_min": f"{f['cosine_min']:.4f}" if f else "-",
+        "accuracy_drop_pp": f"{f['accuracy_drop_pp']:+.2f} pp" if f else "-",
         "detections_reproduced": f"LFW {_pct(lfw['reproduced'])}, "
         f"photos {_pct(photos['reproduced'])}",
         "landmark_error": f"LFW {_pct(lfw['landmark_error_of_box_mean'])}, "
@@ -273,8 +307,23 @@ def render_markdown(results: dict) -> str:
     ]
     for key, met in results["verdicts"].items():
         lines.append(_row(key, GOALS[key], measured[key], "yes" if met else "**no**"))
-    lines += [
-        "",
+    shipped = results.get("float_cascade", {})
+    lines += ["", "## Float cascade", "", shipped.get("note", "not in the manifest"), ""]
+    if not f:
+        lines += [
+            "## FaceNet",
+            "",
+            "Not compared: no float reference models (the float FaceNet is built by "
+            "`edge-convert build` into MODELS/../float, not shipped).",
+            "",
+        ]
+    lines += _facenet_lines(f) if f else []
+    lines += _cascade_lines(c, lfw, photos)
+    return "\n".join(lines)
+
+
+def _facenet_lines(f: dict) -> list[str]:
+    return [
         "## FaceNet (LFW DevTest, float-MTCNN crops for both)",
         "",
         f"{f['images']} images, {f['pairs']} pairs; {f['no_face_images']} images without a "
@@ -291,6 +340,11 @@ def render_markdown(results: dict) -> str:
         f"Embedding cosine float vs int8: mean {f['cosine_mean']:.4f}, "
         f"1st percentile {f['cosine_p1']:.4f}, min {f['cosine_min']:.4f}.",
         "",
+    ]
+
+
+def _cascade_lines(c: dict, lfw: dict, photos: dict) -> list[str]:
+    lines = [
         "## MTCNN cascade",
         "",
         _row(
@@ -348,7 +402,7 @@ def render_markdown(results: dict) -> str:
                 )
             )
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def validate(
@@ -361,8 +415,21 @@ def validate(
 ) -> dict:
     import tensorflow as tf  # noqa: PLC0415
 
-    int8_engine = Engine.open(models, backend="cpu")
-    float_engine = Engine.open(float_models, backend="cpu")
+    int8_engine = Engine.open(models, backend="cpu", cascade="int8")
+    reference = (
+        Engine.open(float_models, backend="cpu", cascade="int8")
+        if (float_models / "manifest.json").is_file()
+        else None
+    )
+    # The cascade comparison runs the float P/R/O-Net the device can choose (the manifest's
+    # float_cascade), else the float reference models.
+    shipped = int8_engine.manifest.float_cascade is not None
+    float_engine = Engine.open(models, backend="cpu", cascade="float") if shipped else reference
+    if float_engine is None:
+        raise UserError(
+            f"no float models to compare with: {models}/manifest.json has no float_cascade "
+            f"and {float_models} has no manifest.json (edge-convert float-cascade or build)"
+        )
     lfw = data / "lfw"
     test_pairs = read_pairs(lfw / "pairsDevTest.txt")
     lfw_images = [lfw / "images" / n for n in test_pairs.images]
@@ -372,7 +439,8 @@ def validate(
     results = {
         "models": str(models),
         "tensorflow": tf.__version__,
-        "facenet": compare_facenet(float_engine, int8_engine, lfw, limit),
+        "facenet": compare_facenet(reference, int8_engine, lfw, limit) if reference else None,
+        "float_cascade": float_cascade_note(int8_engine, reference),
         "cascade": {
             "lfw": compare_cascades(float_engine, int8_engine, lfw_images, stages),
             "detection": compare_cascades(

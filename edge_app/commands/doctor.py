@@ -71,7 +71,12 @@ def _runtime_checks() -> list[Check]:
 
 
 def _model_checks(models: Path | None) -> list[Check]:
-    from edge_app.manifest import ManifestError, load_manifest, verify_files  # noqa: PLC0415
+    from edge_app.manifest import (  # noqa: PLC0415
+        ManifestError,
+        load_manifest,
+        verify_files,
+        verify_float_cascade,
+    )
     from edge_app.paths import default_models_dir  # noqa: PLC0415
 
     folder = models or default_models_dir()
@@ -84,7 +89,22 @@ def _model_checks(models: Path | None) -> list[Check]:
         return [Check("models", "fail", "; ".join(problems), "rebuild or re-copy the models")]
     files = ", ".join(f"{s.file} {s.sha256[:12]}" for s in manifest.models.values())
     tpu = sum(1 for s in manifest.models.values() if s.edgetpu)
+    floats = manifest.float_cascade
+    float_problems = verify_float_cascade(manifest, folder)
+    float_check = Check(
+        "float cascade",
+        "warn" if floats is None or float_problems else "ok",
+        "; ".join(float_problems)
+        if float_problems
+        else "none in the manifest: the CPU runs the int8 P/R/O-Net"
+        if floats is None
+        else f"{len(floats.models)} float P/R/O-Net and the probe frame verified",
+        "edge-convert float-cascade --models MODELS, or re-copy models/tflite"
+        if floats is None or float_problems
+        else "",
+    )
     return [
+        float_check,
         Check("models", "ok", f"{folder}: {len(manifest.models)} models verified ({files})"),
         Check(
             "edge tpu models",
@@ -98,6 +118,39 @@ def _model_checks(models: Path | None) -> list[Check]:
             f"TensorFlow {manifest.converter.get('tensorflow')}, camera "
             f"{manifest.camera[0]}x{manifest.camera[1]}, min face {manifest.min_face} px",
         ),
+    ]
+
+
+def _cascade_checks(models: Path | None, config) -> list[Check]:
+    """Which MTCNN cascade the engine runs with this config, and why: opens it as the daemon
+    does (with cascade = "auto" that times both cascades, a fraction of a second)."""
+    from edge_app.engine import Engine  # noqa: PLC0415
+    from edge_app.errors import UserError  # noqa: PLC0415
+
+    settings = config.models
+    try:
+        engine = Engine.open(
+            models_dir=models,
+            backend=settings.backend,
+            threads=settings.threads,
+            min_face=config.detection.min_face,
+            cascade=settings.cascade,
+        )
+    except UserError as error:
+        return [Check("cascade", "fail", str(error), "fix the models or set models.cascade")]
+    choice = engine.cascade_choice
+    if choice is None:
+        return []
+    degraded = choice.requested != "int8" and choice.reason.startswith("no usable float")
+    return [
+        Check(
+            "cascade",
+            "warn" if degraded and choice.requested == "auto" else "ok",
+            f"{choice.describe()}; the daemon measures again at each start",
+            "edge-convert float-cascade --models MODELS, or re-copy models/tflite"
+            if degraded
+            else "",
+        )
     ]
 
 
@@ -178,6 +231,8 @@ def _run(args: argparse.Namespace) -> int:
     checks += _device_checks()
     checks += config_checks
     if config is not None:
+        if not any(c.area == "models" and c.status == "fail" for c in checks):
+            checks += _cascade_checks(models, config)
         checks += _gallery_checks(config)
     if args.json:
         sys.stdout.write(json.dumps([asdict(c) for c in checks], indent=2) + "\n")
