@@ -194,4 +194,5 @@ def open_engine(
     )
     winner = flt if chosen == FLOAT else int8
     winner.cascade_choice = choice
+    winner.embed(frame, winner.detect(frame))  # FaceNet's first invoke here, not on a visitor
     return winner

@@ -113,7 +113,6 @@ class Manifest:
             self,
             models=models,
             thresholds={**self.thresholds, **self.float_cascade.thresholds},
-            float_cascade=None,
         )
 
 
