@@ -700,17 +700,17 @@ def whole_process(results: dict) -> str:
         "frames end to end (the 1-face frames above, cycled; no warm-up) and exit. *wall* is "
         "spawn to exit, timed by `run.py`; the other columns are the worker's own split. "
         "*load* of ours includes the cascade choice (both cascades opened and timed on the "
-        "probe frame); *enrol* (ours only: the peers match against random samples) embeds "
-        "three photos into a fresh gallery. *first frame* is the first frame after load, "
-        "cold. Ratio: their wall time / ours, per round.",
+        "probe frame, then FaceNet's first invocation). Every system matches against one "
+        "person of three random samples. *first frame* is the first frame after load. "
+        "Ratio: their wall time / ours, per round.",
         "",
-        "| system | wall (s) | import (s) | load (s) | enrol (s) | first frame (ms) | "
+        "| system | wall (s) | import (s) | load (s) | first frame (ms) | "
         f"{whole['frames']} frames (s) | their wall / ours |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, entry in systems.items():
         if "error" in entry:
-            lines.append(f"| {label(results, name)} | failed: {entry['error']} | | | | | | |")
+            lines.append(f"| {label(results, name)} | failed: {entry['error']} | | | | | |")
             continue
 
         def med(key: str, scale: float = 1.0, digits: int = 2, entry: dict = entry) -> str:
@@ -721,7 +721,7 @@ def whole_process(results: dict) -> str:
         lines.append(
             f"| {label(results, name)} | {wall['median']:.2f} ({wall['p10']:.2f}-"
             f"{wall['p90']:.2f}) | {med('import_seconds')} | {med('load_seconds')} | "
-            f"{med('enroll_seconds')} | {med('first_frame_seconds', 1000, 0)} | "
+            f"{med('first_frame_seconds', 1000, 0)} | "
             f"{med('frames_seconds')} | "
             f"{'1.00x' if name == base else ratio(entry.get('ours_ratio'))} |"
         )

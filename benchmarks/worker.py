@@ -211,7 +211,7 @@ def whole(system: BenchSystem, frames_path: Path, count: int) -> None:
     system.load()
     loaded = time.perf_counter()
     if isinstance(system, Ours):
-        system.enroll(frame_set.enroll, frame_set.enrolled_name)
+        system.random_gallery()
     enrolled = time.perf_counter()
     frames = frame_set.frames["1"]
     run = system.e2e if "e2e" in system.modes else system.detect

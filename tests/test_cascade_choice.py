@@ -284,6 +284,28 @@ def test_models_without_a_float_cascade_run_int8_quietly(models_dir: Path, tmp_p
     assert "edge-convert float-cascade" in engine.cascade_choice.reason
 
 
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("cascade", ["float", "int8"])
+def test_eval_lfw_runs_the_cascade_asked_for(
+    models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], cascade: str
+) -> None:
+    from edge_app.cli import main  # noqa: PLC0415
+
+    sample = Path(__file__).parent / "data" / "lfw_sample"
+    out = tmp_path / "lfw.json"
+    code = main(
+        [
+            *("eval", "lfw", "--pairs", str(sample / "pairs.txt"), "--images", str(sample)),
+            *("--models", str(models_dir), "--backend", "cpu", "--cascade", cascade),
+            *("--json", str(out)),
+        ]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["cascade"] == cascade and result["no_face_images"] == 0
+    assert f"cascade         {cascade} (cascade = '{cascade}')" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------- detections
 
 
