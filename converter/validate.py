@@ -224,18 +224,18 @@ def float_cascade_note(int8_engine: Engine, reference: Engine | None) -> dict:
         ref = {n: s.sha256 for n, s in reference.manifest.models.items()}
         same = all(ref.get(n) == s.sha256 for n, s in section.models.items())
     identical = (
-        "no float reference models to compare the files with"
+        "There are no float reference models here to compare the files with."
         if same is None
-        else "byte for byte the float reference build's"
+        else "The shipped files are byte for byte the float reference build's."
         if same
-        else "**not** the float reference build's files"
+        else "The shipped files are **not** the float reference build's."
     )
     return {
         "shipped": True,
         "identical_to_reference": same,
         "note": f"The cascade rows below compare the {len(section.models)} float P/R/O-Net "
-        f'shipped in the manifest\'s float_cascade (what `cascade = "auto"` or `"float"` '
-        f"runs on a CPU) with the int8 ones; the shipped files are {identical}.",
+        'shipped in the manifest\'s float_cascade (what `cascade = "auto"` or `"float"` runs '
+        f"on a CPU) with the int8 ones. {identical}",
     }
 
 

@@ -311,9 +311,14 @@ def test_eval_lfw_runs_the_cascade_asked_for(
 
 @pytest.mark.slow
 def test_float_twins_reproduce_the_int8_detections(models_dir: Path, shared_data: Path) -> None:
-    """The existing reproduction metric (converter/validate.py) on the detection photos and
-    the first 300 LFW DevTest images: the shipped float cascade against the int8 one."""
+    """The existing reproduction metric (converter/validate.py: a float face is reproduced by
+    an int8 one at IoU >= 0.7) with its 99% target, on the faces the door is configured for
+    (at least min_face), and its landmark target, on the detection photos and the first 300
+    LFW DevTest images: the shipped float cascade against the int8 one. Counting the faces
+    below min_face too, the photos reproduce 98.32% (docs/QUANTIZATION.md): that target is
+    not met by the int8 cascade either way."""
     from converter.validate import (  # noqa: PLC0415
+        TARGETS,
         _detection_images,
         compare_cascades,
         stage_comparisons,
@@ -327,9 +332,6 @@ def test_float_twins_reproduce_the_int8_detections(models_dir: Path, shared_data
     lfw = [shared_data / "lfw" / "images" / n for n in pairs.images[:300]]
     for paths in (_detection_images(shared_data), lfw):
         result = compare_cascades(flt, int8, paths, stages)
-        assert result["reproduced_at_min_face"] >= cascade_choice_targets()["in_spec"], result
-        assert result["landmark_error_of_box_mean"] <= 0.02, result
-
-
-def cascade_choice_targets() -> dict[str, float]:
-    return {"in_spec": 0.98}
+        assert result["float_faces_at_min_face"] > 100, result
+        assert result["reproduced_at_min_face"] >= TARGETS["detections_reproduced"], result
+        assert result["landmark_error_of_box_mean"] <= TARGETS["landmark_error"], result
