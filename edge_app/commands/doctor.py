@@ -11,6 +11,10 @@ import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_app.config import Config
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ def _model_checks(models: Path | None) -> list[Check]:
     ]
 
 
-def _cascade_checks(models: Path | None, config) -> list[Check]:
+def _cascade_checks(models: Path | None, config: Config) -> list[Check]:
     """Which MTCNN cascade the engine runs with this config, and why: opens it as the daemon
     does (with cascade = "auto" that times both cascades, a fraction of a second)."""
     from edge_app.engine import Engine  # noqa: PLC0415
