@@ -188,7 +188,7 @@ def _device_checks() -> list[Check]:
     return checks
 
 
-def _config_checks(config_path: Path | None) -> tuple[list[Check], object | None]:
+def _config_checks(config_path: Path | None) -> tuple[list[Check], Config | None]:
     from edge_app.config import load_config  # noqa: PLC0415
     from edge_app.errors import UserError  # noqa: PLC0415
 
