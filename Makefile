@@ -65,11 +65,13 @@ validate: $(VENV)/.dev
 validate-liveness: $(VENV)/.dev
 	$(BIN)/edge-convert validate --only liveness --models models/tflite --data $(SHARED)
 
-# LFW DevTest end to end, int8 and float reference (docs/ACCURACY.md).
+# LFW DevTest end to end: all-int8, as shipped on the CPU (cascade auto), float reference
+# (docs/ACCURACY.md).
 LFW_ARGS = --train $(SHARED)/lfw/pairsDevTrain.txt --pairs $(SHARED)/lfw/pairsDevTest.txt \
 	--images $(SHARED)/lfw/images
 eval: $(VENV)/.dev
-	$(BIN)/edge-app eval lfw $(LFW_ARGS) --backend cpu --json docs/lfw_int8.json
+	$(BIN)/edge-app eval lfw $(LFW_ARGS) --backend cpu --cascade int8 --json docs/lfw_int8.json
+	$(BIN)/edge-app eval lfw $(LFW_ARGS) --backend cpu --cascade auto --json docs/lfw_auto.json
 	$(BIN)/edge-app eval lfw $(LFW_ARGS) --reference float --json docs/lfw_float.json
 
 # Benchmarks (docs/BENCHMARKS.md): ours and its peers, same frames, one interleaved run. The
@@ -93,10 +95,10 @@ bench: $(BENCH_VENV)/.ready
 	$(BENCH_BIN)/python -m benchmarks.liveness_cost --data $(SHARED)
 	$(BENCH_BIN)/python -m benchmarks.run --data $(SHARED) $(if $(QUICK),--quick)
 
-# LFW DevTest accuracy of the fast-path prototypes against the shipped pipeline (about 6 min).
+# LFW DevTest accuracy of ours (cascade auto), all-int8 and a prototype (about 6 min).
 bench-accuracy: $(BENCH_VENV)/.ready
 	rm -f benchmarks/accuracy.json
-	for variant in int8 octave hybrid; do \
+	for variant in auto int8 octave; do \
 		$(BENCH_BIN)/python -m benchmarks.fastpath --accuracy $$variant --data $(SHARED) \
 			--out benchmarks/accuracy.json || exit 1; \
 	done

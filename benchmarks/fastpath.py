@@ -11,10 +11,9 @@ Prototypes:
     path) and resizing each level from a reduction at least twice its size gives
     near-identical pixels (mean absolute difference at most 1.6 grey levels) for about a
     quarter of the cost.
-  - float cascade + int8 FaceNet: XNNPACK does not take int8 PRELU, so each int8 P/R/O-Net is
-    split into several delegate partitions with PRELU on TFLite's slower built-in kernels, and
-    the int8 cascade is slower than the float one on an x86 CPU. FaceNet has no PRELU and is
-    faster in int8. On a CPU-only machine the hybrid takes the faster of each.
+  - float cascade + int8 FaceNet: adopted (edge_app/cascade_choice.py, variant "auto");
+    XNNPACK does not take int8 PRELU, so on an x86 CPU the int8 cascade is slower than the
+    float one while FaceNet, which has no PRELU, is faster in int8.
   - a door-suited minimum face size: fewer, smaller pyramid levels.
 """
 
@@ -82,40 +81,16 @@ def use_octave_pyramid() -> None:
     cascade.build_levels = octave_levels
 
 
-def hybrid_models(int8_models: Path, float_models: Path) -> Path:
-    """A models folder holding the float P/R/O-Net and the int8 FaceNet, with one manifest.
-
-    What a CPU-only Engine would load if it took the cascade from the float set: the float
-    FaceNet (94 MB) is never opened, so load time and peak RSS are the hybrid's own. Files
-    are symlinks; the manifest keeps each file's sha256, so Engine.open still verifies them.
-    """
-    import tempfile
-
-    cascade = json.loads((float_models / "manifest.json").read_text(encoding="utf-8"))
-    embedder = json.loads((int8_models / "manifest.json").read_text(encoding="utf-8"))
-    folder = Path(tempfile.mkdtemp(prefix="edge-hybrid-"))
-    atexit.register(shutil.rmtree, folder, True)
-    models = {k: v for k, v in cascade["models"].items() if v["role"] != "facenet"}
-    models.update({k: v for k, v in embedder["models"].items() if v["role"] == "facenet"})
-    for spec in models.values():
-        source = (int8_models if spec["role"] == "facenet" else float_models) / spec["file"]
-        (folder / spec["file"]).symlink_to(source.resolve())
-    manifest = {**cascade, "models": models}
-    manifest["preprocessing"] = embedder["preprocessing"]
-    manifest["recognition"] = embedder.get("recognition", {})
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return folder
-
-
 def open_variant(variant: str, int8_models: Path, float_models: Path, threads: int):
-    """An Engine for one named variant: int8, float, octave, hybrid, minface60, minface80."""
+    """An Engine for one named variant: auto (as shipped on the CPU), int8, float-cascade,
+    float (the full float reference, models/float), octave, minface60, minface80."""
     from edge_app.engine import Engine
 
+    if variant in ("auto", "float-cascade"):
+        cascade = "float" if variant == "float-cascade" else "auto"
+        return Engine.open(int8_models, backend="cpu", threads=threads, cascade=cascade)
     if variant == "float":
         return Engine.open(float_models, backend="cpu", threads=threads)
-    if variant == "hybrid":
-        use_octave_pyramid()
-        return Engine.open(hybrid_models(int8_models, float_models), backend="cpu", threads=threads)
     if variant == "octave":
         use_octave_pyramid()
         return Engine.open(int8_models, backend="cpu", threads=threads)
@@ -124,7 +99,7 @@ def open_variant(variant: str, int8_models: Path, float_models: Path, threads: i
             int8_models, backend="cpu", threads=threads, min_face=float(variant[len("minface") :])
         )
     if variant == "int8":
-        return Engine.open(int8_models, backend="cpu", threads=threads)
+        return Engine.open(int8_models, backend="cpu", threads=threads, cascade="int8")
     raise ValueError(f"unknown variant {variant!r}")
 
 
@@ -187,8 +162,9 @@ def batching(int8_models: Path, float_models: Path, threads: int, repeats: int) 
     out: dict = {}
     folder = Path(tempfile.mkdtemp(prefix="edge-batch-"))
     atexit.register(shutil.rmtree, folder, True)
-    for kind, models in (("int8", int8_models), ("float", float_models)):
-        if not (models / "manifest.json").is_file():
+    shipped = int8_models / "float"  # the float twins the manifest's float_cascade lists
+    for kind, models in (("int8", int8_models), ("float", shipped)):
+        if not (models / "rnet.tflite").is_file():
             continue
         for name in ("rnet", "onet"):
             patched = folder / f"{kind}-{name}.tflite"
@@ -218,7 +194,7 @@ def main() -> None:
 
     paths = default_paths()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--accuracy", help="LFW check of one variant: int8, octave, hybrid, ...")
+    parser.add_argument("--accuracy", help="LFW check of one variant: auto, int8, octave, ...")
     parser.add_argument("--batching", action="store_true", help="time batched R-Net/O-Net")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", type=Path, default=paths["models"])

@@ -13,7 +13,10 @@ Why it is built this way:
   - ratios to ours are computed round by round (same minute, same load) and summarised by
     their median and p10-p90 over rounds;
   - load time and peak RSS come from separate fresh processes (--rss), and the daemon's peak
-    RSS from the real `edge-app run` on a folder of frames (its own VmHWM).
+    RSS from the real `edge-app run` on a folder of frames (its own VmHWM);
+  - the whole-process rounds start each system cold in a fresh process (interpreter start,
+    imports, model load, 100 one-face frames end to end, exit), timed from outside, in a
+    rotating order, the ratio taken round by round like the others.
 """
 
 from __future__ import annotations
@@ -38,19 +41,22 @@ from benchmarks.stats import block_fps, summary
 
 REPO = Path(__file__).resolve().parents[1]
 CONDITIONS = frame_sets.CONDITIONS
-# system -> modes; ours-int8 also runs the daemon's tracking loop
+# system -> modes; ours-auto and ours-int8 also run the daemon's tracking loop
 PLAN: dict[str, tuple[str, ...]] = {
+    "ours-auto": ("detect", "e2e", "track"),
     "ours-int8": ("detect", "e2e", "track"),
     "ours-edgetpu": ("detect", "e2e", "track"),
     "ours-float": ("detect", "e2e"),
     "proto-octave": ("detect", "e2e"),
-    "proto-hybrid": ("detect", "e2e", "track"),
     "proto-minface80": ("detect", "e2e"),
     "facenet-pytorch": ("detect", "e2e"),
     "mtcnn": ("detect",),
     "dlib": ("detect", "e2e"),
 }
 TRACK_WARMUP_FRAMES = 20  # two refresh periods: tracks are settled before timing starts
+BASELINE = "ours-auto"  # what a CPU runs by default; every "ours / peer" ratio is against it
+# Whole-process rounds: ours as shipped, ours all-int8, and the end-to-end peers.
+WHOLE_SYSTEMS = ("ours-auto", "ours-int8", "facenet-pytorch", "dlib")
 
 
 def default_paths() -> dict[str, Path]:
@@ -59,6 +65,14 @@ def default_paths() -> dict[str, Path]:
 
     models = default_models_dir()
     return {"models": models, "float_models": models.parent / "float", "data": SHARED_DATA}
+
+
+def shown_path(path: Path) -> str:
+    """A path inside the repository as the Makefile names it (relative), others as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def worker_env(threads: int) -> dict[str, str]:
@@ -366,7 +380,7 @@ def summarise(raw: dict[str, dict[str, dict[str, list]]], args: argparse.Namespa
     return out
 
 
-def ratios(summaries: dict, baseline: str = "ours-int8") -> dict[str, Any]:
+def ratios(summaries: dict, baseline: str = BASELINE) -> dict[str, Any]:
     """fps(system) / fps(peer) per round, then median and p10-p90 over rounds."""
     result: dict[str, Any] = {}
     ours = summaries.get(baseline, {})
@@ -386,6 +400,91 @@ def ratios(summaries: dict, baseline: str = "ours-int8") -> dict[str, Any]:
     return result
 
 
+def whole_process(
+    names: list[str], args: argparse.Namespace, frames: Path, env: dict[str, str], logs: Path
+) -> dict[str, Any]:
+    """Each system started cold in a fresh process per round, rotating order; wall seconds
+    from spawn to exit, the worker's own split (import, load, first frame), and per round the
+    ratio of each system's wall time to ours."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_index in range(args.whole_rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            log = logs / f"whole-{name}-{round_index}.log"
+            start = time.perf_counter()
+            with log.open("w", encoding="utf-8") as stderr:
+                result = subprocess.run(
+                    [*worker_command(name, args, frames), "--whole", str(args.whole_frames)],
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    text=True,
+                    env=env,
+                    cwd=REPO,
+                )
+            wall = time.perf_counter() - start
+            if result.returncode != 0 or not result.stdout.strip():
+                runs[name].append({"error": f"exit {result.returncode}, see {log}"})
+                continue
+            reply = json.loads(result.stdout.strip().splitlines()[-1])
+            runs[name].append({"wall_seconds": wall, "loadavg": os.getloadavg()[0], **reply})
+        print(f"whole-process round {round_index + 1}/{args.whole_rounds}")
+    out: dict[str, Any] = {"frames": args.whole_frames, "rounds": args.whole_rounds, "systems": {}}
+    ours = runs.get(BASELINE, [])
+    for name, entries in runs.items():
+        good = [e for e in entries if "error" not in e]
+        if not good:
+            out["systems"][name] = {"error": entries[0]["error"] if entries else "not run"}
+            continue
+        entry: dict[str, Any] = {
+            key: summary([e[key] for e in good])
+            for key in (
+                "wall_seconds",
+                "import_seconds",
+                "load_seconds",
+                "enroll_seconds",
+                "first_frame_seconds",
+                "frames_seconds",
+            )
+        }
+        entry["wall_per_round"] = [e.get("wall_seconds") for e in entries]
+        entry["loadavg"] = [e["loadavg"] for e in good]
+        entry["faces"] = [e["faces"] for e in good]
+        entry["mode"] = good[0]["mode"]
+        entry["distinct_frames"] = good[0]["distinct_frames"]
+        entry["cascade"] = good[0]["info"].get("cascade_choice")
+        if name != BASELINE and ours:
+            entry["ours_ratio"] = summary(
+                [
+                    theirs["wall_seconds"] / mine["wall_seconds"]
+                    for mine, theirs in zip(ours, entries, strict=False)
+                    if "error" not in mine and "error" not in theirs
+                ]
+            )
+        out["systems"][name] = entry
+    return out
+
+
+def _cascade_files(models: Path, float_models: Path) -> list[tuple[str, Path, dict]]:
+    """(kind, folder, model specs by name): the int8 models, the float twins shipped in the
+    manifest's float_cascade section, and the float reference models when they are built."""
+    sets = []
+    manifest = models / "manifest.json"
+    if manifest.is_file():
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        sets.append(("int8", models, data["models"]))
+        if data.get("float_cascade"):
+            sets.append(("float", models, dict(data["float_cascade"]["models"])))
+    reference = float_models / "manifest.json"
+    if reference.is_file():
+        specs = json.loads(reference.read_text(encoding="utf-8"))["models"]
+        shipped = next((s for kind, _, s in sets if kind == "float"), None)
+        if shipped is None:
+            sets.append(("float", float_models, specs))
+        elif "facenet" in specs:
+            sets.append(("float", float_models, {"facenet": specs["facenet"]}))
+    return sets
+
+
 def delegation(models: Path, float_models: Path, threads: int, repeats: int) -> dict[str, Any]:
     """Per model: XNNPACK partitions and ms per invoke, int8 and float, on one input.
 
@@ -395,11 +494,7 @@ def delegation(models: Path, float_models: Path, threads: int, repeats: int) -> 
     from ai_edge_litert.interpreter import Interpreter
 
     out: dict[str, Any] = {}
-    for kind, folder in (("int8", models), ("float", float_models)):
-        manifest = folder / "manifest.json"
-        if not manifest.is_file():
-            continue
-        specs = json.loads(manifest.read_text(encoding="utf-8"))["models"]
+    for kind, folder, specs in _cascade_files(models, float_models):
         for key in ("pnet_0", "rnet", "onet", "facenet"):
             if key not in specs:
                 continue
@@ -442,6 +537,10 @@ def provenance(models: Path) -> dict[str, Any]:
         "git_commit": commit or None,
         "uncommitted": [line[3:] for line in changed if line.strip()],
         "model_sha256": {name: spec["sha256"][:12] for name, spec in manifest["models"].items()},
+        "float_cascade_sha256": {
+            name: spec["sha256"][:12]
+            for name, spec in (manifest.get("float_cascade") or {}).get("models", {}).items()
+        },
         "thresholds": manifest.get("thresholds", {}),
     }
 
@@ -476,6 +575,8 @@ def main() -> None:
     parser.add_argument("--min-face", type=int, default=40)
     parser.add_argument("--rss-repeats", type=int, default=2)
     parser.add_argument("--daemon-frames", type=int, default=20)
+    parser.add_argument("--whole-rounds", type=int, default=5, help="whole-process rounds")
+    parser.add_argument("--whole-frames", type=int, default=100, help="frames per process")
     parser.add_argument("--systems", nargs="*", default=list(PLAN), help="subset to run")
     parser.add_argument("--models", type=Path, default=paths["models"])
     parser.add_argument("--float-models", type=Path, default=paths["float_models"])
@@ -490,6 +591,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.block, args.rss_repeats, args.daemon_frames = 1, 5, 1, 5
+        args.whole_rounds = 1
     for path, what in ((args.models, "int8 models"), (args.data / "lfw", "LFW images")):
         if not path.exists():
             sys.exit(f"{what} not found at {path}: pass --models/--data")
@@ -512,10 +614,11 @@ def main() -> None:
             systems.remove("ours-edgetpu")
             skipped["ours-edgetpu"] = status
     if "ours-float" in systems and not (args.float_models / "manifest.json").is_file():
-        for name in ("ours-float", "proto-hybrid"):
-            if name in systems:
-                systems.remove(name)
-                skipped[name] = f"no float models at {args.float_models} (edge-convert build)"
+        systems.remove("ours-float")
+        skipped["ours-float"] = (
+            f"no float reference models at {shown_path(args.float_models)} (`make models` "
+            "builds them; the float P/R/O-Net that ours-auto can run ship in the manifest)"
+        )
 
     workers: dict[str, Worker] = {}
     loads: dict[str, Any] = {}
@@ -532,10 +635,10 @@ def main() -> None:
                 worker.close()
         raw = run_rounds(workers, args)
         matching = {}
-        if "ours-int8" in workers:
+        if BASELINE in workers:
             for people in (1, 100):
                 for probes in (1, 3):
-                    reply = workers["ours-int8"].ask(
+                    reply = workers[BASELINE].ask(
                         {"cmd": "matching", "people": people, "probes": probes, "repeats": 300}
                     )
                     matching[f"{people}p_{probes}f"] = summary([1000 * s for s in reply["seconds"]])
@@ -567,7 +670,9 @@ def main() -> None:
         json.loads(batched.stdout.strip().splitlines()[-1]) if batched.returncode == 0 else {}
     )
     rss = {name: rss_runs(name, args, work / "frames", env, logs) for name in workers}
-    daemon = daemon_rss(args, frame_set, env, work) if "ours-int8" in workers else {}
+    whole_names = [name for name in WHOLE_SYSTEMS if name in workers]
+    whole = whole_process(whole_names, args, work / "frames", env, logs) if whole_names else {}
+    daemon = daemon_rss(args, frame_set, env, work) if BASELINE in workers else {}
     results = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
@@ -582,6 +687,8 @@ def main() -> None:
             "frames_per_condition": len(frame_set.frames["0"]),
             "people": frame_set.people,
             "models": args.models_note or str(args.models),
+            "whole_rounds": args.whole_rounds,
+            "whole_frames": args.whole_frames,
             "float_models": str(args.float_models),
             **provenance(args.models),
         },
@@ -592,8 +699,10 @@ def main() -> None:
             for name in workers
         },
         "results": summaries,
+        "baseline": BASELINE,
         "ratios": ratios(summaries),
-        "ratios_hybrid": ratios(summaries, baseline="proto-hybrid"),
+        "ratios_int8": ratios(summaries, baseline="ours-int8"),
+        "whole_process": whole,
         "matching_ms": matching,
         "delegation": delegate,
         "batching_ms_per_crop": batching,
@@ -604,7 +713,7 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({results['wall_seconds']:.0f} s)")
     failed = (
-        set(skipped) & set(PLAN) - {"ours-edgetpu", "ours-float", "proto-hybrid"}
+        set(skipped) & set(PLAN) - {"ours-edgetpu", "ours-float"}
         or daemon.get("exit_code")
         or any("error" in r for r in rss.values())
     )

@@ -132,6 +132,19 @@ class Ours(BenchSystem):
             matrix = gallery.load_matrix()
         self.matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()))
 
+    def random_gallery(self, samples: int = 3) -> None:
+        """One person of `samples` random unit vectors, like the peers' galleries: for the
+        cold whole-process runs, where enrolling photos would be a cost to ours alone (a door
+        reads its gallery from SQLite)."""
+        from edge_app.gallery import GalleryMatrix
+        from edge_app.matching import Matcher, MatchSettings
+
+        rng = np.random.default_rng(0)
+        vectors = rng.normal(size=(samples, 512)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        matrix = GalleryMatrix(vectors, np.zeros(samples, np.int32), ("person000",))
+        self.matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()))
+
     def detect(self, frame: np.ndarray) -> int:
         return len(self.engine.detect(frame))
 
@@ -246,4 +259,7 @@ class Ours(BenchSystem):
                 min_face=engine.cascade.min_face,
                 models=str(engine.models_dir),
             )
+            choice = getattr(engine, "cascade_choice", None)
+            if choice is not None:
+                info.update(cascade=choice.chosen, cascade_choice=choice.describe())
         return info

@@ -5,8 +5,9 @@ run.py keeps one worker per system alive and asks each in turn for a short block
 alike and the ratios stay fair. The worker answers on a private copy of stdout; the real
 stdout is pointed at stderr, because some peers print progress bars there.
 
-Modes: `--serve` (the round-robin protocol) and `--rss` (a fresh process that loads the
-system, runs a few frames and reports its load time and peak RSS, VmHWM from /proc).
+Modes: `--serve` (the round-robin protocol), `--rss` (a fresh process that loads the
+system, runs a few frames and reports its load time and peak RSS, VmHWM from /proc) and
+`--whole` (a fresh process that starts cold and runs N one-face frames, timed from outside).
 """
 
 from __future__ import annotations
@@ -25,20 +26,23 @@ from benchmarks.systems import BenchSystem, Ours
 
 START = time.perf_counter()
 
-# name -> (fast-path variant, label, notes); the first is the pipeline as shipped.
+# name -> (fast-path variant, label, notes); the first is the pipeline as shipped on a CPU.
 OURS = {
-    "ours-int8": ("int8", "ours, int8 TFLite (CPU)", ()),
+    "ours-auto": (
+        "auto",
+        "ours, as shipped on the CPU (cascade auto)",
+        (
+            '`[models] cascade = "auto"`, the default: P/R/O-Net int8 or float, whichever the '
+            "engine measured faster at start-up; FaceNet int8",
+        ),
+    ),
+    "ours-int8": ("int8", "ours, int8 TFLite (CPU)", ('`cascade = "int8"`: all four int8',)),
     "ours-float": ("float", "ours, float TFLite (CPU)", ("float reference models",)),
     "ours-edgetpu": ("int8", "ours, Edge TPU", ()),
     "proto-octave": (
         "octave",
         "prototype: int8 + octave pyramid",
         ("pyramid levels resized from 2x reductions (benchmarks/fastpath.py)",),
-    ),
-    "proto-hybrid": (
-        "hybrid",
-        "prototype: float P/R/O-Net + int8 FaceNet + octave pyramid",
-        ("benchmarks/fastpath.py",),
     ),
     "proto-minface80": (
         "minface80",
@@ -198,6 +202,47 @@ def rss(system: BenchSystem, frames_path: Path, count: int) -> None:
     channel.write(json.dumps({**timing, "vm": vm_status(), "mode": mode}) + "\n")
 
 
+def whole(system: BenchSystem, frames_path: Path, count: int) -> None:
+    """Fresh process, as a door service starts: import, load, then `count` one-face frames end
+    to end (detection for detect-only systems), no warm-up; run.py times it from outside."""
+    frame_set = frame_sets.load(frames_path)
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    system.prepare()
+    imported = time.perf_counter()
+    system.load()
+    loaded = time.perf_counter()
+    if isinstance(system, Ours):
+        system.random_gallery()
+    enrolled = time.perf_counter()
+    frames = frame_set.frames["1"]
+    run = system.e2e if "e2e" in system.modes else system.detect
+    seconds, found = [], 0
+    for index in range(count):
+        start = time.perf_counter()
+        result = run(frames[index % len(frames)])
+        seconds.append(time.perf_counter() - start)
+        found += result[0] if isinstance(result, tuple) else result
+    channel.write(
+        json.dumps(
+            {
+                "import_seconds": imported - START,
+                "load_seconds": loaded - imported,
+                "enroll_seconds": enrolled - loaded,
+                "first_frame_seconds": seconds[0],
+                "frames_seconds": sum(seconds),
+                "frames": count,
+                "distinct_frames": min(count, len(frames)),
+                "faces": found,
+                "mode": "e2e" if "e2e" in system.modes else "detect",
+                "info": system.info(),
+            }
+        )
+        + "\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("system", choices=[*OURS, *PEERS])
@@ -207,10 +252,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-face", type=int, default=40)
     parser.add_argument("--rss", type=int, metavar="FRAMES", help="peak-RSS run of N frames")
+    parser.add_argument("--whole", type=int, metavar="FRAMES", help="whole-process run, N frames")
     args = parser.parse_args()
     set_threads(args.threads)
     system = make_system(args.system, args)
-    if args.rss:
+    if args.whole:
+        whole(system, args.frames, args.whole)
+    elif args.rss:
         rss(system, args.frames, args.rss)
     else:
         serve(system, frame_sets.load(args.frames))

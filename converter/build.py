@@ -57,14 +57,18 @@ from edge_app.align import FACENET_SIZE as ALIGN_SIZE
 from edge_app.detection.cascade import Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR, level_shape, pyramid_scales
 from edge_app.engine import DEFAULT_MARGIN, Engine
+from edge_app.images import read_image
 from edge_app.manifest import (
+    CASCADE_ROLES,
     FORMAT_VERSION,
     LIVENESS_ROLE,
     MANIFEST_NAME,
     EdgeTpuSpec,
+    load_manifest,
     parse_manifest,
     sha256_file,
 )
+from edge_app.paths import REPO_ROOT
 from edge_app.runtime import select_backend
 
 log = logging.getLogger(__name__)
@@ -372,6 +376,9 @@ def build(options: BuildOptions) -> Path:
         if options.edgetpu:
             _compile(out_dir, models)
         manifest = _manifest(options, scales, models, sources)
+        manifest["float_cascade"] = ship_float_cascade(
+            float_dir, float_models, out_dir / FLOAT_CASCADE_DIR, options.camera
+        )
         int8_engine = Engine(parse_manifest(manifest), out_dir, select_backend("cpu"))
         manifest["thresholds"].update(stage_thresholds(float_engine, int8_engine, inputs))
         log.info("step 5/5: recognition threshold on LFW DevTrain")
@@ -518,3 +525,121 @@ def _compile(folder: Path, models: dict) -> None:
 
 def float_dir_for(out: Path) -> Path:
     return out.parent / "float"
+
+
+# The float twins of the int8 P/R/O-Net, shipped inside the models folder for CPUs where
+# float runs faster (edge_app/cascade_choice.py), and the probe frame both are timed on: one
+# LFW face (already in tests/data) centred on a camera-sized shaded canvas.
+FLOAT_CASCADE_DIR = "float"
+PROBE_NAME = "probe.jpg"
+PROBE_PHOTO = REPO_ROOT / "tests/data/lfw_sample/Donald_Pettit/Donald_Pettit_0001.jpg"
+
+
+def probe_frame(photo: Path, camera: tuple[int, int]) -> np.ndarray:
+    """One face on a camera-sized canvas: `photo` centred on a left-to-right grey ramp."""
+    width, height = camera
+    shade = np.linspace(60, 160, width, dtype=np.float32)[None, :, None]
+    frame = np.broadcast_to(shade, (height, width, 3)).astype(np.uint8).copy()
+    image = read_image(photo)
+    fit = min(1.0, width / image.shape[1], height / image.shape[0])
+    if fit < 1.0:
+        import cv2
+
+        size = (int(image.shape[1] * fit), int(image.shape[0] * fit))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
+    frame[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return frame
+
+
+def ship_float_cascade(
+    float_dir: Path,
+    float_models: dict,
+    target: Path,
+    camera: tuple[int, int],
+    photo: Path = PROBE_PHOTO,
+    prefix: str = FLOAT_CASCADE_DIR,
+) -> dict:
+    """Copy the float P/R/O-Net from `float_dir` into `target` (the folder that will be
+    MODELS/`prefix`) with the probe frame; the manifest's `float_cascade` section for them."""
+    import cv2
+
+    target.mkdir(parents=True, exist_ok=True)
+    models = {}
+    for name, entry in float_models.items():
+        if entry["role"] not in CASCADE_ROLES:
+            continue
+        shutil.copyfile(float_dir / entry["file"], target / entry["file"])
+        models[name] = {**entry, "file": f"{prefix}/{entry['file']}"}
+    probe = target / PROBE_NAME
+    frame = probe_frame(photo, camera)
+    if not cv2.imwrite(str(probe), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)):
+        raise BuildError(f"cannot write {probe}")
+    defaults = Thresholds()
+    return {
+        "thresholds": {role: getattr(defaults, role) for role in CASCADE_ROLES},
+        "probe": f"{prefix}/{PROBE_NAME}",
+        "probe_sha256": sha256_file(probe),
+        "models": models,
+    }
+
+
+def _same_shapes(int8: dict, float_entry: dict, name: str) -> None:
+    """The float twin must take the int8 model's input shape and give the same outputs."""
+    shapes = [t["shape"] for t in int8["inputs"]], [t["shape"] for t in float_entry["inputs"]]
+    roles = (
+        sorted(t["role"] for t in int8["outputs"]),
+        sorted(t["role"] for t in float_entry["outputs"]),
+    )
+    if shapes[0] != shapes[1] or roles[0] != roles[1] or int8["scale"] != float_entry["scale"]:
+        raise BuildError(
+            f"{name}: the float model (input {shapes[1]}, outputs {roles[1]}) is not the twin "
+            f"of the int8 one (input {shapes[0]}, outputs {roles[0]})"
+        )
+
+
+def add_float_cascade(models_dir: Path, photo: Path = PROBE_PHOTO) -> Path:
+    """`edge-convert float-cascade`: add the float P/R/O-Net to an existing models folder.
+
+    Builds the float twins of the manifest's P-Net levels, R-Net and O-Net from the same
+    weights and recipe as `build`'s float step, into MODELS/float, and adds the
+    `float_cascade` section to manifest.json. Every other file, int8 models included, is
+    left byte for byte as it was. The float folder is staged and the manifest written to a
+    temporary file and renamed, so a failure leaves the previous state.
+    """
+    _require_tensorflow()
+    manifest_path = models_dir / MANIFEST_NAME
+    load_manifest(models_dir)  # a clear error when it is missing or malformed
+    data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    camera = (int(data["camera"][0]), int(data["camera"][1]))
+    source = mtcnn_source_identity()
+    if data.get("sources", {}).get("mtcnn") != source:
+        raise BuildError(
+            f"the int8 models were built from MTCNN weights {data.get('sources', {}).get('mtcnn')}"
+            f" but this converter has {source}: their float twins cannot be built here"
+        )
+    pnets = {n: float(s["scale"]) for n, s in data["models"].items() if s["role"] == "pnet"}
+    with tempfile.TemporaryDirectory(prefix="edge-float-") as work:
+        float_dir = Path(work)
+        models = {}
+        with _quiet():
+            for name, scale in pnets.items():
+                height, width = level_shape(*camera, scale)
+                model = convert_keras(build_pnet(height, width))
+                models[name] = _save(float_dir, name, model, "pnet", scale)
+            models["rnet"] = _save(float_dir, "rnet", convert_keras(build_rnet()), "rnet", None)
+            models["onet"] = _save(float_dir, "onet", convert_keras(build_onet()), "onet", None)
+        for name, entry in models.items():
+            _same_shapes(data["models"][name], entry, name)
+        with staged_folder(models_dir / FLOAT_CASCADE_DIR) as staging:
+            data["float_cascade"] = ship_float_cascade(float_dir, models, staging, camera, photo)
+            text = parse_manifest(data).to_json()  # the device's own validation
+            pending = manifest_path.with_name(f".{MANIFEST_NAME}.new")
+            pending.write_text(text, encoding="utf-8")
+        try:
+            os.replace(pending, manifest_path)
+        finally:
+            pending.unlink(missing_ok=True)
+    target = models_dir / FLOAT_CASCADE_DIR
+    log.info("float cascade: %d models and the probe frame in %s", len(models), target)
+    return target

@@ -58,6 +58,15 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _float_cascade(args: argparse.Namespace) -> int:
+    from converter.build import PROBE_PHOTO, add_float_cascade
+
+    photo = Path(args.probe_photo) if args.probe_photo else PROBE_PHOTO
+    folder = add_float_cascade(Path(args.models), photo)
+    sys.stdout.write(f"float cascade written to {folder}; manifest.json lists it\n")
+    return 0
+
+
 def _lint(args: argparse.Namespace) -> int:
     from converter.lint import LintError, Violation, format_report, lint_model
 
@@ -205,6 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=200, help="door frames for cascade calibration")
     b.add_argument("--faces", type=int, default=300, help="aligned faces for FaceNet calibration")
     b.set_defaults(handler=_build)
+
+    f = sub.add_parser(
+        "float-cascade",
+        help="add the float P/R/O-Net (and the probe frame) to a built models folder",
+        description=(
+            "Build the float twins of a models folder's int8 P-Net levels, R-Net and O-Net "
+            "(build's float step, same weights), write them to MODELS/float with the probe "
+            "frame the engine times both cascades on, and list them with their sha256 in "
+            "manifest.json's float_cascade section. The int8 models are not touched. "
+            "`edge-convert build` already does this; this command adds it to older folders."
+        ),
+        epilog="examples:\n  edge-convert float-cascade --models models/tflite",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    f.add_argument("--models", default=str(REPO_MODELS), help="models folder (default %(default)s)")
+    f.add_argument(
+        "--probe-photo",
+        metavar="PHOTO",
+        help="the one face of the probe frame, centred on a camera-sized canvas (default: "
+        "tests/data/lfw_sample/Donald_Pettit/Donald_Pettit_0001.jpg)",
+    )
+    f.set_defaults(handler=_float_cascade)
 
     lint = sub.add_parser(
         "lint",

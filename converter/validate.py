@@ -330,12 +330,45 @@ def summarise_liveness(records: list[dict], models: list[str]) -> dict:
     }
 
 
-def _verdicts(results: dict) -> dict[str, bool]:
-    f, c = results["facenet"], results["cascade"]
+def float_cascade_note(int8_engine: Engine, reference: Engine | None) -> dict:
+    """Where the compared float P/R/O-Net come from, and whether the shipped ones are the
+    reference build's files byte for byte."""
+    section = int8_engine.manifest.float_cascade
+    if section is None:
+        return {"shipped": False, "note": "not in the manifest: the float reference was compared"}
+    same = None
+    if reference is not None:
+        ref = {n: s.sha256 for n, s in reference.manifest.models.items()}
+        same = all(ref.get(n) == s.sha256 for n, s in section.models.items())
+    identical = (
+        "There are no float reference models here to compare the files with."
+        if same is None
+        else "The shipped files are byte for byte the float reference build's."
+        if same
+        else "The shipped files are **not** the float reference build's."
+    )
     return {
-        "facenet_cosine_mean": f["cosine_mean"] >= TARGETS["facenet_cosine_mean"],
-        "facenet_cosine_min": f["cosine_min"] >= TARGETS["facenet_cosine_min"],
-        "accuracy_drop_pp": f["accuracy_drop_pp"] <= TARGETS["accuracy_drop_pp"],
+        "shipped": True,
+        "identical_to_reference": same,
+        "note": f"The cascade rows below compare the {len(section.models)} float P/R/O-Net "
+        'shipped in the manifest\'s float_cascade (what `cascade = "auto"` or `"float"` runs '
+        f"on a CPU) with the int8 ones. {identical}",
+    }
+
+
+def _verdicts(results: dict) -> dict[str, bool]:
+    f, c = results.get("facenet"), results["cascade"]
+    facenet = (
+        {
+            "facenet_cosine_mean": f["cosine_mean"] >= TARGETS["facenet_cosine_mean"],
+            "facenet_cosine_min": f["cosine_min"] >= TARGETS["facenet_cosine_min"],
+            "accuracy_drop_pp": f["accuracy_drop_pp"] <= TARGETS["accuracy_drop_pp"],
+        }
+        if f
+        else {}
+    )
+    return {
+        **facenet,
         "detections_reproduced": min(c["lfw"]["reproduced"], c["detection"]["reproduced"])
         >= TARGETS["detections_reproduced"],
         "landmark_error": max(
@@ -373,12 +406,12 @@ GOALS = {
 
 
 def render_markdown(results: dict) -> str:
-    f, c = results["facenet"], results["cascade"]
+    f, c = results.get("facenet"), results["cascade"]
     lfw, photos = c["lfw"], c["detection"]
     measured = {
-        "facenet_cosine_mean": f"{f['cosine_mean']:.4f}",
-        "facenet_cosine_min": f"{f['cosine_min']:.4f}",
-        "accuracy_drop_pp": f"{f['accuracy_drop_pp']:+.2f} pp",
+        "facenet_cosine_mean": f"{f['cosine_mean']:.4f}" if f else "-",
+        "facenet_cosine_min": f"{f['cosine_min']:.4f}" if f else "-",
+        "accuracy_drop_pp": f"{f['accuracy_drop_pp']:+.2f} pp" if f else "-",
         "detections_reproduced": f"LFW {_pct(lfw['reproduced'])}, "
         f"photos {_pct(photos['reproduced'])}",
         "landmark_error": f"LFW {_pct(lfw['landmark_error_of_box_mean'])}, "
@@ -404,8 +437,25 @@ def render_markdown(results: dict) -> str:
     ]
     for key, met in results["verdicts"].items():
         lines.append(_row(key, GOALS[key], measured[key], "yes" if met else "**no**"))
-    lines += [
-        "",
+    shipped = results.get("float_cascade", {})
+    lines += ["", "## Float cascade", "", shipped.get("note", "not in the manifest"), ""]
+    if not f:
+        lines += [
+            "## FaceNet",
+            "",
+            "Not compared: no float reference models (the float FaceNet is built by "
+            "`edge-convert build` into MODELS/../float, not shipped).",
+            "",
+        ]
+    lines += _facenet_lines(f) if f else []
+    lines += _cascade_lines(c, lfw, photos)
+    if live:
+        lines += _liveness_markdown(live)
+    return "\n".join(lines)
+
+
+def _facenet_lines(f: dict) -> list[str]:
+    return [
         "## FaceNet (LFW DevTest, float-MTCNN crops for both)",
         "",
         f"{f['images']} images, {f['pairs']} pairs; {f['no_face_images']} images without a "
@@ -422,6 +472,11 @@ def render_markdown(results: dict) -> str:
         f"Embedding cosine float vs int8: mean {f['cosine_mean']:.4f}, "
         f"1st percentile {f['cosine_p1']:.4f}, min {f['cosine_min']:.4f}.",
         "",
+    ]
+
+
+def _cascade_lines(c: dict, lfw: dict, photos: dict) -> list[str]:
+    lines = [
         "## MTCNN cascade",
         "",
         _row(
@@ -478,10 +533,8 @@ def render_markdown(results: dict) -> str:
                     "-" if landmark is None else _pct(landmark),
                 )
             )
-    if live:
-        lines += _liveness_markdown(live)
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _liveness_markdown(live: dict) -> list[str]:
@@ -549,7 +602,7 @@ def validate(
 ) -> dict:
     import tensorflow as tf
 
-    int8_engine = Engine.open(models, backend="cpu")
+    int8_engine = Engine.open(models, backend="cpu", cascade="int8")
     liveness = None
     nuaa = data / "liveness" / "nuaa"
     if int8_engine.has_liveness and nuaa.is_dir():
@@ -574,7 +627,20 @@ def validate(
             ) from None
         results["liveness"] = liveness
         return _write_results(results, json_out, report)
-    float_engine = Engine.open(float_models, backend="cpu")
+    reference = (
+        Engine.open(float_models, backend="cpu", cascade="int8")
+        if (float_models / "manifest.json").is_file()
+        else None
+    )
+    # The cascade comparison runs the float P/R/O-Net the device can choose (the manifest's
+    # float_cascade), else the float reference models.
+    shipped = int8_engine.manifest.float_cascade is not None
+    float_engine = Engine.open(models, backend="cpu", cascade="float") if shipped else reference
+    if float_engine is None:
+        raise UserError(
+            f"no float models to compare with: {models}/manifest.json has no float_cascade "
+            f"and {float_models} has no manifest.json (edge-convert float-cascade or build)"
+        )
     lfw = data / "lfw"
     test_pairs = read_pairs(lfw / "pairsDevTest.txt")
     lfw_images = [lfw / "images" / n for n in test_pairs.images]
@@ -584,7 +650,8 @@ def validate(
     results = {
         "models": str(models),
         "tensorflow": tf.__version__,
-        "facenet": compare_facenet(float_engine, int8_engine, lfw, limit),
+        "facenet": compare_facenet(reference, int8_engine, lfw, limit) if reference else None,
+        "float_cascade": float_cascade_note(int8_engine, reference),
         "cascade": {
             "lfw": compare_cascades(float_engine, int8_engine, lfw_images, stages),
             "detection": compare_cascades(

@@ -22,6 +22,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as `tomli
     import tomli as tomllib  # type: ignore[no-redef]
 
 from edge_app import paths
+from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
 from edge_app.matching import AGGREGATES
 from edge_app.runtime import BACKENDS
@@ -229,6 +230,9 @@ class ModelsConfig:
     dir: Path | None = _key(None, _auto_or(_path(optional=True)))
     backend: str = _key(AUTO, _choice(*BACKENDS))
     threads: int | None = _key(None, _auto_or(_integer(1, 64)))
+    # MTCNN cascade on the CPU: "auto" times int8 and float at start-up and keeps the faster
+    # (edge_app/cascade_choice.py); the Edge TPU always runs int8.
+    cascade: str = _key(AUTO, _choice(*CASCADES))
 
 
 @dataclass(frozen=True)

@@ -367,6 +367,7 @@ class Daemon:
                 backend=models.backend,
                 threads=models.threads,
                 min_face=config.detection.min_face,
+                cascade=models.cascade,
             )
         self.recognizer = Recognizer(self.engine, config.gallery.path, config.recognition)
         self.live_rule = self._resolve_liveness(config)

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_app.adapters import ModelRunner
 from edge_app.align import face_crops
+from edge_app.cascade_choice import CascadeChoice, open_engine
 from edge_app.detection.cascade import Cascade, Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR
 from edge_app.errors import UserError
@@ -60,7 +61,9 @@ class Engine:
         backend: Backend,
         min_face: float | None = None,
         thresholds: dict[str, float] | None = None,
+        facenet: ModelRunner | None = None,
     ) -> None:
+        """facenet: an already open FaceNet runner to share (edge_app/cascade_choice.py)."""
         self.manifest = manifest
         self.models_dir = Path(models_dir)
         self.backend = backend
@@ -92,7 +95,9 @@ class Engine:
             factor=float(manifest.pyramid.get("factor", DEFAULT_FACTOR)),
             scales=[float(v) for v in manifest.pyramid["scales"]] if self._tpu else None,
         )
-        self._facenet = self._runner(facenet_spec)
+        self._facenet = facenet or self._runner(facenet_spec)
+        # Which cascade runs and why; set by Engine.open (edge_app/cascade_choice.py).
+        self.cascade_choice: CascadeChoice | None = None
         liveness_specs = manifest.by_role(LIVENESS_ROLE)
         self._liveness = (
             LivenessScorer([self._runner(spec) for _, spec in liveness_specs])
@@ -117,8 +122,13 @@ class Engine:
         min_face: float | None = None,
         thresholds: dict[str, float] | None = None,
         verify: bool = True,
+        cascade: str = "int8",
     ) -> Engine:
-        """Load the manifest, check the files against their hashes, pick the backend."""
+        """Load the manifest, check the files against their hashes, pick the backend.
+
+        cascade: "int8", "float" or "auto" (the faster on this CPU, measured at start-up);
+        the Edge TPU runs int8 whatever is asked (edge_app/cascade_choice.py).
+        """
         models_dir = Path(models_dir) if models_dir else default_models_dir()
         try:
             manifest = load_manifest(models_dir)
@@ -139,7 +149,16 @@ class Engine:
         if chosen.kind == "edgetpu" and any(s.edgetpu is None for s in manifest.models.values()):
             log.warning("manifest has no Edge TPU models; running the int8 CPU models instead")
             chosen = select_backend("cpu", threads)
-        return cls(manifest, models_dir, chosen, min_face=min_face, thresholds=thresholds)
+        return open_engine(
+            cls,
+            manifest,
+            models_dir,
+            chosen,
+            cascade,
+            verify=verify,
+            min_face=min_face,
+            thresholds=thresholds,
+        )
 
     def _runner(self, spec: ModelSpec) -> ModelRunner:
         file = spec.edgetpu.file if self._tpu and spec.edgetpu else spec.file

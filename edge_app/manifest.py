@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 FORMAT_VERSION = 1
@@ -84,6 +84,21 @@ class ModelSpec:
         raise ManifestError(f"model {self.file} has no output with role {role!r}")
 
 
+CASCADE_ROLES = ("pnet", "rnet", "onet")
+
+
+@dataclass(frozen=True)
+class FloatCascade:
+    """The float twins of the int8 P/R/O-Net, shipped beside them for CPUs where float runs
+    faster (edge_app/cascade_choice.py), with their own stage thresholds and the frame the
+    engine times both cascades on. Files are relative to the models folder."""
+
+    models: dict[str, ModelSpec]
+    thresholds: dict[str, float]
+    probe: str
+    probe_sha256: str
+
+
 @dataclass(frozen=True)
 class Manifest:
     camera: list[int]
@@ -99,6 +114,7 @@ class Manifest:
     liveness: dict[str, Any] = field(default_factory=dict)
     created_utc: str = ""
     format_version: int = FORMAT_VERSION
+    float_cascade: FloatCascade | None = None
 
     def by_role(self, role: str) -> list[tuple[str, ModelSpec]]:
         """Models of one role; P-Net models come in pyramid order, largest scale first."""
@@ -106,7 +122,23 @@ class Manifest:
         return sorted(found, key=lambda item: -(item[1].scale or 0.0))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        data = asdict(self)
+        if data["float_cascade"] is None:  # manifests without the section stay byte-identical
+            del data["float_cascade"]
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+    def with_float_cascade(self) -> Manifest:
+        """This manifest with the float P/R/O-Net and their thresholds in place of the int8
+        ones; FaceNet, pyramid and preprocessing unchanged. For the CPU only."""
+        if self.float_cascade is None:
+            raise ManifestError("the manifest has no float_cascade section")
+        models = {n: s for n, s in self.models.items() if s.role not in CASCADE_ROLES}
+        models.update(self.float_cascade.models)
+        return replace(
+            self,
+            models=models,
+            thresholds={**self.thresholds, **self.float_cascade.thresholds},
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -209,6 +241,48 @@ def _model(name: str, data: dict[str, Any]) -> ModelSpec:
     )
 
 
+def _relative_file(value: str, where: str) -> str:
+    """A file inside the models folder: relative, no `..`; a manifest cannot point elsewhere."""
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
+        raise ManifestError(f"{where}: {value!r} must be a relative path inside the models folder")
+    return value
+
+
+def _float_cascade(data: Any, pyramid_scales: list[float]) -> FloatCascade | None:
+    where = "manifest.float_cascade"
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: expected an object")
+    models = {
+        name: _model(f"float_cascade.{name}", spec)
+        for name, spec in _require(data, "models", dict, where).items()
+    }
+    for name, spec in models.items():
+        _relative_file(spec.file, f"{where}.models.{name}.file")
+        if spec.role not in CASCADE_ROLES:
+            raise ManifestError(f"{where}.models.{name}.role: only {', '.join(CASCADE_ROLES)}")
+        if spec.edgetpu is not None:
+            raise ManifestError(f"{where}.models.{name}.edgetpu: float models never run there")
+    for role in CASCADE_ROLES:
+        if not any(spec.role == role for spec in models.values()):
+            raise ManifestError(f"{where}.models: no model with role {role!r}")
+    float_scales = sorted(s.scale or 0.0 for s in models.values() if s.role == "pnet")
+    expected = sorted(pyramid_scales)
+    if len(float_scales) != len(expected) or any(
+        abs(a - b) > 1e-9 for a, b in zip(float_scales, expected, strict=False)
+    ):
+        raise ManifestError(f"{where}.models: P-Net scales differ from manifest.pyramid.scales")
+    thresholds = _require(data, "thresholds", dict, where)
+    return FloatCascade(
+        models=models,
+        thresholds={k: float(_number(thresholds, k, 0, f"{where}.thresholds")) for k in thresholds},
+        probe=_relative_file(_require(data, "probe", str, where), f"{where}.probe"),
+        probe_sha256=_require(data, "probe_sha256", str, where),
+    )
+
+
 def parse_manifest(data: dict[str, Any]) -> Manifest:
     where = "manifest"
     version = _require(data, "format_version", int, where)
@@ -224,7 +298,7 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         if not any(spec.role == role for spec in models.values()):
             raise ManifestError(f"manifest.models: no model with role {role!r}")
     pyramid = _require(data, "pyramid", dict, where)
-    _numbers(
+    scales = _numbers(
         _require(pyramid, "scales", list, "manifest.pyramid"), float, "manifest.pyramid.scales"
     )
     thresholds = _require(data, "thresholds", dict, where)
@@ -242,6 +316,7 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         liveness=data.get("liveness", {}),
         created_utc=str(data.get("created_utc", "")),
         format_version=version,
+        float_cascade=_float_cascade(data.get("float_cascade"), scales),
     )
 
 
@@ -273,4 +348,22 @@ def verify_files(manifest: Manifest, models_dir: Path, edgetpu: bool = False) ->
                 problems.append(f"{name}: {file} is missing")
             elif sha256_file(path) != expected:
                 problems.append(f"{name}: {file} does not match its sha256 in the manifest")
+    return problems
+
+
+def verify_float_cascade(manifest: Manifest, models_dir: Path) -> list[str]:
+    """Problems with the float cascade's files (missing or hash mismatch); empty when all good
+    or when the manifest ships no float cascade."""
+    section = manifest.float_cascade
+    if section is None:
+        return []
+    entries = [(f"float {name}", s.file, s.sha256) for name, s in section.models.items()]
+    entries.append(("float probe", section.probe, section.probe_sha256))
+    problems = []
+    for name, file, expected in entries:
+        path = Path(models_dir) / file
+        if not path.is_file():
+            problems.append(f"{name}: {file} is missing")
+        elif sha256_file(path) != expected:
+            problems.append(f"{name}: {file} does not match its sha256 in the manifest")
     return problems

@@ -194,8 +194,8 @@ def kill_when_open(factory: MockFactory, signum: int, sent: list[float]) -> thre
 def test_sigterm_mid_pulse_relocks_at_once_even_with_a_slow_frame_loop(
     tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 30 s pulse, frames that take 0.4 s each: SIGTERM drives the pin low well before the frame ends,
-    without waiting for the frame in progress."""
+    """A 30 s pulse, frames that take 0.4 s each: SIGTERM drives the pin low well before the
+    frame ends, without waiting for the frame in progress."""
     frames = write_frames(tmp_path / "frames", visit(before=0, stay=6, after=10))
     factory = MockFactory()
     config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30})

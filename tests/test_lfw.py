@@ -245,6 +245,8 @@ def test_eval_lfw_command(
             str(models_dir),
             "--backend",
             "cpu",
+            "--cascade",
+            "int8",  # the `engine` fixture's cascade, whose embeddings are compared below
         ]
     )
     assert code == 0

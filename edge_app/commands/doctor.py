@@ -83,7 +83,12 @@ def _runtime_checks() -> list[Check]:
 
 
 def _model_checks(models: Path | None) -> list[Check]:
-    from edge_app.manifest import ManifestError, load_manifest, verify_files
+    from edge_app.manifest import (
+        ManifestError,
+        load_manifest,
+        verify_files,
+        verify_float_cascade,
+    )
     from edge_app.paths import default_models_dir
 
     folder = models or default_models_dir()
@@ -96,7 +101,22 @@ def _model_checks(models: Path | None) -> list[Check]:
         return [Check("models", "fail", "; ".join(problems), "rebuild or re-copy the models")]
     files = ", ".join(f"{s.file} {s.sha256[:12]}" for s in manifest.models.values())
     tpu = sum(1 for s in manifest.models.values() if s.edgetpu)
+    floats = manifest.float_cascade
+    float_problems = verify_float_cascade(manifest, folder)
+    float_check = Check(
+        "float cascade",
+        "warn" if floats is None or float_problems else "ok",
+        "; ".join(float_problems)
+        if float_problems
+        else "none in the manifest: the CPU runs the int8 P/R/O-Net"
+        if floats is None
+        else f"{len(floats.models)} float P/R/O-Net and the probe frame verified",
+        "edge-convert float-cascade --models MODELS, or re-copy models/tflite"
+        if floats is None or float_problems
+        else "",
+    )
     return [
+        float_check,
         Check("models", "ok", f"{folder}: {len(manifest.models)} models verified ({files})"),
         Check(
             "edge tpu models",
@@ -120,6 +140,39 @@ def _raspberry_pi() -> str | None:
     except OSError:
         return None
     return model if model.startswith("Raspberry Pi") else None
+
+
+def _cascade_checks(models: Path | None, config: Config) -> list[Check]:
+    """Which MTCNN cascade the engine runs with this config, and why: opens it as the daemon
+    does (with cascade = "auto" that times both cascades, a fraction of a second)."""
+    from edge_app.engine import Engine
+    from edge_app.errors import UserError
+
+    settings = config.models
+    try:
+        engine = Engine.open(
+            models_dir=models,
+            backend=settings.backend,
+            threads=settings.threads,
+            min_face=config.detection.min_face,
+            cascade=settings.cascade,
+        )
+    except UserError as error:
+        return [Check("cascade", "fail", str(error), "fix the models or set models.cascade")]
+    choice = engine.cascade_choice
+    if choice is None:
+        return []
+    degraded = choice.requested != "int8" and choice.reason.startswith("no usable float")
+    return [
+        Check(
+            "cascade",
+            "warn" if degraded and choice.requested == "auto" else "ok",
+            f"{choice.describe()}; the daemon measures again at each start",
+            "edge-convert float-cascade --models MODELS, or re-copy models/tflite"
+            if degraded
+            else "",
+        )
+    ]
 
 
 def _device_checks() -> list[Check]:
@@ -225,6 +278,8 @@ def collect_checks(config_path: Path | None = None, models: Path | None = None) 
     checks += _model_checks(models)
     checks += _device_checks()
     checks += config_checks
+    if config is not None and not any(c.area == "models" and c.status == "fail" for c in checks):
+        checks += _cascade_checks(models, config)
     checks += _gallery_checks(config)
     return checks
 
