@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edge_app.errors import UserError
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ROLES = ("pnet", "rnet", "onet", "facenet")
@@ -24,8 +26,11 @@ PIXEL_ENCODINGS = ("raw", "standardised")
 COLOR_ORDERS = ("RGB", "BGR")
 
 
-class ManifestError(ValueError):
-    """The manifest is missing, unreadable, or does not describe usable models."""
+class ManifestError(UserError, ValueError):
+    """The manifest is missing, unreadable, or does not describe usable models.
+
+    A UserError (the message says how to fix it, so every CLI prints it as one line) and a
+    ValueError (what callers that validate data catch)."""
 
 
 @dataclass(frozen=True)

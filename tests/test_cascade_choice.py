@@ -30,6 +30,7 @@ from edge_app.detection.boxes import iou_matrix
 from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.manifest import (
+    CASCADE_ROLES,
     ManifestError,
     load_manifest,
     parse_manifest,
@@ -111,7 +112,7 @@ def test_the_float_twins_are_listed_with_their_hashes(models_dir: Path) -> None:
         assert spec.inputs[0].shape == twin.inputs[0].shape and spec.inputs[0].dtype == "float32"
         assert sorted(t.role for t in spec.outputs) == sorted(t.role for t in twin.outputs)
     assert sorted(section.models) == sorted(
-        n for n, s in manifest.models.items() if s.role != "facenet"
+        n for n, s in manifest.models.items() if s.role in CASCADE_ROLES
     )
     assert section.thresholds == {"pnet": 0.6, "rnet": 0.7, "onet": 0.8}
     assert sha256_file(models_dir / section.probe) == section.probe_sha256
@@ -121,7 +122,9 @@ def test_with_float_cascade_keeps_the_int8_facenet(models_dir: Path) -> None:
     manifest = load_manifest(models_dir)
     hybrid = manifest.with_float_cascade()
     assert hybrid.models["facenet"] == manifest.models["facenet"]
-    assert all(s.file.startswith("float/") for s in hybrid.models.values() if s.role != "facenet")
+    assert all(
+        s.file.startswith("float/") for s in hybrid.models.values() if s.role in CASCADE_ROLES
+    )
     assert hybrid.thresholds["pnet"] == 0.6 and manifest.thresholds["pnet"] < 0.6
     assert hybrid.thresholds["nms_pnet"] == manifest.thresholds["nms_pnet"]
 
@@ -175,7 +178,7 @@ def test_auto_on_the_cpu_times_both_and_logs_the_choice(
     assert all(ms > 0 for ms in choice.ms.values()) and min(choice.runs.values()) >= 1
     faster = min(choice.ms, key=choice.ms.__getitem__)
     assert choice.chosen == faster or choice.ms["float"] >= 0.95 * choice.ms["int8"]
-    cascade_files = {s.file for s in engine.manifest.models.values() if s.role != "facenet"}
+    cascade_files = {s.file for s in engine.manifest.models.values() if s.role in CASCADE_ROLES}
     assert all(f.startswith("float/") == (choice.chosen == "float") for f in cascade_files)
     assert engine.manifest.models["facenet"].file == "facenet.tflite"  # int8 either way
     [record] = [r for r in caplog.records if r.name == "edge_app.cascade_choice"]

@@ -104,7 +104,7 @@ APP_TESTED = {
     "run", "demo", "enroll", "list", "remove", "rename", "export", "import", "identify",
     "eval lfw", "eval liveness", "doctor", "hub", "hub passwd", "hub unlock-code",
 }  # fmt: skip
-CONVERT_TESTED = {"build", "lint", "validate"}
+CONVERT_TESTED = {"build", "lint", "validate", "float-cascade"}
 
 
 def test_every_subcommand_has_a_real_call_here() -> None:
@@ -232,7 +232,8 @@ def test_run_on_a_folder_of_frames_unlocks_for_the_enrolled_person(
     for photo in JOE:
         shutil.copy(photo, frames)
     config = tmp_path / "door.toml"
-    config.write_text("")
+    # LFW stills are photos, not a live person: liveness reports but does not block here.
+    config.write_text('[liveness]\nmode = "log"\n')
 
     done = run(
         tmp_path,
@@ -468,8 +469,9 @@ def test_lint(tmp_path: Path) -> None:
              "--report", "{tmp}/q.md"],
             "no manifest.json in",
         ),
+        (["float-cascade", "--models", "{tmp}/none"], "no manifest.json in"),
     ],
-    ids=["build", "validate"],
+    ids=["build", "validate", "float-cascade"],
 )  # fmt: skip
 def test_missing_inputs_are_refused_and_nothing_is_written(
     tmp_path: Path, words: list[str], message: str
