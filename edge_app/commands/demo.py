@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     people = sorted(p for p in args.enroll.iterdir() if p.is_dir()) if args.enroll.is_dir() else []
     if not people:
         raise UserError(f"--enroll {args.enroll}: expected one folder of photos per person")
-    engine = Engine.open(args.models, backend="auto")
+    engine = Engine.open(args.models, backend="auto", cascade="auto")
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="edge-app-demo.") as scratch:
         gallery = Path(scratch) / "gallery.db"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
 from edge_app.matching import AGGREGATES
 from edge_app.runtime import BACKENDS
@@ -73,12 +74,21 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the models run (default: auto, the Edge TPU when present)",
     )
     group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
+    group.add_argument(
+        "--cascade",
+        choices=CASCADES,
+        default="auto",
+        help="MTCNN cascade on the CPU, as the door's [models] cascade (default: auto, the "
+        "faster of int8 and float here, so photos are cut as the door cuts camera frames)",
+    )
 
 
 def open_engine(args: argparse.Namespace) -> Any:
     from edge_app.engine import Engine
 
-    return Engine.open(models_dir=args.models, backend=args.backend, threads=args.threads)
+    return Engine.open(
+        models_dir=args.models, backend=args.backend, threads=args.threads, cascade=args.cascade
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

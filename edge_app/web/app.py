@@ -781,7 +781,9 @@ def create_app(
         limiter=auth.LoginLimiter(),
         password=auth.PasswordCheck(web.password_file),
         history=History(config.events.db),
-        engine=EngineHolder(config.models.dir, config.models.threads),
+        engine=EngineHolder(
+            config.models.dir, config.models.threads, cascade=config.models.cascade
+        ),
     )
     routes = [
         Route("/login", login_form, methods=["GET"]),

@@ -65,10 +65,15 @@ class EngineHolder:
     """One CPU engine, opened on demand and dropped when unused for `idle_s`."""
 
     def __init__(
-        self, models_dir: Path | None, threads: int | None, idle_s: float = ENGINE_IDLE_S
+        self,
+        models_dir: Path | None,
+        threads: int | None,
+        idle_s: float = ENGINE_IDLE_S,
+        cascade: str = "auto",
     ) -> None:
         self.models_dir = models_dir
         self.threads = threads
+        self.cascade = cascade  # the door's [models] cascade: photos cut as the door cuts frames
         self.idle_s = idle_s
         self._engine: Any = None
         self._lock = threading.Lock()
@@ -83,7 +88,9 @@ class EngineHolder:
                 from edge_app.engine import Engine
 
                 log.info("web enrolment: loading the models on the CPU")
-                self._engine = Engine.open(self.models_dir, backend="cpu", threads=self.threads)
+                self._engine = Engine.open(
+                    self.models_dir, backend="cpu", threads=self.threads, cascade=self.cascade
+                )
             try:
                 return work(self._engine)
             finally:
