@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
-.PHONY: demo test quick lint format models validate eval bench bench-accuracy clean
+.PHONY: demo test quick lint format models validate eval eval-visits bench bench-accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ LFW_ARGS = --train $(SHARED)/lfw/pairsDevTrain.txt --pairs $(SHARED)/lfw/pairsDe
 eval: $(VENV)/.dev
 	$(BIN)/edge-app eval lfw $(LFW_ARGS) --backend cpu --json docs/lfw_int8.json
 	$(BIN)/edge-app eval lfw $(LFW_ARGS) --reference float --json docs/lfw_float.json
+
+# Per visit, the real door on clips of LFW people outside DevTrain (docs/ACCURACY.md).
+eval-visits: $(VENV)/.device
+	$(BIN)/edge-app eval visits --lfw $(SHARED)/lfw --backend cpu --json docs/visits.json
 
 # Benchmarks (docs/BENCHMARKS.md): ours and its peers, same frames, one interleaved run. The
 # peers (torch, facenet-pytorch, dlib) and matplotlib live in .venv-bench only: .venv stays light.

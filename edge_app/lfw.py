@@ -73,6 +73,12 @@ def read_pairs(path: Path) -> PairList:
     return PairList(first, second, np.array(same), np.array(fold), folds)
 
 
+def people_in_pairs(path: Path) -> set[str]:
+    """Every person a pair list names, in same- and different-person rows."""
+    pairs = read_pairs(path)
+    return {name.split("/")[0] for name in pairs.first + pairs.second}
+
+
 def best_threshold(distances: np.ndarray, same: np.ndarray) -> float:
     """The distance cut that maximises accuracy, from all midpoints at once."""
     order = np.sort(np.unique(distances))
