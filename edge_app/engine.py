@@ -20,6 +20,7 @@ import numpy as np
 
 from edge_app.adapters import ModelRunner
 from edge_app.align import face_crops
+from edge_app.centering import centre, load_mean, model_identity
 from edge_app.detection.cascade import Cascade, Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR
 from edge_app.errors import UserError
@@ -84,6 +85,12 @@ class Engine:
             scales=[float(v) for v in manifest.pyramid["scales"]] if self._tpu else None,
         )
         self._facenet = self._runner(facenet_spec)
+        # The shipped mean embedding (edge_app.centering), None when the manifest has none.
+        try:
+            self.mean = load_mean(self.models_dir, manifest.preprocessing)
+        except ManifestError as error:
+            raise UserError(str(error)) from None
+        self.embedding_model = model_identity(facenet_spec.sha256, self.mean)
         self.timings: dict[str, float] = {}
         log.info(
             "engine ready backend=%s models=%s camera=%dx%d min_face=%g",
@@ -175,17 +182,23 @@ class Engine:
         self.timings = dict(self.cascade.timings)
         return faces
 
-    def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+    def embed_raw(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
+        """(N, 512) FaceNet outputs before normalisation (mirror: of the flipped crops)."""
         start = time.perf_counter()
         crops = face_crops(frame, faces, self.margin)
+        if mirror:
+            crops = np.ascontiguousarray(crops[:, :, ::-1])
         self.timings["align"] = time.perf_counter() - start
         start = time.perf_counter()
         if len(crops) == 0:
             return np.zeros((0, 512), np.float32)
         raw = np.concatenate([self._facenet.run(crop[None])["embedding"] for crop in crops])
-        norms = np.linalg.norm(raw, axis=1, keepdims=True)
         self.timings["facenet"] = time.perf_counter() - start
-        return (raw / np.maximum(norms, 1e-12)).astype(np.float32)
+        return raw.astype(np.float32)
+
+    def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+        """(N, 512) unit embeddings, centred on the shipped mean when there is one."""
+        return centre(self.embed_raw(frame, faces), self.mean)
 
     def process(self, frame: np.ndarray) -> tuple[Faces, np.ndarray]:
         faces = self.detect(frame)
