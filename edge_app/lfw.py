@@ -70,6 +70,12 @@ def read_pairs(path: Path) -> PairList:
         second.append(pair[1])
         same.append(pair[2])
         fold.append(0 if per_fold is None else index // (2 * per_fold))
+    if per_fold is not None and len(first) != 2 * folds * per_fold:
+        raise UserError(
+            f"{path}: the header promises {folds} folds of {per_fold} same-person and "
+            f"{per_fold} different-person pairs ({2 * folds * per_fold} lines), but the file "
+            f"has {len(first)}"
+        )
     return PairList(first, second, np.array(same), np.array(fold), folds)
 
 
