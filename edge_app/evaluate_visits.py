@@ -169,6 +169,8 @@ def play(
         path.unlink(missing_ok=True)
     daemon = Daemon(config, engine=engine, pin_factory=MockFactory())
     code = daemon.run()
+    if daemon._signal is not None:  # SIGTERM/SIGINT stopped this visit: stop the evaluation
+        raise KeyboardInterrupt
     if code != 0:
         raise RuntimeError(f"the door exited with {code} on {clip.path}")
     lines = config.events.jsonl.read_text().splitlines() if config.events.jsonl.exists() else []
