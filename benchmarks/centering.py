@@ -6,8 +6,10 @@ each variant below is numpy on the same numbers, not another pass over the model
 
     .venv/bin/python -m benchmarks.centering embed --cache /tmp/lfw_raw.npz
 
-Step 2 writes the mean of the DevTrain images' unit embeddings next to the models and
-records it (file, sha256, how it was made) in the manifest's preprocessing.facenet_mean:
+Step 2 writes the mean of the DevTrain images' unit embeddings next to the models, records
+it (file, sha256, how it was made) in the manifest's preprocessing.facenet_mean, and
+re-derives the manifest's recognition block (threshold, aggregate, margin) on DevTrain with
+the centred embeddings, as `edge-convert build` derives it for plain ones:
 
     .venv/bin/python -m benchmarks.centering mean --cache /tmp/lfw_raw.npz
 
@@ -115,6 +117,53 @@ def score(embeddings: np.ndarray, index: dict[str, int], lfw: Path) -> dict[str,
     }
 
 
+def open_set_templates(
+    probes: np.ndarray, templates: list[np.ndarray], names: list[str], seed: int = 0
+) -> dict[str, float]:
+    """converter.recognition's DevTrain door simulation (aggregate `best`, margin 0) with
+    every enrolled photo stored as one sample per array in `templates` (e.g. the photo and
+    its mirror image), probes from `probes`: threshold at the stranger limit, identified."""
+    from converter.recognition import GALLERY_SIZE, SAMPLES, TARGET_FAR, TRIALS  # noqa: PLC0415
+    from edge_app.gallery import GalleryMatrix  # noqa: PLC0415
+    from edge_app.matching import Matcher, MatchSettings  # noqa: PLC0415
+
+    person_of = np.array([n.split("/")[0] for n in names])
+    by_person: dict[str, list[int]] = {}
+    for index, person in enumerate(person_of):
+        by_person.setdefault(person, []).append(index)
+    enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > SAMPLES))
+    rng = np.random.default_rng(seed)
+    g_all, ok_all, s_all = [], [], []
+    for _ in range(TRIALS):
+        chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
+        rows, owner, genuine = [], [], []
+        for slot, person in enumerate(chosen):
+            images = rng.permutation(by_person[person])
+            for template in templates:
+                rows.extend(template[images[:SAMPLES]])
+                owner.extend([slot] * SAMPLES)
+            genuine.extend(images[SAMPLES:])
+        order = np.argsort(owner, kind="stable")
+        matrix = GalleryMatrix(
+            np.stack(rows)[order], np.array(owner, np.int32)[order], tuple(map(str, chosen))
+        )
+        matcher = Matcher(matrix, MatchSettings(threshold=-1.0))
+        enrolled = set(chosen.tolist())
+        strangers = np.array([i for i in range(len(names)) if person_of[i] not in enrolled])
+        g_scores = matcher.person_scores(probes[np.array(genuine)])
+        g_all.append(g_scores.max(axis=1))
+        ok_all.append(chosen[np.argmax(g_scores, axis=1)] == person_of[np.array(genuine)])
+        s_all.append(matcher.person_scores(probes[strangers]).max(axis=1))
+    g, ok, s = (np.concatenate(parts) for parts in (g_all, ok_all, s_all))
+    ranked = np.sort(s)[::-1]
+    threshold = float(ranked[int(np.floor(TARGET_FAR * len(s)))] + 1e-4)
+    return {
+        "threshold": round(threshold, 4),
+        "identified": round(float(((g >= threshold) & ok).mean()), 4),
+        "stranger_accept": round(float((s >= threshold).mean()), 5),
+    }
+
+
 def load_cache(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
@@ -158,6 +207,13 @@ def cmd_mean(args: argparse.Namespace) -> None:
         "mean`",
         "norm": round(float(np.linalg.norm(mean)), 4),
     }
+    # The threshold belongs to the exact embeddings: re-derived on DevTrain, centred.
+    from converter.recognition import derive_from_embeddings  # noqa: PLC0415
+
+    train, _ = pair_names(lfw)
+    index = {str(n): i for i, n in enumerate(cache["names"])}
+    centred = centre(cache["raw"][[index[n] for n in train]], mean)
+    manifest["recognition"] = derive_from_embeddings(centred, train)
     tmp_manifest = manifest_path.with_suffix(".tmp")
     tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp_manifest.replace(manifest_path)
@@ -187,7 +243,20 @@ def cmd_report(args: argparse.Namespace) -> None:
             f"{best['aggregate']} identified {best['identified']:.4f}",
             flush=True,
         )
+    # Mirrored templates at enrolment: each enrolled photo stored twice (as is, mirrored);
+    # probes as the door makes them (one pass, not mirrored).
+    rows_train = [index[n] for n in train]
+    templates: dict[str, Any] = {}
+    for label, mean_used in (("plain", None), ("centred", mean)):
+        probes = centre(cache["raw"][rows_train], mean_used)
+        mirrored = centre(cache["mirror"][rows_train], mean_used)
+        templates[label] = {
+            "photo only": open_set_templates(probes, [probes], train),
+            "photo + mirror": open_set_templates(probes, [probes, mirrored], train),
+        }
+        print(f"templates {label}: {templates[label]}", flush=True)
     report = {
+        "mirrored_templates_devtrain": templates,
         "images": len(index),
         "no_face": int(cache["no_face"]),
         "lfw": rows,
