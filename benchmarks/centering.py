@@ -240,7 +240,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         best = recognition[label]
         print(
             f"open-set DevTrain {label}: threshold {best['threshold']} aggregate "
-            f"{best['aggregate']} identified {best['identified']:.4f}",
+            f"{best['aggregate']} margin {best['margin']} identified "
+            f"{max(c['identified'] for c in best['candidates']):.4f}",
             flush=True,
         )
     # Mirrored templates at enrolment: each enrolled photo stored twice (as is, mirrored);
