@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
-.PHONY: demo test quick lint format models validate eval eval-visits centring-mean bench bench-accuracy clean
+.PHONY: demo test quick lint format models models-liveness validate \
+	validate-liveness eval eval-visits centring-mean bench bench-accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,19 +33,37 @@ test: $(VENV)/.dev
 quick: $(VENV)/.dev
 	$(BIN)/python -m pytest -m "not slow"
 
+# Style, formatting and types ([tool.mypy] in pyproject.toml: edge_app, converter, benchmarks,
+# tests).
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The liveness models are built only where the MiniFASNet weights are (LIVENESS=folder of
+# .pth files); without them the build still succeeds, with no liveness models.
+LIVENESS ?= $(SHARED)/liveness/minifasnet
+LIVENESS_ARGS = $(if $(wildcard $(LIVENESS)/*.pth),--liveness $(LIVENESS) \
+	--liveness-calib $(SHARED)/liveness/nuaa)
 models: $(VENV)/.dev
-	$(BIN)/edge-convert build --out models/tflite --calib $(SHARED)/lfw --lfw $(SHARED)/lfw
+	$(BIN)/edge-convert build --out models/tflite --calib $(SHARED)/lfw --lfw $(SHARED)/lfw \
+		$(LIVENESS_ARGS)
+
+# Only the liveness models, into the existing models/tflite (the others stay byte for byte).
+models-liveness: $(VENV)/.dev
+	$(BIN)/edge-convert build --only liveness --out models/tflite --liveness $(LIVENESS) \
+		--liveness-calib $(SHARED)/liveness/nuaa
 
 validate: $(VENV)/.dev
 	$(BIN)/edge-convert validate --models models/tflite --data $(SHARED)
+
+# Only the liveness models against their float twins on NUAA (about 5 minutes).
+validate-liveness: $(VENV)/.dev
+	$(BIN)/edge-convert validate --only liveness --models models/tflite --data $(SHARED)
 
 # LFW DevTest end to end, int8 and float reference (docs/ACCURACY.md).
 LFW_ARGS = --train $(SHARED)/lfw/pairsDevTrain.txt --pairs $(SHARED)/lfw/pairsDevTest.txt \
@@ -83,6 +102,7 @@ $(BENCH_VENV)/.ready: pyproject.toml benchmarks/requirements-peers.txt \
 # 5-8 minutes on 2 cores (QUICK=1: about 2). Writes benchmarks/results.json, docs/BENCHMARKS.md
 # and docs/benchmarks.png. The float rows need models/float (`make models` builds it).
 bench: $(BENCH_VENV)/.ready
+	$(BENCH_BIN)/python -m benchmarks.liveness_cost --data $(SHARED)
 	$(BENCH_BIN)/python -m benchmarks.run --data $(SHARED) $(if $(QUICK),--quick)
 
 # LFW DevTest accuracy of the fast-path prototypes against the shipped pipeline (about 6 min).

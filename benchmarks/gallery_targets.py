@@ -447,7 +447,9 @@ def oracle(matcher: Matcher, genuine: Probes, strangers: Probes) -> dict[str, An
     settings = matcher.settings
 
     def central(probes: Probes) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-        best, second, names = [], [], []
+        best: list[float] = []
+        second: list[float] = []
+        names: list[str | None] = []
         for rows, index in zip(probes.embeddings, probes.central, strict=True):
             if index is None:
                 best.append(-np.inf)

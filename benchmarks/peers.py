@@ -63,8 +63,10 @@ def install_torchvision_stand_in() -> None:
         shifted = (boxes + offsets[:, None]).double().numpy()
         xywh = np.column_stack([shifted[:, :2], shifted[:, 2:] - shifted[:, :2]])
         ranks = scores.double().numpy()
-        keep = cv2.dnn.NMSBoxes(xywh, ranks - ranks.min(), 0.0, float(iou_threshold))
-        keep = np.asarray(keep, np.int64).reshape(-1)
+        found = cv2.dnn.NMSBoxes(
+            xywh.tolist(), (ranks - ranks.min()).tolist(), 0.0, float(iou_threshold)
+        )
+        keep = np.asarray(found, np.int64).reshape(-1)
         keep = keep[np.argsort(-ranks[keep], kind="stable")]
         return torch.from_numpy(keep)
 
@@ -73,11 +75,12 @@ def install_torchvision_stand_in() -> None:
         tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
         return tensor.div(255) if np.asarray(picture).dtype == np.uint8 else tensor
 
-    root = types.ModuleType("torchvision")
-    ops = types.ModuleType("torchvision.ops")
-    boxes = types.ModuleType("torchvision.ops.boxes")
-    transforms = types.ModuleType("torchvision.transforms")
-    functional = types.ModuleType("torchvision.transforms.functional")
+    # Any: attributes are added to these bare modules below
+    root: Any = types.ModuleType("torchvision")
+    ops: Any = types.ModuleType("torchvision.ops")
+    boxes: Any = types.ModuleType("torchvision.ops.boxes")
+    transforms: Any = types.ModuleType("torchvision.transforms")
+    functional: Any = types.ModuleType("torchvision.transforms.functional")
     boxes.batched_nms = batched_nms
     functional.to_tensor = to_tensor
     root.ops, ops.boxes = ops, boxes

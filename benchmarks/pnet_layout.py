@@ -81,14 +81,15 @@ def main() -> None:
     paths = calibration_paths(SHARED_DATA / "lfw")
     rng = np.random.default_rng(0)
     rng.shuffle(paths)
-    calib = door_frames(paths[:400], tuple(manifest.camera), 120, seed=1)
-    test = door_frames(paths[400:800], tuple(manifest.camera), 60, seed=2)
+    camera = (manifest.camera[0], manifest.camera[1])
+    calib = door_frames(paths[:400], camera, 120, seed=1)
+    test = door_frames(paths[400:800], camera, 60, seed=2)
 
     canvases = [paste(build_levels(f, scales), corners, canvas_shape)[None] for f in calib]
     data = convert_keras(build_pnet(*canvas_shape), lambda: canvases)
     canvas_file = ROOT / "benchmarks" / ".pnet_canvas.tflite"
     canvas_file.write_bytes(data)
-    from converter.quantize import describe_tensors  # noqa: PLC0415
+    from converter.quantize import describe_tensors
 
     inputs, outputs = describe_tensors(canvas_file)
     spec = ModelSpec(

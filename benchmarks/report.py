@@ -78,7 +78,7 @@ def label(results: dict, name: str) -> str:
 def target_rows(results: dict) -> list[tuple[str, str, bool | None, str]]:
     """(target, measured, met, with the hybrid prototype) for the issue's targets; met None =
     not measurable here."""
-    rows = []
+    rows: list[tuple[str, str, bool | None, str]] = []
     for mode, (peer, wanted) in FPS_TARGETS.items():
         stat = results["ratios"].get(peer, {}).get(mode, {}).get("1")
         hybrid = results.get("ratios_hybrid", {}).get(peer, {}).get(mode, {}).get("1")
@@ -581,6 +581,9 @@ def markdown(results: dict, accuracy: dict[str, dict]) -> str:
     add(recommendations(results, accuracy))
     add("")
 
+    from benchmarks.liveness_cost import markdown_section
+
+    lines += markdown_section()  # benchmarks/liveness_cost.json, when it has been measured
     add("## What transfers to a Raspberry Pi, and what does not")
     add("")
     add(

@@ -99,15 +99,17 @@ class Worker:
             env=env,
             cwd=REPO,
         )
-        line = self.process.stdout.readline()
+        assert self.process.stdin is not None and self.process.stdout is not None  # PIPEs
+        self.requests, self.replies = self.process.stdin, self.process.stdout
+        line = self.replies.readline()
         self.hello: dict[str, Any] = (
             json.loads(line) if line else {"ok": False, "error": f"worker died, see {log}"}
         )
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
+        self.requests.write(json.dumps(request) + "\n")
+        self.requests.flush()
+        line = self.replies.readline()
         if not line:
             raise RuntimeError(f"{self.name} worker died; see {self.log.name}")
         return json.loads(line)
@@ -115,8 +117,8 @@ class Worker:
     def close(self) -> None:
         if self.process.poll() is None:
             try:
-                self.process.stdin.write('{"cmd": "quit"}\n')
-                self.process.stdin.flush()
+                self.requests.write('{"cmd": "quit"}\n')
+                self.requests.flush()
                 self.process.wait(timeout=30)
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 self.process.kill()

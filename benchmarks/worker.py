@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def make_system(name: str, args: argparse.Namespace) -> BenchSystem:
         )
     from benchmarks import peers
 
-    classes = {
+    classes: dict[str, Callable[[int, int], BenchSystem]] = {
         "facenet-pytorch": peers.FacenetPytorch,
         "mtcnn": peers.MtcnnPackage,
         "dlib": peers.FaceRecognitionDlib,
@@ -136,6 +137,8 @@ class Server:
         if command == "block":
             return self.block(request["mode"], request["condition"], int(request["count"]))
         if command == "matching":
+            if not isinstance(self.system, Ours):
+                raise ValueError(f"{self.system.name} has no gallery matching to time")
             return {
                 "seconds": self.system.matching(
                     int(request["people"]), int(request["probes"]), int(request["repeats"])

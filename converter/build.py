@@ -7,6 +7,7 @@ everything succeeded, so a failure never leaves a half-written models folder beh
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -18,6 +19,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from random import Random
 
@@ -26,6 +28,19 @@ import numpy as np
 from converter import __version__
 from converter.calibration import aligned_faces, calibration_paths, cascade_inputs, door_frames
 from converter.facenet_torch import build_facenet_from_state_dict
+from converter.liveness import (
+    DEFAULT_CALIBRATION_FRAMES,
+    LivenessSource,
+    calibration_images,
+    calibration_patches,
+    calibration_record,
+    calibration_sample,
+    convert_liveness,
+    liveness_source,
+    manifest_section,
+    model_name,
+    patch_spec,
+)
 from converter.mtcnn_models import build_onet, build_pnet, build_rnet, mtcnn_source_identity
 from converter.quantize import convert_frozen_graph, convert_keras, describe_tensors
 from converter.recognition import derive_threshold
@@ -44,6 +59,7 @@ from edge_app.detection.pyramid import DEFAULT_FACTOR, level_shape, pyramid_scal
 from edge_app.engine import DEFAULT_MARGIN, Engine
 from edge_app.manifest import (
     FORMAT_VERSION,
+    LIVENESS_ROLE,
     MANIFEST_NAME,
     EdgeTpuSpec,
     parse_manifest,
@@ -76,6 +92,9 @@ class BuildOptions:
     crops: int = 3000
     faces: int = 300
     seed: int = 0
+    liveness: Path | None = None  # folder of MiniFASNet .pth files; None: no liveness models
+    liveness_calib: Path | None = None  # photos for liveness calibration (NUAA frames)
+    liveness_frames: int = DEFAULT_CALIBRATION_FRAMES
 
 
 @contextlib.contextmanager
@@ -97,6 +116,17 @@ def staged_folder(final: Path) -> Iterator[Path]:
         final.rename(previous)
     staging.rename(final)
     shutil.rmtree(previous, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_copy(final: Path) -> Iterator[Path]:
+    """staged_folder, starting from a copy of what `final` holds (files only, bytes kept)."""
+    with staged_folder(final) as staging:
+        if final.is_dir():
+            for path in final.iterdir():
+                if path.is_file():
+                    shutil.copy2(path, staging / path.name)
+        yield staging
 
 
 @contextlib.contextmanager
@@ -144,7 +174,7 @@ def _save(folder: Path, name: str, data: bytes, role: str, scale: float | None) 
 
 
 def _manifest(options: BuildOptions, scales: list[float], models: dict, sources: dict) -> dict:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     width, height = options.camera
     return {
@@ -174,6 +204,40 @@ def _manifest(options: BuildOptions, scales: list[float], models: dict, sources:
         "thresholds": {k: getattr(Thresholds(), k) for k in Thresholds.__dataclass_fields__},
         "models": models,
     }
+
+
+def _liveness_models(
+    options: BuildOptions,
+    source: LivenessSource,
+    engine: Engine,
+    float_dir: Path,
+    out_dir: Path,
+) -> tuple[dict, dict, dict]:
+    """Float and int8 liveness models and their calibration record (faces from `engine`)."""
+    if options.liveness_calib is None:
+        raise BuildError("--liveness needs --liveness-calib DIR: photos to calibrate on")
+    paths = calibration_images(options.liveness_calib)
+    sample = calibration_sample(paths, options.liveness_frames)
+    specs = {model_name(f): patch_spec(f) for f in source.files}
+    patches = calibration_patches(engine, sample, specs)
+    faces = len(next(iter(patches.values())))
+    log.info("liveness calibration images=%d sample=%d faces=%d", len(paths), len(sample), faces)
+    with _quiet():
+        float_models, models = convert_liveness(source, float_dir, out_dir, patches, _save)
+    record = calibration_record(options.liveness_calib, len(paths), len(sample), faces)
+    return float_models, models, record
+
+
+def _add_liveness(manifest: dict, source: LivenessSource, models: dict, record: dict) -> None:
+    """Put liveness models, source, calibration and score rule into a manifest dict."""
+    manifest["models"] = {
+        name: entry
+        for name, entry in manifest["models"].items()
+        if entry.get("role") != LIVENESS_ROLE
+    } | models
+    manifest.setdefault("sources", {})["liveness"] = source.identity
+    manifest.setdefault("calibration", {})["liveness"] = record
+    manifest["liveness"] = manifest_section(source, models)
 
 
 def _write_manifest(folder: Path, data: dict) -> None:
@@ -221,7 +285,7 @@ def _check_input_quantisation(entry: dict) -> None:
 
 def _require_tensorflow() -> None:
     try:
-        import tensorflow  # noqa: F401, PLC0415
+        import tensorflow  # noqa: F401
     except ImportError:
         raise BuildError(
             "TensorFlow is not installed: the converter needs pip install 'edge-door[converter]'"
@@ -241,11 +305,16 @@ def build(options: BuildOptions) -> Path:
         raise BuildError(f"--min-face {options.min_face} leaves no pyramid level")
     facenet = facenet_source(options.facenet)
     sources = {"mtcnn": mtcnn_source_identity(), "facenet": facenet.identity}
+    liveness = liveness_source(options.liveness) if options.liveness else None
+    if liveness is None:
+        log.info("no --liveness: building without liveness models")
     if options.lfw is None or not (options.lfw / "pairsDevTrain.txt").is_file():
         raise BuildError(
             f"--lfw {options.lfw}: no pairsDevTrain.txt there; the recognition threshold is "
             "derived on LFW DevTrain (an LFW folder with images/ and pairsDevTrain.txt)"
         )
+    if options.calib is None:
+        raise BuildError("--calib: name a folder of calibration photos (an LFW folder or any)")
     paths = calibration_paths(options.calib)
     Random(options.seed).shuffle(paths)
     log.info("calibration images=%d from=%s", len(paths), options.calib)
@@ -276,7 +345,7 @@ def build(options: BuildOptions) -> Path:
             for index, scale in enumerate(scales):
                 levels = inputs[f"pnet@{scale:.6f}"]
                 model = build_pnet(*level_shape(width, height, scale))
-                data = convert_keras(model, lambda levels=levels: levels)
+                data = convert_keras(model, partial(iter, levels))
                 models[f"pnet_{index}"] = _save(out_dir, f"pnet_{index}", data, "pnet", scale)
             models["rnet"] = _save(
                 out_dir, "rnet", convert_keras(build_rnet(), lambda: inputs["rnet"]), "rnet", None
@@ -289,6 +358,14 @@ def build(options: BuildOptions) -> Path:
             )
         for entry in models.values():
             _check_input_quantisation(entry)
+        if liveness is not None:
+            log.info("step 3b/5: liveness models (%d)", len(liveness.files))
+            float_live, live, record = _liveness_models(
+                options, liveness, float_engine, float_dir, out_dir
+            )
+            models.update(live)
+            _add_liveness(float_manifest, liveness, float_live, record)
+            _write_manifest(float_dir, float_manifest)
 
         log.info("step 4/5: Edge TPU lint%s", " and compile" if options.edgetpu else "")
         _lint(out_dir, models)
@@ -309,8 +386,55 @@ def build(options: BuildOptions) -> Path:
             "facenet_faces": len(faces),
             "seed": options.seed,
         }
+        if liveness is not None:
+            _add_liveness(manifest, liveness, live, record)
         _write_manifest(out_dir, manifest)
     log.info("built %s in %.0f s", options.out, time.monotonic() - started)
+    return options.out
+
+
+def build_liveness_only(options: BuildOptions) -> Path:
+    """Add or replace only the liveness models of an existing models folder.
+
+    Every other file, and every other manifest entry, is kept as it is: the MTCNN and
+    FaceNet models are not rebuilt. Faces for calibration come from the folder's own MTCNN.
+    The float twins go to the float folder (its manifest is updated when it has one).
+    """
+    started = time.monotonic()
+    _require_tensorflow()
+    if options.liveness is None:
+        raise BuildError("--only liveness needs --liveness DIR (the MiniFASNet .pth files)")
+    source = liveness_source(options.liveness)
+    manifest_path = options.out / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        parse_manifest(manifest)
+    except (OSError, ValueError) as error:
+        raise BuildError(
+            f"--only liveness adds to a built models folder, and {manifest_path} is not "
+            f"usable ({error}): run a full `edge-convert build` first"
+        ) from None
+    engine = Engine.open(options.out, backend="cpu")
+    old_files = {
+        entry["file"] for entry in manifest["models"].values() if entry["role"] == LIVENESS_ROLE
+    }
+    with staged_copy(options.float_out) as float_dir, staged_copy(options.out) as out_dir:
+        for folder in (float_dir, out_dir):
+            for file in old_files:
+                (folder / file).unlink(missing_ok=True)
+        float_live, live, record = _liveness_models(options, source, engine, float_dir, out_dir)
+        log.info("Edge TPU lint%s", " and compile" if options.edgetpu else "")
+        _lint(out_dir, live)
+        if options.edgetpu:
+            _compile(out_dir, live)
+        _add_liveness(manifest, source, live, record)
+        _write_manifest(out_dir, manifest)
+        float_manifest_path = float_dir / MANIFEST_NAME
+        if float_manifest_path.is_file():
+            float_manifest = json.loads(float_manifest_path.read_text())
+            _add_liveness(float_manifest, source, float_live, record)
+            _write_manifest(float_dir, float_manifest)
+    log.info("liveness models built into %s in %.0f s", options.out, time.monotonic() - started)
     return options.out
 
 
@@ -363,7 +487,7 @@ def stage_thresholds(
 
 
 def _lint(folder: Path, models: dict) -> None:
-    from converter.lint import format_report, lint_model  # noqa: PLC0415
+    from converter.lint import format_report, lint_model
 
     violations = [v for entry in models.values() for v in lint_model(folder / entry["file"])]
     if violations:
@@ -372,7 +496,7 @@ def _lint(folder: Path, models: dict) -> None:
 
 
 def _compile(folder: Path, models: dict) -> None:
-    from converter.edgetpu import check_fully_mapped, compile_models, find_compiler  # noqa: PLC0415
+    from converter.edgetpu import check_fully_mapped, compile_models, find_compiler
 
     if find_compiler() is None:
         log.warning(

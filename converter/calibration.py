@@ -113,7 +113,7 @@ def aligned_faces(
     engine: Engine, paths: list[Path], count: int, progress: str = "aligned faces"
 ) -> list[np.ndarray]:
     """FaceNet inputs: the most confident face of each photo, cropped as at run time."""
-    crops = []
+    crops: list[np.ndarray] = []
     for path in tqdm(paths, desc=progress, unit="image", leave=False, disable=None):
         if len(crops) >= count:
             break

@@ -28,7 +28,12 @@ def _camera(text: str) -> tuple[int, int]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from converter.build import BuildOptions, build, float_dir_for  # noqa: PLC0415
+    from converter.build import (
+        BuildOptions,
+        build,
+        build_liveness_only,
+        float_dir_for,
+    )
 
     out = Path(args.out)
     options = BuildOptions(
@@ -42,30 +47,40 @@ def _build(args: argparse.Namespace) -> int:
         edgetpu=args.edgetpu,
         frames=args.frames,
         faces=args.faces,
+        liveness=Path(args.liveness) if args.liveness else None,
+        liveness_calib=Path(args.liveness_calib),
+        liveness_frames=args.liveness_frames,
     )
-    build(options)
+    if args.only == "liveness":
+        build_liveness_only(options)
+    else:
+        build(options)
     return 0
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from converter.lint import LintError, format_report, lint_model  # noqa: PLC0415
+    from converter.lint import LintError, Violation, format_report, lint_model
 
-    violations = []
+    violations: list[Violation] = []
+    linted = 0
     for path in args.models:
         try:
             violations.extend(lint_model(Path(path)))
-        except (LintError, OSError) as error:
+        except LintError as error:
             log.error("%s", error)
-            return 2
+        else:
+            linted += 1
     if violations:
         sys.stdout.write(format_report(violations) + "\n")
-        return 1
-    sys.stdout.write(f"{len(args.models)} model(s): no Edge TPU violations\n")
-    return 0
+    elif linted:
+        sys.stdout.write(f"{linted} model(s): no Edge TPU violations\n")
+    if linted < len(args.models):
+        return 2
+    return 1 if violations else 0
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from converter.validate import validate  # noqa: PLC0415
+    from converter.validate import validate
 
     validate(
         Path(args.models),
@@ -74,6 +89,8 @@ def _validate(args: argparse.Namespace) -> int:
         Path(args.json),
         Path(args.report),
         limit=args.limit,
+        only=args.only,
+        frames_out=Path(args.liveness_frames) if args.liveness_frames else None,
     )
     return 0
 
@@ -105,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
             "  edge-convert build --camera 1280x720 --min-face 60 --out /tmp/models\n"
             "  edge-convert build --edgetpu             # also compile (needs edgetpu_compiler)\n"
             "  edge-convert build --facenet 20180402-114759.pb   # VGGFace2 weights\n"
-            "  edge-convert build --facenet 20180402-114759-vggface2.pt  # facenet-pytorch's"
+            "  edge-convert build --facenet 20180402-114759-vggface2.pt  # facenet-pytorch's\n"
+            "  edge-convert build --liveness ../shared/data/liveness/minifasnet  # + liveness\n"
+            "  edge-convert build --only liveness --liveness ../shared/data/liveness/minifasnet\n"
+            "                                           # add/replace only the liveness models\n"
+            "\n"
+            "Without --liveness the build makes no liveness models, and the door runs without\n"
+            "a liveness check (the MiniFASNet weights are a separate download)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -152,6 +175,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compile for the Edge TPU when edgetpu_compiler is on PATH",
     )
+    b.add_argument(
+        "--liveness",
+        metavar="DIR",
+        help="folder with Silent-Face-Anti-Spoofing's MiniFASNet weights "
+        "(2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth; reading them needs "
+        "torch): also build the liveness models. Without it, none are built",
+    )
+    b.add_argument(
+        "--liveness-calib",
+        default=str(SHARED_DATA / "liveness" / "nuaa"),
+        metavar="DIR",
+        help="photos of faces, live and attacks, to calibrate the int8 liveness models on, "
+        "searched recursively (default %(default)s)",
+    )
+    b.add_argument(
+        "--liveness-frames",
+        type=int,
+        default=240,
+        metavar="N",
+        help="photos taken evenly from --liveness-calib for calibration (default 240)",
+    )
+    b.add_argument(
+        "--only",
+        choices=["liveness"],
+        help="rebuild only these models inside an existing --out folder, keeping every "
+        "other model file and manifest entry as it is (needs --liveness)",
+    )
     b.add_argument("--frames", type=int, default=200, help="door frames for cascade calibration")
     b.add_argument("--faces", type=int, default=300, help="aligned faces for FaceNet calibration")
     b.set_defaults(handler=_build)
@@ -179,6 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", default="docs/quantization.json", help="JSON results path")
     v.add_argument("--report", default="docs/QUANTIZATION.md", help="Markdown report path")
     v.add_argument("--limit", type=int, default=None, help="use only the first N DevTest pairs")
+    v.add_argument(
+        "--only",
+        choices=["liveness"],
+        help="validate only these models and merge the result into the existing --json "
+        "and --report (the liveness models need DATA/liveness/nuaa)",
+    )
+    v.add_argument(
+        "--liveness-frames",
+        default="docs/liveness_frames.json",
+        metavar="PATH",
+        help="per-frame liveness scores, float and int8 (default %(default)s; '' to skip)",
+    )
     v.set_defaults(handler=_validate)
     return parser
 
@@ -186,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    from converter.errors import CONVERTER_ERRORS  # noqa: PLC0415
+    from converter.errors import CONVERTER_ERRORS
 
     return dispatch(args, CONVERTER_ERRORS)
 

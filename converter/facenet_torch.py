@@ -85,7 +85,7 @@ class _Keras:
     """The architecture as Keras layers, with BatchNorm and residual scales folded in."""
 
     def __init__(self, state: Mapping[str, np.ndarray]) -> None:
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         self.layers = tf.keras.layers
         self.state = state
@@ -275,7 +275,7 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
     weights_only=True: a checkpoint is a pickle, and only this mode refuses pickled code.
     """
     try:
-        import torch  # noqa: PLC0415  (optional: only this source needs it)
+        import torch  # optional: only this source needs it
     except ImportError:
         raise SourceError(
             "install torch (CPU) to read PyTorch checkpoints: pip install torch "
@@ -307,7 +307,7 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
 
 def build_facenet(state: Mapping[str, np.ndarray]) -> keras.Model:
     """Keras model: standardised RGB (1,160,160,3) -> pre-normalisation embedding (1,512)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     check_state_dict(state)
     x_in = tf.keras.Input((FACENET_SIZE, FACENET_SIZE, 3), batch_size=1, name="image")

@@ -17,10 +17,13 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.python.schema_util import get_builtin_code_from_operator_code
+
+from edge_app.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +162,11 @@ _NUMPY_TYPES = {
 }
 
 
-class ModelFormatError(ValueError):
+class LintError(UserError):
+    """A model cannot be linted at all (unreadable, or not a TFLite model)."""
+
+
+class ModelFormatError(LintError, ValueError):
     """The file is not a TFLite flatbuffer, so there is nothing to lint."""
 
 
@@ -254,7 +261,8 @@ def _operand(graph: _Graph, op: schema.Operator, position: int) -> int | None:
     return inputs[position]
 
 
-def _options(op: schema.Operator, options_class: type) -> object | None:
+def _options(op: schema.Operator, options_class: type) -> Any:
+    """The op's options table read as `options_class`, or None when it has none."""
     table = op.BuiltinOptions()
     if table is None:
         return None
@@ -499,7 +507,10 @@ def _lint_graph(graph: _Graph) -> Iterator[Violation]:
 
 
 def _load(path: Path) -> tuple[bytes, schema.Model]:
-    buf = Path(path).read_bytes()
+    try:
+        buf = Path(path).read_bytes()
+    except OSError as error:
+        raise LintError(f"{path}: cannot read the model ({error.strerror or error})") from None
     if len(buf) < 8 or not schema.Model.ModelBufferHasIdentifier(buf, 0):
         raise ModelFormatError(
             f"{path}: not a TFLite model (no 'TFL3' flatbuffer identifier at byte 4)"

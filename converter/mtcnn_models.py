@@ -27,7 +27,7 @@ class SourceError(RuntimeError):
 
 def mtcnn_weights_dir() -> Path:
     try:
-        import mtcnn  # noqa: PLC0415  (optional converter dependency)
+        import mtcnn  # optional converter dependency
     except ImportError:
         raise SourceError(
             "the `mtcnn` package is not installed: pip install 'edge-door[converter]'"
@@ -37,7 +37,7 @@ def mtcnn_weights_dir() -> Path:
 
 def load_mtcnn_weights(name: str) -> list[np.ndarray]:
     """The weight list of `pnet`, `rnet` or `onet`, as the package stores it (joblib + lz4)."""
-    import joblib  # noqa: PLC0415
+    import joblib
 
     path = mtcnn_weights_dir() / f"{name}.lz4"
     if not path.is_file():
@@ -46,7 +46,7 @@ def load_mtcnn_weights(name: str) -> list[np.ndarray]:
 
 
 def mtcnn_source_identity() -> dict[str, object]:
-    from edge_app.manifest import sha256_file  # noqa: PLC0415
+    from edge_app.manifest import sha256_file
 
     folder = mtcnn_weights_dir()
     return {
@@ -78,7 +78,7 @@ def _assign(model, names: list[str], weights: list[np.ndarray]) -> None:
 
 def build_pnet(height: int, width: int):
     """P-Net for one pyramid level: outputs score logit (1,h,w,1) and box offsets (1,h,w,4)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     layers = tf.keras.layers
     w = load_mtcnn_weights("pnet")
@@ -100,7 +100,7 @@ def build_pnet(height: int, width: int):
 
 def build_rnet():
     """R-Net on one 24x24 crop: score logit (1,1), box offsets (1,4)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     layers = tf.keras.layers
     w = load_mtcnn_weights("rnet")
@@ -128,7 +128,7 @@ def build_rnet():
 
 def build_onet():
     """O-Net on one 48x48 crop: score logit (1,1), box offsets (1,4), landmarks (1,10)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     layers = tf.keras.layers
     w = load_mtcnn_weights("onet")

@@ -3,6 +3,8 @@
 Full integer here means: uint8 input that *is* the pixel (scale 1/128, zero point 128 is
 (x - 127.5) / 128), int8 everywhere inside, int8 outputs, and only builtin int8 kernels
 (TFLITE_BUILTINS_INT8), so a float op fails the conversion instead of slipping through.
+Liveness models take raw 0-255 pixels (standardise=False): their uint8 input quantisation
+comes out as scale 1, zero point 0, the pixel itself, when calibration spans 0-255.
 """
 
 from __future__ import annotations
@@ -14,38 +16,43 @@ import numpy as np
 
 from edge_app.adapters import PIXEL_MEAN, PIXEL_SCALE
 
-OUTPUT_ROLES = {1: "score", 4: "box", 10: "landmarks", 512: "embedding"}
+OUTPUT_ROLES = {1: "score", 2: "spoof_logits", 4: "box", 10: "landmarks", 512: "embedding"}
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:
     return ((pixels.astype(np.float32) - PIXEL_MEAN) * PIXEL_SCALE).astype(np.float32)
 
 
-def _representative(samples: Callable[[], Iterable[np.ndarray]]):
+def _representative(samples: Callable[[], Iterable[np.ndarray]], standardise: bool = True):
     def generate():
         for pixels in samples():
-            yield [normalise(pixels)]
+            yield [normalise(pixels) if standardise else pixels.astype(np.float32)]
 
     return generate
 
 
-def _finish(converter, samples: Callable[[], Iterable[np.ndarray]] | None) -> bytes:
-    import tensorflow as tf  # noqa: PLC0415
+def _finish(
+    converter, samples: Callable[[], Iterable[np.ndarray]] | None, standardise: bool = True
+) -> bytes:
+    import tensorflow as tf
 
     if samples is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(samples)
+        converter.representative_dataset = _representative(samples, standardise)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.int8
     return converter.convert()
 
 
-def convert_keras(model, samples: Callable[[], Iterable[np.ndarray]] | None = None) -> bytes:
-    """Float TFLite when samples is None, else full int8 calibrated on `samples` (pixels)."""
-    import tensorflow as tf  # noqa: PLC0415
+def convert_keras(
+    model, samples: Callable[[], Iterable[np.ndarray]] | None = None, standardise: bool = True
+) -> bytes:
+    """Float TFLite when samples is None, else full int8 calibrated on `samples` (pixels,
+    standardised first unless standardise=False)."""
+    import tensorflow as tf
 
-    return _finish(tf.lite.TFLiteConverter.from_keras_model(model), samples)
+    return _finish(tf.lite.TFLiteConverter.from_keras_model(model), samples, standardise)
 
 
 def convert_frozen_graph(
@@ -55,7 +62,7 @@ def convert_frozen_graph(
     shape: list[int],
     samples: Callable[[], Iterable[np.ndarray]] | None = None,
 ) -> bytes:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
         str(graph), [input_name], [output_name], input_shapes={input_name: shape}
@@ -65,7 +72,7 @@ def convert_frozen_graph(
 
 def describe_tensors(path: Path) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs as manifest entries, outputs tagged by role from their width."""
-    from edge_app.runtime import find_runtime  # noqa: PLC0415
+    from edge_app.runtime import find_runtime
 
     interpreter = find_runtime().interpreter_class(model_path=str(path))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -83,12 +84,12 @@ def derive_threshold(engine: Engine, lfw: Path, seed: int = 0) -> dict:
 def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int = 0) -> dict:
     """derive_threshold on unit embeddings already made, one row per DevTrain image name."""
     person_of = np.array([n.split("/")[0] for n in names])
-    by_person = defaultdict(list)
+    by_person: defaultdict[str, list[int]] = defaultdict(list)
     for index, person in enumerate(person_of):
         by_person[person].append(index)
     enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > SAMPLES))
-    best = None
-    table = []
+    best: dict[str, Any] | None = None
+    table: list[dict[str, Any]] = []
     for aggregate in AGGREGATES:
         rng = np.random.default_rng(seed)
         trials = [
@@ -105,7 +106,7 @@ def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int =
             ranked = np.sort(s_pass)[::-1]
             threshold = float(ranked[allowed] + 1e-4) if allowed < len(ranked) else -1.0
             accepted = (g_best >= threshold) & ((g_best - g_second) >= margin) & correct
-            row = {
+            row: dict[str, Any] = {
                 "aggregate": aggregate,
                 "margin": margin,
                 "threshold": round(threshold, 4),
@@ -117,6 +118,7 @@ def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int =
             table.append(row)
             if best is None or row["identified"] > best["identified"]:
                 best = row
+    assert best is not None, "AGGREGATES and MARGINS are not empty"
     log.info(
         "recognition threshold %.4f aggregate=%s margin=%.2f identifies %.1f%% of genuine probes "
         "at %.2f%% strangers accepted",

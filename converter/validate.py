@@ -3,6 +3,8 @@
 Both model sets run through the same engine code on images that calibration never saw
 (LFW DevTest and the detection photos). Stage-level numbers feed each int8 network the
 exact inputs its float twin got; end-to-end numbers run both cascades independently.
+The liveness models are compared on NUAA frames (the largest face the int8 MTCNN finds,
+the same patches into both): score error and the live/not-live decision at 0.5.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from edge_app.adapters import ModelRunner
 from edge_app.detection.boxes import iou_matrix
 from edge_app.engine import Engine
+from edge_app.errors import UserError
 from edge_app.images import IMAGE_SUFFIXES, read_image
 from edge_app.lfw import central_face, cross_validated_accuracy, fallback_face, read_pairs
+from edge_app.liveness import LivenessScorer
+from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
+from edge_app.runtime import make_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +35,10 @@ TARGETS = {
     "accuracy_drop_pp": 0.2,
     "detections_reproduced": 0.99,
     "landmark_error": 0.02,
+    "liveness_agreement": 0.99,
 }
+LIVENESS_DECISION = 0.5  # live when the score is above it; the door's own threshold may differ
+LIVENESS_LABELS = ("live", "print")  # NUAA's folders: the real person, a printed photo
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -212,6 +222,114 @@ def compare_facenet(
     }
 
 
+def _float_twin(spec: ModelSpec, float_models: Path, engine: Engine) -> ModelRunner:
+    """The float model of the same name as an int8 liveness model, with its own tensors."""
+    from converter.quantize import describe_tensors
+
+    path = float_models / spec.file
+    if not path.is_file():
+        raise UserError(
+            f"{path}: no float twin of {spec.file}; build it with `edge-convert build --only "
+            "liveness --liveness DIR` (it writes both)"
+        )
+    inputs, outputs = describe_tensors(path)
+    float_spec = ModelSpec(
+        role=spec.role,
+        file=spec.file,
+        sha256=sha256_file(path),
+        inputs=[TensorSpec(**t) for t in inputs],
+        outputs=[TensorSpec(**t) for t in outputs],
+        patch=spec.patch,
+    )
+    return ModelRunner(make_interpreter(path, engine.backend), float_spec)
+
+
+def liveness_frames(nuaa: Path) -> list[tuple[Path, str]]:
+    """(photo, label) for every frame under nuaa/live and nuaa/print, sorted."""
+    frames = []
+    for label in LIVENESS_LABELS:
+        folder = nuaa / label
+        frames += [
+            (p, label) for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    return frames
+
+
+def compare_liveness(
+    int8_engine: Engine, float_models: Path, nuaa: Path, calibration: dict | None = None
+) -> tuple[dict, list[dict]]:
+    """Float against int8 liveness on the largest face of every NUAA frame.
+
+    Returns the summary and one record per frame (file, label, box, both scores, and each
+    model's real probability). Frames in the build's calibration sample are marked, so the
+    agreement is also reported on frames calibration never saw.
+    """
+    from converter.liveness import calibration_images, calibration_sample, largest_face
+
+    specs = [spec for _, spec in int8_engine.manifest.by_role(LIVENESS_ROLE)]
+    int8_scorer = LivenessScorer([int8_engine._runner(spec) for spec in specs])
+    float_scorer = LivenessScorer([_float_twin(spec, float_models, int8_engine) for spec in specs])
+    calibrated: set[Path] = set()
+    if calibration and Path(calibration.get("source", "")).resolve() == nuaa.resolve():
+        sample = calibration_sample(calibration_images(nuaa), int(calibration["sample"]))
+        calibrated = {p.resolve() for p in sample}
+    records = []
+    frames = liveness_frames(nuaa)
+    for path, label in tqdm(frames, desc="liveness float vs int8", unit="frame", disable=None):
+        frame = read_image(path)
+        face = largest_face(int8_engine.detect(frame))
+        record: dict = {"file": str(path.relative_to(nuaa)), "label": label}
+        if face is not None:
+            per_f = float_scorer.model_scores(frame, face)[0]
+            per_q = int8_scorer.model_scores(frame, face)[0]
+            record |= {
+                "box": [round(float(v), 1) for v in face.boxes[0]],
+                "float": round(float(per_f.mean()), 6),
+                "int8": round(float(per_q.mean()), 6),
+                "float_models": [round(float(v), 6) for v in per_f],
+                "int8_models": [round(float(v), 6) for v in per_q],
+                "calibration": path.resolve() in calibrated,
+            }
+        records.append(record)
+    return summarise_liveness(records, [s.file for s in specs]), records
+
+
+def summarise_liveness(records: list[dict], models: list[str]) -> dict:
+    scored = [r for r in records if "float" in r]
+    pf = np.array([r["float"] for r in scored])
+    pq = np.array([r["int8"] for r in scored])
+    held_out = np.array([not r["calibration"] for r in scored], bool)
+    live_f, live_q = pf > LIVENESS_DECISION, pq > LIVENESS_DECISION
+    agree = live_f == live_q
+    per_model = np.abs(
+        np.array([r["float_models"] for r in scored]) - np.array([r["int8_models"] for r in scored])
+    )
+    by_label = {}
+    for label in LIVENESS_LABELS:
+        mask = np.array([r["label"] == label for r in scored], bool)
+        by_label[label] = {
+            "frames": int(mask.sum()),
+            "judged_live_float": int(live_f[mask].sum()),
+            "judged_live_int8": int(live_q[mask].sum()),
+        }
+    return {
+        "frames": len(records),
+        "faces": len(scored),
+        "no_face": len(records) - len(scored),
+        "decision_threshold": LIVENESS_DECISION,
+        "score_mae": float(np.mean(np.abs(pf - pq))),
+        "score_max_error": float(np.max(np.abs(pf - pq))),
+        "score_correlation": float(np.corrcoef(pf, pq)[0, 1]),
+        "decision_agreement": float(agree.mean()),
+        "decisions_differing": int((~agree).sum()),
+        "held_out_faces": int(held_out.sum()),
+        "held_out_decision_agreement": float(agree[held_out].mean()) if held_out.any() else None,
+        "model_mae": {m: float(per_model[:, i].mean()) for i, m in enumerate(models)},
+        "model_max_error": {m: float(per_model[:, i].max()) for i, m in enumerate(models)},
+        "by_label": by_label,
+    }
+
+
 def _verdicts(results: dict) -> dict[str, bool]:
     f, c = results["facenet"], results["cascade"]
     return {
@@ -225,6 +343,14 @@ def _verdicts(results: dict) -> dict[str, bool]:
             c["detection"]["landmark_error_of_box_mean"] or 0,
         )
         <= TARGETS["landmark_error"],
+        **(
+            {
+                "liveness_agreement": results["liveness"]["decision_agreement"]
+                >= TARGETS["liveness_agreement"]
+            }
+            if results.get("liveness")
+            else {}
+        ),
     }
 
 
@@ -242,6 +368,7 @@ GOALS = {
     "accuracy_drop_pp": "<= 0.2 pp",
     "detections_reproduced": ">= 99% (IoU >= 0.7)",
     "landmark_error": "<= 2% of box width",
+    "liveness_agreement": ">= 99% same live/not-live decision (NUAA)",
 }
 
 
@@ -257,12 +384,16 @@ def render_markdown(results: dict) -> str:
         "landmark_error": f"LFW {_pct(lfw['landmark_error_of_box_mean'])}, "
         f"photos {_pct(photos['landmark_error_of_box_mean'])}",
     }
+    live = results.get("liveness")
+    if live:
+        measured["liveness_agreement"] = _pct(live["decision_agreement"])
     lines = [
         "# Quantisation: int8 against float",
         "",
         "Generated by `edge-convert validate` (reproduce: `make validate`). Both model sets run",
-        "through the same engine code; nothing here was used for calibration (calibration uses",
-        "LFW DevTrain only). Raw numbers: `docs/quantization.json`.",
+        "through the same engine code. The detection and FaceNet figures use no calibration",
+        "image (those models calibrate on LFW DevTrain only); the liveness section says which of",
+        "its frames calibrated the liveness models. Raw numbers: `docs/quantization.json`.",
         "",
         f"Models: `{results['models']}` built with TensorFlow {results['tensorflow']}.",
         "",
@@ -347,8 +478,63 @@ def render_markdown(results: dict) -> str:
                     "-" if landmark is None else _pct(landmark),
                 )
             )
+    if live:
+        lines += _liveness_markdown(live)
     lines.append("")
     return "\n".join(lines)
+
+
+def _liveness_markdown(live: dict) -> list[str]:
+    models = ", ".join(
+        f"`{m}` {live['model_mae'][m]:.4f} / {live['model_max_error'][m]:.4f}"
+        for m in live["model_mae"]
+    )
+    lines = [
+        "",
+        "## Liveness (MiniFASNets, NUAA subjects 0001-0008)",
+        "",
+        f"{live['frames']} frames ({live['no_face']} without a face). In each, the largest face "
+        "the int8 MTCNN finds; the same patches go into the float and the int8 models. The "
+        "score is the mean of the two models' real-class probabilities, and a face counts as "
+        f"live when it is above {live['decision_threshold']}. Calibration used "
+        f"{live['faces'] - live['held_out_faces']} of these frames; the held-out column is the "
+        f"other {live['held_out_faces']}. Per-frame scores: `docs/liveness_frames.json`.",
+        "",
+        _row(
+            "faces",
+            "score MAE",
+            "score max error",
+            "correlation",
+            "decisions agree",
+            "held out agree",
+            "differing",
+        ),
+        _row(*["---"] * 7),
+        _row(
+            live["faces"],
+            f"{live['score_mae']:.4f}",
+            f"{live['score_max_error']:.4f}",
+            f"{live['score_correlation']:.4f}",
+            _pct(live["decision_agreement"]),
+            _pct(live["held_out_decision_agreement"]),
+            live["decisions_differing"],
+        ),
+        "",
+        f"Per model, real-probability error (mean / max): {models}.",
+        "",
+        _row("frames", "count", "judged live, float", "judged live, int8"),
+        _row(*["---"] * 4),
+    ]
+    for label, counts in live["by_label"].items():
+        lines.append(
+            _row(
+                label,
+                counts["frames"],
+                counts["judged_live_float"],
+                counts["judged_live_int8"],
+            )
+        )
+    return lines
 
 
 def validate(
@@ -358,10 +544,36 @@ def validate(
     json_out: Path,
     report: Path,
     limit: int | None = None,
+    only: str | None = None,
+    frames_out: Path | None = None,
 ) -> dict:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     int8_engine = Engine.open(models, backend="cpu")
+    liveness = None
+    nuaa = data / "liveness" / "nuaa"
+    if int8_engine.has_liveness and nuaa.is_dir():
+        calibration = int8_engine.manifest.calibration.get("liveness")
+        liveness, records = compare_liveness(int8_engine, float_models, nuaa, calibration)
+        if frames_out is not None:
+            frames_out.parent.mkdir(parents=True, exist_ok=True)
+            frames_out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
+    elif only == "liveness":
+        raise UserError(
+            f"--only liveness needs liveness models in {models} and NUAA frames in {nuaa}"
+        )
+    else:
+        log.warning("liveness not validated: no liveness models in %s or no %s", models, nuaa)
+    if only == "liveness":
+        try:
+            results = json.loads(json_out.read_text())
+        except (OSError, ValueError):
+            raise UserError(
+                f"--only liveness adds to {json_out}, which a full `edge-convert validate` "
+                "writes: run that first"
+            ) from None
+        results["liveness"] = liveness
+        return _write_results(results, json_out, report)
     float_engine = Engine.open(float_models, backend="cpu")
     lfw = data / "lfw"
     test_pairs = read_pairs(lfw / "pairsDevTest.txt")
@@ -381,6 +593,11 @@ def validate(
         },
     }
     results["cascade"]["stages"] = {name: stage.summary() for name, stage in stages.items()}
+    results["liveness"] = liveness
+    return _write_results(results, json_out, report)
+
+
+def _write_results(results: dict, json_out: Path, report: Path) -> dict:
     results["verdicts"] = _verdicts(results)
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,8 +1,10 @@
 """Small inference helpers in the spirit of pycoral's adapters: pixels in, float arrays out.
 
-Every model in this project takes the same logical input, (pixel - 127.5) / 128, in RGB.
-Int8 models are built so their uint8 input quantisation (scale 1/128, zero point 128) *is*
+The detection and embedding models take the same logical input, (pixel - 127.5) / 128, in
+RGB. Int8 models are built so their uint8 input quantisation (scale 1/128, zero point 128) *is*
 that standardisation: raw pixels go in untouched. Float models get the arithmetic here.
+Liveness models (a `patch` in their manifest entry) take raw 0-255 pixels instead; their int8
+input (scale 1, zero point 0) is the pixel itself.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ PIXEL_MEAN = 127.5
 PIXEL_SCALE = 1.0 / 128.0
 
 
-def _is_pixel_quantisation(dtype: Any, scale: float, zero_point: int) -> bool:
+def _is_pixel_quantisation(dtype: Any, scale: float, zero_point: int, raw: bool = False) -> bool:
+    if raw:
+        return dtype == np.uint8 and abs(scale - 1.0) < 1e-6 and zero_point == 0
     return dtype == np.uint8 and abs(scale - PIXEL_SCALE) < 2e-4 and zero_point in (127, 128)
 
 
@@ -27,6 +31,7 @@ class ModelRunner:
     def __init__(self, interpreter: Any, spec: ModelSpec) -> None:
         self.interpreter = interpreter
         self.spec = spec
+        self._standardise = spec.patch is None or spec.patch.pixels == "standardised"
         self._bind()
 
     def _bind(self) -> None:
@@ -36,7 +41,9 @@ class ModelRunner:
         self._input_dtype = detail["dtype"]
         scale, zero_point = detail["quantization"]
         self._input_quant = (float(scale), int(zero_point))
-        self._raw_pixels = _is_pixel_quantisation(self._input_dtype, scale, zero_point)
+        self._raw_pixels = _is_pixel_quantisation(
+            self._input_dtype, scale, zero_point, raw=not self._standardise
+        )
         roles = {t.name: t.role for t in self.spec.outputs}
         self._outputs = []
         for out in self.interpreter.get_output_details():
@@ -56,16 +63,19 @@ class ModelRunner:
     def _convert(self, pixels: np.ndarray) -> np.ndarray:
         if self._raw_pixels:
             return pixels
-        normalised = (pixels.astype(np.float32) - PIXEL_MEAN) * PIXEL_SCALE
+        logical = pixels.astype(np.float32)  # the value the float model was trained on
+        if self._standardise:
+            logical = (logical - PIXEL_MEAN) * PIXEL_SCALE
         if self._input_dtype == np.float32:
-            return normalised
+            return logical
         scale, zero_point = self._input_quant
         info = np.iinfo(self._input_dtype)
-        quantised = np.round(normalised / scale) + zero_point
+        quantised = np.round(logical / scale) + zero_point
         return np.clip(quantised, info.min, info.max).astype(self._input_dtype)
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """pixels: uint8 RGB shaped like the input (batch dim included); outputs by role."""
+        """pixels: uint8 shaped like the input (batch dim included), RGB unless the spec's patch
+        says otherwise; outputs by role."""
         self.interpreter.set_tensor(self._input_index, self._convert(pixels))
         self.interpreter.invoke()
         results = {}

@@ -23,12 +23,13 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as `tomli
 
 from edge_app import paths
 from edge_app.errors import UserError
+from edge_app.matching import AGGREGATES
+from edge_app.runtime import BACKENDS
 
 AUTO = "auto"
 UART_PINS = (14, 15)
 GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
-BACKENDS = ("auto", "cpu", "edgetpu")
-AGGREGATES = ("auto", "best", "mean", "trimmed_mean")
+LIVENESS_MODES = ("off", "log", "require")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # MQTT topic levels and ids we build topics from: no wildcards (+ #), no empty levels.
@@ -38,6 +39,9 @@ _HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 # The door's control socket (systemd's RuntimeDirectory=edge-app makes /run/edge-app).
 DEFAULT_SOCKET = Path("/run/edge-app/door.sock")
+_LISTEN = re.compile(
+    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$"
+)
 
 
 def uart_pin_problem(pin: int, force_uart_pins: bool) -> str | None:
@@ -182,6 +186,26 @@ def _pattern(regex: re.Pattern[str], example: str, *, empty: bool = False) -> Ch
     return check
 
 
+def split_listen(value: str) -> tuple[str, int]:
+    """("host", port) of a `host:port` or `[ipv6]:port` listen address; ValueError when not."""
+    match = _LISTEN.match(value)
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(
+            f'{value!r} is not host:port (e.g. "127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080")'
+        )
+    return match["ipv6"] or match["host"], int(match["port"])
+
+
+def _listen(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f'expected a string like "127.0.0.1:8080", got {_show(value)}')
+    try:
+        split_listen(value)
+    except ValueError as error:
+        raise _Invalid(str(error)) from None
+    return value
+
+
 def _show(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -216,7 +240,7 @@ class DetectionConfig:
 class RecognitionConfig:
     threshold: float | None = _key(None, _auto_or(_number(-1.0, 1.0)))
     margin: float | None = _key(None, _auto_or(_number(0.0, 2.0)))
-    aggregate: str = _key(AUTO, _choice(*AGGREGATES))
+    aggregate: str = _key(AUTO, _choice(AUTO, *AGGREGATES))
 
 
 @dataclass(frozen=True)
@@ -259,6 +283,22 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class LivenessConfig:
+    """Presentation-attack check (docs/LIVENESS.md).
+
+    mode: "require" = a track unlocks only when judged live as well as recognised; "log" =
+    scored and reported, never blocks; "off" = not run. "auto" (the default) is "require" when
+    the models have a liveness model, else "off" with a warning.
+    threshold: score at or above which a frame is live; "auto" = the manifest's.
+    min_live_frames: live frames needed among a track's last 10 scored.
+    """
+
+    mode: str | None = _key(None, _auto_or(_choice(*LIVENESS_MODES)))
+    threshold: float | None = _key(None, _auto_or(_number(0.0, 1.0)))
+    min_live_frames: int = _key(4, _integer(1, 10))
+
+
+@dataclass(frozen=True)
 class HubConfig:
     """The door's control socket (read by `edge-app run`) and what `edge-app hub` expects of
     it. `socket = ""` turns the socket off; `allow_unlock` lets a client of the socket (the
@@ -287,6 +327,24 @@ class MqttConfig:
     remote_unlock: bool = _key(False, _boolean)
     unlock_secret_file: Path | None = _key(None, _path(optional=True))
     unlock_window_seconds: float = _key(30.0, _number(1.0, 300.0))
+    unlock_code_file: Path | None = _key(None, _path(optional=True))
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The web page served by `edge-app hub` (docs/WEB.md); off, and loopback-only, by default."""
+
+    enabled: bool = _key(False, _boolean)
+    listen: str = _key("127.0.0.1:8080", _listen)
+    password_file: Path = _key(paths.DEFAULT_STATE_DIR / "web-password", _path(optional=False))
+    tls_cert: Path | None = _key(None, _path(optional=True))
+    tls_key: Path | None = _key(None, _path(optional=True))
+    remote_unlock: bool = _key(False, _boolean)
+    live_view: bool = _key(True, _boolean)
+    session_idle_minutes: int = _key(30, _integer(1, 24 * 60))
+    session_max_hours: int = _key(12, _integer(1, 30 * 24))
+    max_upload_files: int = _key(10, _integer(1, 100))
+    max_upload_mb: int = _key(40, _integer(1, 500))
 
 
 @dataclass(frozen=True)
@@ -300,8 +358,10 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -314,8 +374,10 @@ SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "tracking": TrackingConfig,
     "events": EventsConfig,
+    "liveness": LivenessConfig,
     "hub": HubConfig,
     "mqtt": MqttConfig,
+    "web": WebConfig,
 }
 
 
@@ -359,6 +421,12 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
             f"policy.hits: {policy.hits} is more than policy.window {policy.window}, so no one "
             "could ever be unlocked; make hits <= window"
         )
+    web = config.web
+    if (web.tls_cert is None) != (web.tls_key is None):
+        errors.append(
+            "web.tls_cert: give both web.tls_cert and web.tls_key (a certificate and its "
+            "private key), or neither for plain HTTP"
+        )
 
 
 def _mqtt_checks(config: Config, errors: list[str]) -> None:
@@ -370,10 +438,11 @@ def _mqtt_checks(config: Config, errors: list[str]) -> None:
         errors.append("mqtt.tls_cert: a client certificate needs both mqtt.tls_cert and tls_key")
     if mqtt.tls_cert is not None and mqtt.tls_ca is None:
         errors.append("mqtt.tls_cert: set mqtt.tls_ca too (TLS is on only when tls_ca is given)")
-    if mqtt.remote_unlock and mqtt.unlock_secret_file is None:
+    if mqtt.remote_unlock and mqtt.unlock_secret_file is None and mqtt.unlock_code_file is None:
         errors.append(
-            "mqtt.remote_unlock: needs mqtt.unlock_secret_file, the HMAC key that signs unlock "
-            "commands (docs/HOME_ASSISTANT.md)"
+            "mqtt.remote_unlock: needs mqtt.unlock_code_file (the code Home Assistant's lock card "
+            "asks for; make it with `edge-app hub unlock-code`) or mqtt.unlock_secret_file (the "
+            "HMAC key that signs unlock commands), or both (docs/HOME_ASSISTANT.md)"
         )
 
 
@@ -402,7 +471,7 @@ def load_config(path: Path | None = None) -> Config:
     a missing file the user named explicitly is an error, since that is surely a typo.
     """
     explicit = path is not None
-    path = Path(path) if explicit else paths.DEFAULT_CONFIG
+    path = Path(path) if path is not None else paths.DEFAULT_CONFIG
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

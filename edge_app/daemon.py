@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +40,8 @@ from edge_app.control import ControlServer, attach
 from edge_app.errors import UserError
 from edge_app.events import RELOCK, EventLog
 from edge_app.faces import Faces
+from edge_app.liveness_rule import OFF, LiveRule
+from edge_app.parallax import Parallax
 from edge_app.policy import Policy, Vote
 from edge_app.relay import Relay, make_pin_factory
 from edge_app.tracker import IoUTracker, Track
@@ -64,6 +66,11 @@ class ModelInfo(Protocol):
         """The manifest's recognition block: threshold, margin, aggregate, trim."""
         ...
 
+    @property
+    def liveness(self) -> Mapping[str, Any]:
+        """The manifest's liveness block: the threshold derived for its liveness models."""
+        ...
+
 
 class FaceEngine(Protocol):
     """The daemon/engine seam: edge_app.engine.Engine on the device, a scripted engine in
@@ -80,6 +87,15 @@ class FaceEngine(Protocol):
         """(N, 512) unit embeddings of `faces`, cut from `image`."""
         ...
 
+    @property
+    def has_liveness(self) -> bool:
+        """Whether the models include a liveness model."""
+        ...
+
+    def liveness(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        """(N,) liveness scores in [0, 1] of `faces` in `image`, higher = live."""
+        ...
+
 
 @dataclass
 class Metrics:
@@ -90,8 +106,10 @@ class Metrics:
     embedded_frames: int = 0
     embeddings: int = 0
     unlocks: int = 0
+    spoofs: int = 0
     detect_seconds: float = 0.0
     embed_seconds: float = 0.0
+    live_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
@@ -100,9 +118,10 @@ class Metrics:
         return (
             f"frames={self.frames} face_frames={self.face_frames} "
             f"embedded_frames={self.embedded_frames} embeddings={self.embeddings} "
-            f"unlocks={self.unlocks} fps={self.frames / elapsed:.1f} "
+            f"unlocks={self.unlocks} spoofs={self.spoofs} fps={self.frames / elapsed:.1f} "
             f"detect_ms={1000 * self.detect_seconds / per:.1f} "
-            f"embed_ms={1000 * self.embed_seconds / max(self.embedded_frames, 1):.1f}"
+            f"embed_ms={1000 * self.embed_seconds / max(self.embedded_frames, 1):.1f} "
+            f"liveness_ms={1000 * self.live_seconds / max(self.embedded_frames, 1):.1f}"
         )
 
 
@@ -201,6 +220,11 @@ class Recognizer:
             )
         ]
 
+    def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
+        """Liveness scores of `faces`, on the detection frame they were found in (the models
+        cut their own enlarged patches; this is the frame size they are measured on)."""
+        return self.engine.liveness(frame.image, faces)
+
     def close(self) -> None:
         self.gallery.close()
 
@@ -264,6 +288,8 @@ class Daemon:
         self._guard: threading.Thread | None = None
         self.policy = Policy(config.policy, clock=lambda: self._now)
         self.tracker = IoUTracker(config.tracking)
+        self.live_rule = LiveRule()  # resolved against the models in _start
+        self._parallax: dict[int, Parallax] = {}  # per live track, report only
         self.pulse_seconds = config.gpio.pulse_seconds
         # The control socket (edge_app.control): status, events, frames and remote unlock.
         self.control: ControlServer | None = None
@@ -282,10 +308,13 @@ class Daemon:
 
         False, leaving the door locked, when a stop signal has already closed the relay.
         """
+        relay = self.relay
+        # The control socket is attached, and frames processed, only once _start() made it.
+        assert relay is not None, "open_door before the relay was claimed"
         with self._door_lock:
             self._opened_for = name
             try:
-                self.relay.pulse(self.pulse_seconds)
+                relay.pulse(self.pulse_seconds)
             except RuntimeError:
                 if not self._stop.is_set():
                     raise
@@ -303,8 +332,10 @@ class Daemon:
             self._start()
             first = self._next_frame()
             if first is not None:
-                self._notify("READY=1", f"STATUS=watching {self.reader.source.name}")
-                log.info("door ready source=%s pin=GPIO%d", self.reader.source.name, self.relay.pin)
+                assert self.reader is not None and self.relay is not None, "_start() made them"
+                source = self.reader.source
+                self._notify("READY=1", f"STATUS=watching {source.name}")
+                log.info("door ready source=%s pin=GPIO%d", source.name, self.relay.pin)
                 self._loop(first)
             if self._signal is not None:
                 log.info("stopped by signal=%s", signal.Signals(self._signal).name)
@@ -338,6 +369,9 @@ class Daemon:
                 min_face=config.detection.min_face,
             )
         self.recognizer = Recognizer(self.engine, config.gallery.path, config.recognition)
+        self.live_rule = self._resolve_liveness(config)
+        self.policy.configure(config.policy, self.live_rule)
+        log.info("liveness %s", self.live_rule.describe())
         self.control = attach(self)
         camera = config.camera
         source = open_source(
@@ -351,6 +385,7 @@ class Daemon:
     def _next_frame(self) -> Frame | None:
         """The next frame; None when stopping or when the source has ended."""
         reader = self.reader
+        assert reader is not None, "_start() opens the camera before the first frame"
         while not self._stop.is_set():
             if self._reload.is_set():
                 self._reload.clear()
@@ -371,6 +406,9 @@ class Daemon:
         last_metrics = time.monotonic()
         last_ping = -math.inf  # the first processed frame pings at once
         ping_every = _watchdog_interval()
+        # _start() made both; a reload reconfigures them in place, never replaces them.
+        recognizer, events = self.recognizer, self.events
+        assert recognizer is not None and events is not None, "_loop before _start()"
         while frame is not None:
             self._process(frame)
             if self.control is not None:
@@ -380,43 +418,58 @@ class Daemon:
                 self._notify("WATCHDOG=1")
                 last_ping = now
             # PRAGMA data_version costs microseconds: an enrolment counts from the next frame.
-            self.recognizer.reload_if_changed()
-            self.events.maintain()  # retry failing sinks when due; daily retention
+            recognizer.reload_if_changed()
+            events.maintain()  # retry failing sinks when due; daily retention
             if now - last_metrics >= METRICS_EVERY:
                 log.info("metrics %s", self.metrics_line())
                 last_metrics = now
             frame = self._next_frame()
 
     def _process(self, frame: Frame) -> None:
+        recognizer = self.recognizer
+        assert recognizer is not None, "_process before _start()"
         self._now = frame.timestamp
         metrics = self.metrics
         metrics.frames += 1
         start = time.perf_counter()
-        faces = self.recognizer.detect(frame.image)
+        faces = recognizer.detect(frame.image)
         metrics.detect_seconds += time.perf_counter() - start
         tracks, ended = self.tracker.update(faces.boxes)
         for track in ended:
             self.policy.forget(track.track_id)
+            self._parallax.pop(track.track_id, None)
         if not len(faces):
             return
+        if self.live_rule.mode != OFF:
+            for track, landmarks in zip(tracks, faces.landmarks, strict=True):
+                self._parallax.setdefault(track.track_id, Parallax()).update(landmarks)
         metrics.face_frames += 1
         due = np.flatnonzero(self.tracker.due(tracks) & whole_faces(faces, frame.image.shape))
         if not len(due):
             return
         start = time.perf_counter()
-        votes = self.recognizer.identify(frame, faces[due])
+        votes = recognizer.identify(frame, faces[due])
         metrics.embed_seconds += time.perf_counter() - start
+        if self.live_rule.mode != OFF:
+            start = time.perf_counter()
+            scores = recognizer.liveness(frame, faces[due])
+            metrics.live_seconds += time.perf_counter() - start
+            votes = [
+                replace(vote, liveness=float(score))
+                for vote, score in zip(votes, scores, strict=True)
+            ]
         metrics.embedded_frames += 1
         metrics.embeddings += len(due)
         chosen = [tracks[i] for i in due]
         self.tracker.mark_embedded(chosen)
         for index, track, vote in zip(due, chosen, votes, strict=True):
             log.debug(
-                "vote track=%d name=%s score=%.3f second=%.3f t=%.2f",
+                "vote track=%d name=%s score=%.3f second=%.3f liveness=%s t=%.2f",
                 track.track_id,
                 vote.name,
                 vote.score,
                 vote.second,
+                "-" if vote.liveness is None else f"{vote.liveness:.3f}",
                 frame.timestamp,
             )
             for decision in self.policy.vote(track.track_id, vote):
@@ -424,12 +477,19 @@ class Daemon:
             track.settled = self.policy.settled(track.track_id)
 
     def _act(self, decision: rules.Decision, frame: Frame, box: np.ndarray, track: Track) -> None:
+        events = self.events
+        assert events is not None, "_act before _start()"
         crop = None
-        if decision.kind in (rules.RECOGNIZED, rules.UNKNOWN) and self.events.snapshots:
+        if decision.kind in (rules.RECOGNIZED, rules.UNKNOWN, rules.SPOOF) and events.snapshots:
             crop = face_crop(frame, box)
+        geometry = None
+        if decision.kind in (rules.UNLOCK, rules.SPOOF) and track.track_id in self._parallax:
+            geometry = self._parallax[track.track_id].reading.verdict
+        if decision.kind == rules.SPOOF:
+            self.metrics.spoofs += 1
         if decision.kind == rules.UNLOCK and not self.open_door(decision.name):
             return  # the guard closed the relay for a stop signal: stay locked
-        self.events.record(
+        events.record(
             decision.kind,
             name=decision.name,
             score=decision.score,
@@ -437,7 +497,15 @@ class Daemon:
             source_time=frame.timestamp,
             reason=decision.reason,
             crop=crop,
+            liveness=decision.liveness,
+            geometry=geometry,
         )
+
+    def _resolve_liveness(self, config: Config) -> LiveRule:
+        """[liveness] against the loaded models; UserError when they cannot serve it."""
+        engine = self.engine
+        assert engine is not None
+        return LiveRule.resolve(config.liveness, engine.manifest, engine.has_liveness)
 
     def _on_relock(self, reason: str) -> None:
         if self.events is not None:
@@ -463,7 +531,8 @@ class Daemon:
         try:
             new = apply_overrides(load_config(self.config_path), self.overrides)
             Policy.check(new.policy)
-        except (ConfigError, ValueError) as error:
+            live_rule = self._resolve_liveness(new)
+        except (ConfigError, ValueError, UserError) as error:
             log.error("reload refused, keeping the running config: %s", error)
             return
         old = self.config
@@ -473,13 +542,17 @@ class Daemon:
         for key in RESTART_GPIO_KEYS:
             if getattr(new.gpio, key) != getattr(old.gpio, key):
                 log.warning("config gpio.%s changed: takes effect after a restart", key)
+        assert self.recognizer is not None, "reloads are applied by the frame loop, after _start()"
         try:
             self.recognizer.configure(new.gallery.path, new.recognition)  # all or nothing
         except Exception as error:  # a bad gallery path must not take the door down
             log.error("reload refused, keeping the running config: gallery: %s", error)
             return
         # Nothing below can fail (checked above): the new settings apply together.
-        self.policy.configure(new.policy)
+        self.policy.configure(new.policy, live_rule)
+        if live_rule != self.live_rule:
+            log.info("liveness %s", live_rule.describe())
+        self.live_rule = live_rule
         self.tracker.configure(new.tracking)
         self.pulse_seconds = new.gpio.pulse_seconds
         self.config = new
@@ -518,7 +591,7 @@ class Daemon:
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
 
         # Handlers only set flags: logging or touching the relay here could re-enter a lock
         # the interrupted main thread holds.

@@ -4,6 +4,7 @@
     faces = engine.detect(frame)           # RGB uint8 frame -> Faces
     embeddings = engine.embed(frame, faces)  # (N, 512) float32, L2-normalised
     faces, embeddings = engine.process(frame)
+    scores = engine.liveness(frame, faces)  # (N,) in [0, 1], when engine.has_liveness
 
 Interpreters are created here, once, and reused for every frame.
 """
@@ -25,7 +26,15 @@ from edge_app.detection.cascade import Cascade, Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR
 from edge_app.errors import UserError
 from edge_app.faces import Faces
-from edge_app.manifest import Manifest, ManifestError, ModelSpec, load_manifest, verify_files
+from edge_app.liveness import LivenessScorer
+from edge_app.manifest import (
+    LIVENESS_ROLE,
+    Manifest,
+    ManifestError,
+    ModelSpec,
+    load_manifest,
+    verify_files,
+)
 from edge_app.paths import default_models_dir
 from edge_app.runtime import Backend, RuntimeUnavailable, make_interpreter, select_backend
 
@@ -91,6 +100,12 @@ class Engine:
         except ManifestError as error:
             raise UserError(str(error)) from None
         self.embedding_model = model_identity(facenet_spec.sha256, self.mean)
+        liveness_specs = manifest.by_role(LIVENESS_ROLE)
+        self._liveness = (
+            LivenessScorer([self._runner(spec) for _, spec in liveness_specs])
+            if liveness_specs
+            else None
+        )
         self.timings: dict[str, float] = {}
         log.info(
             "engine ready backend=%s models=%s camera=%dx%d min_face=%g",
@@ -199,6 +214,22 @@ class Engine:
     def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
         """(N, 512) unit embeddings, centred on the shipped mean when there is one."""
         return centre(self.embed_raw(frame, faces), self.mean)
+
+    @property
+    def has_liveness(self) -> bool:
+        """Whether the models folder has liveness models (a build with --liveness)."""
+        return self._liveness is not None
+
+    def liveness(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+        """(N,) float32 liveness per face in [0, 1], higher = live (edge_app/liveness.py)."""
+        if self._liveness is None:
+            raise UserError(
+                f"{self.models_dir} has no liveness models: rebuild them with "
+                "`edge-convert build --only liveness --liveness DIR` (the MiniFASNet weights)"
+            )
+        scores = self._liveness.score(frame, faces)
+        self.timings.update(self._liveness.timings)
+        return scores
 
     def process(self, frame: np.ndarray) -> tuple[Faces, np.ndarray]:
         faces = self.detect(frame)

@@ -47,6 +47,8 @@ class Embedder(Protocol):
 
     def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray: ...
 
+    def liveness(self, frame: np.ndarray, faces: Faces) -> np.ndarray: ...
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -121,9 +123,15 @@ class _Collector:
     """The same gates for photos and camera frames; accepted samples accumulate in memory."""
 
     def __init__(
-        self, engine: Embedder, existing: np.ndarray, gates: Gates, keep_crops: bool
+        self,
+        engine: Embedder,
+        existing: np.ndarray,
+        gates: Gates,
+        keep_crops: bool,
+        live_threshold: float | None = None,
     ) -> None:
         self.engine = engine
+        self.live_threshold = live_threshold
         self.gates = gates
         self.keep_crops = keep_crops
         self.model = model_id(engine)
@@ -137,6 +145,14 @@ class _Collector:
         rejection = check_face(frame, faces, self.gates)
         if rejection is not None:
             return rejection
+        if self.live_threshold is not None:
+            score = float(self.engine.liveness(frame, faces)[0])
+            if score < self.live_threshold:
+                return Rejection(
+                    Reason.NOT_LIVE,
+                    f"not judged live (liveness {score:.2f} < {self.live_threshold:.2f}): "
+                    "enrol the person themselves, not a photo or a screen",
+                )
         embedding = self.engine.embed(frame, faces)[0]
         rejection = duplicate_of(embedding, self.known, self.gates)
         if rejection is not None:
@@ -223,16 +239,21 @@ def enroll_camera(
     keep_crops: bool = False,
     gates: Gates = DEFAULT_GATES,
     progress: bool = True,
+    live_threshold: float | None = None,
 ) -> EnrollResult:
     """Enrol `name` from the first `count` good, mutually distinct camera frames.
 
     Frames failing a gate are simply passed over (the person adjusts, guided by the reason
     shown next to the progress bar); near-duplicates are too, which makes the person move a
-    little between samples, so the gallery gets some variety of pose. Nothing is written
-    unless all `count` samples are collected within `timeout` seconds.
+    little between samples, so the gallery gets some variety of pose. With `live_threshold`,
+    frames whose face scores below it on the liveness check (a photo held up to the camera)
+    are passed over as well. Nothing is written unless all `count` samples are collected
+    within `timeout` seconds.
     """
     name = check_name(name)
-    collector = _Collector(engine, existing_samples(db, name, add), gates, keep_crops)
+    collector = _Collector(
+        engine, existing_samples(db, name, add), gates, keep_crops, live_threshold
+    )
     deadline = time.monotonic() + timeout
     timed_out = False
     last: Rejection | None = None

@@ -80,11 +80,11 @@ def evaluate_lfw(
     engine: Engine, pairs_file: Path, images: Path, train_file: Path | None = None
 ) -> LfwResult:
     test = read_pairs(pairs_file)
-    train = read_pairs(train_file) if train_file else None
+    train = read_pairs(train_file) if train_file is not None else None
     names = sorted(set(test.images) | set(train.images if train else []))
     embeddings, no_face, rate = embed_images(engine, images, names)
     test_d = distances(embeddings, test)
-    if train is not None:
+    if train_file is not None and train is not None:
         threshold = best_threshold(distances(embeddings, train), train.same)
         per_fold = [
             accuracy_at(test_d[chunk], test.same[chunk], threshold)

@@ -40,12 +40,12 @@ import cv2
 import numpy as np
 
 from edge_app.config import EventsConfig
-from edge_app.policy import DENIED, RECOGNIZED, UNKNOWN, UNLOCK
+from edge_app.policy import DENIED, RECOGNIZED, SPOOF, UNKNOWN, UNLOCK
 
 log = logging.getLogger(__name__)
 
 RELOCK = "relock"
-TYPES = (RECOGNIZED, UNKNOWN, UNLOCK, DENIED, RELOCK)
+TYPES = (RECOGNIZED, UNKNOWN, UNLOCK, DENIED, RELOCK, SPOOF)
 
 # Schema changes go through MIGRATIONS and `PRAGMA user_version`, as in the gallery: entry i
 # takes the file from version i to i + 1. Version 1 says IF NOT EXISTS so an events.db made
@@ -63,7 +63,12 @@ SCHEMA_V1 = (
     )""",
     "CREATE INDEX IF NOT EXISTS events_by_time ON events(time)",
 )
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1,)
+# Version 2: the liveness score and the geometry (parallax) reading of unlock/spoof events.
+SCHEMA_V2 = (
+    "ALTER TABLE events ADD COLUMN liveness REAL",
+    "ALTER TABLE events ADD COLUMN geometry TEXT",
+)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -86,8 +91,11 @@ RETENTION_EVERY_SECONDS = 86400.0
 @dataclass(frozen=True)
 class Event:
     """time: Unix seconds. score: cosine similarity of the face to `name` (recognized,
-    unlock, denied) or to the closest person (unknown). source_time: seconds on the camera
-    source's clock (clip time for a video file). reason: why a denied or relock happened."""
+    unlock, denied, spoof) or to the closest person (unknown). source_time: seconds on the
+    camera source's clock (clip time for a video file). reason: why a denied, spoof or relock
+    happened. liveness: mean liveness score of the track's last frames (unlock, spoof; None
+    when the check is off). geometry: the track's parallax reading, "abstain", "flat" or
+    "depth" (report only; docs/LIVENESS.md)."""
 
     time: float
     type: str
@@ -97,6 +105,8 @@ class Event:
     source_time: float | None = None
     reason: str | None = None
     snapshot: str | None = None
+    liveness: float | None = None
+    geometry: str | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -107,6 +117,8 @@ class Event:
             data["score"] = round(self.score, 4)
         if self.source_time is not None:
             data["source_time"] = round(self.source_time, 3)
+        if self.liveness is not None:
+            data["liveness"] = round(self.liveness, 4)
         return json.dumps(data, ensure_ascii=False)
 
 
@@ -218,9 +230,22 @@ class _DbSink(_Sink):
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT INTO events (time, type, name, score, track, reason, snapshot) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(e.time, e.type, e.name, e.score, e.track, e.reason, e.snapshot) for e in events],
+                "INSERT INTO events (time, type, name, score, track, reason, snapshot, "
+                "liveness, geometry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.time,
+                        e.type,
+                        e.name,
+                        e.score,
+                        e.track,
+                        e.reason,
+                        e.snapshot,
+                        e.liveness,
+                        e.geometry,
+                    )
+                    for e in events
+                ],
             )
             db.execute("COMMIT")
         except BaseException:
@@ -376,6 +401,8 @@ class EventLog:
         source_time: float | None = None,
         reason: str | None = None,
         crop: np.ndarray | None = None,
+        liveness: float | None = None,
+        geometry: str | None = None,
     ) -> Event:
         """Write one event everywhere; `crop` (RGB) becomes a snapshot when those are on."""
         if kind not in TYPES:
@@ -394,6 +421,8 @@ class EventLog:
                 source_time,
                 reason,
                 snapshot,
+                None if liveness is None else float(liveness),
+                geometry,
             )
             fields = {
                 k: v
@@ -526,11 +555,12 @@ class EventLog:
         path = folder / f"{stamp}Z_{kind}_{label}_t{track or 0}.jpg"
         try:
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            problem: object = data
         except cv2.error as error:
-            ok, data = False, error
+            ok, problem = False, error
         if not ok:
             self.snapshot_errors += 1
-            log.error("snapshot encode failed path=%s error=%r", path, data)
+            log.error("snapshot encode failed path=%s error=%r", path, problem)
             return None
         try:
             if not folder.is_dir():
@@ -642,8 +672,8 @@ def read_events(path: Path, since: float = 0.0) -> list[Event]:
     """Events stored in an events database, oldest first (for tools, tests and the docs)."""
     with closing(sqlite3.connect(path)) as db:
         rows = db.execute(
-            "SELECT time, type, name, score, track, reason, snapshot FROM events "
-            "WHERE time >= ? ORDER BY id",
+            "SELECT time, type, name, score, track, reason, snapshot, liveness, geometry "
+            "FROM events WHERE time >= ? ORDER BY id",
             (since,),
         ).fetchall()
-    return [Event(t, k, n, s, tr, None, r, sn) for t, k, n, s, tr, r, sn in rows]
+    return [Event(t, k, n, s, tr, None, r, sn, lv, g) for t, k, n, s, tr, r, sn, lv, g in rows]

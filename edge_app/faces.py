@@ -33,9 +33,12 @@ class Faces:
 
     def __getitem__(self, index: int | slice | np.ndarray) -> Faces:
         """Select faces by index, slice or mask; always returns Faces (a single index keeps N=1)."""
+        rows: slice | list[int] | np.ndarray
         if isinstance(index, (int, np.integer)):
-            index = slice(int(index), int(index) + 1) if index >= 0 else [int(index)]
-        return Faces(self.boxes[index], self.scores[index], self.landmarks[index])
+            rows = slice(int(index), int(index) + 1) if index >= 0 else [int(index)]
+        else:
+            rows = index
+        return Faces(self.boxes[rows], self.scores[rows], self.landmarks[rows])
 
     @property
     def sizes(self) -> np.ndarray:

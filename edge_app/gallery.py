@@ -117,7 +117,7 @@ class GalleryError(UserError):
 def default_path() -> Path:
     """Where `--db` points when not given: the config file's gallery.path, so `enroll` and
     the daemon agree without repeating the path (DEFAULT_GALLERY when there is no config)."""
-    from edge_app.config import load_config  # noqa: PLC0415  (config imports this module's peers)
+    from edge_app.config import load_config  # imported here: config imports this module's peers
 
     return Path(load_config(None).gallery.path)
 
@@ -886,7 +886,7 @@ def _sample_from_export(data: object, index: int) -> NewSample:
 
 def _checked_crop(data: bytes) -> bytes:
     """A face crop must be what enrol stores: a small JPEG that decodes completely."""
-    from edge_app.images import ImageError, decode_image, read_header  # noqa: PLC0415 (cv2)
+    from edge_app.images import ImageError, decode_image, read_header  # here: it loads cv2
 
     if len(data) > MAX_CROP_BYTES:
         raise _Invalid(f"face_crop_jpeg is {len(data)} bytes, more than {MAX_CROP_BYTES}")

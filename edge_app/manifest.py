@@ -15,6 +15,13 @@ from typing import Any
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ROLES = ("pnet", "rnet", "onet", "facenet")
+# Roles a models folder may lack: the engine runs without them (and says so).
+LIVENESS_ROLE = "liveness"
+OPTIONAL_ROLES = (LIVENESS_ROLE,)
+# How a patch model's input pixels are encoded: "raw" is 0-255 as is (the uint8 input with
+# scale 1, zero point 0), "standardised" is (x - 127.5) / 128 like the MTCNN and FaceNet inputs.
+PIXEL_ENCODINGS = ("raw", "standardised")
+COLOR_ORDERS = ("RGB", "BGR")
 
 
 class ManifestError(ValueError):
@@ -44,6 +51,22 @@ class EdgeTpuSpec:
 
 
 @dataclass(frozen=True)
+class PatchSpec:
+    """How a liveness model's input patch is cut from the frame.
+
+    The face box is enlarged `scale` times about its centre, shifted inside the frame, and
+    resized to width x height; `color` is the channel order and `pixels` the encoding the
+    model expects.
+    """
+
+    scale: float
+    width: int
+    height: int
+    color: str = "BGR"
+    pixels: str = "raw"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     role: str
     file: str
@@ -52,6 +75,7 @@ class ModelSpec:
     outputs: list[TensorSpec]
     scale: float | None = None
     edgetpu: EdgeTpuSpec | None = None
+    patch: PatchSpec | None = None
 
     def output(self, role: str) -> TensorSpec:
         for tensor in self.outputs:
@@ -72,6 +96,7 @@ class Manifest:
     converter: dict[str, Any] = field(default_factory=dict)
     recognition: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
+    liveness: dict[str, Any] = field(default_factory=dict)
     created_utc: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -143,11 +168,35 @@ def _edgetpu(data: Any, where: str) -> EdgeTpuSpec | None:
     )
 
 
+def _patch(data: Any, where: str) -> PatchSpec | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: expected an object or null")
+    scale = float(_number(data, "scale", 0, where))
+    width, height = (int(_number(data, key, 0, where)) for key in ("width", "height"))
+    if scale <= 0 or width < 1 or height < 1:
+        raise ManifestError(f"{where}: scale, width and height must be positive")
+    color, pixels = data.get("color", "BGR"), data.get("pixels", "raw")
+    if color not in COLOR_ORDERS:
+        raise ManifestError(f"{where}.color: {color!r} is not one of {', '.join(COLOR_ORDERS)}")
+    if pixels not in PIXEL_ENCODINGS:
+        raise ManifestError(
+            f"{where}.pixels: {pixels!r} is not one of {', '.join(PIXEL_ENCODINGS)}"
+        )
+    return PatchSpec(scale=scale, width=width, height=height, color=color, pixels=pixels)
+
+
 def _model(name: str, data: dict[str, Any]) -> ModelSpec:
     where = f"models.{name}"
     role = _require(data, "role", str, where)
-    if role not in ROLES:
-        raise ManifestError(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
+    if role not in ROLES + OPTIONAL_ROLES:
+        raise ManifestError(
+            f"{where}.role: {role!r} is not one of {', '.join(ROLES + OPTIONAL_ROLES)}"
+        )
+    patch = _patch(data.get("patch"), f"{where}.patch")
+    if role == LIVENESS_ROLE and patch is None:
+        raise ManifestError(f"{where}.patch: a liveness model needs its patch geometry")
     return ModelSpec(
         role=role,
         file=_require(data, "file", str, where),
@@ -156,6 +205,7 @@ def _model(name: str, data: dict[str, Any]) -> ModelSpec:
         outputs=[_tensor(t, f"{where}.outputs") for t in _require(data, "outputs", list, where)],
         scale=None if data.get("scale") is None else float(_number(data, "scale", 0, where)),
         edgetpu=_edgetpu(data.get("edgetpu"), f"{where}.edgetpu"),
+        patch=patch,
     )
 
 
@@ -189,6 +239,7 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         converter=data.get("converter", {}),
         recognition=data.get("recognition", {}),
         calibration=data.get("calibration", {}),
+        liveness=data.get("liveness", {}),
         created_utc=str(data.get("created_utc", "")),
         format_version=version,
     )

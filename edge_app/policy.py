@@ -5,6 +5,13 @@ half turned), so the same enrolled person must win `hits` of the last `window` e
 frames of one track, each already above the threshold and the margin (the matcher's rule).
 A visit is one track, so it opens the door at most once; the per-person cooldown also covers
 a person who steps out of view and back. Unknown faces are reported, never acted on.
+
+Liveness (docs/LIVENESS.md): each vote may carry the face's liveness score. With the rule in
+"require" mode a recognised track unlocks only once `min_live_frames` of its last 10 scored
+frames are live; until then it waits (and stays unsettled, so it is scored every frame). A
+track whose 10-frame window fills without being live is a `spoof`: reported once, with the
+name it matched, and it never unlocks (the person steps out of view and back to try again).
+In "log" mode the same `spoof` is reported but the unlock is not held back.
 """
 
 from __future__ import annotations
@@ -12,16 +19,20 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from statistics import fmean
 
 from edge_app.config import PolicyConfig
+from edge_app.liveness_rule import OFF, REQUIRE, LiveFrames, LiveRule
 
 RECOGNIZED = "recognized"
 UNKNOWN = "unknown"
 UNLOCK = "unlock"
 DENIED = "denied"
+SPOOF = "spoof"
+NOT_LIVE = "not live"
+NOT_LIVE_LOGGED = "not live (log mode: not enforced)"
 
 
 @dataclass(frozen=True)
@@ -34,15 +45,20 @@ class Vote:
     name: str | None
     score: float
     second: float = float("nan")
+    liveness: float | None = None  # the face's liveness score; None when not scored
 
 
 @dataclass(frozen=True)
 class Decision:
+    """score: the identity score; liveness: the mean liveness score of the track's window
+    (None when liveness is off)."""
+
     kind: str
     name: str | None
     score: float
     track: int
     reason: str | None = None
+    liveness: float | None = None
 
 
 def parse_hours(spans: Iterable[str]) -> list[tuple[int, int]]:
@@ -72,8 +88,12 @@ def within_hours(spans: list[tuple[int, int]], moment: datetime) -> bool:
 @dataclass
 class _TrackState:
     votes: deque[Vote]
+    live: LiveFrames
     identity: str | None = None
     unknown_reported: bool = False
+    awaiting_live: bool = False  # recognised, unlock held until the track is judged live
+    judged_live: bool = False  # the rule passed once: the track is live for good
+    spoofed: bool = False  # judged an attack: reported, and (require) never unlocks
 
 
 class Policy:
@@ -82,6 +102,7 @@ class Policy:
     def __init__(
         self,
         config: PolicyConfig | None = None,
+        liveness: LiveRule | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
         local_time: Callable[[], datetime] = datetime.now,
@@ -90,7 +111,8 @@ class Policy:
         self._local_time = local_time
         self._tracks: dict[int, _TrackState] = {}
         self._last_unlock: dict[str, float] = {}
-        self.configure(config or PolicyConfig())
+        self.liveness = LiveRule()  # off until configured
+        self.configure(config or PolicyConfig(), liveness)
 
     @staticmethod
     def check(config: PolicyConfig) -> None:
@@ -101,9 +123,14 @@ class Policy:
             )
         parse_hours(config.allowed_hours)
 
-    def configure(self, config: PolicyConfig) -> None:
-        """Change the rules in place (SIGHUP); cooldowns already running are kept."""
+    def configure(self, config: PolicyConfig, liveness: LiveRule | None = None) -> None:
+        """Change the rules in place (SIGHUP); cooldowns already running are kept.
+
+        liveness None keeps the current liveness rule (off at first).
+        """
         self.check(config)
+        if liveness is not None:
+            self.liveness = liveness
         self.config = config
         self.hits = config.hits
         self.window = config.window
@@ -111,21 +138,45 @@ class Policy:
         self.hours = parse_hours(config.allowed_hours)
         for state in self._tracks.values():
             state.votes = deque(state.votes, maxlen=config.window)
+            state.live = self._live_frames(state.live.scores)
+
+    def _live_frames(self, scores: Iterable[float] = ()) -> LiveFrames:
+        rule = self.liveness
+        live = LiveFrames(rule.threshold, rule.min_live_frames)
+        for score in scores:
+            live.add(score)
+        return live
 
     def vote(self, track: int, vote: Vote) -> list[Decision]:
         """Record one evaluated frame of a track; the decisions it triggers, in order."""
         state = self._tracks.get(track)
         if state is None:
-            state = self._tracks[track] = _TrackState(deque(maxlen=self.window))
+            state = self._tracks[track] = _TrackState(
+                deque(maxlen=self.window), self._live_frames()
+            )
         state.votes.append(vote)
+        mode = self.liveness.mode
+        if mode != OFF and vote.liveness is not None:
+            state.live.add(vote.liveness)
+            state.judged_live = state.judged_live or (not state.spoofed and state.live.live)
         winner = self._winner(state.votes)
         if winner is not None and winner != state.identity:
             state.identity = winner
-            score = fmean(v.score for v in state.votes if v.name == winner)
-            return [
-                Decision(RECOGNIZED, winner, score, track),
-                self._try_unlock(winner, score, track),
-            ]
+            state.awaiting_live = False
+            decisions = [Decision(RECOGNIZED, winner, self._score(state), track)]
+            if mode == REQUIRE and (state.spoofed or not state.judged_live):
+                state.awaiting_live = not state.spoofed
+                if state.spoofed:
+                    decisions.append(self._spoof(state, track, NOT_LIVE))
+            else:
+                decisions.append(self._unlock(state, track))
+            return decisions + self._check_spoof(state, track)
+        if state.awaiting_live and state.identity is not None and state.judged_live:
+            state.awaiting_live = False
+            return [self._unlock(state, track)]
+        spoof = self._check_spoof(state, track)
+        if spoof:
+            return spoof
         if (
             winner is None
             and state.identity is None
@@ -145,6 +196,12 @@ class Policy:
         state = self._tracks.get(track)
         if state is None or not state.votes:
             return False
+        if (
+            self.liveness.mode != OFF
+            and state.identity is not None
+            and not (state.judged_live or state.spoofed)
+        ):
+            return False  # recognised: scored every frame until the liveness rule decides
         latest = state.votes[-1].name
         if state.identity is not None:
             return latest == state.identity
@@ -165,6 +222,34 @@ class Policy:
             return tied[0]
         # Only possible when hits <= window / 2: prefer the better-matching person.
         return max(tied, key=lambda name: max(v.score for v in votes if v.name == name))
+
+    @staticmethod
+    def _score(state: _TrackState) -> float:
+        return fmean(v.score for v in state.votes if v.name == state.identity)
+
+    def _live_score(self, state: _TrackState) -> float | None:
+        return None if self.liveness.mode == OFF else state.live.mean
+
+    def _unlock(self, state: _TrackState, track: int) -> Decision:
+        assert state.identity is not None
+        decision = self._try_unlock(state.identity, self._score(state), track)
+        return replace(decision, liveness=self._live_score(state))
+
+    def _spoof(self, state: _TrackState, track: int, reason: str) -> Decision:
+        return Decision(
+            SPOOF, state.identity, self._score(state), track, reason, self._live_score(state)
+        )
+
+    def _check_spoof(self, state: _TrackState, track: int) -> list[Decision]:
+        """A recognised track whose full liveness window is not live: one `spoof` decision."""
+        mode = self.liveness.mode
+        if mode == OFF or state.identity is None or state.judged_live or state.spoofed:
+            return []
+        if not state.live.refused:
+            return []
+        state.spoofed = True
+        state.awaiting_live = False
+        return [self._spoof(state, track, NOT_LIVE if mode == REQUIRE else NOT_LIVE_LOGGED)]
 
     def _try_unlock(self, name: str, score: float, track: int) -> Decision:
         now = self._clock()

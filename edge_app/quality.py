@@ -48,6 +48,7 @@ class Reason(str, Enum):
     BLURRY = "blurry"
     NOT_FRONTAL = "not_frontal"
     NEAR_DUPLICATE = "near_duplicate"
+    NOT_LIVE = "not_live"
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ class Relay:
                 raise RuntimeError("relay is closed")
             deadline = self._clock() + seconds
             opened = self._deadline is None
-            self._deadline = deadline if opened else max(self._deadline, deadline)
+            self._deadline = deadline if self._deadline is None else max(self._deadline, deadline)
             if opened:
                 self._device.on()
             self._cond.notify_all()
@@ -202,6 +202,7 @@ class Relay:
                         self._cond.wait()
                     if self._closed:
                         return
+                    assert self._deadline is not None, "the wait above ends on a deadline or close"
                     remaining = self._deadline - self._clock()
                     if remaining > 0:
                         self._cond.wait(remaining)

@@ -8,6 +8,7 @@ delegate must come from a libedgetpu built for the same TF version as the runtim
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import os
@@ -72,10 +73,29 @@ def find_runtime() -> Runtime:
     )
 
 
+def edgetpu_library_problem() -> str | None:
+    """Why libedgetpu cannot be used, or None when it loads and exports the delegate API.
+
+    Asked before any delegate is built: the runtimes' Delegate constructor, when the library
+    does not load, leaves an object whose destructor then prints "Exception ignored in ...
+    AttributeError: 'Delegate' object has no attribute '_library'" on every CPU-only machine.
+    """
+    try:
+        library = ctypes.CDLL(EDGETPU_LIBRARY)
+    except OSError as error:
+        return f"{EDGETPU_LIBRARY} cannot be loaded ({error})"
+    if not hasattr(library, "tflite_plugin_create_delegate"):
+        return f"{EDGETPU_LIBRARY} loads but is not an Edge TPU delegate library"
+    return None
+
+
 def _load_edgetpu_delegate(runtime: Runtime) -> Any:
     """pycoral's loader when it is importable (it knows the platform's library name)."""
+    problem = edgetpu_library_problem()
+    if problem is not None:
+        raise OSError(problem)
     try:
-        from pycoral.utils.edgetpu import load_edgetpu_delegate  # noqa: PLC0415
+        from pycoral.utils.edgetpu import load_edgetpu_delegate
     except ImportError:
         return runtime.load_delegate(EDGETPU_LIBRARY)
     return load_edgetpu_delegate()
@@ -92,7 +112,7 @@ def select_backend(requested: str = "auto", threads: int | None = None) -> Backe
         try:
             delegate = _load_edgetpu_delegate(runtime)
         except (ValueError, OSError, RuntimeError) as error:
-            reason = f"the Edge TPU delegate {EDGETPU_LIBRARY} did not load: {error}"
+            reason = f"the Edge TPU delegate did not load: {error}"
             if requested == "edgetpu":
                 raise RuntimeUnavailable(
                     f"{reason}. Install libedgetpu built for {runtime.module} {runtime.version} "

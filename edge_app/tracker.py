@@ -114,12 +114,12 @@ class IoUTracker:
                     continue
             alive.append(track)
         result: list[Track] = []
-        for col, track in enumerate(matched):
-            if track is None:
-                track = Track(next(self._ids), boxes[col], self.frame, self.frame)
-                alive.append(track)
-                log.debug("track started track=%d", track.track_id)
-            result.append(track)
+        for col, found in enumerate(matched):
+            if found is None:
+                found = Track(next(self._ids), boxes[col], self.frame, self.frame)
+                alive.append(found)
+                log.debug("track started track=%d", found.track_id)
+            result.append(found)
         self.tracks = alive
         return result, ended
 

@@ -129,7 +129,7 @@ def build_clip(
     heads = [head(v.photo, head_scale) for v in visits]
     wall = background(size, seed)
     rng = np.random.default_rng(seed)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {fourcc} to {path}")
     appear: list[float | None] = [None] * len(visits)
@@ -162,6 +162,6 @@ def build_clip(
         path,
         fps,
         frames,
-        [float(a) for a in appear],
+        [float(a) for a in appear if a is not None],
         [float(g) if g is not None else frames / fps for g in gone],
     )

@@ -31,7 +31,7 @@ def index_of(rgb: np.ndarray) -> int:
 
 
 def write_video(path: Path, count: int, size: tuple[int, int] = (320, 240)) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, size)
     assert writer.isOpened()
     for index in range(count):
         writer.write(numbered(index, size))

@@ -52,26 +52,41 @@ def make_daemon(tmp_path: Path, *, allow_unlock: bool, stale: float = 10.0) -> D
     return daemon
 
 
+def release(daemon: Daemon) -> None:
+    """Close the relay and the events make_daemon opened."""
+    assert daemon.relay is not None and daemon.events is not None
+    daemon.relay.close()
+    daemon.events.close()
+
+
 class Door:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.server = attach(daemon)
-        assert self.server is not None
-        self.path = daemon.config.hub.socket
+        server = attach(daemon)
+        assert server is not None
+        self.server = server
+        path = daemon.config.hub.socket
+        assert path is not None
+        self.path = path
+        assert daemon.relay is not None and daemon.events is not None  # make_daemon made them
+        self.relay, self.log = daemon.relay, daemon.events
         self.client = ControlClient(self.path, timeout=5.0)
 
     @property
     def pin_states(self) -> list[bool]:
-        return [s.state for s in self.daemon.pin_factory.pin(PIN).states]
+        factory = self.daemon.pin_factory
+        assert isinstance(factory, MockFactory)
+        return [s.state for s in factory.pin(PIN).states]
 
     def events(self) -> list[dict]:
-        lines = self.daemon.config.events.jsonl.read_text().splitlines()
-        return [json.loads(line) for line in lines]
+        jsonl = self.daemon.config.events.jsonl
+        assert jsonl is not None
+        return [json.loads(line) for line in jsonl.read_text().splitlines()]
 
     def close(self) -> None:
-        self.daemon.relay.close()
+        self.relay.close()
         self.server.close()
-        self.daemon.events.close()
+        self.log.close()
 
 
 @pytest.fixture
@@ -210,10 +225,10 @@ def test_unlock_is_refused_unless_the_door_allows_it(door: Door) -> None:
 def test_unlock_pulses_the_relay_and_is_recorded_with_its_origin(open_door: Door) -> None:
     reply = open_door.client.unlock("remote", "mqtt:alice")
     assert reply["unlocked"] is True
-    assert open_door.daemon.relay.is_active
+    assert open_door.relay.is_active
     assert open_door.client.status()["relay_active"] is True
     deadline = time.monotonic() + 5
-    while open_door.daemon.relay.is_active and time.monotonic() < deadline:
+    while open_door.relay.is_active and time.monotonic() < deadline:
         time.sleep(0.02)
     assert open_door.pin_states == [False, True, False]
     unlock, relock = open_door.events()
@@ -256,9 +271,9 @@ def test_subscribers_get_events_in_order_without_embeddings(door: Door) -> None:
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
     wait_for(lambda: door.server.subscribers == 1)
-    door.daemon.events.record("recognized", name="Alice", score=0.8, track=1)
+    door.log.record("recognized", name="Alice", score=0.8, track=1)
     door.server.publish({"type": "unknown", "embedding": [0.1] * 512, "track": 2})
-    door.daemon.events.record("relock", reason="timeout")
+    door.log.record("relock", reason="timeout")
     thread.join(timeout=5)
     assert [e["type"] for e in received] == ["recognized", "unknown", "relock"]
     assert received[0]["name"] == "Alice" and received[0]["score"] == 0.8
@@ -288,13 +303,18 @@ def test_frame_is_a_jpeg_of_the_latest_frame_or_none(tmp_path: Path) -> None:
         image[:, :, 0] = 200  # red, in RGB
         door.server.offer_frame(image, 7)
         jpeg = door.client.frame()
+        assert jpeg is not None
         decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None
         assert decoded.shape == (480, 640, 3)
         assert abs(int(decoded[..., 2].mean()) - 200) < 5  # BGR: red channel last
         assert decoded[..., 0].mean() < 5
         assert door.client.status()["last_frame_age"] < 1.0
         door.server.offer_frame(np.zeros((960, 1280, 3), np.uint8), 8)  # scaled to 640 wide
-        large = cv2.imdecode(np.frombuffer(door.client.frame(), np.uint8), cv2.IMREAD_COLOR)
+        jpeg = door.client.frame()
+        assert jpeg is not None
+        large = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert large is not None
         assert large.shape == (480, 640, 3)
         time.sleep(1.1)
         assert door.client.frame() is None  # stale: the door is not seeing anything
@@ -310,6 +330,7 @@ def test_reload_is_sighup(door: Door) -> None:
 def test_socket_is_unlinked_on_close_and_stale_files_replaced(tmp_path: Path) -> None:
     daemon = make_daemon(tmp_path, allow_unlock=False)
     path = daemon.config.hub.socket
+    assert path is not None
     path.parent.mkdir()
     leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     leftover.bind(str(path))  # a crashed door's socket: nobody listens
@@ -330,8 +351,7 @@ def test_a_live_socket_or_a_regular_file_is_left_alone(
             assert attach(second) is None  # the door runs on without a socket
         assert "another door is already listening" in caplog.text
         assert first.client.status()["running"]  # the first door's socket is intact
-        second.relay.close()
-        second.events.close()
+        release(second)
     finally:
         first.close()
     path = first.path
@@ -339,16 +359,14 @@ def test_a_live_socket_or_a_regular_file_is_left_alone(
     third = make_daemon(tmp_path, allow_unlock=False)
     assert attach(third) is None
     assert path.read_text() == "not a socket"
-    third.relay.close()
-    third.events.close()
+    release(third)
 
 
 def test_socket_off_when_configured_empty(tmp_path: Path) -> None:
     daemon = make_daemon(tmp_path, allow_unlock=False)
     daemon.config = parse_config({"hub": {"socket": ""}})
     assert attach(daemon) is None
-    daemon.relay.close()
-    daemon.events.close()
+    release(daemon)
 
 
 def test_client_errors_are_clear(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ SMALL_BUILD = ["--camera", "320x240", "--min-face", str(MIN_FACE), "--frames", "
 
 def edge_convert(*argv: str) -> int:
     """converter.cli.main as the console script runs it; SystemExit (argparse) as its code."""
-    from converter.cli import main  # noqa: PLC0415  (imports TensorFlow lazily, as the CLI)
+    from converter.cli import main  # imports TensorFlow lazily, as the CLI
 
     try:
         return main(list(argv))
@@ -132,7 +132,7 @@ def test_build_writes_a_complete_checked_folder(built: Path) -> None:
 
 @pytest.mark.slow
 def test_built_models_are_full_int8_and_lint_clean(built: Path) -> None:
-    from converter.lint import format_report, lint_model  # noqa: PLC0415
+    from converter.lint import format_report, lint_model
 
     manifest = load_manifest(built)
     interpreter_class = find_runtime().interpreter_class
@@ -172,7 +172,7 @@ def test_a_failed_build_leaves_no_half_written_folder(
     """The last step fails after every model was written into the staging folder: the
     staging folders go, and the models already in place stay exactly as they were."""
     pytest.importorskip("tensorflow", reason="edge-convert needs the converter extra")
-    import converter.build  # noqa: PLC0415
+    import converter.build
 
     out, float_out = tmp_path / "models" / "tflite", tmp_path / "models" / "float"
     for folder in (out, float_out):

@@ -54,7 +54,8 @@ EMBEDDINGS = {ADA: unit(1), STRANGER: unit(2)}
 class ScriptedEngine:
     """A FaceEngine whose answers are written in the frames (module docstring)."""
 
-    manifest = SimpleNamespace(recognition={"threshold": 0.6, "margin": 0.05})
+    manifest = SimpleNamespace(recognition={"threshold": 0.6, "margin": 0.05}, liveness={})
+    has_liveness = False  # so liveness mode "auto" is off (tests/test_liveness_door.py has it)
 
     def __init__(self, delay: float = 0.01, fail: str | None = None, fail_at: int = 0) -> None:
         self.delay = delay
@@ -78,6 +79,9 @@ class ScriptedEngine:
         self._maybe_fail("embed")
         code = int(image[0, 0, 0])
         return np.stack([EMBEDDINGS[code]] * len(faces))
+
+    def liveness(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        raise AssertionError("this engine has no liveness model: the daemon must not ask")
 
 
 def _typed(engine: ScriptedEngine) -> FaceEngine:
@@ -188,15 +192,15 @@ def kill_when_open(factory: MockFactory, signum: int, sent: list[float]) -> thre
 
 
 def test_sigterm_mid_pulse_relocks_at_once_even_with_a_slow_frame_loop(
-    tmp_path: Path, gallery: Path
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 30 s pulse, frames that take 0.4 s each: SIGTERM drives the pin low within 0.1 s,
+    """A 30 s pulse, frames that take 0.4 s each: SIGTERM drives the pin low well before the frame ends,
     without waiting for the frame in progress."""
     frames = write_frames(tmp_path / "frames", visit(before=0, stay=6, after=10))
     factory = MockFactory()
     config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30})
-    daemon = Daemon(config, engine=ScriptedEngine(delay=0.0), pin_factory=factory)
-    engine = daemon.engine
+    engine = ScriptedEngine(delay=0.0)
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
     sent: list[float] = []
 
     def slow_after_unlock(image: np.ndarray) -> Faces:
@@ -204,16 +208,17 @@ def test_sigterm_mid_pulse_relocks_at_once_even_with_a_slow_frame_loop(
             time.sleep(0.4)  # the loop is busy "in the interpreter" when the signal comes
         return ScriptedEngine.detect(engine, image)
 
-    engine.detect = slow_after_unlock
+    monkeypatch.setattr(engine, "detect", slow_after_unlock)
     watcher = kill_when_open(factory, signal.SIGTERM, sent)
     assert daemon.run() == 0
     watcher.join()
     assert sent, "the door never opened"
     assert states(factory) == [False, True, False]
     # The watcher signals within milliseconds of the pin going high, and the frame in
-    # progress takes 0.4 s: a high period this short means the guard, not the loop, relocked.
+    # progress takes 0.4 s: a high period well under that means the guard, not the loop,
+    # relocked (the margin leaves room for the watcher thread on a loaded machine).
     high = factory.pin(PIN).states[2].timestamp
-    assert high < 0.15, f"pin high {high:.3f} s, SIGTERM was sent at once"
+    assert high < 0.3, f"pin high {high:.3f} s, SIGTERM was sent at once"
     assert jsonl(tmp_path)[-1] == {**jsonl(tmp_path)[-1], "type": "relock", "reason": "close"}
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
@@ -316,11 +321,11 @@ def test_a_startup_failure_after_the_pin_leaves_it_claimed_low_then_released(
     frames = write_frames(tmp_path / "frames", visit())
     factory = MockFactory()
     seen: list[tuple[str, bool]] = []
-    real = Gallery.open.__func__
+    real = Gallery.open
 
     def spy(cls, path, **kwargs):
         seen.append((factory.pin(PIN).function, factory.pin(PIN).state))
-        return real(cls, path, **kwargs)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(Gallery, "open", classmethod(spy))
     daemon = Daemon(
@@ -391,9 +396,9 @@ def test_reload_reads_the_version_before_the_rows(tmp_path: Path, gallery: Path)
             other.remove([NAME])
         return matrix
 
-    gallery_db.load_matrix = load_then_someone_removes
-    recognizer.reload()
-    gallery_db.load_matrix = real_load
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gallery_db, "load_matrix", load_then_someone_removes)
+        recognizer.reload()
     assert recognizer.matcher.matrix.names == (NAME,)  # the interleaved load
     assert recognizer.reload_if_changed() is True  # the removal is not missed
     assert recognizer.matcher.matrix.names == ()

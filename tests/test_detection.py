@@ -256,14 +256,14 @@ RECALL_IOU = 0.5
 
 def read_imglab(path: Path) -> dict[str, np.ndarray]:
     """dlib imglab XML: <image file=...><box top left width height/>...; x1, y1, x2, y2."""
-    labels = {}
+    labels: dict[str, np.ndarray] = {}
     for image in ET.parse(path).getroot().iter("image"):
         boxes = [
-            [float(box.get(k)) for k in ("left", "top", "width", "height")]
+            [float(box.attrib[k]) for k in ("left", "top", "width", "height")]
             for box in image.iter("box")
         ]
         xywh = np.array(boxes, np.float32).reshape(-1, 4)
-        labels[image.get("file")] = np.hstack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]])
+        labels[image.attrib["file"]] = np.hstack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]])
     return labels
 
 

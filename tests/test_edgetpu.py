@@ -7,10 +7,13 @@ CPU); the models and numbers are this project's.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +31,7 @@ from converter.edgetpu import (
     find_compiler,
     parse_compiler_log,
 )
+from edge_app import runtime
 
 CO_COMPILED = """\
 Edge TPU Compiler version 16.0.384591198
@@ -390,3 +394,49 @@ def test_models_with_the_same_name_are_refused(fake_compiler: Path, tmp_path: Pa
 
     with pytest.raises(ValueError, match="outputs would clash"):
         compile_models([first, second], tmp_path / "edgetpu")
+
+
+# ---- the runtime's Edge TPU delegate, on machines with and without libedgetpu ----------------
+
+
+def test_absent_libedgetpu_means_the_cpu_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "EDGETPU_LIBRARY", "libedgetpu-absent.so.1")
+
+    backend = runtime.select_backend("auto")
+
+    assert backend.kind == "cpu"
+    assert backend.delegate is None
+    assert "libedgetpu-absent.so.1 cannot be loaded" in backend.reason
+
+
+def test_a_library_without_the_delegate_api_is_not_taken_for_libedgetpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    libm = ctypes.util.find_library("m")
+    assert libm, "the C maths library is on every Linux"
+    monkeypatch.setattr(runtime, "EDGETPU_LIBRARY", libm)
+
+    assert "is not an Edge TPU delegate library" in (runtime.edgetpu_library_problem() or "")
+    assert runtime.select_backend("auto").kind == "cpu"
+
+
+def test_forcing_the_edge_tpu_without_libedgetpu_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "EDGETPU_LIBRARY", "libedgetpu-absent.so.1")
+
+    with pytest.raises(runtime.RuntimeUnavailable, match="Install libedgetpu built for"):
+        runtime.select_backend("edgetpu")
+
+
+def test_choosing_the_backend_prints_nothing_to_stderr() -> None:
+    """The runtimes' Delegate destructor complains ("Exception ignored in ...") when a delegate
+    is built from a library that does not load; the probe keeps that from happening."""
+    code = "from edge_app.runtime import select_backend; print(select_backend('auto').kind)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in {"cpu", "edgetpu"}
+    assert done.stderr == ""

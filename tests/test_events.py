@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_app.events import DB_BUSY_SECONDS, RETRY_MAX_SECONDS, EventLog, read_events
+from edge_app.events import DB_BUSY_SECONDS, RETRY_MAX_SECONDS, Event, EventLog, read_events
+
+
+def snapshot_name(event: Event) -> str:
+    assert event.snapshot is not None, event
+    return Path(event.snapshot).name
 
 
 def test_every_sink_gets_the_event(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -49,6 +54,8 @@ def test_every_sink_gets_the_event(tmp_path: Path, caplog: pytest.LogCaptureFixt
         "source_time": 1.25,
         "reason": None,
         "snapshot": None,
+        "liveness": None,
+        "geometry": None,
     }
     assert records[1]["name"] is None and records[1]["type"] == "unknown"
     assert oct(os.stat(db).st_mode & 0o777) == "0o600"
@@ -71,7 +78,7 @@ def test_snapshots_only_when_enabled_and_bounded(tmp_path: Path) -> None:
     log.record("unlock", name="Ada")  # no crop, no snapshot
     kept = sorted(p.name for p in folder.iterdir())
     assert len(kept) == 3
-    assert kept == sorted(Path(e.snapshot).name for e in events[2:])
+    assert kept == sorted(snapshot_name(e) for e in events[2:])
     assert all("/" not in name[:-4].replace("_", "") for name in kept)
     assert oct(os.stat(folder / kept[0]).st_mode & 0o777) == "0o600"
 
@@ -267,7 +274,7 @@ def test_snapshot_folder_forced_private_and_user_photos_never_pruned(tmp_path: P
     events = [log.record("unknown", track=i, crop=crop) for i in range(5)]
     log.close()
     ours = sorted(p.name for p in folder.iterdir() if p.name not in theirs)
-    assert ours == [Path(e.snapshot).name for e in events[3:]]
+    assert ours == [snapshot_name(e) for e in events[3:]]
     for name, data in theirs.items():
         assert (folder / name).read_bytes() == data
 
@@ -321,7 +328,10 @@ def test_schema_is_versioned_and_a_legacy_file_is_adopted(tmp_path: Path) -> Non
     log.close()
     assert [e.type for e in read_events(legacy)] == ["unlock", "relock"]
     with closing(sqlite3.connect(legacy)) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(events)")]
+    assert columns[-2:] == ["liveness", "geometry"]  # version 2 added them to the old rows
+    assert read_events(legacy)[0].liveness is None
 
 
 def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:

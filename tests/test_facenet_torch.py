@@ -43,6 +43,7 @@ def inception_resnet_v1_class() -> type:
     only torch, so the package is stood in by a bare module with the same search path.
     """
     spec = importlib.util.find_spec("facenet_pytorch")
+    assert spec is not None and spec.submodule_search_locations is not None
     before = set(sys.modules)
     package = types.ModuleType("facenet_pytorch")
     package.__path__ = list(spec.submodule_search_locations)
@@ -58,7 +59,7 @@ def inception_resnet_v1_class() -> type:
 @pytest.fixture(scope="module")
 def torch_model():
     """facenet-pytorch's network, seeded, with BatchNorm statistics of random images, in eval."""
-    import torch  # noqa: PLC0415
+    import torch
 
     torch.manual_seed(0)
     model = inception_resnet_v1_class()(pretrained=None, classify=False)
@@ -78,7 +79,7 @@ def torch_model():
 
 @pytest.fixture(scope="module")
 def checkpoint(torch_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch  # noqa: PLC0415
+    import torch
 
     path = tmp_path_factory.mktemp("facenet") / CHECKPOINT
     torch.save(torch_model.state_dict(), path)
@@ -88,10 +89,10 @@ def checkpoint(torch_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(torch_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standardised NHWC inputs, facenet-pytorch's embeddings before and after F.normalize."""
-    import torch  # noqa: PLC0415
+    import torch
 
     images = np.random.default_rng(2).uniform(-1, 1, (2, 160, 160, 3)).astype(np.float32)
-    captured = {}
+    captured: dict[str, np.ndarray] = {}
     hook = torch_model.last_bn.register_forward_hook(
         lambda module, inputs, output: captured.update(pre=output.numpy())
     )
@@ -103,7 +104,7 @@ def reference(torch_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def keras_model(checkpoint: Path):
-    from converter.facenet_torch import build_facenet_from_state_dict  # noqa: PLC0415
+    from converter.facenet_torch import build_facenet_from_state_dict
 
     return build_facenet_from_state_dict(checkpoint)
 
@@ -119,8 +120,8 @@ def assert_matches(embeddings: np.ndarray, reference: tuple) -> None:
 
 
 def op_counts(data: bytes) -> Counter:
-    from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
-    from tensorflow.lite.python.schema_util import (  # noqa: PLC0415
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.schema_util import (
         get_builtin_code_from_operator_code,
     )
 
@@ -134,7 +135,7 @@ def op_counts(data: bytes) -> Counter:
 
 
 def run_tflite(data: bytes, images: np.ndarray) -> np.ndarray:
-    from edge_app.runtime import find_runtime  # noqa: PLC0415
+    from edge_app.runtime import find_runtime
 
     interpreter = find_runtime().interpreter_class(model_content=data)
     interpreter.allocate_tensors()
@@ -156,7 +157,7 @@ def test_keras_port_matches_facenet_pytorch(keras_model, reference) -> None:
 
 @needs_torch
 def test_float_tflite_matches_and_has_only_edgetpu_ops(keras_model, reference) -> None:
-    from converter.quantize import convert_keras  # noqa: PLC0415
+    from converter.quantize import convert_keras
 
     data = convert_keras(keras_model)
     assert op_counts(data) == EXPECTED_OPS  # BatchNorm and residual scales folded: no MUL
@@ -165,8 +166,8 @@ def test_float_tflite_matches_and_has_only_edgetpu_ops(keras_model, reference) -
 
 @needs_torch
 def test_int8_conversion_passes_edgetpu_lint(keras_model, tmp_path: Path) -> None:
-    from converter.lint import format_report, lint_model  # noqa: PLC0415
-    from converter.quantize import convert_keras, describe_tensors  # noqa: PLC0415
+    from converter.lint import format_report, lint_model
+    from converter.quantize import convert_keras, describe_tensors
 
     rng = np.random.default_rng(3)
     pixels = [rng.integers(0, 256, (1, 160, 160, 3), dtype=np.uint8) for _ in range(4)]
@@ -182,8 +183,8 @@ def test_int8_conversion_passes_edgetpu_lint(keras_model, tmp_path: Path) -> Non
 
 @needs_torch
 def test_facenet_source_takes_the_checkpoint(checkpoint: Path) -> None:
-    from converter.sources import PYTORCH, facenet_source  # noqa: PLC0415
-    from edge_app.manifest import sha256_file  # noqa: PLC0415
+    from converter.sources import PYTORCH, facenet_source
+    from edge_app.manifest import sha256_file
 
     source = facenet_source(checkpoint)
     assert source.kind == PYTORCH
@@ -198,9 +199,9 @@ def test_facenet_source_takes_the_checkpoint(checkpoint: Path) -> None:
 @needs_torch
 def test_wrapped_checkpoint_with_classifier_loads(torch_model, tmp_path: Path) -> None:
     """A training checkpoint nests the dict; the released ones carry the logits layer."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from converter.facenet_torch import expected_shapes, load_state_dict  # noqa: PLC0415
+    from converter.facenet_torch import expected_shapes, load_state_dict
 
     state = dict(torch_model.state_dict())
     state.update({"logits.weight": torch.zeros(8631, 512), "logits.bias": torch.zeros(8631)})
@@ -222,9 +223,9 @@ def test_wrapped_checkpoint_with_classifier_loads(torch_model, tmp_path: Path) -
 def test_bad_state_dict_is_refused_by_name(
     torch_model, tmp_path: Path, change: str, message: str
 ) -> None:
-    import torch  # noqa: PLC0415
+    import torch
 
-    from converter.facenet_torch import load_state_dict  # noqa: PLC0415
+    from converter.facenet_torch import load_state_dict
 
     key = "repeat_2.3.branch1.1.conv.weight"
     state = dict(torch_model.state_dict())
@@ -242,7 +243,7 @@ def test_bad_state_dict_is_refused_by_name(
 def test_checkpoint_without_torch_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from converter.facenet_torch import load_state_dict  # noqa: PLC0415
+    from converter.facenet_torch import load_state_dict
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
     with pytest.raises(SourceError, match=r"install torch \(CPU\)"):

@@ -13,7 +13,7 @@ from test_control import Door, make_daemon
 
 from edge_app.config import ConfigError, parse_config
 from edge_app.errors import UserError
-from edge_app.hub import DoorLink, Hub
+from edge_app.hub import DoorHealth, DoorLink, Hub
 from edge_app.hub.discovery import EVENT_TYPES, Topics, entities, event_message
 from edge_app.hub.signing import (
     REPLAY_CACHE,
@@ -102,7 +102,7 @@ def test_secret_files_must_be_private_and_long_enough(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mqtt", "message"),
     [
-        ({"remote_unlock": True}, "mqtt.remote_unlock: needs mqtt.unlock_secret_file"),
+        ({"remote_unlock": True}, "mqtt.remote_unlock: needs mqtt.unlock_code_file"),
         ({"password_file": "/p"}, "mqtt.password_file: set mqtt.username too"),
         ({"tls_cert": "/c"}, "mqtt.tls_cert: a client certificate needs both"),
         ({"tls_cert": "/c", "tls_key": "/k"}, "mqtt.tls_cert: set mqtt.tls_ca too"),
@@ -190,19 +190,21 @@ def test_event_messages_carry_frigate_like_fields_and_nothing_else() -> None:
 
 def test_door_link_waits_for_a_door_started_later_and_follows_it(tmp_path: Path) -> None:
     daemon = make_daemon(tmp_path, allow_unlock=False, stale=1.0)
+    assert daemon.config.hub.socket is not None
     link = DoorLink(daemon.config.hub.socket, 1.0, poll_seconds=0.1)
     seen: list[dict] = []
-    health = []
+    health: list[DoorHealth] = []
     link.add_listener(seen.append, health.append)
     link.start()
     try:
         wait(lambda: health and not health[-1].reachable)
-        assert "no door socket" in health[-1].error
+        error = health[-1].error
+        assert error is not None and "no door socket" in error
         door = Door(daemon)  # the door comes up after the hub
         door.server.offer_frame(np.zeros((8, 8, 3), np.uint8), 1)
         wait(lambda: health[-1].healthy)
         wait(lambda: door.server.subscribers == 1, timeout=2)  # not after the backoff
-        daemon.events.record("unknown", score=0.1, track=1)
+        door.log.record("unknown", score=0.1, track=1)
         wait(lambda: [e["type"] for e in seen] == ["unknown"])
         wait(lambda: not health[-1].frames)  # no frame for more than 1 s
         assert health[-1].reachable and health[-1].error == "no fresh camera frames"

@@ -52,6 +52,10 @@ def test_hub_runs_as_the_door_user_with_ip_and_without_devices() -> None:
     assert "IPAddressDeny" not in hub
     # The runtime folder belongs to the door: a hub stop must not delete the door's socket.
     assert "RuntimeDirectory" not in hub
+    # ProtectSystem=strict makes / read-only: the web page must still reach the gallery and
+    # events databases (and their WAL files) in the door's state folder, with the same mode.
+    assert hub["StateDirectory"] == door["StateDirectory"] == ["edge-app"]
+    assert hub["StateDirectoryMode"] == door["StateDirectoryMode"] == ["0700"]
     assert "hub --config /etc/edge-app/config.toml" in hub["ExecStart"][0]
     unit = directives(HUB, "Unit")
     assert "edge-app.service" in unit["After"][0].split()

@@ -112,7 +112,7 @@ def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
     def attempt() -> None:
         try:
             read_image(fifo)
-        except BaseException as error:  # noqa: BLE001  (handed to the main thread)
+        except BaseException as error:  # handed to the main thread
             outcome.append(error)
         else:
             outcome.append(None)

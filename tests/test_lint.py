@@ -6,14 +6,18 @@ test can name the tensor through an interpreter rather than through the lint's o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
 import pytest
 
+from edge_app.errors import UserError
+
 tf = pytest.importorskip("tensorflow")
 Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
+Tensor: TypeAlias = Any  # tf.Tensor: TensorFlow ships no type information
 
 from converter.lint import (  # noqa: E402  (after the importorskip guards)
     KIND_BATCH,
@@ -22,6 +26,7 @@ from converter.lint import (  # noqa: E402  (after the importorskip guards)
     KIND_OP_LIMIT,
     KIND_OP_VERSION,
     KIND_UNSUPPORTED_OP,
+    LintError,
     ModelFormatError,
     Violation,
     format_report,
@@ -35,7 +40,7 @@ RNG = np.random.default_rng(7)
 IMAGE = [1, 8, 8, 3]
 
 
-def _weights(*shape: int) -> tf.Tensor:
+def _weights(*shape: int) -> Tensor:
     return tf.constant(RNG.normal(size=shape).astype(np.float32))
 
 
@@ -49,44 +54,44 @@ ALPHA_PER_CHANNEL = tf.constant(RNG.uniform(0.0, 0.3, (1, 1, 4)).astype(np.float
 ALPHA_FULL_MAP = tf.constant(RNG.uniform(0.0, 0.3, (6, 6, 4)).astype(np.float32))
 
 
-def _prelu(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+def _prelu(x: Tensor, alpha: Tensor) -> Tensor:
     """Keras' PReLU formula, which the TFLite converter fuses into one PRELU op."""
     return tf.nn.relu(x) + (-alpha) * tf.nn.relu(-x)
 
 
-def classifier(x: tf.Tensor) -> tf.Tensor:
+def classifier(x: Tensor) -> Tensor:
     """Conv (int32 bias), pool, reshape (int32 shape), dense, 1-D softmax: all TPU ops."""
     y = tf.nn.relu(tf.nn.conv2d(x, CONV, 1, "VALID") + BIAS)
     y = tf.nn.max_pool2d(y, 2, 2, "VALID")
     return tf.nn.softmax(tf.reshape(y, [1, 36]) @ DENSE)
 
 
-def leaky(x: tf.Tensor) -> tf.Tensor:
+def leaky(x: Tensor) -> Tensor:
     return tf.nn.leaky_relu(tf.nn.conv2d(x, CONV, 1, "VALID") + BIAS, alpha=0.1)
 
 
-def softmax_map(x: tf.Tensor) -> tf.Tensor:
+def softmax_map(x: Tensor) -> Tensor:
     """P-Net's face/background head: a 2-way softmax at every cell of the map."""
     return tf.nn.softmax(tf.nn.conv2d(x, TWO_WAY, 1, "VALID"), axis=-1)
 
 
-def prelus(x: tf.Tensor) -> tf.Tensor:
+def prelus(x: Tensor) -> Tensor:
     """A per-channel PReLU (fine), then one with an alpha for every pixel (not)."""
     y = _prelu(tf.nn.conv2d(x, CONV, 1, "VALID") + BIAS, ALPHA_PER_CHANNEL)
     return _prelu(tf.nn.conv2d(y, POINTWISE, 1, "VALID"), ALPHA_FULL_MAP)
 
 
-def conv(x: tf.Tensor) -> tf.Tensor:
+def conv(x: Tensor) -> Tensor:
     return tf.nn.conv2d(x, CONV, 1, "VALID") + BIAS
 
 
-def grouped(x: tf.Tensor) -> tf.Tensor:
+def grouped(x: Tensor) -> Tensor:
     """A grouped convolution (2 groups): CONV_2D version 6, newer than compiler 16."""
     return tf.nn.conv2d(x, GROUPED, 1, "VALID")
 
 
 def _convert(
-    fn: Callable[[tf.Tensor], tf.Tensor], shape: list[int | None], int8: bool = True
+    fn: Callable[[Tensor], Tensor], shape: Sequence[int | None], int8: bool = True
 ) -> bytes:
     concrete = tf.function(fn).get_concrete_function(tf.TensorSpec(shape, tf.float32))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
@@ -102,7 +107,7 @@ def _convert(
     return converter.convert()
 
 
-MODELS: dict[str, tuple[Callable[[tf.Tensor], tf.Tensor], list[int | None], bool]] = {
+MODELS: dict[str, tuple[Callable[[Tensor], Tensor], Sequence[int | None], bool]] = {
     "clean": (classifier, IMAGE, True),
     "float": (classifier, IMAGE, False),
     "dynamic": (classifier, [None, 8, 8, 3], True),
@@ -242,3 +247,12 @@ def test_report_lists_each_violation_and_counts_them(models: dict[str, Path]) ->
     assert report[:2] == [str(v) for v in violations]
     assert report[-1] == "2 Edge TPU violations in 2 model(s)"
     assert format_report([]) == "no Edge TPU violations"
+
+
+def test_unreadable_model_is_a_lint_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.tflite"
+
+    with pytest.raises(LintError, match="cannot read the model") as caught:
+        lint_model(missing)
+    assert isinstance(caught.value, UserError)
+    assert str(missing) in str(caught.value)

@@ -24,6 +24,7 @@ from edge_app.detection.pyramid import PNET_CELL
 from edge_app.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
+    OPTIONAL_ROLES,
     ROLES,
     EdgeTpuSpec,
     Manifest,
@@ -232,7 +233,7 @@ def test_verify_files_names_a_changed_and_a_missing_file(models_dir: Path, tmp_p
 
 def test_committed_models_pass_the_edge_tpu_lint(models_dir: Path) -> None:
     pytest.importorskip("tensorflow", reason="the lint reads models through TensorFlow's schema")
-    from converter.lint import format_report, lint_model  # noqa: PLC0415
+    from converter.lint import format_report, lint_model
 
     manifest = load_manifest(models_dir)
     violations = [
@@ -259,10 +260,15 @@ def test_manifest_describes_the_files_as_an_interpreter_sees_them(models_dir: Pa
                 scale, zero_point = detail["quantization"]
                 assert math.isclose(scale, tensor.scale, rel_tol=1e-6), (spec.file, tensor.name)
                 assert zero_point == tensor.zero_point, (spec.file, tensor.name)
-        # full integer: raw pixels in (the standardisation is the input quantisation)
+        # full integer: raw pixels in (the standardisation is the input quantisation; the
+        # liveness models take unscaled 0-255 pixels, so theirs is scale 1, zero point 0)
         [pixels] = spec.inputs
-        assert pixels.dtype == "uint8" and abs(pixels.scale - 1 / 128) < 2e-4, spec.file
-        assert pixels.zero_point in (127, 128), spec.file
+        assert pixels.dtype == "uint8", spec.file
+        if spec.patch is not None and spec.patch.pixels == "raw":
+            assert (pixels.scale, pixels.zero_point) == (1.0, 0), spec.file
+        else:
+            assert abs(pixels.scale - 1 / 128) < 2e-4, spec.file
+            assert pixels.zero_point in (127, 128), spec.file
         assert all(t.dtype == "int8" for t in spec.outputs), spec.file
 
 
@@ -270,7 +276,8 @@ def test_committed_manifest_is_complete_and_sane(models_dir: Path) -> None:
     manifest = load_manifest(models_dir)
     assert manifest.camera == [640, 480]  # the default camera (issue: committed models)
     assert 20 <= manifest.min_face <= 80  # a face 0.5-2 m from a door camera
-    assert {spec.role for spec in manifest.models.values()} == set(ROLES)
+    assert set(ROLES) <= {spec.role for spec in manifest.models.values()}
+    assert {spec.role for spec in manifest.models.values()} <= set(ROLES + OPTIONAL_ROLES)
 
     # the pyramid: from "min_face is one 12-px cell" down to "the frame fits one cell"
     factor = manifest.pyramid["factor"]

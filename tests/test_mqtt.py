@@ -32,15 +32,18 @@ from lfw_photos import NEEDS_LFW_AND_MODELS, lfw
 from paho.mqtt.enums import CallbackAPIVersion
 from test_control import PIN, Door, make_daemon
 
+from edge_app.camera import Frame
 from edge_app.config import Config, parse_config
 from edge_app.hub import DoorLink, Hub
+from edge_app.hub.code import LOCKOUT, MAX_WRONG, write_code_file
 from edge_app.hub.discovery import EVENT_TYPES
-from edge_app.hub.mqtt import MqttBridge, clear_discovery
+from edge_app.hub.mqtt import LOCK_ORIGIN, MqttBridge, clear_discovery
 from edge_app.hub.signing import sign_unlock
 from edge_app.paths import REPO_ROOT
 
 USER, PASSWORD = "door", "correct horse battery"
 KEY = "k" * 16 + "e" * 16 + "y" * 16
+CODE = "739104"
 BASE = "edge-door/front"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -182,7 +185,8 @@ class Observer:
         self.connected = threading.Event()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 1)
+        # paho annotates int; it only adds and compares the delays, so a float works.
+        self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         self.client.connect_async("127.0.0.1", broker.port)
         self.client.loop_start()
         assert self.connected.wait(10), "observer could not connect"
@@ -258,6 +262,7 @@ def hub_settings(broker: Broker, folder: Path, door: Door | None = None, **mqtt:
 
 class RunningHub:
     def __init__(self, config: Config) -> None:
+        assert config.hub.socket is not None
         door = DoorLink(config.hub.socket, config.hub.stale_seconds, poll_seconds=0.2)
         self.hub = Hub(config, door=door)
         self.bridge = MqttBridge(config.mqtt, door)
@@ -295,11 +300,17 @@ class Frames:
         self.thread.join()
 
 
+class FedDoor(Door):
+    """A door with its Frames feed, which a test can pause."""
+
+    frames: Frames
+
+
 @pytest.fixture
-def door(tmp_path: Path) -> Iterator[Door]:
-    door = Door(make_daemon(tmp_path, allow_unlock=True, stale=1.0))
+def door(tmp_path: Path) -> Iterator[FedDoor]:
+    door = FedDoor(make_daemon(tmp_path, allow_unlock=True, stale=1.0))
     frames = Frames(door)
-    door.frames = frames  # type: ignore[attr-defined]
+    door.frames = frames
     yield door
     frames.stop()
     door.close()
@@ -317,13 +328,15 @@ def availability(observer: Observer) -> bytes | None:
 
 
 def test_discovery_availability_and_events(
-    broker: Broker, observer: Observer, door: Door, tmp_path: Path
+    broker: Broker, observer: Observer, door: FedDoor, tmp_path: Path
 ) -> None:
     hub = RunningHub(hub_settings(broker, tmp_path, door))
     try:
         observer.wait(lambda: availability(observer) == b"online", what="online")
         configs = {
-            m.topic: m.json() for m in observer.messages if m.topic.startswith("homeassistant/")
+            m.topic: m.json()
+            for m in observer.messages
+            if m.topic.startswith("homeassistant/") and m.payload
         }
         node = "edge_door_front"
         assert set(configs) == {
@@ -359,9 +372,9 @@ def test_discovery_availability_and_events(
         )
 
         # Door events become MQTT events, in order, with Frigate-like fields.
-        door.daemon.events.record("recognized", name="Alice", score=0.81, track=3)
-        door.daemon.events.record("unknown", score=0.2, track=4)
-        door.daemon.events.record("denied", name="Alice", score=0.8, track=3, reason="cooldown")
+        door.log.record("recognized", name="Alice", score=0.81, track=3)
+        door.log.record("unknown", score=0.2, track=4)
+        door.log.record("denied", name="Alice", score=0.8, track=3, reason="cooldown")
         events = observer.wait(
             lambda: len(observer.on(f"{BASE}/event")) >= 3 and observer.on(f"{BASE}/event"),
             what="events",
@@ -380,7 +393,9 @@ def test_discovery_availability_and_events(
         # Frames stop (a stuck camera): the door is unavailable; the diagnostics say why.
         door.frames.running.clear()
         observer.wait(lambda: availability(observer) == b"offline", what="offline on stale")
-        state = json.loads(observer.last(f"{BASE}/state"))
+        last = observer.last(f"{BASE}/state")
+        assert last is not None
+        state = json.loads(last)
         assert state["door"] == "online" and state["camera"] == "stale"
         door.frames.running.set()
         observer.wait(lambda: availability(observer) == b"online", what="back online")
@@ -481,7 +496,7 @@ def test_hub_before_the_door_and_through_a_broker_restart(
         broker.start()  # no persistence: the broker forgot every retained message
         observer.wait(lambda: availability(observer) == b"online", timeout=30, what="again")
         assert observer.on("homeassistant/event/edge_door_front/event/config")
-        late_door.daemon.events.record("recognized", name="Bob", score=0.9, track=1)
+        late_door.log.record("recognized", name="Bob", score=0.9, track=1)
         observer.wait(lambda: observer.on(f"{BASE}/event"), what="event after restart")
     finally:
         hub.stop()
@@ -590,7 +605,9 @@ def test_clear_discovery_removes_the_entities(
     observer.wait(lambda: availability(observer) == b"online", what="online")
     hub.stop()
     cleared = clear_discovery(config.mqtt)
-    assert len([t for t in cleared if t.startswith("homeassistant/")]) == 5
+    # The five entities, and the strike as a lock (a configuration with an unlock code).
+    assert len([t for t in cleared if t.startswith("homeassistant/")]) == 6
+    assert "homeassistant/lock/edge_door_front/strike/config" in cleared
     late = Observer(broker)
     try:
         time.sleep(0.5)
@@ -598,6 +615,138 @@ def test_clear_discovery_removes_the_entities(
         assert retained == [], [m.topic for m in retained]
     finally:
         late.close()
+
+
+def lock_settings(broker: Broker, folder: Path, door: Door, **mqtt: Any) -> Config:
+    """remote_unlock with an unlock code (and no HMAC key): the strike becomes a lock."""
+    code_file = folder / "unlock.code"
+    write_code_file(code_file, CODE)
+    return hub_settings(
+        broker, folder, door, unlock_secret_file="", unlock_code_file=str(code_file), **mqtt
+    )
+
+
+def lock_command(action: str = "UNLOCK", code: str = CODE, ts: float | None = None) -> str:
+    """What Home Assistant's lock card publishes with the discovery's command_template."""
+    stamp = int(time.time() if ts is None else ts)
+    return json.dumps({"action": action, "code": code, "timestamp": stamp})
+
+
+def strike_state(observer: Observer) -> str | None:
+    last = observer.last(f"{BASE}/state")
+    return None if last is None else json.loads(last)["strike"]
+
+
+def test_lock_entity_only_with_an_unlock_code(
+    broker: Broker, observer: Observer, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge_app")
+    node = "edge_door_front"
+    lock_topic = f"homeassistant/lock/{node}/strike/config"
+    sensor_topic = f"homeassistant/binary_sensor/{node}/strike/config"
+
+    def retained_configs() -> dict[str, Any]:
+        late = Observer(broker)
+        try:
+            late.wait(lambda: late.on(f"{BASE}/availability"), what="retained availability")
+            time.sleep(0.3)
+            return {m.topic: m.json() for m in late.messages if m.retain and "/config" in m.topic}
+        finally:
+            late.close()
+
+    # Signed commands only (no code file): a read-only sensor, and the log says why.
+    hub = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        configs = retained_configs()
+        assert sensor_topic in configs and lock_topic not in configs
+        assert (
+            "lock entity off, the strike is a read-only sensor: mqtt.unlock_code_file is not set"
+            in caplog.text
+        )
+    finally:
+        hub.stop()
+
+    # With a code: the lock replaces the sensor (whose retained config is cleared).
+    hub = RunningHub(lock_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: any(m.payload for m in observer.on(lock_topic)), what="lock")
+        observer.wait(lambda: availability(observer) == b"online", what="online again")
+        configs = retained_configs()
+        assert lock_topic in configs and sensor_topic not in configs
+        lock = configs[lock_topic]
+        assert lock["command_topic"] == f"{BASE}/lock/set"
+        assert lock["code_format"] == r"^\d{6,12}$"
+        assert "{{ code }}" in lock["command_template"]
+        assert "now().timestamp()" in lock["command_template"]
+        assert lock["state_topic"] == f"{BASE}/state" and lock["retain"] is False
+        assert "lock entity on: unlock by code" in caplog.text
+    finally:
+        hub.stop()
+
+
+def test_lock_card_unlock_by_code(
+    broker: Broker, observer: Observer, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The right code with a fresh timestamp pulses the relay once; a retained command, a
+    stale timestamp, an exact replay and wrong codes do not, and wrong codes lock out."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    topic = f"{BASE}/lock/set"
+    # A valid command left retained before the hub subscribes: delivered with the retain
+    # flag, and ignored.
+    observer.publish(topic, lock_command(), retain=True)
+    hub = RunningHub(lock_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        observer.wait(lambda: "retained command ignored" in caplog.text, what="retained refusal")
+        observer.publish(topic, b"", retain=True)  # clear it
+        assert strike_state(observer) == "locked"
+
+        observer.publish(topic, lock_command(ts=time.time() - 120))
+        observer.wait(lambda: "outside the 30 s window" in caplog.text, what="stale refused")
+        observer.publish(topic, lock_command("LOCK"))
+        observer.wait(lambda: "the strike relocks by itself" in caplog.text, what="lock no-op")
+        time.sleep(0.3)
+        assert door.pin_states == [False]  # nothing above opened the door
+
+        good = lock_command()
+        observer.publish(topic, good)
+        observer.wait(lambda: door.pin_states == [False, True], what="pulse", timeout=5)
+        observer.wait(lambda: strike_state(observer) == "unlocked", what="lock card unlocked")
+        observer.publish(topic, good)  # the same command again: an exact replay
+        observer.wait(lambda: "replayed command" in caplog.text, what="replay refused")
+        observer.wait(lambda: door.pin_states == [False, True, False], what="relock")
+        observer.wait(lambda: strike_state(observer) == "locked", what="lock card locked")
+        unlocks = [e for e in door.events() if e["type"] == "unlock"]
+        assert len(unlocks) == 1
+        assert unlocks[0]["reason"].startswith(f"remote; origin={LOCK_ORIGIN} uid={os.getuid()}")
+
+        # Wrong codes: each refused and counted; the fifth in a minute locks remote unlock
+        # out, and then even the right code (a new timestamp, not a replay) is refused.
+        for number in range(1, MAX_WRONG + 1):
+            observer.publish(topic, lock_command(code=f"00000{number}"))
+
+            def counted(n: int = number) -> bool:
+                return f"wrong code ({n} of {MAX_WRONG}" in caplog.text
+
+            observer.wait(counted, what=f"wrong code {number}")
+        assert f"remote unlock locked out for {LOCKOUT:.0f} s" in caplog.text
+        time.sleep(1.1)  # a timestamp the accepted command did not use
+        observer.publish(topic, lock_command())
+        observer.wait(lambda: "locked out after 5 wrong codes" in caplog.text, what="lockout")
+        time.sleep(0.3)
+        assert door.pin_states == [False, True, False]
+        assert len([e for e in door.events() if e["type"] == "unlock"]) == 1
+
+        # Every refusal is a denied event on MQTT naming the lock card as its origin.
+        denied = [m.json() for m in observer.on(f"{BASE}/event") if m.json()["type"] == "denied"]
+        reasons = [d["reason"] for d in denied]
+        assert all(r.endswith(f"; origin={LOCK_ORIGIN}") for r in reasons), reasons
+        for part in ("retained", "outside the", "replayed", "wrong code", "locked out"):
+            assert any(part in r for r in reasons), (part, reasons)
+        assert all(CODE not in m.payload.decode() for m in observer.on(f"{BASE}/event"))
+    finally:
+        hub.stop()
 
 
 @pytest.mark.slow
@@ -641,7 +790,7 @@ def test_whole_door_on_a_clip_reaches_mqtt_in_order(
         """Holds the first frame until the hub's event stream is attached: a clip plays as
         fast as it is processed, and the visit must not be over before anyone listens."""
 
-        def _next_frame(self):  # type: ignore[no-untyped-def]
+        def _next_frame(self) -> Frame | None:
             deadline = time.monotonic() + 30
             while self.control is not None and not self.control.subscribers:
                 assert time.monotonic() < deadline, "the hub never subscribed"

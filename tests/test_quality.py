@@ -11,6 +11,7 @@ from edge_app.quality import (
     MIN_SHARPNESS,
     Gates,
     Reason,
+    Rejection,
     check_face,
     duplicate_of,
     pose,
@@ -73,20 +74,25 @@ def test_pose_is_vectorised_and_sees_a_turned_head() -> None:
     np.testing.assert_allclose(pitch, [0.5, 0.5, 0.875], atol=1e-9)
 
 
+def rejected(rejection: Rejection | None) -> Rejection:
+    assert rejection is not None, "expected a rejection"
+    return rejection
+
+
 def test_a_good_face_passes() -> None:
     assert check_face(synthetic_face(), faces_at([centred_box()])) is None
 
 
 def test_no_face_and_several_faces() -> None:
     frame = synthetic_face()
-    assert check_face(frame, Faces.empty()).reason is Reason.NO_FACE
-    two = check_face(frame, faces_at([centred_box(), [0, 0, 100, 100]]))
+    assert rejected(check_face(frame, Faces.empty())).reason is Reason.NO_FACE
+    two = rejected(check_face(frame, faces_at([centred_box(), [0, 0, 100, 100]])))
     assert two.reason is Reason.SEVERAL_FACES
     assert "2 faces" in two.message
 
 
 def test_too_small() -> None:
-    rejection = check_face(synthetic_face(60), faces_at([centred_box(60)]))
+    rejection = rejected(check_face(synthetic_face(60), faces_at([centred_box(60)])))
     assert rejection.reason is Reason.TOO_SMALL
     assert "60 px" in rejection.message
     assert check_face(synthetic_face(60), faces_at([centred_box(60)]), Gates(min_face=50)) is None
@@ -103,7 +109,7 @@ def test_not_frontal(change: str) -> None:
         points[2, 0] += 0.4 * 64  # eye distance is 64 px
     else:
         points[2, 1] = box[1] + 0.37 * 160  # nose almost level with the eyes: head tilted back
-    rejection = check_face(synthetic_face(), faces_at([box.tolist()], points[None]))
+    rejection = rejected(check_face(synthetic_face(), faces_at([box.tolist()], points[None])))
     assert rejection.reason is Reason.NOT_FRONTAL
     assert change in rejection.message
 
@@ -112,7 +118,7 @@ def test_blurry() -> None:
     sharp = sharpness(synthetic_face(), np.array(centred_box()))
     blurred = sharpness(synthetic_face(blur=6.0), np.array(centred_box()))
     assert sharp > MIN_SHARPNESS > blurred
-    rejection = check_face(synthetic_face(blur=6.0), faces_at([centred_box()]))
+    rejection = rejected(check_face(synthetic_face(blur=6.0), faces_at([centred_box()])))
     assert rejection.reason is Reason.BLURRY
 
 
@@ -129,7 +135,7 @@ def test_near_duplicates() -> None:
     existing /= np.linalg.norm(existing, axis=1, keepdims=True)
     close = existing[1] + 0.005 * rng.normal(size=512).astype(np.float32)
     close /= np.linalg.norm(close)
-    rejection = duplicate_of(close, existing)
+    rejection = rejected(duplicate_of(close, existing))
     assert rejection.reason is Reason.NEAR_DUPLICATE
     fresh = rng.normal(size=512).astype(np.float32)
     assert duplicate_of(fresh / np.linalg.norm(fresh), existing) is None

@@ -148,7 +148,8 @@ def test_a_raising_release_callback_never_stops_the_relocking(factory: MockFacto
 def test_the_timer_survives_a_failing_pin_driver_and_retries(factory: MockFactory) -> None:
     with Relay(PIN, pin_factory=factory) as relay:
         device = relay._device
-        real_off, failures = device.off, []
+        real_off = device.off
+        failures: list[int] = []
 
         def off_failing_once() -> None:
             if not failures:

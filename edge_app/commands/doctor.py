@@ -11,6 +11,16 @@ import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge_app.paths import DEFAULT_CONFIG
+
+if TYPE_CHECKING:
+    from edge_app.config import Config
+
+
+# The board name the kernel reads from the device tree ("Raspberry Pi 5 Model B Rev 1.0").
+DEVICE_MODEL = Path("/proc/device-tree/model")
 
 
 @dataclass(frozen=True)
@@ -28,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Report each part the door needs as ok, or what is missing and how to "
         "fix it. Exit code 1 when any part fails.",
     )
-    parser.add_argument("--config", type=Path, help="TOML config (default /etc/edge-app/...)")
+    parser.add_argument(
+        "--config", type=Path, metavar="PATH", help=f"TOML config (default {DEFAULT_CONFIG})"
+    )
     parser.add_argument("--models", type=Path, help="models folder (default from the config)")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
     parser.set_defaults(handler=_run)
@@ -42,7 +54,7 @@ def _version(package: str) -> str:
 
 
 def _runtime_checks() -> list[Check]:
-    from edge_app.runtime import RuntimeUnavailable, select_backend  # noqa: PLC0415
+    from edge_app.runtime import RuntimeUnavailable, select_backend
 
     try:
         backend = select_backend("auto")
@@ -71,8 +83,8 @@ def _runtime_checks() -> list[Check]:
 
 
 def _model_checks(models: Path | None) -> list[Check]:
-    from edge_app.manifest import ManifestError, load_manifest, verify_files  # noqa: PLC0415
-    from edge_app.paths import default_models_dir  # noqa: PLC0415
+    from edge_app.manifest import ManifestError, load_manifest, verify_files
+    from edge_app.paths import default_models_dir
 
     folder = models or default_models_dir()
     try:
@@ -101,6 +113,15 @@ def _model_checks(models: Path | None) -> list[Check]:
     ]
 
 
+def _raspberry_pi() -> str | None:
+    """The board's name when this is a Raspberry Pi (its device tree says so), else None."""
+    try:
+        model = DEVICE_MODEL.read_text(encoding="utf-8", errors="replace").strip("\x00\n ")
+    except OSError:
+        return None
+    return model if model.startswith("Raspberry Pi") else None
+
+
 def _device_checks() -> list[Check]:
     checks = []
     try:
@@ -108,15 +129,20 @@ def _device_checks() -> list[Check]:
         checks.append(Check("camera", "ok", "picamera2 importable"))
     except ImportError:
         videos = sorted(glob.glob("/dev/video*"))
+        board = _raspberry_pi()
+        # A Pi always has /dev/video* nodes (its ISP and codecs): they say nothing about a
+        # camera, and its CSI camera needs picamera2.
+        usable = bool(videos) and board is None
         checks.append(
             Check(
                 "camera",
-                "ok" if videos else "warn",
-                f"picamera2 not importable; V4L2 devices: {', '.join(videos) or 'none'}",
+                "ok" if usable else "warn",
+                f"picamera2 not importable{f' on a {board}' if board else ''}; "
+                f"V4L2 devices: {', '.join(videos) or 'none'}",
                 ""
-                if videos
+                if usable
                 else "sudo apt install python3-picamera2 and create the venv with "
-                "--system-site-packages, or plug in a USB camera",
+                "--system-site-packages (docs/INSTALL.md), or use a USB camera (--source 0)",
             )
         )
     chips = sorted(glob.glob("/dev/gpiochip*"))
@@ -131,33 +157,43 @@ def _device_checks() -> list[Check]:
     return checks
 
 
-def _config_checks(config_path: Path | None) -> tuple[list[Check], object | None]:
-    from edge_app.config import load_config  # noqa: PLC0415
-    from edge_app.errors import UserError  # noqa: PLC0415
+def _config_checks(config_path: Path | None) -> tuple[list[Check], Config | None]:
+    """The config's own check, and the config when it is usable (None when it is not)."""
+    from edge_app import paths
+    from edge_app.config import load_config
+    from edge_app.errors import UserError
 
     try:
         config = load_config(config_path)
     except UserError as error:
-        return [Check("config", "fail", str(error), "fix the named keys")], None
-    return [
-        Check("config", "ok", str(config_path or "defaults / /etc/edge-app/config.toml"))
-    ], config
+        return [Check("config", "fail", str(error), "fix each problem listed, then rerun")], None
+    if config_path is not None:
+        detail = str(config_path)
+    elif paths.DEFAULT_CONFIG.is_file():
+        detail = str(paths.DEFAULT_CONFIG)
+    else:
+        detail = f"no {paths.DEFAULT_CONFIG}: the defaults apply"
+    return [Check("config", "ok", detail)], config
 
 
-def _gallery_checks(config) -> list[Check]:
-    from edge_app.errors import UserError  # noqa: PLC0415
-    from edge_app.gallery import Gallery  # noqa: PLC0415
+def _gallery_checks(config: Config | None) -> list[Check]:
+    from edge_app.errors import UserError
+    from edge_app.gallery import Gallery
 
+    if config is None:
+        return [Check("gallery", "warn", "not checked: its path comes from the invalid config")]
     path = Path(config.gallery.path)
-    if not path.exists():
-        return [
-            Check("gallery", "warn", f"{path} does not exist yet", "edge-app enroll NAME PHOTO...")
-        ]
-    mode = path.stat().st_mode & 0o777
     try:
+        if not path.exists():
+            return [
+                Check(
+                    "gallery", "warn", f"{path} does not exist yet", "edge-app enroll NAME PHOTO..."
+                )
+            ]
+        mode = path.stat().st_mode & 0o777
         with Gallery.open(path) as gallery:
             people = gallery.people()
-    except UserError as error:
+    except (UserError, OSError) as error:
         return [Check("gallery", "fail", str(error), "check the file's owner and permissions")]
     status = "ok" if people and mode == 0o600 else "warn"
     fix = "" if people else "edge-app enroll NAME PHOTO..."
@@ -166,25 +202,37 @@ def _gallery_checks(config) -> list[Check]:
     return [Check("gallery", status, f"{path}: {len(people)} people, mode {mode:o}", fix)]
 
 
-def _run(args: argparse.Namespace) -> int:
+def _format(check: Check) -> str:
+    """One check for a terminal: status, area and detail (its continuation lines, such as a
+    config's list of problems, indented under it), then the fix."""
+    first, *rest = check.detail.splitlines() or [""]
+    lines = [f"{check.status.upper():5} {check.area:16} {first}"]
+    lines += [f"{'':22}{line.strip()}" for line in rest]
+    if check.fix:
+        lines.append(f"{'':22}-> {check.fix}")
+    return "\n".join(lines)
+
+
+def collect_checks(config_path: Path | None = None, models: Path | None = None) -> list[Check]:
+    """Every check, as data: the CLI prints them, the web page's health view shows them."""
     versions = ", ".join(
         f"{p} {_version(p)}" for p in ("numpy", "opencv-python-headless", "gpiozero", "edge-door")
     )
     checks = [Check("python", "ok", f"{platform.python_version()} ({versions})")]
     checks += _runtime_checks()
-    config_checks, config = _config_checks(args.config)
-    models = args.models or (config.models.dir if config is not None else None)
+    config_checks, config = _config_checks(config_path)
+    models = models or (config.models.dir if config is not None else None)
     checks += _model_checks(models)
     checks += _device_checks()
     checks += config_checks
-    if config is not None:
-        checks += _gallery_checks(config)
+    checks += _gallery_checks(config)
+    return checks
+
+
+def _run(args: argparse.Namespace) -> int:
+    checks = collect_checks(args.config, args.models)
     if args.json:
         sys.stdout.write(json.dumps([asdict(c) for c in checks], indent=2) + "\n")
     else:
-        for check in checks:
-            line = f"{check.status.upper():5} {check.area:16} {check.detail}"
-            if check.fix:
-                line += f"\n{'':22}-> {check.fix}"
-            sys.stdout.write(line + "\n")
+        sys.stdout.write("".join(_format(check) + "\n" for check in checks))
     return 1 if any(c.status == "fail" for c in checks) else 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_app.commands.identify import add_db_argument, add_engine_arguments, db_path, open_engine
 from edge_app.errors import UserError
@@ -14,12 +15,15 @@ from edge_app.errors import UserError
 if TYPE_CHECKING:
     from edge_app.enroll import EnrollResult
 
+log = logging.getLogger(__name__)
+
 EPILOG = """\
 Every photo must show exactly one face, large enough, sharp and roughly frontal. If any photo
 fails, nothing is enrolled, the gallery is left exactly as it was, and every failing photo is
 listed with its reason. Photos that nearly repeat a sample already there are skipped.
 Only the embeddings, the photos' SHA-256 and the time are stored; face crops only with
---keep-crops.
+--keep-crops. With --camera, frames not judged live by the liveness check (a printed photo or
+a screen held up to the camera) are passed over, when the models include it.
 
 examples:
   edge-app enroll "Alice Martin" alice1.jpg alice2.jpg alice3.jpg
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.camera:
         from edge_app.camera import open_source
 
+        live_threshold = _live_threshold(engine)
         source = open_source(args.source)
         try:
             result = enroll.enroll_camera(
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 count=args.samples,
                 timeout=args.timeout,
                 progress=not args.json,
+                live_threshold=live_threshold,
                 **options,
             )
         finally:
@@ -109,6 +115,19 @@ def run(args: argparse.Namespace) -> int:
         result = enroll.enroll_photos(db, engine, args.name, args.images, **options)
     sys.stdout.write(_json(result) if args.json else _text(result))
     return 0
+
+
+def _live_threshold(engine: Any) -> float | None:
+    """Camera frames must be judged live (the manifest's threshold) when the models can tell."""
+    from edge_app.liveness_rule import manifest_threshold
+
+    if not engine.has_liveness:
+        log.warning(
+            "camera frames are not checked for liveness: the models have no liveness model "
+            "(docs/LIVENESS.md says how to build them)"
+        )
+        return None
+    return manifest_threshold(engine.manifest)
 
 
 def _json(result: EnrollResult) -> str:

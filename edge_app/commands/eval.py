@@ -1,4 +1,4 @@
-"""`edge-app eval lfw`: the LFW verification protocol with this engine end to end."""
+"""`edge-app eval lfw` and `edge-app eval liveness`: accuracy measured end to end."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="measure accuracy (LFW verification)",
+        help="measure accuracy (LFW verification, liveness on NUAA)",
         description="Evaluate recognition accuracy.",
     )
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
@@ -62,12 +62,93 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lfw.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     lfw.set_defaults(handler=_run)
     _register_visits(sub)
+    _register_liveness(sub)
+
+
+LIVENESS_EPILOG = """\
+layout: DIR/live/<subject>/ID_GG_PP_SS_N.jpg and DIR/print/<subject>/ID_GG_PP_SS_N.jpg (NUAA):
+frames sharing ID_GG_PP_SS are one sequence, in the order of N; for print/ frames PP is the
+attack type. Every frame runs through the door's detector and the largest face is the
+presented one. Reported per frame, per sequence (windows of up to 10 frames, live when at
+least --min-live-frames of them are) and per whole sequence: APCER per attack type, BPCER,
+ACER; the geometry (parallax) reading per window; the threshold these frames would give
+(the middle of those meeting per-frame APCER <= 1% and BPCER <= 5%) and a leave-one-subject-
+out check of it; and the liveness cost per face. docs/LIVENESS.md explains each figure.
+
+examples:
+  edge-app eval liveness --data ../shared/data/liveness/nuaa
+  edge-app eval liveness --data nuaa/ --subjects 0001,0002 --json liveness.json
+  edge-app eval liveness --data nuaa/ --threshold 0.5 --min-live-frames 6
+"""
+
+
+def _register_liveness(sub: argparse._SubParsersAction) -> None:
+    from edge_app.config import LivenessConfig
+
+    live = sub.add_parser(
+        "liveness",
+        help="presentation-attack detection on NUAA-layout frames (APCER, BPCER, ACER)",
+        description="Measure the liveness check on real and printed-photo sequences.",
+        epilog=LIVENESS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    live.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED_DATA / "liveness" / "nuaa",
+        help="folder with live/ and print/ (default %(default)s)",
+    )
+    live.add_argument(
+        "--subjects", help="comma-separated subject ids to use (default: all), e.g. 0001,0002"
+    )
+    live.add_argument(
+        "--threshold",
+        type=float,
+        help="liveness score at or above which a frame is live (default: the manifest's)",
+    )
+    live.add_argument(
+        "--min-live-frames",
+        type=int,
+        default=LivenessConfig.min_live_frames,
+        help="live frames a window of up to 10 needs (default %(default)s, as the door)",
+    )
+    live.add_argument("--json", type=Path, help="also write the results as JSON here")
+    live.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
+    live.add_argument("--backend", choices=["auto", "cpu", "edgetpu"], default="auto")
+    live.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    live.set_defaults(handler=_run_liveness)
+
+
+def _run_liveness(args: argparse.Namespace) -> int:
+    from edge_app.engine import Engine
+    from edge_app.errors import UserError
+    from edge_app.evaluate_liveness import evaluate_liveness, format_report
+    from edge_app.liveness_rule import manifest_threshold
+
+    if not args.data.is_dir():
+        raise UserError(f"--data {args.data}: not a folder")
+    if args.min_live_frames < 1 or args.min_live_frames > 10:
+        raise UserError(f"--min-live-frames {args.min_live_frames}: must be 1 to 10")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UserError(f"--threshold {args.threshold}: must be between 0 and 1")
+    subjects = {s.strip() for s in args.subjects.split(",") if s.strip()} if args.subjects else None
+    engine = Engine.open(args.models, backend=args.backend, threads=args.threads)
+    threshold = args.threshold
+    if threshold is None:
+        threshold = manifest_threshold(engine.manifest)
+    result = evaluate_liveness(engine, args.data, threshold, args.min_live_frames, subjects)
+    sys.stdout.write(format_report(result))
+    if args.json:
+        from edge_app.evaluate_liveness import write_json
+
+        write_json(args.json, result.to_json())
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge_app.engine import Engine  # noqa: PLC0415
-    from edge_app.errors import UserError  # noqa: PLC0415
-    from edge_app.evaluate import evaluate_lfw  # noqa: PLC0415
+    from edge_app.engine import Engine
+    from edge_app.errors import UserError
+    from edge_app.evaluate import evaluate_lfw
 
     for path, flag in ((args.pairs, "--pairs"), (args.images, "--images")):
         if not path.exists():
@@ -114,7 +195,7 @@ examples:
 
 
 def _register_visits(sub: argparse._SubParsersAction) -> None:
-    from edge_app.evaluate_visits import PEOPLE, SEED, STRANGERS  # noqa: PLC0415
+    from edge_app.evaluate_visits import PEOPLE, SEED, STRANGERS
 
     visits = sub.add_parser(
         "visits",
@@ -149,9 +230,9 @@ def _positive(text: str) -> int:
 
 
 def _run_visits(args: argparse.Namespace) -> int:
-    from edge_app.engine import Engine  # noqa: PLC0415
-    from edge_app.errors import UserError  # noqa: PLC0415
-    from edge_app.evaluate_visits import evaluate_visits, table  # noqa: PLC0415
+    from edge_app.engine import Engine
+    from edge_app.errors import UserError
+    from edge_app.evaluate_visits import evaluate_visits, table
 
     if not (args.lfw / "images").is_dir():
         raise UserError(f"--lfw {args.lfw}: no images/ folder there")

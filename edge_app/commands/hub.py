@@ -15,7 +15,8 @@ and to the MQTT broker in [mqtt], reconnecting to both by itself. Reads the same
 as `edge-app run` ({DEFAULT_CONFIG} by default). The door process itself never opens a
 network socket; this one does, in its own systemd unit (edge-app-hub.service).
 
-Home Assistant finds the door through MQTT discovery: a strike (lock) sensor, an event
+Home Assistant finds the door through MQTT discovery: the strike (a lock that asks for a
+code when remote_unlock is on and an unlock code is set, else a read-only sensor), an event
 entity (recognized, unknown, unlock, denied, spoof), the last person, and health sensors.
 See docs/HOME_ASSISTANT.md for topics, payloads and the remote-unlock security model.
 
@@ -23,6 +24,8 @@ examples:
   edge-app hub                                  # as installed (systemctl start edge-app-hub)
   edge-app hub --config ./door.toml -v          # by hand, with debug logging
   edge-app hub --clear-discovery                # remove the door from Home Assistant
+  sudo -u edge-app edge-app hub unlock-code     # the code Home Assistant's lock card sends
+  sudo -u edge-app edge-app hub passwd          # the web page's admin password ([web])
   mosquitto_pub -h broker -u user -P pass -t edge-door/door/unlock \\
       -m "$(edge-app hub --sign-unlock phone)"   # a signed remote unlock (if enabled)
 """
@@ -31,7 +34,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "hub",
-        help="the door's network side: MQTT and Home Assistant discovery (a separate service)",
+        help="the door's network side: MQTT, Home Assistant, the web page (a separate service)",
         description="Bridge the door's control socket to MQTT and Home Assistant.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "unlock_window_seconds) and exit",
     )
     parser.set_defaults(handler=run)
+    _register_unlock_code(parser)
+    _register_passwd(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,4 +84,110 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from edge_app.hub import Hub
 
-    return Hub.from_config(config).run()
+    return Hub.from_config(config, args.config).run()
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The hub's subcommands (one argparse group shared by every `edge-app hub COMMAND`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="hub_command", metavar="COMMAND", required=False)
+
+
+UNLOCK_CODE_EPILOG = """\
+The hub reads the file when it starts: restart it afterwards
+(sudo systemctl restart edge-app-hub). Home Assistant's lock card then asks for this code;
+the hub checks it against the hash, with a timestamp window, a replay check and a lock-out
+after repeated wrong codes (docs/HOME_ASSISTANT.md). It needs [mqtt] remote_unlock = true
+and unlock_code_file set, and the door's [hub] allow_unlock = true.
+
+examples:
+  sudo -u edge-app edge-app hub unlock-code
+  printf '%s\\n' "$CODE" | edge-app hub unlock-code --stdin --config ./door.toml
+"""
+
+
+def _register_unlock_code(parser: argparse.ArgumentParser) -> None:
+    command = _subcommands(parser).add_parser(
+        "unlock-code",
+        help="set the code Home Assistant's lock card sends to unlock the door",
+        description="Set the remote unlock code: its scrypt hash goes to [mqtt] "
+        "unlock_code_file (mode 0600, replaced atomically).",
+        epilog=UNLOCK_CODE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_argument(
+        "--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help="TOML config file"
+    )
+    command.add_argument(
+        "--stdin", action="store_true", help="read the code from the first line of stdin"
+    )
+    command.set_defaults(handler=run_unlock_code)
+
+
+def run_unlock_code(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge_app.config import load_config
+    from edge_app.errors import UserError
+    from edge_app.hub.code import CODE_KEY, check_new_code, write_code_file
+
+    config = load_config(args.config)
+    path = config.mqtt.unlock_code_file
+    if path is None:
+        raise UserError(
+            f'{CODE_KEY}: not set; add unlock_code_file = "/etc/edge-app/unlock.code" to '
+            "[mqtt] in the config, then run this again"
+        )
+    if args.stdin:
+        code = check_new_code(sys.stdin.readline().strip())
+    else:
+        code = check_new_code(getpass.getpass("New unlock code (digits): "))
+        if getpass.getpass("Again: ") != code:
+            raise UserError("the two codes differ; nothing changed")
+    write_code_file(path, code)
+    sys.stdout.write(f"unlock code set in {path}; restart the hub to use it\n")
+    if not config.mqtt.remote_unlock:
+        sys.stdout.write("note: [mqtt] remote_unlock is false, so the hub will not use it yet\n")
+    return 0
+
+
+def _register_passwd(parser: argparse.ArgumentParser) -> None:
+    command = _subcommands(parser).add_parser(
+        "passwd",
+        help="set the web page's admin password",
+        description="Set the admin password of the web page ([web] in the config, "
+        "docs/WEB.md). Its scrypt hash goes to [web] password_file (mode 0600, replaced "
+        "atomically); logins use the new password at once. Until a password exists the page "
+        "is served only on a loopback address.",
+        epilog="examples:\n  sudo -u edge-app edge-app hub passwd\n"
+        "  printf '%s\\n' \"$NEW_PASSWORD\" | edge-app hub passwd --stdin --config ./door.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_argument(
+        "--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help="TOML config file"
+    )
+    command.add_argument(
+        "--stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    command.set_defaults(handler=run_passwd)
+
+
+def run_passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge_app.config import load_config
+    from edge_app.errors import UserError
+    from edge_app.web.auth import check_new_password, write_password_file
+
+    config = load_config(args.config)
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = check_new_password(getpass.getpass("New web admin password: "))
+        if getpass.getpass("Again: ") != password:
+            raise UserError("the two passwords differ; nothing changed")
+    write_password_file(config.web.password_file, password)
+    sys.stdout.write(f"web admin password set in {config.web.password_file}\n")
+    return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.errors import UserError
+from edge_app.matching import AGGREGATES
 from edge_app.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,26 @@ examples:
 
 JSON (--json): one entry per image, in order:
   [{"image": "visitor.jpg",
-    "faces": [{"name": "Alice", "score": 0.8123, "box": [x1, y1, x2, y2]}]}]
+    "faces": [{"name": "Alice", "score": 0.8123, "box": [x1, y1, x2, y2],
+               "liveness": {"score": 0.9731, "live": true}}]}]
 An image that cannot be read gets "faces": [] and an "error"; the exit code is then 2.
+"liveness" is the presentation-attack check (docs/LIVENESS.md): its score in [0, 1] and
+whether it reaches the threshold in the models manifest; null when the models have no
+liveness model. A photo of a photo is, rightly, often judged not live.
 """
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
-    from edge_app.gallery import default_path
+    # The default is resolved after parsing (db_path): building the parser reads no config.
+    from edge_app.paths import DEFAULT_CONFIG, DEFAULT_GALLERY
 
     parser.add_argument(
         "--db",
         type=Path,
         default=None,
         metavar="PATH",
-        help=f"gallery database (default: {default_path()})",
+        help=f"gallery database (default: gallery.path in {DEFAULT_CONFIG}, else "
+        f"{DEFAULT_GALLERY})",
     )
 
 
@@ -90,9 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     match.add_argument(
         "--margin", type=float, metavar="M", help="minimum lead over the second person"
     )
-    match.add_argument(
-        "--aggregate", choices=("best", "mean", "trimmed_mean"), help="per-person score"
-    )
+    match.add_argument("--aggregate", choices=AGGREGATES, help="per-person score")
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -118,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if models - {None, model_id(engine)}:
         log.warning("the gallery holds samples from other embedding models: re-enrol them")
     matcher = Matcher(matrix, settings)
+    live_threshold = _live_threshold(engine)
     log.info(
         "people=%d samples=%d threshold=%.3f margin=%.3f aggregate=%s",
         len(matrix.names),
@@ -140,20 +146,43 @@ def run(args: argparse.Namespace) -> int:
             continue
         faces, embeddings = engine.process(photo.pixels)
         matches = matcher.identify(embeddings)
+        live = engine.liveness(photo.pixels, faces).tolist() if live_threshold is not None else None
         lines.append(f"{path}: {len(faces)} face(s)")
         # Boxes in the photo's own pixels, whatever it was brought down to for detection.
         boxes = (faces.boxes / photo.scale).tolist()
-        for name, closest, score, box in zip(
-            matches.names, matches.best, matches.scores.tolist(), boxes, strict=True
+        for index, (name, closest, score, box) in enumerate(
+            zip(matches.names, matches.best, matches.scores.tolist(), boxes, strict=True)
         ):
+            liveness = None
+            if live is not None and live_threshold is not None:
+                liveness = {"score": round(live[index], 4), "live": live[index] >= live_threshold}
             entry["faces"].append(
-                {"name": name, "score": round(score, 4), "box": [round(v, 1) for v in box]}
+                {
+                    "name": name,
+                    "score": round(score, 4),
+                    "box": [round(v, 1) for v in box],
+                    "liveness": liveness,
+                }
             )
             who = name or f"unknown (closest: {closest})"
             corners = ", ".join(f"{v:.0f}" for v in box)
-            lines.append(f"  {who}  score {score:.3f}  box [{corners}]")
+            verdict = ""
+            if liveness is not None:
+                verdict = f"  liveness {liveness['score']:.2f} "
+                verdict += "live" if liveness["live"] else "NOT live"
+            lines.append(f"  {who}  score {score:.3f}  box [{corners}]{verdict}")
     if args.json:
         sys.stdout.write(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write("\n".join(lines) + "\n")
     return 2 if any("error" in entry for entry in entries) else 0
+
+
+def _live_threshold(engine: Any) -> float | None:
+    """The manifest's liveness threshold, or None (with a warning) without a liveness model."""
+    from edge_app.liveness_rule import manifest_threshold
+
+    if not engine.has_liveness:
+        log.warning('no liveness model in the models: faces get "liveness": null')
+        return None
+    return manifest_threshold(engine.manifest)

@@ -6,9 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from edge_app.config import BACKENDS, GPIO_FACTORIES
+from edge_app.config import GPIO_FACTORIES
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
+from edge_app.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
 

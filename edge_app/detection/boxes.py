@@ -23,11 +23,13 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, groups: np.ndarray | 
     # only their order matters, and logits may be negative: shift them all to >= 1.
     scores = scores.astype(np.float64)
     ranks = scores - scores.min() + 1.0
+    # The bindings' stubs want sequences: tolist() costs microseconds beside the NMS itself.
     if groups is None:
-        keep = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, iou)
+        kept = cv2.dnn.NMSBoxes(xywh.tolist(), ranks, 0.0, iou)
     else:
-        keep = cv2.dnn.NMSBoxesBatched(xywh, ranks, groups.astype(np.int32), 0.0, iou)
-    keep = np.asarray(keep, np.int64).reshape(-1)
+        classes = groups.astype(np.int32).tolist()
+        kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), ranks, classes, 0.0, iou)
+    keep = np.asarray(kept, np.int64).reshape(-1)
     return keep[np.argsort(-scores[keep], kind="stable")]
 
 

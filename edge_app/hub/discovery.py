@@ -1,7 +1,11 @@
 """Topics and Home Assistant MQTT discovery payloads for one door (pure functions).
 
 Entities, all on one device:
-  binary_sensor strike      device_class lock: on = the relay holds the strike open
+  lock          strike      with remote unlock by code: Home Assistant's lock card asks for
+                            the code and sends it, the action and a timestamp (LOCKED or
+                            UNLOCKED from the relay state); replaces the binary sensor
+  binary_sensor strike      otherwise, read-only, device_class lock: on = the relay holds the
+                            strike open
   event         event       event types recognized, unknown, unlock, denied, spoof
   sensor        last_person the last person seen (a name or "unknown"), with attributes
   binary_sensor door        device_class connectivity: the door process answers (diagnostic)
@@ -20,6 +24,7 @@ from typing import Any
 
 from edge_app import __version__
 from edge_app.config import MqttConfig
+from edge_app.hub.code import CODE_FORMAT, LOCK, OPEN, UNLOCK
 
 EVENT_TYPES = ("recognized", "unknown", "unlock", "denied", "spoof")
 ONLINE, OFFLINE = "online", "offline"
@@ -66,6 +71,10 @@ class Topics:
         return f"{self.base}/unlock"
 
     @property
+    def lock_command(self) -> str:
+        return f"{self.base}/lock/set"
+
+    @property
     def ha_status(self) -> str:
         return f"{self.discovery_prefix}/status"
 
@@ -83,8 +92,32 @@ def device(topics: Topics) -> dict[str, Any]:
     }
 
 
-def entities(topics: Topics) -> dict[str, dict[str, Any]]:
-    """Discovery config topic -> payload, for every entity of the door."""
+# What Home Assistant's MQTT lock publishes on command_topic: `value` is payload_lock,
+# payload_unlock or payload_open, `code` what the user typed (checked against code_format),
+# `now()` Home Assistant's clock. The code is digits only, so it cannot break the JSON.
+LOCK_COMMAND_TEMPLATE = (
+    '{"action": "{{ value }}", "code": "{{ code }}", "timestamp": {{ now().timestamp() | int }}}'
+)
+
+
+def strike_entity(lock: bool) -> tuple[str, str]:
+    """(component, object id) of the strike: a lock with remote unlock by code, else a
+    read-only binary sensor. The other one's config topic is cleared on connect."""
+    return ("lock", "strike") if lock else ("binary_sensor", "strike")
+
+
+def retired(topics: Topics, lock: bool) -> list[str]:
+    """Config topics of entities this configuration does not publish (a strike of the other
+    kind, left by an earlier configuration): cleared with empty retained payloads."""
+    return [topics.config(*strike_entity(not lock))]
+
+
+def entities(topics: Topics, lock: bool = False) -> dict[str, dict[str, Any]]:
+    """Discovery config topic -> payload, for every entity of the door.
+
+    lock: publish the strike as an MQTT lock that sends the code (remote_unlock with an
+    unlock_code_file); otherwise as a read-only binary sensor.
+    """
     common = {
         "device": device(topics),
         "origin": {"name": "edge-door", "sw_version": __version__},
@@ -98,16 +131,37 @@ def entities(topics: Topics) -> dict[str, dict[str, Any]]:
     def uid(object_id: str) -> dict[str, str]:
         return {"unique_id": f"{topics.node}_{object_id}"}
 
+    strike: dict[str, Any] = {**common, **available, **uid("strike"), "name": "Strike"}
+    if lock:
+        strike.update(
+            {
+                "command_topic": topics.lock_command,
+                "command_template": LOCK_COMMAND_TEMPLATE,
+                "code_format": CODE_FORMAT,
+                "payload_lock": LOCK,
+                "payload_unlock": UNLOCK,
+                "payload_open": OPEN,
+                "state_topic": topics.state,
+                "value_template": (
+                    "{{ 'UNLOCKED' if value_json.strike == 'unlocked' else 'LOCKED' }}"
+                ),
+                "state_locked": "LOCKED",
+                "state_unlocked": "UNLOCKED",
+                "optimistic": False,
+                "retain": False,
+                "qos": 1,
+            }
+        )
+    else:
+        strike.update(
+            {
+                "device_class": "lock",
+                "state_topic": topics.state,
+                "value_template": "{{ 'ON' if value_json.strike == 'unlocked' else 'OFF' }}",
+            }
+        )
     return {
-        topics.config("binary_sensor", "strike"): {
-            **common,
-            **available,
-            **uid("strike"),
-            "name": "Strike",
-            "device_class": "lock",
-            "state_topic": topics.state,
-            "value_template": "{{ 'ON' if value_json.strike == 'unlocked' else 'OFF' }}",
-        },
+        topics.config(*strike_entity(lock)): strike,
         topics.config("event", "event"): {
             **common,
             **available,

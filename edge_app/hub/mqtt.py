@@ -1,11 +1,13 @@
-"""MQTT for the door: Home Assistant discovery, availability, events and signed remote unlock.
+"""MQTT for the door: Home Assistant discovery, availability, events and remote unlock.
 
 paho-mqtt 2.x with callback API version 2, its own network thread (loop_start) and its own
 reconnect with backoff (reconnect_delay_set): the hub starts and keeps running whether the
 broker is down, restarting or refusing our credentials, and logs why each time (paho's
 reason codes). A clean session means the broker keeps nothing for us while we are away, so
-no command queued during an outage is delivered late; retained commands are ignored, and a
-command must carry a fresh signed timestamp and an unused nonce (edge_app.hub.signing).
+no command queued during an outage is delivered late; retained commands are ignored. Two
+kinds of remote unlock, each only when configured: a signed command with a fresh timestamp
+and an unused nonce on <base>/unlock (edge_app.hub.signing), and Home Assistant's lock card
+sending a code with a fresh timestamp on <base>/lock/set (edge_app.hub.code).
 
 Messages are only published while connected: events that happen while the broker is away
 are not queued and replayed later, and the retained state is re-sent on every connect.
@@ -28,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_app.config import MqttConfig
 from edge_app.control import ControlError
 from edge_app.errors import UserError
+from edge_app.hub.code import LOCK, CodeVerifier, read_code_file
 from edge_app.hub.discovery import (
     OFFLINE,
     ONLINE,
@@ -35,6 +38,8 @@ from edge_app.hub.discovery import (
     Topics,
     entities,
     event_message,
+    retired,
+    strike_entity,
 )
 from edge_app.hub.door import DoorHealth, DoorLink
 from edge_app.hub.signing import MIN_KEY_CHARS, UnlockRefused, UnlockVerifier, read_secret
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 KEEPALIVE = 30
 RECONNECT_MIN, RECONNECT_MAX = 1, 60
 REMOTE_REASON = "remote"
+LOCK_ORIGIN = "mqtt:ha-lock"  # the origin of every command from Home Assistant's lock card
 
 
 class MqttError(UserError):
@@ -93,12 +99,16 @@ class MqttBridge:
         self.door = door
         self.topics = Topics.of(settings)
         self.verifier: UnlockVerifier | None = None
-        if settings.remote_unlock:
-            assert settings.unlock_secret_file is not None  # config checks enforce it
+        self.code_verifier: CodeVerifier | None = None
+        if settings.remote_unlock and settings.unlock_secret_file is not None:
             key = read_secret(
                 settings.unlock_secret_file, "mqtt.unlock_secret_file", min_chars=MIN_KEY_CHARS
             )
             self.verifier = UnlockVerifier(key, settings.door_id, settings.unlock_window_seconds)
+        if settings.remote_unlock and settings.unlock_code_file is not None:
+            self.code_verifier = CodeVerifier(
+                read_code_file(settings.unlock_code_file), settings.unlock_window_seconds
+            )
         self.client = make_client(settings, f"edge-door-hub-{settings.door_id}", self.topics)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
@@ -115,20 +125,48 @@ class MqttBridge:
 
     # --- Hub component ------------------------------------------------------------------------
 
+    @property
+    def lock_entity(self) -> bool:
+        """The strike is published as a lock that sends a code (else a read-only sensor)."""
+        return self.code_verifier is not None
+
     def start(self) -> None:
         tls = "on" if self.settings.tls_ca is not None else "off"
         log.info(
-            "mqtt connecting %s tls=%s user=%s base=%s remote_unlock=%s",
+            "mqtt connecting %s tls=%s user=%s base=%s remote_unlock=%s signed=%s code=%s",
             self._where,
             tls,
             self.settings.username or "-",
             self.topics.base,
+            self.settings.remote_unlock,
             self.verifier is not None,
+            self.code_verifier is not None,
         )
+        self._explain_strike()
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=KEEPALIVE)
         self.client.loop_start()
         self._heartbeat = threading.Thread(target=self._beat, name="mqtt-state", daemon=True)
         self._heartbeat.start()
+
+    def _explain_strike(self) -> None:
+        settings = self.settings
+        if self.lock_entity:
+            log.info(
+                "home assistant lock entity on: unlock by code on %s", self.topics.lock_command
+            )
+            if settings.tls_ca is None:
+                log.warning(
+                    "mqtt.tls_ca is not set: the unlock code crosses the network in clear text; "
+                    "use TLS to the broker (docs/HOME_ASSISTANT.md)"
+                )
+            return
+        if not settings.remote_unlock:
+            why = "mqtt.remote_unlock is false"
+        else:
+            why = "mqtt.unlock_code_file is not set (make one with `edge-app hub unlock-code`)"
+        if settings.unlock_code_file is not None and not settings.remote_unlock:
+            why += " (mqtt.unlock_code_file is ignored until remote_unlock = true)"
+        log.info("home assistant lock entity off, the strike is a read-only sensor: %s", why)
 
     def stop(self) -> None:
         self._stop.set()
@@ -200,6 +238,8 @@ class MqttBridge:
         topics = [(self.topics.ha_status, 1)]
         if self.verifier is not None:
             topics.append((self.topics.unlock, 1))
+        if self.code_verifier is not None:
+            topics.append((self.topics.lock_command, 1))
         client.subscribe(topics)
         self._publish_discovery()
         self._publish_availability()
@@ -240,6 +280,8 @@ class MqttBridge:
                 self._publish_last_person()
         elif message.topic == self.topics.unlock:
             self._command(message)
+        elif message.topic == self.topics.lock_command:
+            self._lock_command(message)
 
     # --- remote unlock -------------------------------------------------------------------------
 
@@ -262,15 +304,66 @@ class MqttBridge:
             return
         log.info("remote unlock accepted origin=mqtt:%s topic=%s", origin, message.topic)
 
-    def _refuse(self, why: str, origin: str | None = None) -> None:
-        log.warning("remote unlock refused topic=%s reason=%r", self.topics.unlock, why)
+    def _lock_command(self, message: mqtt.MQTTMessage) -> None:
+        """A command from Home Assistant's lock card: {"action", "code", "timestamp"}."""
+        topic = self.topics.lock_command
+        if message.retain:
+            self._refuse(
+                "retained command ignored (publish lock commands without retain)",
+                topic=topic,
+                via=LOCK_ORIGIN,
+            )
+            return
+        if self.code_verifier is None:
+            return
+        try:
+            command = self.code_verifier.verify(bytes(message.payload))
+        except UnlockRefused as error:
+            self._refuse(str(error), topic=topic, via=LOCK_ORIGIN)
+            self._publish_state()  # the card shows the real state again
+            return
+        if command.action == LOCK:
+            # The strike relocks by itself after its pulse: nothing to do but say so.
+            log.info("lock command: the strike relocks by itself; state re-sent topic=%s", topic)
+            self._publish_state()
+            return
+        try:
+            self.door.unlock(REMOTE_REASON, LOCK_ORIGIN)
+        except ControlError as error:
+            self._refuse(f"the door refused: {error}", topic=topic, via=LOCK_ORIGIN)
+            self._publish_state()
+            return
+        log.info(
+            "remote unlock accepted origin=%s action=%s topic=%s",
+            LOCK_ORIGIN,
+            command.action,
+            topic,
+        )
+
+    def _refuse(
+        self,
+        why: str,
+        origin: str | None = None,
+        *,
+        topic: str | None = None,
+        via: str | None = None,
+    ) -> None:
+        """Log a refused command and publish it as a `denied` event.
+
+        origin: who a verified signed command named (the event's name); via: where a command
+        came from (appended to the reason as `origin=...`)."""
+        topic = topic or self.topics.unlock
+        log.warning(
+            "remote unlock refused topic=%s origin=%s reason=%r", topic, via or origin or "-", why
+        )
         now = time.time()
+        reason = f"remote unlock refused: {why}" + (f"; origin={via}" if via else "")
         self._publish(
             self.topics.event,
             event_message(
                 {
                     "type": "denied",
-                    "reason": f"remote unlock refused: {why}",
+                    "reason": reason,
                     "timestamp": round(now, 3),
                     "time": _iso(now),
                     "name": origin,
@@ -290,8 +383,10 @@ class MqttBridge:
     def _publish_discovery(self) -> None:
         if not self.settings.discovery:
             return
-        for topic, config in entities(self.topics).items():
+        for topic, config in entities(self.topics, self.lock_entity).items():
             self._publish(topic, config, retain=True)
+        for topic in retired(self.topics, self.lock_entity):
+            self._publish(topic, "", retain=True)
 
     def _publish_availability(self) -> None:
         with self._lock:
@@ -358,6 +453,7 @@ def clear_discovery(settings: MqttConfig, timeout: float = 10.0) -> list[str]:
             )
         cleared = [
             *entities(topics),
+            topics.config(*strike_entity(True)),
             topics.state,
             topics.last_person,
             topics.availability,

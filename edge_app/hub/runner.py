@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 from edge_app.config import Config
@@ -45,7 +46,7 @@ class Hub:
         self._stop = threading.Event()
 
     @classmethod
-    def from_config(cls, config: Config) -> Hub:
+    def from_config(cls, config: Config, config_path: Path | None = None) -> Hub:
         """The hub with the components the config turns on."""
         hub = cls(config)
         if config.mqtt.host:
@@ -54,6 +55,14 @@ class Hub:
             hub.add(MqttBridge(config.mqtt, hub.door))
         else:
             log.info('mqtt off (mqtt.host = ""): set [mqtt] host to publish to a broker')
+        if config.web.enabled:
+            # The web page (docs/WEB.md): its refusals (a LAN address without a password...)
+            # come from its constructor, before anything listens.
+            from edge_app.web.server import WebServer
+
+            hub.add(WebServer(config, config_path=config_path, socket_path=config.hub.socket))
+        else:
+            log.info("web page off (web.enabled = false)")
         return hub
 
     def add(self, component: Component) -> None:

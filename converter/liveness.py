@@ -1,0 +1,194 @@
+"""The liveness models in the build: MiniFASNet weights in, float and full-int8 TFLite out.
+
+`edge-convert build --liveness DIR` (DIR holds Silent-Face's .pth files) adds them to a full
+build; `edge-convert build --only liveness --liveness DIR` adds or replaces only them in an
+existing models folder, leaving every other file byte for byte as it was.
+
+Calibration patches are cut, as the engine cuts them, around the largest face the shipped
+MTCNN finds in a fixed, evenly spread sample of photos (by default NUAA's live and print
+frames of subjects 0001-0008). The int8 input is the raw pixel (scale 1, zero point 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from converter.calibration import CalibrationError
+from converter.minifasnet_torch import (
+    PATCH_SIZE,
+    MiniFasNetFile,
+    build_minifasnet,
+    load_state_dict,
+    parse_file_name,
+)
+from converter.mtcnn_models import SourceError
+from edge_app.engine import Engine
+from edge_app.faces import Faces
+from edge_app.images import IMAGE_SUFFIXES, read_image
+from edge_app.liveness import cut_patches
+from edge_app.manifest import LIVENESS_ROLE, PatchSpec, sha256_file
+
+log = logging.getLogger(__name__)
+
+PATCH_COLOR = "BGR"  # upstream reads frames with cv2.imread and feeds them as they are
+PATCH_PIXELS = "raw"  # and does not scale them: 0-255
+SCORE = "mean over the liveness models of the softmax's real-class probability, 0..1"
+# The live/not-live threshold on that score, written into the manifest for the door's
+# [liveness] threshold = "auto". Derived with `edge-app eval liveness` on the shared NUAA
+# subjects with the int8 models: the middle of the thresholds meeting both per-frame targets
+# (docs/LIVENESS.md has the sweep). Re-derive it when the models change.
+THRESHOLD = 0.25
+THRESHOLD_DERIVATION = (
+    "edge-app eval liveness --data ../shared/data/liveness/nuaa (subjects 0001-0008, int8): "
+    "middle of the thresholds meeting per-frame APCER <= 1% and BPCER <= 5% (0.15-0.35)"
+)
+DEFAULT_CALIBRATION_FRAMES = 240
+
+
+@dataclass(frozen=True)
+class LivenessSource:
+    folder: Path
+    files: list[MiniFasNetFile]
+
+    @property
+    def identity(self) -> dict[str, object]:
+        return {
+            "project": "Silent-Face-Anti-Spoofing (Minivision, Apache-2.0)",
+            "folder": str(self.folder),
+            "files": {f.path.name: sha256_file(f.path) for f in self.files},
+        }
+
+
+def model_name(source: MiniFasNetFile) -> str:
+    """Manifest and file name: 'minifasnet_v2', 'minifasnet_v1se'."""
+    return source.variant.lower().replace("minifasnetv", "minifasnet_v")
+
+
+def liveness_source(folder: Path) -> LivenessSource:
+    """The MiniFASNet weight files in `folder`, each read and checked now (fail early)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(
+            f"--liveness {folder}: no such folder (it holds the MiniFASNet .pth files)"
+        )
+    files = [parse_file_name(path) for path in sorted(folder.glob("*.pth"))]
+    if not files:
+        raise SourceError(
+            f"--liveness {folder}: no .pth files; expected Silent-Face's "
+            "2.7_80x80_MiniFASNetV2.pth and 4_0_0_80x80_MiniFASNetV1SE.pth"
+        )
+    names = [model_name(f) for f in files]
+    if len(set(names)) != len(names):
+        raise SourceError(f"--liveness {folder}: two files of the same model type")
+    for source in files:
+        load_state_dict(source)
+    return LivenessSource(folder, files)
+
+
+def calibration_images(folder: Path) -> list[Path]:
+    """Every photo under `folder` (NUAA's live/ and print/ subject folders, or any tree)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibrationError(f"--liveness-calib {folder}: no such folder")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise CalibrationError(f"--liveness-calib {folder}: no photos in it")
+    return paths
+
+
+def calibration_sample(paths: list[Path], count: int) -> list[Path]:
+    """`count` photos spread evenly over the sorted list (every subject, both kinds)."""
+    if count >= len(paths):
+        return list(paths)
+    return [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
+
+
+def largest_face(faces: Faces) -> Faces | None:
+    """The face with the largest box, as a one-face Faces (the person at the door)."""
+    if len(faces) == 0:
+        return None
+    areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
+    return faces[int(np.argmax(areas))]
+
+
+def patch_spec(source: MiniFasNetFile) -> PatchSpec:
+    height, width = source.size
+    return PatchSpec(source.crop_scale, width, height, PATCH_COLOR, PATCH_PIXELS)
+
+
+def calibration_patches(
+    engine: Engine, paths: list[Path], specs: dict[str, PatchSpec]
+) -> dict[str, list[np.ndarray]]:
+    """Per model name, (1, 80, 80, 3) uint8 patches around the largest face of each photo."""
+    patches: dict[str, list[np.ndarray]] = {name: [] for name in specs}
+    for path in tqdm(paths, desc="liveness calibration", unit="image", leave=False, disable=None):
+        frame = read_image(path)
+        face = largest_face(engine.detect(frame))
+        if face is None:
+            continue
+        for name, spec in specs.items():
+            patches[name].append(np.ascontiguousarray(cut_patches(frame, face, spec)))
+    found = min((len(v) for v in patches.values()), default=0)
+    if found < 20:
+        raise CalibrationError(
+            f"only {found} faces found in {len(paths)} liveness calibration photos (need 20)"
+        )
+    return patches
+
+
+def convert_liveness(
+    source: LivenessSource,
+    float_dir: Path,
+    out_dir: Path,
+    patches: dict[str, list[np.ndarray]],
+    save: Callable[..., dict],
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Float and int8 TFLite of every model in `source`; their manifest entries, by name.
+
+    `save(folder, name, data, role, scale)` writes a file and returns its manifest entry
+    (converter.build._save); the patch geometry is added here.
+    """
+    from converter.quantize import convert_keras
+
+    float_models, models = {}, {}
+    for weights in source.files:
+        name = model_name(weights)
+        model = build_minifasnet(load_state_dict(weights), weights.variant)
+        samples = patches[name]
+        patch = asdict(patch_spec(weights))
+        float_models[name] = {
+            **save(float_dir, name, convert_keras(model), LIVENESS_ROLE, None),
+            "patch": patch,
+        }
+        data = convert_keras(model, partial(list, samples), standardise=False)
+        models[name] = {**save(out_dir, name, data, LIVENESS_ROLE, None), "patch": patch}
+        detail = models[name]["inputs"][0]
+        if detail["dtype"] != "uint8" or detail["scale"] != 1.0 or detail["zero_point"] != 0:
+            raise CalibrationError(
+                f"{name}: int8 input came out as scale {detail['scale']} zero point "
+                f"{detail['zero_point']}, not the raw pixel (1, 0): calibrate on photos whose "
+                "patches span 0-255"
+            )
+    return float_models, models
+
+
+def manifest_section(source: LivenessSource, float_models: dict) -> dict[str, object]:
+    """The manifest's `liveness` section: how the score is made from the models."""
+    return {
+        "score": SCORE,
+        "models": sorted(float_models),
+        "patch_size": PATCH_SIZE,
+        "threshold": THRESHOLD,
+        "threshold_derivation": THRESHOLD_DERIVATION,
+    }
+
+
+def calibration_record(folder: Path, images: int, sample: int, faces: int) -> dict[str, object]:
+    return {"source": str(folder), "images": images, "sample": sample, "faces": faces}

@@ -1,0 +1,291 @@
+"""Unlock by code: what Home Assistant's MQTT lock card sends, checked against a stored hash.
+
+Home Assistant's templates cannot compute an HMAC, but its MQTT lock can ask the user for a
+code and render it, with the action and a timestamp, into the command (see
+docs/HOME_ASSISTANT.md). A command is the JSON object
+
+    {"action": "UNLOCK" | "OPEN" | "LOCK", "code": "<digits>", "timestamp": <Unix seconds>}
+
+and opens the door only when, in this order: it is well formed; its timestamp is inside the
+window (the same `unlock_window_seconds` as signed commands); remote unlock is not locked out
+after repeated wrong codes; the same timestamp and code were not already accepted (an exact
+replay); and the code matches the scrypt hash in `[mqtt] unlock_code_file`, compared in
+constant time. Shape, window, lock-out and replay are checked before the hash is computed,
+so a flood of commands costs a JSON parse each, not an scrypt each.
+
+The hash file holds one line, `scrypt$N$r$p$<salt>$<hash>` (unpadded base64), mode 0600,
+written atomically by `edge-app hub unlock-code`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import stat
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_app.errors import UserError
+from edge_app.hub.signing import MAX_COMMAND_BYTES, REPLAY_CACHE, UnlockRefused
+
+log = logging.getLogger(__name__)
+
+CODE_KEY = "mqtt.unlock_code_file"
+CODE_MIN, CODE_MAX = 6, 12
+# Home Assistant checks the code against this before sending; the hub checks it again.
+CODE_FORMAT = rf"^\d{{{CODE_MIN},{CODE_MAX}}}$"
+_CODE = re.compile(CODE_FORMAT, re.ASCII)
+
+UNLOCK, OPEN, LOCK = "UNLOCK", "OPEN", "LOCK"
+ACTIONS = (UNLOCK, OPEN, LOCK)
+_FIELDS = {"action", "code", "timestamp"}
+
+# Wrong codes: this many inside FAILURE_WINDOW seconds lock remote unlock out for LOCKOUT.
+MAX_WRONG = 5
+FAILURE_WINDOW = 60.0
+LOCKOUT = 60.0
+
+SCHEME = "scrypt"
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1  # 128 * N * r = 32 MiB of memory per hash
+SCRYPT_DKLEN = 32
+SCRYPT_MAXMEM = 64 * 1024 * 1024
+# Bounds on the parameters read back from a file, so an edited file cannot make each check
+# take minutes or gigabytes.
+_N_RANGE = (2**10, 2**16)
+_R_RANGE = (1, 16)
+_P_RANGE = (1, 4)
+FILE_MODE = 0o600
+
+
+class CodeFileError(UserError):
+    """The unlock code file is missing, readable by others, or not a hash we wrote."""
+
+
+def check_new_code(code: str) -> str:
+    if not _CODE.match(code):
+        raise UserError(
+            f"the unlock code must be {CODE_MIN} to {CODE_MAX} digits (Home Assistant's lock "
+            "card asks for it on a keypad); nothing changed"
+        )
+    return code
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def _scrypt(code: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        code.encode("ascii"), salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=SCRYPT_DKLEN
+    )
+
+
+@dataclass(frozen=True)
+class CodeHash:
+    n: int
+    r: int
+    p: int
+    salt: bytes
+    digest: bytes
+
+    @classmethod
+    def of(cls, code: str) -> CodeHash:
+        salt = secrets.token_bytes(16)
+        digest = _scrypt(check_new_code(code), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        return cls(SCRYPT_N, SCRYPT_R, SCRYPT_P, salt, digest)
+
+    @classmethod
+    def parse(cls, text: str, where: str = CODE_KEY) -> CodeHash:
+        """The hash in a file's line; CodeFileError naming `where` when it is not one."""
+        redo = f"set the code again with `edge-app hub unlock-code` ({where})"
+        try:
+            scheme, n, r, p, salt, digest = text.strip().split("$")
+            values = int(n), int(r), int(p)
+            raw_salt, raw_digest = _unb64(salt), _unb64(digest)
+        except ValueError:
+            raise CodeFileError(f"{where}: does not hold an unlock code hash; {redo}") from None
+        if scheme != SCHEME or len(raw_digest) != SCRYPT_DKLEN or len(raw_salt) < 16:
+            raise CodeFileError(f"{where}: does not hold an unlock code hash; {redo}")
+        (n_, r_, p_) = values
+        if (
+            n_ & (n_ - 1)
+            or not _N_RANGE[0] <= n_ <= _N_RANGE[1]
+            or not _R_RANGE[0] <= r_ <= _R_RANGE[1]
+            or not _P_RANGE[0] <= p_ <= _P_RANGE[1]
+        ):
+            raise CodeFileError(f"{where}: scrypt parameters N={n_} r={r_} p={p_} refused; {redo}")
+        return cls(n_, r_, p_, raw_salt, raw_digest)
+
+    def line(self) -> str:
+        return f"{SCHEME}${self.n}${self.r}${self.p}${_b64(self.salt)}${_b64(self.digest)}"
+
+    def matches(self, code: str) -> bool:
+        """Constant-time comparison of the code's scrypt hash with the stored one."""
+        if not _CODE.match(code):
+            return False
+        actual = _scrypt(code, self.salt, self.n, self.r, self.p)
+        return hmac.compare_digest(actual, self.digest)
+
+
+def read_code_file(path: Path) -> CodeHash:
+    """The stored hash; refused when the file is missing, not regular, or others can read it."""
+    path = Path(path)
+    make = f"make it with `edge-app hub unlock-code` (writes {path}, mode 0600)"
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise CodeFileError(f"{CODE_KEY}: {path} does not exist; {make}") from None
+    except OSError as error:
+        raise CodeFileError(f"{CODE_KEY}: cannot read {path} ({error.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CodeFileError(f"{CODE_KEY}: {path} is not a regular file; {make}")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise CodeFileError(
+            f"{CODE_KEY}: {path} is readable or writable by others (mode {mode:04o}); run "
+            f"`chmod 600 {path}` as its owner (the service user), or set the code again"
+        )
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CodeFileError(f"{CODE_KEY}: cannot read {path} ({error})") from None
+    return CodeHash.parse(text, f"{CODE_KEY}: {path}")
+
+
+def write_code_file(path: Path, code: str) -> None:
+    """Hash the code and store it: a 0600 file that appears complete or not at all."""
+    path = Path(path)
+    line = CodeHash.of(code).line() + "\n"
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise CodeFileError(
+            f"{CODE_KEY}: cannot write in {path.parent} ({error.strerror}); run as the service "
+            "user (sudo -u edge-app) or create the folder"
+        ) from None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            os.fchmod(handle.fileno(), FILE_MODE)  # mkstemp makes it 0600; say so anyway
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as error:
+        Path(temp).unlink(missing_ok=True)
+        raise CodeFileError(f"{CODE_KEY}: cannot write {path} ({error.strerror})") from None
+
+
+@dataclass(frozen=True)
+class LockCommand:
+    action: str  # UNLOCK, OPEN or LOCK
+    timestamp: int
+
+
+class CodeVerifier:
+    """Checks lock-card commands: shape, window, lock-out, replay, then the code (scrypt).
+
+    Only UNLOCK and OPEN are checked beyond their shape: LOCK moves nothing (the strike
+    relocks by itself after its pulse), so it needs no code and counts nothing.
+    """
+
+    def __init__(
+        self,
+        stored: CodeHash,
+        window: float = 30.0,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stored = stored
+        self.window = window
+        self._clock = clock
+        self._wrong: deque[float] = deque()
+        self._locked_until = 0.0
+        # Replay cache keys: (timestamp, HMAC of the code under a key that lives only in this
+        # process), so the cache never holds a code, nor a hash that could be attacked offline.
+        self._replay_key = secrets.token_bytes(32)
+        self._seen: dict[tuple[int, bytes], float] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, payload: bytes) -> LockCommand:
+        """The command when it may be carried out; else UnlockRefused saying why."""
+        command, code = self._parse(payload)
+        if command.action == LOCK:
+            return command
+        now = self._clock()
+        if abs(now - command.timestamp) > self.window:
+            raise UnlockRefused(
+                f"timestamp {command.timestamp} is {now - command.timestamp:+.0f} s from now, "
+                f"outside the {self.window:.0f} s window (check both clocks)"
+            )
+        with self._lock:
+            if now < self._locked_until:
+                raise UnlockRefused(
+                    f"locked out after {MAX_WRONG} wrong codes; refusing every code for "
+                    f"{self._locked_until - now:.0f} s more"
+                )
+            key = (command.timestamp, hmac.digest(self._replay_key, code.encode(), "sha256"))
+            for old in [k for k, seen in self._seen.items() if now - seen > 2 * self.window]:
+                del self._seen[old]
+            if key in self._seen:
+                raise UnlockRefused("replayed command (this timestamp and code were used)")
+            if len(self._seen) >= REPLAY_CACHE:
+                raise UnlockRefused("too many unlock commands in the time window")
+            if not self.stored.matches(code):
+                count = self._count_wrong(now)
+                extra = f"; locked out for {LOCKOUT:.0f} s" if count >= MAX_WRONG else ""
+                raise UnlockRefused(
+                    f"wrong code ({count} of {MAX_WRONG} in {FAILURE_WINDOW:.0f} s{extra})"
+                )
+            self._seen[key] = now
+        return command
+
+    def _count_wrong(self, now: float) -> int:
+        """Counts a wrong code; the number inside the window (MAX_WRONG starts a lock-out)."""
+        while self._wrong and now - self._wrong[0] > FAILURE_WINDOW:
+            self._wrong.popleft()
+        self._wrong.append(now)
+        count = len(self._wrong)
+        if count >= MAX_WRONG:
+            self._wrong.clear()
+            self._locked_until = now + LOCKOUT
+            log.warning(
+                "remote unlock locked out for %.0f s after %d wrong codes in %.0f s",
+                LOCKOUT,
+                MAX_WRONG,
+                FAILURE_WINDOW,
+            )
+        return count
+
+    @staticmethod
+    def _parse(payload: bytes) -> tuple[LockCommand, str]:
+        if len(payload) > MAX_COMMAND_BYTES:
+            raise UnlockRefused(f"command longer than {MAX_COMMAND_BYTES} bytes")
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UnlockRefused("command is not JSON") from None
+        if not isinstance(data, dict) or set(data) != _FIELDS:
+            raise UnlockRefused(f"command must be an object with exactly {sorted(_FIELDS)}")
+        action, code, timestamp = data["action"], data["code"], data["timestamp"]
+        if action not in ACTIONS:
+            raise UnlockRefused(f"action must be one of {', '.join(ACTIONS)}")
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+            raise UnlockRefused("timestamp must be an integer (Unix seconds)")
+        if action != LOCK and (not isinstance(code, str) or not _CODE.match(code)):
+            raise UnlockRefused(f"code must be {CODE_MIN} to {CODE_MAX} digits")
+        return LockCommand(action, timestamp), code if isinstance(code, str) else ""

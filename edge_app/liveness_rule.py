@@ -1,0 +1,125 @@
+"""The liveness rule a track must pass, shared by the door and `edge-app eval liveness`.
+
+One frame's liveness score (edge_app/liveness.py, in [0, 1]) is noisy: a live face turns
+away, blurs or is lit from behind now and then. So a track is judged live when at least
+`min_live_frames` of its last `WINDOW_FRAMES` scored frames are at or above the threshold, and
+judged an attack once that many frames were scored without reaching it. The threshold is
+derived on NUAA and recorded in the models manifest (`liveness.threshold`); docs/LIVENESS.md
+says how, and has the measured error rates for the defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_app.config import LivenessConfig
+from edge_app.errors import UserError
+
+log = logging.getLogger(__name__)
+
+WINDOW_FRAMES = 10  # about a second at the door: the frames decided together
+THRESHOLD_KEY = "threshold"
+OFF, LOG, REQUIRE = "off", "log", "require"
+
+
+class LivenessInfo(Protocol):
+    """What the rule reads from the models manifest: its `liveness` section."""
+
+    @property
+    def liveness(self) -> Mapping[str, Any]: ...
+
+
+def manifest_threshold(manifest: LivenessInfo) -> float:
+    """The liveness threshold recorded in the manifest, checked."""
+    section = getattr(manifest, "liveness", None) or {}
+    value = section.get(THRESHOLD_KEY)
+    if value is None:
+        raise UserError(
+            "the models manifest has no liveness.threshold: set [liveness] threshold in the "
+            "config (or --threshold), or rebuild the models with a release that records it"
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise UserError(f"manifest liveness.threshold: {value!r} is not a number in [0, 1]")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class LiveRule:
+    """[liveness] with "auto" resolved against the models: what the door applies."""
+
+    mode: str = OFF  # "off", "log" or "require"
+    threshold: float = 0.5
+    min_live_frames: int = 1
+
+    @classmethod
+    def resolve(cls, config: LivenessConfig, manifest: LivenessInfo, has_model: bool) -> LiveRule:
+        """Raise UserError for a mode the models cannot serve (fail closed, never silently off).
+
+        mode "auto" is "require" with a liveness model and "off" (with a warning) without.
+        """
+        mode = config.mode
+        if mode is None:
+            mode = REQUIRE if has_model else OFF
+            if not has_model:
+                log.warning(
+                    "liveness check off: the models have no liveness model, so a printed photo "
+                    "of an enrolled person can open the door; build them with --liveness "
+                    '(docs/LIVENESS.md) or set [liveness] mode = "off" to silence this'
+                )
+        if mode == OFF:
+            return cls(OFF, float("nan"), config.min_live_frames)
+        if not has_model:
+            raise UserError(
+                f'liveness.mode = "{mode}" needs a liveness model and the models have none: '
+                'build them with `edge-convert build --liveness DIR`, or set mode = "off"'
+            )
+        threshold = config.threshold
+        if threshold is None:
+            threshold = manifest_threshold(manifest)
+        return cls(mode, float(threshold), config.min_live_frames)
+
+    def describe(self) -> str:
+        if self.mode == OFF:
+            return "mode=off"
+        return (
+            f"mode={self.mode} threshold={self.threshold:.3f} "
+            f"min_live_frames={self.min_live_frames}/{WINDOW_FRAMES}"
+        )
+
+
+def window_is_live(scores: np.ndarray, threshold: float, min_live_frames: int) -> bool:
+    """At least `min_live_frames` of these scores are live."""
+    return int(np.count_nonzero(np.asarray(scores) >= threshold)) >= min_live_frames
+
+
+class LiveFrames:
+    """One track's recent liveness scores and the verdict of the rule on them."""
+
+    def __init__(self, threshold: float, min_live_frames: int, window: int = WINDOW_FRAMES) -> None:
+        if not 1 <= min_live_frames <= window:
+            raise ValueError(f"need 1 <= min_live_frames <= {window}, got {min_live_frames}")
+        self.threshold = threshold
+        self.min_live_frames = min_live_frames
+        self.scores: deque[float] = deque(maxlen=window)
+
+    def add(self, score: float) -> None:
+        self.scores.append(float(score))
+
+    @property
+    def live(self) -> bool:
+        return window_is_live(np.fromiter(self.scores, float), self.threshold, self.min_live_frames)
+
+    @property
+    def refused(self) -> bool:
+        """A full window that is not live: the presentation is judged an attack."""
+        return len(self.scores) == self.scores.maxlen and not self.live
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores)) if self.scores else float("nan")

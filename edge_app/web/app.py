@@ -1,0 +1,821 @@
+"""The web page: Starlette routes, Jinja2 templates, htmx for the parts that refresh.
+
+Security model (docs/WEB.md):
+  - every page but /login and /static needs a logged-in session, else it redirects to /login;
+  - every POST carries the session's CSRF token (form field or X-CSRF-Token header) and, when
+    the browser sends an Origin, comes from this site; otherwise 403, before anything happens;
+  - responses carry a Content-Security-Policy without inline script, frame-ancestors 'none',
+    nosniff and a same-origin Referrer-Policy (no-referrer would make Chromium send
+    "Origin: null" on form posts, which the origin check refuses); pages are not cached;
+  - uploads are bounded while they stream (edge_app.web.forms) and enrolled through the CLI's
+    own code (edge_app.web.people).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge_app.config import Config, split_listen
+from edge_app.enroll import CAMERA_SAMPLES
+from edge_app.errors import UserError
+from edge_app.web import auth
+from edge_app.web.door import DoorStatus, WebDoor, frame_age, is_live
+from edge_app.web.forms import Form, FormError, Limits, read_form
+from edge_app.web.history import Filters, History, read_snapshot
+from edge_app.web.people import (
+    CAMERA_TIMEOUT_S,
+    EngineHolder,
+    EnrolmentReport,
+    enroll_from_door,
+    enroll_uploads,
+)
+from edge_app.web.server import is_loopback
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "edge_door_session"
+SECURE_COOKIE = "__Host-edge_door_session"  # with TLS: Secure, host-only, path /
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+RECENT_EVENTS = 10
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ]
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+
+
+@dataclass
+class WebState:
+    """Everything the routes share; built once by create_app."""
+
+    config: Config
+    config_path: Path | None
+    door: WebDoor
+    tls: bool
+    sessions: auth.SessionStore
+    limiter: auth.LoginLimiter
+    password: auth.PasswordCheck
+    history: History
+    engine: EngineHolder
+    enrol_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def cookie(self) -> str:
+        return SECURE_COOKIE if self.tls else COOKIE
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response, and no-store to every non-static one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                if not static and b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _state(request: Request) -> WebState:
+    state: WebState = request.app.state.web
+    return state
+
+
+def _session(request: Request) -> auth.Session | None:
+    state = _state(request)
+    return state.sessions.get(request.cookies.get(state.cookie))
+
+
+def _set_cookie(response: Response, state: WebState, session: auth.Session) -> None:
+    response.set_cookie(
+        state.cookie,
+        session.id,
+        httponly=True,
+        samesite="strict",
+        secure=state.tls,
+        path="/",
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site (no //host, no backslash tricks) may follow the login."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _to_login(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    location = "/login?" + urlencode({"next": target})
+    if request.headers.get("hx-request"):
+        # htmx swaps the body of a redirect into the page; make it load the login page.
+        return Response(status_code=401, headers={"HX-Redirect": location})
+    return RedirectResponse(location, status_code=303)
+
+
+def _forbidden(message: str) -> Response:
+    return PlainTextResponse(f"403 Forbidden: {message}\n", status_code=403)
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A GET for a logged-in user; anyone else is sent to the login page."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        session = _session(request)
+        if session is None or not session.logged_in:
+            return _to_login(request)
+        return await handler(request, session)
+
+    return wrapper
+
+
+def action(
+    *, login: bool = True, files: bool = False
+) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """A POST: same-origin, the session's CSRF token, then the (bounded) form.
+
+    Without a valid session and token the answer is 403 and the handler never runs. A
+    logged-in session is required unless login=False (the login form itself).
+    """
+
+    def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def wrapper(request: Request) -> Response:
+            state = _state(request)
+            origin = request.headers.get("origin")
+            if origin is not None and origin != _own_origin(request):
+                return _forbidden("cross-site request")
+            session = _session(request)
+            if session is None:
+                return _forbidden("no session; reload the page and try again")
+            if login and not session.logged_in:
+                return _forbidden("not logged in")
+            header = request.headers.get(CSRF_HEADER)
+            if header is not None and not auth.same_token(session.csrf, header):
+                return _forbidden("wrong CSRF token; reload the page and try again")
+            web = state.config.web
+            limits = Limits(
+                max_bytes=web.max_upload_mb * 1_000_000 if files else 64 * 1024,
+                max_files=web.max_upload_files if files else 0,
+            )
+            try:
+                form = await read_form(request, limits)
+            except FormError as error:
+                # A refusal changes nothing, so it needs no token: say what was wrong.
+                return await _form_refused(request, session, error)
+            if header is None and not auth.same_token(session.csrf, form.get(CSRF_FIELD)):
+                return _forbidden("missing or wrong CSRF token; reload the page and try again")
+            return await handler(request, session, form)
+
+        return wrapper
+
+    return decorate
+
+
+async def _form_refused(request: Request, session: auth.Session, error: FormError) -> Response:
+    return render(request, session, "error.html", {"message": str(error)}, error.status)
+
+
+def _own_origin(request: Request) -> str:
+    scheme = "https" if _state(request).tls else "http"
+    return f"{scheme}://{request.headers.get('host', '')}"
+
+
+def render(
+    request: Request,
+    session: auth.Session | None,
+    template: str,
+    context: dict[str, Any] | None = None,
+    status: int = 200,
+) -> Response:
+    state = _state(request)
+    values = {
+        "session": session,
+        "csrf": session.csrf if session else "",
+        "remote_unlock": state.config.web.remote_unlock,
+        "path": request.url.path,
+        **(context or {}),
+    }
+    templates: Jinja2Templates = request.app.state.templates
+    response = templates.TemplateResponse(request, template, values, status_code=status)
+    if session is not None and request.cookies.get(state.cookie) != session.id:
+        _set_cookie(response, state, session)
+    return response
+
+
+# --- login ---------------------------------------------------------------------------------
+
+
+async def login_form(request: Request) -> Response:
+    state = _state(request)
+    session = _session(request)
+    if session is not None and session.logged_in:
+        return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+    if session is None:
+        session = state.sessions.create(client_address(request))
+    return render(request, session, "login.html", _login_context(request))
+
+
+def _login_context(request: Request, error: str = "") -> dict[str, Any]:
+    state = _state(request)
+    try:
+        ready = state.password.is_set()
+        problem = "" if ready else "No admin password yet: run `edge-app hub passwd` on the door."
+    except UserError as failure:
+        ready, problem = False, str(failure)
+    return {
+        "error": error,
+        "problem": problem,
+        "ready": ready,
+        "next": _safe_next(request.query_params.get("next")),
+    }
+
+
+@action(login=False)
+async def login_submit(request: Request, session: auth.Session, form: Form) -> Response:
+    state = _state(request)
+    address = client_address(request)
+    blocked = state.limiter.blocked(address)
+    if blocked:
+        log.warning("web login refused address=%s reason=rate-limit", address)
+        return render(request, session, "login.html", _login_context(request, blocked), 429)
+    try:
+        ok = await run_in_threadpool(state.password.verify, form.get("password"))
+    except UserError as error:
+        return render(request, session, "login.html", _login_context(request, str(error)), 503)
+    if not ok:
+        state.limiter.failed(address)
+        log.warning("web login failed address=%s", address)
+        context = _login_context(request, "Wrong password.")
+        return render(request, session, "login.html", context, 401)
+    state.limiter.succeeded(address)
+    fresh = state.sessions.login(session, auth.ADMIN, address)
+    log.info("web login user=%s address=%s", auth.ADMIN, address)
+    response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
+    _set_cookie(response, state, fresh)
+    return response
+
+
+@action()
+async def logout(request: Request, session: auth.Session, form: Form) -> Response:
+    state = _state(request)
+    state.sessions.drop(session.id)
+    log.info("web logout user=%s address=%s", session.user, client_address(request))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(state.cookie, path="/", secure=state.tls, httponly=True)
+    return response
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+def _status_context(state: WebState, status: DoorStatus) -> dict[str, Any]:
+    running = status.reachable and bool(status.get("running"))
+    return {
+        "status": status,
+        "running": running,
+        "frame_age": frame_age(status),
+        "live": state.config.web.live_view and is_live(status),
+    }
+
+
+async def _recent(state: WebState) -> tuple[list[Any], str]:
+    """The latest events, or none and why (the dashboard still shows the door's status)."""
+    try:
+        return await run_in_threadpool(state.history.latest, RECENT_EVENTS), ""
+    except UserError as error:
+        return [], str(error)
+
+
+@page
+async def dashboard(request: Request, session: auth.Session) -> Response:
+    state = _state(request)
+    status = await run_in_threadpool(state.door.status)
+    recent, problem = await _recent(state)
+    context = {
+        **_status_context(state, status),
+        "events": recent,
+        "events_error": problem,
+        "snapshots": state.config.events.snapshots is not None,
+        "live_view": state.config.web.live_view,
+        "stamp": datetime.now().strftime("%H%M%S%f"),
+    }
+    return render(request, session, "dashboard.html", context)
+
+
+@page
+async def status_fragment(request: Request, session: auth.Session) -> Response:
+    state = _state(request)
+    status = await run_in_threadpool(state.door.status)
+    return render(request, session, "_status.html", _status_context(state, status))
+
+
+@page
+async def recent_fragment(request: Request, session: auth.Session) -> Response:
+    state = _state(request)
+    recent, problem = await _recent(state)
+    context = {
+        "events": recent,
+        "events_error": problem,
+        "snapshots": state.config.events.snapshots is not None,
+    }
+    return render(request, session, "_events_table.html", context)
+
+
+@page
+async def live_fragment(request: Request, session: auth.Session) -> Response:
+    state = _state(request)
+    status = await run_in_threadpool(state.door.status)
+    context = _status_context(state, status)
+    context["stamp"] = datetime.now().strftime("%H%M%S%f")
+    return render(request, session, "_live.html", context)
+
+
+@page
+async def live_frame(request: Request, session: auth.Session) -> Response:
+    state = _state(request)
+    if not state.config.web.live_view:
+        return PlainTextResponse("live view is off ([web] live_view)", status_code=404)
+    jpeg = await run_in_threadpool(state.door.frame)
+    if jpeg is None:
+        return PlainTextResponse("no frame: the door is idle or not running", status_code=404)
+    return Response(jpeg, media_type="image/jpeg")
+
+
+@page
+async def snapshot(request: Request, session: auth.Session) -> Response:
+    state = _state(request)
+    try:
+        event_id = int(request.path_params["event_id"])
+    except ValueError:
+        return PlainTextResponse("no such snapshot", status_code=404)
+    stored = await run_in_threadpool(state.history.snapshot_of, event_id)
+    data = await run_in_threadpool(read_snapshot, state.config.events.snapshots, stored)
+    if data is None:
+        return PlainTextResponse("no such snapshot", status_code=404)
+    return Response(data, media_type="image/jpeg")
+
+
+# --- people ----------------------------------------------------------------------------------
+
+
+def _people(state: WebState) -> list[Any]:
+    from edge_app.gallery import Gallery
+
+    path = Path(state.config.gallery.path)
+    if not path.exists():
+        return []
+    with Gallery.open(path) as gallery:
+        return gallery.people()
+
+
+async def _people_page(
+    request: Request,
+    session: auth.Session,
+    report: EnrolmentReport | None = None,
+    notice: str = "",
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    state = _state(request)
+    try:
+        people = await run_in_threadpool(_people, state)
+    except UserError as failure:
+        people, error = [], error or str(failure)
+    context = {
+        "people": people,
+        "report": report,
+        "notice": notice,
+        "error": error,
+        # After a refusal the name stays in the form, for the retry with other photos.
+        "enrol_name": report.name if report and not report.ok and not report.add else "",
+        "camera_samples": CAMERA_SAMPLES,
+        "camera_seconds": int(CAMERA_TIMEOUT_S),
+        "max_files": state.config.web.max_upload_files,
+        "max_mb": state.config.web.max_upload_mb,
+    }
+    return render(request, session, "people.html", context, status)
+
+
+@page
+async def people(request: Request, session: auth.Session) -> Response:
+    return await _people_page(request, session)
+
+
+async def _enrol(request: Request, session: auth.Session, form: Form, add: bool) -> Response:
+    state = _state(request)
+    name = form.get("name")
+    if not state.enrol_lock.acquire(blocking=False):
+        return await _people_page(
+            request,
+            session,
+            error="another enrolment is running; try again in a moment",
+            status=409,
+        )
+    try:
+        report = await run_in_threadpool(
+            enroll_uploads, Path(state.config.gallery.path), state.engine, name, form.files, add=add
+        )
+    finally:
+        state.enrol_lock.release()
+    log.info(
+        "web enrol user=%s address=%s name=%r ok=%s",
+        session.user,
+        client_address(request),
+        name,
+        report.ok,
+    )
+    return await _people_page(request, session, report=report, status=200 if report.ok else 422)
+
+
+@action()
+async def enrol_camera(request: Request, session: auth.Session, form: Form) -> Response:
+    state = _state(request)
+    name = form.get("name")
+    if not state.enrol_lock.acquire(blocking=False):
+        return await _people_page(
+            request,
+            session,
+            error="another enrolment is running; try again in a moment",
+            status=409,
+        )
+    try:
+        report = await run_in_threadpool(
+            functools.partial(
+                enroll_from_door,
+                Path(state.config.gallery.path),
+                state.engine,
+                name,
+                state.door,
+                add=form.get("add") == "yes",
+            )
+        )
+    finally:
+        state.enrol_lock.release()
+    log.info(
+        "web camera enrol user=%s address=%s name=%r ok=%s",
+        session.user,
+        client_address(request),
+        name,
+        report.ok,
+    )
+    return await _people_page(request, session, report=report, status=200 if report.ok else 422)
+
+
+@action(files=True)
+async def enrol_new(request: Request, session: auth.Session, form: Form) -> Response:
+    return await _enrol(request, session, form, add=False)
+
+
+@action(files=True)
+async def enrol_add(request: Request, session: auth.Session, form: Form) -> Response:
+    return await _enrol(request, session, form, add=True)
+
+
+@action()
+async def rename(request: Request, session: auth.Session, form: Form) -> Response:
+    from edge_app.gallery import Gallery
+
+    state = _state(request)
+    old, new = form.get("name"), form.get("new_name")
+
+    def work() -> None:
+        with Gallery.open(state.config.gallery.path) as gallery:
+            gallery.rename(old, new)
+
+    try:
+        await run_in_threadpool(work)
+    except UserError as error:
+        return await _people_page(request, session, error=str(error), status=422)
+    log.info("web rename user=%s old=%r new=%r", session.user, old, new)
+    return await _people_page(request, session, notice=f"renamed {old!r} to {new.strip()!r}")
+
+
+@page
+async def remove_confirm(request: Request, session: auth.Session) -> Response:
+    name = request.query_params.get("name", "")
+    known = {p.name: p for p in await run_in_threadpool(_people, _state(request))}
+    if name not in known:
+        return await _people_page(request, session, error=f"not enrolled: {name!r}", status=404)
+    return render(request, session, "remove.html", {"person": known[name]})
+
+
+@action()
+async def remove(request: Request, session: auth.Session, form: Form) -> Response:
+    from edge_app.gallery import Gallery
+
+    state = _state(request)
+    name = form.get("name")
+    if form.get("confirm") != "yes":
+        return await _people_page(request, session, error="removal not confirmed", status=422)
+
+    def work() -> int:
+        with Gallery.open(state.config.gallery.path) as gallery:
+            return gallery.remove([name])
+
+    try:
+        samples = await run_in_threadpool(work)
+    except UserError as error:
+        return await _people_page(request, session, error=str(error), status=422)
+    log.info("web remove user=%s name=%r samples=%d", session.user, name, samples)
+    return await _people_page(request, session, notice=f"removed {name!r} ({samples} samples)")
+
+
+@action()
+async def export(request: Request, session: auth.Session, form: Form) -> Response:
+    from edge_app.gallery import Gallery
+
+    state = _state(request)
+
+    def work() -> str:
+        out = io.StringIO()
+        with Gallery.open(state.config.gallery.path) as gallery:
+            gallery.export(out)
+        return out.getvalue()
+
+    try:
+        text = await run_in_threadpool(work)
+    except UserError as error:
+        return await _people_page(request, session, error=str(error), status=422)
+    log.info("web export user=%s address=%s", session.user, client_address(request))
+    stamp = datetime.now().strftime("%Y%m%d-%H%M")
+    return Response(
+        text,
+        media_type="application/x-ndjson",
+        headers={"content-disposition": f'attachment; filename="edge-door-gallery-{stamp}.jsonl"'},
+    )
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _page_number(request: Request) -> int:
+    text = request.query_params.get("page", "1")
+    return int(text) if text.isdigit() and 0 < len(text) < 8 else 1
+
+
+@page
+async def events(request: Request, session: auth.Session) -> Response:
+    state = _state(request)
+    filters, problems = Filters.parse(dict(request.query_params))
+    number = _page_number(request)
+    result = await run_in_threadpool(state.history.page, filters, number)
+    names, types = await run_in_threadpool(state.history.choices)
+    query = filters.query()
+    context = {
+        "filters": filters,
+        "problems": problems,
+        "result": result,
+        "names": names,
+        "types": types,
+        "events": result.rows,
+        "snapshots": state.config.events.snapshots is not None,
+        "query": urlencode(query),
+        "prev_link": "/events?" + urlencode({**query, "page": result.number - 1}),
+        "next_link": "/events?" + urlencode({**query, "page": result.number + 1}),
+        "csv_link": "/events.csv" + (f"?{urlencode(query)}" if query else ""),
+        "history_missing": not state.history.available,
+    }
+    template = "_events_table.html" if request.query_params.get("fragment") else "events.html"
+    return render(request, session, template, context)
+
+
+@page
+async def events_csv(request: Request, session: auth.Session) -> Response:
+    state = _state(request)
+    filters, _ = Filters.parse(dict(request.query_params))
+    text = await run_in_threadpool(state.history.csv, filters)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M")
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="edge-door-events-{stamp}.csv"'},
+    )
+
+
+# --- remote unlock ---------------------------------------------------------------------------
+
+
+@page
+async def unlock_form(request: Request, session: auth.Session) -> Response:
+    if not _state(request).config.web.remote_unlock:
+        return _unlock_off(request, session)
+    return render(request, session, "unlock.html", {})
+
+
+def _unlock_off(request: Request, session: auth.Session) -> Response:
+    message = "Remote unlock is off; an admin can enable it with [web] remote_unlock = true."
+    return render(request, session, "error.html", {"message": message}, 404)
+
+
+@action()
+async def unlock_submit(request: Request, session: auth.Session, form: Form) -> Response:
+    from edge_app.control import ControlError
+
+    state = _state(request)
+    if not state.config.web.remote_unlock:
+        return _unlock_off(request, session)
+    address = client_address(request)
+    blocked = state.limiter.blocked(address)
+    if blocked:
+        return render(request, session, "unlock.html", {"error": blocked}, 429)
+    try:
+        ok = await run_in_threadpool(state.password.verify, form.get("password"))
+    except UserError as error:
+        return render(request, session, "unlock.html", {"error": str(error)}, 503)
+    if not ok:
+        state.limiter.failed(address)
+        log.warning("web unlock refused user=%s address=%s reason=password", session.user, address)
+        return render(request, session, "unlock.html", {"error": "Wrong password."}, 401)
+    state.limiter.succeeded(address)
+    reason = (form.get("reason").strip() or "remote unlock from the web page")[:200]
+    origin = f"web:{session.user}@{address}"
+    try:
+        reply = await run_in_threadpool(state.door.unlock, reason, origin)
+    except (ControlError, OSError, RuntimeError) as error:
+        log.warning("web unlock failed origin=%s error=%s", origin, error)
+        return render(request, session, "unlock.html", {"error": f"The door refused: {error}"}, 502)
+    log.info("web unlock origin=%s reason=%r", origin, reason)
+    return render(request, session, "unlock.html", {"done": reply})
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+def _health_checks(state: WebState) -> list[dict[str, str]]:
+    from edge_app.commands.doctor import Check, collect_checks
+
+    checks = collect_checks(state.config_path, state.config.models.dir)
+    status = state.door.status()
+    if status.reachable:
+        age = frame_age(status)
+        fresh = is_live(status)
+        detail = f"control socket answers; source {status.get('source') or '-'}, " + (
+            f"last frame {age:.1f} s ago" if age is not None else "no camera frame yet"
+        )
+        checks.append(
+            Check("door", "ok" if fresh else "warn", detail, "" if fresh else "check the camera")
+        )
+    else:
+        checks.append(
+            Check("door", "fail", status.error, "start the door: sudo systemctl start edge-app")
+        )
+    web = state.config.web
+    host, _ = split_listen(web.listen)
+    if state.tls:
+        checks.append(Check("web", "ok", f"serving {web.listen} over HTTPS"))
+    elif is_loopback(host):
+        checks.append(Check("web", "ok", f"serving {web.listen}, this machine only (plain HTTP)"))
+    else:
+        checks.append(
+            Check(
+                "web",
+                "warn",
+                f"serving {web.listen} to the network over plain HTTP",
+                "set web.tls_cert and web.tls_key (docs/WEB.md)",
+            )
+        )
+    return [asdict(check) for check in checks]
+
+
+@page
+async def health(request: Request, session: auth.Session) -> Response:
+    checks = await run_in_threadpool(_health_checks, _state(request))
+    failed = sum(1 for c in checks if c["status"] == "fail")
+    warned = sum(1 for c in checks if c["status"] == "warn")
+    return render(
+        request, session, "health.html", {"checks": checks, "failed": failed, "warned": warned}
+    )
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse("404 Not Found\n", status_code=404)
+
+
+async def user_error(request: Request, exc: Exception) -> Response:
+    """A problem the admin can fix (an unreadable database...): its message, not a traceback."""
+    log.error("web request failed path=%s error=%s", request.url.path, exc)
+    return render(request, _session(request), "error.html", {"message": str(exc)}, 503)
+
+
+# --- the application ---------------------------------------------------------------------------
+
+
+def _localtime(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(float(value)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def create_app(
+    config: Config,
+    *,
+    config_path: Path | None = None,
+    socket_path: Path | None = None,
+    tls: bool = False,
+) -> Starlette:
+    web = config.web
+    state = WebState(
+        config=config,
+        config_path=config_path,
+        door=WebDoor(socket_path),
+        tls=tls,
+        sessions=auth.SessionStore(web.session_idle_minutes * 60.0, web.session_max_hours * 3600.0),
+        limiter=auth.LoginLimiter(),
+        password=auth.PasswordCheck(web.password_file),
+        history=History(config.events.db),
+        engine=EngineHolder(config.models.dir, config.models.threads),
+    )
+    routes = [
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", login_submit, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/", dashboard, methods=["GET"]),
+        Route("/fragments/status", status_fragment, methods=["GET"]),
+        Route("/fragments/recent", recent_fragment, methods=["GET"]),
+        Route("/fragments/live", live_fragment, methods=["GET"]),
+        Route("/live.jpg", live_frame, methods=["GET"]),
+        Route("/snapshots/{event_id}", snapshot, methods=["GET"]),
+        Route("/people", people, methods=["GET"]),
+        Route("/people/enroll", enrol_new, methods=["POST"]),
+        Route("/people/add", enrol_add, methods=["POST"]),
+        Route("/people/enroll-camera", enrol_camera, methods=["POST"]),
+        Route("/people/rename", rename, methods=["POST"]),
+        Route("/people/remove", remove_confirm, methods=["GET"]),
+        Route("/people/remove", remove, methods=["POST"]),
+        Route("/people/export", export, methods=["POST"]),
+        Route("/events", events, methods=["GET"]),
+        Route("/events.csv", events_csv, methods=["GET"]),
+        Route("/unlock", unlock_form, methods=["GET"]),
+        Route("/unlock", unlock_submit, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: not_found, UserError: user_error})
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["localtime"] = _localtime
+    app.state.templates = templates
+    app.state.web = state
+    return app
+
+
+def wrap(app: Starlette) -> ASGIApp:
+    """The app with its security headers, as served."""
+    return SecurityHeaders(app)

@@ -1,0 +1,81 @@
+"""The page's only way to the door: the door's control socket (edge_app.control).
+
+Each call opens its own short connection with a timeout, so a stopped or hung door makes the
+page say so instead of hanging; the relay is reachable only through the socket's `unlock`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 2.0
+# The live view shows frames no older than this when the door does not say its own limit.
+LIVE_MAX_AGE_S = 10.0
+
+
+@dataclass(frozen=True)
+class DoorStatus:
+    reachable: bool
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+
+class WebDoor:
+    def __init__(self, socket_path: Path | None, timeout: float = TIMEOUT_S) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def _client(self) -> Any:
+        from edge_app.control import ControlClient
+
+        if self.socket_path is None:
+            raise RuntimeError("no control socket configured")
+        return ControlClient(self.socket_path, timeout=self.timeout)
+
+    def status(self) -> DoorStatus:
+        from edge_app.control import ControlError
+
+        try:
+            return DoorStatus(True, dict(self._client().status()))
+        except (ControlError, OSError, RuntimeError) as error:
+            return DoorStatus(False, error=str(error) or type(error).__name__)
+
+    def frame(self) -> bytes | None:
+        """The door's latest frame as JPEG, or None when it has none (idle or unreachable)."""
+        from edge_app.control import ControlError
+
+        try:
+            return self._client().frame()
+        except (ControlError, OSError, RuntimeError) as error:
+            log.debug("live frame unavailable error=%r", error)
+            return None
+
+    def unlock(self, reason: str, origin: str) -> dict[str, Any]:
+        """Raises edge_app.control.ControlError when the door refuses or is unreachable."""
+        return dict(self._client().unlock(reason, origin))
+
+
+def frame_age(status: DoorStatus) -> float | None:
+    """Seconds since the door's last camera frame, when the status says."""
+    age = status.get("last_frame_age")
+    if not isinstance(age, (int, float)) or isinstance(age, bool):
+        return None
+    return float(age)
+
+
+def is_live(status: DoorStatus) -> bool:
+    """The door runs and its camera delivers: frames younger than its own staleness limit
+    (hub.stale_seconds), so the socket's `frame` request has something to show."""
+    age = frame_age(status)
+    limit = status.get("stale_seconds", LIVE_MAX_AGE_S)
+    if not isinstance(limit, (int, float)):
+        limit = LIVE_MAX_AGE_S
+    return status.reachable and bool(status.get("running")) and age is not None and age <= limit

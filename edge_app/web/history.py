@@ -1,0 +1,243 @@
+"""The event history as the web page shows it: filtered, paginated, CSV, snapshots.
+
+Read straight from the door's events database (edge_app.events writes it); this module only
+reads (`PRAGMA query_only`), so a bug here cannot alter the audit log.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+import stat
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from edge_app.errors import UserError
+from edge_app.events import TYPES
+
+PAGE_SIZE = 50
+CSV_MAX_ROWS = 100_000
+SNAPSHOT_MAX_BYTES = 5 * 1024 * 1024
+UNKNOWN_PERSON = "(unknown)"
+# A spreadsheet runs a cell starting with these as a formula (CSV injection): a visitor's
+# name is typed by whoever enrols them, so text cells get a leading apostrophe.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    time: float
+    type: str
+    name: str | None
+    score: float | None
+    track: int | None
+    reason: str | None
+    snapshot: str | None
+
+    @property
+    def local_time(self) -> str:
+        return datetime.fromtimestamp(self.time).strftime("%Y-%m-%d %H:%M:%S")
+
+    @property
+    def utc_time(self) -> str:
+        return datetime.fromtimestamp(self.time, timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Filters:
+    person: str = ""
+    type: str = ""
+    start: date | None = None
+    end: date | None = None  # inclusive
+
+    @classmethod
+    def parse(cls, query: dict[str, str]) -> tuple[Filters, list[str]]:
+        """Filters from query parameters; unparseable dates are dropped with a message."""
+        problems: list[str] = []
+
+        def day(key: str) -> date | None:
+            text = query.get(key, "").strip()
+            if not text:
+                return None
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                problems.append(f"{key}: {text!r} is not a date (YYYY-MM-DD); ignored")
+                return None
+
+        return (
+            cls(
+                person=query.get("person", "").strip()[:200],
+                type=query.get("type", "").strip()[:40],
+                start=day("from"),
+                end=day("to"),
+            ),
+            problems,
+        )
+
+    def where(self) -> tuple[str, list[object]]:
+        clauses: list[str] = []
+        values: list[object] = []
+        if self.person == UNKNOWN_PERSON:
+            clauses.append("name IS NULL")
+        elif self.person:
+            clauses.append("name = ?")
+            values.append(self.person)
+        if self.type:
+            clauses.append("type = ?")
+            values.append(self.type)
+        if self.start is not None:
+            clauses.append("time >= ?")
+            values.append(_local_midnight(self.start))
+        if self.end is not None:
+            clauses.append("time < ?")
+            values.append(_local_midnight(self.end + timedelta(days=1)))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+
+    def query(self) -> dict[str, str]:
+        """The filters as query parameters (for pagination links and the CSV link)."""
+        items = {
+            "person": self.person,
+            "type": self.type,
+            "from": self.start.isoformat() if self.start else "",
+            "to": self.end.isoformat() if self.end else "",
+        }
+        return {k: v for k, v in items.items() if v}
+
+
+def _local_midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day).timestamp()
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[EventRow]
+    total: int
+    number: int
+    pages: int
+
+
+class HistoryError(UserError):
+    """The events database cannot be read; the message names it and the likely fix."""
+
+
+class History:
+    """Read-only view of one events database (which may not exist yet)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = None if path is None else Path(path)
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None and self.path.is_file()
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        assert self.path is not None
+        try:
+            with closing(sqlite3.connect(self.path, timeout=5.0)) as db:
+                db.execute("PRAGMA query_only = ON")
+                yield db
+        except sqlite3.Error as error:
+            raise HistoryError(
+                f"events.db: cannot read {self.path} ({error}); the hub needs read and write "
+                "access to its folder (SQLite's WAL index lives next to it)"
+            ) from None
+
+    def page(self, filters: Filters, number: int = 1, size: int = PAGE_SIZE) -> Page:
+        if not self.available:
+            return Page([], 0, 1, 1)
+        where, values = filters.where()
+        with self._connect() as db:
+            total = int(db.execute(f"SELECT count(*) FROM events{where}", values).fetchone()[0])
+            pages = max(1, -(-total // size))
+            number = min(max(1, number), pages)
+            rows = db.execute(
+                "SELECT id, time, type, name, score, track, reason, snapshot FROM events"
+                f"{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                [*values, size, (number - 1) * size],
+            ).fetchall()
+        return Page([EventRow(*row) for row in rows], total, number, pages)
+
+    def latest(self, count: int) -> list[EventRow]:
+        return self.page(Filters(), 1, count).rows
+
+    def choices(self) -> tuple[list[str], list[str]]:
+        """(names seen in events, event types seen or known) for the filter menus."""
+        if not self.available:
+            return [], list(TYPES)
+        with self._connect() as db:
+            names = [r[0] for r in db.execute("SELECT DISTINCT name FROM events ORDER BY name")]
+            types = {r[0] for r in db.execute("SELECT DISTINCT type FROM events")}
+        people = [n for n in names if n is not None]
+        if None in names:
+            people.append(UNKNOWN_PERSON)
+        return people, sorted(types | set(TYPES))
+
+    def snapshot_of(self, event_id: int) -> str | None:
+        if not self.available:
+            return None
+        with self._connect() as db:
+            row = db.execute("SELECT snapshot FROM events WHERE id = ?", (event_id,)).fetchone()
+        return row[0] if row else None
+
+    def csv(self, filters: Filters) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["id", "time_utc", "type", "name", "score", "track", "reason"])
+        if self.available:
+            where, values = filters.where()
+            with self._connect() as db:
+                rows = db.execute(
+                    "SELECT id, time, type, name, score, track, reason, snapshot FROM events"
+                    f"{where} ORDER BY id LIMIT ?",
+                    [*values, CSV_MAX_ROWS],
+                )
+                for row in rows:
+                    event = EventRow(*row)
+                    writer.writerow(
+                        [
+                            event.id,
+                            event.utc_time,
+                            safe_cell(event.type),
+                            safe_cell(event.name or ""),
+                            "" if event.score is None else f"{event.score:.4f}",
+                            "" if event.track is None else event.track,
+                            safe_cell(event.reason or ""),
+                        ]
+                    )
+        return out.getvalue()
+
+
+def safe_cell(text: str) -> str:
+    """Text a spreadsheet shows as text, never evaluates (see _FORMULA_STARTS)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def read_snapshot(folder: Path | None, stored: str | None) -> bytes | None:
+    """The JPEG at `stored` only if it is a regular file directly inside `folder`.
+
+    The path comes from the events database; checking it keeps a tampered or stale row from
+    turning the page into a file reader (no symlinks, no `..`, no other folder).
+    """
+    if folder is None or not stored:
+        return None
+    base = Path(folder).resolve()
+    candidate = Path(stored)
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    if candidate.suffix.lower() != ".jpg" or candidate.parent.resolve() != base:
+        return None
+    path = base / candidate.name
+    try:
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > SNAPSHOT_MAX_BYTES:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None

@@ -1,0 +1,292 @@
+"""Enrolment from uploaded photos, through the very code the CLI uses (edge_app.enroll).
+
+The uploads are in memory (edge_app.web.forms). edge_app.enroll reads photos from files, so
+each upload is written to a private folder (0700, files 0600) created next to the gallery,
+enrolled from there, and the folder is removed whatever happens: no photo lands anywhere
+else, and the gates, the all-or-nothing rule and the messages are exactly the CLI's.
+
+The FaceNet and MTCNN interpreters are opened on the CPU at the first enrolment (on a Pi the
+Edge TPU belongs to the door process) and released after ENGINE_IDLE_S without one, so the
+hub stays small between enrolments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_app.errors import UserError
+from edge_app.images import IMAGE_SUFFIXES
+from edge_app.web.forms import Upload
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge_app.web.door import WebDoor
+
+log = logging.getLogger(__name__)
+
+ENGINE_IDLE_S = 600.0
+MAX_FILENAME = 120
+# Enrolment from the door's camera: as many samples as the CLI takes, within a time an HTTP
+# request can wait; the door's latest frame is asked for this often.
+CAMERA_TIMEOUT_S = 30.0
+CAMERA_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class PhotoOutcome:
+    filename: str
+    accepted: bool
+    message: str = ""
+
+
+@dataclass
+class EnrolmentReport:
+    """What the page shows after an enrolment attempt."""
+
+    name: str
+    ok: bool
+    summary: str
+    photos: list[PhotoOutcome] = field(default_factory=list)
+    add: bool = False
+
+
+class EngineHolder:
+    """One CPU engine, opened on demand and dropped when unused for `idle_s`."""
+
+    def __init__(
+        self, models_dir: Path | None, threads: int | None, idle_s: float = ENGINE_IDLE_S
+    ) -> None:
+        self.models_dir = models_dir
+        self.threads = threads
+        self.idle_s = idle_s
+        self._engine: Any = None
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def use(self, work: Callable[[Any], Any]) -> Any:
+        """Run work(engine) holding the engine (one user at a time)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._engine is None:
+                from edge_app.engine import Engine
+
+                log.info("web enrolment: loading the models on the CPU")
+                self._engine = Engine.open(self.models_dir, backend="cpu", threads=self.threads)
+            try:
+                return work(self._engine)
+            finally:
+                self._timer = threading.Timer(self.idle_s, self.release)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                log.info("web enrolment: models released after %.0f s unused", self.idle_s)
+            self._engine = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+
+def display_name(filename: str, index: int) -> str:
+    """The upload's own name, for messages (never used as a path)."""
+    name = Path(filename.replace("\\", "/")).name.strip()
+    cleaned = "".join(c if c.isprintable() else "?" for c in name)[:MAX_FILENAME]
+    return cleaned or f"photo {index + 1}"
+
+
+def _suffix(filename: str) -> str:
+    suffix = Path(filename).suffix.lower()
+    return suffix if suffix in IMAGE_SUFFIXES else ".img"
+
+
+def enroll_uploads(
+    gallery: Path, holder: EngineHolder, name: str, uploads: Sequence[Upload], *, add: bool
+) -> EnrolmentReport:
+    """Enrol (or add photos to) `name` from uploads; every outcome is in the report."""
+    from edge_app import enroll
+
+    if not uploads:
+        return EnrolmentReport(name, False, "choose at least one photo", add=add)
+    shown = [display_name(upload.filename, i) for i, upload in enumerate(uploads)]
+    try:
+        # The name rules first (empty, too long, already enrolled...): no models needed.
+        enroll.existing_samples(gallery, name, add)
+    except UserError as error:
+        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+    gallery = Path(gallery)
+    try:
+        gallery.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=".web-upload-", dir=gallery.parent))
+    except OSError as error:
+        return EnrolmentReport(name, False, _no_room(gallery, error), add=add)
+    try:
+        sources: dict[str, str] = {}
+        paths: list[Path] = []
+        for index, upload in enumerate(uploads):
+            path = folder / f"{index:03d}{_suffix(upload.filename)}"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(upload.data)
+            except OSError as error:
+                return EnrolmentReport(name, False, _no_room(gallery, error), add=add)
+            sources[str(path)] = shown[index]
+            paths.append(path)
+
+        def run(engine: Any) -> Any:
+            return enroll.enroll_photos(gallery, engine, name, paths, add=add)
+
+        try:
+            result = holder.use(run)
+        except enroll.EnrollError as error:
+            refused = {p.source: _unfold(p.message, sources) for p in error.problems}
+            photos = [
+                PhotoOutcome(
+                    sources[str(path)],
+                    str(path) not in refused,
+                    refused.get(str(path), "good, but not enrolled: the others must pass too"),
+                )
+                for path in paths
+            ]
+            return EnrolmentReport(
+                name,
+                False,
+                f"nothing enrolled for {name!r}: fix or leave out the refused photos and try "
+                "again (the gallery is unchanged)",
+                photos,
+                add,
+            )
+        except UserError as error:
+            return EnrolmentReport(name, False, _web_wording(_unfold(str(error), sources)), add=add)
+        skipped = {p.source: _unfold(p.message, sources) for p in result.skipped}
+        photos = [
+            PhotoOutcome(
+                sources[str(path)],
+                True,
+                f"skipped: {skipped[str(path)]}" if str(path) in skipped else "enrolled",
+            )
+            for path in paths
+        ]
+        verb = "added to" if add else "enrolled"
+        summary = (
+            f"{verb} {name!r}: {len(result.added)} new sample(s), {result.samples} in total"
+            if result.added
+            else f"nothing new for {name!r}; {result.samples} sample(s) as before"
+        )
+        log.info("web enrolment name=%r added=%d add=%s", name, len(result.added), add)
+        return EnrolmentReport(result.name, True, summary, photos, add)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def door_frames(door: WebDoor, deadline: float) -> Iterator[np.ndarray]:
+    """The door's new frames (RGB) until the deadline; ends early when the door has none."""
+    from edge_app.images import ImageError, decode_image
+
+    last = ""
+    while time.monotonic() < deadline:
+        jpeg = door.frame()
+        if jpeg is None:
+            return
+        digest = hashlib.sha256(jpeg).hexdigest()
+        if digest != last:
+            last = digest
+            try:
+                yield decode_image(jpeg, "the door's frame")
+            except ImageError as error:
+                log.warning("web camera enrolment: bad frame from the door: %s", error)
+        time.sleep(CAMERA_POLL_S)
+
+
+def enroll_from_door(
+    gallery: Path,
+    holder: EngineHolder,
+    name: str,
+    door: WebDoor,
+    *,
+    add: bool,
+    timeout: float = CAMERA_TIMEOUT_S,
+) -> EnrolmentReport:
+    """Enrol `name` from the door camera's frames, through edge_app.enroll.enroll_camera."""
+    from edge_app import enroll
+
+    try:
+        enroll.existing_samples(gallery, name, add)
+    except UserError as error:
+        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+    if door.frame() is None:
+        return EnrolmentReport(
+            name,
+            False,
+            "the door has no fresh camera frame (is it running, with its camera working?)",
+            add=add,
+        )
+
+    def run(engine: Any) -> Any:
+        deadline = time.monotonic() + timeout
+        return enroll.enroll_camera(
+            gallery,
+            engine,
+            name,
+            door_frames(door, deadline),
+            count=enroll.CAMERA_SAMPLES,
+            timeout=timeout,
+            add=add,
+            progress=False,
+        )
+
+    try:
+        result = holder.use(run)
+    except enroll.EnrollError as error:
+        problems = [PhotoOutcome(p.source, False, p.message) for p in error.problems]
+        head = str(error).splitlines()[0]
+        hint = "; stand in front of the door, facing it, and turn your head a little"
+        return EnrolmentReport(name, False, head + hint, problems, add)
+    except UserError as error:
+        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+    verb = "added to" if add else "enrolled"
+    summary = (
+        f"{verb} {name!r} from the door camera: {len(result.added)} new sample(s), "
+        f"{result.samples} in total"
+    )
+    log.info("web camera enrolment name=%r added=%d add=%s", name, len(result.added), add)
+    return EnrolmentReport(result.name, True, summary, [], add)
+
+
+def _no_room(gallery: Path, error: OSError) -> str:
+    return (
+        f"cannot write next to the gallery in {gallery.parent} ({error.strerror or error}): "
+        "the hub needs write access there to enrol (docs/WEB.md)"
+    )
+
+
+def _unfold(message: str, sources: dict[str, str]) -> str:
+    """Messages name the private temporary files: show the uploaded names instead."""
+    for path, shown in sources.items():
+        message = message.replace(path, shown)
+    return message
+
+
+def _web_wording(message: str) -> str:
+    """The CLI's advice names its flags; on the page the same choice is a form."""
+    return message.replace(
+        "; use --add to add photos to them", "; add photos to them below"
+    ).replace("; drop --add to enrol them", "; enrol them with the form above")

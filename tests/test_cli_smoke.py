@@ -1,0 +1,503 @@
+"""Every subcommand of `edge-app` and `edge-convert`, run as a user runs it: a new process.
+
+Each gets `--help` and one real call (a real run on temporary files where that is quick, a
+bad input that must be refused cleanly where a real run needs ../shared data or minutes).
+Every call is checked for its exit code and for a clean stderr: no traceback, and no
+"Exception ignored" from a destructor. Needs only the repository (models/tflite and
+tests/data), not ../shared.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from converter.cli import build_parser as convert_parser
+from edge_app.cli import build_parser as app_parser
+from edge_app.paths import REPO_ROOT
+
+LFW_SAMPLE = Path(__file__).resolve().parent / "data" / "lfw_sample"
+JOE = sorted((LFW_SAMPLE / "Joe_Nichols").glob("*.jpg"))
+EDGE_APP = "edge_app.cli"
+EDGE_CONVERT = "converter.cli"
+TIMEOUT = 180
+
+# `python -c` stand-in for `edge-app` whose default config file is argv[1], to try a broken
+# /etc/edge-app/config.toml without touching /etc (paths.DEFAULT_CONFIG is read at call time).
+WITH_DEFAULT_CONFIG = (
+    "import sys; from pathlib import Path; import edge_app.paths as paths; "
+    "paths.DEFAULT_CONFIG = Path(sys.argv.pop(1)); "
+    "from edge_app.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+BAD_CONFIG = """\
+[gpio]
+pulse_seconds = "three"
+colour = "red"
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _python(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`python ARGV...` in cwd; the result, once its stderr is known to be clean."""
+    done = subprocess.run(
+        [sys.executable, *argv],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
+    return done
+
+
+def run(cwd: Path, *argv: str, module: str = EDGE_APP) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE ARGV...`: `edge-app` (or, with module=EDGE_CONVERT, `edge-convert`)."""
+    return _python(cwd, "-m", module, *argv)
+
+
+def run_with_default_config(
+    cwd: Path, config: Path, *argv: str
+) -> subprocess.CompletedProcess[str]:
+    """`edge-app ARGV...` on a machine whose default config file is `config`."""
+    return _python(cwd, "-c", WITH_DEFAULT_CONFIG, str(config), *argv)
+
+
+def _subcommands(parser: object) -> list[list[str]]:
+    """Every leaf command of a parser as the words that name it, e.g. ["eval", "lfw"]."""
+    import argparse
+
+    found: list[list[str]] = []
+
+    def walk(node: argparse.ArgumentParser, words: list[str]) -> None:
+        subs = [a for a in node._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            found.append(words)
+            return
+        for name, child in subs[0].choices.items():
+            walk(child, [*words, name])
+
+    assert isinstance(parser, argparse.ArgumentParser)
+    walk(parser, [])
+    return found
+
+
+# `hub` is both a command (the hub process) and the parent of `hub passwd` / `unlock-code`.
+APP_COMMANDS = [["hub"], *_subcommands(app_parser())]
+CONVERT_COMMANDS = _subcommands(convert_parser())
+# The real-call tests below, by command; a new subcommand without one fails the next test.
+APP_TESTED = {
+    "run", "demo", "enroll", "list", "remove", "rename", "export", "import", "identify",
+    "eval lfw", "eval liveness", "doctor", "hub", "hub passwd", "hub unlock-code",
+}  # fmt: skip
+CONVERT_TESTED = {"build", "lint", "validate"}
+
+
+def test_every_subcommand_has_a_real_call_here() -> None:
+    assert {" ".join(words) for words in APP_COMMANDS} == APP_TESTED
+    assert {" ".join(words) for words in CONVERT_COMMANDS} == CONVERT_TESTED
+
+
+@pytest.mark.parametrize(
+    ("module", "words"),
+    [(EDGE_APP, w) for w in [[], *APP_COMMANDS]]
+    + [(EDGE_CONVERT, w) for w in [[], *CONVERT_COMMANDS]],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v.split(".")[0],
+)
+def test_help(tmp_path: Path, module: str, words: list[str]) -> None:
+    done = run(tmp_path, *words, "--help", module=module)
+
+    assert done.returncode == 0, done.stderr
+    prog = "edge-app" if module == EDGE_APP else "edge-convert"
+    assert done.stdout.startswith(f"usage: {' '.join([prog, *words])} ")
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("module", "prog"), [(EDGE_APP, "edge-app"), (EDGE_CONVERT, "edge-convert")]
+)
+def test_version_through_python_m(tmp_path: Path, module: str, prog: str) -> None:
+    done = run(tmp_path, "--version", module=module)
+
+    assert done.returncode == 0
+    assert done.stdout.startswith(f"{prog} ")
+
+
+def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
+    done = run(tmp_path)
+
+    assert done.returncode == 2
+    assert "the following arguments are required: COMMAND" in done.stderr
+
+
+# ---- edge-app: the gallery commands on a real gallery ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A gallery with Joe enrolled from one photo by `edge-app enroll`, and that call."""
+    folder = tmp_path_factory.mktemp("gallery")
+    db = folder / "gallery.db"
+    done = run(folder, "enroll", "Joe", str(JOE[0]), "--db", str(db), "--backend", "cpu")
+    return db, done
+
+
+def _copy(db: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "gallery.db"
+    shutil.copyfile(db, copy)
+    copy.chmod(0o600)
+    return copy
+
+
+def test_enroll(enrolled: tuple[Path, subprocess.CompletedProcess]) -> None:
+    db, done = enrolled
+
+    assert done.returncode == 0, done.stderr
+    assert "enrolled 'Joe': 1 new sample(s)" in done.stdout
+    assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_list(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    done = run(tmp_path, "list", "--json", "--db", str(enrolled[0]))
+
+    assert done.returncode == 0, done.stderr
+    people = json.loads(done.stdout)
+    assert [(p["name"], p["samples"]) for p in people] == [("Joe", 1)]
+
+
+def test_rename(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    db = _copy(enrolled[0], tmp_path)
+
+    done = run(tmp_path, "rename", "Joe", "Joseph", "--db", str(db))
+
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(run(tmp_path, "list", "--json", "--db", str(db)).stdout)
+    assert [p["name"] for p in listed] == ["Joseph"]
+
+
+def test_remove(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    db = _copy(enrolled[0], tmp_path)
+
+    done = run(tmp_path, "remove", "Joe", "--db", str(db))
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(run(tmp_path, "list", "--json", "--db", str(db)).stdout) == []
+
+
+def test_export_then_import(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    exported = tmp_path / "joe.jsonl"
+    other = tmp_path / "other.db"
+
+    done = run(tmp_path, "export", str(exported), "--db", str(enrolled[0]))
+    assert done.returncode == 0, done.stderr
+    done = run(tmp_path, "import", str(exported), "--db", str(other))
+    assert done.returncode == 0, done.stderr
+
+    assert exported.stat().st_mode & 0o777 == 0o600
+    listed = json.loads(run(tmp_path, "list", "--json", "--db", str(other)).stdout)
+    assert [(p["name"], p["samples"]) for p in listed] == [("Joe", 1)]
+
+
+def test_identify(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    done = run(
+        tmp_path, "identify", str(JOE[1]), "--json", "--db", str(enrolled[0]), "--backend", "cpu"
+    )
+
+    assert done.returncode == 0, done.stderr
+    [entry] = json.loads(done.stdout)
+    assert [face["name"] for face in entry["faces"]] == ["Joe"]
+
+
+def test_run_on_a_folder_of_frames_unlocks_for_the_enrolled_person(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for photo in JOE:
+        shutil.copy(photo, frames)
+    config = tmp_path / "door.toml"
+    config.write_text("")
+
+    done = run(
+        tmp_path,
+        "run",
+        "--config", str(config),
+        "--source", str(frames),
+        "--db", str(enrolled[0]),
+        "--gpio", "mock",
+        "--events", "-",
+        "--events-db", "",
+        "--backend", "cpu",
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["type"], e["name"]) for e in events if e["type"] == "unlock"] == [("unlock", "Joe")]
+    assert events[-1]["type"] == "relock"
+
+
+def test_run_with_a_missing_config_file_is_refused(tmp_path: Path) -> None:
+    done = run(tmp_path, "run", "--config", str(tmp_path / "door.toml"))
+
+    assert done.returncode == 2
+    assert f"{tmp_path / 'door.toml'}: config file not found" in done.stderr
+
+
+def test_demo_without_its_clip_is_refused(tmp_path: Path) -> None:
+    done = run(tmp_path, "demo", "--clip", str(tmp_path / "door.mp4"))
+
+    assert done.returncode == 2
+    assert "no such video" in done.stderr
+
+
+@pytest.mark.slow
+def test_demo(tmp_path: Path) -> None:
+    done = run(tmp_path, "demo")
+
+    assert done.returncode == 0, done.stderr
+    assert "relay pin GPIO17 history" in done.stdout
+    assert '"type": "unlock"' in done.stdout
+
+
+def test_eval_lfw_on_the_sample(tmp_path: Path) -> None:
+    out = tmp_path / "lfw.json"
+
+    done = run(
+        tmp_path,
+        "eval", "lfw",
+        "--pairs", str(LFW_SAMPLE / "pairs.txt"),
+        "--images", str(LFW_SAMPLE),
+        "--backend", "cpu",
+        "--json", str(out),
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "accuracy" in done.stdout
+    assert out.is_file()
+
+
+def test_eval_liveness_without_its_data_is_refused(tmp_path: Path) -> None:
+    done = run(tmp_path, "eval", "liveness", "--data", str(tmp_path / "nuaa"))
+
+    assert done.returncode == 2
+    assert "not a folder" in done.stderr
+
+
+# ---- the hub and its secrets -------------------------------------------------------------------
+
+HUB_CONFIG = """\
+[hub]
+socket = "{dir}/door.sock"
+[web]
+enabled = true
+listen = "0.0.0.0:8080"
+password_file = "{dir}/web-password"
+[mqtt]
+unlock_code_file = "{dir}/unlock-code"
+"""
+
+
+def _hub_config(tmp_path: Path) -> Path:
+    config = tmp_path / "door.toml"
+    config.write_text(HUB_CONFIG.format(dir=tmp_path))
+    return config
+
+
+def test_hub_refuses_to_serve_the_lan_before_a_password_exists(tmp_path: Path) -> None:
+    done = run(tmp_path, "hub", "--config", str(_hub_config(tmp_path)))
+
+    assert done.returncode == 2
+    assert "no admin password is set" in done.stderr
+    assert not (tmp_path / "web-password").exists()
+
+
+def _with_stdin(tmp_path: Path, text: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", EDGE_APP, *argv],
+        cwd=tmp_path,
+        env=_env(),
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+@pytest.mark.parametrize(
+    ("words", "secret", "file"),
+    [
+        (["hub", "passwd"], "correct horse battery staple\n", "web-password"),
+        (["hub", "unlock-code"], "482913\n", "unlock-code"),
+    ],
+)
+def test_hub_secrets_are_stored_hashed_and_private(
+    tmp_path: Path, words: list[str], secret: str, file: str
+) -> None:
+    config = _hub_config(tmp_path)
+
+    done = _with_stdin(tmp_path, secret, *words, "--stdin", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    stored = tmp_path / file
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert secret.strip() not in stored.read_text()
+    assert stored.read_text().startswith("scrypt$")
+
+
+# ---- doctor and a broken config -------------------------------------------------------------
+
+
+def test_doctor(tmp_path: Path) -> None:
+    done = run(tmp_path, "doctor", "--json")
+
+    assert done.returncode in (0, 1), done.stderr
+    areas = [check["area"] for check in json.loads(done.stdout)]
+    assert {"python", "runtime", "models", "config", "gallery"} <= set(areas)
+
+
+def test_doctor_reports_every_problem_of_a_bad_config_and_carries_on(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(BAD_CONFIG)
+
+    done = run(tmp_path, "doctor", "--config", str(config))
+
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("FAIL  config") and "2 problem(s)" in line for line in lines)
+    assert "gpio.pulse_seconds: expected a number" in done.stdout
+    assert "gpio.colour: unknown key" in done.stdout
+    for area in ("runtime", "models", "camera", "gpio", "gallery"):
+        assert any(line[6:].startswith(area) for line in lines), area
+
+
+def test_doctor_reports_a_gallery_that_is_not_one(tmp_path: Path) -> None:
+    junk = tmp_path / "gallery.db"
+    junk.write_text("not a database")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[gallery]\npath = "{junk}"\n')
+
+    done = run(tmp_path, "doctor", "--json", "--config", str(config))
+
+    assert done.returncode == 1
+    checks = {check["area"]: check for check in json.loads(done.stdout)}
+    assert checks["config"]["status"] == "ok"
+    assert checks["gallery"]["status"] == "fail"
+    assert f"{junk} is not an SQLite database" in checks["gallery"]["detail"]
+    assert junk.read_text() == "not a database"
+
+
+def test_a_bad_default_config_leaves_help_and_doctor_working(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(BAD_CONFIG)
+
+    helped = run_with_default_config(tmp_path, config, "--help")
+    enroll_help = run_with_default_config(tmp_path, config, "enroll", "--help")
+    doctor = run_with_default_config(tmp_path, config, "doctor", "--json")
+
+    assert helped.returncode == 0
+    assert enroll_help.returncode == 0
+    # argparse wraps help lines at hyphens too: compare without any whitespace
+    assert f"gallery.pathin{config}" in "".join(enroll_help.stdout.split())
+    assert doctor.returncode == 1
+    checks = {check["area"]: check for check in json.loads(doctor.stdout)}
+    assert checks["config"]["status"] == "fail"
+    assert str(config) in checks["config"]["detail"]
+    assert "gpio.colour" in checks["config"]["detail"]
+    assert checks["gallery"]["status"] == "warn"
+
+
+def test_a_bad_default_config_is_one_error_line_for_a_gallery_command(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("this is not = = toml\n")
+
+    done = run_with_default_config(tmp_path, config, "list")
+
+    assert done.returncode == 2
+    assert f"{config}: not valid TOML" in done.stderr
+
+
+# ---- edge-convert ---------------------------------------------------------------------------
+
+
+def test_lint(tmp_path: Path) -> None:
+    """A committed model passes; a file that is not a model and a missing one are named."""
+    pytest.importorskip("tensorflow")
+    model = REPO_ROOT / "models" / "tflite" / "pnet_0.tflite"
+    if not model.is_file():
+        pytest.skip(f"{model} is not built")
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_text("not a model")
+    missing = tmp_path / "missing.tflite"
+
+    done = run(tmp_path, "lint", str(model), str(bogus), str(missing), module=EDGE_CONVERT)
+
+    assert done.returncode == 2
+    assert done.stdout == "1 model(s): no Edge TPU violations\n"
+    assert f"{bogus}: not a TFLite model" in done.stderr
+    assert f"{missing}: cannot read the model" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (
+            ["build", "--calib", "{tmp}", "--lfw", "{tmp}", "--out", "{tmp}/models"],
+            "no pairsDevTrain.txt there",
+        ),
+        (
+            ["validate", "--models", "{tmp}/none", "--data", "{tmp}", "--json", "{tmp}/q.json",
+             "--report", "{tmp}/q.md"],
+            "no manifest.json in",
+        ),
+    ],
+    ids=["build", "validate"],
+)  # fmt: skip
+def test_missing_inputs_are_refused_and_nothing_is_written(
+    tmp_path: Path, words: list[str], message: str
+) -> None:
+    pytest.importorskip("tensorflow")
+
+    done = run(tmp_path, *(w.format(tmp=tmp_path) for w in words), module=EDGE_CONVERT)
+
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_on_a_pi_without_picamera2_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pi always has /dev/video* (its ISP), so those nodes must not pass for a camera."""
+    from edge_app.commands import doctor
+
+    if importlib.util.find_spec("picamera2") is not None:
+        pytest.skip("picamera2 is importable here")
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\x00")
+    monkeypatch.setattr(doctor, "DEVICE_MODEL", model)
+    monkeypatch.setattr(doctor.glob, "glob", lambda pattern: [pattern.replace("*", "19")])
+
+    camera = next(c for c in doctor._device_checks() if c.area == "camera")
+
+    assert camera.status == "warn"
+    assert "on a Raspberry Pi 5 Model B Rev 1.0" in camera.detail
+    assert "--system-site-packages" in camera.fix

@@ -1,0 +1,313 @@
+"""Unlock by code (Home Assistant's lock card): the scrypt hash file, the command checks in
+their order (shape, window, lock-out, replay, code), the discovery entity, and
+`edge-app hub unlock-code`. Against a real broker: tests/test_mqtt.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_app.config import MqttConfig, parse_config
+from edge_app.hub.code import (
+    CODE_FORMAT,
+    FAILURE_WINDOW,
+    LOCKOUT,
+    MAX_WRONG,
+    SCRYPT_DKLEN,
+    CodeFileError,
+    CodeHash,
+    CodeVerifier,
+    read_code_file,
+    write_code_file,
+)
+from edge_app.hub.discovery import LOCK_COMMAND_TEMPLATE, Topics, entities, retired
+from edge_app.hub.signing import UnlockRefused
+from edge_app.paths import REPO_ROOT
+
+CODE = "482913"
+NOW = 1_700_000_000.0
+
+
+def cheap_hash(code: str = CODE) -> CodeHash:
+    """A real scrypt hash at the lowest cost the parser accepts, so the tests stay fast."""
+    import hashlib
+
+    salt = b"s" * 16
+    digest = hashlib.scrypt(code.encode(), salt=salt, n=1024, r=8, p=1, dklen=SCRYPT_DKLEN)
+    return CodeHash(1024, 8, 1, salt, digest)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def command(action: str = "UNLOCK", code: str = CODE, ts: float = NOW, **extra) -> bytes:
+    return json.dumps({"action": action, "code": code, "timestamp": int(ts), **extra}).encode()
+
+
+def test_hash_round_trip_and_constant_time_match(tmp_path: Path) -> None:
+    stored = CodeHash.of(CODE)
+    assert stored.n == 2**15 and len(stored.salt) == 16 and len(stored.digest) == 32
+    assert stored.matches(CODE)
+    assert not stored.matches("482914") and not stored.matches("") and not stored.matches("x")
+    again = CodeHash.parse(stored.line())
+    assert again == stored
+    # Salted: the same code hashes differently each time.
+    assert CodeHash.of(CODE).digest != stored.digest
+    assert CODE not in stored.line()
+
+
+def test_code_file_is_written_0600_atomically_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "unlock.code"
+    write_code_file(path, CODE)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert read_code_file(path).matches(CODE)
+    assert [p.name for p in tmp_path.iterdir()] == ["unlock.code"]  # no temp file left
+    with pytest.raises(Exception, match="6 to 12 digits"):
+        write_code_file(path, "12ab56")
+    assert read_code_file(path).matches(CODE)  # a refused code changed nothing
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o644])
+def test_code_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "unlock.code"
+    write_code_file(path, CODE)
+    path.chmod(mode)
+    with pytest.raises(CodeFileError, match=rf"mode {mode:04o}\); run `chmod 600"):
+        read_code_file(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("482913", "does not hold an unlock code hash"),
+        ("", "does not hold an unlock code hash"),
+        ("bcrypt$1024$8$1$c3Nzc3Nzc3Nzc3Nzc3Nzcw$" + "A" * 43, "does not hold"),
+        ("scrypt$1024$8$1$c3Nzc3Nzc3Nzc3Nzc3Nzcw$AAAA", "does not hold"),  # short digest
+        ("scrypt$1000$8$1$c3Nzc3Nzc3Nzc3Nzc3Nzcw$" + "A" * 43, "parameters N=1000"),
+        ("scrypt$1073741824$8$1$c3Nzc3Nzc3Nzc3Nzc3Nzcw$" + "A" * 43, "refused"),
+        ("scrypt$1024$99$1$c3Nzc3Nzc3Nzc3Nzc3Nzcw$" + "A" * 43, "r=99"),
+    ],
+)
+def test_code_file_that_is_not_our_hash_is_refused(tmp_path: Path, text: str, reason: str) -> None:
+    path = tmp_path / "unlock.code"
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+    with pytest.raises(CodeFileError, match=reason) as caught:
+        read_code_file(path)
+    assert "edge-app hub unlock-code" in str(caught.value)
+
+
+def test_missing_code_file_names_key_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(CodeFileError, match=r"mqtt.unlock_code_file: .* does not exist; make it"):
+        read_code_file(tmp_path / "absent")
+
+
+def test_right_code_fresh_timestamp_is_accepted_once() -> None:
+    clock = Clock()
+    check = CodeVerifier(cheap_hash(), 30.0, clock=clock)
+    assert check.verify(command()).action == "UNLOCK"
+    with pytest.raises(UnlockRefused, match="replayed command"):
+        check.verify(command())
+    # The next second is a new command; OPEN unlocks the same way.
+    assert check.verify(command("OPEN", ts=NOW + 1)).action == "OPEN"
+    # The cache forgets after twice the window (a command that old fails the window anyway).
+    clock.now += 61
+    with pytest.raises(UnlockRefused, match="outside the 30 s window"):
+        check.verify(command())
+    assert check.verify(command(ts=clock.now)).action == "UNLOCK"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (command(ts=NOW - 31), "outside the 30 s window"),
+        (command(ts=NOW + 31), "outside the 30 s window"),
+        (command(code="None"), "code must be 6 to 12 digits"),  # HA without a code
+        (command(code="12345"), "code must be 6 to 12 digits"),
+        (command(code="1234567890123"), "code must be 6 to 12 digits"),
+        (command(code="٤٨٢٩١٣"), "code must be 6 to 12 digits"),  # non-ASCII digits
+        (command(action="unlock"), "action must be one of UNLOCK, OPEN, LOCK"),
+        (command(extra=1), "exactly"),
+        (json.dumps({"action": "UNLOCK", "code": CODE}).encode(), "exactly"),
+        (json.dumps({"action": "UNLOCK", "code": CODE, "timestamp": NOW}).encode(), "integer"),
+        (json.dumps({"action": "UNLOCK", "code": CODE, "timestamp": True}).encode(), "integer"),
+        (json.dumps({"action": "UNLOCK", "code": 482913, "timestamp": 1}).encode(), "digits"),
+        (b"UNLOCK", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[]", "exactly"),
+        (b"{" + b" " * 2000 + b"}", "longer than 1024 bytes"),
+    ],
+)
+def test_refused_commands_do_not_count_as_wrong_codes(payload: bytes, reason: str) -> None:
+    check = CodeVerifier(cheap_hash(), 30.0, clock=Clock())
+    for _ in range(MAX_WRONG + 1):
+        with pytest.raises(UnlockRefused, match=reason):
+            check.verify(payload)
+    assert check.verify(command()).action == "UNLOCK"  # never locked out by these
+
+
+def test_lock_needs_no_code_and_opens_nothing() -> None:
+    check = CodeVerifier(cheap_hash(), 30.0, clock=Clock())
+    assert check.verify(command("LOCK", code="None", ts=0)).action == "LOCK"
+
+
+def test_wrong_codes_lock_remote_unlock_out(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    check = CodeVerifier(cheap_hash(), 30.0, clock=clock)
+    for number in range(1, MAX_WRONG + 1):
+        with pytest.raises(UnlockRefused, match=rf"wrong code \({number} of {MAX_WRONG}"):
+            check.verify(command(code=f"00000{number}", ts=clock.now))
+        clock.now += 1
+    assert f"locked out for {LOCKOUT:.0f} s after {MAX_WRONG} wrong codes" in caplog.text
+    # Now even the right code is refused, until the lock-out ends.
+    with pytest.raises(UnlockRefused, match="locked out after 5 wrong codes"):
+        check.verify(command(ts=clock.now))
+    clock.now += LOCKOUT
+    assert check.verify(command(ts=clock.now)).action == "UNLOCK"
+
+
+def test_wrong_codes_spread_over_more_than_a_minute_do_not_lock_out() -> None:
+    clock = Clock()
+    check = CodeVerifier(cheap_hash(), 30.0, clock=clock)
+    for number in range(3 * MAX_WRONG):
+        with pytest.raises(UnlockRefused, match="wrong code"):
+            check.verify(command(code=f"00000{number % 10}", ts=clock.now))
+        clock.now += FAILURE_WINDOW / (MAX_WRONG - 1) + 0.5
+    assert check.verify(command(ts=clock.now)).action == "UNLOCK"
+
+
+def test_discovery_lock_entity_only_with_a_code() -> None:
+    topics = Topics.of(parse_config({"mqtt": {"door_id": "front"}}).mqtt)
+    node = "edge_door_front"
+    without = entities(topics)
+    assert f"homeassistant/binary_sensor/{node}/strike/config" in without
+    assert not any("command_topic" in payload for payload in without.values())
+    assert retired(topics, False) == [f"homeassistant/lock/{node}/strike/config"]
+
+    with_lock = entities(topics, lock=True)
+    assert f"homeassistant/binary_sensor/{node}/strike/config" not in with_lock
+    assert retired(topics, True) == [f"homeassistant/binary_sensor/{node}/strike/config"]
+    lock = with_lock[f"homeassistant/lock/{node}/strike/config"]
+    assert lock["command_topic"] == "edge-door/front/lock/set"
+    assert lock["command_template"] == LOCK_COMMAND_TEMPLATE
+    assert lock["code_format"] == CODE_FORMAT == r"^\d{6,12}$"
+    assert (lock["payload_lock"], lock["payload_unlock"], lock["payload_open"]) == (
+        "LOCK",
+        "UNLOCK",
+        "OPEN",
+    )
+    assert lock["retain"] is False and lock["optimistic"] is False
+    assert lock["state_topic"] == topics.state
+    assert lock["availability_topic"] == topics.availability
+    assert lock["unique_id"] == f"{node}_strike"
+    # What Home Assistant renders from the template (value, code, now()) is a command the
+    # hub's parser accepts: render it the way Jinja would, with those three variables.
+    rendered = (
+        LOCK_COMMAND_TEMPLATE.replace("{{ value }}", "UNLOCK")
+        .replace("{{ code }}", CODE)
+        .replace("{{ now().timestamp() | int }}", str(int(NOW)))
+    )
+    assert CodeVerifier(cheap_hash(), 30.0, clock=Clock()).verify(rendered.encode()).action == (
+        "UNLOCK"
+    )
+
+
+def test_unlock_code_command_with_stdin(tmp_path: Path) -> None:
+    code_file = tmp_path / "unlock.code"
+    toml = tmp_path / "door.toml"
+    toml.write_text(f'[mqtt]\nremote_unlock = true\nunlock_code_file = "{code_file}"\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
+
+    def run(*args: str, stdin: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "edge_app.cli", "hub", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    done = run("unlock-code", "--stdin", "--config", str(toml), stdin=CODE + "\n")
+    assert done.returncode == 0, done.stderr
+    assert f"unlock code set in {code_file}" in done.stdout
+    assert (code_file.stat().st_mode & 0o777) == 0o600
+    assert read_code_file(code_file).matches(CODE)
+    before = code_file.read_text()
+    refused = run("--config", str(toml), "unlock-code", "--stdin", stdin="12ab\n")
+    assert refused.returncode == 2 and "6 to 12 digits" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert code_file.read_text() == before
+    unset = tmp_path / "unset.toml"
+    unset.write_text("[mqtt]\n")
+    missing = run("unlock-code", "--stdin", "--config", str(unset), stdin=CODE + "\n")
+    assert missing.returncode == 2 and "mqtt.unlock_code_file: not set" in missing.stderr
+
+
+def test_remote_unlock_accepts_a_code_file_instead_of_a_key() -> None:
+    config = parse_config({"mqtt": {"remote_unlock": True, "unlock_code_file": "/c"}})
+    assert config.mqtt.unlock_secret_file is None
+    assert str(config.mqtt.unlock_code_file) == "/c"
+
+
+def bridge_config(tmp_path: Path, **mqtt) -> MqttConfig:
+    return parse_config({"hub": {"socket": str(tmp_path / "door.sock")}, "mqtt": mqtt}).mqtt
+
+
+def test_hub_refuses_to_start_with_a_code_file_others_can_read(tmp_path: Path) -> None:
+    from edge_app.hub import DoorLink
+    from edge_app.hub.mqtt import MqttBridge
+
+    path = tmp_path / "unlock.code"
+    write_code_file(path, CODE)
+    path.chmod(0o644)
+    settings = bridge_config(
+        tmp_path, host="127.0.0.1", remote_unlock=True, unlock_code_file=str(path)
+    )
+    with pytest.raises(CodeFileError, match="mode 0644"):
+        MqttBridge(settings, DoorLink(tmp_path / "door.sock"))
+
+
+@pytest.mark.parametrize(
+    ("remote_unlock", "with_code", "lock", "says"),
+    [
+        (True, True, True, "lock entity on: unlock by code on edge-door/door/lock/set"),
+        (False, True, False, "remote_unlock is false (mqtt.unlock_code_file is ignored until"),
+        (False, False, False, "read-only sensor: mqtt.remote_unlock is false"),
+    ],
+)
+def test_the_log_says_whether_and_why_there_is_a_lock_entity(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    remote_unlock: bool,
+    with_code: bool,
+    lock: bool,
+    says: str,
+) -> None:
+    from edge_app.hub import DoorLink
+    from edge_app.hub.mqtt import MqttBridge
+
+    caplog.set_level("INFO", logger="edge_app")
+    path = tmp_path / "unlock.code"
+    write_code_file(path, CODE)
+    mqtt = {"host": "127.0.0.1", "remote_unlock": remote_unlock}
+    if with_code:
+        mqtt["unlock_code_file"] = str(path)
+    else:
+        mqtt["unlock_secret_file"] = str(path)  # not read: remote_unlock is off
+    bridge = MqttBridge(bridge_config(tmp_path, **mqtt), DoorLink(tmp_path / "door.sock"))
+    assert bridge.lock_entity is lock
+    bridge._explain_strike()
+    assert says in caplog.text
+    if lock:  # no tls_ca here: the code would cross the network in clear text
+        assert "the unlock code crosses the network in clear text" in caplog.text

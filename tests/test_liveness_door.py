@@ -1,0 +1,485 @@
+"""The liveness gate at the door: [liveness] off / log / require.
+
+Fast: the policy as pure logic (held unlock, one spoof per track, log mode, off), the rule's
+resolution against the models, and the real Daemon with a scripted engine (frames carry a
+code: 1 = the enrolled person live, 3 = a printed photo of them, 0 = nobody).
+Slow (needs ../shared/data and the liveness models): the real door on NUAA clips. The
+subject is enrolled from live frames of one session; a clip of them live from another
+session unlocks, and clips of their printed photo never unlock and log `spoof`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+from test_daemon_fast import (
+    ADA,
+    EMBEDDINGS,
+    NAME,
+    NOBODY,
+    PIN,
+    ScriptedEngine,
+    door,
+    jsonl,
+    states,
+    write_frames,
+)
+
+from edge_app.config import LivenessConfig, PolicyConfig, parse_config
+from edge_app.daemon import Daemon, FaceEngine
+from edge_app.engine import Engine
+from edge_app.errors import UserError
+from edge_app.events import read_events
+from edge_app.faces import Faces
+from edge_app.gallery import Gallery, NewSample
+from edge_app.liveness_rule import LiveRule
+from edge_app.policy import (
+    NOT_LIVE,
+    NOT_LIVE_LOGGED,
+    RECOGNIZED,
+    SPOOF,
+    UNLOCK,
+    Policy,
+    Vote,
+)
+
+PHOTO = 3  # a printed photo of Ada: her embedding, a low liveness score
+LIVE_SCORE, PHOTO_SCORE, THRESHOLD = 0.93, 0.04, 0.5
+
+
+def rule(mode: str = "require", min_live_frames: int = 4) -> LiveRule:
+    return LiveRule(mode, THRESHOLD, min_live_frames)
+
+
+def policy(mode: str = "require", min_live_frames: int = 4) -> Policy:
+    return Policy(
+        PolicyConfig(hits=3, window=5, cooldown_seconds=30.0),
+        rule(mode, min_live_frames),
+        clock=lambda: 1000.0,
+        local_time=lambda: datetime(2024, 5, 1, 12, 0),
+    )
+
+
+def ada(liveness: float | None) -> Vote:
+    return Vote("ada", 0.8, 0.1, liveness)
+
+
+def feed(rules: Policy, scores: Sequence[float | None], track: int = 1) -> list[tuple[int, str]]:
+    """(frame index, decision kind) for a track whose every frame matches Ada."""
+    return [
+        (index, decision.kind)
+        for index, score in enumerate(scores)
+        for decision in rules.vote(track, ada(score))
+    ]
+
+
+# ------------------------------------------------------------------ policy (fast, pure)
+
+
+def test_require_holds_the_unlock_until_enough_live_frames() -> None:
+    rules = policy(min_live_frames=4)
+    decisions = feed(rules, [LIVE_SCORE] * 6)
+    # Recognised on the 3rd frame (3 hits), unlocked on the 4th (4 live frames).
+    assert decisions == [(2, RECOGNIZED), (3, UNLOCK)]
+
+
+def test_require_track_is_unsettled_while_it_waits_for_liveness() -> None:
+    rules = policy(min_live_frames=4)
+    feed(rules, [LIVE_SCORE, PHOTO_SCORE, LIVE_SCORE])
+    assert not rules.settled(1)  # recognised, waiting: scored every frame
+    feed(rules, [LIVE_SCORE, LIVE_SCORE])
+    assert rules.settled(1)
+
+
+def test_require_a_photo_is_a_spoof_once_and_never_unlocks() -> None:
+    rules = policy()
+    decisions = feed(rules, [PHOTO_SCORE] * 40)
+    assert decisions == [(2, RECOGNIZED), (9, SPOOF)]  # the 10-frame window is full at 9
+    # Later live-looking frames on the same track do not open the door either.
+    assert feed(rules, [LIVE_SCORE] * 10) == []
+
+
+def test_spoof_decision_names_the_candidate_with_both_scores() -> None:
+    rules = policy()
+    spoof = [d for s in [PHOTO_SCORE] * 10 for d in rules.vote(7, ada(s)) if d.kind == SPOOF]
+    assert len(spoof) == 1
+    (decision,) = spoof
+    assert (decision.name, decision.track, decision.reason) == ("ada", 7, NOT_LIVE)
+    assert decision.score == pytest.approx(0.8)
+    assert decision.liveness == pytest.approx(PHOTO_SCORE)
+
+
+def test_a_few_dead_frames_do_not_refuse_a_live_person() -> None:
+    rules = policy(min_live_frames=4)
+    scores = [PHOTO_SCORE, LIVE_SCORE, PHOTO_SCORE, PHOTO_SCORE, LIVE_SCORE, LIVE_SCORE]
+    scores += [PHOTO_SCORE, LIVE_SCORE]
+    assert feed(rules, scores) == [(2, RECOGNIZED), (7, UNLOCK)]
+
+
+def test_a_track_judged_live_stays_live() -> None:
+    """Turning away after the unlock (dead frames) is not a spoof, and nothing reopens."""
+    rules = policy()
+    assert feed(rules, [LIVE_SCORE] * 5) == [(2, RECOGNIZED), (3, UNLOCK)]
+    assert feed(rules, [PHOTO_SCORE] * 15) == []
+    assert rules.settled(1)
+
+
+def test_unscored_votes_never_count_as_live() -> None:
+    rules = policy()
+    assert feed(rules, [None] * 20) == [(2, RECOGNIZED)]
+    assert not rules.settled(1)
+
+
+def test_log_mode_unlocks_at_once_and_logs_the_spoof() -> None:
+    rules = policy("log")
+    assert feed(rules, [PHOTO_SCORE] * 12) == [(2, RECOGNIZED), (2, UNLOCK), (9, SPOOF)]
+    rules = policy("log")
+    spoofs = [d for s in [PHOTO_SCORE] * 10 for d in rules.vote(1, ada(s)) if d.kind == SPOOF]
+    assert spoofs[0].reason == NOT_LIVE_LOGGED
+
+
+def test_off_mode_ignores_liveness() -> None:
+    rules = Policy(PolicyConfig(hits=3, window=5), clock=lambda: 0.0)
+    assert feed(rules, [PHOTO_SCORE] * 12) == [(2, RECOGNIZED), (2, UNLOCK)]
+    rules = policy("off")
+    assert feed(rules, [PHOTO_SCORE] * 12) == [(2, RECOGNIZED), (2, UNLOCK)]
+
+
+def test_unknown_faces_never_become_spoofs() -> None:
+    rules = policy()
+    decisions = [d.kind for _ in range(12) for d in rules.vote(1, Vote(None, 0.2, 0.1, 0.01))]
+    assert decisions == ["unknown"]
+
+
+def test_reconfigure_keeps_the_scores_already_seen() -> None:
+    rules = policy(min_live_frames=6)
+    assert feed(rules, [LIVE_SCORE] * 5) == [(2, RECOGNIZED)]
+    rules.configure(rules.config, rule(min_live_frames=3))
+    assert feed(rules, [LIVE_SCORE]) == [(0, UNLOCK)]
+
+
+# ------------------------------------------------------------- rule resolution (fast)
+
+WITH_THRESHOLD = SimpleNamespace(liveness={"threshold": 0.3})
+
+
+def test_auto_is_require_with_the_manifest_threshold_when_the_model_is_there() -> None:
+    resolved = LiveRule.resolve(LivenessConfig(), WITH_THRESHOLD, has_model=True)
+    assert resolved == LiveRule("require", 0.3, LivenessConfig().min_live_frames)
+    own = LivenessConfig(mode="log", threshold=0.7, min_live_frames=6)
+    assert LiveRule.resolve(own, WITH_THRESHOLD, True) == LiveRule("log", 0.7, 6)
+
+
+def test_auto_without_a_model_is_off_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        resolved = LiveRule.resolve(LivenessConfig(), SimpleNamespace(liveness={}), False)
+    assert resolved.mode == "off"
+    assert "printed photo" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["require", "log"])
+def test_asking_for_liveness_without_a_model_is_refused(mode: str) -> None:
+    with pytest.raises(UserError, match='mode = "off"'):
+        LiveRule.resolve(LivenessConfig(mode=mode), WITH_THRESHOLD, has_model=False)
+
+
+def test_a_manifest_without_a_threshold_needs_one_in_the_config() -> None:
+    bare = SimpleNamespace(liveness={})
+    with pytest.raises(UserError, match="liveness.threshold"):
+        LiveRule.resolve(LivenessConfig(), bare, has_model=True)
+    assert LiveRule.resolve(LivenessConfig(threshold=0.4), bare, True).threshold == 0.4
+
+
+def test_config_checks_the_liveness_section() -> None:
+    config = parse_config({"liveness": {"mode": "require", "threshold": "auto"}})
+    assert config.liveness == LivenessConfig(mode="require", threshold=None)
+    with pytest.raises(UserError) as caught:
+        parse_config({"liveness": {"mode": "on", "threshold": 2, "min_live_frames": 11}})
+    message = str(caught.value)
+    for key in ("liveness.mode", "liveness.threshold", "liveness.min_live_frames"):
+        assert key in message
+
+
+# ------------------------------------------------- the real daemon, scripted engine (fast)
+
+
+class LiveScriptedEngine(ScriptedEngine):
+    """ScriptedEngine with a liveness model: code 3 is Ada's printed photo."""
+
+    manifest = SimpleNamespace(
+        recognition={"threshold": 0.6, "margin": 0.05}, liveness={"threshold": THRESHOLD}
+    )
+    has_liveness = True
+
+    def embed(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        code = int(image[0, 0, 0])
+        return super().embed(image, faces) if code != PHOTO else np.stack([EMBEDDINGS[ADA]])
+
+    def liveness(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        code = int(image[0, 0, 0])
+        return np.full(len(faces), PHOTO_SCORE if code == PHOTO else LIVE_SCORE, np.float32)
+
+
+def _typed(engine: LiveScriptedEngine) -> FaceEngine:
+    return engine  # mypy checks that it fits the daemon's seam
+
+
+@pytest.fixture
+def gallery(tmp_path: Path) -> Path:
+    path = tmp_path / "gallery.db"
+    with Gallery.open(path, create=True) as db:
+        db.enroll(NAME, [NewSample(EMBEDDINGS[ADA], "0" * 64)])
+    return path
+
+
+def run(tmp_path: Path, gallery: Path, codes: list[int], **sections: dict) -> MockFactory:
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, **sections)
+    assert Daemon(config, engine=LiveScriptedEngine(), pin_factory=factory).run() == 0
+    return factory
+
+
+def test_door_refuses_a_photo_and_logs_a_spoof_with_snapshot(tmp_path: Path, gallery: Path) -> None:
+    snapshots = tmp_path / "snapshots"
+    codes = [NOBODY] * 2 + [PHOTO] * 15 + [NOBODY] * 10
+    factory = run(tmp_path, gallery, codes, events={"snapshots": str(snapshots)})
+    assert states(factory) == [False]  # never driven high
+    events = jsonl(tmp_path)
+    assert [e["type"] for e in events] == ["recognized", "spoof"]
+    spoof = events[1]
+    assert spoof["name"] == NAME and spoof["reason"] == NOT_LIVE
+    assert spoof["score"] > 0.9 and spoof["liveness"] == pytest.approx(PHOTO_SCORE)
+    assert spoof["geometry"] == "abstain"  # a still scripted face never turns
+    assert Path(spoof["snapshot"]).parent == snapshots and "_spoof_" in spoof["snapshot"]
+    assert oct(os.stat(spoof["snapshot"]).st_mode & 0o777) == "0o600"
+    stored = read_events(tmp_path / "events.db")
+    assert stored[1].type == SPOOF and stored[1].liveness == pytest.approx(PHOTO_SCORE)
+
+
+def test_door_opens_for_the_live_person(tmp_path: Path, gallery: Path) -> None:
+    factory = run(tmp_path, gallery, [NOBODY] * 2 + [ADA] * 10 + [NOBODY] * 20)
+    assert states(factory) == [False, True, False]
+    unlock = [e for e in jsonl(tmp_path) if e["type"] == "unlock"]
+    assert len(unlock) == 1 and unlock[0]["liveness"] == pytest.approx(LIVE_SCORE)
+
+
+def test_log_mode_opens_for_the_photo_and_says_so(tmp_path: Path, gallery: Path) -> None:
+    codes = [NOBODY] * 2 + [PHOTO] * 15 + [NOBODY] * 20
+    factory = run(tmp_path, gallery, codes, liveness={"mode": "log"})
+    assert states(factory) == [False, True, False]
+    kinds = [(e["type"], e["reason"]) for e in jsonl(tmp_path)]
+    assert ("spoof", NOT_LIVE_LOGGED) in kinds and ("unlock", None) in kinds
+
+
+def test_off_mode_never_calls_the_liveness_model(tmp_path: Path, gallery: Path) -> None:
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 2 + [PHOTO] * 10 + [NOBODY] * 20)
+    engine = LiveScriptedEngine()
+
+    def refuse(image: np.ndarray, faces: Faces) -> np.ndarray:
+        raise AssertionError("liveness is off")
+
+    engine.liveness = refuse  # type: ignore[method-assign]
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, liveness={"mode": "off"})
+    assert Daemon(config, engine=engine, pin_factory=factory).run() == 0
+    assert states(factory) == [False, True, False]
+    assert all(e["liveness"] is None for e in jsonl(tmp_path))
+
+
+def test_require_without_a_liveness_model_refuses_to_start_and_stays_locked(
+    tmp_path: Path, gallery: Path
+) -> None:
+    frames = write_frames(tmp_path / "frames", [ADA] * 10)
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, liveness={"mode": "require"})
+    with pytest.raises(UserError, match="needs a liveness model"):
+        Daemon(config, engine=ScriptedEngine(), pin_factory=factory).run()
+    assert states(factory) == [False]
+
+
+# ---------------------------------------------------------- real NUAA clips (slow)
+
+# Subject 0005: its session-2 live frames show one face each (enrolment needs exactly one);
+# the other frames have people in the background, as a door camera would.
+SUBJECT = "0005"
+ENROL = ("live", "0005_00_00_02")  # session 2: enrolment
+LIVE_CLIP = ("live", "0005_00_00_01")  # session 1: the person at the door
+PRINT_CLIPS = [("print", "0005_00_08_03"), ("print", "0005_00_00_01")]  # held still / moved
+
+
+def nuaa_frames(shared: Path, kind: str, key: str) -> list[Path]:
+    folder = shared / "liveness" / "nuaa" / kind / key[:4]
+    frames = sorted(folder.glob(f"{key}_*.jpg"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    if not frames:
+        pytest.skip(f"NUAA sequence {kind}/{key} not in {folder}")
+    return frames
+
+
+def clip_folder(frames: list[Path], folder: Path, hold: int = 2) -> Path:
+    """A camera clip: each NUAA frame (about a second apart) held for `hold` frames, named
+    in time order for the folder source."""
+    folder.mkdir(parents=True)
+    index = 0
+    for frame in frames:
+        for _ in range(hold):
+            (folder / f"{index:05d}.jpg").symlink_to(frame)
+            index += 1
+    return folder
+
+
+@pytest.fixture(scope="module")
+def liveness_engine(models_dir: Path) -> Engine:
+    engine = Engine.open(models_dir, backend="cpu")
+    if not engine.has_liveness:
+        pytest.skip(f"{models_dir} has no liveness models (built without --liveness)")
+    return engine
+
+
+@pytest.fixture(scope="module")
+def nuaa_gallery(
+    shared_data: Path, liveness_engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    from edge_app.enroll import enroll_photos
+
+    frames = nuaa_frames(shared_data, *ENROL)
+    db = tmp_path_factory.mktemp("nuaa-gallery") / "gallery.db"
+    enroll_photos(db, liveness_engine, SUBJECT, frames[::8][:5])
+    return db
+
+
+def nuaa_door(clip: Path, gallery: Path, workdir: Path) -> SimpleNamespace:
+    config = parse_config(
+        {
+            "camera": {"source": str(clip), "fps": 10},
+            "gallery": {"path": str(gallery)},
+            "gpio": {"pin": PIN, "pulse_seconds": 0.3, "factory": "mock"},
+            "events": {"db": "", "jsonl": str(workdir / "events.jsonl")},
+            # [liveness] left at its defaults: "auto" is "require" with these models.
+        }
+    )
+    factory = MockFactory()
+    engine = Engine.open(config.models.dir or None, backend="cpu")
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    assert daemon.run() == 0
+    events = [json.loads(line) for line in (workdir / "events.jsonl").read_text().splitlines()]
+    return SimpleNamespace(daemon=daemon, states=states(factory), events=events)
+
+
+@pytest.mark.slow
+def test_nuaa_live_person_opens_the_door(
+    shared_data: Path, nuaa_gallery: Path, liveness_engine: Engine, tmp_path: Path
+) -> None:
+    clip = clip_folder(nuaa_frames(shared_data, *LIVE_CLIP), tmp_path / "clip")
+    run = nuaa_door(clip, nuaa_gallery, tmp_path)
+    assert run.daemon.live_rule.mode == "require"
+    assert run.states == [False, True, False]
+    (unlock,) = [e for e in run.events if e["type"] == "unlock"]
+    assert unlock["name"] == SUBJECT and unlock["liveness"] >= run.daemon.live_rule.threshold
+    assert not [e for e in run.events if e["type"] == "spoof"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sequence", PRINT_CLIPS, ids=[key for _, key in PRINT_CLIPS])
+def test_nuaa_printed_photo_never_opens_and_logs_spoof(
+    sequence: tuple[str, str],
+    shared_data: Path,
+    nuaa_gallery: Path,
+    liveness_engine: Engine,
+    tmp_path: Path,
+) -> None:
+    clip = clip_folder(nuaa_frames(shared_data, *sequence), tmp_path / "clip")
+    run = nuaa_door(clip, nuaa_gallery, tmp_path)
+    assert run.states == [False]  # the pin was never driven high
+    assert not [e for e in run.events if e["type"] == "unlock"]
+    spoofs = [e for e in run.events if e["type"] == "spoof"]
+    assert spoofs, [e["type"] for e in run.events]
+    # The photo is recognised as the subject (that is the attack) and refused as not live.
+    assert all(e["name"] == SUBJECT and e["reason"] == NOT_LIVE for e in spoofs)
+    assert all(e["liveness"] < run.daemon.live_rule.threshold for e in spoofs)
+
+
+# ------------------------------------------------ enrolment from the camera (needs shared)
+
+
+def test_camera_enrolment_passes_over_a_printed_photo(
+    shared_data: Path, liveness_engine: Engine, tmp_path: Path
+) -> None:
+    from edge_app.enroll import EnrollError, enroll_camera
+    from edge_app.images import read_image
+    from edge_app.liveness_rule import manifest_threshold
+    from edge_app.quality import Reason
+
+    threshold = manifest_threshold(liveness_engine.manifest)
+    prints = nuaa_frames(shared_data, "print", "0005_00_08_03")[:3]  # one face each
+    live = nuaa_frames(shared_data, *ENROL)[::4][:9]  # a live person, moving a little
+    frames = [read_image(p) for p in prints + live]
+    db = tmp_path / "gallery.db"
+    result = enroll_camera(
+        db,
+        liveness_engine,
+        SUBJECT,
+        iter(frames),
+        count=3,
+        progress=False,
+        live_threshold=threshold,
+    )
+    # The photo's frames were all passed over; live frames became the three samples (a live
+    # frame may be passed over too: the rule wants several live frames, not every one).
+    taken = [int(source.rsplit(" ", 1)[1]) for source in result.added]
+    assert len(taken) == 3 and min(taken) >= len(prints)
+    with pytest.raises(EnrollError, match="only 0 of 2") as caught:
+        enroll_camera(
+            tmp_path / "other.db",
+            liveness_engine,
+            SUBJECT,
+            iter(frames[:3]),
+            count=2,
+            progress=False,
+            live_threshold=threshold,
+        )
+    assert caught.value.problems[0].reason is Reason.NOT_LIVE
+    assert "not judged live" in str(caught.value)
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_enroll_camera_command_refuses_a_photo_held_up(
+    shared_data: Path,
+    liveness_engine: Engine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    restore_logging: None,
+) -> None:
+    from edge_app import cli
+
+    clip = clip_folder(nuaa_frames(shared_data, "print", "0005_00_08_03")[:6], tmp_path / "cam")
+    db = tmp_path / "gallery.db"
+    code = cli.main(
+        [
+            "enroll",
+            "--camera",
+            "--source",
+            str(clip),
+            "--samples",
+            "2",
+            "--db",
+            str(db),
+            "--models",
+            str(liveness_engine.models_dir),
+            "--backend",
+            "cpu",
+            "Mallory",
+        ]
+    )
+    assert code == 2
+    assert "not judged live" in capsys.readouterr().err
+    assert not db.exists()

@@ -1,0 +1,694 @@
+"""The web page over real HTTP: uvicorn serving the app on a loopback port, httpx as client.
+
+Security first: no page without a session, no POST without the CSRF token, login rate
+limits, bounded uploads, a hostile PNG refused cleanly, snapshots served only from their
+folder, CSV that a spreadsheet cannot execute. The browser tests (test_web_browser.py) show
+the same pages in Chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import os
+import shutil
+import socket
+import ssl
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from web_support import PASSWORD, csrf_of, forged_png, free_port
+
+from edge_app.config import Config, ConfigError, parse_config
+from edge_app.events import EventLog
+from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
+from edge_app.web import auth
+from edge_app.web.history import safe_cell
+from edge_app.web.server import WebError, WebServer, check_settings
+
+PAGES = ["/", "/people", "/events", "/events.csv", "/health", "/unlock", "/people/remove?name=x"]
+FRAGMENTS = ["/fragments/status", "/fragments/recent", "/fragments/live", "/live.jpg"]
+POSTS = ["/logout", "/people/enroll", "/people/add", "/people/rename", "/people/remove"]
+POSTS += ["/people/export", "/people/enroll-camera", "/unlock"]
+
+
+@dataclass
+class Site:
+    url: str
+    config: Config
+    server: WebServer
+    folder: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30.0, follow_redirects=True)
+
+    def login(self, client: httpx.Client | None = None) -> httpx.Client:
+        client = client or self.client()
+        token = csrf_of(client.get("/login").text)
+        reply = client.post("/login", data={"password": PASSWORD, "csrf_token": token})
+        assert reply.status_code == 200 and reply.url.path == "/", reply.text
+        return client
+
+    def token(self, client: httpx.Client) -> str:
+        return csrf_of(client.get("/people").text)
+
+    def reset_limits(self) -> None:
+        self.server.app.state.web.limiter = auth.LoginLimiter()
+
+
+def web_config(folder: Path, port: int, **web: object) -> Config:
+    return parse_config(
+        {
+            "gallery": {"path": str(folder / "state" / "gallery.db")},
+            "events": {
+                "db": str(folder / "state" / "events.db"),
+                "snapshots": str(folder / "state" / "snapshots"),
+            },
+            "web": {
+                "enabled": True,
+                "listen": f"127.0.0.1:{port}",
+                "password_file": str(folder / "state" / "web-password"),
+                "remote_unlock": True,
+                **web,
+            },
+        }
+    )
+
+
+def serve(folder: Path, **web: object) -> Site:
+    config = web_config(folder, free_port(), **web)
+    auth.write_password_file(config.web.password_file, PASSWORD)
+    server = WebServer(config, socket_path=folder / "absent-door.sock")
+    server.start()
+    return Site(server.url, config, server, folder)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    served = serve(tmp_path_factory.mktemp("web"))
+    try:
+        yield served
+    finally:
+        served.server.stop()
+
+
+@pytest.fixture
+def user(site: Site) -> Iterator[httpx.Client]:
+    site.reset_limits()
+    with site.client() as client:
+        site.login(client)
+        yield client
+
+
+def add_person(db: Path, name: str, samples: int = 2) -> None:
+    rng = np.random.default_rng(len(name))
+    vectors = rng.normal(size=(samples, EMBEDDING_DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with Gallery.open(db, create=True) as gallery:
+        gallery.enroll(name, [NewSample(v, f"{name}-{i}") for i, v in enumerate(vectors)])
+
+
+def names_in(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    with Gallery.open(db) as gallery:
+        return [p.name for p in gallery.people()]
+
+
+# --- sessions and login ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_redirects_to_login_without_a_session(site: Site, path: str) -> None:
+    with site.client() as client:
+        reply = client.get(path, follow_redirects=False)
+    assert reply.status_code == 303
+    assert reply.headers["location"].startswith("/login?next=")
+    assert "Log in" in httpx.get(site.url + reply.headers["location"]).text
+
+
+@pytest.mark.parametrize("path", FRAGMENTS)
+def test_fragments_send_htmx_to_the_login_page(site: Site, path: str) -> None:
+    reply = httpx.get(site.url + path, headers={"HX-Request": "true"})
+    assert reply.status_code == 401
+    assert reply.headers["hx-redirect"].startswith("/login?next=")
+    plain = httpx.get(site.url + path, follow_redirects=False)
+    assert plain.status_code == 303 and "/login" in plain.headers["location"]
+
+
+def test_login_sets_a_fresh_strict_httponly_session(site: Site) -> None:
+    site.reset_limits()
+    with site.client() as client:
+        page = client.get("/login")
+        before = client.cookies["edge_door_session"]
+        reply = client.post(
+            "/login",
+            data={"password": PASSWORD, "csrf_token": csrf_of(page.text), "next": "/events"},
+            follow_redirects=False,
+        )
+        assert reply.status_code == 303 and reply.headers["location"] == "/events"
+        cookie = reply.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+        assert "Secure" not in cookie  # plain HTTP; see the TLS test
+        after = client.cookies["edge_door_session"]
+        assert after != before  # the id from before the login is worthless after it
+        assert client.get("/events").status_code == 200
+    with site.client() as other:
+        other.cookies.set("edge_door_session", before)
+        assert other.get("/", follow_redirects=False).status_code == 303
+
+
+def test_login_next_only_goes_to_this_site(site: Site) -> None:
+    site.reset_limits()
+    with site.client() as client:
+        token = csrf_of(client.get("/login").text)
+        reply = client.post(
+            "/login",
+            data={"password": PASSWORD, "csrf_token": token, "next": "//evil.example/x"},
+            follow_redirects=False,
+        )
+    assert reply.headers["location"] == "/"
+
+
+def test_wrong_password_is_refused(site: Site) -> None:
+    site.reset_limits()
+    with site.client() as client:
+        token = csrf_of(client.get("/login").text)
+        reply = client.post("/login", data={"password": "not it", "csrf_token": token})
+        assert reply.status_code == 401 and "Wrong password." in reply.text
+        assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_logins_are_rate_limited_per_address(site: Site) -> None:
+    site.reset_limits()
+    with site.client() as client:
+        token = csrf_of(client.get("/login").text)
+        for _ in range(auth.PER_ADDRESS_FAILURES):
+            wrong = client.post("/login", data={"password": "guess", "csrf_token": token})
+            assert wrong.status_code == 401
+        # Now even the right password is not even tried.
+        blocked = client.post("/login", data={"password": PASSWORD, "csrf_token": token})
+        assert blocked.status_code == 429
+        assert "too many failed logins from 127.0.0.1; try again in" in blocked.text
+        assert client.get("/", follow_redirects=False).status_code == 303
+    site.reset_limits()
+
+
+def test_the_limiter_counts_per_address_and_overall() -> None:
+    now = [1000.0]
+    limiter = auth.LoginLimiter(per_address=3, overall=5, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        limiter.failed("10.0.0.1")
+    assert "from 10.0.0.1" in (limiter.blocked("10.0.0.1") or "")
+    assert limiter.blocked("10.0.0.2") is None
+    limiter.failed("10.0.0.2")
+    limiter.failed("10.0.0.3")
+    assert "on this door" in (limiter.blocked("10.0.0.9") or "")  # 5 in total: everyone waits
+    now[0] += 61
+    assert limiter.blocked("10.0.0.1") is None and limiter.blocked("10.0.0.9") is None
+
+
+def test_sessions_expire_when_idle_and_at_their_maximum_age() -> None:
+    now = [0.0]
+    store = auth.SessionStore(idle_s=60, max_age_s=300, clock=lambda: now[0])
+    session = store.create("10.0.0.1", auth.ADMIN)
+    now[0] = 59
+    assert store.get(session.id) is session
+    now[0] = 59 + 61
+    assert store.get(session.id) is None  # idle
+    session = store.create("10.0.0.1", auth.ADMIN)
+    for minute in range(1, 6):
+        now[0] = 120 + minute * 55
+        assert store.get(session.id) is session
+    now[0] = 120 + 301
+    assert store.get(session.id) is None  # absolute limit, however active
+
+
+def test_session_store_is_bounded_and_keeps_the_logged_in() -> None:
+    store = auth.SessionStore(idle_s=600, max_age_s=3600, limit=10)
+    admin = store.create("10.0.0.1", auth.ADMIN)
+    for number in range(50):
+        store.create(f"10.0.1.{number}")
+    assert len(store) <= 10
+    assert store.get(admin.id) is admin
+
+
+def test_logout_ends_the_session(site: Site) -> None:
+    site.reset_limits()
+    with site.client() as client:
+        site.login(client)
+        token = site.token(client)
+        reply = client.post("/logout", data={"csrf_token": token}, follow_redirects=False)
+        assert reply.status_code == 303 and reply.headers["location"] == "/login"
+        assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_security_headers_on_every_response(site: Site, user: httpx.Client) -> None:
+    for path in ("/", "/people", "/login", "/static/htmx.min.js", "/nope"):
+        reply = user.get(path)
+        policy = reply.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert "frame-ancestors 'none'" in policy
+        assert reply.headers["x-frame-options"] == "DENY"
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        assert reply.headers["referrer-policy"] == "same-origin"
+        assert "server" not in reply.headers
+    assert user.get("/people").headers["cache-control"] == "no-store"
+
+
+def test_pages_have_no_inline_script(site: Site, user: httpx.Client) -> None:
+    for path in ("/", "/people", "/events", "/health", "/unlock"):
+        html = user.get(path).text
+        assert "<script>" not in html and " on" + "click=" not in html
+        for tag in html.split("<script")[1:]:
+            assert tag.lstrip().startswith('src="/static/'), tag[:80]
+
+
+# --- CSRF -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", POSTS)
+def test_post_without_the_csrf_token_is_refused(site: Site, user: httpx.Client, path: str) -> None:
+    db = Path(site.config.gallery.path)
+    if "Csrf Target" not in names_in(db):
+        add_person(db, "Csrf Target")
+    before = names_in(db)
+    reply = user.post(path, data={"name": "Csrf Target", "new_name": "Renamed", "confirm": "yes"})
+    assert reply.status_code == 403 and "CSRF" in reply.text
+    assert names_in(db) == before
+    assert user.get("/", follow_redirects=False).status_code == 200  # still logged in
+
+
+def test_post_with_a_wrong_token_or_from_another_site_is_refused(
+    site: Site, user: httpx.Client
+) -> None:
+    db = Path(site.config.gallery.path)
+    if "Origin Target" not in names_in(db):
+        add_person(db, "Origin Target")
+    data = {"name": "Origin Target", "new_name": "Moved"}
+    wrong = user.post("/people/rename", data={**data, "csrf_token": "x" * 43})
+    assert wrong.status_code == 403
+    header = user.post("/people/rename", data=data, headers={"X-CSRF-Token": "nope"})
+    assert header.status_code == 403
+    token = site.token(user)
+    cross = user.post(
+        "/people/rename",
+        data={**data, "csrf_token": token},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert cross.status_code == 403 and "cross-site" in cross.text
+    assert "Origin Target" in names_in(db)
+
+
+def test_a_post_without_a_session_is_refused(site: Site) -> None:
+    reply = httpx.post(site.url + "/people/remove", data={"name": "x", "confirm": "yes"})
+    assert reply.status_code == 403
+
+
+# --- people -----------------------------------------------------------------------------------
+
+
+def test_rename_remove_and_export(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    add_person(db, "Ada Lovelace")
+    token = site.token(user)
+    page = user.get("/people").text
+    assert 'data-person="Ada Lovelace"' in page
+    renamed = user.post(
+        "/people/rename",
+        data={"name": "Ada Lovelace", "new_name": "Ada King", "csrf_token": token},
+    )
+    assert renamed.status_code == 200 and "renamed 'Ada Lovelace' to 'Ada King'" in html.unescape(
+        renamed.text
+    )
+    assert "Ada King" in names_in(db) and "Ada Lovelace" not in names_in(db)
+    clash = user.post(
+        "/people/rename", data={"name": "Ada King", "new_name": "", "csrf_token": token}
+    )
+    assert clash.status_code == 422 and "the name is empty" in clash.text
+
+    confirm = user.get("/people/remove", params={"name": "Ada King"})
+    assert "Remove Ada King?" in confirm.text and 'name="confirm" value="yes"' in confirm.text
+    unconfirmed = user.post("/people/remove", data={"name": "Ada King", "csrf_token": token})
+    assert unconfirmed.status_code == 422 and "Ada King" in names_in(db)
+
+    exported = user.post("/people/export", data={"csrf_token": token})
+    assert exported.status_code == 200
+    assert "attachment" in exported.headers["content-disposition"]
+    lines = exported.text.splitlines()
+    assert '"format": "edge-app-gallery"' in lines[0]
+    assert any('"name": "Ada King"' in line for line in lines[1:])
+
+    removed = user.post(
+        "/people/remove", data={"name": "Ada King", "confirm": "yes", "csrf_token": token}
+    )
+    assert removed.status_code == 200 and "removed 'Ada King' (2 samples)" in html.unescape(
+        removed.text
+    )
+    assert "Ada King" not in names_in(db)
+    assert 'data-person="Ada King"' not in removed.text
+
+
+def _multipart(name: str, files: list[tuple[str, bytes]], token: str) -> dict:
+    return {
+        "data": {"name": name, "csrf_token": token},
+        "files": [("photos", (filename, data, "image/png")) for filename, data in files],
+    }
+
+
+def test_too_many_photos_are_refused_before_enrolment(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    before = names_in(db)
+    files = [(f"p{i}.png", b"x") for i in range(site.config.web.max_upload_files + 1)]
+    reply = user.post("/people/enroll", **_multipart("Too Many", files, site.token(user)))
+    assert reply.status_code == 413
+    assert f"at most {site.config.web.max_upload_files} photos per upload" in reply.text
+    assert names_in(db) == before
+
+
+def test_an_oversized_upload_is_refused_from_its_declared_length(
+    site: Site, user: httpx.Client
+) -> None:
+    limit = site.config.web.max_upload_mb * 1_000_000
+    token = site.token(user)
+    cookie = f"edge_door_session={user.cookies['edge_door_session']}"
+    host, port = site.server.host, site.server.port
+    head = (
+        f"POST /people/enroll HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: {cookie}\r\n"
+        f"X-CSRF-Token: {token}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {limit + 1}\r\nConnection: close\r\n\r\n"
+    )
+    # Only the headers are sent: the declared length alone is enough to refuse.
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(head.encode() + b"--b\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large", status_line
+    assert b"larger than the limit of 40 MB" in answer
+
+
+def test_a_streamed_upload_is_cut_at_the_limit(tmp_path: Path) -> None:
+    small = serve(tmp_path, max_upload_mb=1)
+    try:
+        with small.client() as client:
+            small.login(client)
+            token = small.token(client)
+
+            def chunks() -> Iterator[bytes]:
+                yield b"--b\r\nContent-Disposition: form-data; "
+                yield b'name="photos"; filename="a.png"\r\n\r\n'
+                for _ in range(40):  # 2.6 MB, with no Content-Length
+                    yield b"x" * 65536
+                yield b"\r\n--b--\r\n"
+
+            reply = client.post(
+                "/people/enroll",
+                content=chunks(),
+                headers={"content-type": "multipart/form-data; boundary=b", "x-csrf-token": token},
+            )
+        assert reply.status_code == 413 and "larger than the limit of 1 MB" in reply.text
+        assert not Path(small.config.gallery.path).exists()
+    finally:
+        small.server.stop()
+
+
+@pytest.mark.usefixtures("models_dir")
+def test_a_forged_30000x30000_png_is_refused_cleanly(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    before = names_in(db)
+    bomb = forged_png(30000, 30000)
+    assert len(bomb) < 200
+    reply = user.post(
+        "/people/enroll",
+        **_multipart("Bomb Person", [("bomb.png", bomb)], site.token(user)),
+    )
+    assert reply.status_code == 422
+    assert 'data-photo="bomb.png"' in reply.text
+    reason = reply.text.split('data-photo="bomb.png"')[1].split("</li>")[0]
+    assert "PNG header declares 30000x30000 pixels" in reason, reason
+    assert "nothing enrolled for 'Bomb Person'" in html.unescape(reply.text)
+    assert "Traceback" not in reply.text
+    assert names_in(db) == before
+    # The private upload folder next to the gallery is gone.
+    assert not list(db.parent.glob(".web-upload-*"))
+
+
+def test_an_existing_name_is_refused_before_the_models_load(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    if "Already Here" not in names_in(db):
+        add_person(db, "Already Here")
+    site.server.app.state.web.engine.release()
+    reply = user.post(
+        "/people/enroll",
+        **_multipart("Already Here", [("a.png", forged_png(10, 10))], site.token(user)),
+    )
+    assert reply.status_code == 422
+    assert "'Already Here' is already enrolled; add photos to them below" in html.unescape(
+        reply.text
+    )
+    assert not site.server.app.state.web.engine.loaded
+
+
+def test_camera_enrolment_without_a_door_says_why(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    before = names_in(db)
+    reply = user.post(
+        "/people/enroll-camera", data={"name": "Camera Person", "csrf_token": site.token(user)}
+    )
+    assert reply.status_code == 422
+    assert "the door has no fresh camera frame" in reply.text
+    assert names_in(db) == before
+
+
+# --- events and snapshots -------------------------------------------------------------------
+
+
+def test_events_filter_paginate_and_csv_is_injection_safe(site: Site, user: httpx.Client) -> None:
+    config = site.config
+    clock = iter(np.arange(1_700_000_000.0, 1_700_100_000.0, 60.0))
+    events = EventLog(config.events.db, clock=lambda: float(next(clock)))
+    for _ in range(60):
+        events.record("unknown", score=0.1, track=1)
+    events.record("recognized", name='=HYPERLINK("http://x")', score=0.8, track=2)
+    events.record("unlock", name='=HYPERLINK("http://x")', score=0.8, track=2)
+    events.close()
+
+    first = user.get("/events")
+    assert first.text.count("data-event-type=") == 50
+    assert "page 1 of 2" in first.text
+    second = user.get("/events", params={"page": 2})
+    assert second.text.count("data-event-type=") == 12
+    only = user.get("/events", params={"type": "unlock"})
+    assert only.text.count('data-event-type="unlock"') == 1
+    assert 'data-event-type="unknown"' not in only.text
+    by_person = user.get("/events", params={"person": "(unknown)"})
+    assert by_person.text.count('data-event-type="unknown"') == 50
+    none = user.get("/events", params={"from": "2001-01-01", "to": "2001-01-02"})
+    assert "No events match these filters" in none.text
+    bad = user.get("/events", params={"from": "yesterday"})
+    assert "is not a date" in bad.text
+
+    exported = user.get("/events.csv", params={"type": "unlock"})
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(exported.text)))
+    assert rows[0] == ["id", "time_utc", "type", "name", "score", "track", "reason"]
+    assert rows[1][3] == '\'=HYPERLINK("http://x")'
+    assert rows[1][2] == "unlock" and len(rows) == 2
+
+
+def test_safe_cell_neutralises_every_formula_start() -> None:
+    for start in "=+-@\t\r":
+        assert safe_cell(start + "1+1").startswith("'")
+    assert safe_cell("Alice") == "Alice"
+
+
+def test_snapshots_are_served_only_from_their_folder(site: Site, user: httpx.Client) -> None:
+    import sqlite3
+
+    config = site.config
+    assert config.events.db is not None and config.events.snapshots is not None
+    events = EventLog(config.events.db, snapshots=config.events.snapshots)
+    crop = np.full((60, 60, 3), 128, np.uint8)
+    good = events.record("recognized", name="Snap Shot", score=0.9, track=7, crop=crop)
+    events.close()
+    assert good.snapshot is not None
+
+    with sqlite3.connect(config.events.db) as db:
+        (event_id,) = db.execute("SELECT max(id) FROM events").fetchone()
+        reply = user.get(f"/snapshots/{event_id}")
+        assert reply.status_code == 200 and reply.headers["content-type"] == "image/jpeg"
+        assert reply.content[:2] == b"\xff\xd8"
+        assert (
+            httpx.get(f"{site.url}/snapshots/{event_id}", follow_redirects=False).status_code == 303
+        )
+
+        outside = site.folder / "secret.jpg"
+        outside.write_bytes(b"\xff\xd8secret")
+        link = Path(config.events.snapshots) / "link.jpg"
+        link.symlink_to(outside)
+        for stored in (str(outside), "../secret.jpg", str(link), "/etc/passwd"):
+            db.execute("UPDATE events SET snapshot = ? WHERE id = ?", (stored, event_id))
+            db.commit()
+            assert user.get(f"/snapshots/{event_id}").status_code == 404, stored
+    assert user.get("/snapshots/999999").status_code == 404
+    assert user.get("/snapshots/abc").status_code == 404
+
+
+# --- the door link ------------------------------------------------------------------------------
+
+
+def test_pages_work_without_a_door(site: Site, user: httpx.Client) -> None:
+    dashboard = user.get("/")
+    assert dashboard.status_code == 200 and "not reachable" in dashboard.text
+    assert "Live view off: the door is not reachable" in dashboard.text
+    assert user.get("/live.jpg").status_code == 404
+    health = user.get("/health")
+    assert 'data-check="door" data-status="fail"' in health.text
+    assert 'data-check="config"' in health.text  # the doctor's own checks
+    token = site.token(user)
+    unlock = user.post("/unlock", data={"password": PASSWORD, "csrf_token": token})
+    assert unlock.status_code == 502 and "The door refused" in unlock.text
+
+
+def test_remote_unlock_asks_for_the_password_again(site: Site, user: httpx.Client) -> None:
+    token = site.token(user)
+    reply = user.post("/unlock", data={"password": "wrong", "csrf_token": token})
+    assert reply.status_code == 401 and "Wrong password." in reply.text
+    site.reset_limits()
+
+
+def test_remote_unlock_is_off_unless_enabled(tmp_path: Path) -> None:
+    off = serve(tmp_path, remote_unlock=False)
+    try:
+        with off.client() as client:
+            off.login(client)
+            assert ">Unlock<" not in client.get("/").text
+            assert client.get("/unlock").status_code == 404
+            token = off.token(client)
+            reply = client.post("/unlock", data={"password": PASSWORD, "csrf_token": token})
+            assert reply.status_code == 404 and "Remote unlock is off" in reply.text
+    finally:
+        off.server.stop()
+
+
+# --- the password and where the page listens ------------------------------------------------
+
+
+def test_password_file_is_private_and_replaced_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "web-password"
+    auth.write_password_file(path, "first password")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = path.read_text()
+    assert first.startswith("scrypt$") and "first password" not in first
+    assert auth.verify_password("first password", first)
+    assert not auth.verify_password("first passwort", first)
+    auth.write_password_file(path, "second password")
+    assert auth.verify_password("second password", path.read_text())
+    assert [p.name for p in path.parent.iterdir()] == ["web-password"]  # no temp left
+    with pytest.raises(auth.PasswordError, match="at least 8 characters"):
+        auth.write_password_file(path, "short")
+    assert auth.verify_password("second password", path.read_text())
+    os.chmod(path, 0o644)
+    with pytest.raises(auth.PasswordError, match="mode 644; run `chmod 600"):
+        auth.read_password_hash(path)
+
+
+def test_lan_listen_is_refused_until_a_password_exists(tmp_path: Path) -> None:
+    config = web_config(tmp_path, 8080, listen="0.0.0.0:8080")
+    with pytest.raises(WebError, match="no admin password is set: run `edge-app hub passwd`"):
+        check_settings(config)
+    assert check_settings(web_config(tmp_path, 8080))[:2] == ("127.0.0.1", 8080)
+    assert check_settings(web_config(tmp_path, 8080, listen="[::1]:8080"))[0] == "::1"
+    auth.write_password_file(config.web.password_file, PASSWORD)
+    assert check_settings(config) == ("0.0.0.0", 8080, False)
+
+
+def test_tls_serves_https_with_a_secure_host_only_cookie(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    served = serve(tmp_path, tls_cert=str(cert), tls_key=str(key))
+    try:
+        assert served.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=served.url, verify=context) as client:
+            token = csrf_of(client.get("/login").text)
+            reply = client.post("/login", data={"password": PASSWORD, "csrf_token": token})
+            cookie = reply.headers["set-cookie"]
+            assert cookie.startswith("__Host-edge_door_session=")
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+            assert client.get("/people").status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(served.url.replace("https://", "http://") + "/login", timeout=5)
+    finally:
+        served.server.stop()
+
+
+def test_tls_needs_readable_cert_and_key(tmp_path: Path) -> None:
+    config = web_config(
+        tmp_path, 8443, tls_cert=str(tmp_path / "no.pem"), tls_key=str(tmp_path / "no.key")
+    )
+    with pytest.raises(WebError, match="web.tls_cert: cannot read"):
+        check_settings(config)
+
+
+def test_web_config_is_validated() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"web": {"listen": "8080", "tls_cert": "/etc/cert.pem", "max_upload_files": 0}}
+        )
+    text = str(caught.value)
+    assert "web.listen: '8080' is not host:port" in text
+    assert "web.tls_cert: give both web.tls_cert and web.tls_key" in text
+    assert "web.max_upload_files: 0 is out of range" in text
+    assert parse_config({}).web.listen == "127.0.0.1:8080"
+    assert parse_config({}).web.enabled is False
+
+
+def test_an_unwritable_gallery_folder_is_a_message_not_a_crash(tmp_path: Path) -> None:
+    from edge_app.web.forms import Upload
+    from edge_app.web.people import EngineHolder, enroll_uploads
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    holder = EngineHolder(None, None)
+    report = enroll_uploads(
+        blocker / "gallery.db", holder, "Someone", [Upload("a.jpg", b"x")], add=False
+    )
+    assert not report.ok and "the hub needs write access there to enrol" in report.summary
+    assert not holder.loaded
+
+
+def test_an_unreadable_events_database_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    broken = serve(tmp_path)
+    try:
+        events_db = broken.config.events.db
+        assert events_db is not None
+        events_db.parent.mkdir(parents=True, exist_ok=True)
+        events_db.write_bytes(b"this is not a database" * 100)
+        with broken.client() as client:
+            broken.login(client)
+            for path, status in (("/", 200), ("/events", 503), ("/events.csv", 503)):
+                reply = client.get(path)
+                assert reply.status_code == status, path
+                assert "events.db: cannot read" in html.unescape(reply.text)
+                assert "Traceback" not in reply.text
+            assert "Door" in client.get("/").text  # the status is still shown
+    finally:
+        broken.server.stop()

@@ -1,0 +1,190 @@
+"""Helpers for the web page tests: Debian's headless Chromium, a served page, forged images.
+
+The browser is the system's (apt: chromium, chromium-driver), never downloaded. Tests that
+need it fail when the CI environment variable is set and it is missing, and are skipped with
+the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge_app.paths import REPO_ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,900",
+)
+PASSWORD = "correct horse battery"
+# EDGE_WEB_SCREENSHOTS=DIR keeps every page's screenshot there too (docs/img comes from it).
+SCREENSHOTS_ENV = "EDGE_WEB_SCREENSHOTS"
+
+
+def missing_browser() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium)"
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not path.is_file():
+            return f"{path} not found: sudo apt install {package}"
+    return None
+
+
+def require_browser() -> None:
+    reason = missing_browser()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs the browser tests: {reason}")
+    pytest.skip(reason)
+
+
+def open_browser(width: int = 1280, height: int = 900):  # -> selenium WebDriver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--window-size={width},{height}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors (CSP)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    driver.implicitly_wait(5)
+    return driver
+
+
+def browser_session() -> Iterator:
+    """For a module's `browser` fixture: one headless Chromium, quit at the end."""
+    require_browser()
+    driver = open_browser()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def screenshot(driver, folder: Path, name: str) -> Path:
+    """A full-page PNG of what the browser shows, in `folder` (and $EDGE_WEB_SCREENSHOTS)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    width = driver.get_window_size()["width"]
+    driver.set_window_size(width, max(600, min(int(height) + 120, 3000)))
+    path = folder / f"{name}.png"
+    driver.save_screenshot(str(path))
+    extra = os.environ.get(SCREENSHOTS_ENV)
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / path.name)
+    return path
+
+
+def forged_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but whose data is a few bytes: a
+    decompression bomb's signature, harmless unless a reader trusts the header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    data = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def hub_environment() -> dict[str, str]:
+    python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+
+
+def start_hub(config: Path, url: str, log: Path) -> subprocess.Popen:
+    """`edge-app hub --config CONFIG`, returned once its web page answers."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge_app.cli", "hub", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=hub_environment(),
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the hub exited: {log.read_text()}")
+        try:
+            httpx.get(url + "/login", timeout=2)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"the hub's web page never answered: {log.read_text()}")
+
+
+def stop_hub(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def submit(driver, form) -> None:
+    """Click the form's submit button and wait for the next page to replace this one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, 120).until(expected_conditions.staleness_of(form))
+
+
+def log_in(driver, url: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url + "/login")
+    driver.delete_all_cookies()  # a fresh, logged-out session
+    driver.get(url + "/login")
+    form = driver.find_element(By.CSS_SELECTOR, "#login")
+    field = form.find_element(By.CSS_SELECTOR, "input[name=password]")
+    field.clear()
+    field.send_keys(password)
+    submit(driver, form)
