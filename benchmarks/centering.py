@@ -123,9 +123,9 @@ def open_set_templates(
     """converter.recognition's DevTrain door simulation (aggregate `best`, margin 0) with
     every enrolled photo stored as one sample per array in `templates` (e.g. the photo and
     its mirror image), probes from `probes`: threshold at the stranger limit, identified."""
-    from converter.recognition import GALLERY_SIZE, SAMPLES, TARGET_FAR, TRIALS  # noqa: PLC0415
-    from edge_app.gallery import GalleryMatrix  # noqa: PLC0415
-    from edge_app.matching import Matcher, MatchSettings  # noqa: PLC0415
+    from converter.recognition import GALLERY_SIZE, SAMPLES, TARGET_FAR, TRIALS
+    from edge_app.gallery import GalleryMatrix
+    from edge_app.matching import Matcher, MatchSettings
 
     person_of = np.array([n.split("/")[0] for n in names])
     by_person: dict[str, list[int]] = {}
@@ -208,7 +208,7 @@ def cmd_mean(args: argparse.Namespace) -> None:
         "norm": round(float(np.linalg.norm(mean)), 4),
     }
     # The threshold belongs to the exact embeddings: re-derived on DevTrain, centred.
-    from converter.recognition import derive_from_embeddings  # noqa: PLC0415
+    from converter.recognition import derive_from_embeddings
 
     train, _ = pair_names(lfw)
     index = {str(n): i for i, n in enumerate(cache["names"])}
@@ -221,7 +221,7 @@ def cmd_mean(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from converter.recognition import derive_from_embeddings  # noqa: PLC0415
+    from converter.recognition import derive_from_embeddings
 
     lfw = args.data / "lfw"
     cache = load_cache(args.cache)
