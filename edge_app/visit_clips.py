@@ -70,8 +70,8 @@ def head(photo: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     cv2.ellipse(
         alpha, (size // 2, size // 2), (int(size * 0.36), int(size * 0.46)), 0, 0, 360, 1.0, -1
     )
-    alpha = cv2.GaussianBlur(alpha, (0, 0), max(size * 0.03, 0.5))
-    return rgb, alpha
+    blurred = cv2.GaussianBlur(alpha, (0, 0), max(size * 0.03, 0.5))
+    return rgb, np.asarray(blurred, np.float32)
 
 
 def paste(canvas: np.ndarray, image: np.ndarray, alpha: np.ndarray, x: int, y: int) -> None:
@@ -117,7 +117,7 @@ def build_visit(
     width, height = size
     wall = background(size, seed)
     rng = np.random.default_rng(seed)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write MJPG to {path}")
     appear: float | None = None
