@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
 .PHONY: demo test quick lint format models models-liveness validate \
-	validate-liveness eval bench bench-accuracy clean
+	validate-liveness eval eval-visits centring-mean bench bench-accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,18 @@ eval: $(VENV)/.dev
 	$(BIN)/edge-app eval lfw $(LFW_ARGS) --backend cpu --cascade int8 --json docs/lfw_int8.json
 	$(BIN)/edge-app eval lfw $(LFW_ARGS) --backend cpu --cascade auto --json docs/lfw_auto.json
 	$(BIN)/edge-app eval lfw $(LFW_ARGS) --reference float --json docs/lfw_float.json
+
+# The mean embedding the engine centres on (models/tflite/facenet_mean.npy, from LFW DevTrain
+# images) and the recognition threshold re-derived for it; docs/ACCURACY.md. About 5 minutes.
+CENTRING_CACHE ?= /tmp/edge-door-lfw-raw.npz
+centring-mean: $(VENV)/.device
+	$(BIN)/python -m benchmarks.centering embed --data $(SHARED) --cache $(CENTRING_CACHE)
+	$(BIN)/python -m benchmarks.centering mean --data $(SHARED) --cache $(CENTRING_CACHE)
+	$(BIN)/python -m benchmarks.centering report --data $(SHARED) --cache $(CENTRING_CACHE)
+
+# Per visit, the real door on clips of LFW people outside DevTrain (docs/ACCURACY.md).
+eval-visits: $(VENV)/.device
+	$(BIN)/edge-app eval visits --lfw $(SHARED)/lfw --backend cpu --json docs/visits.json
 
 # Benchmarks (docs/BENCHMARKS.md): ours and its peers, same frames, one interleaved run. The
 # peers (torch, facenet-pytorch, dlib) and matplotlib live in .venv-bench only: .venv stays light.

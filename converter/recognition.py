@@ -76,9 +76,13 @@ def _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate):
 
 
 def derive_threshold(engine: Engine, lfw: Path, seed: int = 0) -> dict:
-    pairs = read_pairs(lfw / "pairsDevTrain.txt")
-    names = pairs.images
+    names = read_pairs(lfw / "pairsDevTrain.txt").images
     embeddings = embed_lfw(engine, lfw, names, "recognition threshold (DevTrain)")
+    return derive_from_embeddings(embeddings, names, seed)
+
+
+def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int = 0) -> dict:
+    """derive_threshold on unit embeddings already made, one row per DevTrain image name."""
     person_of = np.array([n.split("/")[0] for n in names])
     by_person: defaultdict[str, list[int]] = defaultdict(list)
     for index, person in enumerate(person_of):

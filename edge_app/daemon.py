@@ -192,6 +192,15 @@ class Recognizer:
             settings.margin,
             settings.aggregate,
         )
+        expected = getattr(self.engine, "embedding_model", None)
+        foreign = {m for m in gallery.models() if m is not None and m != expected}
+        if expected is not None and foreign:
+            # e.g. enrolled before the models centred their embeddings (edge_app/centering.py)
+            log.warning(
+                "gallery holds samples from another embedding model (%s): their scores are "
+                "not comparable with the threshold; re-enrol those people",
+                ", ".join(sorted(m[:12] for m in foreign)),
+            )
         if not matrix.names:
             log.warning("gallery is empty: nobody can be unlocked; enrol with `edge-app enroll`")
         return version, matcher

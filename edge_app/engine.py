@@ -22,6 +22,7 @@ import numpy as np
 from edge_app.adapters import ModelRunner
 from edge_app.align import face_crops
 from edge_app.cascade_choice import CascadeChoice, open_engine
+from edge_app.centering import centre, load_mean, model_identity
 from edge_app.detection.cascade import Cascade, Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR
 from edge_app.errors import UserError
@@ -98,6 +99,12 @@ class Engine:
         self._facenet = facenet or self._runner(facenet_spec)
         # Which cascade runs and why; set by Engine.open (edge_app/cascade_choice.py).
         self.cascade_choice: CascadeChoice | None = None
+        # The shipped mean embedding (edge_app.centering), None when the manifest has none.
+        try:
+            self.mean = load_mean(self.models_dir, manifest.preprocessing)
+        except ManifestError as error:
+            raise UserError(str(error)) from None
+        self.embedding_model = model_identity(facenet_spec.sha256, self.mean)
         liveness_specs = manifest.by_role(LIVENESS_ROLE)
         self._liveness = (
             LivenessScorer([self._runner(spec) for _, spec in liveness_specs])
@@ -209,17 +216,23 @@ class Engine:
         self.timings = dict(self.cascade.timings)
         return faces
 
-    def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+    def embed_raw(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
+        """(N, 512) FaceNet outputs before normalisation (mirror: of the flipped crops)."""
         start = time.perf_counter()
         crops = face_crops(frame, faces, self.margin)
+        if mirror:
+            crops = np.ascontiguousarray(crops[:, :, ::-1])
         self.timings["align"] = time.perf_counter() - start
         start = time.perf_counter()
         if len(crops) == 0:
             return np.zeros((0, 512), np.float32)
         raw = np.concatenate([self._facenet.run(crop[None])["embedding"] for crop in crops])
-        norms = np.linalg.norm(raw, axis=1, keepdims=True)
         self.timings["facenet"] = time.perf_counter() - start
-        return (raw / np.maximum(norms, 1e-12)).astype(np.float32)
+        return raw.astype(np.float32)
+
+    def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+        """(N, 512) unit embeddings, centred on the shipped mean when there is one."""
+        return centre(self.embed_raw(frame, faces), self.mean)
 
     @property
     def has_liveness(self) -> bool:

@@ -77,7 +77,12 @@ class EnrollResult:
 
 
 def model_id(engine: Embedder) -> str:
-    """The embedding model's identity stored with each sample: its file hash in the manifest."""
+    """The embedding model's identity stored with each sample: the engine's
+    `embedding_model` (FaceNet file hash, with the centring mean's when there is one,
+    edge_app.centering.model_identity); the FaceNet file hash for an engine without it."""
+    identity = getattr(engine, "embedding_model", None)
+    if isinstance(identity, str):
+        return identity
     [(_, spec)] = engine.manifest.by_role("facenet")
     return spec.sha256
 

@@ -70,7 +70,19 @@ def read_pairs(path: Path) -> PairList:
         second.append(pair[1])
         same.append(pair[2])
         fold.append(0 if per_fold is None else index // (2 * per_fold))
+    if per_fold is not None and len(first) != 2 * folds * per_fold:
+        raise UserError(
+            f"{path}: the header promises {folds} folds of {per_fold} same-person and "
+            f"{per_fold} different-person pairs ({2 * folds * per_fold} lines), but the file "
+            f"has {len(first)}"
+        )
     return PairList(first, second, np.array(same), np.array(fold), folds)
+
+
+def people_in_pairs(path: Path) -> set[str]:
+    """Every person a pair list names, in same- and different-person rows."""
+    pairs = read_pairs(path)
+    return {name.split("/")[0] for name in pairs.first + pairs.second}
 
 
 def best_threshold(distances: np.ndarray, same: np.ndarray) -> float:

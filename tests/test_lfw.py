@@ -90,8 +90,9 @@ def test_the_committed_sample_pair_list() -> None:
         (["1", "Ann\t1\t2", "Ann\t1\tBo\t2\t3"], r"\.txt:3: expected 3 or 4 fields, got 5"),
         (["ten\t300", "Ann\t1\t2"], "first line must be a count"),
         ([], "empty pair list"),
+        (["2\t1", "Ann\t1\t2", "Ann\t1\tBo\t2", "Cy\t1\t2"], "promises 2 folds .* has 3"),
     ],
-    ids=["too few fields", "too many fields", "bad header", "empty"],
+    ids=["too few fields", "too many fields", "bad header", "empty", "fold count"],
 )
 def test_bad_pair_lists_are_user_errors(tmp_path: Path, lines: list[str], expected: str) -> None:
     with pytest.raises(UserError, match=expected):

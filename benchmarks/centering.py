@@ -1,0 +1,285 @@
+"""Centring and mirror-averaging on LFW: build the shipped mean, measure every variant.
+
+Step 1 embeds every LFW development image once (the engine's own detection and alignment,
+the central face, raw FaceNet outputs of the crop and of its mirror image) into a cache, so
+each variant below is numpy on the same numbers, not another pass over the models:
+
+    .venv/bin/python -m benchmarks.centering embed --cache /tmp/lfw_raw.npz
+
+Step 2 writes the mean of the DevTrain images' unit embeddings next to the models, records
+it (file, sha256, how it was made) in the manifest's preprocessing.facenet_mean, and
+re-derives the manifest's recognition block (threshold, aggregate, margin) on DevTrain with
+the centred embeddings, as `edge-convert build` derives it for plain ones:
+
+    .venv/bin/python -m benchmarks.centering mean --cache /tmp/lfw_raw.npz
+
+Step 3 scores plain / mirror-averaged / centred / centred + mirror-averaged on DevTest
+(threshold from DevTrain; and 10-fold cross-validation on DevTest) and re-derives the
+open-set recognition threshold on DevTrain for the centred embeddings:
+
+    .venv/bin/python -m benchmarks.centering report --cache /tmp/lfw_raw.npz
+
+The mean always comes from DevTrain images only, so DevTest stays unseen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_app.centering import MEAN_FILE, MEAN_KEY, centre, mean_of, unit
+from edge_app.engine import Engine
+from edge_app.images import read_image
+from edge_app.lfw import (
+    accuracy_at,
+    best_threshold,
+    central_face,
+    cross_validated_accuracy,
+    fallback_face,
+    read_pairs,
+    validation_rate,
+)
+from edge_app.manifest import MANIFEST_NAME, sha256_file
+from edge_app.paths import REPO_ROOT, SHARED_DATA
+
+MODELS = REPO_ROOT / "models" / "tflite"
+
+
+def embed(engine: Engine, images: Path, names: list[str]) -> dict[str, np.ndarray]:
+    raw, mirror, no_face = [], [], 0
+    start = time.perf_counter()
+    for name in tqdm(names, desc="embedding LFW (and mirror)", unit="image", disable=None):
+        frame = read_image(images / name)
+        faces = engine.detect(frame)
+        index = central_face(faces, frame.shape[1], frame.shape[0])
+        if index is None:
+            no_face += 1
+            face = fallback_face(frame.shape[1], frame.shape[0])
+        else:
+            face = faces[index]
+        raw.append(engine.embed_raw(frame, face)[0])
+        mirror.append(engine.embed_raw(frame, face, mirror=True)[0])
+    return {
+        "names": np.array(names),
+        "raw": np.stack(raw),
+        "mirror": np.stack(mirror),
+        "no_face": np.array(no_face),
+        "seconds": np.array(time.perf_counter() - start),
+    }
+
+
+def pair_names(lfw: Path) -> tuple[list[str], list[str]]:
+    train = read_pairs(lfw / "pairsDevTrain.txt").images
+    test = read_pairs(lfw / "pairsDevTest.txt").images
+    return train, test
+
+
+def variants(cache: dict[str, np.ndarray], mean: np.ndarray) -> dict[str, np.ndarray]:
+    """Unit embeddings per variant, rows in cache order."""
+    raw, mirror = cache["raw"], cache["mirror"]
+    both = unit(raw) + unit(mirror)
+    return {
+        "plain": centre(raw, None),
+        "mirror-averaged": unit(both),
+        "centred": centre(raw, mean),
+        "centred + mirror-averaged": unit(unit(unit(raw) - mean) + unit(unit(mirror) - mean)),
+    }
+
+
+def score(embeddings: np.ndarray, index: dict[str, int], lfw: Path) -> dict[str, Any]:
+    train, test = (read_pairs(lfw / name) for name in ("pairsDevTrain.txt", "pairsDevTest.txt"))
+
+    def distances(pairs: Any) -> np.ndarray:
+        a = embeddings[[index[n] for n in pairs.first]]
+        b = embeddings[[index[n] for n in pairs.second]]
+        return 1.0 - np.sum(a * b, axis=1)
+
+    d_train, d_test = distances(train), distances(test)
+    threshold = best_threshold(d_train, train.same)
+    cv, cv_std, _ = cross_validated_accuracy(d_test, test.same, test.fold, 10)
+    train_cv, _, _ = cross_validated_accuracy(d_train, train.same, train.fold, 10)
+    return {
+        "devtest_accuracy": round(accuracy_at(d_test, test.same, threshold), 4),
+        "devtest_10fold": round(cv, 4),
+        "devtest_10fold_std": round(cv_std, 4),
+        "devtrain_10fold": round(train_cv, 4),
+        "threshold_cosine": round(1.0 - threshold, 4),
+        "val_at_far_1e-3": round(validation_rate(d_test, test.same, 1e-3), 4),
+    }
+
+
+def open_set_templates(
+    probes: np.ndarray, templates: list[np.ndarray], names: list[str], seed: int = 0
+) -> dict[str, float]:
+    """converter.recognition's DevTrain door simulation (aggregate `best`, margin 0) with
+    every enrolled photo stored as one sample per array in `templates` (e.g. the photo and
+    its mirror image), probes from `probes`: threshold at the stranger limit, identified."""
+    from converter.recognition import GALLERY_SIZE, SAMPLES, TARGET_FAR, TRIALS
+    from edge_app.gallery import GalleryMatrix
+    from edge_app.matching import Matcher, MatchSettings
+
+    person_of = np.array([n.split("/")[0] for n in names])
+    by_person: dict[str, list[int]] = {}
+    for index, person in enumerate(person_of):
+        by_person.setdefault(person, []).append(index)
+    enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > SAMPLES))
+    rng = np.random.default_rng(seed)
+    g_all, ok_all, s_all = [], [], []
+    for _ in range(TRIALS):
+        chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
+        rows, owner, genuine = [], [], []
+        for slot, person in enumerate(chosen):
+            images = rng.permutation(by_person[person])
+            for template in templates:
+                rows.extend(template[images[:SAMPLES]])
+                owner.extend([slot] * SAMPLES)
+            genuine.extend(images[SAMPLES:])
+        order = np.argsort(owner, kind="stable")
+        matrix = GalleryMatrix(
+            np.stack(rows)[order], np.array(owner, np.int32)[order], tuple(map(str, chosen))
+        )
+        matcher = Matcher(matrix, MatchSettings(threshold=-1.0))
+        enrolled = set(chosen.tolist())
+        strangers = np.array([i for i in range(len(names)) if person_of[i] not in enrolled])
+        g_scores = matcher.person_scores(probes[np.array(genuine)])
+        g_all.append(g_scores.max(axis=1))
+        ok_all.append(chosen[np.argmax(g_scores, axis=1)] == person_of[np.array(genuine)])
+        s_all.append(matcher.person_scores(probes[strangers]).max(axis=1))
+    g, ok, s = (np.concatenate(parts) for parts in (g_all, ok_all, s_all))
+    ranked = np.sort(s)[::-1]
+    threshold = float(ranked[int(np.floor(TARGET_FAR * len(s)))] + 1e-4)
+    return {
+        "threshold": round(threshold, 4),
+        "identified": round(float(((g >= threshold) & ok).mean()), 4),
+        "stranger_accept": round(float((s >= threshold).mean()), 5),
+    }
+
+
+def load_cache(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    lfw = args.data / "lfw"
+    train, test = pair_names(lfw)
+    names = sorted(set(train) | set(test))
+    engine = Engine.open(backend="cpu", threads=args.threads)
+    cache = embed(engine, lfw / "images", names)
+    tmp = args.cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **cache)
+    tmp.replace(args.cache)
+    print(f"wrote {args.cache}: {len(names)} images in {float(cache['seconds']):.0f} s")
+
+
+def devtrain_mean(cache: dict[str, np.ndarray], lfw: Path) -> tuple[np.ndarray, int]:
+    train, _ = pair_names(lfw)
+    index = {str(n): i for i, n in enumerate(cache["names"])}
+    rows = [index[n] for n in train]
+    return mean_of(cache["raw"][rows]), len(rows)
+
+
+def cmd_mean(args: argparse.Namespace) -> None:
+    lfw = args.data / "lfw"
+    cache = load_cache(args.cache)
+    mean, count = devtrain_mean(cache, lfw)
+    target = args.models / MEAN_FILE
+    tmp = target.with_suffix(".tmp.npy")
+    np.save(tmp, mean)
+    tmp.replace(target)
+    manifest_path = args.models / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["preprocessing"][MEAN_KEY] = {
+        "file": MEAN_FILE,
+        "sha256": sha256_file(target),
+        "images": count,
+        "source": "LFW pairsDevTrain.txt images: mean of the int8 engine's unit embeddings "
+        "(central face, margin as facenet_margin); built by `python -m benchmarks.centering "
+        "mean`",
+        "norm": round(float(np.linalg.norm(mean)), 4),
+    }
+    # The threshold belongs to the exact embeddings: re-derived on DevTrain, centred.
+    from converter.recognition import derive_from_embeddings
+
+    train, _ = pair_names(lfw)
+    index = {str(n): i for i, n in enumerate(cache["names"])}
+    centred = centre(cache["raw"][[index[n] for n in train]], mean)
+    manifest["recognition"] = derive_from_embeddings(centred, train)
+    tmp_manifest = manifest_path.with_suffix(".tmp")
+    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp_manifest.replace(manifest_path)
+    print(f"wrote {target} (|mean| = {np.linalg.norm(mean):.4f}, {count} DevTrain images)")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from converter.recognition import derive_from_embeddings
+
+    lfw = args.data / "lfw"
+    cache = load_cache(args.cache)
+    mean, _ = devtrain_mean(cache, lfw)
+    index = {str(n): i for i, n in enumerate(cache["names"])}
+    train, _ = pair_names(lfw)
+    rows: dict[str, Any] = {}
+    for label, embeddings in variants(cache, mean).items():
+        rows[label] = score(embeddings, index, lfw)
+        print(f"{label:28s} {rows[label]}", flush=True)
+    picker: Callable[[np.ndarray], np.ndarray] = lambda e: e[[index[n] for n in train]]  # noqa: E731
+    recognition = {}
+    for label in ("plain", "centred"):
+        embeddings = variants(cache, mean)[label]
+        recognition[label] = derive_from_embeddings(picker(embeddings), train)
+        best = recognition[label]
+        print(
+            f"open-set DevTrain {label}: threshold {best['threshold']} aggregate "
+            f"{best['aggregate']} margin {best['margin']} identified "
+            f"{max(c['identified'] for c in best['candidates']):.4f}",
+            flush=True,
+        )
+    # Mirrored templates at enrolment: each enrolled photo stored twice (as is, mirrored);
+    # probes as the door makes them (one pass, not mirrored).
+    rows_train = [index[n] for n in train]
+    templates: dict[str, Any] = {}
+    for label, mean_used in (("plain", None), ("centred", mean)):
+        probes = centre(cache["raw"][rows_train], mean_used)
+        mirrored = centre(cache["mirror"][rows_train], mean_used)
+        templates[label] = {
+            "photo only": open_set_templates(probes, [probes], train),
+            "photo + mirror": open_set_templates(probes, [probes, mirrored], train),
+        }
+        print(f"templates {label}: {templates[label]}", flush=True)
+    report = {
+        "mirrored_templates_devtrain": templates,
+        "images": len(index),
+        "no_face": int(cache["no_face"]),
+        "lfw": rows,
+        "recognition": recognition,
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/edge-door-lfw-raw.npz"))
+    parser.add_argument("--models", type=Path, default=MODELS)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "centering.json")
+    parser.add_argument("step", choices=["embed", "mean", "report"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    {"embed": cmd_embed, "mean": cmd_mean, "report": cmd_report}[args.step](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The per-visit evaluation (edge_app.evaluate_visits) and its clips (edge_app.visit_clips)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from lfw_photos import NEEDS_LFW_AND_MODELS, lfw
+
+from edge_app.evaluate_visits import (
+    Person,
+    evaluate_visits,
+    judge,
+    summarise,
+)
+from edge_app.lfw import people_in_pairs
+from edge_app.paths import SHARED_DATA
+from edge_app.visit_clips import FACE_REGION, FPS, SIZE, VisitClip, build_visit, pose_at
+
+
+def test_people_in_pairs(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.txt"
+    path.write_text("2\nAnn\t1\t2\nBo\t1\tCy\t3\n")
+    assert people_in_pairs(path) == {"Ann", "Bo", "Cy"}
+
+
+def test_the_face_grows_and_enters_from_the_left() -> None:
+    sizes = [pose_at(t, 250, SIZE[0])[0] for t in (0.0, 0.5, 1.0, 1.5, 3.0)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    size, x, _ = pose_at(0.0, 250, SIZE[0])
+    assert x + size <= 0  # outside the frame at the start
+    size, x, _ = pose_at(3.0, 250, SIZE[0])
+    assert x > 0 and x + size < SIZE[0]  # standing in front of the door
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "lfw").is_dir(), reason="needs ../shared/data/lfw")
+def test_a_visit_clip_cuts_between_its_photos(tmp_path: Path) -> None:
+    photos = [lfw("Ricardo_Lagos", 9), lfw("Ricardo_Lagos", 17)]
+    clip = build_visit(tmp_path / "visit.avi", photos, seed=3)
+    video = cv2.VideoCapture(str(clip.path))
+    frames = []
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == clip.frames and clip.fps == FPS
+    assert frames[0].shape == (SIZE[1], SIZE[0], 3)
+    # The whole face region is in the frame from `appear` on, and not one frame earlier.
+    index = round(clip.appear * FPS)
+    size, x, _ = pose_at(clip.appear, 250, SIZE[0])
+    assert x + FACE_REGION[0] * size >= 0
+    size, x, _ = pose_at((index - 1) / FPS, 250, SIZE[0])
+    assert x + FACE_REGION[0] * size < 0
+    # Same seed, same bytes: the evaluation is repeatable.
+    again = build_visit(tmp_path / "again.avi", photos, seed=3)
+    assert clip.path.read_bytes() == again.path.read_bytes()
+    # The two halves show different photos (the cut), the middle of each half steady.
+    first, second = frames[clip.frames // 4], frames[3 * clip.frames // 4]
+    assert np.abs(first.astype(int) - second.astype(int)).mean() > 5
+
+
+def event(kind: str, name: str | None, t: float, score: float = 0.7) -> dict:
+    return {"type": kind, "name": name, "source_time": t, "score": score}
+
+
+def metrics() -> SimpleNamespace:
+    return SimpleNamespace(face_frames=20, embedded_frames=8)
+
+
+def test_judge_and_summarise_count_what_the_door_did() -> None:
+    clip = VisitClip(Path("v.avi"), FPS, 32, appear=0.3)
+    visits = [
+        judge(
+            "Ann",
+            ["a"],
+            clip,
+            [event("recognized", "Ann", 0.8), event("unlock", "Ann", 0.8)],
+            metrics(),
+        ),
+        judge("Ann", ["b"], clip, [event("unknown", None, 0.9, 0.5)], metrics()),
+        judge("Bo", ["c"], clip, [event("unlock", "Ann", 1.5)], metrics()),
+        judge(None, ["d"], clip, [event("unlock", "Bo", 0.7)], metrics()),
+        judge(None, ["e"], clip, [], metrics()),
+    ]
+    assert visits[0].latency == pytest.approx(0.5) and visits[0].unlocked == "Ann"
+    assert visits[1].unlocked is None and visits[1].unknown_score == 0.5
+    people = [
+        Person("Ann", [["a"], ["b"]], enrolled=["x", "y"], refused=[{"reason": "blurry"}]),
+        Person("Bo", [["c"]], enrolled=["z", "w"]),
+    ]
+    passed = [Person("Cy", [], refused=[{"reason": "not_frontal"}] * 3, ok=False)]
+    report = summarise(people, passed, visits)
+    assert report["right_person"]["value"] == 1 and report["right_person"]["of"] == 3
+    assert report["wrong_person_unlocks"]["value"] == 1
+    assert report["strangers_unlocked"]["value"] == 1 and report["strangers_unlocked"]["of"] == 2
+    assert report["time_to_unlock"]["median_s"] == pytest.approx(0.5)
+    enrolment = report["enrolment"]
+    assert enrolment["refused_by_gate"] == {"blurry": 1, "not_frontal": 3}
+    assert enrolment["photos_tried"] == 4 + 4 and enrolment["passed_over"] == ["Cy"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("_", [pytest.param(0, marks=NEEDS_LFW_AND_MODELS, id="small run")])
+def test_a_small_run_of_the_real_door(_: int, engine, tmp_path: Path) -> None:
+    lfw_root = SHARED_DATA / "lfw"
+    report = evaluate_visits(engine, lfw_root, people=2, strangers=2, progress=False)
+    devtrain = people_in_pairs(lfw_root / "pairsDevTrain.txt")
+    enrolled = {p["name"] for p in report["people"]}
+    assert len(enrolled) == 2 and not enrolled & devtrain
+    visits = report["visits"]
+    assert [v["person"] for v in visits].count(None) == 2 and len(visits) == 2 * 2 + 2
+    for person in report["people"]:
+        used = [photo for visit in person["visits"] for photo in visit]
+        assert not set(used) & set(person["enrolled"])  # never a photo it was enrolled from
+        assert all(photo.startswith(person["name"] + "/") for photo in used)
+    for visit in visits:
+        assert visit["face_frames"] > 0  # the door saw every visitor
+        if visit["person"] is None:
+            assert visit["photos"][0].split("/")[0] not in enrolled | devtrain
+    totals = report["targets"]
+    assert totals["right_person"]["of"] == 4 and totals["strangers_unlocked"]["of"] == 2
