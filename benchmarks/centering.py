@@ -136,7 +136,8 @@ def open_set_templates(
     g_all, ok_all, s_all = [], [], []
     for _ in range(TRIALS):
         chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
-        rows, owner, genuine = [], [], []
+        rows, owner = [], []
+        genuine: list[int] = []
         for slot, person in enumerate(chosen):
             images = rng.permutation(by_person[person])
             for template in templates:
@@ -176,7 +177,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     engine = Engine.open(backend="cpu", threads=args.threads)
     cache = embed(engine, lfw / "images", names)
     tmp = args.cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **cache)
+    np.savez(tmp, **cache)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     tmp.replace(args.cache)
     print(f"wrote {args.cache}: {len(names)} images in {float(cache['seconds']):.0f} s")
 

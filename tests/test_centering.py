@@ -55,7 +55,8 @@ def test_load_mean_checks_the_file_against_the_manifest(tmp_path: Path) -> None:
     assert load_mean(tmp_path, {}) is None
     mean = mean_of(rows(10))
     preprocessing = write_mean(tmp_path, mean)
-    assert np.array_equal(load_mean(tmp_path, preprocessing), mean)
+    loaded = load_mean(tmp_path, preprocessing)
+    assert loaded is not None and np.array_equal(loaded, mean)
     np.save(tmp_path / MEAN_FILE, mean * 2)  # changed after the manifest was written
     with pytest.raises(ManifestError, match="does not match its sha256"):
         load_mean(tmp_path, preprocessing)
