@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.errors import UserError
+from edge_app.private_file import refuse_shared
 
 SCHEME = "edge-door-unlock:v1"
 MAX_COMMAND_BYTES = 1024
@@ -50,12 +50,7 @@ def read_secret(path: Path, key: str, *, min_chars: int = 1) -> str:
         raise UserError(f"{key}: {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{key}: cannot read {path} ({error})") from None
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise UserError(
-            f"{key}: {path} is readable by others (mode {mode:04o}); run `chmod 600 {path}` "
-            "as its owner (the service user)"
-        )
+    refuse_shared(path, info, key)
     secret = text.strip().splitlines()[0].strip() if text.strip() else ""
     if len(secret) < min_chars:
         raise UserError(
