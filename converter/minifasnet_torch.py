@@ -38,9 +38,9 @@ from converter.torch_weights import (
     bn_fold,
     float32_arrays,
     load_checkpoint,
+    names,
     shape_problems,
 )
-from converter.torch_weights import names as _names  # noqa: F401 (for key lists in checks)
 
 if TYPE_CHECKING:
     import keras
@@ -59,6 +59,7 @@ VARIANTS = {"MiniFASNetV1": False, "MiniFASNetV2": False, "MiniFASNetV1SE": True
 _STAGES = (("conv_3", 4), ("conv_4", 6), ("conv_5", 2))  # residual stages and their blocks
 _SE_REDUCTION = 4
 _PREFIX = "module."  # upstream trained under DataParallel, which prefixes every key
+_names = names  # a few of a list of state-dict keys, for refusals
 
 
 @dataclass(frozen=True)
