@@ -20,7 +20,6 @@ written atomically by `edge-app hub unlock-code`.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import re
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_app.errors import UserError
-from edge_app.hub.signing import MAX_COMMAND_BYTES, REPLAY_CACHE, UnlockRefused
+from edge_app.hub.signing import REPLAY_CACHE, UnlockRefused, check_window, command_object
 from edge_app.private_file import refuse_shared, write_private_text
 from edge_app.secret_hash import CostRefused, HashFormatError, ScryptHash
 
@@ -164,11 +163,7 @@ class CodeVerifier:
         if command.action == LOCK:
             return command
         now = self._clock()
-        if abs(now - command.timestamp) > self.window:
-            raise UnlockRefused(
-                f"timestamp {command.timestamp} is {now - command.timestamp:+.0f} s from now, "
-                f"outside the {self.window:.0f} s window (check both clocks)"
-            )
+        check_window(command.timestamp, now, self.window)
         with self._lock:
             if now < self._locked_until:
                 raise UnlockRefused(
@@ -210,14 +205,7 @@ class CodeVerifier:
 
     @staticmethod
     def _parse(payload: bytes) -> tuple[LockCommand, str]:
-        if len(payload) > MAX_COMMAND_BYTES:
-            raise UnlockRefused(f"command longer than {MAX_COMMAND_BYTES} bytes")
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise UnlockRefused("command is not JSON") from None
-        if not isinstance(data, dict) or set(data) != _FIELDS:
-            raise UnlockRefused(f"command must be an object with exactly {sorted(_FIELDS)}")
+        data = command_object(payload, _FIELDS)
         action, code, timestamp = data["action"], data["code"], data["timestamp"]
         if action not in ACTIONS:
             raise UnlockRefused(f"action must be one of {', '.join(ACTIONS)}")
