@@ -16,7 +16,6 @@ small interface with two implementations: one lists the state-dict names and sha
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,17 +24,23 @@ import numpy as np
 
 from converter.mtcnn_models import SourceError
 from converter.sources import FACENET_SIZE
+from converter.torch_weights import (
+    BN_PARAMS,
+    bn_fold,
+    float32_arrays,
+    import_torch,
+    load_checkpoint,
+    shape_problems,
+)
 
 if TYPE_CHECKING:
     import keras
 
 EMBEDDING_WIDTH = 512
 BN_EPS = 1e-3  # facenet-pytorch's BasicConv2d and last_bn: eps=0.001, the TensorFlow value
-_BN = ("weight", "bias", "running_mean", "running_var")
-# Present in facenet-pytorch checkpoints but not used for embeddings: BatchNorm's update
-# counter, and the training-identity classifier that the released VGGFace2 and CASIA
-# checkpoints (e.g. 20180402-114759-vggface2.pt) carry.
-_UNUSED = ("num_batches_tracked",)
+# Present in facenet-pytorch checkpoints but not used for embeddings (besides BatchNorm's update
+# counter): the training-identity classifier that the released VGGFace2 and CASIA checkpoints
+# (e.g. 20180402-114759-vggface2.pt) carry.
 _UNUSED_KEYS = ("logits.weight", "logits.bias")
 # Checkpoints saved by training scripts often nest the state dict under one of these keys.
 _WRAPPERS = ("state_dict", "model_state_dict", "model")
@@ -61,7 +66,7 @@ class _Shapes:
         padding: str = "valid",
     ) -> int:
         self.shapes[f"{name}.conv.weight"] = (filters, x, *_pair(kernel))
-        self.shapes.update({f"{name}.bn.{p}": (filters,) for p in _BN})
+        self.shapes.update({f"{name}.bn.{p}": (filters,) for p in BN_PARAMS})
         return filters
 
     def max_pool(self, x: int, name: str) -> int:
@@ -77,7 +82,7 @@ class _Shapes:
 
     def embedding(self, x: int) -> int:
         self.shapes["last_linear.weight"] = (EMBEDDING_WIDTH, x)
-        self.shapes.update({f"last_bn.{p}": (EMBEDDING_WIDTH,) for p in _BN})
+        self.shapes.update({f"last_bn.{p}": (EMBEDDING_WIDTH,) for p in BN_PARAMS})
         return EMBEDDING_WIDTH
 
 
@@ -92,9 +97,7 @@ class _Keras:
 
     def _bn_fold(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (multiplier, bias) of an eval-mode BatchNorm: y = x * m + b."""
-        gamma, beta, mean, var = (self.state[f"{name}.{p}"].astype(np.float64) for p in _BN)
-        multiplier = gamma / np.sqrt(var + BN_EPS)
-        return multiplier, beta - mean * multiplier
+        return bn_fold(self.state, name, BN_EPS)
 
     def _conv(self, x: Any, name: str, kernel: np.ndarray, bias: np.ndarray, **options: Any) -> Any:
         """Conv2D with the given weights; PyTorch's (out, in, kh, kw) becomes (kh, kw, in, out)."""
@@ -233,26 +236,9 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
     return shapes.shapes
 
 
-def _names(keys: list[str]) -> str:
-    shown = ", ".join(keys[:5])
-    return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-
 def check_state_dict(state: Mapping[str, np.ndarray]) -> None:
     """Refuse a state dict that is not facenet-pytorch's InceptionResnetV1, naming why."""
-    expected = expected_shapes()
-    missing = [k for k in expected if k not in state]
-    unknown = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
-        for k in expected
-        if k in state and tuple(state[k].shape) != expected[k]
-    ]
-    problems = [
-        f"{label}: {_names(keys)}"
-        for label, keys in (("missing", missing), ("unknown", unknown), ("wrong shape", wrong))
-        if keys
-    ]
+    problems = shape_problems(state, expected_shapes())
     if problems:
         raise SourceError(
             "not a facenet-pytorch InceptionResnetV1 state dict; " + "; ".join(problems)
@@ -274,31 +260,10 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
 
     weights_only=True: a checkpoint is a pickle, and only this mode refuses pickled code.
     """
+    torch = import_torch("PyTorch checkpoints")
+    loaded = load_checkpoint(torch, path)
     try:
-        import torch  # optional: only this source needs it
-    except ImportError:
-        raise SourceError(
-            "install torch (CPU) to read PyTorch checkpoints: pip install torch "
-            "(the CPU build: --index-url https://download.pytorch.org/whl/cpu)"
-        ) from None
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's own text advises weights_only=False: not here
-        raise SourceError(
-            f"{path}: weights-only loading refuses it (a pickled model, other objects, or not a "
-            "PyTorch file); save the model's state_dict() instead"
-        ) from None
-    except Exception as error:  # torch raises many kinds for a bad file; all mean "unreadable"
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SourceError(f"{path}: cannot read it as a PyTorch checkpoint: {first_line}") from None
-    try:
-        state = {
-            key: value.detach().to(torch.float32).numpy()
-            if isinstance(value, torch.Tensor)
-            else np.asarray(value, dtype=object)  # reported by check_state_dict by its shape
-            for key, value in _unwrap(loaded).items()
-            if key not in _UNUSED_KEYS and key.rsplit(".", 1)[-1] not in _UNUSED
-        }
+        state = float32_arrays(torch, _unwrap(loaded), skip=_UNUSED_KEYS)
         check_state_dict(state)
     except SourceError as error:
         raise SourceError(f"{path}: {error}") from None

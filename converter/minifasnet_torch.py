@@ -27,7 +27,6 @@ In the SE variant the last block of conv_3, conv_4 and conv_5 carries a squeeze-
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +36,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from converter.mtcnn_models import SourceError
+from converter.torch_weights import (
+    BN_PARAMS,
+    bn_fold,
+    float32_arrays,
+    load_checkpoint,
+    names,
+    shape_problems,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -54,9 +61,8 @@ _FILE_NAME = re.compile(r"^(?P<scale>\d+(?:\.\d+)?)(?:_\d+)*_(?P<h>\d+)x(?P<w>\d
 VARIANTS = {"MiniFASNetV1": False, "MiniFASNetV2": False, "MiniFASNetV1SE": True}
 _STAGES = (("conv_3", 4), ("conv_4", 6), ("conv_5", 2))  # residual stages and their blocks
 _SE_REDUCTION = 4
-_BN = ("weight", "bias", "running_mean", "running_var")
-_UNUSED = ("num_batches_tracked",)
 _PREFIX = "module."  # upstream trained under DataParallel, which prefixes every key
+_names = names  # a few of a list of state-dict keys, for refusals
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def parse_file_name(path: Path) -> MiniFasNetFile:
 
 
 def _bn_shapes(name: str, width: int) -> dict[str, tuple[int, ...]]:
-    return {f"{name}.{p}": (width,) for p in _BN}
+    return {f"{name}.{p}": (width,) for p in BN_PARAMS}
 
 
 class _Shapes:
@@ -151,9 +157,7 @@ class _Keras:
 
     def _bn_fold(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (multiplier, bias) of an eval-mode BatchNorm: y = x * m + b."""
-        gamma, beta, mean, var = (self.state[f"{name}.{p}"].astype(np.float64) for p in _BN)
-        multiplier = gamma / np.sqrt(var + BN_EPS)
-        return multiplier, beta - mean * multiplier
+        return bn_fold(self.state, name, BN_EPS)
 
     def _folded(self, name: str, bn: str) -> tuple[np.ndarray, np.ndarray]:
         """Conv weight (out, in, kh, kw) with the BatchNorm after it folded in, and its bias."""
@@ -270,29 +274,13 @@ def expected_shapes(state: Mapping[str, np.ndarray], se: bool) -> dict[str, tupl
     return shapes.shapes
 
 
-def _names(keys: list[str]) -> str:
-    shown = ", ".join(keys[:5])
-    return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-
 def check_state_dict(state: Mapping[str, np.ndarray], variant: str) -> None:
     """Refuse a state dict that is not this MiniFASNet variant, naming why."""
     try:
         expected = expected_shapes(state, VARIANTS[variant])
     except SourceError as error:
         raise SourceError(f"not a {variant} state dict: {error}") from None
-    missing = [k for k in expected if k not in state]
-    unknown = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
-        for k in expected
-        if k in state and tuple(state[k].shape) != expected[k]
-    ]
-    problems = [
-        f"{label}: {_names(keys)}"
-        for label, keys in (("missing", missing), ("unknown", unknown), ("wrong shape", wrong))
-        if keys
-    ]
+    problems = shape_problems(state, expected)
     if problems:
         raise SourceError(f"not a {variant} state dict; " + "; ".join(problems))
     steep = [k for k in expected if k.endswith(".prelu.weight") and np.max(state[k]) > 1]
@@ -313,26 +301,11 @@ def load_state_dict(source: MiniFasNetFile) -> dict[str, np.ndarray]:
             "(the CPU build: --index-url https://download.pytorch.org/whl/cpu)"
         ) from None
     path = source.path
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise SourceError(
-            f"{path}: weights-only loading refuses it (a pickled model, other objects, or not a "
-            "PyTorch file); save the model's state_dict() instead"
-        ) from None
-    except Exception as error:  # torch raises many kinds for a bad file; all mean "unreadable"
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SourceError(f"{path}: cannot read it as a PyTorch checkpoint: {first_line}") from None
+    loaded = load_checkpoint(torch, path)
     if not isinstance(loaded, Mapping):
         raise SourceError(f"{path}: expected a state dict, got {type(loaded).__name__}")
     try:
-        state = {
-            key.removeprefix(_PREFIX): value.detach().to(torch.float32).numpy()
-            if isinstance(value, torch.Tensor)
-            else np.asarray(value, dtype=object)  # reported by check_state_dict by its shape
-            for key, value in loaded.items()
-            if key.rsplit(".", 1)[-1] not in _UNUSED
-        }
+        state = float32_arrays(torch, loaded, prefix=_PREFIX)
         check_state_dict(state, source.variant)
     except SourceError as error:
         raise SourceError(f"{path}: {error}") from None

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
-from edge_app import __version__
+from edge_app import __version__, images
 from edge_app.errors import UserError
 
 if TYPE_CHECKING:
@@ -529,12 +529,10 @@ def encode_jpeg(image: np.ndarray) -> bytes:
         scale = FRAME_MAX_WIDTH / width
         size = (FRAME_MAX_WIDTH, round(height * scale))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(
-        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, FRAME_QUALITY]
-    )
-    if not ok:
+    data = images.encode_jpeg(image, FRAME_QUALITY)
+    if data is None:
         raise Refused("the frame could not be encoded as JPEG")
-    return data.tobytes()
+    return data
 
 
 # --- the door's side: the daemon behind the socket ------------------------------------------

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample, check_name
-from edge_app.images import ImageError, expand_image_paths, load_photo
+from edge_app.images import ImageError, encode_jpeg, expand_image_paths, load_photo
 from edge_app.manifest import Manifest
 from edge_app.quality import DEFAULT_GATES, Gates, Reason, Rejection, check_face, duplicate_of
 
@@ -111,12 +110,10 @@ def face_crop_jpeg(frame: np.ndarray, box: np.ndarray) -> bytes:
     grow = (box[2] - box[0]) * CROP_MARGIN / 2
     x1, y1, x2, y2 = np.round(box + np.array([-grow, -grow, grow, grow])).astype(int)
     crop = frame[max(y1, 0) : min(y2, height), max(x1, 0) : min(x2, width)]
-    ok, data = cv2.imencode(
-        ".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY]
-    )
-    if not ok:
+    data = encode_jpeg(crop, CROP_JPEG_QUALITY)
+    if data is None:
         raise RuntimeError("OpenCV could not encode the face crop as JPEG")
-    return data.tobytes()
+    return data
 
 
 class _Collector:

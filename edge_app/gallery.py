@@ -41,20 +41,18 @@ import stat
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import numpy as np
 
 from edge_app.errors import UserError
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 EMBEDDING_DIM = 512
 EMBEDDING_BYTES = EMBEDDING_DIM * 4  # little-endian float32
@@ -926,23 +924,3 @@ def read_export_file(source: str) -> list[ExportedPerson]:
     except UnicodeDecodeError as error:
         raise GalleryError(f"cannot import {label}: not UTF-8 text ({error.reason})") from None
     return read_export(io.StringIO(text))
-
-
-def write_private_text(path: Path, text_writer: Callable[[IO[str]], T]) -> T:
-    """Write a file atomically with mode 0600 (an export holds biometric templates).
-
-    text_writer(handle) writes the content; the file appears under its name only when complete,
-    so a failed export never leaves a half file that a later import would trust.
-    """
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            result = text_writer(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return result

@@ -282,6 +282,14 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
     return rgb, header
 
 
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes | None:
+    """An RGB image as JPEG bytes at `quality` (0-100); None when OpenCV cannot encode it."""
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    return data.tobytes() if ok else None
+
+
 def read_image(path: Path | str, max_side: int | None = None) -> np.ndarray:
     """A photo file as RGB uint8, checked as the module docstring says."""
     return load_photo(path, max_side).pixels

@@ -25,8 +25,8 @@ from edge_app.gallery import (
     GalleryError,
     NewSample,
     read_export,
-    write_private_text,
 )
+from edge_app.private_file import write_private_text
 
 
 def unit_vectors(count: int, seed: int) -> np.ndarray:

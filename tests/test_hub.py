@@ -88,7 +88,9 @@ def test_secret_files_must_be_private_and_long_enough(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_text(KEY + "\n")
     path.chmod(0o640)
-    with pytest.raises(UserError, match=r"readable by others \(mode 0640\); run `chmod 600"):
+    with pytest.raises(
+        UserError, match=r"readable or writable by others \(mode 0640\); run `chmod 600"
+    ):
         read_secret(path, "mqtt.unlock_secret_file", min_chars=32)
     path.chmod(0o600)
     assert read_secret(path, "mqtt.unlock_secret_file", min_chars=32) == KEY

@@ -18,7 +18,6 @@ from edge_app.hub.code import (
     FAILURE_WINDOW,
     LOCKOUT,
     MAX_WRONG,
-    SCRYPT_DKLEN,
     CodeFileError,
     CodeHash,
     CodeVerifier,
@@ -28,6 +27,7 @@ from edge_app.hub.code import (
 from edge_app.hub.discovery import LOCK_COMMAND_TEMPLATE, Topics, entities, retired
 from edge_app.hub.signing import UnlockRefused
 from edge_app.paths import REPO_ROOT
+from edge_app.secret_hash import SCRYPT_DKLEN
 
 CODE = "482913"
 NOW = 1_700_000_000.0

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from unit_files import directives
 
 from edge_app import paths
 
@@ -20,19 +21,6 @@ DOOR_EXPOSURE = 1.5
 needs_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
 )
-
-
-def directives(unit: Path, section: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    current = None
-    for line in unit.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            current = line.strip("[]")
-        elif current == section and "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            found.setdefault(key, []).append(value)
-    return found
 
 
 def test_hub_runs_as_the_door_user_with_ip_and_without_devices() -> None:

@@ -9,25 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from unit_files import directives
 
 from edge_app import paths
 
 SYSTEMD = paths.REPO_ROOT / "systemd"
 UNIT = SYSTEMD / "edge-app.service"
-
-
-def directives(section: str) -> dict[str, list[str]]:
-    """Each key's values in order (systemd allows repeated keys such as DeviceAllow)."""
-    found: dict[str, list[str]] = {}
-    current = None
-    for line in UNIT.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            current = line.strip("[]")
-        elif current == section and "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            found.setdefault(key, []).append(value)
-    return found
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
@@ -49,7 +36,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_service_contract() -> None:
-    service = directives("Service")
+    service = directives(UNIT, "Service")
     expect = {
         "Type": "notify",
         "Restart": "on-failure",
@@ -80,7 +67,7 @@ def test_service_contract() -> None:
     } <= allowed
     assert "--config /etc/edge-app/config.toml" in service["ExecStart"][0]
     assert service["WorkingDirectory"] == [str(paths.DEFAULT_STATE_DIR)]
-    assert directives("Install")["WantedBy"] == ["multi-user.target"]
+    assert directives(UNIT, "Install")["WantedBy"] == ["multi-user.target"]
 
 
 def test_udev_rule_covers_both_coral_usb_identities() -> None:
@@ -110,7 +97,7 @@ def test_install_script_passes_shellcheck() -> None:
 def test_relay_is_driven_locked_before_start_and_after_stop() -> None:
     """ExecStartPre=/ExecStopPost= run the relay-off module with the daemon's own config; no
     "-" prefix, so a pin that cannot be driven low fails the start (and shows after a stop)."""
-    service = directives("Service")
+    service = directives(UNIT, "Service")
     config = service["ExecStart"][0].split("--config", 1)[1].strip()
     for key in ("ExecStartPre", "ExecStopPost"):
         (command,) = service[key]

@@ -598,7 +598,7 @@ def test_password_file_is_private_and_replaced_atomically(tmp_path: Path) -> Non
         auth.write_password_file(path, "short")
     assert auth.verify_password("second password", path.read_text())
     os.chmod(path, 0o644)
-    with pytest.raises(auth.PasswordError, match="mode 644; run `chmod 600"):
+    with pytest.raises(auth.PasswordError, match=r"mode 0644\); run `chmod 600"):
         auth.read_password_hash(path)
 
 

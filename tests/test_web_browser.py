@@ -7,7 +7,6 @@ when set). The whole path with a real door and a clip is tests/test_web_e2e.py.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,13 @@ from web_support import (
     browser_session,
     forged_png,
     free_port,
-    hub_environment,
     log_in,
     screenshot,
+    set_password,
     start_hub,
     stop_hub,
     submit,
+    web_section,
 )
 
 PAGES = ["/", "/people", "/events", "/health", "/unlock"]
@@ -36,17 +36,6 @@ class Hub:
     process: subprocess.Popen
     folder: Path
     config: Path
-
-
-def set_password(config: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "edge_app.cli", "hub", "passwd", "--stdin", "--config", str(config)],
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        env=hub_environment(),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +57,7 @@ path = "{state / "gallery.db"}"
 db = "{state / "events.db"}"
 [hub]
 socket = "{folder / "door.sock"}"
-[web]
-enabled = true
-listen = "127.0.0.1:{port}"
-password_file = "{state / "web-password"}"
-remote_unlock = true
-"""
+{web_section(state, port)}"""
     )
     set_password(config)
     process = start_hub(config, f"http://127.0.0.1:{port}", folder / "hub.log")

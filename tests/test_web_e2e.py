@@ -27,9 +27,11 @@ from web_support import (
     hub_environment,
     log_in,
     screenshot,
+    set_password,
     start_hub,
     stop_hub,
     submit,
+    web_section,
 )
 
 PERSON = "Ricardo Lagos"
@@ -117,23 +119,11 @@ snapshots = "{state / "snapshots"}"
 [hub]
 socket = "{folder / "door.sock"}"
 allow_unlock = true
-[web]
-enabled = true
-listen = "127.0.0.1:{port}"
-password_file = "{state / "web-password"}"
-remote_unlock = true
-"""
+{web_section(state, port)}"""
     )
     hub_config = folder / "hub.toml"
     hub_config.write_text(config.read_text().replace("@CLIP@", "auto"))
-    subprocess.run(
-        [sys.executable, "-m", "edge_app.cli", "hub", "passwd", "--stdin"]
-        + ["--config", str(hub_config)],
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        env=hub_environment(),
-    )
+    set_password(hub_config)
     url = f"http://127.0.0.1:{port}"
     hub = start_hub(hub_config, url, folder / "hub.log")
     try:

@@ -135,6 +135,28 @@ def hub_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
 
 
+def web_section(state: Path, port: int) -> str:
+    """The [web] section of a test config: on, loopback, a password file, remote unlock on."""
+    return f"""[web]
+enabled = true
+listen = "127.0.0.1:{port}"
+password_file = "{state / "web-password"}"
+remote_unlock = true
+"""
+
+
+def set_password(config: Path) -> None:
+    """`edge-app hub passwd --stdin` with PASSWORD, as an admin would set it."""
+    subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "hub", "passwd", "--stdin", "--config", str(config)],
+        input=PASSWORD + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        env=hub_environment(),
+    )
+
+
 def start_hub(config: Path, url: str, log: Path) -> subprocess.Popen:
     """`edge-app hub --config CONFIG`, returned once its web page answers."""
     with open(log, "wb") as out:

@@ -134,7 +134,8 @@ def run_rename(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from edge_app.gallery import Gallery, write_private_text
+    from edge_app.gallery import Gallery
+    from edge_app.private_file import write_private_text
 
     with Gallery.open(db_path(args)) as gallery:
         if args.out == "-":

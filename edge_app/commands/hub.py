@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from edge_app.paths import DEFAULT_CONFIG
@@ -109,26 +110,59 @@ examples:
 
 
 def _register_unlock_code(parser: argparse.ArgumentParser) -> None:
-    command = _subcommands(parser).add_parser(
+    _register_secret_setter(
+        parser,
         "unlock-code",
         help="set the code Home Assistant's lock card sends to unlock the door",
         description="Set the remote unlock code: its scrypt hash goes to [mqtt] "
         "unlock_code_file (mode 0600, replaced atomically).",
         epilog=UNLOCK_CODE_EPILOG,
+        what="code",
+    ).set_defaults(handler=run_unlock_code)
+
+
+def _register_secret_setter(
+    parser: argparse.ArgumentParser,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    epilog: str,
+    what: str,
+) -> argparse.ArgumentParser:
+    """A `hub` subcommand that sets a secret: --config, and --stdin to read it from a pipe."""
+    command = _subcommands(parser).add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     command.add_argument(
         "--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help="TOML config file"
     )
     command.add_argument(
-        "--stdin", action="store_true", help="read the code from the first line of stdin"
+        "--stdin", action="store_true", help=f"read the {what} from the first line of stdin"
     )
-    command.set_defaults(handler=run_unlock_code)
+    return command
+
+
+def _read_new_secret(from_stdin: bool, prompt: str, what: str, check: Callable[[str], str]) -> str:
+    """The new secret, checked: the first line of stdin, or typed twice at the terminal."""
+    import getpass
+
+    from edge_app.errors import UserError
+
+    if from_stdin:
+        return check(sys.stdin.readline().rstrip("\r\n"))
+    typed = getpass.getpass(prompt)
+    secret = check(typed)
+    if getpass.getpass("Again: ") != typed:
+        raise UserError(f"the two {what}s differ; nothing changed")
+    return secret
 
 
 def run_unlock_code(args: argparse.Namespace) -> int:
-    import getpass
-
     from edge_app.config import load_config
     from edge_app.errors import UserError
     from edge_app.hub.code import CODE_KEY, check_new_code, write_code_file
@@ -140,12 +174,9 @@ def run_unlock_code(args: argparse.Namespace) -> int:
             f'{CODE_KEY}: not set; add unlock_code_file = "/etc/edge-app/unlock.code" to '
             "[mqtt] in the config, then run this again"
         )
-    if args.stdin:
-        code = check_new_code(sys.stdin.readline().strip())
-    else:
-        code = check_new_code(getpass.getpass("New unlock code (digits): "))
-        if getpass.getpass("Again: ") != code:
-            raise UserError("the two codes differ; nothing changed")
+    code = _read_new_secret(
+        args.stdin, "New unlock code (digits): ", "code", lambda text: check_new_code(text.strip())
+    )
     write_code_file(path, code)
     sys.stdout.write(f"unlock code set in {path}; restart the hub to use it\n")
     if not config.mqtt.remote_unlock:
@@ -154,7 +185,8 @@ def run_unlock_code(args: argparse.Namespace) -> int:
 
 
 def _register_passwd(parser: argparse.ArgumentParser) -> None:
-    command = _subcommands(parser).add_parser(
+    _register_secret_setter(
+        parser,
         "passwd",
         help="set the web page's admin password",
         description="Set the admin password of the web page ([web] in the config, "
@@ -163,31 +195,18 @@ def _register_passwd(parser: argparse.ArgumentParser) -> None:
         "is served only on a loopback address.",
         epilog="examples:\n  sudo -u edge-app edge-app hub passwd\n"
         "  printf '%s\\n' \"$NEW_PASSWORD\" | edge-app hub passwd --stdin --config ./door.toml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    command.add_argument(
-        "--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help="TOML config file"
-    )
-    command.add_argument(
-        "--stdin", action="store_true", help="read the password from the first line of stdin"
-    )
-    command.set_defaults(handler=run_passwd)
+        what="password",
+    ).set_defaults(handler=run_passwd)
 
 
 def run_passwd(args: argparse.Namespace) -> int:
-    import getpass
-
     from edge_app.config import load_config
-    from edge_app.errors import UserError
     from edge_app.web.auth import check_new_password, write_password_file
 
     config = load_config(args.config)
-    if args.stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = check_new_password(getpass.getpass("New web admin password: "))
-        if getpass.getpass("Again: ") != password:
-            raise UserError("the two passwords differ; nothing changed")
+    password = _read_new_secret(
+        args.stdin, "New web admin password: ", "password", check_new_password
+    )
     write_password_file(config.web.password_file, password)
     sys.stdout.write(f"web admin password set in {config.web.password_file}\n")
     return 0

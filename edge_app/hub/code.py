@@ -19,16 +19,12 @@ written atomically by `edge-app hub unlock-code`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import json
 import logging
 import os
 import re
 import secrets
 import stat
-import tempfile
 import threading
 import time
 from collections import deque
@@ -37,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_app.errors import UserError
-from edge_app.hub.signing import MAX_COMMAND_BYTES, REPLAY_CACHE, UnlockRefused
+from edge_app.hub.signing import REPLAY_CACHE, UnlockRefused, check_window, command_object
+from edge_app.private_file import refuse_shared, write_private_text
+from edge_app.secret_hash import CostRefused, HashFormatError, ScryptHash
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +54,6 @@ MAX_WRONG = 5
 FAILURE_WINDOW = 60.0
 LOCKOUT = 60.0
 
-SCHEME = "scrypt"
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1  # 128 * N * r = 32 MiB of memory per hash
-SCRYPT_DKLEN = 32
-SCRYPT_MAXMEM = 64 * 1024 * 1024
-# Bounds on the parameters read back from a file, so an edited file cannot make each check
-# take minutes or gigabytes.
-_N_RANGE = (2**10, 2**16)
-_R_RANGE = (1, 16)
-_P_RANGE = (1, 4)
-FILE_MODE = 0o600
-
 
 class CodeFileError(UserError):
     """The unlock code file is missing, readable by others, or not a hash we wrote."""
@@ -81,65 +68,29 @@ def check_new_code(code: str) -> str:
     return code
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-
-
-def _scrypt(code: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        code.encode("ascii"), salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=SCRYPT_DKLEN
-    )
-
-
-@dataclass(frozen=True)
-class CodeHash:
-    n: int
-    r: int
-    p: int
-    salt: bytes
-    digest: bytes
+class CodeHash(ScryptHash):
+    """The unlock code's scrypt hash (edge_app.secret_hash), refusals naming the code file."""
 
     @classmethod
     def of(cls, code: str) -> CodeHash:
-        salt = secrets.token_bytes(16)
-        digest = _scrypt(check_new_code(code), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-        return cls(SCRYPT_N, SCRYPT_R, SCRYPT_P, salt, digest)
+        stored = ScryptHash.of(check_new_code(code))
+        return cls(stored.n, stored.r, stored.p, stored.salt, stored.digest)
 
     @classmethod
     def parse(cls, text: str, where: str = CODE_KEY) -> CodeHash:
         """The hash in a file's line; CodeFileError naming `where` when it is not one."""
         redo = f"set the code again with `edge-app hub unlock-code` ({where})"
         try:
-            scheme, n, r, p, salt, digest = text.strip().split("$")
-            values = int(n), int(r), int(p)
-            raw_salt, raw_digest = _unb64(salt), _unb64(digest)
-        except ValueError:
+            stored = ScryptHash.parse(text)
+        except CostRefused as error:
+            raise CodeFileError(f"{where}: {error}; {redo}") from None
+        except HashFormatError:
             raise CodeFileError(f"{where}: does not hold an unlock code hash; {redo}") from None
-        if scheme != SCHEME or len(raw_digest) != SCRYPT_DKLEN or len(raw_salt) < 16:
-            raise CodeFileError(f"{where}: does not hold an unlock code hash; {redo}")
-        (n_, r_, p_) = values
-        if (
-            n_ & (n_ - 1)
-            or not _N_RANGE[0] <= n_ <= _N_RANGE[1]
-            or not _R_RANGE[0] <= r_ <= _R_RANGE[1]
-            or not _P_RANGE[0] <= p_ <= _P_RANGE[1]
-        ):
-            raise CodeFileError(f"{where}: scrypt parameters N={n_} r={r_} p={p_} refused; {redo}")
-        return cls(n_, r_, p_, raw_salt, raw_digest)
-
-    def line(self) -> str:
-        return f"{SCHEME}${self.n}${self.r}${self.p}${_b64(self.salt)}${_b64(self.digest)}"
+        return cls(stored.n, stored.r, stored.p, stored.salt, stored.digest)
 
     def matches(self, code: str) -> bool:
         """Constant-time comparison of the code's scrypt hash with the stored one."""
-        if not _CODE.match(code):
-            return False
-        actual = _scrypt(code, self.salt, self.n, self.r, self.p)
-        return hmac.compare_digest(actual, self.digest)
+        return bool(_CODE.match(code)) and super().matches(code)
 
 
 def read_code_file(path: Path) -> CodeHash:
@@ -154,12 +105,7 @@ def read_code_file(path: Path) -> CodeHash:
         raise CodeFileError(f"{CODE_KEY}: cannot read {path} ({error.strerror})") from None
     if not stat.S_ISREG(info.st_mode):
         raise CodeFileError(f"{CODE_KEY}: {path} is not a regular file; {make}")
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise CodeFileError(
-            f"{CODE_KEY}: {path} is readable or writable by others (mode {mode:04o}); run "
-            f"`chmod 600 {path}` as its owner (the service user), or set the code again"
-        )
+    refuse_shared(path, info, CODE_KEY, error=CodeFileError, fix=", or set the code again")
     try:
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as error:
@@ -172,22 +118,12 @@ def write_code_file(path: Path, code: str) -> None:
     path = Path(path)
     line = CodeHash.of(code).line() + "\n"
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_private_text(path, lambda handle: handle.write(line), encoding="ascii")
     except OSError as error:
         raise CodeFileError(
-            f"{CODE_KEY}: cannot write in {path.parent} ({error.strerror}); run as the service "
-            "user (sudo -u edge-app) or create the folder"
+            f"{CODE_KEY}: cannot write {path} ({error.strerror}); run as the service user "
+            "(sudo -u edge-app) or create the folder"
         ) from None
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)  # mkstemp makes it 0600; say so anyway
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except OSError as error:
-        Path(temp).unlink(missing_ok=True)
-        raise CodeFileError(f"{CODE_KEY}: cannot write {path} ({error.strerror})") from None
 
 
 @dataclass(frozen=True)
@@ -227,11 +163,7 @@ class CodeVerifier:
         if command.action == LOCK:
             return command
         now = self._clock()
-        if abs(now - command.timestamp) > self.window:
-            raise UnlockRefused(
-                f"timestamp {command.timestamp} is {now - command.timestamp:+.0f} s from now, "
-                f"outside the {self.window:.0f} s window (check both clocks)"
-            )
+        check_window(command.timestamp, now, self.window)
         with self._lock:
             if now < self._locked_until:
                 raise UnlockRefused(
@@ -273,14 +205,7 @@ class CodeVerifier:
 
     @staticmethod
     def _parse(payload: bytes) -> tuple[LockCommand, str]:
-        if len(payload) > MAX_COMMAND_BYTES:
-            raise UnlockRefused(f"command longer than {MAX_COMMAND_BYTES} bytes")
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise UnlockRefused("command is not JSON") from None
-        if not isinstance(data, dict) or set(data) != _FIELDS:
-            raise UnlockRefused(f"command must be an object with exactly {sorted(_FIELDS)}")
+        data = command_object(payload, _FIELDS)
         action, code, timestamp = data["action"], data["code"], data["timestamp"]
         if action not in ACTIONS:
             raise UnlockRefused(f"action must be one of {', '.join(ACTIONS)}")

@@ -241,10 +241,7 @@ class MqttBridge:
         if self.code_verifier is not None:
             topics.append((self.topics.lock_command, 1))
         client.subscribe(topics)
-        self._publish_discovery()
-        self._publish_availability()
-        self._publish_state()
-        self._publish_last_person()
+        self._publish_all()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning(
@@ -274,10 +271,7 @@ class MqttBridge:
         if message.topic == self.topics.ha_status:
             if message.payload == b"online":
                 log.info("home assistant online: re-sending discovery")
-                self._publish_discovery()
-                self._publish_availability()
-                self._publish_state()
-                self._publish_last_person()
+                self._publish_all()
         elif message.topic == self.topics.unlock:
             self._command(message)
         elif message.topic == self.topics.lock_command:
@@ -379,6 +373,13 @@ class MqttBridge:
             return  # never queued: retained state is re-sent on connect
         data = payload if isinstance(payload, str) else json.dumps(payload)
         self.client.publish(topic, data, qos=1, retain=retain)
+
+    def _publish_all(self) -> None:
+        """Discovery, then availability, state and last person: all Home Assistant needs."""
+        self._publish_discovery()
+        self._publish_availability()
+        self._publish_state()
+        self._publish_last_person()
 
     def _publish_discovery(self) -> None:
         if not self.settings.discovery:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.errors import UserError
+from edge_app.private_file import refuse_shared
 
 SCHEME = "edge-door-unlock:v1"
 MAX_COMMAND_BYTES = 1024
@@ -50,12 +50,7 @@ def read_secret(path: Path, key: str, *, min_chars: int = 1) -> str:
         raise UserError(f"{key}: {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{key}: cannot read {path} ({error})") from None
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise UserError(
-            f"{key}: {path} is readable by others (mode {mode:04o}); run `chmod 600 {path}` "
-            "as its owner (the service user)"
-        )
+    refuse_shared(path, info, key)
     secret = text.strip().splitlines()[0].strip() if text.strip() else ""
     if len(secret) < min_chars:
         raise UserError(
@@ -63,6 +58,28 @@ def read_secret(path: Path, key: str, *, min_chars: int = 1) -> str:
             f"`openssl rand -hex 32 > {path}`"
         )
     return secret
+
+
+def command_object(payload: bytes, fields: set[str]) -> dict[str, Any]:
+    """A command's JSON object with exactly `fields`; UnlockRefused for anything else."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise UnlockRefused(f"command longer than {MAX_COMMAND_BYTES} bytes")
+    try:
+        command = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UnlockRefused("command is not JSON") from None
+    if not isinstance(command, dict) or set(command) != fields:
+        raise UnlockRefused(f"command must be an object with exactly {sorted(fields)}")
+    return command
+
+
+def check_window(timestamp: int, now: float, window: float) -> None:
+    """UnlockRefused when the command's timestamp is more than `window` seconds from now."""
+    if abs(now - timestamp) > window:
+        raise UnlockRefused(
+            f"timestamp {timestamp} is {now - timestamp:+.0f} s from now, outside the "
+            f"{window:.0f} s window (check both clocks)"
+        )
 
 
 def unlock_message(door_id: str, ts: int, nonce: str, origin: str) -> bytes:
@@ -99,14 +116,7 @@ class UnlockVerifier:
 
     def verify(self, payload: bytes) -> str:
         """The command's origin when it may open the door; else UnlockRefused."""
-        if len(payload) > MAX_COMMAND_BYTES:
-            raise UnlockRefused(f"command longer than {MAX_COMMAND_BYTES} bytes")
-        try:
-            command = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise UnlockRefused("command is not JSON") from None
-        if not isinstance(command, dict) or set(command) != _FIELDS:
-            raise UnlockRefused(f"command must be an object with exactly {sorted(_FIELDS)}")
+        command = command_object(payload, _FIELDS)
         ts, nonce, origin, sig = (command[k] for k in ("ts", "nonce", "origin", "sig"))
         if isinstance(ts, bool) or not isinstance(ts, int):
             raise UnlockRefused("ts must be an integer (Unix seconds)")
@@ -122,11 +132,7 @@ class UnlockVerifier:
         if not hmac.compare_digest(expected, sig):
             raise UnlockRefused("bad signature")
         now = self._clock()
-        if abs(now - ts) > self.window:
-            raise UnlockRefused(
-                f"timestamp {ts} is {now - ts:+.0f} s from now, outside the "
-                f"{self.window:.0f} s window (check both clocks)"
-            )
+        check_window(ts, now, self.window)
         with self._lock:
             for old in [n for n, seen in self._seen.items() if now - seen > 2 * self.window]:
                 del self._seen[old]

@@ -461,34 +461,40 @@ async def people(request: Request, session: auth.Session) -> Response:
 
 async def _enrol(request: Request, session: auth.Session, form: Form, add: bool) -> Response:
     state = _state(request)
-    name = form.get("name")
-    if not state.enrol_lock.acquire(blocking=False):
-        return await _people_page(
-            request,
-            session,
-            error="another enrolment is running; try again in a moment",
-            status=409,
-        )
-    try:
-        report = await run_in_threadpool(
-            enroll_uploads, Path(state.config.gallery.path), state.engine, name, form.files, add=add
-        )
-    finally:
-        state.enrol_lock.release()
-    log.info(
-        "web enrol user=%s address=%s name=%r ok=%s",
-        session.user,
-        client_address(request),
-        name,
-        report.ok,
+    enrol = functools.partial(
+        enroll_uploads,
+        Path(state.config.gallery.path),
+        state.engine,
+        form.get("name"),
+        form.files,
+        add=add,
     )
-    return await _people_page(request, session, report=report, status=200 if report.ok else 422)
+    return await _enrol_locked(request, session, form, "web enrol", enrol)
 
 
 @action()
 async def enrol_camera(request: Request, session: auth.Session, form: Form) -> Response:
     state = _state(request)
-    name = form.get("name")
+    enrol = functools.partial(
+        enroll_from_door,
+        Path(state.config.gallery.path),
+        state.engine,
+        form.get("name"),
+        state.door,
+        add=form.get("add") == "yes",
+    )
+    return await _enrol_locked(request, session, form, "web camera enrol", enrol)
+
+
+async def _enrol_locked(
+    request: Request,
+    session: auth.Session,
+    form: Form,
+    what: str,
+    enrol: Callable[[], EnrolmentReport],
+) -> Response:
+    """Run one enrolment at a time (409 while another runs), log it, show the people page."""
+    state = _state(request)
     if not state.enrol_lock.acquire(blocking=False):
         return await _people_page(
             request,
@@ -497,23 +503,15 @@ async def enrol_camera(request: Request, session: auth.Session, form: Form) -> R
             status=409,
         )
     try:
-        report = await run_in_threadpool(
-            functools.partial(
-                enroll_from_door,
-                Path(state.config.gallery.path),
-                state.engine,
-                name,
-                state.door,
-                add=form.get("add") == "yes",
-            )
-        )
+        report = await run_in_threadpool(enrol)
     finally:
         state.enrol_lock.release()
     log.info(
-        "web camera enrol user=%s address=%s name=%r ok=%s",
+        "%s user=%s address=%s name=%r ok=%s",
+        what,
         session.user,
         client_address(request),
-        name,
+        form.get("name"),
         report.ok,
     )
     return await _people_page(request, session, report=report, status=200 if report.ok else 422)

@@ -14,14 +14,10 @@ worthless after it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import logging
-import os
 import secrets
 import stat
-import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
@@ -30,20 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_app.errors import UserError
+from edge_app.private_file import refuse_shared, write_private_text
+from edge_app.secret_hash import HashFormatError, ScryptHash
 
 log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 1024
-FILE_MODE = 0o600
-# scrypt cost: 2**15 x 8 x 128 bytes = 32 MiB per hash, ~0.1 s on a Pi 4.
-SCRYPT_N = 2**15
-SCRYPT_R = 8
-SCRYPT_P = 1
-SCRYPT_MAXMEM = 64 * 1024 * 1024
-SCRYPT_DKLEN = 32
-HASH_SCHEME = "scrypt"
 
 # Failed logins: per client address, and for the whole hub (a spread-out attack).
 PER_ADDRESS_FAILURES = 5
@@ -69,41 +59,17 @@ def check_new_password(password: str) -> str:
     return password
 
 
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode("utf-8"),
-        salt=salt,
-        n=n,
-        r=r,
-        p=p,
-        maxmem=SCRYPT_MAXMEM,
-        dklen=SCRYPT_DKLEN,
-    )
-
-
 def hash_password(password: str) -> str:
-    """`scrypt$N$r$p$salt$hash` (salt and hash in unpadded base64)."""
-    salt = secrets.token_bytes(16)
-    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    encode = lambda raw: base64.b64encode(raw).decode("ascii").rstrip("=")  # noqa: E731
-    return f"{HASH_SCHEME}${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${encode(salt)}${encode(digest)}"
-
-
-def _decode(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    """`scrypt$N$r$p$salt$hash` (edge_app.secret_hash)."""
+    return ScryptHash.of(password).line()
 
 
 def verify_password(password: str, stored: str) -> bool:
     """Constant-time comparison; False for a malformed stored hash (never an exception)."""
     try:
-        scheme, n, r, p, salt, digest = stored.strip().split("$")
-        if scheme != HASH_SCHEME:
-            return False
-        expected = _decode(digest)
-        actual = _scrypt(password[:PASSWORD_MAX_LENGTH], _decode(salt), int(n), int(r), int(p))
-    except (ValueError, TypeError):
+        return ScryptHash.parse(stored).matches(password[:PASSWORD_MAX_LENGTH])
+    except ValueError:  # HashFormatError, or hashlib refusing the parameters
         return False
-    return hmac.compare_digest(actual, expected)
 
 
 def read_password_hash(path: Path) -> str | None:
@@ -121,20 +87,24 @@ def read_password_hash(path: Path) -> str | None:
         raise PasswordError(f"web.password_file: cannot read {path} ({error.strerror})") from None
     if not stat.S_ISREG(info.st_mode):
         raise PasswordError(f"web.password_file: {path} is not a regular file")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        raise PasswordError(
-            f"web.password_file: {path} is mode {stat.S_IMODE(info.st_mode):o}; "
-            f"run `chmod 600 {path}` (or set the password again with `edge-app hub passwd`)"
-        )
+    refuse_shared(
+        path,
+        info,
+        "web.password_file",
+        error=PasswordError,
+        fix=", or set the password again with `edge-app hub passwd`",
+    )
     try:
         text = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as error:
         raise PasswordError(f"web.password_file: cannot read {path} ({error})") from None
-    if not text.startswith(HASH_SCHEME + "$") or text.count("$") != 5:
+    try:
+        ScryptHash.parse(text)
+    except HashFormatError:
         raise PasswordError(
             f"web.password_file: {path} does not hold a password hash; "
             "set the password again with `edge-app hub passwd`"
-        )
+        ) from None
     return text
 
 
@@ -144,22 +114,12 @@ def write_password_file(path: Path, password: str) -> None:
     stored = hash_password(check_new_password(password))
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_private_text(path, lambda handle: handle.write(stored + "\n"), encoding="ascii")
     except OSError as error:
         raise PasswordError(
-            f"web.password_file: cannot write in {path.parent} ({error.strerror}); "
+            f"web.password_file: cannot write {path} ({error.strerror}); "
             "run as the hub's user (sudo -u edge-app) or set web.password_file"
         ) from None
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(stored + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
     log.info("web password set file=%s", path)
 
 

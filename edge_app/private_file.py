@@ -1,0 +1,61 @@
+"""Private files: written atomically with mode 0600, refused when others may read them.
+
+Secrets (the web password hash, the unlock code hash, MQTT and signing keys) and gallery
+exports hold what must stay with the service user, so each is written under a private
+temporary name beside its target and renamed into place when complete (a failure leaves the
+old file, never half a new one), and a secret file that its group or others may read or
+write is refused until its owner runs `chmod 600`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TypeVar
+
+from edge_app.errors import UserError
+
+FILE_MODE = 0o600
+T = TypeVar("T")
+
+
+def write_private_text(
+    path: Path, text_writer: Callable[[IO[str]], T], *, encoding: str = "utf-8"
+) -> T:
+    """Write a file atomically with mode 0600; text_writer(handle)'s result is returned.
+
+    The file appears under its name only when complete, so a failed write never leaves a half
+    file that a later read would trust. OSError (e.g. no write permission in the folder)
+    propagates for the caller to name the config key and the fix.
+    """
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding) as handle:
+            os.fchmod(handle.fileno(), FILE_MODE)  # mkstemp makes it 0600; say so anyway
+            result = text_writer(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return result
+
+
+def refuse_shared(
+    path: Path, info: os.stat_result, key: str, *, error: type[UserError] = UserError, fix: str = ""
+) -> None:
+    """Refuse a secret file its group or others may read or write (mode & 0o077).
+
+    key: the config key naming the file; fix: more advice after the chmod (", or ...").
+    """
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise error(
+            f"{key}: {path} is readable or writable by others (mode {mode:04o}); run "
+            f"`chmod 600 {path}` as its owner (the service user){fix}"
+        )
