@@ -18,7 +18,11 @@ from dataclasses import dataclass
 SCHEME = "scrypt"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1  # 128 * N * r = 32 MiB of memory per hash
 SCRYPT_DKLEN = 32
-SCRYPT_MAXMEM = 64 * 1024 * 1024
+# A stored hash may ask for at most this much scrypt memory (128 * N * r bytes): bounds what a
+# hand-edited file can make the hub allocate, and every line that parses can be computed.
+MAX_SCRYPT_MEMORY = 64 * 1024 * 1024
+# OpenSSL's own limit, with headroom over 128 * N * r for its per-block extras.
+SCRYPT_MAXMEM = MAX_SCRYPT_MEMORY + 4 * 1024 * 1024
 SALT_BYTES = 16
 _N_RANGE = (2**10, 2**16)
 _R_RANGE = (1, 16)
@@ -79,6 +83,7 @@ class ScryptHash:
             or not _N_RANGE[0] <= n_ <= _N_RANGE[1]
             or not _R_RANGE[0] <= r_ <= _R_RANGE[1]
             or not _P_RANGE[0] <= p_ <= _P_RANGE[1]
+            or 128 * n_ * r_ > MAX_SCRYPT_MEMORY
         ):
             raise CostRefused(f"scrypt parameters N={n_} r={r_} p={p_} refused")
         return cls(n_, r_, p_, raw_salt, raw_digest)

@@ -27,7 +27,7 @@ from edge_app.hub.code import (
 from edge_app.hub.discovery import LOCK_COMMAND_TEMPLATE, Topics, entities, retired
 from edge_app.hub.signing import UnlockRefused
 from edge_app.paths import REPO_ROOT
-from edge_app.secret_hash import SCRYPT_DKLEN
+from edge_app.secret_hash import SCRYPT_DKLEN, CostRefused, ScryptHash
 
 CODE = "482913"
 NOW = 1_700_000_000.0
@@ -311,3 +311,16 @@ def test_the_log_says_whether_and_why_there_is_a_lock_entity(
     assert says in caplog.text
     if lock:  # no tls_ca here: the code would cross the network in clear text
         assert "the unlock code crosses the network in clear text" in caplog.text
+
+
+@pytest.mark.parametrize(("n", "r", "accepted"), [(2**16, 8, True), (2**16, 16, False)])
+def test_every_scrypt_cost_that_parses_can_be_computed(n: int, r: int, accepted: bool) -> None:
+    """A hand-edited hash line at the cost bounds: refused as a format error, or computable
+    (OpenSSL's memory limit must not turn a check into an exception)."""
+    salt, digest = "A" * 22, "A" * 43
+    line = f"scrypt${n}${r}$1${salt}${digest}"
+    if not accepted:
+        with pytest.raises(CostRefused):
+            ScryptHash.parse(line)
+        return
+    assert ScryptHash.parse(line).matches("482913") is False
