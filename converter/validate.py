@@ -20,6 +20,7 @@ from edge_app.adapters import ModelRunner
 from edge_app.detection.boxes import iou_matrix
 from edge_app.engine import Engine
 from edge_app.errors import UserError
+from edge_app.evaluate_liveness import KINDS, read_sequences
 from edge_app.images import IMAGE_SUFFIXES, read_image
 from edge_app.lfw import central_face, cross_validated_accuracy, fallback_face, read_pairs
 from edge_app.liveness import LivenessScorer
@@ -38,7 +39,6 @@ TARGETS = {
     "liveness_agreement": 0.99,
 }
 LIVENESS_DECISION = 0.5  # live when the score is above it; the door's own threshold may differ
-LIVENESS_LABELS = ("live", "print")  # NUAA's folders: the real person, a printed photo
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -245,14 +245,11 @@ def _float_twin(spec: ModelSpec, float_models: Path, engine: Engine) -> ModelRun
 
 
 def liveness_frames(nuaa: Path) -> list[tuple[Path, str]]:
-    """(photo, label) for every frame under nuaa/live and nuaa/print, sorted."""
-    frames = []
-    for label in LIVENESS_LABELS:
-        folder = nuaa / label
-        frames += [
-            (p, label) for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
-        ]
-    return frames
+    """(photo, label) for every NUAA frame under nuaa/live and nuaa/print, sorted.
+
+    The folders and file names are read as `edge-app eval liveness` reads them.
+    """
+    return sorted((path, seq.kind) for seq in read_sequences(nuaa) for path in seq.frames)
 
 
 def compare_liveness(
@@ -305,7 +302,7 @@ def summarise_liveness(records: list[dict], models: list[str]) -> dict:
         np.array([r["float_models"] for r in scored]) - np.array([r["int8_models"] for r in scored])
     )
     by_label = {}
-    for label in LIVENESS_LABELS:
+    for label in KINDS:  # NUAA's folders: the real person, a printed photo
         mask = np.array([r["label"] == label for r in scored], bool)
         by_label[label] = {
             "frames": int(mask.sum()),

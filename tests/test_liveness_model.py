@@ -302,6 +302,7 @@ def _upstream_module(minifasnet_dir: Path):
     spec = importlib.util.spec_from_file_location(
         "upstream_minifasnet", minifasnet_dir / "reference" / "MiniFASNet.py"
     )
+    assert spec is not None and spec.loader is not None, minifasnet_dir
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
