@@ -102,7 +102,8 @@ CONVERT_COMMANDS = _subcommands(convert_parser())
 # The real-call tests below, by command; a new subcommand without one fails the next test.
 APP_TESTED = {
     "run", "demo", "enroll", "list", "remove", "rename", "export", "import", "identify",
-    "eval lfw", "eval liveness", "doctor", "hub", "hub passwd", "hub unlock-code",
+    "eval lfw", "eval liveness", "eval visits", "doctor", "hub", "hub passwd",
+    "hub unlock-code",
 }  # fmt: skip
 CONVERT_TESTED = {"build", "lint", "validate", "float-cascade"}
 
@@ -298,6 +299,13 @@ def test_eval_liveness_without_its_data_is_refused(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert "not a folder" in done.stderr
+
+
+def test_eval_visits_without_lfw_is_refused(tmp_path: Path) -> None:
+    done = run(tmp_path, "eval", "visits", "--lfw", str(tmp_path / "lfw"))
+
+    assert done.returncode == 2
+    assert "no images/ folder there" in done.stderr
 
 
 # ---- the hub and its secrets -------------------------------------------------------------------
