@@ -249,6 +249,8 @@ def test_engine_without_liveness_models_says_how_to_add_them(
     data["models"] = {k: v for k, v in data["models"].items() if v["role"] != LIVENESS_ROLE}
     for entry in data["models"].values():
         (tmp_path / entry["file"]).symlink_to(models_dir / entry["file"])
+    mean = data["preprocessing"]["facenet_mean"]["file"]  # the centring mean goes with FaceNet
+    (tmp_path / mean).symlink_to(models_dir / mean)
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
     engine = Engine.open(tmp_path, backend="cpu")
     assert not engine.has_liveness
@@ -394,6 +396,9 @@ def test_build_only_liveness_keeps_every_other_model_file(
         shutil.copy(models_dir / spec.file, out / spec.file)
     data = json.loads((models_dir / MANIFEST_NAME).read_text())
     data["models"] = {k: v for k, v in data["models"].items() if v["role"] != LIVENESS_ROLE}
+    mean = data["preprocessing"]["facenet_mean"]["file"]  # the centring mean goes with FaceNet
+    shutil.copy(models_dir / mean, out / mean)
+    shutil.copytree(models_dir / "float", out / "float")  # the float cascade twins
     (out / MANIFEST_NAME).write_text(json.dumps(data))
     argv = ["build", "--only", "liveness", "--liveness", str(minifasnet_dir), "--out", str(out)]
     argv += ["--liveness-calib", str(shared_data / "liveness" / "nuaa"), "--liveness-frames", "30"]
