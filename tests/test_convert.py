@@ -20,7 +20,7 @@ import pytest
 from edge_app.detection.boxes import iou_matrix
 from edge_app.engine import Engine
 from edge_app.images import read_image
-from edge_app.manifest import MANIFEST_NAME, load_manifest, verify_files
+from edge_app.manifest import MANIFEST_NAME, load_manifest, verify_files, verify_float_cascade
 from edge_app.runtime import find_runtime
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "lfw_sample"
@@ -97,8 +97,11 @@ def frame_with_a_face() -> tuple[np.ndarray, tuple[int, int, int]]:
 def test_build_writes_a_complete_checked_folder(built: Path) -> None:
     manifest = load_manifest(built)
     assert verify_files(manifest, built) == []
+    # the int8 models, and the float P/R/O-Net twins for the CPU in their own folder
+    assert manifest.float_cascade is not None
+    assert verify_float_cascade(manifest, built) == []
     assert sorted(p.name for p in built.iterdir()) == sorted(
-        [MANIFEST_NAME, *(spec.file for spec in manifest.models.values())]
+        [MANIFEST_NAME, "float", *(spec.file for spec in manifest.models.values())]
     )
     # renamed into place: no staging or previous folder left beside it
     assert sorted(p.name for p in built.parent.iterdir()) == ["float", "tflite"]
