@@ -17,7 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-SIZE = (640, 480)
+# The hallway and the pasting are the product's own (edge_app.visit_clips: eval visits).
+from edge_app.visit_clips import SIZE, background, paste
+
 FPS = 10.0
 HEAD_SCALE = 1.3  # a 250 px LFW photo becomes 325 px: a face about 130 px wide
 WALK_SECONDS = 0.8
@@ -45,22 +47,6 @@ class Clip:
         return self.frames / self.fps
 
 
-def background(size: tuple[int, int] = SIZE, seed: int = 0) -> np.ndarray:
-    """An RGB hallway: a shaded wall with plaster texture, a door and its frame."""
-    width, height = size
-    rng = np.random.default_rng(seed)
-    shade = np.linspace(205, 160, height, dtype=np.float32)[:, None, None]
-    wall = shade * np.array([1.0, 0.97, 0.9], np.float32)
-    wall = wall + rng.normal(0, 4, (height, width, 1)).astype(np.float32)
-    image = np.clip(np.broadcast_to(wall, (height, width, 3)), 0, 255).astype(np.uint8)
-    image = np.ascontiguousarray(image)
-    left, right = int(width * 0.3), int(width * 0.7)
-    cv2.rectangle(image, (left - 14, int(height * 0.05)), (right + 14, height), (110, 80, 55), -1)
-    cv2.rectangle(image, (left, int(height * 0.08)), (right, height), (150, 115, 80), -1)
-    cv2.circle(image, (right - 30, int(height * 0.6)), 8, (200, 180, 90), -1)
-    return image
-
-
 def head(photo: Path, scale: float = HEAD_SCALE) -> tuple[np.ndarray, np.ndarray]:
     """(RGB head image, float alpha in [0, 1]) with a feathered oval around the face."""
     bgr = cv2.imread(str(photo), cv2.IMREAD_COLOR)
@@ -75,19 +61,6 @@ def head(photo: Path, scale: float = HEAD_SCALE) -> tuple[np.ndarray, np.ndarray
     )
     alpha = cv2.GaussianBlur(alpha, (0, 0), size * 0.03)
     return rgb, alpha
-
-
-def paste(canvas: np.ndarray, image: np.ndarray, alpha: np.ndarray, x: int, y: int) -> None:
-    """Alpha-blend image onto canvas with its top-left at (x, y), clipped to the canvas."""
-    height, width = canvas.shape[:2]
-    x0, y0 = max(x, 0), max(y, 0)
-    x1, y1 = min(x + image.shape[1], width), min(y + image.shape[0], height)
-    if x0 >= x1 or y0 >= y1:
-        return
-    part = image[y0 - y : y1 - y, x0 - x : x1 - x].astype(np.float32)
-    a = alpha[y0 - y : y1 - y, x0 - x : x1 - x, None]
-    region = canvas[y0:y1, x0:x1].astype(np.float32)
-    canvas[y0:y1, x0:x1] = (part * a + region * (1 - a)).astype(np.uint8)
 
 
 def _position(visit: Visit, t: float, size: int, frame_width: int) -> float | None:
