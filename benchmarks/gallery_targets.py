@@ -45,7 +45,13 @@ from edge_app.engine import Engine  # noqa: E402
 from edge_app.enroll import EnrollError, enroll_photos, model_id  # noqa: E402
 from edge_app.gallery import Gallery, NewSample  # noqa: E402
 from edge_app.images import read_image  # noqa: E402
-from edge_app.lfw import central_face  # noqa: E402
+from edge_app.lfw import (  # noqa: E402
+    central_face,
+    people_in_pairs,
+    photos_by_person,
+    rel,
+    wilson,
+)
 from edge_app.matching import Matcher, MatchSettings  # noqa: E402
 from edge_app.quality import check_face, pose, sharpness  # noqa: E402
 
@@ -132,30 +138,12 @@ class Probe:
     gate: str | None = None  # the enrolment gate this face would fail, if any
 
 
-def people_in(pair_list: Path) -> set[str]:
-    """Every name a LFW development pair list mentions (same- and different-person rows)."""
-    names: set[str] = set()
-    for line in pair_list.read_text().splitlines()[1:]:
-        row = line.split()
-        if len(row) == 3:
-            names.add(row[0])
-        elif len(row) == 4:
-            names.update((row[0], row[2]))
-    return names
-
-
 def load_split(lfw: Path) -> Split:
-    photos = {
-        folder.name: sorted(folder.glob("*.jpg"))
-        for folder in sorted((lfw / "images").iterdir())
-        if folder.is_dir()
-    }
-    return Split(people_in(lfw / "pairsDevTrain.txt"), people_in(lfw / "pairsDevTest.txt"), photos)
-
-
-def rel(path: Path) -> str:
-    """Image paths as LFW names them (Person/Person_0001.jpg), so the JSON is machine-free."""
-    return f"{path.parent.name}/{path.name}"
+    return Split(
+        people_in_pairs(lfw / "pairsDevTrain.txt"),
+        people_in_pairs(lfw / "pairsDevTest.txt"),
+        photos_by_person(lfw / "images"),
+    )
 
 
 def enrol_one(
@@ -354,17 +342,6 @@ def paired_difference(
         "ci95_ms": [round(float(low), 3), round(float(high), 3)],
         "relative_to_1_person_median": round(float(np.median(diff) / np.median(base) / 1e3), 4),
     }
-
-
-def wilson(successes: int, total: int, z: float = 1.96) -> list[float]:
-    """95% Wilson interval of a proportion: with 40 probes one probe is 2.5 points, so a
-    rate alone overstates what was measured."""
-    if total == 0:
-        return [0.0, 1.0]
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return [round(float(max(centre - half, 0.0)), 4), round(float(min(centre + half, 1.0)), 4)]
 
 
 def timing_gallery(

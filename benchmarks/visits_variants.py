@@ -1,17 +1,18 @@
-"""The per-visit evaluation for several embedding variants on the same visits, sharing work.
+"""The per-visit evaluation for several door settings on the same visits, sharing work.
 
-`edge-app eval visits` runs the real engine. Comparing variants that differ only after the
-FaceNet output (centring on a mean embedding, and the threshold that goes with it) would
-repeat the same detection and FaceNet runs on the same frames. Here the real engine's
-detect() and raw FaceNet outputs are memoised per frame (keyed by the frame's bytes and the
-face boxes), and each variant applies its own post-processing and recognition settings; the
-daemon, tracker, policy, gallery and gates are the real ones in every variant. The clips are
-seeded, so every variant sees byte-identical frames.
+`edge-app eval visits` runs the real engine. Comparing settings that differ only after the
+FaceNet output (frame votes against pooled track evidence, `[policy] evidence`; centring
+and the threshold that goes with it) would repeat the same detection and FaceNet runs on the
+same frames. Here the real engine's detect() and raw FaceNet outputs are memoised per frame
+(keyed by the frame's bytes and the face boxes), and each variant applies its own settings;
+the daemon, tracker, policy, gallery and gates are the real ones in every variant. The
+clips are seeded, so every variant sees byte-identical frames. Liveness is not run (the
+evaluation runs it in log mode, which never changes a decision).
 
-    .venv/bin/python -m benchmarks.visits_variants --centring benchmarks/centering.json
+    .venv/bin/python -m benchmarks.visits_variants --population devtrain
+    .venv/bin/python -m benchmarks.visits_variants --population outside-devtrain
 
-writes benchmarks/visits_<variant>.json per variant (plain first; centred once the report
-from `python -m benchmarks.centering report` names its mean and DevTrain threshold).
+writes benchmarks/visits_<population>_<variant>.json per variant and prints the tables.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import numpy as np
 
 from edge_app.centering import centre, model_identity
 from edge_app.engine import Engine
-from edge_app.evaluate_visits import evaluate_visits, table
+from edge_app.evaluate_visits import POPULATIONS, evaluate_visits, table
 from edge_app.faces import Faces
+from edge_app.fusion import EVIDENCE
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 
 
@@ -44,9 +46,11 @@ class MemoEngine:
         self._detections: dict[bytes, Faces] = {}
         self._raw: dict[bytes, np.ndarray] = {}
         self.hits = self.misses = 0
+        self.cascade_choice = engine.cascade_choice
+        self.has_liveness = False  # log mode never changes a decision: not run here
         [(_, spec)] = engine.manifest.by_role("facenet")
         self._facenet_sha = spec.sha256
-        self.use(None, dict(engine.manifest.recognition))
+        self.use(engine.mean, dict(engine.manifest.recognition))
 
     def use(self, mean: np.ndarray | None, recognition: dict[str, Any]) -> None:
         self.mean = mean
@@ -76,47 +80,48 @@ class MemoEngine:
             self.hits += 1
         return found
 
-    def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
-        key = self._key(frame, np.ascontiguousarray(faces.boxes, np.float32).tobytes())
+    def embed(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
+        boxes = np.ascontiguousarray(faces.boxes, np.float32).tobytes()
+        key = self._key(frame, boxes + (b"mirror" if mirror else b""))
         raw = self._raw.get(key)
         if raw is None:
-            raw = self._raw[key] = self.engine.embed_raw(frame, faces)
+            raw = self._raw[key] = self.engine.embed_raw(frame, faces, mirror=mirror)
         return centre(raw, self.mean)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw")
-    parser.add_argument("--centring", type=Path, help="benchmarks/centering.json")
-    parser.add_argument("--mean", type=Path, help="the mean embedding (.npy) to try")
-    parser.add_argument("--wait", type=float, default=0, help="seconds to wait for --centring")
+    parser.add_argument("--population", choices=POPULATIONS, default=POPULATIONS[0])
+    parser.add_argument(
+        "--evidence",
+        default=",".join(EVIDENCE),
+        help="comma-separated [policy] evidence variants (default %(default)s)",
+    )
     parser.add_argument("--people", type=int, default=40)
-    parser.add_argument("--strangers", type=int, default=150)
+    parser.add_argument("--strangers", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    memo = MemoEngine(Engine.open(backend="cpu"))
-    options = {"people": args.people, "strangers": args.strangers}
-    plain = {k: v for k, v in memo.engine.manifest.recognition.items() if k != "candidates"}
-    runs: list[tuple[str, np.ndarray | None, dict[str, Any]]] = [("plain", None, plain)]
-    for label, mean, recognition in runs:
-        memo.use(mean, recognition)
+    memo = MemoEngine(Engine.open(backend="cpu", cascade="auto"))
+    for evidence in args.evidence.split(","):
         start = time.perf_counter()
-        report = evaluate_visits(memo, args.lfw, **options)
+        report = evaluate_visits(
+            memo,
+            args.lfw,
+            people=args.people,
+            strangers=args.strangers,
+            seed=args.seed,
+            population=args.population,
+            policy={"evidence": evidence},
+        )
+        label = f"{args.population}_{evidence}"
         report["variant"] = {"name": label, "memo_hits": memo.hits, "memo_misses": memo.misses}
         path = args.out / f"visits_{label}.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\n{label} ({time.perf_counter() - start:.0f} s)\n{table(report)}", flush=True)
-        if label == "plain" and args.centring:
-            deadline = time.monotonic() + args.wait
-            while not args.centring.exists() and time.monotonic() < deadline:
-                time.sleep(10)
-            if not args.centring.exists() or args.mean is None:
-                print(f"no {args.centring}: centred variant not run", flush=True)
-                continue
-            centred = json.loads(args.centring.read_text())["recognition"]["centred"]
-            settings = {k: v for k, v in centred.items() if k != "candidates"}
-            runs.append(("centred", np.load(args.mean).astype(np.float32), settings))
+        seconds = time.perf_counter() - start
+        print(f"\n{label} ({seconds:.0f} s)\n{table(report)}", flush=True)
     return 0
 
 

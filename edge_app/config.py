@@ -24,6 +24,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as `tomli
 from edge_app import paths
 from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
+from edge_app.fusion import EVIDENCE
 from edge_app.matching import AGGREGATES
 from edge_app.runtime import BACKENDS
 
@@ -267,6 +268,9 @@ class PolicyConfig:
     window: int = _key(5, _integer(1, 100))
     cooldown_seconds: float = _key(30.0, _number(0.0, 86400.0))
     allowed_hours: tuple[str, ...] = _key((), _hours)
+    # "track": each vote matches the quality-weighted mean of the track's embeddings so far
+    # (edge_app/fusion.py); "frame": each vote matches that frame's embedding alone.
+    evidence: str = _key("track", _choice(*EVIDENCE))
 
 
 @dataclass(frozen=True)

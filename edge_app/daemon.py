@@ -40,6 +40,7 @@ from edge_app.control import ControlServer, attach
 from edge_app.errors import UserError
 from edge_app.events import RELOCK, EventLog
 from edge_app.faces import Faces
+from edge_app.fusion import TrackPool, face_weights
 from edge_app.liveness_rule import OFF, LiveRule
 from edge_app.parallax import Parallax
 from edge_app.policy import Policy, Vote
@@ -215,12 +216,15 @@ class Recognizer:
     def detect(self, image: np.ndarray) -> Faces:
         return self.engine.detect(image)
 
-    def identify(self, frame: Frame, faces: Faces) -> list[Vote]:
+    def embed(self, frame: Frame, faces: Faces) -> np.ndarray:
+        """(N, 512) unit embeddings of `faces` (found on frame.image), cut from the crop image."""
         sx, sy = frame.crop_scale
         if (sx, sy) != (1.0, 1.0):
             scale = np.array([sx, sy], np.float32)
             faces = Faces(faces.boxes * np.tile(scale, 2), faces.scores, faces.landmarks * scale)
-        embeddings = self.engine.embed(frame.crop_image, faces)
+        return self.engine.embed(frame.crop_image, faces)
+
+    def match(self, embeddings: np.ndarray) -> list[Vote]:
         matches = self.matcher.identify(embeddings)
         return [
             Vote(name, float(score), float(second))
@@ -299,6 +303,7 @@ class Daemon:
         self.tracker = IoUTracker(config.tracking)
         self.live_rule = LiveRule()  # resolved against the models in _start
         self._parallax: dict[int, Parallax] = {}  # per live track, report only
+        self.pool = TrackPool()  # per live track: its pooled embedding ([policy] evidence)
         self.pulse_seconds = config.gpio.pulse_seconds
         # The control socket (edge_app.control): status, events, frames and remote unlock.
         self.control: ControlServer | None = None
@@ -447,6 +452,7 @@ class Daemon:
         tracks, ended = self.tracker.update(faces.boxes)
         for track in ended:
             self.policy.forget(track.track_id)
+            self.pool.forget(track.track_id)
             self._parallax.pop(track.track_id, None)
         if not len(faces):
             return
@@ -457,8 +463,14 @@ class Daemon:
         due = np.flatnonzero(self.tracker.due(tracks) & whole_faces(faces, frame.image.shape))
         if not len(due):
             return
+        chosen = [tracks[i] for i in due]
         start = time.perf_counter()
-        votes = recognizer.identify(frame, faces[due])
+        embeddings = recognizer.embed(frame, faces[due])
+        if self.config.policy.evidence == "track":
+            embeddings = self.pool.add(
+                [t.track_id for t in chosen], embeddings, face_weights(faces[due])
+            )
+        votes = recognizer.match(embeddings)
         metrics.embed_seconds += time.perf_counter() - start
         if self.live_rule.mode != OFF:
             start = time.perf_counter()
@@ -470,7 +482,6 @@ class Daemon:
             ]
         metrics.embedded_frames += 1
         metrics.embeddings += len(due)
-        chosen = [tracks[i] for i in due]
         self.tracker.mark_embedded(chosen)
         for index, track, vote in zip(due, chosen, votes, strict=True):
             log.debug(
@@ -564,6 +575,8 @@ class Daemon:
             log.info("liveness %s", live_rule.describe())
         self.live_rule = live_rule
         self.tracker.configure(new.tracking)
+        if new.policy.evidence != old.policy.evidence:
+            self.pool.clear()  # pools restart from the next frame of each track
         self.pulse_seconds = new.gpio.pulse_seconds
         self.config = new
         log.info("reload done")

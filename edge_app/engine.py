@@ -230,9 +230,10 @@ class Engine:
         self.timings["facenet"] = time.perf_counter() - start
         return raw.astype(np.float32)
 
-    def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
-        """(N, 512) unit embeddings, centred on the shipped mean when there is one."""
-        return centre(self.embed_raw(frame, faces), self.mean)
+    def embed(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
+        """(N, 512) unit embeddings, centred on the shipped mean when there is one (mirror:
+        of the flipped crops, as enrolment stores beside each photo's own)."""
+        return centre(self.embed_raw(frame, faces, mirror), self.mean)
 
     @property
     def has_liveness(self) -> bool:

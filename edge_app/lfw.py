@@ -140,3 +140,30 @@ def fallback_face(width: int, height: int) -> Faces:
     box = np.array([[*LFW_MEDIAN_BOX]], np.float32) * np.array([width, height, width, height])
     landmarks = np.zeros((1, 5, 2), np.float32)
     return Faces(box.astype(np.float32), np.zeros((1,), np.float32), landmarks)
+
+
+def rel(path: Path) -> str:
+    """An image path as LFW names it (Person/Person_0001.jpg), so reports are machine-free."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def photos_by_person(images: Path) -> dict[str, list[Path]]:
+    """Every person in an LFW images folder -> their photos, sorted."""
+    if not images.is_dir():
+        raise UserError(f"--images {images}: not a folder of LFW <Name>/<Name>_NNNN.jpg")
+    return {
+        folder.name: sorted(folder.glob("*.jpg"))
+        for folder in sorted(images.iterdir())
+        if folder.is_dir()
+    }
+
+
+def wilson(successes: int, total: int, z: float = 1.96) -> list[float]:
+    """95% Wilson interval of a proportion: with 40 probes one probe is 2.5 points, so a rate
+    alone overstates what was measured."""
+    if total == 0:
+        return [0.0, 1.0]
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return [round(float(max(centre - half, 0.0)), 4), round(float(min(centre + half, 1.0)), 4)]

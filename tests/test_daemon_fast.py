@@ -49,6 +49,13 @@ def unit(seed: int) -> np.ndarray:
 
 
 EMBEDDINGS = {ADA: unit(1), STRANGER: unit(2)}
+# Two views of Ada, each too poor alone (cosine 0.50 to her sample, under the 0.6 threshold)
+# whose errors point opposite ways: their mean is her own embedding.
+ADA_LEFT, ADA_RIGHT = 3, 4
+_ASIDE = unit(3) - (unit(3) @ unit(1)) * unit(1)
+_ASIDE /= np.linalg.norm(_ASIDE)
+EMBEDDINGS[ADA_LEFT] = 0.5 * unit(1) + np.sqrt(0.75) * _ASIDE
+EMBEDDINGS[ADA_RIGHT] = 0.5 * unit(1) - np.sqrt(0.75) * _ASIDE
 
 
 class ScriptedEngine:
@@ -75,7 +82,7 @@ class ScriptedEngine:
             return Faces.empty()
         return Faces(BOX.copy(), np.array([0.99], np.float32), np.zeros((1, 5, 2), np.float32))
 
-    def embed(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+    def embed(self, image: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
         self._maybe_fail("embed")
         code = int(image[0, 0, 0])
         return np.stack([EMBEDDINGS[code]] * len(faces))
@@ -174,6 +181,41 @@ def test_stranger_never_raises_the_pin(tmp_path: Path, gallery: Path) -> None:
     assert daemon.run() == 0
     assert states(factory) == [False]
     assert [e["type"] for e in jsonl(tmp_path)] == ["unknown"]
+
+
+@pytest.mark.parametrize(
+    ("evidence", "expected"),
+    [("track", ["recognized", "unlock", "relock"]), ("frame", ["unknown"])],
+)
+def test_track_evidence_pools_views_that_each_fall_short(
+    evidence: str, expected: list[str], tmp_path: Path, gallery: Path
+) -> None:
+    """[policy] evidence: alternating poor views of Ada unlock when the track's embeddings
+    are pooled (their mean is her), and stay unknown when every frame is judged alone."""
+    views = [ADA_LEFT, ADA_RIGHT] * 5
+    frames = write_frames(tmp_path / "frames", [NOBODY, *views, *[NOBODY] * 30])
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, policy={"evidence": evidence})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    assert [e["type"] for e in jsonl(tmp_path)] == expected
+    assert_fail_secure(factory)
+    assert len(daemon.pool) == 0  # the track ended: its pool is dropped
+
+
+def test_track_evidence_never_lets_a_stranger_borrow_a_pool(tmp_path: Path, gallery: Path) -> None:
+    """A stranger's track after Ada's (a frame with nobody between) starts a pool of its own."""
+    codes = [NOBODY, *[ADA] * 6, *[NOBODY] * 8, *[STRANGER] * 12, *[NOBODY] * 5]
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, policy={"evidence": "track"})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    kinds = [(e["type"], e.get("name")) for e in jsonl(tmp_path)]
+    assert kinds[:2] == [("recognized", NAME), ("unlock", NAME)]
+    assert ("unknown", None) in kinds[2:]
+    assert [k for k in kinds if k[0] == "unlock"] == [("unlock", NAME)]
+    assert_fail_secure(factory)
 
 
 def kill_when_open(factory: MockFactory, signum: int, sent: list[float]) -> threading.Thread:

@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge_app.cascade_choice import CASCADES
 from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.runtime import BACKENDS
 
 EPILOG = """\
 pair files: the fold form (first line "10<TAB>300", e.g. LFW's pairs.txt) is scored by 10-fold
@@ -54,24 +56,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     lfw.add_argument("--train", type=Path, help="development-form list to choose the threshold on")
     lfw.add_argument("--json", type=Path, help="also write the results as JSON here")
-    lfw.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
     lfw.add_argument(
         "--reference",
         choices=["float"],
         help="run the float reference models (built by edge-convert build)",
     )
-    lfw.add_argument("--backend", choices=["auto", "cpu", "edgetpu"], default="auto")
-    lfw.add_argument(
-        "--cascade",
-        choices=CASCADES,
-        default="auto",
-        help="MTCNN cascade on the CPU, as [models] cascade: auto (the faster of int8 and "
-        "float, measured at start-up; the default), int8 or float. The Edge TPU runs int8",
-    )
-    lfw.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    _engine_options(lfw)
     lfw.set_defaults(handler=_run)
     _register_visits(sub)
     _register_liveness(sub)
+
+
+def _engine_options(parser: argparse.ArgumentParser, cascade: str = "auto") -> None:
+    """--models, --backend, --cascade and --threads, as every evaluation opens the engine."""
+    parser.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument(
+        "--cascade",
+        choices=CASCADES,
+        default=cascade,
+        help="MTCNN cascade on the CPU, as [models] cascade: auto (the faster of int8 and "
+        "float, measured at start-up), int8 or float (default %(default)s). The Edge TPU "
+        "runs int8",
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+
+
+def _open_engine(args: argparse.Namespace) -> Any:
+    from edge_app.engine import Engine
+
+    return Engine.open(
+        args.models, backend=args.backend, threads=args.threads, cascade=args.cascade
+    )
 
 
 LIVENESS_EPILOG = """\
@@ -122,14 +138,11 @@ def _register_liveness(sub: argparse._SubParsersAction) -> None:
         help="live frames a window of up to 10 needs (default %(default)s, as the door)",
     )
     live.add_argument("--json", type=Path, help="also write the results as JSON here")
-    live.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
-    live.add_argument("--backend", choices=["auto", "cpu", "edgetpu"], default="auto")
-    live.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    _engine_options(live, cascade="int8")  # docs/LIVENESS.md's figures
     live.set_defaults(handler=_run_liveness)
 
 
 def _run_liveness(args: argparse.Namespace) -> int:
-    from edge_app.engine import Engine
     from edge_app.errors import UserError
     from edge_app.evaluate_liveness import evaluate_liveness, format_report
     from edge_app.liveness_rule import manifest_threshold
@@ -141,7 +154,7 @@ def _run_liveness(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold {args.threshold}: must be between 0 and 1")
     subjects = {s.strip() for s in args.subjects.split(",") if s.strip()} if args.subjects else None
-    engine = Engine.open(args.models, backend=args.backend, threads=args.threads)
+    engine = _open_engine(args)
     threshold = args.threshold
     if threshold is None:
         threshold = manifest_threshold(engine.manifest)
@@ -199,21 +212,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 VISITS_EPILOG = """\
-Each enrolled person (LFW people outside pairsDevTrain.txt, enrolled from 2 photos through
-the real quality gates) visits twice; each stranger (one photo of a person not enrolled)
-once. A visit is a short clip (walking in, approaching, swaying; cutting between photos when
-there are several) played to the real door daemon with a mock relay. Seeded: the same
+Each enrolled person (LFW people outside pairsDevTrain.txt, or inside it with --population
+devtrain; enrolled from 2 photos through the real quality gates) visits twice; each
+stranger (one photo of a person not enrolled, from the same population) once. A visit is
+a short clip (walking in, approaching, swaying; cutting between photos when there are
+several) played to the real door daemon with a mock relay. Seeded: the same
 --seed gives the same people, photos and clips. About 1.5 s per visit on 2 CPU cores.
 
 examples:
-  edge-app eval visits                                  # 40 people x 2 visits, 150 strangers
-  edge-app eval visits --strangers 200 --json visits.json
+  edge-app eval visits                                  # 40 people x 2 visits, 300 strangers
+  edge-app eval visits --strangers 400 --json visits.json
   edge-app eval visits --people 10 --strangers 20       # a quick look
+  edge-app eval visits --population devtrain --evidence frame   # tune on DevTrain people
 """
 
 
 def _register_visits(sub: argparse._SubParsersAction) -> None:
-    from edge_app.evaluate_visits import PEOPLE, SEED, STRANGERS
+    from edge_app.evaluate_visits import PEOPLE, POPULATIONS, SEED, STRANGERS
+    from edge_app.fusion import EVIDENCE
 
     visits = sub.add_parser(
         "visits",
@@ -233,10 +249,20 @@ def _register_visits(sub: argparse._SubParsersAction) -> None:
         "--strangers", type=_positive, default=STRANGERS, help="stranger visits (one each)"
     )
     visits.add_argument("--seed", type=int, default=SEED)
+    visits.add_argument(
+        "--population",
+        choices=POPULATIONS,
+        default=POPULATIONS[0],
+        help="whose visits: people outside LFW DevTrain (the default: nothing was tuned on "
+        "them) or DevTrain people (to tune a setting before checking it outside)",
+    )
+    visits.add_argument(
+        "--evidence",
+        choices=EVIDENCE,
+        help="override [policy] evidence for the door (default: the config default)",
+    )
     visits.add_argument("--json", type=Path, help="also write the full report as JSON here")
-    visits.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
-    visits.add_argument("--backend", choices=["auto", "cpu", "edgetpu"], default="auto")
-    visits.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    _engine_options(visits)
     visits.set_defaults(handler=_run_visits)
 
 
@@ -248,15 +274,20 @@ def _positive(text: str) -> int:
 
 
 def _run_visits(args: argparse.Namespace) -> int:
-    from edge_app.engine import Engine
     from edge_app.errors import UserError
     from edge_app.evaluate_visits import evaluate_visits, table
 
     if not (args.lfw / "images").is_dir():
         raise UserError(f"--lfw {args.lfw}: no images/ folder there")
-    engine = Engine.open(args.models, backend=args.backend, threads=args.threads)
+    engine = _open_engine(args)
     report = evaluate_visits(
-        engine, args.lfw, people=args.people, strangers=args.strangers, seed=args.seed
+        engine,
+        args.lfw,
+        people=args.people,
+        strangers=args.strangers,
+        seed=args.seed,
+        population=args.population,
+        policy={"evidence": args.evidence} if args.evidence else None,
     )
     sys.stdout.write(table(report) + f"\n\n{report['seconds']:.0f} s\n")
     if args.json:
