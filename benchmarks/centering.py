@@ -118,11 +118,16 @@ def score(embeddings: np.ndarray, index: dict[str, int], lfw: Path) -> dict[str,
 
 
 def open_set_templates(
-    probes: np.ndarray, templates: list[np.ndarray], names: list[str], seed: int = 0
+    probes: np.ndarray,
+    templates: list[np.ndarray],
+    names: list[str],
+    seed: int = 0,
+    threshold: float | None = None,
 ) -> dict[str, float]:
     """converter.recognition's DevTrain door simulation (aggregate `best`, margin 0) with
     every enrolled photo stored as one sample per array in `templates` (e.g. the photo and
-    its mirror image), probes from `probes`: threshold at the stranger limit, identified."""
+    its mirror image), probes from `probes`: threshold at the stranger limit (or the given
+    one, to check a DevTrain threshold on other people), identified."""
     from converter.recognition import GALLERY_SIZE, SAMPLES, TARGET_FAR, TRIALS
     from edge_app.gallery import GalleryMatrix
     from edge_app.matching import Matcher, MatchSettings
@@ -156,8 +161,9 @@ def open_set_templates(
         ok_all.append(chosen[np.argmax(g_scores, axis=1)] == person_of[np.array(genuine)])
         s_all.append(matcher.person_scores(probes[strangers]).max(axis=1))
     g, ok, s = (np.concatenate(parts) for parts in (g_all, ok_all, s_all))
-    ranked = np.sort(s)[::-1]
-    threshold = float(ranked[int(np.floor(TARGET_FAR * len(s)))] + 1e-4)
+    if threshold is None:
+        ranked = np.sort(s)[::-1]
+        threshold = float(ranked[int(np.floor(TARGET_FAR * len(s)))] + 1e-4)
     return {
         "threshold": round(threshold, 4),
         "identified": round(float(((g >= threshold) & ok).mean()), 4),
@@ -213,8 +219,9 @@ def cmd_mean(args: argparse.Namespace) -> None:
 
     train, _ = pair_names(lfw)
     index = {str(n): i for i, n in enumerate(cache["names"])}
-    centred = centre(cache["raw"][[index[n] for n in train]], mean)
-    manifest["recognition"] = derive_from_embeddings(centred, train)
+    rows = [index[n] for n in train]
+    centred, mirrored = centre(cache["raw"][rows], mean), centre(cache["mirror"][rows], mean)
+    manifest["recognition"] = derive_from_embeddings(centred, train, mirrors=mirrored)
     tmp_manifest = manifest_path.with_suffix(".tmp")
     tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp_manifest.replace(manifest_path)

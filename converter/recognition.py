@@ -34,31 +34,37 @@ TRIALS = 40
 MARGINS = (0.0, 0.03, 0.05, 0.1)
 
 
-def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.ndarray:
-    """One embedding per LFW image: the central face, else the median LFW face box."""
-    rows = []
+def embed_lfw(
+    engine: Engine, root: Path, names: list[str], desc: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One embedding per LFW image (the central face, else the median LFW face box), and
+    the same face's mirror-image embedding, as enrolment stores both."""
+    rows, mirrors = [], []
     for name in tqdm(names, desc=desc, unit="image", leave=False, disable=None):
         frame = read_image(root / "images" / name)
         faces = engine.detect(frame)
         index = central_face(faces, frame.shape[1], frame.shape[0])
         face = faces[index] if index is not None else fallback_face(frame.shape[1], frame.shape[0])
         rows.append(engine.embed(frame, face)[0])
-    return np.stack(rows)
+        mirrors.append(engine.embed(frame, face, mirror=True)[0])
+    return np.stack(rows), np.stack(mirrors)
 
 
-def _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate):
+def _trial_scores(embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate):
     """One simulated door: (genuine best, genuine second, genuine correct, stranger best,
-    stranger second)."""
+    stranger second). Each enrolled photo is stored with its mirror embedding, as enrolment
+    does (mirrors None: the photo alone)."""
     chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
     rows, owner, probes = [], [], []
     for slot, person in enumerate(chosen):
         images = rng.permutation(by_person[person])
-        rows.extend(images[:SAMPLES])
-        owner.extend([slot] * SAMPLES)
+        for image in images[:SAMPLES]:
+            rows.append(embeddings[image])
+            if mirrors is not None:
+                rows.append(mirrors[image])
+        owner.extend([slot] * (SAMPLES * (1 if mirrors is None else 2)))
         probes.extend(images[SAMPLES:])
-    matrix = GalleryMatrix(
-        embeddings[rows], np.array(owner, np.int32), tuple(str(p) for p in chosen)
-    )
+    matrix = GalleryMatrix(np.stack(rows), np.array(owner, np.int32), tuple(str(p) for p in chosen))
     matcher = Matcher(matrix, MatchSettings(threshold=-1.0, aggregate=aggregate))
     enrolled = set(chosen.tolist())
     strangers = np.array([i for i in range(len(embeddings)) if person_of[i] not in enrolled])
@@ -77,12 +83,15 @@ def _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate):
 
 def derive_threshold(engine: Engine, lfw: Path, seed: int = 0) -> dict:
     names = read_pairs(lfw / "pairsDevTrain.txt").images
-    embeddings = embed_lfw(engine, lfw, names, "recognition threshold (DevTrain)")
-    return derive_from_embeddings(embeddings, names, seed)
+    embeddings, mirrors = embed_lfw(engine, lfw, names, "recognition threshold (DevTrain)")
+    return derive_from_embeddings(embeddings, names, seed, mirrors)
 
 
-def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int = 0) -> dict:
-    """derive_threshold on unit embeddings already made, one row per DevTrain image name."""
+def derive_from_embeddings(
+    embeddings: np.ndarray, names: list[str], seed: int = 0, mirrors: np.ndarray | None = None
+) -> dict:
+    """derive_threshold on unit embeddings already made, one row per DevTrain image name
+    (mirrors: each image's mirror-image embedding, stored beside it in the galleries)."""
     person_of = np.array([n.split("/")[0] for n in names])
     by_person: defaultdict[str, list[int]] = defaultdict(list)
     for index, person in enumerate(person_of):
@@ -93,7 +102,7 @@ def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int =
     for aggregate in AGGREGATES:
         rng = np.random.default_rng(seed)
         trials = [
-            _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate)
+            _trial_scores(embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate)
             for _ in range(TRIALS)
         ]
         g_best, g_second, correct, s_best, s_second = (
@@ -128,6 +137,7 @@ def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int =
         100 * best["identified"],
         100 * best["stranger_accept"],
     )
+    stored = "" if mirrors is None else " (each stored with its mirror image, as enrolment does)"
     return {
         "threshold": best["threshold"],
         "aggregate": best["aggregate"],
@@ -135,9 +145,10 @@ def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int =
         "scale": "cosine similarity of L2-normalised embeddings, -1..1",
         "derivation": (
             f"LFW DevTrain open-set simulation: {TRIALS} galleries of {GALLERY_SIZE} people "
-            f"x {SAMPLES} photos, probed by their other photos and by every DevTrain person "
-            f"not enrolled; lowest threshold with stranger acceptance <= {TARGET_FAR:g}; "
+            f"x {SAMPLES} photos{stored}, probed by their other photos and by every DevTrain "
+            f"person not enrolled; lowest threshold with stranger acceptance <= {TARGET_FAR:g}; "
             "aggregate and margin chosen for the most genuine probes identified"
         ),
+        "templates": "photo and mirror" if mirrors is not None else "photo",
         "candidates": table,
     }

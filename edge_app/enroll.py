@@ -44,7 +44,7 @@ class Embedder(Protocol):
 
     def detect(self, frame: np.ndarray) -> Faces: ...
 
-    def embed(self, frame: np.ndarray, faces: Faces) -> np.ndarray: ...
+    def embed(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray: ...
 
     def liveness(self, frame: np.ndarray, faces: Faces) -> np.ndarray: ...
 
@@ -102,7 +102,7 @@ def existing_samples(db: Path, name: str, add: bool) -> np.ndarray:
             raise UserError(f"{name!r} is already enrolled; use --add to add photos to them")
         if add and not enrolled:
             raise UserError(f"nobody named {name!r} is enrolled; drop --add to enrol them")
-        return gallery.embeddings(name)
+        return gallery.embeddings(name, mirrors=True)
 
 
 def face_crop_jpeg(frame: np.ndarray, box: np.ndarray) -> bytes:
@@ -155,9 +155,12 @@ class _Collector:
         if rejection is not None:
             return rejection
         crop = face_crop_jpeg(frame, faces.boxes[0]) if self.keep_crops else None
-        self.samples.append(NewSample(embedding, sha256, crop, self.model))
+        # The mirror image's embedding is stored with the photo: a visitor is then matched
+        # against either, which identifies more people at no cost at the door (ACCURACY.md).
+        mirror = self.engine.embed(frame, faces, mirror=True)[0]
+        self.samples.append(NewSample(embedding, sha256, crop, self.model, mirror=mirror))
         self.sources.append(source)
-        self.known = np.vstack([self.known, embedding[None]])
+        self.known = np.vstack([self.known, embedding[None], mirror[None]])
         return None
 
 

@@ -101,7 +101,13 @@ SCHEMA_V2 = (
 )
 # Version 3: the application_id that tells a gallery from any other SQLite file.
 SCHEMA_V3 = (f"PRAGMA application_id = {APPLICATION_ID}",)
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+# Version 4: each photo's mirror-image embedding beside its own (enrolment stores both; a
+# visitor is then matched against either, docs/ACCURACY.md); NULL for samples from before.
+SCHEMA_V4 = (
+    f"""ALTER TABLE samples ADD COLUMN mirror_embedding BLOB
+        CHECK (mirror_embedding IS NULL OR length(mirror_embedding) = {EMBEDDING_BYTES})""",
+)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
 # The last schema version that had no application_id.
 LAST_VERSION_WITHOUT_ID = 2
 OUR_TABLES = {"people", "samples"}
@@ -157,6 +163,8 @@ class NewSample:
 
     embedding: (512,) float32, L2-normalised. face_crop: JPEG bytes, only when the user opted in.
     model: the embedding model's identity (its file sha256 from the models manifest).
+    mirror: the same face's embedding from the mirror image of the photo, or None. It is part
+    of the same sample (one photo): matched against, never counted as another photo.
     """
 
     embedding: np.ndarray
@@ -164,6 +172,7 @@ class NewSample:
     face_crop: bytes | None = None
     model: str | None = None
     created_utc: str | None = None
+    mirror: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -500,15 +509,16 @@ class Gallery:
         ).fetchall()
         return [PersonInfo(*row) for row in rows]
 
-    def embeddings(self, name: str) -> np.ndarray:
-        """One person's samples, (K, 512); K = 0 for an unknown name."""
+    def embeddings(self, name: str, mirrors: bool = False) -> np.ndarray:
+        """One person's samples, (K, 512); K = 0 for an unknown name. mirrors: their stored
+        mirror-image embeddings too, after each photo's own."""
         with self._snapshot() as db:
             found = self._find(name)
             rows = db.execute(
-                "SELECT embedding FROM samples WHERE person_id = ? ORDER BY id",
+                "SELECT embedding, mirror_embedding FROM samples WHERE person_id = ? ORDER BY id",
                 (found[0] if found else -1,),
             ).fetchall()
-        return _blobs_to_matrix([row[0] for row in rows])
+        return _blobs_to_matrix(_with_mirrors(rows) if mirrors else [row[0] for row in rows])
 
     def models(self) -> set[str | None]:
         """The embedding models the samples came from (None: enrolled before this was recorded)."""
@@ -522,10 +532,14 @@ class Gallery:
                    ORDER BY p.id"""
             ).fetchall()
             rows = db.execute(
-                "SELECT person_id, embedding FROM samples ORDER BY person_id, id"
+                """SELECT person_id, embedding, mirror_embedding FROM samples
+                   ORDER BY person_id, id"""
             ).fetchall()
-        embeddings = _blobs_to_matrix([row[1] for row in rows])
-        ids = np.fromiter((row[0] for row in rows), np.int64, count=len(rows))
+        # A photo's mirror embedding is one more row of its person, right after its own.
+        embeddings = _blobs_to_matrix(_with_mirrors([row[1:] for row in rows]))
+        ids = np.fromiter(
+            (row[0] for row in rows for _ in range(1 + (row[2] is not None))), np.int64
+        )
         # Person ids are sorted, so the inverse of unique is already the grouped row index.
         _, person = np.unique(ids, return_inverse=True)
         return GalleryMatrix(embeddings, person.astype(np.int32), tuple(row[0] for row in names))
@@ -570,8 +584,9 @@ class Gallery:
         now = utc_now()
         self._db.executemany(
             """INSERT INTO samples
-               (person_id, embedding, image_sha256, created_utc, face_crop, model)
-               VALUES (?, ?, ?, ?, ?, ?)""",
+               (person_id, embedding, image_sha256, created_utc, face_crop, model,
+                mirror_embedding)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
             [
                 (
                     person_id,
@@ -580,6 +595,7 @@ class Gallery:
                     s.created_utc or now,
                     s.face_crop,
                     s.model,
+                    None if s.mirror is None else _encode(s.mirror),
                 )
                 for s in samples
             ],
@@ -619,8 +635,9 @@ class Gallery:
         with self._snapshot() as db:
             people = db.execute("SELECT id, name, created_utc FROM people ORDER BY name").fetchall()
             samples: dict[int, list[dict[str, Any]]] = {pid: [] for pid, _, _ in people}
-            for person_id, blob, digest, created, crop, model in db.execute(
-                """SELECT person_id, embedding, image_sha256, created_utc, face_crop, model
+            for person_id, blob, digest, created, crop, model, mirror in db.execute(
+                """SELECT person_id, embedding, image_sha256, created_utc, face_crop, model,
+                          mirror_embedding
                    FROM samples ORDER BY id"""
             ):
                 sample = {
@@ -631,6 +648,8 @@ class Gallery:
                 }
                 if crop is not None:
                     sample["face_crop_jpeg"] = base64.b64encode(crop).decode("ascii")
+                if mirror is not None:
+                    sample["mirror_embedding"] = base64.b64encode(mirror).decode("ascii")
                 samples[person_id].append(sample)
         total = sum(len(v) for v in samples.values())
         header = {
@@ -694,6 +713,11 @@ class Gallery:
                 summary.samples_added += len(kept)
                 summary.samples_skipped += len(new_samples) - len(kept)
         return summary
+
+
+def _with_mirrors(rows: Sequence[Sequence[bytes | None]]) -> list[bytes]:
+    """(embedding, mirror or None) rows -> every embedding, each photo's mirror after it."""
+    return [blob for row in rows for blob in row if blob is not None]
 
 
 def _blobs_to_matrix(blobs: Sequence[bytes]) -> np.ndarray:
@@ -858,11 +882,10 @@ def _sample_from_export(data: object, index: int) -> NewSample:
     if not isinstance(data, dict):
         raise _Invalid(f"sample {index} must be an object, not {_type_name(data)}")
     what = f"sample {index}"
-    blob = _base64(data.get("embedding"), f"{what} embedding")
-    if len(blob) != EMBEDDING_BYTES:
-        raise _Invalid(f"{what} embedding has {len(blob)} bytes, expected {EMBEDDING_BYTES}")
-    embedding = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-    _encode(embedding)  # finite, unit length
+    embedding = _embedding_from_export(data.get("embedding"), f"{what} embedding")
+    mirror = data.get("mirror_embedding")
+    if mirror is not None:
+        mirror = _embedding_from_export(mirror, f"{what} mirror_embedding")
     digest = _string(data.get("image_sha256"), f"{what} image_sha256")
     if not SHA256_HEX.fullmatch(digest):
         raise _Invalid(f"{what} image_sha256 must be 64 lowercase hex digits")
@@ -879,7 +902,20 @@ def _sample_from_export(data: object, index: int) -> NewSample:
         face_crop=face_crop,
         model=model,
         created_utc=_utc(data.get("created_utc"), f"{what} created_utc"),
+        mirror=mirror,
     )
+
+
+def _embedding_from_export(value: object, what: str) -> np.ndarray:
+    blob = _base64(value, what)
+    if len(blob) != EMBEDDING_BYTES:
+        raise _Invalid(f"{what} has {len(blob)} bytes, expected {EMBEDDING_BYTES}")
+    embedding = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    try:
+        _encode(embedding)  # finite, unit length
+    except GalleryError as error:
+        raise _Invalid(f"{what}: {error}") from None
+    return embedding
 
 
 def _checked_crop(data: bytes) -> bytes:

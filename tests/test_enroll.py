@@ -201,7 +201,15 @@ def test_enrol_add_and_identify(gallery_db: Path, engine) -> None:
     with Gallery.open(gallery_db) as gallery:
         matrix = gallery.load_matrix()
         assert gallery.models() == {model_id(engine)}
+        frank = gallery.embeddings("Frank Solich", mirrors=True)
     assert gallery_db.stat().st_mode & 0o777 == 0o600
+    # Each photo is stored with its mirror image's embedding, matched as one more row.
+    assert len(matrix) == 2 * 5 and matrix.names == ("Emma Watson", "Frank Solich")
+    photo = read_image(lfw("Frank_Solich", 1))
+    faces = engine.detect(photo)
+    np.testing.assert_allclose(frank[0], engine.embed(photo, faces)[0], atol=1e-6)
+    np.testing.assert_allclose(frank[1], engine.embed(photo, faces, mirror=True)[0], atol=1e-6)
+    assert 0.5 < float(frank[0] @ frank[1]) < 0.999  # the same face, not the same vector
 
     probes = [lfw("Emma_Watson", 4), lfw("Frank_Solich", 3), lfw("George_HW_Bush", 1)]
     embeddings = np.vstack([engine.process(read_image(p))[1] for p in probes])

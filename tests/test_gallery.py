@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -366,3 +367,60 @@ def test_a_held_write_lock_is_a_clear_error_and_changes_nothing(db: Path) -> Non
         other.close()
     with Gallery.open(db) as gallery:
         assert not gallery.has("Carol")
+
+
+def test_mirror_embeddings_are_matched_beside_their_photo_but_counted_once(
+    tmp_path: Path,
+) -> None:
+    """Schema v4: a photo's mirror embedding is a row of its person right after the photo's
+    own in the matching matrix, survives export/import, and is not another sample."""
+    path = tmp_path / "gallery.db"
+    own, flipped = unit_vectors(2, 40), unit_vectors(2, 41)
+    with Gallery.open(path, create=True) as gallery:
+        gallery.enroll("Bob", samples(1, 5))  # before mirrors: no mirror stored
+        gallery.enroll(
+            "Alice",
+            [
+                NewSample(own[i], hashlib.sha256(b"a%d" % i).hexdigest(), mirror=flipped[i])
+                for i in range(2)
+            ],
+        )
+        matrix = gallery.load_matrix()
+        assert matrix.names == ("Bob", "Alice")
+        assert matrix.person.tolist() == [0, 1, 1, 1, 1]
+        np.testing.assert_array_equal(
+            matrix.embeddings[1:], np.stack([own[0], flipped[0], own[1], flipped[1]])
+        )
+        assert {p.name: p.samples for p in gallery.people()} == {"Alice": 2, "Bob": 1}
+        assert len(gallery.embeddings("Alice")) == 2
+        assert len(gallery.embeddings("Alice", mirrors=True)) == 4
+        out = io.StringIO()
+        assert gallery.export(out) == (2, 3)
+    exported = out.getvalue()
+    other = tmp_path / "other.db"
+    with Gallery.open(other, create=True) as gallery:
+        gallery.import_(read_export(io.StringIO(exported)))
+        np.testing.assert_array_equal(
+            gallery.embeddings("Alice", mirrors=True), matrix.embeddings[1:]
+        )
+        assert len(gallery.load_matrix()) == 5
+    # A mirror embedding that is not of unit length is refused like an embedding.
+    header, bob, alice = exported.splitlines()
+    record = json.loads(alice)
+    bad = (own[0] * 2).astype("<f4").tobytes()
+    record["samples"][0]["mirror_embedding"] = base64.b64encode(bad).decode()
+    with pytest.raises(GalleryError, match="mirror_embedding"):
+        read_export(io.StringIO("\n".join([header, bob, json.dumps(record)]) + "\n"))
+
+
+def test_migration_to_v4_keeps_samples_without_mirrors(db: Path) -> None:
+    connection = sqlite3.connect(db)
+    connection.execute("ALTER TABLE samples DROP COLUMN mirror_embedding")
+    connection.execute("PRAGMA user_version = 3")
+    connection.commit()
+    connection.close()
+    with Gallery.open(db) as gallery:
+        assert gallery.schema_version == SCHEMA_VERSION == 4
+        assert len(gallery.load_matrix()) == 5  # 3 + 2 photos, no mirrors
+        gallery.enroll("Carol", [NewSample(unit_vectors(1, 9)[0], "c" * 64, mirror=None)])
+        assert len(gallery.load_matrix()) == 6
