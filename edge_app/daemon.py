@@ -202,6 +202,16 @@ class Recognizer:
                 "not comparable with the threshold; re-enrol those people",
                 ", ".join(sorted(m[:12] for m in foreign)),
             )
+        unmirrored = gallery.without_mirrors()
+        if unmirrored:
+            # The threshold assumes each photo is stored with its mirror (docs/ACCURACY.md):
+            # without it these people are matched on half their templates, so less often.
+            log.warning(
+                "gallery has %d sample(s) enrolled without their mirror image: enrol those "
+                "people again (`edge-app remove NAME`, then `edge-app enroll NAME photos...`) "
+                "to restore their identification rate",
+                unmirrored,
+            )
         if not matrix.names:
             log.warning("gallery is empty: nobody can be unlocked; enrol with `edge-app enroll`")
         return version, matcher

@@ -520,6 +520,14 @@ class Gallery:
             ).fetchall()
         return _blobs_to_matrix(_with_mirrors(rows) if mirrors else [row[0] for row in rows])
 
+    def without_mirrors(self) -> int:
+        """Samples stored without their mirror-image embedding (enrolled before schema v4)."""
+        return int(
+            self._db.execute(
+                "SELECT count(*) FROM samples WHERE mirror_embedding IS NULL"
+            ).fetchone()[0]
+        )
+
     def models(self) -> set[str | None]:
         """The embedding models the samples came from (None: enrolled before this was recorded)."""
         return {row[0] for row in self._db.execute("SELECT DISTINCT model FROM samples")}

@@ -489,3 +489,17 @@ def test_sighup_applies_a_reload_whole_or_not_at_all(tmp_path: Path, gallery: Pa
     assert daemon.config.policy.cooldown_seconds == 0 and daemon.pulse_seconds == 5.0
     assert daemon.policy.cooldown_seconds == 0
     assert (tmp_path / "events.jsonl").exists()  # reopened: a new file after the rename
+
+
+def test_a_gallery_without_mirrors_is_reported_at_load(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Samples from before mirrored templates still match, and the door says to re-enrol."""
+    frames = write_frames(tmp_path / "frames", visit(after=20))
+    daemon = Daemon(
+        door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=MockFactory()
+    )
+    with caplog.at_level("WARNING", logger="edge_app.daemon"):
+        assert daemon.run() == 0
+    assert "1 sample(s) enrolled without their mirror image" in caplog.text
+    assert [e["type"] for e in jsonl(tmp_path)][:2] == ["recognized", "unlock"]
