@@ -429,16 +429,26 @@ def load_or_embed_jitters(options: HeadOptions, names: list[str]) -> np.ndarray:
     count = options.jitters
     if count == 0:
         return np.zeros((len(names), 0, EMBEDDING_DIM), np.float32)
+    recipe = {
+        "seed": np.array(options.settings.seed),
+        "shift": np.array(SHIFT),
+        "scale": np.array(SCALE),
+    }
     path = options.jitter_cache
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as data:
                 cached_names, views = data["names"].astype(str), data["jitter"]
+                data_recipe = {key: data[key] for key in recipe if key in data.files}
         except (OSError, ValueError, KeyError, EOFError) as error:
             raise HeadError(f"{path}: not a jitter cache ({error}); delete it to rebuild") from None
-        if list(cached_names) == names and views.shape == (len(names), count, EMBEDDING_DIM):
+        if (
+            list(cached_names) == names
+            and views.shape == (len(names), count, EMBEDDING_DIM)
+            and _jitter_recipe(data_recipe) == _jitter_recipe(recipe)
+        ):
             return views.astype(np.float32)
-        log.warning("jitter cache %s is for other images or counts; embedding again", path)
+        log.warning("jitter cache %s is for other images or jitters; embedding again", path)
     if not (options.lfw / "images").is_dir():
         raise HeadError(
             f"{options.lfw}: no images/ folder to embed jittered crops from; pass --jitters 0 "
@@ -451,8 +461,12 @@ def load_or_embed_jitters(options: HeadOptions, names: list[str]) -> np.ndarray:
     log.info("jittered crops: %d images x %d in %.0f s", len(names), count,
              time.perf_counter() - start)  # fmt: skip
     if path is not None:
-        _save_npz(path, names=np.array(names), jitter=views)
+        _save_npz(path, names=np.array(names), jitter=views, **recipe)
     return views
+
+
+def _jitter_recipe(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    return {key: float(value) for key, value in arrays.items()}
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:

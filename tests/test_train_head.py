@@ -16,12 +16,17 @@ from converter.head import (
     ENTRY_FILE,
     HEAD_FILE,
     HEAD_MEAN_FILE,
+    SCALE,
+    SHIFT,
     Head,
     HeadError,
     HeadOptions,
     Int8Head,
     TrainSettings,
+    embed_jitters,
+    jitter_faces,
     load_cache,
+    load_or_embed_jitters,
     quantise_head,
     run,
     semi_hard_triplets,
@@ -30,8 +35,10 @@ from converter.head import (
     triplet_loss,
 )
 from edge_app.centering import EMBEDDING_DIM, unit
+from edge_app.faces import Faces
 from edge_app.manifest import sha256_file
 
+LFW_SAMPLE = Path(__file__).resolve().parent / "data" / "lfw_sample"
 # Smallest cosine between the int8 head's output and the float head's on the same inputs.
 INT8_COSINE = 0.99
 
@@ -143,6 +150,55 @@ def test_int8_head_runs_in_tflite_agrees_with_float_and_passes_the_lint(
     assert Int8Head(path).output["dtype"] == np.int8
     assert cosine.min() > INT8_COSINE
     assert lint_model(path) == []
+
+
+# ---- jittered crops ------------------------------------------------------------------------
+
+
+def test_jittered_boxes_stay_within_the_shift_and_scale_limits() -> None:
+    face = Faces(
+        np.array([[100, 50, 200, 170]], np.float32),
+        np.array([0.99], np.float32),
+        np.zeros((1, 5, 2), np.float32),
+    )
+
+    boxes = np.concatenate(
+        [f.boxes for f in jitter_faces(face, 200, np.random.default_rng(0))]
+    ).astype(np.float64)
+
+    size = np.array([100.0, 120.0])
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 - np.array([150.0, 110.0])
+    scales = (boxes[:, 2:] - boxes[:, :2]) / size
+    assert np.all(np.abs(centres) <= SHIFT * size + 1e-3)
+    assert np.all(np.abs(scales - 1.0) <= SCALE + 1e-5)
+    np.testing.assert_allclose(scales[:, 0], scales[:, 1], rtol=1e-5)  # aspect kept
+    assert np.ptp(centres[:, 0]) > SHIFT * size[0]  # really spread, not one box
+
+
+@pytest.mark.slow
+def test_jittered_crops_are_embedded_by_the_real_facenet(models_dir: Path, tmp_path: Path) -> None:
+    """Two photos of the repository's LFW sample through the real int8 engine: each jittered
+    crop stays close to the same person's crop; a second call reads the cache."""
+    names = ["Joe_Nichols/Joe_Nichols_0001.jpg", "Rick_Perry/Rick_Perry_0001.jpg"]
+    lfw = tmp_path / "lfw"
+    (lfw / "images").mkdir(parents=True)
+    for name in names:
+        (lfw / "images" / name).parent.mkdir()
+        (lfw / "images" / name).write_bytes((LFW_SAMPLE / name).read_bytes())
+
+    views = embed_jitters(lfw, names, 2, models_dir, None, seed=0)
+
+    assert views.shape == (2, 2, EMBEDDING_DIM)
+    same = np.sum(unit(views[:, 0]) * unit(views[:, 1]), axis=1)
+    other = np.sum(unit(views[0]) * unit(views[1]), axis=1)
+    assert np.all(same > 0.8)  # a shifted, mirrored crop is still the same face
+    assert np.all(other < same.min())  # and far from the other person
+    cache = tmp_path / "jitter.npz"
+    options = HeadOptions(cache=cache, lfw=lfw, out=tmp_path, jitter_cache=cache, models=models_dir)
+    first = load_or_embed_jitters(options, names)
+    (lfw / "images" / names[0]).unlink()  # the cached run must not need the photos
+    np.testing.assert_array_equal(load_or_embed_jitters(options, names), first)
+    np.testing.assert_array_equal(first, views)
 
 
 # ---- the command on a small synthetic LFW ---------------------------------------------------
