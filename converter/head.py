@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -349,7 +350,7 @@ def load_cache(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             cache = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise HeadError(f"{path}: not a readable .npz embeddings cache ({error}); {fix}") from None
     missing = [key for key in CACHE_KEYS if key not in cache]
     if missing:
@@ -440,7 +441,7 @@ def load_or_embed_jitters(options: HeadOptions, names: list[str]) -> np.ndarray:
             with np.load(path, allow_pickle=False) as data:
                 cached_names, views = data["names"].astype(str), data["jitter"]
                 data_recipe = {key: data[key] for key in recipe if key in data.files}
-        except (OSError, ValueError, KeyError, EOFError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise HeadError(f"{path}: not a jitter cache ({error}); delete it to rebuild") from None
         if (
             list(cached_names) == names

@@ -302,9 +302,10 @@ def test_a_malformed_cache_is_refused(tmp_path: Path, arrays: dict, message: str
         load_cache(path)
 
 
-def test_a_file_that_is_not_npz_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [b"not numpy", b"PK\x03\x04 truncated zip"])
+def test_a_file_that_is_not_npz_is_refused(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.npz"
-    path.write_text("not numpy")
+    path.write_bytes(content)
 
     with pytest.raises(HeadError, match="not a readable .npz embeddings cache"):
         load_cache(path)
