@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from converter import __version__
+from converter.head import JITTERS, TrainSettings
 from edge_app.cli import dispatch
 from edge_app.logs import setup_logging
 from edge_app.paths import REPO_MODELS, SHARED_DATA
@@ -100,6 +101,45 @@ def _validate(args: argparse.Namespace) -> int:
         limit=args.limit,
         only=args.only,
         frames_out=Path(args.liveness_frames) if args.liveness_frames else None,
+    )
+    return 0
+
+
+def _train_head(args: argparse.Namespace) -> int:
+    from converter.head import HeadOptions, run
+
+    report = run(
+        HeadOptions(
+            cache=Path(args.cache),
+            lfw=Path(args.lfw),
+            out=Path(args.out),
+            jitter_cache=Path(args.jitter_cache) if args.jitter_cache else None,
+            jitters=args.jitters,
+            models=Path(args.models),
+            json=Path(args.json) if args.json else None,
+            threads=args.threads,
+            holdout=args.holdout,
+            settings=TrainSettings(
+                rank=args.rank,
+                steps=args.steps,
+                learning_rate=args.learning_rate,
+                weight_decay=args.weight_decay,
+                seed=args.seed,
+            ),
+        )
+    )
+    for label, row in report["figures"].items():
+        sys.stdout.write(
+            f"{label:18s} DevTest {100 * row['devtest_accuracy']:.2f}%  10-fold "
+            f"{100 * row['devtest_10fold']:.2f}%  DevTrain 10-fold "
+            f"{100 * row['devtrain_10fold']:.2f}%"
+            f"  open-set DevTest identified {100 * row['open_set']['devtest_identified']:.2f}% "
+            f"(strangers {100 * row['open_set']['devtest_stranger_accept']:.3f}%)\n"
+        )
+    verdict = "helps beyond noise" if report["helps_beyond_noise"] else "does not help beyond noise"
+    sys.stdout.write(
+        f"int8 head vs no head on DevTest: {report['devtest_gain_pp']:+.2f} pp ({verdict}, "
+        f"noise {report['noise_pp']} pp); written to {args.out}\n"
     )
     return 0
 
@@ -273,6 +313,107 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-frame liveness scores, float and int8 (default %(default)s; '' to skip)",
     )
     v.set_defaults(handler=_validate)
+
+    h = sub.add_parser(
+        "train-head",
+        help="train, quantise and measure an adaptation head on FaceNet's output",
+        description=(
+            "Train a residual low-rank linear head (y = x + B A x, FULLY_CONNECTED and ADD "
+            "only) on FaceNet's raw output with triplet loss and online semi-hard mining, on "
+            "LFW DevTrain embeddings with mirrored and jittered crops as augmentation; "
+            "quantise it to full int8, lint it for the Edge TPU, and measure it with the "
+            "engine's centring and cosine on LFW DevTest (pairs and the open-set door "
+            "simulation) against no head. Writes OUT/head.tflite, OUT/head_mean.npy (the "
+            "DevTrain mean after the head) and OUT/head.json (the manifest entry with sha256, "
+            "the recognition threshold and every figure). docs/ADAPTATION_HEAD.md has the "
+            "method and the measured figures."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m benchmarks.centering embed --cache /tmp/lfw_raw.npz   # once, ~7 min\n"
+            "  edge-convert train-head --cache /tmp/lfw_raw.npz --out /tmp/head\n"
+            "  edge-convert train-head --cache /tmp/lfw_raw.npz --jitters 0 --out /tmp/head\n"
+            "                        # no jittered crops: no FaceNet runs, cached views only\n"
+            "  edge-convert train-head --cache /tmp/lfw_raw.npz --holdout 0.25 --rank 64 \\\n"
+            "      --out /tmp/head   # keep a quarter of DevTrain people out to choose settings\n"
+            "\n"
+            "The head is not part of the shipped models: it does not improve LFW DevTest\n"
+            "beyond noise (docs/ADAPTATION_HEAD.md has the figures)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    h.add_argument(
+        "--cache",
+        required=True,
+        metavar="NPZ",
+        help="raw FaceNet outputs of every LFW development image and their mirror images "
+        "(`python -m benchmarks.centering embed --cache NPZ` writes it)",
+    )
+    h.add_argument(
+        "--lfw",
+        default=str(SHARED_DATA / "lfw"),
+        metavar="DIR",
+        help="LFW folder with pairsDevTrain.txt, pairsDevTest.txt and images/ "
+        "(default %(default)s)",
+    )
+    h.add_argument("--out", required=True, metavar="DIR", help="folder for the head's files")
+    h.add_argument(
+        "--jitters",
+        type=int,
+        default=JITTERS,
+        metavar="N",
+        help="jittered crops per DevTrain image, every second one mirrored (default "
+        "%(default)s; each is one FaceNet run per image the first time)",
+    )
+    h.add_argument(
+        "--jitter-cache",
+        metavar="NPZ",
+        help="where the jittered crops' embeddings are kept between runs (default: not kept)",
+    )
+    h.add_argument(
+        "--models",
+        default=str(REPO_MODELS),
+        help="models that embed the jittered crops (default %(default)s)",
+    )
+    defaults = TrainSettings()
+    h.add_argument(
+        "--rank",
+        type=int,
+        default=defaults.rank,
+        help="rank of B A; 512 is a full 512x512 map (default %(default)s)",
+    )
+    h.add_argument(
+        "--steps", type=int, default=defaults.steps, help="training steps (default %(default)s)"
+    )
+    h.add_argument(
+        "--learning-rate",
+        type=float,
+        default=defaults.learning_rate,
+        help="Adam's learning rate (default %(default)s)",
+    )
+    h.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="L2 penalty on A and B, towards the identity (default %(default)s)",
+    )
+    h.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed of batches, jitter and init (default %(default)s)",
+    )
+    h.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="keep this share of DevTrain people out of training and report verification "
+        "on them (default 0: train on all of DevTrain)",
+    )
+    h.add_argument("--threads", type=int, help="TFLite threads for the jittered crops")
+    h.add_argument("--json", metavar="PATH", help="also write the report here")
+    h.set_defaults(handler=_train_head)
     return parser
 
 

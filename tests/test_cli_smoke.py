@@ -105,7 +105,7 @@ APP_TESTED = {
     "eval lfw", "eval liveness", "eval visits", "doctor", "hub", "hub passwd",
     "hub unlock-code",
 }  # fmt: skip
-CONVERT_TESTED = {"build", "lint", "validate", "float-cascade"}
+CONVERT_TESTED = {"build", "lint", "validate", "float-cascade", "train-head"}
 
 
 def test_every_subcommand_has_a_real_call_here() -> None:
@@ -478,8 +478,12 @@ def test_lint(tmp_path: Path) -> None:
             "no manifest.json in",
         ),
         (["float-cascade", "--models", "{tmp}/none"], "no manifest.json in"),
+        (
+            ["train-head", "--cache", "{tmp}/none.npz", "--lfw", "{tmp}", "--out", "{tmp}/head"],
+            "no pairsDevTrain.txt there",
+        ),
     ],
-    ids=["build", "validate", "float-cascade"],
+    ids=["build", "validate", "float-cascade", "train-head"],
 )  # fmt: skip
 def test_missing_inputs_are_refused_and_nothing_is_written(
     tmp_path: Path, words: list[str], message: str
