@@ -24,8 +24,8 @@ from benchmarks.peer_accuracy import (
 )
 from edge_app.faces import Faces
 from edge_app.lfw import central_face, fallback_face, read_pairs
-from tests.conftest import LFW_SAMPLE
 
+LFW_SAMPLE = Path(__file__).resolve().parent / "data" / "lfw_sample"
 PEER_MISSING = importlib.util.find_spec("face_recognition") is None
 PEER_REASON = (
     "face_recognition/dlib are installed in .venv-bench only (`make .venv-bench/.ready`), "
