@@ -120,7 +120,11 @@ bench: $(BENCH_VENV)/.ready
 	$(BENCH_BIN)/python -m benchmarks.decision_cost --data $(SHARED)
 	$(BENCH_BIN)/python -m benchmarks.run --data $(SHARED) $(if $(QUICK),--quick)
 
-# LFW DevTest accuracy of ours (cascade auto), all-int8 and a prototype (about 6 min).
+# LFW DevTest accuracy of ours (cascade auto), all-int8 and a prototype (about 6 min); then
+# dlib's face_recognition scored the same way and paired with ours on the same pairs
+# (docs/PEER_ACCURACY.md): its encodings are cached in PEER_CACHE (first run 15-45 min on
+# 2 cores), ours come from CENTRING_CACHE (built here when missing, about 7 min).
+PEER_CACHE ?= /tmp/edge-door-peer-dlib-lfw.npz
 bench-accuracy: $(BENCH_VENV)/.ready
 	rm -f benchmarks/accuracy.json
 	for variant in auto int8 octave; do \
@@ -128,6 +132,10 @@ bench-accuracy: $(BENCH_VENV)/.ready
 			--out benchmarks/accuracy.json || exit 1; \
 	done
 	$(BENCH_BIN)/python -m benchmarks.report
+	test -f $(CENTRING_CACHE) || $(BENCH_BIN)/python -m benchmarks.centering embed \
+		--data $(SHARED) --cache $(CENTRING_CACHE)
+	$(BENCH_BIN)/python -m benchmarks.peer_accuracy --data $(SHARED) --cache $(PEER_CACHE) \
+		--ours-cache $(CENTRING_CACHE) --out benchmarks/peer_accuracy.json
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .ruff_cache
