@@ -522,7 +522,9 @@ def open_set(
     enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > 2))
     rng = np.random.default_rng(0)
     trials = [
-        _trial_scores(test_embeddings, person_of, by_person, enrollable, rng, derived["aggregate"])
+        _trial_scores(
+            test_embeddings, None, person_of, by_person, enrollable, rng, derived["aggregate"]
+        )
         for _ in range(TRIALS)
     ]
     g_best, g_second, correct, s_best, s_second = (

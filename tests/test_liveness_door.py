@@ -220,7 +220,7 @@ class LiveScriptedEngine(ScriptedEngine):
     )
     has_liveness = True
 
-    def embed(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+    def embed(self, image: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
         code = int(image[0, 0, 0])
         return super().embed(image, faces) if code != PHOTO else np.stack([EMBEDDINGS[ADA]])
 
