@@ -1,8 +1,13 @@
-"""Enrolment quality gates: only clear, frontal, single-face photos become gallery samples.
+"""Enrolment quality gates: only clear, frontal faces of one dominant person become samples.
 
 A bad sample is worse than none: it lowers that person's scores and raises everyone else's
 false matches. Every rejection carries a reason code (stable, for --json) and a sentence that
 says what to do about it.
+
+A photo may show other faces (a crowd behind a speaker, a poster on the wall) as long as one
+face clearly dominates: the largest face is enrolled when it is at least DOMINANT_RATIO times
+the size of the next one; two faces of similar size are refused, since enrolment cannot tell
+which of them is the person.
 
 The pose measures come from the five MTCNN landmarks, in the frame rotated so the eye line is
 horizontal:
@@ -32,6 +37,7 @@ from edge_app.faces import Faces
 #   - |roll| 99th percentile 18 degrees; |yaw| 95th percentile 0.29 (so about 7% of LFW,
 #     the clearly turned heads, are refused); pitch 1st-99th percentile 0.28-0.79.
 MIN_FACE_PX = 64
+DOMINANT_RATIO = 2.0
 MIN_SHARPNESS = 25.0
 SHARPNESS_SIZE = 112
 MAX_ROLL_DEG = 20.0
@@ -62,6 +68,7 @@ class Gates:
     """The thresholds in one object, so the CLI, the camera loop and tests share them."""
 
     min_face: float = MIN_FACE_PX
+    dominant_ratio: float = DOMINANT_RATIO
     min_sharpness: float = MIN_SHARPNESS
     max_roll_deg: float = MAX_ROLL_DEG
     max_yaw: float = MAX_YAW
@@ -107,23 +114,43 @@ def pose(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return roll, yaw, pitch
 
 
-def check_face(frame: np.ndarray, faces: Faces, gates: Gates = DEFAULT_GATES) -> Rejection | None:
-    """None when the frame holds exactly one face good enough to enrol, else why not."""
+def dominant_face(faces: Faces, gates: Gates = DEFAULT_GATES) -> int | Rejection:
+    """The index of the face to enrol (the largest, when it clearly dominates), else why not."""
     if len(faces) == 0:
         return Rejection(Reason.NO_FACE, "no face found")
+    sizes = faces.sizes
+    order = np.argsort(-sizes, kind="stable")
+    largest = int(order[0])
     if len(faces) > 1:
-        return Rejection(
-            Reason.SEVERAL_FACES,
-            f"{len(faces)} faces found; enrolment needs exactly one: crop the photo to the person",
-        )
-    size = float(faces.sizes[0])
+        first, second = float(sizes[largest]), float(sizes[order[1]])
+        if first < gates.dominant_ratio * second:
+            return Rejection(
+                Reason.SEVERAL_FACES,
+                f"{len(faces)} faces of similar size ({first:.0f} and {second:.0f} px); the "
+                f"person to enrol must be at least {gates.dominant_ratio:g}x the size of any "
+                "other face: crop the photo to the person, or take one with only them in view",
+            )
+    return largest
+
+
+def enrolment_face(
+    frame: np.ndarray, faces: Faces, gates: Gates = DEFAULT_GATES
+) -> Faces | Rejection:
+    """The one face of the frame to enrol (Faces of length 1) when it passes every gate;
+    else the first gate it fails, in the order: no face, several faces, too small, not
+    frontal, blurry."""
+    chosen = dominant_face(faces, gates)
+    if isinstance(chosen, Rejection):
+        return chosen
+    face = faces[chosen]
+    size = float(face.sizes[0])
     if size < gates.min_face:
         return Rejection(
             Reason.TOO_SMALL,
             f"face is {size:.0f} px, at least {gates.min_face:.0f} px needed: "
             "use a larger photo or come closer",
         )
-    roll, yaw, pitch = (float(v[0]) for v in pose(faces.landmarks))
+    roll, yaw, pitch = (float(v[0]) for v in pose(face.landmarks))
     low, high = gates.pitch_range
     if abs(roll) > gates.max_roll_deg or abs(yaw) > gates.max_yaw or not low <= pitch <= high:
         return Rejection(
@@ -132,14 +159,20 @@ def check_face(frame: np.ndarray, faces: Faces, gates: Gates = DEFAULT_GATES) ->
             f"yaw {yaw:+.2f}, limit {gates.max_yaw:.2f}; pitch {pitch:.2f}, range "
             f"{low:.2f}-{high:.2f}): look straight at the camera, head level",
         )
-    sharp = sharpness(frame, faces.boxes[0])
+    sharp = sharpness(frame, face.boxes[0])
     if sharp < gates.min_sharpness:
         return Rejection(
             Reason.BLURRY,
             f"face too blurry (sharpness {sharp:.1f}, at least {gates.min_sharpness:.0f} "
             "needed): hold still, focus, more light",
         )
-    return None
+    return face
+
+
+def check_face(frame: np.ndarray, faces: Faces, gates: Gates = DEFAULT_GATES) -> Rejection | None:
+    """None when the frame holds a face good enough to enrol (enrolment_face), else why not."""
+    chosen = enrolment_face(frame, faces, gates)
+    return chosen if isinstance(chosen, Rejection) else None
 
 
 def duplicate_of(
