@@ -37,12 +37,12 @@ from edge_app.faces import Faces
 #   - |roll| 99th percentile 18 degrees; |yaw| 95th percentile 0.29 (so about 7% of LFW,
 #     the clearly turned heads, are refused); pitch 1st-99th percentile 0.28-0.79.
 MIN_FACE_PX = 64
-DOMINANT_RATIO = 2.0
+DOMINANT_RATIO = 1.5
 MIN_SHARPNESS = 25.0
 SHARPNESS_SIZE = 112
-MAX_ROLL_DEG = 20.0
-MAX_YAW = 0.25
-PITCH_RANGE = (0.25, 0.8)
+MAX_ROLL_DEG = 30.0
+MAX_YAW = 0.5
+PITCH_RANGE = (0.15, 0.9)
 NEAR_DUPLICATE_COSINE = 0.98
 
 

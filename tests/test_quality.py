@@ -93,34 +93,38 @@ def test_a_good_face_passes() -> None:
 def test_no_face_and_two_faces_of_similar_size() -> None:
     frame = synthetic_face()
     assert rejected(check_face(frame, Faces.empty())).reason is Reason.NO_FACE
-    two = rejected(check_face(frame, faces_at([centred_box(), [0, 0, 100, 100]])))
+    two = rejected(check_face(frame, faces_at([centred_box(), [0, 0, 120, 120]])))
     assert two.reason is Reason.SEVERAL_FACES
-    assert "2 faces of similar size (160 and 100 px)" in two.message
+    assert "2 faces of similar size (160 and 120 px)" in two.message
     assert f"{DOMINANT_RATIO:g}x" in two.message and "crop the photo to the person" in two.message
 
 
 def test_the_dominant_face_is_chosen_wherever_it_is_listed() -> None:
     frame = synthetic_face()
     small = 160 / DOMINANT_RATIO  # just dominated: the rule is "at least ratio times"
-    boxes = [[0, 0, small, small], centred_box(), [300, 300, 300 + small - 1, 300 + small - 1]]
+    boxes: list[list[float]] = [
+        [0, 0, small, small],
+        centred_box(),
+        [300, 300, 300 + small - 1, 300 + small - 1],
+    ]
     assert dominant_face(faces_at(boxes)) == 1
     chosen = enrolment_face(frame, faces_at(boxes))
     assert isinstance(chosen, Faces) and len(chosen) == 1
     np.testing.assert_array_equal(chosen.boxes[0], np.array(centred_box(), np.float32))
     assert check_face(frame, faces_at(boxes)) is None
     # Just under the ratio the two are too alike to pick one.
-    close = [[0, 0, small + 1, small + 1], centred_box()]
+    close: list[list[float]] = [[0, 0, small + 1, small + 1], centred_box()]
     assert rejected(check_face(frame, faces_at(close))).reason is Reason.SEVERAL_FACES
     # An infinite ratio refuses any second face, however small.
     one_only = Gates(dominant_ratio=float("inf"))
-    tiny = [centred_box(), [0, 0, 20, 20]]
+    tiny: list[list[float]] = [centred_box(), [0, 0, 20, 20]]
     assert rejected(check_face(frame, faces_at(tiny), one_only)).reason is Reason.SEVERAL_FACES
 
 
 def test_the_other_gates_judge_the_chosen_face() -> None:
     frame = synthetic_face(blur=6.0)
     frame[:60, :60] = synthetic_face(60)[170:230, 170:230]  # a sharp small face in a corner
-    boxes = [[0, 0, 60, 60], centred_box()]
+    boxes: list[list[float]] = [[0, 0, 60, 60], centred_box()]
     assert rejected(check_face(frame, faces_at(boxes))).reason is Reason.BLURRY
 
 
@@ -139,7 +143,7 @@ def test_not_frontal(change: str) -> None:
         centre = points.mean(axis=0)
         points = centre + rotate(points - centre, 35)
     elif change == "yaw":
-        points[2, 0] += 0.4 * 64  # eye distance is 64 px
+        points[2, 0] += 0.6 * 64  # eye distance is 64 px: past a profile
     else:
         points[2, 1] = box[1] + 0.37 * 160  # nose almost level with the eyes: head tilted back
     rejection = rejected(check_face(synthetic_face(), faces_at([box.tolist()], points[None])))
