@@ -332,20 +332,21 @@ def sweep(door: DoorSet, base: Gates, threshold: float) -> dict[str, list[dict[s
 
 
 def choose(table: dict[str, list[dict[str, Any]]], bystander_ratio: float) -> dict[str, Any]:
-    """Per gate, the loosest real limit (not "off": a backstop for photos worse than any in
-    LFW) whose identification (CHOICE) is not clearly below the gate's best: less than
-    NOISE_SE paired standard errors of the per-door difference (same doors, same probes).
-    The dominance ratio must also exceed BYSTANDER_MARGIN x `bystander_ratio`, the largest
-    ratio at which the largest face was not the labelled person: enrolling a bystander would
-    let a stranger in, which the identification figure does not show."""
+    """Per gate, among its real limits (not "off": a backstop for photos worse than any in
+    LFW), the loosest whose identification (CHOICE) is not clearly below the best of them:
+    less than NOISE_SE paired standard errors of the per-door difference (same doors, same
+    probes). A dominance ratio must also exceed BYSTANDER_MARGIN x `bystander_ratio`, the
+    largest ratio at which the largest face was not the labelled person: enrolling a
+    bystander would let a stranger in, which the identification figure does not show."""
     chosen = {}
     for gate, rows in table.items():
-        best = max(rows, key=lambda r: r[CHOICE])
-        for row in rows:
-            if row["limit"] == GRIDS[gate][1][0]:
-                continue  # "off"
-            if gate == "several_faces" and row["limit"] <= BYSTANDER_MARGIN * bystander_ratio:
-                continue
+        allowed = [
+            row
+            for row in rows[1:]  # rows[0] is "off"
+            if gate != "several_faces" or row["limit"] > BYSTANDER_MARGIN * bystander_ratio
+        ]
+        best = max(allowed, key=lambda r: r[CHOICE])
+        for row in allowed:
             diff = best["_per_trial"] - row["_per_trial"]
             se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
             row["below_best"] = round(best[CHOICE] - row[CHOICE], 4)
@@ -402,6 +403,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         },
     }
     shipped = DEFAULT_GATES
+    report["shipped_gates"] = asdict(shipped)
     for label, names in (("devtrain", train), ("devtest", test)):
         door = DoorSet(names, m, raw, mean)
         print(
@@ -438,6 +440,59 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def pct(value: float, digits: int = 1) -> str:
+    return f"{100 * value:.{digits}f}%"
+
+
+def fmt(gate: str, limit: Any) -> str:
+    if gate == "several_faces":
+        if limit == "off":
+            return "one face only"
+        return "1 (always the largest)" if limit == 1.0 else f"{limit:g}"
+    if isinstance(limit, list):
+        return "off" if all(v == "off" for v in limit) else "-".join(f"{v:g}" for v in limit)
+    return "off" if limit == "off" else f"{limit:g}"
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    """The docs/GALLERY.md tables from the last report's JSON."""
+    report = json.loads(args.out.read_text())
+    shipped = report.get("shipped_gates", plain(asdict(DEFAULT_GATES)))
+    head = (
+        "| gate | limit | photos refused | bystander photos accepted | people not enrolled | "
+        "identified (gate strict) | identified (refused photos last) |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    for label in ("devtrain", "devtest"):
+        result = report[label]
+        print(
+            f"\n{label}: {report['images'][label]} photos, {result['people_enrollable']} people "
+            f"with more than {SAMPLES}\n"
+        )
+        print(head)
+
+        def line(gate: str, limit: str, row: dict[str, Any]) -> None:
+            print(
+                f"| {gate} | {limit} | {row['photos_refused']} ({pct(row['refused_rate'])}) | "
+                f"{row['other_face_accepted']} | {pct(row['not_enrolled_rate'])} | "
+                f"{pct(row['strict_identified_far'], 2)} | {pct(row['fill_identified_far'], 2)} |"
+            )
+
+        line("all gates", "off", result["off"])
+        line(
+            "all gates",
+            "one face only, roll 20, yaw 0.25, pitch 0.25-0.8",
+            result["shipped_before"],
+        )
+        line("all gates", "**shipped**", result["shipped"])
+        line("all gates", "the DevTrain rule's picks", result["chosen_play"])
+        for gate, rows in result["sweep"].items():
+            for row in rows:
+                limit = fmt(gate, row["limit"])
+                bold = row["limit"] == shipped[GRIDS[gate][0]]
+                line(gate, f"**{limit}**" if bold else limit, row)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -455,11 +510,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path, default=RESULT)
-    parser.add_argument("step", choices=["measure", "report"])
+    parser.add_argument("step", choices=["measure", "report", "table"])
     args = parser.parse_args(argv)
     args.verdict_gates = DEFAULT_GATES
     logging.basicConfig(level=logging.WARNING)
-    {"measure": cmd_measure, "report": cmd_report}[args.step](args)
+    {"measure": cmd_measure, "report": cmd_report, "table": cmd_table}[args.step](args)
     return 0
 
 
