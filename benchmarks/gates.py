@@ -15,19 +15,22 @@ the engine does). Per door: GALLERY_SIZE people with more than SAMPLES photos; e
 aside one random photo as the visit (the probe, fixed before any gate runs, so the probes do
 not depend on the gates) and enrols from the others in random order, skipping refused
 photos and near-duplicates as a user would, until SAMPLES are in; a person who runs out is
-not enrolled and their visit counts as not identified. Strangers are every photo of the
-people not in the gallery. Each gate is swept over a grid with the other gates at their
-shipped limits; reported per limit: photos refused (of all photos of the set), people who
-cannot be enrolled (of the gallery places), and visits identified at the stranger limit
-(the threshold re-derived per row by the manifest's rule: the lowest letting at most
-TARGET_FAR of the strangers in) and at the shipped threshold:
+not enrolled and their visit counts as not identified ("strict"). The same doors are also
+played with refused photos taken last, when too few pass ("fill"): everyone is enrolled, so
+that figure moves only with which photos the gate picks, i.e. what the gate buys. Strangers
+are every photo of the people not in the gallery. Each gate is swept over a grid with the
+other gates at their shipped limits; reported per limit: photos refused (of all photos of
+the set), people who cannot be enrolled (of the gallery places), and visits identified at
+the stranger limit (the threshold re-derived per row by the manifest's rule: the lowest
+letting at most TARGET_FAR of the strangers in) and at the shipped threshold:
 
     python -m benchmarks.gates report --data ../shared/data \\
         --cache /work/cache/gates_measures.npz --raw /work/cache/lfw_raw.npz
 
-Limits are chosen on DevTrain people only (the loosest limit whose identification is within
-NOISE_SE standard errors of the gate's best); DevTest people, never used for any choice,
-check them.
+Limits are chosen on DevTrain people only (choose(): the loosest real limit whose "fill"
+identification is within NOISE_SE paired standard errors of the gate's best); DevTest people,
+never used for any choice, check them. `python -m benchmarks.gates table` prints the tables
+of docs/GALLERY.md from the JSON.
 """
 
 from __future__ import annotations
