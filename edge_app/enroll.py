@@ -25,7 +25,14 @@ from edge_app.faces import Faces
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample, check_name
 from edge_app.images import ImageError, encode_jpeg, expand_image_paths, load_photo
 from edge_app.manifest import Manifest
-from edge_app.quality import DEFAULT_GATES, Gates, Reason, Rejection, check_face, duplicate_of
+from edge_app.quality import (
+    DEFAULT_GATES,
+    Gates,
+    Reason,
+    Rejection,
+    duplicate_of,
+    enrolment_face,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,26 +145,25 @@ class _Collector:
 
     def consider(self, frame: np.ndarray, source: str, sha256: str) -> Rejection | None:
         """None when the frame became a sample; otherwise why not (near-duplicate included)."""
-        faces = self.engine.detect(frame)
-        rejection = check_face(frame, faces, self.gates)
-        if rejection is not None:
-            return rejection
+        face = enrolment_face(frame, self.engine.detect(frame), self.gates)
+        if isinstance(face, Rejection):
+            return face
         if self.live_threshold is not None:
-            score = float(self.engine.liveness(frame, faces)[0])
+            score = float(self.engine.liveness(frame, face)[0])
             if score < self.live_threshold:
                 return Rejection(
                     Reason.NOT_LIVE,
                     f"not judged live (liveness {score:.2f} < {self.live_threshold:.2f}): "
                     "enrol the person themselves, not a photo or a screen",
                 )
-        embedding = self.engine.embed(frame, faces)[0]
+        embedding = self.engine.embed(frame, face)[0]
         rejection = duplicate_of(embedding, self.known, self.gates)
         if rejection is not None:
             return rejection
-        crop = face_crop_jpeg(frame, faces.boxes[0]) if self.keep_crops else None
+        crop = face_crop_jpeg(frame, face.boxes[0]) if self.keep_crops else None
         # The mirror image's embedding is stored with the photo: a visitor is then matched
         # against either, which identifies more people at no cost at the door (ACCURACY.md).
-        mirror = self.engine.embed(frame, faces, mirror=True)[0]
+        mirror = self.engine.embed(frame, face, mirror=True)[0]
         self.samples.append(NewSample(embedding, sha256, crop, self.model, mirror=mirror))
         self.sources.append(source)
         self.known = np.vstack([self.known, embedding[None], mirror[None]])

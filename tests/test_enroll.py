@@ -29,7 +29,8 @@ from edge_app.gallery import Gallery
 from edge_app.images import read_image
 from edge_app.matching import Matcher, MatchSettings
 from edge_app.paths import SHARED_DATA
-from edge_app.quality import Reason
+from edge_app.quality import DOMINANT_RATIO, Reason
+from edge_app.visit_clips import background, head, paste
 
 NEGATIVES = SHARED_DATA / "detection" / "negatives"
 
@@ -121,7 +122,7 @@ def bad_photo(kind: str, tmp_path: Path) -> tuple[Path, Reason]:
         blurred = cv2.GaussianBlur(read_image(good), (0, 0), 3)
         return write_image(tmp_path / "blurred.png", blurred), Reason.BLURRY
     if kind == "turned":
-        return lfw("Amelie_Mauresmo", 11), Reason.NOT_FRONTAL
+        return lfw("Hugh_Grant", 7), Reason.NOT_FRONTAL  # yaw -0.68: turned past the limit
     if kind == "tilted":
         rotation = cv2.getRotationMatrix2D((125, 125), 35, 1.0)
         tilted = cv2.warpAffine(read_image(good), rotation, (250, 250))
@@ -177,6 +178,27 @@ def test_every_bad_photo_is_reported_at_once(tmp_path: Path, engine) -> None:
     assert [p.reason for p in caught.value.problems] == list(reasons)
     # A first enrolment that fails does not even create the gallery.
     assert not db.exists()
+
+
+def test_the_dominant_face_is_the_one_enrolled(tmp_path: Path, engine) -> None:
+    """A photo with a small face in the background enrols the big one, and only that."""
+    frame = background()
+    for name, size, x, y in (("Frank_Solich", 360, 40, 60), ("Emma_Watson", 120, 480, 40)):
+        rgb, alpha = head(read_image(lfw(name, 1)), size)
+        paste(frame, rgb, alpha, x, y)
+    faces = engine.detect(frame)
+    assert len(faces) == 2
+    big, small = np.argsort(-faces.sizes)
+    assert faces.sizes[big] >= DOMINANT_RATIO * faces.sizes[small]
+    db = tmp_path / "gallery.db"
+    photo = write_image(tmp_path / "with_bystander.png", frame)
+    result = enroll_photos(db, engine, "Frank Solich", [photo, lfw("Frank_Solich", 2)])
+    assert result.added == [str(photo), str(lfw("Frank_Solich", 2))]
+    with Gallery.open(db) as gallery:
+        stored = gallery.embeddings("Frank Solich")[0]
+    np.testing.assert_allclose(stored, engine.embed(frame, faces[int(big)])[0], atol=1e-5)
+    bystander = engine.embed(frame, faces[int(small)])[0]
+    assert float(stored @ bystander) < 0.5  # not Emma Watson's face
 
 
 def test_name_conflicts_leave_the_gallery_as_it_was(gallery_db: Path, engine) -> None:

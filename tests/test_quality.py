@@ -1,22 +1,29 @@
-"""Enrolment quality gates on synthetic faces whose size, pose and blur are known."""
+"""Enrolment quality gates on synthetic faces whose size, pose and blur are known, and the
+dominant-face rule on real detections of LFW faces pasted into a hallway."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
+from lfw_photos import LFW, lfw
 
 from edge_app.faces import Faces
+from edge_app.images import read_image
 from edge_app.quality import (
+    DOMINANT_RATIO,
     MIN_SHARPNESS,
     Gates,
     Reason,
     Rejection,
     check_face,
+    dominant_face,
     duplicate_of,
+    enrolment_face,
     pose,
     sharpness,
 )
+from edge_app.visit_clips import background, head, paste
 
 # Frontal landmarks as fractions of the box: eyes, nose halfway down, mouth corners.
 FRONTAL = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]])
@@ -83,12 +90,42 @@ def test_a_good_face_passes() -> None:
     assert check_face(synthetic_face(), faces_at([centred_box()])) is None
 
 
-def test_no_face_and_several_faces() -> None:
+def test_no_face_and_two_faces_of_similar_size() -> None:
     frame = synthetic_face()
     assert rejected(check_face(frame, Faces.empty())).reason is Reason.NO_FACE
-    two = rejected(check_face(frame, faces_at([centred_box(), [0, 0, 100, 100]])))
+    two = rejected(check_face(frame, faces_at([centred_box(), [0, 0, 120, 120]])))
     assert two.reason is Reason.SEVERAL_FACES
-    assert "2 faces" in two.message
+    assert "2 faces of similar size (160 and 120 px)" in two.message
+    assert f"{DOMINANT_RATIO:g}x" in two.message and "crop the photo to the person" in two.message
+
+
+def test_the_dominant_face_is_chosen_wherever_it_is_listed() -> None:
+    frame = synthetic_face()
+    small = 160 / DOMINANT_RATIO  # just dominated: the rule is "at least ratio times"
+    boxes: list[list[float]] = [
+        [0, 0, small, small],
+        centred_box(),
+        [300, 300, 300 + small - 1, 300 + small - 1],
+    ]
+    assert dominant_face(faces_at(boxes)) == 1
+    chosen = enrolment_face(frame, faces_at(boxes))
+    assert isinstance(chosen, Faces) and len(chosen) == 1
+    np.testing.assert_array_equal(chosen.boxes[0], np.array(centred_box(), np.float32))
+    assert check_face(frame, faces_at(boxes)) is None
+    # Just under the ratio the two are too alike to pick one.
+    close: list[list[float]] = [[0, 0, small + 1, small + 1], centred_box()]
+    assert rejected(check_face(frame, faces_at(close))).reason is Reason.SEVERAL_FACES
+    # An infinite ratio refuses any second face, however small.
+    one_only = Gates(dominant_ratio=float("inf"))
+    tiny: list[list[float]] = [centred_box(), [0, 0, 20, 20]]
+    assert rejected(check_face(frame, faces_at(tiny), one_only)).reason is Reason.SEVERAL_FACES
+
+
+def test_the_other_gates_judge_the_chosen_face() -> None:
+    frame = synthetic_face(blur=6.0)
+    frame[:60, :60] = synthetic_face(60)[170:230, 170:230]  # a sharp small face in a corner
+    boxes: list[list[float]] = [[0, 0, 60, 60], centred_box()]
+    assert rejected(check_face(frame, faces_at(boxes))).reason is Reason.BLURRY
 
 
 def test_too_small() -> None:
@@ -106,7 +143,7 @@ def test_not_frontal(change: str) -> None:
         centre = points.mean(axis=0)
         points = centre + rotate(points - centre, 35)
     elif change == "yaw":
-        points[2, 0] += 0.4 * 64  # eye distance is 64 px
+        points[2, 0] += 0.6 * 64  # eye distance is 64 px: past a profile
     else:
         points[2, 1] = box[1] + 0.37 * 160  # nose almost level with the eyes: head tilted back
     rejection = rejected(check_face(synthetic_face(), faces_at([box.tolist()], points[None])))
@@ -140,3 +177,45 @@ def test_near_duplicates() -> None:
     fresh = rng.normal(size=512).astype(np.float32)
     assert duplicate_of(fresh / np.linalg.norm(fresh), existing) is None
     assert duplicate_of(close, np.zeros((0, 512), np.float32)) is None
+
+
+# --- the dominant-face rule on real detections ------------------------------------------
+
+
+# The engine fixture skips without the models.
+NEEDS_LFW = pytest.mark.skipif(not LFW.is_dir(), reason=f"LFW photos not found at {LFW}")
+
+
+def hallway(*people: tuple[str, int, int, int, int]) -> np.ndarray:
+    """A 640x480 hallway with LFW heads (name, photo number, head size px, left x, top y)."""
+    frame = background()
+    for name, number, size, x, y in people:
+        rgb, alpha = head(read_image(lfw(name, number)), size)
+        paste(frame, rgb, alpha, x, y)
+    return frame
+
+
+@pytest.mark.parametrize("near_left", [True, False])
+@NEEDS_LFW
+def test_real_detections_one_big_face_and_a_small_one_behind(engine, near_left: bool) -> None:
+    big_x, small_x = (40, 470) if near_left else (300, 40)
+    frame = hallway(("Emma_Watson", 1, 360, big_x, 60), ("Frank_Solich", 1, 120, small_x, 40))
+    faces = engine.detect(frame)
+    assert len(faces) == 2, "both heads must be detected for this test to mean anything"
+    sizes = np.sort(faces.sizes)[::-1]
+    assert sizes[0] >= DOMINANT_RATIO * sizes[1]
+    chosen = enrolment_face(frame, faces)
+    assert isinstance(chosen, Faces), chosen
+    centre_x = (chosen.boxes[0, 0] + chosen.boxes[0, 2]) / 2
+    assert big_x < centre_x < big_x + 360  # the big head's face, not the small one's
+    assert check_face(frame, faces) is None
+
+
+@NEEDS_LFW
+def test_real_detections_two_similar_faces_are_refused(engine) -> None:
+    frame = hallway(("Emma_Watson", 1, 260, 40, 100), ("Frank_Solich", 1, 240, 340, 110))
+    faces = engine.detect(frame)
+    assert len(faces) == 2
+    rejection = rejected(check_face(frame, faces))
+    assert rejection.reason is Reason.SEVERAL_FACES
+    assert "crop the photo to the person" in rejection.message

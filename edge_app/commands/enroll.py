@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EPILOG = """\
-Every photo must show exactly one face, large enough, sharp and roughly frontal. If any photo
-fails, nothing is enrolled, the gallery is left exactly as it was, and every failing photo is
-listed with its reason. Photos that nearly repeat a sample already there are skipped.
+Every photo must show one face clearly larger than any other (that face is enrolled), large
+enough, sharp and roughly frontal. If any photo fails, nothing is enrolled, the gallery is
+left exactly as it was, and every failing photo is listed with its reason. Photos that nearly
+repeat a sample already there are skipped.
 Only the embeddings, the photos' SHA-256 and the time are stored; face crops only with
 --keep-crops. With --camera, frames not judged live by the liveness check (a printed photo or
 a screen held up to the camera) are passed over, when the models include it.
