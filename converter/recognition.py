@@ -46,9 +46,9 @@ def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.nda
     return np.stack(rows)
 
 
-def _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate):
+def _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate, normaliser=None):
     """One simulated door: (genuine best, genuine second, genuine correct, stranger best,
-    stranger second)."""
+    stranger second). normaliser: an edge_app.cohort.CohortNormaliser, or None for raw."""
     chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
     rows, owner, probes = [], [], []
     for slot, person in enumerate(chosen):
@@ -59,7 +59,7 @@ def _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate):
     matrix = GalleryMatrix(
         embeddings[rows], np.array(owner, np.int32), tuple(str(p) for p in chosen)
     )
-    matcher = Matcher(matrix, MatchSettings(threshold=-1.0, aggregate=aggregate))
+    matcher = Matcher(matrix, MatchSettings(threshold=-1.0, aggregate=aggregate), normaliser)
     enrolled = set(chosen.tolist())
     strangers = np.array([i for i in range(len(embeddings)) if person_of[i] not in enrolled])
 
@@ -81,8 +81,11 @@ def derive_threshold(engine: Engine, lfw: Path, seed: int = 0) -> dict:
     return derive_from_embeddings(embeddings, names, seed)
 
 
-def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int = 0) -> dict:
-    """derive_threshold on unit embeddings already made, one row per DevTrain image name."""
+def derive_from_embeddings(
+    embeddings: np.ndarray, names: list[str], seed: int = 0, normaliser: Any = None
+) -> dict:
+    """derive_threshold on unit embeddings already made, one row per DevTrain image name;
+    normaliser: an edge_app.cohort.CohortNormaliser the scores go through (None: raw)."""
     person_of = np.array([n.split("/")[0] for n in names])
     by_person: defaultdict[str, list[int]] = defaultdict(list)
     for index, person in enumerate(person_of):
@@ -93,7 +96,7 @@ def derive_from_embeddings(embeddings: np.ndarray, names: list[str], seed: int =
     for aggregate in AGGREGATES:
         rng = np.random.default_rng(seed)
         trials = [
-            _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate)
+            _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate, normaliser)
             for _ in range(TRIALS)
         ]
         g_best, g_second, correct, s_best, s_second = (
