@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
 .PHONY: demo test quick lint format models models-liveness validate \
-	validate-liveness eval eval-visits centring-mean bench bench-accuracy clean
+	validate-liveness eval eval-visits centring-mean cohort bench bench-accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,15 @@ centring-mean: $(VENV)/.device
 	$(BIN)/python -m benchmarks.centering embed --data $(SHARED) --cache $(CENTRING_CACHE)
 	$(BIN)/python -m benchmarks.centering mean --data $(SHARED) --cache $(CENTRING_CACHE)
 	$(BIN)/python -m benchmarks.centering report --data $(SHARED) --cache $(CENTRING_CACHE)
+
+# Cohort score normalisation (docs/COHORT.md): measure every variant on LFW (about 15
+# minutes), then ship the one chosen on DevTrain (models/tflite/cohort.npy and the manifest's
+# recognition block). Reuses the centring cache of raw FaceNet outputs when it exists.
+cohort: $(VENV)/.device
+	test -f $(CENTRING_CACHE) || $(BIN)/python -m benchmarks.centering embed --data $(SHARED) \
+		--cache $(CENTRING_CACHE)
+	$(BIN)/python -m benchmarks.cohort report --data $(SHARED) --cache $(CENTRING_CACHE)
+	$(BIN)/python -m benchmarks.cohort ship --data $(SHARED) --cache $(CENTRING_CACHE)
 
 # Per visit, the real door on clips of LFW people outside DevTrain (docs/ACCURACY.md).
 eval-visits: $(VENV)/.device

@@ -46,19 +46,24 @@ def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.nda
     return np.stack(rows)
 
 
-def _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate, normaliser=None):
+def _trial_scores(
+    embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate, normaliser=None
+):
     """One simulated door: (genuine best, genuine second, genuine correct, stranger best,
-    stranger second). normaliser: an edge_app.cohort.CohortNormaliser, or None for raw."""
+    stranger second). Each enrolled photo is stored with its mirror embedding, as enrolment
+    does (mirrors None: the photo alone). normaliser: an edge_app.cohort.CohortNormaliser
+    the scores go through (None: raw cosines)."""
     chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
     rows, owner, probes = [], [], []
     for slot, person in enumerate(chosen):
         images = rng.permutation(by_person[person])
-        rows.extend(images[:SAMPLES])
-        owner.extend([slot] * SAMPLES)
+        for image in images[:SAMPLES]:
+            rows.append(embeddings[image])
+            if mirrors is not None:
+                rows.append(mirrors[image])
+        owner.extend([slot] * (SAMPLES * (1 if mirrors is None else 2)))
         probes.extend(images[SAMPLES:])
-    matrix = GalleryMatrix(
-        embeddings[rows], np.array(owner, np.int32), tuple(str(p) for p in chosen)
-    )
+    matrix = GalleryMatrix(np.stack(rows), np.array(owner, np.int32), tuple(str(p) for p in chosen))
     matcher = Matcher(matrix, MatchSettings(threshold=-1.0, aggregate=aggregate), normaliser)
     enrolled = set(chosen.tolist())
     strangers = np.array([i for i in range(len(embeddings)) if person_of[i] not in enrolled])
@@ -82,10 +87,15 @@ def derive_threshold(engine: Engine, lfw: Path, seed: int = 0) -> dict:
 
 
 def derive_from_embeddings(
-    embeddings: np.ndarray, names: list[str], seed: int = 0, normaliser: Any = None
+    embeddings: np.ndarray,
+    names: list[str],
+    seed: int = 0,
+    mirrors: np.ndarray | None = None,
+    normaliser: Any = None,
 ) -> dict:
-    """derive_threshold on unit embeddings already made, one row per DevTrain image name;
-    normaliser: an edge_app.cohort.CohortNormaliser the scores go through (None: raw)."""
+    """derive_threshold on unit embeddings already made, one row per DevTrain image name
+    (mirrors: each image's mirror-image embedding, stored beside it in the galleries;
+    normaliser: an edge_app.cohort.CohortNormaliser the scores go through, None: raw)."""
     person_of = np.array([n.split("/")[0] for n in names])
     by_person: defaultdict[str, list[int]] = defaultdict(list)
     for index, person in enumerate(person_of):
@@ -96,7 +106,9 @@ def derive_from_embeddings(
     for aggregate in AGGREGATES:
         rng = np.random.default_rng(seed)
         trials = [
-            _trial_scores(embeddings, person_of, by_person, enrollable, rng, aggregate, normaliser)
+            _trial_scores(
+                embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate, normaliser
+            )
             for _ in range(TRIALS)
         ]
         g_best, g_second, correct, s_best, s_second = (
@@ -131,6 +143,7 @@ def derive_from_embeddings(
         100 * best["identified"],
         100 * best["stranger_accept"],
     )
+    stored = "" if mirrors is None else " (each stored with its mirror image, as enrolment does)"
     return {
         "threshold": best["threshold"],
         "aggregate": best["aggregate"],
@@ -138,9 +151,10 @@ def derive_from_embeddings(
         "scale": "cosine similarity of L2-normalised embeddings, -1..1",
         "derivation": (
             f"LFW DevTrain open-set simulation: {TRIALS} galleries of {GALLERY_SIZE} people "
-            f"x {SAMPLES} photos, probed by their other photos and by every DevTrain person "
-            f"not enrolled; lowest threshold with stranger acceptance <= {TARGET_FAR:g}; "
+            f"x {SAMPLES} photos{stored}, probed by their other photos and by every DevTrain "
+            f"person not enrolled; lowest threshold with stranger acceptance <= {TARGET_FAR:g}; "
             "aggregate and margin chosen for the most genuine probes identified"
         ),
+        "templates": "photo and mirror" if mirrors is not None else "photo",
         "candidates": table,
     }
