@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
 .PHONY: demo test quick lint format models models-liveness validate \
-	validate-liveness eval eval-visits centring-mean bench bench-accuracy clean
+	validate-liveness eval eval-visits centring-mean cohort bench bench-accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,15 @@ train-head: $(VENV)/.dev
 		$(BIN)/python -m benchmarks.centering embed --data $(SHARED) --cache $(CENTRING_CACHE)
 	$(BIN)/edge-convert train-head --cache $(CENTRING_CACHE) --lfw $(SHARED)/lfw \
 		--jitter-cache $(HEAD_JITTER_CACHE) --out build/head --json docs/adaptation_head.json
+
+# Cohort score normalisation (docs/COHORT.md): measure every variant on LFW (about 15
+# minutes), then ship the one chosen on DevTrain (models/tflite/cohort.npy and the manifest's
+# recognition block). Reuses the centring cache of raw FaceNet outputs when it exists.
+cohort: $(VENV)/.device
+	test -f $(CENTRING_CACHE) || $(BIN)/python -m benchmarks.centering embed --data $(SHARED) \
+		--cache $(CENTRING_CACHE)
+	$(BIN)/python -m benchmarks.cohort report --data $(SHARED) --cache $(CENTRING_CACHE)
+	$(BIN)/python -m benchmarks.cohort ship --data $(SHARED) --cache $(CENTRING_CACHE)
 
 # Per visit, the real door on clips of LFW people outside DevTrain (docs/ACCURACY.md).
 eval-visits: $(VENV)/.device

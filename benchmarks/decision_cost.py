@@ -1,14 +1,15 @@
-"""What per-visit decisions cost per face at the door: pooled track evidence, mirrored templates.
+"""What per-visit decisions cost per face at the door: track pooling, mirrors, cohort scores.
 
     python -m benchmarks.decision_cost --data ../shared/data
 
 Both changes sit after FaceNet, so they cannot change the detection or FaceNet time; what
 they add is measured here against the frame they ride on:
   - before: the frame's embedding matched against a gallery of photos (`[policy] evidence =
-    "frame"`, one row per photo);
+    "frame"`, one row per photo, raw cosine scores);
   - now: the embedding added to its track's pool (edge_app.fusion.TrackPool) and the pool
     matched against a gallery that stores each photo with its mirror image (two rows per
-    photo).
+    photo), scores normalised against the shipped cohort (edge_app/cohort.py) as the
+    manifest says.
 Galleries of 20 and 100 people x 2 photos (unit vectors; the matching cost depends only on the
 sizes), the shipped Matcher and settings. The frame is one real 640x480 frame with one face
 (an LFW photo on the visit clips' hallway), detection + FaceNet through the shipped
@@ -19,6 +20,7 @@ Writes benchmarks/decision_cost.json; `make bench` runs it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -79,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"rounds": ROUNDS, "calls": CALLS, "people": {}}
     frame_ms: list[float] = []
     for people in (20, 100):
-        before = Matcher(gallery(people, False, rng), settings)
-        after = Matcher(gallery(people, True, rng), settings)
+        raw = dataclasses.replace(settings, normalisation=None)
+        before = Matcher(gallery(people, False, rng), raw)
+        after = Matcher(gallery(people, True, rng), settings, engine.cohort)
         pool = TrackPool()
 
         def shipped(matcher: Matcher = after, pool: TrackPool = pool) -> None:

@@ -365,10 +365,11 @@ def timing_gallery(
             gallery.enroll(person, samples)
 
 
-def matcher_for(db: Path, settings: MatchSettings) -> Matcher:
-    """As the daemon does on each gallery load: one snapshot, one Matcher."""
+def matcher_for(db: Path, settings: MatchSettings, normaliser: Any = None) -> Matcher:
+    """As the daemon does on each gallery load: one snapshot, one Matcher (normaliser: the
+    engine's cohort, edge_app.cohort)."""
     with Gallery.open(db) as gallery:
-        return Matcher(gallery.load_matrix(), settings)
+        return Matcher(gallery.load_matrix(), settings, normaliser)
 
 
 def sensitivity(
@@ -377,13 +378,14 @@ def sensitivity(
     candidates: list[dict[str, Any]],
     genuine: Probes,
     strangers: Probes,
+    normaliser: Any = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Re-match the stored embeddings under other settings. For reading only: these rows are
     computed on the evaluation set and were not used to choose anything."""
     rows: dict[str, list[dict[str, Any]]] = {"threshold": [], "devtrain_candidates": []}
 
     def row(settings: MatchSettings) -> dict[str, Any]:
-        matcher = matcher_for(matrix_db, settings)
+        matcher = matcher_for(matrix_db, settings, normaliser)
         genuine.apply(matcher)
         strangers.apply(matcher)
         counts = tally(genuine.records, strangers.records)
@@ -401,7 +403,7 @@ def sensitivity(
         rows["threshold"].append(
             row(MatchSettings(threshold, base.margin, base.aggregate, base.trim))
         )
-    rows["oracle"] = [oracle(matcher_for(matrix_db, base), genuine, strangers)]
+    rows["oracle"] = [oracle(matcher_for(matrix_db, base, normaliser), genuine, strangers)]
     seen = set()
     for candidate in candidates:
         key = (candidate["aggregate"], candidate["margin"], candidate["threshold"])
@@ -617,7 +619,7 @@ def main() -> None:
             f"probed {len(genuine.records)} genuine, {len(strangers.records)} strangers", flush=True
         )
 
-        defaults = matcher_for(db, settings)
+        defaults = matcher_for(db, settings, engine.cohort)
         genuine.apply(defaults)
         strangers.apply(defaults)
         counts = tally(genuine.records, strangers.records)
@@ -636,6 +638,7 @@ def main() -> None:
             list(engine.manifest.recognition.get("candidates", [])),
             genuine,
             strangers,
+            engine.cohort,
         )
         genuine.apply(defaults)  # the records in the report are the defaults' verdicts
         strangers.apply(defaults)
@@ -661,8 +664,8 @@ def main() -> None:
             engine,
             frame,
             {
-                "1_person": matcher_for(one_db, settings),
-                "100_people": matcher_for(hundred_db, settings),
+                "1_person": matcher_for(one_db, settings, engine.cohort),
+                "100_people": matcher_for(hundred_db, settings, engine.cohort),
             },
             args.runs,
             streams[3],

@@ -107,6 +107,10 @@ class Ours(BenchSystem):
 
         self.engine = open_variant(self.variant, self.int8_models, self.float_models, self.threads)
 
+    def _cohort(self) -> Any:
+        """The engine's cohort normaliser (edge_app.cohort), None when its models have none."""
+        return getattr(self.engine, "cohort", None)
+
     def threshold(self) -> float:
         """The manifest's open-set threshold; 0.5 when the models carry none (the cost of
         matching does not depend on it, and both outcomes settle a track)."""
@@ -130,7 +134,7 @@ class Ours(BenchSystem):
         with Gallery.open(self._gallery_path, create=True) as gallery:
             gallery.enroll(name, samples)
             matrix = gallery.load_matrix()
-        self.matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()))
+        self.matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()), self._cohort())
 
     def random_gallery(self, samples: int = 3) -> None:
         """One person of `samples` random unit vectors, like the peers' galleries: for the
@@ -143,7 +147,7 @@ class Ours(BenchSystem):
         vectors = rng.normal(size=(samples, 512)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         matrix = GalleryMatrix(vectors, np.zeros(samples, np.int32), ("person000",))
-        self.matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()))
+        self.matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()), self._cohort())
 
     def detect(self, frame: np.ndarray) -> int:
         return len(self.engine.detect(frame))
@@ -236,7 +240,7 @@ class Ours(BenchSystem):
             np.repeat(np.arange(people, dtype=np.int32), 3),
             tuple(f"person{i:03d}" for i in range(people)),
         )
-        matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()))
+        matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()), self._cohort())
         query = rng.normal(size=(probes, 512)).astype(np.float32)
         query /= np.linalg.norm(query, axis=1, keepdims=True)
         for _ in range(10):

@@ -34,26 +34,25 @@ TRIALS = 40
 MARGINS = (0.0, 0.03, 0.05, 0.1)
 
 
-def embed_lfw(
-    engine: Engine, root: Path, names: list[str], desc: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """One embedding per LFW image (the central face, else the median LFW face box), and
-    the same face's mirror-image embedding, as enrolment stores both."""
-    rows, mirrors = [], []
+def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.ndarray:
+    """One embedding per LFW image: the central face, else the median LFW face box."""
+    rows = []
     for name in tqdm(names, desc=desc, unit="image", leave=False, disable=None):
         frame = read_image(root / "images" / name)
         faces = engine.detect(frame)
         index = central_face(faces, frame.shape[1], frame.shape[0])
         face = faces[index] if index is not None else fallback_face(frame.shape[1], frame.shape[0])
         rows.append(engine.embed(frame, face)[0])
-        mirrors.append(engine.embed(frame, face, mirror=True)[0])
-    return np.stack(rows), np.stack(mirrors)
+    return np.stack(rows)
 
 
-def _trial_scores(embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate):
+def _trial_scores(
+    embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate, normaliser=None
+):
     """One simulated door: (genuine best, genuine second, genuine correct, stranger best,
     stranger second). Each enrolled photo is stored with its mirror embedding, as enrolment
-    does (mirrors None: the photo alone)."""
+    does (mirrors None: the photo alone). normaliser: an edge_app.cohort.CohortNormaliser
+    the scores go through (None: raw cosines)."""
     chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
     rows, owner, probes = [], [], []
     for slot, person in enumerate(chosen):
@@ -65,7 +64,7 @@ def _trial_scores(embeddings, mirrors, person_of, by_person, enrollable, rng, ag
         owner.extend([slot] * (SAMPLES * (1 if mirrors is None else 2)))
         probes.extend(images[SAMPLES:])
     matrix = GalleryMatrix(np.stack(rows), np.array(owner, np.int32), tuple(str(p) for p in chosen))
-    matcher = Matcher(matrix, MatchSettings(threshold=-1.0, aggregate=aggregate))
+    matcher = Matcher(matrix, MatchSettings(threshold=-1.0, aggregate=aggregate), normaliser)
     enrolled = set(chosen.tolist())
     strangers = np.array([i for i in range(len(embeddings)) if person_of[i] not in enrolled])
 
@@ -83,15 +82,20 @@ def _trial_scores(embeddings, mirrors, person_of, by_person, enrollable, rng, ag
 
 def derive_threshold(engine: Engine, lfw: Path, seed: int = 0) -> dict:
     names = read_pairs(lfw / "pairsDevTrain.txt").images
-    embeddings, mirrors = embed_lfw(engine, lfw, names, "recognition threshold (DevTrain)")
-    return derive_from_embeddings(embeddings, names, seed, mirrors)
+    embeddings = embed_lfw(engine, lfw, names, "recognition threshold (DevTrain)")
+    return derive_from_embeddings(embeddings, names, seed)
 
 
 def derive_from_embeddings(
-    embeddings: np.ndarray, names: list[str], seed: int = 0, mirrors: np.ndarray | None = None
+    embeddings: np.ndarray,
+    names: list[str],
+    seed: int = 0,
+    mirrors: np.ndarray | None = None,
+    normaliser: Any = None,
 ) -> dict:
     """derive_threshold on unit embeddings already made, one row per DevTrain image name
-    (mirrors: each image's mirror-image embedding, stored beside it in the galleries)."""
+    (mirrors: each image's mirror-image embedding, stored beside it in the galleries;
+    normaliser: an edge_app.cohort.CohortNormaliser the scores go through, None: raw)."""
     person_of = np.array([n.split("/")[0] for n in names])
     by_person: defaultdict[str, list[int]] = defaultdict(list)
     for index, person in enumerate(person_of):
@@ -102,7 +106,9 @@ def derive_from_embeddings(
     for aggregate in AGGREGATES:
         rng = np.random.default_rng(seed)
         trials = [
-            _trial_scores(embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate)
+            _trial_scores(
+                embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate, normaliser
+            )
             for _ in range(TRIALS)
         ]
         g_best, g_second, correct, s_best, s_second = (

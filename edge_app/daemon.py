@@ -183,7 +183,7 @@ class Recognizer:
         # would be taken as already loaded, and a removed person would keep access.
         version = gallery.data_version()
         matrix = gallery.load_matrix()
-        matcher = Matcher(matrix, settings)
+        matcher = Matcher(matrix, settings, getattr(self.engine, "cohort", None))
         log.info(
             "gallery loaded path=%s people=%d samples=%d threshold=%.3f margin=%.3f aggregate=%s",
             gallery.path,

@@ -23,6 +23,7 @@ from edge_app.adapters import ModelRunner
 from edge_app.align import face_crops
 from edge_app.cascade_choice import CascadeChoice, open_engine
 from edge_app.centering import centre, load_mean, model_identity
+from edge_app.cohort import load_cohort
 from edge_app.detection.cascade import Cascade, Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR
 from edge_app.errors import UserError
@@ -105,6 +106,11 @@ class Engine:
         except ManifestError as error:
             raise UserError(str(error)) from None
         self.embedding_model = model_identity(facenet_spec.sha256, self.mean)
+        # The shipped cohort score normaliser (edge_app.cohort), None when the manifest has none.
+        try:
+            self.cohort = load_cohort(self.models_dir, manifest.recognition, self.embedding_model)
+        except ManifestError as error:
+            raise UserError(str(error)) from None
         liveness_specs = manifest.by_role(LIVENESS_ROLE)
         self._liveness = (
             LivenessScorer([self._runner(spec) for _, spec in liveness_specs])

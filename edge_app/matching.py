@@ -17,6 +17,10 @@ of the scale, so the margin rule holds trivially.
 All probes are compared with all samples in one matrix product, then aggregated per person
 with grouped numpy reductions: the cost per frame does not grow with Python-level work per
 person.
+
+With a cohort normaliser (edge_app/cohort.py, named by the manifest's recognition block) each
+probe-sample similarity is normalised before the aggregation: the samples' cohort statistics
+are computed once when the Matcher is built, the probes' with one more product per frame.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_app.cohort import NORMALISATION_KEY, CohortNormaliser
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
 
@@ -42,12 +47,14 @@ NO_SCORE = -1.0
 
 @dataclass(frozen=True)
 class MatchSettings:
-    """threshold and margin on the cosine scale (module docstring); aggregate in AGGREGATES."""
+    """threshold and margin on the cosine scale (module docstring); aggregate in AGGREGATES;
+    normalisation: the cohort normalisation the threshold was derived with (None: raw)."""
 
     threshold: float
     margin: float = DEFAULT_MARGIN
     aggregate: str = DEFAULT_AGGREGATE
     trim: float = DEFAULT_TRIM
+    normalisation: str | None = None
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -88,6 +95,9 @@ class MatchSettings:
             if aggregate is None
             else aggregate,
             trim=float(recognition.get("trim", DEFAULT_TRIM)),
+            normalisation=None
+            if recognition.get(NORMALISATION_KEY) is None
+            else str(recognition[NORMALISATION_KEY]),
         )
 
 
@@ -103,11 +113,28 @@ class Matches:
 
 
 class Matcher:
-    """Built once per gallery load; identify() is then one product and a few reductions."""
+    """Built once per gallery load; identify() is then one product and a few reductions
+    (and, with a cohort normaliser, one more product for the probes' cohort statistics)."""
 
-    def __init__(self, matrix: GalleryMatrix, settings: MatchSettings) -> None:
+    def __init__(
+        self,
+        matrix: GalleryMatrix,
+        settings: MatchSettings,
+        normaliser: CohortNormaliser | None = None,
+    ) -> None:
+        wanted = settings.normalisation
+        if wanted is not None and (normaliser is None or normaliser.mode != wanted):
+            # The threshold belongs to normalised scores: raw ones would let strangers in.
+            raise UserError(
+                f"the recognition threshold was derived with {wanted} cohort normalisation "
+                f"but {'no cohort' if normaliser is None else normaliser.mode} was loaded: "
+                "open the engine from the same models folder as the manifest"
+            )
         self.matrix = matrix
         self.settings = settings
+        self.normaliser = normaliser
+        # Template side of the normalisation: each sample's cohort statistics, once.
+        self._template_stats = None if normaliser is None else normaliser.stats(matrix.embeddings)
         counts = matrix.counts
         self._starts = matrix.starts
         self._counts = counts.astype(np.float32)
@@ -130,6 +157,8 @@ class Matcher:
         # Clipped to the cosine scale: rows are unit vectors (the gallery refuses and
         # renormalises others), and this keeps a stray one from outscoring every threshold.
         sims = np.clip(probes @ self.matrix.embeddings.T, -1.0, 1.0)
+        if self.normaliser is not None and self._template_stats is not None:
+            sims = self.normaliser.normalise(sims, probes, self._template_stats)
         if self.settings.aggregate == "best":
             return np.maximum.reduceat(sims, self._starts, axis=1)
         if self.settings.aggregate == "mean":

@@ -251,6 +251,9 @@ def test_engine_without_liveness_models_says_how_to_add_them(
         (tmp_path / entry["file"]).symlink_to(models_dir / entry["file"])
     mean = data["preprocessing"]["facenet_mean"]["file"]  # the centring mean goes with FaceNet
     (tmp_path / mean).symlink_to(models_dir / mean)
+    if "cohort" in data["recognition"]:  # and the score normalisation cohort
+        cohort = data["recognition"]["cohort"]["file"]
+        (tmp_path / cohort).symlink_to(models_dir / cohort)
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
     engine = Engine.open(tmp_path, backend="cpu")
     assert not engine.has_liveness
@@ -398,6 +401,9 @@ def test_build_only_liveness_keeps_every_other_model_file(
     data["models"] = {k: v for k, v in data["models"].items() if v["role"] != LIVENESS_ROLE}
     mean = data["preprocessing"]["facenet_mean"]["file"]  # the centring mean goes with FaceNet
     shutil.copy(models_dir / mean, out / mean)
+    if "cohort" in data["recognition"]:  # and the score normalisation cohort
+        cohort = data["recognition"]["cohort"]["file"]
+        shutil.copy(models_dir / cohort, out / cohort)
     shutil.copytree(models_dir / "float", out / "float")  # the float cascade twins
     (out / MANIFEST_NAME).write_text(json.dumps(data))
     argv = ["build", "--only", "liveness", "--liveness", str(minifasnet_dir), "--out", str(out)]

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if models - {None, model_id(engine)}:
         log.warning("the gallery holds samples from other embedding models: re-enrol them")
-    matcher = Matcher(matrix, settings)
+    matcher = Matcher(matrix, settings, engine.cohort)
     live_threshold = _live_threshold(engine)
     log.info(
         "people=%d samples=%d threshold=%.3f margin=%.3f aggregate=%s",
