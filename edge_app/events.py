@@ -90,8 +90,10 @@ RETENTION_EVERY_SECONDS = 86400.0
 
 @dataclass(frozen=True)
 class Event:
-    """time: Unix seconds. score: cosine similarity of the face to `name` (recognized,
-    unlock, denied, spoof) or to the closest person (unknown). source_time: seconds on the
+    """time: Unix seconds. score: the match score of the face to `name` (recognized,
+    unlock, denied, spoof) or to the closest person (unknown), on the cosine scale
+    (cohort-normalised when the models ship a cohort: then above 1 for very strong matches;
+    docs/COHORT.md). source_time: seconds on the
     camera source's clock (clip time for a video file). reason: why a denied, spoof or relock
     happened. liveness: mean liveness score of the track's last frames (unlock, spoof; None
     when the check is off). geometry: the track's parallax reading, "abstain", "flat" or
