@@ -40,13 +40,10 @@ from edge_app.centering import MEAN_FILE, MEAN_KEY, centre, mean_of, unit
 from edge_app.engine import Engine
 from edge_app.images import read_image
 from edge_app.lfw import (
-    accuracy_at,
-    best_threshold,
     central_face,
-    cross_validated_accuracy,
+    development_scores,
     fallback_face,
     read_pairs,
-    validation_rate,
 )
 from edge_app.manifest import MANIFEST_NAME, sha256_file
 from edge_app.paths import REPO_ROOT, SHARED_DATA
@@ -97,24 +94,7 @@ def variants(cache: dict[str, np.ndarray], mean: np.ndarray) -> dict[str, np.nda
 
 def score(embeddings: np.ndarray, index: dict[str, int], lfw: Path) -> dict[str, Any]:
     train, test = (read_pairs(lfw / name) for name in ("pairsDevTrain.txt", "pairsDevTest.txt"))
-
-    def distances(pairs: Any) -> np.ndarray:
-        a = embeddings[[index[n] for n in pairs.first]]
-        b = embeddings[[index[n] for n in pairs.second]]
-        return 1.0 - np.sum(a * b, axis=1)
-
-    d_train, d_test = distances(train), distances(test)
-    threshold = best_threshold(d_train, train.same)
-    cv, cv_std, _ = cross_validated_accuracy(d_test, test.same, test.fold, 10)
-    train_cv, _, _ = cross_validated_accuracy(d_train, train.same, train.fold, 10)
-    return {
-        "devtest_accuracy": round(accuracy_at(d_test, test.same, threshold), 4),
-        "devtest_10fold": round(cv, 4),
-        "devtest_10fold_std": round(cv_std, 4),
-        "devtrain_10fold": round(train_cv, 4),
-        "threshold_cosine": round(1.0 - threshold, 4),
-        "val_at_far_1e-3": round(validation_rate(d_test, test.same, 1e-3), 4),
-    }
+    return development_scores(embeddings, index, train, test)
 
 
 def open_set_templates(

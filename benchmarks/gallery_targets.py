@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_app.engine import Engine  # noqa: E402
-from edge_app.enroll import EnrollError, enroll_photos, model_id  # noqa: E402
+from edge_app.enroll import model_id  # noqa: E402
+from edge_app.evaluate_visits import enrol_replacing  # noqa: E402
 from edge_app.gallery import Gallery, NewSample  # noqa: E402
 from edge_app.images import read_image  # noqa: E402
 from edge_app.lfw import (  # noqa: E402
@@ -157,32 +158,15 @@ def enrol_one(
     runs out of photos (the caller then takes the next person and records why).
     """
     order = [photos[i] for i in rng.permutation(len(photos))]
-    probes, pending = order[:PROBE_PHOTOS], order[PROBE_PHOTOS:]
-    record = Enrolment(person, [], [rel(p) for p in probes])
-    chosen, pending = pending[:ENROL_PHOTOS], pending[ENROL_PHOTOS:]
-    add = False
-    while True:
-        try:
-            result = enroll_photos(db, engine, person, chosen, add=add)
-        except EnrollError as error:
-            bad = {problem.source for problem in error.problems}
-            record.rejected.extend(
-                {"image": rel(Path(p.source)), "reason": p.reason.value, "message": p.message}
-                for p in error.problems
-            )
-            chosen = [p for p in chosen if str(p) not in bad]
-        else:
-            record.enrolled.extend(rel(Path(s)) for s in result.added)
-            record.near_duplicates += len(result.skipped)
-            add = add or bool(result.added)
-            chosen = []
-            if result.samples >= ENROL_PHOTOS:
-                return record
-        need = ENROL_PHOTOS - len(record.enrolled) - len(chosen)
-        if len(pending) < need:
-            record.ok = False
-            return record
-        chosen, pending = chosen + pending[:need], pending[need:]
+    attempt = enrol_replacing(db, engine, person, order[PROBE_PHOTOS:], ENROL_PHOTOS)
+    return Enrolment(
+        person,
+        attempt.enrolled,
+        [rel(p) for p in order[:PROBE_PHOTOS]],
+        attempt.refused,
+        attempt.near_duplicates,
+        attempt.ok,
+    )
 
 
 @dataclass

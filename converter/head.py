@@ -52,9 +52,7 @@ from tqdm import tqdm
 from edge_app.centering import EMBEDDING_DIM, centre, mean_of, unit
 from edge_app.errors import UserError
 from edge_app.lfw import (
-    accuracy_at,
-    best_threshold,
-    cross_validated_accuracy,
+    development_scores,
     read_pairs,
     validation_rate,
 )
@@ -480,29 +478,6 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 # ---- measurement ---------------------------------------------------------------------------
 
 
-def score(embeddings: np.ndarray, rows: dict[str, int], train: Any, test: Any) -> dict[str, Any]:
-    """benchmarks/centering.py's score(): DevTest at the DevTrain threshold, 10-fold on both."""
-
-    def distances(pairs: Any) -> np.ndarray:
-        a = embeddings[[rows[n] for n in pairs.first]]
-        b = embeddings[[rows[n] for n in pairs.second]]
-        return 1.0 - np.sum(a * b, axis=1)
-
-    d_train, d_test = distances(train), distances(test)
-    threshold = best_threshold(d_train, train.same)
-    cv, cv_std, _ = cross_validated_accuracy(d_test, test.same, test.fold, 10)
-    train_cv, _, _ = cross_validated_accuracy(d_train, train.same, train.fold, 10)
-    return {
-        "devtest_accuracy": round(accuracy_at(d_test, test.same, threshold), 4),
-        "devtest_10fold": round(cv, 4),
-        "devtest_10fold_std": round(cv_std, 4),
-        "devtrain_accuracy": round(accuracy_at(d_train, train.same, threshold), 4),
-        "devtrain_10fold": round(train_cv, 4),
-        "threshold_cosine": round(1.0 - threshold, 4),
-        "val_at_far_1e-3": round(validation_rate(d_test, test.same, 1e-3), 4),
-    }
-
-
 def open_set(
     train_embeddings: np.ndarray,
     train_names: list[str],
@@ -591,7 +566,7 @@ def measure(
     test_rows = [rows[n] for n in test.images]
     mean = mean_of(outputs[train_rows])
     embeddings = centre(outputs, mean)
-    result = score(embeddings, rows, train, test)
+    result = development_scores(embeddings, rows, train, test)
     result["open_set"] = open_set(
         embeddings[train_rows], train.images, embeddings[test_rows], test.images
     )

@@ -93,39 +93,68 @@ class VisitResult:
     embedded_frames: int = 0
 
 
-def enrol(
-    db: Path, engine: Any, name: str, photos: Sequence[Path], rng: np.random.Generator
-) -> Person:
-    """Set aside visit photos, then enrol from the rest through the real gates."""
-    order = [photos[i] for i in rng.permutation(len(photos))]
-    visit_photos, pending = order[:VISITS], order[VISITS:]
-    person = Person(name, [[rel(p)] for p in visit_photos])
-    chosen, pending = pending[:ENROL_PHOTOS], pending[ENROL_PHOTOS:]
+@dataclass
+class Attempt:
+    """What enrol_replacing did: photos enrolled and refused (LFW names), near-duplicates
+    skipped, ok=False when the photos ran out, and the photos never offered."""
+
+    enrolled: list[str]
+    refused: list[dict[str, str]]
+    near_duplicates: int
+    ok: bool
+    left: list[Path]
+
+
+def enrol_replacing(
+    db: Path, engine: Any, name: str, photos: Sequence[Path], count: int
+) -> Attempt:
+    """Enrol `name` from `count` of `photos`, in order, through the real gates; a refused
+    photo is replaced by the next one, as a user would bring another photo."""
+    attempt = Attempt([], [], 0, True, [])
+    chosen, pending = list(photos[:count]), list(photos[count:])
     add = False
     while True:
         try:
             result = enroll_photos(db, engine, name, chosen, add=add)
         except EnrollError as error:
             bad = {problem.source for problem in error.problems}
-            person.refused.extend(
+            attempt.refused.extend(
                 {"image": rel(Path(p.source)), "reason": p.reason.value, "message": p.message}
                 for p in error.problems
             )
             chosen = [p for p in chosen if str(p) not in bad]
         else:
-            person.enrolled.extend(rel(Path(s)) for s in result.added)
-            person.near_duplicates += len(result.skipped)
+            attempt.enrolled.extend(rel(Path(s)) for s in result.added)
+            attempt.near_duplicates += len(result.skipped)
             add = add or bool(result.added)
             chosen = []
-            if result.samples >= ENROL_PHOTOS:
-                break
-        need = ENROL_PHOTOS - len(person.enrolled) - len(chosen)
+            if result.samples >= count:
+                attempt.left = pending
+                return attempt
+        need = count - len(attempt.enrolled) - len(chosen)
         if len(pending) < need:
-            person.ok = False
-            return person
+            attempt.ok = False
+            return attempt
         chosen, pending = chosen + pending[:need], pending[need:]
+
+
+def enrol(
+    db: Path, engine: Any, name: str, photos: Sequence[Path], rng: np.random.Generator
+) -> Person:
+    """Set aside visit photos, then enrol from the rest through the real gates."""
+    order = [photos[i] for i in rng.permutation(len(photos))]
+    visit_photos = order[:VISITS]
+    attempt = enrol_replacing(db, engine, name, order[VISITS:], ENROL_PHOTOS)
+    person = Person(
+        name,
+        [[rel(p)] for p in visit_photos],
+        attempt.enrolled,
+        attempt.refused,
+        attempt.near_duplicates,
+        attempt.ok,
+    )
     # Photos never offered to enrolment join the visits, round robin.
-    for index, photo in enumerate(pending[: VISITS * (PHOTOS_PER_VISIT - 1)]):
+    for index, photo in enumerate(attempt.left[: VISITS * (PHOTOS_PER_VISIT - 1)]):
         person.visits[index % VISITS].append(rel(photo))
     return person
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -167,3 +168,29 @@ def wilson(successes: int, total: int, z: float = 1.96) -> list[float]:
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
     return [round(float(max(centre - half, 0.0)), 4), round(float(min(centre + half, 1.0)), 4)]
+
+
+def development_scores(
+    embeddings: np.ndarray, rows: dict[str, int], train: PairList, test: PairList
+) -> dict[str, Any]:
+    """LFW development figures of unit embeddings (one row per image name in `rows`):
+    DevTest and DevTrain at the threshold chosen on DevTrain, 10-fold on both, VAL@FAR."""
+
+    def distances(pairs: PairList) -> np.ndarray:
+        a = embeddings[[rows[n] for n in pairs.first]]
+        b = embeddings[[rows[n] for n in pairs.second]]
+        return 1.0 - np.sum(a * b, axis=1)
+
+    d_train, d_test = distances(train), distances(test)
+    threshold = best_threshold(d_train, train.same)
+    cv, cv_std, _ = cross_validated_accuracy(d_test, test.same, test.fold, 10)
+    train_cv, _, _ = cross_validated_accuracy(d_train, train.same, train.fold, 10)
+    return {
+        "devtest_accuracy": round(accuracy_at(d_test, test.same, threshold), 4),
+        "devtest_10fold": round(cv, 4),
+        "devtest_10fold_std": round(cv_std, 4),
+        "devtrain_accuracy": round(accuracy_at(d_train, train.same, threshold), 4),
+        "devtrain_10fold": round(train_cv, 4),
+        "threshold_cosine": round(1.0 - threshold, 4),
+        "val_at_far_1e-3": round(validation_rate(d_test, test.same, 1e-3), 4),
+    }
