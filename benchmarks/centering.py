@@ -74,6 +74,12 @@ def embed(engine: Engine, images: Path, names: list[str]) -> dict[str, np.ndarra
     }
 
 
+def all_dev_images(lfw: Path) -> list[str]:
+    """Every image the LFW development lists name, sorted: the rows of a cache."""
+    train, test = pair_names(lfw)
+    return sorted(set(train) | set(test))
+
+
 def pair_names(lfw: Path) -> tuple[list[str], list[str]]:
     train = read_pairs(lfw / "pairsDevTrain.txt").images
     test = read_pairs(lfw / "pairsDevTest.txt").images
@@ -166,8 +172,7 @@ def load_cache(path: Path) -> dict[str, np.ndarray]:
 
 def cmd_embed(args: argparse.Namespace) -> None:
     lfw = args.data / "lfw"
-    train, test = pair_names(lfw)
-    names = sorted(set(train) | set(test))
+    names = all_dev_images(lfw)
     engine = Engine.open(backend="cpu", threads=args.threads)
     cache = embed(engine, lfw / "images", names)
     tmp = args.cache.with_suffix(".tmp.npz")

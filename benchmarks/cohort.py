@@ -42,11 +42,20 @@ from typing import Any
 import numpy as np
 
 from benchmarks.centering import load_cache, pair_names
-from converter.recognition import SAMPLES, TARGET_FAR, TRIALS, _trial_scores, derive_from_embeddings
+from converter.recognition import (
+    CENTROID,
+    SAMPLES,
+    TARGET_FAR,
+    TRIALS,
+    Population,
+    _trial_scores,
+    derive_from_embeddings,
+)
 from edge_app.centering import centre, load_mean, model_identity
 from edge_app.cohort import COHORT_FILE, COHORT_KEY, MODES, NORMALISATION_KEY, CohortNormaliser
 from edge_app.lfw import accuracy_at, best_threshold, cross_validated_accuracy, read_pairs
 from edge_app.manifest import MANIFEST_NAME, ManifestError, sha256_file
+from edge_app.matching import CENTROID_KEY
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 
 MODELS = REPO_ROOT / "models" / "tflite"
@@ -90,27 +99,17 @@ def door_check(
     rule: dict[str, Any],
     normaliser: CohortNormaliser | None,
     seed: int,
+    probes: np.ndarray | None = None,
 ) -> dict[str, float]:
     """converter.recognition's door simulation on other people with a fixed rule (threshold,
-    margin, aggregate): identified and stranger acceptance, and the oracle identification at
-    TARGET_FAR strangers on these people."""
-    person_of = people(names)
-    by_person: defaultdict[str, list[int]] = defaultdict(list)
-    for index, person in enumerate(person_of):
-        by_person[person].append(index)
-    enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > SAMPLES))
+    margin, aggregate, centroid): identified and stranger acceptance, and the oracle
+    identification at TARGET_FAR strangers on these people (probes: rows to probe with, when
+    embedded otherwise than the gallery)."""
+    population = Population.of(embeddings, names, mirrors, probes)
     rng = np.random.default_rng(seed)
+    centroid = rule.get(CENTROID_KEY, False)
     trials = [
-        _trial_scores(
-            embeddings,
-            mirrors,
-            person_of,
-            by_person,
-            enrollable,
-            rng,
-            rule["aggregate"],
-            normaliser,
-        )
+        _trial_scores(population, rng, rule["aggregate"], normaliser, centroid)
         for _ in range(TRIALS)
     ]
     g_best, g_second, correct, s_best, s_second = (
@@ -220,6 +219,7 @@ def rule_of(derived: dict[str, Any]) -> dict[str, Any]:
         "threshold": derived["threshold"],
         "margin": derived["margin"],
         "aggregate": derived["aggregate"],
+        CENTROID_KEY: derived[CENTROID_KEY],
         "identified": round(best["identified"], 4),
         "stranger_accept": round(best["stranger_accept"], 5),
     }
@@ -240,9 +240,16 @@ def devtrain_table(data: Data) -> list[dict[str, Any]]:
     return rows
 
 
-def derive(sim: np.ndarray, data: Data, normaliser: CohortNormaliser | None) -> dict[str, Any]:
+def derive(
+    sim: np.ndarray, data: Data, normaliser: CohortNormaliser | None, centroid: bool = False
+) -> dict[str, Any]:
+    """The rule for `normaliser` on the simulation part. The normalisations are compared on
+    the stored templates (photo and mirror); the person centroid the door adds on top of the
+    chosen one is measured by benchmarks/centroid.py, and `ship` derives with it."""
     mirrors = data.rows(data.sim_names, mirrored=True)
-    return derive_from_embeddings(sim, data.sim_names, mirrors=mirrors, normaliser=normaliser)
+    return derive_from_embeddings(
+        sim, data.sim_names, mirrors=mirrors, normaliser=normaliser, centroid=centroid
+    )
 
 
 def devtest_check(
@@ -370,7 +377,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
     tmp = target.with_suffix(".tmp.npy")
     np.save(tmp, cohort)
     normaliser = normaliser_of(data, chosen)
-    recognition = derive(data.rows(data.sim_names), data, normaliser)
+    recognition = derive(data.rows(data.sim_names), data, normaliser, centroid=CENTROID)
     manifest_path = args.models / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
     recognition["scale"] = (

@@ -21,6 +21,7 @@ Selection is fixed by --seed; only the timings change between runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -384,9 +385,7 @@ def sensitivity(
 
     for offset in SENSITIVITY_OFFSETS:
         threshold = round(base.threshold + offset, 4)
-        rows["threshold"].append(
-            row(MatchSettings(threshold, base.margin, base.aggregate, base.trim))
-        )
+        rows["threshold"].append(row(dataclasses.replace(base, threshold=threshold)))
     rows["oracle"] = [oracle(matcher_for(matrix_db, base, normaliser), genuine, strangers)]
     seen = set()
     for candidate in candidates:
@@ -394,8 +393,12 @@ def sensitivity(
         if key in seen:
             continue
         seen.add(key)
-        settings = MatchSettings(
-            candidate["threshold"], candidate["margin"], candidate["aggregate"]
+        # the base's normalisation and centroid setting go with every candidate
+        settings = dataclasses.replace(
+            base,
+            threshold=candidate["threshold"],
+            margin=candidate["margin"],
+            aggregate=candidate["aggregate"],
         )
         rows["devtrain_candidates"].append(
             {**row(settings), "devtrain_identified_rate": round(candidate["identified"], 4)}

@@ -111,15 +111,22 @@ class Ours(BenchSystem):
         """The engine's cohort normaliser (edge_app.cohort), None when its models have none."""
         return getattr(self.engine, "cohort", None)
 
+    def settings(self) -> Any:
+        """The manifest's match settings (the cost of matching does not depend on the
+        threshold, and both outcomes settle a track)."""
+        from edge_app.matching import MatchSettings
+
+        recognition = self.engine.manifest.recognition
+        return MatchSettings.from_recognition(recognition, threshold=self.threshold())
+
     def threshold(self) -> float:
-        """The manifest's open-set threshold; 0.5 when the models carry none (the cost of
-        matching does not depend on it, and both outcomes settle a track)."""
+        """The manifest's open-set threshold, 0.5 when the models carry none."""
         return float(self.engine.manifest.recognition.get("threshold", 0.5))
 
     def enroll(self, photos: np.ndarray, name: str) -> None:
         from edge_app.gallery import Gallery, NewSample
         from edge_app.lfw import central_face
-        from edge_app.matching import Matcher, MatchSettings
+        from edge_app.matching import Matcher
 
         model = self.engine.manifest.models["facenet"].sha256
         samples = []
@@ -134,20 +141,20 @@ class Ours(BenchSystem):
         with Gallery.open(self._gallery_path, create=True) as gallery:
             gallery.enroll(name, samples)
             matrix = gallery.load_matrix()
-        self.matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()), self._cohort())
+        self.matcher = Matcher(matrix, self.settings(), self._cohort())
 
     def random_gallery(self, samples: int = 3) -> None:
         """One person of `samples` random unit vectors, like the peers' galleries: for the
         cold whole-process runs, where enrolling photos would be a cost to ours alone (a door
         reads its gallery from SQLite)."""
         from edge_app.gallery import GalleryMatrix
-        from edge_app.matching import Matcher, MatchSettings
+        from edge_app.matching import Matcher
 
         rng = np.random.default_rng(0)
         vectors = rng.normal(size=(samples, 512)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         matrix = GalleryMatrix(vectors, np.zeros(samples, np.int32), ("person000",))
-        self.matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()), self._cohort())
+        self.matcher = Matcher(matrix, self.settings(), self._cohort())
 
     def detect(self, frame: np.ndarray) -> int:
         return len(self.engine.detect(frame))
@@ -230,7 +237,7 @@ class Ours(BenchSystem):
         same whatever the embeddings hold.
         """
         from edge_app.gallery import GalleryMatrix
-        from edge_app.matching import Matcher, MatchSettings
+        from edge_app.matching import Matcher
 
         rng = np.random.default_rng(people)
         samples = rng.normal(size=(people * 3, 512)).astype(np.float32)
@@ -240,7 +247,7 @@ class Ours(BenchSystem):
             np.repeat(np.arange(people, dtype=np.int32), 3),
             tuple(f"person{i:03d}" for i in range(people)),
         )
-        matcher = Matcher(matrix, MatchSettings(threshold=self.threshold()), self._cohort())
+        matcher = Matcher(matrix, self.settings(), self._cohort())
         query = rng.normal(size=(probes, 512)).astype(np.float32)
         query /= np.linalg.norm(query, axis=1, keepdims=True)
         for _ in range(10):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from edge_app.engine import Engine
 from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
 from edge_app.lfw import central_face, fallback_face, read_pairs
-from edge_app.matching import AGGREGATES, Matcher, MatchSettings
+from edge_app.matching import AGGREGATES, CENTROID_KEY, Matcher, MatchSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ SAMPLES = 2
 TARGET_FAR = 1e-3
 TRIALS = 40
 MARGINS = (0.0, 0.03, 0.05, 0.1)
+# Galleries also match each person by the mean of their samples (edge_app.matching): chosen
+# on DevTrain and checked on DevTest people by benchmarks/centroid.py (docs/ACCURACY.md).
+CENTROID = True
 
 
 def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.ndarray:
@@ -46,30 +50,75 @@ def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.nda
     return np.stack(rows)
 
 
+@dataclass(frozen=True)
+class Population:
+    """The photos a door simulation draws from: unit embeddings (one row per image name),
+    their mirror images' (stored beside each enrolled photo, as enrolment does; None: the
+    photo alone), the rows probes are taken from (default the embeddings; e.g. mirror-averaged
+    ones to try another way of embedding the visitor), and who is in each photo."""
+
+    embeddings: np.ndarray
+    mirrors: np.ndarray | None
+    probes: np.ndarray
+    person_of: np.ndarray
+    by_person: dict[str, list[int]]
+    enrollable: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        embeddings: np.ndarray,
+        names: list[str],
+        mirrors: np.ndarray | None = None,
+        probes: np.ndarray | None = None,
+    ) -> Population:
+        person_of = np.array([n.split("/")[0] for n in names])
+        by_person: defaultdict[str, list[int]] = defaultdict(list)
+        for index, person in enumerate(person_of):
+            by_person[person].append(index)
+        enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > SAMPLES))
+        return cls(
+            embeddings,
+            mirrors,
+            embeddings if probes is None else probes,
+            person_of,
+            dict(by_person),
+            enrollable,
+        )
+
+
 def _trial_scores(
-    embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate, normaliser=None
-):
+    population: Population,
+    rng: np.random.Generator,
+    aggregate: str,
+    normaliser: Any = None,
+    centroid: bool = False,
+) -> tuple[np.ndarray, ...]:
     """One simulated door: (genuine best, genuine second, genuine correct, stranger best,
-    stranger second). Each enrolled photo is stored with its mirror embedding, as enrolment
-    does (mirrors None: the photo alone). normaliser: an edge_app.cohort.CohortNormaliser
-    the scores go through (None: raw cosines)."""
+    stranger second). normaliser: an edge_app.cohort.CohortNormaliser the scores go through
+    (None: raw cosines); centroid: match by person centroids too, as the door does when the
+    manifest says so."""
+    enrollable, mirrors = population.enrollable, population.mirrors
     chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
-    rows, owner, probes = [], [], []
+    rows: list[np.ndarray] = []
+    owner: list[int] = []
+    probes: list[int] = []
     for slot, person in enumerate(chosen):
-        images = rng.permutation(by_person[person])
+        images = rng.permutation(population.by_person[person])
         for image in images[:SAMPLES]:
-            rows.append(embeddings[image])
+            rows.append(population.embeddings[image])
             if mirrors is not None:
                 rows.append(mirrors[image])
         owner.extend([slot] * (SAMPLES * (1 if mirrors is None else 2)))
         probes.extend(images[SAMPLES:])
     matrix = GalleryMatrix(np.stack(rows), np.array(owner, np.int32), tuple(str(p) for p in chosen))
-    matcher = Matcher(matrix, MatchSettings(threshold=-1.0, aggregate=aggregate), normaliser)
-    enrolled = set(chosen.tolist())
-    strangers = np.array([i for i in range(len(embeddings)) if person_of[i] not in enrolled])
+    settings = MatchSettings(threshold=-1.0, aggregate=aggregate, centroid=centroid)
+    matcher = Matcher(matrix, settings, normaliser)
+    person_of = population.person_of
+    strangers = np.flatnonzero(~np.isin(person_of, chosen))
 
     def best_two(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        scores = matcher.person_scores(embeddings[indices])
+        scores = matcher.person_scores(population.probes[indices])
         top = np.sort(scores, axis=1)[:, ::-1]
         second = top[:, 1] if scores.shape[1] > 1 else np.full(len(indices), -1.0)
         return top[:, 0], second, np.argmax(scores, axis=1)
@@ -92,24 +141,21 @@ def derive_from_embeddings(
     seed: int = 0,
     mirrors: np.ndarray | None = None,
     normaliser: Any = None,
+    centroid: bool = CENTROID,
+    probes: np.ndarray | None = None,
 ) -> dict:
     """derive_threshold on unit embeddings already made, one row per DevTrain image name
     (mirrors: each image's mirror-image embedding, stored beside it in the galleries;
-    normaliser: an edge_app.cohort.CohortNormaliser the scores go through, None: raw)."""
-    person_of = np.array([n.split("/")[0] for n in names])
-    by_person: defaultdict[str, list[int]] = defaultdict(list)
-    for index, person in enumerate(person_of):
-        by_person[person].append(index)
-    enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > SAMPLES))
+    normaliser: an edge_app.cohort.CohortNormaliser the scores go through, None: raw;
+    centroid: galleries match by person centroids too; probes: the rows probes are taken
+    from when they are embedded otherwise than the gallery, default embeddings)."""
+    population = Population.of(embeddings, names, mirrors, probes)
     best: dict[str, Any] | None = None
     table: list[dict[str, Any]] = []
     for aggregate in AGGREGATES:
         rng = np.random.default_rng(seed)
         trials = [
-            _trial_scores(
-                embeddings, mirrors, person_of, by_person, enrollable, rng, aggregate, normaliser
-            )
-            for _ in range(TRIALS)
+            _trial_scores(population, rng, aggregate, normaliser, centroid) for _ in range(TRIALS)
         ]
         g_best, g_second, correct, s_best, s_second = (
             np.concatenate(parts) for parts in zip(*trials, strict=True)
@@ -144,6 +190,7 @@ def derive_from_embeddings(
         100 * best["stranger_accept"],
     )
     stored = "" if mirrors is None else " (each stored with its mirror image, as enrolment does)"
+    templates = "photo and mirror" if mirrors is not None else "photo"
     return {
         "threshold": best["threshold"],
         "aggregate": best["aggregate"],
@@ -155,6 +202,7 @@ def derive_from_embeddings(
             f"person not enrolled; lowest threshold with stranger acceptance <= {TARGET_FAR:g}; "
             "aggregate and margin chosen for the most genuine probes identified"
         ),
-        "templates": "photo and mirror" if mirrors is not None else "photo",
+        "templates": f"{templates}, and each person's centroid" if centroid else templates,
+        CENTROID_KEY: centroid,
         "candidates": table,
     }

@@ -229,6 +229,11 @@ class Engine:
         if mirror:
             crops = np.ascontiguousarray(crops[:, :, ::-1])
         self.timings["align"] = time.perf_counter() - start
+        return self.embed_crops(crops)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 512) FaceNet outputs before normalisation of (N, 160, 160, 3) uint8 RGB crops
+        (edge_app.align makes them from faces; benchmarks try other crops through here)."""
         start = time.perf_counter()
         if len(crops) == 0:
             return np.zeros((0, 512), np.float32)

@@ -207,6 +207,19 @@ class GalleryMatrix:
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
 
+    def with_centroids(self) -> GalleryMatrix:
+        """This matrix with one more row per person, last in their block: the unit mean of
+        all their rows (photos and mirrors), a template closer to a new photo of them than
+        the typical single photo is (docs/ACCURACY.md, "Person centroid")."""
+        if not self.names:
+            return self
+        sums = np.add.reduceat(self.embeddings.astype(np.float64), self.starts, axis=0)
+        centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        person = np.concatenate([self.person, np.arange(len(self.names), dtype=self.person.dtype)])
+        order = np.argsort(person, kind="stable")
+        rows = np.concatenate([self.embeddings, centroids.astype(self.embeddings.dtype)])
+        return GalleryMatrix(rows[order], person[order], self.names)
+
 
 @dataclass(frozen=True)
 class ExportedPerson:

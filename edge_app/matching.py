@@ -18,6 +18,10 @@ All probes are compared with all samples in one matrix product, then aggregated 
 with grouped numpy reductions: the cost per frame does not grow with Python-level work per
 person.
 
+With `centroid` (the manifest's recognition.centroid), each person is also matched by the
+unit mean of all their samples, one more row per person added when the Matcher is built:
+no cost per frame beyond that row.
+
 With a cohort normaliser (edge_app/cohort.py, named by the manifest's recognition block) each
 probe-sample similarity is normalised before the aggregation: the samples' cohort statistics
 are computed once when the Matcher is built, the probes' with one more product per frame.
@@ -43,18 +47,22 @@ DEFAULT_MARGIN = 0.0
 # with fewer than 5 none is and it is the plain mean.
 DEFAULT_TRIM = 0.2
 NO_SCORE = -1.0
+# The manifest's recognition key saying the threshold was derived with person centroids.
+CENTROID_KEY = "centroid"
 
 
 @dataclass(frozen=True)
 class MatchSettings:
     """threshold and margin on the cosine scale (module docstring); aggregate in AGGREGATES;
-    normalisation: the cohort normalisation the threshold was derived with (None: raw)."""
+    normalisation: the cohort normalisation the threshold was derived with (None: raw);
+    centroid: match each person by the mean of their samples too (module docstring)."""
 
     threshold: float
     margin: float = DEFAULT_MARGIN
     aggregate: str = DEFAULT_AGGREGATE
     trim: float = DEFAULT_TRIM
     normalisation: str | None = None
+    centroid: bool = False
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -98,7 +106,17 @@ class MatchSettings:
             normalisation=None
             if recognition.get(NORMALISATION_KEY) is None
             else str(recognition[NORMALISATION_KEY]),
+            centroid=_flag(recognition, CENTROID_KEY),
         )
+
+
+def _flag(recognition: Mapping[str, Any], key: str) -> bool:
+    value = recognition.get(key, False)
+    if not isinstance(value, bool):
+        raise UserError(
+            f"the models manifest's recognition.{key} must be true or false, not {value!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,8 @@ class Matcher:
                 f"but {'no cohort' if normaliser is None else normaliser.mode} was loaded: "
                 "open the engine from the same models folder as the manifest"
             )
+        if settings.centroid:
+            matrix = matrix.with_centroids()
         self.matrix = matrix
         self.settings = settings
         self.normaliser = normaliser

@@ -123,3 +123,66 @@ def test_scores_stay_on_the_cosine_scale_whatever_the_rows(aggregate: str) -> No
     scores = matcher.person_scores(PROBE[None])
     assert scores.max() <= 1.0 and scores.min() >= -1.0
     np.testing.assert_allclose(scores[0, 0], 1.0)
+
+
+def test_person_centroid_is_one_more_row_last_in_each_block() -> None:
+    rng = np.random.default_rng(5)
+    counts = [3, 1, 2]
+    rows = rng.normal(size=(sum(counts), EMBEDDING_DIM)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    person = np.repeat(np.arange(3), counts).astype(np.int32)
+    matrix = GalleryMatrix(rows, person, ("a", "b", "c"))
+    grown = matrix.with_centroids()
+    assert grown.names == matrix.names
+    np.testing.assert_array_equal(grown.counts, np.array(counts) + 1)
+    np.testing.assert_array_equal(grown.person, np.repeat(np.arange(3), np.array(counts) + 1))
+    for p, start in enumerate(matrix.starts):
+        own = rows[start : start + counts[p]]
+        block = grown.embeddings[grown.person == p]
+        np.testing.assert_array_equal(block[:-1], own)  # the samples, untouched and in order
+        mean = own.mean(axis=0)
+        np.testing.assert_allclose(block[-1], mean / np.linalg.norm(mean), atol=1e-6)
+    empty = GalleryMatrix(np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.int32), ())
+    assert len(empty.with_centroids()) == 0
+
+
+def test_centroid_setting_matches_a_probe_between_two_photos() -> None:
+    # Ann's two photos are 0.6 from the probe each, but their centroid is much closer.
+    matrix = gallery_of({"Ann": [0.6, 0.6], "Ben": [0.5]})
+    plain = Matcher(matrix, settings(threshold=0.7)).identify(PROBE)
+    assert plain.names == [None]
+    both = Matcher(matrix, MatchSettings(threshold=0.7, centroid=True)).identify(PROBE)
+    assert both.names == ["Ann"]
+    # two orthogonal remainders of 0.8 each average to length 0.8/sqrt(2)
+    expected = 0.6 / np.sqrt(0.36 + 0.32)
+    np.testing.assert_allclose(both.scores, [expected], atol=1e-6)
+
+
+def test_centroid_comes_from_the_manifest_and_is_checked() -> None:
+    assert MatchSettings.from_recognition({"threshold": 0.5}).centroid is False
+    assert MatchSettings.from_recognition({"threshold": 0.5, "centroid": True}).centroid is True
+    with pytest.raises(UserError, match="recognition.centroid must be true or false"):
+        MatchSettings.from_recognition({"threshold": 0.5, "centroid": "yes"})
+
+
+def test_derived_rule_records_the_centroid_and_the_door_follows_it() -> None:
+    from converter.recognition import TARGET_FAR, derive_from_embeddings
+
+    rng = np.random.default_rng(0)
+    people, photos = 60, 4
+    centres = rng.normal(size=(people, EMBEDDING_DIM))
+    noisy = np.repeat(centres, photos, axis=0) + rng.normal(size=(people * photos, EMBEDDING_DIM))
+    embeddings = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+    names = [f"p{p}/p{p}_{k + 1:04d}.jpg" for p in range(people) for k in range(photos)]
+    for centroid in (True, False):
+        derived = derive_from_embeddings(embeddings, names, mirrors=embeddings, centroid=centroid)
+        assert derived["centroid"] is centroid
+        assert ("centroid" in derived["templates"]) is centroid
+        assert MatchSettings.from_recognition(derived).centroid is centroid
+        chosen = [
+            c
+            for c in derived["candidates"]
+            if (c["aggregate"], c["margin"], c["threshold"])
+            == (derived["aggregate"], derived["margin"], derived["threshold"])
+        ]
+        assert chosen and chosen[0]["stranger_accept"] <= TARGET_FAR

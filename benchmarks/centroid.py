@@ -1,0 +1,168 @@
+"""Person centroids (edge_app.matching): measured on LFW against the templates alone.
+
+Each enrolled person is matched by their stored templates (every photo and its mirror image)
+and, with a centroid, also by the unit mean of those templates: one more gallery row per
+person, nothing more per frame. For the record the table also has probe mirror-averaging
+(each face embedded twice at the door, as itself and mirrored, and the two averaged), which
+doubles the FaceNet work per face.
+
+Works on the cache of raw FaceNet outputs of `python -m benchmarks.centering embed`,
+centred with the shipped mean and normalised against the shipped cohort settings, with the
+DevTrain split of benchmarks/cohort.py. Each variant's rule (threshold at <= 0.1% strangers,
+aggregate, margin) is derived on the DevTrain simulation people by converter.recognition's
+door simulation; it is then checked, fixed, on DevTest people (outside DevTrain) over SEEDS
+seeds of 40 galleries, the same galleries for every variant:
+
+    .venv/bin/python -m benchmarks.centroid --cache /tmp/edge-door-lfw-raw.npz
+
+writes benchmarks/centroid.json. Which variant the door runs is converter.recognition's
+CENTROID, recorded in the manifest by `python -m benchmarks.cohort ship`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.cohort import SEEDS, Data, door_check, normaliser_of, rule_of
+from converter.recognition import derive_from_embeddings
+from edge_app.centering import unit
+from edge_app.paths import REPO_ROOT, SHARED_DATA
+
+MODELS = REPO_ROOT / "models" / "tflite"
+# (label, match by person centroids, probes mirror-averaged)
+VARIANTS = (
+    ("templates", False, False),
+    ("templates + person centroid", True, False),
+    ("templates, probe mirror-averaged", False, True),
+    ("templates + person centroid, probe mirror-averaged", True, True),
+)
+
+
+def shipped_cohort(models: Path) -> dict[str, Any]:
+    """The normalisation the manifest names, as benchmarks/cohort.py chose it."""
+    chosen = json.loads((REPO_ROOT / "benchmarks" / "cohort.json").read_text())["chosen"]
+    manifest = json.loads((models / "manifest.json").read_text())["recognition"]
+    if manifest.get("normalisation") != chosen["mode"]:
+        raise SystemExit(
+            f"{models}: the manifest's normalisation is not benchmarks/cohort.json's choice; "
+            "run `make cohort` first"
+        )
+    return dict(chosen)
+
+
+def measure(data: Data, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:
+    normaliser = normaliser_of(data, chosen)
+    averaged = unit(data.embeddings + data.mirrors)
+    sim_rows = [data.index[n] for n in data.sim_names]
+    test_rows = [data.index[n] for n in data.test]
+    out: dict[str, Any] = {}
+    base: list[float] | None = None
+    for label, centroid, mirrored_probes in VARIANTS:
+        start = time.perf_counter()
+        probes = averaged if mirrored_probes else data.embeddings
+        rule = rule_of(
+            derive_from_embeddings(
+                data.embeddings[sim_rows],
+                data.sim_names,
+                mirrors=data.mirrors[sim_rows],
+                normaliser=normaliser,
+                centroid=centroid,
+                probes=probes[sim_rows],
+            )
+        )
+        runs = [
+            door_check(
+                data.embeddings[test_rows],
+                data.mirrors[test_rows],
+                data.test,
+                rule,
+                normaliser,
+                seed,
+                probes=probes[test_rows],
+            )
+            for seed in range(seeds)
+        ]
+        identified = [round(r["identified"], 5) for r in runs]
+        if base is None:
+            base = identified
+        gain = np.array(identified) - np.array(base)
+        row = {
+            "centroid": centroid,
+            "probe_mirror_averaged": mirrored_probes,
+            "facenet_runs_per_face": 2 if mirrored_probes else 1,
+            "devtrain_rule": rule,
+            "devtest_identified": round(float(np.mean(identified)), 5),
+            "devtest_identified_per_seed": identified,
+            "devtest_stranger_accept": round(
+                float(np.mean([r["stranger_accept"] for r in runs])), 6
+            ),
+            "devtest_oracle_identified": round(
+                float(np.mean([r["oracle_identified"] for r in runs])), 5
+            ),
+            "gain_vs_templates": round(float(gain.mean()), 5),
+            "gain_vs_templates_min": round(float(gain.min()), 5),
+            "gain_vs_templates_max": round(float(gain.max()), 5),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        out[label] = row
+        print(f"{label}: {row}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data", type=Path, default=SHARED_DATA, help="holds lfw/ (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("/tmp/edge-door-lfw-raw.npz"),
+        help="raw FaceNet outputs of `python -m benchmarks.centering embed` (%(default)s)",
+    )
+    parser.add_argument("--models", type=Path, default=MODELS, help="default: %(default)s")
+    parser.add_argument(
+        "--seeds", type=int, default=SEEDS, help="DevTest seeds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "benchmarks" / "centroid.json",
+        help="default: %(default)s",
+    )
+    args = parser.parse_args(argv)
+    if not args.cache.is_file():
+        print(
+            f"error: {args.cache} does not exist: make it with "
+            f"`python -m benchmarks.centering embed --cache {args.cache}`",
+            file=sys.stderr,
+        )
+        return 2
+    data = Data(args.cache, args.data / "lfw", args.models)
+    chosen = shipped_cohort(args.models)
+    report = {
+        "what": "person centroid templates and probe mirror-averaging, s-norm cohort as shipped",
+        "cohort": chosen,
+        "seeds": args.seeds,
+        "variants": measure(data, chosen, args.seeds),
+    }
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
