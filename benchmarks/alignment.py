@@ -40,7 +40,7 @@ from edge_app.align import FACENET_SIZE
 from edge_app.centering import centre, mean_of
 from edge_app.engine import Engine
 from edge_app.images import read_image
-from edge_app.lfw import central_face, development_scores, fallback_face, read_pairs
+from edge_app.lfw import development_scores, labelled_face, read_pairs
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 
 
@@ -74,9 +74,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     for name in tqdm(names, desc="embedding LFW, roll-corrected", unit="image", disable=None):
         frame = read_image(lfw / "images" / name)
-        faces = engine.detect(frame)
-        index = central_face(faces, frame.shape[1], frame.shape[0])
-        face = fallback_face(frame.shape[1], frame.shape[0]) if index is None else faces[index]
+        face, _ = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
         crop, angle = roll_crop(frame, face.boxes[0], face.landmarks[0], engine.margin)
         degrees.append(angle)
         raw.append(engine.embed_crops(crop[None])[0])

@@ -39,12 +39,7 @@ from tqdm import tqdm
 from edge_app.centering import MEAN_FILE, MEAN_KEY, centre, mean_of, unit
 from edge_app.engine import Engine
 from edge_app.images import read_image
-from edge_app.lfw import (
-    central_face,
-    development_scores,
-    fallback_face,
-    read_pairs,
-)
+from edge_app.lfw import development_scores, labelled_face, read_pairs
 from edge_app.manifest import MANIFEST_NAME, sha256_file
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 
@@ -56,13 +51,8 @@ def embed(engine: Engine, images: Path, names: list[str]) -> dict[str, np.ndarra
     start = time.perf_counter()
     for name in tqdm(names, desc="embedding LFW (and mirror)", unit="image", disable=None):
         frame = read_image(images / name)
-        faces = engine.detect(frame)
-        index = central_face(faces, frame.shape[1], frame.shape[0])
-        if index is None:
-            no_face += 1
-            face = fallback_face(frame.shape[1], frame.shape[0])
-        else:
-            face = faces[index]
+        face, found = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
+        no_face += not found
         raw.append(engine.embed_raw(frame, face)[0])
         mirror.append(engine.embed_raw(frame, face, mirror=True)[0])
     return {

@@ -1,4 +1,5 @@
-"""What per-visit decisions cost per face at the door: track pooling, mirrors, cohort scores.
+"""What per-visit decisions cost per face at the door: track pooling, mirrors, cohort scores,
+person centroids.
 
     python -m benchmarks.decision_cost --data ../shared/data
 
@@ -8,8 +9,8 @@ they add is measured here against the frame they ride on:
     "frame"`, one row per photo, raw cosine scores);
   - now: the embedding added to its track's pool (edge_app.fusion.TrackPool) and the pool
     matched against a gallery that stores each photo with its mirror image (two rows per
-    photo), scores normalised against the shipped cohort (edge_app/cohort.py) as the
-    manifest says.
+    photo), plus each person's centroid (one more row per person) and scores normalised
+    against the shipped cohort (edge_app/cohort.py), as the manifest says.
 Galleries of 20 and 100 people x 2 photos (unit vectors; the matching cost depends only on the
 sizes), the shipped Matcher and settings. The frame is one real 640x480 frame with one face
 (an LFW photo on the visit clips' hallway), detection + FaceNet through the shipped
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"rounds": ROUNDS, "calls": CALLS, "people": {}}
     frame_ms: list[float] = []
     for people in (20, 100):
-        raw = dataclasses.replace(settings, normalisation=None)
+        raw = dataclasses.replace(settings, normalisation=None, centroid=False)
         before = Matcher(gallery(people, False, rng), raw)
         after = Matcher(gallery(people, True, rng), settings, engine.cohort)
         pool = TrackPool()

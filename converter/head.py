@@ -407,16 +407,14 @@ def embed_jitters(
     detected and embedded exactly as benchmarks/centering.py embeds the cache."""
     from edge_app.engine import Engine
     from edge_app.images import read_image
-    from edge_app.lfw import central_face, fallback_face
+    from edge_app.lfw import labelled_face
 
     engine = Engine.open(models, backend="cpu", threads=threads)
     rng = np.random.default_rng(seed)
     out = np.zeros((len(names), count, EMBEDDING_DIM), np.float32)
     for row, name in enumerate(tqdm(names, desc="jittered crops", unit="image", disable=None)):
         frame = read_image(lfw / "images" / name)
-        faces = engine.detect(frame)
-        index = central_face(faces, frame.shape[1], frame.shape[0])
-        face = faces[index] if index is not None else fallback_face(frame.shape[1], frame.shape[0])
+        face, _ = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
         for k, jittered in enumerate(jitter_faces(face, count, rng)):
             out[row, k] = engine.embed_raw(frame, jittered, mirror=k % 2 == 1)[0]
     return out

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from edge_app.engine import Engine
 from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
-from edge_app.lfw import central_face, fallback_face, read_pairs
+from edge_app.lfw import labelled_face, read_pairs
 from edge_app.matching import AGGREGATES, CENTROID_KEY, Matcher, MatchSettings
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,7 @@ def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.nda
     rows = []
     for name in tqdm(names, desc=desc, unit="image", leave=False, disable=None):
         frame = read_image(root / "images" / name)
-        faces = engine.detect(frame)
-        index = central_face(faces, frame.shape[1], frame.shape[0])
-        face = faces[index] if index is not None else fallback_face(frame.shape[1], frame.shape[0])
+        face, _ = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
         rows.append(engine.embed(frame, face)[0])
     return np.stack(rows)
 

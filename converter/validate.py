@@ -22,7 +22,7 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.evaluate_liveness import KINDS, read_sequences
 from edge_app.images import IMAGE_SUFFIXES, read_image
-from edge_app.lfw import central_face, cross_validated_accuracy, fallback_face, read_pairs
+from edge_app.lfw import cross_validated_accuracy, labelled_face, read_pairs
 from edge_app.liveness import LivenessScorer
 from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
 from edge_app.runtime import make_interpreter
@@ -185,13 +185,8 @@ def compare_facenet(
         pairs.images, desc="facenet float vs int8", unit="image", leave=False, disable=None
     ):
         frame = read_image(lfw / "images" / name)
-        faces = float_engine.detect(frame)
-        index = central_face(faces, frame.shape[1], frame.shape[0])
-        if index is None:
-            no_face += 1
-            face = fallback_face(frame.shape[1], frame.shape[0])
-        else:
-            face = faces[index]
+        face, found = labelled_face(float_engine.detect(frame), frame.shape[1], frame.shape[0])
+        no_face += not found
         embeddings_f[name] = float_engine.embed(frame, face)[0]
         embeddings_q[name] = int8_engine.embed(frame, face)[0]
     names = sorted(embeddings_f)

@@ -17,9 +17,8 @@ from edge_app.lfw import (
     PairList,
     accuracy_at,
     best_threshold,
-    central_face,
     cross_validated_accuracy,
-    fallback_face,
+    labelled_face,
     read_pairs,
     validation_rate,
 )
@@ -57,14 +56,10 @@ def embed_images(engine: Engine, root: Path, names: list[str]) -> tuple[dict, in
         if not path.is_file():
             raise UserError(f"{path}: listed in the pairs but missing from --images")
         frame = read_image(path)
-        faces = engine.detect(frame)
-        index = central_face(faces, frame.shape[1], frame.shape[0])
-        if index is None:
+        face, found = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
+        if not found:
             no_face += 1
             log.debug("no face in %s: using the median LFW face box", name)
-            face = fallback_face(frame.shape[1], frame.shape[0])
-        else:
-            face = faces[index]
         embeddings[name] = engine.embed(frame, face)[0]
     rate = len(names) / max(time.perf_counter() - start, 1e-9)
     return embeddings, no_face, rate

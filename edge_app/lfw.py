@@ -143,6 +143,16 @@ def fallback_face(width: int, height: int) -> Faces:
     return Faces(box.astype(np.float32), np.zeros((1,), np.float32), landmarks)
 
 
+def labelled_face(faces: Faces, width: int, height: int) -> tuple[Faces, bool]:
+    """The one face an LFW image is labelled with, and whether it was detected: the central
+    detection (central_face), else the median LFW face box (fallback_face), so every image
+    still gets an embedding."""
+    index = central_face(faces, width, height)
+    if index is None:
+        return fallback_face(width, height), False
+    return faces[index], True
+
+
 def rel(path: Path) -> str:
     """An image path as LFW names it (Person/Person_0001.jpg), so reports are machine-free."""
     return f"{path.parent.name}/{path.name}"

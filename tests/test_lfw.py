@@ -14,13 +14,16 @@ import pytest
 from edge_app.cli import main as edge_app_main
 from edge_app.engine import Engine
 from edge_app.errors import UserError
+from edge_app.faces import Faces
 from edge_app.images import read_image
 from edge_app.lfw import (
     accuracy_at,
     best_threshold,
     central_face,
     cross_validated_accuracy,
+    fallback_face,
     image_name,
+    labelled_face,
     read_pairs,
     validation_rate,
 )
@@ -127,6 +130,17 @@ def brute_force_accuracy(distances: np.ndarray, same: np.ndarray) -> float:
     """Best accuracy over every threshold that can matter: each value, and below them all."""
     cuts = np.concatenate([[-np.inf], distances])
     return max(float(np.mean((distances <= t) == same)) for t in cuts)
+
+
+def test_labelled_face_is_the_central_detection_else_the_median_box() -> None:
+    boxes = np.array([[0, 0, 60, 60], [90, 90, 160, 160], [200, 0, 250, 70]], np.float32)
+    faces = Faces(boxes, np.ones(3, np.float32), np.zeros((3, 5, 2), np.float32))
+    face, found = labelled_face(faces, 250, 250)
+    assert found
+    np.testing.assert_array_equal(face.boxes, boxes[1:2])
+    face, found = labelled_face(Faces.empty(), 250, 250)
+    assert not found
+    np.testing.assert_array_equal(face.boxes, fallback_face(250, 250).boxes)
 
 
 def test_best_threshold_separates_when_it_can() -> None:
