@@ -485,20 +485,20 @@ def open_set(
     """converter.recognition's door simulation: threshold, aggregate and margin derived on
     DevTrain, then the same simulation on DevTest people at those settings (and, for
     reference, at DevTest's own stranger limit)."""
-    from converter.recognition import TARGET_FAR, TRIALS, _trial_scores, derive_from_embeddings
+    from converter.recognition import (
+        TARGET_FAR,
+        TRIALS,
+        Population,
+        _trial_scores,
+        derive_from_embeddings,
+    )
 
-    derived = derive_from_embeddings(train_embeddings, train_names)
-    person_of = np.array([n.split("/")[0] for n in test_names])
-    by_person: defaultdict[str, list[int]] = defaultdict(list)
-    for index, person in enumerate(person_of):
-        by_person[person].append(index)
-    enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > 2))
+    # Photos alone, no centroid: the head is compared on the embeddings themselves.
+    derived = derive_from_embeddings(train_embeddings, train_names, centroid=False)
+    population = Population.of(test_embeddings, test_names)
     rng = np.random.default_rng(0)
     trials = [
-        _trial_scores(
-            test_embeddings, None, person_of, by_person, enrollable, rng, derived["aggregate"]
-        )
-        for _ in range(TRIALS)
+        _trial_scores(population, rng, derived["aggregate"], None, False) for _ in range(TRIALS)
     ]
     g_best, g_second, correct, s_best, s_second = (
         np.concatenate(parts) for parts in zip(*trials, strict=True)

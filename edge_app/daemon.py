@@ -185,10 +185,12 @@ class Recognizer:
         matrix = gallery.load_matrix()
         matcher = Matcher(matrix, settings, getattr(self.engine, "cohort", None))
         log.info(
-            "gallery loaded path=%s people=%d templates=%d threshold=%.3f margin=%.3f aggregate=%s",
+            "gallery loaded path=%s people=%d templates=%d centroids=%s threshold=%.3f "
+            "margin=%.3f aggregate=%s",
             gallery.path,
             len(matrix.names),
             len(matrix),
+            "yes" if settings.centroid else "no",
             settings.threshold,
             settings.margin,
             settings.aggregate,
