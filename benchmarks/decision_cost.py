@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"frame (detect + FaceNet, one face): median {frame_median:.1f} ms")
     print(
-        "| gallery | before: match the frame, photos only | now: pool + match, with mirrors | "
-        "added per face | share of the frame |"
+        "| gallery | before: match the frame, photos only | now: pool + match, mirrors, "
+        "centroids, cohort | added per face | share of the frame |"
     )
     print("|---|---|---|---|---|")
     for people, row in results["people"].items():
