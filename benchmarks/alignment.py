@@ -33,11 +33,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.centering import all_dev_images, load_cache, pair_names
-from benchmarks.cohort import SEEDS, Data, door_check, normaliser_of, rule_of, split_devtrain
+from benchmarks.centering import all_dev_images
+from benchmarks.cohort import SEEDS, Data, door_check, normaliser_of, rule_of, shipped_choice
 from converter.recognition import derive_from_embeddings
 from edge_app.align import FACENET_SIZE
-from edge_app.centering import centre, mean_of
 from edge_app.engine import Engine
 from edge_app.images import read_image
 from edge_app.lfw import development_scores, labelled_face, read_pairs
@@ -45,7 +44,7 @@ from edge_app.paths import REPO_ROOT, SHARED_DATA
 
 
 def roll_crop(frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray, margin: float):
-    """(crop, degrees): the box grown by margin x its width (as edge_app.align does), rotated
+    """The box grown by margin x its width (as edge_app.align does), rotated
     about its centre so the eye landmarks are level, stretched to FACENET_SIZE square."""
     (left_x, left_y), (right_x, right_y) = landmarks[0], landmarks[1]
     degrees = float(np.degrees(np.arctan2(right_y - left_y, right_x - left_x)))
@@ -56,34 +55,31 @@ def roll_crop(frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray, margin:
     rotate = np.vstack([cv2.getRotationMatrix2D((cx, cy), degrees, 1.0), [0.0, 0.0, 1.0]])
     sx, sy = FACENET_SIZE / width, FACENET_SIZE / height
     scale = np.array([[sx, 0, FACENET_SIZE / 2 - cx * sx], [0, sy, FACENET_SIZE / 2 - cy * sy]])
-    crop = cv2.warpAffine(
+    return cv2.warpAffine(
         frame,
         scale @ rotate,
         (FACENET_SIZE, FACENET_SIZE),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
-    return crop, degrees
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     lfw = args.data / "lfw"
     names = all_dev_images(lfw)
     engine = Engine.open(backend="cpu", threads=args.threads)
-    raw, mirror, degrees = [], [], []
+    raw, mirror = [], []
     start = time.perf_counter()
     for name in tqdm(names, desc="embedding LFW, roll-corrected", unit="image", disable=None):
         frame = read_image(lfw / "images" / name)
         face, _ = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
-        crop, angle = roll_crop(frame, face.boxes[0], face.landmarks[0], engine.margin)
-        degrees.append(angle)
+        crop = roll_crop(frame, face.boxes[0], face.landmarks[0], engine.margin)
         raw.append(engine.embed_crops(crop[None])[0])
         mirror.append(engine.embed_crops(np.ascontiguousarray(crop[None, :, ::-1]))[0])
     cache = {
         "names": np.array(names),
         "raw": np.stack(raw).astype(np.float32),
         "mirror": np.stack(mirror).astype(np.float32),
-        "degrees": np.array(degrees, np.float32),
         "seconds": np.array(time.perf_counter() - start),
     }
     tmp = args.cache.with_suffix(".tmp.npz")
@@ -93,22 +89,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-class OwnMean(Data):
-    """benchmarks.cohort's data, centred on the cache's own DevTrain mean (a different crop
-    has a different mean; the shipped one belongs to the upright crop)."""
-
-    def __init__(self, cache_path: Path, lfw: Path) -> None:
-        cache = load_cache(cache_path)
-        self.lfw = lfw
-        self.index = {str(n): i for i, n in enumerate(cache["names"])}
-        self.train, self.test = pair_names(lfw)
-        mean = mean_of(cache["raw"][[self.index[n] for n in self.train]])
-        self.embeddings = centre(cache["raw"], mean)
-        self.mirrors = centre(cache["mirror"], mean)
-        self.cohort_names, self.sim_names = split_devtrain(self.train)
-
-
-def score(data: OwnMean, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:
+def score(data: Data, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:
     lfw_pairs = [read_pairs(data.lfw / n) for n in ("pairsDevTrain.txt", "pairsDevTest.txt")]
     normaliser = normaliser_of(data, chosen)
     rule = rule_of(
@@ -134,10 +115,11 @@ def score(data: OwnMean, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    chosen = json.loads((REPO_ROOT / "benchmarks" / "cohort.json").read_text())["chosen"]
+    chosen = shipped_choice()
     report: dict[str, Any] = {"cohort": chosen, "seeds": args.seeds}
     for label, path in (("upright (shipped)", args.upright), ("roll-corrected", args.roll)):
-        report[label] = score(OwnMean(path, args.data / "lfw"), chosen, args.seeds)
+        # each crop centred on its own DevTrain mean (the shipped one is the upright crop's)
+        report[label] = score(Data(path, args.data / "lfw", None), chosen, args.seeds)
         print(f"{label}: {report[label]}", flush=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")

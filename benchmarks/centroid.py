@@ -30,12 +30,21 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.cohort import SEEDS, Data, door_check, normaliser_of, rule_of
+from benchmarks.cohort import (
+    MODELS,
+    SEEDS,
+    Data,
+    door_check,
+    normaliser_of,
+    rule_of,
+    shipped_choice,
+)
 from converter.recognition import derive_from_embeddings
 from edge_app.centering import unit
+from edge_app.cohort import NORMALISATION_KEY
+from edge_app.manifest import MANIFEST_NAME
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 
-MODELS = REPO_ROOT / "models" / "tflite"
 # (label, match by person centroids, probes mirror-averaged)
 VARIANTS = (
     ("templates", False, False),
@@ -47,14 +56,14 @@ VARIANTS = (
 
 def shipped_cohort(models: Path) -> dict[str, Any]:
     """The normalisation the manifest names, as benchmarks/cohort.py chose it."""
-    chosen = json.loads((REPO_ROOT / "benchmarks" / "cohort.json").read_text())["chosen"]
-    manifest = json.loads((models / "manifest.json").read_text())["recognition"]
-    if manifest.get("normalisation") != chosen["mode"]:
+    chosen = shipped_choice()
+    manifest = json.loads((models / MANIFEST_NAME).read_text())["recognition"]
+    if manifest.get(NORMALISATION_KEY) != chosen["mode"]:
         raise SystemExit(
             f"{models}: the manifest's normalisation is not benchmarks/cohort.json's choice; "
             "run `make cohort` first"
         )
-    return dict(chosen)
+    return chosen
 
 
 def measure(data: Data, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:

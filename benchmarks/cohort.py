@@ -51,7 +51,7 @@ from converter.recognition import (
     _trial_scores,
     derive_from_embeddings,
 )
-from edge_app.centering import centre, load_mean, model_identity
+from edge_app.centering import centre, load_mean, mean_of, model_identity
 from edge_app.cohort import COHORT_FILE, COHORT_KEY, MODES, NORMALISATION_KEY, CohortNormaliser
 from edge_app.lfw import accuracy_at, best_threshold, cross_validated_accuracy, read_pairs
 from edge_app.manifest import MANIFEST_NAME, ManifestError, sha256_file
@@ -59,6 +59,7 @@ from edge_app.matching import CENTROID_KEY
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 
 MODELS = REPO_ROOT / "models" / "tflite"
+REPORT = REPO_ROOT / "benchmarks" / "cohort.json"
 SPLIT_SEED = 1
 COHORT_PEOPLE = 1200  # the largest cohort measured; smaller ones are its first C rows
 SIZES = (400, 800, 1200)
@@ -187,20 +188,27 @@ def probe_cost(normaliser: CohortNormaliser, repeats: int = 2000) -> float:
 
 
 class Data:
-    def __init__(self, cache_path: Path, lfw: Path, models: Path) -> None:
+    """The cache's embeddings centred as the engine centres them: on the mean shipped with
+    `models`; with models None, on the cache's own DevTrain mean (a crop other than the
+    shipped one has its own mean, benchmarks/alignment.py)."""
+
+    def __init__(self, cache_path: Path, lfw: Path, models: Path | None) -> None:
         cache = load_cache(cache_path)
-        # Centred as the engine centres: on the mean shipped with these models.
-        manifest = json.loads((models / MANIFEST_NAME).read_text())
-        mean = load_mean(models, manifest["preprocessing"])
-        if mean is None:
-            raise ManifestError(f"{models}: the manifest names no centring mean")
-        self.embedding_model = model_identity(manifest["models"]["facenet"]["sha256"], mean)
         self.lfw = lfw
         self.index = {str(n): i for i, n in enumerate(cache["names"])}
+        self.train, self.test = pair_names(lfw)
+        self.embedding_model: str | None = None
+        if models is None:
+            mean = mean_of(cache["raw"][[self.index[n] for n in self.train]])
+        else:
+            manifest = json.loads((models / MANIFEST_NAME).read_text())
+            mean = load_mean(models, manifest["preprocessing"])
+            if mean is None:
+                raise ManifestError(f"{models}: the manifest names no centring mean")
+            self.embedding_model = model_identity(manifest["models"]["facenet"]["sha256"], mean)
         self.embeddings = centre(cache["raw"], mean)
         # Enrolment stores each photo's mirror image beside it: so do the simulated galleries.
         self.mirrors = centre(cache["mirror"], mean)
-        self.train, self.test = pair_names(lfw)
         self.cohort_names, self.sim_names = split_devtrain(self.train)
         first: dict[str, str] = {}
         for name in self.train:
@@ -288,6 +296,11 @@ def devtest_check(
     return out
 
 
+def shipped_choice(report: Path = REPORT) -> dict[str, Any]:
+    """The variant `report` chose on DevTrain (and `ship` shipped): mode, size, share."""
+    return dict(json.loads(report.read_text())["chosen"])
+
+
 def chosen_variant(table: list[dict[str, Any]]) -> dict[str, Any]:
     """The normalised variant identifying most DevTrain probes (DevTest plays no part)."""
     best = max((row for row in table if row["mode"] != "none"), key=lambda r: r["identified"])
@@ -371,7 +384,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_ship(args: argparse.Namespace) -> None:
     data = Data(args.cache, args.data / "lfw", args.models)
-    chosen = json.loads(args.out.read_text())["chosen"]
+    chosen = shipped_choice(args.out)
     cohort = data.rows(data.cohort_names)[: chosen["size"]].astype(np.float16)
     target = args.models / COHORT_FILE
     tmp = target.with_suffix(".tmp.npy")
@@ -422,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge-door-lfw-raw.npz"))
     parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--seeds", type=int, default=SEEDS)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "cohort.json")
+    parser.add_argument("--out", type=Path, default=REPORT)
     parser.add_argument("step", choices=["report", "ship"])
     args = parser.parse_args(argv)
     {"report": cmd_report, "ship": cmd_ship}[args.step](args)
