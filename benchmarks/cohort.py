@@ -202,9 +202,10 @@ class Data:
             mean = mean_of(cache["raw"][[self.index[n] for n in self.train]])
         else:
             manifest = json.loads((models / MANIFEST_NAME).read_text())
-            mean = load_mean(models, manifest["preprocessing"])
-            if mean is None:
+            shipped = load_mean(models, manifest["preprocessing"])
+            if shipped is None:
                 raise ManifestError(f"{models}: the manifest names no centring mean")
+            mean = shipped
             self.embedding_model = model_identity(manifest["models"]["facenet"]["sha256"], mean)
         self.embeddings = centre(cache["raw"], mean)
         # Enrolment stores each photo's mirror image beside it: so do the simulated galleries.
