@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
 .PHONY: demo test quick lint format models models-liveness validate \
-	validate-liveness eval eval-visits centring-mean cohort bench bench-accuracy clean
+	validate-liveness eval eval-visits eval-door centring-mean cohort bench bench-accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,13 @@ cohort: $(VENV)/.device
 # Per visit, the real door on clips of LFW people outside DevTrain (docs/ACCURACY.md).
 eval-visits: $(VENV)/.device
 	$(BIN)/edge-app eval visits --lfw $(SHARED)/lfw --backend cpu --json docs/visits.json
+
+# The whole door on real NUAA video, liveness required: live visits, printed photos, strangers
+# (docs/ACCURACY.md, "Same camera, similar faces"); about 4 minutes each.
+eval-door: $(VENV)/.device
+	$(BIN)/edge-app eval door --data $(SHARED)/liveness/nuaa --backend cpu --json docs/door_nuaa.json
+	$(BIN)/edge-app eval door --data $(SHARED)/liveness/nuaa --backend cpu --lookalikes warn \
+		--json benchmarks/door_nuaa_warn.json
 
 # Benchmarks (docs/BENCHMARKS.md): ours and its peers, same frames, one interleaved run. The
 # peers (torch, facenet-pytorch, dlib) and matplotlib live in .venv-bench only: .venv stays light.

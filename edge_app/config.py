@@ -25,7 +25,7 @@ from edge_app import paths
 from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
 from edge_app.fusion import EVIDENCE
-from edge_app.matching import AGGREGATES
+from edge_app.matching import AGGREGATES, LOOKALIKE_MODES
 from edge_app.runtime import BACKENDS
 
 AUTO = "auto"
@@ -246,6 +246,7 @@ class RecognitionConfig:
     threshold: float | None = _key(None, _auto_or(_number(-1.0, 1.0)))
     margin: float | None = _key(None, _auto_or(_number(0.0, 2.0)))
     aggregate: str = _key(AUTO, _choice(AUTO, *AGGREGATES))
+    lookalikes: str = _key(LOOKALIKE_MODES[0], _choice(*LOOKALIKE_MODES))
 
 
 @dataclass(frozen=True)

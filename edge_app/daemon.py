@@ -170,20 +170,13 @@ class Recognizer:
         self._version, self.matcher = self._load(self.gallery, self._settings)
 
     def _load(self, gallery: Any, recognition: RecognitionConfig) -> tuple[int, Any]:
-        from edge_app.matching import Matcher, MatchSettings
-
-        settings = MatchSettings.from_recognition(
-            self.engine.manifest.recognition,
-            threshold=recognition.threshold,
-            margin=recognition.margin,
-            aggregate=None if recognition.aggregate == "auto" else recognition.aggregate,
-        )
         # The version is read BEFORE the rows: a change committed while they are being read
         # then shows up as a new version and is loaded on the next frame. Read after, it
         # would be taken as already loaded, and a removed person would keep access.
         version = gallery.data_version()
         matrix = gallery.load_matrix()
-        matcher = Matcher(matrix, settings, getattr(self.engine, "cohort", None))
+        matcher, _ = door_matcher(self.engine, recognition, matrix)
+        settings = matcher.settings
         log.info(
             "gallery loaded path=%s people=%d templates=%d centroids=%s threshold=%.3f "
             "margin=%.3f aggregate=%s",
@@ -276,6 +269,49 @@ def face_crop(frame: Frame, box: np.ndarray, pad: float = 0.2) -> np.ndarray:
     left, top = max(int(x1 - grow_x), 0), max(int(y1 - grow_y), 0)
     right, bottom = min(int(x2 + grow_x), width), min(int(y2 + grow_y), height)
     return image[top:bottom, left:right]
+
+
+def door_matcher(engine: Any, recognition: RecognitionConfig, matrix: Any) -> tuple[Any, list[Any]]:
+    """The Matcher the door decides with, and the lookalikes found in the gallery: the
+    manifest's recognition rule with the config's overrides, over `matrix`, guarded against
+    lookalikes (logged; docs/ACCURACY.md, "Same camera, similar faces")."""
+    from edge_app.matching import (
+        Matcher,
+        MatchSettings,
+        describe_lookalikes,
+        guard_lookalikes,
+    )
+
+    settings = MatchSettings.from_recognition(
+        engine.manifest.recognition,
+        threshold=recognition.threshold,
+        margin=recognition.margin,
+        aggregate=None if recognition.aggregate == "auto" else recognition.aggregate,
+    )
+    matcher, lookalikes = guard_lookalikes(
+        Matcher(matrix, settings, getattr(engine, "cohort", None)), recognition.lookalikes
+    )
+    if not lookalikes:
+        return matcher, lookalikes
+    pairs = describe_lookalikes(lookalikes)
+    if matcher.settings.threshold > settings.threshold:
+        log.warning(
+            "enrolled people match each other at or above the threshold %.3f (%s): threshold "
+            "raised to %.3f so that strangers who look like them are not let in "
+            '([recognition] lookalikes = "raise")',
+            settings.threshold,
+            pairs,
+            matcher.settings.threshold,
+        )
+    else:
+        log.warning(
+            "enrolled people match each other at or above the threshold %.3f (%s): strangers "
+            'who look like them can be let in as them; set [recognition] lookalikes = "raise" '
+            "or a threshold above these scores",
+            settings.threshold,
+            pairs,
+        )
+    return matcher, lookalikes
 
 
 class Daemon:

@@ -165,9 +165,11 @@ def door_config(
     folder: Path,
     liveness: str | None,
     policy: dict[str, Any] | None = None,
+    recognition: dict[str, Any] | None = None,
 ) -> Any:
     data: dict[str, Any] = {
         "policy": dict(policy or {}),
+        "recognition": dict(recognition or {}),
         "camera": {"source": str(clip.path), "fps": clip.fps},
         "gallery": {"path": str(gallery)},
         "gpio": {"pin": PIN, "pulse_seconds": PULSE_SECONDS, "factory": "mock"},
@@ -188,13 +190,15 @@ def play(
     folder: Path,
     liveness: str | None,
     policy: dict[str, Any] | None = None,
+    recognition: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], Any]:
-    """Run the real daemon on one clip; its events (JSON lines) and metrics."""
+    """Run the real daemon on one clip; its events (JSON lines) and metrics. `policy` and
+    `recognition` override keys of those config sections."""
     from gpiozero.pins.mock import MockFactory
 
     from edge_app.daemon import Daemon
 
-    config = door_config(clip, gallery, folder, liveness, policy)
+    config = door_config(clip, gallery, folder, liveness, policy, recognition)
     for path in (config.events.db, config.events.jsonl):
         path.unlink(missing_ok=True)
     daemon = Daemon(config, engine=engine, pin_factory=MockFactory())
@@ -205,6 +209,24 @@ def play(
         raise RuntimeError(f"the door exited with {code} on {clip.path}")
     lines = config.events.jsonl.read_text().splitlines() if config.events.jsonl.exists() else []
     return [json.loads(line) for line in lines], daemon.metrics
+
+
+def door_rule(
+    engine: Any, gallery: Path, recognition: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The threshold the door decides with on this gallery (with `recognition` overriding
+    config keys), and the lookalikes that raised it (edge_app.matching.guard_lookalikes)."""
+    from edge_app.daemon import door_matcher
+
+    config = parse_config({"recognition": dict(recognition or {})}).recognition
+    with Gallery.open(gallery) as db:
+        matrix = db.load_matrix()
+    matcher, lookalikes = door_matcher(engine, config, matrix)
+    return {
+        "people": len(matrix.names),
+        "threshold": round(float(matcher.settings.threshold), 4),
+        "lookalikes": [asdict(pair) for pair in lookalikes],
+    }
 
 
 def judge(
@@ -356,6 +378,7 @@ def _evaluate(
             results.append(judge(person, names, clip, events, metrics))
         with Gallery.open(db) as gallery:
             samples = len(gallery.load_matrix())
+        rule = door_rule(engine, db)
     report: dict[str, Any] = {
         "what": f"issue 11 per-visit evaluation on LFW people ({population})",
         "population": population,
@@ -369,6 +392,9 @@ def _evaluate(
             },
             "centring": "facenet_mean" in engine.manifest.preprocessing,
             "policy": asdict(door_policy),
+            # The threshold the door used on this gallery: the manifest's unless enrolled
+            # people matched each other (edge_app.matching.guard_lookalikes).
+            "door_rule": rule,
             "cascade": getattr(getattr(engine, "cascade_choice", None), "chosen", "int8"),
             "tracking": asdict(parse_config({}).tracking),
             "clip": {

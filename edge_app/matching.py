@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,11 @@ DEFAULT_TRIM = 0.2
 NO_SCORE = -1.0
 # The manifest's recognition key saying the threshold was derived with person centroids.
 CENTROID_KEY = "centroid"
+# [recognition] lookalikes: what the door does when enrolled people match each other at or
+# above the threshold (Matcher.lookalikes): "raise" its threshold to LOOKALIKE_STEP above the
+# highest such score, or only "warn".
+LOOKALIKE_MODES = ("raise", "warn")
+LOOKALIKE_STEP = 0.01
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,16 @@ class Matches:
     second: np.ndarray
 
 
+@dataclass(frozen=True)
+class Lookalike:
+    """Two enrolled people the door cannot keep apart: a stored face of one matches the other
+    at `score`, at or above the threshold."""
+
+    first: str
+    second: str
+    score: float
+
+
 class Matcher:
     """Built once per gallery load; identify() is then one product and a few reductions
     (and, with a cohort normaliser, one more product for the probes' cohort statistics)."""
@@ -148,6 +163,7 @@ class Matcher:
                 f"but {'no cohort' if normaliser is None else normaliser.mode} was loaded: "
                 "open the engine from the same models folder as the manifest"
             )
+        self.faces = matrix  # the stored faces alone, without centroid rows
         if settings.centroid:
             matrix = matrix.with_centroids()
         self.matrix = matrix
@@ -209,3 +225,50 @@ class Matcher:
             scores=best.astype(np.float32),
             second=second.astype(np.float32),
         )
+
+    def lookalikes(self) -> list[Lookalike]:
+        """Pairs of enrolled people whose stored faces match each other at or above the
+        threshold, each pair once with its highest score, highest first.
+
+        The enrolled people are strangers to one another, photographed where the door's
+        people are: when they match each other, strangers who look like them will match too.
+        The threshold was set on LFW photos (docs/ACCURACY.md), and a camera, light or group
+        of faces unlike LFW's can score strangers higher than it assumes.
+        """
+        faces = self.faces
+        people = len(faces.names)
+        if people < 2:
+            return []
+        scores = self.person_scores(faces.embeddings)  # (faces, people)
+        scores[np.arange(len(faces)), faces.person] = -np.inf  # not against themselves
+        worst = np.maximum.reduceat(scores, faces.starts, axis=0)  # (people, people)
+        worst = np.maximum(worst, worst.T)
+        first, second = np.nonzero(np.triu(worst >= self.settings.threshold, k=1))
+        found = [
+            Lookalike(faces.names[a], faces.names[b], round(float(worst[a, b]), 4))
+            for a, b in zip(first, second, strict=True)
+        ]
+        return sorted(found, key=lambda pair: -pair.score)
+
+
+def describe_lookalikes(found: list[Lookalike], most: int = 5) -> str:
+    """The pairs for a log line: "Ann ~ Cy 0.672, ..." (the first `most`)."""
+    text = ", ".join(f"{p.first} ~ {p.second} {p.score:.3f}" for p in found[:most])
+    return text + (f" and {len(found) - most} more" if len(found) > most else "")
+
+
+def guard_lookalikes(matcher: Matcher, mode: str) -> tuple[Matcher, list[Lookalike]]:
+    """The matcher the door should use, and the lookalikes found in its gallery.
+
+    With mode "raise" and lookalikes found, a matcher over the same gallery whose threshold
+    sits LOOKALIKE_STEP above the highest score between two enrolled people, so that no
+    enrolled person's stored face would be taken for another's. The threshold only ever goes
+    up. With "warn" the matcher is returned unchanged.
+    """
+    if mode not in LOOKALIKE_MODES:
+        raise UserError(f"lookalikes must be one of {', '.join(LOOKALIKE_MODES)}, not {mode!r}")
+    found = matcher.lookalikes()
+    if not found or mode == "warn":
+        return matcher, found
+    raised = replace(matcher.settings, threshold=found[0].score + LOOKALIKE_STEP)
+    return Matcher(matcher.faces, raised, matcher.normaliser), found

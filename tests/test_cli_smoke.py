@@ -102,7 +102,7 @@ CONVERT_COMMANDS = _subcommands(convert_parser())
 # The real-call tests below, by command; a new subcommand without one fails the next test.
 APP_TESTED = {
     "run", "demo", "enroll", "list", "remove", "rename", "export", "import", "identify",
-    "eval lfw", "eval liveness", "eval visits", "doctor", "hub", "hub passwd",
+    "eval lfw", "eval liveness", "eval visits", "eval door", "doctor", "hub", "hub passwd",
     "hub unlock-code",
 }  # fmt: skip
 CONVERT_TESTED = {"build", "lint", "validate", "float-cascade", "train-head"}
@@ -299,6 +299,18 @@ def test_eval_liveness_without_its_data_is_refused(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert "not a folder" in done.stderr
+
+
+def test_eval_door_refuses_a_missing_folder_and_a_bad_threshold(tmp_path: Path) -> None:
+    done = run(tmp_path, "eval", "door", "--data", str(tmp_path / "nuaa"))
+    assert done.returncode == 2
+    assert "not a folder" in done.stderr
+    (tmp_path / "nuaa" / "live").mkdir(parents=True)
+    done = run(
+        tmp_path, "eval", "door", "--data", str(tmp_path / "nuaa"), "--recognition-threshold", "3"
+    )
+    assert done.returncode == 2
+    assert "recognition.threshold" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_eval_visits_without_lfw_is_refused(tmp_path: Path) -> None:

@@ -200,3 +200,10 @@ def test_non_finite_numbers_are_refused_for_every_float_key(value: str, tmp_path
         assert f"{dotted}: " in str(caught.value) and "is not a finite number" in str(caught.value)
         with pytest.raises(ConfigError, match=f"{dotted}: .* is not a finite number"):
             apply_overrides(Config(), {dotted: float(value)})
+
+
+def test_recognition_lookalikes_defaults_to_raise_and_refuses_other_words() -> None:
+    assert parse_config({}).recognition.lookalikes == "raise"
+    assert parse_config({"recognition": {"lookalikes": "warn"}}).recognition.lookalikes == "warn"
+    with pytest.raises(ConfigError, match="recognition.lookalikes"):
+        parse_config({"recognition": {"lookalikes": "ignore"}})

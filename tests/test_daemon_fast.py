@@ -503,3 +503,36 @@ def test_a_gallery_without_mirrors_is_reported_at_load(
         assert daemon.run() == 0
     assert "1 sample(s) enrolled without their mirror image" in caplog.text
     assert [e["type"] for e in jsonl(tmp_path)][:2] == ["recognized", "unlock"]
+
+
+# Eve's enrolled face is close to Ada's (cosine 0.7, over the 0.6 threshold); a visitor who is
+# neither scores 0.65 against Ada: over the manifest threshold, under one raised above 0.7.
+EVE_NAME, LOOKALIKE = "Eve", 5
+_OTHER = unit(6) - (unit(6) @ unit(1)) * unit(1) - (unit(6) @ _ASIDE) * _ASIDE
+_OTHER /= np.linalg.norm(_OTHER)
+EVE = (0.7 * unit(1) + np.sqrt(1 - 0.49) * _ASIDE).astype(np.float32)
+EMBEDDINGS[LOOKALIKE] = (0.65 * unit(1) + np.sqrt(1 - 0.65**2) * _OTHER).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["raise", "warn"])
+def test_lookalikes_in_the_gallery_raise_the_threshold_by_default(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    with Gallery.open(gallery) as db:
+        db.enroll(EVE_NAME, [NewSample(EVE, "1" * 64)])
+    codes = [NOBODY] * 3 + [LOOKALIKE] * 8 + [NOBODY] * 12 + [ADA] * 8 + [NOBODY] * 20
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, recognition={"lookalikes": mode})
+    with caplog.at_level("WARNING", logger="edge_app.daemon"):
+        assert Daemon(config, engine=ScriptedEngine(), pin_factory=factory).run() == 0
+    assert f"{NAME} ~ {EVE_NAME} 0.700" in caplog.text
+    unlocks = [(e["name"], round(e["score"], 2)) for e in jsonl(tmp_path) if e["type"] == "unlock"]
+    if mode == "raise":
+        assert "threshold raised to 0.710" in caplog.text
+        assert unlocks == [(NAME, 1.0)]  # Ada still gets in; the lookalike does not
+    else:
+        assert "strangers who look like them can be let in" in caplog.text
+        # The lookalike is let in as Ada (the risk the default guards against); Ada's own
+        # visit then falls in the cooldown.
+        assert unlocks == [(NAME, 0.65)]

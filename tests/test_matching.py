@@ -186,3 +186,51 @@ def test_derived_rule_records_the_centroid_and_the_door_follows_it() -> None:
             == (derived["aggregate"], derived["margin"], derived["threshold"])
         ]
         assert chosen and chosen[0]["stranger_accept"] <= TARGET_FAR
+
+
+def test_lookalikes_names_enrolled_people_who_match_each_other() -> None:
+    rng = np.random.default_rng(9)
+    base = rng.normal(size=(4, EMBEDDING_DIM))
+    # Cy's second photo is close to Ann's face (cosine about 0.8); Ben and Dee are apart.
+    cy_like_ann = 0.8 * base[0] / np.linalg.norm(base[0]) + 0.6 * unit(rng, base[0])
+    rows = np.stack([base[0], base[0] + 0.1 * rng.normal(size=EMBEDDING_DIM), base[1]])
+    rows = np.concatenate([rows, [base[2], cy_like_ann, base[3]]])
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    person = np.array([0, 0, 1, 2, 2, 3], np.int32)
+    matrix = GalleryMatrix(rows, person, ("Ann", "Ben", "Cy", "Dee"))
+    found = Matcher(matrix, settings(threshold=0.7)).lookalikes()
+    assert [(p.first, p.second) for p in found] == [("Ann", "Cy")]
+    assert found[0].score == pytest.approx(float(max(rows[:2] @ rows[4])), abs=1e-4)
+    assert Matcher(matrix, settings(threshold=0.9)).lookalikes() == []
+    # With centroids the faces are still scored against the other people only.
+    with_centroids = MatchSettings(threshold=0.7, centroid=True)
+    assert [(p.first, p.second) for p in Matcher(matrix, with_centroids).lookalikes()] == [
+        ("Ann", "Cy")
+    ]
+    one = GalleryMatrix(rows[:2], np.zeros(2, np.int32), ("Ann",))
+    assert Matcher(one, settings(threshold=0.0)).lookalikes() == []
+
+
+def unit(rng: np.random.Generator, away_from: np.ndarray) -> np.ndarray:
+    """A random unit vector orthogonal to `away_from`."""
+    v = rng.normal(size=away_from.shape)
+    v -= (v @ away_from) / (away_from @ away_from) * away_from
+    return v / np.linalg.norm(v)
+
+
+def test_guard_raises_the_threshold_just_above_the_lookalikes_or_only_reports() -> None:
+    from edge_app.matching import LOOKALIKE_STEP, guard_lookalikes
+
+    close = gallery_of({"Ann": [0.9], "Ben": [0.85]})  # Ann and Ben: cosine about 0.77
+    matcher = Matcher(close, settings(threshold=0.6))
+    (pair,) = matcher.lookalikes()
+    raised, found = guard_lookalikes(matcher, "raise")
+    assert found == [pair]
+    assert raised.settings.threshold == pytest.approx(pair.score + LOOKALIKE_STEP)
+    assert raised.settings.threshold > matcher.settings.threshold  # only ever up
+    warned, found = guard_lookalikes(matcher, "warn")
+    assert warned is matcher and found == [pair]
+    apart = Matcher(gallery_of({"Ann": [0.9], "Ben": [0.1]}), settings(threshold=0.6))
+    assert guard_lookalikes(apart, "raise") == (apart, [])
+    with pytest.raises(UserError, match="lookalikes must be one of raise, warn"):
+        guard_lookalikes(matcher, "ignore")

@@ -14,7 +14,7 @@ from typing import Any
 
 from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
-from edge_app.matching import AGGREGATES
+from edge_app.matching import AGGREGATES, LOOKALIKE_MODES
 from edge_app.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--margin", type=float, metavar="M", help="minimum lead over the second person"
     )
     match.add_argument("--aggregate", choices=AGGREGATES, help="per-person score")
+    match.add_argument(
+        "--lookalikes",
+        choices=LOOKALIKE_MODES,
+        default=LOOKALIKE_MODES[0],
+        help="when enrolled people match each other at or above the threshold: raise it just "
+        "above their highest score, as the door does by default, or only warn",
+    )
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -116,7 +123,12 @@ def run(args: argparse.Namespace) -> int:
     from edge_app.enroll import model_id
     from edge_app.gallery import Gallery
     from edge_app.images import ImageError, expand_image_paths, load_photo
-    from edge_app.matching import Matcher, MatchSettings
+    from edge_app.matching import (
+        Matcher,
+        MatchSettings,
+        describe_lookalikes,
+        guard_lookalikes,
+    )
 
     with Gallery.open(db_path(args)) as gallery:
         matrix = gallery.load_matrix()
@@ -132,7 +144,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if models - {None, model_id(engine)}:
         log.warning("the gallery holds samples from other embedding models: re-enrol them")
-    matcher = Matcher(matrix, settings, engine.cohort)
+    matcher, lookalikes = guard_lookalikes(
+        Matcher(matrix, settings, engine.cohort), args.lookalikes
+    )
+    if lookalikes:
+        log.warning(
+            "enrolled people match each other at or above the threshold %.3f: %s%s",
+            settings.threshold,
+            describe_lookalikes(lookalikes),
+            f"; threshold raised to {matcher.settings.threshold:.3f}"
+            if matcher.settings.threshold > settings.threshold
+            else "",
+        )
+    settings = matcher.settings
     live_threshold = _live_threshold(engine)
     log.info(
         "people=%d samples=%d threshold=%.3f margin=%.3f aggregate=%s",
