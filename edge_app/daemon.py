@@ -271,10 +271,13 @@ def face_crop(frame: Frame, box: np.ndarray, pad: float = 0.2) -> np.ndarray:
     return image[top:bottom, left:right]
 
 
-def door_matcher(engine: Any, recognition: RecognitionConfig, matrix: Any) -> tuple[Any, list[Any]]:
+def door_matcher(
+    engine: Any, recognition: RecognitionConfig, matrix: Any, *, report: bool = True
+) -> tuple[Any, list[Any]]:
     """The Matcher the door decides with, and the lookalikes found in the gallery: the
     manifest's recognition rule with the config's overrides, over `matrix`, guarded against
-    lookalikes (logged; docs/ACCURACY.md, "Same camera, similar faces")."""
+    lookalikes (logged unless `report` is False; docs/ACCURACY.md, "Same camera, similar
+    faces")."""
     from edge_app.matching import (
         Matcher,
         MatchSettings,
@@ -291,25 +294,33 @@ def door_matcher(engine: Any, recognition: RecognitionConfig, matrix: Any) -> tu
     matcher, lookalikes = guard_lookalikes(
         Matcher(matrix, settings, getattr(engine, "cohort", None)), recognition.lookalikes
     )
-    if not lookalikes:
+    if not lookalikes or not report:
         return matcher, lookalikes
-    pairs = describe_lookalikes(lookalikes)
-    if matcher.settings.threshold > settings.threshold:
+    same = [pair for pair in lookalikes if pair.same_face]
+    apart = [pair for pair in lookalikes if not pair.same_face]
+    if same:
+        log.warning(
+            "enrolled people score as the same face (%s): one person enrolled under two "
+            "names, or identical twins. Either can be let in as the other; if it is one "
+            "person, remove one name (`edge-app remove NAME`)",
+            describe_lookalikes(same),
+        )
+    if apart and matcher.settings.threshold > settings.threshold:
         log.warning(
             "enrolled people match each other at or above the threshold %.3f (%s): threshold "
             "raised to %.3f so that strangers who look like them are not let in "
             '([recognition] lookalikes = "raise")',
             settings.threshold,
-            pairs,
+            describe_lookalikes(apart),
             matcher.settings.threshold,
         )
-    else:
+    elif apart:
         log.warning(
             "enrolled people match each other at or above the threshold %.3f (%s): strangers "
             'who look like them can be let in as them; set [recognition] lookalikes = "raise" '
             "or a threshold above these scores",
             settings.threshold,
-            pairs,
+            describe_lookalikes(apart),
         )
     return matcher, lookalikes
 

@@ -54,6 +54,11 @@ CENTROID_KEY = "centroid"
 # highest such score, or only "warn".
 LOOKALIKE_MODES = ("raise", "warn")
 LOOKALIKE_STEP = 0.01
+# The top of the threshold's scale (normalised scores can go higher). A pair of enrolled
+# people scoring within LOOKALIKE_STEP of it is the same face twice (one person enrolled under
+# two names, or identical twins): no threshold keeps a stranger like them out and lets them
+# in, so such a pair is reported but never raises the threshold.
+SAME_FACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,11 @@ class Lookalike:
     first: str
     second: str
     score: float
+
+    @property
+    def same_face(self) -> bool:
+        """Scored as one face: a person enrolled twice, or identical twins (SAME_FACE)."""
+        return self.score + LOOKALIKE_STEP > SAME_FACE
 
 
 class Matcher:
@@ -263,12 +273,14 @@ def guard_lookalikes(matcher: Matcher, mode: str) -> tuple[Matcher, list[Lookali
     With mode "raise" and lookalikes found, a matcher over the same gallery whose threshold
     sits LOOKALIKE_STEP above the highest score between two enrolled people, so that no
     enrolled person's stored face would be taken for another's. The threshold only ever goes
-    up. With "warn" the matcher is returned unchanged.
+    up, and never past SAME_FACE: pairs that score as the same face are returned for the
+    caller to report, and do not raise it. With "warn" the matcher is returned unchanged.
     """
     if mode not in LOOKALIKE_MODES:
         raise UserError(f"lookalikes must be one of {', '.join(LOOKALIKE_MODES)}, not {mode!r}")
     found = matcher.lookalikes()
-    if not found or mode == "warn":
+    apart = [pair for pair in found if not pair.same_face]
+    if not apart or mode == "warn":
         return matcher, found
-    raised = replace(matcher.settings, threshold=found[0].score + LOOKALIKE_STEP)
+    raised = replace(matcher.settings, threshold=apart[0].score + LOOKALIKE_STEP)
     return Matcher(matcher.faces, raised, matcher.normaliser), found

@@ -16,7 +16,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from converter.cli import build_parser as convert_parser
@@ -424,6 +426,60 @@ def test_doctor_reports_a_gallery_that_is_not_one(tmp_path: Path) -> None:
     assert checks["gallery"]["status"] == "fail"
     assert f"{junk} is not an SQLite database" in checks["gallery"]["detail"]
     assert junk.read_text() == "not a database"
+
+
+def _door_score(engine: Any, gallery_row: np.ndarray, probe: np.ndarray) -> float:
+    """The door's score of `probe` against one enrolled row (shipped cohort normalisation)."""
+    from edge_app.gallery import GalleryMatrix
+    from edge_app.matching import Matcher, MatchSettings
+
+    matrix = GalleryMatrix(gallery_row[None], np.zeros(1, np.int32), ("x",))
+    settings = MatchSettings.from_recognition(engine.manifest.recognition)
+    return float(Matcher(matrix, settings, engine.cohort).person_scores(probe[None])[0, 0])
+
+
+def _unit(row: np.ndarray) -> np.ndarray:
+    return (row / np.linalg.norm(row)).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["raise", "warn"])
+def test_doctor_names_enrolled_people_who_match_each_other(
+    tmp_path: Path, engine: Any, mode: str
+) -> None:
+    from edge_app.gallery import Gallery, NewSample
+
+    rng = np.random.default_rng(4)
+    ann, away, cy = (_unit(row) for row in rng.normal(size=(3, 512)))
+    # Ben's face is a mix of Ann's and another, weighted so that the door scores it 0.8
+    # against Ann's: over the threshold, under the same-face level. Dee's is Ann's again.
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        weight = (low + high) / 2
+        ben = _unit(weight * ann + (1 - weight) * away)
+        low, high = (weight, high) if _door_score(engine, ann, ben) < 0.8 else (low, weight)
+    dee = _unit(ann + 0.05 * rng.normal(size=512))
+    db = tmp_path / "gallery.db"
+    with Gallery.open(db, create=True) as gallery:
+        for number, (name, row) in enumerate([("Ann", ann), ("Ben", ben), ("Cy", cy)]):
+            gallery.enroll(name, [NewSample(row, f"{number}" * 64)])
+        gallery.enroll("Dee", [NewSample(dee, "3" * 64)])
+    config = tmp_path / "config.toml"
+    config.write_text(f'[gallery]\npath = "{db}"\n[recognition]\nlookalikes = "{mode}"\n')
+
+    done = run(tmp_path, "doctor", "--json", "--config", str(config))
+
+    found = [c for c in json.loads(done.stdout) if c["area"] == "lookalikes"]
+    assert all(c["status"] == "warn" for c in found) and len(found) == 2, found
+    same, apart = found
+    assert "Ann ~ Dee" in same["detail"] and "the same face" in same["detail"]
+    assert "edge-app remove NAME" in same["fix"]
+    assert "Ann ~ Ben 0.800" in apart["detail"] and "Cy" not in apart["detail"]
+    if mode == "raise":
+        # Raised just above Ann ~ Ben, not above Ann ~ Dee (which would lock everyone out).
+        assert "the door raises its threshold to 0.810" in apart["detail"]
+    else:
+        assert "strangers who look like them can be let in" in apart["detail"]
+        assert 'lookalikes = "raise"' in apart["fix"]
 
 
 def test_a_bad_default_config_leaves_help_and_doctor_working(tmp_path: Path) -> None:

@@ -536,3 +536,20 @@ def test_lookalikes_in_the_gallery_raise_the_threshold_by_default(
         # The lookalike is let in as Ada (the risk the default guards against); Ada's own
         # visit then falls in the cooldown.
         assert unlocks == [(NAME, 0.65)]
+
+
+def test_one_person_enrolled_twice_is_reported_and_the_door_still_runs(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two names for one face score past the top of the threshold's scale: the guard must not
+    try to raise the threshold above it (that would stop the door), only say so."""
+    with Gallery.open(gallery) as db:
+        db.enroll("Ada again", [NewSample(EMBEDDINGS[ADA], "2" * 64)])
+    frames = write_frames(tmp_path / "frames", visit(after=20))
+    factory = MockFactory()
+    with caplog.at_level("WARNING", logger="edge_app.daemon"):
+        config = door(tmp_path, gallery, frames)
+        assert Daemon(config, engine=ScriptedEngine(), pin_factory=factory).run() == 0
+    assert "score as the same face (Ada Lovelace ~ Ada again 1.000)" in caplog.text
+    assert "threshold raised" not in caplog.text
+    assert states(factory) == [False]  # Ada matches two names equally: no margin, no unlock

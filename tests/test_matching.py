@@ -234,3 +234,29 @@ def test_guard_raises_the_threshold_just_above_the_lookalikes_or_only_reports() 
     assert guard_lookalikes(apart, "raise") == (apart, [])
     with pytest.raises(UserError, match="lookalikes must be one of raise, warn"):
         guard_lookalikes(matcher, "ignore")
+
+
+def test_a_pair_scoring_as_one_face_is_reported_but_never_raises_the_threshold() -> None:
+    from edge_app.matching import SAME_FACE, guard_lookalikes
+
+    # Ann and Twin: the same face (cosine 0.998); Ann and Ben: alike (0.8).
+    rng = np.random.default_rng(3)
+    ann, noise, other = rng.normal(size=(3, EMBEDDING_DIM))
+    ann /= np.linalg.norm(ann)
+    twin = ann + 0.06 * noise / np.linalg.norm(noise)
+    other -= (other @ ann) * ann
+    ben = 0.8 * ann + 0.6 * other / np.linalg.norm(other)
+    rows = np.stack([ann, twin / np.linalg.norm(twin), ben]).astype(np.float32)
+    matrix = GalleryMatrix(rows, np.arange(3, dtype=np.int32), ("Ann", "Twin", "Ben"))
+    matcher = Matcher(matrix, settings(threshold=0.6))
+    found = matcher.lookalikes()
+    same = [(p.first, p.second) for p in found if p.same_face]
+    assert same == [("Ann", "Twin")]
+    raised, reported = guard_lookalikes(matcher, "raise")
+    assert reported == found
+    alike = max(p.score for p in found if not p.same_face)
+    assert raised.settings.threshold == pytest.approx(alike + 0.01)
+    assert raised.settings.threshold < SAME_FACE
+    only_twins = GalleryMatrix(rows[:2], np.arange(2, dtype=np.int32), ("Ann", "Twin"))
+    plain = Matcher(only_twins, settings(threshold=0.6))
+    assert guard_lookalikes(plain, "raise")[0] is plain  # nothing to raise for: unchanged

@@ -11,7 +11,7 @@ import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_app.paths import DEFAULT_CONFIG
 
@@ -142,9 +142,10 @@ def _raspberry_pi() -> str | None:
     return model if model.startswith("Raspberry Pi") else None
 
 
-def _cascade_checks(models: Path | None, config: Config) -> list[Check]:
+def _cascade_checks(models: Path | None, config: Config) -> tuple[list[Check], Any]:
     """Which MTCNN cascade the engine runs with this config, and why: opens it as the daemon
-    does (with cascade = "auto" that times both cascades, a fraction of a second)."""
+    does (with cascade = "auto" that times both cascades, a fraction of a second). Also
+    returns the engine (None when it does not open) for the lookalike check."""
     from edge_app.engine import Engine
     from edge_app.errors import UserError
 
@@ -158,10 +159,10 @@ def _cascade_checks(models: Path | None, config: Config) -> list[Check]:
             cascade=settings.cascade,
         )
     except UserError as error:
-        return [Check("cascade", "fail", str(error), "fix the models or set models.cascade")]
+        return [Check("cascade", "fail", str(error), "fix the models or set models.cascade")], None
     choice = engine.cascade_choice
     if choice is None:
-        return []
+        return [], engine
     degraded = choice.requested != "int8" and choice.reason.startswith("no usable float")
     return [
         Check(
@@ -172,7 +173,7 @@ def _cascade_checks(models: Path | None, config: Config) -> list[Check]:
             if degraded
             else "",
         )
-    ]
+    ], engine
 
 
 def _device_checks() -> list[Check]:
@@ -229,6 +230,75 @@ def _config_checks(config_path: Path | None) -> tuple[list[Check], Config | None
     return [Check("config", "ok", detail)], config
 
 
+def _lookalike_checks(config: Config, engine: Any) -> list[Check]:
+    """Whether enrolled people match each other at the door's threshold, and what the door
+    does about it ([recognition] lookalikes; docs/ACCURACY.md, "Same camera, similar faces")."""
+    from edge_app.daemon import door_matcher
+    from edge_app.errors import UserError
+    from edge_app.gallery import Gallery
+    from edge_app.matching import describe_lookalikes
+
+    try:
+        with Gallery.open(config.gallery.path) as gallery:
+            matrix = gallery.load_matrix()
+        matcher, found = door_matcher(engine, config.recognition, matrix, report=False)
+    except (UserError, OSError) as error:
+        return [Check("lookalikes", "fail", str(error))]
+    threshold = matcher.settings.threshold
+    if len(matrix.names) < 2:
+        return [
+            Check(
+                "lookalikes",
+                "ok",
+                f"{len(matrix.names)} enrolled: nobody to compare, so the door keeps the "
+                f"threshold {threshold:.3f}",
+            )
+        ]
+    if not found:
+        return [
+            Check(
+                "lookalikes",
+                "ok",
+                f"no two of the {len(matrix.names)} enrolled people match each other at the "
+                f"threshold {threshold:.3f}",
+            )
+        ]
+    checks = []
+    same = [pair for pair in found if pair.same_face]
+    apart = [pair for pair in found if not pair.same_face]
+    if same:
+        checks.append(
+            Check(
+                "lookalikes",
+                "warn",
+                f"enrolled people score as the same face ({describe_lookalikes(same)}): one "
+                "person under two names, or identical twins; either can be let in as the other",
+                "if it is one person, remove one name: edge-app remove NAME",
+            )
+        )
+    if apart and config.recognition.lookalikes == "raise":
+        checks.append(
+            Check(
+                "lookalikes",
+                "warn",
+                f"enrolled people match each other ({describe_lookalikes(apart)}): the door "
+                f"raises its threshold to {threshold:.3f}",
+                "expect more retries for them; docs/ACCURACY.md, 'Same camera, similar faces'",
+            )
+        )
+    elif apart:
+        checks.append(
+            Check(
+                "lookalikes",
+                "warn",
+                f"enrolled people match each other at the threshold {threshold:.3f} "
+                f"({describe_lookalikes(apart)}): strangers who look like them can be let in",
+                'set [recognition] lookalikes = "raise" or a threshold above these scores',
+            )
+        )
+    return checks
+
+
 def _gallery_checks(config: Config | None) -> list[Check]:
     from edge_app.errors import UserError
     from edge_app.gallery import Gallery
@@ -278,9 +348,15 @@ def collect_checks(config_path: Path | None = None, models: Path | None = None) 
     checks += _model_checks(models)
     checks += _device_checks()
     checks += config_checks
+    engine = None
     if config is not None and not any(c.area == "models" and c.status == "fail" for c in checks):
-        checks += _cascade_checks(models, config)
-    checks += _gallery_checks(config)
+        cascade, engine = _cascade_checks(models, config)
+        checks += cascade
+    gallery = _gallery_checks(config)
+    checks += gallery
+    readable = config is not None and Path(config.gallery.path).is_file()
+    if engine is not None and config is not None and readable and gallery[0].status != "fail":
+        checks += _lookalike_checks(config, engine)
     return checks
 
 
