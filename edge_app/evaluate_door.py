@@ -49,12 +49,9 @@ from edge_app.gallery import Gallery
 from edge_app.lfw import wilson
 from edge_app.visit_clips import VisitClip
 
-log = logging.getLogger(__name__)
-
 ENROL_FRAMES = 5
 FPS = 5.0  # playback rate of the kept frames; only timers in seconds depend on it
 LIVENESS = "require"
-KINDS = ("visit", "attack", "stranger")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,14 @@ def engine(models_dir: Path) -> Engine:
     return Engine.open(models_dir, backend="cpu")
 
 
+@pytest.fixture(scope="session")
+def liveness_engine(engine: Engine) -> Engine:
+    """The session engine, for tests that need its liveness models (built with --liveness)."""
+    if not engine.has_liveness:
+        pytest.skip(f"{engine.models_dir} has no liveness models (built without --liveness)")
+    return engine
+
+
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """For tests that call a CLI's main(): its setup_logging() replaces the root logger's

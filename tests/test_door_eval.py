@@ -81,13 +81,10 @@ def test_without_a_liveness_model_it_refuses_before_doing_anything(tmp_path: Pat
 
 @pytest.mark.slow
 def test_the_door_lets_the_live_people_in_and_never_their_photos(
-    shared_data: Path, models_dir: Path
+    shared_data: Path, liveness_engine: Engine
 ) -> None:
-    engine = Engine.open(models_dir, backend="cpu")
-    if not engine.has_liveness:
-        pytest.skip(f"{models_dir} has no liveness models (built without --liveness)")
     nuaa = shared_data / "liveness" / "nuaa"
-    report = evaluate_door(engine, nuaa, {"0002", "0004"})
+    report = evaluate_door(liveness_engine, nuaa, {"0002", "0004"})
     summary = report["summary"]
     assert all(e["ok"] and len(e["enrolled"]) == ENROL_FRAMES for e in report["enrolment"].values())
     # 0004's two other sessions and the second half of 0002's only sequence.

@@ -338,14 +338,6 @@ def clip_folder(frames: list[Path], folder: Path, hold: int = 2) -> Path:
 
 
 @pytest.fixture(scope="module")
-def liveness_engine(models_dir: Path) -> Engine:
-    engine = Engine.open(models_dir, backend="cpu")
-    if not engine.has_liveness:
-        pytest.skip(f"{models_dir} has no liveness models (built without --liveness)")
-    return engine
-
-
-@pytest.fixture(scope="module")
 def nuaa_gallery(
     shared_data: Path, liveness_engine: Engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:

@@ -187,13 +187,6 @@ def nuaa_sample(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return root
 
 
-@pytest.fixture(scope="module")
-def liveness_engine(engine: Engine) -> Engine:
-    if not engine.has_liveness:
-        pytest.skip(f"{engine.models_dir} has no liveness models (built without --liveness)")
-    return engine
-
-
 @pytest.mark.slow
 def test_eval_liveness_command_on_real_nuaa_sequences(
     nuaa_sample: Path,

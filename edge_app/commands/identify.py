@@ -120,15 +120,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_app.config import AUTO, RecognitionConfig
+    from edge_app.daemon import door_matcher
     from edge_app.enroll import model_id
     from edge_app.gallery import Gallery
     from edge_app.images import ImageError, expand_image_paths, load_photo
-    from edge_app.matching import (
-        Matcher,
-        MatchSettings,
-        describe_lookalikes,
-        guard_lookalikes,
-    )
 
     with Gallery.open(db_path(args)) as gallery:
         matrix = gallery.load_matrix()
@@ -136,26 +132,16 @@ def run(args: argparse.Namespace) -> int:
     if not matrix.names:
         raise UserError(f"the gallery {db_path(args)} is empty: enrol someone first")
     engine = open_engine(args)
-    settings = MatchSettings.from_recognition(
-        engine.manifest.recognition,
-        threshold=args.threshold,
-        margin=args.margin,
-        aggregate=args.aggregate,
-    )
     if models - {None, model_id(engine)}:
         log.warning("the gallery holds samples from other embedding models: re-enrol them")
-    matcher, lookalikes = guard_lookalikes(
-        Matcher(matrix, settings, engine.cohort), args.lookalikes
+    # The door's own rule: the manifest's, these overrides, and its lookalike guard (logged).
+    recognition = RecognitionConfig(
+        threshold=args.threshold,
+        margin=args.margin,
+        aggregate=args.aggregate or AUTO,
+        lookalikes=args.lookalikes,
     )
-    if lookalikes:
-        log.warning(
-            "enrolled people match each other at or above the threshold %.3f: %s%s",
-            settings.threshold,
-            describe_lookalikes(lookalikes),
-            f"; threshold raised to {matcher.settings.threshold:.3f}"
-            if matcher.settings.threshold > settings.threshold
-            else "",
-        )
+    matcher, _ = door_matcher(engine, recognition, matrix)
     settings = matcher.settings
     live_threshold = _live_threshold(engine)
     log.info(
