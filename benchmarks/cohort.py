@@ -103,14 +103,15 @@ def door_check(
     probes: np.ndarray | None = None,
 ) -> dict[str, float]:
     """converter.recognition's door simulation on other people with a fixed rule (threshold,
-    margin, aggregate, centroid): identified and stranger acceptance, and the oracle
+    margin, aggregate, centroid, site_share): identified and stranger acceptance, and the oracle
     identification at TARGET_FAR strangers on these people (probes: rows to probe with, when
     embedded otherwise than the gallery)."""
     population = Population.of(embeddings, names, mirrors, probes)
     rng = np.random.default_rng(seed)
     centroid = rule.get(CENTROID_KEY, False)
+    site = float(rule.get("site_share", 0.0))
     trials = [
-        _trial_scores(population, rng, rule["aggregate"], normaliser, centroid)
+        _trial_scores(population, rng, rule["aggregate"], normaliser, centroid, site)
         for _ in range(TRIALS)
     ]
     g_best, g_second, correct, s_best, s_second = (

@@ -91,11 +91,12 @@ def _trial_scores(
     aggregate: str,
     normaliser: Any = None,
     centroid: bool = False,
+    site_share: float = 0.0,
 ) -> tuple[np.ndarray, ...]:
     """One simulated door: (genuine best, genuine second, genuine correct, stranger best,
     stranger second). normaliser: an edge_app.cohort.CohortNormaliser the scores go through
     (None: raw cosines); centroid: match by person centroids too, as the door does when the
-    manifest says so."""
+    manifest says so; site_share: the site centring share (edge_app.matching; 0: none)."""
     enrollable, mirrors = population.enrollable, population.mirrors
     chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
     rows: list[np.ndarray] = []
@@ -110,7 +111,9 @@ def _trial_scores(
         owner.extend([slot] * (SAMPLES * (1 if mirrors is None else 2)))
         probes.extend(images[SAMPLES:])
     matrix = GalleryMatrix(np.stack(rows), np.array(owner, np.int32), tuple(str(p) for p in chosen))
-    settings = MatchSettings(threshold=-1.0, aggregate=aggregate, centroid=centroid)
+    settings = MatchSettings(
+        threshold=-1.0, aggregate=aggregate, centroid=centroid, site_share=site_share
+    )
     matcher = Matcher(matrix, settings, normaliser)
     person_of = population.person_of
     strangers = np.flatnonzero(~np.isin(person_of, chosen))

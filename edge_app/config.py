@@ -247,6 +247,9 @@ class RecognitionConfig:
     margin: float | None = _key(None, _auto_or(_number(0.0, 2.0)))
     aggregate: str = _key(AUTO, _choice(AUTO, *AGGREGATES))
     lookalikes: str = _key(LOOKALIKE_MODES[0], _choice(*LOOKALIKE_MODES))
+    # Remove the direction the enrolled people share (one camera, one light) from every face
+    # before matching (edge_app.matching.site_direction).
+    site_centring: bool = _key(True, _boolean)
 
 
 @dataclass(frozen=True)

@@ -280,10 +280,12 @@ def table(report: dict[str, Any]) -> str:
         return f"{figure['value']}/{figure['of']} (95% CI {low:.1f}-{high:.1f}%)"
 
     thresholds = sorted({g["threshold"] for g in report["galleries"].values()})
+    removed = [g.get("site_removed", 0.0) for g in report["galleries"].values()]
     lines = [
         f"door on real video: {report['data']} (liveness {report['liveness']})",
         f"recognition threshold                     {', '.join(map(str, thresholds))} "
         f"({len(report['galleries'])} galleries)",
+        f"site centring removes (length)            {min(removed):.3f}-{max(removed):.3f}",
         f"live visits unlocked as the right person  {count('visits_unlocked_right')}",
         f"  of them from another session            {count('visits_other_session')}",
         f"  live visits refused as not live         {s['visits_refused_as_not_live']}",

@@ -215,7 +215,8 @@ def door_rule(
     engine: Any, gallery: Path, recognition: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The threshold the door decides with on this gallery (with `recognition` overriding
-    config keys), and the lookalikes that raised it (edge_app.matching.guard_lookalikes)."""
+    config keys), the lookalikes that raised it (edge_app.matching.guard_lookalikes), and the
+    length of what site centring removes from every face (edge_app.matching.site_direction)."""
     from edge_app.daemon import door_matcher
 
     config = parse_config({"recognition": dict(recognition or {})}).recognition
@@ -226,6 +227,7 @@ def door_rule(
         "people": len(matrix.names),
         "threshold": round(float(matcher.settings.threshold), 4),
         "lookalikes": [asdict(pair) for pair in lookalikes],
+        "site_removed": round(float(np.linalg.norm(matcher.site)), 4),
     }
 
 

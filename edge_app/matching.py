@@ -25,6 +25,13 @@ no cost per frame beyond that row.
 With a cohort normaliser (edge_app/cohort.py, named by the manifest's recognition block) each
 probe-sample similarity is normalised before the aggregation: the samples' cohort statistics
 are computed once when the Matcher is built, the probes' with one more product per frame.
+
+With `site_centring` (`[recognition] site_centring`, on by default) the Matcher first removes
+from every face, enrolled and visitor alike, SITE_SHARE of the direction the enrolled people
+share beyond what their own faces explain (site_direction): the signature of one camera, one
+light and one household, which otherwise lifts every stranger's score at that door
+(docs/ACCURACY.md, "Site centring"). It is computed when the Matcher is built; per frame it
+costs one 512-float subtraction per face.
 """
 
 from __future__ import annotations
@@ -59,13 +66,47 @@ LOOKALIKE_STEP = 0.01
 # two names, or identical twins): no threshold keeps a stranger like them out and lets them
 # in, so such a pair is reported but never raises the threshold.
 SAME_FACE = 1.0
+# Site centring: the share of the site direction (site_direction) removed from every face.
+# Chosen on real one-camera video (NUAA households, split by person) as the share that keeps
+# strangers out without costing residents their visits (docs/ACCURACY.md, "Site centring").
+SITE_SHARE = 0.75
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+
+
+def site_direction(matrix: GalleryMatrix) -> np.ndarray:
+    """(512,) what the enrolled people's faces share beyond what each person's own face
+    explains; zeros when nothing is shared (or fewer than two people are enrolled).
+
+    m, the mean of the people's mean embeddings (people weighted equally), holds the shared
+    part plus 1/n of each person's own face. Its squared length splits into each person with
+    themselves (sum |mean_k|^2 / n^2, what n people alone would give) and each person with the
+    others (the rest): only the second says the people resemble one another, so m is kept in
+    the proportion the cross terms make of |m|^2. One person gives zeros (nobody to compare
+    with); LFW-like people, who share nothing, give about zeros.
+    """
+    names = len(matrix.names)
+    if names < 2:
+        return np.zeros(EMBEDDING_DIM, np.float32)
+    sums = np.add.reduceat(matrix.embeddings.astype(np.float64), matrix.starts, axis=0)
+    means = sums / matrix.counts[:, None]
+    shared = means.mean(axis=0)
+    length = float(shared @ shared)
+    own = float(np.sum(means * means)) / names**2
+    if length <= 0.0:
+        return np.zeros(EMBEDDING_DIM, np.float32)
+    return (shared * max(0.0, 1.0 - own / length)).astype(np.float32)
 
 
 @dataclass(frozen=True)
 class MatchSettings:
     """threshold and margin on the cosine scale (module docstring); aggregate in AGGREGATES;
     normalisation: the cohort normalisation the threshold was derived with (None: raw);
-    centroid: match each person by the mean of their samples too (module docstring)."""
+    centroid: match each person by the mean of their samples too; site_share: the share of
+    the enrolled people's site direction removed from every face, 0 for none (the door uses
+    SITE_SHARE with [recognition] site_centring; module docstring)."""
 
     threshold: float
     margin: float = DEFAULT_MARGIN
@@ -73,6 +114,7 @@ class MatchSettings:
     trim: float = DEFAULT_TRIM
     normalisation: str | None = None
     centroid: bool = False
+    site_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -85,6 +127,8 @@ class MatchSettings:
             raise UserError(f"margin {self.margin} must be between 0 and 2")
         if not 0.0 <= self.trim < 0.5:
             raise UserError(f"trim {self.trim} must be in [0, 0.5)")
+        if not 0.0 <= self.site_share <= 1.0:
+            raise UserError(f"site_share {self.site_share} must be between 0 and 1")
 
     @classmethod
     def from_recognition(
@@ -93,8 +137,10 @@ class MatchSettings:
         threshold: float | None = None,
         margin: float | None = None,
         aggregate: str | None = None,
+        site_centring: bool = False,
     ) -> MatchSettings:
-        """Settings from the manifest's `recognition` block, each overridable (CLI, config).
+        """Settings from the manifest's `recognition` block, each overridable (CLI, config),
+        and the door's site centring ([recognition] site_centring).
 
         There is deliberately no built-in threshold: it belongs to the exact models in use
         and is derived on LFW DevTrain by the converter, so a missing one is an error.
@@ -117,6 +163,7 @@ class MatchSettings:
             if recognition.get(NORMALISATION_KEY) is None
             else str(recognition[NORMALISATION_KEY]),
             centroid=_flag(recognition, CENTROID_KEY),
+            site_share=SITE_SHARE if site_centring else 0.0,
         )
 
 
@@ -174,6 +221,15 @@ class Matcher:
                 "open the engine from the same models folder as the manifest"
             )
         self.faces = matrix  # the stored faces alone, without centroid rows
+        # What site centring removes from every face (zeros when off or nothing is shared).
+        self.site = (
+            np.float32(settings.site_share) * site_direction(matrix)
+            if settings.site_share
+            else np.zeros(EMBEDDING_DIM, np.float32)
+        )
+        self._centred = bool(np.any(self.site))
+        if self._centred:
+            matrix = replace(matrix, embeddings=_unit(matrix.embeddings - self.site))
         if settings.centroid:
             matrix = matrix.with_centroids()
         self.matrix = matrix
@@ -200,6 +256,8 @@ class Matcher:
     def person_scores(self, probes: np.ndarray) -> np.ndarray:
         """(N, 512) probes -> (N, P) aggregated cosine similarity to each person."""
         probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        if self._centred:
+            probes = _unit(probes - self.site)
         # Clipped to the cosine scale: rows are unit vectors (the gallery refuses and
         # renormalises others), and this keeps a stray one from outscoring every threshold.
         sims = np.clip(probes @ self.matrix.embeddings.T, -1.0, 1.0)

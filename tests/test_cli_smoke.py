@@ -464,10 +464,17 @@ def test_doctor_names_enrolled_people_who_match_each_other(
             gallery.enroll(name, [NewSample(row, f"{number}" * 64)])
         gallery.enroll("Dee", [NewSample(dee, "3" * 64)])
     config = tmp_path / "config.toml"
-    config.write_text(f'[gallery]\npath = "{db}"\n[recognition]\nlookalikes = "{mode}"\n')
+    # Site centring off: the scores above are the guard's alone (the next test has it on).
+    config.write_text(
+        f'[gallery]\npath = "{db}"\n[recognition]\nlookalikes = "{mode}"\n'
+        "site_centring = false\n"
+    )
 
     done = run(tmp_path, "doctor", "--json", "--config", str(config))
 
+    (site,) = [c for c in json.loads(done.stdout) if c["area"] == "site centring"]
+    assert site["status"] == "warn" and site["detail"].startswith("off")
+    assert "site_centring = true" in site["fix"]
     found = [c for c in json.loads(done.stdout) if c["area"] == "lookalikes"]
     assert all(c["status"] == "warn" for c in found) and len(found) == 2, found
     same, apart = found
@@ -480,6 +487,27 @@ def test_doctor_names_enrolled_people_who_match_each_other(
     else:
         assert "strangers who look like them can be let in" in apart["detail"]
         assert 'lookalikes = "raise"' in apart["fix"]
+
+
+def test_doctor_says_what_site_centring_removes(tmp_path: Path) -> None:
+    from edge_app.gallery import Gallery, NewSample
+
+    rng = np.random.default_rng(8)
+    camera, *own = (_unit(row) for row in rng.normal(size=(5, 512)))
+    db = tmp_path / "gallery.db"
+    with Gallery.open(db, create=True) as gallery:
+        for number, face in enumerate(own):
+            sample = NewSample(_unit(0.6 * camera + 0.8 * face), f"{number}" * 64)
+            gallery.enroll(f"P{number}", [sample])
+    config = tmp_path / "config.toml"
+    config.write_text(f'[gallery]\npath = "{db}"\n')
+
+    done = run(tmp_path, "doctor", "--json", "--config", str(config))
+
+    (site,) = [c for c in json.loads(done.stdout) if c["area"] == "site centring"]
+    assert site["status"] == "ok", site
+    assert "the 4 enrolled people share a direction of length" in site["detail"]
+    assert "75% of it is removed from every face" in site["detail"]
 
 
 def test_a_bad_default_config_leaves_help_and_doctor_working(tmp_path: Path) -> None:

@@ -202,6 +202,14 @@ def test_non_finite_numbers_are_refused_for_every_float_key(value: str, tmp_path
             apply_overrides(Config(), {dotted: float(value)})
 
 
+def test_recognition_site_centring_is_on_by_default_and_a_boolean() -> None:
+    assert parse_config({}).recognition.site_centring is True
+    off = parse_config({"recognition": {"site_centring": False}})
+    assert off.recognition.site_centring is False
+    with pytest.raises(ConfigError, match="recognition.site_centring"):
+        parse_config({"recognition": {"site_centring": "yes"}})
+
+
 def test_recognition_lookalikes_defaults_to_raise_and_refuses_other_words() -> None:
     assert parse_config({}).recognition.lookalikes == "raise"
     assert parse_config({"recognition": {"lookalikes": "warn"}}).recognition.lookalikes == "warn"

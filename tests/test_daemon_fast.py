@@ -523,7 +523,9 @@ def test_lookalikes_in_the_gallery_raise_the_threshold_by_default(
     codes = [NOBODY] * 3 + [LOOKALIKE] * 8 + [NOBODY] * 12 + [ADA] * 8 + [NOBODY] * 20
     frames = write_frames(tmp_path / "frames", codes)
     factory = MockFactory()
-    config = door(tmp_path, gallery, frames, recognition={"lookalikes": mode})
+    # Site centring off: the guard alone (the next test has both, as the door ships).
+    recognition = {"lookalikes": mode, "site_centring": False}
+    config = door(tmp_path, gallery, frames, recognition=recognition)
     with caplog.at_level("WARNING", logger="edge_app.daemon"):
         assert Daemon(config, engine=ScriptedEngine(), pin_factory=factory).run() == 0
     assert f"{NAME} ~ {EVE_NAME} 0.700" in caplog.text
@@ -536,6 +538,25 @@ def test_lookalikes_in_the_gallery_raise_the_threshold_by_default(
         # The lookalike is let in as Ada (the risk the default guards against); Ada's own
         # visit then falls in the cooldown.
         assert unlocks == [(NAME, 0.65)]
+
+
+@pytest.mark.parametrize("mode", ["raise", "warn"])
+def test_site_centring_keeps_the_lookalike_out_as_shipped(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    """What Ada and Eve share is taken off every face before matching: the visitor who is
+    like them both no longer reaches the manifest threshold, even without the guard."""
+    with Gallery.open(gallery) as db:
+        db.enroll(EVE_NAME, [NewSample(EVE, "1" * 64)])
+    codes = [NOBODY] * 3 + [LOOKALIKE] * 8 + [NOBODY] * 12 + [ADA] * 8 + [NOBODY] * 20
+    frames = write_frames(tmp_path / "frames", codes)
+    config = door(tmp_path, gallery, frames, recognition={"lookalikes": mode})
+    with caplog.at_level("INFO", logger="edge_app.daemon"):
+        assert Daemon(config, engine=ScriptedEngine(), pin_factory=MockFactory()).run() == 0
+    assert "site centring: the enrolled people share a direction of length" in caplog.text
+    assert "threshold raised" not in caplog.text
+    unlocks = [(e["name"], round(e["score"], 2)) for e in jsonl(tmp_path) if e["type"] == "unlock"]
+    assert [name for name, _ in unlocks] == [NAME]
 
 
 def test_one_person_enrolled_twice_is_reported_and_the_door_still_runs(

@@ -260,3 +260,74 @@ def test_a_pair_scoring_as_one_face_is_reported_but_never_raises_the_threshold()
     only_twins = GalleryMatrix(rows[:2], np.arange(2, dtype=np.int32), ("Ann", "Twin"))
     plain = Matcher(only_twins, settings(threshold=0.6))
     assert guard_lookalikes(plain, "raise")[0] is plain  # nothing to raise for: unchanged
+
+
+def household(rng: np.random.Generator, shared: float, people: int = 6) -> tuple:
+    """Unit faces of `people` people, two each: `shared` of one common direction (a camera,
+    a light) plus each person's own, orthogonal to it; and that direction."""
+    common = rng.normal(size=EMBEDDING_DIM)
+    common /= np.linalg.norm(common)
+    own = np.stack([unit(rng, common) for _ in range(people)])
+    faces = []
+    for person in own:
+        for _ in range(2):
+            jitter = unit(rng, common)
+            face = shared * common + np.sqrt(1 - shared**2) * (0.95 * person + 0.31 * jitter)
+            faces.append(face / np.linalg.norm(face))
+    matrix = GalleryMatrix(
+        np.asarray(faces, np.float32),
+        np.repeat(np.arange(people), 2).astype(np.int32),
+        tuple(f"P{i}" for i in range(people)),
+    )
+    return matrix, common, own
+
+
+def test_site_direction_is_what_people_share_and_nothing_for_one_or_unrelated_people() -> None:
+    from edge_app.matching import site_direction
+
+    rng = np.random.default_rng(5)
+    matrix, common, _ = household(rng, shared=0.6)
+    found = site_direction(matrix)
+    assert found.shape == (EMBEDDING_DIM,) and found.dtype == np.float32
+    # It points where they share (the people's own faces add about 1/sqrt(6) of noise) and
+    # holds most of the shared 0.6.
+    assert found @ common / np.linalg.norm(found) > 0.85
+    assert 0.3 < found @ common < 0.6
+    unrelated, _, _ = household(rng, shared=0.0)
+    assert np.linalg.norm(site_direction(unrelated)) < 0.05
+    one = GalleryMatrix(matrix.embeddings[:2], np.zeros(2, np.int32), ("P0",))
+    assert not np.any(site_direction(one))  # one person: nobody to compare with
+    empty = GalleryMatrix(np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.int32), ())
+    assert not np.any(site_direction(empty))
+
+
+def test_site_centring_keeps_a_stranger_of_the_same_camera_out_and_residents_in() -> None:
+    from edge_app.matching import SITE_SHARE
+
+    rng = np.random.default_rng(6)
+    matrix, common, own = household(rng, shared=0.6)
+    newcomer = unit(rng, common)
+    newcomer -= own.T @ (own @ newcomer)  # nobody enrolled
+    stranger = 0.6 * common + 0.8 * newcomer / np.linalg.norm(newcomer)
+    resident = 0.6 * common + 0.8 * (0.8 * own[0] + 0.6 * unit(rng, common))
+    probes = np.stack([stranger, resident / np.linalg.norm(resident)]).astype(np.float32)
+    plain = Matcher(matrix, settings(threshold=0.35)).identify(probes)
+    assert plain.names[0] is not None and plain.names[1] == "P0"  # the camera lets him in
+    centred = Matcher(matrix, MatchSettings(threshold=0.35, site_share=SITE_SHARE))
+    result = centred.identify(probes)
+    assert result.names == [None, "P0"]
+    assert result.scores[0] < plain.scores[0] - 0.2  # 0.37 -> 0.13; the resident 0.85 -> 0.78
+    # The same faces are no longer lookalikes of one another at that threshold.
+    assert Matcher(matrix, settings(threshold=0.35)).lookalikes()
+    assert centred.lookalikes() == []
+    with pytest.raises(UserError, match="site_share 1.5 must be between 0 and 1"):
+        MatchSettings(threshold=0.4, site_share=1.5)
+
+
+def test_site_centring_changes_nothing_with_one_person_enrolled() -> None:
+    from edge_app.matching import SITE_SHARE
+
+    matrix = gallery_of({"Ann": [0.9, 0.8]})
+    plain = Matcher(matrix, settings()).person_scores(PROBE)
+    centred = Matcher(matrix, MatchSettings(threshold=0.5, site_share=SITE_SHARE))
+    np.testing.assert_array_equal(centred.person_scores(PROBE), plain)

@@ -236,7 +236,6 @@ def _lookalike_checks(config: Config, engine: Any) -> list[Check]:
     from edge_app.daemon import door_matcher
     from edge_app.errors import UserError
     from edge_app.gallery import Gallery
-    from edge_app.matching import describe_lookalikes
 
     try:
         with Gallery.open(config.gallery.path) as gallery:
@@ -244,6 +243,44 @@ def _lookalike_checks(config: Config, engine: Any) -> list[Check]:
         matcher, found = door_matcher(engine, config.recognition, matrix, report=False)
     except (UserError, OSError) as error:
         return [Check("lookalikes", "fail", str(error))]
+    return [_site_check(config, matcher, len(matrix.names)), *_pairs(config, matcher, found)]
+
+
+def _site_check(config: Config, matcher: Any, people: int) -> Check:
+    """What site centring removes on this gallery ([recognition] site_centring)."""
+    import numpy as np
+
+    if not config.recognition.site_centring:
+        return Check(
+            "site centring",
+            "warn",
+            "off: faces from this camera are matched with what they share, which lifts "
+            "strangers' scores at a door with one camera and one light",
+            "set [recognition] site_centring = true; docs/ACCURACY.md, 'Site centring'",
+        )
+    removed = float(np.linalg.norm(matcher.site))
+    if removed == 0.0:
+        return Check(
+            "site centring",
+            "ok",
+            f"on; the {people} enrolled people share nothing beyond their own faces"
+            if people > 1
+            else f"on; {people} enrolled: nobody to compare, so nothing is removed",
+        )
+    share = matcher.settings.site_share
+    return Check(
+        "site centring",
+        "ok",
+        f"on; the {people} enrolled people share a direction of length {removed / share:.2f} "
+        f"beyond their own faces (one camera, one light): {100 * share:.0f}% of it is removed "
+        "from every face",
+    )
+
+
+def _pairs(config: Config, matcher: Any, found: list[Any]) -> list[Check]:
+    from edge_app.matching import describe_lookalikes
+
+    matrix = matcher.faces
     threshold = matcher.settings.threshold
     if len(matrix.names) < 2:
         return [

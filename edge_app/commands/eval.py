@@ -193,6 +193,7 @@ examples:
   edge-app eval door
   edge-app eval door --data nuaa/ --subjects 0004,0006,0007 --json door.json
   edge-app eval door --lookalikes warn                    # without the lookalike guard
+  edge-app eval door --site-centring off                  # without site centring
   edge-app eval door --recognition-threshold 0.7          # a stricter site threshold
 """
 
@@ -219,6 +220,12 @@ def _register_door(sub: argparse._SubParsersAction) -> None:
         help="override [recognition] lookalikes (default: the config default, raise), e.g. "
         "warn to see the door without the guard",
     )
+    door.add_argument(
+        "--site-centring",
+        choices=("on", "off"),
+        help="override [recognition] site_centring (default: the config default, on), e.g. "
+        "off to see the door without it",
+    )
     door.add_argument("--json", type=Path, help="also write the full report as JSON here")
     _engine_options(door)  # as the door runs: cascade auto
     door.set_defaults(handler=_run_door)
@@ -237,6 +244,8 @@ def _run_door(args: argparse.Namespace) -> int:
         recognition["threshold"] = args.recognition_threshold
     if args.lookalikes is not None:
         recognition["lookalikes"] = args.lookalikes
+    if args.site_centring is not None:
+        recognition["site_centring"] = args.site_centring == "on"
     parse_config({"recognition": recognition})  # a bad value is refused before any work
     engine = _open_engine(args)
     report = evaluate_door(engine, args.data, _subjects(args.subjects), recognition)

@@ -1,0 +1,276 @@
+"""Site centring (edge_app.matching.site_direction): how much of the site direction the door
+removes, chosen on real one-camera video and checked on LFW (docs/ACCURACY.md, "Site
+centring").
+
+NUAA (one webcam, 8 people): every household of k = 2..7 of the 8 people, each enrolled from
+the 5 frames `edge-app eval door` enrols them from (edge_app.evaluate_door.plan; each frame
+with its mirror image, the quality gates not applied). Visits are their other live sequences,
+as in eval door; strangers are every live sequence of the people not enrolled. Each clip is
+replayed through the door's own track pooling (edge_app.fusion) and policy (edge_app.policy,
+default [policy]) with the shipped rule, the cohort and the lookalike guard, once per share
+in SHARES. Frames are embedded once by the shipped engine (cascade auto, as the door runs on
+a CPU) into --nuaa-cache. The share is chosen by a person split: each half of the people
+(two partitions) picks the largest share that keeps at least 99% of its households' visits,
+and the other half checks it.
+
+LFW: the shipped rule in converter.recognition's door simulation on DevTest people
+(benchmarks.cohort.door_check, SEEDS x 40 galleries of 20 people), with and without site
+centring, and how long a site direction LFW galleries produce.
+
+    .venv/bin/python -m benchmarks.site_centring --cache /tmp/edge-door-lfw-raw.npz
+
+writes benchmarks/site_centring.json (about 10 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.cohort import SEEDS, Data, door_check, shipped_choice
+from edge_app.cohort import CohortNormaliser
+from edge_app.engine import Engine
+from edge_app.evaluate_door import ENROL_FRAMES, plan
+from edge_app.evaluate_liveness import presented_face, read_sequences
+from edge_app.fusion import TrackPool, face_weights
+from edge_app.gallery import GalleryMatrix
+from edge_app.images import read_image
+from edge_app.matching import (
+    CENTROID_KEY,
+    SITE_SHARE,
+    Matcher,
+    MatchSettings,
+    guard_lookalikes,
+    site_direction,
+)
+from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
+from edge_app.policy import Policy, Vote
+
+OUT = REPO_ROOT / "benchmarks" / "site_centring.json"
+SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
+HOUSEHOLDS = range(2, 8)
+KEEP_VISITS = 0.99  # the person split's rule: the largest share keeping this share of visits
+LFW_GALLERIES = (2, 5, 20, 40)  # people per gallery for the site-direction lengths on LFW
+
+
+def embed_nuaa(engine: Engine, data: Path, cache: Path) -> dict[str, np.ndarray]:
+    """Every live frame's embedding, mirror embedding and pooling weight, keyed by path."""
+    if cache.exists():
+        with np.load(cache) as stored:
+            return {key: stored[key] for key in stored.files}
+    rows: dict[str, list[Any]] = defaultdict(list)
+    live = [s for s in read_sequences(data) if s.kind == "live"]
+    for sequence in tqdm(live, desc="NUAA live sequences", unit="sequence", disable=None):
+        for path in sequence.frames:
+            image = read_image(path)
+            faces = engine.detect(image)
+            chosen = presented_face(faces)
+            if chosen is None:
+                continue
+            face = faces[chosen : chosen + 1]
+            rows["path"].append(str(path))
+            rows["embedding"].append(engine.embed(image, face)[0])
+            rows["mirror"].append(engine.embed(image, face, mirror=True)[0])
+            rows["weight"].append(face_weights(face)[0])
+    arrays = {key: np.asarray(value) for key, value in rows.items()}
+    partial = cache.with_suffix(".partial.npz")
+    np.savez(partial, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
+    partial.replace(cache)
+    return arrays
+
+
+class Replay:
+    """NUAA clips through the door's pooling and policy, from the cached embeddings."""
+
+    def __init__(self, frames: dict[str, np.ndarray], recognition: dict[str, Any], cohort: Any):
+        self.row = {str(p): i for i, p in enumerate(frames["path"])}
+        self.frames = frames
+        self.recognition = recognition
+        self.cohort = cohort
+
+    def matcher(self, enrolment: dict[str, list[Path]], share: float) -> Matcher:
+        rows: list[np.ndarray] = []
+        owner: list[int] = []
+        for slot, name in enumerate(enrolment):
+            # The frames eval door offers first; it enrols the first ENROL_FRAMES that pass.
+            for path in enrolment[name][:ENROL_FRAMES]:
+                index = self.row.get(str(path))
+                if index is not None:
+                    rows += [self.frames["embedding"][index], self.frames["mirror"][index]]
+                    owner += [slot, slot]
+        matrix = GalleryMatrix(
+            np.asarray(rows, np.float32), np.asarray(owner, np.int32), tuple(enrolment)
+        )
+        settings = MatchSettings.from_recognition(self.recognition)
+        settings = MatchSettings(**{**settings.__dict__, "site_share": share})
+        matcher, _ = guard_lookalikes(Matcher(matrix, settings, self.cohort), "raise")
+        return matcher
+
+    def play(self, matcher: Matcher, clip: tuple[Path, ...]) -> str | None:
+        """Who the door unlocks for on this clip (None: nobody)."""
+        pool, policy = TrackPool(), Policy()
+        for path in clip:
+            index = self.row.get(str(path))
+            if index is None:
+                continue
+            pooled = pool.add(
+                [0], self.frames["embedding"][index][None], self.frames["weight"][index][None]
+            )
+            match = matcher.identify(pooled)
+            vote = Vote(match.names[0], float(match.scores[0]), float(match.second[0]))
+            for decision in policy.vote(0, vote):
+                if decision.kind == "unlock":
+                    return decision.name
+        return None
+
+
+def households(
+    replay: Replay, work: Any, people: list[str], sizes: range | tuple[int, ...], share: float
+) -> dict[str, int]:
+    """Every household of a size in `sizes` drawn from `people`: its people's visits, and every
+    live sequence of the others in `people` as strangers."""
+    visits: dict[str, list[tuple[Path, ...]]] = defaultdict(list)
+    strangers: dict[str, list[tuple[Path, ...]]] = defaultdict(list)
+    for clip in work.clips:
+        if clip.kind in ("visit", "stranger"):
+            (visits if clip.kind == "visit" else strangers)[clip.subject].append(clip.frames)
+    out = {"visits": 0, "unlocked": 0, "strangers": 0, "let_in": 0}
+    for size in sizes:
+        for household in itertools.combinations(people, size):
+            matcher = replay.matcher({p: work.enrolment[p] for p in household}, share)
+            for person in household:
+                for frames in visits[person]:
+                    out["visits"] += 1
+                    out["unlocked"] += replay.play(matcher, frames) == person
+            for person in set(people) - set(household):
+                for frames in strangers[person]:
+                    out["strangers"] += 1
+                    out["let_in"] += replay.play(matcher, frames) is not None
+    return out
+
+
+def person_split(replay: Replay, work: Any, people: list[str]) -> list[dict[str, Any]]:
+    """Choose the share on households of one half of the people, check it on the other."""
+    halves = [(people[:4], people[4:]), (people[::2], people[1::2])]
+    rows = []
+    for first, second in halves:
+        for choose, check in ((first, second), (second, first)):
+            tried = {share: households(replay, work, choose, (2, 3), share) for share in SHARES}
+            keeps = [s for s, r in tried.items() if r["unlocked"] >= KEEP_VISITS * r["visits"]]
+            pick = max(keeps, default=0.0)
+            rows.append(
+                {
+                    "choose_on": choose,
+                    "tried": {str(s): r for s, r in tried.items()},
+                    "share": pick,
+                    "check_on": check,
+                    "checked": households(replay, work, check, (2, 3), pick),
+                    "checked_without": households(replay, work, check, (2, 3), 0.0),
+                }
+            )
+    return rows
+
+
+def lfw(cache: Path, data: Path, recognition: dict[str, Any], cohort: Any) -> dict[str, Any]:
+    """The shipped rule on DevTest people with and without site centring, and the length of
+    what site centring removes in LFW galleries."""
+    embedded = Data(cache, data / "lfw", REPO_MODELS)
+    test = embedded.test
+    rows, mirrors = embedded.rows(test), embedded.rows(test, mirrored=True)
+    rule = {
+        "threshold": float(recognition["threshold"]),
+        "aggregate": recognition.get("aggregate", "best"),
+        "margin": float(recognition.get("margin", 0.0)),
+        CENTROID_KEY: bool(recognition.get(CENTROID_KEY, False)),
+    }
+    checks = {}
+    for share in (0.0, SITE_SHARE):
+        runs = [
+            door_check(rows, mirrors, test, {**rule, "site_share": share}, cohort, seed)
+            for seed in range(SEEDS)
+        ]
+        checks[str(share)] = {
+            key: round(float(np.mean([r[key] for r in runs])), 5)
+            for key in ("identified", "stranger_accept", "oracle_identified")
+        }
+    who = np.array([name.split("/")[0] for name in test])
+    people = [p for p in np.unique(who) if (who == p).sum() >= 2]
+    rng = np.random.default_rng(0)
+    lengths = {}
+    for size in LFW_GALLERIES:
+        found = []
+        for _ in range(200):
+            chosen = rng.choice(people, size, replace=False)
+            picked = [np.flatnonzero(who == p)[:2] for p in chosen]
+            index = np.concatenate(picked)
+            gallery = np.stack([rows[index], mirrors[index]], axis=1).reshape(-1, rows.shape[1])
+            owner = np.repeat(np.arange(size), 4).astype(np.int32)
+            matrix = GalleryMatrix(gallery.astype(np.float32), owner, tuple(map(str, chosen)))
+            found.append(SITE_SHARE * float(np.linalg.norm(site_direction(matrix))))
+        lengths[str(size)] = [round(float(x), 3) for x in np.percentile(found, (50, 90, 100))]
+    return {"door_check_devtest": checks, "removed_length_p50_p90_max": lengths}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="../shared/data")
+    parser.add_argument("--cache", type=Path, required=True, help="benchmarks.centering cache")
+    parser.add_argument(
+        "--nuaa-cache",
+        type=Path,
+        default=Path("/tmp/edge-door-nuaa-site.npz"),
+        help="NUAA embeddings (made here when absent; about a minute)",
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    started = time.perf_counter()
+    shipped_choice()  # the manifest's cohort is benchmarks/cohort.json's choice
+    engine = Engine.open(REPO_MODELS, backend="cpu", cascade="auto")
+    recognition = dict(engine.manifest.recognition)
+    cohort: CohortNormaliser | None = engine.cohort
+    nuaa = args.data / "liveness" / "nuaa"
+    replay = Replay(embed_nuaa(engine, nuaa, args.nuaa_cache), recognition, cohort)
+    work = plan(read_sequences(nuaa))
+    people = sorted(work.enrolment)
+    sizes = {}
+    for share in tqdm(SHARES, desc="shares", unit="share", disable=None):
+        sizes[str(share)] = {
+            str(size): households(replay, work, people, (size,), share) for size in HOUSEHOLDS
+        }
+    split = person_split(replay, work, people)
+    report = {
+        "site_share_shipped": SITE_SHARE,
+        "nuaa_households": sizes,
+        "nuaa_person_split": split,
+        "lfw": lfw(args.cache, args.data, recognition, cohort),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    partial = args.out.with_suffix(".partial")
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    partial.replace(args.out)
+    print(json.dumps({k: v for k, v in report.items() if k != "nuaa_person_split"}, indent=1))
+    for row in split:
+        print(
+            row["choose_on"],
+            "->",
+            row["share"],
+            row["check_on"],
+            row["checked"],
+            "without",
+            row["checked_without"],
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
