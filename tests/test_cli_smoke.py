@@ -466,8 +466,7 @@ def test_doctor_names_enrolled_people_who_match_each_other(
     config = tmp_path / "config.toml"
     # Site centring off: the scores above are the guard's alone (the next test has it on).
     config.write_text(
-        f'[gallery]\npath = "{db}"\n[recognition]\nlookalikes = "{mode}"\n'
-        "site_centring = false\n"
+        f'[gallery]\npath = "{db}"\n[recognition]\nlookalikes = "{mode}"\nsite_centring = false\n'
     )
 
     done = run(tmp_path, "doctor", "--json", "--config", str(config))
