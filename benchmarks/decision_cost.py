@@ -51,13 +51,16 @@ ROUNDS = 5
 SHARED = 0.6  # of one common direction in the `now` galleries (NUAA's people share about 0.66)
 
 
-def gallery(people: int, mirrors: bool, rng: np.random.Generator) -> GalleryMatrix:
+def gallery(
+    people: int, mirrors: bool, rng: np.random.Generator, shared: float = 0.0
+) -> GalleryMatrix:
+    """Random unit rows; `shared` of them one common direction, as one camera's faces have."""
     rows = people * PHOTOS * (2 if mirrors else 1)
     vectors = rng.standard_normal((rows, EMBEDDING_DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    if mirrors:  # the door's gallery as `now` sees it: one camera's faces share a direction
-        shared = rng.standard_normal(EMBEDDING_DIM).astype(np.float32)
-        vectors = SHARED * shared / np.linalg.norm(shared) + np.sqrt(1 - SHARED**2) * vectors
+    if shared:
+        common = rng.standard_normal(EMBEDDING_DIM).astype(np.float32)
+        vectors = shared * common / np.linalg.norm(common) + np.sqrt(1 - shared**2) * vectors
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     person = np.repeat(np.arange(people, dtype=np.int32), rows // people)
     return GalleryMatrix(vectors, person, tuple(f"person {i}" for i in range(people)))
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for people in (20, 100):
         raw = dataclasses.replace(settings, normalisation=None, centroid=False, site_share=0.0)
         before = Matcher(gallery(people, False, rng), raw)
-        after = Matcher(gallery(people, True, rng), settings, engine.cohort)
+        after = Matcher(gallery(people, True, rng, SHARED), settings, engine.cohort)
         if not np.any(after.site):
             raise SystemExit("site centring found nothing to remove: the benchmark needs it on")
         pool = TrackPool()

@@ -9,7 +9,8 @@ DevTrain" is the whole evaluation pool.
 
 What runs is what a door runs: int8 models on the CPU, enrolment through
 edge_app.enroll.enroll_photos into a real SQLite gallery with the quality gates on, matching
-with MatchSettings.from_recognition(manifest.recognition) on the gallery's load_matrix().
+with MatchSettings.from_recognition(manifest.recognition) and the door's default site
+centring on the gallery's load_matrix().
 Probes are not gated (a door cannot ask a visitor for a better photo): each probe photo goes
 through detect + embed, and the verdict is the one for the face LFW labels (the central one).
 
@@ -42,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_app.config import RecognitionConfig  # noqa: E402
 from edge_app.engine import Engine  # noqa: E402
 from edge_app.enroll import model_id  # noqa: E402
 from edge_app.evaluate_visits import enrol_replacing  # noqa: E402
@@ -589,7 +591,9 @@ def main() -> None:
     lfw = args.data / "lfw"
     split = load_split(lfw)
     engine = Engine.open(backend="cpu")
-    settings = MatchSettings.from_recognition(engine.manifest.recognition)
+    settings = MatchSettings.from_recognition(
+        engine.manifest.recognition, site_centring=RecognitionConfig().site_centring
+    )
 
     with tempfile.TemporaryDirectory(prefix="gallery-targets-") as folder:
         db = Path(folder) / "gallery.db"

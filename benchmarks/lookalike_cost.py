@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.decision_cost import gallery
+from edge_app.config import RecognitionConfig
 from edge_app.engine import Engine
 from edge_app.matching import Matcher, MatchSettings, guard_lookalikes
 from edge_app.paths import REPO_ROOT
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
     engine = Engine.open(backend="cpu")
-    settings = MatchSettings.from_recognition(engine.manifest.recognition)
+    settings = MatchSettings.from_recognition(  # as the door: site centring by default
+        engine.manifest.recognition, site_centring=RecognitionConfig().site_centring
+    )
     rng = np.random.default_rng(0)
     rows = {}
     print("| people | Matcher build, ms | lookalike check, ms |")

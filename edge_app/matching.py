@@ -26,12 +26,12 @@ With a cohort normaliser (edge_app/cohort.py, named by the manifest's recognitio
 probe-sample similarity is normalised before the aggregation: the samples' cohort statistics
 are computed once when the Matcher is built, the probes' with one more product per frame.
 
-With `site_centring` (`[recognition] site_centring`, on by default) the Matcher first removes
-from every face, enrolled and visitor alike, SITE_SHARE of the direction the enrolled people
-share beyond what their own faces explain (site_direction): the signature of one camera, one
-light and one household, which otherwise lifts every stranger's score at that door
-(docs/ACCURACY.md, "Site centring"). It is computed when the Matcher is built; per frame it
-costs one 512-float subtraction per face.
+With a site_share (SITE_SHARE when `[recognition] site_centring` is on, the default) the
+Matcher first removes that share of the site direction from every face, enrolled and visitor
+alike: what the enrolled people share beyond what their own faces explain (site_direction),
+the signature of one camera, one light and one household, which otherwise lifts every
+stranger's score at that door (docs/ACCURACY.md, "Site centring"). It is computed when the
+Matcher is built; per frame it costs one 512-float subtraction per face.
 """
 
 from __future__ import annotations
