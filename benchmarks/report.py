@@ -667,6 +667,39 @@ def markdown(results: dict, accuracy: dict[str, dict]) -> str:
         "embeddings differ in size); ours is `Matcher.identify` against the enrolled person."
     )
     add("")
+    add(decisions(REPO / "benchmarks"))
+    return "\n".join(lines) + "\n"
+
+
+def decisions(folder: Path) -> str:
+    """The per-visit decisions section, from decision_cost.json and lookalike_cost.json
+    (`make bench` writes both before run.py); empty when neither is there."""
+    cost_file, guard_file = folder / "decision_cost.json", folder / "lookalike_cost.json"
+    if not cost_file.is_file() and not guard_file.is_file():
+        return ""
+    lines = ["", "## Per-visit decisions", ""]
+    if cost_file.is_file():
+        cost = json.loads(cost_file.read_text(encoding="utf-8"))
+        added = [row["added_us"] / 1e3 for row in cost["people"].values()]
+        shares = [100 * row["added_share_of_frame"] for row in cost["people"].values()]
+        lines.append(
+            "What pooled track evidence, mirrored templates, person centroids, cohort scores "
+            "and site centring add per evaluated face (`python -m benchmarks.decision_cost`, "
+            f"run by `make bench`): {min(added):.2f}-{max(added):.2f} ms, "
+            f"{min(shares):.1f}-{max(shares):.1f}% of a one-face frame on this machine "
+            f"(galleries of {' and '.join(cost['people'])} people), almost all of it the "
+            "cohort product. The table and how it is measured are in "
+            "[ACCURACY.md](ACCURACY.md#what-it-costs-per-frame)."
+        )
+    if guard_file.is_file():
+        guard = json.loads(guard_file.read_text(encoding="utf-8"))
+        timed = ", ".join(
+            f"{row['lookalike_ms']:g} ms at {people}" for people, row in guard["people"].items()
+        )
+        lines.append(
+            "The lookalike guard costs nothing per frame; once per gallery load it takes "
+            f"{timed} people (`python -m benchmarks.lookalike_cost`, same section)."
+        )
     return "\n".join(lines) + "\n"
 
 
