@@ -217,10 +217,15 @@ def test_export_then_import(
     assert [(p["name"], p["samples"]) for p in listed] == [("Joe", 1)]
 
 
-def test_identify(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+@pytest.mark.parametrize("site", ["on", "off"])
+def test_identify(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, site: str
+) -> None:
+    db = str(enrolled[0])
     done = run(
-        tmp_path, "identify", str(JOE[1]), "--json", "--db", str(enrolled[0]), "--backend", "cpu"
-    )
+        tmp_path, "identify", str(JOE[1]), "--json", "--db", db, "--backend", "cpu",
+        "--site-centring", site,
+    )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
     [entry] = json.loads(done.stdout)

@@ -115,6 +115,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="when enrolled people match each other at or above the threshold: raise it just "
         "above their highest score, as the door does by default, or only warn",
     )
+    match.add_argument(
+        "--site-centring",
+        choices=("on", "off"),
+        default="on",
+        help="remove what the enrolled people share beyond their own faces (one camera, one "
+        "light) before matching, as the door does by default ([recognition] site_centring)",
+    )
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -140,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         margin=args.margin,
         aggregate=args.aggregate or AUTO,
         lookalikes=args.lookalikes,
+        site_centring=args.site_centring == "on",
     )
     matcher, _ = door_matcher(engine, recognition, matrix)
     settings = matcher.settings
