@@ -30,6 +30,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from benchmarks.cohort import SEEDS, Data, door_check, shipped_choice
 from edge_app.cohort import CohortNormaliser
 from edge_app.engine import Engine
 from edge_app.evaluate_door import ENROL_FRAMES, plan
-from edge_app.evaluate_liveness import presented_face, read_sequences
+from edge_app.evaluate_liveness import presented_face, read_sequences, write_json
 from edge_app.fusion import TrackPool, face_weights
 from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
@@ -94,7 +95,7 @@ class Replay:
     def __init__(self, frames: dict[str, np.ndarray], recognition: dict[str, Any], cohort: Any):
         self.row = {str(p): i for i, p in enumerate(frames["path"])}
         self.frames = frames
-        self.recognition = recognition
+        self.settings = MatchSettings.from_recognition(recognition)
         self.cohort = cohort
 
     def matcher(self, enrolment: dict[str, list[Path]], share: float) -> Matcher:
@@ -110,8 +111,7 @@ class Replay:
         matrix = GalleryMatrix(
             np.asarray(rows, np.float32), np.asarray(owner, np.int32), tuple(enrolment)
         )
-        settings = MatchSettings.from_recognition(self.recognition)
-        settings = MatchSettings(**{**settings.__dict__, "site_share": share})
+        settings = replace(self.settings, site_share=share)
         matcher, _ = guard_lookalikes(Matcher(matrix, settings, self.cohort), "raise")
         return matcher
 
@@ -255,9 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "lfw": lfw(args.cache, args.data, recognition, cohort),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    partial = args.out.with_suffix(".partial")
-    partial.write_text(json.dumps(report, indent=2) + "\n")
-    partial.replace(args.out)
+    write_json(args.out, report)
     print(json.dumps({k: v for k, v in report.items() if k != "nuaa_person_split"}, indent=1))
     for row in split:
         print(

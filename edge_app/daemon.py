@@ -295,13 +295,12 @@ def door_matcher(
     matcher, lookalikes = guard_lookalikes(
         Matcher(matrix, settings, getattr(engine, "cohort", None)), recognition.lookalikes
     )
-    shared = float(np.linalg.norm(matcher.site)) / max(matcher.settings.site_share, 1e-6)
-    if report and shared > 0.0:
+    if report and matcher.site_shared > 0.0:
         log.info(
             "site centring: the enrolled people share a direction of length %.2f beyond their "
             "own faces (one camera, one light); %.0f%% of it is removed from every face "
             "([recognition] site_centring)",
-            shared,
+            matcher.site_shared,
             100 * matcher.settings.site_share,
         )
     if not lookalikes or not report:

@@ -221,12 +221,13 @@ class Matcher:
                 "open the engine from the same models folder as the manifest"
             )
         self.faces = matrix  # the stored faces alone, without centroid rows
-        # What site centring removes from every face (zeros when off or nothing is shared).
-        self.site = (
-            np.float32(settings.site_share) * site_direction(matrix)
-            if settings.site_share
-            else np.zeros(EMBEDDING_DIM, np.float32)
+        # The site direction (zeros when off or nothing is shared), its length for logs and
+        # doctor, and what site centring removes from every face.
+        direction = (
+            site_direction(matrix) if settings.site_share else np.zeros(EMBEDDING_DIM, np.float32)
         )
+        self.site_shared = float(np.linalg.norm(direction))
+        self.site = np.float32(settings.site_share) * direction
         self._centred = bool(np.any(self.site))
         if self._centred:
             matrix = replace(matrix, embeddings=_unit(matrix.embeddings - self.site))

@@ -248,8 +248,6 @@ def _lookalike_checks(config: Config, engine: Any) -> list[Check]:
 
 def _site_check(config: Config, matcher: Any, people: int) -> Check:
     """What site centring removes on this gallery ([recognition] site_centring)."""
-    import numpy as np
-
     if not config.recognition.site_centring:
         return Check(
             "site centring",
@@ -258,8 +256,7 @@ def _site_check(config: Config, matcher: Any, people: int) -> Check:
             "strangers' scores at a door with one camera and one light",
             "set [recognition] site_centring = true; docs/ACCURACY.md, 'Site centring'",
         )
-    removed = float(np.linalg.norm(matcher.site))
-    if removed == 0.0:
+    if matcher.site_shared == 0.0:
         return Check(
             "site centring",
             "ok",
@@ -267,13 +264,12 @@ def _site_check(config: Config, matcher: Any, people: int) -> Check:
             if people > 1
             else f"on; {people} enrolled: nobody to compare, so nothing is removed",
         )
-    share = matcher.settings.site_share
     return Check(
         "site centring",
         "ok",
-        f"on; the {people} enrolled people share a direction of length {removed / share:.2f} "
-        f"beyond their own faces (one camera, one light): {100 * share:.0f}% of it is removed "
-        "from every face",
+        f"on; the {people} enrolled people share a direction of length "
+        f"{matcher.site_shared:.2f} beyond their own faces (one camera, one light): "
+        f"{100 * matcher.settings.site_share:.0f}% of it is removed from every face",
     )
 
 
