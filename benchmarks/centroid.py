@@ -21,7 +21,6 @@ CENTROID, recorded in the manifest by `python -m benchmarks.cohort ship`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -31,19 +30,18 @@ from typing import Any
 import numpy as np
 
 from benchmarks.cohort import (
-    MODELS,
-    SEEDS,
     Data,
-    door_check,
+    check_parser,
+    checked_args,
+    derive_and_check,
     normaliser_of,
-    rule_of,
     shipped_choice,
 )
-from converter.recognition import derive_from_embeddings
 from edge_app.centering import unit
 from edge_app.cohort import NORMALISATION_KEY
+from edge_app.evaluate_liveness import write_json
 from edge_app.manifest import MANIFEST_NAME
-from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.paths import REPO_ROOT
 
 # (label, match by person centroids, probes mirror-averaged)
 VARIANTS = (
@@ -69,36 +67,13 @@ def shipped_cohort(models: Path) -> dict[str, Any]:
 def measure(data: Data, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:
     normaliser = normaliser_of(data, chosen)
     averaged = unit(data.embeddings + data.mirrors)
-    sim_rows = [data.index[n] for n in data.sim_names]
-    test_rows = [data.index[n] for n in data.test]
     out: dict[str, Any] = {}
     base: list[float] | None = None
     for label, centroid, mirrored_probes in VARIANTS:
         start = time.perf_counter()
         probes = averaged if mirrored_probes else data.embeddings
-        rule = rule_of(
-            derive_from_embeddings(
-                data.embeddings[sim_rows],
-                data.sim_names,
-                mirrors=data.mirrors[sim_rows],
-                normaliser=normaliser,
-                centroid=centroid,
-                probes=probes[sim_rows],
-            )
-        )
-        runs = [
-            door_check(
-                data.embeddings[test_rows],
-                data.mirrors[test_rows],
-                data.test,
-                rule,
-                normaliser,
-                seed,
-                probes=probes[test_rows],
-            )
-            for seed in range(seeds)
-        ]
-        identified = [round(r["identified"], 5) for r in runs]
+        rule, summary = derive_and_check(data, normaliser, seeds, centroid, probes)
+        identified = summary["devtest_identified_per_seed"]
         if base is None:
             base = identified
         gain = np.array(identified) - np.array(base)
@@ -107,14 +82,7 @@ def measure(data: Data, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:
             "probe_mirror_averaged": mirrored_probes,
             "facenet_runs_per_face": 2 if mirrored_probes else 1,
             "devtrain_rule": rule,
-            "devtest_identified": round(float(np.mean(identified)), 5),
-            "devtest_identified_per_seed": identified,
-            "devtest_stranger_accept": round(
-                float(np.mean([r["stranger_accept"] for r in runs])), 6
-            ),
-            "devtest_oracle_identified": round(
-                float(np.mean([r["oracle_identified"] for r in runs])), 5
-            ),
+            **summary,
             "gain_vs_templates": round(float(gain.mean()), 5),
             "gain_vs_templates_min": round(float(gain.min()), 5),
             "gain_vs_templates_max": round(float(gain.max()), 5),
@@ -126,38 +94,7 @@ def measure(data: Data, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--data", type=Path, default=SHARED_DATA, help="holds lfw/ (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=Path("/tmp/edge-door-lfw-raw.npz"),
-        help="raw FaceNet outputs of `python -m benchmarks.centering embed` (%(default)s)",
-    )
-    parser.add_argument("--models", type=Path, default=MODELS, help="default: %(default)s")
-    parser.add_argument(
-        "--seeds", type=int, default=SEEDS, help="DevTest seeds (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=REPO_ROOT / "benchmarks" / "centroid.json",
-        help="default: %(default)s",
-    )
-    args = parser.parse_args(argv)
-    if not args.cache.is_file():
-        print(
-            f"error: {args.cache} does not exist: make it with "
-            f"`python -m benchmarks.centering embed --cache {args.cache}`",
-            file=sys.stderr,
-        )
-        return 2
+    args = checked_args(check_parser(__doc__, REPO_ROOT / "benchmarks" / "centroid.json"), argv)
     data = Data(args.cache, args.data / "lfw", args.models)
     chosen = shipped_cohort(args.models)
     report = {
@@ -166,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "variants": measure(data, chosen, args.seeds),
     }
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 
