@@ -13,6 +13,11 @@ a CPU) into --nuaa-cache. The share is chosen by a person split: each half of th
 (two partitions) picks the largest share that keeps at least 99% of its households' visits,
 and the other half checks it.
 
+Known visitors: a household of one resident and g = 0..3 of the other people enrolled without
+access (edge-app enroll --no-access), for every resident and choice of visitors: the
+resident's visits, the visitors' own visits (any unlock as the resident counts against it)
+and every other person's live sequences as strangers, at share 0 and the shipped share.
+
 LFW: the shipped rule in converter.recognition's door simulation on DevTest people
 (benchmarks.cohort.door_check, SEEDS x 40 galleries of 20 people), with and without site
 centring, and how long a site direction LFW galleries produce.
@@ -59,6 +64,8 @@ from edge_app.policy import Policy, Vote
 OUT = REPO_ROOT / "benchmarks" / "site_centring.json"
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 HOUSEHOLDS = range(2, 8)
+GUESTS = (0, 1, 2, 3)
+Clip = tuple[Path, ...]  # known visitors enrolled beside a household of one
 KEEP_VISITS = 0.99  # the person split's rule: the largest share keeping this share of visits
 LFW_GALLERIES = (2, 5, 20, 40)  # people per gallery for the site-direction lengths on LFW
 
@@ -133,16 +140,22 @@ class Replay:
         return None
 
 
+def clips_by_subject(work: Any) -> tuple[dict[str, list[Clip]], dict[str, list[Clip]]]:
+    """eval door's visit clips and stranger clips (frame paths), by whose they are."""
+    visits: dict[str, list[Clip]] = defaultdict(list)
+    strangers: dict[str, list[Clip]] = defaultdict(list)
+    for clip in work.clips:
+        if clip.kind in ("visit", "stranger"):
+            (visits if clip.kind == "visit" else strangers)[clip.subject].append(clip.frames)
+    return visits, strangers
+
+
 def households(
     replay: Replay, work: Any, people: list[str], sizes: range | tuple[int, ...], share: float
 ) -> dict[str, int]:
     """Every household of a size in `sizes` drawn from `people`: its people's visits, and every
     live sequence of the others in `people` as strangers."""
-    visits: dict[str, list[tuple[Path, ...]]] = defaultdict(list)
-    strangers: dict[str, list[tuple[Path, ...]]] = defaultdict(list)
-    for clip in work.clips:
-        if clip.kind in ("visit", "stranger"):
-            (visits if clip.kind == "visit" else strangers)[clip.subject].append(clip.frames)
+    visits, strangers = clips_by_subject(work)
     out = {"visits": 0, "unlocked": 0, "strangers": 0, "let_in": 0}
     for size in sizes:
         for household in itertools.combinations(people, size):
@@ -155,6 +168,34 @@ def households(
                 for frames in strangers[person]:
                     out["strangers"] += 1
                     out["let_in"] += replay.play(matcher, frames) is not None
+    return out
+
+
+def known_visitors(
+    replay: Replay, work: Any, people: list[str], guests: int, share: float
+) -> dict[str, int]:
+    """One resident with `guests` known visitors enrolled beside them (every resident, every
+    choice of visitors): who the door unlocks for on the resident's visits, the visitors'
+    visits and everyone else's (strangers). Only an unlock as the resident opens the door: a
+    visitor recognised as themselves is denied (edge_app.policy, NO_ACCESS)."""
+    visits, strangers = clips_by_subject(work)
+    out = {"visits": 0, "unlocked": 0, "visitor_visits": 0, "visitors_let_in": 0}
+    out |= {"strangers": 0, "let_in": 0}
+    for resident in people:
+        others = [p for p in people if p != resident]
+        for chosen in itertools.combinations(others, guests):
+            matcher = replay.matcher({p: work.enrolment[p] for p in (resident, *chosen)}, share)
+            for frames in visits[resident]:
+                out["visits"] += 1
+                out["unlocked"] += replay.play(matcher, frames) == resident
+            for visitor in chosen:
+                for frames in visits[visitor]:
+                    out["visitor_visits"] += 1
+                    out["visitors_let_in"] += replay.play(matcher, frames) == resident
+            for stranger in set(others) - set(chosen):
+                for frames in strangers[stranger]:
+                    out["strangers"] += 1
+                    out["let_in"] += replay.play(matcher, frames) == resident
     return out
 
 
@@ -248,15 +289,23 @@ def main(argv: list[str] | None = None) -> int:
             str(size): households(replay, work, people, (size,), share) for size in HOUSEHOLDS
         }
     split = person_split(replay, work, people)
+    visitors = {
+        str(share): {str(g): known_visitors(replay, work, people, g, share) for g in GUESTS}
+        for share in (0.0, SITE_SHARE)
+    }
     report = {
         "site_share_shipped": SITE_SHARE,
         "nuaa_households": sizes,
+        "nuaa_known_visitors": visitors,
         "nuaa_person_split": split,
         "lfw": lfw(args.cache, args.data, recognition, cohort),
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(args.out, report)
     print(json.dumps({k: v for k, v in report.items() if k != "nuaa_person_split"}, indent=1))
+    for share, rows in visitors.items():
+        for guests, row in rows.items():
+            print(f"share {share} one resident + {guests} known visitors: {row}")
     for row in split:
         print(
             row["choose_on"],

@@ -594,6 +594,8 @@ def validate(
 ) -> dict:
     import tensorflow as tf
 
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit}: must be at least 1 (or leave it out for every pair)")
     int8_engine = Engine.open(models, backend="cpu", cascade="int8")
     liveness = None
     nuaa = data / "liveness" / "nuaa"

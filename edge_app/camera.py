@@ -294,7 +294,7 @@ class FolderSource(FrameSource):
         self.files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise CameraError(
-                f"camera.source: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+                f"camera.source: {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
             )
         self.fps = fps
         self.lores = lores

@@ -26,7 +26,7 @@ from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
 from edge_app.fusion import EVIDENCE
 from edge_app.matching import AGGREGATES, LOOKALIKE_MODES
-from edge_app.runtime import BACKENDS
+from edge_app.runtime import BACKENDS, MAX_THREADS
 
 AUTO = "auto"
 UART_PINS = (14, 15)
@@ -230,7 +230,7 @@ class CameraConfig:
 class ModelsConfig:
     dir: Path | None = _key(None, _auto_or(_path(optional=True)))
     backend: str = _key(AUTO, _choice(*BACKENDS))
-    threads: int | None = _key(None, _auto_or(_integer(1, 64)))
+    threads: int | None = _key(None, _auto_or(_integer(1, MAX_THREADS)))
     # MTCNN cascade on the CPU: "auto" times int8 and float at start-up and keeps the faster
     # (edge_app/cascade_choice.py); the Edge TPU always runs int8.
     cascade: str = _key(AUTO, _choice(*CASCADES))

@@ -178,10 +178,11 @@ class Recognizer:
         matcher, _ = door_matcher(self.engine, recognition, matrix)
         settings = matcher.settings
         log.info(
-            "gallery loaded path=%s people=%d templates=%d centroids=%s threshold=%.3f "
-            "margin=%.3f aggregate=%s",
+            "gallery loaded path=%s people=%d known_visitors=%d templates=%d centroids=%s "
+            "threshold=%.3f margin=%.3f aggregate=%s",
             gallery.path,
             len(matrix.names),
+            len(matrix.no_access),
             len(matrix),
             "yes" if settings.centroid else "no",
             settings.threshold,
@@ -209,6 +210,11 @@ class Recognizer:
             )
         if not matrix.names:
             log.warning("gallery is empty: nobody can be unlocked; enrol with `edge-app enroll`")
+        elif set(matrix.names) <= matrix.no_access:
+            log.warning(
+                "everyone enrolled is a known visitor: nobody can be unlocked; give a "
+                "resident access with `edge-app access NAME yes`"
+            )
         return version, matcher
 
     def reload_if_changed(self) -> bool:
@@ -231,8 +237,9 @@ class Recognizer:
 
     def match(self, embeddings: np.ndarray) -> list[Vote]:
         matches = self.matcher.identify(embeddings)
+        visitors = self.matcher.faces.no_access  # known visitors: recognised, never let in
         return [
-            Vote(name, float(score), float(second))
+            Vote(name, float(score), float(second), admitted=name not in visitors)
             for name, score, second in zip(
                 matches.names, matches.scores, matches.second, strict=True
             )

@@ -38,7 +38,13 @@ from edge_app.manifest import (
     verify_files,
 )
 from edge_app.paths import default_models_dir
-from edge_app.runtime import Backend, RuntimeUnavailable, make_interpreter, select_backend
+from edge_app.runtime import (
+    MAX_THREADS,
+    Backend,
+    RuntimeUnavailable,
+    make_interpreter,
+    select_backend,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +148,8 @@ class Engine:
         cascade: "int8", "float" or "auto" (the faster on this CPU, measured at start-up);
         the Edge TPU runs int8 whatever is asked (edge_app/cascade_choice.py).
         """
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise UserError(f"--threads {threads}: must be 1 to {MAX_THREADS}")
         models_dir = Path(models_dir) if models_dir else default_models_dir()
         try:
             manifest = load_manifest(models_dir)

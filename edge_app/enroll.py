@@ -9,10 +9,12 @@ Near-duplicates are the exception: they are skipped, since they add nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +25,7 @@ from tqdm import tqdm
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample, check_name
-from edge_app.images import ImageError, encode_jpeg, expand_image_paths, load_photo
+from edge_app.images import ImageError, encode_jpeg, image_files, load_photo
 from edge_app.manifest import Manifest
 from edge_app.quality import (
     DEFAULT_GATES,
@@ -171,7 +173,12 @@ class _Collector:
 
 
 def _commit(
-    db: Path, name: str, collector: _Collector, add: bool, skipped: list[Problem]
+    db: Path,
+    name: str,
+    collector: _Collector,
+    add: bool,
+    skipped: list[Problem],
+    access: bool = True,
 ) -> EnrollResult:
     result = EnrollResult(name, created=not add, added=collector.sources, skipped=skipped)
     if not collector.samples:
@@ -187,7 +194,7 @@ def _commit(
                 "people, their scores are not comparable",
                 ", ".join(sorted(m[:12] for m in foreign)),
             )
-        result.samples = gallery.enroll(name, collector.samples, add=add)
+        result.samples = gallery.enroll(name, collector.samples, add=add, access=access)
     log.info("name=%r enrolled samples=%d total=%d", name, len(collector.samples), result.samples)
     return result
 
@@ -201,13 +208,13 @@ def enroll_photos(
     add: bool = False,
     keep_crops: bool = False,
     gates: Gates = DEFAULT_GATES,
+    access: bool = True,
 ) -> EnrollResult:
-    """Enrol `name` from photo files and folders, all photos or none (module docstring)."""
+    """Enrol `name` from photo files and folders, all photos or none (module docstring).
+    access=False enrols a known visitor: recognised, never let in (docs/GALLERY.md)."""
     name = check_name(name)
     collector = _Collector(engine, existing_samples(db, name, add), gates, keep_crops)
-    paths = list(expand_image_paths(images))
-    if not paths:
-        raise UserError(f"no images found in {', '.join(map(str, images))}")
+    paths = image_files(images)
     problems: list[Problem] = []
     skipped: list[Problem] = []
     for path in paths:
@@ -230,7 +237,21 @@ def enroll_photos(
             problems.append(Problem(source, rejection.reason, rejection.message))
     if problems:
         raise EnrollError(name, problems)
-    return _commit(db, name, collector, add, skipped)
+    return _commit(db, name, collector, add, skipped, access)
+
+
+@contextlib.contextmanager
+def _call_after(seconds: float, action: Callable[[], object] | None) -> Iterator[None]:
+    """Call `action` from a timer thread after `seconds`, unless the block has ended."""
+    timer = threading.Timer(seconds, action) if action is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def enroll_camera(
@@ -246,6 +267,8 @@ def enroll_camera(
     gates: Gates = DEFAULT_GATES,
     progress: bool = True,
     live_threshold: float | None = None,
+    stop: Callable[[], object] | None = None,
+    access: bool = True,
 ) -> EnrollResult:
     """Enrol `name` from the first `count` good, mutually distinct camera frames.
 
@@ -254,7 +277,8 @@ def enroll_camera(
     little between samples, so the gallery gets some variety of pose. With `live_threshold`,
     frames whose face scores below it on the liveness check (a photo held up to the camera)
     are passed over as well. Nothing is written unless all `count` samples are collected
-    within `timeout` seconds.
+    within `timeout` seconds. `stop` is called at the deadline from a timer thread, to end
+    `frames` while it waits for a frame that does not come (a camera that is not there).
     """
     name = check_name(name)
     collector = _Collector(
@@ -263,7 +287,10 @@ def enroll_camera(
     deadline = time.monotonic() + timeout
     timed_out = False
     last: Rejection | None = None
-    with tqdm(total=count, desc=f"enrolling {name}", unit="sample", disable=not progress) as bar:
+    with (
+        tqdm(total=count, desc=f"enrolling {name}", unit="sample", disable=not progress) as bar,
+        _call_after(timeout, stop),  # started after the deadline is set: fires at or after it
+    ):
         for index, frame in enumerate(frames):
             digest = hashlib.sha256(np.ascontiguousarray(frame).data).hexdigest()
             rejection = collector.consider(frame, f"camera frame {index}", digest)
@@ -280,10 +307,13 @@ def enroll_camera(
             if len(collector.samples) >= count or timed_out:
                 break
     if len(collector.samples) < count:
+        timed_out = timed_out or time.monotonic() >= deadline
         when = f"within {timeout:.0f} s" if timed_out else "before the camera stopped"
+        if last is None and not collector.samples:
+            when += ": no frame came from the camera"
         raise EnrollError(
             name,
             [Problem("last rejected frame", last.reason, last.message)] if last else [],
             f"only {len(collector.samples)} of {count} good frames for {name!r} {when}",
         )
-    return _commit(db, name, collector, add, [])
+    return _commit(db, name, collector, add, [], access)

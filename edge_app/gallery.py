@@ -75,7 +75,11 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 EXPORT_FORMAT = "edge-app-gallery"
-EXPORT_VERSION = 1
+# Version 2 adds a person's "access" (false: a known visitor). An export holding a known
+# visitor is written as version 2, so an edge-app that predates it, and would import that
+# visitor as someone who may open the door, refuses the file; any other is written as 1.
+EXPORT_VERSION = 2
+EXPORT_VERSIONS = (1, 2)
 
 # Version 1 is the first schema ever shipped; keep it verbatim so old files migrate the same way.
 SCHEMA_V1 = (
@@ -107,7 +111,19 @@ SCHEMA_V4 = (
     f"""ALTER TABLE samples ADD COLUMN mirror_embedding BLOB
         CHECK (mirror_embedding IS NULL OR length(mirror_embedding) = {EMBEDDING_BYTES})""",
 )
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+# Version 5: whether a person may open the door. 0 is a known visitor: recognised and
+# reported by name, never let in; their faces still show the door's site to the matcher
+# (docs/GALLERY.md, "Known visitors"). Everyone enrolled before it keeps access.
+SCHEMA_V5 = (
+    "ALTER TABLE people ADD COLUMN access INTEGER NOT NULL DEFAULT 1 CHECK (access IN (0, 1))",
+)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    SCHEMA_V1,
+    SCHEMA_V2,
+    SCHEMA_V3,
+    SCHEMA_V4,
+    SCHEMA_V5,
+)
 # The last schema version that had no application_id.
 LAST_VERSION_WITHOUT_ID = 2
 OUR_TABLES = {"people", "samples"}
@@ -182,6 +198,7 @@ class PersonInfo:
     crops: int
     created_utc: str
     last_sample_utc: str | None
+    access: bool = True  # False: a known visitor, never let in
 
 
 @dataclass(frozen=True)
@@ -190,11 +207,13 @@ class GalleryMatrix:
 
     embeddings: (M, 512) float32; person: (M,) int32 index into names, non-decreasing, so each
     person's rows are contiguous and start at `starts[p]`. Only people with samples appear.
+    no_access: the names of known visitors, matched like everyone but never let in.
     """
 
     embeddings: np.ndarray
     person: np.ndarray
     names: tuple[str, ...]
+    no_access: frozenset[str] = frozenset()
 
     @property
     def starts(self) -> np.ndarray:
@@ -218,7 +237,7 @@ class GalleryMatrix:
         person = np.concatenate([self.person, np.arange(len(self.names), dtype=self.person.dtype)])
         order = np.argsort(person, kind="stable")
         rows = np.concatenate([self.embeddings, centroids.astype(self.embeddings.dtype)])
-        return GalleryMatrix(rows[order], person[order], self.names)
+        return GalleryMatrix(rows[order], person[order], self.names, self.no_access)
 
 
 @dataclass(frozen=True)
@@ -228,6 +247,7 @@ class ExportedPerson:
     name: str
     created_utc: str
     samples: list[NewSample]
+    access: bool = True
 
 
 @dataclass
@@ -516,11 +536,15 @@ class Gallery:
 
     def people(self) -> list[PersonInfo]:
         rows = self._db.execute(
-            """SELECT p.name, count(s.id), count(s.face_crop), p.created_utc, max(s.created_utc)
+            """SELECT p.name, count(s.id), count(s.face_crop), p.created_utc, max(s.created_utc),
+                      p.access
                FROM people p LEFT JOIN samples s ON s.person_id = p.id
                GROUP BY p.id ORDER BY p.name"""
         ).fetchall()
-        return [PersonInfo(*row) for row in rows]
+        return [
+            PersonInfo(name, samples, crops, created, last, access=bool(access))
+            for name, samples, crops, created, last, access in rows
+        ]
 
     def embeddings(self, name: str, mirrors: bool = False) -> np.ndarray:
         """One person's samples, (K, 512); K = 0 for an unknown name. mirrors: their stored
@@ -548,7 +572,7 @@ class Gallery:
     def load_matrix(self) -> GalleryMatrix:
         with self._snapshot() as db:
             names = db.execute(
-                """SELECT p.name FROM people p
+                """SELECT p.name, p.access FROM people p
                    WHERE EXISTS (SELECT 1 FROM samples s WHERE s.person_id = p.id)
                    ORDER BY p.id"""
             ).fetchall()
@@ -563,15 +587,23 @@ class Gallery:
         )
         # Person ids are sorted, so the inverse of unique is already the grouped row index.
         _, person = np.unique(ids, return_inverse=True)
-        return GalleryMatrix(embeddings, person.astype(np.int32), tuple(row[0] for row in names))
+        return GalleryMatrix(
+            embeddings,
+            person.astype(np.int32),
+            tuple(row[0] for row in names),
+            frozenset(row[0] for row in names if not row[1]),
+        )
 
     # --- writing -------------------------------------------------------------------------
 
-    def enroll(self, name: str, samples: Sequence[NewSample], *, add: bool = False) -> int:
+    def enroll(
+        self, name: str, samples: Sequence[NewSample], *, add: bool = False, access: bool = True
+    ) -> int:
         """Store a person's new samples in one transaction; returns their sample count after.
 
         add=False enrols a new person and refuses an existing name; add=True extends an
         existing person and refuses an unknown one (a typo should not create a stranger).
+        access=False enrols a known visitor (ignored with add=True: set_access changes it).
         """
         name = check_name(name)
         if not samples:
@@ -585,7 +617,7 @@ class Gallery:
                 raise GalleryError(
                     f"{name!r} is already enrolled{same}; use --add to add photos to them"
                 )
-            person_id = row[0] if row else self._insert_person(name)
+            person_id = row[0] if row else self._insert_person(name, access=access)
             self._insert_samples(person_id, samples)
             return int(
                 db.execute(
@@ -593,9 +625,12 @@ class Gallery:
                 ).fetchone()[0]
             )
 
-    def _insert_person(self, name: str, created_utc: str | None = None) -> int:
+    def _insert_person(
+        self, name: str, created_utc: str | None = None, *, access: bool = True
+    ) -> int:
         cursor = self._db.execute(
-            "INSERT INTO people (name, created_utc) VALUES (?, ?)", (name, created_utc or utc_now())
+            "INSERT INTO people (name, created_utc, access) VALUES (?, ?, ?)",
+            (name, created_utc or utc_now(), int(access)),
         )
         if cursor.lastrowid is None:
             raise GalleryError(f"cannot write the gallery {self.path}: the insert was ignored")
@@ -637,7 +672,23 @@ class Gallery:
                 db.execute("DELETE FROM people WHERE id = ?", (person_id,))
         return removed
 
-    def rename(self, old: str, new: str) -> None:
+    def set_access(self, name: str, access: bool) -> bool:
+        """Let a person open the door (True) or make them a known visitor (False); returns
+        whether anything changed."""
+        with self.transaction() as db:
+            person = self._find(name)
+            if person is None:
+                raise GalleryError(f"not enrolled: {name!r}")
+            return (
+                db.execute(
+                    "UPDATE people SET access = ? WHERE id = ? AND access != ?",
+                    (int(access), person[0], int(access)),
+                ).rowcount
+                > 0
+            )
+
+    def rename(self, old: str, new: str) -> str:
+        """Rename a person; returns the new name as stored (check_name's form)."""
         new = check_name(new)
         with self.transaction() as db:
             person = self._find(old)
@@ -648,14 +699,17 @@ class Gallery:
             if other is not None and other[0] != person[0]:
                 raise GalleryError(f"{new!r} is already enrolled; remove or rename them first")
             db.execute("UPDATE people SET name = ? WHERE id = ?", (new, person[0]))
+        return new
 
     # --- moving a gallery to another door (format: docs/GALLERY.md) ----------------------
 
     def export(self, out: IO[str]) -> tuple[int, int]:
         """Write the whole gallery as JSON lines; returns (people, samples) written."""
         with self._snapshot() as db:
-            people = db.execute("SELECT id, name, created_utc FROM people ORDER BY name").fetchall()
-            samples: dict[int, list[dict[str, Any]]] = {pid: [] for pid, _, _ in people}
+            people = db.execute(
+                "SELECT id, name, created_utc, access FROM people ORDER BY name"
+            ).fetchall()
+            samples: dict[int, list[dict[str, Any]]] = {pid: [] for pid, *_ in people}
             for person_id, blob, digest, created, crop, model, mirror in db.execute(
                 """SELECT person_id, embedding, image_sha256, created_utc, face_crop, model,
                           mirror_embedding
@@ -673,9 +727,10 @@ class Gallery:
                     sample["mirror_embedding"] = base64.b64encode(mirror).decode("ascii")
                 samples[person_id].append(sample)
         total = sum(len(v) for v in samples.values())
+        visitors = any(not access for *_, access in people)
         header = {
             "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
+            "version": EXPORT_VERSION if visitors else 1,
             "exported_utc": utc_now(),
             "embedding_dim": EMBEDDING_DIM,
             "embedding_dtype": "float32-le",
@@ -683,8 +738,10 @@ class Gallery:
             "samples": total,
         }
         out.write(json.dumps(header) + "\n")
-        for person_id, name, created in people:
+        for person_id, name, created, access in people:
             record = {"name": name, "created_utc": created, "samples": samples[person_id]}
+            if not access:
+                record["access"] = False
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         return len(people), total
 
@@ -714,11 +771,14 @@ class Gallery:
                 kept = new_samples
                 row = found[name]
                 if row is None:
-                    person_id = self._insert_person(name, person.created_utc)
+                    person_id = self._insert_person(name, person.created_utc, access=person.access)
                     summary.added_people.append(name)
                 elif on_conflict == "replace":
                     person_id = row[0]
                     db.execute("DELETE FROM samples WHERE person_id = ?", (person_id,))
+                    db.execute(
+                        "UPDATE people SET access = ? WHERE id = ?", (int(person.access), person_id)
+                    )
                     summary.replaced_people.append(row[1])
                 else:
                     person_id = row[0]
@@ -825,8 +885,10 @@ def read_export(source: IO[str]) -> list[ExportedPerson]:
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
         raise _export_error(1, f"no {EXPORT_FORMAT!r} header")
     version = header.get("version")
-    if type(version) is not int or version != EXPORT_VERSION:
-        raise _export_error(1, f"version {version!r}; this edge-app reads {EXPORT_VERSION}")
+    if type(version) is not int or version not in EXPORT_VERSIONS:
+        raise _export_error(
+            1, f"version {version!r}; this edge-app reads {' and '.join(map(str, EXPORT_VERSIONS))}"
+        )
     dim = header.get("embedding_dim")
     if type(dim) is not int or dim != EMBEDDING_DIM:
         raise _export_error(1, f"embedding_dim {dim!r}, expected {EMBEDDING_DIM}")
@@ -896,7 +958,10 @@ def _person_from_export(record: object) -> ExportedPerson:
             raise _Invalid(f"sample {index} of {name!r} is the same photo twice (image_sha256)")
         photos.add(sample.image_sha256)
         samples.append(sample)
-    return ExportedPerson(name, created, samples)
+    access = record.get("access", True)
+    if type(access) is not bool:
+        raise _Invalid(f"access must be true or false, not {access!r}")
+    return ExportedPerson(name, created, samples, access)
 
 
 def _sample_from_export(data: object, index: int) -> NewSample:

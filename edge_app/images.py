@@ -32,7 +32,7 @@ import hashlib
 import os
 import stat
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,3 +313,14 @@ def expand_image_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
             yield from sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             yield path
+
+
+def image_files(paths: Sequence[Path | str]) -> list[Path]:
+    """expand_image_paths as a list; a UserError when there is none (only empty folders)."""
+    found = list(expand_image_paths(paths))
+    if not found:
+        raise UserError(
+            f"no images found in {', '.join(map(str, paths))}: give photo files or folders "
+            f"holding {', '.join(sorted(IMAGE_SUFFIXES))} files"
+        )
+    return found

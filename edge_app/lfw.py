@@ -44,11 +44,15 @@ def read_pairs(path: Path) -> PairList:
     try:
         numbered = [
             (number, line.split())
-            for number, line in enumerate(Path(path).read_text().splitlines(), start=1)
+            for number, line in enumerate(
+                Path(path).read_text(encoding="utf-8").splitlines(), start=1
+            )
             if line.strip()
         ]
     except OSError as error:
         raise UserError(f"cannot read pair list {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"cannot read pair list {path}: not UTF-8 text ({error.reason})") from None
     if not numbered:
         raise UserError(f"{path}: empty pair list")
     header, rows = numbered[0][1], numbered[1:]

@@ -12,6 +12,9 @@ frames are live; until then it waits (and stays unsettled, so it is scored every
 track whose 10-frame window fills without being live is a `spoof`: reported once, with the
 name it matched, and it never unlocks (the person steps out of view and back to try again).
 In "log" mode the same `spoof` is reported but the unlock is not held back.
+
+Known visitors (people enrolled without access, docs/GALLERY.md) are recognised like anyone
+enrolled and then `denied` with reason "no access", whatever the liveness check says.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ DENIED = "denied"
 SPOOF = "spoof"
 NOT_LIVE = "not live"
 NOT_LIVE_LOGGED = "not live (log mode: not enforced)"
+NO_ACCESS = "no access"
 
 
 @dataclass(frozen=True)
@@ -40,12 +44,15 @@ class Vote:
     """The matcher's answer for one face in one frame.
 
     name is None when the best person is below the threshold or too close to the second best.
+    admitted is False when `name` is a known visitor, enrolled without access: recognised and
+    reported, never let in.
     """
 
     name: str | None
     score: float
     second: float = float("nan")
     liveness: float | None = None  # the face's liveness score; None when not scored
+    admitted: bool = True
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,9 @@ class Policy:
             state.identity = winner
             state.awaiting_live = False
             decisions = [Decision(RECOGNIZED, winner, self._score(state), track)]
-            if mode == REQUIRE and (state.spoofed or not state.judged_live):
+            if not self._admitted(state):
+                decisions.append(self._unlock(state, track))  # denied: no liveness to wait for
+            elif mode == REQUIRE and (state.spoofed or not state.judged_live):
                 state.awaiting_live = not state.spoofed
                 if state.spoofed:
                     decisions.append(self._spoof(state, track, NOT_LIVE))
@@ -232,8 +241,17 @@ class Policy:
 
     def _unlock(self, state: _TrackState, track: int) -> Decision:
         assert state.identity is not None
-        decision = self._try_unlock(state.identity, self._score(state), track)
+        if self._admitted(state):
+            decision = self._try_unlock(state.identity, self._score(state), track)
+        else:
+            decision = Decision(DENIED, state.identity, self._score(state), track, NO_ACCESS)
         return replace(decision, liveness=self._live_score(state))
+
+    @staticmethod
+    def _admitted(state: _TrackState) -> bool:
+        """Whether the track's identity may open the door, as its latest vote for them says
+        (the gallery may have changed since the earlier ones)."""
+        return next(v.admitted for v in reversed(state.votes) if v.name == state.identity)
 
     def _spoof(self, state: _TrackState, track: int, reason: str) -> Decision:
         return Decision(

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 RUNTIME_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow")
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 BACKENDS = ("auto", "cpu", "edgetpu")
+MAX_THREADS = 64  # CPU threads one may ask for: models.threads and every --threads
 
 
 class RuntimeUnavailable(RuntimeError):

@@ -103,7 +103,7 @@ APP_COMMANDS = [["hub"], *_subcommands(app_parser())]
 CONVERT_COMMANDS = _subcommands(convert_parser())
 # The real-call tests below, by command; a new subcommand without one fails the next test.
 APP_TESTED = {
-    "run", "demo", "enroll", "list", "remove", "rename", "export", "import", "identify",
+    "run", "demo", "enroll", "list", "access", "remove", "rename", "export", "import", "identify",
     "eval lfw", "eval liveness", "eval visits", "eval door", "doctor", "hub", "hub passwd",
     "hub unlock-code",
 }  # fmt: skip
@@ -190,6 +190,20 @@ def test_rename(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Pa
     assert done.returncode == 0, done.stderr
     listed = json.loads(run(tmp_path, "list", "--json", "--db", str(db)).stdout)
     assert [p["name"] for p in listed] == ["Joseph"]
+
+
+def test_rename_says_the_name_as_stored(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    """Spaces, tabs and newlines in a typed name are folded; the confirmation shows the result."""
+    db = _copy(enrolled[0], tmp_path)
+
+    done = run(tmp_path, "rename", "Joe", "  Joseph \n\t Nichols ", "--db", str(db))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "renamed 'Joe' to 'Joseph Nichols'\n"
+    listed = json.loads(run(tmp_path, "list", "--json", "--db", str(db)).stdout)
+    assert [p["name"] for p in listed] == ["Joseph Nichols"]
 
 
 def test_remove(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
@@ -327,6 +341,125 @@ def test_eval_visits_without_lfw_is_refused(tmp_path: Path) -> None:
     assert "no images/ folder there" in done.stderr
 
 
+# ---- hostile and mistaken arguments: one line, exit 2, nothing changed ----------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under folder with its bytes: what a refused call must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("words", "threads"),
+    [
+        (["identify", str(JOE[1]), "--db", "{tmp}/gallery.db"], "-3"),
+        (["enroll", "Ann", str(JOE[1]), "--db", "{tmp}/gallery.db"], "0"),
+        (["eval", "lfw", "--pairs", str(LFW_SAMPLE / "pairs.txt"), "--images", str(LFW_SAMPLE)],
+         "65"),
+    ],
+    ids=["identify", "enroll", "eval lfw"],
+)  # fmt: skip
+def test_threads_out_of_range_are_refused(
+    enrolled: tuple[Path, subprocess.CompletedProcess],
+    tmp_path: Path,
+    words: list[str],
+    threads: str,
+) -> None:
+    _copy(enrolled[0], tmp_path)
+    before = _files(tmp_path)
+    words = [w.format(tmp=tmp_path) for w in words]
+
+    done = run(tmp_path, *words, "--backend", "cpu", "--threads", threads)
+
+    assert done.returncode == 2
+    assert f"--threads {threads}: must be 1 to 64" in done.stderr
+    assert _files(tmp_path) == before
+
+
+def test_identify_refuses_a_folder_without_images(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.txt").write_text("no photos here")
+
+    done = run(tmp_path, "identify", str(tmp_path / "photos"), "--db", str(enrolled[0]))
+
+    assert done.returncode == 2
+    assert f"no images found in {tmp_path / 'photos'}: give photo files" in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_enroll_refuses_a_timeout_that_is_not_a_positive_number(
+    tmp_path: Path, timeout: str
+) -> None:
+    db = tmp_path / "gallery.db"
+
+    done = run(tmp_path, "enroll", "Ann", "--camera", "--timeout", timeout, "--db", str(db))
+
+    assert done.returncode == 2
+    assert f"--timeout {float(timeout)}: must be a number of seconds above 0" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_enroll_from_a_camera_that_is_not_there_gives_up_at_its_timeout(tmp_path: Path) -> None:
+    """The camera is retried, not given up on; --timeout still ends the enrolment."""
+    db = tmp_path / "gallery.db"
+
+    done = run(
+        tmp_path, "enroll", "Ann", "--camera", "--source", "/dev/edge-app-test-no-camera",
+        "--timeout", "1", "--samples", "1", "--db", str(db), "--backend", "cpu",
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    assert "only 0 of 1 good frames for 'Ann' within 1 s: no frame came from the camera" in (
+        done.stderr
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["lfw", "--pairs", str(LFW_SAMPLE / "pairs.txt"), "--images", str(LFW_SAMPLE)],
+        ["liveness", "--data", "{tmp}"],
+        ["door", "--data", "{tmp}"],
+        ["visits", "--lfw", "{tmp}"],
+    ],
+    ids=["lfw", "liveness", "door", "visits"],
+)
+@pytest.mark.parametrize("where", ["no-such-folder/out.json", "folder"])
+def test_eval_refuses_a_json_path_it_cannot_write_before_running(
+    tmp_path: Path, words: list[str], where: str
+) -> None:
+    (tmp_path / "images").mkdir()  # what `eval visits --lfw` looks for
+    (tmp_path / "folder").mkdir()
+    out = tmp_path / where
+
+    done = run(tmp_path, "eval", *(w.format(tmp=tmp_path) for w in words), "--json", str(out))
+
+    assert done.returncode == 2
+    if where == "folder":
+        assert f"--json {out} is a folder; give a file name" in done.stderr
+    else:
+        assert f"--json {out}: cannot write in {out.parent} (No such file" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "images"]
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_eval_lfw_refuses_a_pair_list_that_is_not_text(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_bytes(b"\xe1\x00\xff binary")
+
+    done = run(
+        tmp_path, "eval", "lfw", "--pairs", str(pairs), "--images", str(LFW_SAMPLE),
+        "--backend", "cpu",
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    assert f"cannot read pair list {pairs}: not UTF-8 text" in done.stderr
+
+
 # ---- the hub and its secrets -------------------------------------------------------------------
 
 HUB_CONFIG = """\
@@ -389,6 +522,21 @@ def test_hub_secrets_are_stored_hashed_and_private(
     assert stored.stat().st_mode & 0o777 == 0o600
     assert secret.strip() not in stored.read_text()
     assert stored.read_text().startswith("scrypt$")
+
+
+@pytest.mark.parametrize("origin", ["", "ph\x1bone", "x" * 65])
+def test_hub_sign_unlock_refuses_an_origin_the_door_would_refuse(
+    tmp_path: Path, origin: str
+) -> None:
+    """An empty origin once started the hub itself instead of signing anything."""
+    config = _hub_config(tmp_path)
+
+    done = run(tmp_path, "hub", "--sign-unlock", origin, "--config", str(config))
+
+    assert done.returncode == 2
+    assert f"--sign-unlock {origin!r}: origin must be 1-64 printable characters" in done.stderr
+    assert done.stdout == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["door.toml"]
 
 
 # ---- doctor and a broken config -------------------------------------------------------------
@@ -579,11 +727,15 @@ def test_lint(tmp_path: Path) -> None:
         ),
         (["float-cascade", "--models", "{tmp}/none"], "no manifest.json in"),
         (
+            ["validate", "--limit", "0", "--json", "{tmp}/q.json", "--report", "{tmp}/q.md"],
+            "--limit 0: must be at least 1",
+        ),
+        (
             ["train-head", "--cache", "{tmp}/none.npz", "--lfw", "{tmp}", "--out", "{tmp}/head"],
             "no pairsDevTrain.txt there",
         ),
     ],
-    ids=["build", "validate", "float-cascade", "train-head"],
+    ids=["build", "validate", "float-cascade", "validate-limit", "train-head"],
 )  # fmt: skip
 def test_missing_inputs_are_refused_and_nothing_is_written(
     tmp_path: Path, words: list[str], message: str
@@ -615,3 +767,57 @@ def test_doctor_on_a_pi_without_picamera2_says_how_to_get_it(
     assert camera.status == "warn"
     assert "on a Raspberry Pi 5 Model B Rev 1.0" in camera.detail
     assert "--system-site-packages" in camera.fix
+
+
+def test_access(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    db = _copy(enrolled[0], tmp_path)
+
+    done = run(tmp_path, "access", "joe", "no", "--db", str(db))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "'joe' is a known visitor: recognised, never let in\n"
+    listing = run(tmp_path, "list", "--db", str(db)).stdout.splitlines()
+    assert listing[0].split()[:3] == ["NAME", "ACCESS", "SAMPLES"]
+    assert listing[1].split()[:3] == ["Joe", "no", "1"]
+    again = run(tmp_path, "access", "Joe", "no", "--db", str(db))
+    assert again.stdout.endswith("(as before)\n")
+    assert run(tmp_path, "access", "Joe", "yes", "--db", str(db)).stdout == (
+        "'Joe' may open the door\n"
+    )
+    before = db.read_bytes()
+    missing = run(tmp_path, "access", "Nobody", "no", "--db", str(db))
+    assert missing.returncode == 2
+    assert "not enrolled: 'Nobody'" in missing.stderr and "Traceback" not in missing.stderr
+    assert db.read_bytes() == before
+
+
+def test_enroll_a_known_visitor(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    db = _copy(enrolled[0], tmp_path)
+    refused = run(tmp_path, "enroll", "--add", "--no-access", "Joe", str(JOE[1]), "--db", str(db))
+    assert refused.returncode == 2
+    assert "`edge-app access Joe no`" in refused.stderr
+
+    done = run(
+        tmp_path, "enroll", "--no-access", "Guest", str(JOE[1]), "--db", str(db), "--backend", "cpu"
+    )
+
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(run(tmp_path, "list", "--json", "--db", str(db)).stdout)
+    assert [(p["name"], p["access"]) for p in listed] == [("Guest", False), ("Joe", True)]
+    named = run(tmp_path, "identify", str(JOE[1]), "--db", str(db), "--backend", "cpu")
+    assert "Guest (known visitor: never let in)" in named.stdout, named.stdout
+
+
+def test_doctor_asks_a_household_of_one_for_known_visitors(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[gallery]\npath = "{_copy(enrolled[0], tmp_path)}"\n')
+
+    done = run(tmp_path, "doctor", "--json", "--config", str(config))
+
+    (site,) = [c for c in json.loads(done.stdout) if c["area"] == "site centring"]
+    assert site["status"] == "warn" and "one person enrolled" in site["detail"]
+    assert "edge-app enroll --no-access" in site["fix"]

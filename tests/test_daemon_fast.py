@@ -574,3 +574,28 @@ def test_one_person_enrolled_twice_is_reported_and_the_door_still_runs(
     assert "score as the same face (Ada Lovelace ~ Ada again 1.000)" in caplog.text
     assert "threshold raised" not in caplog.text
     assert states(factory) == [False]  # Ada matches two names equally: no margin, no unlock
+
+
+def test_a_known_visitor_is_named_and_denied_and_the_pin_never_rises(
+    tmp_path: Path, gallery: Path
+) -> None:
+    with Gallery.open(gallery) as db:
+        db.set_access(NAME, False)
+    frames = write_frames(tmp_path / "frames", visit(after=10))
+    factory = MockFactory()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    assert states(factory) == [False]
+    events = jsonl(tmp_path)
+    assert [(e["type"], e.get("name"), e.get("reason")) for e in events] == [
+        ("recognized", NAME, None),
+        ("denied", NAME, "no access"),
+    ]
+    # Given access back, the same visit opens the door: the denial started no cooldown.
+    with Gallery.open(gallery) as db:
+        db.set_access(NAME, True)
+    factory = MockFactory()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)

@@ -416,11 +416,76 @@ def test_mirror_embeddings_are_matched_beside_their_photo_but_counted_once(
 def test_migration_to_v4_keeps_samples_without_mirrors(db: Path) -> None:
     connection = sqlite3.connect(db)
     connection.execute("ALTER TABLE samples DROP COLUMN mirror_embedding")
+    connection.execute("ALTER TABLE people DROP COLUMN access")
     connection.execute("PRAGMA user_version = 3")
     connection.commit()
     connection.close()
     with Gallery.open(db) as gallery:
-        assert gallery.schema_version == SCHEMA_VERSION == 4
+        assert gallery.schema_version == SCHEMA_VERSION == 5
         assert len(gallery.load_matrix()) == 5  # 3 + 2 photos, no mirrors
         gallery.enroll("Carol", [NewSample(unit_vectors(1, 9)[0], "c" * 64, mirror=None)])
         assert len(gallery.load_matrix()) == 6
+
+
+def test_migration_to_v5_keeps_everyone_able_to_open_the_door(db: Path) -> None:
+    connection = sqlite3.connect(db)
+    connection.execute("ALTER TABLE people DROP COLUMN access")
+    connection.execute("PRAGMA user_version = 4")
+    connection.commit()
+    connection.close()
+    with Gallery.open(db) as gallery:
+        assert gallery.schema_version == SCHEMA_VERSION
+        assert all(p.access for p in gallery.people())
+        assert gallery.load_matrix().no_access == frozenset()
+
+
+def test_a_known_visitor_is_matched_but_marked_without_access(db: Path) -> None:
+    with Gallery.open(db) as gallery:
+        gallery.enroll("Dan", samples(2, 30), access=False)
+        matrix = gallery.load_matrix()
+        assert "Dan" in matrix.names  # matched like anyone, so named in events
+        assert matrix.no_access == frozenset({"Dan"})
+        assert matrix.with_centroids().no_access == frozenset({"Dan"})
+        assert {p.name: p.access for p in gallery.people()} == {
+            "Alice": True,
+            "Bob": True,
+            "Dan": False,
+        }
+        # --add keeps what the person is; set_access changes it, and says when it did.
+        gallery.enroll("dan", samples(1, 31), add=True)
+        assert gallery.load_matrix().no_access == frozenset({"Dan"})
+        assert gallery.set_access("DAN", True) is True
+        assert gallery.set_access("Dan", True) is False
+        assert gallery.load_matrix().no_access == frozenset()
+        with pytest.raises(GalleryError, match="not enrolled: 'Eve'"):
+            gallery.set_access("Eve", False)
+    with sqlite3.connect(db) as connection, pytest.raises(sqlite3.IntegrityError):
+        connection.execute("UPDATE people SET access = 2")
+
+
+def test_an_export_with_a_known_visitor_is_version_2_and_keeps_them_out(
+    db: Path, tmp_path: Path
+) -> None:
+    with Gallery.open(db) as gallery:
+        plain = io.StringIO()
+        gallery.export(plain)
+        gallery.enroll("Dan", samples(2, 30), access=False)
+        text = io.StringIO()
+        gallery.export(text)
+    # Without a visitor the file is what an older edge-app reads (version 1)...
+    assert json.loads(plain.getvalue().splitlines()[0])["version"] == 1
+    # ...with one it is version 2, which an older edge-app refuses rather than let Dan in.
+    lines = text.getvalue().splitlines()
+    assert json.loads(lines[0])["version"] == 2
+    assert [json.loads(line).get("access", True) for line in lines[1:]] == [True, True, False]
+    target = tmp_path / "target.db"
+    with Gallery.open(target, create=True) as gallery:
+        gallery.import_(read_export(io.StringIO(text.getvalue())))
+        assert gallery.load_matrix().no_access == frozenset({"Dan"})
+        # --replace takes the imported access too.
+        gallery.set_access("Dan", True)
+        gallery.import_(read_export(io.StringIO(text.getvalue())), on_conflict="replace")
+        assert gallery.load_matrix().no_access == frozenset({"Dan"})
+    bad = [lines[0], lines[1], lines[2], lines[3].replace('"access": false', '"access": "no"')]
+    with pytest.raises(GalleryError, match="access must be true or false"):
+        read_export(io.StringIO("\n".join(bad)))

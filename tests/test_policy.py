@@ -7,8 +7,10 @@ from datetime import datetime
 import pytest
 
 from edge_app.config import PolicyConfig
+from edge_app.liveness_rule import LiveRule
 from edge_app.policy import (
     DENIED,
+    NO_ACCESS,
     RECOGNIZED,
     UNKNOWN,
     UNLOCK,
@@ -164,3 +166,46 @@ def test_reconfigure_keeps_cooldowns(clock: Clock) -> None:
     assert kinds(policy.vote(2, alice())) == [RECOGNIZED, DENIED]
     with pytest.raises(ValueError, match="hits <= window"):
         policy.configure(PolicyConfig(hits=4, window=3, cooldown_seconds=0))
+
+
+def dan(admitted: bool = False, liveness: float | None = None) -> Vote:
+    return Vote("dan", 0.8, 0.1, liveness=liveness, admitted=admitted)
+
+
+def test_a_known_visitor_is_recognised_and_denied_without_a_cooldown(clock: Clock) -> None:
+    policy = make(clock)
+    for _ in range(2):
+        assert policy.vote(1, dan()) == []
+    decisions = policy.vote(1, dan())
+    assert kinds(decisions) == [RECOGNIZED, DENIED]
+    assert decisions[1].name == "dan" and decisions[1].reason == NO_ACCESS
+    assert policy.vote(1, dan()) == []  # once per visit, like an unlock
+    # Given access (the gallery changed), the next visit opens at once: no cooldown was
+    # started by the denial.
+    for _ in range(2):
+        policy.vote(2, dan(admitted=True))
+    assert kinds(policy.vote(2, dan(admitted=True))) == [RECOGNIZED, UNLOCK]
+
+
+def test_access_taken_away_mid_visit_is_what_counts(clock: Clock) -> None:
+    """The latest vote for the person decides: a track recognised while they had access but
+    still waiting for its liveness verdict is denied once the gallery says otherwise."""
+    policy = make(clock)
+    policy.configure(policy.config, LiveRule("require", 0.5, 3))
+    for _ in range(3):
+        decisions = policy.vote(1, dan(admitted=True, liveness=0.1))
+    assert kinds(decisions) == [RECOGNIZED]  # waiting to be judged live
+    policy.vote(1, dan(admitted=False, liveness=0.9))
+    policy.vote(1, dan(admitted=False, liveness=0.9))
+    decisions = policy.vote(1, dan(admitted=False, liveness=0.9))
+    assert kinds(decisions) == [DENIED] and decisions[0].reason == NO_ACCESS
+
+
+def test_a_known_visitor_is_denied_without_waiting_for_liveness(clock: Clock) -> None:
+    policy = make(clock)
+    policy.configure(policy.config, LiveRule("require", 0.5, 3))
+    for _ in range(2):
+        policy.vote(1, dan(liveness=0.1))
+    decisions = policy.vote(1, dan(liveness=0.1))
+    assert kinds(decisions) == [RECOGNIZED, DENIED]
+    assert decisions[1].reason == NO_ACCESS

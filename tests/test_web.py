@@ -36,7 +36,7 @@ from edge_app.web.server import WebError, WebServer, check_settings
 PAGES = ["/", "/people", "/events", "/events.csv", "/health", "/unlock", "/people/remove?name=x"]
 FRAGMENTS = ["/fragments/status", "/fragments/recent", "/fragments/live", "/live.jpg"]
 POSTS = ["/logout", "/people/enroll", "/people/add", "/people/rename", "/people/remove"]
-POSTS += ["/people/export", "/people/enroll-camera", "/unlock"]
+POSTS += ["/people/export", "/people/enroll-camera", "/people/access", "/unlock"]
 
 
 @dataclass
@@ -313,6 +313,37 @@ def test_a_post_without_a_session_is_refused(site: Site) -> None:
 
 
 # --- people -----------------------------------------------------------------------------------
+
+
+def test_make_someone_a_known_visitor_and_back(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    add_person(db, "Dan Smith")
+    token = site.token(user)
+    assert "known visitor</span>" not in user.get("/people").text
+
+    made = user.post(
+        "/people/access", data={"name": "Dan Smith", "allowed": "no", "csrf_token": token}
+    )
+
+    assert made.status_code == 200
+    assert "'Dan Smith' is a known visitor" in html.unescape(made.text)
+    assert "known visitor</span>" in made.text and 'name="allowed" value="yes"' in made.text
+    with Gallery.open(db) as gallery:
+        assert gallery.load_matrix().no_access == frozenset({"Dan Smith"})
+    bad = user.post(
+        "/people/access", data={"name": "Dan Smith", "allowed": "maybe", "csrf_token": token}
+    )
+    assert bad.status_code == 422
+    nobody = user.post(
+        "/people/access", data={"name": "Nobody", "allowed": "yes", "csrf_token": token}
+    )
+    assert nobody.status_code == 422 and "not enrolled" in html.unescape(nobody.text)
+    back = user.post(
+        "/people/access", data={"name": "Dan Smith", "allowed": "yes", "csrf_token": token}
+    )
+    assert back.status_code == 200
+    with Gallery.open(db) as gallery:
+        assert gallery.load_matrix().no_access == frozenset()
 
 
 def test_rename_remove_and_export(site: Site, user: httpx.Client) -> None:

@@ -256,13 +256,23 @@ def _site_check(config: Config, matcher: Any, people: int) -> Check:
             "strangers' scores at a door with one camera and one light",
             "set [recognition] site_centring = true; docs/ACCURACY.md, 'Site centring'",
         )
+    if people == 1:
+        return Check(
+            "site centring",
+            "warn",
+            "on, but one person enrolled gives it nobody to compare, so nothing is removed: "
+            "strangers filmed by this camera score higher against them than elsewhere",
+            "enrol one to three people who visit, at this door's camera and without access "
+            "(`edge-app enroll --no-access --camera NAME`): they show the door its camera "
+            "and are never let in; docs/GALLERY.md, 'Known visitors'",
+        )
     if matcher.site_shared == 0.0:
         return Check(
             "site centring",
             "ok",
             f"on; the {people} enrolled people share nothing beyond their own faces"
-            if people > 1
-            else f"on; {people} enrolled: nobody to compare, so nothing is removed",
+            if people
+            else "on; nobody enrolled",
         )
     return Check(
         "site centring",

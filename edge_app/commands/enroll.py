@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import shlex
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ examples:
   edge-app enroll --db ./gallery.db Bob photos/bob/          # every image in the folder
   edge-app enroll --add Bob bob-new-glasses.jpg              # more photos of someone enrolled
   edge-app enroll --camera --samples 5 Carol                 # stand in front of the camera
+  edge-app enroll --no-access --camera Dan                   # a known visitor: never let in
 """
 
 
@@ -49,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_db_argument(parser)
     parser.add_argument(
         "--add", action="store_true", help="add samples to a person already enrolled"
+    )
+    parser.add_argument(
+        "--no-access",
+        action="store_true",
+        help="enrol a known visitor: recognised and reported by name, never let in (and "
+        "what the door learns of its camera from their face protects a household of one; "
+        "docs/GALLERY.md)",
     )
     parser.add_argument(
         "--keep-crops",
@@ -87,12 +97,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give photos or --camera, not both")
     if not args.camera and not args.images:
         raise UserError("no photos given: pass IMAGE files or folders, or --camera")
+    if args.add and args.no_access:
+        raise UserError(
+            "--no-access applies to a new person; to change someone enrolled, run "
+            f"`edge-app access {shlex.quote(args.name)} no`"
+        )
     if args.samples < 1:
         raise UserError("--samples must be at least 1")
+    if not 0 < args.timeout < math.inf:
+        raise UserError(f"--timeout {args.timeout}: must be a number of seconds above 0")
     # Name checks first: loading the models takes seconds, a typo should not.
     enroll.existing_samples(db, args.name, args.add)
     engine = open_engine(args)
-    options = {"add": args.add, "keep_crops": args.keep_crops}
+    options = {"add": args.add, "keep_crops": args.keep_crops, "access": not args.no_access}
     if args.camera:
         from edge_app.camera import open_source
 
@@ -108,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 progress=not args.json,
                 live_threshold=live_threshold,
+                stop=source.close,
                 **options,
             )
         finally:

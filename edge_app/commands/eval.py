@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,34 @@ def _open_engine(args: argparse.Namespace) -> Any:
     )
 
 
+def _check_json(path: Path | None) -> None:
+    """Refuse a --json path the report could not be written to, before the minutes of work."""
+    from edge_app.errors import UserError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"--json {path} is a folder; give a file name")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise UserError(
+            f"--json {path}: cannot write in {path.parent} ({error.strerror or error})"
+        ) from None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """The report, written atomically (a failure leaves no half file)."""
+    from edge_app.errors import UserError
+    from edge_app.evaluate_liveness import write_json
+
+    try:
+        write_json(path, data)
+    except OSError as error:
+        raise UserError(f"--json {path}: cannot write it ({error.strerror or error})") from None
+
+
 LIVENESS_EPILOG = """\
 layout: DIR/live/<subject>/ID_GG_PP_SS_N.jpg and DIR/print/<subject>/ID_GG_PP_SS_N.jpg (NUAA):
 frames sharing ID_GG_PP_SS are one sequence, in the order of N; for print/ frames PP is the
@@ -148,6 +176,7 @@ def _run_liveness(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold {args.threshold}: must be between 0 and 1")
     subjects = _subjects(args.subjects)
+    _check_json(args.json)
     engine = _open_engine(args)
     threshold = args.threshold
     if threshold is None:
@@ -155,9 +184,7 @@ def _run_liveness(args: argparse.Namespace) -> int:
     result = evaluate_liveness(engine, args.data, threshold, args.min_live_frames, subjects)
     sys.stdout.write(format_report(result))
     if args.json:
-        from edge_app.evaluate_liveness import write_json
-
-        write_json(args.json, result.to_json())
+        _write_json(args.json, result.to_json())
     return 0
 
 
@@ -235,7 +262,6 @@ def _run_door(args: argparse.Namespace) -> int:
     from edge_app.config import parse_config
     from edge_app.errors import UserError
     from edge_app.evaluate_door import evaluate_door, table
-    from edge_app.evaluate_liveness import write_json
 
     if not args.data.is_dir():
         raise UserError(f"--data {args.data}: not a folder")
@@ -247,11 +273,12 @@ def _run_door(args: argparse.Namespace) -> int:
     if args.site_centring is not None:
         recognition["site_centring"] = args.site_centring == "on"
     parse_config({"recognition": recognition})  # a bad value is refused before any work
+    _check_json(args.json)
     engine = _open_engine(args)
     report = evaluate_door(engine, args.data, _subjects(args.subjects), recognition)
     sys.stdout.write(table(report) + f"\n\n{report['seconds']:.0f} s\n")
     if args.json:
-        write_json(args.json, report)
+        _write_json(args.json, report)
     return 0
 
 
@@ -271,6 +298,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"no float reference models in {models}: run `edge-convert build` (converter "
                 "extra) which writes them beside the int8 models"
             )
+    _check_json(args.json)
     engine = Engine.open(
         models,
         backend="cpu" if args.reference else args.backend,
@@ -295,7 +323,7 @@ def _run(args: argparse.Namespace) -> int:
         data["cascade_choice"] = engine.cascade_choice.describe()
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        _write_json(args.json, data)
     return 0
 
 
@@ -367,6 +395,7 @@ def _run_visits(args: argparse.Namespace) -> int:
 
     if not (args.lfw / "images").is_dir():
         raise UserError(f"--lfw {args.lfw}: no images/ folder there")
+    _check_json(args.json)
     engine = _open_engine(args)
     report = evaluate_visits(
         engine,
@@ -379,7 +408,5 @@ def _run_visits(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(table(report) + f"\n\n{report['seconds']:.0f} s\n")
     if args.json:
-        from edge_app.evaluate_liveness import write_json
-
-        write_json(args.json, report)
+        _write_json(args.json, report)
     return 0

@@ -1,4 +1,4 @@
-"""Gallery management: `edge-app list`, `remove`, `rename`, `export`, `import`."""
+"""Gallery management: `edge-app list`, `access`, `remove`, `rename`, `export`, `import`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_db_argument(listing)
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=run_list)
+
+    access = subparsers.add_parser(
+        "access",
+        help="let an enrolled person in, or make them a known visitor",
+        description="Say whether an enrolled person may open the door. A known visitor (no)\n"
+        'is recognised and reported by name (`denied`, reason "no access") and never let\n'
+        "in. Enrolling a few people who visit, without access, also shows the door what its\n"
+        "camera gives every face, which keeps strangers out of a household of one\n"
+        '(docs/GALLERY.md, "Known visitors"). The running door picks the change up at once.',
+        epilog='examples:\n  edge-app access "Dan Smith" no\n  edge-app access Dan yes',
+        formatter_class=FORMATTER,
+    )
+    access.add_argument("name", metavar="NAME")
+    access.add_argument(
+        "allowed", metavar="yes|no", choices=("yes", "no"), help="yes: may open the door"
+    )
+    add_db_argument(access)
+    access.set_defaults(handler=run_access)
 
     remove = subparsers.add_parser(
         "remove",
@@ -106,12 +124,25 @@ def run_list(args: argparse.Namespace) -> int:
         sys.stdout.write("nobody is enrolled\n")
         return 0
     width = max(len(p.name) for p in people)
-    sys.stdout.write(f"{'NAME':<{width}}  SAMPLES  CROPS  ENROLLED              LAST SAMPLE\n")
+    sys.stdout.write(
+        f"{'NAME':<{width}}  ACCESS  SAMPLES  CROPS  ENROLLED              LAST SAMPLE\n"
+    )
     for p in people:
         sys.stdout.write(
-            f"{p.name:<{width}}  {p.samples:>7}  {p.crops:>5}  {p.created_utc:<20}  "
-            f"{p.last_sample_utc or '-'}\n"
+            f"{p.name:<{width}}  {'yes' if p.access else 'no':<6}  {p.samples:>7}  "
+            f"{p.crops:>5}  {p.created_utc:<20}  {p.last_sample_utc or '-'}\n"
         )
+    return 0
+
+
+def run_access(args: argparse.Namespace) -> int:
+    from edge_app.gallery import Gallery
+
+    allowed = args.allowed == "yes"
+    with Gallery.open(db_path(args)) as gallery:
+        changed = gallery.set_access(args.name, allowed)
+    what = "may open the door" if allowed else "is a known visitor: recognised, never let in"
+    sys.stdout.write(f"{args.name!r} {what}{'' if changed else ' (as before)'}\n")
     return 0
 
 
@@ -128,8 +159,8 @@ def run_rename(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery
 
     with Gallery.open(db_path(args)) as gallery:
-        gallery.rename(args.old, args.new)
-    sys.stdout.write(f"renamed {args.old!r} to {args.new!r}\n")
+        stored = gallery.rename(args.old, args.new)
+    sys.stdout.write(f"renamed {args.old!r} to {stored!r}\n")
     return 0
 
 

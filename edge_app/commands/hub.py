@@ -64,12 +64,15 @@ def run(args: argparse.Namespace) -> int:
     from edge_app.errors import UserError
 
     config = load_config(args.config)
-    if args.clear_discovery or args.sign_unlock:
+    if args.clear_discovery or args.sign_unlock is not None:
         if args.clear_discovery and not config.mqtt.host:
             raise UserError("mqtt.host: not set, so there is no broker to clear")
-        if args.sign_unlock:
-            from edge_app.hub.signing import MIN_KEY_CHARS, read_secret, sign_unlock
+        if args.sign_unlock is not None:
+            from edge_app.hub.signing import MIN_KEY_CHARS, origin_problem, read_secret, sign_unlock
 
+            problem = origin_problem(args.sign_unlock)
+            if problem is not None:
+                raise UserError(f"--sign-unlock {args.sign_unlock!r}: {problem} (e.g. phone)")
             if config.mqtt.unlock_secret_file is None:
                 raise UserError("mqtt.unlock_secret_file: not set (see docs/HOME_ASSISTANT.md)")
             key = read_secret(

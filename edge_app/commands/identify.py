@@ -131,13 +131,14 @@ def run(args: argparse.Namespace) -> int:
     from edge_app.daemon import door_matcher
     from edge_app.enroll import model_id
     from edge_app.gallery import Gallery
-    from edge_app.images import ImageError, expand_image_paths, load_photo
+    from edge_app.images import ImageError, image_files, load_photo
 
     with Gallery.open(db_path(args)) as gallery:
         matrix = gallery.load_matrix()
         models = gallery.models()
     if not matrix.names:
         raise UserError(f"the gallery {db_path(args)} is empty: enrol someone first")
+    paths = image_files(args.images)
     engine = open_engine(args)
     if models - {None, model_id(engine)}:
         log.warning("the gallery holds samples from other embedding models: re-enrol them")
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     )
     entries: list[dict[str, Any]] = []
     lines: list[str] = []
-    for path in expand_image_paths(args.images):
+    for path in paths:
         entry: dict[str, Any] = {"image": str(path), "faces": []}
         entries.append(entry)
         try:
@@ -187,12 +188,16 @@ def run(args: argparse.Namespace) -> int:
             entry["faces"].append(
                 {
                     "name": name,
+                    # False: a known visitor, whom the door names and never lets in.
+                    "access": None if name is None else name not in matrix.no_access,
                     "score": round(score, 4),
                     "box": [round(v, 1) for v in box],
                     "liveness": liveness,
                 }
             )
             who = name or f"unknown (closest: {closest})"
+            if name in matrix.no_access:
+                who += " (known visitor: never let in)"
             corners = ", ".join(f"{v:.0f}" for v in box)
             verdict = ""
             if liveness is not None:

@@ -82,6 +82,13 @@ def check_window(timestamp: int, now: float, window: float) -> None:
         )
 
 
+def origin_problem(origin: object) -> str | None:
+    """Why a command's origin is refused (the signer and the verifier share it); None if fine."""
+    if not isinstance(origin, str) or not 0 < len(origin) <= 64 or not origin.isprintable():
+        return "origin must be 1-64 printable characters"
+    return None
+
+
 def unlock_message(door_id: str, ts: int, nonce: str, origin: str) -> bytes:
     return f"{SCHEME}\n{door_id}\n{ts}\n{nonce}\n{origin}".encode()
 
@@ -122,8 +129,9 @@ class UnlockVerifier:
             raise UnlockRefused("ts must be an integer (Unix seconds)")
         if not isinstance(nonce, str) or not _NONCE.match(nonce):
             raise UnlockRefused("nonce must be 16-64 characters of A-Z a-z 0-9 _ -")
-        if not isinstance(origin, str) or not 0 < len(origin) <= 64 or not origin.isprintable():
-            raise UnlockRefused("origin must be 1-64 printable characters")
+        problem = origin_problem(origin)
+        if problem is not None:
+            raise UnlockRefused(problem)
         if not isinstance(sig, str) or not _SIG.match(sig):
             raise UnlockRefused("sig must be 64 lowercase hex digits")
         expected = hmac.new(

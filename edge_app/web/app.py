@@ -546,6 +546,29 @@ async def rename(request: Request, session: auth.Session, form: Form) -> Respons
     return await _people_page(request, session, notice=f"renamed {old!r} to {new.strip()!r}")
 
 
+@action()
+async def access(request: Request, session: auth.Session, form: Form) -> Response:
+    """Let an enrolled person open the door, or make them a known visitor (`edge-app access`)."""
+    from edge_app.gallery import Gallery
+
+    state = _state(request)
+    name, allowed = form.get("name"), form.get("allowed")
+    if allowed not in ("yes", "no"):
+        return await _people_page(request, session, error="access must be yes or no", status=422)
+
+    def work() -> None:
+        with Gallery.open(state.config.gallery.path) as gallery:
+            gallery.set_access(name, allowed == "yes")
+
+    try:
+        await run_in_threadpool(work)
+    except UserError as error:
+        return await _people_page(request, session, error=str(error), status=422)
+    log.info("web access user=%s name=%r allowed=%s", session.user, name, allowed)
+    what = "may open the door" if allowed == "yes" else "is a known visitor: never let in"
+    return await _people_page(request, session, notice=f"{name!r} {what}")
+
+
 @page
 async def remove_confirm(request: Request, session: auth.Session) -> Response:
     name = request.query_params.get("name", "")
@@ -798,6 +821,7 @@ def create_app(
         Route("/people/add", enrol_add, methods=["POST"]),
         Route("/people/enroll-camera", enrol_camera, methods=["POST"]),
         Route("/people/rename", rename, methods=["POST"]),
+        Route("/people/access", access, methods=["POST"]),
         Route("/people/remove", remove_confirm, methods=["GET"]),
         Route("/people/remove", remove, methods=["POST"]),
         Route("/people/export", export, methods=["POST"]),
