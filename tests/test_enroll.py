@@ -338,7 +338,8 @@ def test_command_line_round_trip(tmp_path: Path, capsys) -> None:
     assert [face["name"] for face in identified[0]["faces"]] == ["Frank Solich"]
     assert [face["name"] for face in identified[1]["faces"]] == [None, None]
     for face in identified[0]["faces"] + identified[1]["faces"]:
-        assert set(face) == {"name", "score", "box", "liveness"}
+        assert set(face) == {"name", "access", "score", "box", "liveness"}
+        assert face["access"] is (None if face["name"] is None else True)
         assert -1.0 <= face["score"] <= 1.0 and len(face["box"]) == 4
         live = face["liveness"]  # null only for models without a liveness model
         assert live is None or (0.0 <= live["score"] <= 1.0 and isinstance(live["live"], bool))
