@@ -473,6 +473,23 @@ def test_a_forged_30000x30000_png_is_refused_cleanly(site: Site, user: httpx.Cli
     assert not list(db.parent.glob(".web-upload-*"))
 
 
+@pytest.mark.usefixtures("models_dir")
+def test_enrol_a_known_visitor_from_photos(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    photo = sorted((Path(__file__).parent / "data" / "lfw_sample" / "Joe_Nichols").glob("*.jpg"))[0]
+    page = user.get("/people").text
+    assert page.count('name="visitor" value="yes"') == 2  # photos and camera forms
+    form = _multipart("Visiting Joe", [(photo.name, photo.read_bytes())], site.token(user))
+    form["data"]["visitor"] = "yes"
+
+    reply = user.post("/people/enroll", **form)
+
+    assert reply.status_code == 200, reply.text
+    assert "known visitor</span>" in reply.text
+    with Gallery.open(db) as gallery:
+        assert "Visiting Joe" in gallery.load_matrix().no_access
+
+
 def test_an_existing_name_is_refused_before_the_models_load(site: Site, user: httpx.Client) -> None:
     db = Path(site.config.gallery.path)
     if "Already Here" not in names_in(db):

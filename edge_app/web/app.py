@@ -468,6 +468,7 @@ async def _enrol(request: Request, session: auth.Session, form: Form, add: bool)
         form.get("name"),
         form.files,
         add=add,
+        access=add or form.get("visitor") != "yes",
     )
     return await _enrol_locked(request, session, form, "web enrol", enrol)
 
@@ -482,6 +483,7 @@ async def enrol_camera(request: Request, session: auth.Session, form: Form) -> R
         form.get("name"),
         state.door,
         add=form.get("add") == "yes",
+        access=form.get("visitor") != "yes",
     )
     return await _enrol_locked(request, session, form, "web camera enrol", enrol)
 

@@ -125,9 +125,16 @@ def _suffix(filename: str) -> str:
 
 
 def enroll_uploads(
-    gallery: Path, holder: EngineHolder, name: str, uploads: Sequence[Upload], *, add: bool
+    gallery: Path,
+    holder: EngineHolder,
+    name: str,
+    uploads: Sequence[Upload],
+    *,
+    add: bool,
+    access: bool = True,
 ) -> EnrolmentReport:
-    """Enrol (or add photos to) `name` from uploads; every outcome is in the report."""
+    """Enrol (or add photos to) `name` from uploads; every outcome is in the report.
+    access=False enrols a known visitor (docs/GALLERY.md)."""
     from edge_app import enroll
 
     if not uploads:
@@ -159,7 +166,7 @@ def enroll_uploads(
             paths.append(path)
 
         def run(engine: Any) -> Any:
-            return enroll.enroll_photos(gallery, engine, name, paths, add=add)
+            return enroll.enroll_photos(gallery, engine, name, paths, add=add, access=access)
 
         try:
             result = holder.use(run)
@@ -231,6 +238,7 @@ def enroll_from_door(
     *,
     add: bool,
     timeout: float = CAMERA_TIMEOUT_S,
+    access: bool = True,
 ) -> EnrolmentReport:
     """Enrol `name` from the door camera's frames, through edge_app.enroll.enroll_camera."""
     from edge_app import enroll
@@ -258,6 +266,7 @@ def enroll_from_door(
             timeout=timeout,
             add=add,
             progress=False,
+            access=access,
         )
 
     try:
