@@ -39,9 +39,9 @@ from benchmarks.cohort import (
 )
 from edge_app.centering import unit
 from edge_app.cohort import NORMALISATION_KEY
-from edge_app.evaluate_liveness import write_json
 from edge_app.manifest import MANIFEST_NAME
 from edge_app.paths import REPO_ROOT
+from edge_app.reports import write_json
 
 # (label, match by person centroids, probes mirror-averaged)
 VARIANTS = (

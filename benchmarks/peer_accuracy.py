@@ -58,6 +58,7 @@ from edge_app.lfw import (
     validation_rate,
 )
 from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.reports import write_json
 
 log = logging.getLogger(__name__)
 
@@ -429,12 +430,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["cores"] = os.cpu_count()
     result["encodings_cache"] = str(args.cache)
     return result
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def print_table(result: dict[str, Any]) -> None:

@@ -44,8 +44,8 @@ from benchmarks.cohort import (
     shipped_choice,
 )
 from edge_app.centering import unit
-from edge_app.evaluate_liveness import write_json
 from edge_app.paths import REPO_ROOT
+from edge_app.reports import write_json
 
 DIM = 512
 # (label, kind, parameter, strength): kind "none", "wccn" (parameter: shrink) or

@@ -46,7 +46,7 @@ from benchmarks.cohort import SEEDS, Data, door_check, shipped_choice
 from edge_app.cohort import CohortNormaliser
 from edge_app.engine import Engine
 from edge_app.evaluate_door import ENROL_FRAMES, plan
-from edge_app.evaluate_liveness import presented_face, read_sequences, write_json
+from edge_app.evaluate_liveness import presented_face, read_sequences
 from edge_app.fusion import TrackPool, face_weights
 from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
@@ -60,6 +60,7 @@ from edge_app.matching import (
 )
 from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
 from edge_app.policy import Policy, Vote
+from edge_app.reports import write_json
 
 OUT = REPO_ROOT / "benchmarks" / "site_centring.json"
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -107,6 +107,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _train_head(args: argparse.Namespace) -> int:
     from converter.head import HeadOptions, run
+    from edge_app.reports import check_output
+
+    if args.json:
+        check_output(Path(args.json), "--json")  # before the training, not after it
 
     report = run(
         HeadOptions(

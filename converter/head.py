@@ -57,6 +57,7 @@ from edge_app.lfw import (
     validation_rate,
 )
 from edge_app.manifest import sha256_file
+from edge_app.reports import write_json
 
 log = logging.getLogger(__name__)
 
@@ -703,9 +704,7 @@ def run(options: HeadOptions) -> dict[str, Any]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if options.json is not None:
-        tmp = options.json.with_name(options.json.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(options.json)
+        write_json(options.json, report)
     return report
 
 

@@ -25,6 +25,7 @@ from edge_app.images import IMAGE_SUFFIXES, read_image
 from edge_app.lfw import cross_validated_accuracy, labelled_face, read_pairs
 from edge_app.liveness import LivenessScorer
 from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
+from edge_app.reports import check_output, write_json
 from edge_app.runtime import make_interpreter
 
 log = logging.getLogger(__name__)
@@ -597,6 +598,10 @@ def validate(
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1 (or leave it out for every pair)")
     int8_engine = Engine.open(models, backend="cpu", cascade="int8")
+    # The outputs are refused now, not with a traceback after the minutes of work.
+    check_output(json_out, "--json", parents=True)
+    check_output(report, "--report")
+    check_output(frames_out, "--liveness-frames", parents=True)
     liveness = None
     nuaa = data / "liveness" / "nuaa"
     if int8_engine.has_liveness and nuaa.is_dir():
@@ -661,7 +666,7 @@ def validate(
 def _write_results(results: dict, json_out: Path, report: Path) -> dict:
     results["verdicts"] = _verdicts(results)
     json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(json_out, results)
     report.write_text(render_markdown(results))
     log.info("validation written to %s and %s", json_out, report)
     for key, met in results["verdicts"].items():

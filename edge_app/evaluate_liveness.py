@@ -20,12 +20,9 @@ beside it, for the geometry table in docs/LIVENESS.md.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -528,21 +525,3 @@ def format_report(result: LivenessResult) -> str:
         f"\nliveness cost {result.ms_per_face:.2f} ms per face (median; {result.backend})\n"
     )
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a temp file beside the target, renamed over it (mode as a plain
-    open() would give: 0666 less the umask; mkstemp's own is 0600)."""
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(handle, 0o666 & ~umask)
-        with os.fdopen(handle, "w") as out:
-            json.dump(data, out, indent=2, default=float)
-            out.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

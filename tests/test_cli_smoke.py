@@ -734,8 +734,18 @@ def test_lint(tmp_path: Path) -> None:
             ["train-head", "--cache", "{tmp}/none.npz", "--lfw", "{tmp}", "--out", "{tmp}/head"],
             "no pairsDevTrain.txt there",
         ),
+        (
+            ["validate", "--json", "{tmp}/q.json", "--report", "{tmp}"],
+            "--report {tmp} is a folder; give a file name",
+        ),
+        (
+            ["train-head", "--cache", "{tmp}/none.npz", "--lfw", "{tmp}", "--out", "{tmp}/head",
+             "--json", "{tmp}/gone/head.json"],
+            "--json {tmp}/gone/head.json: cannot write in {tmp}/gone",
+        ),
     ],
-    ids=["build", "validate", "float-cascade", "validate-limit", "train-head"],
+    ids=["build", "validate", "float-cascade", "validate-limit", "train-head",
+         "validate-report-folder", "train-head-json-folder-missing"],
 )  # fmt: skip
 def test_missing_inputs_are_refused_and_nothing_is_written(
     tmp_path: Path, words: list[str], message: str
@@ -745,7 +755,8 @@ def test_missing_inputs_are_refused_and_nothing_is_written(
     done = run(tmp_path, *(w.format(tmp=tmp_path) for w in words), module=EDGE_CONVERT)
 
     assert done.returncode == 2
-    assert message in done.stderr
+    assert message.format(tmp=tmp_path) in done.stderr
+    assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 

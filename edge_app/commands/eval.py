@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from edge_app.cascade_choice import CASCADES
 from edge_app.matching import LOOKALIKE_MODES
 from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.reports import check_output, write_report
 from edge_app.runtime import BACKENDS
 
 EPILOG = """\
@@ -92,34 +92,6 @@ def _open_engine(args: argparse.Namespace) -> Any:
     )
 
 
-def _check_json(path: Path | None) -> None:
-    """Refuse a --json path the report could not be written to, before the minutes of work."""
-    from edge_app.errors import UserError
-
-    if path is None:
-        return
-    if path.is_dir():
-        raise UserError(f"--json {path} is a folder; give a file name")
-    try:
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as error:
-        raise UserError(
-            f"--json {path}: cannot write in {path.parent} ({error.strerror or error})"
-        ) from None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """The report, written atomically (a failure leaves no half file)."""
-    from edge_app.errors import UserError
-    from edge_app.evaluate_liveness import write_json
-
-    try:
-        write_json(path, data)
-    except OSError as error:
-        raise UserError(f"--json {path}: cannot write it ({error.strerror or error})") from None
-
-
 LIVENESS_EPILOG = """\
 layout: DIR/live/<subject>/ID_GG_PP_SS_N.jpg and DIR/print/<subject>/ID_GG_PP_SS_N.jpg (NUAA):
 frames sharing ID_GG_PP_SS are one sequence, in the order of N; for print/ frames PP is the
@@ -176,7 +148,7 @@ def _run_liveness(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold {args.threshold}: must be between 0 and 1")
     subjects = _subjects(args.subjects)
-    _check_json(args.json)
+    check_output(args.json)
     engine = _open_engine(args)
     threshold = args.threshold
     if threshold is None:
@@ -184,7 +156,7 @@ def _run_liveness(args: argparse.Namespace) -> int:
     result = evaluate_liveness(engine, args.data, threshold, args.min_live_frames, subjects)
     sys.stdout.write(format_report(result))
     if args.json:
-        _write_json(args.json, result.to_json())
+        write_report(args.json, result.to_json())
     return 0
 
 
@@ -273,12 +245,12 @@ def _run_door(args: argparse.Namespace) -> int:
     if args.site_centring is not None:
         recognition["site_centring"] = args.site_centring == "on"
     parse_config({"recognition": recognition})  # a bad value is refused before any work
-    _check_json(args.json)
+    check_output(args.json)
     engine = _open_engine(args)
     report = evaluate_door(engine, args.data, _subjects(args.subjects), recognition)
     sys.stdout.write(table(report) + f"\n\n{report['seconds']:.0f} s\n")
     if args.json:
-        _write_json(args.json, report)
+        write_report(args.json, report)
     return 0
 
 
@@ -298,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"no float reference models in {models}: run `edge-convert build` (converter "
                 "extra) which writes them beside the int8 models"
             )
-    _check_json(args.json)
+    check_output(args.json)
     engine = Engine.open(
         models,
         backend="cpu" if args.reference else args.backend,
@@ -323,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
         data["cascade_choice"] = engine.cascade_choice.describe()
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:
-        _write_json(args.json, data)
+        write_report(args.json, data)
     return 0
 
 
@@ -395,7 +367,7 @@ def _run_visits(args: argparse.Namespace) -> int:
 
     if not (args.lfw / "images").is_dir():
         raise UserError(f"--lfw {args.lfw}: no images/ folder there")
-    _check_json(args.json)
+    check_output(args.json)
     engine = _open_engine(args)
     report = evaluate_visits(
         engine,
@@ -408,5 +380,5 @@ def _run_visits(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(table(report) + f"\n\n{report['seconds']:.0f} s\n")
     if args.json:
-        _write_json(args.json, report)
+        write_report(args.json, report)
     return 0
