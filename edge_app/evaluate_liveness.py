@@ -83,6 +83,7 @@ def read_sequences(root: Path, subjects: set[str] | None = None) -> list[Sequenc
             "NUAA layout live/<subject>/ID_GG_PP_SS_N.jpg and print/<subject>/..."
         )
     grouped: dict[tuple[str, str], list[tuple[int, Path]]] = defaultdict(list)
+    seen: set[str] = set()
     skipped = 0
     for kind in KINDS:
         for path in sorted((root / kind).rglob("*")):
@@ -93,11 +94,18 @@ def read_sequences(root: Path, subjects: set[str] | None = None) -> list[Sequenc
                 skipped += 1
                 continue
             subject, glasses, code, session, number = match.groups()[:5]
+            seen.add(subject)
             if subjects is not None and subject not in subjects:
                 continue
             grouped[(kind, f"{subject}_{glasses}_{code}_{session}")].append((int(number), path))
     if skipped:
         log.warning("skipped=%d files under %s not named ID_GG_PP_SS_N.jpg", skipped, root)
+    unknown = sorted((subjects or set()) - seen)
+    if unknown and seen:
+        raise UserError(
+            f"--subjects: no frames of {', '.join(unknown)} under {root}; its subjects are "
+            f"{', '.join(sorted(seen))}"
+        )
     sequences = [
         Sequence(kind, key, tuple(path for _, path in sorted(frames)))
         for (kind, key), frames in sorted(grouped.items())

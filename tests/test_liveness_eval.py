@@ -61,6 +61,9 @@ def test_subjects_filter_keeps_only_those(tmp_path: Path) -> None:
     _touch(tmp_path, "print", "0002_00_01_01_1.jpg")
     sequences = read_sequences(tmp_path, subjects={"0002"})
     assert {s.subject for s in sequences} == {"0002"}
+    # A subject who is not there is named, with the ones who are (a typo, not "no frames").
+    with pytest.raises(UserError, match="no frames of 9999 under .*; its subjects are 0001, 0002"):
+        read_sequences(tmp_path, subjects={"0002", "9999"})
 
 
 def test_a_folder_without_the_layout_is_refused_with_the_fix(tmp_path: Path) -> None:
