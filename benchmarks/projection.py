@@ -44,10 +44,10 @@ from benchmarks.cohort import (
     shipped_choice,
 )
 from edge_app.centering import unit
+from edge_app.gallery import EMBEDDING_DIM
 from edge_app.paths import REPO_ROOT
 from edge_app.reports import write_json
 
-DIM = 512
 # (label, kind, parameter, strength): kind "none", "wccn" (parameter: shrink) or
 # "nuisance" (parameter: directions removed, strength: how much of each).
 VARIANTS: tuple[tuple[str, str, float, float], ...] = (
@@ -114,7 +114,7 @@ def measure(data: Data, seeds: int) -> dict[str, Any]:
         elif kind == "nuisance":
             matrix = nuisance(within, total, int(parameter), strength)
         else:
-            matrix = np.eye(DIM)
+            matrix = np.eye(EMBEDDING_DIM)
         data.embeddings = unit(base_embeddings @ matrix)
         data.mirrors = unit(base_mirrors @ matrix)
         pairs = score(data.embeddings, data.index, data.lfw)

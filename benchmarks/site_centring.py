@@ -151,6 +151,23 @@ def clips_by_subject(work: Any) -> tuple[dict[str, list[Clip]], dict[str, list[C
     return visits, strangers
 
 
+def tally(
+    out: dict[str, int],
+    total: str,
+    hits: str,
+    replay: Replay,
+    matcher: Matcher,
+    clips: list[Clip],
+    opens_for: str | None,
+) -> None:
+    """Play `clips`, counting them under `total` and under `hits` those the door unlocks for
+    `opens_for` (None: for anyone)."""
+    for frames in clips:
+        who = replay.play(matcher, frames)
+        out[total] += 1
+        out[hits] += who is not None and opens_for in (None, who)
+
+
 def households(
     replay: Replay, work: Any, people: list[str], sizes: range | tuple[int, ...], share: float
 ) -> dict[str, int]:
@@ -162,13 +179,9 @@ def households(
         for household in itertools.combinations(people, size):
             matcher = replay.matcher({p: work.enrolment[p] for p in household}, share)
             for person in household:
-                for frames in visits[person]:
-                    out["visits"] += 1
-                    out["unlocked"] += replay.play(matcher, frames) == person
+                tally(out, "visits", "unlocked", replay, matcher, visits[person], person)
             for person in set(people) - set(household):
-                for frames in strangers[person]:
-                    out["strangers"] += 1
-                    out["let_in"] += replay.play(matcher, frames) is not None
+                tally(out, "strangers", "let_in", replay, matcher, strangers[person], None)
     return out
 
 
@@ -186,17 +199,12 @@ def known_visitors(
         others = [p for p in people if p != resident]
         for chosen in itertools.combinations(others, guests):
             matcher = replay.matcher({p: work.enrolment[p] for p in (resident, *chosen)}, share)
-            for frames in visits[resident]:
-                out["visits"] += 1
-                out["unlocked"] += replay.play(matcher, frames) == resident
+            tally(out, "visits", "unlocked", replay, matcher, visits[resident], resident)
             for visitor in chosen:
-                for frames in visits[visitor]:
-                    out["visitor_visits"] += 1
-                    out["visitors_let_in"] += replay.play(matcher, frames) == resident
+                clips = visits[visitor]
+                tally(out, "visitor_visits", "visitors_let_in", replay, matcher, clips, resident)
             for stranger in set(others) - set(chosen):
-                for frames in strangers[stranger]:
-                    out["strangers"] += 1
-                    out["let_in"] += replay.play(matcher, frames) == resident
+                tally(out, "strangers", "let_in", replay, matcher, strangers[stranger], resident)
     return out
 
 

@@ -142,6 +142,11 @@ def default_path() -> Path:
     return Path(load_config(None).gallery.path)
 
 
+def describe_access(allowed: bool) -> str:
+    """How the commands and the web page say what a person's access is."""
+    return "may open the door" if allowed else "is a known visitor: recognised, never let in"
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime(UTC_FORMAT)
 

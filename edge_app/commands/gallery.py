@@ -136,12 +136,12 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_access(args: argparse.Namespace) -> int:
-    from edge_app.gallery import Gallery
+    from edge_app.gallery import Gallery, describe_access
 
     allowed = args.allowed == "yes"
     with Gallery.open(db_path(args)) as gallery:
         changed = gallery.set_access(args.name, allowed)
-    what = "may open the door" if allowed else "is a known visitor: recognised, never let in"
+    what = describe_access(allowed)
     sys.stdout.write(f"{args.name!r} {what}{'' if changed else ' (as before)'}\n")
     return 0
 

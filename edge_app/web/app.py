@@ -468,7 +468,7 @@ async def _enrol(request: Request, session: auth.Session, form: Form, add: bool)
         form.get("name"),
         form.files,
         add=add,
-        access=add or form.get("visitor") != "yes",
+        access=form.get("visitor") != "yes",
     )
     return await _enrol_locked(request, session, form, "web enrol", enrol)
 
@@ -551,7 +551,7 @@ async def rename(request: Request, session: auth.Session, form: Form) -> Respons
 @action()
 async def access(request: Request, session: auth.Session, form: Form) -> Response:
     """Let an enrolled person open the door, or make them a known visitor (`edge-app access`)."""
-    from edge_app.gallery import Gallery
+    from edge_app.gallery import Gallery, describe_access
 
     state = _state(request)
     name, allowed = form.get("name"), form.get("allowed")
@@ -567,8 +567,9 @@ async def access(request: Request, session: auth.Session, form: Form) -> Respons
     except UserError as error:
         return await _people_page(request, session, error=str(error), status=422)
     log.info("web access user=%s name=%r allowed=%s", session.user, name, allowed)
-    what = "may open the door" if allowed == "yes" else "is a known visitor: never let in"
-    return await _people_page(request, session, notice=f"{name!r} {what}")
+    return await _people_page(
+        request, session, notice=f"{name!r} {describe_access(allowed == 'yes')}"
+    )
 
 
 @page
