@@ -250,6 +250,9 @@ class RecognitionConfig:
     # Remove the direction the enrolled people share (one camera, one light) from every face
     # before matching (edge_app.matching.site_direction).
     site_centring: bool = _key(True, _boolean)
+    # Count the visits the door judged strangers as more faces of the site (opt-in: keeps an
+    # aggregate of passers-by's embeddings beside the gallery; edge_app.site_memory).
+    learn_site: bool = _key(False, _boolean)
 
 
 @dataclass(frozen=True)
@@ -432,6 +435,12 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
         errors.append(
             f"policy.hits: {policy.hits} is more than policy.window {policy.window}, so no one "
             "could ever be unlocked; make hits <= window"
+        )
+    recognition = config.recognition
+    if recognition.learn_site and not recognition.site_centring:
+        errors.append(
+            "recognition.learn_site: what the door learns is used by site centring, which is "
+            "off; set recognition.site_centring = true, or learn_site = false"
         )
     web = config.web
     if (web.tls_cert is None) != (web.tls_key is None):

@@ -45,6 +45,13 @@ from edge_app.liveness_rule import OFF, LiveRule
 from edge_app.parallax import Parallax
 from edge_app.policy import Policy, Vote
 from edge_app.relay import Relay, make_pin_factory
+from edge_app.site_memory import (
+    LEARN_INTERVAL,
+    MIN_VISITS,
+    REFUSED_NAME,
+    SiteMemory,
+    site_memory_path,
+)
 from edge_app.tracker import IoUTracker, Track
 
 log = logging.getLogger(__name__)
@@ -140,22 +147,27 @@ class Recognizer:
         self.gallery = Gallery.open(gallery_path)
         self._settings = settings
         self._version = -1
+        self._matrix: Any = None
         self.matcher: Any = None
+        self._learned_at = -math.inf  # frame clock of the last visit the site memory learned
         try:
+            self.memory = open_site_memory(gallery_path, settings)
             self.reload()
         except BaseException:
             self.gallery.close()
             raise
 
     def configure(self, gallery_path: Path, settings: RecognitionConfig) -> None:
-        """Switch gallery and settings all at once, or (on any error) not at all."""
+        """Switch gallery and settings all at once, or (on any error) not at all. The site
+        memory is read again (`edge-app site forget` then reload: the door forgets too)."""
         from edge_app.gallery import Gallery
 
         replacement = None
         if Path(gallery_path) != self.gallery.path:
             replacement = Gallery.open(gallery_path)
         try:
-            version, matcher = self._load(replacement or self.gallery, settings)
+            memory = open_site_memory(gallery_path, settings)
+            loaded = self._load(replacement or self.gallery, settings, memory)
         except BaseException:
             if replacement is not None:
                 replacement.close()
@@ -163,19 +175,49 @@ class Recognizer:
         if replacement is not None:
             self.gallery.close()
             self.gallery = replacement
-        self._settings = settings
-        self._version, self.matcher = version, matcher
+        self._settings, self.memory = settings, memory
+        self._version, self._matrix, self.matcher = loaded
 
     def reload(self) -> None:
-        self._version, self.matcher = self._load(self.gallery, self._settings)
+        self._version, self._matrix, self.matcher = self._load(
+            self.gallery, self._settings, self.memory
+        )
 
-    def _load(self, gallery: Any, recognition: RecognitionConfig) -> tuple[int, Any]:
+    def learn(self, embedding: np.ndarray, now: float) -> bool:
+        """Count a visit judged a stranger in the site memory (learn_site), at most one per
+        LEARN_INTERVAL of the frame clock; True if it was learned. A memory that cannot be
+        saved is still used until the door stops."""
+        memory = self.memory
+        if memory is None or now - self._learned_at < LEARN_INTERVAL:
+            return False
+        memory.add(embedding)
+        self._learned_at = now
+        path = site_memory_path(self.gallery.path)
+        try:
+            memory.save(path)
+        except OSError as error:
+            log.error("site memory not saved to %s (%s): kept until the door stops", path, error)
+        self.matcher, _ = door_matcher(
+            self.engine, self._settings, self._matrix, memory=memory, report=False
+        )
+        log.info(
+            "site memory learned a stranger's visit: %d learned%s; site centring removes a "
+            "direction of length %.2f",
+            memory.learned,
+            "" if memory.ready else f" (counts from {MIN_VISITS})",
+            self.matcher.site_shared * self.matcher.settings.site_share,
+        )
+        return True
+
+    def _load(
+        self, gallery: Any, recognition: RecognitionConfig, memory: SiteMemory | None
+    ) -> tuple[int, Any, Any]:
         # The version is read BEFORE the rows: a change committed while they are being read
         # then shows up as a new version and is loaded on the next frame. Read after, it
         # would be taken as already loaded, and a removed person would keep access.
         version = gallery.data_version()
         matrix = gallery.load_matrix()
-        matcher, _ = door_matcher(self.engine, recognition, matrix)
+        matcher, _ = door_matcher(self.engine, recognition, matrix, memory=memory)
         settings = matcher.settings
         log.info(
             "gallery loaded path=%s people=%d known_visitors=%d templates=%d centroids=%s "
@@ -215,7 +257,7 @@ class Recognizer:
                 "everyone enrolled is a known visitor: nobody can be unlocked; give a "
                 "resident access with `edge-app access NAME yes`"
             )
-        return version, matcher
+        return version, matrix, matcher
 
     def reload_if_changed(self) -> bool:
         """Pick up `edge-app enroll`/`remove` done while running (another connection's commit)."""
@@ -278,8 +320,40 @@ def face_crop(frame: Frame, box: np.ndarray, pad: float = 0.2) -> np.ndarray:
     return image[top:bottom, left:right]
 
 
+def open_site_memory(gallery_path: Path, recognition: RecognitionConfig) -> SiteMemory | None:
+    """The site memory beside the gallery when [recognition] learn_site is on, else None. A
+    file this door cannot use is set aside (site_memory.refused.npz) and an empty memory
+    started: the door keeps running, and keeps the file for a look."""
+    if not recognition.learn_site:
+        return None
+    path = site_memory_path(gallery_path)
+    try:
+        memory = SiteMemory.load(path)
+    except UserError as error:
+        aside = path.with_name(REFUSED_NAME)
+        try:
+            path.replace(aside)
+        except OSError as move_error:
+            log.error("%s; could not set it aside (%s)", error, move_error)
+        else:
+            log.error("%s; set aside as %s, starting an empty site memory", error, aside.name)
+        return SiteMemory()
+    log.info(
+        "site memory %s: %d stranger visit(s) learned%s",
+        path,
+        memory.learned,
+        "" if memory.ready else " (not counted yet)",
+    )
+    return memory
+
+
 def door_matcher(
-    engine: Any, recognition: RecognitionConfig, matrix: Any, *, report: bool = True
+    engine: Any,
+    recognition: RecognitionConfig,
+    matrix: Any,
+    *,
+    memory: SiteMemory | None = None,
+    report: bool = True,
 ) -> tuple[Any, list[Any]]:
     """The Matcher the door decides with, and the lookalikes found in the gallery: the
     manifest's recognition rule with the config's overrides, over `matrix`, guarded against
@@ -300,7 +374,8 @@ def door_matcher(
         site_centring=recognition.site_centring,
     )
     matcher, lookalikes = guard_lookalikes(
-        Matcher(matrix, settings, getattr(engine, "cohort", None)), recognition.lookalikes
+        Matcher(matrix, settings, getattr(engine, "cohort", None), memory),
+        recognition.lookalikes,
     )
     if report and matcher.site_shared > 0.0:
         log.info(
@@ -514,6 +589,8 @@ class Daemon:
                 log.info("metrics %s", self.metrics_line())
                 last_metrics = now
             frame = self._next_frame()
+        if self.reader is not None and self.reader.ended:
+            self._end_tracks(self.tracker.end_all())  # a clip's last visit ends with it
 
     def _process(self, frame: Frame) -> None:
         recognizer = self.recognizer
@@ -525,10 +602,7 @@ class Daemon:
         faces = recognizer.detect(frame.image)
         metrics.detect_seconds += time.perf_counter() - start
         tracks, ended = self.tracker.update(faces.boxes)
-        for track in ended:
-            self.policy.forget(track.track_id)
-            self.pool.forget(track.track_id)
-            self._parallax.pop(track.track_id, None)
+        self._end_tracks(ended)
         if not len(faces):
             return
         if self.live_rule.mode != OFF:
@@ -541,10 +615,13 @@ class Daemon:
         chosen = [tracks[i] for i in due]
         start = time.perf_counter()
         embeddings = recognizer.embed(frame, faces[due])
-        if self.config.policy.evidence == "track":
-            embeddings = self.pool.add(
+        if self.config.policy.evidence == "track" or recognizer.memory is not None:
+            # Pooled for the vote ("track"), and for the site memory to learn a visit from.
+            pooled = self.pool.add(
                 [t.track_id for t in chosen], embeddings, face_weights(faces[due])
             )
+            if self.config.policy.evidence == "track":
+                embeddings = pooled
         votes = recognizer.match(embeddings)
         metrics.embed_seconds += time.perf_counter() - start
         if self.live_rule.mode != OFF:
@@ -571,6 +648,23 @@ class Daemon:
             for decision in self.policy.vote(track.track_id, vote):
                 self._act(decision, frame, faces.boxes[index], track)
             track.settled = self.policy.settled(track.track_id)
+
+    def _end_tracks(self, ended: list[Track]) -> None:
+        """Tracks whose face has left (or the source ended): a visit judged a stranger
+        teaches the site memory ([recognition] learn_site), then the track is forgotten."""
+        recognizer = self.recognizer
+        for track in ended:
+            pooled = self.pool.pooled(track.track_id)
+            if (
+                recognizer is not None
+                and recognizer.memory is not None
+                and pooled is not None
+                and self.policy.stranger(track.track_id)
+            ):
+                recognizer.learn(pooled, self._now)
+            self.policy.forget(track.track_id)
+            self.pool.forget(track.track_id)
+            self._parallax.pop(track.track_id, None)
 
     def _act(self, decision: rules.Decision, frame: Frame, box: np.ndarray, track: Track) -> None:
         events = self.events

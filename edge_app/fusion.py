@@ -58,6 +58,14 @@ class TrackPool:
         # A zero sum (weights all 0) falls back to the frame's own embedding.
         return np.where(norms > 1e-6, pooled / np.maximum(norms, 1e-12), embeddings)
 
+    def pooled(self, track: int) -> np.ndarray | None:
+        """The track's pooled unit embedding so far; None when it has none (or a zero sum)."""
+        total = self._sums.get(track)
+        if total is None:
+            return None
+        norm = float(np.linalg.norm(total))
+        return None if norm <= 1e-6 else total / norm
+
     def forget(self, track: int) -> None:
         self._sums.pop(track, None)
 

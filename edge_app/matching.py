@@ -46,6 +46,7 @@ import numpy as np
 from edge_app.cohort import NORMALISATION_KEY, CohortNormaliser
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
+from edge_app.site_memory import SiteMemory
 
 AGGREGATES = ("best", "mean", "trimmed_mean")
 DEFAULT_AGGREGATE = "best"
@@ -76,9 +77,9 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
 
 
-def site_direction(matrix: GalleryMatrix) -> np.ndarray:
-    """(512,) what the enrolled people's faces share beyond what each person's own face
-    explains; zeros when nothing is shared (or fewer than two people are enrolled).
+def site_direction(matrix: GalleryMatrix, memory: SiteMemory | None = None) -> np.ndarray:
+    """(512,) what the faces at this door share beyond what each one's own face explains;
+    zeros when nothing is shared (or there is nobody to compare with).
 
     m, the mean of the people's mean embeddings (people weighted equally), holds the shared
     part plus 1/n of each person's own face. Its squared length splits into each person with
@@ -86,15 +87,24 @@ def site_direction(matrix: GalleryMatrix) -> np.ndarray:
     others (the rest): only the second says the people resemble one another, so m is kept in
     the proportion the cross terms make of |m|^2. One person gives zeros (nobody to compare
     with); LFW-like people, who share nothing, give about zeros.
+
+    A site memory that is ready (edge_app.site_memory, [recognition] learn_site) adds the
+    strangers' visits it learned as more people, each weighted by its decay: they add their
+    sum to m's and their squared weights to the own part.
     """
     names = len(matrix.names)
-    if names < 2:
+    counted = memory is not None and memory.ready and names > 0
+    if names < (1 if counted else 2):
         return np.zeros(EMBEDDING_DIM, np.float32)
     sums = np.add.reduceat(matrix.embeddings.astype(np.float64), matrix.starts, axis=0)
     means = sums / matrix.counts[:, None]
-    shared = means.mean(axis=0)
+    total, weight, own = means.sum(axis=0), float(names), float(np.sum(means * means))
+    if counted:
+        assert memory is not None  # for the type checker: counted says so
+        total, weight, own = total + memory.total, weight + memory.weight, own + memory.weight_sq
+    shared = total / weight
     length = float(shared @ shared)
-    own = float(np.sum(means * means)) / names**2
+    own /= weight**2
     if length <= 0.0:
         return np.zeros(EMBEDDING_DIM, np.float32)
     return (shared * max(0.0, 1.0 - own / length)).astype(np.float32)
@@ -211,6 +221,7 @@ class Matcher:
         matrix: GalleryMatrix,
         settings: MatchSettings,
         normaliser: CohortNormaliser | None = None,
+        memory: SiteMemory | None = None,
     ) -> None:
         wanted = settings.normalisation
         if wanted is not None and (normaliser is None or normaliser.mode != wanted):
@@ -221,10 +232,13 @@ class Matcher:
                 "open the engine from the same models folder as the manifest"
             )
         self.faces = matrix  # the stored faces alone, without centroid rows
+        self.memory = memory  # strangers' visits site centring counts too (learn_site)
         # The site direction (zeros when off or nothing is shared), its length for logs and
         # doctor, and what site centring removes from every face.
         direction = (
-            site_direction(matrix) if settings.site_share else np.zeros(EMBEDDING_DIM, np.float32)
+            site_direction(matrix, memory)
+            if settings.site_share
+            else np.zeros(EMBEDDING_DIM, np.float32)
         )
         self.site_shared = float(np.linalg.norm(direction))
         self.site = np.float32(settings.site_share) * direction
@@ -342,4 +356,4 @@ def guard_lookalikes(matcher: Matcher, mode: str) -> tuple[Matcher, list[Lookali
     if not apart or mode == "warn":
         return matcher, found
     raised = replace(matcher.settings, threshold=apart[0].score + LOOKALIKE_STEP)
-    return Matcher(matcher.faces, raised, matcher.normaliser), found
+    return Matcher(matcher.faces, raised, matcher.normaliser, matcher.memory), found

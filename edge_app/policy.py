@@ -216,6 +216,15 @@ class Policy:
             return latest == state.identity
         return state.unknown_reported and latest is None
 
+    def stranger(self, track: int) -> bool:
+        """Judged a stranger: a full window of votes with nobody recognised, and (liveness
+        on) judged live, so a printed photo is never one. What the door may learn its site
+        from ([recognition] learn_site, edge_app/site_memory.py)."""
+        state = self._tracks.get(track)
+        if state is None or state.identity is not None or not state.unknown_reported:
+            return False
+        return self.liveness.mode == OFF or (state.judged_live and not state.spoofed)
+
     def forget(self, track: int) -> None:
         self._tracks.pop(track, None)
 

@@ -123,6 +123,11 @@ class IoUTracker:
         self.tracks = alive
         return result, ended
 
+    def end_all(self) -> list[Track]:
+        """End every track (the source has ended): the tracks that were alive."""
+        ended, self.tracks = self.tracks, []
+        return ended
+
     def due(self, tracks: list[Track]) -> np.ndarray:
         """Mask over `tracks` (this frame's) of those whose face must be embedded now."""
         return np.array(

@@ -1,0 +1,175 @@
+"""What the door learns of its own camera from the strangers it sees ([recognition] learn_site).
+
+Site centring (edge_app.matching.site_direction) measures what the faces at one door share
+beyond each person's own face (one camera, one light, one household) from the enrolled
+people, and removes most of it before matching. A household of one gives it nobody to
+compare with, and strangers at such a door were let in far more often (docs/ACCURACY.md, "A
+door that learns its site"). With `learn_site = true` each visit the door judged a stranger
+adds its pooled embedding to a running sum, and site centring counts those visits as more
+faces of the site.
+
+What is kept is an aggregate, never a face: the decayed sum of the visits' unit embeddings
+and two weights, in one small file beside the gallery (SITE_MEMORY_NAME, mode 0600). No
+image, time or name is kept, and no single visit can be read back once a few have been
+added. The memory spans about the last VISITS visits (each new one decays the rest), counts
+only once MIN_VISITS have been learned, and learns at most one visit per LEARN_INTERVAL
+seconds, so one person lingering at the door cannot fill it.
+
+Only a track the policy judged a stranger teaches it: a full vote window with nobody
+recognised and, when the models have a liveness check, judged live (a printed photo teaches
+nothing). `edge-app site` shows it and forgets it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.errors import UserError
+from edge_app.gallery import EMBEDDING_DIM
+
+log = logging.getLogger(__name__)
+
+SITE_MEMORY_NAME = "site_memory.npz"  # beside the gallery file
+REFUSED_NAME = "site_memory.refused.npz"  # where the door sets aside a file it cannot use
+FORMAT_VERSION = 1
+VISITS = 200  # the memory spans about this many of the latest stranger visits
+DECAY = 1.0 - 1.0 / VISITS  # each new visit scales the ones before by this
+MIN_VISITS = 3  # visits learned before the memory counts in site centring
+LEARN_INTERVAL = 60.0  # seconds (the door's frame clock) between two learned visits
+MAX_FILE_BYTES = 64 * 1024  # a real memory file is about 5 KB; larger ones are refused
+_KEYS = {"version", "total", "weight", "weight_sq", "learned"}
+_SLACK = 1e-6
+
+
+def site_memory_path(gallery_path: Path) -> Path:
+    """Where the door keeps the memory of the gallery at `gallery_path`."""
+    return Path(gallery_path).with_name(SITE_MEMORY_NAME)
+
+
+@dataclass
+class SiteMemory:
+    """The decayed sum of learned visits' unit embeddings (`total`), the sum of their weights
+    (`weight`) and of their squared weights (`weight_sq`), and how many were ever learned."""
+
+    total: np.ndarray = field(default_factory=lambda: np.zeros(EMBEDDING_DIM, np.float64))
+    weight: float = 0.0
+    weight_sq: float = 0.0
+    learned: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """Enough visits learned for site centring to count them."""
+        return self.learned >= MIN_VISITS
+
+    def add(self, embedding: np.ndarray) -> None:
+        """Learn one visit from its pooled embedding (any length; it is made a unit vector)."""
+        vector = np.asarray(embedding, np.float64).reshape(-1)
+        if vector.shape != (EMBEDDING_DIM,) or not np.all(np.isfinite(vector)):
+            raise ValueError(f"a visit's embedding must be {EMBEDDING_DIM} finite numbers")
+        norm = float(np.linalg.norm(vector))
+        if norm < 1e-6:
+            raise ValueError("a visit's embedding must not be all zeros")
+        self.total = DECAY * self.total + vector / norm
+        self.weight = DECAY * self.weight + 1.0
+        self.weight_sq = DECAY * DECAY * self.weight_sq + 1.0
+        self.learned += 1
+
+    def save(self, path: Path) -> None:
+        """Write atomically with mode 0600: a crash leaves the old file or the new one."""
+        path = Path(path)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+        try:
+            os.fchmod(handle, 0o600)
+            with os.fdopen(handle, "wb") as out:
+                np.savez(
+                    out,
+                    version=np.int64(FORMAT_VERSION),
+                    total=self.total.astype(np.float64),
+                    weight=np.float64(self.weight),
+                    weight_sq=np.float64(self.weight_sq),
+                    learned=np.int64(self.learned),
+                )
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> SiteMemory:
+        """The memory in `path`; an empty one when there is no file. UserError, naming what
+        is wrong, for a file that is not a memory this door wrote (nothing is changed)."""
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return cls()
+        except OSError as error:
+            raise UserError(f"{path}: cannot read the site memory ({error})") from None
+        if size > MAX_FILE_BYTES:
+            raise UserError(f"{path}: {size} bytes is not a site memory (at most {MAX_FILE_BYTES})")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if sum(info.file_size for info in archive.infolist()) > MAX_FILE_BYTES:
+                    raise UserError(f"{path}: its contents are too large for a site memory")
+            with np.load(path, allow_pickle=False) as stored:
+                if set(stored.files) != _KEYS:
+                    raise UserError(
+                        f"{path}: not a site memory (holds {', '.join(sorted(stored.files))})"
+                    )
+                arrays = {key: np.asarray(stored[key]) for key in _KEYS}
+        except UserError:
+            raise
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+            raise UserError(f"{path}: not a readable site memory ({error})") from None
+        return cls._checked(path, arrays)
+
+    @classmethod
+    def _checked(cls, path: Path, arrays: dict[str, np.ndarray]) -> SiteMemory:
+        def problem(what: str) -> UserError:
+            return UserError(f"{path}: not a valid site memory: {what}")
+
+        for key in _KEYS - {"total"}:
+            if arrays[key].shape != () or arrays[key].dtype.kind not in "if":
+                raise problem(f"{key} must be one number")
+        if int(arrays["version"]) != FORMAT_VERSION:
+            raise problem(f"format version {arrays['version']} (this door reads {FORMAT_VERSION})")
+        total = arrays["total"]
+        if total.shape != (EMBEDDING_DIM,) or total.dtype.kind != "f":
+            raise problem(f"total must be {EMBEDDING_DIM} numbers")
+        weight, weight_sq = float(arrays["weight"]), float(arrays["weight_sq"])
+        learned = arrays["learned"]
+        if learned.dtype.kind != "i" or int(learned) < 0:
+            raise problem("learned must be a count")
+        values = [weight, weight_sq, *total.tolist()]
+        if not all(math.isfinite(v) for v in values):
+            raise problem("it holds a number that is not finite")
+        if not 0.0 <= weight <= VISITS + _SLACK:
+            raise problem(f"weight {weight} is outside [0, {VISITS}]")
+        # Weights are powers of DECAY: their squares sum to at most `weight` and to at least
+        # weight^2 / (2 VISITS - 1), the limit of an endless run of visits.
+        if not 0.0 <= weight_sq <= weight + _SLACK or weight_sq * 2 * VISITS + _SLACK < weight**2:
+            raise problem(f"weight_sq {weight_sq} does not fit weight {weight}")
+        if float(np.linalg.norm(total)) > weight + _SLACK:
+            raise problem("total is longer than its weight allows (a sum of unit vectors)")
+        if (int(learned) == 0) != (weight == 0.0):
+            raise problem("learned and weight disagree")
+        return cls(total.astype(np.float64), weight, weight_sq, int(learned))
+
+
+def forget(path: Path) -> bool:
+    """Delete the memory file; True if there was one."""
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        return False
+    return True
