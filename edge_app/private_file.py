@@ -14,7 +14,7 @@ import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, AnyStr, TypeVar
 
 from edge_app.errors import UserError
 
@@ -31,12 +31,23 @@ def write_private_text(
     file that a later read would trust. OSError (e.g. no write permission in the folder)
     propagates for the caller to name the config key and the fix.
     """
+    return _write_private(path, lambda fd: os.fdopen(fd, "w", encoding=encoding), text_writer)
+
+
+def write_private_bytes(path: Path, writer: Callable[[IO[bytes]], T]) -> T:
+    """write_private_text for a binary file (e.g. numpy's .npz)."""
+    return _write_private(path, lambda fd: os.fdopen(fd, "wb"), writer)
+
+
+def _write_private(
+    path: Path, opener: Callable[[int], IO[AnyStr]], writer: Callable[[IO[AnyStr]], T]
+) -> T:
     path = Path(path)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding=encoding) as handle:
+        with opener(fd) as handle:
             os.fchmod(handle.fileno(), FILE_MODE)  # mkstemp makes it 0600; say so anyway
-            result = text_writer(handle)
+            result = writer(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)

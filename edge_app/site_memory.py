@@ -22,10 +22,7 @@ nothing). `edge-app site` shows it and forgets it.
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +31,8 @@ import numpy as np
 
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM
+from edge_app.private_file import write_private_bytes
 
-log = logging.getLogger(__name__)
 
 SITE_MEMORY_NAME = "site_memory.npz"  # beside the gallery file
 REFUSED_NAME = "site_memory.refused.npz"  # where the door sets aside a file it cannot use
@@ -84,25 +81,17 @@ class SiteMemory:
 
     def save(self, path: Path) -> None:
         """Write atomically with mode 0600: a crash leaves the old file or the new one."""
-        path = Path(path)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            os.fchmod(handle, 0o600)
-            with os.fdopen(handle, "wb") as out:
-                np.savez(
-                    out,
-                    version=np.int64(FORMAT_VERSION),
-                    total=self.total.astype(np.float64),
-                    weight=np.float64(self.weight),
-                    weight_sq=np.float64(self.weight_sq),
-                    learned=np.int64(self.learned),
-                )
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_private_bytes(
+            path,
+            lambda out: np.savez(
+                out,
+                version=np.int64(FORMAT_VERSION),
+                total=self.total.astype(np.float64),
+                weight=np.float64(self.weight),
+                weight_sq=np.float64(self.weight_sq),
+                learned=np.int64(self.learned),
+            ),
+        )
 
     @classmethod
     def load(cls, path: Path) -> SiteMemory:
