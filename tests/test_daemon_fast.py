@@ -599,3 +599,113 @@ def test_a_known_visitor_is_named_and_denied_and_the_pin_never_rises(
     assert daemon.run() == 0
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)
+
+
+# --- [recognition] learn_site: the site memory (edge_app/site_memory.py) ---------------------
+
+# A door whose camera puts every face in one corner: SITE_ADA is enrolled, SITE_LOOKALIKE is a
+# stranger who scores 0.64 against her only because both faces carry the site's direction.
+SITE_ADA, SITE_LOOKALIKE = 10, 11
+_SITE = unit(20)
+
+
+def site_face(seed: int) -> np.ndarray:
+    """The site's direction plus a face of one's own, orthogonal to it: a unit vector."""
+    own = unit(seed) - (unit(seed) @ _SITE) * _SITE
+    return (0.8 * _SITE + 0.6 * own / np.linalg.norm(own)).astype(np.float32)
+
+
+EMBEDDINGS[SITE_ADA], EMBEDDINGS[SITE_LOOKALIKE] = site_face(21), site_face(22)
+
+
+def memory_file(gallery: Path) -> Path:
+    return gallery.with_name("site_memory.npz")
+
+
+def test_learn_site_learns_a_strangers_visit_privately(tmp_path: Path, gallery: Path) -> None:
+    from edge_app.site_memory import SiteMemory
+
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[STRANGER] * 8, *[NOBODY] * 8])
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, recognition={"learn_site": True})
+    assert Daemon(config, engine=ScriptedEngine(), pin_factory=factory).run() == 0
+    assert states(factory) == [False]
+    path = memory_file(gallery)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    memory = SiteMemory.load(path)
+    assert memory.learned == 1 and memory.weight == 1.0
+    assert np.allclose(memory.total, EMBEDDINGS[STRANGER], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("codes", "learn"),
+    [
+        (visit(), True),  # the resident is recognised: never learned
+        ([NOBODY, *[STRANGER] * 3, NOBODY], True),  # too short to be judged a stranger
+        ([NOBODY, *[STRANGER] * 8, NOBODY], False),  # opt-in: off by default
+    ],
+)
+def test_learn_site_learns_nothing_else(
+    codes: list[int], learn: bool, tmp_path: Path, gallery: Path
+) -> None:
+    frames = write_frames(tmp_path / "frames", codes)
+    config = door(tmp_path, gallery, frames, recognition={"learn_site": learn})
+    assert Daemon(config, engine=ScriptedEngine(), pin_factory=MockFactory()).run() == 0
+    assert not memory_file(gallery).exists()
+
+
+def test_learn_site_learns_at_most_one_visit_a_minute(tmp_path: Path, gallery: Path) -> None:
+    from edge_app.site_memory import SiteMemory
+
+    one = [*[STRANGER] * 8, *[NOBODY] * 8]
+    frames = write_frames(tmp_path / "frames", [NOBODY, *one, *one])  # 1.6 s apart at 10 fps
+    config = door(tmp_path, gallery, frames, recognition={"learn_site": True})
+    assert Daemon(config, engine=ScriptedEngine(), pin_factory=MockFactory()).run() == 0
+    assert [e["type"] for e in jsonl(tmp_path)] == ["unknown", "unknown"]
+    assert SiteMemory.load(memory_file(gallery)).learned == 1
+
+
+@pytest.mark.parametrize(("learn", "expected"), [(False, [False, True, False]), (True, [False])])
+def test_a_learned_site_keeps_a_lookalike_out(
+    learn: bool, expected: list[bool], tmp_path: Path
+) -> None:
+    """A household of one whose door learned three strangers' visits: the stranger who looks
+    like the resident only through the camera's shared direction stays out; without the
+    memory he is let in. The resident herself still gets in."""
+    from edge_app.site_memory import SiteMemory
+
+    path = tmp_path / "gallery.db"
+    with Gallery.open(path, create=True) as db:
+        db.enroll(NAME, [NewSample(EMBEDDINGS[SITE_ADA], "0" * 64)])
+    memory = SiteMemory()
+    for seed in (30, 31, 32):
+        memory.add(site_face(seed))
+    memory.save(memory_file(path))
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[SITE_LOOKALIKE] * 8, *[NOBODY] * 8])
+    factory = MockFactory()
+    config = door(tmp_path, path, frames, recognition={"learn_site": learn})
+    assert Daemon(config, engine=ScriptedEngine(), pin_factory=factory).run() == 0
+    assert states(factory) == expected
+    assert_fail_secure(factory)
+    if learn:
+        resident = write_frames(tmp_path / "resident", [NOBODY, *[SITE_ADA] * 8, NOBODY])
+        factory = MockFactory()
+        config = door(tmp_path, path, resident, recognition={"learn_site": True})
+        assert Daemon(config, engine=ScriptedEngine(), pin_factory=factory).run() == 0
+        assert states(factory) == [False, True, False]
+
+
+def test_a_site_memory_it_cannot_use_is_set_aside(tmp_path: Path, gallery: Path) -> None:
+    """A damaged or planted file: kept for a look under another name, the door runs on and
+    starts a new memory."""
+    from edge_app.site_memory import REFUSED_NAME, SiteMemory
+
+    bad = b"PK\x03\x04 this is not a site memory"
+    memory_file(gallery).write_bytes(bad)
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[STRANGER] * 8, NOBODY])
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, recognition={"learn_site": True})
+    assert Daemon(config, engine=ScriptedEngine(), pin_factory=factory).run() == 0
+    assert states(factory) == [False]
+    assert gallery.with_name(REFUSED_NAME).read_bytes() == bad
+    assert SiteMemory.load(memory_file(gallery)).learned == 1

@@ -209,3 +209,36 @@ def test_a_known_visitor_is_denied_without_waiting_for_liveness(clock: Clock) ->
     decisions = policy.vote(1, dan(liveness=0.1))
     assert kinds(decisions) == [RECOGNIZED, DENIED]
     assert decisions[1].reason == NO_ACCESS
+
+
+def nobody(score: float = 0.3, liveness: float | None = None) -> Vote:
+    return Vote(None, score, -1.0, liveness=liveness)
+
+
+def test_a_stranger_is_a_full_window_with_nobody_recognised(clock: Clock) -> None:
+    """What the site memory may learn from (edge_app/site_memory.py)."""
+    policy = make(clock)
+    for _ in range(4):
+        policy.vote(1, nobody())
+    assert not policy.stranger(1)  # the window is not full yet
+    assert kinds(policy.vote(1, nobody())) == [UNKNOWN]
+    assert policy.stranger(1)
+    for _ in range(3):
+        policy.vote(1, alice())
+    assert not policy.stranger(1)  # recognised in the end: never a stranger
+    for _ in range(3):
+        policy.vote(2, alice())
+    assert not policy.stranger(2) and not policy.stranger(99)
+
+
+def test_a_stranger_must_be_judged_live_when_liveness_is_on(clock: Clock) -> None:
+    """A printed photo of a stranger teaches the site memory nothing."""
+    policy = make(clock)
+    policy.configure(policy.config, LiveRule("require", 0.5, 3))
+    for _ in range(5):
+        policy.vote(1, nobody(liveness=0.1))
+        policy.vote(2, nobody(liveness=0.9))
+    assert not policy.stranger(1)
+    assert policy.stranger(2)
+    policy.forget(2)
+    assert not policy.stranger(2)

@@ -1,0 +1,210 @@
+"""The site memory ([recognition] learn_site): what is kept, how it is read back, how hostile
+files are refused, and what site centring makes of it (edge_app/site_memory.py)."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_app.config import ConfigError, parse_config
+from edge_app.errors import UserError
+from edge_app.fusion import TrackPool
+from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
+from edge_app.matching import SITE_SHARE, Matcher, MatchSettings, site_direction
+from edge_app.site_memory import (
+    DECAY,
+    MAX_FILE_BYTES,
+    MIN_VISITS,
+    VISITS,
+    SiteMemory,
+    forget,
+    site_memory_path,
+)
+from edge_app.tracker import IoUTracker
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def basis(count: int, seed: int = 0) -> np.ndarray:
+    """`count` orthonormal 512-d directions."""
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((EMBEDDING_DIM, count)))
+    return q.T
+
+
+SITE, RESIDENT, *OTHERS = basis(12)
+
+
+def face(identity: np.ndarray, site: float = 0.8) -> np.ndarray:
+    """A face at this door: the site's direction plus the person's own."""
+    return unit(site * SITE + np.sqrt(1 - site**2) * identity).astype(np.float32)
+
+
+def one_person(embedding: np.ndarray) -> GalleryMatrix:
+    return GalleryMatrix(embedding[None].astype(np.float32), np.zeros(1, np.int32), ("resident",))
+
+
+def learned(faces: list[np.ndarray]) -> SiteMemory:
+    memory = SiteMemory()
+    for vector in faces:
+        memory.add(vector)
+    return memory
+
+
+def test_add_keeps_a_decayed_sum_of_unit_vectors() -> None:
+    memory = SiteMemory()
+    memory.add(3.0 * SITE)  # any length: made a unit vector
+    memory.add(OTHERS[0])
+    assert memory.learned == 2
+    assert memory.weight == pytest.approx(1 + DECAY)
+    assert memory.weight_sq == pytest.approx(1 + DECAY**2)
+    assert np.allclose(memory.total, DECAY * SITE + OTHERS[0])
+    for _ in range(20 * VISITS):
+        memory.add(SITE)
+    assert memory.weight < VISITS  # bounded: about the last VISITS visits count
+    assert memory.weight == pytest.approx(VISITS, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros(EMBEDDING_DIM), np.full(EMBEDDING_DIM, np.nan), np.ones(128)]
+)
+def test_add_refuses_what_is_not_an_embedding(bad: np.ndarray) -> None:
+    memory = SiteMemory()
+    with pytest.raises(ValueError):
+        memory.add(bad)
+    assert memory.learned == 0 and memory.weight == 0.0
+
+
+def test_counts_only_from_min_visits() -> None:
+    memory = learned([face(OTHERS[i]) for i in range(MIN_VISITS - 1)])
+    matrix = one_person(face(RESIDENT))
+    assert not memory.ready
+    assert not np.any(site_direction(matrix, memory))  # one person, memory not ready
+    memory.add(face(OTHERS[MIN_VISITS]))
+    assert memory.ready
+    assert np.any(site_direction(matrix, memory))
+
+
+def test_strangers_give_a_household_of_one_its_site() -> None:
+    """One resident and the strangers it learned: the shared direction is found, and a
+    stranger who scored as the resident no longer does."""
+    resident = face(RESIDENT)
+    stranger = face(OTHERS[-1])
+    matrix = one_person(resident)
+    assert not np.any(site_direction(matrix))  # alone: nothing to compare with
+    memory = learned([face(OTHERS[i]) for i in range(5)])
+    direction = site_direction(matrix, memory)
+    assert float(unit(direction) @ SITE) > 0.95  # mostly the site: 1/6 of each own face
+    settings = MatchSettings(threshold=0.6, site_share=SITE_SHARE)
+    before = Matcher(matrix, settings).identify(stranger[None])
+    after = Matcher(matrix, settings, memory=memory).identify(stranger[None])
+    assert before.names == ["resident"]  # 0.64: the site lifts every stranger
+    assert after.names == [None] and after.scores[0] < 0.45
+    assert Matcher(matrix, settings, memory=memory).identify(resident[None]).names == ["resident"]
+
+
+def test_unrelated_strangers_remove_about_nothing() -> None:
+    """LFW-like faces share nothing: the memory finds nothing to remove."""
+    rng = np.random.default_rng(3)
+    resident = unit(rng.standard_normal(EMBEDDING_DIM)).astype(np.float32)
+    memory = learned([unit(rng.standard_normal(EMBEDDING_DIM)) for _ in range(50)])
+    assert np.linalg.norm(site_direction(one_person(resident), memory)) < 0.05
+
+
+def test_save_load_round_trip_is_private(tmp_path: Path) -> None:
+    path = site_memory_path(tmp_path / "gallery.db")
+    assert path.parent == tmp_path
+    assert SiteMemory.load(path).learned == 0  # no file: an empty memory
+    memory = learned([face(OTHERS[i]) for i in range(4)])
+    memory.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    back = SiteMemory.load(path)
+    assert back.learned == 4 and back.weight == pytest.approx(memory.weight)
+    assert np.array_equal(back.total, memory.total)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+    assert forget(path) and not path.exists() and not forget(path)
+
+
+def npz(**arrays: Any) -> bytes:
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+GOOD: dict[str, Any] = {
+    "version": np.int64(1),
+    "total": unit(np.ones(EMBEDDING_DIM)),
+    "weight": np.float64(1.0),
+    "weight_sq": np.float64(1.0),
+    "learned": np.int64(1),
+}
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"not a zip at all", "not a readable site memory"),
+        (npz(**GOOD, extra=np.zeros(3)), "not a site memory"),
+        (npz(**{**GOOD, "total": np.zeros(128)}), "total must be 512 numbers"),
+        (npz(**{**GOOD, "version": np.int64(9)}), "format version"),
+        (npz(**{**GOOD, "weight": np.float64(np.inf)}), "not finite"),
+        (npz(**{**GOOD, "weight": np.float64(VISITS * 10)}), "weight"),
+        (npz(**{**GOOD, "total": np.full(EMBEDDING_DIM, 5.0)}), "longer than its weight"),
+        (npz(**{**GOOD, "learned": np.int64(-1)}), "learned must be a count"),
+        (npz(**{**GOOD, "total": np.array(["x"] * EMBEDDING_DIM)}), "total must be"),
+        (b"\0" * (MAX_FILE_BYTES + 1), "is not a site memory"),
+    ],
+)
+def test_hostile_files_are_refused_unchanged(tmp_path: Path, content: bytes, says: str) -> None:
+    path = tmp_path / "site_memory.npz"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=says):
+        SiteMemory.load(path)
+    assert path.read_bytes() == content
+
+
+def test_a_zip_bomb_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "site_memory.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("total.npy", b"\0" * (50 * MAX_FILE_BYTES))
+    assert path.stat().st_size < MAX_FILE_BYTES
+    with pytest.raises(UserError, match="too large"):
+        SiteMemory.load(path)
+
+
+def test_pickles_are_never_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "site_memory.npz"
+    path.write_bytes(npz(**{**GOOD, "total": np.array([{"a": 1}], dtype=object)}))
+    with pytest.raises(UserError):
+        SiteMemory.load(path)
+
+
+def test_track_pool_gives_a_tracks_pooled_direction() -> None:
+    pool = TrackPool()
+    assert pool.pooled(1) is None
+    pool.add([1], np.stack([SITE, OTHERS[0]]).astype(np.float32)[:1], np.array([1.0]))
+    pool.add([1], OTHERS[0][None].astype(np.float32), np.array([1.0]))
+    pooled = pool.pooled(1)
+    assert pooled is not None and np.allclose(pooled, unit(SITE + OTHERS[0]))
+
+
+def test_tracker_end_all_hands_over_every_live_track() -> None:
+    tracker = IoUTracker()
+    tracks, _ = tracker.update(np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32))
+    assert tracker.end_all() == tracks
+    assert tracker.tracks == []
+
+
+def test_learn_site_needs_site_centring() -> None:
+    with pytest.raises(ConfigError, match="recognition.learn_site"):
+        parse_config({"recognition": {"learn_site": True, "site_centring": False}})
+    assert parse_config({"recognition": {"learn_site": True}}).recognition.learn_site
+    assert not parse_config({}).recognition.learn_site  # opt-in
