@@ -379,9 +379,10 @@ def door_matcher(
     )
     if report and matcher.site_shared > 0.0:
         log.info(
-            "site centring: the enrolled people share a direction of length %.2f beyond their "
-            "own faces (one camera, one light); %.0f%% of it is removed from every face "
+            "site centring: the enrolled people%s share a direction of length %.2f beyond "
+            "their own faces (one camera, one light); %.0f%% of it is removed from every face "
             "([recognition] site_centring)",
+            "" if memory is None or not memory.ready else " and the strangers' visits learned",
             matcher.site_shared,
             100 * matcher.settings.site_share,
         )

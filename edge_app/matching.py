@@ -30,8 +30,10 @@ With a site_share (SITE_SHARE when `[recognition] site_centring` is on, the defa
 Matcher first removes that share of the site direction from every face, enrolled and visitor
 alike: what the enrolled people share beyond what their own faces explain (site_direction),
 the signature of one camera, one light and one household, which otherwise lifts every
-stranger's score at that door (docs/ACCURACY.md, "Site centring"). It is computed when the
-Matcher is built; per frame it costs one 512-float subtraction per face.
+stranger's score at that door (docs/ACCURACY.md, "Site centring"). With a site memory
+(`[recognition] learn_site`, edge_app/site_memory.py) the visits the door judged strangers
+count as more people, so a household of one has something to compare with. It is computed
+when the Matcher is built; per frame it costs one 512-float subtraction per face.
 """
 
 from __future__ import annotations

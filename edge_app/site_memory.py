@@ -33,7 +33,6 @@ from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM
 from edge_app.private_file import write_private_bytes
 
-
 SITE_MEMORY_NAME = "site_memory.npz"  # beside the gallery file
 REFUSED_NAME = "site_memory.refused.npz"  # where the door sets aside a file it cannot use
 FORMAT_VERSION = 1
