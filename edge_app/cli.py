@@ -14,7 +14,9 @@ from edge_app.logs import setup_logging
 # Modules under edge_app.commands; each exposes register(subparsers) and sets a `handler`
 # default that takes the parsed namespace and returns an exit code. Heavy imports stay inside
 # the handlers so `edge-app --help` is instant.
-COMMAND_MODULES = ("run", "hub", "demo", "enroll", "gallery", "identify", "eval", "doctor")
+COMMAND_MODULES = (
+    "run", "hub", "demo", "enroll", "gallery", "site", "identify", "eval", "doctor",
+)  # fmt: skip
 
 log = logging.getLogger("edge_app")
 

@@ -105,7 +105,7 @@ CONVERT_COMMANDS = _subcommands(convert_parser())
 APP_TESTED = {
     "run", "demo", "enroll", "list", "access", "remove", "rename", "export", "import", "identify",
     "eval lfw", "eval liveness", "eval visits", "eval door", "doctor", "hub", "hub passwd",
-    "hub unlock-code",
+    "hub unlock-code", "site show", "site forget",
 }  # fmt: skip
 CONVERT_TESTED = {"build", "lint", "validate", "float-cascade", "train-head"}
 
@@ -832,3 +832,309 @@ def test_doctor_asks_a_household_of_one_for_known_visitors(
     (site,) = [c for c in json.loads(done.stdout) if c["area"] == "site centring"]
     assert site["status"] == "warn" and "one person enrolled" in site["detail"]
     assert "edge-app enroll --no-access" in site["fix"]
+
+
+# ---- edge-app site: the site memory ([recognition] learn_site) -----------------------------
+
+
+def _site_config(tmp_path: Path, db: Path, learn_site: bool = True) -> Path:
+    """A config for `db` with learn_site, whose control socket is in tmp_path (no door)."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[gallery]\npath = "{db}"\n[recognition]\nlearn_site = {str(learn_site).lower()}\n'
+        f'[hub]\nsocket = "{tmp_path / "door.sock"}"\n'
+    )
+    return config
+
+
+def _learned(visits: int, like: Path | None = None) -> Any:
+    """A SiteMemory that learned `visits` random stranger visits; with `like`, a gallery,
+    each also shares a direction with its first face (as faces filmed by one camera do)."""
+    from edge_app.gallery import Gallery
+    from edge_app.site_memory import SiteMemory
+
+    shared = np.zeros(512)
+    if like is not None:
+        with Gallery.open(like) as gallery:
+            shared = 0.6 * gallery.load_matrix().embeddings[0]
+    memory = SiteMemory()
+    for row in np.random.default_rng(3).normal(size=(visits, 512)):
+        memory.add(shared + 0.8 * _unit(row))
+    return memory
+
+
+def test_site_show_without_a_memory(tmp_path: Path) -> None:
+    config = _site_config(tmp_path, tmp_path / "gallery.db")
+
+    done = run(tmp_path, "site", "show", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"site memory    {tmp_path / 'site_memory.npz'}"
+    assert lines[1].startswith("learn_site     on: ")
+    assert "learned        nothing: there is no file yet" in lines
+    assert "set aside      none" in lines
+    assert "no gallery at" in done.stdout  # site centring not measured, said in one line
+    assert not (tmp_path / "site_memory.npz").exists()
+
+
+def test_site_show_with_a_memory(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    db = _copy(enrolled[0], tmp_path)
+    config = _site_config(tmp_path, db)
+    _learned(4, like=db).save(tmp_path / "site_memory.npz")
+
+    done = run(tmp_path, "site", "show", "--config", str(config))
+    as_json = run(tmp_path, "site", "show", "--json", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert "learned        4 stranger visit(s), counted in site centring" in done.stdout
+    assert "mode           600\n" in done.stdout
+    assert "from every face with the memory, 0.00 without it (1 person enrolled)" in done.stdout
+    shown = json.loads(as_json.stdout)
+    assert shown["path"] == str(tmp_path / "site_memory.npz")
+    assert (shown["learn_site"], shown["learned"], shown["ready"]) == (True, 4, True)
+    assert (shown["mode"], shown["private"], shown["error"]) == ("600", True, None)
+    assert 3.9 < shown["weight"] < 4.0  # four visits, the older ones decayed
+    centring = shown["site_centring"]
+    assert centring["people"] == 1 and centring["removed_without_memory"] == 0.0
+    assert centring["removed_with_memory"] > 0.0
+
+
+def test_site_show_says_a_memory_others_can_read_and_one_that_does_not_count_yet(
+    tmp_path: Path,
+) -> None:
+    config = _site_config(tmp_path, tmp_path / "gallery.db", learn_site=False)
+    memory = tmp_path / "site_memory.npz"
+    _learned(2).save(memory)
+    memory.chmod(0o644)
+
+    done = run(tmp_path, "site", "show", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert "2 stranger visit(s), not counted yet (counts from 3)" in done.stdout
+    assert f"644  WARNING: its group or others may read it; chmod 600 {memory}" in done.stdout
+    assert "learn_site     off: the door neither learns nor uses it" in done.stdout
+
+
+def _npz(path: Path, **arrays: Any) -> None:
+    with path.open("wb") as out:
+        np.savez(out, **arrays)
+
+
+def _fields(**changes: Any) -> dict[str, Any]:
+    """A real memory's arrays, with `changes`."""
+    memory = _learned(4)
+    fields = {
+        "version": np.int64(1),
+        "total": memory.total,
+        "weight": np.float64(memory.weight),
+        "weight_sq": np.float64(memory.weight_sq),
+        "learned": np.int64(memory.learned),
+    }
+    return {**fields, **changes}
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: p.write_bytes(b"\x00garbage" * 50), "not a readable site memory"),
+        (lambda p: _npz(p, **_fields(face=np.zeros(512))), "not a site memory (holds face, "),
+        (lambda p: _npz(p, **_fields(total=np.zeros(10))), "total must be 512 numbers"),
+        (lambda p: _npz(p, **_fields(weight=np.float64(1e9))), "weight 1000000000.0 is outside"),
+    ],
+    ids=["garbage", "extra-key", "wrong-shape", "weight"],
+)
+def test_site_show_refuses_a_file_that_is_not_a_memory(
+    tmp_path: Path, write: Any, message: str
+) -> None:
+    config = _site_config(tmp_path, tmp_path / "gallery.db")
+    memory = tmp_path / "site_memory.npz"
+    write(memory)
+    before = memory.read_bytes()
+
+    done = run(tmp_path, "site", "show", "--config", str(config))
+    as_json = run(tmp_path, "site", "show", "--json", "--config", str(config))
+
+    assert done.returncode == 2 and as_json.returncode == 2
+    (error,) = done.stderr.splitlines()
+    assert f"{memory}: " in error and message in error, error
+    assert "sets it aside as site_memory.refused.npz" in error
+    assert "learned        unknown: the file cannot be used" in done.stdout
+    assert message in json.loads(as_json.stdout)["error"]
+    assert memory.read_bytes() == before  # shown, never moved or changed
+
+
+def test_site_forget_deletes_the_memory_and_the_file_set_aside(tmp_path: Path) -> None:
+    config = _site_config(tmp_path, tmp_path / "gallery.db")
+    memory, aside = tmp_path / "site_memory.npz", tmp_path / "site_memory.refused.npz"
+    _learned(4).save(memory)
+    aside.write_bytes(b"junk")
+
+    done = run(tmp_path, "site", "forget", "--config", str(config))
+    again = run(tmp_path, "site", "forget", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"deleted {memory}",
+        f"deleted {aside}",
+        f"no door is running (no socket at {tmp_path / 'door.sock'}): it starts with an empty "
+        "site memory next time",
+    ]
+    assert not memory.exists() and not aside.exists()
+    assert again.returncode == 0
+    assert again.stdout.startswith(f"no site memory at {memory}: nothing to delete\n")
+    shown = json.loads(run(tmp_path, "site", "show", "--json", "--config", str(config)).stdout)
+    assert (shown["exists"], shown["learned"], shown["set_aside"]) == (False, 0, None)
+
+
+class _Door:
+    """What a control socket server needs of a door; counts the reloads asked for."""
+
+    def __init__(self) -> None:
+        self.reloads = 0
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+    def unlock_allowed(self) -> bool:
+        return False
+
+    def unlock(self, reason: str, origin: str) -> None:
+        raise AssertionError("no unlock here")
+
+
+def test_site_forget_asks_a_running_door_to_reload(tmp_path: Path) -> None:
+    from edge_app.control import ControlServer
+
+    config = _site_config(tmp_path, tmp_path / "gallery.db")
+    _learned(4).save(tmp_path / "site_memory.npz")
+    door = _Door()
+    server = ControlServer(tmp_path / "door.sock", door)
+    server.start()
+    try:
+        done = run(tmp_path, "site", "forget", "--config", str(config))
+    finally:
+        server.close()
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("asked the running door to reload")
+    assert door.reloads == 1
+
+
+def test_site_forget_says_when_the_door_cannot_be_asked(tmp_path: Path) -> None:
+    import socket
+
+    config = _site_config(tmp_path, tmp_path / "gallery.db")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "door.sock"))  # a socket file nobody listens on
+    stale.close()
+
+    done = run(tmp_path, "site", "forget", "--config", str(config))
+
+    assert done.returncode == 2
+    assert "could not ask the door to reload" in done.stderr
+    assert "sudo systemctl reload edge-app" in done.stderr
+
+
+# ---- doctor on the site memory ----------------------------------------------------------------
+
+
+def _doctor_site_checks(tmp_path: Path, config: Path) -> list[dict]:
+    """doctor's "site memory" and "site centring" checks (no "site centring" without a gallery)."""
+    checks = json.loads(run(tmp_path, "doctor", "--json", "--config", str(config)).stdout)
+    return [c for c in checks if c["area"] in ("site memory", "site centring")]
+
+
+def _doctor_site(tmp_path: Path, config: Path) -> tuple[list[dict], dict]:
+    """doctor's "site memory" checks and its "site centring" check, on a real gallery."""
+    checks = _doctor_site_checks(tmp_path, config)
+    (centring,) = [c for c in checks if c["area"] == "site centring"]
+    return [c for c in checks if c["area"] == "site memory"], centring
+
+
+def test_doctor_names_both_fixes_for_a_household_of_one(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    config = _site_config(tmp_path, _copy(enrolled[0], tmp_path), learn_site=False)
+
+    memory, centring = _doctor_site(tmp_path, config)
+
+    assert memory == []  # learn_site off and no file: nothing to say
+    assert centring["status"] == "warn" and "one person enrolled" in centring["detail"]
+    assert "edge-app enroll --no-access" in centring["fix"]
+    assert "[recognition] learn_site = true" in centring["fix"]
+
+
+def test_doctor_on_a_site_memory_that_is_learning(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    config = _site_config(tmp_path, _copy(enrolled[0], tmp_path))
+
+    empty, waiting = _doctor_site(tmp_path, config)
+    _learned(2).save(tmp_path / "site_memory.npz")
+    (two,), still = _doctor_site(tmp_path, config)
+
+    (nothing,) = empty
+    assert nothing["status"] == "ok" and "nothing learned yet" in nothing["detail"]
+    assert two["status"] == "ok", two
+    assert "2 stranger visit(s) learned, site centring counts them from 3" in two["detail"]
+    for centring in (waiting, still):
+        assert centring["status"] == "warn"
+        assert "the 3 stranger visits it needs, so nothing is removed yet" in centring["detail"]
+        assert "learn_site = true" not in centring["fix"]  # it is on
+
+
+def test_doctor_counts_a_ready_site_memory_for_a_household_of_one(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    db = _copy(enrolled[0], tmp_path)
+    config = _site_config(tmp_path, db)
+    _learned(5, like=db).save(tmp_path / "site_memory.npz")
+
+    (memory,), centring = _doctor_site(tmp_path, config)
+
+    assert memory["status"] == "ok", memory
+    assert "5 stranger visit(s) learned, site centring counts them; mode 600" in memory["detail"]
+    assert centring["status"] == "ok", centring
+    assert (
+        "the one enrolled person and 5 learned stranger visits share a direction"
+        in (centring["detail"])
+    )
+
+
+def test_doctor_warns_about_a_site_memory_others_can_read_or_the_door_set_aside(
+    tmp_path: Path,
+) -> None:
+    config = _site_config(tmp_path, tmp_path / "gallery.db")
+    memory, aside = tmp_path / "site_memory.npz", tmp_path / "site_memory.refused.npz"
+    _learned(5).save(memory)
+    memory.chmod(0o640)
+    aside.write_bytes(b"junk")
+
+    readable, set_aside = _doctor_site_checks(tmp_path, config)
+    memory.write_bytes(b"junk")
+    (refused, _) = _doctor_site_checks(tmp_path, config)
+
+    assert readable["status"] == "warn" and "mode 640" in readable["detail"]
+    assert readable["fix"].startswith(f"chmod 600 {memory}")
+    assert set_aside["status"] == "warn"
+    assert f"{aside}: a file the door could not use was set aside" in set_aside["detail"]
+    assert "edge-app site forget" in set_aside["fix"]
+    assert refused["status"] == "warn" and "not a readable site memory" in refused["detail"]
+    assert "the door sets it aside as site_memory.refused.npz" in refused["detail"]
+    assert memory.read_bytes() == b"junk"  # doctor changes nothing
+
+
+def test_doctor_says_a_memory_left_when_learn_site_is_off(tmp_path: Path) -> None:
+    config = _site_config(tmp_path, tmp_path / "gallery.db", learn_site=False)
+    _learned(5).save(tmp_path / "site_memory.npz")
+
+    (left,) = _doctor_site_checks(tmp_path, config)
+
+    assert left["status"] == "warn" and "learn_site is off, but" in left["detail"]
+    assert "edge-app site forget" in left["fix"]

@@ -17,6 +17,7 @@ from edge_app.paths import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
     from edge_app.config import Config
+    from edge_app.site_memory import SiteMemory
 
 
 # The board name the kernel reads from the device tree ("Raspberry Pi 5 Model B Rev 1.0").
@@ -230,9 +231,10 @@ def _config_checks(config_path: Path | None) -> tuple[list[Check], Config | None
     return [Check("config", "ok", detail)], config
 
 
-def _lookalike_checks(config: Config, engine: Any) -> list[Check]:
+def _lookalike_checks(config: Config, engine: Any, memory: SiteMemory | None) -> list[Check]:
     """Whether enrolled people match each other at the door's threshold, and what the door
-    does about it ([recognition] lookalikes; docs/ACCURACY.md, "Same camera, similar faces")."""
+    does about it ([recognition] lookalikes; docs/ACCURACY.md, "Same camera, similar faces").
+    `memory`: the site memory the door would start with (None without learn_site)."""
     from edge_app.daemon import door_matcher
     from edge_app.errors import UserError
     from edge_app.gallery import Gallery
@@ -240,14 +242,31 @@ def _lookalike_checks(config: Config, engine: Any) -> list[Check]:
     try:
         with Gallery.open(config.gallery.path) as gallery:
             matrix = gallery.load_matrix()
-        matcher, found = door_matcher(engine, config.recognition, matrix, report=False)
+        matcher, found = door_matcher(
+            engine, config.recognition, matrix, memory=memory, report=False
+        )
     except (UserError, OSError) as error:
         return [Check("lookalikes", "fail", str(error))]
     return [_site_check(config, matcher, len(matrix.names)), *_pairs(config, matcher, found)]
 
 
+# The two ways to give site centring something to compare a household of one with.
+KNOWN_VISITORS_FIX = (
+    "enrol one to three people who visit, at this door's camera and without access "
+    "(`edge-app enroll --no-access --camera NAME`): they show the door its camera and are "
+    "never let in; docs/GALLERY.md, 'Known visitors'"
+)
+LEARN_SITE_FIX = (
+    "set [recognition] learn_site = true: the door learns its camera from the strangers it "
+    "sees (opt-in: it keeps an aggregate of their faces); docs/GALLERY.md, 'Site memory'"
+)
+
+
 def _site_check(config: Config, matcher: Any, people: int) -> Check:
-    """What site centring removes on this gallery ([recognition] site_centring)."""
+    """What site centring removes on this gallery ([recognition] site_centring), with the
+    strangers' visits the site memory learned ([recognition] learn_site)."""
+    from edge_app.site_memory import MIN_VISITS
+
     if not config.recognition.site_centring:
         return Check(
             "site centring",
@@ -256,31 +275,122 @@ def _site_check(config: Config, matcher: Any, people: int) -> Check:
             "strangers' scores at a door with one camera and one light",
             "set [recognition] site_centring = true; docs/ACCURACY.md, 'Site centring'",
         )
-    if people == 1:
+    memory = matcher.memory
+    counted = memory is not None and memory.ready and people > 0
+    visits = f" and {memory.learned} learned stranger visits" if counted else ""
+    if people == 1 and memory is not None and not memory.ready:
+        return Check(
+            "site centring",
+            "warn",
+            f"on, but one person enrolled and the site memory has learned {memory.learned} of "
+            f"the {MIN_VISITS} stranger visits it needs, so nothing is removed yet: strangers "
+            "filmed by this camera score higher against them than elsewhere",
+            "wait: it learns at most one stranger's visit a minute; or " + KNOWN_VISITORS_FIX,
+        )
+    if people == 1 and not counted:
         return Check(
             "site centring",
             "warn",
             "on, but one person enrolled gives it nobody to compare, so nothing is removed: "
             "strangers filmed by this camera score higher against them than elsewhere",
-            "enrol one to three people who visit, at this door's camera and without access "
-            "(`edge-app enroll --no-access --camera NAME`): they show the door its camera "
-            "and are never let in; docs/GALLERY.md, 'Known visitors'",
+            KNOWN_VISITORS_FIX
+            + ("" if config.recognition.learn_site else f". Or {LEARN_SITE_FIX}"),
         )
+    who = "the one enrolled person" if people == 1 else f"the {people} enrolled people"
     if matcher.site_shared == 0.0:
         return Check(
             "site centring",
             "ok",
-            f"on; the {people} enrolled people share nothing beyond their own faces"
+            f"on; {who}{visits} share nothing beyond their own faces"
             if people
             else "on; nobody enrolled",
         )
     return Check(
         "site centring",
         "ok",
-        f"on; the {people} enrolled people share a direction of length "
-        f"{matcher.site_shared:.2f} beyond their own faces (one camera, one light): "
+        f"on; {who}{visits} share a direction of length {matcher.site_shared:.2f} beyond "
+        "their own faces (one camera, one light): "
         f"{100 * matcher.settings.site_share:.0f}% of it is removed from every face",
     )
+
+
+def _site_memory_checks(config: Config) -> tuple[list[Check], SiteMemory | None]:
+    """The site memory's own checks ([recognition] learn_site; `edge-app site show`), and
+    the memory the door would start with (None without learn_site, or when this process
+    cannot read the file)."""
+    from edge_app.commands.site import AS_DOOR, inspect_site
+    from edge_app.site_memory import MIN_VISITS, REFUSED_NAME, SiteMemory
+
+    site = inspect_site(config)
+    checks = []
+    if not site.learn_site:
+        if site.exists or site.set_aside is not None:
+            left = site.path if site.exists else site.set_aside
+            checks.append(
+                Check(
+                    "site memory",
+                    "warn",
+                    f"learn_site is off, but {left} remains: the door neither uses nor adds to it",
+                    "edge-app site forget (deletes it)",
+                )
+            )
+        return checks, None
+    memory = site.memory
+    if site.unreadable is not None:
+        checks.append(
+            Check(
+                "site memory", "warn", site.unreadable, f"run as the door's user: {AS_DOOR} doctor"
+            )
+        )
+    elif site.refusal is not None:
+        memory = SiteMemory()  # what the door starts with once it has set the file aside
+        checks.append(
+            Check(
+                "site memory",
+                "warn",
+                f"{site.refusal}: the door sets it aside as {REFUSED_NAME} and starts empty",
+                "edge-app site forget (deletes it)",
+            )
+        )
+    elif memory is None or not site.exists:
+        checks.append(
+            Check(
+                "site memory",
+                "ok",
+                f"learn_site on; nothing learned yet ({site.path} does not exist): it counts "
+                f"from {MIN_VISITS} stranger visits",
+            )
+        )
+    else:
+        counts = (
+            "site centring counts them"
+            if memory.ready
+            else f"site centring counts them from {MIN_VISITS}"
+        )
+        status, fix = "ok", ""
+        if not site.private:
+            status, fix = "warn", f"chmod 600 {site.path} (what it learned of passers-by)"
+        elif site.mode != 0o600:
+            status, fix = "warn", f"chmod 600 {site.path} (the door cannot write it)"
+        checks.append(
+            Check(
+                "site memory",
+                status,
+                f"{site.path}: {memory.learned} stranger visit(s) learned, {counts}; "
+                f"mode {site.mode or 0:o}",
+                fix,
+            )
+        )
+    if site.set_aside is not None:
+        checks.append(
+            Check(
+                "site memory",
+                "warn",
+                f"{site.set_aside}: a file the door could not use was set aside",
+                "look at it if you wish; edge-app site forget deletes it",
+            )
+        )
+    return checks, memory
 
 
 def _pairs(config: Config, matcher: Any, found: list[Any]) -> list[Check]:
@@ -397,9 +507,13 @@ def collect_checks(config_path: Path | None = None, models: Path | None = None) 
         checks += cascade
     gallery = _gallery_checks(config)
     checks += gallery
+    memory = None
+    if config is not None:
+        site, memory = _site_memory_checks(config)
+        checks += site
     readable = config is not None and Path(config.gallery.path).is_file()
     if engine is not None and config is not None and readable and gallery[0].status != "fail":
-        checks += _lookalike_checks(config, engine)
+        checks += _lookalike_checks(config, engine, memory)
     return checks
 
 
