@@ -19,6 +19,11 @@ the door decides: detection, tracking, embedding, the gallery, liveness and the 
   - Strangers, leave one out: for each subject, a gallery of everyone else; every live
     sequence of the left-out subject is played to it, and none may unlock.
 
+With `alone` (edge-app eval door --alone) each subject in turn is the household of one: a
+gallery of just them, their visits, and every other subject's live sequences as strangers,
+all in one seeded random order at that one door. The door's files carry over from clip to
+clip, so with `[recognition] learn_site` its site memory learns as the door would over time.
+
 A clip is the sequence's frames in time order, each shown once (NUAA keeps every third frame,
 so frames are up to a second apart). Each clip is its own daemon run with gpiozero's
 MockFactory relay, so one clip's cooldown cannot hide the next. The subjects here are the
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import random
 import shutil
 import tempfile
 import time
@@ -47,6 +53,7 @@ from edge_app.evaluate_liveness import Sequence, read_sequences
 from edge_app.evaluate_visits import door_rule, enrol_replacing, play
 from edge_app.gallery import Gallery
 from edge_app.lfw import wilson
+from edge_app.site_memory import MIN_VISITS
 from edge_app.visit_clips import VisitClip
 
 ENROL_FRAMES = 5
@@ -80,6 +87,7 @@ class Played:
     recognized: list[str] = field(default_factory=list)
     spoofs: int = 0
     face_frames: int = 0
+    site_learned: int | None = None  # --alone: stranger visits the site memory held before
 
     @property
     def right(self) -> bool:
@@ -160,9 +168,13 @@ def evaluate_door(
     data: Path,
     subjects: set[str] | None = None,
     recognition: dict[str, Any] | None = None,
+    *,
+    alone: bool = False,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The whole evaluation (module docstring) as a JSON-ready report; `recognition`
-    overrides keys of the door's [recognition] section (e.g. a site's own threshold)."""
+    overrides keys of the door's [recognition] section (e.g. a site's own threshold);
+    `alone` plays households of one in an order drawn with `seed`."""
     # The door logs every decision at INFO, and its lookalike warning once per clip: the
     # report gives each gallery's lookalikes and threshold once instead.
     quiet = {"edge_app": logging.WARNING, "edge_app.daemon": logging.ERROR}
@@ -170,14 +182,19 @@ def evaluate_door(
     for name, level in quiet.items():
         logging.getLogger(name).setLevel(max(levels[name], level))
     try:
-        return _evaluate(engine, data, subjects, recognition or {})
+        return _evaluate(engine, data, subjects, recognition or {}, alone, seed)
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
 
 
 def _evaluate(
-    engine: Any, data: Path, subjects: set[str] | None, recognition: dict[str, Any]
+    engine: Any,
+    data: Path,
+    subjects: set[str] | None,
+    recognition: dict[str, Any],
+    alone: bool,
+    seed: int,
 ) -> dict[str, Any]:
     if not getattr(engine, "has_liveness", False):
         raise UserError(
@@ -190,6 +207,9 @@ def _evaluate(
         raise UserError(f"--data {data}: no subject has live/ frames to enrol from")
     with tempfile.TemporaryDirectory(prefix="edge-door-eval-") as tmp:
         root = Path(tmp)
+        if alone:
+            alone_report = _alone(engine, work, root, recognition, seed)
+            return _report(data, recognition, *alone_report, started, seed)
         galleries, enrolment = _enrol_all(engine, work.enrolment, root)
         rules = {name: door_rule(engine, path, recognition) for name, path in galleries.items()}
         played: list[Played] = []
@@ -201,10 +221,24 @@ def _evaluate(
                     engine, source, galleries[name], root, LIVENESS, recognition=recognition
                 )
             played.append(judge(clip, name, events, metrics))
+    return _report(data, recognition, enrolment, rules, played, started)
+
+
+def _report(
+    data: Path,
+    recognition: dict[str, Any],
+    enrolment: dict[str, Any],
+    rules: dict[str, Any],
+    played: list[Played],
+    started: float,
+    seed: int | None = None,
+) -> dict[str, Any]:
     return {
         "data": str(data),
         "liveness": LIVENESS,
         "recognition": recognition,
+        "households": "one resident each" if seed is not None else "everyone enrolled",
+        "seed": seed,
         "enrol_frames": ENROL_FRAMES,
         "fps": FPS,
         "enrolment": enrolment,
@@ -214,6 +248,55 @@ def _evaluate(
         "machine": platform.machine(),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _alone(
+    engine: Any, work: Plan, root: Path, recognition: dict[str, Any], seed: int
+) -> tuple[dict[str, Any], dict[str, Any], list[Played]]:
+    """(enrolment, galleries' rules, clips played) with each subject as a household of one
+    (module docstring): one folder, gallery and site memory per door, its clips in a seeded
+    random order."""
+    from edge_app.site_memory import SiteMemory, site_memory_path
+
+    rng = random.Random(seed)
+    rules: dict[str, Any] = {}
+    enrolment: dict[str, Any] = {}
+    played: list[Played] = []
+    doors = []
+    for subject, frames in work.enrolment.items():
+        folder = root / f"alone-{subject}"
+        folder.mkdir()
+        gallery = folder / "gallery.db"
+        attempt = enrol_replacing(gallery, engine, subject, frames, ENROL_FRAMES)
+        enrolment[subject] = {"enrolled": attempt.enrolled, "refused": attempt.refused}
+        if not gallery.exists():
+            continue  # the gates refused every frame: no door for this subject
+        clips = [
+            c
+            for c in work.clips
+            if (c.kind == "visit" and c.subject == subject)
+            or (c.kind == "stranger" and c.subject != subject)
+        ]
+        rng.shuffle(clips)
+        doors.append((subject, folder, gallery, clips))
+    total = sum(len(clips) for *_, clips in doors)
+    with tqdm(total=total, desc="clips", unit="clip", disable=None) as progress:
+        for subject, folder, gallery, clips in doors:
+            name = f"{subject} alone"
+            memory = site_memory_path(gallery)
+            for index, clip in enumerate(clips):
+                learned = SiteMemory.load(memory).learned
+                with clip_folder(clip.frames, folder / f"clip{index}") as source:
+                    events, metrics = play(
+                        engine, source, gallery, folder, LIVENESS, recognition=recognition
+                    )
+                verdict = judge(clip, name, events, metrics)
+                verdict.site_learned = learned
+                played.append(verdict)
+                progress.update()
+            rules[name] = door_rule(engine, gallery, recognition)
+            rules[name]["site_learned"] = SiteMemory.load(memory).learned
+    return enrolment, rules, played
 
 
 def _enrol_all(
@@ -257,6 +340,8 @@ def summarise(played: list[Played]) -> dict[str, Any]:
     frames = sorted(
         p.unlock_after_frames for p in visits if p.right and p.unlock_after_frames is not None
     )
+    # --alone with learn_site: the strangers who came once the site memory counted.
+    counted = [p for p in strangers if (p.site_learned or 0) >= MIN_VISITS]
     return {
         "visits_unlocked_right": rate(sum(p.right for p in visits), len(visits)),
         "visits_other_session": rate(sum(p.right for p in other), len(other)),
@@ -266,6 +351,9 @@ def summarise(played: list[Played]) -> dict[str, Any]:
         "attacks_recognized": rate(sum(p.subject in p.recognized for p in attacks), len(attacks)),
         "attacks_logged_spoof": rate(sum(p.spoofs > 0 for p in attacks), len(attacks)),
         "strangers_unlocked": rate(sum(p.unlocked is not None for p in strangers), len(strangers)),
+        "strangers_unlocked_site_learned": rate(
+            sum(p.unlocked is not None for p in counted), len(counted)
+        ),
         "frames_to_unlock_median": frames[len(frames) // 2] if frames else None,
         "frames_to_unlock_max": frames[-1] if frames else None,
     }
@@ -279,6 +367,8 @@ def table(report: dict[str, Any]) -> str:
         low, high = (100 * x for x in figure["wilson_95"])
         return f"{figure['value']}/{figure['of']} (95% CI {low:.1f}-{high:.1f}%)"
 
+    alone = report.get("seed") is not None
+    who = "households of one" if alone else "leave one out"
     thresholds = sorted({g["threshold"] for g in report["galleries"].values()})
     removed = [g.get("site_removed", 0.0) for g in report["galleries"].values()]
     lines = [
@@ -293,10 +383,17 @@ def table(report: dict[str, Any]) -> str:
         f"printed-photo attacks unlocked            {count('attacks_unlocked')}",
         f"  recognised as the subject               {count('attacks_recognized')}",
         f"  logged as spoof                         {count('attacks_logged_spoof')}",
-        f"strangers unlocked (leave one out)        {count('strangers_unlocked')}",
+        f"strangers unlocked ({who})".ljust(42) + count("strangers_unlocked"),
         f"frames to unlock (median / max)           {s['frames_to_unlock_median']} / "
         f"{s['frames_to_unlock_max']}",
     ]
+    learned = [g.get("site_learned", 0) for g in report["galleries"].values()]
+    if alone and max(learned, default=0):
+        lines.insert(
+            -1,
+            f"  once the site memory counted            {count('strangers_unlocked_site_learned')}"
+            f" ({min(learned)}-{max(learned)} stranger visits learned per door)",
+        )
     missed = [c for c in report["clips"] if c["kind"] == "visit" and c["unlocked"] != c["subject"]]
     wrong = [c for c in report["clips"] if c["kind"] != "visit" and c["unlocked"] is not None]
     lines += [f"  missed: {c['label']} (recognised {c['recognized']})" for c in missed]

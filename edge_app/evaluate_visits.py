@@ -217,12 +217,13 @@ def door_rule(
     """The threshold the door decides with on this gallery (with `recognition` overriding
     config keys), the lookalikes that raised it (edge_app.matching.guard_lookalikes), and the
     length of what site centring removes from every face (edge_app.matching.site_direction)."""
-    from edge_app.daemon import door_matcher
+    from edge_app.daemon import door_matcher, open_site_memory
 
     config = parse_config({"recognition": dict(recognition or {})}).recognition
     with Gallery.open(gallery) as db:
         matrix = db.load_matrix()
-    matcher, lookalikes = door_matcher(engine, config, matrix)
+    memory = open_site_memory(gallery, config)
+    matcher, lookalikes = door_matcher(engine, config, matrix, memory=memory)
     return {
         "people": len(matrix.names),
         "threshold": round(float(matcher.settings.threshold), 4),

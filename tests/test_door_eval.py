@@ -99,3 +99,26 @@ def test_the_door_lets_the_live_people_in_and_never_their_photos(
     assert (strangers["value"], strangers["of"]) == (0, 4)
     text = table(report)
     assert "3/3" in text and "0/20" in text
+
+
+@pytest.mark.slow
+def test_households_of_one_learn_their_site_from_the_strangers_they_see(
+    shared_data: Path, liveness_engine: Engine
+) -> None:
+    """--alone --learn-site on: each subject lives alone; the door's site memory carries over
+    from clip to clip and learns only from strangers it did not let in."""
+    nuaa = shared_data / "liveness" / "nuaa"
+    people = {"0001", "0002", "0003"}
+    report = evaluate_door(liveness_engine, nuaa, people, {"learn_site": True}, alone=True)
+    assert report["households"] == "one resident each" and report["seed"] == 0
+    assert set(report["galleries"]) == {f"{p} alone" for p in people}
+    visits = report["summary"]["visits_unlocked_right"]
+    assert visits["value"] == visits["of"] > 0
+    for person in people:
+        door = [c for c in report["clips"] if c["gallery"] == f"{person} alone"]
+        kept_out = [c for c in door if c["kind"] == "stranger" and c["unlocked"] is None]
+        learned = report["galleries"][f"{person} alone"]["site_learned"]
+        assert 1 <= learned <= len(kept_out)
+        counts = [c["site_learned"] for c in door]
+        assert counts == sorted(counts) and counts[0] == 0  # it starts empty and only grows
+        assert all(c["subject"] != person for c in door if c["kind"] == "stranger")

@@ -194,6 +194,8 @@ examples:
   edge-app eval door --lookalikes warn                    # without the lookalike guard
   edge-app eval door --site-centring off                  # without site centring
   edge-app eval door --recognition-threshold 0.7          # a stricter site threshold
+  edge-app eval door --alone                              # households of one
+  edge-app eval door --alone --learn-site on              # ... whose door learns its site
 """
 
 
@@ -225,6 +227,21 @@ def _register_door(sub: argparse._SubParsersAction) -> None:
         help="override [recognition] site_centring (default: the config default, on), e.g. "
         "off to see the door without it",
     )
+    door.add_argument(
+        "--learn-site",
+        choices=("on", "off"),
+        help="override [recognition] learn_site (default: the config default, off): the door "
+        "learns its site from the strangers it sees (best with --alone)",
+    )
+    door.add_argument(
+        "--alone",
+        action="store_true",
+        help="each subject in turn lives alone: a gallery of one, their visits and everyone "
+        "else as strangers, in one seeded random order at that door",
+    )
+    door.add_argument(
+        "--seed", type=int, default=0, help="--alone: the order of the clips (default 0)"
+    )
     door.add_argument("--json", type=Path, help="also write the full report as JSON here")
     _engine_options(door)  # as the door runs: cascade auto
     door.set_defaults(handler=_run_door)
@@ -244,10 +261,19 @@ def _run_door(args: argparse.Namespace) -> int:
         recognition["lookalikes"] = args.lookalikes
     if args.site_centring is not None:
         recognition["site_centring"] = args.site_centring == "on"
+    if args.learn_site is not None:
+        recognition["learn_site"] = args.learn_site == "on"
     parse_config({"recognition": recognition})  # a bad value is refused before any work
     check_output(args.json)
     engine = _open_engine(args)
-    report = evaluate_door(engine, args.data, _subjects(args.subjects), recognition)
+    report = evaluate_door(
+        engine,
+        args.data,
+        _subjects(args.subjects),
+        recognition,
+        alone=args.alone,
+        seed=args.seed,
+    )
     sys.stdout.write(table(report) + f"\n\n{report['seconds']:.0f} s\n")
     if args.json:
         write_report(args.json, report)
