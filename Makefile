@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
 .PHONY: demo test quick lint format models models-liveness validate \
-	validate-liveness eval eval-visits eval-door site-centring centring-mean cohort bench bench-accuracy clean
+	validate-liveness eval eval-visits eval-door site-centring learned-site centring-mean cohort bench bench-accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -126,6 +126,19 @@ site-centring: $(VENV)/.device
 	test -f $(CENTRING_CACHE) || $(BIN)/python -m benchmarks.centering embed --data $(SHARED) \
 		--cache $(CENTRING_CACHE)
 	$(BIN)/python -m benchmarks.site_centring --data $(SHARED) --cache $(CENTRING_CACHE)
+
+# A door that learns its site (docs/ACCURACY.md, "A door that learns its site"): NUAA
+# households with a site memory of strangers' visits; the NUAA frames are embedded into
+# NUAA_SITE_CACHE first when it is absent. One BLAS thread: its products are small. About 4 min;
+# then households of one on the real door (eval door --alone), without and with it, 9 min each.
+NUAA_SITE_CACHE ?= /tmp/edge-door-nuaa-site.npz
+learned-site: $(VENV)/.device
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m benchmarks.learned_site --data $(SHARED) \
+		--nuaa-cache $(NUAA_SITE_CACHE)
+	$(BIN)/edge-app eval door --data $(SHARED)/liveness/nuaa --backend cpu --alone \
+		--learn-site off --json benchmarks/door_nuaa_alone.json
+	$(BIN)/edge-app eval door --data $(SHARED)/liveness/nuaa --backend cpu --alone \
+		--learn-site on --json benchmarks/door_nuaa_alone_learn-site.json
 
 # Benchmarks (docs/BENCHMARKS.md): ours and its peers, same frames, one interleaved run. The
 # peers (torch, facenet-pytorch, dlib) and matplotlib live in .venv-bench only: .venv stays light.

@@ -61,6 +61,7 @@ from edge_app.matching import (
 from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
 from edge_app.policy import Policy, Vote
 from edge_app.reports import write_json
+from edge_app.site_memory import SiteMemory
 
 OUT = REPO_ROOT / "benchmarks" / "site_centring.json"
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -106,7 +107,10 @@ class Replay:
         self.settings = MatchSettings.from_recognition(recognition)
         self.cohort = cohort
 
-    def matcher(self, enrolment: dict[str, list[Path]], share: float) -> Matcher:
+    def matcher(
+        self, enrolment: dict[str, list[Path]], share: float, memory: SiteMemory | None = None
+    ) -> Matcher:
+        """The door's matcher for `enrolment` at `share`, counting `memory` (learn_site)."""
         rows: list[np.ndarray] = []
         owner: list[int] = []
         for slot, name in enumerate(enrolment):
@@ -120,7 +124,7 @@ class Replay:
             np.asarray(rows, np.float32), np.asarray(owner, np.int32), tuple(enrolment)
         )
         settings = replace(self.settings, site_share=share)
-        matcher, _ = guard_lookalikes(Matcher(matrix, settings, self.cohort), "raise")
+        matcher, _ = guard_lookalikes(Matcher(matrix, settings, self.cohort, memory), "raise")
         return matcher
 
     def play(self, matcher: Matcher, clip: tuple[Path, ...]) -> str | None:
@@ -270,27 +274,40 @@ def lfw(cache: Path, data: Path, recognition: dict[str, Any], cohort: Any) -> di
     return {"door_check_devtest": checks, "removed_length_p50_p90_max": lengths}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def nuaa_parser(description: str, out: Path) -> argparse.ArgumentParser:
+    """The options of the NUAA replays (this one and benchmarks.learned_site)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="../shared/data")
-    parser.add_argument("--cache", type=Path, required=True, help="benchmarks.centering cache")
     parser.add_argument(
         "--nuaa-cache",
         type=Path,
         default=Path("/tmp/edge-door-nuaa-site.npz"),
         help="NUAA embeddings (made here when absent; about a minute)",
     )
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
+
+
+def open_replay(args: argparse.Namespace) -> tuple[Engine, Replay, Any]:
+    """The shipped engine, the replay of its NUAA embeddings, and eval door's plan."""
     logging.basicConfig(level=logging.WARNING)
-    started = time.perf_counter()
     shipped_choice()  # the manifest's cohort is benchmarks/cohort.json's choice
     engine = Engine.open(REPO_MODELS, backend="cpu", cascade="auto")
-    recognition = dict(engine.manifest.recognition)
     cohort: CohortNormaliser | None = engine.cohort
     nuaa = args.data / "liveness" / "nuaa"
-    replay = Replay(embed_nuaa(engine, nuaa, args.nuaa_cache), recognition, cohort)
-    work = plan(read_sequences(nuaa))
+    frames = embed_nuaa(engine, nuaa, args.nuaa_cache)
+    replay = Replay(frames, dict(engine.manifest.recognition), cohort)
+    return engine, replay, plan(read_sequences(nuaa))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = nuaa_parser(__doc__.split("\n\n")[0], OUT)
+    parser.add_argument("--cache", type=Path, required=True, help="benchmarks.centering cache")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    engine, replay, work = open_replay(args)
+    recognition = dict(engine.manifest.recognition)
+    cohort = engine.cohort
     people = sorted(work.enrolment)
     sizes = {}
     for share in tqdm(SHARES, desc="shares", unit="share", disable=None):
