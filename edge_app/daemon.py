@@ -44,6 +44,7 @@ from edge_app.fusion import TrackPool, face_weights
 from edge_app.liveness_rule import OFF, LiveRule
 from edge_app.parallax import Parallax
 from edge_app.policy import Policy, Vote
+from edge_app.quality import presented_faces
 from edge_app.relay import Relay, make_pin_factory
 from edge_app.site_memory import (
     LEARN_INTERVAL,
@@ -610,7 +611,13 @@ class Daemon:
             for track, landmarks in zip(tracks, faces.landmarks, strict=True):
                 self._parallax.setdefault(track.track_id, Parallax()).update(landmarks)
         metrics.face_frames += 1
-        due = np.flatnonzero(self.tracker.due(tracks) & whole_faces(faces, frame.image.shape))
+        # Only faces presented at the door are judged: not one cut by the frame's edge, nor
+        # one far behind another (someone else in the room must not open it for them).
+        due = np.flatnonzero(
+            self.tracker.due(tracks)
+            & whole_faces(faces, frame.image.shape)
+            & presented_faces(faces)
+        )
         if not len(due):
             return
         chosen = [tracks[i] for i in due]

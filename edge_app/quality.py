@@ -141,6 +141,17 @@ def dominant_face(faces: Faces, gates: Gates = DEFAULT_GATES) -> int | Rejection
     return largest
 
 
+def presented_faces(faces: Faces, ratio: float = DOMINANT_RATIO) -> np.ndarray:
+    """Mask of the faces presented to the camera: every face the largest does not dominate
+    by `ratio` (the enrolment rule above). A face that much smaller than one in front is
+    someone further back in the room, not who is at the door; two people side by side at
+    the door are both presented."""
+    sizes = faces.sizes
+    if not len(sizes):
+        return np.zeros(0, bool)
+    return sizes * ratio > sizes.max()
+
+
 def enrolment_face(
     frame: np.ndarray, faces: Faces, gates: Gates = DEFAULT_GATES
 ) -> Faces | Rejection:

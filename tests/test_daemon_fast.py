@@ -709,3 +709,50 @@ def test_a_site_memory_it_cannot_use_is_set_aside(tmp_path: Path, gallery: Path)
     assert states(factory) == [False]
     assert gallery.with_name(REFUSED_NAME).read_bytes() == bad
     assert SiteMemory.load(memory_file(gallery)).learned == 1
+
+
+# --- only faces presented at the door are judged (edge_app.quality.presented_faces) ----------
+
+BEHIND, SIDE_BY_SIDE = 12, 13  # a stranger in front with Ada far behind; the two side by side
+FRONT = np.array([10, 5, 90, 85], np.float32)  # 80 px
+FAR = np.array([120, 20, 150, 50], np.float32)  # 30 px: far behind
+BESIDE = np.array([95, 10, 158, 73], np.float32)  # 63 px: beside the first
+
+
+class TwoFaceEngine(ScriptedEngine):
+    """Frames with two faces: a stranger at the door (first box) and Ada (second box)."""
+
+    def detect(self, image: np.ndarray) -> Faces:
+        code = int(image[0, 0, 0])
+        if code not in (BEHIND, SIDE_BY_SIDE):
+            return super().detect(image)
+        boxes = np.stack([FRONT, FAR if code == BEHIND else BESIDE])
+        return Faces(boxes, np.full(2, 0.99, np.float32), np.zeros((2, 5, 2), np.float32))
+
+    def embed(self, image: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
+        code = int(image[0, 0, 0])
+        if code not in (BEHIND, SIDE_BY_SIDE):
+            return super().embed(image, faces, mirror)
+        who = {tuple(FRONT): STRANGER, tuple(FAR): ADA, tuple(BESIDE): ADA}
+        return np.stack([EMBEDDINGS[who[tuple(box)]] for box in faces.boxes])
+
+
+@pytest.mark.parametrize(
+    ("code", "expected", "both_judged"),
+    [(BEHIND, [False], False), (SIDE_BY_SIDE, [False, True, False], True)],
+)
+def test_a_resident_far_behind_a_stranger_does_not_open_the_door(
+    code: int, expected: list[bool], both_judged: bool, tmp_path: Path, gallery: Path
+) -> None:
+    """A stranger at the door with an enrolled person further back in the room: the small
+    face in the background is tracked but never judged, so the door stays shut. Side by
+    side at the door, both faces are judged and Ada gets in."""
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[code] * 8, *[NOBODY] * 8])
+    factory = MockFactory()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=TwoFaceEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    assert states(factory) == expected
+    assert_fail_secure(factory)
+    metrics = daemon.metrics
+    # Behind: one face embedded per evaluated frame; side by side: both, on some frames.
+    assert (metrics.embeddings > metrics.embedded_frames) is both_judged

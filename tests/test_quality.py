@@ -219,3 +219,21 @@ def test_real_detections_two_similar_faces_are_refused(engine) -> None:
     rejection = rejected(check_face(frame, faces))
     assert rejection.reason is Reason.SEVERAL_FACES
     assert "crop the photo to the person" in rejection.message
+
+
+def test_presented_faces_leave_out_faces_far_behind() -> None:
+    """The door judges the faces at the door: not one DOMINANT_RATIO smaller than another."""
+    from edge_app.quality import DOMINANT_RATIO, presented_faces
+
+    def faces(*widths: float) -> Faces:
+        boxes = np.array([[0, 0, w, w] for w in widths], np.float32).reshape(-1, 4)
+        n = len(widths)
+        return Faces(boxes, np.ones(n, np.float32), np.zeros((n, 5, 2), np.float32))
+
+    assert presented_faces(faces()).tolist() == []
+    assert presented_faces(faces(50)).tolist() == [True]
+    assert presented_faces(faces(180, 58)).tolist() == [True, False]  # someone further back
+    assert presented_faces(faces(60, 180, 150)).tolist() == [False, True, True]  # side by side
+    edge = 100 / DOMINANT_RATIO
+    assert presented_faces(faces(100, edge)).tolist() == [True, False]  # as enrolment decides
+    assert presented_faces(faces(100, edge + 1)).tolist() == [True, True]
