@@ -660,16 +660,14 @@ class Daemon:
     def _end_tracks(self, ended: list[Track]) -> None:
         """Tracks whose face has left (or the source ended): a visit judged a stranger
         teaches the site memory ([recognition] learn_site), then the track is forgotten."""
-        recognizer = self.recognizer
+        learner = self.recognizer
+        if learner is not None and learner.memory is None:
+            learner = None  # learn_site off
         for track in ended:
-            pooled = self.pool.pooled(track.track_id)
-            if (
-                recognizer is not None
-                and recognizer.memory is not None
-                and pooled is not None
-                and self.policy.stranger(track.track_id)
-            ):
-                recognizer.learn(pooled, self._now)
+            if learner is not None and self.policy.stranger(track.track_id):
+                pooled = self.pool.pooled(track.track_id)
+                if pooled is not None:
+                    learner.learn(pooled, self._now)
             self.policy.forget(track.track_id)
             self.pool.forget(track.track_id)
             self._parallax.pop(track.track_id, None)

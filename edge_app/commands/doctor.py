@@ -367,11 +367,9 @@ def _site_memory_checks(config: Config) -> tuple[list[Check], SiteMemory | None]
             if memory.ready
             else f"site centring counts them from {MIN_VISITS}"
         )
-        status, fix = "ok", ""
-        if not site.private:
-            status, fix = "warn", f"chmod 600 {site.path} (what it learned of passers-by)"
-        elif site.mode != 0o600:
-            status, fix = "warn", f"chmod 600 {site.path} (the door cannot write it)"
+        problem = site.mode_problem
+        status = "ok" if problem is None else "warn"
+        fix = "" if problem is None else f"chmod 600 {site.path} ({problem})"
         checks.append(
             Check(
                 "site memory",

@@ -138,6 +138,15 @@ class SiteFile:
         """Neither group nor others may read or write it (mode 0600 or narrower)."""
         return self.mode is None or not self.mode & 0o077
 
+    @property
+    def mode_problem(self) -> str | None:
+        """What is wrong with the file's mode (the fix is `chmod 600`), None when it is 0600."""
+        if not self.private:
+            return "its group or others may read it"
+        if self.mode is not None and self.mode != 0o600:
+            return "the door cannot write it"
+        return None
+
 
 def inspect_site(config: Config) -> SiteFile:
     """What `site show` and `edge-app doctor` report of the config's site memory."""
@@ -268,12 +277,9 @@ def _lines(site: SiteFile) -> list[tuple[str, str]]:
             )
         )
     if site.mode is not None:
-        mode = f"{site.mode:o}"
-        if not site.private:
-            mode += f"  WARNING: its group or others may read it; chmod 600 {site.path}"
-        elif site.mode != 0o600:
-            mode += f"  WARNING: the door cannot write it; chmod 600 {site.path}"
-        lines.append(("mode", mode))
+        problem = site.mode_problem
+        warning = "" if problem is None else f"  WARNING: {problem}; chmod 600 {site.path}"
+        lines.append(("mode", f"{site.mode:o}{warning}"))
     lines.append(
         (
             "set aside",
