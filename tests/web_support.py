@@ -189,14 +189,34 @@ def stop_hub(process: subprocess.Popen) -> None:
             process.wait()
 
 
+_OLD_PAGE_MARK = "__edgeAppOldPage"
+
+
 def submit(driver, form) -> None:
-    """Click the form's submit button and wait for the next page to replace this one."""
+    """Click the form's submit button and wait for the next page to replace this one.
+
+    The old page's ``window`` carries a mark; the next page is loaded once the mark is gone
+    and its document is complete. Waiting for the form to go stale instead is racy: while the
+    page is being replaced chromedriver may answer with a generic inspector error ("Node with
+    given id does not belong to the document") rather than a stale-element one. Errors met
+    mid-navigation therefore mean "not yet", never a failure.
+    """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
+    driver.execute_script(f"window.{_OLD_PAGE_MARK} = true;")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(driver, 120).until(expected_conditions.staleness_of(form))
+
+    def replaced(drv) -> bool:
+        return bool(
+            drv.execute_script(
+                f"return window.{_OLD_PAGE_MARK} === undefined"
+                " && document.readyState === 'complete';"
+            )
+        )
+
+    WebDriverWait(driver, 120, ignored_exceptions=(WebDriverException,)).until(replaced)
 
 
 def log_in(driver, url: str, password: str) -> None:
