@@ -7,25 +7,36 @@ pooling, policy, cohort, lookalike guard and the shipped SITE_SHARE; no liveness
 for every household of 1, 2 and 3 of the 8 people. A memory is a real SiteMemory fed, visit
 by visit, the pooled embedding the door learns from a track (edge_app.fusion.TrackPool over
 the clip's frames). The visits it learns are other people's live sequences, drawn at random
-(seeded; --draws draws per case, one by default, counts summed over them):
+(seeded; --draws draws per case, one by default, counts summed over them). As at the door,
+a visit is learned only when the household's matcher, counting what was learned so far,
+scores it at least LEARN_DOUBT under the threshold (edge_app.site_memory.worth_learning);
+visits are offered in random order until K are learned, and the others are counted as
+doubted:
 
   1. new stranger: K visits (KS; None is every one there is) of people neither enrolled nor
      the stranger being tested. The residents' visits are played with K visits of anyone not
-     enrolled. K = 0 is a memory that never counts (fewer than MIN_VISITS): the door without
-     learn_site, which the "none" rows (site_centring.households, no memory) confirm.
-  2. repeat stranger: K (in REPEAT_KS) visits as in 1 plus the tested stranger's own other
-     live sequences (someone who came before), for the strangers who have any, against the
-     same K visits alone.
+     enrolled. K = 0 is an empty memory: the door without learn_site, which the "none" rows
+     (site_centring.households, no memory) confirm.
+  2. repeat stranger: K (in REPEAT_KS) visits as in 1, then the tested stranger's own other
+     live sequences offered too (someone who came before), for the strangers who have any,
+     against the same K visits alone.
   3. contaminated: a household of one whose memory holds K = CONTAMINATED_K strangers' visits
      plus 1 and 3 of the resident's own other live sequences (a missed visit learned; the
-     sequences are repeated when the resident has fewer), against none of them.
+     sequences are repeated when the resident has fewer), against none of them. The
+     resident's visits are forced in past the guard, which would refuse them here: this is a
+     resident missed by far.
   4. poisoning: a household of one whose memory holds only POISON_ADDS visits of one
      stranger (their other live sequences, repeated: someone lingering to shape what the door
-     learns), then that stranger's visits, and the resident's, against no memory.
+     learns), forced in past the guard, then that stranger's visits, and the resident's,
+     against no memory.
+  5. the guard: at each household of one, with K (in GUARD_KS) strangers' visits learned,
+     how far under the threshold each pooled visit scores: the resident's own (every live
+     sequence and visit of theirs: the door could only learn those it misses) and every
+     other person's. LEARN_DOUBT was chosen from these.
 
     .venv/bin/python -m benchmarks.learned_site --nuaa-cache /tmp/edge-door-nuaa-site.npz
 
-writes benchmarks/learned_site.json (about 4 minutes on 2 cores; the NUAA frames are embedded
+writes benchmarks/learned_site.json (about 7 minutes on 2 cores; the NUAA frames are embedded
 into --nuaa-cache first when it is absent, about a minute). Its matrix products are small:
 OPENBLAS_NUM_THREADS=1 (as `make learned-site` sets) keeps a busy machine from slowing it
 many times over.
@@ -34,10 +45,11 @@ many times over.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -56,16 +68,17 @@ from edge_app.fusion import TrackPool
 from edge_app.matching import SITE_SHARE, Matcher
 from edge_app.paths import REPO_ROOT
 from edge_app.reports import write_json
-from edge_app.site_memory import SiteMemory
+from edge_app.site_memory import LEARN_DOUBT, SiteMemory, worth_learning
 
 OUT = REPO_ROOT / "benchmarks" / "learned_site.json"
-KS: tuple[int | None, ...] = (0, 3, 5, 10, 20, None)  # visits learned; None: every one there is
+KS: tuple[int | None, ...] = (0, 1, 2, 3, 5, 10, None)  # visits learned; None: all there are
 SIZES = (1, 2, 3)  # people per household
-REPEAT_KS: tuple[int | None, ...] = (0, 3, 20)
+REPEAT_KS: tuple[int | None, ...] = (0, 1, 3, None)
 DRAWS = 1  # random draws of the learned visits per case (--draws)
 CONTAMINATED_K = 20
 CONTAMINATION = (0, 1, 3)  # the resident's own visits learned beside CONTAMINATED_K strangers'
 POISON_ADDS = 20
+GUARD_KS = (0, 3)  # strangers' visits learned when the guard's scores are read
 T = TypeVar("T")
 
 
@@ -139,7 +152,44 @@ class Study:
         return [clip for p in people for clip in self.strangers[p] if clip in self.pooled]
 
     def memory(self, clips: Iterable[Clip]) -> SiteMemory:
+        """A memory fed `clips` past the door's guard (the what-if cases)."""
         return learned(self.pooled[clip] for clip in clips)
+
+    def learn(
+        self,
+        household: Sequence[str],
+        offered: Iterable[Clip],
+        k: int | None,
+        memory: SiteMemory | None = None,
+    ) -> tuple[SiteMemory, int]:
+        """`memory` (copied; empty when None) after the door is offered `offered` in order
+        until it has learned `k` more (None: all it will take), each through its guard with
+        the matcher of `household` counting what it learned so far; and how many it doubted."""
+        memory = SiteMemory() if memory is None else replace(memory, total=memory.total.copy())
+        target = math.inf if k is None else memory.learned + k
+        doubted = 0
+        for clip in offered:
+            if memory.learned >= target:
+                break
+            vector = self.pooled[clip]
+            matcher = self.matcher(household, memory)
+            score = float(matcher.identify(vector[None]).scores[0])
+            if worth_learning(score, matcher.settings.threshold):
+                memory.add(vector)
+            else:
+                doubted += 1
+        return memory, doubted
+
+    def under_threshold(self, matcher: Matcher, clips: Iterable[Clip]) -> list[float]:
+        """Each clip's pooled face's best score minus the threshold (clips with no face
+        skipped)."""
+        out = []
+        for clip in clips:
+            vector = pooled_visit(self.replay, clip)
+            if vector is not None:
+                score = float(matcher.identify(vector[None]).scores[0])
+                out.append(score - matcher.settings.threshold)
+        return out
 
     def matcher(self, household: Sequence[str], memory: SiteMemory | None) -> Matcher:
         enrolment = {p: self.work.enrolment[p] for p in household}
@@ -150,22 +200,23 @@ def new_strangers(study: Study, size: int, k: int | None) -> dict[str, int]:
     """Every household of `size`: its residents' visits with K visits of anyone not enrolled
     learned, and each stranger's visits with K visits of the others learned."""
     replay, rng = study.replay, study.rng("new", size, k_label(k))
-    out = counts("visits", "unlocked", "strangers", "let_in", "memories", "learned")
+    out = counts("visits", "unlocked", "strangers", "let_in", "memories", "learned", "doubted")
+
+    def memory_of(pool: list[Clip]) -> Matcher:
+        memory, doubted = study.learn(household, draw(rng, pool, None), k)
+        out["memories"] += 1
+        out["learned"] += memory.learned
+        out["doubted"] += doubted
+        return study.matcher(household, memory)
+
     for household in itertools.combinations(study.people, size):
         others = [p for p in study.people if p not in household]
         for _ in range(study.draws):
-            memory = study.memory(draw(rng, study.clips(others), k))
-            matcher = study.matcher(household, memory)
-            out["memories"] += 1
-            out["learned"] += memory.learned
+            matcher = memory_of(study.clips(others))
             for person in household:
                 tally(out, "visits", "unlocked", replay, matcher, study.visits[person], person)
             for stranger in others:
-                pool = study.clips(p for p in others if p != stranger)
-                memory = study.memory(draw(rng, pool, k))
-                matcher = study.matcher(household, memory)
-                out["memories"] += 1
-                out["learned"] += memory.learned
+                matcher = memory_of(study.clips(p for p in others if p != stranger))
                 tally(out, "strangers", "let_in", replay, matcher, study.strangers[stranger], None)
     return out
 
@@ -175,7 +226,7 @@ def repeat_strangers(study: Study, size: int, k: int | None) -> dict[str, int]:
     K visits of the other strangers learned, and with those plus the stranger's own others."""
     replay, rng = study.replay, study.rng("repeat", size, k_label(k))
     with_own, without = counts("strangers", "let_in"), counts("strangers", "let_in")
-    own_learned = 0
+    own_offered = own_learned = 0
     for household in itertools.combinations(study.people, size):
         others = [p for p in study.people if p not in household]
         for stranger in others:
@@ -184,15 +235,21 @@ def repeat_strangers(study: Study, size: int, k: int | None) -> dict[str, int]:
             if len(own) < 2:
                 continue
             for _ in range(study.draws):
-                base = draw(rng, pool, k)
-                plain = study.matcher(household, study.memory(base))
+                base, _ = study.learn(household, draw(rng, pool, None), k)
+                plain = study.matcher(household, base)
                 for clip in own:
                     before = [c for c in own if c != clip]
-                    came = study.matcher(household, study.memory([*base, *before]))
+                    memory, _ = study.learn(household, before, None, base)
+                    came = study.matcher(household, memory)
                     tally(with_own, "strangers", "let_in", replay, came, [clip], None)
                     tally(without, "strangers", "let_in", replay, plain, [clip], None)
-                    own_learned += len(before)
-    return with_own | {"let_in_without": without["let_in"], "own_learned": own_learned}
+                    own_offered += len(before)
+                    own_learned += memory.learned - base.learned
+    return with_own | {
+        "let_in_without": without["let_in"],
+        "own_offered": own_offered,
+        "own_learned": own_learned,
+    }
 
 
 def contaminated(study: Study) -> dict[str, dict[str, int]]:
@@ -254,6 +311,40 @@ def poisoning(study: Study) -> dict[str, dict[str, int]]:
     return out
 
 
+def guard_scores(study: Study) -> dict[str, dict[str, Any]]:
+    """Households of one, with K (GUARD_KS) strangers' visits learned through the guard: each
+    pooled visit's best score minus the threshold, the resident's own live sequences and
+    visits, and every other person's live sequences; and what LEARN_DOUBT does with them."""
+    out: dict[str, dict[str, Any]] = {}
+    for k in GUARD_KS:
+        rng = study.rng("guard", k)
+        own: list[float] = []
+        theirs: list[float] = []
+        for resident in study.people:
+            others = [p for p in study.people if p != resident]
+            for _ in range(study.draws):
+                memory, _ = study.learn([resident], draw(rng, study.clips(others), None), k)
+                matcher = study.matcher([resident], memory)
+                mine = [*study.strangers[resident], *study.visits[resident]]
+                own += study.under_threshold(matcher, mine)
+                theirs += study.under_threshold(matcher, study.clips(others))
+        residents, stranger = np.asarray(own), np.asarray(theirs)
+        missed = residents[residents < 0]
+        out[str(k)] = {
+            "resident_visits": len(residents),
+            "resident_missed": len(missed),
+            "resident_missed_lowest": round(float(missed.min()), 4) if len(missed) else None,
+            "resident_missed_learned": int(np.sum(missed < -LEARN_DOUBT)),
+            "resident_lowest": round(float(residents.min()), 4),
+            "stranger_visits": len(stranger),
+            "stranger_over_threshold": int(np.sum(stranger >= 0)),
+            "stranger_doubted": int(np.sum((stranger < 0) & (stranger >= -LEARN_DOUBT))),
+            "stranger_p99": round(float(np.percentile(stranger, 99)), 4),
+            "stranger_highest": round(float(stranger.max()), 4),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = nuaa_parser(__doc__.split("\n\n")[0], OUT)
     parser.add_argument("--seed", type=int, default=0, help="of the learned visits' draws")
@@ -280,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat_stranger": repeat,
         "contaminated": {"k": CONTAMINATED_K, "own_visits": contaminated(study)},
         "poisoning": {"adds": POISON_ADDS, **poisoning(study)},
+        "guard": {"learn_doubt": LEARN_DOUBT, "learned": guard_scores(study)},
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(args.out, report)
@@ -296,13 +388,14 @@ def summarise(report: dict[str, Any]) -> None:
             print(
                 f"new stranger  household {size} K={k:>4}: visits {row['unlocked']}/"
                 f"{row['visits']}, strangers let in {row['let_in']}/{row['strangers']}"
-                f" (learned {learned_mean:.1f} on average)"
+                f" (learned {learned_mean:.1f} on average, doubted {row.get('doubted', 0)})"
             )
     for size, rows in report["repeat_stranger"].items():
         for k, row in rows.items():
             print(
                 f"repeat stranger household {size} K={k:>4}: let in {row['let_in']}/"
-                f"{row['strangers']} (without their own visits {row['let_in_without']})"
+                f"{row['strangers']} (without their own visits {row['let_in_without']}; "
+                f"{row['own_learned']} of their {row['own_offered']} offered learned)"
             )
     for n, row in report["contaminated"]["own_visits"].items():
         print(
@@ -314,6 +407,14 @@ def summarise(report: dict[str, Any]) -> None:
         print(
             f"poisoning {name}: the stranger let in {row['let_in']}/{row['strangers']}, "
             f"resident's visits {row['unlocked']}/{row['visits']}"
+        )
+    for k, row in report["guard"]["learned"].items():
+        print(
+            f"guard K={k}: resident's visits under the threshold {row['resident_missed']}/"
+            f"{row['resident_visits']} (lowest {row['resident_missed_lowest']}, "
+            f"{row['resident_missed_learned']} far enough under to be learned); strangers "
+            f"over it {row['stranger_over_threshold']}, doubted {row['stranger_doubted']}, of "
+            f"{row['stranger_visits']} (99th percentile {row['stranger_p99']})"
         )
     print(f"{report['seconds']} s")
 

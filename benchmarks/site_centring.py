@@ -74,11 +74,18 @@ LFW_GALLERIES = (2, 5, 20, 40)  # people per gallery for the site-direction leng
 
 def embed_nuaa(engine: Engine, data: Path, cache: Path) -> dict[str, np.ndarray]:
     """Every live frame's embedding, mirror embedding and pooling weight, keyed by path."""
+    live = [s for s in read_sequences(data) if s.kind == "live"]
     if cache.exists():
         with np.load(cache) as stored:
-            return {key: stored[key] for key in stored.files}
+            cached = {key: stored[key] for key in stored.files}
+        known = set(cached["path"].tolist())
+        if not any(str(path) in known for sequence in live for path in sequence.frames):
+            raise SystemExit(
+                f"{cache} holds no frame of {data}: it was made from other data or another "
+                "path to it (delete it to embed the frames again, about a minute)"
+            )
+        return cached
     rows: dict[str, list[Any]] = defaultdict(list)
-    live = [s for s in read_sequences(data) if s.kind == "live"]
     for sequence in tqdm(live, desc="NUAA live sequences", unit="sequence", disable=None):
         for path in sequence.frames:
             image = read_image(path)
@@ -294,7 +301,7 @@ def open_replay(args: argparse.Namespace) -> tuple[Engine, Replay, Any]:
     shipped_choice()  # the manifest's cohort is benchmarks/cohort.json's choice
     engine = Engine.open(REPO_MODELS, backend="cpu", cascade="auto")
     cohort: CohortNormaliser | None = engine.cohort
-    nuaa = args.data / "liveness" / "nuaa"
+    nuaa = args.data.resolve() / "liveness" / "nuaa"  # the cache holds absolute frame paths
     frames = embed_nuaa(engine, nuaa, args.nuaa_cache)
     replay = Replay(frames, dict(engine.manifest.recognition), cohort)
     return engine, replay, plan(read_sequences(nuaa))

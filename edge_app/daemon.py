@@ -47,11 +47,12 @@ from edge_app.policy import Policy, Vote
 from edge_app.quality import presented_faces
 from edge_app.relay import Relay, make_pin_factory
 from edge_app.site_memory import (
+    LEARN_DOUBT,
     LEARN_INTERVAL,
-    MIN_VISITS,
     REFUSED_NAME,
     SiteMemory,
     site_memory_path,
+    worth_learning,
 )
 from edge_app.tracker import IoUTracker, Track
 
@@ -186,10 +187,23 @@ class Recognizer:
 
     def learn(self, embedding: np.ndarray, now: float) -> bool:
         """Count a visit judged a stranger in the site memory (learn_site), at most one per
-        LEARN_INTERVAL of the frame clock; True if it was learned. A memory that cannot be
-        saved is still used until the door stops."""
+        LEARN_INTERVAL of the frame clock and only when it scored well under the threshold
+        for everyone enrolled (worth_learning); True if it was learned. A memory that cannot
+        be saved is still used until the door stops."""
         memory = self.memory
         if memory is None or now - self._learned_at < LEARN_INTERVAL:
+            return False
+        match = self.matcher.identify(embedding)
+        score, threshold = float(match.scores[0]), float(self.matcher.settings.threshold)
+        if match.best[0] is not None and not worth_learning(score, threshold):
+            log.info(
+                "site memory did not learn a stranger's visit: it scored %.3f for %s, within "
+                "%.2f of the threshold %.3f (perhaps them, missed)",
+                score,
+                match.best[0],
+                LEARN_DOUBT,
+                threshold,
+            )
             return False
         memory.add(embedding)
         self._learned_at = now
@@ -202,10 +216,9 @@ class Recognizer:
             self.engine, self._settings, self._matrix, memory=memory, report=False
         )
         log.info(
-            "site memory learned a stranger's visit: %d learned%s; site centring removes a "
+            "site memory learned a stranger's visit: %d learned; site centring removes a "
             "direction of length %.2f",
             memory.learned,
-            "" if memory.ready else f" (counts from {MIN_VISITS})",
             self.matcher.site_shared * self.matcher.settings.site_share,
         )
         return True
@@ -339,12 +352,7 @@ def open_site_memory(gallery_path: Path, recognition: RecognitionConfig) -> Site
         else:
             log.error("%s; set aside as %s, starting an empty site memory", error, aside.name)
         return SiteMemory()
-    log.info(
-        "site memory %s: %d stranger visit(s) learned%s",
-        path,
-        memory.learned,
-        "" if memory.ready else " (not counted yet)",
-    )
+    log.info("site memory %s: %d stranger visit(s) learned", path, memory.learned)
     return memory
 
 

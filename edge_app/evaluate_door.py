@@ -53,7 +53,6 @@ from edge_app.evaluate_liveness import Sequence, read_sequences
 from edge_app.evaluate_visits import door_rule, enrol_replacing, play
 from edge_app.gallery import Gallery
 from edge_app.lfw import wilson
-from edge_app.site_memory import MIN_VISITS
 from edge_app.visit_clips import VisitClip
 
 ENROL_FRAMES = 5
@@ -341,7 +340,7 @@ def summarise(played: list[Played]) -> dict[str, Any]:
         p.unlock_after_frames for p in visits if p.right and p.unlock_after_frames is not None
     )
     # --alone with learn_site: the strangers who came once the site memory counted.
-    counted = [p for p in strangers if (p.site_learned or 0) >= MIN_VISITS]
+    counted = [p for p in strangers if p.site_learned]
     return {
         "visits_unlocked_right": rate(sum(p.right for p in visits), len(visits)),
         "visits_other_session": rate(sum(p.right for p in other), len(other)),

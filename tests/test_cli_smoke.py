@@ -902,7 +902,7 @@ def test_site_show_with_a_memory(
     assert centring["removed_with_memory"] > 0.0
 
 
-def test_site_show_says_a_memory_others_can_read_and_one_that_does_not_count_yet(
+def test_site_show_says_a_memory_others_can_read_and_one_that_is_off(
     tmp_path: Path,
 ) -> None:
     config = _site_config(tmp_path, tmp_path / "gallery.db", learn_site=False)
@@ -913,7 +913,7 @@ def test_site_show_says_a_memory_others_can_read_and_one_that_does_not_count_yet
     done = run(tmp_path, "site", "show", "--config", str(config))
 
     assert done.returncode == 0, done.stderr
-    assert "2 stranger visit(s), not counted yet (counts from 3)" in done.stdout
+    assert "2 stranger visit(s), counted in site centring" in done.stdout
     assert f"644  WARNING: its group or others may read it; chmod 600 {memory}" in done.stdout
     assert "learn_site     off: the door neither learns nor uses it" in done.stdout
 
@@ -1073,20 +1073,23 @@ def test_doctor_names_both_fixes_for_a_household_of_one(
 def test_doctor_on_a_site_memory_that_is_learning(
     enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
 ) -> None:
-    config = _site_config(tmp_path, _copy(enrolled[0], tmp_path))
+    db = _copy(enrolled[0], tmp_path)
+    config = _site_config(tmp_path, db)
 
     empty, waiting = _doctor_site(tmp_path, config)
-    _learned(2).save(tmp_path / "site_memory.npz")
-    (two,), still = _doctor_site(tmp_path, config)
+    _learned(1, like=db).save(tmp_path / "site_memory.npz")
+    (one,), counted = _doctor_site(tmp_path, config)
 
     (nothing,) = empty
     assert nothing["status"] == "ok" and "nothing learned yet" in nothing["detail"]
-    assert two["status"] == "ok", two
-    assert "2 stranger visit(s) learned, site centring counts them from 3" in two["detail"]
-    for centring in (waiting, still):
-        assert centring["status"] == "warn"
-        assert "the 3 stranger visits it needs, so nothing is removed yet" in centring["detail"]
-        assert "learn_site = true" not in centring["fix"]  # it is on
+    assert "counts it from the first stranger's visit it learns" in nothing["detail"]
+    assert waiting["status"] == "warn"
+    assert "has learned no stranger's visit yet, so nothing is removed" in waiting["detail"]
+    assert "learn_site = true" not in waiting["fix"]  # it is on
+    assert one["status"] == "ok", one
+    assert "1 stranger visit(s) learned, site centring counts them" in one["detail"]
+    assert counted["status"] == "ok", counted
+    assert "the one enrolled person and 1 learned stranger visits share" in counted["detail"]
 
 
 def test_doctor_counts_a_ready_site_memory_for_a_household_of_one(

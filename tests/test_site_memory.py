@@ -20,12 +20,13 @@ from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
 from edge_app.matching import SITE_SHARE, Matcher, MatchSettings, site_direction
 from edge_app.site_memory import (
     DECAY,
+    LEARN_DOUBT,
     MAX_FILE_BYTES,
-    MIN_VISITS,
     VISITS,
     SiteMemory,
     forget,
     site_memory_path,
+    worth_learning,
 )
 from edge_app.tracker import IoUTracker
 
@@ -83,14 +84,23 @@ def test_add_refuses_what_is_not_an_embedding(bad: np.ndarray) -> None:
     assert memory.learned == 0 and memory.weight == 0.0
 
 
-def test_counts_only_from_min_visits() -> None:
-    memory = learned([face(OTHERS[i]) for i in range(MIN_VISITS - 1)])
+def test_counts_from_the_first_visit_learned() -> None:
+    memory = SiteMemory()
     matrix = one_person(face(RESIDENT))
     assert not memory.ready
-    assert not np.any(site_direction(matrix, memory))  # one person, memory not ready
-    memory.add(face(OTHERS[MIN_VISITS]))
+    assert not np.any(site_direction(matrix, memory))  # one person, nothing learned
+    memory.add(face(OTHERS[0]))
     assert memory.ready
     assert np.any(site_direction(matrix, memory))
+
+
+@pytest.mark.parametrize(
+    ("under", "learn"),
+    [(0.4, True), (LEARN_DOUBT + 1e-4, True), (LEARN_DOUBT, False), (0.02, False), (0.0, False)],
+)
+def test_a_visit_is_learned_only_well_under_the_threshold(under: float, learn: bool) -> None:
+    assert worth_learning(0.7 - under, threshold=0.7) is learn
+    assert not worth_learning(0.95, threshold=0.7)  # over the threshold: never
 
 
 def test_strangers_give_a_household_of_one_its_site() -> None:

@@ -265,8 +265,6 @@ LEARN_SITE_FIX = (
 def _site_check(config: Config, matcher: Any, people: int) -> Check:
     """What site centring removes on this gallery ([recognition] site_centring), with the
     strangers' visits the site memory learned ([recognition] learn_site)."""
-    from edge_app.site_memory import MIN_VISITS
-
     if not config.recognition.site_centring:
         return Check(
             "site centring",
@@ -282,9 +280,9 @@ def _site_check(config: Config, matcher: Any, people: int) -> Check:
         return Check(
             "site centring",
             "warn",
-            f"on, but one person enrolled and the site memory has learned {memory.learned} of "
-            f"the {MIN_VISITS} stranger visits it needs, so nothing is removed yet: strangers "
-            "filmed by this camera score higher against them than elsewhere",
+            "on, but one person enrolled and the site memory has learned no stranger's visit "
+            "yet, so nothing is removed: strangers filmed by this camera score higher against "
+            "them than elsewhere",
             "wait: it learns at most one stranger's visit a minute; or " + KNOWN_VISITORS_FIX,
         )
     if people == 1 and not counted:
@@ -319,7 +317,7 @@ def _site_memory_checks(config: Config) -> tuple[list[Check], SiteMemory | None]
     the memory the door would start with (None without learn_site, or when this process
     cannot read the file)."""
     from edge_app.commands.site import AS_DOOR, inspect_site
-    from edge_app.site_memory import MIN_VISITS, REFUSED_NAME, SiteMemory
+    from edge_app.site_memory import REFUSED_NAME, SiteMemory
 
     site = inspect_site(config)
     checks = []
@@ -357,16 +355,12 @@ def _site_memory_checks(config: Config) -> tuple[list[Check], SiteMemory | None]
             Check(
                 "site memory",
                 "ok",
-                f"learn_site on; nothing learned yet ({site.path} does not exist): it counts "
-                f"from {MIN_VISITS} stranger visits",
+                f"learn_site on; nothing learned yet ({site.path} does not exist): site "
+                "centring counts it from the first stranger's visit it learns",
             )
         )
     else:
-        counts = (
-            "site centring counts them"
-            if memory.ready
-            else f"site centring counts them from {MIN_VISITS}"
-        )
+        counts = "site centring counts them" if memory.ready else "nothing to count yet"
         problem = site.mode_problem
         status = "ok" if problem is None else "warn"
         fix = "" if problem is None else f"chmod 600 {site.path} ({problem})"

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.site_memory import (
+    LEARN_DOUBT,
     LEARN_INTERVAL,
-    MIN_VISITS,
     REFUSED_NAME,
     SITE_MEMORY_NAME,
     VISITS,
@@ -37,7 +37,9 @@ what the site memory is:
   visits it judged strangers (nobody recognised over a full vote window, and live when the
   models check liveness) as more faces of its site, at most one per {LEARN_INTERVAL:.0f} seconds. It
   keeps a decayed sum of their embeddings in {SITE_MEMORY_NAME} beside the gallery (mode
-  0600; about the last {VISITS} visits; no image, time or name). It counts from {MIN_VISITS} visits.
+  0600; about the last {VISITS} visits; no image, time or name). It counts from the first
+  visit learned. A visit that scored within {LEARN_DOUBT} of the threshold for someone enrolled is
+  not learned: it may have been them, missed.
 
 why it is off by default:
   It keeps something of people who never chose to be enrolled, even if only an aggregate.
@@ -264,11 +266,7 @@ def _lines(site: SiteFile) -> list[tuple[str, str]]:
     elif memory is None:
         lines.append(("learned", "unknown: the file cannot be used (the error says why)"))
     else:
-        counts = (
-            "counted in site centring"
-            if memory.ready
-            else f"not counted yet (counts from {MIN_VISITS})"
-        )
+        counts = "counted in site centring" if memory.ready else "nothing to count yet"
         lines.append(("learned", f"{memory.learned} stranger visit(s), {counts}"))
         lines.append(
             (
@@ -299,7 +297,7 @@ def _removed(site: SiteFile, lengths: SiteLengths, config: Config) -> str:
     if site.memory is None or not site.memory.ready:
         return (
             f"removes a direction of length {lengths.without_memory:.2f} from every face "
-            f"({people}; the memory counts from {MIN_VISITS} visits)"
+            f"({people}; the memory has learned no visit yet)"
         )
     used = "" if site.learn_site else "; the door counts the memory only with learn_site on"
     return (
@@ -316,7 +314,6 @@ def _as_json(site: SiteFile, lengths: SiteLengths | None, gallery_problem: str |
         "exists": site.exists,
         "learned": None if memory is None else memory.learned,
         "ready": None if memory is None else memory.ready,
-        "min_visits": MIN_VISITS,
         "weight": None if memory is None else round(memory.weight, 4),
         "max_weight": VISITS,
         "mode": None if site.mode is None else f"{site.mode:o}",
