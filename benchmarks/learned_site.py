@@ -138,8 +138,9 @@ class Study:
 
     def __post_init__(self) -> None:
         self.visits, self.strangers = clips_by_subject(self.work)
-        every = [clip for clips in self.strangers.values() for clip in clips]
+        every = [c for clips in (*self.strangers.values(), *self.visits.values()) for c in clips]
         found = {clip: pooled_visit(self.replay, clip) for clip in every}
+        # Each clip's pooled face, those with one: what the door learns, and what it scores.
         self.pooled = {clip: vector for clip, vector in found.items() if vector is not None}
 
     def rng(self, *case: object) -> np.random.Generator:
@@ -185,7 +186,7 @@ class Study:
         skipped)."""
         out = []
         for clip in clips:
-            vector = pooled_visit(self.replay, clip)
+            vector = self.pooled.get(clip)
             if vector is not None:
                 score = float(matcher.identify(vector[None]).scores[0])
                 out.append(score - matcher.settings.threshold)

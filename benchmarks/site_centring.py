@@ -46,7 +46,7 @@ from benchmarks.cohort import SEEDS, Data, door_check, shipped_choice
 from edge_app.cohort import CohortNormaliser
 from edge_app.engine import Engine
 from edge_app.evaluate_door import ENROL_FRAMES, plan
-from edge_app.evaluate_liveness import presented_face, read_sequences
+from edge_app.evaluate_liveness import Sequence, presented_face, read_sequences
 from edge_app.fusion import TrackPool, face_weights
 from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
@@ -72,9 +72,12 @@ KEEP_VISITS = 0.99  # the person split's rule: the largest share keeping this sh
 LFW_GALLERIES = (2, 5, 20, 40)  # people per gallery for the site-direction lengths on LFW
 
 
-def embed_nuaa(engine: Engine, data: Path, cache: Path) -> dict[str, np.ndarray]:
-    """Every live frame's embedding, mirror embedding and pooling weight, keyed by path."""
-    live = [s for s in read_sequences(data) if s.kind == "live"]
+def embed_nuaa(
+    engine: Engine, data: Path, sequences: list[Sequence], cache: Path
+) -> dict[str, np.ndarray]:
+    """Every live frame's embedding, mirror embedding and pooling weight, keyed by path
+    (`sequences`: read_sequences(data))."""
+    live = [s for s in sequences if s.kind == "live"]
     if cache.exists():
         with np.load(cache) as stored:
             cached = {key: stored[key] for key in stored.files}
@@ -302,9 +305,10 @@ def open_replay(args: argparse.Namespace) -> tuple[Engine, Replay, Any]:
     engine = Engine.open(REPO_MODELS, backend="cpu", cascade="auto")
     cohort: CohortNormaliser | None = engine.cohort
     nuaa = args.data.resolve() / "liveness" / "nuaa"  # the cache holds absolute frame paths
-    frames = embed_nuaa(engine, nuaa, args.nuaa_cache)
+    sequences = read_sequences(nuaa)
+    frames = embed_nuaa(engine, nuaa, sequences, args.nuaa_cache)
     replay = Replay(frames, dict(engine.manifest.recognition), cohort)
-    return engine, replay, plan(read_sequences(nuaa))
+    return engine, replay, plan(sequences)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,10 +90,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="site_command", metavar="COMMAND", required=True)
     show = sub.add_parser(
         "show",
-        help="where the site memory is, how much it has learned, whether it counts",
+        help="where the site memory is and how much it has learned",
         description="Show the site memory: its file, whether learn_site is on, the visits\n"
-        "learned and whether they count yet, the file's mode, and the length site centring\n"
-        "removes from every face with the memory and without it.",
+        "learned, the file's mode, and the length site centring removes from every face\n"
+        "with the memory and without it.",
         epilog=SHOW_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
