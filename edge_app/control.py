@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
-from edge_app import __version__, images
+from edge_app import __version__, images, untrusted_json
 from edge_app.errors import UserError
 
 if TYPE_CHECKING:
@@ -309,10 +309,14 @@ class ControlServer:
                         self._wake_r.recv(4096)
                 else:
                     client = key.data
-                    if mask & selectors.EVENT_READ:
-                        self._read(client)
-                    if mask & selectors.EVENT_WRITE and client.sock.fileno() != -1:
-                        self._flush(client)
+                    try:
+                        if mask & selectors.EVENT_READ:
+                            self._read(client)
+                        if mask & selectors.EVENT_WRITE and client.sock.fileno() != -1:
+                            self._flush(client)
+                    except Exception as error:  # one client's trouble never ends the server
+                        log.exception("control client failed %s", client.peer)
+                        self._drop(client, f"internal error ({type(error).__name__})")
             self._fan_out()
             self._housekeeping()
 
@@ -366,9 +370,9 @@ class ControlServer:
 
     def _handle(self, client: _Client, line: bytes) -> None:
         try:
-            request = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            self._refuse(client, f"not JSON ({error})")
+            request = untrusted_json.loads(line)
+        except untrusted_json.BadJSON as error:
+            self._refuse(client, str(error))
             return
         if not isinstance(request, dict):
             self._refuse(client, "a request is a JSON object")
@@ -723,8 +727,8 @@ class _LineReader:
                 line = bytes(self.buffer[:end])
                 del self.buffer[: end + 1]
                 try:
-                    data = json.loads(line)
-                except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                    data = untrusted_json.loads(line)
+                except untrusted_json.BadJSON as error:
                     raise ControlError(f"{self.path}: the door sent bad JSON ({error})") from None
                 if not isinstance(data, dict):
                     raise ControlError(f"{self.path}: the door sent a non-object reply")

@@ -50,6 +50,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from edge_app import untrusted_json
 from edge_app.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -882,11 +883,11 @@ def read_export(source: IO[str]) -> list[ExportedPerson]:
     """
     lines = iter(source)
     try:
-        header = json.loads(next(lines))
+        header = untrusted_json.loads(next(lines))
     except StopIteration:
         raise _export_error(1, "the file is empty") from None
-    except json.JSONDecodeError as error:
-        raise _export_error(1, f"not JSON ({error.msg})") from None
+    except untrusted_json.BadJSON as error:
+        raise _export_error(1, str(error)) from None
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
         raise _export_error(1, f"no {EXPORT_FORMAT!r} header")
     version = header.get("version")
@@ -905,9 +906,9 @@ def read_export(source: IO[str]) -> list[ExportedPerson]:
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise _export_error(number, f"not JSON ({error.msg})") from None
+            record = untrusted_json.loads(text)
+        except untrusted_json.BadJSON as error:
+            raise _export_error(number, str(error)) from None
         try:
             person = _person_from_export(record)
         except (_Invalid, GalleryError) as error:

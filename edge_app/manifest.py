@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edge_app import untrusted_json
 from edge_app.errors import UserError
 
 FORMAT_VERSION = 1
@@ -328,12 +329,12 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
 def load_manifest(models_dir: Path) -> Manifest:
     path = Path(models_dir) / MANIFEST_NAME
     try:
-        data = json.loads(path.read_text())
+        data = untrusted_json.loads(path.read_bytes())
     except FileNotFoundError:
         raise ManifestError(
             f"no {MANIFEST_NAME} in {models_dir}: build models with `edge-convert build`"
         ) from None
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, untrusted_json.BadJSON) as error:
         raise ManifestError(f"cannot read {path}: {error}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: expected a JSON object")

@@ -155,6 +155,10 @@ def test_peer_credentials_are_the_kernels(door: Door) -> None:
     [
         (b"{not json\n", "not JSON"),
         (b"\xff\xfe\n", "not JSON"),
+        (b"\x81\n", "not UTF-8 text"),
+        (b"[" * 5000 + b"\n", "JSON nested too deeply"),  # must not end the server thread
+        (b'{"v": 1, "op": "status", "n": ' + b"9" * 5000 + b"}\n", "an integer of 5000 digits"),
+        (b'{"v": 1, "op": "status", "n": NaN}\n', "NaN is not a JSON number"),
         (b"[1, 2]\n", "a request is a JSON object"),
         (b'{"op": "status"}\n', "unsupported protocol version None"),
         (b'{"v": 2, "op": "status"}\n', "unsupported protocol version 2"),

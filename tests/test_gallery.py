@@ -317,6 +317,8 @@ def test_import_conflicts_refuse_replace_merge(db: Path, tmp_path: Path) -> None
         (lambda lines: lines[:-1], "truncated or edited"),
         (lambda lines: ["{}"] + lines[1:], "header"),
         (lambda lines: lines[:1] + ["{not json"] + lines[2:], r"line 2\): not JSON"),
+        (lambda lines: lines[:1] + ["[" * 5000] + lines[2:], r"line 2\): JSON nested too deeply"),
+        (lambda lines: ['{"format": ' + "9" * 5000 + "}"] + lines[1:], r"line 1\): an integer"),
         (lambda lines: [lines[0].replace('"version": 1', '"version": 9')] + lines[1:], "version 9"),
         (
             lambda lines: (

@@ -433,7 +433,11 @@ def test_remote_unlock_needs_a_fresh_signed_unique_command(
             "bad signature": signed(sig="0" * 64),
             "outside the 30 s window": sign_unlock(KEY, "front", "old", now=time.time() - 120),
             "must be an object with exactly": {**signed(), "extra": 1},
-            "command is not JSON": b"UNLOCK",
+            "bad command: not JSON": b"UNLOCK",
+            # Hostile input must not stop paho's network thread: refused, and the good
+            # command below still opens the door.
+            "JSON nested too deeply": b"[" * 1000,
+            "an integer of 400 digits": signed(ts=int("9" * 400)),
         }
         other_door = sign_unlock(KEY, "back", "t")  # signed for another door id
         for payload in [*refusals.values(), other_door]:
@@ -711,6 +715,12 @@ def test_lock_card_unlock_by_code(
 
         observer.publish(topic, lock_command(ts=time.time() - 120))
         observer.wait(lambda: "outside the 30 s window" in caplog.text, what="stale refused")
+        # A timestamp too large for a float and deep nesting: refused before any code check,
+        # and the hub keeps listening (the good command below still opens the door).
+        observer.publish(topic, lock_command(ts=int("9" * 400)))
+        observer.wait(lambda: "an integer of 400 digits" in caplog.text, what="huge ts refused")
+        observer.publish(topic, b"[" * 1000)
+        observer.wait(lambda: "JSON nested too deeply" in caplog.text, what="nesting refused")
         observer.publish(topic, lock_command("LOCK"))
         observer.wait(lambda: "the strike relocks by itself" in caplog.text, what="lock no-op")
         time.sleep(0.3)

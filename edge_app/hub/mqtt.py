@@ -268,14 +268,22 @@ class MqttBridge:
             )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self.topics.ha_status:
-            if message.payload == b"online":
-                log.info("home assistant online: re-sending discovery")
-                self._publish_all()
-        elif message.topic == self.topics.unlock:
-            self._command(message)
-        elif message.topic == self.topics.lock_command:
-            self._lock_command(message)
+        # Runs on paho's network thread: an exception escaping here would end that thread for
+        # good (no reconnect, no last will, commands silently ignored), so none may.
+        try:
+            if message.topic == self.topics.ha_status:
+                if message.payload == b"online":
+                    log.info("home assistant online: re-sending discovery")
+                    self._publish_all()
+            elif message.topic == self.topics.unlock:
+                self._command(message)
+            elif message.topic == self.topics.lock_command:
+                self._lock_command(message)
+        except Exception as error:
+            log.exception("mqtt message on %s not handled", message.topic)
+            if message.topic in (self.topics.unlock, self.topics.lock_command):
+                with contextlib.suppress(Exception):
+                    self._refuse(f"internal error ({type(error).__name__})", topic=message.topic)
 
     # --- remote unlock -------------------------------------------------------------------------
 

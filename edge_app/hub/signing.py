@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import re
 import secrets
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_app import untrusted_json
 from edge_app.errors import UserError
 from edge_app.private_file import refuse_shared
 
@@ -65,9 +65,9 @@ def command_object(payload: bytes, fields: set[str]) -> dict[str, Any]:
     if len(payload) > MAX_COMMAND_BYTES:
         raise UnlockRefused(f"command longer than {MAX_COMMAND_BYTES} bytes")
     try:
-        command = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UnlockRefused("command is not JSON") from None
+        command = untrusted_json.loads(payload)
+    except untrusted_json.BadJSON as error:
+        raise UnlockRefused(f"bad command: {error}") from None
     if not isinstance(command, dict) or set(command) != fields:
         raise UnlockRefused(f"command must be an object with exactly {sorted(fields)}")
     return command

@@ -1,0 +1,52 @@
+"""JSON from outside the process (MQTT payloads, control-socket lines, imported and model
+files), parsed so that no input can raise anything but `BadJSON`.
+
+`json.loads` raises more than `JSONDecodeError` on hostile input: `RecursionError` for deep
+nesting (about 1,000 `[` fit in a 1 KB MQTT command), `ValueError` for an integer of more
+than 4,300 digits, `UnicodeDecodeError` for bytes that are not UTF-8. Left uncaught, any of
+them ends the thread that read the input (paho's network loop, the door's control server).
+Integers are also bounded here, so later arithmetic on them (a timestamp window) cannot
+overflow a float.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Beyond any timestamp, count or size a command or file carries (2**53: floats stay exact).
+MAX_INT = 2**53
+
+
+class BadJSON(ValueError):
+    """The text is not JSON this program accepts; the message says why, in a few words."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 16:
+        raise BadJSON(f"an integer of {len(text.lstrip('-'))} digits")
+    value = int(text)
+    if abs(value) > MAX_INT:
+        raise BadJSON(f"integer {value} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise BadJSON(f"{name} is not a JSON number")
+
+
+def loads(data: bytes | bytearray | str) -> Any:
+    """The parsed value of `data`; BadJSON for anything that is not plain, bounded JSON."""
+    try:
+        return json.loads(data, parse_int=_bounded_int, parse_constant=_no_constant)
+    except BadJSON:
+        raise
+    except RecursionError:
+        raise BadJSON("JSON nested too deeply") from None
+    except UnicodeDecodeError:
+        raise BadJSON("not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}"
+        raise BadJSON(f"not JSON: {error.msg} at {where}") from None
+    except ValueError as error:
+        raise BadJSON(f"not JSON: {error}") from None

@@ -1,0 +1,46 @@
+"""Outside JSON: every hostile input becomes one BadJSON with a short reason, nothing else."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_app import untrusted_json
+from edge_app.untrusted_json import MAX_INT, BadJSON
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"{not json", "not JSON: Expecting property name"),
+        (b"", "not JSON: Expecting value at line 1 column 1"),
+        (b"\x81", "not UTF-8 text"),
+        (b"[" * 100_000, "JSON nested too deeply"),
+        ("{" + '"a":{' * 3000 + "}" * 3001, "JSON nested too deeply"),
+        (b"9" * 5000, "an integer of 5000 digits"),
+        (b"-" + b"9" * 17, "an integer of 17 digits"),
+        (str(MAX_INT + 1).encode(), "out of range"),
+        (b"[NaN]", "NaN is not a JSON number"),
+        (b'{"t": Infinity}', "Infinity is not a JSON number"),
+        (b"-Infinity", "-Infinity is not a JSON number"),
+    ],
+)
+def test_hostile_json_is_one_error_with_a_reason(data: bytes | str, reason: str) -> None:
+    with pytest.raises(BadJSON, match=reason):
+        untrusted_json.loads(data)
+
+
+def test_plain_json_parses_as_json_does() -> None:
+    text = '{"v": 1, "n": -9007199254740992, "x": 1.5e3, "s": "é", "l": [true, null]}'
+    assert untrusted_json.loads(text.encode()) == {
+        "v": 1,
+        "n": -MAX_INT,
+        "x": 1500.0,
+        "s": "é",
+        "l": [True, None],
+    }
+    assert untrusted_json.loads("[" * 500 + "]" * 500) is not None  # ordinary depth is fine
+
+
+def test_bad_json_is_a_value_error() -> None:
+    """Callers that already refuse ValueError keep refusing it."""
+    assert issubclass(BadJSON, ValueError)
