@@ -43,13 +43,13 @@ from edge_app.lfw import development_scores, labelled_face, read_pairs
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 
 
-def roll_crop(frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray, margin: float):
-    """The box grown by margin x its width (as edge_app.align does), rotated
+def roll_crop(frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray, crop_margin: float):
+    """The box grown by crop_margin x its width (as edge_app.align does), rotated
     about its centre so the eye landmarks are level, stretched to FACENET_SIZE square."""
     (left_x, left_y), (right_x, right_y) = landmarks[0], landmarks[1]
     degrees = float(np.degrees(np.arctan2(right_y - left_y, right_x - left_x)))
     x1, y1, x2, y2 = (float(v) for v in box)
-    grow = (x2 - x1) * margin
+    grow = (x2 - x1) * crop_margin
     width, height = (x2 - x1) + grow, (y2 - y1) + grow
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     rotate = np.vstack([cv2.getRotationMatrix2D((cx, cy), degrees, 1.0), [0.0, 0.0, 1.0]])
@@ -73,7 +73,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     for name in tqdm(names, desc="embedding LFW, roll-corrected", unit="image", disable=None):
         frame = read_image(lfw / "images" / name)
         face, _ = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
-        crop = roll_crop(frame, face.boxes[0], face.landmarks[0], engine.margin)
+        crop = roll_crop(frame, face.boxes[0], face.landmarks[0], engine.crop_margin)
         raw.append(engine.embed_crops(crop[None])[0])
         mirror.append(engine.embed_crops(np.ascontiguousarray(crop[None, :, ::-1]))[0])
     cache = {

@@ -56,7 +56,7 @@ from edge_app.adapters import PIXEL_SCALE
 from edge_app.align import FACENET_SIZE as ALIGN_SIZE
 from edge_app.detection.cascade import Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR, level_shape, pyramid_scales
-from edge_app.engine import DEFAULT_MARGIN, Engine
+from edge_app.engine import CROP_MARGIN, Engine
 from edge_app.images import read_image
 from edge_app.manifest import (
     CASCADE_ROLES,
@@ -201,7 +201,7 @@ def _manifest(options: BuildOptions, scales: list[float], models: dict, sources:
         "preprocessing": {
             "color": "RGB",
             "standardisation": "(x - 127.5) / 128, folded into the uint8 input quantisation",
-            "facenet_margin": DEFAULT_MARGIN,
+            "facenet_margin": CROP_MARGIN,
             "facenet_size": ALIGN_SIZE,
             "crops": "bilinear, from the smallest pyramid level at or above the crop size",
         },

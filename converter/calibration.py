@@ -124,5 +124,5 @@ def aligned_faces(
             continue
         faces = engine.detect(frame)
         if len(faces):
-            crops.append(face_crops(frame, faces[int(np.argmax(faces.scores))], engine.margin))
+            crops.append(face_crops(frame, faces[int(np.argmax(faces.scores))], engine.crop_margin))
     return crops

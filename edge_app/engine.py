@@ -48,11 +48,12 @@ from edge_app.runtime import (
 
 log = logging.getLogger(__name__)
 
-# Total margin added around the MTCNN box, as a fraction of its width. Chosen on LFW DevTrain
-# (10-fold accuracy, int8 models): 0.05 98.45%, 0.1 98.64%, 0.15 99.05%, 0.2 98.95%,
+# The crop margin: the total added around the MTCNN box before the FaceNet crop, as a fraction
+# of the box width (not the score margin of matching.py). Chosen on LFW DevTrain (10-fold
+# accuracy, int8 models): 0.05 98.45%, 0.1 98.64%, 0.15 99.05%, 0.2 98.95%,
 # 0.25 98.95%, 0.3 98.45%, 0.47 98.55% (the published 44 px on the median 93 px LFW face),
 # 0.65 97.41%. 0.2 sits in the middle of the plateau.
-DEFAULT_MARGIN = 0.2
+CROP_MARGIN = 0.2
 # CPU only: P-Nets resized to pyramid levels of frame sizes other than the compiled camera
 # size, least recently used dropped beyond this many. A photo up to the 2048 px that enroll
 # and identify bring photos down to has at most 12 levels, so two photo sizes stay warm;
@@ -85,7 +86,7 @@ class Engine:
             )
             min_face = None
         values = {**manifest.thresholds, **(thresholds or {})}
-        self.margin = float(manifest.preprocessing.get("facenet_margin", DEFAULT_MARGIN))
+        self.crop_margin = float(manifest.preprocessing.get("facenet_margin", CROP_MARGIN))
         self._pnets = {}
         for _, spec in manifest.by_role("pnet"):
             runner = self._runner(spec)
@@ -233,7 +234,7 @@ class Engine:
     def embed_raw(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
         """(N, 512) FaceNet outputs before normalisation (mirror: of the flipped crops)."""
         start = time.perf_counter()
-        crops = face_crops(frame, faces, self.margin)
+        crops = face_crops(frame, faces, self.crop_margin)
         if mirror:
             crops = np.ascontiguousarray(crops[:, :, ::-1])
         self.timings["align"] = time.perf_counter() - start
