@@ -8,10 +8,13 @@ a person who steps out of view and back. Unknown faces are reported, never acted
 
 Liveness (docs/LIVENESS.md): each vote may carry the face's liveness score. With the rule in
 "require" mode a recognised track unlocks only once `min_live_frames` of its last 10 scored
-frames are live; until then it waits (and stays unsettled, so it is scored every frame). A
-track whose 10-frame window fills without being live is a `spoof`: reported once, with the
-name it matched, and it never unlocks (the person steps out of view and back to try again).
-In "log" mode the same `spoof` is reported but the unlock is not held back.
+frames that matched that person are live, and while that person still wins the frame votes;
+until then it waits (and stays unsettled, so it is scored every frame). Live frames of
+another face in the same track (a live stranger who steps in where a photo of a resident
+was) never count for the resident. A track whose 10-frame window fills without being live is
+a `spoof`: reported once, with the name it matched, and it never unlocks (the person steps
+out of view and back to try again). In "log" mode the same `spoof` is reported but the
+unlock is not held back.
 
 Known visitors (people enrolled without access, docs/GALLERY.md) are recognised like anyone
 enrolled and then `denied` with reason "no access", whatever the liveness check says.
@@ -22,12 +25,21 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from statistics import fmean
 
+import numpy as np
+
 from edge_app.config import PolicyConfig
-from edge_app.liveness_rule import OFF, REQUIRE, LiveFrames, LiveRule
+from edge_app.liveness_rule import (
+    OFF,
+    REQUIRE,
+    WINDOW_FRAMES,
+    LiveFrames,
+    LiveRule,
+    window_is_live,
+)
 
 RECOGNIZED = "recognized"
 UNKNOWN = "unknown"
@@ -95,11 +107,16 @@ def within_hours(spans: list[tuple[int, int]], moment: datetime) -> bool:
 @dataclass
 class _TrackState:
     votes: deque[Vote]
-    live: LiveFrames
+    live: LiveFrames  # every scored frame: strangers, spoofs and the reported mean
+    # (name, liveness) of the last WINDOW_FRAMES scored frames: whose face each score is of
+    scored: deque[tuple[str | None, float]] = field(
+        default_factory=lambda: deque(maxlen=WINDOW_FRAMES)
+    )
     identity: str | None = None
     unknown_reported: bool = False
-    awaiting_live: bool = False  # recognised, unlock held until the track is judged live
-    judged_live: bool = False  # the rule passed once: the track is live for good
+    awaiting_live: bool = False  # recognised, unlock held until that person is judged live
+    judged_live: bool = False  # the rule passed once on all frames: the track is live for good
+    live_as: set[str] = field(default_factory=set)  # people whose own frames passed the rule
     spoofed: bool = False  # judged an attack: reported, and (require) never unlocks
 
 
@@ -166,6 +183,9 @@ class Policy:
         if mode != OFF and vote.liveness is not None:
             state.live.add(vote.liveness)
             state.judged_live = state.judged_live or (not state.spoofed and state.live.live)
+            state.scored.append((vote.name, float(vote.liveness)))
+            if vote.name is not None and not state.spoofed and self._live_as(state, vote.name):
+                state.live_as.add(vote.name)
         winner = self._winner(state.votes)
         if winner is not None and winner != state.identity:
             state.identity = winner
@@ -173,14 +193,19 @@ class Policy:
             decisions = [Decision(RECOGNIZED, winner, self._score(state), track)]
             if not self._admitted(state):
                 decisions.append(self._unlock(state, track))  # denied: no liveness to wait for
-            elif mode == REQUIRE and (state.spoofed or not state.judged_live):
+            elif mode == REQUIRE and (state.spoofed or winner not in state.live_as):
                 state.awaiting_live = not state.spoofed
                 if state.spoofed:
                     decisions.append(self._spoof(state, track, NOT_LIVE))
             else:
                 decisions.append(self._unlock(state, track))
             return decisions + self._check_spoof(state, track)
-        if state.awaiting_live and state.identity is not None and state.judged_live:
+        if (
+            state.awaiting_live
+            and state.identity is not None
+            and winner == state.identity  # still this person's face, by the frame votes
+            and state.identity in state.live_as
+        ):
             state.awaiting_live = False
             return [self._unlock(state, track)]
         spoof = self._check_spoof(state, track)
@@ -208,7 +233,7 @@ class Policy:
         if (
             self.liveness.mode != OFF
             and state.identity is not None
-            and not (state.judged_live or state.spoofed)
+            and not (state.identity in state.live_as or state.spoofed)
         ):
             return False  # recognised: scored every frame until the liveness rule decides
         latest = state.votes[-1].name
@@ -259,8 +284,14 @@ class Policy:
     @staticmethod
     def _admitted(state: _TrackState) -> bool:
         """Whether the track's identity may open the door, as its latest vote for them says
-        (the gallery may have changed since the earlier ones)."""
-        return next(v.admitted for v in reversed(state.votes) if v.name == state.identity)
+        (the gallery may have changed since the earlier ones); no such vote: not admitted."""
+        return next((v.admitted for v in reversed(state.votes) if v.name == state.identity), False)
+
+    def _live_as(self, state: _TrackState, name: str) -> bool:
+        """The liveness rule on the track's recent frames that matched `name` only."""
+        scores = [score for who, score in state.scored if who == name]
+        rule = self.liveness
+        return window_is_live(np.asarray(scores, float), rule.threshold, rule.min_live_frames)
 
     def _spoof(self, state: _TrackState, track: int, reason: str) -> Decision:
         return Decision(
@@ -270,7 +301,9 @@ class Policy:
     def _check_spoof(self, state: _TrackState, track: int) -> list[Decision]:
         """A recognised track whose full liveness window is not live: one `spoof` decision."""
         mode = self.liveness.mode
-        if mode == OFF or state.identity is None or state.judged_live or state.spoofed:
+        if mode == OFF or state.identity is None or state.spoofed:
+            return []
+        if state.identity in state.live_as:
             return []
         if not state.live.refused:
             return []

@@ -12,6 +12,7 @@ from edge_app.policy import (
     DENIED,
     NO_ACCESS,
     RECOGNIZED,
+    SPOOF,
     UNKNOWN,
     UNLOCK,
     Policy,
@@ -242,3 +243,50 @@ def test_a_stranger_must_be_judged_live_when_liveness_is_on(clock: Clock) -> Non
     assert policy.stranger(2)
     policy.forget(2)
     assert not policy.stranger(2)
+
+
+def alice_seen(liveness: float) -> Vote:
+    return Vote("alice", 0.8, 0.1, liveness=liveness)
+
+
+def test_a_live_stranger_taking_over_a_photos_track_does_not_unlock_it(clock: Clock) -> None:
+    """A printed photo of Alice is recognised, then a live face that is not hers takes over
+    the same track: its live frames never count for Alice, and Alice no longer wins the
+    votes. Bringing the photo back still finds no live frame of Alice: it is a spoof."""
+    policy = make(clock)
+    policy.configure(policy.config, LiveRule("require", 0.5, 4))
+    decisions = [d for _ in range(3) for d in policy.vote(1, alice_seen(0.1))]
+    assert kinds(decisions) == [RECOGNIZED]  # waiting to be judged live
+    for _ in range(4):  # the live stranger: enough live frames for the track as a whole
+        decisions += policy.vote(1, nobody(liveness=0.95))
+    assert UNLOCK not in kinds(decisions)
+    for _ in range(3):  # the photo again: Alice wins the votes, still not live as Alice
+        decisions += policy.vote(1, alice_seen(0.1))
+    assert UNLOCK not in kinds(decisions)
+    assert not policy.settled(1)  # scored every frame while it waits
+    for _ in range(4):  # once the stranger's live frames leave the 10-frame window
+        decisions += policy.vote(1, alice_seen(0.1))
+    assert kinds(decisions)[-1] == SPOOF and UNLOCK not in kinds(decisions)
+
+
+def test_a_live_person_who_stops_winning_the_votes_waits(clock: Clock) -> None:
+    """Judged live as Alice, but by the time the rule passes the track's votes are no longer
+    hers (the gallery changed, or another face took the track): no unlock until they are."""
+    policy = make(clock)
+    policy.configure(policy.config, LiveRule("require", 0.5, 4))
+    for _ in range(3):
+        policy.vote(1, alice_seen(0.9))
+    decisions = [d for _ in range(3) for d in policy.vote(1, nobody(liveness=0.9))]
+    decisions += policy.vote(1, alice_seen(0.9))  # her 4th live frame; 2 of the last 5 votes
+    decisions += policy.vote(1, alice_seen(0.9))  # still 2 of the last 5
+    assert UNLOCK not in kinds(decisions)
+    decisions = policy.vote(1, alice_seen(0.9))  # 3 of the last 5 again
+    assert kinds(decisions) == [UNLOCK] and decisions[0].name == "alice"
+
+
+def test_a_live_resident_unlocks_once_her_own_frames_are_live(clock: Clock) -> None:
+    policy = make(clock)
+    policy.configure(policy.config, LiveRule("require", 0.5, 4))
+    decisions = [d for _ in range(3) for d in policy.vote(1, alice_seen(0.9))]
+    assert kinds(decisions) == [RECOGNIZED]
+    assert kinds(policy.vote(1, alice_seen(0.9))) == [UNLOCK]
