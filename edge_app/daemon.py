@@ -7,7 +7,9 @@ Lifecycle as systemd sees it (docs/DAEMON.md):
     hung interpreter stops the pings and systemd restarts the service;
   - SIGHUP reloads the config and the gallery without closing the camera;
   - SIGTERM/SIGINT drive the relay low at once (a guard thread, not the frame loop, which may
-    be busy in an interpreter) and end the loop within a frame;
+    be busy in an interpreter: the signal reaches that thread through a wakeup socket, since
+    Python runs handlers only on the main thread and only between bytecodes) and end the loop
+    within a frame;
   - the relay pin is claimed and driven low before anything else that can fail is started,
     and it is driven low on every exit path;
   - an exception from the engine or the camera ends run() (relay locked first) so the process
@@ -23,9 +25,10 @@ import logging
 import math
 import os
 import signal
+import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,7 +48,7 @@ from edge_app.liveness_rule import OFF, LiveRule
 from edge_app.parallax import Parallax
 from edge_app.policy import Policy, Vote
 from edge_app.quality import presented_faces
-from edge_app.relay import Relay, make_pin_factory
+from edge_app.relay import Relay, RelayError, make_pin_factory
 from edge_app.site_memory import (
     LEARN_DOUBT,
     LEARN_INTERVAL,
@@ -459,6 +462,7 @@ class Daemon:
         self._opened_for: str | None = None
         self._notifier: sdnotify.SystemdNotifier | None = None
         self._guard: threading.Thread | None = None
+        self._signals: _SignalWatch | None = None
         self.policy = Policy(config.policy, clock=lambda: self._now)
         self.tracker = IoUTracker(config.tracking)
         self.live_rule = LiveRule()  # resolved against the models in _start
@@ -500,7 +504,7 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        previous = self._install_signals()
+        self._install_signals()
         self._notifier = sdnotify.SystemdNotifier()
         try:
             self._start()
@@ -515,9 +519,10 @@ class Daemon:
                 log.info("stopped by signal=%s", signal.Signals(self._signal).name)
             return 0
         finally:
-            self._shutdown()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            try:
+                self._shutdown()
+            finally:
+                self._restore_signals()
 
     def _start(self) -> None:
         config = self.config
@@ -717,10 +722,13 @@ class Daemon:
 
     def _relock_on_stop(self) -> None:
         """SIGTERM/SIGINT lock the door at once, even while the frame loop is busy (a slow or
-        hung interpreter): the signal handler only sets _stop, this thread does the rest."""
+        hung interpreter): the signal watcher only sets _stop, this thread does the rest."""
         self._stop.wait()
         if self.relay is not None:
-            self.relay.close()
+            try:
+                self.relay.close()
+            except RelayError as error:  # _shutdown() tries again, and raises it from run()
+                log.error("%s", error)
 
     def metrics_line(self) -> str:
         line = self.metrics.line()
@@ -794,27 +802,92 @@ class Daemon:
         if self._notifier is not None:
             self._notifier.notify("\n".join(states))
 
-    def _install_signals(self) -> dict[int, Any]:
+    def _install_signals(self) -> None:
+        """SIGTERM/SIGINT stop the door, SIGHUP reloads; only from the main thread.
+
+        Python runs a handler on the main thread between bytecodes, so while the frame loop is
+        inside a long C call (an interpreter's invoke) the handlers wait. The C-level handler
+        also writes the signal's number to a wakeup socket at once, from whatever thread the
+        kernel picked: a watcher thread reads it and sets _stop, and the relay guard locks the
+        door without waiting for the main thread.
+        """
         if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous: dict[int, Any] = {}
+            return
 
         # Handlers only set flags: logging or touching the relay here could re-enter a lock
         # the interrupted main thread holds.
         def stop(signum: int, _frame: object) -> None:
-            self._signal = signum
-            self._stop.set()
+            self._on_stop_signal(signum)
 
         def reload(_signum: int, _frame: object) -> None:
             self._reload.set()
 
-        for signum, handler in (
-            (signal.SIGTERM, stop),
-            (signal.SIGINT, stop),
-            (signal.SIGHUP, reload),
-        ):
-            previous[signum] = signal.signal(signum, handler)
-        return previous
+        self._signals = _SignalWatch(
+            {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload},
+            on_signal=self._on_stop_signal,
+            stop_signals=(signal.SIGTERM, signal.SIGINT),
+        )
+
+    def _on_stop_signal(self, signum: int) -> None:
+        self._signal = signum
+        self._stop.set()
+
+    def _restore_signals(self) -> None:
+        if self._signals is not None:
+            self._signals.close()
+            self._signals = None
+
+
+class _SignalWatch:
+    """Python signal handlers plus a wakeup socket read by a thread; close() undoes both.
+
+    signal.set_wakeup_fd makes CPython's C-level handler write each signal's number to the
+    socket the moment the signal arrives; the watcher thread calls on_signal(signum) for the
+    stop_signals, while the Python handlers still run on the main thread when it gets to them.
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[int, Callable[[int, Any], None]],
+        *,
+        on_signal: Callable[[int], None],
+        stop_signals: tuple[int, ...],
+    ) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)  # the C handler must never block (set_wakeup_fd insists)
+        self._on_signal = on_signal
+        self._stop_signals = stop_signals
+        self._thread = threading.Thread(target=self._watch, name="signal-watch", daemon=True)
+        self._thread.start()
+        self._previous: dict[int, Any] = {}
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        try:
+            for signum, handler in handlers.items():
+                self._previous[signum] = signal.signal(signum, handler)
+        except BaseException:
+            self.close()
+            raise
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = self._reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return  # close(): the writer is gone
+            for signum in data:
+                if signum in self._stop_signals:
+                    self._on_signal(signum)
+
+    def close(self) -> None:
+        """The previous handlers and wakeup fd back, the socket closed, the thread ended."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._writer.close()  # the watcher reads end-of-file and returns
+        self._thread.join(timeout=1.0)
+        self._reader.close()
 
 
 def _watchdog_interval() -> float:

@@ -7,6 +7,11 @@ the process (close(), the context manager, atexit, the daemon's finally) drives 
 before releasing it; wiring must make the released (floating) pin mean "locked" as well
 (docs/WIRING.md).
 
+Driving the pin low counts only once the pin reads back inactive. close() tries CLOSE_ATTEMPTS
+times, logging each failure; if the pin is still not low it raises RelayError and the relay
+stays unreleased: the atexit hook stays registered, a later close() tries again, and the timer
+thread keeps retrying to end an open pulse at once.
+
 Nothing a release callback does can hold the strike open: the pin is driven low before the
 callback runs, the callback's exceptions are logged and swallowed, and the timer thread
 survives any error of its own (it keeps retrying to drive the pin low).
@@ -42,6 +47,9 @@ _FACTORY_CLASSES = {
 # After an unexpected error in the timer thread (say the pin driver failing once), how soon it
 # tries to drive the pin low again.
 TIMER_RETRY_SECONDS = 0.05
+# How many times close() tries to drive the pin low before it raises, and the pause between.
+CLOSE_ATTEMPTS = 3
+CLOSE_RETRY_SECONDS = 0.05
 
 
 class RelayError(UserError):
@@ -98,7 +106,8 @@ class Relay:
         self._clock = clock
         self._cond = threading.Condition()
         self._deadline: float | None = None
-        self._closed = False
+        self._closing = False  # close() was called: no more pulses
+        self._closed = False  # the pin was driven low and released: nothing left to do
         self._timer = threading.Thread(target=self._run_timer, name="relay-timer", daemon=True)
         self._timer.start()
         atexit.register(self.close)
@@ -139,7 +148,7 @@ class Relay:
         extends the pulse to a full `seconds` after the latest match and never stacks.
         """
         with self._cond:
-            if self._closed:
+            if self._closing:
                 raise RuntimeError("relay is closed")
             deadline = self._clock() + seconds
             opened = self._deadline is None
@@ -150,13 +159,31 @@ class Relay:
         return opened
 
     def close(self) -> None:
-        """Pin low, then free it. Idempotent, and safe from any thread or exit path."""
+        """Pin low, then free it. Idempotent, and safe from any thread or exit path.
+
+        RelayError if the pin is still not low after CLOSE_ATTEMPTS tries: the relay then
+        refuses pulses but is not released, so a later close() (or the atexit hook, which
+        stays registered) tries again, and the timer thread keeps retrying an open pulse.
+        """
         with self._cond:
             if self._closed:
                 return
+            self._closing = True
+        error = self._lock_for_close()
+        if error is not None:
+            with self._cond:
+                if self._deadline is not None:  # open: the timer thread retries from now on
+                    self._deadline = min(self._deadline, self._clock())
+                self._cond.notify_all()
+            raise RelayError(
+                f"relay: GPIO{self.pin} could not be driven to locked in {CLOSE_ATTEMPTS} "
+                f"attempts ({type(error).__name__}: {error}); the door may be unlocked"
+            ) from error
+        with self._cond:
+            if self._closed:
+                return  # a concurrent close() released it
             self._closed = True
             self._cond.notify_all()
-        self._off("close")
         try:
             self._device.close()
         finally:
@@ -164,6 +191,27 @@ class Relay:
             if self._timer is not threading.current_thread():
                 self._timer.join(timeout=1.0)
             log.info("relay released pin=GPIO%d", self.pin)
+
+    def _lock_for_close(self) -> Exception | None:
+        """Drive the pin low, up to CLOSE_ATTEMPTS times: None once it is, else the last error."""
+        error: Exception | None = None
+        for attempt in range(1, CLOSE_ATTEMPTS + 1):
+            try:
+                self._off("close")
+                return None
+            except Exception as failure:  # whatever the driver raised: log it and try again
+                error = failure
+                log.error(
+                    "relay cannot drive pin=GPIO%d low (attempt %d of %d): %s: %s",
+                    self.pin,
+                    attempt,
+                    CLOSE_ATTEMPTS,
+                    type(failure).__name__,
+                    failure,
+                )
+                if attempt < CLOSE_ATTEMPTS:
+                    time.sleep(CLOSE_RETRY_SECONDS)
+        return error
 
     def __enter__(self) -> Relay:
         return self
@@ -182,9 +230,12 @@ class Relay:
                 return  # extended (or released) since the timer looked
             was_open = self._deadline is not None
             # Drive low even if we think it is low already: nothing may leave the strike open.
-            # The deadline is cleared only once the pin is low, so a failing off() is retried.
+            # The deadline is cleared only once the pin reads back low, so a failing off() is
+            # retried.
             if not self._device.closed:
                 self._device.off()
+                if self._device.value:
+                    raise RelayError(f"GPIO{self.pin} still reads active after off()")
             self._deadline = None
         if was_open and self._on_release is not None:
             try:
@@ -207,7 +258,7 @@ class Relay:
                     if remaining > 0:
                         self._cond.wait(remaining)
                         continue
-                self._off("timeout", expired_only=True)
+                self._off("close" if self._closing else "timeout", expired_only=True)
             except Exception:  # this thread is what relocks the door: it must not end
                 log.exception("relay timer error pin=GPIO%d; retrying", self.pin)
                 time.sleep(TIMER_RETRY_SECONDS)

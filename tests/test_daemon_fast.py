@@ -265,6 +265,68 @@ def test_sigterm_mid_pulse_relocks_at_once_even_with_a_slow_frame_loop(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_sigterm_locks_the_door_while_the_frame_loop_is_stuck_inside_a_call(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during a 30 s pulse while the main thread is inside a call that does not come
+    back to the interpreter (a hung Edge TPU invoke): Python's handler has to wait for the
+    main thread, the guard does not, and the pin goes low at once.
+
+    SIGTERM blocked on the main thread for the duration of the call stands in for such C
+    code: the kernel hands the signal to another thread, CPython's C handler writes the wakeup
+    socket, and the Python handler runs only once the call returns."""
+    frames = write_frames(tmp_path / "frames", visit(before=0, stay=6, after=10))
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30})
+    engine = ScriptedEngine(delay=0.0)
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    inside, locked = threading.Event(), threading.Event()
+    stuck: list[float] = []
+
+    def stuck_after_unlock(image: np.ndarray) -> Faces:
+        if factory.pin(PIN).state and not inside.is_set():
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                start = time.monotonic()
+                inside.set()
+                locked.wait(5.0)  # ends when the pin is low, or after 5 s if it stays high
+                stuck.append(time.monotonic() - start)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        return ScriptedEngine.detect(engine, image)
+
+    times: dict[str, float] = {}
+
+    def send_and_watch() -> None:
+        if not inside.wait(30):
+            return
+        times["sent"] = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while factory.pin(PIN).state and time.monotonic() < deadline:
+            time.sleep(0.002)
+        times["low"] = time.monotonic()
+        locked.set()
+
+    monkeypatch.setattr(engine, "detect", stuck_after_unlock)
+    helper = threading.Thread(target=send_and_watch, daemon=True)
+    helper.start()
+    assert daemon.run() == 0
+    helper.join(timeout=15)
+    assert inside.is_set(), "the door never opened"
+    assert states(factory) == [False, True, False]
+    low_after = times["low"] - times["sent"]
+    assert low_after < 0.3, f"pin low {low_after:.3f} s after SIGTERM, the call took {stuck}"
+    assert stuck and stuck[0] < 4.0  # the pin went low while the main thread was still stuck
+    assert daemon._signal == signal.SIGTERM
+    assert jsonl(tmp_path)[-1] == {**jsonl(tmp_path)[-1], "type": "relock", "reason": "close"}
+    # Everything put back for the next daemon in this process.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    assert not [t for t in threading.enumerate() if t.name == "signal-watch"]
+
+
 @pytest.fixture
 def read_only_jsonl(tmp_path: Path):
     """A JSONL path this process cannot write (0444, or a read-only bind mount as root)."""

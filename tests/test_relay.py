@@ -7,6 +7,7 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from edge_app import relay as relay_module
 from edge_app.relay import Relay, RelayError, make_pin_factory
 
 PIN = 17
@@ -177,3 +178,220 @@ def test_from_config_reads_the_gpio_section(factory: MockFactory) -> None:
         assert relay.pin == 22 and factory.pin(22).state is True  # active-low rests high
     with pytest.raises(RelayError, match="gpio.pin: 14 is a UART pin"):
         Relay.from_config(GpioConfig(pin=14), pin_factory=factory)
+
+
+class FakeAtexit:
+    """Stands in for the atexit module inside edge_app.relay: what is registered, and when."""
+
+    def __init__(self) -> None:
+        self.hooks: list = []
+
+    def register(self, hook) -> None:
+        self.hooks.append(hook)
+
+    def unregister(self, hook) -> None:
+        self.hooks = [h for h in self.hooks if h != hook]
+
+
+@pytest.fixture
+def hooks(monkeypatch: pytest.MonkeyPatch) -> FakeAtexit:
+    fake = FakeAtexit()
+    monkeypatch.setattr(relay_module, "atexit", fake)
+    return fake
+
+
+def failing_off(relay: Relay, failures: int | None) -> list[int]:
+    """Make the relay's off() raise its first `failures` times (None: every time)."""
+    device = relay._device
+    real_off = device.off
+    calls: list[int] = []
+
+    def off() -> None:
+        calls.append(1)
+        if failures is None or len(calls) <= failures:
+            raise OSError(5, "Input/output error")
+        real_off()
+
+    device.off = off
+    return calls
+
+
+def test_close_retries_an_off_that_fails_once(
+    factory: MockFactory, hooks: FakeAtexit, caplog: pytest.LogCaptureFixture
+) -> None:
+    released: list[str] = []
+    relay = Relay(PIN, pin_factory=factory, on_release=released.append)
+    relay.pulse(30.0)
+    calls = failing_off(relay, 1)
+    relay.close()
+    assert factory.pin(PIN).state is False and len(calls) == 2
+    assert [s.state for s in factory.pin(PIN).states] == [False, True, False]
+    assert hooks.hooks == []  # confirmed low and released: nothing left for atexit
+    assert released == ["close"]
+    assert not relay._timer.is_alive()
+    failed = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failed) == 1 and "attempt 1 of 3" in failed[0].getMessage()
+
+
+def test_a_close_that_cannot_relock_leaves_the_relay_to_the_next_close_and_atexit(
+    factory: MockFactory, hooks: FakeAtexit
+) -> None:
+    """off() fails on every attempt of the first close(): it raises, and the relay is not
+    given up: the timer thread relocks the open pulse at once, atexit still holds it."""
+    released: list[str] = []
+    relay = Relay(PIN, pin_factory=factory, on_release=released.append)
+    relay.pulse(30.0)
+    calls = failing_off(relay, relay_module.CLOSE_ATTEMPTS)
+    with pytest.raises(RelayError, match="GPIO17 could not be driven to locked in 3 attempts"):
+        relay.close()
+    assert len(calls) == relay_module.CLOSE_ATTEMPTS
+    assert hooks.hooks == [relay.close]
+    with pytest.raises(RuntimeError, match="closed"):
+        relay.pulse(1.0)  # closing: never opens again
+    wait_for(lambda: factory.pin(PIN).state is False, timeout=1.0)  # the timer's retry
+    assert released == ["close"]
+    assert factory.pin(PIN).function == "output"  # not released yet
+    for hook in list(hooks.hooks):  # what the interpreter does at exit
+        hook()
+    assert hooks.hooks == [] and factory.pin(PIN).function == "input"
+    assert not relay._timer.is_alive()
+
+
+def test_a_pin_that_never_goes_low_is_reported_and_kept_for_atexit(
+    factory: MockFactory, hooks: FakeAtexit, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = Relay(PIN, pin_factory=factory)
+    relay.pulse(30.0)
+    real_off = relay._device.off
+    failing_off(relay, None)
+    with pytest.raises(RelayError, match="could not be driven to locked.*door may be unlocked"):
+        relay.close()
+    attempts = [r.getMessage() for r in caplog.records if "attempt" in r.getMessage()]
+    assert [m.split("(")[1].split(")")[0] for m in attempts] == [
+        "attempt 1 of 3",
+        "attempt 2 of 3",
+        "attempt 3 of 3",
+    ]
+    assert hooks.hooks == [relay.close]
+    assert relay._timer.is_alive()  # still retrying the open pulse
+    with pytest.raises(RelayError):
+        relay.close()  # a second close tries again, and says so again
+    assert factory.pin(PIN).state is True and hooks.hooks == [relay.close]
+    relay._device.off = real_off  # the driver recovers: the atexit hook finishes the job
+    hooks.hooks[0]()
+    assert factory.pin(PIN).state is False and hooks.hooks == []
+
+
+def test_an_off_that_leaves_the_pin_high_is_not_taken_for_locked(
+    factory: MockFactory, hooks: FakeAtexit
+) -> None:
+    """A driver whose off() returns without changing the pin: the read-back catches it."""
+    relay = Relay(PIN, pin_factory=factory)
+    relay.pulse(30.0)
+    real_off = relay._device.off
+    relay._device.off = lambda: None
+    with pytest.raises(RelayError, match="still reads active after off"):
+        relay.close()
+    assert hooks.hooks == [relay.close]
+    relay._device.off = real_off
+    relay.close()
+    assert factory.pin(PIN).state is False and hooks.hooks == []
+
+
+# --- python -m edge_app.relay_off: the systemd ExecStartPre=/ExecStopPost= safety net --------
+
+
+@pytest.fixture
+def left_high(factory: MockFactory, monkeypatch: pytest.MonkeyPatch) -> MockFactory:
+    """GPIO17 high and unclaimed, as after a SIGKILL mid-pulse; relay_off's "mock" factory is
+    this one, so the test reads what it did to the pin."""
+    pin = factory.pin(PIN)
+    pin.function = "output"
+    pin.state = True
+    monkeypatch.setattr(relay_module, "make_pin_factory", lambda name: factory)
+    return factory
+
+
+def run_relay_off(tmp_path, text: str, *args: str) -> int:
+    from edge_app import relay_off
+
+    path = tmp_path / "door.toml"
+    path.write_text(text)
+    return relay_off.main(["--config", str(path), *args])
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_relay_off_reads_only_the_gpio_section(
+    left_high: MockFactory, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mistake elsewhere in the file (the daemon refuses it) must not keep the pin high."""
+    text = (
+        '[gpio]\npin = 17\nfactory = "mock"\npulse_seconds = -1\n\n'
+        '[web]\nlisten = "localhost"\n\n[camera]\nwidht = 3\n\n[nonsense]\nx = 1\n'
+    )
+    assert run_relay_off(tmp_path, text) == 0
+    assert left_high.pin(PIN).state is False and left_high.pin(PIN).function == "input"
+    assert errors(caplog) == []
+
+
+def test_relay_off_without_a_pin_says_it_drives_the_default(
+    left_high: MockFactory, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert run_relay_off(tmp_path, '[web]\nlisten = "localhost"\n', "--gpio", "mock") == 0
+    assert left_high.pin(PIN).state is False
+    assert any("no gpio.pin: driving the default GPIO17" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[gpio]\npin = 14\n", "gpio.pin: 14 is a UART pin"),
+        (
+            '[gpio]\npin = "17"\nactve_high = false\n',
+            "2 problem(s): gpio.pin: expected an integer, got str '17'; "
+            "gpio.actve_high: unknown key (did you mean 'active_high'?)",
+        ),
+        ('[gpio]\nfactory = "gpio"\n', "gpio.factory: str 'gpio' is not one of"),
+        ("gpio = 17\n", "gpio: expected a table [gpio], got int 17"),
+        ("[gpio\npin = 17\n", "not valid TOML"),
+    ],
+)
+def test_relay_off_refuses_a_gpio_section_it_cannot_trust_in_one_line(
+    left_high: MockFactory, tmp_path, caplog: pytest.LogCaptureFixture, text: str, expected: str
+) -> None:
+    assert run_relay_off(tmp_path, text) == 2
+    (message,) = errors(caplog)
+    assert expected in message and "\n" not in message
+    assert left_high.pin(PIN).state is True  # left alone: neither claimed nor driven
+
+
+def test_relay_off_with_a_missing_config_file(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    from edge_app import relay_off
+
+    assert relay_off.main(["--config", str(tmp_path / "nope.toml"), "--gpio", "mock"]) == 2
+    assert errors(caplog) == [f"{tmp_path / 'nope.toml'}: config file not found"]
+
+
+def test_relay_off_command_prints_one_line_for_a_broken_file(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from edge_app import paths
+
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)}
+    command = [sys.executable, "-m", "edge_app.relay_off", "--gpio", "mock", "--config"]
+    for text, expected in [
+        ('[gpio]\npin = 27\n[web]\nlisten = "localhost"\n', (0, "relay locked pin=GPIO27")),
+        ("[gpio]\npin = 27\nactive_high = maybe\n", (2, "not valid TOML")),
+    ]:
+        path = tmp_path / "door.toml"
+        path.write_text(text)
+        done = subprocess.run([*command, str(path)], capture_output=True, text=True, env=env)
+        assert done.returncode == expected[0], done.stderr
+        assert expected[1] in done.stderr and "Traceback" not in done.stderr
+        if expected[0] == 2:
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
