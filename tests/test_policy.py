@@ -290,3 +290,16 @@ def test_a_live_resident_unlocks_once_her_own_frames_are_live(clock: Clock) -> N
     decisions = [d for _ in range(3) for d in policy.vote(1, alice_seen(0.9))]
     assert kinds(decisions) == [RECOGNIZED]
     assert kinds(policy.vote(1, alice_seen(0.9))) == [UNLOCK]
+
+
+
+def test_a_resident_removed_while_waiting_for_liveness_is_not_let_in(clock: Clock) -> None:
+    """Alice is recognised and waits for her 4th live frame; she is then removed from the
+    gallery, so her next frames match nobody. Live as they are, they never count for her,
+    and the votes from before the removal cannot let her in."""
+    policy = make(clock)
+    policy.configure(policy.config, LiveRule("require", 0.5, 4))
+    decisions = [d for _ in range(3) for d in policy.vote(1, alice_seen(0.9))]
+    assert kinds(decisions) == [RECOGNIZED]
+    decisions = [d for _ in range(10) for d in policy.vote(1, nobody(liveness=0.9))]
+    assert UNLOCK not in kinds(decisions)

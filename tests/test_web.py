@@ -17,7 +17,9 @@ import socket
 import ssl
 import stat
 import subprocess
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,13 @@ from edge_app.events import EventLog
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.web import auth
 from edge_app.web.history import safe_cell
-from edge_app.web.server import WebError, WebServer, check_settings
+from edge_app.web.server import (
+    HEAD_TIMEOUT_S,
+    PER_ADDRESS_CONNECTIONS,
+    WebError,
+    WebServer,
+    check_settings,
+)
 
 PAGES = ["/", "/people", "/events", "/events.csv", "/health", "/unlock", "/people/remove?name=x"]
 FRAGMENTS = ["/fragments/status", "/fragments/recent", "/fragments/live", "/live.jpg"]
@@ -82,10 +90,12 @@ def web_config(folder: Path, port: int, **web: object) -> Config:
     )
 
 
-def serve(folder: Path, **web: object) -> Site:
+def serve(folder: Path, head_timeout_s: float = HEAD_TIMEOUT_S, **web: object) -> Site:
     config = web_config(folder, free_port(), **web)
     auth.write_password_file(config.web.password_file, PASSWORD)
-    server = WebServer(config, socket_path=folder / "absent-door.sock")
+    server = WebServer(
+        config, socket_path=folder / "absent-door.sock", head_timeout_s=head_timeout_s
+    )
     server.start()
     return Site(server.url, config, server, folder)
 
@@ -205,14 +215,83 @@ def test_the_limiter_counts_per_address_and_overall() -> None:
     now = [1000.0]
     limiter = auth.LoginLimiter(per_address=3, overall=5, window_s=60, clock=lambda: now[0])
     for _ in range(3):
-        limiter.failed("10.0.0.1")
-    assert "from 10.0.0.1" in (limiter.blocked("10.0.0.1") or "")
-    assert limiter.blocked("10.0.0.2") is None
-    limiter.failed("10.0.0.2")
-    limiter.failed("10.0.0.3")
-    assert "on this door" in (limiter.blocked("10.0.0.9") or "")  # 5 in total: everyone waits
+        assert limiter.attempt("10.0.0.1") is None
+    assert "from 10.0.0.1" in (limiter.attempt("10.0.0.1") or "")
+    assert limiter.attempt("10.0.0.2") is None
+    assert limiter.attempt("10.0.0.3") is None
+    assert "on this door" in (limiter.attempt("10.0.0.9") or "")  # 5 in total: everyone waits
+    limiter.refund("10.0.0.3")  # that attempt checked no password
+    assert limiter.attempt("10.0.0.9") is None
     now[0] += 61
-    assert limiter.blocked("10.0.0.1") is None and limiter.blocked("10.0.0.9") is None
+    assert limiter.attempt("10.0.0.1") is None and limiter.attempt("10.0.0.8") is None
+
+
+def test_a_right_password_gives_back_its_attempt_and_the_address_failures() -> None:
+    limiter = auth.LoginLimiter(per_address=3, overall=5, window_s=60)
+    assert limiter.attempt("10.0.0.5") is None  # a failure elsewhere still counts overall
+    for _ in range(3):
+        assert limiter.attempt("10.0.0.1") is None
+    limiter.succeeded("10.0.0.1")  # the third attempt was the right password
+    for _ in range(2):
+        assert limiter.attempt("10.0.0.1") is None
+    assert "on this door" in (limiter.attempt("10.0.0.1") or "")  # 1 + 2 failed + 2 more: 5
+
+
+def test_the_limiter_holds_under_parallel_attempts() -> None:
+    limiter = auth.LoginLimiter(per_address=5, overall=30, window_s=60)
+    start = threading.Barrier(16)
+
+    def burst(number: int) -> list[str | None]:
+        start.wait()
+        return [limiter.attempt(f"10.0.{number}.1") for _ in range(10)]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [a for batch in pool.map(burst, range(16)) for a in batch]
+    assert answers.count(None) == 30
+    assert all("too many failed logins" in (a or "") for a in answers if a is not None)
+
+
+@pytest.mark.parametrize("path", ["/login", "/unlock"])
+def test_parallel_wrong_passwords_cannot_outrun_the_limit(
+    site: Site, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = site.server.app.state.web
+    site.reset_limits()
+    with site.client() as first:
+        if path == "/unlock":
+            site.login(first)
+            token = site.token(first)
+        else:
+            token = csrf_of(first.get("/login").text)
+        cookies = dict(first.cookies)
+    checked: list[str] = []
+    verify = state.password.verify
+
+    def counted(password: str) -> bool:
+        checked.append(password)
+        return verify(password)
+
+    monkeypatch.setattr(state.password, "verify", counted)
+    tries = 12  # all at once from one address, more than the limit of 5
+    start = threading.Barrier(tries)
+
+    def guess(number: int) -> httpx.Response:
+        with httpx.Client(base_url=site.url, timeout=60.0, cookies=cookies) as client:
+            start.wait()
+            return client.post(path, data={"password": f"guess {number}", "csrf_token": token})
+
+    try:
+        with ThreadPoolExecutor(tries) as pool:
+            replies = list(pool.map(guess, range(tries)))
+    finally:
+        site.reset_limits()
+    statuses = sorted(reply.status_code for reply in replies)
+    assert len(checked) == auth.PER_ADDRESS_FAILURES
+    assert statuses == [401] * auth.PER_ADDRESS_FAILURES + [429] * (
+        tries - auth.PER_ADDRESS_FAILURES
+    )
+    refused = [reply.text for reply in replies if reply.status_code == 429]
+    assert all("too many failed logins from 127.0.0.1; try again in" in t for t in refused)
 
 
 def test_sessions_expire_when_idle_and_at_their_maximum_age() -> None:
@@ -543,7 +622,8 @@ def test_events_filter_paginate_and_csv_is_injection_safe(site: Site, user: http
     none = user.get("/events", params={"from": "2001-01-01", "to": "2001-01-02"})
     assert "No events match these filters" in none.text
     bad = user.get("/events", params={"from": "yesterday"})
-    assert "is not a date" in bad.text
+    assert bad.status_code == 400 and "is not a date" in bad.text
+    assert bad.text.count("data-event-type=") == 50  # the other filters still apply
 
     exported = user.get("/events.csv", params={"type": "unlock"})
     assert exported.headers["content-type"].startswith("text/csv")
@@ -589,6 +669,54 @@ def test_snapshots_are_served_only_from_their_folder(site: Site, user: httpx.Cli
             assert user.get(f"/snapshots/{event_id}").status_code == 404, stored
     assert user.get("/snapshots/999999").status_code == 404
     assert user.get("/snapshots/abc").status_code == 404
+
+
+HUGE_ID = "9" * 30
+OUTSIDE = "is not between 1970-01-01 and 2999-12-31"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        (f"/snapshots/{HUGE_ID}", 404, "no such snapshot"),
+        (f"/snapshots/{2**63}", 404, "no such snapshot"),  # just past SQLite's integers
+        (f"/snapshots/{2**63 - 1}", 404, "no such snapshot"),
+        ("/snapshots/%C2%B2", 404, "no such snapshot"),  # a superscript digit
+        ("/snapshots/%D9%A3", 404, "no such snapshot"),  # an Arabic-Indic digit
+        ("/snapshots/-1", 404, "no such snapshot"),
+        ("/events?from=0001-01-01", 400, f"from: '0001-01-01' {OUTSIDE}; ignored"),
+        ("/events?to=9999-12-31", 400, f"to: '9999-12-31' {OUTSIDE}; ignored"),
+        ("/events?from=1969-12-31&to=3000-01-01", 400, f"to: '3000-01-01' {OUTSIDE}"),
+        ("/events?from=yesterday", 400, "from: 'yesterday' is not a date (YYYY-MM-DD); ignored"),
+        ("/events.csv?to=9999-12-31", 400, f"to: '9999-12-31' {OUTSIDE}"),
+        ("/events.csv?from=0001-01-01", 400, f"from: '0001-01-01' {OUTSIDE}"),
+        ("/events.csv?from=yesterday", 400, "from: 'yesterday' is not a date"),
+        ("/events?page=%C2%B2", 400, "page: '²' is not a page number"),
+        ("/events?page=%D9%A3", 400, "page: '٣' is not a page number"),
+        ("/events?page=-2", 400, "page: '-2' is not a page number"),
+        ("/events?page=1_0", 400, "page: '1_0' is not a page number"),
+        ("/events?page=" + "9" * 5000, 400, "is not a page number"),
+    ],
+)
+def test_hostile_ids_dates_and_pages_are_refused(
+    site: Site, user: httpx.Client, path: str, status: int, message: str
+) -> None:
+    assert site.config.events.db is not None
+    EventLog(site.config.events.db).close()  # the database exists: the queries really run
+    reply = user.get(path)
+    assert reply.status_code == status, reply.text
+    assert message in html.unescape(reply.text)
+    assert "Traceback" not in reply.text and "Internal Server Error" not in reply.text
+
+
+def test_dates_at_the_ends_of_the_range_are_accepted(site: Site, user: httpx.Client) -> None:
+    assert site.config.events.db is not None
+    EventLog(site.config.events.db).close()
+    query = {"from": "1970-01-01", "to": "2999-12-31"}
+    page = user.get("/events", params={**query, "page": "1"})
+    assert page.status_code == 200 and "is not between" not in page.text
+    exported = user.get("/events.csv", params=query)
+    assert exported.status_code == 200 and exported.text.startswith("id,time_utc,")
 
 
 # --- the door link ------------------------------------------------------------------------------
@@ -685,6 +813,54 @@ def test_tls_serves_https_with_a_secure_host_only_cookie(tmp_path: Path) -> None
         with pytest.raises(httpx.HTTPError):
             httpx.get(served.url.replace("https://", "http://") + "/login", timeout=5)
     finally:
+        served.server.stop()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
+    served = serve(tmp_path, head_timeout_s=2.0)
+    address = (served.server.host, served.server.port)
+    opened: list[socket.socket] = []
+
+    def connect() -> socket.socket:
+        opened.append(socket.create_connection(address, timeout=10))
+        return opened[-1]
+
+    try:
+        held = [connect() for _ in range(PER_ADDRESS_CONNECTIONS - 2)]
+        for sock in held:  # half-sent requests, never finished
+            sock.sendall(b"GET /login HTTP/1.1\r\nHost: door\r\nX-Slow: ")
+        idle = connect()  # sends nothing at all
+        kept = connect()  # a whole request, then half of the next one
+        kept.sendall(b"GET /login HTTP/1.1\r\nHost: door\r\n\r\n")
+        first = kept.makefile("rb")
+        assert first.readline() == b"HTTP/1.1 200 OK\r\n"
+        head = b"".join(iter(first.readline, b"\r\n")).lower()
+        length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+        assert b"log in" in first.read(length).lower()
+        kept.sendall(b"GET /login HTTP/1.1\r\n")
+
+        refused = _read_all(connect())
+        assert refused.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), refused
+        assert b"too many connections from 127.0.0.1 (at most 16 at a time)" in refused
+
+        # Each connection gets 2 s for a request's head: the half-sent ones get 408.
+        for answer in [*map(_read_all, held), first.read()]:
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+            assert answer.endswith(b"the request's headers took longer than 2 s\n")
+        assert _read_all(idle) == b""  # closed without an answer to a request never begun
+        first.close()
+        with served.client() as client:
+            assert client.get("/login").status_code == 200
+    finally:
+        for sock in opened:
+            sock.close()
         served.server.stop()
 
 

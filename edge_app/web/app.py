@@ -39,7 +39,7 @@ from edge_app.errors import UserError
 from edge_app.web import auth
 from edge_app.web.door import DoorStatus, WebDoor, frame_age, is_live
 from edge_app.web.forms import Form, FormError, Limits, read_form
-from edge_app.web.history import Filters, History, read_snapshot
+from edge_app.web.history import Filters, History, parse_event_id, read_snapshot
 from edge_app.web.people import (
     CAMERA_TIMEOUT_S,
     EngineHolder,
@@ -288,24 +288,39 @@ def _login_context(request: Request, error: str = "") -> dict[str, Any]:
     }
 
 
+async def _check_password(state: WebState, address: str, password: str) -> tuple[int, str]:
+    """One admin password check under the rate limit: (HTTP status, message for the page).
+
+    200 for the right password; 401 a wrong one; 429 refused by the rate limit, nothing
+    hashed; 503 the password file cannot be read. The attempt counts before the hash runs
+    (auth.LoginLimiter.attempt), so parallel requests cannot outrun the limit.
+    """
+    refused = state.limiter.attempt(address)
+    if refused is not None:
+        return 429, refused
+    try:
+        ok = await run_in_threadpool(state.password.verify, password)
+    except UserError as error:  # raised before any hash: the attempt does not count
+        state.limiter.refund(address)
+        return 503, str(error)
+    if not ok:
+        return 401, "Wrong password."
+    state.limiter.succeeded(address)
+    return 200, ""
+
+
 @action(login=False)
 async def login_submit(request: Request, session: auth.Session, form: Form) -> Response:
     state = _state(request)
     address = client_address(request)
-    blocked = state.limiter.blocked(address)
-    if blocked:
-        log.warning("web login refused address=%s reason=rate-limit", address)
-        return render(request, session, "login.html", _login_context(request, blocked), 429)
-    try:
-        ok = await run_in_threadpool(state.password.verify, form.get("password"))
-    except UserError as error:
-        return render(request, session, "login.html", _login_context(request, str(error)), 503)
-    if not ok:
-        state.limiter.failed(address)
-        log.warning("web login failed address=%s", address)
-        context = _login_context(request, "Wrong password.")
-        return render(request, session, "login.html", context, 401)
-    state.limiter.succeeded(address)
+    status, problem = await _check_password(state, address, form.get("password"))
+    if status != 200:
+        if status == 429:
+            log.warning("web login refused address=%s reason=rate-limit", address)
+        elif status == 401:
+            log.warning("web login failed address=%s", address)
+        context = _login_context(request, problem)
+        return render(request, session, "login.html", context, status)
     fresh = state.sessions.login(session, auth.ADMIN, address)
     log.info("web login user=%s address=%s", auth.ADMIN, address)
     response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
@@ -402,9 +417,8 @@ async def live_frame(request: Request, session: auth.Session) -> Response:
 @page
 async def snapshot(request: Request, session: auth.Session) -> Response:
     state = _state(request)
-    try:
-        event_id = int(request.path_params["event_id"])
-    except ValueError:
+    event_id = parse_event_id(request.path_params["event_id"])
+    if event_id is None:
         return PlainTextResponse("no such snapshot", status_code=404)
     stored = await run_in_threadpool(state.history.snapshot_of, event_id)
     data = await run_in_threadpool(read_snapshot, state.config.events.snapshots, stored)
@@ -630,9 +644,10 @@ async def export(request: Request, session: auth.Session, form: Form) -> Respons
 # --- events ----------------------------------------------------------------------------------
 
 
-def _page_number(request: Request) -> int:
-    text = request.query_params.get("page", "1")
-    return int(text) if text.isdigit() and 0 < len(text) < 8 else 1
+def _page_number(request: Request) -> int | None:
+    """The page asked for (1 when none), or None when `page` is not a page number."""
+    text = request.query_params.get("page", "") or "1"
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 8 else None
 
 
 @page
@@ -640,6 +655,9 @@ async def events(request: Request, session: auth.Session) -> Response:
     state = _state(request)
     filters, problems = Filters.parse(dict(request.query_params))
     number = _page_number(request)
+    if number is None:
+        message = f"page: {request.query_params['page'][:40]!r} is not a page number"
+        return render(request, session, "error.html", {"message": message}, 400)
     result = await run_in_threadpool(state.history.page, filters, number)
     names, types = await run_in_threadpool(state.history.choices)
     query = filters.query()
@@ -658,13 +676,17 @@ async def events(request: Request, session: auth.Session) -> Response:
         "history_missing": not state.history.available,
     }
     template = "_events_table.html" if request.query_params.get("fragment") else "events.html"
-    return render(request, session, template, context)
+    # A refused filter is named on the page, which shows the events without it.
+    return render(request, session, template, context, 400 if problems else 200)
 
 
 @page
 async def events_csv(request: Request, session: auth.Session) -> Response:
     state = _state(request)
-    filters, _ = Filters.parse(dict(request.query_params))
+    filters, problems = Filters.parse(dict(request.query_params))
+    if problems:
+        # A download cannot show the message: nothing is exported rather than more than asked.
+        return PlainTextResponse("\n".join(problems) + "\n", status_code=400)
     text = await run_in_threadpool(state.history.csv, filters)
     stamp = datetime.now().strftime("%Y%m%d-%H%M")
     return Response(
@@ -697,18 +719,13 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
     if not state.config.web.remote_unlock:
         return _unlock_off(request, session)
     address = client_address(request)
-    blocked = state.limiter.blocked(address)
-    if blocked:
-        return render(request, session, "unlock.html", {"error": blocked}, 429)
-    try:
-        ok = await run_in_threadpool(state.password.verify, form.get("password"))
-    except UserError as error:
-        return render(request, session, "unlock.html", {"error": str(error)}, 503)
-    if not ok:
-        state.limiter.failed(address)
-        log.warning("web unlock refused user=%s address=%s reason=password", session.user, address)
-        return render(request, session, "unlock.html", {"error": "Wrong password."}, 401)
-    state.limiter.succeeded(address)
+    status, problem = await _check_password(state, address, form.get("password"))
+    if status != 200:
+        if status == 401:
+            log.warning(
+                "web unlock refused user=%s address=%s reason=password", session.user, address
+            )
+        return render(request, session, "unlock.html", {"error": problem}, status)
     reason = (form.get("reason").strip() or "remote unlock from the web page")[:200]
     origin = f"web:{session.user}@{address}"
     try:

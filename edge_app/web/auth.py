@@ -227,53 +227,80 @@ class SessionStore:
 
 @dataclass
 class LoginLimiter:
-    """Failed password attempts per client address and in total, in a sliding window."""
+    """Password attempts per client address and in total, in a sliding window.
+
+    An attempt is counted when it starts, before the password is hashed (attempt()), so
+    parallel requests cannot all pass the check while earlier hashes are still running: at
+    most `per_address` checks per address and `overall` in total run per window, however
+    many requests arrive at once. A right password gives its attempt back and forgets the
+    address's failures (succeeded()); an attempt that never checked a password is given back
+    alone (refund()).
+    """
 
     per_address: int = PER_ADDRESS_FAILURES
     overall: int = GLOBAL_FAILURES
     window_s: float = FAILURE_WINDOW_S
     clock: Callable[[], float] = time.monotonic
     _by_address: dict[str, deque[float]] = field(default_factory=dict)
-    _all: deque[float] = field(default_factory=deque)
+    _all: deque[tuple[float, str]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _prune(self, times: deque[float], now: float) -> None:
-        while times and now - times[0] > self.window_s:
-            times.popleft()
+    def _prune(self, now: float) -> None:
+        while self._all and now - self._all[0][0] > self.window_s:
+            self._all.popleft()
 
-    def blocked(self, address: str) -> str | None:
-        """Why this address may not try a password now (with when to retry), or None."""
+    def attempt(self, address: str) -> str | None:
+        """Count one password check for this address now, or say why not (and when to retry).
+
+        None means the check may run: it already counts against both limits.
+        """
         now = self.clock()
         with self._lock:
-            self._prune(self._all, now)
+            self._prune(now)
             if len(self._all) >= self.overall:
-                wait = self.window_s - (now - self._all[0])
+                wait = self.window_s - (now - self._all[0][0])
                 return f"too many failed logins on this door recently; try again in {wait:.0f} s"
             times = self._by_address.get(address)
-            if times is None:
-                return None
-            self._prune(times, now)
-            if len(times) >= self.per_address:
-                wait = self.window_s - (now - times[0])
-                return f"too many failed logins from {address}; try again in {wait:.0f} s"
+            if times is not None:
+                while times and now - times[0] > self.window_s:
+                    times.popleft()
+                if len(times) >= self.per_address:
+                    wait = self.window_s - (now - times[0])
+                    return f"too many failed logins from {address}; try again in {wait:.0f} s"
+            self._track(address, now).append(now)
+            self._all.append((now, address))
         return None
 
-    def failed(self, address: str) -> None:
-        now = self.clock()
+    def _track(self, address: str, now: float) -> deque[float]:
+        """This address's attempts; the table of addresses stays bounded."""
+        if address not in self._by_address and len(self._by_address) >= MAX_TRACKED_ADDRESSES:
+            for key in [
+                k for k, t in self._by_address.items() if not t or now - t[-1] > self.window_s
+            ]:
+                del self._by_address[key]
+            if len(self._by_address) >= MAX_TRACKED_ADDRESSES:
+                self._by_address.pop(next(iter(self._by_address)))
+        return self._by_address.setdefault(address, deque())
+
+    def refund(self, address: str) -> None:
+        """This address's latest attempt checked no password: it no longer counts."""
         with self._lock:
-            self._all.append(now)
-            if address not in self._by_address and len(self._by_address) >= MAX_TRACKED_ADDRESSES:
-                for key in [
-                    k for k, t in self._by_address.items() if not t or now - t[-1] > self.window_s
-                ]:
-                    del self._by_address[key]
-                if len(self._by_address) >= MAX_TRACKED_ADDRESSES:
-                    self._by_address.pop(next(iter(self._by_address)))
-            self._by_address.setdefault(address, deque()).append(now)
+            times = self._by_address.get(address)
+            if times:
+                times.pop()
+            self._refund_overall(address)
 
     def succeeded(self, address: str) -> None:
+        """The right password: its attempt and the address's failures no longer count."""
         with self._lock:
             self._by_address.pop(address, None)
+            self._refund_overall(address)
+
+    def _refund_overall(self, address: str) -> None:
+        for index in range(len(self._all) - 1, -1, -1):
+            if self._all[index][1] == address:
+                del self._all[index]
+                return
 
 
 def same_token(expected: str, given: str | None) -> bool:

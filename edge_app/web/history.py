@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -23,6 +24,13 @@ PAGE_SIZE = 50
 CSV_MAX_ROWS = 100_000
 SNAPSHOT_MAX_BYTES = 5 * 1024 * 1024
 UNKNOWN_PERSON = "(unknown)"
+# Event times are Unix times; a date filter outside these days is refused with a message
+# (the calendar's far ends do not convert to a local midnight).
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(2999, 12, 31)
+# Event ids are SQLite integers: at most 2**63 - 1, so at most 19 ASCII digits.
+SQLITE_MAX_INTEGER = 2**63 - 1
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
 # A spreadsheet runs a cell starting with these as a formula (CSV injection): a visitor's
 # name is typed by whoever enrols them, so text cells get a leading apostrophe.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -57,7 +65,8 @@ class Filters:
 
     @classmethod
     def parse(cls, query: dict[str, str]) -> tuple[Filters, list[str]]:
-        """Filters from query parameters; unparseable dates are dropped with a message."""
+        """Filters from query parameters, and what was refused: a date that cannot be read,
+        or one outside FIRST_DAY..LAST_DAY, is left out with a message."""
         problems: list[str] = []
 
         def day(key: str) -> date | None:
@@ -65,10 +74,17 @@ class Filters:
             if not text:
                 return None
             try:
-                return date.fromisoformat(text)
+                value = date.fromisoformat(text)
             except ValueError:
-                problems.append(f"{key}: {text!r} is not a date (YYYY-MM-DD); ignored")
+                problems.append(f"{key}: {text[:40]!r} is not a date (YYYY-MM-DD)")
                 return None
+            if not FIRST_DAY <= value <= LAST_DAY:
+                problems.append(
+                    f"{key}: {text!r} is not between {FIRST_DAY.isoformat()} and "
+                    f"{LAST_DAY.isoformat()}"
+                )
+                return None
+            return value
 
         return (
             cls(
@@ -180,7 +196,7 @@ class History:
         return people, sorted(types | set(TYPES))
 
     def snapshot_of(self, event_id: int) -> str | None:
-        if not self.available:
+        if not self.available or not 0 <= event_id <= SQLITE_MAX_INTEGER:
             return None
         with self._connect() as db:
             row = db.execute("SELECT snapshot FROM events WHERE id = ?", (event_id,)).fetchone()
@@ -212,6 +228,11 @@ class History:
                         ]
                     )
         return out.getvalue()
+
+
+def parse_event_id(text: str) -> int | None:
+    """An event id from a URL (ASCII digits), else None; History.snapshot_of bounds it."""
+    return int(text) if _EVENT_ID.fullmatch(text) else None
 
 
 def safe_cell(text: str) -> str:

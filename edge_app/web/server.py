@@ -21,6 +21,12 @@ from edge_app.web.auth import read_password_hash
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
+# Open connections: in all (uvicorn's limit_concurrency, beyond which every request is
+# answered 503), and from one client address. A connection has HEAD_TIMEOUT_S to send each
+# request's line and headers; uvicorn itself would wait for them forever.
+MAX_CONNECTIONS = 64
+PER_ADDRESS_CONNECTIONS = 16
+HEAD_TIMEOUT_S = 10.0
 
 
 class WebError(UserError):
@@ -57,6 +63,86 @@ def check_settings(config: Config) -> tuple[str, int, bool]:
     return host, port, tls
 
 
+def _refuse(transport: asyncio.Transport, status: int, reason: str, message: str) -> None:
+    """A plain-text answer written outside any request's cycle, then the connection closes."""
+    body = (message + "\n").encode()
+    transport.write(
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+        + body
+    )
+    transport.close()
+
+
+def guarded_protocol(per_address: int, head_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, guarded against clients that hold connections open.
+
+    A client address with `per_address` connections open gets 503 on the next one, at once.
+    A request's line and headers must arrive within `head_timeout_s` of the connection
+    opening or of the previous response; otherwise 408 (or, when nothing was sent, a silent
+    close) ends the connection. Together they stop one address from holding all
+    MAX_CONNECTIONS with half-sent requests (docs/WEB.md, "Connections").
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _head_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            host = self.client[0] if self.client else None
+            same = sum(
+                1
+                for other in self.connections
+                if isinstance(other, H11Protocol) and other.client and other.client[0] == host
+            )
+            if host is not None and same > per_address:
+                log.warning("web connection refused address=%s open=%d", host, same - 1)
+                _refuse(
+                    transport,
+                    503,
+                    "Service Unavailable",
+                    f"too many connections from {host} (at most {per_address} at a time)",
+                )
+                return
+            self._arm_head_deadline()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # the request's head has arrived
+                self._disarm_head_deadline()
+
+        def on_response_complete(self) -> None:
+            self._arm_head_deadline()  # for the next request on this connection
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_deadline()
+            super().connection_lost(exc)
+
+        def _arm_head_deadline(self) -> None:
+            self._disarm_head_deadline()
+            self._head_deadline = self.loop.call_later(head_timeout_s, self._head_too_slow)
+
+        def _disarm_head_deadline(self) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def _head_too_slow(self) -> None:
+            self._head_deadline = None
+            if self.transport.is_closing():
+                return
+            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+                message = f"the request's headers took longer than {head_timeout_s:g} s"
+                _refuse(self.transport, 408, "Request Timeout", message)
+            else:
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
 class WebServer:
     """The page on its own thread; start() returns once it listens, stop() ends it.
 
@@ -70,6 +156,7 @@ class WebServer:
         *,
         config_path: Path | None = None,
         socket_path: Path | None = None,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
     ) -> None:
         import uvicorn
 
@@ -90,7 +177,8 @@ class WebServer:
                 access_log=False,
                 proxy_headers=False,  # client addresses (rate limits, unlock origin) are real
                 server_header=False,
-                limit_concurrency=64,
+                http=guarded_protocol(PER_ADDRESS_CONNECTIONS, head_timeout_s),
+                limit_concurrency=MAX_CONNECTIONS,
                 timeout_keep_alive=5,
                 h11_max_incomplete_event_size=64 * 1024,
             )
