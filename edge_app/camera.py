@@ -221,8 +221,11 @@ class OpenCVSource(LiveSource):
         self.fps = fps
         self.live = _is_live(spec) if live is None else live
         self._capture_device: cv2.VideoCapture | None = None
-        if not self.live and not Path(str(spec)).is_file():
-            raise CameraError(f"camera.source: {spec} is not a file")
+        if not self.live:
+            if not Path(str(spec)).is_file():
+                raise CameraError(f"camera.source: {spec} is not a file")
+            self._open_file()  # refused now, not once the door's loop has started
+            self._disconnect()
 
     def _connect(self) -> None:
         device = cv2.VideoCapture(self.spec)
@@ -255,8 +258,18 @@ class OpenCVSource(LiveSource):
         else:
             yield from self._file_frames()
 
+    def _open_file(self) -> None:
+        """_connect() for a video file: CameraError when OpenCV cannot read it."""
+        try:
+            self._connect()
+        except OSError:
+            raise CameraError(
+                f"camera.source: cannot open {self.name} as a video (empty, damaged, or a "
+                "format OpenCV cannot read)"
+            ) from None
+
     def _file_frames(self) -> Iterator[Frame]:
-        self._connect()
+        self._open_file()
         device = self._capture_device
         assert device is not None
         fps = device.get(cv2.CAP_PROP_FPS) or self.fps

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
+from collections.abc import Iterable
+from typing import Any, TextIO, cast
 
 from edge_app import __version__
 from edge_app.errors import UserError
@@ -19,6 +23,9 @@ COMMAND_MODULES = (
 )  # fmt: skip
 
 log = logging.getLogger("edge_app")
+# The exit status of a command whose output's reader went away, as a shell reports one that
+# SIGPIPE ended (Python ignores the signal and gets BrokenPipeError instead).
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,10 +61,76 @@ def dispatch(
         return 130
 
 
+class _Output:
+    """sys.stdout while a command runs. It remembers the error a write or flush of the output
+    raised, so that main() can tell a failed output (a reader that went away, a full disk)
+    from any other OSError, which stays a bug with its traceback."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.failure: OSError | None = None
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as error:
+            self.failure = error
+            raise
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as error:
+            self.failure = error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _discard_output(stream: TextIO) -> None:
+    """Point the output's descriptor at /dev/null, so that what is still buffered does not
+    fail again (and print a second error) when the interpreter flushes it at exit."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file: nothing is flushed later
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The console script. Output that cannot be written ends the command: quietly with
+    EXIT_BROKEN_PIPE when its reader went away (`edge-app list | head -1`), else (a full
+    disk) with one error line and exit 2."""
     args = build_parser().parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
-    return dispatch(args)
+    stdout = sys.stdout
+    if stdout is None:  # started with its output closed: nothing to write, nothing to guard
+        return dispatch(args)
+    output = _Output(stdout)
+    sys.stdout = cast(TextIO, output)
+    try:
+        code = dispatch(args)
+        output.flush()
+        return code
+    except OSError as error:
+        if error is not output.failure:
+            raise
+        _discard_output(stdout)
+        if isinstance(error, BrokenPipeError):
+            return EXIT_BROKEN_PIPE
+        log.error("cannot write the output: %s", error.strerror or error)
+        return 2
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ AUTO = "auto"
 UART_PINS = (14, 15)
 GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
 LIVENESS_MODES = ("off", "log", "require")
-_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+# HH:MM-HH:MM on a 24 h clock; a span may end at 24:00 (midnight at its end).
+_TIME = r"(?:[01]\d|2[0-3]):[0-5]\d"
+_HOURS = re.compile(rf"^(?P<start>{_TIME})-(?P<end>{_TIME}|24:00)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # MQTT topic levels and ids we build topics from: no wildcards (+ #), no empty levels.
 _TOPIC = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
@@ -134,6 +136,7 @@ def _path(*, optional: bool) -> Check:
         if value is None and optional:
             return None
         if isinstance(value, Path):
+            _refuse_nul(str(value))
             return value
         if not isinstance(value, str):
             raise _Invalid(f"expected a path string, got {_show(value)}")
@@ -141,9 +144,16 @@ def _path(*, optional: bool) -> Check:
             if optional:
                 return None
             raise _Invalid("must not be empty")
+        _refuse_nul(value)
         return Path(value).expanduser()
 
     return check
+
+
+def _refuse_nul(path: str) -> None:
+    """No file name holds a NUL character (the system would refuse it at first use)."""
+    if "\0" in path:
+        raise _Invalid(f"{path!r} holds a NUL character (\\0), which no path can hold")
 
 
 def _source(value: Any) -> int | str:
@@ -155,23 +165,30 @@ def _source(value: Any) -> int | str:
             raise _Invalid(f"device index {value} is negative")
         return value
     if isinstance(value, Path):
-        return str(value)
+        value = str(value)
     if not isinstance(value, str) or not value:
         raise _Invalid(
             'expected "auto", "picamera2", a device index, a URL, a video file or a folder'
         )
+    _refuse_nul(value)
     return int(value) if value.isdigit() else value
 
 
 def _hours(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise _Invalid(f'expected a list like ["07:00-22:00"], got {_show(value)}')
-    bad = [item for item in value if not isinstance(item, str) or not _HOURS.match(item)]
-    if bad:
-        raise _Invalid(
-            f'{_show(bad[0])} is not a time span HH:MM-HH:MM (24 h clock, e.g. "07:00-22:00"; '
-            'a span may cross midnight: "22:00-06:00")'
-        )
+    for item in value:
+        match = _HOURS.match(item) if isinstance(item, str) else None
+        if match is None:
+            raise _Invalid(
+                f"{_show(item)} is not a time span HH:MM-HH:MM (24 h clock, 00:00 to 24:00, "
+                'e.g. "07:00-22:00"; a span may cross midnight: "22:00-06:00")'
+            )
+        if match["start"] == match["end"]:
+            raise _Invalid(
+                f"{item!r} is an empty span (it ends when it starts); for the whole day "
+                'write "00:00-24:00", or leave allowed_hours out (or [])'
+            )
     return tuple(value)
 
 

@@ -252,6 +252,7 @@ class Policy:
 
     def forget(self, track: int) -> None:
         self._tracks.pop(track, None)
+
     def _winner(self, votes: deque[Vote]) -> str | None:
         counts = Counter(v.name for v in votes if v.name is not None)
         if not counts:

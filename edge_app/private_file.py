@@ -5,10 +5,15 @@ exports hold what must stay with the service user, so each is written under a pr
 temporary name beside its target and renamed into place when complete (a failure leaves the
 old file, never half a new one), and a secret file that its group or others may read or
 write is refused until its owner runs `chmod 600`.
+
+Only a regular file is ever replaced: a folder, device, named pipe, socket or symbolic link
+at the target is refused and left as it is (NotRegularFileError), so a mistyped path cannot
+swap a device node or a link for a secret.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -22,14 +27,60 @@ FILE_MODE = 0o600
 T = TypeVar("T")
 
 
+class NotRegularFileError(UserError, OSError):
+    """Something other than a regular file is where a private file was to be written.
+
+    A UserError for the command line (one line, exit 2) and an OSError for the callers that
+    report a failed write under their config key (strerror says what is there).
+    """
+
+    def __str__(self) -> str:
+        return (
+            f"{self.filename}: {self.strerror}; left untouched (remove it or choose another path)"
+        )
+
+
+def _kind(path: Path, mode: int) -> str | None:
+    """What is at `path` (lstat mode), when it is not a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            return f"a symbolic link (to {os.readlink(path)})"
+        except OSError:
+            return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+def refuse_non_regular(path: Path) -> None:
+    """NotRegularFileError when something other than a regular file is at `path` (a symbolic
+    link is not followed); nothing there, or a path that cannot be looked at, passes (the
+    write then reports its own OSError)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    kind = _kind(path, info.st_mode)
+    if kind is not None:
+        raise NotRegularFileError(errno.EEXIST, f"it is {kind}, not a regular file", str(path))
+
+
 def write_private_text(
     path: Path, text_writer: Callable[[IO[str]], T], *, encoding: str = "utf-8"
 ) -> T:
     """Write a file atomically with mode 0600; text_writer(handle)'s result is returned.
 
     The file appears under its name only when complete, so a failed write never leaves a half
-    file that a later read would trust. OSError (e.g. no write permission in the folder)
-    propagates for the caller to name the config key and the fix.
+    file that a later read would trust. OSError (e.g. no write permission in the folder, or
+    NotRegularFileError) propagates for the caller to name the config key and the fix.
     """
     return _write_private(path, lambda fd: os.fdopen(fd, "w", encoding=encoding), text_writer)
 
@@ -43,6 +94,7 @@ def _write_private(
     path: Path, opener: Callable[[int], IO[AnyStr]], writer: Callable[[IO[AnyStr]], T]
 ) -> T:
     path = Path(path)
+    refuse_non_regular(path)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with opener(fd) as handle:
@@ -50,6 +102,7 @@ def _write_private(
             result = writer(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        refuse_non_regular(path)  # again: something may have appeared there meanwhile
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

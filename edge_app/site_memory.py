@@ -27,6 +27,7 @@ missed, and learning a resident's own face would teach the door to miss them aga
 from __future__ import annotations
 
 import math
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,9 @@ LEARN_INTERVAL = 60.0  # seconds (the door's frame clock) between two learned vi
 # part of benchmarks/learned_site.py; docs/ACCURACY.md, "A door that learns its site").
 LEARN_DOUBT = 0.1
 MAX_FILE_BYTES = 64 * 1024  # a real memory file is about 5 KB; larger ones are refused
-_KEYS = {"version", "total", "weight", "weight_sq", "learned"}
+_COUNTS = ("version", "learned")  # whole numbers
+_SUMS = ("weight", "weight_sq")  # sums of decayed weights
+_KEYS = {"total", *_COUNTS, *_SUMS}
 _SLACK = 1e-6
 
 
@@ -111,51 +114,53 @@ class SiteMemory:
     @classmethod
     def load(cls, path: Path) -> SiteMemory:
         """The memory in `path`; an empty one when there is no file. UserError, naming what
-        is wrong, for a file that is not a memory this door wrote (nothing is changed)."""
+        is wrong, for anything else than a memory this door wrote (nothing is changed): a
+        file of the wrong size or kind, a damaged archive, arrays of the wrong type or shape,
+        numbers that cannot be. Nothing in the file is unpickled."""
         path = Path(path)
         try:
-            size = path.stat().st_size
+            info = path.stat()
         except FileNotFoundError:
             return cls()
         except OSError as error:
             raise UserError(f"{path}: cannot read the site memory ({error})") from None
-        if size > MAX_FILE_BYTES:
-            raise UserError(f"{path}: {size} bytes is not a site memory (at most {MAX_FILE_BYTES})")
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path}: not a regular file, so not a site memory")
+        if info.st_size > MAX_FILE_BYTES:
+            raise UserError(
+                f"{path}: {info.st_size} bytes is not a site memory (at most {MAX_FILE_BYTES})"
+            )
         try:
-            with zipfile.ZipFile(path) as archive:
-                if sum(info.file_size for info in archive.infolist()) > MAX_FILE_BYTES:
-                    raise UserError(f"{path}: its contents are too large for a site memory")
-            with np.load(path, allow_pickle=False) as stored:
-                if set(stored.files) != _KEYS:
-                    raise UserError(
-                        f"{path}: not a site memory (holds {', '.join(sorted(stored.files))})"
-                    )
-                arrays = {key: np.asarray(stored[key]) for key in _KEYS}
+            return cls._checked(path, _read_arrays(path))
         except UserError:
             raise
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-            raise UserError(f"{path}: not a readable site memory ({error})") from None
-        return cls._checked(path, arrays)
+        except Exception as error:  # zipfile, zlib and numpy raise many types on a bad file
+            detail = str(error) or type(error).__name__
+            raise UserError(f"{path}: not a readable site memory ({detail})") from None
 
     @classmethod
     def _checked(cls, path: Path, arrays: dict[str, np.ndarray]) -> SiteMemory:
         def problem(what: str) -> UserError:
             return UserError(f"{path}: not a valid site memory: {what}")
 
-        for key in _KEYS - {"total"}:
-            if arrays[key].shape != () or arrays[key].dtype.kind not in "if":
+        for key in _COUNTS:
+            if arrays[key].shape != () or arrays[key].dtype.kind not in "iu":
+                raise problem(f"{key} must be one whole number")
+        for key in _SUMS:
+            if arrays[key].shape != () or arrays[key].dtype.kind not in "iuf":
                 raise problem(f"{key} must be one number")
-        if int(arrays["version"]) != FORMAT_VERSION:
-            raise problem(f"format version {arrays['version']} (this door reads {FORMAT_VERSION})")
+        version, learned = int(arrays["version"]), int(arrays["learned"])
+        if version != FORMAT_VERSION:
+            raise problem(f"format version {version} (this door reads {FORMAT_VERSION})")
+        if learned < 0:
+            raise problem("learned must be a count")
         total = arrays["total"]
         if total.shape != (EMBEDDING_DIM,) or total.dtype.kind != "f":
             raise problem(f"total must be {EMBEDDING_DIM} numbers")
-        weight, weight_sq = float(arrays["weight"]), float(arrays["weight_sq"])
-        learned = arrays["learned"]
-        if learned.dtype.kind != "i" or int(learned) < 0:
-            raise problem("learned must be a count")
-        values = [weight, weight_sq, *total.tolist()]
-        if not all(math.isfinite(v) for v in values):
+        with np.errstate(over="ignore", invalid="ignore"):  # too large for float64: inf
+            total = total.astype(np.float64)
+            weight, weight_sq = (float(np.float64(arrays[key])) for key in _SUMS)
+        if not (math.isfinite(weight) and math.isfinite(weight_sq) and np.isfinite(total).all()):
             raise problem("it holds a number that is not finite")
         if not 0.0 <= weight <= VISITS + _SLACK:
             raise problem(f"weight {weight} is outside [0, {VISITS}]")
@@ -165,9 +170,21 @@ class SiteMemory:
             raise problem(f"weight_sq {weight_sq} does not fit weight {weight}")
         if float(np.linalg.norm(total)) > weight + _SLACK:
             raise problem("total is longer than its weight allows (a sum of unit vectors)")
-        if (int(learned) == 0) != (weight == 0.0):
+        if (learned == 0) != (weight == 0.0):
             raise problem("learned and weight disagree")
-        return cls(total.astype(np.float64), weight, weight_sq, int(learned))
+        return cls(total, weight, weight_sq, learned)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the .npz at `path`, refusing an archive that unpacks to more than
+    MAX_FILE_BYTES (checked before anything is unpacked) or that holds other names."""
+    with zipfile.ZipFile(path) as archive:
+        if sum(info.file_size for info in archive.infolist()) > MAX_FILE_BYTES:
+            raise UserError(f"{path}: its contents are too large for a site memory")
+    with np.load(path, allow_pickle=False) as stored:
+        if set(stored.files) != _KEYS:
+            raise UserError(f"{path}: not a site memory (holds {', '.join(sorted(stored.files))})")
+        return {key: np.asarray(stored[key]) for key in _KEYS}
 
 
 def forget(path: Path) -> bool:

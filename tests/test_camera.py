@@ -181,6 +181,33 @@ def test_open_source_errors_name_the_key(tmp_path: Path) -> None:
             open_source("picamera2")
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("empty.jpg", b""), ("noise.mp4", bytes(range(256)) * 40)],
+    ids=["empty", "not-a-video"],
+)
+def test_a_file_that_cannot_be_opened_is_refused_when_the_source_is_opened(
+    tmp_path: Path, name: str, content: bytes
+) -> None:
+    """Refused by open_source, before any frame loop runs (the door then exits with one
+    line, not a RuntimeError from its camera thread)."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    says = f"camera.source: cannot open .*{name} as a video"
+    with pytest.raises(CameraError, match=says):
+        open_source(str(path))
+    with pytest.raises(CameraError, match=says):
+        OpenCVSource(str(path))
+
+
+def test_a_video_removed_after_opening_ends_in_a_camera_error(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "clip.avi", 3)
+    source = OpenCVSource(str(path))
+    path.unlink()
+    with pytest.raises(CameraError, match="cannot open"):
+        next(iter(source.frames()))
+
+
 def test_device_specs_are_live() -> None:
     assert OpenCVSource(3).live and OpenCVSource(3).name == "/dev/video3"
     stream = OpenCVSource("rtsp://admin:secret@192.0.2.1/stream")

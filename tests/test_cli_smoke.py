@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import resource
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -229,6 +231,175 @@ def test_export_then_import(
     assert exported.stat().st_mode & 0o777 == 0o600
     listed = json.loads(run(tmp_path, "list", "--json", "--db", str(other)).stdout)
     assert [(p["name"], p["samples"]) for p in listed] == [("Joe", 1)]
+
+
+def _gallery(folder: Path, people: int = 5) -> Path:
+    """A gallery of `people` random faces in `folder`, made through the Gallery API."""
+    from edge_app.gallery import Gallery, NewSample
+
+    rng = np.random.default_rng(people)
+    db = folder / "gallery.db"
+    with Gallery.open(db, create=True) as gallery:
+        for number in range(people):
+            gallery.enroll(f"P{number}", [NewSample(_unit(rng.normal(size=512)), "0" * 64)])
+    return db
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    return line
+
+
+@pytest.mark.parametrize("target", ["itself", "wal", "hard-link", "symbolic-link"])
+def test_export_refuses_the_gallery_itself(tmp_path: Path, target: str) -> None:
+    db = _gallery(tmp_path)
+    out = {
+        "itself": db,
+        "wal": Path(f"{db}-wal"),  # there while the gallery is open
+        "hard-link": tmp_path / "hard.jsonl",
+        "symbolic-link": tmp_path / "soft.jsonl",
+    }[target]
+    if target == "hard-link":
+        os.link(db, out)
+    if target == "symbolic-link":
+        out.symlink_to(db)
+    before = db.read_bytes()
+
+    line = _one_error_line(run(tmp_path, "export", "--db", str(db), str(out)))
+
+    assert f"{out} is the gallery's own file {db}" in line
+    assert db.read_bytes() == before
+    listed = json.loads(run(tmp_path, "list", "--json", "--db", str(db)).stdout)
+    assert len(listed) == 5
+
+
+def test_export_refuses_a_fifo_and_leaves_it(tmp_path: Path) -> None:
+    db = _gallery(tmp_path)
+    out = tmp_path / "out.jsonl"
+    os.mkfifo(out)
+
+    line = _one_error_line(run(tmp_path, "export", "--db", str(db), str(out)))
+
+    assert f"{out}: it is a named pipe (FIFO), not a regular file" in line
+    assert stat.S_ISFIFO(os.lstat(out).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.db", "out.jsonl"]
+
+
+@pytest.mark.parametrize("words", [["list", "--json"], ["export", "-"]], ids=["list", "export"])
+def test_output_whose_reader_went_away_ends_quietly(tmp_path: Path, words: list[str]) -> None:
+    """`edge-app export - | head -c10`: exit 141 as a shell reports SIGPIPE, and no traceback
+    or "Exception ignored" when the interpreter flushes at exit."""
+    db = _gallery(tmp_path)
+    child = subprocess.Popen(
+        [sys.executable, "-m", EDGE_APP, *words, "--db", str(db)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # the reader is gone before the first write
+    stderr = child.stderr.read()
+    child.stderr.close()
+
+    assert child.wait(TIMEOUT) == 141, stderr
+    assert stderr == ""
+
+
+def _file_size_limit(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def test_output_to_a_full_disk_is_one_error_line(tmp_path: Path) -> None:
+    """A file size limit stands in for a full disk: the write fails (EFBIG) part way."""
+    db = _gallery(tmp_path, people=30)
+    out = tmp_path / "out.jsonl"
+    with out.open("w") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", EDGE_APP, "export", "-", "--db", str(db)],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=TIMEOUT,
+            preexec_fn=lambda: _file_size_limit(50_000),
+            check=False,
+        )
+
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.endswith("cannot write the output: File too large")
+    assert out.stat().st_size == 50_000
+
+
+def test_enroll_and_import_refuse_a_db_in_a_folder_that_does_not_exist(tmp_path: Path) -> None:
+    exported = tmp_path / "people.jsonl"
+    run(tmp_path, "export", "--db", str(_gallery(tmp_path)), str(exported))
+    db = tmp_path / "missing" / "dir" / "g.db"
+
+    enrolled = run(tmp_path, "enroll", "Joe", str(JOE[0]), "--db", str(db))
+    imported = run(tmp_path, "import", str(exported), "--db", str(db))
+
+    for done in (enrolled, imported):
+        line = _one_error_line(done)
+        assert f"--db {db}: there is no folder {db.parent}; create it first" in line
+    assert not (tmp_path / "missing").exists()
+
+
+def test_the_configured_gallery_folder_is_made_when_missing(tmp_path: Path) -> None:
+    """gallery.path (by default under the state directory) is where the door looks: its
+    folder is made, 0700, by the first command that creates the gallery."""
+    exported = tmp_path / "people.jsonl"
+    run(tmp_path, "export", "--db", str(_gallery(tmp_path)), str(exported))
+    state = tmp_path / "state"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[gallery]\npath = "{state / "gallery.db"}"\n')
+
+    done = run_with_default_config(tmp_path, config, "import", str(exported))
+
+    assert done.returncode == 0, done.stderr
+    assert (state / "gallery.db").is_file()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_run_refuses_a_source_it_cannot_open_in_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    config = tmp_path / "door.toml"
+    config.write_text('[hub]\nsocket = ""\n')
+
+    done = run(
+        tmp_path,
+        "run",
+        "--config", str(config),
+        "--source", str(empty),
+        "--db", str(_gallery(tmp_path)),
+        "--gpio", "mock",
+        "--events-db", "",
+        "--backend", "cpu",
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "camera.source: cannot open" in errors[0], done.stderr
+    assert f"{empty} as a video" in errors[0]
+
+
+def test_a_nul_in_a_config_path_is_refused_by_run_and_doctor(tmp_path: Path) -> None:
+    config = tmp_path / "door.toml"
+    config.write_text('[gallery]\npath = "g\\u0000.db"\n')
+
+    ran = run(tmp_path, "run", "--config", str(config))
+    doctor = run(tmp_path, "doctor", "--json", "--config", str(config))
+
+    assert ran.returncode == 2 and "gallery.path: 'g\\x00.db' holds a NUL" in ran.stderr
+    assert doctor.returncode == 1
+    checks = {check["area"]: check for check in json.loads(doctor.stdout)}
+    assert checks["config"]["status"] == "fail"
+    assert "holds a NUL character" in checks["config"]["detail"]
 
 
 @pytest.mark.parametrize("site", ["on", "off"])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from edge_app import paths
 from edge_app.config import (
+    SECTIONS,
     Config,
     ConfigError,
     apply_overrides,
@@ -49,6 +51,8 @@ def errors_of(data: dict) -> str:
         ({"recognition": {"margin": -0.1}}, "recognition.margin: -0.1 is out of range"),
         ({"recognition": {"aggregate": "max"}}, "recognition.aggregate: str 'max' is not one of"),
         ({"gallery": {"path": ""}}, "gallery.path: must not be empty"),
+        ({"gallery": {"path": "g\0.db"}}, "gallery.path: 'g\\x00.db' holds a NUL character"),
+        ({"camera": {"source": "clip\0.mp4"}}, "camera.source: 'clip\\x00.mp4' holds a NUL"),
         ({"gpio": {"pin": 28}}, "gpio.pin: 28 is out of range (0 to 27)"),
         ({"gpio": {"pin": True}}, "gpio.pin: expected an integer, got bool True"),
         (
@@ -75,6 +79,16 @@ def errors_of(data: dict) -> str:
             "policy.allowed_hours: str '7-22' is not a time span HH:MM-HH:MM",
         ),
         ({"policy": {"allowed_hours": ["07:00-25:00"]}}, "is not a time span HH:MM-HH:MM"),
+        ({"policy": {"allowed_hours": ["08:00-24:59"]}}, "'08:00-24:59' is not a time span"),
+        ({"policy": {"allowed_hours": ["24:00-06:00"]}}, "'24:00-06:00' is not a time span"),
+        ({"policy": {"allowed_hours": ["08:00-24:01"]}}, "(24 h clock, 00:00 to 24:00"),
+        ({"policy": {"allowed_hours": [8]}}, "policy.allowed_hours: int 8 is not a time span"),
+        (
+            {"policy": {"allowed_hours": ["07:00-19:00", "08:00-08:00"]}},
+            "policy.allowed_hours: '08:00-08:00' is an empty span (it ends when it starts); for "
+            'the whole day write "00:00-24:00", or leave allowed_hours out (or [])',
+        ),
+        ({"policy": {"allowed_hours": ["00:00-00:00"]}}, "'00:00-00:00' is an empty span"),
         ({"tracking": {"iou": 0}}, "tracking.iou: 0 is out of range (more than 0.0"),
         ({"tracking": {"max_missed": -1}}, "tracking.max_missed: -1 is out of range"),
         ({"tracking": {"refresh_frames": 0}}, "tracking.refresh_frames: 0 is out of range"),
@@ -215,3 +229,32 @@ def test_recognition_lookalikes_defaults_to_raise_and_refuses_other_words() -> N
     assert parse_config({"recognition": {"lookalikes": "warn"}}).recognition.lookalikes == "warn"
     with pytest.raises(ConfigError, match="recognition.lookalikes"):
         parse_config({"recognition": {"lookalikes": "ignore"}})
+
+
+def test_allowed_hours_take_spans_to_midnight_and_the_whole_day() -> None:
+    hours = ["00:00-24:00", "22:00-24:00", "22:00-06:00", "23:59-00:00"]
+    assert parse_config({"policy": {"allowed_hours": hours}}).policy.allowed_hours == tuple(hours)
+
+
+def path_keys() -> list[str]:
+    return [
+        f"{section}.{f.name}"
+        for section, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if "Path" in str(f.type)
+    ]
+
+
+def test_a_nul_character_is_refused_in_every_path_key(tmp_path: Path) -> None:
+    """A NUL passed validation and failed on first use ("embedded null byte") in `run` while
+    `doctor` said OK. TOML can spell it \\u0000."""
+    keys = path_keys()
+    assert {"gallery.path", "events.db", "models.dir", "web.password_file"} <= set(keys)
+    for dotted in keys:
+        section, key = dotted.split(".")
+        path = tmp_path / "door.toml"
+        path.write_text(f'[{section}]\n{key} = "{tmp_path}/a\\u0000b"\n')
+        with pytest.raises(ConfigError, match=f"{dotted}: .* holds a NUL character"):
+            load_config(path)
+        with pytest.raises(ConfigError, match=f"{dotted}: .* holds a NUL character"):
+            apply_overrides(Config(), {dotted: Path(f"{tmp_path}/a\0b")})

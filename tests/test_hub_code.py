@@ -327,3 +327,12 @@ def test_every_scrypt_cost_that_parses_can_be_computed(n: int, r: int, accepted:
             ScryptHash.parse(line)
         return
     assert ScryptHash.parse(line).matches("482913") is False
+
+
+def test_a_code_file_path_that_is_not_a_file_is_refused_and_left(tmp_path: Path) -> None:
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "kept").write_text("x")
+    with pytest.raises(CodeFileError, match=r"unlock_code_file: .*it is a folder.*left untouched"):
+        write_code_file(folder, CODE)
+    assert [p.name for p in folder.iterdir()] == ["kept"]

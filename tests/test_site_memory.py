@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import stat
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from edge_app.site_memory import (
     DECAY,
     LEARN_DOUBT,
     MAX_FILE_BYTES,
+    REFUSED_NAME,
     VISITS,
     SiteMemory,
     forget,
@@ -195,6 +198,124 @@ def test_pickles_are_never_loaded(tmp_path: Path) -> None:
     path.write_bytes(npz(**{**GOOD, "total": np.array([{"a": 1}], dtype=object)}))
     with pytest.raises(UserError):
         SiteMemory.load(path)
+
+
+def zipped(**members: bytes) -> bytes:
+    """A zip holding `members` as they are (names without .npy are not arrays to numpy)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def npy(array: Any) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def shape_bomb() -> bytes:
+    """total.npy whose header claims 2**40 numbers but holds 8 bytes of them."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (2**40,)}
+    )
+    members = {f"{key}.npy": npy(value) for key, value in GOOD.items() if key != "total"}
+    return zipped(**members, **{"total.npy": header.getvalue() + b"\0" * 8})
+
+
+def damaged_deflate() -> bytes:
+    """A compressed memory whose total.npy has bytes overwritten inside its deflate stream."""
+    out = io.BytesIO()
+    noise = unit(np.random.default_rng(1).normal(size=EMBEDDING_DIM))
+    np.savez_compressed(out, **{**GOOD, "total": noise})
+    data = bytearray(out.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        offset = archive.getinfo("total.npy").header_offset
+    name_length, extra_length = struct.unpack("<HH", data[offset + 26 : offset + 30])
+    start = offset + 30 + name_length + extra_length
+    data[start + 40 : start + 72] = b"\xff" * 32
+    return bytes(data)
+
+
+NAN = np.float64("nan")
+HOSTILE = {
+    "nan-version": (npz(**{**GOOD, "version": NAN}), "version must be one whole number"),
+    "float-version": (npz(**{**GOOD, "version": np.float64(1.0)}), "version must be one whole"),
+    "huge-version": (npz(**{**GOOD, "version": np.uint64(2**64 - 1)}), "format version 1844"),
+    "inf-learned": (npz(**{**GOOD, "learned": np.float64(np.inf)}), "learned must be one whole"),
+    "bool-learned": (npz(**{**GOOD, "learned": np.bool_(True)}), "learned must be one whole"),
+    "two-learned": (npz(**{**GOOD, "learned": np.ones(2, np.int64)}), "learned must be one"),
+    "text-weight": (npz(**{**GOOD, "weight": np.str_("1.0")}), "weight must be one number"),
+    "complex-weight": (npz(**{**GOOD, "weight": np.complex128(1)}), "weight must be one number"),
+    "nan-weight-sq": (npz(**{**GOOD, "weight_sq": NAN}), "not finite"),
+    "nan-total": (npz(**{**GOOD, "total": np.full(EMBEDDING_DIM, NAN)}), "not finite"),
+    "int-total": (npz(**{**GOOD, "total": np.ones(EMBEDDING_DIM, np.int64)}), "total must be"),
+    "2d-total": (npz(**{**GOOD, "total": GOOD["total"].reshape(1, -1)}), "total must be"),
+    "object-total": (
+        npz(**{**GOOD, "total": np.array([None] * EMBEDDING_DIM, dtype=object)}),
+        "not a readable site memory",
+    ),
+    "npy-not-npz": (npy(GOOD["total"]), "not a readable site memory"),
+    "pickle": (pickle.dumps(GOOD), "not a readable site memory"),
+    "empty": (b"", "not a readable site memory"),
+    "truncated": (npz(**GOOD)[:1500], "not a readable site memory"),
+    "raw-members": (zipped(**{key: b"1" for key in GOOD}), "version must be one whole number"),
+    "shape-bomb": (shape_bomb(), "not a readable site memory"),
+    "damaged-deflate": (damaged_deflate(), "not a readable site memory"),
+}
+
+
+@pytest.mark.parametrize(("content", "says"), HOSTILE.values(), ids=HOSTILE.keys())
+def test_any_malformed_file_is_a_user_error_never_another(
+    tmp_path: Path, content: bytes, says: str
+) -> None:
+    """Whatever the file holds, load raises UserError (the door sets the file aside and
+    starts an empty memory; `edge-app site show` prints one line), and leaves it as it was."""
+    path = tmp_path / "site_memory.npz"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=says) as caught:
+        SiteMemory.load(path)
+    assert type(caught.value) is UserError and "\n" not in str(caught.value)
+    assert path.read_bytes() == content
+
+
+@pytest.mark.skipif(
+    bool(np.finfo(np.longdouble).max <= np.finfo(np.float64).max),
+    reason="long double is double here",
+)
+def test_a_total_beyond_float64_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "site_memory.npz"
+    path.write_bytes(npz(**{**GOOD, "total": np.full(EMBEDDING_DIM, np.longdouble("1e400"))}))
+    with pytest.raises(UserError, match="not finite"):
+        SiteMemory.load(path)
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, os.mkdir], ids=["fifo", "folder"])
+def test_a_memory_path_that_is_not_a_file_is_refused_without_reading(
+    tmp_path: Path, make: Any
+) -> None:
+    path = tmp_path / "site_memory.npz"
+    make(path)  # a FIFO would block a reader with no writer: it must not be opened
+    with pytest.raises(UserError, match="not a regular file"):
+        SiteMemory.load(path)
+
+
+def test_the_door_sets_a_malformed_memory_aside_and_starts_empty(tmp_path: Path) -> None:
+    from edge_app.config import RecognitionConfig
+    from edge_app.daemon import open_site_memory
+
+    gallery = tmp_path / "gallery.db"
+    path = site_memory_path(gallery)
+    content = HOSTILE["nan-version"][0]
+    path.write_bytes(content)
+
+    memory = open_site_memory(gallery, RecognitionConfig(learn_site=True))
+
+    assert memory is not None and memory.learned == 0
+    assert not path.exists()
+    assert (tmp_path / REFUSED_NAME).read_bytes() == content
 
 
 def test_track_pool_gives_a_tracks_pooled_direction() -> None:

@@ -92,7 +92,7 @@ def _source(text: str) -> int | str:
 def run(args: argparse.Namespace) -> int:
     from edge_app import enroll
 
-    db = db_path(args)
+    db = db_path(args, create=not args.add)
     if args.camera and args.images:
         raise UserError("give photos or --camera, not both")
     if not args.camera and not args.images:

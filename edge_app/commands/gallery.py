@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -166,30 +167,46 @@ def run_rename(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery
-    from edge_app.private_file import write_private_text
+    from edge_app.private_file import NotRegularFileError, write_private_text
 
     with Gallery.open(db_path(args)) as gallery:
         if args.out == "-":
             people, samples = gallery.export(sys.stdout)
         else:
             out = Path(args.out)
-            if out.is_dir():
-                raise UserError(f"{out} is a folder; give a file name")
+            _refuse_the_gallery(out, gallery.path)
             try:
                 people, samples = write_private_text(out, gallery.export)
+            except NotRegularFileError:
+                raise
             except OSError as error:
                 raise UserError(f"cannot write {out}: {error.strerror or error}") from None
     log.info("exported people=%d samples=%d", people, samples)
     return 0
 
 
+def _refuse_the_gallery(out: Path, gallery: Path) -> None:
+    """Refuse an export file that is the gallery itself, or one of SQLite's files beside it
+    (by file identity, so another name or a hard link to it is refused too)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            same = os.path.samefile(out, f"{gallery}{suffix}")
+        except OSError:  # either is missing or cannot be looked at
+            continue
+        if same:
+            raise UserError(
+                f"{out} is the gallery's own file {gallery}{suffix}; export to another file"
+            )
+
+
 def run_import(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery, read_export_file
 
+    db = db_path(args, create=True)
     # Checked in full before the gallery is opened: a bad file creates and changes nothing.
     people = read_export_file(args.source)
     mode = "replace" if args.replace else "merge" if args.merge else "refuse"
-    with Gallery.open(db_path(args), create=True) as gallery:
+    with Gallery.open(db, create=True) as gallery:
         summary = gallery.import_(people, on_conflict=mode)
     if args.json:
         sys.stdout.write(json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")

@@ -56,10 +56,24 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def db_path(args: argparse.Namespace) -> Path:
+def db_path(args: argparse.Namespace, *, create: bool = False) -> Path:
+    """The gallery --db names, else the configured one (gallery.path).
+
+    create: the command makes the gallery when it is missing. A --db PATH must then be in a
+    folder that exists, so a mistyped path is refused rather than made into a folder tree;
+    the configured gallery's folder (the state directory) is made when missing.
+    """
     from edge_app.gallery import default_path
 
-    return args.db if args.db is not None else default_path()
+    if args.db is None:
+        return default_path()
+    folder = args.db.parent
+    if create and not folder.is_dir():
+        raise UserError(
+            f"--db {args.db}: there is no folder {folder}; create it first, or give a path "
+            "in a folder that exists"
+        )
+    return args.db
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

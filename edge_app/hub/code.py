@@ -34,7 +34,7 @@ from pathlib import Path
 
 from edge_app.errors import UserError
 from edge_app.hub.signing import REPLAY_CACHE, UnlockRefused, check_window, command_object
-from edge_app.private_file import refuse_shared, write_private_text
+from edge_app.private_file import NotRegularFileError, refuse_shared, write_private_text
 from edge_app.secret_hash import CostRefused, HashFormatError, ScryptHash
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,8 @@ def write_code_file(path: Path, code: str) -> None:
     line = CodeHash.of(code).line() + "\n"
     try:
         write_private_text(path, lambda handle: handle.write(line), encoding="ascii")
+    except NotRegularFileError as error:
+        raise CodeFileError(f"{CODE_KEY}: {error}") from None
     except OSError as error:
         raise CodeFileError(
             f"{CODE_KEY}: cannot write {path} ({error.strerror}); run as the service user "

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_app.errors import UserError
-from edge_app.private_file import refuse_shared, write_private_text
+from edge_app.private_file import NotRegularFileError, refuse_shared, write_private_text
 from edge_app.secret_hash import HashFormatError, ScryptHash
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def write_password_file(path: Path, password: str) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_private_text(path, lambda handle: handle.write(stored + "\n"), encoding="ascii")
+    except NotRegularFileError as error:
+        raise PasswordError(f"web.password_file: {error}") from None
     except OSError as error:
         raise PasswordError(
             f"web.password_file: cannot write {path} ({error.strerror}); "

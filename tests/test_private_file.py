@@ -1,0 +1,103 @@
+"""edge_app.private_file: private files appear complete, mode 0600, and replace only files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from edge_app.errors import UserError
+from edge_app.private_file import NotRegularFileError, write_private_bytes, write_private_text
+
+
+def _write(text: str) -> Callable[[IO[str]], int]:
+    return lambda handle: handle.write(text)
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_new_file_is_private_and_an_old_one_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "secret"
+
+    assert write_private_text(target, _write("one\n")) == 4
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    target.chmod(0o644)
+    write_private_bytes(target, lambda handle: handle.write(b"two\n"))
+
+    assert target.read_text() == "two\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert _names(tmp_path) == ["secret"]  # no temporary left behind
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _folder(path: Path) -> None:
+    path.mkdir()
+    (path / "inside").write_text("kept\n")
+
+
+def _link_to_a_file(path: Path) -> None:
+    (path.parent / "elsewhere").write_text("kept\n")
+    path.symlink_to(path.parent / "elsewhere")
+
+
+def _dangling_link(path: Path) -> None:
+    path.symlink_to(path.parent / "nothing-here")
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (_fifo, "it is a named pipe (FIFO), not a regular file"),
+        (_folder, "it is a folder, not a regular file"),
+        (_link_to_a_file, "it is a symbolic link (to "),
+        (_dangling_link, "it is a symbolic link (to "),
+    ],
+    ids=["fifo", "folder", "link", "dangling-link"],
+)
+def test_anything_but_a_regular_file_is_refused_and_left_as_it_is(
+    tmp_path: Path, make: Callable[[Path], None], says: str
+) -> None:
+    target = tmp_path / "target"
+    make(target)
+    before = os.lstat(target)
+    names = _names(tmp_path)
+    written: list[IO[str]] = []
+
+    with pytest.raises(NotRegularFileError) as caught:
+        write_private_text(target, written.append)
+
+    error = caught.value
+    assert isinstance(error, UserError) and isinstance(error, OSError)
+    message = str(error)
+    assert message.startswith(f"{target}: {says}") and "\n" not in message
+    assert "remove it or choose another path" in message
+    assert says in (error.strerror or "")  # what callers that report an OSError show
+    assert written == []  # refused before anything was written
+    after = os.lstat(target)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert _names(tmp_path) == names
+    if make is _link_to_a_file:
+        assert (tmp_path / "elsewhere").read_text() == "kept\n"
+
+
+def test_a_fifo_that_appears_during_the_write_is_not_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+
+    def racing(handle: IO[str]) -> None:
+        handle.write("new\n")
+        os.mkfifo(target)
+
+    with pytest.raises(NotRegularFileError, match="named pipe"):
+        write_private_text(target, racing)
+
+    assert stat.S_ISFIFO(os.lstat(target).st_mode)
+    assert _names(tmp_path) == ["target"]
