@@ -292,7 +292,6 @@ def test_a_live_resident_unlocks_once_her_own_frames_are_live(clock: Clock) -> N
     assert kinds(policy.vote(1, alice_seen(0.9))) == [UNLOCK]
 
 
-
 def test_a_resident_removed_while_waiting_for_liveness_is_not_let_in(clock: Clock) -> None:
     """Alice is recognised and waits for her 4th live frame; she is then removed from the
     gallery, so her next frames match nobody. Live as they are, they never count for her,
