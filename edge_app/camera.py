@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 import queue
 import re
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -349,9 +351,7 @@ class Picamera2Source(LiveSource):
         self._camera: Any = None
 
     def _connect(self) -> None:
-        from picamera2 import Picamera2
-
-        camera = Picamera2()
+        camera = import_picamera2()()
         try:
             config = camera.create_video_configuration(
                 main={"size": self.size, "format": "BGR888"},
@@ -388,18 +388,50 @@ def picamera2_available() -> bool:
     return importlib.util.find_spec("picamera2") is not None
 
 
+def picamera2_import_fix(error: BaseException) -> str:
+    """What to do when picamera2 is installed but importing it raised `error`."""
+    if "numpy" in str(error) or "binary incompatibility" in str(error):
+        # Raspberry Pi OS's python3-simplejpeg, which picamera2 imports, is built for its
+        # numpy 1.x; a venv with numpy 2 makes its import raise "numpy.dtype size changed".
+        sudo = "" if os.access(sys.prefix, os.W_OK) else "sudo "
+        return (
+            "a module that picamera2 imports (usually apt's python3-simplejpeg) was built for "
+            f"numpy 1.x and this Python has numpy {np.__version__}: install simplejpeg from PyPI "
+            f"into this environment, `{sudo}{sys.executable} -m pip install --force-reinstall "
+            "--no-deps simplejpeg` (systemd/install.sh does this on aarch64); see docs/INSTALL.md"
+        )
+    return (
+        "reinstall it (`sudo apt install --reinstall python3-picamera2`), or set camera.source "
+        "to a USB camera (0); see docs/INSTALL.md"
+    )
+
+
+def import_picamera2() -> Any:
+    """picamera2's Picamera2 class. Its import runs native code from apt packages, which
+    can fail with any exception (a numpy ABI mismatch raises ValueError): CameraError, one
+    line naming the cause and the fix, instead of a traceback at every start."""
+    try:
+        from picamera2 import Picamera2
+    except Exception as error:
+        raise CameraError(
+            f"camera.source: picamera2 is installed but its import fails "
+            f"({type(error).__name__}: {error}): {picamera2_import_fix(error)}"
+        ) from error
+    return Picamera2
+
+
 def pi_camera_attached() -> bool:
     """A CSI camera (not a USB webcam, which libcamera also lists) that picamera2 can open.
 
     Raspberry Pi OS ships picamera2 even without a camera module, so "importable" is not
-    enough to choose it for camera.source = "auto".
+    enough to choose it for camera.source = "auto". CameraError when picamera2 is installed
+    but does not import: on a Pi that is a broken install, not "no camera".
     """
     if not picamera2_available():
         return False
-    from picamera2 import Picamera2
-
+    camera_class = import_picamera2()
     try:
-        cameras = Picamera2.global_camera_info()
+        cameras = camera_class.global_camera_info()
     except Exception as error:  # libcamera not usable here: fall back to OpenCV
         log.warning("picamera2 cannot list cameras error=%r", error)
         return False
@@ -435,6 +467,7 @@ def open_source(
                 "camera.source: picamera2 is not installed: `sudo apt install python3-picamera2` "
                 "and create the virtualenv with --system-site-packages"
             )
+        import_picamera2()  # a broken install fails here, once, not in the reconnect loop
         return Picamera2Source(size=size, lores=lores, fps=fps, backoff=backoff)
     if isinstance(spec, int) or _is_live(spec):
         return OpenCVSource(spec, size=size, lores=lores, fps=fps, backoff=backoff)

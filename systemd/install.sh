@@ -1,7 +1,9 @@
 #!/bin/sh
-# Install edge-app as systemd services on a Raspberry Pi (or any Debian-like system), or
-# remove them: edge-app.service (the door) and edge-app-hub.service (MQTT / Home Assistant).
-# Safe to run again: existing config, keys and gallery are kept, the rest is refreshed.
+# Install edge-app as systemd services on Raspberry Pi OS, or remove them: edge-app.service
+# (the door) and edge-app-hub.service (MQTT / Home Assistant). Other Debian-based systems
+# also need a udev rule that gives the gpio group /dev/gpiochip* (docs/INSTALL.md).
+# Safe to run again: existing config, keys and gallery are kept, the rest is refreshed, and
+# services that are running are restarted on the new files.
 #
 #   sudo systemd/install.sh                 install or upgrade from this checkout
 #   sudo systemd/install.sh --no-apt        do not apt-get the Pi packages
@@ -39,7 +41,7 @@ for arg in "$@"; do
         --no-apt) apt=no ;;
         --no-venv) venv=no ;;
         -h | --help)
-            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -138,6 +140,15 @@ install_all() {
         fi
         "$VENV/bin/pip" install --quiet --upgrade "$REPO"
         say "installed edge-app into $VENV"
+        # picamera2 imports apt's python3-simplejpeg, which Bookworm builds for its numpy 1.x;
+        # the venv has numpy 2 from PyPI, and with it `from picamera2 import Picamera2`
+        # raises "ValueError: numpy.dtype size changed". PyPI's simplejpeg is built for
+        # numpy 2, and installed into the venv it shadows apt's. --force-reinstall: pip
+        # would count apt's copy as already installed; --no-deps: keep the venv's numpy.
+        if [ "$(uname -m)" = aarch64 ]; then
+            "$VENV/bin/pip" install --quiet --force-reinstall --no-deps simplejpeg
+            say "installed simplejpeg from PyPI into $VENV (apt's is built for numpy 1.x)"
+        fi
     fi
     if [ -x "$VENV/bin/edge-app" ]; then
         ln -sf "$VENV/bin/edge-app" "$LINK"
@@ -167,6 +178,11 @@ install_all() {
     if have_systemd; then
         systemctl daemon-reload
         systemctl enable "$SERVICE.service" "$HUB_SERVICE.service"
+        # An upgrade has replaced the program, models and units under running services:
+        # restart those that run. Stopped ones stay stopped (a first install starts nothing).
+        if ! systemctl try-restart "$SERVICE.service" "$HUB_SERVICE.service"; then
+            say "a service failed to restart: see journalctl -u $SERVICE -u $HUB_SERVICE"
+        fi
     else
         say "systemd is not running here: enable the services later with" \
             "systemctl enable --now $SERVICE $HUB_SERVICE"
@@ -175,8 +191,12 @@ install_all() {
     cat <<EOF
 edge-app install: done. Next:
   1. wire the relay (docs/WIRING.md) and set gpio.pin in $CONF_DIR/config.toml
-  2. enrol people as the service user, so the daemon can read the gallery:
-       sudo -u $SERVICE_USER $LINK enroll --db $STATE_DIR/gallery.db "Alice" photos/alice/
+  2. enrol people as the service user, so the daemon can read the gallery. That user must
+     read the photos too, and they are biometric data: copy them, private, into its folder
+       sudo install -d -o $SERVICE_USER -m 0700 $STATE_DIR/photos/alice
+       sudo install -o $SERVICE_USER -m 0600 alice-*.jpg $STATE_DIR/photos/alice/
+       sudo -u $SERVICE_USER $LINK enroll --db $STATE_DIR/gallery.db "Alice" $STATE_DIR/photos/alice/
+     (the gallery keeps what it needs: delete the photos after enrolling if you like)
   3. sudo systemctl start $SERVICE && journalctl -u $SERVICE -f
   4. optional, Home Assistant: fill [mqtt] in $CONF_DIR/config.toml (docs: $DOC_DIR/HOME_ASSISTANT.md),
      then sudo systemctl restart $HUB_SERVICE && journalctl -u $HUB_SERVICE -f

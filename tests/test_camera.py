@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -16,9 +17,29 @@ from edge_app.camera import (
     FolderSource,
     FrameReader,
     OpenCVSource,
+    Picamera2Source,
     open_source,
+    pi_camera_attached,
     picamera2_available,
 )
+
+# What `from picamera2 import Picamera2` raises on Raspberry Pi OS Bookworm when the venv has
+# numpy 2: apt's python3-simplejpeg (which picamera2 imports) is built for numpy 1.x.
+NUMPY_ABI = (
+    "numpy.dtype size changed, may indicate binary incompatibility. "
+    "Expected 96 from C header, got 88 from PyObject"
+)
+
+
+def broken_picamera2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raises: str = f"ValueError({NUMPY_ABI!r})"
+) -> None:
+    """Make picamera2 installed (importlib finds it) but raise `raises` when imported."""
+    package = tmp_path / "site" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"raise {raises}\n")
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
 
 
 def numbered(index: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
@@ -212,3 +233,57 @@ def test_device_specs_are_live() -> None:
     assert OpenCVSource(3).live and OpenCVSource(3).name == "/dev/video3"
     stream = OpenCVSource("rtsp://admin:secret@192.0.2.1/stream")
     assert stream.live and "secret" not in stream.name
+
+
+def test_a_picamera2_whose_import_fails_is_one_camera_error_naming_cause_and_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a ValueError traceback from the door at every start: the numpy ABI mismatch of
+    apt's simplejpeg is named, with the pip command that fixes it."""
+    broken_picamera2(tmp_path, monkeypatch)
+    assert picamera2_available()
+
+    for spec in ("picamera2", "auto"):
+        with pytest.raises(CameraError) as caught:
+            open_source(spec)
+        message = str(caught.value)
+        assert "\n" not in message
+        assert "picamera2 is installed but its import fails (ValueError: numpy.dtype size" in (
+            message
+        )
+        assert f"numpy {np.__version__}" in message
+        assert "-m pip install --force-reinstall --no-deps simplejpeg" in message
+        assert "docs/INSTALL.md" in message
+    with pytest.raises(CameraError, match="simplejpeg"):
+        pi_camera_attached()
+
+
+def test_a_picamera2_that_fails_to_import_for_another_reason_says_to_reinstall_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken_picamera2(tmp_path, monkeypatch, raises="RuntimeError('libcamera: no such symbol')")
+
+    with pytest.raises(CameraError) as caught:
+        open_source("picamera2")
+
+    message = str(caught.value)
+    assert "(RuntimeError: libcamera: no such symbol)" in message
+    assert "apt install --reinstall python3-picamera2" in message
+    assert "simplejpeg" not in message
+
+
+def test_the_picamera2_source_keeps_retrying_a_failing_import_without_crashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should the import fail only after open_source (a package replaced meanwhile), the
+    reconnect loop logs the one-line reason and retries; close() ends it."""
+    broken_picamera2(tmp_path, monkeypatch)
+    source = Picamera2Source(backoff=Backoff(initial=0.01, maximum=0.01))
+    frames = source.frames()
+    timer = threading.Timer(0.2, source.close)
+    timer.start()
+    with caplog.at_level(logging.WARNING, logger="edge_app.camera"):
+        assert list(frames) == []
+    timer.join()
+    assert source.reconnects >= 1
+    assert "simplejpeg" in caplog.text

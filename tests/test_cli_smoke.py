@@ -388,6 +388,65 @@ def test_run_refuses_a_source_it_cannot_open_in_one_line(tmp_path: Path) -> None
     assert f"{empty} as a video" in errors[0]
 
 
+# What `from picamera2 import Picamera2` raises on Raspberry Pi OS Bookworm when the venv has
+# numpy 2: apt's python3-simplejpeg (which picamera2 imports) is built for numpy 1.x.
+NUMPY_ABI = (
+    "numpy.dtype size changed, may indicate binary incompatibility. "
+    "Expected 96 from C header, got 88 from PyObject"
+)
+
+
+def _broken_picamera2(folder: Path) -> Path:
+    """A site folder whose picamera2 package raises the numpy ABI ValueError on import."""
+    package = folder / "site" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"raise ValueError({NUMPY_ABI!r})\n")
+    return folder / "site"
+
+
+def test_run_with_a_picamera2_that_fails_to_import_exits_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The door used to die on the ValueError's traceback at every start (and systemd
+    restarted it forever); now it is one error line with the cause and the fix."""
+    monkeypatch.setenv("PYTHONPATH", str(_broken_picamera2(tmp_path)))
+    config = tmp_path / "door.toml"
+    config.write_text('[hub]\nsocket = ""\n')
+
+    done = run(
+        tmp_path,
+        "run",
+        "--config", str(config),
+        "--source", "picamera2",
+        "--db", str(_gallery(tmp_path)),
+        "--gpio", "mock",
+        "--events-db", "",
+        "--backend", "cpu",
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, done.stderr
+    assert "picamera2 is installed but its import fails (ValueError: numpy.dtype" in errors[0]
+    assert "pip install --force-reinstall --no-deps simplejpeg" in errors[0]
+
+
+def test_doctor_fails_the_camera_when_picamera2_is_installed_but_does_not_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_app.commands import doctor
+
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    monkeypatch.syspath_prepend(str(_broken_picamera2(tmp_path)))
+
+    camera = next(c for c in doctor._device_checks() if c.area == "camera")
+
+    assert camera.status == "fail"
+    assert camera.detail.startswith("picamera2 is installed but its import fails (ValueError: ")
+    assert "numpy 1.x" in camera.fix and "simplejpeg" in camera.fix
+    assert "docs/INSTALL.md" in camera.fix
+
+
 def test_a_nul_in_a_config_path_is_refused_by_run_and_doctor(tmp_path: Path) -> None:
     config = tmp_path / "door.toml"
     config.write_text('[gallery]\npath = "g\\u0000.db"\n')
@@ -693,6 +752,25 @@ def test_hub_secrets_are_stored_hashed_and_private(
     assert stored.stat().st_mode & 0o777 == 0o600
     assert secret.strip() not in stored.read_text()
     assert stored.read_text().startswith("scrypt$")
+
+
+def test_unlock_code_without_a_code_file_suggests_one_the_service_user_can_write(
+    tmp_path: Path,
+) -> None:
+    """/etc/edge-app is root:edge-app 0750 (the installer), so `sudo -u edge-app edge-app hub
+    unlock-code` can only create the file in the state folder."""
+    from edge_app.paths import DEFAULT_STATE_DIR
+
+    config = tmp_path / "door.toml"
+    config.write_text("[mqtt]\n")
+
+    done = _with_stdin(
+        tmp_path, "482913\n", "hub", "unlock-code", "--stdin", "--config", str(config)
+    )
+
+    assert done.returncode == 2
+    assert f'unlock_code_file = "{DEFAULT_STATE_DIR}/unlock.code"' in done.stderr
+    assert "/etc/edge-app" not in done.stderr
 
 
 @pytest.mark.parametrize("origin", ["", "ph\x1bone", "x" * 65])

@@ -140,3 +140,65 @@ def test_relay_off_command(tmp_path: Path) -> None:
     done = subprocess.run([*command, str(bad)], capture_output=True, text=True, env=env)
     assert done.returncode == 2
     assert "gpio.pin: 14 is a UART pin" in done.stderr and "Traceback" not in done.stderr
+
+
+INSTALL = SYSTEMD / "install.sh"
+
+
+def test_install_help_prints_the_whole_header() -> None:
+    """--help prints the header comment (sed's line range must follow its length); the
+    option parsing comes before the root check, so this runs as any user."""
+    lines = INSTALL.read_text().splitlines()
+    end = lines.index("set -eu")
+    header = [line.removeprefix("#").removeprefix(" ") for line in lines[1:end]]
+    done = subprocess.run(
+        ["sh", str(INSTALL), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == header
+    assert "Raspberry Pi OS" in header[0] and "Debian-like" not in done.stdout
+
+
+def test_install_puts_pypi_simplejpeg_into_the_venv_on_aarch64() -> None:
+    """apt's python3-simplejpeg (imported by picamera2) is built for numpy 1.x; the venv has
+    numpy 2. PyPI's build must shadow it, installed even though pip sees apt's copy."""
+    script = INSTALL.read_text()
+    command = (
+        'if [ "$(uname -m)" = aarch64 ]; then\n'
+        '            "$VENV/bin/pip" install --quiet --force-reinstall --no-deps simplejpeg\n'
+    )
+    assert command in script
+    # after edge-app, whose dependencies bring the numpy it needs (--no-deps)
+    assert script.index('"$VENV/bin/pip" install --quiet --upgrade "$REPO"') < script.index(command)
+
+
+def test_install_restarts_running_services_after_replacing_their_files() -> None:
+    script = INSTALL.read_text()
+    restart = 'systemctl try-restart "$SERVICE.service" "$HUB_SERVICE.service"'
+    assert restart in script
+    assert script.index("systemctl daemon-reload\n        systemctl enable") < script.index(restart)
+    # try-restart, not restart: a first install must not start the door before it is wired
+    assert "systemctl restart" not in script.split("cat <<EOF")[0]
+
+
+def test_install_hint_enrols_from_an_absolute_path_the_service_user_can_read() -> None:
+    hint = INSTALL.read_text().split("cat <<EOF", 1)[1]
+    enroll = next(line for line in hint.splitlines() if " enroll " in line)
+    assert enroll.rstrip().endswith('"Alice" $STATE_DIR/photos/alice/')
+    assert "install -o $SERVICE_USER -m 0600" in hint  # photos stay private to the service
+
+
+def test_files_the_service_user_writes_are_documented_under_the_state_folder() -> None:
+    """The installer makes the config folder root:edge-app 0750, so `sudo -u edge-app edge-app
+    hub unlock-code` (or `passwd`) cannot create a file there."""
+    script = INSTALL.read_text()
+    assert 'install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"' in script
+    state = paths.DEFAULT_STATE_DIR
+    texts = {
+        name: (paths.REPO_ROOT / name).read_text()
+        for name in ("docs/HOME_ASSISTANT.md", "config.example.toml", "edge_app/commands/hub.py")
+    }
+    for name, text in texts.items():
+        assert f"{paths.DEFAULT_CONFIG.parent}/unlock.code" not in text, name
+    assert f'unlock_code_file = "{state}/unlock.code"' in texts["docs/HOME_ASSISTANT.md"]
+    assert f'password_file = "{state}/web-password"' in texts["config.example.toml"]

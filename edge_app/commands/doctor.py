@@ -123,7 +123,10 @@ def _model_checks(models: Path | None) -> list[Check]:
             "edge tpu models",
             "ok" if tpu else "warn",
             f"{tpu} of {len(manifest.models)} models compiled for the Edge TPU",
-            "" if tpu else "run `edge-convert build --edgetpu` on an x86-64 Debian/Ubuntu desktop",
+            ""
+            if tpu
+            else "rebuild the models for the Edge TPU on an x86-64 Debian/Ubuntu desktop: "
+            "docs/INSTALL.md, section 5",
         ),
         Check(
             "converter",
@@ -177,12 +180,32 @@ def _cascade_checks(models: Path | None, config: Config) -> tuple[list[Check], A
     ], engine
 
 
-def _device_checks() -> list[Check]:
-    checks = []
+def _camera_import_check() -> Check | None:
+    """None when picamera2 is not installed; else whether it imports. Its import runs native
+    code from apt packages and can raise anything (apt's simplejpeg under numpy 2 raises
+    ValueError), which the door cannot start with: a fail naming the cause and the fix."""
+    from edge_app.camera import picamera2_available, picamera2_import_fix
+
+    if not picamera2_available():
+        return None
     try:
         importlib.import_module("picamera2")
-        checks.append(Check("camera", "ok", "picamera2 importable"))
-    except ImportError:
+    except Exception as error:
+        return Check(
+            "camera",
+            "fail",
+            f"picamera2 is installed but its import fails ({type(error).__name__}: {error})",
+            picamera2_import_fix(error),
+        )
+    return Check("camera", "ok", "picamera2 importable")
+
+
+def _device_checks() -> list[Check]:
+    checks = []
+    camera = _camera_import_check()
+    if camera is not None:
+        checks.append(camera)
+    else:
         videos = sorted(glob.glob("/dev/video*"))
         board = _raspberry_pi()
         # A Pi always has /dev/video* nodes (its ISP and codecs): they say nothing about a

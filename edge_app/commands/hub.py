@@ -174,7 +174,7 @@ def run_unlock_code(args: argparse.Namespace) -> int:
     path = config.mqtt.unlock_code_file
     if path is None:
         raise UserError(
-            f'{CODE_KEY}: not set; add unlock_code_file = "/etc/edge-app/unlock.code" to '
+            f'{CODE_KEY}: not set; add unlock_code_file = "/var/lib/edge-app/unlock.code" to '
             "[mqtt] in the config, then run this again"
         )
     code = _read_new_secret(
