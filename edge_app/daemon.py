@@ -636,6 +636,7 @@ class Daemon:
         chosen = [tracks[i] for i in due]
         start = time.perf_counter()
         embeddings = recognizer.embed(frame, faces[due])
+        own = embeddings
         if self.config.policy.evidence == "track" or recognizer.memory is not None:
             # Pooled for the vote ("track"), and for the site memory to learn a visit from.
             pooled = self.pool.add(
@@ -648,10 +649,18 @@ class Daemon:
         if self.live_rule.mode != OFF:
             start = time.perf_counter()
             scores = recognizer.liveness(frame, faces[due])
+            # Liveness counts for a person only on a face that matches them by itself: pooled
+            # evidence still names whoever held the track before (a printed photo of a
+            # resident) for a few frames after a live stranger's face took its place.
+            alone = (
+                [v.name for v in recognizer.match(own)]
+                if embeddings is not own
+                else [v.name for v in votes]
+            )
             metrics.live_seconds += time.perf_counter() - start
             votes = [
-                replace(vote, liveness=float(score))
-                for vote, score in zip(votes, scores, strict=True)
+                replace(vote, liveness=float(score), alone=vote.name == name)
+                for vote, score, name in zip(votes, scores, alone, strict=True)
             ]
         metrics.embedded_frames += 1
         metrics.embeddings += len(due)

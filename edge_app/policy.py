@@ -57,7 +57,11 @@ class Vote:
 
     name is None when the best person is below the threshold or too close to the second best.
     admitted is False when `name` is a known visitor, enrolled without access: recognised and
-    reported, never let in.
+    reported, never let in. alone: whether this frame's face by itself matches `name` (with
+    `[policy] evidence = "track"` the name comes from the track's pooled evidence, which can
+    still name a resident for a few frames after another face took the track); always True
+    for a frame vote. Liveness counts for a person only on frames whose face matched them
+    alone.
     """
 
     name: str | None
@@ -65,6 +69,7 @@ class Vote:
     second: float = float("nan")
     liveness: float | None = None  # the face's liveness score; None when not scored
     admitted: bool = True
+    alone: bool = True
 
 
 @dataclass(frozen=True)
@@ -183,9 +188,11 @@ class Policy:
         if mode != OFF and vote.liveness is not None:
             state.live.add(vote.liveness)
             state.judged_live = state.judged_live or (not state.spoofed and state.live.live)
-            state.scored.append((vote.name, float(vote.liveness)))
-            if vote.name is not None and not state.spoofed and self._live_as(state, vote.name):
-                state.live_as.add(vote.name)
+            # Whose face this liveness score is of: only a face that matched by itself.
+            state.scored.append((vote.name if vote.alone else None, vote.liveness))
+            name = vote.name if vote.alone and not state.spoofed else None
+            if name is not None and self._live_as(state, name):
+                state.live_as.add(name)
         winner = self._winner(state.votes)
         if winner is not None and winner != state.identity:
             state.identity = winner

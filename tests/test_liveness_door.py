@@ -27,6 +27,7 @@ from test_daemon_fast import (
     NAME,
     NOBODY,
     PIN,
+    STRANGER,
     ScriptedEngine,
     door,
     jsonl,
@@ -271,6 +272,21 @@ def test_door_opens_for_the_live_person(tmp_path: Path, gallery: Path) -> None:
     assert states(factory) == [False, True, False]
     unlock = [e for e in jsonl(tmp_path) if e["type"] == "unlock"]
     assert len(unlock) == 1 and unlock[0]["liveness"] == pytest.approx(LIVE_SCORE)
+
+
+@pytest.mark.parametrize("evidence", ["track", "frame"])
+def test_a_live_stranger_who_takes_a_photos_place_does_not_get_in(
+    tmp_path: Path, gallery: Path, evidence: str
+) -> None:
+    """A printed photo of Ada is recognised (and waits for liveness); the attacker lowers it
+    and shows their own live face in the same place, so the same track goes on. The pooled
+    evidence still names Ada for about six of the stranger's frames, all live: they are not
+    Ada's face, so they never count as Ada being live."""
+    codes = [NOBODY] * 2 + [PHOTO] * 5 + [STRANGER] * 12 + [NOBODY] * 20
+    factory = run(tmp_path, gallery, codes, policy={"evidence": evidence})
+    assert states(factory) == [False]  # never driven high
+    kinds = [e["type"] for e in jsonl(tmp_path)]
+    assert "recognized" in kinds and "unlock" not in kinds
 
 
 def test_log_mode_opens_for_the_photo_and_says_so(tmp_path: Path, gallery: Path) -> None:
