@@ -785,8 +785,20 @@ class Daemon:
         """Relay first: whatever else fails below, the door is already locked."""
         self._notify("STOPPING=1")
         self._stop.set()  # ends the guard thread too
+        relay_error: RelayError | None = None
         if self.relay is not None:
-            self.relay.close()
+            try:
+                self.relay.close()
+            except RelayError as error:  # the rest still closes; the error ends run() after
+                log.error("%s", error)
+                relay_error = error
+        try:
+            self._close_the_rest()
+        finally:
+            if relay_error is not None:
+                raise relay_error
+
+    def _close_the_rest(self) -> None:
         if self._guard is not None:
             self._guard.join(timeout=1.0)
         if self.control is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -34,6 +35,7 @@ from edge_app.daemon import Daemon, FaceEngine, Recognizer
 from edge_app.events import read_events
 from edge_app.faces import Faces
 from edge_app.gallery import Gallery, NewSample
+from edge_app.relay import Relay, RelayError
 
 PIN = 17
 PULSE = 0.3
@@ -462,6 +464,30 @@ def test_an_engine_error_mid_pulse_relocks_and_ends_the_run(
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory, pulse=0.0)  # a 30 s pulse, ended by the error within 0.5 s
     assert jsonl(tmp_path)[-1]["type"] == "relock" and jsonl(tmp_path)[-1]["reason"] == "close"
+
+
+def test_a_relay_that_cannot_relock_still_closes_the_rest_and_fails_the_run(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Relay.close() raising RelayError (the pin would not read back low) must not skip the
+    camera, gallery and events: they close, then the error ends run() (exit non-zero)."""
+    real_close = Relay.close
+
+    def failing_close(relay: Relay) -> None:
+        real_close(relay)  # the mock pin really goes low: nothing is left energised here
+        raise RelayError(f"relay: GPIO{relay.pin} could not be driven to locked (scripted)")
+
+    monkeypatch.setattr(Relay, "close", failing_close)
+    caplog.set_level(logging.INFO, logger="edge_app")
+    frames = write_frames(tmp_path / "frames", visit())
+    daemon = Daemon(
+        door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=MockFactory()
+    )
+    with pytest.raises(RelayError, match="could not be driven to locked"):
+        daemon.run()
+    closing = caplog.text[caplog.text.index("camera closed source=") :]
+    assert "metrics " in closing  # logged after the gallery closed, before the events close
+    assert [e["type"] for e in jsonl(tmp_path)] == ["recognized", "unlock", "relock"]
 
 
 def test_a_camera_error_mid_pulse_relocks_and_ends_the_run(
