@@ -46,7 +46,7 @@ from edge_app.faces import Faces
 from edge_app.fusion import TrackPool, face_weights
 from edge_app.liveness_rule import OFF, LiveRule
 from edge_app.parallax import Parallax
-from edge_app.policy import Policy, Vote
+from edge_app.policy import LIVE_DOUBT, Policy, Vote
 from edge_app.quality import presented_faces
 from edge_app.relay import Relay, RelayError, make_pin_factory
 from edge_app.site_memory import (
@@ -293,6 +293,16 @@ class Recognizer:
             scale = np.array([sx, sy], np.float32)
             faces = Faces(faces.boxes * np.tile(scale, 2), faces.scores, faces.landmarks * scale)
         return self.engine.embed(frame.crop_image, faces)
+
+    def could_be(self, names: list[str | None], faces: np.ndarray) -> list[bool]:
+        """Per face (one frame's own embedding), whether it could be `names` by itself: that
+        person is its best match, at most LIVE_DOUBT under the threshold."""
+        matches = self.matcher.identify(faces)
+        floor = self.matcher.settings.threshold - LIVE_DOUBT
+        return [
+            name is not None and best == name and float(score) >= floor
+            for name, best, score in zip(names, matches.best, matches.scores, strict=True)
+        ]
 
     def match(self, embeddings: np.ndarray) -> list[Vote]:
         matches = self.matcher.identify(embeddings)
@@ -649,18 +659,18 @@ class Daemon:
         if self.live_rule.mode != OFF:
             start = time.perf_counter()
             scores = recognizer.liveness(frame, faces[due])
-            # Liveness counts for a person only on a face that matches them by itself: pooled
+            # Liveness counts for a person only on a face that could be them by itself: pooled
             # evidence still names whoever held the track before (a printed photo of a
             # resident) for a few frames after a live stranger's face took its place.
             alone = (
-                [v.name for v in recognizer.match(own)]
+                recognizer.could_be([v.name for v in votes], own)
                 if embeddings is not own
-                else [v.name for v in votes]
+                else [True] * len(votes)
             )
             metrics.live_seconds += time.perf_counter() - start
             votes = [
-                replace(vote, liveness=float(score), alone=vote.name == name)
-                for vote, score, name in zip(votes, scores, alone, strict=True)
+                replace(vote, liveness=float(score), alone=ok)
+                for vote, score, ok in zip(votes, scores, alone, strict=True)
             ]
         metrics.embedded_frames += 1
         metrics.embeddings += len(due)

@@ -49,6 +49,11 @@ SPOOF = "spoof"
 NOT_LIVE = "not live"
 NOT_LIVE_LOGGED = "not live (log mode: not enforced)"
 NO_ACCESS = "no access"
+# How far under the recognition threshold a frame's own face may score and still count as
+# the person the track's pooled evidence names, for liveness (Vote.alone). A live face one
+# frame at a time scores lower than the pool that recognised it; a stranger's face that took
+# the track scores far lower (docs/LIVENESS.md has the measurement).
+LIVE_DOUBT = 0.05
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,11 @@ class Vote:
 
     name is None when the best person is below the threshold or too close to the second best.
     admitted is False when `name` is a known visitor, enrolled without access: recognised and
-    reported, never let in. alone: whether this frame's face by itself matches `name` (with
-    `[policy] evidence = "track"` the name comes from the track's pooled evidence, which can
-    still name a resident for a few frames after another face took the track); always True
-    for a frame vote. Liveness counts for a person only on frames whose face matched them
-    alone.
+    reported, never let in. alone: whether this frame's face could be `name` by itself (its
+    own best match, at most LIVE_DOUBT under the threshold). With `[policy] evidence =
+    "track"` the name comes from the track's pooled evidence, which can still name a
+    resident for a few frames after another face took the track; a frame vote is always
+    alone. Liveness counts for a person only on frames that could be them alone.
     """
 
     name: str | None

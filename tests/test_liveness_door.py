@@ -32,6 +32,7 @@ from test_daemon_fast import (
     door,
     jsonl,
     states,
+    unit,
     write_frames,
 )
 
@@ -44,6 +45,7 @@ from edge_app.faces import Faces
 from edge_app.gallery import Gallery, NewSample
 from edge_app.liveness_rule import LiveRule
 from edge_app.policy import (
+    LIVE_DOUBT,
     NOT_LIVE,
     NOT_LIVE_LOGGED,
     RECOGNIZED,
@@ -287,6 +289,33 @@ def test_a_live_stranger_who_takes_a_photos_place_does_not_get_in(
     assert states(factory) == [False]  # never driven high
     kinds = [e["type"] for e in jsonl(tmp_path)]
     assert "recognized" in kinds and "unlock" not in kinds
+
+
+def toward_ada(code: int, cosine: float) -> int:
+    """A face scoring `cosine` against Ada's enrolled one (the scripted door's raw scores)."""
+    aside = unit(40 + code) - (unit(40 + code) @ EMBEDDINGS[ADA]) * EMBEDDINGS[ADA]
+    aside /= np.linalg.norm(aside)
+    EMBEDDINGS[code] = (cosine * EMBEDDINGS[ADA] + np.sqrt(1 - cosine**2) * aside).astype(
+        np.float32
+    )
+    return code
+
+
+THRESHOLD_ADA = 0.6  # the scripted manifest's recognition threshold
+COULD_BE_ADA = toward_ada(13, THRESHOLD_ADA - LIVE_DOUBT / 2)
+NOT_ADA = toward_ada(14, THRESHOLD_ADA - 2 * LIVE_DOUBT)
+
+
+@pytest.mark.parametrize(("face", "opens"), [(COULD_BE_ADA, True), (NOT_ADA, False)])
+def test_a_live_face_counts_for_the_pooled_name_only_if_it_could_be_them_alone(
+    tmp_path: Path, gallery: Path, face: int, opens: bool
+) -> None:
+    """After Ada's photo, the pooled evidence names Ada on every later frame of either face.
+    A live face within LIVE_DOUBT under the threshold could be Ada (a poor view of her):
+    it counts and opens. One 2 x LIVE_DOUBT under cannot: it never does."""
+    codes = [NOBODY] * 2 + [PHOTO] * 5 + [face] * 12 + [NOBODY] * 20
+    factory = run(tmp_path, gallery, codes)
+    assert states(factory) == ([False, True, False] if opens else [False])
 
 
 def test_log_mode_opens_for_the_photo_and_says_so(tmp_path: Path, gallery: Path) -> None:
