@@ -31,7 +31,7 @@ import numpy as np
 
 from edge_app.centering import centre, model_identity
 from edge_app.engine import Engine
-from edge_app.evaluate_visits import POPULATIONS, evaluate_visits, table
+from edge_app.evaluate_visits import POPULATIONS, SEED, evaluate_visits, table
 from edge_app.faces import Faces
 from edge_app.fusion import EVIDENCE
 from edge_app.paths import REPO_ROOT, SHARED_DATA
@@ -63,6 +63,8 @@ class MemoEngine:
             self.engine.manifest, recognition=recognition, preprocessing=preprocessing
         )
         self.embedding_model = model_identity(self._facenet_sha, mean)
+        # The shipped cohort belongs to the shipped embeddings (the engine's own mean) only.
+        self.cohort = self.engine.cohort if mean is self.engine.mean else None
 
     @staticmethod
     def _key(frame: np.ndarray, extra: bytes = b"") -> bytes:
@@ -98,14 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(EVIDENCE),
         help="comma-separated [policy] evidence variants (default %(default)s)",
     )
+    parser.add_argument(
+        "--refresh-frames",
+        default="",
+        help="comma-separated [tracking] refresh_frames variants, each played with every "
+        "evidence variant (default: the config default only)",
+    )
     parser.add_argument("--people", type=int, default=40)
     parser.add_argument("--strangers", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     memo = MemoEngine(Engine.open(backend="cpu", cascade="auto"))
-    for evidence in args.evidence.split(","):
+    refreshes = [int(r) for r in args.refresh_frames.split(",") if r] or [None]
+    for evidence, refresh in [(e, r) for e in args.evidence.split(",") for r in refreshes]:
         start = time.perf_counter()
         report = evaluate_visits(
             memo,
@@ -115,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             population=args.population,
             policy={"evidence": evidence},
+            tracking={} if refresh is None else {"refresh_frames": refresh},
         )
         label = f"{args.population}_{evidence}"
+        if refresh is not None:
+            label += f"_refresh{refresh}"
+        if args.seed != SEED:
+            label += f"_seed{args.seed}"
         report["variant"] = {"name": label, "memo_hits": memo.hits, "memo_misses": memo.misses}
         path = args.out / f"visits_{label}.json"
         path.write_text(json.dumps(report, indent=2) + "\n")

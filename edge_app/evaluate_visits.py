@@ -166,9 +166,11 @@ def door_config(
     liveness: str | None,
     policy: dict[str, Any] | None = None,
     recognition: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
 ) -> Any:
     data: dict[str, Any] = {
         "policy": dict(policy or {}),
+        "tracking": dict(tracking or {}),
         "recognition": dict(recognition or {}),
         "camera": {"source": str(clip.path), "fps": clip.fps},
         "gallery": {"path": str(gallery)},
@@ -191,14 +193,15 @@ def play(
     liveness: str | None,
     policy: dict[str, Any] | None = None,
     recognition: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], Any]:
-    """Run the real daemon on one clip; its events (JSON lines) and metrics. `policy` and
-    `recognition` override keys of those config sections."""
+    """Run the real daemon on one clip; its events (JSON lines) and metrics. `policy`,
+    `recognition` and `tracking` override keys of those config sections."""
     from gpiozero.pins.mock import MockFactory
 
     from edge_app.daemon import Daemon
 
-    config = door_config(clip, gallery, folder, liveness, policy, recognition)
+    config = door_config(clip, gallery, folder, liveness, policy, recognition, tracking)
     for path in (config.events.db, config.events.jsonl):
         path.unlink(missing_ok=True)
     daemon = Daemon(config, engine=engine, pin_factory=MockFactory())
@@ -318,13 +321,15 @@ def _evaluate(
     liveness: str | None = "log",
     population: str = POPULATIONS[0],
     policy: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
     workdir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     if population not in POPULATIONS:
         raise UserError(f"population {population!r} is not one of {', '.join(POPULATIONS)}")
-    door_policy = parse_config({"policy": dict(policy or {})}).policy  # refuses bad keys
+    # Refuses bad keys and values before any work.
+    door = parse_config({"policy": dict(policy or {}), "tracking": dict(tracking or {})})
     if not getattr(engine, "has_liveness", False):
         liveness = None
     train_list = lfw / "pairsDevTrain.txt"
@@ -377,7 +382,7 @@ def _evaluate(
             clip = build_visit(
                 folder / "visit.avi", [images / n for n in names], seed=seed * 1000 + number
             )
-            events, metrics = play(engine, clip, db, folder, liveness, policy)
+            events, metrics = play(engine, clip, db, folder, liveness, policy, tracking=tracking)
             results.append(judge(person, names, clip, events, metrics))
         with Gallery.open(db) as gallery:
             samples = len(gallery.load_matrix())
@@ -394,12 +399,12 @@ def _evaluate(
                 k: v for k, v in engine.manifest.recognition.items() if k != "candidates"
             },
             "centring": "facenet_mean" in engine.manifest.preprocessing,
-            "policy": asdict(door_policy),
+            "policy": asdict(door.policy),
             # The threshold the door used on this gallery: the manifest's unless enrolled
             # people matched each other (edge_app.matching.guard_lookalikes).
             "door_rule": rule,
             "cascade": getattr(getattr(engine, "cascade_choice", None), "chosen", "int8"),
-            "tracking": asdict(parse_config({}).tracking),
+            "tracking": asdict(door.tracking),
             "clip": {
                 "fps": FPS,
                 "frames_per_visit": results[0].frames if results else 0,
