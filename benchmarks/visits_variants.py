@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     memo = MemoEngine(Engine.open(backend="cpu", cascade="auto"))
-    refreshes = [int(r) for r in args.refresh_frames.split(",") if r] or [None]
+    refreshes: list[int | None] = [int(r) for r in args.refresh_frames.split(",") if r]
+    refreshes = refreshes or [None]
     for evidence, refresh in [(e, r) for e in args.evidence.split(",") for r in refreshes]:
         start = time.perf_counter()
         report = evaluate_visits(
