@@ -503,7 +503,13 @@ def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
 
 
 def load_config(path: Path | None = None) -> Config:
-    """The config at `path`, or at the default location when None.
+    """The config at `path`, or at the default location when None (read_config_file)."""
+    where, data = read_config_file(path)
+    return parse_config(data, str(where))
+
+
+def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The path read and its TOML tables, not yet validated; ConfigError if unreadable.
 
     A missing default file means the defaults (a fresh install works before any editing);
     a missing file the user named explicitly is an error, since that is surely a typo.
@@ -515,14 +521,13 @@ def load_config(path: Path | None = None) -> Config:
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{path}: config file not found") from None
-        return Config()
+        return path, {}
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the config file ({error})") from None
     try:
-        data = tomllib.loads(text)
+        return path, tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
-    return parse_config(data, str(path))
 
 
 def to_dict(config: Config) -> dict[str, dict[str, Any]]:

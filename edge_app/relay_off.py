@@ -19,14 +19,13 @@ import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from edge_app.config import (
     GPIO_FACTORIES,
     ConfigError,
     GpioConfig,
     parse_config,
-    tomllib,
+    read_config_file,
 )
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
@@ -59,20 +58,7 @@ def read_gpio(path: Path | None, factory: str | None = None) -> GpioConfig:
     factory, when given, replaces gpio.factory (the --gpio flag). ConfigError, one line, when
     the file cannot be read or parsed or its [gpio] section is invalid.
     """
-    explicit = path is not None
-    path = Path(path) if path is not None else DEFAULT_CONFIG
-    data: Mapping[str, Any]
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError(f"{path}: config file not found") from None
-        log.warning("no config file at %s: using the defaults", path)
-        data = {}
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read the config file ({error})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    path, data = read_config_file(path)
     section = data.get("gpio", {})
     if isinstance(section, Mapping):
         section = {k: v for k, v in section.items() if k not in UNUSED_GPIO_KEYS}
