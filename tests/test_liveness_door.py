@@ -445,6 +445,56 @@ def test_nuaa_printed_photo_never_opens_and_logs_spoof(
     assert all(e["liveness"] < run.daemon.live_rule.threshold for e in spoofs)
 
 
+# The photo-then-face swap on real video: 3 frames of the printed photo of the subject (whole
+# faces, so they are judged), then a live stranger (subject 0003) where the photo was; their
+# boxes overlap (IoU 0.62), so the tracker keeps one track across the cut.
+SWAP_PRINT = ("print", "0005_00_00_01")
+SWAP_STRANGER = ("live", "0003_01_00_01")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attribution", ["shipped", "disabled"])
+def test_nuaa_a_live_stranger_who_takes_a_photos_place_does_not_get_in(
+    attribution: str,
+    shared_data: Path,
+    nuaa_gallery: Path,
+    liveness_engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The photo is recognised and waits for liveness; the pooled evidence then names the
+    subject for a dozen of the stranger's live frames. As shipped those frames are not the
+    subject's face and never count as the subject being live: the door stays shut. With
+    that attribution disabled (every frame counted for the pooled name), the same clip opens
+    the door, which shows the clip is the attack."""
+    from edge_app.daemon import Recognizer
+
+    frames = nuaa_frames(shared_data, *SWAP_PRINT)[:3] + nuaa_frames(shared_data, *SWAP_STRANGER)
+    clip = clip_folder(frames[:15], tmp_path / "clip")
+    if attribution == "disabled":
+        monkeypatch.setattr(Recognizer, "could_be", lambda self, names, faces: [True] * len(names))
+    with caplog.at_level(logging.DEBUG, logger="edge_app.daemon"):
+        run = nuaa_door(clip, nuaa_gallery, tmp_path)
+    votes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("vote ")]
+    # One track throughout, and the subject named on live frames: the attack took place.
+    assert votes and all(v.startswith("vote track=1 ") for v in votes), votes
+    threshold = run.daemon.live_rule.threshold
+    live_named = [
+        v
+        for v in votes
+        if f" name={SUBJECT} " in v and float(v.split("liveness=")[1].split()[0]) >= threshold
+    ]
+    assert len(live_named) >= 3, votes
+    unlocks = [e for e in run.events if e["type"] == "unlock"]
+    if attribution == "shipped":
+        assert run.states == [False], votes  # the pin was never driven high
+        assert not unlocks
+    else:
+        assert run.states == [False, True, False]
+        assert [e["name"] for e in unlocks] == [SUBJECT]
+
+
 # ------------------------------------------------ enrolment from the camera (needs shared)
 
 
