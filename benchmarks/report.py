@@ -511,16 +511,16 @@ def markdown(results: dict, accuracy: dict[str, dict]) -> str:
         add("|---|---|---|")
         add(
             "| FaceNet (Inception-ResNet-v1, 22.7 MB int8), one embedding, Coral Dev Board | "
-            "42 ms | published, not measured here (NOTES §2) |"
+            "42 ms | published, not measured here |"
         )
         add("| same, Raspberry Pi 5 over PCIe | about 56 ms | published, not measured here |")
         add(
             "| our FaceNet int8 is 24.5 MB: about 17 MB of weights stream per inference "
-            "(8 MB on-chip SRAM) | - | NOTES §2 |"
+            "(8 MB on-chip SRAM) | - | model size less the SRAM Coral documents |"
         )
         add("| USB2 instead of USB3 | about 3x slower | published, not measured here |")
         add("| Coral SSD-MobileNet-v2-face, 320x320 | 5.2 ms | published, not measured here |")
-        add("| ncnn MTCNN on a Pi 4 (CPU) | 22-25 ms | published, not measured here (NOTES §3) |")
+        add("| ncnn MTCNN on a Pi 4 (CPU) | 22-25 ms | published, not measured here |")
         add(
             "| quantised SSD-MobileNet-v2 300x300, 4 threads | Pi 4 112 ms, Pi 5 23.5 ms | "
             "published, not measured here |"

@@ -1,7 +1,7 @@
 """The `--edgetpu` step: co-compile the int8 models with edgetpu_compiler and read its report.
 
 The compiler (16.0, the last release) runs only on x86-64 Debian/Ubuntu from Coral's apt
-repository (NOTES §2), so it is used when it is on PATH and otherwise reported as absent.
+repository, so it is used when it is on PATH and otherwise reported as absent.
 All models go through ONE compiler call: co-compiled models share the ~8 MB of on-chip SRAM
 and the first listed gets its parameters cached first, so the caller lists the MTCNN models
 before FaceNet. The compiler's stdout is the only place that says how much of each model is

@@ -1,13 +1,14 @@
 """Static Edge TPU check of a .tflite file: what edgetpu_compiler 16 would not map.
 
-The compiler runs only on x86-64 Debian/Ubuntu (NOTES §2), so most machines, CI included,
-cannot ask it. The first op it cannot map sends that op and everything after it to the CPU,
-so one float tensor or one unsupported op near the input costs the whole accelerator. This
+The compiler runs only on x86-64 Debian/Ubuntu (Coral's apt repository), so most machines,
+CI included, cannot ask it. The first op it cannot map sends that op and everything after it
+to the CPU, so one float tensor or one unsupported op near the input costs the whole
+accelerator. This
 lint reads the flatbuffer through TensorFlow's generated schema and names every tensor and op
 that would do that, so the converter can be fixed before a model is committed.
 
 Rules: "Model requirements" and "Supported operations" in
-https://coral.ai/docs/edgetpu/models-intro/ (compiler 16), and NOTES §2.
+https://coral.ai/docs/edgetpu/models-intro/ (compiler 16); docs/CONVERTER.md lists them.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ COMPILER_TF_RELEASE = "2.5.0"
 # supported-operations table, the highest version whose minimum runtime is <= 2.5.0 in
 #   tensorflow/tensorflow, tensorflow/lite/tools/versioning/runtime_version.cc (tag v2.5.0;
 #   FindMinimumRuntimeVersionForOp: {{op, version}, "minimum TF release"}).
-# It agrees with the rejections seen with compiler 16 (NOTES §2): CONV_2D v6 needs 2.9.0,
+# It agrees with the op versions compiler 16 is known to reject: CONV_2D v6 needs 2.9.0,
 # QUANTIZE v3 2.7.0, and TRANSPOSE_CONV v4 and EXP v2 are newer still.
 EDGETPU_MAX_OP_VERSION: dict[str, int] = {
     "ADD": 3,

@@ -1,4 +1,4 @@
-"""Face crops exactly as the FaceNet 2018 weights were evaluated (NOTES §1).
+"""Face crops exactly as the FaceNet 2018 weights were evaluated (docs/ACCURACY.md).
 
 The published pipeline takes the MTCNN box, adds a crop margin, clips it to the image, and
 stretches that rectangle to 160x160, with no rotation. The margin was 44 px on LFW-sized

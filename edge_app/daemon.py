@@ -68,7 +68,8 @@ METRICS_EVERY = 60.0
 EDGE_PIXELS = 2.0
 # Config sections the running daemon cannot change without reopening hardware, models or sinks.
 RESTART_SECTIONS = ("camera", "models", "detection", "events")
-RESTART_GPIO_KEYS = ("pin", "active_high", "force_uart_pins", "factory")
+# Keys of the other sections that the daemon opened at start: the relay pin, the control socket.
+RESTART_KEYS = {"gpio": ("pin", "active_high", "force_uart_pins", "factory"), "hub": ("socket",)}
 
 
 class ModelInfo(Protocol):
@@ -770,9 +771,10 @@ class Daemon:
         for section in RESTART_SECTIONS:
             if getattr(new, section) != getattr(old, section):
                 log.warning("config [%s] changed: takes effect after a restart", section)
-        for key in RESTART_GPIO_KEYS:
-            if getattr(new.gpio, key) != getattr(old.gpio, key):
-                log.warning("config gpio.%s changed: takes effect after a restart", key)
+        for section, keys in RESTART_KEYS.items():
+            for key in keys:
+                if getattr(getattr(new, section), key) != getattr(getattr(old, section), key):
+                    log.warning("config %s.%s changed: takes effect after a restart", section, key)
         assert self.recognizer is not None, "reloads are applied by the frame loop, after _start()"
         try:
             self.recognizer.configure(new.gallery.path, new.recognition)  # all or nothing
@@ -788,6 +790,8 @@ class Daemon:
         if new.policy.evidence != old.policy.evidence:
             self.pool.clear()  # pools restart from the next frame of each track
         self.pulse_seconds = new.gpio.pulse_seconds
+        if self.control is not None:
+            self.control.stale_seconds = new.hub.stale_seconds
         self.config = new
         log.info("reload done")
 

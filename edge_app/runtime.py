@@ -3,7 +3,7 @@
 Order of preference follows what a Pi actually has: ai-edge-litert (maintained, numpy 2),
 then tflite-runtime 2.14 (the last release), then full TensorFlow on a desktop. The Edge TPU
 delegate must come from a libedgetpu built for the same TF version as the runtime
-(NOTES §3); a mismatched pair fails at load, which we report rather than crash on.
+(docs/INSTALL.md); a mismatched pair fails at load, which we report rather than crash on.
 """
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -577,6 +579,49 @@ def test_sighup_applies_a_reload_whole_or_not_at_all(tmp_path: Path, gallery: Pa
     assert daemon.config.policy.cooldown_seconds == 0 and daemon.pulse_seconds == 5.0
     assert daemon.policy.cooldown_seconds == 0
     assert (tmp_path / "events.jsonl").exists()  # reopened: a new file after the rename
+
+
+def test_sighup_says_which_changes_wait_for_a_restart(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay pin and the control socket were opened at start: a reload that changes them
+    keeps the open ones and says so; the rest of the same file applies at once."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 30)
+    path = tmp_path / "door.toml"
+    sockets = Path(tempfile.mkdtemp(prefix="door-", dir="/tmp"))  # AF_UNIX paths are short
+
+    def write(pin: int, socket: str, cooldown: int, stale: float) -> None:
+        path.write_text(
+            f'[camera]\nsource = "{frames}"\n[gallery]\npath = "{gallery}"\n'
+            f'[gpio]\npin = {pin}\nfactory = "mock"\n'
+            f'[hub]\nsocket = "{sockets / socket}"\nstale_seconds = {stale}\n'
+            f"[policy]\ncooldown_seconds = {cooldown}\n"
+            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n'
+        )
+
+    write(PIN, "door.sock", 30, 10.0)
+    from edge_app.config import load_config
+
+    engine = ScriptedEngine(delay=0.02)
+    daemon = Daemon(load_config(path), config_path=path, engine=engine, pin_factory=MockFactory())
+
+    def drive() -> None:
+        while engine.calls["detect"] < 3:
+            time.sleep(0.005)
+        write(PIN + 1, "other.sock", 0, 3.0)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    with caplog.at_level("WARNING", logger="edge_app.daemon"):
+        assert daemon.run() == 0
+    thread.join()
+    assert "config gpio.pin changed: takes effect after a restart" in caplog.text
+    assert "config hub.socket changed: takes effect after a restart" in caplog.text
+    assert daemon.policy.cooldown_seconds == 0  # the rest of the file applied
+    assert daemon.control is not None and daemon.control.stale_seconds == 3.0
+    assert not (sockets / "other.sock").exists()
+    shutil.rmtree(sockets)
 
 
 def test_a_gallery_without_mirrors_is_reported_at_load(

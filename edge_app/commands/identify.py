@@ -20,11 +20,12 @@ from edge_app.runtime import BACKENDS
 log = logging.getLogger(__name__)
 
 EPILOG = """\
-Scores are cosine similarities in [-1, 1] between the face and the best-matching enrolled
-person (aggregated over their samples). A face is named when its score reaches the threshold
-and beats the second-best person by the margin; otherwise it is "unknown" (null in JSON),
-still with the closest person's score. Threshold, margin and aggregation default to the
-values derived for the models (the manifest's "recognition" block).
+Scores are cosine similarities between the face and the best-matching enrolled person
+(aggregated over their samples); with the models' cohort normalisation (docs/COHORT.md) they
+stay on the cosine scale, and a very strong match can score above 1. A face is named when
+its score reaches the threshold and beats the second-best person by the margin; otherwise it
+is "unknown" (null in JSON), still with the closest person's score. Threshold, margin and
+aggregation default to the values derived for the models (the manifest's "recognition" block).
 
 examples:
   edge-app identify visitor.jpg
@@ -117,7 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_db_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON (see below)")
     match = parser.add_argument_group("matching (defaults from the models manifest)")
-    match.add_argument("--threshold", type=float, metavar="T", help="minimum score, in [-1, 1]")
+    match.add_argument(
+        "--threshold", type=float, metavar="T", help="minimum score (default: the models')"
+    )
     match.add_argument(
         "--margin", type=float, metavar="M", help="minimum lead over the second person"
     )
