@@ -7,7 +7,6 @@ everything succeeded, so a failure never leaves a half-written models folder beh
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -52,6 +51,7 @@ from converter.sources import (
     FacenetSource,
     facenet_source,
 )
+from edge_app import untrusted_json
 from edge_app.adapters import PIXEL_SCALE
 from edge_app.align import FACENET_SIZE as ALIGN_SIZE
 from edge_app.detection.cascade import Thresholds
@@ -64,6 +64,7 @@ from edge_app.manifest import (
     LIVENESS_ROLE,
     MANIFEST_NAME,
     EdgeTpuSpec,
+    ManifestError,
     load_manifest,
     parse_manifest,
     sha256_file,
@@ -101,10 +102,62 @@ class BuildOptions:
     liveness_frames: int = DEFAULT_CALIBRATION_FRAMES
 
 
+# What a build writes into a models folder: an existing --out (or --float-out) holding
+# anything else is refused, since the whole folder is replaced (and the old one deleted).
+MODEL_FOLDER_SUFFIXES = (".tflite", ".json", ".npy", ".log", ".jpg")
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    """Whether one of the two paths is the other or inside it (symbolic links resolved)."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def check_model_folder(
+    final: Path, option: str, inputs: dict[str, Path | None], *, replaced: bool = True
+) -> None:
+    """Refuse an output folder that staged_folder would wrongly replace, before any work.
+
+    The folder is swapped in whole and the old one deleted, so it must be apart from every
+    input (`inputs`: option name to path) and, when its old content is not kept (replaced),
+    be new, empty or a models folder."""
+    for name, path in inputs.items():
+        if path is not None and _overlap(final, Path(path)):
+            raise BuildError(
+                f"{option} {final} overlaps {name} {path}: the output folder is replaced as a "
+                "whole, so it must be apart from every input; choose another folder"
+            )
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise BuildError(f"{option} {final} is not a folder; give a folder for the models")
+    above = final.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise BuildError(f"{option} {final}: {above} is a file, so no folder can be made there")
+    if replaced and final.is_dir():
+        foreign = sorted(
+            path.name
+            for path in final.iterdir()
+            if not (path.is_dir() and path.name == FLOAT_CASCADE_DIR)
+            and not (path.is_file() and path.suffix.lower() in MODEL_FOLDER_SUFFIXES)
+        )
+        if foreign:
+            raise BuildError(
+                f"{option} {final} holds files a build does not write ({', '.join(foreign[:3])}"
+                f"{' ...' if len(foreign) > 3 else ''}) and would be replaced as a whole; give a "
+                "new or empty folder, or a models folder"
+            )
+
+
 @contextlib.contextmanager
 def staged_folder(final: Path) -> Iterator[Path]:
     """A temporary sibling of `final`, swapped in on success and removed on failure."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BuildError(
+            f"cannot create the folder {final.parent} ({error.strerror or error})"
+        ) from None
     if not os.access(final.parent, os.W_OK):
         raise BuildError(f"cannot write to {final.parent}")
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -124,12 +177,11 @@ def staged_folder(final: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def staged_copy(final: Path) -> Iterator[Path]:
-    """staged_folder, starting from a copy of what `final` holds (files only, bytes kept)."""
+    """staged_folder, starting from a copy of what `final` holds (subfolders such as the
+    float cascade's included, bytes kept)."""
     with staged_folder(final) as staging:
         if final.is_dir():
-            for path in final.iterdir():
-                if path.is_file():
-                    shutil.copy2(path, staging / path.name)
+            shutil.copytree(final, staging, symlinks=True, dirs_exist_ok=True)
         yield staging
 
 
@@ -244,6 +296,16 @@ def _add_liveness(manifest: dict, source: LivenessSource, models: dict, record: 
     manifest["liveness"] = manifest_section(source, models)
 
 
+def _read_manifest(path: Path) -> dict:
+    """A manifest.json as a dict, read as untrusted input and checked as the device checks
+    it; OSError or ValueError (BadJSON, ManifestError) when it is not usable."""
+    data = untrusted_json.loads(path.read_bytes())
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    parse_manifest(data)
+    return data
+
+
 def _write_manifest(folder: Path, data: dict) -> None:
     manifest = parse_manifest(data)  # the same validation the device runs
     (folder / MANIFEST_NAME).write_text(manifest.to_json())
@@ -319,6 +381,7 @@ def build(options: BuildOptions) -> Path:
         )
     if options.calib is None:
         raise BuildError("--calib: name a folder of calibration photos (an LFW folder or any)")
+    _check_outputs(options)
     paths = calibration_paths(options.calib)
     Random(options.seed).shuffle(paths)
     log.info("calibration images=%d from=%s", len(paths), options.calib)
@@ -400,6 +463,23 @@ def build(options: BuildOptions) -> Path:
     return options.out
 
 
+def _check_outputs(options: BuildOptions, *, full: bool = True) -> None:
+    """--out and --float-out: apart from each other and from every input (check_model_folder).
+
+    full=False (--only liveness): the folders are copied, not replaced, so only the
+    overlap with the inputs and with each other is checked."""
+    inputs: dict[str, Path | None] = {
+        "--calib": options.calib if full else None,
+        "--lfw": options.lfw if full else None,
+        "--facenet": options.facenet if full else None,
+        "--liveness": options.liveness,
+        "--liveness-calib": options.liveness_calib if options.liveness else None,
+    }
+    outputs: dict[str, Path | None] = {"--float-out": options.float_out}
+    check_model_folder(options.out, "--out", inputs | outputs, replaced=full)
+    check_model_folder(options.float_out, "--float-out", inputs, replaced=full)
+
+
 def build_liveness_only(options: BuildOptions) -> Path:
     """Add or replace only the liveness models of an existing models folder.
 
@@ -411,16 +491,16 @@ def build_liveness_only(options: BuildOptions) -> Path:
     _require_tensorflow()
     if options.liveness is None:
         raise BuildError("--only liveness needs --liveness DIR (the MiniFASNet .pth files)")
-    source = liveness_source(options.liveness)
     manifest_path = options.out / MANIFEST_NAME
     try:
-        manifest = json.loads(manifest_path.read_text())
-        parse_manifest(manifest)
+        manifest = _read_manifest(manifest_path)
     except (OSError, ValueError) as error:
         raise BuildError(
             f"--only liveness adds to a built models folder, and {manifest_path} is not "
             f"usable ({error}): run a full `edge-convert build` first"
         ) from None
+    _check_outputs(options, full=False)
+    source = liveness_source(options.liveness)  # reads the weights: after the cheap checks
     engine = Engine.open(options.out, backend="cpu")
     old_files = {
         entry["file"] for entry in manifest["models"].values() if entry["role"] == LIVENESS_ROLE
@@ -438,7 +518,10 @@ def build_liveness_only(options: BuildOptions) -> Path:
         _write_manifest(out_dir, manifest)
         float_manifest_path = float_dir / MANIFEST_NAME
         if float_manifest_path.is_file():
-            float_manifest = json.loads(float_manifest_path.read_text())
+            try:
+                float_manifest = _read_manifest(float_manifest_path)
+            except (OSError, ValueError) as error:
+                raise BuildError(f"{float_manifest_path} is not usable ({error})") from None
             _add_liveness(float_manifest, source, float_live, record)
             _write_manifest(float_dir, float_manifest)
     log.info("liveness models built into %s in %.0f s", options.out, time.monotonic() - started)
@@ -610,7 +693,11 @@ def add_float_cascade(models_dir: Path, photo: Path = PROBE_PHOTO) -> Path:
     _require_tensorflow()
     manifest_path = models_dir / MANIFEST_NAME
     load_manifest(models_dir)  # a clear error when it is missing or malformed
-    data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        data = _read_manifest(manifest_path)
+    except (OSError, ValueError) as error:  # changed since load_manifest read it
+        raise BuildError(f"{manifest_path} is not usable ({error})") from None
+    read_image(photo)  # a missing or broken probe photo stops it now, not after converting
     camera = (int(data["camera"][0]), int(data["camera"][1]))
     source = mtcnn_source_identity()
     if data.get("sources", {}).get("mtcnn") != source:

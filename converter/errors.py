@@ -2,7 +2,15 @@
 
 from converter.build import BuildError
 from converter.calibration import CalibrationError
+from converter.edgetpu import EdgeTpuError
 from converter.mtcnn_models import SourceError
 from edge_app.errors import UserError
 
-CONVERTER_ERRORS = (BuildError, CalibrationError, SourceError, UserError, PermissionError)
+CONVERTER_ERRORS = (
+    BuildError,
+    CalibrationError,
+    EdgeTpuError,
+    SourceError,
+    UserError,
+    PermissionError,
+)

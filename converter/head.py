@@ -57,7 +57,8 @@ from edge_app.lfw import (
     validation_rate,
 )
 from edge_app.manifest import sha256_file
-from edge_app.reports import write_json
+from edge_app.private_file import write_private_bytes
+from edge_app.reports import check_output, write_json
 
 log = logging.getLogger(__name__)
 
@@ -468,10 +469,12 @@ def _jitter_recipe(arrays: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Written under a temporary name beside `path` and renamed: never half a cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
-    tmp.replace(path)
+    write_private_bytes(
+        path,
+        lambda handle: np.savez(handle, **arrays),  # type: ignore[arg-type]  # stub: **kwds bool
+    )
 
 
 # ---- measurement ---------------------------------------------------------------------------
@@ -576,6 +579,26 @@ def measure(
 # ---- the command ---------------------------------------------------------------------------
 
 
+def _check_files(options: HeadOptions) -> None:
+    """The files written after the training: refused now when they cannot be written or
+    would overwrite an input (the embeddings cache is minutes of work to rebuild)."""
+    check_output(options.jitter_cache, "--jitter-cache", parents=True)
+    files = {
+        "--cache": options.cache,
+        "--jitter-cache": options.jitter_cache,
+        "--json": options.json,
+    }
+    seen: dict[Path, str] = {}
+    for option, path in files.items():
+        if path is None:
+            continue
+        if path.resolve() in seen:
+            raise HeadError(
+                f"{option} {path} is also {seen[path.resolve()]}; each needs its own file"
+            )
+        seen[path.resolve()] = option
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise HeadError(f"--out {out} is a file; give a folder")
@@ -611,6 +634,7 @@ def run(options: HeadOptions) -> dict[str, Any]:
     if not 0.0 <= options.holdout < 1.0:
         raise HeadError(f"--holdout must be in [0, 1), got {options.holdout}")
     _check_out(options.out)
+    _check_files(options)
     train, test = pair_lists(options.lfw)
     cache = load_cache(options.cache)
     train_rows = rows_of(cache, train.images, options.cache)

@@ -42,6 +42,32 @@ def _trained_on(stem: str) -> str:
     return "unknown"
 
 
+def check_frozen_graph(path: Path) -> None:
+    """SourceError unless `path` parses as a TensorFlow GraphDef with FaceNet's input and
+    pre-normalisation tensors: a wrong or damaged file fails before the build starts, not
+    with TensorFlow's traceback after minutes of conversion. Parsing a GraphDef runs no code."""
+    import tensorflow as tf
+
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SourceError(f"--facenet {path}: cannot read it ({error.strerror or error})") from None
+    graph = tf.compat.v1.GraphDef()
+    try:
+        graph.ParseFromString(data)
+    except Exception:  # protobuf's DecodeError, or others for odd bytes: all "not a graph"
+        raise SourceError(
+            f"--facenet {path}: not a TensorFlow frozen graph (the protobuf does not parse)"
+        ) from None
+    names = {node.name for node in graph.node}
+    missing = [name for name in (FACENET_INPUT, FACENET_PRENORM) if name not in names]
+    if missing:
+        raise SourceError(
+            f"--facenet {path}: a graph without {' and '.join(repr(n) for n in missing)}; "
+            "expected davidsandberg's Inception-ResNet-v1 FaceNet frozen graph"
+        )
+
+
 def facenet_source(path: Path | None = None) -> FacenetSource:
     if path is None:
         try:
@@ -73,6 +99,8 @@ def facenet_source(path: Path | None = None) -> FacenetSource:
                 "facenet-pytorch InceptionResnetV1 state dict (.pt/.pth)"
             )
         kind = known
+        if kind == FROZEN_GRAPH:
+            check_frozen_graph(path)
         if kind == PYTORCH:
             from converter.facenet_torch import load_state_dict
 

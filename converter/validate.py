@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from edge_app import untrusted_json
 from edge_app.adapters import ModelRunner
 from edge_app.detection.boxes import iou_matrix
 from edge_app.engine import Engine
@@ -25,6 +26,7 @@ from edge_app.images import IMAGE_SUFFIXES, read_image
 from edge_app.lfw import cross_validated_accuracy, labelled_face, read_pairs
 from edge_app.liveness import LivenessScorer
 from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
+from edge_app.private_file import write_private_text
 from edge_app.reports import check_output, write_json
 from edge_app.runtime import make_interpreter
 
@@ -597,11 +599,13 @@ def validate(
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1 (or leave it out for every pair)")
-    int8_engine = Engine.open(models, backend="cpu", cascade="int8")
     # The outputs are refused now, not with a traceback after the minutes of work.
-    check_output(json_out, "--json", parents=True)
-    check_output(report, "--report")
-    check_output(frames_out, "--liveness-frames", parents=True)
+    _check_outputs(
+        {"--json": json_out, "--report": report, "--liveness-frames": frames_out},
+        {"--models": models, "--float-models": float_models},
+    )
+    earlier = _earlier_results(json_out) if only == "liveness" else None
+    int8_engine = Engine.open(models, backend="cpu", cascade="int8")
     liveness = None
     nuaa = data / "liveness" / "nuaa"
     if int8_engine.has_liveness and nuaa.is_dir():
@@ -609,21 +613,16 @@ def validate(
         liveness, records = compare_liveness(int8_engine, float_models, nuaa, calibration)
         if frames_out is not None:
             frames_out.parent.mkdir(parents=True, exist_ok=True)
-            frames_out.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
+            text = "[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n"
+            write_private_text(frames_out, lambda handle: handle.write(text))
     elif only == "liveness":
         raise UserError(
             f"--only liveness needs liveness models in {models} and NUAA frames in {nuaa}"
         )
     else:
         log.warning("liveness not validated: no liveness models in %s or no %s", models, nuaa)
-    if only == "liveness":
-        try:
-            results = json.loads(json_out.read_text())
-        except (OSError, ValueError):
-            raise UserError(
-                f"--only liveness adds to {json_out}, which a full `edge-convert validate` "
-                "writes: run that first"
-            ) from None
+    if earlier is not None:
+        results = earlier
         results["liveness"] = liveness
         return _write_results(results, json_out, report)
     reference = (
@@ -663,11 +662,47 @@ def validate(
     return _write_results(results, json_out, report)
 
 
+def _check_outputs(outputs: dict[str, Path | None], folders: dict[str, Path]) -> None:
+    """UserError for an output that cannot be written, is another output, or lies in a
+    models folder (where it could replace a model or the manifest)."""
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        check_output(path, option, parents=option != "--report")
+        where = path.resolve()
+        if where in seen:
+            raise UserError(f"{option} {path} is also {seen[where]}; each needs its own file")
+        seen[where] = option
+        for name, folder in folders.items():
+            if where.is_relative_to(folder.resolve()):
+                raise UserError(
+                    f"{option} {path} is inside {name} {folder}; write reports elsewhere"
+                )
+
+
+def _earlier_results(json_out: Path) -> dict:
+    """The results --only liveness adds to, read (as untrusted JSON) before the work."""
+    advice = "which a full `edge-convert validate` writes: run that first"
+    try:
+        results = untrusted_json.loads(json_out.read_bytes())
+    except (OSError, untrusted_json.BadJSON) as error:
+        raise UserError(f"--only liveness adds to {json_out} ({error}), {advice}") from None
+    try:  # what _write_results will do with it, without the liveness part
+        render_markdown({**results, "liveness": None, "verdicts": _verdicts(results)})
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise UserError(
+            f"--only liveness adds to {json_out}, not a validation result; {advice}"
+        ) from None
+    return results
+
+
 def _write_results(results: dict, json_out: Path, report: Path) -> dict:
     results["verdicts"] = _verdicts(results)
+    markdown = render_markdown(results)  # before writing: a bad result writes neither file
     json_out.parent.mkdir(parents=True, exist_ok=True)
     write_json(json_out, results)
-    report.write_text(render_markdown(results))
+    write_private_text(report, lambda handle: handle.write(markdown))
     log.info("validation written to %s and %s", json_out, report)
     for key, met in results["verdicts"].items():
         log.info("target %s: %s", key, "met" if met else "NOT met")
