@@ -35,13 +35,30 @@ def mtcnn_weights_dir() -> Path:
     return Path(mtcnn.__file__).parent / "assets" / "weights"
 
 
+# The weight files of mtcnn 1.0.0 (pinned in pyproject.toml). joblib.load unpickles, which
+# can run code, so only these exact files are ever loaded.
+MTCNN_WEIGHTS_SHA256 = {
+    "pnet": "ea6b0c3e685ebee3165326ad6484acc95f2ef78f1c94fbf40a55704fa989f7b5",
+    "rnet": "cb00e6460f3c98b0bfafaba3c0a0ded4bdf6e62cee7174d969e8670d7e757fee",
+    "onet": "94f6ea2f4cf985275ee958cdd762d17b6009348a4fb9d8c6be39ba73ffd22ca3",
+}
+
+
 def load_mtcnn_weights(name: str) -> list[np.ndarray]:
-    """The weight list of `pnet`, `rnet` or `onet`, as the package stores it (joblib + lz4)."""
+    """The weight list of `pnet`, `rnet` or `onet`, as the package stores it (joblib + lz4),
+    read only when the file is the one mtcnn 1.0.0 ships (MTCNN_WEIGHTS_SHA256)."""
     import joblib
+
+    from edge_app.manifest import sha256_file
 
     path = mtcnn_weights_dir() / f"{name}.lz4"
     if not path.is_file():
         raise SourceError(f"{path} is missing from the installed mtcnn package")
+    if sha256_file(path) != MTCNN_WEIGHTS_SHA256[name]:
+        raise SourceError(
+            f"{path} is not the file mtcnn 1.0.0 ships (sha256 differs); it is a pickle, so it "
+            "is not loaded: reinstall the package (pip install --force-reinstall mtcnn==1.0.0)"
+        )
     return [np.asarray(w, np.float32) for w in joblib.load(path)]
 
 

@@ -445,3 +445,25 @@ def test_validate_writes_neither_file_when_the_report_cannot_be_made(tmp_path: P
     with pytest.raises(KeyError):
         _write_results(broken, json_out, report)
     assert json_out.read_text() == '{"old": true}\n' and report.read_text() == "old report\n"
+
+
+def test_mtcnn_weights_that_are_not_the_pinned_files_are_never_unpickled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The package's weights are pickles: a replaced file is refused before joblib reads it."""
+    import pickle
+
+    from converter import mtcnn_models
+    from converter.mtcnn_models import SourceError, load_mtcnn_weights
+
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[()]]:
+            return (marker.touch, ())
+
+    (tmp_path / "pnet.lz4").write_bytes(pickle.dumps(Payload()))
+    monkeypatch.setattr(mtcnn_models, "mtcnn_weights_dir", lambda: tmp_path)
+    with pytest.raises(SourceError, match="not the file mtcnn 1.0.0 ships"):
+        load_mtcnn_weights("pnet")
+    assert not marker.exists()
