@@ -210,6 +210,142 @@ def paired_comparison(
     }
 
 
+# --- every pair of the same images: verification at a door's false-accept rates -------------
+
+ALL_PAIRS_FARS = (1e-3, 1e-4)  # strangers accepted per comparison: the rates a door runs at
+
+
+def person_of(image: str) -> str:
+    """ "Name/Name_0001.jpg" -> "Name"."""
+    return image.split("/", 1)[0]
+
+
+def every_pair(
+    vectors: np.ndarray, people: Sequence[str], metric: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distances of every pair i < j of `vectors` (metric "cosine": 1 - cos of unit vectors;
+    "euclidean"), whether both images show the same person, and that person's index in
+    sorted(set(people)) for same-person pairs (-1 otherwise)."""
+    vectors = np.asarray(vectors, np.float64)
+    if metric == "cosine":
+        full = 1.0 - vectors @ vectors.T
+    elif metric == "euclidean":
+        squared = np.sum(vectors**2, axis=1)
+        full = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * vectors @ vectors.T, 0))
+    else:
+        raise ValueError(f"metric {metric!r} is not cosine or euclidean")
+    names = sorted(set(people))
+    label = np.array([names.index(person) for person in people])
+    first, second = np.triu_indices(len(vectors), k=1)
+    same = label[first] == label[second]
+    return full[first, second], same, np.where(same, label[first], -1)
+
+
+def threshold_at_far(impostor: np.ndarray, far: float) -> float:
+    """The distance under which (strictly) at most `far` of these impostor pairs fall."""
+    ordered = np.sort(np.asarray(impostor, np.float64))
+    allowed = int(math.floor(far * len(ordered)))
+    return float(ordered[min(allowed, len(ordered) - 1)])
+
+
+def all_pairs_system(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], far: float
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One system at one FAR: the threshold from DevTrain's impostor pairs, applied to DevTest;
+    the DevTest genuine pairs accepted (per pair) for the paired comparison."""
+    (d_train, same_train), (d_test, same_test) = train, test
+    threshold = threshold_at_far(d_train[~same_train], far)
+    accepted = d_test < threshold
+    genuine = accepted[same_test]
+    oracle = threshold_at_far(d_test[~same_test], far)
+    return {
+        "far_target": far,
+        "threshold_from_devtrain": threshold,
+        "devtest_tar": float(genuine.mean()),
+        "devtest_far": float(accepted[~same_test].mean()),
+        "devtest_impostors_accepted": int(accepted[~same_test].sum()),
+        "devtest_tar_oracle": float((d_test[same_test] < oracle).mean()),
+    }, genuine
+
+
+def person_bootstrap(
+    ours: np.ndarray, peer: np.ndarray, person: np.ndarray, rounds: int, seed: int
+) -> list[float]:
+    """95% interval of TAR(ours) - TAR(peer) over genuine pairs, resampling people (a
+    person's pairs share images, so pairs are not independent draws; people are)."""
+    people, inverse = np.unique(person, return_inverse=True)
+    pairs = np.bincount(inverse, minlength=len(people)).astype(np.float64)
+    gain = np.bincount(inverse, weights=ours.astype(np.float64) - peer, minlength=len(people))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(people), size=(rounds, len(people)))
+    differences = gain[draws].sum(axis=1) / pairs[draws].sum(axis=1)
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return [100.0 * float(low), 100.0 * float(high)]
+
+
+def all_pairs_comparison(
+    systems: dict[str, tuple[np.ndarray, dict[str, int], str]],
+    train_images: Sequence[str],
+    test_images: Sequence[str],
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int = SEED,
+) -> dict[str, Any]:
+    """Every pair among the DevTrain images and among the DevTest images (LFW's two
+    development sets share no person). Per system (vectors, index, metric) and per FAR: the
+    threshold letting that share of DevTrain's impostor pairs in, and on DevTest the genuine
+    pairs accepted (TAR) and the impostors accepted; then ours minus the peer's TAR on the
+    same genuine pairs, with a 95% interval resampling people. systems: "ours" and "peer"."""
+    train_people = [person_of(name) for name in train_images]
+    test_people = [person_of(name) for name in test_images]
+    if set(train_people) & set(test_people):
+        raise ValueError("DevTrain and DevTest must not share people")
+    scored: dict[str, dict[str, Any]] = {}
+    genuine: dict[tuple[str, float], np.ndarray] = {}
+    person = np.empty(0)
+    counts: dict[str, int] = {}
+    for label, (vectors, index, metric) in systems.items():
+        train = every_pair(vectors[[index[n] for n in train_images]], train_people, metric)
+        test = every_pair(vectors[[index[n] for n in test_images]], test_people, metric)
+        person = test[2][test[1]]
+        counts = {
+            "devtrain_genuine_pairs": int(train[1].sum()),
+            "devtrain_impostor_pairs": int((~train[1]).sum()),
+            "devtest_genuine_pairs": int(test[1].sum()),
+            "devtest_impostor_pairs": int((~test[1]).sum()),
+            "devtest_people_with_pairs": len(np.unique(person)),
+        }
+        scored[label] = {"metric": metric, "at_far": []}
+        for far in ALL_PAIRS_FARS:
+            summary, accepted = all_pairs_system(train[:2], test[:2], far)
+            scored[label]["at_far"].append(summary)
+            genuine[(label, far)] = accepted
+    paired = []
+    for far in ALL_PAIRS_FARS:
+        ours, peer = genuine[("ours", far)], genuine[("peer", far)]
+        paired.append(
+            {
+                "far_target": far,
+                "difference_pp": 100.0 * float(ours.mean() - peer.mean()),
+                "only_ours_accepted": int((ours & ~peer).sum()),
+                "only_peer_accepted": int((peer & ~ours).sum()),
+                "person_bootstrap_95ci_pp": person_bootstrap(ours, peer, person, rounds, seed),
+            }
+        )
+    return {
+        "protocol": (
+            "every pair of the pairsDevTrain.txt images and every pair of the pairsDevTest.txt "
+            "images; per system the threshold letting far_target of DevTrain's different-person "
+            "pairs in (strictly closer), applied to DevTest; TAR = DevTest same-person pairs "
+            "accepted; oracle = TAR at a threshold set on DevTest's own impostors"
+        ),
+        **counts,
+        **scored,
+        "paired": paired,
+        "bootstrap_rounds": rounds,
+        "bootstrap_seed": seed,
+    }
+
+
 # --- the peer's encodings, cached -----------------------------------------------------------
 
 
@@ -414,6 +550,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **ours.summary,
         }
         result["paired"] = paired_comparison(ours.correct, peer.correct)
+        result["all_pairs"] = all_pairs_comparison(
+            {
+                "ours": (embeddings, ours_index, "cosine"),
+                "peer": (encodings, index, "euclidean"),
+            },
+            sorted(set(train.images)),
+            sorted(set(test.images)),
+        )
     else:
         result["ours"] = None
         result["paired"] = None
@@ -451,6 +595,21 @@ def print_table(result: dict[str, Any]) -> None:
             f"only ours right {paired['only_ours_right']}, only peer right "
             f"{paired['only_peer_right']}, McNemar p={paired['mcnemar_exact_p']:.3f}"
         )
+    every = result.get("all_pairs")
+    if every:
+        print(
+            f"every pair: DevTest {every['devtest_genuine_pairs']} same-person and "
+            f"{every['devtest_impostor_pairs']} different-person pairs"
+        )
+        for i, row in enumerate(every["paired"]):
+            ours, peer = every["ours"]["at_far"][i], every["peer"]["at_far"][i]
+            low, high = row["person_bootstrap_95ci_pp"]
+            print(
+                f"  FAR {row['far_target']:g}: TAR ours {100 * ours['devtest_tar']:.2f}% "
+                f"(FAR {ours['devtest_far']:.1e}), peer {100 * peer['devtest_tar']:.2f}% "
+                f"(FAR {peer['devtest_far']:.1e}); ours - peer {row['difference_pp']:+.2f} pp "
+                f"(95% by person {low:+.2f}..{high:+.2f})"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,16 +11,19 @@ import numpy as np
 import pytest
 
 from benchmarks.peer_accuracy import (
+    all_pairs_comparison,
     box_to_css,
     css_to_faces,
     encode_all,
     euclidean,
+    every_pair,
     load_cache,
     mcnemar_exact,
     paired_comparison,
     pick_face,
     save_cache,
     score,
+    threshold_at_far,
 )
 from edge_app.faces import Faces
 from edge_app.lfw import central_face, fallback_face, read_pairs
@@ -125,6 +128,66 @@ def test_euclidean_is_face_recognitions_distance() -> None:
     d = euclidean(encodings, index, pairs)
     first = encodings[index[pairs.first[0]]] - encodings[index[pairs.second[0]]]
     assert d[0] == pytest.approx(np.sqrt(np.sum(first**2)))
+
+
+def test_every_pair_lists_each_pair_once_with_its_distance_and_person() -> None:
+    vectors = np.random.default_rng(2).normal(size=(5, 8))
+    units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    people = ["b", "a", "b", "c", "a"]
+    d, same, person = every_pair(units, people, "cosine")
+    assert len(d) == 10  # 5 choose 2
+    assert same.sum() == 2  # (0, 2) for b and (1, 4) for a
+    assert sorted(person[same].tolist()) == [0, 1]  # a and b, indexed in sorted order
+    assert (person[~same] == -1).all()
+    assert d[0] == pytest.approx(1 - units[0] @ units[1])  # pairs in (0, 1), (0, 2)... order
+    e, _, _ = every_pair(vectors, people, "euclidean")
+    assert e[1] == pytest.approx(np.linalg.norm(vectors[0] - vectors[2]))
+    with pytest.raises(ValueError, match="metric"):
+        every_pair(vectors, people, "manhattan")
+
+
+def test_threshold_at_far_lets_at_most_that_share_of_impostors_in() -> None:
+    impostors = np.random.default_rng(3).permutation(np.arange(1, 10_001) / 10_000)
+    threshold = threshold_at_far(impostors, 1e-3)
+    assert (impostors < threshold).sum() == 10
+    assert (impostors < threshold_at_far(impostors, 0.0)).sum() == 0
+    assert (impostors < threshold_at_far(impostors, 1.0)).sum() == 9_999
+
+
+def _people(prefix: str, count: int, photos: int) -> list[str]:
+    return [f"{prefix}{i}/{prefix}{i}_{j:04d}.jpg" for i in range(count) for j in range(photos)]
+
+
+def test_all_pairs_comparison_sets_each_threshold_on_devtrain_and_pairs_the_verdicts() -> None:
+    rng = np.random.default_rng(4)
+    train, test = _people("train", 60, 3), _people("test", 60, 3)
+    names = train + test
+    index = {name: i for i, name in enumerate(names)}
+    # one direction per person, each photo near it: "ours" tight, "peer" loose
+    centres = {name.split("/")[0]: rng.normal(size=64) for name in names}
+
+    def photos(noise: float) -> np.ndarray:
+        rows = np.stack([centres[n.split("/")[0]] + noise * rng.normal(size=64) for n in names])
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    ours, peer = photos(0.3), photos(1.2)
+    result = all_pairs_comparison(
+        {"ours": (ours, index, "cosine"), "peer": (peer, index, "euclidean")},
+        train,
+        test,
+        rounds=500,
+    )
+    assert result["devtest_genuine_pairs"] == 60 * 3
+    assert result["devtest_impostor_pairs"] == 180 * 179 // 2 - 180
+    assert result["devtest_people_with_pairs"] == 60
+    at_far = result["ours"]["at_far"][0]
+    assert at_far["far_target"] == 1e-3 and at_far["devtest_tar"] == 1.0
+    first = result["paired"][0]
+    assert first["difference_pp"] > 0 and first["only_ours_accepted"] > 0
+    low, high = first["person_bootstrap_95ci_pp"]
+    assert 0 < low <= first["difference_pp"] <= high
+    with pytest.raises(ValueError, match="share people"):
+        all_pairs_comparison({"ours": (ours, index, "cosine")}, train, train[:3])
 
 
 def test_cache_round_trip_and_refuses_other_settings(tmp_path: Path) -> None:
