@@ -160,6 +160,11 @@ def staged_folder(final: Path) -> Iterator[Path]:
         ) from None
     if not os.access(final.parent, os.W_OK):
         raise BuildError(f"cannot write to {final.parent}")
+    previous = final.with_name(f".{final.name}.previous")
+    if not final.exists() and previous.is_dir():
+        # An earlier build stopped between its two renames below: put its old folder back.
+        previous.rename(final)
+        log.warning("restored %s from %s (an earlier build was interrupted)", final, previous)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; models are read by the service user
     try:
@@ -167,7 +172,6 @@ def staged_folder(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    previous = final.with_name(f".{final.name}.previous")
     shutil.rmtree(previous, ignore_errors=True)
     if final.exists():
         final.rename(previous)

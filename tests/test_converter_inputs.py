@@ -227,6 +227,23 @@ def test_staged_copy_keeps_the_float_cascade_folder(tmp_path: Path) -> None:
     assert (models / "float" / "pnet_0.tflite").read_bytes() == b"float p-net"
 
 
+def test_a_build_interrupted_between_its_renames_gets_its_old_folder_back(tmp_path: Path) -> None:
+    """The swap renames the old folder aside, then the new one in: stopped in between, the
+    models folder is missing. The next build (or a failing one) puts the old one back."""
+    from converter.build import staged_folder
+
+    models = tmp_path / "tflite"
+    previous = tmp_path / ".tflite.previous"
+    previous.mkdir()
+    (previous / MANIFEST_NAME).write_text("old")
+    with pytest.raises(RuntimeError), staged_folder(models):
+        raise RuntimeError("this build fails")
+    assert (models / MANIFEST_NAME).read_text() == "old" and not previous.exists()
+    with staged_folder(models) as staging:
+        (staging / MANIFEST_NAME).write_text("new")
+    assert (models / MANIFEST_NAME).read_text() == "new" and not previous.exists()
+
+
 @pytest.mark.usefixtures("restore_logging")
 @pytest.mark.parametrize(
     "manifest", [DEEP_JSON, '{"format_version": 1' + "0" * 5000 + "}", "[]"], ids=str.__len__
