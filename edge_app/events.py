@@ -19,9 +19,11 @@ reopened and retried with a backoff; the buffer drops its oldest events when ful
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
+import operator
 import os
 import re
 import sqlite3
@@ -41,6 +43,7 @@ import numpy as np
 
 from edge_app.config import EventsConfig
 from edge_app.policy import DENIED, RECOGNIZED, SPOOF, UNKNOWN, UNLOCK
+from edge_app.private_file import NotRegularFileError, refuse_non_regular
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,10 @@ RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 LOG_EVERY_SECONDS = 300.0  # a failing sink is logged once, then at most this often
 RETENTION_EVERY_SECONDS = 86400.0
+# Characters kept of an event's text field (name, reason, geometry). Real ones are far
+# shorter (a name is at most 100, a remote unlock's reason and origin 200 each); the cap keeps
+# one odd value from being written, buffered and logged megabytes at a time.
+TEXT_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,26 @@ def _field(value: object) -> str:
         return f"{value:.3f}"
     text = str(value)
     return json.dumps(text, ensure_ascii=False) if re.search(r'[\s"=]', text) else text
+
+
+def _text(value: object) -> str | None:
+    """An event's text as every sink can hold it: printable (a control character, line
+    break or lone surrogate becomes U+FFFD, so no log or JSON line can be forged or broken)
+    and at most TEXT_MAX characters (longer: cut, ending in an ellipsis)."""
+    if value is None:
+        return None
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "\ufffd" for c in text)
+    return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 1] + "\u2026"
+
+
+def _number(value: float | None) -> float | None:
+    """A float, or None for none or for one that is not finite (JSON has no NaN)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 class _Sink:
@@ -322,14 +349,27 @@ class _StdoutSink(_Sink):
 
 def open_private_append(path: Path) -> int:
     """An append descriptor; a file this creates is 0600 whatever the umask. An existing file
-    keeps its owner's mode: we do not chmod files we did not create."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    keeps its owner's mode: we do not chmod files we did not create.
+
+    Only a regular file is appended to: a symbolic link (followed, it would append to any
+    file the service user may write), a named pipe (opening it would block the door until
+    someone reads it) or a folder is refused with NotRegularFileError, an OSError.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    refuse_non_regular(path)
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        created = True
     except FileExistsError:
-        return os.open(path, flags)
+        fd = os.open(path, flags)
+        created = False
     try:
-        os.fchmod(fd, FILE_MODE)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # replaced since refuse_non_regular looked
+            raise NotRegularFileError(errno.EEXIST, "it is not a regular file", str(path))
+        os.set_blocking(fd, True)
+        if created:
+            os.fchmod(fd, FILE_MODE)
     except OSError:
         os.close(fd)
         raise
@@ -409,6 +449,10 @@ class EventLog:
         """Write one event everywhere; `crop` (RGB) becomes a snapshot when those are on."""
         if kind not in TYPES:
             raise ValueError(f"unknown event type {kind!r}")
+        # Every field is made one every sink can store (_text, _number) before any sink sees
+        # the event: one a sink could never write would stay first in its buffer for good.
+        name, reason, geometry = _text(name), _text(reason), _text(geometry)
+        track = None if track is None else operator.index(track)
         with self._lock:
             now = self._clock()
             snapshot = None
@@ -418,12 +462,12 @@ class EventLog:
                 now,
                 kind,
                 name,
-                None if score is None else float(score),
+                _number(score),
                 track,
-                source_time,
+                _number(source_time),
                 reason,
                 snapshot,
-                None if liveness is None else float(liveness),
+                _number(liveness),
                 geometry,
             )
             fields = {
@@ -564,20 +608,23 @@ class EventLog:
             self.snapshot_errors += 1
             log.error("snapshot encode failed path=%s error=%r", path, problem)
             return None
+        created = False
         try:
             if not folder.is_dir():
                 self._prepare_snapshots()
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            created = True
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data.tobytes())
+            created = False  # complete: kept whatever happens next
             # Names start with the UTC time, so name order is age order.
             for stale in self._own_snapshots()[: -self.snapshot_keep]:
                 stale.unlink(missing_ok=True)
         except OSError as error:
             self.snapshot_errors += 1
             log.error("snapshot write failed path=%s error=%r", path, error)
-            with contextlib.suppress(OSError):
-                if path.exists() and path.stat().st_size == 0:
+            if created:  # ours (O_EXCL) and cut short, e.g. by a full disk: no half JPEG stays
+                with contextlib.suppress(OSError):
                     path.unlink()
             return None
         return str(path)
@@ -623,8 +670,13 @@ class EventLog:
 
 
 def _open_db(path: Path) -> sqlite3.Connection:
-    """Open (creating 0600) and migrate an events database; raises OSError / sqlite3.Error."""
+    """Open (creating 0600) and migrate an events database; raises OSError / sqlite3.Error.
+
+    A symbolic link, named pipe or folder at `path` is refused (NotRegularFileError): SQLite
+    would follow a link, and create the file it points to with the umask's mode.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    refuse_non_regular(path)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
     db = sqlite3.connect(
@@ -671,8 +723,12 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
 
 
 def read_events(path: Path, since: float = 0.0) -> list[Event]:
-    """Events stored in an events database, oldest first (for tools, tests and the docs)."""
-    with closing(sqlite3.connect(path)) as db:
+    """Events stored in an events database, oldest first (for tools, tests and the docs).
+
+    Read-only: a missing file is an error, never created (with the umask's mode) as empty.
+    """
+    uri = Path(path).absolute().as_uri() + "?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as db:
         rows = db.execute(
             "SELECT time, type, name, score, track, reason, snapshot, liveness, geometry "
             "FROM events WHERE time >= ? ORDER BY id",

@@ -351,8 +351,11 @@ def _narrow_modes(path: Path) -> None:
 
     SQLite gives its -wal and -shm files the main file's mode, so fixing this one covers them;
     leftovers from an older, wider file are narrowed too. Files of other users are left alone.
+    A gallery reached through a symbolic link is narrowed where the link leads: SQLite keeps
+    the file and its -wal and -shm there.
     """
-    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+    real = Path(os.path.realpath(path))
+    for candidate in (real, Path(f"{real}-wal"), Path(f"{real}-shm")):
         try:
             info = candidate.lstat()
         except FileNotFoundError:
@@ -413,6 +416,7 @@ class Gallery:
         try:
             gallery._check_ours()
             _narrow_modes(path)
+            gallery._refuse_newer(gallery.schema_version)  # before _configure writes to it
             gallery._configure()
             gallery._migrate()
         except sqlite3.DatabaseError as error:
@@ -445,6 +449,13 @@ class Gallery:
             return
         raise _not_a_gallery(self.path, why)
 
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise GalleryError(
+                f"{self.path} has schema version {version}, newer than this edge-app "
+                f"({SCHEMA_VERSION}): upgrade edge-app"
+            )
+
     def _configure(self) -> None:
         self._db.create_function("name_key", 1, name_key, deterministic=True)
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -457,11 +468,7 @@ class Gallery:
 
     def _migrate(self) -> None:
         version = self.schema_version
-        if version > SCHEMA_VERSION:
-            raise GalleryError(
-                f"{self.path} has schema version {version}, newer than this edge-app "
-                f"({SCHEMA_VERSION}): upgrade edge-app"
-            )
+        self._refuse_newer(version)
         if version == SCHEMA_VERSION:
             return
         with self.transaction():
