@@ -91,6 +91,15 @@ class MemoEngine:
         return centre(raw, self.mean)
 
 
+def _votes(text: str) -> tuple[int, int]:
+    """ "3/5" as (hits, window)."""
+    try:
+        hits, window = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--votes: {text!r} is not hits/window, such as 3/5") from None
+    return hits, window
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw")
@@ -106,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated [tracking] refresh_frames variants, each played with every "
         "evidence variant (default: the config default only)",
     )
+    parser.add_argument(
+        "--votes",
+        default="",
+        help="comma-separated [policy] hits/window variants such as 3/5,2/5, each played with "
+        "every other variant (default: the config default only)",
+    )
     parser.add_argument("--people", type=int, default=40)
     parser.add_argument("--strangers", type=int, default=300)
     parser.add_argument("--seed", type=int, default=SEED)
@@ -115,7 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     memo = MemoEngine(Engine.open(backend="cpu", cascade="auto"))
     refreshes: list[int | None] = [int(r) for r in args.refresh_frames.split(",") if r]
     refreshes = refreshes or [None]
-    for evidence, refresh in [(e, r) for e in args.evidence.split(",") for r in refreshes]:
+    votes: list[tuple[int, int] | None] = [_votes(v) for v in args.votes.split(",") if v]
+    votes = votes or [None]
+    for evidence, refresh, vote in [
+        (e, r, v) for e in args.evidence.split(",") for r in refreshes for v in votes
+    ]:
+        policy: dict[str, Any] = {"evidence": evidence}
+        if vote is not None:
+            policy.update(hits=vote[0], window=vote[1])
         start = time.perf_counter()
         report = evaluate_visits(
             memo,
@@ -124,12 +146,14 @@ def main(argv: list[str] | None = None) -> int:
             strangers=args.strangers,
             seed=args.seed,
             population=args.population,
-            policy={"evidence": evidence},
+            policy=policy,
             tracking={} if refresh is None else {"refresh_frames": refresh},
         )
         label = f"{args.population}_{evidence}"
         if refresh is not None:
             label += f"_refresh{refresh}"
+        if vote is not None:
+            label += f"_votes{vote[0]}of{vote[1]}"
         if args.seed != SEED:
             label += f"_seed{args.seed}"
         report["variant"] = {"name": label, "memo_hits": memo.hits, "memo_misses": memo.misses}
