@@ -32,6 +32,7 @@ from edge_app.manifest import ManifestError, sha256_file
 
 MEAN_KEY = "facenet_mean"
 MEAN_FILE = "facenet_mean.npy"
+# FaceNet's embedding size: the one home of this number (gallery, cohort and engine use it).
 EMBEDDING_DIM = 512
 
 

@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from edge_app.centering import EMBEDDING_DIM
 from edge_app.manifest import ManifestError, sha256_file
 
 COHORT_KEY = "cohort"
 COHORT_FILE = "cohort.npy"
 NORMALISATION_KEY = "normalisation"
 MODES = ("z-norm", "t-norm", "s-norm")
-EMBEDDING_DIM = 512
 # A cohort std below this is treated as this: a degenerate cohort (near-identical rows)
 # must not turn a small similarity difference into a huge normalised score.
 MIN_SPREAD = 1e-3

@@ -26,6 +26,7 @@ import math
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ import sdnotify
 
 from edge_app import policy as rules
 from edge_app.camera import Frame, FrameReader, open_source
+from edge_app.centering import EMBEDDING_DIM
 from edge_app.config import Config, ConfigError, RecognitionConfig, apply_overrides, load_config
 from edge_app.control import ControlServer, attach
 from edge_app.errors import UserError
@@ -155,6 +157,7 @@ class Recognizer:
         self._version = -1
         self._matrix: Any = None
         self.matcher: Any = None
+        self.unreadable = False  # the gallery could not be read: nobody is let in until it can
         self._learned_at = -math.inf  # frame clock of the last visit the site memory learned
         try:
             self.memory = open_site_memory(gallery_path, settings)
@@ -195,8 +198,8 @@ class Recognizer:
         for everyone enrolled (worth_learning); True if it was learned. A memory that cannot
         be saved is still used until the door stops."""
         memory = self.memory
-        if memory is None or now - self._learned_at < LEARN_INTERVAL:
-            return False
+        if memory is None or self.unreadable or now - self._learned_at < LEARN_INTERVAL:
+            return False  # (unreadable: everyone looks like a stranger, residents too)
         match = self.matcher.identify(embedding)
         score, threshold = float(match.scores[0]), float(self.matcher.settings.threshold)
         if match.best[0] is not None and not worth_learning(score, threshold):
@@ -278,11 +281,44 @@ class Recognizer:
         return version, matrix, matcher
 
     def reload_if_changed(self) -> bool:
-        """Pick up `edge-app enroll`/`remove` done while running (another connection's commit)."""
-        if self.gallery.data_version() == self._version:
+        """Pick up `edge-app enroll`/`remove` done while running (another connection's commit).
+
+        A gallery that cannot be read (a damaged page, a disk error) lets nobody in until it
+        can, rather than keep the people it held (a removal may be what could not be read):
+        the door keeps running and watching, says so once, and tries again on every frame.
+        """
+        from edge_app.gallery import GalleryError
+
+        try:
+            if self.gallery.data_version() == self._version:
+                return False
+            self.reload()
+        except (sqlite3.Error, GalleryError) as error:
+            self._shut_out(error)
             return False
-        self.reload()
+        if self.unreadable:
+            self.unreadable = False
+            log.warning("gallery %s can be read again: recognition resumes", self.gallery.path)
         return True
+
+    def _shut_out(self, error: Exception) -> None:
+        from edge_app.gallery import GalleryMatrix
+
+        if not self.unreadable:
+            log.error(
+                "gallery %s cannot be read (%s): nobody is let in until it can; trying again "
+                "on every frame",
+                self.gallery.path,
+                error,
+            )
+        self.unreadable = True
+        self._version = -1  # never a real data_version: the next frame tries again
+        self._matrix = GalleryMatrix(
+            np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.int32), ()
+        )
+        self.matcher, _ = door_matcher(
+            self.engine, self._settings, self._matrix, memory=self.memory, report=False
+        )
 
     def detect(self, image: np.ndarray) -> Faces:
         return self.engine.detect(image)

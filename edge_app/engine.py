@@ -22,7 +22,7 @@ import numpy as np
 from edge_app.adapters import ModelRunner
 from edge_app.align import face_crops
 from edge_app.cascade_choice import CascadeChoice, open_engine
-from edge_app.centering import centre, load_mean, model_identity
+from edge_app.centering import EMBEDDING_DIM, centre, load_mean, model_identity
 from edge_app.cohort import load_cohort
 from edge_app.detection.cascade import Cascade, Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR
@@ -245,7 +245,7 @@ class Engine:
         (edge_app.align makes them from faces; benchmarks try other crops through here)."""
         start = time.perf_counter()
         if len(crops) == 0:
-            return np.zeros((0, 512), np.float32)
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
         raw = np.concatenate([self._facenet.run(crop[None])["embedding"] for crop in crops])
         self.timings["facenet"] = time.perf_counter() - start
         return raw.astype(np.float32)

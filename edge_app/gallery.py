@@ -51,11 +51,11 @@ from typing import IO, Any
 import numpy as np
 
 from edge_app import untrusted_json
+from edge_app.centering import EMBEDDING_DIM
 from edge_app.errors import UserError
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_DIM = 512
 EMBEDDING_BYTES = EMBEDDING_DIM * 4  # little-endian float32
 FILE_MODE = 0o600
 BUSY_TIMEOUT_MS = 5000

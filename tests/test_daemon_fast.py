@@ -537,6 +537,37 @@ def test_reload_reads_the_version_before_the_rows(tmp_path: Path, gallery: Path)
     recognizer.close()
 
 
+def test_a_gallery_that_cannot_be_read_lets_nobody_in_until_it_can(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change is committed while the gallery's pages cannot be read (a damaged page, a disk
+    error): the door keeps running, lets nobody in (the change might be Ada's removal), logs
+    it once, learns nobody as a stranger, and recognises again once the gallery reads."""
+    settings = parse_config({"recognition": {"learn_site": True}}).recognition
+    recognizer = Recognizer(ScriptedEngine(), gallery, settings)
+    assert recognizer.memory is not None
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
+    with Gallery.open(gallery) as other:  # someone enrols while the disk is failing
+        other.enroll("Grace Hopper", [NewSample(unit(9), "0" * 64)])
+
+    def damaged() -> object:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.WARNING):
+        patch.setattr(recognizer.gallery, "load_matrix", damaged)
+        assert recognizer.reload_if_changed() is False
+        assert recognizer.reload_if_changed() is False  # tried again, said once
+        assert recognizer.unreadable
+        assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
+        assert recognizer.learn(EMBEDDINGS[ADA], now=1000.0) is False
+    assert caplog.text.count("cannot be read") == 1
+    assert recognizer.reload_if_changed() is True  # readable again
+    assert not recognizer.unreadable and "can be read again" in caplog.text
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
+    assert recognizer.matcher.matrix.names == (NAME, "Grace Hopper")
+    recognizer.close()
+
+
 def test_sighup_applies_a_reload_whole_or_not_at_all(tmp_path: Path, gallery: Path) -> None:
     """A new cooldown with a broken gallery path: nothing of it applies. Then a valid file:
     all of it applies. The JSONL file is reopened on each SIGHUP (logrotate)."""
