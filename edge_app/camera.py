@@ -42,6 +42,10 @@ _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _LIVE_FAILURES = 10
 # Consecutive failed reads inside a video file before giving up on the rest of it.
 _FILE_FAILURES = 25
+# How long a network stream may take to open, or to deliver one frame, before the attempt
+# fails. OpenCV's own default is 30 s for each: a stream server that accepts the connection
+# and then stalls would hold the camera thread 30 s per read, 10 reads before a reconnect.
+STREAM_TIMEOUT = 5.0
 
 
 class CameraError(UserError):
@@ -90,9 +94,9 @@ def fit_detection_frame(
     scale = min(size[0] / width, size[1] / height)
     if scale >= 1.0:
         return image, None
-    small = cv2.resize(
-        image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
-    )
+    # At least one pixel: a very wide or tall image would otherwise round to zero rows.
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(image, target, interpolation=cv2.INTER_AREA)
     return small, image
 
 
@@ -215,9 +219,11 @@ class OpenCVSource(LiveSource):
         fps: float = 10.0,
         live: bool | None = None,
         backoff: Backoff = Backoff(),
+        stream_timeout: float = STREAM_TIMEOUT,
     ) -> None:
         super().__init__(_describe(spec), backoff)
         self.spec = spec
+        self.stream_timeout = stream_timeout
         self.size = size
         self.lores = lores
         self.fps = fps
@@ -230,7 +236,15 @@ class OpenCVSource(LiveSource):
             self._disconnect()
 
     def _connect(self) -> None:
-        device = cv2.VideoCapture(self.spec)
+        if isinstance(self.spec, str) and _URL.match(self.spec):
+            timeout = max(1, round(self.stream_timeout * 1000))
+            device = cv2.VideoCapture(
+                self.spec,
+                cv2.CAP_ANY,
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout],
+            )
+        else:
+            device = cv2.VideoCapture(self.spec)
         if not device.isOpened():
             device.release()
             raise OSError(f"cannot open {self.name}")
@@ -247,7 +261,8 @@ class OpenCVSource(LiveSource):
         ok, bgr = self._capture_device.read()
         if not ok or not _valid_frame(bgr):
             return None
-        return fit_detection_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.lores)
+        small, main = fit_detection_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.lores)
+        return (small, main) if _valid_frame(small) else None
 
     def _disconnect(self) -> None:
         if self._capture_device is not None:
@@ -324,6 +339,9 @@ class FolderSource(FrameSource):
                 self._skip(str(error).replace(" ", "_")[:120], index)
                 continue
             small, main = fit_detection_frame(image, self.lores)
+            if not _valid_frame(small):  # a dot, or a sliver that is one once scaled down
+                self._skip(f"image_too_small_{image.shape[1]}x{image.shape[0]}", index)
+                continue
             yield Frame(small, index / self.fps, index, main)
 
 
@@ -498,6 +516,12 @@ class FrameReader:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
         self._thread.start()
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     @property
     def ended(self) -> bool:

@@ -51,7 +51,12 @@ class TrackPool:
             zip(tracks, embeddings, weights, strict=True)
         ):
             total = self._sums.get(track)
-            total = embedding * weight if total is None else total + embedding * weight
+            added = embedding * weight
+            if not np.all(np.isfinite(added)):
+                # A NaN or inf (a degenerate crop's embedding, a NaN box's weight) would stay
+                # in the sum for the rest of the track: this frame adds nothing instead.
+                added = np.zeros_like(embedding)
+            total = added if total is None else total + added
             self._sums[track] = total
             pooled[row] = total
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

@@ -147,9 +147,12 @@ def presented_faces(faces: Faces, ratio: float = DOMINANT_RATIO) -> np.ndarray:
     someone further back in the room, not who is at the door; two people side by side at
     the door are both presented."""
     sizes = faces.sizes
-    if not len(sizes):
-        return np.zeros(0, bool)
-    return sizes * ratio > sizes.max()
+    finite = np.isfinite(sizes)
+    if not finite.any():
+        return np.zeros(len(sizes), bool)
+    # A NaN size (a broken box) is never presented, and must not hide every other face
+    # (sizes.max() would be NaN, and every comparison with it False).
+    return finite & (sizes * ratio > sizes[finite].max())
 
 
 def enrolment_face(

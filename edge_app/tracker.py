@@ -28,28 +28,37 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+    # NaN or infinite boxes (a broken detector) give NaN here, which the where() turns to 0.
+    with np.errstate(invalid="ignore", over="ignore"):
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        union = area_a[:, None] + area_b[None, :] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+    return np.nan_to_num(iou, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
 def greedy_assign(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
     """(row, col) pairs, best score first, each row and column used once, all >= minimum.
 
     Greedy on IoU gives the same answer as an optimal assignment whenever faces do not
-    overlap each other, which is the case at a door; it needs no scipy on the device.
+    overlap each other, which is the case at a door; it needs no scipy on the device. Only
+    the pairs at or above `minimum` are sorted (few: boxes that overlap), so a frame full of
+    detections costs a sort, not a scan of the whole matrix per pair; ties go to the first
+    pair in row-major order. A NaN score is never >= minimum, so it never pairs.
     """
-    scores = scores.astype(np.float32, copy=True)
+    scores = np.asarray(scores, np.float32)
+    rows, cols = np.nonzero(scores >= minimum)
+    order = np.argsort(-scores[rows, cols], kind="stable")
+    used_rows: set[int] = set()
+    used_cols: set[int] = set()
     pairs: list[tuple[int, int]] = []
-    for _ in range(min(scores.shape)):
-        row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
-        if scores[row, col] < minimum:
-            break
-        pairs.append((int(row), int(col)))
-        scores[row, :] = -1.0
-        scores[:, col] = -1.0
+    for row, col in zip(rows[order].tolist(), cols[order].tolist(), strict=True):
+        if row in used_rows or col in used_cols:
+            continue
+        pairs.append((row, col))
+        used_rows.add(row)
+        used_cols.add(col)
     return pairs
 
 

@@ -1,0 +1,201 @@
+"""Review of the camera, tracker and pooling code: each test reproduces a defect found."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_app.camera import Backoff, FolderSource, FrameReader, OpenCVSource, fit_detection_frame
+from edge_app.config import TrackingConfig
+from edge_app.faces import Faces
+from edge_app.fusion import TrackPool
+from edge_app.quality import presented_faces
+from edge_app.tracker import IoUTracker, greedy_assign
+
+
+def test_a_very_wide_image_is_scaled_to_at_least_one_row() -> None:
+    """30000x16 at a 640-wide detection size rounds to 0.34 rows: cv2.resize asserted."""
+    image = np.zeros((16, 30000, 3), np.uint8)
+    small, main = fit_detection_frame(image, (640, 480))
+    assert small.shape == (1, 640, 3)
+    assert main is image
+
+
+def test_a_folder_skips_slivers_and_dots_and_keeps_going(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sliver image crashed the camera thread (and so the door); a dot reached detection."""
+    cv2.imwrite(str(tmp_path / "a_sliver.png"), np.zeros((16, 30000, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "b_line.png"), np.zeros((1, 2000, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "c_dot.png"), np.zeros((4, 4, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "d_photo.png"), np.full((120, 160, 3), 90, np.uint8))
+    source = FolderSource(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="edge_app.camera"):
+        frames = list(source.frames())
+    assert [f.index for f in frames] == [3]
+    assert frames[0].image.shape == (120, 160, 3)
+    assert source.skipped == 3
+    assert sum("image_too_small" in r.getMessage() for r in caplog.records) == 3
+
+
+@pytest.fixture
+def silent_stream_server() -> Iterator[str]:
+    """An HTTP 'camera' that accepts connections and then never sends a byte (a stalled
+    stream server or a half-dead RTSP proxy)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg"
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_stalled_stream_fails_within_the_stream_timeout_and_is_retried(
+    silent_stream_server: str,
+) -> None:
+    """OpenCV's FFmpeg default waits 30 s to open (and 30 s per read): the camera thread sat
+    in one open for half a minute, never retrying; now each attempt gives up in time."""
+    source = OpenCVSource(
+        silent_stream_server, stream_timeout=0.5, backoff=Backoff(initial=0.05, maximum=0.05)
+    )
+    assert source.live
+    reader = FrameReader(source)
+    deadline = time.monotonic() + 4.0
+    while source.reconnects < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reader.close(timeout=2.0)
+    assert source.reconnects >= 2  # two attempts timed out and were retried
+    assert reader.error is None
+    assert not reader._thread.is_alive()  # close() ended the camera thread
+
+
+def test_greedy_assign_never_pairs_a_nan_score() -> None:
+    """np.argmax picks NaN as the largest and `NaN < minimum` is False: a NaN IoU was paired
+    first and took the row of the real match."""
+    scores = np.array([[np.nan, 0.9], [0.8, 0.1]], np.float32)
+    assert greedy_assign(scores, 0.3) == [(0, 1), (1, 0)]
+    assert greedy_assign(np.full((3, 3), np.nan, np.float32), 0.3) == []
+
+
+def test_greedy_assign_matches_the_argmax_greedy_on_finite_scores() -> None:
+    """Same pairs, in the same order, as the reference (argmax, first pair on ties)."""
+
+    def reference(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
+        scores = scores.copy()
+        pairs = []
+        for _ in range(min(scores.shape)):
+            row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            if scores[row, col] < minimum:
+                break
+            pairs.append((int(row), int(col)))
+            scores[row, :] = -1.0
+            scores[:, col] = -1.0
+        return pairs
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        shape = (int(rng.integers(0, 9)), int(rng.integers(0, 9)))
+        scores = rng.choice([0.0, 0.2, 0.3, 0.5, 0.5, 0.9], size=shape).astype(np.float32)
+        assert greedy_assign(scores, 0.3) == reference(scores, 0.3)
+
+
+def test_a_frame_full_of_faces_is_tracked_in_bounded_time() -> None:
+    """2000 faces against 2000 tracks: the argmax greedy scanned the whole 4M matrix once per
+    pair (about 2.5 s a frame here); sorting the overlapping pairs takes milliseconds."""
+    rows, cols = np.divmod(np.arange(2000), 50)
+    boxes = np.stack([cols * 30, rows * 30, cols * 30 + 20, rows * 30 + 20], 1).astype(float)
+    tracker = IoUTracker(TrackingConfig())
+    first, _ = tracker.update(boxes)
+    start = time.perf_counter()
+    second, ended = tracker.update(boxes + 1.0)
+    elapsed = time.perf_counter() - start
+    assert [t.track_id for t in second] == [t.track_id for t in first]
+    assert ended == []
+    assert elapsed < 1.0
+
+
+def test_nan_inf_and_zero_area_boxes_never_pile_up_as_tracks() -> None:
+    """Degenerate boxes never match (IoU 0), so each starts a track that ends after
+    max_missed frames: the track list stays bounded while a real face keeps its track."""
+    tracker = IoUTracker(TrackingConfig(max_missed=2))
+    face = np.array([100, 100, 180, 180], float)
+    bad = [
+        [np.nan, 0, 10, 10],
+        [0, 0, np.inf, np.inf],
+        [-np.inf, 0, 10, 10],
+        [50, 50, 50, 50],
+        [60, 60, 40, 40],
+    ]
+    ids = set()
+    for step in range(20):
+        tracks, _ = tracker.update(np.array([face + step, *bad], float))
+        ids.add(tracks[0].track_id)
+        assert len(tracker.tracks) <= 1 + len(bad) * (tracker.max_missed + 1)
+    assert len(ids) == 1
+
+
+def test_one_nan_frame_does_not_poison_a_track_pool() -> None:
+    """A NaN weight (or embedding) stayed in the running sum: every later frame of the track
+    fell back to its own embedding and pooled() returned NaN for the site memory to learn."""
+    pool = TrackPool()
+    good = np.array([[0.6, 0.8, 0.0]], np.float32)
+    other = np.array([[0.0, 0.6, 0.8]], np.float32)
+    pool.add([1], good, np.array([1.0]))
+    pool.add([1], good, np.array([np.nan]))
+    pool.add([1], np.full((1, 3), np.nan, np.float32), np.array([1.0]))
+    pooled = pool.add([1], other, np.array([1.0]))
+    expected = (good[0] + other[0]) / np.linalg.norm(good[0] + other[0])
+    np.testing.assert_allclose(pooled[0], expected, rtol=1e-6)
+    total = pool.pooled(1)
+    assert total is not None
+    np.testing.assert_allclose(total, expected, rtol=1e-6)
+    pool.forget(1)
+    assert len(pool) == 0 and pool.pooled(1) is None
+
+
+def test_one_nan_box_does_not_hide_every_face_at_the_door() -> None:
+    """sizes.max() was NaN, so `size * ratio > NaN` was False for every face: a single
+    broken box made the door ignore the person standing in front of it."""
+    boxes = np.array([[100, 100, 220, 220], [np.nan, 0, 10, 10], [300, 100, 400, 200]])
+    faces = Faces(
+        boxes.astype(np.float32), np.full(3, 0.99, np.float32), np.zeros((3, 5, 2), np.float32)
+    )
+    assert presented_faces(faces).tolist() == [True, False, True]
+    assert presented_faces(faces[np.array([1])]).tolist() == [False]
+
+
+def test_a_frame_reader_is_a_context_manager_that_ends_its_thread(tmp_path: Path) -> None:
+    """An exception in the consuming code still stops the camera thread and releases the
+    capture device (here a video that the producer is blocked on, its queue full)."""
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 48))
+    for index in range(30):
+        writer.write(np.full((48, 64, 3), index, np.uint8))
+    writer.release()
+    source = OpenCVSource(str(path))
+    with pytest.raises(RuntimeError), FrameReader(source) as reader:
+        assert reader.get(timeout=2.0) is not None
+        raise RuntimeError("the frame loop failed")
+    assert source.closed
+    assert not reader._thread.is_alive()
+    assert source._capture_device is None
