@@ -58,7 +58,7 @@ from edge_app.lfw import (
 )
 from edge_app.manifest import sha256_file
 from edge_app.private_file import write_private_bytes
-from edge_app.reports import check_output, write_json
+from edge_app.reports import check_distinct, check_output, write_json
 
 log = logging.getLogger(__name__)
 
@@ -583,20 +583,9 @@ def _check_files(options: HeadOptions) -> None:
     """The files written after the training: refused now when they cannot be written or
     would overwrite an input (the embeddings cache is minutes of work to rebuild)."""
     check_output(options.jitter_cache, "--jitter-cache", parents=True)
-    files = {
-        "--cache": options.cache,
-        "--jitter-cache": options.jitter_cache,
-        "--json": options.json,
-    }
-    seen: dict[Path, str] = {}
-    for option, path in files.items():
-        if path is None:
-            continue
-        if path.resolve() in seen:
-            raise HeadError(
-                f"{option} {path} is also {seen[path.resolve()]}; each needs its own file"
-            )
-        seen[path.resolve()] = option
+    check_distinct(
+        {"--cache": options.cache, "--jitter-cache": options.jitter_cache, "--json": options.json}
+    )
 
 
 def _check_out(out: Path) -> None:

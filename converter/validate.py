@@ -27,7 +27,7 @@ from edge_app.lfw import cross_validated_accuracy, labelled_face, read_pairs
 from edge_app.liveness import LivenessScorer
 from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
 from edge_app.private_file import write_private_text
-from edge_app.reports import check_output, write_json
+from edge_app.reports import check_distinct, check_output, write_json
 from edge_app.runtime import make_interpreter
 
 log = logging.getLogger(__name__)
@@ -665,15 +665,12 @@ def validate(
 def _check_outputs(outputs: dict[str, Path | None], folders: dict[str, Path]) -> None:
     """UserError for an output that cannot be written, is another output, or lies in a
     models folder (where it could replace a model or the manifest)."""
-    seen: dict[Path, str] = {}
+    check_distinct(outputs)
     for option, path in outputs.items():
         if path is None:
             continue
         check_output(path, option, parents=option != "--report")
         where = path.resolve()
-        if where in seen:
-            raise UserError(f"{option} {path} is also {seen[where]}; each needs its own file")
-        seen[where] = option
         for name, folder in folders.items():
             if where.is_relative_to(folder.resolve()):
                 raise UserError(

@@ -304,15 +304,16 @@ class Recognizer:
     def _shut_out(self, error: Exception) -> None:
         from edge_app.gallery import GalleryMatrix
 
-        if not self.unreadable:
-            log.error(
-                "gallery %s cannot be read (%s): nobody is let in until it can; trying again "
-                "on every frame",
-                self.gallery.path,
-                error,
-            )
-        self.unreadable = True
         self._version = -1  # never a real data_version: the next frame tries again
+        if self.unreadable:
+            return  # already shut out: said once, the empty matcher is in place
+        log.error(
+            "gallery %s cannot be read (%s): nobody is let in until it can; trying again "
+            "on every frame",
+            self.gallery.path,
+            error,
+        )
+        self.unreadable = True
         self._matrix = GalleryMatrix(
             np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.int32), ()
         )

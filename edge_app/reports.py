@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,19 @@ def check_output(path: Path | None, option: str = "--json", *, parents: bool = F
         raise UserError(
             f"{option} {path}: cannot write in {folder} ({error.strerror or error})"
         ) from None
+
+
+def check_distinct(files: Mapping[str, Path | None]) -> None:
+    """Refuse (UserError) two options naming one file (option name to path; None: unset),
+    before the work: one would overwrite the other, or an input."""
+    seen: dict[Path, str] = {}
+    for option, path in files.items():
+        if path is None:
+            continue
+        where = Path(path).resolve()
+        if where in seen:
+            raise UserError(f"{option} {path} is also {seen[where]}; each needs its own file")
+        seen[where] = option
 
 
 def write_report(path: Path, data: Any, option: str = "--json") -> None:
