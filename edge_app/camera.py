@@ -1,10 +1,14 @@
 """Camera sources behind one interface: an iterator of timestamped RGB frames.
 
 The daemon must keep running through what real cameras do: a USB cable pulled, an RTSP
-stream restarting, a corrupt frame. Live sources therefore reconnect with exponential backoff
-and log each drop; file sources (a video, a folder of images) end at their end, so a run on a
-clip is a finite, repeatable test of the whole door. Unreadable frames are logged and skipped
-wherever they come from.
+stream restarting or stalling, a corrupt frame. A live source counts as dropped after
+_LIVE_FAILURES failed reads in a row or after DROP_AFTER seconds without a good frame,
+whichever comes first; it then reconnects with exponential backoff and logs each drop. Reads
+are bounded too, since a blocked read is seen only once it returns: a network stream read
+gives up after STREAM_TIMEOUT, the Pi camera waits for a request at most what is left of
+DROP_AFTER, and a USB webcam read is bounded by OpenCV's own V4L2 timeout. File sources (a
+video, a folder of images) end at their end, so a run on a clip is a finite, repeatable test
+of the whole door. Unreadable frames are logged and skipped wherever they come from.
 
 Detection runs on a small frame and recognition crops from the largest one available: the
 Pi camera delivers both at once (lores + main streams of one request); other sources are
@@ -40,6 +44,12 @@ _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # Consecutive failed reads before a live source counts as dropped (a single bad frame from a
 # webcam is common; a run of them means the device is gone or stuck).
 _LIVE_FAILURES = 10
+# Seconds without a good frame (since the last one, or since connecting) before a live source
+# counts as dropped, however few reads failed: a read that blocks counts only once it returns,
+# so a stalled camera would otherwise take _LIVE_FAILURES blocked reads to drop. Well under the
+# systemd watchdog (WatchdogSec=30, pinged only after a processed frame): a stall is dropped
+# and reconnected inside the process, backoff and reopen included, before systemd restarts it.
+DROP_AFTER = 5.0
 # Consecutive failed reads inside a video file before giving up on the rest of it.
 _FILE_FAILURES = 25
 # How long a network stream may take to open, or to deliver one frame, before the attempt
@@ -138,13 +148,20 @@ class FrameSource(ABC):
 
 
 class LiveSource(FrameSource):
-    """A camera that can drop and come back: open, read until it fails, back off, repeat."""
+    """A camera that can drop and come back: open, read until it fails, back off, repeat.
+
+    It counts as dropped after _LIVE_FAILURES failed reads in a row or `drop_after` seconds
+    without a good frame, whichever comes first. The time a consumer holds a yielded frame
+    is not counted against the camera.
+    """
 
     live = True
 
-    def __init__(self, name: str, backoff: Backoff) -> None:
+    def __init__(self, name: str, backoff: Backoff, drop_after: float = DROP_AFTER) -> None:
         super().__init__(name)
         self.backoff = backoff
+        self.drop_after = drop_after
+        self._read_deadline = 0.0  # monotonic time the current read's budget runs out
 
     @abstractmethod
     def _connect(self) -> None:
@@ -156,6 +173,11 @@ class LiveSource(FrameSource):
 
     @abstractmethod
     def _disconnect(self) -> None: ...
+
+    def _read_timeout(self) -> float:
+        """Seconds the current read may block before the source counts as dropped (> 0)."""
+        # Never 0: picamera2 takes wait=0 as "do not wait" and returns a job, not a request.
+        return max(self._read_deadline - time.monotonic(), 0.001)
 
     def frames(self) -> Iterator[Frame]:
         delay = self.backoff.initial
@@ -173,8 +195,11 @@ class LiveSource(FrameSource):
                 continue
             log.info("camera connected source=%s", self.name)
             failures = 0
+            since = time.monotonic()  # connected, or the last good frame handed on
+            reason = ""
             try:
-                while not self.closed and failures < _LIVE_FAILURES:
+                while not self.closed:
+                    self._read_deadline = since + self.drop_after
                     try:
                         captured = self._capture()
                     except Exception as error:  # a vanished device: count it, reconnect
@@ -183,19 +208,29 @@ class LiveSource(FrameSource):
                     if captured is None:
                         failures += 1
                         self._skip("read failed", index)
-                        continue
+                        if failures >= _LIVE_FAILURES:
+                            reason = "failed_reads"
+                        elif time.monotonic() - since >= self.drop_after:
+                            reason = "no_frame_for"
+                        else:
+                            continue
+                        break
                     failures = 0
                     delay = self.backoff.initial
                     yield Frame(captured[0], time.monotonic(), index, captured[1])
                     index += 1
+                    since = time.monotonic()
             finally:
                 self._disconnect()
             if not self.closed:
                 self.reconnects += 1
                 log.warning(
-                    "camera dropped source=%s failed_reads=%d retry_in=%.1fs",
+                    "camera dropped source=%s reason=%s failed_reads=%d no_frame_for=%.1fs "
+                    "retry_in=%.1fs",
                     self.name,
+                    reason,
                     failures,
+                    time.monotonic() - since,
                     delay,
                 )
                 self._stop.wait(delay)
@@ -220,8 +255,9 @@ class OpenCVSource(LiveSource):
         live: bool | None = None,
         backoff: Backoff = Backoff(),
         stream_timeout: float = STREAM_TIMEOUT,
+        drop_after: float = DROP_AFTER,
     ) -> None:
-        super().__init__(_describe(spec), backoff)
+        super().__init__(_describe(spec), backoff, drop_after)
         self.spec = spec
         self.stream_timeout = stream_timeout
         self.size = size
@@ -361,8 +397,9 @@ class Picamera2Source(LiveSource):
         lores: tuple[int, int] = (640, 480),
         fps: float = 10.0,
         backoff: Backoff = Backoff(),
+        drop_after: float = DROP_AFTER,
     ) -> None:
-        super().__init__("picamera2", backoff)
+        super().__init__("picamera2", backoff, drop_after)
         self.size = size
         self.lores = lores
         self.fps = fps
@@ -385,7 +422,9 @@ class Picamera2Source(LiveSource):
         self._camera = camera
 
     def _capture(self) -> tuple[np.ndarray, np.ndarray | None] | None:
-        with self._camera.captured_request() as request:
+        # wait: seconds before picamera2 gives up on the request and raises TimeoutError
+        # (concurrent.futures'), so a stalled libcamera costs a failed read, not the thread.
+        with self._camera.captured_request(wait=self._read_timeout()) as request:
             main = request.make_array("main")  # a copy: valid after the request is released
             yuv = request.make_array("lores")
         lores = cv2.cvtColor(yuv, cv2.COLOR_YUV420p2RGB)[:, : self.lores[0]]
@@ -393,13 +432,27 @@ class Picamera2Source(LiveSource):
             return None
         return np.ascontiguousarray(lores), main
 
+    def close(self) -> None:
+        super().close()
+        camera = self._camera
+        if camera is not None:
+            # A read waiting for a request raises CancelledError now instead of at its timeout.
+            with contextlib.suppress(Exception):
+                camera.cancel_all_and_flush()
+
     def _disconnect(self) -> None:
-        if self._camera is not None:
+        camera, self._camera = self._camera, None
+        if camera is None:
+            return
+        # A request that timed out stays queued in picamera2: cancel it first (picamera2's own
+        # tidy-up after a timeout, before closing), or it would take a buffer once it recovers.
+        for step in (camera.cancel_all_and_flush, camera.close):
             try:
-                self._camera.close()
+                step()
             except Exception as error:  # a vanished camera may fail to close; move on
-                log.warning("camera close failed source=picamera2 error=%r", error)
-            self._camera = None
+                log.warning(
+                    "camera close failed source=picamera2 step=%s error=%r", step.__name__, error
+                )
 
 
 def picamera2_available() -> bool:
