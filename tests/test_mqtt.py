@@ -452,7 +452,7 @@ def test_remote_unlock_needs_a_fresh_signed_unique_command(
 
         good = signed("phone")
         observer.publish(topic, good)
-        observer.wait(lambda: door.pin_states == [False, True], what="pulse", timeout=5)
+        observer.wait(lambda: door.pin_states[:2] == [False, True], what="pulse", timeout=5)
         observer.publish(topic, good)  # the same command again: a replay
         observer.wait(lambda: "replayed command" in caplog.text, what="replay refused")
         observer.wait(lambda: door.pin_states == [False, True, False], what="relock")
@@ -648,6 +648,11 @@ def strike_state(observer: Observer) -> str | None:
     return None if last is None else json.loads(last)["strike"]
 
 
+def strike_states(observer: Observer) -> list[str]:
+    """Every strike state published so far: a 0.3 s pulse may be over before a poll sees it."""
+    return [json.loads(m.payload)["strike"] for m in observer.on(f"{BASE}/state")]
+
+
 def test_lock_entity_only_with_an_unlock_code(
     broker: Broker, observer: Observer, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -728,8 +733,8 @@ def test_lock_card_unlock_by_code(
 
         good = lock_command()
         observer.publish(topic, good)
-        observer.wait(lambda: door.pin_states == [False, True], what="pulse", timeout=5)
-        observer.wait(lambda: strike_state(observer) == "unlocked", what="lock card unlocked")
+        observer.wait(lambda: door.pin_states[:2] == [False, True], what="pulse", timeout=5)
+        observer.wait(lambda: "unlocked" in strike_states(observer), what="lock card unlocked")
         observer.publish(topic, good)  # the same command again: an exact replay
         observer.wait(lambda: "replayed command" in caplog.text, what="replay refused")
         observer.wait(lambda: door.pin_states == [False, True, False], what="relock")
