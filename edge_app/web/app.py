@@ -46,6 +46,7 @@ from edge_app.web.people import (
     EnrolmentReport,
     enroll_from_door,
     enroll_uploads,
+    remove_stale_uploads,
 )
 from edge_app.web.server import is_loopback
 
@@ -134,9 +135,29 @@ def _state(request: Request) -> WebState:
     return state
 
 
+def _background(request: Request) -> bool:
+    """A request the open page makes by itself: htmx's polling, and the images it swaps in
+    (the live frame, snapshot thumbnails). It is not activity: a page left open still ends
+    its session after session_idle_minutes."""
+    return bool(request.headers.get("hx-request")) or (
+        request.headers.get("sec-fetch-dest") == "image"
+    )
+
+
 def _session(request: Request) -> auth.Session | None:
+    """The request's session. A logged-in one lasts only as long as the admin password it
+    logged in with: `edge-app hub passwd` ends every session at once."""
     state = _state(request)
-    return state.sessions.get(request.cookies.get(state.cookie))
+    session = state.sessions.get(request.cookies.get(state.cookie), touch=not _background(request))
+    if (
+        session is not None
+        and session.logged_in
+        and session.password_hash != state.password.current_hash()
+    ):
+        state.sessions.drop(session.id)
+        log.info("web session ended user=%s reason=password-changed", session.user)
+        return None
+    return session
 
 
 def _set_cookie(response: Response, state: WebState, session: auth.Session) -> None:
@@ -313,6 +334,8 @@ async def _check_password(state: WebState, address: str, password: str) -> tuple
 async def login_submit(request: Request, session: auth.Session, form: Form) -> Response:
     state = _state(request)
     address = client_address(request)
+    # Read before the check: a password set while it runs ends the new session at once.
+    password_hash = state.password.current_hash()
     status, problem = await _check_password(state, address, form.get("password"))
     if status != 200:
         if status == 429:
@@ -321,7 +344,7 @@ async def login_submit(request: Request, session: auth.Session, form: Form) -> R
             log.warning("web login failed address=%s", address)
         context = _login_context(request, problem)
         return render(request, session, "login.html", context, status)
-    fresh = state.sessions.login(session, auth.ADMIN, address)
+    fresh = state.sessions.login(session, auth.ADMIN, address, password_hash)
     log.info("web login user=%s address=%s", auth.ADMIN, address)
     response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
     _set_cookie(response, state, fresh)
@@ -813,6 +836,7 @@ def create_app(
     tls: bool = False,
 ) -> Starlette:
     web = config.web
+    remove_stale_uploads(Path(config.gallery.path))
     state = WebState(
         config=config,
         config_path=config_path,

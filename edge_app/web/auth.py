@@ -9,7 +9,8 @@ Sessions are random ids (secrets.token_urlsafe, 256 bits) kept in the hub's memo
 in the cookie can be forged or replayed after logout, and a hub restart logs everyone out.
 Each session carries its own CSRF token. Sessions exist before login too (the login form
 needs a CSRF token); logging in replaces the session id, so an id planted before login is
-worthless after it.
+worthless after it. A logged-in session remembers the password hash it logged in against:
+setting a new password (or removing it) ends every session at once (edge_app.web.app).
 """
 
 from __future__ import annotations
@@ -135,6 +136,13 @@ class PasswordCheck:
     def is_set(self) -> bool:
         return read_password_hash(self.path) is not None
 
+    def current_hash(self) -> str | None:
+        """The stored hash now; None when no password is set or the file cannot be used."""
+        try:
+            return read_password_hash(self.path)
+        except PasswordError:
+            return None
+
     def verify(self, password: str) -> bool:
         stored = read_password_hash(self.path)
         if stored is None:
@@ -151,6 +159,7 @@ class Session:
     created: float
     seen: float
     user: str | None = None
+    password_hash: str | None = None  # the admin password's hash when this session logged in
 
     @property
     def logged_in(self) -> bool:
@@ -182,7 +191,9 @@ class SessionStore:
         idle = self.idle_s if session.logged_in else min(self.idle_s, ANONYMOUS_IDLE_S)
         return now - session.seen > idle or now - session.created > self.max_age_s
 
-    def get(self, session_id: str | None) -> Session | None:
+    def get(self, session_id: str | None, *, touch: bool = True) -> Session | None:
+        """The live session with this id. touch=False (a request the open page makes by
+        itself) leaves its idle time running."""
         if not session_id:
             return None
         with self._lock:
@@ -193,24 +204,30 @@ class SessionStore:
             if self._expired(session, now):
                 del self._sessions[session_id]
                 return None
-            session.seen = now
-            self._sessions.move_to_end(session_id)
+            if touch:
+                session.seen = now
+                self._sessions.move_to_end(session_id)
             return session
 
-    def create(self, address: str, user: str | None = None) -> Session:
+    def create(
+        self, address: str, user: str | None = None, password_hash: str | None = None
+    ) -> Session:
         now = self.clock()
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), address, now, now)
         session.user = user
+        session.password_hash = password_hash
         with self._lock:
             self._evict(now)
             self._sessions[session.id] = session
         return session
 
-    def login(self, previous: Session | None, user: str, address: str) -> Session:
+    def login(
+        self, previous: Session | None, user: str, address: str, password_hash: str | None = None
+    ) -> Session:
         """A fresh id (and CSRF token) for the logged-in user; the previous id stops working."""
         if previous is not None:
             self.drop(previous.id)
-        return self.create(address, user)
+        return self.create(address, user, password_hash)
 
     def drop(self, session_id: str) -> None:
         with self._lock:

@@ -3,8 +3,11 @@
 Starlette's own form parser spools large uploads to a temporary file on disk; photos are
 biometric data and must not land anywhere but the gallery, so uploads are parsed here, in
 memory, by python-multipart's streaming parser. The request is refused as soon as its declared
-length, its running length, its number of files or the size of a plain field goes over the
-limit, so a hostile client cannot make the hub buffer more than the limit.
+length, its running length, its number of files or parts or the size of a plain field goes
+over the limit, so a hostile client cannot make the hub buffer more than the limit (nor keep
+the server's event loop busy parsing hundreds of thousands of empty parts). A form whose text
+is not UTF-8, or a multipart body that ends before its closing boundary, is refused (400)
+rather than read as something else than what was sent.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 FIELD_MAX_BYTES = 16 * 1024  # a name, a reason, a token: never more
 URLENCODED_MAX_BYTES = 64 * 1024
+MAX_FIELDS = 100  # plain fields in one form (a multipart one may have its files on top)
 
 
 class FormError(Exception):
@@ -76,13 +80,22 @@ async def read_form(request: Request, limits: Limits) -> Form:
     if kind in (b"application/x-www-form-urlencoded", b""):
         _declared_length(request, URLENCODED_MAX_BYTES)
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > URLENCODED_MAX_BYTES:
-                raise FormError("the form is too large", 413)
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > URLENCODED_MAX_BYTES:
+                    raise FormError("the form is too large", 413)
+        except ClientDisconnect:
+            raise FormError("the client went away before the form ended", 400) from None
         form = Form()
         try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
+            # errors="strict": a %-escape that is not UTF-8 is refused, not turned into U+FFFD.
+            pairs = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                max_num_fields=MAX_FIELDS,
+                errors="strict",
+            )
         except (UnicodeDecodeError, ValueError) as error:
             raise FormError(f"malformed form ({error})", 400) from None
         for key, value in pairs:
@@ -98,15 +111,27 @@ class _Part:
     data: bytearray = field(default_factory=bytearray)
 
 
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormError(f"malformed upload ({what} is not UTF-8)", 400) from None
+
+
 async def _read_multipart(request: Request, boundary: bytes, limit: int, max_files: int) -> Form:
     form = Form()
     part = _Part()
+    parts = 0
+    ended = False
     headers: dict[bytes, bytes] = {}
     name = bytearray()
     value = bytearray()
 
     def on_part_begin() -> None:
-        nonlocal part
+        nonlocal part, parts
+        parts += 1
+        if parts > max_files + MAX_FIELDS:
+            raise FormError(f"more than {max_files + MAX_FIELDS} parts in one form", 413)
         headers.clear()
         part = _Part()
 
@@ -125,7 +150,7 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int, max_fil
         _, options = parse_options_header(headers.get(b"content-disposition", b""))
         if b"name" not in options:
             raise FormError("a form part without a name", 400)
-        part.name = options[b"name"].decode("utf-8", "replace")
+        part.name = _utf8(options[b"name"], "a field's name")
         filename = options.get(b"filename")
         if filename is not None:
             if max_files == 0:
@@ -146,22 +171,28 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int, max_fil
             if part.filename or data:
                 form.files.append(Upload(part.filename, data))
         else:
-            form.fields.setdefault(part.name, []).append(data.decode("utf-8", "replace"))
+            form.fields.setdefault(part.name, []).append(_utf8(data, f"the field {part.name!r}"))
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-        },
-    )
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
     received = 0
     try:
+        # Inside the try: the parser refuses some boundaries (longer than 256 bytes) at once.
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
+                "on_end": on_end,
+            },
+        )
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
@@ -172,4 +203,6 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int, max_fil
         raise
     except Exception as error:  # python-multipart raises its own errors on malformed bodies
         raise FormError(f"malformed upload ({error})", 400) from None
+    if not ended:  # python-multipart's finalize() does not check this itself
+        raise FormError("malformed upload (it ends before its closing boundary)", 400)
     return form

@@ -3,7 +3,8 @@
 The uploads are in memory (edge_app.web.forms). edge_app.enroll reads photos from files, so
 each upload is written to a private folder (0700, files 0600) created next to the gallery,
 enrolled from there, and the folder is removed whatever happens: no photo lands anywhere
-else, and the gates, the all-or-nothing rule and the messages are exactly the CLI's.
+else, and the gates, the all-or-nothing rule and the messages are exactly the CLI's. A folder
+left by a hub killed mid-enrolment (power cut, out of memory) is removed when the page starts.
 
 The FaceNet and MTCNN interpreters are opened on the CPU at the first enrolment (on a Pi the
 Edge TPU belongs to the door process) and released after ENGINE_IDLE_S without one, so the
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ENGINE_IDLE_S = 600.0
 MAX_FILENAME = 120
+UPLOAD_PREFIX = ".web-upload-"  # the private folders next to the gallery
 # Enrolment from the door's camera: as many samples as the CLI takes, within a time an HTTP
 # request can wait; the door's latest frame is asked for this often.
 CAMERA_TIMEOUT_S = 30.0
@@ -148,7 +150,7 @@ def enroll_uploads(
     gallery = Path(gallery)
     try:
         gallery.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=".web-upload-", dir=gallery.parent))
+        folder = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX, dir=gallery.parent))
     except OSError as error:
         return EnrolmentReport(name, False, _no_room(gallery, error), add=add)
     try:
@@ -209,6 +211,23 @@ def enroll_uploads(
         return EnrolmentReport(result.name, True, summary, photos, add)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_uploads(gallery: Path) -> None:
+    """Remove upload folders an interrupted hub left next to the gallery: their photos are
+    biometric data that enroll_uploads would have removed. Run before any enrolment can."""
+    try:
+        leftovers = [
+            folder
+            for folder in Path(gallery).parent.glob(UPLOAD_PREFIX + "*")
+            if folder.is_dir() and not folder.is_symlink()
+        ]
+    except OSError as error:  # the page still starts; enroll_uploads names the problem
+        log.warning("web enrolment: cannot look for interrupted uploads: %s", error)
+        return
+    for folder in leftovers:
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning("web enrolment: removed the photos of an interrupted one in %s", folder)
 
 
 def door_frames(door: WebDoor, deadline: float) -> Iterator[np.ndarray]:
