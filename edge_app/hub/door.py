@@ -44,7 +44,7 @@ class DoorHealth:
 
 def judge(status: dict[str, Any], stale_seconds: float) -> DoorHealth:
     age = status.get("last_frame_age")
-    fresh = age is not None and age <= stale_seconds
+    fresh = isinstance(age, (int, float)) and not isinstance(age, bool) and age <= stale_seconds
     return DoorHealth(True, fresh, status, None if fresh else "no fresh camera frames")
 
 
@@ -103,10 +103,18 @@ class DoorLink:
     def unlock(self, reason: str, origin: str) -> dict[str, Any]:
         return self.client().unlock(reason, origin)
 
+    def status(self) -> dict[str, Any]:
+        """The door's status object; ControlError when the reply holds none (another program
+        on the socket, another protocol): that must not end the poll thread with a KeyError."""
+        status = self.client().request("status").get("status")
+        if not isinstance(status, dict):
+            raise ControlError(f"{self.path}: the door's status reply holds no status object")
+        return status
+
     def check(self) -> DoorHealth:
         """Ask the door now; updates `health` and tells the listeners."""
         try:
-            health = judge(self.client().status(), self.stale_seconds)
+            health = judge(self.status(), self.stale_seconds)
         except ControlError as error:
             health = DoorHealth(False, False, None, str(error))
         previous, self.health = self.health, health

@@ -10,7 +10,14 @@ and an unused nonce on <base>/unlock (edge_app.hub.signing), and Home Assistant'
 sending a code with a fresh timestamp on <base>/lock/set (edge_app.hub.code).
 
 Messages are only published while connected: events that happen while the broker is away
-are not queued and replayed later, and the retained state is re-sent on every connect.
+are not queued and replayed later, and the retained state is re-sent on every connect. What
+was published but not acknowledged before a connection was lost is dropped at the next
+connect (paho would re-send it after the fresh state, so a stale availability or state would
+win). At most MAX_QUEUED messages wait for the broker's acknowledgement; more are dropped.
+
+Nothing on paho's network thread waits for the door: accepted unlock commands go to the door
+on their own thread (a slow or hung door socket would otherwise stall keepalives, reconnects
+and every other command).
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,7 +50,7 @@ from edge_app.hub.discovery import (
     retired,
     strike_entity,
 )
-from edge_app.hub.door import DoorHealth, DoorLink
+from edge_app.hub.door import REQUEST_TIMEOUT, DoorHealth, DoorLink
 from edge_app.hub.signing import MIN_KEY_CHARS, UnlockRefused, UnlockVerifier, read_secret
 
 log = logging.getLogger(__name__)
@@ -50,14 +59,35 @@ KEEPALIVE = 30
 RECONNECT_MIN, RECONNECT_MAX = 1, 60
 REMOTE_REASON = "remote"
 LOCK_ORIGIN = "mqtt:ha-lock"  # the origin of every command from Home Assistant's lock card
+# Messages waiting for the broker's acknowledgement (paho's default is no limit: a broker that
+# never acknowledges would grow the hub's memory without end); more are dropped, and logged.
+MAX_QUEUED = 1000
+# Home Assistant's `online` on its status topic re-sends discovery at most this often: anyone
+# who may publish there could otherwise make the hub publish nine retained messages per message.
+RESEND_SECONDS = 10.0
+# Accepted unlock commands waiting while the door answers an earlier one (its pulses never
+# stack anyway); more are refused while the door is slow to answer.
+UNLOCK_QUEUE = 1
 
 
 class MqttError(UserError):
     """The [mqtt] settings cannot be used (a file, a certificate); the message names the key."""
 
 
+def check_host(host: str) -> None:
+    """MqttError for a host name the resolver refuses (an empty label as in `a..b`, or one of
+    more than 63 characters): paho would raise it as UnicodeError, not OSError, on its network
+    thread at every connect, ending that thread (no MQTT, no retries) with a traceback."""
+    try:
+        host.encode("idna")
+    except UnicodeError as error:
+        reason = str(error.__cause__ or error)
+        raise MqttError(f"mqtt.host: {host!r} is not a valid host name ({reason})") from None
+
+
 def make_client(settings: MqttConfig, client_id: str, topics: Topics) -> mqtt.Client:
     """A paho client with credentials, TLS and the last will set from the config."""
+    check_host(settings.host)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -84,11 +114,26 @@ def make_client(settings: MqttConfig, client_id: str, topics: Topics) -> mqtt.Cl
             ) from None
     client.will_set(topics.availability, OFFLINE, qos=1, retain=True)
     client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
+    client.max_queued_messages_set(MAX_QUEUED)
     return client
 
 
 def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class _Unlock:
+    """An accepted command on its way to the door.
+
+    origin: the socket request's origin; name: the verified signer (a refusal event's name);
+    via: where a lock-card command came from (appended to a refusal's reason)."""
+
+    origin: str
+    topic: str
+    name: str | None = None
+    via: str | None = None
+    action: str | None = None
 
 
 class MqttBridge:
@@ -122,6 +167,12 @@ class MqttBridge:
         self._last_person: dict[str, Any] | None = None
         self._heartbeat: threading.Thread | None = None
         self._where = f"host={settings.host} port={settings.port}"
+        self._unlocks: queue.Queue[_Unlock | None] = queue.Queue(maxsize=UNLOCK_QUEUE)
+        self._unlocker: threading.Thread | None = None
+        self._subscriptions: dict[int, list[str]] = {}  # subscribe mid -> its topics
+        self._resent = -RESEND_SECONDS  # monotonic time of the last re-send for Home Assistant
+        self._queue_full = False
+        self.client.on_subscribe = self._on_subscribe
 
     # --- Hub component ------------------------------------------------------------------------
 
@@ -143,22 +194,20 @@ class MqttBridge:
             self.code_verifier is not None,
         )
         self._explain_strike()
+        self._unlocker = threading.Thread(target=self._unlock_loop, name="mqtt-unlock", daemon=True)
+        self._unlocker.start()
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=KEEPALIVE)
         self.client.loop_start()
         self._heartbeat = threading.Thread(target=self._beat, name="mqtt-state", daemon=True)
         self._heartbeat.start()
 
     def _explain_strike(self) -> None:
+        self._warn_clear_text()
         settings = self.settings
         if self.lock_entity:
             log.info(
                 "home assistant lock entity on: unlock by code on %s", self.topics.lock_command
             )
-            if settings.tls_ca is None:
-                log.warning(
-                    "mqtt.tls_ca is not set: the unlock code crosses the network in clear text; "
-                    "use TLS to the broker (docs/HOME_ASSISTANT.md)"
-                )
             return
         if not settings.remote_unlock:
             why = "mqtt.remote_unlock is false"
@@ -168,8 +217,28 @@ class MqttBridge:
             why += " (mqtt.unlock_code_file is ignored until remote_unlock = true)"
         log.info("home assistant lock entity off, the strike is a read-only sensor: %s", why)
 
+    def _warn_clear_text(self) -> None:
+        """A warning naming the secrets that cross the network unencrypted without TLS."""
+        if self.settings.tls_ca is not None:
+            return
+        secrets = []
+        if self.settings.username and self.settings.password_file is not None:
+            secrets.append("the broker password (mqtt.password_file)")
+        if self.lock_entity:
+            secrets.append("the unlock code")
+        if secrets:
+            verb = "cross" if len(secrets) > 1 else "crosses"
+            log.warning(
+                "mqtt.tls_ca is not set: %s %s the network in clear text; use TLS to the "
+                "broker (docs/HOME_ASSISTANT.md)",
+                " and ".join(secrets),
+                verb,
+            )
+
     def stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._unlocks.put_nowait(None)  # when full, the worker sees _stop after its request
         if self.connected.is_set():
             info = self.client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -178,6 +247,8 @@ class MqttBridge:
         self.client.loop_stop()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=2.0)
+        if self._unlocker is not None:
+            self._unlocker.join(timeout=REQUEST_TIMEOUT + 1)
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -233,15 +304,34 @@ class MqttBridge:
                 str(reason_code),
             )
             return
-        log.info("mqtt connected %s", self._where)
+        # Clean session: what the last connection left unacknowledged (an old event, a stale
+        # availability or state) is dropped, not re-sent after the fresh state published here.
+        stale = client.drop_out_messages()
+        log.info("mqtt connected %s dropped_unacknowledged=%d", self._where, len(stale))
         self.connected.set()
         topics = [(self.topics.ha_status, 1)]
         if self.verifier is not None:
             topics.append((self.topics.unlock, 1))
         if self.code_verifier is not None:
             topics.append((self.topics.lock_command, 1))
-        client.subscribe(topics)
+        _, mid = client.subscribe(topics)
+        if mid is not None:
+            self._subscriptions = {mid: [topic for topic, _ in topics]}
         self._publish_all()
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        """Log each subscription the broker refused (its ACL): nothing would arrive on it."""
+        for topic, code in zip(self._subscriptions.get(mid, []), reason_codes, strict=False):
+            if code.is_failure:
+                log.error(
+                    "mqtt subscription refused topic=%s reason=%r: let user %s read it in the "
+                    "broker's ACL (docs/HOME_ASSISTANT.md); until then nothing sent there arrives",
+                    topic,
+                    str(code),
+                    self.settings.username or "(anonymous)",
+                )
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning(
@@ -271,19 +361,34 @@ class MqttBridge:
         # Runs on paho's network thread: an exception escaping here would end that thread for
         # good (no reconnect, no last will, commands silently ignored), so none may.
         try:
-            if message.topic == self.topics.ha_status:
+            topic = message.topic
+        except UnicodeDecodeError:
+            # Only a broker breaking the protocol (or someone injecting into a plain TCP
+            # connection) sends this; paho raises on every read of the topic.
+            log.warning("mqtt message ignored: its topic is not UTF-8 text")
+            return
+        try:
+            if topic == self.topics.ha_status:
                 if message.payload == b"online":
-                    log.info("home assistant online: re-sending discovery")
-                    self._publish_all()
-            elif message.topic == self.topics.unlock:
+                    self._resend_for_home_assistant()
+            elif topic == self.topics.unlock:
                 self._command(message)
-            elif message.topic == self.topics.lock_command:
+            elif topic == self.topics.lock_command:
                 self._lock_command(message)
         except Exception as error:
-            log.exception("mqtt message on %s not handled", message.topic)
-            if message.topic in (self.topics.unlock, self.topics.lock_command):
+            log.exception("mqtt message on %s not handled", topic)
+            if topic in (self.topics.unlock, self.topics.lock_command):
                 with contextlib.suppress(Exception):
-                    self._refuse(f"internal error ({type(error).__name__})", topic=message.topic)
+                    self._refuse(f"internal error ({type(error).__name__})", topic=topic)
+
+    def _resend_for_home_assistant(self) -> None:
+        now = time.monotonic()
+        if now - self._resent < RESEND_SECONDS:
+            log.debug("home assistant online again within %.0f s: not re-sent", RESEND_SECONDS)
+            return
+        self._resent = now
+        log.info("home assistant online: re-sending discovery")
+        self._publish_all()
 
     # --- remote unlock -------------------------------------------------------------------------
 
@@ -299,12 +404,7 @@ class MqttBridge:
         except UnlockRefused as error:
             self._refuse(str(error))
             return
-        try:
-            self.door.unlock(REMOTE_REASON, f"mqtt:{origin}")
-        except ControlError as error:
-            self._refuse(f"the door refused: {error}", origin)
-            return
-        log.info("remote unlock accepted origin=mqtt:%s topic=%s", origin, message.topic)
+        self._open_door(_Unlock(f"mqtt:{origin}", self.topics.unlock, name=origin))
 
     def _lock_command(self, message: mqtt.MQTTMessage) -> None:
         """A command from Home Assistant's lock card: {"action", "code", "timestamp"}."""
@@ -329,18 +429,38 @@ class MqttBridge:
             log.info("lock command: the strike relocks by itself; state re-sent topic=%s", topic)
             self._publish_state()
             return
+        self._open_door(_Unlock(LOCK_ORIGIN, topic, via=LOCK_ORIGIN, action=command.action))
+
+    def _open_door(self, request: _Unlock) -> None:
+        """Hand an accepted command to the unlock thread (never waits for the door here)."""
         try:
-            self.door.unlock(REMOTE_REASON, LOCK_ORIGIN)
-        except ControlError as error:
-            self._refuse(f"the door refused: {error}", topic=topic, via=LOCK_ORIGIN)
-            self._publish_state()
-            return
-        log.info(
-            "remote unlock accepted origin=%s action=%s topic=%s",
-            LOCK_ORIGIN,
-            command.action,
-            topic,
-        )
+            self._unlocks.put_nowait(request)
+        except queue.Full:
+            self._refused_unlock(request, "the door has not answered the previous commands yet")
+
+    def _unlock_loop(self) -> None:
+        while True:
+            request = self._unlocks.get()
+            if request is None or self._stop.is_set():
+                return
+            try:
+                self.door.unlock(REMOTE_REASON, request.origin)
+            except ControlError as error:
+                self._refused_unlock(request, f"the door refused: {error}")
+                continue
+            except Exception as error:  # a bug here must not end remote unlock for good
+                log.exception("remote unlock failed origin=%s", request.origin)
+                self._refused_unlock(request, f"internal error ({type(error).__name__})")
+                continue
+            action = f" action={request.action}" if request.action else ""
+            log.info(
+                "remote unlock accepted origin=%s%s topic=%s", request.origin, action, request.topic
+            )
+
+    def _refused_unlock(self, request: _Unlock, why: str) -> None:
+        self._refuse(why, request.name, topic=request.topic, via=request.via)
+        if request.via is not None:
+            self._publish_state()  # the lock card shows the real state again
 
     def _refuse(
         self,
@@ -380,7 +500,16 @@ class MqttBridge:
         if not self.connected.is_set():
             return  # never queued: retained state is re-sent on connect
         data = payload if isinstance(payload, str) else json.dumps(payload)
-        self.client.publish(topic, data, qos=1, retain=retain)
+        info = self.client.publish(topic, data, qos=1, retain=retain)
+        full = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE
+        if full and not self._queue_full:
+            log.warning(
+                "mqtt broker has not acknowledged %d messages: dropping new ones until it does "
+                "topic=%s",
+                MAX_QUEUED,
+                topic,
+            )
+        self._queue_full = full
 
     def _publish_all(self) -> None:
         """Discovery, then availability, state and last person: all Home Assistant needs."""
@@ -468,8 +597,18 @@ def clear_discovery(settings: MqttConfig, timeout: float = 10.0) -> list[str]:
             topics.availability,
         ]
         infos = [client.publish(topic, b"", qos=1, retain=True) for topic in cleared]
-        for info in infos:
-            info.wait_for_publish(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            for info in infos:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            unacknowledged = sum(not info.is_published() for info in infos)
+        except (RuntimeError, ValueError) as error:  # the connection was lost meanwhile
+            raise MqttError(f"mqtt: clearing failed ({error}); run it again") from None
+        if unacknowledged:
+            raise MqttError(
+                f"mqtt: the broker did not acknowledge {unacknowledged} of {len(infos)} cleared "
+                f"topics within {timeout:.0f} s; run it again"
+            )
         return cleared
     finally:
         client.disconnect()

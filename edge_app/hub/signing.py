@@ -15,6 +15,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -41,16 +42,23 @@ class UnlockRefused(Exception):
 def read_secret(path: Path, key: str, *, min_chars: int = 1) -> str:
     """The first line of a private file; refused when others can read it or it is short.
 
+    Checked before it is read: a named pipe would block the reader for ever, a device such as
+    /dev/zero would fill its memory, and a file others can read is not private.
     key: the config key naming the file, for the message.
     """
     try:
         info = os.stat(path)
-        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{key}: {path} does not exist") from None
+    except OSError as error:
+        raise UserError(f"{key}: cannot read {path} ({error})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{key}: {path} is not a regular file")
+    refuse_shared(path, info, key)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{key}: cannot read {path} ({error})") from None
-    refuse_shared(path, info, key)
     secret = text.strip().splitlines()[0].strip() if text.strip() else ""
     if len(secret) < min_chars:
         raise UserError(
