@@ -26,7 +26,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -34,13 +33,20 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.centering import all_dev_images
-from benchmarks.cohort import SEEDS, Data, door_check, normaliser_of, rule_of, shipped_choice
+from benchmarks.cohort import (
+    Data,
+    door_check,
+    normaliser_of,
+    rule_of,
+    shipped_choice,
+    two_step_args,
+)
 from converter.recognition import derive_from_embeddings
 from edge_app.align import FACENET_SIZE
 from edge_app.engine import Engine
 from edge_app.images import read_image
 from edge_app.lfw import development_scores, labelled_face, read_pairs
-from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.paths import REPO_ROOT
 
 
 def roll_crop(frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray, crop_margin: float):
@@ -129,28 +135,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    args = two_step_args(
+        __doc__,
+        (
+            "embed LFW with roll-corrected crops into a cache",
+            "score the upright and roll-corrected caches",
+        ),
+        (("upright", "benchmarks.centering cache"), ("roll", "this script's embed cache")),
+        REPO_ROOT / "benchmarks" / "alignment.json",
+        argv,
     )
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="holds lfw/ (%(default)s)")
-    steps = parser.add_subparsers(dest="step", required=True)
-    embed = steps.add_parser("embed", help="embed LFW with roll-corrected crops into a cache")
-    embed.add_argument("--cache", type=Path, required=True, help="the .npz to write")
-    embed.add_argument("--threads", type=int, default=2, help="CPU threads (%(default)s)")
-    report = steps.add_parser("report", help="score the upright and roll-corrected caches")
-    report.add_argument("--upright", type=Path, required=True, help="benchmarks.centering cache")
-    report.add_argument("--roll", type=Path, required=True, help="this script's embed cache")
-    report.add_argument("--seeds", type=int, default=SEEDS, help="DevTest seeds (%(default)s)")
-    report.add_argument(
-        "--out", type=Path, default=REPO_ROOT / "benchmarks" / "alignment.json", help="%(default)s"
-    )
-    args = parser.parse_args(argv)
-    for path in [getattr(args, key, None) for key in ("upright", "roll")]:
-        if path is not None and not path.is_file():
-            print(f"error: {path} does not exist (see --help for how to make it)", file=sys.stderr)
-            return 2
     return cmd_embed(args) if args.step == "embed" else cmd_report(args)
 
 

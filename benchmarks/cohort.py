@@ -514,6 +514,43 @@ def checked_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> arg
     return args
 
 
+def two_step_args(
+    doc: str,
+    helps: tuple[str, str],
+    caches: tuple[tuple[str, str], ...],
+    out: Path,
+    argv: list[str] | None,
+    models: bool = False,
+) -> argparse.Namespace:
+    """The command line of a check that embeds LFW with other crops (`embed --cache`), then
+    scores caches against each other (`report`; benchmarks/alignment.py and
+    benchmarks/enrol_crops.py): helps are the two steps' help, caches the report's cache
+    options (name, help), models whether the report takes --models. A report cache that does
+    not exist is a usage error (exit 2)."""
+    parser = argparse.ArgumentParser(
+        description=doc.splitlines()[0],
+        epilog=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="holds lfw/ (%(default)s)")
+    steps = parser.add_subparsers(dest="step", required=True)
+    embed = steps.add_parser("embed", help=helps[0])
+    embed.add_argument("--cache", type=Path, required=True, help="the .npz to write")
+    embed.add_argument("--threads", type=int, default=2, help="CPU threads (%(default)s)")
+    report = steps.add_parser("report", help=helps[1])
+    for name, help_text in caches:
+        report.add_argument(f"--{name}", type=Path, required=True, help=help_text)
+    if models:
+        report.add_argument("--models", type=Path, default=MODELS, help="%(default)s")
+    report.add_argument("--seeds", type=int, default=SEEDS, help="DevTest seeds (%(default)s)")
+    report.add_argument("--out", type=Path, default=out, help="%(default)s")
+    args = parser.parse_args(argv)
+    for name, _ in caches if args.step == "report" else ():
+        if not getattr(args, name).is_file():
+            parser.error(f"{getattr(args, name)} does not exist (see --help for how to make it)")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = check_parser(__doc__, REPORT)
     parser.add_argument("step", choices=["report", "ship"])

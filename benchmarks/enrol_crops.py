@@ -30,7 +30,6 @@ import json
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,13 +37,13 @@ from tqdm import tqdm
 
 from benchmarks.centering import all_dev_images, load_cache
 from benchmarks.centroid import shipped_cohort
-from benchmarks.cohort import SEEDS, Data, derive_and_check, normaliser_of
+from benchmarks.cohort import Data, derive_and_check, normaliser_of, two_step_args
 from edge_app.centering import centre, load_mean, unit
 from edge_app.engine import Engine
 from edge_app.images import read_image
 from edge_app.lfw import labelled_face
 from edge_app.manifest import MANIFEST_NAME
-from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.paths import REPO_ROOT
 from edge_app.reports import write_json
 
 MODELS = REPO_ROOT / "models" / "tflite"
@@ -86,9 +85,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
             engine.crop_margin = margin
             for mirrored in (False, True):
                 out[key(crop, mirrored)].append(engine.embed_raw(frame, shifted, mirrored)[0])
-    cache = {k: np.stack(v).astype(np.float32) for k, v in out.items()}
+    cache: dict[str, np.ndarray] = {k: np.stack(v).astype(np.float32) for k, v in out.items()}
     tmp = args.cache.with_suffix(".tmp.npz")
-    np.savez(tmp, names=np.array(names), seconds=np.array(time.perf_counter() - start), **cache)
+    cache["names"] = np.array(names)
+    cache["seconds"] = np.array(time.perf_counter() - start)
+    np.savez(tmp, **cache)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     tmp.replace(args.cache)
     print(f"wrote {args.cache}: {len(names)} images in {time.perf_counter() - start:.0f} s")
     return 0
@@ -126,32 +127,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    args = two_step_args(
+        __doc__,
+        ("embed LFW with the extra crops into a cache", "score each set of enrolment crops"),
+        (("shipped", "benchmarks.centering cache"), ("crops", "this script's embed cache")),
+        REPO_ROOT / "benchmarks" / "enrol_crops.json",
+        argv,
+        models=True,
     )
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="holds lfw/ (%(default)s)")
-    steps = parser.add_subparsers(dest="step", required=True)
-    embed = steps.add_parser("embed", help="embed LFW with the extra crops into a cache")
-    embed.add_argument("--cache", type=Path, required=True, help="the .npz to write")
-    embed.add_argument("--threads", type=int, default=2, help="CPU threads (%(default)s)")
-    report = steps.add_parser("report", help="score each set of enrolment crops")
-    report.add_argument("--shipped", type=Path, required=True, help="benchmarks.centering cache")
-    report.add_argument("--crops", type=Path, required=True, help="this script's embed cache")
-    report.add_argument("--models", type=Path, default=MODELS, help="%(default)s")
-    report.add_argument("--seeds", type=int, default=SEEDS, help="DevTest seeds (%(default)s)")
-    report.add_argument(
-        "--out",
-        type=Path,
-        default=REPO_ROOT / "benchmarks" / "enrol_crops.json",
-        help="%(default)s",
-    )
-    args = parser.parse_args(argv)
-    for path in [getattr(args, name, None) for name in ("shipped", "crops")]:
-        if path is not None and not path.is_file():
-            print(f"error: {path} does not exist (see --help for how to make it)", file=sys.stderr)
-            return 2
     return cmd_embed(args) if args.step == "embed" else cmd_report(args)
 
 
