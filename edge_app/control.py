@@ -25,6 +25,11 @@ closed; nothing they send can stall the frame loop: the server runs on its own t
 events reach it through a bounded queue, every client's output is bounded (a subscriber
 that does not keep up is dropped) and so is the number of clients. Each client's
 uid/gid/pid comes from the kernel (SO_PEERCRED), is logged, and is stamped on its unlocks.
+
+Every exchange has one overall deadline, REQUEST_SECONDS, on both sides, whatever the peer
+sends meanwhile: a timeout per `recv` alone let a peer that trickles a byte now and then hold
+a request (the server: one of the MAX_CLIENTS slots; the client: the hub's poll or unlock
+thread) for as long as it liked.
 """
 
 from __future__ import annotations
@@ -67,6 +72,15 @@ QUEUE_EVENTS = 256  # events waiting for a subscriber before it counts as too sl
 PENDING_EVENTS = 1024  # events between the frame loop and the server thread
 MAX_OUTPUT = 4 * 1024 * 1024  # bytes queued for one client before it is dropped
 IDLE_SECONDS = 60.0  # a client that neither asks nor subscribes is closed after this
+# One exchange, end to end: the server closes a client that has not sent a complete request
+# line this long after connecting (or after starting the line), or not read its whole reply
+# this long after asking; the client gives up on a reply (connect, send and read together)
+# after this long, unless given its own timeout. A request is at most MAX_LINE bytes and a
+# reply at most about 1.4 MB (a base64 frame) over a local socket, answered in milliseconds
+# (the slowest, `frame`, encodes one 640 px JPEG: tens of ms on a Pi), so 5 s is two orders
+# of magnitude of slack for a loaded machine, yet bounds how long a stuck or trickling peer
+# holds a client slot (MAX_CLIENTS of them) or a hub thread.
+REQUEST_SECONDS = 5.0
 KEEPALIVE_SECONDS = 5.0  # an idle event stream gets a keepalive line this often
 FRAME_MAX_WIDTH = 640
 FRAME_QUALITY = 80
@@ -148,6 +162,9 @@ class _Client:
     closing: bool = False  # close once the outbox is sent
     last_active: float = field(default_factory=time.monotonic)
     last_sent: float = field(default_factory=time.monotonic)
+    # When the exchange under way must be over (a request fully received, its reply fully
+    # sent); None while the connection is idle between requests or subscribed.
+    deadline: float | None = None
 
     @property
     def fileno_alive(self) -> bool:
@@ -188,6 +205,7 @@ class ControlServer:
         self._wake_w.setblocking(False)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._accept_warned = -IDLE_SECONDS  # when accept() last failed and was logged
 
     # --- door side --------------------------------------------------------------------------
 
@@ -243,6 +261,10 @@ class ControlServer:
             ) from None
         self._remove_stale()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Linux makes the socket file with this mode (less the umask), so it is never more
+        # open than SOCKET_MODE, not even between bind() and the chmod() that sets it exactly.
+        with contextlib.suppress(OSError):
+            os.fchmod(listener.fileno(), SOCKET_MODE)
         try:
             listener.bind(str(path))
             os.chmod(path, SOCKET_MODE)
@@ -296,14 +318,17 @@ class ControlServer:
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
-                ready = self._selector.select(timeout=1.0)
+                ready = self._selector.select(timeout=self._select_timeout())
             except OSError:
                 if self._stop.is_set():
                     return
                 raise
             for key, mask in ready:
                 if key.fileobj is self._listener:
-                    self._accept()
+                    try:
+                        self._accept()
+                    except Exception:  # a failed accept never ends the server either
+                        log.exception("control socket accept failed")
                 elif key.fileobj is self._wake_r:
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(4096)
@@ -320,15 +345,36 @@ class ControlServer:
             self._fan_out()
             self._housekeeping()
 
+    def _select_timeout(self) -> float:
+        """Wake up by the earliest client deadline, and at least once a second."""
+        deadlines = [c.deadline for c in self._clients.values() if c.deadline is not None]
+        if not deadlines:
+            return 1.0
+        return min(1.0, max(0.0, min(deadlines) - time.monotonic()))
+
     def _accept(self) -> None:
         assert self._listener is not None
         try:
             sock, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        sock.setblocking(False)
-        peer = peer_credentials(sock)
-        client = _Client(sock, peer)
+        except OSError as error:  # out of descriptors (EMFILE), or the client gave up
+            now = time.monotonic()
+            if now - self._accept_warned >= IDLE_SECONDS:  # once a minute, not 10 times a second
+                self._accept_warned = now
+                log.warning("control client not accepted (%s)", error)
+            time.sleep(0.1)  # the listener stays readable: do not spin on it
+            return
+        try:
+            sock.setblocking(False)
+            peer = peer_credentials(sock)
+        except OSError as error:
+            log.warning("control client not accepted (%s)", error)
+            sock.close()
+            return
+        # The first request must arrive, complete, within the deadline too: a client that
+        # connects and says nothing is closed after REQUEST_SECONDS, not IDLE_SECONDS.
+        client = _Client(sock, peer, deadline=time.monotonic() + REQUEST_SECONDS)
         if len(self._clients) >= MAX_CLIENTS:
             log.warning("control client refused: too many clients (%d) %s", MAX_CLIENTS, peer)
             with contextlib.suppress(OSError):
@@ -362,11 +408,33 @@ class ControlServer:
             if len(line) > MAX_LINE:
                 self._refuse(client, f"request line longer than {MAX_LINE} bytes", close=True)
                 return
+            client.deadline = None  # this request is in; what follows has a deadline of its own
             self._handle(client, line)
         if client.subscribed:
             client.inbox.clear()  # a stream only listens; whatever else comes is ignored
         elif len(client.inbox) > MAX_LINE:
             self._refuse(client, f"request line longer than {MAX_LINE} bytes", close=True)
+            return
+        self._arm(client)
+
+    def _arm(self, client: _Client) -> None:
+        """Start the deadline when an exchange begins (part of a request in, or a reply not
+        yet sent); clear it once the connection is idle or a subscription."""
+        if client.subscribed:
+            client.deadline = None
+        elif client.inbox or client.outbox or client.closing:
+            if client.deadline is None:
+                client.deadline = time.monotonic() + REQUEST_SECONDS
+        else:
+            client.deadline = None
+
+    def _expire(self, client: _Client) -> None:
+        """The exchange under way took longer than REQUEST_SECONDS: refuse it and close."""
+        if client.outbox or client.closing:
+            self._drop(client, f"reply not read within {REQUEST_SECONDS:g} s")
+            return
+        self._refuse(client, f"no complete request within {REQUEST_SECONDS:g} s", close=True)
+        self._drop(client, None)  # the refusal went out whole, or it never will
 
     def _handle(self, client: _Client, line: bytes) -> None:
         try:
@@ -494,6 +562,7 @@ class ControlServer:
             self._drop(client, None)
             return
         if client.fileno_alive:
+            self._arm(client)
             mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbox else 0)
             self._selector.modify(sock, mask, client)
 
@@ -519,7 +588,11 @@ class ControlServer:
     def _housekeeping(self) -> None:
         now = time.monotonic()
         for client in list(self._clients.values()):
-            if client.subscribed:
+            if not client.fileno_alive:
+                continue
+            if client.deadline is not None and now >= client.deadline:
+                self._expire(client)
+            elif client.subscribed:
                 if now - client.last_sent >= KEEPALIVE_SECONDS and not client.outbox:
                     self._send(client, {"v": VERSION, "keepalive": round(time.time(), 3)})
             elif now - client.last_active > IDLE_SECONDS:
@@ -613,11 +686,13 @@ def attach(daemon: Daemon) -> ControlServer | None:
 class ControlClient:
     """A client of the door's socket, for `edge-app hub` and tools.
 
-    Each request uses its own short connection; `events()` keeps one open until the door
-    goes away (ControlError) or `close()` is called from another thread.
+    Each request uses its own short connection, and `timeout` bounds it as a whole (connect,
+    send and the complete reply), however the other end trickles its bytes. `events()`
+    keeps one open until the door goes away (ControlError) or `close()` is called from
+    another thread.
     """
 
-    def __init__(self, path: Path | str, timeout: float = 5.0) -> None:
+    def __init__(self, path: Path | str, timeout: float = REQUEST_SECONDS) -> None:
         self.path = Path(path)
         self.timeout = timeout
         self._stream: socket.socket | None = None
@@ -642,10 +717,11 @@ class ControlClient:
         return self.request("unlock", reason=reason, origin=origin)
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout
         with self._connect() as sock:
-            self._write(sock, {"v": VERSION, "op": op, **fields})
-            reader = _LineReader(sock, self.path)
-            return self._check(reader.read(), op)
+            self._write(sock, {"v": VERSION, "op": op, **fields}, deadline)
+            reader = _LineReader(sock, self.path, self.timeout)
+            return self._check(reader.read(deadline), op)
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Events as the door records them; keepalives are consumed here. Raises
@@ -653,12 +729,14 @@ class ControlClient:
         sock = self._connect()
         self._stream = sock
         try:
-            sock.settimeout(max(self.timeout, 3 * KEEPALIVE_SECONDS))
-            self._write(sock, {"v": VERSION, "op": "subscribe"})
-            reader = _LineReader(sock, self.path)
-            self._check(reader.read(), "subscribe")
+            # Each line, the subscription's reply and then every event or keepalive, must be
+            # complete within this: a door that trickles bytes counts as silent.
+            silence = max(self.timeout, 3 * KEEPALIVE_SECONDS)
+            self._write(sock, {"v": VERSION, "op": "subscribe"}, time.monotonic() + self.timeout)
+            reader = _LineReader(sock, self.path, silence)
+            self._check(reader.read(time.monotonic() + silence), "subscribe")
             while True:
-                message = reader.read()
+                message = reader.read(time.monotonic() + silence)
                 if "keepalive" in message and "type" not in message:
                     continue
                 yield message
@@ -700,9 +778,20 @@ class ControlClient:
             raise ControlError(f"{self.path}: cannot connect to the door ({error})") from None
         return sock
 
-    def _write(self, sock: socket.socket, data: dict[str, Any]) -> None:
+    def _write(self, sock: socket.socket, data: dict[str, Any], deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ControlError(
+                f"{self.path}: the door did not answer in time (connecting took {self.timeout:g} s)"
+            )
+        sock.settimeout(remaining)  # bounds the whole sendall, not each send
         try:
             sock.sendall((json.dumps(data) + "\n").encode())
+        except TimeoutError:
+            raise ControlError(
+                f"{self.path}: the door did not answer in time (it took no request within "
+                f"{self.timeout:g} s)"
+            ) from None
         except OSError as error:
             raise ControlError(f"{self.path}: cannot send to the door ({error})") from None
 
@@ -715,12 +804,17 @@ class ControlClient:
 
 
 class _LineReader:
-    def __init__(self, sock: socket.socket, path: Path) -> None:
+    """Reads reply lines; `seconds` is the deadline's length, for the message only."""
+
+    def __init__(self, sock: socket.socket, path: Path, seconds: float) -> None:
         self.sock = sock
         self.path = path
+        self.seconds = seconds
         self.buffer = bytearray()
 
-    def read(self) -> dict[str, Any]:
+    def read(self, deadline: float) -> dict[str, Any]:
+        """The next line as a JSON object, complete by `deadline` (time.monotonic()) however
+        the bytes arrive; ControlError otherwise."""
         while True:
             end = self.buffer.find(b"\n")
             if end >= 0:
@@ -735,15 +829,25 @@ class _LineReader:
                 return data
             if len(self.buffer) > MAX_RESPONSE:
                 raise ControlError(f"{self.path}: reply longer than {MAX_RESPONSE} bytes")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ControlError(self._late())
+            self.sock.settimeout(remaining)
             try:
                 chunk = self.sock.recv(262144)
             except TimeoutError:
-                raise ControlError(f"{self.path}: the door did not answer in time") from None
+                raise ControlError(self._late()) from None
             except OSError as error:
                 raise ControlError(f"{self.path}: connection to the door lost ({error})") from None
             if not chunk:
                 raise ControlError(f"{self.path}: the door closed the connection")
             self.buffer += chunk
+
+    def _late(self) -> str:
+        return (
+            f"{self.path}: the door did not answer in time (no complete reply within "
+            f"{self.seconds:g} s)"
+        )
 
 
 __all__ = [
