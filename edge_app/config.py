@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -46,6 +47,12 @@ DEFAULT_SOCKET = Path("/run/edge-app/door.sock")
 _LISTEN = re.compile(
     r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$"
 )
+# The host[:port] of an origin (web.public_origin): a name or IPv4 address, or [IPv6].
+_AUTHORITY = re.compile(
+    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))(?::(?P<port>\d{1,5}))?$"
+)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_ORIGIN_EXAMPLE = 'e.g. "https://door.example" or "http://192.0.2.20:8080"'
 
 
 def uart_pin_problem(pin: int, force_uart_pins: bool) -> str | None:
@@ -59,6 +66,22 @@ def uart_pin_problem(pin: int, force_uart_pins: bool) -> str | None:
             f"gpio.pin: {pin} is a UART pin that goes high at boot; choose another "
             "(e.g. 17) or set gpio.force_uart_pins = true"
         )
+    return None
+
+
+def host_name_problem(host: str) -> str | None:
+    """The one rule for a host name the resolver can use (mqtt.host when the config is read
+    and again in edge_app.hub.mqtt.make_client; the host of web.public_origin): None if fine.
+
+    Python's resolver encodes a name with the idna codec, which refuses an empty label (as
+    in `a..b` or `.`) or one of more than 63 characters with UnicodeError, not OSError, so a
+    caller expecting network errors would not catch it (paho's network thread ends on it).
+    """
+    try:
+        host.encode("idna")
+    except UnicodeError as error:
+        reason = str(error.__cause__ or error)
+        return f"{host!r} is not a valid host name ({reason})"
     return None
 
 
@@ -215,6 +238,75 @@ def split_listen(value: str) -> tuple[str, int]:
     return match["ipv6"] or match["host"], int(match["port"])
 
 
+def split_origin(value: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of an origin `http(s)://host[:port]`, as a browser writes it in
+    an Origin header: lower case, an IPv6 address compressed and without its brackets, and
+    port None for the scheme's default. A trailing "/" is allowed; ValueError naming the
+    problem otherwise (a path, query, fragment or user name; another scheme; a bad host)."""
+    scheme, separator, rest = value.partition("://")
+    scheme = scheme.lower()
+    if not separator or scheme not in DEFAULT_PORTS:
+        raise ValueError(f"{value!r} is not an http:// or https:// origin ({_ORIGIN_EXAMPLE})")
+    cut = min((rest.index(c) for c in "/?#" if c in rest), default=len(rest))
+    authority, after = rest[:cut], rest[cut:]
+    if after not in ("", "/"):
+        raise ValueError(
+            f"{value!r} has a path, query or fragment; give only scheme://host[:port] "
+            f"(the page is served at the root; {_ORIGIN_EXAMPLE})"
+        )
+    if "@" in authority:
+        raise ValueError(f"{value!r} holds a user name (user@); give only scheme://host[:port]")
+    match = _AUTHORITY.match(authority)
+    if match is None:
+        raise ValueError(f"{value!r}: {authority!r} is not host[:port] ({_ORIGIN_EXAMPLE})")
+    if match["ipv6"] is not None:
+        try:
+            host = ipaddress.IPv6Address(match["ipv6"]).compressed
+        except ValueError:
+            raise ValueError(f"{value!r}: [{match['ipv6']}] is not an IPv6 address") from None
+    else:
+        host = match["host"].lower()
+        problem = host_name_problem(host)
+        if problem is not None:
+            raise ValueError(f"{value!r}: {problem}")
+        if host.rstrip(".").rpartition(".")[2].isdigit():
+            # A browser reads a name ending in a number as an IPv4 address.
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"{value!r}: {host!r} is not an IPv4 address") from None
+    port = None if match["port"] is None else int(match["port"])
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"{value!r}: port {port} is out of range (1 to 65535)")
+    return scheme, host, None if port == DEFAULT_PORTS[scheme] else port
+
+
+def join_origin(scheme: str, host: str, port: int | None) -> str:
+    """The origin's text as a browser sends it: `scheme://host[:port]`, [brackets] for IPv6."""
+    name = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{name}" + ("" if port is None else f":{port}")
+
+
+def _public_origin(value: Any) -> str:
+    """ "" (no proxy), or the origin normalised by split_origin."""
+    if not isinstance(value, str):
+        raise _Invalid(f'expected a string like "https://door.example", got {_show(value)}')
+    if value == "":
+        return ""
+    try:
+        return join_origin(*split_origin(value))
+    except ValueError as error:
+        raise _Invalid(str(error)) from None
+
+
+def _mqtt_host(value: Any) -> str:
+    host: str = _pattern(_HOST, "192.0.2.10", empty=True)(value)
+    problem = host_name_problem(host) if host else None
+    if problem is not None:
+        raise _Invalid(problem)
+    return host
+
+
 def _listen(value: Any) -> str:
     if not isinstance(value, str):
         raise _Invalid(f'expected a string like "127.0.0.1:8080", got {_show(value)}')
@@ -345,7 +437,7 @@ class HubConfig:
 class MqttConfig:
     """`edge-app hub`'s broker connection and Home Assistant discovery; host "" = no MQTT."""
 
-    host: str = _key("", _pattern(_HOST, "192.0.2.10", empty=True))
+    host: str = _key("", _mqtt_host)
     port: int = _key(1883, _integer(1, 65535))
     username: str = _key("", _pattern(_PRINTABLE, "edge-door", empty=True))
     password_file: Path | None = _key(None, _path(optional=True))
@@ -371,6 +463,9 @@ class WebConfig:
     password_file: Path = _key(paths.DEFAULT_STATE_DIR / "web-password", _path(optional=False))
     tls_cert: Path | None = _key(None, _path(optional=True))
     tls_key: Path | None = _key(None, _path(optional=True))
+    # The address the browser uses when a TLS reverse proxy serves the page (docs/WEB.md);
+    # "" = none. Normalised by split_origin: "https://door.example".
+    public_origin: str = _key("", _public_origin)
     remote_unlock: bool = _key(False, _boolean)
     live_view: bool = _key(True, _boolean)
     session_idle_minutes: int = _key(30, _integer(1, 24 * 60))

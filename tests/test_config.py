@@ -258,3 +258,95 @@ def test_a_nul_character_is_refused_in_every_path_key(tmp_path: Path) -> None:
             load_config(path)
         with pytest.raises(ConfigError, match=f"{dotted}: .* holds a NUL character"):
             apply_overrides(Config(), {dotted: Path(f"{tmp_path}/a\0b")})
+
+
+# --- web.public_origin -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (5, 'web.public_origin: expected a string like "https://door.example", got int 5'),
+        ("door.example", "web.public_origin: 'door.example' is not an http:// or https:// origin"),
+        ("ftp://door.example", "'ftp://door.example' is not an http:// or https:// origin"),
+        ("wss://door.example", "'wss://door.example' is not an http:// or https:// origin"),
+        ("https://door.example/door", "'https://door.example/door' has a path, query or fragment"),
+        ("https://door.example//", "'https://door.example//' has a path, query or fragment"),
+        ("https://door.example?x=1", "'https://door.example?x=1' has a path, query or fragment"),
+        ("https://door.example#top", "'https://door.example#top' has a path, query or fragment"),
+        ("https://admin@door.example", "'https://admin@door.example' holds a user name (user@)"),
+        ("https://", "web.public_origin: 'https://': '' is not host[:port]"),
+        ("https://door example", "'https://door example': 'door example' is not host[:port]"),
+        ("https://door.example:", "'door.example:' is not host[:port]"),
+        ("https://door.example:0", "'https://door.example:0': port 0 is out of range (1 to 65535)"),
+        ("https://door.example:65536", "port 65536 is out of range (1 to 65535)"),
+        (
+            "https://door..example",
+            "web.public_origin: 'https://door..example': 'door..example' is not a valid host "
+            "name (label empty or too long)",
+        ),
+        ("https://" + "a" * 64 + ".example", "is not a valid host name (label empty or too long)"),
+        ("https://999.1.1.1", "'https://999.1.1.1': '999.1.1.1' is not an IPv4 address"),
+        ("https://[1::2::3]", "'https://[1::2::3]': [1::2::3] is not an IPv6 address"),
+    ],
+)
+def test_public_origin_errors_name_the_key_on_one_line(value: object, message: str) -> None:
+    text = errors_of({"web": {"public_origin": value}})
+    assert message in text
+    assert "1 problem(s)" in text and len(text.splitlines()) == 2  # the file, then one line
+
+
+@pytest.mark.parametrize(
+    ("value", "normalised"),
+    [
+        ("", ""),
+        ("https://door.example", "https://door.example"),
+        ("HTTPS://Door.Example/", "https://door.example"),
+        ("https://door.example:443", "https://door.example"),
+        ("http://door.example:80/", "http://door.example"),
+        ("https://door.example:8443", "https://door.example:8443"),
+        ("http://192.0.2.20:8080", "http://192.0.2.20:8080"),
+        ("http://[2001:DB8:0::1]:8080/", "http://[2001:db8::1]:8080"),
+        ("https://door.example.", "https://door.example."),
+    ],
+)
+def test_public_origin_is_normalised_as_a_browser_writes_an_origin(
+    value: str, normalised: str
+) -> None:
+    config = parse_config({"web": {"public_origin": value}})
+    assert config.web.public_origin == normalised
+    # Normalising is idempotent: overrides re-validate the stored value.
+    assert apply_overrides(config, {"web.enabled": True}).web.public_origin == normalised
+
+
+def test_public_origin_is_off_by_default() -> None:
+    assert parse_config({}).web.public_origin == ""
+
+
+# --- mqtt.host ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["broker..lan", "a" * 64 + ".lan", ".", ".broker.lan"])
+def test_a_host_name_the_resolver_refuses_is_a_config_error(host: str) -> None:
+    """Such a name passes the host pattern, but the resolver raises UnicodeError on it (paho's
+    network thread died on it): refused when the config is read, naming mqtt.host."""
+    text = errors_of({"mqtt": {"host": host}})
+    assert f"mqtt.host: {host!r} is not a valid host name (label empty or too long)" in text
+    assert "1 problem(s)" in text and len(text.splitlines()) == 2
+
+
+@pytest.mark.parametrize("host", ["broker.lan", "broker.lan.", "192.0.2.10", "::1", "a" * 63])
+def test_host_names_the_resolver_takes_pass(host: str) -> None:
+    assert parse_config({"mqtt": {"host": host}}).mqtt.host == host
+
+
+def test_the_mqtt_client_applies_the_same_host_rule_to_an_unvalidated_config() -> None:
+    """An MqttConfig built in code skips validation: make_client refuses the name with the
+    message the config gives, from the one rule (config.host_name_problem)."""
+    from edge_app.hub.discovery import Topics
+    from edge_app.hub.mqtt import MqttError, make_client
+
+    settings = dataclasses.replace(parse_config({}).mqtt, host="broker..lan")
+    with pytest.raises(MqttError) as caught:
+        make_client(settings, "test", Topics.of(settings))
+    assert f"{caught.value}" in errors_of({"mqtt": {"host": "broker..lan"}})

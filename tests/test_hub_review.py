@@ -8,6 +8,7 @@ subscription), and a fake door on a real Unix socket for a hung or garbled door.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -438,10 +439,11 @@ def test_a_hung_door_does_not_stall_the_mqtt_network_thread(
 
 @pytest.mark.parametrize("host", ["broker..lan", "a" * 64 + ".lan", "."])
 def test_a_host_name_the_resolver_refuses_is_a_one_line_error(tmp_path: Path, host: str) -> None:
-    """mqtt.host passes the config's pattern, but the resolver raises UnicodeError, which
-    paho does not catch: its network thread ended with a traceback and the hub ran on
-    without MQTT, retrying nothing; `--clear-discovery` printed a traceback."""
-    settings = plain_settings(tmp_path, 1883, host=host)
+    """The resolver raises UnicodeError for such a name, which paho does not catch: its
+    network thread ended with a traceback and the hub ran on without MQTT, retrying nothing;
+    `--clear-discovery` printed a traceback. The config refuses the name when it is read;
+    settings made in code get the same rule from the client."""
+    settings = dataclasses.replace(plain_settings(tmp_path, 1883), host=host)
     with pytest.raises(MqttError, match=rf"mqtt.host: '{re.escape(host)}' is not a valid host"):
         MqttBridge(settings, DoorLink(tmp_path / "door.sock"))
     toml = tmp_path / "hub.toml"

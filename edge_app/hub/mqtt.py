@@ -36,7 +36,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_app.config import MqttConfig
+from edge_app.config import MqttConfig, host_name_problem
 from edge_app.control import ControlError
 from edge_app.errors import UserError
 from edge_app.hub.code import LOCK, CodeVerifier, read_code_file
@@ -77,12 +77,13 @@ class MqttError(UserError):
 def check_host(host: str) -> None:
     """MqttError for a host name the resolver refuses (an empty label as in `a..b`, or one of
     more than 63 characters): paho would raise it as UnicodeError, not OSError, on its network
-    thread at every connect, ending that thread (no MQTT, no retries) with a traceback."""
-    try:
-        host.encode("idna")
-    except UnicodeError as error:
-        reason = str(error.__cause__ or error)
-        raise MqttError(f"mqtt.host: {host!r} is not a valid host name ({reason})") from None
+    thread at every connect, ending that thread (no MQTT, no retries) with a traceback.
+
+    The rule is config.host_name_problem, which already refused such a name when the config
+    was read; this is for an MqttConfig built in code, which no validation has seen."""
+    problem = host_name_problem(host)
+    if problem is not None:
+        raise MqttError(f"mqtt.host: {problem}")
 
 
 def make_client(settings: MqttConfig, client_id: str, topics: Topics) -> mqtt.Client:

@@ -4,6 +4,8 @@ Security model (docs/WEB.md):
   - every page but /login and /static needs a logged-in session, else it redirects to /login;
   - every POST carries the session's CSRF token (form field or X-CSRF-Token header) and, when
     the browser sends an Origin, comes from this site; otherwise 403, before anything happens;
+  - with [web] public_origin (a TLS proxy), a request whose Host is not the public host, a
+    loopback address or the listen address gets 421 (edge_app.web.origins);
   - responses carry a Content-Security-Policy without inline script, frame-ancestors 'none',
     nosniff and a same-origin Referrer-Policy (no-referrer would make Chromium send
     "Origin: null" on form posts, which the origin check refuses); pages are not cached;
@@ -26,6 +28,7 @@ from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -40,6 +43,7 @@ from edge_app.web import auth
 from edge_app.web.door import DoorStatus, WebDoor, frame_age, is_live
 from edge_app.web.forms import Form, FormError, Limits, read_form
 from edge_app.web.history import Filters, History, parse_event_id, read_snapshot
+from edge_app.web.origins import Origins
 from edge_app.web.people import (
     CAMERA_TIMEOUT_S,
     EngineHolder,
@@ -54,7 +58,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "edge_door_session"
-SECURE_COOKIE = "__Host-edge_door_session"  # with TLS: Secure, host-only, path /
+SECURE_COOKIE = "__Host-edge_door_session"  # over https: Secure, host-only, path /
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 RECENT_EVENTS = 10
@@ -89,6 +93,7 @@ class WebState:
     config_path: Path | None
     door: WebDoor
     tls: bool
+    origins: Origins
     sessions: auth.SessionStore
     limiter: auth.LoginLimiter
     password: auth.PasswordCheck
@@ -96,9 +101,35 @@ class WebState:
     engine: EngineHolder
     enrol_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def cookie(self) -> str:
-        return SECURE_COOKIE if self.tls else COOKIE
+    def secure(self, request: Request) -> bool:
+        """The browser uses https for this request: the hub's own TLS, or a TLS proxy's
+        public origin (the session cookie is then Secure, whatever the hub serves)."""
+        return self.origins.secure(request.headers.get("host"))
+
+    def cookie(self, request: Request) -> str:
+        return SECURE_COOKIE if self.secure(request) else COOKIE
+
+
+class TrustedHosts:
+    """421 for a request whose Host this page does not answer to (edge_app.web.origins)."""
+
+    def __init__(self, app: ASGIApp, origins: Origins) -> None:
+        self.app = app
+        self.origins = origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = Request(scope).headers.get("host")
+            if self.origins.refuses(host):
+                log.warning("web request refused host=%r reason=not-this-door", (host or "")[:100])
+                response = PlainTextResponse(
+                    "421 Misdirected Request: this door's page answers at "
+                    f"{self.origins.public} (web.public_origin), not at that Host\n",
+                    status_code=421,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class SecurityHeaders:
@@ -148,7 +179,8 @@ def _session(request: Request) -> auth.Session | None:
     """The request's session. A logged-in one lasts only as long as the admin password it
     logged in with: `edge-app hub passwd` ends every session at once."""
     state = _state(request)
-    session = state.sessions.get(request.cookies.get(state.cookie), touch=not _background(request))
+    cookie = request.cookies.get(state.cookie(request))
+    session = state.sessions.get(cookie, touch=not _background(request))
     if (
         session is not None
         and session.logged_in
@@ -160,13 +192,15 @@ def _session(request: Request) -> auth.Session | None:
     return session
 
 
-def _set_cookie(response: Response, state: WebState, session: auth.Session) -> None:
+def _set_cookie(
+    response: Response, state: WebState, request: Request, session: auth.Session
+) -> None:
     response.set_cookie(
-        state.cookie,
+        state.cookie(request),
         session.id,
         httponly=True,
         samesite="strict",
-        secure=state.tls,
+        secure=state.secure(request),
         path="/",
     )
 
@@ -220,9 +254,11 @@ def action(
         @functools.wraps(handler)
         async def wrapper(request: Request) -> Response:
             state = _state(request)
-            origin = request.headers.get("origin")
-            if origin is not None and origin != _own_origin(request):
-                return _forbidden("cross-site request")
+            refused = state.origins.origin_problem(
+                request.headers.get("origin"), request.headers.get("host")
+            )
+            if refused is not None:
+                return _forbidden(refused)
             session = _session(request)
             if session is None:
                 return _forbidden("no session; reload the page and try again")
@@ -254,11 +290,6 @@ async def _form_refused(request: Request, session: auth.Session, error: FormErro
     return render(request, session, "error.html", {"message": str(error)}, error.status)
 
 
-def _own_origin(request: Request) -> str:
-    scheme = "https" if _state(request).tls else "http"
-    return f"{scheme}://{request.headers.get('host', '')}"
-
-
 def render(
     request: Request,
     session: auth.Session | None,
@@ -276,8 +307,8 @@ def render(
     }
     templates: Jinja2Templates = request.app.state.templates
     response = templates.TemplateResponse(request, template, values, status_code=status)
-    if session is not None and request.cookies.get(state.cookie) != session.id:
-        _set_cookie(response, state, session)
+    if session is not None and request.cookies.get(state.cookie(request)) != session.id:
+        _set_cookie(response, state, request, session)
     return response
 
 
@@ -347,7 +378,7 @@ async def login_submit(request: Request, session: auth.Session, form: Form) -> R
     fresh = state.sessions.login(session, auth.ADMIN, address, password_hash)
     log.info("web login user=%s address=%s", auth.ADMIN, address)
     response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
-    _set_cookie(response, state, fresh)
+    _set_cookie(response, state, request, fresh)
     return response
 
 
@@ -357,7 +388,9 @@ async def logout(request: Request, session: auth.Session, form: Form) -> Respons
     state.sessions.drop(session.id)
     log.info("web logout user=%s address=%s", session.user, client_address(request))
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(state.cookie, path="/", secure=state.tls, httponly=True)
+    response.delete_cookie(
+        state.cookie(request), path="/", secure=state.secure(request), httponly=True
+    )
     return response
 
 
@@ -783,10 +816,13 @@ def _health_checks(state: WebState) -> list[dict[str, str]]:
         )
     web = state.config.web
     host, _ = split_listen(web.listen)
+    proxy = f"; public origin {web.public_origin}" if web.public_origin else ""
     if state.tls:
-        checks.append(Check("web", "ok", f"serving {web.listen} over HTTPS"))
+        checks.append(Check("web", "ok", f"serving {web.listen} over HTTPS{proxy}"))
     elif is_loopback(host):
-        checks.append(Check("web", "ok", f"serving {web.listen}, this machine only (plain HTTP)"))
+        checks.append(
+            Check("web", "ok", f"serving {web.listen}, this machine only (plain HTTP){proxy}")
+        )
     else:
         checks.append(
             Check(
@@ -842,6 +878,7 @@ def create_app(
         config_path=config_path,
         door=WebDoor(socket_path),
         tls=tls,
+        origins=Origins(config, tls=tls),
         sessions=auth.SessionStore(web.session_idle_minutes * 60.0, web.session_max_hours * 3600.0),
         limiter=auth.LoginLimiter(),
         password=auth.PasswordCheck(web.password_file),
@@ -876,7 +913,11 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: not_found, UserError: user_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: not_found, UserError: user_error},
+        middleware=[Middleware(TrustedHosts, origins=state.origins)],
+    )
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["localtime"] = _localtime
     app.state.templates = templates
