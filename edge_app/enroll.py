@@ -4,7 +4,9 @@ All-or-nothing by design. Every photo is read, checked and embedded before the g
 opened for writing, and every problem is reported together; if any photo is bad, nothing is
 written and the gallery file stays byte-for-byte as it was. A half-enrolled person (one good
 photo of three, the others silently dropped) is worse than a clear "fix these and retry".
-Near-duplicates are the exception: they are skipped, since they add nothing.
+Near-duplicates are the exception: they are skipped, since they add nothing. A photo that
+nearly repeats a sample of another enrolled person is refused instead: it is the same face
+under a second name, which the door could then let in as either.
 """
 
 from __future__ import annotations
@@ -12,19 +14,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from edge_app.errors import UserError
 from edge_app.faces import Faces
-from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample, check_name
+from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample, check_name, name_key
 from edge_app.images import ImageError, encode_jpeg, image_files, load_photo
 from edge_app.manifest import Manifest
 from edge_app.quality import (
@@ -56,6 +60,20 @@ class Embedder(Protocol):
     def embed(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray: ...
 
     def liveness(self, frame: np.ndarray, faces: Faces) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EnrolledAs(Rejection):
+    """A near-duplicate of another enrolled person's sample: refused, never skipped."""
+
+
+@dataclass(frozen=True)
+class OtherPeople:
+    """The samples of everyone enrolled but the person being enrolled: (K, 512) rows,
+    photos and their mirrors, and the stored name of each row's person."""
+
+    embeddings: np.ndarray
+    names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,39 @@ def existing_samples(db: Path, name: str, add: bool) -> np.ndarray:
         return gallery.embeddings(name, mirrors=True)
 
 
+def other_people(db: Path, name: str) -> OtherPeople:
+    """Everyone else's samples (OtherPeople), read once before the photos are judged."""
+    if not Path(db).exists():
+        return OtherPeople(np.zeros((0, EMBEDDING_DIM), np.float32), ())
+    with Gallery.open(db) as gallery:
+        matrix = gallery.load_matrix()
+    key = name_key(name)
+    keep = np.array([name_key(who) != key for who in matrix.names], dtype=bool)
+    rows = keep[matrix.person] if len(matrix) else np.zeros(0, dtype=bool)
+    return OtherPeople(matrix.embeddings[rows], tuple(matrix.names[p] for p in matrix.person[rows]))
+
+
+def enrolled_as(
+    embedding: np.ndarray, others: OtherPeople, gates: Gates = DEFAULT_GATES
+) -> EnrolledAs | None:
+    """An EnrolledAs rejection when the embedding nearly repeats another person's sample
+    (the near-duplicate gate's cosine): the same photo, or nearly, under a second name."""
+    if not len(others.names):
+        return None
+    scores = others.embeddings @ np.asarray(embedding, dtype=np.float32)
+    row = int(np.argmax(scores))
+    if float(scores[row]) <= gates.near_duplicate:
+        return None
+    who = others.names[row]
+    return EnrolledAs(
+        Reason.NEAR_DUPLICATE,
+        f"the same face as {who!r}, already enrolled (cosine {float(scores[row]):.3f} > "
+        f"{gates.near_duplicate:.2f} to one of their samples): one person under two names "
+        f"is let in as either; drop this photo, or add it to them with "
+        f"`edge-app enroll --add {shlex.quote(who)} PHOTO`",
+    )
+
+
 def face_crop_jpeg(frame: np.ndarray, box: np.ndarray) -> bytes:
     height, width = frame.shape[:2]
     grow = (box[2] - box[0]) * CROP_MARGIN / 2
@@ -135,8 +186,10 @@ class _Collector:
         gates: Gates,
         keep_crops: bool,
         live_threshold: float | None = None,
+        others: OtherPeople | None = None,
     ) -> None:
         self.engine = engine
+        self.others = others
         self.live_threshold = live_threshold
         self.gates = gates
         self.keep_crops = keep_crops
@@ -160,6 +213,8 @@ class _Collector:
                 )
         embedding = self.engine.embed(frame, face)[0]
         rejection = duplicate_of(embedding, self.known, self.gates)
+        if rejection is None and self.others is not None:
+            rejection = enrolled_as(embedding, self.others, self.gates)
         if rejection is not None:
             return rejection
         crop = face_crop_jpeg(frame, face.boxes[0]) if self.keep_crops else None
@@ -209,35 +264,60 @@ def enroll_photos(
     keep_crops: bool = False,
     gates: Gates = DEFAULT_GATES,
     access: bool = True,
+    progress: bool = False,
 ) -> EnrollResult:
     """Enrol `name` from photo files and folders, all photos or none (module docstring).
-    access=False enrols a known visitor: recognised, never let in (docs/GALLERY.md)."""
+    access=False enrols a known visitor: recognised, never let in (docs/GALLERY.md).
+    progress: show a progress bar over the photos when standard error is a terminal."""
     name = check_name(name)
-    collector = _Collector(engine, existing_samples(db, name, add), gates, keep_crops)
+    collector = _Collector(
+        engine, existing_samples(db, name, add), gates, keep_crops, others=other_people(db, name)
+    )
     paths = image_files(images)
     problems: list[Problem] = []
     skipped: list[Problem] = []
-    for path in paths:
-        source = str(path)
-        try:
-            photo = load_photo(path)
-        except ImageError as error:
-            problems.append(
-                Problem(source, Reason.UNREADABLE, str(error).removeprefix(f"{source}: "))
-            )
-            continue
-        rejection = collector.consider(photo.pixels, source, photo.sha256)
-        if rejection is None:
-            log.info("photo=%s accepted", source)
-        elif rejection.reason is Reason.NEAR_DUPLICATE:
-            log.info("photo=%s skipped: %s", source, rejection.message)
-            skipped.append(Problem(source, rejection.reason, rejection.message))
-        else:
-            log.info("photo=%s rejected reason=%s", source, rejection.reason.value)
-            problems.append(Problem(source, rejection.reason, rejection.message))
+    with photo_progress(paths, f"checking {name}", enabled=progress) as photos:
+        for path in photos:
+            source = str(path)
+            try:
+                photo = load_photo(path)
+            except ImageError as error:
+                problems.append(
+                    Problem(source, Reason.UNREADABLE, str(error).removeprefix(f"{source}: "))
+                )
+                continue
+            rejection = collector.consider(photo.pixels, source, photo.sha256)
+            if rejection is None:
+                log.info("photo=%s accepted", source)
+            elif rejection.reason is Reason.NEAR_DUPLICATE and not isinstance(
+                rejection, EnrolledAs
+            ):
+                log.info("photo=%s skipped: %s", source, rejection.message)
+                skipped.append(Problem(source, rejection.reason, rejection.message))
+            else:
+                log.info("photo=%s rejected reason=%s", source, rejection.reason.value)
+                problems.append(Problem(source, rejection.reason, rejection.message))
     if problems:
         raise EnrollError(name, problems)
     return _commit(db, name, collector, add, skipped, access)
+
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def photo_progress(
+    photos: Sequence[T], desc: str, *, enabled: bool = True
+) -> Iterator[Iterable[T]]:
+    """`photos` to iterate over, with a progress bar on standard error when it is a terminal
+    (and `enabled`); log lines are then written above the bar instead of through it."""
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(
+            tqdm(photos, desc=desc, unit="photo", disable=None if enabled else True)
+        )
+        if not bar.disable:
+            stack.enter_context(logging_redirect_tqdm())
+        yield bar
 
 
 @contextlib.contextmanager
@@ -282,7 +362,12 @@ def enroll_camera(
     """
     name = check_name(name)
     collector = _Collector(
-        engine, existing_samples(db, name, add), gates, keep_crops, live_threshold
+        engine,
+        existing_samples(db, name, add),
+        gates,
+        keep_crops,
+        live_threshold,
+        others=other_people(db, name),
     )
     deadline = time.monotonic() + timeout
     timed_out = False
@@ -299,9 +384,11 @@ def enroll_camera(
                 bar.set_postfix_str("")
             else:
                 last = rejection
-                hint = (
-                    "move your head a little" if rejection.reason is Reason.NEAR_DUPLICATE else ""
-                )
+                hint = ""
+                if isinstance(rejection, EnrolledAs):
+                    hint = "already enrolled under another name"
+                elif rejection.reason is Reason.NEAR_DUPLICATE:
+                    hint = "move your head a little"
                 bar.set_postfix_str(f"{rejection.reason.value} {hint}".strip())
             timed_out = time.monotonic() > deadline
             if len(collector.samples) >= count or timed_out:

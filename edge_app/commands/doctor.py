@@ -24,6 +24,19 @@ if TYPE_CHECKING:
 DEVICE_MODEL = Path("/proc/device-tree/model")
 
 
+DOCTOR_EPILOG = """\
+Each line is OK, WARN (the door runs, less well or less safely) or FAIL (it cannot run),
+followed by "->" and the fix. It reads the config, the models, and the gallery and site
+memory the config names. It changes nothing itself; opening the gallery, as every command
+does, narrows a gallery file others may read to mode 600 and brings an older gallery to
+the current schema. Run it as the door's user to see what the service sees.
+
+examples:
+  sudo -u edge-app edge-app doctor
+  edge-app doctor --config ./door.toml --json
+"""
+
+
 @dataclass(frozen=True)
 class Check:
     area: str
@@ -38,11 +51,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="check runtime, accelerator, models, camera, GPIO, gallery and config",
         description="Report each part the door needs as ok, or what is missing and how to "
         "fix it. Exit code 1 when any part fails.",
+        epilog=DOCTOR_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", type=Path, metavar="PATH", help=f"TOML config (default {DEFAULT_CONFIG})"
     )
-    parser.add_argument("--models", type=Path, help="models folder (default from the config)")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="models folder (default: [models] dir in the config, else the installed models)",
+    )
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
     parser.set_defaults(handler=_run)
 
@@ -481,16 +501,18 @@ def _gallery_checks(config: Config | None) -> list[Check]:
                     "gallery", "warn", f"{path} does not exist yet", "edge-app enroll NAME PHOTO..."
                 )
             ]
-        mode = path.stat().st_mode & 0o777
-        with Gallery.open(path) as gallery:
+        found = path.stat().st_mode & 0o777
+        with Gallery.open(path) as gallery:  # narrows a mode found wider than 600
             people = gallery.people()
+        mode = path.stat().st_mode & 0o777
     except (UserError, OSError) as error:
         return [Check("gallery", "fail", str(error), "check the file's owner and permissions")]
     status = "ok" if people and mode == 0o600 else "warn"
     fix = "" if people else "edge-app enroll NAME PHOTO..."
     if mode != 0o600:
         fix = f"chmod 600 {path} (biometric templates)"
-    return [Check("gallery", status, f"{path}: {len(people)} people, mode {mode:o}", fix)]
+    narrowed = f" (was {found:o}: narrowed now)" if found != mode else ""
+    return [Check("gallery", status, f"{path}: {len(people)} people, mode {mode:o}{narrowed}", fix)]
 
 
 def _format(check: Check) -> str:

@@ -76,10 +76,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="camera: auto (default), picamera2, a device index or path, or a stream URL",
     )
     camera.add_argument(
-        "--samples", type=int, default=5, metavar="N", help="frames to collect (default: 5)"
+        "--samples",
+        type=int,
+        default=5,
+        metavar="N",
+        help="frames to collect (default: %(default)s)",
     )
     camera.add_argument(
-        "--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds"
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="give up after S seconds, writing nothing (default: %(default)g)",
     )
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
@@ -91,6 +99,7 @@ def _source(text: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     from edge_app import enroll
+    from edge_app.images import image_files
 
     db = db_path(args, create=not args.add)
     if args.camera and args.images:
@@ -106,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--samples must be at least 1")
     if not 0 < args.timeout < math.inf:
         raise UserError(f"--timeout {args.timeout}: must be a number of seconds above 0")
-    # Name checks first: loading the models takes seconds, a typo should not.
+    # Name and folder checks first: loading the models takes seconds, a typo should not.
     enroll.existing_samples(db, args.name, args.add)
+    images = [] if args.camera else image_files(args.images)
     engine = open_engine(args)
     options = {"add": args.add, "keep_crops": args.keep_crops, "access": not args.no_access}
     if args.camera:
@@ -131,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             source.close()
     else:
-        result = enroll.enroll_photos(db, engine, args.name, args.images, **options)
+        result = enroll.enroll_photos(db, engine, args.name, images, progress=True, **options)
     sys.stdout.write(_json(result) if args.json else _text(result))
     return 0
 

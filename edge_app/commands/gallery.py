@@ -9,13 +9,18 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_app.commands.identify import add_db_argument, db_path
 from edge_app.errors import UserError
 
+if TYPE_CHECKING:
+    from edge_app.gallery import Gallery
+
 log = logging.getLogger(__name__)
 
 FORMATTER = argparse.RawDescriptionHelpFormatter
+NAME_HELP = "an enrolled person's name as `edge-app list` shows it (any case and spacing)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog='examples:\n  edge-app access "Dan Smith" no\n  edge-app access Dan yes',
         formatter_class=FORMATTER,
     )
-    access.add_argument("name", metavar="NAME")
+    access.add_argument("name", metavar="NAME", help=NAME_HELP)
     access.add_argument(
         "allowed", metavar="yes|no", choices=("yes", "no"), help="yes: may open the door"
     )
@@ -56,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog='examples:\n  edge-app remove "Alice Martin"\n  edge-app remove Bob Carol',
         formatter_class=FORMATTER,
     )
-    remove.add_argument("names", nargs="+", metavar="NAME")
+    remove.add_argument("names", nargs="+", metavar="NAME", help=NAME_HELP)
     add_db_argument(remove)
     remove.set_defaults(handler=run_remove)
 
@@ -67,8 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog='examples:\n  edge-app rename Bob "Robert Smith"',
         formatter_class=FORMATTER,
     )
-    rename.add_argument("old", metavar="OLD")
-    rename.add_argument("new", metavar="NEW")
+    rename.add_argument("old", metavar="OLD", help=NAME_HELP)
+    rename.add_argument(
+        "new", metavar="NEW", help="the new name, not anyone else's (stored as typed)"
+    )
     add_db_argument(rename)
     rename.set_defaults(handler=run_rename)
 
@@ -151,9 +158,25 @@ def run_remove(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery
 
     with Gallery.open(db_path(args)) as gallery:
+        names = _as_stored(gallery, args.names)
         samples = gallery.remove(args.names)
-    sys.stdout.write(f"removed {', '.join(map(repr, args.names))} ({samples} samples)\n")
+    sys.stdout.write(f"removed {', '.join(map(repr, names))} ({samples} samples)\n")
     return 0
+
+
+def _as_stored(gallery: Gallery, typed: list[str]) -> list[str]:
+    """The enrolled names that the typed names denote, as stored and each once (the name
+    rule: case and spacing do not matter, docs/GALLERY.md); a name not enrolled as typed."""
+    from edge_app.gallery import name_key
+
+    stored = [person.name for person in gallery.people()]
+    names: list[str] = []
+    for name in typed:
+        found = name if name in stored else None
+        found = found or next((s for s in stored if name_key(s) == name_key(name)), name)
+        if found not in names:
+            names.append(found)
+    return names
 
 
 def run_rename(args: argparse.Namespace) -> int:
@@ -180,7 +203,10 @@ def run_export(args: argparse.Namespace) -> int:
             except NotRegularFileError:
                 raise
             except OSError as error:
-                raise UserError(f"cannot write {out}: {error.strerror or error}") from None
+                raise UserError(
+                    f"cannot write {out}: {error.strerror or error}; give a FILE in a folder "
+                    "you can write, or - for standard output"
+                ) from None
     log.info("exported people=%d samples=%d", people, samples)
     return 0
 
@@ -203,6 +229,11 @@ def run_import(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery, read_export_file
 
     db = db_path(args, create=True)
+    if args.source == "-" and sys.stdin is not None and sys.stdin.isatty():
+        raise UserError(
+            "import -: standard input is this terminal, not an export; pipe one in "
+            "(edge-app export - | edge-app import -) or give the FILE"
+        )
     # Checked in full before the gallery is opened: a bad file creates and changes nothing.
     people = read_export_file(args.source)
     mode = "replace" if args.replace else "merge" if args.merge else "refuse"

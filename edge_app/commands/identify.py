@@ -146,9 +146,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_app.config import AUTO, RecognitionConfig
     from edge_app.daemon import door_matcher
-    from edge_app.enroll import model_id
+    from edge_app.enroll import model_id, photo_progress
     from edge_app.gallery import Gallery
-    from edge_app.images import ImageError, image_files, load_photo
+    from edge_app.images import image_files
 
     with Gallery.open(db_path(args)) as gallery:
         matrix = gallery.load_matrix()
@@ -180,52 +180,69 @@ def run(args: argparse.Namespace) -> int:
     )
     entries: list[dict[str, Any]] = []
     lines: list[str] = []
-    for path in paths:
-        entry: dict[str, Any] = {"image": str(path), "faces": []}
-        entries.append(entry)
-        try:
-            photo = load_photo(path)
-        except ImageError as error:
-            log.error("%s", error)
-            entry["error"] = str(error)
-            lines.append(f"{path}: unreadable")
-            continue
-        faces, embeddings = engine.process(photo.pixels)
-        matches = matcher.identify(embeddings)
-        live = engine.liveness(photo.pixels, faces).tolist() if live_threshold is not None else None
-        lines.append(f"{path}: {len(faces)} face(s)")
-        # Boxes in the photo's own pixels, whatever it was brought down to for detection.
-        boxes = (faces.boxes / photo.scale).tolist()
-        for index, (name, closest, score, box) in enumerate(
-            zip(matches.names, matches.best, matches.scores.tolist(), boxes, strict=True)
-        ):
-            liveness = None
-            if live is not None and live_threshold is not None:
-                liveness = {"score": round(live[index], 4), "live": live[index] >= live_threshold}
-            entry["faces"].append(
-                {
-                    "name": name,
-                    # False: a known visitor, whom the door names and never lets in.
-                    "access": None if name is None else name not in matrix.no_access,
-                    "score": round(score, 4),
-                    "box": [round(v, 1) for v in box],
-                    "liveness": liveness,
-                }
-            )
-            who = name or f"unknown (closest: {closest})"
-            if name in matrix.no_access:
-                who += " (known visitor: never let in)"
-            corners = ", ".join(f"{v:.0f}" for v in box)
-            verdict = ""
-            if liveness is not None:
-                verdict = f"  liveness {liveness['score']:.2f} "
-                verdict += "live" if liveness["live"] else "NOT live"
-            lines.append(f"  {who}  score {score:.3f}  box [{corners}]{verdict}")
+    with photo_progress(paths, "identifying") as photos:
+        for path in photos:
+            entry, text = _identify_one(path, engine, matcher, matrix, live_threshold)
+            entries.append(entry)
+            lines += text
     if args.json:
         sys.stdout.write(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write("\n".join(lines) + "\n")
     return 2 if any("error" in entry for entry in entries) else 0
+
+
+def _identify_one(
+    path: Path,
+    engine: Any,
+    matcher: Any,
+    matrix: Any,
+    live_threshold: float | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """One photo's JSON entry and its lines of text."""
+    from edge_app.images import ImageError, load_photo
+
+    entry: dict[str, Any] = {"image": str(path), "faces": []}
+    lines: list[str] = []
+    try:
+        photo = load_photo(path)
+    except ImageError as error:
+        log.error("%s", error)
+        entry["error"] = str(error)
+        lines.append(f"{path}: unreadable")
+        return entry, lines
+    faces, embeddings = engine.process(photo.pixels)
+    matches = matcher.identify(embeddings)
+    live = engine.liveness(photo.pixels, faces).tolist() if live_threshold is not None else None
+    lines.append(f"{path}: {len(faces)} face(s)")
+    # Boxes in the photo's own pixels, whatever it was brought down to for detection.
+    boxes = (faces.boxes / photo.scale).tolist()
+    for index, (name, closest, score, box) in enumerate(
+        zip(matches.names, matches.best, matches.scores.tolist(), boxes, strict=True)
+    ):
+        liveness = None
+        if live is not None and live_threshold is not None:
+            liveness = {"score": round(live[index], 4), "live": live[index] >= live_threshold}
+        entry["faces"].append(
+            {
+                "name": name,
+                # False: a known visitor, whom the door names and never lets in.
+                "access": None if name is None else name not in matrix.no_access,
+                "score": round(score, 4),
+                "box": [round(v, 1) for v in box],
+                "liveness": liveness,
+            }
+        )
+        who = name or f"unknown (closest: {closest})"
+        if name in matrix.no_access:
+            who += " (known visitor: never let in)"
+        corners = ", ".join(f"{v:.0f}" for v in box)
+        verdict = ""
+        if liveness is not None:
+            verdict = f"  liveness {liveness['score']:.2f} "
+            verdict += "live" if liveness["live"] else "NOT live"
+        lines.append(f"  {who}  score {score:.3f}  box [{corners}]{verdict}")
+    return entry, lines
 
 
 def _live_threshold(engine: Any) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,8 @@ class SiteFile:
     memory: the memory in it (an empty one when there is no file), None when it cannot be
     used; refusal: why the door would set the file aside; unreadable: why this process
     cannot read it (permissions), which says nothing about the file; mode: its permission
-    bits (None when there is no file); set_aside: the file the door set aside, if any."""
+    bits (None when there is no file, or it is not a regular file); set_aside: the file the
+    door set aside, if any."""
 
     path: Path
     learn_site: bool
@@ -163,13 +165,16 @@ def inspect_site(config: Config) -> SiteFile:
         return SiteFile(path, learn_site, set_aside=set_aside, **fields)
 
     try:
-        mode = path.stat().st_mode & 0o777
+        info = path.stat()
     except FileNotFoundError:
         return result(exists=False, memory=SiteMemory(), refusal=None, unreadable=None, mode=None)
     except OSError as error:
         return result(
             exists=True, memory=None, refusal=None, unreadable=_cannot_read(path, error), mode=None
         )
+    # The mode of what the door would read: none for a device or pipe (`ln -s /dev/null`), whose
+    # mode is not the memory's to advise on (chmod through the link would change the device).
+    mode = stat.S_IMODE(info.st_mode) if stat.S_ISREG(info.st_mode) else None
     if not os.access(path, os.R_OK):
         unreadable = _cannot_read(path, PermissionError("permission denied"))
         return result(exists=True, memory=None, refusal=None, unreadable=unreadable, mode=mode)
