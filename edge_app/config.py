@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import math
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -603,6 +604,10 @@ def load_config(path: Path | None = None) -> Config:
     return parse_config(data, str(where))
 
 
+# The example config is about 10 kB: a file a hundred times larger is not a config file.
+CONFIG_MAX_BYTES = 1024 * 1024
+
+
 def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """The path read and its TOML tables, not yet validated; ConfigError if unreadable.
 
@@ -612,6 +617,16 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
     explicit = path is not None
     path = Path(path) if path is not None else paths.DEFAULT_CONFIG
     try:
+        info = path.stat()
+        # Checked before reading: a named pipe would block every command for ever, and a
+        # device such as /dev/zero would fill the memory.
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file; give the config file (TOML)")
+        if info.st_size > CONFIG_MAX_BYTES:
+            raise ConfigError(
+                f"{path}: {info.st_size} bytes, more than a config file has "
+                f"({CONFIG_MAX_BYTES} at most); is this the config file?"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if explicit:

@@ -1033,6 +1033,10 @@ def _checked_crop(data: bytes) -> bytes:
     return data
 
 
+def _too_large(label: str) -> str:
+    return f"cannot import {label}: more than the {MAX_IMPORT_BYTES} bytes an export may have"
+
+
 def read_export_file(source: str) -> list[ExportedPerson]:
     """read_export() of a file name, or of standard input for "-", at most MAX_IMPORT_BYTES.
 
@@ -1046,14 +1050,14 @@ def read_export_file(source: str) -> list[ExportedPerson]:
             info = os.stat(source)
             if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
                 raise GalleryError(f"cannot import {label}: not a file or a pipe")
+            if info.st_size > MAX_IMPORT_BYTES:  # refused before reading it
+                raise GalleryError(_too_large(label))
             with open(source, "rb") as handle:
                 data = handle.read(MAX_IMPORT_BYTES + 1)
     except OSError as error:
         raise GalleryError(f"cannot read {label}: {error.strerror or error}") from None
     if len(data) > MAX_IMPORT_BYTES:
-        raise GalleryError(
-            f"cannot import {label}: more than the {MAX_IMPORT_BYTES} bytes an export may have"
-        )
+        raise GalleryError(_too_large(label))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -306,11 +306,17 @@ def load_photo(path: Path | str, max_side: int | None = MAX_SIDE) -> Photo:
 
 
 def expand_image_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
-    """Files as given, and the images inside folders (sorted, one level deep)."""
+    """Files as given, and the images inside folders (sorted, one level deep). Hidden files
+    in a folder are left out: macOS writes `._IMG_0001.jpg` beside each photo on a FAT or
+    exFAT card, metadata that is not an image and would fail the whole enrolment."""
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            yield from sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
         else:
             yield path
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
 
+from edge_app import config as config_module
 from edge_app import paths
 from edge_app.config import (
     SECTIONS,
@@ -15,6 +17,7 @@ from edge_app.config import (
     apply_overrides,
     load_config,
     parse_config,
+    read_config_file,
 )
 
 EXAMPLE = paths.REPO_ROOT / "config.example.toml"
@@ -350,3 +353,20 @@ def test_the_mqtt_client_applies_the_same_host_rule_to_an_unvalidated_config() -
     with pytest.raises(MqttError) as caught:
         make_client(settings, "test", Topics.of(settings))
     assert f"{caught.value}" in errors_of({"mqtt": {"host": "broker..lan"}})
+
+
+def test_a_config_that_is_not_a_small_regular_file_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A named pipe would block the command for ever, /dev/zero would fill the memory."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_config_file(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_config_file(Path("/dev/zero"))
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * 2000 + "\n")
+    monkeypatch.setattr(config_module, "CONFIG_MAX_BYTES", 1000)
+    with pytest.raises(ConfigError, match="more than a config file has"):
+        read_config_file(big)

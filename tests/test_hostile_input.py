@@ -415,6 +415,28 @@ def test_an_import_file_over_the_size_cap_is_refused(
     assert snapshot(door) == before
 
 
+def test_an_oversized_import_file_is_refused_before_it_is_read(
+    tmp_path: Path, door: Path, monkeypatch: pytest.MonkeyPatch, capsys, restore_logging
+) -> None:
+    """A regular file over the cap is refused from its size, not after reading the cap."""
+    monkeypatch.setattr(gallery_module, "MAX_IMPORT_BYTES", 1000)
+    source = tmp_path / "big.jsonl"
+    source.write_text(export_text(GOOD) + " " * 2000)
+    opened: list[str] = []
+    real_open = open
+
+    def watching_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", watching_open)
+    before = snapshot(door)
+    assert cli.main(["import", "--db", str(door), str(source)]) == 2
+    assert "more than the 1000 bytes" in capsys.readouterr().err
+    assert str(source) not in opened
+    assert snapshot(door) == before
+
+
 # --- names -----------------------------------------------------------------------------------
 
 

@@ -204,3 +204,12 @@ def test_folders_list_every_image_name_even_a_fifo(tmp_path: Path) -> None:
     paths = list(expand_image_paths([tmp_path]))
     assert [p.name for p in paths] == ["a.jpg", "b.jpg"]
     refused(paths[1], "not a regular file")
+
+
+def test_folders_leave_out_hidden_files_but_a_named_one_is_read(tmp_path: Path) -> None:
+    """macOS writes `._NAME.jpg` metadata beside each photo on a FAT card: not an image."""
+    (tmp_path / "a.jpg").write_bytes(PHOTO.read_bytes())
+    (tmp_path / "._a.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(100))
+    assert [p.name for p in expand_image_paths([tmp_path])] == ["a.jpg"]
+    named = tmp_path / "._a.jpg"
+    assert list(expand_image_paths([named])) == [named]  # named explicitly: read, and refused
