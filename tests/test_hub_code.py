@@ -336,3 +336,18 @@ def test_a_code_file_path_that_is_not_a_file_is_refused_and_left(tmp_path: Path)
     with pytest.raises(CodeFileError, match=r"unlock_code_file: .*it is a folder.*left untouched"):
         write_code_file(folder, CODE)
     assert [p.name for p in folder.iterdir()] == ["kept"]
+
+
+def test_a_wall_clock_step_neither_ends_nor_stretches_a_lock_out() -> None:
+    """The lock-out runs on a monotonic clock; only the command's timestamp is wall time."""
+    wall, ticks = Clock(), Clock()
+    check = CodeVerifier(cheap_hash(), 30.0, clock=wall, ticks=ticks)
+    for number in range(1, MAX_WRONG + 1):
+        with pytest.raises(UnlockRefused, match="wrong code"):
+            check.verify(command(code=f"00000{number}", ts=wall.now))
+    wall.now += 3600  # the date is set forward an hour: the lock-out is not over
+    with pytest.raises(UnlockRefused, match="locked out"):
+        check.verify(command(ts=wall.now))
+    wall.now -= 7200  # and back: it does not last an hour more either
+    ticks.now += LOCKOUT
+    assert check.verify(command(ts=wall.now)).action == "UNLOCK"

@@ -147,10 +147,18 @@ class CodeVerifier:
         window: float = 30.0,
         *,
         clock: Callable[[], float] = time.time,
+        ticks: Callable[[], float] | None = None,
     ) -> None:
         self.stored = stored
         self.window = window
         self._clock = clock
+        # Durations (the lock-out, the wrong-code window, the replay cache's age) run on a
+        # monotonic clock: a wall-clock step (NTP at boot, a hand-set date) must neither end a
+        # lock-out early nor stretch it by the size of the step. The command's timestamp is
+        # wall time and is checked against `clock`. A test clock given alone drives both.
+        self._ticks = (
+            ticks if ticks is not None else (time.monotonic if clock is time.time else clock)
+        )
         self._wrong: deque[float] = deque()
         self._locked_until = 0.0
         # Replay cache keys: (timestamp, HMAC of the code under a key that lives only in this
@@ -164,8 +172,8 @@ class CodeVerifier:
         command, code = self._parse(payload)
         if command.action == LOCK:
             return command
-        now = self._clock()
-        check_window(command.timestamp, now, self.window)
+        check_window(command.timestamp, self._clock(), self.window)
+        now = self._ticks()
         with self._lock:
             if now < self._locked_until:
                 raise UnlockRefused(
