@@ -27,11 +27,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_cli_smoke import _env, _with_stdin
 
 from edge_app import cli
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.manifest import MANIFEST_NAME
-from edge_app.paths import REPO_MODELS, REPO_ROOT
+from edge_app.paths import REPO_MODELS
 
 LFW_SAMPLE = Path(__file__).resolve().parent / "data" / "lfw_sample"
 JOE = sorted((LFW_SAMPLE / "Joe_Nichols").glob("*.jpg"))
@@ -44,25 +45,10 @@ needs_models = pytest.mark.skipif(
 )
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def edge_app(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """`edge-app ARGV...` in a new process, its output piped; its stderr must be clean."""
-    done = subprocess.run(
-        [sys.executable, "-m", "edge_app.cli", *argv],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
+    """`edge-app ARGV...` in a new process, its output piped and nothing on its standard
+    input; its stderr must be clean."""
+    return _with_stdin(cwd, "", *argv)
 
 
 def edge_app_on_a_terminal(cwd: Path, *argv: str) -> tuple[int, str, str]:

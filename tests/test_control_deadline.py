@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from test_control import raw, read_line, wait_for
 
 from edge_app import control
 from edge_app.control import ControlClient, ControlError, ControlServer
@@ -65,23 +65,6 @@ def server(tmp_path: Path, short: float) -> Iterator[ControlServer]:
     server.close()
 
 
-def raw(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(3.0)
-    sock.connect(str(path))
-    return sock
-
-
-def read_line(sock: socket.socket) -> dict[str, Any]:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise EOFError(data)
-        data += chunk
-    return json.loads(data)
-
-
 def read_to_end(sock: socket.socket) -> bytes:
     """Everything until the server closes (ConnectionResetError counts as closed)."""
     data = b""
@@ -89,15 +72,6 @@ def read_to_end(sock: socket.socket) -> bytes:
         while chunk := sock.recv(1 << 20):
             data += chunk
     return data
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    pytest.fail("condition not met in time")
 
 
 class Trickler:
