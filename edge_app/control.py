@@ -719,8 +719,17 @@ class ControlClient:
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
         with self._connect() as sock:
-            self._write(sock, {"v": VERSION, "op": op, **fields}, deadline)
             reader = _LineReader(sock, self.path, self.timeout)
+            try:
+                self._write(sock, {"v": VERSION, "op": op, **fields}, deadline)
+            except ControlError as error:
+                # The door may have answered and closed before reading the request (a
+                # connection it refuses: "too many clients"); its reason beats a broken pipe.
+                try:
+                    said = reader.read(deadline)
+                except ControlError:
+                    raise error from None
+                return self._check(said, op)
             return self._check(reader.read(deadline), op)
 
     def events(self) -> Iterator[dict[str, Any]]:

@@ -374,3 +374,30 @@ def test_the_hubs_status_poll_is_not_held_by_a_trickling_door(
         assert "did not answer in time" in health.error
     finally:
         fake.close()
+
+
+def test_a_refusal_sent_before_the_request_was_read_is_what_the_client_reports(
+    tmp_path: Path,
+) -> None:
+    """A door that refuses a connection answers and closes without reading the request; the
+    client then meets a broken pipe, but the reason it reports is the door's."""
+    path = tmp_path / "door.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(b'{"v": 1, "ok": false, "error": "too many clients"}\n')
+        conn.close()  # before reading anything
+
+    thread = threading.Thread(target=refuse)
+    thread.start()
+    try:
+        client = ControlClient(path, timeout=2.0)
+        # A request larger than the socket buffers, so that the send meets the close.
+        with pytest.raises(ControlError, match="door refused unlock: too many clients"):
+            client.unlock("x" * 200, "o" * 200 + "?" * 4_000_000)
+    finally:
+        thread.join(timeout=5)
+        listener.close()
