@@ -46,7 +46,7 @@ RUNS = 3
 BUDGET_SECONDS = 0.5
 # The float cascade is kept only when its median is this much below int8's: a tie keeps
 # int8, the calibrated default and the cascade the Edge TPU runs.
-MARGIN = 0.05
+MIN_SPEEDUP = 0.05
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,11 @@ def measure(
 def pick(times: Mapping[str, list[float]]) -> tuple[str, str]:
     """(cascade, reason) from the measured seconds per call of "int8" and "float"."""
     int8, flt = statistics.median(times[INT8]), statistics.median(times[FLOAT])
-    if flt < int8 * (1 - MARGIN):
+    if flt < int8 * (1 - MIN_SPEEDUP):
         return FLOAT, f"float is {int8 / flt:.1f}x faster than int8 on this CPU"
     if int8 < flt:
         return INT8, f"int8 is {flt / int8:.1f}x faster than float on this CPU"
-    return INT8, f"float is not {100 * MARGIN:.0f}% faster than int8: int8 kept"
+    return INT8, f"float is not {100 * MIN_SPEEDUP:.0f}% faster than int8: int8 kept"
 
 
 def probe_frame(manifest: Manifest, models_dir: Path) -> Any:

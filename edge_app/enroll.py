@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 
 CAMERA_SAMPLES = 5
 CAMERA_TIMEOUT_S = 60.0
-# Kept crops show the whole head (box grown by this fraction of its width), as a person
-# reviewing the gallery would want to see it.
-CROP_MARGIN = 0.4
+# Kept crops show the whole head: the box grown by this fraction of its width, as a person
+# reviewing the gallery would want to see it. (Not the FaceNet crop margin, engine.CROP_MARGIN:
+# these crops are for people, never embedded.)
+KEPT_CROP_GROW = 0.4
 CROP_JPEG_QUALITY = 90
 
 
@@ -167,7 +168,7 @@ def enrolled_as(
 
 def face_crop_jpeg(frame: np.ndarray, box: np.ndarray) -> bytes:
     height, width = frame.shape[:2]
-    grow = (box[2] - box[0]) * CROP_MARGIN / 2
+    grow = (box[2] - box[0]) * KEPT_CROP_GROW / 2
     x1, y1, x2, y2 = np.round(box + np.array([-grow, -grow, grow, grow])).astype(int)
     crop = frame[max(y1, 0) : min(y2, height), max(x1, 0) : min(x2, width)]
     data = encode_jpeg(crop, CROP_JPEG_QUALITY)

@@ -38,8 +38,8 @@ def real_probability(spoof_logits: np.ndarray) -> np.ndarray:
 
     softmax_real = e^r / (e^r + sum_k e^(s_k)) = 1 / (1 + sum_k e^(s_k - r)).
     """
-    margins = np.clip(np.asarray(spoof_logits, np.float64), -80.0, 80.0)
-    return 1.0 / (1.0 + np.exp(margins).sum(axis=-1))
+    differences = np.clip(np.asarray(spoof_logits, np.float64), -80.0, 80.0)
+    return 1.0 / (1.0 + np.exp(differences).sum(axis=-1))
 
 
 def patch_boxes(boxes: np.ndarray, width: int, height: int, scale: float) -> np.ndarray:
