@@ -23,10 +23,18 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 # Open connections: in all (uvicorn's limit_concurrency, beyond which every request is
 # answered 503), and from one client address. A connection has HEAD_TIMEOUT_S to send each
-# request's line and headers; uvicorn itself would wait for them forever.
+# request's line and headers, and then BODY_TIMEOUT_S (more when web.max_upload_mb is raised)
+# for the whole of its body; uvicorn itself would wait for either forever.
 MAX_CONNECTIONS = 64
 PER_ADDRESS_CONNECTIONS = 16
 HEAD_TIMEOUT_S = 10.0
+# The body deadline is sized for the largest body the page takes: a photo upload of
+# web.max_upload_mb, 40 MB by default (edge_app/web/forms.py refuses more). Over a slow home
+# uplink of 1 Mbit/s (ADSL's upstream, a phone on a weak signal through an ssh tunnel) a MB
+# takes 8 s, 40 MB 320 s. UPLOAD_S_PER_MB allows 10 s per MB, a quarter more: 400 s for the
+# default, and proportionally more where web.max_upload_mb is raised (body_timeout_for).
+BODY_TIMEOUT_S = 400.0
+UPLOAD_S_PER_MB = 10.0
 
 
 class WebError(UserError):
@@ -74,13 +82,22 @@ def _refuse(transport: asyncio.Transport, status: int, reason: str, message: str
     transport.close()
 
 
-def guarded_protocol(per_address: int, head_timeout_s: float) -> type[asyncio.Protocol]:
+def body_timeout_for(max_upload_mb: int) -> float:
+    """The body deadline that lets an upload of `max_upload_mb` through a slow home uplink."""
+    return max(BODY_TIMEOUT_S, max_upload_mb * UPLOAD_S_PER_MB)
+
+
+def guarded_protocol(
+    per_address: int, head_timeout_s: float, body_timeout_s: float
+) -> type[asyncio.Protocol]:
     """uvicorn's h11 protocol, guarded against clients that hold connections open.
 
     A client address with `per_address` connections open gets 503 on the next one, at once.
     A request's line and headers must arrive within `head_timeout_s` of the connection
-    opening or of the previous response; otherwise 408 (or, when nothing was sent, a silent
-    close) ends the connection. Together they stop one address from holding all
+    opening or of the previous response, and its whole body within `body_timeout_s` of its
+    headers; otherwise 408 (or, when nothing was sent or a response has begun, a close) ends
+    the connection. The body deadline never cuts a response: one the app is sending when it
+    passes is finished first. Together they stop one address from holding all
     MAX_CONNECTIONS with half-sent requests (docs/WEB.md, "Connections").
     """
     import h11
@@ -88,6 +105,9 @@ def guarded_protocol(per_address: int, head_timeout_s: float) -> type[asyncio.Pr
 
     class GuardedH11Protocol(H11Protocol):
         _head_deadline: asyncio.TimerHandle | None = None
+        _body_deadline: asyncio.TimerHandle | None = None
+        _body_cycle: object = None  # the request (uvicorn's cycle) the body deadline is for
+        _body_overdue = False  # it passed while a response was being sent
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -110,15 +130,24 @@ def guarded_protocol(per_address: int, head_timeout_s: float) -> type[asyncio.Pr
 
         def handle_events(self) -> None:
             super().handle_events()
-            if self.conn.their_state is not h11.IDLE:  # the request's head has arrived
+            state = self.conn.their_state
+            if state is not h11.IDLE:  # the request's head has arrived
                 self._disarm_head_deadline()
+            if state is h11.SEND_BODY:  # its body has not all arrived yet
+                if self._body_cycle is not self.cycle:  # a new request: its own deadline
+                    self._arm_body_deadline()
+            else:
+                self._disarm_body_deadline()
 
         def on_response_complete(self) -> None:
+            if self._body_overdue and self.conn.their_state is h11.SEND_BODY:
+                self._too_slow("body", body_timeout_s)  # the response is out: now close
             self._arm_head_deadline()  # for the next request on this connection
             super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_head_deadline()
+            self._disarm_body_deadline()
             super().connection_lost(exc)
 
         def _arm_head_deadline(self) -> None:
@@ -130,12 +159,47 @@ def guarded_protocol(per_address: int, head_timeout_s: float) -> type[asyncio.Pr
                 self._head_deadline.cancel()
                 self._head_deadline = None
 
+        def _arm_body_deadline(self) -> None:
+            self._disarm_body_deadline()
+            self._body_cycle = self.cycle
+            self._body_deadline = self.loop.call_later(body_timeout_s, self._body_too_slow)
+
+        def _disarm_body_deadline(self) -> None:
+            if self._body_deadline is not None:
+                self._body_deadline.cancel()
+                self._body_deadline = None
+            self._body_cycle = None
+            self._body_overdue = False
+
         def _head_too_slow(self) -> None:
             self._head_deadline = None
+            self._too_slow("headers", head_timeout_s)
+
+        def _body_too_slow(self) -> None:
+            self._body_deadline = None
+            if self.conn.their_state is not h11.SEND_BODY:
+                return
+            if self.conn.our_state is h11.SEND_BODY:  # the app is sending its response
+                self._body_overdue = True  # on_response_complete closes once it is out
+                return
+            self._too_slow("body", body_timeout_s)
+
+        def _too_slow(self, part: str, limit_s: float) -> None:
+            """The request's `part` did not arrive within `limit_s`: end the connection.
+
+            408 when the client began a request and no response to it has begun; a close
+            alone when it never began one (an idle connection), or after a response.
+            """
             if self.transport.is_closing():
                 return
-            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
-                message = f"the request's headers took longer than {head_timeout_s:g} s"
+            conn = self.conn
+            if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
+                self.transport.close()  # nothing was asked: nothing to answer or to log
+                return
+            host = self.client[0] if self.client else None
+            log.warning("web request too slow address=%s part=%s limit_s=%g", host, part, limit_s)
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no response has begun
+                message = f"the request's {part} took longer than {limit_s:g} s"
                 _refuse(self.transport, 408, "Request Timeout", message)
             else:
                 self.transport.close()
@@ -157,6 +221,7 @@ class WebServer:
         config_path: Path | None = None,
         socket_path: Path | None = None,
         head_timeout_s: float = HEAD_TIMEOUT_S,
+        body_timeout_s: float | None = None,
     ) -> None:
         import uvicorn
 
@@ -166,6 +231,8 @@ class WebServer:
         app = create_app(config, config_path=config_path, socket_path=socket_path, tls=self.tls)
         self.app = app
         web = config.web
+        if body_timeout_s is None:
+            body_timeout_s = body_timeout_for(web.max_upload_mb)
         self._uvicorn = uvicorn.Server(
             uvicorn.Config(
                 wrap(app),
@@ -177,7 +244,7 @@ class WebServer:
                 access_log=False,
                 proxy_headers=False,  # client addresses (rate limits, unlock origin) are real
                 server_header=False,
-                http=guarded_protocol(PER_ADDRESS_CONNECTIONS, head_timeout_s),
+                http=guarded_protocol(PER_ADDRESS_CONNECTIONS, head_timeout_s, body_timeout_s),
                 limit_concurrency=MAX_CONNECTIONS,
                 timeout_keep_alive=5,
                 h11_max_incomplete_event_size=64 * 1024,
