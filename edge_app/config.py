@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import math
 import re
 import stat
@@ -27,6 +26,13 @@ from edge_app import paths
 from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
 from edge_app.fusion import EVIDENCE
+from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from here too
+    host_name_problem,
+    name_problem,
+    normal_host,
+    port_problem,
+    read_authority,
+)
 from edge_app.matching import AGGREGATES, LOOKALIKE_MODES
 from edge_app.runtime import BACKENDS, MAX_THREADS
 
@@ -45,13 +51,6 @@ _HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 # The door's control socket (systemd's RuntimeDirectory=edge-app makes /run/edge-app).
 DEFAULT_SOCKET = Path("/run/edge-app/door.sock")
-_LISTEN = re.compile(
-    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$"
-)
-# The host[:port] of an origin (web.public_origin): a name or IPv4 address, or [IPv6].
-_AUTHORITY = re.compile(
-    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))(?::(?P<port>\d{1,5}))?$"
-)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _ORIGIN_EXAMPLE = 'e.g. "https://door.example" or "http://192.0.2.20:8080"'
 
@@ -67,22 +66,6 @@ def uart_pin_problem(pin: int, force_uart_pins: bool) -> str | None:
             f"gpio.pin: {pin} is a UART pin that goes high at boot; choose another "
             "(e.g. 17) or set gpio.force_uart_pins = true"
         )
-    return None
-
-
-def host_name_problem(host: str) -> str | None:
-    """The one rule for a host name the resolver can use (mqtt.host when the config is read
-    and again in edge_app.hub.mqtt.make_client; the host of web.public_origin): None if fine.
-
-    Python's resolver encodes a name with the idna codec, which refuses an empty label (as
-    in `a..b` or `.`) or one of more than 63 characters with UnicodeError, not OSError, so a
-    caller expecting network errors would not catch it (paho's network thread ends on it).
-    """
-    try:
-        host.encode("idna")
-    except UnicodeError as error:
-        reason = str(error.__cause__ or error)
-        return f"{host!r} is not a valid host name ({reason})"
     return None
 
 
@@ -231,12 +214,12 @@ def _pattern(regex: re.Pattern[str], example: str, *, empty: bool = False) -> Ch
 
 def split_listen(value: str) -> tuple[str, int]:
     """("host", port) of a `host:port` or `[ipv6]:port` listen address; ValueError when not."""
-    match = _LISTEN.match(value)
-    if match is None or not 1 <= int(match["port"]) <= 65535:
+    listen = read_authority(value, port_required=True)
+    if listen is None or listen.port is None or port_problem(listen.port) is not None:
         raise ValueError(
             f'{value!r} is not host:port (e.g. "127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080")'
         )
-    return match["ipv6"] or match["host"], int(match["port"])
+    return listen.host, listen.port
 
 
 def split_origin(value: str) -> tuple[str, str, int | None]:
@@ -257,28 +240,19 @@ def split_origin(value: str) -> tuple[str, str, int | None]:
         )
     if "@" in authority:
         raise ValueError(f"{value!r} holds a user name (user@); give only scheme://host[:port]")
-    match = _AUTHORITY.match(authority)
-    if match is None:
+    parsed = read_authority(authority)
+    if parsed is None:
         raise ValueError(f"{value!r}: {authority!r} is not host[:port] ({_ORIGIN_EXAMPLE})")
-    if match["ipv6"] is not None:
-        try:
-            host = ipaddress.IPv6Address(match["ipv6"]).compressed
-        except ValueError:
-            raise ValueError(f"{value!r}: [{match['ipv6']}] is not an IPv6 address") from None
-    else:
-        host = match["host"].lower()
-        problem = host_name_problem(host)
-        if problem is not None:
-            raise ValueError(f"{value!r}: {problem}")
-        if host.rstrip(".").rpartition(".")[2].isdigit():
-            # A browser reads a name ending in a number as an IPv4 address.
-            try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
-                raise ValueError(f"{value!r}: {host!r} is not an IPv4 address") from None
-    port = None if match["port"] is None else int(match["port"])
-    if port is not None and not 1 <= port <= 65535:
-        raise ValueError(f"{value!r}: port {port} is out of range (1 to 65535)")
+    try:
+        host = normal_host(parsed)
+    except ValueError as error:
+        raise ValueError(f"{value!r}: {error}") from None
+    port = parsed.port
+    problem = None if parsed.ipv6 else name_problem(host)
+    if problem is None and port is not None:
+        problem = port_problem(port)
+    if problem is not None:
+        raise ValueError(f"{value!r}: {problem}")
     return scheme, host, None if port == DEFAULT_PORTS[scheme] else port
 
 

@@ -326,6 +326,20 @@ def test_public_origin_is_off_by_default() -> None:
     assert parse_config({}).web.public_origin == ""
 
 
+@pytest.mark.parametrize("host", ["door.0x1", "door.0X", "door.0xff.", "0x7f"])
+def test_a_name_ending_in_a_hex_number_is_read_as_ipv4(host: str) -> None:
+    """The URL standard reads a last label of 0x and hex digits as a number, as it does
+    decimal digits, and the name as an IPv4 address: a browser refuses "https://door.0x1"
+    and turns "https://0x7f" into "https://0.0.0.127", so neither can be the Origin the
+    browser sends. Both used to be accepted as names."""
+    text = errors_of({"web": {"public_origin": f"https://{host}"}})
+    assert f"web.public_origin: 'https://{host}': {host.lower()!r} is not an IPv4 address" in text
+    # A label that is not a number stays a name, as before.
+    assert parse_config({"web": {"public_origin": "https://door.0xg"}}).web.public_origin == (
+        "https://door.0xg"
+    )
+
+
 # --- mqtt.host ---------------------------------------------------------------------------------
 
 

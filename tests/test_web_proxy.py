@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from web_support import PASSWORD, csrf_of, free_port
 
-from edge_app.config import Config, parse_config
+from edge_app.config import Config, host_name_problem, parse_config, split_listen, split_origin
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.web import auth
 from edge_app.web.origins import Origins, split_host
@@ -334,3 +334,402 @@ def test_only_the_public_host_gets_the_public_scheme() -> None:
 )
 def test_host_headers_are_read_strictly(header: str | None, expected: object) -> None:
     assert split_host(header) == expected
+
+
+# --- the host[:port] grammar, characterised ----------------------------------------------------
+#
+# Every input through each of the readers of host[:port]: a Host header (split_host), the
+# authority of an origin (config.split_origin, web.public_origin), the resolver's rule for a
+# name (config.host_name_problem) and a listen address (config.split_listen). The values were
+# recorded from the readers as they were before they shared edge_app.hosts; any change to one of
+# them must show here, as the three defects fixed since do ("Fixed", with the test for each).
+# The deliberate differences stand side by side: a Host header may hold "_", its port is only
+# compared (any 1 to 5 digits) and its name is never resolved; an origin is lower case, IPv6
+# compressed, and refuses "_" and names a browser or resolver refuses; a listen address keeps
+# its host as written and needs a port.
+
+L63 = "a" * 63
+L64 = "a" * 64
+NAME253 = ".".join([L63, L63, L63, "a" * 61])
+NAME254 = NAME253 + "a"
+# The origin column: (host, port) of "https://" + text, or the error's text after the origin's
+# repr; SYNTAX for "'https://<text>': '<text>' is not host[:port] (e.g. ...)".
+SYNTAX = "syntax"
+ORIGIN_EXAMPLE = '(e.g. "https://door.example" or "http://192.0.2.20:8080")'
+LISTEN_EXAMPLE = '(e.g. "127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080")'
+PATH = (
+    " has a path, query or fragment; give only scheme://host[:port] (the page is served at the "
+    'root; e.g. "https://door.example" or "http://192.0.2.20:8080")'
+)
+
+# (text, split_host, split_origin("https://" + text), host_name_problem's reason, split_listen)
+HOST_GRAMMAR: list[tuple[str, object, object, str | None, object]] = [
+    ("door.example", ("door.example", None), ("door.example", None), None, None),
+    ("Door.Example", ("door.example", None), ("door.example", None), None, None),
+    (
+        "DOOR.EXAMPLE:8080",
+        ("door.example", 8080),
+        ("door.example", 8080),
+        None,
+        ("DOOR.EXAMPLE", 8080),
+    ),
+    ("localhost", ("localhost", None), ("localhost", None), None, None),
+    ("LOCALHOST", ("localhost", None), ("localhost", None), None, None),
+    ("a", ("a", None), ("a", None), None, None),
+    ("a-b.c", ("a-b.c", None), ("a-b.c", None), None, None),
+    ("-a.b", ("-a.b", None), ("-a.b", None), None, None),
+    ("a-.b", ("a-.b", None), ("a-.b", None), None, None),
+    (
+        "xn--bcher-kva.example",
+        ("xn--bcher-kva.example", None),
+        ("xn--bcher-kva.example", None),
+        None,
+        None,
+    ),
+    ("xn--zz.example", ("xn--zz.example", None), ("xn--zz.example", None), None, None),
+    ("door.example.", ("door.example.", None), ("door.example.", None), None, None),
+    (
+        "door.example..",
+        ("door.example..", None),
+        ": 'door.example..' is not a valid host name (label empty or too long)",
+        "label empty or too long",
+        None,
+    ),
+    (
+        ".door.example",
+        (".door.example", None),
+        ": '.door.example' is not a valid host name (label empty or too long)",
+        "label empty or too long",
+        None,
+    ),
+    (
+        "a..b",
+        ("a..b", None),
+        ": 'a..b' is not a valid host name (label empty or too long)",
+        "label empty or too long",
+        None,
+    ),
+    (
+        ".",
+        (".", None),
+        ": '.' is not a valid host name (label empty or too long)",
+        "label empty or too long",
+        None,
+    ),
+    (
+        "..",
+        ("..", None),
+        ": '..' is not a valid host name (label empty or too long)",
+        "label empty or too long",
+        None,
+    ),
+    ("1door.example", ("1door.example", None), ("1door.example", None), None, None),
+    ("door.123", ("door.123", None), ": 'door.123' is not an IPv4 address", None, None),
+    ("door.1e", ("door.1e", None), ("door.1e", None), None, None),
+    ("123", ("123", None), ": '123' is not an IPv4 address", None, None),
+    ("0x7f.1", ("0x7f.1", None), ": '0x7f.1' is not an IPv4 address", None, None),
+    ("127.1", ("127.1", None), ": '127.1' is not an IPv4 address", None, None),
+    # Fixed: was accepted as an origin (test_a_name_ending_in_a_hex_number_is_read_as_ipv4).
+    ("door.0x1", ("door.0x1", None), ": 'door.0x1' is not an IPv4 address", None, None),
+    ("door.0X", ("door.0x", None), ": 'door.0x' is not an IPv4 address", None, None),
+    ("door.0xff.", ("door.0xff.", None), ": 'door.0xff.' is not an IPv4 address", None, None),
+    ("door.0xg", ("door.0xg", None), ("door.0xg", None), None, None),
+    ("0x7f.0.0.1", ("0x7f.0.0.1", None), ": '0x7f.0.0.1' is not an IPv4 address", None, None),
+    (
+        "door.example.:8080",
+        ("door.example.", 8080),
+        ("door.example.", 8080),
+        None,
+        ("door.example.", 8080),
+    ),
+    ("door_1.example", ("door_1.example", None), SYNTAX, None, None),
+    ("_dmarc.example", ("_dmarc.example", None), SYNTAX, None, None),
+    ("_", ("_", None), SYNTAX, None, None),
+    ("a_b:8080", ("a_b", 8080), SYNTAX, None, None),
+    ("_.:1", ("_.", 1), SYNTAX, None, None),
+    ("127.0.0.1", ("127.0.0.1", None), ("127.0.0.1", None), None, None),
+    ("127.0.0.1.", ("127.0.0.1.", None), ": '127.0.0.1.' is not an IPv4 address", None, None),
+    ("256.0.0.1", ("256.0.0.1", None), ": '256.0.0.1' is not an IPv4 address", None, None),
+    ("1.2.3.4.5", ("1.2.3.4.5", None), ": '1.2.3.4.5' is not an IPv4 address", None, None),
+    ("01.02.03.04", ("01.02.03.04", None), ": '01.02.03.04' is not an IPv4 address", None, None),
+    ("192.0.2.20:8080", ("192.0.2.20", 8080), ("192.0.2.20", 8080), None, ("192.0.2.20", 8080)),
+    ("0.0.0.0", ("0.0.0.0", None), ("0.0.0.0", None), None, None),
+    ("0.0.0.0:8080", ("0.0.0.0", 8080), ("0.0.0.0", 8080), None, ("0.0.0.0", 8080)),
+    ("127.0.0.1:8080", ("127.0.0.1", 8080), ("127.0.0.1", 8080), None, ("127.0.0.1", 8080)),
+    (L63 + ".example", (L63 + ".example", None), (L63 + ".example", None), None, None),
+    (
+        L64 + ".example",
+        (L64 + ".example", None),
+        ": '" + L64 + ".example' is not a valid host name (label empty or too long)",
+        "label empty or too long",
+        None,
+    ),
+    (NAME253, (NAME253, None), (NAME253, None), None, None),
+    (NAME254, (NAME254, None), (NAME254, None), None, None),
+    (NAME253 + ":8080", (NAME253, 8080), (NAME253, 8080), "label too long", (NAME253, 8080)),
+    ("bücher.example", None, SYNTAX, None, None),
+    ("ドア.example", None, SYNTAX, None, None),
+    ("door.exa\u200bmple", None, SYNTAX, None, None),
+    ("１２７.0.0.1", None, SYNTAX, None, None),
+    # Fixed: other scripts' digits were read as a port (test_a_port_is_ascii_digits).
+    ("door.example:٨٠", None, SYNTAX, None, None),
+    ("door.example:８０", None, SYNTAX, None, None),
+    ("[::١]", None, SYNTAX, None, None),
+    ("127.0.0.1:٨٠٨٠", None, SYNTAX, None, None),  # fixed, as above
+    (" door.example", None, SYNTAX, None, None),
+    ("door.example ", None, SYNTAX, None, None),
+    ("door .example", None, SYNTAX, None, None),
+    ("door.example\t", None, SYNTAX, None, None),
+    # Fixed: one trailing newline was let through (test_a_trailing_newline_is_not_host_port).
+    ("door.example\n", None, SYNTAX, None, None),
+    ("door.example:8080\n", None, SYNTAX, None, None),
+    ("door.example\r\n", None, SYNTAX, None, None),
+    ("\ndoor.example", None, SYNTAX, None, None),
+    ("door.example\x00", None, SYNTAX, None, None),
+    ("[::1]\n", None, SYNTAX, None, None),  # fixed, as above
+    (
+        "user@door.example",
+        None,
+        " holds a user name (user@); give only scheme://host[:port]",
+        None,
+        None,
+    ),
+    (
+        "user:pw@door.example",
+        None,
+        " holds a user name (user@); give only scheme://host[:port]",
+        None,
+        None,
+    ),
+    (
+        "@door.example",
+        None,
+        " holds a user name (user@); give only scheme://host[:port]",
+        None,
+        None,
+    ),
+    (
+        "door.example@",
+        None,
+        " holds a user name (user@); give only scheme://host[:port]",
+        None,
+        None,
+    ),
+    ("door.example/", None, ("door.example", None), None, None),
+    ("door.example/path", None, PATH, None, None),
+    ("door.example?q", None, PATH, None, None),
+    ("door.example#f", None, PATH, None, None),
+    ("door.example\\x", None, SYNTAX, None, None),
+    ("%64oor.example", None, SYNTAX, None, None),
+    ("door%2eexample", None, SYNTAX, None, None),
+    ("door.example;x", None, SYNTAX, None, None),
+    ("door,example", None, SYNTAX, None, None),
+    ("door.example:0", ("door.example", 0), ": port 0 is out of range (1 to 65535)", None, None),
+    ("door.example:1", ("door.example", 1), ("door.example", 1), None, ("door.example", 1)),
+    ("door.example:80", ("door.example", 80), ("door.example", 80), None, ("door.example", 80)),
+    (
+        "door.example:443",
+        ("door.example", 443),
+        ("door.example", None),
+        None,
+        ("door.example", 443),
+    ),
+    (
+        "door.example:65535",
+        ("door.example", 65535),
+        ("door.example", 65535),
+        None,
+        ("door.example", 65535),
+    ),
+    (
+        "door.example:65536",
+        ("door.example", 65536),
+        ": port 65536 is out of range (1 to 65535)",
+        None,
+        None,
+    ),
+    (
+        "door.example:99999",
+        ("door.example", 99999),
+        ": port 99999 is out of range (1 to 65535)",
+        None,
+        None,
+    ),
+    ("door.example:100000", None, SYNTAX, None, None),
+    (
+        "door.example:08080",
+        ("door.example", 8080),
+        ("door.example", 8080),
+        None,
+        ("door.example", 8080),
+    ),
+    ("door.example:00080", ("door.example", 80), ("door.example", 80), None, ("door.example", 80)),
+    ("door.example:", None, SYNTAX, None, None),
+    ("door.example:-1", None, SYNTAX, None, None),
+    ("door.example:+80", None, SYNTAX, None, None),
+    ("door.example: 80", None, SYNTAX, None, None),
+    ("door.example:8080:", None, SYNTAX, None, None),
+    ("door.example:80a", None, SYNTAX, None, None),
+    ("door.example:80:80", None, SYNTAX, None, None),
+    ("127.0.0.1:0", ("127.0.0.1", 0), ": port 0 is out of range (1 to 65535)", None, None),
+    (
+        "127.0.0.1:65536",
+        ("127.0.0.1", 65536),
+        ": port 65536 is out of range (1 to 65535)",
+        None,
+        None,
+    ),
+    (":", None, SYNTAX, None, None),
+    (":8080", None, SYNTAX, None, None),
+    ("[::1]", ("::1", None), ("::1", None), None, None),
+    ("[::1]:8080", ("::1", 8080), ("::1", 8080), None, ("::1", 8080)),
+    ("[::1]:0", ("::1", 0), ": port 0 is out of range (1 to 65535)", None, None),
+    ("[::1]:65535", ("::1", 65535), ("::1", 65535), None, ("::1", 65535)),
+    ("[::1]:65536", ("::1", 65536), ": port 65536 is out of range (1 to 65535)", None, None),
+    ("[0:0::1]", ("::1", None), ("::1", None), None, None),
+    ("[0:0:0:0:0:0:0:1]", ("::1", None), ("::1", None), None, None),
+    ("[::]", ("::", None), ("::", None), None, None),
+    ("[::]:8080", ("::", 8080), ("::", 8080), None, ("::", 8080)),
+    ("[2001:DB8::1]", ("2001:db8::1", None), ("2001:db8::1", None), None, None),
+    ("[2001:db8::1]:443", ("2001:db8::1", 443), ("2001:db8::1", None), None, ("2001:db8::1", 443)),
+    ("[::ffff:127.0.0.1]", ("::ffff:7f00:1", None), ("::ffff:7f00:1", None), None, None),
+    ("[::ffff:7f00:1]", ("::ffff:7f00:1", None), ("::ffff:7f00:1", None), None, None),
+    ("[::g]", None, SYNTAX, None, None),
+    ("[:::]", None, ": [:::] is not an IPv6 address", None, None),
+    ("[1:2]", None, ": [1:2] is not an IPv6 address", None, None),
+    ("[1:2:3:4:5:6:7:8:9]", None, ": [1:2:3:4:5:6:7:8:9] is not an IPv6 address", None, None),
+    ("[fe80::1%eth0]", None, SYNTAX, None, None),
+    ("[fe80::1%25eth0]", None, SYNTAX, None, None),
+    ("[]", None, SYNTAX, None, None),
+    ("[", None, SYNTAX, None, None),
+    ("]", None, SYNTAX, None, None),
+    ("[::1", None, SYNTAX, None, None),
+    ("::1]", None, SYNTAX, None, None),
+    ("::1", None, SYNTAX, None, None),
+    ("::1:8080", None, SYNTAX, None, None),
+    ("2001:db8::1", None, SYNTAX, None, None),
+    ("[[::1]]", None, SYNTAX, None, None),
+    ("[::1]:", None, SYNTAX, None, None),
+    ("[::1]8080", None, SYNTAX, None, None),
+    ("[127.0.0.1]", None, ": [127.0.0.1] is not an IPv6 address", None, None),
+    ("[v1.x]", None, SYNTAX, None, None),
+    ("[::1] ", None, SYNTAX, None, None),
+    (" [::1]", None, SYNTAX, None, None),
+    ("[ ::1]", None, SYNTAX, None, None),
+    ("", None, SYNTAX, None, None),
+    (" ", None, SYNTAX, None, None),
+]
+
+
+@pytest.mark.parametrize(("text", "host", "origin", "name", "listen"), HOST_GRAMMAR)
+def test_the_host_grammar_is_read_as_recorded(
+    text: str, host: object, origin: object, name: str | None, listen: object
+) -> None:
+    assert split_host(text) == host
+
+    url = "https://" + text
+    if isinstance(origin, tuple):
+        assert split_origin(url) == ("https", *origin)
+    else:
+        with pytest.raises(ValueError) as caught:
+            split_origin(url)
+        if origin == SYNTAX:
+            assert str(caught.value) == f"{url!r}: {text!r} is not host[:port] {ORIGIN_EXAMPLE}"
+        else:
+            assert str(caught.value) == f"{url!r}{origin}"
+
+    problem = host_name_problem(text)
+    assert problem == (None if name is None else f"{text!r} is not a valid host name ({name})")
+
+    if listen is None:
+        with pytest.raises(ValueError) as caught:
+            split_listen(text)
+        assert str(caught.value) == f"{text!r} is not host:port {LISTEN_EXAMPLE}"
+    else:
+        assert split_listen(text) == listen
+
+
+# (origin, split_origin's answer or its error's whole text): the scheme, path and user parts.
+ORIGIN_PARTS: list[tuple[str, object]] = [
+    ("https://door.example/", ("https", "door.example", None)),
+    ("HTTPS://DOOR.EXAMPLE", ("https", "door.example", None)),
+    ("https://door.example:443", ("https", "door.example", None)),
+    ("http://door.example:80", ("http", "door.example", None)),
+    ("http://door.example:443", ("http", "door.example", 443)),
+    ("https://door.example//", "'https://door.example//'" + PATH),
+    ("https://door.example/?", "'https://door.example/?'" + PATH),
+    (
+        "https://user@door.example",
+        "'https://user@door.example' holds a user name (user@); give only scheme://host[:port]",
+    ),
+    (
+        "https://door.example@evil.example",
+        "'https://door.example@evil.example' holds a user name (user@); give only scheme://host[:port]",
+    ),
+    (
+        "https://door.example:8443@evil.example",
+        "'https://door.example:8443@evil.example' holds a user name (user@); give only scheme://host[:port]",
+    ),
+    (
+        "ftp://door.example",
+        "'ftp://door.example' is not an http:// or https:// origin " + ORIGIN_EXAMPLE,
+    ),
+    ("door.example", "'door.example' is not an http:// or https:// origin " + ORIGIN_EXAMPLE),
+    (
+        "https:/door.example",
+        "'https:/door.example' is not an http:// or https:// origin " + ORIGIN_EXAMPLE,
+    ),
+    ("https://door.example#", "'https://door.example#'" + PATH),
+    ("https://[::1]:443/", ("https", "::1", None)),
+    ("http://[::1]:80", ("http", "::1", None)),
+    ("https://door.example:443/x", "'https://door.example:443/x'" + PATH),
+    ("https://", "'https://': '' is not host[:port] " + ORIGIN_EXAMPLE),
+    ("https:///", "'https:///': '' is not host[:port] " + ORIGIN_EXAMPLE),
+    (
+        "https://door_1.example",
+        "'https://door_1.example': 'door_1.example' is not host[:port] " + ORIGIN_EXAMPLE,
+    ),
+    (  # fixed: was accepted (test_a_trailing_newline_is_not_host_port)
+        "https://door.example\n",
+        "'https://door.example\\n': 'door.example\\n' is not host[:port] " + ORIGIN_EXAMPLE,
+    ),
+    ("https://door.example/\n", "'https://door.example/\\n'" + PATH),
+    (
+        " https://door.example",
+        "' https://door.example' is not an http:// or https:// origin " + ORIGIN_EXAMPLE,
+    ),
+]
+
+
+@pytest.mark.parametrize(("origin", "expected"), ORIGIN_PARTS)
+def test_an_origin_s_other_parts_are_read_as_recorded(origin: str, expected: object) -> None:
+    if isinstance(expected, tuple):
+        assert split_origin(origin) == expected
+    else:
+        with pytest.raises(ValueError) as caught:
+            split_origin(origin)
+        assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("port", ["٨٠", "８０", "8٠"])
+def test_a_port_is_ascii_digits(port: str) -> None:
+    """`\\d` matched any script's digits and int() read them: "door.example:٨٠" was port 80 in
+    a Host header, an origin (stored as "https://door.example:80") and a listen address. A
+    browser's URL parser refuses such a port; so does every reader now."""
+    assert split_host(f"door.example:{port}") is None
+    with pytest.raises(ValueError, match="is not host\\[:port\\]"):
+        split_origin(f"https://door.example:{port}")
+    with pytest.raises(ValueError, match="is not host:port"):
+        split_listen(f"127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("text", ["door.example\n", "door.example:8080\n", "[::1]:8080\n"])
+def test_a_trailing_newline_is_not_host_port(text: str) -> None:
+    """`$` also matches before a string's last newline, so one trailing "\\n" (and only that:
+    not "\\r\\n", a tab or a space) was let through and dropped. Now no reader takes it."""
+    assert split_host(text) is None
+    with pytest.raises(ValueError, match="is not host\\[:port\\]"):
+        split_origin("https://" + text)
+    with pytest.raises(ValueError, match="is not host:port"):
+        split_listen(text)
+    assert split_host(text.rstrip("\n")) is not None  # the same without it is fine

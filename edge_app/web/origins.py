@@ -25,30 +25,25 @@ with the Host as sent.
 from __future__ import annotations
 
 import ipaddress
-import re
 
 from edge_app.config import DEFAULT_PORTS, Config, split_listen, split_origin
+from edge_app.hosts import normal_host, read_authority
 from edge_app.web.server import is_loopback
-
-# A Host header: a name or IPv4 address, or [IPv6], and an optional port.
-_HOST = re.compile(
-    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?$"
-)
 
 
 def split_host(header: str | None) -> tuple[str, int | None] | None:
     """(host, port) of a Host header, the host lower case and an IPv6 address compressed
-    without brackets; None when there is no header or it is not host[:port]."""
-    match = _HOST.match(header or "")
-    if match is None:
+    without brackets; None when there is no header or it is not host[:port].
+
+    The grammar is edge_app.hosts', with a Host header's own leniencies: a name may hold "_",
+    and the port is any 1 to 5 digits (it is only compared, never used)."""
+    host = read_authority(header or "", underscore=True)
+    if host is None:
         return None
-    port = None if match["port"] is None else int(match["port"])
-    if match["ipv6"] is not None:
-        try:
-            return ipaddress.IPv6Address(match["ipv6"]).compressed, port
-        except ValueError:
-            return None
-    return match["name"].lower(), port
+    try:
+        return normal_host(host), host.port
+    except ValueError:  # the brackets hold no IPv6 address
+        return None
 
 
 def _same_host(name: str) -> str:
