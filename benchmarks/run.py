@@ -163,6 +163,18 @@ def edgetpu_status(models: Path, env: dict[str, str]) -> str:
     return lines[-1] if lines else f"probe failed: {result.stderr.strip()[-200:]}"
 
 
+def model_options(args: argparse.Namespace) -> list[str]:
+    """The int8 and float models folders and the threads, as a child benchmark takes them."""
+    return [
+        "--models",
+        str(args.models),
+        "--float-models",
+        str(args.float_models),
+        "--threads",
+        str(args.threads),
+    ]
+
+
 def worker_command(system: str, args: argparse.Namespace, frames: Path) -> list[str]:
     return [
         sys.executable,
@@ -171,12 +183,7 @@ def worker_command(system: str, args: argparse.Namespace, frames: Path) -> list[
         system,
         "--frames",
         str(frames),
-        "--models",
-        str(args.models),
-        "--float-models",
-        str(args.float_models),
-        "--threads",
-        str(args.threads),
+        *model_options(args),
         "--min-face",
         str(args.min_face),
     ]
@@ -649,18 +656,7 @@ def main() -> None:
     summaries = summarise(raw, args)
     delegate = delegation(args.models, args.float_models, args.threads, 20 if args.quick else 50)
     batched = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.fastpath",
-            "--batching",
-            "--models",
-            str(args.models),
-            "--float-models",
-            str(args.float_models),
-            "--threads",
-            str(args.threads),
-        ],
+        [sys.executable, "-m", "benchmarks.fastpath", "--batching", *model_options(args)],
         capture_output=True,
         text=True,
         env=env,

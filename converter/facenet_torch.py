@@ -24,9 +24,9 @@ import numpy as np
 
 from converter.mtcnn_models import SourceError
 from converter.sources import FACENET_SIZE
+from converter.torch_keras import KerasFromState
 from converter.torch_weights import (
     BN_PARAMS,
-    bn_fold,
     float32_arrays,
     import_torch,
     load_checkpoint,
@@ -86,18 +86,10 @@ class _Shapes:
         return EMBEDDING_WIDTH
 
 
-class _Keras:
+class _Keras(KerasFromState):
     """The architecture as Keras layers, with BatchNorm and residual scales folded in."""
 
-    def __init__(self, state: Mapping[str, np.ndarray]) -> None:
-        import tensorflow as tf
-
-        self.layers = tf.keras.layers
-        self.state = state
-
-    def _bn_fold(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel (multiplier, bias) of an eval-mode BatchNorm: y = x * m + b."""
-        return bn_fold(self.state, name, BN_EPS)
+    bn_eps = BN_EPS
 
     def _conv(self, x: Any, name: str, kernel: np.ndarray, bias: np.ndarray, **options: Any) -> Any:
         """Conv2D with the given weights; PyTorch's (out, in, kh, kw) becomes (kh, kw, in, out)."""

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from converter.mtcnn_models import SourceError
+from converter.torch_keras import KerasFromState
 from converter.torch_weights import (
     BN_PARAMS,
-    bn_fold,
     float32_arrays,
     load_checkpoint,
     names,
@@ -146,18 +146,10 @@ class _Shapes:
         return SPOOF_LOGITS
 
 
-class _Keras:
+class _Keras(KerasFromState):
     """The architecture as Keras layers, with every BatchNorm and the linear head folded."""
 
-    def __init__(self, state: Mapping[str, np.ndarray]) -> None:
-        import tensorflow as tf
-
-        self.layers = tf.keras.layers
-        self.state = state
-
-    def _bn_fold(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel (multiplier, bias) of an eval-mode BatchNorm: y = x * m + b."""
-        return bn_fold(self.state, name, BN_EPS)
+    bn_eps = BN_EPS
 
     def _folded(self, name: str, bn: str) -> tuple[np.ndarray, np.ndarray]:
         """Conv weight (out, in, kh, kw) with the BatchNorm after it folded in, and its bias."""

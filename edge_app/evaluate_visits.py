@@ -159,32 +159,6 @@ def enrol(
     return person
 
 
-def door_config(
-    clip: VisitClip,
-    gallery: Path,
-    folder: Path,
-    liveness: str | None,
-    policy: dict[str, Any] | None = None,
-    recognition: dict[str, Any] | None = None,
-    tracking: dict[str, Any] | None = None,
-) -> Any:
-    data: dict[str, Any] = {
-        "policy": dict(policy or {}),
-        "tracking": dict(tracking or {}),
-        "recognition": dict(recognition or {}),
-        "camera": {"source": str(clip.path), "fps": clip.fps},
-        "gallery": {"path": str(gallery)},
-        "gpio": {"pin": PIN, "pulse_seconds": PULSE_SECONDS, "factory": "mock"},
-        "events": {"db": str(folder / "events.db"), "jsonl": str(folder / "events.jsonl")},
-        "hub": {"socket": ""},  # no control socket: nothing outside this run sees it
-    }
-    # LFW clips are stills: a liveness check would (rightly) refuse them, so it only logs
-    # here; without a liveness model it is off (said in the report).
-    if "liveness" in SECTIONS:
-        data["liveness"] = {"mode": liveness or "off"}
-    return parse_config(data)
-
-
 def play(
     engine: Any,
     clip: VisitClip,
@@ -201,8 +175,24 @@ def play(
 
     from edge_app.daemon import Daemon
 
-    config = door_config(clip, gallery, folder, liveness, policy, recognition, tracking)
-    for path in (config.events.db, config.events.jsonl):
+    data: dict[str, Any] = {
+        "policy": dict(policy or {}),
+        "tracking": dict(tracking or {}),
+        "recognition": dict(recognition or {}),
+        "camera": {"source": str(clip.path), "fps": clip.fps},
+        "gallery": {"path": str(gallery)},
+        "gpio": {"pin": PIN, "pulse_seconds": PULSE_SECONDS, "factory": "mock"},
+        "events": {"db": str(folder / "events.db"), "jsonl": str(folder / "events.jsonl")},
+        "hub": {"socket": ""},  # no control socket: nothing outside this run sees it
+    }
+    # LFW clips are stills: a liveness check would (rightly) refuse them, so it only logs
+    # here; without a liveness model it is off (said in the report).
+    if "liveness" in SECTIONS:
+        data["liveness"] = {"mode": liveness or "off"}
+    config = parse_config(data)
+    db, jsonl = config.events.db, config.events.jsonl
+    assert db is not None and jsonl is not None  # both given above
+    for path in (db, jsonl):
         path.unlink(missing_ok=True)
     daemon = Daemon(config, engine=engine, pin_factory=MockFactory())
     code = daemon.run()
@@ -210,7 +200,7 @@ def play(
         raise KeyboardInterrupt
     if code != 0:
         raise RuntimeError(f"the door exited with {code} on {clip.path}")
-    lines = config.events.jsonl.read_text().splitlines() if config.events.jsonl.exists() else []
+    lines = jsonl.read_text().splitlines() if jsonl.exists() else []
     return [json.loads(line) for line in lines], daemon.metrics
 
 

@@ -343,18 +343,12 @@ def load_manifest(models_dir: Path) -> Manifest:
 
 def verify_files(manifest: Manifest, models_dir: Path, edgetpu: bool = False) -> list[str]:
     """Problems with the model files on disk (missing or hash mismatch); empty when all good."""
-    problems = []
+    entries: list[tuple[str, str, str]] = []
     for name, spec in manifest.models.items():
-        entries = [(spec.file, spec.sha256)]
+        entries.append((name, spec.file, spec.sha256))
         if edgetpu and spec.edgetpu is not None:
-            entries.append((spec.edgetpu.file, spec.edgetpu.sha256))
-        for file, expected in entries:
-            path = Path(models_dir) / file
-            if not path.is_file():
-                problems.append(f"{name}: {file} is missing")
-            elif sha256_file(path) != expected:
-                problems.append(f"{name}: {file} does not match its sha256 in the manifest")
-    return problems
+            entries.append((name, spec.edgetpu.file, spec.edgetpu.sha256))
+    return _file_problems(models_dir, entries)
 
 
 def verify_float_cascade(manifest: Manifest, models_dir: Path) -> list[str]:
@@ -365,6 +359,12 @@ def verify_float_cascade(manifest: Manifest, models_dir: Path) -> list[str]:
         return []
     entries = [(f"float {name}", s.file, s.sha256) for name, s in section.models.items()]
     entries.append(("float probe", section.probe, section.probe_sha256))
+    return _file_problems(models_dir, entries)
+
+
+def _file_problems(models_dir: Path, entries: list[tuple[str, str, str]]) -> list[str]:
+    """The problems of `entries`, each (label, file, sha256): a file missing from
+    `models_dir`, or one that does not match its sha256."""
     problems = []
     for name, file, expected in entries:
         path = Path(models_dir) / file

@@ -112,12 +112,17 @@ def visit(before: int = 3, stay: int = 8, after: int = 20) -> list[int]:
     return [NOBODY] * before + [ADA] * stay + [NOBODY] * after
 
 
-@pytest.fixture
-def gallery(tmp_path: Path) -> Path:
-    path = tmp_path / "gallery.db"
+def gallery_of_ada(folder: Path) -> Path:
+    """FOLDER/gallery.db with Ada enrolled from one sample, her embedding."""
+    path = folder / "gallery.db"
     with Gallery.open(path, create=True) as db:
         db.enroll(NAME, [NewSample(EMBEDDINGS[ADA], "0" * 64)])
     return path
+
+
+@pytest.fixture
+def gallery(tmp_path: Path) -> Path:
+    return gallery_of_ada(tmp_path)
 
 
 def door(tmp_path: Path, gallery: Path, frames: Path, **sections: dict) -> Config:

@@ -30,6 +30,7 @@ from test_daemon_fast import (
     STRANGER,
     ScriptedEngine,
     door,
+    gallery_of_ada,
     jsonl,
     states,
     unit,
@@ -42,7 +43,6 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.events import read_events
 from edge_app.faces import Faces
-from edge_app.gallery import Gallery, NewSample
 from edge_app.liveness_rule import LiveRule
 from edge_app.policy import (
     LIVE_DOUBT,
@@ -238,10 +238,7 @@ def _typed(engine: LiveScriptedEngine) -> FaceEngine:
 
 @pytest.fixture
 def gallery(tmp_path: Path) -> Path:
-    path = tmp_path / "gallery.db"
-    with Gallery.open(path, create=True) as db:
-        db.enroll(NAME, [NewSample(EMBEDDINGS[ADA], "0" * 64)])
-    return path
+    return gallery_of_ada(tmp_path)
 
 
 def run(tmp_path: Path, gallery: Path, codes: list[int], **sections: dict) -> MockFactory:

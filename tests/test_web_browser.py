@@ -20,11 +20,9 @@ from web_support import (
     free_port,
     log_in,
     screenshot,
-    set_password,
-    start_hub,
-    stop_hub,
+    served_hub,
     submit,
-    web_section,
+    write_door_config,
 )
 
 PAGES = ["/", "/people", "/events", "/health", "/unlock"]
@@ -46,25 +44,11 @@ def browser() -> Iterator:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     folder = tmp_path_factory.mktemp("hub")
-    state = folder / "state"
     port = free_port()
-    config = folder / "door.toml"
-    config.write_text(
-        f"""
-[gallery]
-path = "{state / "gallery.db"}"
-[events]
-db = "{state / "events.db"}"
-[hub]
-socket = "{folder / "door.sock"}"
-{web_section(state, port)}"""
-    )
-    set_password(config)
-    process = start_hub(config, f"http://127.0.0.1:{port}", folder / "hub.log")
-    try:
-        yield Hub(f"http://127.0.0.1:{port}", process, folder, config)
-    finally:
-        stop_hub(process)
+    config = write_door_config(folder, port)
+    url = f"http://127.0.0.1:{port}"
+    with served_hub(config, url, folder / "hub.log") as process:
+        yield Hub(url, process, folder, config)
 
 
 def test_every_page_sends_the_browser_to_login(hub: Hub, browser) -> None:

@@ -27,11 +27,9 @@ from web_support import (
     hub_environment,
     log_in,
     screenshot,
-    set_password,
-    start_hub,
-    stop_hub,
+    served_hub,
     submit,
-    web_section,
+    write_door_config,
 )
 
 PERSON = "Ricardo Lagos"
@@ -100,36 +98,25 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
     folder = tmp_path_factory.mktemp("web-e2e")
     state = folder / "state"
     port = free_port()
-    config = folder / "door.toml"
-    config.write_text(
-        f"""
-[camera]
+    config = write_door_config(
+        folder,
+        port,
+        sections="""[camera]
 source = "@CLIP@"
-[gallery]
-path = "{state / "gallery.db"}"
 [gpio]
 pin = 17
 pulse_seconds = 0.5
 factory = "mock"
 [policy]
-cooldown_seconds = 30
-[events]
-db = "{state / "events.db"}"
-snapshots = "{state / "snapshots"}"
-[hub]
-socket = "{folder / "door.sock"}"
-allow_unlock = true
-{web_section(state, port)}"""
+cooldown_seconds = 30""",
+        events=f'snapshots = "{state / "snapshots"}"\n',
+        hub="allow_unlock = true\n",
     )
     hub_config = folder / "hub.toml"
     hub_config.write_text(config.read_text().replace("@CLIP@", "auto"))
-    set_password(hub_config)
     url = f"http://127.0.0.1:{port}"
-    hub = start_hub(hub_config, url, folder / "hub.log")
-    try:
+    with served_hub(hub_config, url, folder / "hub.log"):
         yield Door(folder, config, url, state / "events.db", folder / "screenshots")
-    finally:
-        stop_hub(hub)
 
 
 def wait_for(browser, css: str, timeout: float = 180.0):

@@ -17,6 +17,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -145,6 +146,27 @@ remote_unlock = true
 """
 
 
+def write_door_config(
+    folder: Path, port: int, *, sections: str = "", events: str = "", hub: str = ""
+) -> Path:
+    """FOLDER/door.toml for a test door: its gallery, events and web password under
+    FOLDER/state, its control socket FOLDER/door.sock, its web page on loopback `port`.
+    `sections` adds whole sections; `events` and `hub` add lines to those two."""
+    state = folder / "state"
+    config = folder / "door.toml"
+    config.write_text(
+        f"""{sections}
+[gallery]
+path = "{state / "gallery.db"}"
+[events]
+db = "{state / "events.db"}"
+{events}[hub]
+socket = "{folder / "door.sock"}"
+{hub}{web_section(state, port)}"""
+    )
+    return config
+
+
 def set_password(config: Path) -> None:
     """`edge-app hub passwd --stdin` with PASSWORD, as an admin would set it."""
     subprocess.run(
@@ -187,6 +209,17 @@ def stop_hub(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def served_hub(config: Path, url: str, log: Path) -> Iterator[subprocess.Popen]:
+    """The hub of `config` with PASSWORD set, serving `url` until the block ends."""
+    set_password(config)
+    process = start_hub(config, url, log)
+    try:
+        yield process
+    finally:
+        stop_hub(process)
 
 
 _OLD_PAGE_MARK = "__edgeAppOldPage"

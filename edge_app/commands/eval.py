@@ -141,8 +141,7 @@ def _run_liveness(args: argparse.Namespace) -> int:
     from edge_app.evaluate_liveness import evaluate_liveness, format_report
     from edge_app.liveness_rule import manifest_threshold
 
-    if not args.data.is_dir():
-        raise UserError(f"--data {args.data}: not a folder")
+    _check_data(args)
     if args.min_live_frames < 1 or args.min_live_frames > 10:
         raise UserError(f"--min-live-frames {args.min_live_frames}: must be 1 to 10")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -155,7 +154,7 @@ def _run_liveness(args: argparse.Namespace) -> int:
         threshold = manifest_threshold(engine.manifest)
     result = evaluate_liveness(engine, args.data, threshold, args.min_live_frames, subjects)
     sys.stdout.write(format_report(result))
-    if args.json:
+    if args.json:  # not _show: its JSON (a second leave-one-out pass) only when asked for
         write_report(args.json, result.to_json())
     return 0
 
@@ -171,6 +170,14 @@ def _nuaa_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--subjects", help="comma-separated subject ids to use (default: all), e.g. 0001,0002"
     )
+
+
+def _check_data(args: argparse.Namespace) -> None:
+    """Refuse a --data that is not a folder, before any work."""
+    from edge_app.errors import UserError
+
+    if not args.data.is_dir():
+        raise UserError(f"--data {args.data}: not a folder")
 
 
 def _subjects(text: str | None) -> set[str] | None:
@@ -249,11 +256,9 @@ def _register_door(sub: argparse._SubParsersAction) -> None:
 
 def _run_door(args: argparse.Namespace) -> int:
     from edge_app.config import parse_config
-    from edge_app.errors import UserError
     from edge_app.evaluate_door import evaluate_door, table
 
-    if not args.data.is_dir():
-        raise UserError(f"--data {args.data}: not a folder")
+    _check_data(args)
     recognition: dict[str, Any] = {}
     if args.recognition_threshold is not None:
         recognition["threshold"] = args.recognition_threshold
@@ -274,10 +279,7 @@ def _run_door(args: argparse.Namespace) -> int:
         alone=args.alone,
         seed=args.seed,
     )
-    sys.stdout.write(table(report) + f"\n\n{report['seconds']:.0f} s\n")
-    if args.json:
-        write_report(args.json, report)
-    return 0
+    return _show_timed(table(report), args.json, report)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -319,10 +321,20 @@ def _run(args: argparse.Namespace) -> int:
         lines.append(f"cascade         {engine.cascade_choice.describe()}")
         data["cascade"] = engine.cascade_choice.chosen
         data["cascade_choice"] = engine.cascade_choice.describe()
-    sys.stdout.write("\n".join(lines) + "\n")
-    if args.json:
-        write_report(args.json, data)
+    return _show("\n".join(lines) + "\n", args.json, data)
+
+
+def _show(text: str, json_path: Path | None, data: Any) -> int:
+    """Print an evaluation's report and, with --json, write `data` there; exit code 0."""
+    sys.stdout.write(text)
+    if json_path:
+        write_report(json_path, data)
     return 0
+
+
+def _show_timed(table: str, json_path: Path | None, report: dict[str, Any]) -> int:
+    """_show for the door and visits evaluations: their table and the seconds they took."""
+    return _show(table + f"\n\n{report['seconds']:.0f} s\n", json_path, report)
 
 
 VISITS_EPILOG = """\
@@ -404,7 +416,4 @@ def _run_visits(args: argparse.Namespace) -> int:
         population=args.population,
         policy={"evidence": args.evidence} if args.evidence else None,
     )
-    sys.stdout.write(table(report) + f"\n\n{report['seconds']:.0f} s\n")
-    if args.json:
-        write_report(args.json, report)
-    return 0
+    return _show_timed(table(report), args.json, report)
