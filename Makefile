@@ -160,6 +160,7 @@ $(BENCH_VENV)/.ready: pyproject.toml benchmarks/requirements-peers.txt \
 bench: $(BENCH_VENV)/.ready
 	$(BENCH_BIN)/python -m benchmarks.liveness_cost --data $(SHARED)
 	$(BENCH_BIN)/python -m benchmarks.decision_cost --data $(SHARED)
+	$(BENCH_BIN)/python -m benchmarks.crowd --data $(SHARED)
 	$(BENCH_BIN)/python -m benchmarks.lookalike_cost
 	$(BENCH_BIN)/python -m benchmarks.run --data $(SHARED) $(if $(QUICK),--quick)
 

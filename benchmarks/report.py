@@ -632,9 +632,11 @@ def markdown(results: dict, accuracy: dict[str, dict]) -> str:
     add(recommendations(results, accuracy))
     add("")
 
+    from benchmarks.crowd import markdown_section as crowd_section
     from benchmarks.liveness_cost import markdown_section
 
     lines += markdown_section()  # benchmarks/liveness_cost.json, when it has been measured
+    lines += crowd_section()  # benchmarks/crowd.json, likewise
     add("## What transfers to a Raspberry Pi, and what does not")
     add("")
     add(

@@ -369,6 +369,8 @@ class TrackingConfig:
     iou: float = _key(0.3, _number(0.0, 1.0, low_open=True))
     max_missed: int = _key(5, _integer(0, 1000))
     refresh_frames: int = _key(10, _integer(1, 10000))
+    # At most this many faces are embedded per frame, the largest first (daemon.largest_first).
+    faces_per_frame: int = _key(4, _integer(1, 64))
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,16 @@ class FaceEngine(Protocol):
         ...
 
 
+def largest_first(due: np.ndarray, sizes: np.ndarray, most: int) -> np.ndarray:
+    """The `most` largest of the face indices `due` (ascending, as given), so one frame's work
+    is bounded however many faces a crowd or a poster shows. The closest face is the one at
+    the door; the others stay due and get their turn once the larger ones settle."""
+    if len(due) <= most:
+        return due
+    order = np.argsort(-np.nan_to_num(sizes[due], nan=-np.inf), kind="stable")
+    return np.sort(due[order[:most]])
+
+
 @dataclass
 class Metrics:
     """Counters for the log and the tests; `embedded_frames / face_frames` shows tracking."""
@@ -681,6 +691,7 @@ class Daemon:
         )
         if not len(due):
             return
+        due = largest_first(due, faces.sizes, self.config.tracking.faces_per_frame)
         chosen = [tracks[i] for i in due]
         start = time.perf_counter()
         embeddings = recognizer.embed(frame, faces[due])

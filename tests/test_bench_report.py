@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmarks.crowd import markdown_section as crowd_section
 from benchmarks.report import decisions
 
 
@@ -26,3 +27,28 @@ def test_the_decisions_section_is_written_from_the_cost_files(tmp_path: Path) ->
     guard = {"people": {"20": {"lookalike_ms": 1.3}, "500": {"lookalike_ms": 175.1}}}
     (tmp_path / "lookalike_cost.json").write_text(json.dumps(guard))
     assert "1.3 ms at 20, 175.1 ms at 500 people" in decisions(tmp_path)
+
+
+def test_the_crowd_section_lists_the_frames_with_more_faces_than_the_cap(tmp_path: Path) -> None:
+    path = tmp_path / "crowd.json"
+    assert crowd_section(path) == []  # not measured: no section
+    row = {"detect_ms": 80.0, "embed_capped_ms": 100.0}
+    crowd = {
+        "faces_per_frame": 4,
+        "rounds": 3,
+        "cascade": "float",
+        "load_average": [0.5, 0.7, 0.6],
+        "machine": "x86_64",
+        "when": "2026-12-02T03:00:00+00:00",
+        "photos": [
+            {**row, "photo": "few.jpg", "faces": 4, "judged": 4, "embed_all_ms": 100.0},
+            {**row, "photo": "some.jpg", "faces": 9, "judged": 8, "embed_all_ms": 200.0},
+            {**row, "photo": "many.jpg", "faces": 40, "judged": 40, "embed_all_ms": 1000.0},
+        ],
+    }
+    path.write_text(json.dumps(crowd))
+    lines = crowd_section(path)
+    rows = [line for line in lines if ".jpg |" in line]
+    assert [line.split(" | ")[0] for line in rows] == ["| many.jpg", "| some.jpg"]  # worst first
+    assert "| many.jpg | 40 | 40 | 80 ms | 1000 ms | 100 ms | 1080 ms | 180 ms |" in lines
+    assert "load 0.5-0.7" in lines[2] and "embed the 4 largest" in lines[4]
