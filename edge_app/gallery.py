@@ -685,20 +685,19 @@ class Gallery:
                 db.execute("DELETE FROM people WHERE id = ?", (person_id,))
         return removed
 
-    def set_access(self, name: str, access: bool) -> bool:
+    def set_access(self, name: str, access: bool) -> tuple[str, bool]:
         """Let a person open the door (True) or make them a known visitor (False); returns
-        whether anything changed."""
+        the name as stored (`name` may differ in case or spacing) and whether anything
+        changed."""
         with self.transaction() as db:
             person = self._find(name)
             if person is None:
                 raise GalleryError(f"not enrolled: {name!r}")
-            return (
-                db.execute(
-                    "UPDATE people SET access = ? WHERE id = ? AND access != ?",
-                    (int(access), person[0], int(access)),
-                ).rowcount
-                > 0
-            )
+            changed = db.execute(
+                "UPDATE people SET access = ? WHERE id = ? AND access != ?",
+                (int(access), person[0], int(access)),
+            ).rowcount
+            return person[1], changed > 0
 
     def rename(self, old: str, new: str) -> str:
         """Rename a person; returns the new name as stored (check_name's form)."""

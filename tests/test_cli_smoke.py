@@ -1024,7 +1024,7 @@ def test_access(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Pa
     done = run(tmp_path, "access", "joe", "no", "--db", str(db))
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "'joe' is a known visitor: recognised, never let in\n"
+    assert done.stdout == "'Joe' is a known visitor: recognised, never let in\n"  # as stored
     listing = run(tmp_path, "list", "--db", str(db)).stdout.splitlines()
     assert listing[0].split()[:3] == ["NAME", "ACCESS", "SAMPLES"]
     assert listing[1].split()[:3] == ["Joe", "no", "1"]

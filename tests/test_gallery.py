@@ -456,8 +456,8 @@ def test_a_known_visitor_is_matched_but_marked_without_access(db: Path) -> None:
         # --add keeps what the person is; set_access changes it, and says when it did.
         gallery.enroll("dan", samples(1, 31), add=True)
         assert gallery.load_matrix().no_access == frozenset({"Dan"})
-        assert gallery.set_access("DAN", True) is True
-        assert gallery.set_access("Dan", True) is False
+        assert gallery.set_access("DAN", True) == ("Dan", True)  # the name as stored
+        assert gallery.set_access("Dan", True) == ("Dan", False)
         assert gallery.load_matrix().no_access == frozenset()
         with pytest.raises(GalleryError, match="not enrolled: 'Eve'"):
             gallery.set_access("Eve", False)

@@ -418,11 +418,17 @@ def test_make_someone_a_known_visitor_and_back(site: Site, user: httpx.Client) -
     )
     assert nobody.status_code == 422 and "not enrolled" in html.unescape(nobody.text)
     back = user.post(
-        "/people/access", data={"name": "Dan Smith", "allowed": "yes", "csrf_token": token}
+        "/people/access", data={"name": "dan  smith", "allowed": "yes", "csrf_token": token}
     )
     assert back.status_code == 200
+    assert "'Dan Smith' may open the door" in html.unescape(back.text)  # the name as stored
     with Gallery.open(db) as gallery:
         assert gallery.load_matrix().no_access == frozenset()
+    renamed = user.post(
+        "/people/rename",
+        data={"name": "Dan Smith", "new_name": " Dan  Smyth ", "csrf_token": token},
+    )
+    assert "renamed 'Dan Smith' to 'Dan Smyth'" in html.unescape(renamed.text)
 
 
 def test_rename_remove_and_export(site: Site, user: httpx.Client) -> None:

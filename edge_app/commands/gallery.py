@@ -148,9 +148,9 @@ def run_access(args: argparse.Namespace) -> int:
 
     allowed = args.allowed == "yes"
     with Gallery.open(db_path(args)) as gallery:
-        changed = gallery.set_access(args.name, allowed)
+        name, changed = gallery.set_access(args.name, allowed)
     what = describe_access(allowed)
-    sys.stdout.write(f"{args.name!r} {what}{'' if changed else ' (as before)'}\n")
+    sys.stdout.write(f"{name!r} {what}{'' if changed else ' (as before)'}\n")
     return 0
 
 

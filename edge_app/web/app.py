@@ -606,16 +606,16 @@ async def rename(request: Request, session: auth.Session, form: Form) -> Respons
     state = _state(request)
     old, new = form.get("name"), form.get("new_name")
 
-    def work() -> None:
+    def work() -> str:
         with Gallery.open(state.config.gallery.path) as gallery:
-            gallery.rename(old, new)
+            return gallery.rename(old, new)
 
     try:
-        await run_in_threadpool(work)
+        new = await run_in_threadpool(work)  # as stored: check_name's form
     except UserError as error:
         return await _people_page(request, session, error=str(error), status=422)
     log.info("web rename user=%s old=%r new=%r", session.user, old, new)
-    return await _people_page(request, session, notice=f"renamed {old!r} to {new.strip()!r}")
+    return await _people_page(request, session, notice=f"renamed {old!r} to {new!r}")
 
 
 @action()
@@ -628,12 +628,12 @@ async def access(request: Request, session: auth.Session, form: Form) -> Respons
     if allowed not in ("yes", "no"):
         return await _people_page(request, session, error="access must be yes or no", status=422)
 
-    def work() -> None:
+    def work() -> str:
         with Gallery.open(state.config.gallery.path) as gallery:
-            gallery.set_access(name, allowed == "yes")
+            return gallery.set_access(name, allowed == "yes")[0]
 
     try:
-        await run_in_threadpool(work)
+        name = await run_in_threadpool(work)
     except UserError as error:
         return await _people_page(request, session, error=str(error), status=422)
     log.info("web access user=%s name=%r allowed=%s", session.user, name, allowed)
