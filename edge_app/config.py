@@ -219,6 +219,11 @@ def split_listen(value: str) -> tuple[str, int]:
         raise ValueError(
             f'{value!r} is not host:port (e.g. "127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080")'
         )
+    if listen.ipv6:
+        try:
+            normal_host(listen)  # refused here, not when the hub binds
+        except ValueError as error:
+            raise ValueError(f"{value!r}: {error}") from None
     return listen.host, listen.port
 
 
@@ -242,7 +247,10 @@ def split_origin(value: str) -> tuple[str, str, int | None]:
         raise ValueError(f"{value!r} holds a user name (user@); give only scheme://host[:port]")
     parsed = read_authority(authority)
     if parsed is None:
-        raise ValueError(f"{value!r}: {authority!r} is not host[:port] ({_ORIGIN_EXAMPLE})")
+        hint = None if authority.isascii() else _ascii_hint(scheme, authority)
+        raise ValueError(
+            f"{value!r}: {hint or f'{authority!r} is not host[:port] ({_ORIGIN_EXAMPLE})'}"
+        )
     try:
         host = normal_host(parsed)
     except ValueError as error:
@@ -254,6 +262,22 @@ def split_origin(value: str) -> tuple[str, str, int | None]:
     if problem is not None:
         raise ValueError(f"{value!r}: {problem}")
     return scheme, host, None if port == DEFAULT_PORTS[scheme] else port
+
+
+def _ascii_hint(scheme: str, authority: str) -> str | None:
+    """For a host name written in another script, the origin in the xn-- form a browser
+    sends in its Origin header; None when the authority is not a name (and port) at all."""
+    name, colon, port = authority.partition(":")
+    if authority.startswith("[") or (colon and not (port.isascii() and port.isdigit())):
+        return None
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return (
+        f"{authority!r} is not ASCII: write the origin as a browser sends it, "
+        f"{scheme}://{ascii_name}{colon}{port}"
+    )
 
 
 def join_origin(scheme: str, host: str, port: int | None) -> str:

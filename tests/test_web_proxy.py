@@ -19,11 +19,18 @@ import numpy as np
 import pytest
 from web_support import PASSWORD, csrf_of, free_port
 
-from edge_app.config import Config, host_name_problem, parse_config, split_listen, split_origin
+from edge_app.config import (
+    Config,
+    ConfigError,
+    host_name_problem,
+    parse_config,
+    split_listen,
+    split_origin,
+)
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.web import auth
 from edge_app.web.origins import Origins, split_host
-from edge_app.web.server import WebServer
+from edge_app.web.server import WebServer, is_loopback
 
 PUBLIC = "https://door.example"
 COOKIE = "edge_door_session"
@@ -355,6 +362,7 @@ NAME254 = NAME253 + "a"
 # The origin column: (host, port) of "https://" + text, or the error's text after the origin's
 # repr; SYNTAX for "'https://<text>': '<text>' is not host[:port] (e.g. ...)".
 SYNTAX = "syntax"
+NOT_ASCII = "not ascii"  # ": '<text>' is not ASCII: write the origin as a browser sends it, "
 ORIGIN_EXAMPLE = '(e.g. "https://door.example" or "http://192.0.2.20:8080")'
 LISTEN_EXAMPLE = '(e.g. "127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080")'
 PATH = (
@@ -467,10 +475,12 @@ HOST_GRAMMAR: list[tuple[str, object, object, str | None, object]] = [
     (NAME253, (NAME253, None), (NAME253, None), None, None),
     (NAME254, (NAME254, None), (NAME254, None), None, None),
     (NAME253 + ":8080", (NAME253, 8080), (NAME253, 8080), "label too long", (NAME253, 8080)),
-    ("bücher.example", None, SYNTAX, None, None),
-    ("ドア.example", None, SYNTAX, None, None),
-    ("door.exa\u200bmple", None, SYNTAX, None, None),
-    ("１２７.0.0.1", None, SYNTAX, None, None),
+    # Changed: a name in another script was refused as "not host[:port]"; the error now gives
+    # the origin in the ASCII (xn--) form a browser sends, still refusing what was written.
+    ("bücher.example", None, NOT_ASCII + "https://xn--bcher-kva.example", None, None),
+    ("ドア.example", None, NOT_ASCII + "https://xn--cck0d.example", None, None),
+    ("door.exa\u200bmple", None, NOT_ASCII + "https://door.example", None, None),
+    ("１２７.0.0.1", None, NOT_ASCII + "https://127.0.0.1", None, None),
     # Fixed: other scripts' digits were read as a port (test_a_port_is_ascii_digits).
     ("door.example:٨٠", None, SYNTAX, None, None),
     ("door.example:８０", None, SYNTAX, None, None),
@@ -635,6 +645,10 @@ def test_the_host_grammar_is_read_as_recorded(
             split_origin(url)
         if origin == SYNTAX:
             assert str(caught.value) == f"{url!r}: {text!r} is not host[:port] {ORIGIN_EXAMPLE}"
+        elif isinstance(origin, str) and origin.startswith(NOT_ASCII):
+            hint = "is not ASCII: write the origin as a browser sends it, "
+            expected = f"{url!r}: {text!r} {hint}{origin.removeprefix(NOT_ASCII)}"
+            assert str(caught.value) == expected
         else:
             assert str(caught.value) == f"{url!r}{origin}"
 
@@ -733,3 +747,28 @@ def test_a_trailing_newline_is_not_host_port(text: str) -> None:
     with pytest.raises(ValueError, match="is not host:port"):
         split_listen(text)
     assert split_host(text.rstrip("\n")) is not None  # the same without it is fine
+
+
+@pytest.mark.parametrize(
+    ("listen", "error"),
+    [
+        ("[1:2]:8080", "'[1:2]:8080': [1:2] is not an IPv6 address"),
+        ("[::ffff:1.2.3]:8080", "'[::ffff:1.2.3]:8080': [::ffff:1.2.3] is not an IPv6 address"),
+    ],
+)
+def test_a_listen_address_in_brackets_must_be_ipv6(listen: str, error: str) -> None:
+    """It passed the config and failed only when the hub bound it ("cannot serve")."""
+    with pytest.raises(ValueError) as caught:
+        split_listen(listen)
+    assert str(caught.value) == error
+    assert split_listen("[::1]:8080") == ("::1", 8080)
+    with pytest.raises(ConfigError, match=r"web.listen: .*\[1:2\] is not an IPv6 address"):
+        parse_config({"web": {"listen": "[1:2]:8080"}})
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST", "LocalHost", "localhost."])
+def test_localhost_is_loopback_in_any_case(host: str) -> None:
+    """Host names are case-insensitive: LOCALHOST:8080 serves this machine only, and needs no
+    password, like localhost:8080."""
+    assert is_loopback(host)
+    assert not is_loopback("localhost.example") and not is_loopback("mylocalhost")

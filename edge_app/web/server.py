@@ -42,7 +42,8 @@ class WebError(UserError):
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """Whether a listen host (as written in web.listen) is this machine only."""
+    if host.lower().rstrip(".") == "localhost":  # names are case-insensitive
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
