@@ -248,13 +248,19 @@ class _DbSink(_Sink):
         super().__init__("db", str(path))
         self.path = Path(path)
         self.db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None
 
     def open(self) -> None:
         self.db = _open_db(self.path)
+        self._file = _identity(self.path)
 
     def write(self, events: list[Event]) -> None:
         if self.db is None:
             raise sqlite3.OperationalError("not open")
+        # A file deleted or moved away while open would take every later event with it,
+        # unseen by anyone: fail instead, and the retry opens (or makes) the file at the path.
+        if _identity(self.path) != self._file:
+            raise FileNotFoundError(errno.ENOENT, "deleted or moved away while open", self.target)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -285,6 +291,10 @@ class _DbSink(_Sink):
     def close(self) -> None:
         if self.db is not None:
             with contextlib.suppress(sqlite3.Error):
+                # Into the file we opened, wherever it is now: a file moved away while open
+                # keeps its events, which SQLite's own checkpoint at close would skip.
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with contextlib.suppress(sqlite3.Error):
                 self.db.close()
             self.db = None
 
@@ -305,6 +315,7 @@ class _JsonlSink(_Sink):
     def write(self, events: list[Event]) -> None:
         if self.fd is None:
             raise OSError(9, "not open")
+        self._check_linked(self.fd)
         data = self._carry + "".join(e.to_json() + "\n" for e in events).encode("utf-8")
         written = 0
         try:
@@ -328,6 +339,12 @@ class _JsonlSink(_Sink):
             raise
         self._carry = b""
 
+    def _check_linked(self, fd: int) -> None:
+        """A file deleted while open (`rm events.jsonl`) would swallow every later line: fail,
+        and the retry makes the file again."""
+        if os.fstat(fd).st_nlink == 0:
+            raise FileNotFoundError(errno.ENOENT, "deleted while open", self.target)
+
     def close(self) -> None:
         if self.fd is not None:
             with contextlib.suppress(OSError):
@@ -335,16 +352,30 @@ class _JsonlSink(_Sink):
             self.fd = None
 
 
-class _StdoutSink(_Sink):
+class _StdoutSink(_JsonlSink):
+    """Standard output ("-"), written as the file is, on a copy of its descriptor: a write that
+    fails leaves nothing behind in Python's buffer for the retry to print a second time."""
+
     def __init__(self) -> None:
-        super().__init__("jsonl", "-")
+        super().__init__(Path("-"))
 
     def open(self) -> None:
-        pass
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, ValueError) as error:  # None, or a stream without a descriptor
+            raise OSError(
+                errno.EBADF, f"standard output has no file descriptor: {error!r}"
+            ) from None
+        self.fd = os.dup(fd)
 
     def write(self, events: list[Event]) -> None:
-        sys.stdout.write("".join(e.to_json() + "\n" for e in events))
-        sys.stdout.flush()
+        if sys.stdout is not None:  # what was printed before goes out first
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+        super().write(events)
+
+    def _check_linked(self, fd: int) -> None:
+        pass  # a stream: whatever the shell redirected it to is the caller's choice
 
 
 def open_private_append(path: Path) -> int:
@@ -401,6 +432,11 @@ class EventLog:
         self.snapshot_keep = snapshot_keep
         self.retention_days = retention_days
         self.snapshot_errors = 0
+        self._snapshot_logged_at = -math.inf
+        self._snapshot_suppressed = 0
+        # Snapshot file names this log wrote, in the order written (see _prune_snapshots).
+        self._written: dict[str, int] = {}
+        self._writes = 0
         self._next_retention = monotonic()
         self._sinks: list[_Sink] = []
         self._listeners: list[Callable[[Event], None]] = []
@@ -567,30 +603,49 @@ class EventLog:
 
     # --- snapshots and retention ------------------------------------------------------
 
-    def _prepare_snapshots(self) -> None:
-        """Create the folder 0700; an existing folder we own is tightened to 0700 (names in
-        file names are personal data); someone else's folder is left as it is."""
+    def _prepare_snapshots(self) -> bool:
+        """Whether snapshots may be written to the folder now (checked before each one).
+
+        It is created 0700; a folder we own is set to 0700 (names in file names are personal
+        data); someone else's that its group or others may read or enter is refused: no
+        snapshot is written there, the events go on without one."""
         folder = Path(self.snapshots)  # type: ignore[arg-type]
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
             info = folder.stat()
-            if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != FOLDER_MODE:
+            mode = stat.S_IMODE(info.st_mode)
+            if info.st_uid == os.geteuid() and mode != FOLDER_MODE:
                 folder.chmod(FOLDER_MODE)
                 log.warning(
-                    "snapshots folder tightened path=%s mode=%o->%o",
-                    folder,
-                    stat.S_IMODE(info.st_mode),
-                    FOLDER_MODE,
+                    "snapshots folder tightened path=%s mode=%o->%o", folder, mode, FOLDER_MODE
                 )
-            elif info.st_uid != os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
-                log.warning(
-                    "snapshots folder is not ours and readable by others path=%s mode=%o",
-                    folder,
-                    stat.S_IMODE(info.st_mode),
+                mode = stat.S_IMODE(folder.stat().st_mode)
+            if mode & 0o077:
+                raise PermissionError(
+                    errno.EACCES,
+                    f"others may read it (mode {mode:o}, owner uid {info.st_uid}) and snapshots "
+                    f"are biometric data; no snapshot is written there until it is the service "
+                    f"user's with mode 0700",
+                    str(folder),
                 )
         except OSError as error:
-            self.snapshot_errors += 1
-            log.error("snapshots folder unusable path=%s error=%r", folder, error)
+            self._snapshot_failed("snapshots folder unusable path=%s error=%r", folder, error)
+            return False
+        return True
+
+    def _snapshot_failed(self, message: str, *args: object) -> None:
+        """Count a snapshot failure; log it the first time, then at most every
+        LOG_EVERY_SECONDS (with how many were not logged), as a failing sink is."""
+        self.snapshot_errors += 1
+        now = self._monotonic()
+        if now - self._snapshot_logged_at < LOG_EVERY_SECONDS:
+            self._snapshot_suppressed += 1
+            return
+        log.error(
+            message + " suppressed=%d; the door keeps working", *args, self._snapshot_suppressed
+        )
+        self._snapshot_logged_at = now
+        self._snapshot_suppressed = 0
 
     def _snapshot(
         self, now: float, kind: str, name: str | None, track: int | None, crop: np.ndarray
@@ -599,35 +654,46 @@ class EventLog:
         stamp = datetime.fromtimestamp(now, timezone.utc).strftime(_STAMP)[:-3]
         label = _SAFE.sub("_", name or "unknown")[:60]
         path = folder / f"{stamp}Z_{kind}_{label}_t{track or 0}.jpg"
+        if not self._prepare_snapshots():
+            return None
         try:
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
             problem: object = data
         except cv2.error as error:
             ok, problem = False, error
         if not ok:
-            self.snapshot_errors += 1
-            log.error("snapshot encode failed path=%s error=%r", path, problem)
+            self._snapshot_failed("snapshot encode failed path=%s error=%r", path, problem)
             return None
         created = False
         try:
-            if not folder.is_dir():
-                self._prepare_snapshots()
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
             created = True
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data.tobytes())
-            created = False  # complete: kept whatever happens next
-            # Names start with the UTC time, so name order is age order.
-            for stale in self._own_snapshots()[: -self.snapshot_keep]:
-                stale.unlink(missing_ok=True)
         except OSError as error:
-            self.snapshot_errors += 1
-            log.error("snapshot write failed path=%s error=%r", path, error)
+            self._snapshot_failed("snapshot write failed path=%s error=%r", path, error)
             if created:  # ours (O_EXCL) and cut short, e.g. by a full disk: no half JPEG stays
                 with contextlib.suppress(OSError):
                     path.unlink()
             return None
+        self._writes += 1
+        self._written[path.name] = self._writes
+        try:
+            self._prune_snapshots()
+        except OSError as error:  # the snapshot itself is complete: its event keeps it
+            self._snapshot_failed("snapshot pruning failed path=%s error=%r", folder, error)
         return str(path)
+
+    def _prune_snapshots(self) -> None:
+        """Keep the newest snapshot_keep. Oldest first are the files that were already there,
+        by the UTC time in their names, then those this log wrote, in the order it wrote
+        them: a clock stepped back (a Pi without a real-time clock, before NTP) or forward
+        never makes a snapshot just written look old and be deleted at once."""
+        own = sorted(self._own_snapshots(), key=lambda p: (self._written.get(p.name, 0), p.name))
+        keep = own[-self.snapshot_keep :]
+        for stale in own[: -self.snapshot_keep]:
+            stale.unlink(missing_ok=True)
+        self._written = {p.name: self._written[p.name] for p in keep if p.name in self._written}
 
     def _own_snapshots(self) -> list[Path]:
         """The folder's files named as this module names snapshots, oldest first."""
@@ -658,8 +724,9 @@ class EventLog:
                         path.unlink(missing_ok=True)
                         files += 1
             except OSError as error:
-                self.snapshot_errors += 1
-                log.error("snapshot retention failed path=%s error=%r", self.snapshots, error)
+                self._snapshot_failed(
+                    "snapshot retention failed path=%s error=%r", self.snapshots, error
+                )
         log.info(
             "retention applied days=%d events_deleted=%d snapshots_deleted=%d",
             self.retention_days,
@@ -683,7 +750,8 @@ def _open_db(path: Path) -> sqlite3.Connection:
         path, timeout=DB_BUSY_SECONDS, isolation_level=None, check_same_thread=False
     )
     try:
-        _check_version(db, path)  # before anything writes: a file we cannot use stays as it is
+        _check_ours(db, path)  # before anything writes: a file we cannot use stays as it is
+        _check_version(db, path)
         db.execute("PRAGMA journal_mode = WAL")
         # One event per visit: NORMAL loses at most the last ones on a power cut, never the file.
         db.execute("PRAGMA synchronous = NORMAL")
@@ -692,6 +760,39 @@ def _open_db(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, None when there is none."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _check_ours(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse an SQLite file of another application (the gallery, say, by a mistyped path)
+    before anything is written to it: ours has no application_id and no table but `events`
+    (none at all when new), and one with a schema version has that table. A file of a newer
+    schema is left to _check_version, which refuses it as newer."""
+    application_id = int(db.execute("PRAGMA application_id").fetchone()[0])
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    tables = {
+        name
+        for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if application_id or (
+        version <= SCHEMA_VERSION
+        and (tables - {"events"} or (version > 0 and "events" not in tables))
+    ):
+        raise ValueError(
+            f"{path} is an SQLite database but not an edge-app events database "
+            f"({len(tables)} tables, application_id {application_id}); left untouched: set "
+            f"events.db to another path"
+        )
 
 
 def _check_version(db: sqlite3.Connection, path: Path) -> int:
