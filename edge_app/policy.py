@@ -3,18 +3,23 @@
 One good match is not enough: a single frame can match the wrong person (motion blur, a face
 half turned), so the same enrolled person must win `hits` of the last `window` evaluated
 frames of one track, each already above the threshold and the margin (the matcher's rule).
-A visit is one track, so it opens the door at most once; the per-person cooldown also covers
-a person who steps out of view and back. Unknown faces are reported, never acted on.
+A visit is one track, so it decides once for each person it is recognised as (two people
+crossing in one track are two decisions; the person it comes back to is not decided again);
+the per-person cooldown also covers a person who steps out of view and back. Unknown faces
+are reported, never acted on.
 
 Liveness (docs/LIVENESS.md): each vote may carry the face's liveness score. With the rule in
 "require" mode a recognised track unlocks only once `min_live_frames` of its last 10 scored
 frames that matched that person are live, and while that person still wins the frame votes;
-until then it waits (and stays unsettled, so it is scored every frame). Live frames of
-another face in the same track (a live stranger who steps in where a photo of a resident
-was) never count for the resident. A track whose 10-frame window fills without being live is
+until then it waits (and stays unsettled, so it is scored every frame). It opens only on a
+frame whose own face could be that person (Vote.alone): pooled evidence can name a resident
+for a few frames after another face took the track. Live frames of another face in the same
+track (a live stranger who steps in where a photo of a resident was) never count for the
+resident. A track whose 10-frame window fills without being live is
 a `spoof`: reported once, with the name it matched, and it never unlocks (the person steps
 out of view and back to try again). In "log" mode the same `spoof` is reported but the
-unlock is not held back.
+unlock is not held back, and a track held for liveness is let go on its next frame once a
+reload stops requiring it.
 
 Known visitors (people enrolled without access, docs/GALLERY.md) are recognised like anyone
 enrolled and then `denied` with reason "no access", whatever the liveness check says.
@@ -128,6 +133,7 @@ class _TrackState:
     judged_live: bool = False  # the rule passed once on all frames: the track is live for good
     live_as: set[str] = field(default_factory=set)  # people whose own frames passed the rule
     spoofed: bool = False  # judged an attack: reported, and (require) never unlocks
+    decided: set[str] = field(default_factory=set)  # people this track unlocked or denied
 
 
 class Policy:
@@ -202,10 +208,12 @@ class Policy:
         if winner is not None and winner != state.identity:
             state.identity = winner
             state.awaiting_live = False
+            if winner in state.decided:  # back to someone this visit already decided
+                return self._check_spoof(state, track)
             decisions = [Decision(RECOGNIZED, winner, self._score(state), track)]
             if not self._admitted(state):
                 decisions.append(self._unlock(state, track))  # denied: no liveness to wait for
-            elif mode == REQUIRE and (state.spoofed or winner not in state.live_as):
+            elif mode == REQUIRE and (state.spoofed or not self._live_here(state, vote)):
                 state.awaiting_live = not state.spoofed
                 if state.spoofed:
                     decisions.append(self._spoof(state, track, NOT_LIVE))
@@ -216,7 +224,7 @@ class Policy:
             state.awaiting_live
             and state.identity is not None
             and winner == state.identity  # still this person's face, by the frame votes
-            and state.identity in state.live_as
+            and (mode != REQUIRE or self._live_here(state, vote))  # a reload may relax it
         ):
             state.awaiting_live = False
             return [self._unlock(state, track)]
@@ -242,6 +250,8 @@ class Policy:
         state = self._tracks.get(track)
         if state is None or not state.votes:
             return False
+        if state.awaiting_live:
+            return False  # an unlock held back: evaluated every frame until it is let go
         if (
             self.liveness.mode != OFF
             and state.identity is not None
@@ -287,6 +297,7 @@ class Policy:
 
     def _unlock(self, state: _TrackState, track: int) -> Decision:
         assert state.identity is not None
+        state.decided.add(state.identity)
         if self._admitted(state):
             decision = self._try_unlock(state.identity, self._score(state), track)
         else:
@@ -298,6 +309,12 @@ class Policy:
         """Whether the track's identity may open the door, as its latest vote for them says
         (the gallery may have changed since the earlier ones); no such vote: not admitted."""
         return next((v.admitted for v in reversed(state.votes) if v.name == state.identity), False)
+
+    @staticmethod
+    def _live_here(state: _TrackState, vote: Vote) -> bool:
+        """Judged live as the track's person, and this frame's own face could be them."""
+        name = state.identity
+        return name in state.live_as and vote.name == name and vote.alone
 
     def _live_as(self, state: _TrackState, name: str) -> bool:
         """The liveness rule on the track's recent frames that matched `name` only."""

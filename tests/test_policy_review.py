@@ -1,0 +1,107 @@
+"""An adversarial review of the door's decision logic (edge_app/policy.py), as pure logic
+with injected clocks: who a track may open for, on which frame, and after a reload."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from edge_app.config import PolicyConfig
+from edge_app.liveness_rule import LOG, OFF, REQUIRE, LiveRule
+from edge_app.policy import DENIED, NO_ACCESS, RECOGNIZED, UNKNOWN, UNLOCK, Policy, Vote
+
+LIVE, DEAD = 0.95, 0.04
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(clock: Clock, mode: str = REQUIRE, cooldown: float = 30.0) -> Policy:
+    return Policy(
+        PolicyConfig(hits=3, window=5, cooldown_seconds=cooldown),
+        LiveRule(mode, 0.5, 4),
+        clock=clock,
+        local_time=lambda: datetime(2024, 5, 1, 12, 0),
+    )
+
+
+def kinds(decisions) -> list[str]:
+    return [d.kind for d in decisions]
+
+
+def alice(liveness: float | None = LIVE, alone: bool = True) -> Vote:
+    return Vote("alice", 0.8, 0.1, liveness=liveness, alone=alone)
+
+
+def nobody(liveness: float | None = LIVE) -> Vote:
+    return Vote(None, 0.3, 0.1, liveness=liveness)
+
+
+def test_require_opens_only_on_a_frame_whose_own_face_could_be_the_person() -> None:
+    """Alice's frames were judged live as hers, but she never won 3 of 5 votes (a poor,
+    flickering match). A live stranger then steps into her track: the pooled evidence
+    still names Alice for a few frames, so she wins the votes on the stranger's face.
+    The door must not open for the face in front of it now; it opens once Alice's own face
+    is back."""
+    policy = make(Clock())
+    decisions = []
+    for _ in range(3):
+        decisions += policy.vote(1, alice())
+        decisions += policy.vote(1, nobody())
+        decisions += policy.vote(1, nobody())
+    decisions += policy.vote(1, alice())  # her 4th live frame of the last 10: live as Alice
+    assert kinds(decisions) == [UNKNOWN]  # never 3 of the last 5
+    stranger = [d for _ in range(3) for d in policy.vote(1, alice(LIVE, alone=False))]
+    assert UNLOCK not in kinds(stranger)
+    assert kinds(stranger) == [RECOGNIZED]
+    assert not policy.settled(1)  # a held unlock is evaluated on every frame
+    assert kinds(policy.vote(1, alice())) == [UNLOCK]
+
+
+@pytest.mark.parametrize("relaxed", [LOG, OFF])
+def test_a_held_unlock_is_let_go_when_a_reload_stops_requiring_liveness(relaxed: str) -> None:
+    """A resident waits for the liveness rule (the check refuses her, say); the operator
+    reloads with liveness "log" or "off". Under the new rule nothing holds her back: she is
+    let in on her next frame, as a visit starting now would be, without stepping away."""
+    policy = make(Clock())
+    decisions = [d for _ in range(3) for d in policy.vote(1, alice(DEAD))]
+    assert kinds(decisions) == [RECOGNIZED]
+    policy.configure(policy.config, LiveRule(relaxed, 0.5 if relaxed == LOG else float("nan"), 4))
+    assert not policy.settled(1)
+    assert kinds(policy.vote(1, alice(DEAD if relaxed == LOG else None))) == [UNLOCK]
+
+
+def test_a_track_opens_at_most_once_for_a_person_even_after_someone_else_held_it() -> None:
+    """Alice (live) is let in. Her track then goes to a known visitor (denied), who later
+    holds up a printed photo of Alice. The track was judged live as Alice long ago: that
+    must not open the door for the photo once her cooldown is over."""
+    clock = Clock()
+    policy = make(clock)
+    decisions = [d for _ in range(4) for d in policy.vote(1, alice())]
+    assert kinds(decisions) == [RECOGNIZED, UNLOCK]
+    clock.now += 60
+    visitor = Vote("dan", 0.8, 0.1, liveness=LIVE, admitted=False)
+    decisions = [d for _ in range(3) for d in policy.vote(1, visitor)]
+    assert kinds(decisions) == [RECOGNIZED, DENIED] and decisions[1].reason == NO_ACCESS
+    decisions = [d for _ in range(6) for d in policy.vote(1, alice(DEAD))]
+    assert UNLOCK not in kinds(decisions)
+
+
+def test_two_people_crossing_in_one_track_are_each_decided_once() -> None:
+    """Without a cooldown, Alice, then Bob, then Alice again on one track: Bob is a new
+    decision, Alice's return is not."""
+    policy = make(Clock(), mode=OFF, cooldown=0)
+    bob = Vote("bob", 0.8, 0.1)
+    decisions = []
+    for vote in [alice(None)] * 3 + [bob] * 3 + [alice(None)] * 3:
+        decisions += policy.vote(1, vote)
+    assert [(d.kind, d.name) for d in decisions if d.kind == UNLOCK] == [
+        (UNLOCK, "alice"),
+        (UNLOCK, "bob"),
+    ]
