@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import math
 import os
 import queue
 import re
@@ -52,6 +53,8 @@ _LIVE_FAILURES = 10
 DROP_AFTER = 5.0
 # Consecutive failed reads inside a video file before giving up on the rest of it.
 _FILE_FAILURES = 25
+# A clip's own frame rate is believed up to this (the config's camera.fps allows 120).
+MAX_CLIP_FPS = 1000.0
 # How long a network stream may take to open, or to deliver one frame, before the attempt
 # fails. OpenCV's own default is 30 s for each: a stream server that accepts the connection
 # and then stalls would hold the camera thread 30 s per read, 10 reads before a reconnect.
@@ -108,6 +111,14 @@ def fit_detection_frame(
     target = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = cv2.resize(image, target, interpolation=cv2.INTER_AREA)
     return small, image
+
+
+def reported(value: float, fallback: float, most: float = float(2**31)) -> float:
+    """A video property as OpenCV reports it (frame rate, frame count), or `fallback` when a
+    damaged or hostile file makes it zero, negative, NaN, infinite or absurdly large: clip
+    time is index / fps, and a NaN there would make every cooldown pass."""
+    value = float(value)
+    return value if math.isfinite(value) and 0 < value <= most else fallback
 
 
 def _valid_frame(image: Any) -> bool:
@@ -325,8 +336,8 @@ class OpenCVSource(LiveSource):
         self._open_file()
         device = self._capture_device
         assert device is not None
-        fps = device.get(cv2.CAP_PROP_FPS) or self.fps
-        count = int(device.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = reported(device.get(cv2.CAP_PROP_FPS), self.fps, most=MAX_CLIP_FPS)
+        count = int(reported(device.get(cv2.CAP_PROP_FRAME_COUNT), 0.0))
         failures = 0
         index = 0  # read attempts so far: a failed read still consumes its frame
         try:

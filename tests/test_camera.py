@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edge_app.camera import (
+    MAX_CLIP_FPS,
     Backoff,
     CameraError,
     FolderSource,
@@ -21,6 +22,7 @@ from edge_app.camera import (
     open_source,
     pi_camera_attached,
     picamera2_available,
+    reported,
 )
 
 # What `from picamera2 import Picamera2` raises on Raspberry Pi OS Bookworm when the venv has
@@ -287,3 +289,23 @@ def test_the_picamera2_source_keeps_retrying_a_failing_import_without_crashing(
     timer.join()
     assert source.reconnects >= 1
     assert "simplejpeg" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (25.0, 25.0),
+        (0.0, 10.0),
+        (-5.0, 10.0),
+        (float("nan"), 10.0),
+        (float("inf"), 10.0),
+        (5000.0, 10.0),
+    ],
+)
+def test_a_clips_frame_rate_is_believed_only_when_it_makes_sense(
+    value: float, expected: float
+) -> None:
+    """Clip time is index / fps: a NaN or zero rate from a damaged file would give NaN or
+    infinite timestamps, and with them a cooldown that never holds."""
+    assert reported(value, 10.0, most=MAX_CLIP_FPS) == expected
+    assert reported(value, 0.0) in (value, 0.0)  # a frame count: the same rule, 0 = unknown
