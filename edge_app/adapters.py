@@ -9,11 +9,12 @@ input (scale 1, zero point 0) is the pixel itself.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from edge_app.manifest import ModelSpec
+from edge_app.manifest import ModelSpec, TensorSpec
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 1.0 / 128.0
@@ -23,6 +24,44 @@ def _is_pixel_quantisation(dtype: Any, scale: float, zero_point: int, raw: bool 
     if raw:
         return dtype == np.uint8 and abs(scale - 1.0) < 1e-6 and zero_point == 0
     return dtype == np.uint8 and abs(scale - PIXEL_SCALE) < 2e-4 and zero_point in (127, 128)
+
+
+def _describe(dtype: str, shape: list[int], scale: float, zero_point: int) -> str:
+    return f"{dtype} {shape} (scale {scale:.6g}, zero point {zero_point})"
+
+
+def tensor_mismatch(interpreter: Any, spec: ModelSpec) -> str | None:
+    """How the model in `interpreter` differs from its manifest entry, or None when every
+    input and output has the name, shape, dtype and quantisation the manifest gives.
+
+    The sha256 says the file is the one the manifest names; this says the manifest's own
+    description of it holds, so a model of another network, level or calibration is refused
+    before it runs rather than read with the wrong shapes or scales.
+    """
+    sides: tuple[tuple[str, list[TensorSpec], list[dict[str, Any]]], ...] = (
+        ("input", spec.inputs, interpreter.get_input_details()),
+        ("output", spec.outputs, interpreter.get_output_details()),
+    )
+    for side, described, details in sides:
+        actual = {detail["name"]: detail for detail in details}
+        names = sorted(tensor.name for tensor in described)
+        if sorted(actual) != names:
+            return f"its {side}s are {sorted(actual)}, the manifest lists {names}"
+        for tensor in described:
+            detail = actual[tensor.name]
+            shape = [int(v) for v in detail["shape"]]
+            dtype = np.dtype(detail["dtype"]).name
+            scale, zero_point = (float(v) for v in detail["quantization"])
+            if (
+                shape != tensor.shape
+                or dtype != tensor.dtype
+                or not math.isclose(scale, tensor.scale, rel_tol=1e-6, abs_tol=1e-12)
+                or zero_point != tensor.zero_point
+            ):
+                found = _describe(dtype, shape, scale, int(zero_point))
+                listed = _describe(tensor.dtype, tensor.shape, tensor.scale, tensor.zero_point)
+                return f"{side} {tensor.name!r} is {found}, the manifest says {listed}"
+    return None
 
 
 class ModelRunner:

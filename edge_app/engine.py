@@ -14,21 +14,23 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
-from edge_app.adapters import ModelRunner
-from edge_app.align import face_crops
+from edge_app.adapters import ModelRunner, tensor_mismatch
+from edge_app.align import FACENET_SIZE, face_crops
 from edge_app.cascade_choice import CascadeChoice, open_engine
 from edge_app.centering import EMBEDDING_DIM, centre, load_mean, model_identity
 from edge_app.cohort import load_cohort
-from edge_app.detection.cascade import Cascade, Thresholds
-from edge_app.detection.pyramid import DEFAULT_FACTOR
+from edge_app.detection.cascade import ONET_SIZE, RNET_SIZE, Cascade, Thresholds
+from edge_app.detection.pyramid import DEFAULT_FACTOR, PNET_CELL, level_shape
 from edge_app.errors import UserError
 from edge_app.faces import Faces
-from edge_app.liveness import LivenessScorer
+from edge_app.liveness import SPOOF_LOGITS, LivenessScorer
 from edge_app.manifest import (
     LIVENESS_ROLE,
     Manifest,
@@ -60,6 +62,96 @@ CROP_MARGIN = 0.2
 # unbounded, 40 frames of 40 sizes (400x300 to 1843x1197) held 306 interpreters and 1.1 GB
 # RSS; with this bound 24 and 322 MB (docs/RELIABILITY.md has the command).
 MAX_RESIZED_PNETS = 24
+# What the engine feeds each kind of model, as (height, width) (P-Net: its pyramid level, at
+# least one 12-pixel window; liveness: its manifest patch), and the last dimension of each
+# output it reads (None: any). A model that differs cannot run here, whatever its manifest.
+ROLE_INPUTS = {
+    "rnet": (RNET_SIZE, RNET_SIZE),
+    "onet": (ONET_SIZE, ONET_SIZE),
+    "facenet": (FACENET_SIZE, FACENET_SIZE),
+}
+ROLE_OUTPUTS: dict[str, dict[str, int | None]] = {
+    "pnet": {"score": 1, "box": 4},
+    "rnet": {"score": 1, "box": 4},
+    "onet": {"score": 1, "box": 4, "landmarks": 10},
+    "facenet": {"embedding": EMBEDDING_DIM},
+    LIVENESS_ROLE: {SPOOF_LOGITS: None},
+}
+INPUT_DTYPES = ("uint8", "int8", "float32")  # what edge_app.adapters converts pixels to
+FIX_MODELS = (
+    "restore the models folder shipped with edge-app or rebuild it with `edge-convert build`"
+)
+
+T = TypeVar("T")
+
+
+def role_problem(spec: ModelSpec) -> str | None:
+    """Why the engine cannot run the model `spec` describes in its role, or None: one RGB
+    image in, of the size the engine cuts for that role, and the outputs it reads."""
+    if len(spec.inputs) != 1:
+        return f"it has {len(spec.inputs)} inputs, the engine feeds one image"
+    [pixels] = spec.inputs
+    if spec.role == "pnet":
+        size = None
+    elif spec.patch is not None:
+        size = (spec.patch.height, spec.patch.width)
+    else:
+        size = ROLE_INPUTS[spec.role]
+    shape = pixels.shape
+    if (
+        len(shape) != 4
+        or (shape[0], shape[3]) != (1, 3)
+        or (size is not None and (shape[1], shape[2]) != size)
+        or (size is None and min(shape[1:3]) < PNET_CELL)
+    ):
+        height, width = size or ("H", "W")
+        return f"its input is {shape}, the engine feeds [1, {height}, {width}, 3]"
+    if pixels.dtype not in INPUT_DTYPES or (pixels.dtype != "float32" and not pixels.scale > 0):
+        return (
+            f"its input is {pixels.dtype} with scale {pixels.scale:g}, the engine feeds "
+            f"float32 or quantised {', '.join(INPUT_DTYPES[:2])}"
+        )
+    for role, last in ROLE_OUTPUTS[spec.role].items():
+        found = [tensor.shape for tensor in spec.outputs if tensor.role == role]
+        if len(found) != 1:
+            return f"it has {len(found)} outputs with role {role!r}, the engine reads one"
+        [shape] = found
+        expected = ["1", "H", "W", str(last)] if spec.role == "pnet" else ["1", str(last or "K")]
+        if (
+            len(shape) != len(expected)
+            or shape[0] != 1
+            or min(shape) < 1
+            or (last is not None and shape[-1] != last)
+        ):
+            return f"its output {role!r} is {shape}, the engine reads [{', '.join(expected)}]"
+    return None
+
+
+def _check_frame(frame: np.ndarray) -> None:
+    """detect, embed and liveness all refuse what is not an RGB uint8 frame: a uint16 or float
+    frame would otherwise be cut into crops modulo 256, garbage scored as a face."""
+    if not (
+        isinstance(frame, np.ndarray)
+        and frame.ndim == 3
+        and frame.shape[2] == 3
+        and frame.dtype == np.uint8
+    ):
+        raise ValueError("frames must be RGB uint8 arrays shaped (H, W, 3)")
+
+
+def _shipped(what: str, fix: str, load: Callable[[], T]) -> T:
+    """A file the manifest ships beside the models (centring mean, cohort), loaded; a damaged
+    one is a one-line UserError naming it, whatever numpy raised on it."""
+    try:
+        return load()
+    except ManifestError as error:
+        raise UserError(str(error)) from None
+    except (OSError, EOFError, ValueError, TypeError) as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        raise UserError(
+            f"{what}: cannot be used ({reason}); restore the file shipped with the models "
+            f"or rebuild it with `{fix}`"
+        ) from None
 
 
 class Engine:
@@ -107,17 +199,21 @@ class Engine:
         self._facenet = facenet or self._runner(facenet_spec)
         # Which cascade runs and why; set by Engine.open (edge_app/cascade_choice.py).
         self.cascade_choice: CascadeChoice | None = None
+        if self._tpu:
+            self._check_tpu_levels()
         # The shipped mean embedding (edge_app.centering), None when the manifest has none.
-        try:
-            self.mean = load_mean(self.models_dir, manifest.preprocessing)
-        except ManifestError as error:
-            raise UserError(str(error)) from None
+        self.mean = _shipped(
+            f"{self.models_dir}: manifest.preprocessing.facenet_mean",
+            "make centring-mean",
+            lambda: load_mean(self.models_dir, manifest.preprocessing),
+        )
         self.embedding_model = model_identity(facenet_spec.sha256, self.mean)
         # The shipped cohort score normaliser (edge_app.cohort), None when the manifest has none.
-        try:
-            self.cohort = load_cohort(self.models_dir, manifest.recognition, self.embedding_model)
-        except ManifestError as error:
-            raise UserError(str(error)) from None
+        self.cohort = _shipped(
+            f"{self.models_dir}: manifest.recognition.cohort",
+            "make cohort",
+            lambda: load_cohort(self.models_dir, manifest.recognition, self.embedding_model),
+        )
         liveness_specs = manifest.by_role(LIVENESS_ROLE)
         self._liveness = (
             LivenessScorer([self._runner(spec) for _, spec in liveness_specs])
@@ -183,8 +279,41 @@ class Engine:
         )
 
     def _runner(self, spec: ModelSpec) -> ModelRunner:
+        """The model's interpreter, refused in one line when the runtime cannot load the file
+        or the file is not the model its manifest entry describes (edge_app.adapters) or one
+        the engine can run in that role (role_problem)."""
         file = spec.edgetpu.file if self._tpu and spec.edgetpu else spec.file
-        return ModelRunner(make_interpreter(self.models_dir / file, self.backend), spec)
+        path = self.models_dir / file
+        try:
+            interpreter = make_interpreter(path, self.backend)
+        except (ValueError, RuntimeError, OSError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise UserError(
+                f"{path}: the TFLite runtime cannot load it on the {self.backend.kind} "
+                f"({reason}); {FIX_MODELS}"
+            ) from None
+        problem = tensor_mismatch(interpreter, spec)
+        if problem is not None:
+            raise UserError(
+                f"{path}: not the model its manifest entry describes: {problem}; {FIX_MODELS}"
+            )
+        problem = role_problem(spec)
+        if problem is not None:
+            raise UserError(f"{path}: not a {spec.role} model this engine can run: {problem}")
+        return ModelRunner(interpreter, spec)
+
+    def _check_tpu_levels(self) -> None:
+        """The Edge TPU runs each pyramid level of the compiled camera frame on the P-Net
+        compiled for it: every level must have one, or every frame would fail."""
+        width, height = self.camera
+        for scale in self.cascade.scales(width, height):
+            shape = level_shape(width, height, scale)
+            if shape not in self._pnets:
+                raise UserError(
+                    f"{self.models_dir}: no P-Net for the {shape[1]}x{shape[0]} level "
+                    f"(scale {scale:g}) of the manifest's {width}x{height} camera frame; "
+                    f"its camera, pyramid.scales and P-Net models disagree: {FIX_MODELS}"
+                )
 
     def _pnet_for(self, height: int, width: int) -> ModelRunner:
         """The compiled model for this level, or (CPU only) a P-Net resized to it, kept in a
@@ -220,8 +349,10 @@ class Engine:
         return canvas, scale
 
     def detect(self, frame: np.ndarray) -> Faces:
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError("frames must be RGB uint8 arrays shaped (H, W, 3)")
+        _check_frame(frame)
+        if frame.size == 0:  # no pixels, no faces (and nothing to letterbox)
+            self.timings = {}
+            return Faces.empty()
         if self._tpu and (frame.shape[1], frame.shape[0]) != self.camera:
             canvas, scale = self._fit_to_compiled(frame)
             faces = self.cascade.detect(canvas)
@@ -233,6 +364,7 @@ class Engine:
 
     def embed_raw(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
         """(N, 512) FaceNet outputs before normalisation (mirror: of the flipped crops)."""
+        _check_frame(frame)
         start = time.perf_counter()
         crops = face_crops(frame, faces, self.crop_margin)
         if mirror:
@@ -267,6 +399,7 @@ class Engine:
                 f"{self.models_dir} has no liveness models: rebuild them with "
                 "`edge-convert build --only liveness --liveness DIR` (the MiniFASNet weights)"
             )
+        _check_frame(frame)
         scores = self._liveness.score(frame, faces)
         self.timings.update(self._liveness.timings)
         return scores

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +27,19 @@ OPTIONAL_ROLES = (LIVENESS_ROLE,)
 # scale 1, zero point 0), "standardised" is (x - 127.5) / 128 like the MTCNN and FaceNet inputs.
 PIXEL_ENCODINGS = ("raw", "standardised")
 COLOR_ORDERS = ("RGB", "BGR")
+# The committed manifest is about 34 kB: a file a hundred times larger is not a manifest.
+MANIFEST_MAX_BYTES = 4 * 1024 * 1024
+# Roles the engine runs exactly one model of (P-Net has one per pyramid level).
+SINGLE_ROLES = ("rnet", "onet", "facenet")
+# Stage thresholds are face probabilities, strictly between 0 and 1 (0 passes everything, 1
+# nothing); the NMS limits are overlaps, above 0 and at most 1.
+STAGE_THRESHOLDS = ("pnet", "rnet", "onet")
+NMS_THRESHOLDS = ("nms_scale", "nms_pnet", "nms_rnet", "nms_onet")
+# The pyramid factor: MTCNN's 0.709 halves each level's area. Below 0.5 a face size falls
+# between levels; above 0.75 a frame of the largest size the config allows (8192 px) and
+# the smallest face (12 px) has more levels than the engine keeps P-Nets for (24).
+PYRAMID_FACTORS = (0.5, 0.75)
+MAX_CAMERA_SIDE = 16384
 
 
 class ManifestError(UserError, ValueError):
@@ -199,7 +214,7 @@ def _edgetpu(data: Any, where: str) -> EdgeTpuSpec | None:
         raise ManifestError(f"{where}: expected an object or null")
     on_chip, off_chip = data.get("on_chip_mib"), data.get("off_chip_mib")
     return EdgeTpuSpec(
-        file=_require(data, "file", str, where),
+        file=_relative_file(_require(data, "file", str, where), f"{where}.file"),
         sha256=_require(data, "sha256", str, where),
         on_chip_mib=None if on_chip is None else float(_number(data, "on_chip_mib", 0, where)),
         off_chip_mib=None if off_chip is None else float(_number(data, "off_chip_mib", 0, where)),
@@ -237,7 +252,7 @@ def _model(name: str, data: dict[str, Any]) -> ModelSpec:
         raise ManifestError(f"{where}.patch: a liveness model needs its patch geometry")
     return ModelSpec(
         role=role,
-        file=_require(data, "file", str, where),
+        file=_relative_file(_require(data, "file", str, where), f"{where}.file"),
         sha256=_require(data, "sha256", str, where),
         inputs=[_tensor(t, f"{where}.inputs") for t in _require(data, "inputs", list, where)],
         outputs=[_tensor(t, f"{where}.outputs") for t in _require(data, "outputs", list, where)],
@@ -266,27 +281,88 @@ def _float_cascade(data: Any, pyramid_scales: list[float]) -> FloatCascade | Non
         for name, spec in _require(data, "models", dict, where).items()
     }
     for name, spec in models.items():
-        _relative_file(spec.file, f"{where}.models.{name}.file")
         if spec.role not in CASCADE_ROLES:
             raise ManifestError(f"{where}.models.{name}.role: only {', '.join(CASCADE_ROLES)}")
         if spec.edgetpu is not None:
             raise ManifestError(f"{where}.models.{name}.edgetpu: float models never run there")
-    for role in CASCADE_ROLES:
-        if not any(spec.role == role for spec in models.values()):
-            raise ManifestError(f"{where}.models: no model with role {role!r}")
-    float_scales = sorted(s.scale or 0.0 for s in models.values() if s.role == "pnet")
-    expected = sorted(pyramid_scales)
-    if len(float_scales) != len(expected) or any(
-        abs(a - b) > 1e-9 for a, b in zip(float_scales, expected, strict=False)
-    ):
-        raise ManifestError(f"{where}.models: P-Net scales differ from manifest.pyramid.scales")
-    thresholds = _require(data, "thresholds", dict, where)
+    _check_roles(models, CASCADE_ROLES, f"{where}.models")
+    _check_pnet_scales(models, pyramid_scales, f"{where}.models")
     return FloatCascade(
         models=models,
-        thresholds={k: float(_number(thresholds, k, 0, f"{where}.thresholds")) for k in thresholds},
+        thresholds=_thresholds(_require(data, "thresholds", dict, where), f"{where}.thresholds"),
         probe=_relative_file(_require(data, "probe", str, where), f"{where}.probe"),
         probe_sha256=_require(data, "probe_sha256", str, where),
     )
+
+
+def _check_roles(models: dict[str, ModelSpec], roles: tuple[str, ...], where: str) -> None:
+    """Every role present; one model each of R-Net, O-Net and FaceNet (the engine runs one)."""
+    for role in roles:
+        count = sum(spec.role == role for spec in models.values())
+        if count == 0:
+            raise ManifestError(f"{where}: no model with role {role!r}")
+        if count > 1 and role in SINGLE_ROLES:
+            raise ManifestError(f"{where}: {count} models with role {role!r}, the engine runs one")
+
+
+def _check_pnet_scales(models: dict[str, ModelSpec], scales: list[float], where: str) -> None:
+    """One P-Net per pyramid level: the Edge TPU runs each level on the P-Net of its scale."""
+    found = sorted(spec.scale or 0.0 for spec in models.values() if spec.role == "pnet")
+    expected = sorted(scales)
+    if len(found) != len(expected) or any(
+        abs(a - b) > 1e-9 for a, b in zip(found, expected, strict=False)
+    ):
+        raise ManifestError(f"{where}: P-Net scales differ from manifest.pyramid.scales")
+
+
+def _thresholds(values: dict[str, Any], where: str) -> dict[str, float]:
+    """Numbers; the stage thresholds face probabilities in (0, 1), the NMS limits in (0, 1]."""
+    thresholds = {key: float(_number(values, key, 0, where)) for key in values}
+    for key, value in thresholds.items():
+        if key in STAGE_THRESHOLDS and not 0.0 < value < 1.0:
+            raise ManifestError(
+                f"{where}.{key}: {value!r} is not a face probability between 0 and 1"
+            )
+        if key in NMS_THRESHOLDS and not 0.0 < value <= 1.0:
+            raise ManifestError(f"{where}.{key}: {value!r} is not an overlap above 0, at most 1")
+    return thresholds
+
+
+def _camera_and_min_face(data: dict[str, Any]) -> tuple[list[int], int]:
+    """The compiled frame size and the smallest face: at least P-Net's 12-pixel window, and
+    a face no larger than the frame (else the pyramid has no level)."""
+    from edge_app.detection.pyramid import PNET_CELL
+
+    camera = _numbers(_require(data, "camera", list, "manifest"), int, "manifest.camera", 2)
+    if not all(PNET_CELL <= side <= MAX_CAMERA_SIDE for side in camera):
+        raise ManifestError(
+            f"manifest.camera: {camera} is not a frame size of {PNET_CELL} to "
+            f"{MAX_CAMERA_SIDE} pixels a side"
+        )
+    min_face = _number(data, "min_face", 0, "manifest")
+    if not PNET_CELL <= min_face <= min(camera):
+        raise ManifestError(
+            f"manifest.min_face: {min_face!r} is not a face size from {PNET_CELL} (P-Net's "
+            f"window) to {min(camera)} (the frame) pixels"
+        )
+    return camera, int(min_face)
+
+
+def _pyramid_scales(pyramid: dict[str, Any]) -> list[float]:
+    """The pyramid's scales (each in (0, 1]: a level is never larger than the frame), its
+    factor checked when given (PYRAMID_FACTORS)."""
+    where = "manifest.pyramid"
+    scales = _numbers(_require(pyramid, "scales", list, where), float, f"{where}.scales")
+    if not scales or not all(0.0 < scale <= 1.0 for scale in scales):
+        raise ManifestError(f"{where}.scales: {scales} are not scales above 0, at most 1")
+    if "factor" in pyramid:
+        factor = _number(pyramid, "factor", 0, where)
+        low, high = PYRAMID_FACTORS
+        if not low <= factor <= high:
+            raise ManifestError(
+                f"{where}.factor: {factor!r} is not from {low} to {high} (MTCNN's is 0.709)"
+            )
+    return scales
 
 
 def parse_manifest(data: dict[str, Any]) -> Manifest:
@@ -300,20 +376,25 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     models = {
         name: _model(name, spec) for name, spec in _require(data, "models", dict, where).items()
     }
-    for role in ROLES:
-        if not any(spec.role == role for spec in models.values()):
-            raise ManifestError(f"manifest.models: no model with role {role!r}")
+    _check_roles(models, ROLES, "manifest.models")
+    camera, min_face = _camera_and_min_face(data)
     pyramid = _require(data, "pyramid", dict, where)
-    scales = _numbers(
-        _require(pyramid, "scales", list, "manifest.pyramid"), float, "manifest.pyramid.scales"
-    )
-    thresholds = _require(data, "thresholds", dict, where)
+    scales = _pyramid_scales(pyramid)
+    _check_pnet_scales(models, scales, "manifest.models")
+    preprocessing = _require(data, "preprocessing", dict, where)
+    if "facenet_margin" in preprocessing:
+        margin = _number(preprocessing, "facenet_margin", 0, "manifest.preprocessing")
+        if not 0.0 <= margin <= 1.0:
+            raise ManifestError(
+                f"manifest.preprocessing.facenet_margin: {margin!r} is not a fraction of the "
+                "face box from 0 to 1 (the built models use 0.2)"
+            )
     return Manifest(
-        camera=_numbers(_require(data, "camera", list, where), int, "manifest.camera", 2),
-        min_face=int(_number(data, "min_face", 0, where)),
+        camera=camera,
+        min_face=min_face,
         pyramid=pyramid,
-        preprocessing=_require(data, "preprocessing", dict, where),
-        thresholds={k: float(_number(thresholds, k, 0, "manifest.thresholds")) for k in thresholds},
+        preprocessing=preprocessing,
+        thresholds=_thresholds(_require(data, "thresholds", dict, where), "manifest.thresholds"),
         models=models,
         sources=data.get("sources", {}),
         converter=data.get("converter", {}),
@@ -326,10 +407,39 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     )
 
 
+def _read_manifest(path: Path) -> bytes:
+    """The bytes of a regular file of at most MANIFEST_MAX_BYTES. Opened without blocking and
+    checked before reading: a named pipe would hang the door's start for ever, a device such
+    as /dev/zero would fill the memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ManifestError(
+                f"{path}: not a regular file (a folder, device or pipe); copy the models "
+                "folder again or rebuild it with `edge-convert build`"
+            )
+        chunks, size = [], 0
+        while size <= MANIFEST_MAX_BYTES:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MANIFEST_MAX_BYTES:
+        raise ManifestError(
+            f"{path}: more than the {MANIFEST_MAX_BYTES} bytes a manifest has; copy the "
+            "models folder again or rebuild it with `edge-convert build`"
+        )
+    return data
+
+
 def load_manifest(models_dir: Path) -> Manifest:
     path = Path(models_dir) / MANIFEST_NAME
     try:
-        data = untrusted_json.loads(path.read_bytes())
+        data = untrusted_json.loads(_read_manifest(path))
     except FileNotFoundError:
         raise ManifestError(
             f"no {MANIFEST_NAME} in {models_dir}: build models with `edge-convert build`"
@@ -364,12 +474,20 @@ def verify_float_cascade(manifest: Manifest, models_dir: Path) -> list[str]:
 
 def _file_problems(models_dir: Path, entries: list[tuple[str, str, str]]) -> list[str]:
     """The problems of `entries`, each (label, file, sha256): a file missing from
-    `models_dir`, or one that does not match its sha256."""
+    `models_dir`, one that is not a regular file or cannot be read, or one that does not
+    match its sha256."""
     problems = []
     for name, file, expected in entries:
         path = Path(models_dir) / file
         if not path.is_file():
-            problems.append(f"{name}: {file} is missing")
-        elif sha256_file(path) != expected:
+            kind = "is not a regular file" if path.exists() else "is missing"
+            problems.append(f"{name}: {file} {kind}")
+            continue
+        try:
+            digest = sha256_file(path)
+        except OSError as error:
+            problems.append(f"{name}: {file} cannot be read ({error.strerror or error})")
+            continue
+        if digest != expected:
             problems.append(f"{name}: {file} does not match its sha256 in the manifest")
     return problems
