@@ -43,6 +43,9 @@ MODES = ("z-norm", "t-norm", "s-norm")
 # must not turn a small similarity difference into a huge normalised score.
 MIN_SPREAD = 1e-3
 MIN_COHORT = 2
+# Similarities (rows x cohort) computed at once by stats(): a gallery's templates go in chunks
+# of about this many, so its arrays (8 MB of float32 each) stay bounded as the gallery grows.
+CHUNK = 1 << 21
 
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
@@ -78,6 +81,13 @@ class CohortNormaliser:
         own = np.clip(self._cohort_t.T @ self._cohort_t, -1.0, 1.0)
         np.fill_diagonal(own, -np.inf)
         mu, sd = self._reduce(own, size - 1)
+        if np.all(sd <= np.float32(MIN_SPREAD)):
+            # Every std fell to the floor: scores would all land near `centre` (1 for identical
+            # members), above any threshold, and the best person would be named for anyone.
+            raise ValueError(
+                "the cohort's members are all alike (or top_k is 1): their similarities to "
+                "one another have no spread to normalise against"
+            )
         self.centre = float(mu.mean())
         self.spread = float(sd.mean())
 
@@ -93,8 +103,16 @@ class CohortNormaliser:
         return mean.astype(np.float32), np.maximum(spread, MIN_SPREAD).astype(np.float32)
 
     def stats(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 512) unit embeddings -> mean and std of each one's top_k cohort similarities."""
+        """(N, 512) unit embeddings -> mean and std of each one's top_k cohort similarities,
+        CHUNK similarities at a time."""
         rows = np.asarray(rows, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        step = max(1, CHUNK // len(self))
+        if len(rows) <= step:
+            return self._stats(rows)
+        parts = [self._stats(rows[at : at + step]) for at in range(0, len(rows), step)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _stats(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sims = np.clip(rows @ self._cohort_t, -1.0, 1.0)
         return self._reduce(sims, sims.shape[1])
 

@@ -11,12 +11,15 @@ threshold). A person's score is the aggregate of the similarities to their sampl
 
 A probe is accepted as the best person only when that score reaches the threshold AND beats
 the second-best person by at least the margin: a face halfway between two people is "unknown"
-rather than a coin toss. With a single person enrolled the second-best score is -1, the bottom
-of the scale, so the margin rule holds trivially.
+rather than a coin toss. Whatever the margin, two scores within TIE of each other are a tie
+(one face enrolled under two names), which names nobody. With a single person enrolled the
+second-best score is -1, the bottom of the scale, so the margin rule holds trivially. A probe
+that is not finite (NaN or inf anywhere) matches nobody, not even as the closest person.
 
 All probes are compared with all samples in one matrix product, then aggregated per person
 with grouped numpy reductions: the cost per frame does not grow with Python-level work per
-person.
+person. A large batch of probes (and the lookalike check, every stored face against every
+person) is scored CHUNK similarities at a time, so memory stays bounded as the gallery grows.
 
 With `centroid` (the manifest's recognition.centroid), each person is also matched by the
 unit mean of all their samples, one more row per person added when the Matcher is built:
@@ -30,7 +33,8 @@ With a site_share (SITE_SHARE when `[recognition] site_centring` is on, the defa
 Matcher first removes that share of the site direction from every face, enrolled and visitor
 alike: what the enrolled people share beyond what their own faces explain (site_direction),
 the signature of one camera, one light and one household, which otherwise lifts every
-stranger's score at that door (docs/ACCURACY.md, "Site centring"). With a site memory
+stranger's score at that door (docs/ACCURACY.md, "Site centring"). A zero row (a sample the
+gallery could not use, or an empty face) stays zero: it matches nobody. With a site memory
 (`[recognition] learn_site`, edge_app/site_memory.py) the visits the door judged strangers
 count as more people, so a household of one has something to compare with. It is computed
 when the Matcher is built; per frame it costs one 512-float subtraction per face.
@@ -73,10 +77,29 @@ SAME_FACE = 1.0
 # Chosen on real one-camera video (NUAA households, split by person) as the share that keeps
 # strangers out without costing residents their visits (docs/ACCURACY.md, "Site centring").
 SITE_SHARE = 0.75
+# Two people whose scores for a face are closer than this are tied: the same samples under two
+# names score equal, or apart by float rounding in the matrix product (about 1e-7), and
+# naming either would be a coin toss. Far below any real difference (the threshold has 4
+# decimals).
+TIE = 1e-5
+# Similarities (probes x templates) scored at once: a large batch of probes, and the lookalike
+# check, go in chunks of about this many, so their arrays (a few float32 blocks of this size:
+# 8 MB each) stay bounded whatever the gallery's size. Within one chunk (every frame's few
+# faces) the result is exactly as in one block; across chunks the matrix product may round
+# the last bit differently.
+CHUNK = 1 << 21
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+
+
+def _centred(rows: np.ndarray, site: np.ndarray) -> np.ndarray:
+    """rows with `site` removed, back to unit length; a zero row stays zero (unit(-site)
+    would be a real template, the same for every unusable sample, that strangers match)."""
+    moved = _unit(rows - site)
+    moved[~np.any(rows, axis=-1)] = 0
+    return moved
 
 
 def site_direction(matrix: GalleryMatrix, memory: SiteMemory | None = None) -> np.ndarray:
@@ -246,7 +269,7 @@ class Matcher:
         self.site = np.float32(settings.site_share) * direction
         self._centred = bool(np.any(self.site))
         if self._centred:
-            matrix = replace(matrix, embeddings=_unit(matrix.embeddings - self.site))
+            matrix = replace(matrix, embeddings=_centred(matrix.embeddings, self.site))
         if settings.centroid:
             matrix = matrix.with_centroids()
         self.matrix = matrix
@@ -267,14 +290,34 @@ class Matcher:
         ranks = np.arange(k_max)
         self._keep = (ranks >= cut[:, None]) & (ranks < (counts - cut)[:, None])
         self._kept = self._keep.sum(axis=1).astype(np.float32)
+        # Probes per chunk: each one's row of similarities, its trimmed_mean block, its
+        # cohort similarities.
+        widest = max(
+            len(matrix),
+            len(matrix.names) * k_max if settings.aggregate == "trimmed_mean" else 0,
+            0 if normaliser is None else len(normaliser),
+        )
+        self._rows = max(1, CHUNK // max(widest, 1))
         # The last entry (None) is what a rejected probe indexes: names without a Python loop.
         self._labels = np.array([*matrix.names, None], dtype=object)
 
     def person_scores(self, probes: np.ndarray) -> np.ndarray:
-        """(N, 512) probes -> (N, P) aggregated cosine similarity to each person."""
+        """(N, 512) probes -> (N, P) aggregated cosine similarity to each person (NaN for a
+        probe that is not finite), scored at most self._rows probes at a time (CHUNK)."""
         probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        if len(probes) <= self._rows:
+            return self._person_scores(probes)
+        step = self._rows
+        return np.concatenate(
+            [self._person_scores(probes[at : at + step]) for at in range(0, len(probes), step)]
+        )
+
+    def _person_scores(self, probes: np.ndarray) -> np.ndarray:
+        # A NaN or inf anywhere makes the whole probe NaN: the clip below would turn an inf
+        # product into a perfect 1.
+        probes = np.where(np.isfinite(probes).all(axis=1, keepdims=True), probes, np.nan)
         if self._centred:
-            probes = _unit(probes - self.site)
+            probes = _centred(probes, self.site)
         # Clipped to the cosine scale: rows are unit vectors (the gallery refuses and
         # renormalises others), and this keeps a stray one from outscoring every threshold.
         sims = np.clip(probes @ self.matrix.embeddings.T, -1.0, 1.0)
@@ -303,7 +346,14 @@ class Matcher:
         others = scores.copy()
         others[rows, best_index] = -np.inf
         second = np.maximum(others.max(axis=1), NO_SCORE)
-        ok = (best >= self.settings.threshold) & (best - second >= self.settings.margin)
+        # argmax stops at a NaN: a probe (or sample) that is not finite. Nobody, as if no one
+        # were enrolled, rather than person 0 with a NaN score.
+        usable = np.isfinite(best)
+        best_index = np.where(usable, best_index, -1)
+        best = np.where(usable, best, NO_SCORE)
+        second = np.where(usable, second, NO_SCORE)
+        apart = best - second >= max(self.settings.margin, TIE)
+        ok = usable & (best >= self.settings.threshold) & apart
         return Matches(
             names=self._labels[np.where(ok, best_index, -1)].tolist(),
             best=self._labels[best_index].tolist(),
@@ -324,14 +374,37 @@ class Matcher:
         people = len(faces.names)
         if people < 2:
             return []
-        scores = self.person_scores(faces.embeddings)  # (faces, people)
-        scores[np.arange(len(faces)), faces.person] = -np.inf  # not against themselves
-        worst = np.maximum.reduceat(scores, faces.starts, axis=0)  # (people, people)
-        worst = np.maximum(worst, worst.T)
-        first, second = np.nonzero(np.triu(worst >= self.settings.threshold, k=1))
+        threshold = self.settings.threshold
+        starts = faces.starts
+        ends = starts + faces.counts
+        # Whole people at a time, about self._rows faces (one person if they have more): the
+        # (faces, people) block stays bounded. A pair is kept from each side that scores at
+        # or above the threshold, or NaN (which the pair's maximum keeps, and drops below).
+        pairs, values = [], []
+        first = 0
+        while first < people:
+            last = max(first + 1, int(np.searchsorted(ends, starts[first] + self._rows, "right")))
+            block = slice(int(starts[first]), int(ends[last - 1]))
+            scores = self.person_scores(faces.embeddings[block])  # (faces, people)
+            scores[np.arange(len(scores)), faces.person[block]] = -np.inf  # not themselves
+            worst = np.maximum.reduceat(scores, starts[first:last] - starts[first], axis=0)
+            a, b = np.nonzero(~(worst < threshold))
+            pairs.append(np.stack([a + first, b]))
+            values.append(worst[a, b])
+            first = last
+        pair, value = np.concatenate(pairs, axis=1), np.concatenate(values)
+        # Each pair once, lower index first, with the higher of its two sides' scores.
+        key = pair.min(axis=0).astype(np.int64) * people + pair.max(axis=0)
+        order = np.argsort(key, kind="stable")
+        key, value = key[order], value[order]
+        if not len(key):
+            return []
+        key, at = np.unique(key, return_index=True)
+        worst_of_pair = np.maximum.reduceat(value, at)
         found = [
-            Lookalike(faces.names[a], faces.names[b], round(float(worst[a, b]), 4))
-            for a, b in zip(first, second, strict=True)
+            Lookalike(faces.names[k // people], faces.names[k % people], round(float(score), 4))
+            for k, score in zip(key.tolist(), worst_of_pair, strict=True)
+            if score >= threshold
         ]
         return sorted(found, key=lambda pair: -pair.score)
 
