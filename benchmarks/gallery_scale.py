@@ -131,6 +131,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _shown(path: Path) -> str:
+    """A path as the JSON records it: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULT)
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python -m benchmarks.gallery_scale",
         "settings": {
-            "manifest": str(args.models / MANIFEST_NAME),
+            "manifest": _shown(args.models / MANIFEST_NAME),
             "site_centring": config.site_centring,
             "lookalikes": config.lookalikes,
             "embeddings": "random unit vectors (the cost depends only on the sizes)",
