@@ -43,8 +43,9 @@ MODES = ("z-norm", "t-norm", "s-norm")
 # must not turn a small similarity difference into a huge normalised score.
 MIN_SPREAD = 1e-3
 MIN_COHORT = 2
-# Similarities (rows x cohort) computed at once by stats(): a gallery's templates go in chunks
-# of about this many, so its arrays (8 MB of float32 each) stay bounded as the gallery grows.
+# Similarities computed at once, here (rows x cohort, stats()) and in edge_app.matching (probes
+# x templates): larger batches go in chunks of about this many, so their arrays (8 MB of
+# float32 each) stay bounded as the gallery grows.
 CHUNK = 1 << 21
 
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.cohort import NORMALISATION_KEY, CohortNormaliser
+from edge_app.cohort import CHUNK, NORMALISATION_KEY, CohortNormaliser
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
 from edge_app.site_memory import SiteMemory
@@ -82,12 +82,10 @@ SITE_SHARE = 0.75
 # naming either would be a coin toss. Far below any real difference (the threshold has 4
 # decimals).
 TIE = 1e-5
-# Similarities (probes x templates) scored at once: a large batch of probes, and the lookalike
-# check, go in chunks of about this many, so their arrays (a few float32 blocks of this size:
-# 8 MB each) stay bounded whatever the gallery's size. Within one chunk (every frame's few
-# faces) the result is exactly as in one block; across chunks the matrix product may round
-# the last bit differently.
-CHUNK = 1 << 21
+# Similarities (probes x templates) are scored at most cohort.CHUNK at once: a large batch of
+# probes, and the lookalike check, go in chunks, so their arrays stay bounded whatever the
+# gallery's size. Within one chunk (every frame's few faces) the result is exactly as in one
+# block; across chunks the matrix product may round the last bit differently.
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
