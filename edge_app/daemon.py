@@ -48,7 +48,7 @@ from edge_app.faces import Faces
 from edge_app.fusion import TrackPool, face_weights
 from edge_app.liveness_rule import OFF, LiveRule
 from edge_app.parallax import Parallax
-from edge_app.policy import LIVE_DOUBT, Policy, Vote
+from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
 from edge_app.quality import presented_faces
 from edge_app.relay import Relay, RelayError, make_pin_factory
 from edge_app.site_memory import (
@@ -344,9 +344,9 @@ class Recognizer:
 
     def could_be(self, names: list[str | None], faces: np.ndarray) -> list[bool]:
         """Per face (one frame's own embedding), whether it could be `names` by itself: that
-        person is its best match, at most LIVE_DOUBT under the threshold."""
+        person is its best match, at most OWN_FACE_DOUBT under the threshold."""
         matches = self.matcher.identify(faces)
-        floor = self.matcher.settings.threshold - LIVE_DOUBT
+        floor = self.matcher.settings.threshold - OWN_FACE_DOUBT
         return [
             name is not None and best == name and float(score) >= floor
             for name, best, score in zip(names, matches.best, matches.scores, strict=True)
@@ -656,7 +656,8 @@ class Daemon:
                 self._notify("WATCHDOG=1")
                 last_ping = now
             # PRAGMA data_version costs microseconds: an enrolment counts from the next frame.
-            recognizer.reload_if_changed()
+            if recognizer.reload_if_changed():
+                self.policy.restart_votes()
             events.maintain()  # retry failing sinks when due; daily retention
             if now - last_metrics >= METRICS_EVERY:
                 log.info("metrics %s", self.metrics_line())
@@ -704,22 +705,21 @@ class Daemon:
             if self.config.policy.evidence == "track":
                 embeddings = pooled
         votes = recognizer.match(embeddings)
+        if embeddings is not own:
+            # The door opens, and liveness counts for a person, only on a face that could be
+            # them by itself: pooled evidence still names whoever held the track before (a
+            # resident, or a printed photo of one) for a few frames after another face took
+            # its place.
+            alone = recognizer.could_be([v.name for v in votes], own)
+            votes = [replace(vote, alone=ok) for vote, ok in zip(votes, alone, strict=True)]
         metrics.embed_seconds += time.perf_counter() - start
         if self.live_rule.mode != OFF:
             start = time.perf_counter()
             scores = recognizer.liveness(frame, faces[due])
-            # Liveness counts for a person only on a face that could be them by itself: pooled
-            # evidence still names whoever held the track before (a printed photo of a
-            # resident) for a few frames after a live stranger's face took its place.
-            alone = (
-                recognizer.could_be([v.name for v in votes], own)
-                if embeddings is not own
-                else [True] * len(votes)
-            )
             metrics.live_seconds += time.perf_counter() - start
             votes = [
-                replace(vote, liveness=float(score), alone=ok)
-                for vote, score, ok in zip(votes, scores, alone, strict=True)
+                replace(vote, liveness=float(score))
+                for vote, score in zip(votes, scores, strict=True)
             ]
         metrics.embedded_frames += 1
         metrics.embeddings += len(due)
@@ -831,6 +831,7 @@ class Daemon:
             return
         # Nothing below can fail (checked above): the new settings apply together.
         self.policy.configure(new.policy, live_rule)
+        self.policy.restart_votes()  # votes matched under the old gallery and threshold
         if live_rule != self.live_rule:
             log.info("liveness %s", live_rule.describe())
         self.live_rule = live_rule

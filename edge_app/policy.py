@@ -8,18 +8,23 @@ crossing in one track are two decisions; the person it comes back to is not deci
 the per-person cooldown also covers a person who steps out of view and back. Unknown faces
 are reported, never acted on.
 
+The door opens only on a frame whose own face could be the person (Vote.alone), in every
+liveness mode: with `[policy] evidence = "track"` the pooled evidence can still name a
+resident for a few frames after another face took the track (a stranger stepping into the
+place a resident just left), so a recognised track whose latest face is not theirs waits,
+unsettled and evaluated every frame, until their own face is back.
+
 Liveness (docs/LIVENESS.md): each vote may carry the face's liveness score. With the rule in
 "require" mode a recognised track unlocks only once `min_live_frames` of its last 10 scored
 frames that matched that person are live, and while that person still wins the frame votes;
-until then it waits (and stays unsettled, so it is scored every frame). It opens only on a
-frame whose own face could be that person (Vote.alone): pooled evidence can name a resident
-for a few frames after another face took the track. Live frames of another face in the same
-track (a live stranger who steps in where a photo of a resident was) never count for the
-resident. A track whose 10-frame window fills without being live is
-a `spoof`: reported once, with the name it matched, and it never unlocks (the person steps
-out of view and back to try again). In "log" mode the same `spoof` is reported but the
-unlock is not held back, and a track held for liveness is let go on its next frame once a
-reload stops requiring it.
+until then it waits the same way. Live frames of another face in the same track (a live
+stranger who steps in where a photo of a resident was) never count for the resident. A
+track whose 10-frame window fills without being live is a `spoof`: reported once, with the
+name it matched, and it never unlocks (the person steps out of view and back to try again).
+In "log" mode the same `spoof` is reported but the unlock is not held back for it, and a
+track held for liveness is let go on a frame of its own once a reload stops requiring it.
+A reload restarts every track's votes (restart_votes): each is earned again under the new
+gallery and threshold.
 
 Known visitors (people enrolled without access, docs/GALLERY.md) are recognised like anyone
 enrolled and then `denied` with reason "no access", whatever the liveness check says.
@@ -55,10 +60,10 @@ NOT_LIVE = "not live"
 NOT_LIVE_LOGGED = "not live (log mode: not enforced)"
 NO_ACCESS = "no access"
 # How far under the recognition threshold a frame's own face may score and still count as
-# the person the track's pooled evidence names, for liveness (Vote.alone). A live face one
-# frame at a time scores lower than the pool that recognised it; a stranger's face that took
-# the track scores far lower (docs/LIVENESS.md has the measurement).
-LIVE_DOUBT = 0.05
+# the person the track's pooled evidence names (Vote.alone): for opening the door and for
+# liveness. A face one frame at a time scores lower than the pool that recognised it; a
+# stranger's face that took the track scores far lower (docs/LIVENESS.md has the measurement).
+OWN_FACE_DOUBT = 0.05
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,11 @@ class Vote:
     name is None when the best person is below the threshold or too close to the second best.
     admitted is False when `name` is a known visitor, enrolled without access: recognised and
     reported, never let in. alone: whether this frame's face could be `name` by itself (its
-    own best match, at most LIVE_DOUBT under the threshold). With `[policy] evidence =
+    own best match, at most OWN_FACE_DOUBT under the threshold). With `[policy] evidence =
     "track"` the name comes from the track's pooled evidence, which can still name a
     resident for a few frames after another face took the track; a frame vote is always
-    alone. Liveness counts for a person only on frames that could be them alone.
+    alone. The door opens, and liveness counts for a person, only on frames that could be
+    them alone.
     """
 
     name: str | None
@@ -129,7 +135,9 @@ class _TrackState:
     )
     identity: str | None = None
     unknown_reported: bool = False
-    awaiting_live: bool = False  # recognised, unlock held until that person is judged live
+    # recognised, unlock held until a frame of that person's own face (and, when liveness is
+    # required, until they are judged live)
+    held: bool = False
     judged_live: bool = False  # the rule passed once on all frames: the track is live for good
     live_as: set[str] = field(default_factory=set)  # people whose own frames passed the rule
     spoofed: bool = False  # judged an attack: reported, and (require) never unlocks
@@ -180,6 +188,14 @@ class Policy:
             state.votes = deque(state.votes, maxlen=config.window)
             state.live = self._live_frames(state.live.scores)
 
+    def restart_votes(self) -> None:
+        """Drop every track's frame votes: they were matched against a gallery or threshold
+        that is no longer the door's (a reload, an enrolment or removal while running), and
+        would otherwise count for up to `window` frames. What each track already decided,
+        whom it was recognised as and its liveness frames are kept."""
+        for state in self._tracks.values():
+            state.votes.clear()
+
     def _live_frames(self, scores: Iterable[float] = ()) -> LiveFrames:
         rule = self.liveness
         live = LiveFrames(rule.threshold, rule.min_live_frames)
@@ -207,26 +223,26 @@ class Policy:
         winner = self._winner(state.votes)
         if winner is not None and winner != state.identity:
             state.identity = winner
-            state.awaiting_live = False
+            state.held = False
             if winner in state.decided:  # back to someone this visit already decided
                 return self._check_spoof(state, track)
             decisions = [Decision(RECOGNIZED, winner, self._score(state), track)]
             if not self._admitted(state):
-                decisions.append(self._unlock(state, track))  # denied: no liveness to wait for
-            elif mode == REQUIRE and (state.spoofed or not self._live_here(state, vote)):
-                state.awaiting_live = not state.spoofed
-                if state.spoofed:
-                    decisions.append(self._spoof(state, track, NOT_LIVE))
-            else:
+                decisions.append(self._unlock(state, track))  # denied: nothing to wait for
+            elif mode == REQUIRE and state.spoofed:
+                decisions.append(self._spoof(state, track, NOT_LIVE))
+            elif self._may_open(state, vote):
                 decisions.append(self._unlock(state, track))
+            else:
+                state.held = True
             return decisions + self._check_spoof(state, track)
         if (
-            state.awaiting_live
+            state.held
             and state.identity is not None
-            and winner == state.identity  # still this person's face, by the frame votes
-            and (mode != REQUIRE or self._live_here(state, vote))  # a reload may relax it
+            and winner == state.identity  # still this person, by the frame votes
+            and self._may_open(state, vote)  # a reload may have relaxed liveness
         ):
-            state.awaiting_live = False
+            state.held = False
             return [self._unlock(state, track)]
         spoof = self._check_spoof(state, track)
         if spoof:
@@ -250,7 +266,7 @@ class Policy:
         state = self._tracks.get(track)
         if state is None or not state.votes:
             return False
-        if state.awaiting_live:
+        if state.held:
             return False  # an unlock held back: evaluated every frame until it is let go
         if (
             self.liveness.mode != OFF
@@ -310,11 +326,13 @@ class Policy:
         (the gallery may have changed since the earlier ones); no such vote: not admitted."""
         return next((v.admitted for v in reversed(state.votes) if v.name == state.identity), False)
 
-    @staticmethod
-    def _live_here(state: _TrackState, vote: Vote) -> bool:
-        """Judged live as the track's person, and this frame's own face could be them."""
+    def _may_open(self, state: _TrackState, vote: Vote) -> bool:
+        """This frame's own face could be the track's person and, when liveness is required,
+        that person was judged live on frames of their own."""
         name = state.identity
-        return name in state.live_as and vote.name == name and vote.alone
+        if vote.name != name or not vote.alone:
+            return False
+        return self.liveness.mode != REQUIRE or name in state.live_as
 
     def _live_as(self, state: _TrackState, name: str) -> bool:
         """The liveness rule on the track's recent frames that matched `name` only."""
@@ -337,7 +355,7 @@ class Policy:
         if not state.live.refused:
             return []
         state.spoofed = True
-        state.awaiting_live = False
+        state.held = state.held and mode != REQUIRE  # log mode: a spoof does not hold it
         return [self._spoof(state, track, NOT_LIVE if mode == REQUIRE else NOT_LIVE_LOGGED)]
 
     def _try_unlock(self, name: str, score: float, track: int) -> Decision:

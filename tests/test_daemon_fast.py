@@ -60,6 +60,14 @@ _ASIDE = unit(3) - (unit(3) @ unit(1)) * unit(1)
 _ASIDE /= np.linalg.norm(_ASIDE)
 EMBEDDINGS[ADA_LEFT] = 0.5 * unit(1) + np.sqrt(0.75) * _ASIDE
 EMBEDDINGS[ADA_RIGHT] = 0.5 * unit(1) - np.sqrt(0.75) * _ASIDE
+# A fair view of Ada: cosine 0.65 to her sample, over the 0.6 threshold.
+ADA_FAIR = 5
+EMBEDDINGS[ADA_FAIR] = 0.65 * unit(1) + np.sqrt(1 - 0.65**2) * _ASIDE
+# Two views that each fall just short (0.57, within OWN_FACE_DOUBT of the threshold), whose
+# mean is her own embedding again.
+ADA_NEAR_LEFT, ADA_NEAR_RIGHT = 6, 7
+EMBEDDINGS[ADA_NEAR_LEFT] = 0.57 * unit(1) + np.sqrt(1 - 0.57**2) * _ASIDE
+EMBEDDINGS[ADA_NEAR_RIGHT] = 0.57 * unit(1) - np.sqrt(1 - 0.57**2) * _ASIDE
 
 
 class ScriptedEngine:
@@ -193,16 +201,22 @@ def test_stranger_never_raises_the_pin(tmp_path: Path, gallery: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("evidence", "expected"),
-    [("track", ["recognized", "unlock", "relock"]), ("frame", ["unknown"])],
+    ("evidence", "views", "expected"),
+    [
+        ("track", (ADA_NEAR_LEFT, ADA_NEAR_RIGHT), ["recognized", "unlock", "relock"]),
+        ("frame", (ADA_NEAR_LEFT, ADA_NEAR_RIGHT), ["unknown"]),
+        ("track", (ADA_LEFT, ADA_RIGHT), ["recognized"]),
+    ],
 )
 def test_track_evidence_pools_views_that_each_fall_short(
-    evidence: str, expected: list[str], tmp_path: Path, gallery: Path
+    evidence: str, views: tuple[int, int], expected: list[str], tmp_path: Path, gallery: Path
 ) -> None:
-    """[policy] evidence: alternating poor views of Ada unlock when the track's embeddings
-    are pooled (their mean is her), and stay unknown when every frame is judged alone."""
-    views = [ADA_LEFT, ADA_RIGHT] * 5
-    frames = write_frames(tmp_path / "frames", [NOBODY, *views, *[NOBODY] * 30])
+    """[policy] evidence: alternating views of Ada that each fall just short (0.57 against
+    the 0.6 threshold) unlock when the track's embeddings are pooled (their mean is her),
+    and stay unknown when every frame is judged alone. Views that fall far short (0.50) are
+    still recognised as her by the pool, but the door opens only on a frame whose own face
+    could be her (within OWN_FACE_DOUBT), and none of these could."""
+    frames = write_frames(tmp_path / "frames", [NOBODY, *list(views) * 5, *[NOBODY] * 30])
     factory = MockFactory()
     config = door(tmp_path, gallery, frames, policy={"evidence": evidence})
     daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
@@ -225,6 +239,23 @@ def test_track_evidence_never_lets_a_stranger_borrow_a_pool(tmp_path: Path, gall
     assert ("unknown", None) in kinds[2:]
     assert [k for k in kinds if k[0] == "unlock"] == [("unlock", NAME)]
     assert_fail_secure(factory)
+
+
+def test_track_evidence_never_opens_for_a_stranger_who_takes_a_residents_place(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Ada for two frames, then a stranger in her place with no frame between: one track,
+    whose pooled evidence still names Ada on the stranger's first frames and completes her
+    3 of 5 votes there. No liveness model, so nothing else stands in the way: the door opens
+    only on a frame whose own face could be Ada, and this one never is."""
+    codes = [NOBODY, ADA, ADA, *[STRANGER] * 12, *[NOBODY] * 5]
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, policy={"evidence": "track"})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    assert [(e["type"], e.get("name")) for e in jsonl(tmp_path)] == [("recognized", NAME)]
+    assert states(factory) == [False]
 
 
 def kill_when_open(factory: MockFactory, signum: int, sent: list[float]) -> threading.Thread:
@@ -615,6 +646,44 @@ def test_sighup_applies_a_reload_whole_or_not_at_all(tmp_path: Path, gallery: Pa
     assert daemon.config.policy.cooldown_seconds == 0 and daemon.pulse_seconds == 5.0
     assert daemon.policy.cooldown_seconds == 0
     assert (tmp_path / "events.jsonl").exists()  # reopened: a new file after the rename
+
+
+def test_votes_counted_before_a_reload_do_not_count_after_it(tmp_path: Path, gallery: Path) -> None:
+    """Two fair views of Ada (0.65) win her two votes under threshold 0.6; a reload raises
+    the threshold to 0.7, which they would not pass, and two clear frames of her follow.
+    The old votes must not make up her 3 of 5: the door stays shut and nothing is decided."""
+    codes = [NOBODY, ADA_FAIR, ADA_FAIR, ADA, ADA, *[NOBODY] * 8]
+    frames = write_frames(tmp_path / "frames", codes)
+    path = tmp_path / "door.toml"
+
+    def write(threshold: float) -> None:
+        path.write_text(
+            f'[camera]\nsource = "{frames}"\n[gallery]\npath = "{gallery}"\n'
+            f'[gpio]\npin = {PIN}\npulse_seconds = {PULSE}\nfactory = "mock"\n'
+            f"[recognition]\nthreshold = {threshold}\n"
+            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n'
+        )
+
+    write(0.6)
+    from edge_app.config import load_config
+
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    daemon = Daemon(load_config(path), config_path=path, engine=engine, pin_factory=factory)
+    detect = engine.detect
+
+    def reload_after_the_fair_views(image: np.ndarray) -> Faces:
+        if engine.calls["detect"] == 2:  # this is the third frame; the reload applies next
+            write(0.7)
+            daemon.request_reload()
+        return detect(image)
+
+    engine.detect = reload_after_the_fair_views  # type: ignore[method-assign]
+    assert daemon.run() == 0
+    assert daemon.recognizer is not None
+    assert daemon.recognizer.matcher.settings.threshold == pytest.approx(0.7)
+    assert jsonl(tmp_path) == []
+    assert states(factory) == [False]
 
 
 def test_sighup_says_which_changes_wait_for_a_restart(

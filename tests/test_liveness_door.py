@@ -45,9 +45,9 @@ from edge_app.events import read_events
 from edge_app.faces import Faces
 from edge_app.liveness_rule import LiveRule
 from edge_app.policy import (
-    LIVE_DOUBT,
     NOT_LIVE,
     NOT_LIVE_LOGGED,
+    OWN_FACE_DOUBT,
     RECOGNIZED,
     SPOOF,
     UNLOCK,
@@ -299,8 +299,8 @@ def toward_ada(code: int, cosine: float) -> int:
 
 
 THRESHOLD_ADA = 0.6  # the scripted manifest's recognition threshold
-COULD_BE_ADA = toward_ada(13, THRESHOLD_ADA - LIVE_DOUBT / 2)
-NOT_ADA = toward_ada(14, THRESHOLD_ADA - 2 * LIVE_DOUBT)
+COULD_BE_ADA = toward_ada(13, THRESHOLD_ADA - OWN_FACE_DOUBT / 2)
+NOT_ADA = toward_ada(14, THRESHOLD_ADA - 2 * OWN_FACE_DOUBT)
 
 
 @pytest.mark.parametrize(("face", "opens"), [(COULD_BE_ADA, True), (NOT_ADA, False)])
@@ -308,8 +308,8 @@ def test_a_live_face_counts_for_the_pooled_name_only_if_it_could_be_them_alone(
     tmp_path: Path, gallery: Path, face: int, opens: bool
 ) -> None:
     """After Ada's photo, the pooled evidence names Ada on every later frame of either face.
-    A live face within LIVE_DOUBT under the threshold could be Ada (a poor view of her):
-    it counts and opens. One 2 x LIVE_DOUBT under cannot: it never does."""
+    A live face within OWN_FACE_DOUBT under the threshold could be Ada (a poor view of her):
+    it counts and opens. One 2 x OWN_FACE_DOUBT under cannot: it never does."""
     codes = [NOBODY] * 2 + [PHOTO] * 5 + [face] * 12 + [NOBODY] * 20
     factory = run(tmp_path, gallery, codes)
     assert states(factory) == ([False, True, False] if opens else [False])

@@ -105,3 +105,46 @@ def test_two_people_crossing_in_one_track_are_each_decided_once() -> None:
         (UNLOCK, "alice"),
         (UNLOCK, "bob"),
     ]
+
+
+@pytest.mark.parametrize("mode", [OFF, LOG])
+def test_pooled_evidence_never_opens_on_a_face_that_is_not_the_person(mode: str) -> None:
+    """Whatever the liveness mode: Alice's own face for two frames, then a stranger steps
+    into her place in the same track. The pooled evidence names Alice on the stranger's
+    frame that completes her 3 of 5 votes; the door must not open for the face in front of
+    it. It opens on the next frame of Alice's own face, and only once."""
+    policy = make(Clock(), mode)
+    liveness = None if mode == OFF else DEAD  # log mode: a spoof is reported, never enforced
+    decisions = [d for _ in range(2) for d in policy.vote(1, alice(liveness))]
+    assert decisions == []
+    stranger = [d for _ in range(3) for d in policy.vote(1, alice(liveness, alone=False))]
+    assert kinds(stranger) == [RECOGNIZED]
+    assert not policy.settled(1)  # held: evaluated on every frame until her face is back
+    assert kinds(policy.vote(1, alice(liveness))) == [UNLOCK]
+    assert UNLOCK not in kinds(policy.vote(1, alice(liveness)))
+
+
+def test_a_held_unlock_is_let_go_on_the_persons_own_frame_after_a_spoof_in_log_mode() -> None:
+    """Log mode reports a spoof but never holds the unlock back for it: a track held only
+    because its latest faces were not the person's own still opens once they are."""
+    policy = make(Clock(), LOG)
+    decisions = [d for _ in range(3) for d in policy.vote(1, alice(DEAD, alone=False))]
+    decisions += [d for _ in range(7) for d in policy.vote(1, alice(DEAD, alone=False))]
+    assert kinds(decisions) == [RECOGNIZED, "spoof"]
+    assert kinds(policy.vote(1, alice(DEAD))) == [UNLOCK]
+
+
+def test_restarted_votes_are_earned_again_and_nothing_decided_is_forgotten() -> None:
+    """After restart_votes (a reload or a gallery change while running) a track needs its
+    `hits` votes again before anything new is decided; a person it already let in is not
+    let in again for it."""
+    policy = make(Clock(), OFF)
+    decisions = [d for _ in range(2) for d in policy.vote(1, alice(None))]
+    policy.restart_votes()
+    decisions += policy.vote(1, alice(None))
+    assert decisions == []  # 1 of 3, not 3 of 3
+    decisions = [d for _ in range(2) for d in policy.vote(1, alice(None))]
+    assert kinds(decisions) == [RECOGNIZED, UNLOCK]
+    policy.restart_votes()
+    assert [d for _ in range(5) for d in policy.vote(1, alice(None))] == []
+    assert policy.settled(1)
