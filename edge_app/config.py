@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import math
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as `tomli
     import tomli as tomllib  # type: ignore[no-redef]
 
 from edge_app import paths
+from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
 from edge_app.fusion import EVIDENCE
@@ -617,21 +617,23 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
     explicit = path is not None
     path = Path(path) if path is not None else paths.DEFAULT_CONFIG
     try:
-        info = path.stat()
-        # Checked before reading: a named pipe would block every command for ever, and a
-        # device such as /dev/zero would fill the memory.
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{path}: not a regular file; give the config file (TOML)")
-        if info.st_size > CONFIG_MAX_BYTES:
-            raise ConfigError(
-                f"{path}: {info.st_size} bytes, more than a config file has "
-                f"({CONFIG_MAX_BYTES} at most); is this the config file?"
-            )
-        text = path.read_text(encoding="utf-8")
+        # Not read_text(): a named pipe would block every command for ever, and a device such
+        # as /dev/zero would fill the memory (edge_app.bounded_read).
+        data = read_bounded(path, CONFIG_MAX_BYTES)
+        # Universal newlines, as read_text() gave: a lone CR ends a line too.
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{path}: config file not found") from None
         return path, {}
+    except NotRegularFile:
+        raise ConfigError(f"{path}: not a regular file; give the config file (TOML)") from None
+    except TooLarge as error:
+        size = "" if error.size is None else f"{error.size} bytes, "
+        raise ConfigError(
+            f"{path}: {size}more than a config file has ({error.limit} at most); "
+            "is this the config file?"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the config file ({error})") from None
     try:

@@ -51,6 +51,7 @@ from typing import IO, Any
 import numpy as np
 
 from edge_app import untrusted_json
+from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.centering import EMBEDDING_DIM
 from edge_app.errors import UserError
 
@@ -1039,20 +1040,23 @@ def _too_large(label: str) -> str:
 def read_export_file(source: str) -> list[ExportedPerson]:
     """read_export() of a file name, or of standard input for "-", at most MAX_IMPORT_BYTES.
 
-    A pipe is fine (`<(ssh door edge-app export -)`); a device is not read.
+    A pipe is fine (`<(ssh door edge-app export -)`), and a named pipe nothing writes to
+    reads as empty rather than waiting; a device or a folder is not read
+    (edge_app.bounded_read).
     """
     label = "standard input" if source == "-" else source
     try:
         if source == "-":
             data = sys.stdin.buffer.read(MAX_IMPORT_BYTES + 1)
         else:
-            info = os.stat(source)
-            if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
-                raise GalleryError(f"cannot import {label}: not a file or a pipe")
-            if info.st_size > MAX_IMPORT_BYTES:  # refused before reading it
-                raise GalleryError(_too_large(label))
-            with open(source, "rb") as handle:
-                data = handle.read(MAX_IMPORT_BYTES + 1)
+            # A file too large is refused unread.
+            data = read_bounded(source, MAX_IMPORT_BYTES, pipes=True)
+    except NotRegularFile as error:
+        raise GalleryError(
+            f"cannot import {label}: it is a {error.kind}, not a file or a pipe"
+        ) from None
+    except TooLarge:
+        raise GalleryError(_too_large(label)) from None
     except OSError as error:
         raise GalleryError(f"cannot read {label}: {error.strerror or error}") from None
     if len(data) > MAX_IMPORT_BYTES:

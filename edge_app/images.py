@@ -5,9 +5,9 @@ face crop an import carries goes through this module, because a photo is untrust
 few kilobytes can declare a 30000x30000 image, a path can name a pipe that never ends or
 /dev/zero, and a cut-off JPEG decodes without complaint. The rules, in order:
 
-1. Regular files only: `os.stat` first (a FIFO, a device or a socket is refused without being
-   opened), then an `O_NONBLOCK` open and `fstat` of what was opened (so a swap in between
-   cannot slip a pipe in). At most MAX_IMAGE_BYTES are read.
+1. Regular files only, of at most MAX_IMAGE_BYTES, read by edge_app.bounded_read: a FIFO, a
+   device or a socket is refused without being opened, and what was opened is checked again
+   (so a swap in between cannot slip a pipe in).
 2. The header is parsed here, before any decoder runs: PNG (IHDR), JPEG (the SOF marker),
    BMP, WebP (VP8, VP8L, VP8X) and TIFF (the first IFD). Any other format is refused, and so
    is an image declaring more than MAX_PIXELS.
@@ -29,8 +29,6 @@ few kilobytes can declare a 30000x30000 image, a path can name a pipe that never
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -186,34 +185,20 @@ def read_header(data: bytes) -> ImageHeader | None:
 def _read_regular_file(path: Path, limit: int) -> bytes:
     """The bytes of a regular file of at most `limit` bytes (module docstring, rule 1)."""
     try:
-        info = os.stat(path)
+        return read_bounded(path, limit)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
-    except OSError as error:
-        raise ImageError(f"{path}: cannot read ({error.strerror or error})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageError(f"{path}: is a folder, not an image")
-    if not stat.S_ISREG(info.st_mode):
+    except NotRegularFile as error:
+        if error.kind == "folder":
+            raise ImageError(f"{path}: is a folder, not an image") from None
         raise ImageError(
             f"{path}: not a regular file (a device, pipe or socket); give a photo file"
-        )
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        ) from None
+    except TooLarge as error:
+        size = "" if error.size is None else f"{error.size} bytes, "
+        raise ImageError(f"{path}: {size}more than the {limit} bytes allowed") from None
     except OSError as error:
         raise ImageError(f"{path}: cannot read ({error.strerror or error})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"{path}: not a regular file; give a photo file")
-        if info.st_size > limit:
-            raise ImageError(f"{path}: {info.st_size} bytes, more than the {limit} bytes allowed")
-        try:
-            data = handle.read(limit + 1)
-        except OSError as error:
-            raise ImageError(f"{path}: cannot read ({error.strerror or error})") from None
-    if len(data) > limit:
-        raise ImageError(f"{path}: more than the {limit} bytes allowed")
-    return data
 
 
 def _looks_truncated(rgb: np.ndarray, block: int) -> bool:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import stat
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_app import untrusted_json
+from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.errors import UserError
 
 FORMAT_VERSION = 1
@@ -408,32 +407,21 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
 
 
 def _read_manifest(path: Path) -> bytes:
-    """The bytes of a regular file of at most MANIFEST_MAX_BYTES. Opened without blocking and
-    checked before reading: a named pipe would hang the door's start for ever, a device such
-    as /dev/zero would fill the memory."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    """The bytes of a regular file of at most MANIFEST_MAX_BYTES (edge_app.bounded_read: a
+    named pipe would hang the door's start for ever, a device such as /dev/zero would fill
+    the memory). Other OSErrors, FileNotFoundError first, are load_manifest's to word."""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ManifestError(
-                f"{path}: not a regular file (a folder, device or pipe); copy the models "
-                "folder again or rebuild it with `edge-convert build`"
-            )
-        chunks, size = [], 0
-        while size <= MANIFEST_MAX_BYTES:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > MANIFEST_MAX_BYTES:
+        return read_bounded(path, MANIFEST_MAX_BYTES)
+    except NotRegularFile:
+        raise ManifestError(
+            f"{path}: not a regular file (a folder, device or pipe); copy the models "
+            "folder again or rebuild it with `edge-convert build`"
+        ) from None
+    except TooLarge:
         raise ManifestError(
             f"{path}: more than the {MANIFEST_MAX_BYTES} bytes a manifest has; copy the "
             "models folder again or rebuild it with `edge-convert build`"
-        )
-    return data
+        ) from None
 
 
 def load_manifest(models_dir: Path) -> Manifest:
