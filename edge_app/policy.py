@@ -8,11 +8,13 @@ crossing in one track are two decisions; the person it comes back to is not deci
 the per-person cooldown also covers a person who steps out of view and back. Unknown faces
 are reported, never acted on.
 
-The door opens only on a frame whose own face could be the person (Vote.alone), in every
-liveness mode: with `[policy] evidence = "track"` the pooled evidence can still name a
-resident for a few frames after another face took the track (a stranger stepping into the
-place a resident just left), so a recognised track whose latest face is not theirs waits,
-unsettled and evaluated every frame, until their own face is back.
+A track is recognised as a person, and the door opens, only on a frame whose own face
+could be that person (Vote.alone), in every liveness mode: with `[policy] evidence =
+"track"` the pooled evidence can still name a resident for a few frames after another face
+took the track (a stranger stepping into the place a resident just left). Such a frame is
+neither reported as the resident nor opens for them; the track stays unsettled, evaluated
+every frame, until the person's own face is back (or, as the pool follows the new face,
+it is reported unknown).
 
 Liveness (docs/LIVENESS.md): each vote may carry the face's liveness score. With the rule in
 "require" mode a recognised track unlocks only once `min_live_frames` of its last 10 scored
@@ -135,8 +137,8 @@ class _TrackState:
     )
     identity: str | None = None
     unknown_reported: bool = False
-    # recognised, unlock held until a frame of that person's own face (and, when liveness is
-    # required, until they are judged live)
+    # recognised, unlock held until that person is judged live (liveness "require"), or
+    # until a frame of their own face once a reload relaxed that
     held: bool = False
     judged_live: bool = False  # the rule passed once on all frames: the track is live for good
     live_as: set[str] = field(default_factory=set)  # people whose own frames passed the rule
@@ -221,7 +223,9 @@ class Policy:
             if name is not None and self._live_as(state, name):
                 state.live_as.add(name)
         winner = self._winner(state.votes)
-        if winner is not None and winner != state.identity:
+        # A track is recognised as a person only on a frame whose own face could be them:
+        # pooled evidence may still name a resident after a stranger took their place.
+        if winner is not None and winner != state.identity and self._own_face(vote, winner):
             state.identity = winner
             state.held = False
             if winner in state.decided:  # back to someone this visit already decided
@@ -234,7 +238,7 @@ class Policy:
             elif self._may_open(state, vote):
                 decisions.append(self._unlock(state, track))
             else:
-                state.held = True
+                state.held = True  # until judged live
             return decisions + self._check_spoof(state, track)
         if (
             state.held
@@ -326,11 +330,16 @@ class Policy:
         (the gallery may have changed since the earlier ones); no such vote: not admitted."""
         return next((v.admitted for v in reversed(state.votes) if v.name == state.identity), False)
 
+    @staticmethod
+    def _own_face(vote: Vote, name: str | None) -> bool:
+        """This frame's own face could be `name` by itself (Vote.alone)."""
+        return vote.name == name and vote.alone
+
     def _may_open(self, state: _TrackState, vote: Vote) -> bool:
         """This frame's own face could be the track's person and, when liveness is required,
         that person was judged live on frames of their own."""
         name = state.identity
-        if vote.name != name or not vote.alone:
+        if not self._own_face(vote, name):
             return False
         return self.liveness.mode != REQUIRE or name in state.live_as
 
