@@ -52,3 +52,34 @@ def test_the_crowd_section_lists_the_frames_with_more_faces_than_the_cap(tmp_pat
     assert [line.split(" | ")[0] for line in rows] == ["| many.jpg", "| some.jpg"]  # worst first
     assert "| many.jpg | 40 | 40 | 80 ms | 1000 ms | 100 ms | 1080 ms | 180 ms |" in lines
     assert "load 0.5-0.7" in lines[2] and "embed the 4 largest" in lines[4]
+
+
+def test_samples_per_person_counts_what_the_door_matcher_decides(tmp_path: Path) -> None:
+    """benchmarks.samples_per_person on a made-up cache: 3 people with 6 photos each (their
+    own direction plus noise) and 40 strangers (random faces). Their later photos are
+    identified at every n, nobody is named wrongly, and no random face is let in."""
+    import numpy as np
+
+    from benchmarks.samples_per_person import main
+
+    rng = np.random.default_rng(0)
+    names, raw = [], []
+    for person in range(3):
+        own = rng.standard_normal(512)
+        for photo in range(6):
+            names.append(f"P{person}/P{person}_{photo:04d}.jpg")
+            raw.append(own + 0.3 * rng.standard_normal(512))
+    for stranger in range(40):
+        names.append(f"S{stranger}/S{stranger}_0001.jpg")
+        raw.append(rng.standard_normal(512))
+    faces = np.array(raw, np.float32)
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    cache = tmp_path / "cache.npz"
+    np.savez(cache, names=np.array(names), raw=faces, mirror=faces)
+    out = tmp_path / "out.json"
+    assert main(["--raw", str(cache), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["photos_per_person"] for row in rows] == [1, 2, 3, 4, 5]
+    assert all(row["genuine"] == 3 and row["identified"] == 3 for row in rows)
+    assert all(row["wrong_person"] == 0 and row["strangers"] == 40 for row in rows)
+    assert all(row["strangers_accepted"] == 0 for row in rows)
