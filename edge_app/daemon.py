@@ -30,6 +30,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +66,10 @@ from edge_app.tracker import IoUTracker, Track
 log = logging.getLogger(__name__)
 
 LOOP_TIMEOUT = 0.2
+# How long the frame loop waits for a gallery picked up while running to be built before it
+# goes on with the previous one (Recognizer.reload_if_changed): a household's builds take
+# milliseconds and are in use from the next frame; a few thousand people take seconds.
+BUILD_WAIT_SECONDS = 0.5
 METRICS_EVERY = 60.0
 # Faces this close to the frame edge are cut off: their embeddings are poor, so they neither
 # vote nor count as unknown until the person is fully in view.
@@ -169,6 +175,11 @@ class Recognizer:
         self.matcher: Any = None
         self.unreadable = False  # the gallery could not be read: nobody is let in until it can
         self._learned_at = -math.inf  # frame clock of the last visit the site memory learned
+        # A gallery change picked up while running, whose matcher is still being built off the
+        # frame loop (reload_if_changed): its version and rows, and the build.
+        self._pending: tuple[int, Any, Future[Any]] | None = None
+        # While a build runs: the newest version and rows read, which answer who is enrolled.
+        self._newest: tuple[int, Any] | None = None
         try:
             self.memory = open_site_memory(gallery_path, settings)
             self.reload()
@@ -196,8 +207,10 @@ class Recognizer:
             self.gallery = replacement
         self._settings, self.memory = settings, memory
         self._version, self._matrix, self.matcher = loaded
+        self._pending = self._newest = None  # a build for the old settings: dropped
 
     def reload(self) -> None:
+        self._pending = self._newest = None
         self._version, self._matrix, self.matcher = self._load(
             self.gallery, self._settings, self.memory
         )
@@ -210,6 +223,8 @@ class Recognizer:
         memory = self.memory
         if memory is None or self.unreadable or now - self._learned_at < LEARN_INTERVAL:
             return False  # (unreadable: everyone looks like a stranger, residents too)
+        if self._pending is not None:
+            return False  # the build reads the memory: a visit is learned after it
         match = self.matcher.identify(embedding)
         score, threshold = float(match.scores[0]), float(self.matcher.settings.threshold)
         if match.best[0] is not None and not worth_learning(score, threshold):
@@ -243,12 +258,22 @@ class Recognizer:
     def _load(
         self, gallery: Any, recognition: RecognitionConfig, memory: SiteMemory | None
     ) -> tuple[int, Any, Any]:
+        version, matrix = self._read(gallery)
+        matcher, _ = door_matcher(self.engine, recognition, matrix, memory=memory)
+        self._loaded(gallery, matrix, matcher)
+        return version, matrix, matcher
+
+    @staticmethod
+    def _read(gallery: Any) -> tuple[int, Any]:
         # The version is read BEFORE the rows: a change committed while they are being read
         # then shows up as a new version and is loaded on the next frame. Read after, it
         # would be taken as already loaded, and a removed person would keep access.
         version = gallery.data_version()
-        matrix = gallery.load_matrix()
-        matcher, _ = door_matcher(self.engine, recognition, matrix, memory=memory)
+        return version, gallery.load_matrix()
+
+    def _loaded(self, gallery: Any, matrix: Any, matcher: Any) -> None:
+        """Log what was loaded, and what about it needs the user (from the frame loop: the
+        checks read the gallery, whose connection belongs to that thread)."""
         settings = matcher.settings
         log.info(
             "gallery loaded path=%s people=%d known_visitors=%d templates=%d centroids=%s "
@@ -288,10 +313,17 @@ class Recognizer:
                 "everyone enrolled is a known visitor: nobody can be unlocked; give a "
                 "resident access with `edge-app access NAME yes`"
             )
-        return version, matrix, matcher
 
     def reload_if_changed(self) -> bool:
-        """Pick up `edge-app enroll`/`remove` done while running (another connection's commit).
+        """Pick up `edge-app enroll`/`remove` done while running (another connection's commit);
+        True once the new gallery is in use.
+
+        The rows are read here, on the frame loop; the matcher is built on a worker thread
+        (the lookalike check grows with the square of the gallery: seconds for thousands of
+        people on a Pi, longer than the systemd watchdog allows a stalled loop). A build done
+        within BUILD_WAIT_SECONDS is in use from the next frame; a longer one finishes while
+        the door keeps running on the previous matcher, with the new rows' removals and
+        access changes applied to its answers at once (match()).
 
         A gallery that cannot be read (a damaged page, a disk error) lets nobody in until it
         can, rather than keep the people it held (a removal may be what could not be read):
@@ -300,21 +332,70 @@ class Recognizer:
         from edge_app.gallery import GalleryError
 
         try:
-            if self.gallery.data_version() == self._version:
-                return False
-            self.reload()
+            version = self.gallery.data_version()
+            newest = self._pending[0] if self._pending is not None else self._version
+            if version != newest:
+                rows = self._read(self.gallery)
         except (sqlite3.Error, GalleryError) as error:
             self._shut_out(error)
             return False
+        if self._pending is not None:
+            if version != newest:
+                # Changed again during the build: the newest rows answer who is enrolled
+                # (match()) and are built next; one build runs at a time.
+                self._newest = rows
+            return self._swap_in(timeout=0.0)
+        if version == newest:
+            return False
+        self._build(*rows)
+        return self._swap_in(timeout=BUILD_WAIT_SECONDS)
+
+    def _build(self, version: int, matrix: Any) -> None:
+        """Start building the matcher of `matrix` on a thread of its own (reload_if_changed)."""
+        build: Future[Any] = Future()
+        engine, settings, memory = self.engine, self._settings, self.memory
+
+        def run() -> None:
+            build.set_running_or_notify_cancel()
+            try:
+                build.set_result(door_matcher(engine, settings, matrix, memory=memory))
+            except BaseException as error:  # handed to the frame loop by _swap_in
+                build.set_exception(error)
+
+        # A daemon thread: a build still running when the door stops must not hold its exit.
+        threading.Thread(target=run, name="gallery-build", daemon=True).start()
+        self._pending = (version, matrix, build)
+        self._newest = (version, matrix)
+
+    def _swap_in(self, timeout: float) -> bool:
+        """Put the pending build in use if it finishes within `timeout`, and start the next
+        one when the gallery changed again meanwhile; a build's errors are the frame loop's,
+        as a build on the loop's own thread would raise them."""
+        assert self._pending is not None
+        version, matrix, build = self._pending
+        try:
+            matcher, _ = build.result(timeout=timeout)
+        except FutureTimeout:
+            return False
+        except BaseException:
+            self._pending = self._newest = None
+            raise
+        self._pending = None
+        self._version, self._matrix, self.matcher = version, matrix, matcher
+        self._loaded(self.gallery, matrix, matcher)
         if self.unreadable:
             self.unreadable = False
             log.warning("gallery %s can be read again: recognition resumes", self.gallery.path)
+        newest, self._newest = self._newest, None
+        if newest is not None and newest[0] != version:
+            self._build(*newest)  # its rows keep answering until it is in use
         return True
 
     def _shut_out(self, error: Exception) -> None:
         from edge_app.gallery import GalleryMatrix
 
         self._version = -1  # never a real data_version: the next frame tries again
+        self._pending = self._newest = None
         if self.unreadable:
             return  # already shut out: said once, the empty matcher is in place
         log.error(
@@ -354,12 +435,19 @@ class Recognizer:
 
     def match(self, embeddings: np.ndarray) -> list[Vote]:
         matches = self.matcher.identify(embeddings)
-        visitors = self.matcher.faces.no_access  # known visitors: recognised, never let in
+        names: list[str | None] = list(matches.names)
+        faces = self.matcher.faces
+        if self._newest is not None:
+            # A new gallery is being built: until it is in use, the newest rows read say who
+            # is still enrolled and who may open the door (a removal or a revoked access
+            # must not wait for the build).
+            faces = self._newest[1]
+            enrolled = set(faces.names)
+            names = [name if name in enrolled else None for name in names]
+        visitors = faces.no_access  # known visitors: recognised, never let in
         return [
             Vote(name, float(score), float(second), admitted=name not in visitors)
-            for name, score, second in zip(
-                matches.names, matches.scores, matches.second, strict=True
-            )
+            for name, score, second in zip(names, matches.scores, matches.second, strict=True)
         ]
 
     def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
@@ -368,6 +456,7 @@ class Recognizer:
         return self.engine.liveness(frame.image, faces)
 
     def close(self) -> None:
+        self._pending = self._newest = None
         self.gallery.close()
 
 

@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,7 +33,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edge_app import daemon as daemon_module
 from edge_app.camera import FolderSource
-from edge_app.config import Config, parse_config
+from edge_app.config import Config, RecognitionConfig, parse_config
 from edge_app.daemon import Daemon, FaceEngine, Recognizer
 from edge_app.events import read_events
 from edge_app.faces import Faces
@@ -601,6 +602,120 @@ def test_a_gallery_that_cannot_be_read_lets_nobody_in_until_it_can(
     assert recognizer.reload_if_changed() is True  # readable again
     assert not recognizer.unreadable and "can be read again" in caplog.text
     assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
+    assert recognizer.matcher.matrix.names == (NAME, "Grace Hopper")
+    recognizer.close()
+
+
+@pytest.fixture
+def slow_builds(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Gallery builds picked up while running (on their own thread) wait for the returned
+    event (a gallery of thousands of people on a Pi takes seconds to build), then build for
+    real; the loads at start and on SIGHUP are not slowed."""
+    release = threading.Event()
+    real = daemon_module.door_matcher
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "gallery-build":
+            assert release.wait(30), "the test never released the build"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "door_matcher", slow)
+    return release
+
+
+def swapped_in(recognizer: Recognizer, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if recognizer.reload_if_changed():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_slow_gallery_build_never_stalls_the_loop_and_removals_apply_at_once(
+    gallery: Path, slow_builds: threading.Event
+) -> None:
+    """Ada is removed and Grace enrolled while the door runs, and the new matcher takes long
+    to build: the frame loop is not held for it (at most BUILD_WAIT_SECONDS), Ada is nobody
+    from the next frame on, and Grace is recognised once the build is in use."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+    grace = unit(9)
+    with Gallery.open(gallery) as other:
+        other.enroll("Grace Hopper", [NewSample(grace, "9" * 64)])
+        other.remove([NAME])
+    start = time.monotonic()
+    assert recognizer.reload_if_changed() is False  # building
+    assert time.monotonic() - start < daemon_module.BUILD_WAIT_SECONDS + 0.3
+    assert recognizer.reload_if_changed() is False  # still building: the next frame goes on
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
+    assert [v.name for v in recognizer.match(grace[None])] == [None]  # not built yet
+    slow_builds.set()
+    assert swapped_in(recognizer)
+    assert recognizer.matcher.matrix.names == ("Grace Hopper",)
+    assert [v.name for v in recognizer.match(grace[None])] == ["Grace Hopper"]
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
+    recognizer.close()
+
+
+def test_a_removal_during_a_build_applies_at_once_and_is_built_next(
+    gallery: Path, slow_builds: threading.Event
+) -> None:
+    """Grace is enrolled (a slow build starts), then Ada is removed while it runs: Ada is
+    nobody from the next frame, one build runs at a time, and the gallery without her is
+    built and used after the first."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+    with Gallery.open(gallery) as other:
+        other.enroll("Grace Hopper", [NewSample(unit(9), "9" * 64)])
+    assert recognizer.reload_if_changed() is False
+    with Gallery.open(gallery) as other:
+        other.remove([NAME])
+    assert recognizer.reload_if_changed() is False
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
+    builds = [t for t in threading.enumerate() if t.name == "gallery-build"]
+    assert len(builds) == 1
+    slow_builds.set()
+    assert swapped_in(recognizer)  # the first build: Ada still in its rows, not in answers
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
+    assert swapped_in(recognizer)  # the second: without her
+    assert recognizer.matcher.matrix.names == ("Grace Hopper",)
+    assert recognizer.reload_if_changed() is False
+    recognizer.close()
+
+
+def test_access_revoked_while_a_build_runs_is_denied_at_once(
+    gallery: Path, slow_builds: threading.Event
+) -> None:
+    """Ada's access is revoked while the new matcher is still building: she is recognised
+    but not admitted from the next frame, before the build is in use, and after it."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+    with Gallery.open(gallery) as other:
+        other.set_access(NAME, False)
+    assert recognizer.reload_if_changed() is False
+    assert [(v.name, v.admitted) for v in recognizer.match(EMBEDDINGS[ADA][None])] == [
+        (NAME, False)
+    ]
+    slow_builds.set()
+    assert swapped_in(recognizer)
+    assert [(v.name, v.admitted) for v in recognizer.match(EMBEDDINGS[ADA][None])] == [
+        (NAME, False)
+    ]
+    recognizer.close()
+
+
+def test_a_reload_drops_a_build_still_running_for_the_old_settings(
+    gallery: Path, slow_builds: threading.Event
+) -> None:
+    """SIGHUP while a build for the old settings runs: the reload's own matcher is used and
+    the old build, when it ends, is never swapped in over it."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+    with Gallery.open(gallery) as other:
+        other.enroll("Grace Hopper", [NewSample(unit(9), "9" * 64)])
+    assert recognizer.reload_if_changed() is False
+    slow_builds.set()  # the reload's own build must not wait either
+    recognizer.configure(gallery, RecognitionConfig(threshold=0.7))
+    assert recognizer.matcher.settings.threshold == pytest.approx(0.7)
+    assert recognizer.reload_if_changed() is False  # nothing pending, nothing new
+    assert recognizer.matcher.settings.threshold == pytest.approx(0.7)
     assert recognizer.matcher.matrix.names == (NAME, "Grace Hopper")
     recognizer.close()
 
