@@ -333,7 +333,7 @@ class Recognizer:
 
         try:
             version = self.gallery.data_version()
-            newest = self._pending[0] if self._pending is not None else self._version
+            newest = self._newest[0] if self._newest is not None else self._version
             if version != newest:
                 rows = self._read(self.gallery)
         except (sqlite3.Error, GalleryError) as error:

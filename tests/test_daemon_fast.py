@@ -673,6 +673,17 @@ def test_a_removal_during_a_build_applies_at_once_and_is_built_next(
     assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
     builds = [t for t in threading.enumerate() if t.name == "gallery-build"]
     assert len(builds) == 1
+    reads = 0
+    load_matrix = recognizer.gallery.load_matrix
+
+    def counted() -> Any:
+        nonlocal reads
+        reads += 1
+        return load_matrix()
+
+    recognizer.gallery.load_matrix = counted  # type: ignore[method-assign]
+    assert recognizer.reload_if_changed() is False
+    assert reads == 0  # the newest rows are read once, not on every frame of the build
     slow_builds.set()
     assert swapped_in(recognizer)  # the first build: Ada still in its rows, not in answers
     assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
