@@ -425,13 +425,17 @@ class Recognizer:
 
     def could_be(self, names: list[str | None], faces: np.ndarray) -> list[bool]:
         """Per face (one frame's own embedding), whether it could be `names` by itself: that
-        person is its best match, at most OWN_FACE_DOUBT under the threshold."""
-        matches = self.matcher.identify(faces)
+        person is its best match, at most OWN_FACE_DOUBT under the threshold. A face named
+        nobody is not matched again."""
+        named = [index for index, name in enumerate(names) if name is not None]
+        alone = [False] * len(names)
+        if not named:
+            return alone
+        matches = self.matcher.identify(faces[named])
         floor = self.matcher.settings.threshold - OWN_FACE_DOUBT
-        return [
-            name is not None and best == name and float(score) >= floor
-            for name, best, score in zip(names, matches.best, matches.scores, strict=True)
-        ]
+        for index, best, score in zip(named, matches.best, matches.scores, strict=True):
+            alone[index] = best == names[index] and float(score) >= floor
+        return alone
 
     def match(self, embeddings: np.ndarray) -> list[Vote]:
         matches = self.matcher.identify(embeddings)
