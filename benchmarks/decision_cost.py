@@ -11,9 +11,9 @@ they add is measured here against the frame they ride on:
     matched against a gallery that stores each photo with its mirror image (two rows per
     photo), plus each person's centroid (one more row per person) and scores normalised
     against the shipped cohort (edge_app/cohort.py), as the manifest says, after site
-    centring (edge_app.matching.site_direction, on by default); then the frame's own
-    embedding matched too, for whether its face could be the person alone (the door opens
-    only on such a frame, edge_app/policy.py).
+    centring (edge_app.matching.site_direction, on by default), together with the frame's
+    own embedding, for whether its face could be the person alone (a track is recognised
+    and opens only on such a frame, edge_app/policy.py).
 Galleries of 20 and 100 people x 2 photos (unit vectors, those of `now` sharing one direction
 as one camera's faces do, so that site centring has something to remove; the matching cost
 depends only on the sizes), the shipped Matcher and settings. The frame is one real 640x480
@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         pool = TrackPool()
 
         def shipped(matcher: Matcher = after, pool: TrackPool = pool) -> None:
-            matcher.identify(pool.add([1], embedding, weights))
-            matcher.identify(embedding)  # could the frame's own face be them (Vote.alone)
+            # The pool and the frame's own face (could it be them alone: Vote.alone), in one
+            # product, as Recognizer.match does.
+            matcher.identify(np.concatenate([pool.add([1], embedding, weights), embedding]))
 
         def previous(matcher: Matcher = before) -> None:
             matcher.identify(embedding)

@@ -423,23 +423,26 @@ class Recognizer:
             faces = Faces(faces.boxes * np.tile(scale, 2), faces.scores, faces.landmarks * scale)
         return self.engine.embed(frame.crop_image, faces)
 
-    def could_be(self, names: list[str | None], faces: np.ndarray) -> list[bool]:
-        """Per face (one frame's own embedding), whether it could be `names` by itself: that
-        person is its best match, at most OWN_FACE_DOUBT under the threshold. A face named
-        nobody is not matched again."""
-        named = [index for index, name in enumerate(names) if name is not None]
-        alone = [False] * len(names)
-        if not named:
-            return alone
-        matches = self.matcher.identify(faces[named])
+    def could_be(
+        self, names: list[str | None], best: list[str | None], scores: np.ndarray
+    ) -> list[bool]:
+        """Per face, whether it could be `names` by itself, from its own embedding's match
+        (`best` person and score): that person is its best match, at most OWN_FACE_DOUBT
+        under the threshold."""
         floor = self.matcher.settings.threshold - OWN_FACE_DOUBT
-        for index, best, score in zip(named, matches.best, matches.scores, strict=True):
-            alone[index] = best == names[index] and float(score) >= floor
-        return alone
+        return [
+            name is not None and mine == name and float(score) >= floor
+            for name, mine, score in zip(names, best, scores, strict=True)
+        ]
 
-    def match(self, embeddings: np.ndarray) -> list[Vote]:
-        matches = self.matcher.identify(embeddings)
-        names: list[str | None] = list(matches.names)
+    def match(self, embeddings: np.ndarray, own: np.ndarray | None = None) -> list[Vote]:
+        """The votes for `embeddings`. own: each face's own embedding when `embeddings` are
+        its track's pooled ones; it is matched in the same product, and each vote then says
+        whether the face could be that person by itself (Vote.alone, could_be)."""
+        count = len(embeddings)
+        probes = embeddings if own is None else np.concatenate([embeddings, own])
+        matches = self.matcher.identify(probes)
+        names: list[str | None] = list(matches.names[:count])
         faces = self.matcher.faces
         if self._newest is not None:
             # A new gallery is being built: until it is in use, the newest rows read say who
@@ -448,10 +451,17 @@ class Recognizer:
             faces = self._newest[1]
             enrolled = set(faces.names)
             names = [name if name in enrolled else None for name in names]
+        alone = (
+            [True] * count
+            if own is None
+            else self.could_be(names, list(matches.best[count:]), matches.scores[count:])
+        )
         visitors = faces.no_access  # known visitors: recognised, never let in
         return [
-            Vote(name, float(score), float(second), admitted=name not in visitors)
-            for name, score, second in zip(names, matches.scores, matches.second, strict=True)
+            Vote(name, float(score), float(second), admitted=name not in visitors, alone=ok)
+            for name, score, second, ok in zip(
+                names, matches.scores[:count], matches.second[:count], alone, strict=True
+            )
         ]
 
     def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
@@ -797,14 +807,11 @@ class Daemon:
             )
             if self.config.policy.evidence == "track":
                 embeddings = pooled
-        votes = recognizer.match(embeddings)
-        if embeddings is not own:
-            # The door opens, and liveness counts for a person, only on a face that could be
-            # them by itself: pooled evidence still names whoever held the track before (a
-            # resident, or a printed photo of one) for a few frames after another face took
-            # its place.
-            alone = recognizer.could_be([v.name for v in votes], own)
-            votes = [replace(vote, alone=ok) for vote, ok in zip(votes, alone, strict=True)]
+        # A track is recognised, the door opens and liveness counts for a person only on a
+        # face that could be them by itself: pooled evidence still names whoever held the
+        # track before (a resident, or a printed photo of one) for a few frames after another
+        # face took its place. Both are matched in one product.
+        votes = recognizer.match(embeddings, own if embeddings is not own else None)
         metrics.embed_seconds += time.perf_counter() - start
         if self.live_rule.mode != OFF:
             start = time.perf_counter()

@@ -470,7 +470,7 @@ def test_nuaa_a_live_stranger_who_takes_a_photos_place_does_not_get_in(
     frames = nuaa_frames(shared_data, *SWAP_PRINT)[:3] + nuaa_frames(shared_data, *SWAP_STRANGER)
     clip = clip_folder(frames[:15], tmp_path / "clip")
     if attribution == "disabled":
-        monkeypatch.setattr(Recognizer, "could_be", lambda self, names, faces: [True] * len(names))
+        monkeypatch.setattr(Recognizer, "could_be", lambda self, names, *own: [True] * len(names))
     with caplog.at_level(logging.DEBUG, logger="edge_app.daemon"):
         run = nuaa_door(clip, nuaa_gallery, tmp_path)
     votes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("vote ")]
