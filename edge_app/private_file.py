@@ -21,9 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, AnyStr, TypeVar
 
+from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.errors import UserError
 
 FILE_MODE = 0o600
+# A secret file holds one line (a key from `openssl rand -hex 32` is 65 bytes, a password hash
+# or a broker password less): 64 KiB is far more than any, and refuses a wrong file (a log,
+# an image) before it is read into memory.
+MAX_SECRET_BYTES = 64 * 1024
 T = TypeVar("T")
 
 
@@ -123,3 +128,34 @@ def refuse_shared(
             f"{key}: {path} is readable or writable by others (mode {mode:04o}); run "
             f"`chmod 600 {path}` as its owner (the service user){fix}"
         )
+
+
+def read_private(
+    path: Path,
+    key: str,
+    *,
+    error: type[UserError] = UserError,
+    fix: str = "",
+    hint: str = "",
+) -> bytes:
+    """The bytes of a secret file, checked before they are read: a regular file (a named pipe
+    would block the reader for ever, a device such as /dev/zero would fill its memory) of at
+    most MAX_SECRET_BYTES, that its group and others may neither read nor write
+    (refuse_shared, with `fix`).
+
+    key: the config key naming the file, for the messages; hint: what to do, appended to the
+    refusals of a file that is not regular or too large. FileNotFoundError and other
+    OSErrors are the caller's to word.
+    """
+    try:
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode):  # anything else: read_bounded refuses it unopened
+            refuse_shared(path, info, key, error=error, fix=fix)
+        return read_bounded(path, MAX_SECRET_BYTES)
+    except NotRegularFile:  # a pipe swapped in after the stat too: fstat of what was opened
+        raise error(f"{key}: {path} is not a regular file{hint}") from None
+    except TooLarge:
+        raise error(
+            f"{key}: {path} is more than the {MAX_SECRET_BYTES} bytes a secret file may have"
+            f"{hint or '; is this the right file?'}"
+        ) from None

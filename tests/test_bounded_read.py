@@ -25,9 +25,10 @@ from edge_app.config import ConfigError, load_config, read_config_file
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM, Gallery, GalleryError, NewSample, read_export_file
 from edge_app.hub.code import CodeFileError, read_code_file
-from edge_app.hub.signing import MAX_SECRET_BYTES, read_secret
+from edge_app.hub.signing import read_secret
 from edge_app.images import ImageError, read_image
 from edge_app.manifest import MANIFEST_NAME, ManifestError, load_manifest
+from edge_app.private_file import MAX_SECRET_BYTES
 
 HANG_SECONDS = 5
 

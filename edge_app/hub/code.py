@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import re
 import secrets
-import stat
 import threading
 import time
 from collections import deque
@@ -32,16 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.errors import UserError
-from edge_app.hub.signing import (
-    MAX_SECRET_BYTES,
-    REPLAY_CACHE,
-    UnlockRefused,
-    check_window,
-    command_object,
-)
-from edge_app.private_file import NotRegularFileError, refuse_shared, write_private_text
+from edge_app.hub.signing import REPLAY_CACHE, UnlockRefused, check_window, command_object
+from edge_app.private_file import NotRegularFileError, read_private, write_private_text
 from edge_app.secret_hash import CostRefused, HashFormatError, ScryptHash
 
 log = logging.getLogger(__name__)
@@ -105,19 +96,11 @@ def read_code_file(path: Path) -> CodeHash:
     path = Path(path)
     make = f"make it with `edge-app hub unlock-code` (writes {path}, mode 0600)"
     try:
-        info = os.stat(path)
-        if stat.S_ISREG(info.st_mode):  # anything else: read_bounded refuses it unopened
-            refuse_shared(path, info, CODE_KEY, error=CodeFileError, fix=", or set the code again")
-        text = read_bounded(path, MAX_SECRET_BYTES).decode("ascii")
+        text = read_private(
+            path, CODE_KEY, error=CodeFileError, fix=", or set the code again", hint=f"; {make}"
+        ).decode("ascii")
     except FileNotFoundError:
         raise CodeFileError(f"{CODE_KEY}: {path} does not exist; {make}") from None
-    except NotRegularFile:
-        raise CodeFileError(f"{CODE_KEY}: {path} is not a regular file; {make}") from None
-    except TooLarge:
-        raise CodeFileError(
-            f"{CODE_KEY}: {path} is more than the {MAX_SECRET_BYTES} bytes a secret file may "
-            f"have; {make}"
-        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise CodeFileError(f"{CODE_KEY}: cannot read {path} ({error})") from None
     return CodeHash.parse(text, f"{CODE_KEY}: {path}")

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -23,17 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from edge_app import untrusted_json
-from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.errors import UserError
-from edge_app.private_file import refuse_shared
+from edge_app.private_file import read_private
 
 SCHEME = "edge-door-unlock:v1"
 MAX_COMMAND_BYTES = 1024
 MIN_KEY_CHARS = 32
-# A secret file holds one line (a key from `openssl rand -hex 32` is 65 bytes, a broker
-# password a few dozen): 64 KiB is far more than any, and refuses a wrong file (a log, an
-# image) before it is read into memory.
-MAX_SECRET_BYTES = 64 * 1024
 REPLAY_CACHE = 1024  # nonces remembered at most; more fresh commands than this are refused
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _SIG = re.compile(r"^[0-9a-f]{64}$")
@@ -47,25 +40,14 @@ class UnlockRefused(Exception):
 def read_secret(path: Path, key: str, *, min_chars: int = 1) -> str:
     """The first line of a private file; refused when others can read it or it is short.
 
-    Checked before it is read: a named pipe would block the reader for ever, a device such as
-    /dev/zero would fill its memory, and a file others can read is not private; at most
-    MAX_SECRET_BYTES are read (edge_app.bounded_read).
+    Checked before it is read (edge_app.private_file.read_private): a regular file of at most
+    MAX_SECRET_BYTES that others cannot read.
     key: the config key naming the file, for the message.
     """
     try:
-        info = os.stat(path)
-        if stat.S_ISREG(info.st_mode):  # anything else: read_bounded refuses it unopened
-            refuse_shared(path, info, key)
-        text = read_bounded(path, MAX_SECRET_BYTES).decode("utf-8")
+        text = read_private(path, key).decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{key}: {path} does not exist") from None
-    except NotRegularFile:  # a pipe swapped in after the stat too: fstat of what was opened
-        raise UserError(f"{key}: {path} is not a regular file") from None
-    except TooLarge:
-        raise UserError(
-            f"{key}: {path} is more than the {MAX_SECRET_BYTES} bytes a secret file may have; "
-            "is this the right file?"
-        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{key}: cannot read {path} ({error})") from None
     secret = text.strip().splitlines()[0].strip() if text.strip() else ""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-import stat
 import threading
 import time
 from collections import OrderedDict, deque
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_app.errors import UserError
-from edge_app.private_file import NotRegularFileError, refuse_shared, write_private_text
+from edge_app.private_file import NotRegularFileError, read_private, write_private_text
 from edge_app.secret_hash import HashFormatError, ScryptHash
 
 log = logging.getLogger(__name__)
@@ -81,23 +80,18 @@ def read_password_hash(path: Path) -> str | None:
     """
     path = Path(path)
     try:
-        info = path.stat()
+        data = read_private(
+            path,
+            "web.password_file",
+            error=PasswordError,
+            fix=", or set the password again with `edge-app hub passwd`",
+        )
+        text = data.decode("ascii").strip()
     except FileNotFoundError:
         return None
     except OSError as error:
         raise PasswordError(f"web.password_file: cannot read {path} ({error.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise PasswordError(f"web.password_file: {path} is not a regular file")
-    refuse_shared(
-        path,
-        info,
-        "web.password_file",
-        error=PasswordError,
-        fix=", or set the password again with `edge-app hub passwd`",
-    )
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
         raise PasswordError(f"web.password_file: cannot read {path} ({error})") from None
     try:
         ScryptHash.parse(text)
