@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -37,6 +36,7 @@ import numpy as np
 from edge_app.centering import centre, load_mean
 from edge_app.cohort import load_cohort
 from edge_app.gallery import GalleryMatrix
+from edge_app.lfw import wilson
 from edge_app.manifest import load_manifest
 from edge_app.matching import Matcher, MatchSettings
 
@@ -44,16 +44,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "samples_per_person.json"
 MAX_ENROLLED = 5
 PHOTOS_NEEDED = MAX_ENROLLED + 1
-
-
-def wilson(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """95% interval of a proportion (Wilson score)."""
-    if total == 0:
-        return (math.nan, math.nan)
-    p = hits / total
-    centre_ = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return (max(0.0, centre_ - half), min(1.0, centre_ + half))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "strangers_accepted": accepted,
             "strangers": len(strangers),
             "stranger_rate": round(accepted / len(strangers), 5),
-            "stranger_rate_ci95": [round(low, 5), round(high, 5)],
+            "stranger_rate_ci95": [low, high],
         }
         rows.append(row)
         print(

@@ -82,10 +82,6 @@ SITE_SHARE = 0.75
 # naming either would be a coin toss. Far below any real difference (the threshold has 4
 # decimals).
 TIE = 1e-5
-# Similarities (probes x templates) are scored at most cohort.CHUNK at once: a large batch of
-# probes, and the lookalike check, go in chunks, so their arrays stay bounded whatever the
-# gallery's size. Within one chunk (every frame's few faces) the result is exactly as in one
-# block; across chunks the matrix product may round the last bit differently.
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -288,8 +284,11 @@ class Matcher:
         ranks = np.arange(k_max)
         self._keep = (ranks >= cut[:, None]) & (ranks < (counts - cut)[:, None])
         self._kept = self._keep.sum(axis=1).astype(np.float32)
-        # Probes per chunk: each one's row of similarities, its trimmed_mean block, its
-        # cohort similarities.
+        # Probes per chunk of cohort.CHUNK similarities (each one's row of similarities, its
+        # trimmed_mean block, its cohort similarities), so a large batch of probes and the
+        # lookalike check stay bounded whatever the gallery's size. Within one chunk (every
+        # frame's few faces) the result is exactly as in one block; across chunks the matrix
+        # product may round the last bit differently.
         widest = max(
             len(matrix),
             len(matrix.names) * k_max if settings.aggregate == "trimmed_mean" else 0,
