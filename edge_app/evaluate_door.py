@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from edge_app.errors import UserError
 from edge_app.evaluate_liveness import Sequence, read_sequences
-from edge_app.evaluate_visits import door_rule, enrol_replacing, play
+from edge_app.evaluate_visits import door_rule, enrol_replacing, play, took_place
 from edge_app.gallery import Gallery
 from edge_app.lfw import wilson
 from edge_app.visit_clips import VisitClip
@@ -85,6 +85,7 @@ class Played:
     unlock_after_frames: int | None = None  # frames shown up to and including the unlock
     recognized: list[str] = field(default_factory=list)
     spoofs: int = 0
+    took_place: int = 0  # `unknown` reported as another face taking the subject's place
     face_frames: int = 0
     site_learned: int | None = None  # --alone: stranger visits the site memory held before
 
@@ -158,6 +159,7 @@ def judge(clip: Clip, gallery: str, events: list[dict[str, Any]], metrics: Any) 
         played.unlock_after_frames = round(float(unlocks[0]["source_time"]) * FPS) + 1
     played.recognized = sorted({e["name"] for e in events if e["type"] == "recognized"})
     played.spoofs = sum(e["type"] == "spoof" for e in events)
+    played.took_place = len(took_place(events))
     played.face_frames = metrics.face_frames
     return played
 
@@ -346,6 +348,8 @@ def summarise(played: list[Played]) -> dict[str, Any]:
         "visits_other_session": rate(sum(p.right for p in other), len(other)),
         "visits_refused_as_not_live": sum(p.spoofs > 0 and not p.right for p in visits),
         "wrong_person_unlocks": sum(p.unlocked not in (None, p.subject) for p in visits),
+        # Nobody else steps into these clips: every such report is a false alarm.
+        "visits_took_place_false_alarms": rate(sum(p.took_place > 0 for p in visits), len(visits)),
         "attacks_unlocked": rate(sum(p.unlocked is not None for p in attacks), len(attacks)),
         "attacks_recognized": rate(sum(p.subject in p.recognized for p in attacks), len(attacks)),
         "attacks_logged_spoof": rate(sum(p.spoofs > 0 for p in attacks), len(attacks)),
@@ -379,6 +383,11 @@ def table(report: dict[str, Any]) -> str:
         f"  of them from another session            {count('visits_other_session')}",
         f"  live visits refused as not live         {s['visits_refused_as_not_live']}",
         f"wrong-person unlocks                      {s['wrong_person_unlocks']}",
+        *(
+            [f"  reported as someone taking their place {count('visits_took_place_false_alarms')}"]
+            if "visits_took_place_false_alarms" in s
+            else []
+        ),
         f"printed-photo attacks unlocked            {count('attacks_unlocked')}",
         f"  recognised as the subject               {count('attacks_recognized')}",
         f"  logged as spoof                         {count('attacks_logged_spoof')}",

@@ -13,8 +13,11 @@ could be that person (Vote.alone), in every liveness mode: with `[policy] eviden
 "track"` the pooled evidence can still name a resident for a few frames after another face
 took the track (a stranger stepping into the place a resident just left). Such a frame is
 neither reported as the resident nor opens for them; the track stays unsettled, evaluated
-every frame, until the person's own face is back (or, as the pool follows the new face,
-it is reported unknown).
+every frame, until the person's own face is back. A recognised track whose full window
+of `window` evaluated frames holds no frame of that person's own face is held by someone
+else: it is reported `unknown` once, with reason "took the place of NAME" (a stranger
+following a resident in while the door is open), and the person coming back to it is not
+decided again.
 
 Liveness (docs/LIVENESS.md): each vote may carry the face's liveness score. With the rule in
 "require" mode a recognised track unlocks only once `min_live_frames` of its last 10 scored
@@ -61,6 +64,7 @@ SPOOF = "spoof"
 NOT_LIVE = "not live"
 NOT_LIVE_LOGGED = "not live (log mode: not enforced)"
 NO_ACCESS = "no access"
+TOOK_PLACE = "took the place"  # an unknown face in a recognised person's track: "... of NAME"
 # How far under the recognition threshold a frame's own face may score and still count as
 # the person the track's pooled evidence names (Vote.alone): for opening the door and for
 # liveness. A face one frame at a time scores lower than the pool that recognised it; a
@@ -144,6 +148,7 @@ class _TrackState:
     live_as: set[str] = field(default_factory=set)  # people whose own frames passed the rule
     spoofed: bool = False  # judged an attack: reported, and (require) never unlocks
     decided: set[str] = field(default_factory=set)  # people this track unlocked or denied
+    taken_over: bool = False  # a recognised person's place in it was taken by another face
 
 
 class Policy:
@@ -251,18 +256,28 @@ class Policy:
         spoof = self._check_spoof(state, track)
         if spoof:
             return spoof
-        if (
-            winner is None
-            and state.identity is None
-            and not state.unknown_reported
-            and len(state.votes) == self.window
-        ):
-            state.unknown_reported = True
-            return [Decision(UNKNOWN, None, max(v.score for v in state.votes), track)]
+        if winner is None and len(state.votes) == self.window:
+            if state.identity is not None and not any(
+                self._own_face(v, state.identity) for v in state.votes
+            ):
+                # A full window without one frame of the recognised person's own face: someone
+                # else holds the track (a stranger stepping into a resident's place at the
+                # door). Reported once; the person coming back is not decided again.
+                followed, state.identity, state.held = state.identity, None, False
+                state.unknown_reported = state.taken_over = True
+                return [self._unknown(state, track, f"{TOOK_PLACE} of {followed}")]
+            if state.identity is None and not state.unknown_reported:
+                state.unknown_reported = True
+                return [self._unknown(state, track)]
         return []
 
+    @staticmethod
+    def _unknown(state: _TrackState, track: int, reason: str | None = None) -> Decision:
+        return Decision(UNKNOWN, None, max(v.score for v in state.votes), track, reason)
+
     def settled(self, track: int) -> bool:
-        """Decided, and the latest frame agrees: the tracker may then embed it only rarely.
+        """Decided, and the latest frame agrees (its own face, for a recognised track): the
+        tracker may then embed it only rarely.
 
         A disagreeing frame (an identity switch when two people cross, or a face turning)
         unsettles the track so it is evaluated on every frame again until the votes agree.
@@ -278,10 +293,12 @@ class Policy:
             and not (state.identity in state.live_as or state.spoofed)
         ):
             return False  # recognised: scored every frame until the liveness rule decides
-        latest = state.votes[-1].name
+        latest = state.votes[-1]
         if state.identity is not None:
-            return latest == state.identity
-        return state.unknown_reported and latest is None
+            # Named by pooled evidence alone is not the person's own face: a stranger who
+            # took the place is evaluated on every frame until judged.
+            return self._own_face(latest, state.identity)
+        return state.unknown_reported and latest.name is None
 
     def stranger(self, track: int) -> bool:
         """Judged a stranger: a full window of votes with nobody recognised, and (liveness
@@ -290,6 +307,8 @@ class Policy:
         state = self._tracks.get(track)
         if state is None or state.identity is not None or not state.unknown_reported:
             return False
+        if state.taken_over:
+            return False  # its pool still holds the resident whose place was taken
         return self.liveness.mode == OFF or (state.judged_live and not state.spoofed)
 
     def forget(self, track: int) -> None:

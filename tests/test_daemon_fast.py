@@ -260,6 +260,31 @@ def test_track_evidence_never_opens_for_a_stranger_who_takes_a_residents_place(
     assert states(factory) == [False]
 
 
+@pytest.mark.parametrize("evidence", ["track", "frame"])
+def test_a_stranger_who_follows_a_resident_in_is_reported_once(
+    evidence: str, tmp_path: Path, gallery: Path
+) -> None:
+    """Ada is let in; a stranger steps into her place in the same track while the door is
+    open (no frame between, so the tracker keeps the track). The door does not open for
+    them, and they are reported unknown once, with whose place they took; Ada coming back
+    to the track is not decided again. Her own brief poor views (ADA_LEFT, 0.50) inside her
+    visit are not a stranger."""
+    codes = [NOBODY, *[ADA] * 4, ADA_LEFT, ADA_LEFT, *[ADA] * 4, *[STRANGER] * 20]
+    frames = write_frames(tmp_path / "frames", [*codes, *[ADA] * 12, *[NOBODY] * 5])
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, policy={"evidence": evidence})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    events = jsonl(tmp_path)
+    decided = [(e["type"], e.get("name")) for e in events if e["type"] != "relock"]
+    assert decided == [("recognized", NAME), ("unlock", NAME), ("unknown", None)]
+    assert [e["type"] for e in events].count("relock") == 1  # by the timer, whenever it ran
+    unknown = next(e for e in events if e["type"] == "unknown")
+    assert unknown["reason"] == f"took the place of {NAME}"
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
 def kill_when_open(factory: MockFactory, signum: int, sent: list[float]) -> threading.Thread:
     def watch() -> None:
         deadline = time.monotonic() + 30

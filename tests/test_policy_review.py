@@ -9,7 +9,16 @@ import pytest
 
 from edge_app.config import PolicyConfig
 from edge_app.liveness_rule import LOG, OFF, REQUIRE, LiveRule
-from edge_app.policy import DENIED, NO_ACCESS, RECOGNIZED, UNKNOWN, UNLOCK, Policy, Vote
+from edge_app.policy import (
+    DENIED,
+    NO_ACCESS,
+    RECOGNIZED,
+    TOOK_PLACE,
+    UNKNOWN,
+    UNLOCK,
+    Policy,
+    Vote,
+)
 
 LIVE, DEAD = 0.95, 0.04
 
@@ -129,6 +138,39 @@ def test_a_stranger_named_only_by_pooled_evidence_is_reported_unknown() -> None:
     decisions = [d for _ in range(3) for d in policy.vote(1, alice(None, alone=False))]
     decisions += [d for _ in range(5) for d in policy.vote(1, nobody(None))]
     assert kinds(decisions) == [UNKNOWN]
+
+
+@pytest.mark.parametrize("mode", [OFF, LOG, REQUIRE])
+def test_a_stranger_in_a_recognised_persons_place_is_reported_once(mode: str) -> None:
+    """Alice is let in; a stranger takes her place in the track (the pool names Alice on
+    their first frames, never alone). Once a full window holds no frame of Alice's own face
+    the stranger is reported unknown, once, with whose place they took; nothing opens, and
+    the track is not a stranger's visit for the site memory to learn (its pool holds
+    Alice). Alice coming back is not decided again; a second takeover is reported again."""
+    policy = make(Clock(), mode)
+    liveness = None if mode == OFF else LIVE
+    decisions = [d for _ in range(4) for d in policy.vote(1, alice(liveness))]
+    assert kinds(decisions) == [RECOGNIZED, UNLOCK]
+    stranger = [alice(liveness, alone=False)] * 3 + [nobody(liveness)] * 8
+    decisions = [d for vote in stranger for d in policy.vote(1, vote)]
+    assert kinds(decisions) == [UNKNOWN]
+    assert decisions[0].name is None and decisions[0].reason == f"{TOOK_PLACE} of alice"
+    assert not policy.stranger(1)
+    assert policy.settled(1)  # judged: embedded only now and then
+    assert [d for _ in range(6) for d in policy.vote(1, alice(liveness))] == []
+    decisions = [d for _ in range(5) for d in policy.vote(1, nobody(liveness))]
+    assert kinds(decisions) == [UNKNOWN]
+
+
+def test_a_few_poor_frames_of_the_person_are_not_a_stranger() -> None:
+    """A recognised person's own face that falls short for a few frames (a turn of the
+    head) within every window is not someone else taking the track."""
+    policy = make(Clock(), OFF)
+    decisions = [d for _ in range(3) for d in policy.vote(1, alice(None))]
+    for _ in range(5):
+        decisions += [d for _ in range(4) for d in policy.vote(1, nobody(None))]
+        decisions += policy.vote(1, alice(None))
+    assert kinds(decisions) == [RECOGNIZED, UNLOCK]
 
 
 def test_restarted_votes_are_earned_again_and_nothing_decided_is_forgotten() -> None:

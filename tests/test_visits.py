@@ -78,7 +78,11 @@ def test_judge_and_summarise_count_what_the_door_did() -> None:
             "Ann",
             ["a"],
             clip,
-            [event("recognized", "Ann", 0.8), event("unlock", "Ann", 0.8)],
+            [
+                event("recognized", "Ann", 0.8),
+                event("unlock", "Ann", 0.8),
+                {**event("unknown", None, 2.1, 0.3), "reason": "took the place of Ann"},
+            ],
             metrics(),
         ),
         judge("Ann", ["b"], clip, [event("unknown", None, 0.9, 0.5)], metrics()),
@@ -98,6 +102,9 @@ def test_judge_and_summarise_count_what_the_door_did() -> None:
     assert report["wrong_person_unlocks"]["value"] == 1
     assert report["strangers_unlocked"]["value"] == 1 and report["strangers_unlocked"]["of"] == 2
     assert report["time_to_unlock"]["median_s"] == pytest.approx(0.5)
+    assert visits[0].took_place == ["took the place of Ann"] and not visits[1].took_place
+    assert report["took_place_false_alarms"]["value"] == 1
+    assert report["took_place_false_alarms"]["of"] == 3
     enrolment = report["enrolment"]
     assert enrolment["refused_by_gate"] == {"blurry": 1, "not_frontal": 3}
     assert enrolment["photos_tried"] == 4 + 4 and enrolment["passed_over"] == ["Cy"]
