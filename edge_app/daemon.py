@@ -175,9 +175,10 @@ class Recognizer:
         self.matcher: Any = None
         self.unreadable = False  # the gallery could not be read: nobody is let in until it can
         self._learned_at = -math.inf  # frame clock of the last visit the site memory learned
-        # A gallery change picked up while running, whose matcher is still being built off the
-        # frame loop (reload_if_changed): its version and rows, and the build.
-        self._pending: tuple[int, Any, Future[Any]] | None = None
+        # A matcher still being built off the frame loop, for a gallery change picked up while
+        # running (reload_if_changed) or a visit the site memory learned (learn): its version
+        # and rows, the build, and whether it is for a learned visit.
+        self._pending: tuple[int, Any, Future[Any], bool] | None = None
         # While a build runs: the newest version and rows read, which answer who is enrolled.
         self._newest: tuple[int, Any] | None = None
         try:
@@ -219,7 +220,8 @@ class Recognizer:
         """Count a visit judged a stranger in the site memory (learn_site), at most one per
         LEARN_INTERVAL of the frame clock and only when it scored well under the threshold
         for everyone enrolled (worth_learning); True if it was learned. A memory that cannot
-        be saved is still used until the door stops."""
+        be saved is still used until the door stops. The matcher that centres on it is built
+        beside the frame loop, as a gallery change is (reload_if_changed)."""
         memory = self.memory
         if memory is None or self.unreadable or now - self._learned_at < LEARN_INTERVAL:
             return False  # (unreadable: everyone looks like a stranger, residents too)
@@ -244,15 +246,8 @@ class Recognizer:
             memory.save(path)
         except OSError as error:
             log.error("site memory not saved to %s (%s): kept until the door stops", path, error)
-        self.matcher, _ = door_matcher(
-            self.engine, self._settings, self._matrix, memory=memory, report=False
-        )
-        log.info(
-            "site memory learned a stranger's visit: %d learned; site centring removes a "
-            "direction of length %.2f",
-            memory.learned,
-            self.matcher.site_shared * self.matcher.settings.site_share,
-        )
+        self._build(self._version, self._matrix, learned=True)
+        self._swap_in(timeout=BUILD_WAIT_SECONDS)
         return True
 
     def _load(
@@ -350,21 +345,25 @@ class Recognizer:
         self._build(*rows)
         return self._swap_in(timeout=BUILD_WAIT_SECONDS)
 
-    def _build(self, version: int, matrix: Any) -> None:
-        """Start building the matcher of `matrix` on a thread of its own (reload_if_changed)."""
+    def _build(self, version: int, matrix: Any, learned: bool = False) -> None:
+        """Start building the matcher of `matrix` on a thread of its own (reload_if_changed;
+        learned: for a visit the site memory learned, whose build says nothing of the
+        gallery)."""
         build: Future[Any] = Future()
         engine, settings, memory = self.engine, self._settings, self.memory
 
         def run() -> None:
             build.set_running_or_notify_cancel()
             try:
-                build.set_result(door_matcher(engine, settings, matrix, memory=memory))
+                build.set_result(
+                    door_matcher(engine, settings, matrix, memory=memory, report=not learned)
+                )
             except BaseException as error:  # handed to the frame loop by _swap_in
                 build.set_exception(error)
 
         # A daemon thread: a build still running when the door stops must not hold its exit.
         threading.Thread(target=run, name="gallery-build", daemon=True).start()
-        self._pending = (version, matrix, build)
+        self._pending = (version, matrix, build, learned)
         self._newest = (version, matrix)
 
     def _swap_in(self, timeout: float) -> bool:
@@ -372,7 +371,7 @@ class Recognizer:
         one when the gallery changed again meanwhile; a build's errors are the frame loop's,
         as a build on the loop's own thread would raise them."""
         assert self._pending is not None
-        version, matrix, build = self._pending
+        version, matrix, build, learned = self._pending
         try:
             matcher, _ = build.result(timeout=timeout)
         except FutureTimeout:
@@ -382,7 +381,16 @@ class Recognizer:
             raise
         self._pending = None
         self._version, self._matrix, self.matcher = version, matrix, matcher
-        self._loaded(self.gallery, matrix, matcher)
+        if learned:
+            assert self.memory is not None
+            log.info(
+                "site memory learned a stranger's visit: %d learned; site centring removes a "
+                "direction of length %.2f",
+                self.memory.learned,
+                matcher.site_shared * matcher.settings.site_share,
+            )
+        else:
+            self._loaded(self.gallery, matrix, matcher)
         if self.unreadable:
             self.unreadable = False
             log.warning("gallery %s can be read again: recognition resumes", self.gallery.path)

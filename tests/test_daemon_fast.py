@@ -756,6 +756,33 @@ def test_a_reload_drops_a_build_still_running_for_the_old_settings(
     recognizer.close()
 
 
+def test_a_learned_visit_is_built_beside_the_loop(
+    gallery: Path, slow_builds: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    """learn_site: the matcher that centres on a newly learned stranger's visit takes as long
+    to build as a gallery change (the lookalike check), so it is built on the same thread:
+    learning returns within BUILD_WAIT_SECONDS and the door decides with the previous
+    matcher until the new one is in use."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig(learn_site=True))
+    assert recognizer.memory is not None
+    before = recognizer.matcher
+    start = time.monotonic()
+    with caplog.at_level("INFO", logger="edge_app.daemon"):
+        assert recognizer.learn(EMBEDDINGS[STRANGER], now=0.0) is True
+        assert time.monotonic() - start < daemon_module.BUILD_WAIT_SECONDS + 0.3
+        assert recognizer.memory.learned == 1
+        assert recognizer.matcher is before  # still building
+        assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
+        assert "site memory learned" not in caplog.text
+        slow_builds.set()
+        assert swapped_in(recognizer)
+    assert recognizer.matcher is not before
+    assert "site memory learned a stranger's visit: 1 learned" in caplog.text
+    assert "gallery loaded" not in caplog.text  # nothing of the gallery changed
+    assert recognizer.reload_if_changed() is False
+    recognizer.close()
+
+
 def test_sighup_applies_a_reload_whole_or_not_at_all(tmp_path: Path, gallery: Path) -> None:
     """A new cooldown with a broken gallery path: nothing of it applies. Then a valid file:
     all of it applies. The JSONL file is reopened on each SIGHUP (logrotate)."""
