@@ -181,6 +181,8 @@ class Recognizer:
         self._pending: tuple[int, Any, Future[Any], bool] | None = None
         # While a build runs: the newest version and rows read, which answer who is enrolled.
         self._newest: tuple[int, Any] | None = None
+        # A reload's gallery and settings whose matcher is still being built (start_configure).
+        self._switch: _Switch | None = None
         try:
             self.memory = open_site_memory(gallery_path, settings)
             self.reload()
@@ -188,27 +190,57 @@ class Recognizer:
             self.gallery.close()
             raise
 
-    def configure(self, gallery_path: Path, settings: RecognitionConfig) -> None:
-        """Switch gallery and settings all at once, or (on any error) not at all. The site
-        memory is read again (`edge-app site forget` then reload: the door forgets too)."""
+    def start_configure(self, gallery_path: Path, settings: RecognitionConfig) -> None:
+        """Begin switching to another gallery and settings (a SIGHUP reload): open and read
+        them here, on the frame loop, and build their matcher on a thread of its own, as a
+        gallery change is built. Raises, changing nothing, when they cannot be opened or read;
+        configured() says when the switch is done. The site memory is read again (`edge-app
+        site forget` then reload: the door forgets too). A switch already under way is
+        dropped."""
         from edge_app.gallery import Gallery
 
+        self._drop_switch()
         replacement = None
         if Path(gallery_path) != self.gallery.path:
             replacement = Gallery.open(gallery_path)
         try:
             memory = open_site_memory(gallery_path, settings)
-            loaded = self._load(replacement or self.gallery, settings, memory)
+            version, matrix = self._read(replacement or self.gallery)
         except BaseException:
             if replacement is not None:
                 replacement.close()
             raise
-        if replacement is not None:
+        build = self._start_build(settings, matrix, memory, report=True)
+        self._switch = _Switch(replacement, settings, memory, version, matrix, build)
+
+    def configured(self, timeout: float | None) -> bool:
+        """Finish the switch start_configure() began if its matcher is built within
+        `timeout`: gallery, settings, site memory and matcher change all at once; True then.
+        A build that failed is dropped and its error raised: nothing changed."""
+        switch = self._switch
+        assert switch is not None, "configured() without start_configure()"
+        try:
+            matcher, _ = switch.build.result(timeout=timeout)
+        except FutureTimeout:
+            return False
+        except BaseException:
+            self._drop_switch()
+            raise
+        self._switch = None
+        if switch.replacement is not None:
             self.gallery.close()
-            self.gallery = replacement
-        self._settings, self.memory = settings, memory
-        self._version, self._matrix, self.matcher = loaded
+            self.gallery = switch.replacement
+        self._settings, self.memory = switch.settings, switch.memory
+        self._version, self._matrix, self.matcher = switch.version, switch.matrix, matcher
         self._pending = self._newest = None  # a build for the old settings: dropped
+        self._loaded(self.gallery, switch.matrix, matcher)
+        self._readable_again()
+        return True
+
+    def _drop_switch(self) -> None:
+        switch, self._switch = self._switch, None
+        if switch is not None and switch.replacement is not None:
+            switch.replacement.close()
 
     def reload(self) -> None:
         self._pending = self._newest = None
@@ -225,8 +257,8 @@ class Recognizer:
         memory = self.memory
         if memory is None or self.unreadable or now - self._learned_at < LEARN_INTERVAL:
             return False  # (unreadable: everyone looks like a stranger, residents too)
-        if self._pending is not None:
-            return False  # the build reads the memory: a visit is learned after it
+        if self._pending is not None or self._switch is not None:
+            return False  # a build reads the memory: a visit is learned after it
         match = self.matcher.identify(embedding)
         score, threshold = float(match.scores[0]), float(self.matcher.settings.threshold)
         if match.best[0] is not None and not worth_learning(score, threshold):
@@ -349,22 +381,34 @@ class Recognizer:
         """Start building the matcher of `matrix` on a thread of its own (reload_if_changed;
         learned: for a visit the site memory learned, whose build says nothing of the
         gallery)."""
+        build = self._start_build(self._settings, matrix, self.memory, report=not learned)
+        self._pending = (version, matrix, build, learned)
+        self._newest = (version, matrix)
+
+    def _start_build(
+        self,
+        settings: RecognitionConfig,
+        matrix: Any,
+        memory: SiteMemory | None,
+        *,
+        report: bool,
+    ) -> Future[Any]:
+        """door_matcher(...) on a thread of its own; its result or error, for the frame loop."""
         build: Future[Any] = Future()
-        engine, settings, memory = self.engine, self._settings, self.memory
+        engine = self.engine
 
         def run() -> None:
             build.set_running_or_notify_cancel()
             try:
                 build.set_result(
-                    door_matcher(engine, settings, matrix, memory=memory, report=not learned)
+                    door_matcher(engine, settings, matrix, memory=memory, report=report)
                 )
-            except BaseException as error:  # handed to the frame loop by _swap_in
+            except BaseException as error:  # raised on the frame loop (_swap_in, configured)
                 build.set_exception(error)
 
         # A daemon thread: a build still running when the door stops must not hold its exit.
         threading.Thread(target=run, name="gallery-build", daemon=True).start()
-        self._pending = (version, matrix, build, learned)
-        self._newest = (version, matrix)
+        return build
 
     def _swap_in(self, timeout: float) -> bool:
         """Put the pending build in use if it finishes within `timeout`, and start the next
@@ -391,13 +435,16 @@ class Recognizer:
             )
         else:
             self._loaded(self.gallery, matrix, matcher)
-        if self.unreadable:
-            self.unreadable = False
-            log.warning("gallery %s can be read again: recognition resumes", self.gallery.path)
+        self._readable_again()
         newest, self._newest = self._newest, None
         if newest is not None and newest[0] != version:
             self._build(*newest)  # its rows keep answering until it is in use
         return True
+
+    def _readable_again(self) -> None:
+        if self.unreadable:
+            self.unreadable = False
+            log.warning("gallery %s can be read again: recognition resumes", self.gallery.path)
 
     def _shut_out(self, error: Exception) -> None:
         from edge_app.gallery import GalleryMatrix
@@ -479,7 +526,22 @@ class Recognizer:
 
     def close(self) -> None:
         self._pending = self._newest = None
+        self._drop_switch()
         self.gallery.close()
+
+
+@dataclass(frozen=True)
+class _Switch:
+    """What a reload switches the Recognizer to once its matcher is built (start_configure):
+    the gallery opened for it (None: the same file), the settings, the site memory, the rows
+    read and their version, and the build."""
+
+    replacement: Any
+    settings: RecognitionConfig
+    memory: SiteMemory | None
+    version: int
+    matrix: Any
+    build: Future[Any]
 
 
 def whole_faces(faces: Faces, shape: tuple[int, ...]) -> np.ndarray:
@@ -627,6 +689,8 @@ class Daemon:
         self._stop = threading.Event()
         self._signal: int | None = None
         self._reload = threading.Event()
+        # A SIGHUP reload whose gallery matcher is still being built: its config and rule.
+        self._reloading: tuple[Config, LiveRule] | None = None
         self._now = 0.0
         self._opened_for: str | None = None
         self._notifier: sdnotify.SystemdNotifier | None = None
@@ -739,6 +803,8 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
+            elif self._reloading is not None:
+                self._finish_reload(0.0)
             frame = reader.get(LOOP_TIMEOUT)
             if frame is not None:
                 return frame
@@ -912,7 +978,9 @@ class Daemon:
 
     def _apply_reload(self) -> None:
         """SIGHUP: reopen the JSON-lines file (logrotate), then apply the new config whole,
-        or nothing of it: everything that can fail is done before anything is replaced."""
+        or nothing of it: everything that can fail is done before anything is replaced. The
+        new gallery's matcher is built beside the frame loop (_finish_reload): until it is
+        ready the door keeps deciding under the running config, all of it."""
         log.info("reloading config=%s", self.config_path or "defaults")
         if self.events is not None:
             self.events.reopen()
@@ -932,12 +1000,34 @@ class Daemon:
                 if getattr(getattr(new, section), key) != getattr(getattr(old, section), key):
                     log.warning("config %s.%s changed: takes effect after a restart", section, key)
         assert self.recognizer is not None, "reloads are applied by the frame loop, after _start()"
+        self._reloading = None  # a reload still building: this one replaces it
         try:
-            self.recognizer.configure(new.gallery.path, new.recognition)  # all or nothing
+            self.recognizer.start_configure(new.gallery.path, new.recognition)
         except Exception as error:  # a bad gallery path must not take the door down
             log.error("reload refused, keeping the running config: gallery: %s", error)
             return
-        # Nothing below can fail (checked above): the new settings apply together.
+        self._reloading = (new, live_rule)
+        if not self._finish_reload(BUILD_WAIT_SECONDS):
+            log.info(
+                "reload: building the new gallery's matcher; the running config applies "
+                "until it is ready"
+            )
+
+    def _finish_reload(self, timeout: float) -> bool:
+        """Apply the pending reload once its matcher is built (within `timeout`); True when
+        nothing is pending any more (applied, or refused for a build that failed)."""
+        assert self._reloading is not None and self.recognizer is not None
+        try:
+            if not self.recognizer.configured(timeout):
+                return False
+        except Exception as error:
+            self._reloading = None
+            log.error("reload refused, keeping the running config: gallery: %s", error)
+            return True
+        new, live_rule = self._reloading
+        self._reloading = None
+        old = self.config
+        # Nothing below can fail (checked in _apply_reload): the new settings apply together.
         self.policy.configure(new.policy, live_rule)
         self.policy.restart_votes()  # votes matched under the old gallery and threshold
         if live_rule != self.live_rule:
@@ -951,6 +1041,7 @@ class Daemon:
             self.control.stale_seconds = new.hub.stale_seconds
         self.config = new
         log.info("reload done")
+        return True
 
     def _shutdown(self) -> None:
         """Relay first: whatever else fails below, the door is already locked."""

@@ -748,12 +748,113 @@ def test_a_reload_drops_a_build_still_running_for_the_old_settings(
         other.enroll("Grace Hopper", [NewSample(unit(9), "9" * 64)])
     assert recognizer.reload_if_changed() is False
     slow_builds.set()  # the reload's own build must not wait either
-    recognizer.configure(gallery, RecognitionConfig(threshold=0.7))
+    recognizer.start_configure(gallery, RecognitionConfig(threshold=0.7))
+    assert recognizer.configured(timeout=10.0)
     assert recognizer.matcher.settings.threshold == pytest.approx(0.7)
     assert recognizer.reload_if_changed() is False  # nothing pending, nothing new
     assert recognizer.matcher.settings.threshold == pytest.approx(0.7)
     assert recognizer.matcher.matrix.names == (NAME, "Grace Hopper")
     recognizer.close()
+
+
+def test_a_reload_is_built_beside_the_loop_and_switches_all_at_once(
+    tmp_path: Path, gallery: Path, slow_builds: threading.Event
+) -> None:
+    """A reload to another gallery and threshold whose matcher takes long to build: until it
+    is built the door decides with the running gallery and threshold, all of them (Ada is
+    still recognised under 0.6); then gallery, threshold and matcher change together."""
+    other = tmp_path / "other.db"
+    with Gallery.open(other, create=True) as new:
+        new.enroll("Grace Hopper", [NewSample(unit(9), "9" * 64)])
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+    recognizer.start_configure(other, RecognitionConfig(threshold=0.7))
+    assert recognizer.configured(timeout=0.0) is False
+    assert recognizer.gallery.path == gallery
+    assert recognizer.matcher.settings.threshold == pytest.approx(0.6)
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
+    assert recognizer.learn(EMBEDDINGS[STRANGER], now=0.0) is False  # no learn_site: off
+    slow_builds.set()
+    assert recognizer.configured(timeout=10.0) is True
+    assert recognizer.gallery.path == other
+    assert recognizer.matcher.settings.threshold == pytest.approx(0.7)
+    assert [v.name for v in recognizer.match(unit(9)[None])] == ["Grace Hopper"]
+    assert recognizer.reload_if_changed() is False
+    recognizer.close()
+
+
+def test_a_reload_whose_build_fails_changes_nothing(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new matcher's build raises (on its thread): the error reaches the frame loop from
+    configured(), the gallery opened for the reload is closed, and the running gallery,
+    settings and matcher stay in use."""
+    other = tmp_path / "other.db"
+    Gallery.open(other, create=True).close()
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+    before = recognizer.matcher
+    real = daemon_module.door_matcher
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "gallery-build":
+            raise RuntimeError("scripted build failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "door_matcher", broken)
+    recognizer.start_configure(other, RecognitionConfig(threshold=0.7))
+    with pytest.raises(RuntimeError, match="scripted build failure"):
+        recognizer.configured(timeout=10.0)
+    assert recognizer.gallery.path == gallery and recognizer.matcher is before
+    assert recognizer.matcher.settings.threshold == pytest.approx(0.6)
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
+    recognizer.close()
+
+
+def test_a_sighup_whose_build_is_slow_never_stalls_the_loop(
+    tmp_path: Path, gallery: Path, slow_builds: threading.Event
+) -> None:
+    """SIGHUP with a new cooldown and threshold while the matcher takes long to build: the
+    frame loop goes on, under the running config, all of it; once built, both apply."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 80)
+    path = tmp_path / "door.toml"
+
+    def write(cooldown: int, threshold: float) -> None:
+        path.write_text(
+            f'[camera]\nsource = "{frames}"\n[gallery]\npath = "{gallery}"\n'
+            f'[gpio]\npin = {PIN}\nfactory = "mock"\n'
+            f"[policy]\ncooldown_seconds = {cooldown}\n"
+            f"[recognition]\nthreshold = {threshold}\n"
+            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n'
+        )
+
+    write(30, 0.6)
+    from edge_app.config import load_config
+
+    engine = ScriptedEngine(delay=0.02)
+    daemon = Daemon(load_config(path), config_path=path, engine=engine, pin_factory=MockFactory())
+    seen: list[tuple[float, float]] = []
+
+    def settings() -> tuple[float, float]:
+        assert daemon.recognizer is not None
+        threshold = daemon.recognizer.matcher.settings.threshold
+        return daemon.config.policy.cooldown_seconds, round(float(threshold), 3)
+
+    def drive() -> None:
+        while engine.calls["detect"] < 3:
+            time.sleep(0.005)
+        write(0, 0.7)
+        os.kill(os.getpid(), signal.SIGHUP)
+        reloaded_at = engine.calls["detect"]
+        while engine.calls["detect"] < reloaded_at + 20:  # 20 frames while it builds
+            time.sleep(0.005)
+        seen.append(settings())
+        slow_builds.set()
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    assert daemon.run() == 0
+    thread.join()
+    assert seen == [(30.0, 0.6)]  # nothing of the reload applied while it built
+    assert settings() == (0.0, 0.7)  # then all of it
 
 
 def test_a_learned_visit_is_built_beside_the_loop(
