@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from converter import __version__
 from converter.head import JITTERS, TrainSettings
+from edge_app.arg_types import count, number
 from edge_app.cli import dispatch
 from edge_app.logs import setup_logging
 from edge_app.paths import REPO_MODELS, SHARED_DATA
@@ -28,38 +27,6 @@ def _camera(text: str) -> tuple[int, int]:
     if not (48 <= width <= 4096 and 48 <= height <= 4096):
         raise argparse.ArgumentTypeError(f"camera size {text} is outside 48..4096 pixels")
     return width, height
-
-
-def _count(low: int) -> Callable[[str], int]:
-    """argparse type: a whole number of at least `low`, refused at parse time (one line)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _number(low: float, high: float | None = None, *, open_high: bool = False):
-    """argparse type: a finite number >= low (and <= high, or < high when open_high)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        above = high is not None and (value >= high if open_high else value > high)
-        if not math.isfinite(value) or value < low or above:
-            limit = "" if high is None else f" and {'below' if open_high else 'at most'} {high}"
-            raise argparse.ArgumentTypeError(f"must be a finite number >= {low}{limit}, got {text}")
-        return value
-
-    return parse
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -291,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--liveness-frames",
-        type=_count(20),
+        type=count(20),
         default=240,
         metavar="N",
         help="photos taken evenly from --liveness-calib for calibration, at least 20 (default 240)",
@@ -305,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--frames",
-        type=_count(1),
+        type=count(1),
         default=200,
         metavar="N",
         help="door-like frames made from the calibration photos to calibrate P-Net, R-Net "
@@ -313,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--faces",
-        type=_count(20),
+        type=count(20),
         default=300,
         metavar="N",
         help="aligned faces from the calibration photos to calibrate FaceNet on, at least "
@@ -467,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument(
         "--jitters",
-        type=_count(0),
+        type=count(0),
         default=JITTERS,
         metavar="N",
         help="jittered crops per DevTrain image, every second one mirrored (default "
@@ -487,25 +454,25 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainSettings()
     h.add_argument(
         "--rank",
-        type=_count(1),
+        type=count(1),
         default=defaults.rank,
         help="rank of B A; 512 is a full 512x512 map (default %(default)s)",
     )
     h.add_argument(
         "--steps",
-        type=_count(1),
+        type=count(1),
         default=defaults.steps,
         help="training steps (default %(default)s)",
     )
     h.add_argument(
         "--learning-rate",
-        type=_number(0.0),
+        type=number(0.0),
         default=defaults.learning_rate,
         help="Adam's learning rate (default %(default)s)",
     )
     h.add_argument(
         "--weight-decay",
-        type=_number(0.0),
+        type=number(0.0),
         default=defaults.weight_decay,
         help="L2 penalty on A and B, towards the identity (default %(default)s)",
     )
@@ -517,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument(
         "--holdout",
-        type=_number(0.0, 1.0, open_high=True),
+        type=number(0.0, 1.0, open_high=True),
         default=0.0,
         metavar="SHARE",
         help="keep this share of DevTrain people out of training and report verification "
@@ -525,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument(
         "--threads",
-        type=_count(1),
+        type=count(1),
         metavar="N",
         help="TFLite threads for the jittered crops (default: the runtime's choice)",
     )

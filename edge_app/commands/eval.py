@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge_app.arg_types import count
 from edge_app.cascade_choice import CASCADES
 from edge_app.matching import LOOKALIKE_MODES
 from edge_app.paths import REPO_ROOT, SHARED_DATA
@@ -370,9 +371,9 @@ def _register_visits(sub: argparse._SubParsersAction) -> None:
         default=SHARED_DATA / "lfw",
         help="LFW folder with images/ and pairsDevTrain.txt (default %(default)s)",
     )
-    visits.add_argument("--people", type=_positive, default=PEOPLE, help="enrolled people")
+    visits.add_argument("--people", type=count(1), default=PEOPLE, help="enrolled people")
     visits.add_argument(
-        "--strangers", type=_positive, default=STRANGERS, help="stranger visits (one each)"
+        "--strangers", type=count(1), default=STRANGERS, help="stranger visits (one each)"
     )
     visits.add_argument("--seed", type=int, default=SEED)
     visits.add_argument(
@@ -390,13 +391,6 @@ def _register_visits(sub: argparse._SubParsersAction) -> None:
     visits.add_argument("--json", type=Path, help="also write the full report as JSON here")
     _engine_options(visits)
     visits.set_defaults(handler=_run_visits)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _run_visits(args: argparse.Namespace) -> int:
