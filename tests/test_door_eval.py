@@ -91,6 +91,8 @@ def test_the_door_lets_the_live_people_in_and_never_their_photos(
     visits = summary["visits_unlocked_right"]
     assert (visits["value"], visits["of"]) == (3, 3)
     assert summary["wrong_person_unlocks"] == 0
+    # Nobody steps into these live visits: no report of someone taking the subject's place.
+    assert summary["visits_took_place_false_alarms"]["value"] == 0
     # 20 printed-photo sequences: the face is taken for the subject, and liveness holds.
     attacks = summary["attacks_unlocked"]
     assert (attacks["value"], attacks["of"]) == (0, 20)
