@@ -285,6 +285,24 @@ def test_a_stranger_who_follows_a_resident_in_is_reported_once(
     assert_fail_secure(factory)
 
 
+@pytest.mark.parametrize(("evidence", "after"), [("frame", 0.6), ("track", 1.0)])
+def test_when_a_stranger_who_took_a_residents_place_is_reported(
+    evidence: str, after: float, tmp_path: Path, gallery: Path
+) -> None:
+    """Ada stands 3 s at the door (10 fps) and is let in; a stranger takes her place. In
+    clip time (the same on any machine): with frame votes the report comes `window` frames
+    after the stranger's first evaluated frame; with pooled evidence also only once the
+    pool, which holds Ada's 3 s, no longer names her (docs/DAEMON.md quotes both)."""
+    codes = [NOBODY, *[ADA] * 30, *[STRANGER] * 30, *[NOBODY] * 5]
+    frames = write_frames(tmp_path / "frames", codes)
+    config = door(tmp_path, gallery, frames, policy={"evidence": evidence})
+    assert Daemon(config, engine=ScriptedEngine(), pin_factory=MockFactory()).run() == 0
+    unknown = [e for e in jsonl(tmp_path) if e["type"] == "unknown"]
+    assert [e["reason"] for e in unknown] == [f"took the place of {NAME}"]
+    arrived = 31 / 10  # the stranger's first frame
+    assert unknown[0]["source_time"] - arrived == pytest.approx(after)
+
+
 def kill_when_open(factory: MockFactory, signum: int, sent: list[float]) -> threading.Thread:
     def watch() -> None:
         deadline = time.monotonic() + 30
