@@ -790,13 +790,51 @@ def test_a_reload_is_built_beside_the_loop_and_switches_all_at_once(
     assert recognizer.gallery.path == gallery
     assert recognizer.matcher.settings.threshold == pytest.approx(0.6)
     assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
-    assert recognizer.learn(EMBEDDINGS[STRANGER], now=0.0) is False  # no learn_site: off
     slow_builds.set()
     assert recognizer.configured(timeout=10.0) is True
     assert recognizer.gallery.path == other
     assert recognizer.matcher.settings.threshold == pytest.approx(0.7)
     assert [v.name for v in recognizer.match(unit(9)[None])] == ["Grace Hopper"]
     assert recognizer.reload_if_changed() is False
+    recognizer.close()
+
+
+def test_a_second_reload_replaces_one_still_building(
+    tmp_path: Path, gallery: Path, slow_builds: threading.Event
+) -> None:
+    """SIGHUP twice while the first reload's matcher is still building: the second one is
+    what applies, and the gallery the first one opened is closed, never switched to."""
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+    Gallery.open(first, create=True).close()
+    with Gallery.open(second, create=True) as new:
+        new.enroll("Grace Hopper", [NewSample(unit(9), "9" * 64)])
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+    recognizer.start_configure(first, RecognitionConfig(threshold=0.8))
+    opened_for_first = recognizer._switch.replacement if recognizer._switch else None
+    assert opened_for_first is not None
+    recognizer.start_configure(second, RecognitionConfig(threshold=0.7))
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        opened_for_first.data_version()
+    slow_builds.set()
+    assert recognizer.configured(timeout=10.0) is True
+    assert recognizer.gallery.path == second
+    assert recognizer.matcher.settings.threshold == pytest.approx(0.7)
+    assert recognizer.matcher.matrix.names == ("Grace Hopper",)
+    recognizer.close()
+
+
+def test_learn_site_waits_while_a_reload_builds(
+    gallery: Path, slow_builds: threading.Event
+) -> None:
+    """A stranger's visit ending while a reload builds is not learned: the reload read the
+    site memory when it began, and would switch to a memory without that visit."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig(learn_site=True))
+    recognizer.start_configure(gallery, RecognitionConfig(learn_site=True, threshold=0.7))
+    assert recognizer.learn(EMBEDDINGS[STRANGER], now=0.0) is False
+    slow_builds.set()
+    assert recognizer.configured(timeout=10.0) is True
+    assert recognizer.memory is not None and recognizer.memory.learned == 0
+    assert recognizer.learn(EMBEDDINGS[STRANGER], now=0.0) is True  # once it is in use
     recognizer.close()
 
 
