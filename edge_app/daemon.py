@@ -383,7 +383,8 @@ class Recognizer:
         gallery)."""
         build = self._start_build(self._settings, matrix, self.memory, report=not learned)
         self._pending = (version, matrix, build, learned)
-        self._newest = (version, matrix)
+        if not learned:  # a learned visit's rows are those in use: nothing to overlay
+            self._newest = (version, matrix)
 
     def _start_build(
         self,
