@@ -105,14 +105,13 @@ def open_variant(variant: str, int8_models: Path, float_models: Path, threads: i
 
 def lfw_accuracy(variant: str, int8_models: Path, float_models: Path, data: Path) -> dict:
     """The engine issue's LFW figure for one variant: DevTest accuracy, DevTrain threshold."""
-    from edge_app.evaluate import evaluate_lfw
+    from edge_app.evaluate import evaluate_lfw, lfw_job
 
-    engine = open_variant(variant, int8_models, float_models, threads=2)
     lfw = data / "lfw"
+    job = lfw_job(lfw / "pairsDevTest.txt", lfw / "images", train_file=lfw / "pairsDevTrain.txt")
+    engine = open_variant(variant, int8_models, float_models, threads=2)
     start = time.perf_counter()
-    result = evaluate_lfw(
-        engine, lfw / "pairsDevTest.txt", lfw / "images", train_file=lfw / "pairsDevTrain.txt"
-    )
+    result = evaluate_lfw(engine, job)
     from benchmarks.run import provenance
 
     return {

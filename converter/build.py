@@ -57,6 +57,7 @@ from edge_app.align import FACENET_SIZE as ALIGN_SIZE
 from edge_app.detection.cascade import Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR, level_shape, pyramid_scales
 from edge_app.engine import CROP_MARGIN, Engine
+from edge_app.errors import first_few
 from edge_app.images import read_image
 from edge_app.manifest import (
     CASCADE_ROLES,
@@ -143,8 +144,8 @@ def check_model_folder(
         )
         if foreign:
             raise BuildError(
-                f"{option} {final} holds files a build does not write ({', '.join(foreign[:3])}"
-                f"{' ...' if len(foreign) > 3 else ''}) and would be replaced as a whole; give a "
+                f"{option} {final} holds files a build does not write ({first_few(foreign, 3)}) "
+                "and would be replaced as a whole; give a "
                 "new or empty folder, or a models folder"
             )
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from converter.mtcnn_models import SourceError
+from edge_app.errors import first_few
 
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 # BatchNorm's update counter: in every checkpoint, used by no forward pass.
@@ -75,8 +76,7 @@ def float32_arrays(
 
 
 def names(keys: list[str]) -> str:
-    shown = ", ".join(keys[:5])
-    return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return first_few(keys, 5)
 
 
 def shape_problems(

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_app.engine import Engine
-from edge_app.errors import UserError
+from edge_app.errors import UserError, first_few
 from edge_app.images import read_image
 from edge_app.lfw import (
     PairList,
@@ -47,15 +47,44 @@ class LfwResult:
         return data
 
 
+@dataclass(frozen=True)
+class LfwJob:
+    """An LFW evaluation checked before any work: its pair lists read and every image they
+    name found under `images`."""
+
+    test: PairList
+    train: PairList | None
+    images: Path
+    protocol: str
+    names: list[str]
+
+
+def lfw_job(pairs_file: Path, images: Path, train_file: Path | None = None) -> LfwJob:
+    """Read the pair lists and check their images, so bad input is refused before the
+    engine opens (UserError, naming the first missing images)."""
+    test = read_pairs(pairs_file)
+    train = read_pairs(train_file) if train_file is not None else None
+    names = sorted(set(test.images) | set(train.images if train else []))
+    missing = [name for name in names if not (images / name).is_file()]
+    if missing:
+        raise UserError(
+            f"{len(missing)} of the {len(names)} images the pairs name are missing from "
+            f"--images {images}: {first_few(missing, 3)}"
+        )
+    if train_file is not None:
+        protocol = f"threshold from {Path(train_file).name}, accuracy on {Path(pairs_file).name}"
+    else:
+        folds = "its 10 folds" if test.folds == 10 else "10 interleaved folds"
+        protocol = f"10-fold cross-validation on {folds} of {Path(pairs_file).name}"
+    return LfwJob(test, train, images, protocol, names)
+
+
 def embed_images(engine: Engine, root: Path, names: list[str]) -> tuple[dict, int, float]:
     """Embeddings by image name, the count of images with no face, and images per second."""
     embeddings, no_face = {}, 0
     start = time.perf_counter()
     for name in tqdm(names, desc="embedding LFW", unit="image", disable=None):
-        path = root / name
-        if not path.is_file():
-            raise UserError(f"{path}: listed in the pairs but missing from --images")
-        frame = read_image(path)
+        frame = read_image(root / name)
         face, found = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
         if not found:
             no_face += 1
@@ -71,31 +100,24 @@ def distances(embeddings: dict, pairs: PairList) -> np.ndarray:
     return 1.0 - np.sum(a * b, axis=1)
 
 
-def evaluate_lfw(
-    engine: Engine, pairs_file: Path, images: Path, train_file: Path | None = None
-) -> LfwResult:
-    test = read_pairs(pairs_file)
-    train = read_pairs(train_file) if train_file is not None else None
-    names = sorted(set(test.images) | set(train.images if train else []))
-    embeddings, no_face, rate = embed_images(engine, images, names)
+def evaluate_lfw(engine: Engine, job: LfwJob) -> LfwResult:
+    test, train = job.test, job.train
+    embeddings, no_face, rate = embed_images(engine, job.images, job.names)
     test_d = distances(embeddings, test)
-    if train_file is not None and train is not None:
+    if train is not None:
         threshold = best_threshold(distances(embeddings, train), train.same)
         per_fold = [
             accuracy_at(test_d[chunk], test.same[chunk], threshold)
             for chunk in np.array_split(np.random.default_rng(0).permutation(len(test_d)), 10)
         ]
         accuracy, std = accuracy_at(test_d, test.same, threshold), float(np.std(per_fold))
-        protocol = f"threshold from {Path(train_file).name}, accuracy on {Path(pairs_file).name}"
     else:
         accuracy, std, _ = cross_validated_accuracy(test_d, test.same, test.fold, 10)
         threshold = best_threshold(test_d, test.same)
-        folds = "its 10 folds" if test.folds == 10 else "10 interleaved folds"
-        protocol = f"10-fold cross-validation on {folds} of {Path(pairs_file).name}"
     return LfwResult(
-        protocol=protocol,
+        protocol=job.protocol,
         pairs=len(test.same),
-        images=len(names),
+        images=len(job.names),
         accuracy=accuracy,
         accuracy_std=std,
         threshold=1.0 - threshold,

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from edge_app.cohort import CHUNK, NORMALISATION_KEY, CohortNormaliser
-from edge_app.errors import UserError
+from edge_app.errors import UserError, first_few
 from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
 from edge_app.site_memory import SiteMemory
 
@@ -408,8 +408,7 @@ class Matcher:
 
 def describe_lookalikes(found: list[Lookalike], most: int = 5) -> str:
     """The pairs for a log line: "Ann ~ Cy 0.672, ..." (the first `most`)."""
-    text = ", ".join(f"{p.first} ~ {p.second} {p.score:.3f}" for p in found[:most])
-    return text + (f" and {len(found) - most} more" if len(found) > most else "")
+    return first_few([f"{p.first} ~ {p.second} {p.score:.3f}" for p in found], most)
 
 
 def guard_lookalikes(matcher: Matcher, mode: str) -> tuple[Matcher, list[Lookalike]]:

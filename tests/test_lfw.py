@@ -286,17 +286,29 @@ def test_eval_lfw_command(
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_eval_lfw_reports_a_missing_image_in_one_line(
-    models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_eval_lfw_reports_missing_images_in_one_line_before_opening_the_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pairs = write(tmp_path / "pairs.txt", ["1", "Martha_Stewart\t1\t2", "Nobody\t1\tRick_Perry\t1"])
+    pairs = write(
+        tmp_path / "pairs.txt",
+        [
+            "1",
+            "Martha_Stewart\t1\t2",
+            "Nobody\t1\tRick_Perry\t1",
+            *("Nobody\t2\tNoone\t1", "Noone\t2\tNobody\t3"),
+        ],
+    )
     code = edge_app_main(
         [
             *("eval", "lfw", "--pairs", str(pairs), "--images", str(SAMPLE)),
-            *("--models", str(models_dir), "--backend", "cpu"),
+            # no models here: the images are checked first, so this is never reached
+            *("--models", str(tmp_path / "no-models"), "--backend", "cpu"),
         ]
     )
     assert code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
     assert len(errors) == 1
-    assert "Nobody_0001.jpg: listed in the pairs but missing from --images" in errors[0]
+    assert (
+        f"5 of the 8 images the pairs name are missing from --images {SAMPLE}: "
+        "Nobody/Nobody_0001.jpg, Nobody/Nobody_0002.jpg, Nobody/Nobody_0003.jpg and 2 more"
+    ) in errors[0]

@@ -286,7 +286,7 @@ def _run_door(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from edge_app.engine import Engine
     from edge_app.errors import UserError
-    from edge_app.evaluate import evaluate_lfw
+    from edge_app.evaluate import evaluate_lfw, lfw_job
 
     for path, flag in ((args.pairs, "--pairs"), (args.images, "--images")):
         if not path.exists():
@@ -300,6 +300,7 @@ def _run(args: argparse.Namespace) -> int:
                 "extra) which writes them beside the int8 models"
             )
     check_output(args.json)
+    job = lfw_job(args.pairs, args.images, args.train)
     engine = Engine.open(
         models,
         backend="cpu" if args.reference else args.backend,
@@ -307,7 +308,7 @@ def _run(args: argparse.Namespace) -> int:
         # the reference folder's own models are the float ones: no cascade to choose there
         cascade="int8" if args.reference else args.cascade,
     )
-    result = evaluate_lfw(engine, args.pairs, args.images, args.train)
+    result = evaluate_lfw(engine, job)
     lines = [
         f"protocol        {result.protocol}",
         f"pairs / images  {result.pairs} / {result.images}",
