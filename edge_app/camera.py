@@ -158,6 +158,19 @@ class FrameSource(ABC):
         log.warning("frame skipped source=%s frame=%d reason=%s", self.name, index, why)
 
 
+def paced(frames: Iterator[Frame], stop: threading.Event) -> Iterator[Frame]:
+    """`frames` of a recorded source, each delivered when its source time comes, counted
+    from the first, as a camera would deliver them; `stop` being set ends a wait at once."""
+    start: float | None = None
+    for frame in frames:
+        if start is None:
+            start = time.monotonic() - frame.timestamp
+        wait = start + frame.timestamp - time.monotonic()
+        if wait > 0 and stop.wait(wait):
+            return
+        yield frame
+
+
 class LiveSource(FrameSource):
     """A camera that can drop and come back: open, read until it fails, back off, repeat.
 
@@ -264,12 +277,14 @@ class OpenCVSource(LiveSource):
         lores: tuple[int, int] = (640, 480),
         fps: float = 10.0,
         live: bool | None = None,
+        realtime: bool = False,
         backoff: Backoff = Backoff(),
         stream_timeout: float = STREAM_TIMEOUT,
         drop_after: float = DROP_AFTER,
     ) -> None:
         super().__init__(_describe(spec), backoff, drop_after)
         self.spec = spec
+        self.realtime = realtime
         self.stream_timeout = stream_timeout
         self.size = size
         self.lores = lores
@@ -319,6 +334,8 @@ class OpenCVSource(LiveSource):
     def frames(self) -> Iterator[Frame]:
         if self.live:
             yield from super().frames()
+        elif self.realtime:
+            yield from paced(self._file_frames(), self._stop)
         else:
             yield from self._file_frames()
 
@@ -362,10 +379,16 @@ class OpenCVSource(LiveSource):
 
 
 class FolderSource(FrameSource):
-    """The images of a folder in name order, as frames `1/fps` seconds apart."""
+    """The images of a folder in name order, as frames `1/fps` seconds apart (and delivered
+    that far apart with realtime=True)."""
 
     def __init__(
-        self, folder: Path, *, fps: float = 10.0, lores: tuple[int, int] = (640, 480)
+        self,
+        folder: Path,
+        *,
+        fps: float = 10.0,
+        lores: tuple[int, int] = (640, 480),
+        realtime: bool = False,
     ) -> None:
         super().__init__(str(folder))
         self.files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -375,8 +398,12 @@ class FolderSource(FrameSource):
             )
         self.fps = fps
         self.lores = lores
+        self.realtime = realtime
 
     def frames(self) -> Iterator[Frame]:
+        return paced(self._images(), self._stop) if self.realtime else self._images()
+
+    def _images(self) -> Iterator[Frame]:
         for index, path in enumerate(self.files):
             if self.closed:
                 return
@@ -538,8 +565,11 @@ def open_source(
     lores: tuple[int, int] = (640, 480),
     fps: float = 10.0,
     backoff: Backoff = Backoff(),
+    realtime: bool = False,
 ) -> FrameSource:
-    """The source for a camera.source value (see config.example.toml for the forms)."""
+    """The source for a camera.source value (see config.example.toml for the forms).
+    realtime: play a video file or a folder at its own frame rate, as a camera would deliver
+    it, not as fast as it is read (cameras and streams are real time anyway)."""
     if spec == "auto":
         spec = "picamera2" if pi_camera_attached() else 0
         log.info("camera.source auto chose=%s", spec)
@@ -555,9 +585,9 @@ def open_source(
         return OpenCVSource(spec, size=size, lores=lores, fps=fps, backoff=backoff)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return FolderSource(path, fps=fps, lores=lores)
+        return FolderSource(path, fps=fps, lores=lores, realtime=realtime)
     if path.is_file():
-        return OpenCVSource(str(path), lores=lores, fps=fps)
+        return OpenCVSource(str(path), lores=lores, fps=fps, realtime=realtime)
     raise CameraError(
         f"camera.source: {spec} is not a file, a folder, a device index, a /dev path or a URL"
     )

@@ -332,6 +332,9 @@ class CameraConfig:
     fps: float = _key(10.0, _number(0.0, 120.0, low_open=True))
     lores_width: int = _key(640, _integer(32, 8192))
     lores_height: int = _key(480, _integer(32, 8192))
+    # A video file or a folder of images plays at its own frame rate, as a camera delivers
+    # frames (the demo); off, it plays as fast as the door processes it (evaluations).
+    realtime: bool = _key(False, _boolean)
 
 
 @dataclass(frozen=True)

@@ -793,6 +793,7 @@ class Daemon:
             size=(camera.width, camera.height),
             lores=(camera.lores_width, camera.lores_height),
             fps=camera.fps,
+            realtime=camera.realtime,
         )
         self.reader = FrameReader(source)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -79,6 +80,40 @@ def test_folder_source_in_name_order_with_clip_timestamps(tmp_path: Path) -> Non
     assert [index_of(f.image) for f in frames] == [0, 1, 2, 3]
     assert [f.timestamp for f in frames] == [0.0, 0.2, 0.4, 0.6]
     assert all(f.image.dtype == np.uint8 and f.image.shape == (240, 320, 3) for f in frames)
+
+
+@pytest.mark.parametrize("kind", ["folder", "video"])
+def test_a_realtime_recording_delivers_each_frame_at_its_own_time(
+    tmp_path: Path, kind: str
+) -> None:
+    """camera.realtime: a recording plays like a camera, frame k no sooner than k / fps after
+    the first; without it, as fast as it is read (the evaluations)."""
+    if kind == "folder":
+        for index in range(4):
+            cv2.imwrite(str(tmp_path / f"frame_{index:03d}.png"), numbered(index))
+        spec = str(tmp_path)
+    else:
+        spec = str(write_video(tmp_path / "clip.avi", 4))  # written at 10 fps
+    source = open_source(spec, fps=10.0, realtime=True)
+    start = time.monotonic()
+    arrived = [(frame.timestamp, time.monotonic() - start) for frame in source.frames()]
+
+    assert [round(timestamp, 6) for timestamp, _ in arrived] == [0.0, 0.1, 0.2, 0.3]
+    for timestamp, elapsed in arrived:
+        assert elapsed >= timestamp - 0.005  # never early (a little slack for the clock)
+
+
+def test_closing_a_realtime_recording_ends_its_wait_at_once(tmp_path: Path) -> None:
+    for index in range(3):
+        cv2.imwrite(str(tmp_path / f"frame_{index:03d}.png"), numbered(index))
+    source = open_source(str(tmp_path), fps=0.05, realtime=True)  # 20 s between frames
+    frames = source.frames()
+    assert index_of(next(frames).image) == 0
+    threading.Timer(0.2, source.close).start()
+    start = time.monotonic()
+
+    assert list(frames) == []
+    assert time.monotonic() - start < 5.0  # not the 20 s the next frame was due in
 
 
 def test_folder_source_skips_and_logs_unreadable_images(

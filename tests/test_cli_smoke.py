@@ -17,9 +17,11 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -393,6 +395,32 @@ def test_run_refuses_a_source_it_cannot_open_in_one_line(tmp_path: Path) -> None
     assert f"{empty} as a video" in errors[0]
 
 
+def test_run_realtime_plays_a_recording_at_its_own_frame_rate(tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(frames / f"{index}.png"), np.full((120, 160, 3), 40 * index, np.uint8))
+    config = tmp_path / "door.toml"
+    config.write_text('[hub]\nsocket = ""\n[camera]\nfps = 0.5\n')  # frames 2 s apart
+    start = time.monotonic()
+
+    done = run(
+        tmp_path,
+        "run",
+        "--config", str(config),
+        "--source", str(frames),
+        "--realtime",
+        "--db", str(_gallery(tmp_path)),
+        "--gpio", "mock",
+        "--events-db", "",
+        "--backend", "cpu",
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "frames=3" in done.stderr
+    assert time.monotonic() - start >= 4.0  # the third frame is due 4 s after the first
+
+
 # What `from picamera2 import Picamera2` raises on Raspberry Pi OS Bookworm when the venv has
 # numpy 2: apt's python3-simplejpeg (which picamera2 imports) is built for numpy 1.x.
 NUMPY_ABI = (
@@ -513,8 +541,13 @@ def test_demo(tmp_path: Path) -> None:
     done = run(tmp_path, "demo")
 
     assert done.returncode == 0, done.stderr
-    assert "relay pin GPIO17 history" in done.stdout
+    assert "relay pin GPIO17 history (seconds from start, level)" in done.stdout
     assert '"type": "unlock"' in done.stdout
+    # The clip plays at its own 10 fps, so the 3 s pulse ends on its own while it plays
+    # (with --fast the clip ends first and stopping relocks with reason "close").
+    relocks = [json.loads(line) for line in done.stdout.splitlines() if '"relock"' in line]
+    assert [event["reason"] for event in relocks] == ["timeout"]
+    assert "strike held open 1 time(s): 3.0" in done.stdout
 
 
 def test_eval_lfw_on_the_sample(tmp_path: Path) -> None:

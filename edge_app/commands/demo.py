@@ -5,6 +5,11 @@ demo/door.mp4 with gpiozero's MockFactory as the relay, prints every event as a 
 and ends with the relay pin's actual state history. Nothing outside a temporary folder is
 touched, and no camera, GPIO or ../shared data is needed.
 
+The clip plays at its own frame rate, as a camera would deliver it (about 13 s), so the
+relay pulse and the clip keep one clock: the strike opens, stays open for gpio.pulse_seconds
+and relocks while the clip goes on. --fast plays it as fast as the door can process it; the
+clip then ends before the pulse does, and stopping the door relocks it (reason "close").
+
 The clip is made of still photos pasted into frames, not a person in front of a camera, so
 the liveness check runs in "log" mode here: its scores are reported in the events, but it
 does not block the unlock (at a real door the default is "require"; docs/LIVENESS.md).
@@ -16,6 +21,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from edge_app.paths import REPO_ROOT
 
@@ -42,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder with one sub-folder of photos per person to enrol",
     )
     parser.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="play the clip as fast as the door can process it, not at its own frame rate",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -68,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
             out.write(f"enrolled {person.name}: {len(result.added)} photos\n")
         overrides = {
             "camera.source": str(args.clip),
+            "camera.realtime": not args.fast,
             "gallery.path": str(gallery),
             "gpio.factory": "mock",
             "events.jsonl": "-",
@@ -82,14 +94,38 @@ def _run(args: argparse.Namespace) -> int:
             overrides["models.dir"] = str(args.models)
         config = apply_overrides(Config(), overrides)
         factory = MockFactory()
-        out.write(f"playing {args.clip.name} as the camera; relay on mock GPIO{config.gpio.pin}\n")
+        pace = "as fast as the door can" if args.fast else "at its own frame rate"
+        out.write(
+            f"playing {args.clip.name} as the camera, {pace}; relay on mock GPIO{config.gpio.pin}\n"
+        )
         out.write(
             'liveness mode "log": the clip is photos pasted into frames, not a live person, so '
             "liveness is reported but not required (a real door requires it)\n"
         )
         out.flush()
         code = Daemon(config, engine=engine, pin_factory=factory).run()
-        pin = factory.pin(config.gpio.pin)
-        changes = [(round(t, 2), "high" if s else "low") for t, s in pin.states]
-        out.write(f"relay pin GPIO{config.gpio.pin} history (seconds, level): {changes}\n")
+        states = factory.pin(config.gpio.pin).states
+        out.write(relay_history(states, config.gpio.pin, config.gpio.active_high))
     return code
+
+
+def relay_history(states: list[Any], pin: int, active_high: bool = True) -> str:
+    """gpiozero MockPin.states as two lines: each change with its time in seconds from the
+    relay's set-up (gpiozero records seconds since the previous change), then how long the
+    strike was held open each time (high, or low for an active-low relay)."""
+    at = 0.0
+    opened: float | None = None
+    changes: list[tuple[float, str]] = []
+    spans: list[str] = []
+    for since_previous, level in states:
+        at += since_previous
+        changes.append((round(at, 2), "high" if level else "low"))
+        if bool(level) == active_high and opened is None:
+            opened = at
+        elif bool(level) != active_high and opened is not None:
+            spans.append(f"{at - opened:.2f} s")
+            opened = None
+    if opened is not None:
+        spans.append("still open")
+    line = f"relay pin GPIO{pin} history (seconds from start, level): {changes}\n"
+    return line + f"strike held open {len(spans)} time(s): {', '.join(spans) or '-'}\n"

@@ -17,7 +17,9 @@ EPILOG = f"""\
 Watches the camera, recognises enrolled people and pulses the door relay. Settings come from
 the config file ({DEFAULT_CONFIG} by default; a missing default file means the defaults);
 each flag below overrides its config key. A video file or a folder of images as --source
-ends the run at its end, which is how to try the door on a recording.
+ends the run at its end, which is how to try the door on a recording: as fast as the door
+can process it, or with --realtime at its own frame rate, as a camera delivers frames (then
+a relay pulse and the recording share one clock).
 
 signals: SIGTERM/SIGINT lock the relay at once and stop within a frame; SIGHUP reopens the
 --events file (logrotate) and reloads the config and the gallery without closing the camera
@@ -40,6 +42,7 @@ or close). See docs/DAEMON.md.
 # flag destination -> config key
 OVERRIDES = {
     "source": "camera.source",
+    "realtime": "camera.realtime",
     "models": "models.dir",
     "backend": "models.backend",
     "threads": "models.threads",
@@ -70,6 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SPEC",
         help='camera: "auto", "picamera2", a device index, /dev/videoN, a URL, a video file '
         "or a folder of images",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_const",
+        const=True,
+        help="play a video file or folder --source at its own frame rate, not as fast as "
+        "it can be read",
     )
     parser.add_argument("--db", metavar="PATH", help="gallery database")
     parser.add_argument(
