@@ -91,6 +91,10 @@ MAX_RESPONSE = 8 * 1024 * 1024  # what the client accepts in one line (a frame f
 PRIVATE_KEYS = frozenset({"embedding", "embeddings", "vector", "template"})
 SOCKET_MODE = 0o660
 DIRECTORY_MODE = 0o750
+# How to get a socket folder of one's own: every refusal to make or use it ends with this.
+_AS_SERVICE = (
+    'run as the service (systemd makes /run/edge-app) or set hub.socket = "" to turn it off'
+)
 
 
 class ControlError(UserError):
@@ -256,10 +260,12 @@ class ControlServer:
             path.parent.mkdir(parents=True, exist_ok=True, mode=DIRECTORY_MODE)
         except OSError as error:
             raise ControlError(
-                f"hub.socket: cannot create the folder {path.parent} ({error}); run as the "
-                'service (systemd makes /run/edge-app) or set hub.socket = "" to turn it off'
+                f"hub.socket: cannot create the folder {path.parent} ({error}); {_AS_SERVICE}"
             ) from None
-        self._remove_stale()
+        try:
+            self._remove_stale()
+        except OSError as error:  # the folder exists but is not ours: root's /run/edge-app
+            raise ControlError(f"hub.socket: cannot use {path} ({error}); {_AS_SERVICE}") from None
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Linux makes the socket file with this mode (less the umask), so it is never more
         # open than SOCKET_MODE, not even between bind() and the chmod() that sets it exactly.

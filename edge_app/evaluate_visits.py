@@ -189,8 +189,9 @@ def play(
         "events": {"db": str(folder / "events.db"), "jsonl": str(folder / "events.jsonl")},
         "hub": {"socket": ""},  # no control socket: nothing outside this run sees it
     }
-    # LFW clips are stills: a liveness check would (rightly) refuse them, so it only logs
-    # here; without a liveness model it is off (said in the report).
+    # LFW clips are digital photos pasted into frames, not a capture of a face or a print,
+    # so a liveness verdict on them means nothing: it only logs here; without a liveness
+    # model it is off (said in the report).
     if "liveness" in SECTIONS:
         data["liveness"] = {"mode": liveness or "off"}
     config = parse_config(data)

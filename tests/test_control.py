@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -364,6 +365,34 @@ def test_a_live_socket_or_a_regular_file_is_left_alone(
     assert attach(third) is None
     assert path.read_text() == "not a socket"
     release(third)
+
+
+def test_a_socket_folder_it_may_not_enter_leaves_the_door_running_without_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run by hand as the service user, /run/edge-app can exist as root's 0750 folder: the
+    check for a stale socket there is refused (EACCES). That must be one warning and a door
+    without the socket, not a traceback that stops the door. The test runs as root in CI,
+    which no folder mode stops, so lstat of the socket path is refused as the kernel would."""
+    daemon = make_daemon(tmp_path, allow_unlock=False)
+    path = daemon.config.hub.socket
+    assert path is not None
+    real_lstat = os.lstat
+
+    def lstat(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if Path(target) == path:
+            raise PermissionError(13, "Permission denied", str(target))
+        return real_lstat(target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    with caplog.at_level(logging.WARNING, logger="edge_app.control"):
+        assert attach(daemon) is None
+    monkeypatch.undo()
+    warning = f"control socket off, the door runs without it: hub.socket: cannot use {path}"
+    assert warning in caplog.text
+    assert "Permission denied" in caplog.text and "set hub.socket" in caplog.text
+    assert not path.exists()
+    release(daemon)
 
 
 def test_socket_off_when_configured_empty(tmp_path: Path) -> None:

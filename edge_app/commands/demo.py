@@ -10,9 +10,10 @@ relay pulse and the clip keep one clock: the strike opens, stays open for gpio.p
 and relocks while the clip goes on. --fast plays it as fast as the door can process it; the
 clip then ends before the pulse does, and stopping the door relocks it (reason "close").
 
-The clip is made of still photos pasted into frames, not a person in front of a camera, so
-the liveness check runs in "log" mode here: its scores are reported in the events, but it
-does not block the unlock (at a real door the default is "require"; docs/LIVENESS.md).
+The clip is made of still photos pasted into frames, not a person (or a print) in front of
+a camera, which is what the liveness check judges, so it runs in "log" mode here: its scores
+are reported in the events, but no decision depends on them (at a real door the default is
+"require"; docs/LIVENESS.md).
 """
 
 from __future__ import annotations
