@@ -137,6 +137,28 @@ def open_engine(
     **options: Any,
 ) -> Engine:
     """An engine running the requested cascade ("auto": the faster one, measured here)."""
+    engine = _choose(engine_class, manifest, models_dir, backend, requested, verify, options)
+    assert engine.cascade_choice is not None
+    log.info(
+        "engine ready backend=%s cascade=%s models=%s camera=%dx%d min_face=%g",
+        backend.kind,
+        engine.cascade_choice.chosen,
+        models_dir,
+        *engine.camera,
+        engine.cascade.min_face,
+    )
+    return engine
+
+
+def _choose(
+    engine_class: type[Engine],
+    manifest: Manifest,
+    models_dir: Path,
+    backend: Backend,
+    requested: str,
+    verify: bool,
+    options: dict[str, Any],
+) -> Engine:
     if requested not in CASCADES:
         raise UserError(
             f"models.cascade: {requested!r} is not one of {', '.join(map(repr, CASCADES))}"

@@ -221,13 +221,6 @@ class Engine:
             else None
         )
         self.timings: dict[str, float] = {}
-        log.info(
-            "engine ready backend=%s models=%s camera=%dx%d min_face=%g",
-            backend.kind,
-            self.models_dir,
-            *self.camera,
-            self.cascade.min_face,
-        )
 
     @classmethod
     def open(

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -181,10 +182,13 @@ def test_auto_on_the_cpu_times_both_and_logs_the_choice(
     cascade_files = {s.file for s in engine.manifest.models.values() if s.role in CASCADE_ROLES}
     assert all(f.startswith("float/") == (choice.chosen == "float") for f in cascade_files)
     assert engine.manifest.models["facenet"].file == "facenet.tflite"  # int8 either way
-    [record] = [r for r in caplog.records if r.name == "edge_app.cascade_choice"]
-    message = record.getMessage()
-    assert f"cascade={choice.chosen} requested=auto" in message
-    assert "int8_ms=" in message and "float_ms=" in message
+    choice_line, ready = [
+        r.getMessage() for r in caplog.records if r.name == "edge_app.cascade_choice"
+    ]
+    assert f"cascade={choice.chosen} requested=auto" in choice_line
+    assert "int8_ms=" in choice_line and "float_ms=" in choice_line
+    # one "engine ready" line, for the engine kept (two were built to be timed)
+    assert ready.startswith(f"engine ready backend=cpu cascade={choice.chosen} ")
     frame = probe_frame(engine.manifest, models_dir)
     faces, embeddings = engine.process(frame)
     assert len(faces) == 1 and embeddings.shape == (1, 512)
@@ -231,6 +235,8 @@ class RecordingEngine:
         RecordingEngine.built.append(manifest)
         self.manifest = manifest
         self.cascade_choice = None
+        self.camera = (640, 480)  # what open_engine's "engine ready" line reads
+        self.cascade = SimpleNamespace(min_face=40.0)
 
     def detect(self, frame):  # pragma: no cover - reaching it is the failure
         raise AssertionError("the Edge TPU path must not time anything")
