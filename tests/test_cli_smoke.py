@@ -502,7 +502,8 @@ def test_run_on_a_folder_of_frames_unlocks_for_the_enrolled_person(
         shutil.copy(photo, frames)
     config = tmp_path / "door.toml"
     # LFW stills are photos, not a live person: liveness reports but does not block here.
-    config.write_text('[liveness]\nmode = "log"\n')
+    # No control socket: a test must not make the real /run/edge-app.
+    config.write_text('[liveness]\nmode = "log"\n[hub]\nsocket = ""\n')
 
     done = run(
         tmp_path,

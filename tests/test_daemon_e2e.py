@@ -115,6 +115,8 @@ def steady_clip(workdir: Path) -> Clip:
 
 # Photos pasted into clips are not live people: liveness reported, not required (docstring).
 LOG_LIVENESS = {"mode": "log"}
+# No control socket: a test must not make the real /run/edge-app.
+NO_SOCKET = {"socket": ""}
 
 
 def door_config(clip: Clip, gallery: Path, workdir: Path, **policy: object) -> Config:
@@ -129,6 +131,7 @@ def door_config(clip: Clip, gallery: Path, workdir: Path, **policy: object) -> C
                 "jsonl": str(workdir / f"{clip.path.stem}.jsonl"),
             },
             "liveness": LOG_LIVENESS,
+            "hub": NO_SOCKET,
         }
     )
 
@@ -281,7 +284,7 @@ def test_cli_run_as_a_notify_service(
     assert failed.returncode == 2
     assert "config file not found" in failed.stderr and "Traceback" not in failed.stderr
     config = tmp_path / "door.toml"
-    config.write_text(_toml({"liveness": LOG_LIVENESS}))
+    config.write_text(_toml({"liveness": LOG_LIVENESS, "hub": NO_SOCKET}))
     command = [
         *command[:4],
         "--config",
@@ -362,6 +365,7 @@ def test_sighup_reloads_config_without_dropping_the_camera(
         "policy": {"cooldown_seconds": 30},
         "events": {"db": "", "jsonl": str(tmp_path / "events.jsonl")},
         "liveness": LOG_LIVENESS,
+        "hub": NO_SOCKET,
     }
     path = tmp_path / "door.toml"
     path.write_text(_toml(settings))
