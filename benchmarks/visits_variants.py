@@ -11,6 +11,12 @@ evaluation runs it in log mode, which never changes a decision).
 
     .venv/bin/python -m benchmarks.visits_variants --population devtrain
     .venv/bin/python -m benchmarks.visits_variants --population outside-devtrain
+    .venv/bin/python -m benchmarks.visits_variants --visitor photo,mirror-averaged
+
+`--visitor mirror-averaged` embeds each visitor face twice at the door, as itself and
+mirrored, and matches the unit mean of the two (templates are enrolled as always), with the
+threshold benchmarks/centroid.json derived on DevTrain for exactly that
+(`make cohort`); enrolment is unchanged.
 
 writes benchmarks/visits_<population>_<variant>.json per variant and prints the tables.
 """
@@ -18,18 +24,24 @@ writes benchmarks/visits_<population>_<variant>.json per variant and prints the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
-from edge_app.centering import centre, model_identity
+from edge_app.camera import Frame
+from edge_app.centering import centre, model_identity, unit
+from edge_app.daemon import Recognizer
 from edge_app.engine import Engine
 from edge_app.evaluate_visits import POPULATIONS, SEED, evaluate_visits, table
 from edge_app.faces import Faces
@@ -91,6 +103,47 @@ class MemoEngine:
         return centre(raw, self.mean)
 
 
+VISITORS = ("photo", "mirror-averaged")
+# benchmarks/centroid.json's variant whose DevTrain rule goes with a mirror-averaged visitor.
+MIRROR_RULE = "templates + person centroid, probe mirror-averaged"
+
+
+def mirror_rule(recognition: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's recognition block with the threshold derived for mirror-averaged
+    visitors (benchmarks/centroid.json, written by `make cohort` with the shipped cohort)."""
+    path = REPO_ROOT / "benchmarks" / "centroid.json"
+    rule = json.loads(path.read_text())["variants"][MIRROR_RULE]["devtrain_rule"]
+    if not recognition.get("centroid") or rule["aggregate"] != recognition["aggregate"]:
+        raise SystemExit(f"{path}: its mirror-averaged rule is not for the shipped templates")
+    return {**recognition, "threshold": rule["threshold"], "margin": rule["margin"]}
+
+
+class _MirrorSide:
+    """What Recognizer.embed reads of itself (its engine), embedding the mirrored crops."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = self
+        self._engine = engine
+
+    def embed(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        return self._engine.embed(image, faces, mirror=True)
+
+
+@contextmanager
+def mirror_averaged_visitors() -> Iterator[None]:
+    """The door embeds each visitor face as itself and mirrored and matches their unit mean;
+    enrolment, which calls the engine directly, is untouched."""
+
+    def embed(recognizer: Recognizer, frame: Frame, faces: Faces) -> np.ndarray:
+        own = original(recognizer, frame, faces)
+        mirrored = original(_MirrorSide(recognizer.engine), frame, faces)  # type: ignore[arg-type]
+        return unit(own + mirrored).astype(np.float32)
+
+    original = Recognizer.embed
+    with mock.patch.object(Recognizer, "embed", embed):
+        yield
+
+
 def _votes(text: str) -> tuple[int, int]:
     """ "3/5" as (hits, window)."""
     try:
@@ -121,42 +174,68 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated [policy] hits/window variants such as 3/5,2/5, each played with "
         "every other variant (default: the config default only)",
     )
+    parser.add_argument(
+        "--visitor",
+        default=VISITORS[0],
+        help=f"comma-separated ways to embed a visitor face: {', '.join(VISITORS)}, each "
+        "played with every other variant (default %(default)s)",
+    )
     parser.add_argument("--people", type=int, default=40)
     parser.add_argument("--strangers", type=int, default=300)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks")
     args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING)
     memo = MemoEngine(Engine.open(backend="cpu", cascade="auto"))
     refreshes: list[int | None] = [int(r) for r in args.refresh_frames.split(",") if r]
     refreshes = refreshes or [None]
     votes: list[tuple[int, int] | None] = [_votes(v) for v in args.votes.split(",") if v]
     votes = votes or [None]
-    for evidence, refresh, vote in [
-        (e, r, v) for e in args.evidence.split(",") for r in refreshes for v in votes
+    visitors = args.visitor.split(",")
+    if unknown := set(visitors) - set(VISITORS):
+        parser.error(f"--visitor: {', '.join(sorted(unknown))} is not one of {VISITORS}")
+    shipped = dict(memo.engine.manifest.recognition)
+    for evidence, refresh, vote, visitor in [
+        (e, r, v, m)
+        for e in args.evidence.split(",")
+        for r in refreshes
+        for v in votes
+        for m in visitors
     ]:
+        mirrored = visitor == "mirror-averaged"
+        memo.use(memo.engine.mean, mirror_rule(shipped) if mirrored else shipped)
         policy: dict[str, Any] = {"evidence": evidence}
         if vote is not None:
             policy.update(hits=vote[0], window=vote[1])
         start = time.perf_counter()
-        report = evaluate_visits(
-            memo,
-            args.lfw,
-            people=args.people,
-            strangers=args.strangers,
-            seed=args.seed,
-            population=args.population,
-            policy=policy,
-            tracking={} if refresh is None else {"refresh_frames": refresh},
-        )
+        with mirror_averaged_visitors() if mirrored else contextlib.nullcontext():
+            report = evaluate_visits(
+                memo,
+                args.lfw,
+                people=args.people,
+                strangers=args.strangers,
+                seed=args.seed,
+                population=args.population,
+                policy=policy,
+                tracking={} if refresh is None else {"refresh_frames": refresh},
+            )
         label = f"{args.population}_{evidence}"
         if refresh is not None:
             label += f"_refresh{refresh}"
         if vote is not None:
             label += f"_votes{vote[0]}of{vote[1]}"
+        if mirrored:
+            label += "_mirror-visitor"
         if args.seed != SEED:
             label += f"_seed{args.seed}"
-        report["variant"] = {"name": label, "memo_hits": memo.hits, "memo_misses": memo.misses}
+        report["variant"] = {
+            "name": label,
+            "visitor": visitor,
+            "threshold": memo.manifest.recognition["threshold"],
+            "memo_hits": memo.hits,
+            "memo_misses": memo.misses,
+        }
         path = args.out / f"visits_{label}.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
         seconds = time.perf_counter() - start
