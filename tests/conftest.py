@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.config import DEFAULT_SOCKET
 from edge_app.engine import Engine
 from edge_app.manifest import MANIFEST_NAME
 from edge_app.paths import REPO_MODELS, SHARED_DATA
@@ -24,6 +25,28 @@ from edge_app.paths import REPO_MODELS, SHARED_DATA
 TESTS_DATA = Path(__file__).resolve().parent / "data"
 LFW_SAMPLE = TESTS_DATA / "lfw_sample"
 SHARED_DATA_REASON = "needs ../shared/data (LFW and detection photos); present in CI"
+# The installed door's socket folder: a test that leaves [hub] socket at its default would
+# make it (as root, owned by root, where the service user later cannot enter it).
+RUN_DIR = DEFAULT_SOCKET.parent
+RUN_DIR_BEFORE = pytest.StashKey[bool]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[RUN_DIR_BEFORE] = RUN_DIR.exists()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when the tests made RUN_DIR: each test must turn the socket off or put
+    it under its tmp_path."""
+    if session.config.stash.get(RUN_DIR_BEFORE, True) or not RUN_DIR.exists():
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"ERROR: the tests made {RUN_DIR}; a test left [hub] socket at its default",
+            red=True,
+        )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def models_folder() -> Path:

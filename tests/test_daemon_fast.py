@@ -141,6 +141,8 @@ def door(tmp_path: Path, gallery: Path, frames: Path, **sections: dict) -> Confi
         "gpio": {"pin": PIN, "pulse_seconds": PULSE, "factory": "mock"},
         "policy": {"cooldown_seconds": 30},
         "events": {"db": str(tmp_path / "events.db"), "jsonl": str(tmp_path / "events.jsonl")},
+        # No control socket unless a test asks for one: tests must not make /run/edge-app.
+        "hub": {"socket": ""},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
@@ -879,7 +881,7 @@ def test_a_sighup_whose_build_is_slow_never_stalls_the_loop(
             f'[gpio]\npin = {PIN}\nfactory = "mock"\n'
             f"[policy]\ncooldown_seconds = {cooldown}\n"
             f"[recognition]\nthreshold = {threshold}\n"
-            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n'
+            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n[hub]\nsocket = ""\n'
         )
 
     write(30, 0.6)
@@ -951,7 +953,7 @@ def test_sighup_applies_a_reload_whole_or_not_at_all(tmp_path: Path, gallery: Pa
             f'[camera]\nsource = "{frames}"\n[gallery]\npath = "{gallery_path}"\n'
             f'[gpio]\npin = {PIN}\npulse_seconds = {pulse}\nfactory = "mock"\n'
             f"[policy]\ncooldown_seconds = {cooldown}\n"
-            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n'
+            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n[hub]\nsocket = ""\n'
         )
 
     write(gallery, 30, PULSE)
@@ -997,7 +999,7 @@ def test_votes_counted_before_a_reload_do_not_count_after_it(tmp_path: Path, gal
             f'[camera]\nsource = "{frames}"\n[gallery]\npath = "{gallery}"\n'
             f'[gpio]\npin = {PIN}\npulse_seconds = {PULSE}\nfactory = "mock"\n'
             f"[recognition]\nthreshold = {threshold}\n"
-            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n'
+            f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n[hub]\nsocket = ""\n'
         )
 
     write(0.6)

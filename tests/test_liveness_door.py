@@ -398,6 +398,7 @@ def nuaa_door(clip: Path, gallery: Path, workdir: Path) -> SimpleNamespace:
             "gallery": {"path": str(gallery)},
             "gpio": {"pin": PIN, "pulse_seconds": 0.3, "factory": "mock"},
             "events": {"db": "", "jsonl": str(workdir / "events.jsonl")},
+            "hub": {"socket": ""},  # tests must not make /run/edge-app
             # [liveness] left at its defaults: "auto" is "require" with these models.
         }
     )
