@@ -7,8 +7,9 @@ touched, and no camera, GPIO or ../shared data is needed.
 
 The clip plays at its own frame rate, as a camera would deliver it (about 13 s), so the
 relay pulse and the clip keep one clock: the strike opens, stays open for gpio.pulse_seconds
-and relocks while the clip goes on. --fast plays it as fast as the door can process it; the
-clip then ends before the pulse does, and stopping the door relocks it (reason "close").
+and relocks while the clip goes on. --fast plays it as fast as the door can process it; on a
+fast machine the clip then ends before the pulse does, and stopping the door relocks the
+strike (reason "close").
 
 The clip is made of still photos pasted into frames, not a person (or a print) in front of
 a camera, which is what the liveness check judges, so it runs in "log" mode here: its scores
