@@ -768,9 +768,6 @@ class Daemon:
         )
         self._guard = threading.Thread(target=self._relock_on_stop, name="relay-guard", daemon=True)
         self._guard.start()
-        # Never raises for a sink it cannot use: the door runs, the failure is logged.
-        self.events = EventLog.from_config(config.events)
-        self.events.maintain()  # retention at start
         if self.engine is None:
             from edge_app.engine import Engine
 
@@ -786,6 +783,10 @@ class Daemon:
         self.live_rule = self._resolve_liveness(config)
         self.policy.configure(config.policy, self.live_rule)
         log.info("liveness %s", self.live_rule.describe())
+        # After the models and the gallery, so a start they refuse writes no event store.
+        # Never raises for a sink it cannot use: the door runs, the failure is logged.
+        self.events = EventLog.from_config(config.events)
+        self.events.maintain()  # retention at start
         self.control = attach(self)
         camera = config.camera
         source = open_source(

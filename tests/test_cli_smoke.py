@@ -387,6 +387,27 @@ def _run_door_that_cannot_start(tmp_path: Path, source: str) -> list[str]:
     return errors
 
 
+def test_a_run_refused_for_its_gallery_writes_no_event_store(tmp_path: Path) -> None:
+    config = tmp_path / "door.toml"
+    config.write_text('[hub]\nsocket = ""\n')
+    events = tmp_path / "state" / "events.db"
+
+    done = run(
+        tmp_path,
+        "run",
+        "--config", str(config),
+        "--source", str(LFW_SAMPLE),
+        "--db", str(tmp_path / "absent.db"),
+        "--gpio", "mock",
+        "--events-db", str(events),
+        "--backend", "cpu",
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stderr
+    assert f"no gallery at {tmp_path / 'absent.db'}" in done.stderr
+    assert not events.parent.exists()  # nothing half-made by a start that was refused
+
+
 def test_run_refuses_a_source_it_cannot_open_in_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jpg"
     empty.touch()

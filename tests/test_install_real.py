@@ -39,8 +39,18 @@ CONF, STATE, PREFIX, LINK = (
     Path("/usr/local/bin/edge-app"),
 )
 # A Pi's PATH: python3 is Debian's, not a developer's pyenv or conda one (which the service
-# user could not run from root's home).
-SYSTEM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+# user could not run from root's home). pip's own settings and any proxy pass through, as
+# they would for `sudo systemd/install.sh` (pip reads root's pip.conf through HOME).
+SYSTEM_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    **{
+        key: value
+        for key, value in os.environ.items()
+        if key.startswith("PIP_") or key.lower() in ("http_proxy", "https_proxy", "no_proxy")
+    },
+}
 
 
 def _why_not() -> str | None:
