@@ -367,20 +367,33 @@ def test_the_configured_gallery_folder_is_made_when_missing(tmp_path: Path) -> N
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
 
 
-def _run_door_that_cannot_start(tmp_path: Path, source: str) -> list[str]:
-    """`edge-app run` on `source` with a mock relay: it must exit 2 with one ERROR line."""
+def _run_door(
+    tmp_path: Path,
+    source: str,
+    *flags: str,
+    db: Path | None = None,
+    events_db: str = "",
+    config_text: str = "",
+) -> subprocess.CompletedProcess[str]:
+    """`edge-app run` on `source` with a mock relay and no control socket."""
     config = tmp_path / "door.toml"
-    config.write_text('[hub]\nsocket = ""\n')
-    done = run(
+    config.write_text('[hub]\nsocket = ""\n' + config_text)
+    return run(
         tmp_path,
         "run",
         "--config", str(config),
         "--source", source,
-        "--db", str(_gallery(tmp_path)),
+        "--db", str(db or _gallery(tmp_path)),
         "--gpio", "mock",
-        "--events-db", "",
+        "--events-db", events_db,
         "--backend", "cpu",
+        *flags,
     )  # fmt: skip
+
+
+def _run_door_that_cannot_start(tmp_path: Path, source: str) -> list[str]:
+    """`edge-app run` on `source` with a mock relay: it must exit 2 with one ERROR line."""
+    done = _run_door(tmp_path, source)
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1, done.stderr
@@ -388,20 +401,9 @@ def _run_door_that_cannot_start(tmp_path: Path, source: str) -> list[str]:
 
 
 def test_a_run_refused_for_its_gallery_writes_no_event_store(tmp_path: Path) -> None:
-    config = tmp_path / "door.toml"
-    config.write_text('[hub]\nsocket = ""\n')
     events = tmp_path / "state" / "events.db"
 
-    done = run(
-        tmp_path,
-        "run",
-        "--config", str(config),
-        "--source", str(LFW_SAMPLE),
-        "--db", str(tmp_path / "absent.db"),
-        "--gpio", "mock",
-        "--events-db", str(events),
-        "--backend", "cpu",
-    )  # fmt: skip
+    done = _run_door(tmp_path, str(LFW_SAMPLE), db=tmp_path / "absent.db", events_db=str(events))
 
     assert done.returncode == 2, done.stderr
     assert f"no gallery at {tmp_path / 'absent.db'}" in done.stderr
@@ -421,21 +423,10 @@ def test_run_realtime_plays_a_recording_at_its_own_frame_rate(tmp_path: Path) ->
     frames.mkdir()
     for index in range(3):
         cv2.imwrite(str(frames / f"{index}.png"), np.full((120, 160, 3), 40 * index, np.uint8))
-    config = tmp_path / "door.toml"
-    config.write_text('[hub]\nsocket = ""\n[camera]\nfps = 0.5\n')  # frames 2 s apart
     start = time.monotonic()
 
-    done = run(
-        tmp_path,
-        "run",
-        "--config", str(config),
-        "--source", str(frames),
-        "--realtime",
-        "--db", str(_gallery(tmp_path)),
-        "--gpio", "mock",
-        "--events-db", "",
-        "--backend", "cpu",
-    )  # fmt: skip
+    # frames 2 s apart
+    done = _run_door(tmp_path, str(frames), "--realtime", config_text="[camera]\nfps = 0.5\n")
 
     assert done.returncode == 0, done.stderr
     assert "frames=3" in done.stderr
