@@ -14,9 +14,8 @@ evaluation runs it in log mode, which never changes a decision).
     .venv/bin/python -m benchmarks.visits_variants --visitor photo,mirror-averaged
 
 `--visitor mirror-averaged` embeds each visitor face twice at the door, as itself and
-mirrored, and matches the unit mean of the two (templates are enrolled as always), with the
-threshold benchmarks/centroid.json derived on DevTrain for exactly that
-(`make cohort`); enrolment is unchanged.
+mirrored, and matches the unit mean of the two, with the threshold that `make cohort`
+derived on DevTrain for exactly that (benchmarks/centroid.json). Enrolment is unchanged.
 
 writes benchmarks/visits_<population>_<variant>.json per variant and prints the tables.
 """
@@ -32,7 +31,6 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -129,7 +127,7 @@ class _MirrorSide:
         return self._engine.embed(image, faces, mirror=True)
 
 
-@contextmanager
+@contextlib.contextmanager
 def mirror_averaged_visitors() -> Iterator[None]:
     """The door embeds each visitor face as itself and mirrored and matches their unit mean;
     enrolment, which calls the engine directly, is untouched."""
@@ -185,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks")
     args = parser.parse_args(argv)
+    visitors = args.visitor.split(",")
+    if unknown := set(visitors) - set(VISITORS):
+        parser.error(f"--visitor: {', '.join(sorted(unknown))} is not one of {VISITORS}")
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING)
     memo = MemoEngine(Engine.open(backend="cpu", cascade="auto"))
@@ -192,9 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     refreshes = refreshes or [None]
     votes: list[tuple[int, int] | None] = [_votes(v) for v in args.votes.split(",") if v]
     votes = votes or [None]
-    visitors = args.visitor.split(",")
-    if unknown := set(visitors) - set(VISITORS):
-        parser.error(f"--visitor: {', '.join(sorted(unknown))} is not one of {VISITORS}")
     shipped = dict(memo.engine.manifest.recognition)
     for evidence, refresh, vote, visitor in [
         (e, r, v, m)
