@@ -4,6 +4,7 @@ and the door link reconnecting to a real control socket."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -139,6 +140,21 @@ def test_hub_config_defaults_are_safe() -> None:
 def test_hub_needs_the_socket() -> None:
     with pytest.raises(UserError, match='hub.socket: "" turns the door'):
         Hub(parse_config({"hub": {"socket": ""}}))
+
+
+def test_a_hub_with_nothing_turned_on_says_what_to_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The installer enables the hub's unit; with neither MQTT nor the web page configured
+    it would otherwise run silently doing nothing."""
+    config = parse_config({"hub": {"socket": str(tmp_path / "door.sock")}})
+
+    with caplog.at_level(logging.INFO, logger="edge_app.hub.runner"):
+        hub = Hub.from_config(config)
+
+    assert hub.components == []
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("the hub has nothing to serve: set [mqtt] host or [web] enabled")
 
 
 def test_discovery_payloads() -> None:

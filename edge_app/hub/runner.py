@@ -63,6 +63,11 @@ class Hub:
             hub.add(WebServer(config, config_path=config_path, socket_path=config.hub.socket))
         else:
             log.info("web page off (web.enabled = false)")
+        if not hub.components:
+            log.warning(
+                "the hub has nothing to serve: set [mqtt] host or [web] enabled = true in the "
+                "config and restart it; until then it only watches the door"
+            )
         return hub
 
     def add(self, component: Component) -> None:
