@@ -635,7 +635,6 @@ class DaemonPort:
         engine = daemon.engine
         matcher = getattr(daemon.recognizer, "matcher", None)
         backend = getattr(engine, "backend", None)
-        liveness = getattr(daemon.config, "liveness", None)
         return {
             "pid": os.getpid(),
             "source": None if reader is None else reader.source.name,
@@ -646,7 +645,8 @@ class DaemonPort:
             "frames": daemon.metrics.frames,
             "unlocks": daemon.metrics.unlocks,
             "allow_unlock": self.unlock_allowed(),
-            "liveness": getattr(liveness, "mode", None),
+            # The rule the door applies ("auto" resolved against its models), not the config's.
+            "liveness": daemon.live_rule.mode,
         }
 
     def reload(self) -> None:

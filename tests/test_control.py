@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -28,6 +29,7 @@ from edge_app.config import parse_config
 from edge_app.control import ControlClient, ControlError, attach
 from edge_app.daemon import Daemon
 from edge_app.events import EventLog
+from edge_app.liveness_rule import LiveRule
 from edge_app.relay import Relay
 
 PIN = 17
@@ -143,6 +145,22 @@ def test_status_reports_the_door(door: Door) -> None:
     assert status["last_frame_time"] is None  # no frame yet
     assert status["uptime"] >= 0
     assert status["events"] == {}
+    assert status["liveness"] == "off"  # the rule the door applies; it was never started
+
+
+def test_status_names_the_liveness_rule_the_door_applies(tmp_path: Path) -> None:
+    """[liveness] mode = "auto" (the installed default) is reported as what it resolved to
+    against the models, so Home Assistant and the web page never show a door that requires
+    liveness as having none."""
+    daemon = make_daemon(tmp_path, allow_unlock=False)
+    assert daemon.config.liveness.mode is None  # "auto"
+    manifest = SimpleNamespace(liveness={"threshold": 0.2})
+    daemon.live_rule = LiveRule.resolve(daemon.config.liveness, manifest, has_model=True)
+    door = Door(daemon)
+    try:
+        assert door.client.status()["liveness"] == "require"
+    finally:
+        door.close()
 
 
 def test_peer_credentials_are_the_kernels(door: Door) -> None:

@@ -275,6 +275,33 @@ def test_a_topic_that_is_not_utf8_does_not_end_the_network_thread(
         assert "mqtt message ignored: its topic is not UTF-8 text" in caplog.text
 
 
+def test_why_the_door_is_down_is_published_when_it_changes(
+    hostile: HostileBroker, tmp_path: Path
+) -> None:
+    """The state was re-sent only when availability changed: a hub that connected before its
+    first look at the door kept saying "not checked yet" for up to 30 s after it knew the
+    door's socket was missing, and a door whose reason changed kept the old one as long."""
+    state = f"{BASE}/state"
+
+    def problems() -> list[Any]:
+        return [json.loads(payload)["problem"] for payload in hostile.on(state)]
+
+    with bridge_on(plain_settings(tmp_path, hostile.port), tmp_path) as bridge:
+        wait_for(lambda: problems() == ["not checked yet"])
+        missing = DoorHealth(False, False, None, "door.sock: no door socket")
+        bridge.on_health(missing)
+        wait_for(lambda: len(problems()) == 2)
+        bridge.on_health(missing)  # the same reason again: nothing new to say
+        bridge.on_health(DoorHealth(False, False, None, "door.sock: the door did not answer"))
+        wait_for(lambda: len(problems()) == 3)
+        time.sleep(0.2)
+        assert problems() == [
+            "not checked yet",
+            "door.sock: no door socket",
+            "door.sock: the door did not answer",
+        ]
+
+
 def test_a_broker_that_never_acknowledges_cannot_grow_the_hubs_memory(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -286,6 +286,8 @@ class MqttBridge:
         ):
             self._publish_availability()
             self._publish_state()
+        elif before.error != health.error:  # why it is down changed (or is first known)
+            self._publish_state()
 
     # --- paho callbacks (its network thread) ---------------------------------------------------
 
