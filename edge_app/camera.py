@@ -282,14 +282,14 @@ class OpenCVSource(LiveSource):
         stream_timeout: float = STREAM_TIMEOUT,
         drop_after: float = DROP_AFTER,
     ) -> None:
-        super().__init__(_describe(spec), backoff, drop_after)
+        super().__init__(describe_source(spec), backoff, drop_after)
         self.spec = spec
         self.realtime = realtime
         self.stream_timeout = stream_timeout
         self.size = size
         self.lores = lores
         self.fps = fps
-        self.live = _is_live(spec) if live is None else live
+        self.live = is_live_source(spec) if live is None else live
         self._capture_device: cv2.VideoCapture | None = None
         if not self.live:
             if not Path(str(spec)).is_file():
@@ -547,11 +547,13 @@ def pi_camera_attached() -> bool:
     return any("usb" not in str(camera.get("Id", "")).lower() for camera in cameras)
 
 
-def _is_live(spec: int | str) -> bool:
+def is_live_source(spec: int | str) -> bool:
+    """A device or a network stream (read as it comes), not a recording (read in order)."""
     return isinstance(spec, int) or bool(_URL.match(str(spec))) or str(spec).startswith("/dev/")
 
 
-def _describe(spec: int | str) -> str:
+def describe_source(spec: int | str) -> str:
+    """A camera.source for a log or a report: /dev/videoN for an index, no stream password."""
     if isinstance(spec, int):
         return f"/dev/video{spec}"
     # Never log a stream's password.
@@ -581,7 +583,7 @@ def open_source(
             )
         import_picamera2()  # a broken install fails here, once, not in the reconnect loop
         return Picamera2Source(size=size, lores=lores, fps=fps, backoff=backoff)
-    if isinstance(spec, int) or _is_live(spec):
+    if isinstance(spec, int) or is_live_source(spec):
         return OpenCVSource(spec, size=size, lores=lores, fps=fps, backoff=backoff)
     path = Path(spec).expanduser()
     if path.is_dir():

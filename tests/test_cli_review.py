@@ -30,6 +30,7 @@ import pytest
 from test_cli_smoke import _env, _with_stdin
 
 from edge_app import cli
+from edge_app.camera import picamera2_available
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.manifest import MANIFEST_NAME
 from edge_app.paths import REPO_MODELS
@@ -206,6 +207,47 @@ def test_doctor_reports_the_gallery_mode_as_it_leaves_it(tmp_path: Path) -> None
     assert check["status"] == "ok", check
     assert check["detail"] == f"{db}: 2 people, mode 600 (was 644: narrowed now)"
     assert "chmod" not in check["fix"]
+
+
+def test_doctor_checks_the_camera_and_relay_the_config_names(tmp_path: Path) -> None:
+    """Defect: doctor looked for picamera2 and /dev/video* whatever `[camera] source` said,
+    and advised `--gpio mock` to a config that already simulated the relay: a door set to
+    play a recording (the demo, a test) was reported as missing a camera, and a door whose
+    source could not open passed. It now checks the source and pin factory the door uses."""
+    clip = tmp_path / "door.mp4"
+    clip.write_bytes(b"not checked by doctor: only that it is there")
+    config = tmp_path / "config.toml"
+
+    def rows(camera: str, gpio: str = "auto") -> tuple[dict, dict]:
+        config.write_text(f'[camera]\nsource = {camera}\n[gpio]\nfactory = "{gpio}"\n')
+        done = edge_app(tmp_path, "doctor", "--json", "--config", str(config))
+        checks = {c["area"]: c for c in json.loads(done.stdout)}
+        return checks["camera"], checks["gpio"]
+
+    camera, gpio = rows(f'"{clip}"', "mock")
+    assert camera["status"] == "warn"
+    assert (
+        camera["detail"]
+        == f"camera.source {str(clip)!r}: a recorded file, played instead of a camera"
+    )
+    assert gpio["status"] == "warn" and "the relay is simulated" in gpio["detail"]
+    assert 'factory = "auto"' in gpio["fix"]
+
+    camera, _ = rows(f'"{tmp_path / "absent.mp4"}"')
+    assert camera["status"] == "fail" and "the door cannot start" in camera["detail"]
+
+    camera, _ = rows('"rtsp://door:secret@192.0.2.7/stream"')
+    assert camera["status"] == "ok" and "secret" not in camera["detail"]
+    assert "rtsp://***@192.0.2.7/stream" in camera["detail"]
+
+    camera, _ = rows("97")  # a device index nobody has
+    assert camera["status"] == "warn"
+    assert "/dev/video97 does not exist; the door starts and waits for it" in camera["detail"]
+
+    camera, _ = rows('"picamera2"')
+    if not picamera2_available():  # as here; on a Pi it is the import check
+        assert camera["status"] == "fail"
+        assert "picamera2 is not installed, so the door cannot start" in camera["detail"]
 
 
 def test_site_show_gives_no_chmod_advice_for_a_memory_linked_to_a_device(

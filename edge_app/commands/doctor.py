@@ -220,30 +220,86 @@ def _camera_import_check() -> Check | None:
     return Check("camera", "ok", "picamera2 importable")
 
 
-def _device_checks() -> list[Check]:
-    checks = []
+def _camera_check(source: int | str) -> Check:
+    """The camera the door opens: `[camera] source` as edge_app.camera.open_source reads it."""
+    from edge_app.camera import describe_source, is_live_source
+
+    named = f"camera.source {describe_source(source)!r}"
+    if source == "picamera2":
+        found = _camera_import_check()
+        if found is not None:
+            return found
+        return Check(
+            "camera",
+            "fail",
+            f"{named}: picamera2 is not installed, so the door cannot start",
+            "sudo apt install python3-picamera2 and create the venv with "
+            "--system-site-packages (docs/INSTALL.md)",
+        )
+    if source != "auto" and is_live_source(source):
+        device = describe_source(source)
+        if not device.startswith("/dev/"):
+            return Check("camera", "ok", f"{named}: a network stream (doctor does not open it)")
+        if Path(device).exists():
+            return Check("camera", "ok", f"{named}: {device} is present")
+        return Check(
+            "camera",
+            "warn",
+            f"{named}: {device} does not exist; the door starts and waits for it",
+            f"plug in the camera, or set [camera] source (V4L2 devices here: "
+            f"{', '.join(sorted(glob.glob('/dev/video*'))) or 'none'})",
+        )
+    if source != "auto":
+        path = Path(str(source)).expanduser()
+        kind = "folder" if path.is_dir() else "file" if path.is_file() else None
+        if kind is None:
+            return Check(
+                "camera",
+                "fail",
+                f"{named}: not a file, a folder, a device index, a /dev path or a URL, so the "
+                "door cannot start",
+                'set [camera] source = "auto" for the camera',
+            )
+        return Check(
+            "camera",
+            "warn",
+            f"{named}: a recorded {kind}, played instead of a camera",
+            'for a door, set [camera] source = "auto" (or picamera2, a device, a stream URL)',
+        )
     camera = _camera_import_check()
     if camera is not None:
-        checks.append(camera)
-    else:
-        videos = sorted(glob.glob("/dev/video*"))
-        board = _raspberry_pi()
-        # A Pi always has /dev/video* nodes (its ISP and codecs): they say nothing about a
-        # camera, and its CSI camera needs picamera2.
-        usable = bool(videos) and board is None
+        return camera
+    videos = sorted(glob.glob("/dev/video*"))
+    board = _raspberry_pi()
+    # A Pi always has /dev/video* nodes (its ISP and codecs): they say nothing about a
+    # camera, and its CSI camera needs picamera2.
+    usable = bool(videos) and board is None
+    return Check(
+        "camera",
+        "ok" if usable else "warn",
+        f"picamera2 not importable{f' on a {board}' if board else ''}; "
+        f"V4L2 devices: {', '.join(videos) or 'none'}",
+        ""
+        if usable
+        else "sudo apt install python3-picamera2 and create the venv with "
+        "--system-site-packages (docs/INSTALL.md), or use a USB camera (--source 0)",
+    )
+
+
+def _device_checks(source: int | str = "auto", factory: str = "auto") -> list[Check]:
+    """The camera and the relay's GPIO, as the door's config names them."""
+    checks = [_camera_check(source)]
+    chips = sorted(glob.glob("/dev/gpiochip*"))
+    if factory == "mock":
         checks.append(
             Check(
-                "camera",
-                "ok" if usable else "warn",
-                f"picamera2 not importable{f' on a {board}' if board else ''}; "
-                f"V4L2 devices: {', '.join(videos) or 'none'}",
-                ""
-                if usable
-                else "sudo apt install python3-picamera2 and create the venv with "
-                "--system-site-packages (docs/INSTALL.md), or use a USB camera (--source 0)",
+                "gpio",
+                "warn",
+                "gpio.factory 'mock': the relay is simulated, no door strike is driven",
+                'for a door, set [gpio] factory = "auto"',
             )
         )
-    chips = sorted(glob.glob("/dev/gpiochip*"))
+        return checks
     checks.append(
         Check(
             "gpio",
@@ -536,7 +592,10 @@ def collect_checks(config_path: Path | None = None, models: Path | None = None) 
     config_checks, config = _config_checks(config_path)
     models = models or (config.models.dir if config is not None else None)
     checks += _model_checks(models)
-    checks += _device_checks()
+    if config is None:
+        checks += _device_checks()
+    else:
+        checks += _device_checks(config.camera.source, config.gpio.factory)
     checks += config_checks
     engine = None
     if config is not None and not any(c.area == "models" and c.status == "fail" for c in checks):
