@@ -389,7 +389,10 @@ class ControlServer:
             return
         self._clients[sock.fileno()] = client
         self._selector.register(sock, selectors.EVENT_READ, client)
-        log.info("control client connected %s", peer)
+        # A hub polls the status every few seconds and fetches a frame a second for the live
+        # view, each on a connection of its own: at info level that was two journal lines
+        # every poll, all day. Subscriptions and every request that acts are logged below.
+        log.debug("control client connected %s", peer)
 
     def _read(self, client: _Client) -> None:
         try:
@@ -578,7 +581,11 @@ class ControlServer:
         if why is not None:
             log.warning("control client dropped %s reason=%r", client.peer, why)
         else:
-            log.info("control client disconnected %s", client.peer)
+            log.log(
+                logging.INFO if client.subscribed else logging.DEBUG,
+                "control client disconnected %s",
+                client.peer,
+            )
         self._clients.pop(client.sock.fileno(), None)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(client.sock)

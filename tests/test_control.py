@@ -305,6 +305,23 @@ def test_subscribers_get_events_in_order_without_embeddings(door: Door) -> None:
     assert door.client.status()["events"] == {"recognized": 1, "unknown": 1, "relock": 1}
 
 
+def test_status_polls_write_no_journal_lines_and_subscriptions_do(
+    door: Door, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hub polls the status every 2 s, each on a connection of its own: the door logged
+    "connected" and "disconnected" for every poll at info level, about 86,000 journal lines
+    a day on a Pi's SD card. Only a subscription (the hub's event stream) is worth a line."""
+    caplog.set_level(logging.INFO, logger="edge_app.control")
+    for _ in range(3):
+        assert door.client.status()["running"] is True
+    with raw(door.path) as sock:
+        assert ask(sock, b'{"v": 1, "op": "subscribe"}\n')["subscribed"] is True
+        wait_for(lambda: door.server.subscribers == 1)
+    wait_for(lambda: "control client disconnected" in caplog.text)
+    lines = [r.getMessage().split(" uid=")[0] for r in caplog.records]
+    assert lines == ["control client subscribed", "control client disconnected"]
+
+
 def test_a_slow_subscriber_is_dropped_and_never_blocks_the_door(door: Door) -> None:
     with raw(door.path) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
