@@ -1080,7 +1080,8 @@ class Daemon:
             )
         if self.recognizer is not None:
             self.recognizer.close()
-        log.info("metrics %s", self.metrics_line())
+        if self.reader is not None:  # a start refused before the camera has no figures
+            log.info("metrics %s", self.metrics_line())
         if self.events is not None:
             self.events.close()
 

@@ -504,11 +504,13 @@ def test_pin_is_claimed_low_before_anything_that_can_fail(
 
 
 def test_a_startup_failure_after_the_pin_leaves_it_claimed_low_then_released(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A missing gallery fails the start (exit 2 via UserError), after the pin was driven low."""
+    """A missing gallery fails the start (exit 2 via UserError), after the pin was driven low.
+    Its log says why, not a line of zero metrics for a camera that never opened."""
     from edge_app.errors import UserError
 
+    caplog.set_level(logging.INFO, logger="edge_app")
     frames = write_frames(tmp_path / "frames", visit())
     factory = MockFactory()
     seen: list[tuple[str, bool]] = []
@@ -525,6 +527,7 @@ def test_a_startup_failure_after_the_pin_leaves_it_claimed_low_then_released(
     with pytest.raises(UserError, match="no gallery"):
         daemon.run()
     assert seen == [("output", False)]  # claimed and low while the gallery was opened
+    assert "metrics " not in caplog.text and "relay released" in caplog.text
     assert states(factory) == [False]  # never high
     assert factory.pin(PIN).function == "input"  # and released on the way out
 
