@@ -654,6 +654,8 @@ class DaemonPort:
             "allow_unlock": self.unlock_allowed(),
             # The rule the door applies ("auto" resolved against its models), not the config's.
             "liveness": daemon.live_rule.mode,
+            # "dark" or "featureless" once the camera has shown nothing usable for a while.
+            "picture": daemon.picture.reported,
         }
 
     def reload(self) -> None:

@@ -50,6 +50,7 @@ from edge_app.faces import Faces
 from edge_app.fusion import TrackPool, face_weights
 from edge_app.liveness_rule import OFF, LiveRule
 from edge_app.parallax import Parallax
+from edge_app.picture import EXPLAIN, PictureWatch
 from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
 from edge_app.quality import presented_faces
 from edge_app.relay import Relay, RelayError, make_pin_factory
@@ -705,6 +706,7 @@ class Daemon:
         self.pulse_seconds = config.gpio.pulse_seconds
         # The control socket (edge_app.control): status, events, frames and remote unlock.
         self.control: ControlServer | None = None
+        self.picture = PictureWatch()  # whether the camera shows anything (edge_app/picture.py)
         self._door_lock = threading.Lock()
 
     # --- control from other threads and signal handlers ------------------------------------
@@ -831,6 +833,8 @@ class Daemon:
             self._process(frame)
             if self.control is not None:
                 self.control.offer_frame(frame.image, frame.index)
+            if self.picture.update(frame.image, frame.timestamp):
+                self._log_picture()
             now = time.monotonic()
             if now - last_ping >= ping_every:
                 self._notify("WATCHDOG=1")
@@ -845,6 +849,18 @@ class Daemon:
             frame = self._next_frame()
         if self.reader is not None and self.reader.ended:
             self._end_tracks(self.tracker.end_all())  # a clip's last visit ends with it
+
+    def _log_picture(self) -> None:
+        problem = self.picture.reported
+        if problem is None:
+            log.info("camera picture usable again")
+        else:
+            log.warning(
+                "camera picture %s for %.0f s: %s",
+                problem,
+                self.picture.hold_seconds,
+                EXPLAIN[problem],
+            )
 
     def _process(self, frame: Frame) -> None:
         recognizer = self.recognizer

@@ -90,11 +90,19 @@ def web_config(folder: Path, port: int, **web: object) -> Config:
     )
 
 
-def serve(folder: Path, head_timeout_s: float = HEAD_TIMEOUT_S, **web: object) -> Site:
+def serve(
+    folder: Path,
+    head_timeout_s: float = HEAD_TIMEOUT_S,
+    door_socket: Path | None = None,
+    **web: object,
+) -> Site:
+    """The page on a free port; its door is `door_socket` (default: none there)."""
     config = web_config(folder, free_port(), **web)
     auth.write_password_file(config.web.password_file, PASSWORD)
     server = WebServer(
-        config, socket_path=folder / "absent-door.sock", head_timeout_s=head_timeout_s
+        config,
+        socket_path=door_socket or folder / "absent-door.sock",
+        head_timeout_s=head_timeout_s,
     )
     server.start()
     return Site(server.url, config, server, folder)

@@ -9,7 +9,8 @@ Entities, all on one device:
   event         event       event types recognized, unknown, unlock, denied, spoof
   sensor        last_person the last person seen (a name or "unknown"), with attributes
   binary_sensor door        device_class connectivity: the door process answers (diagnostic)
-  binary_sensor camera      device_class problem: no fresh camera frames (diagnostic)
+  binary_sensor camera      device_class problem: no fresh camera frames, or a picture that
+                            shows nothing, dark or covered (diagnostic)
 
 The first three share the availability topic, which is online only while the hub is
 connected AND the door answers with fresh frames. The two diagnostic sensors carry no

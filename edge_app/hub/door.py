@@ -2,7 +2,8 @@
 
 The hub may start before the door, outlive a door restart, or find the socket gone for a
 while: each loop retries with a capped backoff and logs a state change once, not every try.
-The door counts as healthy when its socket answers and its camera frames are fresh.
+The door counts as healthy when its socket answers and its camera frames are fresh; a camera
+picture that shows nothing (edge_app/picture.py) is reported as the door's problem.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from edge_app.camera import Backoff
 from edge_app.control import ControlClient, ControlError
+from edge_app.picture import EXPLAIN
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,24 @@ class DoorHealth:
     def relay_active(self) -> bool:
         return bool(self.status and self.status.get("relay_active"))
 
+    @property
+    def picture(self) -> str | None:
+        """What is wrong with the camera's picture, as the door judged it (edge_app/picture.py):
+        "dark", "featureless", or None (a usable picture, or a door that does not say)."""
+        value = (self.status or {}).get("picture")
+        return value if isinstance(value, str) and value in EXPLAIN else None
+
 
 def judge(status: dict[str, Any], stale_seconds: float) -> DoorHealth:
+    """Healthy while the socket answers with fresh frames. A picture that shows nothing is
+    named as the problem, but the door stays available: it is running, and a face that comes
+    into the light is still recognised."""
     age = status.get("last_frame_age")
     fresh = isinstance(age, (int, float)) and not isinstance(age, bool) and age <= stale_seconds
-    return DoorHealth(True, fresh, status, None if fresh else "no fresh camera frames")
+    health = DoorHealth(True, fresh, status, None if fresh else "no fresh camera frames")
+    if fresh and health.picture is not None:
+        return DoorHealth(True, True, status, EXPLAIN[health.picture])
+    return health
 
 
 EventListener = Callable[[dict[str, Any]], None]
@@ -126,6 +141,11 @@ class DoorLink:
                 log.info("door healthy path=%s source=%s", self.path, source)
             else:
                 log.warning("door unhealthy path=%s reason=%r", self.path, health.error)
+        if health.frames and previous.picture != health.picture:
+            if health.picture is None:
+                log.info("door camera picture usable again path=%s", self.path)
+            else:
+                log.warning("door camera picture %s: %s", health.picture, health.error)
         for listener in self._health_listeners:
             _call(listener, health)
         return health

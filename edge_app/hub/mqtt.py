@@ -119,6 +119,14 @@ def make_client(settings: MqttConfig, client_id: str, topics: Topics) -> mqtt.Cl
     return client
 
 
+def _camera_state(health: DoorHealth) -> str:
+    """The state's `camera`: ok, dark or featureless (fresh frames that show nothing), stale
+    (the door answers without fresh frames) or unknown (the door does not answer)."""
+    if health.frames:
+        return health.picture or "ok"
+    return "stale" if health.reachable else "unknown"
+
+
 def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
 
@@ -541,7 +549,7 @@ class MqttBridge:
             return {
                 "strike": self._strike,
                 "door": ONLINE if health.reachable else OFFLINE,
-                "camera": "ok" if health.frames else ("stale" if health.reachable else "unknown"),
+                "camera": _camera_state(health),
                 "problem": health.error,
                 "source": status.get("source"),
                 "backend": status.get("backend"),

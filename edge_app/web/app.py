@@ -40,7 +40,7 @@ from edge_app.config import Config, split_listen
 from edge_app.enroll import CAMERA_SAMPLES
 from edge_app.errors import UserError
 from edge_app.web import auth
-from edge_app.web.door import DoorStatus, WebDoor, frame_age, is_live
+from edge_app.web.door import DoorStatus, WebDoor, frame_age, is_live, picture_problem
 from edge_app.web.forms import Form, FormError, Limits, read_form
 from edge_app.web.history import Filters, History, parse_event_id, read_snapshot
 from edge_app.web.origins import Origins
@@ -404,6 +404,7 @@ def _status_context(state: WebState, status: DoorStatus) -> dict[str, Any]:
         "running": running,
         "frame_age": frame_age(status),
         "live": state.config.web.live_view and is_live(status),
+        "picture_problem": picture_problem(status),
     }
 
 
@@ -810,6 +811,9 @@ def _health_checks(state: WebState) -> list[dict[str, str]]:
         checks.append(
             Check("door", "ok" if fresh else "warn", detail, "" if fresh else "check the camera")
         )
+        problem = picture_problem(status)
+        if fresh and problem is not None:
+            checks.append(Check("camera picture", "warn", f"{status.get('picture')}: {problem}"))
     else:
         checks.append(
             Check("door", "fail", status.error, "start the door: sudo systemctl start edge-app")

@@ -71,6 +71,15 @@ def frame_age(status: DoorStatus) -> float | None:
     return float(age)
 
 
+def picture_problem(status: DoorStatus) -> str | None:
+    """What the door says is wrong with its camera's picture, in words (edge_app/picture.py),
+    or None."""
+    from edge_app.picture import EXPLAIN
+
+    value = status.get("picture")
+    return EXPLAIN.get(value) if isinstance(value, str) else None
+
+
 def is_live(status: DoorStatus) -> bool:
     """The door runs and its camera delivers: frames younger than its own staleness limit
     (hub.stale_seconds), so the socket's `frame` request has something to show."""
