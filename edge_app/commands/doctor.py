@@ -239,7 +239,12 @@ def _camera_check(source: int | str) -> Check:
     if source != "auto" and is_live_source(source):
         device = describe_source(source)
         if not device.startswith("/dev/"):
-            return Check("camera", "ok", f"{named}: a network stream (doctor does not open it)")
+            return Check(
+                "camera",
+                "ok",
+                f"{named}: a network stream (doctor does not open it; the shipped unit denies "
+                "IP until it is allowed: docs/DAEMON.md, 'An RTSP camera needs IP')",
+            )
         if Path(device).exists():
             return Check("camera", "ok", f"{named}: {device} is present")
         return Check(
