@@ -851,9 +851,12 @@ class Daemon:
             self._end_tracks(self.tracker.end_all())  # a clip's last visit ends with it
 
     def _log_picture(self) -> None:
+        """Say that the camera's picture changed, in the journal and in `systemctl status`."""
         problem = self.picture.reported
+        source = self.reader.source.name if self.reader is not None else "-"
         if problem is None:
             log.info("camera picture usable again")
+            self._notify(f"STATUS=watching {source}")
         else:
             log.warning(
                 "camera picture %s for %.0f s: %s",
@@ -861,6 +864,7 @@ class Daemon:
                 self.picture.hold_seconds,
                 EXPLAIN[problem],
             )
+            self._notify(f"STATUS=watching {source}; camera picture {problem}")
 
     def _process(self, frame: Frame) -> None:
         recognizer = self.recognizer

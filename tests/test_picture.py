@@ -148,8 +148,16 @@ def test_the_door_on_a_covered_camera_says_so_and_when_it_sees_again(
         real_log()
 
     daemon._log_picture = spy  # type: ignore[method-assign]
+    notified: list[str] = []
+    daemon._notify = lambda *states: notified.extend(states)  # type: ignore[method-assign]
     assert daemon.run() == 0
     assert reported == [DARK, None]
+    statuses = [state for state in notified if state.startswith("STATUS=")]
+    assert statuses == [  # what `systemctl status edge-app` shows
+        f"STATUS=watching {frames}",
+        f"STATUS=watching {frames}; camera picture dark",
+        f"STATUS=watching {frames}",
+    ]
     assert f"camera picture dark for 10 s: {EXPLAIN[DARK]}" in caplog.text
     assert "camera picture usable again" in caplog.text
 
