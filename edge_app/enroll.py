@@ -31,6 +31,7 @@ from edge_app.faces import Faces
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample, check_name, name_key
 from edge_app.images import ImageError, encode_jpeg, image_files, load_photo
 from edge_app.manifest import Manifest
+from edge_app.picture import EXPLAIN, picture_problem
 from edge_app.quality import (
     DEFAULT_GATES,
     Gates,
@@ -373,6 +374,7 @@ def enroll_camera(
     deadline = time.monotonic() + timeout
     timed_out = False
     last: Rejection | None = None
+    picture: str | None = None  # why the camera shows no face, when its picture says why
     with (
         tqdm(total=count, desc=f"enrolling {name}", unit="sample", disable=not progress) as bar,
         _call_after(timeout, stop),  # started after the deadline is set: fires at or after it
@@ -390,6 +392,9 @@ def enroll_camera(
                     hint = "already enrolled under another name"
                 elif rejection.reason is Reason.NEAR_DUPLICATE:
                     hint = "move your head a little"
+                elif rejection.reason is Reason.NO_FACE:
+                    picture = picture_problem(frame)
+                    hint = "" if picture is None else EXPLAIN[picture]
                 bar.set_postfix_str(f"{rejection.reason.value} {hint}".strip())
             timed_out = time.monotonic() > deadline
             if len(collector.samples) >= count or timed_out:
@@ -399,6 +404,8 @@ def enroll_camera(
         when = f"within {timeout:.0f} s" if timed_out else "before the camera stopped"
         if last is None and not collector.samples:
             when += ": no frame came from the camera"
+        elif last is not None and last.reason is Reason.NO_FACE and picture is not None:
+            when += f": {EXPLAIN[picture]}"
         raise EnrollError(
             name,
             [Problem("last rejected frame", last.reason, last.message)] if last else [],
