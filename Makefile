@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 
 .PHONY: demo test quick lint format models models-liveness validate \
-	validate-liveness eval eval-visits eval-door site-centring learned-site centring-mean cohort bench bench-accuracy clean
+	validate-liveness eval eval-visits eval-door site-centring learned-site centring-mean cohort bench bench-accuracy \
+	ha-check ha-python clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -181,5 +182,25 @@ bench-accuracy: $(BENCH_VENV)/.ready
 	$(BENCH_BIN)/python -m benchmarks.peer_accuracy --data $(SHARED) --cache $(PEER_CACHE) \
 		--ours-cache $(CENTRING_CACHE) --out benchmarks/peer_accuracy.json
 
+# The hub's MQTT discovery read by Home Assistant itself (tests/test_home_assistant.py): its
+# own venv, since Home Assistant needs Python 3.13 (PYTHON313=/path/to/python3.13 if it is not
+# on PATH as python3.13 or under pyenv). About 4 minutes the first time.
+HA_VENV := .venv-ha
+PYTHON313 ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python; do \
+	"$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null \
+	&& command -v "$$p" && break; done)
+$(HA_VENV)/.ready: tests/requirements-ha.txt
+	@test -n "$(PYTHON313)" || { echo "Home Assistant needs Python 3.13: install it, or set PYTHON313=/path/to/python3.13"; exit 2; }
+	$(PYTHON313) -m venv $(HA_VENV)
+	$(HA_VENV)/bin/pip install --quiet -r tests/requirements-ha.txt
+	touch $@
+
+# Succeeds when a Python 3.13 for Home Assistant is found (.ci/run asks before building).
+ha-python:
+	@test -n "$(PYTHON313)"
+
+ha-check: $(VENV)/.dev $(HA_VENV)/.ready
+	$(BIN)/python -m pytest -q tests/test_home_assistant.py
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(HA_VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,115 @@
+"""The hub's MQTT discovery read by Home Assistant itself, not by a description of it.
+
+Home Assistant (tests/requirements-ha.txt, pinned) runs in its own venv, `.venv-ha`, since it
+needs Python 3.13; `make ha-check` builds it and runs this file. tests/ha_check.py runs there:
+every discovery config the hub publishes must pass the schema Home Assistant validates
+discovered MQTT entities with; every value template, rendered by Home Assistant's MQTT
+template classes against the state the hub really publishes (its own `state()` for a door
+that is fine, open, dark or gone), must give the entity the state it should show; and the
+lock card's command template, rendered as the card's buttons render it with the code typed,
+must be a command the hub's own verifier accepts with that code. Skipped, with the reason,
+where `.venv-ha` has not been built.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from test_hub_review import plain_settings
+
+from edge_app.hub import DoorHealth, DoorLink
+from edge_app.hub.code import LOCK, OPEN, UNLOCK, CodeHash, CodeVerifier
+from edge_app.hub.discovery import Topics, entities
+from edge_app.hub.door import judge
+from edge_app.hub.mqtt import MqttBridge
+from edge_app.paths import REPO_ROOT
+from edge_app.picture import DARK
+
+HA_PYTHON = REPO_ROOT / ".venv-ha" / "bin" / "python"
+CHECK = Path(__file__).resolve().parent / "ha_check.py"
+CODE = "482915"
+# A door that is fine, one holding the strike open, one whose camera shows nothing, one gone.
+DOORS = {
+    "fine": judge({"last_frame_age": 0.1, "relay_active": False}, stale_seconds=10),
+    "open": judge({"last_frame_age": 0.1, "relay_active": True}, stale_seconds=10),
+    "dark": judge({"last_frame_age": 0.1, "picture": DARK}, stale_seconds=10),
+    "gone": DoorHealth(False, False, None, "door.sock: no door socket"),
+}
+# What each entity must show for each door, in DOORS' order.
+EXPECTED = {
+    "binary_sensor/edge_door_front/strike": ["OFF", "ON", "OFF", "OFF"],
+    "lock/edge_door_front/strike": ["LOCKED", "UNLOCKED", "LOCKED", "LOCKED"],
+    "binary_sensor/edge_door_front/door": ["ON", "ON", "ON", "OFF"],
+    "binary_sensor/edge_door_front/camera": ["OFF", "OFF", "ON", "ON"],
+    "sensor/edge_door_front/last_person": ["Alice"],
+}
+
+
+def published_states(tmp_path: Path) -> list[str]:
+    """The state payload the hub publishes for each door in DOORS."""
+    bridge = MqttBridge(plain_settings(tmp_path, 1883), DoorLink(tmp_path / "door.sock"))
+    states = []
+    for health in DOORS.values():
+        bridge.on_health(health)  # not connected: nothing is sent, the state is kept
+        states.append(json.dumps(bridge.state()))
+    return states
+
+
+def last_person(tmp_path: Path) -> str:
+    bridge = MqttBridge(plain_settings(tmp_path, 1883), DoorLink(tmp_path / "door.sock"))
+    bridge.on_event({"type": "unlock", "name": "Alice", "score": 0.81, "timestamp": time.time()})
+    return json.dumps(bridge._last_person)
+
+
+@pytest.fixture(scope="module")
+def home_assistant() -> Path:
+    if not HA_PYTHON.is_file():
+        pytest.skip(
+            "Home Assistant is not installed: `make ha-check` builds .venv-ha (it needs "
+            "Python 3.13) and runs this file"
+        )
+    return HA_PYTHON
+
+
+def test_home_assistant_takes_every_entity_and_shows_the_right_state(
+    home_assistant: Path, tmp_path: Path
+) -> None:
+    topics = Topics("edge-door/front", "homeassistant", "front")
+    configs = {**entities(topics, lock=False), **entities(topics, lock=True)}
+    states, person = published_states(tmp_path), last_person(tmp_path)
+    payloads = {
+        topic: [person] if "last_person" in topic else states
+        for topic, config in configs.items()
+        if config.get("state_topic") == topics.state or "last_person" in topic
+    }
+    commands = [("payload_unlock", CODE), ("payload_open", CODE), ("payload_lock", None)]
+    request = {"configs": configs, "payloads": payloads, "commands": commands}
+    done = subprocess.run(
+        [str(home_assistant), str(CHECK)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)
+
+    assert {topic: r["error"] for topic, r in results.items()} == dict.fromkeys(configs)
+    shown = {
+        topic.removeprefix("homeassistant/").removesuffix("/config"): result["rendered"]
+        for topic, result in results.items()
+        if result["rendered"]
+    }
+    assert shown == EXPECTED
+
+    # The lock card's buttons: what Home Assistant sends is what the hub's verifier takes.
+    (lock,) = [r for topic, r in results.items() if topic.startswith("homeassistant/lock/")]
+    # (A fresh verifier each: the buttons were rendered within one second, and a second
+    # command with the same timestamp and code is refused as a replay, whatever its action.)
+    stored = CodeHash.of(CODE)
+    actions = [CodeVerifier(stored).verify(c.encode()).action for c in lock["commands"]]
+    assert actions == [UNLOCK, OPEN, LOCK]
