@@ -14,6 +14,7 @@ from test_control import Door, make_daemon
 
 from edge_app.config import ConfigError, parse_config
 from edge_app.errors import UserError
+from edge_app.events import TYPES
 from edge_app.hub import DoorHealth, DoorLink, Hub
 from edge_app.hub.discovery import EVENT_TYPES, Topics, entities, event_message
 from edge_app.hub.signing import (
@@ -178,6 +179,10 @@ def test_discovery_payloads() -> None:
         assert "command_topic" not in payload  # nothing Home Assistant sends opens the door
     event = configs[f"homeassistant/event/{node}/event/config"]
     assert event["event_types"] == list(EVENT_TYPES)
+    # Home Assistant's event entity drops (and logs a warning for) a type it was not told of:
+    # every event the door records, relock included, must be one of them.
+    published = {event_message({"type": kind}, "front")["event_type"] for kind in TYPES}
+    assert published == set(event["event_types"]) and "relock" in published
     assert event["availability_topic"] == topics.availability
     health = configs[f"homeassistant/binary_sensor/{node}/camera/config"]
     assert "availability_topic" not in health and health["expire_after"] > 0

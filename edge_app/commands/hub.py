@@ -18,7 +18,7 @@ network socket; this one does, in its own systemd unit (edge-app-hub.service).
 
 Home Assistant finds the door through MQTT discovery: the strike (a lock that asks for a
 code when remote_unlock is on and an unlock code is set, else a read-only sensor), an event
-entity (recognized, unknown, unlock, denied, spoof), the last person, and health sensors.
+entity (recognized, unknown, unlock, denied, relock, spoof), the last person, and health sensors.
 See docs/HOME_ASSISTANT.md for topics, payloads and the remote-unlock security model.
 
 examples:

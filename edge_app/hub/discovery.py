@@ -6,7 +6,7 @@ Entities, all on one device:
                             UNLOCKED from the relay state); replaces the binary sensor
   binary_sensor strike      otherwise, read-only, device_class lock: on = the relay holds the
                             strike open
-  event         event       event types recognized, unknown, unlock, denied, spoof
+  event         event       event types recognized, unknown, unlock, denied, relock, spoof
   sensor        last_person the last person seen (a name or "unknown"), with attributes
   binary_sensor door        device_class connectivity: the door process answers (diagnostic)
   binary_sensor camera      device_class problem: no fresh camera frames, or a picture that
@@ -25,9 +25,12 @@ from typing import Any
 
 from edge_app import __version__
 from edge_app.config import MqttConfig
+from edge_app.events import TYPES
 from edge_app.hub.code import CODE_FORMAT, LOCK, OPEN, UNLOCK
 
-EVENT_TYPES = ("recognized", "unknown", "unlock", "denied", "spoof")
+# Every event the door records: Home Assistant's event entity rejects (and logs) a type it
+# was not told of, as it did for every relock.
+EVENT_TYPES = TYPES
 ONLINE, OFFLINE = "online", "offline"
 STATE_EVERY = 30.0  # seconds between state republishes (the diagnostics' heartbeat)
 EXPIRE_AFTER = 3 * int(STATE_EVERY)
