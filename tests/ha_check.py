@@ -45,8 +45,54 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
                     rendered = command.async_render(config[key], {"code": code})
                     result["commands"].append(str(rendered))
             results[topic] = result
+        results["automations"] = await automations(hass, request)
         await hass.async_stop(force=True)
     return results
+
+
+async def automations(hass: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Validate each documented automation as Home Assistant loads one, then evaluate its
+    template conditions for each published event, as the event entity would hold it."""
+    import yaml  # type: ignore[import-untyped]  # Home Assistant's venv has it, with no stubs
+    from homeassistant import loader
+    from homeassistant.components.automation.config import async_validate_config_item
+    from homeassistant.core import State
+    from homeassistant.helpers import template
+
+    loader.async_setup(hass)
+    found = []
+    for number, config in enumerate(yaml.safe_load(request["automations"])["automation"]):
+        try:
+            checked = await async_validate_config_item(hass, f"doc{number}", config)
+        except Exception as error:  # voluptuous.Invalid for a trigger it does not know
+            found.append({"alias": config.get("alias"), "status": "invalid", "error": str(error)})
+            continue
+        fires = []
+        for message in request["events"]:
+            attributes = {k: v for k, v in message.items() if k != "event_type"}
+            state = State(
+                request["event_entity"],
+                "2026-01-01T00:00:00.000+00:00",
+                {"event_type": message["event_type"], **attributes},
+            )
+            fires.append(
+                all(
+                    template.Template(condition["value_template"], hass).async_render(
+                        {"trigger": {"to_state": state}}
+                    )
+                    is True
+                    for condition in config.get("conditions", [])
+                )
+            )
+        found.append(
+            {
+                "alias": config.get("alias"),
+                "status": str(getattr(checked, "validation_status", "")),
+                "error": getattr(checked, "validation_error", None),
+                "fires": fires,
+            }
+        )
+    return found
 
 
 def main() -> int:

@@ -14,16 +14,18 @@ where `.venv-ha` has not been built.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_hub_review import plain_settings
 
 from edge_app.hub import DoorHealth, DoorLink
 from edge_app.hub.code import LOCK, OPEN, UNLOCK, CodeHash, CodeVerifier
-from edge_app.hub.discovery import Topics, entities
+from edge_app.hub.discovery import Topics, entities, event_message
 from edge_app.hub.door import judge
 from edge_app.hub.mqtt import MqttBridge
 from edge_app.paths import REPO_ROOT
@@ -39,6 +41,22 @@ DOORS = {
     "dark": judge({"last_frame_age": 0.1, "picture": DARK}, stale_seconds=10),
     "gone": DoorHealth(False, False, None, "door.sock: no door socket"),
 }
+NOW = time.time()
+# Events as the door and the hub publish them on <base>/event (before event_message).
+EVENTS: dict[str, dict[str, Any]] = {
+    "face unlock": {"type": "unlock", "name": "Alice", "score": 0.81, "track": 4},
+    "remote unlock": {"type": "unlock", "name": None, "reason": "remote; origin=mqtt:ha-lock"},
+    "unknown face": {"type": "unknown", "name": None, "score": 0.12, "track": 5},
+    "cooldown": {"type": "denied", "name": "Alice", "score": 0.8, "reason": "cooldown"},
+    "wrong code": {
+        "type": "denied",
+        "name": None,
+        "reason": "remote unlock refused: wrong code (1 of 5 in 60 s); origin=mqtt:ha-lock",
+    },
+    "relock": {"type": "relock", "name": "Alice", "reason": "timeout"},
+}
+for _event in EVENTS.values():
+    _event.update(timestamp=round(NOW, 3), time="2026-01-01T00:00:00.000+00:00")
 # What each entity must show for each door, in DOORS' order.
 EXPECTED = {
     "binary_sensor/edge_door_front/strike": ["OFF", "ON", "OFF", "OFF"],
@@ -87,7 +105,14 @@ def test_home_assistant_takes_every_entity_and_shows_the_right_state(
         if config.get("state_topic") == topics.state or "last_person" in topic
     }
     commands = [("payload_unlock", CODE), ("payload_open", CODE), ("payload_lock", None)]
-    request = {"configs": configs, "payloads": payloads, "commands": commands}
+    request = {
+        "configs": configs,
+        "payloads": payloads,
+        "commands": commands,
+        "automations": documented_automations(),
+        "events": [event_message(event, "front") for event in EVENTS.values()],
+        "event_entity": "event.edge_door_front_door_event",
+    }
     done = subprocess.run(
         [str(home_assistant), str(CHECK)],
         input=json.dumps(request),
@@ -97,6 +122,7 @@ def test_home_assistant_takes_every_entity_and_shows_the_right_state(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout)
+    automations = results.pop("automations")
 
     assert {topic: r["error"] for topic, r in results.items()} == dict.fromkeys(configs)
     shown = {
@@ -113,3 +139,23 @@ def test_home_assistant_takes_every_entity_and_shows_the_right_state(
     stored = CodeHash.of(CODE)
     actions = [CodeVerifier(stored).verify(c.encode()).action for c in lock["commands"]]
     assert actions == [UNLOCK, OPEN, LOCK]
+
+    # docs/HOME_ASSISTANT.md's automations load as Home Assistant loads one, and each fires
+    # for exactly the events it is written for, as the event entity holds the hub's messages.
+    assert [(a["status"], a["error"]) for a in automations] == [("ok", None)] * 3
+    fired = {
+        a["alias"]: [kind for kind, fires in zip(EVENTS, a["fires"], strict=True) if fires]
+        for a in automations
+    }
+    assert fired == {
+        "Front door: who came in": ["face unlock", "remote unlock"],
+        "Front door: unknown face": ["unknown face"],
+        "Front door: remote unlock refused": ["wrong code"],
+    }
+
+
+def documented_automations() -> str:
+    text = (REPO_ROOT / "docs" / "HOME_ASSISTANT.md").read_text(encoding="utf-8")
+    found = re.search(r"```yaml\n(automation:.*?)```", text, re.S)
+    assert found is not None, "docs/HOME_ASSISTANT.md has no automation example"
+    return found.group(1)
