@@ -7,8 +7,9 @@ discovered MQTT entities with; every value template, rendered by Home Assistant'
 template classes against the state the hub really publishes (its own `state()` for a door
 that is fine, open, dark or gone), must give the entity the state it should show; and the
 lock card's command template, rendered as the card's buttons render it with the code typed,
-must be a command the hub's own verifier accepts with that code. Skipped, with the reason,
-where `.venv-ha` has not been built.
+must be a command the hub's own verifier accepts with that code. The automations in
+docs/HOME_ASSISTANT.md must load as Home Assistant loads one and fire for exactly the events
+they are written for. Skipped, with the reason, where `.venv-ha` has not been built.
 """
 
 from __future__ import annotations
