@@ -20,32 +20,37 @@ import pytest
 from edge_app.config import DEFAULT_SOCKET
 from edge_app.engine import Engine
 from edge_app.manifest import MANIFEST_NAME
-from edge_app.paths import REPO_MODELS, SHARED_DATA
+from edge_app.paths import DEFAULT_STATE_DIR, REPO_MODELS, SHARED_DATA
 
 TESTS_DATA = Path(__file__).resolve().parent / "data"
 LFW_SAMPLE = TESTS_DATA / "lfw_sample"
 SHARED_DATA_REASON = "needs ../shared/data (LFW and detection photos); present in CI"
-# The installed door's socket folder: a test that leaves [hub] socket at its default would
-# make it (as root, owned by root, where the service user later cannot enter it).
-RUN_DIR = DEFAULT_SOCKET.parent
-RUN_DIR_BEFORE = pytest.StashKey[bool]()
+# The installed door's folders. A test that leaves [hub] socket at its default would make
+# the socket's (as root, owned by root, where the service user later cannot enter it); one
+# that leaves [gallery] path or [events] db at its default would make the state folder (and
+# then tests/test_install_real.py finds "an install" there and refuses to run).
+MADE_BY_MISTAKE = {
+    DEFAULT_SOCKET.parent: "a test left [hub] socket at its default",
+    DEFAULT_STATE_DIR: "a test left [gallery] path or [events] db at its default",
+}
+EXISTED_BEFORE = pytest.StashKey[set[Path]]()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[RUN_DIR_BEFORE] = RUN_DIR.exists()
+    session.config.stash[EXISTED_BEFORE] = {p for p in MADE_BY_MISTAKE if p.exists()}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when the tests made RUN_DIR: each test must turn the socket off or put
-    it under its tmp_path."""
-    if session.config.stash.get(RUN_DIR_BEFORE, True) or not RUN_DIR.exists():
+    """Fail the run when the tests made one of the installed door's folders: each test must
+    put its socket, gallery and events under its tmp_path (or turn them off)."""
+    before = session.config.stash.get(EXISTED_BEFORE, set(MADE_BY_MISTAKE))
+    made = [path for path in MADE_BY_MISTAKE if path not in before and path.exists()]
+    if not made:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(
-            f"ERROR: the tests made {RUN_DIR}; a test left [hub] socket at its default",
-            red=True,
-        )
+    for path in made:
+        if reporter is not None:
+            reporter.write_line(f"ERROR: the tests made {path}; {MADE_BY_MISTAKE[path]}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
