@@ -250,6 +250,36 @@ def test_doctor_checks_the_camera_and_relay_the_config_names(tmp_path: Path) -> 
         assert "picamera2 is not installed, so the door cannot start" in camera["detail"]
 
 
+def test_doctor_asks_the_running_door_whether_it_sees(tmp_path: Path) -> None:
+    """Defect: doctor never asked the running door anything: a door that had stopped, or
+    whose camera delivered nothing or only darkness, passed. Its row is now the door's own
+    answer through the control socket (a real one here, in front of a real Daemon's relay)."""
+    from test_control import Door, make_daemon
+
+    from edge_app.commands.doctor import door_check
+    from edge_app.picture import DARK, EXPLAIN
+
+    absent = door_check(tmp_path / "absent.sock")
+    assert absent.status == "warn" and "sudo systemctl start edge-app" in absent.fix
+    off = door_check(None)
+    assert off.status == "warn" and 'hub.socket = ""' in off.detail
+
+    door = Door(make_daemon(tmp_path, allow_unlock=False))
+    try:
+        waiting = door_check(door.path)
+        assert waiting.status == "warn" and "no camera frame yet" in waiting.detail
+        door.server.offer_frame(np.zeros((48, 64, 3), np.uint8), 1)
+        seeing = door_check(door.path)
+        assert seeing.status == "ok", seeing
+        assert seeing.detail.startswith("running, source -, last frame 0.")
+        door.daemon.picture.reported = DARK
+        dark = door_check(door.path)
+        assert dark.status == "warn" and dark.detail.endswith("; camera picture dark")
+        assert dark.fix == EXPLAIN[DARK]
+    finally:
+        door.close()
+
+
 def test_site_show_gives_no_chmod_advice_for_a_memory_linked_to_a_device(
     tmp_path: Path,
 ) -> None:

@@ -197,4 +197,4 @@ def test_the_web_page_shows_the_problem_beside_the_camera(tmp_path: Path) -> Non
         door_side.close()
     assert 'id="camera-picture">dark</span>' in status
     assert html.escape(EXPLAIN[DARK]) in status
-    assert "camera picture" in health and html.escape(EXPLAIN[DARK]) in health
+    assert "camera picture dark" in health and html.escape(EXPLAIN[DARK]) in health

@@ -27,9 +27,10 @@ DEVICE_MODEL = Path("/proc/device-tree/model")
 DOCTOR_EPILOG = """\
 Each line is OK, WARN (the door runs, less well or less safely) or FAIL (it cannot run),
 followed by "->" and the fix. It reads the config, the models, and the gallery and site
-memory the config names. It changes nothing itself; opening the gallery, as every command
-does, narrows a gallery file others may read to mode 600 and brings an older gallery to
-the current schema. Run it as the door's user to see what the service sees.
+memory the config names, and asks the running door (through its control socket) whether it
+runs and its camera shows a usable picture. It changes nothing itself; opening the gallery,
+as every command does, narrows a gallery file others may read to mode 600 and brings an
+older gallery to the current schema. Run it as the door's user to see what the service sees.
 
 examples:
   sudo -u edge-app edge-app doctor
@@ -48,7 +49,8 @@ class Check:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "doctor",
-        help="check runtime, accelerator, models, camera, GPIO, gallery and config",
+        help="check runtime, accelerator, models, camera, GPIO, gallery, config and the "
+        "running door",
         description="Report each part the door needs as ok, or what is missing and how to "
         "fix it. Exit code 1 when any part fails.",
         epilog=DOCTOR_EPILOG,
@@ -576,6 +578,48 @@ def _gallery_checks(config: Config | None) -> list[Check]:
     return [Check("gallery", status, f"{path}: {len(people)} people, mode {mode:o}{narrowed}", fix)]
 
 
+DOOR_TIMEOUT = 3.0  # seconds the running door may take to answer
+
+
+def _number(value: object) -> float | None:
+    """A number from the door's status (JSON: a bool is not one), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def door_check(socket: Path | None) -> Check:
+    """The running door, asked through its control socket (`[hub] socket`): whether it runs,
+    whether its camera delivers, and whether its picture shows anything (edge_app/picture.py).
+    The door answers whoever may open the socket: root, or the service user."""
+    from edge_app.config import HubConfig
+    from edge_app.control import ControlClient, ControlError
+    from edge_app.picture import EXPLAIN
+
+    if socket is None:
+        return Check(
+            "door",
+            "warn",
+            'hub.socket = "": the running door cannot be asked',
+            "set [hub] socket to see the running door here",
+        )
+    try:
+        status = ControlClient(socket, timeout=DOOR_TIMEOUT).status()
+    except (ControlError, OSError) as error:
+        return Check("door", "warn", str(error), "start the door: sudo systemctl start edge-app")
+    age = _number(status.get("last_frame_age"))
+    limit = _number(status.get("stale_seconds")) or HubConfig().stale_seconds
+    running = f"running, source {status.get('source') or '-'}, " + (
+        "no camera frame yet" if age is None else f"last frame {age:.1f} s ago"
+    )
+    if age is None or age > limit:
+        return Check("door", "warn", running, "check the camera: journalctl -u edge-app")
+    picture = status.get("picture")
+    if isinstance(picture, str) and picture in EXPLAIN:
+        return Check("door", "warn", f"{running}; camera picture {picture}", EXPLAIN[picture])
+    return Check("door", "ok", f"{running}; liveness {status.get('liveness') or '-'}")
+
+
 def _format(check: Check) -> str:
     """One check for a terminal: status, area and detail (its continuation lines, such as a
     config's list of problems, indented under it), then the fix."""
@@ -587,8 +631,13 @@ def _format(check: Check) -> str:
     return "\n".join(lines)
 
 
-def collect_checks(config_path: Path | None = None, models: Path | None = None) -> list[Check]:
-    """Every check, as data: the CLI prints them, the web page's health view shows them."""
+def collect_checks(
+    config_path: Path | None = None,
+    models: Path | None = None,
+    door_socket: Path | None = None,
+) -> list[Check]:
+    """Every check, as data: the CLI prints them, the web page's health view shows them.
+    door_socket: where to ask the running door (default: the config's [hub] socket)."""
     versions = ", ".join(
         f"{p} {_version(p)}" for p in ("numpy", "opencv-python-headless", "gpiozero", "edge-door")
     )
@@ -615,6 +664,8 @@ def collect_checks(config_path: Path | None = None, models: Path | None = None) 
     readable = config is not None and Path(config.gallery.path).is_file()
     if engine is not None and config is not None and readable and gallery[0].status != "fail":
         checks += _lookalike_checks(config, engine, memory)
+    if config is not None:
+        checks.append(door_check(door_socket or config.hub.socket))
     return checks
 
 

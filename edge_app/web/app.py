@@ -800,24 +800,8 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
 def _health_checks(state: WebState) -> list[dict[str, str]]:
     from edge_app.commands.doctor import Check, collect_checks
 
-    checks = collect_checks(state.config_path, state.config.models.dir)
-    status = state.door.status()
-    if status.reachable:
-        age = frame_age(status)
-        fresh = is_live(status)
-        detail = f"control socket answers; source {status.get('source') or '-'}, " + (
-            f"last frame {age:.1f} s ago" if age is not None else "no camera frame yet"
-        )
-        checks.append(
-            Check("door", "ok" if fresh else "warn", detail, "" if fresh else "check the camera")
-        )
-        problem = picture_problem(status)
-        if fresh and problem is not None:
-            checks.append(Check("camera picture", "warn", f"{status.get('picture')}: {problem}"))
-    else:
-        checks.append(
-            Check("door", "fail", status.error, "start the door: sudo systemctl start edge-app")
-        )
+    # The door row is doctor's, asked through the socket this page uses.
+    checks = collect_checks(state.config_path, state.config.models.dir, state.door.socket_path)
     web = state.config.web
     host, _ = split_listen(web.listen)
     proxy = f"; public origin {web.public_origin}" if web.public_origin else ""
