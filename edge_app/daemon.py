@@ -50,7 +50,7 @@ from edge_app.faces import Faces
 from edge_app.fusion import TrackPool, face_weights
 from edge_app.liveness_rule import OFF, LiveRule
 from edge_app.parallax import Parallax
-from edge_app.picture import EXPLAIN, PictureWatch
+from edge_app.picture import ADVICE, PictureWatch
 from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
 from edge_app.quality import presented_faces
 from edge_app.relay import Relay, RelayError, make_pin_factory
@@ -862,7 +862,7 @@ class Daemon:
                 "camera picture %s for %.0f s: %s",
                 problem,
                 self.picture.hold_seconds,
-                EXPLAIN[problem],
+                ADVICE[problem],
             )
             self._notify(f"STATUS=watching {source}; camera picture {problem}")
 

@@ -26,11 +26,15 @@ FLAT_SPREAD = 4.0
 CHECK_SECONDS = 1.0
 HOLD_SECONDS = 10.0
 DARK, FEATURELESS = "dark", "featureless"
-# What each problem means for the household, for logs, the hub and the web page.
+# What each problem means for the household, and what to do about it: ADVICE follows a log
+# line that already names the problem, EXPLAIN stands alone (the hub, the web page, doctor).
+ADVICE = {
+    DARK: "faces cannot be found; light the door or use an infrared camera",
+    FEATURELESS: "is the lens covered?",
+}
 EXPLAIN = {
-    DARK: "the camera picture is dark: faces cannot be found; light the door or use an "
-    "infrared camera",
-    FEATURELESS: "the camera picture shows nothing: is the lens covered?",
+    DARK: f"the camera picture is dark: {ADVICE[DARK]}",
+    FEATURELESS: f"the camera picture shows nothing: {ADVICE[FEATURELESS]}",
 }
 
 

@@ -27,6 +27,7 @@ from edge_app.hub.door import DoorHealth, judge
 from edge_app.hub.mqtt import _camera_state
 from edge_app.paths import REPO_ROOT
 from edge_app.picture import (
+    ADVICE,
     CHECK_SECONDS,
     DARK,
     EXPLAIN,
@@ -158,7 +159,7 @@ def test_the_door_on_a_covered_camera_says_so_and_when_it_sees_again(
         f"STATUS=watching {frames}; camera picture dark",
         f"STATUS=watching {frames}",
     ]
-    assert f"camera picture dark for 10 s: {EXPLAIN[DARK]}" in caplog.text
+    assert f"camera picture dark for 10 s: {ADVICE[DARK]}" in caplog.text
     assert "camera picture usable again" in caplog.text
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from edge_app.camera import Backoff
 from edge_app.control import ControlClient, ControlError
-from edge_app.picture import EXPLAIN
+from edge_app.picture import ADVICE, EXPLAIN
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class DoorLink:
             if health.picture is None:
                 log.info("door camera picture usable again path=%s", self.path)
             else:
-                log.warning("door camera picture %s: %s", health.picture, health.error)
+                log.warning("door camera picture %s: %s", health.picture, ADVICE[health.picture])
         for listener in self._health_listeners:
             _call(listener, health)
         return health
