@@ -1,6 +1,6 @@
 """The camera-picture check (edge_app/picture.py): real scenes pass, a dark or covered camera
-is named, only once it lasts, and the door, its control socket, the hub's MQTT state and the
-web page all say so.
+is named, only once it lasts, and the door, its control socket, the hub's MQTT state, the
+web page and `enroll --camera` all say so.
 
 Real frames: the demo clip (always here) and, when ../shared/data is present, every NUAA
 webcam frame and detection photo. A covered or dark camera is made the way a sensor makes
@@ -23,6 +23,8 @@ from test_web import serve
 
 from edge_app.control import DaemonPort
 from edge_app.daemon import Daemon
+from edge_app.engine import Engine
+from edge_app.enroll import EnrollError, enroll_camera
 from edge_app.hub.door import DoorHealth, judge
 from edge_app.hub.mqtt import _camera_state
 from edge_app.paths import REPO_ROOT
@@ -36,6 +38,7 @@ from edge_app.picture import (
     PictureWatch,
     picture_problem,
 )
+from edge_app.quality import Reason
 
 RNG = np.random.default_rng(7)
 
@@ -199,3 +202,20 @@ def test_the_web_page_shows_the_problem_beside_the_camera(tmp_path: Path) -> Non
     assert 'id="camera-picture">dark</span>' in status
     assert html.escape(EXPLAIN[DARK]) in status
     assert "camera picture dark" in health and html.escape(EXPLAIN[DARK]) in health
+
+
+def test_camera_enrolment_in_the_dark_says_why_no_face_was_found(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """A covered or unlit camera gives frames with no face: the refusal says what the picture
+    shows and what to do, not only that faces were missing."""
+    black = sensor(4, 2)
+    db = tmp_path / "camera.db"
+    with pytest.raises(EnrollError) as caught:
+        enroll_camera(db, engine, "Frank Solich", iter([black] * 3), count=3, progress=False)
+    assert caught.value.problems[0].reason is Reason.NO_FACE
+    assert (
+        f"only 0 of 3 good frames for 'Frank Solich' before the camera stopped: {EXPLAIN[DARK]}"
+        in str(caught.value)
+    )
+    assert not db.exists()
