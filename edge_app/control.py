@@ -698,6 +698,29 @@ def attach(daemon: Daemon) -> ControlServer | None:
 # --- the client -----------------------------------------------------------------------------
 
 
+class StatusReply(Protocol):
+    """A door's status as a client holds it: the reply's dict, or a wrapper with `get`."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+def frame_age(status: StatusReply) -> float | None:
+    """Seconds since the door's last camera frame, when its status says (a JSON number)."""
+    age = status.get("last_frame_age")
+    if not isinstance(age, (int, float)) or isinstance(age, bool):
+        return None
+    return float(age)
+
+
+def reported_picture(status: StatusReply) -> str | None:
+    """What the door says is wrong with its camera's picture ("dark", "featureless"), or None,
+    also for a value it never sends (edge_app/picture.py)."""
+    from edge_app.picture import EXPLAIN
+
+    value = status.get("picture")
+    return value if isinstance(value, str) and value in EXPLAIN else None
+
+
 class ControlClient:
     """A client of the door's socket, for `edge-app hub` and tools.
 

@@ -226,7 +226,8 @@ def _camera_check(source: int | str) -> Check:
     """The camera the door opens: `[camera] source` as edge_app.camera.open_source reads it."""
     from edge_app.camera import describe_source, is_live_source
 
-    named = f"camera.source {describe_source(source)!r}"
+    device = describe_source(source)  # /dev/videoN for an index; a stream without password
+    named = f"camera.source {device!r}"
     if source == "picamera2":
         found = _camera_import_check()
         if found is not None:
@@ -239,7 +240,6 @@ def _camera_check(source: int | str) -> Check:
             "--system-site-packages (docs/INSTALL.md)",
         )
     if source != "auto" and is_live_source(source):
-        device = describe_source(source)
         if not device.startswith("/dev/"):
             return Check(
                 "camera",
@@ -581,20 +581,13 @@ def _gallery_checks(config: Config | None) -> list[Check]:
 DOOR_TIMEOUT = 3.0  # seconds the running door may take to answer
 
 
-def _number(value: object) -> float | None:
-    """A number from the door's status (JSON: a bool is not one), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
 def door_check(socket: Path | None) -> Check:
     """The running door, asked through its control socket (`[hub] socket`): whether it runs,
     whether its camera delivers, and whether its picture shows anything (edge_app/picture.py).
     The door answers whoever may open the socket: root, or the service user."""
     from edge_app.config import HubConfig
-    from edge_app.control import ControlClient, ControlError
-    from edge_app.picture import EXPLAIN
+    from edge_app.control import ControlClient, ControlError, frame_age
+    from edge_app.hub.door import judge
 
     if socket is None:
         return Check(
@@ -607,16 +600,21 @@ def door_check(socket: Path | None) -> Check:
         status = ControlClient(socket, timeout=DOOR_TIMEOUT).status()
     except (ControlError, OSError) as error:
         return Check("door", "warn", str(error), "start the door: sudo systemctl start edge-app")
-    age = _number(status.get("last_frame_age"))
-    limit = _number(status.get("stale_seconds")) or HubConfig().stale_seconds
+    # The door's own limit for fresh frames (hub.stale_seconds), judged as the hub judges it.
+    limit = status.get("stale_seconds")
+    if not isinstance(limit, (int, float)) or isinstance(limit, bool):
+        limit = HubConfig().stale_seconds
+    health = judge(status, limit)
+    age = frame_age(status)
     running = f"running, source {status.get('source') or '-'}, " + (
         "no camera frame yet" if age is None else f"last frame {age:.1f} s ago"
     )
-    if age is None or age > limit:
+    if not health.frames:
         return Check("door", "warn", running, "check the camera: journalctl -u edge-app")
-    picture = status.get("picture")
-    if isinstance(picture, str) and picture in EXPLAIN:
-        return Check("door", "warn", f"{running}; camera picture {picture}", EXPLAIN[picture])
+    if health.picture is not None:
+        return Check(
+            "door", "warn", f"{running}; camera picture {health.picture}", health.error or ""
+        )
     return Check("door", "ok", f"{running}; liveness {status.get('liveness') or '-'}")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.camera import Backoff
-from edge_app.control import ControlClient, ControlError
+from edge_app.control import ControlClient, ControlError, frame_age, reported_picture
 from edge_app.picture import ADVICE, EXPLAIN
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,15 @@ class DoorHealth:
     def picture(self) -> str | None:
         """What is wrong with the camera's picture, as the door judged it (edge_app/picture.py):
         "dark", "featureless", or None (a usable picture, or a door that does not say)."""
-        value = (self.status or {}).get("picture")
-        return value if isinstance(value, str) and value in EXPLAIN else None
+        return reported_picture(self.status or {})
 
 
 def judge(status: dict[str, Any], stale_seconds: float) -> DoorHealth:
     """Healthy while the socket answers with fresh frames. A picture that shows nothing is
     named as the problem, but the door stays available: it is running, and a face that comes
     into the light is still recognised."""
-    age = status.get("last_frame_age")
-    fresh = isinstance(age, (int, float)) and not isinstance(age, bool) and age <= stale_seconds
+    age = frame_age(status)
+    fresh = age is not None and age <= stale_seconds
     health = DoorHealth(True, fresh, status, None if fresh else "no fresh camera frames")
     if fresh and health.picture is not None:
         return DoorHealth(True, True, status, EXPLAIN[health.picture])

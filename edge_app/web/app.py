@@ -37,10 +37,11 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_app.config import Config, split_listen
+from edge_app.control import frame_age
 from edge_app.enroll import CAMERA_SAMPLES
 from edge_app.errors import UserError
 from edge_app.web import auth
-from edge_app.web.door import DoorStatus, WebDoor, frame_age, is_live, picture_problem
+from edge_app.web.door import DoorStatus, WebDoor, is_live, picture_explained
 from edge_app.web.forms import Form, FormError, Limits, read_form
 from edge_app.web.history import Filters, History, parse_event_id, read_snapshot
 from edge_app.web.origins import Origins
@@ -404,7 +405,7 @@ def _status_context(state: WebState, status: DoorStatus) -> dict[str, Any]:
         "running": running,
         "frame_age": frame_age(status),
         "live": state.config.web.live_view and is_live(status),
-        "picture_problem": picture_problem(status),
+        "picture_problem": picture_explained(status),
     }
 
 

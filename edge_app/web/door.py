@@ -63,26 +63,21 @@ class WebDoor:
         return dict(self._client().unlock(reason, origin))
 
 
-def frame_age(status: DoorStatus) -> float | None:
-    """Seconds since the door's last camera frame, when the status says."""
-    age = status.get("last_frame_age")
-    if not isinstance(age, (int, float)) or isinstance(age, bool):
-        return None
-    return float(age)
-
-
-def picture_problem(status: DoorStatus) -> str | None:
+def picture_explained(status: DoorStatus) -> str | None:
     """What the door says is wrong with its camera's picture, in words (edge_app/picture.py),
     or None."""
+    from edge_app.control import reported_picture
     from edge_app.picture import EXPLAIN
 
-    value = status.get("picture")
-    return EXPLAIN.get(value) if isinstance(value, str) else None
+    picture = reported_picture(status)
+    return None if picture is None else EXPLAIN[picture]
 
 
 def is_live(status: DoorStatus) -> bool:
     """The door runs and its camera delivers: frames younger than its own staleness limit
     (hub.stale_seconds), so the socket's `frame` request has something to show."""
+    from edge_app.control import frame_age
+
     age = frame_age(status)
     limit = status.get("stale_seconds", LIVE_MAX_AGE_S)
     if not isinstance(limit, (int, float)):
