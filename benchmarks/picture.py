@@ -28,17 +28,11 @@ from tqdm import tqdm
 
 from edge_app.engine import Engine
 from edge_app.paths import REPO_ROOT, SHARED_DATA
-from edge_app.picture import DARK_MEAN, FLAT_SPREAD, SAMPLE_SIZE, picture_problem
+from edge_app.picture import DARK_MEAN, FLAT_SPREAD, SAMPLE_SIZE, grey_levels, picture_problem
 
 RESULT = REPO_ROOT / "benchmarks" / "picture.json"
 FACTORS = (1.0, 0.3, 0.2, 0.12, 0.08, 0.05, 0.03)
 NOISE = 1.5
-
-
-def _grey_stats(rgb: np.ndarray) -> tuple[float, float]:
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(grey, SAMPLE_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
-    return float(small.mean()), float(small.std())
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -57,7 +51,7 @@ def darkness(engine: Engine, frames: list[Path]) -> list[dict[str, float]]:
         for image in images:
             noisy = image * factor + rng.normal(0.0, NOISE, image.shape)
             dark = np.clip(noisy, 0, 255).astype(np.uint8)
-            means.append(_grey_stats(dark)[0])
+            means.append(grey_levels(dark)[0])
             found += len(engine.detect(dark)) > 0
         rows.append(
             {
@@ -76,7 +70,7 @@ def real_photos(sets: dict[str, list[Path]]) -> dict[str, dict[str, float]]:
         stats, flagged = [], 0
         for path in tqdm(paths, desc=name, unit="image"):
             image = _rgb(path)
-            stats.append(_grey_stats(image))
+            stats.append(grey_levels(image))
             flagged += picture_problem(image) is not None
         values = np.array(stats)
         rows[name] = {

@@ -38,13 +38,19 @@ EXPLAIN = {
 }
 
 
-def picture_problem(image: np.ndarray) -> str | None:
-    """DARK, FEATURELESS or None for an RGB (or grey) uint8 frame."""
+def grey_levels(image: np.ndarray) -> tuple[float, float]:
+    """(mean, spread) of an RGB (or grey) uint8 frame's grey levels at SAMPLE_SIZE."""
     grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     small = cv2.resize(grey, SAMPLE_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
-    if float(small.mean()) < DARK_MEAN:
+    return float(small.mean()), float(small.std())
+
+
+def picture_problem(image: np.ndarray) -> str | None:
+    """DARK, FEATURELESS or None for an RGB (or grey) uint8 frame."""
+    mean, spread = grey_levels(image)
+    if mean < DARK_MEAN:
         return DARK
-    if float(small.std()) < FLAT_SPREAD:
+    if spread < FLAT_SPREAD:
         return FEATURELESS
     return None
 
