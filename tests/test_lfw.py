@@ -202,8 +202,9 @@ def test_validation_rate_at_a_false_accept_rate() -> None:
 # ---------------------------------------------------------------------------- the sample
 
 
-def sample_embeddings(engine: Engine) -> tuple[dict[str, np.ndarray], int]:
-    """The engine's embedding of each sample image's central face; and how many had none."""
+def sample_embeddings(engine: Engine, flipped: bool = False) -> tuple[dict[str, np.ndarray], int]:
+    """The engine's embedding of each sample image's central face (flipped: the unit mean of
+    it and its mirror image's); and how many had none."""
     embeddings, missing = {}, 0
     for name in read_pairs(SAMPLE_PAIRS).images:
         frame = read_image(SAMPLE / name)
@@ -213,7 +214,17 @@ def sample_embeddings(engine: Engine) -> tuple[dict[str, np.ndarray], int]:
             missing += 1
             continue
         embeddings[name] = engine.embed(frame, faces[index])[0]
+        if flipped:
+            both = embeddings[name] + engine.embed(frame, faces[index], mirror=True)[0]
+            embeddings[name] = both / np.linalg.norm(both)
     return embeddings, missing
+
+
+def sample_distances(embeddings: dict[str, np.ndarray]) -> np.ndarray:
+    pairs = read_pairs(SAMPLE_PAIRS)
+    return np.array(
+        [1 - embeddings[a] @ embeddings[b] for a, b in zip(pairs.first, pairs.second, strict=True)]
+    )
 
 
 def test_same_person_pairs_are_closer_than_different_person_pairs(engine: Engine) -> None:
@@ -272,17 +283,27 @@ def test_eval_lfw_command(
     # threshold chosen on the same list: the best accuracy any threshold reaches on it
     embeddings, _ = sample_embeddings(engine)
     pairs = read_pairs(SAMPLE_PAIRS)
-    distances = np.array(
-        [1 - embeddings[a] @ embeddings[b] for a, b in zip(pairs.first, pairs.second, strict=True)]
-    )
+    distances = sample_distances(embeddings)
     assert result["accuracy"] == pytest.approx(brute_force_accuracy(distances, pairs.same))
     assert result["accuracy"] >= 0.9
     assert 0.0 <= result["accuracy_std"] <= 0.5
     # 12 impostor pairs: FAR 1e-3 allows none, so VAL counts genuine pairs closer than all
     expected_val = float(np.mean(distances[pairs.same] < distances[~pairs.same].min()))
     assert result["val_at_far_1e-3"] == pytest.approx(expected_val)
+    # the published protocol's extra, from the same run: each face averaged with its mirror's
+    flipped = sample_distances(sample_embeddings(engine, flipped=True)[0])
+    assert not np.allclose(flipped, distances, atol=1e-3)  # a second embedding, not a copy
+    assert result["flipped"]["accuracy"] == pytest.approx(brute_force_accuracy(flipped, pairs.same))
+    assert result["flipped"]["threshold"] == pytest.approx(
+        1 - best_threshold(flipped, pairs.same), abs=1e-6
+    )
+    assert result["flipped"]["val_at_far_1e-3"] == pytest.approx(
+        float(np.mean(flipped[pairs.same] < flipped[~pairs.same].min()))
+    )
+    assert "mirror image" in result["flipped"]["what"]
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "no face found   0 images" in printed
+    assert f"with flipped    {100 * result['flipped']['accuracy']:.2f}%" in printed
 
 
 @pytest.mark.usefixtures("restore_logging")
