@@ -81,6 +81,12 @@ def read_pairs(path: Path) -> PairList:
             f"{per_fold} different-person pairs ({2 * folds * per_fold} lines), but the file "
             f"has {len(first)}"
         )
+    genuine = sum(same)
+    if genuine == 0 or genuine == len(same):
+        raise UserError(
+            f"{path}: {genuine} same-person and {len(same) - genuine} different-person pairs; "
+            "a threshold needs at least one of each"
+        )
     return PairList(first, second, np.array(same), np.array(fold), folds)
 
 

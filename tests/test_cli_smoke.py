@@ -599,6 +599,29 @@ def test_eval_door_refuses_a_missing_folder_and_a_bad_threshold(tmp_path: Path) 
     assert "recognition.threshold" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "words", [["visits", "--lfw", "{tmp}"], ["door", "--data", "{tmp}", "--alone"]]
+)
+def test_eval_refuses_a_negative_seed_before_any_work(tmp_path: Path, words: list[str]) -> None:
+    done = run(tmp_path, "eval", *(w.format(tmp=tmp_path) for w in words), "--seed", "-1")
+
+    assert done.returncode == 2
+    assert "--seed: must be at least 0, got -1" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_lfw_refuses_a_pair_list_without_pairs(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("0 0\n")
+
+    done = run(tmp_path, "eval", "lfw", "--pairs", str(pairs), "--images", str(LFW_SAMPLE))
+
+    assert done.returncode == 2
+    assert f"{pairs}: 0 same-person and 0 different-person pairs" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_eval_visits_without_lfw_is_refused(tmp_path: Path) -> None:
     done = run(tmp_path, "eval", "visits", "--lfw", str(tmp_path / "lfw"))
 

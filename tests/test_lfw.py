@@ -94,8 +94,20 @@ def test_the_committed_sample_pair_list() -> None:
         (["ten\t300", "Ann\t1\t2"], "first line must be a count"),
         ([], "empty pair list"),
         (["2\t1", "Ann\t1\t2", "Ann\t1\tBo\t2", "Cy\t1\t2"], "promises 2 folds .* has 3"),
+        (["0\t0"], "0 same-person and 0 different-person pairs; a threshold needs"),
+        (["1", "Ann\t1\t2"], "1 same-person and 0 different-person pairs"),
+        (["1", "Ann\t1\tBo\t2", "Cy\t1\tDi\t1"], "0 same-person and 2 different-person"),
     ],
-    ids=["too few fields", "too many fields", "bad header", "empty", "fold count"],
+    ids=[
+        "too few fields",
+        "too many fields",
+        "bad header",
+        "empty",
+        "fold count",
+        "no pairs",
+        "no different-person pair",
+        "no same-person pair",
+    ],  # fmt: skip
 )
 def test_bad_pair_lists_are_user_errors(tmp_path: Path, lines: list[str], expected: str) -> None:
     with pytest.raises(UserError, match=expected):

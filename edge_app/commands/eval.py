@@ -77,7 +77,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _engine_options(parser: argparse.ArgumentParser, cascade: str = "auto") -> None:
     """--models, --backend, --cascade and --threads, as every evaluation opens the engine."""
     parser.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="where the models run: auto (the Edge TPU when one answers, else the CPU), cpu "
+        "or edgetpu (default auto)",
+    )
     parser.add_argument(
         "--cascade",
         choices=CASCADES,
@@ -252,7 +258,7 @@ def _register_door(sub: argparse._SubParsersAction) -> None:
         "else as strangers, in one seeded random order at that door",
     )
     door.add_argument(
-        "--seed", type=int, default=0, help="--alone: the order of the clips (default 0)"
+        "--seed", type=count(0), default=0, help="--alone: the order of the clips (default 0)"
     )
     door.add_argument("--json", type=Path, help="also write the full report as JSON here")
     _engine_options(door)  # as the door runs: cascade auto
@@ -380,11 +386,21 @@ def _register_visits(sub: argparse._SubParsersAction) -> None:
         default=SHARED_DATA / "lfw",
         help="LFW folder with images/ and pairsDevTrain.txt (default %(default)s)",
     )
-    visits.add_argument("--people", type=count(1), default=PEOPLE, help="enrolled people")
     visits.add_argument(
-        "--strangers", type=count(1), default=STRANGERS, help="stranger visits (one each)"
+        "--people", type=count(1), default=PEOPLE, help=f"enrolled people (default {PEOPLE})"
     )
-    visits.add_argument("--seed", type=int, default=SEED)
+    visits.add_argument(
+        "--strangers",
+        type=count(1),
+        default=STRANGERS,
+        help=f"stranger visits, one each (default {STRANGERS})",
+    )
+    visits.add_argument(
+        "--seed",
+        type=count(0),
+        default=SEED,
+        help=f"draws the people, their photos, the strangers and the clips (default {SEED})",
+    )
     visits.add_argument(
         "--population",
         choices=POPULATIONS,
