@@ -69,6 +69,27 @@ def uart_pin_problem(pin: int, force_uart_pins: bool) -> str | None:
     return None
 
 
+# GPIO0-8 are pulled up at power-on, until our code drives the pin.
+BOOT_PULL_UP_PINS = range(0, 9)
+
+
+def boot_pull_up_warning(pin: int, active_high: bool) -> str | None:
+    """The one rule for GPIO0-8 (doctor and the relay both use it): None if fine.
+
+    Their pull-up at power-on reads as "on" to an active-high relay driver, which would open
+    the door while the Pi boots unless the driver's input has an external pull-down strong
+    enough to win (docs/WIRING.md). A warning, not a refusal: that wiring is valid, and an
+    active-low module rests high anyway.
+    """
+    if pin in BOOT_PULL_UP_PINS and active_high:
+        return (
+            f"gpio.pin: GPIO{pin} is pulled up while the Pi boots, which an active-high relay "
+            "reads as open; use GPIO9-27 (e.g. 17), or check that the strike stays shut "
+            "during a reboot (docs/WIRING.md)"
+        )
+    return None
+
+
 class ConfigError(UserError):
     """One or more invalid config values; the message lists each with its key."""
 

@@ -30,7 +30,12 @@ from types import TracebackType
 from gpiozero import OutputDevice
 from gpiozero.exc import GPIOZeroError
 
-from edge_app.config import GPIO_FACTORIES, GpioConfig, uart_pin_problem
+from edge_app.config import (
+    GPIO_FACTORIES,
+    GpioConfig,
+    boot_pull_up_warning,
+    uart_pin_problem,
+)
 from edge_app.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -112,6 +117,9 @@ class Relay:
         self._timer.start()
         atexit.register(self.close)
         log.info("relay ready pin=GPIO%d active_high=%s", pin, active_high)
+        boot = boot_pull_up_warning(pin, active_high)
+        if boot is not None:
+            log.warning("%s", boot)
 
     @classmethod
     def from_config(

@@ -622,6 +622,24 @@ def test_eval_lfw_refuses_a_pair_list_without_pairs(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(("pin", "active_high", "status"), [(4, "true", "warn"), (4, "false", "")])
+def test_doctor_warns_of_a_relay_pin_pulled_up_at_boot(
+    tmp_path: Path, pin: int, active_high: str, status: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f"[gpio]\npin = {pin}\nactive_high = {active_high}\n")
+
+    done = run(tmp_path, "doctor", "--json", "--config", str(config))
+
+    (gpio,) = [c for c in json.loads(done.stdout) if c["area"] == "gpio"]
+    if status == "warn":
+        assert gpio["status"] == "warn"
+        assert f"GPIO{pin} is pulled up while the Pi boots" in gpio["detail"]
+        assert gpio["fix"].startswith("use GPIO9-27 (e.g. 17)")
+    else:
+        assert "pulled up" not in gpio["detail"] + gpio["fix"]
+
+
 def test_eval_visits_without_lfw_is_refused(tmp_path: Path) -> None:
     done = run(tmp_path, "eval", "visits", "--lfw", str(tmp_path / "lfw"))
 

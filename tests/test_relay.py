@@ -395,3 +395,22 @@ def test_relay_off_command_prints_one_line_for_a_broken_file(tmp_path) -> None:
         assert expected[1] in done.stderr and "Traceback" not in done.stderr
         if expected[0] == 2:
             assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("pin", "active_high", "warned"), [(4, True, True), (4, False, False), (17, True, False)]
+)
+def test_a_pin_pulled_up_at_boot_is_warned_of_for_an_active_high_relay(
+    pin: int, active_high: bool, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GPIO0-8 are pulled up while the Pi boots, before the door drives them: an active-high
+    driver reads that as open. The door still starts (an external pull-down can win), but
+    the journal says so; an active-low module rests high anyway."""
+    factory = MockFactory()
+    with (
+        caplog.at_level("WARNING", logger="edge_app.relay"),
+        Relay(pin, active_high=active_high, pin_factory=factory),
+    ):
+        assert factory.pin(pin).state is (not active_high)  # locked
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"GPIO{pin} is pulled up while the Pi boots" in m for m in messages) is warned

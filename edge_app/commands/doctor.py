@@ -293,8 +293,11 @@ def _camera_check(source: int | str) -> Check:
     )
 
 
-def _device_checks(source: int | str = "auto", factory: str = "auto") -> list[Check]:
-    """The camera and the relay's GPIO, as the door's config names them."""
+def _device_checks(
+    source: int | str = "auto", factory: str = "auto", pin_warning: str | None = None
+) -> list[Check]:
+    """The camera and the relay's GPIO, as the door's config names them (pin_warning: what
+    is wrong with the config's pin, from edge_app.config)."""
     checks = [_camera_check(source)]
     chips = sorted(glob.glob("/dev/gpiochip*"))
     if factory == "mock":
@@ -307,11 +310,16 @@ def _device_checks(source: int | str = "auto", factory: str = "auto") -> list[Ch
             )
         )
         return checks
+    detail = f"GPIO chips: {', '.join(chips) or 'none'} (gpiozero {_version('gpiozero')})"
+    if pin_warning is not None:
+        problem, _, fix = pin_warning.partition("; ")
+        checks.append(Check("gpio", "warn", f"{detail}; {problem}", fix))
+        return checks
     checks.append(
         Check(
             "gpio",
             "ok" if chips else "warn",
-            f"GPIO chips: {', '.join(chips) or 'none'} (gpiozero {_version('gpiozero')})",
+            detail,
             "" if chips else "not a Raspberry Pi: use --gpio mock to simulate the relay",
         )
     )
@@ -641,13 +649,19 @@ def collect_checks(
     )
     checks = [Check("python", "ok", f"{platform.python_version()} ({versions})")]
     checks += _runtime_checks()
+    from edge_app.config import boot_pull_up_warning
+
     config_checks, config = _config_checks(config_path)
     models = models or (config.models.dir if config is not None else None)
     checks += _model_checks(models)
     if config is None:
         checks += _device_checks()
     else:
-        checks += _device_checks(config.camera.source, config.gpio.factory)
+        checks += _device_checks(
+            config.camera.source,
+            config.gpio.factory,
+            boot_pull_up_warning(config.gpio.pin, config.gpio.active_high),
+        )
     checks += config_checks
     engine = None
     if config is not None and not any(c.area == "models" and c.status == "fail" for c in checks):
