@@ -42,6 +42,9 @@ def check_output(path: Path | None, option: str = "--json", *, parents: bool = F
     parents: the writer creates missing folders, so the nearest existing one is checked."""
     if path is None:
         return
+    if str(path) == "-":
+        # elsewhere "-" is standard output; here the report is printed there already
+        raise UserError(f"{option} -: give a file name (the report is printed as well)")
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{option} {path} is a folder; give a file name")

@@ -734,18 +734,20 @@ def test_enroll_from_a_camera_that_is_not_there_gives_up_at_its_timeout(tmp_path
     ],
     ids=["lfw", "liveness", "door", "visits"],
 )
-@pytest.mark.parametrize("where", ["no-such-folder/out.json", "folder"])
+@pytest.mark.parametrize("where", ["no-such-folder/out.json", "folder", "-"])
 def test_eval_refuses_a_json_path_it_cannot_write_before_running(
     tmp_path: Path, words: list[str], where: str
 ) -> None:
     (tmp_path / "images").mkdir()  # what `eval visits --lfw` looks for
     (tmp_path / "folder").mkdir()
-    out = tmp_path / where
+    out = Path("-") if where == "-" else tmp_path / where
 
     done = run(tmp_path, "eval", *(w.format(tmp=tmp_path) for w in words), "--json", str(out))
 
     assert done.returncode == 2
-    if where == "folder":
+    if where == "-":  # not a file named "-" in the working folder
+        assert "--json -: give a file name (the report is printed as well)" in done.stderr
+    elif where == "folder":
         assert f"--json {out} is a folder; give a file name" in done.stderr
     else:
         assert f"--json {out}: cannot write in {out.parent} (No such file" in done.stderr
