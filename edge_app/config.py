@@ -579,12 +579,36 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
             "recognition.learn_site: what the door learns is used by site centring, which is "
             "off; set recognition.site_centring = true, or learn_site = false"
         )
+    _distinct_files(config, errors)
     web = config.web
     if (web.tls_cert is None) != (web.tls_key is None):
         errors.append(
             "web.tls_cert: give both web.tls_cert and web.tls_key (a certificate and its "
             "private key), or neither for plain HTTP"
         )
+
+
+def _distinct_files(config: Config, errors: list[str]) -> None:
+    """The gallery and each event sink need a file of their own: events appended to the
+    gallery, or two sinks in one file, would damage both."""
+    events = config.events
+    files = {
+        "gallery.path": config.gallery.path,
+        "events.db": events.db,
+        "events.jsonl": None if events.jsonl is None or str(events.jsonl) == "-" else events.jsonl,
+        "events.snapshots": events.snapshots,
+    }
+    seen: dict[Path, str] = {}
+    for key, path in files.items():
+        if path is None:
+            continue
+        where = path.expanduser().resolve()
+        if where in seen:
+            errors.append(
+                f"{key}: {path} is also {seen[where]}; give each its own file (snapshots: a folder)"
+            )
+        else:
+            seen[where] = key
 
 
 def _mqtt_checks(config: Config, errors: list[str]) -> None:

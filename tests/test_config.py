@@ -189,6 +189,40 @@ def test_overrides_apply_and_validate() -> None:
         apply_overrides(config, {"gpio.pin": 14})
 
 
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ({"db": "{tmp}/gallery.db"}, "events.db: {tmp}/gallery.db is also gallery.path"),
+        ({"jsonl": "{tmp}/gallery.db"}, "events.jsonl: {tmp}/gallery.db is also gallery.path"),
+        ({"jsonl": "{tmp}/x/../events.db"}, "events.jsonl: {tmp}/x/../events.db is also events.db"),
+        ({"snapshots": "{tmp}/events.db"}, "events.snapshots: {tmp}/events.db is also events.db"),
+    ],
+)
+def test_the_gallery_and_each_event_sink_need_their_own_file(
+    tmp_path: Path, events: dict, message: str
+) -> None:
+    """Events appended to the gallery, or two sinks in one file, would damage both; the run
+    command's overrides are checked the same way."""
+    data = {
+        "gallery": {"path": f"{tmp_path}/gallery.db"},
+        "events": {"db": f"{tmp_path}/events.db"},
+    }
+    data["events"].update({k: v.format(tmp=tmp_path) for k, v in events.items()})
+    assert message.format(tmp=tmp_path) in errors_of(data)
+    fine = parse_config({"gallery": data["gallery"], "events": {"db": f"{tmp_path}/events.db"}})
+    override = {f"events.{k}": v.format(tmp=tmp_path) for k, v in events.items()}
+    with pytest.raises(ConfigError, match="give each its own file"):
+        apply_overrides(fine, override)
+
+
+def test_events_on_standard_output_share_no_file(tmp_path: Path) -> None:
+    """`jsonl = "-"` is standard output: a file named "-" in the gallery's folder is not it."""
+    config = parse_config(
+        {"gallery": {"path": "-"}, "events": {"jsonl": "-", "db": f"{tmp_path}/events.db"}}
+    )
+    assert str(config.events.jsonl) == "-"
+
+
 def float_keys() -> list[str]:
     import dataclasses
 
