@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO, cast
 
 from edge_app import __version__
-from edge_app.errors import UserError
+from edge_app.errors import UserError, is_damage
 from edge_app.logs import setup_logging
 
 # Modules under edge_app.commands; each exposes register(subparsers) and sets a `handler`
@@ -59,6 +59,18 @@ def dispatch(
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        # The gallery names itself when damaged (edge_app.gallery); this catches a damaged
+        # database met anywhere else, which a restore fixes, not a code change.
+        if not is_damage(error):
+            raise
+        log.debug("damaged database", exc_info=True)
+        log.error(
+            "a database file is damaged (%s): restore it from an export (edge-app import) or "
+            "a backup; run with -v to see where",
+            error,
+        )
+        return 2
 
 
 class _Output:

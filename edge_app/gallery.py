@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import functools
 import io
 import json
 import logging
@@ -41,19 +42,19 @@ import stat
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from edge_app import untrusted_json
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.centering import EMBEDDING_DIM
-from edge_app.errors import UserError
+from edge_app.errors import UserError, is_damage
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,48 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 class GalleryError(UserError):
     """The gallery file cannot be used as asked (missing, not a gallery, name conflicts...)."""
+
+
+class GalleryDamaged(GalleryError):
+    """SQLite found the gallery file corrupt (a damaged page, a torn write): only a restore
+    fixes it, and nothing is written to it meanwhile."""
+
+
+def damaged(path: Path | str, error: object) -> GalleryDamaged:
+    """The one-line refusal for a damaged gallery file."""
+    return GalleryDamaged(
+        f"gallery {path} is damaged ({error}): restore it from an export (edge-app import) "
+        "or a backup"
+    )
+
+
+def _sqlite_failure(path: Path, error: sqlite3.Error, doing: str) -> GalleryError:
+    """An SQLite error met while `doing` ("read", "write") the gallery, as a user error."""
+    if is_damage(error):
+        return damaged(path, error)
+    return GalleryError(f"cannot {doing} the gallery {path}: {error}")
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _reads(
+    method: Callable[Concatenate[Gallery, _P], _T],
+) -> Callable[Concatenate[Gallery, _P], _T]:
+    """A Gallery method whose SQLite errors (a damaged page, a disk error) become
+    GalleryError naming the file, rather than a traceback."""
+
+    @functools.wraps(method)
+    def guarded(self: Gallery, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.ProgrammingError:
+            raise  # our own misuse (a closed gallery): a bug, not the file's fault
+        except sqlite3.DatabaseError as error:
+            raise _sqlite_failure(self.path, error, "read") from None
+
+    return guarded
 
 
 def default_path() -> Path:
@@ -422,6 +465,8 @@ class Gallery:
             gallery._migrate()
         except sqlite3.DatabaseError as error:
             connection.close()
+            if is_damage(error):
+                raise damaged(path, error) from None
             raise GalleryError(f"{path} is not a usable gallery: {error}") from None
         except BaseException:
             connection.close()
@@ -485,9 +530,11 @@ class Gallery:
             log.info("gallery=%s created schema=%d", self.path, SCHEMA_VERSION)
 
     @property
+    @_reads
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
+    @_reads
     def data_version(self) -> int:
         """Changes whenever another connection commits: a cheap "reload the gallery?" check."""
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
@@ -512,14 +559,25 @@ class Gallery:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._refuse_damage()
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+        except sqlite3.ProgrammingError:
+            raise  # our own misuse (a closed gallery): a bug, not the file's fault
         except sqlite3.DatabaseError as error:
-            raise GalleryError(f"cannot write the gallery {self.path}: {error}") from None
+            raise _sqlite_failure(self.path, error, "write") from None
+
+    def _refuse_damage(self) -> None:
+        """Refuse to write to a damaged file (a change could land beside the damage and be
+        reported done). SQLite's quick_check reads every page once: milliseconds for a
+        gallery, paid only by changes, which are rare (no read, so not the door's frames)."""
+        problem = str(self._db.execute("PRAGMA quick_check(1)").fetchone()[0])
+        if problem != "ok":
+            raise damaged(self.path, f"integrity check: {problem.splitlines()[-1]}")
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -527,11 +585,17 @@ class Gallery:
         self._db.execute("BEGIN")
         try:
             yield self._db
-        finally:
-            self._db.execute("COMMIT")
+        except BaseException:
+            # The read failed (a damaged page, say): end the transaction without letting a
+            # second error from it hide the first.
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # --- reading -------------------------------------------------------------------------
 
+    @_reads
     def _find(self, name: str) -> tuple[int, str] | None:
         """(id, stored name) of the person `name` denotes (module docstring: names), if any.
 
@@ -545,9 +609,11 @@ class Gallery:
         found = (exact or rows or [None])[0]
         return None if found is None else (int(found[0]), str(found[1]))
 
+    @_reads
     def has(self, name: str) -> bool:
         return self._find(name) is not None
 
+    @_reads
     def people(self) -> list[PersonInfo]:
         rows = self._db.execute(
             """SELECT p.name, count(s.id), count(s.face_crop), p.created_utc, max(s.created_utc),
@@ -560,6 +626,7 @@ class Gallery:
             for name, samples, crops, created, last, access in rows
         ]
 
+    @_reads
     def embeddings(self, name: str, mirrors: bool = False) -> np.ndarray:
         """One person's samples, (K, 512); K = 0 for an unknown name. mirrors: their stored
         mirror-image embeddings too, after each photo's own."""
@@ -571,6 +638,7 @@ class Gallery:
             ).fetchall()
         return _blobs_to_matrix(_with_mirrors(rows) if mirrors else [row[0] for row in rows])
 
+    @_reads
     def without_mirrors(self) -> int:
         """Samples stored without their mirror-image embedding (enrolled before schema v4)."""
         return int(
@@ -579,10 +647,12 @@ class Gallery:
             ).fetchone()[0]
         )
 
+    @_reads
     def models(self) -> set[str | None]:
         """The embedding models the samples came from (None: enrolled before this was recorded)."""
         return {row[0] for row in self._db.execute("SELECT DISTINCT model FROM samples")}
 
+    @_reads
     def load_matrix(self) -> GalleryMatrix:
         with self._snapshot() as db:
             names = db.execute(
@@ -716,6 +786,7 @@ class Gallery:
 
     # --- moving a gallery to another door (format: docs/GALLERY.md) ----------------------
 
+    @_reads
     def export(self, out: IO[str]) -> tuple[int, int]:
         """Write the whole gallery as JSON lines; returns (people, samples) written."""
         with self._snapshot() as db:

@@ -438,3 +438,156 @@ def test_enroll_help_gives_the_camera_defaults() -> None:
 
     assert "frames to collect (default: 5)" in text
     assert "(default: 60)" in text
+
+
+# --- a damaged gallery -----------------------------------------------------------------------
+
+
+def damaged_gallery(path: Path) -> Path:
+    """small_gallery() with its fourth page (Emma's samples) overwritten with garbage, as a
+    torn write or a failing SD card leaves it."""
+    small_gallery(path)
+    with path.open("r+b") as handle:
+        handle.seek(3 * 4096)
+        handle.write(b"\x0d\xff\xff\xff" * 64)
+    return path
+
+
+DAMAGED = "is damaged (database disk image is malformed): restore it from an export"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list"],
+        ["list", "--json"],
+        ["export", "-"],
+        ["export", "people.jsonl"],
+        ["remove", "Bob"],
+        ["rename", "Bob", "Robert"],
+        ["access", "Bob", "no"],
+    ],
+    ids=" ".join,
+)
+def test_a_damaged_gallery_is_one_line_and_exit_2_in_every_command(
+    tmp_path: Path,
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defect: a damaged page gave `sqlite3.DatabaseError: database disk image is malformed`
+    with a traceback and exit 1, and `rename` / `access` (whose row was on a sound page)
+    changed the damaged file and said so."""
+    db = damaged_gallery(tmp_path / "gallery.db")
+    before = digest(db)
+    monkeypatch.chdir(tmp_path)
+
+    assert cli.main([*argv, "--db", str(db)]) == 2
+
+    out, err = capsys.readouterr()
+    assert f"gallery {db} is damaged (" in one_error_line(err)
+    assert "restore it from an export (edge-app import) or a backup" in err
+    assert out == ""
+    assert digest(db) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.db"]
+
+
+def test_doctor_fails_the_gallery_row_of_a_damaged_gallery(tmp_path: Path) -> None:
+    """Defect: `doctor` itself crashed with a traceback on a damaged gallery."""
+    db = damaged_gallery(tmp_path / "gallery.db")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[gallery]\npath = "{db}"\n[hub]\nsocket = ""\n')
+
+    done = edge_app(tmp_path, "doctor", "--json", "--config", str(config))
+
+    (check,) = [c for c in json.loads(done.stdout) if c["area"] == "gallery"]
+    assert check["status"] == "fail", check
+    assert f"gallery {db} {DAMAGED}" in check["detail"]
+    assert check["fix"] == "restore the gallery, as the line says"  # not its permissions
+
+
+@needs_models
+def test_enroll_identify_and_run_on_a_damaged_gallery_end_with_one_line(tmp_path: Path) -> None:
+    """Defect: enroll and identify ended in a traceback; the door (`run`) logged "stopped on
+    an unexpected error" with one and exited 1, a crash for systemd to restart into again."""
+    db = damaged_gallery(tmp_path / "gallery.db")
+    before = digest(db)
+    config = tmp_path / "door.toml"
+    config.write_text('[hub]\nsocket = ""\n')
+    commands = [
+        ["enroll", "--db", str(db), "Joe", *map(str, JOE)],
+        ["identify", "--db", str(db), str(JOE[0])],
+        ["run", "--config", str(config), "--db", str(db), "--source", str(JOE[0].parent),
+         "--gpio", "mock", "--events-db", "", "--backend", "cpu"],
+    ]  # fmt: skip
+    for argv in commands:
+        done = edge_app(tmp_path, *argv)
+        assert done.returncode == 2, (argv, done.stderr)
+        assert f"gallery {db} {DAMAGED}" in one_error_line(done.stderr), argv
+        assert digest(db) == before, argv
+
+
+# --- hub passwd, hub unlock-code ---------------------------------------------------------------
+
+
+def hub_without_a_terminal(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`edge-app hub ARGV...` with standard input at its end and no controlling terminal (its
+    own session), so getpass reads standard input as under a service or a script."""
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "hub", *argv],
+        cwd=cwd,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        start_new_session=True,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+@pytest.mark.parametrize(("command", "what"), [("passwd", "password"), ("unlock-code", "code")])
+def test_hub_secrets_at_the_end_of_input_change_nothing(
+    tmp_path: Path, command: str, what: str
+) -> None:
+    """Defect: `hub passwd` / `hub unlock-code` with </dev/null (or Ctrl-D at the prompt)
+    ended in an EOFError traceback."""
+    config = tmp_path / "door.toml"
+    config.write_text(
+        f'[web]\npassword_file = "{tmp_path / "web-password"}"\n'
+        f'[mqtt]\nunlock_code_file = "{tmp_path / "unlock.code"}"\n'
+    )
+
+    done = hub_without_a_terminal(tmp_path, command, "--config", str(config))
+
+    assert done.returncode == 2, done.stderr
+    assert f"no {what} entered; nothing changed" in one_error_line(done.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml"]
+
+
+def test_hub_passwd_refuses_a_missing_folder_instead_of_making_it(tmp_path: Path) -> None:
+    """Defect: `hub passwd` made the password file's missing folders (as root under sudo, mode
+    0700: /var/lib/edge-app then unusable by the service user); `hub unlock-code` refuses."""
+    folder = tmp_path / "state" / "edge-app"
+    config = tmp_path / "door.toml"
+    config.write_text(f'[web]\npassword_file = "{folder / "web-password"}"\n')
+
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "hub", "passwd", "--stdin", "--config", str(config)],
+        cwd=tmp_path,
+        env=_env(),
+        input="a long enough password 1\n",
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+    assert done.returncode == 2, done.stderr
+    line = one_error_line(done.stderr)
+    assert f"web.password_file: the folder {folder} does not exist; create it" in line
+    assert f"install -d -m 0700 -o edge-app -g edge-app {folder}" in line
+    assert not (tmp_path / "state").exists()

@@ -491,3 +491,39 @@ def test_an_export_with_a_known_visitor_is_version_2_and_keeps_them_out(
     bad = [lines[0], lines[1], lines[2], lines[3].replace('"access": false', '"access": "no"')]
     with pytest.raises(GalleryError, match="access must be true or false"):
         read_export(io.StringIO("\n".join(bad)))
+
+
+def damage_a_page(path: Path) -> None:
+    """Overwrite the gallery's fourth page with garbage, as a torn write or a failing card
+    does (the page holds samples in these small galleries); SQLite must see it."""
+    with path.open("r+b") as handle:
+        handle.seek(3 * 4096)
+        handle.write(b"\x0d\xff\xff\xff" * 64)
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok"
+    check.close()
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        pytest.param(lambda g: g.people(), id="people"),
+        pytest.param(lambda g: g.load_matrix(), id="load_matrix"),
+        pytest.param(lambda g: g.export(io.StringIO()), id="export"),
+        pytest.param(lambda g: g.remove(["Alice"]), id="remove"),
+        pytest.param(lambda g: g.rename("Bob", "Robert"), id="rename"),
+        pytest.param(lambda g: g.set_access("Bob", False), id="set_access"),
+        pytest.param(lambda g: g.enroll("Carol", samples(1, 30)), id="enroll"),
+    ],
+)
+def test_a_damaged_gallery_is_refused_by_name_and_left_as_it_was(db: Path, use) -> None:
+    """Defect: a damaged page gave `sqlite3.DatabaseError: database disk image is malformed`
+    (a traceback in every command), and rename / set_access, whose rows were on a sound
+    page, wrote into the damaged file and reported success."""
+    damage_a_page(db)
+    before = file_digest(db)
+    with Gallery.open(db) as gallery:
+        with pytest.raises(GalleryError, match=f"gallery {db} is damaged .*restore it from"):
+            use(gallery)
+        assert not gallery._db.in_transaction
+    assert file_digest(db) == before

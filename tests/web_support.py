@@ -153,6 +153,7 @@ def write_door_config(
     FOLDER/state, its control socket FOLDER/door.sock, its web page on loopback `port`.
     `sections` adds whole sections; `events` and `hub` add lines to those two."""
     state = folder / "state"
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the installer makes it
     config = folder / "door.toml"
     config.write_text(
         f"""{sections}

@@ -560,7 +560,7 @@ def _pairs(config: Config, matcher: Any, found: list[Any]) -> list[Check]:
 
 def _gallery_checks(config: Config | None) -> list[Check]:
     from edge_app.errors import UserError
-    from edge_app.gallery import Gallery
+    from edge_app.gallery import Gallery, GalleryDamaged
 
     if config is None:
         return [Check("gallery", "warn", "not checked: its path comes from the invalid config")]
@@ -576,6 +576,8 @@ def _gallery_checks(config: Config | None) -> list[Check]:
         with Gallery.open(path) as gallery:  # narrows a mode found wider than 600
             people = gallery.people()
         mode = path.stat().st_mode & 0o777
+    except GalleryDamaged as error:  # the message says what to do: restore it
+        return [Check("gallery", "fail", str(error), "restore the gallery, as the line says")]
     except (UserError, OSError) as error:
         return [Check("gallery", "fail", str(error), "check the file's owner and permissions")]
     status = "ok" if people and mode == 0o600 else "warn"

@@ -158,9 +158,14 @@ def _read_new_secret(from_stdin: bool, prompt: str, what: str, check: Callable[[
 
     if from_stdin:
         return check(sys.stdin.readline().rstrip("\r\n"))
-    typed = getpass.getpass(prompt)
-    secret = check(typed)
-    if getpass.getpass("Again: ") != typed:
+    try:
+        typed = getpass.getpass(prompt)
+        secret = check(typed)
+        again = getpass.getpass("Again: ")
+    except EOFError:  # end of input (Ctrl-D at the prompt, or </dev/null)
+        sys.stderr.write("\n")  # getpass leaves the prompt's line open
+        raise UserError(f"no {what} entered; nothing changed") from None
+    if again != typed:
         raise UserError(f"the two {what}s differ; nothing changed")
     return secret
 
@@ -207,9 +212,25 @@ def run_passwd(args: argparse.Namespace) -> int:
     from edge_app.web.auth import check_new_password, write_password_file
 
     config = load_config(args.config)
+    _refuse_a_missing_folder(config.web.password_file, "web.password_file")
     password = _read_new_secret(
         args.stdin, "New web admin password: ", "password", check_new_password
     )
     write_password_file(config.web.password_file, password)
     sys.stdout.write(f"web admin password set in {config.web.password_file}\n")
     return 0
+
+
+def _refuse_a_missing_folder(path: Path, key: str) -> None:
+    """Refuse, before asking for the secret, a file whose folder does not exist: creating it
+    here would make it as whoever runs this (root under sudo, mode 0700), where the service
+    user could not read it. The installer or systemd's StateDirectory makes the real one."""
+    from edge_app.errors import UserError
+
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UserError(
+            f"{key}: the folder {folder} does not exist; create it for the service user "
+            f"(sudo install -d -m 0700 -o edge-app -g edge-app {folder}) or set {key} to a "
+            "file in an existing folder; nothing changed"
+        )
