@@ -293,7 +293,7 @@ class OpenCVSource(LiveSource):
         self._capture_device: cv2.VideoCapture | None = None
         if not self.live:
             if not Path(str(spec)).is_file():
-                raise CameraError(f"camera.source: {spec} is not a file")
+                raise CameraError(f"camera.source: {describe_source(spec)} is not a file")
             self._open_file()  # refused now, not once the door's loop has started
             self._disconnect()
 
@@ -553,11 +553,31 @@ def is_live_source(spec: int | str) -> bool:
 
 
 def describe_source(spec: int | str) -> str:
-    """A camera.source for a log or a report: /dev/videoN for an index, no stream password."""
+    """A camera.source as it may be shown anywhere (logs, the control socket's status, so the
+    hub's MQTT state and web page, doctor): /dev/videoN for an index; for a URL, never a
+    password. The one place a source is redacted; applying it twice changes nothing.
+
+    A URL keeps its scheme, host, port and path. Its userinfo, everything up to the LAST '@'
+    before the query (a password may hold an '@': rtsp://admin:p@ss@host/s), becomes "***";
+    its query and fragment, where cameras take credentials (videostream.cgi?user=..&pwd=..),
+    become "?***" (or "#***"). When an '@' comes only after a '?' or '#' (a password holding
+    one of them, or an address in the query), the host cannot be told apart from the
+    password, so only the scheme is kept: "rtsp://***?***". Paths and device names are
+    returned as they are."""
     if isinstance(spec, int):
         return f"/dev/video{spec}"
-    # Never log a stream's password.
-    return re.sub(r"//[^/@]*@", "//***@", str(spec))
+    text = str(spec)
+    if not _URL.match(text):
+        return text
+    scheme, _, rest = text.partition("://")
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    head, tail = rest[:cut], rest[cut:]
+    at = head.rfind("@")
+    if at >= 0:
+        head = "***@" + head[at + 1 :]
+    elif "@" in tail:
+        head = "***"
+    return f"{scheme}://{head}" + (f"{tail[0]}***" if tail else "")
 
 
 def open_source(
@@ -591,7 +611,8 @@ def open_source(
     if path.is_file():
         return OpenCVSource(str(path), lores=lores, fps=fps, realtime=realtime)
     raise CameraError(
-        f"camera.source: {spec} is not a file, a folder, a device index, a /dev path or a URL"
+        f"camera.source: {describe_source(spec)} is not a file, a folder, a device index, a "
+        "/dev path or a URL"
     )
 
 

@@ -56,6 +56,7 @@ import cv2
 import numpy as np
 
 from edge_app import __version__, images, untrusted_json
+from edge_app.camera import describe_source
 from edge_app.errors import UserError
 
 if TYPE_CHECKING:
@@ -644,7 +645,9 @@ class DaemonPort:
         backend = getattr(engine, "backend", None)
         return {
             "pid": os.getpid(),
-            "source": None if reader is None else reader.source.name,
+            # Redacted again here (idempotent): the reply reaches the hub, MQTT's retained
+            # state and the web page, none of which may see a stream's password.
+            "source": None if reader is None else describe_source(reader.source.name),
             "backend": getattr(backend, "kind", None),
             "relay_active": bool(relay is not None and relay.is_active),
             "pulse_seconds": daemon.pulse_seconds,
@@ -804,9 +807,16 @@ class ControlClient:
                 stream.shutdown(socket.SHUT_RDWR)
 
     def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
         try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as error:
+            # Out of file descriptors (EMFILE/ENFILE: a connection flood on the hub's web page)
+            # or of memory: a door this process cannot reach now, not a bug to die of.
+            raise ControlError(
+                f"{self.path}: cannot open a socket to reach the door ({error})"
+            ) from None
+        try:
+            sock.settimeout(self.timeout)
             sock.connect(str(self.path))
         except FileNotFoundError:
             sock.close()

@@ -13,7 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_app.camera import Backoff, FolderSource, FrameReader, OpenCVSource, fit_detection_frame
+from edge_app.camera import (
+    Backoff,
+    FolderSource,
+    FrameReader,
+    OpenCVSource,
+    describe_source,
+    fit_detection_frame,
+)
 from edge_app.config import TrackingConfig
 from edge_app.faces import Faces
 from edge_app.fusion import TrackPool
@@ -199,3 +206,29 @@ def test_a_frame_reader_is_a_context_manager_that_ends_its_thread(tmp_path: Path
     assert source.closed
     assert not reader._thread.is_alive()
     assert source._capture_device is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        (
+            "http://127.0.0.1:9/videostream.cgi?user=admin&pwd=hunter2",
+            "http://127.0.0.1:9/videostream.cgi?***",
+        ),
+        ("rtsp://admin:p@ss@host/s", "rtsp://***@host/s"),  # the last '@' ends the userinfo
+        ("rtsp://admin:pa/ss@host:554/s", "rtsp://***@host:554/s"),
+        ("rtsp://admin:p?ss@host/s", "rtsp://***?***"),  # cannot tell host from password
+        ("rtsp://cam/s#key=hunter2", "rtsp://cam/s#***"),
+        ("rtsp://cam:554/stream1", "rtsp://cam:554/stream1"),
+        (0, "/dev/video0"),
+        ("/dev/video2", "/dev/video2"),
+        ("clips/door.mp4", "clips/door.mp4"),
+    ],
+)
+def test_describe_source_never_shows_a_password(spec: int | str, shown: str) -> None:
+    """It split the userinfo at the first '@' (rtsp://***@ss@host/s) and kept the query,
+    where many cameras take user= and pwd=."""
+    assert describe_source(spec) == shown
+    assert describe_source(shown) == shown  # applying it twice (door, then hub) is harmless
+    for secret in ("hunter2", "p@ss", "ss@", "admin"):
+        assert secret not in describe_source(spec)

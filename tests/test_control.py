@@ -450,3 +450,57 @@ def wait_for(condition, timeout: float = 5.0) -> None:
             return
         time.sleep(0.01)
     pytest.fail("condition not met in time")
+
+
+class _NoDescriptors(socket.socket):
+    """socket.socket in a process out of file descriptors: a new socket fails with EMFILE
+    (one made around an accepted connection, fileno given, still works)."""
+
+    def __init__(self, family: Any = -1, type: Any = -1, proto: int = -1, fileno: Any = None):
+        if fileno is None:
+            raise OSError(24, "Too many open files")
+        super().__init__(family, type, proto, fileno)
+
+
+def test_a_process_out_of_file_descriptors_gets_a_control_error(
+    door: Door, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub's door threads catch ControlError: an OSError from socket() escaped them and
+    ended them for good, so a TLS connection flood on the web page froze the hub's state."""
+    monkeypatch.setattr(socket, "socket", _NoDescriptors)
+    client = ControlClient(door.path, timeout=2.0)
+    with pytest.raises(ControlError, match="Too many open files"):
+        client.status()
+    with pytest.raises(ControlError, match="Too many open files"):
+        next(client.events())
+    monkeypatch.undo()
+    assert client.status()["running"] is True  # nothing was left broken
+
+
+SECRET_SOURCES = [
+    "http://127.0.0.1:9/videostream.cgi?user=admin&pwd=hunter2",
+    "rtsp://admin:p@ss@127.0.0.1:9/s",
+]
+
+
+@pytest.mark.parametrize("url", SECRET_SOURCES)
+def test_status_never_reports_a_stream_password(
+    door: Door, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The status `source` reaches the hub's retained MQTT state and the web page, and the
+    camera's log lines name it: a password in the URL's userinfo or query must not."""
+    from edge_app.camera import Backoff, FrameReader, OpenCVSource
+
+    caplog.set_level(logging.DEBUG)
+    source = OpenCVSource(url, backoff=Backoff(0.05, 0.1), stream_timeout=0.5)
+    with FrameReader(source) as reader:
+        door.daemon.reader = reader
+        try:
+            reported = door.client.status()["source"]
+            wait_for(lambda: "camera unavailable" in caplog.text)
+        finally:
+            door.daemon.reader = None
+    assert reported.startswith("http://127.0.0.1:9/") or reported.startswith("rtsp://***@")
+    for secret in ("hunter2", "p@ss", "ss@", "admin"):
+        assert secret not in reported
+        assert secret not in caplog.text

@@ -563,3 +563,74 @@ def test_clear_discovery_fails_when_the_broker_does_not_acknowledge(tmp_path: Pa
         assert time.monotonic() - started < 5
     finally:
         silent.close()
+
+
+class _FailingSockets:
+    """Makes socket.socket (the standard library's, not ours) fail while `on`, as a process
+    out of file descriptors does (OSError EMFILE) or with a fault the client does not expect
+    (RuntimeError). A socket made around an accepted connection (fileno given) still works,
+    so the door keeps serving."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fault: BaseException) -> None:
+        self.on = True
+        self.tries = 0
+        outer = self
+
+        class Failing(socket.socket):
+            def __init__(
+                self, family: Any = -1, type: Any = -1, proto: int = -1, fileno: Any = None
+            ) -> None:
+                if fileno is None and outer.on:
+                    outer.tries += 1
+                    raise fault
+                super().__init__(family, type, proto, fileno)
+
+        monkeypatch.setattr(socket, "socket", Failing)
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        (OSError(24, "Too many open files"), "Too many open files"),
+        (RuntimeError("an unforeseen fault"), "RuntimeError: an unforeseen fault"),
+    ],
+)
+def test_the_door_threads_survive_an_unexpected_failure_and_recover(
+    door: FedDoor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fault: BaseException,
+    said: str,
+) -> None:
+    """An exception other than ControlError (socket() failing in a hub flooded with TLS
+    connections) ended the status and event threads for good: the hub went on publishing
+    the door `online` with stale state and forwarded no more events. Now the door counts as
+    unreachable, with the reason, the failure is logged once, and both loops recover."""
+    from edge_app.camera import Backoff
+
+    link = DoorLink(door.path, 1.0, poll_seconds=0.05, backoff=Backoff(0.05, 0.2))
+    seen: list[DoorHealth] = []
+    events: list[dict[str, Any]] = []
+    link.add_listener(on_event=events.append, on_health=seen.append)
+    failing = _FailingSockets(monkeypatch, fault)
+    caplog.set_level(logging.WARNING, logger="edge_app.hub.door")
+    link.start()
+    try:
+        wait_for(lambda: failing.tries >= 10)  # both loops, again and again
+        assert seen and not seen[-1].reachable
+        assert said in (seen[-1].error or "")
+        assert link.health.error == seen[-1].error
+        unexpected = [r for r in caplog.records if "unexpectedly" in r.getMessage()]
+        assert len(unexpected) <= 2  # at most once per loop, not once per try
+        failing.on = False
+        wait_for(lambda: seen[-1].healthy)
+
+        def forwarded() -> bool:  # the stream may reopen a moment after the status answers
+            door.log.record("unknown", score=0.2, track=7)
+            time.sleep(0.05)
+            return any(e.get("type") == "unknown" for e in events)
+
+        wait_for(forwarded)
+    finally:
+        failing.on = False
+        link.stop()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_app.camera import Backoff
+from edge_app.camera import Backoff, describe_source
 from edge_app.control import ControlClient, ControlError, frame_age, reported_picture
 from edge_app.picture import ADVICE, EXPLAIN
 
@@ -86,6 +86,9 @@ class DoorLink:
         self._retry = threading.Event()  # cuts the event stream's backoff short
         self._stream: ControlClient | None = None
         self._threads: list[threading.Thread] = []
+        # The last unexpected failure logged with its traceback, per loop: a fault that
+        # repeats every poll is logged once, not every 2 s.
+        self._unexpected: dict[str, str | None] = {"status": None, "events": None}
 
     def add_listener(
         self, on_event: EventListener | None = None, on_health: HealthListener | None = None
@@ -123,6 +126,11 @@ class DoorLink:
         status = self.client().request("status").get("status")
         if not isinstance(status, dict):
             raise ControlError(f"{self.path}: the door's status reply holds no status object")
+        source = status.get("source")
+        if isinstance(source, str):
+            # A door from before it redacted its source must not get a stream password into
+            # the hub's log, the retained MQTT state or the web page.
+            status = {**status, "source": describe_source(source)}
         return status
 
     def check(self) -> DoorHealth:
@@ -131,6 +139,15 @@ class DoorLink:
             health = judge(self.status(), self.stale_seconds)
         except ControlError as error:
             health = DoorHealth(False, False, None, str(error))
+        except Exception as error:
+            # Anything else (a bug, an exhausted process) must not end the poll thread: the
+            # door counts as unreachable, so availability goes offline with the reason, and
+            # the next poll tries again.
+            reason = f"cannot ask the door: {type(error).__name__}: {error}"
+            self._log_unexpected("status", reason)
+            health = DoorHealth(False, False, None, reason)
+        else:
+            self._unexpected["status"] = None
         previous, self.health = self.health, health
         if health.reachable and not previous.reachable:
             self._retry.set()  # the door is back: subscribe now, not after the backoff
@@ -151,26 +168,44 @@ class DoorLink:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self.check()
+            try:
+                self.check()
+            except Exception as error:  # check() itself failing must not end the polls
+                self._log_unexpected("status", f"{type(error).__name__}: {error}")
             self._stop.wait(self.poll_seconds)
+
+    def _log_unexpected(self, loop: str, reason: str) -> None:
+        """Log an unexpected failure with its traceback once, until a different one (or a
+        success) comes; the same failure again is only a debug line."""
+        if self._unexpected.get(loop) == reason:
+            log.debug("door %s failed again path=%s reason=%s", loop, self.path, reason)
+            return
+        self._unexpected[loop] = reason
+        log.exception("door %s failed unexpectedly path=%s reason=%s", loop, self.path, reason)
 
     def _listen(self) -> None:
         delay = self.backoff.initial
         reported = False
         while not self._stop.is_set():
-            client = ControlClient(self.path, timeout=REQUEST_TIMEOUT)
-            self._stream = client
             try:
+                client = ControlClient(self.path, timeout=REQUEST_TIMEOUT)
+                self._stream = client
                 for event in client.events():
                     if not reported:
                         log.info("door event stream open path=%s", self.path)
                         reported = True
+                        self._unexpected["events"] = None
                     delay = self.backoff.initial
                     for listener in self._event_listeners:
                         _call(listener, event)
             except ControlError as error:
                 if reported or delay == self.backoff.initial:
                     log.warning("door event stream lost path=%s reason=%s", self.path, error)
+                reported = False
+            except Exception as error:
+                # Not the door going away but a fault here (a bug, an exhausted process): the
+                # stream counts as lost and is retried with the same backoff, never abandoned.
+                self._log_unexpected("events", f"{type(error).__name__}: {error}")
                 reported = False
             finally:
                 self._stream = None

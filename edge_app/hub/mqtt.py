@@ -568,8 +568,16 @@ class MqttBridge:
             self._publish(self.topics.last_person, person, retain=True)
 
     def _beat(self) -> None:
+        failed: str | None = None
         while not self._stop.wait(STATE_EVERY):
-            self._publish_state()
+            try:
+                self._publish_state()
+            except Exception as error:  # the state must keep being re-sent after a fault
+                if repr(error) != failed:
+                    log.exception("mqtt state not published")
+                failed = repr(error)
+            else:
+                failed = None
 
 
 def clear_discovery(settings: MqttConfig, timeout: float = 10.0) -> list[str]:
