@@ -357,12 +357,14 @@ class OpenCVSource(LiveSource):
         count = int(reported(device.get(cv2.CAP_PROP_FRAME_COUNT), 0.0))
         failures = 0
         index = 0  # read attempts so far: a failed read still consumes its frame
+        delivered = 0
         try:
             while not self.closed:
                 captured = self._capture()
                 index += 1
                 if captured is not None:
                     failures = 0
+                    delivered += 1
                     yield Frame(captured[0], (index - 1) / fps, index - 1, captured[1])
                     continue
                 if index > count:  # past the last frame: the end, not a corrupt frame
@@ -376,6 +378,13 @@ class OpenCVSource(LiveSource):
         finally:
             self._disconnect()
         log.info("video ended source=%s frames=%d skipped=%d", self.name, index, self.skipped)
+        if not delivered and not self.closed:
+            # A file that opened but gave no frame (damaged, or not a video): a failure, not
+            # a door that ran to the end of its clip.
+            raise CameraError(
+                f"camera.source: no frame could be read from {self.name} (damaged, or not a "
+                "video OpenCV can decode)"
+            )
 
 
 class FolderSource(FrameSource):

@@ -15,6 +15,7 @@ import pytest
 
 from edge_app.camera import (
     Backoff,
+    CameraError,
     FolderSource,
     FrameReader,
     OpenCVSource,
@@ -232,3 +233,16 @@ def test_describe_source_never_shows_a_password(spec: int | str, shown: str) -> 
     assert describe_source(shown) == shown  # applying it twice (door, then hub) is harmless
     for secret in ("hunter2", "p@ss", "ss@", "admin"):
         assert secret not in describe_source(spec)
+
+
+def test_a_file_that_gives_no_frame_is_an_error_not_the_end_of_a_clip(tmp_path: Path) -> None:
+    """A file OpenCV opens but cannot decode a frame of used to end like a finished clip:
+    `edge-app run` logged frames=0 and exited 0. It is now a CameraError naming the file; a
+    clip that delivered its frames still just ends."""
+    bad = tmp_path / "door.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(CameraError, match=r"no frame could be read from .*door\.jpg"):
+        list(OpenCVSource(str(bad)).frames())
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((48, 64, 3), 128, np.uint8))
+    assert len(list(OpenCVSource(str(good)).frames())) == 1
