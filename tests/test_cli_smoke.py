@@ -640,6 +640,26 @@ def test_doctor_warns_of_a_relay_pin_pulled_up_at_boot(
         assert "pulled up" not in gpio["detail"] + gpio["fix"]
 
 
+def test_enroll_json_says_why_nothing_was_enrolled(tmp_path: Path) -> None:
+    """A script asking for --json got nothing on stdout when enrolment was refused."""
+    text = tmp_path / "photo.jpg"
+    text.write_text("not an image")
+    db = tmp_path / "gallery.db"
+
+    done = run(
+        tmp_path, "enroll", "Yan", str(text), str(JOE[0]), "--json", "--db", str(db),
+        "--backend", "cpu",
+    )  # fmt: skip
+
+    assert done.returncode == 2
+    refusal = json.loads(done.stdout)
+    assert refusal["name"] == "Yan" and refusal["enrolled"] is False
+    assert refusal["error"].startswith("nothing enrolled for 'Yan'")
+    assert [(r["source"], r["reason"]) for r in refusal["refused"]] == [(str(text), "unreadable")]
+    assert "nothing enrolled for 'Yan'" in done.stderr  # and still said on stderr
+    assert not db.exists()
+
+
 def test_eval_visits_without_lfw_is_refused(tmp_path: Path) -> None:
     done = run(tmp_path, "eval", "visits", "--lfw", str(tmp_path / "lfw"))
 

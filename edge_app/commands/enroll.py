@@ -15,7 +15,9 @@ from edge_app.commands.identify import add_db_argument, add_engine_arguments, db
 from edge_app.errors import UserError
 
 if TYPE_CHECKING:
-    from edge_app.enroll import EnrollResult
+    from pathlib import Path
+
+    from edge_app.enroll import EnrollError, EnrollResult
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,21 @@ def run(args: argparse.Namespace) -> int:
     images = [] if args.camera else image_files(args.images)
     engine = open_engine(args)
     options = {"add": args.add, "keep_crops": args.keep_crops, "access": not args.no_access}
+    try:
+        result = _enroll(args, db, engine, images, options)
+    except enroll.EnrollError as error:
+        if args.json:  # a script reads why on stdout too; the exit code is still 2
+            sys.stdout.write(_json_refusal(args.name, error))
+        raise
+    sys.stdout.write(_json(result) if args.json else _text(result))
+    return 0
+
+
+def _enroll(
+    args: argparse.Namespace, db: Path, engine: Any, images: list[Path], options: dict[str, Any]
+) -> EnrollResult:
+    from edge_app import enroll
+
     if args.camera:
         from edge_app.camera import open_source
 
@@ -142,8 +159,7 @@ def run(args: argparse.Namespace) -> int:
             source.close()
     else:
         result = enroll.enroll_photos(db, engine, args.name, images, progress=True, **options)
-    sys.stdout.write(_json(result) if args.json else _text(result))
-    return 0
+    return result
 
 
 def _live_threshold(engine: Any) -> float | None:
@@ -164,6 +180,24 @@ def _json(result: EnrollResult) -> str:
     data["skipped"] = [
         {"source": p.source, "reason": p.reason.value, "message": p.message} for p in result.skipped
     ]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _json_refusal(name: str, error: EnrollError) -> str:
+    """--json when nothing was enrolled: what stopped it, each photo with its reason."""
+    data = {
+        "name": name,
+        "enrolled": False,
+        "error": str(error).splitlines()[0],
+        "refused": [
+            {
+                "source": p.source,
+                "reason": p.reason.value,
+                "message": p.message,
+            }
+            for p in error.problems
+        ],
+    }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
