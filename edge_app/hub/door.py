@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_app.camera import Backoff, describe_source
+from edge_app.camera import Backoff
 from edge_app.control import ControlClient, ControlError, frame_age, reported_picture
 from edge_app.picture import ADVICE, EXPLAIN
 
@@ -126,11 +126,6 @@ class DoorLink:
         status = self.client().request("status").get("status")
         if not isinstance(status, dict):
             raise ControlError(f"{self.path}: the door's status reply holds no status object")
-        source = status.get("source")
-        if isinstance(source, str):
-            # A door from before it redacted its source must not get a stream password into
-            # the hub's log, the retained MQTT state or the web page.
-            status = {**status, "source": describe_source(source)}
         return status
 
     def check(self) -> DoorHealth:
