@@ -69,6 +69,11 @@ VERSION = 1
 OPS = ("status", "subscribe", "frame", "reload", "unlock")
 MAX_LINE = 64 * 1024  # bytes in one request line
 MAX_CLIENTS = 16
+# Slots only the door's own user may take: the hub runs as that user (systemd/) and needs at
+# most 4 at once (its status poll, live-view frame, event stream and an unlock). Any other
+# member of the socket's group (an admin running `edge-app status`) shares the rest, so
+# holding them all does not cut the hub off.
+OWN_USER_SLOTS = 4
 QUEUE_EVENTS = 256  # events waiting for a subscriber before it counts as too slow
 PENDING_EVENTS = 1024  # events between the frame loop and the server thread
 MAX_OUTPUT = 4 * 1024 * 1024  # bytes queued for one client before it is dropped
@@ -211,6 +216,7 @@ class ControlServer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._accept_warned = -IDLE_SECONDS  # when accept() last failed and was logged
+        self._own_uid = os.geteuid()  # the service user, whom OWN_USER_SLOTS are kept for
 
     # --- door side --------------------------------------------------------------------------
 
@@ -382,8 +388,16 @@ class ControlServer:
         # The first request must arrive, complete, within the deadline too: a client that
         # connects and says nothing is closed after REQUEST_SECONDS, not IDLE_SECONDS.
         client = _Client(sock, peer, deadline=time.monotonic() + REQUEST_SECONDS)
-        if len(self._clients) >= MAX_CLIENTS:
-            log.warning("control client refused: too many clients (%d) %s", MAX_CLIENTS, peer)
+        others = sum(c.peer.uid != self._own_uid for c in self._clients.values())
+        if len(self._clients) >= MAX_CLIENTS or (
+            peer.uid != self._own_uid and others >= MAX_CLIENTS - OWN_USER_SLOTS
+        ):
+            log.warning(
+                "control client refused: too many clients (%d, %d of other users) %s",
+                len(self._clients),
+                others,
+                peer,
+            )
             with contextlib.suppress(OSError):
                 sock.send(self._line({"v": VERSION, "ok": False, "error": "too many clients"}))
             sock.close()

@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import stat
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,13 +39,15 @@ PIN = 17
 PULSE = 0.3
 
 
-def make_daemon(tmp_path: Path, *, allow_unlock: bool, stale: float = 10.0) -> Daemon:
+def make_daemon(
+    tmp_path: Path, *, allow_unlock: bool, stale: float = 10.0, socket_path: Path | None = None
+) -> Daemon:
     config = parse_config(
         {
             "gpio": {"pin": PIN, "pulse_seconds": PULSE, "factory": "mock"},
             "events": {"db": str(tmp_path / "events.db"), "jsonl": str(tmp_path / "ev.jsonl")},
             "hub": {
-                "socket": str(tmp_path / "run" / "door.sock"),
+                "socket": str(socket_path or tmp_path / "run" / "door.sock"),
                 "allow_unlock": allow_unlock,
                 "stale_seconds": stale,
             },
@@ -235,6 +240,70 @@ def test_client_count_is_bounded(door: Door) -> None:
             time.sleep(0.05)
     else:
         pytest.fail("the door did not free the slots of closed clients")
+
+
+HOLD_AS_NOBODY = """
+import json
+import socket
+import sys
+held, replies = [], []
+for _ in range(int(sys.argv[2])):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5.0)
+    sock.connect(sys.argv[1])
+    try:
+        sock.sendall(b'{"v": 1, "op": "subscribe"}\\n')
+    except BrokenPipeError:
+        pass  # refused at once: the reply is already waiting
+    replies.append(json.loads(sock.makefile().readline()))
+    held.append(sock)
+print(json.dumps(replies), flush=True)
+sys.stdin.read()  # hold every slot until the test closes our standard input
+"""
+
+
+# The other user runs the system's Python: ours may sit in a home folder only root can read.
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="being another user takes root (CI runs as root)")
+@pytest.mark.skipif(SYSTEM_PYTHON is None, reason="no system python3 for the other user to run")
+def test_other_users_cannot_take_the_slots_kept_for_the_door_s_own(tmp_path: Path) -> None:
+    """Another member of the socket's group held all 16 slots, which cut the hub (the door's
+    own user) off until they let go."""
+    # pytest's own folders are root's alone: the socket goes where the other user can reach
+    # it, as /run/edge-app is for the socket's group.
+    shared = Path(tempfile.mkdtemp(prefix="edge-app-test-"))
+    shared.chmod(0o755)
+    door = Door(make_daemon(tmp_path, allow_unlock=False, socket_path=shared / "run" / "d.sock"))
+    nobody = subprocess.Popen(
+        [str(SYSTEM_PYTHON), "-c", HOLD_AS_NOBODY, str(door.path), str(control.MAX_CLIENTS)],
+        cwd="/",
+        user=65534,
+        group=os.getegid(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert nobody.stdout is not None
+        replies = json.loads(nobody.stdout.readline())
+        theirs = control.MAX_CLIENTS - control.OWN_USER_SLOTS
+        assert all(r == {"v": 1, "ok": True, "subscribed": True} for r in replies[:theirs])
+        assert replies[theirs:] == [{"v": 1, "ok": False, "error": "too many clients"}] * (
+            control.OWN_USER_SLOTS
+        )
+        held = [raw(door.path) for _ in range(control.OWN_USER_SLOTS)]  # the hub's share
+        try:
+            for sock in held:
+                assert ask(sock, b'{"v": 1, "op": "status"}\n')["ok"] is True
+        finally:
+            for sock in held:
+                sock.close()
+    finally:
+        nobody.communicate("", timeout=10)
+        door.close()
+        shutil.rmtree(shared)
 
 
 def test_unlock_is_refused_unless_the_door_allows_it(door: Door) -> None:
