@@ -89,6 +89,43 @@ def test_replay_cache_is_bounded_and_forgets_after_twice_the_window() -> None:
     assert check.verify(fresh) == "p"
 
 
+def test_a_restarted_verifier_refuses_what_the_previous_one_accepted() -> None:
+    """The nonce cache is in memory: a new verifier (a restarted hub) accepted again, inside
+    the window, a command the previous one had accepted. Now every command signed before a
+    verifier was made is refused; one of the very second it was made is accepted."""
+    now = [NOW]
+    earlier = UnlockVerifier(KEY, "front", 30.0, clock=lambda: now[0])
+    accepted = json.dumps(sign_unlock(KEY, "front", "phone", now=now[0])).encode()
+    assert earlier.verify(accepted) == "phone"
+    now[0] += 5.4  # the hub restarts
+    restarted = UnlockVerifier(KEY, "front", 30.0, clock=lambda: now[0])
+    now[0] += 2
+    with pytest.raises(UnlockRefused, match=rf"timestamp {int(NOW)} is before this hub started"):
+        restarted.verify(accepted)
+    same_second = sign_unlock(KEY, "front", "p", now=NOW + 5.0)  # signed 0.4 s before start
+    assert restarted.verify(json.dumps(same_second).encode()) == "p"
+    assert restarted.verify(json.dumps(sign_unlock(KEY, "front", "q", now=now[0])).encode())
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_the_start_follows_a_wall_clock_step(step: float) -> None:
+    """The start is an age on the monotonic clock: a clock set right after the hub started
+    (NTP at boot on a Pi without a real-time clock, or a hand-set date) neither refuses
+    every command until it passes a wrong start time nor lets older commands in."""
+    wall, ticks = [NOW], [100.0]
+    check = UnlockVerifier(KEY, "front", 30.0, clock=lambda: wall[0], ticks=lambda: ticks[0])
+    wall[0] += step + 10  # the clock is set 10 s after the start
+    ticks[0] += 10
+    started = NOW + step  # the true start on the clock as it reads now
+    for signed_at, accepted in ((started - 5, False), (started + 5, True)):
+        payload = json.dumps(sign_unlock(KEY, "front", "p", now=signed_at)).encode()
+        if accepted:
+            assert check.verify(payload) == "p"
+        else:
+            with pytest.raises(UnlockRefused, match="before this hub started"):
+                check.verify(payload)
+
+
 def test_secret_files_must_be_private_and_long_enough(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_text(KEY + "\n")

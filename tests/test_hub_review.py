@@ -121,7 +121,8 @@ def _varint(length: int) -> bytes:
 
 
 class HostileBroker:
-    """Just enough MQTT 3.1.1 on a real loopback TCP socket to connect paho (one connection),
+    """Just enough MQTT 3.1.1 on a real loopback TCP socket to connect paho (one connection;
+    an MQTT 5 CONNECT before it is refused as a 3.1.1-only broker refuses it),
     plus what Mosquitto never does: publish on a topic that is not UTF-8, never acknowledge,
     refuse a subscription with SUBACK 0x80 (Mosquitto's acl_file grants it and filters)."""
 
@@ -163,12 +164,20 @@ class HostileBroker:
 
     def _serve(self) -> None:
         with contextlib.suppress(OSError):
-            conn, _ = self.server.accept()
-            self._conn = conn
-            with conn:
-                while True:
-                    first, body = self._packet(conn)
-                    self._handle(first, body)
+            while True:
+                conn, _ = self.server.accept()
+                first, body = self._packet(conn)
+                if first & 0xF0 == 0x10 and body[6] == 5:
+                    # An MQTT 5 CONNECT (its body: "\x00\x04MQTT", then the level): refused
+                    # as a 3.1.1-only broker does (0x01, then close); the hub falls back.
+                    conn.sendall(b"\x20\x02\x00\x01")
+                    conn.close()
+                    continue
+                self._conn = conn
+                with conn:
+                    while True:
+                        self._handle(first, body)
+                        first, body = self._packet(conn)
 
     def _handle(self, first: int, body: bytes) -> None:
         kind = first & 0xF0

@@ -471,6 +471,59 @@ def test_remote_unlock_needs_a_fresh_signed_unique_command(
         hub.stop()
 
 
+def test_a_signed_command_accepted_before_a_restart_is_refused_after_it(
+    broker: Broker, observer: Observer, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The used nonces live in the hub's memory: a restarted hub accepted again, inside the
+    30 s window, a command the previous run had accepted (captured on the way, replayed).
+    Now a hub refuses any command signed before it started, and says so. Nothing published
+    while no hub is connected reaches the next one either (clean start, and a session that
+    ends with the connection)."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    topic = f"{BASE}/unlock"
+    first = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        good = signed("phone")
+        observer.publish(topic, good)
+        observer.wait(lambda: door.pin_states == [False, True, False], what="pulse", timeout=5)
+    finally:
+        first.stop()
+    observer.publish(topic, signed("while-away"))  # no hub subscribed: nobody gets it
+    # Timestamps are whole seconds: the next hub must start in a later second than the
+    # command's (a command of the second a hub starts in is accepted).
+    while int(time.time()) <= good["ts"]:
+        time.sleep(0.05)
+    caplog.clear()
+    second = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online again")
+        assert time.time() - good["ts"] < 30  # the replay below is inside the window
+        observer.publish(topic, good)
+        observer.wait(lambda: "before this hub started" in caplog.text, what="replay refused")
+        time.sleep(0.3)
+        assert door.pin_states == [False, True, False]
+        lines = [record.getMessage() for record in caplog.records]
+        refused = [line for line in lines if "before this hub started" in line]
+        assert refused == [
+            f"remote unlock refused topic={topic} origin=- reason='timestamp {good['ts']} is "
+            "before this hub started: a command signed before a hub restart is never accepted "
+            "after it (sign a new one)'"
+        ]  # one: the command sent while no hub was connected never arrived
+        assert [e for e in door.events() if e["type"] == "unlock"][-1]["reason"].startswith(
+            "remote; origin=mqtt:phone"
+        )
+        denied = [
+            m.json()["reason"] for m in observer.on(f"{BASE}/event") if b"denied" in m.payload
+        ]
+        assert any("before this hub started" in reason for reason in denied), denied
+
+        observer.publish(topic, signed("fresh"))  # signed now: opens the door
+        observer.wait(lambda: door.pin_states[:4] == [False, True, False, True], what="pulse")
+    finally:
+        second.stop()
+
+
 def test_remote_unlock_refused_by_a_door_that_does_not_allow_it(
     broker: Broker, observer: Observer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

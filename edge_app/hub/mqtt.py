@@ -3,11 +3,16 @@
 paho-mqtt 2.x with callback API version 2, its own network thread (loop_start) and its own
 reconnect with backoff (reconnect_delay_set): the hub starts and keeps running whether the
 broker is down, restarting or refusing our credentials, and logs why each time (paho's
-reason codes). A clean session means the broker keeps nothing for us while we are away, so
-no command queued during an outage is delivered late; retained commands are ignored. Two
-kinds of remote unlock, each only when configured: a signed command with a fresh timestamp
-and an unused nonce on <base>/unlock (edge_app.hub.signing), and Home Assistant's lock card
-sending a code with a fresh timestamp on <base>/lock/set (edge_app.hub.code).
+reason codes). The hub speaks MQTT 5 so that its CONNECT can carry a Maximum Packet Size
+(MAX_PACKET_BYTES): the broker must not send it anything larger, so an oversized message on
+a topic the hub reads costs the hub nothing, whatever the broker's own limits. A broker that
+only speaks MQTT 3.1.1 gets 3.1.1 and a warning (MqttBridge._on_connect says why). Clean
+start and a session that ends with the connection mean the broker keeps nothing for us while
+we are away, so no command queued during an outage is delivered late; retained commands are
+ignored. Two kinds of remote unlock, each only when configured: a signed command with a
+fresh timestamp and an unused nonce on <base>/unlock (edge_app.hub.signing), and Home
+Assistant's lock card sending a code with a fresh timestamp on <base>/lock/set
+(edge_app.hub.code).
 
 Messages are only published while connected: events that happen while the broker is away
 are not queued and replayed later, and the retained state is re-sent on every connect. What
@@ -34,7 +39,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_app.config import MqttConfig, host_name_problem
 from edge_app.control import ControlError
@@ -51,7 +58,13 @@ from edge_app.hub.discovery import (
     strike_entity,
 )
 from edge_app.hub.door import REQUEST_TIMEOUT, DoorHealth, DoorLink
-from edge_app.hub.signing import MIN_KEY_CHARS, UnlockRefused, UnlockVerifier, read_secret
+from edge_app.hub.signing import (
+    MAX_COMMAND_BYTES,
+    MIN_KEY_CHARS,
+    UnlockRefused,
+    UnlockVerifier,
+    read_secret,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +81,21 @@ RESEND_SECONDS = 10.0
 # Accepted unlock commands waiting while the door answers an earlier one (its pulses never
 # stack anyway); more are refused while the door is slow to answer.
 UNLOCK_QUEUE = 1
+# The largest packet the broker may send the hub: MQTT 5's Maximum Packet Size, sent in the
+# CONNECT; the broker must not send a larger one ([MQTT-3.1.2-24]; Mosquitto drops it for
+# this client and still delivers it to others). Without it a broker forwards messages of up
+# to 256 MB by default, and paho holds three to four times a message's size before the hub can
+# refuse it. The largest message the hub acts on is a command of MAX_COMMAND_BYTES (longer
+# ones are refused anyway) on a topic of at most MQTT's 65535-byte string limit; the rest is
+# the packet's fixed header (5), topic length and packet id (4), and room for the properties
+# a sender may attach (a content type, a few user properties). Anything larger could only
+# be refused, so the broker need not send it.
+MAX_TOPIC_BYTES = 65_535
+PROPERTY_BYTES = 4096
+MAX_PACKET_BYTES = 5 + 4 + MAX_TOPIC_BYTES + PROPERTY_BYTES + MAX_COMMAND_BYTES
+# The broker's answer to an MQTT 5 CONNECT when it speaks only 3.1.1 (paho reads the 3.1.1
+# `unacceptable protocol version`, 0x01, as this reason).
+UNSUPPORTED_PROTOCOL = 0x84
 
 
 class MqttError(UserError):
@@ -86,14 +114,23 @@ def check_host(host: str) -> None:
         raise MqttError(f"mqtt.host: {problem}")
 
 
-def make_client(settings: MqttConfig, client_id: str, topics: Topics) -> mqtt.Client:
-    """A paho client with credentials, TLS and the last will set from the config."""
+def make_client(
+    settings: MqttConfig,
+    client_id: str,
+    topics: Topics,
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+) -> mqtt.Client:
+    """A paho client with credentials, TLS and the last will set from the config.
+
+    MQTT 5 unless told otherwise: connect it with connect_properties() and clean_start=True.
+    """
     check_host(settings.host)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        clean_session=True,
-        protocol=mqtt.MQTTv311,
+        # MQTT 5 has no clean session flag: clean_start and the session expiry replace it.
+        clean_session=None if protocol == MQTTProtocolVersion.MQTTv5 else True,
+        protocol=protocol,
     )
     if settings.username:
         password = None
@@ -117,6 +154,28 @@ def make_client(settings: MqttConfig, client_id: str, topics: Topics) -> mqtt.Cl
     client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
     client.max_queued_messages_set(MAX_QUEUED)
     return client
+
+
+def connect_properties() -> Properties:
+    """The MQTT 5 CONNECT's properties: the broker sends nothing over MAX_PACKET_BYTES, and
+    keeps no session once the connection ends (expiry 0, as with clean_start=True: nothing
+    queued while the hub is away reaches it later)."""
+    properties = Properties(PacketTypes.CONNECT)
+    properties.MaximumPacketSize = MAX_PACKET_BYTES
+    properties.SessionExpiryInterval = 0
+    return properties
+
+
+def _fall_back_to_mqtt311(client: mqtt.Client) -> None:
+    """Make the client's next connect an MQTT 3.1.1 one with a clean session.
+
+    paho fixes the protocol when a client is made and has no public way to change it; it
+    changes the same attribute itself when it falls back from 3.1.1 to 3.1 (in
+    _handle_connack), and reads _clean_session for a 3.1.1 connect (a client made for
+    MQTT 5 has none). tests/test_mqtt_limits.py connects this way to a real broker, so a
+    paho that renamed them fails there."""
+    client._protocol = mqtt.MQTTv311
+    client._clean_session = True
 
 
 def _camera_state(health: DoorHealth) -> str:
@@ -205,7 +264,13 @@ class MqttBridge:
         self._explain_strike()
         self._unlocker = threading.Thread(target=self._unlock_loop, name="mqtt-unlock", daemon=True)
         self._unlocker.start()
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=KEEPALIVE)
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=KEEPALIVE,
+            clean_start=True,
+            properties=connect_properties(),
+        )
         self.client.loop_start()
         self._heartbeat = threading.Thread(target=self._beat, name="mqtt-state", daemon=True)
         self._heartbeat.start()
@@ -307,6 +372,23 @@ class MqttBridge:
         reason_code: Any,
         properties: Any,
     ) -> None:
+        if reason_code == UNSUPPORTED_PROTOCOL and client.protocol == mqtt.MQTTv5:
+            # Falling back, rather than refusing such a broker, keeps the door working in
+            # Home Assistant on an old broker, where the hub is exactly as exposed as with
+            # any MQTT 3.1.1 client: the warning says what the broker must limit instead. It
+            # weakens nothing elsewhere: a broker that speaks MQTT 5 always gets MQTT 5, and
+            # only the broker (or, without TLS, someone who could inject any packet at all)
+            # can give this answer. paho reconnects with its backoff, now as 3.1.1.
+            _fall_back_to_mqtt311(client)
+            log.warning(
+                "mqtt broker does not speak MQTT 5 %s: connecting with MQTT 3.1.1, which "
+                "cannot ask the broker to limit what it sends the hub (%d bytes with MQTT 5); "
+                "limit message sizes at the broker (Mosquitto's message_size_limit) and who "
+                "may publish to the hub's topics (docs/HOME_ASSISTANT.md)",
+                self._where,
+                MAX_PACKET_BYTES,
+            )
+            return
         if reason_code.is_failure:
             log.error(
                 "mqtt connection refused %s reason=%r: check mqtt.username and "
@@ -315,10 +397,16 @@ class MqttBridge:
                 str(reason_code),
             )
             return
-        # Clean session: what the last connection left unacknowledged (an old event, a stale
+        # Clean start: what the last connection left unacknowledged (an old event, a stale
         # availability or state) is dropped, not re-sent after the fresh state published here.
         stale = client.drop_out_messages()
-        log.info("mqtt connected %s dropped_unacknowledged=%d", self._where, len(stale))
+        log.info(
+            "mqtt connected %s mqtt=%s max_packet=%s dropped_unacknowledged=%d",
+            self._where,
+            "5" if client.protocol == mqtt.MQTTv5 else "3.1.1",
+            MAX_PACKET_BYTES if client.protocol == mqtt.MQTTv5 else "none",
+            len(stale),
+        )
         self.connected.set()
         topics = [(self.topics.ha_status, 1)]
         if self.verifier is not None:
@@ -584,7 +672,11 @@ def clear_discovery(settings: MqttConfig, timeout: float = 10.0) -> list[str]:
     """Remove this door from Home Assistant: empty retained payloads on every discovery
     topic and on the retained state topics. Returns the topics cleared."""
     topics = Topics.of(settings)
-    client = make_client(settings, f"edge-door-clear-{settings.door_id}", topics)
+    # MQTT 3.1.1, which every broker speaks: this client subscribes to nothing, so the broker
+    # sends it only acknowledgements and there is no message size to limit.
+    client = make_client(
+        settings, f"edge-door-clear-{settings.door_id}", topics, MQTTProtocolVersion.MQTTv311
+    )
     result: dict[str, Any] = {}
     done = threading.Event()
 

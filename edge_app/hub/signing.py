@@ -4,14 +4,16 @@ A command is the JSON object {"ts": <Unix seconds, integer>, "nonce": "<16-64 of
 [A-Za-z0-9_-]>", "origin": "<who, printable, at most 64 characters>", "sig": "<hex>"} where
 sig = HMAC-SHA256(key, "edge-door-unlock:v1\\n<door_id>\\n<ts>\\n<nonce>\\n<origin>"). The
 door id in the signed text stops a command for one door from opening another that shares
-the key; the timestamp window bounds how long a captured command stays usable, and the nonce
-cache refuses a second use inside that window.
+the key; the timestamp window bounds how long a captured command stays usable, the nonce
+cache refuses a second use inside that window, and a command signed before the verifier was
+made (before the hub started) is refused, so a restart does not open the window again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -103,7 +105,26 @@ def sign_unlock(
 
 
 class UnlockVerifier:
-    """Checks commands in a fixed order: shape, signature, then time window, then replay."""
+    """Checks commands in a fixed order: shape, signature, then time window, then whether it
+    was signed before this verifier was made, then replay.
+
+    The nonce cache lives in memory only, so a new verifier (a restarted hub) would accept
+    again, within the window, a command that the previous one accepted and that someone
+    captured. Rather than write the used nonces to a file at every unlock (a disk write for
+    each command, a file to keep private and whole, and a folder the hub must be able to
+    write), a verifier refuses every command signed before it was made: each command can then
+    be accepted by one hub run only, and needs nothing kept across runs. The cost: a command
+    signed before a restart and sent after it is refused (sign a new one). Timestamps are
+    whole seconds (senders round down), so "before" is judged in whole seconds: a command
+    from the very second the hub started is accepted, and a replay would need the previous
+    hub to accept it, stop and the new one start within that one second. This assumes the
+    sender's clock is not ahead of the Pi's (the window already needs both on NTP): a sender
+    d seconds ahead leaves its commands d seconds in which to be replayed after a restart.
+
+    The start is kept as a monotonic age, not a wall-clock time: a clock stepped after the
+    start (NTP at boot, a hand-set date) moves it along with every timestamp, so it neither
+    refuses every command until the clock passes a wrong start time nor lets older ones in.
+    """
 
     def __init__(
         self,
@@ -112,11 +133,17 @@ class UnlockVerifier:
         window: float = 30.0,
         *,
         clock: Callable[[], float] = time.time,
+        ticks: Callable[[], float] | None = None,
     ) -> None:
         self._key = key.encode()
         self.door_id = door_id
         self.window = window
         self._clock = clock
+        # A test clock given alone drives both, as in edge_app.hub.code.CodeVerifier.
+        self._ticks = (
+            ticks if ticks is not None else (time.monotonic if clock is time.time else clock)
+        )
+        self._started = self._ticks()
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -140,6 +167,12 @@ class UnlockVerifier:
             raise UnlockRefused("bad signature")
         now = self._clock()
         check_window(ts, now, self.window)
+        started = now - (self._ticks() - self._started)  # on the wall clock as it reads now
+        if ts < math.floor(started):
+            raise UnlockRefused(
+                f"timestamp {ts} is before this hub started: a command signed before a hub "
+                "restart is never accepted after it (sign a new one)"
+            )
         with self._lock:
             for old in [n for n, seen in self._seen.items() if now - seen > 2 * self.window]:
                 del self._seen[old]

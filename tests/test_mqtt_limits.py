@@ -1,0 +1,282 @@
+"""What a broker may send the hub: nothing over MAX_PACKET_BYTES, whatever the broker allows.
+
+The hub connects with MQTT 5 and a Maximum Packet Size; the real Mosquitto of
+tests/test_mqtt.py (which forwards messages of up to 256 MB by default) must then drop a
+larger message for the hub. The hub runs as its own process (`edge-app hub`), so its peak
+memory is its own. A broker that only speaks MQTT 3.1.1 is the same Mosquitto behind a
+loopback proxy that answers an MQTT 5 CONNECT as such a broker does (CONNACK 0x01,
+unacceptable protocol version, then close; MQTT 3.1.1 section 3.1.2.2) and passes every other
+connection through unchanged: no MQTT-3.1.1-only broker is installed here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.publish as publish
+import pytest
+from test_mqtt import (
+    BASE,
+    KEY,
+    USER,
+    Broker,
+    FedDoor,
+    Observer,
+    RunningHub,
+    availability,
+    broker,
+    door,
+    hub_settings,
+    observer,
+    signed,
+    test_ca,
+)
+
+from edge_app.hub.mqtt import MAX_PACKET_BYTES
+from edge_app.hub.signing import MAX_COMMAND_BYTES, sign_unlock
+from edge_app.paths import REPO_ROOT
+
+__all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
+
+UNLOCK = f"{BASE}/unlock"
+HUGE = 32 * 1024 * 1024  # far over the limit, far under Mosquitto's default of 256 MB
+TOO_LONG = "command longer than"
+
+
+def refusals(observer: Observer, part: str) -> list[str]:
+    """The reasons of the hub's `denied` events that contain `part`."""
+    found = []
+    for message in observer.on(f"{BASE}/event"):
+        event = message.json()
+        if event["type"] == "denied" and part in (event.get("reason") or ""):
+            found.append(event["reason"])
+    return found
+
+
+def send(broker: Broker, topic: str, payload: bytes | str) -> None:
+    """Publish once, QoS 1, from a client of its own (not the observer, which reads `#`)."""
+    publish.single(
+        topic,
+        payload,
+        qos=1,
+        hostname="127.0.0.1",
+        port=broker.port,
+        auth={"username": "ha", "password": "ha-pass"},
+    )
+
+
+def peak_memory(pid: int) -> int:
+    """A process's peak resident memory (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+@contextlib.contextmanager
+def hub_process(broker: Broker, door: FedDoor, tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """`edge-app hub` on the broker's TLS port with signed remote unlock; its pid and log."""
+    config = hub_settings(broker, tmp_path, door).mqtt
+    toml = tmp_path / "hub.toml"
+    toml.write_text(
+        "\n".join(
+            [
+                "[hub]",
+                f'socket = "{door.path}"',
+                "stale_seconds = 1.0",
+                "[mqtt]",
+                'host = "127.0.0.1"',
+                f"port = {broker.tls_port}",
+                f'username = "{USER}"',
+                f'password_file = "{config.password_file}"',
+                f'tls_ca = "{broker.certs["ca"]}"',
+                'door_id = "front"',
+                "remote_unlock = true",
+                f'unlock_secret_file = "{config.unlock_secret_file}"',
+                "",
+            ]
+        )
+    )
+    log = tmp_path / "hub.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge_app.cli", "hub", "--config", str(toml)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        yield process.pid, log
+        assert process.poll() is None, log.read_text()  # still running after all this
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_a_message_over_the_packet_limit_never_reaches_the_hub(
+    broker: Broker, observer: Observer, door: FedDoor, tmp_path: Path
+) -> None:
+    """A 32 MiB publish on the hub's command topic: Mosquitto forwards it to anyone who
+    subscribed without a limit, and the hub (MQTT 3.1.1) read it whole, its peak memory
+    growing by 126 MB, only to refuse it as longer than 1024 bytes. Now the broker drops it
+    for the hub: no refusal, no memory, and the hub goes on opening the door for good
+    commands."""
+    with hub_process(broker, door, tmp_path) as (pid, log):
+        observer.wait(lambda: availability(observer) == b"online", timeout=30, what="online")
+        # A message over MAX_COMMAND_BYTES but under the packet limit still arrives, and is
+        # refused by the hub itself: the path a larger one would take is live.
+        send(broker, UNLOCK, b"x" * (2 * MAX_COMMAND_BYTES))
+        observer.wait(lambda: refusals(observer, TOO_LONG), what="2 KiB command refused")
+        before = peak_memory(pid)
+
+        send(broker, UNLOCK, b"x" * HUGE)
+        # Messages on one topic reach the hub in order: once this one opened the door, the
+        # huge one before it was either handled or never sent.
+        send(broker, UNLOCK, json.dumps(sign_unlock(KEY, "front", "after-huge")))
+        observer.wait(lambda: door.pin_states[:2] == [False, True], what="pulse", timeout=30)
+        # The broker did forward it, to a subscriber that set no limit (the observer).
+        observer.wait(lambda: any(len(m.payload) == HUGE for m in observer.on(UNLOCK)))
+
+        grown = peak_memory(pid) - before
+        assert grown < HUGE // 8, f"the hub's peak memory grew by {grown} bytes"
+        time.sleep(0.3)
+        assert len(refusals(observer, TOO_LONG)) == 1, refusals(observer, TOO_LONG)
+        assert availability(observer) == b"online"
+        text = log.read_text()
+        assert text.count(TOO_LONG) == 1, text
+        assert "remote unlock accepted origin=mqtt:after-huge" in text
+        assert f"mqtt=5 max_packet={MAX_PACKET_BYTES}" in text
+        assert "mqtt disconnected" not in text
+
+
+class Mqtt311Only:
+    """A loopback proxy to the broker's plain port that refuses MQTT 5 as a 3.1.1-only broker
+    does and passes every other connection through, byte for byte, both ways."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.upstream = broker.port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.refused = 0  # MQTT 5 CONNECTs answered with 0x01
+        self.passed = 0  # connections passed through
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._thread.join(timeout=5)
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.server.accept()
+                self._sockets.append(client)
+                threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            header, body = self._packet(client)
+            if body[6] == 5:  # CONNECT's body: "\x00\x04MQTT", then the protocol level
+                self.refused += 1
+                client.sendall(b"\x20\x02\x00\x01")
+                client.close()
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            self._sockets.append(upstream)
+            self.passed += 1
+            upstream.sendall(header + body)
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            self._pump(client, upstream)
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _packet(sock: socket.socket) -> tuple[bytes, bytes]:
+        """One whole MQTT packet as read: its fixed header and its body."""
+
+        def exact(count: int) -> bytes:
+            data = b""
+            while len(data) < count:
+                chunk = sock.recv(count - len(data))
+                if not chunk:
+                    raise OSError("closed")
+                data += chunk
+            return data
+
+        header = exact(1)
+        length, shift = 0, 0
+        while True:
+            byte = exact(1)
+            header += byte
+            length |= (byte[0] & 0x7F) << shift
+            shift += 7
+            if not byte[0] & 0x80:
+                return header, exact(length)
+
+
+def test_a_broker_that_speaks_only_mqtt311_gets_it_with_a_warning(
+    broker: Broker,
+    observer: Observer,
+    door: FedDoor,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The hub falls back to MQTT 3.1.1 (its door stays usable from Home Assistant) and says
+    once that the broker must limit message sizes: without MQTT 5 a message over the limit
+    does reach the hub, which can only refuse it after reading it."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    proxy = Mqtt311Only(broker)
+    hub = RunningHub(hub_settings(broker, tmp_path, door, tls=False, port=proxy.port))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        assert proxy.refused == 1 and proxy.passed == 1
+        warnings = [r.getMessage() for r in caplog.records if "does not speak MQTT 5" in r.msg]
+        assert warnings == [
+            f"mqtt broker does not speak MQTT 5 host=127.0.0.1 port={proxy.port}: connecting "
+            "with MQTT 3.1.1, which cannot ask the broker to limit what it sends the hub "
+            f"({MAX_PACKET_BYTES} bytes with MQTT 5); limit message sizes at the broker "
+            "(Mosquitto's message_size_limit) and who may publish to the hub's topics "
+            "(docs/HOME_ASSISTANT.md)"
+        ]
+        assert "mqtt=3.1.1" in caplog.text
+        assert "mqtt connection refused" not in caplog.text
+
+        send(broker, UNLOCK, json.dumps(signed("old-broker")))
+        observer.wait(lambda: door.pin_states[:2] == [False, True], what="pulse", timeout=10)
+        send(broker, UNLOCK, b"x" * (2 * MAX_PACKET_BYTES))
+        observer.wait(lambda: refusals(observer, TOO_LONG), what="over the limit, refused")
+        assert hub.bridge.connected.is_set()
+    finally:
+        hub.stop()
+        proxy.close()
