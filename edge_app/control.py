@@ -140,7 +140,10 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in PRIVATE_KEYS}
 
 
-def _clean_text(value: Any, name: str) -> str:
+def clean_text(value: Any, name: str) -> str:
+    """An unlock's reason or origin as the door records it, whitespace runs made one space;
+    Refused when it is empty, longer than TEXT_MAX or not printable. The web page's unlock
+    form applies it too, before its password check."""
     if not isinstance(value, str) or not value.strip():
         raise Refused(f"{name} must be a non-empty string")
     text = " ".join(value.split())
@@ -529,8 +532,8 @@ class ControlServer:
         return {"reload": "requested"}
 
     def _op_unlock(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
-        reason = _clean_text(request.get("reason"), "reason")
-        origin = _clean_text(request.get("origin"), "origin")
+        reason = clean_text(request.get("reason"), "reason")
+        origin = clean_text(request.get("origin"), "origin")
         stamped = f"{origin} {client.peer}"
         if not self.port.unlock_allowed():
             log.warning("remote unlock refused (disabled) origin=%r %s", origin, client.peer)

@@ -205,23 +205,24 @@ def test_wrong_password_is_refused(site: Site) -> None:
 
 
 def test_logins_are_rate_limited_per_address(site: Site) -> None:
-    site.reset_limits()
+    now = [1000.0]
+    site.server.app.state.web.limiter = auth.LoginLimiter(clock=lambda: now[0])
     with site.client() as client:
         token = csrf_of(client.get("/login").text)
         for _ in range(auth.PER_ADDRESS_FAILURES):
             wrong = client.post("/login", data={"password": "guess", "csrf_token": token})
             assert wrong.status_code == 401
-        # Now even the right password is not even tried.
+        # The next check comes only after the backoff: even the right password waits for it.
         blocked = client.post("/login", data={"password": PASSWORD, "csrf_token": token})
         assert blocked.status_code == 429
-        assert "too many failed logins from 127.0.0.1; try again in" in blocked.text
+        assert "too many failed logins from 127.0.0.1; try again in 2 s" in blocked.text
         assert client.get("/", follow_redirects=False).status_code == 303
     site.reset_limits()
 
 
 def test_the_limiter_counts_per_address_and_overall() -> None:
     now = [1000.0]
-    limiter = auth.LoginLimiter(per_address=3, overall=5, window_s=60, clock=lambda: now[0])
+    limiter = auth.LoginLimiter(per_address=3, overall=5, clock=lambda: now[0])
     for _ in range(3):
         assert limiter.attempt("10.0.0.1") is None
     assert "from 10.0.0.1" in (limiter.attempt("10.0.0.1") or "")
@@ -230,23 +231,26 @@ def test_the_limiter_counts_per_address_and_overall() -> None:
     assert "on this door" in (limiter.attempt("10.0.0.9") or "")  # 5 in total: everyone waits
     limiter.refund("10.0.0.3")  # that attempt checked no password
     assert limiter.attempt("10.0.0.9") is None
-    now[0] += 61
+    now[0] += auth.QUIET_S + 1  # an hour without a check: both counters start over
     assert limiter.attempt("10.0.0.1") is None and limiter.attempt("10.0.0.8") is None
 
 
 def test_a_right_password_gives_back_its_attempt_and_the_address_failures() -> None:
-    limiter = auth.LoginLimiter(per_address=3, overall=5, window_s=60)
+    limiter = auth.LoginLimiter(per_address=3, overall=5, clock=lambda: 1000.0)
     assert limiter.attempt("10.0.0.5") is None  # a failure elsewhere still counts overall
     for _ in range(3):
         assert limiter.attempt("10.0.0.1") is None
     limiter.succeeded("10.0.0.1")  # the third attempt was the right password
-    for _ in range(2):
+    for _ in range(3):  # its address starts over, and no longer counts for the door
         assert limiter.attempt("10.0.0.1") is None
-    assert "on this door" in (limiter.attempt("10.0.0.1") or "")  # 1 + 2 failed + 2 more: 5
+    assert "from 10.0.0.1" in (limiter.attempt("10.0.0.1") or "")
+    for _ in range(2):  # 1 + 2 failed before the right password: 3 of the door's 5
+        assert limiter.attempt("10.0.0.6") is None
+    assert "on this door" in (limiter.attempt("10.0.0.7") or "")
 
 
 def test_the_limiter_holds_under_parallel_attempts() -> None:
-    limiter = auth.LoginLimiter(per_address=5, overall=30, window_s=60)
+    limiter = auth.LoginLimiter(per_address=5, overall=30, clock=lambda: 1000.0)
     start = threading.Barrier(16)
 
     def burst(number: int) -> list[str | None]:
@@ -272,6 +276,8 @@ def test_parallel_wrong_passwords_cannot_outrun_the_limit(
         else:
             token = csrf_of(first.get("/login").text)
         cookies = dict(first.cookies)
+    # A stopped clock: however slowly the requests arrive, none is a backoff later.
+    state.limiter = auth.LoginLimiter(clock=lambda: 1000.0)
     checked: list[str] = []
     verify = state.password.verify
 
@@ -299,7 +305,10 @@ def test_parallel_wrong_passwords_cannot_outrun_the_limit(
         tries - auth.PER_ADDRESS_FAILURES
     )
     refused = [reply.text for reply in replies if reply.status_code == 429]
-    assert all("too many failed logins from 127.0.0.1; try again in" in t for t in refused)
+    whom = (
+        "wrong passwords in this session" if path == "/unlock" else "failed logins from 127.0.0.1"
+    )
+    assert all(f"too many {whom}; try again in 2 s" in t for t in refused)
 
 
 def test_sessions_expire_when_idle_and_at_their_maximum_age() -> None:

@@ -63,6 +63,7 @@ SECURE_COOKIE = "__Host-edge_door_session"  # over https: Secure, host-only, pat
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 RECENT_EVENTS = 10
+UNLOCK_REASON = "remote unlock from the web page"  # when the form's reason is left empty
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -341,24 +342,29 @@ def _login_context(request: Request, error: str = "") -> dict[str, Any]:
     }
 
 
-async def _check_password(state: WebState, address: str, password: str) -> tuple[int, str]:
+async def _check_password(
+    state: WebState, address: str, password: str, session: auth.Session | None = None
+) -> tuple[int, str]:
     """One admin password check under the rate limit: (HTTP status, message for the page).
 
     200 for the right password; 401 a wrong one; 429 refused by the rate limit, nothing
     hashed; 503 the password file cannot be read. The attempt counts before the hash runs
-    (auth.LoginLimiter.attempt), so parallel requests cannot outrun the limit.
+    (auth.LoginLimiter.attempt), so parallel requests cannot outrun the limit. With a
+    logged-in `session` (the unlock form) the check counts for that session only: failures
+    from its address, or from anywhere, cannot keep its owner from unlocking.
     """
-    refused = state.limiter.attempt(address)
+    key = session.id if session is not None else None
+    refused = state.limiter.attempt(address, key)
     if refused is not None:
         return 429, refused
     try:
         ok = await run_in_threadpool(state.password.verify, password)
     except UserError as error:  # raised before any hash: the attempt does not count
-        state.limiter.refund(address)
+        state.limiter.refund(address, key)
         return 503, str(error)
     if not ok:
         return 401, "Wrong password."
-    state.limiter.succeeded(address)
+    state.limiter.succeeded(address, key)
     return 200, ""
 
 
@@ -771,20 +777,25 @@ def _unlock_off(request: Request, session: auth.Session) -> Response:
 
 @action()
 async def unlock_submit(request: Request, session: auth.Session, form: Form) -> Response:
-    from edge_app.control import ControlError
+    from edge_app.control import ControlError, Refused, clean_text
 
     state = _state(request)
     if not state.config.web.remote_unlock:
         return _unlock_off(request, session)
+    # The form is checked whole before the password, by the door's own rule for a reason
+    # (edge_app.control): a refused form spends no attempt and says nothing of the password.
+    try:
+        reason = clean_text(form.get("reason").strip() or UNLOCK_REASON, "reason")
+    except Refused as error:
+        return render(request, session, "unlock.html", {"error": f"The {error}."}, 400)
     address = client_address(request)
-    status, problem = await _check_password(state, address, form.get("password"))
+    status, problem = await _check_password(state, address, form.get("password"), session)
     if status != 200:
         if status == 401:
             log.warning(
                 "web unlock refused user=%s address=%s reason=password", session.user, address
             )
         return render(request, session, "unlock.html", {"error": problem}, status)
-    reason = (form.get("reason").strip() or "remote unlock from the web page")[:200]
     origin = f"web:{session.user}@{address}"
     try:
         reply = await run_in_threadpool(state.door.unlock, reason, origin)

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +36,31 @@ ADMIN = "admin"
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 1024
 
-# Failed logins: per client address, and for the whole hub (a spread-out attack).
+# Password checks (LoginLimiter). Two counters see each check: its client address's and the
+# door's (all addresses together: a spread-out attack). A counter allows its first checks at
+# once (PER_ADDRESS_FAILURES, GLOBAL_FAILURES), then one at a time, each a backoff after the
+# one before: 2, 4, 8, 16, 32 s, then every 60 s (BACKOFF_MAX_S). It starts over after
+# QUIET_S without a check and, an address's, at the right password. So:
+#   - failures, anyone's, never keep the owner from a check for more than 60 s: each counter
+#     always has one coming. An attacker who shares the owner's address (the same proxy or
+#     NAT) and keeps asking takes most of those checks, but not the owner's own ones below;
+#   - an attacker gets at most 5 + 4 + 59 = 68 checks in any hour from one address (5 at once,
+#     then at +2, +6, +14, +30 s, then every 60 s from +62 s to +3542 s) and 60 an hour kept
+#     up; from addresses that never logged in, however many, at most 30 + 4 + 59 = 93 in any
+#     hour together, 60 an hour kept up. Pausing gains nothing: starting over needs an hour
+#     without a check, which costs the 59 checks that hour would have had.
+# The owner's own checks: an address the right password came from (in the last
+# TRUSTED_ADDRESS_S; the latest MAX_TRUSTED_ADDRESSES) is counted on its own only, so a
+# flood from other addresses cannot spend the door's checks for it; the unlock form's check,
+# from a logged-in session, is counted for that session only. Each gets at most 68 an hour.
 PER_ADDRESS_FAILURES = 5
 GLOBAL_FAILURES = 30
-FAILURE_WINDOW_S = 300.0
+BACKOFF_FIRST_S = 2.0
+BACKOFF_MAX_S = 60.0
+QUIET_S = 3600.0
 MAX_TRACKED_ADDRESSES = 10_000
+MAX_TRUSTED_ADDRESSES = 32
+TRUSTED_ADDRESS_S = 30 * 86400.0
 
 MAX_SESSIONS = 500
 ANONYMOUS_IDLE_S = 15 * 60.0
@@ -238,82 +259,127 @@ class SessionStore:
             self._sessions.pop(anonymous or next(iter(self._sessions)))
 
 
+def backoff_s(over: int) -> float:
+    """The wait before a counter's next check when `over` checks were made past its free ones:
+    2, 4, 8, 16, 32, then 60 s."""
+    return min(BACKOFF_FIRST_S * 2.0 ** min(over, 32), BACKOFF_MAX_S)
+
+
+def _seconds(wait: float) -> int:
+    """A wait as the page says it: whole seconds, never "0 s"."""
+    return max(1, math.ceil(wait))
+
+
+@dataclass
+class _Run:
+    """One counter: the checks since it last started over, and when the latest one started."""
+
+    checks: int = 0
+    last: float = -math.inf
+
+
 @dataclass
 class LoginLimiter:
-    """Password attempts per client address and in total, in a sliding window.
+    """Admin password checks, counted per client address and for the whole door.
 
-    An attempt is counted when it starts, before the password is hashed (attempt()), so
-    parallel requests cannot all pass the check while earlier hashes are still running: at
-    most `per_address` checks per address and `overall` in total run per window, however
-    many requests arrive at once. A right password gives its attempt back and forgets the
-    address's failures (succeeded()); an attempt that never checked a password is given back
-    alone (refund()).
+    A check is counted when it starts, before the password is hashed (attempt()), so parallel
+    requests cannot all pass while earlier hashes still run: a counter past its free checks
+    lets one through, and the next only a backoff later, however many arrive at once. Once
+    past them a counter still allows a check every backoff_s() (at most BACKOFF_MAX_S), so
+    failures, the owner's or an attacker's, never leave a counter without a check coming
+    within that; the figures per hour are above PER_ADDRESS_FAILURES. A right password gives
+    its check back, clears the address's counter and trusts the address (succeeded()); a
+    check that never verified a password is given back alone (refund()). A check with
+    `session` (the unlock form, from a logged-in session) is counted for that session only.
     """
 
     per_address: int = PER_ADDRESS_FAILURES
     overall: int = GLOBAL_FAILURES
-    window_s: float = FAILURE_WINDOW_S
+    quiet_s: float = QUIET_S
     clock: Callable[[], float] = time.monotonic
-    _by_address: dict[str, deque[float]] = field(default_factory=dict)
-    _all: deque[tuple[float, str]] = field(default_factory=deque)
+    _runs: OrderedDict[str, _Run] = field(default_factory=OrderedDict)
+    _door: _Run = field(default_factory=_Run)
+    _trusted: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _prune(self, now: float) -> None:
-        while self._all and now - self._all[0][0] > self.window_s:
-            self._all.popleft()
+    def attempt(self, address: str, session: str | None = None) -> str | None:
+        """Count one password check now, or say why not and how long to wait (one line).
 
-    def attempt(self, address: str) -> str | None:
-        """Count one password check for this address now, or say why not (and when to retry).
-
-        None means the check may run: it already counts against both limits.
+        None means the check may run: it already counts.
         """
         now = self.clock()
         with self._lock:
-            self._prune(now)
-            if len(self._all) >= self.overall:
-                wait = self.window_s - (now - self._all[0][0])
-                return f"too many failed logins on this door recently; try again in {wait:.0f} s"
-            times = self._by_address.get(address)
-            if times is not None:
-                while times and now - times[0] > self.window_s:
-                    times.popleft()
-                if len(times) >= self.per_address:
-                    wait = self.window_s - (now - times[0])
-                    return f"too many failed logins from {address}; try again in {wait:.0f} s"
-            self._track(address, now).append(now)
-            self._all.append((now, address))
+            key, whom, door = self._counters(address, session, now)
+            run = self._runs.get(key) or _Run()
+            wait = self._wait(run, self.per_address, now)
+            door_wait = self._wait(self._door, self.overall, now) if door else 0.0
+            if door_wait > 0 and door_wait >= wait:
+                return (
+                    "too many failed logins on this door recently; "
+                    f"try again in {_seconds(door_wait)} s"
+                )
+            if wait > 0:
+                return f"too many {whom}; try again in {_seconds(wait)} s"
+            self._count(run, now)
+            self._keep(key, run)
+            if door:
+                self._count(self._door, now)
         return None
 
-    def _track(self, address: str, now: float) -> deque[float]:
-        """This address's attempts; the table of addresses stays bounded."""
-        if address not in self._by_address and len(self._by_address) >= MAX_TRACKED_ADDRESSES:
-            for key in [
-                k for k, t in self._by_address.items() if not t or now - t[-1] > self.window_s
-            ]:
-                del self._by_address[key]
-            if len(self._by_address) >= MAX_TRACKED_ADDRESSES:
-                self._by_address.pop(next(iter(self._by_address)))
-        return self._by_address.setdefault(address, deque())
-
-    def refund(self, address: str) -> None:
-        """This address's latest attempt checked no password: it no longer counts."""
+    def refund(self, address: str, session: str | None = None) -> None:
+        """The latest check of this address (or session) verified no password: it no longer
+        counts (its start still spaces the next one)."""
         with self._lock:
-            times = self._by_address.get(address)
-            if times:
-                times.pop()
-            self._refund_overall(address)
+            key, _, door = self._counters(address, session, self.clock())
+            run = self._runs.get(key)
+            if run is not None and run.checks:
+                run.checks -= 1
+            if door and self._door.checks:
+                self._door.checks -= 1
 
-    def succeeded(self, address: str) -> None:
-        """The right password: its attempt and the address's failures no longer count."""
+    def succeeded(self, address: str, session: str | None = None) -> None:
+        """The right password: its check and the address's (or session's) failures no longer
+        count, and the address is trusted (its checks no longer count for the door)."""
+        now = self.clock()
         with self._lock:
-            self._by_address.pop(address, None)
-            self._refund_overall(address)
+            key, _, door = self._counters(address, session, now)
+            self._runs.pop(key, None)
+            if door and self._door.checks:
+                self._door.checks -= 1
+            if session is None:
+                self._trusted.pop(address, None)
+                self._trusted[address] = now
+                while len(self._trusted) > MAX_TRUSTED_ADDRESSES:
+                    self._trusted.popitem(last=False)
 
-    def _refund_overall(self, address: str) -> None:
-        for index in range(len(self._all) - 1, -1, -1):
-            if self._all[index][1] == address:
-                del self._all[index]
-                return
+    def _counters(self, address: str, session: str | None, now: float) -> tuple[str, str, bool]:
+        """(this check's own counter, who it is in a refusal, whether the door counts it)."""
+        if session is not None:
+            return "session " + session, "wrong passwords in this session", False
+        trusted = self._trusted.get(address)
+        door = trusted is None or now - trusted > TRUSTED_ADDRESS_S
+        return address, f"failed logins from {address}", door
+
+    def _wait(self, run: _Run, free: int, now: float) -> float:
+        if now - run.last > self.quiet_s or run.checks < free:
+            return 0.0
+        return run.last + backoff_s(run.checks - free) - now
+
+    def _count(self, run: _Run, now: float) -> None:
+        if now - run.last > self.quiet_s:
+            run.checks = 0  # quiet long enough: the counter starts over
+        run.checks += 1
+        run.last = now
+
+    def _keep(self, key: str, run: _Run) -> None:
+        """Store the counter as the most recently used; the table stays bounded (the least
+        recently used goes first; the door's counter still bounds what that gives back)."""
+        if key in self._runs:
+            self._runs.move_to_end(key)
+            return
+        while len(self._runs) >= MAX_TRACKED_ADDRESSES:
+            self._runs.popitem(last=False)
+        self._runs[key] = run
 
 
 def same_token(expected: str, given: str | None) -> bool:

@@ -1,0 +1,254 @@
+"""The admin password's rate limit (edge_app.web.auth.LoginLimiter): brute force stays slow,
+yet failures, however many and from wherever, never keep the owner out for long.
+
+Unit tests drive the limiter with a clock of their own; the page tests go through the real
+app (uvicorn on a loopback port, httpx clients, some bound to other loopback addresses so the
+page sees several clients).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from test_web import Site, serve
+from web_support import PASSWORD, csrf_of
+
+from edge_app.web import auth
+
+OWNER = "10.0.0.1"
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _by_address(address: str, wait: int) -> str:
+    return f"too many failed logins from {address}; try again in {wait} s"
+
+
+def _by_door(wait: int) -> str:
+    return f"too many failed logins on this door recently; try again in {wait} s"
+
+
+# --- the limiter -------------------------------------------------------------------------------
+
+
+def test_an_address_past_its_limit_still_gets_a_check_every_backoff() -> None:
+    clock = Clock()
+    limiter = auth.LoginLimiter(clock=clock)
+    for _ in range(auth.PER_ADDRESS_FAILURES):
+        assert limiter.attempt(OWNER) is None
+    for backoff in (2, 4, 8, 16, 32, 60, 60, 60):
+        assert limiter.attempt(OWNER) == _by_address(OWNER, backoff)
+        clock.now += backoff - 0.5
+        assert limiter.attempt(OWNER) == _by_address(OWNER, 1)  # never "0 s"
+        clock.now += 0.5
+        assert limiter.attempt(OWNER) is None  # one check, the owner's or an attacker's
+    limiter.succeeded(OWNER)  # that check was the right password: the address starts over
+    for _ in range(auth.PER_ADDRESS_FAILURES):
+        assert limiter.attempt(OWNER) is None
+
+
+def test_the_door_past_its_limit_still_gets_a_check_every_backoff() -> None:
+    clock = Clock()
+    limiter = auth.LoginLimiter(clock=clock)
+    for number in range(auth.GLOBAL_FAILURES):
+        assert limiter.attempt(f"10.1.{number}.1") is None
+    assert limiter.attempt("10.2.0.1") == _by_door(2)
+    clock.now += 2
+    assert limiter.attempt("10.2.0.1") is None
+    assert limiter.attempt("10.2.0.2") == _by_door(4)
+    clock.now += 4
+    assert limiter.attempt("10.2.0.2") is None
+
+
+def test_parallel_requests_at_the_end_of_a_backoff_get_one_check() -> None:
+    clock = Clock()
+    limiter = auth.LoginLimiter(clock=clock)
+    for _ in range(auth.PER_ADDRESS_FAILURES):
+        assert limiter.attempt(OWNER) is None
+    clock.now += 2  # the backoff has passed: one check is due, and only one
+    start = threading.Barrier(16)
+
+    def burst(_: int) -> list[str | None]:
+        start.wait()
+        return [limiter.attempt(OWNER) for _ in range(5)]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [a for batch in pool.map(burst, range(16)) for a in batch]
+    assert answers.count(None) == 1
+    assert set(answers) - {None} == {_by_address(OWNER, 4)}
+
+
+def _checks_per_hour(address_of: Callable[[int], str]) -> tuple[list[int], float]:
+    """An attacker asking every 0.25 s for two hours: the checks it got in each hour, and the
+    longest it waited between two of them."""
+    clock = Clock(0.0)
+    limiter = auth.LoginLimiter(clock=clock)
+    times: list[float] = []
+    for tick in range(2 * 3600 * 4):
+        clock.now = tick / 4
+        if limiter.attempt(address_of(tick)) is None:
+            times.append(clock.now)
+    hours = [sum(1 for t in times if hour * 3600 <= t < (hour + 1) * 3600) for hour in (0, 1)]
+    return hours, max(b - a for a, b in zip(times[:-1], times[1:], strict=True))
+
+
+def test_an_attacker_gets_at_most_the_documented_checks_per_hour() -> None:
+    # The figures of auth.py's comment and docs/WEB.md ("Login limits").
+    per_address, longest = _checks_per_hour(lambda tick: OWNER)
+    assert per_address == [5 + 4 + 59, 60]
+    assert longest == auth.BACKOFF_MAX_S  # nobody at that address waits longer for a check
+    door, longest = _checks_per_hour(
+        lambda tick: f"10.{tick // 65536}.{tick // 256 % 256}.{tick % 256}"
+    )
+    assert door == [30 + 4 + 59, 60]
+    assert longest == auth.BACKOFF_MAX_S
+
+
+def test_an_address_that_logged_in_is_counted_on_its_own() -> None:
+    clock = Clock()
+    limiter = auth.LoginLimiter(clock=clock)
+    assert limiter.attempt(OWNER) is None
+    limiter.succeeded(OWNER)
+    for number in range(auth.GLOBAL_FAILURES):  # a flood from everywhere else
+        assert limiter.attempt(f"10.1.{number}.1") is None
+    assert limiter.attempt("10.2.0.1") == _by_door(2)
+    assert limiter.attempt(OWNER) is None  # the owner's address still gets its own checks
+    clock.now += auth.TRUSTED_ADDRESS_S + 1  # trusted for 30 days after its right password
+    for number in range(auth.GLOBAL_FAILURES):
+        assert limiter.attempt(f"10.3.{number}.1") is None
+    assert limiter.attempt(OWNER) == _by_door(2)
+
+
+def test_a_logged_in_sessions_check_is_counted_for_that_session_only() -> None:
+    limiter = auth.LoginLimiter(clock=Clock())
+    for number in range(auth.GLOBAL_FAILURES):
+        assert limiter.attempt(OWNER if number < 5 else f"10.1.{number}.1") is None
+    assert limiter.attempt(OWNER) is not None  # the address and the door are both spent
+    for _ in range(auth.PER_ADDRESS_FAILURES):
+        assert limiter.attempt(OWNER, session="s1") is None
+    refused = limiter.attempt(OWNER, session="s1")
+    assert refused == "too many wrong passwords in this session; try again in 2 s"
+    assert limiter.attempt(OWNER, session="s2") is None  # another session: its own count
+
+
+# --- through the page --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    served = serve(tmp_path_factory.mktemp("limiter"))
+    try:
+        yield served
+    finally:
+        served.server.stop()
+
+
+def _limiter(
+    site: Site, per_address: int = auth.PER_ADDRESS_FAILURES, overall: int = auth.GLOBAL_FAILURES
+) -> Clock:
+    """The page's limiter, new, with a clock the test moves."""
+    clock = Clock()
+    site.server.app.state.web.limiter = auth.LoginLimiter(per_address, overall, clock=clock)
+    return clock
+
+
+def _from(site: Site, address: str) -> httpx.Client:
+    """A client the page sees at `address` (another loopback address of this machine)."""
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=site.url, timeout=30.0, transport=transport)
+
+
+def _log_in(client: httpx.Client, password: str) -> httpx.Response:
+    token = csrf_of(client.get("/login").text)
+    return client.post(
+        "/login", data={"password": password, "csrf_token": token}, follow_redirects=False
+    )
+
+
+def test_the_owner_logs_in_once_the_backoff_has_passed(site: Site) -> None:
+    clock = _limiter(site)
+    with site.client() as attacker, site.client() as owner:  # the same address: 127.0.0.1
+        for _ in range(auth.PER_ADDRESS_FAILURES + 3):
+            assert _log_in(attacker, "guess").status_code in (401, 429)
+        refused = _log_in(owner, PASSWORD)
+        assert refused.status_code == 429
+        assert _by_address("127.0.0.1", 2) in refused.text
+        clock.now += 2
+        reply = _log_in(owner, PASSWORD)
+        assert reply.status_code == 303 and reply.headers["location"] == "/"
+        assert owner.get("/events", follow_redirects=False).status_code == 200
+        # The right password cleared the address: it has its free checks again.
+        for _ in range(auth.PER_ADDRESS_FAILURES):
+            assert _log_in(attacker, "guess").status_code == 401
+
+
+def test_a_flood_from_other_addresses_cannot_keep_the_owner_out(site: Site) -> None:
+    _limiter(site, per_address=2, overall=4)
+    with site.client() as owner:
+        assert _log_in(owner, PASSWORD).status_code == 303  # the owner's address, once
+        owner.cookies.clear()  # the session is gone (expired, logged out, another browser)
+        for number in (2, 3):
+            with _from(site, f"127.0.0.{number}") as attacker:
+                for _ in range(2):
+                    assert _log_in(attacker, "guess").status_code == 401
+        with _from(site, "127.0.0.9") as newcomer:  # the door's 4 are spent: it waits
+            refused = _log_in(newcomer, PASSWORD)
+        assert refused.status_code == 429 and _by_door(2) in refused.text
+        reply = _log_in(owner, PASSWORD)
+        assert reply.status_code == 303 and reply.headers["location"] == "/"
+
+
+def _unlock(client: httpx.Client, site: Site, password: str, reason: str) -> httpx.Response:
+    data = {"password": password, "reason": reason, "csrf_token": site.token(client)}
+    return client.post("/unlock", data=data)
+
+
+def test_failed_logins_from_the_owners_address_do_not_block_the_owners_unlock(
+    site: Site,
+) -> None:
+    _limiter(site)
+    with site.client() as owner, site.client() as attacker:
+        site.login(owner)
+        for _ in range(auth.PER_ADDRESS_FAILURES + 2):
+            assert _log_in(attacker, "guess").status_code in (401, 429)
+        reply = _unlock(owner, site, PASSWORD, "parcel delivery")
+    # The password passed; the door (none in this test) is what refused.
+    assert reply.status_code == 502 and "The door refused" in reply.text, reply.text
+
+
+def test_an_unlock_reason_is_refused_before_the_password_is_checked(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _limiter(site)
+    state = site.server.app.state.web
+    checked: list[str] = []
+    verify = state.password.verify
+
+    def counted(password: str) -> bool:
+        checked.append(password)
+        return verify(password)
+
+    with site.client() as owner:
+        site.login(owner)
+        monkeypatch.setattr(state.password, "verify", counted)
+        for password in ("wrong guess", PASSWORD):
+            for reason in ("parcel\u200bdelivery", "x" * 201, "bell\x07"):
+                reply = _unlock(owner, site, password, reason)
+                assert reply.status_code == 400, reply.text
+                assert "The reason must be printable and at most 200 characters." in reply.text
+                assert "Wrong password" not in reply.text
+        assert checked == []  # no check ran, so none was counted either
+        for _ in range(auth.PER_ADDRESS_FAILURES):
+            assert _unlock(owner, site, "wrong guess", "parcel").status_code == 401
+    assert len(checked) == auth.PER_ADDRESS_FAILURES
