@@ -11,6 +11,7 @@ import pytest
 from unit_files import directives
 
 from edge_app import paths
+from edge_app.web import server as web_server
 
 SYSTEMD = paths.REPO_ROOT / "systemd"
 DOOR = SYSTEMD / "edge-app.service"
@@ -58,6 +59,15 @@ def test_door_unit_keeps_no_ip_and_owns_the_socket_folder() -> None:
     assert door["RuntimeDirectory"] == ["edge-app"]
     assert door["RuntimeDirectoryMode"] == ["0750"]
     assert door["RuntimeDirectoryPreserve"] == ["restart"]
+
+
+def test_hub_may_open_many_times_the_files_its_web_page_can_hold() -> None:
+    """The web page's sockets are capped (edge_app/web/server.py); the unit's file limit
+    stays well above the cap, so a flood of connections cannot starve the databases."""
+    [limit] = directives(HUB, "Service")["LimitNOFILE"]
+    # Those held, and those of a flood being accepted and refused: a few backlogs at a time.
+    web_sockets = web_server.MAX_CONNECTIONS + 4 * web_server.LISTEN_BACKLOG
+    assert int(limit) >= 4 * web_sockets, (limit, web_sockets)
 
 
 @needs_analyze

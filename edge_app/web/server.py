@@ -1,18 +1,29 @@
 """Serving the web page from inside `edge-app hub`: uvicorn on a thread of the hub process.
 
 The refusals a user can fix are raised before anything listens: a LAN address without an
-admin password, half a TLS pair, unreadable certificate files.
+admin password, half a TLS pair, unreadable certificate files, a certificate and a key that
+do not go together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import re
+import socket
+import ssl
+import struct
 import threading
 import time
+from asyncio.sslproto import SSLProtocol
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import h11
 
 from edge_app.config import Config, split_listen
 from edge_app.errors import UserError
@@ -21,13 +32,24 @@ from edge_app.web.auth import read_password_hash
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
-# Open connections: in all (uvicorn's limit_concurrency, beyond which every request is
-# answered 503), and from one client address. A connection has HEAD_TIMEOUT_S to send each
-# request's line and headers, and then BODY_TIMEOUT_S (more when web.max_upload_mb is raised)
-# for the whole of its body; uvicorn itself would wait for either forever.
+# Open connections, TLS handshakes included: in all (uvicorn's limit_concurrency, at which
+# every request is answered 503; one more connection gets 503 at once, or over TLS a close,
+# so the page never holds more sockets than this), and from one client address. A connection
+# has HEAD_TIMEOUT_S to send each request's line and headers, at most MAX_HEAD_BYTES of them,
+# and then BODY_TIMEOUT_S (more when web.max_upload_mb is raised) for the whole of its body;
+# uvicorn itself would wait for either forever. systemd/edge-app-hub.service's LimitNOFILE
+# leaves room for MAX_CONNECTIONS and LISTEN_BACKLOG many times over.
 MAX_CONNECTIONS = 64
 PER_ADDRESS_CONNECTIONS = 16
+# Connections the kernel queues until the page accepts them. asyncio accepts a whole queue at
+# once, so this is also how many sockets a burst of connects opens before the caps above
+# refuse them (uvicorn's default, 2048, would take as many descriptors in one go).
+LISTEN_BACKLOG = 128
 HEAD_TIMEOUT_S = 10.0
+# A browser's request line and headers for this page are well under 2 KiB (one session
+# cookie); 16 KiB leaves room for cookies of other sites on the same host name, and is
+# Node.js's limit. More is answered 431 at once, however it arrives.
+MAX_HEAD_BYTES = 16 * 1024
 # The body deadline is sized for the largest body the page takes: a photo upload of
 # web.max_upload_mb, 40 MB by default (edge_app/web/forms.py refuses more). Over a slow home
 # uplink of 1 Mbit/s (ADSL's upstream, a phone on a weak signal through an ssh tunnel) a MB
@@ -35,10 +57,38 @@ HEAD_TIMEOUT_S = 10.0
 # default, and proportionally more where web.max_upload_mb is raised (body_timeout_for).
 BODY_TIMEOUT_S = 400.0
 UPLOAD_S_PER_MB = 10.0
+# A response whose bytes wait in the send buffers with none of them leaving for WRITE_STALL_S
+# ends the connection with a TCP reset (its slot, and what the kernel held for it, are freed
+# at once). Any progress restarts it, so a slow link is never cut; only a client that stopped
+# reading is. A phone that loses its signal for a moment (a lift, a Wi-Fi handover) stalls
+# for seconds while TCP retransmits; 30 s lets it come back, and is also how long asyncio
+# gives a TLS connection to close.
+# Progress is checked WRITE_CHECKS times per WRITE_STALL_S, so the cut comes 30 to 37.5 s
+# after the last byte left.
+WRITE_STALL_S = 30.0
+WRITE_CHECKS = 4
+# A TLS handshake is two round trips and one signature: well under a second on a LAN, a few
+# on a poor mobile link. asyncio's default gives a client that never finishes one 60 s.
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+# The end of a request's head, as h11 finds it (h11/_receivebuffer.py).
+_HEAD_END = re.compile(rb"\n\r?\n")
 
 
 class WebError(UserError):
     """The web page cannot be served as configured; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold, and for how long (the constants above, or a test's)."""
+
+    max_connections: int
+    per_address: int
+    head_timeout_s: float
+    body_timeout_s: float
+    max_head_bytes: int
+    write_stall_s: float
+    tls_handshake_timeout_s: float
 
 
 def is_loopback(host: str) -> bool:
@@ -72,10 +122,26 @@ def check_settings(config: Config) -> tuple[str, int, bool]:
     return host, port, tls
 
 
-def _refuse(transport: asyncio.Transport, status: int, reason: str, message: str) -> None:
+def tls_context(config: Config) -> ssl.SSLContext:
+    """The server side of TLS for web.tls_cert and web.tls_key (Python's defaults: TLS 1.2 and
+    up, no client certificate), or WebError when the pair cannot be used."""
+    cert, key = config.web.tls_cert, config.web.tls_key
+    assert cert is not None and key is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as error:
+        raise WebError(
+            f"web.tls_cert, web.tls_key: {cert} and {key} are not a PEM certificate and "
+            f"its private key ({error.strerror or error})"
+        ) from None
+    return context
+
+
+def _refuse(transport: asyncio.BaseTransport, status: int, reason: str, message: str) -> None:
     """A plain-text answer written outside any request's cycle, then the connection closes."""
     body = (message + "\n").encode()
-    transport.write(
+    cast(asyncio.Transport, transport).write(
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
         + body
@@ -83,49 +149,152 @@ def _refuse(transport: asyncio.Transport, status: int, reason: str, message: str
     transport.close()
 
 
+def _reset(transport: asyncio.BaseTransport) -> None:
+    """End the connection at once with a TCP reset: what the kernel still holds to send (up
+    to megabytes for a client that stopped reading) is dropped with it, not kept for it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # SO_LINGER on, 0 s: close() resets
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    cast(asyncio.Transport, transport).abort()
+
+
 def body_timeout_for(max_upload_mb: int) -> float:
     """The body deadline that lets an upload of `max_upload_mb` through a slow home uplink."""
     return max(BODY_TIMEOUT_S, max_upload_mb * UPLOAD_S_PER_MB)
 
 
-def guarded_protocol(
-    per_address: int, head_timeout_s: float, body_timeout_s: float
-) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol, guarded against clients that hold connections open.
+class _CountedConnection(h11.Connection):
+    """uvicorn's h11 state machine, refusing a request head over `max_head` bytes and
+    counting the bytes it gives the transport to send.
 
-    A client address with `per_address` connections open gets 503 on the next one, at once.
-    A request's line and headers must arrive within `head_timeout_s` of the connection
-    opening or of the previous response, and its whole body within `body_timeout_s` of its
-    headers; otherwise 408 (or, when nothing was sent or a response has begun, a close) ends
-    the connection. The body deadline never cuts a response: one the app is sending when it
-    passes is finished first. Together they stop one address from holding all
-    MAX_CONNECTIONS with half-sent requests (docs/WEB.md, "Connections").
+    h11's own limit (max_incomplete_event_size) only applies while a head is incomplete: one
+    that arrives whole in one read (asyncio reads 256 KiB at a time) would pass at any size.
+    Here every head is measured before h11 parses it, a pipelined one too.
     """
-    import h11
+
+    def __init__(self, max_head: int, too_large: Callable[[], None]) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
+        self.max_head = max_head
+        self.too_large = too_large
+        self.bytes_out = 0
+
+    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        if self.their_state is h11.IDLE:  # a request's head is next
+            data = self.trailing_data[0]
+            if len(data) > self.max_head and not _HEAD_END.search(data, 0, self.max_head):
+                self.too_large()  # answers and closes: nothing more is read
+                return h11.NEED_DATA
+        return super().next_event()
+
+    def send_with_data_passthrough(self, event: h11.Event) -> list[bytes] | None:
+        data = super().send_with_data_passthrough(event)  # what send() returns, in pieces
+        if data:  # uvicorn writes what send() returns at once (the write progress check)
+            self.bytes_out += sum(map(len, data))
+        return data
+
+
+def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[..., Any]:
+    """A factory of uvicorn's h11 protocol, guarded against clients that hold connections.
+
+    A client address with `limits.per_address` connections open, or a page with
+    `limits.max_connections`, gets 503 on the next one at once (over TLS, a close before the
+    handshake). A request's line and headers must arrive within `head_timeout_s` of the
+    connection opening or of the previous response, at most `max_head_bytes` of them (else
+    431), and its whole body within `body_timeout_s` of its headers; otherwise 408 (or, when
+    nothing was sent or a response has begun, a close) ends the connection. The body deadline
+    never cuts a response: one the app is sending when it passes is finished first. A
+    response none of whose bytes leave for `write_stall_s` ends the connection (a client that
+    stopped reading). With `tls`, the TLS layer is added here rather than by asyncio's server:
+    its handshake has `tls_handshake_timeout_s`, and counts as an open connection of its
+    address from the moment TCP accepts it. Together they stop one address from holding all
+    of `max_connections` (docs/WEB.md, "Connections").
+    """
     from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.utils import get_remote_addr
+
+    def open_from(connections: set[Any], host: str | None) -> int:
+        return sum(1 for other in connections if other.client and other.client[0] == host)
+
+    def refusal(connections: set[Any], host: str | None) -> str | None:
+        """Why one more connection from `host` is refused (with it not yet counted)."""
+        total, same = len(connections), open_from(connections, host)
+        if host is not None and same >= limits.per_address:
+            reason = f"too many connections from {host} (at most {limits.per_address} at a time)"
+        elif total >= limits.max_connections:
+            reason = f"too many connections (at most {limits.max_connections} at a time)"
+        else:
+            return None
+        log.warning("web connection refused address=%s open=%d total=%d", host, same, total)
+        return reason
+
+    class TLSLayer(SSLProtocol):
+        """One connection's TLS: asyncio's own, started by the protocol factory.
+
+        asyncio calls the application's connection_made only once the handshake is done, so
+        until then this layer stands in uvicorn's set of open connections for it (and is
+        shut down with them); the h11 protocol takes its place once the handshake is over.
+        """
+
+        client: tuple[str, int] | None = None
+        wire: asyncio.Transport | None = None  # the TCP connection under TLS
+
+        def __init__(self, loop: asyncio.AbstractEventLoop, http: GuardedH11Protocol) -> None:
+            assert tls is not None
+            super().__init__(
+                loop,
+                http,
+                tls,
+                None,  # type: ignore[arg-type]  # nobody awaits the handshake
+                server_side=True,
+                ssl_handshake_timeout=limits.tls_handshake_timeout_s,  # type: ignore[arg-type]
+            )
+            self.http = http
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.wire = cast(asyncio.Transport, transport)
+            self.client = get_remote_addr(self.wire)
+            connections = self.http.connections
+            if refusal(connections, self.client[0] if self.client else None):
+                transport.close()  # no answer can be read before a handshake
+                return
+            connections.add(self)  # type: ignore[arg-type]  # counted from the TCP accept
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            self.http.connections.discard(self)
+            super().connection_lost(exc)
+
+        def shutdown(self) -> None:
+            """uvicorn's server stopping: a handshake in progress ends now."""
+            if self.wire is not None:
+                self.wire.abort()
 
     class GuardedH11Protocol(H11Protocol):
+        tls_layer: TLSLayer | None = None
         _head_deadline: asyncio.TimerHandle | None = None
         _body_deadline: asyncio.TimerHandle | None = None
         _body_cycle: object = None  # the request (uvicorn's cycle) the body deadline is for
         _body_overdue = False  # it passed while a response was being sent
+        _write_check: asyncio.TimerHandle | None = None
+        _sent = 0  # bytes that had left the send buffers at the last check
+        _waiting = False  # some were waiting at the last check
+        _stalled = 0  # checks in a row that found bytes waiting and none gone since
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.counted = _CountedConnection(limits.max_head_bytes, self._head_too_large)
+            self.conn = self.counted
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if self.tls_layer is not None:  # the handshake is over: this takes its place
+                self.connections.discard(self.tls_layer)
             super().connection_made(transport)
+            self._arm_write_check()
             host = self.client[0] if self.client else None
-            same = sum(
-                1
-                for other in self.connections
-                if isinstance(other, H11Protocol) and other.client and other.client[0] == host
-            )
-            if host is not None and same > per_address:
-                log.warning("web connection refused address=%s open=%d", host, same - 1)
-                _refuse(
-                    transport,
-                    503,
-                    "Service Unavailable",
-                    f"too many connections from {host} (at most {per_address} at a time)",
-                )
+            reason = refusal(self.connections - {self}, host)
+            if reason is not None:
+                _refuse(transport, 503, "Service Unavailable", reason)
                 return
             self._arm_head_deadline()
 
@@ -142,18 +311,21 @@ def guarded_protocol(
 
         def on_response_complete(self) -> None:
             if self._body_overdue and self.conn.their_state is h11.SEND_BODY:
-                self._too_slow("body", body_timeout_s)  # the response is out: now close
+                self._too_slow("body", limits.body_timeout_s)  # the response is out: now close
             self._arm_head_deadline()  # for the next request on this connection
             super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_head_deadline()
             self._disarm_body_deadline()
+            if self._write_check is not None:
+                self._write_check.cancel()
+                self._write_check = None
             super().connection_lost(exc)
 
         def _arm_head_deadline(self) -> None:
             self._disarm_head_deadline()
-            self._head_deadline = self.loop.call_later(head_timeout_s, self._head_too_slow)
+            self._head_deadline = self.loop.call_later(limits.head_timeout_s, self._head_too_slow)
 
         def _disarm_head_deadline(self) -> None:
             if self._head_deadline is not None:
@@ -163,7 +335,7 @@ def guarded_protocol(
         def _arm_body_deadline(self) -> None:
             self._disarm_body_deadline()
             self._body_cycle = self.cycle
-            self._body_deadline = self.loop.call_later(body_timeout_s, self._body_too_slow)
+            self._body_deadline = self.loop.call_later(limits.body_timeout_s, self._body_too_slow)
 
         def _disarm_body_deadline(self) -> None:
             if self._body_deadline is not None:
@@ -174,7 +346,7 @@ def guarded_protocol(
 
         def _head_too_slow(self) -> None:
             self._head_deadline = None
-            self._too_slow("headers", head_timeout_s)
+            self._too_slow("headers", limits.head_timeout_s)
 
         def _body_too_slow(self) -> None:
             self._body_deadline = None
@@ -183,7 +355,7 @@ def guarded_protocol(
             if self.conn.our_state is h11.SEND_BODY:  # the app is sending its response
                 self._body_overdue = True  # on_response_complete closes once it is out
                 return
-            self._too_slow("body", body_timeout_s)
+            self._too_slow("body", limits.body_timeout_s)
 
         def _too_slow(self, part: str, limit_s: float) -> None:
             """The request's `part` did not arrive within `limit_s`: end the connection.
@@ -205,7 +377,61 @@ def guarded_protocol(
             else:
                 self.transport.close()
 
-    return GuardedH11Protocol
+        def _head_too_large(self) -> None:
+            """The request's line and headers are over max_head_bytes: 431, and close."""
+            if self.transport.is_closing():
+                return
+            host = self.client[0] if self.client else None
+            limit = limits.max_head_bytes
+            log.warning("web request head too large address=%s limit_bytes=%d", host, limit)
+            message = f"the request's line and headers are over {limit} bytes"
+            _refuse(self.transport, 431, "Request Header Fields Too Large", message)
+
+        def _arm_write_check(self) -> None:
+            interval = limits.write_stall_s / WRITE_CHECKS
+            self._write_check = self.loop.call_later(interval, self._check_writes)
+
+        def _check_writes(self) -> None:
+            """Ends the connection once its bytes have waited write_stall_s with none leaving.
+
+            Whatever uvicorn writes goes through h11 (conn.bytes_out); what is still in the
+            send buffers (the transport's, and under TLS the TCP connection's) has not left.
+            Their difference grows exactly when bytes leave, whether uvicorn is paused
+            writing (flow control, above 64 KiB) or not: a response below that, or the
+            refusal before a close, can be stuck just the same.
+            """
+            self._write_check = None
+            waiting = self.transport.get_write_buffer_size()
+            wire = self.tls_layer.wire if self.tls_layer is not None else None
+            if wire is not None:
+                waiting += wire.get_write_buffer_size()
+            sent = self.counted.bytes_out - waiting
+            if waiting and self._waiting and sent <= self._sent:
+                self._stalled += 1
+            else:
+                self._stalled = 0
+            self._sent, self._waiting = sent, waiting > 0
+            if self._stalled >= WRITE_CHECKS:
+                host = self.client[0] if self.client else None
+                log.warning(
+                    "web response not read address=%s waiting_bytes=%d limit_s=%g",
+                    host,
+                    waiting,
+                    limits.write_stall_s,
+                )
+                _reset(self.transport)
+                return
+            self._arm_write_check()
+
+    def factory(**kwargs: Any) -> asyncio.BaseProtocol:
+        """What uvicorn calls for each connection it accepts."""
+        http = GuardedH11Protocol(**kwargs)
+        if tls is None:
+            return http
+        http.tls_layer = TLSLayer(http.loop, http)
+        return http.tls_layer
+
+    return factory
 
 
 class WebServer:
@@ -229,26 +455,40 @@ class WebServer:
         from edge_app.web.app import create_app, wrap
 
         self.host, self.port, self.tls = check_settings(config)
+        context = tls_context(config) if self.tls else None
         app = create_app(config, config_path=config_path, socket_path=socket_path, tls=self.tls)
         self.app = app
         web = config.web
         if body_timeout_s is None:
             body_timeout_s = body_timeout_for(web.max_upload_mb)
+        limits = Limits(
+            max_connections=MAX_CONNECTIONS,
+            per_address=PER_ADDRESS_CONNECTIONS,
+            head_timeout_s=head_timeout_s,
+            body_timeout_s=body_timeout_s,
+            max_head_bytes=MAX_HEAD_BYTES,
+            write_stall_s=WRITE_STALL_S,
+            tls_handshake_timeout_s=TLS_HANDSHAKE_TIMEOUT_S,
+        )
         self._uvicorn = uvicorn.Server(
             uvicorn.Config(
                 wrap(app),
                 host=self.host,
                 port=self.port,
-                ssl_certfile=str(web.tls_cert) if self.tls else None,
-                ssl_keyfile=str(web.tls_key) if self.tls else None,
+                # TLS is added by the protocol factory (guarded_protocol), which gives the
+                # handshake its deadline and counts it; uvicorn itself serves plain h11.
+                http=cast("type[asyncio.Protocol]", guarded_protocol(limits, context)),
+                ws="none",  # the page has no WebSocket; an upgrade stays a plain request
                 log_config=None,  # the hub's logging set-up stays in charge
+                # uvicorn's start and stop lines would name http for the TLS page; the hub
+                # logs its own ("web page serving url=..."). Its warnings still come through.
+                log_level=logging.WARNING,
                 access_log=False,
                 proxy_headers=False,  # client addresses (rate limits, unlock origin) are real
                 server_header=False,
-                http=guarded_protocol(PER_ADDRESS_CONNECTIONS, head_timeout_s, body_timeout_s),
                 limit_concurrency=MAX_CONNECTIONS,
+                backlog=LISTEN_BACKLOG,
                 timeout_keep_alive=5,
-                h11_max_incomplete_event_size=64 * 1024,
             )
         )
         self._thread: threading.Thread | None = None
