@@ -12,9 +12,11 @@ from converter.head import JITTERS, TrainSettings
 from edge_app.arg_types import count, number
 from edge_app.cli import dispatch
 from edge_app.logs import setup_logging
-from edge_app.paths import REPO_MODELS, SHARED_DATA
+from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
 
 log = logging.getLogger("converter")
+# Where `validate` writes its results by default: the repository's docs, wherever it runs.
+DOCS = REPO_ROOT / "docs"
 
 
 def _camera(text: str) -> tuple[int, int]:
@@ -341,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--float-models",
         metavar="DIR",
-        help="float reference models folder (default MODELS/../float)",
+        help="float reference models folder (default: float beside the --models folder, "
+        f"{REPO_MODELS.parent / 'float'} for the default --models)",
     )
     v.add_argument(
         "--data",
@@ -351,13 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--json",
-        default="docs/quantization.json",
+        default=str(DOCS / "quantization.json"),
         metavar="PATH",
         help="where the results go as JSON, replaced whole (default %(default)s)",
     )
     v.add_argument(
         "--report",
-        default="docs/QUANTIZATION.md",
+        default=str(DOCS / "QUANTIZATION.md"),
         metavar="PATH",
         help="where the results go as a Markdown table, replaced whole (default %(default)s)",
     )
@@ -377,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--liveness-frames",
-        default="docs/liveness_frames.json",
+        default=str(DOCS / "liveness_frames.json"),
         metavar="PATH",
         help="per-frame liveness scores, float and int8 (default %(default)s; '' to skip)",
     )

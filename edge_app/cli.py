@@ -26,6 +26,8 @@ log = logging.getLogger("edge_app")
 # The exit status of a command whose output's reader went away, as a shell reports one that
 # SIGPIPE ended (Python ignores the signal and gets BrokenPipeError instead).
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+# The exit status of a command stopped by Ctrl-C, as a shell reports one that SIGINT ended.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,14 +53,18 @@ def dispatch(
     args: argparse.Namespace, errors: tuple[type[BaseException], ...] = (UserError,)
 ) -> int:
     """Run the chosen subcommand. Errors the user can fix become one log line and exit 2,
-    Ctrl-C exits 130; anything else is a bug and keeps its traceback."""
+    Ctrl-C one "interrupted" line and exit 130; anything else is a bug and keeps its
+    traceback."""
     try:
         return int(args.handler(args) or 0)
     except errors as error:
         log.error("%s", error)
         return 2
     except KeyboardInterrupt:
-        return 130
+        # One line under the ^C, none of the traceback; what the command writes is written
+        # whole or not at all (edge_app.private_file, SQLite transactions).
+        log.warning("interrupted")
+        return EXIT_INTERRUPTED
     except Exception as error:
         # The gallery names itself when damaged (edge_app.gallery); this catches a damaged
         # database met anywhere else, which a restore fixes, not a code change.

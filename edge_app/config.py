@@ -205,18 +205,32 @@ def _source(value: Any) -> int | str:
 def _hours(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise _Invalid(f'expected a list like ["07:00-22:00"], got {_show(value)}')
+    malformed: list[str] = []
+    empty: list[str] = []
     for item in value:
         match = _HOURS.match(item) if isinstance(item, str) else None
         if match is None:
-            raise _Invalid(
-                f"{_show(item)} is not a time span HH:MM-HH:MM (24 h clock, 00:00 to 24:00, "
-                'e.g. "07:00-22:00"; a span may cross midnight: "22:00-06:00")'
-            )
-        if match["start"] == match["end"]:
-            raise _Invalid(
-                f"{item!r} is an empty span (it ends when it starts); for the whole day "
-                'write "00:00-24:00", or leave allowed_hours out (or [])'
-            )
+            malformed.append(_show(item))
+        elif match["start"] == match["end"]:
+            empty.append(repr(item))
+    # Every bad span at once: one edit of the file fixes them all.
+    problems: list[str] = []
+    if malformed:
+        verb = "is not a time span" if len(malformed) == 1 else "are not time spans"
+        problems.append(
+            f"{', '.join(malformed)} {verb} "
+            'HH:MM-HH:MM (24 h clock, 00:00 to 24:00, e.g. "07:00-22:00"; a span may cross '
+            'midnight: "22:00-06:00")'
+        )
+    if empty:
+        verb = "is an empty span (it" if len(empty) == 1 else "are empty spans (each"
+        problems.append(
+            f"{', '.join(empty)} {verb} "
+            'ends when it starts); for the whole day write "00:00-24:00", or leave '
+            "allowed_hours out (or [])"
+        )
+    if problems:
+        raise _Invalid("; ".join(problems))
     return tuple(value)
 
 

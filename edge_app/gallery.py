@@ -390,6 +390,17 @@ def _create_file(path: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+# SQLite's result codes for a file it may read but not write beside: https://sqlite.org/rescode.html
+READ_ONLY_CODES = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY})
+
+
+def _cannot_write(error: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite failed for want of write access beside the gallery (SQLITE_CANTOPEN:
+    no -shm file could be made; SQLITE_READONLY), not for the file's content."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in READ_ONLY_CODES
+
+
 def _narrow_modes(path: Path) -> None:
     """Narrow a gallery found wider than 0600 (called only once the file proved a gallery).
 
@@ -438,8 +449,13 @@ class Gallery:
         self._db = connection
 
     @classmethod
-    def open(cls, path: Path | str, *, create: bool = False) -> Gallery:
-        """Open (and migrate) a gallery; with create=True a missing file becomes an empty one."""
+    def open(cls, path: Path | str, *, create: bool = False, read_only: bool = False) -> Gallery:
+        """Open (and migrate) a gallery; with create=True a missing file becomes an empty one.
+
+        read_only: the caller only reads (`list`, `export`, `identify`). A gallery SQLite
+        cannot open for writing there (a read-only folder or filesystem, where it cannot make
+        the -shm file a WAL database needs) is then opened read-only (_open_read_only).
+        """
         path = Path(path)
         if not _check_file(path):
             if not create:
@@ -467,10 +483,65 @@ class Gallery:
             connection.close()
             if is_damage(error):
                 raise damaged(path, error) from None
+            if _cannot_write(error):
+                if read_only:
+                    return cls._open_read_only(path)
+                raise GalleryError(
+                    f"cannot write the gallery {path} ({error}), and this command changes it: "
+                    "run it as the user that owns the gallery (sudo -u edge-app), or give a "
+                    "--db in a folder you can write"
+                ) from None
             raise GalleryError(f"{path} is not a usable gallery: {error}") from None
         except BaseException:
             connection.close()
             raise
+        return gallery
+
+    @classmethod
+    def _open_read_only(cls, path: Path) -> Gallery:
+        """A gallery where nothing may be written, opened read-only (SQLite's mode=ro).
+
+        With a -wal file beside it, a door (or a writer that stopped) has it open in WAL
+        mode: it is read through the WAL as usual, which needs the -shm file to exist. With
+        none, no connection has it open, and it is read as immutable: SQLite then needs no
+        -shm file, which it could not create here.
+        """
+        from urllib.parse import quote
+
+        real = os.path.realpath(path)  # SQLite keeps the -wal beside the file a link leads to
+        wal = os.path.exists(f"{real}-wal")
+        uri = f"file:{quote(os.fsencode(real))}?mode=ro" + ("" if wal else "&immutable=1")
+        try:
+            connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+        except sqlite3.Error as error:
+            raise GalleryError(f"cannot open the gallery {path}: {error}") from None
+        gallery = cls(path, connection)
+        try:
+            gallery._check_ours()
+            version = gallery.schema_version
+            gallery._refuse_newer(version)
+            if version != SCHEMA_VERSION:
+                raise GalleryError(
+                    f"{path} has schema version {version} and its folder cannot be written, so "
+                    f"it cannot be brought to version {SCHEMA_VERSION}: open it once where it "
+                    "can be written (as its owner, or where the door keeps it)"
+                )
+            connection.create_function("name_key", 1, name_key, deterministic=True)
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            if is_damage(error):
+                raise damaged(path, error) from None
+            if wal and _cannot_write(error):
+                raise GalleryError(
+                    f"cannot read the gallery {path}: its folder cannot be written and its "
+                    f"-wal file holds changes SQLite can only read with a -shm file beside "
+                    "it; read it as its owner (sudo -u edge-app), or once the door is running"
+                ) from None
+            raise GalleryError(f"{path} is not a usable gallery: {error}") from None
+        except BaseException:
+            connection.close()
+            raise
+        log.debug("gallery=%s opened read-only wal=%s", path, wal)
         return gallery
 
     def _check_ours(self) -> None:
@@ -961,7 +1032,8 @@ def read_export(source: IO[str]) -> list[ExportedPerson]:
     """
     lines = iter(source)
     try:
-        header = untrusted_json.loads(next(lines))
+        # A UTF-8 byte order mark, as Windows editors save text, is not part of the header.
+        header = untrusted_json.loads(next(lines).removeprefix("\ufeff"))
     except StopIteration:
         raise _export_error(1, "the file is empty") from None
     except untrusted_json.BadJSON as error:

@@ -52,6 +52,10 @@ MAX_DECODED_PIXELS = 16_000_000
 # stay far above the 64 px enrolment minimum and the P-Net pyramid stays small.
 MAX_SIDE = 2048
 GREY_FILL = 128  # libjpeg's value for data it never received
+# A PNG ends with this chunk (length 0, type IEND, its CRC); without it the file was cut.
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# What a user does about a photo cut short (an interrupted copy, download or card write).
+CUT_FIX = "the file was cut short; copy or save the photo again"
 TRUNCATION_BLOCK = 8
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
@@ -242,12 +246,15 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
             f"{name}: {width}x{height} {header.format} is too large to decode here "
             f"(at most {MAX_DECODED_PIXELS // 1_000_000} megapixels); resize the photo"
         )
+    if header.format == "PNG" and PNG_END not in data:
+        # Refused before libpng sees it, which would print its own "libpng error" line.
+        raise ImageError(f"{name}: truncated PNG (no IEND end chunk): {CUT_FIX}")
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[reduction])
     except (cv2.error, MemoryError) as error:
         raise ImageError(f"{name}: the {header.format} decoder failed ({error})") from None
     if bgr is None and header.format == "JPEG" and b"\xff\xd9" not in data[-1024:]:
-        raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
+        raise ImageError(f"{name}: truncated JPEG (no end-of-image marker): {CUT_FIX}")
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ImageError(f"{name}: not a {header.format} image OpenCV can decode")
     expected = (-(-height // reduction), -(-width // reduction))
@@ -258,7 +265,7 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
             f"{width}x{height}: the file is damaged"
         )
     if header.format == "JPEG" and _looks_truncated(bgr, max(1, TRUNCATION_BLOCK // reduction)):
-        raise ImageError(f"{name}: truncated JPEG (its end is the decoder's grey fill)")
+        raise ImageError(f"{name}: truncated JPEG (its end is the decoder's grey fill): {CUT_FIX}")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
     if max_side is not None and max(rgb.shape[:2]) > max_side:
         factor = max_side / max(rgb.shape[:2])

@@ -12,6 +12,11 @@ import ctypes
 import importlib
 import logging
 import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,13 @@ RUNTIME_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 BACKENDS = ("auto", "cpu", "edgetpu")
 MAX_THREADS = 64  # CPU threads one may ask for: models.threads and every --threads
+# The runtime's C++ logger writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+# straight to file descriptor 2, once per process, when the first CPU interpreter is made.
+# No setting reaches that logger (TF_CPP_MIN_LOG_LEVEL is absl's, and its level variable is
+# not exported), so -q drops the line at the descriptor: _native_info_dropped.
+NATIVE_INFO = b"INFO: "
+_native_info_lock = threading.Lock()
+_native_info_seen = False
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -140,13 +152,63 @@ def select_backend(requested: str = "auto", threads: int | None = None) -> Backe
 
 def make_interpreter(path: Path, backend: Backend) -> Any:
     """An allocated interpreter; created once per model and kept (USB set-up takes seconds)."""
-    if backend.kind == "edgetpu":
-        interpreter = backend.runtime.interpreter_class(
-            model_path=str(path), experimental_delegates=[backend.delegate]
-        )
-    else:
-        interpreter = backend.runtime.interpreter_class(
-            model_path=str(path), num_threads=backend.threads
-        )
-    interpreter.allocate_tensors()
+    with _native_info_dropped():
+        if backend.kind == "edgetpu":
+            interpreter = backend.runtime.interpreter_class(
+                model_path=str(path), experimental_delegates=[backend.delegate]
+            )
+        else:
+            interpreter = backend.runtime.interpreter_class(
+                model_path=str(path), num_threads=backend.threads
+            )
+        interpreter.allocate_tensors()
     return interpreter
+
+
+@contextmanager
+def _native_info_dropped() -> Iterator[None]:
+    """With warnings-only logging (-q), until the runtime's INFO line has been seen: what is
+    written to file descriptor 2 meanwhile is held in a file, then passed on without the
+    lines that start "INFO: ". The runtime's warnings and errors, and anything else written
+    there meanwhile, still reach stderr (after the block, in their order)."""
+    global _native_info_seen
+    if _native_info_seen or log.isEnabledFor(logging.INFO):
+        yield
+        return
+    with _native_info_lock:
+        try:
+            held = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `with held` below)
+        except OSError:  # nowhere to hold it: the line is printed
+            yield
+            return
+        with held:
+            sys.stderr.flush()
+            try:
+                saved = os.dup(2)
+            except OSError:  # no standard error at all: nothing to keep quiet
+                yield
+                return
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                held.seek(0)
+                kept: list[bytes] = []
+                for line in held:
+                    if line.startswith(NATIVE_INFO):
+                        _native_info_seen = True
+                    else:
+                        kept.append(line)
+                _write_all(2, b"".join(kept))
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    while data:
+        try:
+            written = os.write(descriptor, data)
+        except OSError:  # standard error went away: nothing more can be said
+            return
+        data = data[written:]

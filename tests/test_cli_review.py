@@ -17,6 +17,7 @@ import json
 import os
 import pty
 import select
+import signal
 import stat
 import struct
 import subprocess
@@ -591,3 +592,246 @@ def test_hub_passwd_refuses_a_missing_folder_instead_of_making_it(tmp_path: Path
     assert f"web.password_file: the folder {folder} does not exist; create it" in line
     assert f"install -d -m 0700 -o edge-app -g edge-app {folder}" in line
     assert not (tmp_path / "state").exists()
+
+
+# --- careless input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "example"),
+    [
+        (["list", "--db", ""], "--db", "./gallery.db"),
+        (["import", "--db", " ", "export.jsonl"], "--db", "./gallery.db"),
+        (["hub", "--config", "", "--sign-unlock", "phone"], "--config", "./door.toml"),
+        (["site", "show", "--config", ""], "--config", "./door.toml"),
+    ],
+    ids=["list", "import", "hub", "site"],
+)
+def test_an_empty_path_is_refused_by_its_option_name(
+    tmp_path: Path, argv: list[str], flag: str, example: str
+) -> None:
+    """Defect: `--db ''` (an unset shell variable) became Path(""), the current folder, and
+    the error was ". is not a regular file". The option is refused while parsing now."""
+    done = edge_app(tmp_path, *argv)
+
+    assert done.returncode == 2
+    assert f"error: argument {flag}: is empty; give a file's path (e.g. {example})" in done.stderr
+    assert "regular file" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_models
+def test_demo_plays_a_folder_of_photos_and_names_a_clip_it_cannot_play(tmp_path: Path) -> None:
+    """Defect: `demo --clip FOLDER` said "no such video", though the door's camera plays a
+    folder of photos. A folder of photos plays now; an empty folder, a missing path and a
+    device are each named, with the fix, before the models load."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for photo in sorted((REPO_MODELS.parents[1] / "demo" / "enroll").glob("*/*.jpg")):
+        (frames / photo.name).write_bytes(photo.read_bytes())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    played = edge_app(tmp_path, "demo", "--fast", "--clip", "frames")
+    assert played.returncode == 0, played.stderr
+    assert "playing frames as the camera" in played.stdout
+    assert '"type": "unlock"' in played.stdout
+
+    fix = "give a video file (such as "
+    for clip, problem in [
+        ("empty", "--clip empty: a folder with no photos (.bmp, .jpeg, .jpg"),
+        ("missing.mp4", "--clip missing.mp4: no such file or folder; "),
+        ("/dev/null", "--clip /dev/null: not a regular file (a device, pipe or socket); "),
+    ]:
+        done = edge_app(tmp_path, "demo", "--models", str(tmp_path), "--clip", clip)
+        assert done.returncode == 2
+        line = one_error_line(done.stderr)
+        assert problem in line and fix in line and "or a folder of photos" in line, line
+
+
+def test_convert_validate_writes_its_default_results_into_the_repository_docs() -> None:
+    """Defect: `edge-convert validate`'s --json, --report and --liveness-frames defaulted to
+    paths relative to the current folder ("docs/QUANTIZATION.md"), while --models was the
+    repository's: run elsewhere, it failed with "cannot write in docs" (or wrote a stray
+    docs/). The defaults are the repository's docs now, shown in full in --help."""
+    from converter.cli import build_parser as convert_parser
+    from edge_app.paths import REPO_ROOT
+
+    args = convert_parser().parse_args(["validate"])
+    docs = REPO_ROOT / "docs"
+
+    assert Path(args.json) == docs / "quantization.json"
+    assert Path(args.report) == docs / "QUANTIZATION.md"
+    assert Path(args.liveness_frames) == docs / "liveness_frames.json"
+    assert all(Path(p).is_file() for p in (args.json, args.report, args.liveness_frames))
+    helped = " ".join(_convert_help(["validate"]).split())
+    assert f"(default {docs / 'QUANTIZATION.md'})" in helped
+    assert f"{REPO_MODELS.parent / 'float'} for the default --models" in helped
+
+
+def _convert_help(words: list[str]) -> str:
+    from converter.cli import build_parser as convert_parser
+
+    parser = convert_parser()
+    for word in words:
+        (choices,) = [
+            a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+        ]
+        parser = choices[word]
+    return parser.format_help()
+
+
+@needs_models
+def test_identify_json_stays_utf8_with_file_names_that_are_not(tmp_path: Path) -> None:
+    """Defect: a photo named with a byte that is not UTF-8 (a Latin-1 "café.jpg" from an old
+    camera card) was written into the JSON as that raw byte: the output was not UTF-8, and
+    json.load() failed on it. Such bytes are written as \\xNN now, in "image" and "error"."""
+    db = small_gallery(tmp_path / "gallery.db")
+    photos = tmp_path / "card"
+    photos.mkdir()
+    (photos / "caf\udce9.jpg").write_bytes(JOE[0].read_bytes())  # the byte 0xE9
+    missing = os.fsencode(tmp_path / "gon\udce9.jpg")
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "-q", "identify", "--json", "--db", str(db)]
+        + ["--backend", "cpu", os.fsencode(photos), missing],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+    assert done.returncode == 2  # the missing photo
+    assert b"Traceback" not in done.stderr
+    entries = json.loads(done.stdout.decode("utf-8"))  # strict: raises on a stray byte
+    assert [e["image"] for e in entries] == [f"{photos}/caf\\xe9.jpg", f"{tmp_path}/gon\\xe9.jpg"]
+    assert entries[1]["error"] == f"{tmp_path}/gon\\xe9.jpg: no such file"
+    assert len(entries[0]["faces"]) == 1
+
+
+@needs_models
+def test_identify_help_shows_every_field_of_its_json(tmp_path: Path) -> None:
+    """Defect: the JSON example in `identify --help` lacked the "access" field the output
+    has (false for a known visitor)."""
+    db = small_gallery(tmp_path / "gallery.db")
+    done = edge_app(tmp_path, "-q", "identify", "--json", "--db", str(db), str(JOE[0]), "x.jpg")
+    entries = json.loads(done.stdout)
+    helped = _subparser(["identify"]).format_help()
+
+    (face,) = entries[0]["faces"]
+    for key in [*entries[0], *face, *entries[1]]:
+        assert f'"{key}"' in helped, key
+    assert '"access": true' in helped
+    assert '"access" is whether the person may open the door' in helped
+
+
+def test_list_columns_line_up_with_wide_and_short_names(tmp_path: Path) -> None:
+    """Defect: `list` padded names by their number of characters, so a name in CJK script
+    (two columns a character) pushed its row out of line; and names shorter than "NAME"
+    were padded short of the header."""
+    rows = unit_rows(2, 11)
+    db = tmp_path / "gallery.db"
+    with Gallery.open(db, create=True) as gallery:
+        gallery.enroll("山田 太郎", [NewSample(rows[0], "a" * 64)])
+        gallery.enroll("Bo", [NewSample(rows[1], "b" * 64)])
+    short = small_gallery(tmp_path / "short.db")
+    with Gallery.open(short) as gallery:
+        gallery.remove(["Emma"])
+
+    lines = edge_app(tmp_path, "list", "--db", str(db)).stdout.splitlines()
+    assert lines[0].startswith("NAME       ACCESS  SAMPLES")
+    assert sorted(lines[1:])[0].startswith("Bo         yes           1")
+    assert sorted(lines[1:])[1].startswith("山田 太郎  yes           1")
+
+    lines = edge_app(tmp_path, "list", "--db", str(short)).stdout.splitlines()
+    assert lines[0].startswith("NAME  ACCESS")
+    assert lines[1].startswith("Bob   yes           1")
+
+
+@needs_models
+def test_quiet_silences_the_runtime_s_own_info_line_but_not_errors(tmp_path: Path) -> None:
+    """Defect: `-q` left "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on stderr:
+    the runtime's C++ logger prints it to the descriptor, beyond Python's logging and
+    TF_CPP_MIN_LOG_LEVEL. -q drops it at the descriptor; errors still come through."""
+    db = small_gallery(tmp_path / "gallery.db")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(JOE[0].read_bytes()[:3000])
+
+    loud = edge_app(tmp_path, "identify", "--db", str(db), "--backend", "cpu", str(JOE[0]))
+    assert "Created TensorFlow Lite XNNPACK delegate for CPU" in loud.stderr
+
+    quiet = edge_app(
+        tmp_path, "-q", "identify", "--db", str(db), "--backend", "cpu", str(JOE[0]), str(cut)
+    )
+    assert quiet.returncode == 2
+    assert "XNNPACK" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr
+    assert "cut.jpg: truncated JPEG" in one_error_line(quiet.stderr)
+    assert "1 face(s)" in quiet.stdout
+
+
+def test_quiet_passes_on_every_other_line_written_to_the_descriptor(tmp_path: Path) -> None:
+    """What the runtime writes to descriptor 2 while -q holds it back: its INFO lines are
+    dropped, its warnings and errors (and anything else) reach stderr, in order."""
+    script = (
+        "import os, sys\n"
+        "from edge_app.logs import setup_logging\n"
+        "from edge_app import runtime\n"
+        "setup_logging(int(sys.argv[1]))\n"
+        "with runtime._native_info_dropped():\n"
+        "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+        "    os.write(2, b'ERROR: a native error\\n')\n"
+        "    sys.stderr.write('python says\\n')\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    quiet = subprocess.run(
+        [sys.executable, "-c", script, "-1"], env=_env(), capture_output=True, text=True
+    )
+    assert quiet.stderr == "ERROR: a native error\npython says\nafter\n"
+    loud = subprocess.run(
+        [sys.executable, "-c", script, "0"], env=_env(), capture_output=True, text=True
+    )
+    assert loud.stderr.startswith("INFO: Created TensorFlow Lite XNNPACK")
+
+
+@needs_models
+def test_ctrl_c_prints_one_line_exits_130_and_writes_no_half_output(tmp_path: Path) -> None:
+    """Defect: Ctrl-C ended a long command without a word (exit 130, nothing said). It says
+    "interrupted" in one line now; `identify --json` has written nothing of its JSON."""
+    db = small_gallery(tmp_path / "gallery.db")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for copy in range(8):
+        for photo in [*JOE, *MARTHA]:
+            (photos / f"{copy}-{photo.name}").write_bytes(photo.read_bytes())
+    child = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "identify", "--json", "--db", str(db)]
+        + ["--backend", "cpu", str(photos)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stderr is not None and child.stdout is not None
+    seen = ""
+    while " people=" not in seen:  # the photos are being identified
+        line = child.stderr.readline()
+        assert line, seen
+        seen += line
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=TIMEOUT)
+
+    assert child.returncode == 130
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].endswith("WARNING edge_app: interrupted"), err
+
+
+def test_sign_unlock_help_says_what_origin_is() -> None:
+    """Defect: --sign-unlock ORIGIN never said what ORIGIN is."""
+    helped = " ".join(_subparser(["hub"]).format_help().split())
+
+    assert "ORIGIN names who sends it (1-64 printable characters, e.g. phone)" in helped
+    assert 'the door logs the unlock as "mqtt:ORIGIN"' in helped
+    assert "valid for [mqtt] unlock_window_seconds and only once" in helped

@@ -546,7 +546,7 @@ def test_demo_without_its_clip_is_refused(tmp_path: Path) -> None:
     done = run(tmp_path, "demo", "--clip", str(tmp_path / "door.mp4"))
 
     assert done.returncode == 2
-    assert "no such video" in done.stderr
+    assert "door.mp4: no such file or folder; give a video file" in done.stderr
 
 
 @pytest.mark.slow

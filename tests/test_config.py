@@ -103,6 +103,18 @@ def test_each_error_names_its_key(data: dict, message: str) -> None:
     assert message in errors_of(data)
 
 
+def test_every_bad_span_of_allowed_hours_is_named_at_once() -> None:
+    """Defect: only the first bad span was named, so fixing a file took one run per span."""
+    spans = ["7-22", "07:00-19:00", 8, "09:00-09:00", "x", "10:00-10:00"]
+
+    text = errors_of({"policy": {"allowed_hours": spans}})
+
+    assert "policy.allowed_hours: str '7-22', int 8, str 'x' are not time spans HH:MM-HH:MM" in text
+    assert "; '09:00-09:00', '10:00-10:00' are empty spans (each ends when it starts)" in text
+    assert "'07:00-19:00'" not in text
+    assert "1 problem(s)" in text
+
+
 def test_all_errors_are_collected_in_one() -> None:
     text = errors_of(
         {"gpio": {"pin": 14, "pulse_seconds": -2}, "camera": {"fps": "fast"}, "extra": {}}

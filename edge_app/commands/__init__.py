@@ -1,1 +1,27 @@
 """One module per `edge-app` subcommand (see edge_app.cli.COMMAND_MODULES)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+
+def file_path(example: str, default: str) -> Callable[[str], Path]:
+    """The argparse type of a file option (--db, --config): a path, never an empty one, which
+    Path("") would make ".", the current folder (`--db "$UNSET"`). `example` shows a path,
+    `default` what leaving the option out means."""
+
+    def parse(text: str) -> Path:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(
+                f"is empty; give a file's path (e.g. {example}), or leave the option out for "
+                f"{default}"
+            )
+        return Path(text)
+
+    return parse
+
+
+# --config of every command that reads the door's config file.
+config_path = file_path("./door.toml", "the default config file")

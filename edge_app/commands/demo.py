@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--clip",
         type=Path,
         default=DEMO_DIR / "door.mp4",
-        help="video to play as the camera (default %(default)s)",
+        help="video file, or folder of photos (played in name order), to use as the camera "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--enroll",
@@ -67,8 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge_app.enroll import enroll_photos
     from edge_app.errors import UserError
 
-    if not args.clip.is_file():
-        raise UserError(f"--clip {args.clip}: no such video")
+    _check_clip(args.clip)
     people = sorted(p for p in args.enroll.iterdir() if p.is_dir()) if args.enroll.is_dir() else []
     if not people:
         raise UserError(f"--enroll {args.enroll}: expected one folder of photos per person")
@@ -109,6 +109,25 @@ def _run(args: argparse.Namespace) -> int:
         states = factory.pin(config.gpio.pin).states
         out.write(relay_history(states, config.gpio.pin, config.gpio.active_high))
     return code
+
+
+def _check_clip(clip: Path) -> None:
+    """Refuse, before the models load, a --clip the camera could not play: what the door's
+    camera.source takes from a file, a video or a folder of photos."""
+    from edge_app.errors import UserError
+    from edge_app.images import IMAGE_SUFFIXES, expand_image_paths
+
+    fix = f"give a video file (such as {DEMO_DIR / 'door.mp4'}) or a folder of photos"
+    if clip.is_dir():
+        if next(expand_image_paths([clip]), None) is None:
+            raise UserError(
+                f"--clip {clip}: a folder with no photos ({', '.join(sorted(IMAGE_SUFFIXES))} "
+                f"files) in it; {fix}"
+            )
+    elif not clip.exists():
+        raise UserError(f"--clip {clip}: no such file or folder; {fix}")
+    elif not clip.is_file():
+        raise UserError(f"--clip {clip}: not a regular file (a device, pipe or socket); {fix}")
 
 
 def relay_history(states: list[Any], pin: int, active_high: bool = True) -> str:

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_app.commands import config_path
 from edge_app.paths import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--config", type=Path, metavar="PATH", help=f"TOML config (default {DEFAULT_CONFIG})"
+        "--config", type=config_path, metavar="PATH", help=f"TOML config (default {DEFAULT_CONFIG})"
     )
     parser.add_argument(
         "--models",

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,7 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_list(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery
 
-    with Gallery.open(db_path(args)) as gallery:
+    with Gallery.open(db_path(args), read_only=True) as gallery:
         people = gallery.people()
     if args.json:
         sys.stdout.write(json.dumps([asdict(p) for p in people], indent=2, ensure_ascii=False))
@@ -131,16 +132,30 @@ def run_list(args: argparse.Namespace) -> int:
     if not people:
         sys.stdout.write("nobody is enrolled\n")
         return 0
-    width = max(len(p.name) for p in people)
+    width = max(columns(name) for name in ["NAME", *(p.name for p in people)])
     sys.stdout.write(
-        f"{'NAME':<{width}}  ACCESS  SAMPLES  CROPS  ENROLLED              LAST SAMPLE\n"
+        f"{padded('NAME', width)}  ACCESS  SAMPLES  CROPS  ENROLLED              LAST SAMPLE\n"
     )
     for p in people:
         sys.stdout.write(
-            f"{p.name:<{width}}  {'yes' if p.access else 'no':<6}  {p.samples:>7}  "
+            f"{padded(p.name, width)}  {'yes' if p.access else 'no':<6}  {p.samples:>7}  "
             f"{p.crops:>5}  {p.created_utc:<20}  {p.last_sample_utc or '-'}\n"
         )
     return 0
+
+
+def columns(text: str) -> int:
+    """The terminal columns `text` takes: 2 for a wide (CJK) character, 0 for a combining
+    mark, 1 otherwise (names are printable: no control characters, check_name)."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def padded(text: str, width: int) -> str:
+    """`text` followed by spaces up to `width` terminal columns."""
+    return text + " " * (width - columns(text))
 
 
 def run_access(args: argparse.Namespace) -> int:
@@ -192,7 +207,7 @@ def run_export(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery
     from edge_app.private_file import NotRegularFileError, write_private_text
 
-    with Gallery.open(db_path(args)) as gallery:
+    with Gallery.open(db_path(args), read_only=True) as gallery:
         if args.out == "-":
             people, samples = gallery.export(sys.stdout)
         else:

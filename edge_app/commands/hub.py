@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_app.commands import config_path
 from edge_app.paths import DEFAULT_CONFIG
 
 EPILOG = f"""\
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, metavar="PATH", help="TOML config file")
+    parser.add_argument("--config", type=config_path, metavar="PATH", help="TOML config file")
     action = parser.add_mutually_exclusive_group()
     action.add_argument(
         "--clear-discovery",
@@ -51,8 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     action.add_argument(
         "--sign-unlock",
         metavar="ORIGIN",
-        help="print a signed unlock command for [mqtt] unlock_secret_file (valid for "
-        "unlock_window_seconds) and exit",
+        help="print one signed remote-unlock command to publish on the door's unlock "
+        "topic, then exit. ORIGIN names who sends it (1-64 printable characters, e.g. phone), "
+        'and the door logs the unlock as "mqtt:ORIGIN". Signed with the key in [mqtt] '
+        "unlock_secret_file (read it as the service user); valid for [mqtt] "
+        "unlock_window_seconds and only once (docs/HOME_ASSISTANT.md)",
     )
     parser.set_defaults(handler=run)
     _register_unlock_code(parser)
@@ -142,7 +146,11 @@ def _register_secret_setter(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     command.add_argument(
-        "--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help="TOML config file"
+        "--config",
+        type=config_path,
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="TOML config file",
     )
     command.add_argument(
         "--stdin", action="store_true", help=f"read the {what} from the first line of stdin"

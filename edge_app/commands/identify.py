@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.cascade_choice import CASCADES
+from edge_app.commands import file_path
 from edge_app.errors import UserError
 from edge_app.matching import AGGREGATES, LOOKALIKE_MODES
 from edge_app.runtime import BACKENDS
@@ -34,9 +35,12 @@ examples:
 
 JSON (--json): one entry per image, in order:
   [{"image": "visitor.jpg",
-    "faces": [{"name": "Alice", "score": 0.8123, "box": [x1, y1, x2, y2],
+    "faces": [{"name": "Alice", "access": true, "score": 0.8123, "box": [x1, y1, x2, y2],
                "liveness": {"score": 0.9731, "live": true}}]}]
+"access" is whether the person may open the door (`edge-app access`): false for a known
+visitor, whom the door names and never lets in; null for an unknown face.
 An image that cannot be read gets "faces": [] and an "error"; the exit code is then 2.
+A file name that is not UTF-8 shows its other bytes as \\xNN (caf\\xe9.jpg).
 "liveness" is the presentation-attack check (docs/LIVENESS.md): its score in [0, 1] and
 whether it reaches the threshold in the models manifest; null when the models have no
 liveness model. A photo of a photo is, rightly, often judged not live.
@@ -49,7 +53,7 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--db",
-        type=Path,
+        type=file_path("./gallery.db", "the configured gallery"),
         default=None,
         metavar="PATH",
         help=f"gallery database (default: gallery.path in {DEFAULT_CONFIG}, else "
@@ -150,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery
     from edge_app.images import image_files
 
-    with Gallery.open(db_path(args)) as gallery:
+    with Gallery.open(db_path(args), read_only=True) as gallery:
         matrix = gallery.load_matrix()
         models = gallery.models()
     if not matrix.names:
@@ -202,13 +206,13 @@ def _identify_one(
     """One photo's JSON entry and its lines of text."""
     from edge_app.images import ImageError, load_photo
 
-    entry: dict[str, Any] = {"image": str(path), "faces": []}
+    entry: dict[str, Any] = {"image": json_text(str(path)), "faces": []}
     lines: list[str] = []
     try:
         photo = load_photo(path)
     except ImageError as error:
         log.error("%s", error)
-        entry["error"] = str(error)
+        entry["error"] = json_text(str(error))
         lines.append(f"{path}: unreadable")
         return entry, lines
     faces, embeddings = engine.process(photo.pixels)
@@ -243,6 +247,12 @@ def _identify_one(
             verdict += "live" if liveness["live"] else "NOT live"
         lines.append(f"  {who}  score {score:.3f}  box [{corners}]{verdict}")
     return entry, lines
+
+
+def json_text(text: str) -> str:
+    """Text for the JSON output, which must be UTF-8: a file name's bytes that are not (Python
+    holds them as lone surrogates) are written as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _live_threshold(engine: Any) -> float | None:

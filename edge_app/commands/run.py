@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
+from edge_app.commands import config_path
 from edge_app.config import GPIO_FACTORIES
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, metavar="PATH", help="TOML config file")
+    parser.add_argument("--config", type=config_path, metavar="PATH", help="TOML config file")
     parser.add_argument(
         "--source",
         metavar="SPEC",

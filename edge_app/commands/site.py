@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_app.commands import config_path
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.site_memory import (
@@ -114,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, metavar="PATH", help=f"TOML config (default {DEFAULT_CONFIG})"
+        "--config", type=config_path, metavar="PATH", help=f"TOML config (default {DEFAULT_CONFIG})"
     )
 
 
