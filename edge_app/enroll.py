@@ -39,6 +39,7 @@ from edge_app.quality import (
     Rejection,
     duplicate_of,
     enrolment_face,
+    other_people_among,
 )
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,13 @@ class _Collector:
         keep_crops: bool,
         live_threshold: float | None = None,
         others: OtherPeople | None = None,
+        each_frame: bool = False,
     ) -> None:
+        """each_frame: judge each frame at once against the samples before it (a camera,
+        whose first good frames are the person); photos are judged together (refused())."""
         self.engine = engine
+        self.each_frame = each_frame
+        self.existing = existing
         self.others = others
         self.live_threshold = live_threshold
         self.gates = gates
@@ -217,6 +223,8 @@ class _Collector:
         rejection = duplicate_of(embedding, self.known, self.gates)
         if rejection is None and self.others is not None:
             rejection = enrolled_as(embedding, self.others, self.gates)
+        if rejection is None and self.each_frame:
+            rejection = other_people_among(embedding[None], embedding[None], self.known).get(0)
         if rejection is not None:
             return rejection
         crop = face_crop_jpeg(frame, face.boxes[0]) if self.keep_crops else None
@@ -227,6 +235,22 @@ class _Collector:
         self.sources.append(source)
         self.known = np.vstack([self.known, embedding[None], mirror[None]])
         return None
+
+    def another_person(self) -> list[Problem]:
+        """The accepted photos that look like another person than the rest of the person's
+        photos, enrolled and new (quality.other_people_among)."""
+        if not self.samples:
+            return []
+        refused = other_people_among(
+            np.stack([s.embedding for s in self.samples]),
+            np.stack([s.embedding if s.mirror is None else s.mirror for s in self.samples]),
+            self.existing,
+            self.gates,
+        )
+        return [
+            Problem(self.sources[i], rejection.reason, rejection.message)
+            for i, rejection in sorted(refused.items())
+        ]
 
 
 def _commit(
@@ -299,6 +323,9 @@ def enroll_photos(
             else:
                 log.info("photo=%s rejected reason=%s", source, rejection.reason.value)
                 problems.append(Problem(source, rejection.reason, rejection.message))
+    for problem in collector.another_person():
+        log.info("photo=%s rejected reason=%s", problem.source, problem.reason.value)
+        problems.append(problem)
     if problems:
         raise EnrollError(name, problems)
     return _commit(db, name, collector, add, skipped, access)
@@ -370,6 +397,7 @@ def enroll_camera(
         keep_crops,
         live_threshold,
         others=other_people(db, name),
+        each_frame=True,
     )
     deadline = time.monotonic() + timeout
     timed_out = False
@@ -390,6 +418,8 @@ def enroll_camera(
                 hint = ""
                 if isinstance(rejection, EnrolledAs):
                     hint = "already enrolled under another name"
+                elif rejection.reason is Reason.ANOTHER_PERSON:
+                    hint = "one person at a time"
                 elif rejection.reason is Reason.NEAR_DUPLICATE:
                     hint = "move your head a little"
                 elif rejection.reason is Reason.NO_FACE:

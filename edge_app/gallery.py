@@ -55,6 +55,7 @@ from edge_app import untrusted_json
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.centering import EMBEDDING_DIM
 from edge_app.errors import UserError, is_damage
+from edge_app.quality import NEAR_DUPLICATE_COSINE, other_people_among
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ RENORMALISE_ABOVE = 1e-5
 MAX_IMPORT_BYTES = 128 * 1024 * 1024
 MAX_CROP_BYTES = 1024 * 1024
 MAX_MODEL_ID_LENGTH = 128
+# Imported rows compared with every row at once: bounds the score matrix to about
+# 1024 x (all rows) float32, 80 MB for a gallery of 10,000 photos.
+IMPORT_CHECK_ROWS = 1024
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -710,6 +714,32 @@ class Gallery:
         return _blobs_to_matrix(_with_mirrors(rows) if mirrors else [row[0] for row in rows])
 
     @_reads
+    def looking_like_several(self) -> list[tuple[str, int, int]]:
+        """(name, photos, photos that look like another person) for each person whose samples
+        enrolment's one-person gate (quality.other_people_among) would not take together:
+        people enrolled from a mixed folder before the gate, or imported so."""
+        with self._snapshot() as db:
+            people = db.execute("SELECT id, name FROM people ORDER BY name").fetchall()
+            rows = db.execute(
+                "SELECT person_id, embedding, mirror_embedding FROM samples ORDER BY id"
+            ).fetchall()
+        photos: dict[int, list[tuple[bytes, bytes]]] = {}
+        for person_id, embedding, mirror in rows:
+            photos.setdefault(person_id, []).append((embedding, mirror or embedding))
+        found = []
+        for person_id, name in people:
+            mine = photos.get(person_id, [])
+            if len(mine) < 2:
+                continue
+            embeddings = _blobs_to_matrix([e for e, _ in mine])
+            mirrors = _blobs_to_matrix([m for _, m in mine])
+            empty = np.zeros((0, EMBEDDING_DIM), np.float32)
+            odd = other_people_among(embeddings, mirrors, empty)
+            if odd:
+                found.append((name, len(mine), len(odd)))
+        return found
+
+    @_reads
     def without_mirrors(self) -> int:
         """Samples stored without their mirror-image embedding (enrolled before schema v4)."""
         return int(
@@ -921,6 +951,7 @@ class Gallery:
                     + ", ".join(map(repr, conflicts))
                     + "; pass --replace to overwrite them or --merge to add their samples"
                 )
+            self._refuse_shared_faces(people, found)
             for person in people:
                 name, new_samples = person.name, person.samples
                 kept = new_samples
@@ -949,6 +980,57 @@ class Gallery:
                 summary.samples_added += len(kept)
                 summary.samples_skipped += len(new_samples) - len(kept)
         return summary
+
+    def _refuse_shared_faces(
+        self, people: Sequence[ExportedPerson], found: dict[str, tuple[int, str] | None]
+    ) -> None:
+        """GalleryError when an imported sample nearly repeats (enrolment's near-duplicate
+        cosine) a sample of another person, here or in the import: one face under two names
+        is let in as either, which `enroll` refuses too (edge_app.enroll.enrolled_as).
+
+        Every row is owned by a person: the gallery's by their id, an imported person by the
+        id they merge into or replace, or else by their place in the import."""
+        rows = self._db.execute(
+            """SELECT s.person_id, p.name, s.embedding, s.mirror_embedding
+               FROM samples s JOIN people p ON p.id = s.person_id"""
+        ).fetchall()
+        owners: list[int] = []
+        names: list[str] = []
+        blobs: list[bytes] = []
+        for person_id, name, embedding, mirror in rows:
+            for blob in (embedding, mirror):
+                if blob is not None:
+                    owners.append(person_id)
+                    names.append(name)
+                    blobs.append(blob)
+        here = len(blobs)
+        matrix = [_blobs_to_matrix(blobs)] if blobs else []
+        for place, person in enumerate(people):
+            row = found[person.name]
+            for sample in person.samples:
+                for vector in (sample.embedding, sample.mirror):
+                    if vector is not None:
+                        owners.append(row[0] if row is not None else -1 - place)
+                        names.append(person.name)
+                        matrix.append(np.asarray(vector, np.float32)[None])
+        if len(owners) == here:
+            return
+        everyone = np.vstack(matrix)
+        owner = np.array(owners)
+        for start in range(here, len(owners), IMPORT_CHECK_ROWS):
+            stop = min(start + IMPORT_CHECK_ROWS, len(owners))
+            scores = everyone[start:stop] @ everyone.T
+            scores[owner[start:stop, None] == owner[None, :]] = -1.0
+            row_i, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            best = float(scores[row_i, col])
+            if best > NEAR_DUPLICATE_COSINE:
+                where = "in this gallery" if col < here else "in the import too"
+                raise GalleryError(
+                    f"{names[start + row_i]!r} in the import has the same face as "
+                    f"{names[col]!r} {where} (cosine {best:.3f} > {NEAR_DUPLICATE_COSINE:.2f}): "
+                    "one person under two names is let in as either; remove one of them "
+                    "first (nothing was imported)"
+                )
 
 
 def _with_mirrors(rows: Sequence[Sequence[bytes | None]]) -> list[bytes]:

@@ -52,6 +52,9 @@ MAX_ROLL_DEG = 30.0
 MAX_YAW = 0.5
 PITCH_RANGE = (0.15, 0.9)
 NEAR_DUPLICATE_COSINE = 0.98
+# A photo whose face is below this cosine to every other photo of the person is taken for
+# another person's (benchmarks/same_person.py chooses it on DevTrain pairs).
+SAME_PERSON_COSINE = 0.34
 
 
 class Reason(str, Enum):
@@ -63,6 +66,7 @@ class Reason(str, Enum):
     NOT_FRONTAL = "not_frontal"
     NEAR_DUPLICATE = "near_duplicate"
     NOT_LIVE = "not_live"
+    ANOTHER_PERSON = "another_person"
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Gates:
     max_yaw: float = MAX_YAW
     pitch_range: tuple[float, float] = PITCH_RANGE
     near_duplicate: float = NEAR_DUPLICATE_COSINE
+    same_person: float = SAME_PERSON_COSINE
 
 
 DEFAULT_GATES = Gates()
@@ -215,3 +220,73 @@ def duplicate_of(
         f"near-duplicate of a sample already there (cosine {similarity:.3f} > "
         f"{gates.near_duplicate:.2f}); skipped",
     )
+
+
+def photo_links(embeddings: np.ndarray, mirrors: np.ndarray) -> np.ndarray:
+    """(N, N) cosine of each photo to each other photo, the better of its own embedding and
+    its mirror's, made symmetric; the diagonal is -1 (a photo is no witness for itself)."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    scores = np.maximum(embeddings @ embeddings.T, embeddings @ np.asarray(mirrors, np.float32).T)
+    scores = np.maximum(scores, scores.T)
+    np.fill_diagonal(scores, -1.0)
+    return scores
+
+
+def other_people_among(
+    embeddings: np.ndarray,
+    mirrors: np.ndarray,
+    enrolled: np.ndarray,
+    gates: Gates = DEFAULT_GATES,
+) -> dict[int, Rejection]:
+    """The photos of one enrolment that look like another person, each with its Rejection.
+
+    embeddings, mirrors: (N, 512) of the photos offered, in order; enrolled: (K, 512) the
+    person's samples already in the gallery (with their mirrors), K = 0 for a new person.
+    Two photos belong together when their cosine is at least gates.same_person, and groups
+    join through any member (a person's photos at 20 and at 50 link through the ones
+    between). With samples enrolled, the photos in a group that links to none of them are
+    refused. For a new person, the largest group is the person and the others are refused;
+    when no group is the largest, every photo is, since nothing says who the person is.
+    """
+    count = len(embeddings)
+    if count == 0 or (count == 1 and len(enrolled) == 0):
+        return {}
+    floor = gates.same_person
+    links = photo_links(embeddings, mirrors) >= floor
+    group = np.arange(count)
+    for i, j in zip(*np.nonzero(np.triu(links)), strict=True):  # union of linked photos
+        old, new = group[j], group[i]
+        group[group == old] = new
+    to_enrolled = (
+        np.max(np.asarray(embeddings, np.float32) @ np.asarray(enrolled, np.float32).T, axis=1)
+        if len(enrolled)
+        else np.full(count, -1.0, np.float32)
+    )
+    ids, sizes = np.unique(group, return_counts=True)
+    if len(enrolled):
+        keep = set(np.unique(group[to_enrolled >= floor]).tolist())
+        why = "looks like none of the person's enrolled photos"
+    elif len(ids) == 1:
+        return {}
+    else:
+        largest = ids[sizes == sizes.max()]
+        keep = set(largest.tolist()) if len(largest) == 1 else set()
+        why = (
+            "looks like another person than most of the photos"
+            if keep
+            else f"the {count} photos show {len(ids)} people or more, none on most of them"
+        )
+    # Its best cosine to a photo outside its own group, or to an enrolled sample: every one
+    # is below the floor, or the groups would have joined.
+    scores = photo_links(embeddings, mirrors)
+    scores[group[:, None] == group[None, :]] = -1.0
+    best = np.maximum(scores.max(axis=1), to_enrolled)
+    return {
+        int(i): Rejection(
+            Reason.ANOTHER_PERSON,
+            f"{why} (best cosine {float(best[i]):.2f} to them, below {floor:.2f}): enrol "
+            "each person under their own name, from photos of them alone",
+        )
+        for i in range(count)
+        if int(group[i]) not in keep
+    }

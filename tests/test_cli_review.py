@@ -210,6 +210,27 @@ def test_doctor_reports_the_gallery_mode_as_it_leaves_it(tmp_path: Path) -> None
     assert "chmod" not in check["fix"]
 
 
+def test_doctor_warns_of_photos_of_several_people_under_one_name(tmp_path: Path) -> None:
+    """Defect: a gallery enrolled from a mixed folder before the one-person gate (or imported
+    so) let each face in under one name, and doctor said nothing. Emma's two samples are
+    random unit vectors (cosine about 0: two people); Bob has one photo, nothing to compare."""
+    from edge_app.commands.doctor import _gallery_checks
+    from edge_app.config import parse_config
+
+    db = small_gallery(tmp_path / "gallery.db")
+    config = parse_config({"gallery": {"path": str(db)}})
+
+    gallery, several = _gallery_checks(config)
+
+    assert gallery.status == "ok"
+    assert several.area == "one person each" and several.status == "warn"
+    assert "'Emma': 2 of 2" in several.detail and "Bob" not in several.detail
+    assert several.fix.startswith("edge-app remove NAME")
+    with Gallery.open(db) as fixed:
+        fixed.remove(["Emma"])
+    assert [check.area for check in _gallery_checks(config)] == ["gallery"]
+
+
 def test_doctor_checks_the_camera_and_relay_the_config_names(tmp_path: Path) -> None:
     """Defect: doctor looked for picamera2 and /dev/video* whatever `[camera] source` said,
     and advised `--gpio mock` to a config that already simulated the relay: a door set to

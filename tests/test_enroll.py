@@ -23,7 +23,14 @@ from lfw_photos import NEEDS_LFW_AND_MODELS, lfw
 from edge_app.commands import enroll as enroll_command
 from edge_app.commands import gallery as gallery_command
 from edge_app.commands import identify as identify_command
-from edge_app.enroll import EnrollError, enroll_camera, enroll_photos, model_id
+from edge_app.enroll import (
+    CAMERA_SAMPLES,
+    CAMERA_TIMEOUT_S,
+    EnrollError,
+    enroll_camera,
+    enroll_photos,
+    model_id,
+)
 from edge_app.errors import UserError
 from edge_app.gallery import Gallery
 from edge_app.images import read_image
@@ -255,6 +262,41 @@ def test_near_duplicates_are_skipped_not_errors(tmp_path: Path, gallery_db: Path
     assert digest(gallery_db) == before
 
 
+def test_photos_of_two_people_under_one_name_are_refused(
+    tmp_path: Path, gallery_db: Path, engine
+) -> None:
+    """A folder that mixes people would let each of them in under the one name."""
+    frank = [lfw("Frank_Solich", n) for n in (1, 2)]
+    emma = lfw("Emma_Watson", 3)
+    db = tmp_path / "new.db"
+    with pytest.raises(EnrollError, match="nothing enrolled for 'Frank Solich'") as caught:
+        enroll_photos(db, engine, "Frank Solich", [*frank, emma])
+    assert [(p.source, p.reason) for p in caught.value.problems] == [
+        (str(emma), Reason.ANOTHER_PERSON)
+    ]
+    assert "another person than most of the photos" in str(caught.value)
+    with pytest.raises(EnrollError) as caught:
+        enroll_photos(db, engine, "Frank Solich", [frank[0], emma])
+    assert {p.reason for p in caught.value.problems} == {Reason.ANOTHER_PERSON}
+    assert len(caught.value.problems) == 2
+    assert not db.exists()
+
+    before = digest(gallery_db)  # Emma Watson enrolled; Frank's photo added to her
+    with pytest.raises(EnrollError, match="none of the person's enrolled photos"):
+        enroll_photos(gallery_db, engine, "Emma Watson", [frank[0]], add=True)
+    assert digest(gallery_db) == before
+    # Her own third photo is welcome.
+    assert enroll_photos(gallery_db, engine, "Emma Watson", [emma], add=True).samples == 3
+
+
+def test_camera_enrolment_passes_over_another_person_s_face(tmp_path: Path, engine) -> None:
+    frank = [read_image(lfw("Frank_Solich", n)) for n in (1, 2, 3)]
+    frames = [frank[0], read_image(lfw("Emma_Watson", 1)), frank[1], frank[2]]
+    db = tmp_path / "camera.db"
+    result = enroll_camera(db, engine, "Frank Solich", iter(frames), count=3, progress=False)
+    assert result.added == ["camera frame 0", "camera frame 2", "camera frame 3"]
+
+
 def test_face_crops_only_when_asked(gallery_db: Path, engine) -> None:
     enroll_photos(gallery_db, engine, "Frank Solich", [lfw("Frank_Solich", 1)], keep_crops=True)
     with Gallery.open(gallery_db) as gallery:
@@ -354,6 +396,24 @@ def test_command_line_round_trip(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert edge_app("list", "--db", other, "--json") == (0, "")
     assert [p["name"] for p in json.loads(capsys.readouterr().out)] == ["Emma Watson"]
+
+
+def test_camera_options_are_refused_with_photos(tmp_path: Path, capsys) -> None:
+    """`--samples 3` with photos was silently ignored: the user thought 3 were needed."""
+    db = tmp_path / "door.db"
+    photo = str(lfw("Frank_Solich", 1))
+    for option in (["--samples", "3"], ["--timeout", "5"], ["--source", "0"]):
+        code, message = edge_app("enroll", "--db", str(db), *option, "Frank", photo)
+        assert code == 2 and message.startswith(f"{option[0]}: for --camera only")
+    assert not db.exists()
+    # The help states the camera's own defaults.
+    parser = argparse.ArgumentParser()
+    enroll_command.register(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["enroll", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"frames to collect (default: {CAMERA_SAMPLES})" in text
+    assert f"writing nothing (default: {CAMERA_TIMEOUT_S:g})" in text
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import sqlite3
 import stat
 import subprocess
@@ -309,6 +310,73 @@ def test_import_conflicts_refuse_replace_merge(db: Path, tmp_path: Path) -> None
         summary = gallery.import_(read_export(source), on_conflict="replace")
         assert summary.replaced_people == ["Alice", "Eve"]
         assert {p.name: p.samples for p in gallery.people()} == {"Alice": 2, "Bob": 2, "Eve": 1}
+
+
+def test_people_whose_samples_look_like_several_people_are_found(db: Path) -> None:
+    """Alice's samples are random unit vectors: cosine about 0, each its own person."""
+    with Gallery.open(db) as gallery:
+        assert gallery.looking_like_several() == [("Alice", 3, 3), ("Bob", 2, 2)]
+        one = unit_vectors(1, 50)[0]
+        close = [one + 0.5 * v for v in unit_vectors(3, 51)]
+        gallery.enroll(
+            "Carol",
+            [NewSample(v / np.linalg.norm(v), f"{i}" * 64, None, "m") for i, v in enumerate(close)],
+        )
+        gallery.enroll("Dan", samples(1, 52))  # one photo: nothing to compare
+        assert [name for name, *_ in gallery.looking_like_several()] == ["Alice", "Bob"]
+
+
+def test_import_refuses_one_face_under_two_names(db: Path, tmp_path: Path) -> None:
+    """`enroll` refuses a face that nearly repeats another person's sample; so does import,
+    against this gallery's people and the import's own."""
+
+    def near(vector: np.ndarray, seed: int) -> np.ndarray:
+        """The same face saved again: cosine about 0.995 to `vector`."""
+        moved = vector + 0.1 * unit_vectors(1, seed)[0]
+        return moved / np.linalg.norm(moved)
+
+    bob = samples(2, 2)[1].embedding
+    bob_again = NewSample(near(bob, 40), "e" * 64, None, "model-a")
+    mirror_of_bob = NewSample(
+        unit_vectors(1, 20)[0], "f" * 64, None, "model-a", mirror=near(bob, 41)
+    )
+    carol = samples(1, 30)
+    caroline = [NewSample(near(carol[0].embedding, 42), "d" * 64, None, "model-a")]
+    cases = {
+        "Robert": (
+            [("Robert", [bob_again])],
+            "'Robert' in the import has the same face as 'Bob' in this gallery",
+        ),
+        "mirror": (
+            [("Robert", [mirror_of_bob])],
+            "'Robert' in the import has the same face as 'Bob'",
+        ),
+        "in the import": (
+            [("Carol", carol), ("Caroline", caroline)],
+            "'Carol' in the import has the same face as 'Caroline' in the import too",
+        ),
+    }
+    for people, message in cases.values():
+        source = tmp_path / "source.db"
+        source.unlink(missing_ok=True)
+        with Gallery.open(source, create=True) as gallery:
+            for name, new in people:
+                gallery.enroll(name, new)
+        text = io.StringIO()
+        with Gallery.open(source) as gallery:
+            gallery.export(text)
+        before = file_digest(db)
+        with Gallery.open(db) as gallery:
+            with pytest.raises(GalleryError, match=re.escape(message)):
+                gallery.import_(read_export(io.StringIO(text.getvalue())))
+            assert gallery.has("Alice") and not gallery.has(people[0][0])
+        assert file_digest(db) == before
+    # Replacing or merging a person with their own samples is no clash.
+    text = io.StringIO()
+    with Gallery.open(db) as gallery:
+        gallery.export(text)
+        summary = gallery.import_(read_export(io.StringIO(text.getvalue())), on_conflict="replace")
+    assert summary.replaced_people == ["Alice", "Bob"]
 
 
 @pytest.mark.parametrize(

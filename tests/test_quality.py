@@ -20,6 +20,7 @@ from edge_app.quality import (
     dominant_face,
     duplicate_of,
     enrolment_face,
+    other_people_among,
     pose,
     sharpness,
 )
@@ -177,6 +178,51 @@ def test_near_duplicates() -> None:
     fresh = rng.normal(size=512).astype(np.float32)
     assert duplicate_of(fresh / np.linalg.norm(fresh), existing) is None
     assert duplicate_of(close, np.zeros((0, 512), np.float32)) is None
+
+
+def person_photos(rng: np.random.Generator, centre: np.ndarray, count: int) -> np.ndarray:
+    """`count` unit vectors about 0.5 cosine to `centre` (photos of one person)."""
+    noise = rng.normal(size=(count, 512)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    photos = centre[None] + noise
+    return photos / np.linalg.norm(photos, axis=1, keepdims=True)
+
+
+def test_photos_of_another_person_in_one_enrolment() -> None:
+    rng = np.random.default_rng(2)
+    alice, bob = person_photos(rng, np.eye(512, dtype=np.float32)[0], 1)[0], np.eye(512)[1]
+    a = person_photos(rng, alice, 3)
+    b = person_photos(rng, bob.astype(np.float32), 2)
+    none = np.zeros((0, 512), np.float32)
+
+    # A new person: the largest group is the person, the rest is refused.
+    refused = other_people_among(np.vstack([a, b]), np.vstack([a, b]), none)
+    assert sorted(refused) == [3, 4]
+    assert {r.reason for r in refused.values()} == {Reason.ANOTHER_PERSON}
+    assert "another person than most of the photos" in refused[3].message
+    # Two photos of two people: nothing says which one is the person.
+    refused = other_people_among(np.vstack([a[:1], b[:1]]), np.vstack([a[:1], b[:1]]), none)
+    assert sorted(refused) == [0, 1] and "2 photos show 2 people" in refused[0].message
+    # One person's photos only, or a single photo: nothing to refuse.
+    assert other_people_among(a, a, none) == {}
+    assert other_people_among(b[:1], b[:1], none) == {}
+    # Adding photos: those like none of the enrolled samples are refused, even when they are
+    # most of the new ones.
+    refused = other_people_among(np.vstack([a[:1], b]), np.vstack([a[:1], b]), a[1:])
+    assert sorted(refused) == [1, 2]
+    assert "none of the person's enrolled photos" in refused[1].message
+
+
+def test_one_person_s_photos_link_through_the_ones_between() -> None:
+    """Photos at 20 and at 50 years old may look unlike each other, and still link through
+    a photo at 35 that looks like both."""
+    young, old = np.eye(512, dtype=np.float32)[:2]
+    between = (young + old) / np.linalg.norm(young + old)  # 0.71 to each, the two 0.0
+    photos = np.vstack([young, old, between])
+    assert other_people_among(photos, photos, np.zeros((0, 512), np.float32)) == {}
+    assert sorted(other_people_among(photos[:2], photos[:2], np.zeros((0, 512)))) == [0, 1]
+    # A mirror that looks like the other photo links it too.
+    assert other_people_among(photos[:2], photos[[1, 0]], np.zeros((0, 512))) == {}
 
 
 # --- the dominant-face rule on real detections ------------------------------------------

@@ -576,6 +576,7 @@ def _gallery_checks(config: Config | None) -> list[Check]:
         found = path.stat().st_mode & 0o777
         with Gallery.open(path) as gallery:  # narrows a mode found wider than 600
             people = gallery.people()
+            several = gallery.looking_like_several()
         mode = path.stat().st_mode & 0o777
     except GalleryDamaged as error:  # the message says what to do: restore it
         return [Check("gallery", "fail", str(error), "restore the gallery, as the line says")]
@@ -586,7 +587,19 @@ def _gallery_checks(config: Config | None) -> list[Check]:
     if mode != 0o600:
         fix = f"chmod 600 {path} (biometric templates)"
     narrowed = f" (was {found:o}: narrowed now)" if found != mode else ""
-    return [Check("gallery", status, f"{path}: {len(people)} people, mode {mode:o}{narrowed}", fix)]
+    checks = [Check("gallery", status, f"{path}: {len(people)} people, mode {mode:o}{narrowed}", fix)]
+    if several:
+        names = "; ".join(f"{name!r}: {odd} of {photos}" for name, photos, odd in several)
+        checks.append(
+            Check(
+                "one person each",
+                "warn",
+                f"photos that look like someone else under one name ({names}): "
+                "each face lets in the name it is under",
+                "edge-app remove NAME, then enrol NAME again from photos of that person only",
+            )
+        )
+    return checks
 
 
 DOOR_TIMEOUT = 3.0  # seconds the running door may take to answer

@@ -73,23 +73,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     camera.add_argument(
         "--source",
         type=_source,
-        default="auto",
         metavar="SPEC",
         help="camera: auto (default), picamera2, a device index or path, or a stream URL",
     )
     camera.add_argument(
         "--samples",
         type=int,
-        default=5,
         metavar="N",
-        help="frames to collect (default: %(default)s)",
+        help="frames to collect (default: 5)",  # edge_app.enroll.CAMERA_SAMPLES
     )
     camera.add_argument(
         "--timeout",
         type=float,
-        default=60.0,
         metavar="S",
-        help="give up after S seconds, writing nothing (default: %(default)g)",
+        help="give up after S seconds, writing nothing (default: 60)",  # CAMERA_TIMEOUT_S
     )
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
@@ -113,9 +110,20 @@ def run(args: argparse.Namespace) -> int:
             "--no-access applies to a new person; to change someone enrolled, run "
             f"`edge-app access {shlex.quote(args.name)} no`"
         )
-    if args.samples < 1:
+    camera_only = [
+        option
+        for option, value in (
+            ("--source", args.source),
+            ("--samples", args.samples),
+            ("--timeout", args.timeout),
+        )
+        if value is not None
+    ]
+    if camera_only and not args.camera:
+        raise UserError(f"{', '.join(camera_only)}: for --camera only; photos are used as given")
+    if args.samples is not None and args.samples < 1:
         raise UserError("--samples must be at least 1")
-    if not 0 < args.timeout < math.inf:
+    if args.timeout is not None and not 0 < args.timeout < math.inf:
         raise UserError(f"--timeout {args.timeout}: must be a number of seconds above 0")
     # Name and folder checks first: loading the models takes seconds, a typo should not.
     enroll.existing_samples(db, args.name, args.add)
@@ -141,15 +149,16 @@ def _enroll(
         from edge_app.camera import open_source
 
         live_threshold = _live_threshold(engine)
-        source = open_source(args.source)
+        source = open_source("auto" if args.source is None else args.source)
+        # The camera's own defaults (edge_app.enroll) for what the command line leaves out.
+        limits = {"count": args.samples, "timeout": args.timeout}
         try:
             result = enroll.enroll_camera(
                 db,
                 engine,
                 args.name,
                 (frame.image for frame in source.frames()),
-                count=args.samples,
-                timeout=args.timeout,
+                **{key: value for key, value in limits.items() if value is not None},
                 progress=not args.json,
                 live_threshold=live_threshold,
                 stop=source.close,
