@@ -587,7 +587,9 @@ def _gallery_checks(config: Config | None) -> list[Check]:
     if mode != 0o600:
         fix = f"chmod 600 {path} (biometric templates)"
     narrowed = f" (was {found:o}: narrowed now)" if found != mode else ""
-    checks = [Check("gallery", status, f"{path}: {len(people)} people, mode {mode:o}{narrowed}", fix)]
+    checks = [
+        Check("gallery", status, f"{path}: {len(people)} people, mode {mode:o}{narrowed}", fix)
+    ]
     if several:
         names = "; ".join(f"{name!r}: {odd} of {photos}" for name, photos, odd in several)
         checks.append(
