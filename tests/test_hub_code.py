@@ -127,6 +127,22 @@ def test_right_code_fresh_timestamp_is_accepted_once() -> None:
     assert check.verify(command(ts=clock.now)).action == "UNLOCK"
 
 
+def test_a_restarted_hub_refuses_a_code_command_the_previous_one_accepted() -> None:
+    """Defect: the replay cache is in memory, so within the window after a hub restart an
+    exact copy of an accepted command opened the door again. Now a command stamped before
+    the verifier was made is refused, as signed commands are; a fresh press is accepted."""
+    clock = Clock()
+    earlier = CodeVerifier(cheap_hash(), 30.0, clock=clock)
+    assert earlier.verify(command()).action == "UNLOCK"
+    clock.now += 5.4  # the hub restarts
+    restarted = CodeVerifier(cheap_hash(), 30.0, clock=clock)
+    clock.now += 2
+    with pytest.raises(UnlockRefused, match=rf"timestamp {int(NOW)} is before this hub started"):
+        restarted.verify(command())
+    assert restarted.verify(command(ts=NOW + 5)).action == "UNLOCK"  # the second it started
+    assert restarted.verify(command("OPEN", ts=clock.now)).action == "OPEN"
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [

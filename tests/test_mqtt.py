@@ -507,8 +507,8 @@ def test_a_signed_command_accepted_before_a_restart_is_refused_after_it(
         refused = [line for line in lines if "before this hub started" in line]
         assert refused == [
             f"remote unlock refused topic={topic} origin=- reason='timestamp {good['ts']} is "
-            "before this hub started: a command signed before a hub restart is never accepted "
-            "after it (sign a new one)'"
+            "before this hub started: a command made before a hub restart is never accepted "
+            "after it (send a new one)'"
         ]  # one: the command sent while no hub was connected never arrived
         assert [e for e in door.events() if e["type"] == "unlock"][-1]["reason"].startswith(
             "remote; origin=mqtt:phone"

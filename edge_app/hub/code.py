@@ -7,9 +7,10 @@ docs/HOME_ASSISTANT.md). A command is the JSON object
     {"action": "UNLOCK" | "OPEN" | "LOCK", "code": "<digits>", "timestamp": <Unix seconds>}
 
 and opens the door only when, in this order: it is well formed; its timestamp is inside the
-window (the same `unlock_window_seconds` as signed commands); remote unlock is not locked out
-after repeated wrong codes; the same timestamp and code were not already accepted (an exact
-replay); and the code matches the scrypt hash in `[mqtt] unlock_code_file`, compared in
+window (the same `unlock_window_seconds` as signed commands); it was not made before this
+hub started (signing.HubStart: the replay cache is kept in memory only); remote unlock is not
+locked out after repeated wrong codes; the same timestamp and code were not already accepted
+(an exact replay); and the code matches the scrypt hash in `[mqtt] unlock_code_file`, compared in
 constant time. Shape, window, lock-out and replay are checked before the hash is computed,
 so a flood of commands costs a JSON parse each, not an scrypt each.
 
@@ -31,7 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_app.errors import UserError
-from edge_app.hub.signing import REPLAY_CACHE, UnlockRefused, check_window, command_object
+from edge_app.hub.signing import (
+    REPLAY_CACHE,
+    HubStart,
+    UnlockRefused,
+    check_window,
+    command_object,
+)
 from edge_app.private_file import NotRegularFileError, read_private, write_private_text
 from edge_app.secret_hash import CostRefused, HashFormatError, ScryptHash
 
@@ -152,6 +159,7 @@ class CodeVerifier:
         self._ticks = (
             ticks if ticks is not None else (time.monotonic if clock is time.time else clock)
         )
+        self._start = HubStart(self._ticks)
         self._wrong: deque[float] = deque()
         self._locked_until = 0.0
         # Replay cache keys: (timestamp, HMAC of the code under a key that lives only in this
@@ -165,7 +173,9 @@ class CodeVerifier:
         command, code = self._parse(payload)
         if command.action == LOCK:
             return command
-        check_window(command.timestamp, self._clock(), self.window)
+        wall = self._clock()
+        check_window(command.timestamp, wall, self.window)
+        self._start.check(command.timestamp, wall)
         now = self._ticks()
         with self._lock:
             if now < self._locked_until:

@@ -104,27 +104,46 @@ def sign_unlock(
     return {"ts": ts, "nonce": nonce, "origin": origin, "sig": digest.hexdigest()}
 
 
-class UnlockVerifier:
-    """Checks commands in a fixed order: shape, signature, then time window, then whether it
-    was signed before this verifier was made, then replay.
+class HubStart:
+    """Refuses commands made before this hub run started, so that a replay cache kept in
+    memory only is enough (UnlockVerifier's nonces, CodeVerifier's timestamp and code).
 
-    The nonce cache lives in memory only, so a new verifier (a restarted hub) would accept
-    again, within the window, a command that the previous one accepted and that someone
-    captured. Rather than write the used nonces to a file at every unlock (a disk write for
-    each command, a file to keep private and whole, and a folder the hub must be able to
-    write), a verifier refuses every command signed before it was made: each command can then
-    be accepted by one hub run only, and needs nothing kept across runs. The cost: a command
-    signed before a restart and sent after it is refused (sign a new one). Timestamps are
-    whole seconds (senders round down), so "before" is judged in whole seconds: a command
-    from the very second the hub started is accepted, and a replay would need the previous
-    hub to accept it, stop and the new one start within that one second. This assumes the
-    sender's clock is not ahead of the Pi's (the window already needs both on NTP): a sender
-    d seconds ahead leaves its commands d seconds in which to be replayed after a restart.
+    Such a cache dies with the hub, so a restarted hub would accept again, within the window,
+    a command that the previous run accepted and that someone captured. Rather than write the
+    used commands to a file at every unlock (a disk write for each command, a file to keep
+    private and whole, and a folder the hub must be able to write), every command stamped
+    before the start is refused: each command can then be accepted by one hub run only, and
+    needs nothing kept across runs. The cost: a command made before a restart and sent after
+    it is refused (make a new one). Timestamps are whole seconds (senders round down), so
+    "before" is judged in whole seconds: a command from the very second the hub started is
+    accepted, and a replay would need the previous hub to accept it, stop and the new one
+    start within that one second. This assumes the sender's clock is not ahead of the Pi's
+    (the window already needs both on NTP): a sender d seconds ahead leaves its commands d
+    seconds in which to be replayed after a restart.
 
     The start is kept as a monotonic age, not a wall-clock time: a clock stepped after the
     start (NTP at boot, a hand-set date) moves it along with every timestamp, so it neither
     refuses every command until the clock passes a wrong start time nor lets older ones in.
     """
+
+    def __init__(self, ticks: Callable[[], float]) -> None:
+        self._ticks = ticks
+        self._started = ticks()
+
+    def check(self, timestamp: int, now: float) -> None:
+        """UnlockRefused when `timestamp` (Unix seconds) is before the start; `now` is the
+        wall clock as it reads now."""
+        started = now - (self._ticks() - self._started)
+        if timestamp < math.floor(started):
+            raise UnlockRefused(
+                f"timestamp {timestamp} is before this hub started: a command made before a "
+                "hub restart is never accepted after it (send a new one)"
+            )
+
+
+class UnlockVerifier:
+    """Checks commands in a fixed order: shape, signature, then time window, then whether it
+    was signed before this verifier was made (HubStart), then replay."""
 
     def __init__(
         self,
@@ -143,7 +162,7 @@ class UnlockVerifier:
         self._ticks = (
             ticks if ticks is not None else (time.monotonic if clock is time.time else clock)
         )
-        self._started = self._ticks()
+        self._start = HubStart(self._ticks)
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -167,12 +186,7 @@ class UnlockVerifier:
             raise UnlockRefused("bad signature")
         now = self._clock()
         check_window(ts, now, self.window)
-        started = now - (self._ticks() - self._started)  # on the wall clock as it reads now
-        if ts < math.floor(started):
-            raise UnlockRefused(
-                f"timestamp {ts} is before this hub started: a command signed before a hub "
-                "restart is never accepted after it (sign a new one)"
-            )
+        self._start.check(ts, now)
         with self._lock:
             for old in [n for n, seen in self._seen.items() if now - seen > 2 * self.window]:
                 del self._seen[old]
