@@ -337,3 +337,59 @@ def test_a_request_head_over_16_kib_gets_431_and_the_connection_closes(
     assert answer.endswith(b"\r\n\r\nthe request's line and headers are over 16384 bytes\n")
     assert "web request head too large address=127.0.0.1 limit_bytes=16384" in caplog.text
     assert status_of(server) == 200
+
+
+# --- binding -----------------------------------------------------------------------------
+
+
+def test_a_port_in_use_is_refused_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defect: a port in use gave "cannot serve on http://127.0.0.1:8080 (3); is the port in
+    use?" after uvicorn's own ERROR line: a bare exit code, a guess, two messages. The page
+    now binds its sockets itself, before any thread starts, and says what is wrong."""
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    config = web_config(tmp_path, port)
+    auth.write_password_file(config.web.password_file, PASSWORD)
+    server = WebServer(config, socket_path=tmp_path / "absent-door.sock")
+    with holder, caplog.at_level(logging.INFO), pytest.raises(WebError) as refused:
+        server.start()
+    assert str(refused.value) == (
+        f"web.listen: cannot listen on 127.0.0.1:{port}: another program listens there "
+        f"(`sudo ss -ltnp 'sport = :{port}'` names it); stop it, or set another port in "
+        "web.listen"
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert server._thread is None  # nothing was started
+
+
+def test_an_address_not_on_this_machine_is_refused(tmp_path: Path) -> None:
+    """192.0.2.1 (TEST-NET-1) is on no interface here: the kernel's reason, named."""
+    config = web_config(tmp_path, free_port(), listen=f"192.0.2.1:{free_port()}")
+    auth.write_password_file(config.web.password_file, PASSWORD)
+    server = WebServer(config, socket_path=tmp_path / "absent-door.sock")
+    with pytest.raises(WebError, match=r"cannot listen on 192\.0\.2\.1:\d+: Cannot assign"):
+        server.start()
+
+
+def test_a_host_name_is_served_on_each_of_its_addresses(tmp_path: Path) -> None:
+    """`localhost` is 127.0.0.1 and, where IPv6 is on, ::1: both answer, as with asyncio's
+    own binding."""
+    port = free_port()
+    config = web_config(tmp_path, port, listen=f"localhost:{port}")
+    auth.write_password_file(config.web.password_file, PASSWORD)
+    server = WebServer(config, socket_path=tmp_path / "absent-door.sock")
+    server.start()
+    try:
+        families = {
+            info[0] for info in socket.getaddrinfo("localhost", port, type=socket.SOCK_STREAM)
+        }
+        for family in families:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect(("::1" if family == socket.AF_INET6 else "127.0.0.1", port))
+                sock.sendall(GET_HTMX.replace(b"127.0.0.1", b"localhost"))
+                assert sock.recv(12) == b"HTTP/1.1 200", family
+    finally:
+        server.stop()

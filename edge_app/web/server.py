@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import re
@@ -157,6 +158,42 @@ def _reset(transport: asyncio.BaseTransport) -> None:
         with contextlib.suppress(OSError):  # SO_LINGER on, 0 s: close() resets
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     cast(asyncio.Transport, transport).abort()
+
+
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """The page's listening sockets, bound here (as asyncio would bind them: every address
+    `host` resolves to, SO_REUSEADDR, IPv6 sockets IPv6-only), so that a port in use or an
+    address not on this machine is a WebError naming it, before any thread starts."""
+    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise WebError(f"web.listen: cannot resolve {host!r} ({error.strerror})") from None
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):  # each address once
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as error:
+        for sock in bound:
+            sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise WebError(
+                f"web.listen: cannot listen on {where}: another program listens there "
+                f"(`sudo ss -ltnp 'sport = :{port}'` names it); stop it, or set another "
+                "port in web.listen"
+            ) from None
+        if error.errno == errno.EACCES:
+            raise WebError(
+                f"web.listen: cannot listen on {where}: ports below 1024 need privileges the "
+                "hub does not have; use a port of 1024 or more (8080, 8443)"
+            ) from None
+        raise WebError(f"web.listen: cannot listen on {where}: {error.strerror}") from None
+    return bound
 
 
 def body_timeout_for(max_upload_mb: int) -> float:
@@ -499,9 +536,9 @@ class WebServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
-    def _run(self) -> None:
+    def _run(self, sockets: list[socket.socket]) -> None:
         try:
-            asyncio.run(self._uvicorn.serve())
+            asyncio.run(self._uvicorn.serve(sockets=sockets))
         except BaseException as error:  # reported by start(); the hub keeps running
             self._error = error
         finally:
@@ -509,16 +546,18 @@ class WebServer:
                 self._error = self._error or WebError(f"web.listen: cannot serve on {self.url}")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="web", daemon=True)
+        sockets = listen_sockets(self.host, self.port)
+        self._thread = threading.Thread(target=self._run, args=(sockets,), name="web", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._uvicorn.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
+                for sock in sockets:
+                    sock.close()
                 reason = self._error
                 raise WebError(
-                    f"web.listen: cannot serve on {self.url} "
-                    f"({reason or 'uvicorn did not start'}); is the port in use?"
+                    f"web.listen: cannot serve on {self.url} ({reason or 'uvicorn did not start'})"
                 )
             time.sleep(0.02)
         log.info("web page serving url=%s tls=%s", self.url, self.tls)
