@@ -53,6 +53,7 @@ from edge_app.evaluate_liveness import Sequence, read_sequences
 from edge_app.evaluate_visits import door_rule, enrol_replacing, play, took_place
 from edge_app.gallery import Gallery
 from edge_app.lfw import wilson
+from edge_app.matching import Lookalike, describe_lookalikes
 from edge_app.visit_clips import VisitClip
 
 ENROL_FRAMES = 5
@@ -374,16 +375,24 @@ def table(report: dict[str, Any]) -> str:
     who = "households of one" if alone else "leave one out"
     thresholds = sorted({g["threshold"] for g in report["galleries"].values()})
     removed = [g.get("site_removed", 0.0) for g in report["galleries"].values()]
+    # Pairs of enrolled people the door could not keep apart ([recognition] lookalikes).
+    pairs = {
+        (p["first"], p["second"]): Lookalike(**p)
+        for g in report["galleries"].values()
+        for p in g.get("lookalikes", [])
+    }
     lines = [
         f"door on real video: {report['data']} (liveness {report['liveness']})",
-        f"recognition threshold                     {', '.join(map(str, thresholds))} "
+        f"[recognition] threshold                   {', '.join(map(str, thresholds))} "
         f"({len(report['galleries'])} galleries)",
+        f"lookalikes among the enrolled             "
+        f"{describe_lookalikes(list(pairs.values())) or 'none'}",
         f"site centring removes (length)            {min(removed):.3f}-{max(removed):.3f}",
         f"live visits unlocked as the right person  {count('visits_unlocked_right')}",
         f"  of them from another session            {count('visits_other_session')}",
         f"  live visits refused as not live         {s['visits_refused_as_not_live']}",
         f"wrong-person unlocks                      {s['wrong_person_unlocks']}",
-        f"  reported as someone taking their place {count('visits_took_place_false_alarms')}",
+        f"  reported as someone taking their place  {count('visits_took_place_false_alarms')}",
         f"printed-photo attacks unlocked            {count('attacks_unlocked')}",
         f"  recognised as the subject               {count('attacks_recognized')}",
         f"  logged as spoof                         {count('attacks_logged_spoof')}",

@@ -7,6 +7,7 @@ daemon on two NUAA subjects, one with two live sessions and one with a single se
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.evaluate_door import ENROL_FRAMES, evaluate_door, plan, spread, table
 from edge_app.evaluate_liveness import read_sequences
+from edge_app.paths import REPO_ROOT
 
 # subject -> live sequences (key, frames); every subject also has two printed-photo ones.
 LAYOUT = {
@@ -77,6 +79,22 @@ def test_without_a_liveness_model_it_refuses_before_doing_anything(tmp_path: Pat
     engine = SimpleNamespace(has_liveness=False)
     with pytest.raises(UserError, match="edge-convert build --liveness"):
         evaluate_door(engine, nuaa_names(tmp_path))
+
+
+def test_the_table_names_the_threshold_s_key_and_the_lookalikes_once() -> None:
+    """Defect: the report said "recognition threshold" (no such key: it is [recognition]
+    threshold) and never showed the lookalikes it kept per gallery, though the door's own
+    lookalike warning is silenced while it plays; one line was a column short. The committed
+    NUAA report, then the same with one pair of lookalikes in two of its galleries."""
+    report = json.loads((REPO_ROOT / "docs" / "door_nuaa.json").read_text())
+    lines = table(report).splitlines()
+    assert lines[1].startswith("[recognition] threshold ")
+    assert lines[2].split() == ["lookalikes", "among", "the", "enrolled", "none"]
+    values = [line for line in lines[1:] if not line.startswith("  missed")]
+    assert all(line[41] == " " and line[42] != " " for line in values), lines
+    for gallery in list(report["galleries"].values())[:2]:
+        gallery["lookalikes"] = [{"first": "0001", "second": "0004", "score": 0.6712}]
+    assert table(report).splitlines()[2].endswith("   0001 ~ 0004 0.671")
 
 
 @pytest.mark.slow
