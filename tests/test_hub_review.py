@@ -36,6 +36,7 @@ from test_mqtt import (
     door,
     hub_settings,
     observer,
+    read_packet,
     test_ca,
 )
 
@@ -166,7 +167,8 @@ class HostileBroker:
         with contextlib.suppress(OSError):
             while True:
                 conn, _ = self.server.accept()
-                first, body = self._packet(conn)
+                header, body = read_packet(conn)
+                first = header[0]
                 if first & 0xF0 == 0x10 and body[6] == 5:
                     # An MQTT 5 CONNECT (its body: "\x00\x04MQTT", then the level): refused
                     # as a 3.1.1-only broker does (0x01, then close); the hub falls back.
@@ -176,8 +178,8 @@ class HostileBroker:
                 self._conn = conn
                 with conn:
                     while True:
-                        self._handle(first, body)
-                        first, body = self._packet(conn)
+                        self._handle(header[0], body)
+                        header, body = read_packet(conn)
 
     def _handle(self, first: int, body: bytes) -> None:
         kind = first & 0xF0
@@ -205,27 +207,6 @@ class HostileBroker:
             self._send(b"\xd0\x00")
         elif kind == 0xE0:  # DISCONNECT
             raise OSError("client disconnected")
-
-    @staticmethod
-    def _packet(conn: socket.socket) -> tuple[int, bytes]:
-        def exact(count: int) -> bytes:
-            data = b""
-            while len(data) < count:
-                chunk = conn.recv(count - len(data))
-                if not chunk:
-                    raise OSError("closed")
-                data += chunk
-            return data
-
-        first = exact(1)[0]
-        length, shift = 0, 0
-        while True:
-            byte = exact(1)[0]
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        return first, exact(length)
 
 
 @pytest.fixture

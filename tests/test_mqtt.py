@@ -621,28 +621,57 @@ def test_wrong_ca_fails_the_tls_handshake(
         hub.stop()
 
 
+def read_packet(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One whole MQTT packet from `sock`: its fixed header (type byte and remaining-length
+    bytes) and its body. OSError when the peer closes first."""
+
+    def exact(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise OSError("closed")
+            data += chunk
+        return data
+
+    header = exact(1)
+    length, shift = 0, 0
+    while True:
+        byte = exact(1)
+        header += byte
+        length |= (byte[0] & 0x7F) << shift
+        shift += 7
+        if not byte[0] & 0x80:
+            return header, exact(length)
+
+
+def hub_toml(broker: Broker, door: Door, tmp_path: Path, *mqtt_lines: str) -> Path:
+    """A config file for an `edge-app hub` process on the broker's TLS port (hub_settings'
+    credentials), with `mqtt_lines` added to its [mqtt] section."""
+    config = hub_settings(broker, tmp_path, door).mqtt
+    toml = tmp_path / "hub.toml"
+    lines = [
+        "[hub]",
+        f'socket = "{door.path}"',
+        "stale_seconds = 1.0",
+        "[mqtt]",
+        'host = "127.0.0.1"',
+        f"port = {broker.tls_port}",
+        f'username = "{USER}"',
+        f'password_file = "{config.password_file}"',
+        f'tls_ca = "{broker.certs["ca"]}"',
+        'door_id = "front"',
+        *mqtt_lines,
+        "",
+    ]
+    toml.write_text("\n".join(lines))
+    return toml
+
+
 def test_last_will_when_the_hub_is_killed(
     broker: Broker, observer: Observer, door: Door, tmp_path: Path
 ) -> None:
-    config = hub_settings(broker, tmp_path, door)
-    toml = tmp_path / "hub.toml"
-    toml.write_text(
-        "\n".join(
-            [
-                "[hub]",
-                f'socket = "{door.path}"',
-                "stale_seconds = 1.0",
-                "[mqtt]",
-                'host = "127.0.0.1"',
-                f"port = {broker.tls_port}",
-                f'username = "{USER}"',
-                f'password_file = "{config.mqtt.password_file}"',
-                f'tls_ca = "{broker.certs["ca"]}"',
-                'door_id = "front"',
-                "",
-            ]
-        )
-    )
+    toml = hub_toml(broker, door, tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
     process = subprocess.Popen(
         [sys.executable, "-m", "edge_app.cli", "hub", "--config", str(toml)],

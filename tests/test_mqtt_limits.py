@@ -29,7 +29,6 @@ import pytest
 from test_mqtt import (
     BASE,
     KEY,
-    USER,
     Broker,
     FedDoor,
     Observer,
@@ -38,7 +37,9 @@ from test_mqtt import (
     broker,
     door,
     hub_settings,
+    hub_toml,
     observer,
+    read_packet,
     signed,
     test_ca,
 )
@@ -88,25 +89,12 @@ def peak_memory(pid: int) -> int:
 def hub_process(broker: Broker, door: FedDoor, tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """`edge-app hub` on the broker's TLS port with signed remote unlock; its pid and log."""
     config = hub_settings(broker, tmp_path, door).mqtt
-    toml = tmp_path / "hub.toml"
-    toml.write_text(
-        "\n".join(
-            [
-                "[hub]",
-                f'socket = "{door.path}"',
-                "stale_seconds = 1.0",
-                "[mqtt]",
-                'host = "127.0.0.1"',
-                f"port = {broker.tls_port}",
-                f'username = "{USER}"',
-                f'password_file = "{config.password_file}"',
-                f'tls_ca = "{broker.certs["ca"]}"',
-                'door_id = "front"',
-                "remote_unlock = true",
-                f'unlock_secret_file = "{config.unlock_secret_file}"',
-                "",
-            ]
-        )
+    toml = hub_toml(
+        broker,
+        door,
+        tmp_path,
+        "remote_unlock = true",
+        f'unlock_secret_file = "{config.unlock_secret_file}"',
     )
     log = tmp_path / "hub.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
@@ -199,7 +187,7 @@ class Mqtt311Only:
 
     def _serve(self, client: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            header, body = self._packet(client)
+            header, body = read_packet(client)
             if body[6] == 5:  # CONNECT's body: "\x00\x04MQTT", then the protocol level
                 self.refused += 1
                 client.sendall(b"\x20\x02\x00\x01")
@@ -220,29 +208,6 @@ class Mqtt311Only:
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-    @staticmethod
-    def _packet(sock: socket.socket) -> tuple[bytes, bytes]:
-        """One whole MQTT packet as read: its fixed header and its body."""
-
-        def exact(count: int) -> bytes:
-            data = b""
-            while len(data) < count:
-                chunk = sock.recv(count - len(data))
-                if not chunk:
-                    raise OSError("closed")
-                data += chunk
-            return data
-
-        header = exact(1)
-        length, shift = 0, 0
-        while True:
-            byte = exact(1)
-            header += byte
-            length |= (byte[0] & 0x7F) << shift
-            shift += 7
-            if not byte[0] & 0x80:
-                return header, exact(length)
 
 
 def test_a_broker_that_speaks_only_mqtt311_gets_it_with_a_warning(
