@@ -720,12 +720,16 @@ class Daemon:
     def open_door(self, name: str | None) -> bool:
         """Pulse the strike: the one path for a recognition and a control-socket unlock.
 
-        False, leaving the door locked, when a stop signal has already closed the relay.
+        False, leaving the door locked, once a stop was asked for: the relay-guard thread
+        closes the relay under the same lock, so no pulse slips in between.
         """
         relay = self.relay
         # The control socket is attached, and frames processed, only once _start() made it.
         assert relay is not None, "open_door before the relay was claimed"
         with self._door_lock:
+            if self._stop.is_set():
+                log.info("not opened: stopping name=%s", name)
+                return False
             self._opened_for = name
             try:
                 relay.pulse(self.pulse_seconds)
@@ -829,7 +833,10 @@ class Daemon:
         # _start() made both; a reload reconfigures them in place, never replaces them.
         recognizer, events = self.recognizer, self.events
         assert recognizer is not None and events is not None, "_loop before _start()"
+        relay = self.relay
+        assert relay is not None, "_loop before _start()"
         while frame is not None:
+            relay.check()  # the thread that ends each pulse still runs (else: lock and exit)
             self._process(frame)
             if self.control is not None:
                 self.control.offer_frame(frame.image, frame.index)
@@ -991,7 +998,8 @@ class Daemon:
         self._stop.wait()
         if self.relay is not None:
             try:
-                self.relay.close()
+                with self._door_lock:  # an unlock under way finishes first, none starts after
+                    self.relay.close()
             except RelayError as error:  # _shutdown() tries again, and raises it from run()
                 log.error("%s", error)
 

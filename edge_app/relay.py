@@ -13,15 +13,20 @@ stays unreleased: the atexit hook stays registered, a later close() tries again,
 thread keeps retrying to end an open pulse at once.
 
 Nothing a release callback does can hold the strike open: the pin is driven low before the
-callback runs, the callback's exceptions are logged and swallowed, and the timer thread
-survives any error of its own (it keeps retrying to drive the pin low).
+callback runs, and callbacks run on a thread of their own (relay-events), so one that blocks
+(an event sink on a stalled pipe) never keeps the timer from ending the next pulse. The timer
+thread survives any error, its own error reporting's included (it keeps retrying to drive the
+pin low); should it end all the same, pulse() refuses and check() raises, so the door process
+locks and exits rather than open a door nothing would close.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +60,9 @@ TIMER_RETRY_SECONDS = 0.05
 # How many times close() tries to drive the pin low before it raises, and the pause between.
 CLOSE_ATTEMPTS = 3
 CLOSE_RETRY_SECONDS = 0.05
+# How long close() waits for release callbacks still due (the relock event of the pulse it
+# ended): the pin is already low, so a callback blocked longer only loses its own work.
+EVENTS_JOIN_SECONDS = 1.0
 
 
 class RelayError(UserError):
@@ -80,8 +88,9 @@ def make_pin_factory(name: str) -> object | None:
 class Relay:
     """A pulsed output pin. Thread-safe: pulses come from the frame loop, release from a timer.
 
-    on_release(reason) is called, outside the lock, each time the pin goes back low:
-    reason "timeout" when a pulse ends, "close" when the relay is closed during a pulse.
+    on_release(reason) is called, on the relay-events thread, each time the pin goes back
+    low: reason "timeout" when a pulse ends, "close" when the relay is closed during a pulse.
+    close() waits up to EVENTS_JOIN_SECONDS for the callbacks still due.
     """
 
     def __init__(
@@ -113,6 +122,13 @@ class Relay:
         self._deadline: float | None = None
         self._closing = False  # close() was called: no more pulses
         self._closed = False  # the pin was driven low and released: nothing left to do
+        self._released: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._events: threading.Thread | None = None
+        if on_release is not None:
+            self._events = threading.Thread(
+                target=self._run_events, args=(on_release,), name="relay-events", daemon=True
+            )
+            self._events.start()
         self._timer = threading.Thread(target=self._run_timer, name="relay-timer", daemon=True)
         self._timer.start()
         atexit.register(self.close)
@@ -158,6 +174,8 @@ class Relay:
         with self._cond:
             if self._closing:
                 raise RuntimeError("relay is closed")
+            if not self._timer.is_alive():  # nothing would end the pulse
+                raise RelayError(self._timer_gone())
             deadline = self._clock() + seconds
             opened = self._deadline is None
             self._deadline = deadline if self._deadline is None else max(self._deadline, deadline)
@@ -165,6 +183,18 @@ class Relay:
                 self._device.on()
             self._cond.notify_all()
         return opened
+
+    def check(self) -> None:
+        """RelayError when the timer thread, which ends every pulse, is no longer running (an
+        error it could not survive). The door process calls it on every frame."""
+        if not self._closed and not self._timer.is_alive():
+            raise RelayError(self._timer_gone())
+
+    def _timer_gone(self) -> str:
+        return (
+            f"relay: the thread that ends each pulse of GPIO{self.pin} has stopped; refusing "
+            "to open a door nothing would close (the process locks it and exits)"
+        )
 
     def close(self) -> None:
         """Pin low, then free it. Idempotent, and safe from any thread or exit path.
@@ -198,6 +228,10 @@ class Relay:
             atexit.unregister(self.close)
             if self._timer is not threading.current_thread():
                 self._timer.join(timeout=1.0)
+            if self._events is not None:  # the release callbacks still due, then it ends
+                self._released.put(None)
+                if self._events is not threading.current_thread():
+                    self._events.join(timeout=EVENTS_JOIN_SECONDS)
             log.info("relay released pin=GPIO%d", self.pin)
 
     def _lock_for_close(self) -> Exception | None:
@@ -245,13 +279,16 @@ class Relay:
                 if self._device.value:
                     raise RelayError(f"GPIO{self.pin} still reads active after off()")
             self._deadline = None
-        if was_open and self._on_release is not None:
+        if was_open and self._events is not None:
+            self._released.put(reason)  # for relay-events: nothing here waits on a callback
+
+    def _run_events(self, on_release: Callable[[str], None]) -> None:
+        """The release callbacks, in order, until close() queues None."""
+        while (reason := self._released.get()) is not None:
             try:
-                self._on_release(reason)
-            except Exception:  # the pin is already low; a callback can only lose its own work
-                log.exception(
-                    "relay release callback failed pin=GPIO%d reason=%s", self.pin, reason
-                )
+                on_release(reason)
+            except BaseException:  # the pin is already low; a callback only loses its own work
+                _report("relay release callback failed pin=GPIO%d reason=%s", self.pin, reason)
 
     def _run_timer(self) -> None:
         while True:
@@ -267,6 +304,14 @@ class Relay:
                         self._cond.wait(remaining)
                         continue
                 self._off("close" if self._closing else "timeout", expired_only=True)
-            except Exception:  # this thread is what relocks the door: it must not end
-                log.exception("relay timer error pin=GPIO%d; retrying", self.pin)
+            except BaseException:  # this thread is what relocks the door: it must not end
+                _report("relay timer error pin=GPIO%d; retrying", self.pin)
                 time.sleep(TIMER_RETRY_SECONDS)
+
+
+def _report(message: str, *args: object) -> None:
+    """log.exception that cannot raise: the relay's threads call it from their last line of
+    defence, where an error while logging (a MemoryError formatting the traceback, a closed
+    stream) must not end the thread that relocks the door."""
+    with contextlib.suppress(BaseException):  # nothing is left to report it with
+        log.exception(message, *args)

@@ -554,6 +554,65 @@ def test_an_engine_error_mid_pulse_relocks_and_ends_the_run(
     assert jsonl(tmp_path)[-1]["type"] == "relock" and jsonl(tmp_path)[-1]["reason"] == "close"
 
 
+def stop_relay_timer(relay: Relay) -> None:
+    """End the relay's timer thread as an error it could not survive would, leaving the
+    relay otherwise as it was (open, if it was)."""
+    with relay._cond:
+        relay._closed = True
+        relay._cond.notify_all()
+    relay._timer.join(timeout=1.0)
+    relay._closed = False
+
+
+def test_a_relay_timer_that_stopped_mid_pulse_locks_the_door_and_ends_the_run(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Defect: the door never looked at the thread that ends each pulse. Had it stopped, a
+    30 s pulse (or any) stayed open while the loop went on and kept the watchdog fed. Now
+    the next frame finds it gone: the relay is closed and run() raises (systemd restarts)."""
+    frames = write_frames(tmp_path / "frames", visit(stay=12, after=30))
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    original = daemon.open_door
+
+    def open_then_lose_the_timer(name: str | None) -> bool:
+        opened = original(name)
+        assert daemon.relay is not None
+        stop_relay_timer(daemon.relay)
+        return opened
+
+    daemon.open_door = open_then_lose_the_timer  # type: ignore[method-assign]
+    with pytest.raises(RelayError, match="thread that ends each pulse of GPIO17 has stopped"):
+        daemon.run()
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory, pulse=0.0)  # closed on the next frame, not after 30 s
+
+
+def test_no_unlock_once_a_stop_was_asked_for(tmp_path: Path, gallery: Path) -> None:
+    """Defect: between stop() and the relay-guard's close(), a control-socket unlock still
+    pulsed the strike, answered "unlocked" and recorded an unlock. Now it is refused."""
+    for attempt in range(10):
+        frames = write_frames(tmp_path / f"frames{attempt}", [NOBODY] * 200)
+        factory = MockFactory()
+        daemon = Daemon(
+            door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory
+        )
+        runner = threading.Thread(target=daemon.run)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 10
+            while daemon.reader is None or daemon.metrics.frames < 2:
+                assert time.monotonic() < deadline, "the door did not start"
+                time.sleep(0.01)
+            daemon.stop()
+            assert daemon.open_door(None) is False
+        finally:
+            daemon.stop()
+            runner.join(timeout=10)
+        assert states(factory) == [False], attempt  # never opened
+
+
 def test_a_relay_that_cannot_relock_still_closes_the_rest_and_fails_the_run(
     tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

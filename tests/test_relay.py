@@ -171,6 +171,89 @@ def test_the_timer_survives_a_failing_pin_driver_and_retries(factory: MockFactor
     assert 0.2 <= states[2].timestamp <= 0.7 and 0.2 <= states[4].timestamp <= 0.7
 
 
+def test_the_timer_survives_an_error_while_reporting_its_own(
+    factory: MockFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect: the timer thread caught the pin driver's error, then logged it; a MemoryError
+    while formatting that traceback escaped the handler and ended the thread, and every
+    later pulse stayed open. Now nothing its error reporting raises ends it."""
+
+    def log_fails(*args: object, **kwargs: object) -> None:
+        raise MemoryError("cannot format traceback")
+
+    monkeypatch.setattr(relay_module.log, "exception", log_fails)
+    with Relay(PIN, pin_factory=factory) as relay:
+        device = relay._device
+        real_off = device.off
+        failures: list[int] = []
+
+        def off_failing_once() -> None:
+            if not failures:
+                failures.append(1)
+                raise MemoryError("the pin driver")
+            real_off()
+
+        device.off = off_failing_once
+        relay.pulse(0.2)
+        wait_for(lambda: not relay.is_active, timeout=1.0)
+        relay.check()  # the timer still runs
+        relay.pulse(0.2)
+        wait_for(lambda: not relay.is_active, timeout=1.0)
+    states = factory.pin(PIN).states
+    assert [s.state for s in states] == [False, True, False, True, False]
+    assert 0.2 <= states[4].timestamp <= 0.5  # the second pulse ended on time
+
+
+def test_with_its_timer_gone_the_relay_opens_nothing_and_says_so(factory: MockFactory) -> None:
+    """Should the timer thread end all the same, a pulse nothing would end is refused and
+    check() (which the door calls on every frame) raises, so the door locks and exits."""
+    relay = Relay(PIN, pin_factory=factory)
+    try:
+        with relay._cond:  # what any error that killed the thread would leave behind
+            relay._closed = True
+            relay._cond.notify_all()
+        relay._timer.join(timeout=1.0)
+        relay._closed = False
+        with pytest.raises(RelayError, match="thread that ends each pulse of GPIO17 has stopped"):
+            relay.check()
+        with pytest.raises(RelayError, match="refusing to open"):
+            relay.pulse(0.2)
+        assert [s.state for s in factory.pin(PIN).states] == [False]  # never opened
+    finally:
+        relay.close()
+    relay.check()  # a closed relay has no timer to miss
+
+
+def test_a_release_callback_that_blocks_never_delays_the_next_relock(
+    factory: MockFactory,
+) -> None:
+    """Defect: the relock event was written on the timer thread; an event sink blocked on a
+    full pipe (events.jsonl = "-" with a stalled journal) kept the timer from ending the next
+    pulse until it returned. Callbacks run on their own thread now."""
+    import threading
+
+    unblock = threading.Event()
+    calls: list[str] = []
+
+    def blocked(reason: str) -> None:
+        calls.append(reason)
+        unblock.wait(10)
+
+    relay = Relay(PIN, pin_factory=factory, on_release=blocked)
+    try:
+        relay.pulse(0.1)
+        wait_for(lambda: calls == ["timeout"], timeout=1.0)  # the callback is now stuck
+        relay.pulse(0.2)
+        wait_for(lambda: not relay.is_active, timeout=1.0)
+    finally:
+        unblock.set()
+        relay.close()
+    factory.pin(PIN).assert_states_and_times(
+        [(0.0, False), (0.0, True), (0.1, False), (0.0, True), (0.2, False)]
+    )
+    assert calls == ["timeout", "timeout"]  # the second, once the first returned
+
+
 def test_from_config_reads_the_gpio_section(factory: MockFactory) -> None:
     from edge_app.config import GpioConfig
 
