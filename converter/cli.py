@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="check .tflite files against the Edge TPU compiler's rules",
         description="Static Edge TPU check: 8-bit tensors, static batch-1 shapes, supported ops "
         "and op versions. Exit 1 when any model has a violation.",
+        epilog="examples:\n  edge-convert lint models/tflite/*.tflite\n"
+        "  edge-convert lint build/facenet_int8.tflite",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     lint.add_argument(
         "models", nargs="+", metavar="MODEL", help="one or more .tflite files to check"
@@ -333,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare int8 with float on held-out images",
         description="Compare the int8 models with the float reference models on LFW DevTest and "
         "the detection photos (none used for calibration). Writes JSON and a Markdown table.",
+        epilog="examples:\n  edge-convert validate                    # the committed models\n"
+        "  edge-convert validate --limit 100        # a quick check on 100 pairs\n"
+        "  edge-convert validate --only liveness    # the liveness models alone",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     v.add_argument(
         "--models",

@@ -465,7 +465,7 @@ class Gallery:
             if not create:
                 raise GalleryError(
                     f"no gallery at {path}: enrol someone first with `edge-app enroll`, "
-                    "or pass --db PATH"
+                    "or give the gallery's path (--db PATH, or [gallery] path in the config)"
                 )
             _create_file(path)
             if not _check_file(path):  # e.g. `path` is a dangling symbolic link

@@ -455,6 +455,33 @@ def test_each_reviewed_command_help_teaches(words: list[str]) -> None:
         assert action.help and action.help != argparse.SUPPRESS, action.dest
 
 
+def _every_command(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
+    """(words, parser) of each command under `parser` that takes no further command."""
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not found:
+        yield words, parser
+        return
+    for word, child in found[0].choices.items():
+        yield from _every_command(child, (*words, word))
+
+
+def test_every_command_of_both_programs_shows_examples() -> None:
+    """Defect: README promises "--help with examples" for every command; `demo`,
+    `edge-convert lint` and `edge-convert validate` had none."""
+    from converter import cli as converter_cli
+
+    missing = [
+        f"{program} {' '.join(words)}"
+        for program, build in (
+            ("edge-app", cli.build_parser),
+            ("edge-convert", converter_cli.build_parser),
+        )
+        for words, parser in _every_command(build())
+        if f"{program} {words[0]}" not in parser.format_help().partition("examples:")[2]
+    ]
+    assert missing == []
+
+
 def test_enroll_help_gives_the_camera_defaults() -> None:
     text = _subparser(["enroll"]).format_help()
 

@@ -28,6 +28,12 @@ from typing import Any
 from edge_app.paths import REPO_ROOT
 
 DEMO_DIR = REPO_ROOT / "demo"
+EXAMPLES = """examples:
+  edge-app demo                          # the bundled clip, at its own frame rate
+  edge-app demo --fast                   # as fast as the door can process it
+  edge-app demo --clip ./my-door.mp4 --enroll ./people   # your clip, your people
+  edge-app demo --clip ./frames/         # a folder of photos as the camera
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="run the door end to end on the bundled clip with a simulated relay",
         description=__doc__,
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
