@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO, cast
 
 from edge_app import __version__
+from edge_app.commands import printable
 from edge_app.errors import UserError, is_damage
 from edge_app.logs import setup_logging
 
@@ -90,7 +91,12 @@ class _Output:
 
     def write(self, text: str) -> int:
         try:
-            return self.stream.write(text)
+            try:
+                return self.stream.write(text)
+            except UnicodeEncodeError:  # a file name that is not UTF-8, or a narrow locale
+                encoding = self.stream.encoding or "utf-8"
+                shown = printable(text).encode(encoding, "backslashreplace").decode(encoding)
+                return self.stream.write(shown)
         except OSError as error:
             self.failure = error
             raise

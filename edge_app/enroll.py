@@ -224,7 +224,9 @@ class _Collector:
         if rejection is None and self.others is not None:
             rejection = enrolled_as(embedding, self.others, self.gates)
         if rejection is None and self.each_frame:
-            rejection = other_people_among(embedding[None], embedding[None], self.known).get(0)
+            rejection = other_people_among(
+                embedding[None], embedding[None], self.known, self.gates
+            ).get(0)
         if rejection is not None:
             return rejection
         crop = face_crop_jpeg(frame, face.boxes[0]) if self.keep_crops else None

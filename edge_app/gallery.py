@@ -951,7 +951,10 @@ class Gallery:
                     + ", ".join(map(repr, conflicts))
                     + "; pass --replace to overwrite them or --merge to add their samples"
                 )
-            self._refuse_shared_faces(people, found)
+            replaced = {row[0] for row in found.values() if row is not None}
+            self._refuse_shared_faces(
+                people, found, replaced if on_conflict == "replace" else set()
+            )
             for person in people:
                 name, new_samples = person.name, person.samples
                 kept = new_samples
@@ -982,14 +985,19 @@ class Gallery:
         return summary
 
     def _refuse_shared_faces(
-        self, people: Sequence[ExportedPerson], found: dict[str, tuple[int, str] | None]
+        self,
+        people: Sequence[ExportedPerson],
+        found: dict[str, tuple[int, str] | None],
+        replaced: set[int],
     ) -> None:
         """GalleryError when an imported sample nearly repeats (enrolment's near-duplicate
         cosine) a sample of another person, here or in the import: one face under two names
         is let in as either, which `enroll` refuses too (edge_app.enroll.enrolled_as).
 
         Every row is owned by a person: the gallery's by their id, an imported person by the
-        id they merge into or replace, or else by their place in the import."""
+        id they merge into or replace, or else by their place in the import. The samples of
+        the people `replaced` (their ids) are left out: the import deletes them, so a file
+        that swaps back two faces enrolled under each other's names is taken."""
         rows = self._db.execute(
             """SELECT s.person_id, p.name, s.embedding, s.mirror_embedding
                FROM samples s JOIN people p ON p.id = s.person_id"""
@@ -998,6 +1006,8 @@ class Gallery:
         names: list[str] = []
         blobs: list[bytes] = []
         for person_id, name, embedding, mirror in rows:
+            if person_id in replaced:
+                continue
             for blob in (embedding, mirror):
                 if blob is not None:
                     owners.append(person_id)

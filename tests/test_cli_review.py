@@ -758,6 +758,44 @@ def test_identify_json_stays_utf8_with_file_names_that_are_not(tmp_path: Path) -
 
 
 @needs_models
+def test_file_names_that_are_not_utf8_never_crash_text_or_json(tmp_path: Path) -> None:
+    """Defect: that fix covered identify --json only. Under a UTF-8 locale whose stdout is
+    strict (PYTHONIOENCODING=utf-8; a Pi's en_GB.UTF-8 terminal), identify's text lines and
+    enroll's text and JSON raised UnicodeEncodeError (a traceback, exit 1), and enroll --json
+    wrote the raw byte under C.UTF-8. Every name is written as \\xNN now."""
+    photos = tmp_path / "card"
+    photos.mkdir()
+    (photos / "caf\udce9.jpg").write_bytes(JOE[0].read_bytes())
+    (photos / "bad\udce9.jpg").write_bytes(b"not a photo")
+    db = tmp_path / "gallery.db"
+
+    def run(*argv: str | bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "edge_app.cli", "-q", *argv],
+            cwd=tmp_path,
+            env={**_env(), "PYTHONIOENCODING": "utf-8"},
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+
+    cpu = ("--backend", "cpu", "--db", str(db))
+    refused = run("enroll", "--json", *cpu, "Joe", os.fsencode(photos))
+    assert refused.returncode == 2 and b"Traceback" not in refused.stderr, refused.stderr
+    sources = [p["source"] for p in json.loads(refused.stdout.decode("utf-8"))["refused"]]
+    assert sources == [f"{photos}/bad\\xe9.jpg"]
+    (photos / "bad\udce9.jpg").unlink()
+    assert run("enroll", *cpu, "Joe", os.fsencode(photos)).returncode == 0
+    (photos / "copy\udce9.jpg").write_bytes(JOE[0].read_bytes())  # a near-duplicate: skipped
+    added = run("enroll", "--add", *cpu, "Joe", os.fsencode(photos / "copy\udce9.jpg"))
+    assert b"Traceback" not in added.stderr, added.stderr
+    assert f"skipped {photos}/copy\\xe9.jpg: near-duplicate".encode() in added.stdout
+    named = run("identify", *cpu, os.fsencode(photos / "caf\udce9.jpg"))
+    assert named.returncode == 0 and b"Traceback" not in named.stderr, named.stderr
+    assert named.stdout.decode("utf-8").startswith(f"{photos}/caf\\xe9.jpg: 1 face(s)")
+
+
+@needs_models
 def test_identify_help_shows_every_field_of_its_json(tmp_path: Path) -> None:
     """Defect: the JSON example in `identify --help` lacked the "access" field the output
     has (false for a known visitor)."""

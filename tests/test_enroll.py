@@ -36,7 +36,7 @@ from edge_app.gallery import Gallery
 from edge_app.images import read_image
 from edge_app.matching import Matcher, MatchSettings
 from edge_app.paths import SHARED_DATA
-from edge_app.quality import DOMINANT_RATIO, Reason
+from edge_app.quality import DOMINANT_RATIO, Gates, Reason
 from edge_app.visit_clips import background, head, paste
 
 NEGATIVES = SHARED_DATA / "detection" / "negatives"
@@ -295,6 +295,18 @@ def test_camera_enrolment_passes_over_another_person_s_face(tmp_path: Path, engi
     db = tmp_path / "camera.db"
     result = enroll_camera(db, engine, "Frank Solich", iter(frames), count=3, progress=False)
     assert result.added == ["camera frame 0", "camera frame 2", "camera frame 3"]
+    # The caller's gates count here as for photos: with no floor, Emma's frame is taken.
+    anyone = Gates(same_person=-1.0)
+    lenient = enroll_camera(
+        tmp_path / "lenient.db",
+        engine,
+        "Frank",
+        iter(frames),
+        count=3,
+        gates=anyone,
+        progress=False,
+    )
+    assert lenient.added == ["camera frame 0", "camera frame 1", "camera frame 2"]
 
 
 def test_face_crops_only_when_asked(gallery_db: Path, engine) -> None:

@@ -23,6 +23,7 @@ from edge_app.gallery import (
     EMBEDDING_DIM,
     SCHEMA_V1,
     SCHEMA_VERSION,
+    ExportedPerson,
     Gallery,
     GalleryError,
     NewSample,
@@ -324,6 +325,29 @@ def test_people_whose_samples_look_like_several_people_are_found(db: Path) -> No
         )
         gallery.enroll("Dan", samples(1, 52))  # one photo: nothing to compare
         assert [name for name, *_ in gallery.looking_like_several()] == ["Alice", "Bob"]
+
+
+def test_import_replace_takes_a_file_that_swaps_two_faces_back(db: Path, tmp_path: Path) -> None:
+    """Defect: the one-face-per-name check compared the import with the samples of the very
+    people --replace deletes, so a file that puts two faces enrolled under each other's names
+    back in their place was refused. With --merge the old samples stay, so it still is."""
+    face_a, face_b = (s.embedding for s in samples(2, 60))
+    with Gallery.open(db) as gallery:
+        gallery.enroll("Ann", [NewSample(face_b, "1" * 64, None, "m")])
+        gallery.enroll("Ben", [NewSample(face_a, "2" * 64, None, "m")])
+    fixed = [
+        ExportedPerson("Ann", "2024-01-01T00:00:00Z", [NewSample(face_a, "3" * 64, None, "m")]),
+        ExportedPerson("Ben", "2024-01-01T00:00:00Z", [NewSample(face_b, "4" * 64, None, "m")]),
+    ]
+    with Gallery.open(db) as gallery:
+        with pytest.raises(GalleryError, match="in the import has the same face as"):
+            gallery.import_(fixed, on_conflict="merge")
+        summary = gallery.import_(fixed, on_conflict="replace")
+        assert summary.replaced_people == ["Ann", "Ben"]
+        matrix = gallery.load_matrix()
+    for name, face in (("Ann", face_a), ("Ben", face_b)):
+        rows = matrix.embeddings[matrix.person == matrix.names.index(name)]
+        assert len(rows) == 1 and float(rows[0] @ face) > 0.99, name
 
 
 def test_import_refuses_one_face_under_two_names(db: Path, tmp_path: Path) -> None:

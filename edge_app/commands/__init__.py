@@ -23,5 +23,12 @@ def file_path(example: str, default: str) -> Callable[[str], Path]:
     return parse
 
 
+def printable(text: str) -> str:
+    """Text that can be written as UTF-8: the bytes of a file name that are not UTF-8 (which
+    Python holds as lone surrogates) become \\xNN. JSON output passes file names through it
+    before encoding (the CLI's stdout does so for text as a last resort: edge_app.cli)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 # --config of every command that reads the door's config file.
 config_path = file_path("./door.toml", "the default config file")

@@ -11,6 +11,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from edge_app.commands import printable
 from edge_app.commands.identify import add_db_argument, add_engine_arguments, db_path, open_engine
 from edge_app.errors import UserError
 
@@ -187,7 +188,8 @@ def _live_threshold(engine: Any) -> float | None:
 def _json(result: EnrollResult) -> str:
     data = asdict(result)
     data["skipped"] = [
-        {"source": p.source, "reason": p.reason.value, "message": p.message} for p in result.skipped
+        {"source": printable(p.source), "reason": p.reason.value, "message": printable(p.message)}
+        for p in result.skipped
     ]
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
@@ -197,12 +199,12 @@ def _json_refusal(name: str, error: EnrollError) -> str:
     data = {
         "name": name,
         "enrolled": False,
-        "error": str(error).splitlines()[0],
+        "error": printable(str(error).splitlines()[0]),
         "refused": [
             {
-                "source": p.source,
+                "source": printable(p.source),
                 "reason": p.reason.value,
-                "message": p.message,
+                "message": printable(p.message),
             }
             for p in error.problems
         ],

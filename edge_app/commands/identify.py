@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.cascade_choice import CASCADES
-from edge_app.commands import file_path
+from edge_app.commands import file_path, printable
 from edge_app.errors import UserError
 from edge_app.matching import AGGREGATES, LOOKALIKE_MODES
 from edge_app.runtime import BACKENDS
@@ -206,13 +206,13 @@ def _identify_one(
     """One photo's JSON entry and its lines of text."""
     from edge_app.images import ImageError, load_photo
 
-    entry: dict[str, Any] = {"image": json_text(str(path)), "faces": []}
+    entry: dict[str, Any] = {"image": printable(str(path)), "faces": []}
     lines: list[str] = []
     try:
         photo = load_photo(path)
     except ImageError as error:
         log.error("%s", error)
-        entry["error"] = json_text(str(error))
+        entry["error"] = printable(str(error))
         lines.append(f"{path}: unreadable")
         return entry, lines
     faces, embeddings = engine.process(photo.pixels)
@@ -247,12 +247,6 @@ def _identify_one(
             verdict += "live" if liveness["live"] else "NOT live"
         lines.append(f"  {who}  score {score:.3f}  box [{corners}]{verdict}")
     return entry, lines
-
-
-def json_text(text: str) -> str:
-    """Text for the JSON output, which must be UTF-8: a file name's bytes that are not (Python
-    holds them as lone surrogates) are written as \\xNN."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _live_threshold(engine: Any) -> float | None:
