@@ -21,6 +21,7 @@ from web_support import PASSWORD, csrf_of
 from edge_app.web import auth
 
 OWNER = "10.0.0.1"
+DEVICE_COOKIE = "edge_door_device"
 
 
 @dataclass
@@ -89,15 +90,21 @@ def test_parallel_requests_at_the_end_of_a_backoff_get_one_check() -> None:
     assert set(answers) - {None} == {_by_address(OWNER, 4)}
 
 
-def _checks_per_hour(address_of: Callable[[int], str]) -> tuple[list[int], float]:
+def _checks_per_hour(
+    address_of: Callable[[int], str], device: bool = False
+) -> tuple[list[int], float]:
     """An attacker asking every 0.25 s for two hours: the checks it got in each hour, and the
-    longest it waited between two of them."""
+    longest it waited between two of them. With `device`, each check shows the same valid
+    device cookie (a stolen one)."""
     clock = Clock(0.0)
     limiter = auth.LoginLimiter(clock=clock)
+    known = limiter.device(limiter.trust_device()) if device else None
     times: list[float] = []
     for tick in range(2 * 3600 * 4):
         clock.now = tick / 4
-        if limiter.attempt(address_of(tick)) is None:
+        address = address_of(tick)
+        refused = limiter.attempt(address, device=known) if known else limiter.attempt(address)
+        if refused is None:
             times.append(clock.now)
     hours = [sum(1 for t in times if hour * 3600 <= t < (hour + 1) * 3600) for hour in (0, 1)]
     return hours, max(b - a for a, b in zip(times[:-1], times[1:], strict=True))
@@ -113,6 +120,17 @@ def test_an_attacker_gets_at_most_the_documented_checks_per_hour() -> None:
     )
     assert door == [30 + 4 + 59, 60]
     assert longest == auth.BACKOFF_MAX_S
+
+
+def test_a_stolen_device_cookie_gets_no_more_checks_than_an_address() -> None:
+    # From one address, or from a new address for every check: the device's counter backs off.
+    for address_of in (
+        lambda tick: OWNER,
+        lambda tick: f"10.{tick // 65536}.{tick // 256 % 256}.{tick % 256}",
+    ):
+        per_device, longest = _checks_per_hour(address_of, device=True)
+        assert per_device == [5 + 4 + 59, 60]
+        assert longest == auth.BACKOFF_MAX_S
 
 
 def test_an_address_that_logged_in_is_counted_on_its_own() -> None:
@@ -140,6 +158,71 @@ def test_a_logged_in_sessions_check_is_counted_for_that_session_only() -> None:
     refused = limiter.attempt(OWNER, session="s1")
     assert refused == "too many wrong passwords in this session; try again in 2 s"
     assert limiter.attempt(OWNER, session="s2") is None  # another session: its own count
+
+
+def test_a_trusted_devices_check_is_counted_for_that_device_only() -> None:
+    clock = Clock()
+    limiter = auth.LoginLimiter(clock=clock)
+    cookie = limiter.trust_device()
+    device = limiter.device(cookie)
+    assert device is not None and cookie.startswith(device + ".")
+    for number in range(auth.GLOBAL_FAILURES):
+        assert limiter.attempt(OWNER if number < 5 else f"10.1.{number}.1") is None
+    assert limiter.attempt(OWNER) is not None  # the address and the door are both spent
+    for _ in range(auth.PER_ADDRESS_FAILURES):
+        assert limiter.attempt(OWNER, device=device) is None
+    for backoff in (2, 4, 8, 16, 32, 60, 60):  # its own failures back off as an address's
+        refused = limiter.attempt(OWNER, device=device)
+        assert refused == f"too many wrong passwords from this browser; try again in {backoff} s"
+        clock.now += backoff
+        assert limiter.attempt(OWNER, device=device) is None
+    limiter.succeeded(OWNER, device=device)  # the right password clears the device's counter
+    for _ in range(auth.PER_ADDRESS_FAILURES):
+        assert limiter.attempt(OWNER, device=device) is None
+    another = limiter.device(limiter.trust_device())
+    assert another is not None and limiter.attempt(OWNER, device=another) is None
+
+
+def test_a_device_cookie_not_made_here_or_forgotten_is_none() -> None:
+    clock = Clock()
+    limiter = auth.LoginLimiter(clock=clock)
+    cookie = limiter.trust_device()
+    device, _, tag = cookie.partition(".")
+    assert limiter.device(cookie) == device
+    flip = {"A": "B"}.get(device[0], "A")
+    for forged in (
+        None,
+        "",
+        device,  # no tag
+        device + ".",
+        f"{flip}{device[1:]}.{tag}",  # another id, the same tag
+        f"{device}.{tag[:-1]}",  # a tag cut short
+        f"{device}.{tag}x",
+        f"{device}.{tag.upper()}",
+        auth.LoginLimiter().trust_device(),  # another process's key (a hub restart)
+        f"{device}.{tag}" + "=" * 300,  # overlong
+        "\u00e9." + tag,
+    ):
+        assert limiter.device(forged) is None, forged
+    previous = cookie
+    cookie = limiter.trust_device(device)  # the next login: a new device replaces it
+    assert limiter.device(previous) is None and limiter.device(cookie) is not None
+    clock.now += auth.TRUSTED_ADDRESS_S + 1  # remembered for 30 days after its login
+    assert limiter.device(cookie) is None
+
+
+def test_the_devices_remembered_are_bounded_least_recently_used_first() -> None:
+    limiter = auth.LoginLimiter(clock=Clock())
+    oldest, used = limiter.trust_device(), limiter.trust_device()
+    others = [limiter.trust_device() for _ in range(auth.MAX_TRUSTED_DEVICES - 2)]
+    assert all(limiter.device(c) is not None for c in [oldest, used, *others])
+    assert limiter.device(used) is not None  # presented at a login: the most recently used
+    newest = limiter.trust_device()
+    assert limiter.device(oldest) is None  # pushed out by the newest
+    assert all(limiter.device(c) is not None for c in [used, newest, *others[1:]])
+    limiter.trust_device()
+    assert limiter.device(others[0]) is None  # the least recently used by then
+    assert len(limiter._devices) == auth.MAX_TRUSTED_DEVICES == auth.MAX_TRUSTED_ADDRESSES
 
 
 # --- through the page --------------------------------------------------------------------------
@@ -207,6 +290,97 @@ def test_a_flood_from_other_addresses_cannot_keep_the_owner_out(site: Site) -> N
         assert refused.status_code == 429 and _by_door(2) in refused.text
         reply = _log_in(owner, PASSWORD)
         assert reply.status_code == 303 and reply.headers["location"] == "/"
+
+
+def _device_set(reply: httpx.Response) -> str:
+    """The device cookie's value a response sets (a login does, once)."""
+    values = [
+        line.split(";", 1)[0].partition("=")[2]
+        for line in reply.headers.get_list("set-cookie")
+        if line.startswith(f"{DEVICE_COOKIE}=")
+    ]
+    assert len(values) == 1, reply.headers.get_list("set-cookie")
+    return values[0]
+
+
+def _with_device(site: Site, cookie: str, password: str = PASSWORD) -> httpx.Response:
+    """A login from a browser that shows this device cookie."""
+    with site.client() as browser:
+        browser.cookies.set(DEVICE_COOKIE, cookie)
+        return _log_in(browser, password)
+
+
+def _flood(site: Site) -> None:
+    """Wrong passwords from the page's address (127.0.0.1) until it has no check left now."""
+    with site.client() as attacker:
+        for _ in range(auth.PER_ADDRESS_FAILURES):
+            assert _log_in(attacker, "guess").status_code == 401
+        assert _log_in(attacker, "guess").status_code == 429
+
+
+def test_a_forged_or_changed_device_cookie_is_ignored(site: Site) -> None:
+    _limiter(site)  # a stopped clock: no backoff passes
+    with site.client() as owner:
+        cookie = _device_set(_log_in(owner, PASSWORD))
+    _flood(site)
+    device, _, tag = cookie.partition(".")
+    flip = {"A": "B"}.get(device[0], "A")
+    for forged in (
+        f"{flip}{device[1:]}.{tag}",  # another id under this one's tag
+        f"{device}.{tag[:-1]}{'A' if tag[-1] != 'A' else 'B'}",  # a changed tag
+        device,  # the id without its tag
+        "forged.cookie",
+        auth.LoginLimiter().trust_device(),  # made under another key (before a restart)
+        cookie + "x" * 300,
+    ):
+        refused = _with_device(site, forged)  # as if there were no cookie: the address's turn
+        assert refused.status_code == 429, (forged, refused.text)
+        assert _by_address("127.0.0.1", 2) in refused.text
+        assert 'name="password"' in refused.text  # the login form again, not an error page
+    reply = _with_device(site, cookie)  # the real one: its own counter, at once
+    assert reply.status_code == 303 and reply.headers["location"] == "/"
+    renewed = _device_set(reply)  # each login replaces the browser's device
+    assert renewed != cookie
+    assert _with_device(site, cookie).status_code == 429  # a copy of the old one is worthless
+    assert _with_device(site, renewed).status_code == 303
+
+
+def test_the_page_remembers_the_latest_devices_only(site: Site) -> None:
+    _limiter(site)
+    limiter = site.server.app.state.web.limiter
+    with site.client() as owner:
+        cookie = _device_set(_log_in(owner, PASSWORD))
+    _flood(site)
+    for _ in range(auth.MAX_TRUSTED_DEVICES - 1):  # other browsers logged in since
+        limiter.trust_device()
+    reply = _with_device(site, cookie)  # the oldest of 32: still remembered
+    assert reply.status_code == 303
+    cookie = _device_set(reply)  # now the newest
+    for _ in range(auth.MAX_TRUSTED_DEVICES):
+        limiter.trust_device()
+    assert len(limiter._devices) == auth.MAX_TRUSTED_DEVICES
+    refused = _with_device(site, cookie)  # forgotten: the address's counter, spent
+    assert refused.status_code == 429 and _by_address("127.0.0.1", 2) in refused.text
+
+
+def test_the_device_cookie_is_strict_httponly_for_the_login_only_for_30_days(site: Site) -> None:
+    _limiter(site)
+    with site.client() as owner:
+        reply = _log_in(owner, PASSWORD)
+        assert reply.status_code == 303
+        lines = reply.headers.get_list("set-cookie")
+        assert [line.split("=", 1)[0] for line in lines] == ["edge_door_session", DEVICE_COOKIE]
+        attributes = sorted(part.strip() for part in lines[1].split(";")[1:])
+        # Plain HTTP, as the session cookie: no Secure (see test_web_proxy.py for https).
+        assert attributes == ["HttpOnly", "Max-Age=2592000", "Path=/login", "SameSite=strict"]
+        assert auth.TRUSTED_ADDRESS_S == 2592000
+        # The browser sends it to the login form only, and logging out does not delete it.
+        token = csrf_of(owner.get("/people").text)
+        logout = owner.post("/logout", data={"csrf_token": token}, follow_redirects=False)
+        assert DEVICE_COOKIE not in logout.headers.get("set-cookie", "")
+        sent = owner.build_request("GET", "/login").headers.get("cookie", "")
+        assert f"{DEVICE_COOKIE}=" in sent
+        assert "cookie" not in owner.build_request("GET", "/people").headers
 
 
 def _unlock(client: httpx.Client, site: Site, password: str, reason: str) -> httpx.Response:

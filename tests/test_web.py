@@ -172,8 +172,11 @@ def test_login_sets_a_fresh_strict_httponly_session(site: Site) -> None:
             follow_redirects=False,
         )
         assert reply.status_code == 303 and reply.headers["location"] == "/events"
-        cookie = reply.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+        # The session's, then the trusted device's (tests/test_login_limiter.py).
+        cookie, device = reply.headers.get_list("set-cookie")
+        assert cookie.startswith("edge_door_session=")
+        assert device.startswith("edge_door_device=") and "Path=/login" in device
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/;" in cookie
         assert "Secure" not in cookie  # plain HTTP; see the TLS test
         after = client.cookies["edge_door_session"]
         assert after != before  # the id from before the login is worthless after it
@@ -831,10 +834,22 @@ def test_tls_serves_https_with_a_secure_host_only_cookie(tmp_path: Path) -> None
         context = ssl.create_default_context(cafile=str(cert))
         with httpx.Client(base_url=served.url, verify=context) as client:
             token = csrf_of(client.get("/login").text)
-            reply = client.post("/login", data={"password": PASSWORD, "csrf_token": token})
-            cookie = reply.headers["set-cookie"]
+            reply = client.post(
+                "/login", data={"password": PASSWORD, "csrf_token": token}, follow_redirects=False
+            )
+            cookie, device = reply.headers.get_list("set-cookie")
             assert cookie.startswith("__Host-edge_door_session=")
             assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+            # The trusted device's: as Secure, but __Secure- (Path=/login rules out __Host-).
+            assert device.startswith("__Secure-edge_door_device=")
+            attributes = sorted(part.strip() for part in device.split(";")[1:])
+            assert attributes == [
+                "HttpOnly",
+                "Max-Age=2592000",
+                "Path=/login",
+                "SameSite=strict",
+                "Secure",
+            ]
             assert client.get("/people").status_code == 200
         with pytest.raises(httpx.HTTPError):
             httpx.get(served.url.replace("https://", "http://") + "/login", timeout=5)

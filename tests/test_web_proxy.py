@@ -1,9 +1,9 @@
 """The web page behind a TLS reverse proxy ([web] public_origin), and the Host it answers to.
 
 The hub serves plain HTTP on loopback as the proxy (nginx, caddy) would reach it; each test
-request carries the Host and Origin a browser sends through the proxy. The session cookie
-is kept by hand: a Secure cookie is what is being tested, and httpx would not send one over
-the test's plain HTTP.
+request carries the Host and Origin a browser sends through the proxy. The cookies (the
+session's, and the trusted device's sent to /login only) are kept by hand: a Secure cookie is
+what is being tested, and httpx would not send one over the test's plain HTTP.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from edge_app.web.server import WebServer, is_loopback
 PUBLIC = "https://door.example"
 COOKIE = "edge_door_session"
 SECURE_COOKIE = "__Host-edge_door_session"
+DEVICE_COOKIE = "edge_door_device"
+SECURE_DEVICE_COOKIE = "__Secure-edge_door_device"
 
 
 @dataclass
@@ -51,31 +53,60 @@ class Served:
 
 @dataclass
 class Browser:
-    """What the hub receives from a browser: its Host and Origin, and its one cookie."""
+    """What the hub receives from a browser: its Host and Origin, and the cookies it keeps,
+    each sent to the paths it was set for (`cookie`: one given by hand, sent everywhere)."""
 
     url: str
     host: str
     origin: str
     cookie: str = ""
     set_cookies: list[str] = field(default_factory=list)
+    jar: dict[str, tuple[str, str]] = field(default_factory=dict)  # name: (value, path)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Host": self.host, **kwargs.pop("headers", {})}
         if method == "POST":
             headers.setdefault("Origin", self.origin)
-        if self.cookie:
-            headers["Cookie"] = self.cookie
+        where = path.split("?", 1)[0]
+        sent = [self.cookie] if self.cookie else []
+        sent += [f"{name}={value}" for name, (value, on) in self.jar.items() if _under(where, on)]
+        if sent:
+            headers["Cookie"] = "; ".join(sent)
         reply = httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
-        for value in reply.headers.get_list("set-cookie"):
-            self.set_cookies.append(value)
-            self.cookie = value.split(";", 1)[0]
+        for line in reply.headers.get_list("set-cookie"):
+            self.set_cookies.append(line)
+            name, value, attributes = parse_set_cookie(line)
+            if attributes.get("max-age") == "0":
+                self.jar.pop(name, None)
+            else:
+                self.jar[name] = (value, attributes.get("path", "/"))
         return reply
 
-    def log_in(self) -> httpx.Response:
+    def log_in(self, password: str = PASSWORD) -> httpx.Response:
         page = self.request("GET", "/login")
         assert page.status_code == 200, page.text
         token = csrf_of(page.text)
-        return self.request("POST", "/login", data={"password": PASSWORD, "csrf_token": token})
+        return self.request("POST", "/login", data={"password": password, "csrf_token": token})
+
+
+def _under(path: str, cookie_path: str) -> bool:
+    """A browser sends a cookie to its Path and below (RFC 6265 5.1.4)."""
+    return path == cookie_path or path.startswith(cookie_path.rstrip("/") + "/")
+
+
+def parse_set_cookie(line: str) -> tuple[str, str, dict[str, str]]:
+    """(name, value, attributes with lower-case names; a flag's value is "")."""
+    pair, *rest = line.split(";")
+    name, _, value = pair.strip().partition("=")
+    attributes = {}
+    for item in rest:
+        key, _, setting = item.strip().partition("=")
+        attributes[key.lower()] = setting
+    return name, value, attributes
+
+
+def names_set(browser: Browser) -> set[str]:
+    return {parse_set_cookie(line)[0] for line in browser.set_cookies}
 
 
 def serve(folder: Path, **web: object) -> Served:
@@ -161,17 +192,93 @@ def test_the_session_cookie_through_an_https_proxy_is_secure_and_host_only(
     `__Host-` cookie, which the browser never sends over plain HTTP nor to another host."""
     browser = proxied.browser("door.example", PUBLIC)
     browser.log_in()
-    assert len(browser.set_cookies) == 2  # the login page's session, then the fresh one
-    for cookie in browser.set_cookies:
-        name, _, attributes = cookie.partition(";")
-        assert name.startswith(f"{SECURE_COOKIE}=")
-        assert "Secure" in attributes and "HttpOnly" in attributes
-        assert "SameSite=strict" in attributes and "Path=/" in attributes
-        assert "domain" not in attributes.lower()  # __Host-: no Domain, or browsers drop it
-    assert browser.set_cookies[0].split(";")[0] != browser.set_cookies[1].split(";")[0]
+    # The login page's session, then at login the fresh one and the trusted device's cookie.
+    cookies = [parse_set_cookie(line) for line in browser.set_cookies]
+    assert [name for name, _, _ in cookies] == [SECURE_COOKIE, SECURE_COOKIE, SECURE_DEVICE_COOKIE]
+    for _, _, attributes in cookies[:2]:
+        # No Domain (__Host- forbids it, or browsers drop the cookie); no Max-Age: it ends
+        # with the browser, or before with the session.
+        assert attributes.keys() == {"httponly", "path", "samesite", "secure"}
+        assert attributes["path"] == "/" and attributes["samesite"] == "strict"
+    assert cookies[0][1] != cookies[1][1]
     # The plain name is not read on the proxied route: the session is only under __Host-.
-    plain = Browser(proxied.url, "door.example", PUBLIC, f"{COOKIE}={browser.cookie.split('=')[1]}")
+    plain = Browser(proxied.url, "door.example", PUBLIC, f"{COOKIE}={cookies[1][1]}")
     assert plain.request("GET", "/").status_code == 303
+
+
+def test_the_device_cookie_through_an_https_proxy_is_secure_and_for_the_login_only(
+    proxied: Served,
+) -> None:
+    """As the session cookie (Secure, HttpOnly, SameSite=Strict, no Domain), but named
+    `__Secure-` (`__Host-` requires Path=/), sent to /login only and kept for 30 days."""
+    browser = proxied.browser("door.example", PUBLIC)
+    assert browser.log_in().status_code == 303
+    device = [parse_set_cookie(line) for line in browser.set_cookies][-1]
+    name, value, attributes = device
+    assert name == SECURE_DEVICE_COOKIE and value
+    assert attributes == {
+        "httponly": "",
+        "max-age": str(int(auth.TRUSTED_ADDRESS_S)),
+        "path": "/login",
+        "samesite": "strict",
+        "secure": "",
+    }
+    assert auth.TRUSTED_ADDRESS_S == 30 * 86400
+    # Logging out ends the session, not the device: only the session cookie is deleted.
+    token = csrf_of(browser.request("GET", "/people").text)
+    logout = browser.request("POST", "/logout", data={"csrf_token": token})
+    assert logout.status_code == 303
+    assert [parse_set_cookie(line)[0] for line in logout.headers.get_list("set-cookie")] == [
+        SECURE_COOKIE
+    ]
+    assert browser.jar[SECURE_DEVICE_COOKIE] == (value, "/login")
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_behind_the_proxy_an_attack_does_not_slow_the_owner_s_browser(proxied: Served) -> None:
+    """Everyone comes from the proxy's address (127.0.0.1), so an attacker asking without
+    pause takes that address's checks. The owner's browser, which logged in before, shows
+    its device cookie: its check runs at once on its own counter; without it, the owner
+    would wait for the address's next check (60 s by then), which the attacker may take."""
+    clock = Clock()
+    owner = proxied.browser("door.example", PUBLIC)
+    proxied.server.app.state.web.limiter = auth.LoginLimiter(clock=clock)
+    assert owner.log_in().status_code == 303
+    token = csrf_of(owner.request("GET", "/people").text)
+    assert owner.request("POST", "/logout", data={"csrf_token": token}).status_code == 303
+    assert SECURE_COOKIE not in owner.jar and SECURE_DEVICE_COOKIE in owner.jar
+
+    attacker = Browser(proxied.url, "door.example", PUBLIC)
+    for _ in range(auth.PER_ADDRESS_FAILURES):
+        assert attacker.log_in("guess").status_code == 401
+    for backoff in (2, 4, 8, 16, 32, 60):  # the attacker takes every check the address gets
+        assert attacker.log_in("guess").status_code == 429
+        clock.now += backoff
+        assert attacker.log_in("guess").status_code == 401
+
+    # Without the device cookie (another browser, or this one's cookies cleared): wait.
+    other = Browser(proxied.url, "door.example", PUBLIC)
+    refused = other.log_in()
+    assert refused.status_code == 429
+    assert "too many failed logins from 127.0.0.1; try again in 60 s" in refused.text
+    # With it, at the same instant: the check runs and the owner is in.
+    reply = owner.log_in()
+    assert reply.status_code == 303 and reply.headers["location"] == "/", reply.text
+    assert owner.request("GET", "/people").status_code == 200
+    # The owner's login gave the address no checks back: the attacker still waits.
+    assert attacker.log_in("guess").status_code == 429
+    # Its own checks: the owner logs in again and again during the attack, without a wait.
+    for _ in range(auth.PER_ADDRESS_FAILURES + 2):
+        owner.jar.pop(SECURE_COOKIE)
+        assert owner.log_in().status_code == 303
+    assert other.log_in().status_code == 429
 
 
 @pytest.mark.parametrize("tunnel_port", [None, 9999])
@@ -183,7 +290,7 @@ def test_an_ssh_tunnel_still_reaches_a_proxied_hub(proxied: Served, tunnel_port:
         browser = proxied.browser(f"{name}:{port}", f"http://{name}:{port}")
         reply = browser.log_in()
         assert reply.status_code == 303 and reply.headers["location"] == "/", reply.text
-        assert all(c.startswith(f"{COOKIE}=") for c in browser.set_cookies)
+        assert names_set(browser) == {COOKIE, DEVICE_COOKIE}
         assert not any("Secure" in c for c in browser.set_cookies)
         assert browser.request("GET", "/people").status_code == 200
 
@@ -239,7 +346,7 @@ def test_a_plain_http_public_origin_keeps_the_plain_cookie(tmp_path: Path) -> No
         for host in ("door.lan", "door.lan:8080"):
             browser = served.browser(host, "http://door.lan:8080")
             assert browser.log_in().status_code == 303
-            assert all(c.startswith(f"{COOKIE}=") for c in browser.set_cookies)
+            assert names_set(browser) == {COOKIE, DEVICE_COOKIE}
             assert not any("Secure" in c for c in browser.set_cookies)
     finally:
         served.server.stop()
@@ -279,7 +386,7 @@ def test_a_loopback_hub_keeps_answering_its_loopback_names(direct: Served) -> No
     for name in ("127.0.0.1", "localhost", "[::1]"):
         browser = direct.browser(f"{name}:{direct.port}", f"http://{name}:{direct.port}")
         assert browser.log_in().status_code == 303, name
-        assert all(c.startswith(f"{COOKIE}=") for c in browser.set_cookies)
+        assert names_set(browser) == {COOKIE, DEVICE_COOKIE}
 
 
 # --- the rules, without a server ---------------------------------------------------------------

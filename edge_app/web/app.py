@@ -4,6 +4,8 @@ Security model (docs/WEB.md):
   - every page but /login and /static needs a logged-in session, else it redirects to /login;
   - every POST carries the session's CSRF token (form field or X-CSRF-Token header) and, when
     the browser sends an Origin, comes from this site; otherwise 403, before anything happens;
+  - a login from a browser that logged in before (its device cookie, auth.LoginLimiter's
+    trust_device) is rate-limited for that browser alone, not with everyone at its address;
   - with [web] public_origin (a TLS proxy), a request whose Host is not the public host, a
     loopback address or the listen address gets 421 (edge_app.web.origins);
   - responses carry a Content-Security-Policy without inline script, frame-ancestors 'none',
@@ -60,6 +62,10 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 COOKIE = "edge_door_session"
 SECURE_COOKIE = "__Host-edge_door_session"  # over https: Secure, host-only, path /
+# A browser that logged in (auth.LoginLimiter.trust_device): only the login form reads it.
+DEVICE_COOKIE = "edge_door_device"
+SECURE_DEVICE_COOKIE = "__Secure-edge_door_device"  # over https: Secure (__Host- needs path /)
+DEVICE_COOKIE_PATH = "/login"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 RECENT_EVENTS = 10
@@ -110,6 +116,9 @@ class WebState:
 
     def cookie(self, request: Request) -> str:
         return SECURE_COOKIE if self.secure(request) else COOKIE
+
+    def device_cookie(self, request: Request) -> str:
+        return SECURE_DEVICE_COOKIE if self.secure(request) else DEVICE_COOKIE
 
 
 class TrustedHosts:
@@ -204,6 +213,20 @@ def _set_cookie(
         samesite="strict",
         secure=state.secure(request),
         path="/",
+    )
+
+
+def _set_device_cookie(response: Response, state: WebState, request: Request, value: str) -> None:
+    """The trusted-device cookie: as the session's (HttpOnly, SameSite=Strict, Secure when
+    the browser is on https), but sent to the login form only, for TRUSTED_ADDRESS_S."""
+    response.set_cookie(
+        state.device_cookie(request),
+        value,
+        max_age=int(auth.TRUSTED_ADDRESS_S),
+        httponly=True,
+        samesite="strict",
+        secure=state.secure(request),
+        path=DEVICE_COOKIE_PATH,
     )
 
 
@@ -343,28 +366,33 @@ def _login_context(request: Request, error: str = "") -> dict[str, Any]:
 
 
 async def _check_password(
-    state: WebState, address: str, password: str, session: auth.Session | None = None
+    state: WebState,
+    address: str,
+    password: str,
+    session: auth.Session | None = None,
+    device: str | None = None,
 ) -> tuple[int, str]:
     """One admin password check under the rate limit: (HTTP status, message for the page).
 
     200 for the right password; 401 a wrong one; 429 refused by the rate limit, nothing
     hashed; 503 the password file cannot be read. The attempt counts before the hash runs
     (auth.LoginLimiter.attempt), so parallel requests cannot outrun the limit. With a
-    logged-in `session` (the unlock form) the check counts for that session only: failures
-    from its address, or from anywhere, cannot keep its owner from unlocking.
+    logged-in `session` (the unlock form) the check counts for that session only, with a
+    trusted `device` (the login form, from a browser that logged in before) for that device
+    only: failures from its address, or from anywhere, cannot keep its owner out.
     """
     key = session.id if session is not None else None
-    refused = state.limiter.attempt(address, key)
+    refused = state.limiter.attempt(address, key, device=device)
     if refused is not None:
         return 429, refused
     try:
         ok = await run_in_threadpool(state.password.verify, password)
     except UserError as error:  # raised before any hash: the attempt does not count
-        state.limiter.refund(address, key)
+        state.limiter.refund(address, key, device=device)
         return 503, str(error)
     if not ok:
         return 401, "Wrong password."
-    state.limiter.succeeded(address, key)
+    state.limiter.succeeded(address, key, device=device)
     return 200, ""
 
 
@@ -374,7 +402,9 @@ async def login_submit(request: Request, session: auth.Session, form: Form) -> R
     address = client_address(request)
     # Read before the check: a password set while it runs ends the new session at once.
     password_hash = state.password.current_hash()
-    status, problem = await _check_password(state, address, form.get("password"))
+    # A device cookie that is not valid (forged, changed, forgotten) counts as none.
+    device = state.limiter.device(request.cookies.get(state.device_cookie(request)))
+    status, problem = await _check_password(state, address, form.get("password"), device=device)
     if status != 200:
         if status == 429:
             log.warning("web login refused address=%s reason=rate-limit", address)
@@ -383,9 +413,12 @@ async def login_submit(request: Request, session: auth.Session, form: Form) -> R
         context = _login_context(request, problem)
         return render(request, session, "login.html", context, status)
     fresh = state.sessions.login(session, auth.ADMIN, address, password_hash)
-    log.info("web login user=%s address=%s", auth.ADMIN, address)
+    known = "known" if device else "new"
+    log.info("web login user=%s address=%s device=%s", auth.ADMIN, address, known)
     response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
     _set_cookie(response, state, request, fresh)
+    # Logging out keeps it: it names the browser, not the session.
+    _set_device_cookie(response, state, request, state.limiter.trust_device(device))
     return response
 
 

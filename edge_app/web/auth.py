@@ -15,6 +15,8 @@ setting a new password (or removing it) ends every session at once (edge_app.web
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import logging
 import math
@@ -40,7 +42,7 @@ PASSWORD_MAX_LENGTH = 1024
 # door's (all addresses together: a spread-out attack). A counter allows its first checks at
 # once (PER_ADDRESS_FAILURES, GLOBAL_FAILURES), then one at a time, each a backoff after the
 # one before: 2, 4, 8, 16, 32 s, then every 60 s (BACKOFF_MAX_S). It starts over after
-# QUIET_S without a check and, an address's, at the right password. So:
+# QUIET_S without a check and, an address's (or device's), at the right password. So:
 #   - failures, anyone's, never keep the owner from a check for more than 60 s: each counter
 #     always has one coming. An attacker who shares the owner's address (the same proxy or
 #     NAT) and keeps asking takes most of those checks, but not the owner's own ones below;
@@ -52,7 +54,15 @@ PASSWORD_MAX_LENGTH = 1024
 # The owner's own checks: an address the right password came from (in the last
 # TRUSTED_ADDRESS_S; the latest MAX_TRUSTED_ADDRESSES) is counted on its own only, so a
 # flood from other addresses cannot spend the door's checks for it; the unlock form's check,
-# from a logged-in session, is counted for that session only. Each gets at most 68 an hour.
+# from a logged-in session, is counted for that session only. A browser the right password
+# came from gets a device cookie (trust_device(): a random id and its HMAC under a key that
+# only this process knows; remembered for TRUSTED_ADDRESS_S, the MAX_TRUSTED_DEVICES used
+# last, and forgotten when the hub restarts); a login check that presents it is counted for
+# that device only, not for its address nor the door, so an attacker behind the owner's
+# proxy or NAT cannot take the owner's checks: the owner's login runs at once. A forged,
+# changed or forgotten cookie counts as none. Each own counter backs off as an address's
+# does, so each gets at most 68 an hour (a stolen device cookie gives no more than an
+# address).
 PER_ADDRESS_FAILURES = 5
 GLOBAL_FAILURES = 30
 BACKOFF_FIRST_S = 2.0
@@ -60,7 +70,9 @@ BACKOFF_MAX_S = 60.0
 QUIET_S = 3600.0
 MAX_TRACKED_ADDRESSES = 10_000
 MAX_TRUSTED_ADDRESSES = 32
-TRUSTED_ADDRESS_S = 30 * 86400.0
+MAX_TRUSTED_DEVICES = MAX_TRUSTED_ADDRESSES
+TRUSTED_ADDRESS_S = 30 * 86400.0  # also a device's, and its cookie's Max-Age
+DEVICE_COOKIE_MAX_CHARS = 200  # a longer cookie is not one of ours: refused before any HMAC
 
 MAX_SESSIONS = 500
 ANONYMOUS_IDLE_S = 15 * 60.0
@@ -288,9 +300,11 @@ class LoginLimiter:
     past them a counter still allows a check every backoff_s() (at most BACKOFF_MAX_S), so
     failures, the owner's or an attacker's, never leave a counter without a check coming
     within that; the figures per hour are above PER_ADDRESS_FAILURES. A right password gives
-    its check back, clears the address's counter and trusts the address (succeeded()); a
-    check that never verified a password is given back alone (refund()). A check with
-    `session` (the unlock form, from a logged-in session) is counted for that session only.
+    its check back, clears its own counter and trusts the address (succeeded()); a check
+    that never verified a password is given back alone (refund()). A check with `session`
+    (the unlock form, from a logged-in session) is counted for that session only, one with
+    `device` (a login from a browser that presented a valid device cookie: device()) for
+    that device only.
     """
 
     per_address: int = PER_ADDRESS_FAILURES
@@ -300,16 +314,20 @@ class LoginLimiter:
     _runs: OrderedDict[str, _Run] = field(default_factory=OrderedDict)
     _door: _Run = field(default_factory=_Run)
     _trusted: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _devices: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _device_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def attempt(self, address: str, session: str | None = None) -> str | None:
+    def attempt(
+        self, address: str, session: str | None = None, *, device: str | None = None
+    ) -> str | None:
         """Count one password check now, or say why not and how long to wait (one line).
 
         None means the check may run: it already counts.
         """
         now = self.clock()
         with self._lock:
-            key, whom, door = self._counters(address, session, now)
+            key, whom, door = self._counters(address, session, device, now)
             run = self._runs.get(key) or _Run()
             wait = self._wait(run, self.per_address, now)
             door_wait = self._wait(self._door, self.overall, now) if door else 0.0
@@ -326,23 +344,29 @@ class LoginLimiter:
                 self._count(self._door, now)
         return None
 
-    def refund(self, address: str, session: str | None = None) -> None:
-        """The latest check of this address (or session) verified no password: it no longer
-        counts (its start still spaces the next one)."""
+    def refund(
+        self, address: str, session: str | None = None, *, device: str | None = None
+    ) -> None:
+        """The latest check of this address (or session, or device) verified no password: it
+        no longer counts (its start still spaces the next one)."""
         with self._lock:
-            key, _, door = self._counters(address, session, self.clock())
+            key, _, door = self._counters(address, session, device, self.clock())
             run = self._runs.get(key)
             if run is not None and run.checks:
                 run.checks -= 1
             if door and self._door.checks:
                 self._door.checks -= 1
 
-    def succeeded(self, address: str, session: str | None = None) -> None:
-        """The right password: its check and the address's (or session's) failures no longer
-        count, and the address is trusted (its checks no longer count for the door)."""
+    def succeeded(
+        self, address: str, session: str | None = None, *, device: str | None = None
+    ) -> None:
+        """The right password: its check and its own counter's failures (the address's, the
+        session's or the device's) no longer count, and the address is trusted (its checks no
+        longer count for the door). A device's login leaves the address's counter alone: it
+        was not spent, and others behind that address get no checks back."""
         now = self.clock()
         with self._lock:
-            key, _, door = self._counters(address, session, now)
+            key, _, door = self._counters(address, session, device, now)
             self._runs.pop(key, None)
             if door and self._door.checks:
                 self._door.checks -= 1
@@ -352,10 +376,53 @@ class LoginLimiter:
                 while len(self._trusted) > MAX_TRUSTED_ADDRESSES:
                     self._trusted.popitem(last=False)
 
-    def _counters(self, address: str, session: str | None, now: float) -> tuple[str, str, bool]:
+    def device(self, cookie: str | None) -> str | None:
+        """The device a device cookie names, or None for a cookie that is absent, not made by
+        this process (forged, changed, from before a restart) or of a device forgotten since
+        (after TRUSTED_ADDRESS_S, or pushed out by MAX_TRUSTED_DEVICES used more recently)."""
+        if not cookie or len(cookie) > DEVICE_COOKIE_MAX_CHARS:
+            return None
+        device, _, tag = cookie.partition(".")
+        if not device or not hmac.compare_digest(self._tag(device), tag.encode()):
+            return None
+        with self._lock:
+            trusted = self._devices.get(device)
+            if trusted is None:
+                return None
+            if self.clock() - trusted > TRUSTED_ADDRESS_S:
+                self._forget(device)
+                return None
+            self._devices.move_to_end(device)
+        return device
+
+    def trust_device(self, previous: str | None = None) -> str:
+        """A new device after a right password: the value of its cookie. The browser's
+        `previous` device, if any, is forgotten (a copy of its old cookie stops counting)."""
+        device = secrets.token_urlsafe(32)
+        with self._lock:
+            if previous is not None:
+                self._forget(previous)
+            self._devices[device] = self.clock()
+            while len(self._devices) > MAX_TRUSTED_DEVICES:
+                self._forget(next(iter(self._devices)))
+        return f"{device}.{self._tag(device).decode()}"
+
+    def _tag(self, device: str) -> bytes:
+        digest = hmac.new(self._device_key, device.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=")
+
+    def _forget(self, device: str) -> None:
+        self._devices.pop(device, None)
+        self._runs.pop(_device_counter(device), None)
+
+    def _counters(
+        self, address: str, session: str | None, device: str | None, now: float
+    ) -> tuple[str, str, bool]:
         """(this check's own counter, who it is in a refusal, whether the door counts it)."""
         if session is not None:
             return "session " + session, "wrong passwords in this session", False
+        if device is not None:
+            return _device_counter(device), "wrong passwords from this browser", False
         trusted = self._trusted.get(address)
         door = trusted is None or now - trusted > TRUSTED_ADDRESS_S
         return address, f"failed logins from {address}", door
@@ -380,6 +447,10 @@ class LoginLimiter:
         while len(self._runs) >= MAX_TRACKED_ADDRESSES:
             self._runs.popitem(last=False)
         self._runs[key] = run
+
+
+def _device_counter(device: str) -> str:
+    return "device " + device
 
 
 def same_token(expected: str, given: str | None) -> bool:
