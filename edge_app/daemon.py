@@ -772,6 +772,10 @@ class Daemon:
         self.relay = Relay.from_config(
             config.gpio, pin_factory=self.pin_factory, on_release=self._on_relock
         )
+        # Which pin this daemon holds, for relay_off after a crash (edge_app/relay_record.py).
+        from edge_app.relay_record import write_record
+
+        write_record(config.gpio)
         self._guard = threading.Thread(target=self._relock_on_stop, name="relay-guard", daemon=True)
         self._guard.start()
         if self.engine is None:

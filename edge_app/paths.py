@@ -11,6 +11,9 @@ INSTALLED_MODELS = Path("/usr/share/edge-app/models")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_MODELS = REPO_ROOT / "models" / "tflite"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# The relay the running door claimed (edge_app.relay_record), in systemd's RuntimeDirectory=
+# edge-app: kept across restarts, owned by the service user, who also runs ExecStopPost=.
+RELAY_RECORD = Path("/run/edge-app/relay.json")
 
 
 def default_models_dir() -> Path:

@@ -1,25 +1,43 @@
 """`python -m edge_app.relay_off`: drive the door relay to locked and exit.
 
 systemd runs it as ExecStartPre= (before the daemon, so the pin is low even before the models
-load) and ExecStopPost= (after the daemon is gone, however it went: also after SIGKILL, when
-the process could not release the pin itself). It reads the pin, its polarity and the pin
-factory from the same config file as the daemon, so the two cannot disagree.
+load) and ExecStopPost= (after the daemon is gone, however it went: also after SIGKILL, an
+OOM kill or a watchdog kill, when the process could not release the pin itself). On Raspberry
+Pi OS kernels a released output keeps its last level (`persist_gpio_outputs`, unless
+config.txt has `dtparam=strict_gpiod`), so after such a death this command is what locks the
+door; the wiring's pull-down does so only once the pin is an input again.
 
-It reads only the `[gpio]` section, validated by the same checks as the daemon's (the UART pin
-rule included): a mistake anywhere else in the file, which the daemon would refuse, must not
-stop the pin from being driven low. A `[gpio]` section it cannot trust (an invalid or unknown
-key, say a misspelt `active_high`, which could turn "locked" into "open") is refused with
-exit code 2 and a one-line message, and the pin is left alone. `pulse_seconds` is not read.
+It drives two pins, when it can tell them:
+
+- the pin the daemon claimed, from the record the daemon wrote right after claiming it
+  (edge_app.relay_record; `--record`, default /run/edge-app/relay.json). That is the pin a
+  dead daemon may have left energised, even when config.toml has changed since it started
+  (`gpio.pin` edited, a typo in `[gpio]`, the file gone). A record it cannot trust (a link,
+  too large, not JSON, wrong keys or values, a pin the config's checks refuse) is ignored
+  with a warning;
+- then the pin config.toml names, when it differs: the one the next daemon will claim.
+
+From the config it reads only the `[gpio]` section, validated by the same checks as the
+daemon's (the UART pin rule included): a mistake anywhere else in the file, which the daemon
+would refuse, must not stop the pin from being driven low. A `[gpio]` section it cannot trust
+(an invalid or unknown key, say a misspelt `active_high`, which could turn "locked" into
+"open") is refused: its pin is left alone. `pulse_seconds` is not read.
+
+Exit code 0 only when every pin it could identify was driven locked and the config's `[gpio]`
+was valid; otherwise 2, with a one-line message (which, when the config is refused but the
+recorded pin was locked, says both).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from edge_app import paths
 from edge_app.config import (
     GPIO_FACTORIES,
     ConfigError,
@@ -30,6 +48,7 @@ from edge_app.config import (
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.relay import Relay
+from edge_app.relay_record import one_line, read_record
 
 log = logging.getLogger("edge_app.relay_off")
 
@@ -44,12 +63,6 @@ def drive_locked(gpio: GpioConfig, pin_factory: object | None = None) -> None:
     drives it there again before releasing it.
     """
     Relay.from_config(gpio, pin_factory=pin_factory).close()
-
-
-def _one_line(error: ConfigError) -> str:
-    """A ConfigError's header and its listed problems on one line."""
-    head, *problems = str(error).splitlines()
-    return " ".join([head, "; ".join(p.strip().removeprefix("- ") for p in problems)]).strip()
 
 
 def read_gpio(path: Path | None, factory: str | None = None) -> GpioConfig:
@@ -67,7 +80,7 @@ def read_gpio(path: Path | None, factory: str | None = None) -> GpioConfig:
     try:
         gpio = parse_config({"gpio": section}, str(path)).gpio
     except ConfigError as error:
-        raise ConfigError(_one_line(error)) from None
+        raise ConfigError(one_line(error)) from None
     if "pin" not in section:
         log.warning(
             "%s: no gpio.pin: driving the default GPIO%d, as the daemon does", path, gpio.pin
@@ -75,25 +88,99 @@ def read_gpio(path: Path | None, factory: str | None = None) -> GpioConfig:
     return gpio
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m edge_app.relay_off",
-        description="Drive the door relay to locked (for systemd ExecStartPre=/ExecStopPost=).",
-        epilog=f"example:\n  python -m edge_app.relay_off --config {DEFAULT_CONFIG}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", type=Path, metavar="PATH", help="TOML config file")
-    parser.add_argument("--gpio", choices=GPIO_FACTORIES, help="pin factory override")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _same_relay(a: GpioConfig, b: GpioConfig) -> bool:
+    return (a.pin, a.active_high, a.factory) == (b.pin, b.active_high, b.factory)
+
+
+def relock(record_path: Path, config_path: Path | None, factory: str | None = None) -> int:
+    """Drive the recorded pin, then the config's when it differs, to locked; the exit code."""
+    config_name = config_path if config_path is not None else DEFAULT_CONFIG
+    failed = False
+    record = read_record(record_path)
+    recorded = f"the pin the daemon claimed, from the record {record_path}"
+    record_locked = False
+    if record is not None:
+        if factory is not None:
+            record = dataclasses.replace(record, factory=factory)
+        try:
+            drive_locked(record)
+            record_locked = True
+        except UserError as error:
+            log.error("%s: the recorded GPIO%d was not locked: %s", record_path, record.pin, error)
+            failed = True
     try:
-        gpio = read_gpio(args.config, args.gpio)
+        gpio = read_gpio(config_path, factory)
+    except UserError as error:
+        if record_locked:
+            assert record is not None
+            log.error(
+                "relay locked pin=GPIO%d active_high=%s (%s), but the config's pin was not: %s",
+                record.pin,
+                record.active_high,
+                recorded,
+                error,
+            )
+        else:
+            log.error("%s", error)
+        return 2
+    if record is not None and _same_relay(record, gpio):
+        if record_locked:
+            log.info(
+                "relay locked pin=GPIO%d active_high=%s (%s, as in the config %s)",
+                gpio.pin,
+                gpio.active_high,
+                recorded,
+                config_name,
+            )
+        return 2 if failed else 0
+    if record_locked:
+        assert record is not None
+        log.info(
+            "relay locked pin=GPIO%d active_high=%s (%s)", record.pin, record.active_high, recorded
+        )
+        if record.pin == gpio.pin and record.active_high != gpio.active_high:
+            log.warning(
+                "GPIO%d: the record says active_high=%s, the config %s active_high=%s; driving "
+                "it to the config's locked level last",
+                gpio.pin,
+                record.active_high,
+                config_name,
+                gpio.active_high,
+            )
+    try:
         drive_locked(gpio)
     except UserError as error:
         log.error("%s", error)
         return 2
-    log.info("relay locked pin=GPIO%d active_high=%s", gpio.pin, gpio.active_high)
-    return 0
+    source = f"from the config {config_name}"
+    if record is not None and record.pin != gpio.pin:
+        source += f"; the daemon had claimed GPIO{record.pin}"
+    log.info("relay locked pin=GPIO%d active_high=%s (%s)", gpio.pin, gpio.active_high, source)
+    return 2 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_app.relay_off",
+        description="Drive the door relay to locked (for systemd ExecStartPre=/ExecStopPost=): "
+        "the pin the daemon recorded claiming, then the config's pin when it differs.",
+        epilog=f"example:\n  python -m edge_app.relay_off --config {DEFAULT_CONFIG}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, metavar="PATH", help="TOML config file")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="PATH",
+        help=f"the relay the daemon claimed (default {paths.RELAY_RECORD}; ignored when absent)",
+    )
+    parser.add_argument(
+        "--gpio", choices=GPIO_FACTORIES, help="pin factory override (for both pins)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    record = args.record if args.record is not None else paths.RELAY_RECORD
+    return relock(record, args.config, args.gpio)
 
 
 if __name__ == "__main__":

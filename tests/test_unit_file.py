@@ -106,6 +106,19 @@ def test_relay_is_driven_locked_before_start_and_after_stop() -> None:
     assert service["ExecStart"][0].startswith("/opt/edge-app/venv/bin/")
 
 
+def test_the_relay_record_is_in_the_runtime_directory_execstoppost_reads() -> None:
+    """The daemon records the pin it claimed at paths.RELAY_RECORD; ExecStopPost='s relay_off
+    reads it there (its default --record), as the same user. The folder must be the unit's
+    RuntimeDirectory=, kept across restarts (Restart= after a crash runs ExecStopPost= and
+    ExecStartPre= with the record still there); systemd removes it only once the unit is
+    inactive, after ExecStopPost=."""
+    service = directives(UNIT, "Service")
+    assert paths.RELAY_RECORD.parent == Path("/run") / service["RuntimeDirectory"][0]
+    assert service["RuntimeDirectoryPreserve"] == ["restart"]
+    (stop,) = service["ExecStopPost"]
+    assert "--record" not in stop and stop.startswith("/opt/edge-app/venv/bin/python -m ")
+
+
 def test_relay_off_drives_a_pin_left_high_to_locked() -> None:
     """As after a SIGKILL mid-pulse: the pin is high and nobody holds it."""
     from gpiozero.pins.mock import MockFactory

@@ -23,6 +23,17 @@ if TYPE_CHECKING:
 
 # The board name the kernel reads from the device tree ("Raspberry Pi 5 Model B Rev 1.0").
 DEVICE_MODEL = Path("/proc/device-tree/model")
+# Where the kernel shows module parameters (/sys/module/NAME/parameters/...).
+SYS_ROOT = Path("/sys")
+# The Raspberry Pi pinctrl drivers whose persist_gpio_outputs says what happens to an output
+# a process releases (by exiting, however it died): Y keeps its level, N makes it an input.
+# pinctrl_rp1 drives the 40-pin header of a Pi 5, pinctrl_bcm2835 that of the earlier boards.
+PINCTRL_DRIVERS = ("pinctrl_rp1", "pinctrl_bcm2835")
+STRICT_GPIOD_FIX = (
+    "add dtparam=strict_gpiod to /boot/firmware/config.txt and reboot: a door process that "
+    "crashes then releases the relay pin to the pull-down at once, not only when "
+    "ExecStopPost= runs relay_off (docs/WIRING.md)"
+)
 
 
 DOCTOR_EPILOG = """\
@@ -325,6 +336,45 @@ def _device_checks(
         )
     )
     return checks
+
+
+def _released_outputs_check(sys_root: Path = SYS_ROOT) -> Check | None:
+    """Whether the kernel keeps a released GPIO output at its level (Raspberry Pi OS does,
+    unless config.txt has dtparam=strict_gpiod): then a door process killed mid-pulse leaves
+    the strike energised until ExecStopPost= relocks it. None off a Raspberry Pi."""
+    found: list[tuple[str, str]] = []
+    for driver in PINCTRL_DRIVERS:
+        parameter = sys_root / "module" / driver / "parameters" / "persist_gpio_outputs"
+        try:
+            found.append((driver, parameter.read_text(encoding="ascii", errors="replace")))
+        except OSError:
+            continue
+    if not found:
+        board = _raspberry_pi()
+        if board is None:
+            return None  # not a Pi: its GPIO driver is none of these
+        return Check(
+            "gpio release",
+            "warn",
+            f"{board}: this kernel shows no persist_gpio_outputs, so whether a released relay "
+            "pin keeps its level is unknown",
+            f"update Raspberry Pi OS (sudo apt full-upgrade), then {STRICT_GPIOD_FIX}",
+        )
+    values = ", ".join(f"{driver} persist_gpio_outputs={value.strip()}" for driver, value in found)
+    if any(value.strip() in ("Y", "1") for _, value in found):
+        return Check(
+            "gpio release",
+            "warn",
+            f"{values}: a released GPIO output keeps its level, so after a crash mid-pulse the "
+            "strike stays energised until ExecStopPost= runs relay_off",
+            STRICT_GPIOD_FIX,
+        )
+    return Check(
+        "gpio release",
+        "ok",
+        f"{values}: a released GPIO output becomes an input, so the pull-down locks the door "
+        "as soon as the door process dies",
+    )
 
 
 def _config_checks(config_path: Path | None) -> tuple[list[Check], Config | None]:
@@ -680,6 +730,9 @@ def collect_checks(
             config.gpio.factory,
             boot_pull_up_warning(config.gpio.pin, config.gpio.active_high),
         )
+    released = _released_outputs_check(SYS_ROOT)
+    if released is not None:
+        checks.append(released)
     checks += config_checks
     engine = None
     if config is not None and not any(c.area == "models" and c.status == "fail" for c in checks):
