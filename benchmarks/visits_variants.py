@@ -39,11 +39,11 @@ import numpy as np
 
 from edge_app.camera import Frame
 from edge_app.centering import centre, model_identity, unit
+from edge_app.config import EVIDENCE
 from edge_app.daemon import Recognizer
 from edge_app.engine import Engine
 from edge_app.evaluate_visits import POPULATIONS, SEED, evaluate_visits, table
 from edge_app.faces import Faces
-from edge_app.fusion import EVIDENCE
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 
 

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edge_app.config import AGGREGATES
 from edge_app.engine import Engine
 from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
 from edge_app.lfw import labelled_face, read_pairs
-from edge_app.matching import AGGREGATES, CENTROID_KEY, Matcher, MatchSettings
+from edge_app.matching import CENTROID_KEY, Matcher, MatchSettings
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from edge_app import paths
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
-from edge_app.fusion import EVIDENCE
 from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from here too
     host_name_problem,
     name_problem,
@@ -33,13 +32,20 @@ from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from h
     port_problem,
     read_authority,
 )
-from edge_app.matching import AGGREGATES, LOOKALIKE_MODES
 from edge_app.runtime import BACKENDS, MAX_THREADS
 
 AUTO = "auto"
 UART_PINS = (14, 15)
 GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
 LIVENESS_MODES = ("off", "log", "require")
+# The values of settings whose code lives in numpy modules, defined here so that reading a
+# config imports no numpy (relay_off, which locks the door after a crash, reads [gpio] only).
+EVIDENCE = ("track", "frame")  # `[policy] evidence`: pool a track's frames, or vote per frame
+AGGREGATES = ("best", "mean", "trimmed_mean")  # `[recognition] aggregate` (edge_app.matching)
+# [recognition] lookalikes: what the door does when enrolled people match each other at or
+# above the threshold (edge_app.matching.Matcher.lookalikes): "raise" its threshold to
+# LOOKALIKE_STEP above the highest such score, or only "warn".
+LOOKALIKE_MODES = ("raise", "warn")
 # HH:MM-HH:MM on a 24 h clock; a span may end at 24:00 (midnight at its end).
 _TIME = r"(?:[01]\d|2[0-3]):[0-5]\d"
 _HOURS = re.compile(rf"^(?P<start>{_TIME})-(?P<end>{_TIME}|24:00)$")

@@ -19,17 +19,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edge_app.align import FACENET_SIZE
 from edge_app.faces import Faces
 
-EVIDENCE = ("track", "frame")  # `[policy] evidence`: pool a track's frames, or vote per frame
 # A face smaller than this fraction of the FaceNet input still counts, at this weight.
 MIN_DETAIL = 0.25
 
 
 def face_weights(faces: Faces) -> np.ndarray:
     """(N,) weight of each face's embedding in its track's pool (module docstring)."""
-    from edge_app.align import FACENET_SIZE  # here: config imports EVIDENCE, not OpenCV
-
     detail = np.clip(faces.sizes / FACENET_SIZE, MIN_DETAIL, 1.0)
     return (np.clip(faces.scores, 0.0, 1.0) * detail).astype(np.float32)
 

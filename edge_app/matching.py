@@ -50,11 +50,11 @@ from typing import Any
 import numpy as np
 
 from edge_app.cohort import CHUNK, NORMALISATION_KEY, CohortNormaliser
+from edge_app.config import AGGREGATES, LOOKALIKE_MODES
 from edge_app.errors import UserError, first_few
 from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
 from edge_app.site_memory import SiteMemory
 
-AGGREGATES = ("best", "mean", "trimmed_mean")
 DEFAULT_AGGREGATE = "best"
 DEFAULT_MARGIN = 0.0
 # Fraction trimmed at each end for "trimmed_mean": with 5 samples one is dropped at each end,
@@ -63,10 +63,8 @@ DEFAULT_TRIM = 0.2
 NO_SCORE = -1.0
 # The manifest's recognition key saying the threshold was derived with person centroids.
 CENTROID_KEY = "centroid"
-# [recognition] lookalikes: what the door does when enrolled people match each other at or
-# above the threshold (Matcher.lookalikes): "raise" its threshold to LOOKALIKE_STEP above the
-# highest such score, or only "warn".
-LOOKALIKE_MODES = ("raise", "warn")
+# [recognition] lookalikes (edge_app.config.LOOKALIKE_MODES): "raise" moves the threshold
+# this far above the highest score between two enrolled people.
 LOOKALIKE_STEP = 0.01
 # The top of the threshold's scale (normalised scores can go higher). A pair of enrolled
 # people scoring within LOOKALIKE_STEP of it is the same face twice (one person enrolled under

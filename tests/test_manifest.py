@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from edge_app.adapters import PIXEL_SCALE
+from edge_app.config import AGGREGATES
 from edge_app.detection.cascade import Thresholds
 from edge_app.detection.pyramid import PNET_CELL
 from edge_app.manifest import (
@@ -35,7 +36,6 @@ from edge_app.manifest import (
     parse_manifest,
     verify_files,
 )
-from edge_app.matching import AGGREGATES
 from edge_app.runtime import find_runtime
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_app.config import AGGREGATES
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
-from edge_app.matching import AGGREGATES, NO_SCORE, Matcher, MatchSettings
+from edge_app.matching import NO_SCORE, Matcher, MatchSettings
 
 PROBE = np.eye(EMBEDDING_DIM, dtype=np.float32)[0]
 

@@ -497,3 +497,18 @@ def test_a_pin_pulled_up_at_boot_is_warned_of_for_an_active_high_relay(
         assert factory.pin(pin).state is (not active_high)  # locked
     messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(f"GPIO{pin} is pulled up while the Pi boots" in m for m in messages) is warned
+
+
+def test_relay_off_imports_no_numpy() -> None:
+    """relay_off is what locks the door after the daemon is killed (ExecStopPost=), so the
+    strike stays energised for as long as it takes to start. Reading a config imported numpy
+    (through the settings' choices in edge_app.matching and edge_app.fusion): about half of
+    its start. It imports only the config, the relay and gpiozero now."""
+    import subprocess
+    import sys
+
+    code = "import sys, edge_app.relay_off; print(sorted(m for m in sys.modules if 'numpy' in m))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from typing import Any
 
 from edge_app.arg_types import count
 from edge_app.cascade_choice import CASCADES
-from edge_app.matching import LOOKALIKE_MODES
+from edge_app.config import LOOKALIKE_MODES
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 from edge_app.reports import check_output, write_report
 from edge_app.runtime import BACKENDS
@@ -370,8 +370,8 @@ examples:
 
 
 def _register_visits(sub: argparse._SubParsersAction) -> None:
+    from edge_app.config import EVIDENCE
     from edge_app.evaluate_visits import PEOPLE, POPULATIONS, SEED, STRANGERS
-    from edge_app.fusion import EVIDENCE
 
     visits = sub.add_parser(
         "visits",

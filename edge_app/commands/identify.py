@@ -14,8 +14,8 @@ from typing import Any
 
 from edge_app.cascade_choice import CASCADES
 from edge_app.commands import file_path, printable
+from edge_app.config import AGGREGATES, LOOKALIKE_MODES
 from edge_app.errors import UserError
-from edge_app.matching import AGGREGATES, LOOKALIKE_MODES
 from edge_app.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
