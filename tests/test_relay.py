@@ -146,7 +146,23 @@ def test_a_raising_release_callback_never_stops_the_relocking(factory: MockFacto
     assert calls == ["timeout", "timeout", "timeout"]
 
 
-def test_the_timer_survives_a_failing_pin_driver_and_retries(factory: MockFactory) -> None:
+@pytest.mark.parametrize(
+    ("error", "logging_fails"),
+    [(OSError(5, "Input/output error"), False), (MemoryError("the pin driver"), True)],
+    ids=["driver error", "and its report fails"],
+)
+def test_the_timer_survives_a_failing_pin_driver_and_retries(
+    factory: MockFactory, monkeypatch: pytest.MonkeyPatch, error: Exception, logging_fails: bool
+) -> None:
+    """The pin driver failing once: the timer logs it and drives the pin low 50 ms later.
+    Defect (second case): the log call itself raising (a MemoryError formatting the
+    traceback) escaped the handler and ended the thread; every later pulse stayed open."""
+    if logging_fails:
+
+        def log_fails(*args: object, **kwargs: object) -> None:
+            raise MemoryError("cannot format traceback")
+
+        monkeypatch.setattr(relay_module.log, "exception", log_fails)
     with Relay(PIN, pin_factory=factory) as relay:
         device = relay._device
         real_off = device.off
@@ -155,7 +171,7 @@ def test_the_timer_survives_a_failing_pin_driver_and_retries(factory: MockFactor
         def off_failing_once() -> None:
             if not failures:
                 failures.append(1)
-                raise OSError(5, "Input/output error")
+                raise error
             real_off()
 
         device.off = off_failing_once
@@ -163,45 +179,13 @@ def test_the_timer_survives_a_failing_pin_driver_and_retries(factory: MockFactor
         wait_for(lambda: not relay.is_active, timeout=1.0)
         device.off = real_off
         assert failures == [1]
-        relay.pulse(0.2)  # the timer thread is still alive: this pulse ends on time too
+        relay.check()  # the timer thread is still alive: the next pulse ends on time too
+        relay.pulse(0.2)
         wait_for(lambda: not relay.is_active, timeout=1.0)
     states = factory.pin(PIN).states
     assert [s.state for s in states] == [False, True, False, True, False]
     # The first relock came one retry (50 ms) late; both well inside pulse + 0.5 s.
     assert 0.2 <= states[2].timestamp <= 0.7 and 0.2 <= states[4].timestamp <= 0.7
-
-
-def test_the_timer_survives_an_error_while_reporting_its_own(
-    factory: MockFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Defect: the timer thread caught the pin driver's error, then logged it; a MemoryError
-    while formatting that traceback escaped the handler and ended the thread, and every
-    later pulse stayed open. Now nothing its error reporting raises ends it."""
-
-    def log_fails(*args: object, **kwargs: object) -> None:
-        raise MemoryError("cannot format traceback")
-
-    monkeypatch.setattr(relay_module.log, "exception", log_fails)
-    with Relay(PIN, pin_factory=factory) as relay:
-        device = relay._device
-        real_off = device.off
-        failures: list[int] = []
-
-        def off_failing_once() -> None:
-            if not failures:
-                failures.append(1)
-                raise MemoryError("the pin driver")
-            real_off()
-
-        device.off = off_failing_once
-        relay.pulse(0.2)
-        wait_for(lambda: not relay.is_active, timeout=1.0)
-        relay.check()  # the timer still runs
-        relay.pulse(0.2)
-        wait_for(lambda: not relay.is_active, timeout=1.0)
-    states = factory.pin(PIN).states
-    assert [s.state for s in states] == [False, True, False, True, False]
-    assert 0.2 <= states[4].timestamp <= 0.5  # the second pulse ended on time
 
 
 def test_with_its_timer_gone_the_relay_opens_nothing_and_says_so(factory: MockFactory) -> None:

@@ -12,11 +12,9 @@ import csv
 import html
 import io
 import os
-import shutil
 import socket
 import ssl
 import stat
-import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from web_support import PASSWORD, csrf_of, forged_png, free_port
+from web_support import PASSWORD, csrf_of, forged_png, free_port, self_signed
 
 from edge_app.config import Config, ConfigError, parse_config
 from edge_app.events import EventLog
@@ -818,16 +816,7 @@ def test_lan_listen_is_refused_until_a_password_exists(tmp_path: Path) -> None:
 
 
 def test_tls_serves_https_with_a_secure_host_only_cookie(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not found (needed to make a test certificate)")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(tmp_path)
     served = serve(tmp_path, tls_cert=str(cert), tls_key=str(key))
     try:
         assert served.url.startswith("https://")

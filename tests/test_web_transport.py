@@ -9,7 +9,6 @@ addresses (127.0.0.2, ...) stand for other devices.
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import ssl
 import subprocess
@@ -22,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from test_web import web_config
-from web_support import PASSWORD, free_port
+from web_support import PASSWORD, free_port, self_signed
 
 from edge_app.web import auth
 from edge_app.web import server as web_server
@@ -48,18 +47,7 @@ Serve = Callable[..., WebServer]
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not found (needed to make a test certificate)")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

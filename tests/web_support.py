@@ -89,6 +89,22 @@ def browser_session() -> Iterator:
         driver.quit()
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A one-day self-signed certificate for 127.0.0.1 and its key, in `folder`, with the
+    openssl CLI (skips the test where it is missing)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found (needed to make a test certificate)")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
