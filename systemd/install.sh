@@ -3,15 +3,20 @@
 # (the door) and edge-app-hub.service (MQTT / Home Assistant). Other Debian-based systems
 # also need a udev rule that gives the gpio group /dev/gpiochip* (docs/INSTALL.md).
 # Safe to run again: existing config, keys and gallery are kept, the rest is refreshed, and
-# services that are running are restarted on the new files.
+# services that are running are restarted on the new files. It never enables a unit: a first
+# install prints the `systemctl enable --now` commands for after wiring and enrolment, and an
+# upgrade leaves each unit enabled, disabled or masked as it was.
 #
 #   sudo systemd/install.sh                 install or upgrade from this checkout
 #   sudo systemd/install.sh --no-apt        do not apt-get the Pi packages
 #   sudo systemd/install.sh --no-venv       keep the existing Python environment as it is
 #   sudo systemd/install.sh --uninstall     remove the program, units and udev rule; keep the
-#                                           config, the gallery, the events and the user
+#                                           config, the gallery, the events, the user and
+#                                           the units' drop-ins (systemctl edit)
 #   sudo systemd/install.sh --uninstall --purge   also delete those (biometric data!)
 set -eu
+# Whatever umask sudo passes on, what is installed is readable (secrets set their own modes).
+umask 022
 
 SERVICE=edge-app
 HUB_SERVICE=edge-app-hub
@@ -28,6 +33,7 @@ HUB_UNIT=/etc/systemd/system/$HUB_SERVICE.service
 UNLOCK_KEY=$CONF_DIR/unlock.key
 RULE=/etc/udev/rules.d/99-coral-edgetpu.rules
 LINK=/usr/local/bin/edge-app
+LOGIN_DEFS=/etc/login.defs
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 mode=install
@@ -41,7 +47,7 @@ for arg in "$@"; do
         --no-apt) apt=no ;;
         --no-venv) venv=no ;;
         -h | --help)
-            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '/^set -eu$/q; 2,$s/^# \{0,1\}//p' "$0"
             exit 0
             ;;
         *)
@@ -50,6 +56,11 @@ for arg in "$@"; do
             ;;
     esac
 done
+if [ "$purge" = yes ] && [ "$mode" != uninstall ]; then
+    echo "install.sh: --purge only goes with --uninstall (it deletes the config, the gallery," \
+        "the events and the user); nothing done" >&2
+    exit 2
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install.sh: run as root (sudo $0 $*)" >&2
@@ -57,15 +68,102 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 say() { echo "edge-app install: $*"; }
+die() {
+    echo "install.sh: $*" >&2
+    exit 1
+}
 have_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 
+# What the EXIT trap reports: the step under way, once the installer has begun to change the
+# system (a refusal before that has changed nothing), and what it leaves behind.
+step=""
+snapshot=""
+key_tmp=""
+finish() {
+    status=$?
+    if [ -n "$key_tmp" ]; then rm -f "$key_tmp"; fi
+    if [ -n "$snapshot" ]; then rm -rf "$snapshot"; fi
+    if [ "$status" -ne 0 ] && [ -n "$step" ]; then
+        echo "install.sh: FAILED while $step (exit status $status)." >&2
+        echo "install.sh: the system may be half-installed or half-upgraded (or half-removed):" \
+            "fix the cause and run the installer again" >&2
+    fi
+    exit "$status"
+}
+trap finish EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The highest uid and gid of system accounts (login.defs, Debian's default otherwise).
+login_def() {
+    value=$(awk -v key="$1" '$1 == key { value = $2 } END { print value }' "$LOGIN_DEFS" \
+        2>/dev/null || true)
+    case $value in '' | *[!0-9]*) echo "$2" ;; *) echo "$value" ;; esac
+}
+SYS_UID_MAX=$(login_def SYS_UID_MAX 999)
+SYS_GID_MAX=$(login_def SYS_GID_MAX 999)
+
+# service_account ENTRY: whether a passwd line is an account like the one the installer
+# makes: a system uid and no login shell. Sets uid, home and shell.
+service_account() {
+    IFS=: read -r _ _ uid _ _ home shell <<EOF
+$1
+EOF
+    case $uid in '' | *[!0-9]*) return 1 ;; esac
+    [ "$uid" -gt 0 ] && [ "$uid" -le "$SYS_UID_MAX" ] || return 1
+    case $shell in */nologin | */false) return 0 ;; *) return 1 ;; esac
+}
+
+# An existing account or group named $SERVICE_USER is used only if it is what the installer
+# would have made; a person's login would otherwise get the gpio and video groups, the
+# config and the keys, and --purge would delete it. Checked before anything is changed.
+check_account() {
+    user_entry=$(getent passwd "$SERVICE_USER" || true)
+    if [ -n "$user_entry" ] && ! service_account "$user_entry"; then
+        die "an account named $SERVICE_USER exists (uid $uid, shell $shell) and is not a" \
+            "system account without a login shell (uid 1-$SYS_UID_MAX, shell nologin or" \
+            "false): not using it for the door; nothing changed. Rename or remove it, or" \
+            "make it a system account (usermod --shell /usr/sbin/nologin), then run again"
+    fi
+    group_entry=$(getent group "$SERVICE_USER" || true)
+    if [ -n "$user_entry" ] && [ -z "$group_entry" ]; then
+        die "the account $SERVICE_USER exists but no group of that name: nothing changed;" \
+            "create it (groupadd --system $SERVICE_USER; usermod -g $SERVICE_USER" \
+            "$SERVICE_USER), then run again"
+    fi
+    if [ -n "$group_entry" ]; then
+        IFS=: read -r _ _ gid members <<EOF
+$group_entry
+EOF
+        case $gid in '' | *[!0-9]*) gid=-1 ;; esac
+        others=$(echo "$members" | tr ',' '\n' | grep -vx -e "$SERVICE_USER" -e '' || true)
+        if [ "$gid" -le 0 ] || [ "$gid" -gt "$SYS_GID_MAX" ] || [ -n "$others" ]; then
+            die "a group named $SERVICE_USER exists (gid $gid, members: ${members:-none})" \
+                "that is not a system group of the service alone: its members would read" \
+                "the config; nothing changed. Remove it or its members, then run again"
+        fi
+    fi
+}
+
 uninstall() {
+    step="uninstalling"
     if have_systemd; then
         systemctl disable --now "$HUB_SERVICE.service" 2>/dev/null || true
         systemctl disable --now "$SERVICE.service" 2>/dev/null || true
     fi
     rm -f "$UNIT" "$HUB_UNIT" "$RULE" "$LINK"
     rm -rf "$PREFIX" "$SHARE_DIR" "$DOC_DIR"
+    dropins=""
+    for folder in "$UNIT.d" "$HUB_UNIT.d"; do
+        if [ -e "$folder" ] || [ -L "$folder" ]; then dropins="$dropins $folder"; fi
+    done
+    if [ "$purge" = yes ] && [ -n "$dropins" ]; then
+        rm -rf "$UNIT.d" "$HUB_UNIT.d"
+        say "removed the units' drop-ins:$dropins"
+    elif [ -n "$dropins" ]; then
+        say "kept the units' drop-ins (local settings):$dropins"
+    fi
     if have_systemd; then
         systemctl daemon-reload
     fi
@@ -74,23 +172,87 @@ uninstall() {
     fi
     if [ "$purge" = yes ]; then
         rm -rf "$CONF_DIR" "$STATE_DIR"
-        if getent passwd "$SERVICE_USER" >/dev/null; then
+        user="and the $SERVICE_USER user"
+        entry=$(getent passwd "$SERVICE_USER" || true)
+        if [ -z "$entry" ]; then
+            user="(there was no $SERVICE_USER user)"
+        elif service_account "$entry" && [ "$home" = "$STATE_DIR" ]; then
             userdel "$SERVICE_USER"
+        else
+            user="but kept the account $SERVICE_USER: it is not the system account the"
+            user="$user installer makes (uid $uid, home $home, shell $shell); delete it yourself"
         fi
-        say "removed, including $CONF_DIR, $STATE_DIR and the $SERVICE_USER user"
+        say "removed, including $CONF_DIR, $STATE_DIR $user"
     else
         say "removed; kept $CONF_DIR, $STATE_DIR (gallery, events) and the $SERVICE_USER user" \
             "(--uninstall --purge deletes them)"
     fi
 }
 
-install_all() {
-    if [ ! -f "$REPO/models/tflite/manifest.json" ]; then
-        echo "install.sh: no models in $REPO/models/tflite (build them: make models)" >&2
-        exit 1
+# check_secret FILE OWNER:GROUP MODE: an existing secret gets its owner and mode back (an
+# edit as another user, an old installer or a restore can leave them wrong); a link or
+# anything but a regular file is left alone with a warning.
+check_secret() {
+    if [ -L "$1" ] || [ ! -f "$1" ]; then
+        say "WARNING: $1 is not a regular file: left as it is; check by hand that it is" \
+            "owned by $2 with mode $3"
+        return 0
     fi
+    now=$(stat -c '%U:%G %a' "$1")
+    if [ "$now" != "$2 $3" ]; then
+        chown "$2" "$1"
+        chmod "$3" "$1"
+        say "fixed the owner and mode of $1: was $now, now $2 $3"
+    fi
+}
+
+# The key that signs MQTT unlock commands (used only with mqtt.remote_unlock = true): 32
+# random bytes as hex, readable by the service user alone. Written to a temporary file in
+# the same folder, checked, given its owner and mode, and only then moved into place, so an
+# interruption or a failing od never leaves an empty or root-owned key behind.
+write_unlock_key() {
+    rm -f "$CONF_DIR"/.unlock.key.new.*
+    key_tmp=$(mktemp "$CONF_DIR/.unlock.key.new.XXXXXX")
+    od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$key_tmp"
+    if ! LC_ALL=C grep -Eqx '[0-9a-f]{64}' "$key_tmp"; then
+        die "could not make $UNLOCK_KEY: od gave no 64 hex digits from /dev/urandom"
+    fi
+    chown "$SERVICE_USER:$SERVICE_USER" "$key_tmp"
+    chmod 0600 "$key_tmp"
+    mv -f "$key_tmp" "$UNLOCK_KEY"
+    key_tmp=""
+}
+
+# install_unit NAME DEST: a masked unit (DEST a link to /dev/null) stays masked and is not
+# touched; one that was there keeps its enablement; a new one is only installed.
+install_unit() {
+    if [ -L "$2" ] && [ "$(readlink "$2")" = /dev/null ]; then
+        say "$1.service is masked ($2 -> /dev/null): left masked and not updated" \
+            "(systemctl unmask $1, then run the installer again)"
+        masked_units="$masked_units $1.service"
+        return 0
+    fi
+    if [ -e "$2" ] || [ -L "$2" ]; then
+        kept_units="$kept_units $1.service"
+    else
+        new_units="$new_units $1.service"
+    fi
+    install -D -m 0644 "$REPO/systemd/$1.service" "$2"
+}
+
+install_all() {
+    # Checks first: a refusal here has changed nothing.
+    if [ ! -f "$REPO/models/tflite/manifest.json" ]; then
+        die "no models in $REPO/models/tflite (build them: make models)"
+    fi
+    if [ "$venv" = no ] && [ ! -x "$VENV/bin/edge-app" ]; then
+        die "--no-venv keeps the existing Python environment, but $VENV has no edge-app" \
+            "program: run without --no-venv; nothing changed"
+    fi
+    check_account
 
     if [ "$apt" = yes ] && command -v apt-get >/dev/null 2>&1; then
+        step="installing Debian packages (apt-get)"
         packages="python3-venv"
         # The camera and GPIO bindings come from Raspberry Pi OS, not from PyPI.
         if grep -qs "Raspberry Pi" /proc/device-tree/model; then
@@ -101,38 +263,22 @@ install_all() {
         apt-get install -y --no-install-recommends $packages
     fi
 
-    # The service's groups must exist, or systemd refuses to start it.
-    for group in video gpio plugdev; do
-        getent group "$group" >/dev/null || groupadd --system "$group"
+    # Everything is installed from a fresh copy of the checkout as it is, local changes
+    # included: pip builds in the folder it is given (build/, *.egg-info, root-owned in the
+    # user's checkout) and reuses a build/lib left there, which keeps modules deleted since.
+    # Hidden folders (.git, .venv, caches), build, dist, venv and *.egg-info are left out.
+    step="copying $REPO to a temporary folder"
+    snapshot=$(mktemp -d)
+    for entry in "$REPO"/*; do
+        case ${entry##*/} in build | dist | venv | *.egg-info) continue ;; esac
+        cp -R "$entry" "$snapshot/"
     done
-    if ! getent passwd "$SERVICE_USER" >/dev/null; then
-        useradd --system --user-group --home-dir "$STATE_DIR" --no-create-home \
-            --shell /usr/sbin/nologin --comment "edge-app door service" "$SERVICE_USER"
-        say "created user $SERVICE_USER"
-    fi
-    # Also for running `edge-app enroll` as this user by hand (the unit sets them itself).
-    usermod -a -G video,gpio,plugdev "$SERVICE_USER"
+    REPO=$snapshot
 
-    install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
-    install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
-    if [ -e "$CONF_DIR/config.toml" ]; then
-        say "kept existing $CONF_DIR/config.toml"
-    else
-        install -m 0640 -o root -g "$SERVICE_USER" "$REPO/config.example.toml" \
-            "$CONF_DIR/config.toml"
-        say "wrote $CONF_DIR/config.toml (edit gpio.pin and camera.source)"
-    fi
-
-    # Models: replaced as a whole, so a rebuilt set never mixes with the previous one.
-    install -d -m 0755 "$SHARE_DIR"
-    rm -rf "$MODELS_DIR.new"
-    cp -R "$REPO/models/tflite" "$MODELS_DIR.new"
-    chmod -R u=rwX,go=rX "$MODELS_DIR.new"
-    rm -rf "$MODELS_DIR"
-    mv "$MODELS_DIR.new" "$MODELS_DIR"
-    say "models in $MODELS_DIR"
-
+    # The program first: pip (which needs PyPI) is the step most likely to fail, and until
+    # it has succeeded the installed models, units and config are the previous ones.
     if [ "$venv" = yes ]; then
+        step="installing edge-app into $VENV (pip)"
         # --system-site-packages: picamera2 and lgpio are apt packages (their bindings are
         # not on PyPI).
         if [ ! -x "$VENV/bin/python" ]; then
@@ -149,22 +295,53 @@ install_all() {
             "$VENV/bin/pip" install --quiet --force-reinstall --no-deps simplejpeg
             say "installed simplejpeg from PyPI into $VENV (apt's is built for numpy 1.x)"
         fi
-    fi
-    if [ -x "$VENV/bin/edge-app" ]; then
-        ln -sf "$VENV/bin/edge-app" "$LINK"
+        if [ ! -x "$VENV/bin/edge-app" ]; then
+            die "pip succeeded but $VENV/bin/edge-app is not there"
+        fi
     fi
 
-    # The key that signs MQTT unlock commands (used only with mqtt.remote_unlock = true):
-    # 32 random bytes as hex, readable by the service user alone.
-    if [ ! -e "$UNLOCK_KEY" ]; then
-        umask 077
-        od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$UNLOCK_KEY"
-        umask 022
-        chown "$SERVICE_USER:$SERVICE_USER" "$UNLOCK_KEY"
-        chmod 0600 "$UNLOCK_KEY"
+    step="creating the groups and the $SERVICE_USER user"
+    # The service's groups must exist, or systemd refuses to start it.
+    for group in video gpio plugdev; do
+        getent group "$group" >/dev/null || groupadd --system "$group"
+    done
+    if ! getent passwd "$SERVICE_USER" >/dev/null; then
+        if getent group "$SERVICE_USER" >/dev/null; then
+            group_option="--gid $SERVICE_USER" # a system group of that name (check_account)
+        else
+            group_option="--user-group"
+        fi
+        # shellcheck disable=SC2086  # an option and its value
+        useradd --system $group_option --home-dir "$STATE_DIR" --no-create-home \
+            --shell /usr/sbin/nologin --comment "edge-app door service" "$SERVICE_USER"
+        say "created user $SERVICE_USER"
+    fi
+    # Also for running `edge-app enroll` as this user by hand (the unit sets them itself).
+    usermod -a -G video,gpio,plugdev "$SERVICE_USER"
+
+    step="writing $CONF_DIR and $STATE_DIR"
+    install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
+    install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
+    if [ -e "$CONF_DIR/config.toml" ] || [ -L "$CONF_DIR/config.toml" ]; then
+        say "kept existing $CONF_DIR/config.toml"
+        check_secret "$CONF_DIR/config.toml" "root:$SERVICE_USER" 640
+    else
+        install -m 0640 -o root -g "$SERVICE_USER" "$REPO/config.example.toml" \
+            "$CONF_DIR/config.toml"
+        say "wrote $CONF_DIR/config.toml (edit gpio.pin and camera.source)"
+    fi
+    if [ -f "$UNLOCK_KEY" ] && [ ! -L "$UNLOCK_KEY" ] && [ ! -s "$UNLOCK_KEY" ]; then
+        write_unlock_key
+        say "replaced the empty $UNLOCK_KEY with a new key"
+    elif [ -e "$UNLOCK_KEY" ] || [ -L "$UNLOCK_KEY" ]; then
+        check_secret "$UNLOCK_KEY" "$SERVICE_USER:$SERVICE_USER" 600
+    else
+        write_unlock_key
         say "wrote $UNLOCK_KEY (the remote-unlock signing key; see HOME_ASSISTANT.md)"
     fi
 
+    step="installing the docs, the udev rule and the units"
+    ln -sf "$VENV/bin/edge-app" "$LINK"
     install -d -m 0755 "$DOC_DIR"
     install -m 0644 "$REPO/docs/DAEMON.md" "$REPO/docs/WIRING.md" \
         "$REPO/docs/HOME_ASSISTANT.md" "$DOC_DIR/"
@@ -173,34 +350,60 @@ install_all() {
         udevadm control --reload-rules || true
         udevadm trigger --subsystem-match=usb --subsystem-match=apex || true
     fi
-    install -D -m 0644 "$REPO/systemd/edge-app.service" "$UNIT"
-    install -D -m 0644 "$REPO/systemd/edge-app-hub.service" "$HUB_UNIT"
+    new_units=""
+    kept_units=""
+    masked_units=""
+    install_unit "$SERVICE" "$UNIT"
+    install_unit "$HUB_SERVICE" "$HUB_UNIT"
+
+    # Models last, just before the restart: replaced as a whole, so a rebuilt set never
+    # mixes with the previous one, and never runs with the previous program.
+    step="replacing the models in $MODELS_DIR"
+    install -d -m 0755 "$SHARE_DIR"
+    rm -rf "$MODELS_DIR.new" "$MODELS_DIR.old"
+    cp -R "$REPO/models/tflite" "$MODELS_DIR.new"
+    chmod -R u=rwX,go=rX "$MODELS_DIR.new"
+    if [ -e "$MODELS_DIR" ]; then mv "$MODELS_DIR" "$MODELS_DIR.old"; fi
+    mv "$MODELS_DIR.new" "$MODELS_DIR"
+    rm -rf "$MODELS_DIR.old"
+    say "models in $MODELS_DIR"
+
+    step="reloading systemd and restarting the running services"
     if have_systemd; then
         systemctl daemon-reload
-        systemctl enable "$SERVICE.service" "$HUB_SERVICE.service"
         # An upgrade has replaced the program, models and units under running services:
-        # restart those that run. Stopped ones stay stopped (a first install starts nothing).
-        if ! systemctl try-restart "$SERVICE.service" "$HUB_SERVICE.service"; then
+        # restart those that run. Stopped ones stay stopped, and no unit is enabled here.
+        # shellcheck disable=SC2086  # a word list on purpose
+        if [ -n "$kept_units" ] && ! systemctl try-restart $kept_units; then
             say "a service failed to restart: see journalctl -u $SERVICE -u $HUB_SERVICE"
         fi
+        for unit in $kept_units; do
+            state=$(systemctl is-enabled "$unit" 2>/dev/null || true)
+            say "$unit: left ${state:-as it was} (the installer does not enable units)"
+        done
     else
-        say "systemd is not running here: enable the services later with" \
-            "systemctl enable --now $SERVICE $HUB_SERVICE"
+        say "systemd is not running here: nothing reloaded or restarted"
     fi
+    step=""
 
     cat <<EOF
 edge-app install: done. Next:
   1. wire the relay (docs/WIRING.md) and set gpio.pin in $CONF_DIR/config.toml
   2. enrol people as the service user, so the daemon can read the gallery. That user must
-     read the photos too, and they are biometric data: copy them, private, into its folder
-       sudo install -d -o $SERVICE_USER -m 0700 $STATE_DIR/photos/alice
-       sudo install -o $SERVICE_USER -m 0600 alice-*.jpg $STATE_DIR/photos/alice/
+     read the photos too, and they are biometric data: copy them, as that user, into a
+     private folder of its own (never with a root cp, install or chown in $STATE_DIR)
+       sudo -u $SERVICE_USER mkdir -p -m 0700 $STATE_DIR/photos/alice
+       for f in alice-*.jpg; do sudo -u $SERVICE_USER tee "$STATE_DIR/photos/alice/\$f" <"\$f" >/dev/null; done
        sudo -u $SERVICE_USER $LINK enroll --db $STATE_DIR/gallery.db "Alice" $STATE_DIR/photos/alice/
      (the gallery keeps what it needs: delete the photos after enrolling if you like)
-  3. sudo systemctl start $SERVICE && journalctl -u $SERVICE -f
+  3. start the door, and at every boot from now on (the installer enables no unit):
+       sudo systemctl enable --now $SERVICE.service && journalctl -u $SERVICE -f
   4. optional, Home Assistant: fill [mqtt] in $CONF_DIR/config.toml (docs: $DOC_DIR/HOME_ASSISTANT.md),
-     then sudo systemctl restart $HUB_SERVICE && journalctl -u $HUB_SERVICE -f
+     then sudo systemctl enable --now $HUB_SERVICE.service && journalctl -u $HUB_SERVICE -f
 EOF
+    if [ -n "$masked_units" ]; then
+        say "masked, so not updated:$masked_units"
+    fi
 }
 
 if [ "$mode" = uninstall ]; then

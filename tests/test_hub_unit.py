@@ -105,7 +105,7 @@ def test_exposure_of_the_door_does_not_rise_and_the_hub_is_as_tight() -> None:
     assert exposure(HUB) <= DOOR_EXPOSURE
 
 
-def test_install_script_installs_and_enables_both_units() -> None:
+def test_install_script_installs_both_units_and_says_how_to_enable_them() -> None:
     text = INSTALL.read_text()
     assert "edge-app-hub.service" in text
     assert re.search(r"systemctl enable .*\$HUB_SERVICE", text)

@@ -5,7 +5,8 @@ the user, the folders and the venv there as on a Pi, with /usr/bin/python3 (a Pi
 other). systemd is not running in CI, so the units are installed but not started; the door
 is started by hand as the service user instead, on the demo clip with the mock relay, as
 `systemctl start` would run it. The test then upgrades in place, uninstalls (keeping the
-data) and purges.
+data) and purges. tests/test_install_script.py checks the rest of what the installer
+decides (accounts it refuses, units it leaves alone, failures) under a fake root.
 
 It changes the machine (a system user, /etc/edge-app, /opt/edge-app, /var/lib/edge-app), so
 it runs only under CI (`CI=1`, set by .ci/run), as root, and never where an install exists.
@@ -118,11 +119,42 @@ def _mode_and_owner(path: Path) -> tuple[int, str, str]:
     )
 
 
+def _build_leftovers() -> dict[str, int]:
+    """What pip leaves where it builds (build/, *.egg-info) in the checkout, with mtimes."""
+    found = [REPO_ROOT / "build", *REPO_ROOT.glob("*.egg-info")]
+    return {
+        str(path): path.stat().st_mtime_ns
+        for top in found
+        for path in [top, *top.rglob("*")]
+        if path.exists()
+    }
+
+
+def _copy_as_service(photo: Path, folder: Path) -> None:
+    """The hint's `sudo -u edge-app tee DEST < SRC`: root reads, the service user writes."""
+    with photo.open("rb") as source:
+        subprocess.run(
+            ["runuser", "-u", USER, "--", "tee", str(folder / photo.name)],
+            stdin=source,
+            stdout=subprocess.DEVNULL,
+            env=SYSTEM_ENV,
+            cwd="/",
+            check=True,
+            timeout=60,
+        )
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("installer")
 def test_install_enrol_run_upgrade_and_remove_as_on_a_pi() -> None:
+    leftovers = _build_leftovers()
     first = _install()
     assert "edge-app install: done. Next:" in first.stdout
+    # pip built from a temporary copy: nothing new or rewritten in the checkout
+    assert _build_leftovers() == leftovers
+    # nothing enabled: the hint says how, for after wiring and enrolment
+    assert "sudo systemctl enable --now edge-app.service" in first.stdout
+    assert f"sudo -u {USER} mkdir -p -m 0700 {STATE}/photos/alice" in first.stdout
     assert _mode_and_owner(CONF) == (0o750, "root", USER)
     assert _mode_and_owner(CONF / "config.toml") == (0o640, "root", USER)
     assert _mode_and_owner(CONF / "unlock.key") == (0o600, USER, USER)
@@ -130,15 +162,20 @@ def test_install_enrol_run_upgrade_and_remove_as_on_a_pi() -> None:
     assert (Path("/usr/share/edge-app/models") / "manifest.json").is_file()
     assert LINK.resolve() == (PREFIX / "venv" / "bin" / "edge-app").resolve()
 
-    # The hint's enrolment: photos private to the service user, in its own folder.
+    # The hint's enrolment: photos private to the service user, in its own folder, copied
+    # by that user (root never writes into the folder the service user owns).
     photos = STATE / "photos" / "ricardo"
-    photos.mkdir(parents=True, mode=0o700)
+    made = subprocess.run(
+        ["runuser", "-u", USER, "--", "mkdir", "-p", "-m", "0700", str(photos)],
+        capture_output=True,
+        text=True,
+        env=SYSTEM_ENV,
+        cwd="/",
+    )
+    assert made.returncode == 0, made.stderr
     for photo in sorted((DEMO / "enroll" / "Ricardo_Lagos").iterdir()):
-        shutil.copy(photo, photos / photo.name)
-        os.chmod(photos / photo.name, 0o600)
-    shutil.chown(photos, USER, USER)
-    for photo in photos.iterdir():
-        shutil.chown(photo, USER, USER)
+        _copy_as_service(photo, photos)
+    assert _mode_and_owner(photos) == (0o700, USER, USER)
     enrolled = _as_service("enroll", "Ricardo", str(photos))
     assert enrolled.returncode == 0, enrolled.stderr
     assert "enrolled 'Ricardo': 3 new sample(s), 3 in total" in enrolled.stdout
@@ -163,11 +200,16 @@ def test_install_enrol_run_upgrade_and_remove_as_on_a_pi() -> None:
     assert '"type": "recognized", "name": "Ricardo"' in door.stdout
     assert "relay released" in door.stderr
 
-    # An upgrade in place keeps the config, the key and the gallery.
+    # An upgrade in place keeps the config, the key and the gallery, and gives a secret
+    # its owner and mode back.
     key = (CONF / "unlock.key").read_bytes()
+    os.chmod(CONF / "config.toml", 0o644)
     again = _install()
     assert f"kept existing {CONF / 'config.toml'}" in again.stdout
+    assert f"fixed the owner and mode of {CONF / 'config.toml'}" in again.stdout
+    assert _mode_and_owner(CONF / "config.toml") == (0o640, "root", USER)
     assert (CONF / "unlock.key").read_bytes() == key
+    assert _build_leftovers() == leftovers
     listed = _as_service("list")
     assert listed.returncode == 0 and "Ricardo" in listed.stdout
 

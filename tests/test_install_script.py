@@ -1,0 +1,632 @@
+"""systemd/install.sh under a fake root, with the system's tools stubbed: fast, every run.
+
+Each test copies the installer into a small fake checkout with every absolute path it
+writes (/etc, /opt, /var/lib, /usr/share, /usr/local, /run/systemd, /proc) moved under a
+fake root, and puts stubs first on PATH for the commands that change the machine or ask it
+about accounts: apt-get, groupadd, useradd, usermod, userdel, getent (answered from a fake
+passwd and group), systemctl, udevadm and python3 (whose `-m venv` makes a venv whose pip
+records what it was given). A rewritten script that still names a real system path is
+refused before it runs. The service user is the existing system account `daemon`, so that
+the real install and chown can give files to it; the fake passwd decides what the installer
+believes about that account.
+
+Needs root (the installer refuses to run otherwise and chowns to the service user); skipped
+with the reason elsewhere. EDGE_APP_INSTALL_SH runs these tests against another copy of
+the script (e.g. `git show HEAD:systemd/install.sh` saved to a scratch file).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edge_app.paths import REPO_ROOT
+
+INSTALL = Path(os.environ.get("EDGE_APP_INSTALL_SH", REPO_ROOT / "systemd" / "install.sh"))
+USER = "daemon"  # a real system account stands for edge-app
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# Absolute paths of the real machine that must not survive the rewriting (outside comments).
+REAL_PATH = re.compile(r"(?<![\w./}$-])/(etc|opt|var|usr/share|usr/local|run|proc|home|root)\b")
+
+STUBS = {
+    "apt-get": 'echo "apt-get $*" >>"$STUBLOG"\n',
+    "udevadm": 'echo "udevadm $*" >>"$STUBLOG"\n',
+    "usermod": 'echo "usermod $*" >>"$STUBLOG"\n',
+    "systemctl": (
+        'echo "systemctl $*" >>"$STUBLOG"\n'
+        'if [ "$1" = is-enabled ]; then echo "${STUB_ENABLED:-disabled}"; fi\n'
+    ),
+    "getent": (
+        'line=$(grep "^$2:" "$FAKE_DB/$1" 2>/dev/null | head -n 1)\n'
+        '[ -n "$line" ] || exit 2\n'
+        'echo "$line"\n'
+    ),
+    "groupadd": 'echo "groupadd $*" >>"$STUBLOG"\nfor name; do :; done\n'
+    'echo "$name:x:980:" >>"$FAKE_DB/group"\n',
+    "useradd": (
+        'echo "useradd $*" >>"$STUBLOG"\n'
+        "home=/nonexistent shell=/bin/sh group=no\n"
+        "while [ $# -gt 1 ]; do\n"
+        "    case $1 in\n"
+        "        --home-dir) home=$2; shift ;;\n"
+        "        --shell) shell=$2; shift ;;\n"
+        "        --comment | --gid | -g) shift ;;\n"
+        "        --user-group | -U) group=yes ;;\n"
+        "    esac\n"
+        "    shift\n"
+        "done\n"
+        'echo "$1:x:990:990::$home:$shell" >>"$FAKE_DB/passwd"\n'
+        'if [ $group = yes ]; then echo "$1:x:990:" >>"$FAKE_DB/group"; fi\n'
+    ),
+    "userdel": (
+        'echo "userdel $*" >>"$STUBLOG"\n'
+        'grep -v "^$1:" "$FAKE_DB/passwd" >"$FAKE_DB/passwd.new" || true\n'
+        'mv "$FAKE_DB/passwd.new" "$FAKE_DB/passwd"\n'
+    ),
+    # `python3 -m venv [--system-site-packages] DIR`: a venv whose pip is the stub below.
+    "python3": (
+        'echo "python3 $*" >>"$STUBLOG"\n'
+        "for dir; do :; done\n"
+        'mkdir -p "$dir/bin"\n'
+        'printf "#!/bin/sh\\nexit 0\\n" >"$dir/bin/python"\n'
+        'cp "$(dirname "$0")/pip.venv" "$dir/bin/pip"\n'
+        'chmod +x "$dir/bin/python" "$dir/bin/pip"\n'
+    ),
+    # A venv's pip: records the folder it installs from (and what is in it), then builds in
+    # it as the real one does (build/, *.egg-info) and puts the program into the venv.
+    "pip.venv": (
+        'echo "pip $*" >>"$STUBLOG"\n'
+        'if [ -n "${STUB_PIP_FAIL:-}" ]; then echo "pip: simulated failure" >&2; exit 1; fi\n'
+        "for src; do :; done\n"
+        'if [ -d "$src" ]; then\n'
+        '    echo "$src" >"$PIP_SEEN/src"\n'
+        '    ls -A "$src" >"$PIP_SEEN/top"\n'
+        '    ls -A "$src/edge_app" >"$PIP_SEEN/package"\n'
+        '    mkdir -p "$src/build/lib" "$src/edge_door.egg-info"\n'
+        '    touch "$src/build/lib/pip-was-here" "$src/edge_door.egg-info/pip-was-here"\n'
+        '    printf "#!/bin/sh\\nexit 0\\n" >"$(dirname "$0")/edge-app"\n'
+        '    chmod +x "$(dirname "$0")/edge-app"\n'
+        "fi\n"
+    ),
+}
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "the installer runs as root only, and chowns files to a system account"
+    if not INSTALL.is_file():
+        return f"no installer at {INSTALL}"
+    try:
+        pwd.getpwnam(USER)
+        grp.getgrnam(USER)
+    except KeyError:
+        return f"no '{USER}' account and group here to stand for the service user"
+    for tool in ("sh", "stat", "mktemp", "install", "od"):
+        if shutil.which(tool, path=SYSTEM_PATH) is None:
+            return f"no {tool} on {SYSTEM_PATH}"
+    return None
+
+
+@dataclass
+class Fake:
+    """A fake root, a fake checkout holding the rewritten installer, and the stubs' state."""
+
+    root: Path
+    repo: Path
+    stubs: Path
+    state: Path
+
+    def path(self, real: str) -> Path:
+        return self.root / real.lstrip("/")
+
+    @property
+    def conf(self) -> Path:
+        return self.path("/etc/edge-app")
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path("/var/lib/edge-app")
+
+    @property
+    def venv(self) -> Path:
+        return self.path("/opt/edge-app/venv")
+
+    @property
+    def models(self) -> Path:
+        return self.path("/usr/share/edge-app/models")
+
+    @property
+    def unit(self) -> Path:
+        return self.path("/etc/systemd/system/edge-app.service")
+
+    @property
+    def hub_unit(self) -> Path:
+        return self.path("/etc/systemd/system/edge-app-hub.service")
+
+    @property
+    def db(self) -> Path:
+        return self.state / "db"
+
+    def log(self) -> list[str]:
+        log = self.state / "stub.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def clear_log(self) -> None:
+        (self.state / "stub.log").write_text("")
+
+    def set_passwd(self, *lines: str) -> None:
+        (self.db / "passwd").write_text("".join(line + "\n" for line in lines))
+
+    def set_group(self, *lines: str) -> None:
+        (self.db / "group").write_text("".join(line + "\n" for line in lines))
+
+    def run(
+        self,
+        *options: str,
+        extra_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        umask: int | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        path = f"{self.stubs}:{SYSTEM_PATH}"
+        if extra_path is not None:
+            path = f"{extra_path}:{path}"
+        environment = {
+            "PATH": path,
+            "LANG": "C.UTF-8",
+            "HOME": str(self.state),
+            "STUBLOG": str(self.state / "stub.log"),
+            "FAKE_DB": str(self.db),
+            "PIP_SEEN": str(self.state / "pip"),
+            **(env or {}),
+        }
+        return subprocess.run(
+            ["sh", str(self.repo / "systemd" / "install.sh"), *options],
+            capture_output=True,
+            text=True,
+            env=environment,
+            cwd=self.state,
+            timeout=60,
+            preexec_fn=None if umask is None else (lambda: os.umask(umask)),
+        )
+
+    def install(self, *options: str) -> subprocess.CompletedProcess[str]:
+        done = self.run(*options)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+
+def rewrite(script: str, root: Path) -> str:
+    """The installer with its system paths under root and the service user replaced."""
+    lines = []
+    for line in script.splitlines():
+        line = re.sub(r"^SERVICE_USER=edge-app$", f"SERVICE_USER={USER}", line)
+        line = re.sub(r"^([A-Z_]+)=/(etc|opt|var|usr)/", rf"\1={root}/\2/", line)
+        line = line.replace("/run/systemd/system", f"{root}/run/systemd/system")
+        line = line.replace("/proc/device-tree/model", f"{root}/proc/device-tree/model")
+        lines.append(line)
+    text = "\n".join(lines) + "\n"
+    assert f"SERVICE_USER={USER}\n" in text
+    for number, line in enumerate(text.splitlines(), 1):
+        code = line.split("#", 1)[0] if line.lstrip().startswith("#") else line
+        assert not REAL_PATH.search(code), f"line {number} still names a real path: {line}"
+    return text
+
+
+def make_repo(repo: Path, installer: str) -> None:
+    files = {
+        "models/tflite/manifest.json": '{"models": 1}\n',
+        "models/tflite/facenet.tflite": "model set 1\n",
+        "config.example.toml": "[gpio]\npin = 17\n",
+        "docs/DAEMON.md": "daemon\n",
+        "docs/WIRING.md": "wiring\n",
+        "docs/HOME_ASSISTANT.md": "home assistant\n",
+        "systemd/99-coral-edgetpu.rules": "# rule\n",
+        "systemd/edge-app.service": "[Unit]\nDescription=door\n",
+        "systemd/edge-app-hub.service": "[Unit]\nDescription=hub\n",
+        "pyproject.toml": "[project]\nname = 'edge-door'\n",
+        "edge_app/__init__.py": "",
+        "edge_app/local_change.py": "# not committed: must be installed too\n",
+        # What a user's checkout carries besides the sources:
+        ".git/HEAD": "ref: refs/heads/main\n",
+        ".venv/pyvenv.cfg": "home = /usr/bin\n",
+        "build/lib/edge_app/deleted_module.py": "# stale: deleted from the sources since\n",
+        "edge_door.egg-info/PKG-INFO": "Name: edge-door\n",
+    }
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    (repo / "systemd" / "install.sh").write_text(installer)
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    reason = _why_not()
+    if reason is not None:
+        pytest.skip(reason)
+    # Not under pytest's tmp_path: its parents are 0700, and the service user must reach
+    # the fake state folder when a test runs the enrolment steps as that user.
+    top = Path(tempfile.mkdtemp(prefix="edge-app-install-"))
+    try:
+        os.chmod(top, 0o755)
+        fake = Fake(top / "root", top / "checkout", top / "stubs", top / "state")
+        for folder in (fake.root, fake.repo, fake.stubs, fake.state, fake.state / "db"):
+            folder.mkdir(mode=0o755)
+        (fake.state / "pip").mkdir()
+        for name, body in STUBS.items():
+            (fake.stubs / name).write_text("#!/bin/sh\n" + body)
+            (fake.stubs / name).chmod(0o755)
+        for system in ("/usr/local/bin", "/run/systemd/system"):  # there on every system
+            fake.path(system).mkdir(parents=True)
+        fake.set_passwd()
+        fake.set_group()
+        make_repo(fake.repo, rewrite(INSTALL.read_text(), fake.root))
+        yield fake
+    finally:
+        shutil.rmtree(top)
+
+
+def mode_owner(path: Path) -> tuple[int, str, str]:
+    info = path.stat()
+    owner = pwd.getpwuid(info.st_uid).pw_name
+    return stat.S_IMODE(info.st_mode), owner, grp.getgrgid(info.st_gid).gr_name
+
+
+def failing_stub(fake: Fake, name: str, message: str, status: int) -> Path:
+    folder = fake.state / f"failing-{name}"
+    folder.mkdir()
+    (folder / name).write_text(f'#!/bin/sh\necho "{message}" >&2\nexit {status}\n')
+    (folder / name).chmod(0o755)
+    return folder
+
+
+def stray_files(fake: Fake) -> list[Path]:
+    """Anything the installer made in the fake root (the folders the fake starts with aside)."""
+    made = [p for p in fake.root.rglob("*") if not p.is_dir()]
+    made += [fake.conf, fake.state_dir, fake.path("/opt/edge-app")]
+    return [p for p in made if p.exists() or p.is_symlink()]
+
+
+# --- 1. the enrolment steps never have root write into the service user's folder ---------
+
+
+def _enrolment_steps(stdout: str) -> list[str]:
+    """The hint's commands that put the photos in place (not the enrol command itself)."""
+    hint = stdout.split("2. enrol", 1)[1].split("(the gallery keeps", 1)[0]
+    lines = [line.strip() for line in hint.splitlines()]
+    return [line for line in lines if line.startswith(("sudo ", "for ")) and " enroll " not in line]
+
+
+def test_enrolment_hint_copies_the_photos_as_the_service_user(fake: Fake) -> None:
+    done = fake.install()
+    steps = _enrolment_steps(done.stdout)
+    assert steps, done.stdout
+    state = str(fake.state_dir)
+    assert f"sudo -u {USER} mkdir -p -m 0700 {state}/photos/alice" in steps
+    for step in steps:
+        # every command runs as the service user: root never writes into its folder
+        assert step.count("sudo ") == step.count(f"sudo -u {USER} "), step
+        assert "chown" not in step and "install " not in step, step
+
+
+def _run_steps(fake: Fake, steps: list[str], photos: Path) -> subprocess.CompletedProcess[str]:
+    """Runs the hint's steps in a private folder of root's, with `sudo -u USER` as runuser."""
+    sudo = fake.state / "sudo-bin"
+    sudo.mkdir(exist_ok=True)
+    (sudo / "sudo").write_text(
+        '#!/bin/sh\nif [ "$1" = -u ]; then user=$2; shift 2; exec runuser -u "$user" -- "$@"; fi\n'
+        'exec "$@"\n'
+    )
+    (sudo / "sudo").chmod(0o755)
+    return subprocess.run(
+        ["sh", "-c", "\n".join(steps)],
+        cwd=photos,
+        env={"PATH": f"{sudo}:{SYSTEM_PATH}", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(shutil.which("runuser") is None, reason="no runuser (util-linux)")
+def test_enrolment_steps_work_and_a_planted_link_gains_the_service_user_nothing(
+    fake: Fake,
+) -> None:
+    done = fake.install()
+    steps = _enrolment_steps(done.stdout)
+    photos = fake.state / "home"  # like a login's home folder: private to its owner
+    photos.mkdir(mode=0o700)
+    (photos / "alice-1.jpg").write_bytes(b"\xff\xd8 a photo")
+    (photos / "alice-1.jpg").chmod(0o600)
+
+    # The service user (or whoever runs as it) owns the state folder and can plant a link
+    # where the steps write. Followed by root, it would hand a root-owned folder over.
+    alice = fake.state_dir / "photos" / "alice"
+    victim = fake.state / "victim"
+    victim.mkdir(mode=0o700)
+    runuser = ["runuser", "-u", USER, "--"]
+    subprocess.run([*runuser, "mkdir", str(fake.state_dir / "photos")], check=True)
+    subprocess.run([*runuser, "ln", "-s", str(victim), str(alice)], check=True)
+    _run_steps(fake, steps, photos)
+    assert mode_owner(victim) == (0o700, "root", "root")
+    assert list(victim.iterdir()) == []
+
+    # Without the link, the steps put a private copy in place.
+    subprocess.run([*runuser, "rm", "-r", str(fake.state_dir / "photos")], check=True)
+    copied = _run_steps(fake, steps, photos)
+    assert copied.returncode == 0, copied.stderr
+    assert mode_owner(alice) == (0o700, USER, USER)
+    assert (alice / "alice-1.jpg").read_bytes() == b"\xff\xd8 a photo"
+    assert mode_owner(alice / "alice-1.jpg")[1] == USER
+
+
+def test_docs_enrol_without_root_writing_into_the_state_folder() -> None:
+    for name in ("README.md", "docs/INSTALL.md", "docs/DAEMON.md"):
+        text = (REPO_ROOT / name).read_text()
+        for unsafe in ("install -d -o edge-app", "install -o edge-app", "chown edge-app"):
+            assert unsafe not in text, f"{name}: {unsafe}"
+    assert (
+        "sudo -u edge-app mkdir -p -m 0700 /var/lib/edge-app/photos/alice"
+        in (REPO_ROOT / "docs/INSTALL.md").read_text()
+    )
+
+
+# --- 2. pip builds from a clean temporary copy, not in the user's checkout ---------------
+
+
+def test_pip_installs_a_clean_copy_of_the_checkout_and_removes_it(fake: Fake) -> None:
+    fake.install()
+    seen = fake.state / "pip"
+    src = Path((seen / "src").read_text().strip())
+    assert src != fake.repo
+    assert not src.exists(), "the temporary copy is removed afterwards"
+    top = set((seen / "top").read_text().split())
+    assert {"pyproject.toml", "edge_app", "models"} <= top
+    assert not top & {".git", ".venv", "build", "edge_door.egg-info"}, top
+    assert "local_change.py" in (seen / "package").read_text().split()  # as checked out
+    # nothing written into the checkout: no root-owned build/ or egg-info left there
+    assert not list(fake.repo.rglob("pip-was-here"))
+    assert sorted(p.name for p in (fake.repo / "build" / "lib" / "edge_app").iterdir()) == [
+        "deleted_module.py"
+    ]
+
+
+# --- 3. a failed upgrade at pip leaves the previous models with the previous program -----
+
+
+def test_upgrade_that_fails_at_pip_keeps_the_old_models_and_says_so(fake: Fake) -> None:
+    fake.install()
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    done = fake.run(env={"STUB_PIP_FAIL": "1"})
+    assert done.returncode != 0
+    assert (fake.models / "facenet.tflite").read_text() == "model set 1\n"
+    assert "FAILED while installing edge-app into" in done.stderr
+    assert "half-upgraded" in done.stderr
+    done = fake.install()
+    assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
+    assert not (fake.models.parent / "models.new").exists()
+    assert not (fake.models.parent / "models.old").exists()
+
+
+# --- 4. --purge alone ---------------------------------------------------------------------
+
+
+def test_purge_without_uninstall_is_refused_and_changes_nothing(fake: Fake) -> None:
+    done = fake.run("--purge")
+    assert done.returncode == 2
+    assert "--purge only goes with --uninstall" in done.stderr
+    assert fake.log() == [] and stray_files(fake) == []
+
+
+# --- 5 and 10. the installer enables nothing and leaves the admin's choice alone ---------
+
+
+def _systemctl(fake: Fake) -> list[str]:
+    return [line for line in fake.log() if line.startswith("systemctl ")]
+
+
+def test_first_install_enables_and_starts_nothing_and_says_how(fake: Fake) -> None:
+    done = fake.install()
+    for line in _systemctl(fake):
+        verb = line.split()[1]
+        assert verb not in ("enable", "start", "restart", "reenable", "unmask", "preset"), line
+    assert "sudo systemctl enable --now edge-app.service" in done.stdout
+    assert "sudo systemctl enable --now edge-app-hub.service" in done.stdout
+    assert fake.unit.is_file() and fake.hub_unit.is_file()
+
+
+def test_upgrade_keeps_enablement_and_a_masked_unit(fake: Fake) -> None:
+    fake.install()
+    fake.hub_unit.unlink()
+    fake.hub_unit.symlink_to("/dev/null")  # systemctl mask edge-app-hub
+    fake.clear_log()
+    done = fake.install()
+    assert fake.hub_unit.is_symlink() and os.readlink(fake.hub_unit) == "/dev/null"
+    assert "edge-app-hub.service is masked" in done.stdout
+    calls = _systemctl(fake)
+    assert not [line for line in calls if line.split()[1] in ("enable", "start", "restart")]
+    assert "systemctl try-restart edge-app.service" in calls  # the running door, as before
+    assert fake.unit.read_text() == "[Unit]\nDescription=door\n"
+
+
+# --- 6. an existing account of that name ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        f"{USER}:x:1000:1000:Someone:/home/{USER}:/bin/bash",  # a person's login
+        f"{USER}:x:1001:1001::/var/lib/edge-app:/usr/sbin/nologin",  # not a system uid
+        f"{USER}:x:120:120::/var/lib/edge-app:/bin/bash",  # a system uid with a shell
+        f"{USER}:x:0:0::/root:/usr/sbin/nologin",  # root itself
+    ],
+)
+def test_refuses_an_existing_account_that_is_not_a_system_account(fake: Fake, entry: str) -> None:
+    fake.set_passwd(entry)
+    fake.set_group(f"{USER}:x:1000:")
+    done = fake.run()
+    assert done.returncode != 0
+    assert "is not a system account without a login shell" in done.stderr
+    assert "nothing changed" in done.stderr
+    assert fake.log() == [] and stray_files(fake) == []
+
+
+def test_adopts_an_existing_system_account(fake: Fake) -> None:
+    fake.set_passwd(f"{USER}:x:120:120::/var/lib/edge-app:/usr/sbin/nologin")
+    fake.set_group(f"{USER}:x:120:")
+    fake.install()
+    assert not [line for line in fake.log() if line.startswith("useradd")]
+    assert f"usermod -a -G video,gpio,plugdev {USER}" in fake.log()
+
+
+def test_an_existing_group_of_that_name_becomes_the_users_group(fake: Fake) -> None:
+    fake.set_group(f"{USER}:x:120:")
+    fake.install()
+    (useradd,) = [line for line in fake.log() if line.startswith("useradd")]
+    assert f"--gid {USER}" in useradd and "--user-group" not in useradd
+
+
+def test_refuses_an_existing_group_with_other_members(fake: Fake) -> None:
+    fake.set_group(f"{USER}:x:120:alice")
+    done = fake.run()
+    assert done.returncode != 0 and "nothing changed" in done.stderr
+    assert fake.log() == [] and stray_files(fake) == []
+
+
+def test_purge_deletes_only_the_account_the_installer_made(fake: Fake) -> None:
+    fake.install()
+    (useradd,) = [line for line in fake.log() if line.startswith("useradd")]
+    state = fake.state_dir
+    # Someone has since made the account a login: purge keeps it.
+    fake.set_passwd(f"{USER}:x:990:990::{state}:/bin/bash")
+    done = fake.install("--uninstall", "--purge")
+    assert not [line for line in fake.log() if line.startswith("userdel")]
+    assert f"kept the account {USER}" in done.stdout
+    assert not fake.conf.exists() and not state.exists()
+    # Untouched, it goes.
+    fake.set_passwd(f"{USER}:x:990:990::{state}:/usr/sbin/nologin")
+    fake.install()
+    fake.install("--uninstall", "--purge")
+    assert f"userdel {USER}" in fake.log()
+
+
+# --- 7. the unlock key and the other secrets -----------------------------------------------
+
+
+def _key_is_good(fake: Fake) -> bool:
+    key = fake.conf / "unlock.key"
+    return bool(re.fullmatch(r"[0-9a-f]{64}", key.read_text())) and mode_owner(key) == (
+        0o600,
+        USER,
+        USER,
+    )
+
+
+def test_a_failing_od_leaves_no_empty_key(fake: Fake) -> None:
+    od = failing_stub(fake, "od", "od: /dev/urandom: read error", 1)
+    done = fake.run(extra_path=od)
+    assert done.returncode != 0
+    assert not (fake.conf / "unlock.key").exists()
+    assert not list(fake.conf.glob(".unlock.key*"))
+    fake.install()
+    assert _key_is_good(fake)
+
+
+def test_a_key_interrupted_before_its_chown_is_not_kept_root_owned(fake: Fake) -> None:
+    chown = failing_stub(fake, "chown", "chown: interrupted", 130)
+    done = fake.run(extra_path=chown)
+    assert done.returncode != 0
+    assert not (fake.conf / "unlock.key").exists()
+    fake.install()
+    assert _key_is_good(fake)
+
+
+def test_an_empty_key_left_by_an_old_installer_is_replaced(fake: Fake) -> None:
+    fake.install()
+    key = fake.conf / "unlock.key"
+    key.write_text("")
+    done = fake.install()
+    assert _key_is_good(fake)
+    assert f"replaced the empty {key}" in done.stdout
+
+
+def test_existing_secrets_get_their_owner_and_mode_back(fake: Fake) -> None:
+    fake.install()
+    key, config = fake.conf / "unlock.key", fake.conf / "config.toml"
+    secret = key.read_text()
+    os.chown(key, 0, 0)
+    key.chmod(0o644)
+    config.chmod(0o644)
+    done = fake.install()
+    assert key.read_text() == secret and _key_is_good(fake)
+    assert mode_owner(config) == (0o640, "root", USER)
+    assert f"fixed the owner and mode of {key}: was root:root 644" in done.stdout
+    assert f"fixed the owner and mode of {config}: was root:{USER} 644" in done.stdout
+
+
+# --- 8. --no-venv with no program ----------------------------------------------------------
+
+
+def test_no_venv_on_a_fresh_machine_fails_and_changes_nothing(fake: Fake) -> None:
+    done = fake.run("--no-venv")
+    assert done.returncode != 0
+    assert "--no-venv" in done.stderr and "no edge-app program" in done.stderr
+    assert fake.log() == [] and stray_files(fake) == []
+    fake.install()
+    assert fake.install("--no-venv").returncode == 0
+
+
+# --- 9. umask ------------------------------------------------------------------------------
+
+
+def test_a_restrictive_umask_does_not_leave_the_program_unreadable(fake: Fake) -> None:
+    done = fake.run(umask=0o077)
+    assert done.returncode == 0, done.stderr
+    for folder in (fake.venv, fake.venv / "bin", fake.path("/etc/udev/rules.d"), fake.models):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+    for file in (
+        fake.models / "manifest.json",
+        fake.unit,
+        fake.path("/usr/share/doc/edge-app/DAEMON.md"),
+    ):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o644, file
+    # the secrets keep their own modes
+    assert mode_owner(fake.conf / "unlock.key")[0] == 0o600
+    assert mode_owner(fake.conf / "config.toml")[0] == 0o640
+
+
+# --- 11. the units' drop-ins ---------------------------------------------------------------
+
+
+def test_uninstall_keeps_the_drop_ins_and_purge_removes_them(fake: Fake) -> None:
+    fake.install()
+    dropins = [Path(f"{fake.unit}.d"), Path(f"{fake.hub_unit}.d")]
+    for folder in dropins:
+        folder.mkdir()
+        (folder / "override.conf").write_text("[Service]\nEnvironment=X=1\n")
+    done = fake.install("--uninstall")
+    assert all((folder / "override.conf").is_file() for folder in dropins)
+    assert "kept the units' drop-ins" in done.stdout and str(dropins[0]) in done.stdout
+    done = fake.install("--uninstall", "--purge")
+    assert not any(folder.exists() for folder in dropins)
+    assert "removed the units' drop-ins" in done.stdout
+
+
+# --- the harness itself --------------------------------------------------------------------
+
+
+def test_the_rewritten_installer_names_no_real_system_path(tmp_path: Path) -> None:
+    script = rewrite(INSTALL.read_text(), tmp_path)
+    assert str(tmp_path) in script
+    with pytest.raises(AssertionError, match="still names a real path"):
+        rewrite(INSTALL.read_text() + "rm -rf /var/lib/edge-app\n", tmp_path)
