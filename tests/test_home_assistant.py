@@ -114,6 +114,12 @@ def test_home_assistant_takes_every_entity_and_shows_the_right_state(
         "events": [event_message(event, "front") for event in EVENTS.values()],
         "event_entity": "event.edge_door_front_door_event",
     }
+    # The hub runs before anyone presses the card: a verifier refuses commands stamped before
+    # it was made (edge_app.hub.signing.HubStart). A fresh one per button: they are rendered
+    # within one second, and a second command with the same timestamp and code is refused as
+    # a replay, whatever its action.
+    stored = CodeHash.of(CODE)
+    verifiers = [CodeVerifier(stored) for _ in commands]
     done = subprocess.run(
         [str(home_assistant), str(CHECK)],
         input=json.dumps(request),
@@ -135,10 +141,10 @@ def test_home_assistant_takes_every_entity_and_shows_the_right_state(
 
     # The lock card's buttons: what Home Assistant sends is what the hub's verifier takes.
     (lock,) = [r for topic, r in results.items() if topic.startswith("homeassistant/lock/")]
-    # (A fresh verifier each: the buttons were rendered within one second, and a second
-    # command with the same timestamp and code is refused as a replay, whatever its action.)
-    stored = CodeHash.of(CODE)
-    actions = [CodeVerifier(stored).verify(c.encode()).action for c in lock["commands"]]
+    actions = [
+        verifier.verify(c.encode()).action
+        for verifier, c in zip(verifiers, lock["commands"], strict=True)
+    ]
     assert actions == [UNLOCK, OPEN, LOCK]
 
     # docs/HOME_ASSISTANT.md's automations load as Home Assistant loads one, and each fires
