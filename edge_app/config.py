@@ -97,7 +97,17 @@ def boot_pull_up_warning(pin: int, active_high: bool) -> str | None:
 
 
 class ConfigError(UserError):
-    """One or more invalid config values; the message lists each with its key."""
+    """One or more invalid config values; the message lists each with its key, and
+    `problems` holds them (empty for an error about the file itself)."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+    def one_line(self) -> str:
+        """The message's first line, then its problems, on one line."""
+        head = str(self).splitlines()[0] if str(self) else ""
+        return " ".join([head, "; ".join(self.problems)]).strip()
 
 
 class _Invalid(Exception):
@@ -662,7 +672,7 @@ def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
     _mqtt_checks(config, errors)
     if errors:
         problems = "\n".join(f"  - {error}" for error in errors)
-        raise ConfigError(f"{origin}: {len(errors)} problem(s):\n{problems}")
+        raise ConfigError(f"{origin}: {len(errors)} problem(s):\n{problems}", tuple(errors))
     return config
 
 

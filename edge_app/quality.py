@@ -53,7 +53,8 @@ MAX_YAW = 0.5
 PITCH_RANGE = (0.15, 0.9)
 NEAR_DUPLICATE_COSINE = 0.98
 # A photo whose face is below this cosine to every other photo of the person is taken for
-# another person's (benchmarks/same_person.py chooses it on DevTrain pairs).
+# another person's (benchmarks/same_person.py measures it on DevTrain and DevTest pairs;
+# docs/GALLERY.md, "One person per enrolment", says why 0.34).
 SAME_PERSON_COSINE = 0.34
 
 
@@ -252,7 +253,8 @@ def other_people_among(
     if count == 0 or (count == 1 and len(enrolled) == 0):
         return {}
     floor = gates.same_person
-    links = photo_links(embeddings, mirrors) >= floor
+    scores = photo_links(embeddings, mirrors)
+    links = scores >= floor
     group = np.arange(count)
     for i, j in zip(*np.nonzero(np.triu(links)), strict=True):  # union of linked photos
         old, new = group[j], group[i]
@@ -278,7 +280,6 @@ def other_people_among(
         )
     # Its best cosine to a photo outside its own group, or to an enrolled sample: every one
     # is below the floor, or the groups would have joined.
-    scores = photo_links(embeddings, mirrors)
     scores[group[:, None] == group[None, :]] = -1.0
     best = np.maximum(scores.max(axis=1), to_enrolled)
     return {

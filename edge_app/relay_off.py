@@ -48,7 +48,7 @@ from edge_app.config import (
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.relay import Relay
-from edge_app.relay_record import one_line, read_record
+from edge_app.relay_record import read_record
 
 log = logging.getLogger("edge_app.relay_off")
 
@@ -80,7 +80,7 @@ def read_gpio(path: Path | None, factory: str | None = None) -> GpioConfig:
     try:
         gpio = parse_config({"gpio": section}, str(path)).gpio
     except ConfigError as error:
-        raise ConfigError(one_line(error)) from None
+        raise ConfigError(error.one_line()) from None
     if "pin" not in section:
         log.warning(
             "%s: no gpio.pin: driving the default GPIO%d, as the daemon does", path, gpio.pin

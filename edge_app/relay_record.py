@@ -48,12 +48,6 @@ class RecordError(Exception):
     """The record cannot be trusted; the message says why, in a few words."""
 
 
-def one_line(error: ConfigError) -> str:
-    """A ConfigError's header and its listed problems on one line."""
-    head, *problems = str(error).splitlines()
-    return " ".join([head, "; ".join(p.strip().removeprefix("- ") for p in problems)]).strip()
-
-
 def write_record(gpio: GpioConfig, path: Path | None = None) -> bool:
     """Record the relay `gpio` describes at `path` (None: paths.RELAY_RECORD, read when called,
     so a test may point it elsewhere). True when written.
@@ -134,5 +128,4 @@ def _load(path: Path) -> GpioConfig:
     try:
         return parse_config({"gpio": record}, "record").gpio
     except ConfigError as error:  # its problems only: its header is about a config file
-        _, *problems = str(error).splitlines()
-        raise RecordError("; ".join(p.strip().removeprefix("- ") for p in problems)) from None
+        raise RecordError("; ".join(error.problems)) from None
