@@ -11,7 +11,7 @@ stores them) into a cache:
     .venv/bin/python -m benchmarks.same_person embed --cache /tmp/same_person.npz
 
 Step 2 scores every DevTrain and DevTest pair whose two photos pass the gates as the gate
-does (the best cosine of the first photo to the second photo or its mirror) and reports,
+does (the best of each photo's cosine to the other and to the other's mirror) and reports,
 per candidate floor, the genuine pairs it would refuse (the cost: a person's own two photos
 judged to be two people) and the different-person pairs it catches (what it buys: two people
 offered under one name, refused). The floor is chosen on DevTrain only, as the highest one
@@ -69,14 +69,22 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 def pair_scores(cache: Any, pairs: PairList) -> tuple[np.ndarray, np.ndarray]:
     """(score, same) of the pairs whose two photos passed the gates; the score as the gate
-    computes it: the first photo's best cosine to the second or the second's mirror."""
+    computes it (edge_app.quality.photo_links): the best of each photo's cosine to the other
+    and to the other's mirror image."""
     row = {str(n): i for i, n in enumerate(cache["names"])}
     a = np.array([row[n] for n in pairs.first])
     b = np.array([row[n] for n in pairs.second])
     emb, mir = cache["embedding"], cache["mirror"]
     usable = ~np.isnan(emb[a, 0]) & ~np.isnan(emb[b, 0])
     a, b = a[usable], b[usable]
-    score = np.maximum(np.sum(emb[a] * emb[b], axis=1), np.sum(emb[a] * mir[b], axis=1))
+    score = np.max(
+        [
+            np.sum(emb[a] * emb[b], axis=1),
+            np.sum(emb[a] * mir[b], axis=1),
+            np.sum(emb[b] * mir[a], axis=1),
+        ],
+        axis=0,
+    )
     return score, pairs.same[usable]
 
 
