@@ -53,7 +53,7 @@ from edge_app.parallax import Parallax
 from edge_app.picture import ADVICE, PictureWatch
 from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
 from edge_app.quality import presented_faces
-from edge_app.relay import Relay, RelayError, make_pin_factory
+from edge_app.relay import DoorRelay, Relay, RelayError
 from edge_app.site_memory import (
     LEARN_DOUBT,
     LEARN_INTERVAL,
@@ -666,7 +666,8 @@ class Daemon:
     """One door. `run()` blocks until stopped or a file source ends; returns an exit code.
 
     engine and pin_factory may be passed in (tests, the demo) to reuse a loaded engine or to
-    read a MockFactory's pin history; otherwise they are made from the config.
+    read a MockFactory's pin history; otherwise the engine is made from the config and the
+    relay runs in a process of its own (edge_app/relay_process.py) on gpio.factory's pins.
     """
 
     def __init__(
@@ -684,7 +685,7 @@ class Daemon:
         self.engine = engine
         self.pin_factory = pin_factory
         self.metrics = Metrics()
-        self.relay: Relay | None = None
+        self.relay: DoorRelay | None = None
         self.events: EventLog | None = None
         self.recognizer: Recognizer | None = None
         self.reader: FrameReader | None = None
@@ -766,12 +767,18 @@ class Daemon:
 
     def _start(self) -> None:
         config = self.config
-        # The pin first: claimed and driven low (locked) before anything that can fail.
+        # The pin first: claimed and driven low (locked) before anything that can fail. By a
+        # process of its own (edge_app/relay_process.py), so nothing this one does, a native
+        # call holding the interpreter lock included, can keep a pulse from ending; a
+        # pin_factory passed in (tests, the demo) is this process's, so the relay is too.
         if self.pin_factory is None:
-            self.pin_factory = make_pin_factory(config.gpio.factory)
-        self.relay = Relay.from_config(
-            config.gpio, pin_factory=self.pin_factory, on_release=self._on_relock
-        )
+            from edge_app.relay_process import RelayProcess
+
+            self.relay = RelayProcess.from_config(config.gpio, on_release=self._on_relock)
+        else:
+            self.relay = Relay.from_config(
+                config.gpio, pin_factory=self.pin_factory, on_release=self._on_relock
+            )
         # Which pin this daemon holds, for relay_off after a crash (edge_app/relay_record.py).
         from edge_app.relay_record import write_record
 

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Protocol, Self
 
 from gpiozero import OutputDevice
 from gpiozero.exc import GPIOZeroError
@@ -69,6 +70,22 @@ class RelayError(UserError):
     """The relay pin cannot be used as configured."""
 
 
+class DoorRelay(Protocol):
+    """What the door daemon needs of a relay: Relay here, or edge_app.relay_process's
+    RelayProcess, which runs a Relay in a child process."""
+
+    pin: int
+
+    @property
+    def is_active(self) -> bool: ...
+
+    def pulse(self, seconds: float) -> bool: ...
+
+    def check(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def make_pin_factory(name: str) -> object | None:
     """A gpiozero pin factory by name; None for "auto" (gpiozero's own choice, lgpio on a Pi)."""
     if name == "auto":
@@ -85,7 +102,25 @@ def make_pin_factory(name: str) -> object | None:
         ) from None
 
 
-class Relay:
+class ClosedOnExit:
+    """`with relay:` closes it (pin low) however the block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Relay(ClosedOnExit):
     """A pulsed output pin. Thread-safe: pulses come from the frame loop, release from a timer.
 
     on_release(reason) is called, on the relay-events thread, each time the pin goes back
@@ -254,17 +289,6 @@ class Relay:
                 if attempt < CLOSE_ATTEMPTS:
                     time.sleep(CLOSE_RETRY_SECONDS)
         return error
-
-    def __enter__(self) -> Relay:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _off(self, reason: str, *, expired_only: bool = False) -> None:
         with self._cond:

@@ -578,7 +578,7 @@ def test_a_relay_timer_that_stopped_mid_pulse_locks_the_door_and_ends_the_run(
 
     def open_then_lose_the_timer(name: str | None) -> bool:
         opened = original(name)
-        assert daemon.relay is not None
+        assert isinstance(daemon.relay, Relay)  # a pin_factory passed in: in this process
         stop_relay_timer(daemon.relay)
         return opened
 
@@ -1428,3 +1428,68 @@ def test_a_resident_far_behind_a_stranger_does_not_open_the_door(
     metrics = daemon.metrics
     # Behind: one face embedded per evaluated frame; side by side: both, on some frames.
     assert (metrics.embeddings > metrics.embedded_frames) is both_judged
+
+
+def test_a_native_call_holding_the_interpreter_does_not_hold_the_door_open(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made from its config, the daemon runs its relay in a process of its own
+    (edge_app/relay_process.py). A native call that keeps the interpreter lock for 2 s right
+    after the door opened stops every thread of the door process; the 0.3 s pulse still ends
+    on time, and the relock is recorded once the call returns."""
+    import ctypes
+
+    from edge_app.relay_process import RelayProcess
+
+    record = tmp_path / "pin.json"
+
+    def with_history(cls, gpio, *, on_release=None):
+        return cls(gpio, on_release=on_release, history=record)
+
+    monkeypatch.setattr(RelayProcess, "from_config", classmethod(with_history))
+    frames = write_frames(tmp_path / "frames", visit(after=30))
+
+    class HoldsTheInterpreter(ScriptedEngine):
+        held = 0.0
+
+        def detect(self, image: np.ndarray) -> Faces:
+            relay = daemon.relay
+            if not self.held and relay is not None and relay.is_active:
+                start = time.monotonic()
+                ctypes.PyDLL(None).usleep(2_000_000)  # keeps the GIL: no thread of ours runs
+                self.held = time.monotonic() - start
+            return super().detect(image)
+
+    engine = HoldsTheInterpreter()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=engine)
+    assert daemon.run() == 0
+    assert isinstance(daemon.relay, RelayProcess)
+    assert engine.held >= 1.9
+    history = json.loads(record.read_text())
+    assert [state for _, state in history] == [False, True, False]
+    assert history[2][0] <= PULSE + 0.1  # ended by the relay process, not after the 2 s call
+    relocks = [e for e in jsonl(tmp_path) if e["type"] == "relock"]
+    assert [e["reason"] for e in relocks] == ["timeout"]
+
+
+def test_a_relay_process_that_died_ends_the_run(tmp_path: Path, gallery: Path) -> None:
+    """The relay process killed mid-pulse: the next frame finds it gone, the door process
+    locks the pin itself (relay_process.RelayProcess.close) and run() raises, so systemd
+    restarts the service rather than run a door with nothing to end its pulses."""
+    from edge_app.relay_process import RelayProcess
+
+    frames = write_frames(tmp_path / "frames", visit(after=30))
+
+    class KillsTheRelayProcess(ScriptedEngine):
+        def detect(self, image: np.ndarray) -> Faces:
+            relay = daemon.relay
+            if isinstance(relay, RelayProcess) and relay.is_active and relay._child.poll() is None:
+                relay._child.kill()
+                relay._child.wait(timeout=5)
+            return super().detect(image)
+
+    engine = KillsTheRelayProcess()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=engine)
+    with pytest.raises(RelayError, match="process that drives GPIO17 has ended"):
+        daemon.run()
+    assert engine.calls["detect"] < len(visit(after=30))  # it stopped at once, not at the end
