@@ -20,7 +20,8 @@ The pipe protocol is one line per message. Door to child: `pulse SECONDS`, `clos
 `history`. Child to door: `ready`, `opened 1|0`, `released REASON`, `closed`, `history JSON`
 (MockFactory only, for tests), `error MESSAGE`.
 
-Run by the door process as `python -m edge_app.relay_process GPIO_JSON [HISTORY_FILE]`; it is
+Run by the door process as `python -m edge_app.relay_process SETTINGS_JSON` (its `[gpio]`
+section, its log level, and for tests a file for the pin history); it is
 not a command for people.
 """
 
@@ -82,9 +83,12 @@ class RelayProcess(ClosedOnExit):
         self._active = False
         self._closing = False
         self._closed = False
-        command = [sys.executable, "-m", "edge_app.relay_process", json.dumps(asdict(gpio))]
-        if history is not None:
-            command.append(str(history))
+        settings = {
+            "gpio": asdict(gpio),
+            "log_level": logging.getLogger().getEffectiveLevel(),  # -q and -v apply here too
+            "history": None if history is None else str(history),
+        }
+        command = [sys.executable, "-m", "edge_app.relay_process", json.dumps(settings)]
         env = {key: value for key, value in os.environ.items() if key not in _NOT_INHERITED}
         try:
             self._child = subprocess.Popen(
@@ -287,7 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     from edge_app.logs import setup_logging
 
     args = sys.argv[1:] if argv is None else argv
-    setup_logging()
     # Signals are the door process's to handle: it closes this one (`close`) on its way out,
     # and if it dies the end of the pipe locks the door. SIGTERM to the whole service must not
     # end this process before the door process has asked it to lock.
@@ -302,13 +305,16 @@ def main(argv: list[str] | None = None) -> int:
             out.flush()
 
     try:
-        gpio = GpioConfig(**json.loads(args[0]))
-        history = Path(args[1]) if len(args) > 1 else None
+        settings = json.loads(args[0])
+        gpio = GpioConfig(**settings["gpio"])
+        history = None if settings["history"] is None else Path(settings["history"])
+        setup_logging()
+        logging.getLogger().setLevel(int(settings["log_level"]))
         relay = Relay.from_config(gpio, on_release=lambda reason: send(f"released {reason}"))
     except RelayError as error:
         send(f"error {error}")
         return 2
-    except (IndexError, TypeError, ValueError) as error:
+    except (IndexError, KeyError, TypeError, ValueError) as error:
         send(f"error relay process: bad arguments ({error})")
         return 2
     send("ready")

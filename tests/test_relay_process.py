@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -189,3 +190,19 @@ def test_the_child_gets_none_of_systemd_s_notification_variables(
         environ = Path(f"/proc/{relay._child.pid}/environ").read_bytes().split(b"\0")
     names = {entry.split(b"=", 1)[0] for entry in environ}
     assert b"NOTIFY_SOCKET" not in names and b"WATCHDOG_USEC" not in names
+
+
+@pytest.mark.parametrize(("level", "shown"), [(logging.INFO, True), (logging.WARNING, False)])
+def test_the_child_logs_at_the_door_process_s_level(
+    level: int, shown: bool, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`edge-app run -q` keeps the child's INFO lines out too."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        with RelayProcess(MOCK):
+            pass
+    finally:
+        root.setLevel(before)
+    assert ("relay ready pin=GPIO17" in capfd.readouterr().err) is shown
