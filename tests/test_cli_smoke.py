@@ -561,6 +561,8 @@ def test_demo(tmp_path: Path) -> None:
     relocks = [json.loads(line) for line in done.stdout.splitlines() if '"relock"' in line]
     assert [event["reason"] for event in relocks] == ["timeout"]
     assert "strike held open 1 time(s): 3.0" in done.stdout
+    # Each event once: its JSON line, not also the event log's INFO line.
+    assert "event type=" not in done.stderr
 
 
 def test_eval_lfw_on_the_sample(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ are reported in the events, but no decision depends on them (at a real door the 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -112,6 +113,8 @@ def _run(args: argparse.Namespace) -> int:
             "liveness is reported but not required (a real door requires it)\n"
         )
         out.flush()
+        # Each event is printed once, as its JSON line: not also as the event log's INFO line.
+        logging.getLogger("edge_app.events").setLevel(logging.WARNING)
         code = Daemon(config, engine=engine, pin_factory=factory).run()
         states = factory.pin(config.gpio.pin).states
         out.write(relay_history(states, config.gpio.pin, config.gpio.active_high))
