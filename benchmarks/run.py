@@ -222,7 +222,7 @@ def daemon_rss(
 ) -> dict[str, Any]:
     """The real `edge-app run` on a folder of 1280x960 frames (the daemon's default capture:
     detection on the 640x480 lores view, embedding from the full frame), tracking on, one
-    person enrolled; peak RSS is the daemon process's own VmHWM."""
+    person enrolled; peak RSS is the door process's own VmHWM plus its relay process's."""
     import cv2
 
     folder = work / "daemon-frames"
@@ -268,13 +268,25 @@ def daemon_rss(
     # VmHWM is read by the daemon's own process as `edge-app run` returns: wait4's ru_maxrss
     # would also count the parent's pages at fork time (Linux carries the pre-exec high-water
     # mark into the child), which made a 185 MB daemon read as 317 MB here.
+    # The door is two processes: the relay runs in a child (edge_app/relay_process.py), whose
+    # VmHWM is read just before the door process closes it; the two add up (both stay
+    # resident while the door runs).
     wrapper = (
         "import sys\n"
         "from edge_app.cli import main\n"
+        "from edge_app.relay_process import RelayProcess\n"
+        "def hwm(pid):\n"
+        "    status = open(f'/proc/{pid}/status').read().splitlines()\n"
+        "    return int([line.split()[1] for line in status if line.startswith('VmHWM')][0])\n"
+        "relay = []\n"
+        "close = RelayProcess.close\n"
+        "def measured_close(self):\n"
+        "    if self._child.poll() is None:\n"
+        "        relay.append(hwm(self._child.pid))\n"
+        "    close(self)\n"
+        "RelayProcess.close = measured_close\n"
         "code = main(sys.argv[2:])\n"
-        "status = open('/proc/self/status').read().splitlines()\n"
-        "hwm = [line.split()[1] for line in status if line.startswith('VmHWM')][0]\n"
-        "open(sys.argv[1], 'w').write(hwm)\n"
+        "open(sys.argv[1], 'w').write(f'{hwm(\"self\")} {max(relay, default=0)}')\n"
         "sys.exit(code)\n"
     )
     command = [sys.executable, "-c", wrapper, str(peak), "-v", "run", "--config", str(config)]
@@ -283,6 +295,7 @@ def daemon_rss(
         process = subprocess.run(command, stdout=stderr, stderr=stderr, env=env, cwd=REPO)
     elapsed = time.perf_counter() - start
     text = log.read_text(encoding="utf-8", errors="replace")
+    peaks = [int(kb) for kb in peak.read_text().split()] if peak.is_file() else []
     metrics = re.findall(r"metrics (frames=.*)", text)
     fields = dict(re.findall(r"(\w+)=([\d.]+)", metrics[-1])) if metrics else {}
     return {
@@ -290,7 +303,9 @@ def daemon_rss(
         "frames": index,
         "capture": [1280, 960],
         "detection": [640, 480],
-        "peak_rss_mb": int(peak.read_text()) / 1024 if peak.is_file() else None,
+        "peak_rss_mb": sum(peaks) / 1024 if peaks else None,
+        "door_process_peak_rss_mb": peaks[0] / 1024 if peaks else None,
+        "relay_process_peak_rss_mb": peaks[1] / 1024 if peaks else None,
         "wall_seconds": elapsed,
         "metrics": fields,
         "log": str(log) if process.returncode else None,
