@@ -422,11 +422,15 @@ class GalleryConfig:
     path: Path = _key(paths.DEFAULT_GALLERY, _path(optional=False))
 
 
+# The longest pulse the strike may be given: gpio.pulse_seconds and every Relay.pulse().
+PULSE_SECONDS_MAX = 60.0
+
+
 @dataclass(frozen=True)
 class GpioConfig:
     pin: int = _key(17, _integer(0, 27))
     active_high: bool = _key(True, _boolean)
-    pulse_seconds: float = _key(3.0, _number(0.0, 60.0, low_open=True))
+    pulse_seconds: float = _key(3.0, _number(0.0, PULSE_SECONDS_MAX, low_open=True))
     force_uart_pins: bool = _key(False, _boolean)
     factory: str = _key(AUTO, _choice(*GPIO_FACTORIES))
 

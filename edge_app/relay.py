@@ -26,6 +26,7 @@ import atexit
 import contextlib
 import importlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -38,6 +39,7 @@ from gpiozero.exc import GPIOZeroError
 
 from edge_app.config import (
     GPIO_FACTORIES,
+    PULSE_SECONDS_MAX,
     GpioConfig,
     boot_pull_up_warning,
     uart_pin_problem,
@@ -68,6 +70,22 @@ EVENTS_JOIN_SECONDS = 1.0
 
 class RelayError(UserError):
     """The relay pin cannot be used as configured."""
+
+
+def check_pulse_seconds(seconds: float) -> float:
+    """The pulse length, or ValueError unless 0 < seconds <= PULSE_SECONDS_MAX (no nan, no
+    inf: a pulse that never ends must not be asked for by any path)."""
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or not 0 < seconds <= PULSE_SECONDS_MAX
+    ):
+        raise ValueError(
+            f"a pulse of {seconds!r} s is refused: it must be more than 0 and at most "
+            f"{PULSE_SECONDS_MAX:g} s"
+        )
+    return float(seconds)
 
 
 class DoorRelay(Protocol):
@@ -205,7 +223,9 @@ class Relay(ClosedOnExit):
 
         The deadline becomes max(current deadline, now + seconds): a repeat match while open
         extends the pulse to a full `seconds` after the latest match and never stacks.
+        ValueError unless 0 < seconds <= PULSE_SECONDS_MAX.
         """
+        seconds = check_pulse_seconds(seconds)
         with self._cond:
             if self._closing:
                 raise RuntimeError("relay is closed")
@@ -325,7 +345,7 @@ class Relay(ClosedOnExit):
                     assert self._deadline is not None, "the wait above ends on a deadline or close"
                     remaining = self._deadline - self._clock()
                     if remaining > 0:
-                        self._cond.wait(remaining)
+                        self._cond.wait(min(remaining, 1.0))  # a bounded wait, whatever the clock
                         continue
                 self._off("close" if self._closing else "timeout", expired_only=True)
             except BaseException:  # this thread is what relocks the door: it must not end

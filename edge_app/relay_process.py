@@ -13,22 +13,32 @@ child drives the pin low at once and exits. That matters on kernels that keep a 
 output at its level (docs/WIRING.md): without the child only `ExecStopPost=`'s relay_off
 would end the pulse, after systemd noticed.
 
-The other way round: if the child dies, RelayProcess.check() raises, the door process locks
-the pin itself (the same way relay_off does) and exits, and systemd restarts it.
+The door process holds the child to its word. Each pulse has a deadline the door process
+knows too; once it has passed (by RELEASE_GRACE_SECONDS), check(), called on every frame, asks
+the child whether the pin is low. A child that says it is not, or does not answer (stopped,
+hung, its timer gone), is killed, and the door process claims the pin and drives it low
+itself, as relay_off does, then exits (systemd restarts it). The same happens when the child
+dies.
 
-The pipe protocol is one line per message. Door to child: `pulse SECONDS`, `close`,
-`history`. Child to door: `ready`, `opened 1|0`, `released REASON`, `closed`, `history JSON`
-(MockFactory only, for tests), `error MESSAGE`.
+The pipe protocol is one line per message; every request carries a number that its answer
+repeats, so an answer that comes too late is never taken for the answer to a later request.
+Door to child: `N pulse SECONDS`, `N state`, `N history`, `N close`. Child to door: `0 ready`
+(or `0 error MESSAGE`) once, `N opened 1|0`, `N state 1|0`, `N history JSON` (MockFactory
+only, for tests), `N closed`, `N error MESSAGE`, and, unasked, `released REASON` each time the
+pin goes back low. The child ignores the signals a terminal or `systemctl kill` would send it
+(SIGKILL aside): locking is the door process's to ask for, or the end of the pipe's.
 
-Run by the door process as `python -m edge_app.relay_process SETTINGS_JSON` (its `[gpio]`
-section, its log level, and for tests a file for the pin history); it is
-not a command for people.
+The door process starts it as `python -c BOOT PACKAGE_ROOT SETTINGS_JSON`: BOOT imports this
+module from the package the door process runs (never from the working directory), SETTINGS
+are its `[gpio]` section, its log level and, for tests, a file for the pin history. It is not
+a command for people.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -37,27 +47,48 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
 from edge_app.config import GpioConfig
-from edge_app.relay import ClosedOnExit, Relay, RelayError, make_pin_factory
+from edge_app.relay import (
+    ClosedOnExit,
+    Relay,
+    RelayError,
+    check_pulse_seconds,
+    make_pin_factory,
+)
 
 log = logging.getLogger(__name__)
 
 # How long the door process waits for the child to claim the pin (a Pi imports gpiozero and
 # lgpio in about a second; a loaded Pi 3 takes longer).
 START_SECONDS = 20.0
-# How long it waits for the answer to a pulse or a close: the child answers at once, so a
-# child that does not is taken for a hung one.
-REPLY_SECONDS = 2.0
-# How long it waits for the child to exit once it has locked the door.
+# How long it waits for any other answer: the child answers within a millisecond, so one that
+# takes a second is taken for a hung one.
+REPLY_SECONDS = 1.0
+# How late past a pulse's deadline check() asks the child whether the pin is low.
+RELEASE_GRACE_SECONDS = 0.5
+# How long it waits for the child to exit once it has locked the door, and for the release
+# callbacks still due when it closes.
 EXIT_SECONDS = 2.0
 # The environment variables the child must not inherit: systemd's notification socket and
 # watchdog belong to the door process alone.
 _NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID")
+# Every signal a terminal (hangup, Ctrl-C, Ctrl-\, Ctrl-Z) or `systemctl kill` may send the
+# child; SIGHUP is the door's reload and must not end its relay.
+_IGNORED_SIGNALS = (
+    *("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGTSTP", "SIGTTIN", "SIGTTOU"),
+    *("SIGUSR1", "SIGUSR2", "SIGPIPE"),
+)
+_BOOT = (
+    "import sys; sys.path[0] = sys.argv.pop(1); "
+    "from edge_app.relay_process import main; sys.exit(main())"
+)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 class RelayProcess(ClosedOnExit):
@@ -77,18 +108,26 @@ class RelayProcess(ClosedOnExit):
     ) -> None:
         self.pin = gpio.pin
         self._gpio = gpio
-        self._on_release = on_release
-        self._lock = threading.Lock()  # one request at a time
+        self._lock = threading.Lock()  # one request at a time; guards the fields below
+        self._ids = itertools.count(1)
         self._replies: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._active = False
+        self._due: float | None = None  # by when the child must have locked the pin again
+        self._silent = False  # the child did not answer: asking it to close is pointless
         self._closing = False
         self._closed = False
+        self._released: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._events: threading.Thread | None = None
+        if on_release is not None:
+            self._events = threading.Thread(
+                target=self._run_events, args=(on_release,), name="relay-events", daemon=True
+            )
+            self._events.start()
         settings = {
             "gpio": asdict(gpio),
             "log_level": logging.getLogger().getEffectiveLevel(),  # -q and -v apply here too
             "history": None if history is None else str(history),
         }
-        command = [sys.executable, "-m", "edge_app.relay_process", json.dumps(settings)]
+        command = [sys.executable, "-c", _BOOT, _PACKAGE_ROOT, json.dumps(settings)]
         env = {key: value for key, value in os.environ.items() if key not in _NOT_INHERITED}
         try:
             self._child = subprocess.Popen(
@@ -100,17 +139,22 @@ class RelayProcess(ClosedOnExit):
                 bufsize=1,
                 env=env,
                 close_fds=True,
+                start_new_session=True,  # out of the terminal's process group and its signals
             )
         except OSError as error:
             raise RelayError(f"relay: cannot start the relay process ({error})") from None
         self._reader = threading.Thread(target=self._read, name="relay-process", daemon=True)
         self._reader.start()
-        first = self._reply(start_seconds)
+        first = self._answer(0, start_seconds)
         if first != "ready":
             self._end_child()
+            self._released.put(None)
             if first is not None and first.startswith("error "):
                 raise RelayError(first[len("error ") :])
-            why = f"no answer in {start_seconds:.0f} s" if first is None else repr(first)
+            if self._child.poll() is not None:
+                why = f"it exited with status {self._child.returncode} before it was ready"
+            else:
+                why = f"no answer in {start_seconds:.0f} s" if first is None else repr(first)
             raise RelayError(f"relay: the relay process for GPIO{self.pin} did not start ({why})")
         atexit.register(self.close)
 
@@ -122,24 +166,37 @@ class RelayProcess(ClosedOnExit):
 
     @property
     def is_active(self) -> bool:
-        """Whether the pin is open, as the child last reported it."""
-        return self._active
+        """Whether the pin is open, as the child says now; True when it cannot say."""
+        with self._lock:
+            if self._closed:
+                return False
+            return self._ask("state") != "state 0"
 
     def pulse(self, seconds: float) -> bool:
-        """Open for `seconds` from now (Relay.pulse's rule); True if this opened it."""
+        """Open for `seconds` from now (Relay.pulse's rule); True if this opened it.
+
+        RelayError when the child does not answer or refuses: the pin may be open all the
+        same, so the deadline is kept and check() holds the child to it.
+        """
+        seconds = check_pulse_seconds(seconds)
         with self._lock:
             if self._closing:
                 raise RuntimeError("relay is closed")
             answer = self._ask(f"pulse {seconds!r}")
+            # The child's deadline is its clock when it read the request plus `seconds`:
+            # no later than now plus `seconds`.
+            due = time.monotonic() + seconds
+            self._due = due if self._due is None else max(self._due, due)
             if answer in ("opened 1", "opened 0"):
-                self._active = True
                 return answer == "opened 1"
             if answer == "error relay is closed":
                 raise RuntimeError("relay is closed")
             raise RelayError(self._failed("pulse", answer))
 
     def check(self) -> None:
-        """RelayError when the child is gone or cannot answer: nothing would end a pulse."""
+        """RelayError when nothing would end a pulse: the child is gone, or a pulse's deadline
+        has passed and the child does not say the pin is low again (close() then kills it and
+        locks the pin from this process). The door process calls it on every frame."""
         if self._closed or self._closing:
             return
         if self._child.poll() is not None or not self._reader.is_alive():
@@ -147,6 +204,23 @@ class RelayProcess(ClosedOnExit):
                 f"relay: the process that drives GPIO{self.pin} has ended; refusing to open a "
                 "door nothing would close (the process locks it and exits)"
             )
+        due = self._due
+        if due is None or time.monotonic() <= due + RELEASE_GRACE_SECONDS:
+            return
+        with self._lock:
+            if self._due is None or self._closing:
+                return
+            answer = self._ask("state")
+            if answer == "state 0":
+                self._due = None
+                return
+            self._silent = answer is None
+            late = time.monotonic() - self._due
+        what = "does not answer" if answer is None else "has not locked it"
+        raise RelayError(
+            f"relay: GPIO{self.pin} was due to lock {late:.1f} s ago and the relay process "
+            f"{what}; the process locks it itself and exits"
+        )
 
     def history(self) -> list[tuple[float, bool]]:
         """The child's MockFactory pin history, (seconds since the previous change, state)."""
@@ -160,65 +234,82 @@ class RelayProcess(ClosedOnExit):
         """Pin low, then the child exits. Idempotent; safe from any thread or exit path.
 
         If the child cannot say it locked the pin (it died, hung or its pin driver failed),
-        this process claims the pin and drives it low itself, as relay_off does; RelayError
-        only if that fails too.
+        it is killed and this process claims the pin and drives it low itself, as relay_off
+        does; RelayError only if that fails too (a later close() tries again).
         """
         with self._lock:
             if self._closed:
                 return
             self._closing = True
-            answer = self._ask("close")
-            if answer == "closed":
-                self._closed = True
-                self._active = False
+            answer = None if self._silent else self._ask("close")
+            if answer != "closed":
+                failed = self._failed("close", answer)
+                log.error("%s; locking GPIO%d from this process", failed, self.pin)
+                self._end_child()
+                self._lock_here()  # RelayError if that fails: close() may be called again
+            else:
                 self._wait_for_exit()
-                atexit.unregister(self.close)
-                return
-            failed = self._failed("close", answer)
-            log.error("%s; locking GPIO%d from this process", failed, self.pin)
-            self._end_child()
-            self._lock_here()  # RelayError if that fails: close() may be called again
             self._closed = True
-            self._active = False
+            self._due = None
             atexit.unregister(self.close)
+        self._released.put(None)  # the release callbacks still due, then that thread ends
+        if self._events is not None and self._events is not threading.current_thread():
+            self._events.join(timeout=EXIT_SECONDS)
 
     # --- the pipe ------------------------------------------------------------------------------
 
     def _ask(self, request: str) -> str | None:
-        """Send one request and wait for its answer; None if the child is gone or silent."""
+        """Send one request (self._lock held) and return its answer; None if the child is gone
+        or does not answer in REPLY_SECONDS."""
+        number = next(self._ids)
         try:
             assert self._child.stdin is not None, "Popen with stdin=PIPE"
-            self._child.stdin.write(request + "\n")
+            self._child.stdin.write(f"{number} {request}\n")
             self._child.stdin.flush()
         except (OSError, ValueError):  # a closed pipe: the child is gone
             return None
-        return self._reply(REPLY_SECONDS)
+        return self._answer(number, REPLY_SECONDS)
 
-    def _reply(self, timeout: float) -> str | None:
-        try:
-            return self._replies.get(timeout=timeout)
-        except queue.Empty:
-            return None
+    def _answer(self, number: int, timeout: float) -> str | None:
+        """The answer to request `number`; answers to earlier requests (late) are dropped."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self._replies.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            if line is None:  # the child's end of the pipe closed
+                self._replies.put(None)  # for every later request too
+                return None
+            tag, _, answer = line.partition(" ")
+            if tag == str(number):
+                return answer
+            log.warning("relay process: dropped a late answer %r", line[:80])
+        return None
 
     def _read(self) -> None:
-        """The child's messages: relocks go to on_release, the rest answer requests."""
+        """The child's messages: relocks go to the relay-events thread, the rest answer
+        requests. Nothing here calls out, so no callback can delay an answer."""
         assert self._child.stdout is not None, "Popen with stdout=PIPE"
         try:
             for raw in self._child.stdout:
                 line = raw.rstrip("\n")
                 if line.startswith("released "):
-                    self._active = False
-                    if self._on_release is not None:
-                        try:
-                            self._on_release(line[len("released ") :])
-                        except Exception:  # the pin is already low; the callback loses its work
-                            log.exception("relay release callback failed pin=GPIO%d", self.pin)
+                    self._released.put(line[len("released ") :])
                 else:
                     self._replies.put(line)
         except (OSError, ValueError):
             pass
         finally:
             self._replies.put(None)
+
+    def _run_events(self, on_release: Callable[[str], None]) -> None:
+        """The release callbacks, in order, until close() queues None."""
+        while (reason := self._released.get()) is not None:
+            try:
+                on_release(reason)
+            except Exception:  # the pin is already low; a callback only loses its own work
+                log.exception("relay release callback failed pin=GPIO%d", self.pin)
 
     def _failed(self, request: str, answer: str | None) -> str:
         if answer is None:
@@ -237,7 +328,7 @@ class RelayProcess(ClosedOnExit):
 
     def _end_child(self) -> None:
         with contextlib.suppress(OSError):
-            self._child.kill()
+            self._child.kill()  # SIGKILL ends a stopped child too
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._child.wait(timeout=EXIT_SECONDS)
 
@@ -255,28 +346,34 @@ class RelayProcess(ClosedOnExit):
 def _serve(relay: Relay, history: Path | None, send: Callable[[str], None], lines: IO[str]) -> int:
     """Answer the door process's requests until `close` or the end of the pipe (the door
     process closed it or died); then lock the door and return the exit status."""
+    number = "0"
     for raw in lines:
-        request = raw.strip()
-        if request.startswith("pulse "):
+        if not raw.endswith("\n"):
+            break  # cut short by the end of the pipe: not a request anyone finished sending
+        number, _, request = raw.strip().partition(" ")
+        verb, _, argument = request.partition(" ")
+        if verb == "pulse":
             try:
-                send(f"opened {int(relay.pulse(float(request[len('pulse ') :])))}")
-            except (RuntimeError, ValueError) as error:
-                send(f"error {error}")
-        elif request == "history":
-            send(f"history {json.dumps(_pin_history(relay))}")
-        elif request == "close":
+                send(f"{number} opened {int(relay.pulse(float(argument)))}")
+            except (RuntimeError, ValueError, RelayError) as error:  # closed, a bad length,
+                send(f"{number} error {error}")  # its timer gone: refused, never a crash
+        elif verb == "state":
+            send(f"{number} state {int(relay.is_active)}")
+        elif verb == "history":
+            send(f"{number} history {json.dumps(_pin_history(relay))}")
+        elif verb == "close":
             break
         else:
-            send(f"error unknown request {request[:40]!r}")
+            send(f"{number} error unknown request {request[:40]!r}")
     try:
         relay.close()
     except RelayError as error:
         log.error("%s", error)
-        send(f"error {error}")
+        send(f"{number} error {error}")
         return 1
     if history is not None:
         history.write_text(json.dumps(_pin_history(relay)))
-    send("closed")
+    send(f"{number} closed")
     return 0
 
 
@@ -291,11 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_app.logs import setup_logging
 
     args = sys.argv[1:] if argv is None else argv
-    # Signals are the door process's to handle: it closes this one (`close`) on its way out,
-    # and if it dies the end of the pipe locks the door. SIGTERM to the whole service must not
-    # end this process before the door process has asked it to lock.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for name in _IGNORED_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     out = sys.stdout
     out_lock = threading.Lock()
 
@@ -312,14 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(int(settings["log_level"]))
         relay = Relay.from_config(gpio, on_release=lambda reason: send(f"released {reason}"))
     except RelayError as error:
-        send(f"error {error}")
+        send(f"0 error {error}")
         return 2
     except (IndexError, KeyError, TypeError, ValueError) as error:
-        send(f"error relay process: bad arguments ({error})")
+        send(f"0 error relay process: bad arguments ({error})")
         return 2
-    send("ready")
+    send("0 ready")
     return _serve(relay, history, send, sys.stdin)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

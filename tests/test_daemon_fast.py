@@ -1493,3 +1493,33 @@ def test_a_relay_process_that_died_ends_the_run(tmp_path: Path, gallery: Path) -
     with pytest.raises(RelayError, match="process that drives GPIO17 has ended"):
         daemon.run()
     assert engine.calls["detect"] < len(visit(after=30))  # it stopped at once, not at the end
+
+
+def test_a_relay_process_that_stops_answering_mid_pulse_ends_the_run(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Defect (audit): with the relay process stopped (SIGSTOP, or hung) mid-pulse the strike
+    stayed open while the loop ran on and kept the watchdog fed. Now the first frame after the
+    pulse's deadline (and a short grace) asks the relay process, which does not answer: the
+    run ends with RelayError, the door process having killed it and locked the pin itself."""
+    from edge_app.relay_process import RELEASE_GRACE_SECONDS, REPLY_SECONDS, RelayProcess
+
+    frames = write_frames(tmp_path / "frames", visit(after=60))
+    stopped: list[float] = []
+
+    class StopsTheRelayProcess(ScriptedEngine):
+        def detect(self, image: np.ndarray) -> Faces:
+            relay = daemon.relay
+            if not stopped and isinstance(relay, RelayProcess) and relay.is_active:
+                relay._child.send_signal(signal.SIGSTOP)
+                stopped.append(time.monotonic())
+            return super().detect(image)
+
+    config = door(tmp_path, gallery, frames, camera={"realtime": True})  # 10 fps: a 7 s clip
+    daemon = Daemon(config, engine=StopsTheRelayProcess())
+    with pytest.raises(RelayError, match="was due to lock .* does not answer"):
+        daemon.run()
+    assert stopped, "the door never opened"
+    assert time.monotonic() - stopped[0] <= PULSE + RELEASE_GRACE_SECONDS + 2 * REPLY_SECONDS + 1
+    assert isinstance(daemon.relay, RelayProcess)
+    assert daemon.relay._child.returncode == -signal.SIGKILL

@@ -10,9 +10,12 @@ frame loop would do.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -25,7 +28,13 @@ import pytest
 
 from edge_app.config import GpioConfig
 from edge_app.relay import Relay, RelayError
-from edge_app.relay_process import RelayProcess
+from edge_app.relay_process import (
+    _BOOT,
+    _PACKAGE_ROOT,
+    RELEASE_GRACE_SECONDS,
+    REPLY_SECONDS,
+    RelayProcess,
+)
 
 PIN = 17
 MOCK = GpioConfig(pin=PIN, factory="mock")
@@ -152,12 +161,26 @@ def test_a_child_that_died_is_seen_and_no_pulse_goes_through() -> None:
     relay.close()  # a mock pin has nothing to lock from here; a real one is claimed here
 
 
-def test_the_child_ignores_sigterm_and_sigint_until_the_door_process_closes_it() -> None:
+SIGNALS_A_TERMINAL_OR_SYSTEMCTL_KILL_SENDS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,  # the door's reload (`systemctl kill -s HUP` signals every process)
+    signal.SIGQUIT,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+
+
+def test_the_child_ignores_every_signal_but_sigkill_until_the_door_process_closes_it() -> None:
     """systemd's stop signals every process of the service: the child leaves the lock to the
-    door process's close(), so the door process's stop path still reaches a live relay."""
+    door process's close(), so the door process's stop path still reaches a live relay.
+    Defect (audit): a SIGHUP (the door's reload, an ssh hangup) killed the child mid-pulse."""
     with RelayProcess(MOCK) as relay:
-        relay._child.send_signal(signal.SIGTERM)
-        relay._child.send_signal(signal.SIGINT)
+        for sent in SIGNALS_A_TERMINAL_OR_SYSTEMCTL_KILL_SENDS:
+            relay._child.send_signal(sent)
         time.sleep(0.3)
         relay.check()
         assert relay.pulse(0.2) is True
@@ -206,3 +229,138 @@ def test_the_child_logs_at_the_door_process_s_level(
     finally:
         root.setLevel(before)
     assert ("relay ready pin=GPIO17" in capfd.readouterr().err) is shown
+
+
+def test_a_stopped_child_is_caught_once_its_pulse_is_overdue() -> None:
+    """Defect (audit): a child stopped mid-pulse (SIGSTOP, or hung) was never noticed: check()
+    passed and the strike stayed open. Now check() asks the child once the pulse is overdue;
+    no answer raises, and close() kills the child and locks the pin from this process."""
+    relay = RelayProcess(MOCK)
+    try:
+        relay.pulse(0.3)
+        opened = time.monotonic()
+        relay._child.send_signal(signal.SIGSTOP)
+        with pytest.raises(RelayError, match="was due to lock .* does not answer"):
+            while True:
+                relay.check()
+                assert time.monotonic() - opened < 5, "check() never noticed"
+                time.sleep(0.02)
+        caught = time.monotonic() - opened
+        assert caught <= 0.3 + RELEASE_GRACE_SECONDS + REPLY_SECONDS + 0.5
+        relay.close()  # no second wait for a child known not to answer: killed at once
+        assert time.monotonic() - opened < caught + 1.0
+        assert relay._child.returncode == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.kill()
+
+
+def test_a_child_whose_timer_is_gone_is_caught_once_its_pulse_is_overdue() -> None:
+    """The pin still high after the deadline: check() raises, whatever the cause."""
+    with RelayProcess(MOCK) as relay:
+        relay.pulse(0.2)
+        # Make the child's pulse run long: an extension the door process did not ask for,
+        # as a timer that died would leave it.
+        assert relay._ask("pulse 30.0") == "opened 0"
+        time.sleep(0.2 + RELEASE_GRACE_SECONDS + 0.1)
+        with pytest.raises(RelayError, match="was due to lock .* has not locked it"):
+            relay.check()
+
+
+def test_a_late_answer_is_never_taken_for_the_next_one(tmp_path: Path) -> None:
+    """Defect (audit): after a timed-out request, each answer was paired with the request after
+    its own; close() then got "opened", killed a healthy child mid-pulse and kept no record."""
+    record = tmp_path / "history.json"
+    with RelayProcess(MOCK, history=record) as relay:
+        relay._child.send_signal(signal.SIGSTOP)
+        with pytest.raises(RelayError, match="failed a pulse .no answer."):
+            relay.pulse(0.2)
+        relay._child.send_signal(signal.SIGCONT)  # it opens now, and answers too late
+        wait_for(lambda: not relay.is_active)  # "state", not the late "opened", answers this
+        history = relay.history()
+        assert [state for _, state in history] == [False, True, False]
+    assert relay._child.returncode == 0  # closed when asked, not killed
+    assert json.loads(record.read_text()) == [list(change) for change in history]
+
+
+def test_a_release_callback_that_blocks_never_delays_an_answer() -> None:
+    """Defect (audit): the relock callback ran on the thread that reads the answers, so a
+    callback that took 3 s made the next pulse fail though the strike opened."""
+    released: list[str] = []
+
+    def slow(reason: str) -> None:
+        time.sleep(3.0)
+        released.append(reason)
+
+    with RelayProcess(MOCK, on_release=slow) as relay:
+        relay.pulse(0.1)
+        wait_for(lambda: not relay.is_active)
+        time.sleep(0.1)  # the callback is now under way
+        start = time.monotonic()
+        assert relay.pulse(0.1) is True
+        assert time.monotonic() - start < 0.5
+    wait_for(lambda: len(released) == 2, timeout=10)  # each callback ran, in order
+    assert released == ["timeout", "close"]
+
+
+@pytest.mark.parametrize("seconds", [math.nan, math.inf, -1.0, 0.0, 61.0, 1e400])
+def test_a_pulse_that_is_not_a_sane_length_is_refused_on_every_path(seconds: float) -> None:
+    """Defect (audit): pulse(inf) kept the pin high for good (and the timer logged an
+    OverflowError every 50 ms); nan, 0 and negative lengths clicked the strike."""
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    with Relay(PIN, pin_factory=factory) as relay, pytest.raises(ValueError, match="refused"):
+        relay.pulse(seconds)
+    assert [state.state for state in factory.pin(PIN).states] == [False]
+    with RelayProcess(MOCK) as child:
+        with pytest.raises(ValueError, match="refused"):
+            child.pulse(seconds)
+        # Straight down the pipe, past the door process's own check: the child refuses too.
+        assert str(child._ask(f"pulse {seconds!r}")).startswith("error a pulse of")
+        assert [state for _, state in child.history()] == [False]
+
+
+def test_the_child_imports_the_door_process_s_package_not_the_working_directory_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect (audit): `-m` put the working directory first on the child's import path, so an
+    edge_app folder there ran instead of the real one."""
+    fake = tmp_path / "edge_app"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    marker = tmp_path / "imported"
+    (fake / "relay_process.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\ndef main():\n    return 0\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    with RelayProcess(MOCK) as relay:
+        assert relay.pulse(0.1) is True
+    assert not marker.exists()
+
+
+def test_a_request_cut_short_by_the_end_of_the_pipe_is_not_carried_out(tmp_path: Path) -> None:
+    """Defect (audit): a last request without its newline was still carried out."""
+    record = tmp_path / "history.json"
+    settings = {"gpio": dataclasses.asdict(MOCK), "log_level": 30, "history": str(record)}
+    child = subprocess.run(
+        [sys.executable, "-c", _BOOT, _PACKAGE_ROOT, json.dumps(settings)],
+        input="1 pulse 30",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines() == ["0 ready", "0 closed"]
+    assert json.loads(record.read_text()) == [[0.0, False]]  # never opened
+
+
+def test_is_active_is_what_the_child_says_now() -> None:
+    """Defect (audit): is_active was a copy two threads wrote without order; it read True with
+    the pin low (or False with it high) in a few of 100 short pulses."""
+    with RelayProcess(MOCK) as relay:
+        for _ in range(20):
+            relay.pulse(0.02)
+            assert relay.is_active is True or relay.history()[-1][1] is False
+            wait_for(lambda: not relay.is_active)
+            assert relay.history()[-1][1] is False
