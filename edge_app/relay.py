@@ -120,6 +120,41 @@ def make_pin_factory(name: str) -> object | None:
         ) from None
 
 
+class ReleaseEvents:
+    """Release callbacks, in order, on a thread of their own (relay-events): whatever a
+    callback does (an event sink on a stalled pipe), nothing that relocks the door or answers
+    for it waits on one. A relay calls put(reason) each time its pin went back low."""
+
+    def __init__(self, on_release: Callable[[str], None] | None, pin: int) -> None:
+        self.pin = pin
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        if on_release is not None:
+            self._thread = threading.Thread(
+                target=self._run, args=(on_release,), name="relay-events", daemon=True
+            )
+            self._thread.start()
+
+    def put(self, reason: str) -> None:
+        if self._thread is not None:
+            self._queue.put(reason)
+
+    def close(self) -> None:
+        """Wait up to EVENTS_JOIN_SECONDS for the callbacks still due; then the thread ends."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=EVENTS_JOIN_SECONDS)
+
+    def _run(self, on_release: Callable[[str], None]) -> None:
+        while (reason := self._queue.get()) is not None:
+            try:
+                on_release(reason)
+            except BaseException:  # the pin is already low; a callback only loses its own work
+                _report("relay release callback failed pin=GPIO%d reason=%s", self.pin, reason)
+
+
 class ClosedOnExit:
     """`with relay:` closes it (pin low) however the block ends."""
 
@@ -175,13 +210,7 @@ class Relay(ClosedOnExit):
         self._deadline: float | None = None
         self._closing = False  # close() was called: no more pulses
         self._closed = False  # the pin was driven low and released: nothing left to do
-        self._released: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._events: threading.Thread | None = None
-        if on_release is not None:
-            self._events = threading.Thread(
-                target=self._run_events, args=(on_release,), name="relay-events", daemon=True
-            )
-            self._events.start()
+        self._events = ReleaseEvents(on_release, pin)
         self._timer = threading.Thread(target=self._run_timer, name="relay-timer", daemon=True)
         self._timer.start()
         atexit.register(self.close)
@@ -283,10 +312,7 @@ class Relay(ClosedOnExit):
             atexit.unregister(self.close)
             if self._timer is not threading.current_thread():
                 self._timer.join(timeout=1.0)
-            if self._events is not None:  # the release callbacks still due, then it ends
-                self._released.put(None)
-                if self._events is not threading.current_thread():
-                    self._events.join(timeout=EVENTS_JOIN_SECONDS)
+            self._events.close()  # the release callbacks still due, then that thread ends
             log.info("relay released pin=GPIO%d", self.pin)
 
     def _lock_for_close(self) -> Exception | None:
@@ -323,16 +349,8 @@ class Relay(ClosedOnExit):
                 if self._device.value:
                     raise RelayError(f"GPIO{self.pin} still reads active after off()")
             self._deadline = None
-        if was_open and self._events is not None:
-            self._released.put(reason)  # for relay-events: nothing here waits on a callback
-
-    def _run_events(self, on_release: Callable[[str], None]) -> None:
-        """The release callbacks, in order, until close() queues None."""
-        while (reason := self._released.get()) is not None:
-            try:
-                on_release(reason)
-            except BaseException:  # the pin is already low; a callback only loses its own work
-                _report("relay release callback failed pin=GPIO%d reason=%s", self.pin, reason)
+        if was_open:
+            self._events.put(reason)  # for relay-events: nothing here waits on a callback
 
     def _run_timer(self) -> None:
         while True:

@@ -58,6 +58,7 @@ from edge_app.relay import (
     ClosedOnExit,
     Relay,
     RelayError,
+    ReleaseEvents,
     check_pulse_seconds,
     make_pin_factory,
 )
@@ -72,8 +73,7 @@ START_SECONDS = 20.0
 REPLY_SECONDS = 1.0
 # How late past a pulse's deadline check() asks the child whether the pin is low.
 RELEASE_GRACE_SECONDS = 0.5
-# How long it waits for the child to exit once it has locked the door, and for the release
-# callbacks still due when it closes.
+# How long it waits for the child to exit once it has locked the door.
 EXIT_SECONDS = 2.0
 # The environment variables the child must not inherit: systemd's notification socket and
 # watchdog belong to the door process alone.
@@ -115,13 +115,7 @@ class RelayProcess(ClosedOnExit):
         self._silent = False  # the child did not answer: asking it to close is pointless
         self._closing = False
         self._closed = False
-        self._released: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._events: threading.Thread | None = None
-        if on_release is not None:
-            self._events = threading.Thread(
-                target=self._run_events, args=(on_release,), name="relay-events", daemon=True
-            )
-            self._events.start()
+        self._events = ReleaseEvents(on_release, self.pin)
         settings = {
             "gpio": asdict(gpio),
             "log_level": logging.getLogger().getEffectiveLevel(),  # -q and -v apply here too
@@ -148,7 +142,7 @@ class RelayProcess(ClosedOnExit):
         first = self._answer(0, start_seconds)
         if first != "ready":
             self._end_child()
-            self._released.put(None)
+            self._events.close()
             if first is not None and first.startswith("error "):
                 raise RelayError(first[len("error ") :])
             if self._child.poll() is not None:
@@ -252,9 +246,7 @@ class RelayProcess(ClosedOnExit):
             self._closed = True
             self._due = None
             atexit.unregister(self.close)
-        self._released.put(None)  # the release callbacks still due, then that thread ends
-        if self._events is not None and self._events is not threading.current_thread():
-            self._events.join(timeout=EXIT_SECONDS)
+        self._events.close()  # the release callbacks still due, then that thread ends
 
     # --- the pipe ------------------------------------------------------------------------------
 
@@ -295,21 +287,13 @@ class RelayProcess(ClosedOnExit):
             for raw in self._child.stdout:
                 line = raw.rstrip("\n")
                 if line.startswith("released "):
-                    self._released.put(line[len("released ") :])
+                    self._events.put(line[len("released ") :])
                 else:
                     self._replies.put(line)
         except (OSError, ValueError):
             pass
         finally:
             self._replies.put(None)
-
-    def _run_events(self, on_release: Callable[[str], None]) -> None:
-        """The release callbacks, in order, until close() queues None."""
-        while (reason := self._released.get()) is not None:
-            try:
-                on_release(reason)
-            except Exception:  # the pin is already low; a callback only loses its own work
-                log.exception("relay release callback failed pin=GPIO%d", self.pin)
 
     def _failed(self, request: str, answer: str | None) -> str:
         if answer is None:
