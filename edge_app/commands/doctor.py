@@ -30,8 +30,8 @@ SYS_ROOT = Path("/sys")
 # pinctrl_rp1 drives the 40-pin header of a Pi 5, pinctrl_bcm2835 that of the earlier boards.
 PINCTRL_DRIVERS = ("pinctrl_rp1", "pinctrl_bcm2835")
 STRICT_GPIOD_FIX = (
-    "add dtparam=strict_gpiod to /boot/firmware/config.txt and reboot: a door process that "
-    "crashes then releases the relay pin to the pull-down at once, not only when "
+    "add dtparam=strict_gpiod to /boot/firmware/config.txt and reboot: a relay process "
+    "killed mid-pulse then releases the relay pin to the pull-down at once, not only when "
     "ExecStopPost= runs relay_off (docs/WIRING.md)"
 )
 
@@ -365,7 +365,8 @@ def _released_outputs_check(sys_root: Path = SYS_ROOT) -> Check | None:
         return Check(
             "gpio release",
             "warn",
-            f"{values}: a released GPIO output keeps its level, so after a crash mid-pulse the "
+            f"{values}: a released GPIO output keeps its level, so if the relay process is "
+            "killed mid-pulse (the whole service killed, or the OOM killer choosing it) the "
             "strike stays energised until ExecStopPost= runs relay_off",
             STRICT_GPIOD_FIX,
         )
