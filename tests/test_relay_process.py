@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_relay import wait_for
 
 from edge_app.config import GpioConfig
 from edge_app.relay import Relay, RelayError
@@ -44,13 +45,6 @@ REPO = Path(__file__).resolve().parents[1]
 def hold_the_interpreter(seconds: float) -> None:
     """Block this process's Python threads: a native call that keeps the GIL."""
     ctypes.PyDLL(None).usleep(int(seconds * 1_000_000))
-
-
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def gone(pid: int) -> bool:
