@@ -73,6 +73,9 @@ START_SECONDS = 20.0
 REPLY_SECONDS = 1.0
 # How late past a pulse's deadline check() asks the child whether the pin is low.
 RELEASE_GRACE_SECONDS = 0.5
+# How long check() lets the child go without a word before it asks: a child that hangs while
+# the door is locked is found within this, not only at the next unlock.
+HEARTBEAT_SECONDS = 5.0
 # How long it waits for the child to exit once it has locked the door.
 EXIT_SECONDS = 2.0
 # The environment variables the child must not inherit: systemd's notification socket and
@@ -112,6 +115,7 @@ class RelayProcess(ClosedOnExit):
         self._ids = itertools.count(1)
         self._replies: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._due: float | None = None  # by when the child must have locked the pin again
+        self._heard = time.monotonic()  # when the child last answered
         self._silent = False  # the child did not answer: asking it to close is pointless
         self._closing = False
         self._closed = False
@@ -188,9 +192,11 @@ class RelayProcess(ClosedOnExit):
             raise RelayError(self._failed("pulse", answer))
 
     def check(self) -> None:
-        """RelayError when nothing would end a pulse: the child is gone, or a pulse's deadline
-        has passed and the child does not say the pin is low again (close() then kills it and
-        locks the pin from this process). The door process calls it on every frame."""
+        """RelayError when nothing would end a pulse: the child is gone; a pulse's deadline
+        has passed and the child does not say the pin is low again; or the child, asked after
+        HEARTBEAT_SECONDS without a word, does not answer (or says the pin is open with no
+        pulse under way). close() then kills it and locks the pin from this process. The door
+        process calls it on every frame; it asks the child only when one of those is due."""
         if self._closed or self._closing:
             return
         if self._child.poll() is not None or not self._reader.is_alive():
@@ -198,23 +204,33 @@ class RelayProcess(ClosedOnExit):
                 f"relay: the process that drives GPIO{self.pin} has ended; refusing to open a "
                 "door nothing would close (the process locks it and exits)"
             )
+        now = time.monotonic()
         due = self._due
-        if due is None or time.monotonic() <= due + RELEASE_GRACE_SECONDS:
+        overdue = due is not None and now > due + RELEASE_GRACE_SECONDS
+        if not overdue and now - self._heard <= HEARTBEAT_SECONDS:
             return
         with self._lock:
-            if self._due is None or self._closing:
+            if self._closing:
                 return
             answer = self._ask("state")
+            due = self._due
             if answer == "state 0":
                 self._due = None
                 return
+            running = due is not None and time.monotonic() <= due + RELEASE_GRACE_SECONDS
+            if answer == "state 1" and running:
+                return  # a pulse under way (asked for the heartbeat)
             self._silent = answer is None
-            late = time.monotonic() - self._due
-        what = "does not answer" if answer is None else "has not locked it"
-        raise RelayError(
-            f"relay: GPIO{self.pin} was due to lock {late:.1f} s ago and the relay process "
-            f"{what}; the process locks it itself and exits"
-        )
+        if answer is None:
+            why = "the relay process does not answer"
+        elif answer == "state 1" and due is not None:
+            late = time.monotonic() - due
+            why = f"GPIO{self.pin} was due to lock {late:.1f} s ago and is still open"
+        elif answer == "state 1":
+            why = f"the relay process says GPIO{self.pin} is open with no pulse under way"
+        else:
+            why = f"the relay process answered {answer[:60]!r}"
+        raise RelayError(f"relay: {why}; the process locks it itself and exits")
 
     def history(self) -> list[tuple[float, bool]]:
         """The child's MockFactory pin history, (seconds since the previous change, state)."""
@@ -275,6 +291,7 @@ class RelayProcess(ClosedOnExit):
                 return None
             tag, _, answer = line.partition(" ")
             if tag == str(number):
+                self._heard = time.monotonic()
                 return answer
             log.warning("relay process: dropped a late answer %r", line[:80])
         return None

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from test_relay import wait_for
 
+from edge_app import relay_process
 from edge_app.config import GpioConfig
 from edge_app.relay import Relay, RelayError
 from edge_app.relay_process import (
@@ -234,7 +235,7 @@ def test_a_stopped_child_is_caught_once_its_pulse_is_overdue() -> None:
         relay.pulse(0.3)
         opened = time.monotonic()
         relay._child.send_signal(signal.SIGSTOP)
-        with pytest.raises(RelayError, match="was due to lock .* does not answer"):
+        with pytest.raises(RelayError, match="the relay process does not answer"):
             while True:
                 relay.check()
                 assert time.monotonic() - opened < 5, "check() never noticed"
@@ -257,7 +258,7 @@ def test_a_child_whose_timer_is_gone_is_caught_once_its_pulse_is_overdue() -> No
         # as a timer that died would leave it.
         assert relay._ask("pulse 30.0") == "opened 0"
         time.sleep(0.2 + RELEASE_GRACE_SECONDS + 0.1)
-        with pytest.raises(RelayError, match="was due to lock .* has not locked it"):
+        with pytest.raises(RelayError, match="was due to lock .* and is still open"):
             relay.check()
 
 
@@ -358,3 +359,40 @@ def test_is_active_is_what_the_child_says_now() -> None:
             assert relay.is_active is True or relay.history()[-1][1] is False
             wait_for(lambda: not relay.is_active)
             assert relay.history()[-1][1] is False
+
+
+def test_a_child_that_stops_answering_while_the_door_is_locked_is_found_by_the_heartbeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a pulse nothing was asked of the child, so one that hung while the door was
+    locked was found only at the next unlock, which then failed. check() asks it after
+    HEARTBEAT_SECONDS without a word (shortened here)."""
+    monkeypatch.setattr(relay_process, "HEARTBEAT_SECONDS", 0.2)
+    relay = RelayProcess(MOCK)
+    try:
+        relay.check()  # it answered at start: nothing to ask yet
+        time.sleep(0.3)
+        relay.check()  # asked, and it answered
+        relay._child.send_signal(signal.SIGSTOP)
+        time.sleep(0.3)
+        with pytest.raises(RelayError, match="the relay process does not answer"):
+            relay.check()
+        relay.close()
+        assert relay._child.returncode == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.kill()
+
+
+def test_a_pin_open_with_no_pulse_under_way_ends_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay_process, "HEARTBEAT_SECONDS", 0.0)
+    with RelayProcess(MOCK) as relay:
+        relay.check()  # low: fine
+        relay.pulse(0.2)
+        relay.check()  # open during a pulse asked for: fine
+        wait_for(lambda: not relay.is_active)
+        time.sleep(RELEASE_GRACE_SECONDS + 0.05)
+        relay.check()  # low again after it
+        assert relay._ask("pulse 30.0") == "opened 1"  # opened behind the door process's back
+        with pytest.raises(RelayError, match="says GPIO17 is open with no pulse under way"):
+            relay.check()
