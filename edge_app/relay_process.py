@@ -18,7 +18,8 @@ knows too; once it has passed (by RELEASE_GRACE_SECONDS), check(), called on eve
 the child whether the pin is low. A child that says it is not, or does not answer (stopped,
 hung, its timer gone), is killed, and the door process claims the pin and drives it low
 itself, as relay_off does, then exits (systemd restarts it). The same happens when the child
-dies.
+dies, and when it does not answer after HEARTBEAT_SECONDS without a word (a relay that hung
+while the door was locked is found before the next unlock needs it).
 
 The pipe protocol is one line per message; every request carries a number that its answer
 repeats, so an answer that comes too late is never taken for the answer to a later request.
