@@ -686,11 +686,17 @@ class DaemonPort:
 
     def unlock(self, reason: str, origin: str) -> None:
         from edge_app.policy import UNLOCK
+        from edge_app.relay import RelayError  # here: the hub imports this module, not gpiozero
 
         daemon = self.daemon
         if daemon.relay is None or daemon.events is None:
             raise Refused("the door is not running yet")
-        if not daemon.open_door(None):
+        try:
+            opened = daemon.open_door(None)
+        except RelayError as error:  # the relay failed: locked, and the door process exits
+            log.error("%s", error)
+            raise Refused(f"the relay failed; the door is locked and restarts ({error})") from None
+        if not opened:
             raise Refused("the door is stopping")
         daemon.events.record(UNLOCK, reason=f"{reason}; origin={origin}")
 

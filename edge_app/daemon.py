@@ -731,14 +731,15 @@ class Daemon:
             if self._stop.is_set():
                 log.info("not opened: stopping name=%s", name)
                 return False
-            self._opened_for = name
             try:
-                relay.pulse(self.pulse_seconds)
+                opened = relay.pulse(self.pulse_seconds)
             except RuntimeError:
                 if not self._stop.is_set():
                     raise
                 log.info("not opened: stopping name=%s", name)
                 return False
+            if opened:  # the relock names who it opened for, not who extended it since
+                self._opened_for = name
             self.metrics.unlocks += 1
             return True
 
@@ -748,7 +749,14 @@ class Daemon:
         self._install_signals()
         self._notifier = sdnotify.SystemdNotifier()
         try:
-            self._start()
+            try:
+                self._start()
+            except RelayError as error:
+                if not self._stop.is_set():
+                    raise
+                # Stopped while the relay process was starting: nothing was opened.
+                log.info("stopped before the door was ready (%s)", error)
+                return 0
             first = self._next_frame()
             if first is not None:
                 assert self.reader is not None and self.relay is not None, "_start() made them"
@@ -774,7 +782,9 @@ class Daemon:
         if self.pin_factory is None:
             from edge_app.relay_process import RelayProcess
 
-            self.relay = RelayProcess.from_config(config.gpio, on_release=self._on_relock)
+            self.relay = RelayProcess.from_config(
+                config.gpio, on_release=self._on_relock, cancel=self._stop
+            )
         else:
             self.relay = Relay.from_config(
                 config.gpio, pin_factory=self.pin_factory, on_release=self._on_relock

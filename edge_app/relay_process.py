@@ -109,6 +109,7 @@ class RelayProcess(ClosedOnExit):
         on_release: Callable[[str], None] | None = None,
         history: Path | None = None,
         start_seconds: float = START_SECONDS,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.pin = gpio.pin
         self._gpio = gpio
@@ -118,6 +119,8 @@ class RelayProcess(ClosedOnExit):
         self._due: float | None = None  # by when the child must have locked the pin again
         self._heard = time.monotonic()  # when the child last answered
         self._silent = False  # the child did not answer: asking it to close is pointless
+        self._opened = 0  # pulses the child said it opened
+        self._relocked = 0  # relocks it reported (the reader thread counts them)
         self._closing = False
         self._closed = False
         self._events = ReleaseEvents(on_release, self.pin)
@@ -144,14 +147,17 @@ class RelayProcess(ClosedOnExit):
             raise RelayError(f"relay: cannot start the relay process ({error})") from None
         self._reader = threading.Thread(target=self._read, name="relay-process", daemon=True)
         self._reader.start()
-        first = self._answer(0, start_seconds)
+        first = self._answer(0, start_seconds, cancel)
         if first != "ready":
+            exited = self._child.poll()  # before the kill below, which would set it
             self._end_child()
             self._events.close()
             if first is not None and first.startswith("error "):
                 raise RelayError(first[len("error ") :])
-            if self._child.poll() is not None:
-                why = f"it exited with status {self._child.returncode} before it was ready"
+            if cancel is not None and cancel.is_set():
+                why = "a stop was asked for first"
+            elif exited is not None:
+                why = f"it exited with status {exited} before it was ready"
             else:
                 why = f"no answer in {start_seconds:.0f} s" if first is None else repr(first)
             raise RelayError(f"relay: the relay process for GPIO{self.pin} did not start ({why})")
@@ -159,9 +165,14 @@ class RelayProcess(ClosedOnExit):
 
     @classmethod
     def from_config(
-        cls, gpio: GpioConfig, *, on_release: Callable[[str], None] | None = None
+        cls,
+        gpio: GpioConfig,
+        *,
+        on_release: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> RelayProcess:
-        return cls(gpio, on_release=on_release)
+        """cancel: set it (the door's stop) to give up waiting for the child to start."""
+        return cls(gpio, on_release=on_release, cancel=cancel)
 
     @property
     def is_active(self) -> bool:
@@ -174,8 +185,9 @@ class RelayProcess(ClosedOnExit):
     def pulse(self, seconds: float) -> bool:
         """Open for `seconds` from now (Relay.pulse's rule); True if this opened it.
 
-        RelayError when the child does not answer or refuses: the pin may be open all the
-        same, so the deadline is kept and check() holds the child to it.
+        RelayError when the child does not answer in REPLY_SECONDS or cannot pulse: it might
+        still open the pin later (a slow child carries out the request it answers too late),
+        so it is killed and this process locks the pin at once; check() then ends the run.
         """
         seconds = check_pulse_seconds(seconds)
         with self._lock:
@@ -187,10 +199,13 @@ class RelayProcess(ClosedOnExit):
             due = time.monotonic() + seconds
             self._due = due if self._due is None else max(self._due, due)
             if answer in ("opened 1", "opened 0"):
+                self._opened += answer == "opened 1"
                 return answer == "opened 1"
             if answer == "error relay is closed":
                 raise RuntimeError("relay is closed")
-            raise RelayError(self._failed("pulse", answer))
+            failed = self._failed("pulse", answer)
+            self._lock_from_here(failed)
+            raise RelayError(f"{failed}; GPIO{self.pin} locked from the door process")
 
     def check(self) -> None:
         """RelayError when nothing would end a pulse: the child is gone; a pulse's deadline
@@ -254,10 +269,8 @@ class RelayProcess(ClosedOnExit):
             self._closing = True
             answer = None if self._silent else self._ask("close")
             if answer != "closed":
-                failed = self._failed("close", answer)
-                log.error("%s; locking GPIO%d from this process", failed, self.pin)
-                self._end_child()
-                self._lock_here()  # RelayError if that fails: close() may be called again
+                # RelayError if that fails too: close() may be called again.
+                self._lock_from_here(self._failed("close", answer))
             else:
                 self._wait_for_exit()
             self._closed = True
@@ -279,14 +292,19 @@ class RelayProcess(ClosedOnExit):
             return None
         return self._answer(number, REPLY_SECONDS)
 
-    def _answer(self, number: int, timeout: float) -> str | None:
-        """The answer to request `number`; answers to earlier requests (late) are dropped."""
+    def _answer(
+        self, number: int, timeout: float, cancel: threading.Event | None = None
+    ) -> str | None:
+        """The answer to request `number`; answers to earlier requests (late) are dropped.
+        None when none comes within `timeout`, or once `cancel` is set."""
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._replies.get(timeout=remaining)
-            except queue.Empty:
+            if cancel is not None and cancel.is_set():
                 return None
+            try:
+                line = self._replies.get(timeout=min(remaining, 0.1))
+            except queue.Empty:
+                continue
             if line is None:  # the child's end of the pipe closed
                 self._replies.put(None)  # for every later request too
                 return None
@@ -305,6 +323,7 @@ class RelayProcess(ClosedOnExit):
             for raw in self._child.stdout:
                 line = raw.rstrip("\n")
                 if line.startswith("released "):
+                    self._relocked += 1
                     self._events.put(line[len("released ") :])
                 else:
                     self._replies.put(line)
@@ -333,6 +352,19 @@ class RelayProcess(ClosedOnExit):
             self._child.kill()  # SIGKILL ends a stopped child too
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._child.wait(timeout=EXIT_SECONDS)
+
+    def _lock_from_here(self, failed: str) -> None:
+        """The child failed (self._lock held): kill it, lock the pin from this process, and
+        record the relock of a pulse the child opened and never reported ended."""
+        log.error("%s; locking GPIO%d from this process", failed, self.pin)
+        self._silent = True
+        self._end_child()
+        self._reader.join(timeout=EXIT_SECONDS)  # the relocks it reported before it died
+        self._lock_here()
+        if self._opened > self._relocked:
+            self._relocked = self._opened
+            self._events.put("close")
+        self._due = None
 
     def _lock_here(self) -> None:
         """Claim the pin in this process and drive it low (the child is gone)."""

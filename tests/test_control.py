@@ -573,3 +573,20 @@ def test_status_never_reports_a_stream_password(
     for secret in ("hunter2", "p@ss", "ss@", "admin"):
         assert secret not in reported
         assert secret not in caplog.text
+
+
+def test_an_unlock_the_relay_cannot_carry_out_is_refused_in_one_line(
+    open_door: Door, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defect (audit): a remote unlock whose relay failed (RelayError) answered "internal
+    error (RelayError)" and wrote a traceback to the journal; the reason was lost."""
+    from test_daemon_fast import stop_relay_timer
+
+    assert isinstance(open_door.relay, Relay)
+    stop_relay_timer(open_door.relay)
+    with pytest.raises(ControlError, match="the relay failed; the door is locked and restarts"):
+        open_door.client.unlock("remote", "mqtt:alice")
+    assert "Traceback" not in caplog.text and "internal error" not in caplog.text
+    assert "thread that ends each pulse of GPIO17 has stopped" in caplog.text
+    assert open_door.pin_states == [False]  # never opened
+    assert not [e for e in open_door.events() if e["type"] == "unlock"]

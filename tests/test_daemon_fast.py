@@ -1443,8 +1443,8 @@ def test_a_native_call_holding_the_interpreter_does_not_hold_the_door_open(
 
     record = tmp_path / "pin.json"
 
-    def with_history(cls, gpio, *, on_release=None):
-        return cls(gpio, on_release=on_release, history=record)
+    def with_history(cls, gpio, *, on_release=None, cancel=None):
+        return cls(gpio, on_release=on_release, cancel=cancel, history=record)
 
     monkeypatch.setattr(RelayProcess, "from_config", classmethod(with_history))
     frames = write_frames(tmp_path / "frames", visit(after=30))
@@ -1523,3 +1523,50 @@ def test_a_relay_process_that_stops_answering_mid_pulse_ends_the_run(
     assert time.monotonic() - stopped[0] <= PULSE + RELEASE_GRACE_SECONDS + 2 * REPLY_SECONDS + 1
     assert isinstance(daemon.relay, RelayProcess)
     assert daemon.relay._child.returncode == -signal.SIGKILL
+
+
+def test_a_stop_while_the_relay_process_starts_ends_the_run_at_once(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defect (audit): SIGTERM while the relay process was starting was held off until it was
+    ready (up to 20 s, past systemd's TimeoutStopSec=5). The wait now ends on the stop: exit
+    0, nothing opened, one line."""
+    caplog.set_level(logging.INFO)
+    frames = write_frames(tmp_path / "frames", visit())
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine())
+    daemon.stop()  # as the signal watcher does on SIGTERM
+    start = time.monotonic()
+    assert daemon.run() == 0
+    assert time.monotonic() - start < 3.0
+    assert "stopped before the door was ready" in caplog.text
+    assert "a stop was asked for first" in caplog.text
+    assert daemon.metrics.frames == 0 and daemon.metrics.unlocks == 0
+
+
+def test_the_relock_names_who_the_door_opened_for_not_who_extended_it(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Defect (audit): a pulse Ada opened and a remote unlock extended was recorded as
+    `relock name=None`; DAEMON.md says the relock names who it opened for."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
+    factory = MockFactory()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while daemon.reader is None or daemon.metrics.frames < 2:
+            assert time.monotonic() < deadline, "the door did not start"
+            time.sleep(0.01)
+        assert daemon.open_door(NAME) is True
+        assert daemon.open_door(None) is True  # a remote unlock while it is open: extended
+        deadline = time.monotonic() + 5
+        while not [e for e in jsonl(tmp_path) if e["type"] == "relock"]:
+            assert time.monotonic() < deadline, "no relock"
+            time.sleep(0.02)
+    finally:
+        daemon.stop()
+        runner.join(timeout=10)
+    relocks = [e for e in jsonl(tmp_path) if e["type"] == "relock"]
+    assert [(e["name"], e["reason"]) for e in relocks] == [(NAME, "timeout")]
+    assert states(factory) == [False, True, False]

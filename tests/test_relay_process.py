@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -264,18 +265,73 @@ def test_a_child_whose_timer_is_gone_is_caught_once_its_pulse_is_overdue() -> No
 
 def test_a_late_answer_is_never_taken_for_the_next_one(tmp_path: Path) -> None:
     """Defect (audit): after a timed-out request, each answer was paired with the request after
-    its own; close() then got "opened", killed a healthy child mid-pulse and kept no record."""
+    its own; close() then got the wrong answer and killed a healthy child."""
     record = tmp_path / "history.json"
     with RelayProcess(MOCK, history=record) as relay:
+        relay.pulse(0.2)
         relay._child.send_signal(signal.SIGSTOP)
-        with pytest.raises(RelayError, match="failed a pulse .no answer."):
-            relay.pulse(0.2)
-        relay._child.send_signal(signal.SIGCONT)  # it opens now, and answers too late
-        wait_for(lambda: not relay.is_active)  # "state", not the late "opened", answers this
+        assert relay.is_active is True  # no answer in time: it cannot say, so "open"
+        relay._child.send_signal(signal.SIGCONT)  # its late "state" answer comes now
+        wait_for(lambda: not relay.is_active)  # each answer goes to its own request
         history = relay.history()
         assert [state for _, state in history] == [False, True, False]
     assert relay._child.returncode == 0  # closed when asked, not killed
     assert json.loads(record.read_text()) == [list(change) for change in history]
+
+
+def test_a_pulse_the_child_answers_too_late_is_locked_from_here_at_once() -> None:
+    """Defect (audit): a child slower than REPLY_SECONDS carried out the pulse it answered too
+    late: the door opened 0.5 s after the unlock was reported refused, for the whole pulse.
+    Now the door process kills the child and locks the pin the moment the answer is late."""
+    relay = RelayProcess(MOCK)
+    try:
+        relay._child.send_signal(signal.SIGSTOP)
+        start = time.monotonic()
+        with pytest.raises(RelayError, match="failed a pulse .no answer.*locked from the door"):
+            relay.pulse(2.0)
+        assert time.monotonic() - start < REPLY_SECONDS + 2.5
+        assert relay._child.returncode == -signal.SIGKILL  # it can carry out nothing now
+        with pytest.raises(RelayError, match="has ended"):
+            relay.check()
+        relay.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.kill()
+
+
+@pytest.mark.parametrize("failure", ["killed", "stopped"])
+def test_a_relock_is_recorded_when_the_door_process_locks_the_pin_itself(failure: str) -> None:
+    """Defect (audit): when the door process had to lock the pin itself, the unlock had no
+    relock event. The relock of a pulse the child opened and never reported ended is
+    recorded once (reason "close")."""
+    released: list[str] = []
+    relay = RelayProcess(MOCK, on_release=released.append)
+    try:
+        relay.pulse(0.1)
+        wait_for(lambda: released == ["timeout"])  # reported by the child: not recorded again
+        relay.pulse(30.0)
+        if failure == "killed":
+            relay._child.kill()
+        else:
+            relay._child.send_signal(signal.SIGSTOP)
+        relay.close()
+        wait_for(lambda: len(released) == 2)
+        time.sleep(0.1)
+        assert released == ["timeout", "close"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.kill()
+
+
+def test_a_start_given_up_for_a_stop_says_so() -> None:
+    """Defect (audit): SIGTERM while the relay process started was held off up to 20 s (past
+    systemd's TimeoutStopSec=5), and the wait was reported as the child's own exit."""
+    stop = threading.Event()
+    stop.set()
+    start = time.monotonic()
+    with pytest.raises(RelayError, match="did not start .a stop was asked for first."):
+        RelayProcess(MOCK, cancel=stop)
+    assert time.monotonic() - start < 3.0
 
 
 def test_a_release_callback_that_blocks_never_delays_an_answer() -> None:
