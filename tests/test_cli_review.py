@@ -886,7 +886,9 @@ def test_ctrl_c_prints_one_line_exits_130_and_writes_no_half_output(tmp_path: Pa
     db = small_gallery(tmp_path / "gallery.db")
     photos = tmp_path / "photos"
     photos.mkdir()
-    for copy in range(8):
+    # Enough photos to take many seconds: the Ctrl-C must land while they are identified, even
+    # on a machine loaded enough to delay this test's own process (a CI run beside others).
+    for copy in range(60):
         for photo in [*JOE, *MARTHA]:
             (photos / f"{copy}-{photo.name}").write_bytes(photo.read_bytes())
     child = subprocess.Popen(
