@@ -173,6 +173,17 @@ def assert_fail_secure(factory: MockFactory, pulse: float = PULSE) -> None:
             assert held <= pulse + SLACK, f"pin high for {held:.2f} s"
 
 
+def running(daemon: Daemon) -> threading.Thread:
+    """daemon.run() on a thread of its own, once it has processed 2 frames."""
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while daemon.reader is None or daemon.metrics.frames < 2:
+        assert time.monotonic() < deadline, "the door did not start"
+        time.sleep(0.01)
+    return runner
+
+
 def jsonl(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
 
@@ -598,13 +609,8 @@ def test_no_unlock_once_a_stop_was_asked_for(tmp_path: Path, gallery: Path) -> N
         daemon = Daemon(
             door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory
         )
-        runner = threading.Thread(target=daemon.run)
-        runner.start()
+        runner = running(daemon)
         try:
-            deadline = time.monotonic() + 10
-            while daemon.reader is None or daemon.metrics.frames < 2:
-                assert time.monotonic() < deadline, "the door did not start"
-                time.sleep(0.01)
             daemon.stop()
             assert daemon.open_door(None) is False
         finally:
@@ -1551,13 +1557,8 @@ def test_the_relock_names_who_the_door_opened_for_not_who_extended_it(
     frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
     factory = MockFactory()
     daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
-    runner = threading.Thread(target=daemon.run)
-    runner.start()
+    runner = running(daemon)
     try:
-        deadline = time.monotonic() + 10
-        while daemon.reader is None or daemon.metrics.frames < 2:
-            assert time.monotonic() < deadline, "the door did not start"
-            time.sleep(0.01)
         assert daemon.open_door(NAME) is True
         assert daemon.open_door(None) is True  # a remote unlock while it is open: extended
         deadline = time.monotonic() + 5
