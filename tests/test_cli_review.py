@@ -891,8 +891,15 @@ def test_ctrl_c_prints_one_line_exits_130_and_writes_no_half_output(tmp_path: Pa
     for copy in range(60):
         for photo in [*JOE, *MARTHA]:
             (photos / f"{copy}-{photo.name}").write_bytes(photo.read_bytes())
+    # As from a terminal, Ctrl-C raises KeyboardInterrupt in the command even when this test
+    # runs with SIGINT ignored (a job started in the background inherits that, and so would
+    # the command).
+    as_from_a_terminal = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'edge-app'; runpy.run_module('edge_app.cli', run_name='__main__')"
+    )
     child = subprocess.Popen(
-        [sys.executable, "-m", "edge_app.cli", "identify", "--json", "--db", str(db)]
+        [sys.executable, "-c", as_from_a_terminal, "identify", "--json", "--db", str(db)]
         + ["--backend", "cpu", str(photos)],
         cwd=tmp_path,
         env=_env(),
