@@ -30,9 +30,10 @@ import math
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, TypeVar
 
 from gpiozero import OutputDevice
 from gpiozero.exc import GPIOZeroError
@@ -155,13 +156,16 @@ class ReleaseEvents:
                 _report("relay release callback failed pin=GPIO%d reason=%s", self.pin, reason)
 
 
-class ClosedOnExit:
+_Closing = TypeVar("_Closing", bound="ClosedOnExit")
+
+
+class ClosedOnExit(ABC):
     """`with relay:` closes it (pin low) however the block ends."""
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _Closing) -> _Closing:  # typing.Self is 3.11+; the project runs on 3.10
         return self
 
     def __exit__(
