@@ -11,15 +11,16 @@ import dataclasses
 import difflib
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, published as `tomli`
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10: the same parser, published as `tomli`
+    import tomli as tomllib
 
 from edge_app import paths
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded

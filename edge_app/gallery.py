@@ -394,8 +394,10 @@ def _create_file(path: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-# SQLite's result codes for a file it may read but not write beside: https://sqlite.org/rescode.html
-READ_ONLY_CODES = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY})
+# SQLite's result codes for a file it may read but not write beside: SQLITE_CANTOPEN (14) and
+# SQLITE_READONLY (8), https://sqlite.org/rescode.html. By number: the sqlite3 module names
+# them only from Python 3.11.
+READ_ONLY_CODES = frozenset({14, 8})
 
 
 def _cannot_write(error: sqlite3.DatabaseError) -> bool:

@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,7 +96,7 @@ def test_one_odd_event_never_jams_a_sink_nor_forges_a_line(
 ) -> None:
     db, jsonl = tmp_path / "events.db", tmp_path / "events.jsonl"
     log = EventLog(db, jsonl)
-    odd = [
+    odd: list[dict[str, Any]] = [
         {"track": np.int64(3)},  # numpy ints are not JSON: TypeError out of record() before
         {"score": float("nan"), "liveness": float("inf")},  # NaN is not JSON
         {"name": "x" * 100_000},
@@ -104,7 +105,7 @@ def test_one_odd_event_never_jams_a_sink_nor_forges_a_line(
     ]
     with caplog.at_level(logging.INFO, logger="edge_app.events"):
         for fields in odd:
-            log.record("unknown", **fields)  # type: ignore[arg-type]
+            log.record("unknown", **fields)
         log.record("unlock", name="Ada")
     assert log.failing() == [] and log.pending == 0 and log.errors == 0
     log.close()
