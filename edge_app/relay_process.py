@@ -61,7 +61,6 @@ from edge_app.relay import (
     RelayError,
     ReleaseEvents,
     check_pulse_seconds,
-    make_pin_factory,
 )
 
 log = logging.getLogger(__name__)
@@ -367,11 +366,13 @@ class RelayProcess(ClosedOnExit):
         self._due = None
 
     def _lock_here(self) -> None:
-        """Claim the pin in this process and drive it low (the child is gone)."""
-        factory = self._gpio.factory
-        if factory == "mock":  # a MockFactory of this process has no tie to the child's pin
+        """Claim the pin in this process and drive it locked, as relay_off does (the child is
+        gone)."""
+        if self._gpio.factory == "mock":  # this process's MockFactory is not the child's pin
             return
-        Relay.from_config(self._gpio, pin_factory=make_pin_factory(factory)).close()
+        from edge_app.relay_off import drive_locked
+
+        drive_locked(self._gpio)
 
 
 # --- the child --------------------------------------------------------------------------------
