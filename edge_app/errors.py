@@ -1,8 +1,23 @@
 """Errors a user can cause and fix: the CLI prints them as one line, never as a traceback."""
 
-# SQLite's primary result codes for a file whose content is broken (SQLITE_CORRUPT,
-# SQLITE_NOTADB): https://sqlite.org/rescode.html
-SQLITE_DAMAGE_CODES = frozenset({11, 26})
+# SQLite's primary result codes (https://sqlite.org/rescode.html), by number: the sqlite3
+# module names them only from Python 3.11.
+SQLITE_READONLY = 8  # a write where the file or its folder may only be read
+SQLITE_CORRUPT = 11  # a damaged page, a torn write
+SQLITE_CANTOPEN = 14  # a file (or the -shm beside it) that cannot be opened or made
+SQLITE_NOTADB = 26  # not a database at all
+
+# The file's content is broken: only a restore fixes that.
+SQLITE_DAMAGE_CODES = frozenset({SQLITE_CORRUPT, SQLITE_NOTADB})
+
+# SQLite's fixed English text for these codes (sqlite3ErrStr), for an error that carries no
+# code: Python 3.10 sets `sqlite_errorcode` on none of them.
+SQLITE_MESSAGES = {
+    "attempt to write a readonly database": SQLITE_READONLY,
+    "database disk image is malformed": SQLITE_CORRUPT,
+    "unable to open database file": SQLITE_CANTOPEN,
+    "file is not a database": SQLITE_NOTADB,
+}
 
 
 class UserError(Exception):
@@ -15,6 +30,15 @@ def first_few(items: list[str], most: int) -> str:
     return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
+def sqlite_code(error: BaseException) -> int | None:
+    """SQLite's primary result code for a sqlite3 error: the one Python reports (3.11+), else
+    the one SQLite's own message names, else None (an error raised by hand, another text)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF
+    return SQLITE_MESSAGES.get(str(error).strip().lower())
+
+
 def is_damage(error: BaseException) -> bool:
     """Whether `error` is SQLite saying a database file itself is damaged (a damaged page, a
     torn write): only a restore fixes that, unlike a locked, read-only or full one."""
@@ -22,9 +46,9 @@ def is_damage(error: BaseException) -> bool:
 
     if not isinstance(error, sqlite3.DatabaseError):
         return False
-    code = getattr(error, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF in SQLITE_DAMAGE_CODES
-    # Raised without a code (by hand, or by an older Python): SQLite's corruption errors are
-    # the plain DatabaseError, never one of its subclasses (locked, read-only, full disk...).
+    code = sqlite_code(error)
+    if code is not None:
+        return code in SQLITE_DAMAGE_CODES
+    # Raised without a code or a known text: SQLite's corruption errors are the plain
+    # DatabaseError, never one of its subclasses (locked, read-only, full disk...).
     return type(error) is sqlite3.DatabaseError

@@ -54,7 +54,13 @@ import numpy as np
 from edge_app import untrusted_json
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.centering import EMBEDDING_DIM
-from edge_app.errors import UserError, is_damage
+from edge_app.errors import (
+    SQLITE_CANTOPEN,
+    SQLITE_READONLY,
+    UserError,
+    is_damage,
+    sqlite_code,
+)
 from edge_app.quality import NEAR_DUPLICATE_COSINE, other_people_among
 
 log = logging.getLogger(__name__)
@@ -394,17 +400,15 @@ def _create_file(path: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-# SQLite's result codes for a file it may read but not write beside: SQLITE_CANTOPEN (14) and
-# SQLITE_READONLY (8), https://sqlite.org/rescode.html. By number: the sqlite3 module names
-# them only from Python 3.11.
-READ_ONLY_CODES = frozenset({14, 8})
+# SQLite's result codes for a file it may read but not write beside: SQLITE_CANTOPEN (no -shm
+# file could be made) and SQLITE_READONLY.
+READ_ONLY_CODES = frozenset({SQLITE_CANTOPEN, SQLITE_READONLY})
 
 
 def _cannot_write(error: sqlite3.DatabaseError) -> bool:
-    """Whether SQLite failed for want of write access beside the gallery (SQLITE_CANTOPEN:
-    no -shm file could be made; SQLITE_READONLY), not for the file's content."""
-    code = getattr(error, "sqlite_errorcode", None)
-    return isinstance(code, int) and code & 0xFF in READ_ONLY_CODES
+    """Whether SQLite failed for want of write access beside the gallery, not for the file's
+    content."""
+    return sqlite_code(error) in READ_ONLY_CODES
 
 
 def _narrow_modes(path: Path) -> None:

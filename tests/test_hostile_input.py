@@ -626,3 +626,48 @@ def test_a_read_only_list_reads_what_a_live_door_has_written(tmp_path: Path) -> 
     no_traceback(stranded)
     assert stranded.returncode == 2
     assert "its -wal file holds changes SQLite can only read with a -shm file" in stranded.stderr
+
+
+def _real_sqlite_errors(tmp_path: Path) -> dict[str, sqlite3.DatabaseError]:
+    """Errors SQLite itself raises: a write through a read-only connection, a file that
+    cannot be opened, and a file that is not a database."""
+    errors: dict[str, sqlite3.DatabaseError] = {}
+    db = tmp_path / "ro.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
+    read_only = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        read_only.execute("INSERT INTO t VALUES (1)")
+    except sqlite3.DatabaseError as error:
+        errors["read-only"] = error
+    read_only.close()
+    try:
+        sqlite3.connect(tmp_path / "no such folder" / "x.db")
+    except sqlite3.DatabaseError as error:
+        errors["cannot open"] = error
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database, 100 bytes of it ".ljust(4096, b"!"))
+    try:
+        sqlite3.connect(junk).execute("SELECT * FROM sqlite_master").fetchall()
+    except sqlite3.DatabaseError as error:
+        errors["not a database"] = error
+    return errors
+
+
+def test_sqlite_errors_are_told_apart_without_their_code(tmp_path: Path) -> None:
+    """Defect: Python 3.10 sets no `sqlite_errorcode`, so a gallery in a folder that cannot be
+    written (SQLITE_CANTOPEN, SQLITE_READONLY) was not recognised there and reading commands
+    failed with "is not a usable gallery". The errors are told apart by SQLite's own text
+    when the code is missing, as the same errors stripped of it show here."""
+    from edge_app.errors import is_damage, sqlite_code
+
+    errors = _real_sqlite_errors(tmp_path)
+    assert sorted(errors) == ["cannot open", "not a database", "read-only"]
+    for kind, error in errors.items():
+        bare = type(error)(*error.args)  # what Python 3.10 raises: no sqlite_errorcode
+        assert getattr(bare, "sqlite_errorcode", None) is None
+        if sys.version_info >= (3, 11):
+            assert sqlite_code(bare) == error.sqlite_errorcode & 0xFF, kind
+        assert gallery_module._cannot_write(bare) == (kind != "not a database"), kind
+        assert is_damage(bare) == (kind == "not a database"), kind
+    assert sqlite_code(sqlite3.OperationalError("database is locked")) is None
+    assert not gallery_module._cannot_write(sqlite3.OperationalError("database is locked"))
