@@ -49,7 +49,7 @@ import math
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -68,7 +68,7 @@ from edge_app.fusion import TrackPool
 from edge_app.matching import SITE_SHARE, Matcher
 from edge_app.paths import REPO_ROOT
 from edge_app.reports import write_json
-from edge_app.site_memory import LEARN_DOUBT, SiteMemory, worth_learning
+from edge_app.site_memory import LEARN_DOUBT, SiteMemory, doubt
 
 OUT = REPO_ROOT / "benchmarks" / "learned_site.json"
 KS: tuple[int | None, ...] = (0, 1, 2, 3, 5, 10, None)  # visits learned; None: all there are
@@ -166,16 +166,14 @@ class Study:
         """`memory` (copied; empty when None) after the door is offered `offered` in order
         until it has learned `k` more (None: all it will take), each through its guard with
         the matcher of `household` counting what it learned so far; and how many it doubted."""
-        memory = SiteMemory() if memory is None else replace(memory, total=memory.total.copy())
+        memory = SiteMemory() if memory is None else memory.copy()
         target = math.inf if k is None else memory.learned + k
         doubted = 0
         for clip in offered:
             if memory.learned >= target:
                 break
             vector = self.pooled[clip]
-            matcher = self.matcher(household, memory)
-            score = float(matcher.identify(vector[None]).scores[0])
-            if worth_learning(score, matcher.settings.threshold):
+            if doubt(self.matcher(household, memory), memory, vector) is None:
                 memory.add(vector)
             else:
                 doubted += 1
@@ -284,31 +282,47 @@ def contaminated(study: Study) -> dict[str, dict[str, int]]:
 
 
 def poisoning(study: Study) -> dict[str, dict[str, int]]:
-    """Households of one, each stranger who has other live sequences: their visits with a
-    memory of only POISON_ADDS of their other sequences, and with none; and the resident's
-    visits with a memory of POISON_ADDS of the stranger's sequences, and with none."""
+    """Households of one, each stranger who has other live sequences, offered POISON_ADDS
+    times (someone lingering to shape what the door learns): the memory holds them all
+    ("poisoned": forced in past the door's doubt), only those the door learns through it
+    ("guarded": the same face again is doubted), or nothing ("no_memory"). Counted: that
+    stranger's visits, everyone else's ("others": strangers who share nothing with the
+    poisoner), and the resident's."""
     replay, rng = study.replay, study.rng("poisoning", POISON_ADDS)
-    keys = ("visits", "unlocked", "strangers", "let_in")
-    out = {"no_memory": counts(*keys), "poisoned": counts(*keys)}
-    bad, good = out["poisoned"], out["no_memory"]
+    keys = ("visits", "unlocked", "strangers", "let_in", "others", "others_let_in", "learned")
+    out = {name: counts(*keys) for name in ("no_memory", "poisoned", "guarded")}
     for resident in study.people:
         plain = study.matcher([resident], None)
         for stranger in (p for p in study.people if p != resident):
             own = study.clips([stranger])
             if len(own) < 2:
                 continue
+            others = [
+                c for p in study.people if p not in (resident, stranger) for c in study.strangers[p]
+            ]
             for _ in range(study.draws):
                 for clip in own:
-                    before = [c for c in own if c != clip]
-                    poisoned = study.matcher(
-                        [resident], study.memory(fill(rng, before, POISON_ADDS))
+                    offered = fill(rng, [c for c in own if c != clip], POISON_ADDS)
+                    guarded, _ = study.learn([resident], offered, None)
+                    for name, memory in (("poisoned", study.memory(offered)), ("guarded", guarded)):
+                        matcher = study.matcher([resident], memory)
+                        tally(out[name], "strangers", "let_in", replay, matcher, [clip], resident)
+                    tally(out["no_memory"], "strangers", "let_in", replay, plain, [clip], resident)
+                offered = fill(rng, own, POISON_ADDS)
+                guarded, _ = study.learn([resident], offered, None)
+                memories: dict[str, SiteMemory | None] = {
+                    "no_memory": None,
+                    "poisoned": study.memory(offered),
+                    "guarded": guarded,
+                }
+                for name, kept in memories.items():
+                    matcher = plain if kept is None else study.matcher([resident], kept)
+                    row = out[name]
+                    row["learned"] += 0 if kept is None else kept.learned
+                    tally(
+                        row, "visits", "unlocked", replay, matcher, study.visits[resident], resident
                     )
-                    tally(bad, "strangers", "let_in", replay, poisoned, [clip], resident)
-                    tally(good, "strangers", "let_in", replay, plain, [clip], resident)
-                poisoned = study.matcher([resident], study.memory(fill(rng, own, POISON_ADDS)))
-                visits = study.visits[resident]
-                tally(bad, "visits", "unlocked", replay, poisoned, visits, resident)
-                tally(good, "visits", "unlocked", replay, plain, visits, resident)
+                    tally(row, "others", "others_let_in", replay, matcher, others, resident)
     return out
 
 
@@ -403,11 +417,12 @@ def summarise(report: dict[str, Any]) -> None:
             f"contaminated K={report['contaminated']['k']} + {n} own: visits {row['unlocked']}/"
             f"{row['visits']}, strangers let in {row['let_in']}/{row['strangers']}"
         )
-    for name in ("no_memory", "poisoned"):
+    for name in ("no_memory", "poisoned", "guarded"):
         row = report["poisoning"][name]
         print(
             f"poisoning {name}: the stranger let in {row['let_in']}/{row['strangers']}, "
-            f"resident's visits {row['unlocked']}/{row['visits']}"
+            f"other strangers {row['others_let_in']}/{row['others']}, "
+            f"resident's visits {row['unlocked']}/{row['visits']} (learned {row['learned']})"
         )
     for k, row in report["guard"]["learned"].items():
         print(

@@ -92,6 +92,9 @@ FRAME_MAX_WIDTH = 640
 FRAME_QUALITY = 80
 FRAME_MAX_BYTES = 1024 * 1024  # JPEG bytes; larger frames are refused, never sent
 TEXT_MAX = 200  # characters of an unlock reason or origin
+# A reload asked for over the socket within this long of the last one is refused: each one
+# reads the config and the gallery and builds a matcher beside the frame loop.
+RELOAD_SECONDS = 1.0
 MAX_RESPONSE = 8 * 1024 * 1024  # what the client accepts in one line (a frame fits)
 # Keys never sent over the socket, whatever an event or a status carries.
 PRIVATE_KEYS = frozenset({"embedding", "embeddings", "vector", "template"})
@@ -220,6 +223,7 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._accept_warned = -IDLE_SECONDS  # when accept() last failed and was logged
         self._own_uid = os.geteuid()  # the service user, whom OWN_USER_SLOTS are kept for
+        self._reloaded = -RELOAD_SECONDS  # when a reload was last asked for over the socket
 
     # --- door side --------------------------------------------------------------------------
 
@@ -527,6 +531,10 @@ class ControlServer:
         }
 
     def _op_reload(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+        now = time.monotonic()
+        if now - self._reloaded < RELOAD_SECONDS:
+            raise Refused(f"a reload was asked for less than {RELOAD_SECONDS:g} s ago: ask later")
+        self._reloaded = now
         log.info("reload requested over the control socket %s", client.peer)
         self.port.reload()
         return {"reload": "requested"}

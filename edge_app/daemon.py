@@ -55,12 +55,11 @@ from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
 from edge_app.quality import presented_faces
 from edge_app.relay import DoorRelay, Relay, RelayError
 from edge_app.site_memory import (
-    LEARN_DOUBT,
     LEARN_INTERVAL,
     REFUSED_NAME,
     SiteMemory,
+    doubt,
     site_memory_path,
-    worth_learning,
 )
 from edge_app.tracker import IoUTracker, Track
 
@@ -176,6 +175,7 @@ class Recognizer:
         self.matcher: Any = None
         self.unreadable = False  # the gallery could not be read: nobody is let in until it can
         self._learned_at = -math.inf  # frame clock of the last visit the site memory learned
+        self.switch_changed = False  # whether the last configured() changed how faces match
         # A matcher still being built off the frame loop, for a gallery change picked up while
         # running (reload_if_changed) or a visit the site memory learned (learn): its version
         # and rows, the build, and whether it is for a learned visit.
@@ -228,6 +228,16 @@ class Recognizer:
             self._drop_switch()
             raise
         self._switch = None
+        # Whether the faces are matched differently now: only then are votes earned again.
+        self.switch_changed = (
+            switch.replacement is not None
+            or switch.settings != self._settings
+            or switch.version != self._version
+            or (switch.memory is None) != (self.memory is None)
+            or (switch.memory is not None and not switch.memory.same_as(self.memory))
+        )
+        if switch.memory is not None and self.memory is not None and switch.memory.learned:
+            switch.memory.recent = self.memory.recent  # RAM only: the file has none
         if switch.replacement is not None:
             self.gallery.close()
             self.gallery = switch.replacement
@@ -252,25 +262,18 @@ class Recognizer:
     def learn(self, embedding: np.ndarray, now: float) -> bool:
         """Count a visit judged a stranger in the site memory (learn_site), at most one per
         LEARN_INTERVAL of the frame clock and only when it scored well under the threshold
-        for everyone enrolled (worth_learning); True if it was learned. A memory that cannot
-        be saved is still used until the door stops. The matcher that centres on it is built
-        beside the frame loop, as a gallery change is (reload_if_changed)."""
+        for everyone enrolled and every visit learned recently (site_memory.doubt); True if
+        it was learned. A memory that cannot be saved is still used until the door stops.
+        The matcher that centres on it is built beside the frame loop, as a gallery change
+        is (reload_if_changed)."""
         memory = self.memory
         if memory is None or self.unreadable or now - self._learned_at < LEARN_INTERVAL:
             return False  # (unreadable: everyone looks like a stranger, residents too)
         if self._pending is not None or self._switch is not None:
             return False  # a build reads the memory: a visit is learned after it
-        match = self.matcher.identify(embedding)
-        score, threshold = float(match.scores[0]), float(self.matcher.settings.threshold)
-        if match.best[0] is not None and not worth_learning(score, threshold):
-            log.info(
-                "site memory did not learn a stranger's visit: it scored %.3f for %s, within "
-                "%.2f of the threshold %.3f (perhaps them, missed)",
-                score,
-                match.best[0],
-                LEARN_DOUBT,
-                threshold,
-            )
+        why = doubt(self.matcher, memory, embedding)
+        if why is not None:
+            log.info("site memory did not learn a stranger's visit: %s", why)
             return False
         memory.add(embedding)
         self._learned_at = now
@@ -1081,7 +1084,12 @@ class Daemon:
         old = self.config
         # Nothing below can fail (checked in _apply_reload): the new settings apply together.
         self.policy.configure(new.policy, live_rule)
-        self.policy.restart_votes()  # votes matched under the old gallery and threshold
+        if (
+            self.recognizer.switch_changed
+            or new.policy != old.policy
+            or live_rule != self.live_rule
+        ):
+            self.policy.restart_votes()  # votes matched under the old gallery or rules
         if live_rule != self.live_rule:
             log.info("liveness %s", live_rule.describe())
         self.live_rule = live_rule

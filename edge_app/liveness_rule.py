@@ -11,6 +11,7 @@ says how, and has the measured error rates for the defaults.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,8 +55,22 @@ class LiveRule:
     """[liveness] with "auto" resolved against the models: what the door applies."""
 
     mode: str = OFF  # "off", "log" or "require"
-    threshold: float = 0.5
+    threshold: float = 0.5  # NaN when off: there is none
     min_live_frames: int = 1
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field, with two NaN thresholds (two rules that are off) the same: a reload
+        that changes nothing must not look like a new rule."""
+        if not isinstance(other, LiveRule):
+            return NotImplemented
+        same = self.threshold == other.threshold or (
+            math.isnan(self.threshold) and math.isnan(other.threshold)
+        )
+        return same and (self.mode, self.min_live_frames) == (other.mode, other.min_live_frames)
+
+    def __hash__(self) -> int:
+        threshold = None if math.isnan(self.threshold) else self.threshold
+        return hash((self.mode, threshold, self.min_live_frames))
 
     @classmethod
     def resolve(cls, config: LivenessConfig, manifest: LivenessInfo, has_model: bool) -> LiveRule:

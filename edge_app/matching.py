@@ -327,6 +327,19 @@ class Matcher:
         block = np.sort(block, axis=2)
         return np.where(self._keep, block, np.float32(0)).sum(axis=2) / self._kept
 
+    def sample_scores(self, probe: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """(K,) the score one probe gets against each of K unit faces (K, 512) as if each were
+        a person enrolled with that one face: centred on the site and cohort-normalised as
+        identify() scores, so one threshold applies."""
+        probe = np.asarray(probe, dtype=np.float32).reshape(1, EMBEDDING_DIM)
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        if self._centred:
+            probe, samples = _centred(probe, self.site), _centred(samples, self.site)
+        sims = np.clip(probe @ samples.T, -1.0, 1.0)
+        if self.normaliser is not None:
+            sims = self.normaliser.normalise(sims, probe, self.normaliser.stats(samples))
+        return sims[0]
+
     def identify(self, probes: np.ndarray) -> Matches:
         probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
         n = probes.shape[0]

@@ -18,10 +18,15 @@ so one person lingering at the door cannot fill it.
 
 Only a track the policy judged a stranger teaches it: a full vote window with nobody
 recognised and, when the models have a liveness check, judged live (a printed photo teaches
-nothing). Even then, a visit whose pooled face scored within LEARN_DOUBT of the threshold
-for someone enrolled is not learned (worth_learning): it may have been a resident the door
-missed, and learning a resident's own face would teach the door to miss them again.
-`edge-app site` shows it and forgets it.
+nothing). Even then a visit is not learned when its pooled face scored within LEARN_DOUBT of
+the threshold (doubt): for someone enrolled, it may have been a resident the door missed,
+and learning a resident's own face would teach the door to miss them again; for a visit
+learned before, it is the same stranger again. Site centring counts each learned visit as
+another person, so one face learned over and over would become "what the site shares", and
+removing it from every face lifts strangers' scores for the residents (one stranger walking
+past 30 times let other strangers in before this check). For that check the memory keeps
+the last VISITS learned visits' pooled faces in RAM (`recent`), never in its file: a restart
+forgets them. `edge-app site` shows it and forgets it.
 """
 
 from __future__ import annotations
@@ -29,14 +34,19 @@ from __future__ import annotations
 import math
 import stat
 import zipfile
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM
 from edge_app.private_file import write_private_bytes
+
+if TYPE_CHECKING:
+    from edge_app.matching import Matcher
 
 SITE_MEMORY_NAME = "site_memory.npz"  # beside the gallery file
 REFUSED_NAME = "site_memory.refused.npz"  # where the door sets aside a file it cannot use
@@ -63,10 +73,32 @@ def site_memory_path(gallery_path: Path) -> Path:
 
 
 def worth_learning(best_score: float, threshold: float) -> bool:
-    """Whether a visit judged a stranger may teach the memory: its pooled face's best score
-    for anyone enrolled stayed at least LEARN_DOUBT under the threshold. Nearer, it may have
-    been a resident the door missed."""
+    """Whether a face that scored `best_score` at best is far enough from the threshold not to
+    have been that face: at least LEARN_DOUBT under it."""
     return best_score < threshold - LEARN_DOUBT
+
+
+def doubt(matcher: Matcher, memory: SiteMemory, embedding: np.ndarray) -> str | None:
+    """Why the door must not learn a visit it judged a stranger's, or None when it may: the
+    visit's pooled face scored within LEARN_DOUBT of the threshold for someone enrolled
+    (perhaps them, missed), or for a visit the memory learned recently (the same stranger
+    again), scored as `matcher` scores, on the door's site and cohort scale."""
+    threshold = float(matcher.settings.threshold)
+    match = matcher.identify(embedding)
+    score = float(match.scores[0])
+    if match.best[0] is not None and not worth_learning(score, threshold):
+        return (
+            f"it scored {score:.3f} for {match.best[0]}, within {LEARN_DOUBT:.2f} of the "
+            f"threshold {threshold:.3f} (perhaps them, missed)"
+        )
+    if memory.recent:
+        again = float(np.max(matcher.sample_scores(embedding, np.stack(memory.recent))))
+        if not worth_learning(again, threshold):
+            return (
+                f"it scored {again:.3f} for a visit learned before, within {LEARN_DOUBT:.2f} "
+                f"of the threshold {threshold:.3f} (the same stranger again)"
+            )
+    return None
 
 
 @dataclass
@@ -78,6 +110,25 @@ class SiteMemory:
     weight: float = 0.0
     weight_sq: float = 0.0
     learned: int = 0
+    # The last VISITS learned visits' unit faces, for doubt(); in RAM only, never saved.
+    recent: deque[np.ndarray] = field(
+        default_factory=lambda: deque(maxlen=VISITS), repr=False, compare=False
+    )
+
+    def copy(self) -> SiteMemory:
+        """An independent copy (what-if studies learn on from one memory several ways)."""
+        return SiteMemory(
+            self.total.copy(), self.weight, self.weight_sq, self.learned, deque(self.recent, VISITS)
+        )
+
+    def same_as(self, other: SiteMemory | None) -> bool:
+        """Whether `other` holds the same learned visits (what site centring reads)."""
+        return (
+            other is not None
+            and (self.learned, self.weight, self.weight_sq)
+            == (other.learned, other.weight, other.weight_sq)
+            and np.array_equal(self.total, other.total)
+        )
 
     @property
     def ready(self) -> bool:
@@ -93,6 +144,7 @@ class SiteMemory:
         if norm < 1e-6:
             raise ValueError("a visit's embedding must not be all zeros")
         self.total = DECAY * self.total + vector / norm
+        self.recent.append((vector / norm).astype(np.float32))
         self.weight = DECAY * self.weight + 1.0
         self.weight_sq = DECAY * DECAY * self.weight_sq + 1.0
         self.learned += 1

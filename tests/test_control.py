@@ -436,6 +436,19 @@ def test_reload_is_sighup(door: Door) -> None:
     assert door.daemon._reload.is_set()
 
 
+def test_reloads_asked_for_faster_than_one_a_second_are_refused(door: Door) -> None:
+    """Each reload reads the config and the gallery and builds a matcher beside the frame
+    loop: a client asking for them back to back is refused, and the door still answers."""
+    from edge_app.control import RELOAD_SECONDS
+
+    assert door.client.reload()["reload"] == "requested"
+    with pytest.raises(ControlError, match=r"a reload was asked for less than 1 s ago"):
+        door.client.reload()
+    assert door.client.status()["frames"] >= 0
+    time.sleep(RELOAD_SECONDS)
+    assert door.client.reload()["reload"] == "requested"
+
+
 def test_socket_is_unlinked_on_close_and_stale_files_replaced(tmp_path: Path) -> None:
     daemon = make_daemon(tmp_path, allow_unlock=False)
     path = daemon.config.hub.socket

@@ -1092,6 +1092,73 @@ def test_votes_counted_before_a_reload_do_not_count_after_it(tmp_path: Path, gal
     assert states(factory) == [False]
 
 
+def _door_toml(path: Path, tmp_path: Path, frames: Path, gallery: Path, extra: str = "") -> Path:
+    path.write_text(
+        f'[camera]\nsource = "{frames}"\n[gallery]\npath = "{gallery}"\n'
+        f'[gpio]\npin = {PIN}\npulse_seconds = {PULSE}\nfactory = "mock"\n'
+        f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n[hub]\nsocket = ""\n{extra}'
+    )
+    return path
+
+
+def test_reloads_that_change_nothing_do_not_keep_a_resident_out(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Defect (an audit's run): any member of the control socket's group, even with remote
+    unlock off, kept Ada out by asking for a reload every 50-100 ms: each reload restarted
+    every track's votes, so 3 of 5 never built up. A reload that changes neither the gallery
+    nor the rules keeps the votes; one that does still restarts them (the test above)."""
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[ADA] * 6, *[NOBODY] * 8])
+    path = _door_toml(tmp_path / "door.toml", tmp_path, frames, gallery)
+    from edge_app.config import load_config
+
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    daemon = Daemon(load_config(path), config_path=path, engine=engine, pin_factory=factory)
+    detect = engine.detect
+
+    def reload_on_every_frame(image: np.ndarray) -> Faces:
+        daemon.request_reload()
+        return detect(image)
+
+    engine.detect = reload_on_every_frame  # type: ignore[method-assign]
+    assert daemon.run() == 0
+    assert states(factory) == [False, True, False]
+    assert [e["type"] for e in jsonl(tmp_path)] == ["recognized", "unlock", "relock"]
+
+
+def test_a_reload_keeps_the_visits_learned_recently_in_mind(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """learn_site: the pooled faces of recently learned visits live in RAM only, so a reload
+    (which reads the memory file again) must keep them: the same stranger a minute later,
+    after a reload, is doubted and not learned again."""
+    from edge_app.config import load_config
+    from edge_app.site_memory import SiteMemory
+
+    visit = [*[STRANGER] * 8, *[NOBODY] * 8]
+    frames = write_frames(tmp_path / "frames", [NOBODY, *visit, *[NOBODY] * 600, *visit])
+    path = _door_toml(
+        tmp_path / "door.toml", tmp_path, frames, gallery, "[recognition]\nlearn_site = true\n"
+    )
+    engine = ScriptedEngine()
+    daemon = Daemon(load_config(path), config_path=path, engine=engine, pin_factory=MockFactory())
+    detect = engine.detect
+
+    def reload_between_the_visits(image: np.ndarray) -> Faces:
+        if engine.calls["detect"] == 300:
+            daemon.request_reload()
+        return detect(image)
+
+    engine.detect = reload_between_the_visits  # type: ignore[method-assign]
+    with caplog.at_level("INFO", logger="edge_app.daemon"):
+        assert daemon.run() == 0
+    assert "reload done" in caplog.text
+    assert [e["type"] for e in jsonl(tmp_path)] == ["unknown", "unknown"]
+    assert "for a visit learned before" in caplog.text and "same stranger again" in caplog.text
+    assert SiteMemory.load(memory_file(gallery)).learned == 1
+
+
 def test_sighup_says_which_changes_wait_for_a_restart(
     tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
