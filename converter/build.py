@@ -25,7 +25,13 @@ from random import Random
 import numpy as np
 
 from converter import __version__
-from converter.calibration import aligned_faces, calibration_paths, cascade_inputs, door_frames
+from converter.calibration import (
+    PHOTOS_PER_FRAME,
+    aligned_faces,
+    calibration_paths,
+    cascade_inputs,
+    door_frames,
+)
 from converter.facenet_torch import build_facenet_from_state_dict
 from converter.liveness import (
     DEFAULT_CALIBRATION_FRAMES,
@@ -42,7 +48,7 @@ from converter.liveness import (
 )
 from converter.mtcnn_models import build_onet, build_pnet, build_rnet, mtcnn_source_identity
 from converter.quantize import convert_frozen_graph, convert_keras, describe_tensors
-from converter.recognition import derive_threshold
+from converter.recognition import check_population, check_recognition, derive_threshold
 from converter.sources import (
     FACENET_INPUT,
     FACENET_PRENORM,
@@ -54,6 +60,8 @@ from converter.sources import (
 from edge_app import untrusted_json
 from edge_app.adapters import PIXEL_SCALE
 from edge_app.align import FACENET_SIZE as ALIGN_SIZE
+from edge_app.centering import MEAN_FILE
+from edge_app.cohort import COHORT_FILE
 from edge_app.detection.cascade import Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR, level_shape, pyramid_scales
 from edge_app.engine import CROP_MARGIN, Engine
@@ -101,11 +109,14 @@ class BuildOptions:
     liveness: Path | None = None  # folder of MiniFASNet .pth files; None: no liveness models
     liveness_calib: Path | None = None  # photos for liveness calibration (NUAA frames)
     liveness_frames: int = DEFAULT_CALIBRATION_FRAMES
+    drop_liveness: bool = False  # --no-liveness: an earlier build's liveness models may go
 
 
 # What a build writes into a models folder: an existing --out (or --float-out) holding
-# anything else is refused, since the whole folder is replaced (and the old one deleted).
-MODEL_FOLDER_SUFFIXES = (".tflite", ".json", ".npy", ".log", ".jpg")
+# anything else, or no manifest, is refused, since the whole folder is replaced (and the old
+# one deleted). The float cascade's subfolder holds its models and the probe photo.
+MODEL_FOLDER_SUFFIXES = (".tflite", ".json", ".npy", ".log")
+FLOAT_CASCADE_SUFFIXES = (".tflite", ".jpg")
 
 
 def _overlap(a: Path, b: Path) -> bool:
@@ -135,24 +146,61 @@ def check_model_folder(
         above = above.parent
     if not above.is_dir():
         raise BuildError(f"{option} {final}: {above} is a file, so no folder can be made there")
-    if replaced and final.is_dir():
-        foreign = sorted(
-            path.name
-            for path in final.iterdir()
-            if not (path.is_dir() and path.name == FLOAT_CASCADE_DIR)
-            and not (path.is_file() and path.suffix.lower() in MODEL_FOLDER_SUFFIXES)
+    if final.is_dir() and os.path.ismount(final):
+        raise BuildError(
+            f"{option} {final} is a mount point: the folder is replaced as a whole by "
+            "renaming, which a mount point cannot be; give a folder inside it"
         )
-        if foreign:
-            raise BuildError(
-                f"{option} {final} holds files a build does not write ({first_few(foreign, 3)}) "
-                "and would be replaced as a whole; give a "
-                "new or empty folder, or a models folder"
+    if replaced and final.is_dir() and any(final.iterdir()):
+        _check_models_folder(final, option)
+
+
+def _check_models_folder(final: Path, option: str) -> None:
+    """Refuse a folder that is not one a build wrote: it needs a manifest, and nothing but
+    the files a build writes (a folder of photos and notes must never be replaced)."""
+    foreign = [
+        path.name
+        for path in sorted(final.iterdir())
+        if not (path.is_file() and path.suffix.lower() in MODEL_FOLDER_SUFFIXES)
+        and not (path.is_dir() and path.name == FLOAT_CASCADE_DIR)
+    ]
+    cascade = final / FLOAT_CASCADE_DIR
+    if cascade.is_dir() and not cascade.is_symlink():
+        foreign += [
+            f"{FLOAT_CASCADE_DIR}/{path.name}"
+            for path in sorted(cascade.iterdir())
+            if not (path.is_file() and path.suffix.lower() in FLOAT_CASCADE_SUFFIXES)
+        ]
+    elif cascade.exists() or cascade.is_symlink():
+        foreign.append(FLOAT_CASCADE_DIR)
+    manifest = final / MANIFEST_NAME
+    if not foreign:
+        try:
+            _read_manifest(manifest)
+        except (OSError, ValueError) as error:
+            reason = (
+                "it has none"
+                if not manifest.exists()
+                else f"its {MANIFEST_NAME} is not usable: {error}"
             )
+            raise BuildError(
+                f"{option} {final} is not empty and not a models folder (a build writes a "
+                f"{MANIFEST_NAME}, and {reason}); it would be replaced as a whole: give a new "
+                "or empty folder, or a models folder"
+            ) from None
+        return
+    raise BuildError(
+        f"{option} {final} holds files a build does not write ({first_few(foreign, 3)}) "
+        "and would be replaced as a whole; give a new or empty folder, or a models folder"
+    )
 
 
-@contextlib.contextmanager
-def staged_folder(final: Path) -> Iterator[Path]:
-    """A temporary sibling of `final`, swapped in on success and removed on failure."""
+def _previous(final: Path) -> Path:
+    return final.with_name(f".{final.name}.previous")
+
+
+def _stage(final: Path) -> Path:
+    """A new, empty temporary sibling of `final` (its folder made when missing)."""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -161,32 +209,85 @@ def staged_folder(final: Path) -> Iterator[Path]:
         ) from None
     if not os.access(final.parent, os.W_OK):
         raise BuildError(f"cannot write to {final.parent}")
-    previous = final.with_name(f".{final.name}.previous")
+    previous = _previous(final)
     if not final.exists() and previous.is_dir():
         # An earlier build stopped between its two renames below: put its old folder back.
         previous.rename(final)
         log.warning("restored %s from %s (an earlier build was interrupted)", final, previous)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; models are read by the service user
+    return staging
+
+
+def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
+    """Put each staging folder in place of its final one, all of them or none: a rename that
+    fails (a mount point, a full or read-only filesystem) puts back every folder already
+    swapped, so an int8 folder and its float twin never come from two builds."""
+    done: list[tuple[Path, bool]] = []  # (final, whether it had an old folder)
     try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
-    if final.exists():
-        final.rename(previous)
-    staging.rename(final)
-    shutil.rmtree(previous, ignore_errors=True)
+        for final, staging in pairs:
+            previous = _previous(final)
+            shutil.rmtree(previous, ignore_errors=True)
+            had = final.exists()
+            if had:
+                final.rename(previous)
+            try:
+                staging.rename(final)
+            except OSError:
+                if had:
+                    previous.rename(final)
+                raise
+            done.append((final, had))
+    except OSError as error:
+        for final, had in reversed(done):
+            shutil.rmtree(final, ignore_errors=True)
+            if had:
+                _previous(final).rename(final)
+        for _, staging in pairs:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise BuildError(
+            f"cannot put the new models in place ({_os_reason(error)}); the old folders are "
+            "as they were"
+        ) from None
+    for final, _ in done:
+        shutil.rmtree(_previous(final), ignore_errors=True)
+
+
+def _os_reason(error: OSError) -> str:
+    """An OSError in a few words: the file and the system's reason."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
 
 
 @contextlib.contextmanager
-def staged_copy(final: Path) -> Iterator[Path]:
-    """staged_folder, starting from a copy of what `final` holds (subfolders such as the
-    float cascade's included, bytes kept)."""
-    with staged_folder(final) as staging:
-        if final.is_dir():
-            shutil.copytree(final, staging, symlinks=True, dirs_exist_ok=True)
+def staged_folders(*finals: Path, copy: bool = False) -> Iterator[list[Path]]:
+    """A temporary sibling of each of `finals` (a copy of what it holds when `copy`: bytes and
+    subfolders kept), swapped in together on success (_swap_in) and removed on any failure.
+    A failure to write (a full disk) is a BuildError naming the file; nothing is replaced."""
+    stagings: list[Path] = []
+    try:
+        for final in finals:
+            stagings.append(_stage(final))
+            if copy and final.is_dir():
+                shutil.copytree(final, stagings[-1], symlinks=True, dirs_exist_ok=True)
+        yield stagings
+    except BaseException as error:
+        for staging in stagings:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError) and not isinstance(error, PermissionError):
+            names = ", ".join(str(final) for final in finals)
+            raise BuildError(
+                f"cannot write the models ({_os_reason(error)}); nothing was replaced "
+                f"({names} as they were)"
+            ) from None
+        raise
+    _swap_in(list(zip(finals, stagings, strict=True)))
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path) -> Iterator[Path]:
+    """staged_folders for one folder."""
+    with staged_folders(final) as (staging,):
         yield staging
 
 
@@ -204,7 +305,7 @@ def _quiet() -> Iterator[None]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 yield
-        except BaseException:
+        except Exception:  # not an interrupt: Ctrl-C needs no converter output
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             capture.seek(0)
@@ -313,7 +414,11 @@ def _read_manifest(path: Path) -> dict:
 
 def _write_manifest(folder: Path, data: dict) -> None:
     manifest = parse_manifest(data)  # the same validation the device runs
-    (folder / MANIFEST_NAME).write_text(manifest.to_json())
+    try:
+        text = manifest.to_json()
+    except ValueError as error:  # a number that is not finite: JSON cannot hold it
+        raise BuildError(f"the models manifest would not be valid JSON ({error})") from None
+    (folder / MANIFEST_NAME).write_text(text)
 
 
 def _convert_facenet(
@@ -387,11 +492,13 @@ def build(options: BuildOptions) -> Path:
     if options.calib is None:
         raise BuildError("--calib: name a folder of calibration photos (an LFW folder or any)")
     _check_outputs(options)
+    _check_what_is_dropped(options)
+    check_population(options.lfw)
     paths = calibration_paths(options.calib)
     Random(options.seed).shuffle(paths)
     log.info("calibration images=%d from=%s", len(paths), options.calib)
 
-    with staged_folder(options.float_out) as float_dir, staged_folder(options.out) as out_dir:
+    with staged_folders(options.float_out, options.out) as (float_dir, out_dir):
         log.info("step 1/5: float reference models (%d pyramid levels)", len(scales))
         float_models = _float_models(options, float_dir, scales, facenet)
         float_manifest = _manifest(options, scales, float_models, sources)
@@ -400,6 +507,12 @@ def build(options: BuildOptions) -> Path:
 
         log.info("step 2/5: calibration data from the float cascade")
         frames = door_frames(paths, options.camera, options.frames, options.seed)
+        if not frames:
+            raise BuildError(
+                f"--calib {options.calib}: no door frame could be made from its {len(paths)} "
+                f"images: each needs {PHOTOS_PER_FRAME} that can be read, and the warnings "
+                "above name those that cannot; remove them or give a folder of photos"
+            )
         inputs = cascade_inputs(float_engine, frames, options.crops, options.seed)
         faces = aligned_faces(float_engine, paths, options.faces)
         if len(faces) < 20:
@@ -452,6 +565,7 @@ def build(options: BuildOptions) -> Path:
         log.info("step 5/5: recognition threshold on LFW DevTrain")
         int8_engine = Engine(parse_manifest(manifest), out_dir, select_backend("cpu"))
         manifest["recognition"] = derive_threshold(int8_engine, options.lfw)
+        check_recognition(manifest["recognition"], facenet)
         manifest["calibration"] = {
             "source": str(options.calib),
             "images": len(paths),
@@ -466,6 +580,32 @@ def build(options: BuildOptions) -> Path:
         _write_manifest(out_dir, manifest)
     log.info("built %s in %.0f s", options.out, time.monotonic() - started)
     return options.out
+
+
+def _check_what_is_dropped(options: BuildOptions) -> None:
+    """A full build replaces --out whole: refuse one that would drop an earlier build's
+    liveness models unless asked (--no-liveness), and say which files added after a build
+    (the centring mean, the cohort) it drops and how to add them back."""
+    try:
+        old = _read_manifest(options.out / MANIFEST_NAME)
+    except (OSError, ValueError):
+        return  # a new or empty folder (check_model_folder refused anything else)
+    live = sorted(e["file"] for e in old["models"].values() if e.get("role") == LIVENESS_ROLE)
+    if live and options.liveness is None and not options.drop_liveness:
+        raise BuildError(
+            f"--out {options.out} has liveness models ({', '.join(live)}) and this build, "
+            "without --liveness, would drop them: the door would then let a printed photo in "
+            "(or not start with liveness required). Pass --liveness DIR to build them again, "
+            "or --no-liveness to drop them"
+        )
+    dropped = [name for name in (MEAN_FILE, COHORT_FILE) if (options.out / name).is_file()]
+    if dropped:
+        log.warning(
+            "--out %s has %s, which a build does not make: they are dropped with the old "
+            "folder; add them back with `make centring-mean cohort` (docs/ACCURACY.md)",
+            options.out,
+            " and ".join(dropped),
+        )
 
 
 def _check_outputs(options: BuildOptions, *, full: bool = True) -> None:
@@ -510,7 +650,7 @@ def build_liveness_only(options: BuildOptions) -> Path:
     old_files = {
         entry["file"] for entry in manifest["models"].values() if entry["role"] == LIVENESS_ROLE
     }
-    with staged_copy(options.float_out) as float_dir, staged_copy(options.out) as out_dir:
+    with staged_folders(options.float_out, options.out, copy=True) as (float_dir, out_dir):
         for folder in (float_dir, out_dir):
             for file in old_files:
                 (folder / file).unlink(missing_ok=True)

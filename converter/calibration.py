@@ -43,7 +43,21 @@ def calibration_paths(source: Path) -> list[Path]:
     paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise CalibrationError(f"no images below {source}")
+    enough(paths, str(source))
     return paths
+
+
+PHOTOS_PER_FRAME = 3  # a door frame: a background and up to two faces pasted on it
+
+
+def enough(paths: list[Path], where: str) -> None:
+    """Refuse fewer calibration photos than one door frame is made of."""
+    if len(paths) < PHOTOS_PER_FRAME:
+        raise CalibrationError(
+            f"{where}: {len(paths)} calibration image(s); a door frame is made of "
+            f"{PHOTOS_PER_FRAME} photos (a background and faces pasted on it): give at least "
+            f"{PHOTOS_PER_FRAME}, ideally hundreds"
+        )
 
 
 def _cover(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -61,15 +75,19 @@ def door_frames(
     paths: list[Path], camera: tuple[int, int], count: int, seed: int = 0
 ) -> list[np.ndarray]:
     width, height = camera
+    enough(paths, "door frames")
+    # A pasted face fits inside the frame's shorter side (a portrait camera too): 100 px or
+    # more where the frame allows it, under 92% of that side.
+    longest = max(2, int(min(width, height) * 0.92))
     rng = np.random.default_rng(seed)
     frames = []
     for _ in tqdm(range(count), desc="door frames", unit="frame", leave=False, disable=None):
-        picks = rng.choice(len(paths), size=3, replace=False)
+        picks = rng.choice(len(paths), size=PHOTOS_PER_FRAME, replace=False)
         try:
             frame = _cover(read_image(paths[picks[0]]), width, height)
-            for index in picks[1 : 1 + rng.integers(1, 3)]:
+            for index in picks[1 : 1 + rng.integers(1, PHOTOS_PER_FRAME)]:
                 face = read_image(paths[index])
-                side = int(rng.integers(min(100, height - 1), int(height * 0.92)))
+                side = int(rng.integers(min(100, longest // 2), longest))
                 face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
                 x = int(rng.integers(0, width - side + 1))
                 y = int(rng.integers(0, height - side + 1))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from converter import __version__
 from converter.head import JITTERS, TrainSettings
@@ -39,10 +41,10 @@ def _build(args: argparse.Namespace) -> int:
         float_dir_for,
     )
 
-    out = Path(args.out)
+    out = Path(args.out).absolute()  # `--out .` names the folder it is run in
     options = BuildOptions(
         out=out,
-        float_out=Path(args.float_out) if args.float_out else float_dir_for(out),
+        float_out=Path(args.float_out).absolute() if args.float_out else float_dir_for(out),
         camera=args.camera,
         min_face=args.min_face,
         calib=Path(args.calib),
@@ -54,6 +56,7 @@ def _build(args: argparse.Namespace) -> int:
         liveness=Path(args.liveness) if args.liveness else None,
         liveness_calib=Path(args.liveness_calib),
         liveness_frames=args.liveness_frames,
+        drop_liveness=args.no_liveness,
     )
     if args.only == "liveness":
         build_liveness_only(options)
@@ -250,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with Silent-Face-Anti-Spoofing's MiniFASNet weights "
         "(2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth; reading them needs "
         "torch): also build the liveness models (default: none are built)",
+    )
+    b.add_argument(
+        "--no-liveness",
+        action="store_true",
+        help="drop the liveness models an earlier build put in --out (default: a build "
+        "without --liveness over such a folder is refused, since the door would then let a "
+        "printed photo in, or not start with liveness required)",
     )
     b.add_argument(
         "--liveness-calib",
@@ -515,12 +525,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     from converter.errors import CONVERTER_ERRORS
 
-    return dispatch(args, CONVERTER_ERRORS)
+    # A stop (systemd, `timeout`, a closed terminal) ends a build as Ctrl-C does: the staging
+    # folders are removed and the old models stay, where the default action left them behind.
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    before = {stop: signal.signal(stop, _interrupt) for stop in stops}
+    try:
+        return dispatch(args, CONVERTER_ERRORS)
+    finally:
+        for stop, handler in before.items():
+            signal.signal(stop, handler)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from edge_app.config import AGGREGATES
 from edge_app.engine import Engine
+from edge_app.errors import UserError
 from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
 from edge_app.lfw import labelled_face, read_pairs
@@ -37,6 +38,41 @@ MARGINS = (0.0, 0.03, 0.05, 0.1)
 # Galleries also match each person by the mean of their samples (edge_app.matching): chosen
 # on DevTrain and checked on DevTest people by benchmarks/centroid.py (docs/ACCURACY.md).
 CENTROID = True
+# Below this share of genuine probes identified, the FaceNet does not tell people apart (the
+# shipped models identify about 95%): a wrong or broken network, not a threshold to ship.
+MIN_IDENTIFIED = 0.5
+
+
+def check_population(lfw: Path) -> None:
+    """Refuse, before any work, an --lfw whose DevTrain list cannot simulate doors: it needs
+    GALLERY_SIZE people with more than SAMPLES photos to enrol, and as many others to come
+    as strangers (LFW's own DevTrain has thousands)."""
+    names = read_pairs(lfw / "pairsDevTrain.txt").images
+    photos: defaultdict[str, int] = defaultdict(int)
+    for name in names:
+        photos[name.split("/")[0]] += 1
+    enrollable = sum(count > SAMPLES for count in photos.values())
+    if enrollable < GALLERY_SIZE or len(photos) < 2 * GALLERY_SIZE:
+        raise UserError(
+            f"--lfw {lfw}: pairsDevTrain.txt names {len(photos)} people, {enrollable} of them "
+            f"with more than {SAMPLES} photos; the threshold is derived on simulated doors of "
+            f"{GALLERY_SIZE} enrolled people ({SAMPLES + 1}+ photos each) and at least as "
+            "many strangers: use LFW's own pairsDevTrain.txt"
+        )
+
+
+def check_recognition(recognition: dict[str, Any], facenet: Any) -> None:
+    """Refuse a derived threshold that no door could use: outside the cosine scale (nobody
+    would match, or everybody), or one identifying few people even so (`facenet` names the
+    source in the message)."""
+    threshold = recognition["threshold"]
+    identified = max(row["identified"] for row in recognition["candidates"])  # the chosen one
+    if not -1.0 < threshold < 1.0 or not identified >= MIN_IDENTIFIED:
+        raise UserError(
+            f"the FaceNet model ({facenet}) does not tell people apart: its threshold came "
+            f"out at {threshold:.4f}, identifying {100 * identified:.1f}% of LFW DevTrain's "
+            f"genuine probes (the shipped weights: about 95%); check --facenet"
+        )
 
 
 def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.ndarray:
@@ -162,6 +198,11 @@ def derive_from_embeddings(
         g_best, g_second, correct, s_best, s_second = (
             np.concatenate(parts) for parts in zip(*trials, strict=True)
         )
+        if len(s_best) == 0 or len(g_best) == 0:
+            raise UserError(
+                "the LFW DevTrain list gave no strangers or no genuine probes to derive the "
+                "recognition threshold on: use LFW's own pairsDevTrain.txt"
+            )
         for margin in MARGINS:
             # strangers that the margin rule lets through at any threshold
             s_pass = s_best[(s_best - s_second) >= margin]

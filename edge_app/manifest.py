@@ -145,7 +145,8 @@ class Manifest:
         data = asdict(self)
         if data["float_cascade"] is None:  # manifests without the section stay byte-identical
             del data["float_cascade"]
-        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+        # A NaN or infinity is not JSON: the device's reader refuses it, so it is never written.
+        return json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     def with_float_cascade(self) -> Manifest:
         """This manifest with the float P/R/O-Net and their thresholds in place of the int8

@@ -9,6 +9,7 @@ import argparse
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,13 +42,15 @@ def one_error(err: str) -> str:
     return errors[0]
 
 
-def fake_lfw(folder: Path) -> Path:
-    """A folder that passes build's --lfw check (pairsDevTrain.txt, images/)."""
+def fake_lfw(folder: Path, people: int = 40) -> Path:
+    """A folder that passes build's --lfw checks (pairsDevTrain.txt naming `people` people
+    with 3 photos each, images/): enough for the threshold's simulated doors (40)."""
     (folder / "images" / "Rick_Perry").mkdir(parents=True)
     (folder / "images" / "Rick_Perry" / "Rick_Perry_0001.jpg").write_bytes(b"a photo")
-    (folder / "pairsDevTrain.txt").write_text(
-        "1\nRick_Perry\t1\t2\nRick_Perry\t1\tJoe_Nichols\t1\n"
-    )
+    names = [f"Person_{i:02d}" for i in range(people)]
+    same = [f"{name}\t1\t2" for name in names]
+    different = [f"{name}\t3\t{names[(i + 1) % people]}\t3" for i, name in enumerate(names)]
+    (folder / "pairsDevTrain.txt").write_text("\n".join([str(people), *same, *different]) + "\n")
     return folder
 
 
@@ -131,6 +134,11 @@ def stop_before_work(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--out", "{tmp}/m", "--float-out", "{tmp}/m"], "overlaps --float-out"),
         (["--out", "{tmp}/m", "--float-out", "{tmp}/m/float"], "overlaps --float-out"),
         (["--out", "{tmp}/home"], "holds files a build does not write (notes.txt)"),
+        (["--out", "{tmp}/photos"], "holds files a build does not write (dog.jpg, family.jpg)"),
+        (["--out", "{tmp}/m", "--float-out", "{tmp}/photos"], "--float-out {tmp}/photos holds"),
+        (["--out", "{tmp}/album"], "is not empty and not a models folder (a build writes a"),
+        (["--out", "{tmp}/fakes"], "its manifest.json is not usable"),
+        (["--out", "{tmp}/m2"], "holds files a build does not write (float/notes.txt)"),
         (["--out", "{tmp}/home/notes.txt"], "is not a folder"),
         (["--out", "{tmp}/home/notes.txt/models"], "is a file, so no folder can be made"),
     ],
@@ -141,6 +149,11 @@ def stop_before_work(monkeypatch: pytest.MonkeyPatch) -> None:
         "out is float-out",
         "float-out inside out",
         "out is a folder of other files",
+        "out is a folder of photos and their notes",
+        "float-out is a folder of photos",
+        "out holds only names a build writes, and no manifest",
+        "out has a manifest that is not one",
+        "out's float folder holds other files",
         "out is a file",
         "out below a file",
     ],
@@ -154,6 +167,19 @@ def test_build_refuses_outputs_that_would_replace_other_files(
     home = tmp_path / "home"
     home.mkdir()
     (home / "notes.txt").write_text("keep me")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("family.jpg", "dog.jpg", "album.json"):
+        (photos / name).write_text("keep me")
+    # Only names a build writes too: no manifest says it is a models folder.
+    (tmp_path / "album").mkdir()
+    for name in ("album.json", "faces.npy", "import.log"):
+        (tmp_path / "album" / name).write_text("keep me")
+    (tmp_path / "fakes").mkdir()
+    (tmp_path / "fakes" / MANIFEST_NAME).write_text('{"my": "settings"}')
+    (tmp_path / "m2" / "float").mkdir(parents=True)
+    (tmp_path / "m2" / MANIFEST_NAME).write_bytes(REPO_MANIFEST.read_bytes())
+    (tmp_path / "m2" / "float" / "notes.txt").write_text("keep me")
     before = tree(tmp_path)
     argv = [a.format(tmp=tmp_path, lfw=lfw) for a in outputs]
     code = edge_convert("build", "--calib", str(lfw), "--lfw", str(lfw), *argv)
@@ -170,11 +196,35 @@ def test_build_accepts_a_models_folder_to_replace(
     lfw = fake_lfw(tmp_path / "lfw")
     out = tmp_path / "models" / "tflite"
     (out / "float").mkdir(parents=True)
-    for name in (MANIFEST_NAME, "pnet_0.tflite", "cohort.npy", "float/probe.jpg"):
+    for name in ("pnet_0.tflite", "cohort.npy", "float/probe.jpg"):
         (out / name).write_bytes(b"x")
+    (out / MANIFEST_NAME).write_bytes(REPO_MANIFEST.read_bytes())
     with pytest.raises(Reached):
-        edge_convert("build", "--calib", str(lfw), "--lfw", str(lfw), "--out", str(out))
-    assert "ERROR" not in capsys.readouterr().err
+        edge_convert(
+            "build", "--calib", str(lfw), "--lfw", str(lfw), "--out", str(out), "--no-liveness"
+        )
+    err = capsys.readouterr().err
+    assert "ERROR" not in err
+    assert f"--out {out} has cohort.npy, which a build does not make" in err
+
+
+@pytest.mark.usefixtures("restore_logging", "stop_before_work")
+def test_a_build_that_would_drop_the_liveness_models_is_refused_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect: rebuilding the shipped folder without --liveness silently removed its liveness
+    models, and with them the door's check against printed photos."""
+    lfw = fake_lfw(tmp_path / "lfw")
+    out = tmp_path / "models" / "tflite"
+    out.mkdir(parents=True)
+    (out / MANIFEST_NAME).write_bytes(REPO_MANIFEST.read_bytes())  # lists two liveness models
+    before = tree(tmp_path)
+    code = edge_convert("build", "--calib", str(lfw), "--lfw", str(lfw), "--out", str(out))
+    assert code == 2
+    error = one_error(capsys.readouterr().err)
+    assert "minifasnet_v1se.tflite, minifasnet_v2.tflite) and this build" in error
+    assert "Pass --liveness DIR to build them again, or --no-liveness to drop them" in error
+    assert tree(tmp_path) == before
 
 
 @pytest.mark.usefixtures("restore_logging", "stop_before_work")
@@ -215,13 +265,13 @@ def test_staged_folder_below_a_file_is_a_build_error(tmp_path: Path) -> None:
 def test_staged_copy_keeps_the_float_cascade_folder(tmp_path: Path) -> None:
     """`build --only liveness` works on a copy of the models folder: the float cascade
     (MODELS/float, listed in the manifest) must survive it."""
-    from converter.build import staged_copy
+    from converter.build import staged_folders
 
     models = tmp_path / "tflite"
     (models / "float").mkdir(parents=True)
     (models / MANIFEST_NAME).write_text("{}")
     (models / "float" / "pnet_0.tflite").write_bytes(b"float p-net")
-    with staged_copy(models) as staging:
+    with staged_folders(models, copy=True) as (staging,):
         (staging / "minifasnet_v2.tflite").write_bytes(b"liveness")
     assert tree(models) == ["float", "float/pnet_0.tflite", MANIFEST_NAME, "minifasnet_v2.tflite"]
     assert (models / "float" / "pnet_0.tflite").read_bytes() == b"float p-net"
@@ -482,3 +532,214 @@ def test_mtcnn_weights_that_are_not_the_pinned_files_are_never_unpickled(
     with pytest.raises(SourceError, match="not the file mtcnn 1.0.0 ships"):
         load_mtcnn_weights("pnet")
     assert not marker.exists()
+
+
+# ------------------------------------------------------- what an outside audit of the build found
+
+SAMPLE_PHOTOS = sorted((Path(__file__).resolve().parent / "data" / "lfw_sample").rglob("*.jpg"))
+
+
+@pytest.mark.usefixtures("restore_logging", "stop_before_work")
+def test_an_lfw_list_too_small_for_the_threshold_is_refused_before_the_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect: an --lfw of 12 people built "successfully" with threshold -1.0 and NaN in the
+    manifest, which the door then refused to load: the working models were replaced by
+    unusable ones. Too few people is refused before anything is built."""
+    lfw = fake_lfw(tmp_path / "lfw", people=12)
+    out = tmp_path / "models" / "tflite"
+    code = edge_convert("build", "--calib", str(lfw), "--lfw", str(lfw), "--out", str(out))
+    assert code == 2
+    assert "pairsDevTrain.txt names 12 people, 12 of them with more than 2 photos" in one_error(
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize(
+    ("threshold", "identified"), [(-1.0, 0.9), (1.0001, 0.0), (0.58, 0.1), (float("nan"), 0.9)]
+)
+def test_a_threshold_no_door_could_use_is_refused(threshold: float, identified: float) -> None:
+    """A FaceNet that ignores its input (threshold above 1, nobody identified), no strangers
+    to set it on (-1: everybody), or one identifying few people: never written."""
+    from converter.recognition import check_recognition
+    from edge_app.errors import UserError
+
+    with pytest.raises(UserError, match="does not tell people apart"):
+        check_recognition(
+            {"threshold": threshold, "candidates": [{"identified": identified}]}, "facenet.pb"
+        )
+    check_recognition({"threshold": 0.584, "candidates": [{"identified": 0.95}]}, "facenet.pb")
+
+
+def test_a_population_without_strangers_is_refused() -> None:
+    from converter.recognition import GALLERY_SIZE, derive_from_embeddings
+    from edge_app.errors import UserError
+
+    rng = np.random.default_rng(0)
+    names = [f"P{p:02d}/P{p:02d}_{i:04d}.jpg" for p in range(GALLERY_SIZE) for i in range(4)]
+    rows = rng.standard_normal((len(names), 512)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    with pytest.raises(UserError, match="no strangers or no genuine probes"):
+        derive_from_embeddings(rows, names)
+
+
+def test_a_manifest_with_a_number_that_is_not_finite_is_never_written(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow", reason="converter.build needs the converter extra")
+    import json
+
+    from converter.build import BuildError, _write_manifest
+
+    data = json.loads(REPO_MANIFEST.read_text())
+    data["recognition"]["threshold"] = float("nan")
+    with pytest.raises(BuildError, match="would not be valid JSON"):
+        _write_manifest(tmp_path, data)
+    assert list(tmp_path.iterdir()) == []
+
+
+def two_built_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """An int8 folder and its float twin from an earlier build (one file each: "old")."""
+    pytest.importorskip("tensorflow", reason="converter.build needs the converter extra")
+    out, float_out = tmp_path / "tflite", tmp_path / "float"
+    for folder in (out, float_out):
+        folder.mkdir()
+        (folder / MANIFEST_NAME).write_text("old")
+    return out, float_out
+
+
+def test_a_write_that_fails_replaces_nothing_and_is_one_line(tmp_path: Path) -> None:
+    """Defect: a full disk ended the build with an OSError traceback. It is a BuildError
+    naming the file and the reason; the old folders stay and no staging is left."""
+    import errno
+
+    out, float_out = two_built_folders(tmp_path)
+    before = tree(tmp_path)
+    from converter.build import BuildError, staged_folders
+
+    full = OSError(errno.ENOSPC, "No space left on device", str(out / "facenet.tflite"))
+    with pytest.raises(BuildError) as caught, staged_folders(float_out, out) as stagings:
+        (stagings[1] / "facenet.tflite").write_bytes(b"half")
+        raise full
+    assert str(caught.value).startswith(
+        f"cannot write the models ({out / 'facenet.tflite'}: No space left on device); "
+        "nothing was replaced"
+    )
+    assert tree(tmp_path) == before
+
+
+def test_two_folders_are_swapped_in_together_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect: with --float-out a mount point, its rename failed after the int8 folder was
+    already replaced: the two folders came from two builds, and a 27 MB staging folder was
+    left. A rename that fails now puts back every folder already swapped."""
+    import errno
+
+    out, float_out = two_built_folders(tmp_path)
+    before = tree(tmp_path)
+    from converter.build import BuildError, staged_folders
+
+    rename = Path.rename
+
+    def busy_for_out(self: Path, target: Any) -> Path:
+        if Path(target) == out and self.name.startswith(".tflite.") and "previous" not in self.name:
+            raise OSError(errno.EBUSY, "Device or resource busy", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", busy_for_out)
+    with (
+        pytest.raises(BuildError, match="Device or resource busy.*the old folders are as"),
+        staged_folders(float_out, out) as (new_float, new_out),
+    ):
+        (new_float / MANIFEST_NAME).write_text("new")
+        (new_out / MANIFEST_NAME).write_text("new")
+    assert tree(tmp_path) == before
+    assert (float_out / MANIFEST_NAME).read_text() == (out / MANIFEST_NAME).read_text() == "old"
+
+
+def test_a_mount_point_is_refused_as_an_output_folder() -> None:
+    pytest.importorskip("tensorflow", reason="converter.build needs the converter extra")
+    from converter.build import BuildError, check_model_folder
+
+    mounts = [Path(p) for p in ("/dev/shm", "/proc", "/sys") if os.path.ismount(p)]
+    if not mounts:
+        pytest.skip("no mount point to try here")
+    with pytest.raises(BuildError, match="is a mount point"):
+        check_model_folder(mounts[0], "--out", {}, replaced=True)
+
+
+@pytest.mark.parametrize("camera", [(480, 640), (160, 96), (48, 48), (640, 480)])
+def test_door_frames_fit_every_camera_the_option_accepts(camera: tuple[int, int]) -> None:
+    """Defect: a portrait camera (480x640) or a low one (160x96) crashed step 2 with
+    ValueError from the random face size."""
+    pytest.importorskip("tensorflow", reason="converter.calibration needs the converter extra")
+    from converter.calibration import door_frames
+
+    frames = door_frames(SAMPLE_PHOTOS, camera, 6)
+    assert len(frames) == 6
+    assert all(frame.shape == (camera[1], camera[0], 3) for frame in frames)
+
+
+def test_fewer_calibration_photos_than_a_door_frame_needs_are_refused(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow", reason="converter.calibration needs the converter extra")
+    from converter.calibration import CalibrationError, calibration_paths, door_frames
+
+    for photo in SAMPLE_PHOTOS[:2]:
+        (tmp_path / photo.name).write_bytes(photo.read_bytes())
+    with pytest.raises(CalibrationError, match="2 calibration image\\(s\\); a door frame is made"):
+        calibration_paths(tmp_path)
+    with pytest.raises(CalibrationError, match="give at least 3"):
+        door_frames(SAMPLE_PHOTOS[:2], (640, 480), 4)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_sigterm_stops_a_command_as_ctrl_c_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect: SIGTERM or SIGHUP (systemd, `timeout`, a closed terminal) killed a build and
+    left its 92 MB staging folder behind. They now end it as Ctrl-C does (the staging folders
+    are removed on the way out), and the handlers are restored afterwards."""
+    import signal
+    import time
+
+    import converter.cli
+
+    def stopped(args: argparse.Namespace) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(converter.cli, "_lint", stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    assert edge_convert("lint", "x.tflite") == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_ctrl_c_in_a_conversion_prints_no_converter_output(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("tensorflow", reason="converter.build needs the converter extra")
+    from converter.build import _quiet
+
+    with pytest.raises(KeyboardInterrupt), _quiet():
+        os.write(1, b"TensorFlow banner\n")
+        raise KeyboardInterrupt
+    assert "converter output" not in caplog.text
+    with pytest.raises(RuntimeError), _quiet():
+        os.write(1, b"TensorFlow banner\n")
+        raise RuntimeError("conversion failed")
+    assert "converter output:\nTensorFlow banner" in caplog.text
+
+
+@pytest.mark.usefixtures("restore_logging", "stop_before_work")
+def test_out_dot_is_the_folder_it_is_run_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect: `--out .` failed with "ValueError: PosixPath('.') has an empty name"."""
+    lfw = fake_lfw(tmp_path / "lfw")
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path / "models")
+    with pytest.raises(Reached):
+        edge_convert("build", "--calib", str(lfw), "--lfw", str(lfw), "--out", ".")
+    assert "Traceback" not in capsys.readouterr().err
