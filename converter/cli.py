@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Turn the pretrained MTCNN cascade and FaceNet into full-int8 TFLite models for the "
             "Edge TPU (or the CPU), check them, and compare them with the float originals."
         ),
+        epilog="Run `edge-convert COMMAND --help` for each command's options and examples.",
     )
     parser.add_argument("--version", action="version", version=f"edge-convert {__version__}")
     parser.add_argument(
@@ -331,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
         "lint",
         help="check .tflite files against the Edge TPU compiler's rules",
         description="Static Edge TPU check: 8-bit tensors, static batch-1 shapes, supported ops "
-        "and op versions. Exit 1 when any model has a violation.",
+        "and op versions. Exit 0 when every model passes, 1 when any has a violation, 2 when "
+        "a file cannot be read as a .tflite model (missing, damaged, not a regular file).",
         epilog="examples:\n  edge-convert lint models/tflite/*.tflite\n"
         "  edge-convert lint build/facenet_int8.tflite",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -33,6 +33,7 @@ aggregate and margin derived on DevTrain. The same figures are computed without 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edge_app.bounded_read import read_bounded
 from edge_app.centering import EMBEDDING_DIM, centre, mean_of, unit
 from edge_app.errors import UserError
 from edge_app.lfw import (
@@ -69,6 +71,11 @@ ENTRY_FILE = "head.json"
 TRAIN_PAIRS = "pairsDevTrain.txt"
 TEST_PAIRS = "pairsDevTest.txt"
 CACHE_KEYS = ("names", "raw", "mirror")
+# The largest .npz read (--cache, --jitter-cache), as a file and as its arrays unpacked: raw
+# and mirror outputs of all 13,233 LFW images in float64 are 108 MB.
+MAX_NPZ_BYTES = 1024 * 1024 * 1024
+# What reading a damaged or hostile .npz raises (_read_npz).
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 ALPHA = 0.2  # FaceNet's triplet margin on squared distances between unit embeddings
 JITTERS = 2  # jittered crops per DevTrain image (every second one mirrored)
@@ -342,23 +349,46 @@ class Int8Head:
 # ---- data ----------------------------------------------------------------------------------
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at `path`, read bounded: a regular file of at most
+    MAX_NPZ_BYTES (edge_app.bounded_read) whose arrays unpack to at most as much (the sizes
+    its zip directory declares, which zipfile holds every member to). No pickles. Raises one
+    of _NPZ_ERRORS: a .npy or other non-zip file is zipfile.BadZipFile."""
+    data = read_bounded(path, MAX_NPZ_BYTES)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        unpacked = sum(member.file_size for member in archive.infolist())
+    if unpacked > MAX_NPZ_BYTES:
+        raise ValueError(f"its arrays unpack to {unpacked} bytes, over {MAX_NPZ_BYTES}")
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
 def load_cache(path: Path) -> dict[str, np.ndarray]:
     """The raw FaceNet outputs of every LFW development image (benchmarks/centering.py)."""
     fix = f"build it with `python -m benchmarks.centering embed --cache {path}`"
     if not path.is_file():
         raise HeadError(f"{path}: no such embeddings cache; {fix}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            cache = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        cache = _read_npz(path)
+    except _NPZ_ERRORS as error:
         raise HeadError(f"{path}: not a readable .npz embeddings cache ({error}); {fix}") from None
     missing = [key for key in CACHE_KEYS if key not in cache]
     if missing:
         raise HeadError(f"{path}: missing {', '.join(missing)}; {fix}")
-    count = len(cache["names"])
+    names = cache["names"]
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise HeadError(
+            f"{path}: 'names' must be a list of image names (1-D text), not a {names.ndim}-D "
+            f"{names.dtype} array; {fix}"
+        )
+    count = len(names)
     for key in ("raw", "mirror"):
         array = cache[key]
-        if array.shape != (count, EMBEDDING_DIM) or not np.all(np.isfinite(array)):
+        if (
+            array.shape != (count, EMBEDDING_DIM)
+            or array.dtype.kind not in "fiu"
+            or not np.all(np.isfinite(array))
+        ):
             raise HeadError(
                 f"{path}: {key!r} must hold {count} rows of {EMBEDDING_DIM} finite numbers; {fix}"
             )
@@ -436,13 +466,16 @@ def load_or_embed_jitters(options: HeadOptions, names: list[str]) -> np.ndarray:
     path = options.jitter_cache
     if path is not None and path.is_file():
         try:
-            with np.load(path, allow_pickle=False) as data:
-                cached_names, views = data["names"].astype(str), data["jitter"]
-                data_recipe = {key: data[key] for key in recipe if key in data.files}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            data = _read_npz(path)
+            cached_names, views = data["names"], data["jitter"]
+            data_recipe = {key: data[key] for key in recipe if key in data}
+        except (*_NPZ_ERRORS, KeyError) as error:
             raise HeadError(f"{path}: not a jitter cache ({error}); delete it to rebuild") from None
         if (
-            list(cached_names) == names
+            cached_names.ndim == 1
+            and cached_names.dtype.kind in "US"
+            and list(cached_names.astype(str)) == names
+            and views.dtype.kind in "fiu"
             and views.shape == (len(names), count, EMBEDDING_DIM)
             and _jitter_recipe(data_recipe) == _jitter_recipe(recipe)
         ):
@@ -464,7 +497,10 @@ def load_or_embed_jitters(options: HeadOptions, names: list[str]) -> np.ndarray:
     return views
 
 
-def _jitter_recipe(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+def _jitter_recipe(arrays: dict[str, np.ndarray]) -> dict[str, float] | None:
+    """The recipe's numbers; None when one is not a single number (a damaged cache)."""
+    if any(value.shape != () or value.dtype.kind not in "fiu" for value in arrays.values()):
+        return None
     return {key: float(value) for key, value in arrays.items()}
 
 

@@ -4,8 +4,14 @@ The compiler runs only on x86-64 Debian/Ubuntu (Coral's apt repository), so most
 CI included, cannot ask it. The first op it cannot map sends that op and everything after it
 to the CPU, so one float tensor or one unsupported op near the input costs the whole
 accelerator. This
-lint reads the flatbuffer through TensorFlow's generated schema and names every tensor and op
+lint reads the flatbuffer through the generated TFLite schema and names every tensor and op
 that would do that, so the converter can be fixed before a model is committed.
+
+The check is static: it takes the schema from ai-edge-litert (a dependency of the door
+itself, and a plain Python module) rather than from TensorFlow, whose import costs seconds
+and prints its C++ start-up banner; TensorFlow's copy of the same schema is the fallback.
+The file is read bounded (edge_app.bounded_read: a regular file of at most MAX_MODEL_BYTES),
+and a damaged flatbuffer, whatever error its garbage offsets raise, is a ModelFormatError.
 
 Rules: "Model requirements" and "Supported operations" in
 https://coral.ai/docs/edgetpu/models-intro/ (compiler 16); docs/CONVERTER.md lists them.
@@ -21,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.python.schema_util import get_builtin_code_from_operator_code
 
+from edge_app.bounded_read import read_or_refuse
 from edge_app.errors import UserError
+
+try:
+    from ai_edge_litert import schema_py_generated as schema
+except ImportError:  # a converter machine with TensorFlow but not ai-edge-litert
+    from tensorflow.lite.python import schema_py_generated as schema
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +155,14 @@ BATCH_AXIS_OPERANDS: dict[str, tuple[int, int]] = {
 }
 
 SOFTMAX_MAX_ELEMENTS = 16_000
+# The largest model the lint reads. The Edge TPU holds 8 MB of parameters and streams the
+# rest; the converter's FaceNet is 25 MB. A larger file is not a door model, and reading a
+# device such as /dev/zero whole would fill the memory.
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+# What garbage offsets in a damaged flatbuffer raise when read through the generated schema:
+# an offset past the end (IndexError, struct.error, numpy's "buffer is smaller than requested
+# size" ValueError) or a number out of its type's range (flatbuffers' "bad number" TypeError).
+_CORRUPT = (IndexError, struct.error, ValueError, TypeError)
 EIGHT_BIT = (schema.TensorType.INT8, schema.TensorType.UINT8)
 COMPILED_CUSTOM_OP = "edgetpu-custom-op"
 
@@ -229,7 +247,9 @@ class _Graph:
 
     def op_name(self, op: schema.Operator) -> str:
         code = self.model.OperatorCodes(op.OpcodeIndex())
-        builtin = get_builtin_code_from_operator_code(code)
+        # Codes past 127 live in BuiltinCode, older models keep them in DeprecatedBuiltinCode
+        # (TensorFlow's schema_util.get_builtin_code_from_operator_code).
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         if builtin == schema.BuiltinOperator.CUSTOM:
             return f"CUSTOM({(code.CustomCode() or b'').decode()})"
         return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
@@ -507,11 +527,14 @@ def _lint_graph(graph: _Graph) -> Iterator[Violation]:
 # ---- entry points --------------------------------------------------------------------------
 
 
+def _read(path: Path) -> bytes:
+    """The model's bytes: a regular file of at most MAX_MODEL_BYTES (edge_app.bounded_read;
+    a named pipe would block the lint for ever, /dev/zero would fill the memory)."""
+    return read_or_refuse(path, MAX_MODEL_BYTES, LintError, what="a model file")
+
+
 def _load(path: Path) -> tuple[bytes, schema.Model]:
-    try:
-        buf = Path(path).read_bytes()
-    except OSError as error:
-        raise LintError(f"{path}: cannot read the model ({error.strerror or error})") from None
+    buf = _read(path)
     if len(buf) < 8 or not schema.Model.ModelBufferHasIdentifier(buf, 0):
         raise ModelFormatError(
             f"{path}: not a TFLite model (no 'TFL3' flatbuffer identifier at byte 4)"
@@ -529,7 +552,7 @@ def lint_model(path: Path) -> list[Violation]:
             prefix = f"subgraph {number} " if number else ""
             graph = _Graph(path.name, buf, model, model.Subgraphs(number), prefix)
             violations.extend(_lint_graph(graph))
-    except (IndexError, struct.error) as error:
+    except _CORRUPT as error:
         raise ModelFormatError(f"{path}: corrupt TFLite flatbuffer ({error})") from None
     log.debug("linted %s: %d Edge TPU violations", path, len(violations))
     return violations

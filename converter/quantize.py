@@ -15,8 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.adapters import PIXEL_MEAN, PIXEL_SCALE
+from edge_app.centering import EMBEDDING_DIM
+from edge_app.errors import UserError
 
-OUTPUT_ROLES = {1: "score", 2: "spoof_logits", 4: "box", 10: "landmarks", 512: "embedding"}
+OUTPUT_ROLES = {
+    1: "score",
+    2: "spoof_logits",
+    4: "box",
+    10: "landmarks",
+    EMBEDDING_DIM: "embedding",
+}
+
+
+class TensorRoleError(UserError):
+    """A model the door cannot describe: the runtime cannot load it, or an output's width
+    is none of OUTPUT_ROLES (a 128-d FaceNet, say). One line, never a traceback."""
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:
@@ -71,10 +84,14 @@ def convert_frozen_graph(
 
 
 def describe_tensors(path: Path) -> tuple[list[dict], list[dict]]:
-    """Inputs and outputs as manifest entries, outputs tagged by role from their width."""
+    """Inputs and outputs as manifest entries, outputs tagged by role from their width;
+    TensorRoleError for a model that does not load or has an output of no role."""
     from edge_app.runtime import find_runtime
 
-    interpreter = find_runtime().interpreter_class(model_path=str(path))
+    try:
+        interpreter = find_runtime().interpreter_class(model_path=str(path))
+    except (ValueError, RuntimeError) as error:
+        raise TensorRoleError(f"{path}: the TFLite runtime cannot load it ({error})") from None
 
     def entry(detail: dict, role: str = "") -> dict:
         scale, zero_point = detail["quantization"]
@@ -90,8 +107,13 @@ def describe_tensors(path: Path) -> tuple[list[dict], list[dict]]:
     inputs = [entry(d) for d in interpreter.get_input_details()]
     outputs = []
     for detail in interpreter.get_output_details():
-        width = int(detail["shape"][-1])
+        width = int(detail["shape"][-1]) if len(detail["shape"]) else 0  # 0-d: no role
         if width not in OUTPUT_ROLES:
-            raise ValueError(f"{path.name}: output {detail['name']} of width {width} has no role")
+            widths = ", ".join(f"{w} ({role})" for w, role in OUTPUT_ROLES.items())
+            raise TensorRoleError(
+                f"{path.name}: output {detail['name']} of width {width} has no role; the door "
+                f"reads outputs of width {widths}, and its FaceNet is davidsandberg's "
+                f"{EMBEDDING_DIM}-d Inception-ResNet-v1 (the 2018 models)"
+            )
         outputs.append(entry(detail, OUTPUT_ROLES[width]))
     return inputs, outputs

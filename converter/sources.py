@@ -13,13 +13,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from converter.mtcnn_models import SourceError
+from edge_app.bounded_read import read_or_refuse
+from edge_app.centering import EMBEDDING_DIM
 from edge_app.manifest import sha256_file
 
 FACENET_INPUT = "input"
 FACENET_PRENORM = "InceptionResnetV1/Bottleneck/BatchNorm/Reshape_1"
 FACENET_SIZE = 160
+# The largest frozen graph read: davidsandberg's are about 95 MB, and protobuf stops at 2 GB.
+MAX_GRAPH_BYTES = 512 * 1024 * 1024
+# The FaceNet the door takes, named in every refusal of another one.
+EXPECTED_FACENET = (
+    f"expected davidsandberg's {EMBEDDING_DIM}-d Inception-ResNet-v1 FaceNet frozen graph "
+    "(the 2018 models, 20180402-114759 or 20180408-102900)"
+)
 FROZEN_GRAPH = "frozen-graph"
 PYTORCH = "pytorch"
 _KINDS = {".pb": FROZEN_GRAPH, ".pt": PYTORCH, ".pth": PYTORCH}
@@ -42,16 +52,44 @@ def _trained_on(stem: str) -> str:
     return "unknown"
 
 
-def check_frozen_graph(path: Path) -> None:
-    """SourceError unless `path` parses as a TensorFlow GraphDef with FaceNet's input and
-    pre-normalisation tensors: a wrong or damaged file fails before the build starts, not
-    with TensorFlow's traceback after minutes of conversion. Parsing a GraphDef runs no code."""
+def _read_graph(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_GRAPH_BYTES (edge_app.bounded_read: a named
+    pipe would block the build for ever, a device such as /dev/zero would fill the memory)."""
+    return read_or_refuse(
+        path, MAX_GRAPH_BYTES, SourceError, what="a frozen graph", label=f"--facenet {path}"
+    )
+
+
+def _output_shape(path: Path, graph: Any) -> list[int | None] | None:
+    """The pre-normalisation output's static shape for the 1 x 160 x 160 x 3 input the build
+    converts with (converter.build), None when its rank is unknown. Importing a GraphDef runs
+    TensorFlow's shape inference, no op."""
     import tensorflow as tf
 
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise SourceError(f"--facenet {path}: cannot read it ({error.strerror or error})") from None
+        with tf.Graph().as_default() as imported:
+            image = tf.compat.v1.placeholder(
+                tf.float32, [1, FACENET_SIZE, FACENET_SIZE, 3], name="image"
+            )
+            tf.compat.v1.import_graph_def(graph, input_map={f"{FACENET_INPUT}:0": image}, name="")
+            shape = imported.get_tensor_by_name(f"{FACENET_PRENORM}:0").shape
+    except Exception as error:  # ValueError, TypeError or tf.errors.*: all "cannot be loaded"
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise SourceError(
+            f"--facenet {path}: TensorFlow cannot load the graph ({type(error).__name__}: "
+            f"{first}); {EXPECTED_FACENET}"
+        ) from None
+    return None if shape.rank is None else shape.as_list()
+
+
+def check_frozen_graph(path: Path) -> None:
+    """SourceError unless `path` parses as a TensorFlow GraphDef with FaceNet's input and
+    pre-normalisation tensors, the latter EMBEDDING_DIM wide: a wrong or damaged file, or an
+    older 128-d FaceNet, fails before the build starts, not with TensorFlow's traceback after
+    minutes of conversion. Parsing and importing a GraphDef runs no code of the graph."""
+    import tensorflow as tf
+
+    data = _read_graph(path)
     graph = tf.compat.v1.GraphDef()
     try:
         graph.ParseFromString(data)
@@ -64,7 +102,14 @@ def check_frozen_graph(path: Path) -> None:
     if missing:
         raise SourceError(
             f"--facenet {path}: a graph without {' and '.join(repr(n) for n in missing)}; "
-            "expected davidsandberg's Inception-ResNet-v1 FaceNet frozen graph"
+            f"{EXPECTED_FACENET}"
+        )
+    shape = _output_shape(path, graph)
+    if shape is not None and (len(shape) != 2 or shape[-1] not in (EMBEDDING_DIM, None)):
+        shown = "x".join("?" if d is None else str(d) for d in shape)
+        raise SourceError(
+            f"--facenet {path}: its '{FACENET_PRENORM}' output is {shown} for one face, not "
+            f"1x{EMBEDDING_DIM} (davidsandberg's 2017 models are 128-d); {EXPECTED_FACENET}"
         )
 
 

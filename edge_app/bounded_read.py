@@ -113,3 +113,25 @@ def read_bounded(path: Path | str, limit: int, *, pipes: bool = False) -> bytes:
     if size > limit:
         raise TooLarge(path, None, limit)
     return b"".join(chunks)
+
+
+def read_or_refuse(
+    path: Path | str,
+    limit: int,
+    refuse: Callable[[str], Exception],
+    *,
+    what: str,
+    label: str | None = None,
+) -> bytes:
+    """read_bounded, with each refusal raised as `refuse(message)`, one line that starts with
+    `label` (default: the path) and names `what` the file should be ("a model file")."""
+    shown = str(path) if label is None else label
+    try:
+        return read_bounded(path, limit)
+    except NotRegularFile as error:
+        raise refuse(f"{shown}: is a {error.kind}, not {what}") from None
+    except TooLarge as error:
+        size = "" if error.size is None else f"{error.size} bytes, "
+        raise refuse(f"{shown}: {size}more than the {limit} bytes {what} may have") from None
+    except OSError as error:
+        raise refuse(f"{shown}: cannot read {what} ({error.strerror or error})") from None

@@ -1059,7 +1059,7 @@ def test_lint(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stdout == "1 model(s): no Edge TPU violations\n"
     assert f"{bogus}: not a TFLite model" in done.stderr
-    assert f"{missing}: cannot read the model" in done.stderr
+    assert f"{missing}: cannot read a model file" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -252,7 +252,7 @@ def test_report_lists_each_violation_and_counts_them(models: dict[str, Path]) ->
 def test_unreadable_model_is_a_lint_error(tmp_path: Path) -> None:
     missing = tmp_path / "missing.tflite"
 
-    with pytest.raises(LintError, match="cannot read the model") as caught:
+    with pytest.raises(LintError, match="cannot read a model file") as caught:
         lint_model(missing)
     assert isinstance(caught.value, UserError)
     assert str(missing) in str(caught.value)
