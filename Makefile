@@ -46,7 +46,9 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 
 # The liveness models are built only where the MiniFASNet weights are (LIVENESS=folder of
-# .pth files); without them the build still succeeds, with no liveness models.
+# .pth files). Without them a build into a new folder has no liveness models, and one over
+# models that have them is refused (the door would lose its check against printed photos):
+# `make models LIVENESS_ARGS=--no-liveness` drops them.
 LIVENESS ?= $(SHARED)/liveness/minifasnet
 LIVENESS_ARGS = $(if $(wildcard $(LIVENESS)/*.pth),--liveness $(LIVENESS) \
 	--liveness-calib $(SHARED)/liveness/nuaa)
