@@ -43,15 +43,26 @@ CENTROID = True
 MIN_IDENTIFIED = 0.5
 
 
+def by_person(names: list[str]) -> dict[str, list[int]]:
+    """Each person's rows among LFW image names ("Person/Person_0001.jpg"), in order."""
+    rows: defaultdict[str, list[int]] = defaultdict(list)
+    for index, name in enumerate(names):
+        rows[name.split("/")[0]].append(index)
+    return dict(rows)
+
+
+def enrollable_people(photos: dict[str, list[int]]) -> list[str]:
+    """The people a simulated door can enrol (SAMPLES photos) and still probe: more than
+    SAMPLES photos, sorted."""
+    return sorted(person for person, rows in photos.items() if len(rows) > SAMPLES)
+
+
 def check_population(lfw: Path) -> None:
     """Refuse, before any work, an --lfw whose DevTrain list cannot simulate doors: a door
     enrols up to GALLERY_SIZE people with more than SAMPLES photos, and at least GALLERY_SIZE
     others must be left to come as strangers (LFW's own DevTrain has thousands)."""
-    names = read_pairs(lfw / "pairsDevTrain.txt").images
-    photos: defaultdict[str, int] = defaultdict(int)
-    for name in names:
-        photos[name.split("/")[0]] += 1
-    enrollable = sum(count > SAMPLES for count in photos.values())
+    photos = by_person(read_pairs(lfw / "pairsDevTrain.txt").images)
+    enrollable = len(enrollable_people(photos))
     strangers = len(photos) - min(GALLERY_SIZE, enrollable)
     if enrollable < 2 or strangers < GALLERY_SIZE:
         raise UserError(
@@ -109,18 +120,14 @@ class Population:
         mirrors: np.ndarray | None = None,
         probes: np.ndarray | None = None,
     ) -> Population:
-        person_of = np.array([n.split("/")[0] for n in names])
-        by_person: defaultdict[str, list[int]] = defaultdict(list)
-        for index, person in enumerate(person_of):
-            by_person[person].append(index)
-        enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > SAMPLES))
+        photos = by_person(names)
         return cls(
             embeddings,
             mirrors,
             embeddings if probes is None else probes,
-            person_of,
-            dict(by_person),
-            enrollable,
+            np.array([n.split("/")[0] for n in names]),
+            photos,
+            np.array(enrollable_people(photos)),
         )
 
 

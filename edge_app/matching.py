@@ -313,11 +313,7 @@ class Matcher:
         probes = np.where(np.isfinite(probes).all(axis=1, keepdims=True), probes, np.nan)
         if self._centred:
             probes = _centred(probes, self.site)
-        # Clipped to the cosine scale: rows are unit vectors (the gallery refuses and
-        # renormalises others), and this keeps a stray one from outscoring every threshold.
-        sims = np.clip(probes @ self.matrix.embeddings.T, -1.0, 1.0)
-        if self.normaliser is not None and self._template_stats is not None:
-            sims = self.normaliser.normalise(sims, probes, self._template_stats)
+        sims = self._similarities(probes, self.matrix.embeddings, self._template_stats)
         if self.settings.aggregate == "best":
             return np.maximum.reduceat(sims, self._starts, axis=1)
         if self.settings.aggregate == "mean":
@@ -327,6 +323,18 @@ class Matcher:
         block = np.sort(block, axis=2)
         return np.where(self._keep, block, np.float32(0)).sum(axis=2) / self._kept
 
+    def _similarities(
+        self, probes: np.ndarray, templates: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None
+    ) -> np.ndarray:
+        """(N, T) scores of probes against templates (both already centred), normalised with
+        the templates' cohort statistics `stats` when the threshold was derived so."""
+        # Clipped to the cosine scale: rows are unit vectors (the gallery refuses and
+        # renormalises others), and this keeps a stray one from outscoring every threshold.
+        sims = np.clip(probes @ templates.T, -1.0, 1.0)
+        if self.normaliser is not None and stats is not None:
+            sims = self.normaliser.normalise(sims, probes, stats)
+        return sims
+
     def sample_scores(self, probe: np.ndarray, samples: np.ndarray) -> np.ndarray:
         """(K,) the score one probe gets against each of K unit faces (K, 512) as if each were
         a person enrolled with that one face: centred on the site and cohort-normalised as
@@ -335,10 +343,8 @@ class Matcher:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
         if self._centred:
             probe, samples = _centred(probe, self.site), _centred(samples, self.site)
-        sims = np.clip(probe @ samples.T, -1.0, 1.0)
-        if self.normaliser is not None:
-            sims = self.normaliser.normalise(sims, probe, self.normaliser.stats(samples))
-        return sims[0]
+        stats = None if self.normaliser is None else self.normaliser.stats(samples)
+        return self._similarities(probe, samples, stats)[0]
 
     def identify(self, probes: np.ndarray) -> Matches:
         probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_DIM)

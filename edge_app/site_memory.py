@@ -23,8 +23,8 @@ the threshold (doubt): for someone enrolled, it may have been a resident the doo
 and learning a resident's own face would teach the door to miss them again; for a visit
 learned before, it is the same stranger again. Site centring counts each learned visit as
 another person, so one face learned over and over would become "what the site shares", and
-removing it from every face lifts strangers' scores for the residents (one stranger walking
-past 30 times let other strangers in before this check). For that check the memory keeps
+removing it from every face lifts strangers' scores for the residents (docs/ACCURACY.md,
+"One face learned over and over"). For that check the memory keeps
 the last VISITS learned visits' pooled faces in RAM (`recent`), never in its file: a restart
 forgets them. `edge-app site` shows it and forgets it.
 """
