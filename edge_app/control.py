@@ -58,6 +58,7 @@ import numpy as np
 from edge_app import __version__, images, untrusted_json
 from edge_app.camera import describe_source
 from edge_app.errors import UserError
+from edge_app.logs import Throttle
 
 if TYPE_CHECKING:
     from edge_app.daemon import Daemon
@@ -95,6 +96,10 @@ TEXT_MAX = 200  # characters of an unlock reason or origin
 # A reload asked for over the socket within this long of the last one is refused: each one
 # reads the config and the gallery and builds a matcher beside the frame loop.
 RELOAD_SECONDS = 1.0
+# A refusal (a request refused, a client refused or dropped) is logged, then at most one line
+# of its kind per this long, with how many more there were: a group member repeating a
+# refused request 20 times a second writes a line every 10 s, not 20 a second, to the journal.
+REFUSAL_LOG_SECONDS = 10.0
 MAX_RESPONSE = 8 * 1024 * 1024  # what the client accepts in one line (a frame fits)
 # Keys never sent over the socket, whatever an event or a status carries.
 PRIVATE_KEYS = frozenset({"embedding", "embeddings", "vector", "template"})
@@ -221,7 +226,13 @@ class ControlServer:
         self._wake_w.setblocking(False)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._accept_warned = -IDLE_SECONDS  # when accept() last failed and was logged
+        # One line per kind of refusal now and then, not per attempt (REFUSAL_LOG_SECONDS;
+        # accept() failing, once a minute, not 10 times a second).
+        self._not_accepted = Throttle(IDLE_SECONDS)
+        self._too_many = Throttle(REFUSAL_LOG_SECONDS)
+        self._unlock_refused = Throttle(REFUSAL_LOG_SECONDS)
+        self._refused = Throttle(REFUSAL_LOG_SECONDS)
+        self._dropped = Throttle(REFUSAL_LOG_SECONDS)
         self._own_uid = os.geteuid()  # the service user, whom OWN_USER_SLOTS are kept for
         self._reloaded = -RELOAD_SECONDS  # when a reload was last asked for over the socket
 
@@ -379,10 +390,9 @@ class ControlServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:  # out of descriptors (EMFILE), or the client gave up
-            now = time.monotonic()
-            if now - self._accept_warned >= IDLE_SECONDS:  # once a minute, not 10 times a second
-                self._accept_warned = now
-                log.warning("control client not accepted (%s)", error)
+            held_back = self._not_accepted.due()
+            if held_back is not None:
+                log.warning("control client not accepted (%s) held_back=%d", error, held_back)
             time.sleep(0.1)  # the listener stays readable: do not spin on it
             return
         try:
@@ -399,12 +409,16 @@ class ControlServer:
         if len(self._clients) >= MAX_CLIENTS or (
             peer.uid != self._own_uid and others >= MAX_CLIENTS - OWN_USER_SLOTS
         ):
-            log.warning(
-                "control client refused: too many clients (%d, %d of other users) %s",
-                len(self._clients),
-                others,
-                peer,
-            )
+            held_back = self._too_many.due()
+            if held_back is not None:
+                log.warning(
+                    "control client refused: too many clients (%d, %d of other users) %s "
+                    "held_back=%d",
+                    len(self._clients),
+                    others,
+                    peer,
+                    held_back,
+                )
             with contextlib.suppress(OSError):
                 sock.send(self._line({"v": VERSION, "ok": False, "error": "too many clients"}))
             sock.close()
@@ -544,7 +558,14 @@ class ControlServer:
         origin = clean_text(request.get("origin"), "origin")
         stamped = f"{origin} {client.peer}"
         if not self.port.unlock_allowed():
-            log.warning("remote unlock refused (disabled) origin=%r %s", origin, client.peer)
+            held_back = self._unlock_refused.due()
+            if held_back is not None:
+                log.warning(
+                    "remote unlock refused (disabled) origin=%r %s held_back=%d",
+                    origin,
+                    client.peer,
+                    held_back,
+                )
             raise Refused(
                 "remote unlock is disabled on this door: set hub.allow_unlock = true in the "
                 "door's config and reload it"
@@ -553,7 +574,11 @@ class ControlServer:
         return {"unlocked": True, "reason": reason, "origin": stamped}
 
     def _refuse(self, client: _Client, message: str, *, close: bool = False) -> None:
-        log.warning("control request refused %s error=%r", client.peer, message)
+        held_back = self._refused.due()
+        if held_back is not None:
+            log.warning(
+                "control request refused %s error=%r held_back=%d", client.peer, message, held_back
+            )
         self._send(client, {"v": VERSION, "ok": False, "error": message})
         if close:
             client.closing = True
@@ -605,7 +630,11 @@ class ControlServer:
         if not client.fileno_alive:
             return
         if why is not None:
-            log.warning("control client dropped %s reason=%r", client.peer, why)
+            held_back = self._dropped.due()
+            if held_back is not None:
+                log.warning(
+                    "control client dropped %s reason=%r held_back=%d", client.peer, why, held_back
+                )
         else:
             log.log(
                 logging.INFO if client.subscribed else logging.DEBUG,

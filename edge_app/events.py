@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from edge_app.config import EventsConfig
+from edge_app.logs import Throttle
 from edge_app.policy import DENIED, RECOGNIZED, SPOOF, UNKNOWN, UNLOCK
 from edge_app.private_file import NotRegularFileError, refuse_non_regular
 
@@ -171,8 +172,7 @@ class _Sink:
         self.dropped = 0
         self.retry_at = 0.0
         self._backoff = RETRY_FIRST_SECONDS
-        self._logged_at = -math.inf
-        self._suppressed = 0
+        self._throttle = Throttle(LOG_EVERY_SECONDS)
 
     def open(self) -> None:
         """(Re)open the destination; raise OSError or sqlite3.Error when it cannot be used."""
@@ -225,8 +225,8 @@ class _Sink:
         self._report(now, error)
 
     def _report(self, now: float, error: BaseException) -> None:
-        if now - self._logged_at < LOG_EVERY_SECONDS:
-            self._suppressed += 1
+        suppressed = self._throttle.due(now)
+        if suppressed is None:
             return
         log.error(
             "events sink failed sink=%s target=%s error=%r pending=%d dropped=%d "
@@ -237,10 +237,8 @@ class _Sink:
             len(self.pending),
             self.dropped,
             max(self.retry_at - now, 0.0),
-            self._suppressed,
+            suppressed,
         )
-        self._logged_at = now
-        self._suppressed = 0
 
 
 class _DbSink(_Sink):
@@ -432,8 +430,7 @@ class EventLog:
         self.snapshot_keep = snapshot_keep
         self.retention_days = retention_days
         self.snapshot_errors = 0
-        self._snapshot_logged_at = -math.inf
-        self._snapshot_suppressed = 0
+        self._snapshot_throttle = Throttle(LOG_EVERY_SECONDS, monotonic)
         # Snapshot file names this log wrote, in the order written (see _prune_snapshots).
         self._written: dict[str, int] = {}
         self._writes = 0
@@ -637,15 +634,10 @@ class EventLog:
         """Count a snapshot failure; log it the first time, then at most every
         LOG_EVERY_SECONDS (with how many were not logged), as a failing sink is."""
         self.snapshot_errors += 1
-        now = self._monotonic()
-        if now - self._snapshot_logged_at < LOG_EVERY_SECONDS:
-            self._snapshot_suppressed += 1
+        suppressed = self._snapshot_throttle.due()
+        if suppressed is None:
             return
-        log.error(
-            message + " suppressed=%d; the door keeps working", *args, self._snapshot_suppressed
-        )
-        self._snapshot_logged_at = now
-        self._snapshot_suppressed = 0
+        log.error(message + " suppressed=%d; the door keeps working", *args, suppressed)
 
     def _snapshot(
         self, now: float, kind: str, name: str | None, track: int | None, crop: np.ndarray

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import time
+from collections.abc import Callable
 
 # journald maps "<N>" line prefixes to syslog priorities when stdout/stderr is its stream.
 _SYSLOG_PRIORITY = {
@@ -45,3 +48,31 @@ def setup_logging(verbosity: int = 0) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for noisy in ("tensorflow", "absl", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Throttle:
+    """At most one log line per `every` seconds for one kind of repeated event.
+
+    The first occurrence is logged; later ones within `every` seconds of the last logged one
+    are only counted, and the next line that is logged says how many were held back. A
+    failing disk, a client that keeps sending what is refused: each is a line, then a line
+    now and then with a count, not a line per attempt that floods the journal.
+    """
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self._clock = clock
+        self._logged_at = -math.inf
+        self._held_back = 0
+
+    def due(self, now: float | None = None) -> int | None:
+        """None when this occurrence is only to be counted; else log it now, with the
+        number returned: how many were held back since the last line. now: the caller's
+        clock reading, when it has one (else the throttle's clock is read)."""
+        now = self._clock() if now is None else now
+        if now - self._logged_at < self.every:
+            self._held_back += 1
+            return None
+        held_back, self._held_back = self._held_back, 0
+        self._logged_at = now
+        return held_back

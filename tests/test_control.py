@@ -306,6 +306,25 @@ def test_other_users_cannot_take_the_slots_kept_for_the_door_s_own(tmp_path: Pat
         shutil.rmtree(shared)
 
 
+def test_refusals_repeated_by_a_client_are_one_journal_line(
+    door: Door, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group member asking again and again for what is refused wrote a WARNING line per
+    request (20 a second to the journal). Each request is still refused, to the client; the
+    journal gets one line of each kind, then one per REFUSAL_LOG_SECONDS with a count (the
+    same edge_app.logs.Throttle as the events log's, whose count its tests check)."""
+    with caplog.at_level(logging.WARNING, logger="edge_app.control"):
+        for _ in range(20):
+            with pytest.raises(ControlError, match="remote unlock is disabled on this door"):
+                door.client.unlock("remote", "test")
+            with pytest.raises(ControlError, match="unknown op"):
+                door.client.request("open-sesame")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([m for m in lines if m.startswith("remote unlock refused")]) == 1
+    assert len([m for m in lines if m.startswith("control request refused")]) == 1
+    assert door.pin_states == [False]  # never driven high
+
+
 def test_unlock_is_refused_unless_the_door_allows_it(door: Door) -> None:
     with pytest.raises(ControlError, match="remote unlock is disabled on this door"):
         door.client.unlock("remote", "test")
