@@ -164,6 +164,8 @@ class Mqtt311Only:
         self.port = self.server.getsockname()[1]
         self.refused = 0  # MQTT 5 CONNECTs answered with 0x01
         self.passed = 0  # connections passed through
+        self.speaks_5 = False  # True: an upgraded broker, MQTT 5 passes through too
+        self.levels: list[int] = []  # the protocol level of each CONNECT, in order
         self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -188,7 +190,8 @@ class Mqtt311Only:
     def _serve(self, client: socket.socket) -> None:
         with contextlib.suppress(OSError):
             header, body = read_packet(client)
-            if body[6] == 5:  # CONNECT's body: "\x00\x04MQTT", then the protocol level
+            self.levels.append(body[6])  # CONNECT's body: "\x00\x04MQTT", then the level
+            if body[6] == 5 and not self.speaks_5:
                 self.refused += 1
                 client.sendall(b"\x20\x02\x00\x01")
                 client.close()
@@ -199,6 +202,12 @@ class Mqtt311Only:
             upstream.sendall(header + body)
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
             self._pump(client, upstream)
+
+    def cut(self) -> None:
+        """End every connection passed through (a broker restarting), keep listening."""
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     @staticmethod
     def _pump(source: socket.socket, target: socket.socket) -> None:
@@ -241,6 +250,52 @@ def test_a_broker_that_speaks_only_mqtt311_gets_it_with_a_warning(
         observer.wait(lambda: door.pin_states[:2] == [False, True], what="pulse", timeout=10)
         send(broker, UNLOCK, b"x" * (2 * MAX_PACKET_BYTES))
         observer.wait(lambda: refusals(observer, TOO_LONG), what="over the limit, refused")
+        assert hub.bridge.connected.is_set()
+    finally:
+        hub.stop()
+        proxy.close()
+
+
+def test_after_a_fall_back_each_new_connection_asks_for_mqtt5_again(
+    broker: Broker,
+    observer: Observer,
+    door: FedDoor,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The fall-back to MQTT 3.1.1 held until the hub restarted: a broker upgraded to MQTT 5
+    (or a downgrade injected once on a plain connection) left the hub without the broker's
+    packet-size limit for good. Each new connection now asks for MQTT 5 first."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    proxy = Mqtt311Only(broker)
+    hub = RunningHub(hub_settings(broker, tmp_path, door, tls=False, port=proxy.port))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        assert proxy.levels == [5, 4]  # asked for 5, refused, then 3.1.1
+        assert "mqtt=3.1.1" in caplog.text
+        # The broker, still 3.1.1 only, restarts: the hub asks for 5 first again, falls back.
+        proxy.cut()
+        observer.wait(
+            lambda: proxy.levels[2:] == [5, 4] and hub.bridge.connected.is_set(),
+            timeout=30,
+            what=f"5 then 3.1.1 again (levels {proxy.levels})",
+        )
+        # Upgraded to MQTT 5 and restarted: the next connection is MQTT 5 with its limit.
+        caplog.clear()
+        proxy.speaks_5 = True
+        proxy.cut()
+        observer.wait(
+            lambda: proxy.levels[4:] == [5] and hub.bridge.connected.is_set(),
+            timeout=30,
+            what=f"MQTT 5 after the upgrade (levels {proxy.levels})",
+        )
+        assert f"mqtt=5 max_packet={MAX_PACKET_BYTES}" in caplog.text
+        # The limit holds again: the broker keeps the oversized message from the hub (under
+        # 3.1.1 the hub read it and refused it), and the command after it still unlocks.
+        send(broker, UNLOCK, b"x" * (2 * MAX_PACKET_BYTES))
+        send(broker, UNLOCK, json.dumps(signed("after-upgrade")))
+        observer.wait(lambda: door.pin_states[:2] == [False, True], what="pulse", timeout=10)
+        assert not refusals(observer, TOO_LONG)
         assert hub.bridge.connected.is_set()
     finally:
         hub.stop()

@@ -6,7 +6,10 @@ broker is down, restarting or refusing our credentials, and logs why each time (
 reason codes). The hub speaks MQTT 5 so that its CONNECT can carry a Maximum Packet Size
 (MAX_PACKET_BYTES): the broker must not send it anything larger, so an oversized message on
 a topic the hub reads costs the hub nothing, whatever the broker's own limits. A broker that
-only speaks MQTT 3.1.1 gets 3.1.1 and a warning (MqttBridge._on_connect says why). Clean
+only speaks MQTT 3.1.1 gets 3.1.1 and a warning (MqttBridge._on_connect says why), for that
+connection only: each new connection asks for MQTT 5 again, so an upgraded broker gets MQTT 5
+without a hub restart, and a downgrade (the broker's answer, or an injected one without TLS)
+lasts one connection. Clean
 start and a session that ends with the connection mean the broker keeps nothing for us while
 we are away, so no command queued during an outage is delivered late; retained commands are
 ignored. Two kinds of remote unlock, each only when configured: a signed command with a
@@ -178,6 +181,12 @@ def _fall_back_to_mqtt311(client: mqtt.Client) -> None:
     client._clean_session = True
 
 
+def _ask_for_mqtt5_again(client: mqtt.Client) -> None:
+    """Make the client's next connect an MQTT 5 one again, after _fall_back_to_mqtt311: paho
+    keeps clean_start and the connect properties of connect() for every reconnect."""
+    client._protocol = mqtt.MQTTv5
+
+
 def _camera_state(health: DoorHealth) -> str:
     """The state's `camera`: ok, dark or featureless (fresh frames that show nothing), stale
     (the door answers without fresh frames) or unknown (the door does not answer)."""
@@ -240,6 +249,7 @@ class MqttBridge:
         self._subscriptions: dict[int, list[str]] = {}  # subscribe mid -> its topics
         self._resent = -RESEND_SECONDS  # monotonic time of the last re-send for Home Assistant
         self._queue_full = False
+        self._fell_back = False  # this connection is MQTT 3.1.1: the broker refused MQTT 5
         self.client.on_subscribe = self._on_subscribe
 
     # --- Hub component ------------------------------------------------------------------------
@@ -380,6 +390,7 @@ class MqttBridge:
             # only the broker (or, without TLS, someone who could inject any packet at all)
             # can give this answer. paho reconnects with its backoff, now as 3.1.1.
             _fall_back_to_mqtt311(client)
+            self._fell_back = True
             log.warning(
                 "mqtt broker does not speak MQTT 5 %s: connecting with MQTT 3.1.1, which "
                 "cannot ask the broker to limit what it sends the hub (%d bytes with MQTT 5); "
@@ -449,6 +460,11 @@ class MqttBridge:
     ) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        if was and self._fell_back:
+            # The 3.1.1 connection this fell back to has ended: the next one asks for MQTT 5
+            # again (a broker upgraded meanwhile gets it; a 3.1.1-only one says no again).
+            _ask_for_mqtt5_again(client)
+            self._fell_back = False
         if not self._stop.is_set() and was:
             log.warning(
                 "mqtt disconnected %s reason=%r (reconnecting with backoff)",
