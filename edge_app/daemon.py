@@ -319,14 +319,9 @@ class Recognizer:
             settings.aggregate,
         )
         expected = getattr(self.engine, "embedding_model", None)
-        foreign = {m for m in gallery.models() if m is not None and m != expected}
-        if expected is not None and foreign:
-            # e.g. enrolled before the models centred their embeddings (edge_app/centering.py)
-            log.warning(
-                "gallery holds samples from another embedding model (%s): their scores are "
-                "not comparable with the threshold; re-enrol those people",
-                ", ".join(sorted(m[:12] for m in foreign)),
-            )
+        warning = None if expected is None else gallery.other_models_warning(expected)
+        if warning is not None:
+            log.warning("%s", warning)
         unmirrored = gallery.without_mirrors()
         if unmirrored:
             # The threshold assumes each photo is stored with its mirror (docs/ACCURACY.md):

@@ -270,13 +270,9 @@ def _commit(
             result.samples = len(gallery.embeddings(name))
         return result
     with Gallery.open(db, create=True) as gallery:
-        foreign = {m for m in gallery.models() if m is not None and m != collector.model}
-        if foreign:
-            log.warning(
-                "the gallery holds samples from other embedding models (%s): re-enrol those "
-                "people, their scores are not comparable",
-                ", ".join(sorted(m[:12] for m in foreign)),
-            )
+        warning = gallery.other_models_warning(collector.model)
+        if warning is not None:
+            log.warning("%s", warning)
         result.samples = gallery.enroll(name, collector.samples, add=add, access=access)
     log.info("name=%r enrolled samples=%d total=%d", name, len(collector.samples), result.samples)
     return result

@@ -2,18 +2,29 @@
 
 # SQLite's primary result codes (https://sqlite.org/rescode.html), by number: the sqlite3
 # module names them only from Python 3.11.
+SQLITE_BUSY = 5  # another connection holds the write lock past the busy timeout
 SQLITE_READONLY = 8  # a write where the file or its folder may only be read
+SQLITE_IOERR = 10  # the operating system failed a read or write (often: the disk is full)
 SQLITE_CORRUPT = 11  # a damaged page, a torn write
+SQLITE_FULL = 13  # the disk is full
 SQLITE_CANTOPEN = 14  # a file (or the -shm beside it) that cannot be opened or made
 SQLITE_NOTADB = 26  # not a database at all
 
 # The file's content is broken: only a restore fixes that.
 SQLITE_DAMAGE_CODES = frozenset({SQLITE_CORRUPT, SQLITE_NOTADB})
+# The disk, not the file: free space (or mend the disk) and the same command works.
+SQLITE_DISK_CODES = frozenset({SQLITE_IOERR, SQLITE_FULL})
+# Python's own error for a text column whose bytes are not UTF-8: a damaged page read as text
+# (it carries no SQLite code).
+NOT_UTF8_TEXT = "Could not decode to UTF-8"
 
 # SQLite's fixed English text for these codes (sqlite3ErrStr), for an error that carries no
 # code: Python 3.10 sets `sqlite_errorcode` on none of them.
 SQLITE_MESSAGES = {
+    "database is locked": SQLITE_BUSY,
     "attempt to write a readonly database": SQLITE_READONLY,
+    "disk i/o error": SQLITE_IOERR,
+    "database or disk is full": SQLITE_FULL,
     "database disk image is malformed": SQLITE_CORRUPT,
     "unable to open database file": SQLITE_CANTOPEN,
     "file is not a database": SQLITE_NOTADB,
@@ -46,6 +57,8 @@ def is_damage(error: BaseException) -> bool:
 
     if not isinstance(error, sqlite3.DatabaseError):
         return False
+    if str(error).startswith(NOT_UTF8_TEXT):
+        return True
     code = sqlite_code(error)
     if code is not None:
         return code in SQLITE_DAMAGE_CODES

@@ -55,9 +55,12 @@ from edge_app import untrusted_json
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.centering import EMBEDDING_DIM
 from edge_app.errors import (
+    SQLITE_BUSY,
     SQLITE_CANTOPEN,
+    SQLITE_DISK_CODES,
     SQLITE_READONLY,
     UserError,
+    first_few,
     is_damage,
     sqlite_code,
 )
@@ -79,6 +82,10 @@ RENORMALISE_ABOVE = 1e-5
 # An export is read whole before anything is written: 128 MiB holds about 40,000 samples
 # without face crops, or about 8,000 with them.
 MAX_IMPORT_BYTES = 128 * 1024 * 1024
+# Photos (samples) one person may have. Each one more is one more chance for a stranger's face
+# to come near the person (docs/GALLERY.md, "How many photos per person": 5 photos let in 2.3
+# times the strangers 2 do); 50 is ten camera enrolments, far past what identifies anyone.
+MAX_SAMPLES_PER_PERSON = 50
 MAX_CROP_BYTES = 1024 * 1024
 MAX_MODEL_ID_LENGTH = 128
 # Imported rows compared with every row at once: bounds the score matrix to about
@@ -161,9 +168,22 @@ def damaged(path: Path | str, error: object) -> GalleryDamaged:
 
 
 def _sqlite_failure(path: Path, error: sqlite3.Error, doing: str) -> GalleryError:
-    """An SQLite error met while `doing` ("read", "write") the gallery, as a user error."""
+    """An SQLite error met while `doing` ("read", "write", "open") the gallery, as a user
+    error that says what to do: restore a damaged file, free space on a full disk, wait for
+    the command that holds the write lock."""
     if is_damage(error):
         return damaged(path, error)
+    code = sqlite_code(error)
+    if code in SQLITE_DISK_CODES:
+        return GalleryError(
+            f"cannot {doing} the gallery {path} ({error}): the disk is full or failing; free "
+            f"space on it (df -h {path.parent}) and try again: the gallery itself is unchanged"
+        )
+    if code == SQLITE_BUSY:
+        return GalleryError(
+            f"cannot {doing} the gallery {path}: another command is changing it (an enrolment "
+            "or an import); try again once it has finished"
+        )
     return GalleryError(f"cannot {doing} the gallery {path}: {error}")
 
 
@@ -228,8 +248,15 @@ def check_name(name: object) -> str:
         raise GalleryError("the name is empty")
     if len(cleaned) > MAX_NAME_LENGTH:
         raise GalleryError(f"the name is longer than {MAX_NAME_LENGTH} characters")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in cleaned):
+        # A command line's bytes that are not UTF-8 reach Python as lone surrogates.
+        raise GalleryError(f"the name {cleaned!r} is not valid UTF-8 text")
     if not cleaned.isprintable():
         raise GalleryError(f"the name {cleaned!r} contains control characters")
+    if not any(unicodedata.category(c)[0] in "LN" for c in cleaned):
+        raise GalleryError(
+            f"the name {cleaned!r} has no letter or digit: it would show as blank or as symbols"
+        )
     return cleaned
 
 
@@ -339,6 +366,7 @@ def _check_file(path: Path) -> bool:
         raise GalleryError(f"cannot open the gallery {path}: {error.strerror or error}") from None
     if not stat.S_ISREG(info.st_mode):
         raise _not_a_gallery(path, "is not a regular file (a folder, device, pipe or socket)")
+    _refuse_writable_by_others(path, info)
     if info.st_size == 0:
         raise _not_a_gallery(path, "is empty, not an edge-app gallery")
     try:
@@ -352,6 +380,31 @@ def _check_file(path: Path) -> bool:
     if not head.startswith(SQLITE_MAGIC):
         raise _not_a_gallery(path, "is not an SQLite database, so not an edge-app gallery")
     return True
+
+
+def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
+    """Refuse a gallery that users other than its owner may change: whoever can write it, or
+    replace it in its folder, can enrol themselves and be let in. The owner's own file is
+    narrowed to 0600 when opened (_narrow_modes); someone else's is refused, as is a folder
+    anyone may write without the sticky bit (/tmp has it: others cannot replace the file)."""
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.geteuid() and mode & 0o022:
+        raise GalleryError(
+            f"the gallery {path} may be written by users other than its owner (mode {mode:o}, "
+            f"owner uid {info.st_uid}): any of them could enrol themselves; make it the door "
+            f"user's with mode 600 (sudo chown edge-app: {path} && sudo chmod 600 {path})"
+        )
+    folder = Path(os.path.realpath(path)).parent
+    try:
+        folder_mode = stat.S_IMODE(folder.stat().st_mode)
+    except OSError:
+        return  # the open that follows says why the folder cannot be used
+    if folder_mode & stat.S_IWOTH and not folder_mode & stat.S_ISVTX:
+        raise GalleryError(
+            f"the gallery's folder {folder} may be written by any user (mode {folder_mode:o}): "
+            "any of them could replace the gallery with one that lets them in; chmod o-w it "
+            "(the door's own folder is /var/lib/edge-app, mode 700)"
+        )
 
 
 def _create_file(path: Path) -> None:
@@ -501,6 +554,13 @@ class Gallery:
                     "run it as the user that owns the gallery (sudo -u edge-app), or give a "
                     "--db in a folder you can write"
                 ) from None
+            code = sqlite_code(error)
+            if code in SQLITE_DISK_CODES and read_only:
+                # Opening writes the -shm and -wal files: on a full disk, `list` and
+                # `export` (the way to a backup) still read the gallery read-only.
+                return cls._open_read_only(path)
+            if code in SQLITE_DISK_CODES or code == SQLITE_BUSY:
+                raise _sqlite_failure(path, error, "open") from None
             raise GalleryError(f"{path} is not a usable gallery: {error}") from None
         except BaseException:
             connection.close()
@@ -760,6 +820,21 @@ class Gallery:
         return {row[0] for row in self._db.execute("SELECT DISTINCT model FROM samples")}
 
     @_reads
+    def people_by_model(self) -> dict[str | None, list[str]]:
+        """The people with samples from each embedding model (None: not recorded), by name."""
+        found: dict[str | None, list[str]] = {}
+        for model, name in self._db.execute(
+            """SELECT DISTINCT s.model, p.name FROM samples s JOIN people p ON p.id = s.person_id
+               ORDER BY p.name"""
+        ):
+            found.setdefault(model, []).append(name)
+        return found
+
+    def other_models_warning(self, model: str | None) -> str | None:
+        """other_models_warning() for this gallery."""
+        return other_models_warning(self.people_by_model(), model)
+
+    @_reads
     def load_matrix(self) -> GalleryMatrix:
         with self._snapshot() as db:
             names = db.execute(
@@ -799,7 +874,7 @@ class Gallery:
         name = check_name(name)
         if not samples:
             raise GalleryError(f"no samples to enrol for {name!r}")
-        with self.transaction() as db:
+        with self.transaction():
             row = self._find(name)
             if row is None and add:
                 raise GalleryError(f"nobody named {name!r} is enrolled; drop --add to enrol them")
@@ -808,13 +883,31 @@ class Gallery:
                 raise GalleryError(
                     f"{name!r} is already enrolled{same}; use --add to add photos to them"
                 )
+            # Checked again here, under the write lock: the enrolment judged its photos
+            # against the people enrolled when it started, and another one may have
+            # committed the same face under another name since.
+            self._refuse_shared_faces(
+                [(name, None if row is None else row[0], samples)], set(), "enrolled"
+            )
             person_id = row[0] if row else self._insert_person(name, access=access)
             self._insert_samples(person_id, samples)
-            return int(
-                db.execute(
-                    "SELECT count(*) FROM samples WHERE person_id = ?", (person_id,)
-                ).fetchone()[0]
+            return self._refuse_too_many_samples(person_id, name, "enrolled")
+
+    def _refuse_too_many_samples(self, person_id: int, name: str, nothing: str) -> int:
+        """The person's sample count; GalleryError past MAX_SAMPLES_PER_PERSON (the caller's
+        transaction then rolls back: nothing was `nothing`, "enrolled" or "imported")."""
+        count = int(
+            self._db.execute(
+                "SELECT count(*) FROM samples WHERE person_id = ?", (person_id,)
+            ).fetchone()[0]
+        )
+        if count > MAX_SAMPLES_PER_PERSON:
+            raise GalleryError(
+                f"{name!r} would have {count} photos, more than the {MAX_SAMPLES_PER_PERSON} "
+                "one person may have: each photo more lets strangers come nearer to them "
+                f"(docs/GALLERY.md); keep a few clear, different ones (nothing was {nothing})"
             )
+        return count
 
     def _insert_person(
         self, name: str, created_utc: str | None = None, *, access: bool = True
@@ -948,6 +1041,13 @@ class Gallery:
         if on_conflict not in ("refuse", "replace", "merge"):
             raise ValueError(f"on_conflict must be refuse, replace or merge, not {on_conflict!r}")
         summary = ImportSummary()
+        for person in people:  # before any work that grows with a person's photos
+            if len(person.samples) > MAX_SAMPLES_PER_PERSON:
+                raise GalleryError(
+                    f"{person.name!r} in the import has {len(person.samples)} photos, more "
+                    f"than the {MAX_SAMPLES_PER_PERSON} one person may have (docs/GALLERY.md); "
+                    "nothing was imported"
+                )
         with self.transaction() as db:
             found = {person.name: self._find(person.name) for person in people}
             conflicts = sorted(name for name, row in found.items() if row is not None)
@@ -958,9 +1058,12 @@ class Gallery:
                     + "; pass --replace to overwrite them or --merge to add their samples"
                 )
             replaced = {row[0] for row in found.values() if row is not None}
+            ids = {name: None if row is None else row[0] for name, row in found.items()}
+            entries = [(person.name, ids[person.name], person.samples) for person in people]
             self._refuse_shared_faces(
-                people, found, replaced if on_conflict == "replace" else set()
+                entries, replaced if on_conflict == "replace" else set(), "imported"
             )
+            self._refuse_several_people(people, found, merge=on_conflict == "merge")
             for person in people:
                 name, new_samples = person.name, person.samples
                 kept = new_samples
@@ -986,24 +1089,27 @@ class Gallery:
                     kept = [s for s in new_samples if s.image_sha256 not in have]
                     summary.merged_people.append(row[1])
                 self._insert_samples(person_id, kept)
+                self._refuse_too_many_samples(person_id, name, "imported")
                 summary.samples_added += len(kept)
                 summary.samples_skipped += len(new_samples) - len(kept)
         return summary
 
     def _refuse_shared_faces(
         self,
-        people: Sequence[ExportedPerson],
-        found: dict[str, tuple[int, str] | None],
+        entries: Sequence[tuple[str, int | None, Sequence[NewSample]]],
         replaced: set[int],
+        nothing: str,
     ) -> None:
-        """GalleryError when an imported sample nearly repeats (enrolment's near-duplicate
-        cosine) a sample of another person, here or in the import: one face under two names
-        is let in as either, which `enroll` refuses too (edge_app.enroll.enrolled_as).
+        """GalleryError when a new sample nearly repeats (enrolment's near-duplicate cosine) a
+        sample of another person, here or among the new ones: one face under two names is
+        let in as either (edge_app.enroll.enrolled_as judges photos the same way).
 
-        Every row is owned by a person: the gallery's by their id, an imported person by the
-        id they merge into or replace, or else by their place in the import. The samples of
-        the people `replaced` (their ids) are left out: the import deletes them, so a file
-        that swaps back two faces enrolled under each other's names is taken."""
+        entries: (name, the id of the person they are added to or replace, or None for a new
+        person, their new samples). Every row is owned by a person: the gallery's by their
+        id, a new entry by the id it joins, or else by its place. The samples of the people
+        `replaced` (their ids) are left out: the import deletes them, so a file that swaps
+        back two faces enrolled under each other's names is taken. nothing: "imported" or
+        "enrolled", for the message."""
         rows = self._db.execute(
             """SELECT s.person_id, p.name, s.embedding, s.mirror_embedding
                FROM samples s JOIN people p ON p.id = s.person_id"""
@@ -1021,14 +1127,15 @@ class Gallery:
                     blobs.append(blob)
         here = len(blobs)
         matrix = [_blobs_to_matrix(blobs)] if blobs else []
-        for place, person in enumerate(people):
-            row = found[person.name]
-            for sample in person.samples:
+        for place, (name, person_id, samples) in enumerate(entries):
+            for sample in samples:
                 for vector in (sample.embedding, sample.mirror):
                     if vector is not None:
-                        owners.append(row[0] if row is not None else -1 - place)
-                        names.append(person.name)
-                        matrix.append(np.asarray(vector, np.float32)[None])
+                        owners.append(person_id if person_id is not None else -1 - place)
+                        names.append(name)
+                        # _encode refuses what may not be stored (a wrong size, NaN).
+                        stored = np.frombuffer(_encode(vector), "<f4").astype(np.float32)
+                        matrix.append(stored[None])
         if len(owners) == here:
             return
         everyone = np.vstack(matrix)
@@ -1040,13 +1147,69 @@ class Gallery:
             row_i, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
             best = float(scores[row_i, col])
             if best > NEAR_DUPLICATE_COSINE:
-                where = "in this gallery" if col < here else "in the import too"
+                source = "in the import" if nothing == "imported" else "being enrolled"
+                where = "in this gallery" if col < here else f"{source} too"
                 raise GalleryError(
-                    f"{names[start + row_i]!r} in the import has the same face as "
+                    f"{names[start + row_i]!r} {source} has the same face as "
                     f"{names[col]!r} {where} (cosine {best:.3f} > {NEAR_DUPLICATE_COSINE:.2f}): "
                     "one person under two names is let in as either; remove one of them "
-                    "first (nothing was imported)"
+                    f"first (nothing was {nothing})"
                 )
+
+    def _refuse_several_people(
+        self,
+        people: Sequence[ExportedPerson],
+        found: dict[str, tuple[int, str] | None],
+        *,
+        merge: bool,
+    ) -> None:
+        """GalleryError when an imported person's photos show more than one person, by
+        enrolment's one-person rule (quality.other_people_among): several faces under one
+        name each let in that name, which `enroll` refuses. Merged into a person here, the
+        new photos are judged against theirs, as `enroll --add` judges photos."""
+        empty = np.zeros((0, EMBEDDING_DIM), np.float32)
+        for person in people:
+            row = found[person.name]
+            enrolled = empty
+            if merge and row is not None:
+                rows = self._db.execute(
+                    "SELECT embedding, mirror_embedding FROM samples WHERE person_id = ?",
+                    (row[0],),
+                ).fetchall()
+                enrolled = _blobs_to_matrix(_with_mirrors(rows)) if rows else empty
+            vectors = np.stack([s.embedding for s in person.samples]).astype(np.float32)
+            mirrors = np.stack(
+                [s.embedding if s.mirror is None else s.mirror for s in person.samples]
+            ).astype(np.float32)
+            odd = other_people_among(vectors, mirrors, enrolled)
+            if odd:
+                raise GalleryError(
+                    f"{person.name!r} in the import: {len(odd)} of {len(person.samples)} photos "
+                    f"refused by the one-person rule, each face under one name lets that name "
+                    f"in; the first: {odd[min(odd)].message} (nothing was imported)"
+                )
+
+
+def other_models_warning(by_model: dict[str | None, list[str]], model: str | None) -> str | None:
+    """The one warning for samples from an embedding model other than `model` (the one the
+    door runs; None when it is not known here: then any two recorded models differ), naming
+    the people to re-enrol; None when there are none. by_model: Gallery.people_by_model().
+    Their scores are not on the threshold's scale (e.g. enrolled before the models centred
+    their embeddings)."""
+    recorded = {m: names for m, names in by_model.items() if m is not None}
+    if model is not None:
+        foreign = {m: names for m, names in recorded.items() if m != model}
+    else:
+        foreign = recorded if len(recorded) > 1 else {}
+    if not foreign:
+        return None
+    people = sorted({name for names in foreign.values() for name in names})
+    than = "than the models here" if model is not None else "from each other"
+    return (
+        f"the gallery holds samples of {len(people)} people from embedding models other "
+        f"{than} ({', '.join(sorted(m[:12] for m in foreign))}): their scores are not "
+        f"comparable with the threshold; re-enrol {first_few(people, 5)}"
+    )
 
 
 def _with_mirrors(rows: Sequence[Sequence[bytes | None]]) -> list[bytes]:
@@ -1098,11 +1261,13 @@ def _string(value: object, what: str) -> str:
 def _utc(value: object, what: str) -> str:
     text = _string(value, what)
     try:
-        datetime.strptime(text, UTC_FORMAT)
+        # Only the form the gallery writes: times are compared as text (the latest sample),
+        # so 2025-9-1T0:0:0Z, which strptime reads, would sort after 2025-12-31.
+        canonical = datetime.strptime(text, UTC_FORMAT).strftime(UTC_FORMAT) == text
     except ValueError:
-        raise _Invalid(
-            f"{what} {text[:40]!r} is not a UTC time like 2025-01-31T12:00:00Z"
-        ) from None
+        canonical = False
+    if not canonical:
+        raise _Invalid(f"{what} {text[:40]!r} is not a UTC time like 2025-01-31T12:00:00Z")
     return text
 
 

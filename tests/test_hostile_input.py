@@ -5,7 +5,6 @@ code 2, no traceback) and changes nothing: the files involved keep their bytes a
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
@@ -22,33 +21,20 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from people import samples, unit_vectors
 
 from edge_app import cli
 from edge_app import gallery as gallery_module
 from edge_app.gallery import (
     APPLICATION_ID,
-    EMBEDDING_DIM,
     SCHEMA_VERSION,
     Gallery,
     GalleryError,
-    NewSample,
     read_export,
 )
 from edge_app.matching import Matcher, MatchSettings
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def unit_vectors(count: int, seed: int) -> np.ndarray:
-    vectors = np.random.default_rng(seed).normal(size=(count, EMBEDDING_DIM)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def samples(count: int, seed: int) -> list[NewSample]:
-    return [
-        NewSample(vector, hashlib.sha256(f"{seed}-{i}".encode()).hexdigest(), None, "model-a")
-        for i, vector in enumerate(unit_vectors(count, seed))
-    ]
 
 
 def snapshot(path: Path) -> tuple[bytes, int]:
@@ -473,7 +459,7 @@ def test_rename_respects_the_name_rule(tmp_path: Path) -> None:
 
 
 def test_import_conflicts_are_found_whatever_the_case(door: Path) -> None:
-    text = export_text(person("ALICE", sample(V[0], "1" * 64)))
+    text = export_text(person("ALICE", sample(samples(3, 1)[2].embedding, "1" * 64)))
     with Gallery.open(door) as gallery:
         with pytest.raises(GalleryError, match="already enrolled here: 'ALICE'"):
             gallery.import_(read_export(io.StringIO(text)))
@@ -669,5 +655,6 @@ def test_sqlite_errors_are_told_apart_without_their_code(tmp_path: Path) -> None
             assert sqlite_code(bare) == error.sqlite_errorcode & 0xFF, kind
         assert gallery_module._cannot_write(bare) == (kind != "not a database"), kind
         assert is_damage(bare) == (kind == "not a database"), kind
-    assert sqlite_code(sqlite3.OperationalError("database is locked")) is None
-    assert not gallery_module._cannot_write(sqlite3.OperationalError("database is locked"))
+    locked = sqlite3.OperationalError("database is locked")  # another writer: not read-only
+    assert sqlite_code(locked) == 5 and not gallery_module._cannot_write(locked)
+    assert sqlite_code(sqlite3.OperationalError("no such table: people")) is None

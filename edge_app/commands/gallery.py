@@ -254,6 +254,9 @@ def run_import(args: argparse.Namespace) -> int:
     mode = "replace" if args.replace else "merge" if args.merge else "refuse"
     with Gallery.open(db, create=True) as gallery:
         summary = gallery.import_(people, on_conflict=mode)
+        warning = gallery.other_models_warning(None)
+    if warning is not None:
+        log.warning("%s", warning)
     if args.json:
         sys.stdout.write(json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")
     else:

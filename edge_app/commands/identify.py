@@ -151,18 +151,19 @@ def run(args: argparse.Namespace) -> int:
     from edge_app.config import AUTO, RecognitionConfig
     from edge_app.daemon import door_matcher
     from edge_app.enroll import model_id, photo_progress
-    from edge_app.gallery import Gallery
+    from edge_app.gallery import Gallery, other_models_warning
     from edge_app.images import image_files
 
     with Gallery.open(db_path(args), read_only=True) as gallery:
         matrix = gallery.load_matrix()
-        models = gallery.models()
+        by_model = gallery.people_by_model()
     if not matrix.names:
         raise UserError(f"the gallery {db_path(args)} is empty: enrol someone first")
     paths = image_files(args.images)
     engine = open_engine(args)
-    if models - {None, model_id(engine)}:
-        log.warning("the gallery holds samples from other embedding models: re-enrol them")
+    warning = other_models_warning(by_model, model_id(engine))
+    if warning is not None:
+        log.warning("%s", warning)
     # The door's own rule: the manifest's, these overrides, and its lookalike guard (logged).
     recognition = RecognitionConfig(
         threshold=args.threshold,

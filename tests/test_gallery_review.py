@@ -1,0 +1,232 @@
+"""What an outside audit of the gallery commands proved, each as a test that failed before.
+
+Two enrolments at once put one face under two names; an import put four people under one
+name (a master key) and 19,000 photos under another; a full disk read as damage and shut out
+even `export`; a gallery others may write was used silently; loose dates sorted wrong; a
+garbled text page gave no advice; a name of one combining accent showed as blank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from people import samples, several_people, unit_vectors
+
+from edge_app.gallery import (
+    MAX_SAMPLES_PER_PERSON,
+    ExportedPerson,
+    Gallery,
+    GalleryDamaged,
+    GalleryError,
+    NewSample,
+    check_name,
+    read_export,
+)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "state" / "gallery.db"
+    with Gallery.open(path, create=True) as gallery:
+        gallery.enroll("Paul", samples(2, 1))
+        gallery.enroll("Jennifer", samples(2, 2), access=False)  # a known visitor
+    return path
+
+
+def again(sample: NewSample, seed: int) -> NewSample:
+    """The same photo saved again (cosine about 0.995): one face."""
+    moved = sample.embedding + 0.1 * unit_vectors(1, seed)[0]
+    return NewSample(moved / np.linalg.norm(moved), f"{seed}" * 64, None, "model-a")
+
+
+# --- one face, one name --------------------------------------------------------------------
+
+
+def test_an_enrolment_that_judged_its_photos_before_another_committed_is_refused(
+    db: Path,
+) -> None:
+    """`enroll` judges photos against the people enrolled when it starts; a second enrolment
+    of the same photos under another name, started before the first committed, passed that
+    check and committed too. The gallery checks again under its write lock."""
+    before = digest(db)
+    paul = samples(2, 1)
+    with Gallery.open(db) as gallery:
+        with pytest.raises(GalleryError, match="'Mallory' being enrolled has the same face as"):
+            gallery.enroll("Mallory", [again(paul[0], 7)])
+        with pytest.raises(GalleryError, match="nothing was enrolled"):
+            gallery.enroll("Jennifer", [again(paul[1], 8)], add=True)
+        assert not gallery.has("Mallory")
+    assert digest(db) == before
+
+
+def master_key(count: int = 4) -> ExportedPerson:
+    photos = [
+        NewSample(vector, f"{i:02d}" * 32, None, "model-a")
+        for i, vector in enumerate(several_people(count, 9))
+    ]
+    return ExportedPerson("Master Key", "2025-01-01T00:00:00Z", photos)
+
+
+def test_an_import_of_several_people_under_one_name_is_refused(db: Path) -> None:
+    """Four people's photos under one name imported as one person: each face then opened the
+    door as that name, a known visitor's too. `enroll` refuses such photos; import did not."""
+    before = digest(db)
+    with Gallery.open(db) as gallery:
+        with pytest.raises(GalleryError, match="'Master Key' in the import: 4 of 4 photos"):
+            gallery.import_([master_key()])
+        # Merged into someone here, photos of another person are refused as `--add` does.
+        stranger = ExportedPerson("Paul", "2025-01-01T00:00:00Z", samples(1, 30))
+        with pytest.raises(GalleryError, match="looks like none of the person's enrolled"):
+            gallery.import_([stranger], on_conflict="merge")
+        # A new photo of Paul merges.
+        paul = ExportedPerson("Paul", "2025-01-01T00:00:00Z", samples(3, 1)[2:])
+        assert gallery.import_([paul], on_conflict="merge").samples_added == 1
+    assert digest(db) != before
+
+
+def test_a_person_may_have_at_most_so_many_photos(db: Path) -> None:
+    """19,000 photos imported under one name: every one more is a chance for a stranger."""
+    many = ExportedPerson("Crowd", "2025-01-01T00:00:00Z", samples(MAX_SAMPLES_PER_PERSON + 1, 40))
+    with Gallery.open(db) as gallery:
+        with pytest.raises(GalleryError, match=f"more than the {MAX_SAMPLES_PER_PERSON}"):
+            gallery.import_([many])
+        assert not gallery.has("Crowd")
+        existing = gallery.embeddings("Paul")
+        room = MAX_SAMPLES_PER_PERSON - len(existing)
+        more = samples(room + 3, 1)[len(existing) :]
+        with pytest.raises(GalleryError, match=f"'Paul' would have {room + 3}"):
+            gallery.enroll("Paul", more[: room + 1], add=True)
+        assert gallery.enroll("Paul", more[:room], add=True) == MAX_SAMPLES_PER_PERSON
+
+
+# --- the disk, the lock, the file's owner -------------------------------------------------
+
+
+def test_a_full_disk_says_so_and_changes_nothing(db: Path) -> None:
+    """SQLite's "database or disk is full" read as a damaged or unusable gallery."""
+    with Gallery.open(db) as gallery:
+        pages = gallery._db.execute("PRAGMA page_count").fetchone()[0]
+        gallery._db.execute(f"PRAGMA max_page_count = {pages}")  # a real SQLITE_FULL
+        with pytest.raises(GalleryError, match=r"disk is full or failing; free space") as error:
+            gallery.enroll("Big", samples(20, 50))
+        assert "damaged" not in str(error.value)
+        assert not gallery.has("Big")
+
+
+def test_a_gallery_that_cannot_be_opened_for_writing_on_a_full_disk_is_still_read(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a gallery writes beside it (WAL mode); on a full disk every command failed,
+    `export` too, the way to a backup. Reading commands now read it read-only."""
+
+    def full(self: Gallery) -> None:
+        raise sqlite3.OperationalError("disk I/O error")  # SQLite's text for SQLITE_IOERR
+
+    monkeypatch.setattr(Gallery, "_configure", full)
+    with Gallery.open(db, read_only=True) as gallery:
+        assert [p.name for p in gallery.people()] == ["Jennifer", "Paul"]
+    with pytest.raises(GalleryError, match="disk is full or failing"):
+        Gallery.open(db)
+
+
+def test_a_gallery_other_users_may_write_is_refused(db: Path) -> None:
+    """Whoever can write the gallery can enrol themselves; it was used without a word."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the gallery to another user")
+    os.chown(db, 65534, 65534)
+    db.chmod(0o666)
+    with pytest.raises(GalleryError, match="may be written by users other than its owner"):
+        Gallery.open(db, read_only=True)
+    db.chmod(0o600)  # someone else's, private: readable as before (root reads it)
+    with Gallery.open(db, read_only=True) as gallery:
+        assert gallery.has("Paul")
+
+
+def test_a_gallery_in_a_folder_anyone_may_write_is_refused(db: Path) -> None:
+    folder = db.parent
+    folder.chmod(0o777)
+    try:
+        with pytest.raises(GalleryError, match="folder .* may be written by any user"):
+            Gallery.open(db)
+        folder.chmod(0o1777)  # sticky, as /tmp: nobody else can replace the file
+        with Gallery.open(db) as gallery:
+            assert gallery.has("Paul")
+    finally:
+        folder.chmod(0o700)
+
+
+# --- what an import or a name may hold -------------------------------------------------------
+
+
+def export_of(db: Path) -> str:
+    text = io.StringIO()
+    with Gallery.open(db) as gallery:
+        gallery.export(text)
+    return text.getvalue()
+
+
+def test_an_import_accepts_only_the_time_form_the_gallery_writes(db: Path) -> None:
+    """2025-9-1T0:0:0Z was taken, and `list` then showed it as a person's latest sample
+    after 2025-12-31 (times are compared as text)."""
+    header, *people = export_of(db).splitlines()
+    record = json.loads(people[0])
+    record["samples"][0]["created_utc"] = "2025-9-1T0:0:0Z"
+    text = "\n".join([header, json.dumps(record), *people[1:]]) + "\n"
+    with pytest.raises(GalleryError, match="'2025-9-1T0:0:0Z' is not a UTC time like"):
+        read_export(io.StringIO(text))
+
+
+def test_a_garbled_text_page_is_damage_with_advice(db: Path) -> None:
+    """Bytes that are not UTF-8 in a name: `list` said "Could not decode to UTF-8" and no
+    more. It is damage: restore the gallery."""
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE people SET name = CAST(x'ff41' AS TEXT) WHERE name = 'Paul'")
+    connection.close()
+    with (
+        Gallery.open(db, read_only=True) as gallery,
+        pytest.raises(GalleryDamaged, match="is damaged .*restore it from an export"),
+    ):
+        gallery.people()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("\u0301", "has no letter or digit"),
+        ("!!!", "has no letter or digit"),
+        ("Jos\udce9", "is not valid UTF-8 text"),  # b"Jos\xe9" from a Latin-1 terminal
+    ],
+)
+def test_names_that_show_as_nothing_or_are_not_text_are_refused(name: str, message: str) -> None:
+    with pytest.raises(GalleryError, match=message):
+        check_name(name)
+
+
+@pytest.mark.parametrize("name", ["José", "李小龍", "O'Brien", "R2", "Zoë-Anne"])
+def test_names_of_letters_and_digits_are_taken(name: str) -> None:
+    assert check_name(name) == name
+
+
+def test_samples_from_another_model_are_named_with_their_people(db: Path) -> None:
+    """An import from another models build went in without a word, and `identify` later said
+    "re-enrol them" without saying whom."""
+    other = [NewSample(s.embedding, s.image_sha256, None, "model-b") for s in samples(2, 60)]
+    with Gallery.open(db) as gallery:
+        gallery.import_([ExportedPerson("Zoe", "2025-01-01T00:00:00Z", other)])
+        warning = gallery.other_models_warning(None)
+        assert warning is not None and "re-enrol Jennifer, Paul, Zoe" in warning
+        warning = gallery.other_models_warning("model-a")
+        assert warning is not None and "samples of 1 people" in warning
+        assert warning.endswith("re-enrol Zoe")
+        assert gallery.other_models_warning("model-c") is not None
