@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 from converter import __version__
 from converter.head import JITTERS, TrainSettings
 from edge_app.arg_types import count, number
-from edge_app.cli import dispatch
+from edge_app.cli import dispatch, stops_interrupt
 from edge_app.logs import setup_logging
 from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
 
@@ -527,10 +525,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -538,13 +532,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # A stop (systemd, `timeout`, a closed terminal) ends a build as Ctrl-C does: the staging
     # folders are removed and the old models stay, where the default action left them behind.
-    stops = (signal.SIGTERM, signal.SIGHUP)
-    before = {stop: signal.signal(stop, _interrupt) for stop in stops}
-    try:
+    with stops_interrupt():
         return dispatch(args, CONVERTER_ERRORS)
-    finally:
-        for stop, handler in before.items():
-            signal.signal(stop, handler)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterable
-from typing import Any, TextIO, cast
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import IO, Any, TextIO, cast
 
 from edge_app import __version__
 from edge_app.commands import printable
@@ -29,6 +31,9 @@ log = logging.getLogger("edge_app")
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 # The exit status of a command stopped by Ctrl-C, as a shell reports one that SIGINT ended.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+# What else stops a command as Ctrl-C does: systemd, `timeout` and `kill` send SIGTERM, a
+# closed terminal or ssh session SIGHUP.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +83,57 @@ def dispatch(
             error,
         )
         return 2
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def stops_interrupt() -> Iterator[None]:
+    """While the block runs, STOP_SIGNALS raise KeyboardInterrupt as Ctrl-C does, so that the
+    same clean-up runs (a private file's temporary copy removed, a transaction rolled back)
+    where the default action would end the process on the spot; the previous handlers are
+    back after. A signal that was ignored (`nohup` ignores SIGHUP) stays ignored. Only from
+    the main thread, as every signal handler."""
+    before = {
+        stop: signal.signal(stop, _interrupt)
+        for stop in STOP_SIGNALS
+        if signal.getsignal(stop) is not signal.SIG_IGN
+    }
+    try:
+        yield
+    finally:
+        for stop, handler in before.items():
+            signal.signal(stop, handler)
+
+
+@contextmanager
+def _standard_streams() -> Iterator[None]:
+    """Standard input, output and error that were closed when the command started (`>&-`, a
+    service or cron job without them; Python then sets sys.stdout and the others to None)
+    are /dev/null while it runs: what it writes goes nowhere and what it reads is empty, as
+    for a command started with them pointing there."""
+    opened: list[tuple[str, IO[str]]] = []
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            stream: IO[str] = open(os.devnull, mode, encoding="utf-8")  # noqa: SIM115 (closed below)
+            opened.append((name, stream))
+            setattr(sys, name, stream)
+    try:
+        yield
+    finally:
+        for name, stream in opened:
+            setattr(sys, name, None)
+            stream.close()
+
+
+def _own_signals(args: argparse.Namespace) -> bool:
+    """Whether the command handles SIGTERM and SIGHUP itself: the door (`run`: SIGTERM locks
+    the relay, SIGHUP reloads) and the hub (SIGTERM stops it in order)."""
+    from edge_app.commands import hub, run
+
+    return args.handler in (run.run, hub.run)
 
 
 class _Output:
@@ -131,18 +187,27 @@ def _discard_output(stream: TextIO) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The console script. Output that cannot be written ends the command: quietly with
-    EXIT_BROKEN_PIPE when its reader went away (`edge-app list | head -1`), else (a full
-    disk) with one error line and exit 2."""
-    args = build_parser().parse_args(argv)
-    setup_logging(-1 if args.quiet else args.verbose)
+    """The console script. Standard streams closed at the start read and write /dev/null
+    (_standard_streams); SIGTERM and SIGHUP stop a command as Ctrl-C does (stops_interrupt),
+    except the door and the hub, which handle them themselves. Output that cannot be written
+    ends the command: quietly with EXIT_BROKEN_PIPE when its reader went away
+    (`edge-app list | head -1`), else (a full disk) with one error line and exit 2."""
+    with _standard_streams():
+        args = build_parser().parse_args(argv)
+        setup_logging(-1 if args.quiet else args.verbose)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     stdout = sys.stdout
-    if stdout is None:  # started with its output closed: nothing to write, nothing to guard
-        return dispatch(args)
     output = _Output(stdout)
     sys.stdout = cast(TextIO, output)
     try:
-        code = dispatch(args)
+        if _own_signals(args):
+            code = dispatch(args)
+        else:
+            with stops_interrupt():
+                code = dispatch(args)
         output.flush()
         return code
     except OSError as error:

@@ -29,6 +29,7 @@ few kilobytes can declare a 30000x30000 image, a path can name a pipe that never
 from __future__ import annotations
 
 import hashlib
+import stat
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -202,7 +203,14 @@ def _read_regular_file(path: Path, limit: int) -> bytes:
         size = "" if error.size is None else f"{error.size} bytes, "
         raise ImageError(f"{path}: {size}more than the {limit} bytes allowed") from None
     except OSError as error:
-        raise ImageError(f"{path}: cannot read ({error.strerror or error})") from None
+        raise unreadable(path, error) from None
+
+
+def unreadable(path: Path, error: OSError, what: str = "") -> ImageError:
+    """The refusal of a photo, or of a folder of them (`what`: "the folder"), that the system
+    would not let us reach: no permission, a name too long, an I/O error."""
+    thing = f" {what}" if what else ""
+    return ImageError(f"{path}: cannot read{thing} ({error.strerror or error})")
 
 
 def _looks_truncated(rgb: np.ndarray, block: int) -> bool:
@@ -300,17 +308,29 @@ def load_photo(path: Path | str, max_side: int | None = MAX_SIDE) -> Photo:
 def expand_image_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
     """Files as given, and the images inside folders (sorted, one level deep). Hidden files
     in a folder are left out: macOS writes `._IMG_0001.jpg` beside each photo on a FAT or
-    exFAT card, metadata that is not an image and would fail the whole enrolment."""
+    exFAT card, metadata that is not an image and would fail the whole enrolment.
+
+    A path the system will not look at (no permission on its folder, a name too long) is
+    yielded as a file: reading it is then that photo's refusal, as for any unreadable photo.
+    A folder that cannot be listed is an ImageError."""
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            yield from sorted(
+        try:
+            folder = stat.S_ISDIR(path.stat().st_mode)
+        except OSError:
+            folder = False
+        if not folder:
+            yield path
+            continue
+        try:
+            names = sorted(
                 p
                 for p in path.iterdir()
                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
             )
-        else:
-            yield path
+        except OSError as error:
+            raise unreadable(path, error, "the folder") from None
+        yield from names
 
 
 def image_files(paths: Sequence[Path | str]) -> list[Path]:

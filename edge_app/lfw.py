@@ -14,9 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from edge_app.bounded_read import read_or_refuse
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 
+# The largest pair list read. LFW's own are far smaller (pairs.txt, 6,000 pairs, is about
+# 100 KB); the cap only keeps a wrong file (a video, /dev/zero) from filling the memory.
+MAX_PAIR_LIST_BYTES = 16 * 1024 * 1024
 # x1, y1, x2, y2 as fractions of the image: see fallback_face
 LFW_MEDIAN_BOX = (0.31, 0.26, 0.69, 0.75)
 
@@ -41,18 +45,18 @@ def image_name(person: str, number: str) -> str:
 
 
 def read_pairs(path: Path) -> PairList:
+    """A pair list file (module docstring). It is read whole through edge_app.bounded_read:
+    a named pipe, a device, a folder or a file over MAX_PAIR_LIST_BYTES is a UserError."""
+    data = read_or_refuse(path, MAX_PAIR_LIST_BYTES, UserError, what="a pair list")
     try:
-        numbered = [
-            (number, line.split())
-            for number, line in enumerate(
-                Path(path).read_text(encoding="utf-8").splitlines(), start=1
-            )
-            if line.strip()
-        ]
-    except OSError as error:
-        raise UserError(f"cannot read pair list {path}: {error.strerror or error}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise UserError(f"cannot read pair list {path}: not UTF-8 text ({error.reason})") from None
+    numbered = [
+        (number, line.split())
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
     if not numbered:
         raise UserError(f"{path}: empty pair list")
     header, rows = numbered[0][1], numbered[1:]

@@ -4,7 +4,9 @@ Each test pins one defect found in that review: a face enrolled under a second n
 checked only after the models loaded, no progress over a folder of photos, doctor advising a
 chmod already done, `site show` advising a chmod through a link to a device, `import -`
 waiting on a terminal, names echoed as typed, messages without their fix, help without
-examples. Photos come from tests/data/lfw_sample and the models from models/tflite.
+examples, tracebacks for photos out of reach and for closed standard streams, `eval lfw`
+reading /dev/zero or a FIFO. Photos come from tests/data/lfw_sample and the models from
+models/tflite.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import io
 import json
 import os
 import pty
+import resource
 import select
+import shutil
 import signal
 import stat
 import struct
@@ -28,9 +32,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from needs import unavailable
 from test_cli_smoke import _env, _with_stdin
 
-from edge_app import cli
+from edge_app import cli, lfw
 from edge_app.camera import picamera2_available
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.manifest import MANIFEST_NAME
@@ -930,3 +935,161 @@ def test_sign_unlock_help_says_what_origin_is() -> None:
     assert "ORIGIN names who sends it (1-64 printable characters, e.g. phone)" in helped
     assert 'the door logs the unlock as "mqtt:ORIGIN"' in helped
     assert "valid for [mqtt] unlock_window_seconds and only once" in helped
+
+
+# --- unreachable photos, closed standard streams, hostile pair lists --------------------------
+
+
+def as_an_ordinary_user() -> list[str]:
+    """The prefix that runs a command without root's override of file permissions (the suite
+    runs as root in CI): same user, but a mode of 000 then means what it says."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        unavailable("no setpriv (util-linux): as root, every file can be read without it")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
+
+
+def enroll_beside_a_locked_folder(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`edge-app enroll --db gallery.db ARGV...` as an ordinary user, in a folder holding
+    `locked/a.jpg` where `locked` has mode 000."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "a.jpg").write_bytes(JOE[0].read_bytes())
+    locked.chmod(0)
+    try:
+        done = subprocess.run(
+            [*as_an_ordinary_user(), sys.executable, "-m", "edge_app.cli"]
+            + ["enroll", "--db", "gallery.db", *argv],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    finally:
+        locked.chmod(0o700)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def test_a_folder_that_cannot_be_listed_is_one_line(tmp_path: Path) -> None:
+    """Defect: a photo folder the user may not list was a PermissionError traceback (exit 1);
+    it is one line naming the folder, and exit 2, before the models load."""
+    done = enroll_beside_a_locked_folder(tmp_path, "Joe", "locked")
+
+    assert done.returncode == 2
+    assert one_error_line(done.stderr).endswith(
+        "ERROR   edge_app: locked: cannot read the folder (Permission denied)"
+    )
+    assert not (tmp_path / "gallery.db").exists()
+
+
+@needs_models
+def test_photos_out_of_reach_are_refused_like_unreadable_photos(tmp_path: Path) -> None:
+    """Defect: a photo in a folder the user may not enter, and a path longer than the system
+    allows, were tracebacks (PermissionError, OSError errno 36). Each is now that photo's
+    refusal, listed with the others, as for any photo that cannot be read."""
+    too_long = "/".join(["a" * 250] * 17) + ".jpg"
+
+    done = enroll_beside_a_locked_folder(
+        tmp_path, "--backend", "cpu", "Joe", "locked/a.jpg", too_long, str(JOE[1])
+    )
+
+    assert done.returncode == 2
+    assert "  locked/a.jpg: cannot read (Permission denied)\n" in done.stderr
+    assert f"  {too_long}: cannot read (File name too long)\n" in done.stderr
+    assert "(the gallery is unchanged)" in one_error_line(done.stderr)
+
+
+def closed(tmp_path: Path, redirect: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`edge-app ARGV... REDIRECT` from a shell: `>&-` starts it with standard output closed,
+    `<&-` with standard input closed (cron, a service without them)."""
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "edge_app.cli", *argv],
+        cwd=tmp_path,
+        env=_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["list"], ["list", "--json"], ["export", "-"], ["access", "Emma", "no"], ["remove", "Bob"]],
+    ids=" ".join,
+)
+def test_commands_with_their_output_closed_run_to_the_end(tmp_path: Path, argv: list[str]) -> None:
+    """Defect: a command started with standard output closed (`>&-`) did its work, then
+    ended in an AttributeError traceback and exit 1. What it writes goes nowhere now."""
+    db = small_gallery(tmp_path / "gallery.db")
+
+    done = closed(tmp_path, ">&-", argv[0], "--db", str(db), *argv[1:])
+
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0
+    with Gallery.open(db, read_only=True) as gallery:
+        people = {person.name: person.access for person in gallery.people()}
+    expected = {"Emma": argv != ["access", "Emma", "no"]} | (
+        {} if "remove" in argv else {"Bob": True}
+    )
+    assert people == expected
+
+
+def test_import_with_its_input_closed_refuses_an_empty_input(tmp_path: Path) -> None:
+    """Defect: `import -` with standard input closed (`<&-`) was an AttributeError traceback;
+    it reads nothing, and says so in one line."""
+    db = small_gallery(tmp_path / "gallery.db")
+    before = digest(db)
+
+    done = closed(tmp_path, "<&-", "import", "--db", str(db), "-")
+
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2
+    assert one_error_line(done.stderr).endswith("the file is empty")
+    assert digest(db) == before
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "refusal"),
+    [
+        ("--pairs", "/dev/zero", "/dev/zero: is a device, not a pair list"),
+        ("--pairs", "pairs.fifo", "pairs.fifo: is a named pipe, not a pair list"),
+        ("--train", "pairs.fifo", "pairs.fifo: is a named pipe, not a pair list"),
+        ("--pairs", "folder", "folder: is a folder, not a pair list"),
+        ("--pairs", "huge.txt", "huge.txt: {size} bytes, more than the {cap} bytes a pair list"),
+    ],
+    ids=["device", "fifo", "train fifo", "folder", "too large"],
+)
+def test_eval_lfw_refuses_pair_lists_that_are_not_files_in_one_line(
+    tmp_path: Path, option: str, path: str, refusal: str
+) -> None:
+    """Defect: `eval lfw --pairs /dev/zero` read without end (24 GB, then the OOM killer),
+    and --pairs or --train naming a FIFO hung. A device, a named pipe, a folder or a file
+    over the cap is one line and exit 2, before the models load."""
+    os.mkfifo(tmp_path / "pairs.fifo")
+    (tmp_path / "folder").mkdir()
+    if path == "huge.txt":
+        cap = lfw.MAX_PAIR_LIST_BYTES
+        with open(tmp_path / path, "wb") as huge:  # sparse: nothing written to the disk
+            huge.truncate(cap + 1)
+        refusal = refusal.format(size=cap + 1, cap=cap)
+    pairs = [] if option == "--pairs" else ["--pairs", str(LFW_SAMPLE / "pairs.txt")]
+    four_gib = 4 << 30
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "eval", "lfw", *pairs, option, path]
+        + ["--images", str(LFW_SAMPLE)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        # Should /dev/zero be read after all, a MemoryError ends it, not the machine.
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (four_gib, four_gib)),
+    )
+
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2
+    assert f"ERROR   edge_app: {refusal}" in one_error_line(done.stderr)

@@ -115,7 +115,7 @@ def test_bad_pair_lists_are_user_errors(tmp_path: Path, lines: list[str], expect
 
 
 def test_missing_pair_list(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="cannot read pair list"):
+    with pytest.raises(UserError, match="absent.txt: cannot read a pair list"):
         read_pairs(tmp_path / "absent.txt")
 
 
