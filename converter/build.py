@@ -16,7 +16,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -40,7 +40,9 @@ from converter.liveness import (
     calibration_patches,
     calibration_record,
     calibration_sample,
+    check_threshold,
     convert_liveness,
+    labelled_frames,
     liveness_source,
     manifest_section,
     model_name,
@@ -390,6 +392,21 @@ def _liveness_models(
     return float_models, models, record
 
 
+def _liveness_check_frames(options: BuildOptions) -> dict[str, list[Path]]:
+    """The live and print frames the built liveness models are checked on, found before any
+    work (a calibration folder without them would only fail at the end)."""
+    if options.liveness_calib is None:
+        raise BuildError("--liveness needs --liveness-calib DIR: photos to calibrate on")
+    return labelled_frames(options.liveness_calib, calibration_images(options.liveness_calib))
+
+
+def _check_liveness(manifest: dict, out_dir: Path, frames: dict[str, list[Path]]) -> None:
+    """Refuse models whose manifest threshold would let printed photos in (check_threshold,
+    on the int8 models as the door opens them); record what was measured."""
+    engine = Engine(parse_manifest(manifest), out_dir, select_backend("cpu"))
+    manifest["liveness"]["check"] = asdict(check_threshold(engine, frames))
+
+
 def _add_liveness(manifest: dict, source: LivenessSource, models: dict, record: dict) -> None:
     """Put liveness models, source, calibration and score rule into a manifest dict."""
     manifest["models"] = {
@@ -482,6 +499,7 @@ def build(options: BuildOptions) -> Path:
     facenet = facenet_source(options.facenet)
     sources = {"mtcnn": mtcnn_source_identity(), "facenet": facenet.identity}
     liveness = liveness_source(options.liveness) if options.liveness else None
+    check_frames = _liveness_check_frames(options) if liveness is not None else {}
     if liveness is None:
         log.info("no --liveness: building without liveness models")
     if options.lfw is None or not (options.lfw / "pairsDevTrain.txt").is_file():
@@ -577,6 +595,7 @@ def build(options: BuildOptions) -> Path:
         }
         if liveness is not None:
             _add_liveness(manifest, liveness, live, record)
+            _check_liveness(manifest, out_dir, check_frames)
         _write_manifest(out_dir, manifest)
     log.info("built %s in %.0f s", options.out, time.monotonic() - started)
     return options.out
@@ -646,6 +665,7 @@ def build_liveness_only(options: BuildOptions) -> Path:
         ) from None
     _check_outputs(options, full=False)
     source = liveness_source(options.liveness)  # reads the weights: after the cheap checks
+    check_frames = _liveness_check_frames(options)
     engine = Engine.open(options.out, backend="cpu")
     old_files = {
         entry["file"] for entry in manifest["models"].values() if entry["role"] == LIVENESS_ROLE
@@ -660,6 +680,7 @@ def build_liveness_only(options: BuildOptions) -> Path:
         if options.edgetpu:
             _compile(out_dir, live)
         _add_liveness(manifest, source, live, record)
+        _check_liveness(manifest, out_dir, check_frames)
         _write_manifest(out_dir, manifest)
         float_manifest_path = float_dir / MANIFEST_NAME
         if float_manifest_path.is_file():

@@ -7,6 +7,11 @@ existing models folder, leaving every other file byte for byte as it was.
 Calibration patches are cut, as the engine cuts them, around the largest face the shipped
 MTCNN finds in a fixed, evenly spread sample of photos (by default NUAA's live and print
 frames of subjects 0001-0008). The int8 input is the raw pixel (scale 1, zero point 0).
+
+The build then checks the threshold it writes into the manifest against the models it built
+(check_threshold): weights that do not tell a live face from a printed one (zeroed, another
+network's, two files whose names give each other's crop scale) are refused, not shipped with
+a threshold that lets prints in.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from converter.minifasnet_torch import (
 )
 from converter.mtcnn_models import SourceError
 from edge_app.engine import Engine
+from edge_app.errors import UserError
+from edge_app.evaluate_liveness import KINDS
 from edge_app.faces import Faces
 from edge_app.images import IMAGE_SUFFIXES, read_image
 from edge_app.liveness import cut_patches
@@ -40,6 +47,7 @@ log = logging.getLogger(__name__)
 PATCH_COLOR = "BGR"  # upstream reads frames with cv2.imread and feeds them as they are
 PATCH_PIXELS = "raw"  # and does not scale them: 0-255
 SCORE = "mean over the liveness models of the softmax's real-class probability, 0..1"
+SCORED_VARIANTS = ("MiniFASNetV2", "MiniFASNetV1SE")  # the two models upstream averages
 # The live/not-live threshold on that score, written into the manifest for the door's
 # [liveness] threshold = "auto". Derived with `edge-app eval liveness` on the shared NUAA
 # subjects with the int8 models: the middle of the thresholds meeting both per-frame targets
@@ -50,6 +58,14 @@ THRESHOLD_DERIVATION = (
     "middle of the thresholds meeting per-frame APCER <= 1% and BPCER <= 5% (0.05-0.40)"
 )
 DEFAULT_CALIBRATION_FRAMES = 240
+# The threshold check: the built int8 models, scored as the door scores them, on an evenly
+# spread sample of the calibration folder's live/ and print/ frames, must meet the per-frame
+# targets THRESHOLD was derived for. The shipped weights: 0 of 149 print frames judged live,
+# 2 of 91 live frames refused; their two files' crop scales swapped: 3 of 149 prints live.
+CHECK_FRAMES = 240
+MAX_PRINTS_JUDGED_LIVE = 0.01  # APCER per frame
+MAX_LIVE_REFUSED = 0.05  # BPCER per frame
+MIN_CHECK_FACES = 20  # of each kind
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,12 @@ def liveness_source(folder: Path) -> LivenessSource:
     names = [model_name(f) for f in files]
     if len(set(names)) != len(names):
         raise SourceError(f"--liveness {folder}: two files of the same model type")
+    if sorted(f.variant for f in files) != sorted(SCORED_VARIANTS):
+        raise SourceError(
+            f"--liveness {folder}: found {', '.join(f.path.name for f in files)}; the score is "
+            f"the mean of {' and '.join(SCORED_VARIANTS)} as upstream's predictor averages "
+            "them, and its threshold was derived for that mean: give both files"
+        )
     for source in files:
         load_state_dict(source)
     return LivenessSource(folder, files)
@@ -188,6 +210,80 @@ def manifest_section(source: LivenessSource, float_models: dict) -> dict[str, ob
         "threshold": THRESHOLD,
         "threshold_derivation": THRESHOLD_DERIVATION,
     }
+
+
+def labelled_frames(folder: Path, paths: list[Path]) -> dict[str, list[Path]]:
+    """The frames under folder/live and folder/print (NUAA's layout), by kind; raises
+    CalibrationError when either kind is missing: the threshold could not be checked."""
+    kinds: dict[str, list[Path]] = {kind: [] for kind in KINDS}
+    for path in paths:
+        top = path.relative_to(folder).parts[0]
+        if top in kinds:
+            kinds[top].append(path)
+    missing = [kind for kind, found in kinds.items() if len(found) < MIN_CHECK_FACES]
+    if missing:
+        raise CalibrationError(
+            f"--liveness-calib {folder}: fewer than {MIN_CHECK_FACES} photos in "
+            f"{' and '.join(f'{kind}/' for kind in missing)}; the build checks the liveness "
+            "threshold on real faces (live/) and printed photos (print/), NUAA's layout"
+        )
+    return kinds
+
+
+@dataclass(frozen=True)
+class ThresholdCheck:
+    """What check_threshold measured (recorded in the manifest's liveness section)."""
+
+    threshold: float
+    live_frames: int
+    live_refused: int
+    print_frames: int
+    prints_judged_live: int
+
+
+def check_threshold(engine: Engine, frames: dict[str, list[Path]]) -> ThresholdCheck:
+    """The manifest's threshold against the built models (`engine` opens them as the door
+    does), on CHECK_FRAMES frames spread over both kinds; UserError unless it meets the
+    per-frame targets it was derived for. Returns what was measured, for the manifest."""
+    threshold = float(engine.manifest.liveness["threshold"])
+    every = sorted(path for paths in frames.values() for path in paths)
+    sample = set(calibration_sample(every, CHECK_FRAMES))
+    scores: dict[str, list[float]] = {kind: [] for kind in frames}
+    for kind, paths in frames.items():
+        chosen = [path for path in paths if path in sample]
+        for path in tqdm(chosen, desc=f"liveness check ({kind})", leave=False, disable=None):
+            frame = read_image(path)
+            face = largest_face(engine.detect(frame))
+            if face is not None:
+                scores[kind].append(float(engine.liveness(frame, face)[0]))
+    live, printed = np.array(scores["live"]), np.array(scores["print"])
+    if min(len(live), len(printed)) < MIN_CHECK_FACES:
+        raise CalibrationError(
+            f"the liveness check found faces in {len(live)} live and {len(printed)} print "
+            f"frames (need {MIN_CHECK_FACES} of each)"
+        )
+    refused, judged_live = int(np.sum(live < threshold)), int(np.sum(printed >= threshold))
+    result = ThresholdCheck(threshold, len(live), refused, len(printed), judged_live)
+    if judged_live > MAX_PRINTS_JUDGED_LIVE * len(printed) or refused > (
+        MAX_LIVE_REFUSED * len(live)
+    ):
+        raise UserError(
+            f"the liveness models do not meet the targets their threshold {threshold:g} was "
+            f"derived for: {judged_live} of {len(printed)} printed photos judged live (at most "
+            f"{MAX_PRINTS_JUDGED_LIVE:.0%}), {refused} of {len(live)} live faces refused (at "
+            f"most {MAX_LIVE_REFUSED:.0%}); check the weights in --liveness and that each file "
+            "name gives its crop scale as upstream's do (2.7_80x80_MiniFASNetV2.pth, "
+            "4_0_0_80x80_MiniFASNetV1SE.pth)"
+        )
+    log.info(
+        "liveness check threshold=%g prints_judged_live=%d/%d live_refused=%d/%d",
+        threshold,
+        judged_live,
+        len(printed),
+        refused,
+        len(live),
+    )
+    return result
 
 
 def calibration_record(folder: Path, images: int, sample: int, faces: int) -> dict[str, object]:

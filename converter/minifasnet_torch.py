@@ -40,6 +40,7 @@ from converter.torch_keras import KerasFromState
 from converter.torch_weights import (
     BN_PARAMS,
     float32_arrays,
+    import_torch,
     load_checkpoint,
     names,
     shape_problems,
@@ -275,6 +276,14 @@ def check_state_dict(state: Mapping[str, np.ndarray], variant: str) -> None:
     problems = shape_problems(state, expected)
     if problems:
         raise SourceError(f"not a {variant} state dict; " + "; ".join(problems))
+    unusable = [k for k in expected if not np.all(np.isfinite(state[k]))]
+    if unusable:  # NaN passes every comparison below and ends up in the int8 model
+        raise SourceError(
+            f"weights that are not finite numbers (NaN, infinity): {_names(unusable)}"
+        )
+    negative = [k for k in expected if k.endswith(".running_var") and np.min(state[k]) < 0]
+    if negative:
+        raise SourceError(f"BatchNorm variances below 0: {_names(negative)}")
     steep = [k for k in expected if k.endswith(".prelu.weight") and np.max(state[k]) > 1]
     if steep:  # _Keras._prelu's form alpha*y + relu((1-alpha)*y) needs alpha <= 1
         raise SourceError(f"PReLU slopes above 1 are not supported: {_names(steep)}")
@@ -285,13 +294,7 @@ def load_state_dict(source: MiniFasNetFile) -> dict[str, np.ndarray]:
 
     weights_only=True: a checkpoint is a pickle, and only this mode refuses pickled code.
     """
-    try:
-        import torch
-    except ImportError:
-        raise SourceError(
-            "install torch (CPU) to read the MiniFASNet weights: pip install torch "
-            "(the CPU build: --index-url https://download.pytorch.org/whl/cpu)"
-        ) from None
+    torch = import_torch("the MiniFASNet weights")
     path = source.path
     loaded = load_checkpoint(torch, path)
     if not isinstance(loaded, Mapping):

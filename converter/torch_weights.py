@@ -7,6 +7,7 @@ names and shapes a network needs, and BatchNorm folding.
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,12 +17,16 @@ from typing import Any
 import numpy as np
 
 from converter.mtcnn_models import SourceError
+from edge_app.bounded_read import read_or_refuse
 from edge_app.errors import first_few
 
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 # BatchNorm's update counter: in every checkpoint, used by no forward pass.
 BN_COUNTER = "num_batches_tracked"
 TORCH_CPU = "pip install torch (the CPU build: --index-url https://download.pytorch.org/whl/cpu)"
+# The largest checkpoint read: FaceNet's Inception-ResNet-v1 is about 110 MB, a MiniFASNet
+# about 2 MB.
+MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024
 
 
 def bn_fold(
@@ -46,9 +51,13 @@ def import_torch(reading: str) -> ModuleType:
 
 
 def load_checkpoint(torch: ModuleType, path: Path) -> Any:
-    """torch.load(path, weights_only=True); SourceError naming the file when it is refused."""
+    """torch.load(path, weights_only=True); SourceError naming the file when it is refused.
+
+    The file is read first, bounded (edge_app.bounded_read): a FIFO named like a weight file
+    would hang torch.load, and a device (a link to /dev/zero) would read without end."""
+    data = read_or_refuse(path, MAX_CHECKPOINT_BYTES, SourceError, what="a PyTorch checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's own text advises weights_only=False: not here
         raise SourceError(
             f"{path}: weights-only loading refuses it (a pickled model, other objects, or not a "

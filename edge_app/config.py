@@ -473,12 +473,13 @@ class LivenessConfig:
     mode: "require" = a track unlocks only when judged live as well as recognised; "log" =
     scored and reported, never blocks; "off" = not run. "auto" (the default) is "require" when
     the models have a liveness model, else "off" with a warning.
-    threshold: score at or above which a frame is live; "auto" = the manifest's.
+    threshold: score at or above which a frame is live; "auto" = the manifest's. Above 0: at 0
+    every face, a printed one too, would be live.
     min_live_frames: live frames needed among a track's last 10 scored.
     """
 
     mode: str | None = _key(None, _auto_or(_choice(*LIVENESS_MODES)))
-    threshold: float | None = _key(None, _auto_or(_number(0.0, 1.0)))
+    threshold: float | None = _key(None, _auto_or(_number(0.0, 1.0, low_open=True)))
     min_live_frames: int = _key(4, _integer(1, 10))
 
 

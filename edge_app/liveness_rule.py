@@ -45,8 +45,12 @@ def manifest_threshold(manifest: LivenessInfo) -> float:
             "the models manifest has no liveness.threshold: set [liveness] threshold in the "
             "config (or --threshold), or rebuild the models with a release that records it"
         )
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise UserError(f"manifest liveness.threshold: {value!r} is not a number in [0, 1]")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        # 0 (as [liveness] threshold refuses it) would judge every face live, a printed one too.
+        raise UserError(
+            f"manifest liveness.threshold: {value!r} is not a number above 0 and at most 1 "
+            "(at 0 every face, a printed one too, is live)"
+        )
     return float(value)
 
 

@@ -400,11 +400,32 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         converter=data.get("converter", {}),
         recognition=data.get("recognition", {}),
         calibration=data.get("calibration", {}),
-        liveness=data.get("liveness", {}),
+        liveness=_liveness(data.get("liveness", {}), models),
         created_utc=str(data.get("created_utc", "")),
         format_version=version,
         float_cascade=_float_cascade(data.get("float_cascade"), scales),
     )
+
+
+def _liveness(section: Any, models: dict[str, ModelSpec]) -> dict[str, Any]:
+    """The `liveness` section, whose `models` (the models the score averages, and its
+    threshold was derived for) must be exactly the liveness models present, if any: a door
+    scoring with one of two would apply a threshold made for their mean."""
+    if not isinstance(section, dict):
+        raise ManifestError("manifest.liveness: expected an object")
+    listed = section.get("models")
+    if listed is None:
+        return section
+    if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
+        raise ManifestError("manifest.liveness.models: expected a list of model names")
+    present = sorted(name for name, spec in models.items() if spec.role == LIVENESS_ROLE)
+    if present and sorted(listed) != present:  # none at all: no check to mis-apply
+        raise ManifestError(
+            f"manifest.liveness.models averages {', '.join(sorted(listed)) or 'nothing'} but the "
+            f"models hold {', '.join(present) or 'no liveness model'}: its threshold was derived "
+            "for that average; rebuild them with `edge-convert build --only liveness`"
+        )
+    return section
 
 
 def _read_manifest(path: Path) -> bytes:

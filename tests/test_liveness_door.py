@@ -202,6 +202,16 @@ def test_a_manifest_without_a_threshold_needs_one_in_the_config() -> None:
     assert LiveRule.resolve(LivenessConfig(threshold=0.4), bare, True).threshold == 0.4
 
 
+def test_a_threshold_of_zero_which_judges_every_print_live_is_refused() -> None:
+    """At threshold 0 a printed photo (score 0.001) was live and `require` let it in, from
+    the manifest and from the config alike; doctor said nothing."""
+    with pytest.raises(UserError, match="liveness.threshold: 0 .*a printed one too"):
+        LiveRule.resolve(LivenessConfig(), SimpleNamespace(liveness={"threshold": 0}), True)
+    with pytest.raises(UserError, match=r"liveness.threshold: 0.0 is out of range \(more than"):
+        parse_config({"liveness": {"mode": "require", "threshold": 0.0}})
+    assert parse_config({"liveness": {"threshold": 0.05}}).liveness.threshold == 0.05
+
+
 def test_config_checks_the_liveness_section() -> None:
     config = parse_config({"liveness": {"mode": "require", "threshold": "auto"}})
     assert config.liveness == LivenessConfig(mode="require", threshold=None)
@@ -568,3 +578,48 @@ def test_enroll_camera_command_refuses_a_photo_held_up(
     assert code == 2
     assert "not judged live" in capsys.readouterr().err
     assert not db.exists()
+
+
+# ------------------------------------------------- doctor says what the door will do
+
+
+def models_without_liveness(folder: Path) -> Path:
+    """A copy of the shipped models whose manifest lists no liveness model."""
+    import shutil
+
+    from edge_app.manifest import LIVENESS_ROLE
+    from edge_app.paths import REPO_MODELS
+
+    shutil.copytree(REPO_MODELS, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name, entry in list(manifest["models"].items()):
+        if entry["role"] == LIVENESS_ROLE:
+            del manifest["models"][name]
+            (folder / entry["file"]).unlink()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("config", "has_models", "status", "detail"),
+    [
+        ("", True, "ok", "mode=require threshold=0.200"),
+        ('mode = "log"', True, "warn", "never blocks a printed photo"),
+        ('mode = "off"', True, "warn", 'mode "off": a printed photo'),
+        ("", False, "warn", 'mode "auto" and the models have no liveness model'),
+        ('mode = "require"', False, "fail", "the door refuses to start: liveness.mode"),
+    ],
+)
+def test_doctor_says_which_liveness_rule_the_door_applies(
+    tmp_path: Path, config: str, has_models: bool, status: str, detail: str
+) -> None:
+    """doctor said OK to models and a config the door refuses to start with ("require"
+    without a liveness model), and said nothing when the check was off."""
+    from edge_app.commands.doctor import collect_checks
+    from edge_app.paths import REPO_MODELS
+
+    path = tmp_path / "door.toml"
+    path.write_text(f'[gallery]\npath = "{tmp_path / "g.db"}"\n[liveness]\n{config}\n')
+    models = REPO_MODELS if has_models else models_without_liveness(tmp_path / "models")
+    (check,) = [c for c in collect_checks(path, models) if c.area == "liveness"]
+    assert (check.status, detail in check.detail) == (status, True), check

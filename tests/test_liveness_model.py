@@ -428,3 +428,133 @@ def test_build_only_liveness_keeps_every_other_model_file(
     ]
     engine = Engine.open(out, backend="cpu")
     assert engine.has_liveness
+
+
+# ------------------------------------------------- what the build refuses (an outside audit)
+
+
+def _models_with(models_dir: Path, folder: Path, change) -> Engine:
+    """The committed models, copied, with `change(manifest dict)` applied."""
+    shutil.copytree(models_dir, folder, ignore=shutil.ignore_patterns("float"))
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    change(data)
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+    return Engine.open(folder, backend="cpu")
+
+
+def _swap_crop_scales(data: dict) -> None:
+    """Two files named with each other's crop scale: what their names say is all the build
+    knows of it."""
+    v2, v1se = data["models"]["minifasnet_v2"], data["models"]["minifasnet_v1se"]
+    v2["patch"]["scale"], v1se["patch"]["scale"] = v1se["patch"]["scale"], v2["patch"]["scale"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        (lambda data: None, None),
+        (_swap_crop_scales, "printed photos judged live"),
+        (lambda data: data["liveness"].update(threshold=0.0001), "printed photos judged live"),
+        (lambda data: data["liveness"].update(threshold=0.99), "live faces refused"),
+    ],
+    ids=["as shipped", "crop scales swapped", "threshold near 0", "threshold near 1"],
+)
+def test_the_build_checks_its_liveness_threshold_on_live_and_printed_frames(
+    models_dir: Path, shared_data: Path, tmp_path: Path, change, refused: str | None
+) -> None:
+    """Zeroed weights built with rc 0 and the threshold stamped on them, 0.333 for every
+    face: every print was live at the door. Two files with each other's crop scale in their
+    names built too (3 of 149 prints live). The build now scores its int8 models on NUAA's
+    live and print frames, as the door does, against the threshold's targets."""
+    from converter.liveness import (
+        calibration_images,
+        check_threshold,
+        labelled_frames,
+    )
+
+    nuaa = shared_data / "liveness" / "nuaa"
+    frames = labelled_frames(nuaa, calibration_images(nuaa))
+    engine = _models_with(models_dir, tmp_path / "models", change)
+    if refused is None:
+        measured = check_threshold(engine, frames)
+        assert measured.prints_judged_live == 0 and measured.print_frames >= 100
+        assert measured.live_refused <= 0.05 * measured.live_frames
+    else:
+        with pytest.raises(UserError, match=refused):
+            check_threshold(engine, frames)
+
+
+def test_calibration_photos_without_live_and_print_frames_are_refused_up_front(
+    tmp_path: Path,
+) -> None:
+    from converter.calibration import CalibrationError
+    from converter.liveness import labelled_frames
+
+    folder = tmp_path / "calib"
+    (folder / "live").mkdir(parents=True)
+    paths = [folder / "live" / f"{i}.jpg" for i in range(30)]
+    with pytest.raises(CalibrationError, match=r"fewer than 20 photos in print/"):
+        labelled_frames(folder, paths)
+
+
+def test_one_liveness_model_of_two_is_refused_by_the_build_and_the_door(
+    minifasnet_dir: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    """With one of the two files the build went through, and the door scored with one model
+    against the threshold derived for the mean of both."""
+    from converter.liveness import liveness_source
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(minifasnet_dir / "2.7_80x80_MiniFASNetV2.pth", folder)
+    with pytest.raises(SourceError, match="give both files"):
+        liveness_source(folder)
+
+    def drop_v1se(data: dict) -> None:
+        del data["models"]["minifasnet_v1se"]
+
+    with pytest.raises(UserError, match="averages minifasnet_v1se, minifasnet_v2 but"):
+        _models_with(models_dir, tmp_path / "models", drop_v1se)
+
+
+@needs_torch
+def test_weights_that_are_not_finite_are_refused_when_read(
+    minifasnet_dir: Path, tmp_path: Path
+) -> None:
+    """NaN weights were refused only by the Edge TPU lint, a minute later, with 257
+    violations that did not say NaN."""
+    import torch
+
+    from converter.minifasnet_torch import load_state_dict, parse_file_name
+
+    name = "2.7_80x80_MiniFASNetV2.pth"
+    state = torch.load(minifasnet_dir / name, map_location="cpu", weights_only=True)
+    for key, value, message in (
+        ("conv1.conv.weight", float("nan"), "not finite"),
+        ("conv1.bn.running_var", -1.0, "variances below 0"),
+    ):
+        changed = dict(state)
+        target = next(k for k in changed if k.endswith(key))
+        changed[target] = changed[target].clone().fill_(value)
+        path = tmp_path / name
+        torch.save(changed, path)
+        with pytest.raises(SourceError, match=message):
+            load_state_dict(parse_file_name(path))
+
+
+@needs_torch
+def test_a_named_pipe_or_a_device_as_a_weight_file_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO named like a weight file hung the build (killed after 120 s)."""
+    import os
+
+    from converter.minifasnet_torch import load_state_dict, parse_file_name
+
+    fifo = tmp_path / "2.7_80x80_MiniFASNetV2.pth"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError, match="is a named pipe, not a PyTorch checkpoint"):
+        load_state_dict(parse_file_name(fifo))
+    device = tmp_path / "4_0_0_80x80_MiniFASNetV1SE.pth"
+    device.symlink_to("/dev/zero")
+    with pytest.raises(SourceError, match="not a PyTorch checkpoint"):
+        load_state_dict(parse_file_name(device))

@@ -378,6 +378,43 @@ def _released_outputs_check(sys_root: Path = SYS_ROOT) -> Check | None:
     )
 
 
+def _liveness_check(config: Config, engine: Any) -> Check:
+    """The liveness rule the door applies with these models and this config (LiveRule, as the
+    door resolves it): fail when the door would refuse to start, warn when a printed photo
+    of an enrolled person could open the door."""
+    from edge_app.errors import UserError
+    from edge_app.liveness_rule import LOG, OFF, LiveRule
+
+    if config.liveness.mode is None and not engine.has_liveness:  # "auto", nothing to run
+        return Check(
+            "liveness",
+            "warn",
+            'mode "auto" and the models have no liveness model: the check is off, and a '
+            "printed photo of an enrolled person can open the door",
+            "build the models with --liveness (docs/LIVENESS.md), or set "
+            '[liveness] mode = "off" to say it is meant',
+        )
+    try:
+        rule = LiveRule.resolve(config.liveness, engine.manifest, engine.has_liveness)
+    except UserError as error:
+        return Check("liveness", "fail", f"the door refuses to start: {error}", "")
+    if rule.mode == OFF:
+        return Check(
+            "liveness",
+            "warn",
+            'mode "off": a printed photo of an enrolled person can open the door',
+            '[liveness] mode = "require" (docs/LIVENESS.md)' if engine.has_liveness else "",
+        )
+    if rule.mode == LOG:
+        return Check(
+            "liveness",
+            "warn",
+            f"{rule.describe()}: scored and reported, never blocks a printed photo",
+            '[liveness] mode = "require" once the log shows live faces pass',
+        )
+    return Check("liveness", "ok", rule.describe())
+
+
 def _config_checks(config_path: Path | None) -> tuple[list[Check], Config | None]:
     """The config's own check, and the config when it is usable (None when it is not)."""
     from edge_app import paths
@@ -739,6 +776,8 @@ def collect_checks(
     if config is not None and not any(c.area == "models" and c.status == "fail" for c in checks):
         cascade, engine = _cascade_checks(models, config)
         checks += cascade
+        if engine is not None:
+            checks.append(_liveness_check(config, engine))
     gallery = _gallery_checks(config)
     checks += gallery
     memory = None
