@@ -7,6 +7,7 @@ everything succeeded, so a failure never leaves a half-written models folder beh
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import platform
@@ -201,16 +202,41 @@ def _previous(final: Path) -> Path:
     return final.with_name(f".{final.name}.previous")
 
 
-def _stage(final: Path) -> Path:
-    """A new, empty temporary sibling of `final` (its folder made when missing)."""
+@contextlib.contextmanager
+def _build_lock(folder: Path, finals: list[Path]) -> Iterator[None]:
+    """Hold `folder`, the parent of `finals`, for this build alone: an flock on the folder
+    itself (no file left behind), released when the process ends, however it ends. Two
+    builds into one folder each reported success while the later one silently replaced the
+    earlier's models; the second is now refused. Held, it also makes staging folders left
+    beside the finals those of a killed build: they are removed."""
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise BuildError(
-            f"cannot create the folder {final.parent} ({error.strerror or error})"
-        ) from None
-    if not os.access(final.parent, os.W_OK):
-        raise BuildError(f"cannot write to {final.parent}")
+        raise BuildError(f"cannot create the folder {folder} ({error.strerror or error})") from None
+    if not os.access(folder, os.W_OK):
+        raise BuildError(f"cannot write to {folder}")
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildError(
+                f"another edge-convert build is writing into {folder} now: wait for it to end "
+                "(two builds into one folder would replace each other's models)"
+            ) from None
+        for final in finals:
+            for left in folder.glob(f".{final.name}.*"):
+                if left.is_dir() and not left.is_symlink() and left != _previous(final):
+                    shutil.rmtree(left, ignore_errors=True)
+                    log.warning("removed %s, left there by a build that was killed", left)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _stage(final: Path) -> Path:
+    """A new, empty temporary sibling of `final` (its folder made when missing, and held by
+    _build_lock)."""
     previous = _previous(final)
     if not final.exists() and previous.is_dir():
         # An earlier build stopped between its two renames below: put its old folder back.
@@ -267,7 +293,13 @@ def staged_folders(*finals: Path, copy: bool = False) -> Iterator[list[Path]]:
     subfolders kept), swapped in together on success (_swap_in) and removed on any failure.
     A failure to write (a full disk) is a BuildError naming the file; nothing is replaced."""
     stagings: list[Path] = []
+    locks = contextlib.ExitStack()
     try:
+        parents = {
+            final.parent: [f for f in finals if f.parent == final.parent] for final in finals
+        }
+        for folder, held in parents.items():
+            locks.enter_context(_build_lock(folder, held))
         for final in finals:
             stagings.append(_stage(final))
             if copy and final.is_dir():
@@ -276,6 +308,7 @@ def staged_folders(*finals: Path, copy: bool = False) -> Iterator[list[Path]]:
     except BaseException as error:
         for staging in stagings:
             shutil.rmtree(staging, ignore_errors=True)
+        locks.close()
         if isinstance(error, OSError) and not isinstance(error, PermissionError):
             names = ", ".join(str(final) for final in finals)
             raise BuildError(
@@ -283,7 +316,8 @@ def staged_folders(*finals: Path, copy: bool = False) -> Iterator[list[Path]]:
                 f"({names} as they were)"
             ) from None
         raise
-    _swap_in(list(zip(finals, stagings, strict=True)))
+    with locks:
+        _swap_in(list(zip(finals, stagings, strict=True)))
 
 
 @contextlib.contextmanager

@@ -743,3 +743,35 @@ def test_out_dot_is_the_folder_it_is_run_in(
     with pytest.raises(Reached):
         edge_convert("build", "--calib", str(lfw), "--lfw", str(lfw), "--out", ".")
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_second_build_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    """Two builds into one folder at once both said "built into" and the later one silently
+    replaced the earlier's models."""
+    from converter.build import BuildError, staged_folders
+
+    out, float_out = two_built_folders(tmp_path)
+    before = tree(tmp_path)
+    with staged_folders(float_out, out) as (new_float, new_out):
+        with (
+            pytest.raises(BuildError, match="another edge-convert build is writing into"),
+            staged_folders(out),
+        ):
+            pass
+        (new_float / MANIFEST_NAME).write_text("first")
+        (new_out / MANIFEST_NAME).write_text("first")
+    assert (out / MANIFEST_NAME).read_text() == "first"
+    assert sorted(tree(tmp_path)) == sorted(before)  # no lock file, no staging left
+
+
+def test_staging_left_by_a_killed_build_is_removed_by_the_next(tmp_path: Path) -> None:
+    """SIGKILL leaves a build's staging folders (28 MB), and every later build left them."""
+    from converter.build import staged_folder
+
+    out, _ = two_built_folders(tmp_path)
+    left = out.with_name(f".{out.name}.k1ll3d00")
+    left.mkdir()
+    (left / "pnet_0.tflite").write_bytes(b"half")
+    with staged_folder(out) as new_out:
+        (new_out / MANIFEST_NAME).write_text("new")
+    assert not left.exists() and (out / MANIFEST_NAME).read_text() == "new"
