@@ -571,15 +571,17 @@ class Gallery:
     def _open_read_only(cls, path: Path) -> Gallery:
         """A gallery where nothing may be written, opened read-only (SQLite's mode=ro).
 
-        With a -wal file beside it, a door (or a writer that stopped) has it open in WAL
-        mode: it is read through the WAL as usual, which needs the -shm file to exist. With
-        none, no connection has it open, and it is read as immutable: SQLite then needs no
-        -shm file, which it could not create here.
+        With changes in a -wal file beside it, a door (or a writer that stopped) has it open
+        in WAL mode: it is read through the WAL as usual, which needs the -shm file to exist.
+        With none, it is read as immutable: SQLite then needs no -shm file, which it could not
+        create here.
         """
         from urllib.parse import quote
 
         real = os.path.realpath(path)  # SQLite keeps the -wal beside the file a link leads to
-        wal = os.path.exists(f"{real}-wal")
+        # An empty -wal holds no changes: what a writer that checkpointed leaves, and what a
+        # failed open on a full disk leaves (with a -shm cut short, which a WAL read needs).
+        wal = os.path.exists(f"{real}-wal") and os.path.getsize(f"{real}-wal") > 0
         uri = f"file:{quote(os.fsencode(real))}?mode=ro" + ("" if wal else "&immutable=1")
         try:
             connection = sqlite3.connect(uri, uri=True, isolation_level=None)

@@ -13,11 +13,14 @@ import io
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from people import samples, several_people, unit_vectors
+from test_hostile_input import REPO, needs_read_only_mount
 
 from edge_app.gallery import (
     MAX_SAMPLES_PER_PERSON,
@@ -230,3 +233,40 @@ def test_samples_from_another_model_are_named_with_their_people(db: Path) -> Non
         assert warning is not None and "samples of 1 people" in warning
         assert warning.endswith("re-enrol Zoe")
         assert gallery.other_models_warning("model-c") is not None
+
+
+@needs_read_only_mount  # root and a private mount namespace: here a tmpfs that is full
+def test_on_a_really_full_disk_list_and_export_still_read_and_a_change_says_why(
+    db: Path, tmp_path: Path
+) -> None:
+    """On a full tmpfs `list` and `export` (the way to a backup) said "not a usable gallery:
+    disk I/O error": opening writes the -wal and -shm files, and the failed open left an
+    empty -wal and a -shm cut short, which the read-only fallback then tripped over."""
+    out = tmp_path / "export.jsonl"
+    script = """
+        mount -t tmpfs -o size=1m tmpfs "$1" && cp "$2" "$1/g.db" &&
+        (dd if=/dev/zero of="$1/fill" bs=64k 2>/dev/null; true) &&
+        for args in "list" "export $3" "rename Paul Pablo"; do
+            "$4" -m edge_app.cli $args --db "$1/g.db"; echo "rc=$?"
+        done
+    """
+    folder = tmp_path / "full"
+    folder.mkdir()
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", str(folder), str(db), str(out), sys.executable],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+        check=False,
+    )
+    assert [line for line in done.stdout.splitlines() if line.startswith("rc=")] == [
+        "rc=0",
+        "rc=0",
+        "rc=2",
+    ], done.stderr
+    assert (
+        "Paul" in done.stdout and json.loads(out.read_text().splitlines()[1])["name"] == "Jennifer"
+    )
+    assert "the disk is full or failing; free space" in done.stderr
+    assert "not a usable gallery" not in done.stderr
