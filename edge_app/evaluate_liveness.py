@@ -285,7 +285,7 @@ class LivenessResult:
             p10, p50, p90 = np.percentile(values, [10, 50, 90])
             return {"n": len(values), "p10": p10, "p50": p50, "p90": p90}
 
-        return {
+        data = {
             "threshold": self.threshold,
             "min_live_frames": self.min_live_frames,
             "window_frames": WINDOW_FRAMES,
@@ -293,8 +293,10 @@ class LivenessResult:
             "per_sequence": self.window_rates(),
             "per_track": self.track_rates(),
             "threshold_sweep": self.sweep(),
+            # null (not NaN) where no threshold meets both per-frame targets
             "threshold_derived": dict(
-                zip(("threshold", "low", "high"), derive_threshold(self.tracks), strict=True)
+                zip(("threshold", "low", "high"), derive_threshold(self.tracks), strict=True),
+                lowest_acer=lowest_acer(self.sweep()),
             ),
             "leave_one_subject_out": self.held_out(),
             "groups": {
@@ -328,6 +330,22 @@ class LivenessResult:
                 for t in self.tracks
             ],
         }
+        return json_safe(data)  # strict JSON: no NaN
+
+
+def json_safe(value: Any) -> Any:
+    """`value` for strict JSON: every NaN or infinity (a rate with nothing to count, a
+    threshold that does not exist) as None (null), numpy numbers as Python's. json writes a
+    bare NaN otherwise, which strict parsers refuse."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def score_all(engine: Engine, sequences: list[Sequence]) -> tuple[list[TrackScores], float]:
@@ -393,6 +411,18 @@ def sweep(tracks: list[TrackScores]) -> list[dict[str, float]]:
     return rows
 
 
+def lowest_acer(rows: list[dict[str, float]]) -> dict[str, float] | None:
+    """The sweep row with the lowest per-frame ACER, (worst APCER + BPCER) / 2, and that
+    ACER: the best trade-off on the grid, reported when no threshold meets both targets.
+    None when no row has both rates."""
+    scored = [
+        {**row, "acer": (row["apcer_worst"] + row["bpcer"]) / 2}
+        for row in rows
+        if math.isfinite(row["apcer_worst"]) and math.isfinite(row["bpcer"])
+    ]
+    return min(scored, key=lambda row: row["acer"], default=None)
+
+
 def derive_threshold(tracks: list[TrackScores]) -> tuple[float, float, float]:
     """(threshold, low, high): the middle, on the grid, of the thresholds meeting both
     per-frame targets; NaN when none does. How the manifest's threshold was derived."""
@@ -422,7 +452,9 @@ HELD_OUT_COUNTS = (
 
 def leave_one_subject_out(tracks: list[TrackScores], min_live_frames: int) -> dict[str, Any]:
     """Each subject scored with the threshold derived on the others: the spread of the
-    derivation, and pooled held-out error counts per frame and per window."""
+    derivation, and pooled held-out error counts per frame and per window. A subject whose
+    others give no threshold meeting both targets (threshold NaN) is left out of the pooled
+    counts: there is no threshold to score it with."""
     subjects = sorted({t.sequence.subject for t in tracks})
     folds = []
     pooled = dict.fromkeys(HELD_OUT_COUNTS, 0)
@@ -431,6 +463,9 @@ def leave_one_subject_out(tracks: list[TrackScores], min_live_frames: int) -> di
         test = [t for t in tracks if t.sequence.subject == subject]
         threshold, low, high = derive_threshold(train)
         fold = {"subject": subject, "threshold": threshold, "feasible": [low, high]}
+        folds.append(fold)
+        if math.isnan(threshold):
+            continue
         for track in test:
             scores = track.scores[np.isfinite(track.scores)]
             live = scores >= threshold
@@ -447,7 +482,6 @@ def leave_one_subject_out(tracks: list[TrackScores], min_live_frames: int) -> di
                 pooled["attack_frames_live"] += int(np.sum(live))
                 pooled["attack_windows"] += len(verdicts)
                 pooled["attack_windows_live"] += verdicts.count(True)
-        folds.append(fold)
     return {"folds": folds, "pooled": pooled}
 
 
@@ -461,6 +495,54 @@ TARGETS = {  # the project's targets on the shared NUAA subjects
 
 def _percent(value: float) -> str:
     return "   n/a" if math.isnan(value) else f"{100 * value:5.1f}%"
+
+
+def _derivation(result: LivenessResult) -> str:
+    """The derived-threshold line; when no threshold meets both per-frame targets, that,
+    and the lowest per-frame ACER on the grid."""
+    derived, low, high = derive_threshold(result.tracks)
+    if not math.isnan(derived):
+        return (
+            f"threshold derived on this data: {derived:.2f} (the middle of {low:.2f}-{high:.2f}, "
+            "the thresholds meeting both per-frame targets)"
+        )
+    text = (
+        f"threshold derived on this data: none (no threshold from {THRESHOLD_GRID[0]:.2f} to "
+        f"{THRESHOLD_GRID[-1]:.2f} meets both per-frame targets, APCER <= "
+        f"{100 * FRAME_APCER_TARGET:.0f}% and BPCER <= {100 * FRAME_BPCER_TARGET:.0f}%)"
+    )
+    best = lowest_acer(result.sweep())
+    if best is not None:
+        text += (
+            f"; best trade-off {best['threshold']:.2f}, the lowest per-frame ACER "
+            f"({_percent(best['acer']).strip()}): worst APCER "
+            f"{_percent(best['apcer_worst']).strip()}, BPCER {_percent(best['bpcer']).strip()}"
+        )
+    return text
+
+
+def _held_out_line(held: dict[str, Any]) -> str:
+    p = held["pooled"]
+    spread = [f["threshold"] for f in held["folds"] if not math.isnan(f["threshold"])]
+    none = [f["subject"] for f in held["folds"] if math.isnan(f["threshold"])]
+    if not spread:
+        return (
+            "leave one subject out: for no subject do the others give a threshold meeting "
+            "both per-frame targets"
+        )
+    left_out = (
+        f"; left out: {', '.join(none)} (the others give no threshold meeting both targets)"
+        if none
+        else ""
+    )
+    return (
+        f"leave one subject out (threshold derived on the others, "
+        f"{min(spread):.2f}-{max(spread):.2f}): per frame APCER "
+        f"{p['attack_frames_live']}/{p['attack_frames']}, BPCER "
+        f"{p['live_frames_refused']}/{p['live_frames']}; per window "
+        f"{p['attack_windows_live']}/{p['attack_windows']} attacks accepted, "
+        f"{p['live_windows_refused']}/{p['live_windows']} live refused{left_out}"
+    )
 
 
 def format_report(result: LivenessResult) -> str:
@@ -511,24 +593,10 @@ def format_report(result: LivenessResult) -> str:
             value = rates[key]
         met = "met" if value <= limit else "NOT met"
         lines.append(f"  {text:44s} {_percent(value)}  {met}")
-    derived, low, high = derive_threshold(result.tracks)
-    lines += [
-        "",
-        f"threshold derived on this data: {derived:.2f} (the middle of {low:.2f}-{high:.2f}, "
-        "the thresholds meeting both per-frame targets)",
-    ]
+    lines += ["", _derivation(result)]
     held = result.held_out()
     if len(held["folds"]) > 1:
-        p = held["pooled"]
-        spread = [f["threshold"] for f in held["folds"]]
-        lines.append(
-            f"leave one subject out (threshold derived on the others, "
-            f"{min(spread):.2f}-{max(spread):.2f}): per frame APCER "
-            f"{p['attack_frames_live']}/{p['attack_frames']}, BPCER "
-            f"{p['live_frames_refused']}/{p['live_frames']}; per window "
-            f"{p['attack_windows_live']}/{p['attack_windows']} attacks accepted, "
-            f"{p['live_windows_refused']}/{p['live_windows']} live refused"
-        )
+        lines.append(_held_out_line(held))
     lines.append(
         f"\nliveness cost {result.ms_per_face:.2f} ms per face (median; {result.backend})\n"
     )

@@ -263,3 +263,81 @@ def test_threshold_is_the_middle_of_the_range_meeting_both_frame_targets() -> No
     assert held["pooled"]["attack_windows"] == 4 and held["pooled"]["live_windows_refused"] == 0
     hopeless = [_track("live", "0001_00_00_01", [0.1] * 5), _track("print", "0001_00_01_02", [0.9])]
     assert np.isnan(derive_threshold(hopeless)[0])
+
+
+@pytest.mark.parametrize("subjects", ["", ", ,"])
+@pytest.mark.parametrize("benchmark", ["liveness", "door"])
+def test_an_empty_subjects_list_is_refused_not_read_as_all(
+    benchmark: str,
+    subjects: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    restore_logging: None,
+) -> None:
+    for kind in ("live", "print"):
+        (tmp_path / kind).mkdir()
+    code = cli.main(
+        ["eval", benchmark, "--data", str(tmp_path), "--subjects", subjects]
+        + ["--models", str(tmp_path / "no-models")]  # refused before the models are opened
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"--subjects {subjects!r}: expected comma-separated subject ids, e.g. 0001,0002" in err
+
+
+def _hopeless(subject: str) -> list[TrackScores]:
+    """A subject no threshold serves: 4 of 20 attack frames score 0.22 (APCER 20% up to
+    0.20) and 2 of 20 live frames 0.22 (BPCER 10% from 0.25): the lowest per-frame ACER,
+    5%, is first reached at 0.25 (APCER 0, BPCER 10%)."""
+    return [
+        _track("live", f"{subject}_00_00_01", [0.22] * 2 + [0.9] * 18),
+        _track("print", f"{subject}_00_01_02", [0.22] * 4 + [0.0] * 16),
+    ]
+
+
+def test_no_threshold_meeting_the_targets_is_said_plainly_and_the_json_is_strict() -> None:
+    from edge_app.evaluate_liveness import format_report
+
+    tracks = _hopeless("0001") + _hopeless("0002")
+    result = LivenessResult(0.2, 4, summarise(tracks, 0.2, 4), tracks, 1.0, "cpu", "m")
+
+    report = format_report(result)
+    assert "nan" not in report.lower()
+    assert (
+        "threshold derived on this data: none (no threshold from 0.05 to 0.95 meets both "
+        "per-frame targets, APCER <= 1% and BPCER <= 5%); best trade-off 0.25, the lowest "
+        "per-frame ACER (5.0%): worst APCER 0.0%, BPCER 10.0%"
+    ) in report
+    assert "leave one subject out: for no subject do the others give a threshold" in report
+    data = json.loads(json.dumps(result.to_json(), allow_nan=False))  # no bare NaN anywhere
+    derived = data["threshold_derived"]
+    assert (derived["threshold"], derived["low"], derived["high"]) == (None, None, None)
+    assert derived["lowest_acer"] == pytest.approx(
+        {"threshold": 0.25, "apcer_worst": 0.0, "bpcer": 0.1, "acer": 0.05}
+    )
+    assert [f["threshold"] for f in data["leave_one_subject_out"]["folds"]] == [None, None]
+    # No threshold to score a held-out subject with: nothing is counted (not every live
+    # frame refused, as comparing with NaN would).
+    assert set(data["leave_one_subject_out"]["pooled"].values()) == {0}
+
+
+def test_a_subject_whose_others_give_no_threshold_is_left_out_of_the_held_out_counts() -> None:
+    from edge_app.evaluate_liveness import format_report
+
+    good = [
+        _track("live", "0002_00_00_01", list(np.linspace(0.4, 0.99, 20))),
+        _track("print", "0002_00_01_02", list(np.linspace(0.0, 0.12, 20))),
+    ]
+    tracks = _hopeless("0001") + good
+    held = LivenessResult(0.2, 4, summarise(tracks, 0.2, 4), tracks, 1.0, "cpu", "m").held_out()
+    folds = {f["subject"]: f["threshold"] for f in held["folds"]}
+    assert folds["0001"] == 0.3 and np.isnan(folds["0002"])  # 0002 trained on 0001 alone
+    # Only 0001 is scored (at 0.30): its 20 live frames, 2 refused; its 20 attack frames.
+    assert held["pooled"]["live_frames"] == 20 and held["pooled"]["live_frames_refused"] == 2
+    assert held["pooled"]["attack_frames"] == 20 and held["pooled"]["attack_frames_live"] == 0
+    result = LivenessResult(0.2, 4, summarise(tracks, 0.2, 4), tracks, 1.0, "cpu", "m")
+    report = format_report(result)
+    assert "nan" not in report.lower()
+    assert "(threshold derived on the others, 0.30-0.30)" in report
+    assert "left out: 0002 (the others give no threshold meeting both targets)" in report

@@ -14,7 +14,8 @@ strike (reason "close").
 The clip is made of still photos pasted into frames, not a person (or a print) in front of
 a camera, which is what the liveness check judges, so it runs in "log" mode here: its scores
 are reported in the events, but no decision depends on them (at a real door the default is
-"require"; docs/LIVENESS.md).
+"require"; docs/LIVENESS.md). With models built without a liveness model (--models) it runs
+in "off" mode, and says so.
 """
 
 from __future__ import annotations
@@ -74,13 +75,13 @@ def _run(args: argparse.Namespace) -> int:
     from edge_app.daemon import Daemon
     from edge_app.engine import Engine
     from edge_app.enroll import enroll_photos
-    from edge_app.errors import UserError
 
     _check_clip(args.clip)
-    people = sorted(p for p in args.enroll.iterdir() if p.is_dir()) if args.enroll.is_dir() else []
-    if not people:
-        raise UserError(f"--enroll {args.enroll}: expected one folder of photos per person")
+    people = _people(args.enroll)
     engine = Engine.open(args.models, backend="auto", cascade="auto")
+    # Photos pasted into a clip are not a live person: report liveness, do not require it
+    # (module docstring); without a liveness model "log" is refused, so the check is off.
+    liveness = "log" if engine.has_liveness else "off"
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="edge-app-demo.") as scratch:
         gallery = Path(scratch) / "gallery.db"
@@ -94,9 +95,7 @@ def _run(args: argparse.Namespace) -> int:
             "gpio.factory": "mock",
             "events.jsonl": "-",
             "events.db": str(Path(scratch) / "events.db"),
-            # Photos pasted into a clip are not a live person: report liveness, do not require
-            # it (module docstring).
-            "liveness.mode": "log",
+            "liveness.mode": liveness,
             # The demo's own control socket, private to this run (not /run/edge-app).
             "hub.socket": str(Path(scratch) / "door.sock"),
         }
@@ -108,10 +107,16 @@ def _run(args: argparse.Namespace) -> int:
         out.write(
             f"playing {args.clip.name} as the camera, {pace}; relay on mock GPIO{config.gpio.pin}\n"
         )
-        out.write(
-            'liveness mode "log": the clip is photos pasted into frames, not a live person, so '
-            "liveness is reported but not required (a real door requires it)\n"
-        )
+        if liveness == "log":
+            out.write(
+                'liveness mode "log": the clip is photos pasted into frames, not a live person, '
+                "so liveness is reported but not required (a real door requires it)\n"
+            )
+        else:
+            out.write(
+                f'liveness mode "off": the models in {engine.models_dir} have no liveness model, '
+                "so liveness is not checked (a real door needs one: docs/LIVENESS.md)\n"
+            )
         out.flush()
         # Each event is printed once, as its JSON line: not also as the event log's INFO line.
         logging.getLogger("edge_app.events").setLevel(logging.WARNING)
@@ -121,9 +126,32 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
+def _people(enroll: Path) -> list[Path]:
+    """--enroll's sub-folders, one per person; UserError when there are none or the folder
+    cannot be read."""
+    from edge_app.errors import UserError
+
+    try:
+        people = sorted(p for p in enroll.iterdir() if p.is_dir()) if enroll.is_dir() else []
+    except OSError as error:
+        raise UserError(f"--enroll {enroll}: cannot read it ({error.strerror or error})") from None
+    if not people:
+        raise UserError(f"--enroll {enroll}: expected one folder of photos per person")
+    return people
+
+
 def _check_clip(clip: Path) -> None:
     """Refuse, before the models load, a --clip the camera could not play: what the door's
     camera.source takes from a file, a video or a folder of photos."""
+    from edge_app.errors import UserError
+
+    try:
+        _check_clip_kind(clip)
+    except OSError as error:  # out of reach: no permission, a name too long, ...
+        raise UserError(f"--clip {clip}: cannot read it ({error.strerror or error})") from None
+
+
+def _check_clip_kind(clip: Path) -> None:
     from edge_app.errors import UserError
     from edge_app.images import IMAGE_SUFFIXES, expand_image_paths
 

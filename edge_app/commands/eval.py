@@ -192,8 +192,19 @@ def _check_data(args: argparse.Namespace) -> None:
 
 
 def _subjects(text: str | None) -> set[str] | None:
-    """--subjects 0001,0002 as a set; None (all) when not given."""
-    return {s.strip() for s in text.split(",") if s.strip()} if text else None
+    """--subjects 0001,0002 as a set; None (all) when not given. Given but with no id in it
+    ("" or ", ,", as an unset shell variable gives) is refused, not read as all subjects."""
+    from edge_app.errors import UserError
+
+    if text is None:
+        return None
+    subjects = {s.strip() for s in text.split(",") if s.strip()}
+    if not subjects:
+        raise UserError(
+            f"--subjects {text!r}: expected comma-separated subject ids, e.g. 0001,0002 "
+            "(leave the option out for all subjects)"
+        )
+    return subjects
 
 
 DOOR_EPILOG = """\
@@ -280,12 +291,13 @@ def _run_door(args: argparse.Namespace) -> int:
     if args.learn_site is not None:
         recognition["learn_site"] = args.learn_site == "on"
     parse_config({"recognition": recognition})  # a bad value is refused before any work
+    subjects = _subjects(args.subjects)
     check_output(args.json)
     engine = _open_engine(args)
     report = evaluate_door(
         engine,
         args.data,
-        _subjects(args.subjects),
+        subjects,
         recognition,
         alone=args.alone,
         seed=args.seed,
