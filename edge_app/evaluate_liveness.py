@@ -38,6 +38,7 @@ from edge_app.faces import Faces
 from edge_app.images import read_image
 from edge_app.liveness_rule import WINDOW_FRAMES, window_is_live
 from edge_app.parallax import Parallax, pair_measures
+from edge_app.reports import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -331,21 +332,6 @@ class LivenessResult:
             ],
         }
         return json_safe(data)  # strict JSON: no NaN
-
-
-def json_safe(value: Any) -> Any:
-    """`value` for strict JSON: every NaN or infinity (a rate with nothing to count, a
-    threshold that does not exist) as None (null), numpy numbers as Python's. json writes a
-    bare NaN otherwise, which strict parsers refuse."""
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def score_all(engine: Engine, sequences: list[Sequence]) -> tuple[list[TrackScores], float]:

@@ -9,18 +9,37 @@ that a later read would trust.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_app.errors import UserError
+
+
+def json_safe(value: Any) -> Any:
+    """`value` for strict JSON: every NaN or infinity (a rate with nothing to count, a
+    threshold that does not exist) as None (null), numpy numbers as Python's. json writes a
+    bare NaN otherwise, which strict parsers refuse."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def write_json(path: Path, data: Any) -> None:
     """Write atomically: a temp file beside the target, renamed over it (mode as a plain
-    open() would give: 0666 less the umask; mkstemp's own is 0600)."""
+    open() would give: 0666 less the umask; mkstemp's own is 0600). Strict JSON: a NaN or an
+    infinity (a rate with nothing to count) is written as null (json_safe)."""
     path = Path(path)
     handle, temp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
     try:
@@ -28,7 +47,7 @@ def write_json(path: Path, data: Any) -> None:
         os.umask(umask)
         os.fchmod(handle, 0o666 & ~umask)
         with os.fdopen(handle, "w") as out:
-            json.dump(data, out, indent=2, default=float)
+            json.dump(json_safe(data), out, indent=2, default=float, allow_nan=False)
             out.write("\n")
         os.replace(temp, path)
     except BaseException:

@@ -83,3 +83,20 @@ def test_samples_per_person_counts_what_the_door_matcher_decides(tmp_path: Path)
     assert all(row["genuine"] == 3 and row["identified"] == 3 for row in rows)
     assert all(row["wrong_person"] == 0 and row["strangers"] == 40 for row in rows)
     assert all(row["strangers_accepted"] == 0 for row in rows)
+
+
+def test_a_report_with_nothing_to_count_is_strict_json(tmp_path: Path) -> None:
+    """A rate with nothing to count is NaN; json wrote it bare, which strict parsers (and
+    every JSON reader but Python's) refuse. Reports write it as null."""
+    import math
+
+    import numpy as np
+
+    from edge_app.reports import write_json
+
+    out = tmp_path / "r.json"
+    write_json(out, {"rate": math.nan, "rows": [np.float32(np.inf), np.int64(3), 0.5]})
+    assert json.loads(out.read_text(), parse_constant=lambda c: 1 / 0) == {
+        "rate": None,
+        "rows": [None, 3, 0.5],
+    }
