@@ -28,7 +28,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from edge_app.errors import UserError
 from edge_app.faces import Faces
-from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample, check_name, name_key
+from edge_app.gallery import (
+    EMBEDDING_DIM,
+    Gallery,
+    NewSample,
+    check_name,
+    name_key,
+    removed_if_left_empty,
+)
 from edge_app.images import ImageError, encode_jpeg, image_files, load_photo
 from edge_app.manifest import Manifest
 from edge_app.picture import EXPLAIN, picture_problem
@@ -269,7 +276,7 @@ def _commit(
         with Gallery.open(db) as gallery:
             result.samples = len(gallery.embeddings(name))
         return result
-    with Gallery.open(db, create=True) as gallery:
+    with removed_if_left_empty(db), Gallery.open(db, create=True) as gallery:
         warning = gallery.other_models_warning(collector.model)
         if warning is not None:
             log.warning("%s", warning)

@@ -43,11 +43,12 @@ import sys
 import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 
@@ -382,6 +383,36 @@ def _check_file(path: Path) -> bool:
     return True
 
 
+@contextmanager
+def removed_if_left_empty(path: Path | str) -> Iterator[None]:
+    """Around a command that may create the gallery (the first enrolment, an import): when
+    it fails, a gallery it created that still holds nobody is removed, with its -wal and
+    -shm files, so a refused first enrolment or import leaves no file behind. A gallery
+    that existed before, or that someone enrolled into meanwhile, is left as it is."""
+    path = Path(path)
+    existed = os.path.lexists(path)
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            _remove_if_empty(path)
+        raise
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if not _check_file(path):
+            return
+        with closing(sqlite3.connect(f"file:{quote(os.fsencode(path))}?mode=ro", uri=True)) as db:
+            if db.execute("SELECT count(*) FROM people").fetchone()[0]:
+                return
+    except (GalleryError, sqlite3.Error, OSError):
+        return  # not ours to judge: leave it
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+    log.info("gallery=%s removed: created for a change that did not happen", path)
+
+
 def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
     """Refuse a gallery that users other than its owner may change: whoever can write it, or
     replace it in its folder, can enrol themselves and be let in. The owner's own file is
@@ -576,8 +607,6 @@ class Gallery:
         With none, it is read as immutable: SQLite then needs no -shm file, which it could not
         create here.
         """
-        from urllib.parse import quote
-
         real = os.path.realpath(path)  # SQLite keeps the -wal beside the file a link leads to
         # An empty -wal holds no changes: what a writer that checkpointed leaves, and what a
         # failed open on a full disk leaves (with a -shm cut short, which a WAL read needs).

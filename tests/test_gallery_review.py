@@ -8,6 +8,7 @@ garbled text page gave no advice; a name of one combining accent showed as blank
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -270,3 +271,68 @@ def test_on_a_really_full_disk_list_and_export_still_read_and_a_change_says_why(
     )
     assert "the disk is full or failing; free space" in done.stderr
     assert "not a usable gallery" not in done.stderr
+
+
+def test_a_refused_first_enrolment_or_import_leaves_no_gallery_behind(tmp_path: Path) -> None:
+    """The import of the master key above, into a new gallery, was refused and left an empty
+    gallery.db (and a SIGTERM before a first enrolment was written did too)."""
+    from edge_app.gallery import removed_if_left_empty
+
+    path = tmp_path / "new.db"
+    with (
+        pytest.raises(GalleryError, match="one-person rule"),
+        removed_if_left_empty(path),
+        Gallery.open(path, create=True) as gallery,
+    ):
+        gallery.import_([master_key()])
+    assert list(tmp_path.iterdir()) == []
+    with (
+        pytest.raises(KeyboardInterrupt),
+        removed_if_left_empty(path),
+        Gallery.open(path, create=True),
+    ):
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gallery_that_existed_or_holds_someone_is_never_removed(db: Path) -> None:
+    from edge_app.gallery import removed_if_left_empty
+
+    before = digest(db)
+    with pytest.raises(GalleryError), removed_if_left_empty(db), Gallery.open(db) as gallery:
+        gallery.import_([master_key()])
+    assert digest(db) == before
+    other = db.with_name("other.db")
+    with pytest.raises(RuntimeError), removed_if_left_empty(other):
+        with Gallery.open(other, create=True) as gallery:
+            gallery.enroll("Zoe", samples(2, 70))  # someone enrolled meanwhile
+        raise RuntimeError("later")
+    with Gallery.open(other) as gallery:
+        assert gallery.has("Zoe")
+
+
+def test_the_cli_import_of_a_refused_file_into_a_new_gallery_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "key.jsonl"
+    with Gallery.open(tmp_path / "src.db", create=True) as gallery:
+        gallery.enroll("Master Key", samples(2, 80))
+    text = export_of(tmp_path / "src.db").splitlines()
+    record = json.loads(text[1])
+    record["samples"][1]["embedding"] = base64.b64encode(
+        several_people(1, 81)[0].astype("<f4").tobytes()
+    ).decode()
+    record["samples"][1].pop("mirror_embedding", None)
+    source.write_text("\n".join([text[0], json.dumps(record)]) + "\n")
+    target = tmp_path / "door" / "new.db"
+    target.parent.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "import", str(source), "--db", str(target)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2 and "one-person rule" in done.stderr, done.stderr
+    assert list(target.parent.iterdir()) == []

@@ -241,7 +241,7 @@ def _refuse_the_gallery(out: Path, gallery: Path) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from edge_app.gallery import Gallery, read_export_file
+    from edge_app.gallery import Gallery, read_export_file, removed_if_left_empty
 
     db = db_path(args, create=True)
     if args.source == "-" and sys.stdin is not None and sys.stdin.isatty():
@@ -252,7 +252,7 @@ def run_import(args: argparse.Namespace) -> int:
     # Checked in full before the gallery is opened: a bad file creates and changes nothing.
     people = read_export_file(args.source)
     mode = "replace" if args.replace else "merge" if args.merge else "refuse"
-    with Gallery.open(db, create=True) as gallery:
+    with removed_if_left_empty(db), Gallery.open(db, create=True) as gallery:
         summary = gallery.import_(people, on_conflict=mode)
         warning = gallery.other_models_warning(None)
     if warning is not None:
