@@ -686,7 +686,8 @@ def _earlier_results(json_out: Path) -> dict:
     except (OSError, untrusted_json.BadJSON) as error:
         raise UserError(f"--only liveness adds to {json_out} ({error}), {advice}") from None
     try:  # what _write_results will do with it, without the liveness part
-        render_markdown({**results, "liveness": None, "verdicts": _verdicts(results)})
+        without = {**results, "liveness": None}
+        render_markdown({**without, "verdicts": _verdicts(without)})
     except (AttributeError, KeyError, TypeError, ValueError):
         raise UserError(
             f"--only liveness adds to {json_out}, not a validation result; {advice}"

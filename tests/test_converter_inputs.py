@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -476,6 +477,21 @@ def test_validate_only_liveness_checks_the_earlier_results_first(
     assert code == 2
     assert f"--only liveness adds to {results}" in one_error(capsys.readouterr().err)
     assert results.read_text() == earlier and not (tmp_path / "q.md").exists()
+
+
+def test_validate_only_liveness_takes_the_results_a_full_validate_wrote(tmp_path: Path) -> None:
+    """--only liveness refused every full result that had a liveness section, the committed
+    docs/quantization.json too ("not a validation result"): its check rendered the report
+    without liveness but with the verdicts of the result with it. So `make validate` then
+    `make validate-liveness` could never work."""
+    from converter.validate import _earlier_results
+    from edge_app.paths import REPO_ROOT
+
+    committed = REPO_ROOT / "docs" / "quantization.json"
+    copy = tmp_path / "quantization.json"
+    shutil.copy(committed, copy)
+    results = _earlier_results(copy)
+    assert results["liveness"]["decision_agreement"] > 0.9  # a full result, liveness in it
 
 
 @pytest.mark.usefixtures("restore_logging")
