@@ -61,6 +61,8 @@ models-liveness: $(VENV)/.dev
 	$(BIN)/edge-convert build --only liveness --out models/tflite --liveness $(LIVENESS) \
 		--liveness-calib $(SHARED)/liveness/nuaa
 
+# int8 against the float reference models in models/float (not committed: `make models` builds
+# them beside models/tflite); writes docs/QUANTIZATION.md and docs/quantization.json.
 validate: $(VENV)/.dev
 	$(BIN)/edge-convert validate --models models/tflite --data $(SHARED)
 
@@ -158,8 +160,10 @@ $(BENCH_VENV)/.ready: pyproject.toml benchmarks/requirements-peers.txt \
 	$(BENCH_BIN)/pip install --quiet --no-deps -r benchmarks/requirements-peers-nodeps.txt
 	touch $@
 
-# 5-8 minutes on 2 cores (QUICK=1: about 2). Writes benchmarks/results.json, docs/BENCHMARKS.md
-# and docs/benchmarks.png. The float rows need models/float (`make models` builds it).
+# The recorded run's benchmarks.run step took 725 s on 2 shared cores (wall_seconds in
+# benchmarks/results.json), after the four cost benchmarks (QUICK=1: about 2 minutes).
+# Writes benchmarks/results.json, docs/BENCHMARKS.md and docs/benchmarks.png. The float rows
+# need models/float (`make models` builds it).
 bench: $(BENCH_VENV)/.ready
 	$(BENCH_BIN)/python -m benchmarks.liveness_cost --data $(SHARED)
 	$(BENCH_BIN)/python -m benchmarks.decision_cost --data $(SHARED)

@@ -9,6 +9,7 @@ report, one enrolment from two LFW photos), and reads VmRSS and VmHWM (peak) fro
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import socket
@@ -101,7 +102,25 @@ def measure(web: bool, folder: Path) -> list[tuple[str, float, float]]:
         hub.wait()
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="python -m benchmarks.web_rss",
+        description=(
+            "Resident memory (VmRSS, and VmHWM as the peak) of `edge-app hub` with the web "
+            "page off and on: started and idle, logged in with the pages visited, after the "
+            "health page, and after one enrolment from two LFW photos "
+            f"({PHOTOS}). Each case starts its own hub (no door, no MQTT) from a temporary "
+            "config listening on 127.0.0.1, and stops it at the end. Prints the table of "
+            "docs/WEB.md. It takes at least about 20 s, its fixed waits (each hub settles "
+            f"for {SETTLE_S:.0f} s, then 1 s after each step), plus the health page and the "
+            "enrolment, which run the models and may take up to their 60 s and 120 s "
+            "timeouts."
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser().parse_args(argv)
     if not PHOTOS.is_dir():
         sys.stderr.write(f"needs LFW photos at {PHOTOS}\n")
         return 1
