@@ -288,7 +288,10 @@ def markdown(results: dict, accuracy: dict[str, dict]) -> str:
     add("## How to run")
     add("")
     add("```")
-    add("make bench              # full run, about 10 minutes on 2 idle cores")
+    add(
+        f"make bench              # full run: benchmarks.run took {results['wall_seconds']:.0f} s "
+        "in the recorded run, after the cost benchmarks"
+    )
     add("make bench QUICK=1      # smoke run, about 2 minutes")
     add("make bench-accuracy     # LFW check of ours, all-int8 and a prototype (accuracy.json)")
     add("```")
