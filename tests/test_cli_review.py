@@ -892,8 +892,10 @@ def test_ctrl_c_prints_one_line_exits_130_and_writes_no_half_output(tmp_path: Pa
     photos = tmp_path / "photos"
     photos.mkdir()
     # Enough photos to take many seconds: the Ctrl-C must land while they are identified, even
-    # on a machine loaded enough to delay this test's own process (a CI run beside others).
-    for copy in range(60):
+    # on a machine loaded enough to delay this test's own process (a CI run beside others):
+    # 120 photos take about 1.5 s on an idle x86 machine, less than a loaded parent may take to
+    # read the log line. The interrupted run is no slower for more: it stops at the Ctrl-C.
+    for copy in range(500):
         for photo in [*JOE, *MARTHA]:
             (photos / f"{copy}-{photo.name}").write_bytes(photo.read_bytes())
     # As from a terminal, Ctrl-C raises KeyboardInterrupt in the command even when this test

@@ -131,6 +131,10 @@ def test_the_door_and_the_hub_keep_their_own_signal_handling(
     monkeypatch.setattr(run, "run", record("run"))
     monkeypatch.setattr(hub, "run", record("hub"))
     monkeypatch.setattr(hub, "run_unlock_code", record("hub unlock-code"))
+    # As a process started by systemd or a terminal has them (under `nohup`, as a CI runner
+    # may start the suite, SIGHUP is ignored, and stays so: test_an_ignored_sighup_...).
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
     mine = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
 
     assert cli.main(["run"]) == 0

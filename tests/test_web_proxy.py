@@ -9,14 +9,15 @@ what is being tested, and httpx would not send one over the test's plain HTTP.
 from __future__ import annotations
 
 import socket
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
+from people import unit_vectors
 from web_support import PASSWORD, csrf_of, free_port
 
 from edge_app.config import (
@@ -27,7 +28,7 @@ from edge_app.config import (
     split_listen,
     split_origin,
 )
-from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
+from edge_app.gallery import Gallery, NewSample
 from edge_app.web import auth
 from edge_app.web.origins import Origins, split_host
 from edge_app.web.server import WebServer, is_loopback
@@ -149,8 +150,9 @@ def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def add_person(db: Path, name: str) -> None:
-    vectors = np.random.default_rng(7).normal(size=(2, EMBEDDING_DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    """Two photos of someone of their own (one face per name: the gallery refuses a second
+    name for a face it holds)."""
+    vectors = unit_vectors(2, zlib.crc32(name.encode()))
     with Gallery.open(db, create=True) as gallery:
         gallery.enroll(name, [NewSample(v, f"{name}-{i}") for i, v in enumerate(vectors)])
 
