@@ -286,6 +286,7 @@ class LivenessResult:
             p10, p50, p90 = np.percentile(values, [10, 50, 90])
             return {"n": len(values), "p10": p10, "p50": p50, "p90": p90}
 
+        rows = self.sweep()
         data = {
             "threshold": self.threshold,
             "min_live_frames": self.min_live_frames,
@@ -293,11 +294,11 @@ class LivenessResult:
             "per_frame": self.frame_rates(),
             "per_sequence": self.window_rates(),
             "per_track": self.track_rates(),
-            "threshold_sweep": self.sweep(),
+            "threshold_sweep": rows,
             # null (not NaN) where no threshold meets both per-frame targets
             "threshold_derived": dict(
                 zip(("threshold", "low", "high"), derive_threshold(self.tracks), strict=True),
-                lowest_acer=lowest_acer(self.sweep()),
+                lowest_acer=lowest_acer(rows),
             ),
             "leave_one_subject_out": self.held_out(),
             "groups": {
