@@ -546,6 +546,7 @@ def build(options: BuildOptions) -> Path:
     _check_outputs(options)
     _check_what_is_dropped(options)
     check_population(options.lfw)
+    _check_probe_photo(PROBE_PHOTO)
     paths = calibration_paths(options.calib)
     Random(options.seed).shuffle(paths)
     log.info("calibration images=%d from=%s", len(paths), options.calib)
@@ -835,6 +836,16 @@ def probe_frame(photo: Path, camera: tuple[int, int]) -> np.ndarray:
     return frame
 
 
+def _check_probe_photo(photo: Path) -> None:
+    """The float cascade's probe photo is read now, not after an hour of converting."""
+    if not photo.is_file():
+        raise BuildError(
+            f"the probe photo {photo} is missing: it is part of the source checkout "
+            "(tests/data), so run edge-convert from a checkout of edge-app"
+        )
+    read_image(photo)
+
+
 def ship_float_cascade(
     float_dir: Path,
     float_models: dict,
@@ -897,7 +908,7 @@ def add_float_cascade(models_dir: Path, photo: Path = PROBE_PHOTO) -> Path:
         data = _read_manifest(manifest_path)
     except (OSError, ValueError) as error:  # changed since load_manifest read it
         raise BuildError(f"{manifest_path} is not usable ({error})") from None
-    read_image(photo)  # a missing or broken probe photo stops it now, not after converting
+    _check_probe_photo(photo)
     camera = (int(data["camera"][0]), int(data["camera"][1]))
     source = mtcnn_source_identity()
     if data.get("sources", {}).get("mtcnn") != source:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from converter import __version__
 from converter.head import JITTERS, TrainSettings
-from edge_app.arg_types import count, number
+from edge_app.arg_types import checkout_default, count, number
 from edge_app.cli import dispatch, stops_interrupt
 from edge_app.logs import setup_logging
 from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
@@ -52,7 +52,7 @@ def _build(args: argparse.Namespace) -> int:
         frames=args.frames,
         faces=args.faces,
         liveness=Path(args.liveness) if args.liveness else None,
-        liveness_calib=Path(args.liveness_calib),
+        liveness_calib=Path(args.liveness_calib) if args.liveness_calib else None,
         liveness_frames=args.liveness_frames,
         drop_liveness=args.no_liveness,
     )
@@ -209,10 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--out",
-        default=str(REPO_MODELS),
         metavar="DIR",
-        help="int8 models folder, replaced as a whole when the build succeeds, so it must be "
-        "new, empty or a models folder, and apart from every input (default %(default)s)",
+        **checkout_default(
+            REPO_MODELS,
+            "int8 models folder, replaced as a whole when the build succeeds, so it must be "
+            "new, empty or a models folder, and apart from every input",
+        ),
     )
     b.add_argument(
         "--float-out",
@@ -222,16 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--calib",
-        default=str(SHARED_DATA / "lfw"),
         metavar="DIR",
-        help="calibration photos: an LFW folder (DevTrain images are used) or any "
-        "folder of photos (default %(default)s)",
+        **checkout_default(
+            SHARED_DATA / "lfw",
+            "calibration photos: an LFW folder (DevTrain images are used) or any folder of photos",
+        ),
     )
     b.add_argument(
         "--lfw",
-        default=str(SHARED_DATA / "lfw"),
         metavar="DIR",
-        help="LFW folder whose DevTrain pairs set the recognition threshold (default %(default)s)",
+        **checkout_default(
+            SHARED_DATA / "lfw",
+            "LFW folder whose DevTrain pairs set the recognition threshold",
+        ),
     )
     b.add_argument(
         "--facenet",
@@ -262,10 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--liveness-calib",
-        default=str(SHARED_DATA / "liveness" / "nuaa"),
         metavar="DIR",
-        help="photos of faces, live and attacks, to calibrate the int8 liveness models on, "
-        "searched recursively (default %(default)s)",
+        **checkout_default(
+            SHARED_DATA / "liveness" / "nuaa",
+            "photos of faces, live and attacks, to calibrate the int8 liveness models on, "
+            "searched recursively",
+            required=False,
+        ),
     )
     b.add_argument(
         "--liveness-frames",
@@ -314,9 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--models",
-        default=str(REPO_MODELS),
         metavar="DIR",
-        help="built models folder with manifest.json (default %(default)s)",
+        **checkout_default(
+            REPO_MODELS,
+            "built models folder with manifest.json",
+        ),
     )
     f.add_argument(
         "--probe-photo",
@@ -353,9 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--models",
-        default=str(REPO_MODELS),
         metavar="DIR",
-        help="int8 models folder (default %(default)s)",
+        **checkout_default(
+            REPO_MODELS,
+            "int8 models folder",
+        ),
     )
     v.add_argument(
         "--float-models",
@@ -365,21 +377,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--data",
-        default=str(SHARED_DATA),
         metavar="DIR",
-        help="shared data folder with lfw/, detection/ and liveness/nuaa/ (default %(default)s)",
+        **checkout_default(
+            SHARED_DATA,
+            "shared data folder with lfw/, detection/ and liveness/nuaa/",
+        ),
     )
     v.add_argument(
         "--json",
-        default=str(DOCS / "quantization.json"),
         metavar="PATH",
-        help="where the results go as JSON, replaced whole (default %(default)s)",
+        **checkout_default(
+            DOCS / "quantization.json",
+            "where the results go as JSON, replaced whole",
+        ),
     )
     v.add_argument(
         "--report",
-        default=str(DOCS / "QUANTIZATION.md"),
         metavar="PATH",
-        help="where the results go as a Markdown table, replaced whole (default %(default)s)",
+        **checkout_default(
+            DOCS / "QUANTIZATION.md",
+            "where the results go as a Markdown table, replaced whole",
+        ),
     )
     v.add_argument(
         "--limit",
@@ -397,9 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--liveness-frames",
-        default=str(DOCS / "liveness_frames.json"),
         metavar="PATH",
-        help="per-frame liveness scores, float and int8 (default %(default)s; '' to skip)",
+        **checkout_default(
+            DOCS / "liveness_frames.json",
+            "per-frame liveness scores, float and int8 ('' to skip)",
+        ),
     )
     v.set_defaults(handler=_validate)
 
@@ -440,10 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument(
         "--lfw",
-        default=str(SHARED_DATA / "lfw"),
         metavar="DIR",
-        help="LFW folder with pairsDevTrain.txt, pairsDevTest.txt and images/ "
-        "(default %(default)s)",
+        **checkout_default(
+            SHARED_DATA / "lfw",
+            "LFW folder with pairsDevTrain.txt, pairsDevTest.txt and images/",
+        ),
     )
     h.add_argument(
         "--out",
@@ -467,9 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument(
         "--models",
-        default=str(REPO_MODELS),
         metavar="DIR",
-        help="models that embed the jittered crops (default %(default)s)",
+        **checkout_default(
+            REPO_MODELS,
+            "models that embed the jittered crops",
+        ),
     )
     defaults = TrainSettings()
     h.add_argument(

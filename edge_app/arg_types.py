@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_app.paths import IN_CHECKOUT
 
 
 def count(low: int) -> Callable[[str], int]:
@@ -40,3 +44,16 @@ def number(
         return value
 
     return parse
+
+
+def checkout_default(path: Path, help: str, *, required: bool = True) -> dict[str, Any]:
+    """add_argument keywords for an option whose default lies in the source checkout (its
+    models, demo clip, docs or the shared data beside it): that default in a checkout. Where
+    the command runs from an installed package, there is no such folder to default to: the
+    option is required, or (`required=False`, for an option only some runs use) None, which
+    the command refuses when that run needs it."""
+    if IN_CHECKOUT:
+        return {"default": str(path), "help": f"{help} (default %(default)s)"}
+    if required:
+        return {"required": True, "help": f"{help} (required: installed, not run from a checkout)"}
+    return {"default": None, "help": f"{help} (no default: installed, not run from a checkout)"}

@@ -11,6 +11,10 @@ INSTALLED_MODELS = Path("/usr/share/edge-app/models")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_MODELS = REPO_ROOT / "models" / "tflite"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# A source checkout has pyproject.toml beside the packages. An installed package (the Pi's
+# venv, a wheel) sits in site-packages, with none of the checkout's models/, demo/, docs/ or
+# tests/ and no ../shared beside it: options that default into those have no default there.
+IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
 # The relay the running door claimed (edge_app.relay_record), in systemd's RuntimeDirectory=
 # edge-app: kept across restarts, owned by the service user, who also runs ExecStopPost=.
 RELAY_RECORD = Path("/run/edge-app/relay.json")

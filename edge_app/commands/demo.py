@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edge_app.arg_types import checkout_default
 from edge_app.paths import REPO_ROOT
 
 DEMO_DIR = REPO_ROOT / "demo"
@@ -49,15 +50,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--clip",
         type=Path,
-        default=DEMO_DIR / "door.mp4",
-        help="video file, or folder of photos (played in name order), to use as the camera "
-        "(default %(default)s)",
+        **checkout_default(
+            DEMO_DIR / "door.mp4",
+            "video file, or folder of photos (played in name order), to use as the camera",
+        ),
     )
     parser.add_argument(
         "--enroll",
         type=Path,
-        default=DEMO_DIR / "enroll",
-        help="folder with one sub-folder of photos per person to enrol",
+        **checkout_default(
+            DEMO_DIR / "enroll",
+            "folder with one sub-folder of photos per person to enrol",
+        ),
     )
     parser.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
     parser.add_argument(

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_app.arg_types import count
+from edge_app.arg_types import checkout_default, count
 from edge_app.cascade_choice import CASCADES
 from edge_app.config import LOOKALIKE_MODES
 from edge_app.paths import REPO_ROOT, SHARED_DATA
@@ -51,14 +51,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lfw.add_argument(
         "--pairs",
         type=Path,
-        default=SHARED_DATA / "lfw" / "pairsDevTest.txt",
-        help="pair list to score (default %(default)s)",
+        **checkout_default(
+            SHARED_DATA / "lfw" / "pairsDevTest.txt",
+            "pair list to score",
+        ),
     )
     lfw.add_argument(
         "--images",
         type=Path,
-        default=SHARED_DATA / "lfw" / "images",
-        help="LFW image root: <Name>/<Name>_NNNN.jpg (default %(default)s)",
+        **checkout_default(
+            SHARED_DATA / "lfw" / "images",
+            "LFW image root: <Name>/<Name>_NNNN.jpg",
+        ),
     )
     lfw.add_argument("--train", type=Path, help="development-form list to choose the threshold on")
     lfw.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -175,8 +179,10 @@ def _nuaa_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        default=SHARED_DATA / "liveness" / "nuaa",
-        help="folder with live/ and print/ (default %(default)s)",
+        **checkout_default(
+            SHARED_DATA / "liveness" / "nuaa",
+            "folder with live/ and print/",
+        ),
     )
     parser.add_argument(
         "--subjects", help="comma-separated subject ids to use (default: all), e.g. 0001,0002"
@@ -395,8 +401,10 @@ def _register_visits(sub: argparse._SubParsersAction) -> None:
     visits.add_argument(
         "--lfw",
         type=Path,
-        default=SHARED_DATA / "lfw",
-        help="LFW folder with images/ and pairsDevTrain.txt (default %(default)s)",
+        **checkout_default(
+            SHARED_DATA / "lfw",
+            "LFW folder with images/ and pairsDevTrain.txt",
+        ),
     )
     visits.add_argument(
         "--people", type=count(1), default=PEOPLE, help=f"enrolled people (default {PEOPLE})"
