@@ -210,14 +210,6 @@ def _reads(
     return guarded
 
 
-def default_path() -> Path:
-    """Where `--db` points when not given: the config file's gallery.path, so `enroll` and
-    the daemon agree without repeating the path (DEFAULT_GALLERY when there is no config)."""
-    from edge_app.config import load_config  # imported here: config imports this module's peers
-
-    return Path(load_config(None).gallery.path)
-
-
 def describe_access(allowed: bool) -> str:
     """How the commands and the web page say what a person's access is."""
     return "may open the door" if allowed else "is a known visitor: recognised, never let in"

@@ -186,6 +186,26 @@ def test_list(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
     assert [(p["name"], p["samples"]) for p in people] == [("Joe", 1)]
 
 
+def test_gallery_commands_take_the_gallery_of_a_door_config(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    db = _copy(enrolled[0], tmp_path)
+    config = tmp_path / "door.toml"
+    config.write_text(f'[gallery]\npath = "{db}"\n')
+
+    renamed = run(tmp_path, "rename", "Joe", "Joseph", "--config", str(config))
+    listed = run(tmp_path, "list", "--json", "--config", str(config))
+    both = run(tmp_path, "list", "--config", str(config), "--db", str(db))
+    missing = run(tmp_path, "list", "--config", str(tmp_path / "nope.toml"))
+
+    assert renamed.returncode == 0, renamed.stderr
+    assert [p["name"] for p in json.loads(listed.stdout)] == ["Joseph"]
+    assert both.returncode == 2
+    assert "argument --db: not allowed with argument --config" in both.stderr
+    assert missing.returncode == 2
+    assert _one_error_line(missing).endswith("nope.toml: config file not found")
+
+
 def test_rename(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
     db = _copy(enrolled[0], tmp_path)
 

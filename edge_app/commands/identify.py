@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.cascade_choice import CASCADES
-from edge_app.commands import file_path, printable
+from edge_app.commands import config_path, file_path, printable
 from edge_app.config import AGGREGATES, LOOKALIKE_MODES
 from edge_app.errors import UserError
 from edge_app.runtime import BACKENDS
@@ -51,7 +51,8 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
     # The default is resolved after parsing (db_path): building the parser reads no config.
     from edge_app.paths import DEFAULT_CONFIG, DEFAULT_GALLERY
 
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--db",
         type=file_path("./gallery.db", "the configured gallery"),
         default=None,
@@ -59,19 +60,26 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
         help=f"gallery database (default: gallery.path in {DEFAULT_CONFIG}, else "
         f"{DEFAULT_GALLERY})",
     )
+    where.add_argument(
+        "--config",
+        type=config_path,
+        metavar="PATH",
+        help="the gallery of a door run with this config: its gallery.path",
+    )
 
 
 def db_path(args: argparse.Namespace, *, create: bool = False) -> Path:
-    """The gallery --db names, else the configured one (gallery.path).
+    """The gallery --db names, else the one the config names (gallery.path: --config, else
+    the default config file).
 
     create: the command makes the gallery when it is missing. A --db PATH must then be in a
     folder that exists, so a mistyped path is refused rather than made into a folder tree;
     the configured gallery's folder (the state directory) is made when missing.
     """
-    from edge_app.gallery import default_path
-
     if args.db is None:
-        return default_path()
+        from edge_app.config import load_config  # imported here: it reads the config file
+
+        return Path(load_config(args.config).gallery.path)
     folder = args.db.parent
     if create and not folder.is_dir():
         raise UserError(
