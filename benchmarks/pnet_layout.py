@@ -72,7 +72,7 @@ def main() -> None:
     manifest = load_manifest(REPO_MODELS)
     backend = select_backend("cpu", threads=2)
     per_level = [
-        ModelRunner(make_interpreter(REPO_MODELS / s.file, backend), s)
+        ModelRunner(make_interpreter((REPO_MODELS / s.file).read_bytes(), backend), s)
         for _, s in manifest.by_role("pnet")
     ]
     scales = [float(v) for v in manifest.pyramid["scales"]]
@@ -99,7 +99,7 @@ def main() -> None:
         [TensorSpec(**t) for t in inputs],
         [TensorSpec(**t) for t in outputs],
     )
-    canvas_runner = ModelRunner(make_interpreter(canvas_file, backend), spec)
+    canvas_runner = ModelRunner(make_interpreter(canvas_file.read_bytes(), backend), spec)
     canvas_file.unlink()
 
     cut = np.log(manifest.thresholds["pnet"] / (1 - manifest.thresholds["pnet"]))

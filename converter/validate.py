@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from edge_app import untrusted_json
 from edge_app.adapters import ModelRunner
+from edge_app.centering import unit
 from edge_app.detection.boxes import iou_matrix
 from edge_app.engine import Engine
 from edge_app.errors import UserError
@@ -171,7 +172,8 @@ def compare_cascades(
 def compare_facenet(
     float_engine: Engine, int8_engine: Engine, lfw: Path, limit: int | None
 ) -> dict:
-    """Same float-MTCNN crops into both FaceNets: embedding cosine and DevTest accuracy."""
+    """Same float-MTCNN crops into both FaceNets: embedding cosine and DevTest accuracy, on
+    the networks' unit outputs (before any centring the engine applies)."""
     pairs = read_pairs(lfw / "pairsDevTest.txt")
     if limit:
         keep = np.r_[0 : limit // 2, len(pairs.first) // 2 : len(pairs.first) // 2 + limit // 2]
@@ -190,8 +192,10 @@ def compare_facenet(
         frame = read_image(lfw / "images" / name)
         face, found = labelled_face(float_engine.detect(frame), frame.shape[1], frame.shape[0])
         no_face += not found
-        embeddings_f[name] = float_engine.embed(frame, face)[0]
-        embeddings_q[name] = int8_engine.embed(frame, face)[0]
+        # FaceNet's own outputs, made unit: the int8 models' centring mean (which the float
+        # reference has not) is no part of what quantisation changed
+        embeddings_f[name] = unit(float_engine.embed_raw(frame, face))[0]
+        embeddings_q[name] = unit(int8_engine.embed_raw(frame, face))[0]
     names = sorted(embeddings_f)
     cosine = np.array([float(embeddings_f[n] @ embeddings_q[n]) for n in names])
 
@@ -239,7 +243,7 @@ def _float_twin(spec: ModelSpec, float_models: Path, engine: Engine) -> ModelRun
         outputs=[TensorSpec(**t) for t in outputs],
         patch=spec.patch,
     )
-    return ModelRunner(make_interpreter(path, engine.backend), float_spec)
+    return ModelRunner(make_interpreter(path.read_bytes(), engine.backend), float_spec)
 
 
 def liveness_frames(nuaa: Path) -> list[tuple[Path, str]]:
@@ -446,7 +450,7 @@ def render_markdown(results: dict) -> str:
     lines += _cascade_lines(c, lfw, photos)
     if live:
         lines += _liveness_markdown(live)
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _facenet_lines(f: dict) -> list[str]:
@@ -538,7 +542,6 @@ def _liveness_markdown(live: dict) -> list[str]:
         for m in live["model_mae"]
     )
     lines = [
-        "",
         "## Liveness (MiniFASNets, NUAA subjects 0001-0008)",
         "",
         f"{live['frames']} frames ({live['no_face']} without a face). In each, the largest face "

@@ -193,8 +193,15 @@ def _choose(
         log.info("cascade=float requested=float reason='float was requested'")
         return engine
     int8 = engine_class(manifest, models_dir, backend, **options)
-    flt = engine_class(float_manifest, models_dir, backend, facenet=int8._facenet, **options)
-    frame = probe_frame(manifest, models_dir)
+    try:
+        flt = engine_class(float_manifest, models_dir, backend, facenet=int8._facenet, **options)
+        frame = probe_frame(manifest, models_dir)
+    except UserError as error:  # a float model the runtime refuses, or not the twin: as above
+        log.warning("float cascade unusable, running int8: %s", error)
+        reason = f"no usable float cascade: {error}"
+        int8.cascade_choice = CascadeChoice(requested, INT8, reason)
+        log.info("cascade=int8 requested=%s reason=%r", requested, reason)
+        return int8
     times, seconds = measure({INT8: lambda: int8.detect(frame), FLOAT: lambda: flt.detect(frame)})
     chosen, reason = pick(times)
     choice = CascadeChoice(

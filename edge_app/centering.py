@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.manifest import ManifestError, sha256_file
+from edge_app.manifest import ManifestError, side_file
 
 MEAN_KEY = "facenet_mean"
 MEAN_FILE = "facenet_mean.npy"
@@ -64,11 +64,7 @@ def load_mean(models_dir: Path, preprocessing: Mapping[str, Any]) -> np.ndarray 
     where = f"manifest.preprocessing.{MEAN_KEY}"
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
         raise ManifestError(f"{where}: expected an object with 'file' and 'sha256'")
-    path = Path(models_dir) / entry["file"]
-    if not path.is_file():
-        raise ManifestError(f"{where}: {path} is missing: rebuild it with `make centring-mean`")
-    if sha256_file(path) != entry.get("sha256"):
-        raise ManifestError(f"{where}: {path} does not match its sha256 in the manifest")
+    path = side_file(models_dir, entry["file"], entry.get("sha256"), where, "make centring-mean")
     try:
         mean = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:

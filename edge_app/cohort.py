@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge_app.centering import EMBEDDING_DIM
-from edge_app.manifest import ManifestError, sha256_file
+from edge_app.manifest import ManifestError, side_file
 
 COHORT_KEY = "cohort"
 COHORT_FILE = "cohort.npy"
@@ -171,16 +171,7 @@ def load_cohort(
         )
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
         raise ManifestError(f"{where}: expected an object with 'file', 'sha256' and 'top_k'")
-    path = Path(models_dir) / entry["file"]
-    if Path(entry["file"]).name != entry["file"]:
-        raise ManifestError(f"{where}: file must be a name inside the models folder")
-    if not path.is_file():
-        raise ManifestError(f"{where}: {path} is missing: rebuild it with `make cohort`")
-    if sha256_file(path) != entry.get("sha256"):
-        raise ManifestError(
-            f"{where}: {path} does not match its sha256 in the manifest: restore the file "
-            "shipped with these models or rebuild it with `make cohort`"
-        )
+    path = side_file(models_dir, entry["file"], entry.get("sha256"), where, "make cohort")
     made_with = entry.get("embedding_model")
     if embedding_model is not None and made_with != embedding_model:
         raise ManifestError(

@@ -406,7 +406,8 @@ class DetectionConfig:
 
 @dataclass(frozen=True)
 class RecognitionConfig:
-    threshold: float | None = _key(None, _auto_or(_number(-1.0, 1.0)))
+    # Above 0: at 0 a face unlike every enrolled one (cosine 0) would be let in.
+    threshold: float | None = _key(None, _auto_or(_number(0.0, 1.0, low_open=True)))
     margin: float | None = _key(None, _auto_or(_number(0.0, 2.0)))
     aggregate: str = _key(AUTO, _choice(AUTO, *AGGREGATES))
     lookalikes: str = _key(LOOKALIKE_MODES[0], _choice(*LOOKALIKE_MODES))
@@ -603,6 +604,13 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
             f"camera.lores_width: the detection stream {camera.lores_width}x"
             f"{camera.lores_height} is larger than the capture size {camera.width}x"
             f"{camera.height}; make camera.lores_width/lores_height at most camera.width/height"
+        )
+    min_face = config.detection.min_face
+    if min_face is not None and min_face > min(camera.lores_width, camera.lores_height):
+        errors.append(
+            f"detection.min_face: {min_face} pixels is more than the detection frame "
+            f"{camera.lores_width}x{camera.lores_height} holds, so no face would ever be found; "
+            'make it at most camera.lores_width and lores_height, or "auto"'
         )
     if policy.hits > policy.window:
         errors.append(

@@ -11,6 +11,7 @@ Interpreters are created here, once, and reused for every frame.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -23,6 +24,7 @@ import numpy as np
 
 from edge_app.adapters import ModelRunner, tensor_mismatch
 from edge_app.align import FACENET_SIZE, face_crops
+from edge_app.bounded_read import read_bounded
 from edge_app.cascade_choice import CascadeChoice, open_engine
 from edge_app.centering import EMBEDDING_DIM, centre, load_mean, model_identity
 from edge_app.cohort import load_cohort
@@ -62,6 +64,8 @@ CROP_MARGIN = 0.2
 # unbounded, 40 frames of 40 sizes (400x300 to 1843x1197) held 306 interpreters and 1.1 GB
 # RSS; with this bound 24 and 322 MB (docs/RELIABILITY.md has the command).
 MAX_RESIZED_PNETS = 24
+# The largest model file the engine reads (FaceNet, the largest, is about 25 MB).
+MAX_MODEL_BYTES = 256 * 1024 * 1024
 # What the engine feeds each kind of model, as (height, width) (P-Net: its pyramid level, at
 # least one 12-pixel window; liveness: its manifest patch), and the last dimension of each
 # output it reads (None: any). A model that differs cannot run here, whatever its manifest.
@@ -178,6 +182,7 @@ class Engine:
             )
             min_face = None
         values = {**manifest.thresholds, **(thresholds or {})}
+        self._contents: dict[str, bytes] = {}  # model file -> its checked bytes (_model)
         self.crop_margin = float(manifest.preprocessing.get("facenet_margin", CROP_MARGIN))
         self._pnets = {}
         for _, spec in manifest.by_role("pnet"):
@@ -258,8 +263,16 @@ class Engine:
                     + ". Rebuild them with `edge-convert build`"
                 )
         if chosen.kind == "edgetpu" and any(s.edgetpu is None for s in manifest.models.values()):
+            if backend == "edgetpu":
+                raise UserError(
+                    f"backend edgetpu: the models in {models_dir} are not compiled for the "
+                    "Edge TPU; build them with `edge-convert build --edgetpu`, or run them on "
+                    "the CPU (backend auto or cpu)"
+                )
             log.warning("manifest has no Edge TPU models; running the int8 CPU models instead")
-            chosen = select_backend("cpu", threads)
+            chosen = select_backend(
+                "cpu", threads, why_cpu="the models are not compiled for the Edge TPU"
+            )
         return open_engine(
             cls,
             manifest,
@@ -271,14 +284,35 @@ class Engine:
             thresholds=thresholds,
         )
 
+    def _model(self, spec: ModelSpec) -> tuple[Path, bytes]:
+        """The model file this backend runs, read once and checked against its sha256: every
+        interpreter of it, the P-Nets resized later included, is made from these bytes, never
+        from whatever the file holds by then (a models folder replaced under a running door)."""
+        file, sha256 = (
+            (spec.edgetpu.file, spec.edgetpu.sha256)
+            if self._tpu and spec.edgetpu
+            else (spec.file, spec.sha256)
+        )
+        path = self.models_dir / file
+        content = self._contents.get(file)
+        if content is None:
+            try:
+                content = read_bounded(path, MAX_MODEL_BYTES)
+            except OSError as error:
+                reason = error.strerror or type(error).__name__
+                raise UserError(f"{path}: cannot be read ({reason}); {FIX_MODELS}") from None
+            if hashlib.sha256(content).hexdigest() != sha256:
+                raise UserError(f"{path}: does not match its sha256 in the manifest; {FIX_MODELS}")
+            self._contents[file] = content
+        return path, content
+
     def _runner(self, spec: ModelSpec) -> ModelRunner:
         """The model's interpreter, refused in one line when the runtime cannot load the file
         or the file is not the model its manifest entry describes (edge_app.adapters) or one
         the engine can run in that role (role_problem)."""
-        file = spec.edgetpu.file if self._tpu and spec.edgetpu else spec.file
-        path = self.models_dir / file
+        path, content = self._model(spec)
         try:
-            interpreter = make_interpreter(path, self.backend)
+            interpreter = make_interpreter(content, self.backend)
         except (ValueError, RuntimeError, OSError) as error:
             reason = " ".join(str(error).split()) or type(error).__name__
             raise UserError(
@@ -334,7 +368,11 @@ class Engine:
         scale = min(width / frame.shape[1], height / frame.shape[0])
         resized = cv2.resize(
             frame,
-            (min(width, round(frame.shape[1] * scale)), min(height, round(frame.shape[0] * scale))),
+            # at least a pixel: a frame of 1x5000 would round to no width at all
+            (
+                max(1, min(width, round(frame.shape[1] * scale))),
+                max(1, min(height, round(frame.shape[0] * scale))),
+            ),
             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
         )
         canvas = np.zeros((height, width, 3), np.uint8)

@@ -138,10 +138,11 @@ def score(embeddings: dict[str, np.ndarray], job: LfwJob) -> LfwScore:
     test_d = distances(embeddings, test)
     if train is not None:
         threshold = best_threshold(distances(embeddings, train), train.same)
-        per_fold = [
-            accuracy_at(test_d[chunk], test.same[chunk], threshold)
-            for chunk in np.array_split(np.random.default_rng(0).permutation(len(test_d)), 10)
-        ]
+        # ten chunks, fewer for a list of fewer than ten pairs (an empty chunk has no accuracy)
+        chunks = np.array_split(
+            np.random.default_rng(0).permutation(len(test_d)), min(10, len(test_d))
+        )
+        per_fold = [accuracy_at(test_d[chunk], test.same[chunk], threshold) for chunk in chunks]
         accuracy, std = accuracy_at(test_d, test.same, threshold), float(np.std(per_fold))
     else:
         accuracy, std, _ = cross_validated_accuracy(test_d, test.same, test.fold, 10)

@@ -39,6 +39,21 @@ NMS_THRESHOLDS = ("nms_scale", "nms_pnet", "nms_rnet", "nms_onet")
 # the smallest face (12 px) has more levels than the engine keeps P-Nets for (24).
 PYRAMID_FACTORS = (0.5, 0.75)
 MAX_CAMERA_SIDE = 16384
+# A tensor's dimension (the largest a model here has is a camera-sized P-Net input) and its
+# zero point (int8 and uint8 tensors: -128..255; int32 biases: 0).
+MAX_DIMENSION = MAX_CAMERA_SIDE
+ZERO_POINTS = (-128, 255)
+# The liveness models the engine averages: the build makes two (MiniFASNetV2 and V1SE);
+# each one is an interpreter and a patch per face, so a manifest cannot list thousands.
+MAX_LIVENESS_MODELS = 2
+# A liveness patch is the face box enlarged `scale` times (the built models: 2.7 and 4), at
+# most PATCH_MAX_PIXELS a side (they take 80x80).
+PATCH_SCALES = (1.0, 8.0)
+PATCH_MAX_PIXELS = 1024
+# The recognition block's numbers: the threshold a score must reach, above 0 (at 0 a face
+# unlike every enrolled one, cosine 0, would be let in) and at most 1; the lead over the
+# second-best person; the share of samples a trimmed aggregate drops.
+RECOGNITION_RANGES = {"threshold": (0.0, 1.0), "margin": (0.0, 2.0), "trim": (0.0, 0.5)}
 
 
 class ManifestError(UserError, ValueError):
@@ -170,6 +185,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in data:
         raise ManifestError(f"{where}: missing key {key!r}")
@@ -196,13 +217,24 @@ def _number(data: dict[str, Any], key: str, default: float, where: str) -> float
     return value
 
 
-def _tensor(data: dict[str, Any], where: str) -> TensorSpec:
+def _whole(value: float, low: int, high: int, where: str) -> int:
+    """A whole number in [low, high] (JSON may write 3 as 3.0)."""
+    if not (low <= value <= high and float(value).is_integer()):
+        raise ManifestError(f"{where}: {value!r} is not a whole number from {low} to {high}")
+    return int(value)
+
+
+def _tensor(data: Any, where: str) -> TensorSpec:
+    data = _object(data, where)
+    shape = _numbers(_require(data, "shape", list, where), float, f"{where}.shape")
     return TensorSpec(
         name=_require(data, "name", str, where),
-        shape=_numbers(_require(data, "shape", list, where), int, f"{where}.shape"),
+        shape=[_whole(side, 1, MAX_DIMENSION, f"{where}.shape") for side in shape],
         dtype=_require(data, "dtype", str, where),
         scale=float(_number(data, "scale", 0.0, where)),
-        zero_point=int(_number(data, "zero_point", 0, where)),
+        zero_point=_whole(
+            _number(data, "zero_point", 0, where), *ZERO_POINTS, f"{where}.zero_point"
+        ),
         role=str(data.get("role", "")),
     )
 
@@ -214,7 +246,7 @@ def _edgetpu(data: Any, where: str) -> EdgeTpuSpec | None:
         raise ManifestError(f"{where}: expected an object or null")
     on_chip, off_chip = data.get("on_chip_mib"), data.get("off_chip_mib")
     return EdgeTpuSpec(
-        file=_relative_file(_require(data, "file", str, where), f"{where}.file"),
+        file=relative_file(_require(data, "file", str, where), f"{where}.file"),
         sha256=_require(data, "sha256", str, where),
         on_chip_mib=None if on_chip is None else float(_number(data, "on_chip_mib", 0, where)),
         off_chip_mib=None if off_chip is None else float(_number(data, "off_chip_mib", 0, where)),
@@ -227,9 +259,16 @@ def _patch(data: Any, where: str) -> PatchSpec | None:
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: expected an object or null")
     scale = float(_number(data, "scale", 0, where))
-    width, height = (int(_number(data, key, 0, where)) for key in ("width", "height"))
-    if scale <= 0 or width < 1 or height < 1:
-        raise ManifestError(f"{where}: scale, width and height must be positive")
+    low, high = PATCH_SCALES
+    if not low <= scale <= high:
+        raise ManifestError(
+            f"{where}.scale: {scale!r} is not a face box enlarged {low:g} to {high:g} times "
+            "(the built models: 2.7 and 4)"
+        )
+    width, height = (
+        _whole(_number(data, key, 0, where), 1, PATCH_MAX_PIXELS, f"{where}.{key}")
+        for key in ("width", "height")
+    )
     color, pixels = data.get("color", "BGR"), data.get("pixels", "raw")
     if color not in COLOR_ORDERS:
         raise ManifestError(f"{where}.color: {color!r} is not one of {', '.join(COLOR_ORDERS)}")
@@ -240,8 +279,9 @@ def _patch(data: Any, where: str) -> PatchSpec | None:
     return PatchSpec(scale=scale, width=width, height=height, color=color, pixels=pixels)
 
 
-def _model(name: str, data: dict[str, Any]) -> ModelSpec:
+def _model(name: str, data: Any) -> ModelSpec:
     where = f"models.{name}"
+    data = _object(data, where)
     role = _require(data, "role", str, where)
     if role not in ROLES + OPTIONAL_ROLES:
         raise ManifestError(
@@ -252,7 +292,7 @@ def _model(name: str, data: dict[str, Any]) -> ModelSpec:
         raise ManifestError(f"{where}.patch: a liveness model needs its patch geometry")
     return ModelSpec(
         role=role,
-        file=_relative_file(_require(data, "file", str, where), f"{where}.file"),
+        file=relative_file(_require(data, "file", str, where), f"{where}.file"),
         sha256=_require(data, "sha256", str, where),
         inputs=[_tensor(t, f"{where}.inputs") for t in _require(data, "inputs", list, where)],
         outputs=[_tensor(t, f"{where}.outputs") for t in _require(data, "outputs", list, where)],
@@ -262,7 +302,7 @@ def _model(name: str, data: dict[str, Any]) -> ModelSpec:
     )
 
 
-def _relative_file(value: str, where: str) -> str:
+def relative_file(value: str, where: str) -> str:
     """A file inside the models folder: relative, no `..`; a manifest cannot point elsewhere."""
     path = PurePosixPath(value)
     if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
@@ -290,19 +330,26 @@ def _float_cascade(data: Any, pyramid_scales: list[float]) -> FloatCascade | Non
     return FloatCascade(
         models=models,
         thresholds=_thresholds(_require(data, "thresholds", dict, where), f"{where}.thresholds"),
-        probe=_relative_file(_require(data, "probe", str, where), f"{where}.probe"),
+        probe=relative_file(_require(data, "probe", str, where), f"{where}.probe"),
         probe_sha256=_require(data, "probe_sha256", str, where),
     )
 
 
 def _check_roles(models: dict[str, ModelSpec], roles: tuple[str, ...], where: str) -> None:
-    """Every role present; one model each of R-Net, O-Net and FaceNet (the engine runs one)."""
+    """Every role present; one model each of R-Net, O-Net and FaceNet (the engine runs one);
+    at most MAX_LIVENESS_MODELS liveness models."""
     for role in roles:
         count = sum(spec.role == role for spec in models.values())
         if count == 0:
             raise ManifestError(f"{where}: no model with role {role!r}")
         if count > 1 and role in SINGLE_ROLES:
             raise ManifestError(f"{where}: {count} models with role {role!r}, the engine runs one")
+    liveness = sum(spec.role == LIVENESS_ROLE for spec in models.values())
+    if liveness > MAX_LIVENESS_MODELS:
+        raise ManifestError(
+            f"{where}: {liveness} liveness models; the engine averages at most "
+            f"{MAX_LIVENESS_MODELS}: rebuild them with `edge-convert build --only liveness`"
+        )
 
 
 def _check_pnet_scales(models: dict[str, ModelSpec], scales: list[float], where: str) -> None:
@@ -316,7 +363,21 @@ def _check_pnet_scales(models: dict[str, ModelSpec], scales: list[float], where:
 
 
 def _thresholds(values: dict[str, Any], where: str) -> dict[str, float]:
-    """Numbers; the stage thresholds face probabilities in (0, 1), the NMS limits in (0, 1]."""
+    """Numbers; the stage thresholds face probabilities in (0, 1), every stage's present (a
+    missing one would fall back to a threshold the models were not built with), the NMS
+    limits in (0, 1]; no other key (a misspelt one would be ignored)."""
+    unknown = sorted(set(values) - set(STAGE_THRESHOLDS) - set(NMS_THRESHOLDS))
+    if unknown:
+        raise ManifestError(
+            f"{where}: unknown {', '.join(map(repr, unknown))}; the keys are "
+            f"{', '.join(STAGE_THRESHOLDS + NMS_THRESHOLDS)}"
+        )
+    missing = [key for key in STAGE_THRESHOLDS if key not in values]
+    if missing:
+        raise ManifestError(
+            f"{where}: no {', '.join(missing)} threshold; rebuild the models with "
+            "`edge-convert build`"
+        )
     thresholds = {key: float(_number(values, key, 0, where)) for key in values}
     for key, value in thresholds.items():
         if key in STAGE_THRESHOLDS and not 0.0 < value < 1.0:
@@ -398,13 +459,33 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         models=models,
         sources=data.get("sources", {}),
         converter=data.get("converter", {}),
-        recognition=data.get("recognition", {}),
+        recognition=_recognition(data.get("recognition", {})),
         calibration=data.get("calibration", {}),
         liveness=_liveness(data.get("liveness", {}), models),
         created_utc=str(data.get("created_utc", "")),
         format_version=version,
         float_cascade=_float_cascade(data.get("float_cascade"), scales),
     )
+
+
+def _recognition(section: Any) -> dict[str, Any]:
+    """The `recognition` section, its numbers in RECOGNITION_RANGES and its aggregate a word
+    (edge_app.matching checks which); the rest describes how they were derived."""
+    where = "manifest.recognition"
+    section = _object(section, where)
+    for key, (low, high) in RECOGNITION_RANGES.items():
+        if key not in section:
+            continue
+        value = _number(section, key, 0, where)
+        if not low <= value <= high or (key == "threshold" and value <= low):
+            above = f"above {low:g}" if key == "threshold" else f"from {low:g}"
+            raise ManifestError(
+                f"{where}.{key}: {value!r} is not {above} to {high:g}; rebuild the models with "
+                "`edge-convert build`"
+            )
+    if "aggregate" in section and not isinstance(section["aggregate"], str):
+        raise ManifestError(f"{where}.aggregate: expected a word, got {section['aggregate']!r}")
+    return section
 
 
 def _liveness(section: Any, models: dict[str, ModelSpec]) -> dict[str, Any]:
@@ -414,11 +495,17 @@ def _liveness(section: Any, models: dict[str, ModelSpec]) -> dict[str, Any]:
     if not isinstance(section, dict):
         raise ManifestError("manifest.liveness: expected an object")
     listed = section.get("models")
+    present = sorted(name for name, spec in models.items() if spec.role == LIVENESS_ROLE)
     if listed is None:
+        if present:
+            raise ManifestError(
+                f"manifest.liveness.models: missing, so nothing says which of "
+                f"{', '.join(present)} its threshold was derived for; rebuild them with "
+                "`edge-convert build --only liveness`"
+            )
         return section
     if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
         raise ManifestError("manifest.liveness.models: expected a list of model names")
-    present = sorted(name for name, spec in models.items() if spec.role == LIVENESS_ROLE)
     if present and sorted(listed) != present:  # none at all: no check to mis-apply
         raise ManifestError(
             f"manifest.liveness.models averages {', '.join(sorted(listed)) or 'nothing'} but the "
@@ -426,6 +513,26 @@ def _liveness(section: Any, models: dict[str, ModelSpec]) -> dict[str, Any]:
             "for that average; rebuild them with `edge-convert build --only liveness`"
         )
     return section
+
+
+def side_file(models_dir: Path, file: str, sha256: Any, where: str, rebuild: str) -> Path:
+    """A data file the manifest names beside the models (the centring mean, the cohort),
+    once it is a regular file inside the models folder that matches its `sha256`; `rebuild`
+    is the command that makes it again."""
+    path = Path(models_dir) / relative_file(file, f"{where}.file")
+    if not path.is_file():
+        kind = "is not a regular file" if path.exists() else "is missing"
+        raise ManifestError(f"{where}: {path} {kind}: rebuild it with `{rebuild}`")
+    try:
+        digest = sha256_file(path)
+    except OSError as error:
+        raise ManifestError(f"{where}: cannot read {path}: {error.strerror or error}") from None
+    if digest != sha256:
+        raise ManifestError(
+            f"{where}: {path} does not match its sha256 in the manifest: restore the file "
+            f"shipped with these models or rebuild it with `{rebuild}`"
+        )
+    return path
 
 
 def _read_manifest(path: Path) -> bytes:

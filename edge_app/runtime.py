@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -114,18 +113,27 @@ def _load_edgetpu_delegate(runtime: Runtime) -> Any:
     return load_edgetpu_delegate()
 
 
-def select_backend(requested: str = "auto", threads: int | None = None) -> Backend:
-    """Pick the Edge TPU when its delegate loads, otherwise the CPU; log the choice and reason."""
+def select_backend(
+    requested: str = "auto", threads: int | None = None, *, why_cpu: str = "the CPU was requested"
+) -> Backend:
+    """Pick the Edge TPU when its delegate loads, otherwise the CPU; log the choice and reason
+    (`why_cpu`: why the CPU was asked for)."""
     if requested not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {requested!r}")
     runtime = find_runtime()
-    cpu_threads = threads or os.cpu_count() or 1
-    reason = "the CPU was requested"
+    cores = os.cpu_count() or 1
+    cpu_threads = threads or cores
+    if cpu_threads > cores:  # each interpreter has a pool this large: more only contend
+        log.warning("threads=%d is more than the %d cores here: using %d", threads, cores, cores)
+        cpu_threads = cores
+    reason = why_cpu
     if requested != "cpu":
         try:
             delegate = _load_edgetpu_delegate(runtime)
         except (ValueError, OSError, RuntimeError) as error:
-            reason = f"the Edge TPU delegate did not load: {error}"
+            # one line: a delegate's own message can hold line breaks
+            said = " ".join(str(error).split()) or type(error).__name__
+            reason = f"the Edge TPU delegate did not load: {said}"
             if requested == "edgetpu":
                 raise RuntimeUnavailable(
                     f"{reason}. Install libedgetpu built for {runtime.module} {runtime.version} "
@@ -150,16 +158,18 @@ def select_backend(requested: str = "auto", threads: int | None = None) -> Backe
     return Backend("cpu", runtime, None, cpu_threads, reason)
 
 
-def make_interpreter(path: Path, backend: Backend) -> Any:
-    """An allocated interpreter; created once per model and kept (USB set-up takes seconds)."""
+def make_interpreter(model: bytes, backend: Backend) -> Any:
+    """An allocated interpreter of a model's bytes (the caller read and checked them, so the
+    runtime never reads a file the checks did not see); created once per model and kept (USB
+    set-up takes seconds)."""
     with _native_info_dropped():
         if backend.kind == "edgetpu":
             interpreter = backend.runtime.interpreter_class(
-                model_path=str(path), experimental_delegates=[backend.delegate]
+                model_content=model, experimental_delegates=[backend.delegate]
             )
         else:
             interpreter = backend.runtime.interpreter_class(
-                model_path=str(path), num_threads=backend.threads
+                model_content=model, num_threads=backend.threads
             )
         interpreter.allocate_tensors()
     return interpreter

@@ -6,12 +6,15 @@ nesting (about 1,000 `[` fit in a 1 KB MQTT command), `ValueError` for an intege
 than 4,300 digits, `UnicodeDecodeError` for bytes that are not UTF-8. Left uncaught, any of
 them ends the thread that read the input (paho's network loop, the door's control server).
 Integers are also bounded here, so later arithmetic on them (a timestamp window) cannot
-overflow a float.
+overflow a float; a number too large for a float (`1e999`, which Python reads as infinity)
+is refused, as is an object that names a key twice (which of the two would count is not
+something a file should leave to the parser).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # Beyond any timestamp, count or size a command or file carries (2**53: floats stay exact).
@@ -31,14 +34,38 @@ def _bounded_int(text: str) -> int:
     return value
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadJSON(f"number {text[:20]} is out of range")
+    return value
+
+
 def _no_constant(name: str) -> Any:
     raise BadJSON(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadJSON(f"the key {key[:40]!r} appears twice in one object")
+            seen.add(key)
+    return found
 
 
 def loads(data: bytes | bytearray | str) -> Any:
     """The parsed value of `data`; BadJSON for anything that is not plain, bounded JSON."""
     try:
-        return json.loads(data, parse_int=_bounded_int, parse_constant=_no_constant)
+        return json.loads(
+            data,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            parse_constant=_no_constant,
+            object_pairs_hook=_unique_keys,
+        )
     except BadJSON:
         raise
     except RecursionError:

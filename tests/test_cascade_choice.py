@@ -7,9 +7,11 @@ here, is a recorded stand-in: on it the float cascade must never even be opened.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -268,16 +270,53 @@ def _copy_models(models_dir: Path, target: Path) -> Path:
     return target
 
 
+def _changed(folder: Path) -> None:
+    (folder / "float" / "rnet.tflite").write_bytes(b"not a model")
+
+
+def _swapped(folder: Path) -> None:
+    """The float R-Net and O-Net swapped, the manifest's hashes made to match: each file is
+    then not the model its entry describes. Under "auto" that stopped the door from starting
+    (an outside audit's finding)."""
+    data = json.loads((folder / "manifest.json").resolve().read_text())
+    (folder / "manifest.json").unlink()
+    rnet, onet = folder / "float" / "rnet.tflite", folder / "float" / "onet.tflite"
+    swapped = onet.read_bytes(), rnet.read_bytes()
+    rnet.write_bytes(swapped[0])
+    onet.write_bytes(swapped[1])
+    for entry in data["float_cascade"]["models"].values():
+        if entry["file"] in ("float/rnet.tflite", "float/onet.tflite"):
+            entry["sha256"] = hashlib.sha256((folder / entry["file"]).read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason", "refusal"),
+    [
+        (
+            _changed,
+            "rnet.tflite does not match its sha256",
+            'cascade = "float" but float rnet.*"int8"',
+        ),
+        (_swapped, "not the model its manifest entry describes", "not the model its manifest"),
+    ],
+    ids=["changed", "swapped"],
+)
 def test_a_tampered_float_model_falls_back_to_int8_or_is_refused(
-    models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    models_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    tamper: Callable[[Path], None],
+    reason: str,
+    refusal: str,
 ) -> None:
     folder = _copy_models(models_dir, tmp_path)
-    (folder / "float" / "rnet.tflite").write_bytes(b"not a model")
+    tamper(folder)
     engine = Engine.open(folder, backend="cpu", threads=1, cascade="auto")
     assert engine.cascade_choice is not None and engine.cascade_choice.chosen == "int8"
-    assert "rnet.tflite does not match its sha256" in engine.cascade_choice.reason
+    assert reason in engine.cascade_choice.reason
     assert "float cascade unusable" in caplog.text
-    with pytest.raises(UserError, match='cascade = "float" but float rnet.*sha256.*"int8"'):
+    with pytest.raises(UserError, match=refusal):
         Engine.open(folder, backend="cpu", threads=1, cascade="float")
     with pytest.raises(UserError, match="models.cascade: 'fp16' is not one of"):
         Engine.open(folder, backend="cpu", threads=1, cascade="fp16")

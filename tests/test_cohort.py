@@ -215,7 +215,10 @@ def test_load_cohort_refuses_a_hostile_file(
         ({COHORT_KEY: None}, "names a normalisation without a cohort"),
         ({NORMALISATION_KEY: "p-norm"}, "must be one of"),
         ({COHORT_KEY: "cohort.npy"}, "expected an object"),
-        ({COHORT_KEY: {"file": "../cohort.npy", "sha256": "0"}}, "a name inside the models"),
+        (
+            {COHORT_KEY: {"file": "../cohort.npy", "sha256": "0"}},
+            "must be a relative path inside the models folder",
+        ),
         ({"top_k": 0}, "top_k 0 must be between 1"),
         ({"top_k": 21}, "top_k 21 must be between 1"),
         ({"top_k": True}, "whole number"),

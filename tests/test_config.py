@@ -50,6 +50,12 @@ def errors_of(data: dict) -> str:
         ({"models": {"dir": 3}}, "models.dir: expected a path string, got int 3"),
         ({"detection": {"min_face": 5}}, "detection.min_face: 5 is out of range (12 to 2000)"),
         ({"recognition": {"threshold": 1.5}}, "recognition.threshold: 1.5 is out of range"),
+        ({"recognition": {"threshold": 0}}, "recognition.threshold: 0 is out of range (more than"),
+        (
+            {"detection": {"min_face": 600}},
+            "detection.min_face: 600 pixels is more than the detection frame 640x480 holds",
+        ),
+        ({"recognition": {"threshold": -0.5}}, "recognition.threshold: -0.5 is out of range"),
         ({"recognition": {"threshold": "high"}}, "recognition.threshold: expected a number"),
         ({"recognition": {"margin": -0.1}}, "recognition.margin: -0.1 is out of range"),
         ({"recognition": {"aggregate": "max"}}, "recognition.aggregate: str 'max' is not one of"),

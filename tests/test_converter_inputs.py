@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_app.manifest import MANIFEST_NAME
+from edge_app.manifest import MANIFEST_NAME, ManifestError
 
 REPO_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "tflite" / MANIFEST_NAME
 DEEP_JSON = "[" * 100_000 + "]" * 100_000  # json.loads: RecursionError, not ValueError
@@ -608,8 +608,12 @@ def test_a_manifest_with_a_number_that_is_not_finite_is_never_written(tmp_path: 
     from converter.build import BuildError, _write_manifest
 
     data = json.loads(REPO_MANIFEST.read_text())
-    data["recognition"]["threshold"] = float("nan")
+    data["calibration"]["note"] = float("nan")  # a section the device reads unchecked
     with pytest.raises(BuildError, match="would not be valid JSON"):
+        _write_manifest(tmp_path, data)
+    data["calibration"]["note"] = 0.0
+    data["recognition"]["threshold"] = float("nan")  # the device's own check refuses it
+    with pytest.raises(ManifestError, match="recognition.threshold: nan is not above 0"):
         _write_manifest(tmp_path, data)
     assert list(tmp_path.iterdir()) == []
 

@@ -440,3 +440,55 @@ def test_choosing_the_backend_prints_nothing_to_stderr() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in {"cpu", "edgetpu"}
     assert done.stderr == ""
+
+
+def test_a_delegate_error_of_several_lines_is_refused_in_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails(_runtime: object) -> object:
+        raise ValueError("Failed to load delegate from libedgetpu.so.1\nNo device found\n")
+
+    monkeypatch.setattr(runtime, "_load_edgetpu_delegate", fails)
+
+    with pytest.raises(runtime.RuntimeUnavailable) as raised:
+        runtime.select_backend("edgetpu")
+    assert "\n" not in str(raised.value)
+    assert "did not load: Failed to load delegate from libedgetpu.so.1 No device found." in str(
+        raised.value
+    )
+
+
+def test_models_not_compiled_for_the_edge_tpu_are_refused_when_it_is_asked_for(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Coral present (its delegate loads: a stand-in here) and CPU-only models: `edgetpu`
+    ran them on the CPU with a warning (and logged "the CPU was requested"); it now refuses,
+    as the config documents, and `auto` says why it runs the CPU."""
+    from edge_app.engine import Engine
+    from edge_app.errors import UserError
+    from edge_app.manifest import load_manifest
+
+    assert all(spec.edgetpu is None for spec in load_manifest(models_dir).models.values())
+    monkeypatch.setattr(runtime, "_load_edgetpu_delegate", lambda _runtime: object())
+
+    with pytest.raises(UserError, match="not compiled for the Edge TPU") as raised:
+        Engine.open(models_dir, backend="edgetpu")
+    assert "edge-convert build --edgetpu" in str(raised.value)
+
+    engine = Engine.open(models_dir, backend="auto", threads=1)
+    assert engine.backend.kind == "cpu"
+    assert engine.backend.reason == "the models are not compiled for the Edge TPU"
+    assert "manifest has no Edge TPU models" in caplog.text
+
+
+def test_more_threads_than_cores_are_cut_to_the_cores(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--threads 64` on a 2-core machine peaked at 2,399 OS threads (a pool per interpreter,
+    resized P-Nets included): an outside audit's finding."""
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+
+    assert runtime.select_backend("cpu", 64).threads == 2
+    assert "threads=64 is more than the 2 cores here: using 2" in caplog.text
+    assert runtime.select_backend("cpu", 1).threads == 1
+    assert runtime.select_backend("cpu").threads == 2

@@ -150,10 +150,11 @@ def test_interpreters_are_created_once_and_reused(
 ) -> None:
     created = counting(monkeypatch, "make_interpreter")
     runners = counting(monkeypatch, "ModelRunner")
+    reads = counting(monkeypatch, "read_bounded")
     engine = Engine.open(models_dir, backend="cpu")
     manifest = engine.manifest
     assert len(created) == len(runners) == len(manifest.models)
-    assert sorted(p.name for p in created) == sorted(s.file for s in manifest.models.values())
+    assert sorted(p.name for p in reads) == sorted(s.file for s in manifest.models.values())
 
     frame, _ = door_frame(*engine.camera, [(MARTHA, 200, 100, 220)])
     first = engine.detect(frame)
@@ -172,6 +173,7 @@ def test_interpreters_are_created_once_and_reused(
     assert new_shapes
     engine.detect(small)
     assert len(created) == len(manifest.models) + len(new_shapes)
+    assert len(reads) == len(manifest.models)  # made from the bytes read and checked at open
     engine.detect(small)
     engine.detect(frame)
     assert len(created) == len(runners) == len(manifest.models) + len(new_shapes)

@@ -355,13 +355,13 @@ def test_manifest_values_out_of_range_are_refused_naming_the_key(
 def test_an_infinite_threshold_written_as_1e999_is_refused(
     models_dir: Path, tmp_path: Path
 ) -> None:
-    """JSON has no Infinity, but 1e999 parses to it."""
+    """JSON has no Infinity, but 1e999 parses to it: refused when the manifest is read."""
     folder = copy_models(models_dir, tmp_path / "models")
     text = (folder / MANIFEST_NAME).read_text()
     text = text.replace('"nms_onet": 0.7', '"nms_onet": 1e999', 1)
     assert "1e999" in text
     (folder / MANIFEST_NAME).write_text(text)
-    refused(folder, "manifest.thresholds.nms_onet: inf")
+    refused(folder, "number 1e999 is out of range")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero", "folder", "oversized"])
@@ -480,6 +480,40 @@ def test_on_the_edge_tpu_a_camera_the_p_nets_were_not_built_for_is_refused_at_op
     with pytest.raises(UserError, match="no P-Net for the 384x216 level") as raised:
         Engine(load_manifest(folder), folder, backend)
     assert "\n" not in str(raised.value)
+
+
+def test_on_the_edge_tpu_a_frame_one_pixel_thin_has_no_faces(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Letterboxed into 640x480, a 1x5000 frame rounded to no width: a cv2.error traceback
+    in `identify` and `enroll` (an outside audit's finding)."""
+    engine = Engine(load_manifest(models_dir), models_dir, tpu_stand_in(models_dir, monkeypatch))
+    for shape in ((5000, 1, 3), (1, 5000, 3), (1, 1, 3)):
+        faces = engine.detect(np.full(shape, 128, np.uint8))
+        assert isinstance(faces, Faces) and len(faces) == 0
+
+
+def test_models_replaced_under_a_running_engine_are_never_read(
+    models_dir: Path, tmp_path: Path, photo: np.ndarray
+) -> None:
+    """P-Nets resized for a new frame size are made from the bytes read and checked at open:
+    a P-Net file overwritten since (its tensors reordered, or garbage) is not what runs. It
+    used to be read again by name: no face found, or a refusal in the middle of a run."""
+    folder = copy_models(models_dir, tmp_path / "models")
+    engine = open_cpu(folder)
+    expected = engine.detect(photo)
+    assert len(expected) == 1
+    for _, spec in engine.manifest.by_role("pnet"):
+        (folder / spec.file).write_bytes(b"not a model" * 100)
+    (folder / MANIFEST_NAME).write_text("{}")
+
+    larger = np.full((600, 800, 3), 110, np.uint8)  # new pyramid levels: resized P-Nets
+    larger[:480, :640] = photo
+    found = engine.detect(larger)
+
+    assert len(engine._resized_pnets) > 0
+    assert len(found) == 1
+    assert np.allclose(found.boxes, expected.boxes, atol=5.0)  # other pyramid levels
 
 
 def test_on_the_edge_tpu_a_frame_without_pixels_has_no_faces(

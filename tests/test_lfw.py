@@ -345,3 +345,24 @@ def test_eval_lfw_reports_missing_images_in_one_line_before_opening_the_engine(
         f"5 of the 8 images the pairs name are missing from --images {SAMPLE}: "
         "Nobody/Nobody_0001.jpg, Nobody/Nobody_0002.jpg, Nobody/Nobody_0003.jpg and 2 more"
     ) in errors[0]
+
+
+def test_a_pair_list_of_fewer_than_ten_pairs_scores_without_nan() -> None:
+    """With a --train list, the spread comes from ten chunks of the test pairs: two pairs
+    made eight empty chunks, numpy warnings and "± nan%" (an outside audit's finding)."""
+    import warnings
+
+    from edge_app.evaluate import LfwJob, score
+    from edge_app.lfw import PairList
+
+    pairs = PairList(["a/1", "a/1"], ["a/4", "b/2"], np.array([True, False]), np.zeros(2), 1)
+    job = LfwJob(pairs, pairs, Path("images"), "threshold from train", ["a/1", "a/4", "b/2"])
+    near = np.array([1.0, 0.0], np.float32)
+    embeddings = {"a/1": near, "a/4": near, "b/2": np.array([0.0, 1.0], np.float32)}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = score(embeddings, job)
+
+    assert result.accuracy == 1.0
+    assert result.accuracy_std == 0.0

@@ -172,7 +172,7 @@ def _liveness_entry(patch: object) -> dict:
         (None, "needs its patch geometry"),
         ({"scale": 2.7, "width": 80, "height": 80, "color": "YUV"}, "models.live.patch.color"),
         ({"scale": 2.7, "width": 80, "height": 80, "pixels": "0-1"}, "models.live.patch.pixels"),
-        ({"scale": 0, "width": 80, "height": 80}, "must be positive"),
+        ({"scale": 0, "width": 80, "height": 80}, "is not a face box enlarged 1 to 8 times"),
         ("2.7", "models.live.patch: expected an object"),
     ],
 )

@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from edge_app.detection.cascade import Thresholds
 from edge_app.detection.pyramid import PNET_CELL
 from edge_app.manifest import (
     FORMAT_VERSION,
+    LIVENESS_ROLE,
     MANIFEST_NAME,
     OPTIONAL_ROLES,
     ROLES,
@@ -159,6 +161,15 @@ BAD = {
     "newer format": (_put(FORMAT_VERSION + 1, "format_version"), ["format_version"]),
     "format as text": (_put("1", "format_version"), ["format_version", "str"]),
     "no format": (_drop("format_version"), ["'format_version'"]),
+    # Values that parsed and then changed what the door does (an outside audit's findings)
+    "a threshold that lets anyone in": (
+        _put(-1, "recognition", "threshold"),
+        ["recognition.threshold", "-1", "above 0"],
+    ),
+    "a threshold of 0": (_put(0.0, "recognition", "threshold"), ["recognition.threshold"]),
+    "a threshold above 1": (_put(1.5, "recognition", "threshold"), ["recognition.threshold"]),
+    "a missing stage threshold": (_drop("thresholds", "rnet"), ["thresholds", "no rnet"]),
+    "a misspelt threshold": (_put(0.7, "thresholds", "nms_rent"), ["'nms_rent'"]),
 }
 
 
@@ -182,6 +193,16 @@ UNCAUGHT = {
     ),
     "camera values not numbers": (_put(["640", "wide"], "camera"), "camera"),
     "threshold not a number": (_put("high", "thresholds", "pnet"), "thresholds"),
+    # found by an outside audit: each was a TypeError, AttributeError or ValueError traceback
+    "a tensor that is not an object": (_put([5], "models", "rnet", "inputs"), "rnet.inputs"),
+    "a model that is not an object": (_put(7, "models", "rnet"), "models.rnet"),
+    "recognition a list": (_put([1, 2], "recognition"), "manifest.recognition"),
+    "recognition threshold a word": (_put("abc", "recognition", "threshold"), "threshold"),
+    "recognition margin a word": (_put("x", "recognition", "margin"), "recognition"),
+    "recognition trim a list": (_put([0.1], "recognition", "trim"), "recognition"),
+    "a huge zero point": (_put(1e300, "models", "rnet", "inputs", 0, "zero_point"), "zero_point"),
+    "a huge shape": (_put([1, 1e300, 24, 3], "models", "rnet", "inputs", 0, "shape"), "shape"),
+    "a fractional shape": (_put([1, 2.5, 24, 3], "models", "rnet", "inputs", 0, "shape"), "shape"),
 }
 
 
@@ -192,6 +213,70 @@ def test_malformed_values_are_manifest_errors_too(case: str) -> None:
     change(data)
     with pytest.raises(ManifestError, match=key):
         parse_manifest(data)
+
+
+def _liveness_model(name: str) -> dict[str, Any]:
+    spec = asdict(_model("facenet", f"{name}.tflite"))
+    return {
+        **spec,
+        "role": LIVENESS_ROLE,
+        "patch": {"scale": 2.7, "width": 80, "height": 80, "color": "BGR", "pixels": "raw"},
+    }
+
+
+def test_a_manifest_lists_at_most_two_liveness_models_and_says_which_it_averages() -> None:
+    data = synthetic_data()
+    names = [f"live_{i}" for i in range(3)]
+    data["models"].update({name: _liveness_model(name) for name in names})
+    data["liveness"] = {"models": names, "threshold": 0.5}
+    with pytest.raises(ManifestError, match="3 liveness models; the engine averages at most 2"):
+        parse_manifest(data)
+
+    del data["models"]["live_2"]
+    data["liveness"] = {"threshold": 0.5}  # which models its threshold is for: unsaid
+    with pytest.raises(ManifestError, match="manifest.liveness.models: missing"):
+        parse_manifest(data)
+
+    data["liveness"]["models"] = names[:2]
+    assert len(parse_manifest(data).by_role(LIVENESS_ROLE)) == 2
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"scale": 1e-9}, "is not a face box enlarged 1 to 8 times"),
+        ({"scale": 0}, "is not a face box enlarged"),
+        ({"width": 100000}, "patch.width: 100000 is not a whole number from 1 to 1024"),
+        ({"height": 0}, "patch.height"),
+    ],
+)
+def test_a_liveness_patch_must_be_a_face_box_enlarged_and_a_model_sized_image(
+    patch: dict[str, Any], message: str
+) -> None:
+    data = synthetic_data()
+    model = _liveness_model("live_0")
+    model["patch"].update(patch)
+    data["models"]["live_0"] = model
+    data["liveness"] = {"models": ["live_0"]}
+
+    with pytest.raises(ManifestError, match=message):
+        parse_manifest(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"camera": [1e999, 480]}', "number 1e999 is out of range"),
+        ('{"camera": [640, 480], "camera": [64, 48]}', "the key 'camera' appears twice"),
+    ],
+)
+def test_numbers_beyond_a_float_and_keys_named_twice_are_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / MANIFEST_NAME).write_text(text)
+
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(tmp_path)
 
 
 def test_unreadable_manifests(tmp_path: Path) -> None:

@@ -21,6 +21,9 @@ from edge_app.untrusted_json import MAX_INT, BadJSON
         (str(MAX_INT + 1).encode(), "out of range"),
         (b"[NaN]", "NaN is not a JSON number"),
         (b'{"t": Infinity}', "Infinity is not a JSON number"),
+        (b"[1e999]", "number 1e999 is out of range"),
+        (b"-1e400", "number -1e400 is out of range"),
+        (b'{"a": 1, "b": {"a": 2, "a": 3}}', "the key 'a' appears twice in one object"),
         (b"-Infinity", "-Infinity is not a JSON number"),
     ],
 )

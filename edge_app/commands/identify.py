@@ -37,6 +37,8 @@ JSON (--json): one entry per image, in order:
   [{"image": "visitor.jpg",
     "faces": [{"name": "Alice", "access": true, "score": 0.8123, "box": [x1, y1, x2, y2],
                "liveness": {"score": 0.9731, "live": true}}]}]
+"box" is in the photo's pixels; for a face cut by the photo's edge it reaches past the edge
+(the whole face, as the detector estimates it).
 "access" is whether the person may open the door (`edge-app access`): false for a known
 visitor, whom the door names and never lets in; null for an unknown face.
 An image that cannot be read gets "faces": [] and an "error"; the exit code is then 2.
