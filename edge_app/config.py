@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +74,25 @@ def uart_pin_problem(pin: int, force_uart_pins: bool) -> str | None:
         return (
             f"gpio.pin: {pin} is a UART pin that goes high at boot; choose another "
             "(e.g. 17) or set gpio.force_uart_pins = true"
+        )
+    return None
+
+
+# GPIO2 and GPIO3 (I2C) carry 1.8 kOhm pull-ups on the board itself, always.
+FIXED_PULL_UP_PINS = (2, 3)
+
+
+def fixed_pull_up_problem(pin: int, active_high: bool) -> str | None:
+    """The one rule for GPIO2/3 (config validation and the relay both use it): None if fine.
+
+    Their board pull-ups read as "on" to an active-high relay driver whenever the pin is not
+    driven: after every stop of the door, not only while the Pi boots, and no pull-down that
+    a driver input has beats 1.8 kOhm. An active-low module rests locked there.
+    """
+    if pin in FIXED_PULL_UP_PINS and active_high:
+        return (
+            f"gpio.pin: GPIO{pin} has a 1.8 kOhm pull-up on the board, so an active-high relay "
+            "would open the door whenever the door is stopped; choose another pin (e.g. 17)"
         )
     return None
 
@@ -216,7 +237,7 @@ def _source(value: Any) -> int | str:
             'expected "auto", "picamera2", a device index, a URL, a video file or a folder'
         )
     _refuse_nul(value)
-    return int(value) if value.isdigit() else value
+    return int(value) if value.isascii() and value.isdigit() else value  # not "²"
 
 
 def _hours(value: Any) -> tuple[str, ...]:
@@ -596,9 +617,12 @@ def _build_section(name: str, cls: type, data: Any, errors: list[str]) -> Any:
 def _cross_checks(config: Config, errors: list[str]) -> None:
     """Rules between keys; each message names the key to change."""
     gpio, camera, policy = config.gpio, config.camera, config.policy
-    uart = uart_pin_problem(gpio.pin, gpio.force_uart_pins)
-    if uart is not None:
-        errors.append(uart)
+    for problem in (
+        uart_pin_problem(gpio.pin, gpio.force_uart_pins),
+        fixed_pull_up_problem(gpio.pin, gpio.active_high),
+    ):
+        if problem is not None:
+            errors.append(problem)
     if camera.lores_width > camera.width or camera.lores_height > camera.height:
         errors.append(
             f"camera.lores_width: the detection stream {camera.lores_width}x"
@@ -646,7 +670,11 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
     for key, path in files.items():
         if path is None:
             continue
-        where = path.expanduser().resolve()
+        try:
+            where = path.expanduser().resolve()
+        except (OSError, RuntimeError) as error:  # RuntimeError: a symbolic link loop
+            errors.append(f"{key}: {path} cannot be followed ({error}); give a plain path")
+            continue
         if where in seen:
             errors.append(
                 f"{key}: {path} is also {seen[where]}; give each its own file (snapshots: a folder)"
@@ -712,8 +740,11 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
         # Not read_text(): a named pipe would block every command for ever, and a device such
         # as /dev/zero would fill the memory (edge_app.bounded_read).
         data = read_bounded(path, CONFIG_MAX_BYTES)
-        # Universal newlines, as read_text() gave: a lone CR ends a line too.
-        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        # As TOML reads it: lines end with LF or CRLF; a lone CR is no line end (taken for
+        # one, `threshold = 0.1\r# threshold = 0.6` would apply a line a TOML reader sees
+        # as commented out)
+        text = data.decode("utf-8")
+        info = os.stat(path)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{path}: config file not found") from None
@@ -728,10 +759,26 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the config file ({error})") from None
+    _refuse_writable_by_others(path, info)
     try:
         return path, tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
+
+
+def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
+    """The config decides who opens the door (thresholds, the gallery, remote unlocks): one
+    that any user may write, or that a user other than root and the door's may change, is
+    refused (the installer's is root's, mode 640, group edge-app)."""
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o002 or (info.st_uid not in (0, os.geteuid()) and mode & 0o022):
+        raise ConfigError(
+            f"{path}: the config may be written by users other than its owner (mode {mode:o}, "
+            f"owner uid {info.st_uid}), and it decides who opens the door; make it root's "
+            f"(sudo chown root:edge-app {path} && sudo chmod 640 {path})"
+        )
 
 
 def to_dict(config: Config) -> dict[str, dict[str, Any]]:

@@ -1041,6 +1041,11 @@ class Daemon:
         except (ConfigError, ValueError, UserError) as error:
             log.error("reload refused, keeping the running config: %s", error)
             return
+        except Exception as error:  # whatever a new config trips on must not stop the door
+            log.error(
+                "reload refused, keeping the running config: %s: %s", type(error).__name__, error
+            )
+            return
         old = self.config
         for section in RESTART_SECTIONS:
             if getattr(new, section) != getattr(old, section):

@@ -662,6 +662,22 @@ def test_doctor_warns_of_a_relay_pin_pulled_up_at_boot(
         assert "pulled up" not in gpio["detail"] + gpio["fix"]
 
 
+def test_doctor_fails_a_missing_gallery_and_writes_json_for_any_file_name(tmp_path: Path) -> None:
+    """The door does not start without its gallery: doctor said WARN and exited 0. A config
+    whose name is not UTF-8 came out as a lone surrogate in the JSON (outside audit)."""
+    config = tmp_path / os.fsdecode(b"door-\xff.toml")
+    config.write_text(f'[gallery]\npath = "{tmp_path / "absent.db"}"\n')
+
+    done = run(tmp_path, "doctor", "--json", "--config", str(config))
+
+    assert done.returncode == 1
+    json.loads(done.stdout.encode("utf-8"))  # encodable: no lone surrogate
+    checks = {c["area"]: c for c in json.loads(done.stdout)}
+    assert checks["gallery"]["status"] == "fail"
+    assert "the door does not start without a gallery" in checks["gallery"]["detail"]
+    assert "door-\\xff.toml" in checks["config"]["detail"]
+
+
 def test_enroll_json_says_why_nothing_was_enrolled(tmp_path: Path) -> None:
     """A script asking for --json got nothing on stdout when enrolment was refused."""
     text = tmp_path / "photo.jpg"

@@ -52,6 +52,11 @@ def errors_of(data: dict) -> str:
         ({"recognition": {"threshold": 1.5}}, "recognition.threshold: 1.5 is out of range"),
         ({"recognition": {"threshold": 0}}, "recognition.threshold: 0 is out of range (more than"),
         (
+            {"gpio": {"pin": 3}},
+            "gpio.pin: GPIO3 has a 1.8 kOhm pull-up on the board, so an active-high relay",
+        ),
+        ({"gpio": {"pin": 2}}, "gpio.pin: GPIO2 has a 1.8 kOhm pull-up on the board"),
+        (
             {"detection": {"min_face": 600}},
             "detection.min_face: 600 pixels is more than the detection frame 640x480 holds",
         ),
@@ -128,6 +133,64 @@ def test_all_errors_are_collected_in_one() -> None:
     assert "4 problem(s)" in text
     for key in ("gpio.pin", "gpio.pulse_seconds", "camera.fps", "extra: unknown section"):
         assert key in text
+
+
+def test_an_active_low_relay_may_use_gpio2_and_gpio3() -> None:
+    """Their board pull-ups hold an active-low module locked whenever the pin is released."""
+    config = parse_config({"gpio": {"pin": 3, "active_high": False}})
+    assert config.gpio.pin == 3
+
+
+def test_the_relay_refuses_gpio2_and_gpio3_active_high_too() -> None:
+    from gpiozero.pins.mock import MockFactory
+
+    from edge_app.relay import Relay, RelayError
+
+    with pytest.raises(RelayError, match="GPIO2 has a 1.8 kOhm pull-up"):
+        Relay(2, pin_factory=MockFactory())
+
+
+def test_a_path_that_loops_is_a_config_error(tmp_path: Path) -> None:
+    """Resolving it raised RuntimeError: a traceback at start, and a reload that stopped the
+    running door (an outside audit's finding)."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    text = errors_of({"events": {"db": str(loop / "events.db")}})
+    assert f"events.db: {loop / 'events.db'} cannot be followed" in text
+
+
+def test_toml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(path)
+
+
+def test_a_lone_carriage_return_is_no_line_end(tmp_path: Path) -> None:
+    """TOML ends lines with LF or CRLF. Read as a line end, a CR let the door apply a line
+    that every TOML reader sees as part of a comment."""
+    path = tmp_path / "door.toml"
+    path.write_bytes(b"[recognition]\r\n# threshold = 0.1\rthreshold = 0.7\r\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+    path.write_bytes(b"[recognition]\r\nthreshold = 0.7\r\n")
+    assert load_config(path).recognition.threshold == 0.7
+
+
+def test_a_config_others_may_write_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "door.toml"
+    path.write_text("[recognition]\nthreshold = 0.7\n")
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match="may be written by users other than its owner") as e:
+        load_config(path)
+    assert f"sudo chmod 640 {path}" in str(e.value)
+    path.chmod(0o664)  # the owner's group may write it: the owner's choice
+    assert load_config(path).recognition.threshold == 0.7
+
+
+def test_a_superscript_digit_is_no_device_index() -> None:
+    """ "²".isdigit() is true, int("²") a ValueError: a traceback in run and doctor."""
+    assert parse_config({"camera": {"source": "²"}}).camera.source == "²"
 
 
 def test_uart_pin_allowed_when_forced() -> None:

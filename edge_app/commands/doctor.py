@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_app.commands import config_path
+from edge_app.commands import config_path, printable
 from edge_app.paths import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
@@ -656,9 +656,12 @@ def _gallery_checks(config: Config | None) -> list[Check]:
     path = Path(config.gallery.path)
     try:
         if not path.exists():
-            return [
+            return [  # the door refuses to start without one ("no gallery at ...")
                 Check(
-                    "gallery", "warn", f"{path} does not exist yet", "edge-app enroll NAME PHOTO..."
+                    "gallery",
+                    "fail",
+                    f"{path} does not exist yet: the door does not start without a gallery",
+                    "edge-app enroll NAME PHOTO...",
                 )
             ]
         found = path.stat().st_mode & 0o777
@@ -795,7 +798,12 @@ def collect_checks(
 def _run(args: argparse.Namespace) -> int:
     checks = collect_checks(args.config, args.models)
     if args.json:
-        sys.stdout.write(json.dumps([asdict(c) for c in checks], indent=2) + "\n")
+        # printable: the bytes of a file name that are not UTF-8 as \xNN, not lone surrogates
+        rows = [
+            {key: printable(v) if isinstance(v, str) else v for key, v in asdict(c).items()}
+            for c in checks
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
         sys.stdout.write("".join(_format(check) + "\n" for check in checks))
     return 1 if any(c.status == "fail" for c in checks) else 0

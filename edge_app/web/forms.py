@@ -57,7 +57,7 @@ def _declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is None:
         return
-    if not declared.isdigit():
+    if not (declared.isascii() and declared.isdigit()):  # "²" is a digit to isdigit()
         raise FormError("bad Content-Length", 400)
     if int(declared) > limit:
         raise FormError(f"the request is larger than the limit of {_megabytes(limit)}", 413)
