@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from edge_app.errors import UserError
-from edge_app.images import IMAGE_SUFFIXES, ImageError, read_image
+from edge_app.images import IMAGE_SUFFIXES, ImageError, is_photo_name, read_image
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +400,7 @@ class FolderSource(FrameSource):
         realtime: bool = False,
     ) -> None:
         super().__init__(str(folder))
-        self.files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = sorted(p for p in Path(folder).iterdir() if is_photo_name(p))
         if not self.files:
             raise CameraError(
                 f"camera.source: {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -413,6 +413,7 @@ class FolderSource(FrameSource):
         return paced(self._images(), self._stop) if self.realtime else self._images()
 
     def _images(self) -> Iterator[Frame]:
+        delivered = 0
         for index, path in enumerate(self.files):
             if self.closed:
                 return
@@ -425,7 +426,13 @@ class FolderSource(FrameSource):
             if not _valid_frame(small):  # a dot, or a sliver that is one once scaled down
                 self._skip(f"image_too_small_{image.shape[1]}x{image.shape[0]}", index)
                 continue
+            delivered += 1
             yield Frame(small, index / self.fps, index, main)
+        if not delivered and not self.closed:  # as a video that gives no frame
+            raise CameraError(
+                f"camera.source: none of the {len(self.files)} images in {self.name} could be "
+                "used as a frame (each skip is logged above)"
+            )
 
 
 class Picamera2Source(LiveSource):

@@ -216,19 +216,39 @@ def _path(*, optional: bool) -> Check:
     return check
 
 
+# A Unix socket's path is at most 107 bytes (sun_path holds 108 with its NUL).
+SOCKET_PATH_MAX_BYTES = 107
+
+
+def _socket_path(value: Any) -> Path | None:
+    path = _path(optional=True)(value)
+    if path is not None and len(os.fsencode(path)) > SOCKET_PATH_MAX_BYTES:
+        raise _Invalid(
+            f"{str(path)[:40]}... is {len(os.fsencode(path))} bytes long; a Unix socket's path "
+            f"is at most {SOCKET_PATH_MAX_BYTES}: choose a shorter one"
+        )
+    return path
+
+
 def _refuse_nul(path: str) -> None:
     """No file name holds a NUL character (the system would refuse it at first use)."""
     if "\0" in path:
         raise _Invalid(f"{path!r} holds a NUL character (\\0), which no path can hold")
 
 
+# The largest /dev/videoN index taken (a larger one was retried every 10 s for ever).
+MAX_DEVICE_INDEX = 1023
+
+
 def _source(value: Any) -> int | str:
     """Camera spec: a device index stays an int so OpenCV opens it as a V4L2 device."""
     if isinstance(value, bool):
         raise _Invalid(f"expected a string or device index, got {_show(value)}")
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # not "²"
+        value = int(value)
     if isinstance(value, int):
-        if value < 0:
-            raise _Invalid(f"device index {value} is negative")
+        if not 0 <= value <= MAX_DEVICE_INDEX:
+            raise _Invalid(f"device index {value} is not from 0 to {MAX_DEVICE_INDEX}")
         return value
     if isinstance(value, Path):
         value = str(value)
@@ -237,7 +257,7 @@ def _source(value: Any) -> int | str:
             'expected "auto", "picamera2", a device index, a URL, a video file or a folder'
         )
     _refuse_nul(value)
-    return int(value) if value.isascii() and value.isdigit() else value  # not "²"
+    return value
 
 
 def _hours(value: Any) -> tuple[str, ...]:
@@ -511,7 +531,7 @@ class HubConfig:
     it. `socket = ""` turns the socket off; `allow_unlock` lets a client of the socket (the
     hub: MQTT, the web page) pulse the relay, and is off unless set here."""
 
-    socket: Path | None = _key(DEFAULT_SOCKET, _path(optional=True))
+    socket: Path | None = _key(DEFAULT_SOCKET, _socket_path)
     allow_unlock: bool = _key(False, _boolean)
     stale_seconds: float = _key(10.0, _number(1.0, 3600.0))
 
@@ -656,16 +676,21 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
         )
 
 
-def _distinct_files(config: Config, errors: list[str]) -> None:
-    """The gallery and each event sink need a file of their own: events appended to the
-    gallery, or two sinks in one file, would damage both."""
+def _written_files(config: Config) -> dict[str, Path | None]:
+    """The files the door writes, by their config key (None: that one is off)."""
     events = config.events
-    files = {
+    return {
         "gallery.path": config.gallery.path,
         "events.db": events.db,
         "events.jsonl": None if events.jsonl is None or str(events.jsonl) == "-" else events.jsonl,
         "events.snapshots": events.snapshots,
     }
+
+
+def _distinct_files(config: Config, errors: list[str]) -> None:
+    """The gallery and each event sink need a file of their own: events appended to the
+    gallery, or two sinks in one file, would damage both."""
+    files = _written_files(config)
     seen: dict[Path, str] = {}
     for key, path in files.items():
         if path is None:
@@ -715,6 +740,22 @@ def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
     if errors:
         problems = "\n".join(f"  - {error}" for error in errors)
         raise ConfigError(f"{origin}: {len(errors)} problem(s):\n{problems}", tuple(errors))
+    return config
+
+
+def door_config(path: Path | None, overrides: Mapping[str, Any]) -> Config:
+    """The door's config: the file at `path` (None: the default one) with the command line's
+    overrides, none of the files the door writes being that config file (events appended
+    to it would leave a door that cannot start again)."""
+    config = apply_overrides(load_config(path), overrides)
+    config_file = Path(path) if path is not None else paths.DEFAULT_CONFIG
+    try:
+        config_file = config_file.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return config  # no config file (the defaults): nothing to damage
+    for key, written in _written_files(config).items():
+        if written is not None and written.expanduser().resolve() == config_file:
+            raise ConfigError(f"{key}: {written} is the config file itself; give it its own file")
     return config
 
 

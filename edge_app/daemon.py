@@ -42,7 +42,7 @@ import sdnotify
 from edge_app import policy as rules
 from edge_app.camera import Frame, FrameReader, open_source
 from edge_app.centering import EMBEDDING_DIM
-from edge_app.config import Config, ConfigError, RecognitionConfig, apply_overrides, load_config
+from edge_app.config import Config, ConfigError, RecognitionConfig, door_config
 from edge_app.control import ControlServer, attach
 from edge_app.errors import UserError
 from edge_app.events import RELOCK, EventLog
@@ -729,6 +729,8 @@ class Daemon:
             if self._stop.is_set():
                 log.info("not opened: stopping name=%s", name)
                 return False
+            if not relay.is_active:  # this pulse opens the door: its relock names this person,
+                self._opened_for = name  # even one that comes before pulse() returns
             try:
                 opened = relay.pulse(self.pulse_seconds)
             except RuntimeError:
@@ -1035,7 +1037,7 @@ class Daemon:
         if self.events is not None:
             self.events.reopen()
         try:
-            new = apply_overrides(load_config(self.config_path), self.overrides)
+            new = door_config(self.config_path, self.overrides)
             Policy.check(new.policy)
             live_rule = self._resolve_liveness(new)
         except (ConfigError, ValueError, UserError) as error:

@@ -290,6 +290,12 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes | None:
     return data.tobytes() if ok else None
 
 
+def is_photo_name(path: Path) -> bool:
+    """Whether a folder's entry is one of its photos by name: an image suffix, and not hidden
+    (macOS leaves a "._NAME.jpg" of metadata beside each photo it copies)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def read_image(path: Path | str, max_side: int | None = None) -> np.ndarray:
     """A photo file as RGB uint8, checked as the module docstring says."""
     return load_photo(path, max_side).pixels
@@ -323,11 +329,7 @@ def expand_image_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
             yield path
             continue
         try:
-            names = sorted(
-                p
-                for p in path.iterdir()
-                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-            )
+            names = sorted(p for p in path.iterdir() if is_photo_name(p))
         except OSError as error:
             raise unreadable(path, error, "the folder") from None
         yield from names

@@ -235,6 +235,22 @@ def test_describe_source_never_shows_a_password(spec: int | str, shown: str) -> 
         assert secret not in describe_source(spec)
 
 
+def test_a_folder_whose_images_give_no_frame_is_an_error_and_hidden_files_are_no_images(
+    tmp_path: Path,
+) -> None:
+    """As a video with no frame: a folder where no image decodes ended like a finished
+    recording (exit 0). macOS's "._" metadata files were read as frames (outside audit)."""
+    (tmp_path / "a.jpg").write_text("not an image")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(CameraError, match=r"none of the 2 images in .* could be used"):
+        list(FolderSource(tmp_path).frames())
+    cv2.imwrite(str(tmp_path / "c.png"), np.full((48, 64, 3), 128, np.uint8))
+    (tmp_path / "._c.png").write_bytes(b"\x00\x05\x16\x07 metadata")
+    source = FolderSource(tmp_path)
+    assert [p.name for p in source.files] == ["a.jpg", "b.png", "c.png"]
+    assert len(list(source.frames())) == 1
+
+
 def test_a_file_that_gives_no_frame_is_an_error_not_the_end_of_a_clip(tmp_path: Path) -> None:
     """A file OpenCV opens but cannot decode a frame of used to end like a finished clip:
     `edge-app run` logged frames=0 and exited 0. It is now a CameraError naming the file; a

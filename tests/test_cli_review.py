@@ -39,7 +39,7 @@ from edge_app import cli, lfw
 from edge_app.camera import picamera2_available
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.manifest import MANIFEST_NAME
-from edge_app.paths import REPO_MODELS
+from edge_app.paths import REPO_MODELS, REPO_ROOT
 
 LFW_SAMPLE = Path(__file__).resolve().parent / "data" / "lfw_sample"
 JOE = sorted((LFW_SAMPLE / "Joe_Nichols").glob("*.jpg"))
@@ -242,7 +242,7 @@ def test_doctor_checks_the_camera_and_relay_the_config_names(tmp_path: Path) -> 
     play a recording (the demo, a test) was reported as missing a camera, and a door whose
     source could not open passed. It now checks the source and pin factory the door uses."""
     clip = tmp_path / "door.mp4"
-    clip.write_bytes(b"not checked by doctor: only that it is there")
+    shutil.copyfile(REPO_ROOT / "demo" / "door.mp4", clip)
     config = tmp_path / "config.toml"
 
     def rows(camera: str, gpio: str = "auto") -> tuple[dict, dict]:
@@ -262,6 +262,15 @@ def test_doctor_checks_the_camera_and_relay_the_config_names(tmp_path: Path) -> 
 
     camera, _ = rows(f'"{tmp_path / "absent.mp4"}"')
     assert camera["status"] == "fail" and "the door cannot start" in camera["detail"]
+
+    # What `run` refuses to start with, doctor fails too: it said WARN (outside audit)
+    text = tmp_path / "text.mp4"
+    text.write_text("not a video")
+    (tmp_path / "empty").mkdir()
+    for source, problem in ((text, "cannot open"), (tmp_path / "empty", "holds no images")):
+        camera, _ = rows(f'"{source}"')
+        assert camera["status"] == "fail", camera
+        assert problem in camera["detail"] and "the door cannot start" in camera["detail"]
 
     camera, _ = rows('"rtsp://door:secret@192.0.2.7/stream"')
     assert camera["status"] == "ok" and "secret" not in camera["detail"]

@@ -36,7 +36,6 @@ def errors_of(data: dict) -> str:
         ({"camera": 5}, "camera: expected a table [camera], got int 5"),
         ({"camera": {"sorce": "auto"}}, "camera.sorce: unknown key (did you mean 'source'?)"),
         ({"camera": {"source": True}}, "camera.source: expected a string or device index"),
-        ({"camera": {"source": -1}}, "camera.source: device index -1 is negative"),
         ({"camera": {"source": ""}}, 'camera.source: expected "auto", "picamera2"'),
         ({"camera": {"width": "640"}}, "camera.width: expected an integer, got str '640'"),
         ({"camera": {"width": 16}}, "camera.width: 16 is out of range (32 to 8192)"),
@@ -56,6 +55,9 @@ def errors_of(data: dict) -> str:
             "gpio.pin: GPIO3 has a 1.8 kOhm pull-up on the board, so an active-high relay",
         ),
         ({"gpio": {"pin": 2}}, "gpio.pin: GPIO2 has a 1.8 kOhm pull-up on the board"),
+        ({"hub": {"socket": "/run/" + "s" * 120}}, "bytes long; a Unix socket's path is at most"),
+        ({"camera": {"source": "99999999999999999999"}}, "device index 99999999999999999999 is"),
+        ({"camera": {"source": -1}}, "camera.source: device index -1 is not from 0 to 1023"),
         (
             {"detection": {"min_face": 600}},
             "detection.min_face: 600 pixels is more than the detection frame 640x480 holds",
@@ -499,3 +501,18 @@ def test_a_config_that_is_not_a_small_regular_file_is_refused_before_it_is_read(
     monkeypatch.setattr(config_module, "CONFIG_MAX_BYTES", 1000)
     with pytest.raises(ConfigError, match="more than a config file has"):
         read_config_file(big)
+
+
+@pytest.mark.parametrize("key", ["events.jsonl", "events.db", "gallery.path"])
+def test_the_door_writes_nothing_into_its_own_config_file(tmp_path: Path, key: str) -> None:
+    """`--events door.toml` appended events to the config: the next start failed on it."""
+    from edge_app.config import door_config
+
+    path = tmp_path / "door.toml"
+    path.write_text("[policy]\ncooldown_seconds = 30\n")
+    before = path.read_bytes()
+
+    with pytest.raises(ConfigError, match=f"{key}: .*door.toml is the config file itself"):
+        door_config(path, {key: str(tmp_path / "." / "door.toml")})
+    assert path.read_bytes() == before
+    assert door_config(path, {key: str(tmp_path / "other")}).policy.cooldown_seconds == 30

@@ -234,6 +234,22 @@ def _camera_import_check() -> Check | None:
     return Check("camera", "ok", "picamera2 importable")
 
 
+def _first_frame_problem(path: Path) -> str | None:
+    """Why a recorded file or folder gives the door no frame (as `run` reads it), or None."""
+    from edge_app.camera import CameraError, FolderSource, FrameSource, OpenCVSource
+
+    source: FrameSource | None = None
+    try:
+        source = FolderSource(path) if path.is_dir() else OpenCVSource(str(path))
+        next(iter(source.frames()), None)
+    except CameraError as error:
+        return str(error).removeprefix("camera.source: ")
+    finally:
+        if source is not None:
+            source.close()
+    return None
+
+
 def _camera_check(source: int | str) -> Check:
     """The camera the door opens: `[camera] source` as edge_app.camera.open_source reads it."""
     from edge_app.camera import describe_source, is_live_source
@@ -278,6 +294,14 @@ def _camera_check(source: int | str) -> Check:
                 f"{named}: not a file, a folder, a device index, a /dev path or a URL, so the "
                 "door cannot start",
                 'set [camera] source = "auto" for the camera',
+            )
+        problem = _first_frame_problem(path)
+        if problem is not None:  # the door would refuse it at start
+            return Check(
+                "camera",
+                "fail",
+                f"{named}: {problem}, so the door cannot start",
+                "give a video file or a folder of photos the door can read",
             )
         return Check(
             "camera",

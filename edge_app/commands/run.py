@@ -105,11 +105,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_app.config import apply_overrides, load_config
+    from edge_app.config import door_config
     from edge_app.daemon import Daemon
 
     overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items()}
-    config = apply_overrides(load_config(args.config), overrides)
+    config = door_config(args.config, overrides)
     daemon = Daemon(config, config_path=args.config, overrides=overrides)
     try:
         return daemon.run()
