@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import importlib.util
 import logging
 import math
 import queue
@@ -104,6 +105,22 @@ class DoorRelay(Protocol):
     def check(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+# The library each hardware pin factory drives the pins through ("native" needs none).
+FACTORY_LIBRARIES = {"lgpio": "lgpio", "rpigpio": "RPi.GPIO", "pigpio": "pigpio"}
+
+
+def missing_factory_library(name: str) -> str | None:
+    """The library the pin factory `name` needs when it is not installed, else None."""
+    library = FACTORY_LIBRARIES.get(name)
+    if library is None:
+        return None
+    try:
+        found = importlib.util.find_spec(library) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else library
 
 
 def make_pin_factory(name: str) -> object | None:

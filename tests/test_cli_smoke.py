@@ -480,6 +480,26 @@ def test_run_with_a_picamera2_that_fails_to_import_exits_with_one_line(
     assert "pip install --force-reinstall --no-deps simplejpeg" in errors[0]
 
 
+def test_doctor_fails_a_pin_factory_whose_library_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`factory = "lgpio"` without lgpio: doctor said WARN, the door's start failed making
+    the pin factory (an outside audit's finding)."""
+    from edge_app import relay
+    from edge_app.commands import doctor
+
+    monkeypatch.setitem(relay.FACTORY_LIBRARIES, "lgpio", "edge_app_no_such_gpio_library")
+    monkeypatch.setitem(relay.FACTORY_LIBRARIES, "pigpio", "json")  # one that is installed
+
+    gpio = next(c for c in doctor._device_checks(factory="lgpio") if c.area == "gpio")
+    assert gpio.status == "fail"
+    assert "needs the edge_app_no_such_gpio_library library, which is not installed" in (
+        gpio.detail
+    )
+    gpio = next(c for c in doctor._device_checks(factory="pigpio") if c.area == "gpio")
+    assert gpio.status != "fail"
+
+
 def test_doctor_fails_the_camera_when_picamera2_is_installed_but_does_not_import(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -347,6 +347,21 @@ def _device_checks(
         )
         return checks
     detail = f"GPIO chips: {', '.join(chips) or 'none'} (gpiozero {_version('gpiozero')})"
+    from edge_app.relay import missing_factory_library
+
+    library = missing_factory_library(factory)
+    if library is not None:  # the door's start fails making the pin factory
+        checks.append(
+            Check(
+                "gpio",
+                "fail",
+                f"{detail}; gpio.factory {factory!r} needs the {library} library, which is not "
+                "installed, so the door cannot start",
+                'on a Raspberry Pi install python3-lgpio and use factory = "auto" or "lgpio"; '
+                'elsewhere factory = "mock"',
+            )
+        )
+        return checks
     if pin_warning is not None:
         problem, _, fix = pin_warning.partition("; ")
         checks.append(Check("gpio", "warn", f"{detail}; {problem}", fix))
