@@ -462,7 +462,7 @@ def tpu_stand_in(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
     engine's fixed-pyramid path, with the int8 models the TPU would run."""
     cpu = select_backend("cpu", 1)
     monkeypatch.setattr(
-        engine_module, "make_interpreter", lambda path, _: make_interpreter(path, cpu)
+        engine_module, "make_interpreter", lambda model, _: make_interpreter(model, cpu)
     )
     return Backend("edgetpu", cpu.runtime, object(), 1, "stand-in")
 
