@@ -28,9 +28,10 @@ def count(low: int) -> Callable[[str], int]:
 
 
 def number(
-    low: float, high: float | None = None, *, open_high: bool = False
+    low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False
 ) -> Callable[[str], float]:
-    """A finite number >= low (and <= high, or < high when open_high)."""
+    """A finite number >= low, or > low when open_low (and <= high, or < high when
+    open_high)."""
 
     def parse(text: str) -> float:
         try:
@@ -38,9 +39,12 @@ def number(
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         above = high is not None and (value >= high if open_high else value > high)
-        if not math.isfinite(value) or value < low or above:
+        below = value <= low if open_low else value < low
+        if not math.isfinite(value) or below or above:
             limit = "" if high is None else f" and {'below' if open_high else 'at most'} {high}"
-            raise argparse.ArgumentTypeError(f"must be a finite number >= {low}{limit}, got {text}")
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>' if open_low else '>='} {low}{limit}, got {text}"
+            )
         return value
 
     return parse

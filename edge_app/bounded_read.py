@@ -90,6 +90,14 @@ def read_bounded(path: Path | str, limit: int, *, pipes: bool = False) -> bytes:
 
     NotRegularFile, TooLarge, or the OSError of the stat, open or read that failed.
     """
+    return read_bounded_with_stat(path, limit, pipes=pipes)[0]
+
+
+def read_bounded_with_stat(
+    path: Path | str, limit: int, *, pipes: bool = False
+) -> tuple[bytes, os.stat_result]:
+    """read_bounded, with the `fstat` of the file it read: its owner and mode are those of
+    the bytes returned, whatever the path names by the time the caller looks."""
     _check(path, os.stat(path), limit, pipes)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -112,7 +120,7 @@ def read_bounded(path: Path | str, limit: int, *, pipes: bool = False) -> bytes:
         os.close(fd)
     if size > limit:
         raise TooLarge(path, None, limit)
-    return b"".join(chunks)
+    return b"".join(chunks), info
 
 
 def read_or_refuse(

@@ -400,7 +400,12 @@ class FolderSource(FrameSource):
         realtime: bool = False,
     ) -> None:
         super().__init__(str(folder))
-        self.files = sorted(p for p in Path(folder).iterdir() if is_photo_name(p))
+        try:
+            self.files = sorted(p for p in Path(folder).iterdir() if is_photo_name(p))
+        except OSError as error:
+            raise CameraError(
+                f"camera.source: cannot list the folder {folder} ({error.strerror or error})"
+            ) from None
         if not self.files:
             raise CameraError(
                 f"camera.source: {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -431,7 +436,7 @@ class FolderSource(FrameSource):
         if not delivered and not self.closed:  # as a video that gives no frame
             raise CameraError(
                 f"camera.source: none of the {len(self.files)} images in {self.name} could be "
-                "used as a frame (each skip is logged above)"
+                "used as a frame (the door logs each image's reason)"
             )
 
 

@@ -25,7 +25,7 @@ else:  # Python 3.10: the same parser, published as `tomli`
     import tomli as tomllib
 
 from edge_app import paths
-from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
+from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded_with_stat
 from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError
 from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from here too
@@ -750,13 +750,21 @@ def door_config(path: Path | None, overrides: Mapping[str, Any]) -> Config:
     config = apply_overrides(load_config(path), overrides)
     config_file = Path(path) if path is not None else paths.DEFAULT_CONFIG
     try:
-        config_file = config_file.resolve(strict=True)
-    except (OSError, RuntimeError):
+        config_id = _file_id(os.stat(config_file))
+    except OSError:
         return config  # no config file (the defaults): nothing to damage
     for key, written in _written_files(config).items():
-        if written is not None and written.expanduser().resolve() == config_file:
+        try:
+            same = written is not None and _file_id(os.stat(written.expanduser())) == config_id
+        except OSError:  # not there yet, so not the config file
+            continue
+        if same:  # by name, symbolic or hard link
             raise ConfigError(f"{key}: {written} is the config file itself; give it its own file")
     return config
+
+
+def _file_id(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -774,18 +782,21 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
 
     A missing default file means the defaults (a fresh install works before any editing);
     a missing file the user named explicitly is an error, since that is surely a typo.
+    A file users other than root and this one may change is refused (_untrusted): relay_off
+    too, since a pin and level from such a file could drive the strike open; the pin the
+    daemon claimed is locked from its record, and a pin no door has claimed since boot
+    rests at its pull-down.
     """
     explicit = path is not None
     path = Path(path) if path is not None else paths.DEFAULT_CONFIG
     try:
         # Not read_text(): a named pipe would block every command for ever, and a device such
         # as /dev/zero would fill the memory (edge_app.bounded_read).
-        data = read_bounded(path, CONFIG_MAX_BYTES)
+        data, info = read_bounded_with_stat(path, CONFIG_MAX_BYTES)
         # As TOML reads it: lines end with LF or CRLF; a lone CR is no line end (taken for
         # one, `threshold = 0.1\r# threshold = 0.6` would apply a line a TOML reader sees
         # as commented out)
         text = data.decode("utf-8")
-        info = os.stat(path)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{path}: config file not found") from None
@@ -800,26 +811,54 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the config file ({error})") from None
-    _refuse_writable_by_others(path, info)
+    untrusted = _untrusted(path, info)
+    if untrusted is not None:
+        raise ConfigError(
+            f"{path}: {untrusted}, and the config decides who opens the door; make it "
+            f"root's (sudo chown root:edge-app {path} && sudo chmod 640 {path}) in a "
+            "folder only root may change"
+        )
     try:
         return path, tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+        hint = (
+            " (a lone carriage return: save it with LF line ends)" if "'\\r'" in str(error) else ""
+        )
+        raise ConfigError(f"{path}: not valid TOML ({error}){hint}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
 
 
-def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
-    """The config decides who opens the door (thresholds, the gallery, remote unlocks): one
-    that any user may write, or that a user other than root and the door's may change, is
-    refused (the installer's is root's, mode 640, group edge-app)."""
+def _who_may_change(info: os.stat_result, what: str) -> str | None:
+    """Which users other than root and this one may change a file or folder, or None: its
+    owner, others (write), or a group other than root's and this user's own (write)."""
     mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o002 or (info.st_uid not in (0, os.geteuid()) and mode & 0o022):
-        raise ConfigError(
-            f"{path}: the config may be written by users other than its owner (mode {mode:o}, "
-            f"owner uid {info.st_uid}), and it decides who opens the door; make it root's "
-            f"(sudo chown root:edge-app {path} && sudo chmod 640 {path})"
-        )
+    if info.st_uid not in (0, os.geteuid()):
+        return f"{what} belongs to uid {info.st_uid}, who may change it"
+    if mode & 0o002:
+        return f"any user may write {what} (mode {mode:o})"
+    if mode & 0o020 and info.st_gid not in (0, os.getegid()):
+        return f"the users of group {info.st_gid} may write {what} (mode {mode:o})"
+    return None
+
+
+def _untrusted(path: Path, info: os.stat_result) -> str | None:
+    """Why users other than root and this one could change the config at `path` (`info`:
+    the fstat of the file read), or None. The config sets the threshold, the gallery and
+    remote unlocks, so it is trusted as the gallery is: the file, and the folder that holds
+    it (who may write a folder may replace the file), root's or this user's alone. A folder
+    anyone may write with the sticky bit (/tmp) is fine: others cannot replace the file."""
+    problem = _who_may_change(info, "the config")
+    if problem is not None:
+        return problem
+    folder = Path(os.path.realpath(path)).parent
+    try:
+        folder_info = folder.stat()
+    except OSError:
+        return None  # read through it a moment ago; nothing to judge it by
+    if folder_info.st_mode & stat.S_ISVTX and folder_info.st_uid in (0, os.geteuid()):
+        return None
+    return _who_may_change(folder_info, f"its folder {folder}")
 
 
 def to_dict(config: Config) -> dict[str, dict[str, Any]]:

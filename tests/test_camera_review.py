@@ -249,6 +249,9 @@ def test_a_folder_whose_images_give_no_frame_is_an_error_and_hidden_files_are_no
     source = FolderSource(tmp_path)
     assert [p.name for p in source.files] == ["a.jpg", "b.png", "c.png"]
     assert len(list(source.frames())) == 1
+    # a folder that cannot be listed: one line (doctor's check of it was a traceback)
+    with pytest.raises(CameraError, match=r"cannot list the folder .*c.png \(Not a directory\)"):
+        FolderSource(tmp_path / "c.png")
 
 
 def test_a_file_that_gives_no_frame_is_an_error_not_the_end_of_a_clip(tmp_path: Path) -> None:

@@ -204,6 +204,9 @@ def test_gallery_commands_take_the_gallery_of_a_door_config(
     assert "argument --db: not allowed with argument --config" in both.stderr
     assert missing.returncode == 2
     assert _one_error_line(missing).endswith("nope.toml: config file not found")
+    config.write_text('[gallery]\npath = "gallery.db"\n')  # relative to the door's folder
+    relative = run(tmp_path, "list", "--config", str(config))
+    assert "gallery.path gallery.db in the config is relative" in _one_error_line(relative)
 
 
 def test_rename(enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
@@ -543,6 +546,30 @@ def test_identify(
     assert done.returncode == 0, done.stderr
     [entry] = json.loads(done.stdout)
     assert [face["name"] for face in entry["faces"]] == ["Joe"]
+
+
+def test_identify_with_a_door_config_decides_as_that_door(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    """--config gave only the gallery: a door whose config asks for 0.99 would not name Joe,
+    yet identify did, with "access": true (an outside audit's finding)."""
+    config = tmp_path / "door.toml"
+    config.write_text(f'[gallery]\npath = "{enrolled[0]}"\n[recognition]\nthreshold = 0.99\n')
+
+    strict = run(tmp_path, "identify", str(JOE[1]), "--json", "--config", str(config))
+    flag = run(
+        tmp_path, "identify", str(JOE[1]), "--json", "--config", str(config),
+        "--threshold", "0.3",
+    )  # fmt: skip
+    zero = run(tmp_path, "identify", str(JOE[1]), "--threshold", "0", "--config", str(config))
+
+    assert strict.returncode == 0, strict.stderr
+    [entry] = json.loads(strict.stdout)
+    assert [(f["name"], f["access"]) for f in entry["faces"]] == [(None, None)]
+    [entry] = json.loads(flag.stdout)
+    assert [f["name"] for f in entry["faces"]] == ["Joe"]  # a flag still wins over the config
+    assert zero.returncode == 2
+    assert "argument --threshold: must be a finite number > 0.0 and at most 1.0" in zero.stderr
 
 
 def test_run_on_a_folder_of_frames_unlocks_for_the_enrolled_person(

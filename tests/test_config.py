@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from needs import unavailable
 
 from edge_app import config as config_module
 from edge_app import paths
@@ -183,11 +184,44 @@ def test_a_config_others_may_write_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "door.toml"
     path.write_text("[recognition]\nthreshold = 0.7\n")
     path.chmod(0o666)
-    with pytest.raises(ConfigError, match="may be written by users other than its owner") as e:
+    with pytest.raises(ConfigError, match=r"any user may write the config \(mode 666\)") as e:
         load_config(path)
     assert f"sudo chmod 640 {path}" in str(e.value)
-    path.chmod(0o664)  # the owner's group may write it: the owner's choice
+    path.chmod(0o664)  # this user's own group may write it: the owner's choice
     assert load_config(path).recognition.threshold == 0.7
+
+
+def test_a_config_in_a_folder_others_may_write_is_refused(tmp_path: Path) -> None:
+    """Who may write the folder may replace the file (an outside audit replaced a root-owned
+    0640 config through its 0777 folder); /tmp's sticky bit stops that."""
+    folder = tmp_path / "open"
+    folder.mkdir()
+    path = folder / "door.toml"
+    path.write_text("[recognition]\nthreshold = 0.7\n")
+    folder.chmod(0o777)
+    with pytest.raises(ConfigError, match=r"any user may write its folder .*open \(mode 777\)"):
+        load_config(path)
+    folder.chmod(0o1777)
+    assert load_config(path).recognition.threshold == 0.7
+
+
+def test_a_config_another_user_owns_or_a_foreign_group_may_write_is_refused(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        unavailable("giving a file to another user needs root (CI runs as root)")
+    path = tmp_path / "door.toml"
+    path.write_text("[recognition]\nthreshold = 0.7\n")
+    os.chown(path, 0, 65534)
+    path.chmod(0o660)
+    with pytest.raises(ConfigError, match="the users of group 65534 may write the config"):
+        load_config(path)
+    path.chmod(0o640)  # the installer's: root's, its group may read it
+    assert load_config(path).recognition.threshold == 0.7
+    os.chown(path, 65534, 65534)
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="the config belongs to uid 65534, who may change it"):
+        load_config(path)
 
 
 def test_a_superscript_digit_is_no_device_index() -> None:
@@ -514,5 +548,8 @@ def test_the_door_writes_nothing_into_its_own_config_file(tmp_path: Path, key: s
 
     with pytest.raises(ConfigError, match=f"{key}: .*door.toml is the config file itself"):
         door_config(path, {key: str(tmp_path / "." / "door.toml")})
+    (tmp_path / "linked.toml").hardlink_to(path)  # the same file under another name
+    with pytest.raises(ConfigError, match=f"{key}: .*linked.toml is the config file itself"):
+        door_config(path, {key: str(tmp_path / "linked.toml")})
     assert path.read_bytes() == before
     assert door_config(path, {key: str(tmp_path / "other")}).policy.cooldown_seconds == 30

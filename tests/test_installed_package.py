@@ -112,3 +112,21 @@ def test_a_liveness_build_without_its_calibration_photos_is_refused_up_front(
     )
     assert "Traceback" not in done.stderr
     assert not out.exists()
+
+
+def test_the_float_reference_needs_its_folder_named(site: Path, tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\n")
+    done = _run(
+        site,
+        "edge_app.cli",
+        *("eval", "lfw", "--pairs", str(pairs), "--images", str(tmp_path)),
+        *("--reference", "float"),
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith(
+        "--reference float needs --models DIR, the float reference models "
+        "(`edge-convert build` writes them beside the int8 models)"
+    )
+    assert "site-packages" not in done.stderr

@@ -244,6 +244,8 @@ def _first_frame_problem(path: Path) -> str | None:
         next(iter(source.frames()), None)
     except CameraError as error:
         return str(error).removeprefix("camera.source: ")
+    except OSError as error:  # what the source's own checks did not word
+        return f"cannot be read ({error.strerror or error})"
     finally:
         if source is not None:
             source.close()

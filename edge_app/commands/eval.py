@@ -10,7 +10,7 @@ from typing import Any
 from edge_app.arg_types import checkout_default, count
 from edge_app.cascade_choice import CASCADES
 from edge_app.config import LOOKALIKE_MODES
-from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.paths import IN_CHECKOUT, REPO_ROOT, SHARED_DATA
 from edge_app.reports import check_output, write_report
 from edge_app.runtime import BACKENDS
 
@@ -321,6 +321,11 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} {path}: not found")
     models = args.models
     if args.reference == "float":
+        if models is None and not IN_CHECKOUT:
+            raise UserError(
+                "--reference float needs --models DIR, the float reference models "
+                "(`edge-convert build` writes them beside the int8 models)"
+            )
         models = models or REPO_ROOT / "models" / "float"
         if not (models / "manifest.json").is_file():
             raise UserError(

@@ -6,12 +6,14 @@ Also home of the engine and match options that `enroll` shares.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from edge_app.arg_types import number
 from edge_app.cascade_choice import CASCADES
 from edge_app.commands import config_path, file_path, printable
 from edge_app.config import AGGREGATES, LOOKALIKE_MODES
@@ -81,7 +83,14 @@ def db_path(args: argparse.Namespace, *, create: bool = False) -> Path:
     if args.db is None:
         from edge_app.config import load_config  # imported here: it reads the config file
 
-        return Path(load_config(args.config).gallery.path)
+        configured = Path(load_config(args.config).gallery.path)
+        if not configured.is_absolute():  # the door resolves it in its own working folder
+            raise UserError(
+                f"gallery.path {configured} in the config is relative to the folder the door "
+                "runs in, which this command cannot know: give the config an absolute path, "
+                "or the gallery with --db"
+            )
+        return configured
     folder = args.db.parent
     if create and not folder.is_dir():
         raise UserError(
@@ -131,9 +140,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="photo files or folders")
     add_db_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON (see below)")
-    match = parser.add_argument_group("matching (defaults from the models manifest)")
+    match = parser.add_argument_group(
+        "matching (defaults: the [recognition] section of --config when given, else the "
+        "door's defaults, with the models manifest's threshold)"
+    )
     match.add_argument(
-        "--threshold", type=float, metavar="T", help="minimum score (default: the models')"
+        "--threshold",
+        type=number(0.0, 1.0, open_low=True),
+        metavar="T",
+        help="minimum score, above 0 (default: the models')",
     )
     match.add_argument(
         "--margin", type=float, metavar="M", help="minimum lead over the second person"
@@ -142,14 +157,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     match.add_argument(
         "--lookalikes",
         choices=LOOKALIKE_MODES,
-        default=LOOKALIKE_MODES[0],
         help="when enrolled people match each other at or above the threshold: raise it just "
         "above their highest score, as the door does by default, or only warn",
     )
     match.add_argument(
         "--site-centring",
         choices=("on", "off"),
-        default="on",
         help="remove what the enrolled people share beyond their own faces (one camera, one "
         "light) before matching, as the door does by default ([recognition] site_centring)",
     )
@@ -158,7 +171,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_app.config import AUTO, RecognitionConfig
+    from edge_app.config import RecognitionConfig, load_config
     from edge_app.daemon import door_matcher
     from edge_app.enroll import model_id, photo_progress
     from edge_app.gallery import Gallery, other_models_warning
@@ -174,13 +187,18 @@ def run(args: argparse.Namespace) -> int:
     warning = other_models_warning(by_model, model_id(engine))
     if warning is not None:
         log.warning("%s", warning)
-    # The door's own rule: the manifest's, these overrides, and its lookalike guard (logged).
-    recognition = RecognitionConfig(
-        threshold=args.threshold,
-        margin=args.margin,
-        aggregate=args.aggregate or AUTO,
-        lookalikes=args.lookalikes,
-        site_centring=args.site_centring == "on",
+    # The door's own rule: its config's [recognition] (with --config), the manifest's where
+    # that says auto, these flags over both, and its lookalike guard (logged).
+    base = load_config(args.config).recognition if args.config else RecognitionConfig()
+    recognition = dataclasses.replace(
+        base,
+        threshold=base.threshold if args.threshold is None else args.threshold,
+        margin=base.margin if args.margin is None else args.margin,
+        aggregate=args.aggregate or base.aggregate,
+        lookalikes=args.lookalikes or base.lookalikes,
+        site_centring=base.site_centring
+        if args.site_centring is None
+        else args.site_centring == "on",
     )
     matcher, _ = door_matcher(engine, recognition, matrix)
     settings = matcher.settings
