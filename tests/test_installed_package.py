@@ -38,6 +38,15 @@ def _run(site: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _refused(site: Path, module: str, *args: str) -> str:
+    """The one line a command refused with (exit code 2, no traceback, no site-packages path)."""
+    done = _run(site, module, *args)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "site-packages" not in done.stderr
+    return done.stderr.splitlines()[-1]
+
+
 def test_the_copy_runs_as_an_installed_package(site: Path) -> None:
     code = "import converter, edge_app.paths as p; print(converter.__file__, p.IN_CHECKOUT)"
     done = subprocess.run(
@@ -99,34 +108,20 @@ def test_a_liveness_build_without_its_calibration_photos_is_refused_up_front(
     lfw.mkdir()
     out = tmp_path / "models"
 
-    done = _run(
-        site,
-        "converter.cli",
-        *("build", "--out", str(out), "--calib", str(lfw), "--lfw", str(lfw)),
-        *("--liveness", str(weights)),
-    )
+    build = ("build", "--out", str(out), "--calib", str(lfw), "--lfw", str(lfw))
+    said = _refused(site, "converter.cli", *build, "--liveness", str(weights))
 
-    assert done.returncode == 2
-    assert done.stderr.splitlines()[-1].endswith(
-        "--liveness needs --liveness-calib DIR: photos to calibrate on"
-    )
-    assert "Traceback" not in done.stderr
+    assert said.endswith("--liveness needs --liveness-calib DIR: photos to calibrate on")
     assert not out.exists()
 
 
 def test_the_float_reference_needs_its_folder_named(site: Path, tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\n")
-    done = _run(
-        site,
-        "edge_app.cli",
-        *("eval", "lfw", "--pairs", str(pairs), "--images", str(tmp_path)),
-        *("--reference", "float"),
-    )
+    lfw = ("eval", "lfw", "--pairs", str(pairs), "--images", str(tmp_path))
+    said = _refused(site, "edge_app.cli", *lfw, "--reference", "float")
 
-    assert done.returncode == 2
-    assert done.stderr.splitlines()[-1].endswith(
+    assert said.endswith(
         "--reference float needs --models DIR, the float reference models "
         "(`edge-convert build` writes them beside the int8 models)"
     )
-    assert "site-packages" not in done.stderr
