@@ -458,7 +458,8 @@ def _facenet_lines(f: dict) -> list[str]:
         "## FaceNet (LFW DevTest, float-MTCNN crops for both)",
         "",
         f"{f['images']} images, {f['pairs']} pairs; {f['no_face_images']} images without a "
-        "float detection used the median LFW box.",
+        "float detection used the median LFW box. Both sides are the networks' unit outputs, "
+        "before the centring mean the int8 models ship (the float reference has none).",
         "",
         _row("", "float", "int8"),
         _row("---", "---", "---"),
