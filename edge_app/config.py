@@ -822,7 +822,9 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
         return path, tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         hint = (
-            " (a lone carriage return: save it with LF line ends)" if "'\\r'" in str(error) else ""
+            " (a lone carriage return: save it with LF line ends)"
+            if re.search("\r(?!\n)", text)
+            else ""
         )
         raise ConfigError(f"{path}: not valid TOML ({error}){hint}") from None
     except RecursionError:

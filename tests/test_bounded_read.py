@@ -216,11 +216,17 @@ def test_the_callers_keep_their_own_words(tmp_path: Path, monkeypatch: pytest.Mo
     assert read_config_file(None) == (tmp_path / "absent.toml", {})
 
 
-def test_a_config_with_windows_or_old_mac_line_ends_reads_as_before(tmp_path: Path) -> None:
-    """read_text() turned CRLF and a lone CR into a newline; the bytes are decoded alike."""
+def test_a_config_with_windows_line_ends_reads_and_old_mac_ones_say_how_to_fix_them(
+    tmp_path: Path,
+) -> None:
+    """CRLF is a TOML line end; a lone CR is not (read as one, a line that TOML readers see
+    as part of a comment was applied), and the refusal says what to do."""
     path = tmp_path / "door.toml"
-    path.write_bytes(b'[door]\r\nname = "front"\r[camera]\nfps = 10\r\n')
+    path.write_bytes(b'[door]\r\nname = "front"\r\n[camera]\nfps = 10\r\n')
     assert read_config_file(path)[1] == {"door": {"name": "front"}, "camera": {"fps": 10}}
+    path.write_bytes(b'[door]\r\nname = "front"\r[camera]\nfps = 10\r\n')
+    with pytest.raises(ConfigError, match="a lone carriage return: save it with LF line ends"):
+        read_config_file(path)
     path.write_bytes(b"[door]\nname = \xff\n")
     with pytest.raises(ConfigError, match="cannot read the config file .*utf-8"):
         read_config_file(path)
