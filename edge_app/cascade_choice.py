@@ -164,8 +164,9 @@ def _choose(
             f"models.cascade: {requested!r} is not one of {', '.join(map(repr, CASCADES))}"
         )
 
-    def int8_engine(reason: str) -> Engine:
-        engine = engine_class(manifest, models_dir, backend, **options)
+    def int8_engine(reason: str, engine: Engine | None = None) -> Engine:
+        """The int8 engine (`engine`, when one is open already), with why it runs."""
+        engine = engine or engine_class(manifest, models_dir, backend, **options)
         engine.cascade_choice = CascadeChoice(requested, INT8, reason)
         log.info("cascade=int8 requested=%s reason=%r", requested, reason)
         return engine
@@ -198,10 +199,7 @@ def _choose(
         frame = probe_frame(manifest, models_dir)
     except UserError as error:  # a float model the runtime refuses, or not the twin: as above
         log.warning("float cascade unusable, running int8: %s", error)
-        reason = f"no usable float cascade: {error}"
-        int8.cascade_choice = CascadeChoice(requested, INT8, reason)
-        log.info("cascade=int8 requested=%s reason=%r", requested, reason)
-        return int8
+        return int8_engine(f"no usable float cascade: {error}", int8)
     times, seconds = measure({INT8: lambda: int8.detect(frame), FLOAT: lambda: flt.detect(frame)})
     chosen, reason = pick(times)
     choice = CascadeChoice(

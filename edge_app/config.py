@@ -97,6 +97,12 @@ def fixed_pull_up_problem(pin: int, active_high: bool) -> str | None:
     return None
 
 
+def relay_pin_problem(pin: int, force_uart_pins: bool, active_high: bool) -> str | None:
+    """Why the relay may not use `pin` (the UART and the fixed pull-up rules), or None: what
+    config validation and the relay both refuse."""
+    return uart_pin_problem(pin, force_uart_pins) or fixed_pull_up_problem(pin, active_high)
+
+
 # GPIO0-8 are pulled up at power-on, until our code drives the pin.
 BOOT_PULL_UP_PINS = range(0, 9)
 
@@ -637,12 +643,9 @@ def _build_section(name: str, cls: type, data: Any, errors: list[str]) -> Any:
 def _cross_checks(config: Config, errors: list[str]) -> None:
     """Rules between keys; each message names the key to change."""
     gpio, camera, policy = config.gpio, config.camera, config.policy
-    for problem in (
-        uart_pin_problem(gpio.pin, gpio.force_uart_pins),
-        fixed_pull_up_problem(gpio.pin, gpio.active_high),
-    ):
-        if problem is not None:
-            errors.append(problem)
+    pin = relay_pin_problem(gpio.pin, gpio.force_uart_pins, gpio.active_high)
+    if pin is not None:
+        errors.append(pin)
     if camera.lores_width > camera.width or camera.lores_height > camera.height:
         errors.append(
             f"camera.lores_width: the detection stream {camera.lores_width}x"

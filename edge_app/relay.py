@@ -44,8 +44,7 @@ from edge_app.config import (
     PULSE_SECONDS_MAX,
     GpioConfig,
     boot_pull_up_warning,
-    fixed_pull_up_problem,
-    uart_pin_problem,
+    relay_pin_problem,
 )
 from edge_app.errors import UserError
 
@@ -213,12 +212,9 @@ class Relay(ClosedOnExit):
         on_release: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        for problem in (
-            uart_pin_problem(pin, force_uart_pins),
-            fixed_pull_up_problem(pin, active_high),
-        ):
-            if problem is not None:
-                raise RelayError(problem)
+        problem = relay_pin_problem(pin, force_uart_pins, active_high)
+        if problem is not None:
+            raise RelayError(problem)
         try:
             self._device = OutputDevice(
                 pin, active_high=active_high, initial_value=False, pin_factory=pin_factory

@@ -177,11 +177,12 @@ def run(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery, other_models_warning
     from edge_app.images import image_files
 
-    with Gallery.open(db_path(args), read_only=True) as gallery:
+    db = db_path(args)
+    with Gallery.open(db, read_only=True) as gallery:
         matrix = gallery.load_matrix()
         by_model = gallery.people_by_model()
     if not matrix.names:
-        raise UserError(f"the gallery {db_path(args)} is empty: enrol someone first")
+        raise UserError(f"the gallery {db} is empty: enrol someone first")
     paths = image_files(args.images)
     engine = open_engine(args)
     warning = other_models_warning(by_model, model_id(engine))
