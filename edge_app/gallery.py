@@ -1053,13 +1053,18 @@ class Gallery:
         return len(people), total
 
     def import_(
-        self, people: Sequence[ExportedPerson], *, on_conflict: str = "refuse"
+        self,
+        people: Sequence[ExportedPerson],
+        *,
+        on_conflict: str = "refuse",
+        progress: bool = False,
     ) -> ImportSummary:
         """Add people read by read_export(), in one transaction.
 
         on_conflict: "refuse" (default) fails when a name exists here too, naming them all;
         "replace" swaps such a person's samples for the imported ones; "merge" adds the
         imported samples whose photo (image_sha256) that person does not have yet.
+        progress: bars over the checks and the writing when standard error is a terminal.
         """
         if on_conflict not in ("refuse", "replace", "merge"):
             raise ValueError(f"on_conflict must be refuse, replace or merge, not {on_conflict!r}")
@@ -1084,37 +1089,45 @@ class Gallery:
             ids = {name: None if row is None else row[0] for name, row in found.items()}
             entries = [(person.name, ids[person.name], person.samples) for person in people]
             self._refuse_shared_faces(
-                entries, replaced if on_conflict == "replace" else set(), "imported"
+                entries,
+                replaced if on_conflict == "replace" else set(),
+                "imported",
+                progress=progress,
             )
             self._refuse_several_people(people, found, merge=on_conflict == "merge")
-            for person in people:
-                name, new_samples = person.name, person.samples
-                kept = new_samples
-                row = found[name]
-                if row is None:
-                    person_id = self._insert_person(name, person.created_utc, access=person.access)
-                    summary.added_people.append(name)
-                elif on_conflict == "replace":
-                    person_id = row[0]
-                    db.execute("DELETE FROM samples WHERE person_id = ?", (person_id,))
-                    db.execute(
-                        "UPDATE people SET access = ? WHERE id = ?", (int(person.access), person_id)
-                    )
-                    summary.replaced_people.append(row[1])
-                else:
-                    person_id = row[0]
-                    have = {
-                        digest
-                        for (digest,) in db.execute(
-                            "SELECT image_sha256 FROM samples WHERE person_id = ?", (person_id,)
+            with _progress(len(people), "writing", "person", progress) as bar:
+                for person in people:
+                    bar.update()
+                    name, new_samples = person.name, person.samples
+                    kept = new_samples
+                    row = found[name]
+                    if row is None:
+                        person_id = self._insert_person(
+                            name, person.created_utc, access=person.access
                         )
-                    }
-                    kept = [s for s in new_samples if s.image_sha256 not in have]
-                    summary.merged_people.append(row[1])
-                self._insert_samples(person_id, kept)
-                self._refuse_too_many_samples(person_id, name, "imported")
-                summary.samples_added += len(kept)
-                summary.samples_skipped += len(new_samples) - len(kept)
+                        summary.added_people.append(name)
+                    elif on_conflict == "replace":
+                        person_id = row[0]
+                        db.execute("DELETE FROM samples WHERE person_id = ?", (person_id,))
+                        db.execute(
+                            "UPDATE people SET access = ? WHERE id = ?",
+                            (int(person.access), person_id),
+                        )
+                        summary.replaced_people.append(row[1])
+                    else:
+                        person_id = row[0]
+                        have = {
+                            digest
+                            for (digest,) in db.execute(
+                                "SELECT image_sha256 FROM samples WHERE person_id = ?", (person_id,)
+                            )
+                        }
+                        kept = [s for s in new_samples if s.image_sha256 not in have]
+                        summary.merged_people.append(row[1])
+                    self._insert_samples(person_id, kept)
+                    self._refuse_too_many_samples(person_id, name, "imported")
+                    summary.samples_added += len(kept)
+                    summary.samples_skipped += len(new_samples) - len(kept)
         return summary
 
     def _refuse_shared_faces(
@@ -1122,6 +1135,7 @@ class Gallery:
         entries: Sequence[tuple[str, int | None, Sequence[NewSample]]],
         replaced: set[int],
         nothing: str,
+        progress: bool = False,
     ) -> None:
         """GalleryError when a new sample nearly repeats (enrolment's near-duplicate cosine) a
         sample of another person, here or among the new ones: one face under two names is
@@ -1163,21 +1177,23 @@ class Gallery:
             return
         everyone = np.vstack(matrix)
         owner = np.array(owners)
-        for start in range(here, len(owners), IMPORT_CHECK_ROWS):
-            stop = min(start + IMPORT_CHECK_ROWS, len(owners))
-            scores = everyone[start:stop] @ everyone.T
-            scores[owner[start:stop, None] == owner[None, :]] = -1.0
-            row_i, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
-            best = float(scores[row_i, col])
-            if best > NEAR_DUPLICATE_COSINE:
-                source = "in the import" if nothing == "imported" else "being enrolled"
-                where = "in this gallery" if col < here else f"{source} too"
-                raise GalleryError(
-                    f"{names[start + row_i]!r} {source} has the same face as "
-                    f"{names[col]!r} {where} (cosine {best:.3f} > {NEAR_DUPLICATE_COSINE:.2f}): "
-                    "one person under two names is let in as either; remove one of them "
-                    f"first (nothing was {nothing})"
-                )
+        with _progress(len(owners) - here, "checking faces", "face", progress) as bar:
+            for start in range(here, len(owners), IMPORT_CHECK_ROWS):
+                stop = min(start + IMPORT_CHECK_ROWS, len(owners))
+                scores = everyone[start:stop] @ everyone.T
+                scores[owner[start:stop, None] == owner[None, :]] = -1.0
+                row_i, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
+                best = float(scores[row_i, col])
+                bar.update(stop - start)
+                if best > NEAR_DUPLICATE_COSINE:
+                    source = "in the import" if nothing == "imported" else "being enrolled"
+                    where = "in this gallery" if col < here else f"{source} too"
+                    raise GalleryError(
+                        f"{names[start + row_i]!r} {source} has the same face as "
+                        f"{names[col]!r} {where} (cosine {best:.3f} > "
+                        f"{NEAR_DUPLICATE_COSINE:.2f}): one person under two names is let in "
+                        f"as either; remove one of them first (nothing was {nothing})"
+                    )
 
     def _refuse_several_people(
         self,
@@ -1281,6 +1297,25 @@ def _string(value: object, what: str) -> str:
     return value
 
 
+@contextmanager
+def _progress(total: int, desc: str, unit: str, enabled: bool) -> Iterator[Any]:
+    """A tqdm bar on standard error when `enabled` and it is a terminal, else one that shows
+    nothing; closed on the way out, an error included. tqdm is imported only when enabled
+    (the door reads galleries and shows no bars)."""
+    if not enabled:
+        yield _NoBar()
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit=unit, disable=None) as bar:
+        yield bar
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        """Nothing to show."""
+
+
 def _utc(value: object, what: str) -> str:
     text = _string(value, what)
     try:
@@ -1309,8 +1344,9 @@ def _count(header: dict[str, Any], key: str) -> int:
     return value
 
 
-def read_export(source: IO[str]) -> list[ExportedPerson]:
-    """Parse and check a whole export file, so that nothing is written from a bad one.
+def read_export(source: IO[str], progress: bool = False) -> list[ExportedPerson]:
+    """Parse and check a whole export file, so that nothing is written from a bad one;
+    `progress`: a bar over its people when standard error is a terminal.
 
     Every field is type-checked, every embedding must be a finite unit vector, face crops must
     be JPEGs that decode, and the same photo twice for a person, the same embedding twice in
@@ -1336,35 +1372,38 @@ def read_export(source: IO[str]) -> list[ExportedPerson]:
         raise _export_error(1, f"embedding_dim {dim!r}, expected {EMBEDDING_DIM}")
     announced_people, announced_samples = _count(header, "people"), _count(header, "samples")
     people: dict[str, ExportedPerson] = {}
+    by_key: dict[str, str] = {}  # name_key -> the name as the file spells it
     seen_embeddings: dict[bytes, str] = {}
     count = 0
-    for number, text in enumerate(lines, start=2):
-        if not text.strip():
-            continue
-        try:
-            record = untrusted_json.loads(text)
-        except untrusted_json.BadJSON as error:
-            raise _export_error(number, str(error)) from None
-        try:
-            person = _person_from_export(record)
-        except (_Invalid, GalleryError) as error:
-            raise _export_error(number, f"bad person record: {error}") from None
-        name = person.name
-        key = name_key(name)
-        twin = next((other for other in people if name_key(other) == key), None)
-        if twin is not None:
-            raise _export_error(number, f"{name!r} appears twice (also as {twin!r})")
-        for index, new in enumerate(person.samples, start=1):
-            blob = _encode(new.embedding)
-            if blob in seen_embeddings:
-                raise _export_error(
-                    number,
-                    f"sample {index} of {name!r} has the same embedding as a sample of "
-                    f"{seen_embeddings[blob]!r}",
-                )
-            seen_embeddings[blob] = name
-        people[name] = person
-        count += len(person.samples)
+    with _progress(announced_people, "reading", "person", progress) as bar:
+        for number, text in enumerate(lines, start=2):
+            if not text.strip():
+                continue
+            bar.update()
+            try:
+                record = untrusted_json.loads(text)
+            except untrusted_json.BadJSON as error:
+                raise _export_error(number, str(error)) from None
+            try:
+                person = _person_from_export(record)
+            except (_Invalid, GalleryError) as error:
+                raise _export_error(number, f"bad person record: {error}") from None
+            name = person.name
+            key = name_key(name)
+            twin = by_key.setdefault(key, name)
+            if twin != name or name in people:
+                raise _export_error(number, f"{name!r} appears twice (also as {twin!r})")
+            for index, new in enumerate(person.samples, start=1):
+                blob = _encode(new.embedding)
+                if blob in seen_embeddings:
+                    raise _export_error(
+                        number,
+                        f"sample {index} of {name!r} has the same embedding as a sample of "
+                        f"{seen_embeddings[blob]!r}",
+                    )
+                seen_embeddings[blob] = name
+            people[name] = person
+            count += len(person.samples)
     if len(people) != announced_people or count != announced_samples:
         raise _export_error(
             1,
@@ -1466,7 +1505,7 @@ def _too_large(label: str) -> str:
     return f"cannot import {label}: more than the {MAX_IMPORT_BYTES} bytes an export may have"
 
 
-def read_export_file(source: str) -> list[ExportedPerson]:
+def read_export_file(source: str, progress: bool = False) -> list[ExportedPerson]:
     """read_export() of a file name, or of standard input for "-", at most MAX_IMPORT_BYTES.
 
     A pipe is fine (`<(ssh door edge-app export -)`), and a named pipe nothing writes to
@@ -1494,4 +1533,4 @@ def read_export_file(source: str) -> list[ExportedPerson]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise GalleryError(f"cannot import {label}: not UTF-8 text ({error.reason})") from None
-    return read_export(io.StringIO(text))
+    return read_export(io.StringIO(text), progress)

@@ -274,6 +274,35 @@ def test_export_import_round_trip(db: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(mine, theirs)
 
 
+class Terminal(io.StringIO):
+    """Standard error as a terminal 100 columns wide, which tqdm draws its bars on."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_an_import_shows_its_progress_on_a_terminal_and_nothing_elsewhere(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Gallery.open(db) as gallery:
+        text = io.StringIO()
+        gallery.export(text)
+    monkeypatch.setenv("COLUMNS", "100")
+    for terminal, progress in ((True, True), (False, True), (True, False)):
+        screen = Terminal() if terminal else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", screen)
+        people = read_export(io.StringIO(text.getvalue()), progress=progress)
+        target = tmp_path / f"{terminal}-{progress}.db"
+        with Gallery.open(target, create=True) as gallery:
+            assert gallery.import_(people, progress=progress).samples_added == 5
+        shown = screen.getvalue()
+        if terminal and progress:
+            for phase, total in (("reading", 2), ("checking faces", 5), ("writing", 2)):
+                assert re.search(rf"{phase}: 100%.* {total}/{total} \[", shown), (phase, shown)
+        else:
+            assert shown == ""
+
+
 def test_import_conflicts_refuse_replace_merge(db: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     with Gallery.open(other, create=True) as gallery:

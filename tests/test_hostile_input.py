@@ -289,6 +289,13 @@ BAD_IMPORTS: dict[str, tuple[str, str]] = {
         ),
         "appears twice",
     ),
+    "same-name-twice": (
+        export_text(
+            person("Ricardo Lagos", sample(V[0], "1" * 64)),
+            person("Ricardo Lagos", sample(V[1], "2" * 64)),
+        ),
+        "appears twice",
+    ),
     "header-version-true": (
         export_text(GOOD, head=header(1, 1, version=True)),
         "version",

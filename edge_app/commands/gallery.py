@@ -250,10 +250,10 @@ def run_import(args: argparse.Namespace) -> int:
             "(edge-app export - | edge-app import -) or give the FILE"
         )
     # Checked in full before the gallery is opened: a bad file creates and changes nothing.
-    people = read_export_file(args.source)
+    people = read_export_file(args.source, progress=True)
     mode = "replace" if args.replace else "merge" if args.merge else "refuse"
     with removed_if_left_empty(db), Gallery.open(db, create=True) as gallery:
-        summary = gallery.import_(people, on_conflict=mode)
+        summary = gallery.import_(people, on_conflict=mode, progress=True)
         warning = gallery.other_models_warning(None)
     if warning is not None:
         log.warning("%s", warning)
