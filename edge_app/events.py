@@ -431,9 +431,9 @@ class EventLog:
         self.retention_days = retention_days
         self.snapshot_errors = 0
         self._snapshot_throttle = Throttle(LOG_EVERY_SECONDS, monotonic)
-        # Snapshot file names this log wrote, in the order written (see _prune_snapshots).
-        self._written: dict[str, int] = {}
-        self._writes = 0
+        # The folder's snapshot names, oldest first: read from the folder once, then kept
+        # in memory as this log writes and prunes (see _prune_snapshots); None: not read yet.
+        self._kept: deque[str] | None = None
         self._next_retention = monotonic()
         self._sinks: list[_Sink] = []
         self._listeners: list[Callable[[Event], None]] = []
@@ -648,6 +648,12 @@ class EventLog:
         path = folder / f"{stamp}Z_{kind}_{label}_t{track or 0}.jpg"
         if not self._prepare_snapshots():
             return None
+        if self._kept is None:
+            try:
+                self._kept = deque(entry.name for entry in self._own_snapshots())
+            except OSError as error:
+                self._snapshot_failed("snapshots folder unreadable path=%s error=%r", folder, error)
+                return None
         try:
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
             problem: object = data
@@ -668,24 +674,23 @@ class EventLog:
                 with contextlib.suppress(OSError):
                     path.unlink()
             return None
-        self._writes += 1
-        self._written[path.name] = self._writes
+        self._kept.append(path.name)
         try:
-            self._prune_snapshots()
+            self._prune_snapshots(folder, self._kept)
         except OSError as error:  # the snapshot itself is complete: its event keeps it
             self._snapshot_failed("snapshot pruning failed path=%s error=%r", folder, error)
         return str(path)
 
-    def _prune_snapshots(self) -> None:
+    def _prune_snapshots(self, folder: Path, kept: deque[str]) -> None:
         """Keep the newest snapshot_keep. Oldest first are the files that were already there,
         by the UTC time in their names, then those this log wrote, in the order it wrote
         them: a clock stepped back (a Pi without a real-time clock, before NTP) or forward
-        never makes a snapshot just written look old and be deleted at once."""
-        own = sorted(self._own_snapshots(), key=lambda p: (self._written.get(p.name, 0), p.name))
-        keep = own[-self.snapshot_keep :]
-        for stale in own[: -self.snapshot_keep]:
-            stale.unlink(missing_ok=True)
-        self._written = {p.name: self._written[p.name] for p in keep if p.name in self._written}
+        never makes a snapshot just written look old and be deleted at once. The folder is
+        listed once, not at every snapshot (listing and sorting 5,000 files took 74 ms on
+        the frame loop); the daily retention lists it again."""
+        while len(kept) > self.snapshot_keep:
+            (folder / kept[0]).unlink(missing_ok=True)
+            kept.popleft()
 
     def _own_snapshots(self) -> list[Path]:
         """The folder's files named as this module names snapshots, oldest first."""
@@ -709,16 +714,20 @@ class EventLog:
                 sink.fail(self._monotonic(), error)
         if self.snapshots is not None:
             oldest = datetime.fromtimestamp(cutoff, timezone.utc).strftime(_STAMP)[:-3]
+            deleted: set[str] = set()
             try:
                 for path in self._own_snapshots():
                     match = SNAPSHOT_NAME.match(path.name)
                     if match is not None and match.group(1) < oldest:
                         path.unlink(missing_ok=True)
+                        deleted.add(path.name)
                         files += 1
             except OSError as error:
                 self._snapshot_failed(
                     "snapshot retention failed path=%s error=%r", self.snapshots, error
                 )
+            if self._kept is not None and deleted:
+                self._kept = deque(name for name in self._kept if name not in deleted)
         log.info(
             "retention applied days=%d events_deleted=%d snapshots_deleted=%d",
             self.retention_days,

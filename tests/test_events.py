@@ -83,6 +83,43 @@ def test_snapshots_only_when_enabled_and_bounded(tmp_path: Path) -> None:
     assert oct(os.stat(folder / kept[0]).st_mode & 0o777) == "0o600"
 
 
+def test_the_snapshots_folder_is_listed_once_not_at_every_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing and sorting the folder at every snapshot cost 74 ms per event at 5,000 kept
+    files, on the frame loop; the log lists it once and then keeps the names itself, the
+    daily retention included."""
+    folder = tmp_path / "snaps"
+    folder.mkdir(mode=0o700)
+    old = "20200101T000000.000Z_unknown_x_t1.jpg"  # there before: the oldest, pruned first
+    (folder / old).write_bytes(b"an old snapshot")
+    listings = []
+    listed = EventLog._own_snapshots
+
+    def counted(log: EventLog) -> list[Path]:
+        listings.append(1)
+        return listed(log)
+
+    monkeypatch.setattr(EventLog, "_own_snapshots", counted)
+    crop = np.full((20, 20, 3), 90, np.uint8)
+    now = [1_700_000_000.0]
+    log = EventLog(snapshots=folder, snapshot_keep=3, retention_days=30, clock=lambda: now[0])
+    for track in range(6):
+        now[0] += 1.0
+        log.record("unknown", track=track, crop=crop)
+    assert len(listings) == 1
+    names = sorted(p.name for p in folder.iterdir())
+    assert old not in names and [n.split("_t")[-1] for n in names] == ["3.jpg", "4.jpg", "5.jpg"]
+    now[0] += 31 * 86400.0  # all three older than the retention: deleted, and forgotten
+    assert log.apply_retention() == (0, 3) and len(listings) == 2
+    for track in range(6, 10):
+        log.record("unknown", track=track, crop=crop)
+    log.close()
+    names = sorted(p.name for p in folder.iterdir())
+    assert [n.split("_t")[-1] for n in names] == ["7.jpg", "8.jpg", "9.jpg"]
+    assert len(listings) == 2
+
+
 def test_threads_can_record_at_once(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "events.db")
     threads = [
