@@ -16,26 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_app.config import TrackingConfig
+from edge_app.detection.boxes import iou_matrix
 
 log = logging.getLogger(__name__)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (N, 4) against every box in b (M, 4), x1 y1 x2 y2: (N, M)."""
-    a = np.asarray(a, np.float32).reshape(-1, 4)
-    b = np.asarray(b, np.float32).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    # NaN or infinite boxes (a broken detector) give NaN here, which the where() turns to 0.
-    with np.errstate(invalid="ignore", over="ignore"):
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        union = area_a[:, None] + area_b[None, :] - inter
-        iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-    return np.nan_to_num(iou, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
 def greedy_assign(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:

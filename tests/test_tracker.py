@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge_app.config import TrackingConfig
-from edge_app.tracker import IoUTracker, greedy_assign, iou_matrix
+from edge_app.detection.boxes import iou_matrix
+from edge_app.tracker import IoUTracker, greedy_assign
 
 
 def box(x: float, y: float, size: float = 100) -> list[float]:
