@@ -41,6 +41,9 @@ AUTO = "auto"
 UART_PINS = (14, 15)
 GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
 LIVENESS_MODES = ("off", "log", "require")
+# A track's liveness is judged over its last LIVE_WINDOW_FRAMES scored frames, about a second
+# at the door (edge_app.liveness_rule); `[liveness] min_live_frames` counts within it.
+LIVE_WINDOW_FRAMES = 10
 # The values of settings whose code lives in numpy modules, defined here so that reading a
 # config imports no numpy (relay_off, which locks the door after a crash, reads [gpio] only).
 EVIDENCE = ("track", "frame")  # `[policy] evidence`: pool a track's frames, or vote per frame
@@ -523,12 +526,12 @@ class LivenessConfig:
     the models have a liveness model, else "off" with a warning.
     threshold: score at or above which a frame is live; "auto" = the manifest's. Above 0: at 0
     every face, a printed one too, would be live.
-    min_live_frames: live frames needed among a track's last 10 scored.
+    min_live_frames: live frames needed among a track's last LIVE_WINDOW_FRAMES scored.
     """
 
     mode: str | None = _key(None, _auto_or(_choice(*LIVENESS_MODES)))
     threshold: float | None = _key(None, _auto_or(_number(0.0, 1.0, low_open=True)))
-    min_live_frames: int = _key(4, _integer(1, 10))
+    min_live_frames: int = _key(4, _integer(1, LIVE_WINDOW_FRAMES))
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ held photo moves far in that time, so the door's box-overlap tracker would split
 
 Metrics (ISO/IEC 30107-3): APCER per attack type = attack frames judged live / attack frames;
 BPCER = live frames judged not live / live frames; ACER = (worst APCER + BPCER) / 2.
-Per sequence, each track is cut into consecutive windows of up to `WINDOW_FRAMES` frames (the
+Per sequence, each track is cut into consecutive windows of up to `LIVE_WINDOW_FRAMES` frames (the
 about one second a door decides in) and a window is judged live when at least
 `min_live_frames` of its frames are (edge_app/liveness_rule.py, the door's rule). Per track,
-as the door sees a longer presentation: the track is accepted when any run of `WINDOW_FRAMES`
+as the door sees a longer presentation: the track is accepted when any run of `LIVE_WINDOW_FRAMES`
 consecutive frames is. The parallax reading (edge_app/parallax.py) of each window is reported
 beside it, for the geometry table in docs/LIVENESS.md.
 """
@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edge_app.config import LIVE_WINDOW_FRAMES
 from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 from edge_app.images import read_image
-from edge_app.liveness_rule import WINDOW_FRAMES, window_is_live
+from edge_app.liveness_rule import window_is_live
 from edge_app.parallax import Parallax, pair_measures
 from edge_app.reports import json_safe
 
@@ -159,7 +160,7 @@ def score_sequence(engine: Engine, sequence: Sequence, timing: list[float]) -> T
     return result
 
 
-def windows(count: int, size: int = WINDOW_FRAMES) -> list[np.ndarray]:
+def windows(count: int, size: int = LIVE_WINDOW_FRAMES) -> list[np.ndarray]:
     """Consecutive index windows of at most `size` covering 0..count-1, as even as possible."""
     if count == 0:
         return []
@@ -190,11 +191,11 @@ class GroupFigures:
 
 
 def track_is_live(scores: np.ndarray, threshold: float, min_live_frames: int) -> bool:
-    """The door's view of a longer track: some run of WINDOW_FRAMES frames passes the rule."""
+    """The door's view of a longer track: some run of LIVE_WINDOW_FRAMES frames passes the rule."""
     live = (np.asarray(scores) >= threshold).astype(np.int64)
-    if len(live) <= WINDOW_FRAMES:
+    if len(live) <= LIVE_WINDOW_FRAMES:
         return int(live.sum()) >= min_live_frames
-    runs = np.convolve(live, np.ones(WINDOW_FRAMES, np.int64), mode="valid")
+    runs = np.convolve(live, np.ones(LIVE_WINDOW_FRAMES, np.int64), mode="valid")
     return bool(runs.max() >= min_live_frames)
 
 
@@ -290,7 +291,7 @@ class LivenessResult:
         data = {
             "threshold": self.threshold,
             "min_live_frames": self.min_live_frames,
-            "window_frames": WINDOW_FRAMES,
+            "window_frames": LIVE_WINDOW_FRAMES,
             "per_frame": self.frame_rates(),
             "per_sequence": self.window_rates(),
             "per_track": self.track_rates(),
@@ -535,7 +536,7 @@ def _held_out_line(held: dict[str, Any]) -> str:
 def format_report(result: LivenessResult) -> str:
     frame, window, track = result.frame_rates(), result.window_rates(), result.track_rates()
     lines = [
-        f"threshold {result.threshold:.3f}; a window of up to {WINDOW_FRAMES} frames is live "
+        f"threshold {result.threshold:.3f}; a window of up to {LIVE_WINDOW_FRAMES} frames is live "
         f"with >= {result.min_live_frames} live frames",
         "",
         f"{'':34s} {'frames':>7s} {'no face':>7s} {'per frame':>9s} {'windows':>7s} "

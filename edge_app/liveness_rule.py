@@ -2,7 +2,7 @@
 
 One frame's liveness score (edge_app/liveness.py, in [0, 1]) is noisy: a live face turns
 away, blurs or is lit from behind now and then. So a track is judged live when at least
-`min_live_frames` of its last `WINDOW_FRAMES` scored frames are at or above the threshold, and
+`min_live_frames` of its last `LIVE_WINDOW_FRAMES` scored frames are at or above the threshold, and
 judged an attack once that many frames were scored without reaching it. The threshold is
 derived on NUAA and recorded in the models manifest (`liveness.threshold`); docs/LIVENESS.md
 says how, and has the measured error rates for the defaults.
@@ -19,14 +19,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_app.config import LivenessConfig
+from edge_app.config import LIVE_WINDOW_FRAMES, LIVENESS_MODES, LivenessConfig
 from edge_app.errors import UserError
 
 log = logging.getLogger(__name__)
 
-WINDOW_FRAMES = 10  # about a second at the door: the frames decided together
 THRESHOLD_KEY = "threshold"
-OFF, LOG, REQUIRE = "off", "log", "require"
+OFF, LOG, REQUIRE = LIVENESS_MODES
 
 
 class LivenessInfo(Protocol):
@@ -108,7 +107,7 @@ class LiveRule:
             return "mode=off"
         return (
             f"mode={self.mode} threshold={self.threshold:.3f} "
-            f"min_live_frames={self.min_live_frames}/{WINDOW_FRAMES}"
+            f"min_live_frames={self.min_live_frames}/{LIVE_WINDOW_FRAMES}"
         )
 
 
@@ -120,7 +119,9 @@ def window_is_live(scores: np.ndarray, threshold: float, min_live_frames: int) -
 class LiveFrames:
     """One track's recent liveness scores and the verdict of the rule on them."""
 
-    def __init__(self, threshold: float, min_live_frames: int, window: int = WINDOW_FRAMES) -> None:
+    def __init__(
+        self, threshold: float, min_live_frames: int, window: int = LIVE_WINDOW_FRAMES
+    ) -> None:
         if not 1 <= min_live_frames <= window:
             raise ValueError(f"need 1 <= min_live_frames <= {window}, got {min_live_frames}")
         self.threshold = threshold

@@ -46,11 +46,10 @@ from statistics import fmean
 
 import numpy as np
 
-from edge_app.config import PolicyConfig
+from edge_app.config import LIVE_WINDOW_FRAMES, PolicyConfig
 from edge_app.liveness_rule import (
     OFF,
     REQUIRE,
-    WINDOW_FRAMES,
     LiveFrames,
     LiveRule,
     window_is_live,
@@ -135,9 +134,9 @@ def within_hours(spans: list[tuple[int, int]], moment: datetime) -> bool:
 class _TrackState:
     votes: deque[Vote]
     live: LiveFrames  # every scored frame: strangers, spoofs and the reported mean
-    # (name, liveness) of the last WINDOW_FRAMES scored frames: whose face each score is of
+    # (name, liveness) of the last LIVE_WINDOW_FRAMES scored frames: whose face each score is of
     scored: deque[tuple[str | None, float]] = field(
-        default_factory=lambda: deque(maxlen=WINDOW_FRAMES)
+        default_factory=lambda: deque(maxlen=LIVE_WINDOW_FRAMES)
     )
     identity: str | None = None
     unknown_reported: bool = False

@@ -665,7 +665,26 @@ def test_eval_door_refuses_a_missing_folder_and_a_bad_threshold(tmp_path: Path) 
         tmp_path, "eval", "door", "--data", str(tmp_path / "nuaa"), "--recognition-threshold", "3"
     )
     assert done.returncode == 2
-    assert "recognition.threshold" in done.stderr and "Traceback" not in done.stderr
+    assert "--recognition-threshold 3.0 is out of range (more than 0.0 and at most 1.0)\n" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "refusal"),
+    [
+        (["--min-live-frames", "11"], "--min-live-frames 11 is out of range (1 to 10)\n"),
+        (["--threshold", "0"], "--threshold 0.0 is out of range (more than 0.0 and at most 1.0)\n"),
+    ],
+)
+def test_eval_liveness_refuses_what_the_door_refuses_naming_the_flag(
+    tmp_path: Path, flags: list[str], refusal: str
+) -> None:
+    (tmp_path / "nuaa" / "live").mkdir(parents=True)
+    done = run(tmp_path, "eval", "liveness", "--data", str(tmp_path / "nuaa"), *flags)
+    assert done.returncode == 2
+    assert refusal in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(

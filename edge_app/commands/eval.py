@@ -125,7 +125,7 @@ examples:
 
 
 def _register_liveness(sub: argparse._SubParsersAction) -> None:
-    from edge_app.config import LivenessConfig
+    from edge_app.config import LIVE_WINDOW_FRAMES, LivenessConfig
 
     live = sub.add_parser(
         "liveness",
@@ -144,23 +144,49 @@ def _register_liveness(sub: argparse._SubParsersAction) -> None:
         "--min-live-frames",
         type=int,
         default=LivenessConfig.min_live_frames,
-        help="live frames a window of up to 10 needs (default %(default)s, as the door)",
+        help=f"live frames a window of up to {LIVE_WINDOW_FRAMES} needs (default %(default)s, "
+        "as the door)",
     )
     live.add_argument("--json", type=Path, help="also write the results as JSON here")
     _engine_options(live, cascade="int8")  # docs/LIVENESS.md's figures
     live.set_defaults(handler=_run_liveness)
 
 
-def _run_liveness(args: argparse.Namespace) -> int:
+LIVENESS_FLAGS = {"threshold": "--threshold", "min_live_frames": "--min-live-frames"}
+RECOGNITION_FLAGS = {
+    "threshold": "--recognition-threshold",
+    "lookalikes": "--lookalikes",
+    "site_centring": "--site-centring",
+    "learn_site": "--learn-site",
+}
+
+
+def _check_as_the_door(section: str, values: dict[str, Any], flags: dict[str, str]) -> None:
+    """Refuse, before any work, flag values the door's config would refuse in `section`,
+    naming the flag: the ranges have one home, edge_app.config."""
+    from edge_app.config import ConfigError, parse_config
     from edge_app.errors import UserError
+
+    try:
+        parse_config({section: values})
+    except ConfigError as error:
+        problems = list(error.problems) or [str(error)]
+        for key, flag in flags.items():
+            problems = [p.replace(f"{section}.{key}:", f"{flag}", 1) for p in problems]
+        # A flag takes no "auto": leaving it out is the default.
+        text = "; ".join(problems).replace(' (or "auto" for the default)', "")
+        raise UserError(text) from None
+
+
+def _run_liveness(args: argparse.Namespace) -> int:
     from edge_app.evaluate_liveness import evaluate_liveness, format_report
     from edge_app.liveness_rule import manifest_threshold
 
     _check_data(args)
-    if args.min_live_frames < 1 or args.min_live_frames > 10:
-        raise UserError(f"--min-live-frames {args.min_live_frames}: must be 1 to 10")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise UserError(f"--threshold {args.threshold}: must be between 0 and 1")
+    liveness: dict[str, Any] = {"min_live_frames": args.min_live_frames}
+    if args.threshold is not None:
+        liveness["threshold"] = args.threshold
+    _check_as_the_door("liveness", liveness, LIVENESS_FLAGS)
     subjects = _subjects(args.subjects)
     check_output(args.json)
     engine = _open_engine(args)
@@ -283,7 +309,6 @@ def _register_door(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_door(args: argparse.Namespace) -> int:
-    from edge_app.config import parse_config
     from edge_app.evaluate_door import evaluate_door, table
 
     _check_data(args)
@@ -296,7 +321,7 @@ def _run_door(args: argparse.Namespace) -> int:
         recognition["site_centring"] = args.site_centring == "on"
     if args.learn_site is not None:
         recognition["learn_site"] = args.learn_site == "on"
-    parse_config({"recognition": recognition})  # a bad value is refused before any work
+    _check_as_the_door("recognition", recognition, RECOGNITION_FLAGS)
     subjects = _subjects(args.subjects)
     check_output(args.json)
     engine = _open_engine(args)
