@@ -35,6 +35,7 @@ from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from h
     port_problem,
     read_authority,
 )
+from edge_app.manifest import recognition_problem
 from edge_app.runtime import BACKENDS, MAX_THREADS
 
 AUTO = "auto"
@@ -454,11 +455,23 @@ class DetectionConfig:
     min_face: int | None = _key(None, _auto_or(_integer(12, 2000)))
 
 
+def _recognition_number(key: str) -> Check:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"expected a number, got {_show(value)}")
+        problem = recognition_problem(key, value)
+        if problem is not None:
+            raise _Invalid(problem)
+        return float(value)
+
+    return check
+
+
 @dataclass(frozen=True)
 class RecognitionConfig:
-    # Above 0: at 0 a face unlike every enrolled one (cosine 0) would be let in.
-    threshold: float | None = _key(None, _auto_or(_number(0.0, 1.0, low_open=True)))
-    margin: float | None = _key(None, _auto_or(_number(0.0, 2.0)))
+    # RECOGNITION_RANGES says why each is bounded as it is.
+    threshold: float | None = _key(None, _auto_or(_recognition_number("threshold")))
+    margin: float | None = _key(None, _auto_or(_recognition_number("margin")))
     aggregate: str = _key(AUTO, _choice(AUTO, *AGGREGATES))
     lookalikes: str = _key(LOOKALIKE_MODES[0], _choice(*LOOKALIKE_MODES))
     # Remove the direction the enrolled people share (one camera, one light) from every face

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -50,10 +51,32 @@ MAX_LIVENESS_MODELS = 2
 # most PATCH_MAX_PIXELS a side (they take 80x80).
 PATCH_SCALES = (1.0, 8.0)
 PATCH_MAX_PIXELS = 1024
-# The recognition block's numbers: the threshold a score must reach, above 0 (at 0 a face
-# unlike every enrolled one, cosine 0, would be let in) and at most 1; the lead over the
-# second-best person; the share of samples a trimmed aggregate drops.
-RECOGNITION_RANGES = {"threshold": (0.0, 1.0), "margin": (0.0, 2.0), "trim": (0.0, 0.5)}
+
+# The recognition numbers, wherever they are set (the door's config, a models manifest's
+# recognition block, edge_app.matching.MatchSettings, identify's flags): (low, high, low
+# excluded, high excluded). The threshold a score must reach is above 0 (at 0 a face unlike
+# every enrolled one, cosine 0, would be let in); the margin is the lead over the
+# second-best person, on the cosine scale; trim is the share of a person's sample scores a
+# trimmed mean drops from each end, below a half (at a half nothing is left).
+RECOGNITION_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "threshold": (0.0, 1.0, True, False),
+    "margin": (0.0, 2.0, False, False),
+    "trim": (0.0, 0.5, False, True),
+}
+
+
+def recognition_problem(key: str, value: float) -> str | None:
+    """What is wrong with `value` for the recognition number `key`, or None."""
+    low, high, low_open, high_open = RECOGNITION_RANGES[key]
+    if not math.isfinite(value):
+        return f"{value} is not a finite number"
+    below = value <= low if low_open else value < low
+    if below or (value >= high if high_open else value > high):
+        return (
+            f"{value:g} is out of range ({'more than' if low_open else 'at least'} {low:g} and "
+            f"{'below' if high_open else 'at most'} {high:g})"
+        )
+    return None
 
 
 class ManifestError(UserError, ValueError):
@@ -473,15 +496,13 @@ def _recognition(section: Any) -> dict[str, Any]:
     (edge_app.matching checks which); the rest describes how they were derived."""
     where = "manifest.recognition"
     section = _object(section, where)
-    for key, (low, high) in RECOGNITION_RANGES.items():
+    for key in RECOGNITION_RANGES:
         if key not in section:
             continue
-        value = _number(section, key, 0, where)
-        if not low <= value <= high or (key == "threshold" and value <= low):
-            above = f"above {low:g}" if key == "threshold" else f"from {low:g}"
+        problem = recognition_problem(key, _number(section, key, 0, where))
+        if problem is not None:
             raise ManifestError(
-                f"{where}.{key}: {value!r} is not {above} to {high:g}; rebuild the models with "
-                "`edge-convert build`"
+                f"{where}.{key}: {problem}; rebuild the models with `edge-convert build`"
             )
     if "aggregate" in section and not isinstance(section["aggregate"], str):
         raise ManifestError(f"{where}.aggregate: expected a word, got {section['aggregate']!r}")

@@ -53,6 +53,7 @@ from edge_app.cohort import CHUNK, NORMALISATION_KEY, CohortNormaliser
 from edge_app.config import AGGREGATES, LOOKALIKE_MODES
 from edge_app.errors import UserError, first_few
 from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
+from edge_app.manifest import recognition_problem
 from edge_app.site_memory import SiteMemory
 
 DEFAULT_AGGREGATE = "best"
@@ -148,12 +149,15 @@ class MatchSettings:
             raise UserError(
                 f"aggregate must be one of {', '.join(AGGREGATES)}, not {self.aggregate!r}"
             )
+        # Any cosine is a threshold here: evaluations score with -1 (every face gets its best
+        # person). A door's threshold comes from its config or manifest, or identify's flag,
+        # which hold it above 0 (manifest.RECOGNITION_RANGES).
         if not -1.0 <= self.threshold <= 1.0 or not math.isfinite(self.threshold):
             raise UserError(f"threshold {self.threshold} is outside the cosine scale [-1, 1]")
-        if not 0.0 <= self.margin <= 2.0:
-            raise UserError(f"margin {self.margin} must be between 0 and 2")
-        if not 0.0 <= self.trim < 0.5:
-            raise UserError(f"trim {self.trim} must be in [0, 0.5)")
+        for key in ("margin", "trim"):
+            problem = recognition_problem(key, getattr(self, key))
+            if problem is not None:
+                raise UserError(f"{key} {problem}")
         if not 0.0 <= self.site_share <= 1.0:
             raise UserError(f"site_share {self.site_share} must be between 0 and 1")
 

@@ -164,8 +164,10 @@ BAD = {
     # Values that parsed and then changed what the door does (an outside audit's findings)
     "a threshold that lets anyone in": (
         _put(-1, "recognition", "threshold"),
-        ["recognition.threshold", "-1", "above 0"],
+        ["recognition.threshold", "-1", "more than 0"],
     ),
+    # a trimmed mean that drops half from each end keeps nothing: the door refused it later
+    "a trim of a half": (_put(0.5, "recognition", "trim"), ["recognition.trim", "below 0.5"]),
     "a threshold of 0": (_put(0.0, "recognition", "threshold"), ["recognition.threshold"]),
     "a threshold above 1": (_put(1.5, "recognition", "threshold"), ["recognition.threshold"]),
     "a missing stage threshold": (_drop("thresholds", "rnet"), ["thresholds", "no rnet"]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -108,8 +110,15 @@ def test_settings_from_manifest_and_overrides() -> None:
         MatchSettings.from_recognition({})
     with pytest.raises(UserError, match="aggregate must be one of"):
         MatchSettings(0.5, aggregate="median")
-    with pytest.raises(UserError, match="outside the cosine scale"):
-        MatchSettings(1.5)
+    # Margin and trim in the door's ranges (manifest.RECOGNITION_RANGES); any cosine is a
+    # threshold (evaluations score with -1), the door's sources hold it above 0.
+    for bad, refusal in (
+        (dict(threshold=1.5), "threshold 1.5 is outside the cosine scale [-1, 1]"),
+        (dict(threshold=0.5, margin=2.5), "margin 2.5 is out of range (at least 0 and at most 2)"),
+        (dict(threshold=0.5, trim=0.5), "trim 0.5 is out of range (at least 0 and below 0.5)"),
+    ):
+        with pytest.raises(UserError, match=re.escape(refusal)):
+            MatchSettings(**bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("aggregate", AGGREGATES)

@@ -10,14 +10,15 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_app.arg_types import number
 from edge_app.cascade_choice import CASCADES
 from edge_app.commands import config_path, file_path, printable
 from edge_app.config import AGGREGATES, LOOKALIKE_MODES
 from edge_app.errors import UserError
+from edge_app.manifest import recognition_problem
 from edge_app.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,22 @@ def open_engine(args: argparse.Namespace) -> Any:
     )
 
 
+def recognition_number(key: str) -> Callable[[str], float]:
+    """An argparse type for the recognition number `key`, in the door's range."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        problem = recognition_problem(key, value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "identify",
@@ -146,12 +163,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     match.add_argument(
         "--threshold",
-        type=number(0.0, 1.0, open_low=True),
+        type=recognition_number("threshold"),
         metavar="T",
         help="minimum score, above 0 (default: the models')",
     )
     match.add_argument(
-        "--margin", type=float, metavar="M", help="minimum lead over the second person"
+        "--margin",
+        type=recognition_number("margin"),
+        metavar="M",
+        help="minimum lead over the second person, 0 to 2 (default: the models')",
     )
     match.add_argument("--aggregate", choices=AGGREGATES, help="per-person score")
     match.add_argument(
