@@ -90,6 +90,30 @@ def write_private_text(
     return _write_private(path, lambda fd: os.fdopen(fd, "w", encoding=encoding), text_writer)
 
 
+def write_secret_line(
+    path: Path, line: str, key: str, *, error: type[UserError] = UserError
+) -> None:
+    """Store a one-line secret (a password or unlock code hash, ASCII) with write_private_text,
+    refusals as `error`, one line naming the config `key`.
+
+    One writer for every hashed secret, so that they agree on the folder and the messages: a
+    missing folder is made as `mkdir -p -m 0700` would (the file's own folder 0700: others
+    need not even list it), owned by whoever runs the command, which should be the service
+    user; a path that cannot be written says to run as that user or to choose another path.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private_text(path, lambda handle: handle.write(line + "\n"), encoding="ascii")
+    except NotRegularFileError as refused:
+        raise error(f"{key}: {refused}") from None
+    except OSError as failed:
+        raise error(
+            f"{key}: cannot write {path} ({failed.strerror or failed}); run as the service "
+            f"user (sudo -u edge-app) or set {key} to a path it may write"
+        ) from None
+
+
 def write_private_bytes(path: Path, writer: Callable[[IO[bytes]], T]) -> T:
     """write_private_text for a binary file (e.g. numpy's .npz)."""
     return _write_private(path, lambda fd: os.fdopen(fd, "wb"), writer)

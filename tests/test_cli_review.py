@@ -631,18 +631,27 @@ def test_hub_secrets_at_the_end_of_input_change_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml"]
 
 
-def test_hub_passwd_refuses_a_missing_folder_instead_of_making_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "section", "key", "secret"),
+    [
+        ("passwd", "web", "password_file", "a long enough password 1"),
+        ("unlock-code", "mqtt", "unlock_code_file", "73195286"),
+    ],
+)
+def test_hub_secrets_refuse_a_missing_folder_instead_of_making_it(
+    tmp_path: Path, command: str, section: str, key: str, secret: str
+) -> None:
     """Defect: `hub passwd` made the password file's missing folders (as root under sudo, mode
-    0700: /var/lib/edge-app then unusable by the service user); `hub unlock-code` refuses."""
+    0700: /var/lib/edge-app then unusable by the service user); both secrets refuse."""
     folder = tmp_path / "state" / "edge-app"
     config = tmp_path / "door.toml"
-    config.write_text(f'[web]\npassword_file = "{folder / "web-password"}"\n')
+    config.write_text(f'[{section}]\n{key} = "{folder / "secret"}"\n')
 
     done = subprocess.run(
-        [sys.executable, "-m", "edge_app.cli", "hub", "passwd", "--stdin", "--config", str(config)],
+        [sys.executable, "-m", "edge_app.cli", "hub", command, "--stdin", "--config", str(config)],
         cwd=tmp_path,
         env=_env(),
-        input="a long enough password 1\n",
+        input=secret + "\n",
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -651,7 +660,7 @@ def test_hub_passwd_refuses_a_missing_folder_instead_of_making_it(tmp_path: Path
 
     assert done.returncode == 2, done.stderr
     line = one_error_line(done.stderr)
-    assert f"web.password_file: the folder {folder} does not exist; create it" in line
+    assert f"{section}.{key}: the folder {folder} does not exist; create it" in line
     assert f"install -d -m 0700 -o edge-app -g edge-app {folder}" in line
     assert not (tmp_path / "state").exists()
 

@@ -11,7 +11,14 @@ from typing import IO
 import pytest
 
 from edge_app.errors import UserError
-from edge_app.private_file import NotRegularFileError, write_private_bytes, write_private_text
+from edge_app.hub.code import CODE_KEY, CodeFileError, read_code_file, write_code_file
+from edge_app.private_file import (
+    NotRegularFileError,
+    write_private_bytes,
+    write_private_text,
+    write_secret_line,
+)
+from edge_app.web.auth import PasswordError, read_password_hash, write_password_file
 
 
 def _write(text: str) -> Callable[[IO[str]], int]:
@@ -101,3 +108,76 @@ def test_a_fifo_that_appears_during_the_write_is_not_replaced(tmp_path: Path) ->
 
     assert stat.S_ISFIFO(os.lstat(target).st_mode)
     assert _names(tmp_path) == ["target"]
+
+
+# --- write_secret_line: the web password's and the unlock code's one writer -----------------
+
+# (writer, a secret it accepts, the config key its messages name, its error, a reader)
+SECRET_FILES = [
+    (write_password_file, "a long enough password", "web.password_file", PasswordError),
+    (write_code_file, "482913", CODE_KEY, CodeFileError),
+]
+IDS = ["web-password", "unlock-code"]
+
+
+def test_a_secret_line_is_private_in_a_private_folder_made_for_it(tmp_path: Path) -> None:
+    target = tmp_path / "state" / "edge-app" / "secret"
+
+    write_secret_line(target, "scrypt$line", "some.key")
+
+    assert target.read_text(encoding="ascii") == "scrypt$line\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    # Its own folder 0700; missing ones above it as `mkdir -p -m 0700` makes them.
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+    assert _names(target.parent) == ["secret"]
+
+
+@pytest.mark.parametrize(("write", "secret", "key", "error"), SECRET_FILES, ids=IDS)
+def test_both_hashed_secrets_make_their_missing_folder_the_same_way(
+    tmp_path: Path, write: Callable[[Path, str], None], secret: str, key: str, error: type
+) -> None:
+    """They diverged: the web password's writer made a missing folder (0700), the unlock
+    code's refused and said to "create the folder". Both now make it, 0700."""
+    target = tmp_path / "state" / "secret"
+
+    write(target, secret)
+
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    if write is write_code_file:
+        assert read_code_file(target).matches(secret)
+    else:
+        assert (read_password_hash(target) or "").startswith("scrypt$")
+
+
+@pytest.mark.parametrize(("write", "secret", "key", "error"), SECRET_FILES, ids=IDS)
+def test_both_hashed_secrets_refuse_an_unwritable_path_in_the_same_words(
+    tmp_path: Path, write: Callable[[Path, str], None], secret: str, key: str, error: type
+) -> None:
+    (tmp_path / "a-file").write_text("kept\n")
+    target = tmp_path / "a-file" / "sub" / "secret"  # no folder can be made under a file
+
+    with pytest.raises(error) as caught:
+        write(target, secret)
+
+    assert str(caught.value) == (
+        f"{key}: cannot write {target} (Not a directory); run as the service user "
+        f"(sudo -u edge-app) or set {key} to a path it may write"
+    )
+    assert _names(tmp_path) == ["a-file"]
+
+
+@pytest.mark.parametrize(("write", "secret", "key", "error"), SECRET_FILES, ids=IDS)
+def test_both_hashed_secrets_leave_a_folder_at_their_path_in_the_same_words(
+    tmp_path: Path, write: Callable[[Path, str], None], secret: str, key: str, error: type
+) -> None:
+    target = tmp_path / "secret"
+    target.mkdir()
+
+    with pytest.raises(error) as caught:
+        write(target, secret)
+
+    message = str(caught.value)
+    assert message.startswith(f"{key}: {target}: it is a folder, not a regular file")
+    assert "left untouched" in message and "\n" not in message
+    assert _names(target) == []

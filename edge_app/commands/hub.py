@@ -190,6 +190,7 @@ def run_unlock_code(args: argparse.Namespace) -> int:
             f'{CODE_KEY}: not set; add unlock_code_file = "/var/lib/edge-app/unlock.code" to '
             "[mqtt] in the config, then run this again"
         )
+    _refuse_a_missing_folder(path, CODE_KEY)
     code = _read_new_secret(
         args.stdin, "New unlock code (digits): ", "code", lambda text: check_new_code(text.strip())
     )

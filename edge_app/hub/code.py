@@ -31,15 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_app.config import MqttConfig
 from edge_app.errors import UserError
-from edge_app.hub.signing import (
-    REPLAY_CACHE,
-    HubStart,
-    UnlockRefused,
-    check_window,
-    command_object,
-)
-from edge_app.private_file import NotRegularFileError, read_private, write_private_text
+from edge_app.hub.signing import ReplayGuard, UnlockRefused, command_object
+from edge_app.private_file import read_private, write_secret_line
 from edge_app.secret_hash import CostRefused, HashFormatError, ScryptHash
 
 log = logging.getLogger(__name__)
@@ -114,18 +109,9 @@ def read_code_file(path: Path) -> CodeHash:
 
 
 def write_code_file(path: Path, code: str) -> None:
-    """Hash the code and store it: a 0600 file that appears complete or not at all."""
-    path = Path(path)
-    line = CodeHash.of(code).line() + "\n"
-    try:
-        write_private_text(path, lambda handle: handle.write(line), encoding="ascii")
-    except NotRegularFileError as error:
-        raise CodeFileError(f"{CODE_KEY}: {error}") from None
-    except OSError as error:
-        raise CodeFileError(
-            f"{CODE_KEY}: cannot write {path} ({error.strerror}); run as the service user "
-            "(sudo -u edge-app) or create the folder"
-        ) from None
+    """Hash the code and store it: a 0600 file that appears complete or not at all (its
+    folder made 0700 when missing, as the web password's: private_file.write_secret_line)."""
+    write_secret_line(path, CodeHash.of(code).line(), CODE_KEY, error=CodeFileError)
 
 
 @dataclass(frozen=True)
@@ -144,28 +130,22 @@ class CodeVerifier:
     def __init__(
         self,
         stored: CodeHash,
-        window: float = 30.0,
+        # Callers pass [mqtt] unlock_window_seconds; the default is the config's own.
+        window: float = MqttConfig.unlock_window_seconds,
         *,
         clock: Callable[[], float] = time.time,
         ticks: Callable[[], float] | None = None,
     ) -> None:
+        """clock, ticks: as ReplayGuard's. The lock-out and the wrong-code window run on
+        the guard's monotonic ticks too: a wall-clock step (NTP at boot, a hand-set date)
+        must neither end a lock-out early nor stretch it by the size of the step."""
         self.stored = stored
-        self.window = window
-        self._clock = clock
-        # Durations (the lock-out, the wrong-code window, the replay cache's age) run on a
-        # monotonic clock: a wall-clock step (NTP at boot, a hand-set date) must neither end a
-        # lock-out early nor stretch it by the size of the step. The command's timestamp is
-        # wall time and is checked against `clock`. A test clock given alone drives both.
-        self._ticks = (
-            ticks if ticks is not None else (time.monotonic if clock is time.time else clock)
-        )
-        self._start = HubStart(self._ticks)
+        self._guard = ReplayGuard(window, clock=clock, ticks=ticks)
         self._wrong: deque[float] = deque()
         self._locked_until = 0.0
         # Replay cache keys: (timestamp, HMAC of the code under a key that lives only in this
         # process), so the cache never holds a code, nor a hash that could be attacked offline.
         self._replay_key = secrets.token_bytes(32)
-        self._seen: dict[tuple[int, bytes], float] = {}
         self._lock = threading.Lock()
 
     def verify(self, payload: bytes) -> LockCommand:
@@ -173,30 +153,23 @@ class CodeVerifier:
         command, code = self._parse(payload)
         if command.action == LOCK:
             return command
-        wall = self._clock()
-        check_window(command.timestamp, wall, self.window)
-        self._start.check(command.timestamp, wall)
-        now = self._ticks()
+        self._guard.check_time(command.timestamp)
+        key = (command.timestamp, hmac.digest(self._replay_key, code.encode(), "sha256"))
         with self._lock:
+            now = self._guard.ticks()
             if now < self._locked_until:
                 raise UnlockRefused(
                     f"locked out after {MAX_WRONG} wrong codes; refusing every code for "
                     f"{self._locked_until - now:.0f} s more"
                 )
-            key = (command.timestamp, hmac.digest(self._replay_key, code.encode(), "sha256"))
-            for old in [k for k, seen in self._seen.items() if now - seen > 2 * self.window]:
-                del self._seen[old]
-            if key in self._seen:
-                raise UnlockRefused("replayed command (this timestamp and code were used)")
-            if len(self._seen) >= REPLAY_CACHE:
-                raise UnlockRefused("too many unlock commands in the time window")
-            if not self.stored.matches(code):
-                count = self._count_wrong(now)
-                extra = f"; locked out for {LOCKOUT:.0f} s" if count >= MAX_WRONG else ""
-                raise UnlockRefused(
-                    f"wrong code ({count} of {MAX_WRONG} in {FAILURE_WINDOW:.0f} s{extra})"
-                )
-            self._seen[key] = now
+            # The code is checked inside: a wrong one leaves the timestamp and code unused.
+            with self._guard.admitting(key, "timestamp and code"):
+                if not self.stored.matches(code):
+                    count = self._count_wrong(now)
+                    extra = f"; locked out for {LOCKOUT:.0f} s" if count >= MAX_WRONG else ""
+                    raise UnlockRefused(
+                        f"wrong code ({count} of {MAX_WRONG} in {FAILURE_WINDOW:.0f} s{extra})"
+                    )
         return command
 
     def _count_wrong(self, now: float) -> int:

@@ -11,6 +11,7 @@ made (before the hub started) is refused, so a restart does not open the window 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import math
@@ -18,7 +19,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from edge_app.private_file import read_private
 SCHEME = "edge-door-unlock:v1"
 MAX_COMMAND_BYTES = 1024
 MIN_KEY_CHARS = 32
-REPLAY_CACHE = 1024  # nonces remembered at most; more fresh commands than this are refused
+REPLAY_CACHE = 1024  # commands remembered at most (ReplayGuard); more fresh ones are refused
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _SIG = re.compile(r"^[0-9a-f]{64}$")
 _FIELDS = {"ts", "nonce", "origin", "sig"}
@@ -106,7 +107,8 @@ def sign_unlock(
 
 class HubStart:
     """Refuses commands made before this hub run started, so that a replay cache kept in
-    memory only is enough (UnlockVerifier's nonces, CodeVerifier's timestamp and code).
+    memory only is enough (ReplayGuard's: UnlockVerifier's nonces, CodeVerifier's timestamp
+    and code).
 
     Such a cache dies with the hub, so a restarted hub would accept again, within the window,
     a command that the previous run accepted and that someone captured. Rather than write the
@@ -141,6 +143,69 @@ class HubStart:
             )
 
 
+class ReplayGuard:
+    """The time and replay checks of both verifiers (UnlockVerifier's signed commands,
+    edge_app.hub.code.CodeVerifier's lock-card codes), in one place so that they cannot drift
+    apart: the window around the wall clock, the hub's start (HubStart), and a bounded cache
+    of the commands accepted, which refuses a second use and, full, every fresh command.
+
+    Two clocks. A command's timestamp is wall time, checked against `clock`. Every duration
+    runs on the monotonic `ticks`: the start's age and each cached command's age, so a
+    wall-clock step (NTP at boot on a Pi without a real-time clock, a hand-set date) cannot
+    shorten a command's life in the cache. Aged on the wall clock (UnlockVerifier's was), a
+    step forward then back forgot a command accepted seconds before, its timestamp inside
+    the window again: a replay opened the door; and a step back kept a full cache "fresh",
+    refusing every command, for the length of the step. A command is forgotten 2 windows
+    after it was accepted: its timestamp was at most a window from the clock then, so, the
+    clock not stepped, it is outside the window by the time it is forgotten. A test clock
+    given alone drives both.
+    """
+
+    def __init__(
+        self,
+        window: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        ticks: Callable[[], float] | None = None,
+    ) -> None:
+        self.window = window
+        self.clock = clock
+        self.ticks = (
+            ticks if ticks is not None else (time.monotonic if clock is time.time else clock)
+        )
+        self._start = HubStart(self.ticks)
+        self._seen: dict[Hashable, float] = {}
+        self._lock = threading.Lock()
+
+    def check_time(self, timestamp: int) -> None:
+        """UnlockRefused when `timestamp` is outside the window or before the hub started."""
+        wall = self.clock()
+        check_window(timestamp, wall, self.window)
+        self._start.check(timestamp, wall)
+
+    def admit(self, key: Hashable, what: str) -> None:
+        """Remember the command `key`; UnlockRefused when it was accepted already (`what`
+        names the key in the message) or when the cache is full."""
+        with self.admitting(key, what):
+            pass
+
+    @contextlib.contextmanager
+    def admitting(self, key: Hashable, what: str) -> Iterator[None]:
+        """admit(), with the body between the replay checks and remembering the key, under
+        the guard's lock: a check that refuses there (a wrong code) leaves the key unused,
+        and two copies of one command cannot both get past it."""
+        with self._lock:
+            now = self.ticks()
+            for old in [k for k, seen in self._seen.items() if now - seen > 2 * self.window]:
+                del self._seen[old]
+            if key in self._seen:
+                raise UnlockRefused(f"replayed command ({what} already used)")
+            if len(self._seen) >= REPLAY_CACHE:
+                raise UnlockRefused("too many unlock commands in the time window")
+            yield
+            self._seen[key] = now
+
+
 class UnlockVerifier:
     """Checks commands in a fixed order: shape, signature, then time window, then whether it
     was signed before this verifier was made (HubStart), then replay."""
@@ -149,22 +214,15 @@ class UnlockVerifier:
         self,
         key: str,
         door_id: str,
-        window: float = 30.0,
+        window: float,
         *,
         clock: Callable[[], float] = time.time,
         ticks: Callable[[], float] | None = None,
     ) -> None:
+        """window: [mqtt] unlock_window_seconds; clock, ticks: as ReplayGuard's."""
         self._key = key.encode()
         self.door_id = door_id
-        self.window = window
-        self._clock = clock
-        # A test clock given alone drives both, as in edge_app.hub.code.CodeVerifier.
-        self._ticks = (
-            ticks if ticks is not None else (time.monotonic if clock is time.time else clock)
-        )
-        self._start = HubStart(self._ticks)
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._guard = ReplayGuard(window, clock=clock, ticks=ticks)
 
     def verify(self, payload: bytes) -> str:
         """The command's origin when it may open the door; else UnlockRefused."""
@@ -184,15 +242,6 @@ class UnlockVerifier:
         ).hexdigest()
         if not hmac.compare_digest(expected, sig):
             raise UnlockRefused("bad signature")
-        now = self._clock()
-        check_window(ts, now, self.window)
-        self._start.check(ts, now)
-        with self._lock:
-            for old in [n for n, seen in self._seen.items() if now - seen > 2 * self.window]:
-                del self._seen[old]
-            if nonce in self._seen:
-                raise UnlockRefused("replayed command (nonce already used)")
-            if len(self._seen) >= REPLAY_CACHE:
-                raise UnlockRefused("too many unlock commands in the time window")
-            self._seen[nonce] = now
+        self._guard.check_time(ts)
+        self._guard.admit(nonce, "nonce")
         return origin

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_app.errors import UserError
-from edge_app.private_file import NotRegularFileError, read_private, write_private_text
+from edge_app.private_file import read_private, write_secret_line
 from edge_app.secret_hash import HashFormatError, ScryptHash
 
 log = logging.getLogger(__name__)
@@ -137,19 +137,10 @@ def read_password_hash(path: Path) -> str | None:
 
 
 def write_password_file(path: Path, password: str) -> None:
-    """Hash and store the password: a 0600 file that appears complete or not at all."""
-    path = Path(path)
+    """Hash and store the password: a 0600 file that appears complete or not at all (its
+    folder made 0700 when missing, as the unlock code's: private_file.write_secret_line)."""
     stored = hash_password(check_new_password(password))
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private_text(path, lambda handle: handle.write(stored + "\n"), encoding="ascii")
-    except NotRegularFileError as error:
-        raise PasswordError(f"web.password_file: {error}") from None
-    except OSError as error:
-        raise PasswordError(
-            f"web.password_file: cannot write {path} ({error.strerror}); "
-            "run as the hub's user (sudo -u edge-app) or set web.password_file"
-        ) from None
+    write_secret_line(path, stored, "web.password_file", error=PasswordError)
     log.info("web password set file=%s", path)
 
 
