@@ -250,6 +250,10 @@ def _refuse_nul(path: str) -> None:
 MAX_DEVICE_INDEX = 1023
 
 
+# camera.source values that name a camera rather than a file, a folder or a URL.
+CAMERA_NAMES = (AUTO, "picamera2")
+
+
 def _source(value: Any) -> int | str:
     """Camera spec: a device index stays an int so OpenCV opens it as a V4L2 device."""
     if isinstance(value, bool):
@@ -695,21 +699,27 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
         )
 
 
-def _written_files(config: Config) -> dict[str, Path | None]:
-    """The files the door writes, by their config key (None: that one is off)."""
+def written_files(config: Config) -> dict[str, Path | None]:
+    """The files edge-app writes, by their config key (None: that one is off): the door's
+    gallery and event sinks, and the secrets `edge-app hub passwd` and `hub unlock-code`
+    store."""
     events = config.events
     return {
         "gallery.path": config.gallery.path,
         "events.db": events.db,
         "events.jsonl": None if events.jsonl is None or str(events.jsonl) == "-" else events.jsonl,
         "events.snapshots": events.snapshots,
+        "web.password_file": config.web.password_file,
+        "mqtt.unlock_code_file": config.mqtt.unlock_code_file,
     }
 
 
 def _distinct_files(config: Config, errors: list[str]) -> None:
-    """The gallery and each event sink need a file of their own: events appended to the
-    gallery, or two sinks in one file, would damage both."""
-    files = _written_files(config)
+    """The gallery, each event sink and each secret need a file of their own: events
+    appended to the gallery, a password hash written over it, or two sinks in one file,
+    would damage both; and none of them may be the camera's recorded source, which the door
+    would then read while writing it."""
+    files = written_files(config)
     seen: dict[Path, str] = {}
     for key, path in files.items():
         if path is None:
@@ -725,6 +735,17 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
             )
         else:
             seen[where] = key
+    source = config.camera.source
+    if isinstance(source, str) and source not in CAMERA_NAMES and "://" not in source:
+        try:
+            where = Path(source).expanduser().resolve()
+        except (OSError, RuntimeError):
+            return  # the camera refuses it when the door opens it
+        if where in seen:
+            errors.append(
+                f"camera.source: {source} is also {seen[where]}, which the door writes; "
+                "give the recording and the door's files places of their own"
+            )
 
 
 def _mqtt_checks(config: Config, errors: list[str]) -> None:
@@ -764,15 +785,16 @@ def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
 
 def door_config(path: Path | None, overrides: Mapping[str, Any]) -> Config:
     """The door's config: the file at `path` (None: the default one) with the command line's
-    overrides, none of the files the door writes being that config file (events appended
-    to it would leave a door that cannot start again)."""
+    overrides, none of the files edge-app writes (written_files) being that config file:
+    events appended to it, or a secret written over it, would leave a door that cannot start
+    again."""
     config = apply_overrides(load_config(path), overrides)
     config_file = Path(path) if path is not None else paths.DEFAULT_CONFIG
     try:
         config_id = _file_id(os.stat(config_file))
     except OSError:
         return config  # no config file (the defaults): nothing to damage
-    for key, written in _written_files(config).items():
+    for key, written in written_files(config).items():
         try:
             same = written is not None and _file_id(os.stat(written.expanduser())) == config_id
         except OSError:  # not there yet, so not the config file

@@ -297,6 +297,10 @@ class _DbSink(_Sink):
             self.db = None
 
 
+# More than any event line (a few hundred bytes): the tail read to find a cut-short line.
+MAX_CUT_LINE = 64 * 1024
+
+
 class _JsonlSink(_Sink):
     """Appends with os.write on a raw descriptor: nothing hides in a userspace buffer, and a
     line cut short by a full disk is finished first on the next successful write."""
@@ -308,7 +312,35 @@ class _JsonlSink(_Sink):
         self._carry = b""  # the rest of a line a failed write had started
 
     def open(self) -> None:
+        # Its folder made as the database's is: a missing one lost every event.
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
         self.fd = open_private_append(self.path)
+        try:
+            self._end_the_last_line(self.fd)
+        except OSError:
+            self.close()
+            raise
+
+    def _end_the_last_line(self, fd: int) -> None:
+        """A file whose last line is cut short (a full disk, then the process ended with the
+        rest of the line still to write) would have the next event glued to it: the piece is
+        removed, or, longer than any event line, ended with a newline, and logged."""
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        tail = os.pread(fd, min(size, MAX_CUT_LINE), size - min(size, MAX_CUT_LINE))
+        end = tail.rfind(b"\n")
+        if end >= 0 or size <= MAX_CUT_LINE:
+            keep = size - len(tail) + end + 1
+            os.ftruncate(fd, keep)
+            log.warning(
+                "events file ended in a line cut short, removed path=%s bytes=%d",
+                self.path,
+                size - keep,
+            )
+        else:
+            os.write(fd, b"\n")
+            log.warning("events file ended in a line cut short, ended path=%s", self.path)
 
     def write(self, events: list[Event]) -> None:
         if self.fd is None:
@@ -384,7 +416,8 @@ def open_private_append(path: Path) -> int:
     file the service user may write), a named pipe (opening it would block the door until
     someone reads it) or a folder is refused with NotRegularFileError, an OSError.
     """
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    # Read and write: the sink reads back the end of the file (_end_the_last_line).
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     refuse_non_regular(path)
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)

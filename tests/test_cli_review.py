@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import pytest
 from needs import unavailable
+from people import samples
 from test_cli_smoke import _env, _with_stdin
 
 from edge_app import cli, lfw
@@ -663,6 +664,50 @@ def test_hub_secrets_refuse_a_missing_folder_instead_of_making_it(
     assert f"{section}.{key}: the folder {folder} does not exist; create it" in line
     assert f"install -d -m 0700 -o edge-app -g edge-app {folder}" in line
     assert not (tmp_path / "state").exists()
+
+
+def test_a_secret_or_an_export_never_replaces_the_config_or_the_door_files(
+    tmp_path: Path,
+) -> None:
+    """An audit: `hub unlock-code` with unlock_code_file naming the config file replaced the
+    config by the code's hash (exit 0); `export --config door.toml door.toml` replaced the
+    config by the export, and `export --config door.toml <events db>` the event log."""
+    state = tmp_path / "state"
+    state.mkdir()
+    config = tmp_path / "door.toml"
+    config.write_text(
+        f'[gallery]\npath = "{state / "gallery.db"}"\n[events]\ndb = "{state / "events.db"}"\n'
+        f'[mqtt]\nunlock_code_file = "{config}"\n'
+    )
+    (state / "events.db").write_bytes(b"the door's audit log")
+    before = {p: p.read_bytes() for p in (config, state / "events.db")}
+
+    def cli(*argv: str, secret: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edge_app.cli", *argv],
+            cwd=tmp_path,
+            env=_env(),
+            input=secret,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+
+    code = cli("hub", "unlock-code", "--stdin", "--config", str(config), secret="73195286\n")
+    assert code.returncode == 2, code.stderr
+    assert "mqtt.unlock_code_file: " in one_error_line(code.stderr)
+    assert "is the config file itself" in one_error_line(code.stderr)
+
+    config.write_text(before[config].decode().replace(f'unlock_code_file = "{config}"', ""))
+    before[config] = config.read_bytes()
+    with Gallery.open(state / "gallery.db", create=True) as gallery:
+        gallery.enroll("Ada", samples(2, 1))
+    for target, named in ((config, "the config file"), (state / "events.db", "events.db")):
+        done = cli("export", "--config", str(config), str(target))
+        assert done.returncode == 2, done.stderr
+        assert f"{target} is {named}" in one_error_line(done.stderr)
+    assert {p: p.read_bytes() for p in before} == before
 
 
 # --- careless input --------------------------------------------------------------------------

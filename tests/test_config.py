@@ -332,6 +332,45 @@ def test_the_gallery_and_each_event_sink_need_their_own_file(
         apply_overrides(fine, override)
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"mqtt": {"unlock_code_file": "{tmp}/gallery.db"}},
+            "mqtt.unlock_code_file: {tmp}/gallery.db is also gallery.path",
+        ),
+        (
+            {"web": {"password_file": "{tmp}/events.db"}},
+            "web.password_file: {tmp}/events.db is also events.db",
+        ),
+        (
+            {"web": {"password_file": "{tmp}/code"}, "mqtt": {"unlock_code_file": "{tmp}/code"}},
+            "mqtt.unlock_code_file: {tmp}/code is also web.password_file",
+        ),
+        (
+            {"camera": {"source": "{tmp}/events.db"}},
+            "camera.source: {tmp}/events.db is also events.db, which the door writes",
+        ),
+        (
+            {"camera": {"source": "{tmp}/snaps"}, "events": {"snapshots": "{tmp}/snaps"}},
+            "camera.source: {tmp}/snaps is also events.snapshots, which the door writes",
+        ),
+    ],
+)
+def test_secrets_and_the_recording_share_no_file_with_the_door(
+    tmp_path: Path, data: dict, message: str
+) -> None:
+    """An audit: `hub unlock-code` wrote its hash over the gallery named as unlock_code_file
+    (exit 0, the gallery gone); `run --events clip.mp4` appended events to the recording."""
+    base: dict = {
+        "gallery": {"path": f"{tmp_path}/gallery.db"},
+        "events": {"db": f"{tmp_path}/events.db"},
+    }
+    for section, keys in data.items():
+        base.setdefault(section, {}).update({k: v.format(tmp=tmp_path) for k, v in keys.items()})
+    assert message.format(tmp=tmp_path) in errors_of(base)
+
+
 def test_events_on_standard_output_share_no_file(tmp_path: Path) -> None:
     """`jsonl = "-"` is standard output: a file named "-" in the gallery's folder is not it."""
     config = parse_config(

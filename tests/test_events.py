@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_app.events import DB_BUSY_SECONDS, RETRY_MAX_SECONDS, Event, EventLog, read_events
+from edge_app.events import (
+    DB_BUSY_SECONDS,
+    MAX_CUT_LINE,
+    RETRY_MAX_SECONDS,
+    Event,
+    EventLog,
+    read_events,
+)
 
 
 def snapshot_name(event: Event) -> str:
@@ -211,6 +218,34 @@ def read_only_file(tmp_path: Path):
         yield mounted / "events.jsonl"
     finally:
         subprocess.run(["umount", str(mounted)], check=False)
+
+
+def test_a_line_cut_short_by_an_earlier_run_is_removed_not_glued_to_the_next_event(
+    tmp_path: Path,
+) -> None:
+    """An audit: a full disk cut a line after `{"ti`, the door stopped, and the next run
+    wrote its first event onto that piece: `{"ti{"time": ...`, a line no reader parses."""
+    jsonl = tmp_path / "missing" / "folder" / "events.jsonl"  # its folder is made
+    first = EventLog(jsonl=jsonl)
+    first.record("unlock", name="Ada")
+    first.close()
+    complete = jsonl.read_bytes()
+    with jsonl.open("ab") as handle:
+        handle.write(b'{"ti')
+    second = EventLog(jsonl=jsonl)
+    second.record("relock", reason="close")
+    second.close()
+    lines = jsonl.read_bytes().splitlines()
+    assert jsonl.read_bytes().startswith(complete)
+    assert [json.loads(line)["type"] for line in lines] == ["unlock", "relock"]
+    # A piece longer than any event line is ended, not cut: whatever it is stays.
+    blob = b"x" * (MAX_CUT_LINE + 10)
+    jsonl.write_bytes(blob)
+    third = EventLog(jsonl=jsonl)
+    third.record("unlock", name="Ada")
+    third.close()
+    head, line = jsonl.read_bytes().splitlines()
+    assert head == blob and json.loads(line)["name"] == "Ada"
 
 
 def test_read_only_jsonl_is_counted_and_left_untouched(tmp_path: Path, read_only_file) -> None:

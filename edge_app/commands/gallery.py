@@ -213,6 +213,8 @@ def run_export(args: argparse.Namespace) -> int:
         else:
             out = Path(args.out)
             _refuse_the_gallery(out, gallery.path)
+            if args.db is None:
+                _refuse_the_door_files(out, args.config)
             try:
                 people, samples = write_private_text(out, gallery.export)
             except NotRegularFileError:
@@ -238,6 +240,26 @@ def _refuse_the_gallery(out: Path, gallery: Path) -> None:
             raise UserError(
                 f"{out} is the gallery's own file {gallery}{suffix}; export to another file"
             )
+
+
+def _refuse_the_door_files(out: Path, config_path: Path | None) -> None:
+    """Refuse an export file that is the config the gallery was named by, or another file
+    that config names (events, secrets): the export would replace it."""
+    from edge_app import paths
+    from edge_app.config import load_config, written_files
+
+    config_file = config_path if config_path is not None else paths.DEFAULT_CONFIG
+    named = {"the config file": config_file}
+    named.update(
+        (key, path) for key, path in written_files(load_config(config_path)).items() if path
+    )
+    for key, path in named.items():
+        try:
+            same = os.path.samefile(out, Path(path).expanduser())
+        except OSError:  # either is missing or cannot be looked at
+            continue
+        if same:
+            raise UserError(f"{out} is {key} ({path}); export to another file")
 
 
 def run_import(args: argparse.Namespace) -> int:

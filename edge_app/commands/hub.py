@@ -179,11 +179,11 @@ def _read_new_secret(from_stdin: bool, prompt: str, what: str, check: Callable[[
 
 
 def run_unlock_code(args: argparse.Namespace) -> int:
-    from edge_app.config import load_config
+    from edge_app.config import door_config
     from edge_app.errors import UserError
     from edge_app.hub.code import CODE_KEY, check_new_code, write_code_file
 
-    config = load_config(args.config)
+    config = door_config(args.config, {})  # its secret file is not the config file itself
     path = config.mqtt.unlock_code_file
     if path is None:
         raise UserError(
@@ -217,10 +217,10 @@ def _register_passwd(parser: argparse.ArgumentParser) -> None:
 
 
 def run_passwd(args: argparse.Namespace) -> int:
-    from edge_app.config import load_config
+    from edge_app.config import door_config
     from edge_app.web.auth import check_new_password, write_password_file
 
-    config = load_config(args.config)
+    config = door_config(args.config, {})  # its password file is not the config file itself
     _refuse_a_missing_folder(config.web.password_file, "web.password_file")
     password = _read_new_secret(
         args.stdin, "New web admin password: ", "password", check_new_password
