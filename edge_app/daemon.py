@@ -168,7 +168,8 @@ class Recognizer:
         from edge_app.gallery import Gallery
 
         self.engine = engine
-        self.gallery = Gallery.open(gallery_path)
+        # Read only: the door never writes it, and so starts on a read-only or full filesystem.
+        self.gallery = Gallery.open(gallery_path, read_only=True)
         self._settings = settings
         self._version = -1
         self._matrix: Any = None
@@ -203,7 +204,7 @@ class Recognizer:
         self._drop_switch()
         replacement = None
         if Path(gallery_path) != self.gallery.path:
-            replacement = Gallery.open(gallery_path)
+            replacement = Gallery.open(gallery_path, read_only=True)
         try:
             memory = open_site_memory(gallery_path, settings)
             version, matrix = self._read(replacement or self.gallery)

@@ -533,6 +533,11 @@ class Gallery:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection
+        # Opened immutable (_open_read_only, no -wal): SQLite then never looks for changes,
+        # so data_version() watches the files instead (their stamp when opened) and opens
+        # the gallery again when they change; _generation keeps its versions new.
+        self._immutable_stamp: tuple[int, ...] | None = None
+        self._generation = 0
 
     @classmethod
     def open(cls, path: Path | str, *, create: bool = False, read_only: bool = False) -> Gallery:
@@ -634,6 +639,8 @@ class Gallery:
         except BaseException:
             connection.close()
             raise
+        if not wal:
+            gallery._immutable_stamp = _stamp(path)
         log.debug("gallery=%s opened read-only wal=%s", path, wal)
         return gallery
 
@@ -700,8 +707,21 @@ class Gallery:
 
     @_reads
     def data_version(self) -> int:
-        """Changes whenever another connection commits: a cheap "reload the gallery?" check."""
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        """Changes whenever another connection commits: a cheap "reload the gallery?" check.
+
+        A gallery opened immutable (a read-only or full filesystem when it was opened) is
+        opened again once its files change (space freed and someone enrolled or removed):
+        otherwise the door would keep the people it read at start, a removed one included.
+        """
+        if self._immutable_stamp is not None and _stamp(self.path) != self._immutable_stamp:
+            fresh = Gallery.open(self.path, read_only=True)
+            self._db.close()
+            self._db, fresh._db = fresh._db, self._db
+            self._immutable_stamp = fresh._immutable_stamp
+            self._generation += 1
+            log.info("gallery=%s changed on disk: opened again", self.path)
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        return (self._generation << 40) + version
 
     def close(self) -> None:
         self._db.close()
@@ -1295,6 +1315,21 @@ def _string(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"{what} must be a string, not {_type_name(value)}")
     return value
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    """What changes when a gallery's files are written: the file's and its -wal's identity,
+    size and modification time (zeros for a file that is not there)."""
+    real = os.path.realpath(path)
+    stamp: list[int] = []
+    for name in (real, f"{real}-wal"):
+        try:
+            info = os.stat(name)
+        except OSError:
+            stamp.extend((0, 0, 0, 0))
+            continue
+        stamp.extend((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamp)
 
 
 @contextmanager

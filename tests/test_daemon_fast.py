@@ -770,6 +770,29 @@ def test_a_slow_gallery_build_never_stalls_the_loop_and_removals_apply_at_once(
     recognizer.close()
 
 
+def test_the_door_starts_on_a_full_disk_and_sees_a_removal_once_space_is_freed(
+    gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An audit: with the gallery's filesystem full (or read-only) the door refused to start,
+    a door locked for everyone, though `list` read the gallery. The door only reads it: it
+    opens read-only there, and, SQLite then watching for no change, the gallery notices its
+    files changing (space freed, then a removal) and opens them again."""
+
+    def full(self: Gallery) -> None:
+        raise sqlite3.OperationalError("disk I/O error")  # what SQLite says on a full disk
+
+    with monkeypatch.context() as disk:
+        disk.setattr(Gallery, "_configure", full)
+        recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+        assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
+        assert recognizer.reload_if_changed() is False  # nothing changed
+    with Gallery.open(gallery) as other:  # space freed: Ada is removed
+        other.remove([NAME])
+    assert swapped_in(recognizer)
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
+    recognizer.close()
+
+
 def test_a_removal_during_a_build_applies_at_once_and_is_built_next(
     gallery: Path, slow_builds: threading.Event
 ) -> None:
