@@ -216,7 +216,11 @@ def _run(args: argparse.Namespace) -> int:
         _discard_output(stdout)
         if isinstance(error, BrokenPipeError):
             return EXIT_BROKEN_PIPE
-        log.error("cannot write the output: %s", error.strerror or error)
+        changes = getattr(args, "changes", None)
+        # Output is written once the work is done: a command that changes something has
+        # most likely changed it; retrying blindly (an import) would then be refused.
+        done = f"; {changes} may have been changed all the same: check it" if changes else ""
+        log.error("cannot write the output: %s%s", error.strerror or error, done)
         return 2
     finally:
         sys.stdout = stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +20,25 @@ _SYSLOG_PRIORITY = {
 }
 
 
-class _JournalFormatter(logging.Formatter):
+# C0 and C1 control characters and DEL: in a file or person name they could move the
+# cursor, clear the screen or forge a line of output.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """`text` with its control characters (but those in `keep`) written as \\xNN."""
+    return _CONTROLS.sub(lambda m: m[0] if m[0] in keep else f"\\x{ord(m[0]):02x}", text)
+
+
+class _SafeFormatter(logging.Formatter):
+    """Messages carry names from outside (files, people): their control characters are
+    escaped, a message's own line breaks kept (a config error lists its problems)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record), keep="\n")
+
+
+class _JournalFormatter(_SafeFormatter):
     """journald stamps the time itself; a priority prefix lets `journalctl -p` filter."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -39,7 +58,7 @@ def setup_logging(verbosity: int = 0) -> None:
         handler.setFormatter(_JournalFormatter("%(message)s"))
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            _SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -498,10 +498,10 @@ def test_every_command_of_both_programs_shows_examples() -> None:
 
 
 def test_enroll_help_gives_the_camera_defaults() -> None:
-    text = _subparser(["enroll"]).format_help()
+    text = " ".join(_subparser(["enroll"]).format_help().split())
 
-    assert "frames to collect (default: 5)" in text
-    assert "(default: 60)" in text
+    assert "frames to collect, 1 to 50 (default: 5)" in text
+    assert "at most 3600 (default: 60)" in text
 
 
 # --- a damaged gallery -----------------------------------------------------------------------
@@ -708,6 +708,30 @@ def test_a_secret_or_an_export_never_replaces_the_config_or_the_door_files(
         assert done.returncode == 2, done.stderr
         assert f"{target} is {named}" in one_error_line(done.stderr)
     assert {p: p.read_bytes() for p in before} == before
+
+
+@needs_models
+def test_names_with_control_characters_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """An audit: `identify` printed a file named `esc<ESC>[31mred.jpg` raw (the terminal
+    turned red) and one with a newline over two lines; `enroll` logged `<ESC>[2J` (clear
+    screen). Names are shown with their control characters escaped."""
+    db = tmp_path / "gallery.db"
+    with Gallery.open(db, create=True) as gallery:
+        gallery.enroll("Ada", samples(2, 1))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(JOE[0], photos / "esc\x1b[31mred.jpg")
+    shutil.copy(JOE[0], photos / "new\nline.jpg")
+    (photos / "bad\x1b[2J.jpg").write_bytes(b"not an image")
+
+    done = _with_stdin(tmp_path, "", "identify", "--db", str(db), str(photos))
+
+    assert done.returncode == 2  # the photo that is not one
+    output = done.stdout + done.stderr
+    assert "\x1b" not in output
+    assert f"{photos}/esc\\x1b[31mred.jpg: 1 face(s)" in done.stdout
+    assert f"{photos}/new\\x0aline.jpg: 1 face(s)" in done.stdout
+    assert f"{photos}/bad\\x1b[2J.jpg: cannot decode" in done.stderr
 
 
 # --- careless input --------------------------------------------------------------------------

@@ -360,6 +360,33 @@ def test_output_to_a_full_disk_is_one_error_line(tmp_path: Path) -> None:
     assert out.stat().st_size == 50_000
 
 
+def test_a_change_whose_summary_cannot_be_written_says_it_may_be_made(tmp_path: Path) -> None:
+    """An audit: `rename A B > /dev/full` exited 2 with "cannot write the output" and the
+    rename made; a script retrying an import that way is then told the people are there."""
+    from edge_app.gallery import Gallery
+
+    db = _gallery(tmp_path, people=2)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", EDGE_APP, "rename", "P0", "Renamed", "--db", str(db)],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.endswith(
+        "cannot write the output: No space left on device; the gallery may have been changed "
+        "all the same: check it"
+    )
+    with Gallery.open(db) as gallery:
+        assert "Renamed" in [p.name for p in gallery.people()]
+
+
 def test_enroll_and_import_refuse_a_db_in_a_folder_that_does_not_exist(tmp_path: Path) -> None:
     exported = tmp_path / "people.jsonl"
     run(tmp_path, "export", "--db", str(_gallery(tmp_path)), str(exported))
@@ -819,7 +846,7 @@ def test_identify_refuses_a_folder_without_images(
     assert done.stdout == ""
 
 
-@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "3601", "1e10"])
 def test_enroll_refuses_a_timeout_that_is_not_a_positive_number(
     tmp_path: Path, timeout: str
 ) -> None:
@@ -828,7 +855,20 @@ def test_enroll_refuses_a_timeout_that_is_not_a_positive_number(
     done = run(tmp_path, "enroll", "Ann", "--camera", "--timeout", timeout, "--db", str(db))
 
     assert done.returncode == 2
-    assert f"--timeout {float(timeout)}: must be a number of seconds above 0" in done.stderr
+    assert f"--timeout {float(timeout)}: must be a number of seconds above 0, at most 3600" in (
+        done.stderr
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("samples", ["0", "51", "99999999999"])
+def test_enroll_refuses_more_samples_than_a_person_may_have(tmp_path: Path, samples: str) -> None:
+    db = tmp_path / "gallery.db"
+
+    done = run(tmp_path, "enroll", "Ann", "--camera", "--samples", samples, "--db", str(db))
+
+    assert done.returncode == 2
+    assert f"--samples {samples}: must be 1 to 50, the most one person may have" in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -424,8 +424,8 @@ def test_camera_options_are_refused_with_photos(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["enroll", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"frames to collect (default: {CAMERA_SAMPLES})" in text
-    assert f"writing nothing (default: {CAMERA_TIMEOUT_S:g})" in text
+    assert f"frames to collect, 1 to 50 (default: {CAMERA_SAMPLES})" in text
+    assert f"writing nothing; at most 3600 (default: {CAMERA_TIMEOUT_S:g})" in text
 
 
 @pytest.mark.slow

@@ -23,6 +23,15 @@ def file_path(example: str, default: str) -> Callable[[str], Path]:
     return parse
 
 
+def shown(text: str) -> str:
+    """A name for a line of text output: printable(), its control characters as \\xNN
+    (a file named with a newline or a terminal escape cannot forge lines or drive the
+    terminal)."""
+    from edge_app.logs import escape_controls
+
+    return escape_controls(printable(text))
+
+
 def printable(text: str) -> str:
     """Text that can be written as UTF-8: the bytes of a file name that are not UTF-8 (which
     Python holds as lone surrogates) become \\xNN. JSON output passes file names through it

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shlex
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from edge_app.commands import printable
+from edge_app.commands import printable, shown
 from edge_app.commands.identify import add_db_argument, add_engine_arguments, db_path, open_engine
 from edge_app.errors import UserError
+from edge_app.gallery import MAX_SAMPLES_PER_PERSON
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,6 +38,11 @@ examples:
   edge-app enroll --camera --samples 5 Carol                 # stand in front of the camera
   edge-app enroll --no-access --camera Dan                   # a known visitor: never let in
 """
+
+
+# The longest --timeout: an enrolment at the camera takes seconds; more than an hour is a
+# typo (and beyond threading's TIMEOUT_MAX, about 9.2e9 s, the timer thread failed).
+MAX_CAMERA_TIMEOUT_S = 3600.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,16 +86,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--samples",
         type=int,
         metavar="N",
-        help="frames to collect (default: 5)",  # edge_app.enroll.CAMERA_SAMPLES
+        help=f"frames to collect, 1 to {MAX_SAMPLES_PER_PERSON} (default: 5)",  # CAMERA_SAMPLES
     )
     camera.add_argument(
         "--timeout",
         type=float,
         metavar="S",
-        help="give up after S seconds, writing nothing (default: 60)",  # CAMERA_TIMEOUT_S
+        help=f"give up after S seconds, writing nothing; at most {MAX_CAMERA_TIMEOUT_S:.0f} "
+        "(default: 60)",
     )
     add_engine_arguments(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, changes="the gallery")
 
 
 def _source(text: str) -> int | str:
@@ -122,10 +128,16 @@ def run(args: argparse.Namespace) -> int:
     ]
     if camera_only and not args.camera:
         raise UserError(f"{', '.join(camera_only)}: for --camera only; photos are used as given")
-    if args.samples is not None and args.samples < 1:
-        raise UserError("--samples must be at least 1")
-    if args.timeout is not None and not 0 < args.timeout < math.inf:
-        raise UserError(f"--timeout {args.timeout}: must be a number of seconds above 0")
+    if args.samples is not None and not 1 <= args.samples <= MAX_SAMPLES_PER_PERSON:
+        raise UserError(
+            f"--samples {args.samples}: must be 1 to {MAX_SAMPLES_PER_PERSON}, the most one "
+            "person may have"
+        )
+    if args.timeout is not None and not 0 < args.timeout <= MAX_CAMERA_TIMEOUT_S:
+        raise UserError(
+            f"--timeout {args.timeout}: must be a number of seconds above 0, at most "
+            f"{MAX_CAMERA_TIMEOUT_S:.0f} (an hour)"
+        )
     # Name and folder checks first: loading the models takes seconds, a typo should not.
     enroll.existing_samples(db, args.name, args.add)
     images = [] if args.camera else image_files(args.images)
@@ -213,7 +225,7 @@ def _json_refusal(name: str, error: EnrollError) -> str:
 
 
 def _text(result: EnrollResult) -> str:
-    lines = [f"skipped {p.source}: {p.message}" for p in result.skipped]
+    lines = [f"skipped {shown(p.source)}: {shown(p.message)}" for p in result.skipped]
     if result.added:
         verb = "added to" if not result.created else "enrolled"
         lines.append(

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "allowed", metavar="yes|no", choices=("yes", "no"), help="yes: may open the door"
     )
     add_db_argument(access)
-    access.set_defaults(handler=run_access)
+    access.set_defaults(handler=run_access, changes="the gallery")
 
     remove = subparsers.add_parser(
         "remove",
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     remove.add_argument("names", nargs="+", metavar="NAME", help=NAME_HELP)
     add_db_argument(remove)
-    remove.set_defaults(handler=run_remove)
+    remove.set_defaults(handler=run_remove, changes="the gallery")
 
     rename = subparsers.add_parser(
         "rename",
@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "new", metavar="NEW", help="the new name, not anyone else's (stored as typed)"
     )
     add_db_argument(rename)
-    rename.set_defaults(handler=run_rename)
+    rename.set_defaults(handler=run_rename, changes="the gallery")
 
     export = subparsers.add_parser(
         "export",
@@ -117,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a person in both: add the imported samples of photos not already there",
     )
     importing.add_argument("--json", action="store_true", help="print the summary as JSON")
-    importing.set_defaults(handler=run_import)
+    importing.set_defaults(handler=run_import, changes="the gallery")
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -125,7 +125,7 @@ def _register_unlock_code(parser: argparse.ArgumentParser) -> None:
         "unlock_code_file (mode 0600, replaced atomically).",
         epilog=UNLOCK_CODE_EPILOG,
         what="code",
-    ).set_defaults(handler=run_unlock_code)
+    ).set_defaults(handler=run_unlock_code, changes="the unlock code file")
 
 
 def _register_secret_setter(
@@ -213,7 +213,7 @@ def _register_passwd(parser: argparse.ArgumentParser) -> None:
         epilog="examples:\n  sudo -u edge-app edge-app hub passwd\n"
         "  printf '%s\\n' \"$NEW_PASSWORD\" | edge-app hub passwd --stdin --config ./door.toml",
         what="password",
-    ).set_defaults(handler=run_passwd)
+    ).set_defaults(handler=run_passwd, changes="the password file")
 
 
 def run_passwd(args: argparse.Namespace) -> int:

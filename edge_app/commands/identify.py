@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.cascade_choice import CASCADES
-from edge_app.commands import config_path, file_path, printable
+from edge_app.commands import config_path, file_path, printable, shown
 from edge_app.config import AGGREGATES, LOOKALIKE_MODES
 from edge_app.errors import UserError
 from edge_app.manifest import recognition_problem
@@ -263,12 +263,12 @@ def _identify_one(
     except ImageError as error:
         log.error("%s", error)
         entry["error"] = printable(str(error))
-        lines.append(f"{path}: unreadable")
+        lines.append(f"{shown(str(path))}: unreadable")
         return entry, lines
     faces, embeddings = engine.process(photo.pixels)
     matches = matcher.identify(embeddings)
     live = engine.liveness(photo.pixels, faces).tolist() if live_threshold is not None else None
-    lines.append(f"{path}: {len(faces)} face(s)")
+    lines.append(f"{shown(str(path))}: {len(faces)} face(s)")
     # Boxes in the photo's own pixels, whatever it was brought down to for detection.
     boxes = (faces.boxes / photo.scale).tolist()
     for index, (name, closest, score, box) in enumerate(
@@ -287,7 +287,7 @@ def _identify_one(
                 "liveness": liveness,
             }
         )
-        who = name or f"unknown (closest: {closest})"
+        who = shown(name) if name else f"unknown (closest: {shown(str(closest))})"
         if name in matrix.no_access:
             who += " (known visitor: never let in)"
         corners = ", ".join(f"{v:.0f}" for v in box)

@@ -110,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_argument(forget)
-    forget.set_defaults(handler=run_forget)
+    forget.set_defaults(handler=run_forget, changes="the site memory")
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
