@@ -47,10 +47,13 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Concatenate, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 from edge_app import untrusted_json
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
@@ -1030,7 +1033,7 @@ class Gallery:
     # --- moving a gallery to another door (format: docs/GALLERY.md) ----------------------
 
     @_reads
-    def export(self, out: IO[str]) -> tuple[int, int]:
+    def export(self, out: SupportsWrite[str]) -> tuple[int, int]:
         """Write the whole gallery as JSON lines; returns (people, samples) written."""
         with self._snapshot() as db:
             people = db.execute(

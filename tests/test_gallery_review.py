@@ -337,3 +337,21 @@ def test_the_cli_import_of_a_refused_file_into_a_new_gallery_leaves_nothing(
     )
     assert done.returncode == 2 and "one-person rule" in done.stderr, done.stderr
     assert list(target.parent.iterdir()) == []
+
+
+def test_an_export_no_import_could_read_is_refused_and_the_old_file_kept(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An audit: a gallery of 6,002 people exported to 137 MB with exit 0, and `import`
+    refused the file (at most MAX_IMPORT_BYTES): a backup that cannot be restored."""
+    from edge_app import cli, gallery
+
+    out = tmp_path / "backup.jsonl"
+    assert cli.main(["export", "--db", str(db), str(out)]) == 0
+    before = out.read_bytes()
+    monkeypatch.setattr(gallery, "MAX_IMPORT_BYTES", len(before) - 1)
+    assert cli.main(["export", "--db", str(db), str(out)]) == 2
+    shown = capsys.readouterr().err
+    assert f"the export is {len(before)} bytes, more than the {len(before) - 1}" in shown
+    assert f"{out} is unchanged" in shown
+    assert out.read_bytes() == before
