@@ -916,12 +916,13 @@ def test_web_config_is_validated() -> None:
 
 
 def test_an_unwritable_gallery_folder_is_a_message_not_a_crash(tmp_path: Path) -> None:
+    from edge_app.config import DetectionConfig, ModelsConfig
     from edge_app.web.forms import Upload
     from edge_app.web.people import EngineHolder, enroll_uploads
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    holder = EngineHolder(None, None)
+    holder = EngineHolder(ModelsConfig(), DetectionConfig())
     report = enroll_uploads(
         blocker / "gallery.db", holder, "Someone", [Upload("a.jpg", b"x")], add=False
     )
@@ -946,3 +947,17 @@ def test_an_unreadable_events_database_is_a_message_not_a_traceback(tmp_path: Pa
             assert "Door" in client.get("/").text  # the status is still shown
     finally:
         broken.server.stop()
+
+
+def test_web_enrolment_detects_with_the_doors_models_and_detection_settings() -> None:
+    """A review: the web page's engine took loose values copied from [models] and never
+    [detection]: it found faces down to the manifest's smallest, the door only to its own."""
+    from edge_app.config import DetectionConfig, ModelsConfig
+    from edge_app.web.people import EngineHolder
+
+    holder = EngineHolder(ModelsConfig(cascade="int8"), DetectionConfig(min_face=80))
+    try:
+        found = holder.use(lambda engine: (engine.cascade.min_face, engine.backend.kind))
+    finally:
+        holder.release()
+    assert found == (80.0, "cpu")

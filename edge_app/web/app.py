@@ -916,9 +916,7 @@ def create_app(
         limiter=auth.LoginLimiter(),
         password=auth.PasswordCheck(web.password_file),
         history=History(config.events.db),
-        engine=EngineHolder(
-            config.models.dir, config.models.threads, cascade=config.models.cascade
-        ),
+        engine=EngineHolder(config.models, config.detection),
     )
     routes = [
         Route("/login", login_form, methods=["GET"]),

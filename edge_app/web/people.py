@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_app.config import DetectionConfig, ModelsConfig
 from edge_app.errors import UserError
 from edge_app.images import IMAGE_SUFFIXES
 from edge_app.web.forms import Upload
@@ -64,18 +65,18 @@ class EnrolmentReport:
 
 
 class EngineHolder:
-    """One CPU engine, opened on demand and dropped when unused for `idle_s`."""
+    """One CPU engine, opened on demand and dropped when unused for `idle_s`: the door's
+    models, cascade and detection settings (photos cut as the door cuts frames), on the CPU
+    (the Edge TPU, if any, is the door's)."""
 
     def __init__(
         self,
-        models_dir: Path | None,
-        threads: int | None,
+        models: ModelsConfig,
+        detection: DetectionConfig,
         idle_s: float = ENGINE_IDLE_S,
-        cascade: str = "auto",
     ) -> None:
-        self.models_dir = models_dir
-        self.threads = threads
-        self.cascade = cascade  # the door's [models] cascade: photos cut as the door cuts frames
+        self.models = models
+        self.detection = detection
         self.idle_s = idle_s
         self._engine: Any = None
         self._lock = threading.Lock()
@@ -91,7 +92,11 @@ class EngineHolder:
 
                 log.info("web enrolment: loading the models on the CPU")
                 self._engine = Engine.open(
-                    self.models_dir, backend="cpu", threads=self.threads, cascade=self.cascade
+                    self.models.dir,
+                    backend="cpu",
+                    threads=self.models.threads,
+                    cascade=self.models.cascade,
+                    min_face=self.detection.min_face,
                 )
             try:
                 return work(self._engine)
