@@ -11,6 +11,7 @@ benchmarks/pnet_layout.py (needs the converter extra and ../shared/data).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -68,7 +69,27 @@ def cells_inside(score_map: np.ndarray, corner, level_map: np.ndarray) -> np.nda
     return score_map[y : y + level_map.shape[0], x : x + level_map.shape[1]]
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(
+        description=doc.splitlines()[0],
+        epilog=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "pnet_layout.json",
+        help="the results as JSON (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if not args.out.parent.is_dir():
+        parser.error(f"--out {args.out}: there is no folder {args.out.parent}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)  # before any work: --help only helps
     manifest = load_manifest(REPO_MODELS)
     backend = select_backend("cpu", threads=2)
     per_level = [
@@ -152,8 +173,7 @@ def main() -> None:
         "canvas_keeps_share": kept / total if total else 1.0,
         "threads": 2,
     }
-    out = ROOT / "benchmarks" / "pnet_layout.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.crowd import markdown_section as crowd_section
 from benchmarks.report import decisions
+from edge_app.paths import REPO_ROOT
 
 
 def test_the_decisions_section_is_written_from_the_cost_files(tmp_path: Path) -> None:
@@ -100,3 +103,18 @@ def test_a_report_with_nothing_to_count_is_strict_json(tmp_path: Path) -> None:
         "rate": None,
         "rows": [None, 3, 0.5],
     }
+
+
+def test_the_pnet_layout_benchmark_answers_help_without_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An audit: `python -m benchmarks.pnet_layout --help` ignored --help, built models in
+    /tmp and rewrote benchmarks/pnet_layout.json."""
+    from benchmarks import pnet_layout
+
+    before = (REPO_ROOT / "benchmarks" / "pnet_layout.json").read_bytes()
+    with pytest.raises(SystemExit) as done:
+        pnet_layout.main(["--help"])
+    assert done.value.code == 0
+    assert "--out OUT" in capsys.readouterr().out
+    assert (REPO_ROOT / "benchmarks" / "pnet_layout.json").read_bytes() == before
