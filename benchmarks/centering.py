@@ -26,22 +26,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from edge_app.centering import MEAN_FILE, MEAN_KEY, centre, mean_of, unit
+from edge_app.cli import dispatch, stops_interrupt
 from edge_app.engine import Engine
 from edge_app.images import read_image
 from edge_app.lfw import development_scores, labelled_face, read_pairs
+from edge_app.logs import setup_logging
 from edge_app.manifest import MANIFEST_NAME, sha256_file
 from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.reports import check_output, write_json, write_report
 
 MODELS = REPO_ROOT / "models" / "tflite"
 
@@ -166,8 +171,11 @@ def cmd_embed(args: argparse.Namespace) -> None:
     engine = Engine.open(backend="cpu", threads=args.threads)
     cache = embed(engine, lfw / "images", names)
     tmp = args.cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **cache)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
-    tmp.replace(args.cache)
+    try:
+        np.savez(tmp, **cache)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
+        tmp.replace(args.cache)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone once renamed: only a failure leaves it
     print(f"wrote {args.cache}: {len(names)} images in {float(cache['seconds']):.0f} s")
 
 
@@ -178,25 +186,75 @@ def devtrain_mean(cache: dict[str, np.ndarray], lfw: Path) -> tuple[np.ndarray, 
     return mean_of(cache["raw"][rows]), len(rows)
 
 
+def install_side_file(
+    models: Path,
+    name: str,
+    save: Callable[[IO[bytes]], None],
+    manifest_naming: Callable[[str, str], dict[str, Any]],
+    previous: str | None = None,
+) -> str:
+    """Put a new data file beside the models (the centring mean, the cohort) as `name`, with
+    the manifest that names it and its sha256, so that at every moment the manifest names
+    files that are on disk and match it: an engine opened meanwhile, a failure or a Ctrl-C
+    never meets a models folder that fails its sha256 check (writing the file, then the
+    manifest, left one after a stop between the two).
+
+    1. the new file is written under its content's name (NAME.<sha256[:12]>.npy) and as a
+       temporary copy; nothing the manifest names is touched;
+    2. the manifest, replaced atomically (as every write here), names the content's name;
+    3. the copy replaces `name`, which the manifest no longer names;
+    4. the manifest names `name` again, and the content's name is removed.
+
+    save(handle) writes the file; manifest_naming(file, sha256) is the whole new manifest
+    naming `file`. A failure or a stop removes the new files the manifest on disk does not
+    name. previous: the file the old manifest named, removed when it is a content's name
+    that an interrupted run left named. Returns the sha256.
+    """
+    target = models / name
+    manifest_path = models / MANIFEST_NAME
+    stem, suffix = os.path.splitext(name)
+    made: list[Path] = []
+    try:
+        for _ in range(2):
+            handle, temp = tempfile.mkstemp(prefix=f".{name}.", dir=models)
+            made.append(Path(temp))
+            with os.fdopen(handle, "wb") as out:
+                save(out)
+        digest = sha256_file(made[0])
+        content = models / f"{stem}.{digest[:12]}{suffix}"
+        made.append(content)
+        os.replace(made[0], content)
+        write_json(manifest_path, manifest_naming(content.name, digest))
+        os.replace(made[1], target)  # the old file: no longer named
+        write_json(manifest_path, manifest_naming(name, digest))
+    except BaseException:
+        try:
+            named = manifest_path.read_text()
+        except OSError:
+            named = ""
+        for path in made:
+            if f'"{path.name}"' not in named:
+                path.unlink(missing_ok=True)
+        raise
+    content.unlink(missing_ok=True)
+    if previous and previous not in (name, content.name) and _is_content_name(previous, name):
+        (models / previous).unlink(missing_ok=True)
+    return digest
+
+
+def _is_content_name(file: str, name: str) -> bool:
+    """Whether `file` is a content's name install_side_file gives a new `name`."""
+    stem, suffix = os.path.splitext(name)
+    return re.fullmatch(re.escape(stem) + r"\.[0-9a-f]{12}" + re.escape(suffix), file) is not None
+
+
 def cmd_mean(args: argparse.Namespace) -> None:
     lfw = args.data / "lfw"
     cache = load_cache(args.cache)
     mean, count = devtrain_mean(cache, lfw)
-    target = args.models / MEAN_FILE
-    tmp = target.with_suffix(".tmp.npy")
-    np.save(tmp, mean)
-    tmp.replace(target)
     manifest_path = args.models / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
-    manifest["preprocessing"][MEAN_KEY] = {
-        "file": MEAN_FILE,
-        "sha256": sha256_file(target),
-        "images": count,
-        "source": "LFW pairsDevTrain.txt images: mean of the int8 engine's unit embeddings "
-        "(central face, margin as facenet_margin); built by `python -m benchmarks.centering "
-        "mean`",
-        "norm": round(float(np.linalg.norm(mean)), 4),
-    }
+    previous = manifest["preprocessing"].get(MEAN_KEY, {}).get("file")
     # The threshold belongs to the exact embeddings: re-derived on DevTrain, centred.
     from converter.recognition import derive_from_embeddings
 
@@ -205,15 +263,30 @@ def cmd_mean(args: argparse.Namespace) -> None:
     rows = [index[n] for n in train]
     centred, mirrored = centre(cache["raw"][rows], mean), centre(cache["mirror"][rows], mean)
     manifest["recognition"] = derive_from_embeddings(centred, train, mirrors=mirrored)
-    tmp_manifest = manifest_path.with_suffix(".tmp")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp_manifest.replace(manifest_path)
-    print(f"wrote {target} (|mean| = {np.linalg.norm(mean):.4f}, {count} DevTrain images)")
+
+    def naming(file: str, sha256: str) -> dict[str, Any]:
+        manifest["preprocessing"][MEAN_KEY] = {
+            "file": file,
+            "sha256": sha256,
+            "images": count,
+            "source": "LFW pairsDevTrain.txt images: mean of the int8 engine's unit embeddings "
+            "(central face, margin as facenet_margin); built by `python -m benchmarks.centering "
+            "mean`",
+            "norm": round(float(np.linalg.norm(mean)), 4),
+        }
+        return manifest
+
+    install_side_file(args.models, MEAN_FILE, lambda out: np.save(out, mean), naming, previous)
+    print(
+        f"wrote {args.models / MEAN_FILE} (|mean| = {np.linalg.norm(mean):.4f}, "
+        f"{count} DevTrain images)"
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from converter.recognition import derive_from_embeddings
 
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     lfw = args.data / "lfw"
     cache = load_cache(args.cache)
     mean, _ = devtrain_mean(cache, lfw)
@@ -279,7 +352,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         "lfw": rows,
         "recognition": recognition,
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report, "--out")
     print(f"wrote {args.out}")
 
 
@@ -292,9 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "centering.json")
     parser.add_argument("step", choices=["embed", "mean", "report"])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    {"embed": cmd_embed, "mean": cmd_mean, "report": cmd_report}[args.step](args)
-    return 0
+    setup_logging(-1)  # warnings and errors: the "interrupted" line and the refusals
+    args.handler = {"embed": cmd_embed, "mean": cmd_mean, "report": cmd_report}[args.step]
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """args.handler(args) as the commands run theirs (edge_app.cli.dispatch): a stop (Ctrl-C,
+    SIGTERM) is one "interrupted" line and exit 130, a refusal one line and exit 2."""
+    with stops_interrupt():
+        return dispatch(args)
 
 
 if __name__ == "__main__":

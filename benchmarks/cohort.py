@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.centering import load_cache, pair_names
+from benchmarks.centering import install_side_file, load_cache, pair_names, run
 from converter.recognition import (
     CENTROID,
     SAMPLES,
@@ -54,9 +54,11 @@ from converter.recognition import (
 from edge_app.centering import centre, load_mean, mean_of, model_identity
 from edge_app.cohort import COHORT_FILE, COHORT_KEY, MODES, NORMALISATION_KEY, CohortNormaliser
 from edge_app.lfw import accuracy_at, best_threshold, cross_validated_accuracy, read_pairs
-from edge_app.manifest import MANIFEST_NAME, ManifestError, sha256_file
+from edge_app.logs import setup_logging
+from edge_app.manifest import MANIFEST_NAME, ManifestError
 from edge_app.matching import CENTROID_KEY
 from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.reports import check_output, write_report
 
 MODELS = REPO_ROOT / "models" / "tflite"
 REPORT = REPO_ROOT / "benchmarks" / "cohort.json"
@@ -317,6 +319,7 @@ def normaliser_of(
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     data = Data(args.cache, args.data / "lfw", args.models)
     table = devtrain_table(data)
     chosen = chosen_variant(table)
@@ -380,7 +383,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         "pairs": pairs,
         "probe_side_microseconds": cost,
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report, "--out")
     print(f"wrote {args.out}")
 
 
@@ -388,13 +391,11 @@ def cmd_ship(args: argparse.Namespace) -> None:
     data = Data(args.cache, args.data / "lfw", args.models)
     chosen = shipped_choice(args.out)
     cohort = data.rows(data.cohort_names)[: chosen["size"]].astype(np.float16)
-    target = args.models / COHORT_FILE
-    tmp = target.with_suffix(".tmp.npy")
-    np.save(tmp, cohort)
     normaliser = normaliser_of(data, chosen)
     recognition = derive(data.rows(data.sim_names), data, normaliser, centroid=CENTROID)
     manifest_path = args.models / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
+    previous = (manifest.get("recognition") or {}).get(COHORT_KEY, {}).get("file")
     recognition["scale"] = (
         f"{chosen['mode']} cohort-normalised cosine similarity (edge_app/cohort.py), put "
         "back on the cosine scale; strong matches can exceed 1"
@@ -404,26 +405,28 @@ def cmd_ship(args: argparse.Namespace) -> None:
         "people outside it"
     )
     recognition[NORMALISATION_KEY] = chosen["mode"]
-    recognition[COHORT_KEY] = {
-        "file": COHORT_FILE,
-        "sha256": sha256_file(tmp),
-        "people": len(cohort),
-        "top_k": normaliser.top_k,
-        "embedding_model": data.embedding_model,
-        "source": f"LFW pairsDevTrain.txt people with at most {SAMPLES} photos, {len(cohort)} "
-        f"drawn with seed {SPLIT_SEED}, one centred unit embedding each (float16); the "
-        "threshold is derived on the other DevTrain people; built by `python -m "
-        "benchmarks.cohort ship`",
-    }
-    manifest["recognition"] = recognition
-    tmp.replace(target)
-    tmp_manifest = manifest_path.with_suffix(".tmp")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp_manifest.replace(manifest_path)
+
+    def naming(file: str, sha256: str) -> dict[str, Any]:
+        recognition[COHORT_KEY] = {
+            "file": file,
+            "sha256": sha256,
+            "people": len(cohort),
+            "top_k": normaliser.top_k,
+            "embedding_model": data.embedding_model,
+            "source": f"LFW pairsDevTrain.txt people with at most {SAMPLES} photos, "
+            f"{len(cohort)} drawn with seed {SPLIT_SEED}, one centred unit embedding each "
+            "(float16); the threshold is derived on the other DevTrain people; built by "
+            "`python -m benchmarks.cohort ship`",
+        }
+        manifest["recognition"] = recognition
+        return manifest
+
+    # The file and the manifest naming it change together (benchmarks.centering).
+    install_side_file(args.models, COHORT_FILE, lambda out: np.save(out, cohort), naming, previous)
     print(
-        f"wrote {target} ({len(cohort)} people, top_k {normaliser.top_k}); recognition "
-        f"threshold {recognition['threshold']} aggregate {recognition['aggregate']} margin "
-        f"{recognition['margin']}"
+        f"wrote {args.models / COHORT_FILE} ({len(cohort)} people, top_k {normaliser.top_k}); "
+        f"recognition threshold {recognition['threshold']} aggregate "
+        f"{recognition['aggregate']} margin {recognition['margin']}"
     )
 
 
@@ -555,8 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = check_parser(__doc__, REPORT)
     parser.add_argument("step", choices=["report", "ship"])
     args = checked_args(parser, argv)
-    {"report": cmd_report, "ship": cmd_ship}[args.step](args)
-    return 0
+    setup_logging(-1)  # warnings and errors: the "interrupted" line and the refusals
+    args.handler = {"report": cmd_report, "ship": cmd_ship}[args.step]
+    return run(args)
 
 
 if __name__ == "__main__":

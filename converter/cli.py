@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from converter import __version__
-from converter.head import JITTERS, TrainSettings
+from converter.head import JITTERS, MAX_SEED, TrainSettings
 from edge_app.arg_types import checkout_default, count, number
 from edge_app.cli import dispatch, stops_interrupt
 from edge_app.logs import setup_logging
@@ -17,6 +17,7 @@ from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
 log = logging.getLogger("converter")
 # Where `validate` writes its results by default: the repository's docs, wherever it runs.
 DOCS = REPO_ROOT / "docs"
+LIVENESS_FRAMES = "liveness_frames.json"  # validate's per-frame scores, beside its --json
 
 
 def _camera(text: str) -> tuple[int, int]:
@@ -29,6 +30,19 @@ def _camera(text: str) -> tuple[int, int]:
     if not (48 <= width <= 4096 and 48 <= height <= 4096):
         raise argparse.ArgumentTypeError(f"camera size {text} is outside 48..4096 pixels")
     return width, height
+
+
+class _BesideJson(str):
+    """validate's --liveness-frames when left out: LIVENESS_FRAMES beside --json (the
+    checkout's docs for the default --json), never the checkout's when --json is elsewhere."""
+
+
+def _seed(text: str) -> int:
+    """A seed numpy takes: a whole number from 0 to MAX_SEED."""
+    value = count(0)(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {value}")
+    return value
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -96,27 +110,28 @@ def _lint(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from converter.validate import validate
 
+    json_out = Path(args.json)
+    if isinstance(args.liveness_frames, _BesideJson):  # beside the results, wherever they go
+        frames_out: Path | None = json_out.parent / LIVENESS_FRAMES
+    else:
+        frames_out = Path(args.liveness_frames) if args.liveness_frames else None
     validate(
         Path(args.models),
         Path(args.float_models) if args.float_models else Path(args.models).parent / "float",
         Path(args.data),
-        Path(args.json),
+        json_out,
         Path(args.report),
         limit=args.limit,
         only=args.only,
-        frames_out=Path(args.liveness_frames) if args.liveness_frames else None,
+        frames_out=frames_out,
     )
     return 0
 
 
 def _train_head(args: argparse.Namespace) -> int:
     from converter.head import HeadOptions, run
-    from edge_app.reports import check_output
 
-    if args.json:
-        check_output(Path(args.json), "--json")  # before the training, not after it
-
-    report = run(
+    report = run(  # which checks the outputs before the training, not after it
         HeadOptions(
             cache=Path(args.cache),
             lfw=Path(args.lfw),
@@ -413,14 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
         "and --report (the liveness models need DATA/liveness/nuaa; default: validate "
         "every model)",
     )
-    v.add_argument(
-        "--liveness-frames",
-        metavar="PATH",
-        **checkout_default(
-            DOCS / "liveness_frames.json",
-            "per-frame liveness scores, float and int8 ('' to skip)",
-        ),
+    frames = checkout_default(
+        DOCS / LIVENESS_FRAMES,
+        f"per-frame liveness scores, float and int8 ('' to skip); left out: {LIVENESS_FRAMES} "
+        "beside --json, so",
     )
+    if "default" in frames:
+        frames["default"] = _BesideJson(frames["default"])
+    v.add_argument("--liveness-frames", metavar="PATH", **frames)
     v.set_defaults(handler=_validate)
 
     h = sub.add_parser(
@@ -521,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=defaults.seed,
         help="seed of batches, jitter and init (default %(default)s)",
     )

@@ -60,7 +60,7 @@ from edge_app.lfw import (
 )
 from edge_app.manifest import sha256_file
 from edge_app.private_file import write_private_bytes
-from edge_app.reports import check_distinct, check_output, write_json
+from edge_app.reports import check_distinct, check_output, write_report
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ MAX_NPZ_BYTES = 1024 * 1024 * 1024
 # What reading a damaged or hostile .npz raises (_read_npz).
 _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
+# The largest seed: numpy's legacy seeding (np.random.seed, which Keras' set_random_seed
+# calls) takes 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
 ALPHA = 0.2  # FaceNet's triplet margin on squared distances between unit embeddings
 JITTERS = 2  # jittered crops per DevTrain image (every second one mirrored)
 SHIFT = 0.06  # largest shift of the face box, as a fraction of its width/height
@@ -114,6 +117,8 @@ class TrainSettings:
             raise HeadError("a batch needs at least 2 people with at least 2 images each")
         if not (self.learning_rate > 0 and self.weight_decay >= 0 and self.alpha > 0):
             raise HeadError("learning rate and margin must be positive, weight decay >= 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise HeadError(f"--seed must be 0..{MAX_SEED}, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -616,12 +621,19 @@ def measure(
 
 
 def _check_files(options: HeadOptions) -> None:
-    """The files written after the training: refused now when they cannot be written or
-    would overwrite an input (the embeddings cache is minutes of work to rebuild)."""
+    """The files written after the training: refused now when they cannot be written, are
+    not regular files (a device, a named pipe, a link), would overwrite an input (the
+    embeddings cache is minutes of work to rebuild) or land in an input folder, or, for
+    --json, in --out (where it could replace the head it reports on)."""
     check_output(options.jitter_cache, "--jitter-cache", parents=True)
-    check_distinct(
-        {"--cache": options.cache, "--jitter-cache": options.jitter_cache, "--json": options.json}
-    )
+    check_output(options.json, "--json")
+    inputs: dict[str, Path | None] = {
+        "--cache": options.cache,
+        "--lfw": options.lfw,
+        "--models": options.models,
+    }
+    check_distinct({"--jitter-cache": options.jitter_cache, "--json": options.json}, inputs)
+    check_distinct({"--json": options.json}, {"--out": options.out})
 
 
 def _check_out(out: Path) -> None:
@@ -753,7 +765,7 @@ def run(options: HeadOptions) -> dict[str, Any]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if options.json is not None:
-        write_json(options.json, report)
+        write_report(options.json, report, "--json")
     return report
 
 

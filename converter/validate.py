@@ -27,8 +27,7 @@ from edge_app.images import IMAGE_SUFFIXES, read_image
 from edge_app.lfw import cross_validated_accuracy, labelled_face, read_pairs
 from edge_app.liveness import LivenessScorer
 from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
-from edge_app.private_file import write_private_text
-from edge_app.reports import check_distinct, check_output, write_json
+from edge_app.reports import check_distinct, check_output, json_text, write_reports
 from edge_app.runtime import make_interpreter
 
 log = logging.getLogger(__name__)
@@ -88,8 +87,21 @@ class _StageComparison:
         return result
 
 
+DETECTION_FOLDERS = ("annotated", "crowds", "negatives")
+
+
+def data_folders(data: Path) -> dict[str, Path]:
+    """The folders of --data a validation reads, named for the messages: no output may go
+    inside them (`--json DATA/lfw/pairsDevTest.txt` would replace the pair list it reads)."""
+    return {
+        "--data (LFW)": data / "lfw",
+        "--data (NUAA frames)": data / "liveness" / "nuaa",
+        **{f"--data (detection/{name})": data / "detection" / name for name in DETECTION_FOLDERS},
+    }
+
+
 def _detection_images(data: Path) -> list[Path]:
-    folders = [data / "detection" / name for name in ("annotated", "crowds", "negatives")]
+    folders = [data / "detection" / name for name in DETECTION_FOLDERS]
     return sorted(
         p for f in folders if f.is_dir() for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
     )
@@ -599,16 +611,16 @@ def validate(
     only: str | None = None,
     frames_out: Path | None = None,
 ) -> dict:
-    import tensorflow as tf
-
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1 (or leave it out for every pair)")
     # The outputs are refused now, not with a traceback after the minutes of work.
     _check_outputs(
         {"--json": json_out, "--report": report, "--liveness-frames": frames_out},
-        {"--models": models, "--float-models": float_models},
+        {"--models": models, "--float-models": float_models, **data_folders(data)},
     )
     earlier = _earlier_results(json_out) if only == "liveness" else None
+    import tensorflow as tf  # seconds to import: after the checks
+
     int8_engine = Engine.open(models, backend="cpu", cascade="int8")
     liveness = None
     nuaa = data / "liveness" / "nuaa"
@@ -618,7 +630,7 @@ def validate(
         if frames_out is not None:
             frames_out.parent.mkdir(parents=True, exist_ok=True)
             text = "[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n"
-            write_private_text(frames_out, lambda handle: handle.write(text))
+            write_reports({"--liveness-frames": (frames_out, text)})
     elif only == "liveness":
         raise UserError(
             f"--only liveness needs liveness models in {models} and NUAA frames in {nuaa}"
@@ -666,20 +678,13 @@ def validate(
     return _write_results(results, json_out, report)
 
 
-def _check_outputs(outputs: dict[str, Path | None], folders: dict[str, Path]) -> None:
-    """UserError for an output that cannot be written, is another output, or lies in a
-    models folder (where it could replace a model or the manifest)."""
-    check_distinct(outputs)
+def _check_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path]) -> None:
+    """UserError for an output that cannot be written, is not a regular file (a device, a
+    named pipe, a link), is another output, or lies in an input folder (the models folders,
+    where it could replace a model or the manifest; the data)."""
     for option, path in outputs.items():
-        if path is None:
-            continue
         check_output(path, option, parents=option != "--report")
-        where = path.resolve()
-        for name, folder in folders.items():
-            if where.is_relative_to(folder.resolve()):
-                raise UserError(
-                    f"{option} {path} is inside {name} {folder}; write reports elsewhere"
-                )
+    check_distinct(outputs, inputs)
 
 
 def _earlier_results(json_out: Path) -> dict:
@@ -703,8 +708,8 @@ def _write_results(results: dict, json_out: Path, report: Path) -> dict:
     results["verdicts"] = _verdicts(results)
     markdown = render_markdown(results)  # before writing: a bad result writes neither file
     json_out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(json_out, results)
-    write_private_text(report, lambda handle: handle.write(markdown))
+    # Both written whole before either is renamed into place: a failure replaces neither.
+    write_reports({"--json": (json_out, json_text(results)), "--report": (report, markdown)})
     log.info("validation written to %s and %s", json_out, report)
     for key, met in results["verdicts"].items():
         log.info("target %s: %s", key, "met" if met else "NOT met")

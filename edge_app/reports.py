@@ -4,6 +4,10 @@ An evaluation can run for many minutes; a `--json` path that cannot be written s
 refused before it starts, not with a traceback after it ends. And a report is written under a
 temporary name beside its target and renamed into place, so a failure never leaves half a file
 that a later read would trust.
+
+Only a regular file is ever replaced: a device (`--json /dev/null` run as root), a named pipe,
+a socket or a symbolic link at the path is refused and left as it is (edge_app.private_file's
+rule), and so is a path that is one of the command's inputs or lies in an input folder.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_app.errors import UserError
+from edge_app.private_file import NotRegularFileError, refuse_non_regular
 
 
 def json_safe(value: Any) -> Any:
@@ -36,27 +41,77 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def json_text(data: Any) -> str:
+    """`data` as the text of a strict JSON report (json_safe), indented, ending in a newline."""
+    return json.dumps(json_safe(data), indent=2, default=float, allow_nan=False) + "\n"
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write atomically: a temp file beside the target, renamed over it (mode as a plain
     open() would give: 0666 less the umask; mkstemp's own is 0600). Strict JSON: a NaN or an
-    infinity (a rate with nothing to count) is written as null (json_safe)."""
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
+    infinity (a rate with nothing to count) is written as null (json_safe). Something other
+    than a regular file at `path` is left as it is: NotRegularFileError (an OSError)."""
+    _write_texts([("", Path(path), json_text(data))])
+
+
+def write_report(path: Path, data: Any, option: str = "--json") -> None:
+    """write_json, with a failure (disk full, folder gone, not a regular file) as a one-line
+    UserError naming `option`."""
+    write_reports({option: (Path(path), json_text(data))})
+
+
+def write_reports(reports: Mapping[str, tuple[Path, str]]) -> None:
+    """Write reports that belong together (option name to path and text, e.g. validate's
+    JSON and Markdown): each is written whole under a temporary name beside its target
+    first, and only then are they all renamed into place, so a failure while writing (a full
+    disk, a stop) replaces none of them. Failures are one-line UserErrors naming the option."""
+    _write_texts([(option, Path(path), text) for option, (path, text) in reports.items()])
+
+
+def _write_texts(items: Sequence[tuple[str, Path, str]]) -> None:
+    """(option, path, text) written as write_reports says; option "" raises the OSError
+    itself (write_json's callers), any other its one-line UserError."""
+    staged: list[tuple[str, Path, Path]] = []  # option, temporary file, target
+    option, path = "", Path(".")
+    try:
+        for option, path, text in items:
+            refuse_non_regular(path)
+            staged.append((option, _stage(path, text), path))
+        while staged:
+            option, temp, path = staged[0]
+            refuse_non_regular(path)  # again: something may have appeared there meanwhile
+            os.replace(temp, path)
+            staged.pop(0)
+    except OSError as error:
+        if not option:
+            raise
+        if isinstance(error, NotRegularFileError):
+            raise UserError(f"{option} {error}") from None
+        raise UserError(f"{option} {path}: cannot write it ({error.strerror or error})") from None
+    finally:
+        for _, temp, _ in staged:  # only a failure leaves any
+            temp.unlink(missing_ok=True)
+
+
+def _stage(path: Path, text: str) -> Path:
+    """`text` in a new temporary file beside `path` (mode 0666 less the umask)."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(handle, 0o666 & ~umask)
-        with os.fdopen(handle, "w") as out:
-            json.dump(json_safe(data), out, indent=2, default=float, allow_nan=False)
-            out.write("\n")
-        os.replace(temp, path)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    return Path(temp)
 
 
 def check_output(path: Path | None, option: str = "--json", *, parents: bool = False) -> None:
-    """Refuse (UserError) a report path that could not be written, before the work.
+    """Refuse (UserError) a report path that could not be written, before the work: a
+    folder, something other than a regular file (a device, a named pipe, a socket, a
+    symbolic link: never replaced), or a path in a folder that cannot be written.
 
     parents: the writer creates missing folders, so the nearest existing one is checked."""
     if path is None:
@@ -65,8 +120,12 @@ def check_output(path: Path | None, option: str = "--json", *, parents: bool = F
         # elsewhere "-" is standard output; here the report is printed there already
         raise UserError(f"{option} -: give a file name (the report is printed as well)")
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise UserError(f"{option} {path} is a folder; give a file name")
+    try:
+        refuse_non_regular(path)
+    except NotRegularFileError as refused:
+        raise UserError(f"{option} {refused}") from None
     folder = path.parent
     while parents and not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -79,22 +138,30 @@ def check_output(path: Path | None, option: str = "--json", *, parents: bool = F
         ) from None
 
 
-def check_distinct(files: Mapping[str, Path | None]) -> None:
-    """Refuse (UserError) two options naming one file (option name to path; None: unset),
-    before the work: one would overwrite the other, or an input."""
-    seen: dict[Path, str] = {}
-    for option, path in files.items():
+def check_distinct(
+    outputs: Mapping[str, Path | None], inputs: Mapping[str, Path | None] | None = None
+) -> None:
+    """Refuse (UserError), before the work, an output that would overwrite another output or
+    an input (option name to path; None: unset): the same path once resolved, or one file
+    under two names (device and inode: a hard link); or that lies inside an input that is
+    a folder (the images, a models folder, the folder a command replaces)."""
+    seen: dict[str, Path] = {}
+    for option, path in outputs.items():
         if path is None:
             continue
-        where = Path(path).resolve()
-        if where in seen:
-            raise UserError(f"{option} {path} is also {seen[where]}; each needs its own file")
-        seen[where] = option
+        for other, given in (seen | {k: v for k, v in (inputs or {}).items() if v}).items():
+            taken = Path(given)
+            if _same_file(path, taken):
+                raise UserError(f"{option} {path} is also {other}; each needs its own file")
+            if taken.is_dir() and Path(path).resolve().is_relative_to(taken.resolve()):
+                raise UserError(f"{option} {path} is inside {other} {taken}; write it elsewhere")
+        seen[option] = Path(path)
 
 
-def write_report(path: Path, data: Any, option: str = "--json") -> None:
-    """write_json, with a failure (disk full, folder gone) as a one-line UserError."""
+def _same_file(a: Path, b: Path) -> bool:
+    if Path(a).resolve() == Path(b).resolve():
+        return True
     try:
-        write_json(path, data)
-    except OSError as error:
-        raise UserError(f"{option} {path}: cannot write it ({error.strerror or error})") from None
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False

@@ -10,8 +10,8 @@ from typing import Any
 from edge_app.arg_types import checkout_default, count
 from edge_app.cascade_choice import CASCADES
 from edge_app.config import LOOKALIKE_MODES
-from edge_app.paths import IN_CHECKOUT, REPO_ROOT, SHARED_DATA
-from edge_app.reports import check_output, write_report
+from edge_app.paths import IN_CHECKOUT, REPO_ROOT, SHARED_DATA, default_models_dir
+from edge_app.reports import check_distinct, check_output, write_report
 from edge_app.runtime import BACKENDS
 
 EPILOG = """\
@@ -97,6 +97,17 @@ def _engine_options(parser: argparse.ArgumentParser, cascade: str = "auto") -> N
         "runs int8",
     )
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+
+
+def _check_json(
+    json_path: Path | None, inputs: dict[str, Path | None], models: Path | None
+) -> None:
+    """Refuse, before any work, a --json that cannot be written, that is not a regular file
+    (a device, a named pipe, a link), or that is one of the inputs or lies in an input folder
+    or the models folder (`models`; None: the default one), where it would replace a pair
+    list, a photo or the manifest."""
+    check_output(json_path)
+    check_distinct({"--json": json_path}, {**inputs, "--models": models or default_models_dir()})
 
 
 def _open_engine(args: argparse.Namespace) -> Any:
@@ -188,7 +199,7 @@ def _run_liveness(args: argparse.Namespace) -> int:
         liveness["threshold"] = args.threshold
     _check_as_the_door("liveness", liveness, LIVENESS_FLAGS)
     subjects = _subjects(args.subjects)
-    check_output(args.json)
+    _check_json(args.json, {"--data": args.data}, args.models)
     engine = _open_engine(args)
     threshold = args.threshold
     if threshold is None:
@@ -323,7 +334,7 @@ def _run_door(args: argparse.Namespace) -> int:
         recognition["learn_site"] = args.learn_site == "on"
     _check_as_the_door("recognition", recognition, RECOGNITION_FLAGS)
     subjects = _subjects(args.subjects)
-    check_output(args.json)
+    _check_json(args.json, {"--data": args.data}, args.models)
     engine = _open_engine(args)
     report = evaluate_door(
         engine,
@@ -357,7 +368,9 @@ def _run(args: argparse.Namespace) -> int:
                 f"no float reference models in {models}: run `edge-convert build` (converter "
                 "extra) which writes them beside the int8 models"
             )
-    check_output(args.json)
+    _check_json(
+        args.json, {"--pairs": args.pairs, "--train": args.train, "--images": args.images}, models
+    )
     job = lfw_job(args.pairs, args.images, args.train)
     engine = Engine.open(
         models,
@@ -474,7 +487,7 @@ def _run_visits(args: argparse.Namespace) -> int:
 
     if not (args.lfw / "images").is_dir():
         raise UserError(f"--lfw {args.lfw}: no images/ folder there")
-    check_output(args.json)
+    _check_json(args.json, {"--lfw": args.lfw}, args.models)
     engine = _open_engine(args)
     report = evaluate_visits(
         engine,
