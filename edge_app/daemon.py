@@ -689,7 +689,7 @@ class Daemon:
         self.recognizer: Recognizer | None = None
         self.reader: FrameReader | None = None
         self._stop = threading.Event()
-        self._signal: int | None = None
+        self._signal: int | None = None  # the signal that stopped the door (stopped_by)
         self._reload = threading.Event()
         # A SIGHUP reload whose gallery matcher is still being built: its config and rule.
         self._reloading: tuple[Config, LiveRule] | None = None
@@ -1174,6 +1174,11 @@ class Daemon:
             on_signal=self._on_stop_signal,
             stop_signals=(signal.SIGTERM, signal.SIGINT),
         )
+
+    @property
+    def stopped_by(self) -> int | None:
+        """The signal that stopped run(), or None (the source ended, or an error)."""
+        return self._signal
 
     def _on_stop_signal(self, signum: int) -> None:
         self._signal = signum

@@ -110,3 +110,28 @@ def test_the_demo_runs_with_liveness_off_on_models_without_a_liveness_model(
     assert 'liveness mode "log"' not in done.stdout
     assert '"type": "unlock"' in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_a_demo_stopped_with_ctrl_c_exits_130_with_its_relay_locked(tmp_path: Path) -> None:
+    """An audit: the demo stopped by SIGINT said `stopped by signal=SIGINT` and exited 0,
+    where every other command exits 130, as a shell reports Ctrl-C."""
+    import signal
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "demo"],  # played in real time: ~20 s
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    lines = []
+    for line in demo.stdout:  # wait until the door plays the clip
+        lines.append(line)
+        if line.startswith("playing "):
+            break
+    time.sleep(1.0)
+    demo.send_signal(signal.SIGINT)
+    rest, stderr = demo.communicate(timeout=60)
+    assert demo.returncode == 130, stderr
+    assert "stopped by signal=SIGINT" in stderr and "Traceback" not in stderr
+    assert "relay" in rest  # the relay history is still printed

@@ -124,9 +124,14 @@ def _run(args: argparse.Namespace) -> int:
         out.flush()
         # Each event is printed once, as its JSON line: not also as the event log's INFO line.
         logging.getLogger("edge_app.events").setLevel(logging.WARNING)
-        code = Daemon(config, engine=engine, pin_factory=factory).run()
+        door = Daemon(config, engine=engine, pin_factory=factory)
+        code = door.run()
         states = factory.pin(config.gpio.pin).states
         out.write(relay_history(states, config.gpio.pin, config.gpio.active_high))
+    if code == 0 and door.stopped_by is not None:
+        return (
+            128 + door.stopped_by
+        )  # stopped before the clip ended: 130 for Ctrl-C, as a shell says
     return code
 
 
