@@ -54,6 +54,7 @@ from edge_app.picture import ADVICE, PictureWatch
 from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
 from edge_app.quality import presented_faces
 from edge_app.relay import DoorRelay, Relay, RelayError
+from edge_app.relay_record import RECORD_KEYS
 from edge_app.site_memory import (
     LEARN_INTERVAL,
     REFUSED_NAME,
@@ -77,7 +78,9 @@ EDGE_PIXELS = 2.0
 # Config sections the running daemon cannot change without reopening hardware, models or sinks.
 RESTART_SECTIONS = ("camera", "models", "detection", "events")
 # Keys of the other sections that the daemon opened at start: the relay pin, the control socket.
-RESTART_KEYS = {"gpio": ("pin", "active_high", "force_uart_pins", "factory"), "hub": ("socket",)}
+# Keys a reload cannot apply: the pin the daemon claimed (what its relay record names, so
+# relay_off can lock it after a crash) and the control socket it bound.
+RESTART_KEYS = {"gpio": RECORD_KEYS, "hub": ("socket",)}
 
 
 class ModelInfo(Protocol):

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_app.config import SECTIONS, parse_config
+from edge_app.config import SECTIONS, GpioConfig, parse_config
 from edge_app.enroll import EnrollError, enroll_photos
 from edge_app.errors import UserError
 from edge_app.gallery import Gallery
@@ -60,7 +60,7 @@ VISITS = 2
 STRANGERS = 300  # the stranger target is 1 in 200: fewer visits could not show it
 ENROL_PHOTOS = 2
 PHOTOS_PER_VISIT = 2
-PIN = 17
+PIN = GpioConfig().pin  # the door's default relay pin, on the mock factory
 PULSE_SECONDS = 0.05  # the mock strike: short, so one visit's pulse ends before the next
 # Targets of issue 11, per visit.
 TARGET_RIGHT = 0.975
