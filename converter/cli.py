@@ -9,7 +9,7 @@ from pathlib import Path
 
 from converter import __version__
 from converter.head import JITTERS, MAX_SEED, TrainSettings
-from edge_app.arg_types import checkout_default, count, number
+from edge_app.arg_types import checkout_default, count, number, refuse_empty_paths
 from edge_app.cli import dispatch, stops_interrupt
 from edge_app.logs import setup_logging
 from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
@@ -563,8 +563,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PATH_OPTIONS = {
+    dest: "--" + dest.replace("_", "-")
+    for dest in (
+        "out", "float_out", "calib", "lfw", "facenet", "liveness_calib", "models",
+        "probe_photo", "float_models", "data", "json", "report", "cache", "jitter_cache",
+    )
+}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Every path option but --liveness-frames, whose empty value means "none".
+    refuse_empty_paths(parser, args, PATH_OPTIONS)
     setup_logging(args.verbose)
     from converter.errors import CONVERTER_ERRORS
 

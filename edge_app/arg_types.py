@@ -61,3 +61,29 @@ def checkout_default(path: Path, help: str, *, required: bool = True) -> dict[st
     if required:
         return {"required": True, "help": f"{help} (required: installed, not run from a checkout)"}
     return {"default": None, "help": f"{help} (no default: installed, not run from a checkout)"}
+
+
+def empty_path_problem(value: object) -> str | None:
+    """Why an empty path option is refused: Path("") is ".", the current folder, so an unset
+    shell variable (`--out "$OUT"`) would read or write there. None for any other value."""
+    if isinstance(value, str) and not value.strip():
+        return "is empty; give a path (an unset shell variable?), or leave the option out"
+    return None
+
+
+def nonempty_path(text: str) -> Path:
+    """The argparse type of a path option: a path, never an empty one (empty_path_problem)."""
+    problem = empty_path_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
+
+
+def refuse_empty_paths(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict[str, str]
+) -> None:
+    """parser.error() for any of `options` (dest -> flag) given as an empty string."""
+    for dest, flag in options.items():
+        problem = empty_path_problem(getattr(args, dest, None))
+        if problem is not None:
+            parser.error(f"argument {flag}: {problem}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,25 @@ def test_eval_visits_refuses_a_bad_count_in_one_line() -> None:
     assert result.returncode == 2
     assert "argument --people: expected a whole number, got 'abc'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["edge_app.cli", "demo", "--clip", ""],
+        ["edge_app.cli", "eval", "visits", "--lfw", ""],
+        ["edge_app.cli", "identify", "--models", " ", "x.jpg"],
+        ["converter.cli", "train-head", "--cache", "x.npz", "--out", ""],
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """An audit: `train-head --out ''` wrote its three files into the current folder, and
+    `demo --clip ''`, `eval --lfw ''` read it: Path("") is "."."""
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert "is empty; give a path (an unset shell variable?)" in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edge_app.arg_types import checkout_default
+from edge_app.arg_types import checkout_default, nonempty_path
 from edge_app.paths import REPO_ROOT
 
 DEMO_DIR = REPO_ROOT / "demo"
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--clip",
-        type=Path,
+        type=nonempty_path,
         **checkout_default(
             DEMO_DIR / "door.mp4",
             "video file, or folder of photos (played in name order), to use as the camera",
@@ -57,13 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--enroll",
-        type=Path,
+        type=nonempty_path,
         **checkout_default(
             DEMO_DIR / "enroll",
             "folder with one sub-folder of photos per person to enrol",
         ),
     )
-    parser.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
+    parser.add_argument(
+        "--models", type=nonempty_path, help="models folder (default: the int8 models)"
+    )
     parser.add_argument(
         "--fast",
         action="store_true",

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_app.arg_types import nonempty_path
 from edge_app.commands import config_path, printable
 from edge_app.paths import DEFAULT_CONFIG
 
@@ -73,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--models",
-        type=Path,
+        type=nonempty_path,
         metavar="DIR",
         help="models folder (default: [models] dir in the config, else the installed models)",
     )

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_app.arg_types import checkout_default, count
+from edge_app.arg_types import checkout_default, count, nonempty_path
 from edge_app.cascade_choice import CASCADES
 from edge_app.config import LOOKALIKE_MODES
 from edge_app.paths import IN_CHECKOUT, REPO_ROOT, SHARED_DATA, default_models_dir
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     lfw.add_argument(
         "--pairs",
-        type=Path,
+        type=nonempty_path,
         **checkout_default(
             SHARED_DATA / "lfw" / "pairsDevTest.txt",
             "pair list to score",
@@ -58,14 +58,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     lfw.add_argument(
         "--images",
-        type=Path,
+        type=nonempty_path,
         **checkout_default(
             SHARED_DATA / "lfw" / "images",
             "LFW image root: <Name>/<Name>_NNNN.jpg",
         ),
     )
-    lfw.add_argument("--train", type=Path, help="development-form list to choose the threshold on")
-    lfw.add_argument("--json", type=Path, help="also write the results as JSON here")
+    lfw.add_argument(
+        "--train", type=nonempty_path, help="development-form list to choose the threshold on"
+    )
+    lfw.add_argument("--json", type=nonempty_path, help="also write the results as JSON here")
     lfw.add_argument(
         "--reference",
         choices=["float"],
@@ -80,7 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _engine_options(parser: argparse.ArgumentParser, cascade: str = "auto") -> None:
     """--models, --backend, --cascade and --threads, as every evaluation opens the engine."""
-    parser.add_argument("--models", type=Path, help="models folder (default: the int8 models)")
+    parser.add_argument(
+        "--models", type=nonempty_path, help="models folder (default: the int8 models)"
+    )
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -158,7 +162,7 @@ def _register_liveness(sub: argparse._SubParsersAction) -> None:
         help=f"live frames a window of up to {LIVE_WINDOW_FRAMES} needs (default %(default)s, "
         "as the door)",
     )
-    live.add_argument("--json", type=Path, help="also write the results as JSON here")
+    live.add_argument("--json", type=nonempty_path, help="also write the results as JSON here")
     _engine_options(live, cascade="int8")  # docs/LIVENESS.md's figures
     live.set_defaults(handler=_run_liveness)
 
@@ -215,7 +219,7 @@ def _nuaa_options(parser: argparse.ArgumentParser) -> None:
     """--data and --subjects, as both NUAA evaluations take them."""
     parser.add_argument(
         "--data",
-        type=Path,
+        type=nonempty_path,
         **checkout_default(
             SHARED_DATA / "liveness" / "nuaa",
             "folder with live/ and print/",
@@ -314,7 +318,7 @@ def _register_door(sub: argparse._SubParsersAction) -> None:
     door.add_argument(
         "--seed", type=count(0), default=0, help="--alone: the order of the clips (default 0)"
     )
-    door.add_argument("--json", type=Path, help="also write the full report as JSON here")
+    door.add_argument("--json", type=nonempty_path, help="also write the full report as JSON here")
     _engine_options(door)  # as the door runs: cascade auto
     door.set_defaults(handler=_run_door)
 
@@ -443,7 +447,7 @@ def _register_visits(sub: argparse._SubParsersAction) -> None:
     )
     visits.add_argument(
         "--lfw",
-        type=Path,
+        type=nonempty_path,
         **checkout_default(
             SHARED_DATA / "lfw",
             "LFW folder with images/ and pairsDevTrain.txt",
@@ -476,7 +480,9 @@ def _register_visits(sub: argparse._SubParsersAction) -> None:
         choices=EVIDENCE,
         help="override [policy] evidence for the door (default: the config default)",
     )
-    visits.add_argument("--json", type=Path, help="also write the full report as JSON here")
+    visits.add_argument(
+        "--json", type=nonempty_path, help="also write the full report as JSON here"
+    )
     _engine_options(visits)
     visits.set_defaults(handler=_run_visits)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_app.arg_types import nonempty_path
 from edge_app.cascade_choice import CASCADES
 from edge_app.commands import config_path, file_path, printable, shown
 from edge_app.config import AGGREGATES, LOOKALIKE_MODES
@@ -104,7 +105,10 @@ def db_path(args: argparse.Namespace, *, create: bool = False) -> Path:
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("models")
     group.add_argument(
-        "--models", type=Path, metavar="DIR", help="models folder (default: the installed models)"
+        "--models",
+        type=nonempty_path,
+        metavar="DIR",
+        help="models folder (default: the installed models)",
     )
     group.add_argument(
         "--backend",
