@@ -838,12 +838,29 @@ def probe_frame(photo: Path, camera: tuple[int, int]) -> np.ndarray:
 
 def _check_probe_photo(photo: Path) -> None:
     """The float cascade's probe photo is read now, not after an hour of converting."""
+    if photo.exists() and not photo.is_file():
+        raise BuildError(f"the probe photo {photo} is not a regular file; give a photo of a face")
     if not photo.is_file():
         raise BuildError(
             f"the probe photo {photo} is missing: it is part of the source checkout "
             "(tests/data), so run edge-convert from a checkout of edge-app"
         )
     read_image(photo)
+
+
+def _check_probe_face(models_dir: Path, photo: Path, camera: tuple[int, int]) -> None:
+    """The probe frame must show one face, as a door frame does: `cascade = auto` times the
+    int8 and float cascades on it, and on a frame without a face R-Net and O-Net never run,
+    so the choice would be timed on the wrong work."""
+    from edge_app.engine import Engine
+
+    engine = Engine.open(models_dir, backend="cpu", cascade="int8")
+    found = len(engine.detect(probe_frame(photo, camera)))
+    if found != 1:
+        raise BuildError(
+            f"the probe photo {photo} shows {found} faces the int8 cascade finds: it must show "
+            "one (the cascades are timed on it); give a photo of one face"
+        )
 
 
 def ship_float_cascade(
@@ -910,6 +927,7 @@ def add_float_cascade(models_dir: Path, photo: Path = PROBE_PHOTO) -> Path:
         raise BuildError(f"{manifest_path} is not usable ({error})") from None
     _check_probe_photo(photo)
     camera = (int(data["camera"][0]), int(data["camera"][1]))
+    _check_probe_face(models_dir, photo, camera)
     source = mtcnn_source_identity()
     if data.get("sources", {}).get("mtcnn") != source:
         raise BuildError(

@@ -795,3 +795,38 @@ def test_staging_left_by_a_killed_build_is_removed_by_the_next(tmp_path: Path) -
     with staged_folder(out) as new_out:
         (new_out / MANIFEST_NAME).write_text("new")
     assert not left.exists() and (out / MANIFEST_NAME).read_text() == "new"
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("faces", [0, 2])
+def test_float_cascade_refuses_a_probe_photo_without_exactly_one_face(
+    faces: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An audit: a dog, or a photo of 24 people, was taken as the probe: on a frame without a
+    face R-Net and O-Net never run, so `cascade = auto` was timed on the wrong work."""
+    pytest.importorskip("tensorflow", reason="edge-convert needs the converter extra")
+    import cv2
+
+    import converter.build
+    from edge_app.paths import REPO_MODELS, REPO_ROOT
+
+    def reached(*args: object, **kwargs: object) -> bytes:
+        raise Reached("converting")
+
+    monkeypatch.setattr(converter.build, "convert_keras", reached)
+    models = tmp_path / "models"
+    shutil.copytree(REPO_MODELS, models)
+    before = tree(models)
+    face = cv2.imread(str(REPO_ROOT / "tests/data/lfw_sample/Donald_Pettit/Donald_Pettit_0001.jpg"))
+    photo = tmp_path / "probe.png"
+    grey = np.full_like(face, 100)
+    cv2.imwrite(str(photo), np.hstack([face if faces else grey, face if faces == 2 else grey]))
+    code = edge_convert("float-cascade", "--models", str(models), "--probe-photo", str(photo))
+    assert code == 2
+    assert f"shows {faces} faces the int8 cascade finds: it must show one" in one_error(
+        capsys.readouterr().err
+    )
+    assert tree(models) == before
