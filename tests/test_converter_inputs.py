@@ -822,6 +822,7 @@ def test_float_cascade_refuses_a_probe_photo_without_exactly_one_face(
     before = tree(models)
     face = cv2.imread(str(REPO_ROOT / "tests/data/lfw_sample/Donald_Pettit/Donald_Pettit_0001.jpg"))
     photo = tmp_path / "probe.png"
+    assert face is not None
     grey = np.full_like(face, 100)
     cv2.imwrite(str(photo), np.hstack([face if faces else grey, face if faces == 2 else grey]))
     code = edge_convert("float-cascade", "--models", str(models), "--probe-photo", str(photo))
