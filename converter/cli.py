@@ -52,7 +52,10 @@ def _build(args: argparse.Namespace) -> int:
         build_liveness_only,
         float_dir_for,
     )
+    from converter.errors import BuildError
 
+    if args.only == "liveness" and args.no_liveness:  # before anything is read or written
+        raise BuildError("--only liveness builds the liveness models, which --no-liveness drops")
     out = Path(args.out).absolute()  # `--out .` names the folder it is run in
     options = BuildOptions(
         out=out,

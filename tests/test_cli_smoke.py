@@ -1632,3 +1632,23 @@ def test_doctor_says_a_memory_left_when_learn_site_is_off(tmp_path: Path) -> Non
 
     assert left["status"] == "warn" and "learn_site is off, but" in left["detail"]
     assert "edge-app site forget" in left["fix"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "refusal"),
+    [
+        (["eval", "door", "--seed", "3"], "--seed orders the clips of --alone: give --alone too"),
+        (
+            ["eval", "lfw", "--reference", "float", "--backend", "edgetpu"],
+            "--reference float runs on the CPU: float models cannot run on the Edge TPU",
+        ),
+    ],
+)
+def test_flags_that_contradict_each_other_are_refused(
+    tmp_path: Path, argv: list[str], refusal: str
+) -> None:
+    """An audit: these ran, silently ignoring one of the two flags."""
+    done = run(tmp_path, *argv)
+    assert done.returncode == 2
+    assert refusal in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -831,3 +831,18 @@ def test_float_cascade_refuses_a_probe_photo_without_exactly_one_face(
         capsys.readouterr().err
     )
     assert tree(models) == before
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_build_refuses_only_liveness_with_no_liveness(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An audit: `build --only liveness --no-liveness` started building."""
+    code = edge_convert(
+        "build", "--only", "liveness", "--no-liveness", "--out", str(tmp_path / "m")
+    )
+    assert code == 2
+    assert "--only liveness builds the liveness models, which --no-liveness drops" in one_error(
+        capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []

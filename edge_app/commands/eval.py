@@ -315,17 +315,18 @@ def _register_door(sub: argparse._SubParsersAction) -> None:
         help="each subject in turn lives alone: a gallery of one, their visits and everyone "
         "else as strangers, in one seeded random order at that door",
     )
-    door.add_argument(
-        "--seed", type=count(0), default=0, help="--alone: the order of the clips (default 0)"
-    )
+    door.add_argument("--seed", type=count(0), help="--alone: the order of the clips (default 0)")
     door.add_argument("--json", type=nonempty_path, help="also write the full report as JSON here")
     _engine_options(door)  # as the door runs: cascade auto
     door.set_defaults(handler=_run_door)
 
 
 def _run_door(args: argparse.Namespace) -> int:
+    from edge_app.errors import UserError
     from edge_app.evaluate_door import evaluate_door, table
 
+    if args.seed is not None and not args.alone:
+        raise UserError("--seed orders the clips of --alone: give --alone too, or leave it out")
     _check_data(args)
     recognition: dict[str, Any] = {}
     if args.recognition_threshold is not None:
@@ -346,7 +347,7 @@ def _run_door(args: argparse.Namespace) -> int:
         subjects,
         recognition,
         alone=args.alone,
-        seed=args.seed,
+        seed=args.seed or 0,
     )
     return _show_timed(table(report), args.json, report)
 
@@ -361,6 +362,11 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} {path}: not found")
     models = args.models
     if args.reference == "float":
+        if args.backend == "edgetpu":
+            raise UserError(
+                "--reference float runs on the CPU: float models cannot run on the Edge TPU; "
+                "leave out --backend edgetpu"
+            )
         if models is None and not IN_CHECKOUT:
             raise UserError(
                 "--reference float needs --models DIR, the float reference models "
