@@ -485,7 +485,7 @@ def _lookalike_checks(config: Config, engine: Any, memory: SiteMemory | None) ->
     from edge_app.gallery import Gallery
 
     try:
-        with Gallery.open(config.gallery.path) as gallery:
+        with Gallery.open(config.gallery.path, read_only=True) as gallery:
             matrix = gallery.load_matrix()
         matcher, found = door_matcher(
             engine, config.recognition, matrix, memory=memory, report=False

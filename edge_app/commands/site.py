@@ -208,7 +208,7 @@ def site_lengths(config: Config, memory: SiteMemory) -> SiteLengths:
     from edge_app.gallery import Gallery
     from edge_app.matching import SITE_SHARE, site_direction
 
-    with Gallery.open(config.gallery.path) as gallery:
+    with Gallery.open(config.gallery.path, read_only=True) as gallery:
         matrix = gallery.load_matrix()
     share = SITE_SHARE if config.recognition.site_centring else 0.0
     return SiteLengths(

@@ -533,7 +533,7 @@ def _people(state: WebState) -> list[Any]:
     path = Path(state.config.gallery.path)
     if not path.exists():
         return []
-    with Gallery.open(path) as gallery:
+    with Gallery.open(path, read_only=True) as gallery:
         return gallery.people()
 
 
@@ -721,7 +721,7 @@ async def export(request: Request, session: auth.Session, form: Form) -> Respons
 
     def work() -> str:
         out = io.StringIO()
-        with Gallery.open(state.config.gallery.path) as gallery:
+        with Gallery.open(state.config.gallery.path, read_only=True) as gallery:
             gallery.export(out)
         return out.getvalue()
 
