@@ -408,6 +408,10 @@ def _remove_if_empty(path: Path) -> None:
     log.info("gallery=%s removed: created for a change that did not happen", path)
 
 
+# SQLite's files beside a gallery: its write-ahead log, the log's index, a rollback journal.
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
 def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
     """Refuse a gallery that users other than its owner may change: whoever can write it, or
     replace it in its folder, can enrol themselves and be let in. The owner's own file is
@@ -420,17 +424,37 @@ def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
             f"owner uid {info.st_uid}): any of them could enrol themselves; make it the door "
             f"user's with mode 600 (sudo chown edge-app: {path} && sudo chmod 600 {path})"
         )
-    folder = Path(os.path.realpath(path)).parent
+    real = os.path.realpath(path)
+    folder = Path(real).parent
     try:
         folder_mode = stat.S_IMODE(folder.stat().st_mode)
     except OSError:
         return  # the open that follows says why the folder cannot be used
-    if folder_mode & stat.S_IWOTH and not folder_mode & stat.S_ISVTX:
+    if folder_mode & stat.S_IWOTH:
+        # The sticky bit (/tmp) stops others replacing the gallery, not creating the -wal
+        # file beside it that SQLite replays into it on the next open: a gallery of their own.
         raise GalleryError(
             f"the gallery's folder {folder} may be written by any user (mode {folder_mode:o}): "
-            "any of them could replace the gallery with one that lets them in; chmod o-w it "
-            "(the door's own folder is /var/lib/edge-app, mode 700)"
+            "any of them could replace the gallery, or plant the -wal file SQLite replays into "
+            "it, with one that lets them in; keep it in a folder of its own (the door's is "
+            "/var/lib/edge-app, mode 700)"
         )
+    for suffix in SIDE_FILES:
+        try:
+            side = os.lstat(f"{real}{suffix}")
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise GalleryError(
+                f"cannot look at the gallery's {real}{suffix}: {error.strerror or error}"
+            ) from None
+        owners = (info.st_uid, os.geteuid())
+        if not stat.S_ISREG(side.st_mode) or side.st_uid not in owners:
+            raise GalleryError(
+                f"the gallery's {real}{suffix} is not a file of the gallery's owner (owner uid "
+                f"{side.st_uid}): SQLite would replay its changes into the gallery; remove it "
+                "if no door or enrolment is running, then open the gallery again"
+            )
 
 
 def _create_file(path: Path) -> None:
@@ -665,6 +689,13 @@ class Gallery:
             why = f"is an SQLite database (schema version {version}) but not an edge-app gallery"
         elif not tables >= OUR_TABLES:
             why = "is an SQLite database without our tables: not an edge-app gallery"
+        elif extras := db.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')"
+        ).fetchall():
+            # edge-app makes neither: a trigger runs on every change (a removal that removes
+            # nobody, an enrolment that adds someone else's face), a view reads as a table.
+            listed = ", ".join(f"{kind} {name!r}" for kind, name in extras[:5])
+            why = f"holds what edge-app never makes ({listed}): not a gallery to trust"
         else:
             return
         raise _not_a_gallery(self.path, why)
@@ -888,8 +919,11 @@ class Gallery:
                    WHERE EXISTS (SELECT 1 FROM samples s WHERE s.person_id = p.id)
                    ORDER BY p.id"""
             ).fetchall()
+            # Samples whose person is gone (deleted with foreign keys off, e.g. from the
+            # sqlite3 shell) belong to nobody: left out, as their person is.
             rows = db.execute(
                 """SELECT person_id, embedding, mirror_embedding FROM samples
+                   WHERE person_id IN (SELECT id FROM people)
                    ORDER BY person_id, id"""
             ).fetchall()
         # A photo's mirror embedding is one more row of its person, right after its own.
@@ -903,7 +937,8 @@ class Gallery:
             embeddings,
             person.astype(np.int32),
             tuple(row[0] for row in names),
-            frozenset(row[0] for row in names if not row[1]),
+            # Access only for the stored 1: any other value (the text 'no', a 2) is none.
+            frozenset(row[0] for row in names if row[1] != 1),
         )
 
     # --- writing -------------------------------------------------------------------------
@@ -1043,7 +1078,7 @@ class Gallery:
             for person_id, blob, digest, created, crop, model, mirror in db.execute(
                 """SELECT person_id, embedding, image_sha256, created_utc, face_crop, model,
                           mirror_embedding
-                   FROM samples ORDER BY id"""
+                   FROM samples WHERE person_id IN (SELECT id FROM people) ORDER BY id"""
             ):
                 sample = {
                     "embedding": base64.b64encode(blob).decode("ascii"),

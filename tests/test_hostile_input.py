@@ -380,18 +380,18 @@ def test_the_norm_1000_attack_is_refused_and_old_rows_are_renormalised(
 
 
 def test_an_import_that_fails_while_writing_changes_nothing(tmp_path: Path, door: Path) -> None:
-    """All or nothing: the second person's insert fails inside SQLite (a trigger refuses it)
-    after the first went in; the transaction is rolled back and the error is a clear one."""
-    with Gallery.open(door) as gallery:
-        gallery._db.execute(
-            "CREATE TRIGGER refuse_trent BEFORE INSERT ON people WHEN NEW.name = 'Trent' "
-            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
-        )
-        before = gallery.people(), gallery._db.execute("SELECT count(*) FROM samples").fetchone()
+    """All or nothing: the second person's insert fails inside SQLite (a trigger of this
+    connection only, TEMP: a gallery storing one is refused) after the first went in; the
+    transaction is rolled back and the error is a clear one."""
     text = export_text(
         person("Mallory", sample(V[0], "1" * 64)), person("Trent", sample(V[1], "2" * 64))
     )
     with Gallery.open(door) as gallery:
+        gallery._db.execute(
+            "CREATE TEMP TRIGGER refuse_trent BEFORE INSERT ON main.people "
+            "WHEN NEW.name = 'Trent' BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        before = gallery.people(), gallery._db.execute("SELECT count(*) FROM samples").fetchone()
         with pytest.raises(GalleryError, match="disk says no"):
             gallery.import_(read_export(io.StringIO(text)))
         after = gallery.people(), gallery._db.execute("SELECT count(*) FROM samples").fetchone()
