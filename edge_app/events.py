@@ -44,7 +44,7 @@ import numpy as np
 from edge_app.config import EventsConfig
 from edge_app.logs import Throttle
 from edge_app.policy import DENIED, RECOGNIZED, SPOOF, UNKNOWN, UNLOCK
-from edge_app.private_file import NotRegularFileError, refuse_non_regular
+from edge_app.private_file import NotRegularFileError, make_private_folder, refuse_non_regular
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class _JsonlSink(_Sink):
 
     def open(self) -> None:
         # Its folder made as the database's is: a missing one lost every event.
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+        make_private_folder(self.path.parent)
         self.fd = open_private_append(self.path)
         try:
             self._end_the_last_line(self.fd)
@@ -641,7 +641,7 @@ class EventLog:
         snapshot is written there, the events go on without one."""
         folder = Path(self.snapshots)  # type: ignore[arg-type]
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+            make_private_folder(folder)
             info = folder.stat()
             mode = stat.S_IMODE(info.st_mode)
             if info.st_uid == os.geteuid() and mode != FOLDER_MODE:
@@ -776,7 +776,7 @@ def _open_db(path: Path) -> sqlite3.Connection:
     A symbolic link, named pipe or folder at `path` is refused (NotRegularFileError): SQLite
     would follow a link, and create the file it points to with the umask's mode.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    make_private_folder(path.parent)
     refuse_non_regular(path)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))

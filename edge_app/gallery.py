@@ -68,6 +68,7 @@ from edge_app.errors import (
     is_damage,
     sqlite_code,
 )
+from edge_app.private_file import make_private_folder
 from edge_app.quality import NEAR_DUPLICATE_COSINE, other_people_among
 
 log = logging.getLogger(__name__)
@@ -465,7 +466,7 @@ def _create_file(path: Path) -> None:
     theirs stays and is opened instead.
     """
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_folder(path.parent)
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
         os.close(fd)
     except OSError as error:

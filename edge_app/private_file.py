@@ -13,6 +13,7 @@ swap a device node or a link for a secret.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -25,6 +26,7 @@ from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.errors import UserError
 
 FILE_MODE = 0o600
+FOLDER_MODE = 0o700  # a folder made for private files: only its owner may list or enter it
 # A secret file holds one line (a key from `openssl rand -hex 32` is 65 bytes, a password hash
 # or a broker password less): 64 KiB is far more than any, and refuses a wrong file (a log,
 # an image) before it is read into memory.
@@ -78,6 +80,21 @@ def refuse_non_regular(path: Path) -> None:
         raise NotRegularFileError(errno.EEXIST, f"it is {kind}, not a regular file", str(path))
 
 
+def make_private_folder(folder: Path) -> None:
+    """Make `folder` and every missing folder above it mode 0700 (mkdir's parents=True gives
+    those above 0777 less the umask: under umask 000 anyone could rename them away and put a
+    folder, and a gallery, of their own in their place). Folders already there are left."""
+    missing: list[Path] = []
+    here = Path(folder)
+    while not here.exists() and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    for made in reversed(missing):
+        # FileExistsError: made meanwhile by another process, theirs to keep.
+        with contextlib.suppress(FileExistsError):
+            made.mkdir(mode=FOLDER_MODE)
+
+
 def write_private_text(
     path: Path, text_writer: Callable[[IO[str]], T], *, encoding: str = "utf-8"
 ) -> T:
@@ -103,7 +120,7 @@ def write_secret_line(
     """
     path = Path(path)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_folder(path.parent)
         write_private_text(path, lambda handle: handle.write(line + "\n"), encoding="ascii")
     except NotRegularFileError as refused:
         raise error(f"{key}: {refused}") from None

@@ -181,3 +181,23 @@ def test_both_hashed_secrets_leave_a_folder_at_their_path_in_the_same_words(
     assert message.startswith(f"{key}: {target}: it is a folder, not a regular file")
     assert "left untouched" in message and "\n" not in message
     assert _names(target) == []
+
+
+def test_every_folder_made_for_private_files_is_0700_whatever_the_umask(tmp_path: Path) -> None:
+    """An audit: under umask 000, mkdir(parents=True, mode=0o700) made the folders above the
+    last 0777: another user renamed one away and put a folder, and a gallery, of their own
+    there. Every folder made, the gallery's, the events' and the secrets', is 0700."""
+    from edge_app.events import EventLog
+    from edge_app.gallery import Gallery
+
+    old = os.umask(0)
+    try:
+        with Gallery.open(tmp_path / "g" / "a" / "gallery.db", create=True):
+            pass
+        EventLog(tmp_path / "e" / "b" / "events.db", tmp_path / "j" / "c" / "e.jsonl").close()
+        write_secret_line(tmp_path / "s" / "d" / "secret", "x", "web.password_file")
+    finally:
+        os.umask(old)
+    for top in ("g", "e", "j", "s"):
+        for folder in (tmp_path / top, *(p for p in (tmp_path / top).iterdir() if p.is_dir())):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from edge_app.config import DetectionConfig, ModelsConfig
 from edge_app.errors import UserError
 from edge_app.images import IMAGE_SUFFIXES
+from edge_app.private_file import make_private_folder
 from edge_app.web.forms import Upload
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def enroll_uploads(
         return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
     gallery = Path(gallery)
     try:
-        gallery.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_folder(gallery.parent)
         folder = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX, dir=gallery.parent))
     except OSError as error:
         return EnrolmentReport(name, False, _no_room(gallery, error), add=add)
