@@ -1081,6 +1081,7 @@ class Gallery:
                           mirror_embedding
                    FROM samples WHERE person_id IN (SELECT id FROM people) ORDER BY id"""
             ):
+                _blobs_to_matrix([blob] if mirror is None else [blob, mirror])  # damage?
                 sample = {
                     "embedding": base64.b64encode(blob).decode("ascii"),
                     "image_sha256": digest,
@@ -1310,17 +1311,27 @@ def other_models_warning(by_model: dict[str | None, list[str]], model: str | Non
     )
 
 
-def _with_mirrors(rows: Sequence[Sequence[bytes | None]]) -> list[bytes]:
-    """(embedding, mirror or None) rows -> every embedding, each photo's mirror after it."""
-    return [blob for row in rows for blob in row if blob is not None]
+def _with_mirrors(rows: Sequence[Sequence[bytes | None]]) -> list[bytes | None]:
+    """(embedding, mirror or None) rows -> every embedding, each photo's mirror after it. A
+    NULL embedding is kept (as None): _blobs_to_matrix calls it damage, not a missing row."""
+    blobs: list[bytes | None] = []
+    for embedding, mirror in rows:
+        blobs.append(embedding)
+        if mirror is not None:
+            blobs.append(mirror)
+    return blobs
 
 
-def _blobs_to_matrix(blobs: Sequence[bytes]) -> np.ndarray:
+def _blobs_to_matrix(blobs: Sequence[bytes | None]) -> np.ndarray:
     """Stored embeddings as (K, 512) unit rows (module docstring: a row that is not unit
     length is renormalised, one that is not finite or is zero becomes zeros, matching nobody)."""
-    data = b"".join(blobs)
-    if len(data) != len(blobs) * EMBEDDING_BYTES:
-        raise GalleryError("the gallery holds embeddings of the wrong size: it is damaged")
+    # Each row on its own: rows of 2,044 and 2,052 bytes sum right and would shift every
+    # vector after them; a TEXT or NULL one (written by hand) is no embedding either.
+    if not all(type(blob) is bytes and len(blob) == EMBEDDING_BYTES for blob in blobs):
+        raise GalleryError(
+            "the gallery holds an embedding that is not 512 float32 values: it is damaged"
+        )
+    data = b"".join(blob for blob in blobs if blob is not None)
     matrix = np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(len(blobs), EMBEDDING_DIM)
     with np.errstate(invalid="ignore", over="ignore"):
         norms = np.linalg.norm(matrix.astype(np.float64), axis=1)

@@ -423,3 +423,33 @@ def test_an_export_no_import_could_read_is_refused_and_the_old_file_kept(
     assert f"the export is {len(before)} bytes, more than the {len(before) - 1}" in shown
     assert f"{out} is unchanged" in shown
     assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE samples SET embedding = 'not an embedding' WHERE id = 1",
+        # 2,044 and 2,052 bytes: the total is right, every vector after the first would shift
+        "UPDATE samples SET embedding = CAST(substr(embedding, 1, 2044) AS BLOB) WHERE id = 1",
+        "UPDATE samples SET embedding = CAST(embedding || x'00000000' AS BLOB) WHERE id = 2",
+    ],
+)
+def test_an_embedding_row_of_the_wrong_kind_is_damage_not_a_traceback(
+    db: Path, damage: str
+) -> None:
+    """An audit: an embedding stored as TEXT gave tracebacks in the door's load, identify
+    and export; two rows whose lengths summed right were read shifted, with a warning."""
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA ignore_check_constraints = ON")
+        for statement in damage.split(";"):
+            connection.execute(statement)
+        if "2044" in damage:
+            connection.execute(
+                "UPDATE samples SET embedding = CAST(embedding || x'00000000' AS BLOB) WHERE id = 2"
+            )
+    connection.close()
+    with Gallery.open(db, read_only=True) as gallery:
+        with pytest.raises(GalleryError, match="not 512 float32 values: it is damaged"):
+            gallery.load_matrix()
+        with pytest.raises(GalleryError, match="not 512 float32 values: it is damaged"):
+            gallery.export(io.StringIO())
