@@ -827,6 +827,15 @@ def _check_ours(db: sqlite3.Connection, path: Path) -> None:
             f"({len(tables)} tables, application_id {application_id}); left untouched: set "
             f"events.db to another path"
         )
+    extras = db.execute(
+        "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')"
+    ).fetchall()
+    if extras:  # edge-app makes neither: a trigger could erase the unlocks it records
+        listed = ", ".join(f"{kind} {name!r}" for kind, name in extras[:5])
+        raise ValueError(
+            f"{path} holds what edge-app never makes ({listed}); left untouched: remove "
+            "them (sqlite3 shell) or set events.db to another path"
+        )
 
 
 def _check_version(db: sqlite3.Connection, path: Path) -> int:

@@ -285,3 +285,24 @@ def test_events_on_standard_output_are_written_once_after_a_failed_write(
     lines = received[filler:].decode().splitlines()
     # Before: [0, 0, 0, 1, 0, 1, 2, 0, 1, 2], every retry's copy left in Python's buffer.
     assert [json.loads(line)["track"] for line in lines] == [0, 1, 2]
+
+
+def test_an_events_database_holding_a_trigger_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """An audit: a trigger stored in events.db silently deleted the unlock rows the door
+    recorded (the audit log erased as it was written)."""
+    from edge_app.events import EventLog
+
+    db = tmp_path / "events.db"
+    EventLog(db).close()
+    with sqlite3.connect(db) as connection:
+        connection.execute(
+            "CREATE TRIGGER erase AFTER INSERT ON events WHEN NEW.type = 'unlock' "
+            "BEGIN DELETE FROM events WHERE id = NEW.id; END"
+        )
+    connection.close()
+    before = db.read_bytes()
+    log = EventLog(db)
+    log.record("unlock", name="Ada")
+    assert log.failing() == ["db"]
+    log.close()
+    assert db.read_bytes() == before
