@@ -823,7 +823,7 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
 
     A missing default file means the defaults (a fresh install works before any editing);
     a missing file the user named explicitly is an error, since that is surely a typo.
-    A file users other than root and this one may change is refused (_untrusted): relay_off
+    A file users other than root and this one may change is refused (untrusted_problem): relay_off
     too, since a pin and level from such a file could drive the strike open; the pin the
     daemon claimed is locked from its record, and a pin no door has claimed since boot
     rests at its pull-down.
@@ -852,7 +852,7 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the config file ({error})") from None
-    untrusted = _untrusted(path, info)
+    untrusted = untrusted_problem(path, info)
     if untrusted is not None:
         raise ConfigError(
             f"{path}: {untrusted}, and the config decides who opens the door; make it "
@@ -885,7 +885,7 @@ def _who_may_change(info: os.stat_result, what: str) -> str | None:
     return None
 
 
-def _untrusted(path: Path, info: os.stat_result) -> str | None:
+def untrusted_problem(path: Path, info: os.stat_result) -> str | None:
     """Why users other than root and this one could change the config at `path` (`info`:
     the fstat of the file read), or None. The config sets the threshold, the gallery and
     remote unlocks, so it is trusted as the gallery is: the file, and the folder that holds

@@ -60,6 +60,7 @@ from edge_app.site_memory import (
     REFUSED_NAME,
     SiteMemory,
     doubt,
+    set_aside,
     site_memory_path,
 )
 from edge_app.tracker import IoUTracker, Track
@@ -241,7 +242,7 @@ class Recognizer:
             or (switch.memory is not None and not switch.memory.same_as(self.memory))
         )
         if switch.memory is not None and self.memory is not None and switch.memory.learned:
-            switch.memory.recent = self.memory.recent  # RAM only: the file has none
+            switch.memory.recent = self.memory.recent  # newer than the file if a save failed
         if switch.replacement is not None:
             self.gallery.close()
             self.gallery = switch.replacement
@@ -582,13 +583,20 @@ def open_site_memory(gallery_path: Path, recognition: RecognitionConfig) -> Site
     try:
         memory = SiteMemory.load(path)
     except UserError as error:
-        aside = path.with_name(REFUSED_NAME)
         try:
-            path.replace(aside)
+            aside = set_aside(path)
         except OSError as move_error:
             log.error("%s; could not set it aside (%s)", error, move_error)
         else:
-            log.error("%s; set aside as %s, starting an empty site memory", error, aside.name)
+            if aside is None:  # not a regular file, or an earlier one set aside is kept
+                log.error(
+                    "%s; left in place (only a regular file is set aside, and an earlier %s "
+                    "is never replaced), starting an empty site memory",
+                    error,
+                    REFUSED_NAME,
+                )
+            else:
+                log.error("%s; set aside as %s, starting an empty site memory", error, aside.name)
         return SiteMemory()
     log.info("site memory %s: %d stranger visit(s) learned", path, memory.learned)
     return memory

@@ -339,13 +339,16 @@ class Matcher:
             sims = self.normaliser.normalise(sims, probes, stats)
         return sims
 
-    def sample_scores(self, probe: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    def sample_scores(
+        self, probe: np.ndarray, samples: np.ndarray, *, centred: bool = True
+    ) -> np.ndarray:
         """(K,) the score one probe gets against each of K unit faces (K, 512) as if each were
         a person enrolled with that one face: centred on the site and cohort-normalised as
-        identify() scores, so one threshold applies."""
+        identify() scores, so one threshold applies. centred=False: without site centring
+        (the site memory's repeat check: centring would hide the face it is made of)."""
         probe = np.asarray(probe, dtype=np.float32).reshape(1, EMBEDDING_DIM)
         samples = np.asarray(samples, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
-        if self._centred:
+        if centred and self._centred:
             probe, samples = _centred(probe, self.site), _centred(samples, self.site)
         stats = None if self.normaliser is None else self.normaliser.stats(samples)
         return self._similarities(probe, samples, stats)[0]

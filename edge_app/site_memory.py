@@ -8,13 +8,14 @@ door that learns its site"). With `learn_site = true` each visit the door judged
 adds its pooled embedding to a running sum, and site centring counts those visits as more
 faces of the site.
 
-What is kept is an aggregate, never a face: the decayed sum of the visits' unit embeddings
-and two weights, in one small file beside the gallery (SITE_MEMORY_NAME, mode 0600). No
-image, time or name is kept, and no single visit can be read back once a few have been
-added. The memory spans about the last VISITS visits (each new one decays the rest), counts
-in site centring from the first visit learned (one visit already keeps most look-alike
-strangers out, docs/ACCURACY.md), and learns at most one visit per LEARN_INTERVAL seconds,
-so one person lingering at the door cannot fill it.
+What site centring reads is an aggregate: the decayed sum of the visits' unit embeddings and
+two weights, in one file beside the gallery (SITE_MEMORY_NAME, mode 0600). The same file also
+keeps the repeat guard's faces (`recent`, below): the unit pooled embedding of each of the
+last VISITS visits learned. No image, time or name is kept. The memory spans about the last
+VISITS visits (each new one decays the rest), counts in site centring from the first visit
+learned (one visit already keeps most look-alike strangers out, docs/ACCURACY.md), and learns
+at most one visit per LEARN_INTERVAL seconds, so one person lingering at the door cannot
+fill it.
 
 Only a track the policy judged a stranger teaches it: a full vote window with nobody
 recognised and, when the models have a liveness check, judged live (a printed photo teaches
@@ -24,14 +25,27 @@ and learning a resident's own face would teach the door to miss them again; for 
 learned before, it is the same stranger again. Site centring counts each learned visit as
 another person, so one face learned over and over would become "what the site shares", and
 removing it from every face lifts strangers' scores for the residents (docs/ACCURACY.md,
-"One face learned over and over"). For that check the memory keeps
-the last VISITS learned visits' pooled faces in RAM (`recent`), never in its file: a restart
-forgets them. `edge-app site` shows it and forgets it.
+"One face learned over and over"). For that check the memory keeps the last VISITS learned
+visits' unit pooled faces (`recent`), in its file too, so that a restart does not forget them
+(a file written before they were kept loads with none), and compares a new visit with them
+before site centring: once the memory is mostly one face, centring removes that face, and its
+repeats would no longer look alike. `edge-app site` shows the memory and forgets it.
+
+The file is trusted only as the door writes it: a regular file (not a symbolic link) of this
+user or root that its group and others may not write, in a folder only they may change.
+Anything else is refused (UserError), and the door sets a refused regular file aside
+(set_aside) and starts empty: whoever could write the memory could plant their own face in
+it, and site centring would then remove what they share with the residents. The door writes
+it 0600; one of its own that others may read is used, and `edge-app site show` and `edge-app
+doctor` warn about it (chmod 600).
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import math
+import os
 import stat
 import zipfile
 from collections import deque
@@ -41,9 +55,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge_app.config import untrusted_problem
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM
-from edge_app.private_file import write_private_bytes
+from edge_app.private_file import _kind, write_private_bytes
 
 if TYPE_CHECKING:
     from edge_app.matching import Matcher
@@ -60,11 +75,15 @@ LEARN_INTERVAL = 60.0  # seconds (the door's frame clock) between two learned vi
 # 0.089 under it; before anything is learned 29% of strangers come this close (the "guard"
 # part of benchmarks/learned_site.py; docs/ACCURACY.md, "A door that learns its site").
 LEARN_DOUBT = 0.1
-MAX_FILE_BYTES = 64 * 1024  # a real memory file is about 5 KB; larger ones are refused
+# A real memory file is about 5 KB plus 2 KB per recent visit kept (at most VISITS: 415 KB);
+# larger ones are refused.
+MAX_FILE_BYTES = 512 * 1024
 _COUNTS = ("version", "learned")  # whole numbers
 _SUMS = ("weight", "weight_sq")  # sums of decayed weights
 _KEYS = {"total", *_COUNTS, *_SUMS}
+_RECENT = "recent"  # the repeat guard's faces; absent from files written before they were kept
 _SLACK = 1e-6
+_UNIT_SLACK = 1e-3  # how far a stored recent face's length may be from 1
 
 
 def site_memory_path(gallery_path: Path) -> Path:
@@ -92,13 +111,25 @@ def doubt(matcher: Matcher, memory: SiteMemory, embedding: np.ndarray) -> str | 
             f"threshold {threshold:.3f} (perhaps them, missed)"
         )
     if memory.recent:
-        again = float(np.max(matcher.sample_scores(embedding, np.stack(memory.recent))))
+        again = float(np.max(uncentred_scores(matcher, embedding, np.stack(memory.recent))))
         if not worth_learning(again, threshold):
             return (
                 f"it scored {again:.3f} for a visit learned before, within {LEARN_DOUBT:.2f} "
                 f"of the threshold {threshold:.3f} (the same stranger again)"
             )
     return None
+
+
+def uncentred_scores(matcher: Matcher, probe: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """(K,) the score the unit `probe` gets against each of K unit faces, as `matcher` scores
+    (cohort-normalised when it is) but without site centring: as Matcher.sample_scores at a
+    door without site centring. The repeat guard compares so, because site centring removes
+    what the learned visits share: once they are mostly one face, it removes that face, and
+    its repeats would no longer look alike."""
+    vector = np.asarray(probe, np.float32).reshape(1, EMBEDDING_DIM)
+    norm = float(np.linalg.norm(vector))
+    vector = vector / np.float32(norm if norm > 1e-6 else 1.0)
+    return np.asarray(matcher.sample_scores(vector, samples, centred=False))
 
 
 @dataclass
@@ -110,7 +141,7 @@ class SiteMemory:
     weight: float = 0.0
     weight_sq: float = 0.0
     learned: int = 0
-    # The last VISITS learned visits' unit faces, for doubt(); in RAM only, never saved.
+    # The last VISITS learned visits' unit faces, for doubt(); saved with the rest.
     recent: deque[np.ndarray] = field(
         default_factory=lambda: deque(maxlen=VISITS), repr=False, compare=False
     )
@@ -160,30 +191,39 @@ class SiteMemory:
                 weight=np.float64(self.weight),
                 weight_sq=np.float64(self.weight_sq),
                 learned=np.int64(self.learned),
+                recent=_recent_array(self.recent),
             ),
         )
 
     @classmethod
     def load(cls, path: Path) -> SiteMemory:
         """The memory in `path`; an empty one when there is no file. UserError, naming what
-        is wrong, for anything else than a memory this door wrote (nothing is changed): a
-        file of the wrong size or kind, a damaged archive, arrays of the wrong type or shape,
-        numbers that cannot be. Nothing in the file is unpickled."""
+        is wrong, for anything else than a memory this door wrote (nothing is changed): not
+        a regular file (a symbolic link is not followed), a file others may have written
+        (another user's, one its group or others may write, one in a folder others may
+        change), a file of the wrong size, a damaged archive, arrays of the wrong type or
+        shape, numbers that cannot be. The checks are made on the file opened (fstat), which
+        is then read whole; nothing in it is unpickled. A file without `recent` (written
+        before the guard's faces were kept) loads with an empty guard."""
         path = Path(path)
         try:
-            info = path.stat()
+            info = os.lstat(path)
         except FileNotFoundError:
             return cls()
         except OSError as error:
             raise UserError(f"{path}: cannot read the site memory ({error})") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"{path}: not a regular file, so not a site memory")
-        if info.st_size > MAX_FILE_BYTES:
+        kind = _kind(path, info.st_mode)
+        if kind is not None:
             raise UserError(
-                f"{path}: {info.st_size} bytes is not a site memory (at most {MAX_FILE_BYTES})"
+                f"{path}: it is {kind}, not a regular file, so not a site memory; remove "
+                "it (the door keeps its memory in a file of its own, written with mode 600)"
             )
         try:
-            return cls._checked(path, _read_arrays(path))
+            data = _read_trusted(path, info)
+        except OSError as error:
+            raise UserError(f"{path}: cannot read the site memory ({error})") from None
+        try:
+            return cls._checked(path, _read_arrays(path, data))
         except UserError:
             raise
         except Exception as error:  # zipfile, zlib and numpy raise many types on a bad file
@@ -224,19 +264,124 @@ class SiteMemory:
             raise problem("total is longer than its weight allows (a sum of unit vectors)")
         if (learned == 0) != (weight == 0.0):
             raise problem("learned and weight disagree")
-        return cls(total, weight, weight_sq, learned)
+        recent = arrays.get(_RECENT)
+        if recent is None:  # written before the guard's faces were kept: an empty guard
+            recent = np.zeros((0, EMBEDDING_DIM), np.float32)
+        if (
+            recent.ndim != 2
+            or recent.shape[1:] != (EMBEDDING_DIM,)
+            or recent.dtype.kind != "f"
+            or len(recent) > min(VISITS, learned)
+        ):
+            raise problem(
+                f"recent must be at most {VISITS} (and at most `learned`) rows of "
+                f"{EMBEDDING_DIM} numbers"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            recent = recent.astype(np.float32)
+            lengths = np.linalg.norm(recent.astype(np.float64), axis=1)
+        if not np.isfinite(recent).all() or np.any(np.abs(lengths - 1.0) > _UNIT_SLACK):
+            raise problem("recent must hold unit faces")
+        return cls(total, weight, weight_sq, learned, deque(recent, VISITS))
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of the .npz at `path`, refusing an archive that unpacks to more than
-    MAX_FILE_BYTES (checked before anything is unpacked) or that holds other names."""
-    with zipfile.ZipFile(path) as archive:
+def _recent_array(recent: deque[np.ndarray]) -> np.ndarray:
+    """The guard's faces as saved: (K, EMBEDDING_DIM) float32, K <= VISITS (0 rows too)."""
+    if not recent:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    return np.stack(list(recent)[-VISITS:]).astype(np.float32)
+
+
+def _read_trusted(path: Path, seen: os.stat_result) -> bytes:
+    """The bytes of the memory file at `path` (`seen`: its lstat, a regular file), opened
+    without following a symbolic link and checked on the descriptor opened (fstat): the same
+    file, of at most MAX_FILE_BYTES, that only this user or root may change
+    (_refuse_untrusted). UserError for a file refused; OSError when it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (
+            seen.st_dev,
+            seen.st_ino,
+        ):
+            raise OSError(errno.ESTALE, "it changed while it was opened; try again")
+        _refuse_untrusted(path, info)
+        if info.st_size > MAX_FILE_BYTES:
+            raise UserError(
+                f"{path}: {info.st_size} bytes is not a site memory (at most {MAX_FILE_BYTES})"
+            )
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: more than {MAX_FILE_BYTES} bytes is not a site memory")
+    return data
+
+
+def _refuse_untrusted(path: Path, info: os.stat_result) -> None:
+    """UserError when users other than this one and root could have written the memory file
+    (`info`: its fstat): another user's file, a file its group or others may write, or one
+    in a folder others may change (config.untrusted_problem: the rule for the config, and the
+    gallery's). A file of this user that others may only read is used: `edge-app site show`
+    and `edge-app doctor` warn about it (chmod 600)."""
+    fix = (
+        "; the door writes its memory as its own user with mode 600: remove the file "
+        "(edge-app site forget), or if it is the door's own, chown it to the door's user and "
+        "chmod 600 it"
+    )
+    why = untrusted_problem(path, info)
+    mode = stat.S_IMODE(info.st_mode)
+    if why is None and mode & 0o022:
+        why = f"its group or others may write it (mode {mode:o})"
+    if why is not None:
+        why = why.replace("the config", "the memory")
+        raise UserError(
+            f"{path}: not a site memory to trust: {why}, and whoever may change it could "
+            f"plant a face in it{fix}"
+        )
+
+
+def _read_arrays(path: Path, data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of the .npz read from `path` (`data`), refusing an archive that unpacks to
+    more than MAX_FILE_BYTES (checked before anything is unpacked) or that holds other names
+    (`recent` may be missing: a file written before the guard's faces were kept)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         if sum(info.file_size for info in archive.infolist()) > MAX_FILE_BYTES:
             raise UserError(f"{path}: its contents are too large for a site memory")
-    with np.load(path, allow_pickle=False) as stored:
-        if set(stored.files) != _KEYS:
+    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+        if set(stored.files) not in (_KEYS, _KEYS | {_RECENT}):
             raise UserError(f"{path}: not a site memory (holds {', '.join(sorted(stored.files))})")
-        return {key: np.asarray(stored[key]) for key in _KEYS}
+        return {key: np.asarray(stored[key]) for key in stored.files}
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move a memory file the door refused out of the way, to REFUSED_NAME beside it, for a
+    look (`edge-app site show`); the path set aside to, or None when nothing was moved:
+    only a regular file is moved (a folder, pipe or symbolic link is left as it is; the
+    door's saves then fail and say so), and a file set aside earlier is kept, never
+    replaced (the refused one then stays: the door's first save replaces it). OSError when
+    the move fails."""
+    path = Path(path)
+    aside = path.with_name(REFUSED_NAME)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    try:
+        os.link(path, aside, follow_symlinks=False)  # never replaces what is at `aside`
+    except FileExistsError:
+        return None
+    except OSError as error:
+        # No hard link (another user's file under fs.protected_hardlinks, a filesystem
+        # without them): a rename, which the check guards.
+        if error.errno not in (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        if os.path.lexists(aside):
+            return None
+        os.rename(path, aside)
+        return aside
+    os.unlink(path)
+    return aside
 
 
 def forget(path: Path) -> bool:

@@ -15,32 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_converter_inputs import Reached, edge_convert, one_error
 
 from edge_app.errors import UserError
 from edge_app.manifest import MANIFEST_NAME
 from edge_app.paths import REPO_ROOT
-
-
-class Reached(RuntimeError):
-    """Raised by a stub where the real work would start: a check came too late."""
-
-
-def edge_convert(*argv: str) -> int:
-    """converter.cli.main as the console script runs it; SystemExit (argparse) as its code."""
-    from converter.cli import main
-
-    try:
-        return main(list(argv))
-    except SystemExit as stop:
-        return int(stop.code or 0)
-
-
-def one_error(err: str) -> str:
-    """The single error line of a run's stderr (no traceback)."""
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if "ERROR" in line or "error:" in line]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 def _what(path: Path) -> int:

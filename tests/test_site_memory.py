@@ -178,19 +178,96 @@ def test_different_strangers_at_one_site_are_all_learned() -> None:
     assert float(unit(site_direction(matrix, memory)) @ SITE) > 0.9
 
 
-def test_recent_visits_stay_in_ram_and_span_the_memory(tmp_path: Path) -> None:
+def test_recent_visits_are_saved_with_the_memory_and_span_it(tmp_path: Path) -> None:
+    """Defect (audit s37, restart_poisoning.py): the guard's faces were kept in RAM only, so
+    a door restarted between a lingerer's visits learned his face again each time. They are
+    now saved in the memory's file and read back, the last VISITS of them."""
     memory = learned([face(OTHERS[i % 5]) for i in range(VISITS + 7)])
     assert len(memory.recent) == VISITS  # the last VISITS, as the memory spans
     assert np.allclose(memory.recent[-1], face(OTHERS[(VISITS + 6) % 5]), atol=1e-6)
     path = tmp_path / "site_memory.npz"
     memory.save(path)
     with np.load(path) as stored:
-        assert sorted(stored.files) == ["learned", "total", "version", "weight", "weight_sq"]
+        assert sorted(stored.files) == [
+            "learned",
+            "recent",
+            "total",
+            "version",
+            "weight",
+            "weight_sq",
+        ]
+        assert stored["recent"].shape == (VISITS, EMBEDDING_DIM)
+    assert path.stat().st_size <= MAX_FILE_BYTES
     loaded = SiteMemory.load(path)
-    assert loaded.same_as(memory) and not loaded.recent  # a restart forgets them
+    assert loaded.same_as(memory) and len(loaded.recent) == VISITS
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.recent, memory.recent, strict=True))
+    loaded.add(face(OTHERS[0]))  # still bounded after a restart
+    assert len(loaded.recent) == VISITS
     copy = memory.copy()
     copy.add(face(OTHERS[0]))
     assert len(memory.recent) == VISITS and memory.learned == VISITS + 7  # independent
+
+
+def test_the_same_stranger_right_after_a_restart_is_refused_as_a_repeat(tmp_path: Path) -> None:
+    """The door learns a stranger's visit, saves, restarts (loads the file): the same face
+    again is doubted as a repeat, as it is without the restart."""
+    rng = np.random.default_rng(11)
+    visits = [
+        unit(OTHERS[1] + 0.3 * unit(rng.standard_normal(EMBEDDING_DIM))).astype(np.float32)
+        for _ in range(3)
+    ]
+    matrix = one_person(RESIDENT.astype(np.float32))
+    settings = MatchSettings(threshold=0.6, site_share=SITE_SHARE)
+    path = tmp_path / "site_memory.npz"
+    memory = SiteMemory()
+    for visit in visits:  # one visit per door lifetime, a restart between each
+        memory = SiteMemory.load(path)
+        if doubt(Matcher(matrix, settings, memory=memory), memory, visit) is None:
+            memory.add(visit)
+            memory.save(path)
+    memory = SiteMemory.load(path)
+    assert memory.learned == 1 and len(memory.recent) == 1
+    why = doubt(Matcher(matrix, settings, memory=memory), memory, visits[0])
+    assert why is not None and "the same stranger again" in why
+
+
+def test_a_memory_file_without_the_guards_faces_loads_with_an_empty_guard(tmp_path: Path) -> None:
+    """A file written before the guard's faces were kept still loads: nothing to compare."""
+    path = tmp_path / "site_memory.npz"
+    path.write_bytes(npz(**GOOD))
+    path.chmod(0o600)
+    memory = SiteMemory.load(path)
+    assert memory.learned == 1 and not memory.recent
+
+
+def test_the_repeat_guard_compares_faces_before_site_centring() -> None:
+    """Defect (audit s37): the guard compared a visit with the recent ones after site
+    centring; once the memory is mostly one face, centring removes that face, and its next
+    visit no longer looked like the others (0.37 here, under the threshold less LEARN_DOUBT):
+    learned again, and again. It is compared on the faces as they are (0.8 here)."""
+    rng = np.random.default_rng(7)
+
+    def visit() -> np.ndarray:
+        return unit(OTHERS[1] + 0.5 * unit(rng.standard_normal(EMBEDDING_DIM))).astype(np.float32)
+
+    matrix = one_person(RESIDENT.astype(np.float32))
+    settings = MatchSettings(threshold=0.6, site_share=SITE_SHARE)
+    memory = learned([visit() for _ in range(20)])  # mostly one face (learned before the fix)
+    matcher = Matcher(matrix, settings, memory=memory)
+    again = visit()
+    centred = float(np.max(matcher.sample_scores(again, np.stack(memory.recent))))
+    assert worth_learning(centred, settings.threshold)  # centring hides the repeat
+    why = doubt(matcher, memory, again)
+    assert why is not None and "the same stranger again" in why
+
+
+def test_the_repeat_guard_still_learns_different_strangers() -> None:
+    """Compared before centring, strangers who share only the site are still different
+    people (0.49 between any two): each one is learned."""
+    matrix = one_person(face(RESIDENT, site=0.7))
+    settings = MatchSettings(threshold=0.6, site_share=SITE_SHARE)
+    memory = _offered([face(OTHERS[i], site=0.7) for i in range(8)], matrix, settings)
+    assert memory.learned == 8 and len(memory.recent) == 8
 
 
 def test_unrelated_strangers_remove_about_nothing() -> None:
@@ -333,6 +410,15 @@ HOSTILE = {
     "raw-members": (zipped(**{key: b"1" for key in GOOD}), "version must be one whole number"),
     "shape-bomb": (shape_bomb(), "not a readable site memory"),
     "damaged-deflate": (damaged_deflate(), "not a readable site memory"),
+    "recent-1d": (npz(**GOOD, recent=GOOD["total"]), "recent must be"),
+    "recent-wide": (npz(**GOOD, recent=np.zeros((1, 128))), "recent must be"),
+    "recent-more-than-learned": (
+        npz(**GOOD, recent=np.tile(GOOD["total"], (2, 1))),
+        "recent must be",
+    ),
+    "recent-int": (npz(**GOOD, recent=np.ones((1, EMBEDDING_DIM), np.int64)), "recent must be"),
+    "recent-not-unit": (npz(**GOOD, recent=np.ones((1, EMBEDDING_DIM))), "unit faces"),
+    "recent-nan": (npz(**GOOD, recent=np.full((1, EMBEDDING_DIM), NAN)), "unit faces"),
 }
 
 
@@ -344,6 +430,7 @@ def test_any_malformed_file_is_a_user_error_never_another(
     starts an empty memory; `edge-app site show` prints one line), and leaves it as it was."""
     path = tmp_path / "site_memory.npz"
     path.write_bytes(content)
+    path.chmod(0o600)
     with pytest.raises(UserError, match=says) as caught:
         SiteMemory.load(path)
     assert type(caught.value) is UserError and "\n" not in str(caught.value)
@@ -385,6 +472,112 @@ def test_the_door_sets_a_malformed_memory_aside_and_starts_empty(tmp_path: Path)
     assert memory is not None and memory.learned == 0
     assert not path.exists()
     assert (tmp_path / REFUSED_NAME).read_bytes() == content
+
+
+def _saved(path: Path) -> SiteMemory:
+    """A real memory (a planted stranger's face, for the door) saved at `path`, mode 0600."""
+    memory = learned([face(OTHERS[i]) for i in range(3)])
+    memory.save(path)
+    return memory
+
+
+def _open(gallery: Path) -> SiteMemory:
+    from edge_app.config import RecognitionConfig
+    from edge_app.daemon import open_site_memory
+
+    memory = open_site_memory(gallery, RecognitionConfig(learn_site=True))
+    assert memory is not None
+    return memory
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o662, 0o620, 0o602], ids=oct)
+def test_a_memory_others_may_write_is_refused(tmp_path: Path, mode: int) -> None:
+    """Defect (audit s37, planted_memory.py): a memory was used whoever could have written
+    it; one holding a stranger's face let 581 of 22,700 strangers in (1 without). A memory
+    its group or others may write is refused, and the door sets it aside and starts empty."""
+    path = tmp_path / "site_memory.npz"
+    _saved(path)
+    path.chmod(mode)
+    content = path.read_bytes()
+    with pytest.raises(UserError, match="not a site memory to trust") as caught:
+        SiteMemory.load(path)
+    assert f"mode {mode:o}" in str(caught.value) and "chmod 600" in str(caught.value)
+    assert _open(tmp_path / "gallery.db").learned == 0
+    assert not path.exists() and (tmp_path / REFUSED_NAME).read_bytes() == content
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_memory_of_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "site_memory.npz"
+    _saved(path)
+    path.chmod(0o644)  # written by someone else, who may still change it
+    os.chown(path, 4321, 4321)
+    with pytest.raises(UserError, match="belongs to uid 4321"):
+        SiteMemory.load(path)
+    assert _open(tmp_path / "gallery.db").learned == 0
+    assert not path.exists() and (tmp_path / REFUSED_NAME).exists()
+
+
+def test_a_memory_in_a_folder_anyone_may_write_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    path = folder / "site_memory.npz"
+    _saved(path)
+    folder.chmod(0o777)  # anyone could replace the file with their own
+    try:
+        with pytest.raises(UserError, match="any user may write its folder"):
+            SiteMemory.load(path)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_a_memory_of_this_user_that_others_may_only_read_is_used(tmp_path: Path) -> None:
+    """Others could not have written it: used (site show and doctor say chmod 600)."""
+    path = tmp_path / "site_memory.npz"
+    memory = _saved(path)
+    path.chmod(0o644)
+    assert SiteMemory.load(path).same_as(memory)
+
+
+def test_a_memory_reached_through_a_symbolic_link_is_refused_and_left(tmp_path: Path) -> None:
+    """A link to a memory (another door's, one planted elsewhere) is not followed; the door
+    starts empty and leaves the link, and the file it leads to, as they are."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "site_memory.npz"
+    _saved(target)
+    path = tmp_path / "site_memory.npz"
+    path.symlink_to(target)
+    with pytest.raises(UserError, match="symbolic link"):
+        SiteMemory.load(path)
+    assert _open(tmp_path / "gallery.db").learned == 0
+    assert path.is_symlink() and os.readlink(path) == str(target) and target.exists()
+    assert not os.path.lexists(tmp_path / REFUSED_NAME)
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, os.mkdir], ids=["fifo", "folder"])
+def test_the_door_sets_aside_only_a_regular_file(tmp_path: Path, make: Any) -> None:
+    path = tmp_path / "site_memory.npz"
+    make(path)
+    assert _open(tmp_path / "gallery.db").learned == 0
+    assert os.path.lexists(path) and not os.path.lexists(tmp_path / REFUSED_NAME)
+    assert stat.S_IFMT(os.lstat(path).st_mode) in (stat.S_IFIFO, stat.S_IFDIR)
+
+
+def test_a_memory_set_aside_earlier_is_never_replaced(tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery.db"
+    path, aside = site_memory_path(gallery), tmp_path / REFUSED_NAME
+    path.write_bytes(b"first bad file")
+    assert _open(gallery).learned == 0
+    assert aside.read_bytes() == b"first bad file" and not path.exists()
+    path.write_bytes(b"second bad file")
+    assert _open(gallery).learned == 0
+    assert aside.read_bytes() == b"first bad file"  # kept
+    assert path.read_bytes() == b"second bad file"  # left: the door's first save replaces it
+    memory = SiteMemory()
+    memory.add(face(OTHERS[0]))
+    memory.save(path)
+    assert SiteMemory.load(path).learned == 1
 
 
 def test_track_pool_gives_a_tracks_pooled_direction() -> None:
