@@ -249,6 +249,9 @@ class MqttBridge:
         self._subscriptions: dict[int, list[str]] = {}  # subscribe mid -> its topics
         self._resent = -RESEND_SECONDS  # monotonic time of the last re-send for Home Assistant
         self._queue_full = False
+        # Publishes come from the door's events and from the connect callback's thread: the
+        # check-and-set of _queue_full is one step, so a full queue is reported once.
+        self._publish_lock = threading.Lock()
         self._fell_back = False  # this connection is MQTT 3.1.1: the broker refused MQTT 5
         self.client.on_subscribe = self._on_subscribe
 
@@ -615,16 +618,17 @@ class MqttBridge:
         if not self.connected.is_set():
             return  # never queued: retained state is re-sent on connect
         data = payload if isinstance(payload, str) else json.dumps(payload)
-        info = self.client.publish(topic, data, qos=1, retain=retain)
-        full = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE
-        if full and not self._queue_full:
+        with self._publish_lock:
+            info = self.client.publish(topic, data, qos=1, retain=retain)
+            full = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE
+            was_full, self._queue_full = self._queue_full, full
+        if full and not was_full:
             log.warning(
                 "mqtt broker has not acknowledged %d messages: dropping new ones until it does "
                 "topic=%s",
                 MAX_QUEUED,
                 topic,
             )
-        self._queue_full = full
 
     def _publish_all(self) -> None:
         """Discovery, then availability, state and last person: all Home Assistant needs."""
