@@ -357,16 +357,16 @@ def _run(args: argparse.Namespace) -> int:
     from edge_app.errors import UserError
     from edge_app.evaluate import FLIPPED, evaluate_lfw, lfw_job
 
+    if args.reference == "float" and args.backend == "edgetpu":  # before any file is looked at
+        raise UserError(
+            "--reference float runs on the CPU: float models cannot run on the Edge TPU; "
+            "leave out --backend edgetpu"
+        )
     for path, flag in ((args.pairs, "--pairs"), (args.images, "--images")):
         if not path.exists():
             raise UserError(f"{flag} {path}: not found")
     models = args.models
     if args.reference == "float":
-        if args.backend == "edgetpu":
-            raise UserError(
-                "--reference float runs on the CPU: float models cannot run on the Edge TPU; "
-                "leave out --backend edgetpu"
-            )
         if models is None and not IN_CHECKOUT:
             raise UserError(
                 "--reference float needs --models DIR, the float reference models "
