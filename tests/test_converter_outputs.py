@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from needs import unavailable
 from test_converter_inputs import Reached, edge_convert, one_error
 
 from edge_app.errors import UserError
@@ -123,7 +124,7 @@ def test_validate_refuses_an_output_that_is_not_a_regular_file_before_the_work(
         try:
             os.mknod(odd, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
         except PermissionError:
-            pytest.skip("making a device node needs root")
+            unavailable("making a device node needs root")
     else:
         odd.symlink_to(validate_inputs["json"])
     before = _what(odd)

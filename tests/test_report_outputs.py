@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from needs import unavailable
 
 from edge_app.centering import MEAN_FILE, MEAN_KEY, load_mean
 from edge_app.cohort import COHORT_FILE, COHORT_KEY
@@ -48,7 +49,7 @@ def _device(path: Path) -> None:
     try:
         os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null
     except PermissionError:
-        pytest.skip("making a device node needs root")
+        unavailable("making a device node needs root")
 
 
 def _symlink(path: Path) -> None:
