@@ -810,14 +810,7 @@ class Daemon:
         if self.engine is None:
             from edge_app.engine import Engine
 
-            models = config.models
-            self.engine = Engine.open(
-                models_dir=models.dir,
-                backend=models.backend,
-                threads=models.threads,
-                min_face=config.detection.min_face,
-                cascade=models.cascade,
-            )
+            self.engine = Engine.from_config(config.models, config.detection)
         self.recognizer = Recognizer(self.engine, config.gallery.path, config.recognition)
         self.live_rule = self._resolve_liveness(config)
         self.policy.configure(config.policy, self.live_rule)

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import cv2
 import numpy as np
@@ -49,6 +49,9 @@ from edge_app.runtime import (
     make_interpreter,
     select_backend,
 )
+
+if TYPE_CHECKING:
+    from edge_app.config import DetectionConfig, ModelsConfig
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +285,18 @@ class Engine:
             verify=verify,
             min_face=min_face,
             thresholds=thresholds,
+        )
+
+    @classmethod
+    def from_config(cls, models: ModelsConfig, detection: DetectionConfig) -> Engine:
+        """The engine a config's [models] and [detection] sections describe, as the door runs
+        it (the daemon, doctor and web enrolment all open it this way)."""
+        return cls.open(
+            models_dir=models.dir,
+            backend=models.backend,
+            threads=models.threads,
+            min_face=detection.min_face,
+            cascade=models.cascade,
         )
 
     def _model(self, spec: ModelSpec) -> tuple[Path, bytes]:

@@ -108,6 +108,20 @@ def test_cpu_on_request_with_the_threads_asked_for(caplog: pytest.LogCaptureFixt
         select_backend("gpu")
 
 
+def test_an_engine_from_config_sections_runs_every_setting_they_hold(models_dir: Path) -> None:
+    """The daemon, doctor and web enrolment open the engine from [models] and [detection]."""
+    from edge_app.config import DetectionConfig, ModelsConfig
+
+    engine = Engine.from_config(
+        ModelsConfig(dir=models_dir, backend="cpu", threads=1, cascade="int8"),
+        DetectionConfig(min_face=64),
+    )
+    assert engine.models_dir == models_dir
+    assert (engine.backend.kind, engine.backend.threads) == ("cpu", 1)
+    assert engine.cascade.min_face == 64.0
+    assert engine.cascade_choice is None or engine.cascade_choice.requested == "int8"
+
+
 def test_the_preferred_runtime_is_the_one_in_use() -> None:
     pytest.importorskip("ai_edge_litert.interpreter")
     runtime = find_runtime()

@@ -8,7 +8,7 @@ import importlib
 import json
 import platform
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,15 +188,8 @@ def _cascade_checks(models: Path | None, config: Config) -> tuple[list[Check], A
     from edge_app.engine import Engine
     from edge_app.errors import UserError
 
-    settings = config.models
     try:
-        engine = Engine.open(
-            models_dir=models,
-            backend=settings.backend,
-            threads=settings.threads,
-            min_face=config.detection.min_face,
-            cascade=settings.cascade,
-        )
+        engine = Engine.from_config(replace(config.models, dir=models), config.detection)
     except UserError as error:
         return [Check("cascade", "fail", str(error), "fix the models or set models.cascade")], None
     choice = engine.cascade_choice

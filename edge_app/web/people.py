@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,12 +92,8 @@ class EngineHolder:
                 from edge_app.engine import Engine
 
                 log.info("web enrolment: loading the models on the CPU")
-                self._engine = Engine.open(
-                    self.models.dir,
-                    backend="cpu",
-                    threads=self.models.threads,
-                    cascade=self.models.cascade,
-                    min_face=self.detection.min_face,
+                self._engine = Engine.from_config(
+                    replace(self.models, backend="cpu"), self.detection
                 )
             try:
                 return work(self._engine)
