@@ -617,8 +617,8 @@ def door_matcher(
     from edge_app.matching import (
         Matcher,
         MatchSettings,
-        describe_lookalikes,
         guard_lookalikes,
+        lookalike_notices,
     )
 
     settings = MatchSettings.from_recognition(
@@ -628,9 +628,9 @@ def door_matcher(
         aggregate=None if recognition.aggregate == "auto" else recognition.aggregate,
         site_centring=recognition.site_centring,
     )
+    mode = recognition.lookalikes
     matcher, lookalikes = guard_lookalikes(
-        Matcher(matrix, settings, getattr(engine, "cohort", None), memory),
-        recognition.lookalikes,
+        Matcher(matrix, settings, getattr(engine, "cohort", None), memory), mode
     )
     if report and matcher.site_shared > 0.0:
         log.info(
@@ -641,34 +641,9 @@ def door_matcher(
             matcher.site_shared,
             100 * matcher.settings.site_share,
         )
-    if not lookalikes or not report:
-        return matcher, lookalikes
-    same = [pair for pair in lookalikes if pair.same_face]
-    apart = [pair for pair in lookalikes if not pair.same_face]
-    if same:
-        log.warning(
-            "enrolled people score as the same face (%s): one person enrolled under two "
-            "names, or identical twins. Either can be let in as the other; if it is one "
-            "person, remove one name (`edge-app remove NAME`)",
-            describe_lookalikes(same),
-        )
-    if apart and matcher.settings.threshold > settings.threshold:
-        log.warning(
-            "enrolled people match each other at or above the threshold %.3f (%s): threshold "
-            "raised to %.3f so that strangers who look like them are not let in "
-            '([recognition] lookalikes = "raise")',
-            settings.threshold,
-            describe_lookalikes(apart),
-            matcher.settings.threshold,
-        )
-    elif apart:
-        log.warning(
-            "enrolled people match each other at or above the threshold %.3f (%s): strangers "
-            'who look like them can be let in as them; set [recognition] lookalikes = "raise" '
-            "or a threshold above these scores",
-            settings.threshold,
-            describe_lookalikes(apart),
-        )
+    if report:
+        for notice in lookalike_notices(lookalikes, matcher.settings.threshold, mode):
+            log.warning("%s; %s", notice.problem, notice.advice)
     return matcher, lookalikes
 
 

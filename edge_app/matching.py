@@ -435,6 +435,50 @@ def describe_lookalikes(found: list[Lookalike], most: int = 5) -> str:
     return first_few([f"{p.first} ~ {p.second} {p.score:.3f}" for p in found], most)
 
 
+@dataclass(frozen=True)
+class LookalikeNotice:
+    """What a group of lookalikes means for the door (`problem`) and what to do (`advice`):
+    the door logs both, doctor shows them as a check."""
+
+    problem: str
+    advice: str
+
+
+def lookalike_notices(found: list[Lookalike], threshold: float, mode: str) -> list[LookalikeNotice]:
+    """The notices for the lookalikes `guard_lookalikes` found; `threshold` is the one the
+    door decides with (raised with mode "raise" when enrolled people match each other)."""
+    same = [pair for pair in found if pair.same_face]
+    apart = [pair for pair in found if not pair.same_face]
+    notices = []
+    if same:
+        notices.append(
+            LookalikeNotice(
+                f"enrolled people score as the same face ({describe_lookalikes(same)}): one "
+                "person enrolled under two names, or identical twins; either can be let in as "
+                "the other",
+                "if it is one person, remove one name: edge-app remove NAME",
+            )
+        )
+    if apart and mode == "raise":
+        notices.append(
+            LookalikeNotice(
+                f"enrolled people match each other ({describe_lookalikes(apart)}): the door "
+                f"raises its threshold to {threshold:.3f} so that strangers who look like them "
+                "are not let in",
+                "expect more retries for them; docs/ACCURACY.md, 'Same camera, similar faces'",
+            )
+        )
+    elif apart:
+        notices.append(
+            LookalikeNotice(
+                f"enrolled people match each other at the threshold {threshold:.3f} "
+                f"({describe_lookalikes(apart)}): strangers who look like them can be let in",
+                'set [recognition] lookalikes = "raise" or a threshold above these scores',
+            )
+        )
+    return notices
+
+
 def guard_lookalikes(matcher: Matcher, mode: str) -> tuple[Matcher, list[Lookalike]]:
     """The matcher the door should use, and the lookalikes found in its gallery.
 

@@ -1265,7 +1265,7 @@ def test_lookalikes_in_the_gallery_raise_the_threshold_by_default(
     assert f"{NAME} ~ {EVE_NAME} 0.700" in caplog.text
     unlocks = [(e["name"], round(e["score"], 2)) for e in jsonl(tmp_path) if e["type"] == "unlock"]
     if mode == "raise":
-        assert "threshold raised to 0.710" in caplog.text
+        assert "raises its threshold to 0.710" in caplog.text
         assert unlocks == [(NAME, 1.0)]  # Ada still gets in; the lookalike does not
     else:
         assert "strangers who look like them can be let in" in caplog.text
@@ -1288,7 +1288,7 @@ def test_site_centring_keeps_the_lookalike_out_as_shipped(
     with caplog.at_level("INFO", logger="edge_app.daemon"):
         assert Daemon(config, engine=ScriptedEngine(), pin_factory=MockFactory()).run() == 0
     assert "site centring: the enrolled people share a direction of length" in caplog.text
-    assert "threshold raised" not in caplog.text
+    assert "raises its threshold" not in caplog.text
     unlocks = [(e["name"], round(e["score"], 2)) for e in jsonl(tmp_path) if e["type"] == "unlock"]
     assert [name for name, _ in unlocks] == [NAME]
 
@@ -1308,7 +1308,7 @@ def test_one_person_enrolled_twice_is_reported_and_the_door_still_runs(
         config = door(tmp_path, gallery, frames)
         assert Daemon(config, engine=ScriptedEngine(), pin_factory=factory).run() == 0
     assert "score as the same face (Ada Lovelace ~ Ada again 1.000)" in caplog.text
-    assert "threshold raised" not in caplog.text
+    assert "raises its threshold" not in caplog.text
     assert states(factory) == [False]  # Ada matches two names equally: no margin, no unlock
 
 

@@ -624,7 +624,7 @@ def _site_memory_checks(config: Config) -> tuple[list[Check], SiteMemory | None]
 
 
 def _pairs(config: Config, matcher: Any, found: list[Any]) -> list[Check]:
-    from edge_app.matching import describe_lookalikes
+    from edge_app.matching import lookalike_notices
 
     matrix = matcher.faces
     threshold = matcher.settings.threshold
@@ -646,40 +646,8 @@ def _pairs(config: Config, matcher: Any, found: list[Any]) -> list[Check]:
                 f"threshold {threshold:.3f}",
             )
         ]
-    checks = []
-    same = [pair for pair in found if pair.same_face]
-    apart = [pair for pair in found if not pair.same_face]
-    if same:
-        checks.append(
-            Check(
-                "lookalikes",
-                "warn",
-                f"enrolled people score as the same face ({describe_lookalikes(same)}): one "
-                "person under two names, or identical twins; either can be let in as the other",
-                "if it is one person, remove one name: edge-app remove NAME",
-            )
-        )
-    if apart and config.recognition.lookalikes == "raise":
-        checks.append(
-            Check(
-                "lookalikes",
-                "warn",
-                f"enrolled people match each other ({describe_lookalikes(apart)}): the door "
-                f"raises its threshold to {threshold:.3f}",
-                "expect more retries for them; docs/ACCURACY.md, 'Same camera, similar faces'",
-            )
-        )
-    elif apart:
-        checks.append(
-            Check(
-                "lookalikes",
-                "warn",
-                f"enrolled people match each other at the threshold {threshold:.3f} "
-                f"({describe_lookalikes(apart)}): strangers who look like them can be let in",
-                'set [recognition] lookalikes = "raise" or a threshold above these scores',
-            )
-        )
-    return checks
+    notices = lookalike_notices(found, threshold, config.recognition.lookalikes)
+    return [Check("lookalikes", "warn", notice.problem, notice.advice) for notice in notices]
 
 
 def _gallery_checks(config: Config | None) -> list[Check]:
