@@ -27,27 +27,40 @@ def count(low: int) -> Callable[[str], int]:
     return parse
 
 
-def number(
-    low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False
+def checked_number(
+    problem: Callable[[float], str | None], *, echo: bool = False
 ) -> Callable[[str], float]:
-    """A finite number >= low, or > low when open_low (and <= high, or < high when
-    open_high)."""
+    """A number that `problem` finds nothing wrong with (it returns the refusal or None);
+    echo: the refusal ends with the text as typed ("..., got 1e999")."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        above = high is not None and (value >= high if open_high else value > high)
-        below = value <= low if open_low else value < low
-        if not math.isfinite(value) or below or above:
-            limit = "" if high is None else f" and {'below' if open_high else 'at most'} {high}"
-            raise argparse.ArgumentTypeError(
-                f"must be a finite number {'>' if open_low else '>='} {low}{limit}, got {text}"
-            )
+        refusal = problem(value)
+        if refusal is not None:
+            raise argparse.ArgumentTypeError(f"{refusal}, got {text}" if echo else refusal)
         return value
 
     return parse
+
+
+def number(
+    low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False
+) -> Callable[[str], float]:
+    """A finite number >= low, or > low when open_low (and <= high, or < high when
+    open_high)."""
+
+    def problem(value: float) -> str | None:
+        above = high is not None and (value >= high if open_high else value > high)
+        below = value <= low if open_low else value < low
+        if math.isfinite(value) and not below and not above:
+            return None
+        limit = "" if high is None else f" and {'below' if open_high else 'at most'} {high}"
+        return f"must be a finite number {'>' if open_low else '>='} {low}{limit}"
+
+    return checked_number(problem, echo=True)
 
 
 def checkout_default(path: Path, help: str, *, required: bool = True) -> dict[str, Any]:

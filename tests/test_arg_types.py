@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_app.arg_types import count, number
+from edge_app.arg_types import checked_number, count, number
+from edge_app.manifest import recognition_problem
 
 
 @pytest.mark.parametrize(
@@ -27,6 +28,27 @@ def test_number_refuses_what_is_not_finite_and_in_range(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         number(0.0, 1.0, open_high=True)(text)
     assert number(0.0, 1.0, open_high=True)("0.5") == 0.5
+
+
+def test_number_refusals_say_the_range_and_echo_the_text_as_typed() -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        number(0.0, 1.0, open_high=True)("1e999")
+    assert str(caught.value) == "must be a finite number >= 0.0 and below 1.0, got 1e999"
+
+
+@pytest.mark.parametrize("text", ["nan", "-0.1", "1.5", "x"])
+def test_a_recognition_flag_is_refused_with_the_doors_own_range(text: str) -> None:
+    """identify's --threshold: the same rule and words as the config and the manifest."""
+    parse = checked_number(lambda value: recognition_problem("threshold", value))
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        parse(text)
+    expected = (
+        "expected a number, got 'x'"
+        if text == "x"
+        else recognition_problem("threshold", float(text))
+    )
+    assert str(caught.value) == expected
+    assert parse("0.6") == 0.6
 
 
 def test_eval_visits_refuses_a_bad_count_in_one_line() -> None:

@@ -10,11 +10,11 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edge_app.arg_types import nonempty_path
+from edge_app.arg_types import checked_number, nonempty_path
 from edge_app.cascade_choice import CASCADES
 from edge_app.commands import config_path, file_path, printable, shown
 from edge_app.config import AGGREGATES, LOOKALIKE_MODES
@@ -134,22 +134,6 @@ def open_engine(args: argparse.Namespace) -> Any:
     )
 
 
-def recognition_number(key: str) -> Callable[[str], float]:
-    """An argparse type for the recognition number `key`, in the door's range."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        problem = recognition_problem(key, value)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-
-    return parse
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "identify",
@@ -167,13 +151,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     match.add_argument(
         "--threshold",
-        type=recognition_number("threshold"),
+        type=checked_number(partial(recognition_problem, "threshold")),
         metavar="T",
         help="minimum score, above 0 (default: the models')",
     )
     match.add_argument(
         "--margin",
-        type=recognition_number("margin"),
+        type=checked_number(partial(recognition_problem, "margin")),
         metavar="M",
         help="minimum lead over the second person, 0 to 2 (default: the models')",
     )
