@@ -55,14 +55,13 @@ from converter.recognition import check_population, check_recognition, derive_th
 from converter.sources import (
     FACENET_INPUT,
     FACENET_PRENORM,
-    FACENET_SIZE,
     PYTORCH,
     FacenetSource,
     facenet_source,
 )
 from edge_app import untrusted_json
 from edge_app.adapters import PIXEL_SCALE
-from edge_app.align import FACENET_SIZE as ALIGN_SIZE
+from edge_app.align import FACENET_SIZE
 from edge_app.centering import MEAN_FILE
 from edge_app.cohort import COHORT_FILE
 from edge_app.detection.cascade import Thresholds
@@ -396,7 +395,7 @@ def _manifest(options: BuildOptions, scales: list[float], models: dict, sources:
             "color": "RGB",
             "standardisation": "(x - 127.5) / 128, folded into the uint8 input quantisation",
             "facenet_margin": CROP_MARGIN,
-            "facenet_size": ALIGN_SIZE,
+            "facenet_size": FACENET_SIZE,
             "crops": "bilinear, from the smallest pyramid level at or above the crop size",
         },
         "thresholds": {k: getattr(Thresholds(), k) for k in Thresholds.__dataclass_fields__},

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from converter.mtcnn_models import SourceError
-from converter.sources import FACENET_SIZE
 from converter.torch_keras import KerasFromState
 from converter.torch_weights import (
     BN_PARAMS,
@@ -32,11 +31,12 @@ from converter.torch_weights import (
     load_checkpoint,
     shape_problems,
 )
+from edge_app.align import FACENET_SIZE
+from edge_app.centering import EMBEDDING_DIM
 
 if TYPE_CHECKING:
     import keras
 
-EMBEDDING_WIDTH = 512
 BN_EPS = 1e-3  # facenet-pytorch's BasicConv2d and last_bn: eps=0.001, the TensorFlow value
 # Present in facenet-pytorch checkpoints but not used for embeddings (besides BatchNorm's update
 # counter): the training-identity classifier that the released VGGFace2 and CASIA checkpoints
@@ -81,9 +81,9 @@ class _Shapes:
         return x
 
     def embedding(self, x: int) -> int:
-        self.shapes["last_linear.weight"] = (EMBEDDING_WIDTH, x)
-        self.shapes.update({f"last_bn.{p}": (EMBEDDING_WIDTH,) for p in BN_PARAMS})
-        return EMBEDDING_WIDTH
+        self.shapes["last_linear.weight"] = (EMBEDDING_DIM, x)
+        self.shapes.update({f"last_bn.{p}": (EMBEDDING_DIM,) for p in BN_PARAMS})
+        return EMBEDDING_DIM
 
 
 class _Keras(KerasFromState):
@@ -141,7 +141,7 @@ class _Keras(KerasFromState):
         x = self.layers.Flatten(name="flatten")(x)
         multiplier, bias = self._bn_fold("last_bn")
         kernel = self.state["last_linear.weight"].astype(np.float64).T * multiplier
-        layer = self.layers.Dense(EMBEDDING_WIDTH, name="last_linear")
+        layer = self.layers.Dense(EMBEDDING_DIM, name="last_linear")
         y = layer(x)
         layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
         return y

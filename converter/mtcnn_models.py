@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+# The input sizes the door's cascade crops to: one home, edge_app's.
+from edge_app.detection.cascade import ONET_SIZE, RNET_SIZE
+
 _CONV_BLOCKS = ["conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "conv4", "prelu4"]
-RNET_SIZE = 24
-ONET_SIZE = 48
 
 
 class SourceError(RuntimeError):

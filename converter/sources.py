@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from converter.mtcnn_models import SourceError
+from edge_app.align import FACENET_SIZE
 from edge_app.bounded_read import read_or_refuse
 from edge_app.centering import EMBEDDING_DIM
 from edge_app.manifest import sha256_file
 
 FACENET_INPUT = "input"
 FACENET_PRENORM = "InceptionResnetV1/Bottleneck/BatchNorm/Reshape_1"
-FACENET_SIZE = 160
 # The largest frozen graph read: davidsandberg's are about 95 MB, and protobuf stops at 2 GB.
 MAX_GRAPH_BYTES = 512 * 1024 * 1024
 # The FaceNet the door takes, named in every refusal of another one.
