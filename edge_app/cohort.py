@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.centering import EMBEDDING_DIM
+from edge_app.centering import EMBEDDING_DIM, unit
 from edge_app.manifest import ManifestError, side_file
 
 COHORT_KEY = "cohort"
@@ -47,11 +47,6 @@ MIN_COHORT = 2
 # x templates): larger batches go in chunks of about this many, so their arrays (8 MB of
 # float32 each) stay bounded as the gallery grows.
 CHUNK = 1 << 21
-
-
-def _unit_rows(rows: np.ndarray) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float32)
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 class CohortNormaliser:
@@ -77,7 +72,7 @@ class CohortNormaliser:
         self.mode = mode
         self.top_k = top_k
         # float16 on disk: renormalised so every similarity stays on the cosine scale
-        self._cohort_t = np.ascontiguousarray(_unit_rows(cohort).T)
+        self._cohort_t = np.ascontiguousarray(unit(cohort).T)
         # The cohort's own stats leave each member out (a member is not a stranger to itself).
         own = np.clip(self._cohort_t.T @ self._cohort_t, -1.0, 1.0)
         np.fill_diagonal(own, -np.inf)
