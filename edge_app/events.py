@@ -83,7 +83,6 @@ SNAPSHOT_NAME = re.compile(
 )
 _STAMP = "%Y%m%dT%H%M%S.%f"
 FILE_MODE = 0o600
-FOLDER_MODE = 0o700
 DB_BUSY_SECONDS = 0.5  # a locked events.db may stall the frame loop this long, not more
 PENDING_MAX = 1000  # unwritten events kept per failing sink; the oldest go first
 RETRY_FIRST_SECONDS = 1.0
@@ -636,30 +635,22 @@ class EventLog:
     def _prepare_snapshots(self) -> bool:
         """Whether snapshots may be written to the folder now (checked before each one).
 
-        It is created 0700; a folder we own is set to 0700 (names in file names are personal
-        data); someone else's that its group or others may read or enter is refused: no
-        snapshot is written there, the events go on without one."""
+        A missing folder is made 0700 (make_private_folder); one that is there is used only
+        when snapshots_folder_problem finds nothing wrong with it, and is never chmod-ed: it
+        may be the user's home or current folder (`run --snapshots .`). Refused, no
+        snapshot is written (the events go on without one) and the reason is logged."""
         folder = Path(self.snapshots)  # type: ignore[arg-type]
         try:
-            make_private_folder(folder)
-            info = folder.stat()
-            mode = stat.S_IMODE(info.st_mode)
-            if info.st_uid == os.geteuid() and mode != FOLDER_MODE:
-                folder.chmod(FOLDER_MODE)
-                log.warning(
-                    "snapshots folder tightened path=%s mode=%o->%o", folder, mode, FOLDER_MODE
-                )
-                mode = stat.S_IMODE(folder.stat().st_mode)
-            if mode & 0o077:
-                raise PermissionError(
-                    errno.EACCES,
-                    f"others may read it (mode {mode:o}, owner uid {info.st_uid}) and snapshots "
-                    f"are biometric data; no snapshot is written there until it is the service "
-                    f"user's with mode 0700",
-                    str(folder),
-                )
+            if not os.path.lexists(folder):
+                make_private_folder(folder)
+            problem = snapshots_folder_problem(folder)
         except OSError as error:
             self._snapshot_failed("snapshots folder unusable path=%s error=%r", folder, error)
+            return False
+        if problem is not None:
+            self._snapshot_failed(
+                "snapshots folder refused, no snapshot is written path=%s (%s)", folder, problem
+            )
             return False
         return True
 
@@ -726,8 +717,12 @@ class EventLog:
             kept.popleft()
 
     def _own_snapshots(self) -> list[Path]:
-        """The folder's files named as this module names snapshots, oldest first."""
+        """The folder's files named as this module names snapshots, oldest first. A folder
+        that is a symbolic link is not followed (OSError): pruning and retention delete
+        only in the folder snapshots are written to."""
         folder = Path(self.snapshots)  # type: ignore[arg-type]
+        if stat.S_ISLNK(os.lstat(folder).st_mode):
+            raise OSError(errno.ELOOP, "it is a symbolic link, not followed", str(folder))
         return sorted(
             entry
             for entry in folder.iterdir()
@@ -770,21 +765,62 @@ class EventLog:
         return rows, files
 
 
+def snapshots_folder_problem(folder: Path) -> str | None:
+    """Why snapshots must not be written into `folder` as it is now, or None when they may
+    (also None when there is no folder yet: the door makes it 0700). Snapshots are biometric
+    data with names in their file names, so the folder must be a real folder (a symbolic link
+    is not followed: it could lead anywhere), this user's, that its group and others may
+    neither read nor enter (no bit of 077). A folder that is there is never chmod-ed: the
+    reason says what to run, or to choose a new folder. OSError when it cannot be looked at."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            target = f" (to {os.readlink(folder)})"
+        except OSError:
+            target = ""
+        return (
+            f"it is a symbolic link{target}, which is not followed; set events.snapshots to "
+            "the folder itself"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        return "it is not a folder; set events.snapshots to a folder"
+    if info.st_uid != os.geteuid():
+        return (
+            f"it belongs to another user (uid {info.st_uid}); set events.snapshots to a folder "
+            "of the door's user (a new one is made 0700)"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        return (
+            f"others may read it (mode {mode:o}) and snapshots are biometric data; run "
+            f"`chmod 700 {folder}`, or set events.snapshots to a new folder (made 0700)"
+        )
+    return None
+
+
 def _open_db(path: Path) -> sqlite3.Connection:
-    """Open (creating 0600) and migrate an events database; raises OSError / sqlite3.Error.
+    """Open (creating 0600) and migrate an events database; raises OSError / sqlite3.Error /
+    ValueError.
 
     A symbolic link, named pipe or folder at `path` is refused (NotRegularFileError): SQLite
-    would follow a link, and create the file it points to with the umask's mode.
+    would follow a link, and create the file it points to with the umask's mode. So is
+    another user's file, or SQLite's side files of another user (check_events_owner). A file of
+    ours that others may read is made 0600 once it proved an events database (_narrow).
     """
     make_private_folder(path.parent)
     refuse_non_regular(path)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    check_events_owner(path)  # before SQLite reads it, or replays a -wal beside it
     db = sqlite3.connect(
         path, timeout=DB_BUSY_SECONDS, isolation_level=None, check_same_thread=False
     )
     try:
         _check_ours(db, path)  # before anything writes: a file we cannot use stays as it is
+        _narrow(path)
         _check_version(db, path)
         db.execute("PRAGMA journal_mode = WAL")
         # One event per visit: NORMAL loses at most the last ones on a power cut, never the file.
@@ -794,6 +830,75 @@ def _open_db(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+# SQLite's files beside a database: its write-ahead log, the log's index, a rollback journal.
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def check_events_owner(path: Path) -> None:
+    """Refuse (ValueError, nothing changed) an events.db of another user, unless this is
+    root: the events say who came in and when, and the file's owner could read them whatever
+    its mode, or change them. Every -wal, -shm or -journal beside it must be a regular file
+    of its owner or of this user: SQLite replays a -wal into the database it opens, so a
+    planted one could rewrite the history (the gallery's rule too)."""
+    info = os.lstat(path)
+    me = os.geteuid()
+    if info.st_uid != me and me != 0:
+        raise ValueError(
+            f"{path} belongs to another user (uid {info.st_uid}), who could read or change "
+            f"the events; left untouched: set events.db to a path of the door's user (uid {me})"
+        )
+    for suffix in SIDE_FILES:
+        side = Path(f"{path}{suffix}")
+        try:
+            seen = os.lstat(side)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(seen.st_mode) or seen.st_uid not in (info.st_uid, me):
+            raise ValueError(
+                f"{side} is not a file of the events database's owner (owner uid "
+                f"{seen.st_uid}): SQLite would replay it into the events; left untouched: "
+                "remove it if no door is running, or set events.db to another path"
+            )
+
+
+def _narrow(path: Path) -> None:
+    """Make an events.db (proved one) and its side files 0600 when their group or others
+    may use them, with a warning: they hold who came in and when. SQLite gives a new -wal
+    and -shm the database's mode, so a file made by an older edge-app or a `cp` under umask
+    022 left every later one readable too. Files of other users are left to root."""
+    me = os.geteuid()
+    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in SIDE_FILES)):
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            info = os.fstat(fd)
+            mode = stat.S_IMODE(info.st_mode)
+            if not stat.S_ISREG(info.st_mode) or not mode & 0o077:
+                continue
+            if info.st_uid != me and me != 0:
+                continue
+            try:
+                os.fchmod(fd, FILE_MODE)
+            except OSError as error:
+                log.warning(
+                    "events file %s is mode %o (others may read who came in) and cannot be "
+                    "made 600: %s",
+                    candidate,
+                    mode,
+                    error.strerror or error,
+                )
+            else:
+                log.warning(
+                    "events file %s was mode %o (others could read who came in); set to 600",
+                    candidate,
+                    mode,
+                )
+        finally:
+            os.close(fd)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

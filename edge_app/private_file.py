@@ -9,15 +9,23 @@ write is refused until its owner runs `chmod 600`.
 Only a regular file is ever replaced: a folder, device, named pipe, socket or symbolic link
 at the target is refused and left as it is (NotRegularFileError), so a mistyped path cannot
 swap a device node or a link for a secret.
+
+A write killed between making its temporary file and renaming it (SIGKILL, the OOM killer, a
+power cut) leaves that file behind, private but useless; the next write of the same target
+removes such leftovers (sweep_leftovers), so they do not pile up over months of power cuts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import logging
 import os
+import re
 import stat
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, AnyStr, TypeVar
@@ -25,12 +33,25 @@ from typing import IO, AnyStr, TypeVar
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.errors import UserError
 
+log = logging.getLogger(__name__)
+
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700  # a folder made for private files: only its owner may list or enter it
 # A secret file holds one line (a key from `openssl rand -hex 32` is 65 bytes, a password hash
 # or a broker password less): 64 KiB is far more than any, and refuses a wrong file (a log,
 # an image) before it is read into memory.
 MAX_SECRET_BYTES = 64 * 1024
+# A temporary file beside its target is taken for a killed write's leftover only once it is
+# this old (its last change, st_mtime) and no writer holds its lock (_write_private locks its
+# temporary file until it is renamed into place, and a killed process's locks are gone). The
+# lock alone tells a live writer's file; the age covers the instant between making the file
+# and locking it, and file systems where locks do nothing. A live writer's file is seconds
+# old (the largest, a site memory, is 415 kB), and a leftover kept ten minutes more costs
+# only its bytes.
+LEFTOVER_SECONDS = 600.0
+# The name tempfile.mkstemp(prefix=f".{name}.") gives: 8 characters of its alphabet after
+# the prefix (tests/test_leftovers.py checks that mkstemp still names files so).
+_TEMP_TAIL = r"[a-z0-9_]{8}"
 T = TypeVar("T")
 
 
@@ -141,19 +162,95 @@ def _write_private(
 ) -> T:
     path = Path(path)
     refuse_non_regular(path)
+    sweep_leftovers(path)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with opener(fd) as handle:
+            # Held until the file is renamed into place: sweep_leftovers never takes a live
+            # write's file for a leftover. A file system without locks: the age guards alone.
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.fchmod(handle.fileno(), FILE_MODE)  # mkstemp makes it 0600; say so anyway
             result = writer(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        refuse_non_regular(path)  # again: something may have appeared there meanwhile
-        os.replace(temp, path)
+            refuse_non_regular(path)  # again: something may have appeared there meanwhile
+            os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return result
+
+
+def leftover_pattern(path: Path) -> re.Pattern[str]:
+    """The names of the temporary files _write_private makes for `path` (and only for it)."""
+    return re.compile(re.escape(f".{Path(path).name}.") + _TEMP_TAIL)
+
+
+def sweep_leftovers(path: Path, *, now: float | None = None) -> int:
+    """Remove the temporary files that writes of `path` killed before their rename left in
+    its folder; how many were removed (logged at info when any). Never raises: a folder
+    that cannot be listed leaves them for a later write.
+
+    Removed is only what such a write leaves: a name that is exactly `.NAME.` and mkstemp's
+    8 characters (NAME: this target's), a regular file (lstat: a symbolic link is never
+    followed, nor removed), of this user, mode 0600, with no other link, unchanged for
+    LEFTOVER_SECONDS and locked by no one (a live write holds its lock until the rename).
+    `now`: the time to judge the age by (tests)."""
+    path = Path(path)
+    folder = path.parent
+    pattern = leftover_pattern(path)
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        names = [entry.name for entry in os.scandir(folder) if pattern.fullmatch(entry.name)]
+    except OSError:
+        return 0  # the write that follows reports why the folder cannot be used
+    for name in names:
+        with contextlib.suppress(OSError):
+            removed += _remove_leftover(folder / name, now)
+    if removed:
+        log.info(
+            "removed %d temporary file(s) that interrupted writes of %s left behind",
+            removed,
+            path,
+        )
+    return removed
+
+
+def _remove_leftover(candidate: Path, now: float) -> int:
+    """1 when `candidate` was a killed write's temporary file and is now removed, else 0."""
+    info = os.lstat(candidate)
+    if not _looks_left_over(info, now):
+        return 0
+    fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+            return 0  # replaced since the lstat: judge it at the next write
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # a live write holds it
+        # Its write may have renamed it into place just before we locked it: the name must
+        # still be this file's.
+        again = os.lstat(candidate)
+        if (again.st_dev, again.st_ino) != (info.st_dev, info.st_ino):
+            return 0
+        os.unlink(candidate)
+    finally:
+        os.close(fd)
+    return 1
+
+
+def _looks_left_over(info: os.stat_result, now: float) -> bool:
+    return (
+        stat.S_ISREG(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and stat.S_IMODE(info.st_mode) == FILE_MODE
+        and info.st_nlink == 1
+        and now - info.st_mtime >= LEFTOVER_SECONDS
+    )
 
 
 def refuse_shared(

@@ -181,7 +181,9 @@ class SiteMemory:
         self.learned += 1
 
     def save(self, path: Path) -> None:
-        """Write atomically with mode 0600: a crash leaves the old file or the new one."""
+        """Write atomically with mode 0600: a crash leaves the old file or the new one (and,
+        killed mid-save, a private temporary file beside it that a later save removes:
+        private_file.sweep_leftovers)."""
         write_private_bytes(
             path,
             lambda out: np.savez(

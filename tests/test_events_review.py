@@ -186,18 +186,25 @@ def test_no_snapshot_goes_into_someone_elses_folder_others_can_read(
     assert event.snapshot is None and list(foreign_folder.iterdir()) == []
     assert stat.S_IMODE(foreign_folder.stat().st_mode) == 0o755  # not ours: left as it is
     assert [e.name for e in read_events(tmp_path / "events.db")] == ["Ada"]
-    assert any("others may read it" in m for m in errors(caplog))
+    assert any("belongs to another user (uid 65534)" in m for m in errors(caplog))
 
 
-def test_a_snapshot_folder_opened_up_while_the_door_runs_is_made_private_again(
-    tmp_path: Path,
+def test_a_snapshot_folder_opened_up_while_the_door_runs_gets_no_snapshot_until_private(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Checked before every snapshot, never chmod-ed back (whoever opened it up chose to):
+    no snapshot goes into it while others may read it, and they resume once it is 0700."""
     folder = tmp_path / "snaps"
     log = EventLog(snapshots=folder)
     folder.chmod(0o755)  # someone's `chmod -R a+rX` while the door runs
-    event = log.record("recognized", name="Ada", track=1, crop=CROP)
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700  # before: stayed 0755 for good
-    assert event.snapshot is not None and Path(event.snapshot).is_file()
+    with caplog.at_level(logging.ERROR, logger="edge_app.events"):
+        event = log.record("recognized", name="Ada", track=1, crop=CROP)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert event.snapshot is None and list(folder.iterdir()) == []
+    assert any("others may read it (mode 755)" in m for m in errors(caplog))
+    folder.chmod(0o700)
+    again = log.record("recognized", name="Ada", track=2, crop=CROP)
+    assert again.snapshot is not None and Path(again.snapshot).is_file()
 
 
 def test_the_door_unlocks_on_time_and_writes_no_snapshot_into_a_folder_others_can_read(

@@ -1,0 +1,254 @@
+"""Temporary files that a killed write leaves beside its target (SIGKILL, the OOM killer, a
+power cut between making the file and renaming it) are removed by the next write of that
+target, and nothing else is: not a live write's file, not another target's, not a link."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pytest
+
+from edge_app import private_file
+from edge_app.config import GpioConfig
+from edge_app.gallery import EMBEDDING_DIM
+from edge_app.private_file import (
+    LEFTOVER_SECONDS,
+    leftover_pattern,
+    write_private_bytes,
+    write_private_text,
+    write_secret_line,
+)
+from edge_app.relay_record import write_record
+from edge_app.site_memory import SiteMemory, site_memory_path
+
+ROOT = Path(__file__).resolve().parents[1]
+OLD = time.time() - LEFTOVER_SECONDS - 60  # older than a live write's file can look
+
+
+def _write(text: str) -> Callable[[IO[str]], int]:
+    return lambda handle: handle.write(text)
+
+
+def _names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def leftover(folder: Path, name: str, *, data: bytes = b"half", when: float = OLD) -> Path:
+    """A file as a killed write leaves it: private (0600), last changed at `when`."""
+    path = folder / name
+    path.write_bytes(data)
+    path.chmod(0o600)
+    os.utime(path, (when, when))
+    return path
+
+
+def removed_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "edge_app.private_file" and "temporary file" in r.getMessage()
+    ]
+
+
+KILLED_WRITE = """
+import sys, time
+from pathlib import Path
+from edge_app.private_file import write_private_text
+
+def writer(handle):
+    handle.write("half of it")
+    handle.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+write_private_text(Path(sys.argv[1]), writer)
+"""
+
+
+def test_a_write_killed_mid_way_leaves_a_file_the_next_write_removes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real SIGKILL between the temporary file and its rename: the file it leaves is named
+    as the sweep expects (mkstemp's names), kept while young, removed once old."""
+    target = tmp_path / "secret"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITE, str(target)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "writing\n"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    left = [name for name in _names(tmp_path) if name != "secret"]
+    assert len(left) == 1 and leftover_pattern(target).fullmatch(left[0]), left
+    assert target.read_text() == "old\n"  # the old file, never half a new one
+
+    write_private_text(target, _write("new\n"))  # young: perhaps a live write's, kept
+    assert _names(tmp_path) == {"secret", left[0]}
+
+    os.utime(tmp_path / left[0], (OLD, OLD))
+    with caplog.at_level(logging.INFO, logger="edge_app.private_file"):
+        write_private_text(target, _write("newer\n"))
+    assert _names(tmp_path) == {"secret"}
+    assert target.read_text() == "newer\n"
+    lines = removed_lines(caplog)
+    assert len(lines) == 1 and "removed 1 " in lines[0] and str(target) in lines[0]
+    assert "\n" not in lines[0]
+
+
+def test_only_old_private_leftovers_of_this_target_are_removed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"someone's file")
+    outside.chmod(0o600)  # as private as a leftover: only the link itself tells them apart
+    os.utime(outside, (OLD, OLD))
+    gone = {leftover(folder, ".secret.ab_cd123").name, leftover(folder, ".secret.zz9zz9zz").name}
+    kept = {
+        leftover(folder, ".secret.young123", when=time.time()).name,  # a live write's, perhaps
+        leftover(folder, ".secret.future12", when=time.time() + 86400).name,  # clock stepped
+        leftover(folder, ".secret.abcd12345").name,  # 9 characters: not mkstemp's
+        leftover(folder, ".secret.abcd1234.new").name,  # the gallery's own temporary name
+        leftover(folder, ".secret.ABCD1234").name,  # not mkstemp's alphabet
+        leftover(folder, "secret.abcd1234").name,  # not hidden
+        leftover(folder, ".secrets.abcd1234").name,  # another target's
+        leftover(folder, ".other.abcd1234").name,  # another target's
+        leftover(folder, ".Secret.abcd1234").name,
+        "photo.jpg",
+        ".secret.shared12",  # others may read it: not what the writer leaves
+        ".secret.linked12",  # a hard link: another name for someone's file
+        ".secret.symlink1",  # a symbolic link: neither followed nor removed
+        ".secret.folder12",  # a folder
+    }
+    leftover(folder, "photo.jpg")
+    leftover(folder, ".secret.shared12").chmod(0o644)
+    os.link(leftover(folder, "kept-elsewhere"), folder / ".secret.linked12")
+    kept.add("kept-elsewhere")
+    os.symlink(outside, folder / ".secret.symlink1")
+    os.utime(folder / ".secret.symlink1", (OLD, OLD), follow_symlinks=False)
+    (folder / ".secret.folder12").mkdir(mode=0o700)
+    os.utime(folder / ".secret.folder12", (OLD, OLD))
+
+    with caplog.at_level(logging.INFO, logger="edge_app.private_file"):
+        write_private_text(folder / "secret", _write("new\n"))
+
+    assert _names(folder) == kept | {"secret"}
+    assert not gone & _names(folder)
+    assert outside.read_bytes() == b"someone's file"
+    assert (folder / "secret").read_text() == "new\n"
+    lines = removed_lines(caplog)
+    assert len(lines) == 1 and "removed 2 " in lines[0], lines
+
+
+def test_nothing_to_sweep_says_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="edge_app.private_file"):
+        write_private_text(tmp_path / "secret", _write("one\n"))
+        write_private_text(tmp_path / "secret", _write("two\n"))
+    assert removed_lines(caplog) == [] and _names(tmp_path) == {"secret"}
+
+
+def test_a_live_writes_file_is_never_removed_even_when_it_looks_old(tmp_path: Path) -> None:
+    """A write still under way holds its temporary file's lock: another write of the same
+    target (or a clock stepped forward, making it look old) never removes it."""
+    target = tmp_path / "secret"
+    started, release = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def slow(handle: IO[str]) -> None:
+        handle.write("first\n")
+        handle.flush()
+        started.set()
+        assert release.wait(10)
+
+    def first_write() -> None:
+        try:
+            write_private_text(target, slow)
+        except BaseException as error:  # reported by the test below
+            failures.append(error)
+
+    thread = threading.Thread(target=first_write)
+    thread.start()
+    try:
+        assert started.wait(10)
+        (temp,) = [p for p in tmp_path.iterdir() if leftover_pattern(target).fullmatch(p.name)]
+        os.utime(temp, (OLD, OLD))
+        assert private_file.sweep_leftovers(target) == 0
+        assert private_file.sweep_leftovers(target, now=time.time() + 86400 * 365) == 0
+        write_private_text(target, _write("second\n"))  # sweeps before it writes
+        assert temp.exists()
+    finally:
+        release.set()
+        thread.join(10)
+    assert failures == []
+    assert target.read_text() == "first\n"  # the first write finished, renamed into place
+    assert _names(tmp_path) == {"secret"}
+
+
+@pytest.mark.parametrize("kind", ["site memory", "relay record", "secret line", "bytes"])
+def test_every_private_writer_sweeps_its_own_leftovers(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One sweep, in the writer every private file goes through: the site memory (about
+    415 kB a leftover when full), the relay record, the hashed secrets, binary files."""
+    gallery = tmp_path / "gallery.db"
+    gallery.write_bytes(b"not touched")
+    targets = {
+        "site memory": site_memory_path(gallery),
+        "relay record": tmp_path / "relay.json",
+        "secret line": tmp_path / "web-password",
+        "bytes": tmp_path / "export.npz",
+    }
+    target = targets[kind]
+    big = os.urandom(415 * 1024)
+    stale = leftover(tmp_path, f".{target.name}.k1lled00", data=big)
+    others = {
+        leftover(tmp_path, f".{other.name}.k1lled00").name
+        for other in targets.values()
+        if other != target
+    } | {leftover(tmp_path, ".gallery.db.k1lled00.new").name, "gallery.db"}
+    with caplog.at_level(logging.INFO, logger="edge_app.private_file"):
+        if kind == "site memory":
+            memory = SiteMemory()
+            memory.add(np.ones(EMBEDDING_DIM))
+            memory.save(target)
+            assert SiteMemory.load(target).learned == 1
+        elif kind == "relay record":
+            assert write_record(GpioConfig(pin=17, factory="lgpio"), target)
+        elif kind == "secret line":
+            write_secret_line(target, "hash", "web.password_file")
+        else:
+            write_private_bytes(target, lambda handle: handle.write(b"\x00" * 10))
+    assert not stale.exists()
+    assert _names(tmp_path) == others | {target.name}
+    assert (tmp_path / "gallery.db").read_bytes() == b"not touched"
+    assert len(removed_lines(caplog)) == 1
+
+
+def test_the_pattern_is_mkstemps_naming_for_this_target_only(tmp_path: Path) -> None:
+    """The sweep recognises exactly the names tempfile.mkstemp gives the writer (checked on
+    real names, should a Python release change them)."""
+    import tempfile
+
+    target = tmp_path / "site_memory.npz"
+    pattern = leftover_pattern(target)
+    for _ in range(50):
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=tmp_path)
+        os.close(fd)
+        assert pattern.fullmatch(Path(name).name), name
+    assert not pattern.fullmatch(".site_memory.npz.refused.npz")
+    assert not pattern.fullmatch(".site_memoryXnpz.abcdefgh")  # the dot is literal
