@@ -650,6 +650,59 @@ def _pairs(config: Config, matcher: Any, found: list[Any]) -> list[Check]:
     return [Check("lookalikes", "warn", notice.problem, notice.advice) for notice in notices]
 
 
+def _events_checks(config: Config) -> list[Check]:
+    """What the door will do with the event store and the snapshots folder the config names,
+    by the rules the door itself applies when it opens them (edge_app/events.py)."""
+    import os
+    import stat
+
+    from edge_app.events import check_events_owner, snapshots_folder_problem
+    from edge_app.private_file import refuse_non_regular
+
+    checks = []
+    db = config.events.db
+    if db is not None and os.path.lexists(db):
+        try:
+            refuse_non_regular(Path(db))
+            check_events_owner(Path(db))
+            mode = stat.S_IMODE(os.lstat(db).st_mode)
+        except (ValueError, OSError) as error:
+            checks.append(
+                Check(
+                    "events",
+                    "fail",
+                    str(error),
+                    "the door records no event there until this is fixed",
+                )
+            )
+        else:
+            if mode & 0o077:
+                checks.append(
+                    Check(
+                        "events",
+                        "warn",
+                        f"{db} is mode {mode:o}: others may read who came in",
+                        "the door sets it to 600 when it opens it; or run `chmod 600` on it",
+                    )
+                )
+    folder = config.events.snapshots
+    if folder is not None:
+        try:
+            problem = snapshots_folder_problem(Path(folder))
+        except OSError as error:
+            problem = f"it cannot be looked at ({error.strerror})"
+        if problem is not None:
+            checks.append(
+                Check(
+                    "snapshots",
+                    "warn",
+                    f"{folder}: {problem}",
+                    "until then the door records events without snapshots",
+                )
+            )
+    return checks
+
+
 def _gallery_checks(config: Config | None) -> list[Check]:
     from edge_app.errors import UserError
     from edge_app.gallery import Gallery, GalleryDamaged
@@ -794,6 +847,7 @@ def collect_checks(
     if engine is not None and config is not None and readable and gallery[0].status != "fail":
         checks += _lookalike_checks(config, engine, memory)
     if config is not None:
+        checks += _events_checks(config)
         checks.append(door_check(door_socket or config.hub.socket))
     return checks
 
