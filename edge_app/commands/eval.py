@@ -14,6 +14,15 @@ from edge_app.paths import IN_CHECKOUT, REPO_ROOT, SHARED_DATA, default_models_d
 from edge_app.reports import check_distinct, check_output, write_report
 from edge_app.runtime import BACKENDS
 
+EVAL_EPILOG = """\
+examples (each benchmark's --help has more):
+  edge-app eval lfw --pairs ../shared/data/lfw/pairsDevTest.txt \\
+      --train ../shared/data/lfw/pairsDevTrain.txt --images ../shared/data/lfw/images
+  edge-app eval visits --lfw ../shared/data/lfw --json visits.json   # or: make eval-visits
+  edge-app eval liveness --data ../shared/data/liveness/nuaa
+  edge-app eval door                     # liveness required, on the NUAA clips
+"""
+
 EPILOG = """\
 pair files: the fold form (first line "10<TAB>300", e.g. LFW's pairs.txt) is scored by 10-fold
 cross-validation, the threshold chosen on 9 folds and applied to the 10th. The development
@@ -37,8 +46,10 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="measure accuracy (LFW verification, liveness on NUAA)",
-        description="Evaluate recognition accuracy.",
+        help="measure accuracy: LFW verification, per-visit decisions, liveness, the door",
+        description="Measure accuracy end to end, with the door's own code (docs/ACCURACY.md).",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     lfw = sub.add_parser(

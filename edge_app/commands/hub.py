@@ -24,7 +24,7 @@ See docs/HOME_ASSISTANT.md for topics, payloads and the remote-unlock security m
 
 examples:
   edge-app hub                                  # as installed (systemctl start edge-app-hub)
-  edge-app hub --config ./door.toml -v          # by hand, with debug logging
+  edge-app -v hub --config ./door.toml          # by hand, with debug logging
   edge-app hub --clear-discovery                # remove the door from Home Assistant
   sudo -u edge-app edge-app hub unlock-code     # the code Home Assistant's lock card sends
   sudo -u edge-app edge-app hub passwd          # the web page's admin password ([web])

@@ -153,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threshold",
         type=checked_number(partial(recognition_problem, "threshold")),
         metavar="T",
-        help="minimum score, above 0 (default: the models')",
+        help="minimum score, above 0 and at most 1 (default: the models')",
     )
     match.add_argument(
         "--margin",

@@ -34,9 +34,10 @@ examples:
 
 events (--events FILE, "-" for standard output): one JSON object per line, e.g.
   {{"time": "2024-05-01T08:12:03.120+00:00", "type": "unlock", "name": "Alice",
-   "score": 0.8123, "track": 4, "source_time": 12.3, "reason": null, "snapshot": null}}
-types: recognized, unknown, unlock, denied (reason cooldown or hours), relock (reason timeout
-or close). See docs/DAEMON.md.
+   "score": 0.8123, "track": 4, "source_time": 12.3, "reason": null, "snapshot": null,
+   "liveness": 0.91, "geometry": "depth"}}
+types: recognized, unknown, unlock, denied (reason cooldown, hours or no access), spoof (a
+face judged not live), relock (reason timeout or close). See docs/DAEMON.md.
 """
 
 # flag destination -> config key
