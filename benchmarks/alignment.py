@@ -23,7 +23,6 @@ simulation people, checked on DevTest people over 5 seeds); writes benchmarks/al
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
@@ -32,6 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from benchmarks.centering import all_dev_images
 from benchmarks.cohort import (
     Data,
@@ -47,6 +47,7 @@ from edge_app.engine import Engine
 from edge_app.images import read_image
 from edge_app.lfw import development_scores, labelled_face, read_pairs
 from edge_app.paths import REPO_ROOT
+from edge_app.reports import check_output
 
 
 def roll_crop(frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray, crop_margin: float):
@@ -121,19 +122,19 @@ def score(data: Data, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     chosen = shipped_choice()
     report: dict[str, Any] = {"cohort": chosen, "seeds": args.seeds}
     for label, path in (("upright (shipped)", args.upright), ("roll-corrected", args.roll)):
         # each crop centred on its own DevTrain mean (the shipped one is the upright crop's)
         report[label] = score(Data(path, args.data / "lfw", None), chosen, args.seeds)
         print(f"{label}: {report[label]}", flush=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(args.out)
+    outputs.write_json(args.out, report, "--out")
     print(f"wrote {args.out}")
     return 0
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     args = two_step_args(
         __doc__,

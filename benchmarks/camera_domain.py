@@ -25,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import outputs
 from benchmarks.cohort import Data
 from edge_app.engine import Engine
 from edge_app.evaluate_liveness import presented_face, read_sequences
 from edge_app.images import read_image
 from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
+from edge_app.reports import check_output
 
 OUT = REPO_ROOT / "benchmarks" / "camera_domain.json"
 PAIRS = 200_000  # random LFW pairs for the stranger distribution
@@ -108,12 +110,14 @@ def lfw(cache: Path, data: Path, group: int, rng: np.random.Generator) -> dict:
     }
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="../shared/data")
     parser.add_argument("--cache", type=Path, required=True, help="benchmarks.centering cache")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     logging.basicConfig(level=logging.WARNING)
     engine = Engine.open(REPO_MODELS, backend="cpu")
     camera = nuaa(engine, args.data / "liveness" / "nuaa")
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "nuaa": camera,
         "lfw": lfw(args.cache, args.data, camera["people"], np.random.default_rng(0)),
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    outputs.write_json(args.out, report, "--out")
     print(json.dumps(report, indent=2))
     return 0
 

@@ -38,8 +38,8 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from edge_app.centering import MEAN_FILE, MEAN_KEY, centre, mean_of, unit
-from edge_app.cli import dispatch, stops_interrupt
 from edge_app.engine import Engine
 from edge_app.images import read_image
 from edge_app.lfw import development_scores, labelled_face, read_pairs
@@ -356,6 +356,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
@@ -365,16 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "centering.json")
     parser.add_argument("step", choices=["embed", "mean", "report"])
     args = parser.parse_args(argv)
-    setup_logging(-1)  # warnings and errors: the "interrupted" line and the refusals
-    args.handler = {"embed": cmd_embed, "mean": cmd_mean, "report": cmd_report}[args.step]
-    return run(args)
-
-
-def run(args: argparse.Namespace) -> int:
-    """args.handler(args) as the commands run theirs (edge_app.cli.dispatch): a stop (Ctrl-C,
-    SIGTERM) is one "interrupted" line and exit 130, a refusal one line and exit 2."""
-    with stops_interrupt():
-        return dispatch(args)
+    setup_logging(-1)  # warnings and errors only; a stop or a refusal: outputs.command
+    {"embed": cmd_embed, "mean": cmd_mean, "report": cmd_report}[args.step](args)
+    return 0
 
 
 if __name__ == "__main__":

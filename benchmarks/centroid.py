@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import outputs
 from benchmarks.cohort import (
     Data,
     check_parser,
@@ -41,7 +42,7 @@ from edge_app.centering import unit
 from edge_app.cohort import NORMALISATION_KEY
 from edge_app.manifest import MANIFEST_NAME
 from edge_app.paths import REPO_ROOT
-from edge_app.reports import write_json
+from edge_app.reports import check_output, write_report
 
 # (label, match by person centroids, probes mirror-averaged)
 VARIANTS = (
@@ -93,8 +94,10 @@ def measure(data: Data, chosen: dict[str, Any], seeds: int) -> dict[str, Any]:
     return out
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     args = checked_args(check_parser(__doc__, REPO_ROOT / "benchmarks" / "centroid.json"), argv)
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     data = Data(args.cache, args.data / "lfw", args.models)
     chosen = shipped_cohort(args.models)
     report = {
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "variants": measure(data, chosen, args.seeds),
     }
-    write_json(args.out, report)
+    write_report(args.out, report, "--out")
     print(f"wrote {args.out}")
     return 0
 

@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.centering import install_side_file, load_cache, pair_names, run
+from benchmarks import outputs
+from benchmarks.centering import install_side_file, load_cache, pair_names
 from converter.recognition import (
     CENTROID,
     SAMPLES,
@@ -554,13 +555,14 @@ def two_step_args(
     return args
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = check_parser(__doc__, REPORT)
     parser.add_argument("step", choices=["report", "ship"])
     args = checked_args(parser, argv)
-    setup_logging(-1)  # warnings and errors: the "interrupted" line and the refusals
-    args.handler = {"report": cmd_report, "ship": cmd_ship}[args.step]
-    return run(args)
+    setup_logging(-1)  # warnings and errors only; a stop or a refusal: outputs.command
+    {"report": cmd_report, "ship": cmd_ship}[args.step](args)
+    return 0
 
 
 if __name__ == "__main__":

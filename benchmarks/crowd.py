@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import outputs
 from edge_app.camera import fit_detection_frame
 from edge_app.config import TrackingConfig
 from edge_app.daemon import largest_first, whole_faces
@@ -32,6 +33,7 @@ from edge_app.engine import Engine
 from edge_app.faces import Faces
 from edge_app.images import read_image
 from edge_app.quality import presented_faces
+from edge_app.reports import check_output
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "crowd.json"
@@ -93,11 +95,13 @@ def markdown_section(path: Path = RESULT) -> list[str]:
     return lines
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     photos = sorted((args.data / "detection" / "crowds").glob("*.jpg"))
     if not photos:
         raise SystemExit(f"no group photos in {args.data / 'detection' / 'crowds'}")
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    outputs.write_json(args.out, results, "--out")
     print("\n".join(markdown_section(args.out)))
     return 0
 

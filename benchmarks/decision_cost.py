@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -36,12 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import outputs
 from edge_app.config import RecognitionConfig
 from edge_app.engine import Engine
 from edge_app.fusion import TrackPool, face_weights
 from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
 from edge_app.images import read_image
 from edge_app.matching import Matcher, MatchSettings
+from edge_app.reports import check_output
 from edge_app.visit_clips import background, head, paste
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,11 +76,13 @@ def time_calls(call: Any, count: int) -> float:
     return (time.perf_counter() - start) / count
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     engine = Engine.open(backend="cpu", cascade="auto")
     door = RecognitionConfig()  # the door's defaults: site centring on
     settings = MatchSettings.from_recognition(
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=platform.machine(),
         when=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    outputs.write_json(args.out, results, "--out")
     print(f"frame (detect + FaceNet, one face): median {frame_median:.1f} ms")
     print(
         "| gallery | before: match the frame, photos only | now: pool + match, mirrors, "

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from benchmarks.centering import all_dev_images, load_cache
 from benchmarks.centroid import shipped_cohort
 from benchmarks.cohort import Data, derive_and_check, normaliser_of, two_step_args
@@ -44,7 +45,7 @@ from edge_app.images import read_image
 from edge_app.lfw import labelled_face
 from edge_app.manifest import MANIFEST_NAME
 from edge_app.paths import REPO_ROOT
-from edge_app.reports import write_json
+from edge_app.reports import check_output, write_report
 
 MODELS = REPO_ROOT / "models" / "tflite"
 # name: (crop margin as a share of the box width, shift right, shift down, as shares of it)
@@ -96,6 +97,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     data = Data(args.shipped, args.data / "lfw", args.models)
     chosen = shipped_cohort(args.models)
     normaliser = normaliser_of(data, chosen)  # the shipped cohort: one crop, as shipped
@@ -121,11 +123,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             "devtest_gain_vs_shipped_per_seed": [round(float(g), 5) for g in per_seed - base],
         }
         print(f"{label}: {variants[label]}", flush=True)
-    write_json(args.out, {"cohort": chosen, "seeds": args.seeds, "variants": variants})
+    write_report(args.out, {"cohort": chosen, "seeds": args.seeds, "variants": variants}, "--out")
     print(f"wrote {args.out}")
     return 0
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     args = two_step_args(
         __doc__,

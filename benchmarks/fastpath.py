@@ -30,7 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks import outputs
 from edge_app.detection.pyramid import level_shape
+from edge_app.reports import check_output
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,8 @@ def batching(int8_models: Path, float_models: Path, threads: int, repeats: int) 
     return out
 
 
-def main() -> None:
+@outputs.command
+def main(argv: list[str] | None = None) -> None:
     """`--accuracy VARIANT`: one variant per process, since the pyramid patch is process-wide."""
     from benchmarks.run import default_paths
 
@@ -200,7 +203,7 @@ def main() -> None:
     parser.add_argument("--float-models", type=Path, default=paths["float_models"])
     parser.add_argument("--data", type=Path, default=paths["data"])
     parser.add_argument("--out", type=Path, help="append the result as one JSON line here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     cv2.setNumThreads(args.threads)
     if args.batching:
@@ -208,13 +211,15 @@ def main() -> None:
         return
     if not args.accuracy:
         parser.error("give --accuracy VARIANT or --batching")
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     result = lfw_accuracy(args.accuracy, args.models, args.float_models, args.data)
     line = json.dumps(result)
     print(line)
     if args.out:
-        with args.out.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        # appended, and the whole file written again: a stop leaves the lines it had
+        before = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+        outputs.write(args.out, before + line + "\n", "--out")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import outputs
 from edge_app.cohort import load_cohort
 from edge_app.config import RecognitionConfig
 from edge_app.daemon import door_matcher
@@ -40,6 +41,7 @@ from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
 from edge_app.manifest import MANIFEST_NAME
 from edge_app.matching import Matcher, MatchSettings
 from edge_app.paths import REPO_MODELS, REPO_ROOT
+from edge_app.reports import check_output
 
 RESULT = REPO_ROOT / "benchmarks" / "gallery_scale.json"
 SIZES = (10, 100, 1000, 5000)
@@ -137,12 +139,14 @@ def _shown(path: Path) -> str:
     return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--models", type=Path, default=REPO_MODELS)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     engine = shipped_engine(args.models)
     config = RecognitionConfig()  # the door's defaults: site centring, lookalikes "raise"
     rows = []
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "numpy": np.__version__,
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    outputs.write_json(args.out, result, "--out")
     return 0
 
 

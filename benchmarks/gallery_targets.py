@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import platform
@@ -43,6 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import outputs  # noqa: E402
 from edge_app.config import RecognitionConfig  # noqa: E402
 from edge_app.engine import Engine  # noqa: E402
 from edge_app.enroll import model_id  # noqa: E402
@@ -58,6 +58,7 @@ from edge_app.lfw import (  # noqa: E402
 )
 from edge_app.matching import Matcher, MatchSettings  # noqa: E402
 from edge_app.quality import check_face, pose, sharpness  # noqa: E402
+from edge_app.reports import check_output  # noqa: E402
 
 SEED = 4  # issue 4
 GALLERY_PEOPLE = 20
@@ -576,13 +577,15 @@ def pick_strangers(split: Split, enrolled: set[str], rng: np.random.Generator) -
     return [split.photos[p][int(rng.integers(len(split.photos[p])))] for p in chosen]
 
 
-def main() -> None:
+@outputs.command
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gallery_targets.json")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--runs", type=int, default=TIMING_RUNS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
     # One stream per stage, so that a gate refusing one more photo does not reshuffle the
@@ -730,10 +733,10 @@ def main() -> None:
         },
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    outputs.write_json(args.out, report, "--out")
     print(markdown(report))
     print(f"\nwrote {args.out} in {report['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from edge_app.centering import MEAN_FILE, centre
 from edge_app.engine import Engine
 from edge_app.images import load_photo
@@ -54,6 +55,7 @@ from edge_app.lfw import central_face, read_pairs
 from edge_app.manifest import load_manifest
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 from edge_app.quality import DEFAULT_GATES, Gates, Reason, check_face, pose, sharpness
+from edge_app.reports import check_output
 
 MODELS = REPO_ROOT / "models" / "tflite"
 RESULT = REPO_ROOT / "benchmarks" / "gates.json"
@@ -378,6 +380,7 @@ def plain(value: Any) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     lfw = args.data / "lfw"
     train, test = dev_names(lfw)
     m, raw = load(args.cache), load(args.raw)
@@ -439,7 +442,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         )
         print(f"  chosen          {brief(result['chosen_play'])}", flush=True)
         report[label] = result
-    args.out.write_text(json.dumps(plain(report), indent=1) + "\n")
+    outputs.write_json(args.out, plain(report), "--out", indent=1)
     print(f"wrote {args.out}")
 
 
@@ -496,6 +499,7 @@ def cmd_table(args: argparse.Namespace) -> None:
                 line(gate, f"**{limit}**" if bold else limit, row)
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],

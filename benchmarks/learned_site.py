@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from benchmarks.site_centring import (
     Clip,
     Replay,
@@ -67,7 +68,7 @@ from benchmarks.site_centring import (
 from edge_app.fusion import TrackPool
 from edge_app.matching import SITE_SHARE, Matcher
 from edge_app.paths import REPO_ROOT
-from edge_app.reports import write_json
+from edge_app.reports import check_output, write_report
 from edge_app.site_memory import LEARN_DOUBT, SiteMemory, doubt
 
 OUT = REPO_ROOT / "benchmarks" / "learned_site.json"
@@ -360,11 +361,13 @@ def guard_scores(study: Study) -> dict[str, dict[str, Any]]:
     return out
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = nuaa_parser(__doc__.split("\n\n")[0], OUT)
     parser.add_argument("--seed", type=int, default=0, help="of the learned visits' draws")
     parser.add_argument("--draws", type=int, default=DRAWS, help="draws of the learned visits")
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     started = time.perf_counter()
     _, replay, work = open_replay(args)
     people = sorted(work.enrolment)
@@ -389,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "guard": {"learn_doubt": LEARN_DOUBT, "learned": guard_scores(study)},
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_json(args.out, report)
+    write_report(args.out, report, "--out")
     summarise(report)
     return 0
 

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import outputs
 from edge_app.engine import Engine
 from edge_app.faces import Faces
 from edge_app.images import read_image
 from edge_app.manifest import LIVENESS_ROLE
 from edge_app.paths import REPO_MODELS
+from edge_app.reports import check_output
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "liveness_cost.json"
@@ -169,11 +171,12 @@ def _render_docs(docs: Path) -> None:
 
     results = json.loads((REPO / "benchmarks" / "results.json").read_text(encoding="utf-8"))
     accuracy = report.load_accuracy(REPO / "benchmarks" / "accuracy.json")
-    (docs / "BENCHMARKS.md").write_text(report.markdown(results, accuracy), encoding="utf-8")
+    outputs.write(docs / "BENCHMARKS.md", report.markdown(results, accuracy), "--docs")
     print(f"wrote {docs / 'BENCHMARKS.md'}")
 
 
-def main() -> None:
+@outputs.command
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--models", type=Path, default=REPO_MODELS)
@@ -182,13 +185,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--docs", type=Path, help="also re-render DOCS/BENCHMARKS.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the work, not with a traceback after
+    if args.docs:
+        check_output(args.docs / "BENCHMARKS.md", "--docs")
     result = measure(args.models, args.data, args.threads, args.frames, args.rounds)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    outputs.write_json(args.out, result, "--out")
     print("\n".join(markdown_section(args.out)))
     if args.docs:
         _render_docs(args.docs)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

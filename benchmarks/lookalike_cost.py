@@ -12,7 +12,6 @@ sizes); medians of ROUNDS builds. Writes benchmarks/lookalike_cost.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -21,21 +20,25 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import outputs
 from benchmarks.decision_cost import gallery
 from edge_app.config import RecognitionConfig
 from edge_app.engine import Engine
 from edge_app.matching import Matcher, MatchSettings, guard_lookalikes
 from edge_app.paths import REPO_ROOT
+from edge_app.reports import check_output
 
 RESULT = REPO_ROOT / "benchmarks" / "lookalike_cost.json"
 ROUNDS = 7
 SIZES = (20, 100, 500)
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     engine = Engine.open(backend="cpu")
     settings = MatchSettings.from_recognition(  # as the door: site centring by default
         engine.manifest.recognition, site_centring=RecognitionConfig().site_centring
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    outputs.write_json(args.out, result, "--out")
     return 0
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 from edge_app.lfw import (
@@ -58,7 +59,7 @@ from edge_app.lfw import (
     validation_rate,
 )
 from edge_app.paths import REPO_ROOT, SHARED_DATA
-from edge_app.reports import write_json
+from edge_app.reports import check_output, write_report
 
 log = logging.getLogger(__name__)
 
@@ -612,6 +613,7 @@ def print_table(result: dict[str, Any]) -> None:
             )
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -635,15 +637,13 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=2, help="encoding processes (dlib's HOG is single-threaded)"
     )
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not (args.data / "lfw" / "pairsDevTest.txt").is_file():
         print(f"error: {args.data}/lfw has no pairsDevTest.txt: give --data", file=sys.stderr)
         return 2
     try:
-        result = run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        result = run(args)  # a UserError: one line, exit 2 (outputs.command)
     except ImportError as error:
         print(
             f"error: {error.name or error}: face_recognition/dlib live in .venv-bench "
@@ -651,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    write_json(args.out, result)
+    write_report(args.out, result, "--out")
     print_table(result)
     print(f"wrote {args.out}")
     return 0

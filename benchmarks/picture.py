@@ -16,7 +16,6 @@ Needs ../shared/data. Writes benchmarks/picture.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from datetime import datetime, timezone
@@ -26,9 +25,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from edge_app.engine import Engine
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 from edge_app.picture import DARK_MEAN, FLAT_SPREAD, SAMPLE_SIZE, grey_levels, picture_problem
+from edge_app.reports import check_output
 
 RESULT = REPO_ROOT / "benchmarks" / "picture.json"
 FACTORS = (1.0, 0.3, 0.2, 0.12, 0.08, 0.05, 0.03)
@@ -82,11 +83,13 @@ def real_photos(sets: dict[str, list[Path]]) -> dict[str, dict[str, float]]:
     return rows
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="../shared/data")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     nuaa = args.data / "liveness" / "nuaa"
     if not nuaa.is_dir():
         print(f"no NUAA frames in {nuaa}: this benchmark needs ../shared/data", file=sys.stderr)
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {photos['images']} | {photos['lowest_mean']} "
             f"| {photos['lowest_spread']} | {photos['flagged']} |"
         )
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    outputs.write_json(args.out, result, "--out")
     print(f"wrote {args.out}")
     return 0
 

@@ -22,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import outputs  # noqa: E402
 from converter.calibration import calibration_paths, door_frames  # noqa: E402
 from converter.mtcnn_models import build_pnet  # noqa: E402
 from converter.quantize import convert_keras  # noqa: E402
@@ -29,6 +30,7 @@ from edge_app.adapters import ModelRunner  # noqa: E402
 from edge_app.detection.pyramid import PNET_CELL, PNET_STRIDE, build_levels  # noqa: E402
 from edge_app.manifest import ModelSpec, TensorSpec, load_manifest  # noqa: E402
 from edge_app.paths import REPO_MODELS, SHARED_DATA  # noqa: E402
+from edge_app.reports import check_output  # noqa: E402
 from edge_app.runtime import make_interpreter, select_backend  # noqa: E402
 
 GAP = PNET_CELL  # a window never straddles two levels' content
@@ -82,14 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=ROOT / "benchmarks" / "pnet_layout.json",
         help="the results as JSON (default: %(default)s)",
     )
-    args = parser.parse_args(argv)
-    if not args.out.parent.is_dir():
-        parser.error(f"--out {args.out}: there is no folder {args.out.parent}")
-    return args
+    return parser.parse_args(argv)
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)  # before any work: --help only helps
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     manifest = load_manifest(REPO_MODELS)
     backend = select_backend("cpu", threads=2)
     per_level = [
@@ -112,13 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     canvas_file.write_bytes(data)
     from converter.quantize import describe_tensors
 
-    inputs, outputs = describe_tensors(canvas_file)
+    inputs, tensors_out = describe_tensors(canvas_file)
     spec = ModelSpec(
         "pnet",
         canvas_file.name,
         "",
         [TensorSpec(**t) for t in inputs],
-        [TensorSpec(**t) for t in outputs],
+        [TensorSpec(**t) for t in tensors_out],
     )
     canvas_runner = ModelRunner(make_interpreter(canvas_file.read_bytes(), backend), spec)
     canvas_file.unlink()
@@ -173,9 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         "canvas_keeps_share": kept / total if total else 1.0,
         "threads": 2,
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    outputs.write_json(args.out, result, "--out")
     print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import outputs
 from benchmarks.centering import score
 from benchmarks.cohort import (
     Data,
@@ -46,7 +47,7 @@ from benchmarks.cohort import (
 from edge_app.centering import unit
 from edge_app.gallery import EMBEDDING_DIM
 from edge_app.paths import REPO_ROOT
-from edge_app.reports import write_json
+from edge_app.reports import check_output, write_report
 
 # (label, kind, parameter, strength): kind "none", "wccn" (parameter: shrink) or
 # "nuisance" (parameter: directions removed, strength: how much of each).
@@ -140,11 +141,13 @@ def measure(data: Data, seeds: int) -> dict[str, Any]:
     return out
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     args = checked_args(check_parser(__doc__, REPO_ROOT / "benchmarks" / "projection.json"), argv)
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     data = Data(args.cache, args.data / "lfw", args.models)
     report = {"seeds": args.seeds, **measure(data, args.seeds)}
-    write_json(args.out, report)
+    write_report(args.out, report, "--out")
     print(f"wrote {args.out}")
     return 0
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import platform
 import statistics
 import time
@@ -21,9 +20,11 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
+from benchmarks import outputs
 from edge_app.config import GpioConfig
 from edge_app.relay import Relay
 from edge_app.relay_process import RelayProcess
+from edge_app.reports import check_output
 
 PIN = 17
 PULSE = 0.3
@@ -90,16 +91,18 @@ def measure() -> dict:
     }
 
 
-def main() -> int:
+@outputs.command
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_output(args.json, "--json")  # before the work, not with a traceback after
     figures = measure()
     width = max(map(len, figures))
     for key, value in figures.items():
         print(f"{key:<{width}}  {value}")
     if args.json is not None:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        outputs.write_json(args.json, figures, "--json")
     return 0
 
 

@@ -15,6 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks import outputs
+from edge_app.reports import check_output
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("pyramid", "pnet", "nms", "rnet", "onet", "align", "facenet", "match")
 STAGE_NAMES = {
@@ -884,25 +887,35 @@ def recommendations(results: dict, accuracy: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def check_docs(docs: Path) -> None:
+    """Refuse (UserError), before the work, a `--docs` folder that write() could not write:
+    BENCHMARKS.md or benchmarks.png not a regular file, a folder that cannot be made."""
+    for name in ("BENCHMARKS.md", "benchmarks.png"):
+        check_output(docs / name, "--docs", parents=True)  # write() makes the folder
+
+
 def write(results: dict, docs: Path, accuracy: Path | None = None) -> None:
     records = load_accuracy(accuracy) if accuracy else {}
     shipped = REPO / "docs" / "lfw_auto.json"  # `make eval`'s run of the CPU default
     if "auto" not in records and shipped.is_file():
         records["auto"] = json.loads(shipped.read_text(encoding="utf-8"))
+    text = markdown(results, records)
     docs.mkdir(parents=True, exist_ok=True)
     plot(results, docs / "benchmarks.png")
-    (docs / "BENCHMARKS.md").write_text(markdown(results, records), encoding="utf-8")
+    outputs.write(docs / "BENCHMARKS.md", text, "--docs")
     print(f"wrote {docs / 'BENCHMARKS.md'} and {docs / 'benchmarks.png'}")
 
 
-def main() -> None:
+@outputs.command
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results.json")
     parser.add_argument("--accuracy", type=Path, default=REPO / "benchmarks" / "accuracy.json")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_docs(args.docs)
     write(json.loads(args.results.read_text(encoding="utf-8")), args.docs, args.accuracy)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

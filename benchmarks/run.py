@@ -37,7 +37,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks import frames as frame_sets
+from benchmarks import outputs
+from benchmarks.report import check_docs
 from benchmarks.stats import block_fps, summary
+from edge_app.reports import check_output
 
 REPO = Path(__file__).resolve().parents[1]
 CONDITIONS = frame_sets.CONDITIONS
@@ -586,7 +589,8 @@ def machine(loadavg_start: tuple[float, float, float]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+@outputs.command
+def main(argv: list[str] | None = None) -> None:
     paths = default_paths()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, short blocks")
@@ -610,7 +614,10 @@ def main() -> None:
     parser.add_argument(
         "--models-note", help="how the docs name the models (default: the --models path)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
+    if not args.no_docs:
+        check_docs(args.docs)
     if args.quick:
         args.rounds, args.block, args.rss_repeats, args.daemon_frames = 1, 5, 1, 5
         args.whole_rounds = 1
@@ -721,7 +728,7 @@ def main() -> None:
         "daemon": daemon,
         "wall_seconds": time.perf_counter() - started,
     }
-    args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    outputs.write_json(args.out, results, "--out", indent=1)
     print(f"wrote {args.out} ({results['wall_seconds']:.0f} s)")
     failed = (
         set(skipped) & set(PLAN) - {"ours-edgetpu", "ours-float"}
@@ -739,4 +746,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,7 +23,6 @@ that refuses at most MAX_GENUINE_REFUSED of its genuine pairs; DevTest checks it
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,11 +31,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from edge_app.engine import Engine
 from edge_app.images import load_photo
 from edge_app.lfw import PairList, read_pairs
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 from edge_app.quality import SAME_PERSON_COSINE, Rejection, enrolment_face
+from edge_app.reports import check_output
 
 RESULT = REPO_ROOT / "benchmarks" / "same_person.json"
 # The share of a person's own photo pairs the gate may refuse: one in a hundred, the same
@@ -103,6 +104,7 @@ def sweep(score: np.ndarray, same: np.ndarray) -> list[dict[str, Any]]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     lfw = args.data / "lfw"
     cache = np.load(args.cache)
     sets = {
@@ -124,7 +126,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         "images_refused_by_gates": int(np.isnan(cache["embedding"][:, 0]).sum()),
         "tables": tables,
     }
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    outputs.write_json(args.out, result, "--out", indent=1)
     print(f"floor chosen on DevTrain: {chosen:.2f} (shipped {SAME_PERSON_COSINE:.2f})")
     print("| floor | set | own pairs refused | different-person pairs caught |")
     print("|---|---|---|---|")
@@ -139,6 +141,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             )
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA)

@@ -24,7 +24,6 @@ Writes benchmarks/samples_per_person.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -33,12 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import outputs
 from edge_app.centering import centre, load_mean
 from edge_app.cohort import load_cohort
 from edge_app.gallery import GalleryMatrix
 from edge_app.lfw import wilson
 from edge_app.manifest import load_manifest
 from edge_app.matching import Matcher, MatchSettings
+from edge_app.reports import check_output
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "samples_per_person.json"
@@ -46,12 +47,14 @@ MAX_ENROLLED = 5
 PHOTOS_NEEDED = MAX_ENROLLED + 1
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--raw", type=Path, required=True, help="benchmarks.centering cache")
     parser.add_argument("--models", type=Path, default=REPO / "models" / "tflite")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the work, not with a traceback after
     try:
         cache = np.load(args.raw, allow_pickle=False)
         names, raw, mirror = cache["names"], cache["raw"], cache["mirror"]
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    outputs.write_json(args.out, report, "--out", indent=1)
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
     return 0
 

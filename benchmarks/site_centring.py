@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from benchmarks.cohort import SEEDS, Data, door_check, shipped_choice
 from edge_app.cohort import CohortNormaliser
 from edge_app.engine import Engine
@@ -60,7 +61,7 @@ from edge_app.matching import (
 )
 from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
 from edge_app.policy import Policy, Vote
-from edge_app.reports import write_json
+from edge_app.reports import check_output, write_report
 from edge_app.site_memory import SiteMemory
 
 OUT = REPO_ROOT / "benchmarks" / "site_centring.json"
@@ -311,10 +312,12 @@ def open_replay(args: argparse.Namespace) -> tuple[Engine, Replay, Any]:
     return engine, replay, plan(sequences)
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = nuaa_parser(__doc__.split("\n\n")[0], OUT)
     parser.add_argument("--cache", type=Path, required=True, help="benchmarks.centering cache")
     args = parser.parse_args(argv)
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     started = time.perf_counter()
     engine, replay, work = open_replay(args)
     recognition = dict(engine.manifest.recognition)
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "lfw": lfw(args.cache, args.data, recognition, cohort),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_json(args.out, report)
+    write_report(args.out, report, "--out")
     print(json.dumps({k: v for k, v in report.items() if k != "nuaa_person_split"}, indent=1))
     for share, rows in visitors.items():
         for guests, row in rows.items():

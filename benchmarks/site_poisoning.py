@@ -44,13 +44,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import outputs
 from edge_app.config import RecognitionConfig
 from edge_app.daemon import door_matcher
 from edge_app.engine import Engine
 from edge_app.gallery import Gallery, GalleryMatrix, NewSample
 from edge_app.lfw import read_pairs
 from edge_app.paths import REPO_ROOT, SHARED_DATA
-from edge_app.reports import write_json
+from edge_app.reports import check_output, write_report
 from edge_app.site_memory import SiteMemory, doubt
 
 RESULT = REPO_ROOT / "benchmarks" / "site_poisoning.json"
@@ -105,6 +106,7 @@ def offer(
     return memory, left_out
 
 
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"{args.cache} not found: make it with `python -m benchmarks.same_person embed`"
         )
+    check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
     started = time.perf_counter()
     cache = dict(np.load(args.cache))
     people = by_person(cache, read_pairs(args.data / "lfw" / "pairsDevTest.txt").images)
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "memories": totals,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_json(args.out, report)
+    write_report(args.out, report, "--out")
     for name, row in totals.items():
         print(
             f"{name:8}: strangers let in {row['let_in']}/{row['strangers']}, resident's photos "

@@ -37,6 +37,7 @@ from unittest import mock
 
 import numpy as np
 
+from benchmarks import outputs
 from edge_app.camera import Frame
 from edge_app.centering import centre, model_identity, unit
 from edge_app.config import EVIDENCE
@@ -45,6 +46,7 @@ from edge_app.engine import Engine
 from edge_app.evaluate_visits import POPULATIONS, SEED, evaluate_visits, table
 from edge_app.faces import Faces
 from edge_app.paths import REPO_ROOT, SHARED_DATA
+from edge_app.reports import check_output
 
 
 class MemoEngine:
@@ -151,6 +153,28 @@ def _votes(text: str) -> tuple[int, int]:
     return hits, window
 
 
+def label_of(
+    population: str,
+    evidence: str,
+    refresh: int | None,
+    vote: tuple[int, int] | None,
+    visitor: str,
+    seed: int,
+) -> str:
+    """A variant's name: its report is benchmarks/visits_<name>.json."""
+    label = f"{population}_{evidence}"
+    if refresh is not None:
+        label += f"_refresh{refresh}"
+    if vote is not None:
+        label += f"_votes{vote[0]}of{vote[1]}"
+    if visitor == "mirror-averaged":
+        label += "_mirror-visitor"
+    if seed != SEED:
+        label += f"_seed{seed}"
+    return label
+
+
+@outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", type=Path, default=SHARED_DATA / "lfw")
@@ -186,21 +210,28 @@ def main(argv: list[str] | None = None) -> int:
     visitors = args.visitor.split(",")
     if unknown := set(visitors) - set(VISITORS):
         parser.error(f"--visitor: {', '.join(sorted(unknown))} is not one of {VISITORS}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.WARNING)
-    memo = MemoEngine(Engine.open(backend="cpu", cascade="auto"))
     refreshes: list[int | None] = [int(r) for r in args.refresh_frames.split(",") if r]
     refreshes = refreshes or [None]
     votes: list[tuple[int, int] | None] = [_votes(v) for v in args.votes.split(",") if v]
     votes = votes or [None]
-    shipped = dict(memo.engine.manifest.recognition)
-    for evidence, refresh, vote, visitor in [
+    variants = [
         (e, r, v, m)
         for e in args.evidence.split(",")
         for r in refreshes
         for v in votes
         for m in visitors
-    ]:
+    ]
+    paths = [
+        args.out / f"visits_{label_of(args.population, *variant, args.seed)}.json"
+        for variant in variants
+    ]
+    for path in paths:  # before the minutes of work, not with a traceback after
+        check_output(path, "--out", parents=True)  # the folder is made if need be
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.WARNING)
+    memo = MemoEngine(Engine.open(backend="cpu", cascade="auto"))
+    shipped = dict(memo.engine.manifest.recognition)
+    for (evidence, refresh, vote, visitor), path in zip(variants, paths, strict=True):
         mirrored = visitor == "mirror-averaged"
         memo.use(memo.engine.mean, mirror_rule(shipped) if mirrored else shipped)
         policy: dict[str, Any] = {"evidence": evidence}
@@ -218,15 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 policy=policy,
                 tracking={} if refresh is None else {"refresh_frames": refresh},
             )
-        label = f"{args.population}_{evidence}"
-        if refresh is not None:
-            label += f"_refresh{refresh}"
-        if vote is not None:
-            label += f"_votes{vote[0]}of{vote[1]}"
-        if mirrored:
-            label += "_mirror-visitor"
-        if args.seed != SEED:
-            label += f"_seed{args.seed}"
+        label = label_of(args.population, evidence, refresh, vote, visitor, args.seed)
         report["variant"] = {
             "name": label,
             "visitor": visitor,
@@ -234,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             "memo_hits": memo.hits,
             "memo_misses": memo.misses,
         }
-        path = args.out / f"visits_{label}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        outputs.write_json(path, report, "--out")
         seconds = time.perf_counter() - start
         print(f"\n{label} ({seconds:.0f} s)\n{table(report)}", flush=True)
     return 0
