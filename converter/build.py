@@ -531,8 +531,10 @@ def build(options: BuildOptions) -> Path:
         raise BuildError(f"--min-face {options.min_face} leaves no pyramid level")
     facenet = facenet_source(options.facenet)
     sources = {"mtcnn": mtcnn_source_identity(), "facenet": facenet.identity}
+    # The calibration folder first (a missing flag is a refusal whatever is installed), then
+    # the weights, which need torch.
+    check_frames = _liveness_check_frames(options) if options.liveness else {}
     liveness = liveness_source(options.liveness) if options.liveness else None
-    check_frames = _liveness_check_frames(options) if liveness is not None else {}
     if liveness is None:
         log.info("no --liveness: building without liveness models")
     if options.lfw is None or not (options.lfw / "pairsDevTrain.txt").is_file():
@@ -698,8 +700,8 @@ def build_liveness_only(options: BuildOptions) -> Path:
             f"usable ({error}): run a full `edge-convert build` first"
         ) from None
     _check_outputs(options, full=False)
-    source = liveness_source(options.liveness)  # reads the weights: after the cheap checks
     check_frames = _liveness_check_frames(options)
+    source = liveness_source(options.liveness)  # reads the weights: after the cheap checks
     engine = Engine.open(options.out, backend="cpu")
     old_files = {
         entry["file"] for entry in manifest["models"].values() if entry["role"] == LIVENESS_ROLE
