@@ -401,7 +401,7 @@ def _evaluate(
             samples = len(gallery.load_matrix())
         rule = door_rule(engine, db)
     report: dict[str, Any] = {
-        "what": f"issue 11 per-visit evaluation on LFW people ({population})",
+        "what": f"per-visit evaluation of the real door on LFW people ({population})",
         "population": population,
         "seed": seed,
         "people_asked": people,

@@ -111,7 +111,8 @@ def _checks_per_hour(
 
 
 def test_an_attacker_gets_at_most_the_documented_checks_per_hour() -> None:
-    # The figures of auth.py's comment and docs/WEB.md ("Login limits").
+    # The figures of auth.py's comment and docs/WEB.md ("Security defaults", row "Login rate
+    # limit").
     per_address, longest = _checks_per_hour(lambda tick: OWNER)
     assert per_address == [5 + 4 + 59, 60]
     assert longest == auth.BACKOFF_MAX_S  # nobody at that address waits longer for a check
