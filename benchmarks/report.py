@@ -829,18 +829,16 @@ def recommendations(results: dict, accuracy: dict[str, dict]) -> str:
         stat = results.get("rss", {}).get(name, {}).get("peak_rss_mb")
         return f"{stat['median']:.0f}" if stat else "?"
 
-    lines = ["### Recommendations (for `edge_app/`, owned by the engine's maintainer)", ""]
+    lines = ["### What these figures say about the pipeline", ""]
     lines.append(
-        "1. **Pyramid from 2x reductions: adopted.** `edge_app/detection/pyramid.py` now "
-        "halves the frame with INTER_AREA (OpenCV's fast exact-2x path) and resizes each level "
-        "from the smallest reduction still at least twice its size. Measured before adoption "
-        "(commit 55941d7): pyramid 5.30 -> 1.35 ms per frame, end to end 1.12x at one face, "
-        "LFW 98.20% vs 98.10%. The shipped pipeline above includes it, so `proto-octave` now "
-        "measures the same thing as `ours-int8`. Level sizes are unchanged, so the Edge TPU "
-        "per-scale models are unaffected."
+        "1. **Pyramid from 2x reductions.** `edge_app/detection/pyramid.py` halves the frame "
+        "with INTER_AREA (OpenCV's fast exact-2x path) and resizes each level from the "
+        "smallest reduction still at least twice its size. The level sizes are those of "
+        "resizing the frame directly, so the Edge TPU's per-scale models are the same either "
+        "way; `proto-octave` runs this pyramid too, which is why its row matches `ours-int8`."
     )
     lines.append(
-        "2. **Float P/R/O-Net with int8 FaceNet on a CPU without a TPU: adopted, chosen by "
+        "2. **Float P/R/O-Net with int8 FaceNet on a CPU without a TPU, chosen by "
         "measurement.** XNNPACK leaves int8 PRELU to TFLite's own kernel, and the int8 cascade "
         "runs several times slower than its float twin on this x86 CPU. The float twins ship "
         "in `models/tflite/float` (listed with their sha256 in the manifest's `float_cascade` "
@@ -859,14 +857,14 @@ def recommendations(results: dict, accuracy: dict[str, dict]) -> str:
         "largest pyramid levels (a 15 cm face is about 80 px at 1 m and 40 px at 2 m through a "
         "65-degree lens; someone asking a door to open stands within a metre of it): "
         f"detection {speedup('proto-minface80', 'detect'):.2f}x, end to end "
-        f"{speedup('proto-minface80'):.2f}x at one face. It is already a config key "
-        "(`detection.min_face`); make 80 the documented door default and keep 40 in the "
-        "manifest for the Edge TPU models and LFW. It finds the faces of these frames (3-face "
+        f"{speedup('proto-minface80'):.2f}x at one face. It is the config key "
+        "`detection.min_face` (default: the manifest's 40, for which the Edge TPU models are "
+        "compiled and which LFW is measured with). It finds the faces of these frames (3-face "
         "frames hold 90 px faces), but nothing smaller than 80 px."
     )
     if track and e2e:
         lines.append(
-            "4. **Skip embedding for tracked faces**: already what the daemon does. Its steady "
+            "4. **Skip embedding for tracked faces**, as the daemon does. Its steady "
             f"state runs {track:.1f} fps at one face against {e2e:.1f} fps embedding every "
             f"frame ({track / e2e:.2f}x), and {track3 or 0:.1f} vs {e2e3 or 0:.1f} fps at "
             f"three faces ({(track3 or 0) / (e2e3 or 1):.2f}x). The gain is FaceNet's share of "
