@@ -106,6 +106,19 @@ def offer(
     return memory, left_out
 
 
+def read_cache(
+    parser: argparse.ArgumentParser, path: Path, data: Path
+) -> tuple[dict[str, np.ndarray], dict[str, list[int]], list[str]]:
+    """The `benchmarks.same_person embed` cache, its DevTest people's rows, and the people
+    with photos enough to enrol and to visit with (a usage error when there is no cache)."""
+    if not path.is_file():
+        parser.error(f"{path} not found: make it with `python -m benchmarks.same_person embed`")
+    cache = dict(np.load(path))
+    people = by_person(cache, read_pairs(data / "lfw" / "pairsDevTest.txt").images)
+    residents = sorted(p for p, rows in people.items() if len(rows) > ENROL)
+    return cache, people, residents
+
+
 @outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -117,15 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
-    if not args.cache.is_file():
-        parser.error(
-            f"{args.cache} not found: make it with `python -m benchmarks.same_person embed`"
-        )
     check_output(args.out, "--out")  # before the minutes of work, not with a traceback after
+    cache, people, residents = read_cache(parser, args.cache, args.data)
     started = time.perf_counter()
-    cache = dict(np.load(args.cache))
-    people = by_person(cache, read_pairs(args.data / "lfw" / "pairsDevTest.txt").images)
-    residents = sorted(p for p, rows in people.items() if len(rows) > ENROL)
     rng = np.random.default_rng(args.seed)
     engine = Engine.open(backend="cpu")
     settings = RecognitionConfig(learn_site=True)

@@ -25,8 +25,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
+from test_bench_report import write_samples_cache
 
 from edge_app.errors import UserError
 from edge_app.paths import REPO_MODELS, SHARED_DATA
@@ -120,6 +120,7 @@ SCRIPTS: dict[str, tuple[list[str], str]] = {
         "--out",
     ),
     "site_poisoning": (["--data", "{absent}", "--cache", "{cache}"], "--out"),
+    "site_restarts": (["--data", "{absent}", "--cache", "{cache}"], "--out"),
 }
 
 
@@ -369,23 +370,6 @@ def test_visits_variants_refuses_a_report_it_could_not_write_before_the_work(
 # ---------------------------------------------------------------- written whole, or not
 
 
-def _samples_cache(path: Path) -> None:
-    """A made-up benchmarks.centering cache: 3 people with 6 photos each, 40 strangers."""
-    rng = np.random.default_rng(0)
-    names, raw = [], []
-    for person in range(3):
-        own = rng.standard_normal(512)
-        for photo in range(6):
-            names.append(f"P{person}/P{person}_{photo:04d}.jpg")
-            raw.append(own + 0.3 * rng.standard_normal(512))
-    for stranger in range(40):
-        names.append(f"S{stranger}/S{stranger}_0001.jpg")
-        raw.append(rng.standard_normal(512))
-    faces = np.array(raw, np.float32)
-    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
-    np.savez(path, names=np.array(names), raw=faces, mirror=faces)
-
-
 def _files_of(limit: int) -> Callable[[], None]:
     def limited() -> None:  # in the child, before it runs: no file grows past `limit` bytes
         hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
@@ -402,7 +386,7 @@ def test_a_result_that_cannot_be_written_whole_leaves_the_last_one(
     now left as it was, with no temporary file beside it, and the failure is one line."""
     cache = tmp_path / "inputs" / "cache.npz"
     cache.parent.mkdir()
-    _samples_cache(cache)
+    write_samples_cache(cache)
     results = tmp_path / "results"
     results.mkdir()
     out = results / "samples_per_person.json"

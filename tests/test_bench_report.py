@@ -57,13 +57,10 @@ def test_the_crowd_section_lists_the_frames_with_more_faces_than_the_cap(tmp_pat
     assert "load 0.5-0.7" in lines[2] and "embed the 4 largest" in lines[4]
 
 
-def test_samples_per_person_counts_what_the_door_matcher_decides(tmp_path: Path) -> None:
-    """benchmarks.samples_per_person on a made-up cache: 3 people with 6 photos each (their
-    own direction plus noise) and 40 strangers (random faces). Their later photos are
-    identified at every n, nobody is named wrongly, and no random face is let in."""
+def write_samples_cache(path: Path) -> None:
+    """A made-up benchmarks.centering cache: 3 people with 6 photos each (their own direction
+    plus noise) and 40 strangers (random faces)."""
     import numpy as np
-
-    from benchmarks.samples_per_person import main
 
     rng = np.random.default_rng(0)
     names, raw = [], []
@@ -77,8 +74,17 @@ def test_samples_per_person_counts_what_the_door_matcher_decides(tmp_path: Path)
         raw.append(rng.standard_normal(512))
     faces = np.array(raw, np.float32)
     faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    np.savez(path, names=np.array(names), raw=faces, mirror=faces)
+
+
+def test_samples_per_person_counts_what_the_door_matcher_decides(tmp_path: Path) -> None:
+    """benchmarks.samples_per_person on a made-up cache: 3 people with 6 photos each (their
+    own direction plus noise) and 40 strangers (random faces). Their later photos are
+    identified at every n, nobody is named wrongly, and no random face is let in."""
+    from benchmarks.samples_per_person import main
+
     cache = tmp_path / "cache.npz"
-    np.savez(cache, names=np.array(names), raw=faces, mirror=faces)
+    write_samples_cache(cache)
     out = tmp_path / "out.json"
     assert main(["--raw", str(cache), "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
