@@ -38,6 +38,7 @@ import hashlib
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,42 @@ def read_cache(
     return cache, people, residents
 
 
+@dataclass(frozen=True)
+class Draw:
+    """One draw: a resident and a lingerer among the DevTest people, the others split in two
+    halves (`teach`: people whose visits the door may learn; the other half's single photos
+    are the strangers)."""
+
+    resident: str
+    own: list[int]  # the resident's cache rows: the first ENROL enrolled, the rest `genuine`
+    strangers: np.ndarray
+    genuine: np.ndarray
+    lingering: np.ndarray
+    teach: list[str]
+
+
+def draw(
+    rng: np.random.Generator,
+    cache: dict[str, np.ndarray],
+    people: dict[str, list[int]],
+    residents: list[str],
+) -> Draw:
+    """The next draw from `rng` (the same sequence of random numbers in every benchmark)."""
+    resident, lingerer = rng.choice(residents, size=2, replace=False)
+    others = [p for p in sorted(people) if p not in (resident, lingerer)]
+    rng.shuffle(others)
+    teach, probe = others[: len(others) // 2], others[len(others) // 2 :]
+    own = people[resident]
+    return Draw(
+        resident=str(resident),
+        own=own,
+        strangers=cache["embedding"][[people[p][0] for p in probe]],
+        genuine=cache["embedding"][own[ENROL:]],
+        lingering=cache["embedding"][people[lingerer]],
+        teach=teach,
+    )
+
+
 @outputs.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -139,18 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("strangers", "let_in", "resident", "recognised", "lingerer", "lingerer_in")
     totals = {name: dict.fromkeys((*keys, "learned", "left_out"), 0) for name in MEMORIES}
     for _ in tqdm(range(args.draws), desc="draws", unit="draw", disable=None):
-        resident, lingerer = rng.choice(residents, size=2, replace=False)
-        others = [p for p in sorted(people) if p not in (resident, lingerer)]
-        rng.shuffle(others)
-        teach, probe = others[: len(others) // 2], others[len(others) // 2 :]
-        strangers = cache["embedding"][[people[p][0] for p in probe]]
-        own = people[resident]
-        genuine = cache["embedding"][own[ENROL:]]
-        lingering = cache["embedding"][people[lingerer]]
+        this = draw(rng, cache, people, residents)
+        strangers, genuine, lingering = this.strangers, this.genuine, this.lingering
         visits = np.resize(lingering, (OFFERED, lingering.shape[1]))
-        distinct = cache["embedding"][[people[p][0] for p in teach[:OFFERED]]]
+        distinct = cache["embedding"][[people[p][0] for p in this.teach[:OFFERED]]]
         with tempfile.TemporaryDirectory() as folder:
-            matrix = enrolled(cache, str(resident), own[:ENROL], Path(folder))
+            matrix = enrolled(cache, this.resident, this.own[:ENROL], Path(folder))
         forced = SiteMemory()
         for visit in visits:
             forced.add(visit)

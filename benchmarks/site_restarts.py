@@ -52,7 +52,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import outputs
-from benchmarks.site_poisoning import ENROL, enrolled, read_cache
+from benchmarks.site_poisoning import ENROL, draw, enrolled, read_cache
 from edge_app.arg_types import count
 from edge_app.config import RecognitionConfig
 from edge_app.daemon import door_matcher, open_site_memory
@@ -240,27 +240,21 @@ def main(argv: list[str] | None = None) -> int:
         guard: {t: {r: dict.fromkeys(COUNTS, 0) for r in RESTARTS} for t in traffics}
         for guard in GUARDS
     }
-    for draw in tqdm(range(args.draws), desc="draws", unit="draw", disable=None):
-        resident, lingerer = rng.choice(residents, size=2, replace=False)
-        others = [p for p in sorted(people) if p not in (resident, lingerer)]
-        rng.shuffle(others)
-        teach, probe = others[: len(others) // 2], others[len(others) // 2 :]
-        strangers = cache["embedding"][[people[p][0] for p in probe]]
-        own = people[resident]
-        genuine = cache["embedding"][own[ENROL:]]
-        lingering = cache["embedding"][people[lingerer]]
-        honest = cache["embedding"][[people[p][0] for p in teach]]
+    for number in tqdm(range(args.draws), desc="draws", unit="draw", disable=None):
+        this = draw(rng, cache, people, residents)
+        lingering = this.lingering
+        honest = cache["embedding"][[people[p][0] for p in this.teach]]
 
-        faces = {"strangers": strangers, "resident": genuine, "lingerer": lingering}
+        faces = {"strangers": this.strangers, "resident": this.genuine, "lingerer": lingering}
         with tempfile.TemporaryDirectory() as folder:
             for traffic in traffics:
                 for guard in GUARDS:
                     # a door of its own: its gallery and its memory file in a folder of its own
                     home = Path(folder) / f"{guard}-{traffic}"
                     home.mkdir(mode=0o700)
-                    matrix = enrolled(cache, str(resident), own[:ENROL], home)
+                    matrix = enrolled(cache, this.resident, this.own[:ENROL], home)
                     door = Door(home / "gallery.db", settings, partial(built, matrix), guard)
-                    order = np.random.default_rng([args.seed, draw, traffic])  # same per guard
+                    order = np.random.default_rng([args.seed, number, traffic])  # same per guard
                     rows = run_door(
                         door,
                         lingering,
