@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ import re
 import sqlite3
 import stat
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -44,7 +46,13 @@ import numpy as np
 from edge_app.config import EventsConfig
 from edge_app.logs import Throttle
 from edge_app.policy import DENIED, RECOGNIZED, SPOOF, UNKNOWN, UNLOCK
-from edge_app.private_file import NotRegularFileError, make_private_folder, refuse_non_regular
+from edge_app.private_file import (
+    NotRegularFileError,
+    make_private_folder,
+    refuse_non_regular,
+    sweep_temporaries,
+    temporary_pattern,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +86,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # The only files snapshot pruning and retention may delete: names this module writes
 # (UTC time, event type, sanitised name, track). A user's own photos in the folder stay.
-SNAPSHOT_NAME = re.compile(
-    r"^(\d{8}T\d{6}\.\d{3})Z_(?:" + "|".join(TYPES) + r")_[A-Za-z0-9_.-]{0,60}_t\d+\.jpg$"
-)
+_SNAPSHOT = r"(\d{8}T\d{6}\.\d{3})Z_(?:" + "|".join(TYPES) + r")_[A-Za-z0-9_.-]{0,60}_t\d+\.jpg"
+SNAPSHOT_NAME = re.compile("^" + _SNAPSHOT + "$")
+# A snapshot being written: its temporary name (_write_snapshot). One a killed door left
+# behind is removed when the folder is next listed (at start and by the daily retention).
+SNAPSHOT_TEMPORARY = temporary_pattern(_SNAPSHOT)
 _STAMP = "%Y%m%dT%H%M%S.%f"
 FILE_MODE = 0o600
 DB_BUSY_SECONDS = 0.5  # a locked events.db may stall the frame loop this long, not more
@@ -673,6 +683,7 @@ class EventLog:
         if not self._prepare_snapshots():
             return None
         if self._kept is None:
+            self._sweep_snapshot_temporaries()
             try:
                 self._kept = deque(entry.name for entry in self._own_snapshots())
             except OSError as error:
@@ -686,17 +697,10 @@ class EventLog:
         if not ok:
             self._snapshot_failed("snapshot encode failed path=%s error=%r", path, problem)
             return None
-        created = False
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-            created = True
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data.tobytes())
+            _write_snapshot(path, data.tobytes())
         except OSError as error:
             self._snapshot_failed("snapshot write failed path=%s error=%r", path, error)
-            if created:  # ours (O_EXCL) and cut short, e.g. by a full disk: no half JPEG stays
-                with contextlib.suppress(OSError):
-                    path.unlink()
             return None
         self._kept.append(path.name)
         try:
@@ -715,6 +719,15 @@ class EventLog:
         while len(kept) > self.snapshot_keep:
             (folder / kept[0]).unlink(missing_ok=True)
             kept.popleft()
+
+    def _sweep_snapshot_temporaries(self) -> None:
+        """Remove the temporary files of snapshots whose writes a killed door left behind
+        (private_file.sweep_temporaries: old, private, unlocked). Not through a folder that
+        is a symbolic link; never raises."""
+        folder = Path(self.snapshots)  # type: ignore[arg-type]
+        with contextlib.suppress(OSError):
+            if not stat.S_ISLNK(os.lstat(folder).st_mode):
+                sweep_temporaries(folder, SNAPSHOT_TEMPORARY, f"snapshots in {folder}")
 
     def _own_snapshots(self) -> list[Path]:
         """The folder's files named as this module names snapshots, oldest first. A folder
@@ -741,6 +754,7 @@ class EventLog:
             except sqlite3.Error as error:
                 sink.fail(self._monotonic(), error)
         if self.snapshots is not None:
+            self._sweep_snapshot_temporaries()
             oldest = datetime.fromtimestamp(cutoff, timezone.utc).strftime(_STAMP)[:-3]
             deleted: set[str] = set()
             try:
@@ -763,6 +777,43 @@ class EventLog:
             files,
         )
         return rows, files
+
+
+def _write_snapshot(path: Path, data: bytes) -> None:
+    """`data` as a new file at `path`, mode 0600, that appears under its name only once it is
+    whole: written under a temporary name beside it (locked while written, as
+    private_file's writes are) and then linked to its name, which never replaces a file
+    already there (FileExistsError). A failure leaves neither file; a door killed mid-write
+    leaves only the temporary one, which the next listing of the folder removes.
+
+    Not synced: a snapshot is a picture for a person to look at, not state the door reads
+    back, and an fsync per event on an SD card would cost the frame loop tens of
+    milliseconds. A power cut may lose the last seconds' snapshots, never leave half of one
+    under its name once the file system has committed the link."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            handle.write(data)
+            handle.flush()
+            try:
+                os.link(temp, path)
+            except OSError as error:
+                if error.errno not in _NO_HARD_LINKS:
+                    raise
+                # A file system without hard links: rename, after checking the name is free.
+                if os.path.lexists(path):
+                    raise FileExistsError(
+                        errno.EEXIST, "a file is already there", str(path)
+                    ) from error
+                os.rename(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+# os.link's errors on a file system that has no hard links (some FUSE and network mounts).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
 def snapshots_folder_problem(folder: Path) -> str | None:

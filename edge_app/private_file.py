@@ -184,22 +184,33 @@ def _write_private(
 
 def leftover_pattern(path: Path) -> re.Pattern[str]:
     """The names of the temporary files _write_private makes for `path` (and only for it)."""
-    return re.compile(re.escape(f".{Path(path).name}.") + _TEMP_TAIL)
+    return temporary_pattern(re.escape(Path(path).name))
+
+
+def temporary_pattern(names: str) -> re.Pattern[str]:
+    """The names mkstemp(prefix=f".{name}.") gives, for every name the regular expression
+    `names` (unanchored) matches: the temporary files of writes of those names."""
+    return re.compile(r"\." + f"(?:{names})" + r"\." + _TEMP_TAIL)
 
 
 def sweep_leftovers(path: Path, *, now: float | None = None) -> int:
     """Remove the temporary files that writes of `path` killed before their rename left in
     its folder; how many were removed (logged at info when any). Never raises: a folder
-    that cannot be listed leaves them for a later write.
-
-    Removed is only what such a write leaves: a name that is exactly `.NAME.` and mkstemp's
-    8 characters (NAME: this target's), a regular file (lstat: a symbolic link is never
-    followed, nor removed), of this user, mode 0600, with no other link, unchanged for
-    LEFTOVER_SECONDS and locked by no one (a live write holds its lock until the rename).
-    `now`: the time to judge the age by (tests)."""
+    that cannot be listed leaves them for a later write. See sweep_temporaries."""
     path = Path(path)
-    folder = path.parent
-    pattern = leftover_pattern(path)
+    return sweep_temporaries(path.parent, leftover_pattern(path), str(path), now=now)
+
+
+def sweep_temporaries(
+    folder: Path, pattern: re.Pattern[str], what: str, *, now: float | None = None
+) -> int:
+    """Remove from `folder` the temporary files of killed writes whose names `pattern`
+    matches whole (temporary_pattern); `what` names the writes in the log line.
+
+    Removed is only what such a write leaves: a matching name, a regular file (lstat: a
+    symbolic link is never followed, nor removed), of this user, mode 0600, with no other
+    link, unchanged for LEFTOVER_SECONDS and locked by no one (a live write holds its lock
+    until the rename). `now`: the time to judge the age by (tests)."""
     now = time.time() if now is None else now
     removed = 0
     try:
@@ -208,12 +219,12 @@ def sweep_leftovers(path: Path, *, now: float | None = None) -> int:
         return 0  # the write that follows reports why the folder cannot be used
     for name in names:
         with contextlib.suppress(OSError):
-            removed += _remove_leftover(folder / name, now)
+            removed += _remove_leftover(Path(folder) / name, now)
     if removed:
         log.info(
             "removed %d temporary file(s) that interrupted writes of %s left behind",
             removed,
-            path,
+            what,
         )
     return removed
 

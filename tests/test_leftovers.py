@@ -60,6 +60,18 @@ def removed_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+def kill_while_writing(script: str, path: Path) -> None:
+    """Run `script` with `path` in a process of its own and SIGKILL it once it prints that
+    it is writing (and then stalls)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "writing\n"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    child.stdout.close()
+
+
 KILLED_WRITE = """
 import sys, time
 from pathlib import Path
@@ -83,15 +95,7 @@ def test_a_write_killed_mid_way_leaves_a_file_the_next_write_removes(
     target = tmp_path / "secret"
     target.write_text("old\n")
     target.chmod(0o600)
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITE, str(target)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None and child.stdout.readline() == "writing\n"
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=10)
+    kill_while_writing(KILLED_WRITE, target)
     left = [name for name in _names(tmp_path) if name != "secret"]
     assert len(left) == 1 and leftover_pattern(target).fullmatch(left[0]), left
     assert target.read_text() == "old\n"  # the old file, never half a new one
@@ -252,3 +256,132 @@ def test_the_pattern_is_mkstemps_naming_for_this_target_only(tmp_path: Path) -> 
         assert pattern.fullmatch(Path(name).name), name
     assert not pattern.fullmatch(".site_memory.npz.refused.npz")
     assert not pattern.fullmatch(".site_memoryXnpz.abcdefgh")  # the dot is literal
+
+
+KILLED_SNAPSHOT = """
+import os, sys, time
+import numpy as np
+from pathlib import Path
+from edge_app.events import EventLog
+
+opened = os.fdopen
+
+class Stalls:
+    # The snapshot's file: the first half of the JPEG reaches the disk, then the door stalls.
+    def __init__(self, handle):
+        self.handle = handle
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.handle.close()
+    def fileno(self):
+        return self.handle.fileno()
+    def flush(self):
+        self.handle.flush()
+    def write(self, data):
+        self.handle.write(data[: len(data) // 2])
+        self.handle.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+
+os.fdopen = lambda fd, *args, **kwargs: Stalls(opened(fd, *args, **kwargs))
+crop = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+EventLog(snapshots=Path(sys.argv[1])).record("unknown", track=1, crop=crop)
+"""
+
+
+def test_a_snapshot_killed_mid_write_never_appears_under_its_name_and_is_swept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A door killed (SIGKILL, the OOM killer) while a snapshot is being written leaves no
+    half JPEG under a snapshot's name, where the web page and the events would show it as
+    the face of that event; the temporary file it leaves is removed at the door's next
+    start once it is old, and a young one (perhaps a live write's) is kept."""
+    from edge_app.events import SNAPSHOT_NAME, SNAPSHOT_TEMPORARY, EventLog
+
+    folder = tmp_path / "snapshots"
+    folder.mkdir(mode=0o700)
+    kill_while_writing(KILLED_SNAPSHOT, folder)
+    left = sorted(_names(folder))
+    assert [name for name in left if SNAPSHOT_NAME.match(name)] == []  # no half snapshot
+    assert len(left) == 1 and SNAPSHOT_TEMPORARY.fullmatch(left[0]), left
+
+    crop = np.full((32, 32, 3), 100, np.uint8)
+    young = EventLog(snapshots=folder)
+    assert young.record("unknown", track=2, crop=crop).snapshot is not None
+    assert left[0] in _names(folder)  # young: kept
+    young.close()
+
+    os.utime(folder / left[0], (OLD, OLD))
+    restarted = EventLog(snapshots=folder)
+    with caplog.at_level(logging.INFO, logger="edge_app.private_file"):
+        event = restarted.record("unknown", track=3, crop=crop)
+    restarted.close()
+    names = _names(folder)
+    assert left[0] not in names and len(names) == 2
+    assert all(SNAPSHOT_NAME.match(name) for name in names)
+    assert event.snapshot is not None and Path(event.snapshot).name in names
+    lines = removed_lines(caplog)
+    assert len(lines) == 1 and "removed 1 " in lines[0] and str(folder) in lines[0]
+
+
+def test_the_daily_retention_sweeps_snapshot_leftovers_too(tmp_path: Path) -> None:
+    from edge_app.events import EventLog
+
+    folder = tmp_path / "snapshots"
+    folder.mkdir(mode=0o700)
+    now = [time.time()]
+    log = EventLog(snapshots=folder, retention_days=30, clock=lambda: now[0])
+    crop = np.full((32, 32, 3), 100, np.uint8)
+    written = log.record("unknown", track=1, crop=crop).snapshot
+    assert written is not None
+    name = Path(written).name
+    # Left by a door killed while it wrote: the folder was listed before it appeared.
+    stale = leftover(folder, "." + name.replace("_t1.jpg", "_t9.jpg") + ".abcd1234")
+    other = leftover(folder, ".holiday.jpg.abcd1234")  # not a snapshot's: never touched
+    assert log.apply_retention() == (0, 0)
+    assert _names(folder) == {name, other.name} and not stale.exists()
+    log.close()
+
+
+def test_a_snapshot_never_replaces_a_file_already_under_its_name(tmp_path: Path) -> None:
+    from edge_app.events import EventLog
+
+    folder = tmp_path / "snapshots"
+    folder.mkdir(mode=0o700)
+    when = 1_700_000_000.0
+    log = EventLog(snapshots=folder, clock=lambda: when)
+    crop = np.full((32, 32, 3), 100, np.uint8)
+    first = log.record("unknown", track=1, crop=crop).snapshot
+    assert first is not None
+    Path(first).write_bytes(b"kept as it is")
+    again = log.record("unknown", track=1, crop=crop)  # the same name: same time and track
+    assert again.snapshot is None and log.snapshot_errors == 1
+    assert Path(first).read_bytes() == b"kept as it is"
+    assert _names(folder) == {Path(first).name}  # and no temporary file left
+    log.close()
+
+
+def test_a_file_system_without_hard_links_still_gets_whole_snapshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some FUSE and network mounts refuse hard links (EPERM): the snapshot is renamed into
+    place instead, still never over a file already there."""
+    from edge_app.events import EventLog
+
+    def no_links(*_: object, **__: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    folder = tmp_path / "snapshots"
+    folder.mkdir(mode=0o700)
+    log = EventLog(snapshots=folder, clock=lambda: 1_700_000_000.0)
+    crop = np.full((32, 32, 3), 100, np.uint8)
+    first = log.record("unknown", track=1, crop=crop).snapshot
+    assert first is not None and Path(first).read_bytes()[:2] == b"\xff\xd8"  # a JPEG
+    assert os.stat(first).st_mode & 0o777 == 0o600
+    Path(first).write_bytes(b"kept as it is")
+    assert log.record("unknown", track=1, crop=crop).snapshot is None
+    assert Path(first).read_bytes() == b"kept as it is"
+    assert _names(folder) == {Path(first).name}
+    log.close()
