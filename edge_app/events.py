@@ -48,6 +48,7 @@ from edge_app.logs import Throttle
 from edge_app.policy import DENIED, RECOGNIZED, SPOOF, UNKNOWN, UNLOCK
 from edge_app.private_file import (
     NotRegularFileError,
+    link_new,
     make_private_folder,
     refuse_non_regular,
     sweep_temporaries,
@@ -797,23 +798,9 @@ def _write_snapshot(path: Path, data: bytes) -> None:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             handle.write(data)
             handle.flush()
-            try:
-                os.link(temp, path)
-            except OSError as error:
-                if error.errno not in _NO_HARD_LINKS:
-                    raise
-                # A file system without hard links: rename, after checking the name is free.
-                if os.path.lexists(path):
-                    raise FileExistsError(
-                        errno.EEXIST, "a file is already there", str(path)
-                    ) from error
-                os.rename(temp, path)
+            link_new(Path(temp), path)
     finally:
         Path(temp).unlink(missing_ok=True)
-
-
-# os.link's errors on a file system that has no hard links (some FUSE and network mounts).
-_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
 def snapshots_folder_problem(folder: Path) -> str | None:

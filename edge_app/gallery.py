@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import functools
 import io
 import json
@@ -68,7 +67,12 @@ from edge_app.errors import (
     is_damage,
     sqlite_code,
 )
-from edge_app.private_file import make_private_folder
+from edge_app.private_file import (
+    link_new,
+    make_private_folder,
+    sweep_temporaries,
+    temporary_pattern,
+)
 from edge_app.quality import NEAR_DUPLICATE_COSINE, other_people_among
 
 log = logging.getLogger(__name__)
@@ -467,6 +471,7 @@ def _create_file(path: Path) -> None:
     """
     try:
         make_private_folder(path.parent)
+        sweep_temporaries(path.parent, _creation_leftovers(path), f"the gallery {path}")
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
         os.close(fd)
     except OSError as error:
@@ -483,16 +488,8 @@ def _create_file(path: Path) -> None:
             gallery._migrate()
         finally:
             connection.close()  # checkpoints the WAL into the file
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            pass
-        except OSError as error:
-            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            # A filesystem without hard links: a rename, which only the check guards.
-            if not path.exists():
-                os.replace(temp, path)
+        with suppress(FileExistsError):  # made meanwhile: theirs is opened
+            link_new(temp, path)
     except (OSError, sqlite3.Error) as error:
         message = error.strerror if isinstance(error, OSError) else error
         raise GalleryError(
@@ -502,6 +499,12 @@ def _create_file(path: Path) -> None:
     finally:
         for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
             leftover.unlink(missing_ok=True)
+
+
+def _creation_leftovers(path: Path) -> re.Pattern[str]:
+    """The files a creation of the gallery `path` killed before its link leaves: its
+    temporary gallery and SQLite's -wal and -shm beside it."""
+    return temporary_pattern(re.escape(path.name), r"\.new(?:-wal|-shm)?")
 
 
 # SQLite's result codes for a file it may read but not write beside: SQLITE_CANTOPEN (no -shm

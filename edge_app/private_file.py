@@ -187,10 +187,30 @@ def leftover_pattern(path: Path) -> re.Pattern[str]:
     return temporary_pattern(re.escape(Path(path).name))
 
 
-def temporary_pattern(names: str) -> re.Pattern[str]:
-    """The names mkstemp(prefix=f".{name}.") gives, for every name the regular expression
-    `names` (unanchored) matches: the temporary files of writes of those names."""
-    return re.compile(r"\." + f"(?:{names})" + r"\." + _TEMP_TAIL)
+def temporary_pattern(names: str, suffix: str = "") -> re.Pattern[str]:
+    """The names mkstemp(prefix=f".{name}.", suffix=suffix) gives, for every name the regular
+    expression `names` (unanchored) matches: the temporary files of writes of those names.
+    `suffix` is a regular expression too."""
+    return re.compile(r"\." + f"(?:{names})" + r"\." + _TEMP_TAIL + suffix)
+
+
+def link_new(temp: Path, path: Path) -> None:
+    """Give the complete file `temp` the name `path` as well, never replacing a file already
+    there (FileExistsError); the caller removes `temp` afterwards. On a file system without
+    hard links (some FUSE and network mounts) it is renamed instead, after checking that the
+    name is free: a rename cannot refuse to replace."""
+    try:
+        os.link(temp, path)
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "a file is already there", str(path)) from error
+        os.rename(temp, path)
+
+
+# os.link's errors on a file system that has no hard links.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
 def sweep_leftovers(path: Path, *, now: float | None = None) -> int:

@@ -385,3 +385,52 @@ def test_a_file_system_without_hard_links_still_gets_whole_snapshots(
     assert Path(first).read_bytes() == b"kept as it is"
     assert _names(folder) == {Path(first).name}
     log.close()
+
+
+def test_a_gallery_creation_killed_before_its_link_is_swept_by_the_next_creation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new gallery is built under `.gallery.db.XXXXXXXX.new` (SQLite beside it: -wal,
+    -shm) and linked into place; a kill before the link leaves them, and no gallery, so the
+    next enrolment creates it again and removes the old ones."""
+    from edge_app.gallery import Gallery
+
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    gone = {
+        leftover(folder, ".gallery.db.ab_cd123.new").name,
+        leftover(folder, ".gallery.db.ab_cd123.new-wal").name,
+        leftover(folder, ".gallery.db.ab_cd123.new-shm").name,
+    }
+    kept = {
+        leftover(folder, ".gallery.db.young123.new", when=time.time()).name,
+        leftover(folder, ".gallery.db.abcd1234").name,  # not a creation's (no .new)
+        leftover(folder, ".gallery.db.abcd1234.new.bak").name,
+        leftover(folder, ".other.db.abcd1234.new").name,
+    }
+    with (
+        caplog.at_level(logging.INFO, logger="edge_app.private_file"),
+        Gallery.open(folder / "gallery.db", create=True) as gallery,
+    ):
+        assert gallery.load_matrix().names == ()
+    names = _names(folder)
+    assert gone.isdisjoint(names) and kept <= names
+    assert {n for n in names - kept if not n.startswith("gallery.db")} == set()
+    lines = removed_lines(caplog)
+    assert len(lines) == 1 and "removed 3 " in lines[0]
+
+
+def test_a_gallery_is_created_on_a_file_system_without_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_app.gallery import Gallery
+
+    def no_links(*_: object, **__: object) -> None:
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "gallery.db"
+    with Gallery.open(path, create=True) as gallery:
+        assert gallery.load_matrix().names == ()
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert sorted(n for n in _names(tmp_path) if n.startswith(".")) == []  # no temporary left
