@@ -102,6 +102,9 @@ def test_a_restarted_verifier_refuses_what_the_previous_one_accepted() -> None:
     now[0] += 2
     with pytest.raises(UnlockRefused, match=rf"timestamp {int(NOW)} is before this hub started"):
         restarted.verify(accepted)
+    second_before = sign_unlock(KEY, "front", "o", now=NOW + 4.9)  # stamped NOW + 4
+    with pytest.raises(UnlockRefused, match="before this hub started"):
+        restarted.verify(json.dumps(second_before).encode())
     same_second = sign_unlock(KEY, "front", "p", now=NOW + 5.0)  # signed 0.4 s before start
     assert restarted.verify(json.dumps(same_second).encode()) == "p"
     assert restarted.verify(json.dumps(sign_unlock(KEY, "front", "q", now=now[0])).encode())

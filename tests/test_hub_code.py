@@ -195,6 +195,28 @@ def test_wrong_codes_lock_remote_unlock_out(caplog: pytest.LogCaptureFixture) ->
     assert check.verify(command(ts=clock.now)).action == "UNLOCK"
 
 
+def test_wrong_codes_anywhere_in_the_window_lock_out_for_the_whole_lock_out() -> None:
+    """Guesses paced to spread over almost the whole window still lock out, and the lock-out
+    lasts its full length: a guesser gets MAX_WRONG tries per FAILURE_WINDOW + LOCKOUT."""
+    clock = Clock()
+    check = CodeVerifier(cheap_hash(), 30.0, clock=clock)
+    spacing = (FAILURE_WINDOW - 1) / (MAX_WRONG - 1)  # the first and the last 59 s apart
+    for number in range(1, MAX_WRONG + 1):
+        if number > 1:
+            clock.now += spacing
+        with pytest.raises(UnlockRefused, match=rf"wrong code \({number} of {MAX_WRONG}"):
+            check.verify(command(code=f"00000{number}", ts=clock.now))
+    locked_at = clock.now
+    clock.now = locked_at + LOCKOUT - 1
+    with pytest.raises(UnlockRefused, match="locked out after 5 wrong codes"):
+        check.verify(command(ts=clock.now))
+    clock.now = locked_at + LOCKOUT + 0.5
+    assert check.verify(command(ts=clock.now)).action == "UNLOCK"
+    clock.now += 1
+    with pytest.raises(UnlockRefused, match=rf"wrong code \(1 of {MAX_WRONG}"):
+        check.verify(command(code="000009", ts=clock.now))
+
+
 def test_wrong_codes_spread_over_more_than_a_minute_do_not_lock_out() -> None:
     clock = Clock()
     check = CodeVerifier(cheap_hash(), 30.0, clock=clock)

@@ -128,6 +128,10 @@ def test_allowed_hours(clock: Clock) -> None:
         (["07:00-22:00"], 6, 59, False),
         (["22:00-06:00"], 23, 0, True),
         (["22:00-06:00"], 5, 30, True),
+        (["22:00-06:00"], 22, 0, True),  # a span across midnight, at both of its ends
+        (["22:00-06:00"], 21, 59, False),
+        (["22:00-06:00"], 5, 59, True),
+        (["22:00-06:00"], 6, 0, False),
         (["22:00-06:00"], 12, 0, False),
         (["06:00-12:00", "13:00-24:00"], 12, 30, False),
         (["06:00-12:00", "13:00-24:00"], 23, 59, True),
@@ -302,3 +306,24 @@ def test_a_resident_removed_while_waiting_for_liveness_is_not_let_in(clock: Cloc
     assert kinds(decisions) == [RECOGNIZED]
     decisions = [d for _ in range(10) for d in policy.vote(1, nobody(liveness=0.9))]
     assert UNLOCK not in kinds(decisions)
+
+
+@pytest.mark.parametrize(("alice_score", "bob_score"), [(0.7, 0.9), (0.9, 0.7)])
+def test_a_tie_in_a_tracks_votes_goes_to_the_better_matching_person(
+    alice_score: float, bob_score: float
+) -> None:
+    """With hits <= window / 2 two people can reach the hits at once: the one whose best
+    vote matched better wins the tie."""
+    policy = Policy(
+        PolicyConfig(hits=2, window=4, cooldown_seconds=30.0),
+        clock=Clock(),
+        local_time=lambda: datetime(2024, 5, 1, 12, 0),
+    )
+    votes = [Vote("alice", alice_score, 0.1), Vote("bob", bob_score, 0.1)] * 2
+    named = [[(d.kind, d.name) for d in policy.vote(1, vote)] for vote in votes]
+    assert named[2] == [(RECOGNIZED, "alice"), (UNLOCK, "alice")]  # 2 of 4: alice alone
+    tie = named[3]  # alice 2, bob 2
+    if bob_score > alice_score:
+        assert tie == [(RECOGNIZED, "bob"), (UNLOCK, "bob")]
+    else:
+        assert tie == []  # alice keeps the track

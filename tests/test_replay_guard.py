@@ -124,3 +124,26 @@ def test_both_verifiers_refuse_a_replay_in_the_same_words(
     verify(used)
     with pytest.raises(UnlockRefused, match=rf"^replayed command \({says}\)$"):
         verify(used)
+
+
+@pytest.mark.parametrize(
+    ("make", "payload"),
+    [(signed_verifier, signed), (code_verifier, by_code)],
+    ids=["signed", "code"],
+)
+def test_a_used_command_is_remembered_while_its_timestamp_can_be_inside_the_window(
+    make: Callable[[Clock, Clock], Callable[[bytes], object]],
+    payload: Callable[[float], bytes],
+) -> None:
+    """A sender whose clock is ahead of the Pi's (up to the window) makes commands that
+    stay inside the window for up to 2 windows: the cache must remember them that long, or
+    a captured one opens the door again once it has been forgotten."""
+    wall, ticks = Clock(NOW), Clock(100.0)
+    verify = make(wall, ticks)
+    ahead = payload(NOW + WINDOW - 1)  # the sender's clock 29 s ahead
+    verify(ahead)
+    wall.now += WINDOW + 5  # its timestamp is now 6 s in the past: inside the window
+    ticks.now += WINDOW + 5
+    verify(payload(wall.now))  # any command ages the cache
+    with pytest.raises(UnlockRefused, match="replayed command"):
+        verify(ahead)
