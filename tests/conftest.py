@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from needs import missing_from_models
 
 from edge_app.config import DEFAULT_SOCKET
 from edge_app.engine import Engine
@@ -90,7 +91,7 @@ def engine(models_dir: Path) -> Engine:
 def liveness_engine(engine: Engine) -> Engine:
     """The session engine, for tests that need its liveness models (built with --liveness)."""
     if not engine.has_liveness:
-        pytest.skip(f"{engine.models_dir} has no liveness models (built without --liveness)")
+        missing_from_models(engine.models_dir, "liveness models (built without --liveness)")
     return engine
 
 

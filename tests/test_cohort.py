@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from needs import missing_from_models
 
 from edge_app.centering import load_mean, model_identity
 from edge_app.cohort import (
@@ -244,7 +245,7 @@ def test_the_shipped_cohort_matches_the_manifest(models_dir: Path) -> None:
     manifest = json.loads((models_dir / MANIFEST_NAME).read_text())
     recognition = manifest["recognition"]
     if NORMALISATION_KEY not in recognition:
-        pytest.skip(f"the manifest in {models_dir} names no cohort normalisation")
+        missing_from_models(models_dir, "cohort normalisation in its manifest")
     normaliser = load_cohort(models_dir, recognition)
     assert normaliser is not None and normaliser.mode == recognition[NORMALISATION_KEY]
     assert len(normaliser) == recognition[COHORT_KEY]["people"]

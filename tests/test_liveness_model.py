@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from needs import missing_from_models
 
 from converter.mtcnn_models import SourceError
 from edge_app.engine import Engine
@@ -195,7 +196,7 @@ def test_liveness_is_an_optional_role(models_dir: Path) -> None:
 def liveness_manifest(models_dir: Path):
     manifest = load_manifest(models_dir)
     if not manifest.by_role(LIVENESS_ROLE):
-        pytest.skip(f"{models_dir} has no liveness models (built without --liveness)")
+        missing_from_models(models_dir, "liveness models (built without --liveness)")
     return manifest
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from needs import need_command
 from unit_files import directives
 
 from edge_app import paths
@@ -18,8 +18,8 @@ SYSTEMD = paths.REPO_ROOT / "systemd"
 UNIT = SYSTEMD / "edge-app.service"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    need_command("systemd-analyze", "systemd")
     # verify also checks that ExecStart exists; the installed venv is not on a test machine,
     # so point it at a binary that is, leaving every other line as shipped.
     text = (
@@ -87,8 +87,8 @@ def test_install_script_paths_match_the_code() -> None:
     assert "--uninstall" in script
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_install_script_passes_shellcheck() -> None:
+    need_command("shellcheck", "shellcheck")
     result = subprocess.run(
         ["shellcheck", str(SYSTEMD / "install.sh")], capture_output=True, text=True, timeout=60
     )
