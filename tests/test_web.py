@@ -163,7 +163,11 @@ def test_login_sets_a_fresh_strict_httponly_session(site: Site) -> None:
     site.reset_limits()
     with site.client() as client:
         page = client.get("/login")
-        before = client.cookies["edge_door_session"]
+        assert "edge_door_session" not in client.cookies  # no session before the login
+        form_token = page.headers["set-cookie"]  # the login form's token, for it alone
+        assert form_token.startswith(f"edge_door_login={csrf_of(page.text)};")
+        assert "HttpOnly" in form_token and "SameSite=strict" in form_token
+        assert "Path=/login" in form_token and "Max-Age" not in form_token
         reply = client.post(
             "/login",
             data={"password": PASSWORD, "csrf_token": csrf_of(page.text), "next": "/events"},
@@ -176,12 +180,48 @@ def test_login_sets_a_fresh_strict_httponly_session(site: Site) -> None:
         assert device.startswith("edge_door_device=") and "Path=/login" in device
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/;" in cookie
         assert "Secure" not in cookie  # plain HTTP; see the TLS test
-        after = client.cookies["edge_door_session"]
-        assert after != before  # the id from before the login is worthless after it
         assert client.get("/events").status_code == 200
-    with site.client() as other:
-        other.cookies.set("edge_door_session", before)
+    with site.client() as other:  # the login form's token is no session
+        other.cookies.set("edge_door_session", csrf_of(page.text))
         assert other.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_flood_of_login_page_visits_cannot_spoil_the_owners_login(site: Site) -> None:
+    """The login page keeps no state for a visitor: its form's token is the browser's
+    cookie. When each visit made a session in a store of 500, 520 visits from anyone who
+    could reach the page pushed out the session of the owner's open login form: the
+    owner's right password was refused ("no session") for as long as the flood went on."""
+    site.reset_limits()
+    with site.client() as owner:
+        token = csrf_of(owner.get("/login").text)
+        with httpx.Client(base_url=site.url) as flood:
+            for _ in range(auth.MAX_SESSIONS + 20):
+                flood.cookies.clear()
+                assert flood.get("/login").status_code == 200
+        reply = owner.post(
+            "/login", data={"password": PASSWORD, "csrf_token": token}, follow_redirects=False
+        )
+        assert reply.status_code == 303, reply.text
+        assert owner.get("/events").status_code == 200
+
+
+def test_a_login_needs_the_forms_own_token(site: Site) -> None:
+    site.reset_limits()
+    with site.client() as client:
+        token = csrf_of(client.get("/login").text)
+        for cookie, field, says in (
+            (token, "", "missing or wrong CSRF token"),
+            (token, "x" * 43, "missing or wrong CSRF token"),
+            (None, token, "no session"),  # the token without its cookie
+            ("not-a-token", "not-a-token", "no session"),  # a cookie this page did not make
+        ):
+            client.cookies.clear()
+            if cookie is not None:
+                client.cookies.set("edge_door_login", cookie)
+            reply = client.post(
+                "/login", data={"password": PASSWORD, "csrf_token": field}, follow_redirects=False
+            )
+            assert reply.status_code == 403 and says in reply.text, (cookie, field, reply.text)
 
 
 def test_login_next_only_goes_to_this_site(site: Site) -> None:

@@ -144,13 +144,13 @@ class Raw:
 
 
 def login_session(site: Site) -> tuple[dict[str, str], bytes]:
-    """The headers and body of a login POST for a fresh session of the login page."""
+    """The headers and body of a login POST with the login page's own token."""
     with site.client() as anonymous:
         token = csrf_of(anonymous.get("/login").text)
-        cookie = anonymous.cookies["edge_door_session"]
+        cookie = anonymous.cookies["edge_door_login"]
     form = httpx.QueryParams({"csrf_token": token, "password": PASSWORD})
     headers = {
-        "Cookie": f"edge_door_session={cookie}",
+        "Cookie": f"edge_door_login={cookie}",
         "Content-Type": "application/x-www-form-urlencoded",
     }
     return headers, str(form).encode()

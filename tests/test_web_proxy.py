@@ -38,6 +38,8 @@ COOKIE = "edge_door_session"
 SECURE_COOKIE = "__Host-edge_door_session"
 DEVICE_COOKIE = "edge_door_device"
 SECURE_DEVICE_COOKIE = "__Secure-edge_door_device"
+LOGIN_COOKIE = "edge_door_login"
+SECURE_LOGIN_COOKIE = "__Secure-edge_door_login"
 
 
 @dataclass
@@ -194,14 +196,19 @@ def test_the_session_cookie_through_an_https_proxy_is_secure_and_host_only(
     `__Host-` cookie, which the browser never sends over plain HTTP nor to another host."""
     browser = proxied.browser("door.example", PUBLIC)
     browser.log_in()
-    # The login page's session, then at login the fresh one and the trusted device's cookie.
+    # The login form's token, then at login the session and the trusted device's cookie.
     cookies = [parse_set_cookie(line) for line in browser.set_cookies]
-    assert [name for name, _, _ in cookies] == [SECURE_COOKIE, SECURE_COOKIE, SECURE_DEVICE_COOKIE]
+    assert [name for name, _, _ in cookies] == [
+        SECURE_LOGIN_COOKIE,
+        SECURE_COOKIE,
+        SECURE_DEVICE_COOKIE,
+    ]
     for _, _, attributes in cookies[:2]:
         # No Domain (__Host- forbids it, or browsers drop the cookie); no Max-Age: it ends
         # with the browser, or before with the session.
         assert attributes.keys() == {"httponly", "path", "samesite", "secure"}
-        assert attributes["path"] == "/" and attributes["samesite"] == "strict"
+        assert attributes["samesite"] == "strict"
+    assert cookies[0][2]["path"] == "/login" and cookies[1][2]["path"] == "/"
     assert cookies[0][1] != cookies[1][1]
     # The plain name is not read on the proxied route: the session is only under __Host-.
     plain = Browser(proxied.url, "door.example", PUBLIC, f"{COOKIE}={cookies[1][1]}")
@@ -292,7 +299,7 @@ def test_an_ssh_tunnel_still_reaches_a_proxied_hub(proxied: Served, tunnel_port:
         browser = proxied.browser(f"{name}:{port}", f"http://{name}:{port}")
         reply = browser.log_in()
         assert reply.status_code == 303 and reply.headers["location"] == "/", reply.text
-        assert names_set(browser) == {COOKIE, DEVICE_COOKIE}
+        assert names_set(browser) == {LOGIN_COOKIE, COOKIE, DEVICE_COOKIE}
         assert not any("Secure" in c for c in browser.set_cookies)
         assert browser.request("GET", "/people").status_code == 200
 
@@ -348,7 +355,7 @@ def test_a_plain_http_public_origin_keeps_the_plain_cookie(tmp_path: Path) -> No
         for host in ("door.lan", "door.lan:8080"):
             browser = served.browser(host, "http://door.lan:8080")
             assert browser.log_in().status_code == 303
-            assert names_set(browser) == {COOKIE, DEVICE_COOKIE}
+            assert names_set(browser) == {LOGIN_COOKIE, COOKIE, DEVICE_COOKIE}
             assert not any("Secure" in c for c in browser.set_cookies)
     finally:
         served.server.stop()
@@ -388,7 +395,7 @@ def test_a_loopback_hub_keeps_answering_its_loopback_names(direct: Served) -> No
     for name in ("127.0.0.1", "localhost", "[::1]"):
         browser = direct.browser(f"{name}:{direct.port}", f"http://{name}:{direct.port}")
         assert browser.log_in().status_code == 303, name
-        assert names_set(browser) == {COOKIE, DEVICE_COOKIE}
+        assert names_set(browser) == {LOGIN_COOKIE, COOKIE, DEVICE_COOKIE}
 
 
 # --- the rules, without a server ---------------------------------------------------------------

@@ -110,7 +110,7 @@ def test_the_pages_own_refreshes_do_not_keep_an_abandoned_page_logged_in(site: S
 
 def test_an_overlong_multipart_boundary_is_a_400_not_a_server_error(site: Site) -> None:
     boundary = "b" * 300  # python-multipart refuses more than 256 bytes in its constructor
-    with site.client() as anonymous:  # only the login page's own session is needed
+    with site.client() as anonymous:  # only the login page's own token is needed
         token = csrf_of(anonymous.get("/login").text)
         body = _multipart(boundary, [("csrf_token", token.encode()), ("password", b"x")])
         reply = _multipart_post(anonymous, "/login", body, boundary)
@@ -123,7 +123,7 @@ def test_a_client_leaving_mid_form_logs_no_traceback(
 ) -> None:
     with site.client() as anonymous:
         anonymous.get("/login")
-        cookie = f"edge_door_session={anonymous.cookies['edge_door_session']}"
+        cookie = f"edge_door_login={anonymous.cookies['edge_door_login']}"
     head = (
         f"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"

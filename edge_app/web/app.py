@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import re
+import secrets
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -66,6 +68,12 @@ SECURE_COOKIE = "__Host-edge_door_session"  # over https: Secure, host-only, pat
 DEVICE_COOKIE = "edge_door_device"
 SECURE_DEVICE_COOKIE = "__Secure-edge_door_device"  # over https: Secure (__Host- needs path /)
 DEVICE_COOKIE_PATH = "/login"
+# The login form's CSRF token, kept by the browser (a double-submit cookie): the page keeps
+# no state for a visitor who has not logged in, so a flood of login-page visits cannot push
+# the owner's half-done login out of a bounded store. Sent to the login form only.
+LOGIN_COOKIE = "edge_door_login"
+SECURE_LOGIN_COOKIE = "__Secure-edge_door_login"  # over https (__Host- needs path /)
+LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 RECENT_EVENTS = 10
@@ -119,6 +127,14 @@ class WebState:
 
     def device_cookie(self, request: Request) -> str:
         return SECURE_DEVICE_COOKIE if self.secure(request) else DEVICE_COOKIE
+
+    def login_cookie(self, request: Request) -> str:
+        return SECURE_LOGIN_COOKIE if self.secure(request) else LOGIN_COOKIE
+
+    def login_token(self, request: Request) -> str | None:
+        """The login form's token from the browser's cookie, if it is one this page made."""
+        token = request.cookies.get(self.login_cookie(request))
+        return token if token is not None and LOGIN_TOKEN.fullmatch(token) else None
 
 
 class TrustedHosts:
@@ -230,6 +246,19 @@ def _set_device_cookie(response: Response, state: WebState, request: Request, va
     )
 
 
+def _set_login_cookie(response: Response, state: WebState, request: Request, token: str) -> None:
+    """The login form's token: HttpOnly, SameSite=Strict, sent to the login form only, for
+    the browser's session (no Max-Age), Secure when the browser is on https."""
+    response.set_cookie(
+        state.login_cookie(request),
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=state.secure(request),
+        path=DEVICE_COOKIE_PATH,
+    )
+
+
 def _safe_next(target: str | None) -> str:
     """Only a path on this site (no //host, no backslash tricks) may follow the login."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -285,12 +314,17 @@ def action(
             if refused is not None:
                 return _forbidden(refused)
             session = _session(request)
-            if session is None:
+            # The login form's token is the browser's login cookie (it posts without a
+            # session); every other form's is its session's.
+            token = None if login else state.login_token(request)
+            if token is None and session is not None:
+                token = session.csrf
+            if token is None:
                 return _forbidden("no session; reload the page and try again")
-            if login and not session.logged_in:
+            if login and (session is None or not session.logged_in):
                 return _forbidden("not logged in")
             header = request.headers.get(CSRF_HEADER)
-            if header is not None and not auth.same_token(session.csrf, header):
+            if header is not None and not auth.same_token(token, header):
                 return _forbidden("wrong CSRF token; reload the page and try again")
             web = state.config.web
             limits = Limits(
@@ -302,7 +336,7 @@ def action(
             except FormError as error:
                 # A refusal changes nothing, so it needs no token: say what was wrong.
                 return await _form_refused(request, session, error)
-            if header is None and not auth.same_token(session.csrf, form.get(CSRF_FIELD)):
+            if header is None and not auth.same_token(token, form.get(CSRF_FIELD)):
                 return _forbidden("missing or wrong CSRF token; reload the page and try again")
             return await handler(request, session, form)
 
@@ -311,7 +345,9 @@ def action(
     return decorate
 
 
-async def _form_refused(request: Request, session: auth.Session, error: FormError) -> Response:
+async def _form_refused(
+    request: Request, session: auth.Session | None, error: FormError
+) -> Response:
     return render(request, session, "error.html", {"message": str(error)}, error.status)
 
 
@@ -345,9 +381,12 @@ async def login_form(request: Request) -> Response:
     session = _session(request)
     if session is not None and session.logged_in:
         return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
-    if session is None:
-        session = state.sessions.create(client_address(request))
-    return render(request, session, "login.html", _login_context(request))
+    # No session before the login: the form's token lives in the browser (LOGIN_COOKIE), the
+    # same one in every tab, so a second tab does not spoil the first one's form.
+    token = state.login_token(request) or secrets.token_urlsafe(32)
+    response = render(request, None, "login.html", {**_login_context(request), "csrf": token})
+    _set_login_cookie(response, state, request, token)
+    return response
 
 
 def _login_context(request: Request, error: str = "") -> dict[str, Any]:
@@ -397,7 +436,7 @@ async def _check_password(
 
 
 @action(login=False)
-async def login_submit(request: Request, session: auth.Session, form: Form) -> Response:
+async def login_submit(request: Request, session: auth.Session | None, form: Form) -> Response:
     state = _state(request)
     address = client_address(request)
     # Read before the check: a password set while it runs ends the new session at once.
@@ -410,8 +449,8 @@ async def login_submit(request: Request, session: auth.Session, form: Form) -> R
             log.warning("web login refused address=%s reason=rate-limit", address)
         elif status == 401:
             log.warning("web login failed address=%s", address)
-        context = _login_context(request, problem)
-        return render(request, session, "login.html", context, status)
+        context = {**_login_context(request, problem), "csrf": state.login_token(request)}
+        return render(request, None, "login.html", context, status)
     fresh = state.sessions.login(session, auth.ADMIN, address, password_hash)
     known = "known" if device else "new"
     log.info("web login user=%s address=%s device=%s", auth.ADMIN, address, known)
