@@ -200,6 +200,16 @@ class _LatestFrame:
     wall: float
 
 
+ECHO_CHARS = 40  # of a refused request's value, in the reply and the door's journal
+
+
+def _echo(value: object) -> str:
+    """A refused request's value as the refusal shows it: repr, cut to ECHO_CHARS (a request
+    line may be 64 KiB, and the refusal goes to the door's journal too)."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}... ({len(text)} characters)"
+
+
 class ControlServer:
     """The socket server. `start()` binds and runs a thread; `close()` stops and unlinks.
 
@@ -491,11 +501,12 @@ class ControlServer:
             self._refuse(client, "a request is a JSON object")
             return
         if request.get("v") != VERSION:
-            self._refuse(client, f"unsupported protocol version {request.get('v')!r}; use 1")
+            shown = _echo(request.get("v"))
+            self._refuse(client, f"unsupported protocol version {shown}; use 1")
             return
         op = request.get("op")
         if op not in OPS:
-            self._refuse(client, f"unknown op {op!r}; ops: {', '.join(OPS)}")
+            self._refuse(client, f"unknown op {_echo(op)}; ops: {', '.join(OPS)}")
             return
         try:
             reply = getattr(self, f"_op_{op}")(client, request)

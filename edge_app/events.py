@@ -88,7 +88,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # The only files snapshot pruning and retention may delete: names this module writes
 # (UTC time, event type, sanitised name, track). A user's own photos in the folder stay.
 _SNAPSHOT = r"(\d{8}T\d{6}\.\d{3})Z_(?:" + "|".join(TYPES) + r")_[A-Za-z0-9_.-]{0,60}_t\d+\.jpg"
-SNAPSHOT_NAME = re.compile("^" + _SNAPSHOT + "$")
+SNAPSHOT_NAME = re.compile("^" + _SNAPSHOT + r"\Z")
 # A snapshot being written: its temporary name (_write_snapshot). One a killed door left
 # behind is removed when the folder is next listed (at start and by the daily retention).
 SNAPSHOT_TEMPORARY = temporary_pattern(_SNAPSHOT)

@@ -212,6 +212,20 @@ def test_oversize_line_is_refused_and_closed(door: Door, newline: bool) -> None:
     assert door.client.status()["running"] is True
 
 
+@pytest.mark.parametrize("field", ["op", "v"])
+def test_a_refusal_shows_a_long_value_cut_short(
+    door: Door, field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused value is echoed to the client and into the door's journal: 40 characters of
+    it, not the 60,000 a request line may carry."""
+    request = {"v": 1, "op": "status", field: "x" * 60_000}
+    with caplog.at_level(logging.WARNING, logger="edge_app.control"), raw(door.path) as sock:
+        reply = ask(sock, json.dumps(request).encode() + b"\n")
+    assert reply["ok"] is False and len(reply["error"]) < 200, len(reply["error"])
+    assert "... (60002 characters)" in reply["error"]
+    assert all(len(r.getMessage()) < 400 for r in caplog.records)
+
+
 def test_oversize_line_gets_an_error_reply(door: Door) -> None:
     with raw(door.path) as sock:
         sock.sendall(b"y" * (control.MAX_LINE + 1))

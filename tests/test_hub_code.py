@@ -150,6 +150,7 @@ def test_a_restarted_hub_refuses_a_code_command_the_previous_one_accepted() -> N
         (command(ts=NOW + 31), "outside the 30 s window"),
         (command(code="None"), "code must be 6 to 12 digits"),  # HA without a code
         (command(code="12345"), "code must be 6 to 12 digits"),
+        (command(code="123456\n"), "code must be 6 to 12 digits"),  # $ would let it by
         (command(code="1234567890123"), "code must be 6 to 12 digits"),
         (command(code="٤٨٢٩١٣"), "code must be 6 to 12 digits"),  # non-ASCII digits
         (command(action="unlock"), "action must be one of UNLOCK, OPEN, LOCK"),

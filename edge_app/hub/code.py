@@ -60,7 +60,7 @@ class CodeFileError(UserError):
 
 
 def check_new_code(code: str) -> str:
-    if not _CODE.match(code):
+    if not _CODE.fullmatch(code):
         raise UserError(
             f"the unlock code must be {CODE_MIN} to {CODE_MAX} digits (Home Assistant's lock "
             "card asks for it on a keypad); nothing changed"
@@ -90,7 +90,7 @@ class CodeHash(ScryptHash):
 
     def matches(self, code: str) -> bool:
         """Constant-time comparison of the code's scrypt hash with the stored one."""
-        return bool(_CODE.match(code)) and super().matches(code)
+        return bool(_CODE.fullmatch(code)) and super().matches(code)
 
 
 def read_code_file(path: Path) -> CodeHash:
@@ -197,6 +197,6 @@ class CodeVerifier:
             raise UnlockRefused(f"action must be one of {', '.join(ACTIONS)}")
         if isinstance(timestamp, bool) or not isinstance(timestamp, int):
             raise UnlockRefused("timestamp must be an integer (Unix seconds)")
-        if action != LOCK and (not isinstance(code, str) or not _CODE.match(code)):
+        if action != LOCK and (not isinstance(code, str) or not _CODE.fullmatch(code)):
             raise UnlockRefused(f"code must be {CODE_MIN} to {CODE_MAX} digits")
         return LockCommand(action, timestamp), code if isinstance(code, str) else ""

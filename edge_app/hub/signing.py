@@ -31,8 +31,8 @@ SCHEME = "edge-door-unlock:v1"
 MAX_COMMAND_BYTES = 1024
 MIN_KEY_CHARS = 32
 REPLAY_CACHE = 1024  # commands remembered at most (ReplayGuard); more fresh ones are refused
-_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-_SIG = re.compile(r"^[0-9a-f]{64}$")
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}\Z")
+_SIG = re.compile(r"^[0-9a-f]{64}\Z")
 _FIELDS = {"ts", "nonce", "origin", "sig"}
 
 
