@@ -34,7 +34,9 @@ import contextlib
 import json
 import logging
 import queue
+import socket
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -211,6 +213,31 @@ class _Unlock:
     name: str | None = None
     via: str | None = None
     action: str | None = None
+
+
+def connect_failure(error: BaseException | None) -> str:
+    """Why a connection to the broker failed, in the words that tell what to fix: a refused
+    broker certificate is not a broker that is down."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (
+            f"the broker's certificate was refused ({error.verify_message or error}): it must "
+            "be for the name in mqtt.host and signed by the CA in mqtt.tls_ca"
+        )
+    if isinstance(error, ssl.SSLError):
+        return (
+            f"the TLS handshake failed ({error.reason or error}): check mqtt.tls_ca, "
+            "mqtt.tls_cert and mqtt.tls_key, and that mqtt.port is the broker's TLS port"
+        )
+    if isinstance(error, ConnectionRefusedError):
+        return "the broker refused the connection: is it running, and on mqtt.port?"
+    if isinstance(error, socket.gaierror):
+        return f"mqtt.host cannot be resolved ({error.strerror or error})"
+    if isinstance(error, OSError):
+        return f"{error.strerror or error} (check mqtt.host and mqtt.port)"
+    return (
+        "broker down or unreachable, or the TLS handshake failed "
+        "(check mqtt.host, mqtt.port, mqtt.tls_ca)"
+    )
 
 
 class MqttBridge:
@@ -447,10 +474,12 @@ class MqttBridge:
                 )
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError` around the connection: the error
+        # is the one being handled.
         log.warning(
-            "mqtt cannot connect %s: broker down or unreachable, or the TLS handshake failed "
-            "(check mqtt.host, mqtt.port, mqtt.tls_ca); retrying with backoff",
+            "mqtt cannot connect %s: %s; retrying with backoff",
             self._where,
+            connect_failure(sys.exc_info()[1]),
         )
 
     def _on_disconnect(
