@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import logging
 import os
 import socket
 import ssl
@@ -853,6 +854,40 @@ def test_lan_listen_is_refused_until_a_password_exists(tmp_path: Path) -> None:
     assert check_settings(web_config(tmp_path, 8080, listen="[::1]:8080"))[0] == "::1"
     auth.write_password_file(config.web.password_file, PASSWORD)
     assert check_settings(config) == ("0.0.0.0", 8080, False)
+
+
+def test_serving_the_lan_over_plain_http_is_said_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The page may serve the LAN without TLS (a password exists), but it says at start what
+    then crosses the network in clear text, and how to stop it; over TLS, or on this machine
+    only, it says nothing of the kind."""
+    cert, key = self_signed(tmp_path)
+    for folder, web, warned in (
+        ("lan", {"listen": f"0.0.0.0:{free_port()}"}, True),
+        (
+            "lan-tls",
+            {"listen": f"0.0.0.0:{free_port()}", "tls_cert": str(cert), "tls_key": str(key)},
+            False,
+        ),
+        ("loopback", {}, False),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edge_app.web"):
+            served = serve(tmp_path / folder, **web)
+            served.server.stop()
+        said = [r.getMessage() for r in caplog.records if "over plain HTTP" in r.getMessage()]
+        if warned:
+            listen = web["listen"]
+            assert said == [
+                f"the web page serves {listen} over plain HTTP: the admin password, the "
+                "session cookie, face snapshots, the live camera frame, uploaded photos and "
+                "gallery exports cross the network in clear text; set web.tls_cert and "
+                "web.tls_key, or keep web.listen on 127.0.0.1 behind a TLS reverse proxy "
+                "(docs/WEB.md)"
+            ], said
+        else:
+            assert said == [], (folder, said)
 
 
 def test_tls_serves_https_with_a_secure_host_only_cookie(tmp_path: Path) -> None:

@@ -102,6 +102,15 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+# Said at start when the page serves the LAN over plain HTTP (the /health row says it too).
+PLAIN_LAN_WARNING = (
+    "the web page serves {listen} over plain HTTP: the admin password, the session cookie, "
+    "face snapshots, the live camera frame, uploaded photos and gallery exports cross the "
+    "network in clear text; set web.tls_cert and web.tls_key, or keep web.listen on "
+    "127.0.0.1 behind a TLS reverse proxy (docs/WEB.md)"
+)
+
+
 def check_settings(config: Config) -> tuple[str, int, bool]:
     """(host, port, tls) to serve on, or WebError saying why not."""
     web = config.web
@@ -561,6 +570,8 @@ class WebServer:
                 )
             time.sleep(0.02)
         log.info("web page serving url=%s tls=%s", self.url, self.tls)
+        if not self.tls and not is_loopback(self.host):
+            log.warning("%s", PLAIN_LAN_WARNING.format(listen=f"{self.host}:{self.port}"))
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Events are read from the events database, which keeps their history."""
