@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from test_web import Site, serve
-from web_support import PASSWORD, csrf_of
+from web_support import PASSWORD, csrf_of, unlock_fields
 
 from edge_app.web import auth
 
@@ -385,7 +385,7 @@ def test_the_device_cookie_is_strict_httponly_for_the_login_only_for_30_days(sit
 
 
 def _unlock(client: httpx.Client, site: Site, password: str, reason: str) -> httpx.Response:
-    data = {"password": password, "reason": reason, "csrf_token": site.token(client)}
+    data = {"password": password, "reason": reason, **unlock_fields(client)}
     return client.post("/unlock", data=data)
 
 

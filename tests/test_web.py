@@ -13,6 +13,7 @@ import html
 import io
 import logging
 import os
+import re
 import socket
 import ssl
 import stat
@@ -25,7 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from web_support import PASSWORD, csrf_of, forged_png, free_port, self_signed
+from web_support import PASSWORD, csrf_of, forged_png, free_port, self_signed, unlock_fields
 
 from edge_app.config import Config, ConfigError, parse_config
 from edge_app.events import EventLog
@@ -314,9 +315,9 @@ def test_parallel_wrong_passwords_cannot_outrun_the_limit(
     with site.client() as first:
         if path == "/unlock":
             site.login(first)
-            token = site.token(first)
+            fields = unlock_fields(first)
         else:
-            token = csrf_of(first.get("/login").text)
+            fields = {"csrf_token": csrf_of(first.get("/login").text)}
         cookies = dict(first.cookies)
     # A stopped clock: however slowly the requests arrive, none is a backoff later.
     state.limiter = auth.LoginLimiter(clock=lambda: 1000.0)
@@ -334,7 +335,7 @@ def test_parallel_wrong_passwords_cannot_outrun_the_limit(
     def guess(number: int) -> httpx.Response:
         with httpx.Client(base_url=site.url, timeout=60.0, cookies=cookies) as client:
             start.wait()
-            return client.post(path, data={"password": f"guess {number}", "csrf_token": token})
+            return client.post(path, data={"password": f"guess {number}", **fields})
 
     try:
         with ThreadPoolExecutor(tries) as pool:
@@ -342,15 +343,15 @@ def test_parallel_wrong_passwords_cannot_outrun_the_limit(
     finally:
         site.reset_limits()
     statuses = sorted(reply.status_code for reply in replies)
+    if path == "/unlock":  # an unlock form is good for one POST: one check, the rest refused
+        assert len(checked) == 1 and statuses == [401] + [409] * (tries - 1)
+        return
     assert len(checked) == auth.PER_ADDRESS_FAILURES
     assert statuses == [401] * auth.PER_ADDRESS_FAILURES + [429] * (
         tries - auth.PER_ADDRESS_FAILURES
     )
     refused = [reply.text for reply in replies if reply.status_code == 429]
-    whom = (
-        "wrong passwords in this session" if path == "/unlock" else "failed logins from 127.0.0.1"
-    )
-    assert all(f"too many {whom}; try again in 2 s" in t for t in refused)
+    assert all("too many failed logins from 127.0.0.1; try again in 2 s" in t for t in refused)
 
 
 def test_sessions_expire_when_idle_and_at_their_maximum_age() -> None:
@@ -798,15 +799,32 @@ def test_pages_work_without_a_door(site: Site, user: httpx.Client) -> None:
     assert 'data-check="door" data-status="warn"' in health.text
     assert "sudo systemctl start edge-app" in health.text
     assert 'data-check="config"' in health.text  # the doctor's own checks
-    token = site.token(user)
-    unlock = user.post("/unlock", data={"password": PASSWORD, "csrf_token": token})
+    unlock = user.post("/unlock", data={"password": PASSWORD, **unlock_fields(user)})
     assert unlock.status_code == 502 and "The door refused" in unlock.text
 
 
 def test_remote_unlock_asks_for_the_password_again(site: Site, user: httpx.Client) -> None:
-    token = site.token(user)
-    reply = user.post("/unlock", data={"password": "wrong", "csrf_token": token})
+    reply = user.post("/unlock", data={"password": "wrong", **unlock_fields(user)})
     assert reply.status_code == 401 and "Wrong password." in reply.text
+    site.reset_limits()
+
+
+def test_an_unlock_form_is_good_for_one_post(site: Site, user: httpx.Client) -> None:
+    """The same unlock request sent again (a captured copy, a browser's resubmit) is refused
+    before its password is checked; the page that refuses it carries a fresh form."""
+    site.reset_limits()
+    fields = unlock_fields(user)
+    first = user.post("/unlock", data={"password": "wrong", **fields})
+    assert first.status_code == 401
+    again = user.post("/unlock", data={"password": PASSWORD, **fields})
+    assert again.status_code == 409 and "nothing was done" in again.text
+    fresh = re.search(r'name="unlock_form" value="([^"]+)"', again.text)
+    assert fresh is not None and fresh.group(1) != fields["unlock_form"]
+    retry = {**fields, "unlock_form": fresh.group(1)}  # the form the refusal carries works
+    assert user.post("/unlock", data={"password": "wrong", **retry}).status_code == 401
+    replaced = unlock_fields(user)
+    unlock_fields(user)  # opening the page again replaces the form
+    assert user.post("/unlock", data={"password": "wrong", **replaced}).status_code == 409
     site.reset_limits()
 
 

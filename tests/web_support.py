@@ -145,6 +145,15 @@ def csrf_of(html: str) -> str:
     return match.group(1)
 
 
+def unlock_fields(client: httpx.Client) -> dict[str, str]:
+    """A fresh unlock form's hidden fields (its CSRF token and single-use form token), from
+    GET /unlock in `client`'s session."""
+    page = client.get("/unlock").text
+    match = re.search(r'name="unlock_form" value="([^"]+)"', page)
+    assert match, "no unlock form token in the page"
+    return {"csrf_token": csrf_of(page), "unlock_form": match.group(1)}
+
+
 def hub_environment() -> dict[str, str]:
     python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}

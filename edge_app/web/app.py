@@ -78,6 +78,11 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 RECENT_EVENTS = 10
 UNLOCK_REASON = "remote unlock from the web page"  # when the form's reason is left empty
+UNLOCK_FORM_FIELD = "unlock_form"
+UNLOCK_FORM_USED = (
+    "This unlock form was sent already, or a newer one was opened since: nothing was done. "
+    "Enter the password again below to unlock."
+)
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -839,7 +844,17 @@ async def events_csv(request: Request, session: auth.Session) -> Response:
 async def unlock_form(request: Request, session: auth.Session) -> Response:
     if not _state(request).config.web.remote_unlock:
         return _unlock_off(request, session)
-    return render(request, session, "unlock.html", {})
+    done, session.unlock_done = session.unlock_done, None  # shown once, after the redirect
+    return _unlock_page(request, session, {"done": done})
+
+
+def _unlock_page(
+    request: Request, session: auth.Session, context: dict[str, Any], status: int = 200
+) -> Response:
+    """The unlock page with a fresh single-use form token: a form is good for one POST, so
+    the same request sent again (a captured one, a browser's resubmit) opens nothing."""
+    session.unlock_form = token = secrets.token_urlsafe(32)
+    return render(request, session, "unlock.html", {**context, "unlock_form": token}, status)
 
 
 def _unlock_off(request: Request, session: auth.Session) -> Response:
@@ -854,12 +869,22 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
     state = _state(request)
     if not state.config.web.remote_unlock:
         return _unlock_off(request, session)
+    # Single use, whatever follows: taken before anything awaits, so two copies of one
+    # request sent at once cannot both get past it.
+    expected, session.unlock_form = session.unlock_form, None
+    if expected is None or not auth.same_token(expected, form.get(UNLOCK_FORM_FIELD)):
+        log.warning(
+            "web unlock refused user=%s address=%s reason=form-used",
+            session.user,
+            client_address(request),
+        )
+        return _unlock_page(request, session, {"error": UNLOCK_FORM_USED}, 409)
     # The form is checked whole before the password, by the door's own rule for a reason
     # (edge_app.control): a refused form spends no attempt and says nothing of the password.
     try:
         reason = clean_text(form.get("reason").strip() or UNLOCK_REASON, "reason")
     except Refused as error:
-        return render(request, session, "unlock.html", {"error": f"The {error}."}, 400)
+        return _unlock_page(request, session, {"error": f"The {error}."}, 400)
     address = client_address(request)
     status, problem = await _check_password(state, address, form.get("password"), session)
     if status != 200:
@@ -867,15 +892,17 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
             log.warning(
                 "web unlock refused user=%s address=%s reason=password", session.user, address
             )
-        return render(request, session, "unlock.html", {"error": problem}, status)
+        return _unlock_page(request, session, {"error": problem}, status)
     origin = f"web:{session.user}@{address}"
     try:
         reply = await run_in_threadpool(state.door.unlock, reason, origin)
     except (ControlError, OSError, RuntimeError) as error:
         log.warning("web unlock failed origin=%s error=%s", origin, error)
-        return render(request, session, "unlock.html", {"error": f"The door refused: {error}"}, 502)
+        return _unlock_page(request, session, {"error": f"The door refused: {error}"}, 502)
     log.info("web unlock origin=%s reason=%r", origin, reason)
-    return render(request, session, "unlock.html", {"done": reply})
+    # Post/redirect/get: reloading the page that says "unlocked" sends nothing again.
+    session.unlock_done = reply
+    return RedirectResponse("/unlock?done=1", status_code=303)
 
 
 # --- health ----------------------------------------------------------------------------------

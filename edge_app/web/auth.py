@@ -178,6 +178,10 @@ class Session:
     seen: float
     user: str | None = None
     password_hash: str | None = None  # the admin password's hash when this session logged in
+    # The unlock page's single-use form token (edge_app.web.app), and the door's answer to
+    # the last unlock, shown once by the page the unlock redirects to.
+    unlock_form: str | None = None
+    unlock_done: dict[str, object] | None = None
 
     @property
     def logged_in(self) -> bool:
