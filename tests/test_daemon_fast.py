@@ -1687,3 +1687,27 @@ def test_a_pulse_that_ends_before_pulse_returns_still_names_its_person(
         daemon.stop()
         runner.join(timeout=10)
     assert [e["name"] for e in relocks(tmp_path, 5)] == [NAME] * 5
+
+
+def test_the_watchdog_is_fed_every_half_period_while_the_loop_runs(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd kills a notify service that goes a WatchdogSec without a ping: the frame loop
+    pings at least every half period for as long as it runs, not once."""
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # 0.4 s: a ping at least every 0.2 s
+    frames = write_frames(tmp_path / "frames", visit(after=20))  # 31 frames at 10 fps
+    daemon = Daemon(
+        door(tmp_path, gallery, frames, camera={"realtime": True}),
+        engine=ScriptedEngine(),
+        pin_factory=MockFactory(),
+    )
+    pings: list[float] = []
+
+    def notify(*states: str) -> None:
+        pings.extend(time.monotonic() for state in states if state == "WATCHDOG=1")
+
+    monkeypatch.setattr(daemon, "_notify", notify)
+    assert daemon.run() == 0
+    assert len(pings) >= 10, pings
+    gaps = [later - earlier for earlier, later in zip(pings, pings[1:], strict=False)]
+    assert max(gaps) < 0.4, gaps  # never a whole watchdog period without a ping

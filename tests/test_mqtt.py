@@ -182,6 +182,7 @@ class Observer:
         self.client.username_pw_set(user, password)
         self.connected = threading.Event()
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         # paho annotates int; it only adds and compares the delays, so a float works.
         self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
@@ -192,7 +193,11 @@ class Observer:
     def _on_connect(self, client, userdata, flags, code, props) -> None:
         if not code.is_failure:
             client.subscribe([("#", 1)])
-            time.sleep(0.2)
+
+    def _on_subscribe(self, client, userdata, mid, codes, props) -> None:
+        # Connected for the tests once the broker has confirmed the subscription (SUBACK):
+        # a message published after this reaches the observer.
+        if codes and not codes[0].is_failure:
             self.connected.set()
 
     def _on_message(self, client, userdata, message) -> None:

@@ -13,6 +13,7 @@ from edge_app.policy import (
     DENIED,
     NO_ACCESS,
     RECOGNIZED,
+    SPOOF,
     TOOK_PLACE,
     UNKNOWN,
     UNLOCK,
@@ -187,3 +188,16 @@ def test_restarted_votes_are_earned_again_and_nothing_decided_is_forgotten() -> 
     policy.restart_votes()
     assert [d for _ in range(5) for d in policy.vote(1, alice(None))] == []
     assert policy.settled(1)
+
+
+@pytest.mark.parametrize("relaxed", [LOG, OFF])
+def test_a_spoof_judged_under_require_does_not_open_after_a_reload(relaxed: str) -> None:
+    """A track judged a spoof under "require" never unlocks (the person steps out of view and
+    back); a reload that relaxes liveness to "log" or "off" does not open it either, or a
+    photo held up until the verdict would open the door at the operator's next reload."""
+    policy = make(Clock())
+    decisions = [d for _ in range(10) for d in policy.vote(1, alice(DEAD))]
+    assert SPOOF in kinds(decisions) and UNLOCK not in kinds(decisions)
+    policy.configure(policy.config, LiveRule(relaxed, 0.5 if relaxed == LOG else float("nan"), 4))
+    later = [d for _ in range(5) for d in policy.vote(1, alice(DEAD if relaxed == LOG else None))]
+    assert UNLOCK not in kinds(later), kinds(later)

@@ -138,6 +138,19 @@ def test_a_recorded_pin_that_cannot_be_claimed_fails_but_the_config_pin_is_locke
         holder.close()
 
 
+def test_an_unchanged_recorded_pin_that_cannot_be_claimed_exits_2(
+    factory: MockFactory, record: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The common case of the above: the config still names the recorded pin. Exit 0 would
+    have systemd log a clean stop while the strike may be held open."""
+    holder = OutputDevice(PIN, initial_value=True, pin_factory=factory)
+    try:
+        assert relock(tmp_path, record, f"[gpio]\npin = {PIN}\n") == 2
+        assert any(f"the recorded GPIO{PIN} was not locked" in m for m in errors(caplog))
+    finally:
+        holder.close()
+
+
 def test_a_record_and_config_that_disagree_on_polarity_end_at_the_configs_level(
     factory: MockFactory, record: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
