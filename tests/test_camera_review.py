@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -54,10 +55,12 @@ def test_a_folder_skips_slivers_and_dots_and_keeps_going(
     assert sum("image_too_small" in r.getMessage() for r in caplog.records) == 3
 
 
-@pytest.fixture
-def silent_stream_server() -> Iterator[str]:
-    """An HTTP 'camera' that accepts connections and then never sends a byte (a stalled
-    stream server or a half-dead RTSP proxy)."""
+@contextlib.contextmanager
+def stream_server(
+    serve: Callable[[socket.socket], None] | None = None,
+) -> Iterator[str]:
+    """An HTTP 'camera' on a loopback port: each connection is kept open and handed to
+    `serve` on a thread of its own (None: never a byte is sent); its URL."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -70,12 +73,48 @@ def silent_stream_server() -> Iterator[str]:
             except OSError:
                 return
             held.append(connection)
+            if serve is not None:
+                threading.Thread(target=serve, args=(connection,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg"
-    server.close()
-    for connection in held:
-        connection.close()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg"
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+
+
+@pytest.fixture
+def silent_stream_server() -> Iterator[str]:
+    """A camera that accepts connections and then never sends a byte (a stalled stream
+    server or a half-dead RTSP proxy)."""
+    with stream_server() as url:
+        yield url
+
+
+@pytest.fixture
+def stalling_mjpeg_server() -> Iterator[str]:
+    """A real HTTP MJPEG camera that sends 5 frames, then nothing, the connection kept open
+    (a network camera that hangs mid-stream)."""
+    ok, encoded = cv2.imencode(".jpg", np.full((240, 320, 3), 120, np.uint8))
+    assert ok
+    jpeg = encoded.tobytes()
+    part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+
+    def serve(connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            connection.recv(4096)
+            connection.sendall(
+                b"HTTP/1.0 200 OK\r\n"
+                b"Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+            )
+            for _ in range(5):
+                connection.sendall(part + jpeg + b"\r\n")
+                time.sleep(0.05)
+
+    with stream_server(serve) as url:
+        yield url
 
 
 def test_a_stalled_stream_fails_within_the_stream_timeout_and_is_retried(
@@ -265,3 +304,26 @@ def test_a_file_that_gives_no_frame_is_an_error_not_the_end_of_a_clip(tmp_path: 
     good = tmp_path / "good.png"
     cv2.imwrite(str(good), np.full((48, 64, 3), 128, np.uint8))
     assert len(list(OpenCVSource(str(good)).frames())) == 1
+
+
+def test_a_real_stream_that_stalls_mid_way_is_dropped_and_reopened(
+    stalling_mjpeg_server: str,
+) -> None:
+    """Real OpenCV (FFmpeg) on a stream that stops sending after some frames: without the
+    read timeout FFmpeg's read() blocks about 30 s, the drop clock (checked between reads)
+    never runs, and the door's loop sits on a dead camera."""
+    source = OpenCVSource(
+        stalling_mjpeg_server,
+        stream_timeout=0.5,
+        drop_after=1.0,
+        backoff=Backoff(initial=0.05, maximum=0.05),
+    )
+    reader = FrameReader(source)
+    try:
+        assert reader.get(timeout=5.0) is not None  # frames arrived before the stall
+        deadline = time.monotonic() + 8.0
+        while source.reconnects < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        reader.close(timeout=2.0)
+    assert source.reconnects >= 1, "a stream that stalled mid-way was never given up"

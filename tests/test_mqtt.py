@@ -606,45 +606,43 @@ def test_wrong_password_is_reported_and_the_hub_keeps_trying(
         hub.stop()
 
 
-def test_wrong_ca_fails_the_tls_handshake(
-    broker: Broker, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    (tmp_path / "other").mkdir()
-    other = make_ca(tmp_path / "other")  # a CA that did not sign the broker's certificate
-    bad = hub_settings(broker, tmp_path, door, tls_ca=str(other["ca"]))
+def connect_failure_logged(config: Config, caplog: pytest.LogCaptureFixture) -> str:
+    """The hub's log once it has failed to connect with `config` (it keeps retrying)."""
     caplog.set_level(logging.INFO, logger="edge_app")
-    hub = RunningHub(bad)
+    hub = RunningHub(config)
     try:
         deadline = time.monotonic() + 10
         while "mqtt cannot connect" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "mqtt cannot connect" in caplog.text
         assert not hub.bridge.connected.is_set()
-        # The reason, not "down or unreachable": an admin can tell a wrong CA from a broker
-        # that is off.
-        assert (
-            "the broker's certificate was refused (self-signed certificate in certificate chain): "
-            "it must be for the name in mqtt.host and signed by the CA in mqtt.tls_ca"
-        ) in caplog.text, caplog.text
+        return caplog.text
     finally:
         hub.stop()
+
+
+def test_wrong_ca_fails_the_tls_handshake(
+    broker: Broker, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "other").mkdir()
+    other = make_ca(tmp_path / "other")  # a CA that did not sign the broker's certificate
+    logged = connect_failure_logged(
+        hub_settings(broker, tmp_path, door, tls_ca=str(other["ca"])), caplog
+    )
+    # The reason, not "down or unreachable": an admin can tell a wrong CA from a broker that
+    # is off.
+    assert (
+        "the broker's certificate was refused (self-signed certificate in certificate chain): "
+        "it must be for the name in mqtt.host and signed by the CA in mqtt.tls_ca"
+    ) in logged, logged
 
 
 def test_a_broker_that_is_not_there_is_named_as_such(
     broker: Broker, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     closed = hub_settings(broker, tmp_path, door, tls=False, port=free_port())
-    caplog.set_level(logging.INFO, logger="edge_app")
-    hub = RunningHub(closed)
-    try:
-        deadline = time.monotonic() + 10
-        while "mqtt cannot connect" not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "the broker refused the connection: is it running, and on mqtt.port?" in (
-            caplog.text
-        ), caplog.text
-    finally:
-        hub.stop()
+    logged = connect_failure_logged(closed, caplog)
+    assert "the broker refused the connection: is it running, and on mqtt.port?" in logged
 
 
 def read_packet(sock: socket.socket) -> tuple[bytes, bytes]:

@@ -892,7 +892,7 @@ def test_serving_the_lan_over_plain_http_is_said_at_start(
     ):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="edge_app.web"):
-            served = serve(tmp_path / folder, **web)
+            served = serve(tmp_path / folder, HEAD_TIMEOUT_S, None, **web)
             served.server.stop()
         said = [r.getMessage() for r in caplog.records if "over plain HTTP" in r.getMessage()]
         if warned:
