@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from needs import missing_from_models
+from needs import missing_from_models, unavailable
 
 from edge_app.config import DEFAULT_SOCKET
 from edge_app.engine import Engine
@@ -65,7 +65,7 @@ def models_folder() -> Path:
 def shared_data() -> Path:
     """../shared/data: LFW and the detection photos (absent in a user's clone)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(SHARED_DATA_REASON)
+        unavailable(SHARED_DATA_REASON)
     return SHARED_DATA
 
 
