@@ -169,6 +169,7 @@ bench: $(BENCH_VENV)/.ready
 	$(BENCH_BIN)/python -m benchmarks.decision_cost --data $(SHARED)
 	$(BENCH_BIN)/python -m benchmarks.crowd --data $(SHARED)
 	$(BENCH_BIN)/python -m benchmarks.lookalike_cost
+	$(BENCH_BIN)/python -m benchmarks.tracker_cost
 	$(BENCH_BIN)/python -m benchmarks.run --data $(SHARED) $(if $(QUICK),--quick)
 
 # LFW DevTest accuracy of ours (cascade auto), all-int8 and a prototype (about 6 min); then

@@ -122,6 +122,7 @@ SCRIPTS: dict[str, tuple[list[str], str]] = {
     "site_poisoning": (["--data", "{absent}", "--cache", "{cache}"], "--out"),
     "site_restarts": (["--data", "{absent}", "--cache", "{cache}"], "--out"),
     "soak": (["--loops", "1"], "--out"),
+    "tracker_cost": ([], "--out"),
 }
 
 

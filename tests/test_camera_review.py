@@ -166,19 +166,18 @@ def test_greedy_assign_matches_the_argmax_greedy_on_finite_scores() -> None:
         assert greedy_assign(scores, 0.3) == reference(scores, 0.3)
 
 
-def test_a_frame_full_of_faces_is_tracked_in_bounded_time() -> None:
-    """2000 faces against 2000 tracks: the argmax greedy scanned the whole 4M matrix once per
-    pair (about 2.5 s a frame here); sorting the overlapping pairs takes milliseconds."""
+def test_a_frame_full_of_faces_keeps_every_track() -> None:
+    """2000 faces against 2000 tracks, each moved a pixel: every track continues under its
+    id. What it costs (the argmax greedy scanned the whole 4M matrix once per pair, about
+    2.5 s a frame; sorting the overlapping pairs takes milliseconds) is measured by
+    `python -m benchmarks.tracker_cost`, not here."""
     rows, cols = np.divmod(np.arange(2000), 50)
     boxes = np.stack([cols * 30, rows * 30, cols * 30 + 20, rows * 30 + 20], 1).astype(float)
     tracker = IoUTracker(TrackingConfig())
     first, _ = tracker.update(boxes)
-    start = time.perf_counter()
     second, ended = tracker.update(boxes + 1.0)
-    elapsed = time.perf_counter() - start
     assert [t.track_id for t in second] == [t.track_id for t in first]
     assert ended == []
-    assert elapsed < 1.0
 
 
 def test_nan_inf_and_zero_area_boxes_never_pile_up_as_tracks() -> None:

@@ -191,8 +191,10 @@ class Session:
 class SessionStore:
     """Server-side sessions with idle and absolute expiry; bounded in number.
 
-    When full, the least recently used anonymous session goes first, then the least recently
-    used of all, so a flood of login-page visits cannot log the admin out.
+    The web page makes one only at a login (the login form's token lives in the browser,
+    edge_app.web.app.LOGIN_COOKIE), so visitors who never log in cannot fill it. A session
+    without a user is still possible here; when full, the least recently used of those goes
+    first, then the least recently used of all.
     """
 
     def __init__(
