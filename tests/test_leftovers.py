@@ -66,10 +66,14 @@ def kill_while_writing(script: str, path: Path) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", script, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
-    assert child.stdout is not None and child.stdout.readline() == "writing\n"
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=10)
-    child.stdout.close()
+    assert child.stdout is not None
+    try:
+        # A child that dies before it writes ends the line (EOF), so this cannot hang.
+        assert child.stdout.readline() == "writing\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        child.stdout.close()
 
 
 KILLED_WRITE = """
