@@ -139,9 +139,14 @@ def test_a_folder_is_refused(tmp_path: Path) -> None:
 def test_dev_zero_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A character device: refused from its type, not a byte of it read (reading it would
     never end before the limit's worth)."""
-    reads: list[object] = []
+    reads: list[int] = []
     real_read = os.read
-    monkeypatch.setattr(os, "read", lambda *args: reads.append(args) or real_read(*args))
+
+    def counted(fd: int, size: int) -> bytes:
+        reads.append(size)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", counted)
     with pytest.raises(NotRegularFile) as caught:
         read_bounded(Path("/dev/zero"), 1 << 30)
     assert caught.value.kind == "device"
