@@ -1061,12 +1061,12 @@ def test_a_visitor_with_the_login_forms_token_cannot_post(site: Site, path: str)
     """Every action but the login needs a logged-in session: the token any visitor of the
     login page gets opens none of them, and changes nothing."""
     db = Path(site.config.gallery.path)
-    if "Anon Target" not in names_in(db):
-        add_person(db, "Anon Target")
+    if "Csrf Target" not in names_in(db):
+        add_person(db, "Csrf Target")
     before = names_in(db)
     with site.client() as visitor:
         token = csrf_of(visitor.get("/login").text)
-        fields = {"name": "Anon Target", "new_name": "Taken", "confirm": "yes", "allowed": "no"}
+        fields = {"name": "Csrf Target", "new_name": "Taken", "confirm": "yes", "allowed": "no"}
         reply = visitor.post(path, data={"csrf_token": token, **fields})
     assert reply.status_code == 403, (reply.status_code, reply.text[:200])
     assert "no session" in reply.text or "not logged in" in reply.text
