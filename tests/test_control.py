@@ -7,6 +7,7 @@ and the server is started by the same `attach()` the daemon's start-up calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
+from needs import unavailable
 
 from edge_app import control
 from edge_app.config import parse_config
@@ -280,26 +282,33 @@ sys.stdin.read()  # hold every slot until the test closes our standard input
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="being another user takes root (CI runs as root)")
-@pytest.mark.skipif(SYSTEM_PYTHON is None, reason="no system python3 for the other user to run")
 def test_other_users_cannot_take_the_slots_kept_for_the_door_s_own(tmp_path: Path) -> None:
     """Another member of the socket's group held all 16 slots, which cut the hub (the door's
     own user) off until they let go."""
-    # pytest's own folders are root's alone: the socket goes where the other user can reach
-    # it, as /run/edge-app is for the socket's group.
-    shared = Path(tempfile.mkdtemp(prefix="edge-app-test-"))
-    shared.chmod(0o755)
-    door = Door(make_daemon(tmp_path, allow_unlock=False, socket_path=shared / "run" / "d.sock"))
-    nobody = subprocess.Popen(
-        [str(SYSTEM_PYTHON), "-c", HOLD_AS_NOBODY, str(door.path), str(control.MAX_CLIENTS)],
-        cwd="/",
-        user=65534,
-        group=os.getegid(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    if os.geteuid() != 0:
+        unavailable("being another user takes root (CI runs as root)")
+    if SYSTEM_PYTHON is None:
+        unavailable("no system python3 for the other user to run")
+    with contextlib.ExitStack() as cleanup:  # whatever fails, nothing is left behind
+        # pytest's own folders are root's alone: the socket goes where the other user can
+        # reach it, as /run/edge-app is for the socket's group.
+        shared = Path(tempfile.mkdtemp(prefix="edge-app-test-"))
+        cleanup.callback(shutil.rmtree, shared)
+        shared.chmod(0o755)
+        door = Door(
+            make_daemon(tmp_path, allow_unlock=False, socket_path=shared / "run" / "d.sock")
+        )
+        cleanup.callback(door.close)
+        nobody = subprocess.Popen(
+            [str(SYSTEM_PYTHON), "-c", HOLD_AS_NOBODY, str(door.path), str(control.MAX_CLIENTS)],
+            cwd="/",
+            user=65534,
+            group=os.getegid(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        cleanup.callback(nobody.communicate, "", timeout=10)
         assert nobody.stdout is not None
         replies = json.loads(nobody.stdout.readline())
         theirs = control.MAX_CLIENTS - control.OWN_USER_SLOTS
@@ -308,16 +317,10 @@ def test_other_users_cannot_take_the_slots_kept_for_the_door_s_own(tmp_path: Pat
             control.OWN_USER_SLOTS
         )
         held = [raw(door.path) for _ in range(control.OWN_USER_SLOTS)]  # the hub's share
-        try:
-            for sock in held:
-                assert ask(sock, b'{"v": 1, "op": "status"}\n')["ok"] is True
-        finally:
-            for sock in held:
-                sock.close()
-    finally:
-        nobody.communicate("", timeout=10)
-        door.close()
-        shutil.rmtree(shared)
+        for sock in held:
+            cleanup.callback(sock.close)
+        for sock in held:
+            assert ask(sock, b'{"v": 1, "op": "status"}\n')["ok"] is True
 
 
 def test_refusals_repeated_by_a_client_are_one_journal_line(
