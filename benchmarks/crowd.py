@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": ROUNDS,
         "cascade": engine.cascade_choice.chosen if engine.cascade_choice else "int8",
         "photos": rows,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "machine": platform.machine(),
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **outputs.conditions(),
     }
     outputs.write_json(args.out, results, "--out")
     print("\n".join(markdown_section(args.out)))

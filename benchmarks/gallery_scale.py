@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import tracemalloc
-from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -165,10 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         "people": {str(row["people"]): row for row in rows},
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "cpus": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "machine": platform.machine(),
         "numpy": np.__version__,
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **outputs.conditions(),
     }
     outputs.write_json(args.out, result, "--out")
     return 0

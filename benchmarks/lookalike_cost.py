@@ -12,10 +12,7 @@ sizes); medians of ROUNDS builds. Writes benchmarks/lookalike_cost.json.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "rounds": ROUNDS,
         "people": rows,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "machine": platform.machine(),
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **outputs.conditions(),
     }
     outputs.write_json(args.out, result, "--out")
     return 0

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import platform
 import sys
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ParamSpec
 
@@ -66,3 +69,13 @@ def write_json(path: Path, data: Any, option: str = "--out", indent: int = 2) ->
     """`data` as the JSON the benchmarks write (json.dumps with `indent`, a
     final newline), through write()."""
     write(path, json.dumps(data, indent=indent) + "\n", option)
+
+
+def conditions() -> dict[str, Any]:
+    """What a timing ran under, for its JSON: the load average (other jobs on the cores),
+    the machine and when."""
+    return {
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "machine": platform.machine(),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

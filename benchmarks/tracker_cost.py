@@ -13,10 +13,7 @@ seconds over. Writes benchmarks/tracker_cost.json; `make bench` runs it.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "update_ms": rows,
         "budget_ms_at_2000": BUDGET_MS,
         "met": most <= BUDGET_MS,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "machine": platform.machine(),
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **outputs.conditions(),
     }
     outputs.write_json(args.out, result, "--out")
     return 0
