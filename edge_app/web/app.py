@@ -67,7 +67,7 @@ SECURE_COOKIE = "__Host-edge_door_session"  # over https: Secure, host-only, pat
 # A browser that logged in (auth.LoginLimiter.trust_device): only the login form reads it.
 DEVICE_COOKIE = "edge_door_device"
 SECURE_DEVICE_COOKIE = "__Secure-edge_door_device"  # over https: Secure (__Host- needs path /)
-DEVICE_COOKIE_PATH = "/login"
+LOGIN_FORM_PATH = "/login"  # the login form's cookies are sent here only
 # The login form's CSRF token, kept by the browser (a double-submit cookie): the page keeps
 # no state for a visitor who has not logged in, so a flood of login-page visits cannot push
 # the owner's half-done login out of a bounded store. Sent to the login form only.
@@ -237,30 +237,25 @@ def _set_cookie(
     )
 
 
-def _set_device_cookie(response: Response, state: WebState, request: Request, value: str) -> None:
-    """The trusted-device cookie: as the session's (HttpOnly, SameSite=Strict, Secure when
-    the browser is on https), but sent to the login form only, for TRUSTED_ADDRESS_S."""
+def _set_login_form_cookie(
+    response: Response,
+    state: WebState,
+    request: Request,
+    name: str,
+    value: str,
+    max_age: int | None = None,
+) -> None:
+    """A cookie only the login form reads: as the session's (HttpOnly, SameSite=Strict,
+    Secure when the browser is on https) but sent to LOGIN_FORM_PATH alone. The trusted
+    device's lasts TRUSTED_ADDRESS_S; the form's token, the browser's session."""
     response.set_cookie(
-        state.device_cookie(request),
+        name,
         value,
-        max_age=int(auth.TRUSTED_ADDRESS_S),
+        max_age=max_age,
         httponly=True,
         samesite="strict",
         secure=state.secure(request),
-        path=DEVICE_COOKIE_PATH,
-    )
-
-
-def _set_login_cookie(response: Response, state: WebState, request: Request, token: str) -> None:
-    """The login form's token: HttpOnly, SameSite=Strict, sent to the login form only, for
-    the browser's session (no Max-Age), Secure when the browser is on https."""
-    response.set_cookie(
-        state.login_cookie(request),
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=state.secure(request),
-        path=DEVICE_COOKIE_PATH,
+        path=LOGIN_FORM_PATH,
     )
 
 
@@ -390,7 +385,7 @@ async def login_form(request: Request) -> Response:
     # same one in every tab, so a second tab does not spoil the first one's form.
     token = state.login_token(request) or secrets.token_urlsafe(32)
     response = render(request, None, "login.html", {**_login_context(request), "csrf": token})
-    _set_login_cookie(response, state, request, token)
+    _set_login_form_cookie(response, state, request, state.login_cookie(request), token)
     return response
 
 
@@ -462,7 +457,14 @@ async def login_submit(request: Request, session: auth.Session | None, form: For
     response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
     _set_cookie(response, state, request, fresh)
     # Logging out keeps it: it names the browser, not the session.
-    _set_device_cookie(response, state, request, state.limiter.trust_device(device))
+    _set_login_form_cookie(
+        response,
+        state,
+        request,
+        state.device_cookie(request),
+        state.limiter.trust_device(device),
+        max_age=int(auth.TRUSTED_ADDRESS_S),
+    )
     return response
 
 
