@@ -82,11 +82,11 @@ def long_clip(path: Path, loops: int) -> int:
 
 
 def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (kB) and Threads of a live process, and its open file descriptors."""
+    """VmRSS (kB) and Threads of a live process, and its open file descriptors."""
     fields: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "Threads"):
+        if key in ("VmRSS", "Threads"):
             fields[key] = int(value.split()[0])
     fields["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
     return fields
@@ -99,6 +99,11 @@ def children(pid: int) -> list[int]:
         text = (task / "children").read_text().split()
         found.extend(int(child) for child in text)
     return found
+
+
+def database_bytes(work: Path) -> int:
+    """The events database's size with its -wal and -shm."""
+    return sum(p.stat().st_size for p in work.glob("events.db*") if p.is_file())
 
 
 def slope_per_100k(frames: list[float], values: list[float]) -> float | None:
@@ -115,7 +120,6 @@ def sample(
     hub_status = proc_status(hub) if hub is not None else None
     relay = [proc_status(child) for child in children(pid)]
     snapshots = [p for p in (work / "snapshots").iterdir() if SNAPSHOT_NAME.match(p.name)]
-    database = sum(p.stat().st_size for p in work.glob("events.db*") if p.is_file())
     return {
         "seconds": round(time.monotonic() - started, 1),
         "frames": int(fields["frames"]),
@@ -125,7 +129,7 @@ def sample(
         "relay_rss_mb": sum(r["VmRSS"] for r in relay) / 1024,
         "relay_processes": len(relay),
         "snapshots": len(snapshots),
-        "events_db_bytes": database,
+        "events_db_bytes": database_bytes(work),
         "fps": float(fields.get("fps", "nan")),
         "unlocks": int(fields.get("unlocks", 0)),
         **(
@@ -363,7 +367,7 @@ def _soak(args: argparse.Namespace, work: Path) -> int:
     log_text = (work / "door.log").read_text(encoding="utf-8", errors="replace")
     last = METRICS.findall(log_text)
     final = dict(FIELD.findall(last[-1])) if last else {}
-    database = sum(p.stat().st_size for p in work.glob("events.db*") if p.is_file())
+    database = database_bytes(work)
     result = {
         "what": "the real edge-app run on the demo clip looped: memory, threads, open files",
         "command": f"python -m benchmarks.soak --loops {args.loops}"
