@@ -1,6 +1,6 @@
 """P-Net layout: one model per pyramid level, or every level packed into one canvas?
 
-Issue 2 asks to decide by measurement. This script builds the packed-canvas alternative
+Which one is decided by measurement. This script builds the packed-canvas alternative
 (the jkjung-avt TensorRT MTCNN trick: all pyramid levels pasted into one fixed canvas with
 gaps, one invocation) from the same weights and calibration kind as `edge-convert build`,
 and compares it with the committed per-level int8 models on door-like frames:

@@ -30,7 +30,7 @@ from edge_app.matching import CENTROID_KEY, Matcher, MatchSettings
 
 log = logging.getLogger(__name__)
 
-GALLERY_SIZE = 20  # the gallery size of the door target in issue 4
+GALLERY_SIZE = 20  # the gallery size of the door's identification target (docs/ACCURACY.md)
 SAMPLES = 2
 TARGET_FAR = 1e-3
 TRIALS = 40

@@ -51,7 +51,7 @@ from edge_app.visit_clips import FPS, VisitClip, build_visit
 
 log = logging.getLogger(__name__)
 
-SEED = 11  # issue 11
+SEED = 11  # the draw docs/ACCURACY.md reports
 # Whose visits: people outside LFW DevTrain (nothing was tuned on them), or DevTrain people,
 # on whom a setting is tuned before it is checked outside.
 POPULATIONS = ("outside-devtrain", "devtrain")
@@ -62,7 +62,7 @@ ENROL_PHOTOS = 2
 PHOTOS_PER_VISIT = 2
 PIN = GpioConfig().pin  # the door's default relay pin, on the mock factory
 PULSE_SECONDS = 0.05  # the mock strike: short, so one visit's pulse ends before the next
-# Targets of issue 11, per visit.
+# The door's targets, per visit (docs/ACCURACY.md, "Per visit").
 TARGET_RIGHT = 0.975
 TARGET_STRANGER_RATE = 1 / 200
 TARGET_MEDIAN_SECONDS = 1.0
