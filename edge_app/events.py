@@ -326,10 +326,24 @@ class _JsonlSink(_Sink):
         make_private_folder(self.path.parent)
         self.fd = open_private_append(self.path)
         try:
+            self._say_who_may_read(self.fd)
             self._end_the_last_line(self.fd)
         except OSError:
             self.close()
             raise
+
+    def _say_who_may_read(self, fd: int) -> None:
+        """An existing file keeps its mode (a log reader may have been given it on purpose),
+        but one its group or others may read is said at every open: it holds who came in."""
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077:
+            log.warning(
+                "events file %s is mode %o: others on this machine may read who came in and "
+                "when; `chmod 600 %s` unless a log reader needs it",
+                self.path,
+                mode,
+                self.path,
+            )
 
     def _end_the_last_line(self, fd: int) -> None:
         """A file whose last line is cut short (a full disk, then the process ended with the

@@ -303,7 +303,7 @@ def test_locked_db_costs_at_most_the_busy_timeout_then_catches_up(tmp_path: Path
 
 
 def test_jsonl_is_created_0600_under_any_umask_and_reopened_after_rotation(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "events.jsonl"
     old = os.umask(0o022)
@@ -324,8 +324,18 @@ def test_jsonl_is_created_0600_under_any_umask_and_reopened_after_rotation(
     mine = tmp_path / "mine.jsonl"
     mine.write_text("")
     mine.chmod(0o640)  # an existing file is not ours to chmod
-    EventLog(jsonl=mine).close()
+    with caplog.at_level(logging.WARNING, logger="edge_app.events"):
+        EventLog(jsonl=mine).close()
     assert stat.S_IMODE(mine.stat().st_mode) == 0o640
+    said = [r.getMessage() for r in caplog.records if r.name == "edge_app.events"]
+    assert said == [
+        f"events file {mine} is mode 640: others on this machine may read who came in and "
+        f"when; `chmod 600 {mine}` unless a log reader needs it"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge_app.events"):
+        EventLog(jsonl=path).close()  # 0600: nothing to say
+    assert not [r for r in caplog.records if r.name == "edge_app.events"]
 
 
 def test_user_photos_in_the_snapshot_folder_are_never_pruned(tmp_path: Path) -> None:
