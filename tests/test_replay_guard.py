@@ -80,7 +80,9 @@ def test_a_wall_clock_step_there_and_back_does_not_let_a_used_command_in_again(
 def test_a_wall_clock_step_back_does_not_keep_the_replay_cache_full() -> None:
     """Aged on the wall clock, nonces remembered before the date was set an hour back stayed
     "fresh" for that hour: a full cache refused every command ("too many") until the clock
-    caught up. On the monotonic clock they are forgotten two windows after their command."""
+    caught up. On the monotonic clock they are forgotten two windows after their command;
+    what stays is the latest timestamp forgotten, and a command is taken again as soon as the
+    clock has passed it."""
     wall, ticks = Clock(NOW), Clock(100.0)
     check = UnlockVerifier(KEY, "front", WINDOW, clock=wall, ticks=ticks)
     for number in range(REPLAY_CACHE):
@@ -89,7 +91,62 @@ def test_a_wall_clock_step_back_does_not_keep_the_replay_cache_full() -> None:
         check.verify(signed(NOW))
     wall.now -= STEP
     ticks.now += 2 * WINDOW + 1
+    with pytest.raises(UnlockRefused, match="the clock stepped back"):
+        check.verify(signed(wall.now))
+    wall.now = NOW + 1
+    ticks.now += 1
     assert check.verify(signed(wall.now)) == "phone"
+
+
+@pytest.mark.parametrize(
+    ("make", "payload"),
+    [(signed_verifier, signed), (code_verifier, by_code)],
+    ids=["signed", "code"],
+)
+@pytest.mark.parametrize("ahead", [3 * WINDOW, STEP])
+def test_a_command_forgotten_before_a_step_back_is_not_taken_again(
+    make: Callable[[Clock, Clock], Callable[[bytes], object]],
+    payload: Callable[[float], bytes],
+    ahead: float,
+) -> None:
+    """Defect (an outside audit): commands accepted while the hub's clock was ahead (their
+    sender shared the wrong time) were forgotten two windows later; NTP then set the clock
+    back, their timestamps were inside the window again, and a captured one opened the door
+    a second time. The latest timestamp forgotten is kept, and nothing signed at or before
+    it is taken: a step of any size back cannot bring a forgotten command in."""
+    wall, ticks = Clock(NOW), Clock(100.0)
+    verify = make(wall, ticks)
+    used = payload(NOW)
+    verify(used)
+    wall.now += 2 * WINDOW + 1  # forgotten, on both clocks
+    ticks.now += 2 * WINDOW + 1
+    verify(payload(wall.now))
+    # The clock was `ahead` all along: NTP sets it back, and when the true time reaches
+    # `used`'s timestamp it is inside the window again.
+    wall.now = NOW + 1
+    ticks.now = 100.0 + ahead
+    with pytest.raises(UnlockRefused, match=r"is not after \d+, a command's that was accepted"):
+        verify(used)
+
+
+@pytest.mark.parametrize(
+    ("make", "payload"),
+    [(signed_verifier, signed), (code_verifier, by_code)],
+    ids=["signed", "code"],
+)
+def test_forgetting_refuses_no_command_of_a_clock_that_did_not_step(
+    make: Callable[[Clock, Clock], Callable[[bytes], object]],
+    payload: Callable[[float], bytes],
+) -> None:
+    """What is forgotten was signed at most a window ahead of the clock when it was taken
+    and is two windows old: every command inside the window now is newer. Senders a window
+    behind and a window ahead, one command a second for ten windows: all taken."""
+    wall, ticks = Clock(NOW), Clock(100.0)
+    verify = make(wall, ticks)
+    for second in range(int(WINDOW), int(11 * WINDOW)):  # a window after the hub's start
+        wall.now, ticks.now = NOW + second, 100.0 + second
+        skew = WINDOW if second % 2 else -WINDOW
+        verify(payload(wall.now + skew))
 
 
 def test_a_check_refused_while_admitting_leaves_the_command_unused() -> None:
@@ -97,13 +154,13 @@ def test_a_check_refused_while_admitting_leaves_the_command_unused() -> None:
     timestamp, or a typo would make the right code with the same timestamp a "replay"."""
     ticks = Clock(100.0)
     guard = ReplayGuard(WINDOW, clock=Clock(NOW), ticks=ticks)
-    with pytest.raises(UnlockRefused, match="wrong"), guard.admitting("key", "key"):
+    with pytest.raises(UnlockRefused, match="wrong"), guard.admitting("key", int(NOW), "key"):
         raise UnlockRefused("wrong")
-    guard.admit("key", "key")
+    guard.admit("key", int(NOW), "key")
     with pytest.raises(UnlockRefused, match=r"^replayed command \(key already used\)$"):
-        guard.admit("key", "key")
+        guard.admit("key", int(NOW), "key")
     ticks.now += 2 * WINDOW + 1  # forgotten two windows later, on the monotonic clock
-    guard.admit("key", "key")
+    guard.admit("key", int(NOW) + 1, "key")
 
 
 @pytest.mark.parametrize(

@@ -163,7 +163,7 @@ class CodeVerifier:
                     f"{self._locked_until - now:.0f} s more"
                 )
             # The code is checked inside: a wrong one leaves the timestamp and code unused.
-            with self._guard.admitting(key, "timestamp and code"):
+            with self._guard.admitting(key, command.timestamp, "timestamp and code"):
                 if not self.stored.matches(code):
                     count = self._count_wrong(now)
                     extra = f"; locked out for {LOCKOUT:.0f} s" if count >= MAX_WRONG else ""

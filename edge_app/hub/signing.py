@@ -157,7 +157,10 @@ class ReplayGuard:
     the window again: a replay opened the door; and a step back kept a full cache "fresh",
     refusing every command, for the length of the step. A command is forgotten 2 windows
     after it was accepted: its timestamp was at most a window from the clock then, so, the
-    clock not stepped, it is outside the window by the time it is forgotten. A test clock
+    clock not stepped, it is outside the window by the time it is forgotten. A step back of
+    more than that would bring a forgotten command's timestamp inside the window again, so
+    the latest timestamp forgotten is kept: a command signed at or before it is refused (a
+    replay, or signed on a clock that was ahead), until the clock passes it. A test clock
     given alone drives both.
     """
 
@@ -174,7 +177,8 @@ class ReplayGuard:
             ticks if ticks is not None else (time.monotonic if clock is time.time else clock)
         )
         self._start = HubStart(self.ticks)
-        self._seen: dict[Hashable, float] = {}
+        self._seen: dict[Hashable, tuple[float, int]] = {}  # key: (accepted at, timestamp)
+        self._forgotten = -1  # the latest timestamp of a command forgotten, -1: none yet
         self._lock = threading.Lock()
 
     def check_time(self, timestamp: int) -> None:
@@ -183,27 +187,34 @@ class ReplayGuard:
         check_window(timestamp, wall, self.window)
         self._start.check(timestamp, wall)
 
-    def admit(self, key: Hashable, what: str) -> None:
-        """Remember the command `key`; UnlockRefused when it was accepted already (`what`
-        names the key in the message) or when the cache is full."""
-        with self.admitting(key, what):
+    def admit(self, key: Hashable, timestamp: int, what: str) -> None:
+        """Remember the command `key`, signed at `timestamp`; UnlockRefused when it was
+        accepted already (`what` names the key in the message), when it is not newer than a
+        command already forgotten, or when the cache is full."""
+        with self.admitting(key, timestamp, what):
             pass
 
     @contextlib.contextmanager
-    def admitting(self, key: Hashable, what: str) -> Iterator[None]:
+    def admitting(self, key: Hashable, timestamp: int, what: str) -> Iterator[None]:
         """admit(), with the body between the replay checks and remembering the key, under
         the guard's lock: a check that refuses there (a wrong code) leaves the key unused,
         and two copies of one command cannot both get past it."""
         with self._lock:
             now = self.ticks()
-            for old in [k for k, seen in self._seen.items() if now - seen > 2 * self.window]:
-                del self._seen[old]
+            for old in [k for k, (seen, _) in self._seen.items() if now - seen > 2 * self.window]:
+                self._forgotten = max(self._forgotten, self._seen.pop(old)[1])
             if key in self._seen:
                 raise UnlockRefused(f"replayed command ({what} already used)")
+            if timestamp <= self._forgotten:
+                raise UnlockRefused(
+                    f"timestamp {timestamp} is not after {self._forgotten}, a command's "
+                    "that was accepted and has been forgotten since: a replay, or the clock "
+                    "stepped back (check both clocks)"
+                )
             if len(self._seen) >= REPLAY_CACHE:
                 raise UnlockRefused("too many unlock commands in the time window")
             yield
-            self._seen[key] = now
+            self._seen[key] = (now, timestamp)
 
 
 class UnlockVerifier:
@@ -243,5 +254,5 @@ class UnlockVerifier:
         if not hmac.compare_digest(expected, sig):
             raise UnlockRefused("bad signature")
         self._guard.check_time(ts)
-        self._guard.admit(nonce, "nonce")
+        self._guard.admit(nonce, ts, "nonce")
         return origin
