@@ -37,6 +37,7 @@ from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from h
 )
 from edge_app.manifest import recognition_problem
 from edge_app.runtime import BACKENDS, MAX_THREADS
+from edge_app.wall_clock import SYNCHRONISED, TRUST
 
 AUTO = "auto"
 UART_PINS = (14, 15)
@@ -516,6 +517,13 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class ClockConfig:
+    # Whether `[policy] allowed_hours` and the events' retention act on a wall clock that
+    # nothing has set (edge_app/wall_clock.py).
+    trust: str = _key(SYNCHRONISED, _choice(*TRUST))
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     iou: float = _key(0.3, _number(0.0, 1.0, low_open=True))
     max_missed: int = _key(5, _integer(0, 1000))
@@ -612,6 +620,7 @@ class Config:
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
@@ -628,6 +637,7 @@ SECTIONS: dict[str, type] = {
     "gallery": GalleryConfig,
     "gpio": GpioConfig,
     "policy": PolicyConfig,
+    "clock": ClockConfig,
     "tracking": TrackingConfig,
     "events": EventsConfig,
     "liveness": LivenessConfig,

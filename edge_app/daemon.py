@@ -64,6 +64,7 @@ from edge_app.site_memory import (
     site_memory_path,
 )
 from edge_app.tracker import IoUTracker, Track
+from edge_app.wall_clock import SET_THE_CLOCK, UNSET_CLOCK, WallClock
 
 log = logging.getLogger(__name__)
 
@@ -684,7 +685,9 @@ class Daemon:
         self._notifier: sdnotify.SystemdNotifier | None = None
         self._guard: threading.Thread | None = None
         self._signals: _SignalWatch | None = None
-        self.policy = Policy(config.policy, clock=lambda: self._now)
+        # The date and hour allowed_hours and the events' retention read ([clock]).
+        self.wall_clock = WallClock(config.clock)
+        self.policy = Policy(config.policy, clock=lambda: self._now, wall_clock=self.wall_clock)
         self.tracker = IoUTracker(config.tracking)
         self.live_rule = LiveRule()  # resolved against the models in _start
         self._parallax: dict[int, Parallax] = {}  # per live track, report only
@@ -790,9 +793,10 @@ class Daemon:
         self.live_rule = self._resolve_liveness(config)
         self.policy.configure(config.policy, self.live_rule)
         log.info("liveness %s", self.live_rule.describe())
+        self._say_clock(config)
         # After the models and the gallery, so a start they refuse writes no event store.
         # Never raises for a sink it cannot use: the door runs, the failure is logged.
-        self.events = EventLog.from_config(config.events)
+        self.events = EventLog.from_config(config.events, self.wall_clock)
         self.events.maintain()  # retention at start
         self.control = attach(self)
         camera = config.camera
@@ -995,6 +999,17 @@ class Daemon:
         assert engine is not None
         return LiveRule.resolve(config.liveness, engine.manifest, engine.has_liveness)
 
+    def _say_clock(self, config: Config) -> None:
+        """Say at start and reload that allowed_hours refuses everyone it applies to while
+        nothing has set the wall clock (edge_app/wall_clock.py)."""
+        if config.policy.allowed_hours and not self.wall_clock.trusted():
+            log.warning(
+                "allowed_hours: every unlock is refused as '%s' until the clock is set: %s; %s",
+                rules.CLOCK_NOT_SET,
+                UNSET_CLOCK,
+                SET_THE_CLOCK,
+            )
+
     def _on_relock(self, reason: str) -> None:
         if self.events is not None:
             self.events.record(RELOCK, name=self._opened_for, reason=reason)
@@ -1071,7 +1086,9 @@ class Daemon:
         self._reloading = None
         old = self.config
         # Nothing below can fail (checked in _apply_reload): the new settings apply together.
+        self.wall_clock.configure(new.clock)
         self.policy.configure(new.policy, live_rule)
+        self._say_clock(new)
         if (
             self.recognizer.switch_changed
             or new.policy != old.policy

@@ -54,6 +54,7 @@ from edge_app.private_file import (
     sweep_temporaries,
     temporary_pattern,
 )
+from edge_app.wall_clock import EARLIEST_TIME, SET_THE_CLOCK, UNSET_CLOCK, WallClock
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # The only files snapshot pruning and retention may delete: names this module writes
 # (UTC time, event type, sanitised name, track). A user's own photos in the folder stay.
-_SNAPSHOT = r"(\d{8}T\d{6}\.\d{3})Z_(?:" + "|".join(TYPES) + r")_[A-Za-z0-9_.-]{0,60}_t\d+\.jpg"
+# ..._t<track>.jpg, or _t<track>-<n>.jpg when that name was taken (a clock stepped back).
+_SNAPSHOT = (
+    r"(\d{8}T\d{6}\.\d{3})Z_(?:" + "|".join(TYPES) + r")_[A-Za-z0-9_.-]{0,60}_t\d+(?:-\d)?\.jpg"
+)
 SNAPSHOT_NAME = re.compile("^" + _SNAPSHOT + r"\Z")
 # A snapshot being written: its temporary name (_write_snapshot). One a killed door left
 # behind is removed when the folder is next listed (at start and by the daily retention).
@@ -100,6 +104,8 @@ RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 LOG_EVERY_SECONDS = 300.0  # a failing sink is logged once, then at most this often
 RETENTION_EVERY_SECONDS = 86400.0
+# A retention that waited for the wall clock to be set looks again this much later.
+RETENTION_CLOCK_RETRY_SECONDS = 3600.0
 # Characters kept of an event's text field (name, reason, geometry). Real ones are far
 # shorter (a name is at most 100, a remote unlock's reason and origin 200 each); the cap keeps
 # one odd value from being written, buffered and logged megabytes at a time.
@@ -478,10 +484,15 @@ class EventLog:
         retention_days: int = 0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        clock_trusted: Callable[[], bool] | None = None,
     ) -> None:
+        """clock_trusted: whether the retention may judge age by `clock` now (the daemon
+        passes its WallClock's; edge_app/wall_clock.py); by default, whether something set
+        the system clock."""
         self._lock = threading.Lock()
         self._clock = clock
         self._monotonic = monotonic
+        self._clock_trusted = clock_trusted if clock_trusted is not None else WallClock().trusted
         self.db_path = db
         self.snapshots = snapshots
         self.snapshot_keep = snapshot_keep
@@ -512,13 +523,14 @@ class EventLog:
             self._prepare_snapshots()
 
     @classmethod
-    def from_config(cls, events: EventsConfig) -> EventLog:
+    def from_config(cls, events: EventsConfig, wall_clock: WallClock) -> EventLog:
         return cls(
             events.db,
             events.jsonl,
             events.snapshots,
             events.snapshot_keep,
             events.retention_days,
+            clock_trusted=wall_clock.trusted,
         )
 
     # --- writing -------------------------------------------------------------------------
@@ -595,8 +607,17 @@ class EventLog:
             for sink in self._sinks:
                 sink.flush(tick)
             if self.retention_days and tick >= self._next_retention:
-                self._next_retention = tick + RETENTION_EVERY_SECONDS
-                self._apply_retention()
+                if self._clock_trusted():
+                    self._next_retention = tick + RETENTION_EVERY_SECONDS
+                    self._apply_retention()
+                else:
+                    self._next_retention = tick + RETENTION_CLOCK_RETRY_SECONDS
+                    log.warning(
+                        "retention waits: it cannot tell a day-old event from a year-old one "
+                        "by a wall clock nothing has set (%s; %s)",
+                        UNSET_CLOCK,
+                        SET_THE_CLOCK,
+                    )
 
     def reopen(self) -> None:
         """Close and reopen the JSON-lines file (SIGHUP after logrotate moved it away)."""
@@ -694,7 +715,8 @@ class EventLog:
         folder = Path(self.snapshots)  # type: ignore[arg-type]
         stamp = datetime.fromtimestamp(now, timezone.utc).strftime(_STAMP)[:-3]
         label = _SAFE.sub("_", name or "unknown")[:60]
-        path = folder / f"{stamp}Z_{kind}_{label}_t{track or 0}.jpg"
+        base = f"{stamp}Z_{kind}_{label}_t{track or 0}"
+        path = folder / f"{base}.jpg"
         if not self._prepare_snapshots():
             return None
         if self._kept is None:
@@ -712,11 +734,20 @@ class EventLog:
         if not ok:
             self._snapshot_failed("snapshot encode failed path=%s error=%r", path, problem)
             return None
-        try:
-            _write_snapshot(path, data.tobytes())
-        except OSError as error:
-            self._snapshot_failed("snapshot write failed path=%s error=%r", path, error)
-            return None
+        # After the clock stepped back the name can be taken (the same millisecond, kind,
+        # person and track): the older file is evidence and stays, this one is numbered.
+        names = [f"{base}.jpg", *(f"{base}-{number}.jpg" for number in range(2, 10))]
+        for path in (folder / name for name in names):
+            try:
+                _write_snapshot(path, data.tobytes())
+                break
+            except FileExistsError as error:
+                if path.name == names[-1]:
+                    self._snapshot_failed("snapshot write failed path=%s error=%r", path, error)
+                    return None
+            except OSError as error:
+                self._snapshot_failed("snapshot write failed path=%s error=%r", path, error)
+                return None
         self._kept.append(path.name)
         try:
             self._prune_snapshots(folder, self._kept)
@@ -758,6 +789,14 @@ class EventLog:
         )
 
     def _apply_retention(self) -> tuple[int, int]:
+        """Delete the events, and the snapshots, older than `retention_days`, on a clock
+        that was set (maintain() waits for one).
+
+        Events go in the order they were written: the ones before the last event whose
+        time is older than the retention. Events stamped while the clock was wrong (1970
+        before NTP set it, or ahead) go with their neighbours in the table, neither at once
+        nor never. A snapshot goes by the time in its name; one named before EARLIEST_TIME
+        (its clock was not set) is left to `snapshot_keep`."""
         if not self.retention_days:
             return 0, 0
         cutoff = self._clock() - self.retention_days * 86400.0
@@ -765,17 +804,22 @@ class EventLog:
         sink = self._db_sink
         if sink is not None and sink.db is not None and not sink.failing:
             try:
-                rows = sink.db.execute("DELETE FROM events WHERE time < ?", (cutoff,)).rowcount
+                rows = sink.db.execute(
+                    "DELETE FROM events WHERE id <= "
+                    "(SELECT max(id) FROM events WHERE time < ? AND time >= ?)",
+                    (cutoff, EARLIEST_TIME),
+                ).rowcount
             except sqlite3.Error as error:
                 sink.fail(self._monotonic(), error)
         if self.snapshots is not None:
             self._sweep_snapshot_temporaries()
             oldest = datetime.fromtimestamp(cutoff, timezone.utc).strftime(_STAMP)[:-3]
+            earliest = datetime.fromtimestamp(EARLIEST_TIME, timezone.utc).strftime(_STAMP)
             deleted: set[str] = set()
             try:
                 for path in self._own_snapshots():
                     match = SNAPSHOT_NAME.match(path.name)
-                    if match is not None and match.group(1) < oldest:
+                    if match is not None and earliest[:-3] <= match.group(1) < oldest:
                         path.unlink(missing_ok=True)
                         deleted.add(path.name)
                         files += 1

@@ -54,6 +54,7 @@ from edge_app.liveness_rule import (
     LiveRule,
     window_is_live,
 )
+from edge_app.wall_clock import WallClock
 
 RECOGNIZED = "recognized"
 UNKNOWN = "unknown"
@@ -63,6 +64,7 @@ SPOOF = "spoof"
 NOT_LIVE = "not live"
 NOT_LIVE_LOGGED = "not live (log mode: not enforced)"
 NO_ACCESS = "no access"
+CLOCK_NOT_SET = "clock not set"  # allowed_hours, and nothing has set the wall clock
 TOOK_PLACE = "took the place"  # an unknown face in a recognised person's track: "... of NAME"
 # How far under the recognition threshold a frame's own face may score and still count as
 # the person the track's pooled evidence names (Vote.alone): for opening the door and for
@@ -151,7 +153,8 @@ class _TrackState:
 
 
 class Policy:
-    """The unlock rules of `[policy]`; clock (monotonic seconds) and local_time are injectable."""
+    """The unlock rules of `[policy]`; clock (monotonic seconds) and wall_clock (the date and
+    hour `allowed_hours` reads, and whether they may be trusted) are injectable."""
 
     def __init__(
         self,
@@ -159,10 +162,10 @@ class Policy:
         liveness: LiveRule | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
-        local_time: Callable[[], datetime] = datetime.now,
+        wall_clock: WallClock | None = None,
     ) -> None:
         self._clock = clock
-        self._local_time = local_time
+        self.wall_clock = wall_clock if wall_clock is not None else WallClock()
         self._tracks: dict[int, _TrackState] = {}
         self._last_unlock: dict[str, float] = {}
         self.liveness = LiveRule()  # off until configured
@@ -390,7 +393,12 @@ class Policy:
         last = self._last_unlock.get(name)
         if last is not None and now - last < self.cooldown_seconds:
             return Decision(DENIED, name, score, track, reason="cooldown")
-        if not within_hours(self.hours, self._local_time()):
-            return Decision(DENIED, name, score, track, reason="hours")
+        if self.hours:
+            # Hours read from a clock nothing has set (a Pi without network or a real-time
+            # clock) would open a night-only window by day: refused, whoever it is.
+            if not self.wall_clock.trusted():
+                return Decision(DENIED, name, score, track, reason=CLOCK_NOT_SET)
+            if not within_hours(self.hours, self.wall_clock.local_time()):
+                return Decision(DENIED, name, score, track, reason="hours")
         self._last_unlock[name] = now
         return Decision(UNLOCK, name, score, track)

@@ -39,6 +39,7 @@ from edge_app.events import read_events
 from edge_app.faces import Faces
 from edge_app.gallery import Gallery, NewSample
 from edge_app.relay import Relay, RelayError
+from edge_app.wall_clock import ALWAYS, NTP, SYNCHRONISED, UNSET
 
 PIN = 17
 PULSE = 0.3
@@ -501,9 +502,9 @@ def test_pin_is_claimed_low_before_anything_that_can_fail(
     seen: list[tuple[str, bool]] = []
     real = EventLog.from_config
 
-    def spy(config):
+    def spy(config, wall_clock):
         seen.append((factory.pin(PIN).function, factory.pin(PIN).state))
-        return real(config)
+        return real(config, wall_clock)
 
     monkeypatch.setattr(EventLog, "from_config", staticmethod(spy))
     config = door(tmp_path, gallery, frames, events={"db": str(blocker / "events.db")})
@@ -1711,3 +1712,35 @@ def test_the_watchdog_is_fed_every_half_period_while_the_loop_runs(
     assert len(pings) >= 10, pings
     gaps = [later - earlier for earlier, later in zip(pings, pings[1:], strict=False)]
     assert max(gaps) < 0.4, gaps  # never a whole watchdog period without a ping
+
+
+@pytest.mark.parametrize(
+    ("source", "trust"), [(UNSET, SYNCHRONISED), (NTP, SYNCHRONISED), (UNSET, ALWAYS)]
+)
+def test_allowed_hours_keep_the_door_shut_while_nothing_has_set_the_clock(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture, source: str, trust: str
+) -> None:
+    """A door with allowed_hours whose clock nothing set (a Pi without network or a
+    real-time clock) would judge the hours on its last shutdown's time: it opens for
+    nobody, says why at start, and records each refusal as "clock not set"."""
+    frames = write_frames(tmp_path / "frames", visit(after=50))
+    factory = MockFactory()
+    config = door(
+        tmp_path, gallery, frames, policy={"allowed_hours": ["00:00-24:00"]}, clock={"trust": trust}
+    )
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    daemon.wall_clock._source = lambda: source  # what set the clock, as the kernel would say
+    with caplog.at_level(logging.WARNING, logger="edge_app.daemon"):
+        assert daemon.run() == 0
+    said = "allowed_hours: every unlock is refused as 'clock not set' until the clock is set"
+    if source == UNSET and trust == SYNCHRONISED:
+        assert states(factory) == [False]
+        assert [(e["type"], e["reason"]) for e in jsonl(tmp_path)] == [
+            ("recognized", None),
+            ("denied", "clock not set"),
+        ]
+        assert said in caplog.text and '[clock] trust = "always"' in caplog.text
+    else:
+        assert states(factory) == [False, True, False]
+        assert [e["type"] for e in jsonl(tmp_path)] == ["recognized", "unlock", "relock"]
+        assert said not in caplog.text

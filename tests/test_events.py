@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_app.config import ClockConfig
 from edge_app.events import (
     DB_BUSY_SECONDS,
     MAX_CUT_LINE,
+    RETENTION_CLOCK_RETRY_SECONDS,
     RETRY_MAX_SECONDS,
     Event,
     EventLog,
     read_events,
 )
+from edge_app.wall_clock import ALWAYS, UNSET, WallClock
 
 
 def snapshot_name(event: Event) -> str:
@@ -109,7 +112,7 @@ def test_the_snapshots_folder_is_listed_once_not_at_every_snapshot(
 
     monkeypatch.setattr(EventLog, "_own_snapshots", counted)
     crop = np.full((20, 20, 3), 90, np.uint8)
-    now = [1_700_000_000.0]
+    now = [1_800_000_000.0]
     log = EventLog(snapshots=folder, snapshot_keep=3, retention_days=30, clock=lambda: now[0])
     for track in range(6):
         now[0] += 1.0
@@ -362,10 +365,17 @@ def test_user_photos_in_the_snapshot_folder_are_never_pruned(tmp_path: Path) -> 
 def test_retention_deletes_old_rows_and_own_snapshots_only(tmp_path: Path) -> None:
     ticks = Ticks()
     day = 86400.0
-    now = [1_700_000_000.0 - 100 * day]
+    now = [1_800_000_000.0 - 100 * day]
     db, folder = tmp_path / "events.db", tmp_path / "snaps"
     crop = np.full((20, 20, 3), 50, np.uint8)
-    log = EventLog(db, snapshots=folder, retention_days=90, clock=lambda: now[0], monotonic=ticks)
+    log = EventLog(
+        db,
+        snapshots=folder,
+        retention_days=90,
+        clock=lambda: now[0],
+        monotonic=ticks,
+        clock_trusted=lambda: True,
+    )
     log.record("unknown", track=1, crop=crop)  # 100 days old by the time retention runs
     (folder / "holiday.jpg").write_bytes(b"keep me")
     os.utime(folder / "holiday.jpg", (0, 0))  # ancient, but not ours
@@ -430,6 +440,120 @@ def test_from_config(tmp_path: Path) -> None:
     from edge_app.config import EventsConfig
 
     config = EventsConfig(db=tmp_path / "e.db", jsonl=None, retention_days=7, snapshot_keep=3)
-    log = EventLog.from_config(config)
+    wall = WallClock(source=lambda: UNSET)
+    log = EventLog.from_config(config, wall)
     assert (log.db_path, log.retention_days, log.snapshot_keep) == (tmp_path / "e.db", 7, 3)
+    assert log._clock_trusted() is False  # the door's wall clock, and its [clock] trust
+    wall.configure(ClockConfig(trust=ALWAYS))
+    assert log._clock_trusted() is True
     log.close()
+
+
+class Wall:
+    """A wall clock in seconds that tests set, and whether it counts as set."""
+
+    def __init__(self, now: float, trusted: bool = True) -> None:
+        self.now, self.trusted = now, trusted
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retention_waits_while_nothing_has_set_the_clock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defect (an outside time audit): a door whose clock read a year ahead at boot (an RTC
+    set wrong, a hand-set date) deleted its whole history and every snapshot at the first
+    frame, before NTP could correct it. Retention now acts only on a clock something set,
+    and looks again every RETENTION_CLOCK_RETRY_SECONDS."""
+    day = 86400.0
+    ticks = Ticks()
+    wall = Wall(1_800_000_000.0)
+    db = tmp_path / "events.db"
+    log = EventLog(db, retention_days=90, clock=wall, monotonic=ticks)
+    for track in range(3):
+        log.record("unknown", track=track)
+        wall.now += day
+    log.close()
+    wall.now += 365 * day  # the next boot: a year ahead, and not synchronised
+    wall.trusted = False
+    log = EventLog(
+        db, retention_days=90, clock=wall, monotonic=ticks, clock_trusted=lambda: wall.trusted
+    )
+    with caplog.at_level(logging.WARNING, logger="edge_app.events"):
+        log.maintain()
+    assert [e.track for e in read_events(db)] == [0, 1, 2]
+    assert "retention waits" in caplog.text and "[clock] trust" in caplog.text
+    wall.now -= 365 * day  # NTP sets it right
+    wall.trusted = True
+    ticks.now += RETENTION_CLOCK_RETRY_SECONDS - 1
+    log.maintain()  # not looked at again yet
+    ticks.now += 1
+    with caplog.at_level(logging.INFO, logger="edge_app.events"):
+        log.maintain()
+    assert "retention applied days=90 events_deleted=0" in caplog.text
+    assert [e.track for e in read_events(db)] == [0, 1, 2]
+    log.close()
+
+
+def test_events_stamped_by_a_wrong_clock_go_with_their_neighbours(tmp_path: Path) -> None:
+    """Defect (an outside time audit): events written at a boot before NTP set the clock
+    (stamped 1970) were deleted by the first retention after it was set, hours after they
+    happened; events stamped while the clock was ahead were kept for years. Retention
+    deletes in the order events were written, up to the last one older than the
+    retention, so each wrong stamp goes when its neighbours in the table do."""
+    day = 86400.0
+    start = 1_800_000_000.0
+    wall = Wall(start)
+    db = tmp_path / "events.db"
+    log = EventLog(db, retention_days=90, clock=wall, clock_trusted=lambda: True)
+    log.record("unlock", name="before")  # at start
+    wall.now = 60.0  # a boot before NTP: 1970
+    log.record("unlock", name="at-boot")
+    wall.now = start + 5 * 365 * day  # then a clock five years ahead
+    log.record("unlock", name="ahead")
+    wall.now = start + 10 * day  # set right
+    log.record("unlock", name="after")
+    assert log.apply_retention() == (0, 0)  # the 1970 event is not "56 years old"
+    assert [e.name for e in read_events(db)] == ["before", "at-boot", "ahead", "after"]
+    wall.now = start + 95 * day  # "before" is older than 90 days; "after" is not
+    assert log.apply_retention() == (1, 0)
+    assert [e.name for e in read_events(db)] == ["at-boot", "ahead", "after"]
+    wall.now = start + 101 * day  # "after" is: the wrong stamps before it go with it
+    assert log.apply_retention() == (3, 0)
+    assert read_events(db) == []
+    log.close()
+
+
+def test_snapshots_named_before_the_clock_was_set_are_left_to_the_count_limit(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "snaps"
+    crop = np.full((20, 20, 3), 50, np.uint8)
+    wall = Wall(60.0)  # 1970: a boot before NTP
+    log = EventLog(snapshots=folder, retention_days=90, clock=wall, clock_trusted=lambda: True)
+    log.record("unknown", track=1, crop=crop)
+    wall.now = 1_800_000_000.0
+    log.record("unknown", track=2, crop=crop)
+    wall.now += 91 * 86400.0
+    assert log.apply_retention() == (0, 1)
+    assert [p.name[:8] for p in folder.iterdir()] == ["19700101"]
+    log.close()
+
+
+def test_a_snapshot_whose_name_is_taken_after_a_step_back_is_numbered(tmp_path: Path) -> None:
+    """Defect (an outside time audit): after the clock stepped back, a snapshot could get
+    the name of an older one (same millisecond, kind, person and track); the older file was
+    kept, rightly, and the new event was recorded without its snapshot. It is numbered."""
+    folder = tmp_path / "snaps"
+    crop = np.full((20, 20, 3), 50, np.uint8)
+    log = EventLog(snapshots=folder, snapshot_keep=3, clock=lambda: 1_800_000_000.0)
+    first = log.record("unknown", track=1, crop=crop).snapshot
+    second = log.record("unknown", track=1, crop=crop).snapshot
+    assert first is not None and second is not None
+    assert Path(second).name == Path(first).name.replace("_t1.jpg", "_t1-2.jpg")
+    assert log.snapshot_errors == 0
+    for _ in range(2):  # both are the door's own: counted and pruned as snapshots
+        log.record("unknown", track=1, crop=crop)
+    log.close()
+    assert sorted(p.name[-9:] for p in folder.iterdir()) == ["_t1-2.jpg", "_t1-3.jpg", "_t1-4.jpg"]

@@ -360,9 +360,10 @@ def test_a_snapshot_never_replaces_a_file_already_under_its_name(tmp_path: Path)
     assert first is not None
     Path(first).write_bytes(b"kept as it is")
     again = log.record("unknown", track=1, crop=crop)  # the same name: same time and track
-    assert again.snapshot is None and log.snapshot_errors == 1
+    numbered = Path(first).name.replace("_t1.jpg", "_t1-2.jpg")  # the older file stays
+    assert again.snapshot == str(folder / numbered) and log.snapshot_errors == 0
     assert Path(first).read_bytes() == b"kept as it is"
-    assert _names(folder) == {Path(first).name}  # and no temporary file left
+    assert _names(folder) == {Path(first).name, numbered}  # and no temporary file left
     log.close()
 
 
@@ -385,9 +386,11 @@ def test_a_file_system_without_hard_links_still_gets_whole_snapshots(
     assert first is not None and Path(first).read_bytes()[:2] == b"\xff\xd8"  # a JPEG
     assert os.stat(first).st_mode & 0o777 == 0o600
     Path(first).write_bytes(b"kept as it is")
-    assert log.record("unknown", track=1, crop=crop).snapshot is None
+    again = log.record("unknown", track=1, crop=crop).snapshot
+    assert again is not None and again.endswith("_t1-2.jpg")
     assert Path(first).read_bytes() == b"kept as it is"
-    assert _names(folder) == {Path(first).name}
+    assert Path(again).read_bytes()[:2] == b"\xff\xd8"
+    assert _names(folder) == {Path(first).name, Path(again).name}
     log.close()
 
 

@@ -36,6 +36,7 @@ from test_daemon_fast import (
     unit,
     write_frames,
 )
+from test_policy import set_clock
 
 from edge_app.config import LivenessConfig, PolicyConfig, parse_config
 from edge_app.daemon import Daemon, FaceEngine
@@ -68,7 +69,7 @@ def policy(mode: str = "require", min_live_frames: int = 4) -> Policy:
         PolicyConfig(hits=3, window=5, cooldown_seconds=30.0),
         rule(mode, min_live_frames),
         clock=lambda: 1000.0,
-        local_time=lambda: datetime(2024, 5, 1, 12, 0),
+        wall_clock=set_clock(datetime(2024, 5, 1, 12, 0)),
     )
 
 

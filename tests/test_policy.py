@@ -6,9 +6,10 @@ from datetime import datetime
 
 import pytest
 
-from edge_app.config import PolicyConfig
+from edge_app.config import ClockConfig, PolicyConfig
 from edge_app.liveness_rule import LiveRule
 from edge_app.policy import (
+    CLOCK_NOT_SET,
     DENIED,
     NO_ACCESS,
     RECOGNIZED,
@@ -20,6 +21,7 @@ from edge_app.policy import (
     parse_hours,
     within_hours,
 )
+from edge_app.wall_clock import NTP, RTC, SYNCHRONISED, TRUST, UNSET, WallClock
 
 
 class Clock:
@@ -35,9 +37,14 @@ def clock() -> Clock:
     return Clock()
 
 
+def set_clock(moment: datetime, source: str = NTP) -> WallClock:
+    """A wall clock that reads `moment`, set by `source` (an NTP client, by default)."""
+    return WallClock(source=lambda: source, local_time=lambda: moment)
+
+
 def make(clock: Clock, **kwargs) -> Policy:
     config = PolicyConfig(**{"hits": 3, "window": 5, "cooldown_seconds": 30.0, **kwargs})
-    return Policy(config, clock=clock, local_time=lambda: datetime(2024, 5, 1, 12, 0))
+    return Policy(config, clock=clock, wall_clock=set_clock(datetime(2024, 5, 1, 12, 0)))
 
 
 def kinds(decisions) -> list[str]:
@@ -112,10 +119,43 @@ def test_cooldown_is_per_person(clock: Clock) -> None:
 
 def test_allowed_hours(clock: Clock) -> None:
     moment = datetime(2024, 5, 1, 23, 30)
-    policy = Policy(PolicyConfig(3, 5, 0, ("07:00-22:00",)), clock=clock, local_time=lambda: moment)
+    policy = Policy(
+        PolicyConfig(3, 5, 0, ("07:00-22:00",)), clock=clock, wall_clock=set_clock(moment)
+    )
     for _ in range(3):
         decisions = policy.vote(1, alice())
     assert kinds(decisions) == [RECOGNIZED, DENIED] and decisions[1].reason == "hours"
+
+
+@pytest.mark.parametrize("source", [UNSET, NTP, RTC])
+@pytest.mark.parametrize("trust", TRUST)
+def test_allowed_hours_act_only_on_a_clock_that_something_set(
+    clock: Clock, source: str, trust: str
+) -> None:
+    """Defect (an outside time audit): a Pi without network or a real-time clock boots at
+    its last shutdown's time, or 1970, and keeps it: "22:00-06:00" opened by day and a
+    day-time resident was refused. With hours to judge and a clock nothing set, everyone
+    with hours is refused as "clock not set", unless [clock] trust = "always"."""
+    night_only = PolicyConfig(3, 5, 0, ("22:00-06:00",))
+    wall = set_clock(datetime(2024, 5, 1, 23, 30), source)
+    wall.configure(ClockConfig(trust=trust))
+    policy = Policy(night_only, clock=clock, wall_clock=wall)
+    for _ in range(3):
+        decisions = policy.vote(1, alice())
+    if source == UNSET and trust == SYNCHRONISED:
+        assert kinds(decisions) == [RECOGNIZED, DENIED]
+        assert decisions[1].reason == CLOCK_NOT_SET == "clock not set"
+    else:
+        assert kinds(decisions) == [RECOGNIZED, UNLOCK]
+
+
+def test_a_clock_nothing_set_changes_nothing_for_people_without_hours(clock: Clock) -> None:
+    policy = Policy(
+        PolicyConfig(3, 5, 0), clock=clock, wall_clock=set_clock(datetime(1970, 1, 1), UNSET)
+    )
+    for _ in range(3):
+        decisions = policy.vote(1, alice())
+    assert kinds(decisions) == [RECOGNIZED, UNLOCK]
 
 
 @pytest.mark.parametrize(
@@ -317,7 +357,7 @@ def test_a_tie_in_a_tracks_votes_goes_to_the_better_matching_person(
     policy = Policy(
         PolicyConfig(hits=2, window=4, cooldown_seconds=30.0),
         clock=Clock(),
-        local_time=lambda: datetime(2024, 5, 1, 12, 0),
+        wall_clock=set_clock(datetime(2024, 5, 1, 12, 0)),
     )
     votes = [Vote("alice", alice_score, 0.1), Vote("bob", bob_score, 0.1)] * 2
     named = [[(d.kind, d.name) for d in policy.vote(1, vote)] for vote in votes]

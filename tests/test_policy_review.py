@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from test_policy import set_clock
 
 from edge_app.config import PolicyConfig
 from edge_app.liveness_rule import LOG, OFF, REQUIRE, LiveRule
@@ -37,7 +38,7 @@ def make(clock: Clock, mode: str = REQUIRE, cooldown: float = 30.0) -> Policy:
         PolicyConfig(hits=3, window=5, cooldown_seconds=cooldown),
         LiveRule(mode, 0.5, 4),
         clock=clock,
-        local_time=lambda: datetime(2024, 5, 1, 12, 0),
+        wall_clock=set_clock(datetime(2024, 5, 1, 12, 0)),
     )
 
 

@@ -101,6 +101,7 @@ def _run(args: argparse.Namespace) -> int:
             "gpio.factory": "mock",
             "events.jsonl": "-",
             "events.db": str(Path(scratch) / "events.db"),
+            "events.retention_days": 0,  # a database that lives for one run: nothing to age
             "liveness.mode": liveness,
             # The demo's own control socket, private to this run (not /run/edge-app).
             "hub.socket": str(Path(scratch) / "door.sock"),

@@ -16,6 +16,16 @@ from typing import TYPE_CHECKING, Any
 from edge_app.arg_types import nonempty_path
 from edge_app.commands import config_path, printable
 from edge_app.paths import DEFAULT_CONFIG
+from edge_app.policy import CLOCK_NOT_SET
+from edge_app.wall_clock import (
+    ALWAYS,
+    NTP,
+    RTC,
+    SET_THE_CLOCK,
+    TIMESYNC_FLAG,
+    UNSET_CLOCK,
+    WallClock,
+)
 
 if TYPE_CHECKING:
     from edge_app.config import Config
@@ -650,6 +660,43 @@ def _pairs(config: Config, matcher: Any, found: list[Any]) -> list[Check]:
     return [Check("lookalikes", "warn", notice.problem, notice.advice) for notice in notices]
 
 
+def clock_check(
+    config: Config, wall_clock: WallClock | None = None, timesync_flag: Path = TIMESYNC_FLAG
+) -> Check:
+    """Whether the wall clock was set, and what the door does until it is: allowed_hours
+    refuses every unlock and the retention waits (edge_app/wall_clock.py)."""
+    wall_clock = wall_clock if wall_clock is not None else WallClock(config.clock)
+    source = wall_clock.source()
+    if source == NTP and not timesync_flag.exists() and wall_clock.trust != ALWAYS:
+        # The kernel answered here; under its unit (ProtectClock=yes refuses adjtimex) the
+        # door reads systemd-timesyncd's flag instead, and would find none.
+        return Check(
+            "clock",
+            "warn",
+            "an NTP client other than systemd-timesyncd keeps the clock: the door's unit "
+            "(ProtectClock=yes) cannot ask the kernel and will take it as not set",
+            'set [clock] trust = "always", or use systemd-timesyncd',
+        )
+    if source == NTP:
+        return Check("clock", "ok", "set and kept by an NTP client")
+    if source == RTC:
+        return Check("clock", "ok", "set at boot by a real-time clock (no NTP client keeps it)")
+    if wall_clock.trusted():
+        return Check("clock", "ok", 'nothing has set it; trusted as [clock] trust = "always" says')
+    waiting = []
+    if config.policy.allowed_hours:
+        waiting.append(f"allowed_hours refuses every unlock as '{CLOCK_NOT_SET}'")
+    if config.events.retention_days:
+        waiting.append("old events and snapshots are kept past retention_days")
+    effect = "; ".join(waiting) if waiting else "nothing the door does depends on it"
+    return Check(
+        "clock",
+        "fail" if config.policy.allowed_hours else "warn",
+        f"{UNSET_CLOCK}. Until something does, {effect}",
+        SET_THE_CLOCK,
+    )
+
+
 def _events_checks(config: Config) -> list[Check]:
     """What the door will do with the event store and the snapshots folder the config names,
     by the rules the door itself applies when it opens them (edge_app/events.py)."""
@@ -847,6 +894,7 @@ def collect_checks(
     if engine is not None and config is not None and readable and gallery[0].status != "fail":
         checks += _lookalike_checks(config, engine, memory)
     if config is not None:
+        checks.append(clock_check(config))
         checks += _events_checks(config)
         checks.append(door_check(door_socket or config.hub.socket))
     return checks

@@ -44,6 +44,7 @@ from edge_app.config import Config, split_listen
 from edge_app.control import frame_age
 from edge_app.enroll import CAMERA_SAMPLES
 from edge_app.errors import UserError
+from edge_app.wall_clock import local_at
 from edge_app.web import auth
 from edge_app.web.door import DoorStatus, WebDoor, is_live, picture_explained
 from edge_app.web.forms import Form, FormError, Limits, read_form
@@ -962,7 +963,7 @@ async def user_error(request: Request, exc: Exception) -> Response:
 def _localtime(value: float | None) -> str:
     if value is None:
         return "-"
-    return datetime.fromtimestamp(float(value)).strftime("%Y-%m-%d %H:%M:%S")
+    return local_at(float(value)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def create_app(

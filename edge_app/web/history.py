@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edge_app.errors import UserError
 from edge_app.events import TYPES
+from edge_app.wall_clock import local_at, local_zone
 
 PAGE_SIZE = 50
 CSV_MAX_ROWS = 100_000
@@ -49,7 +50,7 @@ class EventRow:
 
     @property
     def local_time(self) -> str:
-        return datetime.fromtimestamp(self.time).strftime("%Y-%m-%d %H:%M:%S")
+        return local_at(self.time).strftime("%Y-%m-%d %H:%M:%S")
 
     @property
     def utc_time(self) -> str:
@@ -127,7 +128,7 @@ class Filters:
 
 
 def _local_midnight(day: date) -> float:
-    return datetime(day.year, day.month, day.day).timestamp()
+    return datetime(day.year, day.month, day.day, tzinfo=local_zone()).timestamp()
 
 
 @dataclass(frozen=True)
