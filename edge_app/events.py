@@ -963,38 +963,41 @@ def _narrow(path: Path) -> None:
     """Make an events.db (proved one) and its side files 0600 when their group or others
     may use them, with a warning: they hold who came in and when. SQLite gives a new -wal
     and -shm the database's mode, so a file made by an older edge-app or a `cp` under umask
-    022 left every later one readable too. Files of other users are left to root."""
+    022 left every later one readable too. Files of other users are left to root.
+
+    By path, never through a descriptor: SQLite has the files open by now, and closing any
+    descriptor of a file drops every POSIX lock this process holds on it, SQLite's included.
+    Without the lock on -shm the next reader (the hub) took itself for the only connection
+    and removed the write-ahead log the door was still writing to: every event after a
+    restart was lost to the page, and to the file on a crash. The folder is the door's own
+    (0700, make_private_folder), and lstat refuses a symbolic link."""
     me = os.geteuid()
     for candidate in (path, *(Path(f"{path}{suffix}") for suffix in SIDE_FILES)):
         try:
-            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            info = os.lstat(candidate)
         except FileNotFoundError:
             continue
+        mode = stat.S_IMODE(info.st_mode)
+        if not stat.S_ISREG(info.st_mode) or not mode & 0o077:
+            continue
+        if info.st_uid != me and me != 0:
+            continue
         try:
-            info = os.fstat(fd)
-            mode = stat.S_IMODE(info.st_mode)
-            if not stat.S_ISREG(info.st_mode) or not mode & 0o077:
-                continue
-            if info.st_uid != me and me != 0:
-                continue
-            try:
-                os.fchmod(fd, FILE_MODE)
-            except OSError as error:
-                log.warning(
-                    "events file %s is mode %o (others may read who came in) and cannot be "
-                    "made 600: %s",
-                    candidate,
-                    mode,
-                    error.strerror or error,
-                )
-            else:
-                log.warning(
-                    "events file %s was mode %o (others could read who came in); set to 600",
-                    candidate,
-                    mode,
-                )
-        finally:
-            os.close(fd)
+            os.chmod(candidate, FILE_MODE)
+        except OSError as error:
+            log.warning(
+                "events file %s is mode %o (others may read who came in) and cannot be "
+                "made 600: %s",
+                candidate,
+                mode,
+                error.strerror or error,
+            )
+        else:
+            log.warning(
+                "events file %s was mode %o (others could read who came in); set to 600",
+                candidate,
+                mode,
+            )
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -370,6 +370,12 @@ def _check_file(path: Path) -> bool:
     _refuse_writable_by_others(path, info)
     if info.st_size == 0:
         raise _not_a_gallery(path, "is empty, not an edge-app gallery")
+    if _open_here(info):
+        # SQLite has it open in this process, so it was checked then; and closing a
+        # descriptor of our own would drop every POSIX lock the process holds on the file,
+        # SQLite's included: another process would then take itself for the only one and
+        # remove the write-ahead log these connections still write to.
+        return True
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -381,6 +387,23 @@ def _check_file(path: Path) -> bool:
     if not head.startswith(SQLITE_MAGIC):
         raise _not_a_gallery(path, "is not an SQLite database, so not an edge-app gallery")
     return True
+
+
+def _open_here(info: os.stat_result) -> bool:
+    """Whether this process has the file `info` describes open (a descriptor in
+    /proc/self/fd); False where that cannot be listed."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            held = os.stat(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # closed meanwhile, or the listing's own descriptor
+        if (held.st_dev, held.st_ino) == (info.st_dev, info.st_ino):
+            return True
+    return False
 
 
 @contextmanager

@@ -318,3 +318,52 @@ def test_the_door_unlocks_on_time_with_a_snapshots_folder_it_refuses(
     stored = read_events(tmp_path / "events.db")
     assert [e.type for e in stored] == ["recognized", "unlock", "relock"]
     assert all(e.snapshot is None for e in stored)
+
+
+def _rows_seen_by_another_process(db: Path) -> int:
+    """What the hub's history sees: a connection of its own, in a process of its own."""
+    import subprocess
+    import sys
+
+    reader = (
+        "import sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1])\n"
+        "print(db.execute('SELECT count(*) FROM events').fetchone()[0])\n"
+        "db.close()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", reader, str(db)], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout)
+
+
+@pytest.mark.parametrize("loose", [False, True])
+def test_a_restarted_door_keeps_its_write_ahead_log_while_the_hub_reads(
+    tmp_path: Path, loose: bool
+) -> None:
+    """Defect (an outside audit of the web page): after any door restart the hub's pages
+    showed no new event. Opening the events database checked the modes of events.db and its
+    -wal and -shm through descriptors of their own, and closed them: closing any descriptor
+    of a file drops every POSIX lock the process holds on it, SQLite's included. The hub's
+    next read, alone on the file as far as the locks said, removed the write-ahead log the
+    door still wrote to: its events reached neither the page nor, on a crash, the file."""
+    db = tmp_path / "events.db"
+    first = EventLog(db)
+    first.record("unlock", name="Ada", track=1)
+    first.close()
+    with closing(sqlite3.connect(db)) as keeper:  # -wal and -shm stay, as a crash leaves them
+        keeper.execute("PRAGMA journal_mode = WAL")
+        door = EventLog(db)  # the restart
+        if loose:
+            for name in ("events.db", "events.db-wal", "events.db-shm"):
+                (tmp_path / name).chmod(0o644)
+            door.close()
+            door = EventLog(db)  # narrows them, by path
+            assert stat.S_IMODE((tmp_path / "events.db-shm").stat().st_mode) == 0o600
+        keeper.close()
+        for count in (2, 3):
+            door.record("unlock", name="Ada", track=count)
+            assert _rows_seen_by_another_process(db) == count
+        assert (tmp_path / "events.db-wal").exists()
+        door.close()
+    assert [e.track for e in read_events(db)] == [1, 2, 3]

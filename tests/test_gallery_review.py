@@ -456,3 +456,39 @@ def test_an_embedding_row_of_the_wrong_kind_is_damage_not_a_traceback(
             gallery.load_matrix()
         with pytest.raises(GalleryError, match="not 512 float32 values: it is damaged"):
             gallery.export(io.StringIO())
+
+
+def _count_in_another_process(path: Path) -> int:
+    reader = (
+        "import sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1])\n"
+        "print(db.execute('SELECT count(*) FROM scratch').fetchone()[0])\n"
+        "db.close()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", reader, str(path)], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout)
+
+
+def test_opening_a_gallery_this_process_has_open_keeps_its_write_ahead_log(
+    tmp_path: Path,
+) -> None:
+    """Defect found beside the events database's: a gallery opened a second time in one
+    process (the hub's requests, a reopened immutable gallery) read its header through a
+    descriptor of its own and closed it, which drops every POSIX lock the process holds on
+    the file, SQLite's included. Another process's next read and close then took itself for
+    the only connection and removed the write-ahead log the first one still wrote to: its
+    later writes reached no other process."""
+    path = tmp_path / "gallery.db"
+    tmp_path.chmod(0o700)
+    with Gallery.open(path, create=True) as first:
+        with first.transaction() as db:
+            db.execute("CREATE TABLE scratch(x)")
+            db.execute("INSERT INTO scratch VALUES (1)")
+        Gallery.open(path, read_only=True).close()
+        for count in (2, 3):
+            with first.transaction() as db:
+                db.execute("INSERT INTO scratch VALUES (?)", (count,))
+            assert _count_in_another_process(path) == count
+        assert Path(f"{path}-wal").exists()
