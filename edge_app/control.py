@@ -75,6 +75,11 @@ MAX_CLIENTS = 16
 # member of the socket's group (an admin running `edge-app status`) shares the rest, so
 # holding them all does not cut the hub off.
 OWN_USER_SLOTS = 4
+# The hub keeps one of them for its event stream; every other request of a process (the
+# hub's status poll, MQTT and web unlocks, the web page's status and frames from up to 40
+# threads) waits for one of the rest, so the hub never asks for more than its share and
+# group members holding theirs cannot make the door "unreachable" to it (ControlClient).
+SHORT_REQUEST_SLOTS = OWN_USER_SLOTS - 1
 QUEUE_EVENTS = 256  # events waiting for a subscriber before it counts as too slow
 PENDING_EVENTS = 1024  # events between the frame loop and the server thread
 MAX_OUTPUT = 4 * 1024 * 1024  # bytes queued for one client before it is dropped
@@ -113,6 +118,17 @@ _AS_SERVICE = (
 
 class ControlError(UserError):
     """The control socket cannot be reached or refused the request; the message says why."""
+
+
+class DoorFull(ControlError):
+    """Every client slot the door keeps for this user was taken (TOO_MANY_CLIENTS); the
+    request was not read, so asking again is safe, an unlock included."""
+
+
+TOO_MANY_CLIENTS = "too many clients"
+# How long ControlClient waits before asking again when the door was full: the door frees a
+# slot as soon as it sees a finished client close, which takes it milliseconds.
+FULL_RETRY_SECONDS = 0.02
 
 
 class Refused(Exception):
@@ -430,7 +446,7 @@ class ControlServer:
                     held_back,
                 )
             with contextlib.suppress(OSError):
-                sock.send(self._line({"v": VERSION, "ok": False, "error": "too many clients"}))
+                sock.send(self._line({"v": VERSION, "ok": False, "error": TOO_MANY_CLIENTS}))
             sock.close()
             return
         self._clients[sock.fileno()] = client
@@ -795,13 +811,17 @@ def reported_picture(status: StatusReply) -> str | None:
     return value if isinstance(value, str) and value in EXPLAIN else None
 
 
+# Process-wide: every ControlClient of a process shares SHORT_REQUEST_SLOTS connections.
+_SHORT_REQUESTS = threading.BoundedSemaphore(SHORT_REQUEST_SLOTS)
+
+
 class ControlClient:
     """A client of the door's socket, for `edge-app hub` and tools.
 
-    Each request uses its own short connection, and `timeout` bounds it as a whole (connect,
-    send and the complete reply), however the other end trickles its bytes. `events()`
-    keeps one open until the door goes away (ControlError) or `close()` is called from
-    another thread.
+    Each request uses its own short connection, and `timeout` bounds it as a whole (waiting
+    for one of the process's SHORT_REQUEST_SLOTS, connect, send and the complete reply),
+    however the other end trickles its bytes. `events()` keeps one open until the door goes
+    away (ControlError) or `close()` is called from another thread.
     """
 
     def __init__(self, path: Path | str, timeout: float = REQUEST_SECONDS) -> None:
@@ -830,6 +850,25 @@ class ControlClient:
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
+        if not _SHORT_REQUESTS.acquire(timeout=self.timeout):
+            raise ControlError(
+                f"{self.path}: {SHORT_REQUEST_SLOTS} requests to the door already under way "
+                f"in this process for {self.timeout:.0f} s"
+            )
+        try:
+            while True:
+                try:
+                    return self._request(op, deadline, fields)
+                except DoorFull:
+                    # A slot this process just let go of is still counted until the door
+                    # sees the close: ask again, within the same deadline.
+                    if time.monotonic() + FULL_RETRY_SECONDS >= deadline:
+                        raise
+                    time.sleep(FULL_RETRY_SECONDS)
+        finally:
+            _SHORT_REQUESTS.release()
+
+    def _request(self, op: str, deadline: float, fields: dict[str, Any]) -> dict[str, Any]:
         with self._connect() as sock:
             reader = _LineReader(sock, self.path, self.timeout)
             try:
@@ -927,7 +966,9 @@ class ControlClient:
         if reply.get("v") != VERSION:
             raise ControlError(f"{self.path}: unsupported reply version {reply.get('v')!r}")
         if not reply.get("ok"):
-            raise ControlError(f"door refused {op}: {reply.get('error', 'no reason given')}")
+            error = reply.get("error", "no reason given")
+            refused = DoorFull if error == TOO_MANY_CLIENTS else ControlError
+            raise refused(f"door refused {op}: {error}")
         return reply
 
 

@@ -323,6 +323,92 @@ def test_other_users_cannot_take_the_slots_kept_for_the_door_s_own(tmp_path: Pat
             assert ask(sock, b'{"v": 1, "op": "status"}\n')["ok"] is True
 
 
+def test_the_hub_keeps_to_its_slots_while_a_group_member_holds_the_rest(tmp_path: Path) -> None:
+    """Defect (an outside audit): a group member held its 12 slots, and the hub's web page,
+    which opened one connection per request from up to 40 threads, spent the 4 kept for the
+    door's own user: the dashboard said "Door not reachable" and a web unlock failed with
+    "too many clients". Every short request of a process now waits for one of
+    SHORT_REQUEST_SLOTS, beside the hub's one event stream, and the page shares answers."""
+    if os.geteuid() != 0:
+        unavailable("being another user takes root (CI runs as root)")
+    if SYSTEM_PYTHON is None:
+        unavailable("no system python3 for the other user to run")
+    from edge_app.web.door import WebDoor
+
+    with contextlib.ExitStack() as cleanup:
+        shared = Path(tempfile.mkdtemp(prefix="edge-app-test-"))
+        cleanup.callback(shutil.rmtree, shared)
+        shared.chmod(0o755)
+        door = Door(make_daemon(tmp_path, allow_unlock=True, socket_path=shared / "run" / "d.sock"))
+        cleanup.callback(door.close)
+        theirs = control.MAX_CLIENTS - control.OWN_USER_SLOTS
+        nobody = subprocess.Popen(
+            [str(SYSTEM_PYTHON), "-c", HOLD_AS_NOBODY, str(door.path), str(theirs)],
+            cwd="/",
+            user=65534,
+            group=os.getegid(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        cleanup.callback(nobody.communicate, "", timeout=10)
+        assert nobody.stdout is not None
+        assert len(json.loads(nobody.stdout.readline())) == theirs  # all held
+        stream = ControlClient(door.path, timeout=5.0)  # the hub's event stream
+        cleanup.callback(stream.close)
+        streaming = threading.Thread(target=lambda: list(stream.events()), daemon=True)
+        streaming.start()
+        wait_for(lambda: len(door.server._clients) == theirs + 1)
+        page = WebDoor(door.path, timeout=5.0)
+        failures: list[str] = []
+
+        def tab(number: int) -> None:
+            for _ in range(5):
+                status = page.status()
+                if not status.reachable:
+                    failures.append(status.error)
+                page.frame()
+                if number % 5 == 0:  # the hub's own poll, and a tool, on their own clients
+                    try:
+                        ControlClient(door.path, timeout=5.0).status()
+                    except ControlError as error:
+                        failures.append(str(error))
+
+        tabs = [threading.Thread(target=tab, args=(n,)) for n in range(20)]
+        for thread in tabs:
+            thread.start()
+        unlocked = page.unlock("test", "web:test")
+        for thread in tabs:
+            thread.join(timeout=30)
+        assert failures == [] and unlocked["ok"] is True
+
+
+def test_a_page_asks_the_door_once_for_what_many_requests_want_together(
+    door: Door, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_app.web import door as web_door
+
+    asked: list[str] = []
+    real = ControlClient.request
+
+    def counted(self: ControlClient, op: str, **fields: Any) -> dict[str, Any]:
+        asked.append(op)
+        time.sleep(0.05)  # long enough for the other threads to arrive meanwhile
+        return real(self, op, **fields)
+
+    monkeypatch.setattr(ControlClient, "request", counted)
+    now = [100.0]
+    page = web_door.WebDoor(door.path, ticks=lambda: now[0])
+    threads = [threading.Thread(target=page.status) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert asked == ["status"]  # one fetch, shared by ten requests
+    now[0] += web_door.SHARE_SECONDS
+    assert page.status().reachable and asked == ["status", "status"]  # stale: asked again
+
+
 def test_refusals_repeated_by_a_client_are_one_journal_line(
     door: Door, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,11 +2,18 @@
 
 Each call opens its own short connection with a timeout, so a stopped or hung door makes the
 page say so instead of hanging; the relay is reachable only through the socket's `unlock`.
+Requests for the status or the frame that arrive together (several tabs, each polling) share
+one answer, fetched once and kept SHARE_SECONDS: the page asks the door for at most one of
+each at a time, whatever its 40 threads do (the door keeps few slots for its own user,
+edge_app.control.OWN_USER_SLOTS).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +21,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 2.0
+SHARE_SECONDS = 0.5  # a status or frame fetched this recently answers the next request too
 # The live view shows frames no older than this when the door does not say its own limit.
 LIVE_MAX_AGE_S = 10.0
 
@@ -29,9 +37,29 @@ class DoorStatus:
 
 
 class WebDoor:
-    def __init__(self, socket_path: Path | None, timeout: float = TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        socket_path: Path | None,
+        timeout: float = TIMEOUT_S,
+        *,
+        ticks: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self._ticks = ticks
+        self._fetching = {op: threading.Lock() for op in ("status", "frame")}
+        self._answers: dict[str, tuple[float, Any]] = {}
+
+    def _shared(self, op: str, fetch: Callable[[], Any]) -> Any:
+        """fetch()'s answer, or one another request fetched less than SHARE_SECONDS ago;
+        one fetch of `op` at a time, the others waiting for its answer."""
+        with self._fetching[op]:
+            answer = self._answers.get(op)
+            if answer is not None and self._ticks() - answer[0] < SHARE_SECONDS:
+                return answer[1]
+            value = fetch()
+            self._answers[op] = (self._ticks(), value)
+            return value
 
     def _client(self) -> Any:
         from edge_app.control import ControlClient
@@ -41,6 +69,10 @@ class WebDoor:
         return ControlClient(self.socket_path, timeout=self.timeout)
 
     def status(self) -> DoorStatus:
+        result: DoorStatus = self._shared("status", self._fetch_status)
+        return result
+
+    def _fetch_status(self) -> DoorStatus:
         from edge_app.control import ControlError
 
         try:
@@ -50,6 +82,10 @@ class WebDoor:
 
     def frame(self) -> bytes | None:
         """The door's latest frame as JPEG, or None when it has none (idle or unreachable)."""
+        result: bytes | None = self._shared("frame", self._fetch_frame)
+        return result
+
+    def _fetch_frame(self) -> bytes | None:
         from edge_app.control import ControlError
 
         try:
@@ -59,8 +95,12 @@ class WebDoor:
             return None
 
     def unlock(self, reason: str, origin: str) -> dict[str, Any]:
-        """Raises edge_app.control.ControlError when the door refuses or is unreachable."""
-        return dict(self._client().unlock(reason, origin))
+        """Raises edge_app.control.ControlError when the door refuses or is unreachable.
+        Never shared: each is its own request; the status fetched next shows it."""
+        try:
+            return dict(self._client().unlock(reason, origin))
+        finally:
+            self._answers.pop("status", None)
 
 
 def picture_explained(status: DoorStatus) -> str | None:
