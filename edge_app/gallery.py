@@ -1603,10 +1603,10 @@ def _checked_crop(data: bytes) -> bytes:
     if len(data) > MAX_CROP_BYTES:
         raise _Invalid(f"face_crop_jpeg is {len(data)} bytes, more than {MAX_CROP_BYTES}")
     header = read_header(data)
-    if header is None or header.format != "JPEG":
-        raise _Invalid("face_crop_jpeg is not a JPEG")
+    if header is not None and header.format != "JPEG":
+        raise _Invalid(f"face_crop_jpeg is a {header.format} image, not a JPEG")
     try:
-        decode_image(data, "face_crop_jpeg")
+        decode_image(data, "face_crop_jpeg")  # a damaged or crafted header: refused, why
     except ImageError as error:
         raise _Invalid(str(error)) from None
     return data

@@ -8,12 +8,34 @@ few kilobytes can declare a 30000x30000 image, a path can name a pipe that never
 1. Regular files only, of at most MAX_IMAGE_BYTES, read by edge_app.bounded_read: a FIFO, a
    device or a socket is refused without being opened, and what was opened is checked again
    (so a swap in between cannot slip a pipe in).
-2. The header is parsed here, before any decoder runs: PNG (IHDR), JPEG (the SOF marker),
-   BMP, WebP (VP8, VP8L, VP8X) and TIFF (the first IFD). Any other format is refused, and so
-   is an image declaring more than MAX_PIXELS.
+2. The header is parsed here, before any decoder runs: PNG (IHDR), JPEG (the first SOF,
+   read on to the first scan), BMP, WebP (VP8, VP8L, VP8X) and TIFF (the first IFD). Any
+   other format is refused, and so is an image declaring more than MAX_PIXELS. The size must
+   be the one the decoder will use, so JPEG markers are found as libjpeg's next_marker finds
+   them: fill bytes (FF FF ...) before a marker are fine, but where libjpeg would skip bytes
+   to find the next marker (FF 00, or anything else where a marker must be) the header is
+   refused as damaged. A walk that goes on differently from there can be led onto a small
+   frame header hidden in an APP segment that libjpeg skips whole, and libjpeg then
+   allocates the real frame (a 14 kB file "of 100x100" decoded at 12000x12000: about 1 GB).
+   A tiled TIFF is refused: libtiff allocates a whole tile whatever the image's size (a
+   16x16 image with one 16000x16000 tile: about 1 GB), and no camera or phone writes tiles,
+   so bounding them would keep a code path no photo needs. RowsPerStrip needs no check:
+   OpenCV reads at most the image's height of rows per strip (a 16x16 TIFF declaring
+   4,000,000 rows per strip decodes in 1 MB).
+   Behind the header check, OpenCV's own cap (OPENCV_IO_MAX_IMAGE_PIXELS, set to MAX_PIXELS
+   by the edge_app package unless the environment sets it) refuses a larger frame before
+   allocating it. OpenCV reads it once, when cv2 loads, so it holds where cv2 was first
+   imported after the edge_app package (every edge-app command, the door, the hub).
 3. Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (IMREAD_REDUCED_*), so
-   that no more than MAX_DECODED_PIXELS are ever allocated; decoder failures and a decoded
-   size that disagrees with the header are refusals, not tracebacks.
+   that the decoded image has at most MAX_DECODED_PIXELS. That bounds the memory of a
+   baseline JPEG, which libjpeg decodes as it reads, but not of a progressive one (or any
+   JPEG whose first scan holds only some of its colour components): libjpeg keeps all its
+   DCT coefficients at full resolution, 2 bytes each, until the last scan, whatever the
+   scale (a 7000x7000 4:4:4 progressive JPEG: about 300 MB for a 3500x3500 decode). Those are
+   refused when the coefficients would take more than MAX_COEFFICIENT_BYTES. Decoder
+   failures and a decoded size that disagrees with the header are refusals, not tracebacks;
+   OpenCV's warnings are held back during a decode (its errors still print); libjpeg's own
+   one-line warnings ("Corrupt JPEG data: ...") go to standard error regardless.
 4. Truncation: libjpeg fills what a cut-off JPEG lacks with exactly (128, 128, 128) grey and
    only warns, with or without an end-of-image marker appended to hide the cut (and data
    after the marker, such as a phone's motion-photo video, is legitimate, so the marker
@@ -31,13 +53,16 @@ from __future__ import annotations
 import hashlib
 import stat
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge_app import image_limits
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.errors import UserError
 
@@ -45,10 +70,16 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FORMATS = ("JPEG", "PNG", "BMP", "WebP", "TIFF")
 # A 48-megapixel phone photo is 12 MB as JPEG; nothing the door needs comes near these.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
-MAX_PIXELS = 50_000_000
+# Also OpenCV's own cap, OPENCV_IO_MAX_IMAGE_PIXELS (rule 2; set by edge_app/__init__.py).
+MAX_PIXELS = image_limits.MAX_PIXELS
 # What a decode may allocate: 16 MP is 48 MB of RGB. Larger JPEGs decode reduced (rule 3);
 # other formats above it are refused (PNG, BMP, WebP and TIFF decoders cannot reduce).
 MAX_DECODED_PIXELS = 16_000_000
+# What libjpeg may keep of a progressive (or multi-scan) JPEG before it decodes (rule 3): 2
+# bytes per DCT coefficient of the whole frame, at any scale. A 16-megapixel 4:4:4 frame keeps
+# 96 MB (up to 3% more in whole 8x8 blocks), so every JPEG decoded at full scale passes; a
+# progressive 4:2:0 photo (1.5 coefficients per pixel) passes up to about 34 megapixels.
+MAX_COEFFICIENT_BYTES = 100 * 1024 * 1024
 # Photos for enroll and identify are brought down to this long side before detection: faces
 # stay far above the 64 px enrolment minimum and the P-Net pyramid stays small.
 MAX_SIDE = 2048
@@ -57,24 +88,40 @@ GREY_FILL = 128  # libjpeg's value for data it never received
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 # What a user does about a photo cut short (an interrupted copy, download or card write).
 CUT_FIX = "the file was cut short; copy or save the photo again"
+# What a user does about a photo whose header is malformed or crafted.
+DAMAGED_FIX = "save or export the photo again from the original"
 TRUNCATION_BLOCK = 8
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
 _REDUCED[8] = cv2.IMREAD_REDUCED_COLOR_8
 # SOF markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+_JPEG_SOI, _JPEG_EOI, _JPEG_SOS = 0xD8, 0xD9, 0xDA
+_JPEG_BLOCK_BYTES = 64 * 2  # one 8x8 block of 16-bit DCT coefficients
+# TileWidth, TileLength, TileOffsets, TileByteCounts: any of them makes libtiff read tiles.
+_TIFF_TILE_TAGS = {322, 323, 324, 325}
 
 
 class ImageError(UserError):
     """A file that is not a readable, complete, reasonably sized image."""
 
 
+class _HeaderRefused(Exception):
+    """A header read_header cannot vouch for; the message says why and what to do (without
+    the photo's name). read_header() returns None for it, decode_image() says it."""
+
+
 @dataclass(frozen=True)
 class ImageHeader:
+    """format, and the size the decoder will use; coefficient_bytes: what libjpeg keeps for
+    the whole frame before decoding a progressive or multi-scan JPEG (rule 3), else 0."""
+
     format: str
     width: int
     height: int
+    coefficient_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,26 +144,78 @@ def _u16be(data: bytes, at: int) -> int:
     return int(struct.unpack_from(">H", data, at)[0])
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    at = 2
-    while at + 4 <= len(data):
+def _jpeg_damaged(at: int, what: str) -> _HeaderRefused:
+    return _HeaderRefused(f"damaged JPEG header (at byte {at}: {what}); {DAMAGED_FIX}")
+
+
+def _jpeg_header(data: bytes) -> ImageHeader:
+    """The frame libjpeg will decode: its first SOF, read up to the first scan (rule 2).
+
+    Markers are found as libjpeg's next_marker finds them, except that what it skips with a
+    warning is refused here, so that this walk and libjpeg's never part. A second SOF or SOI,
+    or an EOI before any scan, is refused as libjpeg refuses it; so is running out of bytes.
+    """
+    cut = _HeaderRefused(f"truncated JPEG (cut inside its header): {CUT_FIX}")
+    at, frame = 2, None  # frame: the first SOF's marker, segment and offset
+    while True:
+        if at >= len(data):
+            raise cut
         if data[at] != 0xFF:
-            return None
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte before a marker
+            raise _jpeg_damaged(at, f"byte {data[at]:02x} where a marker must be")
+        while at + 1 < len(data) and data[at + 1] == 0xFF:  # fill bytes before a marker
             at += 1
-            continue
+        if at + 1 >= len(data):
+            raise cut
+        marker = data[at + 1]
+        if marker == 0x00:
+            raise _jpeg_damaged(at, "ff 00 where a marker must be")
+        if marker == _JPEG_SOI:
+            raise _jpeg_damaged(at, "a second start-of-image marker")
+        if marker == _JPEG_EOI:
+            raise _HeaderRefused(f"the JPEG ends before its image (no scan); {DAMAGED_FIX}")
+        at += 2
         if marker in _JPEG_STANDALONE:
-            at += 2
             continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
-            return None
+        if at + 2 > len(data):
+            raise cut
+        length = _u16be(data, at)
+        if length < 2:
+            raise _jpeg_damaged(at, f"segment length {length}")
+        if at + length > len(data):
+            raise cut
+        segment = data[at + 2 : at + length]
         if marker in _JPEG_SOF:
-            if at + 9 > len(data):
-                return None
-            return _u16be(data, at + 7), _u16be(data, at + 5)
-        at += 2 + _u16be(data, at + 2)
-    return None
+            if frame is not None:
+                raise _jpeg_damaged(at - 2, "a second frame header")
+            frame = (marker, segment, at - 2)
+        elif marker == _JPEG_SOS:
+            if frame is None:
+                raise _jpeg_damaged(at - 2, "a scan before the frame header")
+            return _jpeg_frame(*frame, scan_components=segment[0] if segment else 0)
+        at += length
+
+
+def _jpeg_frame(marker: int, sof: bytes, at: int, scan_components: int) -> ImageHeader:
+    """The header a SOF segment (after its length; at: its marker's offset) describes, with
+    the coefficient memory libjpeg allocates when it must keep the whole frame (jdcoefct.c:
+    each component's blocks, rounded up to whole MCUs, 64 coefficients of 2 bytes each)."""
+    count = sof[5] if len(sof) > 5 else 0
+    if count == 0 or len(sof) != 6 + 3 * count:
+        raise _jpeg_damaged(at, "a frame header of the wrong length")
+    height, width = _u16be(sof, 1), _u16be(sof, 3)
+    factors = [(sof[7 + 3 * index] >> 4, sof[7 + 3 * index] & 0x0F) for index in range(count)]
+    if any(not (1 <= h <= 4 and 1 <= v <= 4) for h, v in factors):
+        raise _jpeg_damaged(at, "a frame header with bad sampling factors")
+    coefficient_bytes = 0
+    # libjpeg keeps every coefficient when the image is not decoded in one interleaved scan.
+    if marker in _JPEG_PROGRESSIVE or scan_components < count:
+        max_h, max_v = max(h for h, _ in factors), max(v for _, v in factors)
+        for h, v in factors:
+            blocks_wide = -(-width * h // (max_h * 8))
+            blocks_high = -(-height * v // (max_v * 8))
+            blocks_wide, blocks_high = -(-blocks_wide // h) * h, -(-blocks_high // v) * v
+            coefficient_bytes += blocks_wide * blocks_high * _JPEG_BLOCK_BYTES
+    return ImageHeader("JPEG", width, height, coefficient_bytes)
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -131,9 +230,14 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
         if entry + 12 > len(data):
             return None
         tag, kind, _ = struct.unpack_from(order + "HHI", data, entry)
+        if tag in _TIFF_TILE_TAGS:
+            raise _HeaderRefused(
+                "tiled TIFF is not supported (its tiles, not its size, set what decoding it "
+                "takes); save the photo as JPEG or PNG"
+            )
         if tag in (256, 257):
             value_format = {3: "H", 4: "I"}.get(kind)
-            if value_format is None:
+            if value_format is None or tag in found:  # a second size: which one is read?
                 return None
             found[tag] = int(struct.unpack_from(order + value_format, data, entry + 8)[0])
     if 256 not in found or 257 not in found:
@@ -158,16 +262,24 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 def read_header(data: bytes) -> ImageHeader | None:
     """The format and declared size from the first bytes, or None for anything else.
 
-    None also covers a known format whose header is cut or malformed: a file is only
-    handed to a decoder once its size is known.
+    None also covers a known format whose header is cut, malformed or refused (a tiled
+    TIFF): a file is only handed to a decoder once its size is known.
     """
+    try:
+        return _header(data)
+    except _HeaderRefused:
+        return None
+
+
+def _header(data: bytes) -> ImageHeader | None:
+    """read_header(), but a header this module refuses raises _HeaderRefused saying why."""
     size: tuple[int, int] | None = None
     name = ""
     try:
         if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
             name, size = "PNG", struct.unpack_from(">II", data, 16)
         elif data[:3] == b"\xff\xd8\xff":
-            name, size = "JPEG", _jpeg_size(data)
+            return _jpeg_header(data)
         elif data[:2] == b"BM" and len(data) >= 26:
             header_size = struct.unpack_from("<I", data, 14)[0]
             name = "BMP"
@@ -213,6 +325,48 @@ def unreadable(path: Path, error: OSError, what: str = "") -> ImageError:
     return ImageError(f"{path}: cannot read{thing} ({error.strerror or error})")
 
 
+# OpenCV's log level is one setting for the whole process; decodes may run in several threads.
+_quiet_lock = threading.Lock()
+_quiet_decodes = 0
+_loud_level = 0
+
+
+@contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV's logger at errors only while a decode runs: a damaged or crafted photo makes
+    libtiff and OpenCV print raw warning lines, without the photo's name, before the one
+    line that refuses it. Only for the decode: the door's camera warnings (a V4L2 select()
+    timeout, a GStreamer pipeline) go through the same logger and are worth keeping."""
+    global _quiet_decodes, _loud_level
+    with _quiet_lock:
+        if _quiet_decodes == 0:
+            _loud_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(min(_loud_level, cv2.utils.logging.LOG_LEVEL_ERROR))
+        _quiet_decodes += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_decodes -= 1
+            if _quiet_decodes == 0:
+                cv2.utils.logging.setLogLevel(_loud_level)
+
+
+def _decoder_refusal(name: str, header: ImageHeader, error: cv2.error) -> ImageError:
+    """One line for an OpenCV exception: its own size cap (rule 2) said plainly, anything
+    else as OpenCV's message without its source path or line breaks."""
+    text = " ".join(str(error).split())
+    if "validateInputImageSize" in text:
+        return ImageError(
+            f"{name}: the {header.format} holds a frame larger than its header's "
+            f"{header.width}x{header.height} and than the {MAX_PIXELS // 1_000_000} megapixels "
+            f"allowed (a damaged or crafted file); {DAMAGED_FIX}"
+        )
+    return ImageError(
+        f"{name}: the {header.format} decoder failed ({text.partition(' error: ')[2] or text})"
+    )
+
+
 def _looks_truncated(rgb: np.ndarray, block: int) -> bool:
     corner = rgb[-block:, -block:]
     return bool(np.all(corner == GREY_FILL))
@@ -231,7 +385,10 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
         raise ImageError(f"{name}: empty file")
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageError(f"{name}: {len(data)} bytes, more than the {MAX_IMAGE_BYTES} allowed")
-    header = read_header(data)
+    try:
+        header = _header(data)
+    except _HeaderRefused as problem:
+        raise ImageError(f"{name}: {problem}") from None
     if header is None:
         raise ImageError(
             f"{name}: cannot decode: not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} image "
@@ -244,6 +401,12 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
         raise ImageError(
             f"{name}: {header.format} header declares {width}x{height} pixels, more than the "
             f"{MAX_PIXELS // 1_000_000} megapixels allowed; resize the photo"
+        )
+    if header.coefficient_bytes > MAX_COEFFICIENT_BYTES:
+        raise ImageError(
+            f"{name}: {width}x{height} progressive (multi-scan) JPEG needs "
+            f"{header.coefficient_bytes // 2**20} MB to decode, more than the "
+            f"{MAX_COEFFICIENT_BYTES // 2**20} MB allowed; resize the photo"
         )
     reduction = 1
     if header.format == "JPEG":
@@ -258,9 +421,14 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
         # Refused before libpng sees it, which would print its own "libpng error" line.
         raise ImageError(f"{name}: truncated PNG (no IEND end chunk): {CUT_FIX}")
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[reduction])
-    except (cv2.error, MemoryError) as error:
-        raise ImageError(f"{name}: the {header.format} decoder failed ({error})") from None
+        with _opencv_quiet():
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[reduction])
+    except cv2.error as error:
+        raise _decoder_refusal(name, header, error) from None
+    except MemoryError:
+        raise ImageError(
+            f"{name}: not enough memory to decode this {header.format}; resize the photo"
+        ) from None
     if bgr is None and header.format == "JPEG" and b"\xff\xd9" not in data[-1024:]:
         raise ImageError(f"{name}: truncated JPEG (no end-of-image marker): {CUT_FIX}")
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:

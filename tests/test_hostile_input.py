@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 from people import samples, unit_vectors
+from test_images_crafted import hidden_frame
 
 from edge_app import cli
 from edge_app import gallery as gallery_module
@@ -214,6 +215,12 @@ def export_text(*people: dict[str, Any], head: dict[str, Any] | None = None) -> 
     return "\n".join(json.dumps(line) for line in [first, *people]) + "\n"
 
 
+def png_bytes() -> bytes:
+    ok, data = cv2.imencode(".png", np.full((32, 32, 3), 90, np.uint8))
+    assert ok
+    return data.tobytes()
+
+
 def jpeg_crop() -> str:
     pixels = np.random.default_rng(5).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     return base64.b64encode(cv2.imencode(".jpg", pixels)[1].tobytes()).decode()
@@ -270,6 +277,24 @@ BAD_IMPORTS: dict[str, tuple[str, str]] = {
             person("Mallory", sample(V[0], face_crop_jpeg=base64.b64encode(b"GIF89a").decode()))
         ),
         "face_crop_jpeg",
+    ),
+    "crop-crafted-header": (  # a decoy header with a 12000x12000 frame behind it
+        export_text(
+            person(
+                "Mallory",
+                sample(V[0], face_crop_jpeg=base64.b64encode(hidden_frame(12000, 12000)).decode()),
+            )
+        ),
+        "face_crop_jpeg: damaged JPEG header",
+    ),
+    "crop-png": (
+        export_text(
+            person(
+                "Mallory",
+                sample(V[0], face_crop_jpeg=base64.b64encode(png_bytes()).decode()),
+            )
+        ),
+        "face_crop_jpeg is a PNG image, not a JPEG",
     ),
     "record-not-object": (export_text(head=header(1, 0)) + "[1, 2]\n", "must be an object"),
     "duplicate-photo": (

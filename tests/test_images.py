@@ -135,7 +135,11 @@ def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
             b'[gallery]\npath = "/var/lib/edge-app/gallery.db"\n',
             "not a JPEG, PNG, BMP, WebP or TIFF image",
         ),
-        (b"\xff\xd8\xff\xe0" + os.urandom(5000), "not a JPEG, PNG"),  # no frame header
+        # No frame header: the walk meets garbage where a marker must be, or runs off the end.
+        (
+            b"\xff\xd8\xff\xe0" + os.urandom(5000),
+            r"damaged JPEG header \(at byte|truncated JPEG \(cut inside its header\)",
+        ),
         (b"P6\n4 4\n255\n" + bytes(48), "not a JPEG, PNG"),  # PPM: OpenCV reads it, we do not
     ],
     ids=["empty", "toml", "jpeg-garbage", "ppm"],
