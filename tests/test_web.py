@@ -799,8 +799,13 @@ def test_pages_work_without_a_door(site: Site, user: httpx.Client) -> None:
     assert 'data-check="door" data-status="warn"' in health.text
     assert "sudo systemctl start edge-app" in health.text
     assert 'data-check="config"' in health.text  # the doctor's own checks
+    # The door is not running: the unlock page says so before it asks for the password, and
+    # after, rather than "The door refused" (it refused nothing).
+    form = user.get("/unlock").text
+    assert 'id="door-down"' in form and "The door is not running" in form
     unlock = user.post("/unlock", data={"password": PASSWORD, **unlock_fields(user)})
-    assert unlock.status_code == 502 and "The door refused" in unlock.text
+    assert unlock.status_code == 502 and "The door refused" not in unlock.text
+    assert "The door is not running, or not answering: nothing was unlocked." in unlock.text
 
 
 def test_remote_unlock_asks_for_the_password_again(site: Site, user: httpx.Client) -> None:

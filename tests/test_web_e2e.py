@@ -163,7 +163,8 @@ def test_enrol_watch_unlock_remove_in_the_browser(
     )
     submit(browser, form)
     report = browser.find_element(By.ID, "enrol-report")
-    assert f"enrolled '{PERSON}': 2 new sample(s), 2 in total" in report.text, report.text
+    enrolled = f"enrolled '{PERSON}', who may open the door; 2 new sample(s), 2 in total"
+    assert enrolled in report.text, report.text
     accepted = browser.find_elements(By.CSS_SELECTOR, "li.photo.accepted")
     assert [a.get_attribute("data-photo") for a in accepted] == [p.name for p in photos]
     assert browser.find_element(By.CSS_SELECTOR, f'[data-person="{PERSON}"]')
@@ -253,9 +254,8 @@ def test_enrol_from_the_door_camera(door: Door, browser, camera_clip: Clip) -> N
         form.find_element(By.CSS_SELECTOR, "input[name=name]").send_keys(CAMERA_PERSON)
         submit(browser, form)
         report = browser.find_element(By.ID, "enrol-report")
-        assert f"enrolled '{CAMERA_PERSON}' from the door camera: 5 new sample(s)" in (
-            report.text
-        ), report.text
+        enrolled = f"enrolled '{CAMERA_PERSON}' from the door camera, who may open the door; "
+        assert enrolled + "5 new sample(s)" in report.text, report.text
         assert browser.find_element(By.CSS_SELECTOR, f'[data-person="{CAMERA_PERSON}"]')
         screenshot(browser, door.shots, "people-camera")
     finally:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -44,11 +44,17 @@ from edge_app.config import Config, split_listen
 from edge_app.control import frame_age
 from edge_app.enroll import CAMERA_SAMPLES
 from edge_app.errors import UserError
-from edge_app.wall_clock import local_at
 from edge_app.web import auth
 from edge_app.web.door import DoorStatus, WebDoor, is_live, picture_explained
 from edge_app.web.forms import Form, FormError, Limits, read_form
-from edge_app.web.history import Filters, History, parse_event_id, read_snapshot
+from edge_app.web.history import (
+    Filters,
+    History,
+    parse_event_id,
+    read_snapshot,
+    shown_time,
+    utc_iso,
+)
 from edge_app.web.origins import Origins
 from edge_app.web.people import (
     CAMERA_TIMEOUT_S,
@@ -84,6 +90,17 @@ UNLOCK_FORM_USED = (
     "This unlock form was sent already, or a newer one was opened since: nothing was done. "
     "Enter the password again below to unlock."
 )
+DOOR_DOWN = "The door is not running, or not answering: an unlock cannot be sent now."
+DOOR_DOWN_AFTER = "The door is not running, or not answering: nothing was unlocked."
+# The login page's line for a form sent after its session ended (LOGIN_NOTICES key).
+SESSION_ENDED = "ended"
+LOGIN_NOTICES = {
+    SESSION_ENDED: "Your session ended before that form was sent, so nothing was changed: "
+    "log in again, then repeat the change.",
+}
+# Never a page to come back to after the login: parts of a page (htmx fragments, images).
+FRAGMENT_PATHS = ("/fragments/", "/live.jpg", "/snapshots/", "/static/")
+MAX_FLASHES = auth.MAX_SESSIONS
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -107,6 +124,25 @@ SECURITY_HEADERS = [
 ]
 
 
+@dataclass(frozen=True)
+class Flash:
+    """What the People page shows once, after an action redirected to it."""
+
+    notice: str = ""
+    report: EnrolmentReport | None = None
+
+
+@dataclass(frozen=True)
+class KeptForm:
+    """A refused People form's input, put back into that form for the retry: which form,
+    the name typed and the "known visitor" tick (dropped, the retry gave door access)."""
+
+    form: str  # "enroll", "enroll-camera", "add" or "rename"
+    name: str = ""
+    visitor: bool = False
+    person: str = ""  # add, rename: whose panel (it stays open)
+
+
 @dataclass
 class WebState:
     """Everything the routes share; built once by create_app."""
@@ -122,6 +158,8 @@ class WebState:
     history: History
     engine: EngineHolder
     enrol_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Each session's People result, shown once after the redirect (post/redirect/get).
+    flashes: dict[str, Flash] = field(default_factory=dict)
 
     def secure(self, request: Request) -> bool:
         """The browser uses https for this request: the hub's own TLS, or a TLS proxy's
@@ -261,18 +299,52 @@ def _set_login_form_cookie(
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site (no //host, no backslash tricks) may follow the login."""
+    """Only a page on this site (no //host, no backslash tricks) may follow the login; not a
+    part of one (a fragment, the live frame, a snapshot): landing on that after the login
+    shows a bare picture or list with no page around it."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    parts = urlsplit(target)
+    fragment = "fragment=" in parts.query  # /events?...&fragment=1: the table alone
+    if parts.path.startswith(FRAGMENT_PATHS) or fragment:
         return "/"
     return target
 
 
+def _login_url(target: str, notice: str = "") -> str:
+    query = {"next": _safe_next(target), **({"notice": notice} if notice else {})}
+    return "/login?" + urlencode(query)
+
+
 def _to_login(request: Request) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    location = "/login?" + urlencode({"next": target})
     if request.headers.get("hx-request"):
-        # htmx swaps the body of a redirect into the page; make it load the login page.
-        return Response(status_code=401, headers={"HX-Redirect": location})
+        # The request is the open page's refresh: come back to that page, not to the part
+        # of it htmx asked for. htmx swaps the body of a redirect into the page; make it
+        # load the login page instead.
+        current = urlsplit(request.headers.get("hx-current-url", ""))
+        target = current.path + (f"?{current.query}" if current.query else "")
+        return Response(status_code=401, headers={"HX-Redirect": _login_url(target)})
+    return RedirectResponse(_login_url(target), status_code=303)
+
+
+def _form_page(path: str) -> str:
+    """The page a form posting to `path` lives on: /people/... is on /people (or a page
+    that leads back there), /unlock on /unlock."""
+    if path.startswith("/people"):
+        return "/people"
+    if path == "/unlock":
+        return "/unlock"
+    return "/"
+
+
+def _session_ended(request: Request) -> Response:
+    """A browser's form sent after its session ended (idle, logged out in another tab, the
+    password changed): the login page, which says so and leads back to the form's page.
+    It changes nothing, so it is no help to another site (its request never gets here)."""
+    if request.url.path == "/logout":
+        return RedirectResponse("/login", status_code=303)
+    location = _login_url(_form_page(request.url.path), SESSION_ENDED)
     return RedirectResponse(location, status_code=303)
 
 
@@ -320,9 +392,14 @@ def action(
             token = None if login else state.login_token(request)
             if token is None and session is not None:
                 token = session.csrf
+            logged_out = session is None or not session.logged_in
+            if login and logged_out and request.headers.get("origin") is not None:
+                # A browser on this very page (its Origin passed above) whose session
+                # ended: a bare 403 lost the form without saying what to do.
+                return _session_ended(request)
             if token is None:
                 return _forbidden("no session; reload the page and try again")
-            if login and (session is None or not session.logged_in):
+            if login and logged_out:
                 return _forbidden("not logged in")
             header = request.headers.get(CSRF_HEADER)
             if header is not None and not auth.same_token(token, header):
@@ -385,23 +462,28 @@ async def login_form(request: Request) -> Response:
     # No session before the login: the form's token lives in the browser (LOGIN_COOKIE), the
     # same one in every tab, so a second tab does not spoil the first one's form.
     token = state.login_token(request) or secrets.token_urlsafe(32)
-    response = render(request, None, "login.html", {**_login_context(request), "csrf": token})
+    context = {**_login_context(request, next_page=request.query_params.get("next")), "csrf": token}
+    response = render(request, None, "login.html", context)
     _set_login_form_cookie(response, state, request, state.login_cookie(request), token)
     return response
 
 
-def _login_context(request: Request, error: str = "") -> dict[str, Any]:
+def _login_context(request: Request, next_page: str | None, error: str = "") -> dict[str, Any]:
+    """The login page's values; `next_page` is where the login leads (the query's on the
+    form, the form's own field when a password was refused: it was forgotten after one)."""
     state = _state(request)
     try:
         ready = state.password.is_set()
-        problem = "" if ready else "No admin password yet: run `edge-app hub passwd` on the door."
+        problem = ""
     except UserError as failure:
         ready, problem = False, str(failure)
     return {
         "error": error,
         "problem": problem,
+        "no_password": not ready and not problem,  # login.html says how to set one
         "ready": ready,
-        "next": _safe_next(request.query_params.get("next")),
+        "next": _safe_next(next_page),
+        "notice": LOGIN_NOTICES.get(request.query_params.get("notice", ""), ""),
     }
 
 
@@ -450,7 +532,10 @@ async def login_submit(request: Request, session: auth.Session | None, form: For
             log.warning("web login refused address=%s reason=rate-limit", address)
         elif status == 401:
             log.warning("web login failed address=%s", address)
-        context = {**_login_context(request, problem), "csrf": state.login_token(request)}
+        context = {
+            **_login_context(request, form.get("next"), problem),
+            "csrf": state.login_token(request),
+        }
         return render(request, None, "login.html", context, status)
     fresh = state.sessions.login(session, auth.ADMIN, address, password_hash)
     known = "known" if device else "new"
@@ -591,6 +676,7 @@ async def _people_page(
     notice: str = "",
     error: str = "",
     status: int = 200,
+    kept: KeptForm | None = None,
 ) -> Response:
     state = _state(request)
     try:
@@ -602,8 +688,8 @@ async def _people_page(
         "report": report,
         "notice": notice,
         "error": error,
-        # After a refusal the name stays in the form, for the retry with other photos.
-        "enrol_name": report.name if report and not report.ok and not report.add else "",
+        # After a refusal the input stays in its own form, for the retry.
+        "kept": kept or KeptForm(""),
         "camera_samples": CAMERA_SAMPLES,
         "camera_seconds": int(CAMERA_TIMEOUT_S),
         "max_files": state.config.web.max_upload_files,
@@ -614,7 +700,21 @@ async def _people_page(
 
 @page
 async def people(request: Request, session: auth.Session) -> Response:
-    return await _people_page(request, session)
+    flash = _state(request).flashes.pop(session.id, None) or Flash()
+    return await _people_page(request, session, report=flash.report, notice=flash.notice)
+
+
+def _people_done(request: Request, session: auth.Session, flash: Flash) -> Response:
+    """Post/redirect/get for the People actions that changed something: the result is shown
+    once by GET /people, so a reload shows the page, where it re-sent the form and answered a
+    success with an error ("already enrolled", "not enrolled"). Refusals change nothing and
+    are answered directly, with the input kept."""
+    flashes = _state(request).flashes
+    flashes.pop(session.id, None)
+    flashes[session.id] = flash
+    while len(flashes) > MAX_FLASHES:  # the oldest first; at most one a session
+        del flashes[next(iter(flashes))]
+    return RedirectResponse("/people", status_code=303)
 
 
 async def _enrol(request: Request, session: auth.Session, form: Form, add: bool) -> Response:
@@ -628,7 +728,11 @@ async def _enrol(request: Request, session: auth.Session, form: Form, add: bool)
         add=add,
         access=form.get("visitor") != "yes",
     )
-    return await _enrol_locked(request, session, form, "web enrol", enrol)
+    if add:  # the person's panel stays open
+        kept = KeptForm("add", person=form.get("name"))
+    else:
+        kept = KeptForm("enroll", form.get("name"), form.get("visitor") == "yes")
+    return await _enrol_locked(request, session, "web enrol", enrol, kept)
 
 
 @action()
@@ -643,17 +747,20 @@ async def enrol_camera(request: Request, session: auth.Session, form: Form) -> R
         add=form.get("add") == "yes",
         access=form.get("visitor") != "yes",
     )
-    return await _enrol_locked(request, session, form, "web camera enrol", enrol)
+    kept = KeptForm("enroll-camera", form.get("name"), form.get("visitor") == "yes")
+    return await _enrol_locked(request, session, "web camera enrol", enrol, kept)
 
 
 async def _enrol_locked(
     request: Request,
     session: auth.Session,
-    form: Form,
     what: str,
     enrol: Callable[[], EnrolmentReport],
+    kept: KeptForm | None,
 ) -> Response:
-    """Run one enrolment at a time (409 while another runs), log it, show the people page."""
+    """Run one enrolment at a time (409 while another runs), log it, show the people page:
+    the report once after a redirect when it enrolled, else directly with `kept` (the form's
+    input) back in its form."""
     state = _state(request)
     if not state.enrol_lock.acquire(blocking=False):
         return await _people_page(
@@ -661,6 +768,7 @@ async def _enrol_locked(
             session,
             error="another enrolment is running; try again in a moment",
             status=409,
+            kept=kept,
         )
     try:
         report = await run_in_threadpool(enrol)
@@ -671,10 +779,12 @@ async def _enrol_locked(
         what,
         session.user,
         client_address(request),
-        form.get("name"),
+        report.name,
         report.ok,
     )
-    return await _people_page(request, session, report=report, status=200 if report.ok else 422)
+    if report.ok:
+        return _people_done(request, session, Flash(report=report))
+    return await _people_page(request, session, report=report, status=422, kept=kept)
 
 
 @action(files=True)
@@ -701,9 +811,11 @@ async def rename(request: Request, session: auth.Session, form: Form) -> Respons
     try:
         new = await run_in_threadpool(work)  # as stored: check_name's form
     except UserError as error:
-        return await _people_page(request, session, error=str(error), status=422)
+        # In the person's panel, open, with the name as typed.
+        kept = KeptForm("rename", new, person=old)
+        return await _people_page(request, session, error=str(error), status=422, kept=kept)
     log.info("web rename user=%s old=%r new=%r", session.user, old, new)
-    return await _people_page(request, session, notice=f"renamed {old!r} to {new!r}")
+    return _people_done(request, session, Flash(notice=f"renamed {old!r} to {new!r}"))
 
 
 @action()
@@ -725,9 +837,8 @@ async def access(request: Request, session: auth.Session, form: Form) -> Respons
     except UserError as error:
         return await _people_page(request, session, error=str(error), status=422)
     log.info("web access user=%s name=%r allowed=%s", session.user, name, allowed)
-    return await _people_page(
-        request, session, notice=f"{name!r} {describe_access(allowed == 'yes')}"
-    )
+    notice = f"{name!r} {describe_access(allowed == 'yes')}"
+    return _people_done(request, session, Flash(notice=notice))
 
 
 @page
@@ -757,7 +868,7 @@ async def remove(request: Request, session: auth.Session, form: Form) -> Respons
     except UserError as error:
         return await _people_page(request, session, error=str(error), status=422)
     log.info("web remove user=%s name=%r samples=%d", session.user, name, samples)
-    return await _people_page(request, session, notice=f"removed {name!r} ({samples} samples)")
+    return _people_done(request, session, Flash(notice=f"removed {name!r} ({samples} samples)"))
 
 
 @action()
@@ -848,16 +959,19 @@ async def unlock_form(request: Request, session: auth.Session) -> Response:
     if not _state(request).config.web.remote_unlock:
         return _unlock_off(request, session)
     done, session.unlock_done = session.unlock_done, None  # shown once, after the redirect
-    return _unlock_page(request, session, {"done": done})
+    return await _unlock_page(request, session, {"done": done})
 
 
-def _unlock_page(
+async def _unlock_page(
     request: Request, session: auth.Session, context: dict[str, Any], status: int = 200
 ) -> Response:
     """The unlock page with a fresh single-use form token: a form is good for one POST, so
-    the same request sent again (a captured one, a browser's resubmit) opens nothing."""
+    the same request sent again (a captured one, a browser's resubmit) opens nothing. A
+    door that does not answer is said before the password is asked for."""
+    door = await run_in_threadpool(_state(request).door.status)
     session.unlock_form = token = secrets.token_urlsafe(32)
-    return render(request, session, "unlock.html", {**context, "unlock_form": token}, status)
+    context = {**context, "unlock_form": token, "door_down": "" if door.reachable else DOOR_DOWN}
+    return render(request, session, "unlock.html", context, status)
 
 
 def _unlock_off(request: Request, session: auth.Session) -> Response:
@@ -881,13 +995,13 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
             session.user,
             client_address(request),
         )
-        return _unlock_page(request, session, {"error": UNLOCK_FORM_USED}, 409)
+        return await _unlock_page(request, session, {"error": UNLOCK_FORM_USED}, 409)
     # The form is checked whole before the password, by the door's own rule for a reason
     # (edge_app.control): a refused form spends no attempt and says nothing of the password.
     try:
         reason = clean_text(form.get("reason").strip() or UNLOCK_REASON, "reason")
     except Refused as error:
-        return _unlock_page(request, session, {"error": f"The {error}."}, 400)
+        return await _unlock_page(request, session, {"error": f"The {error}."}, 400)
     address = client_address(request)
     status, problem = await _check_password(state, address, form.get("password"), session)
     if status != 200:
@@ -895,13 +1009,19 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
             log.warning(
                 "web unlock refused user=%s address=%s reason=password", session.user, address
             )
-        return _unlock_page(request, session, {"error": problem}, status)
+        return await _unlock_page(request, session, {"error": problem}, status)
     origin = f"web:{session.user}@{address}"
     try:
         reply = await run_in_threadpool(state.door.unlock, reason, origin)
     except (ControlError, OSError, RuntimeError) as error:
         log.warning("web unlock failed origin=%s error=%s", origin, error)
-        return _unlock_page(request, session, {"error": f"The door refused: {error}"}, 502)
+        # A door that is not running did not refuse: say which it was.
+        down = not (await run_in_threadpool(state.door.status)).reachable
+        if down:  # what the socket said, folded away under the plain sentence
+            context = {"error": DOOR_DOWN_AFTER, "detail": str(error)}
+        else:
+            context = {"error": f"The door refused: {error}"}
+        return await _unlock_page(request, session, context, 502)
     log.info("web unlock origin=%s reason=%r", origin, reason)
     # Post/redirect/get: reloading the page that says "unlocked" sends nothing again.
     session.unlock_done = reply
@@ -963,7 +1083,7 @@ async def user_error(request: Request, exc: Exception) -> Response:
 def _localtime(value: float | None) -> str:
     if value is None:
         return "-"
-    return local_at(float(value)).strftime("%Y-%m-%d %H:%M:%S")
+    return shown_time(float(value))
 
 
 def create_app(
@@ -1018,8 +1138,13 @@ def create_app(
         exception_handlers={404: not_found, UserError: user_error},
         middleware=[Middleware(TrustedHosts, origins=state.origins)],
     )
+    # Starlette answers /people/ with a redirect to an absolute URL built from what the hub
+    # sees: behind a TLS proxy that is http:// on the proxy's name, off TLS. No page here
+    # needs it; a trailing slash is a 404 like any other unknown URL.
+    app.router.redirect_slashes = False
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["localtime"] = _localtime
+    templates.env.filters["utc_iso"] = utc_iso
     app.state.templates = templates
     app.state.web = state
     return app

@@ -37,6 +37,21 @@ _EVENT_ID = re.compile(r"[0-9]{1,19}")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
+def shown_time(seconds: float) -> str:
+    """A time as the page shows it: the hub's local time, with its zone's abbreviation
+    ("2026-12-04 15:34:22 CET"). The browser may be in another zone than the hub, and the
+    CSV export is in UTC: a time without its zone was read an hour off."""
+    stamp = local_at(seconds)
+    if stamp.tzinfo is None:  # the C library's zone (TZ set): it names it too
+        stamp = stamp.astimezone()
+    return f"{stamp:%Y-%m-%d %H:%M:%S} {stamp.tzname() or ''}".rstrip()
+
+
+def utc_iso(seconds: float) -> str:
+    """A time in UTC, ISO 8601 (the CSV's, and <time datetime> on the page)."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass(frozen=True)
 class EventRow:
     id: int
@@ -50,11 +65,11 @@ class EventRow:
 
     @property
     def local_time(self) -> str:
-        return local_at(self.time).strftime("%Y-%m-%d %H:%M:%S")
+        return shown_time(self.time)
 
     @property
     def utc_time(self) -> str:
-        return datetime.fromtimestamp(self.time, timezone.utc).isoformat(timespec="seconds")
+        return utc_iso(self.time)
 
 
 @dataclass(frozen=True)

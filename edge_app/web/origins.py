@@ -25,10 +25,15 @@ with the Host as sent.
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from edge_app.config import DEFAULT_PORTS, Config, split_listen, split_origin
 from edge_app.hosts import normal_host, read_authority
 from edge_app.web.server import is_loopback
+
+log = logging.getLogger(__name__)
+
+MAX_WARNED = 16  # distinct (Origin, Host) pairs whose public-origin refusal is logged
 
 
 def split_host(header: str | None) -> tuple[str, int | None] | None:
@@ -72,6 +77,7 @@ class Origins:
             scheme, host, port = split_origin(self.public)
             self.public_scheme, self.public_host = scheme, host
             self.public_port = port or DEFAULT_PORTS[scheme]
+        self._warned: set[tuple[str, str | None]] = set()
 
     @property
     def strict(self) -> bool:
@@ -142,7 +148,37 @@ class Origins:
                 f"cross-site request (Host {_shown(header)} is not this door's address: open "
                 "the page at 127.0.0.1 or localhost, or set web.public_origin)"
             )
+        mismatch = self._public_mismatch(origin, header)
+        if mismatch is not None:
+            return mismatch
         return "cross-site request"
+
+    def _public_mismatch(self, origin: str, header: str | None) -> str | None:
+        """The browser is on this door's public host name, but not at web.public_origin
+        exactly (another port or scheme: a proxy's address the setting does not name). A bare
+        "cross-site request" left the owner unable to log in and nothing to change; say
+        both origins and the setting, and log it (once per pair: every POST repeats it)."""
+        if self.public is None:
+            return None
+        try:
+            _, origin_host, _ = split_origin(origin)
+        except ValueError:
+            return None  # "null", a path...: not an address the owner could be on
+        if origin_host != self.public_host:
+            return None  # another site altogether: nothing to configure here
+        pair = (origin[:100], header[:100] if header else None)
+        if pair not in self._warned and len(self._warned) < MAX_WARNED:
+            self._warned.add(pair)
+            log.warning(
+                "web request refused origin=%r host=%r public_origin=%s reason=origin-mismatch",
+                *pair,
+                self.public,
+            )
+        return (
+            f"cross-site request: the browser is on {origin[:100]}, but web.public_origin is "
+            f"{self.public}: set web.public_origin to the address in the browser's address "
+            "bar (scheme, host and port)"
+        )
 
 
 def _shown(header: str | None) -> str:

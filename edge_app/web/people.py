@@ -203,9 +203,9 @@ def enroll_uploads(
             )
             for path in paths
         ]
-        verb = "added to" if add else "enrolled"
         summary = (
-            f"{verb} {name!r}: {len(result.added)} new sample(s), {result.samples} in total"
+            f"{_enrolled(result.name, add, access)}{len(result.added)} new sample(s), "
+            f"{result.samples} in total"
             if result.added
             else f"nothing new for {name!r}; {result.samples} sample(s) as before"
         )
@@ -299,13 +299,23 @@ def enroll_from_door(
         return EnrolmentReport(name, False, head + hint, problems, add)
     except UserError as error:
         return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
-    verb = "added to" if add else "enrolled"
     summary = (
-        f"{verb} {name!r} from the door camera: {len(result.added)} new sample(s), "
-        f"{result.samples} in total"
+        f"{_enrolled(result.name, add, access, ' from the door camera')}"
+        f"{len(result.added)} new sample(s), {result.samples} in total"
     )
     log.info("web camera enrolment name=%r added=%d add=%s", name, len(result.added), add)
     return EnrolmentReport(result.name, True, summary, [], add)
+
+
+def _enrolled(name: str, add: bool, access: bool, how: str = "") -> str:
+    """The start of a success line, up to the sample count. A new person's access is said:
+    a "known visitor" tick lost on the way (a refused form once dropped it) must not pass
+    unnoticed for a door key."""
+    from edge_app.gallery import describe_access
+
+    if add:
+        return f"added to {name!r}{how}: "
+    return f"enrolled {name!r}{how}, who {describe_access(access)}; "
 
 
 def _no_room(gallery: Path, error: OSError) -> str:

@@ -1,0 +1,403 @@
+"""The web page as a household owner uses it (the s40 UX audit): what a refused or repeated
+form keeps, where a login leads back to, what the page says when the door or the session is
+gone, and that times carry their zone. Over real HTTP, as tests/test_web.py; the behaviour
+that needs script is in tests/test_web_ux_browser.py.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from test_web import Site, _multipart, add_person, names_in, serve
+from web_support import PASSWORD, csrf_of, forged_png
+
+from edge_app.events import EventLog
+from edge_app.gallery import Gallery
+from edge_app.wall_clock import local_at
+from edge_app.web.door import DoorStatus
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    served = serve(tmp_path_factory.mktemp("web-ux"))
+    try:
+        yield served
+    finally:
+        served.server.stop()
+
+
+@pytest.fixture
+def user(site: Site) -> Iterator[httpx.Client]:
+    site.reset_limits()
+    with site.client() as client:
+        site.login(client)
+        yield client
+
+
+def own_origin(site: Site) -> dict[str, str]:
+    """The Origin a browser on this page sends with its forms."""
+    return {"Origin": site.url}
+
+
+def checked(page: str, form_id: str) -> bool:
+    """Whether the "known visitor" box of form `form_id` is ticked in `page`."""
+    form = page.split(f'id="{form_id}"', 1)[1].split("</form>", 1)[0]
+    box = re.search(r'<input type="checkbox" name="visitor" value="yes"([^>]*)>', form)
+    assert box is not None, form
+    return "checked" in box.group(1)
+
+
+def field_value(page: str, form_id: str) -> str:
+    form = page.split(f'id="{form_id}"', 1)[1].split("</form>", 1)[0]
+    match = re.search(r'name="name" type="text"[^>]* value="([^"]*)"', form)
+    assert match is not None, form
+    return html.unescape(match.group(1))
+
+
+# --- F1, F6 (a): a refused enrolment keeps its input in its own form --------------------------
+
+
+def test_a_refused_enrolment_keeps_the_known_visitor_tick(site: Site, user: httpx.Client) -> None:
+    """The tick was dropped after a refusal: the retry, same name, new photos, enrolled the
+    visitor with door access ("never let in" lost without a word)."""
+    db = Path(site.config.gallery.path)
+    if "Visitor Vera" not in names_in(db):
+        add_person(db, "Visitor Vera")  # refused fast, before any model loads
+    form = _multipart("Visitor Vera", [("a.png", forged_png(10, 10))], site.token(user))
+    form["data"]["visitor"] = "yes"
+    refused = user.post("/people/enroll", **form)
+    assert refused.status_code == 422
+    assert field_value(refused.text, "enroll") == "Visitor Vera"
+    assert checked(refused.text, "enroll")
+    assert not checked(refused.text, "enroll-camera")
+    # Without the tick, none comes back.
+    form["data"].pop("visitor")
+    assert not checked(user.post("/people/enroll", **form).text, "enroll")
+
+
+def test_a_refused_camera_enrolment_keeps_its_input_in_the_camera_form(
+    site: Site, user: httpx.Client
+) -> None:
+    """The name typed in the camera form came back in the photo form, the camera form empty."""
+    data = {"name": "Camera Person", "visitor": "yes", "csrf_token": site.token(user)}
+    refused = user.post("/people/enroll-camera", data=data)
+    assert refused.status_code == 422 and "no fresh camera frame" in refused.text
+    assert field_value(refused.text, "enroll-camera") == "Camera Person"
+    assert checked(refused.text, "enroll-camera")
+    assert field_value(refused.text, "enroll") == ""
+    assert not checked(refused.text, "enroll")
+
+
+@pytest.mark.usefixtures("models_dir")
+def test_an_enrolment_says_the_access_it_gave_and_redirects(site: Site, user: httpx.Client) -> None:
+    """The success line said nothing of access; and reloading the page it was on re-sent the
+    upload and answered "already enrolled" in red (F3)."""
+    sample = Path(__file__).parent / "data" / "lfw_sample"
+    for name, folder, visitor, says in (
+        ("Joe Visitor", "Joe_Nichols", True, "who is a known visitor: recognised, never let in;"),
+        ("Rick Keyholder", "Rick_Perry", False, "who may open the door;"),
+    ):
+        photo = sorted((sample / folder).glob("*.jpg"))[0]
+        form = _multipart(name, [(photo.name, photo.read_bytes())], site.token(user))
+        if visitor:
+            form["data"]["visitor"] = "yes"
+        done = user.post("/people/enroll", follow_redirects=False, **form)
+        assert done.status_code == 303, html.unescape(done.text)[-3000:]
+        assert done.headers["location"] == "/people"
+        page = html.unescape(user.get("/people").text)
+        assert f"enrolled '{name}', {says} 1 new sample(s), 1 in total" in page
+        assert 'data-photo="' + photo.name in page  # the photos' report comes along
+        assert "enrolled '" + name not in html.unescape(user.get("/people").text)  # once
+    with Gallery.open(Path(site.config.gallery.path)) as gallery:
+        no_access = gallery.load_matrix().no_access
+    assert "Joe Visitor" in no_access and "Rick Keyholder" not in no_access
+
+
+# --- F3, F9: post/redirect/get; a refused rename stays in its panel ---------------------------
+
+
+def test_people_actions_redirect_and_show_their_result_once(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    add_person(db, "Prg Person")
+    token = site.token(user)
+    steps = [
+        ("/people/rename", {"name": "Prg Person", "new_name": "Prg Renamed"}, "renamed"),
+        ("/people/access", {"name": "Prg Renamed", "allowed": "no"}, "is a known visitor"),
+        ("/people/remove", {"name": "Prg Renamed", "confirm": "yes"}, "removed 'Prg Renamed'"),
+    ]
+    for path, data, says in steps:
+        reply = user.post(path, data={**data, "csrf_token": token}, follow_redirects=False)
+        assert reply.status_code == 303 and reply.headers["location"] == "/people", path
+        shown = user.get("/people").text
+        assert says in html.unescape(shown) and 'id="notice"' in shown, path
+        assert 'id="notice"' not in user.get("/people").text  # a reload shows the page only
+    assert "Prg Renamed" not in names_in(db)
+
+
+def test_a_refused_rename_keeps_its_panel_open_with_the_name_typed(
+    site: Site, user: httpx.Client
+) -> None:
+    db = Path(site.config.gallery.path)
+    for name in ("Rename Source", "Rename Taken Name"):
+        if name not in names_in(db):
+            add_person(db, name)
+    data = {
+        "name": "Rename Source",
+        "new_name": "rename taken name",
+        "csrf_token": site.token(user),
+    }
+    refused = user.post("/people/rename", data=data)
+    assert refused.status_code == 422
+    panel = refused.text.split('data-person="Rename Source"', 1)[1].split("</li>", 1)[0]
+    assert "<details open>" in panel
+    assert 'name="new_name" type="text" maxlength="100" required value="rename taken name"' in panel
+    assert 'role="alert"' in panel and "already enrolled" in html.unescape(panel)
+    other = refused.text.split('data-person="Rename Taken Name"', 1)[1].split("</li>", 1)[0]
+    assert "<details open>" not in other
+    # A person not in the list (removed meanwhile): the refusal is at the top of the page.
+    gone = user.post("/people/rename", data={**data, "name": "Nobody Here"})
+    assert gone.status_code == 422 and 'id="error"' in gone.text
+
+
+def test_each_persons_panel_names_them_and_every_page_has_a_heading(
+    site: Site, user: httpx.Client
+) -> None:
+    db = Path(site.config.gallery.path)
+    if "Labelled Person X Y" not in names_in(db):
+        add_person(db, "Labelled Person X Y")
+    assert (
+        "<summary>Add photos, access, rename or remove Labelled Person X Y</summary>"
+        in user.get("/people").text
+    )
+    for path in ("/", "/people", "/events", "/health", "/unlock"):
+        assert re.search(r"<h1[ >]", user.get(path).text), path
+
+
+# --- F2: a form sent after the session ended -----------------------------------------------------
+
+
+def test_a_form_sent_after_the_session_ended_leads_to_the_login_and_back(site: Site) -> None:
+    """A bare "403 Forbidden: no session" lost the form and said nothing of what to do."""
+    db = Path(site.config.gallery.path)
+    if "Session Target" not in names_in(db):
+        add_person(db, "Session Target")
+    site.reset_limits()
+    with site.client() as client:
+        site.login(client)
+        token = site.token(client)
+        client.post("/logout", data={"csrf_token": token})  # e.g. in another tab
+        data = {"name": "Session Target", "new_name": "Changed", "csrf_token": token}
+        reply = client.post(
+            "/people/rename", data=data, headers=own_origin(site), follow_redirects=False
+        )
+        assert reply.status_code == 303
+        location = urlsplit(reply.headers["location"])
+        assert location.path == "/login"
+        assert parse_qs(location.query)["next"] == ["/people"]
+        login = client.get(reply.headers["location"])
+        assert "Your session ended before that form was sent" in login.text
+        assert 'name="next" value="/people"' in login.text
+        assert "Session Target" in names_in(db)  # nothing changed
+        # The unlock form leads back to the unlock page.
+        unlock = client.post(
+            "/unlock", data={"csrf_token": token}, headers=own_origin(site), follow_redirects=False
+        )
+        assert parse_qs(urlsplit(unlock.headers["location"]).query)["next"] == ["/unlock"]
+        # After the login: the page the form was on.
+        back = client.post(
+            "/login",
+            data={"password": PASSWORD, "csrf_token": csrf_of(login.text), "next": "/people"},
+        )
+        assert back.url.path == "/people"
+
+
+def test_a_bad_token_with_a_live_session_or_another_site_is_still_refused(site: Site) -> None:
+    db = Path(site.config.gallery.path)
+    if "Session Target" not in names_in(db):
+        add_person(db, "Session Target")
+    site.reset_limits()
+    data = {"name": "Session Target", "new_name": "Changed"}
+    with site.client() as client:
+        site.login(client)
+        wrong = client.post(
+            "/people/rename", data={**data, "csrf_token": "x" * 43}, headers=own_origin(site)
+        )
+        assert wrong.status_code == 403 and "CSRF" in wrong.text
+    with site.client() as stranger:
+        cross = stranger.post(
+            "/people/rename",
+            data={**data, "csrf_token": "x" * 43},
+            headers={"Origin": "http://evil.example"},
+            follow_redirects=False,
+        )
+        assert cross.status_code == 403 and "cross-site" in cross.text
+        scripted = stranger.post("/people/rename", data=data, follow_redirects=False)  # no Origin
+        assert scripted.status_code == 403
+    assert "Session Target" in names_in(db)
+
+
+# --- F5, F15: where a login leads -----------------------------------------------------------------
+
+
+def test_a_wrong_password_keeps_the_page_asked_for(site: Site) -> None:
+    site.reset_limits()
+    with site.client() as client:
+        token = csrf_of(client.get("/login", params={"next": "/people"}).text)
+        wrong = client.post(
+            "/login", data={"password": "no", "csrf_token": token, "next": "/people"}
+        )
+        assert wrong.status_code == 401 and 'name="next" value="/people"' in wrong.text
+        right = client.post(
+            "/login", data={"password": PASSWORD, "csrf_token": token, "next": "/people"}
+        )
+        assert right.url.path == "/people"
+    site.reset_limits()
+
+
+@pytest.mark.parametrize(
+    ("path", "page", "expected"),
+    [
+        ("/fragments/live", "/", "/"),
+        ("/fragments/status", "/", "/"),
+        ("/events?type=unlock&fragment=1", "/events?type=unlock", "/events?type=unlock"),
+        ("/fragments/recent", "", "/"),  # no page named: the dashboard
+    ],
+)
+def test_an_ended_session_on_a_refreshing_page_logs_in_back_to_the_page(
+    site: Site, path: str, page: str, expected: str
+) -> None:
+    """The htmx refresh's 401 sent the tab to /login?next=/fragments/live: after the password
+    the owner saw a lone camera frame with no page around it."""
+    headers = {"HX-Request": "true"}
+    if page:
+        headers["HX-Current-URL"] = site.url + page
+    reply = httpx.get(site.url + path, headers=headers)
+    assert reply.status_code == 401
+    location = urlsplit(reply.headers["hx-redirect"])
+    assert parse_qs(location.query)["next"] == [expected]
+
+
+@pytest.mark.parametrize(
+    "target", ["/fragments/live", "/live.jpg", "/snapshots/3", "/events?fragment=1"]
+)
+def test_a_login_never_lands_on_a_part_of_a_page(site: Site, target: str) -> None:
+    site.reset_limits()
+    with site.client() as client:
+        form = client.get("/login", params={"next": target}).text
+        assert 'name="next" value="/"' in form
+        token = csrf_of(form)
+        reply = client.post(
+            "/login",
+            data={"password": PASSWORD, "csrf_token": token, "next": target},
+            follow_redirects=False,
+        )
+        assert reply.headers["location"] == "/"
+
+
+# --- F4, F11, F12: what the page says ---------------------------------------------------------
+
+
+def test_times_on_the_page_carry_their_zone_and_the_csv_says_utc(
+    site: Site, user: httpx.Client
+) -> None:
+    config = site.config
+    assert config.events.db is not None
+    events = EventLog(config.events.db, snapshots=config.events.snapshots)
+    event = events.record("unknown", score=0.1, track=1)
+    events.close()
+    stamp = local_at(event.time)
+    stamp = stamp if stamp.tzinfo is not None else stamp.astimezone()
+    shown = f"{stamp:%Y-%m-%d %H:%M:%S} {stamp.tzname()}"  # "2026-12-04 15:34:22 CET"
+    for path in ("/", "/events"):
+        assert f">{shown}</time>" in user.get(path).text, path
+    assert "(times in UTC)" in user.get("/events").text
+
+
+def test_the_status_says_the_door_is_not_running_in_words(site: Site, user: httpx.Client) -> None:
+    page = user.get("/").text
+    door = page.split("<dt>Door</dt>", 1)[1].split("<dt>", 1)[0]
+    assert "The door program is not running, or not answering." in door
+    # The socket path and the shell hint are there, folded away.
+    assert 'id="door-error-details"' in door and "absent-door.sock" in door
+
+
+def test_the_status_counts_unlocks_in_words(site: Site) -> None:
+    templates = site.server.app.state.templates
+    status = DoorStatus(True, {"running": True, "unlocks": 1, "frames": 512, "gallery_people": 1})
+    text = templates.get_template("_status.html").render(
+        status=status, running=True, frame_age=None, picture_problem=""
+    )
+    assert "1 unlock since the door started" in text and "512" not in text
+    status = DoorStatus(True, {"running": True, "unlocks": 3, "gallery_people": 2})
+    text = templates.get_template("_status.html").render(
+        status=status, running=True, frame_age=None, picture_problem=""
+    )
+    assert "3 unlocks since the door started" in text
+
+
+def test_the_login_page_shows_the_password_command_as_code(tmp_path: Path) -> None:
+    fresh = serve(tmp_path)
+    try:
+        Path(fresh.config.web.password_file).unlink()
+        page = httpx.get(fresh.url + "/login").text
+        assert "<code>sudo -u edge-app edge-app hub passwd</code>" in page
+        assert "then reload this page" in page and "`" not in page
+    finally:
+        fresh.server.stop()
+
+
+# --- netaudit2 findings 1 and 2: behind a proxy ------------------------------------------
+
+
+def test_a_trailing_slash_is_not_redirected_to_an_absolute_url(site: Site) -> None:
+    """Starlette's slash redirect is absolute, built from what the hub sees: behind a TLS
+    proxy it sent the browser to http://door.example/people, off TLS."""
+    for path in ("/people/", "/events/", "/login/"):
+        reply = httpx.get(site.url + path, headers={"Host": "door.example"})
+        assert reply.status_code == 404 and "location" not in reply.headers, path
+
+
+def test_a_browser_not_at_the_public_origin_is_told_which_setting_to_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxied = serve(tmp_path, public_origin="https://door.example")
+    try:
+        caplog.set_level(logging.WARNING, logger="edge_app.web.origins")
+        for _ in range(3):
+            reply = httpx.post(
+                proxied.url + "/login",
+                data={"password": "x"},
+                headers={"Host": "door.example", "Origin": "https://door.example:8443"},
+            )
+            assert reply.status_code == 403
+            assert "the browser is on https://door.example:8443" in reply.text
+            assert "web.public_origin is https://door.example" in reply.text
+        warned = [r for r in caplog.records if "origin-mismatch" in r.getMessage()]
+        assert len(warned) == 1, warned
+        assert "https://door.example:8443" in warned[0].getMessage()
+        # Another site is not told how to be let in.
+        evil = httpx.post(
+            proxied.url + "/login",
+            data={"password": "x"},
+            headers={"Host": "door.example", "Origin": "https://evil.example"},
+        )
+        assert evil.status_code == 403 and "web.public_origin" not in evil.text
+    finally:
+        proxied.server.stop()
+
+
+def test_frame_age_is_sent_for_the_page_to_count_on(site: Site) -> None:
+    templates = site.server.app.state.templates
+    status = DoorStatus(True, {"running": True, "last_frame_time": 1_700_000_000.0})
+    text = templates.get_template("_status.html").render(
+        status=status, running=True, frame_age=1.25, picture_problem=""
+    )
+    assert '<time datetime="2023-11-14T22:13:20+00:00">' in text
+    assert '<span data-age="1.25">1.2</span> s ago' in text
