@@ -120,15 +120,7 @@ class ControlError(UserError):
     """The control socket cannot be reached or refused the request; the message says why."""
 
 
-class DoorFull(ControlError):
-    """Every client slot the door keeps for this user was taken (TOO_MANY_CLIENTS); the
-    request was not read, so asking again is safe, an unlock included."""
-
-
 TOO_MANY_CLIENTS = "too many clients"
-# How long ControlClient waits before asking again when the door was full: the door frees a
-# slot as soon as it sees a finished client close, which takes it milliseconds.
-FULL_RETRY_SECONDS = 0.02
 
 
 class Refused(Exception):
@@ -431,10 +423,13 @@ class ControlServer:
         # The first request must arrive, complete, within the deadline too: a client that
         # connects and says nothing is closed after REQUEST_SECONDS, not IDLE_SECONDS.
         client = _Client(sock, peer, deadline=time.monotonic() + REQUEST_SECONDS)
+        if self._full_for(peer):
+            # A client that has closed still holds its slot until the selector reports the
+            # close, after this accept: the hub, which lets a connection go and opens the
+            # next at once, would be refused for its own last one.
+            self._drop_hung_up()
         others = sum(c.peer.uid != self._own_uid for c in self._clients.values())
-        if len(self._clients) >= MAX_CLIENTS or (
-            peer.uid != self._own_uid and others >= MAX_CLIENTS - OWN_USER_SLOTS
-        ):
+        if self._full_for(peer):
             held_back = self._too_many.due()
             if held_back is not None:
                 log.warning(
@@ -455,6 +450,26 @@ class ControlServer:
         # view, each on a connection of its own: at info level that was two journal lines
         # every poll, all day. Subscriptions and every request that acts are logged below.
         log.debug("control client connected %s", peer)
+
+    def _full_for(self, peer: Peer) -> bool:
+        """Whether every slot `peer` may take is taken (OWN_USER_SLOTS kept for the door's
+        own user)."""
+        others = sum(c.peer.uid != self._own_uid for c in self._clients.values())
+        return len(self._clients) >= MAX_CLIENTS or (
+            peer.uid != self._own_uid and others >= MAX_CLIENTS - OWN_USER_SLOTS
+        )
+
+    def _drop_hung_up(self) -> None:
+        """Drop the clients whose peer has closed, which the selector has not reported yet."""
+        for client in list(self._clients.values()):
+            try:
+                data = client.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                continue  # open, with nothing to read yet
+            except OSError:
+                data = b""
+            if not data:
+                self._drop(client, None)
 
     def _read(self, client: _Client) -> None:
         try:
@@ -856,15 +871,7 @@ class ControlClient:
                 f"in this process for {self.timeout:.0f} s"
             )
         try:
-            while True:
-                try:
-                    return self._request(op, deadline, fields)
-                except DoorFull:
-                    # A slot this process just let go of is still counted until the door
-                    # sees the close: ask again, within the same deadline.
-                    if time.monotonic() + FULL_RETRY_SECONDS >= deadline:
-                        raise
-                    time.sleep(FULL_RETRY_SECONDS)
+            return self._request(op, deadline, fields)
         finally:
             _SHORT_REQUESTS.release()
 
@@ -966,9 +973,7 @@ class ControlClient:
         if reply.get("v") != VERSION:
             raise ControlError(f"{self.path}: unsupported reply version {reply.get('v')!r}")
         if not reply.get("ok"):
-            error = reply.get("error", "no reason given")
-            refused = DoorFull if error == TOO_MANY_CLIENTS else ControlError
-            raise refused(f"door refused {op}: {error}")
+            raise ControlError(f"door refused {op}: {reply.get('error', 'no reason given')}")
         return reply
 
 
