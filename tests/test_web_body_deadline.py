@@ -3,8 +3,10 @@ whole body must arrive within the deadline, or the connection ends (408 when not
 answered yet), with one log line and no traceback. A prompt body, a keep-alive connection
 and a response that takes longer than the deadline are untouched.
 
-The real page on a loopback port with a 1 s body deadline; raw sockets are the clients, with
-h11 (uvicorn's own HTTP parser) writing the requests and reading the answers.
+The real page on a loopback port with a 1 s body deadline, for a form and an upload alike
+(their own deadlines, and the one for a body that stops, are in test_web_server_limits.py);
+raw sockets are the clients, with h11 (uvicorn's own HTTP parser) writing the requests and
+reading the answers.
 """
 
 from __future__ import annotations
@@ -62,7 +64,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("web-body")
     config = web_config(folder, free_port())
     auth.write_password_file(config.web.password_file, PASSWORD)
-    server = WebServer(config, socket_path=folder / "absent-door.sock", body_timeout_s=BODY_S)
+    server = WebServer(
+        config,
+        socket_path=folder / "absent-door.sock",
+        upload_timeout_s=BODY_S,  # a form's and an upload's: the same here
+        form_timeout_s=BODY_S,
+    )
     # The page writes each of its answers at once; these two take their time.
     server.app.router.routes[:0] = [
         Route("/test/slow-answer", slow_answer, methods=["POST"]),

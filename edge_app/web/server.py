@@ -16,8 +16,10 @@ import re
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
+import weakref
 from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ import h11
 
 from edge_app.config import Config, split_listen
 from edge_app.errors import UserError
+from edge_app.logs import Throttle
 from edge_app.web.auth import read_password_hash
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,12 @@ START_TIMEOUT_S = 10.0
 # Open connections, TLS handshakes included: in all (uvicorn's limit_concurrency, at which
 # every request is answered 503; one more connection gets 503 at once, or over TLS a close,
 # so the page never holds more sockets than this), and from one client address. A connection
-# has HEAD_TIMEOUT_S to send each request's line and headers, at most MAX_HEAD_BYTES of them,
-# and then BODY_TIMEOUT_S (more when web.max_upload_mb is raised) for the whole of its body;
-# uvicorn itself would wait for either forever. systemd/edge-app-hub.service's LimitNOFILE
-# leaves room for MAX_CONNECTIONS and LISTEN_BACKLOG many times over.
+# over the caps is refused before anything is built for it (no TLS layer, no HTTP parser).
+# A connection has HEAD_TIMEOUT_S to send each request's line and headers, at most
+# MAX_HEAD_BYTES of them; then its body must keep arriving (BODY_IDLE_S) and be whole within
+# FORM_TIMEOUT_S, or UPLOAD_TIMEOUT_S for a photo upload; uvicorn itself would wait for
+# either forever. systemd/edge-app-hub.service's LimitNOFILE leaves room for MAX_CONNECTIONS
+# and LISTEN_BACKLOG many times over.
 MAX_CONNECTIONS = 64
 PER_ADDRESS_CONNECTIONS = 16
 # Connections the kernel queues until the page accepts them. asyncio accepts a whole queue at
@@ -51,19 +56,29 @@ HEAD_TIMEOUT_S = 10.0
 # cookie); 16 KiB leaves room for cookies of other sites on the same host name, and is
 # Node.js's limit. More is answered 431 at once, however it arrives.
 MAX_HEAD_BYTES = 16 * 1024
-# The body deadline is sized for the largest body the page takes: a photo upload of
+# A request's body must keep arriving: no byte of it for BODY_IDLE_S ends the connection,
+# however long the body may take in all. A browser sends a body as fast as the link takes it;
+# only a client that stopped (or a link that is down) sends nothing for this long. It is not
+# counted while the page itself does not read (flow control: the app is behind).
+BODY_IDLE_S = 15.0
+# Every body but a photo upload is a form of at most 64 KiB (edge_app/web/forms.py
+# URLENCODED_MAX_BYTES): half a second over a 1 Mbit/s uplink. It gets FORM_TIMEOUT_S in all.
+FORM_TIMEOUT_S = 30.0
+# A photo upload (the routes of edge_app.web.app's enrol_new and enrol_add) may be
 # web.max_upload_mb, 40 MB by default (edge_app/web/forms.py refuses more). Over a slow home
 # uplink of 1 Mbit/s (ADSL's upstream, a phone on a weak signal through an ssh tunnel) a MB
 # takes 8 s, 40 MB 320 s. UPLOAD_S_PER_MB allows 10 s per MB, a quarter more: 400 s for the
-# default, and proportionally more where web.max_upload_mb is raised (body_timeout_for).
-BODY_TIMEOUT_S = 400.0
+# default, and proportionally more where web.max_upload_mb is raised (upload_timeout_for).
+# What is left of a body once the page has answered (a refusal that did not read it) is
+# drained for at most FORM_TIMEOUT_S more, whatever the route.
+UPLOAD_TIMEOUT_S = 400.0
 UPLOAD_S_PER_MB = 10.0
 # A response whose bytes wait in the send buffers with none of them leaving for WRITE_STALL_S
 # ends the connection with a TCP reset (its slot, and what the kernel held for it, are freed
 # at once). Any progress restarts it, so a slow link is never cut; only a client that stopped
 # reading is. A phone that loses its signal for a moment (a lift, a Wi-Fi handover) stalls
-# for seconds while TCP retransmits; 30 s lets it come back, and is also how long asyncio
-# gives a TLS connection to close.
+# for seconds while TCP retransmits; 30 s lets it come back. It also covers what is still
+# leaving when a TLS connection closes (TLS_CLOSE_TIMEOUT_S).
 # Progress is checked WRITE_CHECKS times per WRITE_STALL_S, so the cut comes 30 to 37.5 s
 # after the last byte left.
 WRITE_STALL_S = 30.0
@@ -71,6 +86,22 @@ WRITE_CHECKS = 4
 # A TLS handshake is two round trips and one signature: well under a second on a LAN, a few
 # on a poor mobile link. asyncio's default gives a client that never finishes one 60 s.
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
+# A TLS connection the page closes (a deadline, a refusal, an idle keep-alive) waits this long
+# for the client's close_notify once its last bytes have left; asyncio's default, 30 s, kept
+# the slot of a client that never answers (one that went quiet) counted for that long after
+# its cut. Bytes still leaving are not cut by it: the write check (WRITE_STALL_S) judges them.
+TLS_CLOSE_TIMEOUT_S = 5.0
+# What one read from a TLS connection's socket takes at most. A TLS record is at most 16 KiB
+# (plus its header and tag), and asyncio reads again while more is waiting, so this costs no
+# throughput; asyncio's own (256 KiB on Python 3.11) would be allocated for every connection.
+TLS_READ_BYTES = 32 * 1024
+# A refused connection is logged, then at most one line per client address per this long,
+# with how many more were refused since (held_back=N), as edge_app/control.py does for its
+# refusals: a flood of connects writes a line per address every 10 s, not one per connect.
+# At most REFUSAL_LOG_ADDRESSES addresses are followed at a time (a device may have many IPv6
+# addresses); past that, the refusals of the others share one line per 10 s.
+REFUSAL_LOG_S = 10.0
+REFUSAL_LOG_ADDRESSES = 1024
 # The end of a request's head, as h11 finds it (h11/_receivebuffer.py).
 _HEAD_END = re.compile(rb"\n\r?\n")
 
@@ -86,10 +117,14 @@ class Limits:
     max_connections: int
     per_address: int
     head_timeout_s: float
-    body_timeout_s: float
     max_head_bytes: int
+    body_idle_s: float  # no byte of a body for this long ends it
+    form_timeout_s: float  # the whole of any other body
+    upload_timeout_s: float  # the whole of a body on an upload route
+    upload_paths: frozenset[str]  # request paths (as the app's router sees them) of uploads
     write_stall_s: float
     tls_handshake_timeout_s: float
+    tls_close_timeout_s: float
 
 
 def is_loopback(host: str) -> bool:
@@ -205,9 +240,94 @@ def listen_sockets(host: str, port: int) -> list[socket.socket]:
     return bound
 
 
-def body_timeout_for(max_upload_mb: int) -> float:
+def upload_timeout_for(max_upload_mb: int) -> float:
     """The body deadline that lets an upload of `max_upload_mb` through a slow home uplink."""
-    return max(BODY_TIMEOUT_S, max_upload_mb * UPLOAD_S_PER_MB)
+    return max(UPLOAD_TIMEOUT_S, max_upload_mb * UPLOAD_S_PER_MB)
+
+
+def upload_paths(app: Any) -> frozenset[str]:
+    """The paths of the page's photo uploads (edge_app.web.app's enrol_new and enrol_add),
+    read from its routes: the bodies that get UPLOAD_TIMEOUT_S rather than FORM_TIMEOUT_S."""
+    from starlette.routing import Route
+
+    from edge_app.web.app import enrol_add, enrol_new
+
+    uploads = (enrol_new, enrol_add)
+    return frozenset(
+        route.path
+        for route in app.routes
+        if isinstance(route, Route) and any(route.endpoint is upload for upload in uploads)
+    )
+
+
+class RefusalLog:
+    """When a refused connection is logged: the first one from each client address, then at
+    most one line per address per `every` seconds (an edge_app.logs.Throttle each), which
+    says how many of its refusals were held back since its previous line.
+
+    At most `addresses` addresses are followed at a time. One refused `every` seconds ago or
+    more is forgotten when room is needed (its next refusal is logged either way); while all
+    were refused more recently, any other address's refusals share one more Throttle, whose
+    held_back counts them all: a device with many addresses cannot write a line for each.
+    """
+
+    def __init__(
+        self, every: float, addresses: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every = every
+        self.addresses = addresses
+        self._clock = clock
+        self._throttles: dict[str | None, Throttle] = {}
+        self._refused_at: dict[str | None, float] = {}  # each followed address's latest
+        self._others = Throttle(every, clock)
+
+    def due(self, address: str | None) -> int | None:
+        """None when this refusal is only to be counted; else log it now, with the number
+        returned (how many were held back since that address's previous line)."""
+        now = self._clock()
+        throttle = self._throttles.get(address)
+        if throttle is None:
+            if len(self._throttles) >= self.addresses:
+                self._forget(now)
+            if len(self._throttles) >= self.addresses:
+                return self._others.due(now)
+            throttle = self._throttles[address] = Throttle(self.every, self._clock)
+        self._refused_at[address] = now
+        return throttle.due(now)
+
+    def _forget(self, now: float) -> None:
+        quiet = [key for key, at in self._refused_at.items() if now - at >= self.every]
+        for key in quiet:
+            del self._throttles[key], self._refused_at[key]
+
+
+class BusyLines(logging.Filter):
+    """uvicorn's own line for a request it answers 503 because the page has MAX_CONNECTIONS
+    open ("Exceeded concurrency limit.", one per request) logged as refusals are: the first,
+    then at most one per `every` seconds, with how many were held back since."""
+
+    MESSAGE = "Exceeded concurrency limit."
+
+    def __init__(self, every: float) -> None:
+        super().__init__()
+        self.throttle = Throttle(every)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE:
+            return True
+        held_back = self.throttle.due()
+        if held_back is None:
+            return False
+        record.msg, record.args = f"{self.MESSAGE} held_back=%d", (held_back,)
+        return True
+
+    @classmethod
+    def install(cls, every: float) -> None:
+        """On uvicorn's logger, in place of any earlier one (one per process)."""
+        logger = logging.getLogger("uvicorn.error")
+        for earlier in [f for f in logger.filters if isinstance(f, cls)]:
+            logger.removeFilter(earlier)
+        logger.addFilter(cls(every))
 
 
 class _CountedConnection(h11.Connection):
@@ -216,20 +336,24 @@ class _CountedConnection(h11.Connection):
 
     h11's own limit (max_incomplete_event_size) only applies while a head is incomplete: one
     that arrives whole in one read (asyncio reads 256 KiB at a time) would pass at any size.
-    Here every head is measured before h11 parses it, a pipelined one too.
+    Here every head is measured before h11 parses it, a pipelined one too. `too_large` is
+    the protocol's method, held weakly: the protocol holds this state machine, and a cycle
+    between them would keep both until the cyclic collector's next pass.
     """
 
     def __init__(self, max_head: int, too_large: Callable[[], None]) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
         self.max_head = max_head
-        self.too_large = too_large
+        self.too_large = weakref.WeakMethod(too_large)
         self.bytes_out = 0
 
     def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         if self.their_state is h11.IDLE:  # a request's head is next
             data = self.trailing_data[0]
             if len(data) > self.max_head and not _HEAD_END.search(data, 0, self.max_head):
-                self.too_large()  # answers and closes: nothing more is read
+                too_large = self.too_large()
+                if too_large is not None:
+                    too_large()  # answers and closes: nothing more is read
                 return h11.NEED_DATA
         return super().next_event()
 
@@ -245,19 +369,25 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
 
     A client address with `limits.per_address` connections open, or a page with
     `limits.max_connections`, gets 503 on the next one at once (over TLS, a close before the
-    handshake). A request's line and headers must arrive within `head_timeout_s` of the
-    connection opening or of the previous response, at most `max_head_bytes` of them (else
-    431), and its whole body within `body_timeout_s` of its headers; otherwise 408 (or, when
-    nothing was sent or a response has begun, a close) ends the connection. The body deadline
-    never cuts a response: one the app is sending when it passes is finished first. A
-    response none of whose bytes leave for `write_stall_s` ends the connection (a client that
-    stopped reading). With `tls`, the TLS layer is added here rather than by asyncio's server:
-    its handshake has `tls_handshake_timeout_s`, and counts as an open connection of its
-    address from the moment TCP accepts it. Together they stop one address from holding all
-    of `max_connections` (docs/WEB.md, "Connections").
+    handshake), before anything is built for it: no TLS layer, no HTTP parser. A request's
+    line and headers must arrive within `head_timeout_s` of the connection opening or of the
+    previous response, at most `max_head_bytes` of them (else 431). Its body must then keep
+    arriving, no `body_idle_s` without a byte (not counted while the page does not read), and
+    be whole within `form_timeout_s` of its headers (`upload_timeout_s` on `upload_paths`);
+    what is left of a body once its response is out has at most `form_timeout_s` more. A
+    request that breaks one of these gets 408 (or, when nothing was sent or a response has
+    begun, a close) and its connection ends. The body deadlines never cut a response: one the
+    app is sending when they pass is finished first. A response none of whose bytes leave for
+    `write_stall_s` ends the connection (a client that stopped reading). With `tls`, the TLS
+    layer is added here rather than by asyncio's server: its handshake has
+    `tls_handshake_timeout_s`, and counts as an open connection of its address from the moment
+    TCP accepts it. Together they stop one address from holding all of `max_connections`
+    (docs/WEB.md, "Connections"). Refusals are logged as RefusalLog allows.
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol
     from uvicorn.protocols.utils import get_remote_addr
+
+    refusals = RefusalLog(REFUSAL_LOG_S, REFUSAL_LOG_ADDRESSES)
 
     def open_from(connections: set[Any], host: str | None) -> int:
         return sum(1 for other in connections if other.client and other.client[0] == host)
@@ -271,8 +401,42 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
             reason = f"too many connections (at most {limits.max_connections} at a time)"
         else:
             return None
-        log.warning("web connection refused address=%s open=%d total=%d", host, same, total)
+        held_back = refusals.due(host)
+        if held_back is not None:
+            log.warning(
+                "web connection refused address=%s open=%d total=%d held_back=%d",
+                host,
+                same,
+                total,
+                held_back,
+            )
         return reason
+
+    class Gate(asyncio.Protocol):
+        """What asyncio's server gives each connection it accepts: the caps are applied
+        first, so a refused connection costs this object and its socket alone; an accepted
+        one is handed to its HTTP protocol (under its TLS layer) at once."""
+
+        def __init__(self, kwargs: dict[str, Any]) -> None:
+            self.kwargs = kwargs
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            kwargs, self.kwargs = self.kwargs, {}
+            client = get_remote_addr(cast(asyncio.Transport, transport))
+            reason = refusal(kwargs["server_state"].connections, client[0] if client else None)
+            if reason is not None:
+                if tls is None:
+                    _refuse(transport, 503, "Service Unavailable", reason)
+                else:
+                    transport.close()  # no answer can be read before a handshake
+                return
+            http = GuardedH11Protocol(**kwargs)
+            protocol: asyncio.BaseProtocol = http if tls is None else TLSLayer(http.loop, http)
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+
+        def data_received(self, data: bytes) -> None:
+            """Bytes of a refused connection before it closes: not read."""
 
     class TLSLayer(SSLProtocol):
         """One connection's TLS: asyncio's own, started by the protocol factory.
@@ -282,11 +446,16 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
         shut down with them); the h11 protocol takes its place once the handshake is over.
         """
 
+        max_size = TLS_READ_BYTES  # its read buffer (asyncio's would be 256 KiB)
         client: tuple[str, int] | None = None
         wire: asyncio.Transport | None = None  # the TCP connection under TLS
+        http: GuardedH11Protocol | None  # the connection's HTTP, until it is lost
 
         def __init__(self, loop: asyncio.AbstractEventLoop, http: GuardedH11Protocol) -> None:
             assert tls is not None
+            close: dict[str, Any] = {}
+            if sys.version_info >= (3, 11):  # asyncio's TLS waits for close_notify since 3.11
+                close["ssl_shutdown_timeout"] = limits.tls_close_timeout_s
             super().__init__(
                 loop,
                 http,
@@ -294,34 +463,60 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
                 None,  # type: ignore[arg-type]  # nobody awaits the handshake
                 server_side=True,
                 ssl_handshake_timeout=limits.tls_handshake_timeout_s,  # type: ignore[arg-type]
+                **close,
             )
             self.http = http
+            http.tls_layer = self
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert self.http is not None
             self.wire = cast(asyncio.Transport, transport)
             self.client = get_remote_addr(self.wire)
-            connections = self.http.connections
-            if refusal(connections, self.client[0] if self.client else None):
-                transport.close()  # no answer can be read before a handshake
-                return
-            connections.add(self)  # type: ignore[arg-type]  # counted from the TCP accept
+            self.http.connections.add(self)  # type: ignore[arg-type]  # counted from the accept
             super().connection_made(transport)
 
         def connection_lost(self, exc: BaseException | None) -> None:
-            self.http.connections.discard(self)
-            super().connection_lost(exc)
+            http, self.http = self.http, None
+            if http is not None:
+                http.connections.discard(self)
+            super().connection_lost(exc)  # passes the loss on to http, if it had begun
+            # This layer and the h11 protocol referred to each other: freed now, by their
+            # last reference going, not whenever the cyclic collector next looks (by then an
+            # old generation's, after hundreds of connections).
+            if http is not None and http.tls_layer is self:
+                http.tls_layer = None
+            self.wire = None
+            if sys.version_info >= (3, 11):  # its read buffer (Python 3.10 has none)
+                self._ssl_buffer = bytearray()
+                self._ssl_buffer_view = memoryview(self._ssl_buffer)
 
         def shutdown(self) -> None:
             """uvicorn's server stopping: a handshake in progress ends now."""
             if self.wire is not None:
                 self.wire.abort()
 
+        def _check_shutdown_timeout(self) -> None:
+            """asyncio's (Python 3.11 and later): the close waited tls_close_timeout_s for
+            the client's close_notify. While bytes still wait to leave, it waits on (a slow
+            link gets the end of its answer; the write check cuts a client that stopped
+            reading)."""
+            if self.wire is not None and self.wire.get_write_buffer_size():
+                self._shutdown_timeout_handle = self._loop.call_later(
+                    limits.tls_close_timeout_s, self._check_shutdown_timeout
+                )
+                return
+            super()._check_shutdown_timeout()  # type: ignore[misc]
+
     class GuardedH11Protocol(H11Protocol):
         tls_layer: TLSLayer | None = None
         _head_deadline: asyncio.TimerHandle | None = None
-        _body_deadline: asyncio.TimerHandle | None = None
-        _body_cycle: object = None  # the request (uvicorn's cycle) the body deadline is for
-        _body_overdue = False  # it passed while a response was being sent
+        _body_deadline: asyncio.TimerHandle | None = None  # for the whole body
+        _body_limit_s = 0.0  # the whole body's limit in force: a form's, or an upload's
+        _body_idle: asyncio.TimerHandle | None = None  # checks that the body keeps coming
+        _data_at = 0.0  # when bytes last arrived (the loop's clock)
+        _body_cycle: object = None  # the request (uvicorn's cycle) the body deadlines are for
+        # (limit_s, stalled) of a body deadline that passed while a response was being sent
+        _body_overdue: tuple[float, bool] | None = None
         _write_check: asyncio.TimerHandle | None = None
         _sent = 0  # bytes that had left the send buffers at the last check
         _waiting = False  # some were waiting at the last check
@@ -335,14 +530,13 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if self.tls_layer is not None:  # the handshake is over: this takes its place
                 self.connections.discard(self.tls_layer)
-            super().connection_made(transport)
+            super().connection_made(transport)  # the caps were applied by the Gate
             self._arm_write_check()
-            host = self.client[0] if self.client else None
-            reason = refusal(self.connections - {self}, host)
-            if reason is not None:
-                _refuse(transport, 503, "Service Unavailable", reason)
-                return
             self._arm_head_deadline()
+
+        def data_received(self, data: bytes) -> None:
+            self._data_at = self.loop.time()
+            super().data_received(data)
 
         def handle_events(self) -> None:
             super().handle_events()
@@ -350,14 +544,21 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
             if state is not h11.IDLE:  # the request's head has arrived
                 self._disarm_head_deadline()
             if state is h11.SEND_BODY:  # its body has not all arrived yet
-                if self._body_cycle is not self.cycle:  # a new request: its own deadline
+                if self._body_cycle is not self.cycle:  # a new request: its own deadlines
                     self._arm_body_deadline()
             else:
                 self._disarm_body_deadline()
 
         def on_response_complete(self) -> None:
-            if self._body_overdue and self.conn.their_state is h11.SEND_BODY:
-                self._too_slow("body", limits.body_timeout_s)  # the response is out: now close
+            if self.conn.their_state is h11.SEND_BODY:  # answered before its body was all in
+                if self._body_overdue is not None:  # the response is out: now close
+                    self._too_slow("body", *self._body_overdue)
+                elif self._body_deadline is not None:  # the rest is drained, not for long
+                    due = self.loop.time() + limits.form_timeout_s
+                    if due < self._body_deadline.when():
+                        self._body_deadline.cancel()
+                        self._body_limit_s = limits.form_timeout_s
+                        self._body_deadline = self.loop.call_at(due, self._body_too_slow)
             self._arm_head_deadline()  # for the next request on this connection
             super().on_response_complete()
 
@@ -368,6 +569,7 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
                 self._write_check.cancel()
                 self._write_check = None
             super().connection_lost(exc)
+            self.tls_layer = None
 
         def _arm_head_deadline(self) -> None:
             self._disarm_head_deadline()
@@ -381,14 +583,19 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
         def _arm_body_deadline(self) -> None:
             self._disarm_body_deadline()
             self._body_cycle = self.cycle
-            self._body_deadline = self.loop.call_later(limits.body_timeout_s, self._body_too_slow)
+            upload = self.cycle.scope["path"] in limits.upload_paths
+            self._body_limit_s = limits.upload_timeout_s if upload else limits.form_timeout_s
+            self._body_deadline = self.loop.call_later(self._body_limit_s, self._body_too_slow)
+            self._data_at = self.loop.time()  # its head's bytes (or the page's turn to read)
+            self._body_idle = self.loop.call_later(limits.body_idle_s, self._check_body_idle)
 
         def _disarm_body_deadline(self) -> None:
-            if self._body_deadline is not None:
-                self._body_deadline.cancel()
-                self._body_deadline = None
+            for handle in (self._body_deadline, self._body_idle):
+                if handle is not None:
+                    handle.cancel()
+            self._body_deadline = self._body_idle = None
             self._body_cycle = None
-            self._body_overdue = False
+            self._body_overdue = None
 
         def _head_too_slow(self) -> None:
             self._head_deadline = None
@@ -396,15 +603,33 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
 
         def _body_too_slow(self) -> None:
             self._body_deadline = None
+            self._body_late(self._body_limit_s, stalled=False)
+
+        def _check_body_idle(self) -> None:
+            """Ends the body once no byte of it came for body_idle_s; else checks again when
+            that would next be so."""
+            self._body_idle = None
+            now = self.loop.time()
+            if self.flow.read_paused:  # the page is behind in reading it, not the client
+                self._data_at = now
+            idle_until = self._data_at + limits.body_idle_s
+            if idle_until - now > 0.001:
+                self._body_idle = self.loop.call_at(idle_until, self._check_body_idle)
+                return
+            self._body_late(limits.body_idle_s, stalled=True)
+
+        def _body_late(self, limit_s: float, stalled: bool) -> None:
             if self.conn.their_state is not h11.SEND_BODY:
                 return
             if self.conn.our_state is h11.SEND_BODY:  # the app is sending its response
-                self._body_overdue = True  # on_response_complete closes once it is out
+                if self._body_overdue is None:  # on_response_complete closes once it is out
+                    self._body_overdue = (limit_s, stalled)
                 return
-            self._too_slow("body", limits.body_timeout_s)
+            self._too_slow("body", limit_s, stalled)
 
-        def _too_slow(self, part: str, limit_s: float) -> None:
-            """The request's `part` did not arrive within `limit_s`: end the connection.
+        def _too_slow(self, part: str, limit_s: float, stalled: bool = False) -> None:
+            """The request's `part` did not arrive within `limit_s` (or, `stalled`, none of it
+            for `limit_s`): end the connection.
 
             408 when the client began a request and no response to it has begun; a close
             alone when it never began one (an idle connection), or after a response.
@@ -416,9 +641,17 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
                 self.transport.close()  # nothing was asked: nothing to answer or to log
                 return
             host = self.client[0] if self.client else None
-            log.warning("web request too slow address=%s part=%s limit_s=%g", host, part, limit_s)
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no response has begun
+            if stalled:
+                log.warning(
+                    "web request too slow address=%s part=%s idle_s=%g", host, part, limit_s
+                )
+                message = f"no byte of the request's {part} arrived for {limit_s:g} s"
+            else:
+                log.warning(
+                    "web request too slow address=%s part=%s limit_s=%g", host, part, limit_s
+                )
                 message = f"the request's {part} took longer than {limit_s:g} s"
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no response has begun
                 _refuse(self.transport, 408, "Request Timeout", message)
             else:
                 self.transport.close()
@@ -471,11 +704,7 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
 
     def factory(**kwargs: Any) -> asyncio.BaseProtocol:
         """What uvicorn calls for each connection it accepts."""
-        http = GuardedH11Protocol(**kwargs)
-        if tls is None:
-            return http
-        http.tls_layer = TLSLayer(http.loop, http)
-        return http.tls_layer
+        return Gate(kwargs)
 
     return factory
 
@@ -494,8 +723,12 @@ class WebServer:
         config_path: Path | None = None,
         socket_path: Path | None = None,
         head_timeout_s: float = HEAD_TIMEOUT_S,
-        body_timeout_s: float | None = None,
+        upload_timeout_s: float | None = None,
+        form_timeout_s: float | None = None,
+        body_idle_s: float | None = None,
     ) -> None:
+        """The deadlines are the module's constants unless given (tests turn them down);
+        an upload's is upload_timeout_for(web.max_upload_mb)."""
         import uvicorn
 
         from edge_app.web.app import create_app, wrap
@@ -505,17 +738,24 @@ class WebServer:
         app = create_app(config, config_path=config_path, socket_path=socket_path, tls=self.tls)
         self.app = app
         web = config.web
-        if body_timeout_s is None:
-            body_timeout_s = body_timeout_for(web.max_upload_mb)
         limits = Limits(
             max_connections=MAX_CONNECTIONS,
             per_address=PER_ADDRESS_CONNECTIONS,
             head_timeout_s=head_timeout_s,
-            body_timeout_s=body_timeout_s,
             max_head_bytes=MAX_HEAD_BYTES,
+            body_idle_s=BODY_IDLE_S if body_idle_s is None else body_idle_s,
+            form_timeout_s=FORM_TIMEOUT_S if form_timeout_s is None else form_timeout_s,
+            upload_timeout_s=(
+                upload_timeout_for(web.max_upload_mb)
+                if upload_timeout_s is None
+                else upload_timeout_s
+            ),
+            upload_paths=upload_paths(app),
             write_stall_s=WRITE_STALL_S,
             tls_handshake_timeout_s=TLS_HANDSHAKE_TIMEOUT_S,
+            tls_close_timeout_s=TLS_CLOSE_TIMEOUT_S,
         )
+        BusyLines.install(REFUSAL_LOG_S)
         self._uvicorn = uvicorn.Server(
             uvicorn.Config(
                 wrap(app),
