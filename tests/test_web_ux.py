@@ -320,6 +320,27 @@ def test_times_on_the_page_carry_their_zone_and_the_csv_says_utc(
     assert "(times in UTC)" in user.get("/events").text
 
 
+def test_the_events_pages_count_and_pager_refresh_with_its_table(
+    site: Site, user: httpx.Client
+) -> None:
+    """An outside audit: "19 events · updates by itself" stayed while the refreshing table
+    below it grew to 24 rows, and past 50 events no pager appeared until a reload. The
+    refresh now brings the count and the pager with the rows."""
+    config = site.config
+    assert config.events.db is not None
+    counted = re.search(r"(\d+) events?\b", user.get("/events").text)
+    assert counted is not None
+    before = int(counted.group(1))
+    events = EventLog(config.events.db)
+    for track in range(60):
+        events.record("unknown", score=0.1, track=track)
+    events.close()
+    fragment = user.get("/events?fragment=1").text
+    assert f"{before + 60} events · page 1 of" in fragment
+    assert 'rel="next"' in fragment and "<table" in fragment
+    assert "<html" not in fragment  # the part, not the page
+
+
 def test_the_status_says_the_door_is_not_running_in_words(site: Site, user: httpx.Client) -> None:
     page = user.get("/").text
     door = page.split("<dt>Door</dt>", 1)[1].split("<dt>", 1)[0]

@@ -930,7 +930,7 @@ async def events(request: Request, session: auth.Session) -> Response:
         "csv_link": "/events.csv" + (f"?{urlencode(query)}" if query else ""),
         "history_missing": not state.history.available,
     }
-    template = "_events_table.html" if request.query_params.get("fragment") else "events.html"
+    template = "_events_page.html" if request.query_params.get("fragment") else "events.html"
     # A refused filter is named on the page, which shows the events without it.
     return render(request, session, template, context, 400 if problems else 200)
 
