@@ -341,6 +341,19 @@ def test_the_events_pages_count_and_pager_refresh_with_its_table(
     assert "<html" not in fragment  # the part, not the page
 
 
+def test_an_unknown_address_is_a_page_with_the_way_back_for_the_owner_only(
+    site: Site, user: httpx.Client
+) -> None:
+    """An outside audit: an unknown URL was a bare "404 Not Found" with no way back."""
+    reply = user.get("/peopel")
+    assert reply.status_code == 404
+    assert "There is no page at /peopel" in reply.text and 'href="/people"' in reply.text
+    assert "<title>Not found" in reply.text
+    with httpx.Client(base_url=site.url) as stranger:
+        bare = stranger.get("/peopel")
+    assert (bare.status_code, bare.text) == (404, "404 Not Found\n")
+
+
 def test_the_status_says_the_door_is_not_running_in_words(site: Site, user: httpx.Client) -> None:
     page = user.get("/").text
     door = page.split("<dt>Door</dt>", 1)[1].split("<dt>", 1)[0]

@@ -1068,7 +1068,15 @@ async def health(request: Request, session: auth.Session) -> Response:
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
-    return PlainTextResponse("404 Not Found\n", status_code=404)
+    """A page with the way back for the owner; a bare 404 for anyone else, who learns
+    nothing of the page from it."""
+    session = _session(request)
+    if session is None or not session.logged_in:
+        return PlainTextResponse("404 Not Found\n", status_code=404)
+    path = request.url.path
+    shown = path if len(path) <= 80 else path[:80] + "..."
+    message = f"There is no page at {shown}: the address may be mistyped or out of date."
+    return render(request, session, "error.html", {"title": "Not found", "message": message}, 404)
 
 
 async def user_error(request: Request, exc: Exception) -> Response:
