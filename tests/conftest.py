@@ -106,3 +106,11 @@ def restore_logging() -> Iterator[None]:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 (tests of the page over TLS)."""
+    from web_support import self_signed
+
+    return self_signed(tmp_path_factory.mktemp("tls"))

@@ -282,6 +282,37 @@ sys.stdin.read()  # hold every slot until the test closes our standard input
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
 
 
+def shared_door(cleanup: contextlib.ExitStack, tmp_path: Path, allow_unlock: bool) -> Door:
+    """A door whose socket another user can reach (pytest's own folders are root's alone),
+    as /run/edge-app is for the socket's group; undone by `cleanup`."""
+    shared = Path(tempfile.mkdtemp(prefix="edge-app-test-"))
+    cleanup.callback(shutil.rmtree, shared)
+    shared.chmod(0o755)
+    door = Door(
+        make_daemon(tmp_path, allow_unlock=allow_unlock, socket_path=shared / "run" / "d.sock")
+    )
+    cleanup.callback(door.close)
+    return door
+
+
+def hold_as_nobody(cleanup: contextlib.ExitStack, door: Door, count: int) -> list[dict]:
+    """Another member of the socket's group (uid 65534) subscribes `count` times and holds
+    them until `cleanup`; the door's replies."""
+    nobody = subprocess.Popen(
+        [str(SYSTEM_PYTHON), "-c", HOLD_AS_NOBODY, str(door.path), str(count)],
+        cwd="/",
+        user=65534,
+        group=os.getegid(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    cleanup.callback(nobody.communicate, "", timeout=10)
+    assert nobody.stdout is not None
+    replies: list[dict] = json.loads(nobody.stdout.readline())
+    return replies
+
+
 def test_other_users_cannot_take_the_slots_kept_for_the_door_s_own(tmp_path: Path) -> None:
     """Another member of the socket's group held all 16 slots, which cut the hub (the door's
     own user) off until they let go."""
@@ -290,27 +321,8 @@ def test_other_users_cannot_take_the_slots_kept_for_the_door_s_own(tmp_path: Pat
     if SYSTEM_PYTHON is None:
         unavailable("no system python3 for the other user to run")
     with contextlib.ExitStack() as cleanup:  # whatever fails, nothing is left behind
-        # pytest's own folders are root's alone: the socket goes where the other user can
-        # reach it, as /run/edge-app is for the socket's group.
-        shared = Path(tempfile.mkdtemp(prefix="edge-app-test-"))
-        cleanup.callback(shutil.rmtree, shared)
-        shared.chmod(0o755)
-        door = Door(
-            make_daemon(tmp_path, allow_unlock=False, socket_path=shared / "run" / "d.sock")
-        )
-        cleanup.callback(door.close)
-        nobody = subprocess.Popen(
-            [str(SYSTEM_PYTHON), "-c", HOLD_AS_NOBODY, str(door.path), str(control.MAX_CLIENTS)],
-            cwd="/",
-            user=65534,
-            group=os.getegid(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        cleanup.callback(nobody.communicate, "", timeout=10)
-        assert nobody.stdout is not None
-        replies = json.loads(nobody.stdout.readline())
+        door = shared_door(cleanup, tmp_path, allow_unlock=False)
+        replies = hold_as_nobody(cleanup, door, control.MAX_CLIENTS)
         theirs = control.MAX_CLIENTS - control.OWN_USER_SLOTS
         assert all(r == {"v": 1, "ok": True, "subscribed": True} for r in replies[:theirs])
         assert replies[theirs:] == [{"v": 1, "ok": False, "error": "too many clients"}] * (
@@ -336,24 +348,9 @@ def test_the_hub_keeps_to_its_slots_while_a_group_member_holds_the_rest(tmp_path
     from edge_app.web.door import WebDoor
 
     with contextlib.ExitStack() as cleanup:
-        shared = Path(tempfile.mkdtemp(prefix="edge-app-test-"))
-        cleanup.callback(shutil.rmtree, shared)
-        shared.chmod(0o755)
-        door = Door(make_daemon(tmp_path, allow_unlock=True, socket_path=shared / "run" / "d.sock"))
-        cleanup.callback(door.close)
+        door = shared_door(cleanup, tmp_path, allow_unlock=True)
         theirs = control.MAX_CLIENTS - control.OWN_USER_SLOTS
-        nobody = subprocess.Popen(
-            [str(SYSTEM_PYTHON), "-c", HOLD_AS_NOBODY, str(door.path), str(theirs)],
-            cwd="/",
-            user=65534,
-            group=os.getegid(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        cleanup.callback(nobody.communicate, "", timeout=10)
-        assert nobody.stdout is not None
-        assert len(json.loads(nobody.stdout.readline())) == theirs  # all held
+        assert len(hold_as_nobody(cleanup, door, theirs)) == theirs  # all held
         stream = ControlClient(door.path, timeout=5.0)  # the hub's event stream
         cleanup.callback(stream.close)
         streaming = threading.Thread(target=lambda: list(stream.events()), daemon=True)

@@ -320,19 +320,20 @@ def test_the_door_unlocks_on_time_with_a_snapshots_folder_it_refuses(
     assert all(e.snapshot is None for e in stored)
 
 
-def _rows_seen_by_another_process(db: Path) -> int:
-    """What the hub's history sees: a connection of its own, in a process of its own."""
+def rows_seen_by_another_process(db: Path, table: str = "events") -> int:
+    """The rows of `table` another process sees (as the hub's history does): a connection of
+    its own, opened, read and closed, which is when SQLite may remove a write-ahead log."""
     import subprocess
     import sys
 
     reader = (
         "import sqlite3, sys\n"
         "db = sqlite3.connect(sys.argv[1])\n"
-        "print(db.execute('SELECT count(*) FROM events').fetchone()[0])\n"
+        "print(db.execute(f'SELECT count(*) FROM {sys.argv[2]}').fetchone()[0])\n"
         "db.close()\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", reader, str(db)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", reader, str(db), table], capture_output=True, text=True, check=True
     )
     return int(out.stdout)
 
@@ -363,7 +364,7 @@ def test_a_restarted_door_keeps_its_write_ahead_log_while_the_hub_reads(
         keeper.close()
         for count in (2, 3):
             door.record("unlock", name="Ada", track=count)
-            assert _rows_seen_by_another_process(db) == count
+            assert rows_seen_by_another_process(db) == count
         assert (tmp_path / "events.db-wal").exists()
         door.close()
     assert [e.track for e in read_events(db)] == [1, 2, 3]

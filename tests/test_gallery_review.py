@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from needs import unavailable
 from people import samples, several_people, unit_vectors
+from test_events_files import rows_seen_by_another_process
 from test_hostile_input import REPO, needs_read_only_mount
 
 from edge_app.gallery import (
@@ -458,19 +459,6 @@ def test_an_embedding_row_of_the_wrong_kind_is_damage_not_a_traceback(
             gallery.export(io.StringIO())
 
 
-def _count_in_another_process(path: Path) -> int:
-    reader = (
-        "import sqlite3, sys\n"
-        "db = sqlite3.connect(sys.argv[1])\n"
-        "print(db.execute('SELECT count(*) FROM scratch').fetchone()[0])\n"
-        "db.close()\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", reader, str(path)], capture_output=True, text=True, check=True
-    )
-    return int(out.stdout)
-
-
 def test_opening_a_gallery_this_process_has_open_keeps_its_write_ahead_log(
     tmp_path: Path,
 ) -> None:
@@ -490,5 +478,5 @@ def test_opening_a_gallery_this_process_has_open_keeps_its_write_ahead_log(
         for count in (2, 3):
             with first.transaction() as db:
                 db.execute("INSERT INTO scratch VALUES (?)", (count,))
-            assert _count_in_another_process(path) == count
+            assert rows_seen_by_another_process(path, "scratch") == count
         assert Path(f"{path}-wal").exists()

@@ -20,6 +20,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,20 +109,34 @@ def serve(
     return Site(server.url, config, server, folder)
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    served = serve(tmp_path_factory.mktemp("web"))
+@contextmanager
+def running(folder: Path) -> Iterator[Site]:
+    """serve(folder), stopped afterwards: a test module's own page."""
+    served = serve(folder)
     try:
         yield served
     finally:
         served.server.stop()
 
 
-@pytest.fixture
-def user(site: Site) -> Iterator[httpx.Client]:
+@contextmanager
+def logged_in(site: Site) -> Iterator[httpx.Client]:
+    """A client logged in to `site`, its login limits reset first."""
     site.reset_limits()
     with site.client() as client:
         site.login(client)
+        yield client
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with running(tmp_path_factory.mktemp("web")) as served:
+        yield served
+
+
+@pytest.fixture
+def user(site: Site) -> Iterator[httpx.Client]:
+    with logged_in(site) as client:
         yield client
 
 

@@ -21,19 +21,17 @@ import ssl
 import time
 import weakref
 from asyncio.sslproto import SSLProtocol
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
-from test_web import web_config
-from web_support import PASSWORD, csrf_of, free_port, self_signed
+from web_support import PASSWORD, big_answer, client_context, connect, csrf_of, pages
 
-from edge_app.web import auth
 from edge_app.web import server as web_server
 from edge_app.web.server import RefusalLog, WebServer
 
@@ -62,20 +60,7 @@ async def read_late(request: Request) -> Response:
 BIG = 4 * 1024 * 1024  # /test/big's answer: more than the kernel buffers on loopback
 
 
-async def big_answer(request: Request) -> Response:
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(BIG // 65536):
-            yield bytes(65536)
-
-    return StreamingResponse(chunks(), media_type="application/octet-stream")
-
-
 Serve = Callable[..., WebServer]
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
@@ -84,53 +69,17 @@ def serve(
 ) -> Iterator[Serve]:
     """serve(tls=..., NAME=value...): the page with the body limits above, and with
     edge_app.web.server.NAME set to value."""
-    started: list[WebServer] = []
-
-    def start(tls: bool = False, **limits: float) -> WebServer:
-        for name, value in {**BODY_LIMITS, **limits}.items():
-            assert hasattr(web_server, name), name
-            monkeypatch.setattr(web_server, name, value)
-        pair = {}
-        if tls:
-            cert, key = request.getfixturevalue("certificate")
-            pair = {"tls_cert": str(cert), "tls_key": str(key)}
-        config = web_config(tmp_path, free_port(), **pair)
-        auth.write_password_file(config.web.password_file, PASSWORD)
-        server = WebServer(config, socket_path=tmp_path / "absent-door.sock")
-        server.app.router.routes[:0] = [
+    with pages(
+        tmp_path,
+        monkeypatch,
+        request,
+        [
             Route("/test/read-late", read_late, methods=["POST"]),
-            Route("/test/big", big_answer),
-        ]
-        server.start()
-        started.append(server)
-        return server
-
-    try:
+            Route("/test/big", big_answer(BIG)),
+        ],
+        BODY_LIMITS,
+    ) as start:
         yield start
-    finally:
-        for server in started:
-            server.stop()
-
-
-def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(certificate[0]))
-
-
-def connect(
-    server: WebServer,
-    source: str = "127.0.0.1",
-    context: ssl.SSLContext | None = None,
-    receive_buffer: int | None = None,
-) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    if receive_buffer is not None:  # before connecting: it sets the window offered
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.bind((source, 0))
-    sock.connect((server.host, server.port))
-    if context is None:
-        return sock
-    return context.wrap_socket(sock, server_hostname=server.host)
 
 
 def status_of(

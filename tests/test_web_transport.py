@@ -13,15 +13,13 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from test_web import web_config
-from web_support import PASSWORD, free_port, self_signed
+from web_support import PASSWORD, big_answer, client_context, connect, free_port, pages
 
 from edge_app.web import auth
 from edge_app.web import server as web_server
@@ -34,20 +32,7 @@ NOT_READ_LOG = "web response not read"
 BIG = 16 * 1024 * 1024  # the size of /test/big's answer: more than any socket buffers
 
 
-async def big_answer(request: Request) -> Response:
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(BIG // 65536):
-            yield bytes(65536)
-
-    return StreamingResponse(chunks(), media_type="application/octet-stream")
-
-
 Serve = Callable[..., WebServer]
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
@@ -55,51 +40,8 @@ def serve(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> Iterator[Serve]:
     """serve(tls=..., NAME=value...): the page, with edge_app.web.server.NAME set to value."""
-    started: list[WebServer] = []
-
-    def start(tls: bool = False, **limits: float) -> WebServer:
-        for name, value in limits.items():
-            assert hasattr(web_server, name), name
-            monkeypatch.setattr(web_server, name, value)
-        pair = {}
-        if tls:
-            cert, key = request.getfixturevalue("certificate")
-            pair = {"tls_cert": str(cert), "tls_key": str(key)}
-        config = web_config(tmp_path, free_port(), **pair)
-        auth.write_password_file(config.web.password_file, PASSWORD)
-        server = WebServer(config, socket_path=tmp_path / "absent-door.sock")
-        server.app.router.routes[:0] = [Route("/test/big", big_answer)]  # one long answer
-        server.start()
-        started.append(server)
-        return server
-
-    try:
+    with pages(tmp_path, monkeypatch, request, [Route("/test/big", big_answer(BIG))], {}) as start:
         yield start
-    finally:
-        for server in started:
-            server.stop()
-
-
-def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(certificate[0]))
-
-
-def connect(
-    server: WebServer,
-    source: str = "127.0.0.1",
-    context: ssl.SSLContext | None = None,
-    receive_buffer: int | None = None,
-) -> socket.socket:
-    """A connection to the page from `source`, over TLS with `context`."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    if receive_buffer is not None:  # before connecting: it sets the window offered
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.bind((source, 0))
-    sock.connect((server.host, server.port))
-    if context is None:
-        return sock
-    return context.wrap_socket(sock, server_hostname=server.host)
 
 
 def status_of(server: WebServer, source: str = "127.0.0.1", **tls: ssl.SSLContext) -> int:

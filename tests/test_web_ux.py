@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from test_web import Site, _multipart, add_person, names_in, serve
+from test_web import Site, _multipart, add_person, logged_in, names_in, running, serve
 from web_support import PASSWORD, csrf_of, forged_png
 
 from edge_app.events import EventLog
@@ -26,18 +26,13 @@ from edge_app.web.door import DoorStatus
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    served = serve(tmp_path_factory.mktemp("web-ux"))
-    try:
+    with running(tmp_path_factory.mktemp("web-ux")) as served:
         yield served
-    finally:
-        served.server.stop()
 
 
 @pytest.fixture
 def user(site: Site) -> Iterator[httpx.Client]:
-    site.reset_limits()
-    with site.client() as client:
-        site.login(client)
+    with logged_in(site) as client:
         yield client
 
 

@@ -11,19 +11,24 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from needs import unavailable
 
 from edge_app.paths import REPO_ROOT
+
+if TYPE_CHECKING:
+    from edge_app.web.server import WebServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -287,3 +292,82 @@ def log_in(driver, url: str, password: str) -> None:
     field.clear()
     field.send_keys(password)
     submit(driver, form)
+
+
+def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certificate[0]))
+
+
+def connect(
+    server: WebServer,
+    source: str = "127.0.0.1",
+    context: ssl.SSLContext | None = None,
+    receive_buffer: int | None = None,
+) -> socket.socket:
+    """A connection to the page from `source`, over TLS with `context`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    if receive_buffer is not None:  # before connecting: it sets the window offered
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.bind((source, 0))
+    sock.connect((server.host, server.port))
+    if context is None:
+        return sock
+    return context.wrap_socket(sock, server_hostname=server.host)
+
+
+def big_answer(size: int) -> Any:  # a Starlette endpoint
+    """An endpoint answering `size` zero bytes in 64 KiB chunks: more than socket buffers."""
+    from starlette.responses import StreamingResponse
+
+    async def answer(request: Any) -> Any:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(size // 65536):
+                yield bytes(65536)
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+    return answer
+
+
+@contextmanager
+def pages(
+    tmp_path: Path,
+    monkeypatch: Any,
+    request: Any,
+    routes: list[Any],
+    defaults: dict[str, float],
+) -> Iterator[Any]:
+    """A `serve(tls=..., NAME=value...)` for a test module: starts the real page (its door
+    socket absent) with edge_app.web.server.NAME set to value over `defaults`, `routes`
+    added in front of the page's, over TLS with the `certificate` fixture when asked; stops
+    every page it started afterwards."""
+    from test_web import web_config
+
+    from edge_app.web import auth
+    from edge_app.web import server as web_server
+    from edge_app.web.server import WebServer
+
+    started: list[WebServer] = []
+
+    def start(tls: bool = False, **limits: float) -> WebServer:
+        for name, value in {**defaults, **limits}.items():
+            assert hasattr(web_server, name), name
+            monkeypatch.setattr(web_server, name, value)
+        pair = {}
+        if tls:
+            cert, key = request.getfixturevalue("certificate")
+            pair = {"tls_cert": str(cert), "tls_key": str(key)}
+        config = web_config(tmp_path, free_port(), **pair)
+        auth.write_password_file(config.web.password_file, PASSWORD)
+        server = WebServer(config, socket_path=tmp_path / "absent-door.sock")
+        server.app.router.routes[:0] = routes
+        server.start()
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
