@@ -123,6 +123,7 @@ SCRIPTS: dict[str, tuple[list[str], str]] = {
     "site_restarts": (["--data", "{absent}", "--cache", "{cache}"], "--out"),
     "soak": (["--loops", "1"], "--out"),
     "tracker_cost": ([], "--out"),
+    "web_connections": ([], "--json"),
 }
 
 

@@ -106,12 +106,12 @@ def test_the_pages_show_times_and_read_dates_in_the_zone_as_it_is_now(
     ticks = Ticks()
     monkeypatch.setattr(wall_clock, "_LOCAL", LocalTime(zone_file, ticks=ticks))
     row = EventRow(1, NOON_UTC, "unlock", "Ada", 0.8, 1, None, None)
-    assert row.local_time == "2026-11-30 12:00:00"
+    assert row.local_time == "2026-11-30 12:00:00 UTC"
     midnight_utc = datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp()
     assert _local_midnight(date(2026, 11, 30)) == midnight_utc
     put_zone(zone_file, "America/Los_Angeles")
     ticks.now += ZONE_CHECK_SECONDS
-    assert row.local_time == "2026-11-30 04:00:00"
+    assert row.local_time == "2026-11-30 04:00:00 PST"
     assert _local_midnight(date(2026, 11, 30)) == midnight_utc + 8 * 3600
 
 
