@@ -46,6 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import outputs
+from benchmarks.loopback import free_port, stop
 from edge_app.events import SNAPSHOT_NAME, read_events
 from edge_app.reports import check_output
 
@@ -249,12 +250,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def broker(work: Path) -> Iterator[int]:
     """Debian's mosquitto on a free loopback port, anonymous, for this run only."""
@@ -357,7 +352,7 @@ def _soak(args: argparse.Namespace, work: Path) -> int:
             hub_log = stack.enter_context((work / "hub.log").open("w", encoding="utf-8"))
             command = [sys.executable, "-m", "edge_app.cli", "-v", "hub", "--config", str(config)]
             hub = subprocess.Popen(command, stdout=hub_log, stderr=subprocess.STDOUT, cwd=REPO)
-            stack.callback(_stop, hub)
+            stack.callback(stop, hub)
         code, samples, wall = run_door(
             config, work / "door.log", work, frames, hub.pid if hub else None
         )
@@ -423,16 +418,6 @@ def _settle(counter: EventCounter, recorded: int, seconds: float = 10.0) -> int:
         seen = counter.count
         time.sleep(1.0)
     return counter.count
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 if __name__ == "__main__":

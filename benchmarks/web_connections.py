@@ -32,10 +32,8 @@ import argparse
 import gc
 import logging
 import re
-import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import outputs
+from benchmarks.loopback import free_port, self_signed
 from edge_app.config import parse_config
-from edge_app.errors import UserError
 from edge_app.reports import check_output
 from edge_app.web import auth
 from edge_app.web.server import TLS_HANDSHAKE_TIMEOUT_S, WebServer
@@ -69,26 +67,6 @@ def rss_mb() -> float:
 def tls_layers() -> int:
     """SSLProtocol objects in memory, unreachable ones waiting for the collector included."""
     return sum(1 for item in gc.get_objects() if isinstance(item, SSLProtocol))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        raise UserError("needs the openssl command to make a test certificate")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 class Counter(logging.Handler):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.loopback import free_port
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 
 PASSWORD = "benchmark-password"
@@ -34,12 +34,6 @@ def memory(pid: int) -> tuple[float, float]:
     rss = int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1))  # type: ignore[union-attr]
     peak = int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1))  # type: ignore[union-attr]
     return rss / 1024, peak / 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def token(html: str) -> str:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from needs import unavailable
 
+from benchmarks import loopback
+from benchmarks.loopback import free_port
 from edge_app.paths import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -93,25 +95,10 @@ def browser_session() -> Iterator:
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A one-day self-signed certificate for 127.0.0.1 and its key, in `folder`, with the
-    openssl CLI (skips the test where it is missing)."""
+    """benchmarks.loopback.self_signed, skipping the test where openssl is missing."""
     if shutil.which("openssl") is None:
         unavailable("openssl not found (needed to make a test certificate)")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return loopback.self_signed(folder)
 
 
 def screenshot(driver, folder: Path, name: str) -> Path:
@@ -230,16 +217,6 @@ def start_hub(config: Path, url: str, log: Path) -> subprocess.Popen:
     raise AssertionError(f"the hub's web page never answered: {log.read_text()}")
 
 
-def stop_hub(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextmanager
 def served_hub(config: Path, url: str, log: Path) -> Iterator[subprocess.Popen]:
     """The hub of `config` with PASSWORD set, serving `url` until the block ends."""
@@ -248,7 +225,7 @@ def served_hub(config: Path, url: str, log: Path) -> Iterator[subprocess.Popen]:
     try:
         yield process
     finally:
-        stop_hub(process)
+        loopback.stop(process)
 
 
 _OLD_PAGE_MARK = "__edgeAppOldPage"
