@@ -428,10 +428,10 @@ class ControlServer:
             # close, after this accept: the hub, which lets a connection go and opens the
             # next at once, would be refused for its own last one.
             self._drop_hung_up()
-        others = sum(c.peer.uid != self._own_uid for c in self._clients.values())
         if self._full_for(peer):
             held_back = self._too_many.due()
             if held_back is not None:
+                others = sum(c.peer.uid != self._own_uid for c in self._clients.values())
                 log.warning(
                     "control client refused: too many clients (%d, %d of other users) %s "
                     "held_back=%d",
