@@ -30,6 +30,7 @@ from test_web import Site, _multipart, _read_all, add_person, web_config
 from web_support import PASSWORD, csrf_of, free_port
 
 from edge_app.web import auth
+from edge_app.web import server as web_server
 from edge_app.web.server import WebServer
 
 BODY_S = 1.0  # the body deadline of the page served here
@@ -64,12 +65,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("web-body")
     config = web_config(folder, free_port())
     auth.write_password_file(config.web.password_file, PASSWORD)
-    server = WebServer(
-        config,
-        socket_path=folder / "absent-door.sock",
-        upload_timeout_s=BODY_S,  # a form's and an upload's: the same here
-        form_timeout_s=BODY_S,
-    )
+    # Every cut logged (none held back as a repeat): each test reads its own cut's line.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(web_server, "REFUSAL_LOG_S", 0.0)
+        server = WebServer(
+            config,
+            socket_path=folder / "absent-door.sock",
+            upload_timeout_s=BODY_S,  # a form's and an upload's: the same here
+            form_timeout_s=BODY_S,
+        )
     # The page writes each of its answers at once; these two take their time.
     server.app.router.routes[:0] = [
         Route("/test/slow-answer", slow_answer, methods=["POST"]),
@@ -211,7 +215,10 @@ def test_a_trickled_body_gets_408_and_the_connection_closes(
             assert raw.closed_within(SLACK_S)
             time.sleep(0.1)  # the page sees the client gone; it must not log a traceback
         [line] = slow_records(caplog)
-        assert line.getMessage() == "web request too slow address=127.0.0.1 part=body limit_s=1"
+        assert (
+            line.getMessage()
+            == "web request too slow address=127.0.0.1 part=body limit_s=1 held_back=0"
+        )
         assert not tracebacks(caplog), tracebacks(caplog)
     finally:
         raw.close()

@@ -206,7 +206,7 @@ def test_a_body_that_stops_arriving_gets_408_at_the_idle_deadline(
         assert (status, body) == (408, b"no byte of the request's body arrived for 0.5 s\n")
         assert IDLE_S - 0.05 <= waited <= IDLE_S + SLACK_S, waited
         assert closed_within(sock, SLACK_S)
-    assert slow_lines(caplog) == [f"{SLOW_LOG} address=127.0.0.1 part=body idle_s=0.5"]
+    assert slow_lines(caplog) == [f"{SLOW_LOG} address=127.0.0.1 part=body idle_s=0.5 held_back=0"]
     assert status_of(server) == 200
 
 
@@ -259,7 +259,9 @@ def test_a_trickled_form_is_cut_at_its_short_deadline_and_an_upload_at_the_long_
         )
         assert limit_s - 0.05 <= waited <= limit_s + SLACK_S, waited
         assert closed_within(sock, SLACK_S)
-    assert slow_lines(caplog) == [f"{SLOW_LOG} address=127.0.0.1 part=body limit_s={limit_s:g}"]
+    assert slow_lines(caplog) == [
+        f"{SLOW_LOG} address=127.0.0.1 part=body limit_s={limit_s:g} held_back=0"
+    ]
 
 
 def test_an_upload_body_left_after_a_refusal_is_drained_for_a_form_deadline_at_most(
@@ -277,7 +279,7 @@ def test_an_upload_body_left_after_a_refusal_is_drained_for_a_form_deadline_at_m
         assert trickle(sock, until=answered + FORM_S + SLACK_S), "still open past a form's"
         assert closed_within(sock, SLACK_S)  # and no 408 after the 403
         assert time.monotonic() - answered >= FORM_S - 0.05
-    assert slow_lines(caplog) == [f"{SLOW_LOG} address=127.0.0.1 part=body limit_s=1.5"]
+    assert slow_lines(caplog) == [f"{SLOW_LOG} address=127.0.0.1 part=body limit_s=1.5 held_back=0"]
 
 
 @pytest.mark.parametrize("how", ["stops", "trickles"])
@@ -475,6 +477,38 @@ def test_refused_connections_are_logged_once_per_address_then_with_a_count(
     finally:
         for sock in held:
             sock.close()
+
+
+def test_requests_cut_for_their_pace_or_size_are_logged_once_per_address_then_with_a_count(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defect (audit s40, left low): a client sending head after oversized head (or body
+    after stalled body) wrote a WARNING line for each, unthrottled, while refused connects
+    were already held to one line per address per period."""
+    server = serve(REFUSAL_LOG_S=1.0)
+    oversized = b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 20_000
+    head_log = "web request head too large address={} limit_bytes=16384 held_back={}"
+
+    def cut(source: str) -> None:
+        with connect(server, source) as sock:
+            sock.sendall(oversized + b"\r\n\r\n")
+            assert answer(sock)[0] == 431
+
+    def head_lines() -> list[str]:
+        lines = [r.getMessage() for r in caplog.records]
+        return [line for line in lines if line.startswith("web request head too large")]
+
+    with caplog.at_level(logging.WARNING):
+        started = time.monotonic()
+        for _ in range(6):
+            cut("127.0.0.2")
+        cut("127.0.0.3")  # another address: a line of its own
+        assert time.monotonic() - started < 1.0  # all within one period
+        assert head_lines() == [head_log.format("127.0.0.2", 0), head_log.format("127.0.0.3", 0)]
+        time.sleep(max(0.0, started + 1.05 - time.monotonic()))
+        cut("127.0.0.2")
+    assert head_lines()[2:] == [head_log.format("127.0.0.2", 5)]
+    assert status_of(server) == 200
 
 
 def test_requests_answered_503_at_the_cap_are_logged_once_then_with_a_count(

@@ -99,7 +99,9 @@ TLS_READ_BYTES = 32 * 1024
 # with how many more were refused since (held_back=N), as edge_app/control.py does for its
 # refusals: a flood of connects writes a line per address every 10 s, not one per connect.
 # At most REFUSAL_LOG_ADDRESSES addresses are followed at a time (a device may have many IPv6
-# addresses); past that, the refusals of the others share one line per 10 s.
+# addresses); past that, the refusals of the others share one line per 10 s. A request cut
+# for its client's pace or size ("too slow", "head too large", "not read") is logged the same
+# way, on a RefusalLog of its own.
 REFUSAL_LOG_S = 10.0
 REFUSAL_LOG_ADDRESSES = 1024
 # The end of a request's head, as h11 finds it (h11/_receivebuffer.py).
@@ -388,6 +390,14 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
     from uvicorn.protocols.utils import get_remote_addr
 
     refusals = RefusalLog(REFUSAL_LOG_S, REFUSAL_LOG_ADDRESSES)
+    cuts = RefusalLog(REFUSAL_LOG_S, REFUSAL_LOG_ADDRESSES)
+
+    def log_cut(host: str | None, line: str, *args: object) -> None:
+        """A request cut for its client's pace or size: logged as `cuts` allows, with how
+        many cuts of that address were held back since its previous line."""
+        held_back = cuts.due(host)
+        if held_back is not None:
+            log.warning(f"{line} held_back=%d", *args, held_back)
 
     def open_from(connections: set[Any], host: str | None) -> int:
         return sum(1 for other in connections if other.client and other.client[0] == host)
@@ -642,13 +652,13 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
                 return
             host = self.client[0] if self.client else None
             if stalled:
-                log.warning(
-                    "web request too slow address=%s part=%s idle_s=%g", host, part, limit_s
+                log_cut(
+                    host, "web request too slow address=%s part=%s idle_s=%g", host, part, limit_s
                 )
                 message = f"no byte of the request's {part} arrived for {limit_s:g} s"
             else:
-                log.warning(
-                    "web request too slow address=%s part=%s limit_s=%g", host, part, limit_s
+                log_cut(
+                    host, "web request too slow address=%s part=%s limit_s=%g", host, part, limit_s
                 )
                 message = f"the request's {part} took longer than {limit_s:g} s"
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no response has begun
@@ -662,7 +672,7 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
                 return
             host = self.client[0] if self.client else None
             limit = limits.max_head_bytes
-            log.warning("web request head too large address=%s limit_bytes=%d", host, limit)
+            log_cut(host, "web request head too large address=%s limit_bytes=%d", host, limit)
             message = f"the request's line and headers are over {limit} bytes"
             _refuse(self.transport, 431, "Request Header Fields Too Large", message)
 
@@ -692,7 +702,8 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
             self._sent, self._waiting = sent, waiting > 0
             if self._stalled >= WRITE_CHECKS:
                 host = self.client[0] if self.client else None
-                log.warning(
+                log_cut(
+                    host,
                     "web response not read address=%s waiting_bytes=%d limit_s=%g",
                     host,
                     waiting,
