@@ -28,6 +28,7 @@ import importlib
 import importlib.util
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -51,7 +52,8 @@ from edge_app.errors import UserError
 log = logging.getLogger(__name__)
 
 _FACTORY_CLASSES = {
-    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
+    # gpiozero's LGPIOFactory with pins claimed at their level and freed still driven.
+    "lgpio": ("edge_app.lgpio_pins", "RelayLGPIOFactory"),
     "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
     "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
     "native": ("gpiozero.pins.native", "NativeFactory"),
@@ -123,9 +125,20 @@ def missing_factory_library(name: str) -> str | None:
 
 
 def make_pin_factory(name: str) -> object | None:
-    """A gpiozero pin factory by name; None for "auto" (gpiozero's own choice, lgpio on a Pi)."""
+    """A gpiozero pin factory by name.
+
+    "auto" is gpiozero's own choice (None), except where that choice would be lgpio (a Pi
+    with python3-lgpio, and no GPIOZERO_PIN_FACTORY in the environment): then the "lgpio"
+    factory here, whose pins a relay can claim and release without a blip or a float
+    (edge_app.lgpio_pins).
+    """
     if name == "auto":
-        return None
+        if os.environ.get("GPIOZERO_PIN_FACTORY"):
+            return None
+        try:
+            return make_pin_factory("lgpio")
+        except RelayError:
+            return None  # no lgpio, or its chip cannot be opened: gpiozero tries the others
     if name not in _FACTORY_CLASSES:
         raise RelayError(f"gpio.factory: {name!r} is not one of {', '.join(GPIO_FACTORIES)}")
     module, cls = _FACTORY_CLASSES[name]
