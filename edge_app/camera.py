@@ -51,6 +51,11 @@ _LIVE_FAILURES = 10
 # systemd watchdog (WatchdogSec=30, pinged only after a processed frame): a stall is dropped
 # and reconnected inside the process, backoff and reopen included, before systemd restarts it.
 DROP_AFTER = 5.0
+# A live source whose frames come slower than this many per DROP_AFTER is given this many of
+# its frame periods instead (camera.fps 0.2 and below): it is not dropped for being slow.
+FRAMES_BEFORE_DROP = 3
+# libcamera.controls.AfModeEnum.Continuous: the lens follows the scene.
+AF_MODE_CONTINUOUS = 2
 # Consecutive failed reads inside a video file before giving up on the rest of it.
 _FILE_FAILURES = 25
 # A clip's own frame rate is believed up to this (the config's camera.fps allows 120).
@@ -59,6 +64,14 @@ MAX_CLIP_FPS = 1000.0
 # fails. OpenCV's own default is 30 s for each: a stream server that accepts the connection
 # and then stalls would hold the camera thread 30 s per read, 10 reads before a reconnect.
 STREAM_TIMEOUT = 5.0
+
+
+def frame_drop_after(drop_after: float | None, fps: float) -> float:
+    """Seconds without a frame before a live source at `fps` counts as dropped: `drop_after`
+    when given, else DROP_AFTER or FRAMES_BEFORE_DROP frame periods, whichever is longer."""
+    if drop_after is not None:
+        return drop_after
+    return max(DROP_AFTER, FRAMES_BEFORE_DROP / fps)
 
 
 class CameraError(UserError):
@@ -280,9 +293,9 @@ class OpenCVSource(LiveSource):
         realtime: bool = False,
         backoff: Backoff = Backoff(),
         stream_timeout: float = STREAM_TIMEOUT,
-        drop_after: float = DROP_AFTER,
+        drop_after: float | None = None,
     ) -> None:
-        super().__init__(describe_source(spec), backoff, drop_after)
+        super().__init__(describe_source(spec), backoff, frame_drop_after(drop_after, fps))
         self.spec = spec
         self.realtime = realtime
         self.stream_timeout = stream_timeout
@@ -445,8 +458,14 @@ class Picamera2Source(LiveSource):
     both from one request so they show the same instant.
 
     Format names are libcamera's, which give the byte order of a little-endian word: "BGR888"
-    is R, G, B in memory, so the main array is RGB as it comes. Lores is YUV420 on a Pi 4
-    (the ISP cannot give RGB there), converted here.
+    is R, G, B in memory, so the main array is RGB as it comes. Lores is "YUV420" (the ISP
+    cannot give RGB there on a Pi 4): libcamera's three planes Y, then U (Cb), then V (Cr),
+    which OpenCV calls I420 (its "YUV420p" is YV12, V before U: colours wrong, and liveness
+    scores of real faces far lower). The YUV is asked for in BT.601 limited range
+    (libcamera's Smpte170m), the one OpenCV's conversion implements; picamera2 would choose
+    Rec709 for a main stream of 1280x720 or more. On a camera with autofocus (Camera Module
+    3) focus is continuous: libcamera starts it in manual mode at 1 m, and a face at a door
+    is closer.
     """
 
     def __init__(
@@ -456,24 +475,37 @@ class Picamera2Source(LiveSource):
         lores: tuple[int, int] = (640, 480),
         fps: float = 10.0,
         backoff: Backoff = Backoff(),
-        drop_after: float = DROP_AFTER,
+        drop_after: float | None = None,
     ) -> None:
-        super().__init__("picamera2", backoff, drop_after)
+        super().__init__("picamera2", backoff, frame_drop_after(drop_after, fps))
         self.size = size
         self.lores = lores
         self.fps = fps
         self._camera: Any = None
+        self._lores_width = lores[0]
 
     def _connect(self) -> None:
         camera = import_picamera2()()
         try:
+            import libcamera  # with picamera2 (python3-libcamera), which imports it first
+
+            controls: dict[str, Any] = {"FrameRate": self.fps}
+            if "AfMode" in camera.camera_controls:
+                controls["AfMode"] = AF_MODE_CONTINUOUS
             config = camera.create_video_configuration(
                 main={"size": self.size, "format": "BGR888"},
                 lores={"size": self.lores, "format": "YUV420"},
-                controls={"FrameRate": self.fps},
+                controls=controls,
+                colour_space=libcamera.ColorSpace.Smpte170m(),
                 buffer_count=4,
             )
             camera.configure(config)
+            # picamera2 and libcamera may adjust sizes (an odd width is made even): the
+            # lores array is as wide as its stride, and only the configured width is image.
+            lores = tuple(camera.camera_config["lores"]["size"])
+            if lores != tuple(self.lores):
+                log.info("camera lores adjusted requested=%s configured=%s", self.lores, lores)
+            self._lores_width = int(lores[0])
             camera.start()
         except Exception:
             camera.close()
@@ -486,7 +518,7 @@ class Picamera2Source(LiveSource):
         with self._camera.captured_request(wait=self._read_timeout()) as request:
             main = request.make_array("main")  # a copy: valid after the request is released
             yuv = request.make_array("lores")
-        lores = cv2.cvtColor(yuv, cv2.COLOR_YUV420p2RGB)[:, : self.lores[0]]
+        lores = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)[:, : self._lores_width]
         if not (_valid_frame(main) and _valid_frame(lores)):
             return None
         return np.ascontiguousarray(lores), main

@@ -102,15 +102,17 @@ def edgetpu_library_problem() -> str | None:
 
 
 def _load_edgetpu_delegate(runtime: Runtime) -> Any:
-    """pycoral's loader when it is importable (it knows the platform's library name)."""
+    """The Edge TPU delegate, built by the runtime whose interpreters will use it.
+
+    Not through pycoral's load_edgetpu_delegate, even where pycoral is installed: that is
+    tflite_runtime's load_delegate("libedgetpu.so.1") (pycoral/utils/edgetpu.py), which
+    would load a second TensorFlow Lite runtime into the process beside ai-edge-litert, and
+    whose import can fail with more than ImportError (a pycoral built for numpy 1.x).
+    """
     problem = edgetpu_library_problem()
     if problem is not None:
         raise OSError(problem)
-    try:
-        from pycoral.utils.edgetpu import load_edgetpu_delegate
-    except ImportError:
-        return runtime.load_delegate(EDGETPU_LIBRARY)
-    return load_edgetpu_delegate()
+    return runtime.load_delegate(EDGETPU_LIBRARY)
 
 
 def select_backend(

@@ -19,7 +19,9 @@ import pytest
 
 from edge_app.camera import (
     _LIVE_FAILURES,
+    DROP_AFTER,
     Backoff,
+    Frame,
     FrameReader,
     LiveSource,
     OpenCVSource,
@@ -191,11 +193,14 @@ def test_failed_reads_that_return_at_once_are_dropped_by_the_count(
 class FakePicamera2:
     """picamera2's Picamera2 as far as Picamera2Source uses it. captured_request waits for a
     request as picamera2 does (a Future per job, result(timeout=wait)): a stalled camera
-    raises TimeoutError when `wait` runs out; cancel_all_and_flush() cancels pending jobs."""
+    raises TimeoutError when `wait` runs out; cancel_all_and_flush() cancels pending jobs.
+    configure() makes a stream's width even, as picamera2's align_stream(optimal=False) does,
+    and records the sizes in camera_config."""
 
     instances: list[FakePicamera2] = []
     stalls: set[int] = set()  # instances (by number, from 0) that stall after `good` frames
     good = 2
+    camera_controls: dict[str, Any] = {"FrameDurationLimits": (33333, 120000000, None)}
 
     def __init__(self) -> None:
         self.number = len(self.instances)
@@ -211,6 +216,13 @@ class FakePicamera2:
 
     def configure(self, config: dict[str, Any]) -> None:
         self.config = config
+        self.camera_config = {
+            **config,
+            **{
+                stream: {**config[stream], "size": _even(config[stream]["size"])}
+                for stream in ("main", "lores")
+            },
+        }
 
     def start(self) -> None:
         pass
@@ -238,17 +250,54 @@ class FakePicamera2:
         yield job.result(timeout=timeout) if wait else job
 
 
+def _even(size: tuple[int, int]) -> tuple[int, int]:
+    return size[0] - size[0] % 2, size[1] - size[1] % 2
+
+
+def scene(width: int, height: int) -> np.ndarray:
+    """An RGB test card: a band of each of six colours, a grey ramp down the frame."""
+    colours = [(200, 40, 40), (40, 180, 60), (30, 60, 200), (224, 172, 140), (240, 220, 40)]
+    colours.append((90, 60, 160))
+    rgb = np.zeros((height, width, 3), np.uint8)
+    edges = [2 * (i * width // 12) for i in range(6)] + [width]  # even: whole 2x2 chroma blocks
+    for i, colour in enumerate(colours):
+        rgb[:, edges[i] : edges[i + 1]] = colour
+    ramp = np.linspace(0.6, 1.0, height)[:, None, None]
+    return (rgb * ramp).round().astype(np.uint8)
+
+
+def libcamera_yuv420(rgb: np.ndarray, stride: int) -> np.ndarray:
+    """`rgb` as libcamera's "YUV420" buffer, as picamera2's make_array gives it: Y, then U
+    (Cb), then V (Cr), each row padded to the stride (half of it for U and V), as one
+    (height * 3 / 2, stride) array. BT.601 limited range: the colour space asked for."""
+    height, width = rgb.shape[:2]
+    planes = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)  # Y, U, V: I420
+    y = planes[:height]
+    u = planes[height : height + height // 4].reshape(height // 2, width // 2)
+    v = planes[height + height // 4 :].reshape(height // 2, width // 2)
+
+    def padded(plane: np.ndarray, row: int) -> np.ndarray:
+        out = np.full((plane.shape[0], row), 7, np.uint8)  # padding is not image
+        out[:, : plane.shape[1]] = plane
+        return out
+
+    chroma = [padded(c, stride // 2).reshape(height // 4, stride) for c in (u, v)]
+    return np.concatenate([padded(y, stride), *chroma])
+
+
 class FakeRequest:
+    """One request: the main stream as an RGB array, lores as libcamera's YUV420 buffer of the
+    same scene, its rows padded to a stride a multiple of 64 bytes wider than the image."""
+
     def __init__(self, config: dict[str, Any]) -> None:
-        self.main_size = config["main"]["size"]
-        self.lores_size = config["lores"]["size"]
+        self.main_size = _even(config["main"]["size"])
+        self.lores_size = _even(config["lores"]["size"])
 
     def make_array(self, name: str) -> np.ndarray:
         if name == "main":
-            width, height = self.main_size
-            return np.full((height, width, 3), 100, np.uint8)
+            return scene(*self.main_size)
         width, height = self.lores_size
-        return np.full((height * 3 // 2, width), 100, np.uint8)  # YUV420 planes
+        return libcamera_yuv420(scene(width, height), stride=(width // 64 + 1) * 64 + 64)
 
 
 @pytest.fixture
@@ -256,6 +305,12 @@ def fake_picamera2(monkeypatch: pytest.MonkeyPatch) -> type[FakePicamera2]:
     module = types.ModuleType("picamera2")
     module.Picamera2 = FakePicamera2  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "picamera2", module)
+    libcamera = types.ModuleType("libcamera")  # python3-libcamera: only its colour spaces
+    libcamera.ColorSpace = types.SimpleNamespace(  # type: ignore[attr-defined]
+        Smpte170m=lambda: "Smpte170m", Rec709=lambda: "Rec709", Sycc=lambda: "Sycc"
+    )
+    monkeypatch.setitem(sys.modules, "libcamera", libcamera)
+    monkeypatch.setattr(FakePicamera2, "camera_controls", dict(FakePicamera2.camera_controls))
     monkeypatch.setattr(FakePicamera2, "instances", [])
     monkeypatch.setattr(FakePicamera2, "stalls", set())
     monkeypatch.setattr(FakePicamera2, "good", FakePicamera2.good)
@@ -312,3 +367,68 @@ def test_close_ends_a_pi_camera_read_at_once_without_waiting_for_its_timeout(
     assert camera.waits and 0 < (camera.waits[0] or 0) <= source.drop_after
     assert reader.error is None
     assert source.reconnects == 0 and drops(caplog) == []
+
+
+# What the door sees through the Pi camera
+
+
+def pi_camera_frames(source: Picamera2Source, count: int) -> list[Frame]:
+    got = []
+    for frame in source.frames():
+        got.append(frame)
+        if len(got) == count:
+            break
+    return got
+
+
+@pytest.mark.parametrize("lores", [(160, 120), (161, 121)], ids=["even", "odd"])
+def test_the_pi_cameras_detection_frame_has_the_scenes_colours(
+    fake_picamera2: type[FakePicamera2], lores: tuple[int, int]
+) -> None:
+    """Defect (audit s41, finding 1): the lores YUV420 buffer (Y, U, V) was decoded as YV12
+    (Y, V, U): every colour off by about 30 levels on average, skin tones most, and the
+    liveness score of a real face on the demo clip's frames fell from 0.80 to 0.24 (against
+    a threshold of 0.2). An odd width is configured even by picamera2; the stride's padding
+    stays out of the frame."""
+    source = Picamera2Source(size=(320, 240), lores=lores, backoff=QUICK)
+    [frame] = pi_camera_frames(source, 1)
+    width, height = lores[0] - lores[0] % 2, lores[1] - lores[1] % 2
+    assert frame.image.shape == (height, width, 3)
+    error = np.abs(frame.image.astype(int) - scene(width, height)).max(axis=2)
+    assert error.max() <= 3, error.max()  # rounding in the two conversions
+    # The main stream is RGB as it comes, and shows the same scene.
+    assert frame.main is not None and frame.main.shape == (240, 320, 3)
+
+
+def test_the_pi_camera_is_asked_for_the_colour_space_its_conversion_assumes(
+    fake_picamera2: type[FakePicamera2],
+) -> None:
+    """picamera2 picks Rec709 for a main stream of 1280x720 or more; OpenCV's YUV conversion
+    is BT.601 (Smpte170m): with Rec709 a red of (200, 40, 40) came out (186, 24, 42)."""
+    pi_camera_frames(Picamera2Source(size=(1280, 960), lores=(640, 480), backoff=QUICK), 1)
+    [camera] = fake_picamera2.instances
+    assert camera.config["colour_space"] == "Smpte170m"
+    assert camera.config["lores"]["format"] == "YUV420"
+
+
+@pytest.mark.parametrize("autofocus", [True, False])
+def test_a_camera_with_autofocus_focuses_continuously(
+    fake_picamera2: type[FakePicamera2], autofocus: bool
+) -> None:
+    """Defect (audit s41, finding 5): libcamera starts autofocus in manual mode at 1 m, so a
+    Camera Module 3 never focused on a face closer than that. A camera without autofocus
+    is not sent the control (libcamera refuses controls a camera does not have)."""
+    if autofocus:
+        fake_picamera2.camera_controls["AfMode"] = (0, 2, 0)
+    pi_camera_frames(Picamera2Source(backoff=QUICK), 1)
+    [camera] = fake_picamera2.instances
+    controls = camera.config["controls"]
+    assert controls.get("AfMode") == (2 if autofocus else None)  # AfModeContinuous
+    assert controls["FrameRate"] == 10.0
+
+
+def test_a_slow_pi_camera_is_given_three_frame_periods_before_it_counts_as_dropped() -> None:
+    """Defect (audit s41, finding 10): at camera.fps 0.1 a frame takes 10 s, twice the 5 s
+    without a frame after which a source counts as dropped: no frame would ever arrive."""
+    assert Picamera2Source(fps=10.0).drop_after == DROP_AFTER
+    assert Picamera2Source(fps=0.1).drop_after == 30.0

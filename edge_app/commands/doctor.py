@@ -108,19 +108,14 @@ def _runtime_checks() -> list[Check]:
         return [Check("runtime", "fail", str(error), "pip install ai-edge-litert")]
     runtime = backend.runtime
     checks = [Check("runtime", "ok", f"{runtime.module} {runtime.version}")]
-    try:
-        importlib.import_module("pycoral")
-        pycoral = "pycoral importable"
-    except ImportError:
-        pycoral = "pycoral not importable (optional; the delegate is loaded directly)"
     if backend.kind == "edgetpu":
-        checks.append(Check("edge tpu", "ok", f"{backend.reason}; {pycoral}"))
+        checks.append(Check("edge tpu", "ok", backend.reason))
     else:
         checks.append(
             Check(
                 "edge tpu",
                 "warn",
-                f"running on the CPU ({backend.threads} threads): {backend.reason}; {pycoral}",
+                f"running on the CPU ({backend.threads} threads): {backend.reason}",
                 "plug in the Coral and install libedgetpu built for this runtime "
                 "(feranick's libedgetpu 16.0TF2.x packages); see docs/INSTALL.md",
             )
