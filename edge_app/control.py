@@ -12,7 +12,10 @@ Protocol, version 1: one JSON object per line each way, UTF-8.
   status     -> {"status": {running, source, backend, last_frame_time, relay_active, ...}}
   subscribe  -> {"subscribed": true}, then the connection is an event stream: one event
                 object per line (the JSONL event fields plus "timestamp", Unix seconds;
-                never embeddings), and {"v": 1, "keepalive": <time>} lines when idle
+                never embeddings), and {"v": 1, "keepalive": <time>} lines when idle.
+                The stream begins with the events no subscriber was connected for (the
+                door started, or the hub restarted, a moment before it subscribed): the
+                last HELD_EVENTS of them, at most HELD_SECONDS old, each sent once
   frame      -> {"frame": "<base64 JPEG>" | null, "time": ...}: the latest detection frame,
                 or null when no frame came for `[hub] stale_seconds`
   reload     -> the same as SIGHUP (config and gallery)
@@ -82,6 +85,11 @@ OWN_USER_SLOTS = 4
 SHORT_REQUEST_SLOTS = OWN_USER_SLOTS - 1
 QUEUE_EVENTS = 256  # events waiting for a subscriber before it counts as too slow
 PENDING_EVENTS = 1024  # events between the frame loop and the server thread
+# Events published while no client was subscribed, kept for the next subscriber: a door that
+# recognises someone in its first second, before the hub's next poll found it up, or while
+# the hub restarts, lost that unlock for MQTT. Older ones are not news any more.
+HELD_EVENTS = 64
+HELD_SECONDS = 30.0
 MAX_OUTPUT = 4 * 1024 * 1024  # bytes queued for one client before it is dropped
 IDLE_SECONDS = 60.0  # a client that neither asks nor subscribes is closed after this
 # One exchange, end to end: the server closes a client that has not sent a complete request
@@ -233,6 +241,7 @@ class ControlServer:
         self.counters: Counter[str] = Counter()
         self.dropped_events = 0
         self._pending: deque[dict[str, Any]] = deque(maxlen=PENDING_EVENTS)
+        self._held: deque[tuple[float, dict[str, Any]]] = deque(maxlen=HELD_EVENTS)
         self._frame: _LatestFrame | None = None
         self._jpeg: tuple[int, bytes] | None = None  # (frame index, JPEG) cache
         self._clients: dict[int, _Client] = {}
@@ -549,6 +558,16 @@ class ControlServer:
             self._refuse(client, f"internal error ({type(error).__name__})")
             return
         self._send(client, {"v": VERSION, "ok": True, **reply})
+        if op == "subscribe":
+            self._send_held(client)
+
+    def _send_held(self, client: _Client) -> None:
+        """The events no subscriber was there for, to the one that just subscribed."""
+        now = time.monotonic()
+        held, self._held = self._held, deque(maxlen=HELD_EVENTS)
+        for at, event in held:
+            if now - at <= HELD_SECONDS and client.fileno_alive:
+                self._send(client, event)
 
     def _op_status(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
         status = dict(self.port.status())
@@ -691,9 +710,13 @@ class ControlServer:
     def _fan_out(self) -> None:
         while self._pending:
             event = self._pending.popleft()
+            heard = False
             for client in list(self._clients.values()):
                 if client.subscribed and client.fileno_alive:
                     self._send(client, event)
+                    heard = True
+            if not heard:
+                self._held.append((time.monotonic(), event))
 
     def _housekeeping(self) -> None:
         now = time.monotonic()

@@ -495,6 +495,66 @@ def test_subscribers_get_events_in_order_without_embeddings(door: Door) -> None:
     assert door.client.status()["events"] == {"recognized": 1, "unknown": 1, "relock": 1}
 
 
+def subscribed_stream(door: Door) -> socket.socket:
+    """A raw connection that asked to subscribe; stream_events reads the reply first."""
+    sock = raw(door.path)
+    sock.sendall(b'{"v": 1, "op": "subscribe"}\n')
+    return sock
+
+
+def stream_events(sock: socket.socket, quiet: float = 0.3) -> list[dict]:
+    """The event lines that arrive until the stream is quiet for `quiet` s, without the
+    subscribe reply (checked) and keepalives."""
+    sock.settimeout(quiet)
+    data = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    lines = [json.loads(line) for line in data.splitlines()]
+    if lines and "subscribed" in lines[0]:
+        assert lines.pop(0) == {"v": 1, "ok": True, "subscribed": True}
+    return [line for line in lines if "keepalive" not in line]
+
+
+def test_events_nobody_heard_go_to_the_next_subscriber_once(door: Door) -> None:
+    """Defect (audit s41, MQTT finding 1): an unlock in the door's first seconds, before the
+    hub's next status poll found the door up and it subscribed (2 of 4 door restarts), or
+    while the hub restarted, never reached MQTT: Home Assistant saw the relock alone."""
+    door.log.record("recognized", name="Alice", score=0.8, track=1)
+    door.log.record("unlock", name="Alice", score=0.8, track=1)
+    wait_for(lambda: door.client.status()["events"].get("unlock") == 1)
+    with subscribed_stream(door) as first:
+        held = stream_events(first)
+        assert [(e["type"], e["name"]) for e in held] == [
+            ("recognized", "Alice"),
+            ("unlock", "Alice"),
+        ]
+        door.log.record("relock", reason="timeout")  # heard: sent live, not held
+        assert [e["type"] for e in stream_events(first)] == ["relock"]
+    wait_for(lambda: door.server.subscribers == 0)
+    with subscribed_stream(door) as second:
+        assert stream_events(second) == []  # each held event is sent once
+
+
+def test_events_held_for_a_subscriber_are_the_latest_few_and_recent_ones(
+    door: Door, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for track in range(control.HELD_EVENTS + 10):
+        door.server.publish({"type": "unknown", "track": track})
+    wait_for(lambda: door.client.status()["events"].get("unknown") == control.HELD_EVENTS + 10)
+    with subscribed_stream(door) as sock:
+        tracks = [e["track"] for e in stream_events(sock)]
+    assert tracks == list(range(10, control.HELD_EVENTS + 10))  # the latest, in order
+    wait_for(lambda: door.server.subscribers == 0)
+    monkeypatch.setattr(control, "HELD_SECONDS", 0.2)
+    door.server.publish({"type": "unknown", "track": 1000})
+    time.sleep(0.4)  # older than HELD_SECONDS when the hub comes: not news any more
+    door.server.publish({"type": "unknown", "track": 1001})
+    wait_for(lambda: door.client.status()["events"].get("unknown") == control.HELD_EVENTS + 12)
+    with subscribed_stream(door) as sock:
+        assert [e["track"] for e in stream_events(sock)] == [1001]
+
+
 def test_status_polls_write_no_journal_lines_and_subscriptions_do(
     door: Door, caplog: pytest.LogCaptureFixture
 ) -> None:
