@@ -29,7 +29,7 @@ import dataclasses
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         cascade=engine.cascade_choice.chosen if engine.cascade_choice else "int8",
         load_average=[round(x, 2) for x in os.getloadavg()],
         machine=platform.machine(),
-        when=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        when=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     outputs.write_json(args.out, results, "--out")
     print(f"frame (detect + FaceNet, one face): median {frame_median:.1f} ms")

@@ -20,7 +20,7 @@ import os
 import platform
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +111,7 @@ def measure(models: Path, data: Path, threads: int, frames: int, rounds: int) ->
             three.append((time.perf_counter() - start) / 3)
     specs = engine.manifest.by_role(LIVENESS_ROLE)
     return {
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.liveness_cost --data ../shared/data",
         "machine": {
             "processor": platform.processor() or platform.machine(),

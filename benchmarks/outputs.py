@@ -24,7 +24,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec
 
@@ -77,5 +77,5 @@ def conditions() -> dict[str, Any]:
     return {
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "machine": platform.machine(),
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
     }

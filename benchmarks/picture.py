@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "darkness": dark_rows,
         "real_photos": photo_rows,
         "machine": platform.processor() or platform.machine(),
-        "date": datetime.now(timezone.utc).date().isoformat(),
+        "date": datetime.now(UTC).date().isoformat(),
     }
     print("| darkened by | mean grey | frames with a face found |")
     print("|---|---|---|")

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from random import Random
@@ -376,7 +376,7 @@ def _manifest(options: BuildOptions, scales: list[float], models: dict, sources:
     width, height = options.camera
     return {
         "format_version": FORMAT_VERSION,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "converter": {
             "version": __version__,
             "tensorflow": tf.__version__,

@@ -13,16 +13,11 @@ import math
 import os
 import re
 import stat
-import sys
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, published as `tomli`
-    import tomli as tomllib
 
 from edge_app import paths
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded_with_stat

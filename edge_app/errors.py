@@ -19,7 +19,7 @@ SQLITE_DISK_CODES = frozenset({SQLITE_IOERR, SQLITE_FULL})
 NOT_UTF8_TEXT = "Could not decode to UTF-8"
 
 # SQLite's fixed English text for these codes (sqlite3ErrStr), for an error that carries no
-# code: Python 3.10 sets `sqlite_errorcode` on none of them.
+# code (one raised by hand; Python 3.10, no longer supported, set none).
 SQLITE_MESSAGES = {
     "database is locked": SQLITE_BUSY,
     "attempt to write a readonly database": SQLITE_READONLY,
@@ -42,7 +42,7 @@ def first_few(items: list[str], most: int) -> str:
 
 
 def sqlite_code(error: BaseException) -> int | None:
-    """SQLite's primary result code for a sqlite3 error: the one Python reports (3.11+), else
+    """SQLite's primary result code for a sqlite3 error: the one Python reports, else
     the one SQLite's own message names, else None (an error raised by hand, another text)."""
     code = getattr(error, "sqlite_errorcode", None)
     if isinstance(code, int):

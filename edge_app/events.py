@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -136,9 +136,7 @@ class Event:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data["time"] = datetime.fromtimestamp(self.time, timezone.utc).isoformat(
-            timespec="milliseconds"
-        )
+        data["time"] = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds")
         if self.score is not None:
             data["score"] = round(self.score, 4)
         if self.source_time is not None:
@@ -713,7 +711,7 @@ class EventLog:
         self, now: float, kind: str, name: str | None, track: int | None, crop: np.ndarray
     ) -> str | None:
         folder = Path(self.snapshots)  # type: ignore[arg-type]
-        stamp = datetime.fromtimestamp(now, timezone.utc).strftime(_STAMP)[:-3]
+        stamp = datetime.fromtimestamp(now, UTC).strftime(_STAMP)[:-3]
         label = _SAFE.sub("_", name or "unknown")[:60]
         base = f"{stamp}Z_{kind}_{label}_t{track or 0}"
         path = folder / f"{base}.jpg"
@@ -813,8 +811,8 @@ class EventLog:
                 sink.fail(self._monotonic(), error)
         if self.snapshots is not None:
             self._sweep_snapshot_temporaries()
-            oldest = datetime.fromtimestamp(cutoff, timezone.utc).strftime(_STAMP)[:-3]
-            earliest = datetime.fromtimestamp(EARLIEST_TIME, timezone.utc).strftime(_STAMP)
+            oldest = datetime.fromtimestamp(cutoff, UTC).strftime(_STAMP)[:-3]
+            earliest = datetime.fromtimestamp(EARLIEST_TIME, UTC).strftime(_STAMP)
             deleted: set[str] = set()
             try:
                 for path in self._own_snapshots():

@@ -44,7 +44,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote
@@ -224,7 +224,7 @@ def describe_access(allowed: bool) -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime(UTC_FORMAT)
+    return datetime.now(UTC).strftime(UTC_FORMAT)
 
 
 def name_display(name: str) -> str:

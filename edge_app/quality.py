@@ -58,7 +58,7 @@ NEAR_DUPLICATE_COSINE = 0.98
 SAME_PERSON_COSINE = 0.36
 
 
-class Reason(str, Enum):
+class Reason(str, Enum):  # noqa: UP042 (StrEnum would change what str() and f-strings give)
     UNREADABLE = "unreadable"
     NO_FACE = "no_face"
     SEVERAL_FACES = "several_faces"

@@ -35,7 +35,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Protocol, Self
 
 from gpiozero import OutputDevice
 from gpiozero.exc import GPIOZeroError
@@ -186,16 +186,13 @@ class ReleaseEvents:
                 _report("relay release callback failed pin=GPIO%d reason=%s", self.pin, reason)
 
 
-_Closing = TypeVar("_Closing", bound="ClosedOnExit")
-
-
 class ClosedOnExit(ABC):
     """`with relay:` closes it (pin low) however the block ends."""
 
     @abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self: _Closing) -> _Closing:  # typing.Self is 3.11+; the project runs on 3.10
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

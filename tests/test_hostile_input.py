@@ -672,19 +672,18 @@ def _real_sqlite_errors(tmp_path: Path) -> dict[str, sqlite3.DatabaseError]:
 
 
 def test_sqlite_errors_are_told_apart_without_their_code(tmp_path: Path) -> None:
-    """Defect: Python 3.10 sets no `sqlite_errorcode`, so a gallery in a folder that cannot be
-    written (SQLITE_CANTOPEN, SQLITE_READONLY) was not recognised there and reading commands
-    failed with "is not a usable gallery". The errors are told apart by SQLite's own text
-    when the code is missing, as the same errors stripped of it show here."""
+    """Defect: for an error without `sqlite_errorcode` (Python 3.10 set none), a gallery in a
+    folder that cannot be written (SQLITE_CANTOPEN, SQLITE_READONLY) was not recognised and
+    reading commands failed with "is not a usable gallery". The errors are told apart by
+    SQLite's own text when the code is missing, as the same errors stripped of it show."""
     from edge_app.errors import is_damage, sqlite_code
 
     errors = _real_sqlite_errors(tmp_path)
     assert sorted(errors) == ["cannot open", "not a database", "read-only"]
     for kind, error in errors.items():
-        bare = type(error)(*error.args)  # what Python 3.10 raises: no sqlite_errorcode
+        bare = type(error)(*error.args)  # the same error without its sqlite_errorcode
         assert getattr(bare, "sqlite_errorcode", None) is None
-        if sys.version_info >= (3, 11):
-            assert sqlite_code(bare) == error.sqlite_errorcode & 0xFF, kind
+        assert sqlite_code(bare) == error.sqlite_errorcode & 0xFF, kind
         assert gallery_module._cannot_write(bare) == (kind != "not a database"), kind
         assert is_damage(bare) == (kind == "not a database"), kind
     locked = sqlite3.OperationalError("database is locked")  # another writer: not read-only

@@ -4,7 +4,7 @@ local zone as the system has it now, re-read when it changes."""
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ from edge_app.wall_clock import (
 )
 from edge_app.web.history import EventRow, _local_midnight
 
-NOON_UTC = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc).timestamp()
+NOON_UTC = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
 
 
 def zone_bytes(name: str) -> bytes:
@@ -107,7 +107,7 @@ def test_the_pages_show_times_and_read_dates_in_the_zone_as_it_is_now(
     monkeypatch.setattr(wall_clock, "_LOCAL", LocalTime(zone_file, ticks=ticks))
     row = EventRow(1, NOON_UTC, "unlock", "Ada", 0.8, 1, None, None)
     assert row.local_time == "2026-11-30 12:00:00 UTC"
-    midnight_utc = datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp()
+    midnight_utc = datetime(2026, 11, 30, tzinfo=UTC).timestamp()
     assert _local_midnight(date(2026, 11, 30)) == midnight_utc
     put_zone(zone_file, "America/Los_Angeles")
     ticks.now += ZONE_CHECK_SECONDS

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from edge_app.errors import UserError
@@ -49,7 +49,7 @@ def shown_time(seconds: float) -> str:
 
 def utc_iso(seconds: float) -> str:
     """A time in UTC, ISO 8601 (the CSV's, and <time datetime> on the page)."""
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)

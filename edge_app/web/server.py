@@ -16,7 +16,6 @@ import re
 import socket
 import ssl
 import struct
-import sys
 import threading
 import time
 import weakref
@@ -463,9 +462,6 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
 
         def __init__(self, loop: asyncio.AbstractEventLoop, http: GuardedH11Protocol) -> None:
             assert tls is not None
-            close: dict[str, Any] = {}
-            if sys.version_info >= (3, 11):  # asyncio's TLS waits for close_notify since 3.11
-                close["ssl_shutdown_timeout"] = limits.tls_close_timeout_s
             super().__init__(
                 loop,
                 http,
@@ -473,7 +469,7 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
                 None,  # type: ignore[arg-type]  # nobody awaits the handshake
                 server_side=True,
                 ssl_handshake_timeout=limits.tls_handshake_timeout_s,  # type: ignore[arg-type]
-                **close,
+                ssl_shutdown_timeout=limits.tls_close_timeout_s,
             )
             self.http = http
             http.tls_layer = self
@@ -496,9 +492,8 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
             if http is not None and http.tls_layer is self:
                 http.tls_layer = None
             self.wire = None
-            if sys.version_info >= (3, 11):  # its read buffer (Python 3.10 has none)
-                self._ssl_buffer = bytearray()
-                self._ssl_buffer_view = memoryview(self._ssl_buffer)
+            self._ssl_buffer = bytearray()  # its read buffer
+            self._ssl_buffer_view = memoryview(self._ssl_buffer)
 
         def shutdown(self) -> None:
             """uvicorn's server stopping: a handshake in progress ends now."""
