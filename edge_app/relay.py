@@ -112,9 +112,18 @@ class DoorRelay(Protocol):
 FACTORY_LIBRARIES = {"lgpio": "lgpio", "rpigpio": "RPi.GPIO", "pigpio": "pigpio"}
 
 
+def _factory_name(name: str) -> str:
+    """What `name` means here: "auto" is lgpio, the pin library of Raspberry Pi OS and the
+    only one the shipped unit lets reach the pins (docs/INSTALL.md), unless the environment
+    names gpiozero's own choice (GPIOZERO_PIN_FACTORY, left to gpiozero: "auto" again)."""
+    if name == "auto" and not os.environ.get("GPIOZERO_PIN_FACTORY"):
+        return "lgpio"
+    return name
+
+
 def missing_factory_library(name: str) -> str | None:
     """The library the pin factory `name` needs when it is not installed, else None."""
-    library = FACTORY_LIBRARIES.get(name)
+    library = FACTORY_LIBRARIES.get(_factory_name(name))
     if library is None:
         return None
     try:
@@ -125,28 +134,22 @@ def missing_factory_library(name: str) -> str | None:
 
 
 def make_pin_factory(name: str) -> object | None:
-    """A gpiozero pin factory by name.
-
-    "auto" is gpiozero's own choice (None), except where that choice would be lgpio (a Pi
-    with python3-lgpio, and no GPIOZERO_PIN_FACTORY in the environment): then the "lgpio"
-    factory here, whose pins a relay can claim and release without a blip or a float
-    (edge_app.lgpio_pins).
-    """
-    if name == "auto":
-        if os.environ.get("GPIOZERO_PIN_FACTORY"):
-            return None
-        try:
-            return make_pin_factory("lgpio")
-        except RelayError:
-            return None  # no lgpio, or its chip cannot be opened: gpiozero tries the others
-    if name not in _FACTORY_CLASSES:
+    """A gpiozero pin factory by name; None leaves the choice to gpiozero (only for "auto"
+    with GPIOZERO_PIN_FACTORY set). "auto" is otherwise "lgpio": gpiozero's lgpio factory
+    with pins a relay can claim and release without a blip or a float
+    (edge_app.lgpio_pins)."""
+    chosen = _factory_name(name)
+    if chosen == "auto":
+        return None
+    if chosen not in _FACTORY_CLASSES:
         raise RelayError(f"gpio.factory: {name!r} is not one of {', '.join(GPIO_FACTORIES)}")
-    module, cls = _FACTORY_CLASSES[name]
+    module, cls = _FACTORY_CLASSES[chosen]
     try:
         return getattr(importlib.import_module(module), cls)()
     except (ImportError, OSError, GPIOZeroError) as error:
+        shown = repr(name) if chosen == name else f"{name!r} ({chosen})"
         raise RelayError(
-            f"gpio.factory: cannot start the {name!r} pin factory ({error}); on a Raspberry Pi "
+            f"gpio.factory: cannot start the {shown} pin factory ({error}); on a Raspberry Pi "
             "install python3-lgpio (or pip install lgpio); elsewhere use --gpio mock"
         ) from None
 

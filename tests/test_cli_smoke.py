@@ -742,7 +742,9 @@ def test_doctor_warns_of_a_relay_pin_pulled_up_at_boot(
     tmp_path: Path, pin: int, active_high: str, status: str
 ) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(f"[gpio]\npin = {pin}\nactive_high = {active_high}\n")
+    # "native": a factory needing no library, so the row gets past "lgpio is not installed"
+    # on a machine without it ("auto" is lgpio) to the pin's own check.
+    config.write_text(f'[gpio]\npin = {pin}\nactive_high = {active_high}\nfactory = "native"\n')
 
     done = run(tmp_path, "doctor", "--json", "--config", str(config))
 

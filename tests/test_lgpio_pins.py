@@ -16,6 +16,7 @@ input saw from the first claim to the process's exit.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import os
 import sys
 import types
@@ -122,6 +123,7 @@ class Chip:
 
     def module(self) -> types.ModuleType:
         module = types.ModuleType("lgpio")
+        module.__spec__ = importlib.machinery.ModuleSpec("lgpio", None)  # found, as installed
         for name in dir(self):
             if not name.startswith("_") and name not in ("module", "line", "lines"):
                 setattr(module, name, getattr(self, name))
@@ -239,15 +241,29 @@ def test_lgpios_own_errors_are_refusals_with_the_remedy_not_tracebacks(
     assert "python3-lgpio" in str(refused.value) or "gpio group" in str(refused.value)
 
 
-def test_auto_takes_the_relays_lgpio_factory_where_gpiozero_would_take_lgpio(
+def test_auto_is_the_relays_lgpio_factory_unless_the_environment_names_another(
     chip: Chip, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Under the shipped unit only lgpio reaches the pins (docs/INSTALL.md): "auto" is lgpio,
+    and a chip it cannot open is the door's refusal, naming the cause, not gpiozero trying
+    pin libraries the unit forbids and failing with "Unable to load any default pin
+    factory" (audit s41, operator finding M2)."""
     from edge_app.lgpio_pins import RelayLGPIOFactory
 
     monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
     assert isinstance(relay_module.make_pin_factory("auto"), RelayLGPIOFactory)
+    assert relay_module.missing_factory_library("auto") is None  # lgpio is importable here
+    chip.refuse["gpiochip_open"] = "can not open gpiochip"
+    with pytest.raises(RelayError, match=r"the 'auto' \(lgpio\) pin factory .*can not open"):
+        relay_module.make_pin_factory("auto")
     monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "rpigpio")  # the owner's choice stands
     assert relay_module.make_pin_factory("auto") is None
-    monkeypatch.delenv("GPIOZERO_PIN_FACTORY")
-    chip.refuse["gpiochip_open"] = "can not open gpiochip"
-    assert relay_module.make_pin_factory("auto") is None  # gpiozero tries the others
+
+
+def test_auto_without_lgpio_is_a_missing_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setitem(sys.modules, "lgpio", None)  # not installed: its import fails
+    monkeypatch.delitem(sys.modules, "edge_app.lgpio_pins", raising=False)
+    monkeypatch.delitem(sys.modules, "gpiozero.pins.lgpio", raising=False)
+    with pytest.raises(RelayError, match=r"'auto' \(lgpio\) .*install python3-lgpio"):
+        relay_module.make_pin_factory("auto")

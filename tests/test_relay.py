@@ -112,8 +112,9 @@ def test_pin_in_use_is_a_user_error(factory: MockFactory) -> None:
         Relay(PIN, pin_factory=factory)
 
 
-def test_factory_names() -> None:
+def test_factory_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(make_pin_factory("mock"), MockFactory)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")  # "auto": gpiozero's choice then
     assert make_pin_factory("auto") is None
     with pytest.raises(RelayError, match="gpio.factory: 'gpio' is not one of"):
         make_pin_factory("gpio")

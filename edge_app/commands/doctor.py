@@ -372,7 +372,9 @@ def _device_checks(
             "gpio",
             "ok" if chips else "warn",
             detail,
-            "" if chips else "not a Raspberry Pi: use --gpio mock to simulate the relay",
+            ""
+            if chips
+            else 'not a Raspberry Pi: set [gpio] factory = "mock" to simulate the relay',
         )
     )
     return checks
