@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     (`edge-app list | head -1`), else (a full disk) with one error line and exit 2."""
     with _standard_streams():
         args = build_parser().parse_args(argv)
-        setup_logging(-1 if args.quiet else args.verbose)
+        quiet = args.quiet or (getattr(args, "quiet_unless_verbose", False) and not args.verbose)
+        setup_logging(-1 if quiet else args.verbose)
         return _run(args)
 
 

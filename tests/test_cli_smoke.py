@@ -773,6 +773,20 @@ def test_doctor_fails_a_missing_gallery_and_writes_json_for_any_file_name(tmp_pa
     assert "door-\\xff.toml" in checks["config"]["detail"]
 
 
+def test_doctor_prints_its_table_without_the_engines_start_up_lines(tmp_path: Path) -> None:
+    """Operator audit s41 (L5): the engine's INFO lines (the backend twice, the cascade
+    choice) came above doctor's table, which says the same in its rows. Shown with -v."""
+    config = tmp_path / "config.toml"
+    config.write_text('[gpio]\nfactory = "mock"\n')
+
+    plain = run(tmp_path, "doctor", "--config", str(config))
+    verbose = run(tmp_path, "-v", "doctor", "--config", str(config))
+
+    assert "runtime " in plain.stdout and "models " in plain.stdout  # the table's rows
+    assert " INFO " not in plain.stderr, plain.stderr
+    assert "INFO    edge_app.runtime: backend=" in verbose.stderr
+
+
 def test_enroll_json_says_why_nothing_was_enrolled(tmp_path: Path) -> None:
     """A script asking for --json got nothing on stdout when enrolment was refused."""
     text = tmp_path / "photo.jpg"

@@ -89,7 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="models folder (default: [models] dir in the config, else the installed models)",
     )
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
-    parser.set_defaults(handler=_run)
+    # The table says what the engine's start-up lines would (backend, cascade): those are
+    # shown with -v only, warnings and errors always.
+    parser.set_defaults(handler=_run, quiet_unless_verbose=True)
 
 
 def _version(package: str) -> str:
