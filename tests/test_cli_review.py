@@ -317,6 +317,36 @@ def test_doctor_asks_the_running_door_whether_it_sees(tmp_path: Path) -> None:
         door.close()
 
 
+def test_doctors_fixes_follow_what_went_wrong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Operator audit s41 (L4): a missing config file was told to "fix each problem listed";
+    the picamera2 advice said to remake the venv with --system-site-packages in a venv (the
+    installer's) that already had them."""
+    from edge_app.commands import doctor
+
+    [missing], config = doctor._config_checks(tmp_path / "absent.toml")
+    assert config is None and missing.status == "fail"
+    assert missing.fix.startswith("give the config's path with --config")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[camera]\nfps = -1\n")
+    [refused], _ = doctor._config_checks(bad)
+    assert refused.fix == "fix each problem listed, then rerun"
+
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    monkeypatch.setattr(doctor.sys, "prefix", str(venv))
+    monkeypatch.setattr(doctor.sys, "base_prefix", "/usr")
+    for setting, sees in (("true", True), ("false", False)):
+        (venv / "pyvenv.cfg").write_text(
+            f"home = /usr/bin\ninclude-system-site-packages = {setting}\n"
+        )
+        assert doctor._sees_system_packages() is sees
+        assert ("--system-site-packages" in doctor._picamera2_fix()) is not sees
+    monkeypatch.setattr(doctor.sys, "base_prefix", str(venv))  # not a venv at all
+    assert doctor._sees_system_packages()
+
+
 def test_site_show_gives_no_chmod_advice_for_a_memory_linked_to_a_device(
     tmp_path: Path,
 ) -> None:

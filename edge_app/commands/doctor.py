@@ -253,6 +253,28 @@ def _first_frame_problem(path: Path) -> str | None:
     return None
 
 
+def _sees_system_packages() -> bool:
+    """Whether this Python imports apt's packages (python3-picamera2 lives there): a plain
+    interpreter does, a venv only when made with --system-site-packages."""
+    if sys.prefix == sys.base_prefix:
+        return True
+    try:
+        lines = (Path(sys.prefix) / "pyvenv.cfg").read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    settings = {key.strip(): value.strip() for key, _, value in (x.partition("=") for x in lines)}
+    return settings.get("include-system-site-packages", "").lower() == "true"
+
+
+def _picamera2_fix() -> str:
+    if _sees_system_packages():
+        return "sudo apt install python3-picamera2"
+    return (
+        "sudo apt install python3-picamera2 and create the venv with --system-site-packages "
+        "(docs/INSTALL.md)"
+    )
+
+
 def _camera_check(source: int | str) -> Check:
     """The camera the door opens: `[camera] source` as edge_app.camera.open_source reads it."""
     from edge_app.camera import describe_source, is_live_source
@@ -267,8 +289,7 @@ def _camera_check(source: int | str) -> Check:
             "camera",
             "fail",
             f"{named}: picamera2 is not installed, so the door cannot start",
-            "sudo apt install python3-picamera2 and create the venv with "
-            "--system-site-packages (docs/INSTALL.md)",
+            _picamera2_fix(),
         )
     if source != "auto" and is_live_source(source):
         if not device.startswith("/dev/"):
@@ -325,10 +346,7 @@ def _camera_check(source: int | str) -> Check:
         "ok" if usable else "warn",
         f"picamera2 not importable{f' on a {board}' if board else ''}; "
         f"V4L2 devices: {', '.join(videos) or 'none'}",
-        ""
-        if usable
-        else "sudo apt install python3-picamera2 and create the venv with "
-        "--system-site-packages (docs/INSTALL.md), or use a USB camera (--source 0)",
+        "" if usable else f"{_picamera2_fix()}, or use a USB camera (--source 0)",
     )
 
 
@@ -468,7 +486,10 @@ def _config_checks(config_path: Path | None) -> tuple[list[Check], Config | None
     try:
         config = load_config(config_path)
     except UserError as error:
-        return [Check("config", "fail", str(error), "fix each problem listed, then rerun")], None
+        fix = "fix each problem listed, then rerun"
+        if config_path is not None and not config_path.exists():
+            fix = "give the config's path with --config, or install with sudo systemd/install.sh"
+        return [Check("config", "fail", str(error), fix)], None
     if config_path is not None:
         detail = str(config_path)
     elif paths.DEFAULT_CONFIG.is_file():
@@ -818,7 +839,11 @@ def door_check(socket: Path | None) -> Check:
     try:
         status = ControlClient(socket, timeout=DOOR_TIMEOUT).status()
     except (ControlError, OSError) as error:
-        return Check("door", "warn", str(error), "start the door: sudo systemctl start edge-app")
+        if "ermission denied" in str(error):
+            fix = "ask as the service user: sudo -u edge-app edge-app doctor"
+        else:
+            fix = "start the door: sudo systemctl start edge-app"
+        return Check("door", "warn", str(error), fix)
     # The door's own limit for fresh frames (hub.stale_seconds), judged as the hub judges it.
     limit = status.get("stale_seconds")
     if not isinstance(limit, (int, float)) or isinstance(limit, bool):
