@@ -21,6 +21,7 @@ from web_support import PASSWORD, csrf_of, forged_png
 from edge_app.events import EventLog
 from edge_app.gallery import Gallery
 from edge_app.wall_clock import local_at
+from edge_app.web import app as web_app
 from edge_app.web.door import DoorStatus
 
 
@@ -334,6 +335,28 @@ def test_the_events_pages_count_and_pager_refresh_with_its_table(
     assert f"{before + 60} events · page 1 of" in fragment
     assert 'rel="next"' in fragment and "<table" in fragment
     assert "<html" not in fragment  # the part, not the page
+
+
+def test_a_cooldown_denial_is_not_shown_as_a_warning(site: Site, user: httpx.Client) -> None:
+    """An outside audit (s40, left low): a resident recognised again seconds after their
+    unlock showed as the same yellow "denied" as a refusal worth looking into."""
+    config = site.config
+    assert config.events.db is not None
+    events = EventLog(config.events.db)
+    events.record("denied", name="Alice", score=0.8, track=7, reason="cooldown")
+    events.record("denied", name="Bob", score=0.7, track=8, reason="outside allowed hours")
+    events.close()
+    table = user.get("/events?fragment=1").text
+    rows = {
+        m[0]: m[1]
+        for m in re.findall(
+            r'data-event-person="(\w+)">\s*<td.*?<span class="([^"]+)"', table, re.S
+        )
+    }
+    assert rows["Alice"] == "badge type-denied cooldown"
+    assert rows["Bob"] == "badge type-denied"
+    css = (Path(web_app.__file__).parent / "static" / "style.css").read_text()
+    assert ".badge.type-denied.cooldown {" in css
 
 
 def test_an_unknown_address_is_a_page_with_the_way_back_for_the_owner_only(
