@@ -14,6 +14,9 @@
 #                                           config, the gallery, the events, the user and
 #                                           the units' drop-ins (systemctl edit)
 #   sudo systemd/install.sh --uninstall --purge   also delete those (biometric data!)
+#   systemd/install.sh --print-config [FILE]      print the config.toml a first install
+#                                           writes (from FILE, by default this checkout's
+#                                           config.example.toml); no root, changes nothing
 set -eu
 # Whatever umask sudo passes on, what is installed is readable (secrets set their own modes).
 umask 022
@@ -35,6 +38,90 @@ RULE=/etc/udev/rules.d/99-coral-edgetpu.rules
 LINK=/usr/local/bin/edge-app
 LOGIN_DEFS=/etc/login.defs
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+
+# commented_config EXAMPLE: the config.toml a first install writes, on standard output: the
+# example with every setting commented out ("# key = value"), its comments, blank lines and
+# [section] headers kept. The door then runs on the program's own defaults (the values
+# shown), so a default that a later release re-tunes reaches it on upgrade; only what the
+# operator un-comments is pinned. Every line of a value that spans lines (an array, a
+# multi-line string) is commented too, and a line inside one is never taken for a header.
+commented_config() {
+    if [ ! -f "$1" ] || [ ! -r "$1" ]; then
+        echo "install.sh: cannot read $1" >&2
+        return 1
+    fi
+    cat <<'HEADER'
+# This door's config, written by systemd/install.sh from config.example.toml with every
+# setting commented out: the door runs on the defaults shown, and a default that a later
+# release changes reaches this door when it is upgraded. To set a key, delete the "# " in
+# front of it (it stays under its [section] line) and edit the value; only the keys you
+# un-comment are pinned. After an upgrade, compare with the new example:
+#   diff /etc/edge-app/config.toml <the checkout>/config.example.toml
+
+HEADER
+    # ml: the delimiter of the multi-line string the line ended inside ("" for none); depth:
+    # the arrays still open. Strings and comments are skipped when counting brackets.
+    awk '
+    function scan(s,    i, n, c, q, extra) {
+        n = length(s)
+        i = 1
+        while (i <= n) {
+            if (ml != "") {
+                if (ml == "\"\"\"" && substr(s, i, 1) == "\\") { i += 2; continue }
+                if (substr(s, i, 3) == ml) {
+                    q = substr(ml, 1, 1)
+                    extra = 0
+                    while (extra < 2 && substr(s, i + 3, 1) == q) { i++; extra++ }
+                    i += 3
+                    ml = ""
+                    continue
+                }
+                i++
+                continue
+            }
+            c = substr(s, i, 1)
+            if (c == "#") return
+            if (substr(s, i, 3) == "\"\"\"" || substr(s, i, 3) == "\047\047\047") {
+                ml = substr(s, i, 3)
+                i += 3
+                continue
+            }
+            if (c == "\"") {
+                i++
+                while (i <= n && substr(s, i, 1) != "\"") {
+                    if (substr(s, i, 1) == "\\") i++
+                    i++
+                }
+                i++
+                continue
+            }
+            if (c == "\047") {
+                i++
+                while (i <= n && substr(s, i, 1) != "\047") i++
+                i++
+                continue
+            }
+            if (c == "[") depth++
+            else if (c == "]" && depth > 0) depth--
+            i++
+        }
+    }
+    BEGIN { ml = ""; depth = 0 }
+    {
+        if (ml == "" && depth == 0 && ($0 ~ /^[ \t]*(#|$)/ || $0 ~ /^[ \t]*\[/)) {
+            print
+            next
+        }
+        print "# " $0
+        scan($0)
+    }
+    ' "$1"
+}
+
+if [ "${1:-}" = --print-config ]; then
+    commented_config "${2:-$REPO/config.example.toml}"
+    exit $?
+fi
 
 mode=install
 purge=no
@@ -79,9 +166,11 @@ have_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2
 step=""
 snapshot=""
 key_tmp=""
+config_tmp=""
 finish() {
     status=$?
     if [ -n "$key_tmp" ]; then rm -f "$key_tmp"; fi
+    if [ -n "$config_tmp" ]; then rm -f "$config_tmp"; fi
     if [ -n "$snapshot" ]; then rm -rf "$snapshot"; fi
     if [ "$status" -ne 0 ] && [ -n "$step" ]; then
         echo "install.sh: FAILED while $step (exit status $status)." >&2
@@ -267,6 +356,7 @@ install_all() {
     # included: pip builds in the folder it is given (build/, *.egg-info, root-owned in the
     # user's checkout) and reuses a build/lib left there, which keeps modules deleted since.
     # Hidden folders (.git, .venv, caches), build, dist, venv and *.egg-info are left out.
+    checkout=$REPO # for the messages: REPO becomes the temporary copy, deleted at the end
     step="copying $REPO to a temporary folder"
     snapshot=$(mktemp -d)
     for entry in "$REPO"/*; do
@@ -323,12 +413,23 @@ install_all() {
     install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
     install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
     if [ -e "$CONF_DIR/config.toml" ] || [ -L "$CONF_DIR/config.toml" ]; then
-        say "kept existing $CONF_DIR/config.toml"
+        say "kept existing $CONF_DIR/config.toml: the keys set in it stay as they are, and a" \
+            "default this release changed applies only to keys it leaves out or commented;" \
+            "compare: diff $CONF_DIR/config.toml $checkout/config.example.toml"
         check_secret "$CONF_DIR/config.toml" "root:$SERVICE_USER" 640
     else
-        install -m 0640 -o root -g "$SERVICE_USER" "$REPO/config.example.toml" \
-            "$CONF_DIR/config.toml"
-        say "wrote $CONF_DIR/config.toml (edit gpio.pin and camera.source)"
+        # Written whole to a temporary file beside it, then moved into place: an interrupted
+        # install never leaves a half config that the next run would keep.
+        rm -f "$CONF_DIR"/.config.toml.new.*
+        config_tmp=$(mktemp "$CONF_DIR/.config.toml.new.XXXXXX")
+        commented_config "$REPO/config.example.toml" >"$config_tmp"
+        chown "root:$SERVICE_USER" "$config_tmp"
+        chmod 0640 "$config_tmp"
+        mv -f "$config_tmp" "$CONF_DIR/config.toml"
+        config_tmp=""
+        say "wrote $CONF_DIR/config.toml with every setting commented out (the defaults):" \
+            "un-comment and set [gpio] pin and active_high for your relay, and" \
+            "[camera] source if not the Pi camera"
     fi
     if [ -f "$UNLOCK_KEY" ] && [ ! -L "$UNLOCK_KEY" ] && [ ! -s "$UNLOCK_KEY" ]; then
         write_unlock_key
@@ -386,21 +487,36 @@ install_all() {
     fi
     step=""
 
-    cat <<EOF
+    # The first-install steps, unless this is an upgrade of a door already set up: its units
+    # were there and it has a gallery.
+    if [ -z "$new_units" ] && [ -e "$STATE_DIR/gallery.db" ]; then
+        say "done: upgraded in place; the config, keys and gallery are kept, and each unit" \
+            "is enabled or disabled as before (first-install steps: docs/INSTALL.md, section 6)"
+    else
+        cat <<EOF
 edge-app install: done. Next:
-  1. wire the relay (docs/WIRING.md) and set gpio.pin in $CONF_DIR/config.toml
+  1. wire the relay ($DOC_DIR/WIRING.md), then in $CONF_DIR/config.toml, under [gpio],
+     un-comment and set pin and active_high as WIRING.md says for your board: the default
+     active_high = true holds the strike of a board that switches on a low input (most
+     "active-low" modules) open for as long as the door runs; such a board needs false
   2. enrol people as the service user, so the daemon can read the gallery. That user must
      read the photos too, and they are biometric data: copy them, as that user, into a
      private folder of its own (never with a root cp, install or chown in $STATE_DIR)
+       sudo -u $SERVICE_USER mkdir -p -m 0700 $STATE_DIR/photos
        sudo -u $SERVICE_USER mkdir -p -m 0700 $STATE_DIR/photos/alice
        for f in alice-*.jpg; do sudo -u $SERVICE_USER tee "$STATE_DIR/photos/alice/\$f" <"\$f" >/dev/null; done
        sudo -u $SERVICE_USER $LINK enroll --db $STATE_DIR/gallery.db "Alice" $STATE_DIR/photos/alice/
-     (the gallery keeps what it needs: delete the photos after enrolling if you like)
-  3. start the door, and at every boot from now on (the installer enables no unit):
-       sudo systemctl enable --now $SERVICE.service && journalctl -u $SERVICE -f
-  4. optional, Home Assistant: fill [mqtt] in $CONF_DIR/config.toml (docs: $DOC_DIR/HOME_ASSISTANT.md),
-     then sudo systemctl enable --now $HUB_SERVICE.service && journalctl -u $HUB_SERVICE -f
+     (the gallery keeps what it needs, embeddings only: then delete the photos)
+       sudo -u $SERVICE_USER rm -r $STATE_DIR/photos/alice
+  3. check, then test the wiring before trusting it (WIRING.md, "Test it before trusting
+     it": strike, service stopped and started, a pulse, a kill, a power cut, a boot):
+       sudo -u $SERVICE_USER $LINK doctor
+  4. start the door, and at every boot from now on (the installer enables no unit):
+       sudo systemctl enable --now $SERVICE.service && journalctl -u $SERVICE
+  5. optional, Home Assistant: fill [mqtt] in $CONF_DIR/config.toml (docs: $DOC_DIR/HOME_ASSISTANT.md),
+     then sudo systemctl enable --now $HUB_SERVICE.service && journalctl -u $HUB_SERVICE
 EOF
+    fi
     if [ -n "$masked_units" ]; then
         say "masked, so not updated:$masked_units"
     fi

@@ -10,7 +10,8 @@ decides (accounts it refuses, units it leaves alone, failures) under a fake root
 
 It changes the machine (a system user, /etc/edge-app, /opt/edge-app, /var/lib/edge-app), so
 it runs only under CI (`CI=1`, set by .ci/run), as root, and never where an install exists.
-Elsewhere it skips and says why.
+Elsewhere it skips and says why. tests/test_install_config.py checks the config it writes
+(`install.sh --print-config`) on every run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,30 +157,54 @@ def test_install_enrol_run_upgrade_and_remove_as_on_a_pi() -> None:
     # nothing enabled: the hint says how, for after wiring and enrolment
     assert "sudo systemctl enable --now edge-app.service" in first.stdout
     assert f"sudo -u {USER} mkdir -p -m 0700 {STATE}/photos/alice" in first.stdout
+    assert f"sudo -u {USER} rm -r {STATE}/photos/alice" in first.stdout
+    # the relay's polarity is named before the door is started (an active-low board)
+    assert "active_high" in first.stdout.split("enable --now", 1)[0]
     assert _mode_and_owner(CONF) == (0o750, "root", USER)
     assert _mode_and_owner(CONF / "config.toml") == (0o640, "root", USER)
     assert _mode_and_owner(CONF / "unlock.key") == (0o600, USER, USER)
     assert _mode_and_owner(STATE) == (0o700, USER, USER)
+    # The config is the example with every setting commented out: nothing pinned, the
+    # defaults apply, and a default re-tuned by a later release reaches this door.
+    written = (CONF / "config.toml").read_text()
+    printed = subprocess.run(
+        ["sh", str(INSTALL), "--print-config"], capture_output=True, text=True, check=True
+    )
+    assert written == printed.stdout
+    example = tomllib.loads((REPO_ROOT / "config.example.toml").read_text())
+    assert tomllib.loads(written) == {section: {} for section in example}
     assert (Path("/usr/share/edge-app/models") / "manifest.json").is_file()
     assert LINK.resolve() == (PREFIX / "venv" / "bin" / "edge-app").resolve()
 
     # The hint's enrolment: photos private to the service user, in its own folder, copied
     # by that user (root never writes into the folder the service user owns).
     photos = STATE / "photos" / "ricardo"
-    made = subprocess.run(
-        ["runuser", "-u", USER, "--", "mkdir", "-p", "-m", "0700", str(photos)],
+    for private in (photos.parent, photos):
+        made = subprocess.run(
+            ["runuser", "-u", USER, "--", "mkdir", "-p", "-m", "0700", str(private)],
+            capture_output=True,
+            text=True,
+            env=SYSTEM_ENV,
+            cwd="/",
+        )
+        assert made.returncode == 0, made.stderr
+    for photo in sorted((DEMO / "enroll" / "Ricardo_Lagos").iterdir()):
+        _copy_as_service(photo, photos)
+    assert _mode_and_owner(photos.parent) == (0o700, USER, USER)
+    assert _mode_and_owner(photos) == (0o700, USER, USER)
+    enrolled = _as_service("enroll", "Ricardo", str(photos))
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert "enrolled 'Ricardo': 3 new sample(s), 3 in total" in enrolled.stdout
+    # the hint's last step: the photos go, the gallery keeps the embeddings
+    removed = subprocess.run(
+        ["runuser", "-u", USER, "--", "rm", "-r", str(photos)],
         capture_output=True,
         text=True,
         env=SYSTEM_ENV,
         cwd="/",
     )
-    assert made.returncode == 0, made.stderr
-    for photo in sorted((DEMO / "enroll" / "Ricardo_Lagos").iterdir()):
-        _copy_as_service(photo, photos)
-    assert _mode_and_owner(photos) == (0o700, USER, USER)
-    enrolled = _as_service("enroll", "Ricardo", str(photos))
-    assert enrolled.returncode == 0, enrolled.stderr
-    assert "enrolled 'Ricardo': 3 new sample(s), 3 in total" in enrolled.stdout
+    assert removed.returncode == 0, removed.stderr
+    assert not photos.exists()
     assert _mode_and_owner(STATE / "gallery.db") == (0o600, USER, USER)
 
     doctor = _as_service("doctor", "--json")
@@ -200,12 +226,17 @@ def test_install_enrol_run_upgrade_and_remove_as_on_a_pi() -> None:
     assert '"type": "recognized", "name": "Ricardo"' in door.stdout
     assert "relay released" in door.stderr
 
-    # An upgrade in place keeps the config, the key and the gallery, and gives a secret
-    # its owner and mode back.
+    # An upgrade in place keeps the config, the key and the gallery, gives a secret its
+    # owner and mode back, says how to compare the config with the new example, and does
+    # not print the first install's steps again.
     key = (CONF / "unlock.key").read_bytes()
+    (CONF / "config.toml").write_text(written.replace("# pin = 17", "pin = 27"))
     os.chmod(CONF / "config.toml", 0o644)
     again = _install()
     assert f"kept existing {CONF / 'config.toml'}" in again.stdout
+    assert f"diff {CONF / 'config.toml'} {REPO_ROOT}/config.example.toml" in again.stdout
+    assert "pin = 27" in (CONF / "config.toml").read_text().splitlines()
+    assert "upgraded in place" in again.stdout and "Next:" not in again.stdout
     assert f"fixed the owner and mode of {CONF / 'config.toml'}" in again.stdout
     assert _mode_and_owner(CONF / "config.toml") == (0o640, "root", USER)
     assert (CONF / "unlock.key").read_bytes() == key

@@ -11,11 +11,12 @@ and relocks while the clip goes on. --fast plays it as fast as the door can proc
 fast machine the clip then ends before the pulse does, and stopping the door relocks the
 strike (reason "close").
 
-The clip is made of still photos pasted into frames, not a person (or a print) in front of
-a camera, which is what the liveness check judges, so it runs in "log" mode here: its scores
-are reported in the events, but no decision depends on them (at a real door the default is
-"require"; docs/LIVENESS.md). With models built without a liveness model (--models) it runs
-in "off" mode, and says so.
+The clip is made of still photos pasted into frames. The liveness models are trained and
+measured on printed photos held up to a camera (docs/LIVENESS.md); a digitally composited
+clip is not that attack, and how the check scores one is not measured (in "require" mode
+this clip unlocks too). So the demo runs the check in "log" mode: its scores are reported in
+the events, and no decision depends on them (at a real door the default is "require"). With
+models built without a liveness model (--models) it runs in "off" mode, and says so.
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_clip(args.clip)
     people = _people(args.enroll)
     engine = Engine.open(args.models, backend="auto", cascade="auto")
-    # Photos pasted into a clip are not a live person: report liveness, do not require it
-    # (module docstring); without a liveness model "log" is refused, so the check is off.
+    # A composited clip is not the printed-photo attack the check is measured on: show its
+    # scores without depending on them (module docstring); without a liveness model "log" is
+    # refused, so the check is off.
     liveness = "log" if engine.has_liveness else "off"
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="edge-app-demo.") as scratch:
@@ -116,8 +118,9 @@ def _run(args: argparse.Namespace) -> int:
         )
         if liveness == "log":
             out.write(
-                'liveness mode "log": the clip is photos pasted into frames, not a live person, '
-                "so liveness is reported but not required (a real door requires it)\n"
+                'liveness mode "log": the check is measured on printed photos held to a camera, '
+                "not on photos pasted into a clip like this one, so its scores are shown, not "
+                "relied on (a real door requires it: docs/LIVENESS.md)\n"
             )
         else:
             out.write(

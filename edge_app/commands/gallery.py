@@ -58,8 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "remove",
         help="remove people and all their samples",
         description="Remove people and all their samples (all of them, or none if one is\n"
-        "not enrolled).",
-        epilog='examples:\n  edge-app remove "Alice Martin"\n  edge-app remove Bob Carol',
+        "not enrolled). Photos you copied to the door by hand to enrol them (such as\n"
+        "/var/lib/edge-app/photos/NAME) are not touched: delete them yourself.",
+        epilog='examples:\n  edge-app remove "Alice Martin"\n  edge-app remove Bob Carol\n'
+        "  sudo -u edge-app rm -r /var/lib/edge-app/photos/alice   # photos copied by hand",
         formatter_class=FORMATTER,
     )
     remove.add_argument("names", nargs="+", metavar="NAME", help=NAME_HELP)
@@ -85,9 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the gallery to a file, to move it to another door",
         description="Write every person and sample to a JSON-lines file (format:\n"
         "docs/GALLERY.md). The file holds biometric templates: it is created mode 0600;\n"
-        "move it as you would a password file.",
-        epilog="examples:\n  edge-app export front-door.jsonl\n"
-        "  edge-app export - | ssh back-door edge-app import -",
+        "move it as you would a password file. On an installed door run it as the service\n"
+        "user, which alone reads the gallery; standard output (-) is written by your shell,\n"
+        "so give that file its mode yourself (umask 077). Backing up a whole door:\n"
+        'docs/INSTALL.md, "Backup, restore, moving to a new Pi".',
+        epilog="examples:\n"
+        "  sudo -u edge-app edge-app export - | (umask 077; cat > door-gallery.jsonl)\n"
+        "  sudo -u edge-app edge-app export - | ssh back-door sudo -u edge-app edge-app import -\n"
+        "  edge-app export --db ./gallery.db front-door.jsonl",
         formatter_class=FORMATTER,
     )
     export.add_argument("out", metavar="FILE", help="output file, or - for standard output")
@@ -99,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="add the people of an exported file",
         description="Add the people of an `edge-app export` file in one transaction.\n"
         "A name enrolled in both is refused unless --replace or --merge says what to do.",
-        epilog="examples:\n  edge-app import front-door.jsonl\n"
+        epilog="examples:\n  sudo -u edge-app edge-app import - < door-gallery.jsonl\n"
         "  edge-app import --merge --db ./gallery.db front-door.jsonl",
         formatter_class=FORMATTER,
     )
