@@ -2,7 +2,9 @@
 files), parsed so that no input can raise anything but `BadJSON`.
 
 `json.loads` raises more than `JSONDecodeError` on hostile input: `RecursionError` for deep
-nesting (about 1,000 `[` fit in a 1 KB MQTT command), `ValueError` for an integer of more
+nesting (about 1,000 `[` fit in a 1 KB MQTT command; from Python 3.13 only past what the C
+stack holds, so nesting is bounded here, at MAX_DEPTH, before parsing), `ValueError` for an
+integer of more
 than 4,300 digits, `UnicodeDecodeError` for bytes that are not UTF-8. Left uncaught, any of
 them ends the thread that read the input (paho's network loop, the door's control server).
 Integers are also bounded here, so later arithmetic on them (a timestamp window) cannot
@@ -15,10 +17,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # Beyond any timestamp, count or size a command or file carries (2**53: floats stay exact).
 MAX_INT = 2**53
+# Far deeper than anything the program reads (a manifest or a command is a few levels deep),
+# and well inside Python's recursion limit (1,000) for whatever walks the value later: the
+# same refusal on every Python, whatever its recursion and C stack limits.
+MAX_DEPTH = 512
+# A string literal, whose brackets are text; and the brackets that nest.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NESTING = re.compile(rb"[\[\]{}]")
 
 
 class BadJSON(ValueError):
@@ -56,8 +66,20 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
+def _too_deep(data: bytes) -> bool:
+    """Whether the arrays and objects in `data` nest more than MAX_DEPTH deep."""
+    depth = 0
+    for bracket in _NESTING.findall(_STRING.sub(b"", data)):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
+
+
 def loads(data: bytes | bytearray | str) -> Any:
     """The parsed value of `data`; BadJSON for anything that is not plain, bounded JSON."""
+    if _too_deep(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)):
+        raise BadJSON("JSON nested too deeply")
     try:
         return json.loads(
             data,

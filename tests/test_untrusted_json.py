@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from edge_app import untrusted_json
@@ -42,6 +44,23 @@ def test_plain_json_parses_as_json_does() -> None:
         "l": [True, None],
     }
     assert untrusted_json.loads("[" * 500 + "]" * 500) is not None  # ordinary depth is fine
+
+
+@pytest.mark.parametrize("kind", [bytes, str])
+def test_nesting_is_bounded_the_same_on_every_python(kind: type) -> None:
+    """Python 3.13 parses nesting as deep as its C stack holds (3,000 levels without a
+    RecursionError), where 3.11 stopped near 1,000: the bound is the module's own. Brackets
+    inside strings are text, not nesting."""
+    deep = "[" * (untrusted_json.MAX_DEPTH + 1) + "]" * (untrusted_json.MAX_DEPTH + 1)
+    deepest = "[" * untrusted_json.MAX_DEPTH + "]" * untrusted_json.MAX_DEPTH
+    brackets = '{"s": "' + "[{" * 2000 + '", "t": "\\"[["}'
+    for text, parses in ((deep, False), (deepest, True), (brackets, True)):
+        data = text.encode() if kind is bytes else text
+        if parses:
+            assert untrusted_json.loads(data) == json.loads(text)
+        else:
+            with pytest.raises(BadJSON, match="JSON nested too deeply"):
+                untrusted_json.loads(data)
 
 
 def test_bad_json_is_a_value_error() -> None:
