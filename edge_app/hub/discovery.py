@@ -15,7 +15,9 @@ Entities, all on one device:
 The first three share the availability topic, which is online only while the hub is
 connected AND the door answers with fresh frames. The two diagnostic sensors carry no
 availability (they must be able to say what is wrong) and expire instead, so a dead hub
-leaves them unavailable rather than stale.
+leaves them unavailable rather than stale. The state is retained and Home Assistant restarts
+expire_after for a retained message, so a clean stop leaves a state that says nothing is
+known of the door (edge_app.hub.mqtt.MqttBridge.stop).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class Topics:
 
     @property
     def node(self) -> str:
+        """The Home Assistant device and unique_id prefix. Not injective (`front-door` and
+        `front_door` are both edge_door_front_door), and kept so: changing it would orphan
+        every existing install's entities. The hub names another door it sees on its device
+        (MqttBridge._check_device)."""
         return f"edge_door_{self.door_id}".replace("-", "_")
 
     @property

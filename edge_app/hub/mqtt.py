@@ -23,6 +23,12 @@ was published but not acknowledged before a connection was lost is dropped at th
 connect (paho would re-send it after the fresh state, so a stale availability or state would
 win). At most MAX_QUEUED messages wait for the broker's acknowledgement; more are dropped.
 
+A clean stop leaves a retained state that says nothing is known of the door (MqttBridge.stop:
+Home Assistant re-reads retained messages after its restarts), then availability offline.
+An empty message on a command topic (what clears a retained one) is no command: ignored. A
+broker that closes the connection before answering (a TLS port reached without TLS) is
+logged, throttled, as is another door publishing this door's Home Assistant device.
+
 Nothing on paho's network thread waits for the door: accepted unlock commands go to the door
 on their own thread (a slow or hung door socket would otherwise stall keepalives, reconnects
 and every other command).
@@ -48,6 +54,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_app import untrusted_json
 from edge_app.config import MqttConfig, host_name_problem
 from edge_app.control import ControlError
 from edge_app.errors import UserError
@@ -70,6 +77,7 @@ from edge_app.hub.signing import (
     UnlockVerifier,
     read_secret,
 )
+from edge_app.logs import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,12 @@ MAX_PACKET_BYTES = 5 + 4 + MAX_TOPIC_BYTES + PROPERTY_BYTES + MAX_COMMAND_BYTES
 # The broker's answer to an MQTT 5 CONNECT when it speaks only 3.1.1 (paho reads the 3.1.1
 # `unacceptable protocol version`, 0x01, as this reason).
 UNSUPPORTED_PROTOCOL = 0x84
+# A broker that closes every connection before its CONNACK (a TLS port reached without TLS)
+# is logged at most this often: paho's backoff retries after 1, 2, 4 ... 60 s.
+CLOSED_EARLY_LOG_SECONDS = float(RECONNECT_MAX)
+# The `problem` of the retained state a clean stop leaves: nothing reports the door until the
+# hub runs again, and Home Assistant re-reads a retained state after each of its restarts.
+STOPPED = "edge-app hub stopped: nothing reports this door until it runs again"
 
 
 class MqttError(UserError):
@@ -152,13 +166,32 @@ def make_client(
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
         except (OSError, ssl.SSLError, ValueError) as error:
-            raise MqttError(
-                f"mqtt.tls_ca: cannot use {settings.tls_ca} / tls_cert / tls_key ({error})"
-            ) from None
+            raise MqttError(_tls_refused(settings, error)) from None
     client.will_set(topics.availability, OFFLINE, qos=1, retain=True)
     client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
     client.max_queued_messages_set(MAX_QUEUED)
     return client
+
+
+def _tls_refused(settings: MqttConfig, error: BaseException) -> str:
+    """Why ssl refused the TLS files, naming only the keys that are set (a client certificate
+    and its key are optional): `mqtt.tls_ca: <file> does not exist` for a missing one, else
+    `mqtt.tls_ca, mqtt.tls_cert, mqtt.tls_key: cannot use <files> (<ssl's reason>)`."""
+    named = [
+        (key, path)
+        for key, path in (
+            ("tls_ca", settings.tls_ca),
+            ("tls_cert", settings.tls_cert),
+            ("tls_key", settings.tls_key),
+        )
+        if path is not None
+    ]
+    for key, path in named:
+        if not path.exists():
+            return f"mqtt.{key}: {path} does not exist"
+    keys = ", ".join(f"mqtt.{key}" for key, _ in named)
+    files = ", ".join(str(path) for _, path in named)
+    return f"{keys}: cannot use {files} ({error})"
 
 
 def connect_properties() -> Properties:
@@ -280,6 +313,13 @@ class MqttBridge:
         # check-and-set of _queue_full is one step, so a full queue is reported once.
         self._publish_lock = threading.Lock()
         self._fell_back = False  # this connection is MQTT 3.1.1: the broker refused MQTT 5
+        # The broker answered this connection attempt (a CONNACK, accepting or refusing): a
+        # connection closed before any answer is logged by _on_disconnect, throttled.
+        self._answered = False
+        self._closed_early = Throttle(CLOSED_EARLY_LOG_SECONDS)
+        # Another door's discovery on this door's Home Assistant device: logged, throttled.
+        self._device_topic = self.topics.config("binary_sensor", "door")
+        self._shared_device = Throttle(CLOSED_EARLY_LOG_SECONDS)
         self.client.on_subscribe = self._on_subscribe
 
     # --- Hub component ------------------------------------------------------------------------
@@ -350,13 +390,29 @@ class MqttBridge:
             )
 
     def stop(self) -> None:
-        self._stop.set()
+        """Leave a retained state that says nothing is known of the door (door offline, camera
+        unknown, strike locked, `problem` STOPPED), then availability offline.
+
+        Home Assistant re-reads retained messages after each of its restarts and restarts the
+        diagnostics' expire_after for them: the last live state would show the door connected
+        and its camera OK for 90 s while no hub runs. A hub killed with SIGKILL cannot do
+        this: the broker publishes its last will (offline) and keeps its last state."""
+        with self._publish_lock:
+            # Under the lock: a state computed before this is published before the final one,
+            # and any computed after it is the stopped state (state(), _publish_availability).
+            self._stop.set()
         with contextlib.suppress(queue.Full):
             self._unlocks.put_nowait(None)  # when full, the worker sees _stop after its request
         if self.connected.is_set():
-            info = self.client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout=2.0)
+            infos = [
+                self._publish(self.topics.state, self.state, retain=True),
+                self._publish(self.topics.availability, OFFLINE, retain=True),
+            ]
+            deadline = time.monotonic() + 2.0
+            for info in infos:
+                if info is not None:
+                    with contextlib.suppress(RuntimeError, ValueError):
+                        info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
         if self._heartbeat is not None:
@@ -397,8 +453,8 @@ class MqttBridge:
             health.reachable,
             health.frames,
         ):
+            self._publish_state()  # before the availability, as in _publish_all
             self._publish_availability()
-            self._publish_state()
         elif before.error != health.error:  # why it is down changed (or is first known)
             self._publish_state()
 
@@ -412,6 +468,7 @@ class MqttBridge:
         reason_code: Any,
         properties: Any,
     ) -> None:
+        self._answered = True
         if reason_code == UNSUPPORTED_PROTOCOL and client.protocol == mqtt.MQTTv5:
             # Falling back, rather than refusing such a broker, keeps the door working in
             # Home Assistant on an old broker, where the hub is exactly as exposed as with
@@ -448,8 +505,11 @@ class MqttBridge:
             MAX_PACKET_BYTES if client.protocol == mqtt.MQTTv5 else "none",
             len(stale),
         )
+        self._closed_early = Throttle(CLOSED_EARLY_LOG_SECONDS)  # a new outage logs at once
         self.connected.set()
         topics = [(self.topics.ha_status, 1)]
+        if self.settings.discovery:
+            topics.append((self._device_topic, 1))
         if self.verifier is not None:
             topics.append((self.topics.unlock, 1))
         if self.code_verifier is not None:
@@ -464,7 +524,16 @@ class MqttBridge:
     ) -> None:
         """Log each subscription the broker refused (its ACL): nothing would arrive on it."""
         for topic, code in zip(self._subscriptions.get(mid, []), reason_codes, strict=False):
-            if code.is_failure:
+            if code.is_failure and topic == self._device_topic:
+                log.info(
+                    "mqtt subscription refused topic=%s reason=%r: the hub cannot notice "
+                    "another door publishing this door's Home Assistant device (let user %s "
+                    "read it to be warned; docs/HOME_ASSISTANT.md)",
+                    topic,
+                    str(code),
+                    self.settings.username or "(anonymous)",
+                )
+            elif code.is_failure:
                 log.error(
                     "mqtt subscription refused topic=%s reason=%r: let user %s read it in the "
                     "broker's ACL (docs/HOME_ASSISTANT.md); until then nothing sent there arrives",
@@ -491,6 +560,7 @@ class MqttBridge:
         properties: Any,
     ) -> None:
         was = self.connected.is_set()
+        answered, self._answered = self._answered, False
         self.connected.clear()
         if was and self._fell_back:
             # The 3.1.1 connection this fell back to has ended: the next one asks for MQTT 5
@@ -503,6 +573,19 @@ class MqttBridge:
                 self._where,
                 str(reason_code),
             )
+        elif not self._stop.is_set() and not answered:
+            # The TCP connection was made (else _on_connect_fail), the CONNECT sent, and the
+            # broker closed it without a CONNACK: what Mosquitto's TLS listener does with a
+            # plain connection ("wrong version number" in its log), nothing said on our side.
+            held_back = self._closed_early.due()
+            if held_back is not None:
+                log.warning(
+                    "mqtt cannot connect %s: the broker closed the connection before "
+                    "answering: a TLS port without mqtt.tls_ca, or a broker that refuses this "
+                    "client; retrying with backoff held_back=%d",
+                    self._where,
+                    held_back,
+                )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # Runs on paho's network thread: an exception escaping here would end that thread for
@@ -518,6 +601,12 @@ class MqttBridge:
             if topic == self.topics.ha_status:
                 if message.payload == b"online":
                     self._resend_for_home_assistant()
+            elif topic in (self.topics.unlock, self.topics.lock_command) and not message.payload:
+                # What clears a retained message (`mosquitto_pub -r -n`, after the hub said
+                # "retained command ignored"): no command, and no `denied` event to alarm on.
+                log.debug("mqtt empty message ignored topic=%s (a retained one cleared)", topic)
+            elif topic == self._device_topic:
+                self._check_device(message)
             elif topic == self.topics.unlock:
                 self._command(message)
             elif topic == self.topics.lock_command:
@@ -527,6 +616,34 @@ class MqttBridge:
             if topic in (self.topics.unlock, self.topics.lock_command):
                 with contextlib.suppress(Exception):
                     self._refuse(f"internal error ({type(error).__name__})", topic=topic)
+
+    def _check_device(self, message: mqtt.MQTTMessage) -> None:
+        """Log another door whose discovery uses this door's Home Assistant device (door ids
+        that differ only in `-` and `_`, as edge_door_front_door is both `front-door`'s and
+        `front_door`'s, or the same door_id under another topic_prefix): the two overwrite
+        each other's entities. Only live messages: a retained one may be this door's own
+        from before its door_id or topic_prefix changed, which the hub's publish replaces."""
+        if message.retain or not message.payload:
+            return
+        try:
+            config = untrusted_json.loads(bytes(message.payload))
+        except untrusted_json.BadJSON:
+            return
+        other = config.get("state_topic") if isinstance(config, dict) else None
+        if not isinstance(other, str) or other == self.topics.state:
+            return
+        held_back = self._shared_device.due()
+        if held_back is not None:
+            log.error(
+                "mqtt another door publishes this door's Home Assistant device %s (its state "
+                "topic %r, this door's %r): their entities overwrite each other; give each "
+                "door a door_id that differs in more than - and _ (docs/HOME_ASSISTANT.md) "
+                "held_back=%d",
+                self.topics.node,
+                other[:200],
+                self.topics.state,
+                held_back,
+            )
 
     def _resend_for_home_assistant(self) -> None:
         now = time.monotonic()
@@ -643,11 +760,17 @@ class MqttBridge:
 
     # --- publishing ----------------------------------------------------------------------------
 
-    def _publish(self, topic: str, payload: Any, *, retain: bool = False) -> None:
+    def _publish(
+        self, topic: str, payload: Any, *, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo | None:
+        """Publish with QoS 1 while connected (None when not). payload: a string, something
+        for json.dumps, or a function that returns one, called under the publishing lock (so
+        that states are sent in the order they were computed in)."""
         if not self.connected.is_set():
-            return  # never queued: retained state is re-sent on connect
-        data = payload if isinstance(payload, str) else json.dumps(payload)
+            return None  # never queued: retained state is re-sent on connect
         with self._publish_lock:
+            value = payload() if callable(payload) else payload
+            data = value if isinstance(value, str) else json.dumps(value)
             info = self.client.publish(topic, data, qos=1, retain=retain)
             full = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE
             was_full, self._queue_full = self._queue_full, full
@@ -658,13 +781,17 @@ class MqttBridge:
                 MAX_QUEUED,
                 topic,
             )
+        return info
 
     def _publish_all(self) -> None:
-        """Discovery, then availability, state and last person: all Home Assistant needs."""
+        """Discovery, state, last person, then availability: all Home Assistant needs. The
+        availability comes last, so that the door's entities become available with the fresh
+        state, not with the one the broker kept from before (an `unlocked` strike left by a
+        hub killed mid-pulse)."""
         self._publish_discovery()
-        self._publish_availability()
         self._publish_state()
         self._publish_last_person()
+        self._publish_availability()
 
     def _publish_discovery(self) -> None:
         if not self.settings.discovery:
@@ -675,11 +802,28 @@ class MqttBridge:
             self._publish(topic, "", retain=True)
 
     def _publish_availability(self) -> None:
+        self._publish(self.topics.availability, self._availability, retain=True)
+
+    def _availability(self) -> str:
         with self._lock:
-            value = ONLINE if self._health.healthy else OFFLINE
-        self._publish(self.topics.availability, value, retain=True)
+            return ONLINE if self._health.healthy and not self._stop.is_set() else OFFLINE
 
     def state(self) -> dict[str, Any]:
+        """The retained state; once stop() has begun, what the stopped hub leaves (the door
+        offline and its camera unknown, which Home Assistant's diagnostics show as
+        disconnected and a problem, and the strike locked, as it is again after a pulse)."""
+        if self._stop.is_set():
+            return {
+                "strike": "locked",
+                "door": OFFLINE,
+                "camera": "unknown",
+                "problem": STOPPED,
+                "source": None,
+                "backend": None,
+                "gallery_people": None,
+                "liveness": None,
+                "updated": _iso(time.time()),
+            }
         with self._lock:
             health = self._health
             status = health.status or {}
@@ -696,7 +840,7 @@ class MqttBridge:
             }
 
     def _publish_state(self) -> None:
-        self._publish(self.topics.state, self.state(), retain=True)
+        self._publish(self.topics.state, self.state, retain=True)
 
     def _publish_last_person(self) -> None:
         with self._lock:

@@ -1,0 +1,326 @@
+"""Findings of the Home Assistant / MQTT audit (a real Mosquitto and Home Assistant core),
+each checked against its fix: a plain connection to the broker's TLS port says why it fails;
+a clean hub stop leaves a retained state that says nothing is known of the door (not the
+last live one, which Home Assistant shows again after its restart), and a connecting hub
+sends its state before `online`; an empty message on a
+command topic (clearing a retained one) is no refused command; another door publishing this
+door's Home Assistant device is named; a TLS file error names only the keys that are set.
+Real Mosquitto (tests/test_mqtt.py's broker, with its openssl-made test CA) where a broker
+is needed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+from test_mqtt import (
+    BASE,
+    CODE,
+    Broker,
+    FedDoor,
+    Observer,
+    RunningHub,
+    availability,
+    broker,
+    door,
+    hub_settings,
+    observer,
+    test_ca,
+)
+
+from edge_app.config import parse_config
+from edge_app.hub.code import write_code_file
+from edge_app.hub.discovery import Topics, entities
+from edge_app.hub.door import DoorLink
+from edge_app.hub.mqtt import MqttBridge, MqttError, make_client
+
+__all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
+
+CLOSED_EARLY = "the broker closed the connection before answering"
+
+
+def wait_for(check: Any, timeout: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what or check}")
+        time.sleep(0.05)
+
+
+def test_a_plain_connection_to_the_tls_port_says_why_it_fails(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No tls_ca, and the broker's TLS port (the docs' 8883 with tls_ca forgotten): the TCP
+    connection is made, Mosquitto fails the TLS handshake on the CONNECT ("wrong version
+    number" in its log) and closes it. The hub used to log nothing at all after "mqtt
+    connecting"; it must say what happened and what to check, once, not at every retry."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    config = hub_settings(broker, tmp_path, tls=False, port=broker.tls_port)
+    bridge = MqttBridge(config.mqtt, DoorLink(tmp_path / "door.sock"))
+    closed: list[float] = []
+    on_disconnect = bridge._on_disconnect
+
+    def counted(*args: Any) -> None:
+        closed.append(time.monotonic())
+        on_disconnect(*args)
+
+    bridge.client.on_disconnect = counted
+    bridge.start()
+    try:
+        wait_for(lambda: CLOSED_EARLY in caplog.text, what="the closed-early line")
+        lines = [r.getMessage() for r in caplog.records if CLOSED_EARLY in r.getMessage()]
+        assert lines[0] == (
+            f"mqtt cannot connect host=127.0.0.1 port={broker.tls_port}: {CLOSED_EARLY}: a TLS "
+            "port without mqtt.tls_ca, or a broker that refuses this client; retrying with "
+            "backoff held_back=0"
+        )
+        # paho retries after 1 s and 2 s more: the broker closed each, the journal got one line.
+        wait_for(lambda: len(closed) >= 3, timeout=10, what="two retries")
+        assert len([r for r in caplog.records if CLOSED_EARLY in r.getMessage()]) == 1
+        assert not bridge.connected.is_set()
+    finally:
+        bridge.stop()
+
+
+def test_a_refused_login_is_not_reported_as_a_closed_connection(
+    broker: Broker, door: FedDoor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that answers (a CONNACK refusing the password) and then closes: its own line,
+    which names the credentials, and not the closed-early one as well."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    hub = RunningHub(hub_settings(broker, tmp_path, door, password="wrong"))
+    try:
+        wait_for(lambda: "mqtt connection refused" in caplog.text, what="refused line")
+        time.sleep(1.5)  # a retry
+        assert CLOSED_EARLY not in caplog.text
+    finally:
+        hub.stop()
+
+
+def render(template: str, payload: str) -> str:
+    """A discovery value template rendered against a state payload (Home Assistant's MQTT
+    templates are Jinja with `value_json`; tests/test_home_assistant.py uses its own)."""
+    return jinja2.Environment().from_string(template).render(value_json=json.loads(payload))
+
+
+def test_a_clean_stop_leaves_a_state_that_says_nothing_is_known(
+    broker: Broker, observer: Observer, door: FedDoor, tmp_path: Path
+) -> None:
+    """Home Assistant re-reads retained messages after its restart and restarts the
+    diagnostics' expire_after for them: a stopped hub's last live state (door online, camera
+    OK, maybe the strike open) would show for 90 s while nothing reports the door. A clean
+    stop replaces it with the door offline, its camera unknown and the strike locked, then
+    says offline."""
+    code_file = tmp_path / "unlock.code"
+    write_code_file(code_file, CODE)
+    hub = RunningHub(hub_settings(broker, tmp_path, door, unlock_code_file=str(code_file)))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        live = json.loads(observer.wait(lambda: observer.last(f"{BASE}/state"), what="state"))
+        assert (live["door"], live["camera"]) == ("online", "ok")
+        # A pulse in progress when the hub stops: the strike must not stay unlocked.
+        door.log.record("unlock", name="Alice", score=0.8, track=1)
+        observer.wait(
+            lambda: json.loads(observer.last(f"{BASE}/state") or "{}").get("strike") == "unlocked",
+            what="strike unlocked",
+        )
+    finally:
+        hub.stop()
+
+    late = Observer(broker)  # Home Assistant after a restart: the retained messages only
+    try:
+        late.wait(
+            lambda: late.on(f"{BASE}/state") and late.on(f"{BASE}/availability"), what="retained"
+        )
+        time.sleep(0.3)
+        assert [m.payload for m in late.on(f"{BASE}/availability")] == [b"offline"]
+        [retained] = late.on(f"{BASE}/state")
+        assert retained.retain
+    finally:
+        late.close()
+    state = retained.json()
+    assert state["door"] == "offline" and state["camera"] == "unknown"
+    assert state["strike"] == "locked" and state["problem"] == (
+        "edge-app hub stopped: nothing reports this door until it runs again"
+    )
+    assert [state[k] for k in ("source", "backend", "gallery_people", "liveness")] == [None] * 4
+    # The same fields as a live state: the discovery templates read it as they read any.
+    assert set(state) == set(live)
+    # What the final state is was published before the availability said offline.
+    order = [
+        m.topic for m in observer.messages if m.topic in (f"{BASE}/state", f"{BASE}/availability")
+    ]
+    assert order[-2:] == [f"{BASE}/state", f"{BASE}/availability"], order[-4:]
+
+    # Home Assistant's entities on that state: door process off (disconnected), camera a
+    # problem (nothing known of it), the strike locked, with the lock and the read-only sensor.
+    topics = Topics.of(hub.bridge.settings)
+    configs = {**entities(topics, lock=True), **entities(topics, lock=False)}
+    shown = {
+        topic.split("/")[1] + "/" + topic.split("/")[3]: render(
+            c["value_template"], retained.payload.decode()
+        )
+        for topic, c in configs.items()
+        if c.get("state_topic") == topics.state
+    }
+    assert shown == {
+        "lock/strike": "LOCKED",
+        "binary_sensor/strike": "OFF",
+        "binary_sensor/door": "OFF",
+        "binary_sensor/camera": "ON",
+    }
+
+
+def test_the_state_comes_before_the_availability(
+    broker: Broker, observer: Observer, door: FedDoor, tmp_path: Path
+) -> None:
+    """A hub killed mid-pulse leaves `"strike": "unlocked"` retained. When a hub connects
+    (and when the door comes back), its fresh state is sent before `online`, so the strike
+    becomes available with it, never with the stale one."""
+    hub = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+    finally:
+        hub.stop()
+    sent = [m for m in observer.messages if m.topic in (f"{BASE}/state", f"{BASE}/availability")]
+    # Each availability after a state (the connect's, then the door's becoming healthy).
+    for index, message in enumerate(sent):
+        if message.topic == f"{BASE}/availability":
+            assert index > 0 and sent[index - 1].topic == f"{BASE}/state", [
+                (m.topic, m.payload[:40]) for m in sent
+            ]
+
+
+def test_an_empty_message_on_a_command_topic_is_ignored_quietly(
+    broker: Broker,
+    observer: Observer,
+    door: FedDoor,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`mosquitto_pub -r -n -t <base>/unlock` deletes a retained message (what the hub's
+    "retained command ignored" asks for): subscribers get it as an empty live message. It is
+    no command, so no `denied` event (which fires the documented "remote unlock refused"
+    notification): only a debug line."""
+    caplog.set_level(logging.DEBUG, logger="edge_app")
+    code_file = tmp_path / "unlock.code"
+    write_code_file(code_file, CODE)
+    hub = RunningHub(hub_settings(broker, tmp_path, door, unlock_code_file=str(code_file)))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        for topic in (f"{BASE}/unlock", f"{BASE}/lock/set"):
+            observer.publish(topic, b"", retain=True)  # a retained message cleared
+            observer.publish(topic, b"")
+        # Then a real (bad) command on each: messages are handled in order, so once these are
+        # refused, the empty ones before them were handled.
+        observer.publish(f"{BASE}/unlock", b"not json")
+        observer.publish(f"{BASE}/lock/set", b"not json")
+        observer.wait(lambda: len(observer.on(f"{BASE}/event")) >= 2, what="two refusals")
+        time.sleep(0.3)
+        denied = observer.on(f"{BASE}/event")
+        assert len(denied) == 2, [m.payload for m in denied]
+        assert all(m.json()["type"] == "denied" for m in denied)
+        for topic in (f"{BASE}/unlock", f"{BASE}/lock/set"):
+            ignored = f"mqtt empty message ignored topic={topic} (a retained one cleared)"
+            lines = [r for r in caplog.records if r.getMessage() == ignored]
+            assert len(lines) == 2 and all(r.levelno == logging.DEBUG for r in lines)
+        assert door.pin_states == [False]
+    finally:
+        hub.stop()
+
+
+def test_another_door_on_this_doors_home_assistant_device_is_named(
+    broker: Broker, observer: Observer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`front-door` and `front_door` are both edge_door_front_door in Home Assistant (a `-`
+    becomes `_` there, so every existing install keeps its entities): the second hub's
+    discovery overwrites the first's entities. The hub that sees the other's config says so.
+    A door's own retained config from before its topic_prefix changed is no other door."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # One door, first under another topic_prefix: its retained config names another state
+    # topic, and the restarted hub must not take it for another door.
+    first = RunningHub(
+        hub_settings(broker, tmp_path / "a", door_id="front-door", topic_prefix="old")
+    )
+    observer.wait(lambda: observer.on("old/front-door/availability"), what="old prefix")
+    first.stop()
+    front_dash = RunningHub(hub_settings(broker, tmp_path / "a", door_id="front-door"))
+    try:
+        observer.wait(lambda: observer.on("edge-door/front-door/availability"), what="dash")
+        time.sleep(0.5)
+        assert "another door publishes" not in caplog.text
+
+        front_underscore = RunningHub(hub_settings(broker, tmp_path / "b", door_id="front_door"))
+        try:
+            observer.wait(lambda: observer.on("edge-door/front_door/availability"), what="_")
+            wait_for(lambda: "another door publishes" in caplog.text, what="the collision")
+        finally:
+            front_underscore.stop()
+    finally:
+        front_dash.stop()
+    [line] = [r for r in caplog.records if "another door publishes" in r.getMessage()]
+    assert line.levelno == logging.ERROR
+    assert line.getMessage() == (
+        "mqtt another door publishes this door's Home Assistant device edge_door_front_door "
+        "(its state topic 'edge-door/front_door/state', this door's "
+        "'edge-door/front-door/state'): their entities overwrite each other; give each door "
+        "a door_id that differs in more than - and _ (docs/HOME_ASSISTANT.md) held_back=0"
+    )
+    # The mapping itself is unchanged: existing installs keep their unique_ids.
+    assert Topics.of(hub_settings(broker, tmp_path / "a", door_id="front-door").mqtt).node == (
+        "edge_door_front_door"
+    )
+
+
+def tls_settings(tmp_path: Path, **files: Path) -> Any:
+    return parse_config(
+        {"mqtt": {"host": "127.0.0.1", "port": 8883, **{k: str(v) for k, v in files.items()}}}
+    ).mqtt
+
+
+def refusal(settings: Any) -> str:
+    with pytest.raises(MqttError) as refused:
+        make_client(settings, "test", Topics.of(settings))
+    return str(refused.value)
+
+
+def test_a_tls_file_error_names_only_the_keys_that_are_set(
+    tmp_path: Path, test_ca: dict[str, Path]
+) -> None:
+    """It used to read `mqtt.tls_ca: cannot use /nonexistent/ca.pem / tls_cert / tls_key
+    ([Errno 2] ...)` when neither tls_cert nor tls_key was set."""
+    missing = tmp_path / "nonexistent" / "ca.pem"
+    assert (
+        refusal(tls_settings(tmp_path, tls_ca=missing)) == f"mqtt.tls_ca: {missing} does not exist"
+    )
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    message = refusal(tls_settings(tmp_path, tls_ca=garbage))
+    assert message.startswith(f"mqtt.tls_ca: cannot use {garbage} ("), message
+    assert "tls_cert" not in message and "tls_key" not in message
+
+    certs = test_ca
+    # A client certificate set but missing: that key, not the CA.
+    absent = tmp_path / "client.pem"
+    message = refusal(
+        tls_settings(tmp_path, tls_ca=certs["ca"], tls_cert=absent, tls_key=certs["server_key"])
+    )
+    assert message == f"mqtt.tls_cert: {absent} does not exist"
+    # All three set, and ssl refuses the pair (a key that is not the certificate's): all named.
+    message = refusal(
+        tls_settings(
+            tmp_path, tls_ca=certs["ca"], tls_cert=certs["server"], tls_key=certs["ca_key"]
+        )
+    )
+    assert message.startswith(
+        f"mqtt.tls_ca, mqtt.tls_cert, mqtt.tls_key: cannot use {certs['ca']}, "
+        f"{certs['server']}, {certs['ca_key']} ("
+    ), message
