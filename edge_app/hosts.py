@@ -60,15 +60,38 @@ def read_authority(
     return Authority(host=name or match["ipv6"], port=port, ipv6=name is None)
 
 
+def address_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as a browser writes it in a URL (the URL Standard's serializer): IPv4 in
+    dotted decimal; IPv6 as eight hexadecimal pieces without leading zeros, the first longest
+    run of two or more zero pieces written "::". Python's own text differs from 3.13 on for an
+    IPv4-mapped address ("::ffff:127.0.0.1", where a browser sends "::ffff:7f00:1")."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    packed = address.packed
+    pieces = [f"{packed[i] << 8 | packed[i + 1]:x}" for i in range(0, 16, 2)]
+    best, best_length, start = 0, 0, None
+    for index, piece in enumerate([*pieces, "end"]):
+        if piece == "0":
+            start = index if start is None else start
+            continue
+        if start is not None and index - start >= 2 and index - start > best_length:
+            best, best_length = start, index - start
+        start = None
+    if not best_length:
+        return ":".join(pieces)
+    return ":".join(pieces[:best]) + "::" + ":".join(pieces[best + best_length :])
+
+
 def normal_host(authority: Authority) -> str:
     """The host as a browser writes it in an origin: a name in lower case, an IPv6 address
     compressed and without its brackets; ValueError when the brackets hold no IPv6 address."""
     if not authority.ipv6:
         return authority.host.lower()
     try:
-        return ipaddress.IPv6Address(authority.host).compressed
+        address = ipaddress.IPv6Address(authority.host)
     except ValueError:
         raise ValueError(f"[{authority.host}] is not an IPv6 address") from None
+    return address_text(address)
 
 
 def port_problem(port: int) -> str | None:
@@ -78,6 +101,10 @@ def port_problem(port: int) -> str | None:
     return f"port {port} is out of range (1 to {MAX_PORT})"
 
 
+# The longest label (the part between dots) a host name may have (RFC 1035).
+MAX_LABEL = 63
+
+
 def host_name_problem(host: str) -> str | None:
     """The one rule for a host name the resolver can use (mqtt.host when the config is read
     and again in edge_app.hub.mqtt.make_client; the host of web.public_origin): None if fine.
@@ -85,11 +112,21 @@ def host_name_problem(host: str) -> str | None:
     Python's resolver encodes a name with the idna codec, which refuses an empty label (as
     in `a..b` or `.`) or one of more than 63 characters with UnicodeError, not OSError, so a
     caller expecting network errors would not catch it (paho's network thread ends on it).
+    The reason is said here, the same on every Python (the codec's own words differ: "label
+    empty or too long" on 3.11, "label empty" or "label too long" on 3.13).
     """
     try:
         host.encode("idna")
     except UnicodeError as error:
-        reason = str(error.__cause__ or error)
+        labels = host.split(".")
+        if len(labels) > 1 and not labels[-1]:
+            labels.pop()  # a name may end with a dot (the root)
+        if any(not label for label in labels):
+            reason = "an empty label"
+        elif any(len(label) > MAX_LABEL for label in labels):
+            reason = f"a label of more than {MAX_LABEL} characters"
+        else:
+            reason = str(error.__cause__ or error)
         return f"{host!r} is not a valid host name ({reason})"
     return None
 

@@ -476,9 +476,12 @@ def test_a_nul_character_is_refused_in_every_path_key(tmp_path: Path) -> None:
         (
             "https://door..example",
             "web.public_origin: 'https://door..example': 'door..example' is not a valid host "
-            "name (label empty or too long)",
+            "name (an empty label)",
         ),
-        ("https://" + "a" * 64 + ".example", "is not a valid host name (label empty or too long)"),
+        (
+            "https://" + "a" * 64 + ".example",
+            "is not a valid host name (a label of more than 63 characters)",
+        ),
         ("https://999.1.1.1", "'https://999.1.1.1': '999.1.1.1' is not an IPv4 address"),
         ("https://[1::2::3]", "'https://[1::2::3]': [1::2::3] is not an IPv6 address"),
     ],
@@ -533,12 +536,21 @@ def test_a_name_ending_in_a_hex_number_is_read_as_ipv4(host: str) -> None:
 # --- mqtt.host ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host", ["broker..lan", "a" * 64 + ".lan", ".", ".broker.lan"])
-def test_a_host_name_the_resolver_refuses_is_a_config_error(host: str) -> None:
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("broker..lan", "an empty label"),
+        ("a" * 64 + ".lan", "a label of more than 63 characters"),
+        (".", "an empty label"),
+        (".broker.lan", "an empty label"),
+    ],
+)
+def test_a_host_name_the_resolver_refuses_is_a_config_error(host: str, reason: str) -> None:
     """Such a name passes the host pattern, but the resolver raises UnicodeError on it (paho's
-    network thread died on it): refused when the config is read, naming mqtt.host."""
+    network thread died on it): refused when the config is read, naming mqtt.host. The
+    reason is the program's own: the idna codec's words differ between Python 3.11 and 3.13."""
     text = errors_of({"mqtt": {"host": host}})
-    assert f"mqtt.host: {host!r} is not a valid host name (label empty or too long)" in text
+    assert f"mqtt.host: {host!r} is not a valid host name ({reason})" in text
     assert "1 problem(s)" in text and len(text.splitlines()) == 2
 
 

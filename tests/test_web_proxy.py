@@ -8,6 +8,7 @@ what is being tested, and httpx would not send one over the test's plain HTTP.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import zlib
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from edge_app.config import (
     split_origin,
 )
 from edge_app.gallery import Gallery, NewSample
+from edge_app.hosts import address_text
 from edge_app.web import auth
 from edge_app.web.origins import Origins, split_host
 from edge_app.web.server import WebServer, is_loopback
@@ -517,36 +519,36 @@ HOST_GRAMMAR: list[tuple[str, object, object, str | None, object]] = [
     (
         "door.example..",
         ("door.example..", None),
-        ": 'door.example..' is not a valid host name (label empty or too long)",
-        "label empty or too long",
+        ": 'door.example..' is not a valid host name (an empty label)",
+        "an empty label",
         None,
     ),
     (
         ".door.example",
         (".door.example", None),
-        ": '.door.example' is not a valid host name (label empty or too long)",
-        "label empty or too long",
+        ": '.door.example' is not a valid host name (an empty label)",
+        "an empty label",
         None,
     ),
     (
         "a..b",
         ("a..b", None),
-        ": 'a..b' is not a valid host name (label empty or too long)",
-        "label empty or too long",
+        ": 'a..b' is not a valid host name (an empty label)",
+        "an empty label",
         None,
     ),
     (
         ".",
         (".", None),
-        ": '.' is not a valid host name (label empty or too long)",
-        "label empty or too long",
+        ": '.' is not a valid host name (an empty label)",
+        "an empty label",
         None,
     ),
     (
         "..",
         ("..", None),
-        ": '..' is not a valid host name (label empty or too long)",
-        "label empty or too long",
+        ": '..' is not a valid host name (an empty label)",
+        "an empty label",
         None,
     ),
     ("1door.example", ("1door.example", None), ("1door.example", None), None, None),
@@ -586,13 +588,19 @@ HOST_GRAMMAR: list[tuple[str, object, object, str | None, object]] = [
     (
         L64 + ".example",
         (L64 + ".example", None),
-        ": '" + L64 + ".example' is not a valid host name (label empty or too long)",
-        "label empty or too long",
+        ": '" + L64 + ".example' is not a valid host name (a label of more than 63 characters)",
+        "a label of more than 63 characters",
         None,
     ),
     (NAME253, (NAME253, None), (NAME253, None), None, None),
     (NAME254, (NAME254, None), (NAME254, None), None, None),
-    (NAME253 + ":8080", (NAME253, 8080), (NAME253, 8080), "label too long", (NAME253, 8080)),
+    (
+        NAME253 + ":8080",
+        (NAME253, 8080),
+        (NAME253, 8080),
+        "a label of more than 63 characters",
+        (NAME253, 8080),
+    ),
     # Changed: a name in another script was refused as "not host[:port]"; the error now gives
     # the origin in the ASCII (xn--) form a browser sends, still refusing what was written.
     ("bücher.example", None, NOT_ASCII + "https://xn--bcher-kva.example", None, None),
@@ -890,3 +898,26 @@ def test_localhost_is_loopback_in_any_case(host: str) -> None:
     password, like localhost:8080."""
     assert is_loopback(host)
     assert not is_loopback("localhost.example") and not is_loopback("mylocalhost")
+
+
+@pytest.mark.parametrize(
+    ("address", "text"),
+    [
+        ("::ffff:127.0.0.1", "::ffff:7f00:1"),  # Python 3.13's str() keeps the dotted form
+        ("::ffff:7f00:1", "::ffff:7f00:1"),
+        ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("::", "::"),
+        ("1::", "1::"),
+        ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),  # the longest run of zeros
+        ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4"),  # the first of two as long
+        ("1:0:2:3:4:5:6:7", "1:0:2:3:4:5:6:7"),  # one zero piece stays
+        ("127.0.0.1", "127.0.0.1"),
+    ],
+)
+def test_addresses_are_written_as_a_browser_writes_them_on_every_python(
+    address: str, text: str
+) -> None:
+    """An origin is compared with the browser's Origin header, which writes IPv6 by the URL
+    Standard: hexadecimal pieces only. From Python 3.13 on, str() and .compressed write an
+    IPv4-mapped address with its IPv4 part dotted, and [::ffff:7f00:1] no longer matched."""
+    assert address_text(ipaddress.ip_address(address)) == text

@@ -28,7 +28,7 @@ import ipaddress
 import logging
 
 from edge_app.config import DEFAULT_PORTS, Config, split_listen, split_origin
-from edge_app.hosts import normal_host, read_authority
+from edge_app.hosts import address_text, normal_host, read_authority
 from edge_app.web.server import is_loopback
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,10 @@ def split_host(header: str | None) -> tuple[str, int | None] | None:
 def _same_host(name: str) -> str:
     """A listen host in the form split_host gives."""
     try:
-        return ipaddress.ip_address(name).compressed
+        address = ipaddress.ip_address(name)
     except ValueError:
         return name.lower()
+    return address_text(address)
 
 
 class Origins:
