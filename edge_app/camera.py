@@ -324,6 +324,10 @@ class OpenCVSource(LiveSource):
             device.release()
             raise OSError(f"cannot open {self.name}")
         if isinstance(self.spec, int) or str(self.spec).startswith("/dev/"):
+            # Motion JPEG first, then the size: OpenCV's V4L2 backend tries YUYV before MJPG,
+            # and 1280x960 YUYV at 10 fps (24.6 MB/s) is more than USB 2.0 carries, so a
+            # webcam falls back to a lower rate or size. A camera without MJPG keeps YUYV.
+            device.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
             device.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             device.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
             device.set(cv2.CAP_PROP_FPS, self.fps)

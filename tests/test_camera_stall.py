@@ -432,3 +432,37 @@ def test_a_slow_pi_camera_is_given_three_frame_periods_before_it_counts_as_dropp
     without a frame after which a source counts as dropped: no frame would ever arrive."""
     assert Picamera2Source(fps=10.0).drop_after == DROP_AFTER
     assert Picamera2Source(fps=0.1).drop_after == 30.0
+
+
+def test_a_usb_camera_is_asked_for_motion_jpeg_before_its_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Audit s41 (hardware paths, finding 6): OpenCV's V4L2 backend opens a webcam in YUYV,
+    and 1280x960 YUYV at 10 fps is more than USB 2.0 carries, so the camera fell back to a
+    lower frame rate or size. The order matters: a size set first is chosen among the
+    YUYV modes."""
+    asked: list[tuple[int, float]] = []
+
+    class Device:
+        def __init__(self, spec: Any, *args: Any) -> None:
+            pass
+
+        def isOpened(self) -> bool:
+            return True
+
+        def set(self, prop: int, value: float) -> bool:
+            asked.append((prop, value))
+            return True
+
+        def release(self) -> None:
+            pass
+
+    monkeypatch.setattr(cv2, "VideoCapture", Device)
+    source = OpenCVSource("/dev/video0", size=(1280, 960), backoff=QUICK)
+    source._connect()
+    props = [prop for prop, _ in asked]
+    assert props[0] == cv2.CAP_PROP_FOURCC
+    assert asked[0][1] == cv2.VideoWriter.fourcc(*"MJPG")
+    assert props.index(cv2.CAP_PROP_FOURCC) < props.index(cv2.CAP_PROP_FRAME_WIDTH)
+    assert (cv2.CAP_PROP_FRAME_WIDTH, 1280) in asked and (cv2.CAP_PROP_FRAME_HEIGHT, 960) in asked
+    source._disconnect()
