@@ -53,10 +53,11 @@ def example_lines(epilog: str | None) -> Iterator[str]:
 
 def commands(line: str, program: str) -> Iterator[str]:
     """The calls of `program` in an example line: each side of a pipe, inside $( ), after
-    `sudo -u USER`."""
+    `sudo -u USER`, without the shell's redirections (`< file`, `> file`)."""
     for part in re.split(r" \| ", line):
         inner = re.search(r"\$\((.*)\)", part)
         call = re.sub(r"^sudo -u \S+ ", "", (inner.group(1) if inner else part).strip())
+        call = re.sub(r"\s+\d?[<>]\s*\S+", "", call)
         if call.startswith(f"{program} ") and " ... " not in f"{call} ":
             yield call
 
