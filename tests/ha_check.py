@@ -2,7 +2,8 @@
 tests/test_home_assistant.py. Reads a JSON request on stdin: the hub's discovery configs,
 sample state payloads per topic, and lock commands to render. For each config it applies the
 schema Home Assistant's MQTT integration validates discovered entities with, renders its
-value template against each sample the way an MQTT entity does (MqttValueTemplate), and, for
+value template against each sample the way an MQTT entity does (MqttValueTemplate; for a
+binary sensor, the state that rendering gives: on, off or unknown), and, for
 a lock, renders its command template the way the lock card's unlock, open and lock buttons do
 (MqttCommandTemplate, with the code typed). Prints one JSON object. It imports no edge_app:
 that venv does not have it."""
@@ -30,15 +31,18 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
             component = topic.split("/")[1]
             platform = importlib.import_module(f"homeassistant.components.mqtt.{component}")
             result: dict[str, Any] = {"error": None, "rendered": [], "commands": []}
+            validated = dict(config)
             try:
-                platform.DISCOVERY_SCHEMA({**config, "platform": "mqtt"})
+                validated = platform.DISCOVERY_SCHEMA({**config, "platform": "mqtt"})
             except Exception as error:  # voluptuous.Invalid and its kin: report, go on
                 result["error"] = f"{type(error).__name__}: {error}"
             if "value_template" in config:
                 value = MqttValueTemplate(template.Template(config["value_template"], hass))
                 for payload in request["payloads"].get(topic, []):
-                    rendered = value.async_render_with_possible_json_value(payload, "<invalid>")
-                    result["rendered"].append(str(rendered))
+                    rendered = str(value.async_render_with_possible_json_value(payload, "?"))
+                    if component == "binary_sensor":
+                        rendered = binary_state(validated, rendered)
+                    result["rendered"].append(rendered)
             if "command_template" in config:
                 command = MqttCommandTemplate(template.Template(config["command_template"], hass))
                 for key, code in request["commands"]:
@@ -48,6 +52,18 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
         results["automations"] = await automations(hass, request)
         await hass.async_stop(force=True)
     return results
+
+
+def binary_state(config: dict[str, Any], rendered: str) -> str:
+    """What a binary sensor shows for a rendered template, as its message handler decides
+    (homeassistant.components.mqtt.binary_sensor): on, off, unknown, or the message ignored."""
+    from homeassistant.components.mqtt.const import PAYLOAD_NONE
+
+    if rendered == config.get("payload_on", "ON"):
+        return "on"
+    if rendered == config.get("payload_off", "OFF"):
+        return "off"
+    return "unknown" if rendered == PAYLOAD_NONE else f"ignored ({rendered})"
 
 
 async def automations(hass: Any, request: dict[str, Any]) -> list[dict[str, Any]]:

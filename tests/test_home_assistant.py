@@ -35,7 +35,8 @@ from edge_app.picture import DARK
 HA_PYTHON = REPO_ROOT / ".venv-ha" / "bin" / "python"
 CHECK = Path(__file__).resolve().parent / "ha_check.py"
 CODE = "482915"
-# A door that is fine, one holding the strike open, one whose camera shows nothing, one gone.
+# A door that is fine, one holding the strike open, one whose camera shows nothing, one gone;
+# then the state a hub leaves when it stops cleanly.
 DOORS = {
     "fine": judge({"last_frame_age": 0.1, "relay_active": False}, stale_seconds=10),
     "open": judge({"last_frame_age": 0.1, "relay_active": True}, stale_seconds=10),
@@ -58,23 +59,26 @@ EVENTS: dict[str, dict[str, Any]] = {
 }
 for _event in EVENTS.values():
     _event.update(timestamp=round(NOW, 3), time="2026-01-01T00:00:00.000+00:00")
-# What each entity must show for each door, in DOORS' order.
+# What each entity must show for each door, in DOORS' order, then for the stopped hub's state.
 EXPECTED = {
-    "binary_sensor/edge_door_front/strike": ["OFF", "ON", "OFF", "OFF"],
-    "lock/edge_door_front/strike": ["LOCKED", "UNLOCKED", "LOCKED", "LOCKED"],
-    "binary_sensor/edge_door_front/door": ["ON", "ON", "ON", "OFF"],
-    "binary_sensor/edge_door_front/camera": ["OFF", "OFF", "ON", "ON"],
+    "binary_sensor/edge_door_front/strike": ["off", "on", "off", "off", "off"],
+    "lock/edge_door_front/strike": ["LOCKED", "UNLOCKED", "LOCKED", "LOCKED", "LOCKED"],
+    "binary_sensor/edge_door_front/door": ["on", "on", "on", "off", "off"],
+    "binary_sensor/edge_door_front/camera": ["off", "off", "on", "unknown", "unknown"],
     "sensor/edge_door_front/last_person": ["Alice"],
 }
 
 
 def published_states(tmp_path: Path) -> list[str]:
-    """The state payload the hub publishes for each door in DOORS."""
+    """The state payload the hub publishes for each door in DOORS, then the one it leaves
+    retained when it stops (stop() on a bridge that never connected publishes nothing)."""
     bridge = MqttBridge(plain_settings(tmp_path, 1883), DoorLink(tmp_path / "door.sock"))
     states = []
     for health in DOORS.values():
         bridge.on_health(health)  # not connected: nothing is sent, the state is kept
         states.append(json.dumps(bridge.state()))
+    bridge.stop()
+    states.append(json.dumps(bridge.state()))
     return states
 
 

@@ -157,8 +157,9 @@ def test_a_clean_stop_leaves_a_state_that_says_nothing_is_known(
     ]
     assert order[-2:] == [f"{BASE}/state", f"{BASE}/availability"], order[-4:]
 
-    # Home Assistant's entities on that state: door process off (disconnected), camera a
-    # problem (nothing known of it), the strike locked, with the lock and the read-only sensor.
+    # Home Assistant's entities on that state: door process off (disconnected), camera
+    # unknown ("None", Home Assistant's payload for it: nothing is known), the strike locked,
+    # with the lock and the read-only sensor.
     topics = Topics.of(hub.bridge.settings)
     configs = {**entities(topics, lock=True), **entities(topics, lock=False)}
     shown = {
@@ -172,7 +173,7 @@ def test_a_clean_stop_leaves_a_state_that_says_nothing_is_known(
         "lock/strike": "LOCKED",
         "binary_sensor/strike": "OFF",
         "binary_sensor/door": "OFF",
-        "binary_sensor/camera": "ON",
+        "binary_sensor/camera": "None",
     }
 
 

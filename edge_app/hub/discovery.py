@@ -10,7 +10,8 @@ Entities, all on one device:
   sensor        last_person the last person seen (a name or "unknown"), with attributes
   binary_sensor door        device_class connectivity: the door process answers (diagnostic)
   binary_sensor camera      device_class problem: no fresh camera frames, or a picture that
-                            shows nothing, dark or covered (diagnostic)
+                            shows nothing, dark or covered (diagnostic); unknown while the
+                            door does not answer
 
 The first three share the availability topic, which is online only while the hub is
 connected AND the door answers with fresh frames. The two diagnostic sensors carry no
@@ -207,7 +208,12 @@ def entities(topics: Topics, lock: bool = False) -> dict[str, dict[str, Any]]:
             "device_class": "problem",
             "entity_category": "diagnostic",
             "state_topic": topics.state,
-            "value_template": "{{ 'ON' if value_json.camera != 'ok' else 'OFF' }}",
+            # "None" is Home Assistant's payload for an unknown state: a door that does not
+            # answer, or a stopped hub, says nothing of its camera.
+            "value_template": (
+                "{{ 'None' if value_json.camera == 'unknown' "
+                "else 'ON' if value_json.camera != 'ok' else 'OFF' }}"
+            ),
             "expire_after": EXPIRE_AFTER,
         },
     }

@@ -811,7 +811,7 @@ class MqttBridge:
     def state(self) -> dict[str, Any]:
         """The retained state; once stop() has begun, what the stopped hub leaves (the door
         offline and its camera unknown, which Home Assistant's diagnostics show as
-        disconnected and a problem, and the strike locked, as it is again after a pulse)."""
+        disconnected and unknown, and the strike locked, as it is again after a pulse)."""
         if self._stop.is_set():
             return {
                 "strike": "locked",
