@@ -14,6 +14,7 @@ import math
 import os
 import re
 import stat
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 from edge_app import paths
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded_with_stat
 from edge_app.cascade_choice import CASCADES
-from edge_app.errors import UserError
+from edge_app.errors import UserError, shown_value
 from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from here too
     host_name_problem,
     name_problem,
@@ -152,7 +153,7 @@ def _integer(low: int, high: int | None = None) -> Check:
             raise _Invalid(f"expected an integer, got {_show(value)}")
         if value < low or (high is not None and value > high):
             limit = f"at least {low}" if high is None else f"{low} to {high}"
-            raise _Invalid(f"{value} is out of range ({limit})")
+            raise _Invalid(f"{shown_value(value)} is out of range ({limit})")
         return value
 
     return check
@@ -164,12 +165,13 @@ def _number(low: float, high: float, *, low_open: bool = False) -> Check:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Invalid(f"expected a number, got {_show(value)}")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             # nan compares false with every bound, so it would slip through the range check.
+            # (An int is compared exactly, however large: TOML integers have no bound here.)
             raise _Invalid(f"{value} is not a finite number")
         if (value <= low if low_open else value < low) or value > high:
             above = f"more than {low}" if low_open else f"at least {low}"
-            raise _Invalid(f"{value} is out of range ({above} and at most {high})")
+            raise _Invalid(f"{shown_value(value)} is out of range ({above} and at most {high})")
         return float(value)
 
     return check
@@ -259,7 +261,7 @@ def _source(value: Any) -> int | str:
         value = int(value)
     if isinstance(value, int):
         if not 0 <= value <= MAX_DEVICE_INDEX:
-            raise _Invalid(f"device index {value} is not from 0 to {MAX_DEVICE_INDEX}")
+            raise _Invalid(f"device index {shown_value(value)} is not from 0 to {MAX_DEVICE_INDEX}")
         return value
     if isinstance(value, Path):
         value = str(value)
@@ -311,7 +313,7 @@ def _pattern(regex: re.Pattern[str], example: str, *, empty: bool = False) -> Ch
             raise _Invalid(f"expected a string, got {_show(value)}")
         if (value == "" and empty) or regex.match(value):
             return value
-        raise _Invalid(f"{value!r} is not valid (expected something like {example!r})")
+        raise _Invalid(f"{shown_value(value)} is not valid (expected something like {example!r})")
 
     return check
 
@@ -321,13 +323,14 @@ def split_listen(value: str) -> tuple[str, int]:
     listen = read_authority(value, port_required=True)
     if listen is None or listen.port is None or port_problem(listen.port) is not None:
         raise ValueError(
-            f'{value!r} is not host:port (e.g. "127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080")'
+            f"{shown_value(value)} is not host:port "
+            '(e.g. "127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080")'
         )
     if listen.ipv6:
         try:
             normal_host(listen)  # refused here, not when the hub binds
         except ValueError as error:
-            raise ValueError(f"{value!r}: {error}") from None
+            raise ValueError(f"{shown_value(value)}: {error}") from None
     return listen.host, listen.port
 
 
@@ -339,32 +342,35 @@ def split_origin(value: str) -> tuple[str, str, int | None]:
     scheme, separator, rest = value.partition("://")
     scheme = scheme.lower()
     if not separator or scheme not in DEFAULT_PORTS:
-        raise ValueError(f"{value!r} is not an http:// or https:// origin ({_ORIGIN_EXAMPLE})")
+        raise ValueError(
+            f"{shown_value(value)} is not an http:// or https:// origin ({_ORIGIN_EXAMPLE})"
+        )
     cut = min((rest.index(c) for c in "/?#" if c in rest), default=len(rest))
     authority, after = rest[:cut], rest[cut:]
     if after not in ("", "/"):
         raise ValueError(
-            f"{value!r} has a path, query or fragment; give only scheme://host[:port] "
+            f"{shown_value(value)} has a path, query or fragment; give only scheme://host[:port] "
             f"(the page is served at the root; {_ORIGIN_EXAMPLE})"
         )
     if "@" in authority:
-        raise ValueError(f"{value!r} holds a user name (user@); give only scheme://host[:port]")
+        raise ValueError(
+            f"{shown_value(value)} holds a user name (user@); give only scheme://host[:port]"
+        )
     parsed = read_authority(authority)
     if parsed is None:
         hint = None if authority.isascii() else _ascii_hint(scheme, authority)
-        raise ValueError(
-            f"{value!r}: {hint or f'{authority!r} is not host[:port] ({_ORIGIN_EXAMPLE})'}"
-        )
+        hint = hint or f"{authority!r} is not host[:port] ({_ORIGIN_EXAMPLE})"
+        raise ValueError(f"{shown_value(value)}: {hint}")
     try:
         host = normal_host(parsed)
     except ValueError as error:
-        raise ValueError(f"{value!r}: {error}") from None
+        raise ValueError(f"{shown_value(value)}: {error}") from None
     port = parsed.port
     problem = None if parsed.ipv6 else name_problem(host)
     if problem is None and port is not None:
         problem = port_problem(port)
     if problem is not None:
-        raise ValueError(f"{value!r}: {problem}")
+        raise ValueError(f"{shown_value(value)}: {problem}")
     return scheme, host, None if port == DEFAULT_PORTS[scheme] else port
 
 
@@ -421,7 +427,7 @@ def _listen(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {shown_value(value)}"
 
 
 def _key(default: Any, check: Check) -> Any:
@@ -890,6 +896,11 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
         raise ConfigError(f"{path}: not valid TOML ({error}){hint}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
+    except ValueError:  # int()'s digit limit, reached inside tomllib for an enormous integer
+        raise ConfigError(
+            f"{path}: not valid TOML (an integer of more than {sys.get_int_max_str_digits()} "
+            "digits)"
+        ) from None
 
 
 def _who_may_change(info: os.stat_result, what: str) -> str | None:

@@ -1,5 +1,7 @@
 """Errors a user can cause and fix: the CLI prints them as one line, never as a traceback."""
 
+import math
+
 # SQLite's primary result codes (https://sqlite.org/rescode.html), by number: the sqlite3
 # module names them only from Python 3.11.
 SQLITE_BUSY = 5  # another connection holds the write lock past the busy timeout
@@ -33,6 +35,20 @@ SQLITE_MESSAGES = {
 
 class UserError(Exception):
     """Bad input or set-up the user can fix; the message says what and how. Exit code 2."""
+
+
+SHOWN_CHARACTERS = 300  # of a refused value quoted in a message (a host name: 253 at most)
+
+
+def shown_value(value: object) -> str:
+    """A refused value as a message quotes it: an integer of many digits by its size (TOML's
+    and JSON's integers have no bound in Python, and a float cannot hold them), anything else
+    by its repr, cut to SHOWN_CHARACTERS."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**24:
+        digits = int(abs(value).bit_length() * math.log10(2)) + 1
+        return f"{'-' if value < 0 else ''}(a number of about {digits} digits)"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARACTERS else text[: SHOWN_CHARACTERS - 3] + "..."
 
 
 def first_few(items: list[str], most: int) -> str:

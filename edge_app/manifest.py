@@ -15,7 +15,7 @@ from typing import Any
 
 from edge_app import untrusted_json
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
-from edge_app.errors import UserError
+from edge_app.errors import UserError, shown_value
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -68,12 +68,13 @@ RECOGNITION_RANGES: dict[str, tuple[float, float, bool, bool]] = {
 def recognition_problem(key: str, value: float) -> str | None:
     """What is wrong with `value` for the recognition number `key`, or None."""
     low, high, low_open, high_open = RECOGNITION_RANGES[key]
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return f"{value} is not a finite number"
     below = value <= low if low_open else value < low
     if below or (value >= high if high_open else value > high):
+        shown = f"{value:g}" if isinstance(value, float) else shown_value(value)
         return (
-            f"{value:g} is out of range ({'more than' if low_open else 'at least'} {low:g} and "
+            f"{shown} is out of range ({'more than' if low_open else 'at least'} {low:g} and "
             f"{'below' if high_open else 'at most'} {high:g})"
         )
     return None

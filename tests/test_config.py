@@ -409,6 +409,39 @@ def test_non_finite_numbers_are_refused_for_every_float_key(value: str, tmp_path
             apply_overrides(Config(), {dotted: float(value)})
 
 
+def test_an_enormous_integer_is_refused_by_its_size_for_every_number_key(
+    tmp_path: Path,
+) -> None:
+    """TOML's integers have no bound in Python: 10**400 is too large for a float (math.isfinite
+    raised OverflowError, a traceback), and a message quoting it in full is 400 digits long."""
+    for dotted in float_keys():
+        section, key = dotted.split(".")
+        path = tmp_path / "door.toml"
+        path.write_text(f"[{section}]\n{key} = -1{'0' * 400}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert f"{dotted}: -(a number of about 401 digits) is out of range" in str(caught.value)
+    assert "max_missed: (a number of about 401 digits) is out of range" in errors_of(
+        {"tracking": {"max_missed": 10**400}}
+    )
+
+
+def test_an_integer_past_pythons_digit_limit_is_invalid_toml(tmp_path: Path) -> None:
+    """int() refuses more than 4,300 digits with a ValueError that is not a TOMLDecodeError
+    (and advises sys.set_int_max_str_digits): it escaped as a traceback."""
+    path = tmp_path / "door.toml"
+    path.write_text(f"[tracking]\nmax_missed = 1{'0' * 5000}\n")
+    with pytest.raises(ConfigError, match=r"not valid TOML \(an integer of more than 4300 digits"):
+        load_config(path)
+
+
+def test_a_refused_value_is_quoted_short(tmp_path: Path) -> None:
+    """A megabyte string where a number belongs is named, not copied into the message."""
+    text = errors_of({"camera": {"width": "9" * 100_000}, "web": {"listen": "x" * 100_000}})
+    assert "camera.width: expected an integer, got str '99999" in text
+    assert len(text) < 1000, text[:300]
+
+
 def test_recognition_site_centring_is_on_by_default_and_a_boolean() -> None:
     assert parse_config({}).recognition.site_centring is True
     off = parse_config({"recognition": {"site_centring": False}})
