@@ -27,8 +27,8 @@ MAX_INT = 2**53
 # same refusal on every Python, whatever its recursion and C stack limits.
 MAX_DEPTH = 512
 # A string literal, whose brackets are text; and the brackets that nest.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_NESTING = re.compile(rb"[\[\]{}]")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NESTING = re.compile(r"[\[\]{}]")
 
 
 class BadJSON(ValueError):
@@ -66,23 +66,31 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def _too_deep(data: bytes) -> bool:
-    """Whether the arrays and objects in `data` nest more than MAX_DEPTH deep."""
+def _too_deep(text: str) -> bool:
+    """Whether the arrays and objects in `text` nest more than MAX_DEPTH deep."""
     depth = 0
-    for bracket in _NESTING.findall(_STRING.sub(b"", data)):
-        depth += 1 if bracket in b"[{" else -1
+    for bracket in _NESTING.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
         if depth > MAX_DEPTH:
             return True
     return False
 
 
 def loads(data: bytes | bytearray | str) -> Any:
-    """The parsed value of `data`; BadJSON for anything that is not plain, bounded JSON."""
-    if _too_deep(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)):
+    """The parsed value of `data`; BadJSON for anything that is not plain, bounded JSON.
+
+    Bytes must be UTF-8 (a byte-order mark is allowed), as JSON exchanged between systems is
+    (RFC 8259): json.loads would also read UTF-16 and UTF-32, whose brackets the depth count
+    over the text would then not see."""
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadJSON("not UTF-8 text") from None
+    if _too_deep(text):
         raise BadJSON("JSON nested too deeply")
     try:
         return json.loads(
-            data,
+            text,
             parse_int=_bounded_int,
             parse_float=_finite_float,
             parse_constant=_no_constant,

@@ -180,7 +180,7 @@ def test_peer_credentials_are_the_kernels(door: Door) -> None:
     ("payload", "error"),
     [
         (b"{not json\n", "not JSON"),
-        (b"\xff\xfe\n", "not JSON"),
+        (b"\xff\xfe\n", "not UTF-8 text"),  # a UTF-16 byte-order mark
         (b"\x81\n", "not UTF-8 text"),
         (b"[" * 5000 + b"\n", "JSON nested too deeply"),  # must not end the server thread
         (b'{"v": 1, "op": "status", "n": ' + b"9" * 5000 + b"}\n", "an integer of 5000 digits"),

@@ -160,7 +160,7 @@ def test_a_restarted_hub_refuses_a_code_command_the_previous_one_accepted() -> N
         (json.dumps({"action": "UNLOCK", "code": CODE, "timestamp": True}).encode(), "integer"),
         (json.dumps({"action": "UNLOCK", "code": 482913, "timestamp": 1}).encode(), "digits"),
         (b"UNLOCK", "not JSON"),
-        (b"\xff\xfe", "not JSON"),
+        (b"\xff\xfe", "not UTF-8 text"),
         (b"[" * 1000, "nested too deeply"),
         (b'{"action": "UNLOCK", "code": "482913", "timestamp": ' + b"9" * 400 + b"}", "digits"),
         (b'{"action": "UNLOCK", "code": "482913", "timestamp": -Infinity}', "not a JSON number"),

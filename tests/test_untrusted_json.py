@@ -63,6 +63,21 @@ def test_nesting_is_bounded_the_same_on_every_python(kind: type) -> None:
                 untrusted_json.loads(data)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_json_in_another_encoding_than_utf8_is_refused(encoding: str) -> None:
+    """json.loads reads UTF-16 and UTF-32 bytes as well; there a bracket's byte hides inside a
+    character (U+2200 is 0x22 0x00: a quote to a byte count), so 600 levels passed the depth
+    bound as 0 and parsed."""
+    text = '{"v": ["\u2200", ' + "[" * 600 + '"\u2200"' + "]" * 600 + '], "op": "status"}'
+    with pytest.raises(BadJSON, match="not UTF-8 text|not JSON"):
+        untrusted_json.loads(text.encode(encoding))
+
+
+def test_a_utf8_byte_order_mark_is_read_past() -> None:
+    """A file saved by an editor that marks UTF-8 (Windows Notepad did) is still JSON."""
+    assert untrusted_json.loads(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+
+
 def test_bad_json_is_a_value_error() -> None:
     """Callers that already refuse ValueError keep refusing it."""
     assert issubclass(BadJSON, ValueError)
