@@ -7,7 +7,7 @@ SHARED ?= ../shared/data
 
 .PHONY: demo test quick lint format models models-liveness validate \
 	validate-liveness eval eval-visits eval-door site-centring learned-site centring-mean cohort bench bench-accuracy \
-	ha-check ha-python test-py313 clean
+	ha-check ha-python test-py313 axe clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,19 @@ demo: $(VENV)/.device
 
 # Every test, the slow end-to-end and conversion ones included. pytest's exit code 5
 # ("no tests collected") fails the target like any other non-zero code.
-test: $(VENV)/.dev
+test: $(VENV)/.dev axe
 	$(BIN)/python -m pytest
+
+# axe-core, which tests/test_web_accessibility.py runs in Chromium against the web page (the
+# test injects it; the hub never serves it). Pinned: each release adds and changes rules.
+# Without npm the accessibility tests skip and say so (under CI they fail).
+AXE_VERSION := 4.14.1
+AXE_JS := .axe-core/node_modules/axe-core/axe.min.js
+axe:
+	@if [ -f $(AXE_JS) ] && grep -q '"version": "$(AXE_VERSION)"' .axe-core/node_modules/axe-core/package.json; then :; \
+	elif command -v npm >/dev/null; then \
+		npm install --prefix .axe-core --no-save --no-audit --no-fund --loglevel=error axe-core@$(AXE_VERSION); \
+	else echo "no npm: the accessibility tests (tests/test_web_accessibility.py) will skip"; fi
 
 quick: $(VENV)/.dev
 	$(BIN)/python -m pytest -m "not slow"
@@ -220,8 +231,8 @@ $(PY313_VENV)/.ready: pyproject.toml
 	$(PY313_VENV)/bin/pip install --quiet -e '.[converter,dev]'
 	touch $@
 
-test-py313: $(PY313_VENV)/.ready
+test-py313: $(PY313_VENV)/.ready axe
 	$(PY313_VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(HA_VENV) $(PY313_VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(HA_VENV) $(PY313_VENV) .axe-core build *.egg-info .pytest_cache .ruff_cache

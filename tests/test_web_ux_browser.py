@@ -24,6 +24,7 @@ from web_support import (
     log_in,
     screenshot,
     served_hub,
+    wait_until,
     write_door_config,
 )
 
@@ -66,15 +67,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     url = f"http://127.0.0.1:{port}"
     with served_hub(config, url, folder / "hub.log") as process:
         yield Hub(url, process, folder)
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"not within {timeout:g} s: {what}")
 
 
 def test_the_dashboard_says_when_the_hub_stops_answering(

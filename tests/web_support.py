@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -348,3 +348,13 @@ def pages(
     finally:
         for server in started:
             server.stop()
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Wait for a browser-side condition (polled every 0.25 s); AssertionError naming it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"not within {timeout:g} s: {what}")
