@@ -36,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_app import paths
 from edge_app.errors import UserError
 from edge_app.images import IMAGE_SUFFIXES, ImageError, is_photo_name, read_image
 
@@ -304,6 +305,9 @@ class OpenCVSource(LiveSource):
         self.fps = fps
         self.live = is_live_source(spec) if live is None else live
         self._capture_device: cv2.VideoCapture | None = None
+        problem = paths.path_text_problem(spec) if isinstance(spec, str) else None
+        if problem is not None:  # refused before OpenCV sees it (a crash, not an error)
+            raise CameraError(f"camera.source: {problem}")
         if not self.live:
             if not Path(str(spec)).is_file():
                 raise CameraError(f"camera.source: {describe_source(spec)} is not a file")

@@ -211,7 +211,7 @@ def _path(*, optional: bool) -> Check:
         if value is None and optional:
             return None
         if isinstance(value, Path):
-            _refuse_nul(str(value))
+            _refuse_unusable_path(str(value))
             return value
         if not isinstance(value, str):
             raise _Invalid(f"expected a path string, got {_show(value)}")
@@ -219,7 +219,7 @@ def _path(*, optional: bool) -> Check:
             if optional:
                 return None
             raise _Invalid("must not be empty")
-        _refuse_nul(value)
+        _refuse_unusable_path(value)
         return Path(value).expanduser()
 
     return check
@@ -239,10 +239,11 @@ def _socket_path(value: Any) -> Path | None:
     return path
 
 
-def _refuse_nul(path: str) -> None:
-    """No file name holds a NUL character (the system would refuse it at first use)."""
-    if "\0" in path:
-        raise _Invalid(f"{path!r} holds a NUL character (\\0), which no path can hold")
+def _refuse_unusable_path(path: str) -> None:
+    """No file name holds a NUL character or bytes that are not UTF-8 (path_text_problem)."""
+    problem = paths.path_text_problem(path)
+    if problem is not None:
+        raise _Invalid(problem)
 
 
 # The largest /dev/videoN index taken (a larger one was retried every 10 s for ever).
@@ -269,7 +270,7 @@ def _source(value: Any) -> int | str:
         raise _Invalid(
             'expected "auto", "picamera2", a device index, a URL, a video file or a folder'
         )
-    _refuse_nul(value)
+    _refuse_unusable_path(value)
     return value
 
 

@@ -23,3 +23,15 @@ RELAY_RECORD = Path("/run/edge-app/relay.json")
 def default_models_dir() -> Path:
     """The models folder next to a source checkout, else the one the installer copies."""
     return REPO_MODELS if (REPO_MODELS / "manifest.json").is_file() else INSTALLED_MODELS
+
+
+def path_text_problem(path: str) -> str | None:
+    """What makes `path` unusable as a file name for the libraries the door hands it to, or
+    None. A NUL the system refuses at first use. Bytes that are not UTF-8 (a name copied from
+    a Latin-1 system, reaching Python as lone surrogates) SQLite and OpenCV cannot take:
+    OpenCV's VideoCapture crashes the whole process (SIGSEGV) on such a name."""
+    if "\0" in path:
+        return f"{path!r} holds a NUL character (\\0), which no path can hold"
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in path):
+        return f"{path!r} holds bytes that are not UTF-8 text: rename it"
+    return None

@@ -326,3 +326,33 @@ def test_a_real_stream_that_stalls_mid_way_is_dropped_and_reopened(
     finally:
         reader.close(timeout=2.0)
     assert source.reconnects >= 1, "a stream that stalled mid-way was never given up"
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_source_name_that_is_not_utf8_is_refused_before_opencv_sees_it(
+    tmp_path: Path, live: bool
+) -> None:
+    """A clip copied from a Latin-1 system (caf\\xe9.mp4) reaches Python as a lone surrogate,
+    and OpenCV's VideoCapture ended the whole process on it with SIGSEGV (the door after it had
+    claimed the relay; `enroll --camera`; `demo --clip`). Run in a child process, so a crash
+    is a failed test rather than the end of the run."""
+    import subprocess
+    import sys
+
+    name = str(tmp_path / "caf\udce9.mp4")
+    code = (
+        "import sys\n"
+        "from edge_app.camera import CameraError, OpenCVSource\n"
+        "try:\n"
+        f"    OpenCVSource(sys.argv[1], live={live})\n"
+        "except CameraError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, name.encode("utf-8", "surrogateescape")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert "holds bytes that are not UTF-8 text: rename it" in done.stdout

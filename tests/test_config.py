@@ -70,6 +70,11 @@ def errors_of(data: dict) -> str:
         ({"gallery": {"path": ""}}, "gallery.path: must not be empty"),
         ({"gallery": {"path": "g\0.db"}}, "gallery.path: 'g\\x00.db' holds a NUL character"),
         ({"camera": {"source": "clip\0.mp4"}}, "camera.source: 'clip\\x00.mp4' holds a NUL"),
+        (
+            {"camera": {"source": "caf\udce9.mp4"}},
+            "camera.source: 'caf\\udce9.mp4' holds bytes that are not UTF-8 text: rename it",
+        ),
+        ({"gallery": {"path": "g\udce9.db"}}, "gallery.path: 'g\\udce9.db' holds bytes that"),
         ({"gpio": {"pin": 28}}, "gpio.pin: 28 is out of range (0 to 27)"),
         ({"gpio": {"pin": True}}, "gpio.pin: expected an integer, got bool True"),
         (
