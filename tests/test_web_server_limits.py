@@ -308,6 +308,29 @@ def test_a_chunk_of_2_to_the_80_bytes_is_cut_like_any_body(
     assert len(slow_lines(caplog)) == 1
 
 
+@pytest.mark.parametrize("size", [b"zz", b"f" * 21])
+def test_a_chunk_size_h11_cannot_read_is_a_400_and_no_traceback(
+    serve: Serve, caplog: pytest.LogCaptureFixture, size: bytes
+) -> None:
+    """Found by fuzzing: a login whose chunk size is not hex (or has more digits than h11
+    reads) got uvicorn's 400, and then the page's own answer to the head, sent into the
+    closed state machine, logged "Exception in ASGI application" with an h11 traceback: one
+    per request, for anyone who can reach the page."""
+    server = serve()
+    # No login cookie: the page answers the head at once, without reading the body.
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    with caplog.at_level(logging.DEBUG), connect(server) as sock:
+        sock.sendall(post_head("/login", None, headers) + size + b"\r\nab\r\n0\r\n\r\n")
+        sock.settimeout(5)
+        data = b""
+        while piece := sock.recv(65536):  # uvicorn's 400 is chunked: read to the close
+            data += piece
+        assert data.startswith(b"HTTP/1.1 400 "), data
+        time.sleep(0.3)  # the page's turn, which raised after the 400
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert status_of(server) == 200  # and the page goes on
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_half_sent_logins_hold_the_page_only_until_the_idle_deadline(
     serve: Serve, certificate: tuple[Path, Path], tls: bool

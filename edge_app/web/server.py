@@ -574,6 +574,18 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
             else:
                 self._disarm_body_deadline()
 
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's 400 for a request h11 cannot read (a chunk size that is not hex),
+            then the request's cycle ended as a lost connection ends it: the page may already
+            be running for a head that did parse, and its own response, sent into the closed
+            state machine, was an h11 traceback in the log for every such request (uvicorn
+            issue 2238)."""
+            super().send_400_response(msg)
+            if self.cycle is not None:
+                if not self.cycle.response_complete:
+                    self.cycle.disconnected = True
+                self.cycle.message_event.set()
+
         def on_response_complete(self) -> None:
             if self.conn.their_state is h11.SEND_BODY:  # answered before its body was all in
                 if self._body_overdue is not None:  # the response is out: now close
