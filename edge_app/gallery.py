@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import io
 import json
 import logging
 import os
@@ -41,12 +40,12 @@ import stat
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -96,6 +95,10 @@ MAX_IMPORT_BYTES = 128 * 1024 * 1024
 # times the strangers 2 do); 50 is ten camera enrolments, far past what identifies anyone.
 MAX_SAMPLES_PER_PERSON = 50
 MAX_CROP_BYTES = 1024 * 1024
+# Values one person's line of an export may hold: each sample's embedding and mirror (512
+# numbers each) and a few fields, for the most samples a person may have, with room to spare.
+# Parsed JSON takes many times its text's size (a list per `[],`), so a line is counted first.
+MAX_RECORD_VALUES = 2 * MAX_SAMPLES_PER_PERSON * (2 * EMBEDDING_DIM + 16)
 MAX_MODEL_ID_LENGTH = 128
 # Imported rows compared with every row at once: bounds the score matrix to about
 # 1024 x (all rows) float32, 80 MB for a gallery of 10,000 photos.
@@ -1455,7 +1458,7 @@ def _count(header: dict[str, Any], key: str) -> int:
     return value
 
 
-def read_export(source: IO[str], progress: bool = False) -> list[ExportedPerson]:
+def read_export(source: Iterable[str], progress: bool = False) -> list[ExportedPerson]:
     """Parse and check a whole export file, so that nothing is written from a bad one;
     `progress`: a bar over its people when standard error is a terminal.
 
@@ -1492,7 +1495,7 @@ def read_export(source: IO[str], progress: bool = False) -> list[ExportedPerson]
                 continue
             bar.update()
             try:
-                record = untrusted_json.loads(text)
+                record = untrusted_json.loads(text, max_values=MAX_RECORD_VALUES)
             except untrusted_json.BadJSON as error:
                 raise _export_error(number, str(error)) from None
             try:
@@ -1644,4 +1647,16 @@ def read_export_file(source: str, progress: bool = False) -> list[ExportedPerson
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise GalleryError(f"cannot import {label}: not UTF-8 text ({error.reason})") from None
-    return read_export(io.StringIO(text), progress)
+    del data
+    return read_export(_lines_of(text), progress)
+
+
+def _lines_of(text: str) -> Iterator[str]:
+    """The lines of `text`, each made only when it is read: io.StringIO held another copy of
+    the whole file, four bytes a character (1.1 GB at the most an export may be)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end

@@ -76,8 +76,13 @@ def _too_deep(text: str) -> bool:
     return False
 
 
-def loads(data: bytes | bytearray | str) -> Any:
+def loads(data: bytes | bytearray | str, max_values: int | None = None) -> Any:
     """The parsed value of `data`; BadJSON for anything that is not plain, bounded JSON.
+
+    max_values bounds how many values (numbers, strings, arrays, objects...) it may hold,
+    counted before parsing from its commas and opening brackets (those inside strings too,
+    so it errs on the safe side): three bytes of text, `[],`, are a Python list of 56 bytes,
+    and a file of them many times its size in memory.
 
     Bytes must be UTF-8 (a byte-order mark is allowed), as JSON exchanged between systems is
     (RFC 8259): json.loads would also read UTF-16 and UTF-32, whose brackets the depth count
@@ -86,6 +91,10 @@ def loads(data: bytes | bytearray | str) -> Any:
         text = data if isinstance(data, str) else bytes(data).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadJSON("not UTF-8 text") from None
+    if max_values is not None:
+        values = text.count(",") + text.count("[") + text.count("{") + 1
+        if values > max_values:
+            raise BadJSON(f"more than {max_values} values")
     if _too_deep(text):
         raise BadJSON("JSON nested too deeply")
     try:

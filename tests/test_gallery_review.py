@@ -9,6 +9,7 @@ garbled text page gave no advice; a name of one combining accent showed as blank
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -26,6 +27,7 @@ from test_events_files import rows_seen_by_another_process
 from test_hostile_input import REPO, needs_read_only_mount
 
 from edge_app.gallery import (
+    MAX_RECORD_VALUES,
     MAX_SAMPLES_PER_PERSON,
     ExportedPerson,
     Gallery,
@@ -34,6 +36,7 @@ from edge_app.gallery import (
     NewSample,
     check_name,
     read_export,
+    read_export_file,
 )
 
 
@@ -262,6 +265,37 @@ def test_an_import_accepts_only_the_time_form_the_gallery_writes(db: Path) -> No
     text = "\n".join([header, json.dumps(record), *people[1:]]) + "\n"
     with pytest.raises(GalleryError, match="'2025-9-1T0:0:0Z' is not a UTC time like"):
         read_export(io.StringIO(text))
+
+
+def test_a_line_of_more_values_than_a_person_holds_is_refused_before_it_is_parsed(
+    db: Path, tmp_path: Path
+) -> None:
+    """Found by fuzzing: a 134 MB export whose second line was `[[],[],...]` took 4.1 GB
+    (a Python list per three bytes) before it was refused as "not an object". The most a
+    person's line holds (50 samples, an embedding and a mirror each) still imports."""
+    header = export_of(db).splitlines()[0]
+    path = tmp_path / "bomb.jsonl"
+    path.write_text(header + "\n[" + "[]," * (MAX_RECORD_VALUES + 1) + "0]\n")
+    before = digest(db)
+    with pytest.raises(GalleryError, match=f"line 2\\): more than {MAX_RECORD_VALUES} values"):
+        read_export_file(str(path))
+    assert digest(db) == before
+
+    mirrors = unit_vectors(MAX_SAMPLES_PER_PERSON, 10)
+    most = ExportedPerson(
+        "Most",
+        "2025-01-01T00:00:00Z",
+        [
+            dataclasses.replace(sample, mirror=mirror)
+            for sample, mirror in zip(samples(MAX_SAMPLES_PER_PERSON, 9), mirrors, strict=True)
+        ],
+    )
+    text = io.StringIO()
+    with Gallery.open(tmp_path / "other.db", create=True) as other:
+        other.import_([most])
+        other.export(text)
+    (person,) = read_export(io.StringIO(text.getvalue()))
+    assert len(person.samples) == MAX_SAMPLES_PER_PERSON
 
 
 def test_a_garbled_text_page_is_damage_with_advice(db: Path) -> None:

@@ -81,3 +81,12 @@ def test_a_utf8_byte_order_mark_is_read_past() -> None:
 def test_bad_json_is_a_value_error() -> None:
     """Callers that already refuse ValueError keep refusing it."""
     assert issubclass(BadJSON, ValueError)
+
+
+def test_values_are_counted_before_parsing_when_bounded() -> None:
+    """Commas and opening brackets, those inside strings too: it may refuse early, never late."""
+    assert untrusted_json.loads(b"[1, 2, [3]]", max_values=5) == [1, 2, [3]]
+    with pytest.raises(BadJSON, match="more than 4 values"):
+        untrusted_json.loads(b"[1, 2, [3]]", max_values=4)
+    with pytest.raises(BadJSON, match="more than 1000 values"):
+        untrusted_json.loads(b"[" + b"[]," * 1000 + b"0]", max_values=1000)
