@@ -80,6 +80,10 @@ MAX_DECODED_PIXELS = 16_000_000
 # 96 MB (up to 3% more in whole 8x8 blocks), so every JPEG decoded at full scale passes; a
 # progressive 4:2:0 photo (1.5 coefficients per pixel) passes up to about 34 megapixels.
 MAX_COEFFICIENT_BYTES = 100 * 1024 * 1024
+# Scans one JPEG may have. An encoder writes 1 (baseline) or about 10 (progressive: libjpeg's
+# script has 10 for colour, 6 for grey); libjpeg walks every block of the frame for each, so
+# a 100 kB file of thousands of tiny scans kept it busy for a minute, unstoppable by Ctrl-C.
+MAX_JPEG_SCANS = 100
 # Photos for enroll and identify are brought down to this long side before detection: faces
 # stay far above the 64 px enrolment minimum and the P-Net pyramid stays small.
 MAX_SIDE = 2048
@@ -191,6 +195,15 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         elif marker == _JPEG_SOS:
             if frame is None:
                 raise _jpeg_damaged(at - 2, "a scan before the frame header")
+            # Inside a scan's data an ff byte is followed by 00 or a restart marker, so each
+            # ff da from here on starts a scan (one in a later comment counts too: refused
+            # early, never late).
+            scans = data.count(b"\xff\xda", at - 2)
+            if scans > MAX_JPEG_SCANS:
+                raise _HeaderRefused(
+                    f"a JPEG of {scans} scans (a photo has at most about 10; more than "
+                    f"{MAX_JPEG_SCANS} takes the decoder minutes): {DAMAGED_FIX}"
+                )
             return _jpeg_frame(*frame, scan_components=segment[0] if segment else 0)
         at += length
 

@@ -17,6 +17,7 @@ import pytest
 from edge_app import images
 from edge_app.images import (
     MAX_DECODED_PIXELS,
+    MAX_JPEG_SCANS,
     ImageError,
     expand_image_paths,
     load_photo,
@@ -172,6 +173,44 @@ def test_a_cut_jpeg_is_refused_with_or_without_an_end_marker(
     path = tmp_path / "cut.jpg"
     path.write_bytes(cut_jpeg(fraction, end_marker))
     refused(path, "truncated JPEG")
+
+
+def scan_bomb(scans: int, side: int = 2000) -> bytes:
+    """A progressive grey JPEG of `scans` copies of one tiny AC scan (runs of empty blocks):
+    a few dozen bytes each, and libjpeg walks every block of the frame for each one."""
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+    blocks = (-(-side // 8)) ** 2
+    head = b"\xff\xd8" + segment(0xDB, b"\x00" + bytes([1] * 64))
+    head += segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")
+    head += segment(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\xe0")  # symbol e0: 0, 14 bits
+    bits = ("0" + "1" * 14) * -(-blocks // 32767)  # end-of-band runs of 32767 blocks
+    bits += "1" * (-len(bits) % 8)
+    data = bytearray()
+    for start in range(0, len(bits), 8):
+        data.append(int(bits[start : start + 8], 2))
+        if data[-1] == 0xFF:
+            data.append(0)
+    scan = segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + bytes(data)
+    return head + scan * scans + b"\xff\xd9"
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp_path: Path) -> None:
+    """Found by fuzzing: 100 kB of 55-byte scans kept libjpeg busy for 30-50 s (a 64 MB photo,
+    hours), deaf to Ctrl-C, on every path that decodes a photo (enrol, identify, the web upload,
+    an import's face crop); it was then refused as "truncated". A progressive photo has about
+    10 scans, and one of MAX_JPEG_SCANS still loads."""
+    path = tmp_path / "scans.jpg"
+    path.write_bytes(scan_bomb(MAX_JPEG_SCANS + 1))
+    refused(path, f"a JPEG of {MAX_JPEG_SCANS + 1} scans")
+    header = read_header(scan_bomb(MAX_JPEG_SCANS))  # as many as allowed: past the header
+    assert header is not None and (header.width, header.height) == (2000, 2000)
+    progressive = encode(".jpg", textured(64, 64), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert progressive.count(b"\xff\xda") == 10
+    path.write_bytes(progressive)
+    assert read_image(path).shape == (64, 64, 3)
 
 
 def test_data_after_the_end_marker_is_not_truncation(tmp_path: Path) -> None:
