@@ -666,6 +666,9 @@ def open_source(
         return Picamera2Source(size=size, lores=lores, fps=fps, backoff=backoff)
     if isinstance(spec, int) or is_live_source(spec):
         return OpenCVSource(spec, size=size, lores=lores, fps=fps, backoff=backoff)
+    problem = paths.path_text_problem(spec)
+    if problem is not None:
+        raise CameraError(f"camera.source: {problem}")
     path = Path(spec).expanduser()
     if path.is_dir():
         return FolderSource(path, fps=fps, lores=lores, realtime=realtime)

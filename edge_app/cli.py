@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -15,7 +16,7 @@ from typing import IO, Any, TextIO, cast
 
 from edge_app import __version__
 from edge_app.commands import printable
-from edge_app.errors import UserError, is_damage
+from edge_app.errors import UserError, is_damage, shown_value
 from edge_app.logs import setup_logging
 
 # Modules under edge_app.commands; each exposes register(subparsers) and sets a `handler`
@@ -71,6 +72,14 @@ def dispatch(
         # whole or not at all (edge_app.private_file, SQLite transactions).
         log.warning("interrupted")
         return EXIT_INTERRUPTED
+    except OSError as error:
+        # A path given on the command line that the system refuses by its length alone, met
+        # wherever it is first looked at (Path.exists() raises it, rather than saying False).
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+        name = shown_value(error.filename) if error.filename is not None else "a path"
+        log.error("%s: a file name longer than the system allows", name)
+        return 2
     except Exception as error:
         # The gallery names itself when damaged (edge_app.gallery); this catches a damaged
         # database met anywhere else, which a restore fixes, not a code change.

@@ -259,6 +259,9 @@ def _source(value: Any) -> int | str:
     if isinstance(value, bool):
         raise _Invalid(f"expected a string or device index, got {_show(value)}")
     if isinstance(value, str) and value.isascii() and value.isdigit():  # not "²"
+        if len(value) > len(str(MAX_DEVICE_INDEX)):  # (int() refuses over 4,300 digits)
+            shown = value if len(value) <= 40 else f"of {len(value)} digits"
+            raise _Invalid(f"device index {shown} is not from 0 to {MAX_DEVICE_INDEX}")
         value = int(value)
     if isinstance(value, int):
         if not 0 <= value <= MAX_DEVICE_INDEX:

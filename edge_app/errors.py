@@ -37,6 +37,13 @@ class UserError(Exception):
     """Bad input or set-up the user can fix; the message says what and how. Exit code 2."""
 
 
+def not_utf8(text: str) -> bool:
+    """Whether `text` came from bytes that are not UTF-8 (a command line or a file name from a
+    Latin-1 system): Python holds those as lone surrogates, which SQLite, OpenCV and every
+    UTF-8 encoder refuse (OpenCV by crashing)."""
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
 SHOWN_CHARACTERS = 300  # of a refused value quoted in a message (a host name: 253 at most)
 
 

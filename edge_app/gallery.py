@@ -64,6 +64,7 @@ from edge_app.errors import (
     UserError,
     first_few,
     is_damage,
+    not_utf8,
     sqlite_code,
 )
 from edge_app.private_file import (
@@ -252,7 +253,7 @@ def check_name(name: object) -> str:
         raise GalleryError("the name is empty")
     if len(cleaned) > MAX_NAME_LENGTH:
         raise GalleryError(f"the name is longer than {MAX_NAME_LENGTH} characters")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in cleaned):
+    if not_utf8(cleaned):
         # A command line's bytes that are not UTF-8 reach Python as lone surrogates.
         raise GalleryError(f"the name {cleaned!r} is not valid UTF-8 text")
     if not cleaned.isprintable():
@@ -850,6 +851,8 @@ class Gallery:
         A gallery enrolled before the name rule may hold two names with the same key; the
         one typed exactly wins, else the first enrolled.
         """
+        if not_utf8(name):
+            return None  # bytes that are not UTF-8 (a Latin-1 terminal): no name has them
         rows = self._db.execute(
             "SELECT id, name FROM people WHERE name_key(name) = ? ORDER BY id", (name_key(name),)
         ).fetchall()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge_app.errors import not_utf8
+
 DEFAULT_CONFIG = Path("/etc/edge-app/config.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/edge-app")
 DEFAULT_GALLERY = DEFAULT_STATE_DIR / "gallery.db"
@@ -29,9 +31,16 @@ def path_text_problem(path: str) -> str | None:
     """What makes `path` unusable as a file name for the libraries the door hands it to, or
     None. A NUL the system refuses at first use. Bytes that are not UTF-8 (a name copied from
     a Latin-1 system, reaching Python as lone surrogates) SQLite and OpenCV cannot take:
-    OpenCV's VideoCapture crashes the whole process (SIGSEGV) on such a name."""
+    OpenCV's VideoCapture crashes the whole process (SIGSEGV) on such a name. And ~name of a
+    user this system does not have, which Path.expanduser cannot expand."""
     if "\0" in path:
         return f"{path!r} holds a NUL character (\\0), which no path can hold"
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in path):
+    if not_utf8(path):
         return f"{path!r} holds bytes that are not UTF-8 text: rename it"
+    if path.startswith("~"):
+        try:
+            Path(path).expanduser()
+        except RuntimeError:  # ~name of no user on this system
+            user = path[1:].split("/", 1)[0]
+            return f"{path!r} starts with ~{user}, but there is no user {user!r} here"
     return None

@@ -1212,3 +1212,60 @@ def test_eval_lfw_refuses_pair_lists_that_are_not_files_in_one_line(
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 2
     assert f"ERROR   edge_app: {refusal}" in one_error_line(done.stderr)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["access", "--db", "{db}", "Jos\udce9", "no"],
+        ["remove", "--db", "{db}", "Jos\udce9"],
+        ["rename", "--db", "{db}", "Jos\udce9", "Zed"],
+    ],
+)
+def test_a_name_typed_in_another_encoding_is_not_enrolled_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None, argv: list[str]
+) -> None:
+    """Found by fuzzing: a Latin-1 terminal's é reaches Python as a lone surrogate, and the
+    name lookup's UTF-8 encoding raised UnicodeEncodeError (enroll already refused it)."""
+    db = small_gallery(tmp_path / "gallery.db")
+    before = digest(db)
+
+    assert cli.main([part.format(db=db) for part in argv]) == 2
+
+    assert "not enrolled: 'Jos\\udce9'" in one_error_line(capsys.readouterr().err)
+    assert digest(db) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["doctor", "--config", "{long}"],
+        ["enroll", "--db", "{long}", "Joe", "photo.jpg"],
+        ["eval", "lfw", "--pairs", "{long}"],
+    ],
+)
+def test_a_path_longer_than_the_system_allows_is_one_line(
+    capsys: pytest.CaptureFixture[str], restore_logging: None, argv: list[str]
+) -> None:
+    """Found by fuzzing: Path.exists() raises ENAMETOOLONG instead of answering False (Python
+    3.11 and 3.12), wherever a command first looked at the path: a traceback, exit 1."""
+    long = "a" * 300
+    assert cli.main([part.format(long=long) for part in argv]) == 2
+    assert "a file name longer than the system allows" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_path_starting_with_the_home_of_no_user_is_refused_as_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    """Found by fuzzing: ~nosuchuser/... made Path.expanduser raise RuntimeError ("Could not
+    determine home directory"): a traceback from every command, the door's start included."""
+    config = tmp_path / "door.toml"
+    config.write_text('[gallery]\npath = "~nosuchuser-edge/gallery.db"\n')
+    config.chmod(0o600)
+    assert cli.main(["list", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "gallery.path: '~nosuchuser-edge/gallery.db' starts with ~nosuchuser-edge, but there "
+        in error
+    )
+    assert "Traceback" not in error

@@ -58,6 +58,7 @@ def errors_of(data: dict) -> str:
         ({"gpio": {"pin": 2}}, "gpio.pin: GPIO2 has a 1.8 kOhm pull-up on the board"),
         ({"hub": {"socket": "/run/" + "s" * 120}}, "bytes long; a Unix socket's path is at most"),
         ({"camera": {"source": "99999999999999999999"}}, "device index 99999999999999999999 is"),
+        ({"camera": {"source": "9" * 5000}}, "device index of 5000 digits is not from 0 to 1023"),
         ({"camera": {"source": -1}}, "camera.source: device index -1 is not from 0 to 1023"),
         (
             {"detection": {"min_face": 600}},
