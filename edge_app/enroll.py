@@ -93,6 +93,11 @@ class Problem:
     message: str
 
 
+class NameRefused(UserError):
+    """The name does not fit the mode: already enrolled (enrolling), or not enrolled
+    (adding photos)."""
+
+
 class EnrollError(UserError):
     """Nothing was enrolled; `problems` lists every photo that stopped it."""
 
@@ -131,14 +136,14 @@ def existing_samples(db: Path, name: str, add: bool) -> np.ndarray:
     name = check_name(name)
     if not Path(db).exists():
         if add:
-            raise UserError(f"nobody named {name!r} is enrolled (no gallery at {db} yet)")
+            raise NameRefused(f"nobody named {name!r} is enrolled (no gallery at {db} yet)")
         return np.zeros((0, EMBEDDING_DIM), np.float32)
     with Gallery.open(db) as gallery:
         enrolled = gallery.has(name)
         if enrolled and not add:
-            raise UserError(f"{name!r} is already enrolled; use --add to add photos to them")
+            raise NameRefused(f"{name!r} is already enrolled; use --add to add photos to them")
         if add and not enrolled:
-            raise UserError(f"nobody named {name!r} is enrolled; drop --add to enrol them")
+            raise NameRefused(f"nobody named {name!r} is enrolled; drop --add to enrol them")
         return gallery.embeddings(name, mirrors=True)
 
 

@@ -56,8 +56,8 @@ AXE_CACHE = REPO_ROOT / ".axe-core"
 REPORT_ENV = "EDGE_A11Y_REPORT"
 # WCAG 2.0 and 2.1, levels A and AA, and axe's best practices. No rule is excluded: every
 # page must pass all of them. Not audited: a snapshot's own address (/snapshots/N), a bare
-# JPEG that Chromium wraps in its image viewer (no lang, no alt, no landmark or heading: axe
-# says so), which is no page of the hub's; making it one needs a route in app.py.
+# JPEG that Chromium wraps in its image viewer, which is no page of the hub's: a thumbnail
+# leads to its event's page (/events/N), which is audited.
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 TAGS = [*WCAG_TAGS, "best-practice"]
 
@@ -118,6 +118,12 @@ def record_events(db: Path, snapshots: Path) -> None:
     events.record("spoof", score=0.7, track=202, crop=crop, reason="liveness 0.12 below 0.5")
     events.record("unlock", name=LONG_NAME, score=0.93, track=203, crop=crop)
     events.close()
+
+
+# Event ids in record_events' order: the key holder's unlock, with its snapshot; the relock
+# after it, with none.
+UNLOCK_EVENT = 112
+RELOCK_EVENT = 113
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +267,9 @@ PAGES: dict[str, str] = {
     "health": "/health",
     "not found": "/no-such-page",
     "refused page number": "/events?page=x",
+    "an event with its snapshot": f"/events/{UNLOCK_EVENT}",
+    "an event without a snapshot": f"/events/{RELOCK_EVENT}",
+    "an unknown event": "/events/999999",
 }
 
 
@@ -351,8 +360,11 @@ def test_unlock_refused_then_done(hub: Hub, browser, axe: str) -> None:
     assert browser.execute_script("return document.activeElement.id") == "unlock-reason"
     assert browser.find_element("id", "unlock-password").get_attribute("aria-invalid") is None
     assert_accessible(browser, axe, "unlock, refused reason")
+    # The reason comes back as typed, to be corrected rather than typed again.
+    assert reason.get_attribute("value") == "parcel\u200b"
     unlock = form(browser, "#unlock")
     unlock.find_element("id", "unlock-password").send_keys(PASSWORD)
+    unlock.find_element("id", "unlock-reason").clear()
     unlock.find_element("id", "unlock-reason").send_keys("a11y check")
     submit(browser, unlock)
     assert browser.find_element("id", "unlocked").is_displayed()
@@ -575,7 +587,8 @@ def test_the_pages_reflow_at_320_px_and_at_200_percent(hub: Hub, browser) -> Non
                 "Emulation.setDeviceMetricsOverride",
                 {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": False},
             )
-            for path in ("/", "/events", "/people", "/unlock", "/health", "/no-such-page"):
+            pages = ("/", "/events", f"/events/{UNLOCK_EVENT}", "/people", "/unlock", "/health")
+            for path in (*pages, "/no-such-page"):
                 open_page(browser, hub.url + path)
                 if path == "/people":
                     browser.execute_script(
@@ -597,15 +610,20 @@ def test_the_pages_reflow_at_320_px_and_at_200_percent(hub: Hub, browser) -> Non
 
 
 def test_snapshots_say_what_they_show_and_where_they_lead(hub: Hub, browser) -> None:
-    """A snapshot's picture was "snapshot of event 117"; its link opens the JPEG alone in
-    place of the page, which a screen reader user is now told beforehand."""
+    """A snapshot's picture was "snapshot of event 117"; its link opened the JPEG alone in
+    place of the page. It now opens the event's page, which names it as the thumbnail did."""
     logged_in(browser, hub)
     open_page(browser, hub.url + f"/events?type=unlock&person={KEY_HOLDER}")
-    link = browser.find_element("css selector", "#events-table a[href^='/snapshots/']")
+    link = browser.find_element("css selector", "#events-table a[href^='/events/']")
     alt = link.find_element("css selector", "img").get_attribute("alt") or ""
     assert alt.startswith(f"Snapshot: unlock, {KEY_HOLDER}, "), alt
-    note = browser.find_element("id", link.get_attribute("aria-describedby") or "missing")
-    assert "full size" in (note.get_attribute("textContent") or "")
+    assert link.get_attribute("href").endswith(f"/events/{UNLOCK_EVENT}")
+    open_page(browser, link.get_attribute("href"))
+    assert browser.find_element("tag name", "h1").text == alt
+    picture = browser.find_element("css selector", "main img.snapshot")
+    assert picture.get_attribute("alt") == alt
+    assert browser.execute_script("return arguments[0].naturalWidth", picture) > 0
+    assert browser.title.startswith(alt)
     open_page(browser, hub.url + "/")
     live = browser.find_elements("css selector", "#live img.live")
     assert live and live[0].get_attribute("alt") == "The door camera's latest frame"

@@ -14,9 +14,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import numpy as np
 import pytest
 from test_web import Site, _multipart, add_person, logged_in, names_in, running, serve
-from web_support import PASSWORD, csrf_of, forged_png
+from web_support import PASSWORD, csrf_of, forged_png, unlock_fields
 
 from edge_app.events import EventLog
 from edge_app.gallery import Gallery
@@ -453,3 +454,138 @@ def test_frame_age_is_sent_for_the_page_to_count_on(site: Site) -> None:
     )
     assert '<time datetime="2023-11-14T22:13:20+00:00">' in text
     assert '<span data-age="1.25">1.2</span> s ago' in text
+
+
+# --- a page for each snapshot ----------------------------------------------------------------
+
+
+def test_a_snapshot_opens_its_events_page_with_the_picture_and_details(
+    site: Site, user: httpx.Client
+) -> None:
+    """The thumbnail opened the bare JPEG, which said nothing of the event, and left the page."""
+    config = site.config
+    assert config.events.db is not None and config.events.snapshots is not None
+    events = EventLog(config.events.db, snapshots=config.events.snapshots)
+    crop = np.full((60, 60, 3), 128, np.uint8)
+    event = events.record(
+        "denied", name="Page <Person>", score=0.8125, track=3, reason="hours", crop=crop
+    )
+    events.close()
+    assert event.snapshot is not None
+    event_id = int(re.findall(r'data-event-id="(\d+)"', user.get("/events").text)[0])
+    table = user.get("/events?fragment=1").text
+    assert f'<a href="/events/{event_id}"><img class="thumb" src="/snapshots/{event_id}"' in table
+    assert "Opens the picture alone" not in table
+
+    reply = user.get(f"/events/{event_id}")
+    assert reply.status_code == 200
+    stamp = local_at(event.time)
+    stamp = stamp if stamp.tzinfo is not None else stamp.astimezone()
+    label = f"Snapshot: denied, Page &lt;Person&gt;, {stamp:%Y-%m-%d %H:%M:%S} {stamp.tzname()}"
+    assert f"<title>{label} · edge-door</title>" in reply.text
+    assert f"<h1>{label}</h1>" in reply.text
+    # The same descriptive alt as the thumbnail's.
+    alt = f'<img class="snapshot" src="/snapshots/{event_id}" alt="{label}">'
+    assert alt in reply.text and f'alt="{label}"' in table
+    for detail in ("<dd>Page &lt;Person&gt;</dd>", ">denied</span>", "<dd>0.812</dd>", "hours"):
+        assert detail in reply.text, detail
+    assert '<a href="/events">Back to the events</a>' in reply.text
+    assert user.get(f"/snapshots/{event_id}").headers["content-type"] == "image/jpeg"
+    # A part of a page it is not: a login may lead back to it.
+    assert not f"/events/{event_id}".startswith(web_app.FRAGMENT_PATHS)
+
+
+@pytest.mark.parametrize("event_id", ["999999999", "abc", "-1", "%C2%B2", str(2**63)])
+def test_an_unknown_event_is_a_not_found_page(
+    site: Site, user: httpx.Client, event_id: str
+) -> None:
+    reply = user.get(f"/events/{event_id}")
+    assert reply.status_code == 404
+    assert "<h1>Not found</h1>" in reply.text and "Traceback" not in reply.text
+
+
+def test_an_events_page_needs_a_login(site: Site) -> None:
+    reply = httpx.get(f"{site.url}/events/1", follow_redirects=False)
+    assert reply.status_code == 303
+    assert urlsplit(reply.headers["location"]).path == "/login"
+    assert parse_qs(urlsplit(reply.headers["location"]).query)["next"] == ["/events/1"]
+
+
+# --- a refused form marks the field it names ---------------------------------------------------
+
+
+def input_tag(page: str, field_id: str) -> str:
+    match = re.search(rf'<input id="{field_id}"[^>]*>', page)
+    assert match is not None, field_id
+    return match.group(0)
+
+
+def test_a_wrong_login_password_marks_the_password_field(site: Site) -> None:
+    site.reset_limits()
+    with site.client() as client:
+        token = csrf_of(client.get("/login").text)
+        wrong = client.post("/login", data={"password": "no", "csrf_token": token})
+    site.reset_limits()
+    assert wrong.status_code == 401 and "Wrong password." in wrong.text
+    assert 'aria-invalid="true"' in input_tag(wrong.text, "password")
+    assert 'aria-describedby="login-error"' in input_tag(wrong.text, "password")
+
+
+def test_a_refused_unlock_marks_the_field_at_fault_and_keeps_the_reason(
+    site: Site, user: httpx.Client
+) -> None:
+    site.reset_limits()
+    reason = '<b>"parcel"</b> ' + "x" * 300  # longer than the door takes
+    refused = user.post(
+        "/unlock", data={"password": PASSWORD, "reason": reason, **unlock_fields(user)}
+    )
+    assert refused.status_code == 400 and "The reason must be printable" in refused.text
+    field = input_tag(refused.text, "unlock-reason")
+    assert 'aria-invalid="true"' in field and "autofocus" in field
+    typed = re.search(r' value="([^"<>]*)"', field)  # typed again, escaped
+    assert typed is not None and html.unescape(typed.group(1)) == reason
+    assert "aria-invalid" not in input_tag(refused.text, "unlock-password")
+    wrong = user.post("/unlock", data={"password": "no", "reason": "mail", **unlock_fields(user)})
+    site.reset_limits()
+    assert wrong.status_code == 401
+    assert 'aria-invalid="true"' in input_tag(wrong.text, "unlock-password")
+    assert "aria-invalid" not in input_tag(wrong.text, "unlock-reason")
+    assert 'value="mail"' in input_tag(wrong.text, "unlock-reason")
+    assert 'value=""' in input_tag(user.get("/unlock").text, "unlock-reason")
+
+
+def test_a_refused_name_marks_the_name_field(site: Site, user: httpx.Client) -> None:
+    db = Path(site.config.gallery.path)
+    if "Named Twice" not in names_in(db):
+        add_person(db, "Named Twice")
+    for name in ("Named Twice", "!!!"):  # already enrolled; no letter or digit
+        form = _multipart(name, [("a.png", forged_png(10, 10))], site.token(user))
+        refused = user.post("/people/enroll", **form)
+        assert refused.status_code == 422
+        assert 'aria-invalid="true"' in input_tag(refused.text, "enroll-name"), name
+        assert "aria-invalid" not in input_tag(refused.text, "enroll-photos"), name
+
+
+@pytest.mark.usefixtures("models_dir")
+def test_refused_photos_mark_the_photos_field(site: Site, user: httpx.Client) -> None:
+    form = _multipart("Tiny Photo", [("tiny.png", forged_png(10, 10))], site.token(user))
+    refused = user.post("/people/enroll", **form)
+    assert refused.status_code == 422 and 'data-photo="tiny.png"' in refused.text
+    photos = input_tag(refused.text, "enroll-photos")
+    assert 'aria-invalid="true"' in photos and 'aria-describedby="enrol-summary"' in photos
+    assert "aria-invalid" not in input_tag(refused.text, "enroll-name")
+
+
+def test_a_refused_date_marks_its_own_field(site: Site, user: httpx.Client) -> None:
+    reply = user.get("/events", params={"from": "2026-13-01", "to": "2026-01-02"})
+    assert reply.status_code == 400
+    assert "from: &#39;2026-13-01&#39; is not a date (YYYY-MM-DD); ignored" in reply.text
+    start = re.search(r'<input type="date" name="from"[^>]*>', reply.text)
+    end = re.search(r'<input type="date" name="to"[^>]*>', reply.text)
+    assert start is not None and end is not None
+    assert 'aria-invalid="true" aria-describedby="filter-problem-1"' in start.group(0)
+    assert "aria-invalid" not in end.group(0)
+    # The CSV export refuses it with the same message.
+    exported = user.get("/events.csv", params={"to": "someday"})
+    assert exported.status_code == 400
+    assert exported.text == "to: 'someday' is not a date (YYYY-MM-DD)\n"

@@ -132,7 +132,7 @@ def test_a_refresh_does_not_take_the_keyboard_focus(
     """A keyboard user on a snapshot link was thrown back to <body> at the next refresh."""
     log_in(browser, hub.url, PASSWORD)
     browser.get(hub.url + path)
-    link = browser.find_element("css selector", f"#{region} a[href^='/snapshots/']")
+    link = browser.find_element("css selector", f"#{region} a[href^='/events/']")
     href = browser.execute_script(
         "arguments[0].focus(); return arguments[0].getAttribute('href')", link
     )

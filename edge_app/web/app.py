@@ -468,7 +468,9 @@ async def login_form(request: Request) -> Response:
     return response
 
 
-def _login_context(request: Request, next_page: str | None, error: str = "") -> dict[str, Any]:
+def _login_context(
+    request: Request, next_page: str | None, error: str = "", wrong_password: bool = False
+) -> dict[str, Any]:
     """The login page's values; `next_page` is where the login leads (the query's on the
     form, the form's own field when a password was refused: it was forgotten after one)."""
     state = _state(request)
@@ -479,6 +481,9 @@ def _login_context(request: Request, next_page: str | None, error: str = "") -> 
         ready, problem = False, str(failure)
     return {
         "error": error,
+        # The password field is marked invalid only when it was checked and wrong (a rate
+        # limit's refusal did not look at it).
+        "wrong_password": wrong_password,
         "problem": problem,
         "no_password": not ready and not problem,  # login.html says how to set one
         "ready": ready,
@@ -533,7 +538,7 @@ async def login_submit(request: Request, session: auth.Session | None, form: For
         elif status == 401:
             log.warning("web login failed address=%s", address)
         context = {
-            **_login_context(request, form.get("next"), problem),
+            **_login_context(request, form.get("next"), problem, wrong_password=status == 401),
             "csrf": state.login_token(request),
         }
         return render(request, None, "login.html", context, status)
@@ -654,6 +659,22 @@ async def snapshot(request: Request, session: auth.Session) -> Response:
     if data is None:
         return PlainTextResponse("no such snapshot", status_code=404)
     return Response(data, media_type="image/jpeg")
+
+
+@page
+async def event_page(request: Request, session: auth.Session) -> Response:
+    """One event on a page of its own: its snapshot at full size, with its details."""
+    state = _state(request)
+    event_id = parse_event_id(request.path_params["event_id"])
+    event = None if event_id is None else await run_in_threadpool(state.history.event, event_id)
+    if event is None:
+        message = "No such event: it may have been pruned from the history."
+        return render(
+            request, session, "error.html", {"title": "Not found", "message": message}, 404
+        )
+    snapshot = await run_in_threadpool(read_snapshot, state.config.events.snapshots, event.snapshot)
+    context = {"event": event, "has_snapshot": snapshot is not None}
+    return render(request, session, "event.html", context)
 
 
 # --- people ----------------------------------------------------------------------------------
@@ -941,7 +962,8 @@ async def events_csv(request: Request, session: auth.Session) -> Response:
     filters, problems = Filters.parse(dict(request.query_params))
     if problems:
         # A download cannot show the message: nothing is exported rather than more than asked.
-        return PlainTextResponse("\n".join(problems) + "\n", status_code=400)
+        text = "".join(f"{message}\n" for _, message in problems)
+        return PlainTextResponse(text, status_code=400)
     text = await run_in_threadpool(state.history.csv, filters)
     stamp = datetime.now().strftime("%Y%m%d-%H%M")
     return Response(
@@ -959,7 +981,7 @@ async def unlock_form(request: Request, session: auth.Session) -> Response:
     if not _state(request).config.web.remote_unlock:
         return _unlock_off(request, session)
     done, session.unlock_done = session.unlock_done, None  # shown once, after the redirect
-    return await _unlock_page(request, session, {"done": done})
+    return await _unlock_page(request, session, {"done": done, "reason": ""})
 
 
 async def _unlock_page(
@@ -989,19 +1011,23 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
     # Single use, whatever follows: taken before anything awaits, so two copies of one
     # request sent at once cannot both get past it.
     expected, session.unlock_form = session.unlock_form, None
+    # A refused form comes back with its reason as typed (the password is asked again);
+    # `error_field` names the field at fault, which unlock.html marks invalid.
+    typed = {"reason": form.get("reason")}
     if expected is None or not auth.same_token(expected, form.get(UNLOCK_FORM_FIELD)):
         log.warning(
             "web unlock refused user=%s address=%s reason=form-used",
             session.user,
             client_address(request),
         )
-        return await _unlock_page(request, session, {"error": UNLOCK_FORM_USED}, 409)
+        return await _unlock_page(request, session, {"error": UNLOCK_FORM_USED, **typed}, 409)
     # The form is checked whole before the password, by the door's own rule for a reason
     # (edge_app.control): a refused form spends no attempt and says nothing of the password.
     try:
         reason = clean_text(form.get("reason").strip() or UNLOCK_REASON, "reason")
     except Refused as error:
-        return await _unlock_page(request, session, {"error": f"The {error}."}, 400)
+        context = {"error": f"The {error}.", "error_field": "reason", **typed}
+        return await _unlock_page(request, session, context, 400)
     address = client_address(request)
     status, problem = await _check_password(state, address, form.get("password"), session)
     if status != 200:
@@ -1009,7 +1035,10 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
             log.warning(
                 "web unlock refused user=%s address=%s reason=password", session.user, address
             )
-        return await _unlock_page(request, session, {"error": problem}, status)
+        context = {"error": problem, **typed}
+        if status == 401:
+            context["error_field"] = "password"
+        return await _unlock_page(request, session, context, status)
     origin = f"web:{session.user}@{address}"
     try:
         reply = await run_in_threadpool(state.door.unlock, reason, origin)
@@ -1018,9 +1047,9 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
         # A door that is not running did not refuse: say which it was.
         down = not (await run_in_threadpool(state.door.status)).reachable
         if down:  # what the socket said, folded away under the plain sentence
-            context = {"error": DOOR_DOWN_AFTER, "detail": str(error)}
+            context = {"error": DOOR_DOWN_AFTER, "detail": str(error), **typed}
         else:
-            context = {"error": f"The door refused: {error}"}
+            context = {"error": f"The door refused: {error}", **typed}
         return await _unlock_page(request, session, context, 502)
     log.info("web unlock origin=%s reason=%r", origin, reason)
     # Post/redirect/get: reloading the page that says "unlocked" sends nothing again.
@@ -1125,6 +1154,7 @@ def create_app(
         Route("/fragments/live", live_fragment, methods=["GET"]),
         Route("/live.jpg", live_frame, methods=["GET"]),
         Route("/snapshots/{event_id}", snapshot, methods=["GET"]),
+        Route("/events/{event_id}", event_page, methods=["GET"]),
         Route("/people", people, methods=["GET"]),
         Route("/people/enroll", enrol_new, methods=["POST"]),
         Route("/people/add", enrol_add, methods=["POST"]),

@@ -71,6 +71,12 @@ class EventRow:
     def utc_time(self) -> str:
         return utc_iso(self.time)
 
+    @property
+    def description(self) -> str:
+        """What the event was, for whom, when: a snapshot's alt text and its page's title."""
+        who = f", {self.name}" if self.name else (" person" if self.type == "unknown" else "")
+        return f"{self.type}{who}, {self.local_time}"
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -80,10 +86,11 @@ class Filters:
     end: date | None = None  # inclusive
 
     @classmethod
-    def parse(cls, query: dict[str, str]) -> tuple[Filters, list[str]]:
-        """Filters from query parameters, and what was refused: a date that cannot be read,
-        or one outside FIRST_DAY..LAST_DAY, is left out with a message."""
-        problems: list[str] = []
+    def parse(cls, query: dict[str, str]) -> tuple[Filters, list[tuple[str, str]]]:
+        """Filters from query parameters, and what was refused, as (parameter, message): a
+        date that cannot be read, or one outside FIRST_DAY..LAST_DAY, is left out with a
+        message, which the page ties to that parameter's field."""
+        problems: list[tuple[str, str]] = []
 
         def day(key: str) -> date | None:
             text = query.get(key, "").strip()
@@ -92,12 +99,15 @@ class Filters:
             try:
                 value = date.fromisoformat(text)
             except ValueError:
-                problems.append(f"{key}: {text[:40]!r} is not a date (YYYY-MM-DD)")
+                problems.append((key, f"{key}: {text[:40]!r} is not a date (YYYY-MM-DD)"))
                 return None
             if not FIRST_DAY <= value <= LAST_DAY:
                 problems.append(
-                    f"{key}: {text!r} is not between {FIRST_DAY.isoformat()} and "
-                    f"{LAST_DAY.isoformat()}"
+                    (
+                        key,
+                        f"{key}: {text!r} is not between {FIRST_DAY.isoformat()} and "
+                        f"{LAST_DAY.isoformat()}",
+                    )
                 )
                 return None
             return value
@@ -212,11 +222,20 @@ class History:
         return people, sorted(types | set(TYPES))
 
     def snapshot_of(self, event_id: int) -> str | None:
+        event = self.event(event_id)
+        return None if event is None else event.snapshot
+
+    def event(self, event_id: int) -> EventRow | None:
+        """One event by its id, or None when there is no such event."""
         if not self.available or not 0 <= event_id <= SQLITE_MAX_INTEGER:
             return None
         with self._connect() as db:
-            row = db.execute("SELECT snapshot FROM events WHERE id = ?", (event_id,)).fetchone()
-        return row[0] if row else None
+            row = db.execute(
+                "SELECT id, time, type, name, score, track, reason, snapshot FROM events "
+                "WHERE id = ?",
+                (event_id,),
+            ).fetchone()
+        return EventRow(*row) if row else None
 
     def csv(self, filters: Filters) -> str:
         out = io.StringIO()
@@ -247,7 +266,7 @@ class History:
 
 
 def parse_event_id(text: str) -> int | None:
-    """An event id from a URL (ASCII digits), else None; History.snapshot_of bounds it."""
+    """An event id from a URL (ASCII digits), else None; History.event bounds it."""
     return int(text) if _EVENT_ID.fullmatch(text) else None
 
 

@@ -63,6 +63,9 @@ class EnrolmentReport:
     summary: str
     photos: list[PhotoOutcome] = field(default_factory=list)
     add: bool = False
+    # The form field a refusal is about, which the page marks invalid: "name" (the name
+    # rules), "photos" (photos refused, or none sent), or None (not a field's fault).
+    field: str | None = None
 
 
 class EngineHolder:
@@ -142,13 +145,12 @@ def enroll_uploads(
     from edge_app import enroll
 
     if not uploads:
-        return EnrolmentReport(name, False, "choose at least one photo", add=add)
+        return EnrolmentReport(name, False, "choose at least one photo", add=add, field="photos")
     shown = [display_name(upload.filename, i) for i, upload in enumerate(uploads)]
-    try:
-        # The name rules first (empty, too long, already enrolled...): no models needed.
-        enroll.existing_samples(gallery, name, add)
-    except UserError as error:
-        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+    # The name rules first (empty, too long, already enrolled...): no models needed.
+    name_refusal = _name_refused(gallery, name, add)
+    if name_refusal is not None:
+        return name_refusal
     gallery = Path(gallery)
     try:
         make_private_folder(gallery.parent)
@@ -191,6 +193,7 @@ def enroll_uploads(
                 "again (the gallery is unchanged)",
                 photos,
                 add,
+                field="photos",
             )
         except UserError as error:
             return EnrolmentReport(name, False, _web_wording(_unfold(str(error), sources)), add=add)
@@ -264,10 +267,9 @@ def enroll_from_door(
     """Enrol `name` from the door camera's frames, through edge_app.enroll.enroll_camera."""
     from edge_app import enroll
 
-    try:
-        enroll.existing_samples(gallery, name, add)
-    except UserError as error:
-        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+    name_refusal = _name_refused(gallery, name, add)
+    if name_refusal is not None:
+        return name_refusal
     if door.frame() is None:
         return EnrolmentReport(
             name,
@@ -305,6 +307,26 @@ def enroll_from_door(
     )
     log.info("web camera enrolment name=%r added=%d add=%s", name, len(result.added), add)
     return EnrolmentReport(result.name, True, summary, [], add)
+
+
+def _name_refused(gallery: Path, name: str, add: bool) -> EnrolmentReport | None:
+    """A report refusing `name` by the name rules (gallery.check_name; already enrolled when
+    enrolling, not enrolled when adding), else None. A gallery that cannot be read refuses
+    too, but not as the name's fault."""
+    from edge_app import enroll
+    from edge_app.gallery import check_name
+
+    try:
+        check_name(name)
+    except UserError as error:
+        return EnrolmentReport(name, False, str(error), add=add, field="name")
+    try:
+        enroll.existing_samples(gallery, name, add)
+    except enroll.NameRefused as error:
+        return EnrolmentReport(name, False, _web_wording(str(error)), add=add, field="name")
+    except UserError as error:
+        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+    return None
 
 
 def _enrolled(name: str, add: bool, access: bool, how: str = "") -> str:
