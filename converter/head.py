@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_app.bounded_read import read_bounded
+from edge_app.bounded_read import read_bounded, zip_unpacked_bytes
 from edge_app.centering import EMBEDDING_DIM, centre, mean_of, unit
 from edge_app.errors import UserError
 from edge_app.lfw import (
@@ -360,8 +360,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     its zip directory declares, which zipfile holds every member to). No pickles. Raises one
     of _NPZ_ERRORS: a .npy or other non-zip file is zipfile.BadZipFile."""
     data = read_bounded(path, MAX_NPZ_BYTES)
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        unpacked = sum(member.file_size for member in archive.infolist())
+    unpacked = zip_unpacked_bytes(data)
+    if unpacked is None:
+        raise zipfile.BadZipFile("File is not a zip file")
     if unpacked > MAX_NPZ_BYTES:
         raise ValueError(f"its arrays unpack to {unpacked} bytes, over {MAX_NPZ_BYTES}")
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from converter.mtcnn_models import SourceError
-from edge_app.bounded_read import read_or_refuse
+from edge_app.bounded_read import read_or_refuse, zip_unpacked_bytes
 from edge_app.errors import first_few
 
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -56,6 +56,12 @@ def load_checkpoint(torch: ModuleType, path: Path) -> Any:
     The file is read first, bounded (edge_app.bounded_read): a FIFO named like a weight file
     would hang torch.load, and a device (a link to /dev/zero) would read without end."""
     data = read_or_refuse(path, MAX_CHECKPOINT_BYTES, SourceError, what="a PyTorch checkpoint")
+    unpacked = zip_unpacked_bytes(data)  # torch.save writes a zip; older files are one pickle
+    if unpacked is not None and unpacked > MAX_CHECKPOINT_BYTES:
+        raise SourceError(
+            f"{path}: its archive unpacks to {unpacked} bytes, more than a checkpoint has "
+            f"({MAX_CHECKPOINT_BYTES} at most)"
+        )
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's own text advises weights_only=False: not here

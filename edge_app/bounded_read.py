@@ -143,3 +143,17 @@ def read_or_refuse(
         raise refuse(f"{shown}: {size}more than the {limit} bytes {what} may have") from None
     except OSError as error:
         raise refuse(f"{shown}: cannot read {what} ({error.strerror or error})") from None
+
+
+def zip_unpacked_bytes(data: bytes) -> int | None:
+    """What the zip archive `data` says its members unpack to (its central directory), or None
+    for data that is not a zip. A small file may declare gigabytes: a reader that trusts it
+    (numpy's .npz, torch's checkpoints) allocates what is declared before it finds out."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return sum(member.file_size for member in archive.infolist())
+    except zipfile.BadZipFile:
+        return None

@@ -846,3 +846,26 @@ def test_build_refuses_only_liveness_with_no_liveness(
         capsys.readouterr().err
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_whose_archive_unpacks_to_more_than_a_checkpoint_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by fuzzing: a 3 MB .pt whose one zip record inflates to 3 GiB took 3.9 GB before
+    torch refused it (the size checked was the file's, not what its records declare). Here the
+    limit is lowered to 1 MB and the record is 2 MB of zeros, a few kB deflated; torch is never
+    asked (a stand-in with no attributes would fail any use)."""
+    import types
+    import zipfile
+
+    from converter import torch_weights
+    from converter.mtcnn_models import SourceError
+
+    monkeypatch.setattr(torch_weights, "MAX_CHECKPOINT_BYTES", 1024 * 1024)
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("archive/data/0", bytes(2 * 1024 * 1024))
+    assert path.stat().st_size < 20_000
+    with pytest.raises(SourceError, match=r"its archive unpacks to 2097\d+ bytes, more than"):
+        torch_weights.load_checkpoint(types.SimpleNamespace(), path)  # type: ignore[arg-type]
