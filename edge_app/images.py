@@ -51,6 +51,7 @@ few kilobytes can declare a 30000x30000 image, a path can name a pipe that never
 from __future__ import annotations
 
 import hashlib
+import re
 import stat
 import struct
 import threading
@@ -103,6 +104,9 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 _JPEG_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 _JPEG_SOI, _JPEG_EOI, _JPEG_SOS = 0xD8, 0xD9, 0xDA
+# A marker: ff, then a byte other than 00 (a stuffed ff in scan data), a restart marker (which
+# stays inside a scan) or ff (a fill byte before the marker).
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
 _JPEG_BLOCK_BYTES = 64 * 2  # one 8x8 block of 16-bit DCT coefficients
 # TileWidth, TileLength, TileOffsets, TileByteCounts: any of them makes libtiff read tiles.
 _TIFF_TILE_TAGS = {322, 323, 324, 325}
@@ -195,10 +199,7 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         elif marker == _JPEG_SOS:
             if frame is None:
                 raise _jpeg_damaged(at - 2, "a scan before the frame header")
-            # Inside a scan's data an ff byte is followed by 00 or a restart marker, so each
-            # ff da from here on starts a scan (one in a later comment counts too: refused
-            # early, never late).
-            scans = data.count(b"\xff\xda", at - 2)
+            scans = _jpeg_scans(data, at - 2)
             if scans > MAX_JPEG_SCANS:
                 raise _HeaderRefused(
                     f"a JPEG of {scans} scans (a photo has at most about 10; more than "
@@ -206,6 +207,30 @@ def _jpeg_header(data: bytes) -> ImageHeader:
                 )
             return _jpeg_frame(*frame, scan_components=segment[0] if segment else 0)
         at += length
+
+
+def _jpeg_scans(data: bytes, at: int) -> int:
+    """How many scans the JPEG has, from its first scan's marker at `at` to its end-of-image
+    marker (what follows, a phone's motion-photo video say, is not the image), counting only
+    up to MAX_JPEG_SCANS + 1. Segments are stepped over by their length; a scan's data is
+    skipped to the next marker (inside it an ff byte is followed by 00 or a restart marker)."""
+    scans = 0
+    while scans <= MAX_JPEG_SCANS:
+        marker = data[at + 1]
+        if marker == _JPEG_EOI:
+            break
+        following = at + 2
+        if marker not in _JPEG_STANDALONE:
+            if following + 2 > len(data):
+                break
+            following += _u16be(data, following)
+        if marker == _JPEG_SOS:
+            scans += 1
+        found = _JPEG_NEXT_MARKER.search(data, following)
+        if found is None:  # cut short: the decoder says so
+            break
+        at = found.start()
+    return scans
 
 
 def _jpeg_frame(marker: int, sof: bytes, at: int, scan_components: int) -> ImageHeader:

@@ -211,6 +211,12 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp_path: Path)
     assert progressive.count(b"\xff\xda") == 10
     path.write_bytes(progressive)
     assert read_image(path).shape == (64, 64, 3)
+    # A phone's motion photo: a video after the end-of-image marker, whose bytes hold ff da
+    # about once in 64 kB: not scans of the picture (8 MB of them held 136).
+    trailer = np.random.default_rng(1).integers(0, 256, 8_000_000, dtype=np.uint8).tobytes()
+    assert trailer.count(b"\xff\xda") > MAX_JPEG_SCANS
+    path.write_bytes(progressive + trailer)
+    assert read_image(path).shape == (64, 64, 3)
 
 
 def test_data_after_the_end_marker_is_not_truncation(tmp_path: Path) -> None:
