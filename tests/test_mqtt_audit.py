@@ -37,7 +37,7 @@ from edge_app.config import parse_config
 from edge_app.hub.code import write_code_file
 from edge_app.hub.discovery import Topics, entities
 from edge_app.hub.door import DoorLink
-from edge_app.hub.mqtt import MqttBridge, MqttError, make_client
+from edge_app.hub.mqtt import REFUSALS_LOGGED, MqttBridge, MqttError, make_client
 
 __all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
 
@@ -116,9 +116,7 @@ def test_a_clean_stop_leaves_a_state_that_says_nothing_is_known(
     OK, maybe the strike open) would show for 90 s while nothing reports the door. A clean
     stop replaces it with the door offline, its camera unknown and the strike locked, then
     says offline."""
-    code_file = tmp_path / "unlock.code"
-    write_code_file(code_file, CODE)
-    hub = RunningHub(hub_settings(broker, tmp_path, door, unlock_code_file=str(code_file)))
+    hub = code_hub(broker, tmp_path, door)
     try:
         observer.wait(lambda: availability(observer) == b"online", what="online")
         live = json.loads(observer.wait(lambda: observer.last(f"{BASE}/state"), what="state"))
@@ -197,6 +195,13 @@ def test_the_state_comes_before_the_availability(
             ]
 
 
+def code_hub(broker: Broker, tmp_path: Path, door: FedDoor) -> RunningHub:
+    """A hub whose Home Assistant lock takes the code CODE."""
+    code_file = tmp_path / "unlock.code"
+    write_code_file(code_file, CODE)
+    return RunningHub(hub_settings(broker, tmp_path, door, unlock_code_file=str(code_file)))
+
+
 def test_an_empty_message_on_a_command_topic_is_ignored_quietly(
     broker: Broker,
     observer: Observer,
@@ -209,9 +214,7 @@ def test_an_empty_message_on_a_command_topic_is_ignored_quietly(
     no command, so no `denied` event (which fires the documented "remote unlock refused"
     notification): only a debug line."""
     caplog.set_level(logging.DEBUG, logger="edge_app")
-    code_file = tmp_path / "unlock.code"
-    write_code_file(code_file, CODE)
-    hub = RunningHub(hub_settings(broker, tmp_path, door, unlock_code_file=str(code_file)))
+    hub = code_hub(broker, tmp_path, door)
     try:
         observer.wait(lambda: availability(observer) == b"online", what="online")
         for topic in (f"{BASE}/unlock", f"{BASE}/lock/set"):
@@ -230,6 +233,36 @@ def test_an_empty_message_on_a_command_topic_is_ignored_quietly(
             ignored = f"mqtt empty message ignored topic={topic} (a retained one cleared)"
             lines = [r for r in caplog.records if r.getMessage() == ignored]
             assert len(lines) == 2 and all(r.levelno == logging.DEBUG for r in lines)
+        assert door.pin_states == [False]
+    finally:
+        hub.stop()
+
+
+def test_a_flood_of_refused_commands_is_logged_a_few_lines_at_a_time_with_a_count(
+    broker: Broker,
+    observer: Observer,
+    door: FedDoor,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by fuzzing: each refused command was a warning line (2,000 bad messages: 2,002
+    lines in the journal). Now the first REFUSALS_LOGGED within REFUSAL_LOG_SECONDS are
+    logged, the rest counted into the next line; each is still a `denied` event, which Home
+    Assistant's "remote unlock refused" automation fires for."""
+    caplog.set_level(logging.WARNING, logger="edge_app")
+    hub = code_hub(broker, tmp_path, door)
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        for _ in range(60):
+            observer.publish(f"{BASE}/unlock", b"not json")
+        observer.wait(lambda: len(observer.on(f"{BASE}/event")) >= 60, what="60 refusals")
+        refused = [r.getMessage() for r in caplog.records if "unlock refused" in r.getMessage()]
+        assert len(refused) == REFUSALS_LOGGED, refused
+        hub.bridge._refusals_logged.clear()  # as if REFUSAL_LOG_SECONDS had passed
+        observer.publish(f"{BASE}/unlock", b"not json")
+        observer.wait(lambda: len(observer.on(f"{BASE}/event")) >= 61, what="one more")
+        last = [r.getMessage() for r in caplog.records if "unlock refused" in r.getMessage()][-1]
+        assert last.endswith(" held_back=50"), last
         assert door.pin_states == [False]
     finally:
         hub.stop()

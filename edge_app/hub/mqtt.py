@@ -45,6 +45,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,7 +57,7 @@ from paho.mqtt.properties import Properties
 
 from edge_app import untrusted_json
 from edge_app.config import MqttConfig, host_name_problem
-from edge_app.control import ControlError
+from edge_app.control import REFUSAL_LOG_SECONDS, ControlError
 from edge_app.errors import UserError
 from edge_app.hub.code import LOCK, CodeVerifier, read_code_file
 from edge_app.hub.discovery import (
@@ -91,6 +92,9 @@ MAX_QUEUED = 1000
 # Home Assistant's `online` on its status topic re-sends discovery at most this often: anyone
 # who may publish there could otherwise make the hub publish nine retained messages per message.
 RESEND_SECONDS = 10.0
+# Refused commands logged one by one within REFUSAL_LOG_SECONDS (the control socket's
+# refusal interval); more are counted, and said with the next line (each is still an event).
+REFUSALS_LOGGED = 10
 # Accepted unlock commands waiting while the door answers an earlier one (its pulses never
 # stack anyway); more are refused while the door is slow to answer.
 UNLOCK_QUEUE = 1
@@ -297,6 +301,12 @@ class MqttBridge:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
+        # When the last REFUSALS_LOGGED refused commands were logged, and how many were not
+        # since (_refuse; from paho's thread and the unlock worker, under the lock): anyone who
+        # may publish on a command topic could flood the journal.
+        self._refusals_logged: deque[float] = deque(maxlen=REFUSALS_LOGGED)
+        self._refusals_held = 0
+        self._refusals_lock = threading.Lock()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._health: DoorHealth = door.health
@@ -734,14 +744,30 @@ class MqttBridge:
         topic: str | None = None,
         via: str | None = None,
     ) -> None:
-        """Log a refused command and publish it as a `denied` event.
+        """Publish a refused command as a `denied` event (each one: Home Assistant's
+        "remote unlock refused" automation fires for each) and log it: each of the first
+        REFUSALS_LOGGED within REFUSAL_LOG_SECONDS, then only counted until that many fit in
+        that time again; the next line says how many were not logged.
 
         origin: who a verified signed command named (the event's name); via: where a command
         came from (appended to the reason as `origin=...`)."""
         topic = topic or self.topics.unlock
-        log.warning(
-            "remote unlock refused topic=%s origin=%s reason=%r", topic, via or origin or "-", why
-        )
+        with self._refusals_lock:
+            moment, logged = time.monotonic(), self._refusals_logged
+            held_back: int | None = None
+            if len(logged) < REFUSALS_LOGGED or moment - logged[0] >= REFUSAL_LOG_SECONDS:
+                logged.append(moment)
+                held_back, self._refusals_held = self._refusals_held, 0
+            else:
+                self._refusals_held += 1
+        if held_back is not None:
+            log.warning(
+                "remote unlock refused topic=%s origin=%s reason=%r%s",
+                topic,
+                via or origin or "-",
+                why,
+                f" held_back={held_back}" if held_back else "",
+            )
         now = time.time()
         reason = f"remote unlock refused: {why}" + (f"; origin={via}" if via else "")
         self._publish(
