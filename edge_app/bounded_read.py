@@ -147,13 +147,14 @@ def read_or_refuse(
 
 def zip_unpacked_bytes(data: bytes) -> int | None:
     """What the zip archive `data` says its members unpack to (its central directory), or None
-    for data that is not a zip. A small file may declare gigabytes: a reader that trusts it
-    (numpy's .npz, torch's checkpoints) allocates what is declared before it finds out."""
+    for data that is not a zip, or one too damaged to list (its reader then refuses it). A
+    small file may declare gigabytes: a reader that trusts it (numpy's .npz, torch's
+    checkpoints) allocates what is declared before it finds out."""
     import io
     import zipfile
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return sum(member.file_size for member in archive.infolist())
-    except zipfile.BadZipFile:
-        return None
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
+        return None  # BadZipFile, or a damaged directory ("zip file version 13.2", ...)

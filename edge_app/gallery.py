@@ -96,10 +96,11 @@ MAX_IMPORT_BYTES = 128 * 1024 * 1024
 # times the strangers 2 do); 50 is ten camera enrolments, far past what identifies anyone.
 MAX_SAMPLES_PER_PERSON = 50
 MAX_CROP_BYTES = 1024 * 1024
-# Values one person's line of an export may hold: each sample's embedding and mirror (512
-# numbers each) and a few fields, for the most samples a person may have, with room to spare.
+# Values one person's line of an export may hold: a sample is an object of about 8 fields
+# (the embeddings and the crop are base64 strings, one value each), so 64 a sample for the
+# most samples a person may have, and the person's own fields and a name's commas, leave room.
 # Parsed JSON takes many times its text's size (a list per `[],`), so a line is counted first.
-MAX_RECORD_VALUES = 2 * MAX_SAMPLES_PER_PERSON * (2 * EMBEDDING_DIM + 16)
+MAX_RECORD_VALUES = 64 * MAX_SAMPLES_PER_PERSON + 256
 MAX_MODEL_ID_LENGTH = 128
 # Imported rows compared with every row at once: bounds the score matrix to about
 # 1024 x (all rows) float32, 80 MB for a gallery of 10,000 photos.

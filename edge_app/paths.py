@@ -42,5 +42,7 @@ def path_text_problem(path: str) -> str | None:
             Path(path).expanduser()
         except RuntimeError:  # ~name of no user on this system
             user = path[1:].split("/", 1)[0]
+            if not user:
+                return f"{path!r} starts with ~, but this user has no home folder to expand it to"
             return f"{path!r} starts with ~{user}, but there is no user {user!r} here"
     return None
