@@ -426,7 +426,7 @@ def test_import_refuses_one_face_under_two_names(db: Path, tmp_path: Path) -> No
         (lambda lines: lines[:-1], "truncated or edited"),
         (lambda lines: ["{}"] + lines[1:], "header"),
         (lambda lines: lines[:1] + ["{not json"] + lines[2:], r"line 2\): not JSON"),
-        (lambda lines: lines[:1] + ["[" * 5000] + lines[2:], r"line 2\): JSON nested too deeply"),
+        (lambda lines: lines[:1] + ["[" * 1000] + lines[2:], r"line 2\): JSON nested too deeply"),
         (lambda lines: ['{"format": ' + "9" * 5000 + "}"] + lines[1:], r"line 1\): an integer"),
         (lambda lines: [lines[0].replace('"version": 1', '"version": 9')] + lines[1:], "version 9"),
         (
