@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -589,3 +590,35 @@ def test_a_refused_date_marks_its_own_field(site: Site, user: httpx.Client) -> N
     exported = user.get("/events.csv", params={"to": "someday"})
     assert exported.status_code == 400
     assert exported.text == "to: 'someday' is not a date (YYYY-MM-DD)\n"
+
+
+def test_a_camera_enrolment_rides_out_a_missed_frame_and_ends_after_a_real_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One failed fetch of the door's frame (the door busy with the live view) ended a camera
+    enrolment as "before the camera stopped" while frames kept coming (test_web_e2e failed 1
+    run in 4 on it). A gap shorter than FRAME_GAP_S is ridden out; a longer one ends it."""
+    import cv2
+
+    from edge_app.web import people
+
+    monkeypatch.setattr(people, "CAMERA_POLL_S", 0.01)
+    monkeypatch.setattr(people, "FRAME_GAP_S", 0.2)
+    jpegs = [
+        cv2.imencode(".jpg", np.full((8, 8, 3), shade, np.uint8))[1].tobytes() for shade in (0, 255)
+    ]
+
+    class ScriptedDoor:  # the seam door_frames uses: WebDoor.frame()
+        def __init__(self, script: list[bytes | None]) -> None:
+            self.script = script
+
+        def frame(self) -> bytes | None:
+            return self.script.pop(0) if self.script else None
+
+    deadline = time.monotonic() + 10
+    door = ScriptedDoor([jpegs[0], None, None, jpegs[1]])
+    frames = list(people.door_frames(door, deadline))  # type: ignore[arg-type]
+    assert [int(f.mean() > 127) for f in frames] == [0, 1]
+    started = time.monotonic()
+    assert list(people.door_frames(ScriptedDoor([]), deadline)) == []  # type: ignore[arg-type]
+    assert 0.2 <= time.monotonic() - started < 5

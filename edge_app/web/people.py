@@ -45,6 +45,8 @@ UPLOAD_PREFIX = ".web-upload-"  # the private folders next to the gallery
 # request can wait; the door's latest frame is asked for this often.
 CAMERA_TIMEOUT_S = 30.0
 CAMERA_POLL_S = 0.2
+# How long the door may give no frame before a camera enrolment ends as "the camera stopped".
+FRAME_GAP_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -236,14 +238,23 @@ def remove_stale_uploads(gallery: Path) -> None:
 
 
 def door_frames(door: WebDoor, deadline: float) -> Iterator[np.ndarray]:
-    """The door's new frames (RGB) until the deadline; ends early when the door has none."""
+    """The door's new frames (RGB) until the deadline; ends early once the door has had none
+    for FRAME_GAP_S. One failed fetch (the door busy answering the live view, a client slot
+    taken) ended the enrolment as "before the camera stopped", with frames still coming."""
     from edge_app.images import ImageError, decode_image
 
     last = ""
+    missing_since: float | None = None
     while time.monotonic() < deadline:
         jpeg = door.frame()
         if jpeg is None:
-            return
+            now = time.monotonic()
+            missing_since = now if missing_since is None else missing_since
+            if now - missing_since >= FRAME_GAP_S:
+                return
+            time.sleep(CAMERA_POLL_S)
+            continue
+        missing_since = None
         digest = hashlib.sha256(jpeg).hexdigest()
         if digest != last:
             last = digest
