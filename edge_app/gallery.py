@@ -748,6 +748,9 @@ class Gallery:
         # Enrolments are rare and precious: FULL survives a power cut mid-commit.
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA foreign_keys = ON")
+        # What is deleted is overwritten with zeros, not left in free pages: Debian builds
+        # SQLite this way, other builds (and Python's own) may not (see _erase_residue).
+        self._db.execute("PRAGMA secure_delete = ON")
 
     def _migrate(self) -> None:
         version = self.schema_version
@@ -820,6 +823,33 @@ class Gallery:
             raise  # our own misuse (a closed gallery): a bug, not the file's fault
         except sqlite3.DatabaseError as error:
             raise _sqlite_failure(self.path, error, "write") from None
+
+    def _erase_residue(self, what: str) -> None:
+        """After a change that deleted someone's data, leave no copy of it in the -wal file.
+
+        WAL mode appends changed pages to the -wal file and copies them into the gallery
+        later; the file is only emptied when the last connection closes. While the door keeps
+        the gallery open, the pages of an enrolment stay readable there, embeddings and face
+        crops of a person already removed, until later writes happen to overwrite them. A
+        TRUNCATE checkpoint copies every page into the gallery (where secure_delete has zeroed
+        what was deleted) and cuts the -wal file to zero bytes. It waits (busy timeout) for
+        readers on an older state; the door's reads take milliseconds.
+        """
+        try:
+            busy = int(self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        except sqlite3.DatabaseError as error:
+            busy, reason = 1, str(error)
+        else:
+            reason = "a reader held it past the busy timeout"
+        if busy:
+            log.warning(
+                "gallery=%s %s, but the previous data may stay in %s-wal until the last "
+                "program using the gallery closes it (%s)",
+                self.path,
+                what,
+                self.path.name,
+                reason,
+            )
 
     def _refuse_damage(self) -> None:
         """Refuse to write to a damaged file (a change could land beside the damage and be
@@ -1069,6 +1099,7 @@ class Gallery:
                     "DELETE FROM samples WHERE person_id = ?", (person_id,)
                 ).rowcount
                 db.execute("DELETE FROM people WHERE id = ?", (person_id,))
+        self._erase_residue("removed " + ", ".join(map(repr, names)))
         return removed
 
     def set_access(self, name: str, access: bool) -> tuple[str, bool]:
@@ -1097,6 +1128,7 @@ class Gallery:
             if other is not None and other[0] != person[0]:
                 raise GalleryError(f"{new!r} is already enrolled; remove or rename them first")
             db.execute("UPDATE people SET name = ? WHERE id = ?", (new, person[0]))
+        self._erase_residue(f"renamed {old!r}")
         return new
 
     # --- moving a gallery to another door (format: docs/GALLERY.md) ----------------------
@@ -1221,6 +1253,8 @@ class Gallery:
                     self._refuse_too_many_samples(person_id, name, "imported")
                     summary.samples_added += len(kept)
                     summary.samples_skipped += len(new_samples) - len(kept)
+        if summary.replaced_people:
+            self._erase_residue("replaced " + ", ".join(map(repr, summary.replaced_people)))
         return summary
 
     def _refuse_shared_faces(

@@ -95,10 +95,12 @@ def liveness_engine(engine: Engine) -> Engine:
     return engine
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """For tests that call a CLI's main(): its setup_logging() replaces the root logger's
-    handlers with one bound to this test's (captured) stderr; put the old ones back after."""
+    handlers with one bound to this test's (captured) stderr; put the old ones back after.
+    Every test gets it: a test that forgot it left a handler on a closed stream, and a later
+    test's log line became a "Logging error" traceback in what that test captured."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:

@@ -17,6 +17,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -514,3 +515,106 @@ def test_opening_a_gallery_this_process_has_open_keeps_its_write_ahead_log(
                 db.execute("INSERT INTO scratch VALUES (?)", (count,))
             assert rows_seen_by_another_process(path, "scratch") == count
         assert Path(f"{path}-wal").exists()
+
+
+# --- erasure: a person removed leaves no copy in the gallery's files ---------------------
+
+CROP = b"\xff\xd8\xff\xe0 Alice's face crop " + bytes(range(256)) * 4
+
+
+def traces_of(path: Path, person: list[NewSample], name: str | None) -> dict[str, int]:
+    """How many of the person's embeddings, mirrors, face crops (and name, unless None)
+    each of the gallery's files and SQLite's files beside it still holds, byte for byte."""
+    found = {}
+    pieces = [s.embedding.astype("<f4").tobytes()[:256] for s in person]
+    pieces += [s.mirror.astype("<f4").tobytes()[:256] for s in person if s.mirror is not None]
+    pieces += [CROP[:64]] + ([] if name is None else [name.encode()])
+    for file in sorted(path.parent.glob(path.name + "*")):
+        data = file.read_bytes()
+        found[file.name] = sum(data.count(piece) for piece in pieces)
+    return found
+
+
+def alice() -> list[NewSample]:
+    mirrors = unit_vectors(3, 77)
+    return [
+        dataclasses.replace(sample, mirror=mirror)
+        for sample, mirror in zip(samples(3, 7, CROP), mirrors, strict=True)
+    ]
+
+
+def _remove(gallery: Gallery) -> None:
+    gallery.remove(["Alice Example"])
+
+
+def _replace(gallery: Gallery) -> None:
+    fresh = ExportedPerson("Alice Example", "2024-01-01T00:00:00Z", samples(2, 8), True)
+    gallery.import_([fresh], on_conflict="replace")
+
+
+@pytest.mark.parametrize("erase", [_remove, _replace], ids=["remove", "import --replace"])
+def test_a_removed_person_leaves_no_copy_in_the_gallery_files_while_the_door_reads_them(
+    db: Path, erase: Callable[[Gallery], None]
+) -> None:
+    """Defect found by a privacy audit: in WAL mode the pages of an enrolment are written to
+    the -wal file, which is emptied only when the last connection closes. The door keeps the
+    gallery open for months, so a person removed (or replaced by an import) stayed in
+    gallery.db-wal: every embedding, mirror, face crop and the name, byte for byte, readable
+    by anyone who copies the state folder, until later writes happened to overwrite them."""
+    person = alice()
+    with Gallery.open(db) as door:
+        door.load_matrix()
+        with Gallery.open(db) as writer:
+            writer.enroll("Alice Example", person)
+        assert "Alice Example" in door.load_matrix().names
+        assert sum(traces_of(db, person, "Alice Example").values()) > 0
+        with Gallery.open(db) as writer:
+            erase(writer)
+        matrix = door.load_matrix()
+        left = traces_of(db, person, "Alice Example" if erase is _remove else None)
+        assert set(left) == {"gallery.db", "gallery.db-shm", "gallery.db-wal"}
+        assert left == dict.fromkeys(left, 0)
+        assert (erase is _remove) == ("Alice Example" not in matrix.names)
+        assert os.path.getsize(f"{db}-wal") == 0
+    assert sorted(Gallery.open(db, read_only=True).load_matrix().names) == sorted(matrix.names)
+
+
+def test_a_renamed_person_leaves_no_copy_of_the_old_name(db: Path) -> None:
+    with Gallery.open(db) as door:
+        door.load_matrix()
+        with Gallery.open(db) as writer:
+            writer.rename("Paul", "Paul Example-Renamed")
+        assert sorted(door.load_matrix().names) == ["Jennifer", "Paul Example-Renamed"]
+        for file in sorted(db.parent.glob(db.name + "*")):
+            data = file.read_bytes()  # every "Paul" left is the new name's
+            assert data.count(b"Paul") == data.count(b"Paul Example-Renamed"), file.name
+
+
+def test_a_removal_a_reader_holds_up_says_what_may_stay_and_still_removes(
+    db: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader that holds an old state past the busy timeout keeps the -wal file's pages:
+    the removal still lands and one warning says where the old data may stay."""
+    monkeypatch.setattr("edge_app.gallery.BUSY_TIMEOUT_MS", 100)
+    with Gallery.open(db) as writer:
+        writer.enroll("Alice Example", alice())
+    reader = sqlite3.connect(db)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM samples").fetchone()
+        with Gallery.open(db) as writer, caplog.at_level("WARNING", "edge_app.gallery"):
+            writer.remove(["Alice Example"])
+        assert "may stay in gallery.db-wal until the last program using the gallery" in (
+            caplog.text
+        )
+    finally:
+        reader.close()
+    with Gallery.open(db, read_only=True) as gallery:
+        assert [p.name for p in gallery.people()] == ["Jennifer", "Paul"]
+
+
+def test_the_gallery_overwrites_what_it_deletes_whatever_sqlite_was_built_with(db: Path) -> None:
+    """secure_delete zeroes deleted rows in the file; Debian's SQLite has it on by default,
+    other builds do not, so the gallery sets it on every connection it writes through."""
+    with Gallery.open(db) as gallery:
+        assert gallery._db.execute("PRAGMA secure_delete").fetchone() == (1,)
