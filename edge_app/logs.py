@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 # journald maps "<N>" line prefixes to syslog priorities when stdout/stderr is its stream.
@@ -70,28 +71,36 @@ def setup_logging(verbosity: int = 0) -> None:
 
 
 class Throttle:
-    """At most one log line per `every` seconds for one kind of repeated event.
+    """At most `burst` log lines per `every` seconds for one kind of repeated event.
 
-    The first occurrence is logged; later ones within `every` seconds of the last logged one
-    are only counted, and the next line that is logged says how many were held back. A
-    failing disk, a client that keeps sending what is refused: each is a line, then a line
-    now and then with a count, not a line per attempt that floods the journal.
+    The first occurrences are logged; once `burst` lines were logged within `every` seconds,
+    later ones are only counted until the oldest of those lines is `every` seconds old, and
+    the next line that is logged says how many were held back. A failing disk, a client that
+    keeps sending what is refused: each is a line (or a few), then a line now and then with a
+    count, not a line per attempt that floods the journal. Safe to call from several threads.
     """
 
-    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, every: float, clock: Callable[[], float] = time.monotonic, *, burst: int = 1
+    ) -> None:
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, not {burst}")
         self.every = every
         self._clock = clock
-        self._logged_at = -math.inf
+        self._logged: deque[float] = deque(maxlen=burst)  # when the last lines were logged
         self._held_back = 0
+        self._lock = threading.Lock()
 
     def due(self, now: float | None = None) -> int | None:
         """None when this occurrence is only to be counted; else log it now, with the
         number returned: how many were held back since the last line. now: the caller's
         clock reading, when it has one (else the throttle's clock is read)."""
-        now = self._clock() if now is None else now
-        if now - self._logged_at < self.every:
-            self._held_back += 1
-            return None
-        held_back, self._held_back = self._held_back, 0
-        self._logged_at = now
-        return held_back
+        with self._lock:
+            now = self._clock() if now is None else now
+            logged = self._logged
+            if len(logged) == logged.maxlen and now - logged[0] < self.every:
+                self._held_back += 1
+                return None
+            held_back, self._held_back = self._held_back, 0
+            logged.append(now)
+            return held_back

@@ -45,7 +45,6 @@ import ssl
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -301,12 +300,9 @@ class MqttBridge:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
-        # When the last REFUSALS_LOGGED refused commands were logged, and how many were not
-        # since (_refuse; from paho's thread and the unlock worker, under the lock): anyone who
-        # may publish on a command topic could flood the journal.
-        self._refusals_logged: deque[float] = deque(maxlen=REFUSALS_LOGGED)
-        self._refusals_held = 0
-        self._refusals_lock = threading.Lock()
+        # Refused commands (_refuse; from paho's thread and the unlock worker): anyone who may
+        # publish on a command topic could flood the journal.
+        self._refusals = Throttle(REFUSAL_LOG_SECONDS, burst=REFUSALS_LOGGED)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._health: DoorHealth = door.health
@@ -752,14 +748,7 @@ class MqttBridge:
         origin: who a verified signed command named (the event's name); via: where a command
         came from (appended to the reason as `origin=...`)."""
         topic = topic or self.topics.unlock
-        with self._refusals_lock:
-            moment, logged = time.monotonic(), self._refusals_logged
-            held_back: int | None = None
-            if len(logged) < REFUSALS_LOGGED or moment - logged[0] >= REFUSAL_LOG_SECONDS:
-                logged.append(moment)
-                held_back, self._refusals_held = self._refusals_held, 0
-            else:
-                self._refusals_held += 1
+        held_back = self._refusals.due()
         if held_back is not None:
             log.warning(
                 "remote unlock refused topic=%s origin=%s reason=%r%s",

@@ -1,0 +1,51 @@
+"""edge_app.logs.Throttle: a few lines per interval for a repeated event, the rest counted."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from edge_app.logs import Throttle
+
+
+def test_one_line_per_interval_then_the_count_of_those_held_back() -> None:
+    throttle = Throttle(10.0)
+    seen = [throttle.due(now) for now in (0.0, 1.0, 2.0, 9.9, 10.0, 10.5, 25.0)]
+    assert seen == [0, None, None, None, 3, None, 1]
+
+
+def test_a_burst_logs_that_many_lines_in_any_interval() -> None:
+    """The first `burst` lines go out at once; then a line whenever the oldest of the last
+    `burst` logged lines is `every` seconds old, with the count held back since."""
+    throttle = Throttle(10.0, burst=3)
+    seen = [throttle.due(now) for now in (0.0, 0.1, 0.2, 0.3, 5.0, 10.0, 10.05, 10.1, 10.2)]
+    assert seen == [0, 0, 0, None, None, 2, None, 1, 0]
+
+
+def test_counts_are_kept_exactly_when_threads_share_a_throttle() -> None:
+    """The hub's MQTT refusals come from paho's thread and the unlock worker at once: every
+    occurrence is either a line or counted in the next line, none lost or counted twice."""
+    throttle = Throttle(1.0, clock=lambda: 0.0, burst=5)
+    lines: list[int] = []
+    lock = threading.Lock()
+
+    def flood() -> None:
+        for _ in range(2_000):
+            held = throttle.due()
+            if held is not None:
+                with lock:
+                    lines.append(held)
+
+    workers = [threading.Thread(target=flood) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(lines) == 5
+    assert throttle.due(1.0) == 16_000 - 5
+
+
+def test_a_burst_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="burst must be at least 1"):
+        Throttle(1.0, burst=0)
