@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -44,8 +44,9 @@ import cv2
 import numpy as np
 
 from edge_app.config import EventsConfig
+from edge_app.gallery import name_key
 from edge_app.logs import Throttle
-from edge_app.policy import DENIED, RECOGNIZED, SPOOF, UNKNOWN, UNLOCK
+from edge_app.policy import DENIED, RECOGNIZED, SPOOF, TOOK_PLACE, UNKNOWN, UNLOCK
 from edge_app.private_file import (
     NotRegularFileError,
     link_new,
@@ -54,6 +55,7 @@ from edge_app.private_file import (
     sweep_temporaries,
     temporary_pattern,
 )
+from edge_app.sqlite_files import empty_wal, read_only_uri, zero_deletions
 from edge_app.wall_clock import EARLIEST_TIME, SET_THE_CLOCK, UNSET_CLOCK, WallClock
 
 log = logging.getLogger(__name__)
@@ -774,17 +776,7 @@ class EventLog:
                 sweep_temporaries(folder, SNAPSHOT_TEMPORARY, f"snapshots in {folder}")
 
     def _own_snapshots(self) -> list[Path]:
-        """The folder's files named as this module names snapshots, oldest first. A folder
-        that is a symbolic link is not followed (OSError): pruning and retention delete
-        only in the folder snapshots are written to."""
-        folder = Path(self.snapshots)  # type: ignore[arg-type]
-        if stat.S_ISLNK(os.lstat(folder).st_mode):
-            raise OSError(errno.ELOOP, "it is a symbolic link, not followed", str(folder))
-        return sorted(
-            entry
-            for entry in folder.iterdir()
-            if SNAPSHOT_NAME.match(entry.name) and entry.is_file() and not entry.is_symlink()
-        )
+        return own_snapshots(Path(self.snapshots))  # type: ignore[arg-type]
 
     def _apply_retention(self) -> tuple[int, int]:
         """Delete the events, and the snapshots, older than `retention_days`, on a clock
@@ -809,6 +801,11 @@ class EventLog:
                 ).rowcount
             except sqlite3.Error as error:
                 sink.fail(self._monotonic(), error)
+            else:
+                # The deleted events also stay in the -wal file, which the door keeps open,
+                # until later events overwrite them (weeks on a quiet door).
+                if rows and (why := empty_wal(sink.db)) is not None:
+                    log.info("retention: deleted events may stay in the -wal file (%s)", why)
         if self.snapshots is not None:
             self._sweep_snapshot_temporaries()
             oldest = datetime.fromtimestamp(cutoff, UTC).strftime(_STAMP)[:-3]
@@ -834,6 +831,114 @@ class EventLog:
             files,
         )
         return rows, files
+
+
+def own_snapshots(folder: Path) -> list[Path]:
+    """The folder's files named as this module names snapshots, oldest first. A folder that
+    is a symbolic link is not followed (OSError): pruning, retention and erasure delete only
+    in the folder snapshots are written to."""
+    if stat.S_ISLNK(os.lstat(folder).st_mode):
+        raise OSError(errno.ELOOP, "it is a symbolic link, not followed", str(folder))
+    return sorted(
+        entry
+        for entry in folder.iterdir()
+        if SNAPSHOT_NAME.match(entry.name) and entry.is_file() and not entry.is_symlink()
+    )
+
+
+def snapshot_label(name: str | None) -> str:
+    """The person's part of a snapshot's file name."""
+    return _SAFE.sub("_", name or "unknown")[:60]
+
+
+# A snapshot's file name taken apart: its event type and the person's label.
+_SNAPSHOT_PARTS = re.compile(
+    r"^\d{8}T\d{6}\.\d{3}Z_(" + "|".join(TYPES) + r")_([A-Za-z0-9_.-]{0,60})_t\d+(?:-\d)?\.jpg\Z"
+)
+
+
+@dataclass(frozen=True)
+class History:
+    """What the door recorded about some people: events naming them, snapshot files."""
+
+    events: int
+    snapshots: int
+
+
+NO_HISTORY = History(0, 0)
+
+
+def _named_rows(db: sqlite3.Connection, names: Sequence[str]) -> list[tuple[int, str | None]]:
+    """(id, snapshot) of the events that name one of `names` (the gallery's name rule: case
+    and spacing do not matter) or report a face that took their place in their track."""
+    keys = {name_key(name) for name in names}
+    took = {f"{TOOK_PLACE} of {name_key(name)}" for name in names}
+    rows = db.execute("SELECT id, name, reason, snapshot FROM events").fetchall()
+    return [
+        (int(row_id), snapshot)
+        for row_id, name, reason, snapshot in rows
+        if (isinstance(name, str) and name_key(name) in keys)
+        or (isinstance(reason, str) and name_key(reason) in took)
+    ]
+
+
+def _named_snapshots(
+    folder: Path | None, rows: Sequence[str | None], names: Sequence[str]
+) -> list[Path]:
+    """The snapshot files of those events, and any other snapshot named after one of the
+    people (its event already gone, or only in the JSON-lines file): only files of the
+    folder named as this module names snapshots, whatever a row says (a row is data)."""
+    if folder is None or not folder.exists():
+        return []
+    labels = {snapshot_label(name).casefold() for name in names}
+    by_row = {Path(snapshot).name for snapshot in rows if snapshot}
+    found = []
+    for path in own_snapshots(folder):
+        parts = _SNAPSHOT_PARTS.match(path.name)
+        if path.name in by_row or (parts is not None and parts.group(2).casefold() in labels):
+            found.append(path)
+    return found
+
+
+def history_of(db: Path | None, snapshots: Path | None, names: Sequence[str]) -> History:
+    """How much the door recorded about these people (read-only; nothing is created)."""
+    rows: list[tuple[int, str | None]] = []
+    if db is not None and db.exists():
+        with closing(sqlite3.connect(read_only_uri(db)[0], uri=True)) as connection:
+            rows = _named_rows(connection, names)
+    files = _named_snapshots(snapshots, [snapshot for _, snapshot in rows], names)
+    return History(len(rows), len(files))
+
+
+def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str]) -> History:
+    """Delete what the door recorded about these people: the events that name them (and
+    "took the place of NAME"), in one transaction, with nothing left in the database's free
+    pages or -wal file (edge_app.sqlite_files); then those events' snapshots and every other
+    snapshot named after them. A snapshot of someone judged unknown carries no name and is
+    not found. The JSON-lines file (events.jsonl) is a log the door only appends to: it is
+    not rewritten. Raises OSError or sqlite3.Error; the events are deleted before any file."""
+    rows: list[tuple[int, str | None]] = []
+    if db is not None and db.exists():
+        connection = _open_db(db)
+        try:
+            connection.execute("PRAGMA busy_timeout = 5000")  # the door writes at most 0.5 s
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                rows = _named_rows(connection, names)
+                connection.executemany("DELETE FROM events WHERE id = ?", [(i,) for i, _ in rows])
+                connection.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                raise
+            if rows and (why := empty_wal(connection)) is not None:
+                log.warning("erased events may stay in %s-wal for now (%s)", db.name, why)
+        finally:
+            connection.close()
+    files = _named_snapshots(snapshots, [snapshot for _, snapshot in rows], names)
+    for path in files:
+        path.unlink(missing_ok=True)
+    return History(len(rows), len(files))
 
 
 def _write_snapshot(path: Path, data: bytes) -> None:
@@ -919,6 +1024,7 @@ def _open_db(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode = WAL")
         # One event per visit: NORMAL loses at most the last ones on a power cut, never the file.
         db.execute("PRAGMA synchronous = NORMAL")
+        zero_deletions(db)  # retention and erasures leave no names in free pages
         _migrate(db, path)
     except BaseException:
         db.close()

@@ -74,6 +74,7 @@ from edge_app.private_file import (
     temporary_pattern,
 )
 from edge_app.quality import NEAR_DUPLICATE_COSINE, other_people_among
+from edge_app.sqlite_files import empty_wal, read_only_uri, zero_deletions
 
 log = logging.getLogger(__name__)
 
@@ -663,11 +664,7 @@ class Gallery:
         With none, it is read as immutable: SQLite then needs no -shm file, which it could not
         create here.
         """
-        real = os.path.realpath(path)  # SQLite keeps the -wal beside the file a link leads to
-        # An empty -wal holds no changes: what a writer that checkpointed leaves, and what a
-        # failed open on a full disk leaves (with a -shm cut short, which a WAL read needs).
-        wal = os.path.exists(f"{real}-wal") and os.path.getsize(f"{real}-wal") > 0
-        uri = f"file:{quote(os.fsencode(real))}?mode=ro" + ("" if wal else "&immutable=1")
+        uri, wal = read_only_uri(path)
         try:
             connection = sqlite3.connect(uri, uri=True, isolation_level=None)
         except sqlite3.Error as error:
@@ -748,9 +745,7 @@ class Gallery:
         # Enrolments are rare and precious: FULL survives a power cut mid-commit.
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA foreign_keys = ON")
-        # What is deleted is overwritten with zeros, not left in free pages: Debian builds
-        # SQLite this way, other builds (and Python's own) may not (see _erase_residue).
-        self._db.execute("PRAGMA secure_delete = ON")
+        zero_deletions(self._db)
 
     def _migrate(self) -> None:
         version = self.schema_version
@@ -825,23 +820,10 @@ class Gallery:
             raise _sqlite_failure(self.path, error, "write") from None
 
     def _erase_residue(self, what: str) -> None:
-        """After a change that deleted someone's data, leave no copy of it in the -wal file.
-
-        WAL mode appends changed pages to the -wal file and copies them into the gallery
-        later; the file is only emptied when the last connection closes. While the door keeps
-        the gallery open, the pages of an enrolment stay readable there, embeddings and face
-        crops of a person already removed, until later writes happen to overwrite them. A
-        TRUNCATE checkpoint copies every page into the gallery (where secure_delete has zeroed
-        what was deleted) and cuts the -wal file to zero bytes. It waits (busy timeout) for
-        readers on an older state; the door's reads take milliseconds.
-        """
-        try:
-            busy = int(self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
-        except sqlite3.DatabaseError as error:
-            busy, reason = 1, str(error)
-        else:
-            reason = "a reader held it past the busy timeout"
-        if busy:
+        """After a change that deleted someone's data, leave no copy of it in the -wal file,
+        which the door keeps open (edge_app.sqlite_files)."""
+        reason = empty_wal(self._db)
+        if reason is not None:
             log.warning(
                 "gallery=%s %s, but the previous data may stay in %s-wal until the last "
                 "program using the gallery closes it (%s)",

@@ -403,6 +403,34 @@ def test_retention_deletes_old_rows_and_own_snapshots_only(tmp_path: Path) -> No
     log.close()
 
 
+def test_events_past_the_retention_leave_no_copy_in_the_files_of_a_running_door(
+    tmp_path: Path,
+) -> None:
+    """Found by a privacy audit: events the retention deleted stayed readable in
+    events.db-wal (1,365 copies of a name right after it ran) while the door kept the
+    database open, until about 500 later events overwrote them: weeks beyond
+    retention_days on a household door. The retention now empties the -wal file, and the
+    database overwrites what it deletes whatever SQLite was built with."""
+    day = 86400.0
+    now = [1_800_000_000.0 - 100 * day]
+    db = tmp_path / "events.db"
+    log = EventLog(db, retention_days=90, clock=lambda: now[0], clock_trusted=lambda: True)
+    for track in range(200):
+        log.record("recognized", name="Departed Person", score=0.8, track=track)
+    now[0] += 99 * day
+    log.record("recognized", name="Resident", score=0.8, track=500)
+    log.maintain()
+    assert [e.name for e in read_events(db)] == ["Resident"]
+    files = sorted(tmp_path.glob("events.db*"))
+    assert {f.name for f in files} >= {"events.db", "events.db-wal"}
+    assert {f.name: f.read_bytes().count(b"Departed Person") for f in files} == {
+        f.name: 0 for f in files
+    }
+    assert log._db_sink is not None and log._db_sink.db is not None
+    assert log._db_sink.db.execute("PRAGMA secure_delete").fetchone() == (1,)
+    log.close()
+
+
 def test_retention_zero_keeps_everything(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "events.db", clock=lambda: 0.0)
     log.record("unknown", track=1)

@@ -16,6 +16,8 @@ from edge_app.commands.identify import add_db_argument, db_path
 from edge_app.errors import UserError
 
 if TYPE_CHECKING:
+    from edge_app.config import EventsConfig
+    from edge_app.events import History
     from edge_app.gallery import Gallery
 
 log = logging.getLogger(__name__)
@@ -56,15 +58,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     remove = subparsers.add_parser(
         "remove",
-        help="remove people and all their samples",
+        help="remove people and all their samples (--history: and what the door recorded)",
         description="Remove people and all their samples (all of them, or none if one is\n"
-        "not enrolled). Photos you copied to the door by hand to enrol them (such as\n"
+        "not enrolled). Nothing of their face stays in the gallery's files.\n\n"
+        "What the door recorded about them is history, kept for events.retention_days\n"
+        "(90 by default): the events that name them and their snapshots. --history\n"
+        "erases it too, from the events database and snapshots folder of the config;\n"
+        "a name no longer enrolled is then accepted when the door has history of it.\n"
+        "It cannot find snapshots of them judged unknown (those carry no name), nor\n"
+        "rewrite events.jsonl, a log the door only appends to.\n\n"
+        "Photos you copied to the door by hand to enrol them (such as\n"
         "/var/lib/edge-app/photos/NAME) are not touched: delete them yourself.",
         epilog='examples:\n  edge-app remove "Alice Martin"\n  edge-app remove Bob Carol\n'
+        '  edge-app remove --history "Alice Martin"   # and the events and snapshots of her\n'
         "  sudo -u edge-app rm -r /var/lib/edge-app/photos/alice   # photos copied by hand",
         formatter_class=FORMATTER,
     )
     remove.add_argument("names", nargs="+", metavar="NAME", help=NAME_HELP)
+    remove.add_argument(
+        "--history",
+        action="store_true",
+        help="also erase the events that name them and their snapshots (the config's "
+        "events.db and events.snapshots)",
+    )
     add_db_argument(remove)
     remove.set_defaults(handler=run_remove, changes="the gallery")
 
@@ -177,13 +193,93 @@ def run_access(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    from edge_app.events import NO_HISTORY, erase_history, history_of
     from edge_app.gallery import Gallery
 
+    if args.history and args.db is not None:
+        raise UserError(
+            "--history erases the history of the door the config describes (its events.db "
+            "and events.snapshots): give --config, or nothing for the default config, not --db"
+        )
+    events = _door_events(args)
+    if args.history and events is None:
+        raise UserError(
+            "--history: the config has neither events.db nor events.snapshots, so the door "
+            "keeps no history to erase; nothing was removed"
+        )
     with Gallery.open(db_path(args)) as gallery:
-        names = _as_stored(gallery, args.names)
-        samples = gallery.remove(args.names)
-    sys.stdout.write(f"removed {', '.join(map(repr, names))} ({samples} samples)\n")
+        removing = list(args.names)  # Gallery.remove refuses them all if one is not enrolled
+        if args.history:
+            assert events is not None
+            removing = [name for name in args.names if gallery.has(name)]
+            nothing = [
+                name
+                for name in args.names
+                if name not in removing
+                and history_of(events.db, events.snapshots, [name]) == NO_HISTORY
+            ]
+            if nothing:
+                raise UserError(
+                    "neither enrolled nor in the door's history: "
+                    f"{', '.join(map(repr, nothing))}; nothing was removed"
+                )
+            args.changes = "the gallery or the door's history"
+        names = _as_stored(gallery, removing)
+        samples = gallery.remove(removing) if removing else 0
+    if names:
+        sys.stdout.write(f"removed {', '.join(map(repr, names))} ({samples} samples)\n")
+    if events is None:
+        return 0
+    everyone = [*args.names, *names]
+    if args.history:
+        erased = erase_history(events.db, events.snapshots, everyone)
+        sys.stdout.write(
+            f"erased their history: {erased.events} events, {erased.snapshots} snapshots\n"
+        )
+        if events.jsonl is not None:
+            sys.stdout.write(
+                f"{events.jsonl} is not rewritten: the door only appends to it "
+                "(docs/DAEMON.md, Events)\n"
+            )
+        return 0
+    kept = _history_quietly(events, everyone)
+    if kept is not None and kept != NO_HISTORY:
+        days = f"{events.retention_days} days" if events.retention_days else "without limit"
+        sys.stdout.write(
+            f"their history stays: {kept.events} events and {kept.snapshots} snapshots name "
+            f"them (kept {days}); `edge-app remove --history` with the same names erases it\n"
+        )
     return 0
+
+
+def _door_events(args: argparse.Namespace) -> EventsConfig | None:
+    """The [events] section of the door the command works on: the config's (--config, else
+    the default config), not when --db names a gallery of its own. None without an events
+    database or snapshots folder; a relative path is refused (the door's folder is unknown)."""
+    if args.db is not None:
+        return None
+    from edge_app.config import load_config
+
+    events = load_config(args.config).events
+    for key, path in (("events.db", events.db), ("events.snapshots", events.snapshots)):
+        if path is not None and not path.is_absolute():
+            raise UserError(
+                f"{key} {path} in the config is relative to the folder the door runs in, "
+                "which this command cannot know: give the config an absolute path"
+            )
+    return None if events.db is None and events.snapshots is None else events
+
+
+def _history_quietly(events: EventsConfig, names: list[str]) -> History | None:
+    """history_of, or None when it cannot be read here (another user's files): a hint."""
+    import sqlite3
+
+    from edge_app.events import history_of
+
+    try:
+        return history_of(events.db, events.snapshots, names)
+    except (OSError, sqlite3.Error):
+        return None
 
 
 def _as_stored(gallery: Gallery, typed: list[str]) -> list[str]:

@@ -22,6 +22,7 @@ import io
 import logging
 import re
 import secrets
+import shlex
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -868,7 +869,9 @@ async def remove_confirm(request: Request, session: auth.Session) -> Response:
     known = {p.name: p for p in await run_in_threadpool(_people, _state(request))}
     if name not in known:
         return await _people_page(request, session, error=f"not enrolled: {name!r}", status=404)
-    return render(request, session, "remove.html", {"person": known[name]})
+    # The command that erases their history, as a shell reads it whatever the name holds.
+    context = {"person": known[name], "shell_name": shlex.quote(name)}
+    return render(request, session, "remove.html", context)
 
 
 @action()

@@ -1,0 +1,55 @@
+"""SQLite's files: deleted rows gone from them, not only from the tables; a database read
+without writing anything beside it.
+
+The gallery (embeddings, face crops, names) and the events database (names, times, snapshot
+paths) delete personal data: a removal, an import's replace, the events' retention. SQLite
+leaves what it deletes in two places unless told otherwise:
+
+- free pages of the database file: `secure_delete` overwrites deleted content with zeros.
+  Debian builds SQLite with it on by default; other builds (and some Pythons' own) do not.
+- the -wal file: in WAL mode every change is appended there first and copied into the
+  database later; the file is emptied only when the last connection closes. A door keeps
+  its databases open for months, so pages written weeks ago (a person's enrolment, events
+  past the retention) stay readable there until later writes happen to overwrite them. A
+  TRUNCATE checkpoint copies every page into the database and cuts the file to 0 bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+
+def zero_deletions(db: sqlite3.Connection) -> None:
+    """Make `db` overwrite what it deletes (for every connection that writes)."""
+    db.execute("PRAGMA secure_delete = ON")
+
+
+def empty_wal(db: sqlite3.Connection) -> str | None:
+    """After deleting personal data: copy the -wal file into the database and cut it to 0
+    bytes. Waits up to the connection's busy timeout for readers on an older state. Returns
+    None when done, else why not (the data then stays in the -wal file until the last
+    connection closes or later writes overwrite it)."""
+    try:
+        busy = int(db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+    except sqlite3.DatabaseError as error:
+        return str(error)
+    return "a reader held it past the busy timeout" if busy else None
+
+
+def read_only_uri(path: Path | str) -> tuple[str, bool]:
+    """A URI that reads the database at `path` and creates nothing beside it, and whether
+    its -wal file holds changes.
+
+    With changes in a -wal file, a writer has it open in WAL mode (or stopped without
+    checkpointing): it is read through the WAL as usual, with the -shm file that writer
+    made. With none it is read as immutable, so SQLite makes no -wal or -shm file: one made
+    here by another user (a command run as root) would lock the database's owner out.
+    An empty -wal holds no changes: what a writer that checkpointed leaves, and what a failed
+    open on a full disk leaves (with a -shm cut short, which a WAL read needs).
+    """
+    real = os.path.realpath(path)  # SQLite keeps the -wal beside the file a link leads to
+    wal = os.path.exists(f"{real}-wal") and os.path.getsize(f"{real}-wal") > 0
+    return f"file:{quote(os.fsencode(real))}?mode=ro" + ("" if wal else "&immutable=1"), wal

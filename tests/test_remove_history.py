@@ -1,0 +1,155 @@
+"""`edge-app remove --history`: a person's removal erases what the door recorded about them
+(events that name them, their snapshots) when asked, and says what stays when not."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from people import samples
+
+from edge_app import cli
+from edge_app.events import EventLog, read_events
+from edge_app.gallery import Gallery
+
+CROP = np.full((40, 30, 3), 90, np.uint8)
+
+
+@pytest.fixture
+def door(tmp_path: Path) -> Path:
+    """A door's config, gallery (Alice, Bob), events and snapshots: Alice recognised and let
+    in, Bob too, a stranger who took Alice's place in her track, and the owner's own photo
+    in the snapshots folder."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    config = tmp_path / "door.toml"
+    config.write_text(
+        f'[gallery]\npath = "{state / "gallery.db"}"\n'
+        f'[events]\ndb = "{state / "events.db"}"\nsnapshots = "{state / "snapshots"}"\n'
+    )
+    with Gallery.open(state / "gallery.db", create=True) as gallery:
+        gallery.enroll("Alice Martin", samples(2, 1))
+        gallery.enroll("Bob", samples(1, 2))
+    clock = iter(1_800_000_000.0 + i for i in range(100))
+    log = EventLog(state / "events.db", snapshots=state / "snapshots", clock=lambda: next(clock))
+    log.record("recognized", name="Alice Martin", score=0.8, track=1, crop=CROP)
+    log.record("unlock", name="Alice Martin", score=0.8, track=1, crop=CROP)
+    log.record("unknown", score=0.3, track=1, reason="took the place of Alice Martin")
+    log.record("recognized", name="Bob", score=0.8, track=2, crop=CROP)
+    log.record("relock", name="Alice Martin")
+    log.close()
+    (state / "snapshots" / "holiday.jpg").write_bytes(b"the owner's own photo")
+    return config
+
+
+def state_of(config: Path) -> Path:
+    return config.parent / "state"
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_a_removal_says_what_history_stays_and_keeps_it(
+    door: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events_before = read_events(state_of(door) / "events.db")
+
+    assert cli.main(["remove", "--config", str(door), "alice martin"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "removed 'Alice Martin' (2 samples)",
+        "their history stays: 4 events and 2 snapshots name them (kept 90 days); "
+        "`edge-app remove --history` with the same names erases it",
+    ]
+    assert read_events(state_of(door) / "events.db") == events_before
+
+
+def test_remove_history_erases_their_events_and_snapshots_and_nothing_else(
+    door: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a privacy audit: removing a person left the events naming them (and a face
+    that "took the place of" them) and JPEGs of their face named after them, for 90 days,
+    with no way to erase one person's history."""
+    state = state_of(door)
+    snapshots = sorted(p.name for p in (state / "snapshots").iterdir())
+    bobs = [name for name in snapshots if "_Bob_" in name]
+
+    assert cli.main(["remove", "--config", str(door), "--history", "ALICE MARTIN"]) == 0
+
+    assert capsys.readouterr().out.splitlines() == [
+        "removed 'Alice Martin' (2 samples)",
+        "erased their history: 4 events, 2 snapshots",
+    ]
+    left = read_events(state / "events.db")
+    assert [(e.type, e.name) for e in left] == [("recognized", "Bob")]
+    assert sorted(p.name for p in (state / "snapshots").iterdir()) == sorted([*bobs, "holiday.jpg"])
+    for file in state.glob("events.db*"):  # no copy in free pages or the -wal file
+        assert b"Alice" not in file.read_bytes(), file.name
+    with Gallery.open(state / "gallery.db", read_only=True) as gallery:
+        assert [p.name for p in gallery.people()] == ["Bob"]
+
+
+def test_the_history_of_someone_already_removed_is_erased_by_name(
+    door: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The web page removes from the gallery only: the history is erased afterwards."""
+    with Gallery.open(state_of(door) / "gallery.db") as gallery:
+        gallery.remove(["Alice Martin"])
+
+    assert cli.main(["remove", "--config", str(door), "--history", "Alice Martin"]) == 0
+
+    assert capsys.readouterr().out == "erased their history: 4 events, 2 snapshots\n"
+    assert [e.name for e in read_events(state_of(door) / "events.db")] == ["Bob"]
+
+
+def test_a_name_neither_enrolled_nor_in_the_history_changes_nothing(
+    door: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = digests(state_of(door))
+
+    assert cli.main(["remove", "--config", str(door), "--history", "Alice Martin", "Nobody"]) == 2
+
+    err = capsys.readouterr().err
+    assert "neither enrolled nor in the door's history: 'Nobody'; nothing was removed" in err
+    assert digests(state_of(door)) == before
+
+
+def test_history_is_the_configs_door_not_a_gallery_given_by_path(
+    door: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gallery = state_of(door) / "gallery.db"
+    before = digests(state_of(door))
+
+    assert cli.main(["remove", "--db", str(gallery), "--history", "Bob"]) == 2
+
+    assert "give --config, or nothing for the default config, not --db" in capsys.readouterr().err
+    assert digests(state_of(door)) == before
+
+
+def test_a_row_naming_a_file_outside_the_snapshots_folder_never_deletes_it(
+    door: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row is data: its snapshot path leads only to files of the snapshots folder named as
+    the door names snapshots."""
+    import sqlite3
+
+    outside = tmp_path / "20270115T080000.000Z_unlock_Alice_Martin_t9.jpg"
+    outside.write_bytes(b"not the door's")
+    with sqlite3.connect(state_of(door) / "events.db") as db:
+        db.execute(
+            "INSERT INTO events (time, type, name, snapshot) VALUES (1, 'unlock', ?, ?)",
+            ("Alice Martin", str(outside)),
+        )
+
+    assert cli.main(["remove", "--config", str(door), "--history", "Alice Martin"]) == 0
+
+    assert capsys.readouterr().out.splitlines()[-1] == "erased their history: 5 events, 2 snapshots"
+    assert outside.read_bytes() == b"not the door's"
