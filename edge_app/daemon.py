@@ -162,6 +162,16 @@ class Metrics:
         )
 
 
+class GalleryUpgraded(UserError):
+    """A newer edge-app migrated the gallery to a schema this one does not know while the door
+    ran (Recognizer._read). Its rows may mean what this code cannot apply (a new access rule),
+    so the door lets nobody in until it is restarted with that edge-app."""
+
+    def __init__(self, path: Path, schema: int) -> None:
+        super().__init__(f"gallery {path} upgraded by a newer edge-app (schema {schema})")
+        self.schema = schema
+
+
 class Recognizer:
     """The daemon's only contact with the engine, the gallery and the matcher.
 
@@ -180,6 +190,7 @@ class Recognizer:
         self._matrix: Any = None
         self.matcher: Any = None
         self.unreadable = False  # the gallery could not be read: nobody is let in until it can
+        self._upgraded = False  # ... because a newer edge-app migrated it (GalleryUpgraded)
         self._learned_at = -math.inf  # frame clock of the last visit the site memory learned
         self.switch_changed = False  # whether the last configured() changed how faces match
         # A matcher still being built off the frame loop, for a gallery change picked up while
@@ -306,7 +317,19 @@ class Recognizer:
         # then shows up as a new version and is loaded on the next frame. Read after, it
         # would be taken as already loaded, and a removed person would keep access.
         version = gallery.data_version()
+        # Opening the gallery refuses a newer schema; a newer edge-app may migrate it while
+        # the door runs, and its rows still load here (new columns are not read), with what
+        # they mean lost. Checked after the version, like the rows, so none is missed.
+        schema = gallery.newer_schema()
+        if schema is not None:
+            raise GalleryUpgraded(gallery.path, schema)
         return version, gallery.load_matrix()
+
+    def enrolled(self) -> Any:
+        """The rows that say who is enrolled, as match() answers now: the newest read while
+        their matcher is built, else the matcher's (none while the gallery cannot be read).
+        The same object until they change, so the frame loop compares it cheaply."""
+        return self._newest[1] if self._newest is not None else self.matcher.faces
 
     def _loaded(self, gallery: Any, matrix: Any, matcher: Any) -> None:
         """Log what was loaded, and what about it needs the user (from the frame loop: the
@@ -360,6 +383,8 @@ class Recognizer:
         A gallery that cannot be read (a damaged page, a disk error) lets nobody in until it
         can, rather than keep the people it held (a removal may be what could not be read):
         the door keeps running and watching, says so once, and tries again on every frame.
+        So does a gallery a newer edge-app migrated (GalleryUpgraded): what its rows mean may
+        have changed in ways this code does not know.
         """
         from edge_app.gallery import GalleryError
 
@@ -368,7 +393,7 @@ class Recognizer:
             newest = self._newest[0] if self._newest is not None else self._version
             if version != newest:
                 rows = self._read(self.gallery)
-        except (sqlite3.Error, GalleryError) as error:
+        except (sqlite3.Error, GalleryError, GalleryUpgraded) as error:
             self._shut_out(error)
             return False
         if self._pending is not None:
@@ -449,22 +474,38 @@ class Recognizer:
 
     def _readable_again(self) -> None:
         if self.unreadable:
-            self.unreadable = False
+            self.unreadable = self._upgraded = False
             log.warning("gallery %s can be read again: recognition resumes", self.gallery.path)
 
     def _shut_out(self, error: Exception) -> None:
-        from edge_app.gallery import GalleryMatrix
+        """Let nobody in: the gallery cannot be read, or a newer edge-app migrated it. Said
+        once (again only if the reason changes); the next frame reads it again."""
+        from edge_app.gallery import SCHEMA_VERSION, GalleryMatrix
 
         self._version = -1  # never a real data_version: the next frame tries again
         self._pending = self._newest = None
-        if self.unreadable:
+        upgraded = isinstance(error, GalleryUpgraded)
+        if self.unreadable and upgraded == self._upgraded:
             return  # already shut out: said once, the empty matcher is in place
-        log.error(
-            "gallery %s cannot be read (%s): nobody is let in until it can; trying again "
-            "on every frame",
-            self.gallery.path,
-            error,
-        )
+        self._upgraded = upgraded
+        if isinstance(error, GalleryUpgraded):
+            log.error(
+                "gallery %s upgraded by a newer edge-app (schema %d; this one reads up to %d): "
+                "nobody is let in until the door is restarted with it (install that edge-app "
+                "here, then restart the door)",
+                self.gallery.path,
+                error.schema,
+                SCHEMA_VERSION,
+            )
+        else:
+            log.error(
+                "gallery %s cannot be read (%s): nobody is let in until it can; trying again "
+                "on every frame",
+                self.gallery.path,
+                error,
+            )
+        if self.unreadable:
+            return  # the empty matcher is in place
         self.unreadable = True
         self._matrix = GalleryMatrix(
             np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.int32), ()
@@ -692,6 +733,10 @@ class Daemon:
         self.live_rule = LiveRule()  # resolved against the models in _start
         self._parallax: dict[int, Parallax] = {}  # per live track, report only
         self.pool = TrackPool()  # per live track: its pooled embedding ([policy] evidence)
+        # Per live track, the people it was recognised as; and the rows that said who was
+        # enrolled when they were last looked at (_forget_removed).
+        self._recognized: dict[int, set[str]] = {}
+        self._enrolled: Any = None
         self.pulse_seconds = config.gpio.pulse_seconds
         # The control socket (edge_app.control): status, events, frames and remote unlock.
         self.control: ControlServer | None = None
@@ -881,6 +926,7 @@ class Daemon:
     def _process(self, frame: Frame) -> None:
         recognizer = self.recognizer
         assert recognizer is not None, "_process before _start()"
+        self._forget_removed(recognizer)
         self._now = frame.timestamp
         metrics = self.metrics
         metrics.frames += 1
@@ -953,6 +999,39 @@ class Daemon:
                 self._act(decision, frame, faces.boxes[index], track)
             track.settled = self.policy.settled(track.track_id)
 
+    def _forget_removed(self, recognizer: Recognizer) -> None:
+        """Tracks recognised as someone no longer enrolled (`edge-app remove` while they are
+        in view, a reload to another gallery, a gallery the door cannot read any more) are
+        undecided again: judged afresh, like a new track, against the gallery in use.
+
+        Otherwise the frames that no longer name them fill the track's window and the policy
+        reports a stranger who "took the place of" the person removed: a false tailgating
+        alert, and a new record (with a snapshot) naming someone just removed. Checked on
+        every frame, before its votes, as a removal answers from the next frame (match());
+        the names are compared only when the rows changed."""
+        enrolled = recognizer.enrolled()
+        if enrolled is self._enrolled:
+            return
+        before, self._enrolled = self._enrolled, enrolled
+        if before is None or not self._recognized:
+            return
+        removed = set(before.names) - set(enrolled.names)
+        if not removed:
+            return
+        for track in self.tracker.tracks:
+            gone = self._recognized.get(track.track_id, set()) & removed
+            if not gone:
+                continue
+            log.info(
+                "track=%d was recognised as %s, no longer in the gallery: judged again",
+                track.track_id,
+                ", ".join(sorted(gone)),
+            )
+            del self._recognized[track.track_id]
+            self.policy.forget(track.track_id)
+            self.pool.forget(track.track_id)  # its pool holds the frames matched before
+            track.settled = False  # evaluated on every frame until judged again
+
     def _end_tracks(self, ended: list[Track]) -> None:
         """Tracks whose face has left (or the source ended): a visit judged a stranger
         teaches the site memory ([recognition] learn_site), then the track is forgotten."""
@@ -967,10 +1046,13 @@ class Daemon:
             self.policy.forget(track.track_id)
             self.pool.forget(track.track_id)
             self._parallax.pop(track.track_id, None)
+            self._recognized.pop(track.track_id, None)
 
     def _act(self, decision: rules.Decision, frame: Frame, box: np.ndarray, track: Track) -> None:
         events = self.events
         assert events is not None, "_act before _start()"
+        if decision.kind == rules.RECOGNIZED and decision.name is not None:
+            self._recognized.setdefault(track.track_id, set()).add(decision.name)
         crop = None
         if decision.kind in (rules.RECOGNIZED, rules.UNKNOWN, rules.SPOOF) and events.snapshots:
             crop = face_crop(frame, box)

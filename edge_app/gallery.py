@@ -769,6 +769,19 @@ class Gallery:
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
+    def newer_schema(self) -> int | None:
+        """The schema version of this gallery if a newer edge-app migrated it past this
+        one's (what _refuse_newer refuses) since it was opened, else None. A running door
+        reads the gallery again on every change (edge_app/daemon.py): rows of a schema it
+        does not know may carry rules it would not apply (a new access rule), so it must
+        not use them."""
+        version = self.schema_version
+        try:
+            self._refuse_newer(version)
+        except GalleryError:
+            return version
+        return None
+
     @_reads
     def data_version(self) -> int:
         """Changes whenever another connection commits: a cheap "reload the gallery?" check.

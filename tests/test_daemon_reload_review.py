@@ -1,0 +1,177 @@
+"""Audits of what a running door does when the gallery changes under it.
+
+The real Daemon and Recognizer with the scripted engine of tests/test_daemon_fast.py, a real
+SQLite gallery changed by another connection while the door runs (as `edge-app remove`, or a
+newer edge-app's migration, would), and the relay on gpiozero's MockFactory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+from test_daemon_fast import (
+    ADA,
+    EMBEDDINGS,
+    NAME,
+    NOBODY,
+    ScriptedEngine,
+    assert_fail_secure,
+    door,
+    gallery_of_ada,
+    jsonl,
+    states,
+    unit,
+    write_frames,
+)
+
+from edge_app.config import RecognitionConfig
+from edge_app.daemon import Daemon, Recognizer
+from edge_app.errors import UserError
+from edge_app.faces import Faces
+from edge_app.gallery import SCHEMA_VERSION, Gallery, GalleryError, NewSample
+
+NEWER = SCHEMA_VERSION + 1
+UPGRADED = f"upgraded by a newer edge-app (schema {NEWER}"
+
+
+@pytest.fixture
+def gallery(tmp_path: Path) -> Path:
+    return gallery_of_ada(tmp_path)
+
+
+def migrate_to_a_newer_schema(gallery: Path) -> None:
+    """What a newer edge-app's migration could do: a column this one does not know (say, a
+    new access rule), and the schema version after it, committed from another process."""
+    db = sqlite3.connect(gallery, isolation_level=None)
+    try:
+        db.execute("ALTER TABLE people ADD COLUMN weekdays_only INTEGER NOT NULL DEFAULT 1")
+        db.execute(f"PRAGMA user_version = {NEWER}")
+    finally:
+        db.close()
+
+
+def at_frame(engine: ScriptedEngine, number: int, action) -> None:
+    """Run `action` while the engine looks at frame `number` (1-based): the door picks the
+    change up after that frame, before the next."""
+    detect = engine.detect
+
+    def detect_then_act(image: np.ndarray) -> Faces:
+        if engine.calls["detect"] == number - 1:
+            action()
+        return detect(image)
+
+    engine.detect = detect_then_act  # type: ignore[method-assign]
+
+
+def test_a_gallery_a_newer_edge_app_migrated_while_running_lets_nobody_in(
+    tmp_path: Path, gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An audit: a door kept reloading a gallery a newer edge-app had migrated and let Ada in
+    again, though started on it it refuses ("newer than this edge-app"). What the new schema
+    means may be a rule this door cannot apply: it lets nobody in, and says why once."""
+    codes = [NOBODY, *[ADA] * 8, *[NOBODY] * 20, *[ADA] * 8, *[NOBODY] * 5]
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    at_frame(engine, 15, lambda: migrate_to_a_newer_schema(gallery))
+    config = door(tmp_path, gallery, frames, policy={"cooldown_seconds": 0})
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    with caplog.at_level(logging.WARNING):
+        assert daemon.run() == 0
+    unlocks = [e for e in jsonl(tmp_path) if e["type"] == "unlock"]
+    assert [e["name"] for e in unlocks] == [NAME]  # her first visit only
+    assert daemon.metrics.unlocks == 1
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+    assert caplog.text.count(UPGRADED) == 1  # said once, not on every frame
+    assert "nobody is let in until the door is restarted" in caplog.text
+    with pytest.raises(GalleryError, match="newer than this edge-app"):
+        Gallery.open(gallery, read_only=True)  # what a restart of this edge-app says
+
+
+def test_a_recognizer_shuts_out_a_newer_schema_and_keeps_checking(
+    gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Recognizer treats the migrated gallery as one it cannot read: nobody matches and
+    it is read again on every frame (cheaply: its schema is refused before the rows), so
+    a restored gallery of its own schema would be used again."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
+    migrate_to_a_newer_schema(gallery)
+    with caplog.at_level(logging.WARNING):
+        assert recognizer.reload_if_changed() is False
+        assert recognizer.reload_if_changed() is False
+    assert recognizer.unreadable
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
+    assert caplog.text.count(UPGRADED) == 1
+    assert "cannot be read" not in caplog.text  # the reason is the schema, not the disk
+    recognizer.close()
+
+
+def test_a_sighup_onto_a_migrated_gallery_is_refused_and_the_door_shuts(
+    gallery: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGHUP reload that reads the migrated gallery is refused (nothing switched), and
+    the next frame's check shuts the door all the same."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig())
+    migrate_to_a_newer_schema(gallery)
+    with pytest.raises(UserError, match=re.escape(UPGRADED)):
+        recognizer.start_configure(gallery, RecognitionConfig())
+    assert recognizer.reload_if_changed() is False
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
+    recognizer.close()
+
+
+def remove(gallery: Path, name: str) -> None:
+    with Gallery.open(gallery) as other:  # `edge-app remove NAME`, from another process
+        other.remove([name])
+
+
+@pytest.mark.parametrize("evidence", ["frame", "track"])
+def test_a_person_removed_while_in_view_is_not_reported_as_taking_their_own_place(
+    evidence: str, tmp_path: Path, gallery: Path
+) -> None:
+    """An audit: Ada was let in and removed while still at the door; the next frames named
+    nobody, and her own track was reported as a stranger who "took the place of" Ada: a
+    false tailgating alert and a new record naming her. Her track is judged again instead,
+    against the gallery without her: one plain `unknown`, like anyone not enrolled."""
+    codes = [NOBODY, *[ADA] * 30, *[NOBODY] * 5]
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    at_frame(engine, 10, lambda: remove(gallery, NAME))
+    config = door(tmp_path, gallery, frames, policy={"evidence": evidence})
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    assert daemon.run() == 0
+    events = [e for e in jsonl(tmp_path) if e["type"] != "relock"]
+    assert [(e["type"], e.get("name"), e.get("reason")) for e in events] == [
+        ("recognized", NAME, None),
+        ("unlock", NAME, None),
+        ("unknown", None, None),
+    ]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
+def test_removing_someone_else_leaves_a_recognised_track_decided(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Grace is removed while Ada is at the door: Ada's track keeps what it decided (she is
+    not recognised, let in or reported again)."""
+    with Gallery.open(gallery) as db:
+        db.enroll("Grace Hopper", [NewSample(unit(9), "9" * 64)])
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[ADA] * 30, *[NOBODY] * 5])
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    at_frame(engine, 10, lambda: remove(gallery, "Grace Hopper"))
+    config = door(tmp_path, gallery, frames, policy={"cooldown_seconds": 0})
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    assert daemon.run() == 0
+    events = [e for e in jsonl(tmp_path) if e["type"] != "relock"]
+    assert [(e["type"], e.get("name")) for e in events] == [("recognized", NAME), ("unlock", NAME)]
