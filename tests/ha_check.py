@@ -42,6 +42,8 @@ async def check(request: dict[str, Any]) -> dict[str, Any]:
                     rendered = str(value.async_render_with_possible_json_value(payload, "?"))
                     if component == "binary_sensor":
                         rendered = binary_state(validated, rendered)
+                    elif component == "sensor":
+                        rendered = sensor_state(rendered)
                     result["rendered"].append(rendered)
             if "command_template" in config:
                 command = MqttCommandTemplate(template.Template(config["command_template"], hass))
@@ -64,6 +66,14 @@ def binary_state(config: dict[str, Any], rendered: str) -> str:
     if rendered == config.get("payload_off", "OFF"):
         return "off"
     return "unknown" if rendered == PAYLOAD_NONE else f"ignored ({rendered})"
+
+
+def sensor_state(rendered: str) -> str:
+    """What a sensor shows for a rendered template, as its message handler decides
+    (homeassistant.components.mqtt.sensor): HA's "None" payload is its unknown state."""
+    from homeassistant.components.mqtt.const import PAYLOAD_NONE
+
+    return "unknown" if rendered == PAYLOAD_NONE else rendered
 
 
 async def automations(hass: Any, request: dict[str, Any]) -> list[dict[str, Any]]:

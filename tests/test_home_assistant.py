@@ -28,7 +28,7 @@ from edge_app.hub import DoorHealth, DoorLink
 from edge_app.hub.code import LOCK, OPEN, UNLOCK, CodeHash, CodeVerifier
 from edge_app.hub.discovery import Topics, entities, event_message
 from edge_app.hub.door import judge
-from edge_app.hub.mqtt import MqttBridge
+from edge_app.hub.mqtt import NOBODY, MqttBridge
 from edge_app.paths import REPO_ROOT
 from edge_app.picture import DARK
 
@@ -65,7 +65,8 @@ EXPECTED = {
     "lock/edge_door_front/strike": ["LOCKED", "UNLOCKED", "LOCKED", "LOCKED", "LOCKED"],
     "binary_sensor/edge_door_front/door": ["on", "on", "on", "off", "off"],
     "binary_sensor/edge_door_front/camera": ["off", "off", "on", "unknown", "unknown"],
-    "sensor/edge_door_front/last_person": ["Alice"],
+    # Alice, then the value that replaces her once she is no longer enrolled (NOBODY).
+    "sensor/edge_door_front/last_person": ["Alice", "unknown"],
 }
 
 
@@ -105,7 +106,7 @@ def test_home_assistant_takes_every_entity_and_shows_the_right_state(
     configs = {**entities(topics, lock=False), **entities(topics, lock=True)}
     states, person = published_states(tmp_path), last_person(tmp_path)
     payloads = {
-        topic: [person] if "last_person" in topic else states
+        topic: [person, json.dumps(NOBODY)] if "last_person" in topic else states
         for topic, config in configs.items()
         if config.get("state_topic") == topics.state or "last_person" in topic
     }

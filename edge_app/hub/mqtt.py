@@ -29,6 +29,13 @@ An empty message on a command topic (what clears a retained one) is no command: 
 broker that closes the connection before answering (a TLS port reached without TLS) is
 logged, throttled, as is another door publishing this door's Home Assistant device.
 
+The retained last person never keeps naming someone no longer enrolled: given the gallery
+(Hub.from_config passes config.gallery.path), the hub reads its names on the heartbeat
+thread, again whenever its data_version changes (every STATE_EVERY), and replaces a last
+person who is not among them, whether it published them itself or the broker kept them from
+before the hub started (it subscribes to <base>/last_person for that retained message),
+with NOBODY, at once and at every re-send (edge_app.hub.enrolled).
+
 Nothing on paho's network thread waits for the door: accepted unlock commands go to the door
 on their own thread (a slow or hung door socket would otherwise stall keepalives, reconnects
 and every other command).
@@ -47,6 +54,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -70,6 +78,7 @@ from edge_app.hub.discovery import (
     strike_entity,
 )
 from edge_app.hub.door import REQUEST_TIMEOUT, DoorHealth, DoorLink
+from edge_app.hub.enrolled import EnrolledNames
 from edge_app.hub.signing import (
     MAX_COMMAND_BYTES,
     MIN_KEY_CHARS,
@@ -118,6 +127,12 @@ CLOSED_EARLY_LOG_SECONDS = float(RECONNECT_MAX)
 # The `problem` of the retained state a clean stop leaves: nothing reports the door until the
 # hub runs again, and Home Assistant re-reads a retained state after each of its restarts.
 STOPPED = "edge-app hub stopped: nothing reports this door until it runs again"
+# The retained last person once the one it named is no longer enrolled (removed from the
+# gallery, or renamed): Home Assistant's sensor renders `None` from it, its unknown state.
+# tests/test_mqtt_last_person.py spells it out too.
+NOBODY: dict[str, Any] = {"name": None, "score": None, "type": None, "time": None}
+# What a last person is besides a name: `unknown` (an unknown face), or NOBODY's None.
+NOT_A_PERSON = (None, "unknown")
 
 
 class MqttError(UserError):
@@ -279,9 +294,13 @@ def connect_failure(error: BaseException | None) -> str:
 class MqttBridge:
     """A Hub component: door events and health to MQTT, signed unlock commands to the door."""
 
-    def __init__(self, settings: MqttConfig, door: DoorLink) -> None:
+    def __init__(self, settings: MqttConfig, door: DoorLink, gallery: Path | None = None) -> None:
+        """gallery: the door's gallery (config.gallery.path): a retained last person who is no
+        longer enrolled there is replaced by NOBODY (_forget_removed). Without it the hub
+        cannot tell, and publishes the last person seen as it is."""
         self.settings = settings
         self.door = door
+        self.enrolled = None if gallery is None else EnrolledNames(gallery)
         self.topics = Topics.of(settings)
         self.verifier: UnlockVerifier | None = None
         self.code_verifier: CodeVerifier | None = None
@@ -308,6 +327,9 @@ class MqttBridge:
         self._health: DoorHealth = door.health
         self._strike = "locked"
         self._last_person: dict[str, Any] | None = None
+        # Monotonic time a door event set _last_person: the names read before it may not hold
+        # someone enrolled since, so only the heartbeat's next read checks it.
+        self._person_at = float("-inf")
         self._heartbeat: threading.Thread | None = None
         self._where = f"host={settings.host} port={settings.port}"
         self._unlocks: queue.Queue[_Unlock | None] = queue.Queue(maxsize=UNLOCK_QUEUE)
@@ -442,6 +464,7 @@ class MqttBridge:
                     "type": kind,
                     "time": event.get("time"),
                 }
+                self._person_at = time.monotonic()
         self._publish(self.topics.event, event_message(event, self.settings.door_id))
         if kind in ("unlock", "relock"):
             self._publish_state()
@@ -520,6 +543,10 @@ class MqttBridge:
             topics.append((self.topics.unlock, 1))
         if self.code_verifier is not None:
             topics.append((self.topics.lock_command, 1))
+        if self.enrolled is not None:
+            # For the retained last person the broker kept (from before this hub ran, or
+            # published by someone else): one naming a person no longer enrolled is replaced.
+            topics.append((self.topics.last_person, 1))
         _, mid = client.subscribe(topics)
         if mid is not None:
             self._subscriptions = {mid: [topic for topic, _ in topics]}
@@ -530,7 +557,17 @@ class MqttBridge:
     ) -> None:
         """Log each subscription the broker refused (its ACL): nothing would arrive on it."""
         for topic, code in zip(self._subscriptions.get(mid, []), reason_codes, strict=False):
-            if code.is_failure and topic == self._device_topic:
+            if code.is_failure and topic == self.topics.last_person:
+                log.warning(
+                    "mqtt subscription refused topic=%s reason=%r: the hub cannot check the "
+                    "retained last person the broker kept from before it started, which may "
+                    "name someone removed from the gallery (let user %s read it; "
+                    "docs/HOME_ASSISTANT.md)",
+                    topic,
+                    str(code),
+                    self.settings.username or "(anonymous)",
+                )
+            elif code.is_failure and topic == self._device_topic:
                 log.info(
                     "mqtt subscription refused topic=%s reason=%r: the hub cannot notice "
                     "another door publishing this door's Home Assistant device (let user %s "
@@ -613,6 +650,8 @@ class MqttBridge:
                 log.debug("mqtt empty message ignored topic=%s (a retained one cleared)", topic)
             elif topic == self._device_topic:
                 self._check_device(message)
+            elif topic == self.topics.last_person:
+                self._retained_person(message)
             elif topic == self.topics.unlock:
                 self._command(message)
             elif topic == self.topics.lock_command:
@@ -650,6 +689,50 @@ class MqttBridge:
                 self.topics.state,
                 held_back,
             )
+
+    def _retained_person(self, message: mqtt.MQTTMessage) -> None:
+        """The retained last person the broker sent at subscribe: kept when the hub has seen
+        nobody yet, so that it is checked against the gallery like one the hub published (and
+        replaced by NOBODY when it names someone not enrolled). Live messages are the hub's
+        own (MQTT 3.1.1 sends them back) or someone else's: not the broker's kept one."""
+        if not message.retain or not message.payload or self.enrolled is None:
+            return
+        try:
+            value = untrusted_json.loads(bytes(message.payload))
+        except untrusted_json.BadJSON:
+            value = None
+        if not isinstance(value, dict):
+            value = {"name": "?"}  # not ours: nothing to keep, but replaced with the rest
+        person = {key: value.get(key) for key in NOBODY}
+        if not isinstance(person["name"], str | None):
+            person["name"] = "?"
+        with self._lock:
+            if self._last_person is not None:
+                return  # the hub published a newer one on this connect
+            self._last_person = person
+            self._person_at = float("-inf")
+        if self._forget_removed():
+            self._publish_last_person()
+
+    def _forget_removed(self) -> bool:
+        """Replace a last person no longer enrolled by NOBODY; True when replaced. Uses the
+        names the heartbeat last read (no gallery access here: this runs on paho's thread
+        too); one that a door event set after that read waits for the next read."""
+        if self.enrolled is None:
+            return False
+        checked = self.enrolled.checked
+        with self._lock:
+            person = self._last_person
+            if person is None or person.get("name") in NOT_A_PERSON:
+                return False
+            if self._person_at > checked or self.enrolled.knows(person["name"]) is not False:
+                return False
+            self._last_person = dict(NOBODY)
+        log.info(
+            "mqtt last person is no longer enrolled in the gallery: replaced on %s",
+            self.topics.last_person,
+        )
+        return True
 
     def _resend_for_home_assistant(self) -> None:
         now = time.monotonic()
@@ -805,6 +888,7 @@ class MqttBridge:
         hub killed mid-pulse)."""
         self._publish_discovery()
         self._publish_state()
+        self._forget_removed()
         self._publish_last_person()
         self._publish_availability()
 
@@ -864,16 +948,35 @@ class MqttBridge:
             self._publish(self.topics.last_person, person, retain=True)
 
     def _beat(self) -> None:
+        """Every STATE_EVERY: the state, and the gallery's names read again if it changed
+        (a last person removed from it is then replaced: _forget_removed). The names are
+        first read at once, for the retained last person the broker sends at connect."""
         failed: str | None = None
-        while not self._stop.wait(STATE_EVERY):
-            try:
-                self._publish_state()
-            except Exception as error:  # the state must keep being re-sent after a fault
-                if repr(error) != failed:
-                    log.exception("mqtt state not published")
-                failed = repr(error)
-            else:
-                failed = None
+        self._check_gallery()
+        try:
+            while not self._stop.wait(STATE_EVERY):
+                try:
+                    self._publish_state()
+                except Exception as error:  # the state must keep being re-sent after a fault
+                    if repr(error) != failed:
+                        log.exception("mqtt state not published")
+                    failed = repr(error)
+                else:
+                    failed = None
+                self._check_gallery()
+        finally:
+            if self.enrolled is not None:
+                self.enrolled.close()
+
+    def _check_gallery(self) -> None:
+        if self.enrolled is None:
+            return
+        try:
+            self.enrolled.refresh()
+            if self._forget_removed():
+                self._publish_last_person()
+        except Exception:  # a bug here must not end the heartbeat
+            log.exception("mqtt gallery check failed")
 
 
 def clear_discovery(settings: MqttConfig, timeout: float = 10.0) -> list[str]:

@@ -52,7 +52,8 @@ class Hub:
         if config.mqtt.host:
             from edge_app.hub.mqtt import MqttBridge
 
-            hub.add(MqttBridge(config.mqtt, hub.door))
+            # The gallery: a retained last person removed from it is replaced (MqttBridge).
+            hub.add(MqttBridge(config.mqtt, hub.door, gallery=config.gallery.path))
         else:
             log.info('mqtt off (mqtt.host = ""): set [mqtt] host to publish to a broker')
         if config.web.enabled:
