@@ -1146,6 +1146,14 @@ def _check_ours(db: sqlite3.Connection, path: Path) -> None:
         )
 
 
+def usable_schema(db: sqlite3.Connection, path: Path) -> int:
+    """The schema version of the events database `db` (at `path`) if the door can use it (it
+    migrates an older one), read without writing; ValueError, as when the door opens it, for
+    another application's file or a newer schema (`doctor` says which before the door runs)."""
+    _check_ours(db, path)
+    return _check_version(db, path)
+
+
 def _check_version(db: sqlite3.Connection, path: Path) -> int:
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:

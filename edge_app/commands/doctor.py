@@ -6,8 +6,11 @@ import argparse
 import glob
 import importlib
 import json
+import os
 import platform
+import sqlite3
 import sys
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -15,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from edge_app.arg_types import nonempty_path
 from edge_app.commands import config_path, printable
+from edge_app.errors import is_damage
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.policy import CLOCK_NOT_SET
+from edge_app.sqlite_files import read_only_uri
 from edge_app.wall_clock import (
     ALWAYS,
     NTP,
@@ -49,11 +54,12 @@ STRICT_GPIOD_FIX = (
 
 DOCTOR_EPILOG = """\
 Each line is OK, WARN (the door runs, less well or less safely) or FAIL (it cannot run),
-followed by "->" and the fix. It reads the config, the models, and the gallery and site
-memory the config names, and asks the running door (through its control socket) whether it
-runs and its camera shows a usable picture. It changes nothing itself; opening the gallery,
-as every command does, narrows a gallery file others may read to mode 600 and brings an
-older gallery to the current schema. Run it as the door's user to see what the service sees.
+followed by "->" and the fix. It reads the config, the models, and the gallery, site memory
+and events database the config names, and asks the running door (through its control
+socket) whether it runs and its camera shows a usable picture. It changes nothing itself
+(it only reads the events database); opening the gallery, as every command does, narrows
+a gallery file others may read to mode 600 and brings an older gallery to the current
+schema. Run it as the door's user to see what the service sees.
 
 examples:
   sudo -u edge-app edge-app doctor
@@ -720,7 +726,6 @@ def clock_check(
 def _events_checks(config: Config) -> list[Check]:
     """What the door will do with the event store and the snapshots folder the config names,
     by the rules the door itself applies when it opens them (edge_app/events.py)."""
-    import os
     import stat
 
     from edge_app.events import check_events_owner, snapshots_folder_problem
@@ -728,10 +733,12 @@ def _events_checks(config: Config) -> list[Check]:
 
     checks = []
     db = config.events.db
-    if db is not None and os.path.lexists(db):
+    if db is not None and not os.path.lexists(db):
+        checks.append(Check("events", "ok", f"{db} does not exist yet: the door creates it"))
+    elif db is not None:
         try:
             refuse_non_regular(Path(db))
-            check_events_owner(Path(db))
+            check_events_owner(Path(db))  # before SQLite reads it, as the door does
             mode = stat.S_IMODE(os.lstat(db).st_mode)
         except (ValueError, OSError) as error:
             checks.append(
@@ -743,15 +750,15 @@ def _events_checks(config: Config) -> list[Check]:
                 )
             )
         else:
-            if mode & 0o077:
-                checks.append(
-                    Check(
-                        "events",
-                        "warn",
-                        f"{db} is mode {mode:o}: others may read who came in",
-                        "the door sets it to 600 when it opens it; or run `chmod 600` on it",
-                    )
+            schema = _events_schema_check(Path(db))
+            if schema.status == "ok" and mode & 0o077:
+                schema = Check(
+                    "events",
+                    "warn",
+                    f"{db} is mode {mode:o}: others may read who came in",
+                    "the door sets it to 600 when it opens it; or run `chmod 600` on it",
                 )
+            checks.append(schema)
     folder = config.events.snapshots
     if folder is not None:
         try:
@@ -770,8 +777,80 @@ def _events_checks(config: Config) -> list[Check]:
     return checks
 
 
+READ_TIMEOUT = 2.0  # seconds a read may wait for the door's write to end
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """An SQLite file opened for reading only: nothing is created, migrated or changed."""
+    return sqlite3.connect(
+        read_only_uri(path)[0], uri=True, timeout=READ_TIMEOUT, isolation_level=None
+    )
+
+
+# A file of a newer schema than this edge-app reads: what the newer one wrote stays as it is.
+NEWER_GALLERY_FIX = (
+    "upgrade edge-app to the version that wrote it (or a later one); or export the gallery "
+    "with that version (`edge-app export`), move the gallery aside and `edge-app import` the "
+    "export with this one"
+)
+NOT_OURS_FIX = "the door records no event there until then"
+NEWER_EVENTS_FIX = (
+    "upgrade edge-app to the version that wrote it (or a later one), or set [events] db to "
+    "a new path; until then the door records no event in it"
+)
+
+
+def _events_schema_check(db: Path) -> Check:
+    """Whether the door can use the events database at `db` (a regular file of ours), by the
+    rules it applies when it opens it (edge_app.events.usable_schema), read
+    without writing: the door migrates an older schema itself, and refuses a newer one."""
+    from edge_app.events import SCHEMA_VERSION, usable_schema
+
+    try:
+        with closing(_read_only(db)) as connection:
+            try:
+                version = usable_schema(connection, db)
+            except ValueError as error:  # a newer schema, or another application's file
+                found = int(connection.execute("PRAGMA user_version").fetchone()[0])
+                fix = NEWER_EVENTS_FIX if found > SCHEMA_VERSION else NOT_OURS_FIX
+                return Check("events", "fail", str(error), fix)
+    except sqlite3.DatabaseError as error:
+        if is_damage(error):
+            return Check(
+                "events",
+                "fail",
+                f"{db} is not an edge-app events database (SQLite: {error})",
+                "set [events] db to another path, or move the file away: the door records "
+                "no event there until then",
+            )
+        return Check(
+            "events", "warn", f"{db} could not be read: {error}", "rerun doctor in a moment"
+        )
+    except OSError as error:
+        return Check("events", "warn", f"{db} could not be read: {error.strerror or error}")
+    if version == SCHEMA_VERSION:
+        return Check("events", "ok", f"{db}: events schema version {version}")
+    return Check(
+        "events",
+        "ok",
+        f"{db}: events schema version {version}: the door brings it to {SCHEMA_VERSION} "
+        "when it opens it",
+    )
+
+
+def _gallery_schema(path: Path) -> int | None:
+    """The schema version a gallery file says it has, read without writing (None when
+    SQLite cannot read it)."""
+    try:
+        with closing(_read_only(path)) as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+    except (sqlite3.Error, OSError):
+        return None
+
+
 def _gallery_checks(config: Config | None) -> list[Check]:
     from edge_app.errors import UserError
+    from edge_app.gallery import SCHEMA_VERSION as GALLERY_SCHEMA
     from edge_app.gallery import Gallery, GalleryDamaged
 
     if config is None:
@@ -795,6 +874,9 @@ def _gallery_checks(config: Config | None) -> list[Check]:
     except GalleryDamaged as error:  # the message says what to do: restore it
         return [Check("gallery", "fail", str(error), "restore the gallery, as the line says")]
     except (UserError, OSError) as error:
+        version = _gallery_schema(path) if isinstance(error, UserError) else None
+        if version is not None and version > GALLERY_SCHEMA:  # gallery.py refused it as newer
+            return [Check("gallery", "fail", str(error), NEWER_GALLERY_FIX)]
         return [Check("gallery", "fail", str(error), "check the file's owner and permissions")]
     status = "ok" if people and mode == 0o600 else "warn"
     fix = "" if people else "edge-app enroll NAME PHOTO..."
@@ -890,8 +972,11 @@ def collect_checks(
     config_checks, config = _config_checks(config_path)
     models = models or (config.models.dir if config is not None else None)
     checks += _model_checks(models)
-    if config is None:
-        checks += _device_checks()
+    if config is None:  # its camera source is not known either: the default one is looked at
+        checks.append(_camera_check("auto"))
+        checks.append(
+            Check("gpio", "warn", "not checked: its factory and pin come from the invalid config")
+        )
     else:
         checks += _device_checks(
             config.camera.source,

@@ -212,8 +212,10 @@ def run(args: argparse.Namespace) -> int:
     matcher, _ = door_matcher(engine, recognition, matrix)
     settings = matcher.settings
     live_threshold = _live_threshold(engine)
+    # templates: each stored sample and its mirror image, as the door counts them (`list`
+    # shows the samples).
     log.info(
-        "people=%d samples=%d threshold=%.3f margin=%.3f aggregate=%s",
+        "people=%d templates=%d threshold=%.3f margin=%.3f aggregate=%s",
         len(matrix.names),
         len(matrix),
         settings.threshold,
