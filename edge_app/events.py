@@ -887,17 +887,28 @@ def _named_snapshots(
 ) -> list[Path]:
     """The snapshot files of those events, and any other snapshot named after one of the
     people (its event already gone, or only in the JSON-lines file): only files of the
-    folder named as this module names snapshots, whatever a row says (a row is data)."""
+    folder named as this module names snapshots, whatever a row says (a row is data).
+
+    A file name tells a person only where their label could be nobody else's: a name of
+    letters, digits, dots and hyphens in words of one space (the space becomes `_`), at most
+    the label's length. Other characters all become `_` ("王伟" and "李娜" are both `_`, "José"
+    and "Josè" `Jos_`), so such files are found through their events only. A file of an
+    `unknown` face carries the label `unknown`, whoever is named so."""
     if folder is None or not folder.exists():
         return []
-    labels = {snapshot_label(name).casefold() for name in names}
+    labels = {snapshot_label(name).casefold() for name in names if _LABEL_SAFE.fullmatch(name)}
     by_row = {Path(snapshot).name for snapshot in rows if snapshot}
     found = []
     for path in own_snapshots(folder):
         parts = _SNAPSHOT_PARTS.match(path.name)
-        if path.name in by_row or (parts is not None and parts.group(2).casefold() in labels):
+        kind, label = parts.groups() if parts is not None else (UNKNOWN, "")
+        if path.name in by_row or (kind != UNKNOWN and label.casefold() in labels):
             found.append(path)
     return found
+
+
+# A name whose snapshot label stands for it alone (_named_snapshots).
+_LABEL_SAFE = re.compile(r"(?=.{1,60}\Z)[A-Za-z0-9.-]+(?: [A-Za-z0-9.-]+)*")
 
 
 def history_of(db: Path | None, snapshots: Path | None, names: Sequence[str]) -> History:

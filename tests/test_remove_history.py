@@ -153,3 +153,34 @@ def test_a_row_naming_a_file_outside_the_snapshots_folder_never_deletes_it(
 
     assert capsys.readouterr().out.splitlines()[-1] == "erased their history: 5 events, 2 snapshots"
     assert outside.read_bytes() == b"not the door's"
+
+
+def test_a_name_whose_snapshot_label_others_share_is_found_through_its_events_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Snapshot file names keep only ASCII letters, digits, dots and hyphens: "王伟" and
+    "李娜" are both `_`, and a person named "Unknown" is the label of every unknown face.
+    Erasing one of them by the file name alone would delete the others' history."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    config = tmp_path / "door.toml"
+    config.write_text(
+        f'[gallery]\npath = "{state / "gallery.db"}"\n'
+        f'[events]\ndb = "{state / "events.db"}"\nsnapshots = "{state / "snapshots"}"\n'
+    )
+    with Gallery.open(state / "gallery.db", create=True) as gallery:
+        for seed, name in enumerate(["王伟", "李娜", "Unknown"]):
+            gallery.enroll(name, samples(1, 10 + seed))
+    clock = iter(1_800_000_000.0 + i for i in range(100))
+    log = EventLog(state / "events.db", snapshots=state / "snapshots", clock=lambda: next(clock))
+    for track, name in enumerate(["王伟", "李娜", "Unknown"]):
+        log.record("recognized", name=name, score=0.8, track=track, crop=CROP)
+    log.record("unknown", score=0.3, track=9, crop=CROP)
+    log.close()
+    files = sorted(p.name for p in (state / "snapshots").iterdir())
+
+    assert cli.main(["remove", "--config", str(config), "--history", "王伟", "Unknown"]) == 0
+
+    assert capsys.readouterr().out.splitlines()[-1] == "erased their history: 2 events, 2 snapshots"
+    assert [e.name for e in read_events(state / "events.db")] == ["李娜", None]
+    assert sorted(p.name for p in (state / "snapshots").iterdir()) == [files[1], files[3]]
