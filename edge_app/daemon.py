@@ -1008,7 +1008,14 @@ class Daemon:
         reports a stranger who "took the place of" the person removed: a false tailgating
         alert, and a new record (with a snapshot) naming someone just removed. Checked on
         every frame, before its votes, as a removal answers from the next frame (match());
-        the names are compared only when the rows changed."""
+        the names are compared only when the rows changed.
+
+        A gallery that cannot be read is not a removal: it lets nobody in until it can
+        (Recognizer._shut_out), and the rows read next are compared with those read before
+        it. Forgetting every track then would judge a resident still in view afresh, and
+        open the door for them again once the cooldown has passed, because of a fault."""
+        if recognizer.unreadable:
+            return
         enrolled = recognizer.enrolled()
         if enrolled is self._enrolled:
             return

@@ -846,110 +846,111 @@ def own_snapshots(folder: Path) -> list[Path]:
     )
 
 
-def snapshot_label(name: str | None) -> str:
-    """The person's part of a snapshot's file name."""
-    return _SAFE.sub("_", name or "unknown")[:60]
-
-
-# A snapshot's file name taken apart: its event type and the person's label.
-_SNAPSHOT_PARTS = re.compile(
-    r"^\d{8}T\d{6}\.\d{3}Z_(" + "|".join(TYPES) + r")_([A-Za-z0-9_.-]{0,60})_t\d+(?:-\d)?\.jpg\Z"
-)
-
-
 @dataclass(frozen=True)
 class History:
-    """What the door recorded about some people: events naming them, snapshot files."""
+    """What the door recorded about some people: events that name them, the snapshots of
+    those events, and reports of a face that took their place in their track."""
 
     events: int
     snapshots: int
+    took_place: int = 0
 
 
 NO_HISTORY = History(0, 0)
+# The reason a "took the place of NAME" report keeps once NAME's history is erased: the
+# report is about the stranger (its snapshot shows them), evidence kept without the name.
+ERASED_REASON = f"{TOOK_PLACE} of a person whose history was erased"
 
 
-def _named_rows(db: sqlite3.Connection, names: Sequence[str]) -> list[tuple[int, str | None]]:
+def _named_rows(
+    db: sqlite3.Connection, names: Sequence[str]
+) -> tuple[list[tuple[int, str | None]], list[int]]:
     """(id, snapshot) of the events that name one of `names` (the gallery's name rule: case
-    and spacing do not matter) or report a face that took their place in their track."""
+    and spacing do not matter), and the ids of the reports of a face that took the place of
+    one of them in their track."""
     keys = {name_key(name) for name in names}
-    took = {f"{TOOK_PLACE} of {name_key(name)}" for name in names}
-    rows = db.execute("SELECT id, name, reason, snapshot FROM events").fetchall()
-    return [
-        (int(row_id), snapshot)
-        for row_id, name, reason, snapshot in rows
-        if (isinstance(name, str) and name_key(name) in keys)
-        or (isinstance(reason, str) and name_key(reason) in took)
-    ]
+    took = {f"{TOOK_PLACE} of {key}" for key in keys}
+    named: list[tuple[int, str | None]] = []
+    took_place: list[int] = []
+    for row_id, name, reason, snapshot in db.execute(
+        "SELECT id, name, reason, snapshot FROM events"
+    ):
+        if isinstance(name, str) and name_key(name) in keys:
+            named.append((int(row_id), snapshot))
+        elif isinstance(reason, str) and name_key(reason) in took:
+            took_place.append(int(row_id))
+    return named, took_place
 
 
-def _named_snapshots(
-    folder: Path | None, rows: Sequence[str | None], names: Sequence[str]
-) -> list[Path]:
-    """The snapshot files of those events, and any other snapshot named after one of the
-    people (its event already gone, or only in the JSON-lines file): only files of the
-    folder named as this module names snapshots, whatever a row says (a row is data).
-
-    A file name tells a person only where their label could be nobody else's: a name of
-    letters, digits, dots and hyphens in words of one space (the space becomes `_`), at most
-    the label's length. Other characters all become `_` ("王伟" and "李娜" are both `_`, "José"
-    and "Josè" `Jos_`), so such files are found through their events only. A file of an
-    `unknown` face carries the label `unknown`, whoever is named so."""
-    if folder is None or not folder.exists():
+def _their_snapshots(folder: Path | None, rows: Sequence[str | None]) -> list[Path]:
+    """The snapshot files those events name: only files of the snapshots folder named as this
+    module names snapshots, whatever a row says (a row is data). Never found by the name in
+    a file's name: it keeps only ASCII letters, digits, dots and hyphens, so different people
+    share it ("王伟" and "李娜" are both `_`, "Alice Martin" and "Alice_Martin" one label)."""
+    wanted = {Path(snapshot).name for snapshot in rows if snapshot}
+    if folder is None or not wanted or not folder.exists():
         return []
-    labels = {snapshot_label(name).casefold() for name in names if _LABEL_SAFE.fullmatch(name)}
-    by_row = {Path(snapshot).name for snapshot in rows if snapshot}
-    found = []
-    for path in own_snapshots(folder):
-        parts = _SNAPSHOT_PARTS.match(path.name)
-        kind, label = parts.groups() if parts is not None else (UNKNOWN, "")
-        if path.name in by_row or (kind != UNKNOWN and label.casefold() in labels):
-            found.append(path)
-    return found
+    return [path for path in own_snapshots(folder) if path.name in wanted]
 
 
-# A name whose snapshot label stands for it alone (_named_snapshots).
-_LABEL_SAFE = re.compile(r"(?=.{1,60}\Z)[A-Za-z0-9.-]+(?: [A-Za-z0-9.-]+)*")
+def check_store(path: Path) -> None:
+    """Refuse, as the door would when it opens it, an events database at `path` that is not a
+    regular file of ours, not ours, or of a newer schema (ValueError, OSError, sqlite3.Error);
+    read only, nothing created. A missing file passes: there is no history in it."""
+    if not os.path.lexists(path):
+        return
+    refuse_non_regular(path)
+    check_events_owner(path)
+    with closing(sqlite3.connect(read_only_uri(path)[0], uri=True)) as connection:
+        usable_schema(connection, path)
 
 
 def history_of(db: Path | None, snapshots: Path | None, names: Sequence[str]) -> History:
     """How much the door recorded about these people (read-only; nothing is created)."""
-    rows: list[tuple[int, str | None]] = []
+    named: list[tuple[int, str | None]] = []
+    took_place: list[int] = []
     if db is not None and db.exists():
         with closing(sqlite3.connect(read_only_uri(db)[0], uri=True)) as connection:
-            rows = _named_rows(connection, names)
-    files = _named_snapshots(snapshots, [snapshot for _, snapshot in rows], names)
-    return History(len(rows), len(files))
+            named, took_place = _named_rows(connection, names)
+    files = _their_snapshots(snapshots, [snapshot for _, snapshot in named])
+    return History(len(named), len(files), len(took_place))
 
 
 def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str]) -> History:
-    """Delete what the door recorded about these people: the events that name them (and
-    "took the place of NAME"), in one transaction, with nothing left in the database's free
-    pages or -wal file (edge_app.sqlite_files); then those events' snapshots and every other
-    snapshot named after them. A snapshot of someone judged unknown carries no name and is
-    not found. The JSON-lines file (events.jsonl) is a log the door only appends to: it is
-    not rewritten. Raises OSError or sqlite3.Error; the events are deleted before any file."""
-    rows: list[tuple[int, str | None]] = []
+    """Erase what the door recorded about these people: the events that name them are
+    deleted, and a report of a face that took their place keeps the stranger but not their
+    name (ERASED_REASON), in one transaction, with nothing left in the database's free pages
+    or -wal file (edge_app.sqlite_files); then the snapshots of the deleted events. A
+    snapshot of them judged unknown carries no name and is not found. The JSON-lines file
+    (events.jsonl) is a log the door only appends to: it is not rewritten. Raises ValueError,
+    OSError or sqlite3.Error; the events are erased before any file."""
+    named: list[tuple[int, str | None]] = []
+    took_place: list[int] = []
     if db is not None and db.exists():
         connection = _open_db(db)
         try:
             connection.execute("PRAGMA busy_timeout = 5000")  # the door writes at most 0.5 s
             connection.execute("BEGIN IMMEDIATE")
             try:
-                rows = _named_rows(connection, names)
-                connection.executemany("DELETE FROM events WHERE id = ?", [(i,) for i, _ in rows])
+                named, took_place = _named_rows(connection, names)
+                connection.executemany("DELETE FROM events WHERE id = ?", [(i,) for i, _ in named])
+                connection.executemany(
+                    "UPDATE events SET reason = ? WHERE id = ?",
+                    [(ERASED_REASON, i) for i in took_place],
+                )
                 connection.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
                 raise
-            if rows and (why := empty_wal(connection)) is not None:
+            if (named or took_place) and (why := empty_wal(connection)) is not None:
                 log.warning("erased events may stay in %s-wal for now (%s)", db.name, why)
         finally:
             connection.close()
-    files = _named_snapshots(snapshots, [snapshot for _, snapshot in rows], names)
+    files = _their_snapshots(snapshots, [snapshot for _, snapshot in named])
     for path in files:
         path.unlink(missing_ok=True)
-    return History(len(rows), len(files))
+    return History(len(named), len(files), len(took_place))
 
 
 def _write_snapshot(path: Path, data: bytes) -> None:

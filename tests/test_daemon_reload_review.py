@@ -175,3 +175,40 @@ def test_removing_someone_else_leaves_a_recognised_track_decided(
     assert daemon.run() == 0
     events = [e for e in jsonl(tmp_path) if e["type"] != "relock"]
     assert [(e["type"], e.get("name")) for e in events] == [("recognized", NAME), ("unlock", NAME)]
+
+
+def test_a_gallery_read_that_fails_once_does_not_open_again_for_a_resident_in_view(
+    tmp_path: Path,
+) -> None:
+    """Found by the review of the change above: one failed read shuts everyone out with an
+    empty set of rows, which looked like everyone removed; the resident still in view was
+    judged afresh when the next read succeeded, and let in again once the cooldown had
+    passed: the relay opened again because of a fault."""
+    gallery = gallery_of_ada(tmp_path)
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[ADA] * 120, *[NOBODY] * 5])
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    config = door(tmp_path, gallery, frames, policy={"cooldown_seconds": 5})
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    failed: list[bool] = []
+
+    def fail_the_next_read() -> None:
+        recognizer = daemon.recognizer
+        assert recognizer is not None
+        read = recognizer.gallery.data_version
+
+        def once() -> int:
+            if not failed:
+                failed.append(True)
+                raise sqlite3.OperationalError("disk I/O error")
+            return read()
+
+        recognizer.gallery.data_version = once  # type: ignore[method-assign]
+
+    at_frame(engine, 80, fail_the_next_read)
+    assert daemon.run() == 0
+
+    assert failed == [True]
+    kinds = [(e["type"], e.get("name")) for e in jsonl(tmp_path) if e["type"] != "relock"]
+    assert kinds == [("recognized", NAME), ("unlock", NAME)]
+    assert states(factory) == [False, True, False]

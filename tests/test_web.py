@@ -529,7 +529,7 @@ def test_rename_remove_and_export(site: Site, user: httpx.Client) -> None:
     confirm = user.get("/people/remove", params={"name": "Ada King"})
     assert "Remove Ada King?" in confirm.text and 'name="confirm" value="yes"' in confirm.text
     # The history stays, and the page gives the command that erases it, quoted for a shell.
-    assert "sudo -u edge-app edge-app remove --history 'Ada King'" in html.unescape(confirm.text)
+    assert "sudo -u edge-app edge-app remove --history -- 'Ada King'" in html.unescape(confirm.text)
     unconfirmed = user.post("/people/remove", data={"name": "Ada King", "csrf_token": token})
     assert unconfirmed.status_code == 422 and "Ada King" in names_in(db)
 

@@ -65,8 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(90 by default): the events that name them and their snapshots. --history\n"
         "erases it too, from the events database and snapshots folder of the config;\n"
         "a name no longer enrolled is then accepted when the door has history of it.\n"
-        "It cannot find snapshots of them judged unknown (those carry no name), nor\n"
-        "rewrite events.jsonl, a log the door only appends to.\n\n"
+        "A report of a stranger who took their place keeps the stranger, without their\n"
+        "name. It cannot find snapshots of them judged unknown (those carry no name),\n"
+        "nor rewrite events.jsonl, a log the door only appends to. Run it while they\n"
+        "are not at the door.\n\n"
         "Photos you copied to the door by hand to enrol them (such as\n"
         "/var/lib/edge-app/photos/NAME) are not touched: delete them yourself.",
         epilog='examples:\n  edge-app remove "Alice Martin"\n  edge-app remove Bob Carol\n'
@@ -193,7 +195,7 @@ def run_access(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from edge_app.events import NO_HISTORY, erase_history, history_of
+    from edge_app.events import NO_HISTORY
     from edge_app.gallery import Gallery
 
     if args.history and args.db is not None:
@@ -207,6 +209,9 @@ def run_remove(args: argparse.Namespace) -> int:
             "--history: the config has neither events.db nor events.snapshots, so the door "
             "keeps no history to erase; nothing was removed"
         )
+    if args.history:
+        assert events is not None
+        _history(events, args.names, check=True)  # a store the door refuses: nothing is removed
     with Gallery.open(db_path(args)) as gallery:
         removing = list(args.names)  # Gallery.remove refuses them all if one is not enrolled
         if args.history:
@@ -215,8 +220,7 @@ def run_remove(args: argparse.Namespace) -> int:
             nothing = [
                 name
                 for name in args.names
-                if name not in removing
-                and history_of(events.db, events.snapshots, [name]) == NO_HISTORY
+                if name not in removing and _history(events, [name]) == NO_HISTORY
             ]
             if nothing:
                 raise UserError(
@@ -232,9 +236,22 @@ def run_remove(args: argparse.Namespace) -> int:
         return 0
     everyone = [*args.names, *names]
     if args.history:
-        erased = erase_history(events.db, events.snapshots, everyone)
+        try:
+            erased = _history(events, everyone, erase=True)
+        except UserError as error:
+            done = f"removed {', '.join(map(repr, names))} from the gallery, but " if names else ""
+            raise UserError(
+                f"{done}{error}; run the same command again once that is fixed"
+            ) from None
+        count = erased.took_place
+        took = (
+            f"; {count} report{'s' if count > 1 else ''} of a stranger who took their place "
+            "kept, without their name"
+            if count
+            else ""
+        )
         sys.stdout.write(
-            f"erased their history: {erased.events} events, {erased.snapshots} snapshots\n"
+            f"erased their history: {erased.events} events, {erased.snapshots} snapshots{took}\n"
         )
         if events.jsonl is not None:
             sys.stdout.write(
@@ -242,14 +259,39 @@ def run_remove(args: argparse.Namespace) -> int:
                 "(docs/DAEMON.md, Events)\n"
             )
         return 0
-    kept = _history_quietly(events, everyone)
-    if kept is not None and kept != NO_HISTORY:
+    try:
+        kept = _history(events, everyone)
+    except UserError:
+        return 0  # only a hint: another user's files, a store the door will refuse itself
+    if kept != NO_HISTORY:
         days = f"{events.retention_days} days" if events.retention_days else "without limit"
         sys.stdout.write(
-            f"their history stays: {kept.events} events and {kept.snapshots} snapshots name "
-            f"them (kept {days}); `edge-app remove --history` with the same names erases it\n"
+            f"their history stays: {kept.events + kept.took_place} events and {kept.snapshots} "
+            f"snapshots name them (kept {days}); `edge-app remove --history` with the same "
+            "names erases it\n"
         )
     return 0
+
+
+def _history(
+    events: EventsConfig, names: list[str], *, check: bool = False, erase: bool = False
+) -> History:
+    """history_of (read only), or with check=True first the door's own refusals of the
+    events database (events.check_store), or erase_history with erase=True; what they raise
+    about the files becomes one line that says what is wrong."""
+    import sqlite3
+
+    from edge_app.events import check_store, erase_history, history_of
+
+    try:
+        if check and events.db is not None:
+            check_store(events.db)
+        if erase:
+            return erase_history(events.db, events.snapshots, names)
+        return history_of(events.db, events.snapshots, names)
+    except (ValueError, OSError, sqlite3.Error) as error:
+        what = "erased" if erase else "read"
+        raise UserError(f"the door's history cannot be {what}: {error}") from None
 
 
 def _door_events(args: argparse.Namespace) -> EventsConfig | None:
@@ -268,18 +310,6 @@ def _door_events(args: argparse.Namespace) -> EventsConfig | None:
                 "which this command cannot know: give the config an absolute path"
             )
     return None if events.db is None and events.snapshots is None else events
-
-
-def _history_quietly(events: EventsConfig, names: list[str]) -> History | None:
-    """history_of, or None when it cannot be read here (another user's files): a hint."""
-    import sqlite3
-
-    from edge_app.events import history_of
-
-    try:
-        return history_of(events.db, events.snapshots, names)
-    except (OSError, sqlite3.Error):
-        return None
 
 
 def _as_stored(gallery: Gallery, typed: list[str]) -> list[str]:
