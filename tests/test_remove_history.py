@@ -218,3 +218,20 @@ def test_an_events_database_the_door_would_refuse_is_one_line_and_nothing_is_rem
     assert "Traceback" not in err
     assert "the door's history cannot be read:" in err and "newer than this edge-app" in err
     assert digests(state_of(door)) == before
+
+
+def test_a_relative_events_path_leaves_remove_as_it_was_and_refuses_history(
+    door: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The door resolves a relative events.db in its own working folder, which a command
+    cannot know: `remove` works as before (no word on the history), `--history` refuses."""
+    config = door.read_text().replace(f'db = "{state_of(door) / "events.db"}"', 'db = "events.db"')
+    door.write_text(config)
+    before = digests(state_of(door))
+
+    assert cli.main(["remove", "--config", str(door), "--history", "Bob"]) == 2
+    assert "events.db events.db in the config is relative" in capsys.readouterr().err
+    assert digests(state_of(door)) == before
+
+    assert cli.main(["remove", "--config", str(door), "Bob"]) == 0
+    assert capsys.readouterr().out == "removed 'Bob' (1 samples)\n"

@@ -297,7 +297,8 @@ def _history(
 def _door_events(args: argparse.Namespace) -> EventsConfig | None:
     """The [events] section of the door the command works on: the config's (--config, else
     the default config), not when --db names a gallery of its own. None without an events
-    database or snapshots folder; a relative path is refused (the door's folder is unknown)."""
+    database or snapshots folder. A relative path (the door's working folder is unknown
+    here) is refused with --history; without it, there is only no word on the history."""
     if args.db is not None:
         return None
     from edge_app.config import load_config
@@ -305,9 +306,12 @@ def _door_events(args: argparse.Namespace) -> EventsConfig | None:
     events = load_config(args.config).events
     for key, path in (("events.db", events.db), ("events.snapshots", events.snapshots)):
         if path is not None and not path.is_absolute():
+            if not args.history:
+                return None
             raise UserError(
                 f"{key} {path} in the config is relative to the folder the door runs in, "
-                "which this command cannot know: give the config an absolute path"
+                "which this command cannot know: give the config an absolute path; nothing "
+                "was removed"
             )
     return None if events.db is None and events.snapshots is None else events
 
