@@ -19,11 +19,8 @@ from edge_app.gallery import Gallery
 CROP = np.full((40, 30, 3), 90, np.uint8)
 
 
-@pytest.fixture
-def door(tmp_path: Path) -> Path:
-    """A door's config, gallery (Alice, Bob), events and snapshots: Alice recognised and let
-    in, Bob too, a stranger who took Alice's place in her track, and the owner's own photo
-    in the snapshots folder."""
+def door_config(tmp_path: Path) -> Path:
+    """A door's config whose gallery, events database and snapshots are in `state/`."""
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     config = tmp_path / "door.toml"
@@ -31,6 +28,16 @@ def door(tmp_path: Path) -> Path:
         f'[gallery]\npath = "{state / "gallery.db"}"\n'
         f'[events]\ndb = "{state / "events.db"}"\nsnapshots = "{state / "snapshots"}"\n'
     )
+    return config
+
+
+@pytest.fixture
+def door(tmp_path: Path) -> Path:
+    """A door's config, gallery (Alice, Bob), events and snapshots: Alice recognised and let
+    in, Bob too, a stranger who took Alice's place in her track, and the owner's own photo
+    in the snapshots folder."""
+    config = door_config(tmp_path)
+    state = state_of(config)
     with Gallery.open(state / "gallery.db", create=True) as gallery:
         gallery.enroll("Alice Martin", samples(2, 1))
         gallery.enroll("Bob", samples(1, 2))
@@ -174,13 +181,8 @@ def test_a_name_whose_snapshot_label_others_share_is_found_through_its_events_on
     "Unknown" is the label of every unknown face. Erasing one of them by the file name would
     delete the others' history (a review found the last two after the first was fixed):
     snapshots are found through their events only."""
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    config = tmp_path / "door.toml"
-    config.write_text(
-        f'[gallery]\npath = "{state / "gallery.db"}"\n'
-        f'[events]\ndb = "{state / "events.db"}"\nsnapshots = "{state / "snapshots"}"\n'
-    )
+    config = door_config(tmp_path)
+    state = state_of(config)
     with Gallery.open(state / "gallery.db", create=True) as gallery:
         for seed, name in enumerate(PEOPLE):
             gallery.enroll(name, samples(1, 10 + seed))
