@@ -40,6 +40,7 @@ from benchmarks import frames as frame_sets
 from benchmarks import outputs
 from benchmarks.report import check_docs
 from benchmarks.stats import block_fps, summary
+from edge_app.errors import UserError
 from edge_app.reports import check_output
 
 REPO = Path(__file__).resolve().parents[1]
@@ -603,7 +604,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--daemon-frames", type=int, default=20)
     parser.add_argument("--whole-rounds", type=int, default=5, help="whole-process rounds")
     parser.add_argument("--whole-frames", type=int, default=100, help="frames per process")
-    parser.add_argument("--systems", nargs="*", default=list(PLAN), help="subset to run")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=list(PLAN),
+        default=list(PLAN),
+        metavar="SYSTEM",
+        help=f"subset to run, of: {', '.join(PLAN)}",
+    )
     parser.add_argument("--models", type=Path, default=paths["models"])
     parser.add_argument("--float-models", type=Path, default=paths["float_models"])
     parser.add_argument("--data", type=Path, default=paths["data"])
@@ -662,6 +670,10 @@ def main(argv: list[str] | None = None) -> None:
                 skipped[name] = worker.hello.get("error", "failed to load")
                 print(f"skipped {name}: {skipped[name]}")
                 worker.close()
+        if not workers:
+            shutil.rmtree(work, ignore_errors=True)
+            reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
+            raise UserError(f"no system to measure ({reasons or 'none given'})")
         raw = run_rounds(workers, args)
         matching = {}
         if BASELINE in workers:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from needs import unavailable
 from test_bench_report import write_samples_cache
 
 from edge_app.errors import UserError
@@ -480,3 +481,50 @@ def test_a_benchmark_writes_its_json_as_before(tmp_path: Path) -> None:
         assert out.read_text() == json.dumps(data, indent=indent) + "\n"
     with pytest.raises(UserError, match="^" + re.escape(f"--json {tmp_path}/no/r.json: cannot")):
         outputs.write_json(tmp_path / "no" / "r.json", data, "--json")
+
+
+@pytest.mark.parametrize("given", [["ours"], []], ids=["unknown system", "none"])
+def test_a_system_run_does_not_know_is_refused_naming_the_ones_it_does(
+    guard: Path, tmp_path: Path, given: list[str]
+) -> None:
+    """`--systems ours` (no such system) ran nothing and ended in a ZeroDivisionError."""
+    run = bench(guard, tmp_path, "run", ["--no-docs", "--systems", *given])
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "argument --systems" in run.stderr
+    if given:
+        assert "ours-auto" in run.stderr  # the choices are named
+
+
+def test_a_run_with_no_system_it_can_measure_says_why_in_one_line(
+    guard: Path, tmp_path: Path
+) -> None:
+    """Found by a review: with only systems that cannot run here (no Coral for ours-edgetpu)
+    the run measured nothing and ended in a ZeroDivisionError, its work folder left in /tmp."""
+    if not (SHARED_DATA / "lfw").is_dir():
+        unavailable(f"no LFW photos at {SHARED_DATA / 'lfw'} (the run builds its frames first)")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--no-docs",
+            "--systems",
+            "ours-edgetpu",
+            "--out",
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(temp)},
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: no system to measure (ours-edgetpu: "), run.stderr
+    assert list(temp.iterdir()) == [] and not (tmp_path / "out.json").exists()
