@@ -281,9 +281,12 @@ def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
 
 
 def _os_reason(error: OSError) -> str:
-    """An OSError in a few words: the file and the system's reason."""
+    """An OSError in a few words: the file and the system's reason. The file is the one being
+    written when the error names two (filename2: a copy's or a rename's destination; the
+    source of a copy is a temporary file the user never sees)."""
     reason = error.strerror or str(error)
-    return f"{error.filename}: {reason}" if error.filename else reason
+    filename = error.filename2 if error.filename2 is not None else error.filename
+    return f"{filename}: {reason}" if filename else reason
 
 
 @contextlib.contextmanager
@@ -948,12 +951,14 @@ def add_float_cascade(models_dir: Path, photo: Path = PROBE_PHOTO) -> Path:
             models["onet"] = _save(float_dir, "onet", convert_keras(build_onet()), "onet", None)
         for name, entry in models.items():
             _same_shapes(data["models"][name], entry, name)
-        with staged_folder(models_dir / FLOAT_CASCADE_DIR) as staging:
-            data["float_cascade"] = ship_float_cascade(float_dir, models, staging, camera, photo)
-            text = parse_manifest(data).to_json()  # the device's own validation
-            pending = manifest_path.with_name(f".{MANIFEST_NAME}.new")
-            pending.write_text(text, encoding="utf-8")
+        pending = manifest_path.with_name(f".{MANIFEST_NAME}.new")
         try:
+            with staged_folder(models_dir / FLOAT_CASCADE_DIR) as staging:
+                data["float_cascade"] = ship_float_cascade(
+                    float_dir, models, staging, camera, photo
+                )
+                text = parse_manifest(data).to_json()  # the device's own validation
+                pending.write_text(text, encoding="utf-8")  # a full disk: none of it stays
             os.replace(pending, manifest_path)
         finally:
             pending.unlink(missing_ok=True)

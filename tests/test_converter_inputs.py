@@ -6,6 +6,8 @@ would overwrite inputs, damaged files, interrupted writes. Every refusal is one 
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import os
 import shutil
 import stat
@@ -831,6 +833,67 @@ def test_float_cascade_refuses_a_probe_photo_without_exactly_one_face(
         capsys.readouterr().err
     )
     assert tree(models) == before
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_float_cascade_manifest_cut_by_a_full_disk_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An audit: the disk filled while the new manifest was written to .manifest.json.new,
+    outside the cleanup that removes it: the half file stayed. The conversions are stubbed
+    (the float models are those of the repository's manifest); the write fails half way."""
+    pytest.importorskip("tensorflow", reason="edge-convert needs the converter extra")
+    import converter.build
+
+    models = tmp_path / "models"
+    models.mkdir()
+    data = json.loads(REPO_MANIFEST.read_text())
+    section = data.pop("float_cascade")  # a models folder from before the float cascade
+    (models / MANIFEST_NAME).write_text(json.dumps(data, indent=2) + "\n")
+    before = (models / MANIFEST_NAME).read_bytes()
+
+    def shipped(float_dir: Path, built: dict, staging: Path, *args: object) -> dict:
+        (staging / "pnet_0.tflite").write_bytes(b"a float model")
+        return section
+
+    for stub, value in [
+        ("_check_probe_face", None),
+        ("build_pnet", None),
+        ("build_rnet", None),
+        ("build_onet", None),
+        ("convert_keras", b""),
+        ("_same_shapes", None),
+    ]:
+        monkeypatch.setattr(converter.build, stub, lambda *args, value=value: value)
+    monkeypatch.setattr(converter.build, "_save", lambda *args: {"file": f"{args[1]}.tflite"})
+    monkeypatch.setattr(converter.build, "ship_float_cascade", shipped)
+    write_text = Path.write_text
+
+    def full_disk(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if path.name != f".{MANIFEST_NAME}.new":
+            return write_text(path, text, *args, **kwargs)
+        write_text(path, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    code = edge_convert("float-cascade", "--models", str(models))
+    assert code == 2
+    assert "No space left on device" in one_error(capsys.readouterr().err)
+    assert (models / MANIFEST_NAME).read_bytes() == before
+    assert tree(models) == [MANIFEST_NAME]  # no .manifest.json.new, no float folder
+
+
+def test_a_failed_copy_names_the_file_it_was_writing() -> None:
+    """An audit: a full disk during float-cascade named the float model in /tmp it was
+    copying from (shutil sets filename to the source), not the file it could not write."""
+    from converter.build import _os_reason
+
+    copy = OSError(errno.ENOSPC, "No space left on device", "/tmp/edge-float-x/rnet.tflite")
+    copy.filename2 = "/models/.float.abc/rnet.tflite"
+    assert _os_reason(copy) == "/models/.float.abc/rnet.tflite: No space left on device"
+    one = OSError(errno.EACCES, "Permission denied", "/models/manifest.json")
+    assert _os_reason(one) == "/models/manifest.json: Permission denied"
+    assert _os_reason(OSError(errno.EIO, "Input/output error")) == "Input/output error"
 
 
 @pytest.mark.usefixtures("restore_logging")
