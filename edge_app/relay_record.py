@@ -13,7 +13,9 @@ The record is the daemon's `[gpio]` section as JSON, without `pulse_seconds`:
 atomically with mode 0600 (edge_app.private_file) at paths.RELAY_RECORD, in the unit's
 RuntimeDirectory= (kept across restarts, owned by the service user who also runs
 ExecStopPost=). Where that folder does not exist (tests, the demo, `edge-app run` by hand)
-nothing is written, nor for a simulated relay (`factory = "mock"`).
+nothing is written, nor for a simulated relay (`factory = "mock"`). A write that fails (a
+full disk, a read-only folder) removes the record an earlier run left there, so that
+relay_off does not drive a pin this run may not have claimed; it then drives the config's.
 
 Reading trusts nothing: a record that is a symbolic link or not a regular file, that others
 may write, larger than MAX_BYTES, not JSON, without exactly those keys, or whose values the
@@ -24,6 +26,7 @@ never a traceback. A missing record is the normal case before a door has claimed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -54,9 +57,11 @@ def write_record(gpio: GpioConfig, path: Path | None = None) -> bool:
 
     Nothing is written where the folder does not exist (not under systemd), nor for a
     simulated relay (gpio.factory "mock": it drives no strike, and a trial run by hand must not
-    replace the record of the door that runs for real); a failed write is logged as a warning
-    and the door carries on, since relay_off then still drives the config's pin, as it did
-    before there was a record.
+    replace the record of the door that runs for real). A failed write (a full disk, a
+    read-only folder) removes the record a previous run left there, which names a pin this
+    run may not have claimed (another device's now, perhaps), and is logged as one warning;
+    the door carries on, since relay_off then still drives the config's pin, as it did before
+    there was a record. A record that cannot be removed either is named in the warning.
     """
     path = paths.RELAY_RECORD if path is None else Path(path)
     if gpio.factory == "mock":
@@ -69,14 +74,35 @@ def write_record(gpio: GpioConfig, path: Path | None = None) -> bool:
             return False
         write_private_text(path, lambda handle: handle.write(json.dumps(record) + "\n"))
     except OSError as error:
-        log.warning(
-            "relay record not written (%s): after a crash, relay_off drives only the pin the "
-            "config names then",
-            error,
-        )
+        log.warning("relay record not written (%s)%s", error, _remove_stale(path, gpio))
         return False
     log.debug("relay record written path=%s pin=GPIO%d", path, gpio.pin)
     return True
+
+
+def _remove_stale(path: Path, gpio: GpioConfig) -> str:
+    """After a failed write, remove the regular file at `path`: a previous run's record,
+    whose pin relay_off would otherwise drive first after a crash of this run. One that
+    records this very relay (a restart onto the same pin) is kept: it is this run's record,
+    and relay_off needs it if the config's pin is edited before a crash. Never raises; the
+    end of write_record's warning, saying what relay_off will then drive."""
+    config_only = ": after a crash, relay_off drives only the pin the config names then"
+    with contextlib.suppress(RecordError, OSError):
+        if all(getattr(_load(path), key) == getattr(gpio, key) for key in RECORD_KEYS):
+            return "; the record there, of the same relay from a previous run, is kept"
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return config_only  # relay_off ignores anything but a regular file
+        os.unlink(path)
+    except FileNotFoundError:
+        return config_only
+    except OSError as error:
+        return (
+            f"; the previous run's record there could not be removed either "
+            f"({error.strerror or error}): after a crash, relay_off drives the pin it names "
+            f"first, which this run may not have claimed, then the config's; remove {path}"
+        )
+    return "; the previous run's record there was removed" + config_only
 
 
 def read_record(path: Path) -> GpioConfig | None:

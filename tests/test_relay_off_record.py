@@ -9,6 +9,7 @@ tests/test_relay.py's left_high fixture models it) and relay_off, whose "mock" f
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -249,6 +250,89 @@ def test_no_record_is_the_old_behaviour_without_a_warning(
     assert locked(factory, MOVED)
     assert factory.pin(PIN).state is True
     assert [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")] == []
+
+
+def _disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The private write's fsync fails as on a full disk (ext4's delayed allocation)."""
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+def relay_warning(caplog: pytest.LogCaptureFixture) -> str:
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "edge_app.relay_record"]
+    assert "\n" not in warning
+    return warning
+
+
+def test_a_record_this_run_cannot_write_removes_the_previous_runs(
+    factory: MockFactory,
+    record: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An audit: with the disk full, the daemon that claimed GPIO27 kept the record of the run
+    before it (GPIO17), and relay_off drove GPIO17, which another device may use now."""
+    with monkeypatch.context() as full:
+        _disk_full(full)
+        assert not write_record(GpioConfig(pin=MOVED), record)
+    assert list(record.parent.iterdir()) == []  # no stale record, no temporary file
+    warning = relay_warning(caplog)
+    assert warning.startswith("relay record not written (") and "No space left" in warning
+    assert "the previous run's record there was removed" in warning
+    assert "relay_off drives only the pin the config names" in warning
+
+    assert relock(tmp_path, record, f"[gpio]\npin = {MOVED}\n") == 0
+    assert locked(factory, MOVED)
+    assert factory.pin(PIN).state is True and factory.pin(PIN).function == "output"  # untouched
+    assert errors(caplog) == []
+
+
+def test_a_record_of_the_same_relay_is_kept_when_it_cannot_be_written_again(
+    factory: MockFactory,
+    record: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by a review of the fix above: a restart onto the same pin (GPIO17) whose write
+    failed removed the record, though it names the very pin this run claimed; with the
+    config's pin then edited and the door killed mid-pulse, relay_off drove only the new pin
+    and left GPIO17, the strike, energised."""
+    before = record.read_bytes()
+    with monkeypatch.context() as full:
+        _disk_full(full)
+        assert not write_record(GpioConfig(pin=PIN), record)
+    assert record.read_bytes() == before
+    assert "of the same relay from a previous run, is kept" in relay_warning(caplog)
+    relock(tmp_path, record, f"[gpio]\npin = {MOVED}\n")  # pin edited, then a crash
+    assert locked(factory, PIN) and locked(factory, MOVED)
+
+
+def test_a_stale_record_that_cannot_be_removed_is_named_in_the_warning(
+    record: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only runtime folder: neither written nor removed; the warning says relay_off
+    will drive the pin that record names, and how to remove it. Never raised."""
+    before = record.read_bytes()
+    unlink = os.unlink
+
+    def read_only(path: str | Path, *args: object, **kwargs: object) -> None:
+        if Path(path) == record:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as faults:
+        _disk_full(faults)
+        faults.setattr(os, "unlink", read_only)
+        assert not write_record(GpioConfig(pin=MOVED), record)
+    assert record.read_bytes() == before and list(record.parent.iterdir()) == [record]
+    warning = relay_warning(caplog)
+    assert "could not be removed either (Read-only file system)" in warning
+    assert "relay_off drives the pin it names first" in warning and f"remove {record}" in warning
 
 
 def test_the_default_record_is_the_one_the_daemon_writes(
