@@ -3,8 +3,9 @@
 Secrets (the web password hash, the unlock code hash, MQTT and signing keys) and gallery
 exports hold what must stay with the service user, so each is written under a private
 temporary name beside its target and renamed into place when complete (a failure leaves the
-old file, never half a new one), and a secret file that its group or others may read or
-write is refused until its owner runs `chmod 600`.
+old file, never half a new one; the file is synced before the rename and its folder after,
+so a power cut soon after a reported success keeps the new one), and a secret file that its
+group or others may read or write is refused until its owner runs `chmod 600`.
 
 Only a regular file is ever replaced: a folder, device, named pipe, socket or symbolic link
 at the target is refused and left as it is (NotRegularFileError), so a mistyped path cannot
@@ -179,7 +180,26 @@ def _write_private(
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    sync_folder(path.parent)  # the rename itself, through a power cut
     return result
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync `folder`, so that a rename into it just made survives a power cut (an fsync of
+    the file keeps its bytes, not the name it has since been given: without this, a power cut
+    seconds after a reported success may bring back the old file and the temporary name).
+
+    Best effort, never raises: the new file is in place already, and some file systems refuse
+    to fsync a folder (EINVAL) or to open one that may not be read; a failure is logged at
+    debug level only."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        log.debug("folder %s not synced (%s)", folder, error.strerror or error)
 
 
 def leftover_pattern(path: Path) -> re.Pattern[str]:

@@ -2,8 +2,9 @@
 
 An evaluation can run for many minutes; a `--json` path that cannot be written should be
 refused before it starts, not with a traceback after it ends. And a report is written under a
-temporary name beside its target and renamed into place, so a failure never leaves half a file
-that a later read would trust.
+temporary name beside its target, synced to disk, and renamed into place (the folder synced
+after), so a failure never leaves half a file that a later read would trust, and a power cut
+soon after a reported success never leaves an empty one.
 
 Only a regular file is ever replaced: a device (`--json /dev/null` run as root), a named pipe,
 a socket or a symbolic link at the path is refused and left as it is (edge_app.private_file's
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge_app.errors import UserError
-from edge_app.private_file import NotRegularFileError, refuse_non_regular
+from edge_app.private_file import NotRegularFileError, refuse_non_regular, sync_folder
 
 
 def json_safe(value: Any) -> Any:
@@ -82,6 +83,7 @@ def _write_texts(items: Sequence[tuple[str, Path, str]]) -> None:
             refuse_non_regular(path)  # again: something may have appeared there meanwhile
             os.replace(temp, path)
             staged.pop(0)
+            sync_folder(path.parent)  # the rename, through a power cut
     except OSError as error:
         if not option:
             raise
@@ -102,6 +104,10 @@ def _stage(path: Path, text: str) -> Path:
         os.fchmod(handle, 0o666 & ~umask)
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+            # On disk before the rename: else a power cut soon after it can leave the report
+            # empty under its final name.
+            out.flush()
+            os.fsync(out.fileno())
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -201,3 +202,48 @@ def test_every_folder_made_for_private_files_is_0700_whatever_the_umask(tmp_path
     for top in ("g", "e", "j", "s"):
         for folder in (tmp_path / top, *(p for p in (tmp_path / top).iterdir() if p.is_dir())):
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def _record_syncs(monkeypatch: pytest.MonkeyPatch, target: Path) -> list[tuple[str, str, str]]:
+    """Every fsync and rename from now on, in order: ("fsync", the synced path, what `target`
+    holds then) or ("replace", destination, what `target` holds then). A folder's fsync fails
+    with EINVAL, as some file systems' do: the write must succeed all the same."""
+    events: list[tuple[str, str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def now() -> str:
+        return target.read_text() if target.exists() else "(none)"
+
+    def recording_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), now()))
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        fsync(fd)
+
+    def recording_replace(source: str | Path, destination: str | Path) -> None:
+        replace(source, destination)
+        events.append(("replace", str(destination), now()))
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    return events
+
+
+def test_the_file_is_synced_before_its_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An audit: a power cut seconds after a reported success (hub passwd, an export) brought
+    the old file back and left the temporary one: the folder was never synced."""
+    folder = tmp_path.resolve()
+    target = folder / "secret"
+    target.write_text("old\n")
+    events = _record_syncs(monkeypatch, target)
+
+    write_private_text(target, _write("new\n"))
+
+    (file_sync, rename, folder_sync) = events
+    assert file_sync[0] == "fsync" and file_sync[2] == "old\n"  # before the rename
+    assert Path(file_sync[1]).parent == folder and file_sync[1].startswith(f"{folder}/.secret.")
+    assert rename == ("replace", str(target), "new\n")
+    assert folder_sync == ("fsync", str(folder), "new\n")  # its EINVAL did not fail the write
+    assert target.read_text() == "new\n" and _names(folder) == ["secret"]

@@ -509,3 +509,45 @@ def test_a_full_disk_is_one_line_naming_the_option(
     with pytest.raises(UserError, match=f"^--out {out}: cannot write it \\(No space left"):
         write_report(out, {}, "--out")
     assert not out.exists()
+
+
+def test_reports_are_on_disk_before_their_renames_and_their_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An audit: `edge-app eval --json` renamed its report into place unsynced, and a power
+    cut soon after the success left an empty file under the report's name. Each report is
+    synced whole before any is renamed, the folder after each rename; a folder's fsync that
+    fails (EINVAL on some file systems) does not fail the report."""
+    from edge_app.reports import write_reports
+
+    folder = tmp_path.resolve()
+    first, second = folder / "a.json", folder / "b.md"
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        path, info = os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            steps.append(f"sync folder {path}")
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        steps.append(f"sync {Path(path).name.split('.')[1]} of {info.st_size} bytes")
+        real_fsync(fd)
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        real_replace(source, target)
+        steps.append(f"rename {Path(target).name}")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_reports({"--json": (first, "new a\n"), "--report": (second, "the new b\n")})
+
+    assert steps == [
+        "sync a of 6 bytes",  # all of it, flushed before the sync
+        "sync b of 10 bytes",
+        "rename a.json",
+        f"sync folder {folder}",
+        "rename b.md",
+        f"sync folder {folder}",
+    ]
+    assert first.read_text() == "new a\n" and second.read_text() == "the new b\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.json", "b.md"]
