@@ -5,7 +5,7 @@
 With the shipped rule (MatchSettings.from_recognition of models/tflite/manifest.json, its
 cohort normalisation, the config's defaults: site centring on, lookalikes "raise") and random
 unit embeddings (the cost depends only on the sizes), galleries of 10, 100, 1,000 and 5,000
-people x 5 samples:
+people x 5 photos, each stored with its mirror image's embedding as enrolment stores it:
 
 - identify: one Matcher.identify() of one face, what the door does per evaluated face;
 - load: edge_app.daemon.door_matcher, what the door does once per gallery load (at start, on
@@ -49,9 +49,11 @@ LOAD_ROUNDS = 5  # door_matcher runs per gallery (3 from 5,000 people up)
 
 
 def random_gallery(people: int, rng: np.random.Generator) -> GalleryMatrix:
-    rows = rng.standard_normal((people * SAMPLES, EMBEDDING_DIM)).astype(np.float32)
+    """`people` x SAMPLES photos as enrolment stores them: each photo's embedding followed by
+    its mirror image's (Gallery.load_matrix gives both), so 2 rows per photo."""
+    rows = rng.standard_normal((people * SAMPLES * 2, EMBEDDING_DIM)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    person = np.repeat(np.arange(people, dtype=np.int32), SAMPLES)
+    person = np.repeat(np.arange(people, dtype=np.int32), SAMPLES * 2)
     return GalleryMatrix(rows, person, tuple(f"person {i}" for i in range(people)))
 
 
@@ -103,7 +105,7 @@ def measure(people: int, engine: Any, config: RecognitionConfig, seed: int) -> d
         tracemalloc.stop()
     return {
         "people": people,
-        "samples": len(matrix),
+        "rows": len(matrix),  # photos and their mirrors
         "templates": len(matcher.matrix),
         "identify_ms": median_ms(identify),
         "load_ms": median_ms(load),
@@ -119,7 +121,8 @@ def measure(people: int, engine: Any, config: RecognitionConfig, seed: int) -> d
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| people x 5 samples | templates | identify, ms per face | load (door_matcher), ms "
+        "| people x 5 photos | templates (photos, mirrors, centroids) | identify, ms per face "
+        "| load (door_matcher), ms "
         "| of which Matcher build, ms | of which lookalike check, ms | load peak memory, MB |",
         "|---|---|---|---|---|---|---|",
     ]

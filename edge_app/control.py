@@ -106,8 +106,10 @@ FRAME_MAX_WIDTH = 640
 FRAME_QUALITY = 80
 FRAME_MAX_BYTES = 1024 * 1024  # JPEG bytes; larger frames are refused, never sent
 TEXT_MAX = 200  # characters of an unlock reason or origin
-# A reload asked for over the socket within this long of the last one is refused: each one
-# reads the config and the gallery and builds a matcher beside the frame loop.
+# Reloads asked for over the socket start at most once per this long: each one reads the
+# config and the gallery and builds a matcher beside the frame loop. One asked for sooner is
+# not refused (a command that changed a file must reach the door) but held, and the requests
+# held together start one reload once the second has passed.
 RELOAD_SECONDS = 1.0
 # A refusal (a request refused, a client refused or dropped) is logged, then at most one line
 # of its kind per this long, with how many more there were: a group member repeating a
@@ -261,7 +263,9 @@ class ControlServer:
         self._refused = Throttle(REFUSAL_LOG_SECONDS)
         self._dropped = Throttle(REFUSAL_LOG_SECONDS)
         self._own_uid = os.geteuid()  # the service user, whom OWN_USER_SLOTS are kept for
-        self._reloaded = -RELOAD_SECONDS  # when a reload was last asked for over the socket
+        self._reloaded = -RELOAD_SECONDS  # when a reload over the socket last started
+        self._reload_due: float | None = None  # when the reload held back starts
+        self._reload_asked = 0  # requests since the last reload started
 
     # --- door side --------------------------------------------------------------------------
 
@@ -404,8 +408,10 @@ class ControlServer:
             self._housekeeping()
 
     def _select_timeout(self) -> float:
-        """Wake up by the earliest client deadline, and at least once a second."""
+        """Wake up by the earliest client deadline or held reload, and at least once a second."""
         deadlines = [c.deadline for c in self._clients.values() if c.deadline is not None]
+        if self._reload_due is not None:
+            deadlines.append(self._reload_due)
         if not deadlines:
             return 1.0
         return min(1.0, max(0.0, min(deadlines) - time.monotonic()))
@@ -607,12 +613,25 @@ class ControlServer:
 
     def _op_reload(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
         now = time.monotonic()
-        if now - self._reloaded < RELOAD_SECONDS:
-            raise Refused(f"a reload was asked for less than {RELOAD_SECONDS:g} s ago: ask later")
+        self._reload_asked += 1
+        if self._reload_due is None and now - self._reloaded >= RELOAD_SECONDS:
+            self._start_reload(now, client.peer)
+            return {"reload": "requested"}
+        if self._reload_due is None:
+            self._reload_due = self._reloaded + RELOAD_SECONDS
+        return {"reload": "requested", "starts_in": round(max(0.0, self._reload_due - now), 3)}
+
+    def _start_reload(self, now: float, peer: Peer | None = None) -> None:
+        """One line per reload started, not per request: a client asking 20 times a second
+        writes one a second."""
+        log.info(
+            "reload requested over the control socket %s",
+            peer if peer is not None else f"(requests held together={self._reload_asked})",
+        )
         self._reloaded = now
-        log.info("reload requested over the control socket %s", client.peer)
+        self._reload_due = None
+        self._reload_asked = 0
         self.port.reload()
-        return {"reload": "requested"}
 
     def _op_unlock(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
         reason = clean_text(request.get("reason"), "reason")
@@ -720,6 +739,8 @@ class ControlServer:
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        if self._reload_due is not None and now >= self._reload_due:
+            self._start_reload(now)
         for client in list(self._clients.values()):
             if not client.fileno_alive:
                 continue

@@ -29,9 +29,10 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,6 +74,10 @@ LOOP_TIMEOUT = 0.2
 # goes on with the previous one (Recognizer.reload_if_changed): a household's builds take
 # milliseconds and are in use from the next frame; a few thousand people take seconds.
 BUILD_WAIT_SECONDS = 0.5
+# While the gallery loads or the retention runs at start, systemd is told this often that the
+# start goes on, each time allowing this much longer (EXTEND_TIMEOUT_USEC; _start_goes_on).
+START_EXTEND_EVERY = 10.0
+START_EXTEND_SECONDS = 30.0
 METRICS_EVERY = 60.0
 # Faces this close to the frame edge are cut off: their embeddings are poor, so they neither
 # vote nor count as unknown until the person is fully in view.
@@ -193,12 +198,14 @@ class Recognizer:
         self._upgraded = False  # ... because a newer edge-app migrated it (GalleryUpgraded)
         self._learned_at = -math.inf  # frame clock of the last visit the site memory learned
         self.switch_changed = False  # whether the last configured() changed how faces match
+        self.only_renamed = False  # whether the last gallery change put in use renamed only
         # A matcher still being built off the frame loop, for a gallery change picked up while
         # running (reload_if_changed) or a visit the site memory learned (learn): its version
         # and rows, the build, and whether it is for a learned visit.
         self._pending: tuple[int, Any, Future[Any], bool] | None = None
         # While a build runs: the newest version and rows read, which answer who is enrolled.
         self._newest: tuple[int, Any] | None = None
+        self._renamed: tuple[Any, dict[str, str]] | None = None  # _renamed_meanwhile's
         # A reload's gallery and settings whose matcher is still being built (start_configure).
         self._switch: _Switch | None = None
         try:
@@ -455,6 +462,15 @@ class Recognizer:
             self._pending = self._newest = None
             raise
         self._pending = None
+        # Names alone changed (renames): the votes matched under the old names still hold
+        # (Policy.rename mapped them); restarting them would keep anyone from being let in
+        # while names change again and again.
+        self.only_renamed = (
+            not learned
+            and not self.unreadable
+            and self._matrix is not None
+            and self._matrix.only_renamed_in(matrix)
+        )
         self._version, self._matrix, self.matcher = version, matrix, matcher
         if learned:
             assert self.memory is not None
@@ -545,19 +561,23 @@ class Recognizer:
         probes = embeddings if own is None else np.concatenate([embeddings, own])
         matches = self.matcher.identify(probes)
         names: list[str | None] = list(matches.names[:count])
+        best: list[str | None] = list(matches.best[count:])
         faces = self.matcher.faces
         if self._newest is not None:
             # A new gallery is being built: until it is in use, the newest rows read say who
             # is still enrolled and who may open the door (a removal or a revoked access
-            # must not wait for the build).
+            # must not wait for the build), and under which name (a rename: the same person).
             faces = self._newest[1]
             enrolled = set(faces.names)
-            names = [name if name in enrolled else None for name in names]
-        alone = (
-            [True] * count
-            if own is None
-            else self.could_be(names, list(matches.best[count:]), matches.scores[count:])
-        )
+            renamed = self._renamed_meanwhile()
+
+            def now(name: str | None) -> str | None:
+                name = renamed.get(name, name) if name is not None else None
+                return name if name in enrolled else None
+
+            names, best = [now(name) for name in names], [now(name) for name in best]
+        own_scores = matches.scores[count:]
+        alone = [True] * count if own is None else self.could_be(names, best, own_scores)
         visitors = faces.no_access  # known visitors: recognised, never let in
         return [
             Vote(name, float(score), float(second), admitted=name not in visitors, alone=ok)
@@ -565,6 +585,15 @@ class Recognizer:
                 names, matches.scores[:count], matches.second[:count], alone, strict=True
             )
         ]
+
+    def _renamed_meanwhile(self) -> dict[str, str]:
+        """The people the matcher in use knows under a name the newest rows changed (a rename
+        read while the new matcher builds); worked out once per rows read."""
+        assert self._newest is not None
+        rows = self._newest[1]
+        if self._renamed is None or self._renamed[0] is not rows:
+            self._renamed = (rows, self.matcher.faces.renamed_in(rows))
+        return self._renamed[1]
 
     def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
         """Liveness scores of `faces`, on the detection frame they were found in (the models
@@ -834,7 +863,8 @@ class Daemon:
             from edge_app.engine import Engine
 
             self.engine = Engine.from_config(config.models, config.detection)
-        self.recognizer = Recognizer(self.engine, config.gallery.path, config.recognition)
+        with self._start_goes_on("loading the gallery"):
+            self.recognizer = Recognizer(self.engine, config.gallery.path, config.recognition)
         self.live_rule = self._resolve_liveness(config)
         self.policy.configure(config.policy, self.live_rule)
         log.info("liveness %s", self.live_rule.describe())
@@ -842,7 +872,8 @@ class Daemon:
         # After the models and the gallery, so a start they refuse writes no event store.
         # Never raises for a sink it cannot use: the door runs, the failure is logged.
         self.events = EventLog.from_config(config.events, self.wall_clock)
-        self.events.maintain()  # retention at start
+        with self._start_goes_on("deleting events past the retention"):
+            self.events.maintain()  # retention at start
         self.control = attach(self)
         camera = config.camera
         source = open_source(
@@ -897,7 +928,7 @@ class Daemon:
                 self._notify("WATCHDOG=1")
                 last_ping = now
             # PRAGMA data_version costs microseconds: an enrolment counts from the next frame.
-            if recognizer.reload_if_changed():
+            if recognizer.reload_if_changed() and not recognizer.only_renamed:
                 self.policy.restart_votes()
             events.maintain()  # retry failing sinks when due; daily retention
             if now - last_metrics >= METRICS_EVERY:
@@ -1002,7 +1033,8 @@ class Daemon:
     def _forget_removed(self, recognizer: Recognizer) -> None:
         """Tracks recognised as someone no longer enrolled (`edge-app remove` while they are
         in view, a reload to another gallery, a gallery the door cannot read any more) are
-        undecided again: judged afresh, like a new track, against the gallery in use.
+        undecided again: judged afresh, like a new track, against the gallery in use. A
+        person renamed is not removed: their tracks and cooldown carry over (Policy.rename).
 
         Otherwise the frames that no longer name them fill the track's window and the policy
         reports a stranger who "took the place of" the person removed: a false tailgating
@@ -1020,10 +1052,26 @@ class Daemon:
         if enrolled is self._enrolled:
             return
         before, self._enrolled = self._enrolled, enrolled
-        if before is None or not self._recognized:
+        if before is None:
             return
         removed = set(before.names) - set(enrolled.names)
         if not removed:
+            return
+        # A rename is not a removal: the same person, judged and timed as before. Judged
+        # afresh, the track they stand in would open again at once, past the cooldown.
+        renamed = before.renamed_in(enrolled)
+        if renamed:
+            log.info(
+                "renamed in the gallery: %s: their tracks and cooldown carry over",
+                ", ".join(f"{old} -> {new}" for old, new in sorted(renamed.items())),
+            )
+            self.policy.rename(renamed)
+            self._recognized = {
+                track: {renamed.get(name, name) for name in names}
+                for track, names in self._recognized.items()
+            }
+            removed -= renamed.keys()
+        if not removed or not self._recognized:
             return
         for track in self.tracker.tracks:
             gone = self._recognized.get(track.track_id, set()) & removed
@@ -1239,6 +1287,33 @@ class Daemon:
     def _notify(self, *states: str) -> None:
         if self._notifier is not None:
             self._notifier.notify("\n".join(states))
+
+    @contextmanager
+    def _start_goes_on(self, what: str) -> Iterator[None]:
+        """While a part of the start that grows with the data runs, tell systemd every
+        START_EXTEND_EVERY seconds that the start goes on, so TimeoutStartSec= (120 s) does
+        not end a start that is making progress: the gallery's matcher (its lookalike check
+        grows with the square of the gallery: a minute on x86 at 5,000 people, several on a
+        Pi) and the retention's first deletion of a long history. Only these parts: a start
+        that hangs elsewhere (a camera, a USB accelerator) still times out."""
+        done = threading.Event()
+        started = time.monotonic()
+
+        def tell() -> None:
+            # Not once a stop was asked for: systemd applies it to the stop's timeout too.
+            while not done.wait(START_EXTEND_EVERY) and not self._stop.is_set():
+                self._notify(
+                    f"EXTEND_TIMEOUT_USEC={int(START_EXTEND_SECONDS * 1e6)}",
+                    f"STATUS={what} ({time.monotonic() - started:.0f} s)",
+                )
+
+        thread = threading.Thread(target=tell, name="start-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _install_signals(self) -> None:
         """SIGTERM/SIGINT stop the door, SIGHUP reloads; only from the main thread.

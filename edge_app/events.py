@@ -55,7 +55,7 @@ from edge_app.private_file import (
     sweep_temporaries,
     temporary_pattern,
 )
-from edge_app.sqlite_files import empty_wal, read_only_uri, zero_deletions
+from edge_app.sqlite_files import connect_read_only, empty_wal, zero_deletions
 from edge_app.wall_clock import EARLIEST_TIME, SET_THE_CLOCK, UNSET_CLOCK, WallClock
 
 log = logging.getLogger(__name__)
@@ -722,7 +722,7 @@ class EventLog:
         if self._kept is None:
             self._sweep_snapshot_temporaries()
             try:
-                self._kept = deque(entry.name for entry in self._own_snapshots())
+                self._kept = deque(entry.name for entry in _without_empty(self._own_snapshots()))
             except OSError as error:
                 self._snapshot_failed("snapshots folder unreadable path=%s error=%r", folder, error)
                 return None
@@ -804,7 +804,7 @@ class EventLog:
             else:
                 # The deleted events also stay in the -wal file, which the door keeps open,
                 # until later events overwrite them (weeks on a quiet door).
-                if rows and (why := empty_wal(sink.db)) is not None:
+                if rows and (why := empty_wal(sink.db, shared=False)) is not None:
                     log.info("retention: deleted events may stay in the -wal file (%s)", why)
         if self.snapshots is not None:
             self._sweep_snapshot_temporaries()
@@ -839,11 +839,15 @@ def own_snapshots(folder: Path) -> list[Path]:
     in the folder snapshots are written to."""
     if stat.S_ISLNK(os.lstat(folder).st_mode):
         raise OSError(errno.ELOOP, "it is a symbolic link, not followed", str(folder))
-    return sorted(
-        entry
-        for entry in folder.iterdir()
-        if SNAPSHOT_NAME.match(entry.name) and entry.is_file() and not entry.is_symlink()
-    )
+    # scandir's entries know their type from the listing itself (no stat per file): this
+    # runs on the frame loop, over as many files as snapshot_keep allows.
+    with os.scandir(folder) as entries:
+        names = sorted(
+            entry.name
+            for entry in entries
+            if SNAPSHOT_NAME.match(entry.name) and entry.is_file(follow_symlinks=False)
+        )
+    return [folder / name for name in names]
 
 
 @dataclass(frozen=True)
@@ -901,7 +905,7 @@ def check_store(path: Path) -> None:
         return
     refuse_non_regular(path)
     check_events_owner(path)
-    with closing(sqlite3.connect(read_only_uri(path)[0], uri=True)) as connection:
+    with closing(connect_read_only(path)) as connection:
         usable_schema(connection, path)
 
 
@@ -910,7 +914,7 @@ def history_of(db: Path | None, snapshots: Path | None, names: Sequence[str]) ->
     named: list[tuple[int, str | None]] = []
     took_place: list[int] = []
     if db is not None and db.exists():
-        with closing(sqlite3.connect(read_only_uri(db)[0], uri=True)) as connection:
+        with closing(connect_read_only(db)) as connection:
             named, took_place = _named_rows(connection, names)
     files = _their_snapshots(snapshots, [snapshot for _, snapshot in named])
     return History(len(named), len(files), len(took_place))
@@ -962,8 +966,9 @@ def _write_snapshot(path: Path, data: bytes) -> None:
 
     Not synced: a snapshot is a picture for a person to look at, not state the door reads
     back, and an fsync per event on an SD card would cost the frame loop tens of
-    milliseconds. A power cut may lose the last seconds' snapshots, never leave half of one
-    under its name once the file system has committed the link."""
+    milliseconds. A power cut may lose the last seconds' snapshots: ext4 may commit the
+    link before the picture's data, leaving an empty file under the name, which the door
+    removes at its next start, when it first lists the folder (_without_empty)."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -974,6 +979,25 @@ def _write_snapshot(path: Path, data: bytes) -> None:
             link_new(Path(temp), path)
     finally:
         Path(temp).unlink(missing_ok=True)
+
+
+def _without_empty(snapshots: list[Path]) -> list[Path]:
+    """`snapshots` less the empty ones, which are deleted: what a power cut leaves of the
+    last snapshots before it (_write_snapshot). An empty file is no picture: nothing is
+    lost. One that cannot be deleted is kept in the list (pruned in turn)."""
+    kept, emptied = [], 0
+    for path in snapshots:
+        try:
+            if path.lstat().st_size == 0:
+                path.unlink()
+                emptied += 1
+                continue
+        except OSError:
+            pass
+        kept.append(path)
+    if emptied:
+        log.info("snapshots: removed %d empty files a power cut left", emptied)
+    return kept
 
 
 def snapshots_folder_problem(folder: Path) -> str | None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import functools
 import json
 import logging
@@ -45,7 +46,7 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -74,7 +75,8 @@ from edge_app.private_file import (
     temporary_pattern,
 )
 from edge_app.quality import NEAR_DUPLICATE_COSINE, other_people_among
-from edge_app.sqlite_files import empty_wal, read_only_uri, zero_deletions
+from edge_app.sqlite_files import connect_read_only, empty_wal, read_only_uri, zero_deletions
+from edge_app.storage import storage_problem
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,9 @@ APPLICATION_ID = 0x45444745
 # within 1e-6), and the deviation above which a loaded row is renormalised.
 UNIT_NORM_TOLERANCE = 1e-3
 RENORMALISE_ABOVE = 1e-5
-# An export is read whole before anything is written: 128 MiB holds about 40,000 samples
-# without face crops, or about 8,000 with them.
+# An export is read whole before anything is written: 128 MiB holds about 23,400 samples
+# with their mirror embeddings and without face crops (some 5,720 bytes each: 4,700 people
+# at 5 photos; measured, 4,400 such people export to 126 MB), or roughly 7,000 with crops.
 MAX_IMPORT_BYTES = 128 * 1024 * 1024
 # Photos (samples) one person may have. Each one more is one more chance for a stranger's face
 # to come near the person (docs/GALLERY.md, "How many photos per person": 5 photos let in 2.3
@@ -169,6 +172,15 @@ class GalleryError(UserError):
     """The gallery file cannot be used as asked (missing, not a gallery, name conflicts...)."""
 
 
+class GalleryDiskError(GalleryError):
+    """The disk under the gallery is full or failing; `cause`: SQLite's or the system's
+    words for it."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class GalleryDamaged(GalleryError):
     """SQLite found the gallery file corrupt (a damaged page, a torn write): only a restore
     fixes it, and nothing is written to it meanwhile."""
@@ -190,14 +202,13 @@ def _sqlite_failure(path: Path, error: sqlite3.Error, doing: str) -> GalleryErro
         return damaged(path, error)
     code = sqlite_code(error)
     if code in SQLITE_DISK_CODES:
-        return GalleryError(
-            f"cannot {doing} the gallery {path} ({error}): the disk is full or failing; free "
-            f"space on it (df -h {path.parent}) and try again: the gallery itself is unchanged"
+        return _disk_failure(
+            path, f"{doing} the gallery {path}", str(error), "the gallery itself is unchanged"
         )
     if code == SQLITE_BUSY:
         return GalleryError(
-            f"cannot {doing} the gallery {path}: another command is changing it (an enrolment "
-            "or an import); try again once it has finished"
+            f"cannot {doing} the gallery {path}: another command is changing it (an enrolment, "
+            "an import, or the tidying up after a removal); try again once it has finished"
         )
     return GalleryError(f"cannot {doing} the gallery {path}: {error}")
 
@@ -319,6 +330,49 @@ class GalleryMatrix:
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
+
+    def renamed_in(self, later: GalleryMatrix) -> dict[str, str]:
+        """The people of this matrix whom `later` holds under another name: a name gone from
+        it whose rows (the same templates, byte for byte) are exactly those of one name new
+        in it. {old name: new name}; a removal, or a name whose templates changed too, is
+        not a rename."""
+        kept, now = set(later.names), set(self.names)
+        gone = [i for i, name in enumerate(self.names) if name not in kept]
+        new = [i for i, name in enumerate(later.names) if name not in now]
+        if not gone or not new:
+            return {}
+        before: dict[bytes, list[str]] = {}
+        for index in gone:
+            before.setdefault(self._block(index), []).append(self.names[index])
+        after: dict[bytes, list[str]] = {}
+        for index in new:
+            after.setdefault(later._block(index), []).append(later.names[index])
+        # Only one name on each side: two people with the same templates (only an import can
+        # make them) are not told apart, so neither is taken for renamed.
+        return {
+            old[0]: after[block][0]
+            for block, old in before.items()
+            if len(old) == 1 and len(after.get(block, ())) == 1
+        }
+
+    def only_renamed_in(self, later: GalleryMatrix) -> bool:
+        """Whether `later` holds the same people, in the same order, with the same templates
+        and access, and differs only in names (renames)."""
+        if len(self.names) != len(later.names) or self.names == later.names:
+            return False
+        if not (
+            np.array_equal(self.person, later.person)
+            and np.array_equal(self.embeddings, later.embeddings)
+        ):
+            return False
+        renamed = dict(zip(self.names, later.names, strict=True))
+        return {renamed[name] for name in self.no_access} == set(later.no_access)
+
+    def _block(self, index: int) -> bytes:
+        """Person `index`'s rows, as bytes (their rows are contiguous)."""
+        start = int(np.searchsorted(self.person, index))
+        stop = int(np.searchsorted(self.person, index, side="right"))
+        return np.ascontiguousarray(self.embeddings[start:stop]).tobytes()
 
     def with_centroids(self) -> GalleryMatrix:
         """This matrix with one more row per person, last in their block: the unit mean of
@@ -504,6 +558,8 @@ def _create_file(path: Path) -> None:
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
         os.close(fd)
     except OSError as error:
+        if _disk_full(error):
+            raise _disk_full_at_creation(path, str(error.strerror or error)) from None
         raise GalleryError(
             f"cannot create the gallery {path}: {error.strerror or error}; "
             "pass --db with a writable location"
@@ -515,12 +571,22 @@ def _create_file(path: Path) -> None:
             gallery = Gallery(path, connection)
             gallery._configure()
             gallery._migrate()
+            # Copy the WAL into the file now: close() does it too, but says nothing when it
+            # fails (a disk that fills), and would leave the schema in a -wal file deleted
+            # below, the file linked without it: a "damaged" gallery for good.
+            busy = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         finally:
-            connection.close()  # checkpoints the WAL into the file
+            connection.close()
+        if busy or not _created_whole(temp):
+            raise _disk_full_at_creation(path, "the new file could not be written whole")
         with suppress(FileExistsError):  # made meanwhile: theirs is opened
             link_new(temp, path)
+    except GalleryDiskError as error:  # from the new file's schema, said as of a gallery
+        raise _disk_full_at_creation(path, error.cause) from None
     except (OSError, sqlite3.Error) as error:
         message = error.strerror if isinstance(error, OSError) else error
+        if _disk_full(error):
+            raise _disk_full_at_creation(path, str(message or error)) from None
         raise GalleryError(
             f"cannot create the gallery {path}: {message or error}; "
             "pass --db with a writable location"
@@ -528,6 +594,41 @@ def _create_file(path: Path) -> None:
     finally:
         for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
             leftover.unlink(missing_ok=True)
+
+
+def _disk_failure(path: Path, doing: str, cause: str, outcome: str) -> GalleryDiskError:
+    """The one way a gallery command says the disk under `path` is full or failing."""
+    return GalleryDiskError(
+        f"cannot {doing} ({cause}): the disk is full or failing; free space on it (df -h "
+        f"{path.parent}) and try again: {outcome}",
+        cause,
+    )
+
+
+def _disk_full_at_creation(path: Path, why: str) -> GalleryError:
+    return _disk_failure(path, f"create the gallery {path}", why, "nothing was created")
+
+
+def _disk_full(error: OSError | sqlite3.Error) -> bool:
+    """Whether `error` says the disk is full or failing."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+    return sqlite_code(error) in SQLITE_DISK_CODES
+
+
+def _created_whole(temp: Path) -> bool:
+    """Whether the new gallery at `temp` holds, in its own file, the current schema: its
+    -wal file is empty or gone, and read alone (immutable) it passes SQLite's check."""
+    wal = Path(f"{temp}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return False
+    try:
+        with closing(connect_read_only(temp)) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            check = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+    except sqlite3.DatabaseError:
+        return False
+    return bool(version == SCHEMA_VERSION and check == "ok")
 
 
 def _creation_leftovers(path: Path) -> re.Pattern[str]:
@@ -608,6 +709,7 @@ class Gallery:
         the -shm file a WAL database needs) is then opened read-only (_open_read_only).
         """
         path = Path(path)
+        created = False
         if not _check_file(path):
             if not create:
                 raise GalleryError(
@@ -615,10 +717,15 @@ class Gallery:
                     "or give the gallery's path (--db PATH, or [gallery] path in the config)"
                 )
             _create_file(path)
+            created = True
             if not _check_file(path):  # e.g. `path` is a dangling symbolic link
                 raise GalleryError(
                     f"cannot create the gallery {path}; pass --db with a writable location"
                 )
+        if read_only and storage_problem(path.parent) is not None:
+            # Opening for writing would make the -wal and -shm files on a disk that cannot
+            # take them (or with the last free bytes): read without writing anything.
+            return cls._open_read_only(path)
         try:
             connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as error:
@@ -637,6 +744,12 @@ class Gallery:
             if _cannot_write(error):
                 if read_only:
                     return cls._open_read_only(path)
+                problem = storage_problem(path.parent)
+                if problem is not None:
+                    raise GalleryError(
+                        f"cannot write the gallery {path} ({error}), and this command changes "
+                        f"it: {problem}; the gallery itself is unchanged"
+                    ) from None
                 raise GalleryError(
                     f"cannot write the gallery {path} ({error}), and this command changes it: "
                     "run it as the user that owns the gallery (sudo -u edge-app), or give a "
@@ -647,9 +760,18 @@ class Gallery:
                 # Opening writes the -shm and -wal files: on a full disk, `list` and
                 # `export` (the way to a backup) still read the gallery read-only.
                 return cls._open_read_only(path)
+            if code in SQLITE_DISK_CODES and created:
+                raise _disk_full_at_creation(path, str(error)) from None
             if code in SQLITE_DISK_CODES or code == SQLITE_BUSY:
                 raise _sqlite_failure(path, error, "open") from None
             raise GalleryError(f"{path} is not a usable gallery: {error}") from None
+        except GalleryDiskError as error:
+            connection.close()
+            if created:
+                # Made whole a moment ago, then not opened: the caller removes it
+                # (removed_if_left_empty), so "the gallery itself is unchanged" would mislead.
+                raise _disk_full_at_creation(path, error.cause) from None
+            raise
         except BaseException:
             connection.close()
             raise
@@ -664,6 +786,9 @@ class Gallery:
         With none, it is read as immutable: SQLite then needs no -shm file, which it could not
         create here.
         """
+        # Stamped before it is looked at: a change committed while it opens (into the -wal
+        # an immutable read does not see) then differs from the stamp and reopens it.
+        stamp = _stamp(path)
         uri, wal = read_only_uri(path)
         try:
             connection = sqlite3.connect(uri, uri=True, isolation_level=None)
@@ -696,7 +821,7 @@ class Gallery:
             connection.close()
             raise
         if not wal:
-            gallery._immutable_stamp = _stamp(path)
+            gallery._immutable_stamp = stamp
         log.debug("gallery=%s opened read-only wal=%s", path, wal)
         return gallery
 
@@ -1646,6 +1771,29 @@ def _checked_crop(data: bytes) -> bytes:
     except ImageError as error:
         raise _Invalid(str(error)) from None
     return data
+
+
+class CountedWriter:
+    """A text stream that counts the UTF-8 bytes written through it (an export's size, to
+    check against MAX_IMPORT_BYTES: unimportable)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.size = 0
+
+    def write(self, text: str) -> int:
+        self.size += len(text.encode("utf-8", "surrogateescape"))
+        return self.stream.write(text)
+
+
+def unimportable(size: int) -> str:
+    """Why an export of `size` bytes, more than MAX_IMPORT_BYTES, is refused by whoever writes
+    it (`edge-app export`, the web page): `edge-app import` would not read it."""
+    return (
+        f"the export is {size} bytes, more than the {MAX_IMPORT_BYTES} `edge-app import` reads "
+        "(docs/GALLERY.md): back up the gallery file itself instead (with the door stopped, "
+        "or `sqlite3 gallery.db .backup copy.db`)"
+    )
 
 
 def _too_large(label: str) -> str:

@@ -316,6 +316,34 @@ class Policy:
     def forget(self, track: int) -> None:
         self._tracks.pop(track, None)
 
+    def rename(self, renamed: dict[str, str]) -> None:
+        """People renamed in the gallery ({old: new}, all at once: two names may swap): what
+        the tracks decided about them, whom they were recognised as, their frames and their
+        cooldowns carry over to the new names, so a rename is not a new visit (a second
+        unlock past the cooldown)."""
+
+        def new(name: str | None) -> str | None:
+            return renamed.get(name, name) if name is not None else None
+
+        def new_names(names: set[str]) -> set[str]:
+            return {renamed.get(name, name) for name in names}
+
+        last: dict[str, float] = {}
+        for name, when in self._last_unlock.items():
+            now_named = renamed.get(name, name)
+            last[now_named] = max(when, last.get(now_named, when))  # the later, if reused
+        self._last_unlock = last
+        for state in self._tracks.values():
+            state.identity = new(state.identity)
+            state.decided = new_names(state.decided)
+            state.live_as = new_names(state.live_as)
+            state.votes = deque(
+                (replace(v, name=new(v.name)) for v in state.votes), maxlen=self.window
+            )
+            state.scored = deque(
+                ((new(who), live) for who, live in state.scored), maxlen=LIVE_WINDOW_FRAMES
+            )
+
     def _winner(self, votes: deque[Vote]) -> str | None:
         counts = Counter(v.name for v in votes if v.name is not None)
         if not counts:

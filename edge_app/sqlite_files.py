@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,16 +28,42 @@ def zero_deletions(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA secure_delete = ON")
 
 
-def empty_wal(db: sqlite3.Connection) -> str | None:
+# A TRUNCATE checkpoint that waits for readers keeps every other writer out while it waits
+# (SQLite's busy handler runs with the writer lock taken). So it waits in short tries with
+# gaps between them, in which other commands and the door write: a reader holding an old
+# state for long costs them at most one try, and the change's own command about a second.
+CHECKPOINT_TRIES = 5
+CHECKPOINT_TRY_MS = 100  # the longest a try keeps other writers out
+CHECKPOINT_GAP_SECONDS = 0.1
+
+
+def empty_wal(db: sqlite3.Connection, *, shared: bool = True) -> str | None:
     """After deleting personal data: copy the -wal file into the database and cut it to 0
-    bytes. Waits up to the connection's busy timeout for readers on an older state. Returns
-    None when done, else why not (the data then stays in the -wal file until the last
-    connection closes or later writes overwrite it)."""
+    bytes, waiting at most about a second for readers on an older state (in short tries; the
+    connection's busy timeout is restored after). Returns None when done, else why not (the
+    data then stays in the -wal file until the last connection closes or later writes
+    overwrite it).
+
+    shared=False: no other program writes this database (the door's events), so there is
+    nobody to let in between tries: one try, waiting the connection's own busy timeout (on
+    the door's frame loop, what it may stall)."""
+    tries = CHECKPOINT_TRIES if shared else 1
     try:
-        busy = int(db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        previous = int(db.execute("PRAGMA busy_timeout").fetchone()[0])
+        if shared:
+            db.execute(f"PRAGMA busy_timeout = {CHECKPOINT_TRY_MS}")
+        try:
+            for attempt in range(tries):
+                if attempt:
+                    time.sleep(CHECKPOINT_GAP_SECONDS)
+                if not int(db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]):
+                    return None
+        finally:
+            if shared:
+                db.execute(f"PRAGMA busy_timeout = {previous}")
     except sqlite3.DatabaseError as error:
         return str(error)
-    return "a reader held it past the busy timeout" if busy else None
+    return "readers on an older state, or another writer, kept it busy"
 
 
 def read_only_uri(path: Path | str) -> tuple[str, bool]:
@@ -53,3 +80,9 @@ def read_only_uri(path: Path | str) -> tuple[str, bool]:
     real = os.path.realpath(path)  # SQLite keeps the -wal beside the file a link leads to
     wal = os.path.exists(f"{real}-wal") and os.path.getsize(f"{real}-wal") > 0
     return f"file:{quote(os.fsencode(real))}?mode=ro" + ("" if wal else "&immutable=1"), wal
+
+
+def connect_read_only(path: Path | str, timeout: float = 5.0) -> sqlite3.Connection:
+    """The database at `path` opened for reading only (`read_only_uri`): nothing is created
+    beside it, migrated or changed. `timeout`: seconds a read waits for a writer's lock."""
+    return sqlite3.connect(read_only_uri(path)[0], uri=True, timeout=timeout, isolation_level=None)

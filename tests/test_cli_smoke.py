@@ -17,6 +17,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -1531,6 +1532,58 @@ def test_site_forget_asks_a_running_door_to_reload(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("asked the running door to reload")
     assert door.reloads == 1
+
+
+def test_site_forget_reaches_a_door_another_client_keeps_asking_to_reload(
+    tmp_path: Path,
+) -> None:
+    """Found by a concurrency audit: the socket refused a reload asked for within 1 s of the
+    last, so `site forget` run while anyone else had just reloaded the door deleted the file
+    but failed to reach the door, which kept the memory and saved it again. Reloads asked for
+    sooner are now held and started together once the second has passed."""
+    from edge_app.control import RELOAD_SECONDS, ControlClient, ControlError, ControlServer
+
+    config = _site_config(tmp_path, tmp_path / "gallery.db")
+    memory = tmp_path / "site_memory.npz"
+    _learned(4).save(memory)
+    seen: list[bool] = []  # at each reload the door starts: was the memory still there?
+
+    class Door(_Door):
+        def reload(self) -> None:
+            seen.append(memory.exists())
+
+    server = ControlServer(tmp_path / "door.sock", Door())
+    server.start()
+    stop = threading.Event()
+
+    refused: list[str] = []
+
+    def another_client() -> None:  # asks for a reload every 0.2 s, refused or not
+        client = ControlClient(tmp_path / "door.sock")
+        while not stop.is_set():
+            try:
+                client.reload()
+            except ControlError as error:
+                refused.append(str(error))
+            stop.wait(0.2)
+
+    asking = threading.Thread(target=another_client)
+    asking.start()
+    try:
+        time.sleep(0.5)
+        done = run(tmp_path, "site", "forget", "--config", str(config))
+        stop.set()
+        asking.join()
+        time.sleep(RELOAD_SECONDS + 0.5)
+    finally:
+        stop.set()
+        server.close()
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("asked the running door to reload")
+    assert not memory.exists()
+    assert seen[0] and not seen[-1]  # the last reload read the folder after the forget
+    assert refused == []  # nobody's reload is refused, the other client's neither
 
 
 def test_site_forget_says_when_the_door_cannot_be_asked(tmp_path: Path) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,6 +33,7 @@ from test_daemon_fast import (
     write_frames,
 )
 
+import edge_app.daemon as daemon_module
 from edge_app.config import RecognitionConfig
 from edge_app.daemon import Daemon, Recognizer
 from edge_app.errors import UserError
@@ -159,6 +163,31 @@ def test_a_person_removed_while_in_view_is_not_reported_as_taking_their_own_plac
     assert_fail_secure(factory)
 
 
+def rename(gallery: Path, old: str, new: str) -> None:
+    with Gallery.open(gallery) as other:  # `edge-app rename OLD NEW`, from another process
+        other.rename(old, new)
+
+
+def test_a_person_renamed_while_in_view_is_not_let_in_again(tmp_path: Path, gallery: Path) -> None:
+    """Found by a concurrency audit: Ada renamed while still at the door had her track judged
+    afresh under the new name, as if removed: a second unlock in the same visit, within the
+    30 s cooldown, and another recognised/denied pair (with a snapshot) at each rename. A
+    rename carries the track's decision and the cooldown over to the new name."""
+    codes = [NOBODY, *[ADA] * 30, *[NOBODY] * 5]
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    at_frame(engine, 10, lambda: rename(gallery, NAME, "Ada L."))
+    at_frame(engine, 20, lambda: rename(gallery, "Ada L.", NAME))
+    config = door(tmp_path, gallery, frames, policy={"cooldown_seconds": 30})
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    assert daemon.run() == 0
+    events = [e for e in jsonl(tmp_path) if e["type"] != "relock"]
+    assert [(e["type"], e.get("name")) for e in events] == [("recognized", NAME), ("unlock", NAME)]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
 def test_removing_someone_else_leaves_a_recognised_track_decided(
     tmp_path: Path, gallery: Path
 ) -> None:
@@ -212,3 +241,146 @@ def test_a_gallery_read_that_fails_once_does_not_open_again_for_a_resident_in_vi
     kinds = [(e["type"], e.get("name")) for e in jsonl(tmp_path) if e["type"] != "relock"]
     assert kinds == [("recognized", NAME), ("unlock", NAME)]
     assert states(factory) == [False, True, False]
+
+
+def test_a_long_gallery_load_at_start_tells_systemd_the_start_goes_on(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a scale audit: at 5,000 people (photos and their mirrors) the door's first
+    matcher took 73 s on x86 before READY=1, several times that on a Pi, past the unit's
+    TimeoutStartSec=120: systemd killed the start and restarted it for ever, so the door
+    never opened. While the gallery loads, the door now says every few seconds that the
+    start goes on (EXTEND_TIMEOUT_USEC), and stops saying so once it has loaded."""
+    told: list[str] = []
+
+    class Notifier:
+        def notify(self, state: str) -> None:
+            told.append(state)
+
+    slow = daemon_module.Recognizer.__init__
+
+    def slow_load(self: Recognizer, *args: object, **kwargs: object) -> None:
+        time.sleep(0.5)  # a large gallery's lookalike check
+        slow(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon_module.sdnotify, "SystemdNotifier", Notifier)
+    monkeypatch.setattr(daemon_module, "START_EXTEND_EVERY", 0.1)
+    monkeypatch.setattr(daemon_module.Recognizer, "__init__", slow_load)
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[ADA] * 10, *[NOBODY] * 3])
+    daemon = Daemon(
+        door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=MockFactory()
+    )
+    assert daemon.run() == 0
+    ready = next(i for i, state in enumerate(told) if state.startswith("READY=1"))
+    extended = [i for i, state in enumerate(told) if state.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert len(extended) >= 3 and max(extended) < ready, told
+    assert all(
+        told[i].startswith("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=loading the gallery (")
+        for i in extended
+    ), told
+
+
+def test_a_stop_during_a_long_start_ends_the_extensions(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: SIGTERM while the start loads a large gallery did not end the
+    EXTEND_TIMEOUT_USEC messages, which systemd applies to the stop's timeout too: a
+    `systemctl stop` waited for the whole load instead of TimeoutStopSec."""
+    import signal
+
+    told: list[tuple[float, str]] = []
+    stopped: list[float] = []
+
+    class Notifier:
+        def notify(self, state: str) -> None:
+            told.append((time.monotonic(), state))
+
+    load = daemon_module.Recognizer.__init__
+
+    def slow_load(self: Recognizer, *args: object, **kwargs: object) -> None:
+        time.sleep(1.0)
+        load(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon_module.sdnotify, "SystemdNotifier", Notifier)
+    monkeypatch.setattr(daemon_module, "START_EXTEND_EVERY", 0.1)
+    monkeypatch.setattr(daemon_module.Recognizer, "__init__", slow_load)
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[ADA] * 5])
+    daemon = Daemon(
+        door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=MockFactory()
+    )
+
+    def stop() -> None:
+        stopped.append(time.monotonic())
+        daemon._on_stop_signal(signal.SIGTERM)  # what the SIGTERM handler does
+
+    timer = threading.Timer(0.35, stop)
+    timer.start()
+    daemon.run()
+    timer.join()
+    before = [s for t, s in told if t < stopped[0] and s.startswith("EXTEND")]
+    after = [s for t, s in told if t > stopped[0] and s.startswith("EXTEND")]
+    assert len(before) >= 2, told  # it was telling systemd the start goes on
+    assert len(after) <= 1, told  # at most one already on its way when the stop came
+
+
+@pytest.fixture
+def held_builds(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    release = threading.Event()
+    real = daemon_module.door_matcher
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "gallery-build":
+            assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "door_matcher", slow)
+    return release
+
+
+def test_a_rename_while_its_matcher_builds_is_not_a_stranger_taking_her_place(
+    tmp_path: Path, held_builds: threading.Event
+) -> None:
+    """Found by a review: a rename read while the new matcher built (thousands of people)
+    renamed the track's decision at once, but the matcher in use still answered the old
+    name, which the newest rows no longer held: nobody, frame after frame, until the policy
+    reported a stranger who "took the place of" the renamed resident. While a build runs,
+    the matcher's names are read through the rename."""
+    gallery = gallery_of_ada(tmp_path)
+    codes = [NOBODY, *[ADA] * 40, *[NOBODY] * 5]
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    at_frame(engine, 10, lambda: rename(gallery, NAME, "Ada L."))
+    at_frame(engine, 30, held_builds.set)  # the build (thousands of people) ends here
+    config = door(tmp_path, gallery, frames, policy={"cooldown_seconds": 30})
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    assert daemon.run() == 0
+    events = [e for e in jsonl(tmp_path) if e["type"] != "relock"]
+    got = [(e["type"], e.get("name"), e.get("reason")) for e in events]
+    assert got == [("recognized", NAME, None), ("unlock", NAME, None)]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
+def test_names_changed_again_and_again_never_keep_a_resident_out(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Found by a stress run: a gallery renamed every 0.1 s put a new matcher in use at
+    nearly every frame, and each one restarted every track's votes, so nobody gathered the
+    votes to be let in (no unlock and no event in 255 frames, for the people never renamed
+    too). A change that renames only keeps the votes (Policy.rename mapped them)."""
+    codes = [NOBODY, *[ADA] * 30, *[NOBODY] * 3]
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    names = [NAME, "Ada L."]
+    for number in range(2, 33):  # a rename at every frame she is at the door
+        old, new = names[number % 2], names[(number + 1) % 2]
+        at_frame(engine, number, lambda old=old, new=new: rename(gallery, old, new))
+    config = door(tmp_path, gallery, frames, policy={"cooldown_seconds": 30})
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    assert daemon.run() == 0
+    events = [e for e in jsonl(tmp_path) if e["type"] != "relock"]
+    assert [e["type"] for e in events] == ["recognized", "unlock"]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)

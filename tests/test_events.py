@@ -95,6 +95,25 @@ def test_snapshots_only_when_enabled_and_bounded(tmp_path: Path) -> None:
     assert oct(os.stat(folder / kept[0]).st_mode & 0o777) == "0o600"
 
 
+def test_empty_snapshots_a_power_cut_left_are_removed_when_the_door_starts(
+    tmp_path: Path,
+) -> None:
+    """Found by a storage audit: a power cut a few seconds after a snapshot left it 0 bytes
+    under its name (ext4 committed the link before the picture's data). The next start
+    removes such files (there is no picture in them), and keeps every other file."""
+    folder = tmp_path / "snaps"
+    folder.mkdir(mode=0o700)
+    empty = "20260101T000000.000Z_recognized_Ada_t1.jpg"
+    whole = "20260101T000001.000Z_unlock_Ada_t1.jpg"
+    mine = "holiday.jpg"  # not named as a snapshot: never the door's to delete
+    (folder / empty).write_bytes(b"")
+    (folder / whole).write_bytes(b"a picture")
+    (folder / mine).write_bytes(b"")
+    log = EventLog(snapshots=folder, snapshot_keep=10, clock=lambda: 1_800_000_000.0)
+    event = log.record("recognized", name="Ada", track=2, crop=np.full((20, 20, 3), 90, np.uint8))
+    assert sorted(p.name for p in folder.iterdir()) == sorted([whole, mine, snapshot_name(event)])
+
+
 def test_the_snapshots_folder_is_listed_once_not_at_every_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -403,6 +422,19 @@ def test_retention_deletes_old_rows_and_own_snapshots_only(tmp_path: Path) -> No
     log.close()
 
 
+def past_the_retention(db: Path, departed: int) -> EventLog:
+    """A door's log whose first `departed` events are 99 days old, past a 90-day retention
+    not yet applied, and one event of today."""
+    day = 86400.0
+    now = [1_800_000_000.0 - 100 * day]
+    log = EventLog(db, retention_days=90, clock=lambda: now[0], clock_trusted=lambda: True)
+    for track in range(departed):
+        log.record("recognized", name="Departed Person", score=0.8, track=track)
+    now[0] += 99 * day
+    log.record("recognized", name="Resident", score=0.8, track=500)
+    return log
+
+
 def test_events_past_the_retention_leave_no_copy_in_the_files_of_a_running_door(
     tmp_path: Path,
 ) -> None:
@@ -411,14 +443,8 @@ def test_events_past_the_retention_leave_no_copy_in_the_files_of_a_running_door(
     database open, until about 500 later events overwrote them: weeks beyond
     retention_days on a household door. The retention now empties the -wal file, and the
     database overwrites what it deletes whatever SQLite was built with."""
-    day = 86400.0
-    now = [1_800_000_000.0 - 100 * day]
     db = tmp_path / "events.db"
-    log = EventLog(db, retention_days=90, clock=lambda: now[0], clock_trusted=lambda: True)
-    for track in range(200):
-        log.record("recognized", name="Departed Person", score=0.8, track=track)
-    now[0] += 99 * day
-    log.record("recognized", name="Resident", score=0.8, track=500)
+    log = past_the_retention(db, 200)
     log.maintain()
     assert [e.name for e in read_events(db)] == ["Resident"]
     files = sorted(tmp_path.glob("events.db*"))
@@ -428,6 +454,33 @@ def test_events_past_the_retention_leave_no_copy_in_the_files_of_a_running_door(
     }
     assert log._db_sink is not None and log._db_sink.db is not None
     assert log._db_sink.db.execute("PRAGMA secure_delete").fetchone() == (1,)
+    log.close()
+
+
+def test_the_retention_on_the_frame_loop_waits_for_a_reader_once_not_in_tries(
+    tmp_path: Path,
+) -> None:
+    """Found by a review: the -wal emptying that lets other writers in between short tries
+    (the gallery's, edge_app/sqlite_files.py) made the door's daily retention, on the frame
+    loop, wait 0.9 s for a reader holding an older state, past DB_BUSY_SECONDS (0.5 s, what
+    a locked events.db may stall the loop). Nobody else writes the door's events: one try,
+    waiting the connection's own busy timeout."""
+    db = tmp_path / "events.db"
+    log = past_the_retention(db, 20)
+    assert log._db_sink is not None and log._db_sink.db is not None
+    statements: list[str] = []
+    log._db_sink.db.set_trace_callback(statements.append)
+    reader = sqlite3.connect(db)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()  # an older state, held
+        log.maintain()
+    finally:
+        reader.close()
+    checkpoints = [s for s in statements if "wal_checkpoint" in s]
+    assert checkpoints == ["PRAGMA wal_checkpoint(TRUNCATE)"]
+    assert not [s for s in statements if s.startswith("PRAGMA busy_timeout =")]  # its own
+    assert [e.name for e in read_events(db)] == ["Resident"]  # deleted all the same
     log.close()
 
 

@@ -27,6 +27,7 @@ from edge_app.gallery import (
     ExportedPerson,
     Gallery,
     GalleryError,
+    GalleryMatrix,
     NewSample,
     read_export,
 )
@@ -164,6 +165,48 @@ def test_load_matrix_groups_rows_by_person(db: Path) -> None:
     np.testing.assert_array_equal(matrix.counts, [4, 2])
     expected = np.vstack([unit_vectors(3, 1), unit_vectors(1, 5), unit_vectors(2, 2)])
     np.testing.assert_array_equal(matrix.embeddings, expected)
+
+
+def test_a_rename_is_told_from_a_removal_by_the_templates(db: Path) -> None:
+    """GalleryMatrix.renamed_in: the door carries a renamed person's visit over (policy)."""
+    with Gallery.open(db) as gallery:
+        gallery.enroll("Carol", samples(2, 7))
+        before = gallery.load_matrix()
+        gallery.rename("Alice", "Alicia")
+        gallery.remove(["Carol"])
+        gallery.enroll("Dan", samples(2, 8))  # new, with other templates: not Carol renamed
+        assert before.renamed_in(gallery.load_matrix()) == {"Alice": "Alicia"}
+        swapped = gallery.load_matrix()
+        gallery.rename("Alicia", "tmp")
+        gallery.rename("Bob", "Alicia")
+        gallery.rename("tmp", "Bob")
+        assert swapped.renamed_in(gallery.load_matrix()) == {}  # the same names: no rename
+        renamed = gallery.load_matrix()
+        gallery.rename("Bob", "Bobby")
+        gallery.enroll("Bobby", samples(1, 9), add=True)  # new templates as well: not a rename
+        assert renamed.renamed_in(gallery.load_matrix()) == {}
+    # Two people with the same templates (an import can make them): one removed and the
+    # other renamed is not taken for a rename of either.
+    twins = GalleryMatrix(
+        np.vstack([unit_vectors(1, 5), unit_vectors(1, 5)]), np.array([0, 1], np.int32), ("A", "B")
+    )
+    later = GalleryMatrix(unit_vectors(1, 5), np.array([0], np.int32), ("C",))
+    assert twins.renamed_in(later) == {}
+
+
+def test_a_change_of_names_alone_is_told_apart(db: Path) -> None:
+    """GalleryMatrix.only_renamed_in: the door keeps the votes through such a change."""
+    with Gallery.open(db) as gallery:
+        before = gallery.load_matrix()
+        assert not before.only_renamed_in(gallery.load_matrix())  # no change at all
+        gallery.rename("Alice", "Alicia")
+        renamed = gallery.load_matrix()
+        assert before.only_renamed_in(renamed)
+        gallery.set_access("Alicia", False)
+        assert not renamed.only_renamed_in(gallery.load_matrix())  # access too
+        gallery.set_access("Alicia", True)
+        gallery.enroll("Bob", samples(1, 8), add=True)
+        assert not renamed.only_renamed_in(gallery.load_matrix())  # templates too
 
 
 def test_remove_and_rename(db: Path) -> None:

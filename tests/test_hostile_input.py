@@ -572,20 +572,24 @@ needs_read_only_mount = pytest.mark.skipif(
 )
 
 
-def run_cli_on_read_only(folder: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """The real command line with `folder` read-only (EROFS), as on a read-only filesystem,
-    through a bind mount in a mount namespace of its own (gone when it ends)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
-    command = [sys.executable, "-m", "edge_app.cli", *argv]
+def in_own_mounts(script: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`sh -c script sh argv...` in a mount namespace of its own (what it mounts is gone
+    when it ends), with this checkout's edge_app importable."""
     return subprocess.run(
-        ["unshare", "-m", "sh", "-c", script, "sh", str(folder), *command],
+        ["unshare", "-m", "sh", "-c", script, "sh", *argv],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=timeout,
         check=False,
     )
+
+
+def run_cli_on_read_only(folder: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The real command line with `folder` read-only (EROFS), as on a read-only filesystem,
+    through a bind mount in a mount namespace of its own."""
+    script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+    return in_own_mounts(script, str(folder), sys.executable, "-m", "edge_app.cli", *argv)
 
 
 @needs_read_only_mount
@@ -614,7 +618,11 @@ def test_reading_commands_read_a_gallery_in_a_read_only_folder(tmp_path: Path) -
     no_traceback(changed)
     assert changed.returncode == 2
     assert f"cannot write the gallery {db} (" in changed.stderr
-    assert "this command changes it: run it as the user that owns the gallery" in changed.stderr
+    # The filesystem is read-only: said so (a storage audit found "run it as the user that
+    # owns the gallery", which sent root looking for a permissions problem).
+    assert f"this command changes it: the filesystem holding {folder} is read-only" in (
+        changed.stderr
+    )
     assert snapshot(db) == before
     assert sorted(p.name for p in folder.iterdir()) == ["gallery.db"]
 

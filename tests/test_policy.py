@@ -117,6 +117,34 @@ def test_cooldown_is_per_person(clock: Clock) -> None:
     assert kinds(third) == [RECOGNIZED, UNLOCK]
 
 
+def test_a_rename_carries_the_decision_and_the_cooldown_over(clock: Clock) -> None:
+    """Renamed in the gallery while at the door (or just after): the same person. The track
+    that unlocked for "alice" does not decide again as "Alice B.", and a new visit within
+    the cooldown is held back under the new name; two names may swap at once."""
+    policy = make(clock)
+    for _ in range(3):
+        first = policy.vote(1, alice())
+    assert kinds(first) == [RECOGNIZED, UNLOCK]
+    policy.rename({"alice": "Alice B."})
+    for _ in range(5):
+        assert policy.vote(1, Vote("Alice B.", 0.8, 0.1)) == []  # the same visit
+    clock.now += 10
+    for _ in range(3):
+        second = policy.vote(2, Vote("Alice B.", 0.8, 0.1))
+    assert kinds(second) == [RECOGNIZED, DENIED] and second[1].reason == "cooldown"
+    for _ in range(3):
+        bob = policy.vote(3, Vote("bob", 0.8))
+    assert kinds(bob) == [RECOGNIZED, UNLOCK]
+    policy.rename({"Alice B.": "bob", "bob": "Alice B."})  # swapped
+    clock.now += 25  # 35 s after alice's unlock, 10 s after bob's
+    for _ in range(3):
+        alice_again = policy.vote(4, Vote("bob", 0.8))
+    for _ in range(3):
+        bob_again = policy.vote(5, Vote("Alice B.", 0.8))
+    assert kinds(alice_again) == [RECOGNIZED, UNLOCK]
+    assert kinds(bob_again) == [RECOGNIZED, DENIED] and bob_again[1].reason == "cooldown"
+
+
 def test_allowed_hours(clock: Clock) -> None:
     moment = datetime(2024, 5, 1, 23, 30)
     policy = Policy(

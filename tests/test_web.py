@@ -12,10 +12,12 @@ import csv
 import html
 import http
 import io
+import json
 import logging
 import os
 import re
 import socket
+import sqlite3
 import ssl
 import stat
 import threading
@@ -34,7 +36,7 @@ from edge_app.config import Config, ConfigError, parse_config
 from edge_app.events import EventLog
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.web import auth
-from edge_app.web.history import safe_cell
+from edge_app.web.history import History, safe_cell
 from edge_app.web.server import (
     HEAD_TIMEOUT_S,
     PER_ADDRESS_CONNECTIONS,
@@ -550,6 +552,50 @@ def test_rename_remove_and_export(site: Site, user: httpx.Client) -> None:
     assert 'data-person="Ada King"' not in removed.text
 
 
+def test_an_export_import_would_refuse_is_refused_as_the_command_line_refuses_it(
+    site: Site,
+    user: httpx.Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An audit: with 4,999 people the page sent a 143 MB export that `edge-app import`
+    refuses (more than MAX_IMPORT_BYTES), while `edge-app export FILE` refuses to write it."""
+    from edge_app import cli, gallery
+
+    db = Path(site.config.gallery.path)
+    # add_person's vectors follow the name's length: not 12 letters, as "Already Here" has
+    add_person(db, "Grace Brewster Hopper", samples=3)
+    token = site.token(user)
+    by_cli = tmp_path / "export.jsonl"
+    assert cli.main(["export", "--db", str(db), str(by_cli)]) == 0
+    expected = by_cli.read_bytes()
+
+    # Under the limit: the command line's export, byte for byte but for the time it was made.
+    exported = user.post("/people/export", data={"csrf_token": token})
+    assert exported.status_code == 200
+    assert "attachment" in exported.headers["content-disposition"]
+    (header, rest), (want_header, want_rest) = (
+        data.split(b"\n", 1) for data in (exported.content, expected)
+    )
+    assert rest == want_rest
+    assert {**json.loads(header), "exported_utc": ""} == {
+        **json.loads(want_header),
+        "exported_utc": "",
+    }
+
+    monkeypatch.setattr(gallery, "MAX_IMPORT_BYTES", len(expected) - 1)
+    assert cli.main(["export", "--db", str(db), str(by_cli)]) == 2
+    cli_said = capsys.readouterr().err
+    reason = cli_said[cli_said.index("the export is") : cli_said.index(f"; {by_cli} is unchanged")]
+    assert "back up the gallery file itself instead" in reason
+    refused = user.post("/people/export", data={"csrf_token": token})
+    assert refused.status_code == 422
+    assert "content-disposition" not in refused.headers  # nothing to save
+    assert refused.headers["content-type"].startswith("text/html")
+    assert f"{reason}; nothing was downloaded" in html.unescape(refused.text)
+
+
 def _multipart(name: str, files: list[tuple[str, bytes]], token: str) -> dict:
     return {
         "data": {"name": name, "csrf_token": token},
@@ -717,6 +763,66 @@ def test_events_filter_paginate_and_csv_is_injection_safe(site: Site, user: http
     assert rows[0] == ["id", "time_utc", "type", "name", "score", "track", "reason"]
     assert rows[1][3] == '\'=HYPERLINK("http://x")'
     assert rows[1][2] == "unlock" and len(rows) == 2
+
+
+def test_the_polled_events_part_reads_no_filter_menus(
+    site: Site, user: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An audit: each refresh of the Events page (every 3 s) read the whole history for
+    the filter menus it does not show: 0.6 s of the hub's CPU with a million events."""
+    assert site.config.events.db is not None
+    menus: list[tuple[list[str], list[str]]] = []
+    choices = History.choices
+
+    def counted(self: History) -> tuple[list[str], list[str]]:
+        menus.append(choices(self))
+        return menus[-1]
+
+    monkeypatch.setattr(History, "choices", counted)
+    events = EventLog(site.config.events.db)
+    events.record("recognized", name="Polled Person", score=0.9, track=1)
+    events.close()
+    polled = user.get("/events", params={"fragment": "1"})
+    assert polled.status_code == 200 and 'data-event-type="recognized"' in polled.text
+    assert menus == []
+    whole = user.get("/events")
+    assert '<option value="Polled Person"' in whole.text
+    assert '<option value="relock"' in whole.text  # every type, seen or not
+    assert len(menus) == 1
+
+
+def test_the_names_menu_reads_only_the_events_written_since(tmp_path: Path) -> None:
+    """The person menu is every name in the history, read in full once; then only the
+    events written since are read, unless some were deleted (an erased name leaves it)."""
+    from edge_app.events import TYPES, erase_history
+
+    class Traced(History):
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.statements: list[str] = []
+
+        @contextmanager
+        def _connect(self) -> Iterator[sqlite3.Connection]:
+            with super()._connect() as db:
+                db.set_trace_callback(self.statements.append)
+                yield db
+
+    db = tmp_path / "events.db"
+    events = EventLog(db)
+    events.record("recognized", name="Ann", score=0.9, track=1)
+    events.record("unknown", score=0.1, track=2)
+    history = Traced(db)
+    assert history.choices() == (["Ann", "(unknown)"], sorted(TYPES))
+    for name in ("Cid", "Bea", "Cid"):
+        events.record("unlock", name=name, score=0.9, track=3)
+    history.statements.clear()
+    assert history.choices()[0] == ["Ann", "Bea", "Cid", "(unknown)"]
+    assert not [s for s in history.statements if "DISTINCT" in s.upper()], history.statements
+    events.close()
+    erase_history(db, None, ["Ann"])
+    assert history.choices()[0] == ["Bea", "Cid", "(unknown)"]
+    erase_history(db, None, ["Cid"])  # the newest event's name
+    assert history.choices()[0] == ["Bea", "(unknown)"]
 
 
 def test_safe_cell_neutralises_every_formula_start() -> None:

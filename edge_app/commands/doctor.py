@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import importlib
 import json
@@ -21,7 +22,7 @@ from edge_app.commands import config_path, printable
 from edge_app.errors import is_damage
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.policy import CLOCK_NOT_SET
-from edge_app.sqlite_files import read_only_uri
+from edge_app.sqlite_files import connect_read_only
 from edge_app.wall_clock import (
     ALWAYS,
     NTP,
@@ -723,6 +724,50 @@ def clock_check(
     )
 
 
+LOW_SPACE_BYTES = 50 * 1024 * 1024  # warned of: a few days of events and snapshots on a busy door
+
+
+def _storage_checks(config: Config) -> list[Check]:
+    """One row per filesystem the door writes its state on (gallery, events, snapshots): a
+    read-only, full or inode-less one stops enrolments and events, and doctor says so rather
+    than what SQLite's errors suggest (permissions)."""
+    from edge_app.storage import free_bytes, storage_check
+
+    wanted = [config.gallery.path, config.events.db, config.events.jsonl]
+    folders = [Path(p).parent for p in wanted if p is not None]
+    if config.events.snapshots is not None:
+        folders.append(Path(config.events.snapshots))
+    seen: dict[int, list[Path]] = {}
+    for folder in folders:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # not made yet: the filesystem it will be made on
+        with contextlib.suppress(OSError):
+            shown = seen.setdefault(os.stat(folder).st_dev, [])
+            if folder not in shown:
+                shown.append(folder)
+    checks = []
+    for shown in seen.values():
+        where = ", ".join(str(folder) for folder in shown)
+        found = storage_check(shown[0])
+        if found is not None:
+            problem, fix = found
+            checks.append(
+                Check(
+                    "storage",
+                    "fail",
+                    f"{where}: {problem}: the door records no event and no enrolment is "
+                    "written until then",
+                    fix,
+                )
+            )
+            continue
+        free = free_bytes(shown[0])
+        status = "ok" if free >= LOW_SPACE_BYTES else "warn"
+        fix = "" if status == "ok" else f"free space on it (df -h {shown[0]})"
+        checks.append(Check("storage", status, f"{where}: {free / 1e6:,.0f} MB free", fix))
+    return checks
+
+
 def _events_checks(config: Config) -> list[Check]:
     """What the door will do with the event store and the snapshots folder the config names,
     by the rules the door itself applies when it opens them (edge_app/events.py)."""
@@ -782,9 +827,7 @@ READ_TIMEOUT = 2.0  # seconds a read may wait for the door's write to end
 
 def _read_only(path: Path) -> sqlite3.Connection:
     """An SQLite file opened for reading only: nothing is created, migrated or changed."""
-    return sqlite3.connect(
-        read_only_uri(path)[0], uri=True, timeout=READ_TIMEOUT, isolation_level=None
-    )
+    return connect_read_only(path, READ_TIMEOUT)
 
 
 # A file of a newer schema than this edge-app reads: what the newer one wrote stays as it is.
@@ -867,7 +910,11 @@ def _gallery_checks(config: Config | None) -> list[Check]:
                 )
             ]
         found = path.stat().st_mode & 0o777
-        with Gallery.open(path) as gallery:  # narrows a mode found wider than 600
+        # Narrows a mode found wider than 600; read-only where nothing can be written, as the
+        # door opens it there (the storage row says why).
+        from edge_app.storage import storage_problem
+
+        with Gallery.open(path, read_only=storage_problem(path.parent) is not None) as gallery:
             people = gallery.people()
             several = gallery.looking_like_several()
         mode = path.stat().st_mode & 0o777
@@ -1004,6 +1051,7 @@ def collect_checks(
         checks += _lookalike_checks(config, engine, memory)
     if config is not None:
         checks.append(clock_check(config))
+        checks += _storage_checks(config)
         checks += _events_checks(config)
         checks.append(door_check(door_socket or config.hub.socket))
     return checks

@@ -341,15 +341,15 @@ def run_rename(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from edge_app.gallery import MAX_IMPORT_BYTES, Gallery
+    from edge_app.gallery import MAX_IMPORT_BYTES, CountedWriter, Gallery, unimportable
     from edge_app.private_file import NotRegularFileError, write_private_text
 
     with Gallery.open(db_path(args), read_only=True) as gallery:
         if args.out == "-":
-            counted = _Counted(sys.stdout)
+            counted = CountedWriter(sys.stdout)
             people, samples = gallery.export(counted)
             if counted.size > MAX_IMPORT_BYTES:
-                log.warning("%s", _unimportable(counted.size))
+                log.warning("%s", unimportable(counted.size))
         else:
             out = Path(args.out)
             _refuse_the_gallery(out, gallery.path)
@@ -357,10 +357,10 @@ def run_export(args: argparse.Namespace) -> int:
                 _refuse_the_door_files(out, args.config)
 
             def export(handle: IO[str]) -> tuple[int, int]:
-                counted = _Counted(handle)
+                counted = CountedWriter(handle)
                 written = gallery.export(counted)
                 if counted.size > MAX_IMPORT_BYTES:  # raised before the file is replaced
-                    raise UserError(_unimportable(counted.size) + f"; {out} is unchanged")
+                    raise UserError(unimportable(counted.size) + f"; {out} is unchanged")
                 return written
 
             try:
@@ -374,28 +374,6 @@ def run_export(args: argparse.Namespace) -> int:
                 ) from None
     log.info("exported people=%d samples=%d", people, samples)
     return 0
-
-
-class _Counted:
-    """A text stream that counts the UTF-8 bytes written through it."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.size = 0
-
-    def write(self, text: str) -> int:
-        self.size += len(text.encode("utf-8", "surrogateescape"))
-        return self.stream.write(text)
-
-
-def _unimportable(size: int) -> str:
-    from edge_app.gallery import MAX_IMPORT_BYTES
-
-    return (
-        f"the export is {size} bytes, more than the {MAX_IMPORT_BYTES} `edge-app import` reads "
-        "(docs/GALLERY.md): back up the gallery file itself instead (with the door stopped, "
-        "or `sqlite3 gallery.db .backup copy.db`)"
-    )
 
 
 def _refuse_the_gallery(out: Path, gallery: Path) -> None:

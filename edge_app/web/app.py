@@ -17,25 +17,32 @@ Security model (docs/WEB.md):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
 import re
 import secrets
 import shlex
+import tempfile
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -85,6 +92,7 @@ LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 RECENT_EVENTS = 10
+EXPORT_CHUNK = 1024 * 1024  # bytes of a gallery export sent at a time
 UNLOCK_REASON = "remote unlock from the web page"  # when the form's reason is left empty
 UNLOCK_FORM_FIELD = "unlock_form"
 UNLOCK_FORM_USED = (
@@ -897,27 +905,55 @@ async def remove(request: Request, session: auth.Session, form: Form) -> Respons
 
 @action()
 async def export(request: Request, session: auth.Session, form: Form) -> Response:
-    from edge_app.gallery import Gallery
-
-    state = _state(request)
-
-    def work() -> str:
-        out = io.StringIO()
-        with Gallery.open(state.config.gallery.path, read_only=True) as gallery:
-            gallery.export(out)
-        return out.getvalue()
-
     try:
-        text = await run_in_threadpool(work)
+        handle, size = await run_in_threadpool(_export_file, _state(request).config.gallery.path)
     except UserError as error:
         return await _people_page(request, session, error=str(error), status=422)
     log.info("web export user=%s address=%s", session.user, client_address(request))
     stamp = datetime.now().strftime("%Y%m%d-%H%M")
-    return Response(
-        text,
+    return StreamingResponse(
+        _chunks_of(handle),
         media_type="application/x-ndjson",
-        headers={"content-disposition": f'attachment; filename="edge-door-gallery-{stamp}.jsonl"'},
+        headers={
+            "content-disposition": f'attachment; filename="edge-door-gallery-{stamp}.jsonl"',
+            "content-length": str(size),
+        },
     )
+
+
+def _export_file(gallery_path: Path) -> tuple[IO[bytes], int]:
+    """The gallery's export (docs/GALLERY.md) in a temporary file beside the gallery, open at
+    its start, and its size. The file has no name (it is gone once closed, or if the hub
+    stops) and is written once, not held in the hub's memory. An export `edge-app import`
+    would refuse is refused as `edge-app export FILE` refuses it (UserError)."""
+    from edge_app.gallery import MAX_IMPORT_BYTES, CountedWriter, Gallery, unimportable
+
+    with Gallery.open(gallery_path, read_only=True) as gallery, contextlib.ExitStack() as stack:
+        folder = gallery.path.parent
+        try:
+            handle = stack.enter_context(tempfile.TemporaryFile(dir=folder))  # mode 0600
+            text = io.TextIOWrapper(handle, encoding="utf-8")
+            counted = CountedWriter(text)
+            gallery.export(counted)
+            text.detach()  # flushed; `handle` stays open
+        except OSError as error:
+            raise UserError(
+                f"cannot write the export to a temporary file in {folder}: "
+                f"{error.strerror or error}; the hub needs write access and free space there"
+            ) from None
+        if counted.size > MAX_IMPORT_BYTES:
+            raise UserError(unimportable(counted.size) + "; nothing was downloaded")
+        handle.seek(0)
+        stack.pop_all()  # the response closes it
+    return handle, counted.size
+
+
+def _chunks_of(handle: IO[bytes]) -> Iterator[bytes]:
+    """A file's bytes, EXPORT_CHUNK at a time; closed at its end, or with the generator
+    when the download stops before that."""
+    with handle:
+        while chunk := handle.read(EXPORT_CHUNK):
+            yield chunk
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -938,7 +974,9 @@ async def events(request: Request, session: auth.Session) -> Response:
         message = f"page: {request.query_params['page'][:40]!r} is not a page number"
         return render(request, session, "error.html", {"message": message}, 400)
     result = await run_in_threadpool(state.history.page, filters, number)
-    names, types = await run_in_threadpool(state.history.choices)
+    fragment = bool(request.query_params.get("fragment"))
+    # The filter menus are the whole page's: the part that refreshes every 3 s has none.
+    names, types = ([], []) if fragment else await run_in_threadpool(state.history.choices)
     query = filters.query()
     context = {
         "filters": filters,
@@ -954,7 +992,7 @@ async def events(request: Request, session: auth.Session) -> Response:
         "csv_link": "/events.csv" + (f"?{urlencode(query)}" if query else ""),
         "history_missing": not state.history.available,
     }
-    template = "_events_page.html" if request.query_params.get("fragment") else "events.html"
+    template = "_events_page.html" if fragment else "events.html"
     # A refused filter is named on the page, which shows the events without it.
     return render(request, session, template, context, 400 if problems else 200)
 

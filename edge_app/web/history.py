@@ -11,6 +11,7 @@ import io
 import re
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -157,6 +158,53 @@ def _local_midnight(day: date) -> float:
 
 
 @dataclass(frozen=True)
+class _NamesMenu:
+    """The names in an events database (None: an event without one), and what they were read
+    from: the file, its newest event and its number of events.
+
+    Reading the names is a full scan (events.db has no index on name: 0.2 s of CPU with a
+    million events on x86), so it is done once; after that only the events written since are read
+    (by id, the primary key), when the rest of the table is provably the one read before: the
+    newest event then is still there unchanged (SQLite reuses an id only once the newest event
+    is deleted), and the events counted now are those counted then plus those written since.
+    A deletion (the daily retention; `edge-app remove --history`, whose erased names must
+    leave the menu) or another file reads the names afresh."""
+
+    file: tuple[int, int]  # st_dev, st_ino
+    newest: tuple[object, ...] | None  # (id, time, name) of the newest event
+    count: int
+    names: frozenset[object]
+
+    @classmethod
+    def of(
+        cls, db: sqlite3.Connection, file: tuple[int, int], known: _NamesMenu | None
+    ) -> _NamesMenu:
+        """The names in `db` (the events database that is `file`), from `known` when it
+        still holds. One read transaction: every count and name is of the same moment."""
+        db.execute("BEGIN")
+        count = int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+        newest = _event_key(db, "ORDER BY id DESC LIMIT 1")
+        if known is not None and known.newest is not None and known.file == file:
+            since = known.newest[0]
+            if _event_key(db, "WHERE id = ?", since) == known.newest:
+                added = dict(
+                    db.execute(
+                        "SELECT name, count(*) FROM events WHERE id > ? GROUP BY name", (since,)
+                    ).fetchall()
+                )
+                if count == known.count + sum(added.values()):
+                    return cls(file, newest, count, known.names | set(added))
+        names = frozenset(r[0] for r in db.execute("SELECT DISTINCT name FROM events"))
+        return cls(file, newest, count, names)
+
+
+def _event_key(db: sqlite3.Connection, clause: str, *values: object) -> tuple[object, ...] | None:
+    """(id, time, name) of the event `clause` selects, or None."""
+    row = db.execute(f"SELECT id, time, name FROM events {clause}", values).fetchone()
+    return None if row is None else tuple(row)
+
+
+@dataclass(frozen=True)
 class Page:
     rows: list[EventRow]
     total: int
@@ -173,6 +221,8 @@ class History:
 
     def __init__(self, path: Path | None) -> None:
         self.path = None if path is None else Path(path)
+        self._menu: _NamesMenu | None = None
+        self._menu_lock = threading.Lock()  # one reader updates it; the others then reuse it
 
     @property
     def available(self) -> bool:
@@ -210,16 +260,21 @@ class History:
         return self.page(Filters(), 1, count).rows
 
     def choices(self) -> tuple[list[str], list[str]]:
-        """(names seen in events, event types seen or known) for the filter menus."""
-        if not self.available:
-            return [], list(TYPES)
-        with self._connect() as db:
-            names = [r[0] for r in db.execute("SELECT DISTINCT name FROM events ORDER BY name")]
-            types = {r[0] for r in db.execute("SELECT DISTINCT type FROM events")}
-        people = [n for n in names if n is not None]
-        if None in names:
+        """(names in the events, UNKNOWN_PERSON last if any event has none; the event types)
+        for the filter menus. The types are edge_app.events.TYPES: EventLog.record writes no
+        other. The names are _NamesMenu's: exact, without reading the whole history each time."""
+        try:
+            info = self.path.stat() if self.path is not None and self.available else None
+        except OSError:  # gone since
+            info = None
+        if info is None:
+            return [], sorted(TYPES)
+        with self._menu_lock, self._connect() as db:
+            names = self._menu = _NamesMenu.of(db, (info.st_dev, info.st_ino), self._menu)
+        people = sorted(str(n) for n in names.names if n is not None)
+        if None in names.names:
             people.append(UNKNOWN_PERSON)
-        return people, sorted(types | set(TYPES))
+        return people, sorted(TYPES)
 
     def snapshot_of(self, event_id: int) -> str | None:
         event = self.event(event_id)
