@@ -205,7 +205,7 @@ class Recognizer:
         self._pending: tuple[int, Any, Future[Any], bool] | None = None
         # While a build runs: the newest version and rows read, which answer who is enrolled.
         self._newest: tuple[int, Any] | None = None
-        self._renamed: tuple[Any, dict[str, str]] | None = None  # _renamed_meanwhile's
+        self._same: tuple[Any, Any, dict[str, str]] | None = None  # _same_meanwhile's
         # A reload's gallery and settings whose matcher is still being built (start_configure).
         self._switch: _Switch | None = None
         try:
@@ -566,14 +566,13 @@ class Recognizer:
         if self._newest is not None:
             # A new gallery is being built: until it is in use, the newest rows read say who
             # is still enrolled and who may open the door (a removal or a revoked access
-            # must not wait for the build), and under which name (a rename: the same person).
+            # must not wait for the build), and under which name (a rename: the same person;
+            # a name now given to someone else: not them, whatever the matcher calls them).
             faces = self._newest[1]
-            enrolled = set(faces.names)
-            renamed = self._renamed_meanwhile()
+            same = self._same_meanwhile()
 
             def now(name: str | None) -> str | None:
-                name = renamed.get(name, name) if name is not None else None
-                return name if name in enrolled else None
+                return same.get(name) if name is not None else None
 
             names, best = [now(name) for name in names], [now(name) for name in best]
         own_scores = matches.scores[count:]
@@ -586,14 +585,15 @@ class Recognizer:
             )
         ]
 
-    def _renamed_meanwhile(self) -> dict[str, str]:
-        """The people the matcher in use knows under a name the newest rows changed (a rename
-        read while the new matcher builds); worked out once per rows read."""
+    def _same_meanwhile(self) -> dict[str, str]:
+        """{name in the matcher in use: their name in the newest rows} for the people both
+        hold (GalleryMatrix.same_people_in), while the new matcher builds; worked out once per
+        matcher and rows."""
         assert self._newest is not None
-        rows = self._newest[1]
-        if self._renamed is None or self._renamed[0] is not rows:
-            self._renamed = (rows, self.matcher.faces.renamed_in(rows))
-        return self._renamed[1]
+        faces, rows = self.matcher.faces, self._newest[1]
+        if self._same is None or self._same[0] is not faces or self._same[1] is not rows:
+            self._same = (faces, rows, faces.same_people_in(rows))
+        return self._same[2]
 
     def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
         """Liveness scores of `faces`, on the detection frame they were found in (the models
@@ -1054,12 +1054,16 @@ class Daemon:
         before, self._enrolled = self._enrolled, enrolled
         if before is None:
             return
-        removed = set(before.names) - set(enrolled.names)
-        if not removed:
-            return
-        # A rename is not a removal: the same person, judged and timed as before. Judged
-        # afresh, the track they stand in would open again at once, past the cooldown.
-        renamed = before.renamed_in(enrolled)
+        # People are told by their templates, not their names (GalleryMatrix.same_people_in):
+        # a rename is not a removal, but the same person, judged and timed as before (judged
+        # afresh, the track they stand in would open again at once, past the cooldown); a
+        # name given to someone else, or to new photos, is a removal of whom it named.
+        same = before.same_people_in(enrolled)
+        removed = set(before.names) - same.keys()
+        # Whom each track was recognised as, by the names before the change: a name now
+        # given to someone else still names whom it named.
+        gone = {track: names & removed for track, names in self._recognized.items()}
+        renamed = {old: new for old, new in same.items() if old != new}
         if renamed:
             log.info(
                 "renamed in the gallery: %s: their tracks and cooldown carry over",
@@ -1070,17 +1074,16 @@ class Daemon:
                 track: {renamed.get(name, name) for name in names}
                 for track, names in self._recognized.items()
             }
-            removed -= renamed.keys()
-        if not removed or not self._recognized:
+        if not removed:
             return
         for track in self.tracker.tracks:
-            gone = self._recognized.get(track.track_id, set()) & removed
-            if not gone:
+            names = gone.get(track.track_id)
+            if not names:
                 continue
             log.info(
                 "track=%d was recognised as %s, no longer in the gallery: judged again",
                 track.track_id,
-                ", ".join(sorted(gone)),
+                ", ".join(sorted(names)),
             )
             del self._recognized[track.track_id]
             self.policy.forget(track.track_id)

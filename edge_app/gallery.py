@@ -331,28 +331,44 @@ class GalleryMatrix:
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
 
-    def renamed_in(self, later: GalleryMatrix) -> dict[str, str]:
-        """The people of this matrix whom `later` holds under another name: a name gone from
-        it whose rows (the same templates, byte for byte) are exactly those of one name new
-        in it. {old name: new name}; a removal, or a name whose templates changed too, is
-        not a rename."""
-        kept, now = set(later.names), set(self.names)
-        gone = [i for i, name in enumerate(self.names) if name not in kept]
-        new = [i for i, name in enumerate(later.names) if name not in now]
-        if not gone or not new:
+    def same_people_in(self, later: GalleryMatrix) -> dict[str, str]:
+        """{name here: name in `later`} for each person of this matrix whom `later` still
+        holds, under the name they have there (their own, or another after a rename).
+
+        A person is told by their templates, never by their name: they are the one person of
+        `later` with whom they share a template (the same embedding, byte for byte), when
+        none of their templates is held by another person there and no other person here
+        leads to the same one. A rename keeps every template and a photo added or removed
+        keeps the others, so each is the same person; two names swapped, or a name given to
+        someone else, are followed by the templates. A person removed, enrolled again from
+        new photos, or not told apart from another (the same template twice, which only an
+        import can make) is not held: the door judges what it saw of them afresh."""
+        if not self.names or not later.names:
             return {}
-        before: dict[bytes, list[str]] = {}
-        for index in gone:
-            before.setdefault(self._block(index), []).append(self.names[index])
-        after: dict[bytes, list[str]] = {}
-        for index in new:
-            after.setdefault(later._block(index), []).append(later.names[index])
-        # Only one name on each side: two people with the same templates (only an import can
-        # make them) are not told apart, so neither is taken for renamed.
+        rows = np.ascontiguousarray(np.concatenate([self.embeddings, later.embeddings]))
+        keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()
+        template = np.unique(keys, return_inverse=True)[1].reshape(-1)
+        here, there = template[: len(self)], template[len(self) :]
+        # Each template's person in `later`: -1 when none holds it, -2 when several do.
+        low = np.full(int(template.max()) + 1, len(later.names), np.int64)
+        high = np.full(low.shape, -1, np.int64)
+        np.minimum.at(low, there, later.person)
+        np.maximum.at(high, there, later.person)
+        owner = np.where(high < 0, -1, np.where(low == high, low, -2))[here]
+        # Each person here: the one person of `later` their templates lead to, else -1.
+        people = len(self.names)
+        shared = np.bincount(self.person[owner == -2], minlength=people) > 0
+        held = owner >= 0
+        first = np.full(people, len(later.names), np.int64)
+        last = np.full(people, -1, np.int64)
+        np.minimum.at(first, self.person[held], owner[held])
+        np.maximum.at(last, self.person[held], owner[held])
+        lead = np.where(~shared & (last >= 0) & (first == last), last, -1)
+        led = np.bincount(lead[lead >= 0], minlength=len(later.names))
         return {
-            old[0]: after[block][0]
-            for block, old in before.items()
-            if len(old) == 1 and len(after.get(block, ())) == 1
+            self.names[person]: later.names[target]
+            for person, target in enumerate(lead.tolist())
+            if target >= 0 and led[target] == 1
         }
 
     def only_renamed_in(self, later: GalleryMatrix) -> bool:
@@ -367,12 +383,6 @@ class GalleryMatrix:
             return False
         renamed = dict(zip(self.names, later.names, strict=True))
         return {renamed[name] for name in self.no_access} == set(later.no_access)
-
-    def _block(self, index: int) -> bytes:
-        """Person `index`'s rows, as bytes (their rows are contiguous)."""
-        start = int(np.searchsorted(self.person, index))
-        stop = int(np.searchsorted(self.person, index, side="right"))
-        return np.ascontiguousarray(self.embeddings[start:stop]).tobytes()
 
     def with_centroids(self) -> GalleryMatrix:
         """This matrix with one more row per person, last in their block: the unit mean of

@@ -23,6 +23,7 @@ from test_daemon_fast import (
     EMBEDDINGS,
     NAME,
     NOBODY,
+    STRANGER,
     ScriptedEngine,
     assert_fail_secure,
     door,
@@ -382,5 +383,66 @@ def test_names_changed_again_and_again_never_keep_a_resident_out(
     assert daemon.run() == 0
     events = [e for e in jsonl(tmp_path) if e["type"] != "relock"]
     assert [e["type"] for e in events] == ["recognized", "unlock"]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
+def a_known_visitor_and_bob(tmp_path: Path) -> Path:
+    """Ada (NAME) a known visitor, never let in; Bob, with the STRANGER code's face, a
+    resident."""
+    path = tmp_path / "people.db"
+    with Gallery.open(path, create=True) as db:
+        db.enroll(NAME, [NewSample(EMBEDDINGS[ADA], "0" * 64)])
+        db.set_access(NAME, False)
+        db.enroll("Bob", [NewSample(EMBEDDINGS[STRANGER], "1" * 64)])
+    return path
+
+
+def test_a_visitor_whose_name_a_resident_takes_during_a_build_is_not_let_in(
+    tmp_path: Path, held_builds: threading.Event
+) -> None:
+    """Found by a review: while a new matcher built (thousands of people), the matcher in use
+    still called the visitor Ada by her name, and the newest rows were asked only whether
+    that name was still enrolled and might open the door. Renamed away ("Ada V.") and her
+    name given to Bob, a resident, it was, and the visitor was let in as "Ada". People are
+    now followed by their templates: the matcher's Ada is the newest rows' "Ada V."."""
+    gallery = a_known_visitor_and_bob(tmp_path)
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 5 + [ADA] * 20 + [NOBODY] * 3)
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    at_frame(engine, 2, lambda: rename(gallery, NAME, "Ada V."))
+    at_frame(engine, 3, lambda: rename(gallery, "Bob", NAME))
+    at_frame(engine, 27, held_builds.set)
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=engine, pin_factory=factory)
+    assert daemon.run() == 0
+    events = [(e["type"], e.get("name")) for e in jsonl(tmp_path) if e["type"] != "relock"]
+    assert ("recognized", "Ada V.") in events
+    assert not any(kind == "unlock" for kind, _ in events), events
+    assert states(factory) == [False]  # the relay never energised
+    assert_fail_secure(factory)
+
+
+def test_renames_that_reuse_a_name_read_at_once_are_one_visit(tmp_path: Path) -> None:
+    """Found by a review: two renames read together, Ada's name given to Bob as she takes
+    "Ada V.", left no name gone from the gallery, so no rename was seen: her track, now
+    matched as "Ada V.", was a new person and opened the door again within the cooldown."""
+    gallery = tmp_path / "people.db"
+    with Gallery.open(gallery, create=True) as db:
+        db.enroll(NAME, [NewSample(EMBEDDINGS[ADA], "0" * 64)])
+        db.enroll("Bob", [NewSample(EMBEDDINGS[STRANGER], "1" * 64)])
+
+    def both() -> None:
+        rename(gallery, NAME, "Ada V.")
+        rename(gallery, "Bob", NAME)
+
+    frames = write_frames(tmp_path / "frames", [NOBODY] + [ADA] * 30 + [NOBODY] * 3)
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    at_frame(engine, 15, both)
+    config = door(tmp_path, gallery, frames, policy={"cooldown_seconds": 30})
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    assert daemon.run() == 0
+    events = [(e["type"], e.get("name")) for e in jsonl(tmp_path) if e["type"] != "relock"]
+    assert events == [("recognized", NAME), ("unlock", NAME)]
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)

@@ -167,31 +167,36 @@ def test_load_matrix_groups_rows_by_person(db: Path) -> None:
     np.testing.assert_array_equal(matrix.embeddings, expected)
 
 
-def test_a_rename_is_told_from_a_removal_by_the_templates(db: Path) -> None:
-    """GalleryMatrix.renamed_in: the door carries a renamed person's visit over (policy)."""
+def test_people_are_followed_by_their_templates_not_their_names(db: Path) -> None:
+    """GalleryMatrix.same_people_in: the door carries a renamed person's visit over (policy)
+    and never takes whoever now has a name for whom it named."""
     with Gallery.open(db) as gallery:
         gallery.enroll("Carol", samples(2, 7))
         before = gallery.load_matrix()
         gallery.rename("Alice", "Alicia")
         gallery.remove(["Carol"])
         gallery.enroll("Dan", samples(2, 8))  # new, with other templates: not Carol renamed
-        assert before.renamed_in(gallery.load_matrix()) == {"Alice": "Alicia"}
+        assert before.same_people_in(gallery.load_matrix()) == {"Alice": "Alicia", "Bob": "Bob"}
         swapped = gallery.load_matrix()
         gallery.rename("Alicia", "tmp")
         gallery.rename("Bob", "Alicia")
         gallery.rename("tmp", "Bob")
-        assert swapped.renamed_in(gallery.load_matrix()) == {}  # the same names: no rename
-        renamed = gallery.load_matrix()
+        after = gallery.load_matrix()
+        assert swapped.same_people_in(after) == {"Alicia": "Bob", "Bob": "Alicia", "Dan": "Dan"}
         gallery.rename("Bob", "Bobby")
-        gallery.enroll("Bobby", samples(1, 9), add=True)  # new templates as well: not a rename
-        assert renamed.renamed_in(gallery.load_matrix()) == {}
-    # Two people with the same templates (an import can make them): one removed and the
-    # other renamed is not taken for a rename of either.
+        gallery.enroll("Bobby", samples(1, 9), add=True)  # a photo added: still the same
+        gallery.remove(["Dan"])
+        gallery.enroll("Dan", samples(2, 10))  # the name given to new photos: not Dan
+        assert after.same_people_in(gallery.load_matrix()) == {"Bob": "Bobby", "Alicia": "Alicia"}
+    # Two people with the same templates (an import can make them): neither is followed.
     twins = GalleryMatrix(
         np.vstack([unit_vectors(1, 5), unit_vectors(1, 5)]), np.array([0, 1], np.int32), ("A", "B")
     )
     later = GalleryMatrix(unit_vectors(1, 5), np.array([0], np.int32), ("C",))
-    assert twins.renamed_in(later) == {}
+    assert twins.same_people_in(later) == {}
+    assert later.same_people_in(twins) == {}
+    empty = GalleryMatrix(np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.int32), ())
+    assert empty.same_people_in(later) == {} and later.same_people_in(empty) == {}
 
 
 def test_a_change_of_names_alone_is_told_apart(db: Path) -> None:
