@@ -1783,26 +1783,39 @@ def _checked_crop(data: bytes) -> bytes:
     return data
 
 
+class ExportTooLarge(GalleryError):
+    """An export that grew past the limit CountedWriter was given (the message is
+    unimportable's); the writing stopped there."""
+
+
 class CountedWriter:
     """A text stream that counts the UTF-8 bytes written through it (an export's size, to
-    check against MAX_IMPORT_BYTES: unimportable)."""
+    check against MAX_IMPORT_BYTES: unimportable). With a `limit`, the write that takes the
+    size past it raises ExportTooLarge instead of writing: an export no import would read is
+    not written out in full (to the gallery's own disk, for the web page) before it is
+    refused."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], limit: int | None = None) -> None:
         self.stream = stream
         self.size = 0
+        self.limit = limit
 
     def write(self, text: str) -> int:
         self.size += len(text.encode("utf-8", "surrogateescape"))
+        if self.limit is not None and self.size > self.limit:
+            raise ExportTooLarge(unimportable(None))
         return self.stream.write(text)
 
 
-def unimportable(size: int) -> str:
-    """Why an export of `size` bytes, more than MAX_IMPORT_BYTES, is refused by whoever writes
-    it (`edge-app export`, the web page): `edge-app import` would not read it."""
+def unimportable(size: int | None) -> str:
+    """Why an export of `size` bytes (None: stopped once past it), more than
+    MAX_IMPORT_BYTES, is refused by whoever writes it (`edge-app export`, the web page):
+    `edge-app import` would not read it."""
+    how_large = "" if size is None else f"{size} bytes, "
     return (
-        f"the export is {size} bytes, more than the {MAX_IMPORT_BYTES} `edge-app import` reads "
-        "(docs/GALLERY.md): back up the gallery file itself instead (with the door stopped, "
-        "or `sqlite3 gallery.db .backup copy.db`)"
+        f"the export is {how_large}more than the {MAX_IMPORT_BYTES} bytes `edge-app import` "
+        "reads (docs/GALLERY.md): back up the gallery file itself instead (with the door "
+        "stopped, or `sqlite3 gallery.db .backup copy.db`)"
     )
 
 

@@ -684,3 +684,22 @@ def test_a_damaged_gallery_is_refused_by_name_and_left_as_it_was(db: Path, use) 
             use(gallery)
         assert not gallery._db.in_transaction
     assert file_digest(db) == before
+
+
+def test_an_export_past_the_limit_stops_where_it_passes_it() -> None:
+    """CountedWriter with a limit: an export no import would read is not written out in full
+    (to the gallery's own disk, for the web page) before it is refused."""
+    import io
+
+    from edge_app.gallery import CountedWriter, ExportTooLarge
+
+    stream = io.StringIO()
+    writer = CountedWriter(stream, limit=10)
+    writer.write("12345")
+    writer.write("é" * 2)  # 4 bytes in UTF-8: 9 in all
+    with pytest.raises(ExportTooLarge, match="more than the .* bytes `edge-app import` reads"):
+        writer.write("ab")
+    assert stream.getvalue() == "12345éé"  # the write that passed the limit wrote nothing
+    unlimited = CountedWriter(io.StringIO())
+    unlimited.write("x" * 100)
+    assert unlimited.size == 100

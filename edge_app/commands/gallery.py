@@ -341,7 +341,13 @@ def run_rename(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from edge_app.gallery import MAX_IMPORT_BYTES, CountedWriter, Gallery, unimportable
+    from edge_app.gallery import (
+        MAX_IMPORT_BYTES,
+        CountedWriter,
+        ExportTooLarge,
+        Gallery,
+        unimportable,
+    )
     from edge_app.private_file import NotRegularFileError, write_private_text
 
     with Gallery.open(db_path(args), read_only=True) as gallery:
@@ -357,14 +363,13 @@ def run_export(args: argparse.Namespace) -> int:
                 _refuse_the_door_files(out, args.config)
 
             def export(handle: IO[str]) -> tuple[int, int]:
-                counted = CountedWriter(handle)
-                written = gallery.export(counted)
-                if counted.size > MAX_IMPORT_BYTES:  # raised before the file is replaced
-                    raise UserError(unimportable(counted.size) + f"; {out} is unchanged")
-                return written
+                # Raised before the file is replaced, and the temporary file removed.
+                return gallery.export(CountedWriter(handle, MAX_IMPORT_BYTES))
 
             try:
                 people, samples = write_private_text(out, export)
+            except ExportTooLarge as error:
+                raise UserError(f"{error}; {out} is unchanged") from None
             except NotRegularFileError:
                 raise
             except OSError as error:

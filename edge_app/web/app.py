@@ -926,26 +926,26 @@ def _export_file(gallery_path: Path) -> tuple[IO[bytes], int]:
     its start, and its size. The file has no name (it is gone once closed, or if the hub
     stops) and is written once, not held in the hub's memory. An export `edge-app import`
     would refuse is refused as `edge-app export FILE` refuses it (UserError)."""
-    from edge_app.gallery import MAX_IMPORT_BYTES, CountedWriter, Gallery, unimportable
+    from edge_app.gallery import MAX_IMPORT_BYTES, CountedWriter, ExportTooLarge, Gallery
 
     with Gallery.open(gallery_path, read_only=True) as gallery, contextlib.ExitStack() as stack:
         folder = gallery.path.parent
         try:
             handle = stack.enter_context(tempfile.TemporaryFile(dir=folder))  # mode 0600
             text = io.TextIOWrapper(handle, encoding="utf-8")
-            counted = CountedWriter(text)
-            gallery.export(counted)
+            gallery.export(CountedWriter(text, MAX_IMPORT_BYTES))
             text.detach()  # flushed; `handle` stays open
+        except ExportTooLarge as error:
+            raise UserError(f"{error}; nothing was downloaded") from None
         except OSError as error:
             raise UserError(
                 f"cannot write the export to a temporary file in {folder}: "
                 f"{error.strerror or error}; the hub needs write access and free space there"
             ) from None
-        if counted.size > MAX_IMPORT_BYTES:
-            raise UserError(unimportable(counted.size) + "; nothing was downloaded")
+        size = handle.tell()
         handle.seek(0)
         stack.pop_all()  # the response closes it
-    return handle, counted.size
+    return handle, size
 
 
 def _chunks_of(handle: IO[bytes]) -> Iterator[bytes]:
