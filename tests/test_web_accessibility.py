@@ -262,6 +262,8 @@ PAGES: dict[str, str] = {
     "events, filtered to nothing": f"/events?type=relock&person={KEY_HOLDER}",
     "events, a refused date": "/events?from=yesterday",
     "people": "/people",
+    "people, a search": f"/people?find={KEY_HOLDER.split()[0].lower()}",
+    "people, a search that finds nobody": "/people?find=nobody+here",
     "remove": f"/people/remove?name={LONG_NAME}",
     "unlock": "/unlock",
     "health": "/health",

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import numpy as np
@@ -108,7 +108,7 @@ def test_an_enrolment_says_the_access_it_gave_and_redirects(site: Site, user: ht
             form["data"]["visitor"] = "yes"
         done = user.post("/people/enroll", follow_redirects=False, **form)
         assert done.status_code == 303, html.unescape(done.text)[-3000:]
-        assert done.headers["location"] == "/people"
+        assert done.headers["location"] == "/people?" + urlencode({"show": name})
         page = html.unescape(user.get("/people").text)
         assert f"enrolled '{name}', {says} 1 new sample(s), 1 in total" in page
         assert 'data-photo="' + photo.name in page  # the photos' report comes along
@@ -132,7 +132,9 @@ def test_people_actions_redirect_and_show_their_result_once(site: Site, user: ht
     ]
     for path, data, says in steps:
         reply = user.post(path, data={**data, "csrf_token": token}, follow_redirects=False)
-        assert reply.status_code == 303 and reply.headers["location"] == "/people", path
+        # To the page that holds the person changed (or where they were).
+        assert reply.status_code == 303, path
+        assert reply.headers["location"] == "/people?show=Prg+Renamed", path
         shown = user.get("/people").text
         assert says in html.unescape(shown) and 'id="notice"' in shown, path
         assert 'id="notice"' not in user.get("/people").text  # a reload shows the page only

@@ -63,6 +63,7 @@ from edge_app.web.history import (
     shown_time,
     utc_iso,
 )
+from edge_app.web.listing import PEOPLE_PER_PAGE, find_refused, listing
 from edge_app.web.origins import Origins
 from edge_app.web.people import (
     CAMERA_TIMEOUT_S,
@@ -707,14 +708,30 @@ async def _people_page(
     error: str = "",
     status: int = 200,
     kept: KeptForm | None = None,
+    find: str = "",
+    number: int = 1,
+    show: str = "",
 ) -> Response:
+    """The People page: page `number` of those `find` finds, or the page that holds `show`,
+    or with `kept` (a refused form's input) the page that holds the person it was for."""
     state = _state(request)
     try:
         people = await run_in_threadpool(_people, state)
     except UserError as failure:
         people, error = [], error or str(failure)
+    shown = listing(people, find, number, show or (kept.person if kept else ""))
+
+    def link(page: int) -> str:
+        return "/people?" + urlencode(
+            {"find": shown.find, "page": page} if shown.find else {"page": page}
+        )
+
     context = {
-        "people": people,
+        "listing": shown,
+        "people": shown.rows,
+        "per_page": PEOPLE_PER_PAGE,
+        "prev_link": link(shown.number - 1),
+        "next_link": link(shown.number + 1),
         "report": report,
         "notice": notice,
         "error": error,
@@ -730,21 +747,37 @@ async def _people_page(
 
 @page
 async def people(request: Request, session: auth.Session) -> Response:
+    number = _page_number(request)
+    find = request.query_params.get("find", "")
+    if number is None:
+        message = f"page: {request.query_params['page'][:40]!r} is not a page number"
+        return render(request, session, "error.html", {"message": message}, 400)
+    if problem := find_refused(find):
+        return render(request, session, "error.html", {"message": problem}, 400)
     flash = _state(request).flashes.pop(session.id, None) or Flash()
-    return await _people_page(request, session, report=flash.report, notice=flash.notice)
+    return await _people_page(
+        request,
+        session,
+        report=flash.report,
+        notice=flash.notice,
+        find=find,
+        number=number,
+        show=request.query_params.get("show", ""),
+    )
 
 
-def _people_done(request: Request, session: auth.Session, flash: Flash) -> Response:
+def _people_done(request: Request, session: auth.Session, flash: Flash, show: str) -> Response:
     """Post/redirect/get for the People actions that changed something: the result is shown
-    once by GET /people, so a reload shows the page, where it re-sent the form and answered a
-    success with an error ("already enrolled", "not enrolled"). Refusals change nothing and
-    are answered directly, with the input kept."""
+    once by GET /people, on the page that holds `show` (the person changed, or where they
+    were), so a reload shows the page, where it re-sent the form and answered a success with
+    an error ("already enrolled", "not enrolled"). Refusals change nothing and are answered
+    directly, with the input kept."""
     flashes = _state(request).flashes
     flashes.pop(session.id, None)
     flashes[session.id] = flash
     while len(flashes) > MAX_FLASHES:  # the oldest first; at most one a session
         del flashes[next(iter(flashes))]
-    return RedirectResponse("/people", status_code=303)
+    return RedirectResponse("/people?" + urlencode({"show": show}), status_code=303)
 
 
 async def _enrol(request: Request, session: auth.Session, form: Form, add: bool) -> Response:
@@ -813,7 +846,7 @@ async def _enrol_locked(
         report.ok,
     )
     if report.ok:
-        return _people_done(request, session, Flash(report=report))
+        return _people_done(request, session, Flash(report=report), report.name)
     return await _people_page(request, session, report=report, status=422, kept=kept)
 
 
@@ -845,7 +878,7 @@ async def rename(request: Request, session: auth.Session, form: Form) -> Respons
         kept = KeptForm("rename", new, person=old)
         return await _people_page(request, session, error=str(error), status=422, kept=kept)
     log.info("web rename user=%s old=%r new=%r", session.user, old, new)
-    return _people_done(request, session, Flash(notice=f"renamed {old!r} to {new!r}"))
+    return _people_done(request, session, Flash(notice=f"renamed {old!r} to {new!r}"), new)
 
 
 @action()
@@ -868,7 +901,7 @@ async def access(request: Request, session: auth.Session, form: Form) -> Respons
         return await _people_page(request, session, error=str(error), status=422)
     log.info("web access user=%s name=%r allowed=%s", session.user, name, allowed)
     notice = f"{name!r} {describe_access(allowed == 'yes')}"
-    return _people_done(request, session, Flash(notice=notice))
+    return _people_done(request, session, Flash(notice=notice), name)
 
 
 @page
@@ -900,7 +933,8 @@ async def remove(request: Request, session: auth.Session, form: Form) -> Respons
     except UserError as error:
         return await _people_page(request, session, error=str(error), status=422)
     log.info("web remove user=%s name=%r samples=%d", session.user, name, samples)
-    return _people_done(request, session, Flash(notice=f"removed {name!r} ({samples} samples)"))
+    notice = f"removed {name!r} ({samples} samples)"
+    return _people_done(request, session, Flash(notice=notice), name)
 
 
 @action()
