@@ -123,7 +123,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| people x 5 photos | templates (photos, mirrors, centroids) | identify, ms per face "
         "| load (door_matcher), ms "
-        "| of which Matcher build, ms | of which lookalike check, ms | load peak memory, MB |",
+        "| Matcher build alone, ms | lookalike check alone, ms | load peak memory, MB |",
         "|---|---|---|---|---|---|---|",
     ]
     lines += [

@@ -968,7 +968,8 @@ def _write_snapshot(path: Path, data: bytes) -> None:
     back, and an fsync per event on an SD card would cost the frame loop tens of
     milliseconds. A power cut may lose the last seconds' snapshots: ext4 may commit the
     link before the picture's data, leaving an empty file under the name, which the door
-    removes at its next start, when it first lists the folder (_without_empty)."""
+    removes when it first lists the folder after a start, at its first snapshot
+    (_without_empty)."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

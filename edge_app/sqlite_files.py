@@ -44,9 +44,9 @@ def empty_wal(db: sqlite3.Connection, *, shared: bool = True) -> str | None:
     data then stays in the -wal file until the last connection closes or later writes
     overwrite it).
 
-    shared=False: no other program writes this database (the door's events), so there is
-    nobody to let in between tries: one try, waiting the connection's own busy timeout (on
-    the door's frame loop, what it may stall)."""
+    shared=False: the door's events, which only `edge-app remove --history` also writes
+    (rarely, and briefly): one try, waiting the connection's own busy timeout, which bounds
+    what it may stall the door's frame loop."""
     tries = CHECKPOINT_TRIES if shared else 1
     try:
         previous = int(db.execute("PRAGMA busy_timeout").fetchone()[0])
