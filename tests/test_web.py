@@ -596,6 +596,53 @@ def test_an_export_import_would_refuse_is_refused_as_the_command_line_refuses_it
     assert f"{reason}; nothing was downloaded" in html.unescape(refused.text)
 
 
+class _FillingDisk(io.BytesIO):
+    """A temporary file on a disk that fills after `room` bytes."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self.tell() + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+@pytest.mark.parametrize("room", [None, 0, 3000], ids=["no file", "full", "fills"])
+def test_an_export_on_a_full_disk_is_built_in_memory(
+    site: Site,
+    user: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    room: int | None,
+) -> None:
+    """A review: the export built in a temporary file beside the gallery failed on a full
+    disk, when a backup matters most; where that file cannot be made or filled, the export
+    is built in memory, the same bytes as `edge-app export FILE`."""
+    import tempfile
+
+    db = Path(site.config.gallery.path)
+    if "Full Disk Person" not in names_in(db):  # the module's site: once for the three
+        add_person(db, "Full Disk Person", samples=3)
+    expected = io.StringIO()
+    with Gallery.open(db, read_only=True) as gallery:  # what `edge-app export FILE` writes
+        gallery.export(expected)
+
+    def no_room(*args: object, **kwargs: object) -> io.BytesIO:
+        if room is None:
+            raise OSError(28, "No space left on device")
+        return _FillingDisk(room)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_room)
+    with caplog.at_level(logging.WARNING, logger="edge_app.web.app"):
+        exported = user.post("/people/export", data={"csrf_token": site.token(user)})
+    assert exported.status_code == 200
+    assert exported.content.split(b"\n", 1)[1] == expected.getvalue().encode().split(b"\n", 1)[1]
+    assert int(exported.headers["content-length"]) == len(exported.content)
+    assert "web export built in memory" in caplog.text and "No space left" in caplog.text
+
+
 def _multipart(name: str, files: list[tuple[str, bytes]], token: str) -> dict:
     return {
         "data": {"name": name, "csrf_token": token},

@@ -958,28 +958,58 @@ async def export(request: Request, session: auth.Session, form: Form) -> Respons
 def _export_file(gallery_path: Path) -> tuple[IO[bytes], int]:
     """The gallery's export (docs/GALLERY.md) in a temporary file beside the gallery, open at
     its start, and its size. The file has no name (it is gone once closed, or if the hub
-    stops) and is written once, not held in the hub's memory. An export `edge-app import`
-    would refuse is refused as `edge-app export FILE` refuses it (UserError)."""
-    from edge_app.gallery import MAX_IMPORT_BYTES, CountedWriter, ExportTooLarge, Gallery
+    stops) and is written once, not held in the hub's memory. Where that file cannot be
+    written (a full or read-only disk, when a backup matters most) the export is built in
+    memory instead, at most MAX_IMPORT_BYTES. An export `edge-app import` would refuse is
+    refused as `edge-app export FILE` refuses it (UserError), where it passes the limit."""
+    from edge_app.gallery import Gallery
 
-    with Gallery.open(gallery_path, read_only=True) as gallery, contextlib.ExitStack() as stack:
+    with Gallery.open(gallery_path, read_only=True) as gallery:
         folder = gallery.path.parent
         try:
-            handle = stack.enter_context(tempfile.TemporaryFile(dir=folder))  # mode 0600
-            text = io.TextIOWrapper(handle, encoding="utf-8")
-            gallery.export(CountedWriter(text, MAX_IMPORT_BYTES))
-            text.detach()  # flushed; `handle` stays open
-        except ExportTooLarge as error:
-            raise UserError(f"{error}; nothing was downloaded") from None
+            # Mode 0600; closed here on a failure, else by the response that sends it.
+            handle: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
         except OSError as error:
-            raise UserError(
-                f"cannot write the export to a temporary file in {folder}: "
-                f"{error.strerror or error}; the hub needs write access and free space there"
-            ) from None
-        size = handle.tell()
-        handle.seek(0)
-        stack.pop_all()  # the response closes it
-    return handle, size
+            handle = _in_memory(folder, error)
+        try:
+            try:
+                _export_into(gallery, handle)
+            except OSError as error:  # the disk filled while it was written
+                handle.close()
+                handle = _in_memory(folder, error)
+                _export_into(gallery, handle)
+        except BaseException:
+            handle.close()
+            raise
+    size = handle.tell()
+    handle.seek(0)
+    return handle, size  # the response closes it
+
+
+def _in_memory(folder: Path, error: OSError) -> IO[bytes]:
+    log.warning(
+        "web export built in memory: no temporary file in %s (%s)",
+        folder,
+        error.strerror or error,
+    )
+    return io.BytesIO()
+
+
+def _export_into(gallery: Any, handle: IO[bytes]) -> None:
+    """gallery.export() into `handle` from its start, stopped past MAX_IMPORT_BYTES."""
+    from edge_app.gallery import MAX_IMPORT_BYTES, CountedWriter, ExportTooLarge
+
+    handle.seek(0)
+    handle.truncate()
+    text = io.TextIOWrapper(handle, encoding="utf-8")
+    try:
+        gallery.export(CountedWriter(text, MAX_IMPORT_BYTES))
+        text.flush()  # an OSError here: the disk filled
+    except ExportTooLarge as error:
+        raise UserError(f"{error}; nothing was downloaded") from None
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            text.detach()  # `handle` stays open
 
 
 def _chunks_of(handle: IO[bytes]) -> Iterator[bytes]:
