@@ -568,6 +568,8 @@ class Recognizer:
             # is still enrolled and who may open the door (a removal or a revoked access
             # must not wait for the build), and under which name (a rename: the same person;
             # a name now given to someone else: not them, whatever the matcher calls them).
+            # Nobody whose templates are not all still theirs: the match may have been made
+            # through the one removed (a photo of someone else, enrolled by mistake).
             faces = self._newest[1]
             same = self._same_meanwhile()
 
@@ -586,13 +588,14 @@ class Recognizer:
         ]
 
     def _same_meanwhile(self) -> dict[str, str]:
-        """{name in the matcher in use: their name in the newest rows} for the people both
-        hold (GalleryMatrix.same_people_in), while the new matcher builds; worked out once per
-        matcher and rows."""
+        """{name in the matcher in use: their name in the newest rows} for the people the
+        newest rows hold with every template the matcher has of them
+        (GalleryMatrix.same_people_in, whole), while the new matcher builds; worked out once
+        per matcher and rows."""
         assert self._newest is not None
         faces, rows = self.matcher.faces, self._newest[1]
         if self._same is None or self._same[0] is not faces or self._same[1] is not rows:
-            self._same = (faces, rows, faces.same_people_in(rows))
+            self._same = (faces, rows, faces.same_people_in(rows, whole=True))
         return self._same[2]
 
     def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
@@ -1086,7 +1089,7 @@ class Daemon:
                 ", ".join(sorted(names)),
             )
             del self._recognized[track.track_id]
-            self.policy.forget(track.track_id)
+            self.policy.forget(track.track_id, judged_again=True)
             self.pool.forget(track.track_id)  # its pool holds the frames matched before
             track.settled = False  # evaluated on every frame until judged again
 

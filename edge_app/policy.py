@@ -5,8 +5,10 @@ half turned), so the same enrolled person must win `hits` of the last `window` e
 frames of one track, each already above the threshold and the margin (the matcher's rule).
 A visit is one track, so it decides once for each person it is recognised as (two people
 crossing in one track are two decisions; the person it comes back to is not decided again);
-the per-person cooldown also covers a person who steps out of view and back. Unknown faces
-are reported, never acted on.
+the per-person cooldown also covers a person who steps out of view and back, and a track
+judged again because whom it was recognised as left the gallery (a person removed and
+enrolled anew under another name while in view) keeps the cooldown of the door it opened.
+Unknown faces are reported, never acted on.
 
 A track is recognised as a person, and the door opens, only on a frame whose own face
 could be that person (Vote.alone), in every liveness mode: with `[policy] evidence =
@@ -150,6 +152,7 @@ class _TrackState:
     spoofed: bool = False  # judged an attack: reported, and (require) never unlocks
     decided: set[str] = field(default_factory=set)  # people this track unlocked or denied
     taken_over: bool = False  # a recognised person's place in it was taken by another face
+    unlocked_at: float | None = None  # when it last opened the door (the policy clock)
 
 
 class Policy:
@@ -168,6 +171,8 @@ class Policy:
         self.wall_clock = wall_clock if wall_clock is not None else WallClock()
         self._tracks: dict[int, _TrackState] = {}
         self._last_unlock: dict[str, float] = {}
+        # Tracks judged again (forget(judged_again=True)): when each last opened the door.
+        self._opened_before: dict[int, float] = {}
         self.liveness = LiveRule()  # off until configured
         self.configure(config or PolicyConfig(), liveness)
 
@@ -313,8 +318,20 @@ class Policy:
             return False  # its pool still holds the resident whose place was taken
         return self.liveness.mode == OFF or (state.judged_live and not state.spoofed)
 
-    def forget(self, track: int) -> None:
-        self._tracks.pop(track, None)
+    def forget(self, track: int, *, judged_again: bool = False) -> None:
+        """Drop what `track` decided: it ended, or (judged_again) whom it was recognised as
+        is no longer in the gallery and it is judged afresh. Judged again, the door it
+        opened stays in its cooldown for it, whatever name the gallery now gives whoever
+        stands in it: a person removed and enrolled anew while in view is not let in twice
+        in one visit."""
+        state = self._tracks.pop(track, None)
+        before = self._opened_before.pop(track, None)  # judged again already
+        if not judged_again:
+            return
+        mine = state.unlocked_at if state is not None else None
+        opened = [when for when in (before, mine) if when is not None]
+        if opened:
+            self._opened_before[track] = max(opened)
 
     def rename(self, renamed: dict[str, str]) -> None:
         """People renamed in the gallery ({old: new}, all at once: two names may swap): what
@@ -418,8 +435,15 @@ class Policy:
 
     def _try_unlock(self, name: str, score: float, track: int) -> Decision:
         now = self._clock()
+        self._opened_before = {
+            other: when
+            for other, when in self._opened_before.items()
+            if now - when < self.cooldown_seconds
+        }
         last = self._last_unlock.get(name)
         if last is not None and now - last < self.cooldown_seconds:
+            return Decision(DENIED, name, score, track, reason="cooldown")
+        if track in self._opened_before:  # judged again in the visit whose door it opened
             return Decision(DENIED, name, score, track, reason="cooldown")
         if self.hours:
             # Hours read from a clock nothing has set (a Pi without network or a real-time
@@ -429,4 +453,6 @@ class Policy:
             if not within_hours(self.hours, self.wall_clock.local_time()):
                 return Decision(DENIED, name, score, track, reason="hours")
         self._last_unlock[name] = now
+        if (state := self._tracks.get(track)) is not None:
+            state.unlocked_at = now
         return Decision(UNLOCK, name, score, track)

@@ -20,6 +20,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from test_daemon_fast import (
     ADA,
+    ADA_FAIR,
     EMBEDDINGS,
     NAME,
     NOBODY,
@@ -39,7 +40,7 @@ from edge_app.config import RecognitionConfig
 from edge_app.daemon import Daemon, Recognizer
 from edge_app.errors import UserError
 from edge_app.faces import Faces
-from edge_app.gallery import SCHEMA_VERSION, Gallery, GalleryError, NewSample
+from edge_app.gallery import SCHEMA_VERSION, ExportedPerson, Gallery, GalleryError, NewSample
 
 NEWER = SCHEMA_VERSION + 1
 UPGRADED = f"upgraded by a newer edge-app (schema {NEWER}"
@@ -387,6 +388,22 @@ def test_names_changed_again_and_again_never_keep_a_resident_out(
     assert_fail_secure(factory)
 
 
+def run_door(
+    tmp_path: Path, gallery: Path, codes: list[int], actions: dict[int, Any], **config: Any
+) -> tuple[list[tuple[str, str | None, str | None]], MockFactory]:
+    """The real door on the frames `codes`, each of `actions` run at its frame number:
+    (type, name, reason) of its events but relocks, and its relay's pin factory."""
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    for number, action in actions.items():
+        at_frame(engine, number, action)
+    daemon = Daemon(door(tmp_path, gallery, frames, **config), engine=engine, pin_factory=factory)
+    assert daemon.run() == 0
+    events = [e for e in jsonl(tmp_path) if e["type"] != "relock"]
+    return [(e["type"], e.get("name"), e.get("reason")) for e in events], factory
+
+
 def a_known_visitor_and_bob(tmp_path: Path) -> Path:
     """Ada (NAME) a known visitor, never let in; Bob, with the STRANGER code's face, a
     resident."""
@@ -407,17 +424,15 @@ def test_a_visitor_whose_name_a_resident_takes_during_a_build_is_not_let_in(
     name given to Bob, a resident, it was, and the visitor was let in as "Ada". People are
     now followed by their templates: the matcher's Ada is the newest rows' "Ada V."."""
     gallery = a_known_visitor_and_bob(tmp_path)
-    frames = write_frames(tmp_path / "frames", [NOBODY] * 5 + [ADA] * 20 + [NOBODY] * 3)
-    factory = MockFactory()
-    engine = ScriptedEngine()
-    at_frame(engine, 2, lambda: rename(gallery, NAME, "Ada V."))
-    at_frame(engine, 3, lambda: rename(gallery, "Bob", NAME))
-    at_frame(engine, 27, held_builds.set)
-    daemon = Daemon(door(tmp_path, gallery, frames), engine=engine, pin_factory=factory)
-    assert daemon.run() == 0
-    events = [(e["type"], e.get("name")) for e in jsonl(tmp_path) if e["type"] != "relock"]
-    assert ("recognized", "Ada V.") in events
-    assert not any(kind == "unlock" for kind, _ in events), events
+    codes = [NOBODY] * 5 + [ADA] * 20 + [NOBODY] * 3
+    actions = {
+        2: lambda: rename(gallery, NAME, "Ada V."),
+        3: lambda: rename(gallery, "Bob", NAME),
+        27: held_builds.set,
+    }
+    events, factory = run_door(tmp_path, gallery, codes, actions)
+    assert ("recognized", "Ada V.", None) in events
+    assert not any(kind == "unlock" for kind, _, _ in events), events
     assert states(factory) == [False]  # the relay never energised
     assert_fail_secure(factory)
 
@@ -435,14 +450,58 @@ def test_renames_that_reuse_a_name_read_at_once_are_one_visit(tmp_path: Path) ->
         rename(gallery, NAME, "Ada V.")
         rename(gallery, "Bob", NAME)
 
-    frames = write_frames(tmp_path / "frames", [NOBODY] + [ADA] * 30 + [NOBODY] * 3)
-    factory = MockFactory()
-    engine = ScriptedEngine()
-    at_frame(engine, 15, both)
-    config = door(tmp_path, gallery, frames, policy={"cooldown_seconds": 30})
-    daemon = Daemon(config, engine=engine, pin_factory=factory)
-    assert daemon.run() == 0
-    events = [(e["type"], e.get("name")) for e in jsonl(tmp_path) if e["type"] != "relock"]
-    assert events == [("recognized", NAME), ("unlock", NAME)]
+    codes = [NOBODY] + [ADA] * 30 + [NOBODY] * 3
+    events, factory = run_door(
+        tmp_path, gallery, codes, {15: both}, policy={"cooldown_seconds": 30}
+    )
+    assert events == [("recognized", NAME, None), ("unlock", NAME, None)]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
+def test_a_photo_removed_during_a_build_no_longer_opens_the_door(
+    tmp_path: Path, held_builds: threading.Event
+) -> None:
+    """Found by a review: while a new matcher built, a person who kept some templates was
+    followed, and the matcher in use still matched the one removed: a stranger's photo
+    enrolled under Ada by mistake, replaced by `import --replace`, still let the stranger in
+    as Ada until the build was in use. Meanwhile a match counts only for people whose every
+    template the newest rows still hold."""
+    gallery = tmp_path / "people.db"
+    ada = NewSample(EMBEDDINGS[ADA], "0" * 64)
+    with Gallery.open(gallery, create=True) as db:
+        db.enroll(NAME, [ada, NewSample(EMBEDDINGS[STRANGER], "1" * 64)])  # one by mistake
+
+    def drop_the_wrong_photo() -> None:
+        with Gallery.open(gallery) as db:
+            db.import_([ExportedPerson(NAME, "2026-01-01T00:00:00Z", [ada])], on_conflict="replace")
+
+    codes = [NOBODY] * 5 + [STRANGER] * 20 + [NOBODY] * 3
+    actions = {2: drop_the_wrong_photo, 27: held_builds.set}
+    events, factory = run_door(tmp_path, gallery, codes, actions)
+    assert not any(kind in ("unlock", "recognized") for kind, _, _ in events), events
+    assert states(factory) == [False]
+    assert_fail_secure(factory)
+
+
+def test_a_person_enrolled_anew_under_another_name_while_in_view_is_one_visit(
+    tmp_path: Path,
+) -> None:
+    """Found by a review: Ada removed and enrolled again from a new photo as "Ada King"
+    while she stood at the door shares no template with herself, so her track was judged
+    afresh, and her cooldown, filed under "Ada Lovelace", did not hold for "Ada King": the
+    door opened twice in one visit. A track judged again keeps its own unlock's cooldown."""
+    gallery = gallery_of_ada(tmp_path)
+
+    def anew() -> None:
+        with Gallery.open(gallery) as db:
+            db.remove([NAME])
+            db.enroll("Ada King", [NewSample(EMBEDDINGS[ADA_FAIR], "2" * 64)])
+
+    codes = [NOBODY] + [ADA] * 60 + [NOBODY] * 3
+    got, factory = run_door(tmp_path, gallery, codes, {40: anew}, policy={"cooldown_seconds": 30})
+    assert got[:2] == [("recognized", NAME, None), ("unlock", NAME, None)]
+    assert ("denied", "Ada King", "cooldown") in got  # judged again: the same visit
+    assert [kind for kind, _, _ in got].count("unlock") == 1, got
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)

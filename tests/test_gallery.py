@@ -197,6 +197,13 @@ def test_people_are_followed_by_their_templates_not_their_names(db: Path) -> Non
     assert later.same_people_in(twins) == {}
     empty = GalleryMatrix(np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.int32), ())
     assert empty.same_people_in(later) == {} and later.same_people_in(empty) == {}
+    # whole: only people who keep every template (a photo added is fine, one removed is not).
+    two = GalleryMatrix(unit_vectors(3, 20), np.array([0, 0, 1], np.int32), ("Ann", "Bea"))
+    fewer = GalleryMatrix(unit_vectors(3, 20)[1:], np.array([0, 1], np.int32), ("Ann", "Bea"))
+    more = GalleryMatrix(unit_vectors(4, 20), np.array([0, 0, 1, 1], np.int32), ("Ann", "Bea"))
+    assert two.same_people_in(fewer) == {"Ann": "Ann", "Bea": "Bea"}
+    assert two.same_people_in(fewer, whole=True) == {"Bea": "Bea"}
+    assert two.same_people_in(more, whole=True) == {"Ann": "Ann", "Bea": "Bea"}
 
 
 def test_a_change_of_names_alone_is_told_apart(db: Path) -> None:

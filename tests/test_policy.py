@@ -145,6 +145,36 @@ def test_a_rename_carries_the_decision_and_the_cooldown_over(clock: Clock) -> No
     assert kinds(bob_again) == [RECOGNIZED, DENIED] and bob_again[1].reason == "cooldown"
 
 
+def test_a_track_judged_again_keeps_the_cooldown_of_the_door_it_opened(clock: Clock) -> None:
+    """A review: a person removed and enrolled anew under another name while in view was
+    judged afresh (forget) and, their cooldown filed under the old name, let in again in the
+    same visit. A track judged again keeps its own unlock's cooldown; one that ended does
+    not pass it on, and the cooldown ends as a person's does."""
+    policy = make(clock)
+    for _ in range(3):
+        first = policy.vote(1, alice())
+    assert kinds(first) == [RECOGNIZED, UNLOCK]
+    policy.forget(1, judged_again=True)
+    for _ in range(3):
+        again = policy.vote(1, Vote("Alice King", 0.8, 0.1))
+    assert kinds(again) == [RECOGNIZED, DENIED] and again[1].reason == "cooldown"
+    for _ in range(3):
+        other = policy.vote(2, Vote("bob", 0.8, 0.1))  # another track: its own visit
+    assert kinds(other) == [RECOGNIZED, UNLOCK]
+    policy.forget(2)  # ended, not judged again
+    for _ in range(3):
+        fresh = policy.vote(2, Vote("Carol", 0.8, 0.1))
+    assert kinds(fresh) == [RECOGNIZED, UNLOCK]
+    policy.forget(1, judged_again=True)  # again: the cooldown still holds for it
+    for _ in range(3):
+        twice = policy.vote(1, Vote("Alice Q.", 0.8, 0.1))
+    assert kinds(twice) == [RECOGNIZED, DENIED] and twice[1].reason == "cooldown"
+    clock.now += 31  # past the 30 s cooldown of its unlock
+    for _ in range(3):
+        later = policy.vote(1, Vote("Alice King", 0.8, 0.1))
+    assert kinds(later) == [RECOGNIZED, UNLOCK]
+
+
 def test_allowed_hours(clock: Clock) -> None:
     moment = datetime(2024, 5, 1, 23, 30)
     policy = Policy(
