@@ -205,7 +205,8 @@ class Recognizer:
         self._pending: tuple[int, Any, Future[Any], bool] | None = None
         # While a build runs: the newest version and rows read, which answer who is enrolled.
         self._newest: tuple[int, Any] | None = None
-        self._same: tuple[Any, Any, dict[str, str]] | None = None  # _same_meanwhile's
+        # _same_meanwhile's: the matcher's faces and the rows it was worked out for, and it.
+        self._same: tuple[Any, Any, tuple[dict[str, str], dict[str, str]]] | None = None
         # A reload's gallery and settings whose matcher is still being built (start_configure).
         self._switch: _Switch | None = None
         try:
@@ -568,34 +569,46 @@ class Recognizer:
             # is still enrolled and who may open the door (a removal or a revoked access
             # must not wait for the build), and under which name (a rename: the same person;
             # a name now given to someone else: not them, whatever the matcher calls them).
-            # Nobody whose templates are not all still theirs: the match may have been made
-            # through the one removed (a photo of someone else, enrolled by mistake).
+            # Someone whose templates are not all still theirs is undecided: the match may
+            # have been made through the one removed (a photo of someone else, enrolled by
+            # mistake), or not (their own photo): neither them nor nobody until it is built.
             faces = self._newest[1]
-            same = self._same_meanwhile()
+            whole, kept = self._same_meanwhile()
+            undecided = [name is not None and name not in whole and name in kept for name in names]
 
             def now(name: str | None) -> str | None:
-                return same.get(name) if name is not None else None
+                return whole.get(name) if name is not None else None
 
             names, best = [now(name) for name in names], [now(name) for name in best]
+        else:
+            undecided = [False] * count
         own_scores = matches.scores[count:]
         alone = [True] * count if own is None else self.could_be(names, best, own_scores)
         visitors = faces.no_access  # known visitors: recognised, never let in
         return [
-            Vote(name, float(score), float(second), admitted=name not in visitors, alone=ok)
-            for name, score, second, ok in zip(
-                names, matches.scores[:count], matches.second[:count], alone, strict=True
+            Vote(
+                name,
+                float(score),
+                float(second),
+                admitted=name not in visitors,
+                alone=ok,
+                undecided=doubt,
+            )
+            for name, score, second, ok, doubt in zip(
+                names, matches.scores[:count], matches.second[:count], alone, undecided, strict=True
             )
         ]
 
-    def _same_meanwhile(self) -> dict[str, str]:
-        """{name in the matcher in use: their name in the newest rows} for the people the
-        newest rows hold with every template the matcher has of them
-        (GalleryMatrix.same_people_in, whole), while the new matcher builds; worked out once
-        per matcher and rows."""
+    def _same_meanwhile(self) -> tuple[dict[str, str], dict[str, str]]:
+        """While the new matcher builds, {name in the matcher in use: their name in the
+        newest rows} (GalleryMatrix.same_people_in) for the people the newest rows hold
+        with every template the matcher has of them, and for those they hold at all (some
+        templates removed); worked out once per matcher and rows."""
         assert self._newest is not None
         faces, rows = self.matcher.faces, self._newest[1]
         if self._same is None or self._same[0] is not faces or self._same[1] is not rows:
-            self._same = (faces, rows, faces.same_people_in(rows, whole=True))
+            maps = (faces.same_people_in(rows, whole=True), faces.same_people_in(rows))
+            self._same = (faces, rows, maps)
         return self._same[2]
 
     def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
@@ -1020,6 +1033,9 @@ class Daemon:
         metrics.embeddings += len(due)
         self.tracker.mark_embedded(chosen)
         for index, track, vote in zip(due, chosen, votes, strict=True):
+            if vote.undecided:  # a template of whom it matched removed: after the build
+                track.settled = False  # evaluated again on the next frame
+                continue
             log.debug(
                 "vote track=%d name=%s score=%.3f second=%.3f liveness=%s t=%.2f",
                 track.track_id,

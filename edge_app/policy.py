@@ -95,6 +95,10 @@ class Vote:
     liveness: float | None = None  # the face's liveness score; None when not scored
     admitted: bool = True
     alone: bool = True
+    # While a new gallery's matcher builds, the person this face matched lost a template:
+    # the match may have been made through it. Neither them nor nobody: the door does not
+    # count it (edge_app.daemon, Recognizer.match).
+    undecided: bool = False
 
 
 @dataclass(frozen=True)

@@ -596,17 +596,40 @@ def test_an_export_import_would_refuse_is_refused_as_the_command_line_refuses_it
     assert f"{reason}; nothing was downloaded" in html.unescape(refused.text)
 
 
-class _FillingDisk(io.BytesIO):
-    """A temporary file on a disk that fills after `room` bytes."""
+class _FillingDisk(io.RawIOBase):
+    """A file on a disk that fills after `room` bytes, as the operating system sees it:
+    TemporaryFile's buffered file over it keeps what found no room in its buffer."""
 
     def __init__(self, room: int) -> None:
         super().__init__()
         self.room = room
+        self.data = io.BytesIO()
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        if self.tell() + len(data) > self.room:
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self.data.readinto(buffer)
+
+    def write(self, data) -> int:
+        if self.data.tell() + len(data) > self.room:
             raise OSError(28, "No space left on device")
-        return super().write(data)
+        return self.data.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.data.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.data.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        return self.data.truncate(size)
 
 
 @pytest.mark.parametrize("room", [None, 0, 3000], ids=["no file", "full", "fills"])
@@ -629,10 +652,10 @@ def test_an_export_on_a_full_disk_is_built_in_memory(
     with Gallery.open(db, read_only=True) as gallery:  # what `edge-app export FILE` writes
         gallery.export(expected)
 
-    def no_room(*args: object, **kwargs: object) -> io.BytesIO:
+    def no_room(*args: object, **kwargs: object) -> io.BufferedRandom:
         if room is None:
             raise OSError(28, "No space left on device")
-        return _FillingDisk(room)
+        return io.BufferedRandom(_FillingDisk(room))
 
     monkeypatch.setattr(tempfile, "TemporaryFile", no_room)
     with caplog.at_level(logging.WARNING, logger="edge_app.web.app"):

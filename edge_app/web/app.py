@@ -969,18 +969,10 @@ def _export_file(gallery_path: Path) -> tuple[IO[bytes], int]:
         try:
             # Mode 0600; closed here on a failure, else by the response that sends it.
             handle: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
-        except OSError as error:
+            _export_into(gallery, handle)
+        except OSError as error:  # not made, or the disk filled while it was written
             handle = _in_memory(folder, error)
-        try:
-            try:
-                _export_into(gallery, handle)
-            except OSError as error:  # the disk filled while it was written
-                handle.close()
-                handle = _in_memory(folder, error)
-                _export_into(gallery, handle)
-        except BaseException:
-            handle.close()
-            raise
+            _export_into(gallery, handle)
     size = handle.tell()
     handle.seek(0)
     return handle, size  # the response closes it
@@ -996,20 +988,21 @@ def _in_memory(folder: Path, error: OSError) -> IO[bytes]:
 
 
 def _export_into(gallery: Any, handle: IO[bytes]) -> None:
-    """gallery.export() into `handle` from its start, stopped past MAX_IMPORT_BYTES."""
+    """gallery.export() into `handle` from its start, stopped past MAX_IMPORT_BYTES; on any
+    failure `handle` is closed (a buffered file whose last bytes found no room still lets go
+    of its descriptor) and the error raised."""
     from edge_app.gallery import MAX_IMPORT_BYTES, CountedWriter, ExportTooLarge
 
-    handle.seek(0)
-    handle.truncate()
-    text = io.TextIOWrapper(handle, encoding="utf-8")
     try:
+        text = io.TextIOWrapper(handle, encoding="utf-8")
         gallery.export(CountedWriter(text, MAX_IMPORT_BYTES))
-        text.flush()  # an OSError here: the disk filled
-    except ExportTooLarge as error:
-        raise UserError(f"{error}; nothing was downloaded") from None
-    finally:
-        with contextlib.suppress(ValueError, OSError):
-            text.detach()  # `handle` stays open
+        text.detach()  # flushed first (an OSError here: the disk filled); `handle` stays open
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            handle.close()  # and with it `text`, which wraps it
+        if isinstance(error, ExportTooLarge):
+            raise UserError(f"{error}; nothing was downloaded") from None
+        raise
 
 
 def _chunks_of(handle: IO[bytes]) -> Iterator[bytes]:
