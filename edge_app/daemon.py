@@ -206,7 +206,7 @@ class Recognizer:
         # While a build runs: the newest version and rows read, which answer who is enrolled.
         self._newest: tuple[int, Any] | None = None
         # _same_meanwhile's: the matcher's faces and the rows it was worked out for, and it.
-        self._same: tuple[Any, Any, tuple[dict[str, str], dict[str, str]]] | None = None
+        self._same: tuple[Any, Any, tuple[dict[str, str], frozenset[str]]] | None = None
         # A reload's gallery and settings whose matcher is still being built (start_configure).
         self._switch: _Switch | None = None
         try:
@@ -569,12 +569,13 @@ class Recognizer:
             # is still enrolled and who may open the door (a removal or a revoked access
             # must not wait for the build), and under which name (a rename: the same person;
             # a name now given to someone else: not them, whatever the matcher calls them).
-            # Someone whose templates are not all still theirs is undecided: the match may
-            # have been made through the one removed (a photo of someone else, enrolled by
-            # mistake), or not (their own photo): neither them nor nobody until it is built.
+            # Someone a change touched, whose templates are not all still theirs, is
+            # undecided: the match may have been made through the one removed or given to
+            # another person (a photo of someone else, enrolled by mistake), or not (their own
+            # photo): neither them nor nobody until it is built. Someone removed is nobody.
             faces = self._newest[1]
-            whole, kept = self._same_meanwhile()
-            undecided = [name is not None and name not in whole and name in kept for name in names]
+            whole, touched = self._same_meanwhile()
+            undecided = [name not in whole and name in touched for name in names]
 
             def now(name: str | None) -> str | None:
                 return whole.get(name) if name is not None else None
@@ -599,16 +600,16 @@ class Recognizer:
             )
         ]
 
-    def _same_meanwhile(self) -> tuple[dict[str, str], dict[str, str]]:
-        """While the new matcher builds, {name in the matcher in use: their name in the
-        newest rows} (GalleryMatrix.same_people_in) for the people the newest rows hold
-        with every template the matcher has of them, and for those they hold at all (some
-        templates removed); worked out once per matcher and rows."""
+    def _same_meanwhile(self) -> tuple[dict[str, str], frozenset[str]]:
+        """While the new matcher builds: {name in the matcher in use: their name in the
+        newest rows} for the people the newest rows hold with every template the matcher
+        has of them (GalleryMatrix.same_people_in, whole), and the names any of whose
+        templates the newest rows hold (touched_in); worked out once per matcher and rows."""
         assert self._newest is not None
         faces, rows = self.matcher.faces, self._newest[1]
         if self._same is None or self._same[0] is not faces or self._same[1] is not rows:
-            maps = (faces.same_people_in(rows, whole=True), faces.same_people_in(rows))
-            self._same = (faces, rows, maps)
+            found = (faces.same_people_in(rows, whole=True), faces.touched_in(rows))
+            self._same = (faces, rows, found)
         return self._same[2]
 
     def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
@@ -1076,9 +1077,11 @@ class Daemon:
         # People are told by their templates, not their names (GalleryMatrix.same_people_in):
         # a rename is not a removal, but the same person, judged and timed as before (judged
         # afresh, the track they stand in would open again at once, past the cooldown); a
-        # name given to someone else, or to new photos, is a removal of whom it named.
+        # name given to someone else, or to new photos, is a removal of whom it named. A
+        # person who lost a template is judged again too (what named them may have been it),
+        # keeping the cooldown of the door their track opened.
         same = before.same_people_in(enrolled)
-        removed = set(before.names) - same.keys()
+        removed = set(before.names) - before.same_people_in(enrolled, whole=True).keys()
         # Whom each track was recognised as, by the names before the change: a name now
         # given to someone else still names whom it named.
         gone = {track: names & removed for track, names in self._recognized.items()}
@@ -1100,7 +1103,7 @@ class Daemon:
             if not names:
                 continue
             log.info(
-                "track=%d was recognised as %s, no longer in the gallery: judged again",
+                "track=%d was recognised as %s, no longer in the gallery as then: judged again",
                 track.track_id,
                 ", ".join(sorted(names)),
             )

@@ -42,12 +42,13 @@ import stat
 import sys
 import tempfile
 import unicodedata
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import quote
 
 import numpy as np
@@ -351,15 +352,7 @@ class GalleryMatrix:
         enrolled by mistake)."""
         if not self.names or not later.names:
             return {}
-        keys = np.concatenate([self._row_keys, later._row_keys])
-        template = np.unique(keys, return_inverse=True)[1].reshape(-1)
-        here, there = template[: len(self)], template[len(self) :]
-        # Each template's person in `later`: -1 when none holds it, -2 when several do.
-        low = np.full(int(template.max()) + 1, len(later.names), np.int64)
-        high = np.full(low.shape, -1, np.int64)
-        np.minimum.at(low, there, later.person)
-        np.maximum.at(high, there, later.person)
-        owner = np.where(high < 0, -1, np.where(low == high, low, -2))[here]
+        owner = self._owners_in(later)
         # Each person here: the one person of `later` their templates lead to, else -1.
         people = len(self.names)
         doubt = owner == -2 if not whole else owner < 0
@@ -376,6 +369,32 @@ class GalleryMatrix:
             for person, target in enumerate(lead.tolist())
             if target >= 0 and led[target] == 1
         }
+
+    def touched_in(self, later: GalleryMatrix) -> frozenset[str]:
+        """The names here any of whose templates someone in `later` holds (themselves, or
+        another person a photo went to): people a change touched but did not remove."""
+        if not self.names or not later.names:
+            return frozenset()
+        kept = np.unique(self.person[self._owners_in(later) != -1])
+        return frozenset(self.names[person] for person in kept.tolist())
+
+    def _owners_in(self, later: GalleryMatrix) -> np.ndarray:
+        """(M,) for each row here, the person of `later` that holds the same template: -1
+        when none does, -2 when several do. Kept for the last `later` asked about (the
+        door asks up to three questions of each pair of matrices); not a field."""
+        cached = self.__dict__.get("_owners")
+        if cached is not None and cached[0]() is later:
+            return cast(np.ndarray, cached[1])
+        keys = np.concatenate([self._row_keys, later._row_keys])
+        template = np.unique(keys, return_inverse=True)[1].reshape(-1)
+        here, there = template[: len(self)], template[len(self) :]
+        low = np.full(int(template.max()) + 1, len(later.names), np.int64)
+        high = np.full(low.shape, -1, np.int64)
+        np.minimum.at(low, there, later.person)
+        np.maximum.at(high, there, later.person)
+        owner = np.where(high < 0, -1, np.where(low == high, low, -2))[here]
+        self.__dict__["_owners"] = (weakref.ref(later), owner)  # frozen: around its fields
+        return owner
 
     @functools.cached_property
     def _row_keys(self) -> np.ndarray:

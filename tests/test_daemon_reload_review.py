@@ -531,3 +531,62 @@ def test_a_residents_photo_removed_during_a_build_is_not_taken_for_a_stranger(
     assert events == [("recognized", NAME, None), ("unlock", NAME, None)], events
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)
+
+
+@pytest.mark.parametrize("build", ["during a build", "no build"])
+@pytest.mark.parametrize("evidence", ["frame", "track"])
+def test_a_photo_moved_from_a_resident_in_view_to_someone_else_is_the_same_visit(
+    tmp_path: Path, held_builds: threading.Event, build: str, evidence: str
+) -> None:
+    """Found by a review: a stranger's photo enrolled under Ada by mistake, moved to its
+    own person (Bob) by one import while Ada stands at the door: she shares a template with
+    no one but is no longer whole, so she was judged as nobody during a build (a stranger
+    reported in her place) and judged afresh after it (recognised again, and a "denied
+    cooldown"). Her frames are undecided during the build, and a track judged again does
+    not decide again about whom it decided: one visit, one report."""
+    ada, strangers = NewSample(EMBEDDINGS[ADA], "0" * 64), NewSample(EMBEDDINGS[STRANGER], "1" * 64)
+    gallery = tmp_path / "people.db"
+    with Gallery.open(gallery, create=True) as db:
+        db.enroll(NAME, [ada, strangers])
+    if build == "no build":
+        held_builds.set()
+
+    def move_to_bob() -> None:
+        moved = [
+            ExportedPerson(NAME, "2026-01-01T00:00:00Z", [ada]),
+            ExportedPerson("Bob", "2026-01-01T00:00:00Z", [strangers]),
+        ]
+        with Gallery.open(gallery) as db:
+            db.import_(moved, on_conflict="replace")
+
+    codes = [NOBODY] + [ADA] * 70 + [NOBODY] * 3
+    config = {"cooldown_seconds": 30, "evidence": evidence}
+    actions = {15: move_to_bob, 35: held_builds.set}
+    events, factory = run_door(tmp_path, gallery, codes, actions, policy=config)
+    assert events == [("recognized", NAME, None), ("unlock", NAME, None)], events
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
+def test_a_resident_whose_only_matching_photo_is_removed_is_not_followed_by_a_stranger(
+    tmp_path: Path,
+) -> None:
+    """Found by a review: Ada, recognised at the door, loses the one photo her face
+    matches; her track kept her identity, her frames then named nobody, and the door
+    reported a stranger who "took the place of" her (with a snapshot). Her track is judged
+    again: she is not recognised any more, which is what the door reports."""
+    gallery = tmp_path / "people.db"
+    poor = NewSample(unit(9), "9" * 64)  # a photo of her that her face does not match
+    with Gallery.open(gallery, create=True) as db:
+        db.enroll(NAME, [NewSample(EMBEDDINGS[ADA], "0" * 64), poor])
+
+    def drop() -> None:
+        with Gallery.open(gallery) as db:
+            person = ExportedPerson(NAME, "2026-01-01T00:00:00Z", [poor])
+            db.import_([person], on_conflict="replace")
+
+    codes = [NOBODY] + [ADA] * 40 + [NOBODY] * 3
+    events, factory = run_door(tmp_path, gallery, codes, {15: drop})
+    assert events == [("recognized", NAME, None), ("unlock", NAME, None), ("unknown", None, None)]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)

@@ -204,6 +204,12 @@ def test_people_are_followed_by_their_templates_not_their_names(db: Path) -> Non
     assert two.same_people_in(fewer) == {"Ann": "Ann", "Bea": "Bea"}
     assert two.same_people_in(fewer, whole=True) == {"Bea": "Bea"}
     assert two.same_people_in(more, whole=True) == {"Ann": "Ann", "Bea": "Bea"}
+    # touched_in: anyone with a template still held by someone, whoever it went to.
+    moved = GalleryMatrix(unit_vectors(3, 20), np.array([0, 1, 2], np.int32), ("Ann", "Bea", "Cy"))
+    assert two.same_people_in(moved) == {"Bea": "Cy"}  # Ann's two photos went two ways
+    assert two.touched_in(moved) == {"Ann", "Bea"}
+    other = GalleryMatrix(unit_vectors(1, 21), np.array([0], np.int32), ("D",))
+    assert two.touched_in(other) == set()
 
 
 def test_a_change_of_names_alone_is_told_apart(db: Path) -> None:

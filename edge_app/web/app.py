@@ -980,7 +980,7 @@ def _export_file(gallery_path: Path) -> tuple[IO[bytes], int]:
 
 def _in_memory(folder: Path, error: OSError) -> IO[bytes]:
     log.warning(
-        "web export built in memory: no temporary file in %s (%s)",
+        "web export built in memory: a temporary file in %s could not be made or written (%s)",
         folder,
         error.strerror or error,
     )
