@@ -46,7 +46,9 @@ UPLOAD_PREFIX = ".web-upload-"  # the private folders next to the gallery
 CAMERA_TIMEOUT_S = 30.0
 CAMERA_POLL_S = 0.2
 # How long the door may give no frame before a camera enrolment ends as "the camera stopped".
-FRAME_GAP_S = 2.0
+# Not less: a door on a busy CPU (a Pi without an Edge TPU, the hub embedding the enrolment's
+# frames beside it) can leave its control socket unanswered for seconds while it still runs.
+FRAME_GAP_S = 5.0
 
 
 @dataclass(frozen=True)
