@@ -1133,6 +1133,10 @@ class Daemon:
         assert events is not None, "_act before _start()"
         if decision.kind == rules.RECOGNIZED and decision.name is not None:
             self._recognized.setdefault(track.track_id, set()).add(decision.name)
+        elif decision.kind == rules.UNKNOWN and str(decision.reason).startswith(rules.TOOK_PLACE):
+            # Someone else holds the track now: a later change to whom it followed is not
+            # theirs (judged again, the stranger would be reported twice).
+            self._recognized.pop(track.track_id, None)
         crop = None
         if decision.kind in (rules.RECOGNIZED, rules.UNKNOWN, rules.SPOOF) and events.snapshots:
             crop = face_crop(frame, box)

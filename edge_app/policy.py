@@ -175,10 +175,8 @@ class Policy:
         self.wall_clock = wall_clock if wall_clock is not None else WallClock()
         self._tracks: dict[int, _TrackState] = {}
         self._last_unlock: dict[str, float] = {}
-        # Tracks judged again (forget(judged_again=True)): when each last opened the door,
-        # and whom it had decided (taken into its state when it votes again).
+        # Tracks judged again (forget(judged_again=True)): when each last opened the door.
         self._opened_before: dict[int, float] = {}
-        self._decided_before: dict[int, set[str]] = {}
         self.liveness = LiveRule()  # off until configured
         self.configure(config or PolicyConfig(), liveness)
 
@@ -228,9 +226,7 @@ class Policy:
         state = self._tracks.get(track)
         if state is None:
             state = self._tracks[track] = _TrackState(
-                deque(maxlen=self.window),
-                self._live_frames(),
-                decided=self._decided_before.pop(track, set()),
+                deque(maxlen=self.window), self._live_frames()
             )
         state.votes.append(vote)
         mode = self.liveness.mode
@@ -328,17 +324,14 @@ class Policy:
 
     def forget(self, track: int, *, judged_again: bool = False) -> None:
         """Drop what `track` decided: it ended, or (judged_again) whom it was recognised as
-        is no longer in the gallery as then and it is judged afresh. Judged again, the door
-        it opened stays in its cooldown for it, whatever name the gallery now gives whoever
-        stands in it (a person removed and enrolled anew while in view is not let in twice
-        in one visit), and the people it decided are not decided again (a person who lost a
-        photo and is still recognised is the same visit, not a new report)."""
+        is no longer in the gallery as then and it is judged afresh, reported again as a new
+        track would be. Judged again, the door it opened stays in its cooldown for it,
+        whatever name the gallery now gives whoever stands in it: a person removed and
+        enrolled anew while in view is not let in twice in one visit."""
         state = self._tracks.pop(track, None)
         before = self._opened_before.pop(track, None)  # judged again already
-        decided = self._decided_before.pop(track, set())
         if not judged_again:
             return
-        self._decided_before[track] = decided | (state.decided if state is not None else set())
         mine = state.unlocked_at if state is not None else None
         opened = [when for when in (before, mine) if when is not None]
         if opened:

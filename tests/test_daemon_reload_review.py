@@ -404,6 +404,16 @@ def run_door(
     return [(e["type"], e.get("name"), e.get("reason")) for e in events], factory
 
 
+# Ada let in, then her track judged again for a change to her photos: reported again, as a
+# new track would be, and not let in again within the cooldown.
+JUDGED_AGAIN = [
+    ("recognized", NAME, None),
+    ("unlock", NAME, None),
+    ("recognized", NAME, None),
+    ("denied", NAME, "cooldown"),
+]
+
+
 def a_known_visitor_and_bob(tmp_path: Path) -> Path:
     """Ada (NAME) a known visitor, never let in; Bob, with the STRANGER code's face, a
     resident."""
@@ -514,7 +524,8 @@ def test_a_residents_photo_removed_during_a_build_is_not_taken_for_a_stranger(
     own photos was just removed counted as nobody, and once they filled the window the
     door reported a stranger who "took the place of" her (with a snapshot), as if someone
     had followed her in. Such frames are undecided: not counted until the build is in use,
-    when she is recognised again as the same visit."""
+    when her track, judged again for the change, recognises her within the cooldown of the
+    door it opened."""
     gallery = tmp_path / "people.db"
     photos = [NewSample(EMBEDDINGS[ADA], "0" * 64), NewSample(EMBEDDINGS[ADA_FAIR], "2" * 64)]
     with Gallery.open(gallery, create=True) as db:
@@ -528,22 +539,21 @@ def test_a_residents_photo_removed_during_a_build_is_not_taken_for_a_stranger(
     codes = [NOBODY] + [ADA] * 40 + [NOBODY] * 3
     actions = {15: drop_a_photo, 35: held_builds.set}
     events, factory = run_door(tmp_path, gallery, codes, actions, policy={"cooldown_seconds": 30})
-    assert events == [("recognized", NAME, None), ("unlock", NAME, None)], events
+    assert events == JUDGED_AGAIN, events
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)
 
 
 @pytest.mark.parametrize("build", ["during a build", "no build"])
 @pytest.mark.parametrize("evidence", ["frame", "track"])
-def test_a_photo_moved_from_a_resident_in_view_to_someone_else_is_the_same_visit(
+def test_a_photo_moved_from_a_resident_in_view_to_someone_else_opens_nothing_more(
     tmp_path: Path, held_builds: threading.Event, build: str, evidence: str
 ) -> None:
     """Found by a review: a stranger's photo enrolled under Ada by mistake, moved to its
     own person (Bob) by one import while Ada stands at the door: she shares a template with
     no one but is no longer whole, so she was judged as nobody during a build (a stranger
-    reported in her place) and judged afresh after it (recognised again, and a "denied
-    cooldown"). Her frames are undecided during the build, and a track judged again does
-    not decide again about whom it decided: one visit, one report."""
+    reported in her place). Her frames are undecided during the build; her track, judged
+    again for the change, recognises her again and opens nothing more: one unlock."""
     ada, strangers = NewSample(EMBEDDINGS[ADA], "0" * 64), NewSample(EMBEDDINGS[STRANGER], "1" * 64)
     gallery = tmp_path / "people.db"
     with Gallery.open(gallery, create=True) as db:
@@ -563,7 +573,7 @@ def test_a_photo_moved_from_a_resident_in_view_to_someone_else_is_the_same_visit
     config = {"cooldown_seconds": 30, "evidence": evidence}
     actions = {15: move_to_bob, 35: held_builds.set}
     events, factory = run_door(tmp_path, gallery, codes, actions, policy=config)
-    assert events == [("recognized", NAME, None), ("unlock", NAME, None)], events
+    assert events == JUDGED_AGAIN, events
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)
 
@@ -588,5 +598,27 @@ def test_a_resident_whose_only_matching_photo_is_removed_is_not_followed_by_a_st
     codes = [NOBODY] + [ADA] * 40 + [NOBODY] * 3
     events, factory = run_door(tmp_path, gallery, codes, {15: drop})
     assert events == [("recognized", NAME, None), ("unlock", NAME, None), ("unknown", None, None)]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
+def test_a_tailgater_is_reported_once_whatever_changes_after(tmp_path: Path) -> None:
+    """Found by a review: a stranger who took a resident's place in her track was reported
+    ("took the place of"), and a later change to her photos judged that track again, so the
+    stranger was reported a second time, with a second snapshot. A track someone else holds
+    is no longer hers."""
+    gallery = tmp_path / "people.db"
+    ada = NewSample(EMBEDDINGS[ADA], "0" * 64)
+    with Gallery.open(gallery, create=True) as db:
+        db.enroll(NAME, [ada, NewSample(unit(9), "9" * 64)])
+
+    def drop() -> None:
+        with Gallery.open(gallery) as db:
+            db.import_([ExportedPerson(NAME, "2026-01-01T00:00:00Z", [ada])], on_conflict="replace")
+
+    codes = [NOBODY] + [ADA] * 10 + [STRANGER] * 60 + [NOBODY] * 3
+    events, factory = run_door(tmp_path, gallery, codes, {45: drop}, policy={"evidence": "frame"})
+    took = ("unknown", None, f"took the place of {NAME}")
+    assert events == [("recognized", NAME, None), ("unlock", NAME, None), took], events
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)
