@@ -203,10 +203,10 @@ class Recognizer:
         # running (reload_if_changed) or a visit the site memory learned (learn): its version
         # and rows, the build, and whether it is for a learned visit.
         self._pending: tuple[int, Any, Future[Any], bool] | None = None
-        # While a build runs: the newest version and rows read, which answer who is enrolled.
-        self._newest: tuple[int, Any] | None = None
         # _same_meanwhile's: the matcher's faces and the rows it was worked out for, and it.
         self._same: tuple[Any, Any, tuple[dict[str, str], frozenset[str]]] | None = None
+        # While a build runs: the newest version and rows read, which answer who is enrolled.
+        self._newest = None
         # A reload's gallery and settings whose matcher is still being built (start_configure).
         self._switch: _Switch | None = None
         try:
@@ -599,6 +599,17 @@ class Recognizer:
                 names, matches.scores[:count], matches.second[:count], alone, undecided, strict=True
             )
         ]
+
+    @property
+    def _newest(self) -> tuple[int, Any] | None:
+        return self._newest_rows
+
+    @_newest.setter
+    def _newest(self, value: tuple[int, Any] | None) -> None:
+        """Each change of the newest rows drops _same_meanwhile's answer: it holds the
+        matcher's faces (a whole gallery's rows) that a finished build no longer uses."""
+        self._newest_rows = value
+        self._same = None
 
     def _same_meanwhile(self) -> tuple[dict[str, str], frozenset[str]]:
         """While the new matcher builds: {name in the matcher in use: their name in the
@@ -1048,6 +1059,10 @@ class Daemon:
             )
             for decision in self.policy.vote(track.track_id, vote):
                 self._act(decision, frame, faces.boxes[index], track)
+            if (who := self.policy.identity(track.track_id)) is not None:
+                # Also whom it came back to without a new decision (after a stranger took
+                # the place): a later change to them judges this track again.
+                self._recognized.setdefault(track.track_id, set()).add(who)
             track.settled = self.policy.settled(track.track_id)
 
     def _forget_removed(self, recognizer: Recognizer) -> None:

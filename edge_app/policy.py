@@ -286,6 +286,12 @@ class Policy:
     def _unknown(state: _TrackState, track: int, reason: str | None = None) -> Decision:
         return Decision(UNKNOWN, None, max(v.score for v in state.votes), track, reason)
 
+    def identity(self, track: int) -> str | None:
+        """Whom `track` is recognised as now (None: nobody, or not a track it knows); a track
+        that comes back to someone it decided takes them again without a new decision."""
+        state = self._tracks.get(track)
+        return None if state is None else state.identity
+
     def settled(self, track: int) -> bool:
         """Decided, and the latest frame agrees (its own face, for a recognised track): the
         tracker may then embed it only rarely.
@@ -325,15 +331,20 @@ class Policy:
     def forget(self, track: int, *, judged_again: bool = False) -> None:
         """Drop what `track` decided: it ended, or (judged_again) whom it was recognised as
         is no longer in the gallery as then and it is judged afresh, reported again as a new
-        track would be. Judged again, the door it opened stays in its cooldown for it,
-        whatever name the gallery now gives whoever stands in it: a person removed and
-        enrolled anew while in view is not let in twice in one visit."""
+        track would be. Judged again, the door stays in its cooldown for the track, whatever
+        name the gallery now gives whoever stands in it: from the track's own unlock, or the
+        last unlock of anyone it decided (a person let in on an earlier track who stepped
+        back into view). So a person removed and enrolled anew while in view is not let in
+        twice within the cooldown."""
         state = self._tracks.pop(track, None)
         before = self._opened_before.pop(track, None)  # judged again already
         if not judged_again:
             return
-        mine = state.unlocked_at if state is not None else None
-        opened = [when for when in (before, mine) if when is not None]
+        opened = [] if before is None else [before]
+        if state is not None:
+            if state.unlocked_at is not None:
+                opened.append(state.unlocked_at)
+            opened += [self._last_unlock[n] for n in state.decided if n in self._last_unlock]
         if opened:
             self._opened_before[track] = max(opened)
 

@@ -504,9 +504,7 @@ def test_a_person_enrolled_anew_under_another_name_while_in_view_is_one_visit(
     gallery = gallery_of_ada(tmp_path)
 
     def anew() -> None:
-        with Gallery.open(gallery) as db:
-            db.remove([NAME])
-            db.enroll("Ada King", [NewSample(EMBEDDINGS[ADA_FAIR], "2" * 64)])
+        enrolled_anew_as_ada_king(gallery)
 
     codes = [NOBODY] + [ADA] * 60 + [NOBODY] * 3
     got, factory = run_door(tmp_path, gallery, codes, {40: anew}, policy={"cooldown_seconds": 30})
@@ -620,5 +618,38 @@ def test_a_tailgater_is_reported_once_whatever_changes_after(tmp_path: Path) -> 
     events, factory = run_door(tmp_path, gallery, codes, {45: drop}, policy={"evidence": "frame"})
     took = ("unknown", None, f"took the place of {NAME}")
     assert events == [("recognized", NAME, None), ("unlock", NAME, None), took], events
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
+def enrolled_anew_as_ada_king(gallery: Path) -> None:
+    """Ada removed and enrolled again from a new photo as "Ada King" (no template shared)."""
+    with Gallery.open(gallery) as db:
+        db.remove([NAME])
+        db.enroll("Ada King", [NewSample(EMBEDDINGS[ADA_FAIR], "2" * 64)])
+
+
+@pytest.mark.parametrize(
+    "between",
+    [
+        pytest.param([STRANGER] * 8, id="a stranger in her track"),
+        pytest.param([NOBODY] * 15, id="out of view and back"),
+    ],
+)
+def test_ada_back_at_the_door_and_enrolled_anew_is_not_let_in_again(
+    tmp_path: Path, between: list[int]
+) -> None:
+    """Found by a review: Ada, let in, came back into view (into the same track after a
+    stranger stood in it, or on a new track after stepping out) without a new "recognized",
+    so the door did not count that track as hers, or it had no unlock of its own; enrolled
+    anew as "Ada King" then, she was let in a second time within the cooldown. The track
+    she came back to is judged again, with the cooldown of her last unlock."""
+    gallery = gallery_of_ada(tmp_path)
+    codes = [NOBODY] + [ADA] * 10 + between + [ADA] * 40 + [NOBODY] * 3
+    change = {len(codes) - 20: lambda: enrolled_anew_as_ada_king(gallery)}
+    config = {"cooldown_seconds": 30, "evidence": "frame"}
+    events, factory = run_door(tmp_path, gallery, codes, change, policy=config)
+    assert [kind for kind, _, _ in events].count("unlock") == 1, events
+    assert ("denied", "Ada King", "cooldown") in events, events
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)

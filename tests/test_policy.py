@@ -165,7 +165,8 @@ def test_a_track_judged_again_keeps_the_cooldown_of_the_door_it_opened(clock: Cl
     for _ in range(3):
         other = policy.vote(2, Vote("bob", 0.8, 0.1))  # another track: its own visit
     assert kinds(other) == [RECOGNIZED, UNLOCK]
-    policy.forget(2)  # ended, not judged again
+    policy.forget(2, judged_again=True)
+    policy.forget(2)  # then ended: what it carried goes with it
     for _ in range(3):
         fresh = policy.vote(2, Vote("Carol", 0.8, 0.1))
     assert kinds(fresh) == [RECOGNIZED, UNLOCK]
