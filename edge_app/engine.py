@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -161,6 +162,22 @@ def _shipped(what: str, fix: str, load: Callable[[], T]) -> T:
         ) from None
 
 
+def _levels_of(engine: Engine) -> Callable[[int, int], ModelRunner]:
+    """engine._pnet_for for the engine's own cascade, through a weak reference: a bound
+    method would make the engine and its cascade a cycle, which only the garbage collector
+    frees, so an engine dropped (the hub's health check, an idle enrolment engine) kept its
+    interpreters and their threads, about 100 MB, until a collection happened to run."""
+    owner = weakref.ref(engine)
+
+    def pnet_for(height: int, width: int) -> ModelRunner:
+        live = owner()
+        if live is None:
+            raise RuntimeError("the engine this cascade belongs to was released")
+        return live._pnet_for(height, width)
+
+    return pnet_for
+
+
 class Engine:
     def __init__(
         self,
@@ -196,7 +213,7 @@ class Engine:
         [(_, onet_spec)] = manifest.by_role("onet")
         [(_, facenet_spec)] = manifest.by_role("facenet")
         self.cascade = Cascade(
-            self._pnet_for,
+            _levels_of(self),
             self._runner(rnet_spec),
             self._runner(onet_spec),
             min_face=float(min_face or manifest.min_face),

@@ -168,6 +168,8 @@ class WebState:
     history: History
     engine: EngineHolder
     enrol_lock: threading.Lock = field(default_factory=threading.Lock)
+    # One Health check at a time: each opens the models, as doctor does (about 100 MB).
+    health_lock: threading.Lock = field(default_factory=threading.Lock)
     # Each session's People result, shown once after the redirect (post/redirect/get).
     flashes: dict[str, Flash] = field(default_factory=dict)
 
@@ -1186,7 +1188,18 @@ def _health_checks(state: WebState) -> list[dict[str, str]]:
 
 @page
 async def health(request: Request, session: auth.Session) -> Response:
-    checks = await run_in_threadpool(_health_checks, _state(request))
+    state = _state(request)
+
+    def one_at_a_time() -> list[dict[str, str]]:
+        from edge_app import heap
+
+        with state.health_lock:  # tabs reloading it at once wait, not each with its models
+            try:
+                return _health_checks(state)
+            finally:
+                heap.give_back()  # the models the checks opened, freed (edge_app/heap.py)
+
+    checks = await run_in_threadpool(one_at_a_time)
     failed = sum(1 for c in checks if c["status"] == "fail")
     warned = sum(1 for c in checks if c["status"] == "warn")
     return render(

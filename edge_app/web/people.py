@@ -110,13 +110,18 @@ class EngineHolder:
                 self._timer.start()
 
     def release(self) -> None:
+        from edge_app import heap
+
         with self._lock:
-            if self._engine is not None:
+            released = self._engine is not None
+            if released:
                 log.info("web enrolment: models released after %.0f s unused", self.idle_s)
             self._engine = None
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if released:
+                heap.give_back()  # else the hub keeps its peak size (edge_app/heap.py)
 
     @property
     def loaded(self) -> bool:
