@@ -731,7 +731,7 @@ def door_matcher(
     matcher, lookalikes = guard_lookalikes(
         Matcher(matrix, settings, getattr(engine, "cohort", None), memory), mode
     )
-    if report and matcher.site_shared > 0.0:
+    if report and round(matcher.site_shared, 2) > 0.0:  # said only when it reads as more than 0
         log.info(
             "site centring: the enrolled people%s share a direction of length %.2f beyond "
             "their own faces (one camera, one light); %.0f%% of it is removed from every face "

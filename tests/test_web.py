@@ -21,6 +21,7 @@ import sqlite3
 import ssl
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -594,6 +595,43 @@ def test_an_export_import_would_refuse_is_refused_as_the_command_line_refuses_it
     assert "content-disposition" not in refused.headers  # nothing to save
     assert refused.headers["content-type"].startswith("text/html")
     assert f"{reason}; nothing was downloaded" in html.unescape(refused.text)
+
+
+def test_health_pages_asked_at_once_share_one_check(
+    site: Site, user: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review: each Health check opens the models (about 100 MB), and requests waiting
+    for one check at a time each held a worker thread every page shares (60 reloads of the
+    page made the door's status take 5 s). Requests that come while a check runs share it."""
+    from edge_app.web import app as web_app
+
+    real = web_app._health_checks
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[int] = []
+
+    def slow(state: object) -> list[dict[str, str]]:
+        calls.append(1)
+        started.set()
+        assert release.wait(30)
+        return real(state)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(web_app, "_health_checks", slow)
+    cookies = dict(user.cookies)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        first = pool.submit(user.get, "/health", timeout=60)
+        assert started.wait(30)
+        others = [
+            pool.submit(httpx.get, site.url + "/health", cookies=cookies, timeout=60)
+            for _ in range(5)
+        ]
+        time.sleep(0.3)  # they arrive while the check runs
+        release.set()
+        replies = [first.result(), *(future.result() for future in others)]
+    assert [reply.status_code for reply in replies] == [200] * 6
+    assert all("Health" in reply.text for reply in replies)
+    assert len(calls) == 1  # one check for all six
+    assert user.get("/health").status_code == 200 and len(calls) == 2  # the next: its own
 
 
 class _FillingDisk(io.RawIOBase):

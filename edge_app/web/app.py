@@ -17,6 +17,7 @@ Security model (docs/WEB.md):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import io
@@ -168,8 +169,9 @@ class WebState:
     history: History
     engine: EngineHolder
     enrol_lock: threading.Lock = field(default_factory=threading.Lock)
-    # One Health check at a time: each opens the models, as doctor does (about 100 MB).
-    health_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The Health check running, which requests that come meanwhile share: each opens the
+    # models, as doctor does (about 100 MB), so one runs at a time, on one worker thread.
+    health_check: asyncio.Future[list[dict[str, str]]] | None = None
     # Each session's People result, shown once after the redirect (post/redirect/get).
     flashes: dict[str, Flash] = field(default_factory=dict)
 
@@ -1190,16 +1192,22 @@ def _health_checks(state: WebState) -> list[dict[str, str]]:
 async def health(request: Request, session: auth.Session) -> Response:
     state = _state(request)
 
-    def one_at_a_time() -> list[dict[str, str]]:
+    def check() -> list[dict[str, str]]:
         from edge_app import heap
 
-        with state.health_lock:  # tabs reloading it at once wait, not each with its models
-            try:
-                return _health_checks(state)
-            finally:
-                heap.give_back()  # the models the checks opened, freed (edge_app/heap.py)
+        try:
+            return _health_checks(state)
+        finally:
+            heap.give_back()  # the models the checks opened, freed (edge_app/heap.py)
 
-    checks = await run_in_threadpool(one_at_a_time)
+    # Tabs reloading the page share the check under way (started a moment before they
+    # came) rather than queue their own, each holding a worker thread the other pages need.
+    if state.health_check is None or state.health_check.done():
+        state.health_check = asyncio.ensure_future(run_in_threadpool(check))
+        # Its failure is every waiting request's; if none is left, it is dropped here.
+        state.health_check.add_done_callback(lambda done: done.cancelled() or done.exception())
+    # Shielded: a request whose client went away does not cancel the others' check.
+    checks = await asyncio.shield(state.health_check)
     failed = sum(1 for c in checks if c["status"] == "fail")
     warned = sum(1 for c in checks if c["status"] == "warn")
     return render(
