@@ -252,7 +252,7 @@ def test_enrol_from_the_door_camera(door: Door, browser, camera_clip: Clip) -> N
     # The door starts only with a gallery (possibly empty; the other test may have made it).
     Gallery.open(door.folder / "state" / "gallery.db", create=True).close()
     log_in(browser, door.url, PASSWORD)
-    running = door.run(camera_clip.path)
+    running = door.run(camera_clip.path, realtime=True)  # read unpaced, it ends in seconds
     try:
         browser.get(door.url + "/")
         wait_for(browser, "#live img.live", timeout=120)  # the door delivers frames
