@@ -112,20 +112,13 @@ class CohortNormaliser:
         sims = np.clip(rows @ self._cohort_t, -1.0, 1.0)
         return self._reduce(sims, sims.shape[1])
 
-    def normalise(
-        self,
-        sims: np.ndarray,
-        probes: np.ndarray,
-        templates: tuple[np.ndarray, np.ndarray],
-    ) -> np.ndarray:
-        """(N, S) cosine similarities of N probes to S samples, the probes, and the samples'
-        stats (from stats(), once per gallery) -> normalised scores on the cosine scale."""
-        t_mu, t_sd = templates
-        probe_stats = None
-        if self.mode != "z-norm":
-            p_mu, p_sd = self.stats(probes)
-            probe_stats = (p_mu[:, None], p_sd[:, None])
-        return self.scores(sims, probe_stats, (t_mu[None, :], t_sd[None, :]))
+    def probe_side(self, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The probes' (N, 1) mean and std for scores(), computed once for however many
+        blocks of samples they are scored against; None for z-norm, which does not use them."""
+        if self.mode == "z-norm":
+            return None
+        p_mu, p_sd = self.stats(probes)
+        return p_mu[:, None], p_sd[:, None]
 
     def scores(
         self,
@@ -135,16 +128,23 @@ class CohortNormaliser:
     ) -> np.ndarray:
         """The normalisation itself, elementwise: sims and both sides' (mean, std) broadcast
         together (probe may be None for z-norm, which does not use it)."""
+        # In place on one or two arrays the size of `sims` (a block of several MB from the
+        # lookalike check): each new one costs fresh pages, not only the arithmetic.
         if self.mode == "z-norm":
-            score = (sims - template[0]) / template[1]
+            score = sims - template[0]
+            score /= template[1]
         else:
             assert probe is not None, "t-norm and s-norm use the probe's cohort statistics"
-            t_score = (sims - probe[0]) / probe[1]
-            if self.mode == "t-norm":
-                score = t_score
-            else:
-                score = 0.5 * ((sims - template[0]) / template[1] + t_score)
-        return (self.centre + self.spread * score).astype(np.float32)
+            score = sims - probe[0]
+            score /= probe[1]
+            if self.mode == "s-norm":
+                template_score = sims - template[0]
+                template_score /= template[1]
+                score += template_score
+                score *= 0.5
+        score *= self.spread
+        score += self.centre
+        return score.astype(np.float32, copy=False)
 
 
 def load_cohort(

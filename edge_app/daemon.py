@@ -1337,8 +1337,8 @@ class Daemon:
         """While a part of the start that grows with the data runs, tell systemd every
         START_EXTEND_EVERY seconds that the start goes on, so TimeoutStartSec= (120 s) does
         not end a start that is making progress: the gallery's matcher (its lookalike check
-        grows with the square of the gallery: a minute on x86 at 5,000 people, several on a
-        Pi) and the retention's first deletion of a long history. Only these parts: a start
+        grows with the square of the gallery: about 25 s on x86 at 5,000 people, minutes on
+        a Pi) and the retention's first deletion of a long history. Only these parts: a start
         that hangs elsewhere (a camera, a USB accelerator) still times out."""
         done = threading.Event()
         started = time.monotonic()

@@ -279,16 +279,17 @@ class Matcher:
         # trimmed_mean layout: each person's similarities scattered into a (P, Kmax) block,
         # padded with NaN (np.sort puts NaN last), and which sorted ranks survive the trim.
         k_max = int(counts.max()) if len(counts) else 0
-        rank = np.arange(len(matrix)) - self._starts[matrix.person]
-        self._slot = (matrix.person.astype(np.intp), rank)
-        self._shape = (len(matrix.names), k_max)
+        self._person = matrix.person.astype(np.intp)
+        self._rank = np.arange(len(matrix)) - self._starts[matrix.person]
+        self._k_max = k_max
         cut = np.floor(counts * settings.trim).astype(np.intp)
         ranks = np.arange(k_max)
         self._keep = (ranks >= cut[:, None]) & (ranks < (counts - cut)[:, None])
         self._kept = self._keep.sum(axis=1).astype(np.float32)
         # Probes per chunk of cohort.CHUNK similarities (each one's row of similarities, its
-        # trimmed_mean block, its cohort similarities), so a large batch of probes and the
-        # lookalike check stay bounded whatever the gallery's size. Within one chunk (every
+        # trimmed_mean block, its cohort similarities), so a large batch of probes stays
+        # bounded whatever the gallery's size (the lookalike check has tiles of its own,
+        # lookalikes()). Within one chunk (every
         # frame's few faces) the result is exactly as in one block; across chunks the matrix
         # product may round the last bit differently.
         widest = max(
@@ -312,31 +313,83 @@ class Matcher:
         )
 
     def _person_scores(self, probes: np.ndarray) -> np.ndarray:
-        # A NaN or inf anywhere makes the whole probe NaN: the clip below would turn an inf
-        # product into a perfect 1.
+        probes = self._prepared(probes)
+        return self._against(probes, self._probe_side(probes), 0, len(self.matrix.names))
+
+    def _prepared(self, probes: np.ndarray) -> np.ndarray:
+        """Probes as the templates are: centred on the site. A NaN or inf anywhere makes the
+        whole probe NaN: the clip in _similarities would turn an inf product into a perfect 1."""
         probes = np.where(np.isfinite(probes).all(axis=1, keepdims=True), probes, np.nan)
-        if self._centred:
-            probes = _centred(probes, self.site)
-        sims = self._similarities(probes, self.matrix.embeddings, self._template_stats)
-        if self.settings.aggregate == "best":
-            return np.maximum.reduceat(sims, self._starts, axis=1)
-        if self.settings.aggregate == "mean":
-            return np.add.reduceat(sims, self._starts, axis=1) / self._counts
-        block = np.full((probes.shape[0], *self._shape), np.nan, dtype=np.float32)
-        block[:, self._slot[0], self._slot[1]] = sims
+        return _centred(probes, self.site) if self._centred else probes
+
+    def _probe_side(self, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The prepared probes' cohort statistics (None without a normaliser, or z-norm)."""
+        return None if self.normaliser is None else self.normaliser.probe_side(probes)
+
+    def _against(
+        self,
+        probes: np.ndarray,
+        probe_side: tuple[np.ndarray, np.ndarray] | None,
+        first: int,
+        last: int,
+    ) -> np.ndarray:
+        """(N, last - first) aggregated scores of prepared probes against the people `first`
+        to `last - 1` alone."""
+        if first >= last:
+            return np.zeros((probes.shape[0], 0), np.float32)
+        sims, low = self._scored(probes, probe_side, first, last)
+        starts = self._starts[first:last] - low
+        aggregate = self.settings.aggregate
+        if aggregate == "best":
+            return np.maximum.reduceat(sims, starts, axis=1)
+        if aggregate == "mean":
+            return np.add.reduceat(sims, starts, axis=1) / self._counts[first:last]
+        high = low + sims.shape[1]
+        block = np.full((probes.shape[0], last - first, self._k_max), np.nan, dtype=np.float32)
+        block[:, self._person[low:high] - first, self._rank[low:high]] = sims
         block = np.sort(block, axis=2)
-        return np.where(self._keep, block, np.float32(0)).sum(axis=2) / self._kept
+        keep = self._keep[first:last]
+        return np.where(keep, block, np.float32(0)).sum(axis=2) / self._kept[first:last]
+
+    def _scored(
+        self,
+        probes: np.ndarray,
+        probe_side: tuple[np.ndarray, np.ndarray] | None,
+        first: int,
+        last: int,
+    ) -> tuple[np.ndarray, int]:
+        """The scores of prepared probes against each template of the people `first` to
+        `last - 1` (a contiguous block of the matrix), and the block's first row."""
+        starts = self._starts
+        low = int(starts[first])
+        high = int(starts[last]) if last < len(starts) else len(self.matrix)
+        stats = self._template_stats
+        sims = self._similarities(
+            probes,
+            self.matrix.embeddings[low:high],
+            None if stats is None else (stats[0][low:high], stats[1][low:high]),
+            probe_side,
+        )
+        return sims, low
 
     def _similarities(
-        self, probes: np.ndarray, templates: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None
+        self,
+        probes: np.ndarray,
+        templates: np.ndarray,
+        stats: tuple[np.ndarray, np.ndarray] | None,
+        probe_side: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """(N, T) scores of probes against templates (both already centred), normalised with
-        the templates' cohort statistics `stats` when the threshold was derived so."""
+        the templates' cohort statistics `stats` when the threshold was derived so, and the
+        probes' (`probe_side`, computed here when not given)."""
         # Clipped to the cosine scale: rows are unit vectors (the gallery refuses and
         # renormalises others), and this keeps a stray one from outscoring every threshold.
-        sims = np.clip(probes @ templates.T, -1.0, 1.0)
+        sims = probes @ templates.T
+        np.clip(sims, -1.0, 1.0, out=sims)
         if self.normaliser is not None and stats is not None:
-            sims = self.normaliser.normalise(sims, probes, stats)
+            if probe_side is None:
+                probe_side = self.normaliser.probe_side(probes)
+            sims = self.normaliser.scores(sims, probe_side, (stats[0][None, :], stats[1][None, :]))
         return sims
 
     def sample_scores(
@@ -396,23 +449,42 @@ class Matcher:
         if people < 2:
             return []
         threshold = self.settings.threshold
-        starts = faces.starts
-        ends = starts + faces.counts
-        # Whole people at a time, about self._rows faces (one person if they have more): the
-        # (faces, people) block stays bounded. A pair is kept from each side that scores at
-        # or above the threshold, or NaN (which the pair's maximum keeps, and drops below).
+        # Tiles of whole people on both sides, about SIDE faces by SIDE templates (one person
+        # if they have more): the (faces, people) block stays bounded, and each tile of
+        # templates is read from memory once per SIDE faces, not once per face.
+        side = max(1, math.isqrt(CHUNK))
+        probe_tiles = _tiles(faces.starts, faces.counts, side)
+        width = self._k_max if self.settings.aggregate == "trimmed_mean" else None
+        template_tiles = _tiles(self._starts, self.matrix.counts, side, width)
+        # A pair is kept from each side that scores at or above the threshold, or NaN (which
+        # the pair's maximum keeps, and drops below). With "best" a person's score is their
+        # best template's: the pairs are read from the templates' scores at once, without
+        # the two grouped maxima (a fifth of the check's time).
+        best = self.settings.aggregate == "best"
         pairs, values = [], []
-        first = 0
-        while first < people:
-            last = max(first + 1, int(np.searchsorted(ends, starts[first] + self._rows, "right")))
-            block = slice(int(starts[first]), int(ends[last - 1]))
-            scores = self.person_scores(faces.embeddings[block])  # (faces, people)
-            scores[np.arange(len(scores)), faces.person[block]] = -np.inf  # not themselves
-            worst = np.maximum.reduceat(scores, starts[first:last] - starts[first], axis=0)
-            a, b = np.nonzero(~(worst < threshold))
-            pairs.append(np.stack([a + first, b]))
-            values.append(worst[a, b])
-            first = last
+        for first, last in probe_tiles:
+            rows = slice(
+                int(faces.starts[first]), int(faces.starts[last - 1] + faces.counts[last - 1])
+            )
+            probes = self._prepared(faces.embeddings[rows])
+            probe_side = self._probe_side(probes)
+            groups = faces.starts[first:last] - faces.starts[first]
+            for among in template_tiles:  # people [first, last) of the templates
+                if best:
+                    scores, row = self._scored(probes, probe_side, *among)  # (faces, templates)
+                    hits = np.flatnonzero(~(scores < threshold))  # 15x np.nonzero's speed
+                    face, template = np.divmod(hits, scores.shape[1])
+                    a, b = faces.person[rows][face], self._person[row + template]
+                    value = scores[face, template]
+                else:
+                    scores = self._against(probes, probe_side, *among)  # (faces, people)
+                    worst = np.maximum.reduceat(scores, groups, axis=0)  # (people, people)
+                    a, b = np.nonzero(~(worst < threshold))
+                    value = worst[a, b]
+                    a, b = a + first, b + among[0]
+                other = a != b  # a face against its own person's templates: not a pair
+                pairs.append(np.stack([a[other], b[other]]))
+                values.append(value[other])
         pair, value = np.concatenate(pairs, axis=1), np.concatenate(values)
         # Each pair once, lower index first, with the higher of its two sides' scores.
         key = pair.min(axis=0).astype(np.int64) * people + pair.max(axis=0)
@@ -428,6 +500,22 @@ class Matcher:
             if score >= threshold
         ]
         return sorted(found, key=lambda pair: -pair.score)
+
+
+def _tiles(
+    starts: np.ndarray, counts: np.ndarray, size: int, width: int | None = None
+) -> list[tuple[int, int]]:
+    """People split into runs [first, last) of about `size` rows each (rows counted by
+    `counts`, or `width` each), whole people, at least one person a run."""
+    rows = np.full(len(counts), width) if width is not None else counts
+    ends = np.cumsum(rows)
+    tiles, first = [], 0
+    while first < len(counts):
+        done = int(ends[first - 1]) if first else 0
+        last = max(first + 1, int(np.searchsorted(ends, done + size, "right")))
+        tiles.append((first, last))
+        first = last
+    return tiles
 
 
 def describe_lookalikes(found: list[Lookalike], most: int = 5) -> str:

@@ -85,7 +85,8 @@ def test_z_norm_lowers_a_face_that_resembles_everybody() -> None:
     mu, sd = normaliser.stats(np.stack([hub, ordinary]))
     assert mu[0] > mu[1]
     same_raw = np.array([[0.5, 0.5]], np.float32)
-    scores = normaliser.normalise(same_raw, ordinary[None], (mu, sd))
+    probe = normaliser.probe_side(ordinary[None])
+    scores = normaliser.scores(same_raw, probe, (mu[None, :], sd[None, :]))
     assert scores[0, 0] < scores[0, 1]
 
 
