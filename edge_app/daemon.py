@@ -794,6 +794,9 @@ class Daemon:
         # enrolled when they were last looked at (_forget_removed).
         self._recognized: dict[int, set[str]] = {}
         self._enrolled: Any = None
+        # Per live track with undecided frames: the latest one's face (when snapshots are on)
+        # and source time, for the `unknown` its end may report (Policy.end).
+        self._undecided_view: dict[int, tuple[np.ndarray | None, float]] = {}
         self.pulse_seconds = config.gpio.pulse_seconds
         # The control socket (edge_app.control): status, events, frames and remote unlock.
         self.control: ControlServer | None = None
@@ -1046,6 +1049,11 @@ class Daemon:
         self.tracker.mark_embedded(chosen)
         for index, track, vote in zip(due, chosen, votes, strict=True):
             if vote.undecided:  # a template of whom it matched removed: after the build
+                self.policy.undecided(track.track_id, vote)
+                assert self.events is not None, "_process before _start()"
+                crop = face_crop(frame, faces.boxes[index]) if self.events.snapshots else None
+                view = None if crop is None else crop.copy()  # not the whole frame it is of
+                self._undecided_view[track.track_id] = (view, frame.timestamp)
                 track.settled = False  # evaluated again on the next frame
                 continue
             log.debug(
@@ -1129,7 +1137,8 @@ class Daemon:
 
     def _end_tracks(self, ended: list[Track]) -> None:
         """Tracks whose face has left (or the source ended): a visit judged a stranger
-        teaches the site memory ([recognition] learn_site), then the track is forgotten."""
+        teaches the site memory ([recognition] learn_site), one the door could not judge
+        while the gallery changed is reported (Policy.end), then the track is forgotten."""
         learner = self.recognizer
         if learner is not None and learner.memory is None:
             learner = None  # learn_site off
@@ -1138,7 +1147,18 @@ class Daemon:
                 pooled = self.pool.pooled(track.track_id)
                 if pooled is not None:
                     learner.learn(pooled, self._now)
-            self.policy.forget(track.track_id)
+            view = self._undecided_view.pop(track.track_id, None)
+            for decision in self.policy.end(track.track_id):
+                assert self.events is not None, "_end_tracks before _start()"
+                crop, seen = view if view is not None else (None, self._now)
+                self.events.record(
+                    decision.kind,
+                    score=decision.score,
+                    track=track.track_id,
+                    source_time=seen,
+                    reason=decision.reason,
+                    crop=crop,
+                )
             self.pool.forget(track.track_id)
             self._parallax.pop(track.track_id, None)
             self._recognized.pop(track.track_id, None)

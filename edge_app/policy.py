@@ -8,7 +8,10 @@ crossing in one track are two decisions; the person it comes back to is not deci
 the per-person cooldown also covers a person who steps out of view and back, and a track
 judged again because whom it was recognised as left the gallery (a person removed and
 enrolled anew under another name while in view) keeps the cooldown of the door it opened.
-Unknown faces are reported, never acted on.
+Unknown faces are reported, never acted on. A frame the door cannot count (Vote.undecided:
+the gallery changing under the person in view) decides nothing; a track seen for a window of
+frames that ends with such frames and nothing reported is reported `unknown` at its end
+(end(), reason UNDECIDED), so no visit goes unrecorded.
 
 A track is recognised as a person, and the door opens, only on a frame whose own face
 could be that person (Vote.alone), in every liveness mode: with `[policy] evidence =
@@ -68,6 +71,9 @@ NOT_LIVE_LOGGED = "not live (log mode: not enforced)"
 NO_ACCESS = "no access"
 CLOCK_NOT_SET = "clock not set"  # allowed_hours, and nothing has set the wall clock
 TOOK_PLACE = "took the place"  # an unknown face in a recognised person's track: "... of NAME"
+# An unknown reported when a track ends whose frames were undecided (Vote.undecided): the
+# gallery changed under the person in view and the door could not tell who they were.
+UNDECIDED = "undecided: the gallery was changing while in view"
 # How far under the recognition threshold a frame's own face may score and still count as
 # the person the track's pooled evidence names (Vote.alone): for opening the door and for
 # liveness. A face one frame at a time scores lower than the pool that recognised it; a
@@ -157,6 +163,10 @@ class _TrackState:
     decided: set[str] = field(default_factory=set)  # people this track unlocked or denied
     taken_over: bool = False  # a recognised person's place in it was taken by another face
     unlocked_at: float | None = None  # when it last opened the door (the policy clock)
+    reported: bool = False  # it made a decision (an event), whatever it was
+    frames: int = 0  # frames evaluated, undecided ones included
+    undecided: int = 0  # frames not counted: Vote.undecided
+    undecided_score: float = float("-inf")  # the best of their scores
 
 
 class Policy:
@@ -175,8 +185,10 @@ class Policy:
         self.wall_clock = wall_clock if wall_clock is not None else WallClock()
         self._tracks: dict[int, _TrackState] = {}
         self._last_unlock: dict[str, float] = {}
-        # Tracks judged again (forget(judged_again=True)): when each last opened the door.
+        # Tracks judged again (forget(judged_again=True)): when each last opened the door,
+        # and those that had reported something before.
         self._opened_before: dict[int, float] = {}
+        self._reported_before: set[int] = set()
         self.liveness = LiveRule()  # off until configured
         self.configure(config or PolicyConfig(), liveness)
 
@@ -221,13 +233,52 @@ class Policy:
             live.add(score)
         return live
 
-    def vote(self, track: int, vote: Vote) -> list[Decision]:
-        """Record one evaluated frame of a track; the decisions it triggers, in order."""
+    def _state(self, track: int) -> _TrackState:
         state = self._tracks.get(track)
         if state is None:
             state = self._tracks[track] = _TrackState(
                 deque(maxlen=self.window), self._live_frames()
             )
+        return state
+
+    def vote(self, track: int, vote: Vote) -> list[Decision]:
+        """Record one evaluated frame of a track; the decisions it triggers, in order."""
+        state = self._state(track)
+        state.frames += 1
+        decisions = self._vote(state, track, vote)
+        state.reported = state.reported or bool(decisions)
+        return decisions
+
+    def undecided(self, track: int, vote: Vote) -> None:
+        """Record a frame of `track` that cannot be counted (Vote.undecided: the person it
+        matched lost a template while the gallery's matcher builds). It decides nothing;
+        a track that ends with such frames and nothing reported is reported by end()."""
+        state = self._state(track)
+        state.frames += 1
+        state.undecided += 1
+        state.undecided_score = max(state.undecided_score, vote.score)
+
+    def end(self, track: int) -> list[Decision]:
+        """The face of `track` left (or the source ended): what its end reports, then it
+        is forgotten. A track that reported nothing, seen for at least `window` frames of
+        which some were undecided, is reported `unknown` with reason UNDECIDED: a visit
+        the door could not judge while the gallery changed leaves a record (a stranger's
+        shorter than the window leaves none, as it would have been judged on no fewer)."""
+        state = self._tracks.get(track)
+        decisions = []
+        if (
+            state is not None
+            and state.undecided
+            and not state.reported
+            and track not in self._reported_before
+            and state.frames >= self.window
+        ):
+            scores = [state.undecided_score, *(v.score for v in state.votes)]
+            decisions.append(Decision(UNKNOWN, None, max(scores), track, UNDECIDED))
+        self.forget(track)
+        return decisions
+
+    def _vote(self, state: _TrackState, track: int, vote: Vote) -> list[Decision]:
         state.votes.append(vote)
         mode = self.liveness.mode
         if mode != OFF and vote.liveness is not None:
@@ -338,8 +389,12 @@ class Policy:
         twice within the cooldown."""
         state = self._tracks.pop(track, None)
         before = self._opened_before.pop(track, None)  # judged again already
+        reported = track in self._reported_before or (state is not None and state.reported)
+        self._reported_before.discard(track)
         if not judged_again:
             return
+        if reported:
+            self._reported_before.add(track)
         opened = [] if before is None else [before]
         if state is not None:
             if state.unlocked_at is not None:

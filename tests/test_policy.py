@@ -14,6 +14,7 @@ from edge_app.policy import (
     NO_ACCESS,
     RECOGNIZED,
     SPOOF,
+    UNDECIDED,
     UNKNOWN,
     UNLOCK,
     Policy,
@@ -178,6 +179,58 @@ def test_a_track_judged_again_keeps_the_cooldown_of_the_door_it_opened(clock: Cl
     for _ in range(3):
         later = policy.vote(1, Vote("Alice King", 0.8, 0.1))
     assert kinds(later) == [RECOGNIZED, UNLOCK]
+
+
+def undecided(score: float = 0.7) -> Vote:
+    """A frame matched to someone whose templates are changing (the daemon's Recognizer)."""
+    return Vote(None, score, 0.1, undecided=True)
+
+
+def test_a_track_the_door_could_not_judge_is_reported_when_it_ends(clock: Clock) -> None:
+    """A review: a visit whose frames were all undecided (the gallery changing under it)
+    left no event. Seen for a window's worth of frames it is reported `unknown` at its end,
+    with the best score of its frames; a shorter one is not, as a stranger's is not."""
+    policy = make(clock)
+    for _ in range(4):
+        policy.undecided(1, undecided(0.7))
+    policy.undecided(1, undecided(0.9))
+    (ended,) = policy.end(1)
+    assert (ended.kind, ended.name, ended.reason, ended.score) == (UNKNOWN, None, UNDECIDED, 0.9)
+    assert policy.end(1) == []  # forgotten with its end
+    for _ in range(4):
+        policy.undecided(2, undecided())
+    assert policy.end(2) == []  # shorter than the window
+    for _ in range(3):  # undecided frames and counted ones of nobody: nothing decided
+        policy.undecided(3, undecided())
+        assert policy.vote(3, Vote(None, 0.3, 0.1)) == []
+    assert kinds(policy.end(3)) == [UNKNOWN]
+    assert policy.stranger(3) is False  # never a stranger the site memory learns from
+    assert policy.end(4) == []  # a track it never saw
+
+
+def test_a_track_that_reported_its_visit_reports_nothing_more_at_its_end(clock: Clock) -> None:
+    policy = make(clock)
+    for _ in range(3):
+        decisions = policy.vote(1, alice())
+    assert kinds(decisions) == [RECOGNIZED, UNLOCK]
+    for _ in range(5):
+        policy.undecided(1, undecided())
+    assert policy.end(1) == []
+    # Judged again after a report (whom it was recognised as changed): the visit was told.
+    for _ in range(3):
+        policy.vote(2, Vote("bob", 0.8, 0.1))
+    policy.forget(2, judged_again=True)
+    for _ in range(6):
+        policy.undecided(2, undecided())
+    assert policy.end(2) == []
+    for _ in range(5):  # a stranger reported, then undecided frames
+        policy.vote(3, Vote(None, 0.3, 0.1))
+    policy.undecided(3, undecided())
+    assert policy.end(3) == []
+    # The track number comes back for a new face after its end: that visit is its own.
+    for _ in range(5):
+        policy.undecided(2, undecided())
+    assert kinds(policy.end(2)) == [UNKNOWN]
 
 
 def test_allowed_hours(clock: Clock) -> None:
