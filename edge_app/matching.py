@@ -473,15 +473,20 @@ class Matcher:
                 if best:
                     scores, row = self._scored(probes, probe_side, *among)  # (faces, templates)
                     hits = np.flatnonzero(~(scores < threshold))  # 15x np.nonzero's speed
+                    if not len(hits):
+                        continue
+                    # Each (person, person) pair once per tile, with its best hit: what is kept
+                    # grows with the pairs found, not with the faces x templates that match.
                     face, template = np.divmod(hits, scores.shape[1])
-                    a, b = faces.person[rows][face], self._person[row + template]
-                    value = scores[face, template]
+                    worst = np.full((last - first, among[1] - among[0]), -np.inf, np.float32)
+                    owners = (faces.person[rows][face] - first, self._person[row + template])
+                    np.maximum.at(worst, (owners[0], owners[1] - among[0]), scores[face, template])
                 else:
                     scores = self._against(probes, probe_side, *among)  # (faces, people)
                     worst = np.maximum.reduceat(scores, groups, axis=0)  # (people, people)
-                    a, b = np.nonzero(~(worst < threshold))
-                    value = worst[a, b]
-                    a, b = a + first, b + among[0]
+                a, b = np.nonzero(~(worst < threshold))
+                value = worst[a, b]
+                a, b = a + first, b + among[0]
                 other = a != b  # a face against its own person's templates: not a pair
                 pairs.append(np.stack([a[other], b[other]]))
                 values.append(value[other])
