@@ -11,7 +11,10 @@ enrolled anew under another name while in view) keeps the cooldown of the door i
 Unknown faces are reported, never acted on. A frame the door cannot count (Vote.undecided:
 the gallery changing under the person in view) decides nothing; a track seen for a window of
 frames that ends with such frames and nothing reported is reported `unknown` at its end
-(end(), reason UNDECIDED), so no visit goes unrecorded.
+(end(), reason UNDECIDED), as a stranger's visit would have been. A track that reported its
+visit reports nothing more: a stranger who steps into a recognised resident's track and
+whose frames are all undecided is not reported (their frames never fill the window that
+"took the place" needs).
 
 A track is recognised as a person, and the door opens, only on a frame whose own face
 could be that person (Vote.alone), in every liveness mode: with `[policy] evidence =

@@ -555,7 +555,7 @@ def test_a_person_enrolled_anew_under_another_name_while_in_view_is_one_visit(
     [
         pytest.param([NOBODY] + [ADA] * 40 + [NOBODY] * 3, 35, JUDGED_AGAIN, id="in view"),
         # She leaves before the build is in use: her visit was reported already, so the end
-        # of her undecided frames reports nothing more (no `unknown` for a resident).
+        # of her undecided frames reports nothing more (no `unknown` after her unlock).
         pytest.param([NOBODY] + [ADA] * 30 + [NOBODY] * 15, 44, JUDGED_AGAIN[:2], id="gone before"),
     ],
 )
