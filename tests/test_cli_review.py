@@ -230,11 +230,34 @@ def test_doctor_warns_of_photos_of_several_people_under_one_name(tmp_path: Path)
 
     assert gallery.status == "ok"
     assert several.area == "one person each" and several.status == "warn"
-    assert "'Emma': 2 of 2" in several.detail and "Bob" not in several.detail
+    assert "for 1 person ('Emma': 2 of 2)" in several.detail and "Bob" not in several.detail
     assert several.fix.startswith("edge-app remove NAME")
     with Gallery.open(db) as fixed:
         fixed.remove(["Emma"])
     assert [check.area for check in _gallery_checks(config)] == ["gallery"]
+
+
+def test_doctor_names_the_first_few_of_many_people_with_mixed_photos(tmp_path: Path) -> None:
+    """Found on a 5,000-person gallery of random embeddings: the row named every one of
+    them, a single line of about 100 KB that buried the rows after it. It names the first
+    ten and counts the rest, as the lookalikes row does."""
+    from edge_app.commands.doctor import _gallery_checks
+    from edge_app.config import parse_config
+
+    db = tmp_path / "gallery.db"
+    rng = np.random.default_rng(3)
+    with Gallery.open(db, create=True) as gallery:
+        for i in range(25):
+            rows = rng.standard_normal((2, EMBEDDING_DIM)).astype(np.float32)
+            rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+            gallery.enroll(f"Person {i:02}", [NewSample(r, f"{i}-{j}") for j, r in enumerate(rows)])
+
+    _, several = _gallery_checks(parse_config({"gallery": {"path": str(db)}}))
+
+    assert "for 25 people ('Person 00': 2 of 2, 'Person 01'" in several.detail
+    assert "'Person 09': 2 of 2 and 15 more)" in several.detail
+    assert "Person 10" not in several.detail
+    assert len(several.detail) < 400
 
 
 def test_doctor_checks_the_camera_and_relay_the_config_names(tmp_path: Path) -> None:

@@ -892,7 +892,7 @@ def _gallery_schema(path: Path) -> int | None:
 
 
 def _gallery_checks(config: Config | None) -> list[Check]:
-    from edge_app.errors import UserError
+    from edge_app.errors import UserError, first_few
     from edge_app.gallery import SCHEMA_VERSION as GALLERY_SCHEMA
     from edge_app.gallery import Gallery, GalleryDamaged
 
@@ -934,12 +934,15 @@ def _gallery_checks(config: Config | None) -> list[Check]:
         Check("gallery", status, f"{path}: {len(people)} people, mode {mode:o}{narrowed}", fix)
     ]
     if several:
-        names = "; ".join(f"{name!r}: {odd} of {photos}" for name, photos, odd in several)
+        # The first few, as the lookalikes row: a gallery imported from a mixed source can
+        # hold thousands, and one line of each would bury every other row.
+        names = first_few([f"{name!r}: {odd} of {photos}" for name, photos, odd in several], 10)
+        count = "1 person" if len(several) == 1 else f"{len(several)} people"
         checks.append(
             Check(
                 "one person each",
                 "warn",
-                f"photos that look like someone else under one name ({names}): "
+                f"photos that look like someone else under one name, for {count} ({names}): "
                 "each face lets in the name it is under",
                 "edge-app remove NAME, then enrol NAME again from photos of that person only",
             )
