@@ -83,6 +83,8 @@ from edge_app.storage import storage_problem
 log = logging.getLogger(__name__)
 
 EMBEDDING_BYTES = EMBEDDING_DIM * 4  # little-endian float32
+# Rows summed at once in float64 (GalleryMatrix.person_sums): 32 MB, whatever the gallery.
+SUM_ROWS = 8192
 FILE_MODE = 0o600
 BUSY_TIMEOUT_MS = 5000
 MAX_NAME_LENGTH = 100
@@ -333,6 +335,19 @@ class GalleryMatrix:
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
 
+    def person_sums(self) -> np.ndarray:
+        """(P, 512) float64: the sum of each person's rows, SUM_ROWS rows at a time, so no
+        float64 copy of the whole gallery is made (400 MB at 5,000 people x 10 rows)."""
+        starts, ends = self.starts, self.starts + self.counts
+        sums = np.empty((len(starts), self.embeddings.shape[1]), np.float64)
+        first = 0
+        while first < len(starts):
+            last = max(first + 1, int(np.searchsorted(ends, starts[first] + SUM_ROWS, "right")))
+            rows = self.embeddings[starts[first] : ends[last - 1]].astype(np.float64)
+            sums[first:last] = np.add.reduceat(rows, starts[first:last] - starts[first], axis=0)
+            first = last
+        return sums
+
     def same_people_in(self, later: GalleryMatrix, *, whole: bool = False) -> dict[str, str]:
         """{name here: name in `later`} for each person of this matrix whom `later` still
         holds, under the name they have there (their own, or another after a rename).
@@ -429,12 +444,18 @@ class GalleryMatrix:
         the typical single photo is (docs/ACCURACY.md, "Person centroid")."""
         if not self.names:
             return self
-        sums = np.add.reduceat(self.embeddings.astype(np.float64), self.starts, axis=0)
+        sums = self.person_sums()
         centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-        person = np.concatenate([self.person, np.arange(len(self.names), dtype=self.person.dtype)])
-        order = np.argsort(person, kind="stable")
-        rows = np.concatenate([self.embeddings, centroids.astype(self.embeddings.dtype)])
-        return GalleryMatrix(rows[order], person[order], self.names, self.no_access)
+        # Written in place, one new matrix: every row moves down by the centroids of the
+        # people before it, and each centroid follows its person's last row.
+        people = np.arange(len(self.names))
+        at = self.starts + self.counts + people  # where each centroid goes
+        moved = np.arange(len(self)) + self.person  # where each row goes
+        rows = np.empty((len(self) + len(people), self.embeddings.shape[1]), self.embeddings.dtype)
+        rows[moved], rows[at] = self.embeddings, centroids
+        person = np.empty(len(rows), self.person.dtype)
+        person[moved], person[at] = self.person, people
+        return GalleryMatrix(rows, person, self.names, self.no_access)
 
 
 @dataclass(frozen=True)

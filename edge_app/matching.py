@@ -90,7 +90,8 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 def _centred(rows: np.ndarray, site: np.ndarray) -> np.ndarray:
     """rows with `site` removed, back to unit length; a zero row stays zero (unit(-site)
     would be a real template, the same for every unusable sample, that strangers match)."""
-    moved = _unit(rows - site)
+    moved = rows - site
+    moved /= np.maximum(np.linalg.norm(moved, axis=-1, keepdims=True), 1e-12)  # _unit, in place
     moved[~np.any(rows, axis=-1)] = 0
     return moved
 
@@ -114,8 +115,7 @@ def site_direction(matrix: GalleryMatrix, memory: SiteMemory | None = None) -> n
     counted = memory is not None and memory.ready and names > 0
     if names < (1 if counted else 2):
         return np.zeros(EMBEDDING_DIM, np.float32)
-    sums = np.add.reduceat(matrix.embeddings.astype(np.float64), matrix.starts, axis=0)
-    means = sums / matrix.counts[:, None]
+    means = matrix.person_sums() / matrix.counts[:, None]
     total, weight, own = means.sum(axis=0), float(names), float(np.sum(means * means))
     if counted:
         assert memory is not None  # for the type checker: counted says so
