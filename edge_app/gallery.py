@@ -110,9 +110,10 @@ MAX_CROP_BYTES = 1024 * 1024
 # Parsed JSON takes many times its text's size (a list per `[],`), so a line is counted first.
 MAX_RECORD_VALUES = 64 * MAX_SAMPLES_PER_PERSON + 256
 MAX_MODEL_ID_LENGTH = 128
-# Imported rows compared with every row at once: bounds the score matrix to about
-# 1024 x (all rows) float32, 80 MB for a gallery of 10,000 photos.
+# Imported rows compared with the others in tiles of this many new rows by this many rows
+# of everyone: the scores (32 MB of float32) and their mask stay bounded.
 IMPORT_CHECK_ROWS = 1024
+IMPORT_CHECK_COLUMNS = 8192
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -1479,34 +1480,48 @@ class Gallery:
                     owners.append(person_id)
                     names.append(name)
                     blobs.append(blob)
+        del rows
         here = len(blobs)
-        matrix = [_blobs_to_matrix(blobs)] if blobs else []
-        for place, (name, person_id, samples) in enumerate(entries):
-            for sample in samples:
-                for vector in (sample.embedding, sample.mirror):
-                    if vector is not None:
-                        owners.append(person_id if person_id is not None else -1 - place)
-                        names.append(name)
-                        # _encode refuses what may not be stored (a wrong size, NaN).
-                        stored = np.frombuffer(_encode(vector), "<f4").astype(np.float32)
-                        matrix.append(stored[None])
-        if len(owners) == here:
+        new_rows = [
+            (person_id if person_id is not None else -1 - place, name, vector)
+            for place, (name, person_id, samples) in enumerate(entries)
+            for sample in samples
+            for vector in (sample.embedding, sample.mirror)
+            if vector is not None
+        ]
+        if not new_rows:
             return
-        everyone = np.vstack(matrix)
+        # One matrix, written in place: the gallery's rows, then the new ones as they would
+        # be stored (_encode refuses what may not be: a wrong size, NaN).
+        everyone = np.empty((here + len(new_rows), EMBEDDING_DIM), np.float32)
+        if blobs:
+            everyone[:here] = _blobs_to_matrix(blobs)
+        del blobs
+        for at, (owner_id, name, vector) in enumerate(new_rows, start=here):
+            owners.append(owner_id)
+            names.append(name)
+            everyone[at] = np.frombuffer(_encode(vector), "<f4")
         owner = np.array(owners)
-        with _progress(len(owners) - here, "checking faces", "face", progress) as bar:
+        # Tiles of IMPORT_CHECK_ROWS new rows by IMPORT_CHECK_COLUMNS rows of everyone: the
+        # scores and their mask stay about 40 MB whatever the gallery and the file hold.
+        with _progress(len(new_rows), "checking faces", "face", progress) as bar:
             for start in range(here, len(owners), IMPORT_CHECK_ROWS):
                 stop = min(start + IMPORT_CHECK_ROWS, len(owners))
-                scores = everyone[start:stop] @ everyone.T
-                scores[owner[start:stop, None] == owner[None, :]] = -1.0
-                row_i, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
-                best = float(scores[row_i, col])
+                # The best pair of these rows with anyone (of a pair found twice, either).
+                best, row, col = -np.inf, 0, 0
+                for first in range(0, len(owners), IMPORT_CHECK_COLUMNS):
+                    last = min(first + IMPORT_CHECK_COLUMNS, len(owners))
+                    scores = everyone[start:stop] @ everyone[first:last].T
+                    scores[owner[start:stop, None] == owner[None, first:last]] = -1.0
+                    top = np.unravel_index(int(np.argmax(scores)), scores.shape)
+                    if float(scores[top]) > best:
+                        best, row, col = float(scores[top]), int(top[0]), first + int(top[1])
                 bar.update(stop - start)
                 if best > NEAR_DUPLICATE_COSINE:
                     source = "in the import" if nothing == "imported" else "being enrolled"
                     where = "in this gallery" if col < here else f"{source} too"
                     raise GalleryError(
-                        f"{names[start + row_i]!r} {source} has the same face as "
+                        f"{names[start + row]!r} {source} has the same face as "
                         f"{names[col]!r} {where} (cosine {best:.3f} > "
                         f"{NEAR_DUPLICATE_COSINE:.2f}): one person under two names is let in "
                         f"as either; remove one of them first (nothing was {nothing})"
@@ -1736,7 +1751,9 @@ def read_export(source: Iterable[str], progress: bool = False) -> list[ExportedP
             if twin != name or name in people:
                 raise _export_error(number, f"{name!r} appears twice (also as {twin!r})")
             for index, new in enumerate(person.samples, start=1):
-                blob = _encode(new.embedding)
+                # By a 128-bit digest: the 2 KB embeddings themselves as keys held another
+                # copy of them all (46 MB for 4,500 people x 5 photos).
+                blob = hashlib.blake2b(_encode(new.embedding), digest_size=16).digest()
                 if blob in seen_embeddings:
                     raise _export_error(
                         number,

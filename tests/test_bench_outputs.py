@@ -89,6 +89,7 @@ SCRIPTS: dict[str, tuple[list[str], str]] = {
     ),
     "gallery_scale": (["--models", "{absent}", "--sizes", "2"], "--out"),
     "gallery_targets": (["--data", "{absent}"], "--out"),
+    "import_scale": (["--people", "2", "--rounds", "1"], "--out"),
     "gates": (
         ["--data", "{absent}", "--cache", "{absent}/g.npz", "--raw", "{absent}/r.npz"]
         + ["--models", "{absent}", "report"],
