@@ -13,12 +13,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import tracemalloc
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from peaks import traced_peak
 from people import samples, several_people, unit_vectors
 
 import edge_app.gallery as gallery_module
@@ -467,12 +467,7 @@ def test_reading_the_gallery_takes_little_more_than_the_matrix_it_makes(
     # Read 500 rows at a time here, as 50,000 rows (5,000 people) are SUM_ROWS at a time.
     monkeypatch.setattr(gallery_module, "SUM_ROWS", 500)
     with Gallery.open(db) as gallery:
-        tracemalloc.start()
-        try:
-            matrix = gallery.load_matrix()
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        matrix, peak = traced_peak(gallery.load_matrix)
     assert len(matrix) == 3000
     assert peak < 3.5 * matrix.embeddings.nbytes  # 7 times before; about 2.6 now
 

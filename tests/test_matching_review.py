@@ -9,11 +9,11 @@ door may hold a few thousand people), without changing what they find.
 from __future__ import annotations
 
 import json
-import tracemalloc
 from typing import Any
 
 import numpy as np
 import pytest
+from peaks import traced_peak
 
 import edge_app.cohort as cohort_module
 import edge_app.matching as matching
@@ -294,12 +294,7 @@ def test_the_lookalike_check_is_bounded_in_memory(threshold: float) -> None:
         threshold, normalisation="s-norm", centroid=True, site_share=SITE_SHARE
     )
     matcher = Matcher(matrix, settings, normaliser)
-    tracemalloc.start()
-    try:
-        found = matcher.lookalikes()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    found, peak = traced_peak(matcher.lookalikes)
     one_block = len(matrix) * len(matcher.matrix) * 4  # one faces x templates float32 array
     assert one_block > 70e6
     assert len(found) == (people * (people - 1) // 2 if threshold < 0 else 0)
