@@ -12,6 +12,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ from edge_app.gallery import SCHEMA_VERSION, ExportedPerson, Gallery, GalleryErr
 from edge_app.policy import UNDECIDED
 
 NEWER = SCHEMA_VERSION + 1
+BOB = 60  # a face code of the scripted engine: someone like no one else here
+EMBEDDINGS[BOB] = unit(BOB)
 UPGRADED = f"upgraded by a newer edge-app (schema {NEWER}"
 
 
@@ -327,7 +330,7 @@ def test_a_stop_during_a_long_start_ends_the_extensions(
 
 
 @pytest.fixture
-def held_builds(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+def held_builds(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     release = threading.Event()
     real = daemon_module.door_matcher
 
@@ -337,7 +340,8 @@ def held_builds(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(daemon_module, "door_matcher", slow)
-    return release
+    yield release
+    release.set()  # a build still held when the door stopped ends, not in the next test
 
 
 def test_a_rename_while_its_matcher_builds_is_not_a_stranger_taking_her_place(
@@ -526,6 +530,27 @@ def test_a_visit_the_door_could_not_judge_during_a_build_leaves_a_record(
     else:
         assert "snapshot" not in record or record["snapshot"] is None
     assert states(factory) == [False]
+    assert_fail_secure(factory)
+
+
+@pytest.mark.parametrize("built_at", [4, 52], ids=["built before", "built after"])
+def test_a_stranger_who_takes_a_residents_place_during_a_build_is_reported(
+    tmp_path: Path, held_builds: threading.Event, built_at: int
+) -> None:
+    """Found by a review: Bob let in, then a stranger steps into his track while a build
+    runs, her face matched to Ada, whose wrong photo (the stranger's) was just removed: her
+    frames were undecided, never filled the window "took the place of" needs, and the
+    track had reported its visit, so she left no event. An undecided frame in a recognised
+    track is one not of that person's own face: reported as when no build runs."""
+    gallery, drop_the_wrong_photo = ada_with_a_strangers_photo(tmp_path)
+    with Gallery.open(gallery) as db:
+        db.enroll("Bob", [NewSample(EMBEDDINGS[BOB], "9" * 64)])
+    codes = [NOBODY] * 3 + [BOB] * 10 + [STRANGER] * 25 + [NOBODY] * 15
+    actions = {2: drop_the_wrong_photo, built_at: held_builds.set}
+    events, factory = run_door(tmp_path, gallery, codes, actions)
+    took = ("unknown", None, "took the place of Bob")
+    assert events == [("recognized", "Bob", None), ("unlock", "Bob", None), took], events
+    assert states(factory) == [False, True, False]
     assert_fail_secure(factory)
 
 
