@@ -1049,12 +1049,11 @@ class Daemon:
         self.tracker.mark_embedded(chosen)
         for index, track, vote in zip(due, chosen, votes, strict=True):
             if vote.undecided:  # a template of whom it matched removed: after the build
+                self.policy.undecided(track.track_id, vote)
                 assert self.events is not None, "_process before _start()"
                 crop = face_crop(frame, faces.boxes[index]) if self.events.snapshots else None
                 view = None if crop is None else crop.copy()  # not the whole frame it is of
                 self._undecided_view[track.track_id] = (view, frame.timestamp)
-                for decision in self.policy.undecided(track.track_id, vote):
-                    self._act(decision, frame, faces.boxes[index], track)  # took the place
                 track.settled = False  # evaluated again on the next frame
                 continue
             log.debug(

@@ -12,9 +12,9 @@ Unknown faces are reported, never acted on. A frame the door cannot count (Vote.
 the gallery changing under the person in view) decides nothing; a track seen for a window of
 frames that ends with such frames and nothing reported is reported `unknown` at its end
 (end(), reason UNDECIDED), as a stranger's visit would have been. A track that reported its
-visit reports nothing more; in a recognised track an undecided frame is one not of the
-person's own face, so a stranger who steps into a resident's track during a build is
-reported "took the place of" as at any other time.
+visit reports nothing more: a stranger who steps into a recognised resident's track and
+whose frames are all undecided is not reported (their frames never fill the window that
+"took the place" needs).
 
 A track is recognised as a person, and the door opens, only on a frame whose own face
 could be that person (Vote.alone), in every liveness mode: with `[policy] evidence =
@@ -252,24 +252,14 @@ class Policy:
         state.reported = state.reported or bool(decisions)
         return decisions
 
-    def undecided(self, track: int, vote: Vote) -> list[Decision]:
+    def undecided(self, track: int, vote: Vote) -> None:
         """Record a frame of `track` that cannot be counted (Vote.undecided: the person it
-        matched lost a template while the gallery's matcher builds). It names nobody; a
-        track that ends with such frames and nothing reported is reported by end().
-
-        In a recognised track it is a frame that is not the person's own face (someone who
-        loses a template has their tracks judged again first, edge_app.daemon): it counts
-        as one for "took the place of", or a stranger stepping into a resident's track
-        during a build would never be reported. The decisions that triggers, if any."""
+        matched lost a template while the gallery's matcher builds). It decides nothing;
+        a track that ends with such frames and nothing reported is reported by end()."""
         state = self._state(track)
         state.frames += 1
         state.undecided += 1
         state.undecided_score = max(state.undecided_score, vote.score)
-        if state.identity is None:
-            return []
-        decisions = self._vote(state, track, replace(vote, name=None, alone=False))
-        state.reported = state.reported or bool(decisions)
-        return decisions
 
     def end(self, track: int) -> list[Decision]:
         """The face of `track` left (or the source ended): what its end reports, then it
