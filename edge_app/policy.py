@@ -156,6 +156,7 @@ class _TrackState:
         default_factory=lambda: deque(maxlen=LIVE_WINDOW_FRAMES)
     )
     identity: str | None = None
+    identity_score: float = float("nan")  # the score the track was recognised with
     unknown_reported: bool = False
     # recognised, unlock held until that person is judged live (liveness "require"), or
     # until a frame of their own face once a reload relaxed that
@@ -297,6 +298,7 @@ class Policy:
         # pooled evidence may still name a resident after a stranger took their place.
         if winner is not None and winner != state.identity and self._own_face(vote, winner):
             state.identity = winner
+            state.identity_score = self._score(state)
             state.held = False
             if winner in state.decided:  # back to someone this visit already decided
                 return self._check_spoof(state, track)
@@ -449,7 +451,11 @@ class Policy:
 
     @staticmethod
     def _score(state: _TrackState) -> float:
-        return fmean(v.score for v in state.votes if v.name == state.identity)
+        """The mean score of the window's frames of the track's person; with none left in
+        it (a spoof judged once someone else's frames filled the window), the score they
+        were recognised with."""
+        scores = [v.score for v in state.votes if v.name == state.identity]
+        return fmean(scores) if scores else state.identity_score
 
     def _live_score(self, state: _TrackState) -> float | None:
         return None if self.liveness.mode == OFF else state.live.mean

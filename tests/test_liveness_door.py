@@ -29,6 +29,7 @@ from test_daemon_fast import (
     PIN,
     STRANGER,
     ScriptedEngine,
+    assert_fail_secure,
     door,
     gallery_of_ada,
     jsonl,
@@ -51,12 +52,14 @@ from edge_app.policy import (
     OWN_FACE_DOUBT,
     RECOGNIZED,
     SPOOF,
+    UNKNOWN,
     UNLOCK,
     Policy,
     Vote,
 )
 
 PHOTO = 3  # a printed photo of Ada: her embedding, a low liveness score
+STRANGER_PHOTO = 8  # a printed photo of the stranger: her embedding, a low liveness score
 LIVE_SCORE, PHOTO_SCORE, THRESHOLD = 0.93, 0.04, 0.5
 
 
@@ -120,6 +123,21 @@ def test_spoof_decision_names_the_candidate_with_both_scores() -> None:
     assert (decision.name, decision.track, decision.reason) == ("ada", 7, NOT_LIVE)
     assert decision.score == pytest.approx(0.8)
     assert decision.liveness == pytest.approx(PHOTO_SCORE)
+
+
+def test_a_spoof_judged_after_someone_else_filled_the_window_keeps_the_recognised_score() -> None:
+    """Found by a review: Ada's printed photo recognised, then another printed face in her
+    track. The 10-frame liveness window refused on the frame the 5-frame vote window held
+    no vote of hers any more: the spoof's score was the mean of none of her frames, a
+    StatisticsError that ended the door's process (anyone holding up two photos could stop
+    the door). The spoof carries the score she was recognised with."""
+    rules = policy()
+    decisions = feed(rules, [PHOTO_SCORE] * 5)
+    assert [kind for _, kind in decisions] == [RECOGNIZED]
+    other = [d for _ in range(6) for d in rules.vote(1, Vote(None, 0.2, 0.1, PHOTO_SCORE))]
+    assert [d.kind for d in other] == [SPOOF, UNKNOWN]
+    assert (other[0].name, other[0].reason) == ("ada", NOT_LIVE)
+    assert other[0].score == pytest.approx(0.8)  # her frames' score, none left in the window
 
 
 def test_a_few_dead_frames_do_not_refuse_a_live_person() -> None:
@@ -227,7 +245,8 @@ def test_config_checks_the_liveness_section() -> None:
 
 
 class LiveScriptedEngine(ScriptedEngine):
-    """ScriptedEngine with a liveness model: code 3 is Ada's printed photo."""
+    """ScriptedEngine with a liveness model: codes 3 and 8 are printed photos of Ada and of
+    the stranger."""
 
     manifest = SimpleNamespace(
         recognition={"threshold": 0.6, "margin": 0.05}, liveness={"threshold": THRESHOLD}
@@ -236,11 +255,17 @@ class LiveScriptedEngine(ScriptedEngine):
 
     def embed(self, image: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
         code = int(image[0, 0, 0])
-        return super().embed(image, faces) if code != PHOTO else np.stack([EMBEDDINGS[ADA]])
+        printed = {PHOTO: ADA, STRANGER_PHOTO: STRANGER}
+        return (
+            np.stack([EMBEDDINGS[printed[code]]])
+            if code in printed
+            else super().embed(image, faces)
+        )
 
     def liveness(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         code = int(image[0, 0, 0])
-        return np.full(len(faces), PHOTO_SCORE if code == PHOTO else LIVE_SCORE, np.float32)
+        printed = code in (PHOTO, STRANGER_PHOTO)
+        return np.full(len(faces), PHOTO_SCORE if printed else LIVE_SCORE, np.float32)
 
 
 def _typed(engine: LiveScriptedEngine) -> FaceEngine:
@@ -258,6 +283,21 @@ def run(tmp_path: Path, gallery: Path, codes: list[int], **sections: dict) -> Mo
     config = door(tmp_path, gallery, frames, **sections)
     assert Daemon(config, engine=LiveScriptedEngine(), pin_factory=factory).run() == 0
     return factory
+
+
+@pytest.mark.parametrize("mode", ["require", "log"])
+def test_two_printed_photos_in_one_track_never_stop_the_door(
+    tmp_path: Path, gallery: Path, mode: str
+) -> None:
+    """Found by a review: Ada's printed photo, then the stranger's in the same track, ended
+    the door's process (a StatisticsError judging the spoof). It reports both and goes on."""
+    codes = [NOBODY] * 2 + [PHOTO] * 5 + [STRANGER_PHOTO] * 10 + [NOBODY] * 5
+    factory = run(tmp_path, gallery, codes, policy={"evidence": "frame"}, liveness={"mode": mode})
+    kinds = [e["type"] for e in jsonl(tmp_path) if e["type"] != "relock"]
+    opened = ["unlock"] if mode == "log" else []  # log mode does not hold the unlock back
+    assert kinds == ["recognized", *opened, "spoof", "unknown"], kinds
+    assert states(factory) == ([False, True, False] if opened else [False])
+    assert_fail_secure(factory)
 
 
 def test_door_refuses_a_photo_and_logs_a_spoof_with_snapshot(tmp_path: Path, gallery: Path) -> None:
