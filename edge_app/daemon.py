@@ -582,7 +582,10 @@ class Recognizer:
 
             names, best = [now(name) for name in names], [now(name) for name in best]
         else:
-            undecided = [False] * count
+            # A gallery that cannot be read names nobody (_shut_out) and decides nothing
+            # either: counted as nobody, a resident still in view was reported a stranger
+            # who "took the place of" her once a window of frames passed.
+            undecided = [self.unreadable] * count
         own_scores = matches.scores[count:]
         alone = [True] * count if own is None else self.could_be(names, best, own_scores)
         visitors = faces.no_access  # known visitors: recognised, never let in

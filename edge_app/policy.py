@@ -75,8 +75,9 @@ NO_ACCESS = "no access"
 CLOCK_NOT_SET = "clock not set"  # allowed_hours, and nothing has set the wall clock
 TOOK_PLACE = "took the place"  # an unknown face in a recognised person's track: "... of NAME"
 # An unknown reported when a track ends whose frames were undecided (Vote.undecided): the
-# gallery changed under the person in view and the door could not tell who they were.
-UNDECIDED = "undecided: the gallery was changing while in view"
+# gallery changed under the person in view, or could not be read, and the door could not
+# tell who they were.
+UNDECIDED = "undecided: the gallery was changing or could not be read while in view"
 # How far under the recognition threshold a frame's own face may score and still count as
 # the person the track's pooled evidence names (Vote.alone): for opening the door and for
 # liveness. A face one frame at a time scores lower than the pool that recognised it; a
@@ -105,8 +106,8 @@ class Vote:
     admitted: bool = True
     alone: bool = True
     # While a new gallery's matcher builds, the person this face matched lost a template:
-    # the match may have been made through it. Neither them nor nobody: the door does not
-    # count it (edge_app.daemon, Recognizer.match).
+    # the match may have been made through it; or the gallery cannot be read. Neither them
+    # nor nobody: the door does not count it (edge_app.daemon, Recognizer.match).
     undecided: bool = False
 
 

@@ -573,6 +573,44 @@ def test_two_changes_in_one_build_never_make_a_resident_a_stranger_in_her_own_tr
     assert_fail_secure(factory)
 
 
+def test_a_resident_in_view_while_the_gallery_cannot_be_read_is_not_a_stranger(
+    tmp_path: Path,
+) -> None:
+    """Found by a review: Ada let in, then the gallery could not be read for longer than a
+    window of frames (a disk error) while she stood there. Everyone counted as nobody, so
+    the door reported a stranger who "took the place of" her. Faces are undecided while it
+    cannot be read; a stranger seen only then is reported unknown when the visit ends."""
+    gallery = gallery_of_ada(tmp_path)
+    codes = [NOBODY] + [ADA] * 40 + [NOBODY] * 12 + [STRANGER] * 10 + [NOBODY] * 12
+    frames = write_frames(tmp_path / "frames", codes)
+    engine = ScriptedEngine()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=engine, pin_factory=MockFactory())
+    broken = threading.Event()
+
+    def break_the_disk() -> None:
+        assert daemon.recognizer is not None
+        read = daemon.recognizer.gallery.data_version
+
+        def failing() -> int:
+            if broken.is_set():
+                raise sqlite3.OperationalError("disk I/O error")
+            return read()
+
+        daemon.recognizer.gallery.data_version = failing  # type: ignore[method-assign]
+        broken.set()
+
+    at_frame(engine, 15, break_the_disk)
+    at_frame(engine, 70, broken.clear)  # readable again after the stranger left
+    assert daemon.run() == 0
+    events = [(e["type"], e.get("name"), e.get("reason")) for e in jsonl(tmp_path)]
+    events = [event for event in events if event[0] != "relock"]
+    assert events == [
+        ("recognized", NAME, None),
+        ("unlock", NAME, None),
+        ("unknown", None, UNDECIDED),  # the stranger, at the end of her visit
+    ], events
+
+
 def test_a_person_enrolled_anew_under_another_name_while_in_view_is_one_visit(
     tmp_path: Path,
 ) -> None:
