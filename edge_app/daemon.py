@@ -575,7 +575,10 @@ class Recognizer:
             # photo): neither them nor nobody until it is built. Someone removed is nobody.
             faces = self._newest[1]
             whole, touched = self._same_meanwhile()
-            undecided = [name not in whole and name in touched for name in names]
+            # (While the gallery cannot be read, or its first build after runs, everyone.)
+            undecided = [
+                self.unreadable or (name not in whole and name in touched) for name in names
+            ]
 
             def now(name: str | None) -> str | None:
                 return whole.get(name) if name is not None else None
@@ -1052,7 +1055,9 @@ class Daemon:
         self.tracker.mark_embedded(chosen)
         for index, track, vote in zip(due, chosen, votes, strict=True):
             if vote.undecided:  # a template of whom it matched removed: after the build
-                self.policy.undecided(track.track_id, vote)
+                # Its liveness still counts: a printed photo held up meanwhile is reported.
+                for decision in self.policy.undecided(track.track_id, vote):
+                    self._act(decision, frame, faces.boxes[index], track)  # a spoof
                 assert self.events is not None, "_process before _start()"
                 crop = face_crop(frame, faces.boxes[index]) if self.events.snapshots else None
                 view = None if crop is None else crop.copy()  # not the whole frame it is of

@@ -254,14 +254,21 @@ class Policy:
         state.reported = state.reported or bool(decisions)
         return decisions
 
-    def undecided(self, track: int, vote: Vote) -> None:
+    def undecided(self, track: int, vote: Vote) -> list[Decision]:
         """Record a frame of `track` that cannot be counted (Vote.undecided: the person it
-        matched lost a template while the gallery's matcher builds). It decides nothing;
-        a track that ends with such frames and nothing reported is reported by end()."""
+        matched lost a template while the gallery's matcher builds, or the gallery cannot
+        be read). It names nobody and never opens the door; a track that ends with such
+        frames and nothing reported is reported by end(). Its liveness score counts as any
+        frame's of nobody: a recognised track whose window is not live is a `spoof`, the
+        one decision it may return."""
         state = self._state(track)
         state.frames += 1
         state.undecided += 1
         state.undecided_score = max(state.undecided_score, vote.score)
+        self._note_liveness(state, replace(vote, name=None))
+        decisions = self._check_spoof(state, track)
+        state.reported = state.reported or bool(decisions)
+        return decisions
 
     def end(self, track: int) -> list[Decision]:
         """The face of `track` left (or the source ended): what its end reports, then it
@@ -286,14 +293,7 @@ class Policy:
     def _vote(self, state: _TrackState, track: int, vote: Vote) -> list[Decision]:
         state.votes.append(vote)
         mode = self.liveness.mode
-        if mode != OFF and vote.liveness is not None:
-            state.live.add(vote.liveness)
-            state.judged_live = state.judged_live or (not state.spoofed and state.live.live)
-            # Whose face this liveness score is of: only a face that matched by itself.
-            state.scored.append((vote.name if vote.alone else None, vote.liveness))
-            name = vote.name if vote.alone and not state.spoofed else None
-            if name is not None and self._live_as(state, name):
-                state.live_as.add(name)
+        self._note_liveness(state, vote)
         winner = self._winner(state.votes)
         # A track is recognised as a person only on a frame whose own face could be them:
         # pooled evidence may still name a resident after a stranger took their place.
@@ -338,6 +338,18 @@ class Policy:
                 state.unknown_reported = True
                 return [self._unknown(state, track)]
         return []
+
+    def _note_liveness(self, state: _TrackState, vote: Vote) -> None:
+        """The frame's liveness score, when liveness is on and it was scored."""
+        if self.liveness.mode == OFF or vote.liveness is None:
+            return
+        state.live.add(vote.liveness)
+        state.judged_live = state.judged_live or (not state.spoofed and state.live.live)
+        # Whose face this liveness score is of: only a face that matched by itself.
+        state.scored.append((vote.name if vote.alone else None, vote.liveness))
+        name = vote.name if vote.alone and not state.spoofed else None
+        if name is not None and self._live_as(state, name):
+            state.live_as.add(name)
 
     @staticmethod
     def _unknown(state: _TrackState, track: int, reason: str | None = None) -> Decision:

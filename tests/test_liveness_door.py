@@ -37,6 +37,7 @@ from test_daemon_fast import (
     unit,
     write_frames,
 )
+from test_daemon_reload_review import a_disk_that_fails, at_frame
 from test_policy import set_clock
 
 from edge_app.config import LivenessConfig, PolicyConfig, parse_config
@@ -297,6 +298,29 @@ def test_two_printed_photos_in_one_track_never_stop_the_door(
     opened = ["unlock"] if mode == "log" else []  # log mode does not hold the unlock back
     assert kinds == ["recognized", *opened, "spoof", "unknown"], kinds
     assert states(factory) == ([False, True, False] if opened else [False])
+    assert_fail_secure(factory)
+
+
+def test_a_photo_held_up_while_the_gallery_cannot_be_read_is_still_a_spoof(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """A review: with faces undecided while the gallery cannot be read, their liveness
+    scores were dropped too, so Ada's printed photo, recognised just before a disk error
+    and taken away during it, left no `spoof` event. They count as any frame's of nobody."""
+    codes = [NOBODY] * 2 + [PHOTO] * 25 + [NOBODY] * 10
+    frames = write_frames(tmp_path / "frames", codes)
+    engine = LiveScriptedEngine()
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, policy={"evidence": "frame"})
+    daemon = Daemon(config, engine=engine, pin_factory=factory)
+    break_the_disk, mend_the_disk = a_disk_that_fails(daemon)
+    at_frame(engine, 8, break_the_disk)
+    at_frame(engine, 35, mend_the_disk)  # the photo left during the fault
+    assert daemon.run() == 0
+    events = [(e["type"], e.get("name"), e.get("reason")) for e in jsonl(tmp_path)]
+    assert events == [("recognized", NAME, None), ("spoof", NAME, NOT_LIVE)], events
+    assert daemon.metrics.spoofs == 1
+    assert states(factory) == [False]  # never opened
     assert_fail_secure(factory)
 
 
