@@ -301,6 +301,20 @@ class NewSample:
     mirror: np.ndarray | None = None
 
 
+def person_runs(counts: np.ndarray, size: int, width: int | None = None) -> list[tuple[int, int]]:
+    """People (each with `counts` rows, or `width` each) split into runs [first, last) of
+    about `size` rows: whole people, at least one person a run. How large galleries are
+    worked through a bounded block at a time."""
+    ends = np.cumsum(np.full(len(counts), width) if width is not None else counts)
+    runs, first = [], 0
+    while first < len(counts):
+        done = int(ends[first - 1]) if first else 0
+        last = max(first + 1, int(np.searchsorted(ends, done + size, "right")))
+        runs.append((first, last))
+        first = last
+    return runs
+
+
 @dataclass(frozen=True)
 class PersonInfo:
     name: str
@@ -339,14 +353,12 @@ class GalleryMatrix:
     def person_sums(self) -> np.ndarray:
         """(P, 512) float64: the sum of each person's rows, SUM_ROWS rows at a time, so no
         float64 copy of the whole gallery is made (400 MB at 5,000 people x 10 rows)."""
-        starts, ends = self.starts, self.starts + self.counts
+        starts, counts = self.starts, self.counts
         sums = np.empty((len(starts), self.embeddings.shape[1]), np.float64)
-        first = 0
-        while first < len(starts):
-            last = max(first + 1, int(np.searchsorted(ends, starts[first] + SUM_ROWS, "right")))
-            rows = self.embeddings[starts[first] : ends[last - 1]].astype(np.float64)
-            sums[first:last] = np.add.reduceat(rows, starts[first:last] - starts[first], axis=0)
-            first = last
+        for first, last in person_runs(counts, SUM_ROWS):
+            low, high = int(starts[first]), int(starts[last - 1] + counts[last - 1])
+            rows = self.embeddings[low:high].astype(np.float64)
+            sums[first:last] = np.add.reduceat(rows, starts[first:last] - low, axis=0)
         return sums
 
     def same_people_in(self, later: GalleryMatrix, *, whole: bool = False) -> dict[str, str]:

@@ -52,7 +52,7 @@ import numpy as np
 from edge_app.cohort import CHUNK, NORMALISATION_KEY, CohortNormaliser
 from edge_app.config import AGGREGATES, LOOKALIKE_MODES
 from edge_app.errors import UserError, first_few
-from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
+from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix, person_runs
 from edge_app.manifest import recognition_problem
 from edge_app.site_memory import SiteMemory
 
@@ -83,15 +83,11 @@ SITE_SHARE = 0.75
 TIE = 1e-5
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
-
-
 def _centred(rows: np.ndarray, site: np.ndarray) -> np.ndarray:
     """rows with `site` removed, back to unit length; a zero row stays zero (unit(-site)
     would be a real template, the same for every unusable sample, that strangers match)."""
     moved = rows - site
-    moved /= np.maximum(np.linalg.norm(moved, axis=-1, keepdims=True), 1e-12)  # _unit, in place
+    moved /= np.maximum(np.linalg.norm(moved, axis=-1, keepdims=True), 1e-12)  # in place
     moved[~np.any(rows, axis=-1)] = 0
     return moved
 
@@ -288,10 +284,9 @@ class Matcher:
         self._kept = self._keep.sum(axis=1).astype(np.float32)
         # Probes per chunk of cohort.CHUNK similarities (each one's row of similarities, its
         # trimmed_mean block, its cohort similarities), so a large batch of probes stays
-        # bounded whatever the gallery's size (the lookalike check has tiles of its own,
-        # lookalikes()). Within one chunk (every
-        # frame's few faces) the result is exactly as in one block; across chunks the matrix
-        # product may round the last bit differently.
+        # bounded whatever the gallery's size (the lookalike check has tiles of its own).
+        # Within one chunk (every frame's few faces) the result is exactly as in one block;
+        # across chunks the matrix product may round the last bit differently.
         widest = max(
             len(matrix),
             len(matrix.names) * k_max if settings.aggregate == "trimmed_mean" else 0,
@@ -377,18 +372,16 @@ class Matcher:
         probes: np.ndarray,
         templates: np.ndarray,
         stats: tuple[np.ndarray, np.ndarray] | None,
-        probe_side: tuple[np.ndarray, np.ndarray] | None = None,
+        probe_side: tuple[np.ndarray, np.ndarray] | None,
     ) -> np.ndarray:
         """(N, T) scores of probes against templates (both already centred), normalised with
-        the templates' cohort statistics `stats` when the threshold was derived so, and the
-        probes' (`probe_side`, computed here when not given)."""
+        the templates' cohort statistics `stats` and the probes' (`probe_side`, _probe_side)
+        when the threshold was derived so."""
         # Clipped to the cosine scale: rows are unit vectors (the gallery refuses and
         # renormalises others), and this keeps a stray one from outscoring every threshold.
         sims = probes @ templates.T
         np.clip(sims, -1.0, 1.0, out=sims)
         if self.normaliser is not None and stats is not None:
-            if probe_side is None:
-                probe_side = self.normaliser.probe_side(probes)
             sims = self.normaliser.scores(sims, probe_side, (stats[0][None, :], stats[1][None, :]))
         return sims
 
@@ -404,7 +397,7 @@ class Matcher:
         if centred and self._centred:
             probe, samples = _centred(probe, self.site), _centred(samples, self.site)
         stats = None if self.normaliser is None else self.normaliser.stats(samples)
-        return self._similarities(probe, samples, stats)[0]
+        return self._similarities(probe, samples, stats, self._probe_side(probe))[0]
 
     def identify(self, probes: np.ndarray) -> Matches:
         probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
@@ -453,9 +446,10 @@ class Matcher:
         # if they have more): the (faces, people) block stays bounded, and each tile of
         # templates is read from memory once per SIDE faces, not once per face.
         side = max(1, math.isqrt(CHUNK))
-        probe_tiles = _tiles(faces.starts, faces.counts, side)
+        starts, counts = faces.starts, faces.counts
+        probe_tiles = person_runs(counts, side)
         width = self._k_max if self.settings.aggregate == "trimmed_mean" else None
-        template_tiles = _tiles(self._starts, self.matrix.counts, side, width)
+        template_tiles = person_runs(self.matrix.counts, side, width)
         # A pair is kept from each side that scores at or above the threshold, or NaN (which
         # the pair's maximum keeps, and drops below). With "best" a person's score is their
         # best template's: the pairs are read from the templates' scores at once, without
@@ -463,12 +457,11 @@ class Matcher:
         best = self.settings.aggregate == "best"
         pairs, values = [], []
         for first, last in probe_tiles:
-            rows = slice(
-                int(faces.starts[first]), int(faces.starts[last - 1] + faces.counts[last - 1])
-            )
+            rows = slice(int(starts[first]), int(starts[last - 1] + counts[last - 1]))
             probes = self._prepared(faces.embeddings[rows])
             probe_side = self._probe_side(probes)
-            groups = faces.starts[first:last] - faces.starts[first]
+            owner = faces.person[rows]
+            groups = starts[first:last] - starts[first]
             for among in template_tiles:  # people [first, last) of the templates
                 if best:
                     scores, row = self._scored(probes, probe_side, *among)  # (faces, templates)
@@ -479,7 +472,7 @@ class Matcher:
                     # grows with the pairs found, not with the faces x templates that match.
                     face, template = np.divmod(hits, scores.shape[1])
                     worst = np.full((last - first, among[1] - among[0]), -np.inf, np.float32)
-                    owners = (faces.person[rows][face] - first, self._person[row + template])
+                    owners = (owner[face] - first, self._person[row + template])
                     np.maximum.at(worst, (owners[0], owners[1] - among[0]), scores[face, template])
                 else:
                     scores = self._against(probes, probe_side, *among)  # (faces, people)
@@ -505,22 +498,6 @@ class Matcher:
             if score >= threshold
         ]
         return sorted(found, key=lambda pair: -pair.score)
-
-
-def _tiles(
-    starts: np.ndarray, counts: np.ndarray, size: int, width: int | None = None
-) -> list[tuple[int, int]]:
-    """People split into runs [first, last) of about `size` rows each (rows counted by
-    `counts`, or `width` each), whole people, at least one person a run."""
-    rows = np.full(len(counts), width) if width is not None else counts
-    ends = np.cumsum(rows)
-    tiles, first = [], 0
-    while first < len(counts):
-        done = int(ends[first - 1]) if first else 0
-        last = max(first + 1, int(np.searchsorted(ends, done + size, "right")))
-        tiles.append((first, last))
-        first = last
-    return tiles
 
 
 def describe_lookalikes(found: list[Lookalike], most: int = 5) -> str:

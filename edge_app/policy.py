@@ -9,12 +9,12 @@ the per-person cooldown also covers a person who steps out of view and back, and
 judged again because whom it was recognised as left the gallery (a person removed and
 enrolled anew under another name while in view) keeps the cooldown of the door it opened.
 Unknown faces are reported, never acted on. A frame the door cannot count (Vote.undecided:
-the gallery changing under the person in view) decides nothing; a track seen for a window of
-frames that ends with such frames and nothing reported is reported `unknown` at its end
-(end(), reason UNDECIDED), as a stranger's visit would have been. A track that reported its
-visit reports nothing more: a stranger who steps into a recognised resident's track and
-whose frames are all undecided is not reported (their frames never fill the window that
-"took the place" needs).
+the gallery changing under the person in view, or unreadable) decides nothing but what its
+liveness score says; a track seen for a window of frames that ends with such frames and
+nothing reported is reported `unknown` at its end (end(), reason UNDECIDED), as a
+stranger's visit would have been. A track that reported its visit reports nothing more: a
+stranger who steps into a recognised resident's track and whose frames are all undecided
+is not reported (their frames never fill the window that "took the place" needs).
 
 A track is recognised as a person, and the door opens, only on a frame whose own face
 could be that person (Vote.alone), in every liveness mode: with `[policy] evidence =
