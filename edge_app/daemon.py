@@ -972,8 +972,10 @@ class Daemon:
                 log.info("metrics %s", self.metrics_line())
                 last_metrics = now
             frame = self._next_frame()
-        if self.reader is not None and self.reader.ended:
-            self._end_tracks(self.tracker.end_all())  # a clip's last visit ends with it
+        # The visits still in view end with the source, or with the door stopping: one the
+        # door could not judge while the gallery changed still leaves its record
+        # (Policy.end). The relay is already locked by then when a signal stopped it.
+        self._end_tracks(self.tracker.end_all())
 
     def _log_picture(self) -> None:
         """Say that the camera's picture changed, in the journal and in `systemctl status`."""
@@ -1144,9 +1146,10 @@ class Daemon:
             track.settled = False  # evaluated on every frame until judged again
 
     def _end_tracks(self, ended: list[Track]) -> None:
-        """Tracks whose face has left (or the source ended): a visit judged a stranger
-        teaches the site memory ([recognition] learn_site), one the door could not judge
-        while the gallery changed is reported (Policy.end), then the track is forgotten."""
+        """Tracks whose face has left (or the source ended, or the door stopped): a visit
+        judged a stranger teaches the site memory ([recognition] learn_site), one the door
+        could not judge while the gallery changed is reported (Policy.end), then the track
+        is forgotten."""
         learner = self.recognizer
         if learner is not None and learner.memory is None:
             learner = None  # learn_site off

@@ -271,11 +271,12 @@ class Policy:
         return decisions
 
     def end(self, track: int) -> list[Decision]:
-        """The face of `track` left (or the source ended): what its end reports, then it
-        is forgotten. A track that reported nothing, seen for at least `window` frames of
-        which some were undecided, is reported `unknown` with reason UNDECIDED: a visit
-        the door could not judge while the gallery changed leaves a record (a stranger's
-        shorter than the window leaves none, as it would have been judged on no fewer)."""
+        """The face of `track` left (or the source ended, or the door stopped): what its end
+        reports, then it is forgotten. A track that reported nothing, seen for at least
+        `window` frames of which some were undecided, is reported `unknown` with reason
+        UNDECIDED: a visit the door could not judge while the gallery changed leaves a
+        record (a stranger's shorter than the window leaves none, as it would have been
+        judged on no fewer)."""
         state = self._tracks.get(track)
         decisions = []
         if (

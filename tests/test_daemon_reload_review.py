@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import sqlite3
 import threading
 import time
@@ -528,6 +529,32 @@ def test_a_visit_the_door_could_not_judge_during_a_build_leaves_a_record(
         assert shot.stat().st_size > 0
     else:
         assert "snapshot" not in record or record["snapshot"] is None
+    assert states(factory) == [False]
+    assert_fail_secure(factory)
+
+
+def test_a_visit_the_door_could_not_judge_is_recorded_when_the_door_stops(
+    tmp_path: Path, held_builds: threading.Event
+) -> None:
+    """A visit still in view when the door is stopped (`systemctl stop`, a restart for an
+    update) ends with it: one the door could not judge during a build leaves its record, as
+    it would had the face left, with its last frame's time. Before, only a source that ended
+    ended its visits: a stranger matched through a photo being removed, at the door when it
+    restarted, left no event."""
+    gallery, drop_the_wrong_photo = ada_with_a_strangers_photo(tmp_path)
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 5 + [STRANGER] * 40)
+    factory = MockFactory()
+    engine = ScriptedEngine()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=engine, pin_factory=factory)
+    at_frame(engine, 2, drop_the_wrong_photo)
+    at_frame(engine, 30, lambda: daemon._on_stop_signal(signal.SIGTERM))  # the face in view
+    assert daemon.run() == 0
+    assert engine.calls["detect"] < 40  # stopped while the stranger was still there
+    records = [e for e in jsonl(tmp_path) if e["type"] != "relock"]
+    assert [(e["type"], e.get("name"), e.get("reason")) for e in records] == [
+        ("unknown", None, UNDECIDED)
+    ], records
+    assert 2.0 <= records[0]["source_time"] <= 3.0  # frame 30's time: its last frame seen
     assert states(factory) == [False]
     assert_fail_secure(factory)
 
