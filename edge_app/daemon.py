@@ -11,7 +11,9 @@ Lifecycle as systemd sees it (docs/DAEMON.md):
     Python runs handlers only on the main thread and only between bytecodes) and end the loop
     within a frame;
   - the relay pin is claimed and driven low before anything else that can fail is started,
-    and it is driven low on every exit path;
+    and it is driven low on every exit path; from then on the same guard thread checks every
+    RELAY_CHECK_EVERY that something still ends its pulses (frames or none), and a relay
+    that fails that is locked from here and ends run() with its error;
   - an exception from the engine or the camera ends run() (relay locked first) so the process
     exits non-zero and systemd restarts it from scratch (docs/RELIABILITY.md says why).
 
@@ -70,6 +72,10 @@ from edge_app.wall_clock import SET_THE_CLOCK, UNSET_CLOCK, WallClock
 log = logging.getLogger(__name__)
 
 LOOP_TIMEOUT = 0.2
+# How often the relay guard asks the relay whether anything still ends its pulses (check()):
+# on a thread of its own, so a stalled camera, a start still opening it or a slow reload
+# cannot hide a relay process that died or hung with the pin open.
+RELAY_CHECK_EVERY = 0.2
 # How long the frame loop waits for a gallery picked up while running to be built before it
 # goes on with the previous one (Recognizer.reload_if_changed): a household's builds take
 # milliseconds and are in use from the next frame; a few thousand people take seconds.
@@ -788,6 +794,7 @@ class Daemon:
         self._opened_for: str | None = None
         self._notifier: sdnotify.SystemdNotifier | None = None
         self._guard: threading.Thread | None = None
+        self._relay_failure: RelayError | None = None  # the guard's check() found it: run raises
         self._signals: _SignalWatch | None = None
         # The date and hour allowed_hours and the events' retention read ([clock]).
         self.wall_clock = WallClock(config.clock)
@@ -865,6 +872,8 @@ class Daemon:
                 self._notify("READY=1", f"STATUS=watching {source.name}")
                 log.info("door ready source=%s pin=GPIO%d", source.name, self.relay.pin)
                 self._loop(first)
+            if self._relay_failure is not None:
+                raise self._relay_failure  # locked by the guard: exit non-zero, be restarted
             if self._signal is not None:
                 log.info("stopped by signal=%s", signal.Signals(self._signal).name)
             return 0
@@ -954,7 +963,6 @@ class Daemon:
         relay = self.relay
         assert relay is not None, "_loop before _start()"
         while frame is not None:
-            relay.check()  # the thread that ends each pulse still runs (else: lock and exit)
             self._process(frame)
             if self.control is not None:
                 self.control.offer_frame(frame.image, frame.index)
@@ -1227,15 +1235,30 @@ class Daemon:
             self.events.record(RELOCK, name=self._opened_for, reason=reason)
 
     def _relock_on_stop(self) -> None:
-        """SIGTERM/SIGINT lock the door at once, even while the frame loop is busy (a slow or
+        """The relay guard, a thread of its own from the moment the pin is claimed.
+
+        Every RELAY_CHECK_EVERY it asks the relay whether anything still ends its pulses
+        (check(): the relay process alive and answering, a pulse past its deadline locked
+        again): one that fails is locked from this process and stops the door, which then
+        exits non-zero (run() raises it) for systemd to restart. Whatever the frame loop is
+        doing: a stalled camera or one still being opened delivers no frame to check on.
+
+        SIGTERM/SIGINT lock the door at once, even while the frame loop is busy (a slow or
         hung interpreter): the signal watcher only sets _stop, this thread does the rest."""
-        self._stop.wait()
-        if self.relay is not None:
+        relay = self.relay
+        assert relay is not None, "started once the relay exists"
+        while not self._stop.wait(RELAY_CHECK_EVERY):
             try:
-                with self._door_lock:  # an unlock under way finishes first, none starts after
-                    self.relay.close()
-            except RelayError as error:  # _shutdown() tries again, and raises it from run()
+                relay.check()
+            except RelayError as error:
                 log.error("%s", error)
+                self._relay_failure = error
+                self._stop.set()
+        try:
+            with self._door_lock:  # an unlock under way finishes first, none starts after
+                relay.close()
+        except RelayError as error:  # _shutdown() tries again, and raises it from run()
+            log.error("%s", error)
 
     def metrics_line(self) -> str:
         line = self.metrics.line()
@@ -1321,8 +1344,8 @@ class Daemon:
         return True
 
     def _shutdown(self) -> None:
-        """Relay first: whatever else fails below, the door is already locked."""
-        self._notify("STOPPING=1")
+        """Relay first: whatever else fails below, the door is already locked (telling
+        systemd too waits for it: its socket may block)."""
         self._stop.set()  # ends the guard thread too
         relay_error: RelayError | None = None
         if self.relay is not None:
@@ -1331,6 +1354,7 @@ class Daemon:
             except RelayError as error:  # the rest still closes; the error ends run() after
                 log.error("%s", error)
                 relay_error = error
+        self._notify("STOPPING=1")
         try:
             self._close_the_rest()
         finally:

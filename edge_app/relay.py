@@ -304,7 +304,8 @@ class Relay(ClosedOnExit):
 
     def check(self) -> None:
         """RelayError when the timer thread, which ends every pulse, is no longer running (an
-        error it could not survive). The door process calls it on every frame."""
+        error it could not survive). The door's relay guard calls it every
+        RELAY_CHECK_EVERY (edge_app/daemon.py)."""
         if not self._closed and not self._timer.is_alive():
             raise RelayError(self._timer_gone())
 

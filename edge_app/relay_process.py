@@ -14,7 +14,7 @@ output at its level (docs/WIRING.md): without the child only `ExecStopPost=`'s r
 would end the pulse, after systemd noticed.
 
 The door process holds the child to its word. Each pulse has a deadline the door process
-knows too; once it has passed (by RELEASE_GRACE_SECONDS), check(), called on every frame, asks
+knows too; once it has passed (by RELEASE_GRACE_SECONDS), check(), called every 0.2 s, asks
 the child whether the pin is low. A child that says it is not, or does not answer (stopped,
 hung, its timer gone), is killed, and the door process claims the pin and drives it low
 itself, as relay_off does, then exits (systemd restarts it). The same happens when the child
@@ -211,7 +211,8 @@ class RelayProcess(ClosedOnExit):
         has passed and the child does not say the pin is low again; or the child, asked after
         HEARTBEAT_SECONDS without a word, does not answer (or says the pin is open with no
         pulse under way). close() then kills it and locks the pin from this process. The door
-        process calls it on every frame; it asks the child only when one of those is due."""
+        process's relay guard calls it every RELAY_CHECK_EVERY (edge_app/daemon.py), whatever
+        its frame loop is doing; it asks the child only when one of those is due."""
         if self._closed or self._closing:
             return
         if self._child.poll() is not None or not self._reader.is_alive():

@@ -1,0 +1,180 @@
+"""The relay guard: the thread that checks, frames or none, that something still ends the
+relay's pulses, and locks the door when nothing does (edge_app/daemon.py, _relock_on_stop).
+
+Found by an audit: the check ran once per processed frame, so while the camera delivered
+none (stalled, reconnecting, not yet opened) a relay process that died or hung mid-pulse was
+not noticed. On a kernel that keeps a released pin's level the strike stayed energised until
+frames came back or systemd's watchdog (30 s; 120 s before READY) stopped the door.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+from test_daemon_fast import (
+    ADA,
+    NOBODY,
+    ScriptedEngine,
+    assert_fail_secure,
+    door,
+    gallery_of_ada,
+    states,
+    write_frames,
+)
+
+from edge_app import daemon as daemon_module
+from edge_app.camera import FolderSource, Frame
+from edge_app.daemon import Daemon
+from edge_app.relay import RelayError
+from edge_app.relay_process import RELEASE_GRACE_SECONDS, REPLY_SECONDS, RelayProcess
+
+
+class StallingFolder(FolderSource):
+    """A folder played in real time, then no frame at all (a camera that stalls without
+    failing) until the door closes it; with `silent`, not even the folder's."""
+
+    stalled = threading.Event()
+    silent = False
+
+    def frames(self) -> Iterator[Frame]:
+        if not self.silent:
+            yield from super().frames()
+        type(self).stalled.set()
+        while not self.closed:
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def stalling(monkeypatch: pytest.MonkeyPatch) -> type[StallingFolder]:
+    class Source(StallingFolder):
+        stalled = threading.Event()
+
+    monkeypatch.setattr(
+        daemon_module,
+        "open_source",
+        lambda spec, **kw: Source(Path(spec), fps=10, realtime=True),
+    )
+    return Source
+
+
+@pytest.fixture
+def gallery(tmp_path: Path) -> Path:
+    return gallery_of_ada(tmp_path)
+
+
+def run_on_a_thread(daemon: Daemon) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["rc"] = daemon.run()
+        except BaseException as error:  # what run() raised, for the test's thread
+            outcome["error"] = error
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    return runner, outcome
+
+
+def wait_for(what: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < deadline, "waited in vain"
+        time.sleep(0.01)
+
+
+def the_relay_process(daemon: Daemon) -> RelayProcess:
+    wait_for(lambda: daemon.relay is not None)
+    relay = daemon.relay
+    assert isinstance(relay, RelayProcess)  # no pin_factory passed in: the door's own
+    return relay
+
+
+@pytest.mark.parametrize("when", ["camera stalled after a visit", "before the first frame"])
+def test_a_relay_process_killed_mid_pulse_is_found_without_frames(
+    tmp_path: Path, gallery: Path, stalling: type[StallingFolder], when: str
+) -> None:
+    """The relay process killed while a 30 s pulse holds the strike open and no frame comes
+    (after Ada was let in; or a remote unlock before the camera's first frame): the guard
+    finds it gone, the door process locks the pin itself and run() raises, at once."""
+    stalling.silent = when == "before the first frame"
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 3 + [ADA] * 8)
+    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30}, camera={"realtime": True})
+    daemon = Daemon(config, engine=ScriptedEngine())
+    runner, outcome = run_on_a_thread(daemon)
+    try:
+        relay = the_relay_process(daemon)
+        if stalling.silent:
+            wait_for(stalling.stalled.is_set)  # the camera is open: no frame yet
+            assert daemon.open_door(None) is True  # as the control socket's unlock does
+        else:
+            wait_for(lambda: daemon.metrics.unlocks == 1 and stalling.stalled.is_set())
+        assert relay.is_active
+        relay._child.kill()
+        killed = time.monotonic()
+        runner.join(timeout=10)
+        assert not runner.is_alive(), "the door ran on with nothing to end its pulse"
+    finally:
+        daemon.stop()
+        runner.join(timeout=10)
+    assert time.monotonic() - killed < 5  # the guard checks every 0.2 s, not on a frame
+    error = outcome.get("error")
+    assert isinstance(error, RelayError), outcome
+    assert "process that drives GPIO17 has ended" in str(error)
+    assert relay._closed  # locked from the door process (RelayProcess._lock_from_here)
+
+
+def test_a_relay_process_stopped_mid_pulse_is_found_while_the_camera_is_stalled(
+    tmp_path: Path, gallery: Path, stalling: type[StallingFolder]
+) -> None:
+    """SIGSTOP (or a hang): the child's own timer cannot end the pulse. Once the pulse is
+    overdue the guard asks it, gets no answer, kills it and locks the pin from here."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 3 + [ADA] * 8)
+    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 2}, camera={"realtime": True})
+    daemon = Daemon(config, engine=ScriptedEngine())
+    runner, outcome = run_on_a_thread(daemon)
+    try:
+        relay = the_relay_process(daemon)
+        wait_for(lambda: daemon.metrics.unlocks == 1 and stalling.stalled.is_set())
+        relay._child.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        runner.join(timeout=15)
+        assert not runner.is_alive(), "the door ran on with nothing to end its pulse"
+    finally:
+        daemon.stop()
+        runner.join(timeout=10)
+    assert time.monotonic() - stopped <= 2 + RELEASE_GRACE_SECONDS + 2 * REPLY_SECONDS + 1
+    error = outcome.get("error")
+    assert isinstance(error, RelayError), outcome
+    assert "the relay process does not answer" in str(error)
+    assert relay._child.returncode == -signal.SIGKILL
+
+
+def test_systemd_hears_of_the_stop_only_once_the_door_is_locked(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit: STOPPING=1 was sent before the relay was closed, over a blocking
+    socket; a busy systemd held the relock back for as long as the send took."""
+    told: list[tuple[str, bool]] = []
+    factory = MockFactory()
+
+    class Notifier:
+        def notify(self, state: str) -> None:
+            told.append((state, factory.pin(17).state))
+
+    monkeypatch.setattr(daemon_module.sdnotify, "SystemdNotifier", Notifier)
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 3 + [ADA] * 8)  # ends mid-pulse
+    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    assert daemon.metrics.unlocks == 1
+    assert ("STOPPING=1", False) in told, told  # the pin low (locked) when it was said
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory, pulse=0.0)
