@@ -17,6 +17,12 @@ It drives two pins, when it can tell them:
   with a warning;
 - then the pin config.toml names, when it differs: the one the next daemon will claim.
 
+The same pin with another polarity in the config than in the record (`gpio.active_high`
+edited while the door ran) is driven to the config's locked level last before a start (the
+daemon about to start drives it so), but after a stop (`--after-stop`, ExecStopPost=) it is
+left at the record's, the level the door that just stopped locked it at, with exit code 2:
+nothing drives the pin after a stop, and a mistyped polarity must not leave it energised.
+
 From the config it reads only the `[gpio]` section, validated by the same checks as the
 daemon's (the UART pin rule included): a mistake anywhere else in the file, which the daemon
 would refuse, must not stop the pin from being driven low. A `[gpio]` section it cannot trust
@@ -92,8 +98,15 @@ def _same_relay(a: GpioConfig, b: GpioConfig) -> bool:
     return (a.pin, a.active_high, a.factory) == (b.pin, b.active_high, b.factory)
 
 
-def relock(record_path: Path, config_path: Path | None, factory: str | None = None) -> int:
-    """Drive the recorded pin, then the config's when it differs, to locked; the exit code."""
+def relock(
+    record_path: Path,
+    config_path: Path | None,
+    factory: str | None = None,
+    *,
+    after_stop: bool = False,
+) -> int:
+    """Drive the recorded pin, then the config's when it differs, to locked; the exit code.
+    after_stop: the record's polarity wins over the config's for its pin (module docstring)."""
     config_name = config_path if config_path is not None else DEFAULT_CONFIG
     failed = False
     record = read_record(record_path)
@@ -138,6 +151,18 @@ def relock(record_path: Path, config_path: Path | None, factory: str | None = No
         log.info(
             "relay locked pin=GPIO%d active_high=%s (%s)", record.pin, record.active_high, recorded
         )
+        if record.pin == gpio.pin and record.active_high != gpio.active_high and after_stop:
+            log.error(
+                "GPIO%d: the door that stopped locked it as active_high=%s (the record), the "
+                "config %s says active_high=%s: left at the record's locked level; the config's "
+                "applies when the door starts again (if the config is right, that door's "
+                "'locked' was open: check the wiring, docs/WIRING.md)",
+                gpio.pin,
+                record.active_high,
+                config_name,
+                gpio.active_high,
+            )
+            return 2
         if record.pin == gpio.pin and record.active_high != gpio.active_high:
             log.warning(
                 "GPIO%d: the record says active_high=%s, the config %s active_high=%s; driving "
@@ -177,10 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gpio", choices=GPIO_FACTORIES, help="pin factory override (for both pins)"
     )
+    parser.add_argument(
+        "--after-stop",
+        action="store_true",
+        help="the door has just stopped (ExecStopPost=): when the config gives the recorded "
+        "pin another polarity, leave it at the record's locked level and exit 2",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = args.record if args.record is not None else paths.RELAY_RECORD
-    return relock(record, args.config, args.gpio)
+    return relock(record, args.config, args.gpio, after_stop=args.after_stop)
 
 
 if __name__ == "__main__":

@@ -57,12 +57,12 @@ def info(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="edge_app.relay_off")
 
 
-def relock(tmp_path: Path, record: Path, text: str | None) -> int:
+def relock(tmp_path: Path, record: Path, text: str | None, *flags: str) -> int:
     """relay_off with the config file as it is now (None: deleted)."""
     config = tmp_path / "config.toml"
     if text is not None:
         config.write_text(text)
-    return relay_off.main(["--config", str(config), "--record", str(record)])
+    return relay_off.main([*flags, "--config", str(config), "--record", str(record)])
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -155,9 +155,26 @@ def test_an_unchanged_recorded_pin_that_cannot_be_claimed_exits_2(
 def test_a_record_and_config_that_disagree_on_polarity_end_at_the_configs_level(
     factory: MockFactory, record: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Before a start (ExecStartPre=): the daemon about to start drives it so anyway."""
     assert relock(tmp_path, record, f"[gpio]\npin = {PIN}\nactive_high = false\n") == 0
     assert factory.pin(PIN).state is True  # locked for an active-low board, last
     assert any("the record says active_high=True" in m for m in caplog.messages)
+
+
+def test_after_a_stop_a_polarity_changed_in_the_config_leaves_the_records_level(
+    factory: MockFactory, record: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: `active_high` mistyped in the config while the door ran, then
+    `systemctl stop`: ExecStopPost='s relay_off drove the record's locked level, then the
+    config's, which is "open" for the relay the door had been driving, exit 0, and nothing
+    drives the pin after a stop. After a stop the record's level stays, exit 2 (a failed
+    unit) and one line says what to check."""
+    text = f"[gpio]\npin = {PIN}\nactive_high = false\n"
+    assert relock(tmp_path, record, text, "--after-stop") == 2
+    assert locked(factory, PIN)  # low: locked for the active-high relay the record names
+    (message,) = errors(caplog)
+    assert f"GPIO{PIN}: the door that stopped locked it as active_high=True" in message
+    assert "check the wiring" in message
 
 
 def hostile(folder: Path, kind: str) -> Path:
