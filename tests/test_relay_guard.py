@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,16 +97,21 @@ def the_relay_process(daemon: Daemon) -> RelayProcess:
     return relay
 
 
-@pytest.mark.parametrize("when", ["camera stalled after a visit", "before the first frame"])
-def test_a_relay_process_killed_mid_pulse_is_found_without_frames(
-    tmp_path: Path, gallery: Path, stalling: type[StallingFolder], when: str
-) -> None:
-    """The relay process killed while a 30 s pulse holds the strike open and no frame comes
-    (after Ada was let in; or a remote unlock before the camera's first frame): the guard
-    finds it gone, the door process locks the pin itself and run() raises, at once."""
-    stalling.silent = when == "before the first frame"
+def fault_with_no_frames(
+    tmp_path: Path,
+    gallery: Path,
+    stalling: type[StallingFolder],
+    fault: Callable[[RelayProcess], None],
+    pulse: float,
+) -> tuple[BaseException | None, float, RelayProcess]:
+    """The door's own relay process open for `pulse` s while no frame comes (after Ada was
+    let in; with stalling.silent, a remote unlock before the camera's first frame), then
+    `fault` done to it: what run() raised, the seconds it took to end after the fault, and
+    the relay process."""
     frames = write_frames(tmp_path / "frames", [NOBODY] * 3 + [ADA] * 8)
-    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30}, camera={"realtime": True})
+    config = door(
+        tmp_path, gallery, frames, gpio={"pulse_seconds": pulse}, camera={"realtime": True}
+    )
     daemon = Daemon(config, engine=ScriptedEngine())
     runner, outcome = run_on_a_thread(daemon)
     try:
@@ -117,16 +122,29 @@ def test_a_relay_process_killed_mid_pulse_is_found_without_frames(
         else:
             wait_for(lambda: daemon.metrics.unlocks == 1 and stalling.stalled.is_set())
         assert relay.is_active
-        relay._child.kill()
-        killed = time.monotonic()
-        runner.join(timeout=10)
+        fault(relay)
+        done = time.monotonic()
+        runner.join(timeout=15)
         assert not runner.is_alive(), "the door ran on with nothing to end its pulse"
     finally:
         daemon.stop()
         runner.join(timeout=10)
-    assert time.monotonic() - killed < 5  # the guard checks every 0.2 s, not on a frame
-    error = outcome.get("error")
-    assert isinstance(error, RelayError), outcome
+    return outcome.get("error"), time.monotonic() - done, relay
+
+
+@pytest.mark.parametrize("when", ["camera stalled after a visit", "before the first frame"])
+def test_a_relay_process_killed_mid_pulse_is_found_without_frames(
+    tmp_path: Path, gallery: Path, stalling: type[StallingFolder], when: str
+) -> None:
+    """The relay process killed while a 30 s pulse holds the strike open and no frame
+    comes: the guard finds it gone, the door process locks the pin itself and run() raises,
+    at once."""
+    stalling.silent = when == "before the first frame"
+    error, seconds, relay = fault_with_no_frames(
+        tmp_path, gallery, stalling, lambda relay: relay._child.kill(), pulse=30
+    )
+    assert seconds < 5  # the guard checks every 0.2 s, not on a frame
+    assert isinstance(error, RelayError), error
     assert "process that drives GPIO17 has ended" in str(error)
     assert relay._closed  # locked from the door process (RelayProcess._lock_from_here)
 
@@ -136,23 +154,11 @@ def test_a_relay_process_stopped_mid_pulse_is_found_while_the_camera_is_stalled(
 ) -> None:
     """SIGSTOP (or a hang): the child's own timer cannot end the pulse. Once the pulse is
     overdue the guard asks it, gets no answer, kills it and locks the pin from here."""
-    frames = write_frames(tmp_path / "frames", [NOBODY] * 3 + [ADA] * 8)
-    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 2}, camera={"realtime": True})
-    daemon = Daemon(config, engine=ScriptedEngine())
-    runner, outcome = run_on_a_thread(daemon)
-    try:
-        relay = the_relay_process(daemon)
-        wait_for(lambda: daemon.metrics.unlocks == 1 and stalling.stalled.is_set())
-        relay._child.send_signal(signal.SIGSTOP)
-        stopped = time.monotonic()
-        runner.join(timeout=15)
-        assert not runner.is_alive(), "the door ran on with nothing to end its pulse"
-    finally:
-        daemon.stop()
-        runner.join(timeout=10)
-    assert time.monotonic() - stopped <= 2 + RELEASE_GRACE_SECONDS + 2 * REPLY_SECONDS + 1
-    error = outcome.get("error")
-    assert isinstance(error, RelayError), outcome
+    error, seconds, relay = fault_with_no_frames(
+        tmp_path, gallery, stalling, lambda relay: relay._child.send_signal(signal.SIGSTOP), 2
+    )
+    assert seconds <= 2 + RELEASE_GRACE_SECONDS + 2 * REPLY_SECONDS + 1
+    assert isinstance(error, RelayError), error
     assert "the relay process does not answer" in str(error)
     assert relay._child.returncode == -signal.SIGKILL
 
