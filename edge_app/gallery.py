@@ -595,21 +595,7 @@ def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
             f"owner uid {info.st_uid}): any of them could enrol themselves; make it the door "
             f"user's with mode 600 (sudo chown edge-app: {path} && sudo chmod 600 {path})"
         )
-    real = os.path.realpath(path)
-    folder = Path(real).parent
-    try:
-        folder_mode = stat.S_IMODE(folder.stat().st_mode)
-    except OSError:
-        return  # the open that follows says why the folder cannot be used
-    if folder_mode & stat.S_IWOTH:
-        # The sticky bit (/tmp) stops others replacing the gallery, not creating the -wal
-        # file beside it that SQLite replays into it on the next open: a gallery of their own.
-        raise GalleryError(
-            f"the gallery's folder {folder} may be written by any user (mode {folder_mode:o}): "
-            "any of them could replace the gallery, or plant the -wal file SQLite replays into "
-            "it, with one that lets them in; keep it in a folder of its own (the door's is "
-            "/var/lib/edge-app, mode 700)"
-        )
+    real = _refuse_open_folder(path)
     for suffix in SIDE_FILES:
         try:
             side = os.lstat(f"{real}{suffix}")
@@ -628,6 +614,27 @@ def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
             )
 
 
+def _refuse_open_folder(path: Path) -> str:
+    """Refuse a gallery (there, or about to be created) in a folder any user may write;
+    the gallery's real path otherwise."""
+    real = os.path.realpath(path)
+    folder = Path(real).parent
+    try:
+        folder_mode = stat.S_IMODE(folder.stat().st_mode)
+    except OSError:
+        return real  # the open that follows says why the folder cannot be used
+    if folder_mode & stat.S_IWOTH:
+        # The sticky bit (/tmp) stops others replacing the gallery, not creating the -wal
+        # file beside it that SQLite replays into it on the next open: a gallery of their own.
+        raise GalleryError(
+            f"the gallery's folder {folder} may be written by any user (mode {folder_mode:o}): "
+            "any of them could replace the gallery, or plant the -wal file SQLite replays into "
+            "it, with one that lets them in; keep it in a folder of its own (the door's is "
+            "/var/lib/edge-app, mode 700)"
+        )
+    return real
+
+
 def _create_file(path: Path) -> None:
     """A new, empty, current gallery at `path`, mode 0600, appearing there complete.
 
@@ -637,6 +644,7 @@ def _create_file(path: Path) -> None:
     """
     try:
         make_private_folder(path.parent)
+        _refuse_open_folder(path)  # before anything is made there: a refusal leaves nothing
         sweep_temporaries(path.parent, _creation_leftovers(path), f"the gallery {path}")
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
         os.close(fd)
@@ -797,7 +805,8 @@ class Gallery:
             if not create:
                 raise GalleryError(
                     f"no gallery at {path}: enrol someone first with `edge-app enroll`, "
-                    "or give the gallery's path (--db PATH, or [gallery] path in the config)"
+                    "or give the gallery's path ([gallery] path in the config; --db PATH where the "
+                    "command takes it)"
                 )
             _create_file(path)
             created = True

@@ -183,6 +183,25 @@ def test_a_gallery_in_a_folder_anyone_may_write_is_refused(db: Path) -> None:
         folder.chmod(0o700)
 
 
+@pytest.mark.parametrize("mode", [0o777, 0o1777])
+def test_a_first_enrolment_refused_for_its_folder_leaves_no_gallery(
+    tmp_path: Path, mode: int
+) -> None:
+    """Found by a walkthrough: `edge-app enroll --db /tmp/x.db ...` was refused for the
+    folder anyone may write, after the gallery had been created there; the refusal's own
+    clean-up ran the same check, raised, and left a 20 kB gallery of nobody. The folder is
+    checked before anything is made in it."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(mode)
+    try:
+        with pytest.raises(GalleryError, match="folder .* may be written by any user"):
+            Gallery.open(folder / "gallery.db", create=True)
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
+
+
 def test_a_wal_file_someone_else_planted_is_never_replayed(db: Path, tmp_path: Path) -> None:
     """An audit: with the gallery in a sticky folder, another user wrote a gallery of their own
     into a `gallery.db-wal` of theirs; the next open replayed it: the residents were gone and
