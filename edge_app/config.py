@@ -756,6 +756,14 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
             continue
         try:
             where = _followed(path)
+        except PermissionError as error:
+            # Not a mistake in the file: this user may not enter a folder on the way (a
+            # state folder is 0700, the door's own). Python 3.11's is_symlink() raises then.
+            errors.append(
+                f"{key}: {path} cannot be reached by this user ({error}); run the command as "
+                "the door's user (sudo -u edge-app edge-app ...)"
+            )
+            continue
         except OSError as error:
             errors.append(f"{key}: {path} cannot be followed ({error}); give a plain path")
             continue
@@ -867,7 +875,13 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
         # As TOML reads it: lines end with LF or CRLF; a lone CR is no line end (taken for
         # one, `threshold = 0.1\r# threshold = 0.6` would apply a line a TOML reader sees
         # as commented out)
-        text = data.decode("utf-8")
+        if data.startswith(b"SQLite format 3\0"):
+            raise ConfigError(
+                f"{path}: an SQLite database (a gallery or the events?), not the TOML config; "
+                "give the config with --config (a gallery with --db, where the command takes it)"
+            )
+        # A byte-order mark, which Windows editors write, is not TOML's: read past it.
+        text = data.decode("utf-8").removeprefix("\ufeff")
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{path}: config file not found") from None

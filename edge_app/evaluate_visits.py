@@ -186,7 +186,13 @@ def play(
         "camera": {"source": str(clip.path), "fps": clip.fps},
         "gallery": {"path": str(gallery)},
         "gpio": {"pin": PIN, "pulse_seconds": PULSE_SECONDS, "factory": "mock"},
-        "events": {"db": str(folder / "events.db"), "jsonl": str(folder / "events.jsonl")},
+        # retention_days 0: a clip's events store lasts one clip: no retention (and
+        # no "retention waits" for a clock per clip on a machine whose clock is not synced).
+        "events": {
+            "db": str(folder / "events.db"),
+            "jsonl": str(folder / "events.jsonl"),
+            "retention_days": 0,
+        },
         "hub": {"socket": ""},  # no control socket: nothing outside this run sees it
     }
     # LFW clips are digital photos pasted into frames, not a capture of a face or a print,

@@ -240,6 +240,20 @@ def test_a_config_with_windows_line_ends_reads_and_old_mac_ones_say_how_to_fix_t
         read_config_file(path)
 
 
+def test_a_config_saved_with_a_byte_order_mark_reads_and_a_gallery_given_as_it_says_so(
+    tmp_path: Path,
+) -> None:
+    """Found by a walkthrough: a config saved by a Windows editor (UTF-8 with a byte-order
+    mark) was "not valid TOML (Invalid statement (at line 1, column 1))", and `--config
+    gallery.db` a UTF-8 decoding error. The mark is read past; an SQLite file is named."""
+    path = tmp_path / "door.toml"
+    path.write_bytes(b'\xef\xbb\xbf[door]\r\nname = "front"\r\n')
+    assert read_config_file(path)[1] == {"door": {"name": "front"}}
+    path.write_bytes(b"SQLite format 3\x00" + bytes(84) + b"\xfa\xfb")
+    with pytest.raises(ConfigError, match="an SQLite database .*, not the TOML config; give"):
+        read_config_file(path)
+
+
 def test_files_that_grew_past_each_callers_limit_are_refused_in_its_words(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, understated_sizes: None
 ) -> None:

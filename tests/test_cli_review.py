@@ -168,6 +168,41 @@ def test_enroll_checks_its_photo_folders_before_loading_the_models(tmp_path: Pat
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["photos/Hans/", "photos/Paul/"], "photos/Hans/ is a folder, given where the"),
+        (["photos/Hans/a.jpg", "photos/Hans/b.jpg"], "photos/Hans/a.jpg is a file, given"),
+        (["Alice", "Martin", "photos/Hans/"], "a name of several words is quoted: "),
+    ],
+    ids=["a folder for the name", "a photo for the name", "a name not quoted"],
+)
+def test_enroll_refuses_a_photo_for_a_name_and_an_unquoted_name(
+    tmp_path: Path, argv: list[str], said: str
+) -> None:
+    """Found by a walkthrough: `edge-app enroll photos/Hans/ photos/Paul/` (NAME left out)
+    enrolled Paul's face, with access, under the name "photos/Hans/"; `enroll Alice Martin
+    photos/` said only "Martin: no such file". Both are refused before anything is read,
+    saying how the command is written."""
+    for person in ("Hans", "Paul"):
+        folder = tmp_path / "photos" / person
+        folder.mkdir(parents=True)
+        for name in ("a.jpg", "b.jpg"):
+            (folder / name).write_bytes(b"not read")
+    db = tmp_path / "gallery.db"
+
+    done = edge_app(tmp_path, "enroll", "--db", str(db), "--models", str(tmp_path), *argv)
+
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert said in line, line
+    if argv[0] == "Alice":
+        assert "`edge-app enroll 'Alice Martin' PHOTO...`" in line, line
+    else:
+        assert "`edge-app enroll NAME PHOTO...`" in line, line
+    assert not db.exists()
+
+
 @needs_models
 def test_enroll_and_identify_show_progress_over_photos_on_a_terminal(tmp_path: Path) -> None:
     """Defect: enrolling from or identifying a folder of photos printed nothing until the
@@ -368,6 +403,27 @@ def test_doctors_fixes_follow_what_went_wrong(
         assert ("--system-site-packages" in doctor._picamera2_fix()) is not sees
     monkeypatch.setattr(doctor.sys, "base_prefix", str(venv))  # not a venv at all
     assert doctor._sees_system_packages()
+
+
+def test_doctors_fixes_name_the_config_it_was_given(tmp_path: Path) -> None:
+    """Found by a walkthrough: `doctor --config door.toml` said `-> edge-app enroll NAME
+    PHOTO...` and `-> edge-app site forget`: run as written, they act on the default
+    config's door. Each edge-app command a fix names now carries --config."""
+    from edge_app.commands import doctor
+
+    config = tmp_path / "my door.toml"
+    config.write_text(f'[gallery]\npath = "{tmp_path / "gallery.db"}"\n')
+    checks = doctor.collect_checks(config, models=tmp_path / "no models")
+    (gallery,) = [c for c in checks if c.area == "gallery"]
+    assert gallery.fix == f"edge-app enroll --config '{config}' NAME PHOTO...", gallery
+    assert doctor.for_config(
+        "run as the door's user: sudo -u edge-app edge-app doctor", config
+    ) == (f"run as the door's user: sudo -u edge-app edge-app doctor --config '{config}'")
+    assert doctor.for_config("edge-app site forget (deletes it)", config) == (
+        f"edge-app site forget --config '{config}' (deletes it)"
+    )
+    default = doctor.collect_checks(None, models=tmp_path / "no models")
+    assert not any("--config" in c.fix for c in default if c.area == "gallery")
 
 
 def test_site_show_gives_no_chmod_advice_for_a_memory_linked_to_a_device(
@@ -671,7 +727,9 @@ def test_hub_secrets_at_the_end_of_input_change_nothing(
     tmp_path: Path, command: str, what: str
 ) -> None:
     """Defect: `hub passwd` / `hub unlock-code` with </dev/null (or Ctrl-D at the prompt)
-    ended in an EOFError traceback."""
+    ended in an EOFError traceback. Without a terminal (a script, a service) they now say
+    to use --stdin, and Python's "GetPassWarning: Can not control echo" is not shown (a
+    walkthrough's finding)."""
     config = tmp_path / "door.toml"
     config.write_text(
         f'[web]\npassword_file = "{tmp_path / "web-password"}"\n'
@@ -681,7 +739,10 @@ def test_hub_secrets_at_the_end_of_input_change_nothing(
     done = hub_without_a_terminal(tmp_path, command, "--config", str(config))
 
     assert done.returncode == 2, done.stderr
-    assert f"no {what} entered; nothing changed" in one_error_line(done.stderr)
+    line = one_error_line(done.stderr)
+    assert f"no terminal to type the {what} at; give it on the first line of standard " in line
+    assert "with --stdin; nothing changed" in line
+    assert "GetPassWarning" not in done.stderr and "echo" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml"]
 
 

@@ -1139,7 +1139,7 @@ def test_doctor_names_enrolled_people_who_match_each_other(
     assert all(c["status"] == "warn" for c in found) and len(found) == 2, found
     same, apart = found
     assert "Ann ~ Dee" in same["detail"] and "the same face" in same["detail"]
-    assert "edge-app remove NAME" in same["fix"]
+    assert f"edge-app remove --config {config} NAME" in same["fix"]  # this door's
     assert "Ann ~ Ben 0.800" in apart["detail"] and "Cy" not in apart["detail"]
     if mode == "raise":
         # Raised just above Ann ~ Ben, not above Ann ~ Dee (which would lock everyone out).
@@ -1339,7 +1339,7 @@ def test_doctor_asks_a_household_of_one_for_known_visitors(
 
     (site,) = [c for c in json.loads(done.stdout) if c["area"] == "site centring"]
     assert site["status"] == "warn" and "one person enrolled" in site["detail"]
-    assert "edge-app enroll --no-access" in site["fix"]
+    assert f"edge-app enroll --config {config} --no-access" in site["fix"]
 
 
 # ---- edge-app site: the site memory ([recognition] learn_site) -----------------------------
@@ -1626,7 +1626,7 @@ def test_doctor_names_both_fixes_for_a_household_of_one(
 
     assert memory == []  # learn_site off and no file: nothing to say
     assert centring["status"] == "warn" and "one person enrolled" in centring["detail"]
-    assert "edge-app enroll --no-access" in centring["fix"]
+    assert f"edge-app enroll --config {config} --no-access" in centring["fix"]
     assert "[recognition] learn_site = true" in centring["fix"]
 
 

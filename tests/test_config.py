@@ -168,6 +168,29 @@ def test_a_path_that_loops_is_a_config_error(tmp_path: Path) -> None:
     assert f"events.db: {loop / 'events.db'} cannot be followed" in text
 
 
+def test_a_state_folder_this_user_may_not_enter_says_whose_command_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a walkthrough: `edge-app list --config ...` run as a user who may not enter
+    the door's state folder (0700) listed every path as "cannot be followed ... give a
+    plain path" (Python 3.11's is_symlink() raises EACCES there): paths that were plain, and
+    a fix that could not help. It says to run the command as the door's user. (Tests run as
+    root in CI, whom no mode stops: the refusal is what the kernel answers a user.)"""
+    state = tmp_path / "state"
+    real = Path.is_symlink
+
+    def refused(self: Path) -> bool:
+        if self == state:
+            raise PermissionError(13, "Permission denied", str(state / "gallery.db"))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_symlink", refused)
+    text = errors_of({"gallery": {"path": str(state / "gallery.db")}})
+    assert f"gallery.path: {state / 'gallery.db'} cannot be reached by this user" in text
+    assert "run the command as the door's user (sudo -u edge-app edge-app ...)" in text
+    assert "give a plain path" not in text
+
+
 def test_toml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "deep.toml"
     path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")

@@ -1105,8 +1105,14 @@ def test_password_file_is_private_and_replaced_atomically(tmp_path: Path) -> Non
 
 def test_lan_listen_is_refused_until_a_password_exists(tmp_path: Path) -> None:
     config = web_config(tmp_path, 8080, listen="0.0.0.0:8080")
-    with pytest.raises(WebError, match="no admin password is set: run `edge-app hub passwd`"):
+    with pytest.raises(WebError, match="no admin password is set: run `sudo -u edge-app edge-"):
         check_settings(config)
+    # A walkthrough found the command named for the default config, whatever --config said:
+    # run as written, it set another door's password.
+    with pytest.raises(WebError) as refused:
+        check_settings(config, tmp_path / "lan door.toml")
+    command = f"sudo -u edge-app edge-app hub passwd --config '{tmp_path / 'lan door.toml'}'"
+    assert f"run `{command}` first" in str(refused.value)
     assert check_settings(web_config(tmp_path, 8080))[:2] == ("127.0.0.1", 8080)
     assert check_settings(web_config(tmp_path, 8080, listen="[::1]:8080"))[0] == "::1"
     auth.write_password_file(config.web.password_file, PASSWORD)

@@ -9,6 +9,8 @@ import importlib
 import json
 import os
 import platform
+import re
+import shlex
 import sqlite3
 import sys
 from contextlib import closing
@@ -1057,7 +1059,23 @@ def collect_checks(
         checks += _storage_checks(config)
         checks += _events_checks(config)
         checks.append(door_check(door_socket or config.hub.socket))
+    if config_path is not None and config_path != DEFAULT_CONFIG:
+        checks = [replace(c, fix=for_config(c.fix, config_path)) for c in checks]
     return checks
+
+
+# The commands a fix names that read the config: run as written they would act on the door
+# of the default config, not the one these checks read (--config).
+_CONFIG_COMMANDS = re.compile(
+    r"\bedge-app (enroll|remove|export|import|doctor|site forget|site show)\b"
+)
+
+
+def for_config(fix: str, config_path: Path) -> str:
+    """`fix` with --config PATH given to each edge-app command it names."""
+    return _CONFIG_COMMANDS.sub(
+        lambda found: f"{found.group(0)} --config {shlex.quote(str(config_path))}", fix
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

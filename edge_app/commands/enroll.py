@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from edge_app import enroll
     from edge_app.images import image_files
 
+    if not args.camera:
+        _name_not_a_path(args.name, args.images)
     db = db_path(args, create=not args.add)
     if args.camera and args.images:
         raise UserError("give photos or --camera, not both")
@@ -151,6 +153,35 @@ def run(args: argparse.Namespace) -> int:
         raise
     sys.stdout.write(_json(result) if args.json else _text(result))
     return 0
+
+
+def _name_not_a_path(name: str, images: list[str]) -> None:
+    """UserError for a NAME left out (the first photo taken for it: its photos would be
+    enrolled, with access, under a file's path) or a name of several words not quoted (its
+    last words taken for photos that do not exist)."""
+    from pathlib import Path
+
+    from edge_app.images import IMAGE_SUFFIXES
+
+    looks_like_a_path = "/" in name or Path(name).suffix.lower() in IMAGE_SUFFIXES
+    if looks_like_a_path and Path(name).exists():
+        kind = "folder" if Path(name).is_dir() else "file"
+        raise UserError(
+            f"{shown(name)} is a {kind}, given where the person's NAME goes: "
+            f'`edge-app enroll NAME PHOTO...`, e.g. `edge-app enroll "Alice Martin" '
+            f"{shlex.quote(name)}`"
+        )
+    words = []
+    for image in images:
+        if "/" in image or Path(image).suffix or Path(image).exists():
+            break
+        words.append(image)  # no path, no suffix, nothing there: a word of the name?
+    if words:
+        whole = " ".join([name, *words])
+        raise UserError(
+            f"{shown(words[0])}: no such file or folder; a name of several words is quoted: "
+            f"`edge-app enroll {shlex.quote(whole)} PHOTO...`"
+        )
 
 
 def _enroll(

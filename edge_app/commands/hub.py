@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -166,6 +167,13 @@ def _read_new_secret(from_stdin: bool, prompt: str, what: str, check: Callable[[
 
     if from_stdin:
         return check(sys.stdin.readline().rstrip("\r\n"))
+    try:  # getpass types at the terminal; without one it reads stdin and says it may echo
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        raise UserError(
+            f"no terminal to type the {what} at; give it on the first line of standard "
+            "input with --stdin; nothing changed"
+        ) from None
     try:
         typed = getpass.getpass(prompt)
         secret = check(typed)

@@ -499,7 +499,8 @@ def _login_context(
         # limit's refusal did not look at it).
         "wrong_password": wrong_password,
         "problem": problem,
-        "no_password": not ready and not problem,  # login.html says how to set one
+        "no_password": not ready and not problem,  # login.html says how to set one:
+        "passwd_command": auth.passwd_command(state.config_path),
         "ready": ready,
         "next": _safe_next(next_page),
         "notice": LOGIN_NOTICES.get(request.query_params.get("notice", ""), ""),

@@ -105,6 +105,19 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
+def passwd_command(config_path: Path | None) -> str:
+    """The command that sets the web page's password of the config at `config_path` (None:
+    the default one), as the door's user, who owns the file it writes."""
+    import shlex
+
+    from edge_app.paths import DEFAULT_CONFIG
+
+    command = "sudo -u edge-app edge-app hub passwd"
+    if config_path is not None and Path(config_path) != DEFAULT_CONFIG:
+        command += f" --config {shlex.quote(str(config_path))}"
+    return command
+
+
 def read_password_hash(path: Path) -> str | None:
     """The stored hash, or None when no password was set yet.
 

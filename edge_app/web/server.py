@@ -30,7 +30,7 @@ import h11
 from edge_app.config import Config, split_listen
 from edge_app.errors import UserError
 from edge_app.logs import Throttle
-from edge_app.web.auth import read_password_hash
+from edge_app.web.auth import passwd_command, read_password_hash
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +147,16 @@ PLAIN_LAN_WARNING = (
 )
 
 
-def check_settings(config: Config) -> tuple[str, int, bool]:
-    """(host, port, tls) to serve on, or WebError saying why not."""
+def check_settings(config: Config, config_path: Path | None = None) -> tuple[str, int, bool]:
+    """(host, port, tls) to serve on, or WebError saying why not (config_path: the file
+    `config` was read from, for the command the message names)."""
     web = config.web
     host, port = split_listen(web.listen)
     if not is_loopback(host) and read_password_hash(web.password_file) is None:
         raise WebError(
             f"web.listen = {web.listen!r} would serve the LAN, but no admin password is set: "
-            f"run `edge-app hub passwd` first (it writes {web.password_file}), or keep "
-            'web.listen = "127.0.0.1:8080"'
+            f"run `{passwd_command(config_path)}` first (it writes {web.password_file}), or "
+            'keep web.listen = "127.0.0.1:8080"'
         )
     tls = web.tls_cert is not None and web.tls_key is not None
     if tls:
@@ -773,7 +774,7 @@ class WebServer:
 
         from edge_app.web.app import create_app, wrap
 
-        self.host, self.port, self.tls = check_settings(config)
+        self.host, self.port, self.tls = check_settings(config, config_path)
         context = tls_context(config) if self.tls else None
         app = create_app(config, config_path=config_path, socket_path=socket_path, tls=self.tls)
         self.app = app
