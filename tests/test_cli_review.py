@@ -230,6 +230,45 @@ def test_enroll_and_identify_show_progress_over_photos_on_a_terminal(tmp_path: P
     assert "%|" not in piped.stderr
 
 
+@needs_models
+def test_identify_prints_each_photo_as_it_is_done_and_keeps_them_when_stopped(
+    tmp_path: Path,
+) -> None:
+    """Found by a walkthrough: `identify` on a folder printed nothing until every photo was
+    done (stdout empty after 10 s of 1,200 photos), and Ctrl-C then lost every result. Each
+    photo's lines are written as it is done; stopped, what was done stays printed."""
+    db = tmp_path / "gallery.db"
+    cpu = ("--db", str(db), "--backend", "cpu")
+    assert edge_app(tmp_path, "enroll", *cpu, "Martha", *map(str, MARTHA)).returncode == 0
+    photos = tmp_path / "many"
+    photos.mkdir()
+    for copy in range(60):
+        for photo in MARTHA:
+            (photos / f"{copy:02d}_{photo.name}").write_bytes(photo.read_bytes())
+    child = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "identify", *cpu, str(photos)],
+        cwd=tmp_path,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    try:
+        first = child.stdout.readline()  # before the other photos are done
+        child.send_signal(signal.SIGINT)
+        rest = child.stdout.read()  # (not communicate(): it would skip what readline buffered)
+        err = child.stderr.read()
+        child.wait(timeout=TIMEOUT)
+    finally:
+        child.kill()
+    assert first.startswith(str(photos / "00_")), first
+    assert child.returncode == 130, err
+    done = (first + rest).count("  Martha  score")
+    assert 1 <= done < 60 * len(MARTHA), done
+
+
 # --- doctor and site -------------------------------------------------------------------------
 
 

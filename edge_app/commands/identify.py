@@ -222,17 +222,18 @@ def run(args: argparse.Namespace) -> int:
         settings.margin,
         settings.aggregate,
     )
+    from tqdm import tqdm
+
     entries: list[dict[str, Any]] = []
-    lines: list[str] = []
     with photo_progress(paths, "identifying") as photos:
         for path in photos:
             entry, text = _identify_one(path, engine, matcher, matrix, live_threshold)
             entries.append(entry)
-            lines += text
-    if args.json:
+            if not args.json:  # each photo's lines as it is done, above the progress bar
+                tqdm.write("\n".join(text), file=sys.stdout)
+                sys.stdout.flush()
+    if args.json:  # one document, once every photo is done
         sys.stdout.write(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
-    else:
-        sys.stdout.write("\n".join(lines) + "\n")
     return 2 if any("error" in entry for entry in entries) else 0
 
 
