@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -90,3 +91,37 @@ def test_values_are_counted_before_parsing_when_bounded() -> None:
         untrusted_json.loads(b"[1, 2, [3]]", max_values=4)
     with pytest.raises(BadJSON, match="more than 1000 values"):
         untrusted_json.loads(b"[" + b"[]," * 1000 + b"0]", max_values=1000)
+
+
+@pytest.mark.parametrize("where", ["alone", "after a header"])
+def test_an_unclosed_string_of_escaped_quotes_is_refused_at_once(where: str) -> None:
+    """Found by an audit: the depth check's string pattern was tried again from every
+    quote of an unclosed string of escaped quotes: 64 kB (one control-socket line) held
+    the door's interpreter lock for 9 s, no frame processed; 1 MB of an import ran for
+    minutes. The check is linear now: 1 MB is refused well within the bound below (the
+    quadratic pattern took over 60 s for it)."""
+    text = '"' + '\\"' * 500_000
+    if where == "after a header":
+        text = '{"format": "x", "people": [' + text
+    outcome: list[BaseException] = []
+
+    def parse() -> None:
+        try:
+            untrusted_json.loads(text.encode())
+        except BadJSON as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=parse, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "still checking the text's depth"
+    (error,) = outcome
+    assert "Unterminated string" in str(error)
+
+
+def test_brackets_in_strings_closed_or_not_are_text_not_nesting() -> None:
+    """The linear pattern reads strings as the parser does: an escaped backslash ends
+    before the closing quote; brackets after an unclosed quote are the string's."""
+    assert not untrusted_json._too_deep('["\\\\", "' + "[" * 600 + '"]')
+    assert untrusted_json._too_deep('"\\\\"' + "[" * (untrusted_json.MAX_DEPTH + 1))
+    assert not untrusted_json._too_deep('"unclosed ' + "[" * 2000)
