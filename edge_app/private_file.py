@@ -42,6 +42,9 @@ FOLDER_MODE = 0o700  # a folder made for private files: only its owner may list 
 # or a broker password less): 64 KiB is far more than any, and refuses a wrong file (a log,
 # an image) before it is read into memory.
 MAX_SECRET_BYTES = 64 * 1024
+# A TLS file (web.tls_*, mqtt.tls_*): a certificate chain or key is a few kB; a CA bundle, such
+# as Debian's ca-certificates.crt, a few hundred. More is not a TLS file.
+TLS_FILE_MAX_BYTES = 4 * 1024 * 1024
 # A temporary file beside its target is taken for a killed write's leftover only once it is
 # this old (its last change, st_mtime) and no writer holds its lock (_write_private locks its
 # temporary file until it is renamed into place, and a killed process's locks are gone). The
@@ -347,4 +350,19 @@ def read_private(
         raise error(
             f"{key}: {path} is more than the {MAX_SECRET_BYTES} bytes a secret file may have"
             f"{hint or '; is this the right file?'}"
+        ) from None
+
+
+def check_tls_file(path: Path, key: str, error: type[UserError]) -> None:
+    """Refuse, as `error`, a TLS file that is not a regular file of at most
+    TLS_FILE_MAX_BYTES (ssl's own reader would wait on a named pipe for ever and read
+    /dev/zero until the memory is gone), before ssl is given its path. OSError when it
+    cannot be read (missing, permissions): the caller's to word."""
+    try:
+        read_bounded(path, TLS_FILE_MAX_BYTES)
+    except NotRegularFile as refused:
+        raise error(f"{key}: {path} is a {refused.kind}, not a TLS file") from None
+    except TooLarge:
+        raise error(
+            f"{key}: {path} is more than the {TLS_FILE_MAX_BYTES} bytes a TLS file may have"
         ) from None

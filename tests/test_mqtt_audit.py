@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +360,27 @@ def test_a_tls_file_error_names_only_the_keys_that_are_set(
         f"mqtt.tls_ca, mqtt.tls_cert, mqtt.tls_key: cannot use {certs['ca']}, "
         f"{certs['server']}, {certs['ca_key']} ("
     ), message
+
+
+@pytest.mark.parametrize("key", ["tls_ca", "tls_cert", "tls_key"])
+@pytest.mark.parametrize("kind", ["named pipe", "device"])
+def test_a_tls_file_that_is_a_pipe_or_a_device_is_refused_at_once(
+    tmp_path: Path, test_ca: dict[str, Path], key: str, kind: str
+) -> None:
+    """Found by an audit: ssl read a TLS file named in the config with no check, so a named
+    pipe there hung the hub at its start, and /dev/zero grew it to gigabytes and a
+    MemoryError traceback. Both are refused before ssl opens them, like the secret files."""
+    files = {
+        "tls_ca": test_ca["ca"],
+        "tls_cert": test_ca["server"],
+        "tls_key": test_ca["server_key"],
+    }
+    if kind == "named pipe":
+        files[key] = tmp_path / "pipe"
+        os.mkfifo(files[key])
+    else:
+        files[key] = Path("/dev/zero")
+    worker = ThreadPoolExecutor(1)
+    message = worker.submit(refusal, tls_settings(tmp_path, **files)).result(timeout=20)
+    worker.shutdown()
+    assert message == f"mqtt.{key}: {files[key]} is a {kind}, not a TLS file", message

@@ -1238,6 +1238,20 @@ def test_tls_needs_readable_cert_and_key(tmp_path: Path) -> None:
     )
     with pytest.raises(WebError, match="web.tls_cert: cannot read"):
         check_settings(config)
+    # Found by an audit: /dev/zero as the key grew the hub to 2.4 GB and a MemoryError
+    # traceback; a named pipe hung it at start. Both are refused before they are read.
+    pipe = tmp_path / "cert.pipe"
+    os.mkfifo(pipe)
+    certificate = tmp_path / "cert.pem"
+    certificate.write_text("-----BEGIN CERTIFICATE-----\n")
+    for cert, key, said in (
+        (certificate, "/dev/zero", "web.tls_key: /dev/zero is a device, not a TLS file"),
+        (pipe, "/dev/zero", f"web.tls_cert: {pipe} is a named pipe, not a TLS file"),
+    ):
+        config = web_config(tmp_path, 8443, tls_cert=str(cert), tls_key=str(key))
+        with pytest.raises(WebError) as refused:
+            check_settings(config)
+        assert str(refused.value) == said
 
 
 def test_web_config_is_validated() -> None:

@@ -87,6 +87,7 @@ from edge_app.hub.signing import (
     read_secret,
 )
 from edge_app.logs import Throttle
+from edge_app.private_file import check_tls_file
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,14 @@ def make_client(
             password = read_secret(settings.password_file, "mqtt.password_file")
         client.username_pw_set(settings.username, password)
     if settings.tls_ca is not None:
+        for key, path in (
+            ("mqtt.tls_ca", settings.tls_ca),
+            ("mqtt.tls_cert", settings.tls_cert),
+            ("mqtt.tls_key", settings.tls_key),
+        ):
+            if path is not None:
+                with contextlib.suppress(OSError):  # missing, unreadable: tls_set's to say
+                    check_tls_file(path, key, MqttError)
         try:
             client.tls_set(
                 ca_certs=str(settings.tls_ca),

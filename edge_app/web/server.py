@@ -30,6 +30,7 @@ import h11
 from edge_app.config import Config, split_listen
 from edge_app.errors import UserError
 from edge_app.logs import Throttle
+from edge_app.private_file import check_tls_file
 from edge_app.web.auth import passwd_command, read_password_hash
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def check_settings(config: Config, config_path: Path | None = None) -> tuple[str
         for key, path in (("web.tls_cert", web.tls_cert), ("web.tls_key", web.tls_key)):
             assert path is not None
             try:
-                Path(path).read_bytes()
+                check_tls_file(path, key, WebError)
             except OSError as error:
                 raise WebError(f"{key}: cannot read {path} ({error.strerror})") from None
     return host, port, tls
