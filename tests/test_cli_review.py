@@ -785,6 +785,30 @@ def test_hub_secrets_at_the_end_of_input_change_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml"]
 
 
+@pytest.mark.parametrize(("command", "what"), [("passwd", "password"), ("unlock-code", "code")])
+def test_hub_secrets_on_stdin_without_a_line_end_are_bounded(
+    tmp_path: Path, command: str, what: str
+) -> None:
+    """Found by an audit: `hub passwd --stdin < /dev/zero` read one line without a bound:
+    1.5 GB, then a MemoryError traceback. A line longer than a secret file may be is
+    refused and nothing is written."""
+    config = tmp_path / "door.toml"
+    config.write_text(
+        f'[web]\npassword_file = "{tmp_path / "web-password"}"\n'
+        f'[mqtt]\nunlock_code_file = "{tmp_path / "unlock.code"}"\n'
+    )
+    # 4 MB of NUL without a line end: what `< /dev/zero` gives, but an end to the test's
+    # own writing should the bound be gone.
+    done = _with_stdin(
+        tmp_path, "\0" * 4_000_000, "hub", command, "--stdin", "--config", str(config)
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"the {what} on standard input is longer than 65536 characters" in one_error_line(
+        done.stderr
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml"]
+
+
 @pytest.mark.parametrize(
     ("command", "section", "key", "secret"),
     [

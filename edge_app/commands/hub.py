@@ -166,7 +166,16 @@ def _read_new_secret(from_stdin: bool, prompt: str, what: str, check: Callable[[
     from edge_app.errors import UserError
 
     if from_stdin:
-        return check(sys.stdin.readline().rstrip("\r\n"))
+        from edge_app.private_file import MAX_SECRET_BYTES
+
+        # Bounded: `< /dev/zero` (or any file without a line end) must not fill the memory.
+        line = sys.stdin.readline(MAX_SECRET_BYTES + 1)
+        if len(line) > MAX_SECRET_BYTES:
+            raise UserError(
+                f"the {what} on standard input is longer than {MAX_SECRET_BYTES} characters; "
+                "nothing changed"
+            )
+        return check(line.rstrip("\r\n"))
     try:  # getpass types at the terminal; without one it reads stdin and says it may echo
         os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
     except OSError:
