@@ -199,6 +199,15 @@ def damaged(path: Path | str, error: object) -> GalleryDamaged:
     )
 
 
+def _check_types(path: Path, table: str, row: Sequence[object], types: Sequence[Any]) -> None:
+    """GalleryDamaged unless each value of `row` is of its type (a type or a tuple of them):
+    SQLite keeps whatever a hand edit or another program put in a column, and the gallery
+    writes none of that (a name as bytes once ended `list` and `export` in a traceback)."""
+    for value, kind in zip(row, types, strict=True):
+        if not isinstance(value, kind):
+            raise damaged(path, f"a row of {table} holds a {type(value).__name__} value")
+
+
 def _sqlite_failure(path: Path, error: sqlite3.Error, doing: str) -> GalleryError:
     """An SQLite error met while `doing` ("read", "write", "open") the gallery, as a user
     error that says what to do: restore a damaged file, free space on a full disk, wait for
@@ -1115,6 +1124,8 @@ class Gallery:
                FROM people p LEFT JOIN samples s ON s.person_id = p.id
                GROUP BY p.id ORDER BY p.name"""
         ).fetchall()
+        for row in rows:
+            _check_types(self.path, "people", row, (str, int, int, str, (str, type(None)), int))
         return [
             PersonInfo(name, samples, crops, created, last, access=bool(access))
             for name, samples, crops, created, last, access in rows
@@ -1352,12 +1363,19 @@ class Gallery:
             people = db.execute(
                 "SELECT id, name, created_utc, access FROM people ORDER BY name"
             ).fetchall()
+            for row in people:
+                _check_types(self.path, "people", row, (int, str, str, int))
             samples: dict[int, list[dict[str, Any]]] = {pid: [] for pid, *_ in people}
-            for person_id, blob, digest, created, crop, model, mirror in db.execute(
+            optional_bytes, optional_text = (bytes, type(None)), (str, type(None))
+            for row in db.execute(
                 """SELECT person_id, embedding, image_sha256, created_utc, face_crop, model,
                           mirror_embedding
                    FROM samples WHERE person_id IN (SELECT id FROM people) ORDER BY id"""
             ):
+                # (The embeddings: _blobs_to_matrix says what is wrong with them.)
+                kinds = (int, object, str, str, optional_bytes, optional_text, object)
+                _check_types(self.path, "samples", row, kinds)
+                person_id, blob, digest, created, crop, model, mirror = row
                 _blobs_to_matrix([blob] if mirror is None else [blob, mirror])  # damage?
                 sample = {
                     "embedding": base64.b64encode(blob).decode("ascii"),

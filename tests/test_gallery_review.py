@@ -576,6 +576,32 @@ def test_an_embedding_row_of_the_wrong_kind_is_damage_not_a_traceback(
             gallery.export(io.StringIO())
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE people SET name = CAST(name AS BLOB)",
+        "UPDATE samples SET face_crop = 'not a picture' WHERE id = 1",
+        "UPDATE samples SET model = x'00' WHERE id = 1",
+    ],
+    ids=["a name as bytes", "a face crop as text", "a model as bytes"],
+)
+def test_a_row_of_the_wrong_kind_is_damage_in_list_and_export(db: Path, damage: str) -> None:
+    """Found by an audit: a name stored as bytes (a hand edit, another program) ended `list`
+    in "TypeError: combining() argument must be a unicode character", and `export`, the
+    way to recover, in "Object of type bytes is not JSON serializable"; a face crop as text
+    and a model as bytes ended `export` too. Each is the gallery's damage, said in one line."""
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA ignore_check_constraints = ON")
+        connection.execute(damage)
+    connection.close()
+    with Gallery.open(db, read_only=True) as gallery:
+        if "name" in damage:
+            with pytest.raises(GalleryError, match="a row of people holds a bytes value"):
+                gallery.people()
+        with pytest.raises(GalleryError, match=r"is damaged \(a row of (people|samples) holds"):
+            gallery.export(io.StringIO())
+
+
 def test_opening_a_gallery_this_process_has_open_keeps_its_write_ahead_log(
     tmp_path: Path,
 ) -> None:
