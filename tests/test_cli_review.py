@@ -22,6 +22,7 @@ import resource
 import select
 import shutil
 import signal
+import sqlite3
 import stat
 import struct
 import subprocess
@@ -463,6 +464,26 @@ def test_doctors_fixes_name_the_config_it_was_given(tmp_path: Path) -> None:
     )
     default = doctor.collect_checks(None, models=tmp_path / "no models")
     assert not any("--config" in c.fix for c in default if c.area == "gallery")
+
+
+def test_list_and_doctor_never_write_a_control_character_to_the_terminal(tmp_path: Path) -> None:
+    """Found by an audit: `doctor` printed a config key holding ESC [2J raw (it cleared the
+    screen: a config can make what doctor said vanish), and `list` a name put in the
+    gallery by hand with ESC in it. Both show control characters as \\xNN."""
+    db = small_gallery(tmp_path / "gallery.db")
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA ignore_check_constraints = ON")
+        connection.execute("UPDATE people SET name = 'Eve' || char(27) || '[2J' WHERE id = 1")
+    connection.close()
+    listed = edge_app(tmp_path, "list", "--db", str(db))
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout and "Eve\\x1b[2J" in listed.stdout, listed.stdout
+
+    config = tmp_path / "door.toml"
+    config.write_text(f'[gallery]\npath = "{db}"\n[camera]\n"\\u001b[2Jevil" = 1\n')
+    checked = edge_app(tmp_path, "doctor", "--config", str(config), "--models", str(tmp_path))
+    assert "\x1b" not in checked.stdout, checked.stdout
+    assert "camera.\\x1b[2Jevil" in checked.stdout, checked.stdout
 
 
 def test_site_show_gives_no_chmod_advice_for_a_memory_linked_to_a_device(

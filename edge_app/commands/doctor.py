@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_app.arg_types import nonempty_path
-from edge_app.commands import config_path, printable
+from edge_app.commands import config_path, printable, shown
 from edge_app.errors import is_damage
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.policy import CLOCK_NOT_SET
@@ -999,11 +999,13 @@ def door_check(socket: Path | None) -> Check:
 def _format(check: Check) -> str:
     """One check for a terminal: status, area and detail (its continuation lines, such as a
     config's list of problems, indented under it), then the fix."""
-    first, *rest = check.detail.splitlines() or [""]
+    # Details carry text from outside (config keys and paths, names): their control
+    # characters are shown as \xNN, so none can clear the screen or forge a line.
+    first, *rest = [shown(line) for line in check.detail.splitlines()] or [""]
     lines = [f"{check.status.upper():5} {check.area:16} {first}"]
     lines += [f"{'':22}{line.strip()}" for line in rest]
     if check.fix:
-        lines.append(f"{'':22}-> {check.fix}")
+        lines.append(f"{'':22}-> {shown(check.fix)}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from edge_app.commands import shown
 from edge_app.commands.identify import add_db_argument, db_path
 from edge_app.errors import UserError
 
@@ -157,13 +158,15 @@ def run_list(args: argparse.Namespace) -> int:
     if not people:
         sys.stdout.write("nobody is enrolled\n")
         return 0
-    width = max(columns(name) for name in ["NAME", *(p.name for p in people)])
+    # shown(): a name put in the file by hand may hold what check_name refuses.
+    names = [shown(p.name) for p in people]
+    width = max(columns(name) for name in ["NAME", *names])
     sys.stdout.write(
         f"{padded('NAME', width)}  ACCESS  SAMPLES  CROPS  ENROLLED              LAST SAMPLE\n"
     )
-    for p in people:
+    for name, p in zip(names, people, strict=True):
         sys.stdout.write(
-            f"{padded(p.name, width)}  {'yes' if p.access else 'no':<6}  {p.samples:>7}  "
+            f"{padded(name, width)}  {'yes' if p.access else 'no':<6}  {p.samples:>7}  "
             f"{p.crops:>5}  {p.created_utc:<20}  {p.last_sample_utc or '-'}\n"
         )
     return 0
