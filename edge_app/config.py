@@ -7,6 +7,7 @@ traceback per restart of the service.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import errno
@@ -730,6 +731,26 @@ def written_files(config: Config) -> dict[str, Path | None]:
     }
 
 
+def read_files(config: Config) -> dict[str, Path | None]:
+    """The files the door and the hub read but never write, by their config key: TLS files
+    and secrets made elsewhere. (They may be one file: a PEM can hold a certificate and
+    its key.)"""
+    web, mqtt = config.web, config.mqtt
+    return {
+        "web.tls_cert": web.tls_cert,
+        "web.tls_key": web.tls_key,
+        "mqtt.password_file": mqtt.password_file,
+        "mqtt.tls_ca": mqtt.tls_ca,
+        "mqtt.tls_cert": mqtt.tls_cert,
+        "mqtt.tls_key": mqtt.tls_key,
+        "mqtt.unlock_secret_file": mqtt.unlock_secret_file,
+    }
+
+
+# The SQLite databases among written_files(), whose side files SQLite writes beside them.
+SQLITE_KEYS = ("gallery.path", "events.db")
+
+
 def _followed(path: Path) -> Path:
     """`path` with its symbolic links followed; OSError when they cannot be (a loop, a folder
     that may not be read). Python 3.11's resolve() raises RuntimeError on a loop, 3.13's
@@ -749,8 +770,26 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
     appended to the gallery, a password hash written over it, or two sinks in one file,
     would damage both; and none of them may be the camera's recorded source, which the door
     would then read while writing it."""
+    from edge_app.sqlite_files import SIDE_FILES  # (not at import: relay_off reads this module)
+
     files = written_files(config)
     seen: dict[Path, str] = {}
+    # What else a written file must not be: the side files SQLite keeps beside each database
+    # (events written into the gallery's -wal, say), and the files edge-app only reads (a
+    # password hash written over the TLS key, say).
+    others: dict[Path, str] = {}
+    for key, path in read_files(config).items():
+        with contextlib.suppress(OSError):  # unreadable: the hub says so when it reads it
+            if path is not None:
+                others.setdefault(_followed(path), f"{key}, which edge-app reads")
+    for key in SQLITE_KEYS:
+        path = files[key]
+        with contextlib.suppress(OSError):  # said below, for the database itself
+            if path is not None:
+                where = _followed(path)
+                for suffix in SIDE_FILES:
+                    side = where.with_name(where.name + suffix)
+                    others[side] = f"the {suffix} file SQLite keeps beside {key}"
     for key, path in files.items():
         if path is None:
             continue
@@ -771,6 +810,8 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
             errors.append(
                 f"{key}: {path} is also {seen[where]}; give each its own file (snapshots: a folder)"
             )
+        elif where in others:
+            errors.append(f"{key}: {path} is also {others[where]}; give it a file of its own")
         else:
             seen[where] = key
     source = config.camera.source

@@ -55,7 +55,7 @@ from edge_app.private_file import (
     sweep_temporaries,
     temporary_pattern,
 )
-from edge_app.sqlite_files import connect_read_only, empty_wal, zero_deletions
+from edge_app.sqlite_files import SIDE_FILES, connect_read_only, empty_wal, zero_deletions
 from edge_app.wall_clock import EARLIEST_TIME, SET_THE_CLOCK, UNSET_CLOCK, WallClock
 
 log = logging.getLogger(__name__)
@@ -1067,10 +1067,6 @@ def _open_db(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
-
-
-# SQLite's files beside a database: its write-ahead log, the log's index, a rollback journal.
-SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def check_events_owner(path: Path) -> None:

@@ -77,7 +77,13 @@ from edge_app.private_file import (
     temporary_pattern,
 )
 from edge_app.quality import NEAR_DUPLICATE_COSINE, other_people_among
-from edge_app.sqlite_files import connect_read_only, empty_wal, read_only_uri, zero_deletions
+from edge_app.sqlite_files import (
+    SIDE_FILES,
+    connect_read_only,
+    empty_wal,
+    read_only_uri,
+    zero_deletions,
+)
 from edge_app.storage import storage_problem
 
 log = logging.getLogger(__name__)
@@ -586,10 +592,6 @@ def _remove_if_empty(path: Path) -> None:
     for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         leftover.unlink(missing_ok=True)
     log.info("gallery=%s removed: created for a change that did not happen", path)
-
-
-# SQLite's files beside a gallery: its write-ahead log, the log's index, a rollback journal.
-SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:

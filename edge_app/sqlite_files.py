@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+# SQLite's files beside a database: its write-ahead log, the log's index, a rollback journal.
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
 
 def zero_deletions(db: sqlite3.Connection) -> None:
     """Make `db` overwrite what it deletes (for every connection that writes)."""

@@ -384,6 +384,33 @@ def test_the_gallery_and_each_event_sink_need_their_own_file(
             {"camera": {"source": "{tmp}/snaps"}, "events": {"snapshots": "{tmp}/snaps"}},
             "camera.source: {tmp}/snaps is also events.snapshots, which the door writes",
         ),
+        # Found by an audit: the door wrote the events into the gallery's write-ahead log
+        # (then deleted it), and `hub passwd` wrote its hash over the web page's TLS key.
+        (
+            {"events": {"db": "{tmp}/gallery.db-wal"}},
+            "events.db: {tmp}/gallery.db-wal is also the -wal file SQLite keeps beside "
+            "gallery.path",
+        ),
+        (
+            {"events": {"jsonl": "{tmp}/events.db-journal"}},
+            "events.jsonl: {tmp}/events.db-journal is also the -journal file SQLite keeps "
+            "beside events.db",
+        ),
+        (
+            {
+                "web": {
+                    "password_file": "{tmp}/tls.key",
+                    "tls_cert": "{tmp}/tls.pem",
+                    "tls_key": "{tmp}/tls.key",
+                }
+            },
+            "web.password_file: {tmp}/tls.key is also web.tls_key, which edge-app reads",
+        ),
+        (
+            {"mqtt": {"unlock_code_file": "{tmp}/secret", "unlock_secret_file": "{tmp}/secret"}},
+            "mqtt.unlock_code_file: {tmp}/secret is also mqtt.unlock_secret_file, which "
+            "edge-app reads",
+        ),
     ],
 )
 def test_secrets_and_the_recording_share_no_file_with_the_door(

@@ -387,7 +387,9 @@ def run_export(args: argparse.Namespace) -> int:
 def _refuse_the_gallery(out: Path, gallery: Path) -> None:
     """Refuse an export file that is the gallery itself, or one of SQLite's files beside it
     (by file identity, so another name or a hard link to it is refused too)."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    from edge_app.sqlite_files import SIDE_FILES
+
+    for suffix in ("", *SIDE_FILES):
         try:
             same = os.path.samefile(out, f"{gallery}{suffix}")
         except OSError:  # either is missing or cannot be looked at
