@@ -55,7 +55,13 @@ from edge_app.private_file import (
     sweep_temporaries,
     temporary_pattern,
 )
-from edge_app.sqlite_files import SIDE_FILES, connect_read_only, empty_wal, zero_deletions
+from edge_app.sqlite_files import (
+    SIDE_FILES,
+    connect_read_only,
+    empty_wal,
+    missing_columns,
+    zero_deletions,
+)
 from edge_app.wall_clock import EARLIEST_TIME, SET_THE_CLOCK, UNSET_CLOCK, WallClock
 
 log = logging.getLogger(__name__)
@@ -1167,6 +1173,15 @@ def _check_ours(db: sqlite3.Connection, path: Path) -> None:
             f"{path} is an SQLite database but not an edge-app events database "
             f"({len(tables)} tables, application_id {application_id}); left untouched: set "
             f"events.db to another path"
+        )
+    # (Version 0 with an events table: one made before versions, adopted as version 1's.)
+    schema = max(version, 1) if "events" in tables else version
+    missing = missing_columns(db, MIGRATIONS, schema) if version <= SCHEMA_VERSION else []
+    if missing:  # an `events` table of ours by name only: migrated, the file was changed
+        raise ValueError(
+            f"{path} is an SQLite database but not an edge-app events database (its events "
+            f"table lacks {', '.join(missing[:5])}); left untouched: set events.db to another "
+            "path"
         )
     extras = db.execute(
         "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')"

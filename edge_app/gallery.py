@@ -81,6 +81,7 @@ from edge_app.sqlite_files import (
     SIDE_FILES,
     connect_read_only,
     empty_wal,
+    missing_columns,
     read_only_uri,
     zero_deletions,
 )
@@ -946,6 +947,12 @@ class Gallery:
             why = f"is an SQLite database (schema version {version}) but not an edge-app gallery"
         elif not tables >= OUR_TABLES:
             why = "is an SQLite database without our tables: not an edge-app gallery"
+        elif missing := missing_columns(db, MIGRATIONS, version):
+            # Tables of ours by name only: migrated, another program's file was changed.
+            why = (
+                f"is an SQLite database whose tables lack {', '.join(missing[:5])}: not an "
+                "edge-app gallery"
+            )
         elif extras := db.execute(
             "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')"
         ).fetchall():

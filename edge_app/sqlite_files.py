@@ -16,6 +16,7 @@ leaves what it deletes in two places unless told otherwise:
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
@@ -24,6 +25,38 @@ from urllib.parse import quote
 
 # SQLite's files beside a database: its write-ahead log, the log's index, a rollback journal.
 SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def missing_columns(
+    db: sqlite3.Connection, migrations: tuple[tuple[str, ...], ...], version: int
+) -> list[str]:
+    """The columns (`table.column`) that the schema `migrations` make up to `version` has and
+    `db` lacks: a file of another program whose tables merely share our tables' names."""
+    missing = []
+    for table, ours in _schema_columns(migrations, min(version, len(migrations))):
+        theirs = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        missing += [f"{table}.{column}" for column in sorted(ours - theirs)]
+    return missing
+
+
+@functools.cache
+def _schema_columns(
+    migrations: tuple[tuple[str, ...], ...], version: int
+) -> tuple[tuple[str, frozenset[str]], ...]:
+    """Each table's columns in the schema `migrations` make up to `version`: made in memory
+    from the migrations themselves, so they stay the schema's one home."""
+    expected = sqlite3.connect(":memory:")
+    try:
+        for step in migrations[:version]:
+            for statement in step:
+                expected.execute(statement)
+        tables = expected.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return tuple(
+            (name, frozenset(row[1] for row in expected.execute(f"PRAGMA table_info({name})")))
+            for (name,) in tables.fetchall()
+        )
+    finally:
+        expected.close()
 
 
 def zero_deletions(db: sqlite3.Connection) -> None:

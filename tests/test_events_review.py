@@ -111,6 +111,16 @@ def _another_app(path: Path) -> None:
         db.commit()
 
 
+def _our_table_name_only(path: Path) -> None:
+    """Found by an audit: an `events` table of another program's columns, version 1; doctor
+    said the door would bring it to version 2, the door did, then every write failed."""
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, time REAL, type TEXT)")
+        db.execute("INSERT INTO events VALUES (1, 0.0, 'theirs')")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+
+
 def _gallery(path: Path) -> None:
     vector = np.zeros(512, np.float32)
     vector[0] = 1.0
@@ -118,7 +128,9 @@ def _gallery(path: Path) -> None:
         gallery.enroll("Ada", [NewSample(vector, hashlib.sha256(b"a").hexdigest())])
 
 
-@pytest.mark.parametrize("make", [_another_app, _old_gallery, _gallery], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "make", [_another_app, _old_gallery, _gallery, _our_table_name_only], ids=lambda f: f.__name__
+)
 def test_an_sqlite_file_that_is_not_an_events_db_is_refused_and_untouched(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, make
 ) -> None:

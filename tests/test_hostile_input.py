@@ -90,6 +90,16 @@ NOT_GALLERIES: dict[str, Callable[[Path], Path]] = {
     "versioned-without-our-tables": lambda d: sqlite_file(
         d / "app.db", ["CREATE TABLE things (x)", "PRAGMA user_version = 2"]
     ),
+    # Found by an audit: tables named as ours, with columns of their own; it was migrated
+    # (columns added, our application_id and WAL set), then failed on "no such column".
+    "our-table-names-only": lambda d: sqlite_file(
+        d / "lookalike.db",
+        [
+            "CREATE TABLE people (id INTEGER PRIMARY KEY, fullname TEXT)",
+            "CREATE TABLE samples (id INTEGER PRIMARY KEY, value BLOB)",
+            "PRAGMA user_version = 1",
+        ],
+    ),
     "other-application-id": lambda d: sqlite_file(
         d / "foreign.db",
         [
