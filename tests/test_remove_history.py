@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -125,6 +126,27 @@ def test_the_history_of_someone_already_removed_is_erased_by_name(
     assert [e.name for e in read_events(state_of(door) / "events.db")] == [None, "Bob"]
 
 
+@pytest.mark.parametrize("place", ["events.db", "snapshots"])
+def test_history_this_user_may_not_erase_removes_nobody(
+    door: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, place: str
+) -> None:
+    """Found by an audit: run as a user who may read but not write the events database
+    (mode 0400, someone else's), `remove --history` removed her from the gallery, then
+    failed to erase the history: 27 events still named her. It is refused first. (Tests run
+    as root in CI, whom no mode stops: the refusal is what access(2) answers a user.)"""
+    before = digests(state_of(door))
+    refused = state_of(door) / place
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != refused and real(path, mode))
+
+    assert cli.main(["remove", "--config", str(door), "--history", "Alice Martin"]) == 2
+
+    err = capsys.readouterr().err
+    assert f"the door's history cannot be erased: this user may not change {refused}" in err
+    assert "nothing was removed" in err
+    assert digests(state_of(door)) == before
+
+
 def test_a_name_neither_enrolled_nor_in_the_history_changes_nothing(
     door: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -218,7 +240,7 @@ def test_an_events_database_the_door_would_refuse_is_one_line_and_nothing_is_rem
 
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert "the door's history cannot be read:" in err and "newer than this edge-app" in err
+    assert "the door's history cannot be erased:" in err and "newer than this edge-app" in err
     assert digests(state_of(door)) == before
 
 

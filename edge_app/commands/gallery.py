@@ -289,12 +289,31 @@ def _history(
     try:
         if check and events.db is not None:
             check_store(events.db)
+        if check:  # it is to be erased: this user must be able to, or nothing is removed
+            _may_erase(events)
         if erase:
             return erase_history(events.db, events.snapshots, names)
         return history_of(events.db, events.snapshots, names)
     except (ValueError, OSError, sqlite3.Error) as error:
-        what = "erased" if erase else "read"
+        what = "erased" if erase or check else "read"
         raise UserError(f"the door's history cannot be {what}: {error}") from None
+
+
+def _may_erase(events: EventsConfig) -> None:
+    """PermissionError unless this user may change the events database (the file, and its
+    folder for SQLite's -wal file) and delete from the snapshots folder, where they exist:
+    found after the gallery's removal, the history would stay, half erased."""
+    places = []
+    if events.db is not None and events.db.exists():
+        places += [events.db, events.db.parent]
+    if events.snapshots is not None and events.snapshots.is_dir():
+        places.append(events.snapshots)
+    for place in places:
+        if not os.access(place, os.W_OK):
+            raise PermissionError(
+                f"this user may not change {place}; run the command as the door's user "
+                "(sudo -u edge-app edge-app remove --history ...); nothing was removed"
+            )
 
 
 def _door_events(args: argparse.Namespace) -> EventsConfig | None:
