@@ -96,3 +96,36 @@ def test_doctor_fails_on_an_events_db_that_is_a_link_and_warns_on_a_linked_folde
     assert rows["snapshots"]["status"] == "warn"
     assert "symbolic link" in rows["snapshots"]["detail"]
     assert db.is_symlink() and not (elsewhere / "events.db").exists()  # nothing made
+
+
+def test_a_damaged_or_unwritable_events_db_is_not_ok(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit: with 300 bytes of a page overwritten, doctor said `OK events ...
+    events schema version 2` while the door logged "database disk image is malformed" and
+    lost every event; so too a file this user may not write. Its pages are checked
+    (quick_check, read only) and whether this user may write it."""
+    from edge_app.events import EventLog
+
+    db = tmp_path / "events.db"
+    log = EventLog(db, None)
+    for number in range(300):
+        log.record("unknown", track=number, reason="x" * 200)
+    log.close()
+    config = load_config(config_file(tmp_path, db, tmp_path / "snapshots"))
+    (row,) = _events_checks(config)
+    assert row.status == "ok", row
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, how: Path(path) != db and real(path, how))
+    (row,) = _events_checks(config)
+    assert row.status == "warn" and "this user may not write it or its folder" in row.detail
+    monkeypatch.undo()
+
+    data = bytearray(db.read_bytes())
+    page = 4096
+    data[2 * page + 8 : 2 * page + 308] = b"\xa5" * 300  # inside the table's second page
+    db.write_bytes(bytes(data))
+    (row,) = _events_checks(config)
+    assert row.status == "fail" and f"{db} is damaged (SQLite: " in row.detail, row
+    assert "the door records no event in it until then" in row.fix

@@ -859,6 +859,17 @@ def _events_schema_check(db: Path) -> Check:
                 found = int(connection.execute("PRAGMA user_version").fetchone()[0])
                 fix = NEWER_EVENTS_FIX if found > SCHEMA_VERSION else NOT_OURS_FIX
                 return Check("events", "fail", str(error), fix)
+            # Its pages too, not only its header: a damaged page fails every event the door
+            # writes ("database disk image is malformed"), as an audit found doctor said OK.
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                return Check(
+                    "events",
+                    "fail",
+                    f"{db} is damaged (SQLite: {'; '.join(map(str, problems))})",
+                    "move the file away (the door starts a new one) or restore it from a "
+                    "backup: the door records no event in it until then",
+                )
     except sqlite3.DatabaseError as error:
         if is_damage(error):
             return Check(
@@ -873,6 +884,15 @@ def _events_schema_check(db: Path) -> Check:
         )
     except OSError as error:
         return Check("events", "warn", f"{db} could not be read: {error.strerror or error}")
+    if not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
+        return Check(
+            "events",
+            "warn",
+            f"{db}: this user may not write it or its folder (SQLite's -wal file): a door "
+            "running as this user records no event there",
+            "run doctor as the door's user (sudo -u edge-app edge-app doctor); if it says so "
+            "too, give the file and its folder to that user",
+        )
     if version == SCHEMA_VERSION:
         return Check("events", "ok", f"{db}: events schema version {version}")
     return Check(
