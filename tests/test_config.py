@@ -191,6 +191,13 @@ def test_a_state_folder_this_user_may_not_enter_says_whose_command_it_is(
     assert "give a plain path" not in text
 
 
+def test_an_unknown_key_of_any_length_is_named_in_a_short_line() -> None:
+    """Found by an audit: a 900 kB key name made a 900 kB error line."""
+    text = errors_of({"camera": {"k" * 900_000: 1}})
+    assert "camera.kkk" in text and "...: unknown key" in text
+    assert len(text) < 1000
+
+
 def test_toml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "deep.toml"
     path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
