@@ -241,6 +241,11 @@ def _float_twin(spec: ModelSpec, float_models: Path, engine: Engine) -> ModelRun
     from converter.quantize import describe_tensors
 
     path = float_models / spec.file
+    if not float_models.is_dir():  # not one float model: the liveness-only build is not it
+        raise UserError(
+            f"{float_models}: no float models to compare the int8 ones with; build them with "
+            "`make models` (edge-convert build writes both)"
+        )
     if not path.is_file():
         raise UserError(
             f"{path}: no float twin of {spec.file}; build it with `edge-convert build --only "

@@ -446,11 +446,11 @@ class FolderSource(FrameSource):
             try:
                 image = read_image(path)
             except ImageError as error:
-                self._skip(str(error).replace(" ", "_")[:120], index)
+                self._skip(str(error)[:120], index)
                 continue
             small, main = fit_detection_frame(image, self.lores)
             if not _valid_frame(small):  # a dot, or a sliver that is one once scaled down
-                self._skip(f"image_too_small_{image.shape[1]}x{image.shape[0]}", index)
+                self._skip(f"image too small ({image.shape[1]}x{image.shape[0]})", index)
                 continue
             delivered += 1
             yield Frame(small, index / self.fps, index, main)

@@ -932,3 +932,19 @@ def test_a_checkpoint_whose_archive_unpacks_to_more_than_a_checkpoint_is_refused
     assert path.stat().st_size < 20_000
     with pytest.raises(SourceError, match=r"its archive unpacks to 2097\d+ bytes, more than"):
         torch_weights.load_checkpoint(types.SimpleNamespace(), path)  # type: ignore[arg-type]
+
+
+def test_validate_without_float_models_says_to_build_them_all(tmp_path: Path) -> None:
+    """Found by a walkthrough: with no models/float at all, validate said to rebuild the
+    liveness models only (`edge-convert build --only liveness`), which writes none of the
+    other float models it compares with. It names the whole build."""
+    from converter.validate import _float_twin
+    from edge_app.errors import UserError
+
+    spec = argparse.Namespace(file="minifasnet_v2.tflite")
+    with pytest.raises(UserError) as refused:
+        _float_twin(spec, tmp_path / "float", engine=None)  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        f"{tmp_path / 'float'}: no float models to compare the int8 ones with; build them with "
+        "`make models` (edge-convert build writes both)"
+    )
