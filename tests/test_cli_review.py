@@ -204,6 +204,20 @@ def test_enroll_refuses_a_photo_for_a_name_and_an_unquoted_name(
     assert not db.exists()
 
 
+def test_enroll_at_a_camera_that_is_not_there_says_so_at_once(tmp_path: Path) -> None:
+    """Found by a walkthrough: `enroll --camera` on a machine without a camera printed
+    OpenCV's warnings and "camera unavailable" for the whole 60 s timeout. A device that
+    does not exist is refused before the models load."""
+    db = tmp_path / "gallery.db"
+    argv = ("enroll", "--camera", "--source", "57", "--db", str(db), "--models", str(tmp_path))
+    done = edge_app(tmp_path, *argv, "Carol")
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert "no camera: /dev/video57 does not exist; connect one, or give --source" in line
+    assert MANIFEST_NAME not in done.stderr and "WARN" not in done.stderr
+    assert not db.exists()
+
+
 @needs_models
 def test_enroll_and_identify_show_progress_over_photos_on_a_terminal(tmp_path: Path) -> None:
     """Defect: enrolling from or identifying a folder of photos printed nothing until the

@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         )
     # Name and folder checks first: loading the models takes seconds, a typo should not.
     enroll.existing_samples(db, args.name, args.add)
+    if args.camera:
+        _a_camera_is_there("auto" if args.source is None else args.source)
     images = [] if args.camera else image_files(args.images)
     engine = open_engine(args)
     options = {"add": args.add, "keep_crops": args.keep_crops, "access": not args.no_access}
@@ -153,6 +155,27 @@ def run(args: argparse.Namespace) -> int:
         raise
     sys.stdout.write(_json(result) if args.json else _text(result))
     return 0
+
+
+def _a_camera_is_there(source: int | str) -> None:
+    """UserError when `source` names a camera that is not there at all: no Pi camera and no
+    /dev/videoN for "auto", no /dev/videoN for an index. The door waits for a camera to
+    come back; someone standing in front of it to enrol should hear at once, not after the
+    timeout of warnings a camera that never opens gives."""
+    from pathlib import Path
+
+    from edge_app.camera import pi_camera_attached
+
+    index = 0 if source == "auto" else source
+    if not isinstance(index, int) or Path(f"/dev/video{index}").exists():
+        return
+    if source == "auto" and pi_camera_attached():
+        return
+    what = "no Pi camera is attached and " if source == "auto" else ""
+    raise UserError(
+        f"no camera: {what}/dev/video{index} does not exist; connect one, or give --source "
+        "(another device index, a /dev path, a stream URL, or a video file or folder)"
+    )
 
 
 def _name_not_a_path(name: str, images: list[str]) -> None:
