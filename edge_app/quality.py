@@ -20,6 +20,7 @@ horizontal:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -285,7 +286,9 @@ def other_people_among(
     return {
         int(i): Rejection(
             Reason.ANOTHER_PERSON,
-            f"{why} (best cosine {float(best[i]):.2f} to them, below {floor:.2f}): enrol "
+            # (Cut, not rounded: 0.3596 rounded read "0.36 ... below 0.36".)
+            f"{why} (best cosine {math.floor(float(best[i]) * 1000) / 1000:.3f} to them, "
+            f"below {floor:.3f}): enrol "
             "each person under their own name, from photos of them alone",
         )
         for i in range(count)

@@ -3,6 +3,8 @@ dominant-face rule on real detections of LFW faces pasted into a hallway."""
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from lfw_photos import LFW, lfw
 from edge_app.faces import Faces
 from edge_app.images import read_image
 from edge_app.quality import (
+    DEFAULT_GATES,
     DOMINANT_RATIO,
     MIN_SHARPNESS,
     Gates,
@@ -283,3 +286,17 @@ def test_presented_faces_leave_out_faces_far_behind() -> None:
     edge = 100 / DOMINANT_RATIO
     assert presented_faces(faces(100, edge)).tolist() == [True, False]  # as enrolment decides
     assert presented_faces(faces(100, edge + 1)).tolist() == [True, True]
+
+
+def test_a_refused_photos_cosine_is_never_shown_at_the_floor_it_is_below() -> None:
+    """Found by a walkthrough: "best cosine 0.36 to them, below 0.36": 0.3596 rounded up to
+    the floor it was refused for being under. It is cut, not rounded."""
+    floor = DEFAULT_GATES.same_person
+    cosine = floor - 0.0004  # rounds to the floor, at 2 or 3 decimals
+    a = np.eye(512, dtype=np.float32)[0]
+    b = (cosine * a + np.sqrt(1 - cosine**2) * np.eye(512, dtype=np.float32)[1]).astype(np.float32)
+    pair = np.vstack([a, b])
+    refused = other_people_among(pair, pair, np.zeros((0, 512), np.float32))
+    message = refused[0].message
+    assert f"best cosine {math.floor(float(a @ b) * 1000) / 1000:.3f} to them" in message
+    assert f"below {floor:.3f}" in message and f"best cosine {floor:.3f}" not in message
