@@ -37,8 +37,20 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument a (sub)command does not know is refused by that command's own parser,
+    with its usage line (`edge-app list --dbb x` showed edge-app's, which names no option
+    of list's). Subparsers are made of the parent's class, so every level is one."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edge-app",
         description=(
             "Face-recognition door access on a Raspberry Pi with an optional Coral Edge TPU. "

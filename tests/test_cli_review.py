@@ -204,6 +204,26 @@ def test_enroll_refuses_a_photo_for_a_name_and_an_unquoted_name(
     assert not db.exists()
 
 
+@pytest.mark.parametrize("words", [["list"], ["hub", "passwd"], ["eval", "visits"]], ids=" ".join)
+def test_an_unknown_option_is_refused_with_its_commands_own_usage(
+    tmp_path: Path, words: list[str]
+) -> None:
+    """Found by a walkthrough: `edge-app list --dbb x` printed edge-app's usage line, which
+    names none of list's options; the command's own parser refuses it now."""
+    done = edge_app(tmp_path, *words, "--dbb", "x")
+    assert done.returncode == 2
+    command = " ".join(["edge-app", *words])
+    assert done.stderr.startswith(f"usage: {command} [-h]"), done.stderr
+    assert f"{command}: error: unrecognized arguments: --dbb x" in done.stderr
+
+
+def test_the_hubs_usage_shows_its_subcommand_as_optional(tmp_path: Path) -> None:
+    """Plain `edge-app hub` runs the hub; its usage line said `COMMAND ...` as if one were
+    needed (a walkthrough's finding)."""
+    done = edge_app(tmp_path, "hub", "--help")
+    assert done.returncode == 0 and "[COMMAND] ..." in done.stdout, done.stdout
+
+
 def test_enroll_at_a_camera_that_is_not_there_says_so_at_once(tmp_path: Path) -> None:
     """Found by a walkthrough: `enroll --camera` on a machine without a camera printed
     OpenCV's warnings and "camera unavailable" for the whole 60 s timeout. A device that

@@ -101,7 +101,8 @@ def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return action
-    return parser.add_subparsers(dest="hub_command", metavar="COMMAND", required=False)
+    # [COMMAND]: plain `edge-app hub` runs the hub, so its usage line shows one as optional.
+    return parser.add_subparsers(dest="hub_command", metavar="[COMMAND]", required=False)
 
 
 UNLOCK_CODE_EPILOG = """\
