@@ -520,6 +520,24 @@ def test_list_and_doctor_never_write_a_control_character_to_the_terminal(tmp_pat
     assert "camera.\\x1b[2Jevil" in checked.stdout, checked.stdout
 
 
+def test_doctor_does_not_pass_a_relative_gallery_path_the_other_commands_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a walkthrough: with `path = "gallery.db"` doctor said OK (it read the file
+    beside it), while `list --config` refused the same config: the door resolves the path
+    in its own working folder, which no other command can know."""
+    from edge_app.commands import doctor
+
+    small_gallery(tmp_path / "gallery.db")
+    config = tmp_path / "door.toml"
+    config.write_text('[gallery]\npath = "gallery.db"\n')
+    monkeypatch.chdir(tmp_path)
+    checks = doctor.collect_checks(config, models=tmp_path / "no models")
+    (gallery,) = [c for c in checks if c.area == "gallery"]
+    assert gallery.status == "warn" and "gallery.path gallery.db is relative" in gallery.detail
+    assert gallery.fix == "give the config an absolute gallery.path"
+
+
 def test_site_show_gives_no_chmod_advice_for_a_memory_linked_to_a_device(
     tmp_path: Path,
 ) -> None:

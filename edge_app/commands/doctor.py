@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from edge_app.arg_types import nonempty_path
 from edge_app.commands import config_path, printable, shown
 from edge_app.errors import is_damage
-from edge_app.paths import DEFAULT_CONFIG
+from edge_app.paths import DEFAULT_CONFIG, DEFAULT_STATE_DIR
 from edge_app.policy import CLOCK_NOT_SET
 from edge_app.sqlite_files import connect_read_only
 from edge_app.wall_clock import (
@@ -921,6 +921,16 @@ def _gallery_checks(config: Config | None) -> list[Check]:
     if config is None:
         return [Check("gallery", "warn", "not checked: its path comes from the invalid config")]
     path = Path(config.gallery.path)
+    if not path.is_absolute():  # the other commands refuse it for the same reason (db_path)
+        return [
+            Check(
+                "gallery",
+                "warn",
+                f"not checked: gallery.path {path} is relative to the folder the door runs in "
+                f"(the service's: {DEFAULT_STATE_DIR}), which doctor cannot know",
+                "give the config an absolute gallery.path",
+            )
+        ]
     try:
         if not path.exists():
             return [  # the door refuses to start without one ("no gallery at ...")
@@ -1073,7 +1083,8 @@ def collect_checks(
     if config is not None:
         site, memory = _site_memory_checks(config)
         checks += site
-    readable = config is not None and Path(config.gallery.path).is_file()
+    gallery_path = Path(config.gallery.path) if config is not None else None
+    readable = gallery_path is not None and gallery_path.is_absolute() and gallery_path.is_file()
     if engine is not None and config is not None and readable and gallery[0].status != "fail":
         checks += _lookalike_checks(config, engine, memory)
     if config is not None:
