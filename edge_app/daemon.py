@@ -660,6 +660,15 @@ class _Switch:
     build: Future[Any]
 
 
+def recorded_score(score: float | None) -> float | None:
+    """A decision's score as an event records it: none when there was nobody to compare the
+    face with (an empty gallery, one that cannot be read: the matcher's NO_SCORE), rather
+    than a cosine of -1 it never had."""
+    from edge_app.matching import NO_SCORE
+
+    return None if score is None or score <= NO_SCORE else score
+
+
 def whole_faces(faces: Faces, shape: tuple[int, ...]) -> np.ndarray:
     """Mask of faces entirely inside the frame (not cut by its edge)."""
     height, width = shape[:2]
@@ -1172,7 +1181,7 @@ class Daemon:
                 crop, seen = view if view is not None else (None, self._now)
                 self.events.record(
                     decision.kind,
-                    score=decision.score,
+                    score=recorded_score(decision.score),
                     track=track.track_id,
                     source_time=seen,
                     reason=decision.reason,
@@ -1204,7 +1213,7 @@ class Daemon:
         events.record(
             decision.kind,
             name=decision.name,
-            score=decision.score,
+            score=recorded_score(decision.score),
             track=track.track_id,
             source_time=frame.timestamp,
             reason=decision.reason,

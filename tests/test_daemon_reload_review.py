@@ -823,3 +823,18 @@ def test_ada_back_at_the_door_and_enrolled_anew_is_not_let_in_again(
     assert ("denied", "Ada King", "cooldown") in events, events
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)
+
+
+def test_a_stranger_at_a_door_with_nobody_enrolled_is_recorded_without_a_score(
+    tmp_path: Path,
+) -> None:
+    """Found by a walkthrough: with an empty gallery the `unknown` event said score=-1.000,
+    the matcher's mark for "nobody to compare with", where DAEMON.md defines the score as
+    the best cosine seen. It records none."""
+    gallery = tmp_path / "people.db"
+    Gallery.open(gallery, create=True).close()
+    got, factory = run_door(tmp_path, gallery, [NOBODY] * 3 + [STRANGER] * 10, {})
+    assert got == [("unknown", None, None)], got
+    (record,) = [e for e in jsonl(tmp_path) if e["type"] == "unknown"]
+    assert record.get("score") is None, record
+    assert states(factory) == [False]
