@@ -146,24 +146,33 @@ def relock(
                 config_name,
             )
         return 2 if failed else 0
+    disputed = (
+        record is not None and record.pin == gpio.pin and record.active_high != gpio.active_high
+    )
+    if disputed and after_stop:
+        # Whether or not the record's level could be driven just now: the config's is "open"
+        # for the relay the stopped door was driving, and nothing drives the pin after a stop.
+        assert record is not None
+        log.error(
+            "GPIO%d: the door that stopped locked it as active_high=%s (the record), the "
+            "config %s says active_high=%s: %s; the config's applies when the door starts "
+            "again (if the config is right, that door's 'locked' was open: check the wiring, "
+            "docs/WIRING.md)",
+            gpio.pin,
+            record.active_high,
+            config_name,
+            gpio.active_high,
+            "left at the record's locked level"
+            if record_locked
+            else "not driven to the config's level either",
+        )
+        return 2
     if record_locked:
         assert record is not None
         log.info(
             "relay locked pin=GPIO%d active_high=%s (%s)", record.pin, record.active_high, recorded
         )
-        if record.pin == gpio.pin and record.active_high != gpio.active_high and after_stop:
-            log.error(
-                "GPIO%d: the door that stopped locked it as active_high=%s (the record), the "
-                "config %s says active_high=%s: left at the record's locked level; the config's "
-                "applies when the door starts again (if the config is right, that door's "
-                "'locked' was open: check the wiring, docs/WIRING.md)",
-                gpio.pin,
-                record.active_high,
-                config_name,
-                gpio.active_high,
-            )
-            return 2
-        if record.pin == gpio.pin and record.active_high != gpio.active_high:
+        if disputed:
             log.warning(
                 "GPIO%d: the record says active_high=%s, the config %s active_high=%s; driving "
                 "it to the config's locked level last",

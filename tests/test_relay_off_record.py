@@ -177,6 +177,22 @@ def test_after_a_stop_a_polarity_changed_in_the_config_leaves_the_records_level(
     assert "check the wiring" in message
 
 
+def test_after_a_stop_a_disputed_pin_that_cannot_be_claimed_is_not_driven_open(
+    factory: MockFactory, record: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a review: the polarity check ran only once the record's level had been
+    driven; when that failed (the pin busy a moment), the config's level, "open" for the
+    relay the door was driving, was driven, last. Now nothing is driven to it."""
+    holder = OutputDevice(PIN, initial_value=True, pin_factory=factory)  # the pin is busy
+    try:
+        text = f"[gpio]\npin = {PIN}\nactive_high = false\n"
+        assert relock(tmp_path, record, text, "--after-stop") == 2
+        assert factory.pin(PIN).state is True and holder.value == 1  # as it was: not claimed
+    finally:
+        holder.close()
+    assert any("not driven to the config's level either" in m for m in errors(caplog))
+
+
 def hostile(folder: Path, kind: str) -> Path:
     """A record at FOLDER/relay.json that relay_off must not trust; each names GPIO17 (or the
     UART pin), so a reader that trusted it would drive that pin."""
