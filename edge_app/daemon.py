@@ -76,6 +76,9 @@ LOOP_TIMEOUT = 0.2
 # on a thread of its own, so a stalled camera, a start still opening it or a slow reload
 # cannot hide a relay process that died or hung with the pin open.
 RELAY_CHECK_EVERY = 0.2
+# How long the stop waits for the guard to end: a check under way may wait for the relay
+# process's answer (relay_process.REPLY_SECONDS), and what it finds decides the exit code.
+GUARD_JOIN_SECONDS = 3.0
 # How long the frame loop waits for a gallery picked up while running to be built before it
 # goes on with the previous one (Recognizer.reload_if_changed): a household's builds take
 # milliseconds and are in use from the next frame; a few thousand people take seconds.
@@ -803,7 +806,9 @@ class Daemon:
         self._opened_for: str | None = None
         self._notifier: sdnotify.SystemdNotifier | None = None
         self._guard: threading.Thread | None = None
-        self._relay_failure: RelayError | None = None  # the guard's check() found it: run raises
+        # What the guard's check() raised (a relay that fails, or a bug in checking it): the
+        # relay is locked and run() raises it, so the door exits non-zero and is restarted.
+        self._relay_failure: Exception | None = None
         self._signals: _SignalWatch | None = None
         # The date and hour allowed_hours and the events' retention read ([clock]).
         self.wall_clock = WallClock(config.clock)
@@ -881,16 +886,18 @@ class Daemon:
                 self._notify("READY=1", f"STATUS=watching {source.name}")
                 log.info("door ready source=%s pin=GPIO%d", source.name, self.relay.pin)
                 self._loop(first)
-            if self._relay_failure is not None:
-                raise self._relay_failure  # locked by the guard: exit non-zero, be restarted
             if self._signal is not None:
                 log.info("stopped by signal=%s", signal.Signals(self._signal).name)
-            return 0
         finally:
             try:
                 self._shutdown()
             finally:
                 self._restore_signals()
+        # Read once the guard has ended (_shutdown joins it): a failure it found while a stop
+        # signal came still ends the run non-zero.
+        if self._relay_failure is not None:
+            raise self._relay_failure  # the relay was locked: exit non-zero, be restarted
+        return 0
 
     def _start(self) -> None:
         config = self.config
@@ -1168,8 +1175,8 @@ class Daemon:
         could not judge while the gallery changed is reported (Policy.end), then the track
         is forgotten."""
         learner = self.recognizer
-        if learner is not None and learner.memory is None:
-            learner = None  # learn_site off
+        if learner is not None and (learner.memory is None or self._stop.is_set()):
+            learner = None  # learn_site off; or stopping: a visit cut short teaches nothing
         for track in ended:
             if learner is not None and self.policy.stranger(track.track_id):
                 pooled = self.pool.pooled(track.track_id)
@@ -1256,18 +1263,19 @@ class Daemon:
         hung interpreter): the signal watcher only sets _stop, this thread does the rest."""
         relay = self.relay
         assert relay is not None, "started once the relay exists"
-        while not self._stop.wait(RELAY_CHECK_EVERY):
-            try:
-                relay.check()
-            except RelayError as error:
-                log.error("%s", error)
-                self._relay_failure = error
-                self._stop.set()
         try:
-            with self._door_lock:  # an unlock under way finishes first, none starts after
-                relay.close()
-        except RelayError as error:  # _shutdown() tries again, and raises it from run()
-            log.error("%s", error)
+            while not self._stop.wait(RELAY_CHECK_EVERY):
+                relay.check()
+        except Exception as error:  # a failing relay; anything else must not end the checks
+            log.error("%s", error)  # unseen: the door would go on without them
+            self._relay_failure = error
+            self._stop.set()
+        finally:
+            try:
+                with self._door_lock:  # an unlock under way finishes first, none starts after
+                    relay.close()
+            except RelayError as error:  # _shutdown() tries again, and raises it from run()
+                log.error("%s", error)
 
     def metrics_line(self) -> str:
         line = self.metrics.line()
@@ -1372,7 +1380,7 @@ class Daemon:
 
     def _close_the_rest(self) -> None:
         if self._guard is not None:
-            self._guard.join(timeout=1.0)
+            self._guard.join(timeout=GUARD_JOIN_SECONDS)
         if self.control is not None:
             self.control.close()
         if self.reader is not None:

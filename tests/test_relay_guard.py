@@ -32,7 +32,7 @@ from test_daemon_fast import (
 from edge_app import daemon as daemon_module
 from edge_app.camera import FolderSource, Frame
 from edge_app.daemon import Daemon
-from edge_app.relay import RelayError
+from edge_app.relay import Relay, RelayError
 from edge_app.relay_process import RELEASE_GRACE_SECONDS, REPLY_SECONDS, RelayProcess
 
 
@@ -184,3 +184,48 @@ def test_systemd_hears_of_the_stop_only_once_the_door_is_locked(
     assert ("STOPPING=1", False) in told, told  # the pin low (locked) when it was said
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory, pulse=0.0)
+
+
+def test_anything_the_guards_check_raises_locks_the_door_and_ends_the_run(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: the guard caught RelayError only; anything else from check() ended
+    its thread unseen, and the door ran on without its relay checks or its relock on SIGTERM
+    while the loop is busy, to exit 0. Whatever check() raises locks the door and is raised
+    by run()."""
+    factory = MockFactory()
+
+    def broken(self: Relay) -> None:
+        raise MemoryError("while checking the relay")
+
+    monkeypatch.setattr(Relay, "check", broken)
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 3 + [ADA] * 8 + [NOBODY] * 300)
+    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30}, camera={"realtime": True})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    with pytest.raises(MemoryError, match="while checking the relay"):
+        daemon.run()
+    assert daemon.metrics.frames < 300  # it stopped at once, not at the end of the clip
+    assert states(factory)[-1] is False
+
+
+def test_a_relay_failure_found_while_a_stop_comes_still_ends_the_run_non_zero(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: a check that waited for the relay process's answer when SIGTERM
+    came found it had failed only after run() had read that nothing had: exit 0. run()
+    reads it once the guard has ended."""
+    factory = MockFactory()
+    daemon: Daemon
+
+    def slow_then_failed(self: Relay) -> None:
+        daemon.stop()  # SIGTERM arrives while the answer is awaited
+        time.sleep(1.0)
+        raise RelayError("relay: the relay process does not answer")
+
+    monkeypatch.setattr(Relay, "check", slow_then_failed)
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
+    config = door(tmp_path, gallery, frames, camera={"realtime": True})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    with pytest.raises(RelayError, match="does not answer"):
+        daemon.run()
+    assert states(factory) == [False]
