@@ -787,8 +787,7 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
     for key in SQLITE_KEYS:
         path = files[key]
         with contextlib.suppress(OSError):  # said below, for the database itself
-            if path is not None:
-                where = _followed(path)
+            if path is not None and (where := _followed(path)).name:  # ("/": no file at all)
                 for suffix in SIDE_FILES:
                     side = where.with_name(where.name + suffix)
                     others[side] = f"the {suffix} file SQLite keeps beside {key}"

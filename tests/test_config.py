@@ -191,6 +191,15 @@ def test_a_state_folder_this_user_may_not_enter_says_whose_command_it_is(
     assert "give a plain path" not in text
 
 
+@pytest.mark.parametrize("key", ["gallery", "events"])
+def test_a_database_path_of_the_root_folder_is_no_traceback(key: str) -> None:
+    """Found by a review: looking for SQLite's side files beside a gallery or events
+    database at "/" raised ValueError ("PosixPath('/') has an empty name"): a traceback
+    from every command. The config reads; the gallery's own checks refuse the path."""
+    data = {"gallery": {"path": "/"}} if key == "gallery" else {"events": {"db": "/"}}
+    assert parse_config(data) is not None
+
+
 def test_an_unknown_key_of_any_length_is_named_in_a_short_line() -> None:
     """Found by an audit: a 900 kB key name made a 900 kB error line."""
     text = errors_of({"camera": {"k" * 900_000: 1}})
