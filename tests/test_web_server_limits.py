@@ -586,3 +586,55 @@ def test_the_upload_routes_are_read_from_the_app(serve: Serve) -> None:
     app.enrol_add)."""
     server = serve()
     assert web_server.upload_paths(server.app) == {"/people/enroll", "/people/add"}
+
+
+@pytest.mark.parametrize("page", ["reads the form", "answered before the body"])
+def test_a_body_in_one_byte_chunks_is_refused_once_its_free_pieces_are_used(
+    serve: Serve, caplog: pytest.LogCaptureFixture, page: str
+) -> None:
+    """Found by an audit: a body of 1-byte chunks costs h11 and uvicorn Python work per
+    chunk, some 280 times a byte sent whole, and a body the page had answered before reading
+    was still drained for the form's deadline: one client without a login held 77% of a
+    core and a GET took a second. After BODY_PIECES_FREE pieces averaging under
+    MIN_PIECE_BYTES, the body is refused (400) or, once answered, the connection closed."""
+    server = serve()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if page == "reads the form":
+        headers["Cookie"] = login_form(server)[0]
+    pieces = b"1\r\nx\r\n" * (2 * web_server.BODY_PIECES_FREE)
+    with caplog.at_level(logging.WARNING), connect(server) as sock:
+        if page == "reads the form":
+            sock.sendall(post_head("/login", None, headers) + pieces)
+            status, body = answer(sock)
+            assert status == 400, body
+            assert body == b"the request's body came in pieces too small to be read\n"
+        else:
+            sock.sendall(post_head("/login", None, headers))
+            status, body = answer(sock)
+            assert status == 403, body  # no login cookie: refused before the body is read
+            sock.sendall(pieces)  # what is left of it would be drained
+        sock.settimeout(5)
+        while sock.recv(65536):  # closed, not drained for the form's deadline
+            pass
+    assert [r.getMessage() for r in caplog.records if "tiny pieces" in r.getMessage()]
+    assert status_of(server) == 200
+
+
+def test_a_cookie_with_a_backslash_is_not_read() -> None:
+    """Found by an audit: Python's cookie unquoting, which Starlette's parser uses, is
+    quadratic in a value of escaped quotes before 3.11.10 (CVE-2024-7592): a 16 kB Cookie
+    header cost 167 ms of the page's one thread, on every request, with no login. The
+    page's cookies never hold a backslash: such a header is dropped before any reads it."""
+    from edge_app.web.app import SecurityHeaders
+
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["headers"])
+
+    hostile = b'a="' + b'\\"' * 8000 + b'"'
+    for cookie in (hostile, b"edge_session=abc; other=1"):
+        scope = {"type": "http", "path": "/", "headers": [(b"host", b"x"), (b"cookie", cookie)]}
+        asyncio.run(SecurityHeaders(app)(scope, None, None))  # type: ignore[arg-type]
+    assert seen[0] == [(b"host", b"x")]
+    assert seen[1] == [(b"host", b"x"), (b"cookie", b"edge_session=abc; other=1")]

@@ -56,6 +56,13 @@ HEAD_TIMEOUT_S = 10.0
 # cookie); 16 KiB leaves room for cookies of other sites on the same host name, and is
 # Node.js's limit. More is answered 431 at once, however it arrives.
 MAX_HEAD_BYTES = 16 * 1024
+# A body in many tiny pieces (chunks of one byte) costs h11 and uvicorn Python work per
+# piece, some 280 times a byte sent whole, and is read (or drained) for up to the form's
+# deadline: one client held a core. After BODY_PIECES_FREE pieces, a body averaging under
+# MIN_PIECE_BYTES a piece is refused (400, closed). Browsers send whole bodies; a slow
+# link's reads are a TCP segment or more.
+BODY_PIECES_FREE = 1024
+MIN_PIECE_BYTES = 64
 # A request's body must keep arriving: no byte of it for BODY_IDLE_S ends the connection,
 # however long the body may take in all. A browser sends a body as fast as the link takes it;
 # only a client that stopped (or a link that is down) sends nothing for this long. It is not
@@ -344,11 +351,19 @@ class _CountedConnection(h11.Connection):
     between them would keep both until the cyclic collector's next pass.
     """
 
-    def __init__(self, max_head: int, too_large: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        max_head: int,
+        too_large: Callable[[], None],
+        too_fragmented: Callable[[], None],
+    ) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
         self.max_head = max_head
         self.too_large = weakref.WeakMethod(too_large)
+        self.too_fragmented = weakref.WeakMethod(too_fragmented)
         self.bytes_out = 0
+        self.pieces = 0  # of the current request's body, and their bytes
+        self.piece_bytes = 0
 
     def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         if self.their_state is h11.IDLE:  # a request's head is next
@@ -358,7 +373,18 @@ class _CountedConnection(h11.Connection):
                 if too_large is not None:
                     too_large()  # answers and closes: nothing more is read
                 return h11.NEED_DATA
-        return super().next_event()
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            self.pieces = self.piece_bytes = 0
+        elif isinstance(event, h11.Data):
+            self.pieces += 1
+            self.piece_bytes += len(event.data)
+            if self.pieces > BODY_PIECES_FREE and self.piece_bytes < MIN_PIECE_BYTES * self.pieces:
+                too_fragmented = self.too_fragmented()
+                if too_fragmented is not None:
+                    too_fragmented()  # answers (or closes) and closes: nothing more is read
+                return h11.NEED_DATA
+        return event
 
     def send_with_data_passthrough(self, event: h11.Event) -> list[bytes] | None:
         data = super().send_with_data_passthrough(event)  # what send() returns, in pieces
@@ -550,7 +576,9 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.counted = _CountedConnection(limits.max_head_bytes, self._head_too_large)
+            self.counted = _CountedConnection(
+                limits.max_head_bytes, self._head_too_large, self._body_too_fragmented
+            )
             self.conn = self.counted
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -694,6 +722,20 @@ def guarded_protocol(limits: Limits, tls: ssl.SSLContext | None) -> Callable[...
                 message = f"the request's {part} took longer than {limit_s:g} s"
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no response has begun
                 _refuse(self.transport, 408, "Request Timeout", message)
+            else:
+                self.transport.close()
+
+        def _body_too_fragmented(self) -> None:
+            """The request's body comes in pieces too small to be worth their cost
+            (BODY_PIECES_FREE): 400 if no response has begun, else a close."""
+            if self.transport.is_closing():
+                return
+            host = self.client[0] if self.client else None
+            pieces = self.counted.pieces
+            log_cut(host, "web request body in tiny pieces address=%s pieces=%d", host, pieces)
+            if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no response has begun
+                message = "the request's body came in pieces too small to be read"
+                _refuse(self.transport, 400, "Bad Request", message)
             else:
                 self.transport.close()
 
