@@ -282,6 +282,36 @@ def test_logins_are_rate_limited_per_address(site: Site) -> None:
     site.reset_limits()
 
 
+def test_rate_limited_logins_are_logged_a_few_lines_then_with_a_count(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: each refused login was a warning line, 995 lines for 1,000 tries
+    in 1.5 s, which made journald drop the hub's other lines too ("web unlock"...). A few
+    lines per REFUSAL_LOG_SECONDS, then one that says how many were held back."""
+    from edge_app.control import REFUSAL_LOG_SECONDS
+    from edge_app.logs import Throttle
+    from edge_app.web.app import REFUSAL_LINES
+
+    now, logged_at = [1000.0], [0.0]
+    state = site.server.app.state.web
+    state.limiter = auth.LoginLimiter(clock=lambda: now[0])
+    state.rate_limited_lines = Throttle(
+        REFUSAL_LOG_SECONDS, lambda: logged_at[0], burst=REFUSAL_LINES
+    )
+    try:
+        with caplog.at_level(logging.WARNING), site.client() as client:
+            token = csrf_of(client.get("/login").text)
+            for _ in range(auth.PER_ADDRESS_FAILURES + 3 * REFUSAL_LINES):
+                client.post("/login", data={"password": "guess", "csrf_token": token})
+            logged_at[0] += REFUSAL_LOG_SECONDS  # (the limiter's clock stands still)
+            client.post("/login", data={"password": "guess", "csrf_token": token})
+    finally:
+        site.reset_limits()
+    lines = [r.getMessage() for r in caplog.records if "reason=rate-limit" in r.getMessage()]
+    assert len(lines) == REFUSAL_LINES + 1, lines
+    assert lines[-1].endswith(f"held_back={2 * REFUSAL_LINES}"), lines[-1]
+
+
 def test_the_limiter_counts_per_address_and_overall() -> None:
     now = [1000.0]
     limiter = auth.LoginLimiter(per_address=3, overall=5, clock=lambda: now[0])

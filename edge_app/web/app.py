@@ -50,9 +50,10 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_app.config import Config, split_listen
-from edge_app.control import frame_age
+from edge_app.control import REFUSAL_LOG_SECONDS, frame_age
 from edge_app.enroll import CAMERA_SAMPLES
 from edge_app.errors import UserError
+from edge_app.logs import Throttle
 from edge_app.web import auth
 from edge_app.web.door import DoorStatus, WebDoor, is_live, picture_explained
 from edge_app.web.forms import Form, FormError, Limits, read_form
@@ -77,6 +78,13 @@ from edge_app.web.people import (
 from edge_app.web.server import is_loopback
 
 log = logging.getLogger(__name__)
+# Lines logged for a kind of refusal an unauthenticated client can repeat at will, per
+# REFUSAL_LOG_SECONDS; the next after them says how many were held back.
+REFUSAL_LINES = 10
+# python-multipart logs a warning of its own for each malformed body, which the page
+# refuses with its own one-line answer: one line a request for anyone who can reach it.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
+logging.getLogger("multipart").setLevel(logging.ERROR)
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "edge_door_session"
@@ -169,6 +177,11 @@ class WebState:
     history: History
     engine: EngineHolder
     enrol_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Logins refused by the rate limit: a few lines per REFUSAL_LOG_SECONDS, then a count
+    # (one a request flooded the journal until journald dropped the hub's other lines too).
+    rate_limited_lines: Throttle = field(
+        default_factory=lambda: Throttle(REFUSAL_LOG_SECONDS, burst=REFUSAL_LINES)
+    )
     # The Health check running, which requests that come meanwhile share: each opens the
     # models, as doctor does (about 100 MB), so one runs at a time, on one worker thread.
     health_check: asyncio.Future[list[dict[str, str]]] | None = None
@@ -201,12 +214,18 @@ class TrustedHosts:
     def __init__(self, app: ASGIApp, origins: Origins) -> None:
         self.app = app
         self.origins = origins
+        self.refusal_lines = Throttle(REFUSAL_LOG_SECONDS, burst=REFUSAL_LINES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             host = Request(scope).headers.get("host")
             if self.origins.refuses(host):
-                log.warning("web request refused host=%r reason=not-this-door", (host or "")[:100])
+                if (held_back := self.refusal_lines.due()) is not None:
+                    log.warning(
+                        "web request refused host=%r reason=not-this-door held_back=%d",
+                        (host or "")[:100],
+                        held_back,
+                    )
                 response = PlainTextResponse(
                     "421 Misdirected Request: this door's page answers at "
                     f"{self.origins.public} (web.public_origin), not at that Host\n",
@@ -218,7 +237,12 @@ class TrustedHosts:
 
 
 class SecurityHeaders:
-    """Adds the security headers to every response, and no-store to every non-static one."""
+    """Adds the security headers to every response, and no-store to every non-static one.
+
+    A Cookie header with a backslash is dropped before anything reads it: the page's own
+    cookies never hold one, and Python's cookie unquoting (which Starlette's parser uses)
+    takes time quadratic in a value of escaped quotes before 3.11.10 (CVE-2024-7592): 16 kB
+    cost 167 ms of the page's one thread per request, with no login."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -227,6 +251,9 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = scope["headers"]
+        if any(name == b"cookie" and b"\\" in value for name, value in headers):
+            scope = {**scope, "headers": [(n, v) for n, v in headers if n != b"cookie"]}
         static = scope["path"].startswith("/static/")
 
         async def send_with_headers(message: Message) -> None:
@@ -549,7 +576,12 @@ async def login_submit(request: Request, session: auth.Session | None, form: For
     status, problem = await _check_password(state, address, form.get("password"), device=device)
     if status != 200:
         if status == 429:
-            log.warning("web login refused address=%s reason=rate-limit", address)
+            if (held_back := state.rate_limited_lines.due()) is not None:
+                log.warning(
+                    "web login refused address=%s reason=rate-limit held_back=%d",
+                    address,
+                    held_back,
+                )
         elif status == 401:
             log.warning("web login failed address=%s", address)
         context = {
