@@ -1266,10 +1266,13 @@ class Daemon:
         try:
             while not self._stop.wait(RELAY_CHECK_EVERY):
                 relay.check()
-        except Exception as error:  # a failing relay; anything else must not end the checks
-            log.error("%s", error)  # unseen: the door would go on without them
-            self._relay_failure = error
-            self._stop.set()
+        except BaseException as error:  # a failing relay; anything else must not end the
+            # checks unseen either: the door would go on without them. (Not raised as it is
+            # from run(): a SystemExit there would be a clean exit.)
+            failure = error if isinstance(error, Exception) else RelayError(repr(error))
+            self._relay_failure = failure
+            self._stop.set()  # acted on first, logged after: a stalled journal must not wait it
+            log.error("%s", failure)
         finally:
             try:
                 with self._door_lock:  # an unlock under way finishes first, none starts after
@@ -1371,6 +1374,11 @@ class Daemon:
             except RelayError as error:  # the rest still closes; the error ends run() after
                 log.error("%s", error)
                 relay_error = error
+            failed = self.relay.locked_from_here
+            if relay_error is None and self._relay_failure is None and failed is not None:
+                # A relay process found failed only as it was closed: locked from here, and
+                # the run ends non-zero as when the guard finds it.
+                relay_error = RelayError(f"{failed}; GPIO{self.relay.pin} locked from here")
         self._notify("STOPPING=1")
         try:
             self._close_the_rest()

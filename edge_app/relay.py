@@ -97,6 +97,9 @@ class DoorRelay(Protocol):
     RelayProcess, which runs a Relay in a child process."""
 
     pin: int
+    # Why the door process had to lock the pin itself, its relay having failed (a relay
+    # process that died or hung); None while it has not. The run then ends non-zero.
+    locked_from_here: str | None
 
     @property
     def is_active(self) -> bool: ...
@@ -244,6 +247,7 @@ class Relay(ClosedOnExit):
         self._deadline: float | None = None
         self._closing = False  # close() was called: no more pulses
         self._closed = False  # the pin was driven low and released: nothing left to do
+        self.locked_from_here: str | None = None  # (DoorRelay: in this process, never)
         self._events = ReleaseEvents(on_release, pin)
         self._timer = threading.Thread(target=self._run_timer, name="relay-timer", daemon=True)
         self._timer.start()

@@ -118,6 +118,9 @@ class RelayProcess(ClosedOnExit):
         self._due: float | None = None  # by when the child must have locked the pin again
         self._heard = time.monotonic()  # when the child last answered
         self._silent = False  # the child did not answer: asking it to close is pointless
+        # Why the door process had to lock the pin itself (the child failed), once it did:
+        # the door then exits non-zero, even when that was found only as it stopped.
+        self.locked_from_here: str | None = None
         self._opened = 0  # pulses the child said it opened
         self._relocked = 0  # relocks it reported (the reader thread counts them)
         self._closing = False
@@ -175,9 +178,11 @@ class RelayProcess(ClosedOnExit):
 
     @property
     def is_active(self) -> bool:
-        """Whether the pin is open, as the child says now; True when it cannot say."""
+        """Whether the pin is open, as the child says now; True when it cannot say. False
+        once the door process locked the pin itself (the child failed): asking the child
+        again would only wait REPLY_SECONDS more."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._silent:
                 return False
             return self._ask("state") != "state 0"
 
@@ -192,6 +197,10 @@ class RelayProcess(ClosedOnExit):
         with self._lock:
             if self._closing:
                 raise RuntimeError("relay is closed")
+            if self._silent:  # failed, and locked from here: not asked again
+                raise RelayError(
+                    f"{self.locked_from_here}; GPIO{self.pin} locked from the door process"
+                )
             answer = self._ask(f"pulse {seconds!r}")
             # The child's deadline is its clock when it read the request plus `seconds`:
             # no later than now plus `seconds`.
@@ -216,6 +225,9 @@ class RelayProcess(ClosedOnExit):
         if self._closed or self._closing:
             return
         if self._child.poll() is not None or not self._reader.is_alive():
+            with self._lock:
+                if not self._silent:  # it may have died with the pin open: locked from here
+                    self._lock_from_here(self._failed("check", None))
             raise RelayError(
                 f"relay: the process that drives GPIO{self.pin} has ended; refusing to open a "
                 "door nothing would close (the process locks it and exits)"
@@ -236,7 +248,9 @@ class RelayProcess(ClosedOnExit):
             running = due is not None and time.monotonic() <= due + RELEASE_GRACE_SECONDS
             if answer == "state 1" and running:
                 return  # a pulse under way (asked for the heartbeat)
-            self._silent = answer is None
+            # Locked now, from here, not by whoever closes the relay next: that waits for the
+            # door's lock, which an unlock asking the silent child may hold for seconds.
+            self._lock_from_here(self._failed("check", answer))
         if answer is None:
             why = "the relay process does not answer"
         elif answer == "state 1" and due is not None:
@@ -356,9 +370,10 @@ class RelayProcess(ClosedOnExit):
     def _lock_from_here(self, failed: str) -> None:
         """The child failed (self._lock held): kill it, lock the pin from this process, and
         record the relock of a pulse the child opened and never reported ended."""
-        log.error("%s; locking GPIO%d from this process", failed, self.pin)
         self._silent = True
-        self._end_child()
+        self.locked_from_here = failed
+        self._end_child()  # acted on first, logged after: a stalled journal must not wait it
+        log.error("%s; locking GPIO%d from this process", failed, self.pin)
         self._reader.join(timeout=EXIT_SECONDS)  # the relocks it reported before it died
         self._lock_here()
         if self._opened > self._relocked:

@@ -9,6 +9,7 @@ frames came back or systemd's watchdog (30 s; 120 s before READY) stopped the do
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -20,6 +21,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from test_daemon_fast import (
     ADA,
+    NAME,
     NOBODY,
     ScriptedEngine,
     assert_fail_secure,
@@ -31,7 +33,7 @@ from test_daemon_fast import (
 
 from edge_app import daemon as daemon_module
 from edge_app.camera import FolderSource, Frame
-from edge_app.daemon import Daemon
+from edge_app.daemon import RELAY_CHECK_EVERY, Daemon
 from edge_app.relay import Relay, RelayError
 from edge_app.relay_process import RELEASE_GRACE_SECONDS, REPLY_SECONDS, RelayProcess
 
@@ -228,4 +230,90 @@ def test_a_relay_failure_found_while_a_stop_comes_still_ends_the_run_non_zero(
     daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
     with pytest.raises(RelayError, match="does not answer"):
         daemon.run()
+    assert states(factory) == [False]
+
+
+def test_a_relay_process_that_hangs_while_an_unlock_waits_for_it_is_locked_on_time(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Found by a review: with the relay process hung, the guard's check marked it silent
+    but left the locking to close(), which waits for the door's lock; an unlock under way
+    held that lock while asking the silent child twice (1 s each): the pin was locked 4.7 s
+    after a 1 s pulse opened, not within pulse + grace + one answer's wait. check() locks it
+    from the door process itself, and a silent child is not asked again."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 400)
+    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 1}, camera={"realtime": True})
+    daemon = Daemon(config, engine=ScriptedEngine())
+    runner, outcome = run_on_a_thread(daemon)
+    unlocking = threading.Event()
+
+    def keep_unlocking() -> None:  # remote unlocks, one after another, as the socket would
+        while not unlocking.is_set():
+            with contextlib.suppress(RelayError, RuntimeError):
+                daemon.open_door(None)
+
+    try:
+        relay = the_relay_process(daemon)
+        wait_for(lambda: daemon.metrics.frames >= 2)
+        assert daemon.open_door(NAME) is True
+        opened = time.monotonic()
+        relay._child.send_signal(signal.SIGSTOP)
+        time.sleep(1.0)  # the pulse's end: the unlocks now ask a child that cannot answer
+        hammer = threading.Thread(target=keep_unlocking)
+        hammer.start()
+        wait_for(lambda: relay.locked_from_here is not None, 15)
+        locked = time.monotonic()
+        unlocking.set()
+        hammer.join(timeout=10)
+        runner.join(timeout=15)
+    finally:
+        unlocking.set()
+        daemon.stop()
+        runner.join(timeout=10)
+    bound = 1 + RELEASE_GRACE_SECONDS + REPLY_SECONDS + 2 * RELAY_CHECK_EVERY
+    assert locked - opened <= bound + 0.5, locked - opened
+    assert isinstance(outcome.get("error"), RelayError), outcome
+
+
+def test_a_relay_process_found_hung_only_as_the_door_stops_ends_the_run_non_zero(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Found by a review: a relay process that hung while the door was locked, found only
+    when the stop's close got no answer, was locked from the door process, and the run
+    exited 0; found by the guard it exits non-zero. Both do now."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 400)
+    config = door(tmp_path, gallery, frames, camera={"realtime": True})
+    daemon = Daemon(config, engine=ScriptedEngine())
+    runner, outcome = run_on_a_thread(daemon)
+    try:
+        relay = the_relay_process(daemon)
+        wait_for(lambda: daemon.metrics.frames >= 2)
+        relay._child.send_signal(signal.SIGSTOP)  # before its heartbeat is due (5 s)
+        daemon.stop()
+        runner.join(timeout=15)
+    finally:
+        daemon.stop()
+        runner.join(timeout=10)
+    error = outcome.get("error")
+    assert isinstance(error, RelayError) and "failed a close (no answer)" in str(error), outcome
+
+
+def test_a_base_exception_from_the_guards_check_ends_the_run_as_a_relay_failure(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: SystemExit from check() (a library's) ended the guard without a
+    word: the door ran on unable to open, to exit 0 at its stop. It is the run's failure,
+    raised as a RelayError (raised as it is, it would be a clean exit)."""
+    factory = MockFactory()
+
+    def exits(self: Relay) -> None:
+        raise SystemExit(0)
+
+    monkeypatch.setattr(Relay, "check", exits)
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
+    config = door(tmp_path, gallery, frames, camera={"realtime": True})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    with pytest.raises(RelayError, match="SystemExit"):
+        daemon.run()
+    assert daemon.metrics.frames < 300
     assert states(factory) == [False]

@@ -152,8 +152,11 @@ def test_a_child_that_died_is_seen_and_no_pulse_goes_through() -> None:
     relay._child.wait(timeout=5)
     with pytest.raises(RelayError, match="process that drives GPIO17 has ended"):
         relay.check()
-    with pytest.raises(RelayError, match="failed a pulse"):
+    assert relay.locked_from_here is not None  # at once, by check(): not left to close()
+    # Refused at once, the child not asked again (a silent one took 1 s an ask).
+    with pytest.raises(RelayError, match=r"failed a check \(it has ended\); GPIO17 locked"):
         relay.pulse(1.0)
+    assert relay.is_active is False
     relay.close()  # a mock pin has nothing to lock from here; a real one is claimed here
 
 
