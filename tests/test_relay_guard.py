@@ -188,6 +188,13 @@ def test_systemd_hears_of_the_stop_only_once_the_door_is_locked(
     assert_fail_secure(factory, pulse=0.0)
 
 
+def a_door_without_visitors(tmp_path: Path, gallery: Path, factory: MockFactory) -> Daemon:
+    """The door on 30 s of an empty doorway in real time, its relay on `factory`."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
+    config = door(tmp_path, gallery, frames, camera={"realtime": True})
+    return Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+
+
 def test_anything_the_guards_check_raises_locks_the_door_and_ends_the_run(
     tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,9 +232,7 @@ def test_a_relay_failure_found_while_a_stop_comes_still_ends_the_run_non_zero(
         raise RelayError("relay: the relay process does not answer")
 
     monkeypatch.setattr(Relay, "check", slow_then_failed)
-    frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
-    config = door(tmp_path, gallery, frames, camera={"realtime": True})
-    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    daemon = a_door_without_visitors(tmp_path, gallery, factory)
     with pytest.raises(RelayError, match="does not answer"):
         daemon.run()
     assert states(factory) == [False]
@@ -310,9 +315,7 @@ def test_a_base_exception_from_the_guards_check_ends_the_run_as_a_relay_failure(
         raise SystemExit(0)
 
     monkeypatch.setattr(Relay, "check", exits)
-    frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
-    config = door(tmp_path, gallery, frames, camera={"realtime": True})
-    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    daemon = a_door_without_visitors(tmp_path, gallery, factory)
     with pytest.raises(RelayError, match="SystemExit"):
         daemon.run()
     assert daemon.metrics.frames < 300
