@@ -54,7 +54,7 @@ from edge_app.config import (
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.relay import Relay
-from edge_app.relay_record import read_record
+from edge_app.relay_record import read_record, write_record
 
 log = logging.getLogger("edge_app.relay_off")
 
@@ -186,6 +186,11 @@ def relock(
     except UserError as error:
         log.error("%s", error)
         return 2
+    if disputed:
+        # The pin is at the config's locked level now: the record says so, so that a stop
+        # before the daemon claims it (a config it then refuses) leaves it there, not at the
+        # level of a door that no longer runs (--after-stop keeps the record's).
+        write_record(gpio, record_path)
     source = f"from the config {config_name}"
     if record is not None and record.pin != gpio.pin:
         source += f"; the daemon had claimed GPIO{record.pin}"

@@ -155,10 +155,17 @@ def test_an_unchanged_recorded_pin_that_cannot_be_claimed_exits_2(
 def test_a_record_and_config_that_disagree_on_polarity_end_at_the_configs_level(
     factory: MockFactory, record: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Before a start (ExecStartPre=): the daemon about to start drives it so anyway."""
-    assert relock(tmp_path, record, f"[gpio]\npin = {PIN}\nactive_high = false\n") == 0
+    """Before a start (ExecStartPre=): the daemon about to start drives it so anyway. The
+    record then says so: a review found that a start refused before the daemon claimed the
+    pin (a typo elsewhere in the same edit) left the old record, and ExecStopPost= then
+    drove the pin back to the old level, open for the board the config declares."""
+    text = f"[gpio]\npin = {PIN}\nactive_high = false\n"
+    assert relock(tmp_path, record, text) == 0
     assert factory.pin(PIN).state is True  # locked for an active-low board, last
     assert any("the record says active_high=True" in m for m in caplog.messages)
+    assert json.loads(record.read_text())["active_high"] is False
+    assert relock(tmp_path, record, text, "--after-stop") == 0  # the stop: no dispute left
+    assert factory.pin(PIN).state is True
 
 
 def test_after_a_stop_a_polarity_changed_in_the_config_leaves_the_records_level(
