@@ -870,6 +870,7 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         self._notifier = sdnotify.SystemdNotifier()
+        ended = False  # without an exception: only then may the stop's relay error be raised
         try:
             try:
                 self._start()
@@ -878,6 +879,7 @@ class Daemon:
                     raise
                 # Stopped while the relay process was starting: nothing was opened.
                 log.info("stopped before the door was ready (%s)", error)
+                ended = True
                 return 0
             first = self._next_frame()
             if first is not None:
@@ -888,9 +890,10 @@ class Daemon:
                 self._loop(first)
             if self._signal is not None:
                 log.info("stopped by signal=%s", signal.Signals(self._signal).name)
+            ended = True
         finally:
             try:
-                self._shutdown()
+                self._shutdown(raise_relay_error=ended)
             finally:
                 self._restore_signals()
         # Read once the guard has ended (_shutdown joins it): a failure it found while a stop
@@ -1363,9 +1366,11 @@ class Daemon:
         log.info("reload done")
         return True
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, *, raise_relay_error: bool = True) -> None:
         """Relay first: whatever else fails below, the door is already locked (telling
-        systemd too waits for it: its socket may block)."""
+        systemd too waits for it: its socket may block). A relay that failed ends run()
+        with its error, unless run() is already ending with another (raise_relay_error
+        False: that one is kept; the relay's was logged)."""
         self._stop.set()  # ends the guard thread too
         relay_error: RelayError | None = None
         if self.relay is not None:
@@ -1374,21 +1379,22 @@ class Daemon:
             except RelayError as error:  # the rest still closes; the error ends run() after
                 log.error("%s", error)
                 relay_error = error
-            failed = self.relay.locked_from_here
-            if relay_error is None and self._relay_failure is None and failed is not None:
-                # A relay process found failed only as it was closed: locked from here, and
-                # the run ends non-zero as when the guard finds it.
-                relay_error = RelayError(f"{failed}; GPIO{self.relay.pin} locked from here")
+        if self._guard is not None:  # what it found decides the exit code, below and in run()
+            self._guard.join(timeout=GUARD_JOIN_SECONDS)
+        failed = None if self.relay is None else self.relay.locked_from_here
+        if relay_error is None and self._relay_failure is None and failed is not None:
+            # A relay process found failed only as it was closed: locked from here, and the
+            # run ends non-zero as when the guard finds it.
+            assert self.relay is not None
+            relay_error = RelayError(f"{failed}; GPIO{self.relay.pin} locked from here")
         self._notify("STOPPING=1")
         try:
             self._close_the_rest()
         finally:
-            if relay_error is not None:
+            if relay_error is not None and raise_relay_error:
                 raise relay_error
 
     def _close_the_rest(self) -> None:
-        if self._guard is not None:
-            self._guard.join(timeout=GUARD_JOIN_SECONDS)
         if self.control is not None:
             self.control.close()
         if self.reader is not None:

@@ -78,6 +78,14 @@ RELEASE_GRACE_SECONDS = 0.5
 HEARTBEAT_SECONDS = 5.0
 # How long it waits for the child to exit once it has locked the door.
 EXIT_SECONDS = 2.0
+# Past an answer's deadline, one short wait more: a reader thread kept from running by a
+# native call in the door process that held the interpreter lock hands over an answer that
+# was already in the pipe, instead of a healthy child being taken for a hung one.
+ANSWER_GRACE_SECONDS = 0.05
+# Heartbeats in a row a child may leave unanswered while no pulse is under way before it is
+# taken for hung: one late answer on a loaded Pi must not restart the door (a pulse past its
+# deadline gets no second chance).
+HEARTBEATS_MISSED = 2
 # The environment variables the child must not inherit: systemd's notification socket and
 # watchdog belong to the door process alone.
 _NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID")
@@ -118,9 +126,11 @@ class RelayProcess(ClosedOnExit):
         self._due: float | None = None  # by when the child must have locked the pin again
         self._heard = time.monotonic()  # when the child last answered
         self._silent = False  # the child did not answer: asking it to close is pointless
-        # Why the door process had to lock the pin itself (the child failed), once it did:
-        # the door then exits non-zero, even when that was found only as it stopped.
+        # Why the door process had to lock the pin itself (the child failed), the first
+        # time: the door then exits non-zero, even when that was found only as it stopped.
         self.locked_from_here: str | None = None
+        self._pin_locked_here = False  # ... and whether that lock was done (else: again)
+        self._missed = 0  # heartbeats in a row the child left unanswered
         self._opened = 0  # pulses the child said it opened
         self._relocked = 0  # relocks it reported (the reader thread counts them)
         self._closing = False
@@ -184,7 +194,11 @@ class RelayProcess(ClosedOnExit):
         with self._lock:
             if self._closed or self._silent:
                 return False
-            return self._ask("state") != "state 0"
+            answer = self._ask("state")
+            if answer is None:  # hung or gone: locked from here now, not asked again
+                self._lock_from_here(self._failed("state", answer))
+                return False
+            return answer != "state 0"
 
     def pulse(self, seconds: float) -> bool:
         """Open for `seconds` from now (Relay.pulse's rule); True if this opened it.
@@ -224,8 +238,14 @@ class RelayProcess(ClosedOnExit):
         its frame loop is doing; it asks the child only when one of those is due."""
         if self._closed or self._closing:
             return
+        if self._silent:  # found failed (and locked from here) by another call
+            raise RelayError(
+                f"{self.locked_from_here}; GPIO{self.pin} locked from the door process"
+            )
         if self._child.poll() is not None or not self._reader.is_alive():
             with self._lock:
+                if self._closed or self._closing:  # a clean close ended it meanwhile
+                    return
                 if not self._silent:  # it may have died with the pin open: locked from here
                     self._lock_from_here(self._failed("check", None))
             raise RelayError(
@@ -245,6 +265,10 @@ class RelayProcess(ClosedOnExit):
             if answer == "state 0":
                 self._due = None
                 return
+            if answer is None and due is None and self._child.poll() is None:
+                self._missed += 1  # no pulse under way: asked again on the next check
+                if self._missed < HEARTBEATS_MISSED:
+                    return
             running = due is not None and time.monotonic() <= due + RELEASE_GRACE_SECONDS
             if answer == "state 1" and running:
                 return  # a pulse under way (asked for the heartbeat)
@@ -282,11 +306,11 @@ class RelayProcess(ClosedOnExit):
                 return
             self._closing = True
             answer = None if self._silent else self._ask("close")
-            if answer != "closed":
+            if answer == "closed":
+                self._wait_for_exit()
+            elif not self._pin_locked_here:
                 # RelayError if that fails too: close() may be called again.
                 self._lock_from_here(self._failed("close", answer))
-            else:
-                self._wait_for_exit()
             self._closed = True
             self._due = None
             atexit.unregister(self.close)
@@ -312,7 +336,13 @@ class RelayProcess(ClosedOnExit):
         """The answer to request `number`; answers to earlier requests (late) are dropped.
         None when none comes within `timeout`, or once `cancel` is set."""
         deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
+        graced = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if graced:
+                    return None
+                graced, remaining = True, ANSWER_GRACE_SECONDS
             if cancel is not None and cancel.is_set():
                 return None
             try:
@@ -325,9 +355,9 @@ class RelayProcess(ClosedOnExit):
             tag, _, answer = line.partition(" ")
             if tag == str(number):
                 self._heard = time.monotonic()
+                self._missed = 0
                 return answer
             log.warning("relay process: dropped a late answer %r", line[:80])
-        return None
 
     def _read(self) -> None:
         """The child's messages: relocks go to the relay-events thread, the rest answer
@@ -368,18 +398,29 @@ class RelayProcess(ClosedOnExit):
             self._child.wait(timeout=EXIT_SECONDS)
 
     def _lock_from_here(self, failed: str) -> None:
-        """The child failed (self._lock held): kill it, lock the pin from this process, and
-        record the relock of a pulse the child opened and never reported ended."""
+        """The child failed (self._lock held): kill it and lock the pin from this process,
+        then say so and record the relock of a pulse the child opened and never reported
+        ended. Acted on first: a stalled journal must not hold the strike open. The first
+        failure's reason is kept; a later call (close() after check()) drives the pin again
+        only if the first could not (RelayError then: a later close() tries again)."""
+        first = self.locked_from_here is None
+        if first:
+            self.locked_from_here = failed
         self._silent = True
-        self.locked_from_here = failed
-        self._end_child()  # acted on first, logged after: a stalled journal must not wait it
-        log.error("%s; locking GPIO%d from this process", failed, self.pin)
-        self._reader.join(timeout=EXIT_SECONDS)  # the relocks it reported before it died
-        self._lock_here()
-        if self._opened > self._relocked:
-            self._relocked = self._opened
-            self._events.put("close")
         self._due = None
+        if not self._pin_locked_here:
+            self._end_child()
+            try:
+                self._lock_here()
+            except BaseException:
+                log.error("%s; GPIO%d could not be locked from this process", failed, self.pin)
+                raise
+            self._pin_locked_here = True
+            log.error("%s; GPIO%d locked from this process", failed, self.pin)
+            self._reader.join(timeout=EXIT_SECONDS)  # the relocks it reported before it died
+            if self._opened > self._relocked:
+                self._relocked = self._opened
+                self._events.put("close")
 
     def _lock_here(self) -> None:
         """Claim the pin in this process and drive it locked, as relay_off does (the child is

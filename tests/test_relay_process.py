@@ -266,14 +266,20 @@ def test_a_child_whose_timer_is_gone_is_caught_once_its_pulse_is_overdue() -> No
             relay.check()
 
 
-def test_a_late_answer_is_never_taken_for_the_next_one(tmp_path: Path) -> None:
+def test_a_late_answer_is_never_taken_for_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Defect (audit): after a timed-out request, each answer was paired with the request after
     its own; close() then got the wrong answer and killed a healthy child."""
+    monkeypatch.setattr(relay_process, "HEARTBEAT_SECONDS", 0.0)
     record = tmp_path / "history.json"
     with RelayProcess(MOCK, history=record) as relay:
         relay.pulse(0.2)
+        wait_for(lambda: not relay.is_active)
+        relay.check()  # low again: no pulse under way
         relay._child.send_signal(signal.SIGSTOP)
-        assert relay.is_active is True  # no answer in time: it cannot say, so "open"
+        relay.check()  # a heartbeat left unanswered: one is forgiven (HEARTBEATS_MISSED)
+        assert relay.locked_from_here is None
         relay._child.send_signal(signal.SIGCONT)  # its late "state" answer comes now
         wait_for(lambda: not relay.is_active)  # each answer goes to its own request
         history = relay.history()
@@ -294,8 +300,8 @@ def test_a_pulse_the_child_answers_too_late_is_locked_from_here_at_once() -> Non
             relay.pulse(2.0)
         assert time.monotonic() - start < REPLY_SECONDS + 2.5
         assert relay._child.returncode == -signal.SIGKILL  # it can carry out nothing now
-        with pytest.raises(RelayError, match="has ended"):
-            relay.check()
+        with pytest.raises(RelayError, match="failed a pulse .no answer.*locked from the door"):
+            relay.check()  # the run ends, with the reason found first
         relay.close()
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -425,7 +431,9 @@ def test_a_child_that_stops_answering_while_the_door_is_locked_is_found_by_the_h
 ) -> None:
     """Without a pulse nothing was asked of the child, so one that hung while the door was
     locked was found only at the next unlock, which then failed. check() asks it after
-    HEARTBEAT_SECONDS without a word (shortened here)."""
+    HEARTBEAT_SECONDS without a word (shortened here); HEARTBEATS_MISSED in a row, not one
+    late answer (a review: a loaded Pi, or a native call holding the interpreter lock while
+    the answer waited in the pipe, restarted a healthy door)."""
     monkeypatch.setattr(relay_process, "HEARTBEAT_SECONDS", 0.2)
     relay = RelayProcess(MOCK)
     try:
@@ -434,6 +442,8 @@ def test_a_child_that_stops_answering_while_the_door_is_locked_is_found_by_the_h
         relay.check()  # asked, and it answered
         relay._child.send_signal(signal.SIGSTOP)
         time.sleep(0.3)
+        relay.check()  # one unanswered: asked again on the next check
+        assert relay.locked_from_here is None
         with pytest.raises(RelayError, match="the relay process does not answer"):
             relay.check()
         relay.close()
@@ -455,3 +465,53 @@ def test_a_pin_open_with_no_pulse_under_way_ends_the_run(monkeypatch: pytest.Mon
         assert relay._ask("pulse 30.0") == "opened 1"  # opened behind the door process's back
         with pytest.raises(RelayError, match="says GPIO17 is open with no pulse under way"):
             relay.check()
+
+
+def test_a_state_asked_of_a_hung_child_locks_the_pin_from_here_at_once() -> None:
+    """Found by a review: is_active took a silent child for "open" and left it running: an
+    unlock and the hub's status polls each waited 1 s more on it, and a stop's close waited
+    behind them (2.9 s). The first unanswered question locks the pin from here; none waits
+    on the child again."""
+    relay = RelayProcess(MOCK)
+    try:
+        relay.pulse(30.0)
+        relay._child.send_signal(signal.SIGSTOP)
+        assert relay.is_active is False  # locked from here
+        assert relay._child.returncode == -signal.SIGKILL
+        assert str(relay.locked_from_here).endswith("failed a state (no answer)")
+        start = time.monotonic()
+        assert relay.is_active is False
+        with pytest.raises(RelayError, match="failed a state .no answer.; GPIO17 locked"):
+            relay.pulse(1.0)
+        assert time.monotonic() - start < 0.5  # not asked again
+        relay.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.kill()
+
+
+def test_the_pin_is_locked_from_here_before_the_failure_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by a review: the line saying the child failed was logged before the pin was
+    driven locked: a journal that stalls held a strike open (3 s behind a blocked handler)."""
+    locked_when_logged: list[bool] = []
+    relay = RelayProcess(MOCK)
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "from this process" in record.getMessage():
+                locked_when_logged.append(relay._pin_locked_here)
+
+    spy = Spy()
+    logging.getLogger("edge_app.relay_process").addHandler(spy)
+    try:
+        relay.pulse(30.0)
+        relay._child.kill()
+        relay._child.wait(timeout=5)
+        with pytest.raises(RelayError, match="has ended"):
+            relay.check()
+        relay.close()
+    finally:
+        logging.getLogger("edge_app.relay_process").removeHandler(spy)
+    assert locked_when_logged == [True]  # once: close() did not lock (or log) it again
