@@ -292,7 +292,7 @@ def test_identify_prints_each_photo_as_it_is_done_and_keeps_them_when_stopped(
     assert child.stdout is not None and child.stderr is not None
     try:
         first = child.stdout.readline()  # before the other photos are done
-        child.send_signal(signal.SIGINT)
+        child.send_signal(signal.SIGTERM)  # (SIGINT: ignored where CI starts in the background)
         rest = child.stdout.read()  # (not communicate(): it would skip what readline buffered)
         err = child.stderr.read()
         child.wait(timeout=TIMEOUT)
