@@ -18,8 +18,9 @@ knows too; once it has passed (by RELEASE_GRACE_SECONDS), check(), called every 
 the child whether the pin is low. A child that says it is not, or does not answer (stopped,
 hung, its timer gone), is killed, and the door process claims the pin and drives it low
 itself, as relay_off does, then exits (systemd restarts it). The same happens when the child
-dies, and when it does not answer after HEARTBEAT_SECONDS without a word (a relay that hung
-while the door was locked is found before the next unlock needs it).
+dies, and when it leaves HEARTBEATS_MISSED questions in a row unanswered, asked after
+HEARTBEAT_SECONDS without a word (a relay that hung while the door was locked is found before
+the next unlock needs it; one late answer on a loaded Pi is forgiven).
 
 The pipe protocol is one line per message; every request carries a number that its answer
 repeats, so an answer that comes too late is never taken for the answer to a later request.
@@ -188,17 +189,14 @@ class RelayProcess(ClosedOnExit):
 
     @property
     def is_active(self) -> bool:
-        """Whether the pin is open, as the child says now; True when it cannot say. False
-        once the door process locked the pin itself (the child failed): asking the child
-        again would only wait REPLY_SECONDS more."""
+        """Whether a pulse is under way, by the deadline this process knows (the child
+        relocks no later). Not asked of the child: a status poll or an unlock must neither
+        wait on a child that is slow or hung nor take one late answer for a failure (check()
+        asks, and forgives one)."""
         with self._lock:
-            if self._closed or self._silent:
+            if self._closed or self._silent or self._due is None:
                 return False
-            answer = self._ask("state")
-            if answer is None:  # hung or gone: locked from here now, not asked again
-                self._lock_from_here(self._failed("state", answer))
-                return False
-            return answer != "state 0"
+            return time.monotonic() < self._due
 
     def pulse(self, seconds: float) -> bool:
         """Open for `seconds` from now (Relay.pulse's rule); True if this opened it.
@@ -232,16 +230,16 @@ class RelayProcess(ClosedOnExit):
     def check(self) -> None:
         """RelayError when nothing would end a pulse: the child is gone; a pulse's deadline
         has passed and the child does not say the pin is low again; or the child, asked after
-        HEARTBEAT_SECONDS without a word, does not answer (or says the pin is open with no
-        pulse under way). close() then kills it and locks the pin from this process. The door
-        process's relay guard calls it every RELAY_CHECK_EVERY (edge_app/daemon.py), whatever
-        its frame loop is doing; it asks the child only when one of those is due."""
+        HEARTBEAT_SECONDS without a word, leaves HEARTBEATS_MISSED questions in a row
+        unanswered (or says the pin is open with no pulse under way). It kills the child and
+        locks the pin from this process first. The door process's relay guard calls it every
+        RELAY_CHECK_EVERY (edge_app/daemon.py), whatever its frame loop is doing; it asks the
+        child only when one of those is due."""
         if self._closed or self._closing:
             return
-        if self._silent:  # found failed (and locked from here) by another call
-            raise RelayError(
-                f"{self.locked_from_here}; GPIO{self.pin} locked from the door process"
-            )
+        if self._silent:  # found failed by another call
+            how = "locked" if self._pin_locked_here else "not yet locked"
+            raise RelayError(f"{self.locked_from_here}; GPIO{self.pin} {how} from the door process")
         if self._child.poll() is not None or not self._reader.is_alive():
             with self._lock:
                 if self._closed or self._closing:  # a clean close ended it meanwhile
@@ -305,7 +303,9 @@ class RelayProcess(ClosedOnExit):
             if self._closed:
                 return
             self._closing = True
-            answer = None if self._silent else self._ask("close")
+            # A child that failed, or left a heartbeat unanswered just now, is not asked to
+            # close (another second's wait at a stop): the pin is locked from here.
+            answer = None if self._silent or self._missed else self._ask("close")
             if answer == "closed":
                 self._wait_for_exit()
             elif not self._pin_locked_here:
@@ -342,7 +342,9 @@ class RelayProcess(ClosedOnExit):
             if remaining <= 0:
                 if graced:
                     return None
-                graced, remaining = True, ANSWER_GRACE_SECONDS
+                graced = True  # once: a late answer of an earlier question must not use it up
+                deadline = time.monotonic() + ANSWER_GRACE_SECONDS
+                continue
             if cancel is not None and cancel.is_set():
                 return None
             try:
@@ -403,8 +405,7 @@ class RelayProcess(ClosedOnExit):
         ended. Acted on first: a stalled journal must not hold the strike open. The first
         failure's reason is kept; a later call (close() after check()) drives the pin again
         only if the first could not (RelayError then: a later close() tries again)."""
-        first = self.locked_from_here is None
-        if first:
+        if self.locked_from_here is None:  # the first reason is the one the run ends with
             self.locked_from_here = failed
         self._silent = True
         self._due = None
