@@ -186,6 +186,11 @@ class GalleryUpgraded(UserError):
         self.schema = schema
 
 
+class StartStopped(Exception):
+    """A stop asked for while the door was starting, found between (or during) the start's
+    steps; says which step: run() ends at once with exit 0, nothing opened."""
+
+
 class Recognizer:
     """The daemon's only contact with the engine, the gallery and the matcher.
 
@@ -193,7 +198,15 @@ class Recognizer:
     there is one, with boxes and landmarks scaled across.
     """
 
-    def __init__(self, engine: FaceEngine, gallery_path: Path, settings: RecognitionConfig) -> None:
+    def __init__(
+        self,
+        engine: FaceEngine,
+        gallery_path: Path,
+        settings: RecognitionConfig,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        """cancel: set it (the door's stop) to give up the first load (StartStopped)."""
         from edge_app.gallery import Gallery
 
         self.engine = engine
@@ -220,7 +233,7 @@ class Recognizer:
         self._switch: _Switch | None = None
         try:
             self.memory = open_site_memory(gallery_path, settings)
-            self.reload()
+            self.reload(cancel)
         except BaseException:
             self.gallery.close()
             raise
@@ -287,11 +300,25 @@ class Recognizer:
         if switch is not None and switch.replacement is not None:
             switch.replacement.close()
 
-    def reload(self) -> None:
+    def reload(self, cancel: threading.Event | None = None) -> None:
+        """Read the gallery and build its matcher now. The build runs on a thread of its own
+        (_start_build) so that `cancel` (the door's stop) ends the wait: a large gallery's
+        lookalike check takes seconds to minutes, longer than systemd allows a stop
+        (TimeoutStopSec=5); StartStopped is raised then, and the build left to end alone."""
         self._pending = self._newest = None
-        self._version, self._matrix, self.matcher = self._load(
-            self.gallery, self._settings, self.memory
+        version, matrix = self._read(self.gallery)
+        build = self._start_build(
+            self._settings, matrix, self.memory, report=True, name="gallery-load"
         )
+        while True:
+            try:
+                matcher, _ = build.result(timeout=LOOP_TIMEOUT)
+                break
+            except FutureTimeout:
+                if cancel is not None and cancel.is_set():
+                    raise StartStopped("a stop came while loading the gallery") from None
+        self._version, self._matrix, self.matcher = version, matrix, matcher
+        self._loaded(self.gallery, matrix, matcher)
 
     def learn(self, embedding: np.ndarray, now: float) -> bool:
         """Count a visit judged a stranger in the site memory (learn_site), at most one per
@@ -319,14 +346,6 @@ class Recognizer:
         self._build(self._version, self._matrix, learned=True)
         self._swap_in(timeout=BUILD_WAIT_SECONDS)
         return True
-
-    def _load(
-        self, gallery: Any, recognition: RecognitionConfig, memory: SiteMemory | None
-    ) -> tuple[int, Any, Any]:
-        version, matrix = self._read(gallery)
-        matcher, _ = door_matcher(self.engine, recognition, matrix, memory=memory)
-        self._loaded(gallery, matrix, matcher)
-        return version, matrix, matcher
 
     @staticmethod
     def _read(gallery: Any) -> tuple[int, Any]:
@@ -440,8 +459,10 @@ class Recognizer:
         memory: SiteMemory | None,
         *,
         report: bool,
+        name: str = "gallery-build",
     ) -> Future[Any]:
-        """door_matcher(...) on a thread of its own; its result or error, for the frame loop."""
+        """door_matcher(...) on a thread of its own (called `name`); its result or error, for
+        the frame loop."""
         build: Future[Any] = Future()
         engine = self.engine
 
@@ -455,7 +476,7 @@ class Recognizer:
                 build.set_exception(error)
 
         # A daemon thread: a build still running when the door stops must not hold its exit.
-        threading.Thread(target=run, name="gallery-build", daemon=True).start()
+        threading.Thread(target=run, name=name, daemon=True).start()
         return build
 
     def _swap_in(self, timeout: float) -> bool:
@@ -874,10 +895,11 @@ class Daemon:
         try:
             try:
                 self._start()
-            except RelayError as error:
+            except (RelayError, StartStopped) as error:
                 if not self._stop.is_set():
                     raise
-                # Stopped while the relay process was starting: nothing was opened.
+                # Stopped while starting (the relay process, the gallery, ...): nothing was
+                # opened, and the stop did not wait for the start to end.
                 log.info("stopped before the door was ready (%s)", error)
                 ended = True
                 return 0
@@ -925,11 +947,15 @@ class Daemon:
         self._guard = threading.Thread(target=self._relock_on_stop, name="relay-guard", daemon=True)
         self._guard.start()
         if self.engine is None:
+            self._started("loading the models")
             from edge_app.engine import Engine
 
             self.engine = Engine.from_config(config.models, config.detection)
+        self._started("loading the gallery")
         with self._start_goes_on("loading the gallery"):
-            self.recognizer = Recognizer(self.engine, config.gallery.path, config.recognition)
+            self.recognizer = Recognizer(
+                self.engine, config.gallery.path, config.recognition, cancel=self._stop
+            )
         self.live_rule = self._resolve_liveness(config)
         self.policy.configure(config.policy, self.live_rule)
         log.info("liveness %s", self.live_rule.describe())
@@ -937,8 +963,10 @@ class Daemon:
         # After the models and the gallery, so a start they refuse writes no event store.
         # Never raises for a sink it cannot use: the door runs, the failure is logged.
         self.events = EventLog.from_config(config.events, self.wall_clock)
+        self._started("deleting events past the retention")
         with self._start_goes_on("deleting events past the retention"):
             self.events.maintain()  # retention at start
+        self._started("opening the camera")
         self.control = attach(self)
         camera = config.camera
         source = open_source(
@@ -949,6 +977,11 @@ class Daemon:
             realtime=camera.realtime,
         )
         self.reader = FrameReader(source)
+
+    def _started(self, what: str) -> None:
+        """Before each step of the start: a stop asked for meanwhile ends it here."""
+        if self._stop.is_set():
+            raise StartStopped(f"a stop came before {what}")
 
     def _next_frame(self) -> Frame | None:
         """The next frame; None when stopping or when the source has ended."""

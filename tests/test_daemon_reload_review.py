@@ -838,3 +838,47 @@ def test_a_stranger_at_a_door_with_nobody_enrolled_is_recorded_without_a_score(
     (record,) = [e for e in jsonl(tmp_path) if e["type"] == "unknown"]
     assert record.get("score") is None, record
     assert states(factory) == [False]
+
+
+def test_a_stop_while_a_large_gallery_loads_ends_the_start_at_once(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a fail-secure audit: a stop while the start built a large gallery's matcher
+    (its lookalike check: seconds to minutes) waited for the build to end: 7.5 s with an 8 s
+    build, past the unit's TimeoutStopSec=5, so systemd killed the door. The start now waits
+    for the build on a thread of its own and gives up on the stop: exit 0 at once, the relay
+    locked, nothing opened, no frame read."""
+    caplog.set_level(logging.INFO)
+    release = threading.Event()
+    real = daemon_module.door_matcher
+
+    def large(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(30)  # thousands of people's lookalike check
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "door_matcher", large)
+    factory = MockFactory()
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[ADA] * 5])
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
+    stopped: list[float] = []
+
+    def stop() -> None:
+        stopped.append(time.monotonic())
+        daemon._on_stop_signal(signal.SIGTERM)  # what the SIGTERM handler does
+
+    timer = threading.Timer(0.5, stop)
+    timer.start()
+    try:
+        assert daemon.run() == 0
+        ended = time.monotonic()
+    finally:
+        timer.join()
+        release.set()  # the abandoned build ends, not in the next test
+    assert ended - stopped[0] < 1.0
+    assert "stopped before the door was ready (a stop came while loading the gallery)" in (
+        caplog.text
+    )
+    assert daemon.metrics.frames == 0 and daemon.metrics.unlocks == 0
+    assert states(factory) == [False]
+    assert_fail_secure(factory, pulse=0.0)
+    assert "relay released" in caplog.text
