@@ -128,7 +128,8 @@ eval-visits: $(VENV)/.device
 
 # The whole door on real NUAA video, liveness required: live visits, printed photos, strangers
 # (docs/ACCURACY.md, "Same camera, similar faces"): as shipped, without site centring, and
-# without either site centring or the lookalike guard; about 4 minutes each.
+# without either site centring or the lookalike guard; 1.5 to 3.5 minutes each ("seconds" in
+# each JSON).
 eval-door: $(VENV)/.device
 	$(BIN)/edge-app eval door --data $(SHARED)/liveness/nuaa --backend cpu --json docs/door_nuaa.json
 	$(BIN)/edge-app eval door --data $(SHARED)/liveness/nuaa --backend cpu --site-centring off \
@@ -172,7 +173,7 @@ $(BENCH_VENV)/.ready: pyproject.toml benchmarks/requirements-peers.txt \
 	touch $@
 
 # The recorded run's benchmarks.run step took 725 s on 2 shared cores (wall_seconds in
-# benchmarks/results.json), after the four cost benchmarks (QUICK=1: about 2 minutes).
+# benchmarks/results.json), after the five cost benchmarks (QUICK=1: about 2 minutes).
 # Writes benchmarks/results.json, docs/BENCHMARKS.md and docs/benchmarks.png. The float rows
 # need models/float (`make models` builds it).
 bench: $(BENCH_VENV)/.ready

@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(build's float step, same weights), write them to MODELS/float with the probe "
             "frame the engine times both cascades on, and list them with their sha256 in "
             "manifest.json's float_cascade section. The int8 models are not touched. "
-            "`edge-convert build` already does this; this command adds it to older folders."
+            "`edge-convert build` does this too; this command adds it to a folder built "
+            "without it."
         ),
         epilog="examples:\n  edge-convert float-cascade --models models/tflite",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -271,9 +271,9 @@ enrolled from 5 frames of their first live sequence (through the real quality ga
 first half of it when they have only one). Then the real daemon, with a mock relay, plays:
 their other live sequences (each must unlock as them), every printed-photo sequence of them
 (none may unlock), and, leaving each subject out of the gallery in turn, every live sequence
-of that subject (none may unlock). Same NUAA layout as `edge-app eval liveness`. About 5
-minutes for the 8 subjects in ../shared on 2 CPU cores. docs/ACCURACY.md ("Same camera,
-similar faces") has the figures.
+of that subject (none may unlock). Same NUAA layout as `edge-app eval liveness`. About 1.5
+to 3.5 minutes for the 8 subjects in ../shared on 2 CPU cores ("seconds" in the JSON).
+docs/ACCURACY.md ("Same camera, similar faces") has the figures.
 
 examples:
   edge-app eval door
