@@ -55,7 +55,6 @@ LOOKALIKE_MODES = ("raise", "warn")
 # HH:MM-HH:MM on a 24 h clock; a span may end at 24:00 (midnight at its end).
 _TIME = r"(?:[01]\d|2[0-3]):[0-5]\d"
 _HOURS = re.compile(rf"^(?P<start>{_TIME})-(?P<end>{_TIME}|24:00)\Z")
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # MQTT topic levels and ids we build topics from: no wildcards (+ #), no empty levels.
 _TOPIC = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*\Z")
 _IDENT = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")

@@ -48,6 +48,7 @@ from edge_app.gallery import name_key
 from edge_app.logs import Throttle
 from edge_app.policy import DENIED, RECOGNIZED, SPOOF, TOOK_PLACE, UNKNOWN, UNLOCK
 from edge_app.private_file import (
+    FILE_MODE,
     NotRegularFileError,
     link_new,
     make_private_folder,
@@ -105,7 +106,6 @@ SNAPSHOT_NAME = re.compile("^" + _SNAPSHOT + r"\Z")
 # behind is removed when the folder is next listed (at start and by the daily retention).
 SNAPSHOT_TEMPORARY = temporary_pattern(_SNAPSHOT)
 _STAMP = "%Y%m%dT%H%M%S.%f"
-FILE_MODE = 0o600
 DB_BUSY_SECONDS = 0.5  # a locked events.db may stall the frame loop this long, not more
 PENDING_MAX = 1000  # unwritten events kept per failing sink; the oldest go first
 RETRY_FIRST_SECONDS = 1.0

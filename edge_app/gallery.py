@@ -71,6 +71,7 @@ from edge_app.errors import (
     sqlite_code,
 )
 from edge_app.private_file import (
+    FILE_MODE,
     link_new,
     make_private_folder,
     sweep_temporaries,
@@ -92,7 +93,6 @@ log = logging.getLogger(__name__)
 EMBEDDING_BYTES = EMBEDDING_DIM * 4  # little-endian float32
 # Rows summed (GalleryMatrix.person_sums) or read (_blobs_to_matrix) at once, in float64: 32 MB.
 SUM_ROWS = 8192
-FILE_MODE = 0o600
 BUSY_TIMEOUT_MS = 5000
 MAX_NAME_LENGTH = 100
 SQLITE_MAGIC = b"SQLite format 3\x00"

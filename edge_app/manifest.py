@@ -65,6 +65,15 @@ RECOGNITION_RANGES: dict[str, tuple[float, float, bool, bool]] = {
 }
 
 
+def recognition_range(key: str) -> str:
+    """The range of the recognition number `key` in words: "more than 0 and at most 1"."""
+    low, high, low_open, high_open = RECOGNITION_RANGES[key]
+    return (
+        f"{'more than' if low_open else 'at least'} {low:g} and "
+        f"{'below' if high_open else 'at most'} {high:g}"
+    )
+
+
 def recognition_problem(key: str, value: float) -> str | None:
     """What is wrong with `value` for the recognition number `key`, or None."""
     low, high, low_open, high_open = RECOGNITION_RANGES[key]
@@ -73,10 +82,7 @@ def recognition_problem(key: str, value: float) -> str | None:
     below = value <= low if low_open else value < low
     if below or (value >= high if high_open else value > high):
         shown = f"{value:g}" if isinstance(value, float) else shown_value(value)
-        return (
-            f"{shown} is out of range ({'more than' if low_open else 'at least'} {low:g} and "
-            f"{'below' if high_open else 'at most'} {high:g})"
-        )
+        return f"{shown} is out of range ({recognition_range(key)})"
     return None
 
 

@@ -72,7 +72,10 @@ SPOOF = "spoof"
 NOT_LIVE = "not live"
 NOT_LIVE_LOGGED = "not live (log mode: not enforced)"
 NO_ACCESS = "no access"
+COOLDOWN = "cooldown"  # the same person was let in less than cooldown_seconds ago
+OUT_OF_HOURS = "hours"  # outside allowed_hours
 CLOCK_NOT_SET = "clock not set"  # allowed_hours, and nothing has set the wall clock
+DENIED_REASONS = (NO_ACCESS, COOLDOWN, OUT_OF_HOURS, CLOCK_NOT_SET)
 TOOK_PLACE = "took the place"  # an unknown face in a recognised person's track: "... of NAME"
 # An unknown reported when a track ends whose frames were undecided (Vote.undecided): the
 # gallery changed under the person in view, or could not be read, and the door could not
@@ -535,16 +538,16 @@ class Policy:
         }
         last = self._last_unlock.get(name)
         if last is not None and now - last < self.cooldown_seconds:
-            return Decision(DENIED, name, score, track, reason="cooldown")
+            return Decision(DENIED, name, score, track, reason=COOLDOWN)
         if track in self._opened_before:  # judged again in the visit whose door it opened
-            return Decision(DENIED, name, score, track, reason="cooldown")
+            return Decision(DENIED, name, score, track, reason=COOLDOWN)
         if self.hours:
             # Hours read from a clock nothing has set (a Pi without network or a real-time
             # clock) would open a night-only window by day: refused, whoever it is.
             if not self.wall_clock.trusted():
                 return Decision(DENIED, name, score, track, reason=CLOCK_NOT_SET)
             if not within_hours(self.hours, self.wall_clock.local_time()):
-                return Decision(DENIED, name, score, track, reason="hours")
+                return Decision(DENIED, name, score, track, reason=OUT_OF_HOURS)
         self._last_unlock[name] = now
         if (state := self._tracks.get(track)) is not None:
             state.unlocked_at = now

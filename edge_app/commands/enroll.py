@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_app.commands import printable, shown
 from edge_app.commands.identify import add_db_argument, add_engine_arguments, db_path, open_engine
+from edge_app.enroll import CAMERA_SAMPLES, CAMERA_TIMEOUT_S
 from edge_app.errors import UserError
 from edge_app.gallery import MAX_SAMPLES_PER_PERSON
 
@@ -86,14 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--samples",
         type=int,
         metavar="N",
-        help=f"frames to collect, 1 to {MAX_SAMPLES_PER_PERSON} (default: 5)",  # CAMERA_SAMPLES
+        help=f"frames to collect, 1 to {MAX_SAMPLES_PER_PERSON} (default: {CAMERA_SAMPLES})",
     )
     camera.add_argument(
         "--timeout",
         type=float,
         metavar="S",
         help=f"give up after S seconds, writing nothing; at most {MAX_CAMERA_TIMEOUT_S:.0f} "
-        "(default: 60)",
+        f"(default: {CAMERA_TIMEOUT_S:.0f})",
     )
     add_engine_arguments(parser)
     parser.set_defaults(handler=run, changes="the gallery")

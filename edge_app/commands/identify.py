@@ -19,7 +19,7 @@ from edge_app.cascade_choice import CASCADES
 from edge_app.commands import config_path, file_path, printable, shown
 from edge_app.config import AGGREGATES, LOOKALIKE_MODES
 from edge_app.errors import UserError
-from edge_app.manifest import recognition_problem
+from edge_app.manifest import recognition_problem, recognition_range
 from edge_app.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -153,13 +153,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threshold",
         type=checked_number(partial(recognition_problem, "threshold")),
         metavar="T",
-        help="minimum score, above 0 and at most 1 (default: the models')",
+        help=f"minimum score, {recognition_range('threshold')} (default: the models')",
     )
     match.add_argument(
         "--margin",
         type=checked_number(partial(recognition_problem, "margin")),
         metavar="M",
-        help="minimum lead over the second person, 0 to 2 (default: the models')",
+        help=f"minimum lead over the second person, {recognition_range('margin')} "
+        "(default: the models')",
     )
     match.add_argument("--aggregate", choices=AGGREGATES, help="per-person score")
     match.add_argument(

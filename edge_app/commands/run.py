@@ -9,6 +9,7 @@ from edge_app.commands import config_path
 from edge_app.config import GPIO_FACTORIES
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
+from edge_app.policy import DENIED_REASONS
 from edge_app.runtime import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ events (--events FILE, "-" for standard output): one JSON object per line, e.g.
   {{"time": "2024-05-01T08:12:03.120+00:00", "type": "unlock", "name": "Alice",
    "score": 0.8123, "track": 4, "source_time": 12.3, "reason": null, "snapshot": null,
    "liveness": 0.91, "geometry": "depth"}}
-types: recognized, unknown, unlock, denied (reason cooldown, hours or no access), spoof (a
+types: recognized, unknown, unlock, denied (reason {", ".join(DENIED_REASONS)}), spoof (a
 face judged not live), relock (reason timeout or close). See docs/DAEMON.md.
 """
 
