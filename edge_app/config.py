@@ -25,7 +25,7 @@ from typing import Any
 from edge_app import paths
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded_with_stat
 from edge_app.cascade_choice import CASCADES
-from edge_app.errors import SHOWN_CHARACTERS, UserError, shown_value
+from edge_app.errors import UserError, cut, shown_value
 from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from here too
     host_name_problem,
     name_problem,
@@ -656,8 +656,7 @@ SECTIONS: dict[str, type] = {
 def _unknown(kind: str, name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-    if len(name) > SHOWN_CHARACTERS:  # a key of 900 kB made a line of 900 kB
-        name = name[: SHOWN_CHARACTERS - 3] + "..."
+    name = cut(name)  # a key of 900 kB would make a line of 900 kB
     return f"{name}: unknown {kind} ({hint})"
 
 

@@ -54,7 +54,11 @@ def shown_value(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**24:
         digits = int(abs(value).bit_length() * math.log10(2)) + 1
         return f"{'-' if value < 0 else ''}(a number of about {digits} digits)"
-    text = repr(value)
+    return cut(repr(value))
+
+
+def cut(text: str) -> str:
+    """`text` cut to SHOWN_CHARACTERS for a message, "..." marking the cut."""
     return text if len(text) <= SHOWN_CHARACTERS else text[: SHOWN_CHARACTERS - 3] + "..."
 
 

@@ -210,9 +210,7 @@ class RelayProcess(ClosedOnExit):
             if self._closing:
                 raise RuntimeError("relay is closed")
             if self._silent:  # failed, and locked from here: not asked again
-                raise RelayError(
-                    f"{self.locked_from_here}; GPIO{self.pin} locked from the door process"
-                )
+                raise self._known_failure()
             answer = self._ask(f"pulse {seconds!r}")
             # The child's deadline is its clock when it read the request plus `seconds`:
             # no later than now plus `seconds`.
@@ -223,9 +221,8 @@ class RelayProcess(ClosedOnExit):
                 return answer == "opened 1"
             if answer == "error relay is closed":
                 raise RuntimeError("relay is closed")
-            failed = self._failed("pulse", answer)
-            self._lock_from_here(failed)
-            raise RelayError(f"{failed}; GPIO{self.pin} locked from the door process")
+            self._lock_from_here(self._failed("pulse", answer))
+            raise self._known_failure()
 
     def check(self) -> None:
         """RelayError when nothing would end a pulse: the child is gone; a pulse's deadline
@@ -238,8 +235,7 @@ class RelayProcess(ClosedOnExit):
         if self._closed or self._closing:
             return
         if self._silent:  # found failed by another call
-            how = "locked" if self._pin_locked_here else "not yet locked"
-            raise RelayError(f"{self.locked_from_here}; GPIO{self.pin} {how} from the door process")
+            raise self._known_failure()
         if self._child.poll() is not None or not self._reader.is_alive():
             with self._lock:
                 if self._closed or self._closing:  # a clean close ended it meanwhile
@@ -422,6 +418,12 @@ class RelayProcess(ClosedOnExit):
             if self._opened > self._relocked:
                 self._relocked = self._opened
                 self._events.put("close")
+
+    def _known_failure(self) -> RelayError:
+        """The error for the failure found first (locked_from_here), saying whether this
+        process has locked the pin yet."""
+        how = "locked" if self._pin_locked_here else "not yet locked"
+        return RelayError(f"{self.locked_from_here}; GPIO{self.pin} {how} from the door process")
 
     def _lock_here(self) -> None:
         """Claim the pin in this process and drive it locked, as relay_off does (the child is
