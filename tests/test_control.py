@@ -201,6 +201,31 @@ def test_bad_requests_get_an_error_and_the_connection_stays_usable(
         assert ask(sock, b'{"v": 1, "op": "status"}\n')["ok"] is True
 
 
+def test_many_requests_refused_at_once_close_the_connection(door: Door) -> None:
+    """Found by a denial-of-service audit: 60,000 bare newlines in one 64 KiB write were
+    60,000 refusals, each answered (140 ms of the server thread a write, status replies to
+    other clients 0.6 s late). A client waits for each reply, so REFUSED_PER_READ refused
+    requests out of one read close the connection: the first few are answered, then one
+    line says why, and nothing else is read. A request refused now and then does not."""
+    with raw(door.path) as sock:
+        sock.sendall(b"\n" * 60000)
+        replies = []
+        with contextlib.suppress(EOFError, ConnectionResetError):
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            replies = [json.loads(line) for line in data.splitlines()]
+        # One read may hold fewer than all of them; each read answers a few at most.
+        assert control.REFUSED_PER_READ < len(replies) < 100, len(replies)
+        assert all(reply["ok"] is False for reply in replies)
+        assert replies[-1]["error"] == f"{control.REFUSED_PER_READ} requests refused at once"
+    with raw(door.path) as sock:  # one at a time, as a client waits for each reply
+        for _ in range(3 * control.REFUSED_PER_READ):
+            assert ask(sock, b"\n")["ok"] is False
+        assert ask(sock, b'{"v": 1, "op": "status"}\n')["ok"] is True
+    assert door.client.status()["running"] is True
+
+
 @pytest.mark.parametrize("newline", [False, True], ids=["no-newline", "with-newline"])
 def test_oversize_line_is_refused_and_closed(door: Door, newline: bool) -> None:
     with raw(door.path) as sock:
