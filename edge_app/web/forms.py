@@ -34,7 +34,8 @@ class FormError(Exception):
 @dataclass(frozen=True)
 class Upload:
     filename: str
-    data: bytes
+    # The bytes as they were read (never copied: an upload of max_upload_mb is held once).
+    data: bytes | bytearray
 
 
 @dataclass
@@ -111,7 +112,7 @@ class _Part:
     data: bytearray = field(default_factory=bytearray)
 
 
-def _utf8(data: bytes, what: str) -> str:
+def _utf8(data: bytes | bytearray, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -165,7 +166,7 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int, max_fil
             raise FormError(f"the field {part.name!r} is too long", 413)
 
     def on_part_end() -> None:
-        data = bytes(part.data)
+        data = part.data  # the next part gets a buffer of its own (on_part_begin)
         if part.filename is not None:
             # A file input left empty still sends one nameless, empty part.
             if part.filename or data:
