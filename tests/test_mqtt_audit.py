@@ -315,6 +315,41 @@ def test_another_door_on_this_doors_home_assistant_device_is_named(
     )
 
 
+def test_a_huge_message_on_the_device_topic_is_not_parsed_whole(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a review: another door's discovery config was parsed with no bound on its
+    values; over MQTT 3.1.1 the broker may send megabytes, and a 1 MB payload of `[],` took
+    25 MB on the hub. It is refused from its count of values
+    (MAX_MESSAGE_VALUES, far above what a discovery config holds) before parsing, and a real
+    config of another door is still read and named."""
+    import paho.mqtt.client as mqtt
+    from peaks import traced_peak
+
+    from edge_app.hub.mqtt import MAX_MESSAGE_VALUES
+
+    assert all(
+        json.dumps(config).count(",") + json.dumps(config).count("{") < MAX_MESSAGE_VALUES / 10
+        for config in entities(
+            Topics("edge-door/front-door", "homeassistant", "front-door"), True
+        ).values()
+    )
+    caplog.set_level(logging.INFO, logger="edge_app")
+    hub = RunningHub(hub_settings(broker, tmp_path, door_id="front-door"))
+    try:
+        bridge = hub.bridge
+        message = mqtt.MQTTMessage(topic=bridge._device_topic.encode())
+        message.payload = b"[" + b"[]," * 333_333 + b"[]]"
+        _, peak = traced_peak(lambda: bridge._check_device(message))
+        assert peak < 3 * len(message.payload), f"{peak / 1e6:.1f} MB for a 1 MB message"
+        message.payload = json.dumps({"state_topic": "edge-door/front_door/state"}).encode()
+        bridge._check_device(message)
+    finally:
+        hub.stop()
+    assert "another door publishes" in caplog.text
+    assert "not handled" not in caplog.text
+
+
 def tls_settings(tmp_path: Path, **files: Path) -> Any:
     return parse_config(
         {"mqtt": {"host": "127.0.0.1", "port": 8883, **{k: str(v) for k, v in files.items()}}}

@@ -98,6 +98,10 @@ LOCK_ORIGIN = "mqtt:ha-lock"  # the origin of every command from Home Assistant'
 # Messages waiting for the broker's acknowledgement (paho's default is no limit: a broker that
 # never acknowledges would grow the hub's memory without end); more are dropped, and logged.
 MAX_QUEUED = 1000
+# Values read from a message that is not a command (another door's discovery config, the
+# retained last person): over MQTT 3.1.1 the broker may send megabytes, and three bytes of
+# `[],` are a Python list of 56; ours hold a few dozen values.
+MAX_MESSAGE_VALUES = 1000
 # Home Assistant's `online` on its status topic re-sends discovery at most this often: anyone
 # who may publish there could otherwise make the hub publish nine retained messages per message.
 RESEND_SECONDS = 10.0
@@ -680,7 +684,7 @@ class MqttBridge:
         if message.retain or not message.payload:
             return
         try:
-            config = untrusted_json.loads(bytes(message.payload))
+            config = untrusted_json.loads(bytes(message.payload), MAX_MESSAGE_VALUES)
         except untrusted_json.BadJSON:
             return
         other = config.get("state_topic") if isinstance(config, dict) else None
@@ -707,7 +711,7 @@ class MqttBridge:
         if not message.retain or not message.payload or self.enrolled is None:
             return
         try:
-            value = untrusted_json.loads(bytes(message.payload))
+            value = untrusted_json.loads(bytes(message.payload), MAX_MESSAGE_VALUES)
         except untrusted_json.BadJSON:
             value = None
         if not isinstance(value, dict):
