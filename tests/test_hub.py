@@ -230,7 +230,12 @@ def test_discovery_payloads() -> None:
     # every event the door records, relock included, must be one of them.
     published = {event_message({"type": kind}, "front")["event_type"] for kind in TYPES}
     assert published == set(event["event_types"]) and "relock" in published
-    assert event["availability_topic"] == topics.availability
+    # Found by an audit: with the door's availability, Home Assistant dropped every event
+    # while the camera was down (wrong codes guessed then went unnoticed).
+    assert "availability_topic" not in event
+    assert configs[f"homeassistant/sensor/{node}/last_person/config"]["availability_topic"] == (
+        topics.availability
+    )
     health = configs[f"homeassistant/binary_sensor/{node}/camera/config"]
     assert "availability_topic" not in health and health["expire_after"] > 0
 

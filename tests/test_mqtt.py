@@ -81,7 +81,8 @@ def make_ca(folder: Path) -> dict[str, Path]:
 
 
 class Broker:
-    def __init__(self, folder: Path, certs: dict[str, Path]) -> None:
+    def __init__(self, folder: Path, certs: dict[str, Path], acl: str | None = None) -> None:
+        """acl: the text of a Mosquitto acl_file for it (none: every user may do anything)."""
         self.folder = folder
         self.port = free_port()
         self.tls_port = free_port()
@@ -101,6 +102,10 @@ class Broker:
         )
         import pwd
 
+        acl_lines = []
+        if acl is not None:
+            (folder / "acl").write_text(acl)
+            acl_lines = [f"acl_file {folder / 'acl'}"]
         self.config = folder / "mosquitto.conf"
         self.config.write_text(
             "\n".join(
@@ -108,6 +113,7 @@ class Broker:
                     "per_listener_settings false",
                     "allow_anonymous false",
                     f"password_file {passwords}",
+                    *acl_lines,
                     "persistence false",
                     f"user {pwd.getpwuid(os.getuid()).pw_name}",
                     "log_dest stderr",
@@ -352,7 +358,8 @@ def test_discovery_availability_and_events(
         event_config = configs[f"homeassistant/event/{node}/event/config"]
         assert event_config["event_types"] == list(EVENT_TYPES)
         assert event_config["state_topic"] == f"{BASE}/event"
-        assert event_config["availability_topic"] == f"{BASE}/availability"
+        # No availability: Home Assistant would drop events while the door is unwell.
+        assert "availability_topic" not in event_config
         assert {c["device"]["identifiers"][0] for c in configs.values()} == {node}
         assert len({c["unique_id"] for c in configs.values()}) == 5
         assert configs[f"homeassistant/binary_sensor/{node}/strike/config"]["device_class"] == (

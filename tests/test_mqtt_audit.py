@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from test_mqtt import (
     BASE,
     CODE,
+    USER,
     Broker,
     FedDoor,
     Observer,
@@ -37,13 +39,13 @@ from test_mqtt import (
 
 from edge_app.config import parse_config
 from edge_app.hub.code import write_code_file
-from edge_app.hub.discovery import Topics, entities
+from edge_app.hub.discovery import Topics, entities, retired
 from edge_app.hub.door import DoorLink
 from edge_app.hub.mqtt import REFUSALS_LOGGED, MqttBridge, MqttError, make_client
 
 __all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
 
-CLOSED_EARLY = "the broker closed the connection before answering"
+CLOSED_EARLY = "the connection ended before the broker answered"
 
 
 def wait_for(check: Any, timeout: float = 15.0, what: str = "") -> None:
@@ -76,11 +78,12 @@ def test_a_plain_connection_to_the_tls_port_says_why_it_fails(
     try:
         wait_for(lambda: CLOSED_EARLY in caplog.text, what="the closed-early line")
         lines = [r.getMessage() for r in caplog.records if CLOSED_EARLY in r.getMessage()]
-        assert lines[0] == (
-            f"mqtt cannot connect host=127.0.0.1 port={broker.tls_port}: {CLOSED_EARLY}: a TLS "
-            "port without mqtt.tls_ca, or a broker that refuses this client; retrying with "
-            "backoff held_back=0"
-        )
+        assert re.fullmatch(
+            rf"mqtt cannot connect host=127\.0\.0\.1 port={broker.tls_port}: {CLOSED_EARLY} "
+            r"\(reason='[^']+'\): a TLS port without mqtt\.tls_ca, a broker that refuses this "
+            r"client, or one that never answers; retrying with backoff held_back=0",
+            lines[0],
+        ), lines[0]
         # paho retries after 1 s and 2 s more: the broker closed each, the journal got one line.
         wait_for(lambda: len(closed) >= 3, timeout=10, what="two retries")
         assert len([r for r in caplog.records if CLOSED_EARLY in r.getMessage()]) == 1
@@ -419,3 +422,85 @@ def test_a_tls_file_that_is_a_pipe_or_a_device_is_refused_at_once(
     message = worker.submit(refusal, tls_settings(tmp_path, **files)).result(timeout=20)
     worker.shutdown()
     assert message == f"mqtt.{key}: {files[key]} is a {kind}, not a TLS file", message
+
+
+def test_events_before_the_first_connection_are_published_once_it_is_made(
+    broker: Broker, observer: Observer, tmp_path: Path
+) -> None:
+    """Found by an audit: the door hands its held events (those of a hub restart) over as
+    soon as the hub subscribes, before the first connection to the broker is up whenever
+    it takes a moment (a TLS handshake: 0 of 6 such events reached MQTT over TLS). They are
+    kept until the first connect, as the door keeps them (at most HELD_EVENTS, HELD_SECONDS
+    old), and published then, once; after it, as before, nothing is queued."""
+    from edge_app.control import HELD_SECONDS
+
+    config = hub_settings(broker, tmp_path)  # TLS, as docs/HOME_ASSISTANT.md sets it up
+    bridge = MqttBridge(config.mqtt, DoorLink(tmp_path / "door.sock"))
+    stale = {"type": "unknown", "name": None, "time": "2024-05-01T08:00:00+00:00"}
+    held = {"type": "unlock", "name": "Ada", "time": "2024-05-01T08:00:40+00:00"}
+    bridge.on_event(stale)
+    bridge.on_event(held)
+    assert bridge._early is not None
+    at, event = bridge._early[0]
+    bridge._early[0] = (at - HELD_SECONDS - 1, event)  # handed over, but too old by now
+    bridge.start()
+    try:
+        assert bridge.connected.wait(10), "the hub did not connect"
+        observer.wait(lambda: observer.on(f"{BASE}/event"), what="the held event")
+        time.sleep(0.5)
+        events = [m.json() for m in observer.on(f"{BASE}/event")]
+        assert [(e["type"], e["name"]) for e in events] == [("unlock", "Ada")]
+        assert bridge._early is None  # nothing is kept after the first connect
+    finally:
+        bridge.stop()
+
+
+def test_a_publish_the_broker_refuses_is_named_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    test_ca: dict[str, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by an audit: a broker ACL that lets the door's user write its own topics but
+    not the discovery prefix: the hub said "mqtt connected" and Home Assistant never got a
+    device, with no word anywhere. Mosquitto answers such an MQTT 5 publish with PUBACK
+    135 (Not authorized): the hub logs each refused topic once per connection."""
+    acl = (
+        f"user {USER}\ntopic readwrite {BASE}/#\ntopic read homeassistant/status\n\n"
+        "user ha\ntopic readwrite #\n"
+    )
+    refusing = Broker(tmp_path_factory.mktemp("acl-broker"), test_ca, acl=acl)
+    refusing.start()
+    caplog.set_level(logging.INFO, logger="edge_app")
+    bridge = MqttBridge(hub_settings(refusing, tmp_path).mqtt, DoorLink(tmp_path / "door.sock"))
+    bridge.start()
+    try:
+        assert bridge.connected.wait(10), "the hub did not connect"
+        wait_for(lambda: caplog.text.count("mqtt publish refused") >= 5, what="the refusals")
+        bridge._resend_for_home_assistant()  # discovery again, on the same connection
+        time.sleep(1.0)
+    finally:
+        bridge.stop()
+        refusing.stop()
+    refused = [r.getMessage() for r in caplog.records if "publish refused" in r.getMessage()]
+    topics = Topics.of(bridge.settings)
+    # Every discovery config, and the clearing of the strike's other kind: once each.
+    expected = {*entities(topics), *retired(topics, lock=False)}
+    assert sorted(refused) == sorted(
+        f"mqtt publish refused topic={topic} reason='Not authorized': let user {USER} write it "
+        "in the broker's ACL (docs/HOME_ASSISTANT.md); until then Home Assistant does not get it"
+        for topic in expected
+    )
+
+
+def test_tls_to_the_plain_port_names_the_port() -> None:
+    """Found by an audit: TLS (mqtt.tls_ca set) aimed at the broker's plain port said only
+    "Connection reset by peer (check mqtt.host and mqtt.port)"."""
+    from edge_app.hub.mqtt import connect_failure
+
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    assert connect_failure(reset, tls=True) == (
+        "the connection was reset during the TLS handshake (Connection reset by peer): is "
+        "mqtt.port the broker's TLS port (often 8883), not its plain one (1883)?"
+    )
+    assert connect_failure(reset) == "Connection reset by peer (check mqtt.host and mqtt.port)"

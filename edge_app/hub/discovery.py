@@ -173,9 +173,12 @@ def entities(topics: Topics, lock: bool = False) -> dict[str, dict[str, Any]]:
         )
     return {
         topics.config(*strike_entity(lock)): strike,
+        # No availability: Home Assistant drops what an unavailable entity receives, and a door
+        # event (a wrong code guessed while the camera is down, a remote unlock) is news most
+        # of all while the door is unwell. It has no state to go stale: when the hub is gone,
+        # no event comes.
         topics.config("event", "event"): {
             **common,
-            **available,
             **uid("event"),
             "name": "Door event",
             "state_topic": topics.event,

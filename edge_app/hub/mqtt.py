@@ -18,7 +18,13 @@ Assistant's lock card sending a code with a fresh timestamp on <base>/lock/set
 (edge_app.hub.code).
 
 Messages are only published while connected: events that happen while the broker is away
-are not queued and replayed later, and the retained state is re-sent on every connect. What
+are not queued and replayed later, and the retained state is re-sent on every connect. The
+one exception is the hub's start: the door hands its held events over as soon as the hub
+subscribes (a restarted hub's: control.HELD_EVENTS, at most HELD_SECONDS old), usually before
+the first connection to the broker is up (a TLS handshake takes longer), so events that come
+before the first connect are kept, as the door keeps them, and published once it is made.
+A publish the broker refuses (its ACL: MQTT 5's PUBACK with a failure reason) is logged once
+per topic and connection. What
 was published but not acknowledged before a connection was lost is dropped at the next
 connect (paho would re-send it after the fresh state, so a stale availability or state would
 win). At most MAX_QUEUED messages wait for the broker's acknowledgement; more are dropped.
@@ -52,6 +58,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +71,7 @@ from paho.mqtt.properties import Properties
 
 from edge_app import untrusted_json
 from edge_app.config import MqttConfig, host_name_problem
-from edge_app.control import REFUSAL_LOG_SECONDS, ControlError
+from edge_app.control import HELD_EVENTS, HELD_SECONDS, REFUSAL_LOG_SECONDS, ControlError
 from edge_app.errors import UserError
 from edge_app.hub.code import LOCK, CodeVerifier, read_code_file
 from edge_app.hub.discovery import (
@@ -279,9 +286,9 @@ class _Unlock:
     action: str | None = None
 
 
-def connect_failure(error: BaseException | None) -> str:
+def connect_failure(error: BaseException | None, tls: bool = False) -> str:
     """Why a connection to the broker failed, in the words that tell what to fix: a refused
-    broker certificate is not a broker that is down."""
+    broker certificate is not a broker that is down. tls: the hub speaks TLS (mqtt.tls_ca)."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return (
             f"the broker's certificate was refused ({error.verify_message or error}): it must "
@@ -294,6 +301,12 @@ def connect_failure(error: BaseException | None) -> str:
         )
     if isinstance(error, ConnectionRefusedError):
         return "the broker refused the connection: is it running, and on mqtt.port?"
+    if tls and isinstance(error, ConnectionResetError | BrokenPipeError):
+        # What a plain listener does with a TLS ClientHello (Mosquitto's 1883, for one).
+        return (
+            f"the connection was reset during the TLS handshake ({error.strerror or error}): "
+            "is mqtt.port the broker's TLS port (often 8883), not its plain one (1883)?"
+        )
     if isinstance(error, socket.gaierror):
         return f"mqtt.host cannot be resolved ({error.strerror or error})"
     if isinstance(error, OSError):
@@ -331,7 +344,16 @@ class MqttBridge:
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self.connected = threading.Event()
+        # Events that came before the first connection (the door's held ones, handed over
+        # as the hub subscribes): published once it is made; None after it.
+        self._early: deque[tuple[float, dict[str, Any]]] | None = deque(maxlen=HELD_EVENTS)
+        # Publishes not yet acknowledged: mid -> topic, to name a topic the broker refuses;
+        # the topics refused on this connection, each logged once.
+        self._unacknowledged: dict[int, str] = {}
+        self._refused_topics: set[str] = set()
+        self._acks_lock = threading.Lock()
         # Refused commands (_refuse; from paho's thread and the unlock worker): anyone who may
         # publish on a command topic could flood the journal.
         self._refusals = Throttle(REFUSAL_LOG_SECONDS, burst=REFUSALS_LOGGED)
@@ -464,6 +486,8 @@ class MqttBridge:
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         with self._lock:
+            if self._early is not None:  # not connected yet: published on the first connect
+                self._early.append((time.monotonic(), event))
             if kind == "unlock":
                 self._strike = "unlocked"
             elif kind == "relock":
@@ -548,7 +572,12 @@ class MqttBridge:
             len(stale),
         )
         self._closed_early = Throttle(CLOSED_EARLY_LOG_SECONDS)  # a new outage logs at once
-        self.connected.set()
+        with self._acks_lock:
+            self._unacknowledged.clear()  # dropped above
+            self._refused_topics.clear()  # a refusal is said again on each connection
+        with self._lock:  # an event comes either before this (kept) or after (published)
+            early, self._early = self._early, None
+            self.connected.set()
         topics = [(self.topics.ha_status, 1)]
         if self.settings.discovery:
             topics.append((self._device_topic, 1))
@@ -564,6 +593,30 @@ class MqttBridge:
         if mid is not None:
             self._subscriptions = {mid: [topic for topic, _ in topics]}
         self._publish_all()
+        now = time.monotonic()
+        for at, event in early or ():
+            if now - at <= HELD_SECONDS:
+                self._publish(self.topics.event, event_message(event, self.settings.door_id))
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
+    ) -> None:
+        """Log a publish the broker refused (MQTT 5 PUBACK 0x80 and above: its ACL), once per
+        topic and connection: Home Assistant never gets it (no device without its discovery
+        config), and nothing else would say so."""
+        with self._acks_lock:
+            topic = self._unacknowledged.pop(mid, None)
+            if not getattr(reason_code, "is_failure", False) or topic in self._refused_topics:
+                return
+            if topic is not None:
+                self._refused_topics.add(topic)
+        log.error(
+            "mqtt publish refused topic=%s reason=%r: let user %s write it in the broker's ACL "
+            "(docs/HOME_ASSISTANT.md); until then Home Assistant does not get it",
+            topic or "?",
+            str(reason_code),
+            self.settings.username or "(anonymous)",
+        )
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
@@ -604,7 +657,7 @@ class MqttBridge:
         log.warning(
             "mqtt cannot connect %s: %s; retrying with backoff",
             self._where,
-            connect_failure(sys.exc_info()[1]),
+            connect_failure(sys.exc_info()[1], tls=self.settings.tls_ca is not None),
         )
 
     def _on_disconnect(
@@ -636,10 +689,11 @@ class MqttBridge:
             held_back = self._closed_early.due()
             if held_back is not None:
                 log.warning(
-                    "mqtt cannot connect %s: the broker closed the connection before "
-                    "answering: a TLS port without mqtt.tls_ca, or a broker that refuses this "
-                    "client; retrying with backoff held_back=%d",
+                    "mqtt cannot connect %s: the connection ended before the broker answered "
+                    "(reason=%r): a TLS port without mqtt.tls_ca, a broker that refuses this "
+                    "client, or one that never answers; retrying with backoff held_back=%d",
                     self._where,
+                    str(reason_code),
                     held_back,
                 )
 
@@ -885,6 +939,11 @@ class MqttBridge:
             info = self.client.publish(topic, data, qos=1, retain=retain)
             full = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE
             was_full, self._queue_full = self._queue_full, full
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            with self._acks_lock:
+                self._unacknowledged[info.mid] = topic
+                if len(self._unacknowledged) > MAX_QUEUED:  # acknowledged ones never reported
+                    del self._unacknowledged[next(iter(self._unacknowledged))]
         if full and not was_full:
             log.warning(
                 "mqtt broker has not acknowledged %d messages: dropping new ones until it does "
