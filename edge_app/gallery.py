@@ -590,7 +590,7 @@ def _remove_if_empty(path: Path) -> None:
                 return
     except (GalleryError, sqlite3.Error, OSError):
         return  # not ours to judge: leave it
-    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+    for leftover in (path, *(Path(f"{path}{suffix}") for suffix in SIDE_FILES)):
         leftover.unlink(missing_ok=True)
     log.info("gallery=%s removed: created for a change that did not happen", path)
 
@@ -695,7 +695,7 @@ def _create_file(path: Path) -> None:
             "pass --db with a writable location"
         ) from None
     finally:
-        for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
+        for leftover in (temp, *(Path(f"{temp}{suffix}") for suffix in SIDE_FILES)):
             leftover.unlink(missing_ok=True)
 
 
@@ -736,8 +736,9 @@ def _created_whole(temp: Path) -> bool:
 
 def _creation_leftovers(path: Path) -> re.Pattern[str]:
     """The files a creation of the gallery `path` killed before its link leaves: its
-    temporary gallery and SQLite's -wal and -shm beside it."""
-    return temporary_pattern(re.escape(path.name), r"\.new(?:-wal|-shm)?")
+    temporary gallery and SQLite's files beside it."""
+    sides = "|".join(re.escape(suffix) for suffix in SIDE_FILES)
+    return temporary_pattern(re.escape(path.name), rf"\.new(?:{sides})?")
 
 
 # SQLite's result codes for a file it may read but not write beside: SQLITE_CANTOPEN (no -shm
@@ -1745,7 +1746,7 @@ def _utc(value: object, what: str) -> str:
 def _base64(value: object, what: str) -> bytes:
     try:
         return base64.b64decode(_string(value, what), validate=True)
-    except binascii.Error as error:
+    except (binascii.Error, ValueError) as error:  # ValueError: text that is not ASCII
         raise _Invalid(f"{what} is not base64 ({error})") from None
 
 

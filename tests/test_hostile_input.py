@@ -297,6 +297,12 @@ BAD_IMPORTS: dict[str, tuple[str, str]] = {
         ),
         "face_crop_jpeg: damaged JPEG header",
     ),
+    # Found by a fuzzing audit: text that is not ASCII raised ValueError, not binascii.Error,
+    # and escaped as a traceback.
+    "embedding-not-ascii": (
+        export_text(person("Mallory", sample(V[0], embedding="é" + "A" * 2731))),
+        "embedding is not base64",
+    ),
     "crop-png": (
         export_text(
             person(

@@ -398,8 +398,9 @@ def test_a_gallery_creation_killed_before_its_link_is_swept_by_the_next_creation
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A new gallery is built under `.gallery.db.XXXXXXXX.new` (SQLite beside it: -wal,
-    -shm) and linked into place; a kill before the link leaves them, and no gallery, so the
-    next enrolment creates it again and removes the old ones."""
+    -shm, and -journal while the schema is first written) and linked into place; a kill
+    before the link leaves them, and no gallery, so the next enrolment creates it again and
+    removes the old ones (the -journal was left for ever, found by a kill -9 audit)."""
     from edge_app.gallery import Gallery
 
     folder = tmp_path / "state"
@@ -408,6 +409,7 @@ def test_a_gallery_creation_killed_before_its_link_is_swept_by_the_next_creation
         leftover(folder, ".gallery.db.ab_cd123.new").name,
         leftover(folder, ".gallery.db.ab_cd123.new-wal").name,
         leftover(folder, ".gallery.db.ab_cd123.new-shm").name,
+        leftover(folder, ".gallery.db.ab_cd123.new-journal").name,
     }
     kept = {
         leftover(folder, ".gallery.db.young123.new", when=time.time()).name,
@@ -424,7 +426,7 @@ def test_a_gallery_creation_killed_before_its_link_is_swept_by_the_next_creation
     assert gone.isdisjoint(names) and kept <= names
     assert {n for n in names - kept if not n.startswith("gallery.db")} == set()
     lines = removed_lines(caplog)
-    assert len(lines) == 1 and "removed 3 " in lines[0]
+    assert len(lines) == 1 and "removed 4 " in lines[0]
 
 
 def test_a_gallery_is_created_on_a_file_system_without_hard_links(
