@@ -324,14 +324,17 @@ MAX_CUT_LINE = 64 * 1024
 
 
 class _JsonlSink(_Sink):
-    """Appends with os.write on a raw descriptor: nothing hides in a userspace buffer, and a
-    line cut short by a full disk is finished first on the next successful write."""
+    """Appends with os.write on a raw descriptor: nothing hides in a userspace buffer. A
+    line cut short by a full disk is written again whole once the file is reopened (the retry
+    does: the piece is removed first, _end_the_last_line); a stream, never reopened, gets the
+    rest of the line first on its next write."""
 
     def __init__(self, path: Path) -> None:
         super().__init__("jsonl", str(path))
         self.path = Path(path)
         self.fd: int | None = None
         self._carry = b""  # the rest of a line a failed write had started
+        self._cut = b""  # that whole line (its event is no longer pending)
 
     def open(self) -> None:
         # Its folder made as the database's is: a missing one lost every event.
@@ -343,6 +346,8 @@ class _JsonlSink(_Sink):
         except OSError:
             self.close()
             raise
+        if self._carry:  # its piece was just removed: the whole line goes again
+            self._carry = self._cut
 
     def _say_who_may_read(self, fd: int) -> None:
         """An existing file keeps its mode (a log reader may have been given it on purpose),
@@ -396,14 +401,16 @@ class _JsonlSink(_Sink):
                 raise
             done = data[head:written].count(b"\n")
             if written > head and data[written - 1 : written] != b"\n":
-                self._carry = data[written : data.index(b"\n", written) + 1]
+                end = data.index(b"\n", written) + 1
+                self._carry = data[written:end]
+                self._cut = data[data.rfind(b"\n", 0, written) + 1 : end]
                 done += 1
             else:
-                self._carry = b""
+                self._carry = self._cut = b""
             for _ in range(done):
                 self.pending.popleft()
             raise
-        self._carry = b""
+        self._carry = self._cut = b""
 
     def _check_linked(self, fd: int) -> None:
         """A file deleted while open (`rm events.jsonl`) would swallow every later line: fail,

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 import time
 from contextlib import closing
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_hostile_input import in_own_mounts, needs_read_only_mount
 
 from edge_app.config import ClockConfig
 from edge_app.events import (
@@ -270,6 +272,56 @@ def test_a_line_cut_short_by_an_earlier_run_is_removed_not_glued_to_the_next_eve
     third.close()
     head, line = jsonl.read_bytes().splitlines()
     assert head == blob and json.loads(line)["name"] == "Ada"
+
+
+@needs_read_only_mount  # root and a private mount namespace: a tmpfs that fills
+def test_an_event_cut_by_a_full_disk_is_written_whole_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """Found by a durability audit: a full disk cut an event's line; the retry reopened the
+    file, which removed the piece, then wrote the rest of the line kept for it: a line
+    `metry": null}` no reader parses, and the event lost. The whole line is written again."""
+    script = r"""
+import os, sys, time
+from edge_app.events import EventLog
+folder = sys.argv[1]
+path = os.path.join(folder, "events.jsonl")
+ticks = [0.0]
+log = EventLog(jsonl=path, monotonic=lambda: ticks[0])
+fill = os.path.join(folder, "fill")
+out = os.open(fill, os.O_WRONLY | os.O_CREAT, 0o600)
+try:
+    while True:
+        os.write(out, bytes(4096))
+except OSError:
+    pass
+os.close(out)
+os.truncate(fill, os.path.getsize(fill) - 4096)  # a page: some lines, the last one cut
+written = 0
+while not log.failing():
+    log.record("recognized", name=f"Person {written:05d}", score=0.5, track=written)
+    written += 1
+os.unlink(fill)  # the space is back
+ticks[0] += 3600.0  # the retry is due
+log.record("unknown", track=99999)
+log.maintain()
+log.close()
+print(written + 1)
+sys.stdout.flush()
+os.write(1, open(path, "rb").read())
+"""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mount = 'mount -t tmpfs -o size=64k,mode=0700 tmpfs "$1" && exec "$2" -c "$3" "$1"'
+    done = in_own_mounts(mount, str(folder), sys.executable, script, timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, *lines = done.stdout.splitlines()
+    events = [json.loads(line) for line in lines]  # every line whole
+    assert len(events) == int(count) > 2
+    assert [e.get("name") for e in events[:-1]] == [
+        f"Person {i:05d}" for i in range(len(events) - 1)
+    ]
+    assert events[-1]["type"] == "unknown"
 
 
 def test_read_only_jsonl_is_counted_and_left_untouched(tmp_path: Path, read_only_file) -> None:
