@@ -934,15 +934,18 @@ def history_of(db: Path | None, snapshots: Path | None, names: Sequence[str]) ->
 
 
 def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str]) -> History:
-    """Erase what the door recorded about these people: the events that name them are
-    deleted, and a report of a face that took their place keeps the stranger but not their
-    name (ERASED_REASON), in one transaction, with nothing left in the database's free pages
-    or -wal file (edge_app.sqlite_files); then the snapshots of the deleted events. A
-    snapshot of them judged unknown carries no name and is not found. The JSON-lines file
+    """Erase what the door recorded about these people: the snapshots of the events that
+    name them, then those events, and a report of a face that took their place keeps the
+    stranger but not their name (ERASED_REASON), all in one transaction, with nothing left
+    in the database's free pages or -wal file (edge_app.sqlite_files). The files go first
+    and the rows name them until the commit: a run cut short (killed, a file it may not
+    delete) leaves rows that still find what is left, so running it again finishes the job.
+    A snapshot of them judged unknown carries no name and is not found. The JSON-lines file
     (events.jsonl) is a log the door only appends to: it is not rewritten. Raises ValueError,
-    OSError or sqlite3.Error; the events are erased before any file."""
+    OSError or sqlite3.Error."""
     named: list[tuple[int, str | None]] = []
     took_place: list[int] = []
+    files: list[Path] = []
     if db is not None and db.exists():
         connection = _open_db(db)
         try:
@@ -950,6 +953,9 @@ def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str])
             connection.execute("BEGIN IMMEDIATE")
             try:
                 named, took_place = _named_rows(connection, names)
+                files = _their_snapshots(snapshots, [snapshot for _, snapshot in named])
+                for path in files:
+                    path.unlink(missing_ok=True)
                 connection.executemany("DELETE FROM events WHERE id = ?", [(i,) for i, _ in named])
                 connection.executemany(
                     "UPDATE events SET reason = ? WHERE id = ?",
@@ -964,9 +970,6 @@ def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str])
                 log.warning("erased events may stay in %s-wal for now (%s)", db.name, why)
         finally:
             connection.close()
-    files = _their_snapshots(snapshots, [snapshot for _, snapshot in named])
-    for path in files:
-        path.unlink(missing_ok=True)
     return History(len(named), len(files), len(took_place))
 
 

@@ -126,6 +126,40 @@ def test_the_history_of_someone_already_removed_is_erased_by_name(
     assert [e.name for e in read_events(state_of(door) / "events.db")] == [None, "Bob"]
 
 
+def test_an_erasure_cut_short_is_finished_by_running_it_again(
+    door: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a kill -9 audit: the events were deleted and committed before the snapshots,
+    so a `remove --history` killed in between left JPEGs of her face that no later run could
+    find (only the deleted rows named them): "neither enrolled nor in the door's history".
+    The files now go first, inside the transaction that deletes the rows: cut short
+    (here by the second file's deletion failing, as a kill would), the rows still name
+    what is left, and running it again erases it all."""
+    state = state_of(door)
+    theirs = sorted(p for p in (state / "snapshots").iterdir() if "_Alice_Martin_" in p.name)
+    assert len(theirs) == 2
+    unlink = Path.unlink
+    calls: list[Path] = []
+
+    def cut_short(self: Path, missing_ok: bool = False) -> None:
+        calls.append(self)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error", str(self))
+        unlink(self, missing_ok=missing_ok)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "unlink", cut_short)
+        assert cli.main(["remove", "--config", str(door), "--history", "Alice Martin"]) != 0
+    capsys.readouterr()
+    assert [e.name for e in read_events(state / "events.db")].count("Alice Martin") == 3
+    assert sum(path.exists() for path in theirs) == 1  # one gone, one left
+
+    assert cli.main(["remove", "--config", str(door), "--history", "Alice Martin"]) == 0
+    assert "erased their history: 3 events, 1 snapshot" in capsys.readouterr().out
+    assert not any(path.exists() for path in theirs)
+    assert "Alice Martin" not in [e.name for e in read_events(state / "events.db")]
+
+
 @pytest.mark.parametrize("place", ["events.db", "snapshots"])
 def test_history_this_user_may_not_erase_removes_nobody(
     door: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, place: str
