@@ -150,10 +150,15 @@ def write_secret_line(
     except NotRegularFileError as refused:
         raise error(f"{key}: {refused}") from None
     except OSError as failed:
-        raise error(
-            f"{key}: cannot write {path} ({failed.strerror or failed}); run as the service "
-            f"user (sudo -u edge-app) or set {key} to a path it may write"
-        ) from None
+        from edge_app.storage import storage_check
+
+        found = storage_check(path.parent)  # a full or read-only disk: no user can write it
+        advice = (
+            f"{found[0]}; {found[1]}"
+            if found is not None
+            else f"run as the service user (sudo -u edge-app) or set {key} to a path it may write"
+        )
+        raise error(f"{key}: cannot write {path} ({failed.strerror or failed}); {advice}") from None
 
 
 def write_private_bytes(path: Path, writer: Callable[[IO[bytes]], T]) -> T:
@@ -253,7 +258,7 @@ def sweep_temporaries(
     Removed is only what such a write leaves: a matching name, a regular file (lstat: a
     symbolic link is never followed, nor removed), of this user, mode 0600, with no other
     link, unchanged for LEFTOVER_SECONDS and locked by no one (a live write holds its lock
-    until the rename). `now`: the time to judge the age by (tests)."""
+    until the rename). `now`: the time to judge the age by (tests; math.inf: any age)."""
     now = time.time() if now is None else now
     removed = 0
     try:

@@ -58,7 +58,7 @@ import numpy as np
 from edge_app.config import untrusted_problem
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM
-from edge_app.private_file import _kind, write_private_bytes
+from edge_app.private_file import _kind, sweep_leftovers, write_private_bytes
 
 if TYPE_CHECKING:
     from edge_app.matching import Matcher
@@ -387,9 +387,17 @@ def set_aside(path: Path) -> Path | None:
 
 
 def forget(path: Path) -> bool:
-    """Delete the memory file; True if there was one."""
+    """Delete the memory file, and the temporary files saves of it killed before their
+    rename left beside it, whatever their age: they are copies of it, faces included (a save
+    under way holds its lock and is left alone). True if there was a memory file."""
+    sweep_leftovers(path, now=math.inf)
     try:
         Path(path).unlink()
     except FileNotFoundError:
         return False
+    except OSError as error:
+        # A read-only file system says so (EROFS) before it says there is no such file.
+        if error.errno == errno.EROFS and not os.path.lexists(path):
+            return False
+        raise
     return True

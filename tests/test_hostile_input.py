@@ -644,6 +644,44 @@ def test_reading_commands_read_a_gallery_in_a_read_only_folder(tmp_path: Path) -
 
 
 @needs_read_only_mount
+def test_a_secret_or_site_forget_on_a_read_only_disk_says_so(tmp_path: Path) -> None:
+    """Found by a durability audit: on a read-only filesystem `hub passwd` advised running
+    as the service user (no user can write there), and `site forget` with no memory to
+    delete failed, exit 2, "cannot delete ...site_memory.npz" (the kernel says EROFS before
+    it says there is no such file)."""
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    gallery, password = folder / "gallery.db", folder / "web-password"
+    config = tmp_path / "door.toml"
+    lines = ["[gallery]", f'path = "{gallery}"', "[hub]", 'socket = ""', "[web]"]
+    config.write_text("\n".join([*lines, f'password_file = "{password}"', ""]))
+
+    def read_only(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+        done = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script, "sh", str(folder), sys.executable, "-m"]
+            + ["edge_app.cli", *argv, "--config", str(config)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+            check=False,
+        )
+        no_traceback(done)
+        return done
+
+    passwd = read_only("hub", "passwd", "--stdin", stdin="correct horse battery staple\n")
+    assert passwd.returncode == 2, passwd.stderr
+    assert f"the filesystem holding {folder} is read-only" in passwd.stderr
+    assert "sudo -u edge-app" not in passwd.stderr
+    forget = read_only("site", "forget")
+    assert forget.returncode == 0, forget.stderr
+    assert forget.stdout.startswith("no site memory at ")
+    assert sorted(folder.iterdir()) == []
+
+
+@needs_read_only_mount
 def test_a_read_only_list_reads_what_a_live_door_has_written(tmp_path: Path) -> None:
     """WAL semantics hold: with a door's connection open (its -wal and -shm beside the
     gallery), a read-only `list` sees what it committed and has not checkpointed. A -wal

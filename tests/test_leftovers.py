@@ -247,6 +247,32 @@ def test_every_private_writer_sweeps_its_own_leftovers(
     assert len(removed_lines(caplog)) == 1
 
 
+def test_site_forget_deletes_the_copies_killed_saves_left_whatever_their_age(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a durability audit: a save of the site memory killed before its rename left
+    `.site_memory.npz.XXXXXXXX` (415 kB: the strangers' faces the door learned), and
+    `site forget` said "deleted" while that copy stayed until a later save swept it, which
+    never comes with learn_site turned off. forget() removes them too, however young."""
+    from edge_app import cli
+
+    gallery = tmp_path / "gallery.db"
+    memory_path = site_memory_path(gallery)
+    memory = SiteMemory()
+    memory.add(np.ones(EMBEDDING_DIM))
+    memory.save(memory_path)
+    young = leftover(
+        tmp_path, f".{memory_path.name}.k1lled00", data=memory_path.read_bytes(), when=time.time()
+    )
+    old = leftover(tmp_path, f".{memory_path.name}.k1lled01")
+    config = tmp_path / "door.toml"
+    config.write_text(f'[gallery]\npath = "{gallery}"\n[hub]\nsocket = ""\n')
+    assert cli.main(["site", "forget", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"deleted {memory_path}\n")
+    assert not memory_path.exists() and not young.exists() and not old.exists()
+    assert _names(tmp_path) == {"door.toml"}
+
+
 def test_the_pattern_is_mkstemps_naming_for_this_target_only(tmp_path: Path) -> None:
     """The sweep recognises exactly the names tempfile.mkstemp gives the writer (checked on
     real names, should a Python release change them)."""
