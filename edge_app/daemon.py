@@ -899,19 +899,20 @@ class Daemon:
                 if not self._stop.is_set():
                     raise
                 # Stopped while starting (the relay process, the gallery, ...): nothing was
-                # opened, and the stop did not wait for the start to end.
+                # opened, and the stop did not wait for the start to end. A stop the relay
+                # guard made, having found the relay failed, still ends the run non-zero
+                # (below: _relay_failure).
                 log.info("stopped before the door was ready (%s)", error)
-                ended = True
-                return 0
-            first = self._next_frame()
-            if first is not None:
-                assert self.reader is not None and self.relay is not None, "_start() made them"
-                source = self.reader.source
-                self._notify("READY=1", f"STATUS=watching {source.name}")
-                log.info("door ready source=%s pin=GPIO%d", source.name, self.relay.pin)
-                self._loop(first)
-            if self._signal is not None:
-                log.info("stopped by signal=%s", signal.Signals(self._signal).name)
+            else:
+                first = self._next_frame()
+                if first is not None:
+                    assert self.reader is not None and self.relay is not None, "_start() made them"
+                    source = self.reader.source
+                    self._notify("READY=1", f"STATUS=watching {source.name}")
+                    log.info("door ready source=%s pin=GPIO%d", source.name, self.relay.pin)
+                    self._loop(first)
+                if self._signal is not None:
+                    log.info("stopped by signal=%s", signal.Signals(self._signal).name)
             ended = True
         finally:
             try:

@@ -882,3 +882,41 @@ def test_a_stop_while_a_large_gallery_loads_ends_the_start_at_once(
     assert states(factory) == [False]
     assert_fail_secure(factory, pulse=0.0)
     assert "relay released" in caplog.text
+
+
+def test_a_relay_failure_found_while_the_start_loads_the_gallery_ends_the_run_non_zero(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review of the start that gives up on a stop: the relay guard, finding the
+    relay failed while a large gallery loaded, stopped the door, and the start's "stopped
+    before the door was ready" ended the run with exit 0, so systemd (Restart=on-failure)
+    never restarted it. A stop the guard made still ends the run with the relay's error."""
+    from edge_app.relay import Relay, RelayError
+
+    release = threading.Event()
+    real = daemon_module.door_matcher
+
+    def large(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    checks: list[float] = []
+
+    def fails_on_the_third_check(self: Relay) -> None:
+        checks.append(time.monotonic())
+        if len(checks) > 2:
+            raise RelayError("relay: the process that drives GPIO17 has ended")
+
+    monkeypatch.setattr(daemon_module, "door_matcher", large)
+    monkeypatch.setattr(Relay, "check", fails_on_the_third_check)
+    factory = MockFactory()
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[ADA] * 5])
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
+    try:
+        with pytest.raises(RelayError, match="has ended"):
+            daemon.run()
+    finally:
+        release.set()
+    assert daemon.metrics.frames == 0
+    assert states(factory) == [False]
+    assert_fail_secure(factory, pulse=0.0)
