@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -504,3 +505,88 @@ def test_tls_to_the_plain_port_names_the_port() -> None:
         "mqtt.port the broker's TLS port (often 8883), not its plain one (1883)?"
     )
     assert connect_failure(reset) == "Connection reset by peer (check mqtt.host and mqtt.port)"
+
+
+def test_an_event_that_comes_while_the_kept_ones_are_replayed_follows_them(
+    broker: Broker, observer: Observer, tmp_path: Path
+) -> None:
+    """Found by a review of the events kept until the first connection: one that came while
+    they were being published went out at once, before them (or, in another interleaving,
+    twice). It is kept too, and published after them, once."""
+    bridge = MqttBridge(hub_settings(broker, tmp_path).mqtt, DoorLink(tmp_path / "door.sock"))
+    first = {"type": "recognized", "name": "Ada", "time": "2024-05-01T08:00:39+00:00"}
+    second = {"type": "unlock", "name": "Ada", "time": "2024-05-01T08:00:40+00:00"}
+    bridge.on_event(first)
+    publish = bridge._publish
+    arrived: list[threading.Thread] = []
+
+    def door_event_meanwhile(topic: str, payload: Any, **kwargs: Any) -> Any:
+        if topic == bridge.topics.event and not arrived:  # the replay's first publish
+            thread = threading.Thread(target=bridge.on_event, args=(second,))
+            arrived.append(thread)
+            thread.start()
+            thread.join(5)
+        return publish(topic, payload, **kwargs)
+
+    bridge._publish = door_event_meanwhile  # type: ignore[method-assign]
+    bridge.start()
+    try:
+        assert bridge.connected.wait(10), "the hub did not connect"
+        observer.wait(lambda: len(observer.on(f"{BASE}/event")) >= 2, what="both events")
+        time.sleep(0.5)
+        events = [m.json() for m in observer.on(f"{BASE}/event")]
+    finally:
+        bridge.stop()
+    assert arrived, "no event came during the replay"
+    assert [e["type"] for e in events] == ["recognized", "unlock"]
+
+
+def test_a_refusal_acknowledged_before_its_publish_is_noted_still_names_the_topic(
+    tmp_path_factory: pytest.TempPathFactory,
+    test_ca: dict[str, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by a review: paho's network thread can read the broker's PUBACK before
+    client.publish() has returned on the thread that published (a door event): the refusal
+    was logged as "topic=?", and again for every event. It is named, once."""
+    acl = (
+        f"user {USER}\ntopic readwrite homeassistant/#\n"
+        + "".join(f"topic readwrite {BASE}/{name}\n" for name in ("state", "availability"))
+        + f"topic readwrite {BASE}/last_person\n\nuser ha\ntopic readwrite #\n"
+    )
+    refusing = Broker(tmp_path_factory.mktemp("acl-event"), test_ca, acl=acl)
+    refusing.start()
+    caplog.set_level(logging.INFO, logger="edge_app")
+    bridge = MqttBridge(hub_settings(refusing, tmp_path).mqtt, DoorLink(tmp_path / "door.sock"))
+    publish = bridge.client.publish
+
+    def preempted(*args: Any, **kwargs: Any) -> Any:
+        info = publish(*args, **kwargs)
+        if threading.current_thread().name == "door-link":
+            time.sleep(0.05)  # the PUBACK is read meanwhile
+        return info
+
+    bridge.client.publish = preempted  # type: ignore[method-assign]
+    bridge.start()
+    try:
+        assert bridge.connected.wait(10), "the hub did not connect"
+
+        def three_events() -> None:
+            for i in range(3):
+                bridge.on_event({"type": "unknown", "time": f"t{i}"})
+
+        door = threading.Thread(target=three_events, name="door-link")
+        door.start()
+        door.join(10)
+        wait_for(lambda: "publish refused" in caplog.text, what="the refusal")
+        time.sleep(0.5)
+    finally:
+        bridge.stop()
+        refusing.stop()
+    refused = [r.getMessage() for r in caplog.records if "publish refused" in r.getMessage()]
+    assert refused == [
+        f"mqtt publish refused topic={BASE}/event reason='Not authorized': let user {USER} "
+        "write it in the broker's ACL (docs/HOME_ASSISTANT.md); until then Home Assistant "
+        "does not get it"
+    ]

@@ -22,7 +22,8 @@ are not queued and replayed later, and the retained state is re-sent on every co
 one exception is the hub's start: the door hands its held events over as soon as the hub
 subscribes (a restarted hub's: control.HELD_EVENTS, at most HELD_SECONDS old), usually before
 the first connection to the broker is up (a TLS handshake takes longer), so events that come
-before the first connect are kept, as the door keeps them, and published once it is made.
+before the first connect are kept, as the door keeps them (for HELD_SECONDS after the hub got
+them), and published in order, each once, when it is made (_replay_early).
 A publish the broker refuses (its ACL: MQTT 5's PUBACK with a failure reason) is logged once
 per topic and connection. What
 was published but not acknowledged before a connection was lost is dropped at the next
@@ -347,11 +348,15 @@ class MqttBridge:
         self.client.on_publish = self._on_publish
         self.connected = threading.Event()
         # Events that came before the first connection (the door's held ones, handed over
-        # as the hub subscribes): published once it is made; None after it.
+        # as the hub subscribes), and while it replays them: published in order, each once,
+        # once it is made (_replay_early); None after that.
         self._early: deque[tuple[float, dict[str, Any]]] | None = deque(maxlen=HELD_EVENTS)
         # Publishes not yet acknowledged: mid -> topic, to name a topic the broker refuses;
+        # acknowledgements that came before their publish was noted (paho's thread can read
+        # the PUBACK before client.publish() has returned on another): mid -> reason code;
         # the topics refused on this connection, each logged once.
         self._unacknowledged: dict[int, str] = {}
+        self._acknowledged_first: dict[int, Any] = {}
         self._refused_topics: set[str] = set()
         self._acks_lock = threading.Lock()
         # Refused commands (_refuse; from paho's thread and the unlock worker): anyone who may
@@ -486,7 +491,8 @@ class MqttBridge:
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         with self._lock:
-            if self._early is not None:  # not connected yet: published on the first connect
+            kept = self._early is not None  # published by _replay_early, after those before it
+            if self._early is not None:
                 self._early.append((time.monotonic(), event))
             if kind == "unlock":
                 self._strike = "unlocked"
@@ -502,7 +508,8 @@ class MqttBridge:
                     "time": event.get("time"),
                 }
                 self._person_at = time.monotonic()
-        self._publish(self.topics.event, event_message(event, self.settings.door_id))
+        if not kept:
+            self._publish(self.topics.event, event_message(event, self.settings.door_id))
         if kind in ("unlock", "relock"):
             self._publish_state()
         if kind in ("recognized", "unknown", "unlock"):
@@ -574,10 +581,9 @@ class MqttBridge:
         self._closed_early = Throttle(CLOSED_EARLY_LOG_SECONDS)  # a new outage logs at once
         with self._acks_lock:
             self._unacknowledged.clear()  # dropped above
+            self._acknowledged_first.clear()
             self._refused_topics.clear()  # a refusal is said again on each connection
-        with self._lock:  # an event comes either before this (kept) or after (published)
-            early, self._early = self._early, None
-            self.connected.set()
+        self.connected.set()
         topics = [(self.topics.ha_status, 1)]
         if self.settings.discovery:
             topics.append((self._device_topic, 1))
@@ -593,10 +599,25 @@ class MqttBridge:
         if mid is not None:
             self._subscriptions = {mid: [topic for topic, _ in topics]}
         self._publish_all()
-        now = time.monotonic()
-        for at, event in early or ():
-            if now - at <= HELD_SECONDS:
-                self._publish(self.topics.event, event_message(event, self.settings.door_id))
+        self._replay_early()
+
+    def _replay_early(self) -> None:
+        """Publish the events kept until the first connection, at most HELD_SECONDS after
+        the hub got them, in order, each once: those that come meanwhile are kept too (under
+        the same lock that on_event keeps them under) until none is left."""
+        while True:
+            with self._lock:
+                if self._early is None:
+                    return
+                if not self._early:
+                    self._early = None  # from now on on_event publishes itself
+                    return
+                batch = list(self._early)
+                self._early.clear()
+            now = time.monotonic()
+            for at, event in batch:
+                if now - at <= HELD_SECONDS:
+                    self._publish(self.topics.event, event_message(event, self.settings.door_id))
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
@@ -606,14 +627,25 @@ class MqttBridge:
         config), and nothing else would say so."""
         with self._acks_lock:
             topic = self._unacknowledged.pop(mid, None)
-            if not getattr(reason_code, "is_failure", False) or topic in self._refused_topics:
+            if topic is None:  # before _publish noted it: _publish settles it
+                self._acknowledged_first[mid] = reason_code
+                if len(self._acknowledged_first) > MAX_QUEUED:
+                    del self._acknowledged_first[next(iter(self._acknowledged_first))]
                 return
-            if topic is not None:
-                self._refused_topics.add(topic)
+        self._acknowledged(topic, reason_code)
+
+    def _acknowledged(self, topic: str, reason_code: Any) -> None:
+        """Log a refused publish of `topic`, the first time on this connection."""
+        if not getattr(reason_code, "is_failure", False):
+            return
+        with self._acks_lock:
+            if topic in self._refused_topics:
+                return
+            self._refused_topics.add(topic)
         log.error(
             "mqtt publish refused topic=%s reason=%r: let user %s write it in the broker's ACL "
             "(docs/HOME_ASSISTANT.md); until then Home Assistant does not get it",
-            topic or "?",
+            topic,
             str(reason_code),
             self.settings.username or "(anonymous)",
         )
@@ -941,9 +973,13 @@ class MqttBridge:
             was_full, self._queue_full = self._queue_full, full
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             with self._acks_lock:
-                self._unacknowledged[info.mid] = topic
-                if len(self._unacknowledged) > MAX_QUEUED:  # acknowledged ones never reported
-                    del self._unacknowledged[next(iter(self._unacknowledged))]
+                answer = self._acknowledged_first.pop(info.mid, None)
+                if answer is None:
+                    self._unacknowledged[info.mid] = topic
+                    if len(self._unacknowledged) > MAX_QUEUED:  # lost with a connection
+                        del self._unacknowledged[next(iter(self._unacknowledged))]
+            if answer is not None:
+                self._acknowledged(topic, answer)
         if full and not was_full:
             log.warning(
                 "mqtt broker has not acknowledged %d messages: dropping new ones until it does "
