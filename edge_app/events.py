@@ -940,16 +940,24 @@ def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str])
     in the database's free pages or -wal file (edge_app.sqlite_files). The files go first
     and the rows name them until the commit: a run cut short (killed, a file it may not
     delete) leaves rows that still find what is left, so running it again finishes the job.
+    They are deleted before the transaction too, so that it holds the database's write
+    lock (which the door waits at most DB_BUSY_SECONDS for) only for the few a door wrote
+    meanwhile, not while thousands of files go.
     A snapshot of them judged unknown carries no name and is not found. The JSON-lines file
     (events.jsonl) is a log the door only appends to: it is not rewritten. Raises ValueError,
     OSError or sqlite3.Error."""
     named: list[tuple[int, str | None]] = []
     took_place: list[int] = []
     files: list[Path] = []
+    gone = 0
     if db is not None and db.exists():
         connection = _open_db(db)
         try:
             connection.execute("PRAGMA busy_timeout = 5000")  # the door writes at most 0.5 s
+            before, _ = _named_rows(connection, names)
+            for path in _their_snapshots(snapshots, [snapshot for _, snapshot in before]):
+                path.unlink(missing_ok=True)
+                gone += 1
             connection.execute("BEGIN IMMEDIATE")
             try:
                 named, took_place = _named_rows(connection, names)
@@ -970,7 +978,7 @@ def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str])
                 log.warning("erased events may stay in %s-wal for now (%s)", db.name, why)
         finally:
             connection.close()
-    return History(len(named), len(files), len(took_place))
+    return History(len(named), gone + len(files), len(took_place))
 
 
 def _write_snapshot(path: Path, data: bytes) -> None:
