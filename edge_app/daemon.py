@@ -307,16 +307,18 @@ class Recognizer:
         (TimeoutStopSec=5); StartStopped is raised then, and the build left to end alone."""
         self._pending = self._newest = None
         version, matrix = self._read(self.gallery)
+        # Reported here, once it is in use: an abandoned build says nothing after the stop.
         build = self._start_build(
-            self._settings, matrix, self.memory, report=True, name="gallery-load"
+            self._settings, matrix, self.memory, report=False, name="gallery-load"
         )
         while True:
             try:
-                matcher, _ = build.result(timeout=LOOP_TIMEOUT)
+                matcher, lookalikes = build.result(timeout=LOOP_TIMEOUT)
                 break
             except FutureTimeout:
                 if cancel is not None and cancel.is_set():
                     raise StartStopped("a stop came while loading the gallery") from None
+        report_matcher(matcher, lookalikes, self._settings, self.memory)
         self._version, self._matrix, self.matcher = version, matrix, matcher
         self._loaded(self.gallery, matrix, matcher)
 
@@ -758,12 +760,7 @@ def door_matcher(
     manifest's recognition rule with the config's overrides, over `matrix`, guarded against
     lookalikes (logged unless `report` is False; docs/ACCURACY.md, "Same camera, similar
     faces")."""
-    from edge_app.matching import (
-        Matcher,
-        MatchSettings,
-        guard_lookalikes,
-        lookalike_notices,
-    )
+    from edge_app.matching import Matcher, MatchSettings, guard_lookalikes
 
     settings = MatchSettings.from_recognition(
         engine.manifest.recognition,
@@ -772,11 +769,22 @@ def door_matcher(
         aggregate=None if recognition.aggregate == "auto" else recognition.aggregate,
         site_centring=recognition.site_centring,
     )
-    mode = recognition.lookalikes
     matcher, lookalikes = guard_lookalikes(
-        Matcher(matrix, settings, getattr(engine, "cohort", None), memory), mode
+        Matcher(matrix, settings, getattr(engine, "cohort", None), memory), recognition.lookalikes
     )
-    if report and round(matcher.site_shared, 2) > 0.0:  # said only when it reads as more than 0
+    if report:
+        report_matcher(matcher, lookalikes, recognition, memory)
+    return matcher, lookalikes
+
+
+def report_matcher(
+    matcher: Any, lookalikes: list[Any], recognition: RecognitionConfig, memory: SiteMemory | None
+) -> None:
+    """Log what a new matcher means for the user: the site direction it removes, and the
+    lookalikes found in the gallery (docs/ACCURACY.md)."""
+    from edge_app.matching import lookalike_notices
+
+    if round(matcher.site_shared, 2) > 0.0:  # said only when it reads as more than 0
         log.info(
             "site centring: the enrolled people%s share a direction of length %.2f beyond "
             "their own faces (one camera, one light); %.0f%% of it is removed from every face "
@@ -785,10 +793,9 @@ def door_matcher(
             matcher.site_shared,
             100 * matcher.settings.site_share,
         )
-    if report:
-        for notice in lookalike_notices(lookalikes, matcher.settings.threshold, mode):
-            log.warning("%s; %s", notice.problem, notice.advice)
-    return matcher, lookalikes
+    notices = lookalike_notices(lookalikes, matcher.settings.threshold, recognition.lookalikes)
+    for notice in notices:
+        log.warning("%s; %s", notice.problem, notice.advice)
 
 
 class Daemon:
