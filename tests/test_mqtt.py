@@ -400,22 +400,24 @@ def test_discovery_availability_and_events(
         person = observer.wait(lambda: observer.last(f"{BASE}/last_person"), what="last person")
         assert json.loads(person)["name"] in ("Alice", "unknown")
 
-        # Frames stop (a stuck camera): the door is unavailable; the diagnostics say why.
+        # Frames stop (a stuck camera): the diagnostics say so, and the door stays available:
+        # its strike can still be unlocked from the lock card, the fallback then (an audit
+        # found the lock card unavailable exactly when the camera had failed).
         door.frames.running.clear()
-        observer.wait(lambda: availability(observer) == b"offline", what="offline on stale")
 
         def state() -> dict | None:
             last = observer.last(f"{BASE}/state")
             return None if last is None else json.loads(last)
 
-        # The state topic is its own message: it may arrive just after the availability.
         stale = observer.wait(
             lambda: (s := state()) is not None and s["camera"] == "stale" and s,
             what="state says the camera is stale",
         )
         assert stale["door"] == "online"
+        assert availability(observer) == b"online"
+        assert b"offline" not in [m.payload for m in observer.on(f"{BASE}/availability")]
         door.frames.running.set()
-        observer.wait(lambda: availability(observer) == b"online", what="back online")
+        observer.wait(lambda: (s := state()) is not None and s["camera"] == "ok", what="ok")
     finally:
         hub.stop()
     # A clean stop says offline too.

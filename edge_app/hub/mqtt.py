@@ -1012,8 +1012,11 @@ class MqttBridge:
         self._publish(self.topics.availability, self._availability, retain=True)
 
     def _availability(self) -> str:
+        """Online while the hub runs and the door process answers, whatever its camera: the
+        strike can still be unlocked from the lock card when the camera has failed (the
+        fallback a household needs then), and the Camera diagnostic says what is wrong."""
         with self._lock:
-            return ONLINE if self._health.healthy and not self._stop.is_set() else OFFLINE
+            return ONLINE if self._health.reachable and not self._stop.is_set() else OFFLINE
 
     def state(self) -> dict[str, Any]:
         """The retained state; once stop() has begun, what the stopped hub leaves (the door
