@@ -13,12 +13,14 @@ Entities, all on one device:
                             shows nothing, dark or covered (diagnostic); unknown while the
                             door does not answer
 
-The first three share the availability topic, which is online only while the hub is
-connected AND the door answers with fresh frames. The two diagnostic sensors carry no
-availability (they must be able to say what is wrong) and expire instead, so a dead hub
-leaves them unavailable rather than stale. The state is retained and Home Assistant restarts
-expire_after for a retained message, so a clean stop leaves a state that says nothing is
-known of the door (edge_app.hub.mqtt.MqttBridge.stop).
+The strike and the last person share the availability topic, which is online while the hub
+is connected and the door process answers (a stalled camera is the Camera diagnostic's to
+show: the lock card stays usable). The door event has none: Home Assistant drops what an
+unavailable entity receives. The two diagnostic sensors carry no availability (they must be
+able to say what is wrong) and expire instead, so a dead hub leaves them unavailable rather
+than stale. The state is retained and Home Assistant restarts expire_after for a retained
+message, so a clean stop leaves a state that says nothing is known of the door
+(edge_app.hub.mqtt.MqttBridge.stop).
 """
 
 from __future__ import annotations
