@@ -188,7 +188,8 @@ class GalleryUpgraded(UserError):
 
 class StartStopped(Exception):
     """A stop asked for while the door was starting, found between (or during) the start's
-    steps; says which step: run() ends at once with exit 0, nothing opened."""
+    steps; says which step: run() ends at once, nothing opened (exit 0 unless the relay
+    guard found the relay failed)."""
 
 
 class Recognizer:
@@ -959,7 +960,6 @@ class Daemon:
             from edge_app.engine import Engine
 
             self.engine = Engine.from_config(config.models, config.detection)
-        self._started("loading the gallery")
         with self._start_goes_on("loading the gallery"):
             self.recognizer = Recognizer(
                 self.engine, config.gallery.path, config.recognition, cancel=self._stop
@@ -971,7 +971,6 @@ class Daemon:
         # After the models and the gallery, so a start they refuse writes no event store.
         # Never raises for a sink it cannot use: the door runs, the failure is logged.
         self.events = EventLog.from_config(config.events, self.wall_clock)
-        self._started("deleting events past the retention")
         with self._start_goes_on("deleting events past the retention"):
             self.events.maintain()  # retention at start
         self._started("opening the camera")
@@ -1466,7 +1465,9 @@ class Daemon:
         not end a start that is making progress: the gallery's matcher (its lookalike check
         grows with the square of the gallery: about 25 s on x86 at 5,000 people, minutes on
         a Pi) and the retention's first deletion of a long history. Only these parts: a start
-        that hangs elsewhere (a camera, a USB accelerator) still times out."""
+        that hangs elsewhere (a camera, a USB accelerator) still times out. A stop asked for
+        before the part begins ends the start here (_started)."""
+        self._started(what)
         done = threading.Event()
         started = time.monotonic()
 

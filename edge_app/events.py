@@ -948,22 +948,16 @@ def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str])
     OSError or sqlite3.Error."""
     named: list[tuple[int, str | None]] = []
     took_place: list[int] = []
-    files: list[Path] = []
     gone = 0
     if db is not None and db.exists():
         connection = _open_db(db)
         try:
             connection.execute("PRAGMA busy_timeout = 5000")  # the door writes at most 0.5 s
-            before, _ = _named_rows(connection, names)
-            for path in _their_snapshots(snapshots, [snapshot for _, snapshot in before]):
-                path.unlink(missing_ok=True)
-                gone += 1
+            gone = _delete_snapshots(snapshots, _named_rows(connection, names)[0])
             connection.execute("BEGIN IMMEDIATE")
             try:
                 named, took_place = _named_rows(connection, names)
-                files = _their_snapshots(snapshots, [snapshot for _, snapshot in named])
-                for path in files:
-                    path.unlink(missing_ok=True)
+                gone += _delete_snapshots(snapshots, named)
                 connection.executemany("DELETE FROM events WHERE id = ?", [(i,) for i, _ in named])
                 connection.executemany(
                     "UPDATE events SET reason = ? WHERE id = ?",
@@ -978,7 +972,15 @@ def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str])
                 log.warning("erased events may stay in %s-wal for now (%s)", db.name, why)
         finally:
             connection.close()
-    return History(len(named), gone + len(files), len(took_place))
+    return History(len(named), gone, len(took_place))
+
+
+def _delete_snapshots(folder: Path | None, named: list[tuple[int, str | None]]) -> int:
+    """Delete the snapshots of these (id, snapshot) rows; how many there were."""
+    files = _their_snapshots(folder, [snapshot for _, snapshot in named])
+    for path in files:
+        path.unlink(missing_ok=True)
+    return len(files)
 
 
 def _write_snapshot(path: Path, data: bytes) -> None:
