@@ -560,6 +560,44 @@ def test_requests_answered_503_at_the_cap_are_logged_once_then_with_a_count(
             sock.close()
 
 
+def test_malformed_and_upgrade_requests_are_logged_once_then_with_a_count(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: without a login, a request with two Host headers or an Upgrade
+    header made uvicorn log a line each (two for an upgrade, the second advising to install
+    a WebSocket library the page does not use): 200 lines a second from one client."""
+    server = serve(REFUSAL_LOG_S=1.0)
+    malformed = b"GET /login HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
+    upgrade = (
+        b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+
+    def send(request: bytes) -> int:
+        with connect(server, "127.0.0.2") as sock:
+            sock.sendall(request)
+            return int(sock.makefile("rb").readline().split()[1])
+
+    with caplog.at_level(logging.WARNING):
+        started = time.monotonic()
+        for _ in range(5):
+            assert send(malformed) == 400
+            assert send(upgrade) == 200  # served as a plain request: the login page
+        assert time.monotonic() - started < 1.0
+        time.sleep(max(0.0, started + 1.05 - time.monotonic()))
+        send(malformed)
+        send(upgrade)
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"]
+    assert lines == [
+        "Invalid HTTP request received. held_back=0",
+        "Unsupported upgrade request (the page has no WebSocket). held_back=0",
+        "Invalid HTTP request received. held_back=4",
+        "Unsupported upgrade request (the page has no WebSocket). held_back=4",
+    ]
+    assert status_of(server) == 200
+
+
 def test_the_refusal_log_follows_a_bounded_number_of_addresses() -> None:
     now = [0.0]
     refusals = RefusalLog(10.0, addresses=2, clock=lambda: now[0])

@@ -311,24 +311,40 @@ class RefusalLog:
             del self._throttles[key], self._refused_at[key]
 
 
-class BusyLines(logging.Filter):
-    """uvicorn's own line for a request it answers 503 because the page has MAX_CONNECTIONS
-    open ("Exceeded concurrency limit.", one per request) logged as refusals are: the first,
-    then at most one per `every` seconds, with how many were held back since."""
+class UvicornLines(logging.Filter):
+    """uvicorn's own warnings for requests it refuses, one per request, logged as the page's
+    refusals are: the first of each kind, then at most one per `every` seconds, with how many
+    were held back since. Anyone who can reach the page causes them without a login (a
+    request with two Host headers, an Upgrade header, one more request than MAX_CONNECTIONS
+    allows), and a line per request let one client write 200 a second to the journal.
 
-    MESSAGE = "Exceeded concurrency limit."
+    uvicorn follows "Unsupported upgrade request." with advice to install a WebSocket library
+    (whatever `ws="none"` says): wrong for this page, which has no WebSocket; not logged.
+    """
+
+    LINES = {  # uvicorn's message: what is logged in its place
+        "Exceeded concurrency limit.": "Exceeded concurrency limit.",
+        "Invalid HTTP request received.": "Invalid HTTP request received.",
+        "Unsupported upgrade request.": "Unsupported upgrade request (the page has no WebSocket).",
+    }
+    DROPPED = "No supported WebSocket library detected."  # the start of the advice
 
     def __init__(self, every: float) -> None:
         super().__init__()
-        self.throttle = Throttle(every)
+        self.throttles = {message: Throttle(every) for message in self.LINES}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != self.MESSAGE:
+        if not isinstance(record.msg, str):
             return True
-        held_back = self.throttle.due()
+        if record.msg.startswith(self.DROPPED):
+            return False
+        throttle = self.throttles.get(record.msg)
+        if throttle is None:
+            return True
+        held_back = throttle.due()
         if held_back is None:
             return False
-        record.msg, record.args = f"{self.MESSAGE} held_back=%d", (held_back,)
+        record.msg, record.args = f"{self.LINES[record.msg]} held_back=%d", (held_back,)
         return True
 
     @classmethod
@@ -839,7 +855,7 @@ class WebServer:
             tls_handshake_timeout_s=TLS_HANDSHAKE_TIMEOUT_S,
             tls_close_timeout_s=TLS_CLOSE_TIMEOUT_S,
         )
-        BusyLines.install(REFUSAL_LOG_S)
+        UvicornLines.install(REFUSAL_LOG_S)
         self._uvicorn = uvicorn.Server(
             uvicorn.Config(
                 wrap(app),
