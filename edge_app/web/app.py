@@ -60,6 +60,7 @@ from edge_app.web.forms import Form, FormError, Limits, read_form
 from edge_app.web.history import (
     Filters,
     History,
+    HistoryError,
     parse_event_id,
     read_snapshot,
     shown_time,
@@ -1099,13 +1100,25 @@ async def events_csv(request: Request, session: auth.Session) -> Response:
         # A download cannot show the message: nothing is exported rather than more than asked.
         text = "".join(f"{message}\n" for _, message in problems)
         return PlainTextResponse(text, status_code=400)
-    text = await run_in_threadpool(state.history.csv, filters)
+    pieces = await run_in_threadpool(state.history.csv, filters)
     stamp = datetime.now().strftime("%Y%m%d-%H%M")
-    return Response(
-        text,
+    return _CsvDownload(
+        pieces,
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="edge-door-events-{stamp}.csv"'},
     )
+
+
+class _CsvDownload(StreamingResponse):
+    """The events export, sent as it is read. An events database that fails part way ends
+    the answer without its last chunk, so the browser reports the download failed rather
+    than keep a shorter file that looks whole; one line says why."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        except HistoryError as error:
+            log.warning("web events.csv cut short: %s", error)
 
 
 # --- remote unlock ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import re
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -23,9 +23,16 @@ from edge_app.events import TYPES
 from edge_app.wall_clock import local_at, local_zone
 
 PAGE_SIZE = 50
-CSV_MAX_ROWS = 100_000
+# The CSV export is every event the filters select, streamed this many rows at a time: never
+# held whole (a busy door records a million events a year), never cut to a number of rows.
+CSV_PIECE_ROWS = 2_000
+CSV_HEADER = ("id", "time_utc", "type", "name", "score", "track", "reason")
 SNAPSHOT_MAX_BYTES = 5 * 1024 * 1024
-UNKNOWN_PERSON = "(unknown)"
+# The person filter's value for the events that name nobody. It has no letter or digit, so
+# no one can be enrolled under it (gallery.check_name): a person named "(unknown)" was mixed
+# up with it. The menu shows it as UNKNOWN_LABEL.
+UNKNOWN_PERSON = "-"
+UNKNOWN_LABEL = "(unknown)"
 # Event times are Unix times; a date filter outside these days is refused with a message
 # (the calendar's far ends do not convert to a local midnight).
 FIRST_DAY = date(1970, 1, 1)
@@ -259,10 +266,11 @@ class History:
     def latest(self, count: int) -> list[EventRow]:
         return self.page(Filters(), 1, count).rows
 
-    def choices(self) -> tuple[list[str], list[str]]:
-        """(names in the events, UNKNOWN_PERSON last if any event has none; the event types)
-        for the filter menus. The types are edge_app.events.TYPES: EventLog.record writes no
-        other. The names are _NamesMenu's: exact, without reading the whole history each time."""
+    def choices(self) -> tuple[list[tuple[str, str]], list[str]]:
+        """(the person menu: (value, label) for each name in the events, then UNKNOWN_PERSON
+        if any event has none; the event types) for the filter menus. The types are
+        edge_app.events.TYPES: EventLog.record writes no other. The names are _NamesMenu's:
+        exact, without reading the whole history each time."""
         try:
             info = self.path.stat() if self.path is not None and self.available else None
         except OSError:  # gone since
@@ -271,9 +279,9 @@ class History:
             return [], sorted(TYPES)
         with self._menu_lock, self._connect() as db:
             names = self._menu = _NamesMenu.of(db, (info.st_dev, info.st_ino), self._menu)
-        people = sorted(str(n) for n in names.names if n is not None)
+        people = [(name, name) for name in sorted(str(n) for n in names.names if n is not None)]
         if None in names.names:
-            people.append(UNKNOWN_PERSON)
+            people.append((UNKNOWN_PERSON, UNKNOWN_LABEL))
         return people, sorted(TYPES)
 
     def snapshot_of(self, event_id: int) -> str | None:
@@ -292,32 +300,74 @@ class History:
             ).fetchone()
         return EventRow(*row) if row else None
 
-    def csv(self, filters: Filters) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["id", "time_utc", "type", "name", "score", "track", "reason"])
-        if self.available:
-            where, values = filters.where()
+    def csv(self, filters: Filters, rows: int = CSV_PIECE_ROWS) -> Iterator[str]:
+        """Every event `filters` select, oldest first, as CSV text in pieces of at most `rows`
+        events: the header and the first piece are read here, so a database that cannot be
+        read is refused (HistoryError) before anything is sent; the rest as the iterator is
+        read, each piece with a connection of its own (a web server may read it on another
+        thread each time). The events are those up to the newest when it began: a door that
+        keeps recording does not keep the export going. A piece that cannot be read raises
+        HistoryError part way."""
+        header = _csv_text([CSV_HEADER])
+        if not self.available:
+            return iter([header])
+        where, values = filters.where()
+        with self._connect() as db:
+            newest = db.execute("SELECT max(id) FROM events").fetchone()[0]
+            if newest is None:
+                return iter([header])
+            first, after = _csv_piece(db, where, values, -1, int(newest), rows)
+        return self._csv_rest(header + first, after, where, values, int(newest), rows)
+
+    def _csv_rest(
+        self,
+        first: str,
+        after: int | None,
+        where: str,
+        values: list[object],
+        newest: int,
+        rows: int,
+    ) -> Iterator[str]:
+        yield first
+        while after is not None:
             with self._connect() as db:
-                rows = db.execute(
-                    "SELECT id, time, type, name, score, track, reason, snapshot FROM events"
-                    f"{where} ORDER BY id LIMIT ?",
-                    [*values, CSV_MAX_ROWS],
-                )
-                for row in rows:
-                    event = EventRow(*row)
-                    writer.writerow(
-                        [
-                            event.id,
-                            event.utc_time,
-                            safe_cell(event.type),
-                            safe_cell(event.name or ""),
-                            "" if event.score is None else f"{event.score:.4f}",
-                            "" if event.track is None else event.track,
-                            safe_cell(event.reason or ""),
-                        ]
-                    )
-        return out.getvalue()
+                piece, after = _csv_piece(db, where, values, after, newest, rows)
+            yield piece
+
+
+def _csv_piece(
+    db: sqlite3.Connection, where: str, values: list[object], after: int, newest: int, rows: int
+) -> tuple[str, int | None]:
+    """The CSV lines of at most `rows` events with after < id <= newest that `where` selects,
+    and the last id read (None when there are no more)."""
+    window = f"{where} AND" if where else " WHERE"
+    events = [
+        EventRow(*row)
+        for row in db.execute(
+            "SELECT id, time, type, name, score, track, reason, snapshot FROM events"
+            f"{window} id > ? AND id <= ? ORDER BY id LIMIT ?",
+            [*values, after, newest, rows],
+        )
+    ]
+    text = _csv_text(
+        [
+            event.id,
+            event.utc_time,
+            safe_cell(event.type),
+            safe_cell(event.name or ""),
+            "" if event.score is None else f"{event.score:.4f}",
+            "" if event.track is None else event.track,
+            safe_cell(event.reason or ""),
+        ]
+        for event in events
+    )
+    return text, (events[-1].id if len(events) == rows else None)
+
+
+def _csv_text(lines: Iterable[Sequence[object]]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerows(lines)
+    return out.getvalue()
 
 
 def parse_event_id(text: str) -> int | None:
