@@ -847,6 +847,30 @@ def test_enrol_a_known_visitor_from_photos(site: Site, user: httpx.Client) -> No
         assert "Visiting Joe" in gallery.load_matrix().no_access
 
 
+@pytest.mark.usefixtures("models_dir")
+def test_a_photo_of_someone_enrolled_says_how_to_add_it_on_the_page(
+    site: Site, user: httpx.Client
+) -> None:
+    """Found by an audit: the near-duplicate refusal told the page's user to run
+    `edge-app enroll --add 'Name' PHOTO`; the page's way is that person's own panel."""
+    # (a person the site's other tests do not enrol: it is shared by the module's tests)
+    photo = sorted((Path(__file__).parent / "data" / "lfw_sample" / "Rick_Perry").glob("*.jpg"))[0]
+    first = user.post(
+        "/people/enroll",
+        **_multipart("Rick Once", [(photo.name, photo.read_bytes())], site.token(user)),
+    )
+    assert first.status_code == 200, first.text
+    again = user.post(
+        "/people/enroll",
+        **_multipart("Rick Twice", [(photo.name, photo.read_bytes())], site.token(user)),
+    )
+    assert again.status_code == 422
+    reason = html.unescape(again.text.split(f'data-photo="{photo.name}"')[1].split("</li>")[0])
+    assert "the same face as 'Rick Once', already enrolled" in reason, reason
+    assert "or add it to them with Add photos in their panel below" in reason, reason
+    assert "edge-app" not in reason
+
+
 def test_an_existing_name_is_refused_before_the_models_load(site: Site, user: httpx.Client) -> None:
     db = Path(site.config.gallery.path)
     if "Already Here" not in names_in(db):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -186,7 +187,7 @@ def enroll_uploads(
         try:
             result = holder.use(run)
         except enroll.EnrollError as error:
-            refused = {p.source: _unfold(p.message, sources) for p in error.problems}
+            refused = {p.source: _web_wording(_unfold(p.message, sources)) for p in error.problems}
             photos = [
                 PhotoOutcome(
                     sources[str(path)],
@@ -206,7 +207,7 @@ def enroll_uploads(
             )
         except UserError as error:
             return EnrolmentReport(name, False, _web_wording(_unfold(str(error), sources)), add=add)
-        skipped = {p.source: _unfold(p.message, sources) for p in result.skipped}
+        skipped = {p.source: _web_wording(_unfold(p.message, sources)) for p in result.skipped}
         photos = [
             PhotoOutcome(
                 sources[str(path)],
@@ -313,7 +314,7 @@ def enroll_from_door(
     try:
         result = holder.use(run)
     except enroll.EnrollError as error:
-        problems = [PhotoOutcome(p.source, False, p.message) for p in error.problems]
+        problems = [PhotoOutcome(p.source, False, _web_wording(p.message)) for p in error.problems]
         head = str(error).splitlines()[0]
         hint = "; stand in front of the door, facing it, and turn your head a little"
         return EnrolmentReport(name, False, head + hint, problems, add)
@@ -372,8 +373,13 @@ def _unfold(message: str, sources: dict[str, str]) -> str:
     return message
 
 
+# The near-duplicate gate's advice (edge_app.enroll): `edge-app enroll --add 'Name' PHOTO`.
+_ADD_COMMAND = re.compile(r"`edge-app enroll --add .+? PHOTO`")
+
+
 def _web_wording(message: str) -> str:
-    """The CLI's advice names its flags; on the page the same choice is a form."""
+    """The CLI's advice names its flags and commands; on the page the same choice is a form."""
+    message = _ADD_COMMAND.sub("Add photos in their panel below", message)
     return message.replace(
         "; use --add to add photos to them", "; add photos to them below"
     ).replace("; drop --add to enrol them", "; enrol them with the form above")
