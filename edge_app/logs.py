@@ -40,11 +40,14 @@ class _SafeFormatter(logging.Formatter):
 
 
 class _JournalFormatter(_SafeFormatter):
-    """journald stamps the time itself; a priority prefix lets `journalctl -p` filter."""
+    """journald stamps the time itself; a priority prefix lets `journalctl -p` filter. Each
+    line of the message gets it: journald makes an entry of each line, and a config error's
+    problems (or a traceback) on lines of their own were entries without a priority, left
+    out by `journalctl -p err`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        priority = _SYSLOG_PRIORITY.get(record.levelno, 6)
-        return f"<{priority}>{record.name}: {super().format(record)}"
+        head = f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>{record.name}: "
+        return "\n".join(head + line for line in super().format(record).split("\n"))
 
 
 def setup_logging(verbosity: int = 0) -> None:

@@ -52,6 +52,7 @@ from edge_app.config import (
     read_config_file,
 )
 from edge_app.errors import UserError
+from edge_app.logs import setup_logging
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.relay import Relay
 from edge_app.relay_record import read_record, write_record
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "pin another polarity, leave it at the record's locked level and exit 2",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not logging.getLogger().handlers:  # (as basicConfig: unless its caller set them up)
+        setup_logging()  # under systemd, each line with its priority (journalctl -p err)
     record = args.record if args.record is not None else paths.RELAY_RECORD
     return relock(record, args.config, args.gpio, after_stop=args.after_stop)
 

@@ -49,3 +49,27 @@ def test_counts_are_kept_exactly_when_threads_share_a_throttle() -> None:
 def test_a_burst_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="burst must be at least 1"):
         Throttle(1.0, burst=0)
+
+
+def test_under_journald_every_line_of_a_message_has_its_priority(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: a config error's problems, on lines of their own, were journal
+    entries without a priority, so `journalctl -p err` showed the head line and no key."""
+    import logging
+
+    from edge_app.logs import setup_logging
+
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging()
+        logging.getLogger("edge_app").error("door.toml: 2 problem(s):\n  - a: bad\n  - b: bad")
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert capsys.readouterr().err.splitlines() == [
+        "<3>edge_app: door.toml: 2 problem(s):",
+        "<3>edge_app:   - a: bad",
+        "<3>edge_app:   - b: bad",
+    ]

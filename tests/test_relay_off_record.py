@@ -404,5 +404,25 @@ def test_the_command_prints_one_line_when_only_the_recorded_pin_was_locked(
         timeout=60,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    (line,) = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    (line,) = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert f"relay locked pin=GPIO{PIN}" in line and "not valid TOML" in line
+
+
+def test_under_systemd_each_line_carries_its_priority(tmp_path: Path, record: Path) -> None:
+    """Found by an audit: ExecStartPre/ExecStopPost's lines had no priority prefix, so
+    `journalctl -p err` left out the line that says a pin could not be locked."""
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT), "JOURNAL_STREAM": "8:1"}
+    config = tmp_path / "config.toml"
+    config.write_text("[gpio]\npin = 17\nactive_high = maybe\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_app.relay_off", "--gpio", "mock", "--record", str(record)]
+        + ["--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("<3>edge_app.relay_off: ") for line in lines), lines
+    assert all(line.startswith("<") for line in lines), lines
