@@ -41,6 +41,14 @@ _KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISCHR, "device"),
     (stat.S_ISBLK, "device"),
 )
+
+
+def kind_of(mode: int) -> str | None:
+    """What a stat's st_mode says is there when it is not a regular file ("folder",
+    "device", "named pipe", "socket"), or None."""
+    return next((name for test, name in _KINDS if test(mode)), None)
+
+
 # What a read asks for after the first (which asks for the size fstat gave, and one more).
 _CHUNK = 1 << 20
 
@@ -78,8 +86,7 @@ def _check(path: Path | str, info: os.stat_result, limit: int, pipes: bool) -> N
     if pipes and stat.S_ISFIFO(info.st_mode):
         return  # a stream: its size is known only once read
     if not stat.S_ISREG(info.st_mode):
-        kind = next((name for test, name in _KINDS if test(info.st_mode)), "special file")
-        raise NotRegularFile(path, kind)
+        raise NotRegularFile(path, kind_of(info.st_mode) or "special file")
     if info.st_size > limit:
         raise TooLarge(path, info.st_size, limit)
 

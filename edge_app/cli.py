@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import IO, Any, TextIO, cast
 
-from edge_app import __version__
+from edge_app import __version__, hangup
 from edge_app.commands import printable
 from edge_app.errors import UserError, is_damage, shown_value
 from edge_app.logs import setup_logging
@@ -149,6 +149,12 @@ def _standard_streams() -> Iterator[None]:
             stream.close()
 
 
+def _is_the_door(args: argparse.Namespace) -> bool:
+    from edge_app.commands import run
+
+    return bool(getattr(args, "handler", None) is run.run)
+
+
 def _own_signals(args: argparse.Namespace) -> bool:
     """Whether the command handles SIGTERM and SIGHUP itself: the door (`run`: SIGTERM locks
     the relay, SIGHUP reloads) and the hub (SIGTERM stops it in order)."""
@@ -214,10 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     ends the command: quietly with EXIT_BROKEN_PIPE when its reader went away
     (`edge-app list | head -1`), else (a full disk) with one error line and exit 2."""
     with _standard_streams():
-        args = build_parser().parse_args(argv)
-        quiet = args.quiet or (getattr(args, "quiet_unless_verbose", False) and not args.verbose)
-        setup_logging(-1 if quiet else args.verbose)
-        return _run(args)
+        hangup.hold()  # until the door's own handler: see edge_app.hangup
+        try:
+            args = build_parser().parse_args(argv)
+            if not _is_the_door(args):
+                hangup.release(deliver=True)
+            quiet = args.quiet or (
+                getattr(args, "quiet_unless_verbose", False) and not args.verbose
+            )
+            setup_logging(-1 if quiet else args.verbose)
+            return _run(args)
+        finally:
+            hangup.release(deliver=False)  # the door has ended: nothing left to reload
 
 
 def _run(args: argparse.Namespace) -> int:

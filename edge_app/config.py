@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app import paths
-from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded_with_stat
+from edge_app.bounded_read import NotRegularFile, TooLarge, kind_of, read_bounded_with_stat
 from edge_app.cascade_choice import CASCADES
 from edge_app.errors import UserError, cut, shown_value
 from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from here too
@@ -38,6 +38,7 @@ from edge_app.runtime import BACKENDS, MAX_THREADS
 from edge_app.wall_clock import SYNCHRONISED, TRUST
 
 AUTO = "auto"
+GPIO_PIN_MAX = 27  # the Pi's header: GPIO0-27
 UART_PINS = (14, 15)
 GPIO_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
 LIVENESS_MODES = ("off", "log", "require")
@@ -107,6 +108,8 @@ def relay_pin_problem(pin: int, force_uart_pins: bool, active_high: bool) -> str
 
 # GPIO0-8 are pulled up at power-on, until our code drives the pin.
 BOOT_PULL_UP_PINS = range(0, 9)
+# GPIO0 and GPIO1 (ID_SD, ID_SC) are where the firmware looks for a HAT's ID EEPROM at boot.
+HAT_ID_PINS = (0, 1)
 
 
 def boot_pull_up_warning(pin: int, active_high: bool) -> str | None:
@@ -114,9 +117,16 @@ def boot_pull_up_warning(pin: int, active_high: bool) -> str | None:
 
     Their pull-up at power-on reads as "on" to an active-high relay driver, which would open
     the door while the Pi boots unless the driver's input has an external pull-down strong
-    enough to win (docs/WIRING.md). A warning, not a refusal: that wiring is valid, and an
-    active-low module rests high anyway.
+    enough to win (docs/WIRING.md). An active-low module rests high there, except on GPIO0/1,
+    which the firmware's look for a HAT's ID EEPROM drives as I2C lines. A warning, not a
+    refusal: that wiring is valid where the strike stays shut through a reboot.
     """
+    if pin in HAT_ID_PINS:
+        return (
+            f"gpio.pin: GPIO{pin} is an I2C line of a HAT's ID EEPROM, which the firmware "
+            "reads at boot: its pulses reach a relay of either polarity; use GPIO9-27 "
+            "(e.g. 17), or check that the strike stays shut during a reboot (docs/WIRING.md)"
+        )
     if pin in BOOT_PULL_UP_PINS and active_high:
         return (
             f"gpio.pin: GPIO{pin} is pulled up while the Pi boots, which an active-high relay "
@@ -124,6 +134,11 @@ def boot_pull_up_warning(pin: int, active_high: bool) -> str | None:
             "during a reboot (docs/WIRING.md)"
         )
     return None
+
+
+# A config error names at most this many of its problems, then how many more: a file of
+# thousands of bad keys (a wrong file given as the config) made a message of megabytes.
+PROBLEMS_SHOWN = 20
 
 
 class ConfigError(UserError):
@@ -271,7 +286,8 @@ def _source(value: Any) -> int | str:
         value = str(value)
     if not isinstance(value, str) or not value:
         raise _Invalid(
-            'expected "auto", "picamera2", a device index, a URL, a video file or a folder'
+            'expected "auto", "picamera2", a device index, a URL, a video file or a folder, '
+            f"got {_show(value)}"
         )
     _refuse_unusable_path(value)
     return value
@@ -500,13 +516,16 @@ class GalleryConfig:
 
 # The longest pulse the strike may be given: gpio.pulse_seconds and every Relay.pulse().
 PULSE_SECONDS_MAX = 60.0
+# The shortest gpio.pulse_seconds: a relay takes about 10 ms to switch and a strike longer to
+# release, so a pulse of milliseconds was an unlock logged and no door opened.
+PULSE_SECONDS_MIN = 0.1
 
 
 @dataclass(frozen=True)
 class GpioConfig:
-    pin: int = _key(17, _integer(0, 27))
+    pin: int = _key(17, _integer(0, GPIO_PIN_MAX))
     active_high: bool = _key(True, _boolean)
-    pulse_seconds: float = _key(3.0, _number(0.0, PULSE_SECONDS_MAX, low_open=True))
+    pulse_seconds: float = _key(3.0, _number(PULSE_SECONDS_MIN, PULSE_SECONDS_MAX))
     force_uart_pins: bool = _key(False, _boolean)
     factory: str = _key(AUTO, _choice(*GPIO_FACTORIES))
 
@@ -805,7 +824,11 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
         except OSError as error:
             errors.append(f"{key}: {path} cannot be followed ({error}); give a plain path")
             continue
-        if where in seen:
+        kind = _special_kind(where)
+        if kind is not None:
+            off = ' ("" turns it off)' if key.startswith("events.") else ""
+            errors.append(f"{key}: {path} is a {kind}, not a file; give a file{off}")
+        elif where in seen:
             errors.append(
                 f"{key}: {path} is also {seen[where]}; give each its own file (snapshots: a folder)"
             )
@@ -826,6 +849,17 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
             )
 
 
+def _special_kind(path: Path) -> str | None:
+    """ "device", "named pipe" or "socket" when that is what is at `path`; else None (a file,
+    a folder, nothing yet). Events written to /dev/null or /dev/full were lost for as long as
+    the door ran, each with an error line."""
+    try:
+        kind = kind_of(path.stat().st_mode)
+    except OSError:
+        return None
+    return None if kind == "folder" else kind
+
+
 def _mqtt_checks(config: Config, errors: list[str]) -> None:
     """[mqtt] keys that only make sense together."""
     mqtt = config.mqtt
@@ -843,11 +877,30 @@ def _mqtt_checks(config: Config, errors: list[str]) -> None:
         )
 
 
+def _outside_sections(name: str) -> str:
+    """A key written above every [section] header: which section's it may be."""
+    owners = [
+        section
+        for section, kind in SECTIONS.items()
+        if name in {f.name for f in dataclasses.fields(kind)}
+    ]
+    if owners:
+        hint = f"move it under [{owners[0]}]" + (
+            "" if len(owners) == 1 else f" (or {', '.join(f'[{o}]' for o in owners[1:])})"
+        )
+    else:
+        hint = "every key belongs under a [section] header, such as [gpio]"
+    return f"{cut(name)}: a key outside any section; {hint}"
+
+
 def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
     """Validate a parsed TOML document; raise one ConfigError listing every problem."""
     errors: list[str] = []
     sections: dict[str, Any] = {}
     for name, section in data.items():
+        if name not in SECTIONS and not isinstance(section, Mapping):
+            errors.append(_outside_sections(name))
+            continue
         if name not in SECTIONS:
             errors.append(_unknown("section", name, list(SECTIONS)))
             continue
@@ -856,8 +909,11 @@ def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
     _cross_checks(config, errors)
     _mqtt_checks(config, errors)
     if errors:
-        problems = "\n".join(f"  - {error}" for error in errors)
-        raise ConfigError(f"{origin}: {len(errors)} problem(s):\n{problems}", tuple(errors))
+        shown = errors[:PROBLEMS_SHOWN]
+        if len(errors) > PROBLEMS_SHOWN:
+            shown.append(f"and {len(errors) - PROBLEMS_SHOWN} more (fix these first)")
+        problems = "\n".join(f"  - {error}" for error in shown)
+        raise ConfigError(f"{origin}: {len(errors)} problem(s):\n{problems}", tuple(shown))
     return config
 
 
@@ -977,9 +1033,11 @@ def _who_may_change(info: os.stat_result, what: str) -> str | None:
 def untrusted_problem(path: Path, info: os.stat_result) -> str | None:
     """Why users other than root and this one could change the config at `path` (`info`:
     the fstat of the file read), or None. The config sets the threshold, the gallery and
-    remote unlocks, so it is trusted as the gallery is: the file, and the folder that holds
-    it (who may write a folder may replace the file), root's or this user's alone. A folder
-    anyone may write with the sticky bit (/tmp) is fine: others cannot replace the file."""
+    remote unlocks, so it is trusted as the gallery is: the file, the folder that holds it
+    (who may write a folder may replace the file), and each symbolic link followed on the
+    way and the folder that holds it (who may write there may point the link at another
+    config, an old one with remote unlocks on), root's or this user's alone. A folder anyone
+    may write with the sticky bit (/tmp) is fine: others cannot replace what is not theirs."""
     problem = _who_may_change(info, "the config")
     if problem is not None:
         return problem
@@ -988,9 +1046,59 @@ def untrusted_problem(path: Path, info: os.stat_result) -> str | None:
         folder_info = folder.stat()
     except OSError:
         return None  # read through it a moment ago; nothing to judge it by
-    if folder_info.st_mode & stat.S_ISVTX and folder_info.st_uid in (0, os.geteuid()):
+    problem = _folder_problem(folder_info, f"its folder {folder}")
+    if problem is not None:
+        return problem
+    try:
+        links = _links_followed(Path(path))
+    except OSError:  # changed since: the file read is what was judged
+        links = []
+    for link in links:
+        with contextlib.suppress(OSError):  # gone since: the file read is what was judged
+            owner = link.lstat().st_uid
+            if owner not in (0, os.geteuid()):
+                return f"the link {link} on the way to it belongs to uid {owner}, who may change it"
+            problem = _folder_problem(
+                link.parent.stat(), f"the folder {link.parent} of the link {link}"
+            )
+            if problem is not None:
+                return problem
+    return None
+
+
+def _folder_problem(info: os.stat_result, what: str) -> str | None:
+    """_who_may_change for a folder, where a sticky bit (and root or this user as its owner)
+    keeps others from replacing what is not theirs."""
+    if info.st_mode & stat.S_ISVTX and info.st_uid in (0, os.geteuid()):
         return None
-    return _who_may_change(folder_info, f"its folder {folder}")
+    return _who_may_change(info, what)
+
+
+def _links_followed(path: Path, most: int = 40) -> list[Path]:
+    """The symbolic links the kernel follows to open `path` (the file's own, and the
+    folders' on the way), in order, at most `most` (the kernel's own limit)."""
+    links: list[Path] = []
+    current = Path(path.anchor) if path.is_absolute() else Path.cwd()
+    todo = list(path.parts[1:] if path.is_absolute() else path.parts)
+    while todo and len(links) < most:
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = current.parent
+            continue
+        candidate = current / name
+        if not candidate.is_symlink():
+            current = candidate
+            continue
+        links.append(candidate)
+        target = Path(os.readlink(candidate))
+        if target.is_absolute():
+            current = Path(target.anchor)
+            todo = list(target.parts[1:]) + todo
+        else:
+            todo = list(target.parts) + todo
+    return links
 
 
 def to_dict(config: Config) -> dict[str, dict[str, Any]]:

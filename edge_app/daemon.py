@@ -23,6 +23,7 @@ the loop wakes at least every LOOP_TIMEOUT seconds whatever the camera does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -42,12 +43,19 @@ from typing import Any, Protocol
 import numpy as np
 import sdnotify
 
+from edge_app import hangup
 from edge_app import policy as rules
 from edge_app.camera import Frame, FrameReader, open_source
 from edge_app.centering import EMBEDDING_DIM
-from edge_app.config import Config, ConfigError, RecognitionConfig, door_config
+from edge_app.config import (
+    Config,
+    ConfigError,
+    RecognitionConfig,
+    door_config,
+    read_config_file,
+)
 from edge_app.control import ControlServer, attach
-from edge_app.errors import UserError
+from edge_app.errors import UserError, cut
 from edge_app.events import RELOCK, EventLog
 from edge_app.faces import Faces
 from edge_app.fusion import TrackPool, face_weights
@@ -97,6 +105,8 @@ RESTART_SECTIONS = ("camera", "models", "detection", "events")
 # Keys a reload cannot apply: the pin the daemon claimed (what its relay record names, so
 # relay_off can lock it after a crash) and the control socket it bound.
 RESTART_KEYS = {"gpio": RECORD_KEYS, "hub": ("socket",)}
+# Sections only the hub (edge-app hub) reads, at its own start.
+HUB_SECTIONS = ("mqtt", "web")
 
 
 class ModelInfo(Protocol):
@@ -815,9 +825,14 @@ class Daemon:
         overrides: Mapping[str, Any] | None = None,
         engine: FaceEngine | None = None,
         pin_factory: object | None = None,
+        reloads: bool = True,
     ) -> None:
+        """reloads: SIGHUP reloads the config (the service, `edge-app run`); False for a
+        door run inside another command (the demo, the evaluations), which SIGHUP stops as
+        it stops any command: a reload there read the installed door's config file."""
         self.config = config
         self.config_path = config_path
+        self.reloads = reloads
         self.overrides = dict(overrides or {})
         self.engine = engine
         self.pin_factory = pin_factory
@@ -829,6 +844,7 @@ class Daemon:
         self._stop = threading.Event()
         self._signal: int | None = None  # the signal that stopped the door (stopped_by)
         self._reload = threading.Event()
+        self._reload_refused: str | None = None  # why the last reload was, until one applies
         # A SIGHUP reload whose gallery matcher is still being built: its config and rule.
         self._reloading: tuple[Config, LiveRule] | None = None
         self._now = 0.0
@@ -865,7 +881,8 @@ class Daemon:
         self._stop.set()
 
     def request_reload(self) -> None:
-        self._reload.set()
+        if self.reloads:  # (a door inside another command has no config file of its own)
+            self._reload.set()
 
     def open_door(self, name: str | None) -> bool:
         """Pulse the strike: the one path for a recognition and a control-socket unlock.
@@ -916,7 +933,7 @@ class Daemon:
                 if first is not None:
                     assert self.reader is not None and self.relay is not None, "_start() made them"
                     source = self.reader.source
-                    self._notify("READY=1", f"STATUS=watching {source.name}")
+                    self._notify("READY=1", self._status_line())
                     log.info("door ready source=%s pin=GPIO%d", source.name, self.relay.pin)
                     self._loop(first)
                 if self._signal is not None:
@@ -1047,10 +1064,8 @@ class Daemon:
     def _log_picture(self) -> None:
         """Say that the camera's picture changed, in the journal and in `systemctl status`."""
         problem = self.picture.reported
-        source = self.reader.source.name if self.reader is not None else "-"
         if problem is None:
             log.info("camera picture usable again")
-            self._notify(f"STATUS=watching {source}")
         else:
             log.warning(
                 "camera picture %s for %.0f s: %s",
@@ -1058,7 +1073,22 @@ class Daemon:
                 self.picture.hold_seconds,
                 ADVICE[problem],
             )
-            self._notify(f"STATUS=watching {source}; camera picture {problem}")
+        self._say_status()
+
+    def _say_status(self) -> None:
+        """`systemctl status`'s line: what the door watches, and what needs the user now: a
+        camera picture that is not usable, the last reload refused (systemctl reload returns
+        before the door has read the file)."""
+        self._notify(self._status_line())
+
+    def _status_line(self) -> str:
+        source = self.reader.source.name if self.reader is not None else "-"
+        parts = [f"watching {source}"]
+        if self.picture.reported is not None:
+            parts.append(f"camera picture {self.picture.reported}")
+        if self._reload_refused is not None:
+            parts.append(f"reload refused, running on the previous config: {self._reload_refused}")
+        return "STATUS=" + "; ".join(parts)
 
     def _process(self, frame: Frame) -> None:
         recognizer = self.recognizer
@@ -1340,27 +1370,18 @@ class Daemon:
             Policy.check(new.policy)
             live_rule = self._resolve_liveness(new)
         except (ConfigError, ValueError, UserError) as error:
-            log.error("reload refused, keeping the running config: %s", error)
+            self._refuse_reload(error.one_line() if isinstance(error, ConfigError) else str(error))
             return
         except Exception as error:  # whatever a new config trips on must not stop the door
-            log.error(
-                "reload refused, keeping the running config: %s: %s", type(error).__name__, error
-            )
+            self._refuse_reload(f"{type(error).__name__}: {error}")
             return
-        old = self.config
-        for section in RESTART_SECTIONS:
-            if getattr(new, section) != getattr(old, section):
-                log.warning("config [%s] changed: takes effect after a restart", section)
-        for section, keys in RESTART_KEYS.items():
-            for key in keys:
-                if getattr(getattr(new, section), key) != getattr(getattr(old, section), key):
-                    log.warning("config %s.%s changed: takes effect after a restart", section, key)
+        self._say_overridden(new)
         assert self.recognizer is not None, "reloads are applied by the frame loop, after _start()"
         self._reloading = None  # a reload still building: this one replaces it
         try:
             self.recognizer.start_configure(new.gallery.path, new.recognition)
         except Exception as error:  # a bad gallery path must not take the door down
-            log.error("reload refused, keeping the running config: gallery: %s", error)
+            self._refuse_reload(f"gallery: {error}")
             return
         self._reloading = (new, live_rule)
         if not self._finish_reload(BUILD_WAIT_SECONDS):
@@ -1378,7 +1399,7 @@ class Daemon:
                 return False
         except Exception as error:
             self._reloading = None
-            log.error("reload refused, keeping the running config: gallery: %s", error)
+            self._refuse_reload(f"gallery: {error}")
             return True
         new, live_rule = self._reloading
         self._reloading = None
@@ -1402,9 +1423,77 @@ class Daemon:
         self.pulse_seconds = new.gpio.pulse_seconds
         if self.control is not None:
             self.control.stale_seconds = new.hub.stale_seconds
-        self.config = new
+        self.config = self._as_running(new)
         log.info("reload done")
+        if self._reload_refused is not None:
+            self._reload_refused = None
+            self._say_status()
         return True
+
+    def _refuse_reload(self, why: str) -> None:
+        """One line in the journal, and the same in `systemctl status` until a reload is
+        applied or the door restarts."""
+        log.error("reload refused, keeping the running config: %s", why)
+        self._reload_refused = cut(why)
+        self._say_status()
+
+    def _as_running(self, new: Config) -> Config:
+        """`new` as the door runs it once applied: what a reload cannot apply (RESTART_SECTIONS,
+        RESTART_KEYS) stays as the door started, and each such change is said once, with
+        the value that runs. The next reload compares with what runs, so a change is said at
+        each reload until a restart (it was said once, then never, and a change undone was
+        said as a change). The hub's sections, which the door does not use, are said once."""
+        old = self.config
+        kept: dict[str, Any] = {}
+        for section in RESTART_SECTIONS:
+            if getattr(new, section) != getattr(old, section):
+                log.warning("config [%s] changed: takes effect after a restart", section)
+                kept[section] = getattr(old, section)
+        for section, keys in RESTART_KEYS.items():
+            running = {key: getattr(getattr(old, section), key) for key in keys}
+            for key, value in running.items():
+                if getattr(getattr(new, section), key) != value:
+                    log.warning(
+                        "config %s.%s changed to %s: takes effect after a restart; the door "
+                        "runs with %s",
+                        section,
+                        key,
+                        getattr(getattr(new, section), key),
+                        value,
+                    )
+            kept[section] = dataclasses.replace(getattr(new, section), **running)
+        for section in HUB_SECTIONS:
+            if getattr(new, section) != getattr(old, section):
+                log.info(
+                    "config [%s] changed: the hub reads it when it starts "
+                    "(systemctl restart edge-app-hub); the door does not use it",
+                    section,
+                )
+        return dataclasses.replace(new, **kept)
+
+    def _say_overridden(self, new: Config) -> None:
+        """Name the keys the command line sets (`edge-app run --pulse 2`) that the file also
+        sets, to another value: a reload reads the file, and the flag still wins."""
+        given = {key: value for key, value in self.overrides.items() if value is not None}
+        if not given:
+            return
+        try:
+            _, data = read_config_file(self.config_path)
+        except Exception:  # read by door_config a moment ago; this is only a hint
+            return
+        for dotted, value in given.items():
+            section, _, key = dotted.partition(".")
+            table = data.get(section)
+            if not isinstance(table, dict) or key not in table:
+                continue
+            if not _same_value(table[key], getattr(getattr(new, section), key)):
+                log.warning(
+                    "config %s: the file says %s, the command line %s: the command line's "
+                    "applies (restart without the flag to use the file's)",
+                    dotted,
+                    table[key],
+                    value,
+                )
 
     def _shutdown(self, *, raise_relay_error: bool = True) -> None:
         """Relay first: whatever else fails below, the door is already locked (telling
@@ -1488,7 +1577,8 @@ class Daemon:
             thread.join()
 
     def _install_signals(self) -> None:
-        """SIGTERM/SIGINT stop the door, SIGHUP reloads; only from the main thread.
+        """SIGTERM/SIGINT stop the door, SIGHUP reloads (stops it too, unless `reloads`); only
+        from the main thread.
 
         Python runs a handler on the main thread between bytecodes, so while the frame loop is
         inside a long C call (an interpreter's invoke) the handlers wait. The C-level handler
@@ -1507,11 +1597,17 @@ class Daemon:
         def reload(_signum: int, _frame: object) -> None:
             self._reload.set()
 
+        stops: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+        hangup_handler: Callable[[int, object], None] = reload
+        if not self.reloads:
+            stops, hangup_handler = (*stops, signal.SIGHUP), stop
         self._signals = _SignalWatch(
-            {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload},
+            {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: hangup_handler},
             on_signal=self._on_stop_signal,
-            stop_signals=(signal.SIGTERM, signal.SIGINT),
+            stop_signals=stops,
         )
+        if self.reloads and hangup.take():  # asked for before this handler: once started
+            self._reload.set()
 
     @property
     def stopped_by(self) -> int | None:
@@ -1526,6 +1622,16 @@ class Daemon:
         if self._signals is not None:
             self._signals.close()
             self._signals = None
+
+
+def _same_value(written: object, applied: object) -> bool:
+    """Whether a value as TOML gives it is the value the config holds (3 is 3.0, "a.db" is
+    Path("a.db"))."""
+    if isinstance(written, bool) or isinstance(applied, bool):
+        return written is applied
+    if isinstance(written, (int, float)) and isinstance(applied, (int, float)):
+        return float(written) == float(applied)
+    return str(written) == str(applied)
 
 
 class _SignalWatch:

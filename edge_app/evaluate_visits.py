@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_app.config import SECTIONS, GpioConfig, parse_config
+from edge_app.config import PULSE_SECONDS_MIN, SECTIONS, GpioConfig, parse_config
 from edge_app.enroll import EnrollError, enroll_photos
 from edge_app.errors import UserError
 from edge_app.gallery import Gallery
@@ -61,7 +61,8 @@ STRANGERS = 300  # the stranger target is 1 in 200: fewer visits could not show 
 ENROL_PHOTOS = 2
 PHOTOS_PER_VISIT = 2
 PIN = GpioConfig().pin  # the door's default relay pin, on the mock factory
-PULSE_SECONDS = 0.05  # the mock strike: short, so one visit's pulse ends before the next
+# The mock strike's pulse: the shortest a config allows, so one visit's pulse ends soon.
+PULSE_SECONDS = PULSE_SECONDS_MIN
 # The door's targets, per visit (docs/ACCURACY.md, "Per visit").
 TARGET_RIGHT = 0.975
 TARGET_STRANGER_RATE = 1 / 200
@@ -205,7 +206,7 @@ def play(
     assert db is not None and jsonl is not None  # both given above
     for path in (db, jsonl):
         path.unlink(missing_ok=True)
-    daemon = Daemon(config, engine=engine, pin_factory=MockFactory())
+    daemon = Daemon(config, engine=engine, pin_factory=MockFactory(), reloads=False)
     code = daemon.run()
     if daemon._signal is not None:  # SIGTERM/SIGINT stopped this visit: stop the evaluation
         raise KeyboardInterrupt
@@ -366,7 +367,9 @@ def _evaluate(
         enrolled: list[Person] = []
         passed: list[Person] = []
         order = [eligible[i] for i in streams[0].permutation(len(eligible))]
-        bar = tqdm(total=people, desc="enrolling", unit="person", disable=not progress)
+        bar = tqdm(
+            total=people, desc="enrolling", unit="person", disable=None if progress else True
+        )
         for name in order:
             if len(enrolled) == people:
                 break
@@ -396,7 +399,7 @@ def _evaluate(
         images = lfw / "images"
         results: list[VisitResult] = []
         for number, (person, names) in enumerate(
-            tqdm(plan, desc="visits", unit="visit", disable=not progress)
+            tqdm(plan, desc="visits", unit="visit", disable=None if progress else True)
         ):
             clip = build_visit(
                 folder / "visit.avi", [images / n for n in names], seed=seed * 1000 + number

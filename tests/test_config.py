@@ -60,6 +60,15 @@ def errors_of(data: dict) -> str:
         ({"camera": {"source": "99999999999999999999"}}, "device index 99999999999999999999 is"),
         ({"camera": {"source": "9" * 5000}}, "device index of 5000 digits is not from 0 to 1023"),
         ({"camera": {"source": -1}}, "camera.source: device index -1 is not from 0 to 1023"),
+        # An audit: the value was not named, nor where a key above every section belongs.
+        ({"camera": {"source": 1.5}}, "a video file or a folder, got float 1.5"),
+        (
+            {"events": {"db": "/dev/null"}},
+            'events.db: /dev/null is a device, not a file; give a file ("" turns it off)',
+        ),
+        ({"events": {"jsonl": "/dev/full"}}, "events.jsonl: /dev/full is a device, not a file"),
+        ({"pulse_seconds": 2}, "pulse_seconds: a key outside any section; move it under [gpio]"),
+        ({"threshold": 0.6}, "threshold: a key outside any section; move it under [recognition]"),
         (
             {"detection": {"min_face": 600}},
             "detection.min_face: 600 pixels is more than the detection frame 640x480 holds",
@@ -85,7 +94,9 @@ def errors_of(data: dict) -> str:
         ),
         ({"gpio": {"pin": 15}}, "gpio.pin: 15 is a UART pin that goes high at boot"),
         ({"gpio": {"active_high": 1}}, "gpio.active_high: expected true or false, got int 1"),
-        ({"gpio": {"pulse_seconds": 0}}, "gpio.pulse_seconds: 0 is out of range (more than 0.0"),
+        ({"gpio": {"pulse_seconds": 0}}, "gpio.pulse_seconds: 0 is out of range (at least 0.1"),
+        # An audit: 1e-300 s was an unlock logged and a relock 4 ms later, no door opened.
+        ({"gpio": {"pulse_seconds": 0.004}}, "gpio.pulse_seconds: 0.004 is out of range"),
         ({"gpio": {"pulse_seconds": 61}}, "gpio.pulse_seconds: 61 is out of range"),
         ({"gpio": {"force_uart_pins": "yes"}}, "gpio.force_uart_pins: expected true or false"),
         ({"gpio": {"factory": "gpio"}}, "gpio.factory: str 'gpio' is not one of 'auto', 'lgpio'"),
@@ -248,6 +259,35 @@ def test_a_config_in_a_folder_others_may_write_is_refused(tmp_path: Path) -> Non
         load_config(path)
     folder.chmod(0o1777)
     assert load_config(path).recognition.threshold == 0.7
+
+
+def test_a_config_reached_through_a_link_others_may_repoint_is_refused(tmp_path: Path) -> None:
+    """Found by an audit: a link in a 0777 folder to a root-owned config was trusted, though
+    anyone could point it at another config (an old one with remote unlocks on)."""
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o755)
+    real = safe / "door.toml"
+    real.write_text("[recognition]\nthreshold = 0.7\n")
+    real.chmod(0o600)
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    (open_folder / "door.toml").symlink_to(real)
+    (open_folder / "folder").symlink_to(safe)  # a folder's link on the way, too
+    open_folder.chmod(0o777)
+    for path in (open_folder / "door.toml", open_folder / "folder" / "door.toml"):
+        with pytest.raises(ConfigError, match=r"any user may write the folder .*open of the link"):
+            load_config(path)
+    open_folder.chmod(0o755)  # only its owner may repoint them
+    for path in (open_folder / "door.toml", open_folder / "folder" / "door.toml"):
+        assert load_config(path).recognition.threshold == 0.7
+    chain = tmp_path / "chain"
+    chain.mkdir(mode=0o777)
+    (chain / "hop.toml").symlink_to(open_folder / "door.toml")  # link to a link
+    chain.chmod(0o777)
+    with pytest.raises(ConfigError, match=r"the folder .*chain of the link"):
+        load_config(chain / "hop.toml")
+    chain.chmod(0o1777)  # /tmp's sticky bit: others cannot replace a link that is not theirs
+    assert load_config(chain / "hop.toml").recognition.threshold == 0.7
 
 
 def test_a_config_another_user_owns_or_a_foreign_group_may_write_is_refused(
@@ -709,3 +749,17 @@ def test_the_door_writes_nothing_into_its_own_config_file(tmp_path: Path, key: s
         door_config(path, {key: str(tmp_path / "linked.toml")})
     assert path.read_bytes() == before
     assert door_config(path, {key: str(tmp_path / "other")}).policy.cooldown_seconds == 30
+
+
+def test_a_config_of_thousands_of_problems_names_a_few_and_counts_the_rest() -> None:
+    """Found by an audit: a 529 kB file of bad keys made an error of 60,001 lines (9 MB)."""
+    from edge_app.config import PROBLEMS_SHOWN
+
+    data = {"gpio": {f"key{i}": i for i in range(5000)}}
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data, "big.toml")
+    lines = str(raised.value).splitlines()
+    assert lines[0] == "big.toml: 5000 problem(s):"
+    assert len(lines) == 1 + PROBLEMS_SHOWN + 1
+    assert lines[-1] == f"  - and {5000 - PROBLEMS_SHOWN} more (fix these first)"
+    assert len(raised.value.one_line()) < 4000

@@ -12,6 +12,7 @@ longer than pulse_seconds + 0.5 s, and that files the door does not own are byte
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -457,7 +458,7 @@ def test_a_failing_event_sink_never_stops_the_door(
     untouched = [frames]
     holder = None
     if fault == "dev_full":
-        events["jsonl"] = "/dev/full"
+        pass  # set below: a config refuses a device, the door must still survive one (a full disk)
     elif fault == "read_only_jsonl":
         target = request.getfixturevalue("read_only_jsonl")
         events["jsonl"] = str(target)
@@ -472,6 +473,9 @@ def test_a_failing_event_sink_never_stops_the_door(
     before = digest(*untouched)
     factory = MockFactory()
     config = door(tmp_path, gallery, frames, events=events)
+    if fault == "dev_full":
+        sinks = dataclasses.replace(config.events, jsonl=Path("/dev/full"))
+        config = dataclasses.replace(config, events=sinks)
     daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
     try:
         assert daemon.run() == 0
@@ -1188,7 +1192,7 @@ def test_sighup_says_which_changes_wait_for_a_restart(
 ) -> None:
     """The relay pin and the control socket were opened at start: a reload that changes them
     keeps the open ones and says so; the rest of the same file applies at once."""
-    frames = write_frames(tmp_path / "frames", [NOBODY] * 30)
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 120)
     path = tmp_path / "door.toml"
     sockets = Path(tempfile.mkdtemp(prefix="door-", dir="/tmp"))  # AF_UNIX paths are short
 
@@ -1207,19 +1211,39 @@ def test_sighup_says_which_changes_wait_for_a_restart(
     engine = ScriptedEngine(delay=0.02)
     daemon = Daemon(load_config(path), config_path=path, engine=engine, pin_factory=MockFactory())
 
+    said: list[list[str]] = []
+
     def drive() -> None:
         while engine.calls["detect"] < 3:
             time.sleep(0.005)
-        write(PIN + 1, "other.sock", 0, 3.0)
+        # The same change twice (still not applied at the second), then the file put back.
+        for pin, socket in [(PIN + 1, "other.sock"), (PIN + 1, "other.sock"), (PIN, "door.sock")]:
+            reload_with(pin, socket)
+
+    def reload_with(pin: int, socket: str) -> None:
+        before, seen = daemon.config, len(caplog.records)
+        write(pin, socket, 0, 3.0)
         os.kill(os.getpid(), signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while daemon.config is before and time.monotonic() < deadline:
+            time.sleep(0.005)
+        said.append([r.getMessage() for r in caplog.records[seen:] if "restart" in r.getMessage()])
 
     thread = threading.Thread(target=drive, daemon=True)
     thread.start()
     with caplog.at_level("WARNING", logger="edge_app.daemon"):
         assert daemon.run() == 0
     thread.join()
-    assert "config gpio.pin changed: takes effect after a restart" in caplog.text
-    assert "config hub.socket changed: takes effect after a restart" in caplog.text
+    changed = [
+        f"config gpio.pin changed to {PIN + 1}: takes effect after a restart; the door runs "
+        f"with {PIN}",
+        f"config hub.socket changed to {sockets / 'other.sock'}: takes effect after a "
+        f"restart; the door runs with {sockets / 'door.sock'}",
+    ]
+    # An audit: the second reload said nothing (the door still drove the old pin), and the
+    # file put back was said to be a change.
+    assert said == [changed, changed, []]
+    assert daemon.config.gpio.pin == PIN  # what runs
     assert daemon.policy.cooldown_seconds == 0  # the rest of the file applied
     assert daemon.control is not None and daemon.control.stale_seconds == 3.0
     assert not (sockets / "other.sock").exists()
@@ -1678,8 +1702,9 @@ def test_a_pulse_that_ends_before_pulse_returns_still_names_its_person(
     """With a 1 ms pulse the relay process may relock before `pulse()` returns; the relock
     must still name the person (an outside audit saw `relock` with no name)."""
     frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
-    config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 0.001})
+    config = door(tmp_path, gallery, frames)
     daemon = Daemon(config, engine=ScriptedEngine())  # the relay process, as the door runs
+    daemon.pulse_seconds = 0.001  # (shorter than a config may give: the race made likely)
     runner = running(daemon)
     try:
         for visit_number in range(1, 6):

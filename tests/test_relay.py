@@ -474,14 +474,30 @@ def test_a_pin_pulled_up_at_boot_is_warned_of_for_an_active_high_relay(
     """GPIO0-8 are pulled up while the Pi boots, before the door drives them: an active-high
     driver reads that as open. The door still starts (an external pull-down can win), but
     the journal says so; an active-low module rests high anyway."""
+    messages = warnings_at_claim(pin, active_high, caplog)
+    assert any(f"GPIO{pin} is pulled up while the Pi boots" in m for m in messages) is warned
+
+
+@pytest.mark.parametrize("active_high", [True, False])
+@pytest.mark.parametrize("pin", [0, 1])
+def test_a_hat_id_pin_is_warned_of_for_either_polarity(
+    pin: int, active_high: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: GPIO0/1 with an active-low module passed without a word, though the
+    firmware drives them at boot as the I2C lines of a HAT's ID EEPROM."""
+    messages = warnings_at_claim(pin, active_high, caplog)
+    assert any(f"GPIO{pin} is an I2C line of a HAT's ID EEPROM" in m for m in messages), messages
+
+
+def warnings_at_claim(pin: int, active_high: bool, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The relay's warnings when it claims `pin`, which it leaves locked."""
     factory = MockFactory()
     with (
         caplog.at_level("WARNING", logger="edge_app.relay"),
         Relay(pin, active_high=active_high, pin_factory=factory),
     ):
         assert factory.pin(pin).state is (not active_high)  # locked
-    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any(f"GPIO{pin} is pulled up while the Pi boots" in m for m in messages) is warned
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_relay_off_imports_no_numpy() -> None:

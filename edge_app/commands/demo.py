@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         out.flush()
         # Each event is printed once, as its JSON line: not also as the event log's INFO line.
         logging.getLogger("edge_app.events").setLevel(logging.WARNING)
-        door = Daemon(config, engine=engine, pin_factory=factory)
+        door = Daemon(config, engine=engine, pin_factory=factory, reloads=False)
         code = door.run()
         states = factory.pin(config.gpio.pin).states
         out.write(relay_history(states, config.gpio.pin, config.gpio.active_high))

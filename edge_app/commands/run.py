@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 
+from edge_app import paths
 from edge_app.commands import config_path
-from edge_app.config import GPIO_FACTORIES
+from edge_app.config import (
+    GPIO_FACTORIES,
+    GPIO_PIN_MAX,
+    PULSE_SECONDS_MAX,
+    PULSE_SECONDS_MIN,
+    GpioConfig,
+)
 from edge_app.errors import UserError
+from edge_app.manifest import recognition_range
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.policy import DENIED_REASONS
-from edge_app.runtime import BACKENDS
+from edge_app.runtime import BACKENDS, MAX_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +95,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--gpio", choices=GPIO_FACTORIES, help='pin factory; "mock" simulates the relay'
     )
-    parser.add_argument("--pin", type=int, metavar="N", help="BCM GPIO number of the relay")
-    parser.add_argument("--pulse", type=float, metavar="SECONDS", help="unlock pulse length")
+    parser.add_argument(
+        "--pin",
+        type=int,
+        metavar="N",
+        help=f"BCM GPIO number of the relay, 0-{GPIO_PIN_MAX} (default: gpio.pin, "
+        f"{GpioConfig().pin})",
+    )
+    parser.add_argument(
+        "--pulse",
+        type=float,
+        metavar="SECONDS",
+        help=f"unlock pulse length, {PULSE_SECONDS_MIN:g} to {PULSE_SECONDS_MAX:g} s (default: "
+        f"gpio.pulse_seconds, {GpioConfig().pulse_seconds:g})",
+    )
     parser.add_argument(
         "--events", metavar="FILE", help='also write events as JSON lines ("-" = stdout)'
     )
@@ -99,10 +119,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models = parser.add_argument_group("models")
     models.add_argument("--models", metavar="DIR", help="models folder")
     models.add_argument("--backend", choices=BACKENDS, help="where the models run")
-    models.add_argument("--threads", type=int, metavar="N", help="CPU threads")
-    models.add_argument("--min-face", type=int, metavar="PX", help="smallest face to detect")
-    models.add_argument("--threshold", type=float, help="cosine similarity to accept a match")
-    models.add_argument("--margin", type=float, help="required lead over the second best")
+    models.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"CPU threads, 1-{MAX_THREADS} (default: models.threads, else all cores)",
+    )
+    models.add_argument(
+        "--min-face",
+        type=int,
+        metavar="PX",
+        help="smallest face to detect, in pixels (default: detection.min_face, else the models')",
+    )
+    models.add_argument(
+        "--threshold",
+        type=float,
+        help=f"score to accept a match, {recognition_range('threshold')} (default: "
+        "recognition.threshold, else the models' rule)",
+    )
+    models.add_argument(
+        "--margin",
+        type=float,
+        help=f"required lead over the second best person, {recognition_range('margin')} "
+        "(default: recognition.margin, else the models' rule)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -112,7 +152,13 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items()}
     config = door_config(args.config, overrides)
-    daemon = Daemon(config, config_path=args.config, overrides=overrides)
+    # A door started from the default file reads that file at each reload: one gone by then
+    # is refused as a --config one is, rather than reloaded as the defaults (which dropped
+    # the file's allowed hours and access rules without a word).
+    config_path = args.config
+    if config_path is None and paths.DEFAULT_CONFIG.exists():
+        config_path = paths.DEFAULT_CONFIG
+    daemon = Daemon(config, config_path=config_path, overrides=overrides)
     try:
         return daemon.run()
     except UserError:
