@@ -99,7 +99,9 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # (UTC time, event type, sanitised name, track). A user's own photos in the folder stay.
 # ..._t<track>.jpg, or _t<track>-<n>.jpg when that name was taken (a clock stepped back).
 _SNAPSHOT = (
-    r"(\d{8}T\d{6}\.\d{3})Z_(?:" + "|".join(TYPES) + r")_[A-Za-z0-9_.-]{0,60}_t\d+(?:-\d)?\.jpg"
+    r"(\d{8}T\d{6}\.\d{3})Z_(?:"
+    + "|".join(TYPES)
+    + r")_(?P<label>[A-Za-z0-9_.-]{0,60})_t\d+(?:-\d)?\.jpg"
 )
 SNAPSHOT_NAME = re.compile("^" + _SNAPSHOT + r"\Z")
 # A snapshot being written: its temporary name (_write_snapshot). One a killed door left
@@ -727,7 +729,7 @@ class EventLog:
     ) -> str | None:
         folder = Path(self.snapshots)  # type: ignore[arg-type]
         stamp = datetime.fromtimestamp(now, UTC).strftime(_STAMP)[:-3]
-        label = _SAFE.sub("_", name or "unknown")[:60]
+        label = snapshot_label(name or "unknown")
         base = f"{stamp}Z_{kind}_{label}_t{track or 0}"
         path = folder / f"{base}.jpg"
         if not self._prepare_snapshots():
@@ -871,6 +873,9 @@ class History:
     events: int
     snapshots: int
     took_place: int = 0
+    # Snapshots left that carry one of their names' labels and that no event names: taken
+    # while events.db was off or failing. Not deleted: a label can be another person's.
+    unnamed: int = 0
 
 
 NO_HISTORY = History(0, 0)
@@ -926,11 +931,14 @@ def history_of(db: Path | None, snapshots: Path | None, names: Sequence[str]) ->
     """How much the door recorded about these people (read-only; nothing is created)."""
     named: list[tuple[int, str | None]] = []
     took_place: list[int] = []
+    named_files: set[str] = set()
     if db is not None and db.exists():
         with closing(connect_read_only(db)) as connection:
             named, took_place = _named_rows(connection, names)
+            named_files = _named_snapshots(connection)
     files = _their_snapshots(snapshots, [snapshot for _, snapshot in named])
-    return History(len(named), len(files), len(took_place))
+    unnamed = _labelled_snapshots(snapshots, names, named_files)
+    return History(len(named), len(files), len(took_place), len(unnamed))
 
 
 def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str]) -> History:
@@ -970,9 +978,40 @@ def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str])
                 raise
             if (named or took_place) and (why := empty_wal(connection)) is not None:
                 log.warning("erased events may stay in %s-wal for now (%s)", db.name, why)
+            named_files = _named_snapshots(connection)
         finally:
             connection.close()
-    return History(len(named), gone, len(took_place))
+    else:
+        named_files = set()
+    unnamed = _labelled_snapshots(snapshots, names, named_files)
+    return History(len(named), gone, len(took_place), len(unnamed))
+
+
+def _named_snapshots(connection: sqlite3.Connection) -> set[str]:
+    """The file names of the snapshots events name."""
+    rows = connection.execute("SELECT snapshot FROM events WHERE snapshot IS NOT NULL")
+    return {Path(snapshot).name for (snapshot,) in rows}
+
+
+def _labelled_snapshots(folder: Path | None, names: Sequence[str], named: set[str]) -> list[Path]:
+    """The snapshots of `folder` whose file name carries one of these names' labels (as
+    _snapshot writes it) and that no event names (`named`)."""
+    if folder is None or not folder.is_dir():
+        return []
+    labels = {snapshot_label(name).casefold() for name in names}
+    return [
+        path
+        for path in own_snapshots(folder)
+        if path.name not in named
+        and (found := SNAPSHOT_NAME.match(path.name)) is not None
+        and found["label"].casefold() in labels
+    ]
+
+
+def snapshot_label(name: str) -> str:
+    """A name as a snapshot's file name holds it: ASCII letters, digits, dots and hyphens,
+    the rest as `_`, at most 60 characters (so several people may share one label)."""
+    return _SAFE.sub("_", name)[:60]
 
 
 def _delete_snapshots(folder: Path | None, named: list[tuple[int, str | None]]) -> int:

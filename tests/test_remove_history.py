@@ -293,3 +293,65 @@ def test_a_relative_events_path_leaves_remove_as_it_was_and_refuses_history(
 
     assert cli.main(["remove", "--config", str(door), "Bob"]) == 0
     assert capsys.readouterr().out == "removed 'Bob' (1 samples)\n"
+
+
+def test_snapshots_no_event_names_are_counted_for_the_user_to_look_at(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: with `[events] db = ""` (the journal only) or an events database
+    that could not be written, a snapshot of Alice had no row naming it: `remove --history`
+    said "0 events, 0 snapshots" and left her face on disk without a word. They are not
+    deleted by their file name (a label can be another person's: see above), but counted."""
+    config = door_config(tmp_path)
+    state = state_of(config)
+    config.write_text(config.read_text().replace(f'db = "{state / "events.db"}"', 'db = ""'))
+    with Gallery.open(state / "gallery.db", create=True) as gallery:
+        gallery.enroll("Alice Martin", samples(1, 1))
+    clock = iter(1_800_000_000.0 + i for i in range(100))
+    log = EventLog(None, snapshots=state / "snapshots", clock=lambda: next(clock))
+    log.record("recognized", name="Alice Martin", score=0.8, track=1, crop=CROP)
+    log.record("recognized", name="Bob", score=0.8, track=2, crop=CROP)
+    log.close()
+    before = sorted(p.name for p in (state / "snapshots").iterdir())
+    assert len(before) == 2
+
+    assert cli.main(["remove", "--config", str(config), "--history", "Alice Martin"]) == 0
+
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "erased their history: 0 events, 0 snapshots",
+        f"1 other snapshot(s) in {state / 'snapshots'} carry their name's label in the file "
+        "name but no event names them (taken while events.db was off or could not be "
+        "written): left, since that label can be another person's; look at them and delete "
+        "theirs by hand",
+    ]
+    assert sorted(p.name for p in (state / "snapshots").iterdir()) == before
+    # Once removed from the gallery, typed in another case (a review: neither was found).
+    assert cli.main(["remove", "--config", str(config), "--history", "alice MARTIN"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "erased their history: 0 events, 0 snapshots"
+    # A plain removal says so too.
+    with Gallery.open(state / "gallery.db") as gallery:
+        gallery.enroll("Alice Martin", samples(1, 1))
+    assert cli.main(["remove", "--config", str(config), "Alice Martin"]) == 0
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[1]
+        .startswith(f"1 other snapshot(s) in {state / 'snapshots'} carry their name's label")
+    )
+
+
+def test_a_rename_says_the_history_stays_under_the_old_name(
+    door: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: after `rename`, `remove --history NEW` found nothing recorded
+    under the old name, and nothing had said so. The rename says where it stays."""
+    assert cli.main(["rename", "--config", str(door), "alice martin", "Alice Smith"]) == 0
+
+    assert capsys.readouterr().out.splitlines() == [
+        "renamed 'Alice Martin' to 'Alice Smith'",
+        "their history stays: 4 events and 2 snapshots name them (kept 90 days); "
+        "`edge-app remove --history` with the old name, 'Alice Martin', erases it",
+    ]
+    assert cli.main(["remove", "--config", str(door), "--history", "Alice Martin"]) == 0
+    assert "erased their history: 3 events, 2 snapshots" in capsys.readouterr().out
+    assert cli.main(["rename", "--config", str(door), "Bob", "Robert"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("their history stays: 1 events")

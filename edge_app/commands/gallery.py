@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import unicodedata
 from dataclasses import asdict
@@ -256,24 +257,49 @@ def run_remove(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"erased their history: {erased.events} events, {erased.snapshots} snapshots{took}\n"
         )
+        if erased.unnamed:
+            sys.stdout.write(_labelled_line(erased.unnamed, events.snapshots))
         if events.jsonl is not None:
             sys.stdout.write(
                 f"{events.jsonl} is not rewritten: the door only appends to it "
                 "(docs/DAEMON.md, Events)\n"
             )
         return 0
+    _say_history_stays(events, everyone, "with the same names")
+    return 0
+
+
+def _labelled_line(count: int, folder: Path | None) -> str:
+    """The snapshots no event names that carry a name's label (events.History.unnamed):
+    never deleted by their file name, since a label can be another person's."""
+    return (
+        f"{count} other snapshot(s) in {folder} carry their name's label in the file name but "
+        "no event names them (taken while events.db was off or could not be written): "
+        "left, since that label can be another person's; look at them and delete theirs "
+        "by hand\n"
+    )
+
+
+def _say_history_stays(events: EventsConfig, names: list[str], how: str) -> None:
+    """What the door recorded about `names` that stays, and how to erase it: a hint, so a
+    history that cannot be read (another user's files, a store the door refuses) says
+    nothing."""
+    from edge_app.events import NO_HISTORY
+
     try:
-        kept = _history(events, everyone)
+        kept = _history(events, names)
     except UserError:
-        return 0  # only a hint: another user's files, a store the door will refuse itself
+        return
     if kept != NO_HISTORY:
         days = f"{events.retention_days} days" if events.retention_days else "without limit"
-        sys.stdout.write(
-            f"their history stays: {kept.events + kept.took_place} events and {kept.snapshots} "
-            f"snapshots name them (kept {days}); `edge-app remove --history` with the same "
-            "names erases it\n"
-        )
-    return 0
+        if kept.events or kept.took_place or kept.snapshots:
+            sys.stdout.write(
+                f"their history stays: {kept.events + kept.took_place} events and "
+                f"{kept.snapshots} snapshots name them (kept {days}); `edge-app remove "
+                f"--history` {how} erases it\n"
+            )
+        if kept.unnamed:
+            sys.stdout.write(_labelled_line(kept.unnamed, events.snapshots))
 
 
 def _history(
@@ -316,7 +342,7 @@ def _may_erase(events: EventsConfig) -> None:
             )
 
 
-def _door_events(args: argparse.Namespace) -> EventsConfig | None:
+def _door_events(args: argparse.Namespace, *, history: bool | None = None) -> EventsConfig | None:
     """The [events] section of the door the command works on: the config's (--config, else
     the default config), not when --db names a gallery of its own. None without an events
     database or snapshots folder. A relative path (the door's working folder is unknown
@@ -325,10 +351,11 @@ def _door_events(args: argparse.Namespace) -> EventsConfig | None:
         return None
     from edge_app.config import load_config
 
+    history = args.history if history is None else history
     events = load_config(args.config).events
     for key, path in (("events.db", events.db), ("events.snapshots", events.snapshots)):
         if path is not None and not path.is_absolute():
-            if not args.history:
+            if not history:
                 return None
             raise UserError(
                 f"{key} {path} in the config is relative to the folder the door runs in, "
@@ -357,8 +384,13 @@ def run_rename(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery
 
     with Gallery.open(db_path(args)) as gallery:
+        (old,) = _as_stored(gallery, [args.old])
         stored = gallery.rename(args.old, args.new)
-    sys.stdout.write(f"renamed {args.old!r} to {stored!r}\n")
+    sys.stdout.write(f"renamed {old!r} to {stored!r}\n")
+    # What the door recorded stays under the old name: erasing the new one would not find it.
+    events = _door_events(args, history=False)
+    if events is not None:
+        _say_history_stays(events, [old], f"with the old name, {shlex.quote(old)},")
     return 0
 
 
@@ -372,6 +404,8 @@ def run_export(args: argparse.Namespace) -> int:
     )
     from edge_app.private_file import NotRegularFileError, write_private_text
 
+    if not args.out.strip():  # Path("") is ".": "it is a folder, not a regular file" misled
+        raise UserError("FILE is empty: give a file name (an unset shell variable?), or -")
     with Gallery.open(db_path(args), read_only=True) as gallery:
         if args.out == "-":
             counted = CountedWriter(sys.stdout)
