@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from edge_app.commands import shown
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 from edge_app.gallery import (
@@ -103,7 +104,8 @@ class EnrollError(UserError):
 
     def __init__(self, name: str, problems: Sequence[Problem], summary: str = "") -> None:
         self.problems = list(problems)
-        lines = [f"  {p.source}: {p.message}" for p in self.problems]
+        # A file named with a newline or a terminal escape must not forge a line of output.
+        lines = [f"  {shown(p.source)}: {p.message}" for p in self.problems]
         head = summary or f"nothing enrolled for {name!r}; fix or drop these photos and retry"
         super().__init__("\n".join([f"{head} (the gallery is unchanged)", *lines]))
 
@@ -414,7 +416,9 @@ def enroll_camera(
     last: Rejection | None = None
     picture: str | None = None  # why the camera shows no face, when its picture says why
     with (
-        tqdm(total=count, desc=f"enrolling {name}", unit="sample", disable=not progress) as bar,
+        tqdm(
+            total=count, desc=f"enrolling {name}", unit="sample", disable=None if progress else True
+        ) as bar,
         _call_after(timeout, stop),  # started after the deadline is set: fires at or after it
     ):
         for index, frame in enumerate(frames):

@@ -542,11 +542,15 @@ def expand_image_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
 
 
 def image_files(paths: Sequence[Path | str]) -> list[Path]:
-    """expand_image_paths as a list; a UserError when there is none (only empty folders)."""
-    found = list(expand_image_paths(paths))
-    if not found:
-        raise UserError(
-            f"no images found in {', '.join(map(str, paths))}: give photo files or folders "
-            f"holding {', '.join(sorted(IMAGE_SUFFIXES))} files"
-        )
+    """expand_image_paths as a list; a UserError when a folder given holds no image (a
+    mistyped folder beside photos that do exist was skipped without a word)."""
+    found: list[Path] = []
+    for path in paths:
+        images = list(expand_image_paths([path]))
+        if not images:
+            raise UserError(
+                f"no images found in {path}: give photo files or folders holding "
+                f"{', '.join(sorted(IMAGE_SUFFIXES))} files"
+            )
+        found += images
     return found

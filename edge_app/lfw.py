@@ -61,9 +61,15 @@ def read_pairs(path: Path) -> PairList:
         raise UserError(f"{path}: empty pair list")
     header, rows = numbered[0][1], numbered[1:]
     try:
-        folds, per_fold = (int(header[0]), int(header[1])) if len(header) == 2 else (1, None)
+        if len(header) not in (1, 2):
+            raise ValueError
+        counts = [int(field) for field in header]
     except ValueError:
-        raise UserError(f"{path}: the first line must be a count or '<folds> <pairs>'") from None
+        raise UserError(
+            f"{path}: the first line must be a count or '<folds> <pairs>' (LFW's own pair "
+            f"lists start so), not {' '.join(header)[:40]!r}"
+        ) from None
+    folds, per_fold = (counts[0], counts[1]) if len(counts) == 2 else (1, None)
     first, second, same, fold = [], [], [], []
     for index, (number, row) in enumerate(rows):
         if len(row) not in (3, 4):
@@ -79,6 +85,12 @@ def read_pairs(path: Path) -> PairList:
         second.append(pair[1])
         same.append(pair[2])
         fold.append(0 if per_fold is None else index // (2 * per_fold))
+    if len(counts) == 1 and len(first) != 2 * counts[0]:
+        # A truncated pairsDevTest.txt was scored as if whole, to a figure that meant little.
+        raise UserError(
+            f"{path}: the header promises {counts[0]} same-person and {counts[0]} "
+            f"different-person pairs ({2 * counts[0]} lines), but the file has {len(first)}"
+        )
     if per_fold is not None and len(first) != 2 * folds * per_fold:
         raise UserError(
             f"{path}: the header promises {folds} folds of {per_fold} same-person and "

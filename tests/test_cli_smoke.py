@@ -861,6 +861,12 @@ def test_identify_refuses_a_folder_without_images(
     assert done.returncode == 2
     assert f"no images found in {tmp_path / 'photos'}: give photo files" in done.stderr
     assert done.stdout == ""
+    # An audit: beside a photo that exists, the empty folder was skipped without a word.
+    photo = next((Path(__file__).parent / "data" / "lfw_sample" / "Rick_Perry").glob("*.jpg"))
+    args = ("identify", str(photo), str(tmp_path / "photos"), "--db", str(enrolled[0]))
+    done = run(tmp_path, *args)
+    assert done.returncode == 2
+    assert f"no images found in {tmp_path / 'photos'}: give photo files" in done.stderr
 
 
 @pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "3601", "1e10"])
@@ -887,6 +893,35 @@ def test_enroll_refuses_more_samples_than_a_person_may_have(tmp_path: Path, samp
     assert done.returncode == 2
     assert f"--samples {samples}: must be 1 to 50, the most one person may have" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_photo_s_name_cannot_forge_a_line(tmp_path: Path) -> None:
+    """Found by an audit: enrol's list of refused photos printed file names raw, so a file
+    named with a newline wrote a line of its choosing ("ERROR ...")."""
+    photo = tmp_path / "a\nERROR fake line.jpg"
+    photo.write_bytes(b"not a photo")
+
+    done = run(tmp_path, "enroll", "Zed", str(photo), "--db", str(tmp_path / "g.db"))
+
+    assert done.returncode == 2
+    assert "a\\x0aERROR fake line.jpg: cannot decode" in done.stderr, done.stderr
+    assert not any(line.startswith("ERROR fake") for line in done.stderr.splitlines())
+
+
+def test_a_camera_enrolment_draws_no_progress_bar_into_a_file(tmp_path: Path) -> None:
+    """Found by an audit: `enroll --camera 2> file` (or under systemd) wrote the progress
+    bar's carriage-return frames into the file, as `eval visits` did; a bar is drawn on a
+    terminal only, as every other command's."""
+    db = tmp_path / "gallery.db"
+    clip = Path(__file__).resolve().parent.parent / "demo" / "door.mp4"
+
+    done = run(
+        tmp_path, "enroll", "Ricardo Lagos", "--camera", "--source", str(clip),
+        "--samples", "2", "--timeout", "60", "--db", str(db), "--backend", "cpu",
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "sample/s" not in done.stderr, done.stderr
 
 
 def test_enroll_from_a_camera_that_is_not_there_gives_up_at_its_timeout(tmp_path: Path) -> None:
@@ -1720,4 +1755,32 @@ def test_flags_that_contradict_each_other_are_refused(
     done = run(tmp_path, *argv)
     assert done.returncode == 2
     assert refusal in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", [["--clear-discovery"], ["--sign-unlock", "phone"]])
+@pytest.mark.parametrize("command", ["passwd", "unlock-code"])
+def test_a_hub_option_given_with_a_hub_command_is_refused(
+    tmp_path: Path, option: list[str], command: str
+) -> None:
+    """Found by an audit: `hub --clear-discovery passwd --stdin` set the password, exit 0,
+    and cleared nothing, without a word."""
+    config = tmp_path / "door.toml"
+    secret = tmp_path / "secret"
+    config.write_text(f'[web]\npassword_file = "{secret}"\n[mqtt]\nunlock_code_file = "{secret}"\n')
+    config.chmod(0o600)
+
+    done = run(tmp_path, "hub", *option, command, "--stdin", "--config", str(config))
+
+    assert done.returncode == 2
+    assert f"{option[0]} is a command of its own" in done.stderr
+    assert not secret.exists()
+
+
+def test_export_to_an_empty_file_name_says_it_is_empty(tmp_path: Path) -> None:
+    """Found by an audit: `export ''` (an unset shell variable) said ".: it is a folder"."""
+    done = run(tmp_path, "export", "", "--db", str(tmp_path / "gallery.db"))
+
+    assert done.returncode == 2
+    assert "FILE is empty: give a file name (an unset shell variable?), or -" in done.stderr
     assert list(tmp_path.iterdir()) == []

@@ -23,7 +23,7 @@ from edge_app.visit_clips import FACE_REGION, FPS, SIZE, VisitClip, build_visit,
 
 def test_people_in_pairs(tmp_path: Path) -> None:
     path = tmp_path / "pairs.txt"
-    path.write_text("2\nAnn\t1\t2\nBo\t1\tCy\t3\n")
+    path.write_text("1\nAnn\t1\t2\nBo\t1\tCy\t3\n")
     assert people_in_pairs(path) == {"Ann", "Bo", "Cy"}
 
 

@@ -1248,6 +1248,8 @@ def test_password_file_is_private_and_replaced_atomically(tmp_path: Path) -> Non
     assert [p.name for p in path.parent.iterdir()] == ["web-password"]  # no temp left
     with pytest.raises(auth.PasswordError, match="at least 8 characters"):
         auth.write_password_file(path, "short")
+    with pytest.raises(auth.PasswordError, match="only spaces"):  # an audit: it was taken
+        auth.write_password_file(path, " " * 12)
     assert auth.verify_password("second password", path.read_text())
     os.chmod(path, 0o644)
     with pytest.raises(auth.PasswordError, match=r"mode 0644\); run `chmod 600"):

@@ -96,6 +96,20 @@ def run(args: argparse.Namespace) -> int:
     return Hub.from_config(config, args.config).run()
 
 
+def _alone(args: argparse.Namespace, command: str) -> None:
+    """Refuse `hub --clear-discovery COMMAND` and `hub --sign-unlock X COMMAND`: the option
+    was silently ignored while the command ran."""
+    from edge_app.errors import UserError
+
+    given = "--clear-discovery" if args.clear_discovery else None
+    given = given or ("--sign-unlock" if args.sign_unlock is not None else None)
+    if given is not None:
+        raise UserError(
+            f"{given} is a command of its own: run `edge-app hub {given} ...` and "
+            f"`edge-app hub {command}` one after the other; nothing was changed"
+        )
+
+
 def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     """The hub's subcommands (one argparse group shared by every `edge-app hub COMMAND`)."""
     for action in parser._actions:
@@ -201,6 +215,7 @@ def run_unlock_code(args: argparse.Namespace) -> int:
     from edge_app.errors import UserError
     from edge_app.hub.code import CODE_KEY, check_new_code, write_code_file
 
+    _alone(args, "unlock-code")
     config = door_config(args.config, {})  # its secret file is not the config file itself
     path = config.mqtt.unlock_code_file
     if path is None:
@@ -238,6 +253,7 @@ def run_passwd(args: argparse.Namespace) -> int:
     from edge_app.config import door_config
     from edge_app.web.auth import check_new_password, write_password_file
 
+    _alone(args, "passwd")
     config = door_config(args.config, {})  # its password file is not the config file itself
     _refuse_a_missing_folder(config.web.password_file, "web.password_file")
     password = _read_new_secret(

@@ -89,6 +89,8 @@ def check_new_password(password: str) -> str:
         raise PasswordError(f"the password must have at most {PASSWORD_MAX_LENGTH} characters")
     if not password.isprintable():
         raise PasswordError("the password contains control characters")
+    if not password.strip():
+        raise PasswordError("the password is only spaces")
     return password
 
 
