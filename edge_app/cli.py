@@ -221,9 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     (`edge-app list | head -1`), else (a full disk) with one error line and exit 2."""
     with _standard_streams():
         hangup.hold()  # until the door's own handler: see edge_app.hangup
+        door = False  # a SIGHUP held for any other command (--help included) is delivered
         try:
             args = build_parser().parse_args(argv)
-            if not _is_the_door(args):
+            door = _is_the_door(args)
+            if not door:
                 hangup.release(deliver=True)
             quiet = args.quiet or (
                 getattr(args, "quiet_unless_verbose", False) and not args.verbose
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_logging(-1 if quiet else args.verbose)
             return _run(args)
         finally:
-            hangup.release(deliver=False)  # the door has ended: nothing left to reload
+            hangup.release(deliver=not door)  # (the door has ended: nothing left to reload)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1598,14 +1598,17 @@ class Daemon:
             self._reload.set()
 
         stops: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
-        hangup_handler: Callable[[int, object], None] = reload
+        handlers: dict[int, Callable[[int, object], None]] = {
+            signal.SIGTERM: stop,
+            signal.SIGINT: stop,
+            signal.SIGHUP: reload,
+        }
         if not self.reloads:
-            stops, hangup_handler = (*stops, signal.SIGHUP), stop
-        self._signals = _SignalWatch(
-            {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: hangup_handler},
-            on_signal=self._on_stop_signal,
-            stop_signals=stops,
-        )
+            # Stopped as the command it runs in would be, unless SIGHUP is ignored (`nohup`).
+            del handlers[signal.SIGHUP]
+            if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+                stops, handlers[signal.SIGHUP] = (*stops, signal.SIGHUP), stop
+        self._signals = _SignalWatch(handlers, on_signal=self._on_stop_signal, stop_signals=stops)
         if self.reloads and hangup.take():  # asked for before this handler: once started
             self._reload.set()
 

@@ -85,11 +85,12 @@ def read_pairs(path: Path) -> PairList:
         second.append(pair[1])
         same.append(pair[2])
         fold.append(0 if per_fold is None else index // (2 * per_fold))
-    if len(counts) == 1 and len(first) != 2 * counts[0]:
+    if len(counts) == 1 and (len(first) != 2 * counts[0] or sum(same) != counts[0]):
         # A truncated pairsDevTest.txt was scored as if whole, to a figure that meant little.
         raise UserError(
             f"{path}: the header promises {counts[0]} same-person and {counts[0]} "
-            f"different-person pairs ({2 * counts[0]} lines), but the file has {len(first)}"
+            f"different-person pairs ({2 * counts[0]} lines), but the file has "
+            f"{sum(same)} and {len(first) - sum(same)}"
         )
     if per_fold is not None and len(first) != 2 * folds * per_fold:
         raise UserError(

@@ -95,13 +95,17 @@ def test_the_committed_sample_pair_list() -> None:
         ([], "empty pair list"),
         (["2\t1", "Ann\t1\t2", "Ann\t1\tBo\t2", "Cy\t1\t2"], "promises 2 folds .* has 3"),
         (["0\t0"], "0 same-person and 0 different-person pairs; a threshold needs"),
-        (["1", "Ann\t1\t2", "Ann\t1\t3"], "2 same-person and 0 different-person pairs"),
-        (["1", "Ann\t1\tBo\t2", "Cy\t1\tDi\t1"], "0 same-person and 2 different-person"),
+        (["1\t1", "Ann\t1\t2", "Ann\t1\t3"], "2 same-person and 0 different-person pairs"),
+        (["1\t1", "Ann\t1\tBo\t2", "Cy\t1\tDi\t1"], "0 same-person and 2 different-person"),
         # An audit: a header of 500 over 4 pairs (a truncated list) was scored as if whole.
         (
             ["500", "Ann\t1\t2", "Bo\t1\t2", "Ann\t1\tBo\t2", "Cy\t1\tDi\t1"],
             r"promises 500 same-person and 500 different-person pairs \(1000 lines\), but the "
-            "file has 4",
+            "file has 2 and 2",
+        ),
+        (
+            ["2", "Ann\t1\t2", "Bo\t1\t2", "Cy\t1\t2", "Ann\t1\tBo\t2"],
+            "promises 2 same-person and 2 different-person pairs .* has 3 and 1",
         ),
         (["garbage", "Ann\t1\t2", "Ann\t1\tBo\t2"], "first line must be a count"),
         (["Ann\t1\t2", "Ann\t1\tBo\t2"], "first line must be a count .* not 'Ann 1 2'"),
@@ -116,6 +120,7 @@ def test_the_committed_sample_pair_list() -> None:
         "no different-person pair",
         "no same-person pair",
         "count header",
+        "count split",
         "word header",
         "no header",
     ],  # fmt: skip
@@ -336,7 +341,7 @@ def test_eval_lfw_reports_missing_images_in_one_line_before_opening_the_engine(
     pairs = write(
         tmp_path / "pairs.txt",
         [
-            "2",
+            "1\t2",
             "Martha_Stewart\t1\t2",
             "Nobody\t1\tRick_Perry\t1",
             *("Nobody\t2\tNoone\t1", "Noone\t2\tNobody\t3"),

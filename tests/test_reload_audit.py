@@ -7,6 +7,7 @@ relay (gpiozero's MockFactory), as tests/test_daemon_fast.py runs the door.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -140,7 +141,7 @@ def test_the_command_line_holds_sighup_for_the_door_from_its_start(
 
 @pytest.mark.usefixtures("held_hangup")
 def test_a_sighup_held_for_another_command_is_delivered_to_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every other command ends on a SIGHUP as before: one that came while the command line
     was read is delivered once it is known not to be the door's."""
@@ -151,6 +152,17 @@ def test_a_sighup_held_for_another_command_is_delivered_to_it(
     assert got == []
     hangup.release(deliver=True)
     assert got == [signal.SIGHUP]
+    # Through the command line, --help too (a review: it exited 0 and the SIGHUP was lost).
+    parse = argparse.ArgumentParser.parse_args
+
+    def hung_up_while_parsing(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGHUP)
+        return parse(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", hung_up_while_parsing)
+    with pytest.raises(SystemExit):
+        cli.main(["list", "--help"])
+    assert got == [signal.SIGHUP, signal.SIGHUP]
 
 
 @pytest.mark.usefixtures("held_hangup")
@@ -301,3 +313,22 @@ def test_a_flag_is_named_only_against_a_value_the_file_sets(
         write_config(path, frames, gallery, pulse_seconds=3)
         daemon._say_overridden(daemon.config)
     assert not caplog.records
+
+
+def test_under_nohup_a_door_inside_another_command_ignores_sighup(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A review: `nohup edge-app eval visits &` then an ssh logout stopped the evaluation; an
+    ignored SIGHUP stays ignored, as for every command."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        frames = write_frames(tmp_path / "frames", [NOBODY] * 60)
+        path = tmp_path / "door.toml"
+        write_config(path, frames, gallery_of_ada(tmp_path))
+        engine = ScriptedEngine(delay=0.01)
+        daemon = Daemon(load_config(path), engine=engine, pin_factory=MockFactory(), reloads=False)
+        messages = run_with_a_sighup(daemon, engine, caplog, lambda: None)
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert daemon.stopped_by is None and daemon.metrics.frames == 60
+    assert not any("reload" in m for m in messages)
