@@ -11,11 +11,19 @@ frames processed, after a warm-up (the first --warmup of the samples), gives the
 100,000 frames; the events database grows with the events by design (retention deletes
 them after `retention_days`), so it is reported per event.
 
+With --reload-every SECONDS, the door's gallery and config change under it as they do at a
+door that runs for months: every SECONDS the enrolled person is renamed with `edge-app rename`
+(back and forth: a gallery change the door picks up while running, which builds a new matcher)
+and the door is sent SIGHUP (`systemctl reload`: the config, the gallery and the site memory
+read again, the JSON-lines file reopened). The door's "gallery loaded" and "reload done" lines
+are counted, so a reload that did not happen shows.
+
 With --hub, `edge-app hub` runs beside it as installed (edge-app-hub.service): connected to
 the door's control socket and to a mosquitto broker started here on a loopback port, with a
 subscriber counting the event messages it publishes; the hub process is read the same way.
 
-    .venv/bin/python -m benchmarks.soak [--loops 1000] [--hub] [--out benchmarks/soak.json]
+    .venv/bin/python -m benchmarks.soak [--loops 1000] [--hub] [--reload-every SECONDS]
+        [--out benchmarks/soak.json]
 
 1,000 loops are 132,000 frames of 640x480 (about half an hour on 2 x86 cores); a door at 10
 frames a second sees as many in 3.7 hours, and the same people come and go 1,000 times.
@@ -26,11 +34,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +65,7 @@ CLIP = REPO / "demo" / "door.mp4"
 ENROL = REPO / "demo" / "enroll" / "Ricardo_Lagos"
 METRICS = re.compile(r"metrics (frames=.*)")
 FIELD = re.compile(r"(\w+)=([\d.]+)")
+NAMES = ("Ricardo_Lagos", "Ricardo Lagos Escobar")  # renamed back and forth by --reload-every
 
 
 def long_clip(path: Path, loops: int) -> int:
@@ -145,8 +156,37 @@ def sample(
     }
 
 
+class Changes:
+    """--reload-every: the gallery changed and the door sent SIGHUP every `every` seconds."""
+
+    def __init__(self, every: float, config: Path) -> None:
+        self.every = every
+        self.config = config
+        self.renames = self.sighups = 0
+        self.ready = False  # the door has loaded its gallery: its signal handlers are in place
+        self._due = time.monotonic() + every
+
+    def maybe(self, door: subprocess.Popen[bytes]) -> None:
+        if self.every <= 0 or time.monotonic() < self._due:
+            return
+        self._due = time.monotonic() + self.every
+        old, new = NAMES[self.renames % 2], NAMES[(self.renames + 1) % 2]
+        command = ["rename", "--config", str(self.config), old, new]
+        renamed = subprocess.run(
+            [sys.executable, "-m", "edge_app.cli", *command],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        if renamed.returncode != 0:
+            raise SystemExit(f"error: rename {old!r} failed: {renamed.stderr.strip()}")
+        self.renames += 1
+        door.send_signal(signal.SIGHUP)
+        self.sighups += 1
+
+
 def run_door(
-    config: Path, log: Path, work: Path, frames: int, hub: int | None
+    config: Path, log: Path, work: Path, frames: int, hub: int | None, changes: Changes
 ) -> tuple[int, list[dict[str, Any]], float]:
     """The door on the long clip; its exit code, the samples and the wall time."""
     command = [sys.executable, "-m", "edge_app.cli", "-v", "run", "--config", str(config)]
@@ -160,6 +200,7 @@ def run_door(
             while True:
                 finished = door.poll() is not None
                 for line in reader.readlines():
+                    changes.ready = changes.ready or "gallery loaded path=" in line
                     match = METRICS.search(line)
                     if match is None or finished:  # the last line is read after the exit
                         continue
@@ -171,6 +212,8 @@ def run_door(
                         bar.set_postfix(rss_mb=f"{samples[-1]['door_rss_mb']:.1f}")
                 if finished:
                     break
+                if changes.ready:
+                    changes.maybe(door)
                 time.sleep(0.5)
     except BaseException:
         door.terminate()
@@ -235,10 +278,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run edge-app hub beside the door, publishing to a local mosquitto",
     )
+    parser.add_argument(
+        "--reload-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="rename the enrolled person and send the door SIGHUP this often (0: never)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     if args.loops < 1 or not 0 <= args.warmup < 1 or args.snapshot_keep < 1:
         parser.error("--loops and --snapshot-keep must be at least 1, --warmup in [0, 1)")
+    if not 0 <= args.reload_every < math.inf:
+        parser.error("--reload-every must be a number of seconds, 0 or more")
     check_output(args.out, "--out")
     work = Path(tempfile.mkdtemp(prefix="edge-app-soak."))
     try:
@@ -353,8 +405,9 @@ def _soak(args: argparse.Namespace, work: Path) -> int:
             command = [sys.executable, "-m", "edge_app.cli", "-v", "hub", "--config", str(config)]
             hub = subprocess.Popen(command, stdout=hub_log, stderr=subprocess.STDOUT, cwd=REPO)
             stack.callback(stop, hub)
+        changes = Changes(args.reload_every, config)
         code, samples, wall = run_door(
-            config, work / "door.log", work, frames, hub.pid if hub else None
+            config, work / "door.log", work, frames, hub.pid if hub else None, changes
         )
         events = read_events(work / "events.db") if (work / "events.db").is_file() else []
         published = _settle(counter, len(events)) if counter is not None else None
@@ -366,7 +419,8 @@ def _soak(args: argparse.Namespace, work: Path) -> int:
     result = {
         "what": "the real edge-app run on the demo clip looped: memory, threads, open files",
         "command": f"python -m benchmarks.soak --loops {args.loops}"
-        + (" --hub" if args.hub else ""),
+        + (" --hub" if args.hub else "")
+        + (f" --reload-every {args.reload_every:g}" if args.reload_every else ""),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "exit_code": code,
         "loops": args.loops,
@@ -378,6 +432,12 @@ def _soak(args: argparse.Namespace, work: Path) -> int:
         "events_db_bytes": database,
         "events_db_bytes_per_event": round(database / len(events), 1) if events else None,
         "errors_logged": _errors(log_text),
+        "changes": {
+            "renames": changes.renames,
+            "sighups": changes.sighups,
+            "gallery_loaded_lines": log_text.count("gallery loaded path="),
+            "reload_done_lines": log_text.count("reload done"),
+        },
         "summary": summarise(samples, args.warmup),
         "series": samples,
     }
