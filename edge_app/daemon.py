@@ -1439,10 +1439,11 @@ class Daemon:
 
     def _as_running(self, new: Config) -> Config:
         """`new` as the door runs it once applied: what a reload cannot apply (RESTART_SECTIONS,
-        RESTART_KEYS) stays as the door started, and each such change is said once, with
-        the value that runs. The next reload compares with what runs, so a change is said at
+        RESTART_KEYS) stays as the door started, and each such change is said (a key with the
+        value that runs). The next reload compares with what runs, so a change is said at
         each reload until a restart (it was said once, then never, and a change undone was
-        said as a change). The hub's sections, which the door does not use, are said once."""
+        said as a change). A change to the hub's sections, which the door does not use, is
+        said once."""
         old = self.config
         kept: dict[str, Any] = {}
         for section in RESTART_SECTIONS:
