@@ -1784,3 +1784,27 @@ def test_export_to_an_empty_file_name_says_it_is_empty(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "FILE is empty: give a file name (an unset shell variable?), or -" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_output_says_why_whatever_stopped_the_command(tmp_path: Path) -> None:
+    """Found by an audit: enroll --json printed a JSON refusal for refused photos but nothing
+    for an empty or taken name, and import --json nothing on any failure: a script reading
+    stdout got JSON for some failures and empty output for others."""
+    (tmp_path / "photos").mkdir()
+    db = str(tmp_path / "gallery.db")
+    done = run(tmp_path, "enroll", " ", str(tmp_path / "photos"), "--json", "--db", db)
+    assert done.returncode == 2
+    assert json.loads(done.stdout) == {
+        "name": " ",
+        "enrolled": False,
+        "error": "the name is empty",
+        "refused": [],
+    }
+    export = tmp_path / "junk.jsonl"
+    export.write_text("junk\n")
+    done = run(tmp_path, "import", str(export), "--json", "--db", db)
+    assert done.returncode == 2
+    refusal = json.loads(done.stdout)
+    assert refusal["imported"] is False
+    assert refusal["error"].startswith("not a valid gallery export (line 1)")
+    assert not Path(db).exists()

@@ -19,7 +19,7 @@ from edge_app.gallery import MAX_SAMPLES_PER_PERSON
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from edge_app.enroll import EnrollError, EnrollResult
+    from edge_app.enroll import EnrollResult
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also store a JPEG of each face (off by default: biometric data stays minimal)",
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print the result as JSON; when nothing is enrolled, {"enrolled": false, "error": '
+        '..., "refused": [each photo refused]} (exit code 2)',
+    )
     camera = parser.add_argument_group("camera")
     camera.add_argument("--camera", action="store_true", help="collect good frames from the camera")
     camera.add_argument(
@@ -105,6 +110,15 @@ def _source(text: str) -> int | str:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UserError as error:
+        if args.json:  # a script reads why on stdout too, whatever stopped it; exit code 2
+            sys.stdout.write(_json_refusal(args.name, error))
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     from edge_app import enroll
     from edge_app.images import image_files
 
@@ -148,12 +162,7 @@ def run(args: argparse.Namespace) -> int:
     images = [] if args.camera else image_files(args.images)
     engine = open_engine(args)
     options = {"add": args.add, "keep_crops": args.keep_crops, "access": not args.no_access}
-    try:
-        result = _enroll(args, db, engine, images, options)
-    except enroll.EnrollError as error:
-        if args.json:  # a script reads why on stdout too; the exit code is still 2
-            sys.stdout.write(_json_refusal(args.name, error))
-        raise
+    result = _enroll(args, db, engine, images, options)
     sys.stdout.write(_json(result) if args.json else _text(result))
     return 0
 
@@ -261,19 +270,23 @@ def _json(result: EnrollResult) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def _json_refusal(name: str, error: EnrollError) -> str:
-    """--json when nothing was enrolled: what stopped it, each photo with its reason."""
+def _json_refusal(name: str, error: UserError) -> str:
+    """--json when nothing was enrolled: what stopped it (a name taken, a folder without
+    photos...), and each photo refused with its reason."""
+    from edge_app.enroll import EnrollError
+
+    problems = error.problems if isinstance(error, EnrollError) else []
     data = {
-        "name": name,
+        "name": printable(name),
         "enrolled": False,
-        "error": printable(str(error).splitlines()[0]),
+        "error": printable(str(error).splitlines()[0] if str(error) else ""),
         "refused": [
             {
                 "source": printable(p.source),
                 "reason": p.reason.value,
                 "message": printable(p.message),
             }
-            for p in error.problems
+            for p in problems
         ],
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"

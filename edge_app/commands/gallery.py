@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from edge_app.commands import shown
+from edge_app.commands import printable, shown
 from edge_app.commands.identify import add_db_argument, db_path
 from edge_app.errors import UserError
 
@@ -143,7 +143,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="a person in both: add the imported samples of photos not already there",
     )
-    importing.add_argument("--json", action="store_true", help="print the summary as JSON")
+    importing.add_argument(
+        "--json",
+        action="store_true",
+        help='print the summary as JSON; when nothing is imported, {"imported": false, '
+        '"error": ...} (exit code 2)',
+    )
     importing.set_defaults(handler=run_import, changes="the gallery")
 
 
@@ -474,6 +479,16 @@ def _refuse_the_door_files(out: Path, config_path: Path | None) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    try:
+        return _run_import(args)
+    except UserError as error:
+        if args.json:  # a script reads why on stdout too, whatever stopped it; exit code 2
+            refusal = {"imported": False, "error": printable(str(error).splitlines()[0])}
+            sys.stdout.write(json.dumps(refusal, indent=2, ensure_ascii=False) + "\n")
+        raise
+
+
+def _run_import(args: argparse.Namespace) -> int:
     from edge_app.gallery import Gallery, read_export_file, removed_if_left_empty
 
     db = db_path(args, create=True)
