@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_app.align import face_crops
+from edge_app.bounded_read import missing_or_kind
 from edge_app.engine import Engine
 from edge_app.images import IMAGE_SUFFIXES, ImageError, read_image
 from edge_app.lfw import read_pairs
@@ -39,7 +40,7 @@ def calibration_paths(source: Path) -> list[Path]:
             pairs = read_pairs(root / TRAIN_PAIRS)
             return [root / "images" / name for name in pairs.images]
     if not source.is_dir():
-        raise CalibrationError(f"calibration folder {source} does not exist")
+        raise CalibrationError(f"calibration folder {source} {missing_or_kind(source, 'folder')}")
     paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise CalibrationError(f"no images below {source}")

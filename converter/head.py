@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_app.bounded_read import read_bounded, zip_unpacked_bytes
+from edge_app.bounded_read import missing_or_kind, read_bounded, zip_unpacked_bytes
 from edge_app.centering import EMBEDDING_DIM, centre, mean_of, unit
 from edge_app.errors import UserError
 from edge_app.lfw import (
@@ -373,6 +373,8 @@ def load_cache(path: Path) -> dict[str, np.ndarray]:
     """The raw FaceNet outputs of every LFW development image (benchmarks/centering.py)."""
     fix = f"build it with `python -m benchmarks.centering embed --cache {path}`"
     if not path.is_file():
+        if os.path.lexists(path):  # not to be written over either: say what it is
+            raise HeadError(f"{path}: {missing_or_kind(path, 'file')}; give the embeddings cache")
         raise HeadError(f"{path}: no such embeddings cache; {fix}")
     try:
         cache = _read_npz(path)

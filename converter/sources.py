@@ -18,7 +18,7 @@ from typing import Any
 
 from converter.mtcnn_models import SourceError
 from edge_app.align import FACENET_SIZE
-from edge_app.bounded_read import read_or_refuse
+from edge_app.bounded_read import missing_or_kind, read_or_refuse
 from edge_app.centering import EMBEDDING_DIM
 from edge_app.manifest import sha256_file
 
@@ -137,7 +137,7 @@ def facenet_source(path: Path | None = None) -> FacenetSource:
     else:
         path = Path(path)
         if not path.is_file():
-            raise SourceError(f"--facenet {path}: no such file")
+            raise SourceError(f"--facenet {path}: {missing_or_kind(path, 'file')}")
         known = _KINDS.get(path.suffix.lower())
         if known is None:
             raise SourceError(

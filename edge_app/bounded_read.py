@@ -49,6 +49,18 @@ def kind_of(mode: int) -> str | None:
     return next((name for test, name in _KINDS if test(mode)), None)
 
 
+def missing_or_kind(path: Path | str, wanted: str) -> str:
+    """Why `path` is not the `wanted` ("file", "folder") it was to be, for a message: "does
+    not exist", or what is there instead ("is a device, not a file"): a FIFO or /dev/zero
+    given as a folder was said not to exist."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "does not exist"
+    kind = kind_of(mode) or "file"
+    return f"is a {kind}, not a {wanted}"
+
+
 # What a read asks for after the first (which asks for the size fstat gave, and one more).
 _CHUNK = 1 << 20
 

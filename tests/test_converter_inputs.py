@@ -948,3 +948,26 @@ def test_validate_without_float_models_says_to_build_them_all(tmp_path: Path) ->
         f"{tmp_path / 'float'}: no float models to compare the int8 ones with; build them with "
         "`make models` (edge-convert build writes both)"
     )
+
+
+def test_a_special_file_given_as_an_input_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """Found by an audit: a device or named pipe given as the calibration folder, the FaceNet
+    file or the embeddings cache was said not to exist (and the cache's message suggested
+    writing into the pipe)."""
+    from converter.calibration import CalibrationError, calibration_paths
+    from converter.head import HeadError, load_cache
+    from converter.mtcnn_models import SourceError
+    from converter.sources import facenet_source
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(CalibrationError, match="/dev/zero is a device, not a folder"):
+        calibration_paths(Path("/dev/zero"))
+    with pytest.raises(CalibrationError, match="absent does not exist"):
+        calibration_paths(tmp_path / "absent")
+    with pytest.raises(SourceError, match="/dev/zero: is a device, not a file"):
+        facenet_source(Path("/dev/zero"))
+    with pytest.raises(HeadError, match="fifo: is a named pipe, not a file; give the embeddings"):
+        load_cache(fifo)
+    with pytest.raises(HeadError, match="absent.npz: no such embeddings cache; build it"):
+        load_cache(tmp_path / "absent.npz")
