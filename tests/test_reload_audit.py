@@ -31,8 +31,9 @@ from edge_app.daemon import Daemon
 
 @pytest.fixture
 def held_hangup() -> Iterator[None]:
-    """SIGHUP's handler put back after the test (hangup.hold replaces it)."""
-    before = signal.getsignal(signal.SIGHUP)
+    """SIGHUP's default handler for the test (a runner started under nohup has it ignored,
+    which hangup.hold leaves so), and the runner's put back after it."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
     hangup.take()
     try:
         yield
@@ -268,6 +269,7 @@ def test_systemctl_status_says_whether_the_last_reload_was_refused(
     assert after and "reload refused" not in after[0], statuses  # the next reload applied
 
 
+@pytest.mark.usefixtures("held_hangup")
 @pytest.mark.parametrize("reloads", [True, False])
 def test_a_door_inside_another_command_is_stopped_by_sighup_not_reloaded(
     reloads: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -213,7 +213,7 @@ def _lfw(root: Path, people: int, per_person: int, prefix: str, start: int) -> l
         for i, (a, b) in enumerate(zip(names, names[1:] + names[:1], strict=True))
     ]
     different += different[: len(same) - len(different)]
-    return [str(len(same) // 2), *same, *different]
+    return [str(len(same)), *same, *different]  # (the header: the same-person pairs)
 
 
 def _write_dataset(root: Path) -> tuple[Path, Path]:
