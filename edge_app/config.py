@@ -922,12 +922,21 @@ def door_config(path: Path | None, overrides: Mapping[str, Any]) -> Config:
     overrides, none of the files edge-app writes (written_files) being that config file:
     events appended to it, or a secret written over it, would leave a door that cannot start
     again."""
-    config = apply_overrides(load_config(path), overrides)
+    return read_door_config(path, overrides)[0]
+
+
+def read_door_config(
+    path: Path | None, overrides: Mapping[str, Any]
+) -> tuple[Config, dict[str, Any]]:
+    """door_config, and the file's tables as read: which keys the file itself sets (a
+    reload names an override the file contradicts) from the same read."""
+    where, data = read_config_file(path)
+    config = apply_overrides(parse_config(data, str(where)), overrides)
     config_file = Path(path) if path is not None else paths.DEFAULT_CONFIG
     try:
         config_id = _file_id(os.stat(config_file))
     except OSError:
-        return config  # no config file (the defaults): nothing to damage
+        return config, data  # no config file (the defaults): nothing to damage
     for key, written in written_files(config).items():
         try:
             same = written is not None and _file_id(os.stat(written.expanduser())) == config_id
@@ -935,7 +944,7 @@ def door_config(path: Path | None, overrides: Mapping[str, Any]) -> Config:
             continue
         if same:  # by name, symbolic or hard link
             raise ConfigError(f"{key}: {written} is the config file itself; give it its own file")
-    return config
+    return config, data
 
 
 def _file_id(info: os.stat_result) -> tuple[int, int]:

@@ -51,8 +51,7 @@ from edge_app.config import (
     Config,
     ConfigError,
     RecognitionConfig,
-    door_config,
-    read_config_file,
+    read_door_config,
 )
 from edge_app.control import ControlServer, attach
 from edge_app.errors import UserError, cut
@@ -1366,7 +1365,7 @@ class Daemon:
         if self.events is not None:
             self.events.reopen()
         try:
-            new = door_config(self.config_path, self.overrides)
+            new, written = read_door_config(self.config_path, self.overrides)
             Policy.check(new.policy)
             live_rule = self._resolve_liveness(new)
         except (ConfigError, ValueError, UserError) as error:
@@ -1375,7 +1374,7 @@ class Daemon:
         except Exception as error:  # whatever a new config trips on must not stop the door
             self._refuse_reload(f"{type(error).__name__}: {error}")
             return
-        self._say_overridden(new)
+        self._say_overridden(new, written)
         assert self.recognizer is not None, "reloads are applied by the frame loop, after _start()"
         self._reloading = None  # a reload still building: this one replaces it
         try:
@@ -1472,19 +1471,15 @@ class Daemon:
                 )
         return dataclasses.replace(new, **kept)
 
-    def _say_overridden(self, new: Config) -> None:
+    def _say_overridden(self, new: Config, written: Mapping[str, Any]) -> None:
         """Name the keys the command line sets (`edge-app run --pulse 2`) that the file also
-        sets, to another value: a reload reads the file, and the flag still wins."""
-        given = {key: value for key, value in self.overrides.items() if value is not None}
-        if not given:
-            return
-        try:
-            _, data = read_config_file(self.config_path)
-        except Exception:  # read by door_config a moment ago; this is only a hint
-            return
-        for dotted, value in given.items():
+        sets (`written`: its tables as read), to another value: a reload reads the file, and
+        the flag still wins."""
+        for dotted, value in self.overrides.items():
+            if value is None:
+                continue
             section, _, key = dotted.partition(".")
-            table = data.get(section)
+            table = written.get(section)
             if not isinstance(table, dict) or key not in table:
                 continue
             if not _same_value(table[key], getattr(getattr(new, section), key)):

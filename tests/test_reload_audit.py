@@ -25,7 +25,7 @@ from test_daemon_fast import NOBODY, PIN, ScriptedEngine, gallery_of_ada, write_
 
 from edge_app import cli, hangup, paths
 from edge_app.commands import run as run_command
-from edge_app.config import ConfigError, door_config, load_config
+from edge_app.config import ConfigError, door_config, load_config, read_door_config
 from edge_app.daemon import Daemon
 
 
@@ -311,9 +311,9 @@ def test_a_flag_is_named_only_against_a_value_the_file_sets(
     overrides = {"gpio.pulse_seconds": 3.0, "gpio.pin": None}
     daemon = Daemon(door_config(path, overrides), config_path=path, overrides=overrides)
     with caplog.at_level("WARNING", logger="edge_app.daemon"):
-        daemon._say_overridden(daemon.config)
+        daemon._say_overridden(*read_door_config(path, overrides))
         write_config(path, frames, gallery, pulse_seconds=3)
-        daemon._say_overridden(daemon.config)
+        daemon._say_overridden(*read_door_config(path, overrides))
     assert not caplog.records
 
 
