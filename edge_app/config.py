@@ -672,7 +672,13 @@ SECTIONS: dict[str, type] = {
 }
 
 
-def _unknown(kind: str, name: str, known: list[str]) -> str:
+def _unknown(kind: str, name: str, known: list[str], errors: list[str]) -> str:
+    """The problem line for an unknown key or section. Past the PROBLEMS_SHOWN lines a
+    ConfigError shows, the line is only counted: no close match is looked for (a reload
+    reads the file on the door's frame loop, and a file of 100,000 unknown keys would spend
+    3 s in difflib)."""
+    if len(errors) >= PROBLEMS_SHOWN:
+        return f"{cut(name)}: unknown {kind}"
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
     name = cut(name)  # a key of 900 kB would make a line of 900 kB
@@ -687,7 +693,7 @@ def _build_section(name: str, cls: type, data: Any, errors: list[str]) -> Any:
     values: dict[str, Any] = {}
     for key, raw in data.items():
         if key not in fields:
-            errors.append(f"{name}." + _unknown("key", key, list(fields)))
+            errors.append(f"{name}." + _unknown("key", key, list(fields), errors))
             continue
         try:
             values[key] = fields[key].metadata["check"](raw)
@@ -877,13 +883,22 @@ def _mqtt_checks(config: Config, errors: list[str]) -> None:
         )
 
 
+def _sections_of_keys() -> dict[str, list[str]]:
+    owners: dict[str, list[str]] = {}
+    for section, kind in SECTIONS.items():
+        for key in dataclasses.fields(kind):
+            owners.setdefault(key.name, []).append(section)
+    return owners
+
+
+# Which sections have a key of each name, looked up for every key written above every section
+# header (a file may hold 100,000 of them).
+_SECTIONS_OF_KEY = _sections_of_keys()
+
+
 def _outside_sections(name: str) -> str:
     """A key written above every [section] header: which section's it may be."""
-    owners = [
-        section
-        for section, kind in SECTIONS.items()
-        if name in {f.name for f in dataclasses.fields(kind)}
-    ]
+    owners = _SECTIONS_OF_KEY.get(name, [])
     if owners:
         hint = f"move it under [{owners[0]}]" + (
             "" if len(owners) == 1 else f" (or {', '.join(f'[{o}]' for o in owners[1:])})"
@@ -902,7 +917,7 @@ def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:
             errors.append(_outside_sections(name))
             continue
         if name not in SECTIONS:
-            errors.append(_unknown("section", name, list(SECTIONS)))
+            errors.append(_unknown("section", name, list(SECTIONS), errors))
             continue
         sections[name] = _build_section(name, SECTIONS[name], section, errors)
     config = Config(**sections)

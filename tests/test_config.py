@@ -763,3 +763,32 @@ def test_a_config_of_thousands_of_problems_names_a_few_and_counts_the_rest() -> 
     assert len(lines) == 1 + PROBLEMS_SHOWN + 1
     assert lines[-1] == f"  - and {5000 - PROBLEMS_SHOWN} more (fix these first)"
     assert len(raised.value.one_line()) < 4000
+
+
+def test_problems_past_those_shown_are_counted_without_looking_for_a_close_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reload validates on the door's frame loop: 96,000 unknown keys spent 3 s in difflib
+    finding "did you mean" hints that no message shows."""
+    import difflib
+
+    from edge_app.config import PROBLEMS_SHOWN
+
+    looked_up: list[str] = []
+    close_matches = difflib.get_close_matches
+
+    def counted(word: str, possibilities: list[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+        looked_up.append(word)
+        return close_matches(word, possibilities, n, cutoff)
+
+    monkeypatch.setattr(difflib, "get_close_matches", counted)
+    data: dict[str, object] = {"gpio": {f"pinn{i}": i for i in range(3000)}}
+    data.update({f"sect{i}": {} for i in range(3000)})
+    data.update({f"pin{i}": 1 for i in range(3000)})  # keys above every section header
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data, "big.toml")
+    assert len(looked_up) <= PROBLEMS_SHOWN
+    lines = str(raised.value).splitlines()
+    assert lines[0] == "big.toml: 9000 problem(s):"
+    assert "did you mean 'pin'?" in lines[1]
+    assert lines[-1] == f"  - and {9000 - PROBLEMS_SHOWN} more (fix these first)"
