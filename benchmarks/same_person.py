@@ -15,7 +15,9 @@ does (the best of each photo's cosine to the other and to the other's mirror) an
 per candidate floor, the genuine pairs it would refuse (the cost: a person's own two photos
 judged to be two people) and the different-person pairs it catches (what it buys: two people
 offered under one name, refused). The floor is chosen on DevTrain only, as the highest one
-that refuses at most MAX_GENUINE_REFUSED of its genuine pairs; DevTest checks it:
+that refuses at most MAX_GENUINE_REFUSED of its genuine pairs; DevTest checks it. It also
+reports each photo's cosine to its own mirror image (the same face: the gallery takes a
+stored mirror below edge_app.quality.MIRROR_SAME_FACE for another face's):
 
     .venv/bin/python -m benchmarks.same_person report --cache /tmp/same_person.npz
 """
@@ -36,7 +38,7 @@ from edge_app.engine import Engine
 from edge_app.images import load_photo
 from edge_app.lfw import PairList, read_pairs
 from edge_app.paths import REPO_ROOT, SHARED_DATA
-from edge_app.quality import SAME_PERSON_COSINE, Rejection, enrolment_face
+from edge_app.quality import MIRROR_SAME_FACE, SAME_PERSON_COSINE, Rejection, enrolment_face
 from edge_app.reports import check_output
 
 RESULT = REPO_ROOT / "benchmarks" / "same_person.json"
@@ -89,6 +91,22 @@ def pair_scores(cache: Any, pairs: PairList) -> tuple[np.ndarray, np.ndarray]:
     return score, pairs.same[usable]
 
 
+def mirror_cosines(cache: Any) -> dict[str, Any]:
+    """Each gated photo's own embedding against its mirror image's: the same face, so far
+    above MIRROR_SAME_FACE, the floor below which the gallery takes a stored mirror for
+    another face's."""
+    usable = ~np.isnan(cache["embedding"][:, 0])
+    cosine = np.sum(cache["embedding"][usable] * cache["mirror"][usable], axis=1)
+    return {
+        "photos": int(usable.sum()),
+        "min": round(float(cosine.min()), 4),
+        "p0.1": round(float(np.percentile(cosine, 0.1)), 4),
+        "median": round(float(np.median(cosine)), 4),
+        "floor": MIRROR_SAME_FACE,
+        "below_floor": int(np.sum(cosine < MIRROR_SAME_FACE)),
+    }
+
+
 def sweep(score: np.ndarray, same: np.ndarray) -> list[dict[str, Any]]:
     genuine, different = score[same], score[~same]
     return [
@@ -125,8 +143,14 @@ def cmd_report(args: argparse.Namespace) -> None:
         "images": int(len(cache["names"])),
         "images_refused_by_gates": int(np.isnan(cache["embedding"][:, 0]).sum()),
         "tables": tables,
+        "mirror_cosine": mirror_cosines(cache),
     }
     outputs.write_json(args.out, result, "--out", indent=1)
+    mirror = result["mirror_cosine"]
+    print(
+        f"own embedding vs mirror image's, {mirror['photos']} photos: min {mirror['min']:.3f}, "
+        f"median {mirror['median']:.3f}; {mirror['below_floor']} below {MIRROR_SAME_FACE}"
+    )
     print(f"floor chosen on DevTrain: {chosen:.2f} (shipped {SAME_PERSON_COSINE:.2f})")
     print("| floor | set | own pairs refused | different-person pairs caught |")
     print("|---|---|---|---|")

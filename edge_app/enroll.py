@@ -47,6 +47,7 @@ from edge_app.quality import (
     Rejection,
     duplicate_of,
     enrolment_face,
+    mirrors_differ,
     other_people_among,
 )
 
@@ -246,10 +247,13 @@ class _Collector:
         crop = face_crop_jpeg(frame, face.boxes[0]) if self.keep_crops else None
         # The mirror image's embedding is stored with the photo: a visitor is then matched
         # against either, which identifies more people at no cost at the door (ACCURACY.md).
-        mirror = self.engine.embed(frame, face, mirror=True)[0]
+        mirror: np.ndarray | None = self.engine.embed(frame, face, mirror=True)[0]
+        if mirror is not None and mirrors_differ(embedding[None], mirror[None])[0]:
+            mirror = None  # not seen on LFW (quality.MIRROR_SAME_FACE): the photo alone
         self.samples.append(NewSample(embedding, sha256, crop, self.model, mirror=mirror))
         self.sources.append(source)
-        self.known = np.vstack([self.known, embedding[None], mirror[None]])
+        rows = [embedding] if mirror is None else [embedding, mirror]
+        self.known = np.vstack([self.known, *rows])
         return None
 
     def another_person(self) -> list[Problem]:

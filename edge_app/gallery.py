@@ -77,7 +77,12 @@ from edge_app.private_file import (
     sweep_temporaries,
     temporary_pattern,
 )
-from edge_app.quality import NEAR_DUPLICATE_COSINE, other_people_among
+from edge_app.quality import (
+    MIRROR_SAME_FACE,
+    NEAR_DUPLICATE_COSINE,
+    mirrors_differ,
+    other_people_among,
+)
 from edge_app.sqlite_files import (
     SIDE_FILES,
     connect_read_only,
@@ -1212,7 +1217,7 @@ class Gallery:
     def load_matrix(self) -> GalleryMatrix:
         with self._snapshot() as db:
             names = db.execute(
-                """SELECT p.name, p.access FROM people p
+                """SELECT p.name, p.access, p.id FROM people p
                    WHERE EXISTS (SELECT 1 FROM samples s WHERE s.person_id = p.id)
                    ORDER BY p.id"""
             ).fetchall()
@@ -1223,6 +1228,16 @@ class Gallery:
                    WHERE person_id IN (SELECT id FROM people)
                    ORDER BY person_id, id"""
             ).fetchall()
+        rows, owners = _mirrors_of_their_photo(rows)
+        if owners:
+            whose = {row[2]: row[0] for row in names}
+            log.warning(
+                "gallery %s: %d mirror embedding(s) are another face than their photo's and "
+                "are left out of matching (%s); remove and enrol again whoever they belong to",
+                self.path,
+                len(owners),
+                first_few(sorted({whose.get(owner, "?") for owner in owners}), 5),
+            )
         # A photo's mirror embedding is one more row of its person, right after its own.
         embeddings = _blobs_to_matrix(_with_mirrors([row[1:] for row in rows]))
         ids = np.fromiter(
@@ -1299,6 +1314,11 @@ class Gallery:
         return cursor.lastrowid
 
     def _insert_samples(self, person_id: int, samples: Sequence[NewSample]) -> None:
+        for index, sample in enumerate(samples, start=1):
+            mirror = sample.mirror
+            if mirror is not None and mirrors_differ(sample.embedding[None], mirror[None])[0]:
+                cosine = float(np.dot(sample.embedding, mirror))
+                raise GalleryError(_other_face(f"sample {index}", cosine))
         now = utc_now()
         self._db.executemany(
             """INSERT INTO samples
@@ -1632,6 +1652,37 @@ def other_models_warning(by_model: dict[str | None, list[str]], model: str | Non
     )
 
 
+def _other_face(what: str, cosine: float) -> str:
+    return (
+        f"{what} mirror_embedding is another face than its embedding (cosine {cosine:.2f}, "
+        f"below {MIRROR_SAME_FACE}): a photo's mirror image shows the same face"
+    )
+
+
+def _mirrors_of_their_photo(
+    rows: list[tuple[int, bytes | None, bytes | None]],
+) -> tuple[list[tuple[int, bytes | None, bytes | None]], list[int]]:
+    """(person_id, embedding, mirror) rows with each mirror that is another face than its
+    photo's (quality.mirrors_differ) taken out, and the person ids whose mirror was. No
+    enrolment or import stores one; a gallery written by other means may hold one."""
+    paired = [i for i, row in enumerate(rows) if row[1] is not None and row[2] is not None]
+    if not paired:
+        return rows, []
+    differ = mirrors_differ(
+        _blobs_to_matrix([rows[i][1] for i in paired]),
+        _blobs_to_matrix([rows[i][2] for i in paired]),
+    )
+    if not differ.any():
+        return rows, []
+    rows = list(rows)
+    owners = []
+    for i in np.flatnonzero(differ):
+        person_id, embedding, _ = rows[paired[i]]
+        rows[paired[i]] = (person_id, embedding, None)
+        owners.append(person_id)
+    return rows, owners
+
+
 def _with_mirrors(rows: Sequence[Sequence[bytes | None]]) -> list[bytes | None]:
     """(embedding, mirror or None) rows -> every embedding, each photo's mirror after it. A
     NULL embedding is kept (as None): _blobs_to_matrix calls it damage, not a missing row."""
@@ -1869,6 +1920,8 @@ def _sample_from_export(data: object, index: int) -> NewSample:
     mirror = data.get("mirror_embedding")
     if mirror is not None:
         mirror = _embedding_from_export(mirror, f"{what} mirror_embedding")
+        if mirrors_differ(embedding[None], mirror[None])[0]:
+            raise _Invalid(_other_face(what, float(embedding @ mirror)))
     digest = _string(data.get("image_sha256"), f"{what} image_sha256")
     if not SHA256_HEX.fullmatch(digest):
         raise _Invalid(f"{what} image_sha256 must be 64 lowercase hex digits")

@@ -57,6 +57,11 @@ NEAR_DUPLICATE_COSINE = 0.98
 # another person's (benchmarks/same_person.py measures it on DevTrain and DevTest pairs;
 # docs/GALLERY.md, "One person per enrolment", says why 0.36).
 SAME_PERSON_COSINE = 0.36
+# A photo's mirror image shows the same face: its embedding's cosine to the photo's own is
+# above 0.92 for every LFW photo that passes the gates (benchmarks/same_person.py; docs/
+# GALLERY.md, "Export format"). A stored mirror embedding below this is another face's: an
+# import refuses it, and matching leaves it out (it would let that face in under the name).
+MIRROR_SAME_FACE = 0.85
 
 
 class Reason(str, Enum):  # noqa: UP042 (StrEnum would change what str() and f-strings give)
@@ -222,6 +227,14 @@ def duplicate_of(
         f"near-duplicate of a sample already there (cosine {similarity:.3f} > "
         f"{gates.near_duplicate:.2f}); skipped",
     )
+
+
+def mirrors_differ(embeddings: np.ndarray, mirrors: np.ndarray) -> np.ndarray:
+    """(N,) True where a photo's mirror embedding is not its own face's: the rows' cosine is
+    below MIRROR_SAME_FACE."""
+    own = np.asarray(embeddings, dtype=np.float32)
+    cosines = np.einsum("ij,ij->i", own, np.asarray(mirrors, dtype=np.float32))
+    return np.asarray(cosines < MIRROR_SAME_FACE)
 
 
 def photo_links(embeddings: np.ndarray, mirrors: np.ndarray) -> np.ndarray:

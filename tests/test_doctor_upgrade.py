@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from people import mirrors_of
 from test_cli_review import unit_rows
 from test_cli_smoke import _env
 
@@ -27,16 +28,17 @@ JOE = sorted((LFW_SAMPLE / "Joe_Nichols").glob("*.jpg"))
 
 def two_people(path: Path) -> Path:
     """Emma (2 photos) and Bob (1), each photo stored with its mirror: 3 samples, 6 templates."""
-    rows = unit_rows(6, 11)
+    rows = unit_rows(3, 11)
+    mirrors = mirrors_of(rows, 12)
     with Gallery.open(path, create=True) as db:
         db.enroll(
             "Emma",
             [
-                NewSample(rows[0], "a" * 64, mirror=rows[1]),
-                NewSample(rows[2], "b" * 64, mirror=rows[3]),
+                NewSample(rows[0], "a" * 64, mirror=mirrors[0]),
+                NewSample(rows[1], "b" * 64, mirror=mirrors[1]),
             ],
         )
-        db.enroll("Bob", [NewSample(rows[4], "c" * 64, mirror=rows[5])])
+        db.enroll("Bob", [NewSample(rows[2], "c" * 64, mirror=mirrors[2])])
     return path
 
 

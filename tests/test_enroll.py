@@ -14,6 +14,7 @@ import shutil
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -246,6 +247,30 @@ def test_enrol_add_and_identify(gallery_db: Path, engine) -> None:
     assert matches.best[:2] == ["Emma Watson", "Frank Solich"]
     # The stranger resembles nobody as much as the enrolled people resemble themselves.
     assert matches.scores[2] < min(matches.scores[:2])
+
+
+def test_a_photo_whose_mirror_image_is_another_face_is_stored_alone(
+    gallery_db: Path, engine
+) -> None:
+    """The gallery refuses a mirror embedding of another face (it would be matched as this
+    person); enrolment, which never saw one on LFW, keeps the photo and drops the mirror."""
+
+    class OtherFaceInTheMirror:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(engine, name)
+
+        def embed(self, frame: np.ndarray, faces, mirror: bool = False) -> np.ndarray:
+            found = engine.embed(frame, faces)
+            return np.ascontiguousarray(found[:, ::-1]) if mirror else found  # cosine ~0
+
+    photos = [lfw("Frank_Solich", 1), lfw("Frank_Solich", 2)]
+    result = enroll_photos(gallery_db, OtherFaceInTheMirror(), "Frank Solich", photos)
+    assert (result.created, result.samples) == (True, 2)
+    with Gallery.open(gallery_db) as gallery:
+        assert gallery.without_mirrors() == 2
+        stored = gallery.embeddings("Frank Solich", mirrors=True)
+    expected = [engine.embed(read_image(p), engine.detect(read_image(p)))[0] for p in photos]
+    np.testing.assert_allclose(stored, np.stack(expected), atol=1e-6)
 
 
 def test_near_duplicates_are_skipped_not_errors(tmp_path: Path, gallery_db: Path, engine) -> None:

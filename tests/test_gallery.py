@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
+import logging
 import re
 import sqlite3
 import stat
@@ -19,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 from peaks import traced_peak
-from people import samples, several_people, unit_vectors
+from people import mirrors_of, samples, several_people, unit_vectors
 
 import edge_app.gallery as gallery_module
 from edge_app.gallery import (
@@ -595,7 +597,8 @@ def test_mirror_embeddings_are_matched_beside_their_photo_but_counted_once(
     """Schema v4: a photo's mirror embedding is a row of its person right after the photo's
     own in the matching matrix, survives export/import, and is not another sample."""
     path = tmp_path / "gallery.db"
-    own, flipped = unit_vectors(2, 40), unit_vectors(2, 41)
+    own = unit_vectors(2, 40)
+    flipped = mirrors_of(own, 41)
     with Gallery.open(path, create=True) as gallery:
         gallery.enroll("Bob", samples(1, 5))  # before mirrors: no mirror stored
         gallery.enroll(
@@ -631,6 +634,57 @@ def test_mirror_embeddings_are_matched_beside_their_photo_but_counted_once(
     record["samples"][0]["mirror_embedding"] = base64.b64encode(bad).decode()
     with pytest.raises(GalleryError, match="mirror_embedding"):
         read_export(io.StringIO("\n".join([header, bob, json.dumps(record)]) + "\n"))
+
+
+def test_a_mirror_embedding_of_another_face_is_refused_and_never_matched(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: an export whose sample carried another person's embedding as its
+    mirror was imported (the one-person rule links photos by the better of the two), and
+    the door then opened for that other person under the enrolled name."""
+    own = unit_vectors(2, 40)
+    mallory = unit_vectors(1, 99)[0]
+    honest = [
+        NewSample(own[i], hashlib.sha256(b"a%d" % i).hexdigest(), mirror=mirrors_of(own[i], i))
+        for i in range(2)
+    ]
+    source = tmp_path / "source.db"
+    with Gallery.open(source, create=True) as gallery:
+        gallery.enroll("Alice", honest)
+        out = io.StringIO()
+        gallery.export(out)
+    header, alice = out.getvalue().splitlines()
+    record = json.loads(alice)
+    record["samples"][1]["mirror_embedding"] = base64.b64encode(
+        mallory.astype("<f4").tobytes()
+    ).decode()
+    hostile = "\n".join([header, json.dumps(record)]) + "\n"
+    with pytest.raises(GalleryError, match=r"sample 2 mirror_embedding is another face .*0\.85"):
+        read_export(io.StringIO(hostile))
+    # Nor can any other writer store one (an enrolment's own are the same face).
+    target = tmp_path / "target.db"
+    with Gallery.open(target, create=True) as gallery:
+        smuggled = dataclasses.replace(honest[1], mirror=mallory)
+        with pytest.raises(GalleryError, match="sample 2 mirror_embedding is another face"):
+            gallery.enroll("Alice", [honest[0], smuggled])
+        assert gallery.people() == []
+        gallery.enroll("Alice", honest)
+    # One written past the gallery (the sqlite3 shell, an older import) is left out of
+    # matching, with a warning naming whose it is; the photo's own embedding stays.
+    connection = sqlite3.connect(target)
+    connection.execute(
+        "UPDATE samples SET mirror_embedding = ? WHERE id = 2", (mallory.astype("<f4").tobytes(),)
+    )
+    connection.commit()
+    connection.close()
+    with Gallery.open(target) as gallery, caplog.at_level(logging.WARNING, "edge_app.gallery"):
+        matrix = gallery.load_matrix()
+    np.testing.assert_array_equal(
+        matrix.embeddings, np.stack([own[0], mirrors_of(own[0], 0), own[1]])
+    )
+    assert float(np.max(matrix.embeddings @ mallory)) < 0.3
+    assert "1 mirror embedding(s) are another face than their photo's" in caplog.text
+    assert "(Alice)" in caplog.text
 
 
 def test_migration_to_v4_keeps_samples_without_mirrors(db: Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from needs import unavailable
-from people import samples, several_people, unit_vectors
+from people import mirrors_of, samples, several_people, unit_vectors
 from test_events_files import rows_seen_by_another_process
 from test_hostile_input import REPO, in_own_mounts, needs_read_only_mount
 
@@ -303,13 +303,14 @@ def test_a_line_of_more_values_than_a_person_holds_is_refused_before_it_is_parse
         read_export_file(str(path))
     assert digest(db) == before
 
-    mirrors = unit_vectors(MAX_SAMPLES_PER_PERSON, 10)
+    photos = samples(MAX_SAMPLES_PER_PERSON, 9)
+    mirrors = mirrors_of(np.stack([sample.embedding for sample in photos]), 10)
     most = ExportedPerson(
         "Most",
         "2025-01-01T00:00:00Z",
         [
             dataclasses.replace(sample, mirror=mirror)
-            for sample, mirror in zip(samples(MAX_SAMPLES_PER_PERSON, 9), mirrors, strict=True)
+            for sample, mirror in zip(photos, mirrors, strict=True)
         ],
     )
     text = io.StringIO()
@@ -644,10 +645,11 @@ def traces_of(path: Path, person: list[NewSample], name: str | None) -> dict[str
 
 
 def alice() -> list[NewSample]:
-    mirrors = unit_vectors(3, 77)
+    photos = samples(3, 7, CROP)
+    mirrors = mirrors_of(np.stack([sample.embedding for sample in photos]), 77)
     return [
         dataclasses.replace(sample, mirror=mirror)
-        for sample, mirror in zip(samples(3, 7, CROP), mirrors, strict=True)
+        for sample, mirror in zip(photos, mirrors, strict=True)
     ]
 
 
