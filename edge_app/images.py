@@ -40,7 +40,9 @@ few kilobytes can declare a 30000x30000 image, a path can name a pipe that never
    only warns, with or without an end-of-image marker appended to hide the cut (and data
    after the marker, such as a phone's motion-photo video, is legitimate, so the marker
    proves nothing). The last
-   8x8 pixels (scaled with the decode) being exactly that grey is refused: none of the 7,607
+   8x8 pixels (scaled with the decode) being exactly that grey is refused, the last as the
+   file stores them: the decoder has turned the photo as its EXIF orientation says, which
+   moves them to another corner (_LAST_BLOCK_CORNER). None of the 7,607
    real JPEGs in ../shared/data ends that way, every baseline JPEG cut at 30, 60, 90 or
    99.9% of its length does. A progressive JPEG cut short decodes at lower detail instead of
    grey (its first scans hold the whole image coarsely); enrolment's blur gate judges it.
@@ -57,7 +59,7 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -103,7 +105,21 @@ _REDUCED[8] = cv2.IMREAD_REDUCED_COLOR_8
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _JPEG_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
-_JPEG_SOI, _JPEG_EOI, _JPEG_SOS = 0xD8, 0xD9, 0xDA
+_JPEG_SOI, _JPEG_EOI, _JPEG_SOS, _JPEG_APP1 = 0xD8, 0xD9, 0xDA, 0xE1
+_EXIF = b"Exif\0\0"
+_EXIF_ORIENTATION, _TIFF_SHORT = 274, 3
+# Where the decoder's last block (the bottom-right one as stored, where the grey fill of a
+# cut file always reaches) lands once each EXIF orientation is applied: (bottom, right).
+_LAST_BLOCK_CORNER = {
+    1: (True, True),  # as stored
+    2: (True, False),  # mirrored left to right
+    3: (False, False),  # turned 180 degrees
+    4: (False, True),  # mirrored top to bottom
+    5: (True, True),  # transposed
+    6: (True, False),  # turned 90 degrees clockwise
+    7: (False, False),  # transposed the other way
+    8: (False, True),  # turned 90 degrees anticlockwise
+}
 # A marker: ff, then a byte other than 00 (a stuffed ff in scan data), a restart marker (which
 # stays inside a scan) or ff (a fill byte before the marker).
 _JPEG_NEXT_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -130,6 +146,7 @@ class ImageHeader:
     width: int
     height: int
     coefficient_bytes: int = 0
+    orientation: int = 1  # a JPEG's EXIF orientation (1-8), which the decoder applies
 
 
 @dataclass(frozen=True)
@@ -165,6 +182,7 @@ def _jpeg_header(data: bytes) -> ImageHeader:
     """
     cut = _HeaderRefused(f"truncated JPEG (cut inside its header): {CUT_FIX}")
     at, frame = 2, None  # frame: the first SOF's marker, segment and offset
+    orientation: int | None = None  # from the first EXIF segment
     while True:
         if at >= len(data):
             raise cut
@@ -192,6 +210,8 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         if at + length > len(data):
             raise cut
         segment = data[at + 2 : at + length]
+        if marker == _JPEG_APP1 and orientation is None and segment.startswith(_EXIF):
+            orientation = _exif_orientation(segment[len(_EXIF) :])
         if marker in _JPEG_SOF:
             if frame is not None:
                 raise _jpeg_damaged(at - 2, "a second frame header")
@@ -205,8 +225,26 @@ def _jpeg_header(data: bytes) -> ImageHeader:
                     f"a JPEG of {scans} scans (a photo has at most about 10; more than "
                     f"{MAX_JPEG_SCANS} takes the decoder minutes): {DAMAGED_FIX}"
                 )
-            return _jpeg_frame(*frame, scan_components=segment[0] if segment else 0)
+            header = _jpeg_frame(*frame, scan_components=segment[0] if segment else 0)
+            return replace(header, orientation=orientation or 1)
         at += length
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The Orientation tag (274) of an EXIF segment's first image directory, 1 (as stored)
+    when it has none or holds no value from 1 to 8."""
+    if len(tiff) < 8 or tiff[:4] not in (b"II*\0", b"MM\0*"):
+        return 1
+    order = "<" if tiff[:2] == b"II" else ">"
+    (offset,) = struct.unpack_from(order + "I", tiff, 4)
+    if offset + 2 > len(tiff):
+        return 1
+    (count,) = struct.unpack_from(order + "H", tiff, offset)
+    for entry in range(offset + 2, min(offset + 2 + 12 * count, len(tiff) - 11), 12):
+        tag, kind, _, value = struct.unpack_from(order + "HHIH", tiff, entry)
+        if tag == _EXIF_ORIENTATION and kind == _TIFF_SHORT:
+            return value if 1 <= value <= 8 else 1
+    return 1
 
 
 def _jpeg_scans(data: bytes, at: int) -> int:
@@ -405,9 +443,14 @@ def _decoder_refusal(name: str, header: ImageHeader, error: cv2.error) -> ImageE
     )
 
 
-def _looks_truncated(rgb: np.ndarray, block: int) -> bool:
-    corner = rgb[-block:, -block:]
-    return bool(np.all(corner == GREY_FILL))
+def _looks_truncated(rgb: np.ndarray, block: int, orientation: int = 1) -> bool:
+    """Whether the decoded image's last block, as the file stores it, is all the decoder's
+    grey fill. The decoder has applied the EXIF orientation, which moves that block to
+    another corner (_LAST_BLOCK_CORNER)."""
+    bottom, right = _LAST_BLOCK_CORNER[orientation]
+    rows = slice(-block, None) if bottom else slice(None, block)
+    columns = slice(-block, None) if right else slice(None, block)
+    return bool(np.all(rgb[rows, columns] == GREY_FILL))
 
 
 def decode_image(data: bytes, name: str = "image", max_side: int | None = None) -> np.ndarray:
@@ -478,7 +521,8 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
             f"{name}: decoded {bgr.shape[1]}x{bgr.shape[0]}, but the header says "
             f"{width}x{height}: the file is damaged"
         )
-    if header.format == "JPEG" and _looks_truncated(bgr, max(1, TRUNCATION_BLOCK // reduction)):
+    block = max(1, TRUNCATION_BLOCK // reduction)
+    if header.format == "JPEG" and _looks_truncated(bgr, block, header.orientation):
         raise ImageError(f"{name}: truncated JPEG (its end is the decoder's grey fill): {CUT_FIX}")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
     if max_side is not None and max(rgb.shape[:2]) > max_side:

@@ -175,6 +175,53 @@ def test_a_cut_jpeg_is_refused_with_or_without_an_end_marker(
     refused(path, "truncated JPEG")
 
 
+def with_orientation(jpeg: bytes, orientation: int, big_endian: bool) -> bytes:
+    """`jpeg` with an EXIF segment right after its start marker saying how to turn it."""
+    order = ">" if big_endian else "<"
+    tiff = (b"MM\0*" if big_endian else b"II*\0") + struct.pack(order + "I", 8)
+    tiff += struct.pack(order + "H", 2)  # two entries: ImageWidth (a LONG), Orientation
+    tiff += struct.pack(order + "HHII", 256, 4, 1, 640)
+    tiff += struct.pack(order + "HHIHH", 274, 3, 1, orientation, 0) + b"\0\0\0\0"
+    body = b"Exif\0\0" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+# How each EXIF orientation turns the stored pixels for display (numpy on an (H, W) array).
+DISPLAYED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a.transpose(1, 0, 2), 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("big_endian", [True, False])
+def test_a_cut_jpeg_turned_by_its_exif_orientation_is_refused(
+    tmp_path: Path, orientation: int, big_endian: bool
+) -> None:
+    """Found by an audit: the decoder turns the photo as its EXIF says, taking the cut file's
+    grey fill from the bottom-right corner, the only one checked, and a photo cut at 60%
+    with the eyes under grey was enrolled."""
+    rows, columns = np.mgrid[0:128, 0:192]
+    # Smooth, so that JPEG keeps it, and unlike itself turned or mirrored any way.
+    stored = np.dstack([columns, rows * 2, (rows * columns) // 96]).astype(np.uint8)
+    whole = encode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    path = tmp_path / "turned.jpg"
+    cut = whole[: int(len(whole) * 0.7)] + b"\xff\xd9"  # the decoder fills in what is cut
+    path.write_bytes(with_orientation(cut, orientation, big_endian))
+    refused(path, "truncated JPEG")
+    # Whole, it loads turned as its EXIF says, the decoder's turn as the check's.
+    path.write_bytes(with_orientation(whole, orientation, big_endian))
+    shown = read_image(path)
+    assert shown.shape == DISPLAYED[orientation](stored).shape
+    assert np.abs(shown.astype(int) - DISPLAYED[orientation](stored)).mean() < 20
+
+
 def scan_bomb(scans: int, side: int = 2000) -> bytes:
     """A progressive grey JPEG of `scans` copies of one tiny AC scan (runs of empty blocks):
     a few dozen bytes each, and libjpeg walks every block of the frame for each one."""
