@@ -38,6 +38,7 @@ import numpy as np
 
 from edge_app import paths
 from edge_app.errors import UserError
+from edge_app.image_limits import MAX_DECODED_PIXELS
 from edge_app.images import IMAGE_SUFFIXES, ImageError, is_photo_name, read_image
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,11 @@ class Frame:
         return self.image if self.main is None else self.main
 
 
+# What a source's _capture gives: (detection image, main image or None); else the reason the
+# frame cannot be used, or None for a read that failed.
+Captured = tuple[np.ndarray, np.ndarray | None] | str | None
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Reconnect delays: initial, doubled after each failure, capped at maximum."""
@@ -135,15 +141,32 @@ def reported(value: float, fallback: float, most: float = float(2**31)) -> float
     return value if math.isfinite(value) and 0 < value <= most else fallback
 
 
+# Below this side no face can be found; above MAX_DECODED_PIXELS a frame is not a camera's
+# (a video of a few MB can hold 12000x12000 frames: 432 MB each, four of them queued).
+MIN_FRAME_SIDE = 16
+
+
+def frame_problem(image: Any) -> str | None:
+    """Why a captured image cannot be a frame (a skipped frame's logged reason), or None."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
+        what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else "nothing"
+        return f"not an 8-bit colour image ({what})"
+    height, width, channels = image.shape
+    if channels != 3:
+        return f"{channels} channels, not 3"
+    if min(height, width) < MIN_FRAME_SIDE:
+        return f"frame {width}x{height} too small ({MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} at least)"
+    if height * width > MAX_DECODED_PIXELS:
+        return f"frame {width}x{height} too large ({_megapixels()} at most)"
+    return None
+
+
+def _megapixels() -> str:
+    return f"{MAX_DECODED_PIXELS // 1_000_000} megapixels"
+
+
 def _valid_frame(image: Any) -> bool:
-    return (
-        isinstance(image, np.ndarray)
-        and image.dtype == np.uint8
-        and image.ndim == 3
-        and image.shape[2] == 3
-        and image.shape[0] >= 16
-        and image.shape[1] >= 16
-    )
+    return frame_problem(image) is None
 
 
 class FrameSource(ABC):
@@ -206,8 +229,8 @@ class LiveSource(FrameSource):
         """Open the device or stream; raise when it is not there (retried with backoff)."""
 
     @abstractmethod
-    def _capture(self) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """One (detection image, main or None), or None for a failed read."""
+    def _capture(self) -> Captured:
+        """One (detection image, main or None); else why not, or None for a failed read."""
 
     @abstractmethod
     def _disconnect(self) -> None: ...
@@ -243,9 +266,9 @@ class LiveSource(FrameSource):
                     except Exception as error:  # a vanished device: count it, reconnect
                         log.warning("camera read failed source=%s error=%r", self.name, error)
                         captured = None
-                    if captured is None:
+                    if captured is None or isinstance(captured, str):
                         failures += 1
-                        self._skip("read failed", index)
+                        self._skip(captured or "read failed", index)
                         if failures >= _LIVE_FAILURES:
                             reason = "failed_reads"
                         elif time.monotonic() - since >= self.drop_after:
@@ -273,6 +296,10 @@ class LiveSource(FrameSource):
                 )
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.backoff.maximum)
+
+
+class _FramesTooLarge(OSError):
+    """A video or stream whose frames are larger than a frame may be (frame_problem)."""
 
 
 class OpenCVSource(LiveSource):
@@ -337,15 +364,28 @@ class OpenCVSource(LiveSource):
             device.set(cv2.CAP_PROP_FPS, self.fps)
             # A stale frame opens a door late: keep the driver's queue short.
             device.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        width = int(reported(device.get(cv2.CAP_PROP_FRAME_WIDTH), 0.0))
+        height = int(reported(device.get(cv2.CAP_PROP_FRAME_HEIGHT), 0.0))
+        if width * height > MAX_DECODED_PIXELS:
+            device.release()
+            raise _FramesTooLarge(
+                f"{self.name} gives {width}x{height} frames, more than the {_megapixels()} "
+                "a frame may have; record or stream it at a lower resolution"
+            )
         self._capture_device = device
 
-    def _capture(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def _capture(self) -> Captured:
         assert self._capture_device is not None
         ok, bgr = self._capture_device.read()
-        if not ok or not _valid_frame(bgr):
+        if not ok:
             return None
+        problem = frame_problem(bgr)  # before a copy of a frame too large is made
+        if problem is not None:
+            return problem
         small, main = fit_detection_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.lores)
-        return (small, main) if _valid_frame(small) else None
+        if not _valid_frame(small):  # a sliver that is one once scaled down
+            return f"frame {bgr.shape[1]}x{bgr.shape[0]} too narrow to scale down for detection"
+        return small, main
 
     def _disconnect(self) -> None:
         if self._capture_device is not None:
@@ -364,6 +404,8 @@ class OpenCVSource(LiveSource):
         """_connect() for a video file: CameraError when OpenCV cannot read it."""
         try:
             self._connect()
+        except _FramesTooLarge as error:
+            raise CameraError(f"camera.source: {error}") from None
         except OSError:
             raise CameraError(
                 f"camera.source: cannot open {self.name} as a video (empty, damaged, or a "
@@ -383,7 +425,7 @@ class OpenCVSource(LiveSource):
             while not self.closed:
                 captured = self._capture()
                 index += 1
-                if captured is not None:
+                if isinstance(captured, tuple):
                     failures = 0
                     delivered += 1
                     yield Frame(captured[0], (index - 1) / fps, index - 1, captured[1])
@@ -392,7 +434,7 @@ class OpenCVSource(LiveSource):
                     index -= 1
                     break
                 failures += 1
-                self._skip("corrupt video frame", index - 1)
+                self._skip(captured or "corrupt video frame", index - 1)
                 if failures >= _FILE_FAILURES:
                     log.error("video unreadable from frame=%d source=%s", index, self.name)
                     break
@@ -404,7 +446,7 @@ class OpenCVSource(LiveSource):
             # a door that ran to the end of its clip.
             raise CameraError(
                 f"camera.source: no frame could be read from {self.name} (damaged, or not a "
-                "video OpenCV can decode)"
+                "video OpenCV can decode; the door logs each frame's reason)"
             )
 
 
@@ -520,15 +562,16 @@ class Picamera2Source(LiveSource):
             raise
         self._camera = camera
 
-    def _capture(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def _capture(self) -> Captured:
         # wait: seconds before picamera2 gives up on the request and raises TimeoutError
         # (concurrent.futures'), so a stalled libcamera costs a failed read, not the thread.
         with self._camera.captured_request(wait=self._read_timeout()) as request:
             main = request.make_array("main")  # a copy: valid after the request is released
             yuv = request.make_array("lores")
         lores = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)[:, : self._lores_width]
-        if not (_valid_frame(main) and _valid_frame(lores)):
-            return None
+        problem = frame_problem(main) or frame_problem(lores)
+        if problem is not None:
+            return problem
         return np.ascontiguousarray(lores), main
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from edge_app.hosts import (  # host_name_problem: mqtt.host's rule, read from h
     port_problem,
     read_authority,
 )
+from edge_app.image_limits import MAX_DECODED_PIXELS
 from edge_app.manifest import recognition_problem
 from edge_app.runtime import BACKENDS, MAX_THREADS
 from edge_app.wall_clock import SYNCHRONISED, TRUST
@@ -708,6 +709,12 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
     pin = relay_pin_problem(gpio.pin, gpio.force_uart_pins, gpio.active_high)
     if pin is not None:
         errors.append(pin)
+    if camera.width * camera.height > MAX_DECODED_PIXELS:
+        errors.append(
+            f"camera.width: {camera.width}x{camera.height} is more than the "
+            f"{MAX_DECODED_PIXELS // 1_000_000} megapixels a frame may have (a Pi camera's "
+            "largest is 12.3); make camera.width/height smaller"
+        )
     if camera.lores_width > camera.width or camera.lores_height > camera.height:
         errors.append(
             f"camera.lores_width: the detection stream {camera.lores_width}x"

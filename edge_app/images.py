@@ -75,9 +75,9 @@ FORMATS = ("JPEG", "PNG", "BMP", "WebP", "TIFF")
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 # Also OpenCV's own cap, OPENCV_IO_MAX_IMAGE_PIXELS (rule 2; set by edge_app/__init__.py).
 MAX_PIXELS = image_limits.MAX_PIXELS
-# What a decode may allocate: 16 MP is 48 MB of RGB. Larger JPEGs decode reduced (rule 3);
-# other formats above it are refused (PNG, BMP, WebP and TIFF decoders cannot reduce).
-MAX_DECODED_PIXELS = 16_000_000
+# Larger JPEGs decode reduced (rule 3); other formats above it are refused (PNG, BMP, WebP
+# and TIFF decoders cannot reduce).
+MAX_DECODED_PIXELS = image_limits.MAX_DECODED_PIXELS
 # What libjpeg may keep of a progressive (or multi-scan) JPEG before it decodes (rule 3): 2
 # bytes per DCT coefficient of the whole frame, at any scale. A 16-megapixel 4:4:4 frame keeps
 # 96 MB (up to 3% more in whole 8x8 blocks), so every JPEG decoded at full scale passes; a

@@ -22,6 +22,7 @@ from edge_app.camera import (
     OpenCVSource,
     describe_source,
     fit_detection_frame,
+    frame_problem,
 )
 from edge_app.config import TrackingConfig
 from edge_app.faces import Faces
@@ -303,6 +304,52 @@ def test_a_file_that_gives_no_frame_is_an_error_not_the_end_of_a_clip(tmp_path: 
     good = tmp_path / "good.png"
     cv2.imwrite(str(good), np.full((48, 64, 3), 128, np.uint8))
     assert len(list(OpenCVSource(str(good)).frames())) == 1
+
+
+def mjpeg_clip(path: Path, size: tuple[int, int], count: int = 2) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, size)
+    assert writer.isOpened()
+    for index in range(count):
+        writer.write(np.full((size[1], size[0], 3), 40 * index, np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_video_of_frames_larger_than_a_frame_may_be_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    """Found by an audit: a 3.5 MB clip of 12000x12000 frames took the door to 2.5 GB (each
+    frame kept whole, four queued); on a Pi, an out-of-memory kill and a restart loop."""
+    big = mjpeg_clip(tmp_path / "big.avi", (4800, 3600))  # 17.3 megapixels
+    with pytest.raises(CameraError, match=r"gives 4800x3600 frames, more than the 16 megapix"):
+        OpenCVSource(str(big))
+    # At the cap, frames come, the main image kept whole for the crops.
+    frames = list(OpenCVSource(str(mjpeg_clip(tmp_path / "ok.avi", (4000, 4000)))).frames())
+    assert [f.image.shape for f in frames] == [(480, 480, 3)] * 2
+    assert frames[0].main is not None and frames[0].main.shape == (4000, 4000, 3)
+
+
+def test_a_frame_that_cannot_be_used_is_logged_with_its_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Frames of 8x8 pixels were logged as "corrupt video frame", then the clip as damaged."""
+    tiny = mjpeg_clip(tmp_path / "tiny.avi", (8, 8), count=3)
+    with (
+        caplog.at_level(logging.WARNING, "edge_app.camera"),
+        pytest.raises(CameraError, match=r"no frame could be read .*each frame's reason"),
+    ):
+        list(OpenCVSource(str(tiny)).frames())
+    assert caplog.text.count("reason=frame 8x8 too small (16x16 at least)") == 3
+    assert "corrupt video frame" not in caplog.text
+    assert frame_problem(np.zeros((4000, 4001, 3), np.uint8)) == (
+        "frame 4001x4000 too large (16 megapixels at most)"
+    )
+    assert frame_problem(np.zeros((48, 64, 3), np.uint16)) == (
+        "not an 8-bit colour image (uint16 (48, 64, 3))"
+    )
+    assert frame_problem(np.zeros((48, 64, 4), np.uint8)) == "4 channels, not 3"
+    assert frame_problem(None) == "not an 8-bit colour image (nothing)"
+    assert frame_problem(np.zeros((48, 64, 3), np.uint8)) is None
 
 
 def test_a_real_stream_that_stalls_mid_way_is_dropped_and_reopened(

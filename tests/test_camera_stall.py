@@ -116,6 +116,9 @@ def test_a_stalled_opencv_stream_is_dropped_by_the_clock(
         def set(self, prop: int, value: float) -> bool:
             return True
 
+        def get(self, prop: int) -> float:
+            return 0.0  # what OpenCV answers for a property it does not know
+
         def read(self) -> tuple[bool, np.ndarray | None]:
             self.reads += 1
             slow_failure(source, 0.02)
@@ -453,6 +456,9 @@ def test_a_usb_camera_is_asked_for_motion_jpeg_before_its_size(
         def set(self, prop: int, value: float) -> bool:
             asked.append((prop, value))
             return True
+
+        def get(self, prop: int) -> float:
+            return 0.0  # what OpenCV answers for a property it does not know
 
         def release(self) -> None:
             pass

@@ -45,6 +45,10 @@ def errors_of(data: dict) -> str:
             {"camera": {"width": 320, "height": 240}},
             "camera.lores_width: the detection stream 640x480 is larger than the capture size",
         ),
+        (
+            {"camera": {"width": 8192, "height": 8192}},
+            "camera.width: 8192x8192 is more than the 16 megapixels a frame may have",
+        ),
         ({"models": {"backend": "tpu"}}, "models.backend: str 'tpu' is not one of 'auto', 'cpu'"),
         ({"models": {"threads": 0}}, 'models.threads: 0 is out of range (1 to 64) (or "auto"'),
         ({"models": {"dir": 3}}, "models.dir: expected a path string, got int 3"),
