@@ -128,7 +128,7 @@ eval-visits: $(VENV)/.device
 
 # The whole door on real NUAA video, liveness required: live visits, printed photos, strangers
 # (docs/ACCURACY.md, "Same camera, similar faces"): as shipped, without site centring, and
-# without either site centring or the lookalike guard; 1.5 to 3.5 minutes each ("seconds" in
+# without either site centring or the lookalike guard; 1.3 to 3.5 minutes each ("seconds" in
 # each JSON).
 eval-door: $(VENV)/.device
 	$(BIN)/edge-app eval door --data $(SHARED)/liveness/nuaa --backend cpu --json docs/door_nuaa.json
@@ -146,8 +146,9 @@ site-centring: $(VENV)/.device
 
 # A door that learns its site (docs/ACCURACY.md, "A door that learns its site"): NUAA
 # households with a site memory of strangers' visits; the NUAA frames are embedded into
-# NUAA_SITE_CACHE first when it is absent. One BLAS thread: its products are small. About 4 min;
-# then households of one on the real door (eval door --alone), without and with it, 9 min each.
+# NUAA_SITE_CACHE first when it is absent. One BLAS thread: its products are small. About 10 min;
+# then households of one on the real door (eval door --alone), without and with it, 3 to 5 min
+# each ("seconds" in each JSON).
 NUAA_SITE_CACHE ?= /tmp/edge-door-nuaa-site.npz
 learned-site: $(VENV)/.device
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m benchmarks.learned_site --data $(SHARED) \

@@ -855,7 +855,7 @@ def recommendations(results: dict, accuracy: dict[str, dict]) -> str:
     lines.append(
         "3. **Door-suited minimum face size**: 80 px instead of 40 px at 640x480 drops the "
         "largest pyramid levels (a 15 cm face is about 80 px at 1 m and 40 px at 2 m through a "
-        "65-degree lens; someone asking a door to open stands within a metre of it): "
+        "62-degree lens; someone asking a door to open stands within a metre of it): "
         f"detection {speedup('proto-minface80', 'detect'):.2f}x, end to end "
         f"{speedup('proto-minface80'):.2f}x at one face. It is the config key "
         "`detection.min_face` (default: the manifest's 40, for which the Edge TPU models are "
