@@ -664,10 +664,12 @@ def describe_source(spec: int | str) -> str:
     A URL keeps its scheme, host, port and path. Its userinfo, everything up to the LAST '@'
     before the query (a password may hold an '@': rtsp://admin:p@ss@host/s), becomes "***";
     its query and fragment, where cameras take credentials (videostream.cgi?user=..&pwd=..),
-    become "?***" (or "#***"). When an '@' comes only after a '?' or '#' (a password holding
-    one of them, or an address in the query), the host cannot be told apart from the
-    password, so only the scheme is kept: "rtsp://***?***". Paths and device names are
-    returned as they are."""
+    become "?***" (or "#***"); so does the path from the segment holding its first '=' or
+    ';' (DVRs take rtsp://host/user=admin&password=..&channel=1, some cameras
+    videostream.cgi;user=..;pwd=..): rtsp://host/***. When an '@' comes only after a '?' or
+    '#' (a password holding one of them, or an address in the query), the host cannot be
+    told apart from the password, so only the scheme is kept: "rtsp://***?***". Paths and
+    device names are returned as they are."""
     if isinstance(spec, int):
         return f"/dev/video{spec}"
     text = str(spec)
@@ -681,6 +683,9 @@ def describe_source(spec: int | str) -> str:
         head = "***@" + head[at + 1 :]
     elif "@" in tail:
         head = "***"
+    parameter = re.search("[=;]", head)
+    if parameter is not None:  # in the path (a host holds neither): from its segment on
+        head = head[: head.rfind("/", 0, parameter.start()) + 1] + "***"
     return f"{scheme}://{head}" + (f"{tail[0]}***" if tail else "")
 
 
