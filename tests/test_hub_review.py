@@ -44,7 +44,13 @@ from edge_app.config import MqttConfig, parse_config
 from edge_app.errors import UserError
 from edge_app.hub import DoorHealth, DoorLink
 from edge_app.hub.door import REQUEST_TIMEOUT
-from edge_app.hub.mqtt import MAX_QUEUED, MqttBridge, MqttError, clear_discovery
+from edge_app.hub.mqtt import (
+    MAX_QUEUED,
+    REFUSAL_HEADROOM,
+    MqttBridge,
+    MqttError,
+    clear_discovery,
+)
 from edge_app.hub.signing import read_secret, sign_unlock
 from edge_app.paths import REPO_ROOT
 
@@ -304,7 +310,34 @@ def test_a_broker_that_never_acknowledges_cannot_grow_the_hubs_memory(
             for number in range(3 * MAX_QUEUED):
                 bridge.on_event({"type": "unknown", "score": 0.1, "track": number})
             assert len(bridge.client._out_messages) <= MAX_QUEUED  # paho has no public count
+            # Once, then with a count of what was dropped since (it was said again each time
+            # one acknowledgement made room: 3,000 lines in 36 s of a flood).
             assert caplog.text.count(f"has not acknowledged {MAX_QUEUED} messages") == 1
+            assert caplog.text.count("dropped=1\n") == 1
+    finally:
+        silent.close()
+
+
+def test_refused_commands_leave_the_queue_s_last_places_to_the_door(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: a flood of junk commands, each refusal a `denied` event, filled the
+    queue of messages the broker had not acknowledged, and the door's own events (an unlock)
+    were dropped. Refusals stop being published REFUSAL_HEADROOM places before it is full."""
+    silent = HostileBroker(acknowledge=False)
+    try:
+        with bridge_on(plain_settings(tmp_path, silent.port), tmp_path) as bridge:
+            bridge._refusals.every = 0.0  # every refusal due, as if each came 10 s apart
+            for _ in range(2 * MAX_QUEUED):
+                bridge._refuse("bad signature")
+            queued = len(bridge.client._out_messages)
+            assert queued <= MAX_QUEUED - REFUSAL_HEADROOM + 1
+            unlocks = REFUSAL_HEADROOM // 3 - 1  # each the event, the state, the last person
+            for number in range(unlocks):
+                bridge.on_event({"type": "unlock", "name": "Ada", "track": number})
+            assert len(bridge.client._out_messages) == queued + 3 * unlocks
+            assert "has not acknowledged" not in caplog.text  # no door event dropped
+            assert bridge._unpublished_refusals > MAX_QUEUED  # counted for the next one said
     finally:
         silent.close()
 

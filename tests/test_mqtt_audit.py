@@ -259,23 +259,35 @@ def test_a_flood_of_refused_commands_is_logged_a_few_lines_at_a_time_with_a_coun
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Found by fuzzing: each refused command was a warning line (2,000 bad messages: 2,002
-    lines in the journal). Now the first REFUSALS_LOGGED within REFUSAL_LOG_SECONDS are
-    logged, the rest counted into the next line; each is still a `denied` event, which Home
-    Assistant's "remote unlock refused" automation fires for."""
+    lines in the journal). Found by an audit: each was also a `denied` event (and a lock
+    card's a state too), and 3,000 a second filled the broker's queue: the door's own events
+    were dropped, an unlock among them. Now the first REFUSALS_LOGGED within
+    REFUSAL_LOG_SECONDS are logged and published, the rest counted into the next line and
+    event (Home Assistant's "remote unlock refused" automation fires for each event)."""
     caplog.set_level(logging.WARNING, logger="edge_app")
     hub = code_hub(broker, tmp_path, door)
     try:
         observer.wait(lambda: availability(observer) == b"online", what="online")
-        for _ in range(60):
+        states = len(observer.on(f"{BASE}/state"))
+        for _ in range(30):
             observer.publish(f"{BASE}/unlock", b"not json")
-        observer.wait(lambda: len(observer.on(f"{BASE}/event")) >= 60, what="60 refusals")
+            observer.publish(f"{BASE}/lock/set", b"not json")
+        observer.wait(lambda: len(observer.on(f"{BASE}/event")) >= REFUSALS_LOGGED, what="10")
+        time.sleep(0.5)
+        assert len(observer.on(f"{BASE}/event")) == REFUSALS_LOGGED
+        # The lock card shows the real state again after each refusal published, no more.
+        assert len(observer.on(f"{BASE}/state")) - states <= REFUSALS_LOGGED
         refused = [r.getMessage() for r in caplog.records if "unlock refused" in r.getMessage()]
         assert len(refused) == REFUSALS_LOGGED, refused
         hub.bridge._refusals.every = 0.0  # as if REFUSAL_LOG_SECONDS had passed
         observer.publish(f"{BASE}/unlock", b"not json")
-        observer.wait(lambda: len(observer.on(f"{BASE}/event")) >= 61, what="one more")
+        observer.wait(lambda: len(observer.on(f"{BASE}/event")) > REFUSALS_LOGGED, what="more")
         last = [r.getMessage() for r in caplog.records if "unlock refused" in r.getMessage()][-1]
         assert last.endswith(" held_back=50"), last
+        said = observer.on(f"{BASE}/event")[-1].json()
+        assert said["type"] == "denied"
+        assert said["reason"].startswith("remote unlock refused: ")
+        assert said["reason"].endswith(" (50 more refused before it, not published one by one)")
         assert door.pin_states == [False]
     finally:
         hub.stop()

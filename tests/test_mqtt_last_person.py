@@ -199,3 +199,22 @@ def test_enrolled_names_follow_the_gallery(tmp_path: Path) -> None:
     assert names.refresh() is False  # unreadable: the names last read are kept
     assert names.checked == checked and names.knows("Bob")
     names.close()
+
+
+def test_the_heartbeat_re_sends_the_availability_with_the_state(
+    broker: Broker, observer: Observer, door: FedDoor, tmp_path: Path
+) -> None:
+    """Found by an audit: an `offline` dropped with a full queue (a flood of commands) was
+    never sent again, and Home Assistant showed a stopped door available; only the state was
+    re-sent each STATE_EVERY."""
+    gallery = make_gallery(tmp_path / "gallery.db", "Alice")
+    hub = ServiceHub(config_with(broker, tmp_path, door, gallery))
+    try:
+        observer.wait(lambda: observer.last(f"{BASE}/availability") == b"online", what="online")
+        before = len(observer.on(f"{BASE}/availability"))
+        beats(3)
+        sent = observer.on(f"{BASE}/availability")
+        assert len(sent) >= before + 2
+        assert all(m.payload == b"online" for m in sent[before:])
+    finally:
+        hub.stop()

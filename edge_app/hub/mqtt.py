@@ -28,7 +28,10 @@ A publish the broker refuses (its ACL: MQTT 5's PUBACK with a failure reason) is
 per topic and connection. What
 was published but not acknowledged before a connection was lost is dropped at the next
 connect (paho would re-send it after the fresh state, so a stale availability or state would
-win). At most MAX_QUEUED messages wait for the broker's acknowledgement; more are dropped.
+win). At most MAX_QUEUED messages wait for the broker's acknowledgement; more are dropped
+(logged, then counted into a line every REFUSAL_LOG_SECONDS). Refused commands never take
+the last REFUSAL_HEADROOM places, and the state and availability are re-sent every
+STATE_EVERY, so a flood of junk commands cannot crowd out the door's events for good.
 
 A clean stop leaves a retained state that says nothing is known of the door (MqttBridge.stop:
 Home Assistant re-reads retained messages after its restarts), then availability offline.
@@ -113,9 +116,15 @@ MAX_MESSAGE_VALUES = 1000
 # Home Assistant's `online` on its status topic re-sends discovery at most this often: anyone
 # who may publish there could otherwise make the hub publish nine retained messages per message.
 RESEND_SECONDS = 10.0
-# Refused commands logged one by one within REFUSAL_LOG_SECONDS (the control socket's
-# refusal interval); more are counted, and said with the next line (each is still an event).
+# Refused commands logged and published (a `denied` event) one by one within
+# REFUSAL_LOG_SECONDS (the control socket's refusal interval); more are counted, and said
+# with the next line and event. Anyone who may publish on a command topic could otherwise
+# fill the broker's queue with refusals (3,000 a second on a loopback) and crowd out the
+# door's own events, an unlock among them.
 REFUSALS_LOGGED = 10
+# Free places in the queue (MAX_QUEUED) kept for the door's events and state: a refusal
+# due to be published is only counted while fewer are free.
+REFUSAL_HEADROOM = MAX_QUEUED // 5
 # Accepted unlock commands waiting while the door answers an earlier one (its pulses never
 # stack anyway); more are refused while the door is slow to answer.
 UNLOCK_QUEUE = 1
@@ -376,9 +385,12 @@ class MqttBridge:
         self._unlocker: threading.Thread | None = None
         self._subscriptions: dict[int, list[str]] = {}  # subscribe mid -> its topics
         self._resent = -RESEND_SECONDS  # monotonic time of the last re-send for Home Assistant
-        self._queue_full = False
+        # A full queue: logged at once, then with a count of the messages dropped since.
+        self._dropping = Throttle(REFUSAL_LOG_SECONDS)
+        self._dropped = 0
+        self._unpublished_refusals = 0  # refusals counted, not yet said in an event
         # Publishes come from the door's events and from the connect callback's thread: the
-        # check-and-set of _queue_full is one step, so a full queue is reported once.
+        # check-and-set of _dropped is one step.
         self._publish_lock = threading.Lock()
         self._fell_back = False  # this connection is MQTT 3.1.1: the broker refused MQTT 5
         # The broker answered this connection attempt (a CONNACK, accepting or refusing): a
@@ -873,8 +885,8 @@ class MqttBridge:
         try:
             command = self.code_verifier.verify(bytes(message.payload))
         except UnlockRefused as error:
-            self._refuse(str(error), topic=topic, via=LOCK_ORIGIN)
-            self._publish_state()  # the card shows the real state again
+            if self._refuse(str(error), topic=topic, via=LOCK_ORIGIN):
+                self._publish_state()  # the card shows the real state again
             return
         if command.action == LOCK:
             # The strike relocks by itself after its pulse: nothing to do but say so.
@@ -910,8 +922,8 @@ class MqttBridge:
             )
 
     def _refused_unlock(self, request: _Unlock, why: str) -> None:
-        self._refuse(why, request.name, topic=request.topic, via=request.via)
-        if request.via is not None:
+        published = self._refuse(why, request.name, topic=request.topic, via=request.via)
+        if published and request.via is not None:
             self._publish_state()  # the lock card shows the real state again
 
     def _refuse(
@@ -921,26 +933,37 @@ class MqttBridge:
         *,
         topic: str | None = None,
         via: str | None = None,
-    ) -> None:
-        """Publish a refused command as a `denied` event (each one: Home Assistant's
-        "remote unlock refused" automation fires for each) and log it: each of the first
-        REFUSALS_LOGGED within REFUSAL_LOG_SECONDS, then only counted until that many fit in
-        that time again; the next line says how many were not logged.
+    ) -> bool:
+        """Log a refused command and publish it as a `denied` event (Home Assistant's "remote
+        unlock refused" automation fires for each): each of the first REFUSALS_LOGGED within
+        REFUSAL_LOG_SECONDS, then only counted until that many fit in that time again; the
+        next line and event say how many were not. An event is also only counted while the
+        queue has fewer than REFUSAL_HEADROOM free places, kept for the door's own. Whether
+        the event was published.
 
         origin: who a verified signed command named (the event's name); via: where a command
         came from (appended to the reason as `origin=...`)."""
         topic = topic or self.topics.unlock
         held_back = self._refusals.due()
-        if held_back is not None:
-            log.warning(
-                "remote unlock refused topic=%s origin=%s reason=%r%s",
-                topic,
-                via or origin or "-",
-                why,
-                f" held_back={held_back}" if held_back else "",
-            )
+        if held_back is None:
+            return False
+        log.warning(
+            "remote unlock refused topic=%s origin=%s reason=%r%s",
+            topic,
+            via or origin or "-",
+            why,
+            f" held_back={held_back}" if held_back else "",
+        )
+        with self._acks_lock:
+            self._unpublished_refusals += held_back
+            if len(self._unacknowledged) > MAX_QUEUED - REFUSAL_HEADROOM:
+                self._unpublished_refusals += 1
+                return False
+            unpublished, self._unpublished_refusals = self._unpublished_refusals, 0
         now = time.time()
         reason = f"remote unlock refused: {why}" + (f"; origin={via}" if via else "")
+        if unpublished:
+            reason += f" ({unpublished} more refused before it, not published one by one)"
         self._publish(
             self.topics.event,
             event_message(
@@ -954,6 +977,7 @@ class MqttBridge:
                 self.settings.door_id,
             ),
         )
+        return True
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -969,8 +993,11 @@ class MqttBridge:
             value = payload() if callable(payload) else payload
             data = value if isinstance(value, str) else json.dumps(value)
             info = self.client.publish(topic, data, qos=1, retain=retain)
-            full = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE
-            was_full, self._queue_full = self._queue_full, full
+            dropped = 0
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                self._dropped += 1
+                if self._dropping.due() is not None:
+                    dropped, self._dropped = self._dropped, 0
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             with self._acks_lock:
                 answer = self._acknowledged_first.pop(info.mid, None)
@@ -980,12 +1007,13 @@ class MqttBridge:
                         del self._unacknowledged[next(iter(self._unacknowledged))]
             if answer is not None:
                 self._acknowledged(topic, answer)
-        if full and not was_full:
+        if dropped:
             log.warning(
                 "mqtt broker has not acknowledged %d messages: dropping new ones until it does "
-                "topic=%s",
+                "topic=%s dropped=%d",
                 MAX_QUEUED,
                 topic,
+                dropped,
             )
         return info
 
@@ -1059,7 +1087,9 @@ class MqttBridge:
             self._publish(self.topics.last_person, person, retain=True)
 
     def _beat(self) -> None:
-        """Every STATE_EVERY: the state, and the gallery's names read again if it changed
+        """Every STATE_EVERY: the state and the availability (either may have been dropped
+        with a full queue, and Home Assistant would go on showing a stopped door available),
+        and the gallery's names read again if it changed
         (a last person removed from it is then replaced: _forget_removed). The names are
         first read at once, for the retained last person the broker sends at connect."""
         failed: str | None = None
@@ -1068,6 +1098,7 @@ class MqttBridge:
             while not self._stop.wait(STATE_EVERY):
                 try:
                     self._publish_state()
+                    self._publish_availability()
                 except Exception as error:  # the state must keep being re-sent after a fault
                     if repr(error) != failed:
                         log.exception("mqtt state not published")
