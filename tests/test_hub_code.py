@@ -146,8 +146,9 @@ def test_a_restarted_hub_refuses_a_code_command_the_previous_one_accepted() -> N
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (command(ts=NOW - 31), "outside the 30 s window"),
-        (command(ts=NOW + 31), "outside the 30 s window"),
+        (command(ts=NOW - 31), "is 31 s behind this hub's clock, outside the 30 s window"),
+        # The sign was the wrong way round: "-35 s from now" for a command 35 s ahead.
+        (command(ts=NOW + 31), "is 31 s ahead of this hub's clock, outside the 30 s window"),
         (command(code="None"), "code must be 6 to 12 digits"),  # HA without a code
         (command(code="12345"), "code must be 6 to 12 digits"),
         (command(code="123456\n"), "code must be 6 to 12 digits"),  # $ would let it by

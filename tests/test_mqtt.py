@@ -81,8 +81,15 @@ def make_ca(folder: Path) -> dict[str, Path]:
 
 
 class Broker:
-    def __init__(self, folder: Path, certs: dict[str, Path], acl: str | None = None) -> None:
-        """acl: the text of a Mosquitto acl_file for it (none: every user may do anything)."""
+    def __init__(
+        self,
+        folder: Path,
+        certs: dict[str, Path],
+        acl: str | None = None,
+        settings: tuple[str, ...] = (),
+    ) -> None:
+        """acl: the text of a Mosquitto acl_file for it (none: every user may do anything);
+        settings: more lines of mosquitto.conf."""
         self.folder = folder
         self.port = free_port()
         self.tls_port = free_port()
@@ -115,6 +122,7 @@ class Broker:
                     f"password_file {passwords}",
                     *acl_lines,
                     "persistence false",
+                    *settings,
                     f"user {pwd.getpwuid(os.getuid()).pw_name}",
                     "log_dest stderr",
                     "log_type error",
@@ -429,6 +437,29 @@ def signed(origin: str = "test", **changes: Any) -> dict[str, Any]:
     return {**sign_unlock(KEY, "front", origin), **changes}
 
 
+def test_a_command_published_retained_while_the_hub_listens_opens_nothing(
+    broker: Broker, observer: Observer, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: the broker clears the retain flag of a message it delivers live, so
+    a fresh signed command published retained while the hub was connected opened the door
+    (and stayed on the broker, refused at every reconnect). The hub now asks MQTT 5's
+    retain-as-published for its command topics."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    topic = f"{BASE}/unlock"
+    hub = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        observer.publish(topic, signed("retained-live"), retain=True)
+        observer.wait(lambda: "retained command ignored" in caplog.text, what="refused")
+        observer.publish(topic, b"", retain=True)  # clear it
+        observer.publish(topic, signed("live"))  # the same hub, a command sent rightly
+        observer.wait(lambda: door.pin_states[:2] == [False, True], what="pulse", timeout=5)
+        unlocks = [e for e in door.events() if e["type"] == "unlock"]
+        assert [e["reason"].split("origin=")[1].split()[0] for e in unlocks] == ["mqtt:live"]
+    finally:
+        hub.stop()
+
+
 def test_remote_unlock_needs_a_fresh_signed_unique_command(
     broker: Broker, observer: Observer, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -614,6 +645,34 @@ def test_wrong_password_is_reported_and_the_hub_keeps_trying(
         assert door.client.status()["running"]  # the door is unaffected
     finally:
         hub.stop()
+
+
+def test_a_refusal_for_another_reason_than_the_login_is_not_blamed_on_it(
+    tmp_path_factory: pytest.TempPathFactory,
+    test_ca: dict[str, Path],
+    door: Door,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by an audit: a broker that keeps no retained messages refuses the hub (its will
+    is retained), and the hub said to check mqtt.username and mqtt.password_file."""
+    strict = Broker(
+        tmp_path_factory.mktemp("broker"), test_ca, settings=("retain_available false",)
+    )
+    strict.start()
+    hub = RunningHub(hub_settings(strict, tmp_path, door))
+    try:
+        deadline = time.monotonic() + 15
+        while "mqtt connection refused" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (
+            "reason='Retain not supported': the hub's availability and state are retained "
+            "messages: let the broker keep them (Mosquitto's retain_available true)"
+        ) in caplog.text
+        assert "mqtt.password_file" not in caplog.text
+    finally:
+        hub.stop()
+        strict.stop()
 
 
 def connect_failure_logged(config: Config, caplog: pytest.LogCaptureFixture) -> str:

@@ -72,6 +72,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app import untrusted_json
 from edge_app.config import MqttConfig, host_name_problem
@@ -109,6 +110,18 @@ LOCK_ORIGIN = "mqtt:ha-lock"  # the origin of every command from Home Assistant'
 # Messages waiting for the broker's acknowledgement (paho's default is no limit: a broker that
 # never acknowledges would grow the hub's memory without end); more are dropped, and logged.
 MAX_QUEUED = 1000
+# What to do about a broker's refusal of the connection, by its reason (MQTT 5's names; paho
+# gives MQTT 3.1.1's return codes the same ones).
+REFUSED_CONNECTION_ADVICE = {
+    "Bad user name or password": "check mqtt.username and mqtt.password_file",
+    "Not authorized": "check mqtt.username and mqtt.password_file, and the broker's ACL",
+    "Retain not supported": (
+        "the hub's availability and state are retained messages: let the broker keep them "
+        "(Mosquitto's retain_available true)"
+    ),
+    "Client identifier not valid": "give the door a door_id the broker accepts",
+}
+OTHER_REFUSAL_ADVICE = "the broker's log says why"
 # Values read from a message that is not a command (another door's discovery config, the
 # retained last person): over MQTT 3.1.1 the broker may send megabytes, and three bytes of
 # `[],` are a Python list of 56; ours hold a few dozen values.
@@ -574,10 +587,10 @@ class MqttBridge:
             return
         if reason_code.is_failure:
             log.error(
-                "mqtt connection refused %s reason=%r: check mqtt.username and "
-                "mqtt.password_file (retrying with backoff)",
+                "mqtt connection refused %s reason=%r: %s (retrying with backoff)",
                 self._where,
                 str(reason_code),
+                REFUSED_CONNECTION_ADVICE.get(str(reason_code), OTHER_REFUSAL_ADVICE),
             )
             return
         # Clean start: what the last connection left unacknowledged (an old event, a stale
@@ -596,18 +609,27 @@ class MqttBridge:
             self._acknowledged_first.clear()
             self._refused_topics.clear()  # a refusal is said again on each connection
         self.connected.set()
-        topics = [(self.topics.ha_status, 1)]
+        # (topic, whether its messages keep their retain flag as published)
+        topics = [(self.topics.ha_status, False)]
         if self.settings.discovery:
-            topics.append((self._device_topic, 1))
+            topics.append((self._device_topic, False))
+        # Commands keep it (MQTT 5): a broker clears it on a message it delivers live, and a
+        # retained command, refused when it comes, would otherwise open the door once and
+        # stay on the broker. MQTT 3.1.1 cannot ask this (docs/HOME_ASSISTANT.md).
         if self.verifier is not None:
-            topics.append((self.topics.unlock, 1))
+            topics.append((self.topics.unlock, True))
         if self.code_verifier is not None:
-            topics.append((self.topics.lock_command, 1))
+            topics.append((self.topics.lock_command, True))
         if self.enrolled is not None:
             # For the retained last person the broker kept (from before this hub ran, or
             # published by someone else): one naming a person no longer enrolled is replaced.
-            topics.append((self.topics.last_person, 1))
-        _, mid = client.subscribe(topics)
+            topics.append((self.topics.last_person, False))
+        if client.protocol == mqtt.MQTTv5:
+            _, mid = client.subscribe(
+                [(t, SubscribeOptions(qos=1, retainAsPublished=keep)) for t, keep in topics]
+            )
+        else:
+            _, mid = client.subscribe([(topic, 1) for topic, _ in topics])
         if mid is not None:
             self._subscriptions = {mid: [topic for topic, _ in topics]}
         self._publish_all()

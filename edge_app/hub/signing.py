@@ -78,9 +78,10 @@ def command_object(payload: bytes, fields: set[str]) -> dict[str, Any]:
 def check_window(timestamp: int, now: float, window: float) -> None:
     """UnlockRefused when the command's timestamp is more than `window` seconds from now."""
     if abs(now - timestamp) > window:
+        side = "behind" if timestamp < now else "ahead of"
         raise UnlockRefused(
-            f"timestamp {timestamp} is {now - timestamp:+.0f} s from now, outside the "
-            f"{window:.0f} s window (check both clocks)"
+            f"timestamp {timestamp} is {abs(now - timestamp):.0f} s {side} this hub's clock, "
+            f"outside the {window:.0f} s window (check both clocks)"
         )
 
 
