@@ -5,7 +5,7 @@
 Each group photo of `detection/crowds/` is one camera frame as the daemon sees it: scaled
 down to the 640x480 detection stream (camera.fit_detection_frame), the faces found there
 (the shipped engine, cascade auto), the ones the daemon would judge (whole in the frame, not
-outsized by a face in front: daemon.whole_faces, quality.presented_faces), and those embedded
+outsized by a face in front: quality.whole_faces and presented_faces), and those embedded
 from the full photo as the main stream. A frame where every face is new embeds all of them
 ("all"), or the `faces_per_frame` largest (daemon.largest_first, the default 4, "capped").
 Median of ROUNDS timed runs per photo, after one untimed one. Writes benchmarks/crowd.json
@@ -25,11 +25,11 @@ import numpy as np
 from benchmarks import outputs
 from edge_app.camera import fit_detection_frame
 from edge_app.config import TrackingConfig
-from edge_app.daemon import largest_first, whole_faces
+from edge_app.daemon import largest_first
 from edge_app.engine import Engine
 from edge_app.faces import Faces
 from edge_app.images import read_image
-from edge_app.quality import presented_faces
+from edge_app.quality import presented_faces, whole_faces
 from edge_app.reports import check_output
 
 REPO = Path(__file__).resolve().parents[1]

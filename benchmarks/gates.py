@@ -175,7 +175,9 @@ def load(path: Path) -> dict[str, np.ndarray]:
 
 
 def refusals(m: dict[str, np.ndarray], gates: Gates) -> np.ndarray:
-    """Per image, the reason code check_face would give ("" = accepted), vectorised."""
+    """Per image, the reason code check_face would give ("" = accepted), vectorised; but
+    for cut_by_edge, its last gate, which the cache cannot tell (it keeps no boxes) and which
+    refuses none of the development photos the others pass (docs/GALLERY.md)."""
     reason = np.full(len(m["count"]), "", dtype="<U16")
     low, high = gates.pitch_range
     rules = [

@@ -62,7 +62,7 @@ from edge_app.liveness_rule import OFF, LiveRule
 from edge_app.parallax import Parallax
 from edge_app.picture import ADVICE, PictureWatch
 from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
-from edge_app.quality import presented_faces
+from edge_app.quality import presented_faces, whole_faces
 from edge_app.relay import DoorRelay, Relay, RelayError
 from edge_app.relay_record import RECORD_KEYS
 from edge_app.site_memory import (
@@ -95,9 +95,6 @@ BUILD_WAIT_SECONDS = 0.5
 START_EXTEND_EVERY = 10.0
 START_EXTEND_SECONDS = 30.0
 METRICS_EVERY = 60.0
-# Faces this close to the frame edge are cut off: their embeddings are poor, so they neither
-# vote nor count as unknown until the person is fully in view.
-EDGE_PIXELS = 2.0
 # Config sections the running daemon cannot change without reopening hardware, models or sinks.
 RESTART_SECTIONS = ("camera", "models", "detection", "events")
 # Keys of the other sections that the daemon opened at start: the relay pin, the control socket.
@@ -703,18 +700,6 @@ def recorded_score(score: float | None) -> float | None:
     from edge_app.matching import NO_SCORE
 
     return None if score is None or score <= NO_SCORE else score
-
-
-def whole_faces(faces: Faces, shape: tuple[int, ...]) -> np.ndarray:
-    """Mask of faces entirely inside the frame (not cut by its edge)."""
-    height, width = shape[:2]
-    boxes = faces.boxes
-    return (
-        (boxes[:, 0] >= EDGE_PIXELS)
-        & (boxes[:, 1] >= EDGE_PIXELS)
-        & (boxes[:, 2] <= width - EDGE_PIXELS)
-        & (boxes[:, 3] <= height - EDGE_PIXELS)
-    )
 
 
 def face_crop(frame: Frame, box: np.ndarray, pad: float = 0.2) -> np.ndarray:

@@ -68,6 +68,7 @@ class Reason(str, Enum):  # noqa: UP042 (StrEnum would change what str() and f-s
     UNREADABLE = "unreadable"
     NO_FACE = "no_face"
     SEVERAL_FACES = "several_faces"
+    CUT_BY_EDGE = "cut_by_edge"
     TOO_SMALL = "too_small"
     BLURRY = "blurry"
     NOT_FRONTAL = "not_frontal"
@@ -153,6 +154,25 @@ def dominant_face(faces: Faces, gates: Gates = DEFAULT_GATES) -> int | Rejection
     return largest
 
 
+# Faces this close to the frame edge are cut off: their embeddings are poor, so the door
+# neither lets them vote nor counts them as unknown until the person is fully in view, and
+# enrolment refuses them (none of the 4,540 LFW development photos that pass the other gates
+# has its face this close).
+EDGE_PIXELS = 2.0
+
+
+def whole_faces(faces: Faces, shape: tuple[int, ...]) -> np.ndarray:
+    """Mask of faces entirely inside the frame (not cut by its edge)."""
+    height, width = shape[:2]
+    boxes = faces.boxes
+    return np.asarray(
+        (boxes[:, 0] >= EDGE_PIXELS)
+        & (boxes[:, 1] >= EDGE_PIXELS)
+        & (boxes[:, 2] <= width - EDGE_PIXELS)
+        & (boxes[:, 3] <= height - EDGE_PIXELS)
+    )
+
+
 def presented_faces(faces: Faces, ratio: float = DOMINANT_RATIO) -> np.ndarray:
     """Mask of the faces presented to the camera: every face the largest does not dominate
     by `ratio` (the enrolment rule above). A face that much smaller than one in front is
@@ -172,7 +192,8 @@ def enrolment_face(
 ) -> Faces | Rejection:
     """The one face of the frame to enrol (Faces of length 1) when it passes every gate;
     else the first gate it fails, in the order: no face, several faces, too small, not
-    frontal, blurry."""
+    frontal, blurry, cut by the edge (last, so that benchmarks/gates.py's counts of the
+    others stand: it refuses none of the LFW development photos the others pass)."""
     chosen = dominant_face(faces, gates)
     if isinstance(chosen, Rejection):
         return chosen
@@ -199,6 +220,13 @@ def enrolment_face(
             Reason.BLURRY,
             f"face too blurry (sharpness {sharp:.1f}, at least {gates.min_sharpness:.0f} "
             "needed): hold still, focus, more light",
+        )
+    if not whole_faces(face, frame.shape)[0]:
+        # The door never matches such a face; stored, it would be a template of part of one.
+        return Rejection(
+            Reason.CUT_BY_EDGE,
+            "the face is cut by the edge of the photo: use one with the whole head in it, "
+            "or step back into the camera's view",
         )
     return face
 

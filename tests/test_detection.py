@@ -16,13 +16,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_app.daemon import whole_faces
 from edge_app.detection.boxes import clip, iou_matrix, nms, nms_nested, regress, square
 from edge_app.detection.crops import crop_resize
 from edge_app.detection.pyramid import PNET_CELL, build_levels, level_shape, pyramid_scales
 from edge_app.engine import Engine
 from edge_app.faces import Faces
 from edge_app.images import read_image
+from edge_app.quality import whole_faces
 
 LFW_SAMPLE = Path(__file__).resolve().parent / "data" / "lfw_sample"
 PHOTO = LFW_SAMPLE / "Martha_Stewart" / "Martha_Stewart_0001.jpg"

@@ -135,6 +135,9 @@ def bad_photo(kind: str, tmp_path: Path) -> tuple[Path, Reason]:
         rotation = cv2.getRotationMatrix2D((125, 125), 35, 1.0)
         tilted = cv2.warpAffine(read_image(good), rotation, (250, 250))
         return write_image(tmp_path / "tilted.png", tilted), Reason.NOT_FRONTAL
+    if kind == "cut_by_edge":  # found by an audit: enrolled, a template of part of a face
+        cut = np.ascontiguousarray(read_image(good)[:, 90:])
+        return write_image(tmp_path / "cut.png", cut), Reason.CUT_BY_EDGE
     raise AssertionError(kind)
 
 
@@ -157,6 +160,7 @@ BAD_KINDS = [
     "blurred",
     "turned",
     "tilted",
+    "cut_by_edge",
 ]
 
 
