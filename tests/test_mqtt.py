@@ -8,9 +8,11 @@ MockFactory) and event log; the last test runs the whole door on an LFW clip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -647,6 +649,57 @@ def test_wrong_password_is_reported_and_the_hub_keeps_trying(
         hub.stop()
 
 
+def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def broker_with(
+    factory: pytest.TempPathFactory, certs: dict[str, Path], *settings: str
+) -> Iterator[Broker]:
+    """A broker of its own, with these lines added to its mosquitto.conf."""
+    started = Broker(factory.mktemp("broker"), certs, settings=settings)
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def test_a_broker_that_keeps_closing_the_connection_is_reconnected_to_ever_more_slowly(
+    tmp_path_factory: pytest.TempPathFactory,
+    test_ca: dict[str, Path],
+    door: Door,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by an audit: a broker whose max_packet_size is below the hub's discovery config
+    accepts the hub, then closes the connection at that publish; paho starts its backoff
+    afresh at each accepted connection, so the hub reconnected (and published everything
+    again) every second, for ever, and nothing said why."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+
+    def closed() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "mqtt disconnected" in r.getMessage()]
+
+    with broker_with(tmp_path_factory, test_ca, "max_packet_size 800") as small:
+        hub = RunningHub(lock_settings(small, tmp_path, door))  # the lock config: 900 bytes
+        try:
+            wait_until(lambda: len(closed()) >= 3, timeout=20)
+        finally:
+            hub.stop()
+    waits = [re.search(r"backoff, (\d+) s more", line) for line in closed()[:3]]
+    assert [int(w.group(1)) for w in waits if w] == [1, 2, 4], closed()
+    assert re.search(
+        r"mqtt broker .* takes packets of at most 800 bytes, less than the hub's discovery "
+        r"config on homeassistant/\S+ \(\d+ bytes\): it closes the connection there; "
+        r"raise its max_packet_size",
+        caplog.text,
+    )
+
+
 def test_a_refusal_for_another_reason_than_the_login_is_not_blamed_on_it(
     tmp_path_factory: pytest.TempPathFactory,
     test_ca: dict[str, Path],
@@ -656,23 +709,17 @@ def test_a_refusal_for_another_reason_than_the_login_is_not_blamed_on_it(
 ) -> None:
     """Found by an audit: a broker that keeps no retained messages refuses the hub (its will
     is retained), and the hub said to check mqtt.username and mqtt.password_file."""
-    strict = Broker(
-        tmp_path_factory.mktemp("broker"), test_ca, settings=("retain_available false",)
-    )
-    strict.start()
-    hub = RunningHub(hub_settings(strict, tmp_path, door))
-    try:
-        deadline = time.monotonic() + 15
-        while "mqtt connection refused" not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert (
-            "reason='Retain not supported': the hub's availability and state are retained "
-            "messages: let the broker keep them (Mosquitto's retain_available true)"
-        ) in caplog.text
-        assert "mqtt.password_file" not in caplog.text
-    finally:
-        hub.stop()
-        strict.stop()
+    with broker_with(tmp_path_factory, test_ca, "retain_available false") as strict:
+        hub = RunningHub(hub_settings(strict, tmp_path, door))
+        try:
+            wait_until(lambda: "mqtt connection refused" in caplog.text)
+        finally:
+            hub.stop()
+    assert (
+        "reason='Retain not supported': the hub's availability and state are retained "
+        "messages: let the broker keep them (Mosquitto's retain_available true)"
+    ) in caplog.text
+    assert "mqtt.password_file" not in caplog.text
 
 
 def connect_failure_logged(config: Config, caplog: pytest.LogCaptureFixture) -> str:

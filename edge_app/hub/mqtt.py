@@ -153,12 +153,21 @@ UNLOCK_QUEUE = 1
 MAX_TOPIC_BYTES = 65_535
 PROPERTY_BYTES = 4096
 MAX_PACKET_BYTES = 5 + 4 + MAX_TOPIC_BYTES + PROPERTY_BYTES + MAX_COMMAND_BYTES
+# A QoS 1 PUBLISH the hub sends, beside its topic and payload: fixed header (at most 5), the
+# topic's length (2), the packet id (2), empty properties (1).
+PUBLISH_OVERHEAD = 5 + 2 + 2 + 1
 # The broker's answer to an MQTT 5 CONNECT when it speaks only 3.1.1 (paho reads the 3.1.1
 # `unacceptable protocol version`, 0x01, as this reason).
 UNSUPPORTED_PROTOCOL = 0x84
 # A broker that closes every connection before its CONNACK (a TLS port reached without TLS)
 # is logged at most this often: paho's backoff retries after 1, 2, 4 ... 60 s.
 CLOSED_EARLY_LOG_SECONDS = float(RECONNECT_MAX)
+# A connection that ends sooner than this after the broker accepted it (a broker that drops
+# a packet too large for it, another client with the hub's client id) makes the next
+# reconnect wait longer each time, from RECONNECT_MIN to RECONNECT_MAX: paho starts its own
+# backoff afresh at every accepted connection, so such a broker was reconnected to, and sent
+# everything again, every second for ever.
+SHORT_LIVED_SECONDS = 10.0
 # The `problem` of the retained state a clean stop leaves: nothing reports the door until the
 # hub runs again, and Home Assistant re-reads a retained state after each of its restarts.
 STOPPED = "edge-app hub stopped: nothing reports this door until it runs again"
@@ -410,6 +419,8 @@ class MqttBridge:
         # connection closed before any answer is logged by _on_disconnect, throttled.
         self._answered = False
         self._closed_early = Throttle(CLOSED_EARLY_LOG_SECONDS)
+        self._connected_at = float("-inf")  # monotonic time the broker last accepted us
+        self._short_lived_wait = 0.0  # seconds the next reconnect waits, beside paho's
         # Another door's discovery on this door's Home Assistant device: logged, throttled.
         self._device_topic = self.topics.config("binary_sensor", "door")
         self._shared_device = Throttle(CLOSED_EARLY_LOG_SECONDS)
@@ -604,6 +615,8 @@ class MqttBridge:
             len(stale),
         )
         self._closed_early = Throttle(CLOSED_EARLY_LOG_SECONDS)  # a new outage logs at once
+        self._connected_at = time.monotonic()
+        self._too_large_for(properties)
         with self._acks_lock:
             self._unacknowledged.clear()  # dropped above
             self._acknowledged_first.clear()
@@ -743,11 +756,25 @@ class MqttBridge:
             _ask_for_mqtt5_again(client)
             self._fell_back = False
         if not self._stop.is_set() and was:
+            lasted = time.monotonic() - self._connected_at
+            if lasted < SHORT_LIVED_SECONDS:
+                self._short_lived_wait = min(
+                    max(2 * self._short_lived_wait, RECONNECT_MIN), RECONNECT_MAX
+                )
+            else:
+                self._short_lived_wait = 0.0
             log.warning(
-                "mqtt disconnected %s reason=%r (reconnecting with backoff)",
+                "mqtt disconnected %s reason=%r after %.1f s (reconnecting with backoff%s)",
                 self._where,
                 str(reason_code),
+                lasted,
+                f", {self._short_lived_wait:.0f} s more: the broker keeps closing the "
+                "connection soon after accepting it"
+                if self._short_lived_wait
+                else "",
             )
+            # On paho's network thread, before it reconnects; a stop ends the wait at once.
+            self._stop.wait(self._short_lived_wait)
         elif not self._stop.is_set() and not answered:
             # The TCP connection was made (else _on_connect_fail), the CONNECT sent, and the
             # broker closed it without a CONNACK: what Mosquitto's TLS listener does with a
@@ -762,6 +789,27 @@ class MqttBridge:
                     str(reason_code),
                     held_back,
                 )
+
+    def _too_large_for(self, properties: Any) -> None:
+        """Log when the broker's Maximum Packet Size (MQTT 5, in its CONNACK) is smaller than
+        the hub's largest message: it closes the connection at that publish."""
+        limit = getattr(properties, "MaximumPacketSize", None)
+        if not isinstance(limit, int):
+            return
+        largest, topic = max(
+            (len(json.dumps(config)) + len(topic) + PUBLISH_OVERHEAD, topic)
+            for topic, config in entities(self.topics, self.lock_entity).items()
+        )
+        if largest > limit:
+            log.error(
+                "mqtt broker %s takes packets of at most %d bytes, less than the hub's "
+                "discovery config on %s (%d bytes): it closes the connection there; raise its "
+                "max_packet_size",
+                self._where,
+                limit,
+                topic,
+                largest,
+            )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # Runs on paho's network thread: an exception escaping here would end that thread for
