@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import logging
 import os
 import platform
@@ -513,17 +514,17 @@ def _check_input_quantisation(entry: dict) -> None:
 
 
 def _require_tensorflow() -> None:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
+    """BuildError when TensorFlow is not installed. Found, not imported: its import takes
+    seconds and prints start-up lines, which would come before the argument checks' refusals
+    (the steps that need it import it)."""
+    if importlib.util.find_spec("tensorflow") is None:
         raise BuildError(
             "TensorFlow is not installed: the converter needs pip install 'edge-door[converter]'"
-        ) from None
+        )
 
 
 def build(options: BuildOptions) -> Path:
     started = time.monotonic()
-    _require_tensorflow()
     width, height = options.camera
     if options.faces < 20 or options.frames < 1:
         raise BuildError("--faces must be at least 20 and --frames at least 1")
@@ -533,7 +534,6 @@ def build(options: BuildOptions) -> Path:
     if not scales:
         raise BuildError(f"--min-face {options.min_face} leaves no pyramid level")
     facenet = facenet_source(options.facenet)
-    sources = {"mtcnn": mtcnn_source_identity(), "facenet": facenet.identity}
     # The calibration folder first (a missing flag is a refusal whatever is installed), then
     # the weights, which need torch.
     check_frames = _liveness_check_frames(options) if options.liveness else {}
@@ -554,6 +554,9 @@ def build(options: BuildOptions) -> Path:
     paths = calibration_paths(options.calib)
     Random(options.seed).shuffle(paths)
     log.info("calibration images=%d from=%s", len(paths), options.calib)
+    _require_tensorflow()  # after the arguments' checks: they need none of it
+    # The mtcnn package imports TensorFlow (seconds, and its start-up lines): after the checks.
+    sources = {"mtcnn": mtcnn_source_identity(), "facenet": facenet.identity}
 
     with staged_folders(options.float_out, options.out) as (float_dir, out_dir):
         log.info("step 1/5: float reference models (%d pyramid levels)", len(scales))

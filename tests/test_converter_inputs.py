@@ -971,3 +971,34 @@ def test_a_special_file_given_as_an_input_is_named_for_what_it_is(tmp_path: Path
         load_cache(fifo)
     with pytest.raises(HeadError, match="absent.npz: no such embeddings cache; build it"):
         load_cache(tmp_path / "absent.npz")
+
+
+def test_a_build_s_bad_arguments_are_refused_before_tensorflow_loads(tmp_path: Path) -> None:
+    """Found by an audit: `edge-convert build --calib MISSING` imported TensorFlow first (the
+    mtcnn package's source identity, and the check that it is installed): seconds of waiting
+    and its start-up lines before the one line that said what was wrong."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from converter.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('tensorflow loaded:', 'tensorflow' in sys.modules)\n"
+        "sys.exit(code)\n"
+    )
+    missing = tmp_path / "missing"
+    for arguments, refusal in (
+        (["--calib", str(missing)], f"calibration folder {missing} does not exist"),
+        (["--lfw", str(missing), "--calib", str(tmp_path)], "no pairsDevTrain.txt there"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", script, "build", *arguments, "--out", str(tmp_path / "m")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        assert refusal in done.stderr
+        assert "tensorflow loaded: False" in done.stdout
+        assert "cuda" not in done.stderr.lower() and "oneDNN" not in done.stderr
