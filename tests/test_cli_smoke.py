@@ -136,6 +136,23 @@ def test_help(tmp_path: Path, module: str, words: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("words", "rule"),
+    [
+        (["hub", "passwd"], "8 to 1024 printable characters, not only spaces"),
+        (["hub", "unlock-code"], "6 to 12 digits"),
+    ],
+)
+def test_the_secret_setters_help_states_the_rule_they_check(
+    tmp_path: Path, words: list[str], rule: str
+) -> None:
+    """Found by an audit: their --help did not say what a password or code must be; a user
+    learnt it from a refusal after typing it twice."""
+    done = run(tmp_path, *words, "--help")
+    assert done.returncode == 0, done.stderr
+    assert rule in " ".join(done.stdout.split())
+
+
+@pytest.mark.parametrize(
     ("module", "prog"), [(EDGE_APP, "edge-app"), (EDGE_CONVERT, "edge-convert")]
 )
 def test_version_through_python_m(tmp_path: Path, module: str, prog: str) -> None:

@@ -133,12 +133,15 @@ examples:
 
 
 def _register_unlock_code(parser: argparse.ArgumentParser) -> None:
+    from edge_app.hub.code import CODE_MAX, CODE_MIN
+
     _register_secret_setter(
         parser,
         "unlock-code",
         help="set the code Home Assistant's lock card sends to unlock the door",
-        description="Set the remote unlock code: its scrypt hash goes to [mqtt] "
-        "unlock_code_file (mode 0600, replaced atomically).",
+        description=f"Set the remote unlock code, {CODE_MIN} to {CODE_MAX} digits (asked "
+        "twice, not shown): its scrypt hash goes to [mqtt] unlock_code_file (mode 0600, "
+        "replaced atomically).",
         epilog=UNLOCK_CODE_EPILOG,
         what="code",
     ).set_defaults(handler=run_unlock_code, changes="the unlock code file")
@@ -235,12 +238,16 @@ def run_unlock_code(args: argparse.Namespace) -> int:
 
 
 def _register_passwd(parser: argparse.ArgumentParser) -> None:
+    from edge_app.web.auth import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
+
     _register_secret_setter(
         parser,
         "passwd",
         help="set the web page's admin password",
         description="Set the admin password of the web page ([web] in the config, "
-        "docs/WEB.md). Its scrypt hash goes to [web] password_file (mode 0600, replaced "
+        f"docs/WEB.md): {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} printable characters, "
+        "not only spaces (asked twice, not shown). Its scrypt hash goes to [web] password_file "
+        "(mode 0600, replaced "
         "atomically); logins use the new password at once. Until a password exists the page "
         "is served only on a loopback address.",
         epilog="examples:\n  sudo -u edge-app edge-app hub passwd\n"

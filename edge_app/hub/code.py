@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_app.config import MqttConfig
 from edge_app.errors import UserError
 from edge_app.hub.signing import ReplayGuard, UnlockRefused, command_object
 from edge_app.private_file import read_private, write_secret_line
@@ -130,8 +129,8 @@ class CodeVerifier:
     def __init__(
         self,
         stored: CodeHash,
-        # Callers pass [mqtt] unlock_window_seconds; the default is the config's own.
-        window: float = MqttConfig.unlock_window_seconds,
+        # Callers pass [mqtt] unlock_window_seconds; None: the config's default.
+        window: float | None = None,
         *,
         clock: Callable[[], float] = time.time,
         ticks: Callable[[], float] | None = None,
@@ -139,6 +138,10 @@ class CodeVerifier:
         """clock, ticks: as ReplayGuard's. The lock-out and the wrong-code window run on
         the guard's monotonic ticks too: a wall-clock step (NTP at boot, a hand-set date)
         must neither end a lock-out early nor stretch it by the size of the step."""
+        if window is None:
+            from edge_app.config import MqttConfig  # here: `edge-app --help` reads this module
+
+            window = MqttConfig.unlock_window_seconds
         self.stored = stored
         self._guard = ReplayGuard(window, clock=clock, ticks=ticks)
         self._wrong: deque[float] = deque()
