@@ -189,6 +189,11 @@ class DoorPort(Protocol):
 
     def reload(self) -> None: ...
 
+    def reloads(self) -> bool:
+        """Whether a reload applies: a door inside another command (the demo, an
+        evaluation) has no config file of its own to read again."""
+        ...
+
     def unlock_allowed(self) -> bool: ...
 
     def unlock(self, reason: str, origin: str) -> None: ...
@@ -622,6 +627,11 @@ class ControlServer:
         }
 
     def _op_reload(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+        if not self.port.reloads():
+            raise Refused(
+                "this door runs inside another command (edge-app demo or eval), whose own "
+                "settings it keeps: there is no config file to reload"
+            )
         now = time.monotonic()
         self._reload_asked += 1
         if self._reload_due is None and now - self._reloaded >= RELOAD_SECONDS:
@@ -813,6 +823,9 @@ class DaemonPort:
 
     def reload(self) -> None:
         self.daemon.request_reload()
+
+    def reloads(self) -> bool:
+        return self.daemon.reloads
 
     def unlock_allowed(self) -> bool:
         return bool(self.daemon.config.hub.allow_unlock)

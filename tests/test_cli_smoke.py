@@ -1553,13 +1553,16 @@ class _Door:
     """What a control socket server needs of a door; counts the reloads asked for."""
 
     def __init__(self) -> None:
-        self.reloads = 0
+        self.reloaded = 0
 
     def status(self) -> dict[str, Any]:
         return {}
 
     def reload(self) -> None:
-        self.reloads += 1
+        self.reloaded += 1
+
+    def reloads(self) -> bool:
+        return True
 
     def unlock_allowed(self) -> bool:
         return False
@@ -1583,7 +1586,7 @@ def test_site_forget_asks_a_running_door_to_reload(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("asked the running door to reload")
-    assert door.reloads == 1
+    assert door.reloaded == 1
 
 
 def test_site_forget_reaches_a_door_another_client_keeps_asking_to_reload(

@@ -642,6 +642,15 @@ def test_reload_is_sighup(door: Door) -> None:
     assert door.daemon._reload.is_set()
 
 
+def test_a_door_inside_another_command_refuses_a_reload(door: Door) -> None:
+    """The demo's and an evaluation's door reload nothing (SIGHUP stops them): the socket
+    answered "requested" all the same."""
+    door.daemon.reloads = False
+    with pytest.raises(ControlError, match="runs inside another command .* no config file"):
+        door.client.reload()
+    assert not door.daemon._reload.is_set()
+
+
 def test_reloads_asked_for_within_a_second_are_held_and_started_as_one(door: Door) -> None:
     """Each reload reads the config and the gallery and builds a matcher beside the frame
     loop: a client asking for them back to back starts one a second, and the door still

@@ -44,6 +44,9 @@ class StubDoor:
     def reload(self) -> None:
         pass
 
+    def reloads(self) -> bool:
+        return True
+
     def unlock_allowed(self) -> bool:
         return False
 
