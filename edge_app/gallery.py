@@ -1156,7 +1156,9 @@ class Gallery:
                 "SELECT embedding, mirror_embedding FROM samples WHERE person_id = ? ORDER BY id",
                 (found[0] if found else -1,),
             ).fetchall()
-        return _blobs_to_matrix(_with_mirrors(rows) if mirrors else [row[0] for row in rows])
+        if not mirrors:
+            return _blobs_to_matrix([row[0] for row in rows])
+        return _blobs_to_matrix(_with_mirrors(_mirrors_of_their_photo(rows, 0, 1)[0]))
 
     @_reads
     def looking_like_several(self) -> list[tuple[str, int, int]]:
@@ -1168,6 +1170,7 @@ class Gallery:
             rows = db.execute(
                 "SELECT person_id, embedding, mirror_embedding FROM samples ORDER BY id"
             ).fetchall()
+        rows = _mirrors_of_their_photo(rows)[0]
         photos: dict[int, list[tuple[bytes, bytes]]] = {}
         for person_id, embedding, mirror in rows:
             photos.setdefault(person_id, []).append((embedding, mirror or embedding))
@@ -1228,8 +1231,9 @@ class Gallery:
                    WHERE person_id IN (SELECT id FROM people)
                    ORDER BY person_id, id"""
             ).fetchall()
-        rows, owners = _mirrors_of_their_photo(rows)
-        if owners:
+        rows, dropped = _mirrors_of_their_photo(rows)
+        if dropped:
+            owners = [row[0] for row in dropped]
             whose = {row[2]: row[0] for row in names}
             log.warning(
                 "gallery %s: %d mirror embedding(s) are another face than their photo's and "
@@ -1388,7 +1392,9 @@ class Gallery:
 
     @_reads
     def export(self, out: SupportsWrite[str]) -> tuple[int, int]:
-        """Write the whole gallery as JSON lines; returns (people, samples) written."""
+        """Write the whole gallery as JSON lines; returns (people, samples) written. A mirror
+        embedding that is another face than its photo's is left out (an import refuses it)."""
+        left_out = 0
         with self._snapshot() as db:
             people = db.execute(
                 "SELECT id, name, created_utc, access FROM people ORDER BY name"
@@ -1405,6 +1411,8 @@ class Gallery:
                 # (The embeddings: _blobs_to_matrix says what is wrong with them.)
                 kinds = (int, object, str, str, optional_bytes, optional_text, object)
                 _check_types(self.path, "samples", row, kinds)
+                [row], other_face = _mirrors_of_their_photo([row], 1, 6)
+                left_out += len(other_face)
                 person_id, blob, digest, created, crop, model, mirror = row
                 _blobs_to_matrix([blob] if mirror is None else [blob, mirror])  # damage?
                 sample = {
@@ -1418,6 +1426,13 @@ class Gallery:
                 if mirror is not None:
                     sample["mirror_embedding"] = base64.b64encode(mirror).decode("ascii")
                 samples[person_id].append(sample)
+        if left_out:
+            log.warning(
+                "gallery %s: %d mirror embedding(s) another face than their photo's left out "
+                "of the export (the photos are in it)",
+                self.path,
+                left_out,
+            )
         total = sum(len(v) for v in samples.values())
         visitors = any(not access for *_, access in people)
         header = {
@@ -1538,6 +1553,7 @@ class Gallery:
             """SELECT s.person_id, p.name, s.embedding, s.mirror_embedding
                FROM samples s JOIN people p ON p.id = s.person_id"""
         ).fetchall()
+        rows = _mirrors_of_their_photo(rows, 2, 3)[0]
         owners: list[int] = []
         names: list[str] = []
         blobs: list[bytes] = []
@@ -1616,6 +1632,7 @@ class Gallery:
                     "SELECT embedding, mirror_embedding FROM samples WHERE person_id = ?",
                     (row[0],),
                 ).fetchall()
+                rows = _mirrors_of_their_photo(rows, 0, 1)[0]
                 enrolled = _blobs_to_matrix(_with_mirrors(rows)) if rows else empty
             vectors = np.stack([s.embedding for s in person.samples]).astype(np.float32)
             mirrors = np.stack(
@@ -1659,28 +1676,46 @@ def _other_face(what: str, cosine: float) -> str:
     )
 
 
+Row = TypeVar("Row", bound=tuple[Any, ...])
+
+
 def _mirrors_of_their_photo(
-    rows: list[tuple[int, bytes | None, bytes | None]],
-) -> tuple[list[tuple[int, bytes | None, bytes | None]], list[int]]:
-    """(person_id, embedding, mirror) rows with each mirror that is another face than its
-    photo's (quality.mirrors_differ) taken out, and the person ids whose mirror was. No
-    enrolment or import stores one; a gallery written by other means may hold one."""
-    paired = [i for i, row in enumerate(rows) if row[1] is not None and row[2] is not None]
+    rows: Sequence[Row], embedding_at: int = 1, mirror_at: int = 2
+) -> tuple[list[Row], list[Row]]:
+    """`rows` of the samples table with each mirror embedding (column mirror_at) that is
+    another face than its photo's (column embedding_at; quality.mirrors_differ) made None,
+    and the rows as they were read whose mirror was. No enrolment or import stores one; a
+    gallery written by other means (an import before this check, the sqlite3 shell) may,
+    and every reader of the mirrors goes through here: matching, the one-person rule,
+    doctor, export. Rows whose embedding or mirror is damaged are left as they are
+    (_blobs_to_matrix says what is wrong with them)."""
+    paired = [
+        i
+        for i, row in enumerate(rows)
+        if all(
+            type(row[at]) is bytes and len(row[at]) == EMBEDDING_BYTES
+            for at in (embedding_at, mirror_at)
+        )
+    ]
     if not paired:
-        return rows, []
-    differ = mirrors_differ(
-        _blobs_to_matrix([rows[i][1] for i in paired]),
-        _blobs_to_matrix([rows[i][2] for i in paired]),
-    )
+        return list(rows), []
+    own = np.frombuffer(b"".join(rows[i][embedding_at] for i in paired), "<f4")
+    mirror = np.frombuffer(b"".join(rows[i][mirror_at] for i in paired), "<f4")
+    own, mirror = own.reshape(-1, EMBEDDING_DIM), mirror.reshape(-1, EMBEDDING_DIM)
+    with np.errstate(invalid="ignore", over="ignore"):
+        usable = (np.abs(np.linalg.norm(own, axis=1) - 1) < 0.01) & (
+            np.abs(np.linalg.norm(mirror, axis=1) - 1) < 0.01
+        )
+        differ = usable & mirrors_differ(own, mirror)
     if not differ.any():
-        return rows, []
-    rows = list(rows)
-    owners = []
+        return list(rows), []
+    checked = list(rows)
+    dropped = []
     for i in np.flatnonzero(differ):
-        person_id, embedding, _ = rows[paired[i]]
-        rows[paired[i]] = (person_id, embedding, None)
-        owners.append(person_id)
-    return rows, owners
+        row = rows[paired[i]]
+        dropped.append(row)
+        checked[paired[i]] = cast(Row, (*row[:mirror_at], None, *row[mirror_at + 1 :]))
+    return checked, dropped
 
 
 def _with_mirrors(rows: Sequence[Sequence[bytes | None]]) -> list[bytes | None]:

@@ -685,6 +685,47 @@ def test_a_mirror_embedding_of_another_face_is_refused_and_never_matched(
     assert float(np.max(matrix.embeddings @ mallory)) < 0.3
     assert "1 mirror embedding(s) are another face than their photo's" in caplog.text
     assert "(Alice)" in caplog.text
+    # Nor does any other reader of the mirrors see it (the review of the fix above): the
+    # one-person rule of an --add or a merge, doctor's check, an export.
+    with Gallery.open(target) as gallery:
+        assert float(np.max(gallery.embeddings("Alice", mirrors=True) @ mallory)) < 0.3
+        assert gallery.looking_like_several() == []
+        mallory_again = NewSample(mirrors_of(mallory, 5), "d" * 64, mirror=mirrors_of(mallory, 6))
+        merged = [ExportedPerson("Alice", "2024-01-01T00:00:00Z", [mallory_again])]
+        with pytest.raises(GalleryError, match="refused by the one-person rule"):
+            gallery.import_(merged, on_conflict="merge")
+        out = io.StringIO()
+        gallery.export(out)
+    assert "another face than their photo's left out of the export" in caplog.text
+    with Gallery.open(tmp_path / "restored.db", create=True) as gallery:
+        gallery.import_(read_export(io.StringIO(out.getvalue())))  # the backup restores
+        assert gallery.without_mirrors() == 1
+
+
+def test_a_damaged_embedding_is_not_taken_for_a_mirror_of_another_face(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NaN mirror, or a zeroed photo beside a healthy mirror, is damage (the unusable-row
+    warning says so, and the healthy row still matches), not another face."""
+    own = unit_vectors(2, 40)
+    path = tmp_path / "g.db"
+    with Gallery.open(path, create=True) as gallery:
+        gallery.enroll(
+            "Alice",
+            [NewSample(own[i], f"{i}" * 64, mirror=mirrors_of(own[i], i)) for i in range(2)],
+        )
+    connection = sqlite3.connect(path)
+    nan = np.full(EMBEDDING_DIM, np.nan, "<f4").tobytes()
+    connection.execute("UPDATE samples SET mirror_embedding = ? WHERE id = 1", (nan,))
+    zero = np.zeros(EMBEDDING_DIM, "<f4").tobytes()
+    connection.execute("UPDATE samples SET embedding = ? WHERE id = 2", (zero,))
+    connection.commit()
+    connection.close()
+    with Gallery.open(path) as gallery, caplog.at_level(logging.WARNING, "edge_app.gallery"):
+        matrix = gallery.load_matrix()
+    assert "another face" not in caplog.text
+    assert "unusable" in caplog.text
+    np.testing.assert_allclose(matrix.embeddings[3], mirrors_of(own[1], 1), atol=1e-6)
 
 
 def test_migration_to_v4_keeps_samples_without_mirrors(db: Path) -> None:
