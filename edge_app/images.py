@@ -41,8 +41,9 @@ few kilobytes can declare a 30000x30000 image, a path can name a pipe that never
    after the marker, such as a phone's motion-photo video, is legitimate, so the marker
    proves nothing). The last
    8x8 pixels (scaled with the decode) being exactly that grey is refused, the last as the
-   file stores them: the decoder has turned the photo as its EXIF orientation says, which
-   moves them to another corner (_LAST_BLOCK_CORNER). None of the 7,607
+   file stores them: a JPEG is decoded as stored (IMREAD_IGNORE_ORIENTATION), checked, then
+   turned as its EXIF orientation says (_TURNS, from this module's own reading of the first
+   EXIF segment it can read, whatever integer type the tag is written as). None of the 7,607
    real JPEGs in ../shared/data ends that way, every baseline JPEG cut at 30, 60, 90 or
    99.9% of its length does. A progressive JPEG cut short decodes at lower detail instead of
    grey (its first scans hold the whole image coarsely); enrolment's blur gate judges it.
@@ -57,7 +58,7 @@ import re
 import stat
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -107,19 +108,21 @@ _JPEG_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 _JPEG_SOI, _JPEG_EOI, _JPEG_SOS, _JPEG_APP1 = 0xD8, 0xD9, 0xDA, 0xE1
 _EXIF = b"Exif\0\0"
-_EXIF_ORIENTATION, _TIFF_SHORT = 274, 3
-# Where the decoder's last block (the bottom-right one as stored, where the grey fill of a
-# cut file always reaches) lands once each EXIF orientation is applied: (bottom, right).
-_LAST_BLOCK_CORNER = {
-    1: (True, True),  # as stored
-    2: (True, False),  # mirrored left to right
-    3: (False, False),  # turned 180 degrees
-    4: (False, True),  # mirrored top to bottom
-    5: (True, True),  # transposed
-    6: (True, False),  # turned 90 degrees clockwise
-    7: (False, False),  # transposed the other way
-    8: (False, True),  # turned 90 degrees anticlockwise
+_EXIF_ORIENTATION = 274
+# How a JPEG's EXIF orientation turns its pixels as stored for display (libjpeg decodes them
+# as stored, IMREAD_IGNORE_ORIENTATION, so that the truncation check sees the file's last block
+# where the file has it; the turn is then this module's, from its own reading of the EXIF).
+_TURNS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda image: cv2.flip(image, 1),  # mirrored left to right
+    3: lambda image: cv2.rotate(image, cv2.ROTATE_180),
+    4: lambda image: cv2.flip(image, 0),  # mirrored top to bottom
+    5: lambda image: cv2.transpose(image),
+    6: lambda image: cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda image: cv2.rotate(cv2.transpose(image), cv2.ROTATE_180),
+    8: lambda image: cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE),
 }
+# The sizes of the TIFF value types an Orientation may be written as (struct formats).
+_TIFF_VALUES = {1: "B", 3: "H", 4: "I", 6: "b", 7: "B", 8: "h", 9: "i"}
 # A marker: ff, then a byte other than 00 (a stuffed ff in scan data), a restart marker (which
 # stays inside a scan) or ff (a fill byte before the marker).
 _JPEG_NEXT_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -146,7 +149,7 @@ class ImageHeader:
     width: int
     height: int
     coefficient_bytes: int = 0
-    orientation: int = 1  # a JPEG's EXIF orientation (1-8), which the decoder applies
+    orientation: int = 1  # a JPEG's EXIF orientation (1-8), which _decode applies
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ def _jpeg_header(data: bytes) -> ImageHeader:
     """
     cut = _HeaderRefused(f"truncated JPEG (cut inside its header): {CUT_FIX}")
     at, frame = 2, None  # frame: the first SOF's marker, segment and offset
-    orientation: int | None = None  # from the first EXIF segment
+    orientation: int | None = None  # from the first EXIF segment that can be read
     while True:
         if at >= len(data):
             raise cut
@@ -230,19 +233,21 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         at += length
 
 
-def _exif_orientation(tiff: bytes) -> int:
-    """The Orientation tag (274) of an EXIF segment's first image directory, 1 (as stored)
-    when it has none or holds no value from 1 to 8."""
+def _exif_orientation(tiff: bytes) -> int | None:
+    """The Orientation tag (274) of an EXIF segment's first image directory, whatever integer
+    type it is written as; 1 (as stored) when it has none or holds no value from 1 to 8;
+    None when the segment's TIFF header or directory cannot be read (the next one is)."""
     if len(tiff) < 8 or tiff[:4] not in (b"II*\0", b"MM\0*"):
-        return 1
+        return None
     order = "<" if tiff[:2] == b"II" else ">"
     (offset,) = struct.unpack_from(order + "I", tiff, 4)
     if offset + 2 > len(tiff):
-        return 1
+        return None
     (count,) = struct.unpack_from(order + "H", tiff, offset)
     for entry in range(offset + 2, min(offset + 2 + 12 * count, len(tiff) - 11), 12):
-        tag, kind, _, value = struct.unpack_from(order + "HHIH", tiff, entry)
-        if tag == _EXIF_ORIENTATION and kind == _TIFF_SHORT:
+        tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+        if tag == _EXIF_ORIENTATION and kind in _TIFF_VALUES:
+            (value,) = struct.unpack_from(order + _TIFF_VALUES[kind], tiff, entry + 8)
             return value if 1 <= value <= 8 else 1
     return 1
 
@@ -443,14 +448,10 @@ def _decoder_refusal(name: str, header: ImageHeader, error: cv2.error) -> ImageE
     )
 
 
-def _looks_truncated(rgb: np.ndarray, block: int, orientation: int = 1) -> bool:
-    """Whether the decoded image's last block, as the file stores it, is all the decoder's
-    grey fill. The decoder has applied the EXIF orientation, which moves that block to
-    another corner (_LAST_BLOCK_CORNER)."""
-    bottom, right = _LAST_BLOCK_CORNER[orientation]
-    rows = slice(-block, None) if bottom else slice(None, block)
-    columns = slice(-block, None) if right else slice(None, block)
-    return bool(np.all(rgb[rows, columns] == GREY_FILL))
+def _looks_truncated(rgb: np.ndarray, block: int) -> bool:
+    """Whether the decoded image's last block, as the file stores it (bottom right, before
+    any EXIF turn), is all the decoder's grey fill."""
+    return bool(np.all(rgb[-block:, -block:] == GREY_FILL))
 
 
 def decode_image(data: bytes, name: str = "image", max_side: int | None = None) -> np.ndarray:
@@ -501,9 +502,12 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
     if header.format == "PNG" and PNG_END not in data:
         # Refused before libpng sees it, which would print its own "libpng error" line.
         raise ImageError(f"{name}: truncated PNG (no IEND end chunk): {CUT_FIX}")
+    flags = _REDUCED[reduction]
+    if header.format == "JPEG":  # as stored: turned below, after the truncation check
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
     try:
         with _opencv_quiet():
-            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[reduction])
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as error:
         raise _decoder_refusal(name, header, error) from None
     except MemoryError:
@@ -515,15 +519,18 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ImageError(f"{name}: not a {header.format} image OpenCV can decode")
     expected = (-(-height // reduction), -(-width // reduction))
-    # EXIF orientation may have turned the decoded image by 90 degrees.
-    if bgr.shape[:2] not in (expected, expected[::-1]):
+    # Another format's EXIF orientation may have turned the decoded image by 90 degrees.
+    turned = (expected,) if header.format == "JPEG" else (expected, expected[::-1])
+    if bgr.shape[:2] not in turned:
         raise ImageError(
             f"{name}: decoded {bgr.shape[1]}x{bgr.shape[0]}, but the header says "
             f"{width}x{height}: the file is damaged"
         )
     block = max(1, TRUNCATION_BLOCK // reduction)
-    if header.format == "JPEG" and _looks_truncated(bgr, block, header.orientation):
+    if header.format == "JPEG" and _looks_truncated(bgr, block):
         raise ImageError(f"{name}: truncated JPEG (its end is the decoder's grey fill): {CUT_FIX}")
+    if header.orientation in _TURNS:
+        bgr = _TURNS[header.orientation](bgr)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
     if max_side is not None and max(rgb.shape[:2]) > max_side:
         factor = max_side / max(rgb.shape[:2])

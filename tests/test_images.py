@@ -175,15 +175,25 @@ def test_a_cut_jpeg_is_refused_with_or_without_an_end_marker(
     refused(path, "truncated JPEG")
 
 
-def with_orientation(jpeg: bytes, orientation: int, big_endian: bool) -> bytes:
-    """`jpeg` with an EXIF segment right after its start marker saying how to turn it."""
+def with_orientation(
+    jpeg: bytes, orientation: int, big_endian: bool, kind: int = 3, damaged_first: bool = False
+) -> bytes:
+    """`jpeg` with an EXIF segment right after its start marker saying how to turn it, the
+    tag of TIFF type `kind` (3 SHORT, 4 LONG, 8 SSHORT, 9 SLONG, 1 BYTE); damaged_first: after
+    an EXIF segment whose TIFF header cannot be read."""
     order = ">" if big_endian else "<"
     tiff = (b"MM\0*" if big_endian else b"II*\0") + struct.pack(order + "I", 8)
     tiff += struct.pack(order + "H", 2)  # two entries: ImageWidth (a LONG), Orientation
     tiff += struct.pack(order + "HHII", 256, 4, 1, 640)
-    tiff += struct.pack(order + "HHIHH", 274, 3, 1, orientation, 0) + b"\0\0\0\0"
-    body = b"Exif\0\0" + tiff
-    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+    value = {3: "H", 8: "h", 4: "I", 9: "i", 1: "B"}[kind]
+    field = struct.pack(order + value, orientation).ljust(4, b"\0")
+    tiff += struct.pack(order + "HHI", 274, kind, 1) + field + b"\0\0\0\0"
+
+    def segment(body: bytes) -> bytes:
+        return b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+
+    first = segment(b"Exif\0\0ZZ*\0" + bytes(20)) if damaged_first else b""
+    return jpeg[:2] + first + segment(b"Exif\0\0" + tiff) + jpeg[2:]
 
 
 # How each EXIF orientation turns the stored pixels for display (numpy on an (H, W) array).
@@ -219,6 +229,31 @@ def test_a_cut_jpeg_turned_by_its_exif_orientation_is_refused(
     path.write_bytes(with_orientation(whole, orientation, big_endian))
     shown = read_image(path)
     assert shown.shape == DISPLAYED[orientation](stored).shape
+    assert np.abs(shown.astype(int) - DISPLAYED[orientation](stored)).mean() < 20
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+@pytest.mark.parametrize(
+    ("kind", "damaged_first"),
+    [(4, False), (8, False), (9, False), (1, False), (3, True)],
+    ids=["long", "sshort", "slong", "byte", "after_a_damaged_segment"],
+)
+def test_a_cut_jpeg_is_refused_however_its_exif_orientation_is_written(
+    tmp_path: Path, orientation: int, kind: int, damaged_first: bool
+) -> None:
+    """Found by a review: OpenCV turned photos whose Orientation was written as another
+    integer type than SHORT, or in a second EXIF segment after a damaged one, which the
+    check's own reading of the EXIF ignored: it looked in the wrong corner. The photo is now
+    decoded as stored, checked, and turned by this reading alone."""
+    rows, columns = np.mgrid[0:128, 0:192]
+    stored = np.dstack([columns, rows * 2, (rows * columns) // 96]).astype(np.uint8)
+    whole = encode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    path = tmp_path / "turned.jpg"
+    cut = whole[: int(len(whole) * 0.7)] + b"\xff\xd9"
+    path.write_bytes(with_orientation(cut, orientation, False, kind, damaged_first))
+    refused(path, "truncated JPEG")
+    path.write_bytes(with_orientation(whole, orientation, True, kind, damaged_first))
+    shown = read_image(path)
     assert np.abs(shown.astype(int) - DISPLAYED[orientation](stored)).mean() < 20
 
 
