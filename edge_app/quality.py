@@ -62,6 +62,11 @@ SAME_PERSON_COSINE = 0.36
 # GALLERY.md, "Export format"). A stored mirror embedding below this is another face's: an
 # import refuses it, and matching leaves it out (it would let that face in under the name).
 MIRROR_SAME_FACE = 0.85
+# Enrolment refuses a face whose box runs past the photo's edge by more than this share of
+# its shorter side: part of the face is missing, and its template is of part of one. A box
+# merely touching the edge is a tight crop (a profile picture cut to the face), whose box
+# runs 2% past it (median): benchmarks/edge_cut.py, docs/GALLERY.md.
+CUT_SHARE_MAX = 0.05
 
 
 class Reason(str, Enum):  # noqa: UP042 (StrEnum would change what str() and f-strings give)
@@ -95,6 +100,7 @@ class Gates:
     pitch_range: tuple[float, float] = PITCH_RANGE
     near_duplicate: float = NEAR_DUPLICATE_COSINE
     same_person: float = SAME_PERSON_COSINE
+    max_cut_share: float = CUT_SHARE_MAX
 
 
 DEFAULT_GATES = Gates()
@@ -155,9 +161,7 @@ def dominant_face(faces: Faces, gates: Gates = DEFAULT_GATES) -> int | Rejection
 
 
 # Faces this close to the frame edge are cut off: their embeddings are poor, so the door
-# neither lets them vote nor counts them as unknown until the person is fully in view, and
-# enrolment refuses them (none of the 4,540 LFW development photos that pass the other gates
-# has its face this close).
+# neither lets them vote nor counts them as unknown until the person is fully in view.
 EDGE_PIXELS = 2.0
 
 
@@ -171,6 +175,15 @@ def whole_faces(faces: Faces, shape: tuple[int, ...]) -> np.ndarray:
         & (boxes[:, 2] <= width - EDGE_PIXELS)
         & (boxes[:, 3] <= height - EDGE_PIXELS)
     )
+
+
+def cut_share(faces: Faces, shape: tuple[int, ...]) -> np.ndarray:
+    """(N,) how far each box runs past the frame's edge, as a share of its shorter side
+    (0 or less: inside the frame)."""
+    height, width = shape[:2]
+    x1, y1, x2, y2 = np.asarray(faces.boxes, np.float64).T
+    past = np.max(np.stack([-x1, -y1, x2 - width, y2 - height]), axis=0)
+    return np.asarray(past / np.maximum(faces.sizes, 1e-6))
 
 
 def presented_faces(faces: Faces, ratio: float = DOMINANT_RATIO) -> np.ndarray:
@@ -192,8 +205,8 @@ def enrolment_face(
 ) -> Faces | Rejection:
     """The one face of the frame to enrol (Faces of length 1) when it passes every gate;
     else the first gate it fails, in the order: no face, several faces, too small, not
-    frontal, blurry, cut by the edge (last, so that benchmarks/gates.py's counts of the
-    others stand: it refuses none of the LFW development photos the others pass)."""
+    frontal, blurry, cut by the edge (CUT_SHARE_MAX; last, so that benchmarks/gates.py's
+    counts of the others stand: it refuses none of the LFW development photos they pass)."""
     chosen = dominant_face(faces, gates)
     if isinstance(chosen, Rejection):
         return chosen
@@ -221,12 +234,13 @@ def enrolment_face(
             f"face too blurry (sharpness {sharp:.1f}, at least {gates.min_sharpness:.0f} "
             "needed): hold still, focus, more light",
         )
-    if not whole_faces(face, frame.shape)[0]:
-        # The door never matches such a face; stored, it would be a template of part of one.
+    share = float(cut_share(face, frame.shape)[0])
+    if share > gates.max_cut_share:
         return Rejection(
             Reason.CUT_BY_EDGE,
-            "the face is cut by the edge of the photo: use one with the whole head in it, "
-            "or step back into the camera's view",
+            f"the face is cut by the edge of the photo (its box runs {100 * share:.0f}% of "
+            f"its size past it, {100 * gates.max_cut_share:.0f}% at most): use one with the "
+            "whole head in it, or step back into the camera's view",
         )
     return face
 
