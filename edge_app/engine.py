@@ -147,6 +147,29 @@ def _check_frame(frame: np.ndarray) -> None:
         raise ValueError("frames must be RGB uint8 arrays shaped (H, W, 3)")
 
 
+def _check_faces(frame: np.ndarray, faces: Faces) -> None:
+    """embed and liveness refuse faces no detection of this frame gives: arrays of different
+    counts, and boxes that are not finite, are empty or inverted, or lie wholly outside the
+    frame (a crop of nothing, black, would be embedded, and liveness would score a patch
+    moved onto the frame)."""
+    count = len(faces)
+    if faces.boxes.shape != (count, 4) or faces.landmarks.shape != (count, 5, 2):
+        raise ValueError(
+            f"faces must hold (N, 4) boxes, (N,) scores and (N, 5, 2) landmarks; got "
+            f"{faces.boxes.shape}, {faces.scores.shape} and {faces.landmarks.shape}"
+        )
+    x1, y1, x2, y2 = np.asarray(faces.boxes, np.float64).T
+    height, width = frame.shape[:2]
+    usable = np.isfinite(faces.boxes).all(axis=1) & (x2 > x1) & (y2 > y1)
+    usable &= (x1 < width) & (y1 < height) & (x2 > 0) & (y2 > 0)
+    if not usable.all():
+        bad = int(np.flatnonzero(~usable)[0])
+        raise ValueError(
+            f"face {bad}'s box {faces.boxes[bad].tolist()} is not a box in this "
+            f"{width}x{height} frame (finite, x2 > x1, y2 > y1, overlapping it)"
+        )
+
+
 def _shipped(what: str, fix: str, load: Callable[[], T]) -> T:
     """A file the manifest ships beside the models (centring mean, cohort), loaded; a damaged
     one is a one-line UserError naming it, whatever numpy raised on it."""
@@ -428,6 +451,7 @@ class Engine:
     def embed_raw(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
         """(N, 512) FaceNet outputs before normalisation (mirror: of the flipped crops)."""
         _check_frame(frame)
+        _check_faces(frame, faces)
         start = time.perf_counter()
         crops = face_crops(frame, faces, self.crop_margin)
         if mirror:
@@ -463,6 +487,7 @@ class Engine:
                 "`edge-convert build --only liveness --liveness DIR` (the MiniFASNet weights)"
             )
         _check_frame(frame)
+        _check_faces(frame, faces)
         scores = self._liveness.score(frame, faces)
         self.timings.update(self._liveness.timings)
         return scores

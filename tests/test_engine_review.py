@@ -454,6 +454,38 @@ def test_embed_and_liveness_refuse_what_detect_refuses(
             cpu_engine.liveness(frame, faces)
 
 
+@pytest.mark.parametrize(
+    "box",
+    [
+        [np.nan, 10, 80, 90],
+        [10, 10, np.inf, 90],
+        [80, 10, 10, 90],  # inverted
+        [10, 10, 10, 90],  # no width
+        [-300, -300, -200, -200],  # wholly outside
+        [5000, 10, 5100, 90],
+    ],
+    ids=["nan", "inf", "inverted", "empty", "above_left", "right"],
+)
+def test_embed_and_liveness_refuse_a_box_that_is_no_face_of_the_frame(
+    cpu_engine: Engine, photo: np.ndarray, box: list[float]
+) -> None:
+    """Found by an audit: such boxes were embedded as black crops into a unit embedding,
+    and liveness scored a box wholly outside the frame 0.9996 live (its patch moved onto
+    the frame); a NaN box raised numpy's cast warnings. No detection gives one."""
+    faces = cpu_engine.detect(photo)
+    bad = Faces(np.array([box], np.float32), faces.scores[:1], faces.landmarks[:1])
+    with pytest.raises(ValueError, match="is not a box in this"):
+        cpu_engine.embed(photo, bad)
+    if cpu_engine.has_liveness:
+        with pytest.raises(ValueError, match="is not a box in this"):
+            cpu_engine.liveness(photo, bad)
+    uneven = Faces(faces.boxes[:1], faces.scores[:0], faces.landmarks[:1])
+    with pytest.raises(ValueError, match=r"faces must hold \(N, 4\) boxes"):
+        cpu_engine.embed(photo, uneven)
+    partly_outside = faces.boxes[:1] - np.array([40, 40, 0, 0], np.float32)  # overlaps: fine
+    cpu_engine.embed(photo, Faces(partly_outside, faces.scores[:1], faces.landmarks[:1]))
+
+
 # ---------------------------------------------------------------------------- Edge TPU
 
 
