@@ -107,3 +107,19 @@ class Throttle:
             held_back, self._held_back = self._held_back, 0
             logged.append(now)
             return held_back
+
+    def held(self, now: float | None = None) -> int:
+        """How many were held back, when a line saying so may be logged now (as due() would
+        allow one: the count is then reset and the line counts as logged); else 0, the count
+        kept. For a caller that says a count once a burst has ended, with no occurrence
+        after it to carry the count."""
+        with self._lock:
+            if not self._held_back:
+                return 0
+            now = self._clock() if now is None else now
+            logged = self._logged
+            if len(logged) == logged.maxlen and now - logged[0] < self.every:
+                return 0
+            held_back, self._held_back = self._held_back, 0
+            logged.append(now)
+            return held_back

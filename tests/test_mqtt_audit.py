@@ -293,6 +293,46 @@ def test_a_flood_of_refused_commands_is_logged_a_few_lines_at_a_time_with_a_coun
         hub.stop()
 
 
+def test_refusals_a_burst_left_unsaid_are_said_by_the_heartbeat(
+    broker: Broker,
+    observer: Observer,
+    door: FedDoor,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a review: past the 10 refusals said in 10 s, the rest were said only with
+    the next refusal; a burst nothing followed (10 junk commands, then someone's tries) was
+    never published, and Home Assistant's automation never fired for the tries."""
+    from edge_app.hub import mqtt as hub_mqtt
+
+    monkeypatch.setattr(hub_mqtt, "STATE_EVERY", 0.3)
+    caplog.set_level(logging.WARNING, logger="edge_app")
+    hub = code_hub(broker, tmp_path, door)
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        for _ in range(REFUSALS_LOGGED):
+            observer.publish(f"{BASE}/unlock", b"not json")
+        for _ in range(5):
+            observer.publish(f"{BASE}/unlock", json.dumps({"ts": 1, "nonce": "x" * 16}))
+        observer.wait(lambda: len(observer.on(f"{BASE}/event")) >= REFUSALS_LOGGED, what="10")
+        wait_for(lambda: "exactly" in hub.bridge._last_refusal, what="the tries refused")
+        time.sleep(1.0)  # heartbeats, within the 10 s: nothing more may be said yet
+        assert len(observer.on(f"{BASE}/event")) == REFUSALS_LOGGED
+        hub.bridge._refusals.every = 0.0  # as if REFUSAL_LOG_SECONDS had passed
+        observer.wait(lambda: len(observer.on(f"{BASE}/event")) > REFUSALS_LOGGED, what="said")
+        said = observer.on(f"{BASE}/event")[-1].json()
+        assert said["type"] == "denied"
+        assert said["reason"].startswith(
+            "remote unlock refused 5 more time(s), not published one by one; the last: command "
+            "must be an object with exactly"
+        )
+        assert "remote unlock refused 5 more time(s), not logged one by one" in caplog.text
+        assert door.pin_states == [False]
+    finally:
+        hub.stop()
+
+
 def test_another_door_on_this_doors_home_assistant_device_is_named(
     broker: Broker, observer: Observer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

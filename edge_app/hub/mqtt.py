@@ -411,6 +411,7 @@ class MqttBridge:
         self._dropping = Throttle(REFUSAL_LOG_SECONDS)
         self._dropped = 0
         self._unpublished_refusals = 0  # refusals counted, not yet said in an event
+        self._last_refusal = ""  # the reason of the latest refusal, said or not
         # Publishes come from the door's events and from the connect callback's thread: the
         # check-and-set of _dropped is one step.
         self._publish_lock = threading.Lock()
@@ -794,8 +795,8 @@ class MqttBridge:
         """Log when the broker's Maximum Packet Size (MQTT 5, in its CONNACK) is smaller than
         the hub's largest message: it closes the connection at that publish."""
         limit = getattr(properties, "MaximumPacketSize", None)
-        if not isinstance(limit, int):
-            return
+        if not isinstance(limit, int) or not self.settings.discovery:
+            return  # (the state, the largest message without discovery, is some 400 bytes)
         largest, topic = max(
             (len(json.dumps(config)) + len(topic) + PUBLISH_OVERHEAD, topic)
             for topic, config in entities(self.topics, self.lock_entity).items()
@@ -1014,6 +1015,8 @@ class MqttBridge:
         origin: who a verified signed command named (the event's name); via: where a command
         came from (appended to the reason as `origin=...`)."""
         topic = topic or self.topics.unlock
+        reason = f"remote unlock refused: {why}" + (f"; origin={via}" if via else "")
+        self._last_refusal = reason
         held_back = self._refusals.due()
         if held_back is None:
             return False
@@ -1030,10 +1033,13 @@ class MqttBridge:
                 self._unpublished_refusals += 1
                 return False
             unpublished, self._unpublished_refusals = self._unpublished_refusals, 0
-        now = time.time()
-        reason = f"remote unlock refused: {why}" + (f"; origin={via}" if via else "")
         if unpublished:
             reason += f" ({unpublished} more refused before it, not published one by one)"
+        self._publish_refusal(reason, origin)
+        return True
+
+    def _publish_refusal(self, reason: str, origin: str | None) -> None:
+        now = time.time()
         self._publish(
             self.topics.event,
             event_message(
@@ -1047,7 +1053,6 @@ class MqttBridge:
                 self.settings.door_id,
             ),
         )
-        return True
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -1169,6 +1174,7 @@ class MqttBridge:
                 try:
                     self._publish_state()
                     self._publish_availability()
+                    self._say_what_was_held_back()
                 except Exception as error:  # the state must keep being re-sent after a fault
                     if repr(error) != failed:
                         log.exception("mqtt state not published")
@@ -1179,6 +1185,39 @@ class MqttBridge:
         finally:
             if self.enrolled is not None:
                 self.enrolled.close()
+
+    def _say_what_was_held_back(self) -> None:
+        """On the heartbeat: the refusals counted since the last one said, in one line and
+        one `denied` event (a burst of them that nothing followed would otherwise never be
+        said: Home Assistant's automation would not fire for someone's tries after it), and
+        the messages dropped with a full queue since the last line said how many."""
+        held = self._refusals.held()
+        with self._acks_lock:
+            unsaid = held + self._unpublished_refusals
+            room = len(self._unacknowledged) <= MAX_QUEUED - REFUSAL_HEADROOM
+            if unsaid and room:
+                self._unpublished_refusals = 0
+            elif unsaid:
+                self._unpublished_refusals = unsaid
+        if unsaid and room:
+            log.warning(
+                "remote unlock refused %d more time(s), not logged one by one; the last: %s",
+                unsaid,
+                self._last_refusal,
+            )
+            self._publish_refusal(
+                f"remote unlock refused {unsaid} more time(s), not published one by one; the "
+                f"last: {self._last_refusal.removeprefix('remote unlock refused: ')}",
+                None,
+            )
+        with self._publish_lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            log.warning(
+                "mqtt dropped %d more message(s) while the broker had %d unacknowledged",
+                dropped,
+                MAX_QUEUED,
+            )
 
     def _check_gallery(self) -> None:
         if self.enrolled is None:
