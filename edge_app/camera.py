@@ -683,7 +683,7 @@ def describe_source(spec: int | str) -> str:
         head = "***@" + head[at + 1 :]
     elif "@" in tail:
         head = "***"
-    parameter = re.search("[=;]", head)
+    parameter = re.search("[=;]|%3[bd]", head, re.IGNORECASE)  # also percent-encoded
     if parameter is not None:  # in the path (a host holds neither): from its segment on
         head = head[: head.rfind("/", 0, parameter.start()) + 1] + "***"
     return f"{scheme}://{head}" + (f"{tail[0]}***" if tail else "")

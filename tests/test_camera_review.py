@@ -270,6 +270,7 @@ def test_a_frame_reader_is_a_context_manager_that_ends_its_thread(tmp_path: Path
         ("http://cam/videostream.cgi;user=admin;pwd=hunter2", "http://cam/***"),
         ("rtsp://admin:hunter2@cam/a/b;pwd=x?q=1", "rtsp://***@cam/a/***?***"),
         ("rtsp://cam;user=admin;pwd=hunter2", "rtsp://***"),
+        ("rtsp://cam/s/user%3Dadmin%26password%3Dhunter2", "rtsp://cam/s/***"),
         (0, "/dev/video0"),
         ("/dev/video2", "/dev/video2"),
         ("clips/door.mp4", "clips/door.mp4"),
