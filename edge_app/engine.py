@@ -153,7 +153,8 @@ def _check_faces(frame: np.ndarray, faces: Faces) -> None:
     frame (a crop of nothing, black, would be embedded, and liveness would score a patch
     moved onto the frame)."""
     count = len(faces)
-    if faces.boxes.shape != (count, 4) or faces.landmarks.shape != (count, 5, 2):
+    shapes = (faces.boxes.shape, faces.scores.shape, faces.landmarks.shape)
+    if shapes != ((count, 4), (count,), (count, 5, 2)):
         raise ValueError(
             f"faces must hold (N, 4) boxes, (N,) scores and (N, 5, 2) landmarks; got "
             f"{faces.boxes.shape}, {faces.scores.shape} and {faces.landmarks.shape}"
@@ -446,7 +447,11 @@ class Engine:
         else:
             faces = self.cascade.detect(frame)
         self.timings = dict(self.cascade.timings)
-        return faces
+        # A box of no area or not finite is no face, and embed would refuse it (_check_faces):
+        # none is expected of the cascade, and none may stop the door.
+        x1, y1, x2, y2 = faces.boxes.T
+        whole = np.isfinite(faces.boxes).all(axis=1) & (x2 > x1) & (y2 > y1)
+        return faces if whole.all() else faces[whole]
 
     def embed_raw(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:
         """(N, 512) FaceNet outputs before normalisation (mirror: of the flipped crops)."""

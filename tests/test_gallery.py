@@ -702,18 +702,44 @@ def test_a_mirror_embedding_of_another_face_is_refused_and_never_matched(
         assert gallery.without_mirrors() == 1
 
 
-def test_a_damaged_embedding_is_not_taken_for_a_mirror_of_another_face(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A NaN mirror, or a zeroed photo beside a healthy mirror, is damage (the unusable-row
-    warning says so, and the healthy row still matches), not another face."""
+def alice_with_mirrors(path: Path) -> np.ndarray:
+    """A gallery of Alice, 2 photos with their mirrors; her photos' embeddings."""
     own = unit_vectors(2, 40)
-    path = tmp_path / "g.db"
     with Gallery.open(path, create=True) as gallery:
         gallery.enroll(
             "Alice",
             [NewSample(own[i], f"{i}" * 64, mirror=mirrors_of(own[i], i)) for i in range(2)],
         )
+    return own
+
+
+@pytest.mark.parametrize("length", [1.02, 2.0])
+def test_a_mirror_of_another_face_not_of_unit_length_is_left_out_too(
+    tmp_path: Path, length: float
+) -> None:
+    """Found by a review: the check compared only rows of unit length, while the matcher
+    renormalises any finite, non-zero row: Mallory's vector stored at length 1.02 was
+    matched as Alice."""
+    mallory = unit_vectors(1, 99)[0]
+    path = tmp_path / "g.db"
+    alice_with_mirrors(path)
+    connection = sqlite3.connect(path)
+    scaled = (mallory * length).astype("<f4").tobytes()
+    connection.execute("UPDATE samples SET mirror_embedding = ? WHERE id = 2", (scaled,))
+    connection.commit()
+    connection.close()
+    with Gallery.open(path) as gallery:
+        assert float(np.max(gallery.load_matrix().embeddings @ mallory)) < 0.3
+        assert float(np.max(gallery.embeddings("Alice", mirrors=True) @ mallory)) < 0.3
+
+
+def test_a_damaged_embedding_is_not_taken_for_a_mirror_of_another_face(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NaN mirror, or a zeroed photo beside a healthy mirror, is damage (the unusable-row
+    warning says so, and the healthy row still matches), not another face."""
+    path = tmp_path / "g.db"
+    own = alice_with_mirrors(path)
     connection = sqlite3.connect(path)
     nan = np.full(EMBEDDING_DIM, np.nan, "<f4").tobytes()
     connection.execute("UPDATE samples SET mirror_embedding = ? WHERE id = 1", (nan,))

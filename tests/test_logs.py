@@ -73,3 +73,20 @@ def test_under_journald_every_line_of_a_message_has_its_priority(
         "<3>edge_app:   - a: bad",
         "<3>edge_app:   - b: bad",
     ]
+
+
+def test_a_throttle_says_what_it_held_back_once_a_line_is_allowed() -> None:
+    """Throttle.held: the count a burst left, for a caller that says it when the burst has
+    ended (the hub's heartbeat), not only with the next occurrence."""
+    from edge_app.logs import Throttle
+
+    clock = [0.0]
+    throttle = Throttle(10.0, lambda: clock[0], burst=2)
+    assert throttle.held() == 0  # nothing held back
+    assert [throttle.due() for _ in range(5)] == [0, 0, None, None, None]
+    assert throttle.held() == 0  # within the 10 s: kept
+    clock[0] = 10.5
+    assert throttle.held() == 3  # said now, and counted as a line
+    assert throttle.held() == 0
+    assert throttle.due() == 0  # the second line of this window
+    assert throttle.due() is None

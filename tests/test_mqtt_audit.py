@@ -316,7 +316,7 @@ def test_refusals_a_burst_left_unsaid_are_said_by_the_heartbeat(
         for _ in range(5):
             observer.publish(f"{BASE}/unlock", json.dumps({"ts": 1, "nonce": "x" * 16}))
         observer.wait(lambda: len(observer.on(f"{BASE}/event")) >= REFUSALS_LOGGED, what="10")
-        wait_for(lambda: "exactly" in hub.bridge._last_refusal, what="the tries refused")
+        wait_for(lambda: "exactly" in hub.bridge._last_unsaid, what="the tries refused")
         time.sleep(1.0)  # heartbeats, within the 10 s: nothing more may be said yet
         assert len(observer.on(f"{BASE}/event")) == REFUSALS_LOGGED
         hub.bridge._refusals.every = 0.0  # as if REFUSAL_LOG_SECONDS had passed
@@ -327,7 +327,10 @@ def test_refusals_a_burst_left_unsaid_are_said_by_the_heartbeat(
             "remote unlock refused 5 more time(s), not published one by one; the last: command "
             "must be an object with exactly"
         )
-        assert "remote unlock refused 5 more time(s), not logged one by one" in caplog.text
+        assert (
+            "remote unlock refused 5 more time(s), not logged one by one; the last: command "
+            "must be an object with exactly"
+        ) in caplog.text
         assert door.pin_states == [False]
     finally:
         hub.stop()

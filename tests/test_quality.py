@@ -13,6 +13,7 @@ from lfw_photos import LFW, lfw
 from edge_app.faces import Faces
 from edge_app.images import read_image
 from edge_app.quality import (
+    CUT_SHARE_MAX,
     DEFAULT_GATES,
     DOMINANT_RATIO,
     MIN_SHARPNESS,
@@ -20,6 +21,7 @@ from edge_app.quality import (
     Reason,
     Rejection,
     check_face,
+    cut_share,
     dominant_face,
     duplicate_of,
     enrolment_face,
@@ -88,6 +90,36 @@ def test_pose_is_vectorised_and_sees_a_turned_head() -> None:
 def rejected(rejection: Rejection | None) -> Rejection:
     assert rejection is not None, "expected a rejection"
     return rejection
+
+
+def test_cut_share_is_the_share_of_the_box_outside_the_frame_along_the_worse_axis() -> None:
+    """A box past two opposite edges loses both (a review found the worst single edge used:
+    a face overflowing a close-up frame on every side was let through)."""
+    shares = cut_share(
+        faces_at(
+            [
+                [10, 10, 90, 90],  # inside
+                [-1, -1, 101, 101],  # a crop to the face box: its box 1 px past each edge
+                [-5, -5, 105, 105],  # past all four
+                [-4, 10, 50, 60],  # past the left one only
+                [20, 50, 80, 130],  # past the bottom: 30 of 80 rows
+            ]
+        ),
+        (100, 100, 3),
+    )
+    np.testing.assert_allclose(shares, [0, 2 / 102, 10 / 110, 4 / 54, 30 / 80], rtol=1e-6)
+    assert (shares > CUT_SHARE_MAX).tolist() == [False, False, True, True, True]
+
+
+def test_a_face_cut_by_the_edge_is_refused_a_tight_crop_is_not() -> None:
+    frame = synthetic_face()
+    tight = faces_at([[-1, -1, 401, 401]])  # the crop is the face box
+    assert enrolment_face(frame, tight) is not None
+    assert not isinstance(enrolment_face(frame, tight), Rejection)
+    cut = faces_at([[-60, 120, 140, 320]])
+    rejection = enrolment_face(frame, cut)
+    assert isinstance(rejection, Rejection) and rejection.reason is Reason.CUT_BY_EDGE
+    assert "30% of its box is outside it, 5% at most" in rejection.message
 
 
 def test_a_good_face_passes() -> None:

@@ -24,6 +24,10 @@ __all__ = ["Component", "DoorHealth", "DoorLink", "Hub"]
 _HOMES = {"DoorHealth": "door", "DoorLink": "door", "Component": "runner", "Hub": "runner"}
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
 def __getattr__(name: str) -> Any:
     if name not in _HOMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

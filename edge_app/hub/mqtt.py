@@ -131,9 +131,10 @@ MAX_MESSAGE_VALUES = 1000
 RESEND_SECONDS = 10.0
 # Refused commands logged and published (a `denied` event) one by one within
 # REFUSAL_LOG_SECONDS (the control socket's refusal interval); more are counted, and said
-# with the next line and event. Anyone who may publish on a command topic could otherwise
-# fill the broker's queue with refusals (3,000 a second on a loopback) and crowd out the
-# door's own events, an unlock among them.
+# with the next line and event, or by the heartbeat once that interval allows a line.
+# Anyone who may publish on a command topic could otherwise fill the broker's queue with
+# refusals (3,000 a second on a loopback) and crowd out the door's own events, an unlock
+# among them.
 REFUSALS_LOGGED = 10
 # Free places in the queue (MAX_QUEUED) kept for the door's events and state: a refusal
 # due to be published is only counted while fewer are free.
@@ -411,7 +412,7 @@ class MqttBridge:
         self._dropping = Throttle(REFUSAL_LOG_SECONDS)
         self._dropped = 0
         self._unpublished_refusals = 0  # refusals counted, not yet said in an event
-        self._last_refusal = ""  # the reason of the latest refusal, said or not
+        self._last_unsaid = ""  # the reason of the latest refusal not yet said in an event
         # Publishes come from the door's events and from the connect callback's thread: the
         # check-and-set of _dropped is one step.
         self._publish_lock = threading.Lock()
@@ -1008,17 +1009,19 @@ class MqttBridge:
         """Log a refused command and publish it as a `denied` event (Home Assistant's "remote
         unlock refused" automation fires for each): each of the first REFUSALS_LOGGED within
         REFUSAL_LOG_SECONDS, then only counted until that many fit in that time again; the
-        next line and event say how many were not. An event is also only counted while the
-        queue has fewer than REFUSAL_HEADROOM free places, kept for the door's own. Whether
-        the event was published.
+        next line and event say how many were not, or the heartbeat does when none comes
+        (_say_what_was_held_back). An event is also only counted while the queue has fewer
+        than REFUSAL_HEADROOM free places, kept for the door's own. Whether the event was
+        published.
 
         origin: who a verified signed command named (the event's name); via: where a command
         came from (appended to the reason as `origin=...`)."""
         topic = topic or self.topics.unlock
         reason = f"remote unlock refused: {why}" + (f"; origin={via}" if via else "")
-        self._last_refusal = reason
         held_back = self._refusals.due()
         if held_back is None:
+            with self._acks_lock:
+                self._last_unsaid = reason
             return False
         log.warning(
             "remote unlock refused topic=%s origin=%s reason=%r%s",
@@ -1031,6 +1034,7 @@ class MqttBridge:
             self._unpublished_refusals += held_back
             if len(self._unacknowledged) > MAX_QUEUED - REFUSAL_HEADROOM:
                 self._unpublished_refusals += 1
+                self._last_unsaid = reason
                 return False
             unpublished, self._unpublished_refusals = self._unpublished_refusals, 0
         if unpublished:
@@ -1191,23 +1195,22 @@ class MqttBridge:
         one `denied` event (a burst of them that nothing followed would otherwise never be
         said: Home Assistant's automation would not fire for someone's tries after it), and
         the messages dropped with a full queue since the last line said how many."""
-        held = self._refusals.held()
+        held = self._refusals.held()  # refusals neither logged nor published
         with self._acks_lock:
+            last = self._last_unsaid.removeprefix("remote unlock refused: ")
             unsaid = held + self._unpublished_refusals
             room = len(self._unacknowledged) <= MAX_QUEUED - REFUSAL_HEADROOM
-            if unsaid and room:
-                self._unpublished_refusals = 0
-            elif unsaid:
-                self._unpublished_refusals = unsaid
-        if unsaid and room:
+            self._unpublished_refusals = 0 if room else unsaid
+        if held:  # logged whatever the queue: the journal is not the broker's
             log.warning(
                 "remote unlock refused %d more time(s), not logged one by one; the last: %s",
-                unsaid,
-                self._last_refusal,
+                held,
+                last,
             )
+        if unsaid and room:
             self._publish_refusal(
                 f"remote unlock refused {unsaid} more time(s), not published one by one; the "
-                f"last: {self._last_refusal.removeprefix('remote unlock refused: ')}",
+                f"last: {last}",
                 None,
             )
         with self._publish_lock:
