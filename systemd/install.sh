@@ -409,6 +409,23 @@ install_all() {
     # Also for running `edge-app enroll` as this user by hand (the unit sets them itself).
     usermod -a -G video,gpio,plugdev "$SERVICE_USER"
 
+    if [ "$venv" = yes ]; then
+        # The venv's interpreter is the python3 first on root's PATH: a pyenv or conda one in
+        # root's home, which the service user cannot run (the units would fail to start,
+        # over and over), or a source-built one in /usr/local, which does not see apt's
+        # picamera2 and lgpio (the strike's pin could not be driven).
+        step="checking that $SERVICE_USER can run $VENV"
+        modules=edge_app
+        if [ "$(uname -m)" = aarch64 ] && [ "$apt" = yes ]; then
+            modules="edge_app, lgpio, picamera2"
+        fi
+        if ! runuser -u "$SERVICE_USER" -- "$VENV/bin/python" -c "import $modules"; then
+            die "$SERVICE_USER cannot import $modules with $VENV/bin/python (made from" \
+                "$(command -v python3)); make it from Debian's: sudo rm -r $VENV, then" \
+                "sudo env PATH=/usr/sbin:/usr/bin:/sbin:/bin $0"
+        fi
+    fi
+
     step="writing $CONF_DIR and $STATE_DIR"
     install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
     install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"

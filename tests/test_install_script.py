@@ -44,6 +44,12 @@ STUBS = {
     "apt-get": 'echo "apt-get $*" >>"$STUBLOG"\n',
     "udevadm": 'echo "udevadm $*" >>"$STUBLOG"\n',
     "usermod": 'echo "usermod $*" >>"$STUBLOG"\n',
+    # `runuser -u USER -- PYTHON -c "import ..."`: the installer's check that the service user
+    # can run the venv (STUB_RUNUSER_FAIL: it cannot, as with a pyenv python3 in root's home).
+    "runuser": (
+        'echo "runuser $*" >>"$STUBLOG"\n'
+        'if [ -n "${STUB_RUNUSER_FAIL:-}" ]; then echo "Permission denied" >&2; exit 126; fi\n'
+    ),
     "systemctl": (
         'echo "systemctl $*" >>"$STUBLOG"\n'
         'if [ "$1" = is-enabled ]; then echo "${STUB_ENABLED:-disabled}"; fi\n'
@@ -417,6 +423,21 @@ def test_upgrade_that_fails_at_pip_keeps_the_old_models_and_says_so(fake: Fake) 
     assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
     assert not (fake.models.parent / "models.new").exists()
     assert not (fake.models.parent / "models.old").exists()
+
+
+def test_a_venv_the_service_user_cannot_run_stops_the_install_and_says_how(
+    fake: Fake,
+) -> None:
+    """Found by an audit: run from a root shell whose python3 is pyenv's (in root's home,
+    mode 700), the installer made the venv from it and said it succeeded; the units would
+    have failed to start, for ever."""
+    done = fake.run(env={"STUB_RUNUSER_FAIL": "1"})
+    assert done.returncode != 0
+    assert f"{USER} cannot import edge_app with" in done.stderr
+    assert "sudo env PATH=/usr/sbin:/usr/bin:/sbin:/bin" in done.stderr
+    assert "FAILED while checking that" in done.stderr
+    done = fake.install()  # the check passes: the install completes
+    assert any(line.startswith(f"runuser -u {USER} -- ") for line in fake.log())
 
 
 # --- 4. --purge alone ---------------------------------------------------------------------
