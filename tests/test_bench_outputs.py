@@ -77,6 +77,7 @@ SCRIPTS: dict[str, tuple[list[str], str]] = {
     ),
     "crowd": (["--data", "{absent}"], "--out"),
     "decision_cost": (["--data", "{absent}"], "--out"),
+    "edge_cut": (["--data", "{absent}"], "--out"),
     "enrol_crops": (
         ["--data", "{absent}", "report", "--shipped", "{cache}", "--crops", "{cache}"]
         + ["--models", "{absent}"],
