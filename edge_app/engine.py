@@ -147,6 +147,12 @@ def _check_frame(frame: np.ndarray) -> None:
         raise ValueError("frames must be RGB uint8 arrays shaped (H, W, 3)")
 
 
+def _with_area(boxes: np.ndarray) -> np.ndarray:
+    """Mask of the (N, 4) boxes that are finite and have an area (x2 > x1, y2 > y1)."""
+    x1, y1, x2, y2 = boxes.T
+    return np.asarray(np.isfinite(boxes).all(axis=1) & (x2 > x1) & (y2 > y1))
+
+
 def _check_faces(frame: np.ndarray, faces: Faces) -> None:
     """embed and liveness refuse faces no detection of this frame gives: arrays of different
     counts, and boxes that are not finite, are empty or inverted, or lie wholly outside the
@@ -161,8 +167,7 @@ def _check_faces(frame: np.ndarray, faces: Faces) -> None:
         )
     x1, y1, x2, y2 = np.asarray(faces.boxes, np.float64).T
     height, width = frame.shape[:2]
-    usable = np.isfinite(faces.boxes).all(axis=1) & (x2 > x1) & (y2 > y1)
-    usable &= (x1 < width) & (y1 < height) & (x2 > 0) & (y2 > 0)
+    usable = _with_area(faces.boxes) & (x1 < width) & (y1 < height) & (x2 > 0) & (y2 > 0)
     if not usable.all():
         bad = int(np.flatnonzero(~usable)[0])
         raise ValueError(
@@ -449,8 +454,7 @@ class Engine:
         self.timings = dict(self.cascade.timings)
         # A box of no area or not finite is no face, and embed would refuse it (_check_faces):
         # none is expected of the cascade, and none may stop the door.
-        x1, y1, x2, y2 = faces.boxes.T
-        whole = np.isfinite(faces.boxes).all(axis=1) & (x2 > x1) & (y2 > y1)
+        whole = _with_area(faces.boxes)
         return faces if whole.all() else faces[whole]
 
     def embed_raw(self, frame: np.ndarray, faces: Faces, mirror: bool = False) -> np.ndarray:

@@ -1701,20 +1701,14 @@ def _mirrors_of_their_photo(
         return list(rows), []
     differ = np.zeros(len(paired), bool)
     # SUM_ROWS pairs at a time, as _blobs_to_matrix reads them (a gallery load's memory is
-    # bounded by a test): a row of another length is renormalised, one that is not finite or
-    # is zero matches nobody and is compared with nothing.
+    # bounded by a test).
     for start in range(0, len(paired), SUM_ROWS):
         part = paired[start : start + SUM_ROWS]
         own = np.frombuffer(b"".join(rows[i][embedding_at] for i in part), "<f4")
         mirror = np.frombuffer(b"".join(rows[i][mirror_at] for i in part), "<f4")
-        own, mirror = own.reshape(-1, EMBEDDING_DIM), mirror.reshape(-1, EMBEDDING_DIM)
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            own_norm = np.linalg.norm(own.astype(np.float64), axis=1)
-            mirror_norm = np.linalg.norm(mirror.astype(np.float64), axis=1)
-            usable = np.isfinite(own_norm * mirror_norm) & (own_norm > 0) & (mirror_norm > 0)
-            cosine = np.einsum("ij,ij->i", own, mirror, dtype=np.float64)
-            cosine = np.where(usable, cosine / (own_norm * mirror_norm), 1.0)
-        differ[start : start + len(part)] = cosine < MIRROR_SAME_FACE
+        differ[start : start + len(part)] = mirrors_differ(
+            own.reshape(-1, EMBEDDING_DIM), mirror.reshape(-1, EMBEDDING_DIM)
+        )
     if not differ.any():
         return list(rows), []
     checked = list(rows)

@@ -237,17 +237,13 @@ def _exif_orientation(tiff: bytes) -> int | None:
     """The Orientation tag (274) of an EXIF segment's first image directory, whatever integer
     type it is written as; 1 (as stored) when it has none or holds no value from 1 to 8;
     None when the segment's TIFF header or directory cannot be read (the next one is)."""
-    if len(tiff) < 8 or tiff[:4] not in (b"II*\0", b"MM\0*"):
+    directory = _tiff_directory(tiff)
+    if directory is None:
         return None
-    order = "<" if tiff[:2] == b"II" else ">"
-    (offset,) = struct.unpack_from(order + "I", tiff, 4)
-    if offset + 2 > len(tiff):
-        return None
-    (count,) = struct.unpack_from(order + "H", tiff, offset)
-    for entry in range(offset + 2, min(offset + 2 + 12 * count, len(tiff) - 11), 12):
-        tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+    order, entries, _ = directory
+    for tag, kind, value_at in entries:
         if tag == _EXIF_ORIENTATION and kind in _TIFF_VALUES:
-            (value,) = struct.unpack_from(order + _TIFF_VALUES[kind], tiff, entry + 8)
+            (value,) = struct.unpack_from(order + _TIFF_VALUES[kind], tiff, value_at)
             return value if 1 <= value <= 8 else 1
     return 1
 
@@ -299,18 +295,33 @@ def _jpeg_frame(marker: int, sof: bytes, at: int, scan_components: int) -> Image
     return ImageHeader("JPEG", width, height, coefficient_bytes)
 
 
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    order = "<" if data[:2] == b"II" else ">"
-    (offset,) = struct.unpack_from(order + "I", data, 4)
-    if offset + 2 > len(data):
+def _tiff_directory(tiff: bytes) -> tuple[str, list[tuple[int, int, int]], bool] | None:
+    """A TIFF's byte order (a struct prefix), its first image directory's entries that lie
+    wholly in `tiff` as (tag, value type, offset of the value field), and whether every
+    entry did; None without a TIFF header or a directory. (A TIFF file, and a JPEG's EXIF
+    segment after its "Exif\0\0", are both this.)"""
+    if len(tiff) < 8 or tiff[:4] not in (b"II*\0", b"MM\0*"):
         return None
-    (count,) = struct.unpack_from(order + "H", data, offset)
+    order = "<" if tiff[:2] == b"II" else ">"
+    (offset,) = struct.unpack_from(order + "I", tiff, 4)
+    if offset + 2 > len(tiff):
+        return None
+    (count,) = struct.unpack_from(order + "H", tiff, offset)
+    whole = min(count, (len(tiff) - offset - 2) // 12)
+    entries = [
+        (*struct.unpack_from(order + "HH", tiff, at), at + 8)
+        for at in range(offset + 2, offset + 2 + 12 * whole, 12)
+    ]
+    return order, entries, whole == count
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    directory = _tiff_directory(data)
+    if directory is None:
+        return None
+    order, entries, complete = directory
     found: dict[int, int] = {}
-    for index in range(count):
-        entry = offset + 2 + 12 * index
-        if entry + 12 > len(data):
-            return None
-        tag, kind, _ = struct.unpack_from(order + "HHI", data, entry)
+    for tag, kind, value_at in entries:
         if tag in _TIFF_TILE_TAGS:
             raise _HeaderRefused(
                 "tiled TIFF is not supported (its tiles, not its size, set what decoding it "
@@ -320,8 +331,8 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
             value_format = {3: "H", 4: "I"}.get(kind)
             if value_format is None or tag in found:  # a second size: which one is read?
                 return None
-            found[tag] = int(struct.unpack_from(order + value_format, data, entry + 8)[0])
-    if 256 not in found or 257 not in found:
+            found[tag] = int(struct.unpack_from(order + value_format, data, value_at)[0])
+    if not complete or 256 not in found or 257 not in found:
         return None
     return found[256], found[257]
 

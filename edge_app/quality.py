@@ -275,10 +275,16 @@ def duplicate_of(
 
 def mirrors_differ(embeddings: np.ndarray, mirrors: np.ndarray) -> np.ndarray:
     """(N,) True where a photo's mirror embedding is not its own face's: the rows' cosine is
-    below MIRROR_SAME_FACE."""
-    own = np.asarray(embeddings, dtype=np.float32)
-    cosines = np.einsum("ij,ij->i", own, np.asarray(mirrors, dtype=np.float32))
-    return np.asarray(cosines < MIRROR_SAME_FACE)
+    below MIRROR_SAME_FACE. Rows are taken as the matcher takes stored ones: of any length
+    (renormalised); one that is zero or not finite matches nobody and differs from nothing."""
+    own, mirror = np.asarray(embeddings), np.asarray(mirrors)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        lengths = np.sqrt(
+            np.einsum("ij,ij->i", own, own, dtype=np.float64)
+            * np.einsum("ij,ij->i", mirror, mirror, dtype=np.float64)
+        )
+        cosines = np.einsum("ij,ij->i", own, mirror, dtype=np.float64) / lengths
+    return np.asarray(np.isfinite(cosines) & (lengths > 0) & (cosines < MIRROR_SAME_FACE))
 
 
 def photo_links(embeddings: np.ndarray, mirrors: np.ndarray) -> np.ndarray:
