@@ -456,6 +456,10 @@ def test_a_command_published_retained_while_the_hub_listens_opens_nothing(
         observer.publish(topic, b"", retain=True)  # clear it
         observer.publish(topic, signed("live"))  # the same hub, a command sent rightly
         observer.wait(lambda: door.pin_states[:2] == [False, True], what="pulse", timeout=5)
+        # The pin goes high before the door writes its unlock event: wait for the event too.
+        observer.wait(
+            lambda: any(e["type"] == "unlock" for e in door.events()), what="unlock event"
+        )
         unlocks = [e for e in door.events() if e["type"] == "unlock"]
         assert [e["reason"].split("origin=")[1].split()[0] for e in unlocks] == ["mqtt:live"]
     finally:
