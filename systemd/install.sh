@@ -434,6 +434,18 @@ install_all() {
             "default this release changed applies only to keys it leaves out or commented;" \
             "compare: diff $CONF_DIR/config.toml $checkout/config.example.toml"
         check_secret "$CONF_DIR/config.toml" "root:$SERVICE_USER" 640
+        # A key the new release refuses (a range narrowed, a key renamed) would stop the door
+        # at the restart below and keep it restarting, locked: checked by the new program,
+        # as the service user, before the units and models change or anything restarts.
+        step="checking the kept $CONF_DIR/config.toml with the new program"
+        if ! runuser -u "$SERVICE_USER" -- "$VENV/bin/edge-app" run --check-config \
+            --config "$CONF_DIR/config.toml"; then
+            die "$CONF_DIR/config.toml is not valid for this release (the problems are" \
+                "above): fix them (check with: sudo -u $SERVICE_USER $VENV/bin/edge-app run" \
+                "--check-config), then run the installer again. The units, the models and" \
+                "the running services were left as they were (the program in $VENV is" \
+                "already the new one: restart the door only once the config is fixed)"
+        fi
     else
         # Written whole to a temporary file beside it, then moved into place: an interrupted
         # install never leaves a half config that the next run would keep.

@@ -486,6 +486,36 @@ def test_run_refuses_a_source_it_cannot_open_in_one_line(tmp_path: Path) -> None
     assert f"{empty} as a video" in errors[0]
 
 
+def test_run_check_config_says_whether_the_door_would_start_and_opens_nothing(
+    tmp_path: Path,
+) -> None:
+    """`edge-app run --check-config`, which the installer runs on a kept config before an
+    upgrade restarts the door: the door's own checks, and nothing opened."""
+    good = tmp_path / "door.toml"
+    good.write_text("[gpio]\npin = 27\n")
+    absent_camera = str(tmp_path / "no-such-camera.mp4")
+    done = run(tmp_path, "run", "--check-config", "--config", str(good), "--source", absent_camera)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{good}: valid; the door would start with it\n"
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD_CONFIG)
+    done = run(tmp_path, "run", "--check-config", "--config", str(bad))
+    assert done.returncode == 2 and done.stdout == ""
+    assert "gpio.pulse_seconds" in done.stderr and "gpio.colour: unknown key" in done.stderr
+
+    done = run(tmp_path, "run", "--check-config", "--config", str(good), "--pin", "99")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "command line: 1 problem(s)" in done.stderr and "gpio.pin: 99" in done.stderr
+
+    absent = tmp_path / "absent.toml"
+    done = run_with_default_config(tmp_path, absent, "run", "--check-config")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"no config file at {absent}: the door would start with the defaults\n"
+    done = run_with_default_config(tmp_path, bad, "run", "--check-config")
+    assert done.returncode == 2 and "gpio.colour: unknown key" in done.stderr
+
+
 def test_run_realtime_plays_a_recording_at_its_own_frame_rate(tmp_path: Path) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()

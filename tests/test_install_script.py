@@ -46,9 +46,14 @@ STUBS = {
     "usermod": 'echo "usermod $*" >>"$STUBLOG"\n',
     # `runuser -u USER -- PYTHON -c "import ..."`: the installer's check that the service user
     # can run the venv (STUB_RUNUSER_FAIL: it cannot, as with a pyenv python3 in root's home).
+    # `runuser -u USER -- EDGE-APP run --check-config ...`: its check of a kept config
+    # (STUB_CONFIG_INVALID: the new program refuses it, as `edge-app run --check-config` does).
     "runuser": (
         'echo "runuser $*" >>"$STUBLOG"\n'
         'if [ -n "${STUB_RUNUSER_FAIL:-}" ]; then echo "Permission denied" >&2; exit 126; fi\n'
+        'case "$*" in *--check-config*) if [ -n "${STUB_CONFIG_INVALID:-}" ]; then\n'
+        '    echo "ERROR config.toml: 1 problem(s): gpio.pin: 99 is out of range" >&2; exit 2\n'
+        "fi ;; esac\n"
     ),
     "systemctl": (
         'echo "systemctl $*" >>"$STUBLOG"\n'
@@ -438,6 +443,36 @@ def test_a_venv_the_service_user_cannot_run_stops_the_install_and_says_how(
     assert "FAILED while checking that" in done.stderr
     done = fake.install()  # the check passes: the install completes
     assert any(line.startswith(f"runuser -u {USER} -- ") for line in fake.log())
+
+
+def test_a_kept_config_the_new_program_refuses_stops_the_upgrade_before_any_restart(
+    fake: Fake,
+) -> None:
+    """An upgrade whose kept config the new release refuses restarted the door into a loop of
+    failed starts (every 3 s, locked). The new program checks the kept config, as the service
+    user, before the units and models change or anything restarts."""
+    done = fake.install()
+    checks = [line for line in fake.log() if "--check-config" in line]
+    assert checks == []  # a first install writes the config: nothing kept to check
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    (fake.repo / "systemd" / "edge-app.service").write_text("[Unit]\nDescription=door 2\n")
+    fake.clear_log()
+    done = fake.run(env={"STUB_CONFIG_INVALID": "1"})
+    assert done.returncode != 0
+    assert "gpio.pin: 99 is out of range" in done.stderr  # the program's own words
+    assert "config.toml is not valid for this release" in done.stderr
+    assert "FAILED while checking the kept" in done.stderr
+    assert (fake.models / "facenet.tflite").read_text() == "model set 1\n"
+    assert fake.unit.read_text() == "[Unit]\nDescription=door\n"
+    assert _systemctl(fake) == []  # nothing reloaded or restarted
+    checks = [line for line in fake.log() if "--check-config" in line]
+    assert checks == [
+        f"runuser -u {USER} -- {fake.venv}/bin/edge-app run --check-config "
+        f"--config {fake.conf}/config.toml"
+    ]
+    fake.install()  # the config fixed: the upgrade completes
+    assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
+    assert "systemctl try-restart edge-app.service edge-app-hub.service" in _systemctl(fake)
 
 
 # --- 4. --purge alone ---------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 from edge_app import paths
 from edge_app.commands import config_path
@@ -38,6 +40,7 @@ disk, corrupt events.db) is logged and retried; the door keeps working.
 
 examples:
   edge-app run                                   # as installed: /etc/edge-app/config.toml
+  edge-app run --check-config                    # is that config valid? (after an edit)
   edge-app run --config ./door.toml --source 0   # first USB camera
   edge-app run --source clip.mp4 --gpio mock --db ./gallery.db --events - --events-db ''
 
@@ -78,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=config_path, metavar="PATH", help="TOML config file")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="read and validate the config (with the flags below) as the door would, say "
+        "whether it is valid, and exit: 0 valid, 2 not; opens no camera, pin or model",
+    )
     parser.add_argument(
         "--source",
         metavar="SPEC",
@@ -152,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items()}
     config = door_config(args.config, overrides)
+    if args.check_config:
+        # A ConfigError above is the "not valid" answer: one line and exit 2, as at a start.
+        return _say_valid(args.config)
     # A door started from the default file reads that file at each reload: one gone by then
     # is refused as a --config one is, rather than reloaded as the defaults (which dropped
     # the file's allowed hours and access rules without a word).
@@ -167,3 +179,13 @@ def run(args: argparse.Namespace) -> int:
         # systemd's Restart=on-failure takes over; the traceback goes to the journal.
         log.exception("door stopped on an unexpected error; relay released")
         return 1
+
+
+def _say_valid(path: Path | None) -> int:
+    """`run --check-config`'s answer for a config the door would start with."""
+    shown = path if path is not None else paths.DEFAULT_CONFIG
+    if path is None and not shown.exists():
+        sys.stdout.write(f"no config file at {shown}: the door would start with the defaults\n")
+    else:
+        sys.stdout.write(f"{shown}: valid; the door would start with it\n")
+    return 0
