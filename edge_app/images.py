@@ -47,7 +47,13 @@ few kilobytes can declare a 30000x30000 image, a path can name a pipe that never
    real JPEGs in ../shared/data ends that way, every baseline JPEG cut at 30, 60, 90 or
    99.9% of its length does. A progressive JPEG cut short decodes at lower detail instead of
    grey (its first scans hold the whole image coarsely); enrolment's blur gate judges it.
-5. load_photo() also downscales to at most max_side pixels on the long side before detection,
+6. Transparency: what a viewer shows of a transparent PNG, WebP or TIFF is its pixels laid on
+   a background, but OpenCV's colour decode drops the alpha and keeps the colour stored
+   under it, which no viewer shows (a fully transparent PNG can hide a face, which would be
+   enrolled). Such an image is decoded with its alpha (IMREAD_UNCHANGED) and laid on white,
+   so a cut-out portrait enrols as its face on white and a hidden face is not there. It is
+   used as stored: OpenCV applies no EXIF orientation to an image decoded with its alpha.
+7. load_photo() also downscales to at most max_side pixels on the long side before detection,
    and says by how much, so callers can report boxes in the photo's own pixels.
 """
 
@@ -127,6 +133,14 @@ _TIFF_VALUES = {1: "B", 3: "H", 4: "I", 6: "b", 7: "B", 8: "h", 9: "i"}
 # stays inside a scan) or ff (a fill byte before the marker).
 _JPEG_NEXT_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
 _JPEG_BLOCK_BYTES = 64 * 2  # one 8x8 block of 16-bit DCT coefficients
+# TIFF tags, and the colour samples of each photometric interpretation: white or black is
+# zero (grey), RGB, palette, CMYK (4, none of them alpha), YCbCr.
+_TIFF_PHOTOMETRIC, _TIFF_SAMPLES_PER_PIXEL, _TIFF_EXTRA_SAMPLES = 262, 277, 338
+_TIFF_COLOURS = {0: 1, 1: 1, 2: 3, 3: 1, 5: 4, 6: 3}
+# PNG colour types with an alpha channel: grey and alpha (4), RGBA (6).
+_PNG_ALPHA_COLOUR_TYPES = {4, 6}
+WHITE = 255  # what a transparent image is laid on (rule 6)
+_FLATTEN_ROWS = 512
 # TileWidth, TileLength, TileOffsets, TileByteCounts: any of them makes libtiff read tiles.
 _TIFF_TILE_TAGS = {322, 323, 324, 325}
 
@@ -351,6 +365,73 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _may_be_transparent(data: bytes, header: ImageHeader) -> bool:
+    """Whether the file declares transparency (rule 6): a PNG with an alpha channel or a tRNS
+    chunk before its pixels, a WebP with alpha, a TIFF with extra samples. BMP is left out:
+    OpenCV reads a 32-bit BMP's fourth byte, which most writers leave 0, as opaque pixels."""
+    if header.format == "PNG":
+        if len(data) > 25 and data[25] in _PNG_ALPHA_COLOUR_TYPES:
+            return True
+        pixels = data.find(b"IDAT")
+        return b"tRNS" in data[: pixels if pixels >= 0 else len(data)]
+    if header.format == "WebP":
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            return len(data) > 20 and bool(data[20] & 0x10)
+        if chunk == b"VP8L":
+            return len(data) >= 25 and bool(int.from_bytes(data[21:25], "little") >> 28 & 1)
+        return False
+    if header.format == "TIFF":
+        return _tiff_extra_samples(data)
+    return False
+
+
+def _tiff_extra_samples(data: bytes) -> bool:
+    """Whether a TIFF has samples besides its colour ones: an ExtraSamples tag, or more
+    samples per pixel than its photometric interpretation's colours (OpenCV writes RGBA so,
+    and libtiff then reads the fourth as an extra sample)."""
+    directory = _tiff_directory(data)
+    if directory is None:
+        return False
+    order, entries, _ = directory
+    values: dict[int, int] = {}
+    for tag, kind, value_at in entries:
+        if tag == _TIFF_EXTRA_SAMPLES:
+            return True
+        if tag in (_TIFF_PHOTOMETRIC, _TIFF_SAMPLES_PER_PIXEL) and kind == 3:  # SHORT
+            values[tag] = struct.unpack_from(order + "H", data, value_at)[0]
+    colours = _TIFF_COLOURS.get(values.get(_TIFF_PHOTOMETRIC, -1))
+    return colours is not None and values.get(_TIFF_SAMPLES_PER_PIXEL, 1) > colours
+
+
+def _flattened(image: np.ndarray, name: str) -> np.ndarray:
+    """A transparent image (decoded IMREAD_UNCHANGED: BGRA, grey and alpha, or without alpha
+    after all) as 3-channel BGR uint8, laid on white (rule 6)."""
+    if image.dtype == np.uint16:  # as libpng strips 16-bit samples to 8: the high byte
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageError(
+            f"{name}: a transparent image of {image.dtype} samples; save it as 8-bit, or "
+            "without transparency"
+        )
+    if image.ndim == 2:
+        image = image[:, :, np.newaxis]
+    channels = image.shape[2]
+    if channels not in (1, 2, 3, 4):
+        raise ImageError(f"{name}: an image of {channels} channels; save it as RGB or RGBA")
+    colour = image[:, :, :3] if channels >= 3 else image[:, :, :1]
+    if channels in (1, 3):
+        return np.ascontiguousarray(np.broadcast_to(colour, (*image.shape[:2], 3)))
+    alpha = image[:, :, -1:]
+    out = np.empty((*image.shape[:2], 3), np.uint8)
+    for top in range(0, image.shape[0], _FLATTEN_ROWS):  # bounded temporaries
+        rows = slice(top, top + _FLATTEN_ROWS)
+        a = alpha[rows].astype(np.uint16)
+        # colour * a + white * (255 - a), rounded: at most 65,152, within uint16
+        out[rows] = (colour[rows] * a + WHITE * (255 - a) + 127) // 255
+    return out
+
+
 def read_header(data: bytes) -> ImageHeader | None:
     """The format and declared size from the first bytes, or None for anything else.
 
@@ -466,7 +547,7 @@ def _looks_truncated(rgb: np.ndarray, block: int) -> bool:
 
 
 def decode_image(data: bytes, name: str = "image", max_side: int | None = None) -> np.ndarray:
-    """Checked decode of an image file's bytes to RGB uint8 (module docstring, rules 2-5).
+    """Checked decode of an image file's bytes to RGB uint8 (module docstring, rules 2-7).
 
     max_side: shrink so that the longer side is at most this many pixels (None: keep).
     """
@@ -516,6 +597,9 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
     flags = _REDUCED[reduction]
     if header.format == "JPEG":  # as stored: turned below, after the truncation check
         flags |= cv2.IMREAD_IGNORE_ORIENTATION
+    transparent = _may_be_transparent(data, header)
+    if transparent:  # with its alpha, laid on white below (rule 6)
+        flags = cv2.IMREAD_UNCHANGED
     try:
         with _opencv_quiet():
             bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
@@ -527,11 +611,14 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
         ) from None
     if bgr is None and header.format == "JPEG" and b"\xff\xd9" not in data[-1024:]:
         raise ImageError(f"{name}: truncated JPEG (no end-of-image marker): {CUT_FIX}")
+    if bgr is not None and transparent:
+        bgr = _flattened(bgr, name)
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ImageError(f"{name}: not a {header.format} image OpenCV can decode")
     expected = (-(-height // reduction), -(-width // reduction))
-    # Another format's EXIF orientation may have turned the decoded image by 90 degrees.
-    turned = (expected,) if header.format == "JPEG" else (expected, expected[::-1])
+    # Another format's EXIF orientation may have turned the decoded image by 90 degrees
+    # (not a transparent one: IMREAD_UNCHANGED decodes as stored).
+    turned = (expected,) if header.format == "JPEG" or transparent else (expected, expected[::-1])
     if bgr.shape[:2] not in turned:
         raise ImageError(
             f"{name}: decoded {bgr.shape[1]}x{bgr.shape[0]}, but the header says "

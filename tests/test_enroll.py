@@ -116,6 +116,12 @@ def bad_photo(kind: str, tmp_path: Path) -> tuple[Path, Reason]:
         return write_image(tmp_path / "covered.png", covered), Reason.NO_FACE
     if kind == "no_face_dog":
         return NEGATIVES / "dog.jpg", Reason.NO_FACE
+    if kind == "face_hidden_by_transparency":  # found by an audit: a blank PNG enrolled a face
+        face = cv2.cvtColor(read_image(good), cv2.COLOR_RGB2BGR)
+        clear = np.dstack([face, np.zeros(face.shape[:2], np.uint8)])  # alpha 0 everywhere
+        path = tmp_path / "clear.png"
+        path.write_bytes(cv2.imencode(".png", clear)[1].tobytes())
+        return path, Reason.NO_FACE
     if kind == "two_faces":
         return lfw("Alvaro_Uribe", 7), Reason.SEVERAL_FACES
     if kind == "two_faces_side_by_side":
@@ -153,6 +159,7 @@ BAD_KINDS = [
     "missing",
     "face_covered",
     "no_face_dog",
+    "face_hidden_by_transparency",
     "two_faces",
     "two_faces_side_by_side",
     "too_small",

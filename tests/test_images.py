@@ -344,3 +344,83 @@ def test_folders_leave_out_hidden_files_but_a_named_one_is_read(tmp_path: Path) 
     assert [p.name for p in expand_image_paths([tmp_path])] == ["a.jpg"]
     named = tmp_path / "._a.jpg"
     assert list(expand_image_paths([named])) == [named]  # named explicitly: read, and refused
+
+
+# --- transparency (rule 6) ------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def handmade_png(pixels: np.ndarray, colour_type: int, *chunks: tuple[bytes, bytes]) -> bytes:
+    """A PNG written byte by byte (OpenCV writes no grey-and-alpha or palette PNG): 8-bit
+    samples, rows unfiltered, `chunks` (PLTE, tRNS) before the pixels."""
+    height, width = pixels.shape[:2]
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    rows = pixels.reshape(height, -1)
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + b"".join(_png_chunk(kind, body) for kind, body in chunks)
+        + _png_chunk(b"IDAT", zlib.compress(raw))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _with_alpha(suffix: str, rgb: np.ndarray, alpha: int) -> bytes:
+    """`rgb` with every pixel's alpha `alpha` (0 to 255), written as `suffix` describes."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    bgra = np.dstack([bgr, np.full(rgb.shape[:2], alpha, np.uint8)])
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if suffix == "png16":
+        return cv2.imencode(".png", bgra.astype(np.uint16) * 257)[1].tobytes()
+    if suffix == "png-grey-alpha":
+        return handmade_png(np.dstack([grey, np.full(grey.shape, alpha, np.uint8)]), 4)
+    if suffix == "png-palette-trns":  # a palette of the 256 greys, each of that alpha
+        palette = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
+        return handmade_png(grey, 3, (b"PLTE", palette), (b"tRNS", bytes([alpha]) * 256))
+    if suffix == "webp-lossy":
+        return cv2.imencode(".webp", bgra, [cv2.IMWRITE_WEBP_QUALITY, 90])[1].tobytes()
+    if suffix == "webp-lossless":
+        return cv2.imencode(".webp", bgra, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
+    return cv2.imencode(suffix, bgra)[1].tobytes()
+
+
+TRANSPARENT_KINDS = [
+    ".png", "png16", "png-grey-alpha", "png-palette-trns", "webp-lossy", "webp-lossless", ".tiff"
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", TRANSPARENT_KINDS)
+def test_a_transparent_image_is_laid_on_white_so_nothing_hidden_under_it_is_read(
+    kind: str,
+) -> None:
+    """Found by an audit: OpenCV's colour decode dropped the alpha and kept the colour
+    stored under it, so a PNG that every viewer shows blank enrolled the face hidden in it."""
+    photo = read_image(PHOTO)
+    clear = images.decode_image(_with_alpha(kind, photo, 0), "clear")
+    assert clear.shape == photo.shape and np.all(clear == 255)  # what a viewer shows: nothing
+
+    grey = kind in ("png-grey-alpha", "png-palette-trns")
+    seen = np.repeat(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)[:, :, None], 3, 2) if grey else photo
+    opaque = images.decode_image(_with_alpha(kind, photo, 255), "opaque")
+    lossy = kind == "webp-lossy"
+    assert np.abs(opaque.astype(int) - seen).mean() < (3 if lossy else 0.01)
+
+    half = images.decode_image(_with_alpha(kind, photo, 128), "half")
+    blend = seen.astype(float) * 128 / 255 + 255 * 127 / 255
+    assert np.abs(half - blend).mean() < (3 if lossy else 0.51)
+
+
+def test_images_without_transparency_decode_as_before() -> None:
+    """Only files that declare transparency take the alpha decode: the rest are decoded by
+    OpenCV's colour decode as they always were, pixel for pixel."""
+    photo = read_image(PHOTO)
+    for suffix, params in [(".png", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 90]), (".tiff", [])]:
+        data = encode(suffix, photo, params)
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None
+        expected = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+        assert np.array_equal(images.decode_image(data), expected), suffix
