@@ -329,26 +329,41 @@ def _tiff_directory(tiff: bytes) -> tuple[str, list[tuple[int, int, int]], bool]
     return order, entries, whole == count
 
 
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
+def _tiff_tags(data: bytes) -> tuple[dict[int, list[int | None]], bool] | None:
+    """A TIFF's first image directory as tag -> the values of its entries (a tag may be
+    written twice), each an integer when of type SHORT or LONG, else None; and whether every
+    entry lay wholly in `data`. None without a directory."""
     directory = _tiff_directory(data)
     if directory is None:
         return None
     order, entries, complete = directory
-    found: dict[int, int] = {}
+    tags: dict[int, list[int | None]] = {}
     for tag, kind, value_at in entries:
-        if tag in _TIFF_TILE_TAGS:
-            raise _HeaderRefused(
-                "tiled TIFF is not supported (its tiles, not its size, set what decoding it "
-                "takes); save the photo as JPEG or PNG"
-            )
-        if tag in (256, 257):
-            value_format = {3: "H", 4: "I"}.get(kind)
-            if value_format is None or tag in found:  # a second size: which one is read?
-                return None
-            found[tag] = int(struct.unpack_from(order + value_format, data, value_at)[0])
-    if not complete or 256 not in found or 257 not in found:
+        value_format = {3: "H", 4: "I"}.get(kind)
+        value = None
+        if value_format is not None:
+            value = int(struct.unpack_from(order + value_format, data, value_at)[0])
+        tags.setdefault(tag, []).append(value)
+    return tags, complete
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    read = _tiff_tags(data)
+    if read is None:
         return None
-    return found[256], found[257]
+    tags, complete = read
+    if _TIFF_TILE_TAGS & tags.keys():
+        raise _HeaderRefused(
+            "tiled TIFF is not supported (its tiles, not its size, set what decoding it "
+            "takes); save the photo as JPEG or PNG"
+        )
+    width, height = tags.get(256, []), tags.get(257, [])
+    # A second size (which one is read?) or one of another type: no size.
+    if not complete or len(width) != 1 or len(height) != 1:
+        return None
+    if width[0] is None or height[0] is None:
+        return None
+    return width[0], height[0]
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:
@@ -390,18 +405,16 @@ def _tiff_extra_samples(data: bytes) -> bool:
     """Whether a TIFF has samples besides its colour ones: an ExtraSamples tag, or more
     samples per pixel than its photometric interpretation's colours (OpenCV writes RGBA so,
     and libtiff then reads the fourth as an extra sample)."""
-    directory = _tiff_directory(data)
-    if directory is None:
+    read = _tiff_tags(data)
+    if read is None:
         return False
-    order, entries, _ = directory
-    values: dict[int, int] = {}
-    for tag, kind, value_at in entries:
-        if tag == _TIFF_EXTRA_SAMPLES:
-            return True
-        if tag in (_TIFF_PHOTOMETRIC, _TIFF_SAMPLES_PER_PIXEL) and kind == 3:  # SHORT
-            values[tag] = struct.unpack_from(order + "H", data, value_at)[0]
-    colours = _TIFF_COLOURS.get(values.get(_TIFF_PHOTOMETRIC, -1))
-    return colours is not None and values.get(_TIFF_SAMPLES_PER_PIXEL, 1) > colours
+    tags = read[0]
+    if _TIFF_EXTRA_SAMPLES in tags:
+        return True
+    photometric = tags.get(_TIFF_PHOTOMETRIC, [None])[0]
+    samples = tags.get(_TIFF_SAMPLES_PER_PIXEL, [1])[0]
+    colours = _TIFF_COLOURS.get(photometric if photometric is not None else -1)
+    return colours is not None and samples is not None and samples > colours
 
 
 def _flattened(image: np.ndarray, name: str) -> np.ndarray:
