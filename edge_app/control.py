@@ -837,14 +837,16 @@ class DaemonPort:
         daemon = self.daemon
         if daemon.relay is None or daemon.events is None:
             raise Refused("the door is not running yet")
+        events = daemon.events
         try:
-            opened = daemon.open_door(None)
+            opened = daemon.open_door(
+                None, lambda: events.record(UNLOCK, reason=f"{reason}; origin={origin}")
+            )
         except RelayError as error:  # the relay failed: locked, and the door process exits
             log.error("%s", error)
             raise Refused(f"the relay failed; the door is locked and restarts ({error})") from None
         if not opened:
             raise Refused("the door is stopping")
-        daemon.events.record(UNLOCK, reason=f"{reason}; origin={origin}")
 
 
 def attach(daemon: Daemon) -> ControlServer | None:

@@ -24,6 +24,7 @@ the loop wakes at least every LOOP_TIMEOUT seconds whatever the camera does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -858,6 +859,9 @@ class Daemon:
         self.control: ControlServer | None = None
         self.picture = PictureWatch()  # whether the camera shows anything (edge_app/picture.py)
         self._door_lock = threading.Lock()
+        # Held from a pulse to its unlock event, and by the relock's event (_on_relock): the
+        # relay relocks on its own, so a relock could be recorded before the unlock it ends.
+        self._unlock_recording = threading.Lock()
 
     # --- control from other threads and signal handlers ------------------------------------
 
@@ -868,12 +872,22 @@ class Daemon:
         if self.reloads:  # (a door inside another command has no config file of its own)
             self._reload.set()
 
-    def open_door(self, name: str | None) -> bool:
+    def open_door(self, name: str | None, record: Callable[[], object] | None = None) -> bool:
         """Pulse the strike: the one path for a recognition and a control-socket unlock.
 
         False, leaving the door locked, once a stop was asked for: the relay-guard thread
-        closes the relay under the same lock, so no pulse slips in between.
+        closes the relay under the same lock, so no pulse slips in between. record, after a
+        pulse: the unlock's event, recorded before the relock that ends the pulse can be
+        (outside the door lock, which a stop needs at once).
         """
+        with self._unlock_recording:
+            if not self._pulse(name):
+                return False
+            if record is not None:
+                record()
+            return True
+
+    def _pulse(self, name: str | None) -> bool:
         relay = self.relay
         # The control socket is attached, and frames processed, only once _start() made it.
         assert relay is not None, "open_door before the relay was claimed"
@@ -1272,9 +1286,8 @@ class Daemon:
             geometry = self._parallax[track.track_id].reading.verdict
         if decision.kind == rules.SPOOF:
             self.metrics.spoofs += 1
-        if decision.kind == rules.UNLOCK and not self.open_door(decision.name):
-            return  # the guard closed the relay for a stop signal: stay locked
-        events.record(
+        record = functools.partial(
+            events.record,
             decision.kind,
             name=decision.name,
             score=recorded_score(decision.score),
@@ -1285,6 +1298,10 @@ class Daemon:
             liveness=decision.liveness,
             geometry=geometry,
         )
+        if decision.kind != rules.UNLOCK:
+            record()
+        elif not self.open_door(decision.name, record):
+            return  # the guard closed the relay for a stop signal: stay locked
 
     def _resolve_liveness(self, config: Config) -> LiveRule:
         """[liveness] against the loaded models; UserError when they cannot serve it."""
@@ -1305,7 +1322,8 @@ class Daemon:
 
     def _on_relock(self, reason: str) -> None:
         if self.events is not None:
-            self.events.record(RELOCK, name=self._opened_for, reason=reason)
+            with self._unlock_recording:  # after the unlock of the pulse it ends
+                self.events.record(RELOCK, name=self._opened_for, reason=reason)
 
     def _relock_on_stop(self) -> None:
         """The relay guard, a thread of its own from the moment the pin is claimed.

@@ -23,6 +23,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -198,7 +199,7 @@ def test_scripted_visit_unlocks_once_and_relocks_on_time(tmp_path: Path, gallery
     assert daemon.run() == 0
     assert states(factory) == [False, True, False]
     high = factory.pin(PIN).states[2].timestamp
-    assert PULSE - 0.02 <= high <= PULSE + 0.1  # relocked by the timer, not by the exit
+    assert PULSE - 0.02 <= high <= PULSE + 0.3  # on time (the reason below: by the timer)
     kinds = [e["type"] for e in jsonl(tmp_path)]
     assert kinds == ["recognized", "unlock", "relock"]
     assert jsonl(tmp_path)[-1]["reason"] == "timeout"
@@ -592,8 +593,10 @@ def test_a_relay_timer_that_stopped_mid_pulse_locks_the_door_and_ends_the_run(
     daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
     original = daemon.open_door
 
-    def open_then_lose_the_timer(name: str | None) -> bool:
-        opened = original(name)
+    def open_then_lose_the_timer(
+        name: str | None, record: Callable[[], object] | None = None
+    ) -> bool:
+        opened = original(name, record)
         assert isinstance(daemon.relay, Relay)  # a pin_factory passed in: in this process
         stop_relay_timer(daemon.relay)
         return opened
