@@ -116,7 +116,7 @@ def test_a_trickling_client_is_cut_off_at_the_deadline_and_others_are_served_mea
             asked = time.monotonic()
             assert ControlClient(server.path, timeout=2.0).status()["source"] == "stub"
             # Not queued behind the trickler, which would take it to the deadline (0.35 s on).
-            assert time.monotonic() - asked < DEADLINE / 4
+            assert time.monotonic() - asked < DEADLINE / 2
             reply = read_line(slow)
             cut = time.monotonic() - start
             assert reply == {
@@ -177,8 +177,8 @@ def test_tricklers_in_every_slot_hold_the_door_only_until_the_deadline(
             begun = time.monotonic()
             server.publish({"type": "unknown", "track": index})
             server.offer_frame(frame, index)
-            # Never waits for a client: that would be a TRICKLE or the deadline, not a tick.
-            assert time.monotonic() - begun < TRICKLE / 2
+            # Never waits for a client: that would be a TRICKLE or more, up to the deadline.
+            assert time.monotonic() - begun < TRICKLE
             time.sleep(TRICKLE)
         served: list[float] = []
 

@@ -512,11 +512,17 @@ def test_remote_unlock_needs_a_fresh_signed_unique_command(
         unlocks = [e for e in door.events() if e["type"] == "unlock"]
         assert len(unlocks) == 1
         assert unlocks[0]["reason"].startswith(f"remote; origin=mqtt:phone uid={os.getuid()}")
-        mqtt_events = [m.json() for m in observer.on(f"{BASE}/event")]
-        assert [e for e in mqtt_events if e["type"] == "unlock"][0]["reason"].startswith(
-            "remote; origin=mqtt:phone"
-        )
-        assert [e["type"] for e in mqtt_events].count("denied") >= len(refusals) + 2
+
+        # The hub publishes the door's unlock, and the replay's refusal, after the pin moved
+        # and the refusal was logged: wait for both on the broker.
+        def published(kind: str) -> list[dict]:
+            return [
+                e for e in (m.json() for m in observer.on(f"{BASE}/event")) if e["type"] == kind
+            ]
+
+        observer.wait(lambda: published("unlock"), what="unlock on MQTT")
+        assert published("unlock")[0]["reason"].startswith("remote; origin=mqtt:phone")
+        observer.wait(lambda: len(published("denied")) >= len(refusals) + 2, what="replay denied")
     finally:
         hub.stop()
 
@@ -563,10 +569,17 @@ def test_a_signed_command_accepted_before_a_restart_is_refused_after_it(
         assert [e for e in door.events() if e["type"] == "unlock"][-1]["reason"].startswith(
             "remote; origin=mqtt:phone"
         )
-        denied = [
-            m.json()["reason"] for m in observer.on(f"{BASE}/event") if b"denied" in m.payload
-        ]
-        assert any("before this hub started" in reason for reason in denied), denied
+
+        def denied() -> list[str]:
+            return [
+                m.json()["reason"] for m in observer.on(f"{BASE}/event") if b"denied" in m.payload
+            ]
+
+        # Published after the refusal was logged (the line waited for above).
+        observer.wait(
+            lambda: any("before this hub started" in reason for reason in denied()),
+            what="denied on MQTT",
+        )
 
         observer.publish(topic, signed("fresh"))  # signed now: opens the door
         observer.wait(lambda: door.pin_states[:4] == [False, True, False, True], what="pulse")

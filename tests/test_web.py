@@ -8,6 +8,7 @@ the same pages in Chromium.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import html
 import http
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -655,6 +657,15 @@ def test_health_pages_asked_at_once_share_one_check(
         return real(state)  # type: ignore[arg-type]
 
     monkeypatch.setattr(web_app, "_health_checks", slow)
+    # Requests that reached the check (awaiting it), counted on the server's side.
+    waiting: list[int] = []
+
+    def counted_shield(future: Any) -> Any:
+        waiting.append(1)
+        return asyncio.shield(future)
+
+    asyncio_seen = SimpleNamespace(**{**vars(asyncio), "shield": counted_shield})
+    monkeypatch.setattr(web_app, "asyncio", asyncio_seen)
     cookies = dict(user.cookies)
     with ThreadPoolExecutor(max_workers=6) as pool:
         first = pool.submit(user.get, "/health", timeout=60)
@@ -663,7 +674,10 @@ def test_health_pages_asked_at_once_share_one_check(
             pool.submit(httpx.get, site.url + "/health", cookies=cookies, timeout=60)
             for _ in range(5)
         ]
-        time.sleep(0.3)  # they arrive while the check runs
+        deadline = time.monotonic() + 30
+        while len(waiting) < 6:  # they arrive while the check runs
+            assert time.monotonic() < deadline, f"{len(waiting)} of 6 requests reached the check"
+            time.sleep(0.02)
         release.set()
         replies = [first.result(), *(future.result() for future in others)]
     assert [reply.status_code for reply in replies] == [200] * 6

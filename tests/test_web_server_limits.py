@@ -475,7 +475,7 @@ def test_refused_connections_are_logged_once_per_address_then_with_a_count(
 ) -> None:
     """Defect (audit s40 finding 5): every refused connect was a WARNING line of its own,
     6 706 of them in 3 minutes of a flood."""
-    server = serve(PER_ADDRESS_CONNECTIONS=2, REFUSAL_LOG_S=1.0)
+    server = serve(PER_ADDRESS_CONNECTIONS=2, REFUSAL_LOG_S=3.0)
     held = [connect(server, source) for source in ["127.0.0.2"] * 2 + ["127.0.0.3"] * 2]
     try:
         with caplog.at_level(logging.WARNING):
@@ -486,12 +486,12 @@ def test_refused_connections_are_logged_once_per_address_then_with_a_count(
                     assert b"503 Service Unavailable" in refused.recv(200)
             with connect(server, "127.0.0.3") as refused:
                 assert b"503 Service Unavailable" in refused.recv(200)
-            assert time.monotonic() - started < 1.0  # all within one period
+            assert time.monotonic() - started < 2.0  # all within one period (of 3 s)
             assert refused_lines(caplog) == [
                 f"{REFUSED_LOG} address=127.0.0.2 open=2 total=4 held_back=0",
                 f"{REFUSED_LOG} address=127.0.0.3 open=2 total=4 held_back=0",
             ]
-            time.sleep(max(0.0, started + 1.05 - time.monotonic()))
+            time.sleep(max(0.0, started + 3.3 - time.monotonic()))
             with connect(server, "127.0.0.2") as refused:
                 assert b"503 Service Unavailable" in refused.recv(200)
         assert refused_lines(caplog)[2:] == [
@@ -508,7 +508,7 @@ def test_requests_cut_for_their_pace_or_size_are_logged_once_per_address_then_wi
     """Defect (audit s40, left low): a client sending head after oversized head (or body
     after stalled body) wrote a WARNING line for each, unthrottled, while refused connects
     were already held to one line per address per period."""
-    server = serve(REFUSAL_LOG_S=1.0)
+    server = serve(REFUSAL_LOG_S=3.0)
     oversized = b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 20_000
     head_log = "web request head too large address={} limit_bytes=16384 held_back={}"
 
@@ -526,9 +526,9 @@ def test_requests_cut_for_their_pace_or_size_are_logged_once_per_address_then_wi
         for _ in range(6):
             cut("127.0.0.2")
         cut("127.0.0.3")  # another address: a line of its own
-        assert time.monotonic() - started < 1.0  # all within one period
+        assert time.monotonic() - started < 2.0  # all within one period (of 3 s)
         assert head_lines() == [head_log.format("127.0.0.2", 0), head_log.format("127.0.0.3", 0)]
-        time.sleep(max(0.0, started + 1.05 - time.monotonic()))
+        time.sleep(max(0.0, started + 3.3 - time.monotonic()))
         cut("127.0.0.2")
     assert head_lines()[2:] == [head_log.format("127.0.0.2", 5)]
     assert status_of(server) == 200
@@ -539,7 +539,7 @@ def test_requests_answered_503_at_the_cap_are_logged_once_then_with_a_count(
 ) -> None:
     """With the page's last connection taken, uvicorn answers every request 503 and logged a
     line for each: a device holding all but one could write one per request."""
-    server = serve(MAX_CONNECTIONS=3, REFUSAL_LOG_S=1.0)
+    server = serve(MAX_CONNECTIONS=3, REFUSAL_LOG_S=3.0)
     held = [connect(server, "127.0.0.2") for _ in range(2)]
     try:
         with caplog.at_level(logging.WARNING):
@@ -547,8 +547,8 @@ def test_requests_answered_503_at_the_cap_are_logged_once_then_with_a_count(
             started = time.monotonic()
             for _ in range(10):
                 assert status_of(server) == 503
-            assert time.monotonic() - started < 1.0
-            time.sleep(max(0.0, started + 1.05 - time.monotonic()))
+            assert time.monotonic() - started < 2.0
+            time.sleep(max(0.0, started + 3.3 - time.monotonic()))
             assert status_of(server) == 503
         lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"]
         assert lines == [
@@ -566,7 +566,7 @@ def test_malformed_and_upgrade_requests_are_logged_once_then_with_a_count(
     """Found by an audit: without a login, a request with two Host headers or an Upgrade
     header made uvicorn log a line each (two for an upgrade, the second advising to install
     a WebSocket library the page does not use): 200 lines a second from one client."""
-    server = serve(REFUSAL_LOG_S=1.0)
+    server = serve(REFUSAL_LOG_S=3.0)
     malformed = b"GET /login HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
     upgrade = (
         b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
@@ -584,8 +584,8 @@ def test_malformed_and_upgrade_requests_are_logged_once_then_with_a_count(
         for _ in range(5):
             assert send(malformed) == 400
             assert send(upgrade) == 200  # served as a plain request: the login page
-        assert time.monotonic() - started < 1.0
-        time.sleep(max(0.0, started + 1.05 - time.monotonic()))
+        assert time.monotonic() - started < 2.0
+        time.sleep(max(0.0, started + 3.3 - time.monotonic()))
         send(malformed)
         send(upgrade)
     lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"]
