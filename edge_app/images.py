@@ -387,18 +387,38 @@ def _may_be_transparent(data: bytes, header: ImageHeader) -> bool:
     if header.format == "PNG":
         if len(data) > 25 and data[25] in _PNG_ALPHA_COLOUR_TYPES:
             return True
-        pixels = data.find(b"IDAT")
-        return b"tRNS" in data[: pixels if pixels >= 0 else len(data)]
+        return b"tRNS" in _chunk_types(data, 8, png=True, stop=b"IDAT")
     if header.format == "WebP":
         chunk = data[12:16]
-        if chunk == b"VP8X":
-            return len(data) > 20 and bool(data[20] & 0x10)
+        if chunk == b"VP8X" and len(data) > 20 and data[20] & 0x10:
+            return True
         if chunk == b"VP8L":
             return len(data) >= 25 and bool(int.from_bytes(data[21:25], "little") >> 28 & 1)
-        return False
+        # libwebp decodes an ALPH chunk's alpha whatever the VP8X flags say
+        return b"ALPH" in _chunk_types(data, 12, png=False)
     if header.format == "TIFF":
         return _tiff_extra_samples(data)
     return False
+
+
+def _chunk_types(data: bytes, at: int, *, png: bool, stop: bytes | None = None) -> set[bytes]:
+    """The types of the chunks from `at` on, walked by their lengths as a decoder walks
+    them (a type's bytes inside another chunk's data are no chunk), up to the first `stop`:
+    a PNG's (big-endian length, type, data, CRC) or a RIFF file's (type, little-endian
+    length, data padded to an even length)."""
+    types: set[bytes] = set()
+    while at + 8 <= len(data):
+        if png:
+            (length,) = struct.unpack_from(">I", data, at)
+            kind, length = data[at + 4 : at + 8], length + 4
+        else:
+            (length,) = struct.unpack_from("<I", data, at + 4)
+            kind, length = data[at : at + 4], length + (length & 1)
+        if kind == stop:
+            break
+        types.add(kind)
+        at += 8 + length
+    return types
 
 
 def _tiff_extra_samples(data: bytes) -> bool:
@@ -432,9 +452,11 @@ def _flattened(image: np.ndarray, name: str) -> np.ndarray:
     channels = image.shape[2]
     if channels not in (1, 2, 3, 4):
         raise ImageError(f"{name}: an image of {channels} channels; save it as RGB or RGBA")
-    colour = image[:, :, :3] if channels >= 3 else image[:, :, :1]
-    if channels in (1, 3):
-        return np.ascontiguousarray(np.broadcast_to(colour, (*image.shape[:2], 3)))
+    if channels == 3:  # no alpha after all (a WebP whose ALPH chunk libwebp does not use)
+        return image
+    if channels == 1:
+        return np.repeat(image, 3, axis=2)
+    colour = image[:, :, :3] if channels == 4 else image[:, :, :1]
     alpha = image[:, :, -1:]
     out = np.empty((*image.shape[:2], 3), np.uint8)
     for top in range(0, image.shape[0], _FLATTEN_ROWS):  # bounded temporaries

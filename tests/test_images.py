@@ -424,3 +424,25 @@ def test_images_without_transparency_decode_as_before() -> None:
         assert decoded is not None
         expected = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
         assert np.array_equal(images.decode_image(data), expected), suffix
+
+
+def test_transparency_is_found_as_the_decoder_finds_it_not_by_bytes_that_look_like_it() -> None:
+    """A PNG whose palette transparency (tRNS) follows a text chunk holding the bytes "IDAT",
+    and a WebP with alpha whose header flag says none: found by walking the chunks, as the
+    decoders do. A WebP whose decoder then gives no alpha decodes as OpenCV's colour decode."""
+    photo = read_image(PHOTO)
+    grey = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    palette = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
+    decoy = (b"tEXt", b"Comment\0IDAT before the palette's transparency")
+    hidden = handmade_png(grey, 3, decoy, (b"PLTE", palette), (b"tRNS", bytes(256)))
+    assert hidden.index(b"IDAT") < hidden.index(b"tRNS")  # a search for IDAT stops too soon
+    assert np.all(images.decode_image(hidden, "hidden") == 255)
+
+    flagged = bytearray(_with_alpha("webp-lossy", photo, 0))
+    assert flagged[12:16] == b"VP8X" and b"ALPH" in flagged
+    flagged[20] &= ~0x10  # the alpha flag cleared; the ALPH chunk left
+    unflagged = bytes(flagged)
+    decoded = images.decode_image(unflagged, "unflagged")
+    colour = cv2.imdecode(np.frombuffer(unflagged, np.uint8), cv2.IMREAD_COLOR)
+    assert colour is not None
+    assert np.array_equal(decoded, cv2.cvtColor(colour, cv2.COLOR_BGR2RGB))
