@@ -96,6 +96,10 @@ BUILD_WAIT_SECONDS = 0.5
 START_EXTEND_EVERY = 10.0
 START_EXTEND_SECONDS = 30.0
 METRICS_EVERY = 60.0
+# How long a relock's event waits for the unlock events of pulses under way (open_door): on
+# the relay's event thread, so the relock itself never waits; a record stuck longer (a
+# stalled events sink) lets the relock be recorded anyway.
+RELOCK_EVENT_WAIT = 2.0
 # Config sections the running daemon cannot change without reopening hardware, models or sinks.
 RESTART_SECTIONS = ("camera", "models", "detection", "events")
 # Keys of the other sections that the daemon opened at start: the relay pin, the control socket.
@@ -859,9 +863,11 @@ class Daemon:
         self.control: ControlServer | None = None
         self.picture = PictureWatch()  # whether the camera shows anything (edge_app/picture.py)
         self._door_lock = threading.Lock()
-        # Held from a pulse to its unlock event, and by the relock's event (_on_relock): the
-        # relay relocks on its own, so a relock could be recorded before the unlock it ends.
-        self._unlock_recording = threading.Lock()
+        # Unlocks pulsed (or about to be) whose event is not recorded yet: the relay relocks
+        # on its own, and the relock's event (_on_relock) waits for theirs, up to
+        # RELOCK_EVENT_WAIT, so that it never comes before the unlock it ends.
+        self._unrecorded_unlocks = 0
+        self._unlock_recorded = threading.Condition()
 
     # --- control from other threads and signal handlers ------------------------------------
 
@@ -877,15 +883,21 @@ class Daemon:
 
         False, leaving the door locked, once a stop was asked for: the relay-guard thread
         closes the relay under the same lock, so no pulse slips in between. record, after a
-        pulse: the unlock's event, recorded before the relock that ends the pulse can be
-        (outside the door lock, which a stop needs at once).
+        pulse: the unlock's event, which the relock that ends the pulse waits for (without
+        holding the door lock, which a stop needs at once, or anything a pulse needs).
         """
-        with self._unlock_recording:
+        with self._unlock_recorded:
+            self._unrecorded_unlocks += 1
+        try:
             if not self._pulse(name):
                 return False
             if record is not None:
                 record()
             return True
+        finally:
+            with self._unlock_recorded:
+                self._unrecorded_unlocks -= 1
+                self._unlock_recorded.notify_all()
 
     def _pulse(self, name: str | None) -> bool:
         relay = self.relay
@@ -1322,8 +1334,11 @@ class Daemon:
 
     def _on_relock(self, reason: str) -> None:
         if self.events is not None:
-            with self._unlock_recording:  # after the unlock of the pulse it ends
-                self.events.record(RELOCK, name=self._opened_for, reason=reason)
+            with self._unlock_recorded:  # after the unlock of the pulse it ends
+                self._unlock_recorded.wait_for(
+                    lambda: self._unrecorded_unlocks == 0, timeout=RELOCK_EVENT_WAIT
+                )
+            self.events.record(RELOCK, name=self._opened_for, reason=reason)
 
     def _relock_on_stop(self) -> None:
         """The relay guard, a thread of its own from the moment the pin is claimed.

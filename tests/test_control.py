@@ -516,6 +516,30 @@ def test_a_relock_is_recorded_after_its_unlock_however_late_the_unlock_is_record
     assert [event["type"] for event in open_door.events()] == ["unlock", "relock"]
 
 
+def test_a_relock_event_stuck_in_its_sink_never_holds_back_the_next_unlock(
+    open_door: Door, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relock's event waits for its unlock's, never the other way round: a relock
+    record that hangs (a stalled events sink) leaves the next unlock free to pulse."""
+    record = open_door.log.record
+    stuck, release = threading.Event(), threading.Event()
+
+    def relocks_hang(kind: str, **fields: Any) -> Any:
+        if kind == "relock":
+            stuck.set()
+            release.wait(30)
+        return record(kind, **fields)
+
+    monkeypatch.setattr(open_door.log, "record", relocks_hang)
+    try:
+        assert open_door.client.unlock("remote", "first")["unlocked"] is True
+        assert stuck.wait(10)  # the first pulse is over; its relock's record hangs
+        assert open_door.client.unlock("remote", "second")["unlocked"] is True
+        assert open_door.pin_states == [False, True, False, True]
+    finally:
+        release.set()
+
+
 @pytest.mark.parametrize(
     "fields",
     [
