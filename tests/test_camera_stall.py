@@ -153,7 +153,8 @@ def test_a_camera_that_delivers_is_never_dropped_even_slowly_or_with_bad_frames(
         slow_failure(source, 0.005)
         return None if number % 3 == 0 else (GOOD, None)
 
-    source = Scripted(read, drop_after=0.05)
+    # A budget a loaded machine's scheduling stays well inside between two reads.
+    source = Scripted(read, drop_after=0.3)
     seen = 0
     start = time.monotonic()
     with caplog.at_level(logging.INFO, logger="edge_app.camera"):
@@ -161,11 +162,11 @@ def test_a_camera_that_delivers_is_never_dropped_even_slowly_or_with_bad_frames(
             seen += 1
             assert frame.image is GOOD
             if seen in (2, 4):  # the read after each of these fails
-                time.sleep(0.08)  # a slow consumer: longer than drop_after
+                time.sleep(1.5 * source.drop_after)  # a slow consumer: longer than drop_after
             if seen == 40:
                 break
     elapsed = time.monotonic() - start
-    assert elapsed > 5 * source.drop_after  # ran well past the budget
+    assert elapsed > 2 * source.drop_after  # ran well past the budget
     assert source.reconnects == 0
     (reads,) = source.reads  # one connection
     assert source.skipped == reads // 3 > 0  # every third read failed, and was skipped

@@ -266,7 +266,12 @@ def test_a_long_gallery_load_at_start_tells_systemd_the_start_goes_on(
     slow = daemon_module.Recognizer.__init__
 
     def slow_load(self: Recognizer, *args: object, **kwargs: object) -> None:
-        time.sleep(0.5)  # a large gallery's lookalike check
+        # A large gallery's lookalike check: long enough for 3 messages, however loaded the
+        # machine (waited for, not slept).
+        deadline = time.monotonic() + 10
+        while sum(state.startswith("EXTEND") for state in told) < 3:
+            assert time.monotonic() < deadline, told
+            time.sleep(0.01)
         slow(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(daemon_module.sdnotify, "SystemdNotifier", Notifier)
@@ -304,6 +309,14 @@ def test_a_stop_during_a_long_start_ends_the_extensions(
     load = daemon_module.Recognizer.__init__
 
     def slow_load(self: Recognizer, *args: object, **kwargs: object) -> None:
+        # The stop comes once the start has told systemd twice that it goes on (waited for,
+        # however loaded the machine), and the load goes on for a second after it.
+        deadline = time.monotonic() + 10
+        while sum(state.startswith("EXTEND") for _, state in told) < 2:
+            assert time.monotonic() < deadline, told
+            time.sleep(0.01)
+        stopped.append(time.monotonic())
+        daemon._on_stop_signal(signal.SIGTERM)  # what the SIGTERM handler does
         time.sleep(1.0)
         load(self, *args, **kwargs)  # type: ignore[arg-type]
 
@@ -314,15 +327,7 @@ def test_a_stop_during_a_long_start_ends_the_extensions(
     daemon = Daemon(
         door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=MockFactory()
     )
-
-    def stop() -> None:
-        stopped.append(time.monotonic())
-        daemon._on_stop_signal(signal.SIGTERM)  # what the SIGTERM handler does
-
-    timer = threading.Timer(0.35, stop)
-    timer.start()
     daemon.run()
-    timer.join()
     before = [s for t, s in told if t < stopped[0] and s.startswith("EXTEND")]
     after = [s for t, s in told if t > stopped[0] and s.startswith("EXTEND")]
     assert len(before) >= 2, told  # it was telling systemd the start goes on

@@ -8,6 +8,7 @@ relay (gpiozero's MockFactory), as tests/test_daemon_fast.py runs the door.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -230,6 +231,9 @@ def test_systemctl_status_says_whether_the_last_reload_was_refused(
     write_config(path, frames, gallery)
     engine = ScriptedEngine(delay=0.02)
     daemon = Daemon(load_config(path), config_path=path, engine=engine, pin_factory=MockFactory())
+    # The grey frames would be said "no picture" (a STATUS= of its own) after 10 s of clip:
+    # on a slow machine that could come before the second reload applies.
+    daemon.picture.hold_seconds = math.inf
     said: list[str] = []
 
     def hear(until: Callable[[], bool]) -> None:

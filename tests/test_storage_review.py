@@ -39,7 +39,7 @@ def test_a_named_pipe_as_the_jsonl_file_never_blocks_the_door(tmp_path: Path) ->
         target=lambda: made.append(EventLog(tmp_path / "events.db", fifo)), daemon=True
     )
     opener.start()
-    opener.join(timeout=2.0)
+    opener.join(timeout=10.0)  # opening also makes the database (with fsync): not a hang
     blocked = opener.is_alive()
     if blocked:  # let the blocked open return, so the test ends either way
         os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
