@@ -35,6 +35,7 @@ from needs import unavailable
 from paho.mqtt.enums import CallbackAPIVersion
 from test_control import PIN, Door, make_daemon
 
+from benchmarks.loopback import free_port
 from edge_app.camera import Frame
 from edge_app.config import Config, parse_config
 from edge_app.hub import DoorLink, Hub
@@ -56,12 +57,6 @@ def _need_mosquitto() -> None:
     missing = [tool for tool in (MOSQUITTO, MOSQUITTO_PASSWD, "openssl") if not shutil.which(tool)]
     if missing:
         unavailable(f"needs {', '.join(missing)} (apt install mosquitto openssl)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_ca(folder: Path) -> dict[str, Path]:
@@ -116,19 +111,27 @@ class Broker:
             (folder / "acl").write_text(acl)
             acl_lines = [f"acl_file {folder / 'acl'}"]
         self.config = folder / "mosquitto.conf"
+        self._settings = [
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"password_file {passwords}",
+            *acl_lines,
+            "persistence false",
+            *settings,
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+        ]
+        self._write_config()
+        self.process: subprocess.Popen | None = None
+        self._started = False
+
+    def _write_config(self) -> None:
         self.config.write_text(
             "\n".join(
                 [
-                    "per_listener_settings false",
-                    "allow_anonymous false",
-                    f"password_file {passwords}",
-                    *acl_lines,
-                    "persistence false",
-                    *settings,
-                    f"user {pwd.getpwuid(os.getuid()).pw_name}",
-                    "log_dest stderr",
-                    "log_type error",
-                    "log_type warning",
+                    *self._settings,
                     f"listener {self.port} 127.0.0.1",
                     f"listener {self.tls_port} 127.0.0.1",
                     f"cafile {self.certs['ca']}",
@@ -138,9 +141,25 @@ class Broker:
                 ]
             )
         )
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        """Start mosquitto. A port free when it was picked may be taken by another process
+        before mosquitto binds it: a first start then picks other ports (a restart keeps its
+        own, which the hub under test was given)."""
+        log = self.folder / "mosquitto.log"
+        for _ in range(5):
+            before = log.stat().st_size if log.exists() else 0
+            if self._started_on_its_ports():
+                self._started = True
+                return
+            text = log.read_bytes()[before:].decode(errors="replace")  # this start's lines
+            assert not self._started and "Address already in use" in text, text
+            self.port, self.tls_port = free_port(), free_port()
+            self._write_config()
+        raise RuntimeError("mosquitto found its ports taken five times")
+
+    def _started_on_its_ports(self) -> bool:
+        """Whether mosquitto opened its ports; False if it exited first."""
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
@@ -148,11 +167,12 @@ class Broker:
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.folder / "mosquitto.log").read_text()
+            if self.process.poll() is not None:
+                return False
             try:
                 for port in (self.port, self.tls_port):
                     socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return
+                return True
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not open its ports")
