@@ -463,16 +463,17 @@ def test_unlock_is_refused_unless_the_door_allows_it(door: Door) -> None:
     assert not [e for e in door.events() if e["type"] == "unlock"]
 
 
-def test_unlock_pulses_the_relay_and_is_recorded_with_its_origin(tmp_path: Path) -> None:
-    # A pulse long enough for the status asked while it lasts, however loaded the machine.
-    open_door = Door(make_daemon(tmp_path, allow_unlock=True, pulse=2.0))
-    try:
-        _unlocked_and_recorded(open_door)
-    finally:
-        open_door.close()
+@pytest.fixture
+def long_pulse_door(tmp_path: Path) -> Iterator[Door]:
+    """An open door whose pulse outlasts a status asked during it, however loaded the
+    machine."""
+    door = Door(make_daemon(tmp_path, allow_unlock=True, pulse=2.0))
+    yield door
+    door.close()
 
 
-def _unlocked_and_recorded(open_door: Door) -> None:
+def test_unlock_pulses_the_relay_and_is_recorded_with_its_origin(long_pulse_door: Door) -> None:
+    open_door = long_pulse_door
     reply = open_door.client.unlock("remote", "mqtt:alice")
     assert reply["unlocked"] is True
     assert open_door.relay.is_active
