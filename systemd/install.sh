@@ -25,7 +25,10 @@ SERVICE=edge-app
 HUB_SERVICE=edge-app-hub
 SERVICE_USER=edge-app
 PREFIX=/opt/edge-app
+# The program: $VENV is a link to one venv in $VENVS. An install builds a new venv beside
+# the one in use and switches the link only once the new program has passed its checks.
 VENV=$PREFIX/venv
+VENVS=$PREFIX/venvs
 CONF_DIR=/etc/edge-app
 STATE_DIR=/var/lib/edge-app
 SHARE_DIR=/usr/share/edge-app
@@ -164,18 +167,29 @@ have_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2
 # What the EXIT trap reports: the step under way, once the installer has begun to change the
 # system (a refusal before that has changed nothing), and what it leaves behind.
 step=""
+# yes while nothing but the new venv (removed on failure), apt packages, the service's
+# account and groups and its folders were added, and an existing config's owner and mode fixed
+untouched=no
 snapshot=""
 key_tmp=""
 config_tmp=""
+new_venv=""
 finish() {
     status=$?
     if [ -n "$key_tmp" ]; then rm -f "$key_tmp"; fi
     if [ -n "$config_tmp" ]; then rm -f "$config_tmp"; fi
     if [ -n "$snapshot" ]; then rm -rf "$snapshot"; fi
+    if [ -n "$new_venv" ]; then rm -rf "$new_venv"; fi
     if [ "$status" -ne 0 ] && [ -n "$step" ]; then
         echo "install.sh: FAILED while $step (exit status $status)." >&2
-        echo "install.sh: the system may be half-installed or half-upgraded (or half-removed):" \
-            "fix the cause and run the installer again" >&2
+        if [ "$untouched" = yes ]; then
+            echo "install.sh: the installed program, config, units and models are as they" \
+                "were, and running services were not touched: fix the cause and run the" \
+                "installer again" >&2
+        else
+            echo "install.sh: the system may be half-installed or half-upgraded (or" \
+                "half-removed): fix the cause and run the installer again" >&2
+        fi
     fi
     exit "$status"
 }
@@ -365,29 +379,43 @@ install_all() {
     done
     REPO=$snapshot
 
-    # The program first: pip (which needs PyPI) is the step most likely to fail, and until
-    # it has succeeded the installed models, units and config are the previous ones.
+    # The program first: pip (which needs PyPI) is the step most likely to fail. It goes into
+    # a new venv beside the one in use, which the running door and hub keep importing from
+    # until the switch just before their restart: a failure anywhere before that switch
+    # removes the new venv and leaves the installed program as it was.
+    untouched=yes
     if [ "$venv" = yes ]; then
-        step="installing edge-app into $VENV (pip)"
+        step="installing edge-app into a new venv in $VENVS (pip)"
+        install -d -m 0755 "$PREFIX" "$VENVS"
+        # Venvs left by an install that was cut short (a power cut during pip) are never in use.
+        in_use=$(readlink -f "$VENV" 2>/dev/null || true)
+        for built in "$VENVS"/*; do
+            if [ -e "$built" ] || [ -L "$built" ]; then
+                if [ "$(readlink -f "$built")" != "$in_use" ]; then rm -rf "$built"; fi
+            fi
+        done
+        new_venv=$(mktemp -d "$VENVS/$(date -u +%Y%m%dT%H%M%SZ).XXXXXX")
+        chmod 0755 "$new_venv"
         # --system-site-packages: picamera2 and lgpio are apt packages (their bindings are
         # not on PyPI).
-        if [ ! -x "$VENV/bin/python" ]; then
-            python3 -m venv --system-site-packages "$VENV"
-        fi
-        "$VENV/bin/pip" install --quiet --upgrade "$REPO"
-        say "installed edge-app into $VENV"
+        python3 -m venv --system-site-packages "$new_venv"
+        "$new_venv/bin/pip" install --quiet "$REPO"
+        say "installed edge-app into $new_venv"
         # picamera2 imports apt's python3-simplejpeg, which Bookworm builds for its numpy 1.x;
         # the venv has numpy 2 from PyPI, and with it `from picamera2 import Picamera2`
         # raises "ValueError: numpy.dtype size changed". PyPI's simplejpeg is built for
         # numpy 2, and installed into the venv it shadows apt's. --force-reinstall: pip
         # would count apt's copy as already installed; --no-deps: keep the venv's numpy.
         if [ "$(uname -m)" = aarch64 ]; then
-            "$VENV/bin/pip" install --quiet --force-reinstall --no-deps simplejpeg
-            say "installed simplejpeg from PyPI into $VENV (apt's is built for numpy 1.x)"
+            "$new_venv/bin/pip" install --quiet --force-reinstall --no-deps simplejpeg
+            say "installed simplejpeg from PyPI into $new_venv (apt's is built for numpy 1.x)"
         fi
-        if [ ! -x "$VENV/bin/edge-app" ]; then
-            die "pip succeeded but $VENV/bin/edge-app is not there"
+        if [ ! -x "$new_venv/bin/edge-app" ]; then
+            die "pip succeeded but $new_venv/bin/edge-app is not there"
         fi
+        program=$new_venv
+    else
+        program=$VENV
     fi
 
     step="creating the groups and the $SERVICE_USER user"
@@ -414,14 +442,14 @@ install_all() {
         # root's home, which the service user cannot run (the units would fail to start,
         # over and over), or a source-built one in /usr/local, which does not see apt's
         # picamera2 and lgpio (the strike's pin could not be driven).
-        step="checking that $SERVICE_USER can run $VENV"
+        step="checking that $SERVICE_USER can run $program"
         modules=edge_app
         if [ "$(uname -m)" = aarch64 ] && [ "$apt" = yes ]; then
             modules="edge_app, lgpio, picamera2"
         fi
-        if ! runuser -u "$SERVICE_USER" -- "$VENV/bin/python" -c "import $modules"; then
-            die "$SERVICE_USER cannot import $modules with $VENV/bin/python (made from" \
-                "$(command -v python3)); make it from Debian's: sudo rm -r $VENV, then" \
+        if ! runuser -u "$SERVICE_USER" -- "$program/bin/python" -c "import $modules"; then
+            die "$SERVICE_USER cannot import $modules with $program/bin/python (made from" \
+                "$(command -v python3)); run the installer with Debian's python3:" \
                 "sudo env PATH=/usr/sbin:/usr/bin:/sbin:/bin $0"
         fi
     fi
@@ -438,15 +466,15 @@ install_all() {
         # at the restart below and keep it restarting, locked: checked by the new program,
         # as the service user, before the units and models change or anything restarts.
         step="checking the kept $CONF_DIR/config.toml with the new program"
-        if ! runuser -u "$SERVICE_USER" -- "$VENV/bin/edge-app" run --check-config \
+        if ! runuser -u "$SERVICE_USER" -- "$program/bin/edge-app" run --check-config \
             --config "$CONF_DIR/config.toml"; then
             die "$CONF_DIR/config.toml is not valid for this release (the problems are" \
-                "above): fix them (check with: sudo -u $SERVICE_USER $VENV/bin/edge-app run" \
-                "--check-config), then run the installer again. The units, the models and" \
-                "the running services were left as they were (the program in $VENV is" \
-                "already the new one: restart the door only once the config is fixed)"
+                "above): fix them, then run the installer again, which checks it first." \
+                "The installed program, the units, the models and the running services" \
+                "were left as they were"
         fi
     else
+        untouched=no
         # Written whole to a temporary file beside it, then moved into place: an interrupted
         # install never leaves a half config that the next run would keep.
         rm -f "$CONF_DIR"/.config.toml.new.*
@@ -460,6 +488,7 @@ install_all() {
             "un-comment and set [gpio] pin and active_high for your relay, and" \
             "[camera] source if not the Pi camera"
     fi
+    untouched=no
     if [ -f "$UNLOCK_KEY" ] && [ ! -L "$UNLOCK_KEY" ] && [ ! -s "$UNLOCK_KEY" ]; then
         write_unlock_key
         say "replaced the empty $UNLOCK_KEY with a new key"
@@ -488,6 +517,24 @@ install_all() {
 
     # Models last, just before the restart: replaced as a whole, so a rebuilt set never
     # mixes with the previous one, and never runs with the previous program.
+    # The new program, then the models, just before the restart. The link is replaced in
+    # one rename, so $VENV is always a whole venv, the old one or the new one.
+    previous=""
+    if [ "$venv" = yes ]; then
+        step="switching $VENV to the new program"
+        previous=$(readlink -f "$VENV" 2>/dev/null || true)
+        if [ -d "$VENV" ] && [ ! -L "$VENV" ]; then
+            # An older installer's venv, a folder: a link cannot replace it in one step.
+            rm -rf "$PREFIX/venv.old"
+            mv "$VENV" "$PREFIX/venv.old"
+            previous=$PREFIX/venv.old
+        fi
+        rm -f "$PREFIX/venv.new"
+        ln -s "$new_venv" "$PREFIX/venv.new"
+        mv -T "$PREFIX/venv.new" "$VENV"
+        say "$VENV is now $new_venv"
+        new_venv=""
+    fi
     step="replacing the models in $MODELS_DIR"
     install -d -m 0755 "$SHARE_DIR"
     rm -rf "$MODELS_DIR.new" "$MODELS_DIR.old"
@@ -514,6 +561,17 @@ install_all() {
     else
         say "systemd is not running here: nothing reloaded or restarted"
     fi
+    # The previous program, once the services run on the new one: only a venv this
+    # installer made (never what a hand-made link pointed at).
+    case $previous in
+        "$VENVS"/*/* | *..*) ;;
+        "$VENVS"/* | "$PREFIX/venv.old")
+            if [ "$previous" != "$(readlink -f "$VENV")" ]; then
+                step="removing the previous program ($previous)"
+                rm -rf "$previous"
+            fi
+            ;;
+    esac
     step=""
 
     # The first-install steps, unless this is an upgrade of a door already set up: its units

@@ -231,15 +231,22 @@ def test_install_enrol_run_upgrade_and_remove_as_on_a_pi() -> None:
     # not print the first install's steps again.
     key = (CONF / "unlock.key").read_bytes()
     # A kept config the new program refuses stops the upgrade before anything restarts.
+    program = (PREFIX / "venv").resolve()
+    assert list((PREFIX / "venvs").iterdir()) == [program]
     (CONF / "config.toml").write_text(written.replace("# pin = 17", "pin = 99"))
     refused = _install(check=False)
     assert refused.returncode != 0
     assert "gpio.pin: 99 is out of range" in refused.stderr
     assert "config.toml is not valid for this release" in refused.stderr
+    # the program checked the config from its own venv, removed with it: the door keeps its
+    assert (PREFIX / "venv").resolve() == program
+    assert list((PREFIX / "venvs").iterdir()) == [program]
     (CONF / "config.toml").write_text(written.replace("# pin = 17", "pin = 27"))
     os.chmod(CONF / "config.toml", 0o644)
     again = _install()
     assert f"{CONF / 'config.toml'}: valid; the door would start with it" in again.stdout
+    upgraded = (PREFIX / "venv").resolve()
+    assert upgraded != program and list((PREFIX / "venvs").iterdir()) == [upgraded]
     assert f"kept existing {CONF / 'config.toml'}" in again.stdout
     assert f"diff {CONF / 'config.toml'} {REPO_ROOT}/config.example.toml" in again.stdout
     assert "pin = 27" in (CONF / "config.toml").read_text().splitlines()

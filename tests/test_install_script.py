@@ -152,7 +152,13 @@ class Fake:
 
     @property
     def venv(self) -> Path:
+        """The link to the venv in use."""
         return self.path("/opt/edge-app/venv")
+
+    def venvs(self) -> list[Path]:
+        """The venvs built by the installer, in use or not."""
+        folder = self.path("/opt/edge-app/venvs")
+        return sorted(folder.iterdir()) if folder.is_dir() else []
 
     @property
     def models(self) -> Path:
@@ -419,11 +425,13 @@ def test_pip_installs_a_clean_copy_of_the_checkout_and_removes_it(fake: Fake) ->
 def test_upgrade_that_fails_at_pip_keeps_the_old_models_and_says_so(fake: Fake) -> None:
     fake.install()
     (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    program = fake.venv.resolve()
     done = fake.run(env={"STUB_PIP_FAIL": "1"})
     assert done.returncode != 0
     assert (fake.models / "facenet.tflite").read_text() == "model set 1\n"
-    assert "FAILED while installing edge-app into" in done.stderr
-    assert "half-upgraded" in done.stderr
+    assert "FAILED while installing edge-app into a new venv" in done.stderr
+    assert "the installed program, config, units and models are as they were" in done.stderr
+    assert fake.venv.resolve() == program and fake.venvs() == [program]  # the half venv: gone
     done = fake.install()
     assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
     assert not (fake.models.parent / "models.new").exists()
@@ -454,6 +462,7 @@ def test_a_kept_config_the_new_program_refuses_stops_the_upgrade_before_any_rest
     done = fake.install()
     checks = [line for line in fake.log() if "--check-config" in line]
     assert checks == []  # a first install writes the config: nothing kept to check
+    program = fake.venv.resolve()
     (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
     (fake.repo / "systemd" / "edge-app.service").write_text("[Unit]\nDescription=door 2\n")
     fake.clear_log()
@@ -465,14 +474,73 @@ def test_a_kept_config_the_new_program_refuses_stops_the_upgrade_before_any_rest
     assert (fake.models / "facenet.tflite").read_text() == "model set 1\n"
     assert fake.unit.read_text() == "[Unit]\nDescription=door\n"
     assert _systemctl(fake) == []  # nothing reloaded or restarted
+    # checked by the new program, which is then removed: the door keeps the one it runs
     checks = [line for line in fake.log() if "--check-config" in line]
-    assert checks == [
-        f"runuser -u {USER} -- {fake.venv}/bin/edge-app run --check-config "
-        f"--config {fake.conf}/config.toml"
-    ]
+    assert len(checks) == 1
+    assert re.fullmatch(
+        f"runuser -u {USER} -- {re.escape(str(fake.path('/opt/edge-app/venvs')))}/[^/ ]+"
+        f"/bin/edge-app run --check-config --config {re.escape(str(fake.conf))}/config.toml",
+        checks[0],
+    ), checks[0]
+    assert fake.venv.resolve() == program and fake.venvs() == [program]
     fake.install()  # the config fixed: the upgrade completes
     assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
     assert "systemctl try-restart edge-app.service edge-app-hub.service" in _systemctl(fake)
+
+
+def test_an_upgrade_builds_the_new_program_beside_the_running_one_then_switches(
+    fake: Fake,
+) -> None:
+    """pip upgraded the venv the door and hub were running from, for the minutes it takes on
+    a Pi: a module they imported late could come from the other release, and a refused
+    upgrade left the new program in place. Now the new venv is built and checked beside the
+    running one, then a link is switched in one rename just before the restart."""
+    fake.install()
+    assert fake.venv.is_symlink()
+    first = fake.venv.resolve()
+    assert fake.venvs() == [first] and (first / "bin" / "edge-app").is_file()
+    assert mode_owner(first)[0] == 0o755  # the service user runs it
+    fake.clear_log()
+    done = fake.install()
+    second = fake.venv.resolve()
+    assert second != first and fake.venvs() == [second]  # the previous one removed
+    assert (fake.path("/usr/local/bin/edge-app")).resolve() == second / "bin" / "edge-app"
+    assert f"python3 -m venv --system-site-packages {second}" in fake.log()
+    assert f"{fake.venv} is now {second}" in done.stdout
+    # the switch comes after the checks and before the restart
+    out = done.stdout
+    assert out.index("is now") < out.index("models in")
+    assert "systemctl try-restart edge-app.service edge-app-hub.service" in _systemctl(fake)
+
+
+def test_a_venv_folder_left_by_an_older_installer_is_replaced_by_the_link(fake: Fake) -> None:
+    older = fake.venv
+    (older / "bin").mkdir(parents=True)
+    (older / "bin" / "edge-app").write_text("#!/bin/sh\nexit 0\n")
+    (older / "bin" / "edge-app").chmod(0o755)
+    fake.install()
+    assert fake.venv.is_symlink() and fake.venvs() == [fake.venv.resolve()]
+    assert not fake.path("/opt/edge-app/venv.old").exists()
+    assert not fake.path("/opt/edge-app/venv.new").is_symlink()
+
+
+def test_venvs_of_an_interrupted_install_are_removed_and_a_hand_made_link_target_kept(
+    fake: Fake,
+) -> None:
+    fake.install()
+    venvs = fake.path("/opt/edge-app/venvs")
+    (venvs / "20261201T000000Z.abcdef" / "bin").mkdir(parents=True)  # a power cut during pip
+    fake.install()
+    assert fake.venvs() == [fake.venv.resolve()]
+    # A venv the operator made and linked by hand is theirs: used, never deleted.
+    own = fake.state / "own-venv"
+    (own / "bin").mkdir(parents=True)
+    (own / "bin" / "edge-app").write_text("#!/bin/sh\nexit 0\n")
+    fake.venv.unlink()
+    fake.venv.symlink_to(own)
+    fake.install()
+    assert (own / "bin" / "edge-app").is_file()
+    assert fake.venv.resolve().parent == venvs and fake.venvs() == [fake.venv.resolve()]
 
 
 # --- 4. --purge alone ---------------------------------------------------------------------
