@@ -164,6 +164,7 @@ class ImageHeader:
     height: int
     coefficient_bytes: int = 0
     orientation: int = 1  # a JPEG's EXIF orientation (1-8), which _decode applies
+    transparent: bool = False  # declares transparency, laid on white by _decode (rule 6)
 
 
 @dataclass(frozen=True)
@@ -347,8 +348,8 @@ def _tiff_tags(data: bytes) -> tuple[dict[int, list[int | None]], bool] | None:
     return tags, complete
 
 
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    read = _tiff_tags(data)
+def _tiff_size(read: tuple[dict[int, list[int | None]], bool] | None) -> tuple[int, int] | None:
+    """The size in a TIFF's directory as _tiff_tags read it."""
     if read is None:
         return None
     tags, complete = read
@@ -380,25 +381,26 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _may_be_transparent(data: bytes, header: ImageHeader) -> bool:
-    """Whether the file declares transparency (rule 6): a PNG with an alpha channel or a tRNS
-    chunk before its pixels, a WebP with alpha, a TIFF with extra samples. BMP is left out:
-    OpenCV reads a 32-bit BMP's fourth byte, which most writers leave 0, as opaque pixels."""
-    if header.format == "PNG":
-        if len(data) > 25 and data[25] in _PNG_ALPHA_COLOUR_TYPES:
-            return True
-        return b"tRNS" in _chunk_types(data, 8, png=True, stop=b"IDAT")
-    if header.format == "WebP":
-        chunk = data[12:16]
-        if chunk == b"VP8X" and len(data) > 20 and data[20] & 0x10:
-            return True
-        if chunk == b"VP8L":
-            return len(data) >= 25 and bool(int.from_bytes(data[21:25], "little") >> 28 & 1)
-        # libwebp decodes an ALPH chunk's alpha whatever the VP8X flags say
-        return b"ALPH" in _chunk_types(data, 12, png=False)
-    if header.format == "TIFF":
-        return _tiff_extra_samples(data)
-    return False
+# Whether the file declares transparency (rule 6), by format: a PNG with an alpha channel
+# or a tRNS chunk before its pixels, a WebP with alpha, a TIFF with extra samples
+# (_tiff_extra_samples). BMP is left out: OpenCV reads a 32-bit BMP's fourth byte, which
+# most writers leave 0, as opaque pixels.
+
+
+def _png_transparent(data: bytes) -> bool:
+    if len(data) > 25 and data[25] in _PNG_ALPHA_COLOUR_TYPES:
+        return True
+    return b"tRNS" in _chunk_types(data, 8, png=True, stop=b"IDAT")
+
+
+def _webp_transparent(data: bytes) -> bool:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) > 20 and data[20] & 0x10:
+        return True
+    if chunk == b"VP8L":
+        return len(data) >= 25 and bool(int.from_bytes(data[21:25], "little") >> 28 & 1)
+    # libwebp decodes an ALPH chunk's alpha whatever the VP8X flags say
+    return b"ALPH" in _chunk_types(data, 12, png=False)
 
 
 def _chunk_types(data: bytes, at: int, *, png: bool, stop: bytes | None = None) -> set[bytes]:
@@ -421,11 +423,11 @@ def _chunk_types(data: bytes, at: int, *, png: bool, stop: bytes | None = None) 
     return types
 
 
-def _tiff_extra_samples(data: bytes) -> bool:
-    """Whether a TIFF has samples besides its colour ones: an ExtraSamples tag, or more
-    samples per pixel than its photometric interpretation's colours (OpenCV writes RGBA so,
-    and libtiff then reads the fourth as an extra sample)."""
-    read = _tiff_tags(data)
+def _tiff_extra_samples(read: tuple[dict[int, list[int | None]], bool] | None) -> bool:
+    """Whether a TIFF (its directory as _tiff_tags read it) has samples besides its colour
+    ones: an ExtraSamples tag, or more samples per pixel than its photometric
+    interpretation's colours (OpenCV writes RGBA so, and libtiff then reads the fourth as an
+    extra sample)."""
     if read is None:
         return False
     tags = read[0]
@@ -483,9 +485,11 @@ def _header(data: bytes) -> ImageHeader | None:
     """read_header(), but a header this module refuses raises _HeaderRefused saying why."""
     size: tuple[int, int] | None = None
     name = ""
+    transparent = False
     try:
         if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
             name, size = "PNG", struct.unpack_from(">II", data, 16)
+            transparent = _png_transparent(data)
         elif data[:3] == b"\xff\xd8\xff":
             return _jpeg_header(data)
         elif data[:2] == b"BM" and len(data) >= 26:
@@ -498,13 +502,16 @@ def _header(data: bytes) -> ImageHeader | None:
                 size = (width, abs(height))
         elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             name, size = "WebP", _webp_size(data)
+            transparent = _webp_transparent(data)
         elif data[:4] in (b"II*\x00", b"MM\x00*") and len(data) >= 8:
-            name, size = "TIFF", _tiff_size(data)
+            tags = _tiff_tags(data)
+            name, size = "TIFF", _tiff_size(tags)
+            transparent = _tiff_extra_samples(tags)
     except struct.error:
         return None
     if size is None:
         return None
-    return ImageHeader(name, int(size[0]), int(size[1]))
+    return ImageHeader(name, int(size[0]), int(size[1]), transparent=transparent)
 
 
 def _read_regular_file(path: Path, limit: int) -> bytes:
@@ -632,7 +639,7 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
     flags = _REDUCED[reduction]
     if header.format == "JPEG":  # as stored: turned below, after the truncation check
         flags |= cv2.IMREAD_IGNORE_ORIENTATION
-    transparent = _may_be_transparent(data, header)
+    transparent = header.transparent
     if transparent:  # with its alpha, laid on white below (rule 6)
         flags = cv2.IMREAD_UNCHANGED
     try:

@@ -400,6 +400,8 @@ def test_a_transparent_image_is_laid_on_white_so_nothing_hidden_under_it_is_read
     """Found by an audit: OpenCV's colour decode dropped the alpha and kept the colour
     stored under it, so a PNG that every viewer shows blank enrolled the face hidden in it."""
     photo = read_image(PHOTO)
+    header = images.read_header(_with_alpha(kind, photo, 0))
+    assert header is not None and header.transparent  # read with the size, in one pass
     clear = images.decode_image(_with_alpha(kind, photo, 0), "clear")
     assert clear.shape == photo.shape and np.all(clear == 255)  # what a viewer shows: nothing
 
@@ -420,6 +422,8 @@ def test_images_without_transparency_decode_as_before() -> None:
     photo = read_image(PHOTO)
     for suffix, params in [(".png", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 90]), (".tiff", [])]:
         data = encode(suffix, photo, params)
+        header = images.read_header(data)
+        assert header is not None and not header.transparent, suffix
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         assert decoded is not None
         expected = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
