@@ -39,12 +39,16 @@ few kilobytes can declare a 30000x30000 image, a path can name a pipe that never
 4. Truncation: libjpeg fills what a cut-off JPEG lacks with exactly (128, 128, 128) grey and
    only warns, with or without an end-of-image marker appended to hide the cut (and data
    after the marker, such as a phone's motion-photo video, is legitimate, so the marker
-   proves nothing). The last
-   8x8 pixels (scaled with the decode) being exactly that grey is refused, the last as the
-   file stores them: a JPEG is decoded as stored (IMREAD_IGNORE_ORIENTATION), checked, then
+   proves nothing). A JPEG whose last 8x8 pixels (scaled with the decode) are exactly that
+   grey, the last as the file stores them, is decoded a second time with _CUT_PROBE's bytes
+   inserted where its image data ends (before the end-of-image marker, or at the end of a
+   file without one). A whole JPEG has decoded every block by then and skips them, so the
+   picture is the same: its corner really is that grey (a backdrop of #808080). A cut one
+   decodes them into the blocks it lacks, so the picture changes: refused as truncated.
+   A JPEG is decoded as stored (IMREAD_IGNORE_ORIENTATION), checked, then
    turned as its EXIF orientation says (_TURNS, from this module's own reading of the first
    EXIF segment it can read, whatever integer type the tag is written as). None of the 7,607
-   real JPEGs in ../shared/data ends that way, every baseline JPEG cut at 30, 60, 90 or
+   real JPEGs in ../shared/data ends in that grey, every baseline JPEG cut at 30, 60, 90 or
    99.9% of its length does. A progressive JPEG cut short decodes at lower detail instead of
    grey (its first scans hold the whole image coarsely); enrolment's blur gate judges it.
 6. Transparency: what a viewer shows of a transparent PNG, WebP or TIFF is its pixels laid on
@@ -105,6 +109,10 @@ CUT_FIX = "the file was cut short; copy or save the photo again"
 # What a user does about a photo whose header is malformed or crafted.
 DAMAGED_FIX = "save or export the photo again from the original"
 TRUNCATION_BLOCK = 8
+# Entropy-coded bytes for the truncation probe (rule 4): varied, so that they decode to
+# coefficients, not to runs of zeros that would leave a block grey; never 0xff, which
+# would start a marker and end the scan.
+_CUT_PROBE = bytes((index * 151 + 89) % 255 for index in range(256))
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
 _REDUCED[8] = cv2.IMREAD_REDUCED_COLOR_8
@@ -164,6 +172,9 @@ class ImageHeader:
     height: int
     coefficient_bytes: int = 0
     orientation: int = 1  # a JPEG's EXIF orientation (1-8), which _decode applies
+    # A JPEG's offset where its image data ends: its end-of-image marker, or the file's end
+    # when it has none (a cut file); the truncation probe goes there (rule 4).
+    image_end: int = 0
     transparent: bool = False  # declares transparency, laid on white by _decode (rule 6)
 
 
@@ -237,14 +248,14 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         elif marker == _JPEG_SOS:
             if frame is None:
                 raise _jpeg_damaged(at - 2, "a scan before the frame header")
-            scans = _jpeg_scans(data, at - 2)
+            scans, image_end = _jpeg_scans(data, at - 2)
             if scans > MAX_JPEG_SCANS:
                 raise _HeaderRefused(
                     f"a JPEG of {scans} scans (a photo has at most about 10; more than "
                     f"{MAX_JPEG_SCANS} takes the decoder minutes): {DAMAGED_FIX}"
                 )
             header = _jpeg_frame(*frame, scan_components=segment[0] if segment else 0)
-            return replace(header, orientation=orientation or 1)
+            return replace(header, orientation=orientation or 1, image_end=image_end)
         at += length
 
 
@@ -263,16 +274,18 @@ def _exif_orientation(tiff: bytes) -> int | None:
     return 1
 
 
-def _jpeg_scans(data: bytes, at: int) -> int:
+def _jpeg_scans(data: bytes, at: int) -> tuple[int, int]:
     """How many scans the JPEG has, from its first scan's marker at `at` to its end-of-image
     marker (what follows, a phone's motion-photo video say, is not the image), counting only
-    up to MAX_JPEG_SCANS + 1. Segments are stepped over by their length; a scan's data is
-    skipped to the next marker (inside it an ff byte is followed by 00 or a restart marker)."""
+    up to MAX_JPEG_SCANS + 1; and where its image data ends: the offset of that marker, or
+    the file's length when it has none. Segments are stepped over by their length; a scan's
+    data is skipped to the next marker (inside it an ff byte is followed by 00 or a restart
+    marker)."""
     scans = 0
     while scans <= MAX_JPEG_SCANS:
         marker = data[at + 1]
         if marker == _JPEG_EOI:
-            break
+            return scans, at
         following = at + 2
         if marker not in _JPEG_STANDALONE:
             if following + 2 > len(data):
@@ -284,7 +297,7 @@ def _jpeg_scans(data: bytes, at: int) -> int:
         if found is None:  # cut short: the decoder says so
             break
         at = found.start()
-    return scans
+    return scans, len(data)
 
 
 def _jpeg_frame(marker: int, sof: bytes, at: int, scan_components: int) -> ImageHeader:
@@ -588,6 +601,20 @@ def _looks_truncated(rgb: np.ndarray, block: int) -> bool:
     return bool(np.all(rgb[-block:, -block:] == GREY_FILL))
 
 
+def _cut_short(data: bytes, header: ImageHeader, flags: int, decoded: np.ndarray) -> bool:
+    """Whether a JPEG that looks truncated is: decoded again with _CUT_PROBE's bytes where
+    its image data ends, a whole one gives the same picture and a cut one another (rule 4).
+    libjpeg warns of the probe's bytes on standard error when it skips them, as for any
+    bytes between a scan and the next marker."""
+    probe = data[: header.image_end] + _CUT_PROBE + data[header.image_end :]
+    try:
+        with _opencv_quiet():
+            again = cv2.imdecode(np.frombuffer(probe, np.uint8), flags)
+    except (cv2.error, MemoryError):
+        return True
+    return again is None or not np.array_equal(again, decoded)
+
+
 def decode_image(data: bytes, name: str = "image", max_side: int | None = None) -> np.ndarray:
     """Checked decode of an image file's bytes to RGB uint8 (module docstring, rules 2-7).
 
@@ -667,7 +694,11 @@ def _decode(data: bytes, name: str, max_side: int | None) -> tuple[np.ndarray, I
             f"{width}x{height}: the file is damaged"
         )
     block = max(1, TRUNCATION_BLOCK // reduction)
-    if header.format == "JPEG" and _looks_truncated(bgr, block):
+    if (
+        header.format == "JPEG"
+        and _looks_truncated(bgr, block)
+        and _cut_short(data, header, flags, bgr)
+    ):
         raise ImageError(f"{name}: truncated JPEG (its end is the decoder's grey fill): {CUT_FIX}")
     if header.orientation in _TURNS:
         bgr = _TURNS[header.orientation](bgr)

@@ -175,6 +175,41 @@ def test_a_cut_jpeg_is_refused_with_or_without_an_end_marker(
     refused(path, "truncated JPEG")
 
 
+def grey_cornered(progressive: bool) -> bytes:
+    """A whole JPEG whose lower half is exactly the decoder's grey fill, (128, 128, 128): a
+    photo against a #808080 backdrop."""
+    image = np.full((96, 128, 3), 128, np.uint8)
+    image[:40] = textured(128, 40, seed=3)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+    if progressive:
+        params += [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
+    return encode(".jpg", image, params)
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_a_whole_jpeg_whose_corner_is_the_grey_fill_loads_and_a_cut_one_does_not(
+    tmp_path: Path, progressive: bool
+) -> None:
+    """A whole JPEG whose last 8x8 pixels were exactly (128, 128, 128) was refused as
+    truncated: the grey libjpeg gives a cut file's missing blocks was the only sign read. A
+    second decode with bytes inserted where its data ends tells the two apart: a whole file
+    skips them, a cut one decodes them into the blocks it lacks."""
+    whole = grey_cornered(progressive)
+    path = tmp_path / "backdrop.jpg"
+    path.write_bytes(whole)
+    shown = read_image(path)
+    assert np.all(shown[64:] == 128) and shown[:32].std() > 40  # the corner: the fill's grey
+    path.write_bytes(whole + os.urandom(4096))  # and with a motion photo's video after it
+    assert np.array_equal(read_image(path), shown)
+    # Cut anywhere, the blocks it lacks would have been that grey too: refused all the same.
+    for fraction in (0.3, 0.6, 0.9, 0.995):
+        for end in (b"\xff\xd9", b""):
+            path.write_bytes(whole[: int(len(whole) * fraction)] + end)
+            if progressive and fraction < 0.9:
+                continue  # its first scans hold the whole picture coarsely: no grey to find
+            refused(path, "truncated JPEG")
+
+
 def with_orientation(
     jpeg: bytes, orientation: int, big_endian: bool, kind: int = 3, damaged_first: bool = False
 ) -> bytes:
