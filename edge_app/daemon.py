@@ -33,10 +33,11 @@ import socket
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,7 +65,7 @@ from edge_app.parallax import Parallax
 from edge_app.picture import ADVICE, PictureWatch
 from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
 from edge_app.quality import presented_faces, whole_faces
-from edge_app.relay import DoorRelay, Relay, RelayError
+from edge_app.relay import DoorRelay, PulseUnanswered, Relay, RelayError
 from edge_app.relay_record import RECORD_KEYS
 from edge_app.site_memory import (
     LEARN_INTERVAL,
@@ -96,10 +97,13 @@ BUILD_WAIT_SECONDS = 0.5
 START_EXTEND_EVERY = 10.0
 START_EXTEND_SECONDS = 30.0
 METRICS_EVERY = 60.0
-# How long a relock's event waits for the unlock events of pulses under way (open_door): on
-# the relay's event thread, so the relock itself never waits; a record stuck longer (a
-# stalled events sink) lets the relock be recorded anyway.
+# How long a relock's event waits for the unlock event of the opening it ends (open_door),
+# and for that opening to be known: on the relay's event thread, so the relock itself never
+# waits; a record stuck longer (a stalled events sink) lets the relock be recorded anyway.
 RELOCK_EVENT_WAIT = 2.0
+# Openings whose relock is still due (_Opening): one while the door is open, two while a
+# relock and the pulse that reopens the door cross; more means relocks went missing.
+OPENINGS_KEPT = 8
 # Config sections the running daemon cannot change without reopening hardware, models or sinks.
 RESTART_SECTIONS = ("camera", "models", "detection", "events")
 # Keys of the other sections that the daemon opened at start: the relay pin, the control socket.
@@ -798,6 +802,19 @@ def report_matcher(
         log.warning("%s; %s", notice.problem, notice.advice)
 
 
+@dataclass(eq=False)
+class _Opening:
+    """A pulse that opens the door (Daemon.open_door): whom for; recorded, set once its
+    unlock's event is recorded (or will not be), which the relock that ends it waits for;
+    relocked, set once that relock's event is; after, the opening before it whose relock was
+    still due, which its unlock's event waits for."""
+
+    name: str | None
+    recorded: threading.Event = field(default_factory=threading.Event)
+    relocked: threading.Event = field(default_factory=threading.Event)
+    after: _Opening | None = None
+
+
 class Daemon:
     """One door. `run()` blocks until stopped or a file source ends; returns an exit code.
 
@@ -837,7 +854,6 @@ class Daemon:
         # A SIGHUP reload whose gallery matcher is still being built: its config and rule.
         self._reloading: tuple[Config, LiveRule] | None = None
         self._now = 0.0
-        self._opened_for: str | None = None
         self._notifier: sdnotify.SystemdNotifier | None = None
         self._guard: threading.Thread | None = None
         # What the guard's check() raised (a relay that fails, or a bug in checking it): the
@@ -863,11 +879,11 @@ class Daemon:
         self.control: ControlServer | None = None
         self.picture = PictureWatch()  # whether the camera shows anything (edge_app/picture.py)
         self._door_lock = threading.Lock()
-        # Unlocks pulsed (or about to be) whose event is not recorded yet: the relay relocks
-        # on its own, and the relock's event (_on_relock) waits for theirs, up to
-        # RELOCK_EVENT_WAIT, so that it never comes before the unlock it ends.
-        self._unrecorded_unlocks = 0
-        self._unlock_recorded = threading.Condition()
+        # The pulses that opened the door, oldest first: the relay relocks on its own, once
+        # per opening and in the same order, and each relock (_on_relock) takes the oldest,
+        # names its person and waits for its unlock's event, never another's.
+        self._openings: deque[_Opening] = deque(maxlen=OPENINGS_KEPT)
+        self._openings_changed = threading.Condition()
 
     # --- control from other threads and signal handlers ------------------------------------
 
@@ -884,40 +900,64 @@ class Daemon:
         False, leaving the door locked, once a stop was asked for: the relay-guard thread
         closes the relay under the same lock, so no pulse slips in between. record, after a
         pulse: the unlock's event, which the relock that ends the pulse waits for (without
-        holding the door lock, which a stop needs at once, or anything a pulse needs).
+        holding the door lock, which a stop needs at once, or anything a pulse needs). A
+        pulse the relay may have carried out before it failed (PulseUnanswered) is recorded
+        too, before the error goes on.
         """
-        with self._unlock_recorded:
-            self._unrecorded_unlocks += 1
+        opening = _Opening(name)
         try:
-            if not self._pulse(name):
-                return False
-            if record is not None:
-                record()
+            try:
+                if not self._pulse(opening):
+                    return False
+            except PulseUnanswered:
+                self._record_unlock(opening, record)
+                raise
+            self._record_unlock(opening, record)
             return True
         finally:
-            with self._unlock_recorded:
-                self._unrecorded_unlocks -= 1
-                self._unlock_recorded.notify_all()
+            opening.recorded.set()
 
-    def _pulse(self, name: str | None) -> bool:
+    @staticmethod
+    def _record_unlock(opening: _Opening, record: Callable[[], object] | None) -> None:
+        """An unlock's event, after the relock of the opening before it (its pulse ended just
+        before this one opened the door), up to RELOCK_EVENT_WAIT: the events never say
+        unlocked, then locked, while the door is open."""
+        if record is None:
+            return
+        if opening.after is not None:
+            opening.after.relocked.wait(RELOCK_EVENT_WAIT)
+        record()
+
+    def _pulse(self, opening: _Opening) -> bool:
         relay = self.relay
+        name = opening.name
         # The control socket is attached, and frames processed, only once _start() made it.
         assert relay is not None, "open_door before the relay was claimed"
         with self._door_lock:
             if self._stop.is_set():
                 log.info("not opened: stopping name=%s", name)
                 return False
-            if not relay.is_active:  # this pulse opens the door: its relock names this person,
-                self._opened_for = name  # even one that comes before pulse() returns
+            # Known before the pulse, whose relock may come before pulse() returns; dropped
+            # unless this pulse opened the door (one that extends it has no relock of its own).
+            with self._openings_changed:
+                opening.after = self._openings[-1] if self._openings else None
+                self._openings.append(opening)
+                self._openings_changed.notify_all()
+            opened = False
             try:
                 opened = relay.pulse(self.pulse_seconds)
+            except PulseUnanswered as failure:
+                opened = failure.opened  # its relock is reported: it keeps its opening
+                raise
             except RuntimeError:
                 if not self._stop.is_set():
                     raise
                 log.info("not opened: stopping name=%s", name)
                 return False
-            if opened:  # the relock names who it opened for, not who extended it since
-                self._opened_for = name
+            finally:
+                if not opened:
+                    with self._openings_changed, suppress(ValueError):
+                        self._openings.remove(opening)
             self.metrics.unlocks += 1
             return True
 
@@ -1333,12 +1373,21 @@ class Daemon:
             )
 
     def _on_relock(self, reason: str) -> None:
-        if self.events is not None:
-            with self._unlock_recorded:  # after the unlock of the pulse it ends
-                self._unlock_recorded.wait_for(
-                    lambda: self._unrecorded_unlocks == 0, timeout=RELOCK_EVENT_WAIT
-                )
-            self.events.record(RELOCK, name=self._opened_for, reason=reason)
+        """The relay's pin went back low: the relock of the oldest opening, named for whom
+        it opened (not who extended it since), recorded after that opening's unlock."""
+        with self._openings_changed:
+            self._openings_changed.wait_for(lambda: bool(self._openings), RELOCK_EVENT_WAIT)
+            opening = self._openings.popleft() if self._openings else None
+        if opening is not None:
+            opening.recorded.wait(RELOCK_EVENT_WAIT)
+        try:
+            if self.events is not None:
+                name = None if opening is None else opening.name
+                self.events.record(RELOCK, name=name, reason=reason)
+        finally:
+            if opening is not None:
+                opening.relocked.set()
+                opening.after = None  # nothing left to wait for: no chain of old openings
 
     def _relock_on_stop(self) -> None:
         """The relay guard, a thread of its own from the moment the pin is claimed.

@@ -76,6 +76,17 @@ class RelayError(UserError):
     """The relay pin cannot be used as configured."""
 
 
+class PulseUnanswered(RelayError):
+    """A pulse the relay may have carried out before it failed (a relay process that did not
+    answer in time): the pin has been locked again from the door process. opened: whether
+    the pin was locked when it was asked, so that this pulse may have opened the door; its
+    relock is then reported like any other, with the reason "close"."""
+
+    def __init__(self, message: str, *, opened: bool) -> None:
+        super().__init__(message)
+        self.opened = opened
+
+
 def check_pulse_seconds(seconds: float) -> float:
     """The pulse length, or ValueError unless 0 < seconds <= PULSE_SECONDS_MAX (no nan, no
     inf: a pulse that never ends must not be asked for by any path)."""
@@ -347,6 +358,8 @@ class Relay(ClosedOnExit):
             self._cond.notify_all()
         try:
             self._device.close()
+        except OSError as error:  # locked (read back above): only freeing the pin failed
+            log.error("relay could not free pin=GPIO%d (it is locked): %s", self.pin, error)
         finally:
             atexit.unregister(self.close)
             if self._timer is not threading.current_thread():

@@ -58,6 +58,7 @@ from typing import IO
 from edge_app.config import GpioConfig
 from edge_app.relay import (
     ClosedOnExit,
+    PulseUnanswered,
     Relay,
     RelayError,
     ReleaseEvents,
@@ -211,6 +212,7 @@ class RelayProcess(ClosedOnExit):
                 raise RuntimeError("relay is closed")
             if self._silent:  # failed, and locked from here: not asked again
                 raise self._known_failure()
+            locked = self._opened <= self._relocked  # no opening whose relock is still due
             answer = self._ask(f"pulse {seconds!r}")
             # The child's deadline is its clock when it read the request plus `seconds`:
             # no later than now plus `seconds`.
@@ -221,8 +223,14 @@ class RelayProcess(ClosedOnExit):
                 return answer == "opened 1"
             if answer == "error relay is closed":
                 raise RuntimeError("relay is closed")
+            if answer is not None and answer.startswith("error "):  # refused: nothing opened
+                self._lock_from_here(self._failed("pulse", answer))
+                raise self._known_failure()
+            # No answer (or a garbled one): the child may have opened the pin before it
+            # failed, so this counts as an opening, whose relock _lock_from_here reports.
+            self._opened += locked
             self._lock_from_here(self._failed("pulse", answer))
-            raise self._known_failure()
+            raise PulseUnanswered(str(self._known_failure()), opened=locked)
 
     def check(self) -> None:
         """RelayError when nothing would end a pulse: the child is gone; a pulse's deadline
@@ -450,10 +458,15 @@ def _serve(relay: Relay, history: Path | None, send: Callable[[str], None], line
         if verb == "pulse":
             try:
                 send(f"{number} opened {int(relay.pulse(float(argument)))}")
-            except (RuntimeError, ValueError, RelayError) as error:  # closed, a bad length,
-                send(f"{number} error {error}")  # its timer gone: refused, never a crash
+            # closed, a bad length, its timer gone, the pin driver failing (lgpio raises
+            # OSError): refused with the reason, never a crash the door can only guess at
+            except (RuntimeError, ValueError, RelayError, OSError) as error:
+                send(f"{number} error {_said(error)}")
         elif verb == "state":
-            send(f"{number} state {int(relay.is_active)}")
+            try:
+                send(f"{number} state {int(relay.is_active)}")
+            except OSError as error:  # the pin cannot be read
+                send(f"{number} error {_said(error)}")
         elif verb == "history":
             send(f"{number} history {json.dumps(_pin_history(relay))}")
         elif verb == "close":
@@ -462,14 +475,19 @@ def _serve(relay: Relay, history: Path | None, send: Callable[[str], None], line
             send(f"{number} error unknown request {request[:40]!r}")
     try:
         relay.close()
-    except RelayError as error:
-        log.error("%s", error)
-        send(f"{number} error {error}")
+    except (RelayError, OSError) as error:  # not low, or the pin not freed
+        log.error("%s", _said(error))
+        send(f"{number} error {_said(error)}")
         return 1
     if history is not None:
         history.write_text(json.dumps(_pin_history(relay)))
     send(f"{number} closed")
     return 0
+
+
+def _said(error: Exception) -> str:
+    """An error as the child reports it: a pin driver's OSError with its type."""
+    return f"{type(error).__name__}: {error}" if isinstance(error, OSError) else str(error)
 
 
 def _pin_history(relay: Relay) -> list[tuple[float, bool]]:

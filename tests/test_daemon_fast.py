@@ -1719,6 +1719,87 @@ def test_a_pulse_that_ends_before_pulse_returns_still_names_its_person(
     assert [e["name"] for e in relocks(tmp_path, 5)] == [NAME] * 5
 
 
+def test_a_relock_that_crosses_the_next_unlock_names_whom_it_ended_and_comes_before_it(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Found by an audit: Ada's relock, due while Bob's unlock was under way, waited for every
+    unlock under way, Bob's too, then named whom the door was open for by then: `unlock Ada,
+    unlock Bob, relock Bob, relock Bob`, and the strike read locked while open for Bob. Each
+    relock now takes the opening it ends, its name and its unlock."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
+    factory = MockFactory()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
+    daemon.pulse_seconds = 1.0
+    runner = running(daemon)
+    try:
+        relay = daemon.relay
+        assert relay is not None and daemon.events is not None
+        pulse = relay.pulse
+
+        def after_the_relock(seconds: float) -> bool:
+            if threading.current_thread().name == "bob":  # Ada's pulse ends meanwhile
+                deadline = time.monotonic() + 10
+                while relay.is_active and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            return pulse(seconds)
+
+        relay.pulse = after_the_relock  # type: ignore[method-assign]
+        events = daemon.events
+
+        def unlock(name: str) -> bool:
+            return daemon.open_door(name, lambda: events.record("unlock", name=name))
+
+        assert unlock(NAME) is True
+        bob = threading.Thread(target=unlock, args=("Bob",), name="bob")
+        bob.start()  # while the door is open for Ada
+        bob.join(timeout=15)
+        relocks(tmp_path, 2)
+    finally:
+        daemon.stop()
+        runner.join(timeout=10)
+    order = [(e["type"], e["name"]) for e in jsonl(tmp_path) if e["type"] in ("unlock", "relock")]
+    assert order == [("unlock", NAME), ("relock", NAME), ("unlock", "Bob"), ("relock", "Bob")]
+    assert states(factory) == [False, True, False, True, False]
+
+
+def test_a_pulse_the_relay_process_may_have_carried_out_is_recorded_with_its_relock(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Found by an audit: a relay process that carried out a pulse but answered too late was
+    killed and the pin locked from the door process, with neither the unlock nor its relock
+    in the events: a strike energised with no trace. Both are recorded, in order."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine())  # relay process
+    ended: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except RelayError as error:  # the run ends on the relay's failure, as it must
+            ended.append(error)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while daemon.reader is None or daemon.metrics.frames < 2:
+            assert time.monotonic() < deadline, "the door did not start"
+            time.sleep(0.01)
+        relay = daemon.relay
+        assert relay is not None and daemon.events is not None
+        events = daemon.events
+        relay._child.send_signal(signal.SIGSTOP)  # type: ignore[attr-defined]
+        with pytest.raises(RelayError, match="failed a pulse .no answer"):
+            daemon.open_door(NAME, lambda: events.record("unlock", name=NAME))
+        relocks(tmp_path, 1)
+    finally:
+        daemon.stop()
+        runner.join(timeout=10)
+    order = [(e["type"], e["name"], e["reason"]) for e in jsonl(tmp_path)]
+    assert order[-2:] == [("unlock", NAME, None), ("relock", NAME, "close")]
+    assert len(ended) == 1 and "locked from here" in str(ended[0])
+
+
 def test_the_watchdog_is_fed_every_half_period_while_the_loop_runs(
     tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -300,6 +300,32 @@ def test_close_retries_an_off_that_fails_once(
     assert len(failed) == 1 and "attempt 1 of 3" in failed[0].getMessage()
 
 
+def test_a_pin_that_cannot_be_freed_once_locked_is_logged_not_raised(
+    factory: MockFactory, hooks: FakeAtexit, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: an OSError from freeing the pin (lgpio's, once the pin was low)
+    left close() as a traceback, which every caller took for an unknown failure. The pin is
+    locked; that it could not be freed is one error line."""
+    released: list[str] = []
+    relay = Relay(PIN, pin_factory=factory, on_release=released.append)
+    relay.pulse(30.0)
+    device = relay._device
+    real_close = device.close
+    failures = [OSError("lgpio: GPIO not allocated")]  # once: gpiozero closes again on del
+
+    def close() -> None:
+        real_close()
+        if failures:
+            raise failures.pop()
+
+    device.close = close
+    relay.close()
+    assert [s.state for s in factory.pin(PIN).states] == [False, True, False]
+    assert hooks.hooks == [] and released == ["close"] and not relay._timer.is_alive()
+    failed = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert failed == ["relay could not free pin=GPIO17 (it is locked): lgpio: GPIO not allocated"]
+
+
 def test_a_close_that_cannot_relock_leaves_the_relay_to_the_next_close_and_atexit(
     factory: MockFactory, hooks: FakeAtexit
 ) -> None:

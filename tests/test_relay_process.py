@@ -30,7 +30,7 @@ from test_relay import wait_for
 
 from edge_app import relay_process
 from edge_app.config import GpioConfig
-from edge_app.relay import Relay, RelayError
+from edge_app.relay import PulseUnanswered, Relay, RelayError
 from edge_app.relay_process import (
     _BOOT,
     _PACKAGE_ROOT,
@@ -340,6 +340,70 @@ def test_a_relock_is_recorded_when_the_door_process_locks_the_pin_itself(failure
     finally:
         with contextlib.suppress(ProcessLookupError):
             relay._child.kill()
+
+
+def test_a_pulse_the_child_may_have_carried_out_counts_as_an_opening_only_from_locked() -> None:
+    """Found by an audit: a pulse the child carried out but answered too late had no relock
+    recorded, as nobody counted it opened. From locked it may have opened the door: its
+    relock is reported ("close"). While a pulse is under way it could only extend it: the
+    relock of that pulse is reported once."""
+    released: list[str] = []
+    relay = RelayProcess(MOCK, on_release=released.append)
+    try:
+        relay._child.send_signal(signal.SIGSTOP)
+        with pytest.raises(PulseUnanswered, match="failed a pulse .no answer") as failure:
+            relay.pulse(2.0)
+        assert failure.value.opened is True
+        wait_for(lambda: released == ["close"])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.kill()
+    released.clear()
+    relay = RelayProcess(MOCK, on_release=released.append)
+    try:
+        assert relay.pulse(30.0) is True
+        relay._child.send_signal(signal.SIGSTOP)
+        with pytest.raises(PulseUnanswered) as failure:
+            relay.pulse(30.0)
+        assert failure.value.opened is False
+        wait_for(lambda: released == ["close"])
+        time.sleep(0.1)
+        assert released == ["close"]  # one opening, one relock
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.kill()
+
+
+def test_a_pin_driver_error_in_the_child_is_its_answer_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: an OSError from the pin driver (lgpio raises them) ended the child
+    with a traceback, and the door only said the child "has ended". The child now answers
+    with the driver's error, which the door reports."""
+    (tmp_path / "sitecustomize.py").write_text(
+        textwrap.dedent(
+            """
+            from gpiozero.pins.mock import MockPin
+
+            def _set_state(self, value, real=MockPin._set_state):
+                if value:
+                    raise OSError("lgpio: GPIO not allocated")
+                return real(self, value)
+
+            MockPin._set_state = _set_state
+            """
+        )
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    relay = RelayProcess(MOCK)
+    try:
+        with pytest.raises(RelayError, match=r"failed a pulse \(OSError: lgpio: GPIO not alloc"):
+            relay.pulse(1.0)
+        relay.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.kill()
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_a_start_given_up_for_a_stop_says_so() -> None:
