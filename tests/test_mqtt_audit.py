@@ -293,6 +293,42 @@ def test_a_flood_of_refused_commands_is_logged_a_few_lines_at_a_time_with_a_coun
         hub.stop()
 
 
+def test_a_flood_of_lock_commands_is_answered_a_few_at_a_time(
+    broker: Broker,
+    observer: Observer,
+    door: FedDoor,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by an audit: a LOCK from the lock card needs no code, and each was a log line and
+    a retained state message, with no limit: anyone who may publish on the lock card's topic
+    could fill the journal, and the broker's queue ahead of the door's own events. As many
+    are answered as refusals are said; the rest are counted into the next line."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    hub = code_hub(broker, tmp_path, door)
+    lock = json.dumps({"action": "LOCK", "code": None, "timestamp": 0})
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        states = len(observer.on(f"{BASE}/state"))
+        for _ in range(60):
+            observer.publish(f"{BASE}/lock/set", lock)
+
+        def answered() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "lock command:" in r.getMessage()]
+
+        wait_for(lambda: len(answered()) >= REFUSALS_LOGGED, what="10 answered")
+        time.sleep(0.5)
+        assert len(answered()) == REFUSALS_LOGGED
+        assert len(observer.on(f"{BASE}/state")) - states <= REFUSALS_LOGGED
+        hub.bridge._lock_commands.every = 0.0  # as if REFUSAL_LOG_SECONDS had passed
+        observer.publish(f"{BASE}/lock/set", lock)
+        wait_for(lambda: len(answered()) > REFUSALS_LOGGED, what="the count")
+        assert answered()[-1].endswith(" held_back=50"), answered()[-1]
+        assert door.pin_states == [False]
+    finally:
+        hub.stop()
+
+
 def test_refusals_a_burst_left_unsaid_are_said_by_the_heartbeat(
     broker: Broker,
     observer: Observer,

@@ -284,6 +284,21 @@ def test_an_ended_session_on_a_refreshing_page_logs_in_back_to_the_page(
     assert parse_qs(location.query)["next"] == [expected]
 
 
+@pytest.mark.parametrize("current", ["http://[", "http://[::1/people", "https://]/events"])
+def test_a_refresh_from_a_page_that_is_no_url_logs_in_back_to_the_dashboard(
+    site: Site, current: str
+) -> None:
+    """Found by an audit: an HX-Current-URL that urlsplit() cannot read (an IPv6 host left
+    open) made every refresh without a session a 500 and a 45-line traceback in the log,
+    which anyone could repeat without limit."""
+    reply = httpx.get(
+        site.url + "/fragments/status", headers={"HX-Request": "true", "HX-Current-URL": current}
+    )
+    assert reply.status_code == 401
+    location = urlsplit(reply.headers["hx-redirect"])
+    assert parse_qs(location.query)["next"] == ["/"]
+
+
 @pytest.mark.parametrize(
     "target", ["/fragments/live", "/live.jpg", "/snapshots/3", "/events?fragment=1"]
 )

@@ -394,6 +394,10 @@ class MqttBridge:
         # Refused commands (_refuse; from paho's thread and the unlock worker): anyone who may
         # publish on a command topic could flood the journal.
         self._refusals = Throttle(REFUSAL_LOG_SECONDS, burst=REFUSALS_LOGGED)
+        # LOCK commands from the lock card, which need no code: as many are answered (a line
+        # and the state re-sent) as refusals are said, so a flood of them neither fills the
+        # journal nor takes the queue places the door's own events need.
+        self._lock_commands = Throttle(REFUSAL_LOG_SECONDS, burst=REFUSALS_LOGGED)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._health: DoorHealth = door.health
@@ -961,9 +965,20 @@ class MqttBridge:
                 self._publish_state()  # the card shows the real state again
             return
         if command.action == LOCK:
-            # The strike relocks by itself after its pulse: nothing to do but say so.
-            log.info("lock command: the strike relocks by itself; state re-sent topic=%s", topic)
-            self._publish_state()
+            # The strike relocks by itself after its pulse: nothing to do but say so (the
+            # heartbeat re-sends the state for those held back).
+            held_back = self._lock_commands.due()
+            if held_back is None:
+                return
+            log.info(
+                "lock command: the strike relocks by itself; state re-sent topic=%s%s",
+                topic,
+                f" held_back={held_back}" if held_back else "",
+            )
+            with self._acks_lock:
+                room = len(self._unacknowledged) <= MAX_QUEUED - REFUSAL_HEADROOM
+            if room:
+                self._publish_state()
             return
         self._open_door(_Unlock(LOCK_ORIGIN, topic, via=LOCK_ORIGIN, action=command.action))
 

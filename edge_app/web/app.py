@@ -364,8 +364,11 @@ def _to_login(request: Request) -> Response:
         # The request is the open page's refresh: come back to that page, not to the part
         # of it htmx asked for. htmx swaps the body of a redirect into the page; make it
         # load the login page instead.
-        current = urlsplit(request.headers.get("hx-current-url", ""))
-        target = current.path + (f"?{current.query}" if current.query else "")
+        try:
+            current = urlsplit(request.headers.get("hx-current-url", ""))
+            target = current.path + (f"?{current.query}" if current.query else "")
+        except ValueError:  # not a URL ("http://[", an IPv6 host left open): the dashboard
+            target = "/"
         return Response(status_code=401, headers={"HX-Redirect": _login_url(target)})
     return RedirectResponse(_login_url(target), status_code=303)
 
