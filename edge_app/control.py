@@ -510,7 +510,8 @@ class ControlServer:
             return
         client.inbox += data
         refused = 0
-        while not client.closing and not client.subscribed:
+        # Not past a drop either: a client dropped for its output (_send) asks nothing more.
+        while not client.closing and not client.subscribed and client.fileno_alive:
             end = client.inbox.find(b"\n")
             if end < 0:
                 break

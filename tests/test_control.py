@@ -673,6 +673,24 @@ def test_a_slow_subscriber_is_dropped_and_never_blocks_the_door(door: Door) -> N
     assert door.client.status()["running"] is True
 
 
+def test_a_client_dropped_for_its_output_has_the_rest_of_its_requests_ignored(
+    open_door: Door,
+) -> None:
+    """Found by an audit: a client dropped in the middle of a read, its replies past
+    MAX_OUTPUT unread, still had the read's later requests carried out: an unlock after
+    forty frame requests pulsed the relay for a client already gone."""
+    noise = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    open_door.server.offer_frame(noise, 1)
+    frame = b'{"v": 1, "op": "frame"}\n'
+    unlock = b'{"v": 1, "op": "unlock", "reason": "remote", "origin": "after"}\n'
+    with raw(open_door.path) as sock:
+        sock.sendall(frame * 40 + unlock)  # one read; its replies never read
+        wait_for(lambda: not open_door.server._clients, timeout=10)
+    time.sleep(0.3)
+    assert open_door.pin_states == [False]
+    assert [e for e in open_door.events() if e["type"] == "unlock"] == []
+
+
 def test_frame_is_a_jpeg_of_the_latest_frame_or_none(tmp_path: Path) -> None:
     door = Door(make_daemon(tmp_path, allow_unlock=False, stale=1.0))
     try:
