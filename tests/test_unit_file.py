@@ -182,11 +182,11 @@ def test_install_puts_pypi_simplejpeg_into_the_venv_on_aarch64() -> None:
     script = INSTALL.read_text()
     command = (
         'if [ "$(uname -m)" = aarch64 ]; then\n'
-        '            "$VENV/bin/pip" install --quiet --force-reinstall --no-deps simplejpeg\n'
+        '            "$new_venv/bin/pip" install --quiet --force-reinstall --no-deps simplejpeg\n'
     )
     assert command in script
     # after edge-app, whose dependencies bring the numpy it needs (--no-deps)
-    assert script.index('"$VENV/bin/pip" install --quiet --upgrade "$REPO"') < script.index(command)
+    assert script.index('"$new_venv/bin/pip" install --quiet "$REPO"') < script.index(command)
 
 
 def test_install_restarts_running_services_after_replacing_their_files() -> None:
