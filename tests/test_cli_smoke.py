@@ -516,6 +516,54 @@ def test_run_check_config_says_whether_the_door_would_start_and_opens_nothing(
     assert done.returncode == 2 and "gpio.colour: unknown key" in done.stderr
 
 
+def test_a_door_started_by_systemd_on_a_refused_config_waits_for_it_to_change(
+    tmp_path: Path,
+) -> None:
+    """A refused config restarted the door every 3 s (RestartSec), each start logging the
+    same problems: 28,800 times a day, until someone fixed the file. Under systemd the door
+    says why at once, in the log and in `systemctl status`, then exits when the file changes
+    (or after CONFIG_REFUSED_WAIT); a stop (SIGTERM) ends the wait at once."""
+    import signal
+    import socket
+
+    config = tmp_path / "door.toml"
+    config.write_text("[gpio]\npin = 99\n")
+    notify = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(notify))
+        listener.settimeout(15)
+        for stop in ("change", "sigterm"):
+            door = subprocess.Popen(
+                [sys.executable, "-m", EDGE_APP, "run", "--config", str(config), "--gpio", "mock"],
+                cwd=tmp_path,
+                env={**_env(), "NOTIFY_SOCKET": str(notify)},
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                status = listener.recv(4096).decode()
+                assert status == (
+                    f"STATUS=config refused, waiting for it to change: {config}: 1 problem(s):"
+                )
+                time.sleep(0.5)
+                assert door.poll() is None  # waiting, not restarting
+                start = time.monotonic()
+                if stop == "change":
+                    config.write_text("[gpio]\npin = 98\n")
+                else:
+                    door.send_signal(signal.SIGTERM)
+                _, errors = door.communicate(timeout=10)
+            finally:
+                door.kill()
+            assert time.monotonic() - start < 5
+            assert door.returncode == (2 if stop == "change" else -signal.SIGTERM)
+            assert "gpio.pin: 99 is out of range" in errors and "Traceback" not in errors
+            config.write_text("[gpio]\npin = 99\n")
+    # Not under systemd: the one line and exit 2 at once, as before.
+    done = run(tmp_path, "run", "--config", str(config), "--gpio", "mock")
+    assert done.returncode == 2 and "gpio.pin: 99 is out of range" in done.stderr
+
+
 def test_run_realtime_plays_a_recording_at_its_own_frame_rate(tmp_path: Path) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 from edge_app import paths
@@ -14,6 +16,7 @@ from edge_app.config import (
     GPIO_PIN_MAX,
     PULSE_SECONDS_MAX,
     PULSE_SECONDS_MIN,
+    ConfigError,
     GpioConfig,
 )
 from edge_app.errors import UserError
@@ -24,6 +27,14 @@ from edge_app.runtime import BACKENDS, MAX_THREADS
 
 log = logging.getLogger(__name__)
 
+# A door started by systemd (NOTIFY_SOCKET) whose config is refused says so, then waits this
+# long, or until the config file changes, before it exits for systemd to start it again: a
+# config does not fix itself, and restarting every RestartSec (3 s) filled the journal with
+# the same lines (systemd's RestartSteps=, which would space the restarts out, needs 254;
+# Debian 12 has 252).
+CONFIG_REFUSED_WAIT = 60.0
+CONFIG_POLL = 1.0
+
 EPILOG = f"""\
 Watches the camera, recognises enrolled people and pulses the door relay. Settings come from
 the config file ({DEFAULT_CONFIG} by default; a missing default file means the defaults);
@@ -31,6 +42,10 @@ each flag below overrides its config key. A video file or a folder of images as 
 ends the run at its end, which is how to try the door on a recording: as fast as the door
 can process it, or with --realtime at its own frame rate, as a camera delivers frames (then
 a relay pulse and the recording share one clock).
+
+Started by systemd, a door whose config is refused logs why, shows it in `systemctl
+status` and exits once the file changes (or after {CONFIG_REFUSED_WAIT:.0f} s), for systemd
+to start it again.
 
 signals: SIGTERM/SIGINT lock the relay at once and stop within a frame; SIGHUP reopens the
 --events file (logrotate) and reloads the config and the gallery without closing the camera
@@ -160,7 +175,14 @@ def run(args: argparse.Namespace) -> int:
     from edge_app.daemon import Daemon
 
     overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items()}
-    config = door_config(args.config, overrides)
+    try:
+        config = door_config(args.config, overrides)
+    except ConfigError as error:
+        if args.check_config or not os.environ.get("NOTIFY_SOCKET"):
+            raise
+        log.error("%s", error)
+        _wait_for_a_new_config(args.config or DEFAULT_CONFIG, str(error))
+        return 2
     if args.check_config:
         # A ConfigError above is the "not valid" answer: one line and exit 2, as at a start.
         return _say_valid(args.config)
@@ -179,6 +201,31 @@ def run(args: argparse.Namespace) -> int:
         # systemd's Restart=on-failure takes over; the traceback goes to the journal.
         log.exception("door stopped on an unexpected error; relay released")
         return 1
+
+
+def _wait_for_a_new_config(path: Path, why: str) -> None:
+    """A refused config under systemd: say it in `systemctl status`, then wait until the
+    file changes (written, replaced, created or removed) or CONFIG_REFUSED_WAIT has passed.
+    The pin is locked (ExecStartPre) and unclaimed; SIGTERM's default action ends the wait."""
+    import sdnotify
+
+    first = why.splitlines()[0] if why else "invalid"
+    sdnotify.SystemdNotifier().notify(f"STATUS=config refused, waiting for it to change: {first}")
+    seen = _file_state(path)
+    deadline = time.monotonic() + CONFIG_REFUSED_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(min(CONFIG_POLL, max(0.0, deadline - time.monotonic())))
+        if _file_state(path) != seen:
+            log.info("config changed: exiting for systemd to start the door with it")
+            return
+
+
+def _file_state(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _say_valid(path: Path | None) -> int:
