@@ -223,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         hangup.hold()  # until the door's own handler: see edge_app.hangup
         door = False  # a SIGHUP held for any other command (--help included) is delivered
         try:
-            args = build_parser().parse_args(argv)
+            try:  # building the parser imports the commands' modules: numpy among them
+                args = build_parser().parse_args(argv)
+            except KeyboardInterrupt:  # Ctrl-C before any command ran: nothing done
+                sys.stderr.write("interrupted\n")
+                return EXIT_INTERRUPTED
             door = _is_the_door(args)
             if not door:
                 hangup.release(deliver=True)

@@ -285,7 +285,7 @@ def _source(value: Any) -> int | str:
         return value
     if isinstance(value, Path):
         value = str(value)
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.strip():
         raise _Invalid(
             'expected "auto", "picamera2", a device index, a URL, a video file or a folder, '
             f"got {_show(value)}"
@@ -460,7 +460,9 @@ class CameraConfig:
     source: int | str = _key(AUTO, _source)
     width: int = _key(1280, _integer(32, 8192))
     height: int = _key(960, _integer(32, 8192))
-    fps: float = _key(10.0, _number(0.0, 120.0, low_open=True))
+    # At least a frame every 10 s: each frame's time is its index / fps, and a rate near 0
+    # (1e-320) made every time infinite, so no cooldown or camera-drop deadline held.
+    fps: float = _key(10.0, _number(0.1, 120.0))
     lores_width: int = _key(640, _integer(32, 8192))
     lores_height: int = _key(480, _integer(32, 8192))
     # A video file or a folder of images plays at its own frame rate, as a camera delivers

@@ -516,6 +516,16 @@ def test_run_check_config_says_whether_the_door_would_start_and_opens_nothing(
     assert done.returncode == 2 and "gpio.colour: unknown key" in done.stderr
 
 
+def test_enrol_from_the_camera_refuses_an_empty_source(tmp_path: Path) -> None:
+    """Found by an audit: `--source ""` (an unset shell variable) read the current folder as
+    a folder of images and enrolled from whatever photos were in it."""
+    cv2.imwrite(str(tmp_path / "someone.png"), np.full((120, 160, 3), 90, np.uint8))
+    for empty in ("", "  "):
+        done = run(tmp_path, "enroll", "--db", "g.db", "--camera", "--source", empty, "Zed")
+        assert done.returncode == 2 and "argument --source: is empty" in done.stderr
+    assert not (tmp_path / "g.db").exists()
+
+
 def test_a_door_started_by_systemd_on_a_refused_config_waits_for_it_to_change(
     tmp_path: Path,
 ) -> None:

@@ -40,7 +40,9 @@ def errors_of(data: dict) -> str:
         ({"camera": {"source": ""}}, 'camera.source: expected "auto", "picamera2"'),
         ({"camera": {"width": "640"}}, "camera.width: expected an integer, got str '640'"),
         ({"camera": {"width": 16}}, "camera.width: 16 is out of range (32 to 8192)"),
-        ({"camera": {"fps": 0}}, "camera.fps: 0 is out of range (more than 0.0"),
+        ({"camera": {"fps": 0}}, "camera.fps: 0 is out of range (at least 0.1"),
+        ({"camera": {"fps": 1e-320}}, "camera.fps: 1e-320 is out of range (at least 0.1"),
+        ({"camera": {"source": "  "}}, 'camera.source: expected "auto", "picamera2"'),
         (
             {"camera": {"width": 320, "height": 240}},
             "camera.lores_width: the detection stream 640x480 is larger than the capture size",

@@ -10,6 +10,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from edge_app.arg_types import empty_path_problem
 from edge_app.commands import printable, shown
 from edge_app.commands.identify import add_db_argument, add_engine_arguments, db_path, open_engine
 from edge_app.enroll import CAMERA_SAMPLES, CAMERA_TIMEOUT_S
@@ -106,6 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _source(text: str) -> int | str:
+    # Empty, it would be the current folder as a folder of images (an unset shell variable).
+    problem = empty_path_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return int(text) if text.isascii() and text.isdigit() else text
 
 
