@@ -742,6 +742,14 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
             "off; set recognition.site_centring = true, or learn_site = false"
         )
     _distinct_files(config, errors)
+    socket_path = config.hub.socket
+    if socket_path is not None:
+        kind = _wrong_kind(socket_path, "socket")
+        if kind is not None:  # the door would run without its control socket (and the hub)
+            errors.append(
+                f"hub.socket: {socket_path} is a {kind}, not a socket; give a path of its own "
+                'where the door makes its socket ("" turns it off)'
+            )
     web = config.web
     if (web.tls_cert is None) != (web.tls_key is None):
         errors.append(
@@ -839,10 +847,11 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
         except OSError as error:
             errors.append(f"{key}: {path} cannot be followed ({error}); give a plain path")
             continue
-        kind = _special_kind(where)
+        wanted = "folder" if key in FOLDER_KEYS else "file"
+        kind = _wrong_kind(where, wanted)
         if kind is not None:
             off = ' ("" turns it off)' if key.startswith("events.") else ""
-            errors.append(f"{key}: {path} is a {kind}, not a file; give a file{off}")
+            errors.append(f"{key}: {path} is a {kind}, not a {wanted}; give a {wanted}{off}")
         elif where in seen:
             errors.append(
                 f"{key}: {path} is also {seen[where]}; give each its own file (snapshots: a folder)"
@@ -864,15 +873,20 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
             )
 
 
-def _special_kind(path: Path) -> str | None:
-    """ "device", "named pipe" or "socket" when that is what is at `path`; else None (a file,
-    a folder, nothing yet). Events written to /dev/null or /dev/full were lost for as long as
-    the door ran, each with an error line."""
+# Written keys that name a folder, not a file.
+FOLDER_KEYS = ("events.snapshots",)
+
+
+def _wrong_kind(path: Path, wanted: str) -> str | None:
+    """What is at `path` when it is not the `wanted` "file" or "folder" ("folder", "file",
+    "device", "named pipe", "socket"); None when it is, or when nothing is there yet. Events
+    written to /dev/null or /dev/full, or into a folder, were lost for as long as the door
+    ran, each with an error line; snapshots asked of a file were never written."""
     try:
-        kind = kind_of(path.stat().st_mode)
+        kind = kind_of(path.stat().st_mode) or "file"
     except OSError:
         return None
-    return None if kind == "folder" else kind
+    return None if kind == wanted else kind
 
 
 def _mqtt_checks(config: Config, errors: list[str]) -> None:

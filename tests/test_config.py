@@ -212,9 +212,39 @@ def test_a_state_folder_this_user_may_not_enter_says_whose_command_it_is(
 def test_a_database_path_of_the_root_folder_is_no_traceback(key: str) -> None:
     """Found by a review: looking for SQLite's side files beside a gallery or events
     database at "/" raised ValueError ("PosixPath('/') has an empty name"): a traceback
-    from every command. The config reads; the gallery's own checks refuse the path."""
+    from every command. It is a folder: refused as one, in a line."""
     data = {"gallery": {"path": "/"}} if key == "gallery" else {"events": {"db": "/"}}
-    assert parse_config(data) is not None
+    name = "gallery.path" if key == "gallery" else "events.db"
+    assert f"{name}: / is a folder, not a file; give a file" in errors_of(data)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "at", "message"),
+    [
+        ("events", "db", "folder", "events.db: {} is a folder, not a file; give a file"),
+        ("events", "jsonl", "folder", "events.jsonl: {} is a folder, not a file; give a file"),
+        ("gallery", "path", "folder", "gallery.path: {} is a folder, not a file; give a file"),
+        ("events", "snapshots", "file", "events.snapshots: {} is a file, not a folder; give"),
+        ("events", "snapshots", "/dev/null", "events.snapshots: {} is a device, not a folder"),
+        ("hub", "socket", "file", "hub.socket: {} is a file, not a socket; give a path"),
+        ("hub", "socket", "/dev/null", "hub.socket: {} is a device, not a socket"),
+    ],
+)
+def test_a_path_of_the_wrong_kind_is_refused_before_the_door_starts(
+    tmp_path: Path, section: str, key: str, at: str, message: str
+) -> None:
+    """Found by an audit: `run --check-config` said valid, then the door lost every event
+    (events.db or events.jsonl a folder), wrote no snapshot (a file as the folder), or ran
+    without its control socket (hub.socket a regular file or /dev/null)."""
+    if at == "folder":
+        path = tmp_path / "here"
+        path.mkdir()
+    elif at == "file":
+        path = tmp_path / "here"
+        path.write_text("")
+    else:
+        path = Path(at)
+    assert message.format(path) in errors_of({section: {key: str(path)}})
 
 
 def test_an_unknown_key_of_any_length_is_named_in_a_short_line() -> None:
