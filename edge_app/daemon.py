@@ -1026,7 +1026,18 @@ class Daemon:
             self._started("loading the models")
             from edge_app.engine import Engine
 
-            self.engine = Engine.from_config(config.models, config.detection)
+            engine = Engine.from_config(config.models, config.detection)
+            self.engine = engine
+            camera = config.camera
+            if engine.min_face > min(camera.lores_width, camera.lores_height):
+                # The config checks a min_face it sets; "auto" is the models' own, known now.
+                raise UserError(
+                    f"camera.lores_width: the detection frame {camera.lores_width}x"
+                    f"{camera.lores_height} is smaller than the smallest face the detector "
+                    f"looks for, {engine.min_face:.0f} pixels (detection.min_face), so no face "
+                    f"would ever be found; make camera.lores_width and lores_height at least "
+                    f"{engine.min_face:.0f}"
+                )
         with self._start_goes_on("loading the gallery"):
             self.recognizer = Recognizer(
                 self.engine, config.gallery.path, config.recognition, cancel=self._stop

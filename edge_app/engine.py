@@ -484,6 +484,12 @@ class Engine:
         return centre(self.embed_raw(frame, faces, mirror), self.mean)
 
     @property
+    def min_face(self) -> float:
+        """The smallest face the detector looks for, in pixels of the detection frame
+        (detection.min_face, or the models' own with "auto")."""
+        return self.cascade.min_face
+
+    @property
     def has_liveness(self) -> bool:
         """Whether the models folder has liveness models (a build with --liveness)."""
         return self._liveness is not None

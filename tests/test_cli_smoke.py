@@ -486,6 +486,21 @@ def test_run_refuses_a_source_it_cannot_open_in_one_line(tmp_path: Path) -> None
     assert f"{empty} as a video" in errors[0]
 
 
+def test_a_detection_frame_smaller_than_the_models_smallest_face_is_refused_at_start(
+    tmp_path: Path,
+) -> None:
+    """Found by an audit: camera.lores 32x32 with detection.min_face = "auto" (the models'
+    40 pixels) ran a door that could never find a face, without a word. The config checks a
+    min_face it sets; the models' own is checked once they are loaded."""
+    config = "[camera]\nwidth = 640\nheight = 480\nlores_width = 32\nlores_height = 32\n"
+    done = _run_door(tmp_path, str(LFW_SAMPLE), config_text=config)
+    assert done.returncode == 2, done.stderr
+    assert "camera.lores_width: the detection frame 32x32 is smaller than the smallest face" in (
+        done.stderr
+    )
+    assert "at least 40" in done.stderr
+
+
 def test_run_check_config_says_whether_the_door_would_start_and_opens_nothing(
     tmp_path: Path,
 ) -> None:
