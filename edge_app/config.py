@@ -675,17 +675,25 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def _shown_name(name: str) -> str:
+    """A key or section name from the file as a message shows it: cut (a key of 900 kB would
+    make a line of 900 kB), and quoted unless plain letters, digits, "_" and "-" (TOML's
+    quoted keys may hold a line break that would forge a line of the message, or a
+    zero-width space that makes "pin\u200b" read as "pin")."""
+    plain = name.replace("-", "_").isidentifier() and name.isascii()
+    return cut(name) if plain else cut(repr(name))
+
+
 def _unknown(kind: str, name: str, known: list[str], errors: list[str]) -> str:
     """The problem line for an unknown key or section. Past the PROBLEMS_SHOWN lines a
     ConfigError shows, the line is only counted: no close match is looked for (a reload
     reads the file on the door's frame loop, and a file of 100,000 unknown keys would spend
     3 s in difflib)."""
     if len(errors) >= PROBLEMS_SHOWN:
-        return f"{cut(name)}: unknown {kind}"
+        return f"{_shown_name(name)}: unknown {kind}"
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-    name = cut(name)  # a key of 900 kB would make a line of 900 kB
-    return f"{name}: unknown {kind} ({hint})"
+    return f"{_shown_name(name)}: unknown {kind} ({hint})"
 
 
 def _build_section(name: str, cls: type, data: Any, errors: list[str]) -> Any:
@@ -696,7 +704,11 @@ def _build_section(name: str, cls: type, data: Any, errors: list[str]) -> Any:
     values: dict[str, Any] = {}
     for key, raw in data.items():
         if key not in fields:
-            errors.append(f"{name}." + _unknown("key", key, list(fields), errors))
+            owners = _SECTIONS_OF_KEY.get(key, [])
+            if owners:  # a key of another section: say which
+                errors.append(f"{name}.{key}: not a key of [{name}]; move it under [{owners[0]}]")
+            else:
+                errors.append(f"{name}." + _unknown("key", key, list(fields), errors))
             continue
         try:
             values[key] = fields[key].metadata["check"](raw)
@@ -928,7 +940,7 @@ def _outside_sections(name: str) -> str:
         )
     else:
         hint = "every key belongs under a [section] header, such as [gpio]"
-    return f"{cut(name)}: a key outside any section; {hint}"
+    return f"{_shown_name(name)}: a key outside any section; {hint}"
 
 
 def parse_config(data: Mapping[str, Any], origin: str = "config") -> Config:

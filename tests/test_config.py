@@ -254,6 +254,24 @@ def test_an_unknown_key_of_any_length_is_named_in_a_short_line() -> None:
     assert len(text) < 1000
 
 
+def test_a_key_of_another_section_says_where_it_belongs() -> None:
+    """Found by an audit: `[camera] pulse_seconds = 2` was "unknown key (known: source, ...)"
+    though the config knows it is [gpio]'s."""
+    text = errors_of({"camera": {"pulse_seconds": 2}})
+    assert "camera.pulse_seconds: not a key of [camera]; move it under [gpio]" in text
+
+
+def test_key_names_that_are_not_plain_are_quoted_in_the_message() -> None:
+    """Found by an audit: TOML's quoted keys were printed as written: a line break in one
+    forged a line of the message, and "pin\u200b" (a zero-width space) read as "pin"."""
+    text = errors_of({"gpio": {"pin\u200b": 1, "x\nfake line": 1}, "\x1b[31mred": {"a": 1}})
+    assert "gpio.'pin\\u200b': unknown key (did you mean 'pin'?)" in text
+    assert "gpio.'x\\nfake line': unknown key" in text
+    assert "'\\x1b[31mred': unknown section" in text
+    assert "\nfake line" not in text and "\x1b" not in text
+    assert "gpio.colour: unknown key" in errors_of({"gpio": {"colour": 1}})  # plain: as is
+
+
 def test_toml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "deep.toml"
     path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
