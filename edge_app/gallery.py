@@ -587,16 +587,29 @@ def removed_if_left_empty(path: Path | str) -> Iterator[None]:
 
 
 def _remove_if_empty(path: Path) -> None:
+    """Remove the gallery at `path` if it holds nobody and no other connection has it open.
+
+    Counted and removed under an exclusive lock, which SQLite refuses at once (busy) while
+    any other connection has read the gallery: another command that opened it meanwhile to
+    enrol or import into it (and waits for the write lock this command held) keeps it, and
+    its people are not committed into a file removed under it. Its write-ahead log is
+    checkpointed and removed by SQLite itself (journal_mode=DELETE) before the file goes, so
+    that nothing removes a -wal file by name that a gallery made there since may own."""
     try:
-        if not _check_file(path):
-            return
-        with closing(sqlite3.connect(f"file:{quote(os.fsencode(path))}?mode=ro", uri=True)) as db:
+        if not _check_file(path) or _open_here(os.stat(path)):
+            return  # open in this process too: a second descriptor's close drops its locks
+        uri = f"file:{quote(os.fsencode(path))}?mode=rw"
+        with closing(sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)) as db:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")  # held until closed
+            db.execute("BEGIN EXCLUSIVE")
             if db.execute("SELECT count(*) FROM people").fetchone()[0]:
                 return
+            db.execute("COMMIT")
+            db.execute("PRAGMA journal_mode=DELETE")
+            for leftover in (path, *(Path(f"{path}{suffix}") for suffix in SIDE_FILES)):
+                leftover.unlink(missing_ok=True)
     except (GalleryError, sqlite3.Error, OSError):
-        return  # not ours to judge: leave it
-    for leftover in (path, *(Path(f"{path}{suffix}") for suffix in SIDE_FILES)):
-        leftover.unlink(missing_ok=True)
+        return  # not ours to judge, or in use: leave it
     log.info("gallery=%s removed: created for a change that did not happen", path)
 
 
@@ -611,6 +624,14 @@ def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
             f"the gallery {path} may be written by users other than its owner (mode {mode:o}, "
             f"owner uid {info.st_uid}): any of them could enrol themselves; make it the door "
             f"user's with mode 600 (sudo chown edge-app: {path} && sudo chmod 600 {path})"
+        )
+    if info.st_uid not in (0, os.geteuid()) and os.geteuid() != 0:
+        # Its owner may write it whatever its mode: a gallery planted by another user (in a
+        # folder its group may write) would decide who gets in. Root may read anyone's.
+        raise GalleryError(
+            f"the gallery {path} belongs to another user (uid {info.st_uid}), who may change "
+            f"it and so enrol anyone; use a gallery of this user's own, or make it this "
+            f"user's (sudo chown {os.geteuid()}: {path})"
         )
     real = _refuse_open_folder(path)
     for suffix in SIDE_FILES:
@@ -648,6 +669,14 @@ def _refuse_open_folder(path: Path) -> str:
             "any of them could replace the gallery, or plant the -wal file SQLite replays into "
             "it, with one that lets them in; keep it in a folder of its own (the door's is "
             "/var/lib/edge-app, mode 700)"
+        )
+    group = folder.stat().st_gid
+    if folder_mode & stat.S_IWGRP and group not in (0, os.getegid()):
+        raise GalleryError(
+            f"the gallery's folder {folder} may be written by the users of group {group} "
+            f"(mode {folder_mode:o}): any of them could replace the gallery, or plant the -wal "
+            "file SQLite replays into it, with one that lets them in; keep it in a folder of "
+            "its own (the door's is /var/lib/edge-app, mode 700)"
         )
     return real
 
