@@ -474,6 +474,14 @@ def open_private_append(path: Path) -> int:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # replaced since refuse_non_regular looked
             raise NotRegularFileError(errno.EEXIST, "it is not a regular file", str(path))
+        me = os.geteuid()
+        if not created and info.st_uid != me and me != 0:  # its owner reads every event
+            raise PermissionError(
+                errno.EPERM,
+                f"it belongs to another user (uid {info.st_uid}), who could read or change the "
+                f"events; set events.jsonl to a path of the door's user (uid {me})",
+                str(path),
+            )
         os.set_blocking(fd, True)
         if created:
             os.fchmod(fd, FILE_MODE)

@@ -139,6 +139,26 @@ def test_another_users_events_db_is_refused_and_left_untouched(
     assert "set events.db to a path of the door's user" in refusals[0]
 
 
+def test_another_users_events_jsonl_is_refused_and_left_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: events.db of another user was refused, but events.jsonl was
+    appended to with a warning only; its owner, who may read it whatever its mode, read
+    every name that came in. (This process is made to count as uid 4242.)"""
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text("")
+    jsonl.chmod(0o600)
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    with caplog.at_level(logging.ERROR, logger="edge_app.events"):
+        log = EventLog(None, jsonl)
+        log.record("unlock", name="Bob")
+        log.close()
+    monkeypatch.undo()
+    assert jsonl.read_text() == ""
+    refusals = [e for e in lines(caplog, logging.ERROR) if "belongs to another user" in e]
+    assert refusals and "set events.jsonl to a path of the door's user" in refusals[0]
+
+
 def test_root_uses_the_door_users_events_db_and_makes_it_private(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
