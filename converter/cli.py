@@ -10,7 +10,7 @@ from pathlib import Path
 from converter import __version__
 from converter.head import JITTERS, MAX_SEED, TrainSettings
 from edge_app.arg_types import checkout_default, count, number, refuse_empty_paths
-from edge_app.cli import dispatch, stops_interrupt
+from edge_app.cli import run_guarded, standard_streams
 from edge_app.logs import setup_logging
 from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
 
@@ -577,17 +577,20 @@ PATH_OPTIONS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # Every path option but --liveness-frames, whose empty value means "none".
-    refuse_empty_paths(parser, args, PATH_OPTIONS)
-    setup_logging(args.verbose)
-    from converter.errors import CONVERTER_ERRORS
+    """The console script, as edge-app's: standard streams closed at the start are
+    /dev/null, output that cannot be written (a full disk, a reader gone: `| head -0`) ends
+    the command with one line or quietly, and a stop (systemd, `timeout`, a closed terminal)
+    ends a build as Ctrl-C does: the staging folders are removed and the old models stay,
+    where the default action left them behind."""
+    with standard_streams():
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        # Every path option but --liveness-frames, whose empty value means "none".
+        refuse_empty_paths(parser, args, PATH_OPTIONS)
+        setup_logging(args.verbose)
+        from converter.errors import CONVERTER_ERRORS
 
-    # A stop (systemd, `timeout`, a closed terminal) ends a build as Ctrl-C does: the staging
-    # folders are removed and the old models stay, where the default action left them behind.
-    with stops_interrupt():
-        return dispatch(args, CONVERTER_ERRORS)
+        return run_guarded(args, CONVERTER_ERRORS)
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def stops_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def _standard_streams() -> Iterator[None]:
+def standard_streams() -> Iterator[None]:
     """Standard input, output and error that were closed when the command started (`>&-`, a
     service or cron job without them; Python then sets sys.stdout and the others to None)
     are /dev/null while it runs: what it writes goes nowhere and what it reads is empty, as
@@ -215,11 +215,11 @@ def _discard_output(stream: TextIO) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The console script. Standard streams closed at the start read and write /dev/null
-    (_standard_streams); SIGTERM and SIGHUP stop a command as Ctrl-C does (stops_interrupt),
+    (standard_streams); SIGTERM and SIGHUP stop a command as Ctrl-C does (stops_interrupt),
     except the door and the hub, which handle them themselves. Output that cannot be written
     ends the command: quietly with EXIT_BROKEN_PIPE when its reader went away
     (`edge-app list | head -1`), else (a full disk) with one error line and exit 2."""
-    with _standard_streams():
+    with standard_streams():
         hangup.hold()  # until the door's own handler: see edge_app.hangup
         door = False  # a SIGHUP held for any other command (--help included) is delivered
         try:
@@ -235,21 +235,30 @@ def main(argv: list[str] | None = None) -> int:
                 getattr(args, "quiet_unless_verbose", False) and not args.verbose
             )
             setup_logging(-1 if quiet else args.verbose)
-            return _run(args)
+            return run_guarded(args, own_signals=_own_signals(args))
         finally:
             hangup.release(deliver=not door)  # (the door has ended: nothing left to reload)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_guarded(
+    args: argparse.Namespace,
+    errors: tuple[type[BaseException], ...] = (UserError,),
+    *,
+    own_signals: bool = False,
+) -> int:
+    """dispatch() with its output watched: output that cannot be written ends the command
+    (main()'s docstring) instead of a traceback; and, unless the command handles them itself
+    (own_signals), SIGTERM and SIGHUP stop it as Ctrl-C does. edge-convert runs its commands
+    through it too."""
     stdout = sys.stdout
     output = _Output(stdout)
     sys.stdout = cast(TextIO, output)
     try:
-        if _own_signals(args):
-            code = dispatch(args)
+        if own_signals:
+            code = dispatch(args, errors)
         else:
             with stops_interrupt():
-                code = dispatch(args)
+                code = dispatch(args, errors)
         output.flush()
         return code
     except OSError as error:

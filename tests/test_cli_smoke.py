@@ -378,6 +378,47 @@ def test_output_to_a_full_disk_is_one_error_line(tmp_path: Path) -> None:
     assert out.stat().st_size == 50_000
 
 
+@pytest.mark.parametrize("output", ["full", "gone", "closed"])
+def test_edge_convert_output_that_cannot_be_written_is_no_traceback(
+    tmp_path: Path, output: str
+) -> None:
+    """Found by an audit: `edge-convert lint ... > /dev/full` was an OSError traceback, `|
+    head -0` a BrokenPipeError one, and `>&-` an AttributeError one: edge-convert lacked
+    edge-app's handling of its output. It has it now: one line and exit 2, quietly 141, 0."""
+    model = str(REPO_ROOT / "models" / "tflite" / "facenet.tflite")
+    argv = [sys.executable, "-m", EDGE_CONVERT, "lint", model]
+    if output == "gone":
+        child = subprocess.Popen(
+            argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()  # the reader is gone before the first write
+        errors = child.stderr.read().decode()
+        child.stderr.close()
+        assert child.wait(TIMEOUT) == 141 and errors == "", errors
+        return
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            argv,
+            cwd=tmp_path,
+            env=_env(),
+            stdout=full if output == "full" else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+            pass_fds=(),
+            preexec_fn=(lambda: os.close(1)) if output == "closed" else None,
+        )
+    assert "Traceback" not in done.stderr, done.stderr
+    if output == "full":
+        assert done.returncode == 2
+        (line,) = done.stderr.splitlines()
+        assert line.endswith("cannot write the output: No space left on device")
+    else:
+        assert done.returncode == 0, done.stderr
+
+
 def test_a_change_whose_summary_cannot_be_written_says_it_may_be_made(tmp_path: Path) -> None:
     """An audit: `rename A B > /dev/full` exited 2 with "cannot write the output" and the
     rename made; a script retrying an import that way is then told the people are there."""
