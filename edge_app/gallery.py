@@ -2076,6 +2076,10 @@ def _too_large(label: str) -> str:
     return f"cannot import {label}: more than the {MAX_IMPORT_BYTES} bytes an export may have"
 
 
+# How much of an import file is decoded at once (_lines_of), in whole lines.
+IMPORT_DECODE_BYTES = 1 << 20
+
+
 def read_export_file(source: str, progress: bool = False) -> list[ExportedPerson]:
     """read_export() of a file name, or of standard input for "-", at most MAX_IMPORT_BYTES.
 
@@ -2100,20 +2104,27 @@ def read_export_file(source: str, progress: bool = False) -> list[ExportedPerson
         raise GalleryError(f"cannot read {label}: {error.strerror or error}") from None
     if len(data) > MAX_IMPORT_BYTES:
         raise GalleryError(_too_large(label))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise GalleryError(f"cannot import {label}: not UTF-8 text ({error.reason})") from None
-    del data
-    return read_export(_lines_of(text), progress)
+    return read_export(_lines_of(data, label), progress)
 
 
-def _lines_of(text: str) -> Iterator[str]:
-    """The lines of `text`, each made only when it is read: io.StringIO held another copy of
-    the whole file, four bytes a character (1.1 GB at the most an export may be)."""
+def _lines_of(data: bytes, label: str) -> Iterator[str]:
+    """The lines of the file's bytes, decoded IMPORT_DECODE_BYTES (whole lines) at a time as
+    they are read. Decoded whole, the file was a second copy of one to four bytes a
+    character, four for all of it once a single character needs them (an emoji in a name:
+    736 MB at the peak for a 127 MB file). A newline byte is never part of another UTF-8
+    character, so the pieces decode as the whole would."""
     start = 0
-    while start < len(text):
-        end = text.find("\n", start)
-        end = len(text) if end < 0 else end + 1
-        yield text[start:end]
-        start = end
+    while start < len(data):
+        stop = data.find(b"\n", min(start + IMPORT_DECODE_BYTES, len(data)) - 1)
+        stop = len(data) if stop < 0 else stop + 1
+        try:
+            text = data[start:stop].decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise GalleryError(f"cannot import {label}: not UTF-8 text ({error.reason})") from None
+        at = 0
+        while at < len(text):
+            end = text.find("\n", at)
+            end = len(text) if end < 0 else end + 1
+            yield text[at:end]
+            at = end
+        start = stop

@@ -368,6 +368,30 @@ def test_an_import_shows_its_progress_on_a_terminal_and_nothing_elsewhere(
             assert shown == ""
 
 
+def test_an_import_file_is_never_decoded_whole(tmp_path: Path) -> None:
+    """Found by an audit: the whole file was decoded before its first line was read, and one
+    character of four UTF-8 bytes (an emoji in a name) made Python hold all of it at four
+    bytes a character: a 127 MB file refused at its last line peaked at 736 MB. Each line is
+    decoded as it is read."""
+    from edge_app.gallery import read_export_file
+
+    big = tmp_path / "big.jsonl"
+    size = 32 * 2**20
+    line = b'{"name": "\xf0\x9f\x98\x80 not an export"}\n'  # an emoji, 4 bytes
+    big.write_bytes(line * (size // len(line)))
+    refusals: list[str] = []
+
+    def refused() -> None:
+        try:
+            read_export_file(str(big))
+        except GalleryError as error:
+            refusals.append(str(error))
+
+    _, peak = traced_peak(refused)
+    assert len(refusals) == 1  # not an export, from its first line
+    assert peak < 1.5 * size  # the file's bytes, and a line at a time: not 4 bytes a character
+
+
 def test_import_conflicts_refuse_replace_merge(db: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     with Gallery.open(other, create=True) as gallery:
