@@ -819,6 +819,10 @@ def _followed(path: Path) -> Path:
     return where
 
 
+# What a models folder holds (manifest.json, *.tflite, the mean and cohort .npy files).
+MODEL_FILE_SUFFIXES = (".json", ".tflite", ".npy", ".npz")
+
+
 def _distinct_files(config: Config, errors: list[str]) -> None:
     """The gallery, each event sink and each secret need a file of their own: events
     appended to the gallery, a password hash written over it, or two sinks in one file,
@@ -843,6 +847,10 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
                 for suffix in SIDE_FILES:
                     side = where.with_name(where.name + suffix)
                     others[side] = f"the {suffix} file SQLite keeps beside {key}"
+    # The models folder's files: events appended to its manifest stopped every later start.
+    models = config.models.dir if config.models.dir is not None else paths.default_models_dir()
+    with contextlib.suppress(OSError):  # missing: the engine says so when it loads
+        models = _followed(models)
     for key, path in files.items():
         if path is None:
             continue
@@ -870,6 +878,11 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
             )
         elif where in others:
             errors.append(f"{key}: {path} is also {others[where]}; give it a file of its own")
+        elif where.parent == models and where.suffix in MODEL_FILE_SUFFIXES and where.exists():
+            errors.append(
+                f"{key}: {path} is one of the models in {models}, which the door reads; give "
+                "it a file of its own"
+            )
         else:
             seen[where] = key
     source = config.camera.source

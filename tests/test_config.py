@@ -254,6 +254,19 @@ def test_an_unknown_key_of_any_length_is_named_in_a_short_line() -> None:
     assert len(text) < 1000
 
 
+def test_no_file_the_door_writes_may_be_in_its_models_folder(tmp_path: Path) -> None:
+    """Found by an audit: events.jsonl naming the models' manifest was valid; the door
+    appended its events to it, and every later start refused the manifest."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "manifest.json").write_text("{}")
+    data = {"models": {"dir": str(models)}, "events": {"jsonl": str(models / "manifest.json")}}
+    text = errors_of(data)
+    assert f"events.jsonl: {models / 'manifest.json'} is one of the models in {models}" in text
+    data["events"] = {"jsonl": str(models / "events.jsonl")}  # a file of its own there: fine
+    assert parse_config(data).events.jsonl == models / "events.jsonl"
+
+
 def test_a_key_of_another_section_says_where_it_belongs() -> None:
     """Found by an audit: `[camera] pulse_seconds = 2` was "unknown key (known: source, ...)"
     though the config knows it is [gpio]'s."""
