@@ -10,7 +10,7 @@ from pathlib import Path
 from converter import __version__
 from converter.head import JITTERS, MAX_SEED, TrainSettings
 from edge_app.arg_types import checkout_default, count, number, refuse_empty_paths
-from edge_app.cli import run_guarded, standard_streams
+from edge_app.cli import EXIT_INTERRUPTED, run_guarded, standard_streams
 from edge_app.logs import setup_logging
 from edge_app.paths import REPO_MODELS, REPO_ROOT, SHARED_DATA
 
@@ -583,8 +583,12 @@ def main(argv: list[str] | None = None) -> int:
     ends a build as Ctrl-C does: the staging folders are removed and the old models stay,
     where the default action left them behind."""
     with standard_streams():
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        try:  # the parser's modules import numpy: a Ctrl-C then is one line, as in edge-app
+            parser = build_parser()
+            args = parser.parse_args(argv)
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            return EXIT_INTERRUPTED
         # Every path option but --liveness-frames, whose empty value means "none".
         refuse_empty_paths(parser, args, PATH_OPTIONS)
         setup_logging(args.verbose)

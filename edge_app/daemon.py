@@ -924,8 +924,9 @@ class Daemon:
         unlocked, then locked, while the door is open."""
         if record is None:
             return
-        if opening.after is not None:
-            opening.after.relocked.wait(RELOCK_EVENT_WAIT)
+        before = opening.after  # read once: _on_relock clears it once this one relocks
+        if before is not None:
+            before.relocked.wait(RELOCK_EVENT_WAIT)
         record()
 
     def _pulse(self, opening: _Opening) -> bool:

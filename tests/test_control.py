@@ -30,7 +30,7 @@ from gpiozero.pins.mock import MockFactory
 from needs import unavailable
 
 from edge_app import control
-from edge_app.config import parse_config
+from edge_app.config import ConfigError, parse_config
 from edge_app.control import ControlClient, ControlError, attach
 from edge_app.daemon import Daemon
 from edge_app.events import EventLog
@@ -783,11 +783,13 @@ def test_a_live_socket_or_a_regular_file_is_left_alone(
     finally:
         first.close()
     path = first.path
+    third = make_daemon(tmp_path, allow_unlock=False)  # its config read before the file came
     path.write_text("not a socket")
-    third = make_daemon(tmp_path, allow_unlock=False)
     assert attach(third) is None
     assert path.read_text() == "not a socket"
     release(third)
+    with pytest.raises(ConfigError, match="is a file, not a socket"):  # read after: refused
+        make_daemon(tmp_path, allow_unlock=False)
 
 
 def test_a_socket_folder_it_may_not_enter_leaves_the_door_running_without_it(
