@@ -658,9 +658,10 @@ def _refuse_open_folder(path: Path) -> str:
     real = os.path.realpath(path)
     folder = Path(real).parent
     try:
-        folder_mode = stat.S_IMODE(folder.stat().st_mode)
+        folder_info = folder.stat()
     except OSError:
         return real  # the open that follows says why the folder cannot be used
+    folder_mode = stat.S_IMODE(folder_info.st_mode)
     if folder_mode & stat.S_IWOTH:
         # The sticky bit (/tmp) stops others replacing the gallery, not creating the -wal
         # file beside it that SQLite replays into it on the next open: a gallery of their own.
@@ -670,7 +671,7 @@ def _refuse_open_folder(path: Path) -> str:
             "it, with one that lets them in; keep it in a folder of its own (the door's is "
             "/var/lib/edge-app, mode 700)"
         )
-    group = folder.stat().st_gid
+    group = folder_info.st_gid
     if folder_mode & stat.S_IWGRP and group not in (0, os.getegid()):
         raise GalleryError(
             f"the gallery's folder {folder} may be written by the users of group {group} "

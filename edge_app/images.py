@@ -343,7 +343,11 @@ def _tiff_directory(tiff: bytes) -> tuple[str, list[tuple[int, int, int]], bool]
     return order, entries, whole == count
 
 
-def _tiff_tags(data: bytes) -> tuple[dict[int, list[int | None]], bool] | None:
+# A TIFF's first image directory as _tiff_tags reads it: tag -> values, and whether whole.
+_TiffTags = tuple[dict[int, list[int | None]], bool]
+
+
+def _tiff_tags(data: bytes) -> _TiffTags | None:
     """A TIFF's first image directory as tag -> the values of its entries (a tag may be
     written twice), each an integer when of type SHORT or LONG, else None; and whether every
     entry lay wholly in `data`. None without a directory."""
@@ -361,7 +365,7 @@ def _tiff_tags(data: bytes) -> tuple[dict[int, list[int | None]], bool] | None:
     return tags, complete
 
 
-def _tiff_size(read: tuple[dict[int, list[int | None]], bool] | None) -> tuple[int, int] | None:
+def _tiff_size(read: _TiffTags | None) -> tuple[int, int] | None:
     """The size in a TIFF's directory as _tiff_tags read it."""
     if read is None:
         return None
@@ -436,7 +440,7 @@ def _chunk_types(data: bytes, at: int, *, png: bool, stop: bytes | None = None) 
     return types
 
 
-def _tiff_extra_samples(read: tuple[dict[int, list[int | None]], bool] | None) -> bool:
+def _tiff_extra_samples(read: _TiffTags | None) -> bool:
     """Whether a TIFF (its directory as _tiff_tags read it) has samples besides its colour
     ones: an ExtraSamples tag, or more samples per pixel than its photometric
     interpretation's colours (OpenCV writes RGBA so, and libtiff then reads the fourth as an
