@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
-from edge_app import __version__, images, untrusted_json
+from edge_app import __version__, images, unlock_text, untrusted_json
 from edge_app.camera import describe_source
 from edge_app.errors import UserError
 from edge_app.logs import Throttle
@@ -109,7 +109,6 @@ KEEPALIVE_SECONDS = 5.0  # an idle event stream gets a keepalive line this often
 FRAME_MAX_WIDTH = 640
 FRAME_QUALITY = 80
 FRAME_MAX_BYTES = 1024 * 1024  # JPEG bytes; larger frames are refused, never sent
-TEXT_MAX = 200  # characters of an unlock reason or origin
 # Reloads asked for over the socket start at most once per this long: each one reads the
 # config and the gallery and builds a matcher beside the frame loop. One asked for sooner is
 # not refused (a command that changed a file must reach the door) but held, and the requests
@@ -171,15 +170,13 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def clean_text(value: Any, name: str) -> str:
-    """An unlock's reason or origin as the door records it, whitespace runs made one space;
-    Refused when it is empty, longer than TEXT_MAX or not printable. The web page's unlock
-    form applies it too, before its password check."""
-    if not isinstance(value, str) or not value.strip():
-        raise Refused(f"{name} must be a non-empty string")
-    text = " ".join(value.split())
-    if len(text) > TEXT_MAX or not text.isprintable():
-        raise Refused(f"{name} must be printable and at most {TEXT_MAX} characters")
-    return text
+    """An unlock's reason or origin as the door records it (edge_app.unlock_text); Refused,
+    saying why, when the door would not record it. The web page's unlock form applies it
+    too, before its password check."""
+    try:
+        return unlock_text.clean(value, name)
+    except ValueError as error:
+        raise Refused(str(error)) from None
 
 
 class DoorPort(Protocol):

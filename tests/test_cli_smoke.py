@@ -1228,9 +1228,17 @@ def test_unlock_code_without_a_code_file_suggests_one_the_service_user_can_write
     assert "/etc/edge-app" not in done.stderr
 
 
-@pytest.mark.parametrize("origin", ["", "ph\x1bone", "x" * 65])
+@pytest.mark.parametrize(
+    ("origin", "problem"),
+    [
+        ("", "origin must be 1-64 printable characters"),
+        ("ph\x1bone", "origin must be 1-64 printable characters"),
+        ("x" * 65, "origin must be 1-64 printable characters"),
+        ("phone uid=0", "origin may not contain 'uid=': the door records who asked itself"),
+    ],
+)
 def test_hub_sign_unlock_refuses_an_origin_the_door_would_refuse(
-    tmp_path: Path, origin: str
+    tmp_path: Path, origin: str, problem: str
 ) -> None:
     """An empty origin once started the hub itself instead of signing anything."""
     config = _hub_config(tmp_path)
@@ -1238,7 +1246,7 @@ def test_hub_sign_unlock_refuses_an_origin_the_door_would_refuse(
     done = run(tmp_path, "hub", "--sign-unlock", origin, "--config", str(config))
 
     assert done.returncode == 2
-    assert f"--sign-unlock {origin!r}: origin must be 1-64 printable characters" in done.stderr
+    assert f"--sign-unlock {origin!r}: {problem}" in done.stderr
     assert done.stdout == ""
     assert [p.name for p in tmp_path.iterdir()] == ["door.toml"]
 

@@ -558,6 +558,22 @@ def test_unlock_needs_a_printable_reason_and_origin(open_door: Door, fields: dic
     assert open_door.pin_states == [False]
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"reason": "parcel; origin=web:admin@127.0.0.1", "origin": "mqtt:phone"},
+        {"reason": "parcel", "origin": "phone UID=0 gid=0 pid=1"},
+        {"reason": "parcel pid=1", "origin": "phone"},
+    ],
+)
+def test_an_unlock_may_not_write_what_the_door_stamps_itself(open_door: Door, fields: dict) -> None:
+    """The record reads `<reason>; origin=<origin> uid=.. gid=.. pid=..`: typed text holding
+    one of those words would put a false origin or user in front of the true one."""
+    with pytest.raises(ControlError, match="may not contain .*the door records who asked"):
+        open_door.client.request("unlock", **fields)
+    assert open_door.pin_states == [False]
+
+
 def test_subscribers_get_events_in_order_without_embeddings(door: Door) -> None:
     received: list[dict] = []
     client = ControlClient(door.path, timeout=5.0)

@@ -572,6 +572,22 @@ def test_a_refused_unlock_marks_the_field_at_fault_and_keeps_the_reason(
     assert 'value=""' in input_tag(user.get("/unlock").text, "unlock-reason")
 
 
+def test_an_unlock_reason_that_names_an_origin_is_refused_before_the_password(
+    site: Site, user: httpx.Client
+) -> None:
+    """The door writes `origin=` into the record itself; a reason holding it would read as
+    a second origin in front of the true `web:admin@...`."""
+    site.reset_limits()
+    refused = user.post(
+        "/unlock",
+        data={"password": "wrong", "reason": "parcel; origin=mqtt:phone", **unlock_fields(user)},
+    )
+    site.reset_limits()
+    assert refused.status_code == 400, refused.text
+    assert "may not contain &#39;origin=&#39;" in refused.text
+    assert 'aria-invalid="true"' in input_tag(refused.text, "unlock-reason")
+
+
 def test_a_refused_name_marks_the_name_field(site: Site, user: httpx.Client) -> None:
     db = Path(site.config.gallery.path)
     if "Named Twice" not in names_in(db):

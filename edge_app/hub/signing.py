@@ -26,6 +26,7 @@ from typing import Any
 from edge_app import untrusted_json
 from edge_app.errors import UserError
 from edge_app.private_file import read_private
+from edge_app.unlock_text import stamp_word
 
 SCHEME = "edge-door-unlock:v1"
 MAX_COMMAND_BYTES = 1024
@@ -89,6 +90,9 @@ def origin_problem(origin: object) -> str | None:
     """Why a command's origin is refused (the signer and the verifier share it); None if fine."""
     if not isinstance(origin, str) or not 0 < len(origin) <= 64 or not origin.isprintable():
         return "origin must be 1-64 printable characters"
+    word = stamp_word(origin)
+    if word is not None:  # the door would refuse to record it (edge_app.unlock_text)
+        return f"origin may not contain {word!r}: the door records who asked itself"
     return None
 
 
