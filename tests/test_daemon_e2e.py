@@ -339,6 +339,42 @@ def test_cli_run_as_a_notify_service(
     assert "stopped by signal=SIGTERM" in errors
 
 
+def test_cli_run_stopped_with_ctrl_c_exits_130_locked(
+    visits_clip: Clip, gallery: Path, tmp_path: Path
+) -> None:
+    """An audit: `edge-app run` stopped by SIGINT exited 0, where every other command exits
+    130 as a shell reports Ctrl-C. SIGTERM (systemd's stop) stays 0: the test above."""
+    config = tmp_path / "door.toml"
+    config.write_text(_toml({"liveness": LOG_LIVENESS, "hub": NO_SOCKET}))
+    python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+    env.pop("NOTIFY_SOCKET", None)
+    command = [
+        sys.executable, "-m", "edge_app.cli", "run", "--config", str(config),
+        "--source", str(visits_clip.path), "--db", str(gallery), "--gpio", "mock",
+        "--pulse", "30", "--events", "-", "--events-db", "",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        for line in process.stdout:  # the door is open for 30 s from here
+            if json.loads(line)["type"] == "unlock":
+                break
+        else:
+            raise AssertionError(process.stderr.read())
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, errors
+    last = json.loads(rest.splitlines()[-1])
+    assert last["type"] == "relock" and last["reason"] == "close"
+    assert "stopped by signal=SIGINT" in errors and "Traceback" not in errors
+
+
 def _toml(config: dict) -> str:
     lines = []
     for section, values in config.items():

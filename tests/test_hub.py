@@ -301,3 +301,26 @@ def wait(condition, timeout: float = 10.0) -> None:
             return
         time.sleep(0.02)
     pytest.fail("condition not met in time")
+
+
+@pytest.mark.parametrize(("stop", "code"), [("SIGTERM", 0), ("SIGINT", 130)])
+def test_the_hub_exits_0_when_systemd_stops_it_and_130_on_ctrl_c(
+    tmp_path: Path, stop: str, code: int
+) -> None:
+    """An audit: the hub stopped by Ctrl-C exited 0, where every other command exits 130 as
+    a shell reports it. systemd's stop (SIGTERM) is a stop asked for: 0."""
+    import os
+    import signal
+    import threading
+
+    config = parse_config({"hub": {"socket": str(tmp_path / "absent.sock")}})
+    link = DoorLink(tmp_path / "absent.sock", 1.0, poll_seconds=0.1)
+    hub = Hub(config, door=link)
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    running = threading.Timer(0.5, os.kill, (os.getpid(), getattr(signal, stop)))
+    running.start()
+    try:
+        assert hub.run() == code
+    finally:
+        running.cancel()
+    assert {signum: signal.getsignal(signum) for signum in before} == before  # restored

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -194,13 +195,18 @@ def run(args: argparse.Namespace) -> int:
         config_path = paths.DEFAULT_CONFIG
     daemon = Daemon(config, config_path=config_path, overrides=overrides)
     try:
-        return daemon.run()
+        code = daemon.run()
     except UserError:
         raise
     except Exception:
         # systemd's Restart=on-failure takes over; the traceback goes to the journal.
         log.exception("door stopped on an unexpected error; relay released")
         return 1
+    # systemd's stop (SIGTERM) is a stop asked for: 0. Ctrl-C at a terminal exits 130, as a
+    # shell reports it and as every other command does.
+    if code == 0 and daemon.stopped_by == signal.SIGINT:
+        return 128 + signal.SIGINT
+    return code
 
 
 def _wait_for_a_new_config(path: Path, why: str) -> None:

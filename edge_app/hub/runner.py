@@ -44,6 +44,7 @@ class Hub:
         self.door = door
         self.components: list[Component] = []
         self._stop = threading.Event()
+        self._signal: int | None = None  # the signal that stopped run()
 
     @classmethod
     def from_config(cls, config: Config, config_path: Path | None = None) -> Hub:
@@ -90,7 +91,9 @@ class Hub:
             while not self._stop.wait(1.0):
                 pass
             log.info("hub stopping")
-            return 0
+            # systemd's stop (SIGTERM) is a stop asked for: 0; Ctrl-C exits 130, as a shell
+            # reports it and every other command does.
+            return 128 + signal.SIGINT if self._signal == signal.SIGINT else 0
         finally:
             self.door.stop()
             for component in reversed(started):
@@ -106,7 +109,8 @@ class Hub:
             return {}
         previous: dict[int, Any] = {}
 
-        def stop(_signum: int, _frame: object) -> None:
+        def stop(signum: int, _frame: object) -> None:
+            self._signal = signum
             self._stop.set()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
