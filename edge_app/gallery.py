@@ -507,6 +507,8 @@ class ImportSummary:
     added_people: list[str] = field(default_factory=list)
     replaced_people: list[str] = field(default_factory=list)
     merged_people: list[str] = field(default_factory=list)
+    # Merged people whose access this import turned off: the file lists them without it.
+    access_removed: list[str] = field(default_factory=list)
     samples_added: int = 0
     samples_skipped: int = 0
 
@@ -1493,7 +1495,9 @@ class Gallery:
 
         on_conflict: "refuse" (default) fails when a name exists here too, naming them all;
         "replace" swaps such a person's samples for the imported ones; "merge" adds the
-        imported samples whose photo (image_sha256) that person does not have yet.
+        imported samples whose photo (image_sha256) that person does not have yet and keeps
+        the stricter access: a person the file lists without access loses theirs here (a
+        door that took someone's access away passes that on), never the other way.
         progress: bars over the checks and the writing when standard error is a terminal.
         """
         if on_conflict not in ("refuse", "replace", "merge"):
@@ -1554,6 +1558,14 @@ class Gallery:
                         }
                         kept = [s for s in new_samples if s.image_sha256 not in have]
                         summary.merged_people.append(row[1])
+                        if (
+                            not person.access
+                            and db.execute(
+                                "UPDATE people SET access = 0 WHERE id = ? AND access = 1",
+                                (person_id,),
+                            ).rowcount
+                        ):
+                            summary.access_removed.append(row[1])
                     self._insert_samples(person_id, kept)
                     self._refuse_too_many_samples(person_id, name, "imported")
                     summary.samples_added += len(kept)

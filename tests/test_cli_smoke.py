@@ -276,6 +276,28 @@ def test_export_then_import(
     assert [(p["name"], p["samples"]) for p in listed] == [("Joe", 1)]
 
 
+def test_import_merge_names_whom_it_took_access_from(
+    enrolled: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    """A door that took Joe's access away passes that on to a gallery merging its export."""
+    source, other = _copy(enrolled[0], tmp_path), tmp_path / "other.db"
+    exported = tmp_path / "joe.jsonl"
+    assert run(tmp_path, "export", str(exported), "--db", str(source)).returncode == 0
+    assert run(tmp_path, "import", str(exported), "--db", str(other)).returncode == 0
+    assert run(tmp_path, "access", "Joe", "no", "--db", str(source)).returncode == 0
+    assert run(tmp_path, "export", str(exported), "--db", str(source)).returncode == 0
+
+    done = run(tmp_path, "import", "--merge", str(exported), "--db", str(other))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "access turned off for 'Joe': the file lists them without access; "
+        "`edge-app access NAME yes` gives it back\n"
+    )
+    listed = json.loads(run(tmp_path, "list", "--json", "--db", str(other)).stdout)
+    assert [(p["name"], p["access"]) for p in listed] == [("Joe", False)]
+
+
 def _gallery(folder: Path, people: int = 5) -> Path:
     """A gallery of `people` random faces in `folder`, made through the Gallery API."""
     from edge_app.gallery import Gallery, NewSample

@@ -851,6 +851,15 @@ def test_an_export_with_a_known_visitor_is_version_2_and_keeps_them_out(
         gallery.set_access("Dan", True)
         gallery.import_(read_export(io.StringIO(text.getvalue())), on_conflict="replace")
         assert gallery.load_matrix().no_access == frozenset({"Dan"})
+        # --merge keeps the stricter access (an audit: it kept Dan's here, letting in someone
+        # the other door had taken access from), and never grants it.
+        gallery.set_access("Dan", True)
+        gallery.set_access("Alice", False)
+        merged = gallery.import_(read_export(io.StringIO(text.getvalue())), on_conflict="merge")
+        assert merged.access_removed == ["Dan"]
+        assert gallery.load_matrix().no_access == frozenset({"Dan", "Alice"})
+        again = gallery.import_(read_export(io.StringIO(text.getvalue())), on_conflict="merge")
+        assert again.access_removed == []
     bad = [lines[0], lines[1], lines[2], lines[3].replace('"access": false', '"access": "no"')]
     with pytest.raises(GalleryError, match="access must be true or false"):
         read_export(io.StringIO("\n".join(bad)))

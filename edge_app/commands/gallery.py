@@ -141,7 +141,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     conflict.add_argument(
         "--merge",
         action="store_true",
-        help="a person in both: add the imported samples of photos not already there",
+        help="a person in both: add the imported samples of photos not already there; one the "
+        "file lists without access loses it here too (never the other way)",
     )
     importing.add_argument(
         "--json",
@@ -512,5 +513,11 @@ def _run_import(args: argparse.Namespace) -> int:
             f"imported {summary.samples_added} samples: added {len(summary.added_people)}, "
             f"replaced {len(summary.replaced_people)}, merged {len(summary.merged_people)} "
             f"people; {summary.samples_skipped} samples already there\n"
+        )
+    if summary.access_removed:
+        names = ", ".join(map(repr, summary.access_removed))
+        sys.stderr.write(
+            f"access turned off for {names}: the file lists them without access; "
+            "`edge-app access NAME yes` gives it back\n"
         )
     return 0
