@@ -229,3 +229,18 @@ def test_files_the_service_user_writes_are_documented_under_the_state_folder() -
         assert f"{paths.DEFAULT_CONFIG.parent}/unlock.code" not in text, name
     assert f'unlock_code_file = "{state}/unlock.code"' in texts["docs/HOME_ASSISTANT.md"]
     assert f'password_file = "{state}/web-password"' in texts["config.example.toml"]
+
+
+def test_the_board_is_read_where_the_units_let_it_be_read() -> None:
+    """doctor (run by the hub for its health page, and by hand) knows a Raspberry Pi from
+    its device tree. The hub's unit mounts /proc with ProcSubset=pid, which hides
+    /proc/device-tree: read there, the page said nothing of the Pi's rows (the GPIO
+    release warning among them). The file is read where that link points, under /sys."""
+    from edge_app.commands import doctor
+
+    for unit in SYSTEMD.glob("*.service"):
+        service = directives(unit, "Service")
+        if service.get("ProcSubset") == ["pid"]:
+            assert not doctor.DEVICE_MODEL.is_relative_to("/proc"), unit.name
+        assert "/sys" not in " ".join(service.get("InaccessiblePaths", [])), unit.name
+    assert Path("/sys/firmware/devicetree/base/model") == doctor.DEVICE_MODEL

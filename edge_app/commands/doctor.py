@@ -40,10 +40,12 @@ if TYPE_CHECKING:
     from edge_app.site_memory import SiteMemory
 
 
-# The board name the kernel reads from the device tree ("Raspberry Pi 5 Model B Rev 1.0").
-DEVICE_MODEL = Path("/proc/device-tree/model")
 # Where the kernel shows module parameters (/sys/module/NAME/parameters/...).
 SYS_ROOT = Path("/sys")
+# The board name the kernel reads from the device tree ("Raspberry Pi 5 Model B Rev 1.0").
+# Read where /proc/device-tree points: the hub's unit mounts /proc with ProcSubset=pid,
+# which hides that link, so its health page would not know it runs on a Pi.
+DEVICE_MODEL = SYS_ROOT / "firmware/devicetree/base/model"
 # The Raspberry Pi pinctrl drivers whose persist_gpio_outputs says what happens to an output
 # a process releases (by exiting, however it died): Y keeps its level, N makes it an input.
 # pinctrl_rp1 drives the 40-pin header of a Pi 5, pinctrl_bcm2835 that of the earlier boards.
