@@ -31,13 +31,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from edge_app import paths
 from edge_app.errors import UserError
+
+if TYPE_CHECKING:
+    from edge_app.config import CameraConfig
 from edge_app.image_limits import MAX_DECODED_PIXELS
 from edge_app.images import IMAGE_SUFFIXES, ImageError, is_photo_name, read_image
 
@@ -725,6 +728,18 @@ def open_source(
     raise CameraError(
         f"camera.source: {describe_source(spec)} is not a file, a folder, a device index, a "
         "/dev path or a URL"
+    )
+
+
+def open_camera(camera: CameraConfig) -> FrameSource:
+    """The source a `[camera]` section describes, opened as the door opens it (the door and
+    `enroll --camera` share it, so a person is enrolled from the door's own camera)."""
+    return open_source(
+        camera.source,
+        size=(camera.width, camera.height),
+        lores=(camera.lores_width, camera.lores_height),
+        fps=camera.fps,
+        realtime=camera.realtime,
     )
 
 

@@ -47,7 +47,7 @@ import sdnotify
 
 from edge_app import hangup
 from edge_app import policy as rules
-from edge_app.camera import Frame, FrameReader, open_source
+from edge_app.camera import Frame, FrameReader, open_camera
 from edge_app.centering import EMBEDDING_DIM
 from edge_app.config import (
     Config,
@@ -1054,15 +1054,7 @@ class Daemon:
             self.events.maintain()  # retention at start
         self._started("opening the camera")
         self.control = attach(self)
-        camera = config.camera
-        source = open_source(
-            camera.source,
-            size=(camera.width, camera.height),
-            lores=(camera.lores_width, camera.lores_height),
-            fps=camera.fps,
-            realtime=camera.realtime,
-        )
-        self.reader = FrameReader(source)
+        self.reader = FrameReader(open_camera(config.camera))
 
     def _started(self, what: str) -> None:
         """Before each step of the start: a stop asked for meanwhile ends it here."""

@@ -1107,6 +1107,28 @@ def test_a_camera_enrolment_draws_no_progress_bar_into_a_file(tmp_path: Path) ->
     assert "\r" not in done.stderr and "sample/s" not in done.stderr, done.stderr
 
 
+def test_a_camera_enrolment_uses_the_doors_camera(tmp_path: Path) -> None:
+    """An audit: `enroll --camera --config door.toml` opened "auto" (the Pi camera, else
+    /dev/video0), not the door's `camera.source`, while the docs and doctor's hint said it
+    enrols from the door's own camera. Without --source it now opens the config's camera;
+    --source still wins."""
+    clip = Path(__file__).resolve().parent.parent / "demo" / "door.mp4"
+    config = tmp_path / "door.toml"
+    db = tmp_path / "gallery.db"
+    config.write_text(f'[camera]\nsource = "{clip}"\n[gallery]\npath = "{db}"\n')
+    config.chmod(0o600)
+    common = ("--samples", "2", "--timeout", "60", "--config", str(config), "--backend", "cpu")
+
+    done = run(tmp_path, "enroll", "Ricardo Lagos", "--camera", *common)
+
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(run(tmp_path, "list", "--json", "--db", str(db)).stdout)
+    assert [(p["name"], p["samples"]) for p in listed] == [("Ricardo Lagos", 2)]
+    missing = str(tmp_path / "no-camera")
+    done = run(tmp_path, "enroll", "Ann", "--camera", "--source", missing, *common)
+    assert done.returncode == 2 and f"camera.source: {missing}" in done.stderr, done.stderr
+
+
 def test_enroll_from_a_camera_that_is_not_there_gives_up_at_its_timeout(tmp_path: Path) -> None:
     """The camera is retried, not given up on; --timeout still ends the enrolment."""
     db = tmp_path / "gallery.db"

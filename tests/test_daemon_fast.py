@@ -664,7 +664,7 @@ def test_a_camera_error_mid_pulse_relocks_and_ends_the_run(
                 yield frame
 
     monkeypatch.setattr(
-        daemon_module, "open_source", lambda spec, **kw: BrokenFolder(Path(spec), fps=10)
+        daemon_module, "open_camera", lambda camera: BrokenFolder(Path(camera.source), fps=10)
     )
     factory = MockFactory()
     config = door(tmp_path, gallery, frames, gpio={"pulse_seconds": 30})

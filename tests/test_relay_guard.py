@@ -60,8 +60,8 @@ def stalling(monkeypatch: pytest.MonkeyPatch) -> type[StallingFolder]:
 
     monkeypatch.setattr(
         daemon_module,
-        "open_source",
-        lambda spec, **kw: Source(Path(spec), fps=10, realtime=True),
+        "open_camera",
+        lambda camera: Source(Path(camera.source), fps=10, realtime=True),
     )
     return Source
 

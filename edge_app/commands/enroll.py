@@ -20,6 +20,7 @@ from edge_app.gallery import MAX_SAMPLES_PER_PERSON
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from edge_app.config import CameraConfig
     from edge_app.enroll import EnrollResult
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--source",
         type=_source,
         metavar="SPEC",
-        help="camera: auto (default), picamera2, a device index or path, or a stream URL",
+        help="camera: auto, picamera2, a device index or path, or a stream URL (default: the "
+        "door's own [camera], from --config or the default config; auto without one)",
     )
     camera.add_argument(
         "--samples",
@@ -162,14 +164,27 @@ def _run(args: argparse.Namespace) -> int:
         )
     # Name and folder checks first: loading the models takes seconds, a typo should not.
     enroll.existing_samples(db, args.name, args.add)
-    if args.camera:
-        _a_camera_is_there("auto" if args.source is None else args.source)
+    camera = _door_camera(args) if args.camera else None
+    if camera is not None:
+        _a_camera_is_there(camera.source)
     images = [] if args.camera else image_files(args.images)
     engine = open_engine(args)
     options = {"add": args.add, "keep_crops": args.keep_crops, "access": not args.no_access}
-    result = _enroll(args, db, engine, images, options)
+    result = _enroll(args, db, engine, camera, images, options)
     sys.stdout.write(_json(result) if args.json else _text(result))
     return 0
+
+
+def _door_camera(args: argparse.Namespace) -> CameraConfig:
+    """The door's `[camera]` (--config, else the default config file; the defaults without
+    one), its source replaced by --source when given: a person is enrolled from the camera
+    the door will see them with, at its size and rate."""
+    from dataclasses import replace
+
+    from edge_app.config import load_config
+
+    camera = load_config(args.config).camera
+    return camera if args.source is None else replace(camera, source=args.source)
 
 
 def _a_camera_is_there(source: int | str) -> None:
@@ -223,15 +238,20 @@ def _name_not_a_path(name: str, images: list[str]) -> None:
 
 
 def _enroll(
-    args: argparse.Namespace, db: Path, engine: Any, images: list[Path], options: dict[str, Any]
+    args: argparse.Namespace,
+    db: Path,
+    engine: Any,
+    camera: CameraConfig | None,
+    images: list[Path],
+    options: dict[str, Any],
 ) -> EnrollResult:
     from edge_app import enroll
 
-    if args.camera:
-        from edge_app.camera import open_source
+    if camera is not None:
+        from edge_app.camera import open_camera
 
         live_threshold = _live_threshold(engine)
-        source = open_source("auto" if args.source is None else args.source)
+        source = open_camera(camera)
         # The camera's own defaults (edge_app.enroll) for what the command line leaves out.
         limits = {"count": args.samples, "timeout": args.timeout}
         try:
