@@ -59,8 +59,8 @@ from edge_app.control import ControlServer, attach
 from edge_app.errors import UserError, cut
 from edge_app.events import RELOCK, EventLog
 from edge_app.faces import Faces
-from edge_app.fusion import TrackPool, face_weights
-from edge_app.liveness_rule import OFF, LiveRule
+from edge_app.fusion import TrackPool, evidence_weights
+from edge_app.liveness_rule import OFF, REQUIRE, LiveRule
 from edge_app.parallax import Parallax
 from edge_app.picture import ADVICE, PictureWatch
 from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
@@ -1179,14 +1179,20 @@ class Daemon:
             return
         due = largest_first(due, faces.sizes, self.config.tracking.faces_per_frame)
         chosen = [tracks[i] for i in due]
+        live: np.ndarray | None = None
+        if self.live_rule.mode != OFF:
+            start = time.perf_counter()
+            live = np.asarray(recognizer.liveness(frame, faces[due]), np.float64)
+            metrics.live_seconds += time.perf_counter() - start
         start = time.perf_counter()
         embeddings = recognizer.embed(frame, faces[due])
         own = embeddings
         if self.config.policy.evidence == "track" or recognizer.memory is not None:
             # Pooled for the vote ("track"), and for the site memory to learn a visit from.
-            pooled = self.pool.add(
-                [t.track_id for t in chosen], embeddings, face_weights(faces[due])
-            )
+            # When liveness is required, a face judged not live adds nothing to it.
+            required = self.live_rule.threshold if self.live_rule.mode == REQUIRE else None
+            weights = evidence_weights(faces[due], live, required)
+            pooled = self.pool.add([t.track_id for t in chosen], embeddings, weights)
             if self.config.policy.evidence == "track":
                 embeddings = pooled
         # A track is recognised, the door opens and liveness counts for a person only on a
@@ -1195,13 +1201,10 @@ class Daemon:
         # face took its place. Both are matched in one product.
         votes = recognizer.match(embeddings, own if embeddings is not own else None)
         metrics.embed_seconds += time.perf_counter() - start
-        if self.live_rule.mode != OFF:
-            start = time.perf_counter()
-            scores = recognizer.liveness(frame, faces[due])
-            metrics.live_seconds += time.perf_counter() - start
+        if live is not None:
             votes = [
                 replace(vote, liveness=float(score))
-                for vote, score in zip(votes, scores, strict=True)
+                for vote, score in zip(votes, live, strict=True)
             ]
         metrics.embedded_frames += 1
         metrics.embeddings += len(due)

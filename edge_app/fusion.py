@@ -32,6 +32,21 @@ def face_weights(faces: Faces) -> np.ndarray:
     return (np.clip(faces.scores, 0.0, 1.0) * detail).astype(np.float32)
 
 
+def evidence_weights(
+    faces: Faces, liveness: np.ndarray | None = None, live: float | None = None
+) -> np.ndarray:
+    """face_weights, and 0 for each face whose `liveness` score is under `live` (given when
+    the door requires liveness): a face judged not live adds nothing to its track's
+    evidence. Otherwise a printed photo of the only resident, then a live stranger who
+    looks a little like them in its place, was that resident by the photo's pooled frames
+    and live by the stranger's, and opened the door. The photo's frames are still voted on
+    by themselves (TrackPool.add's fallback), so the photo is recognised and reported."""
+    weights = face_weights(faces)
+    if liveness is None or live is None:
+        return weights
+    return np.where(np.asarray(liveness) >= live, weights, np.float32(0.0)).astype(np.float32)
+
+
 class TrackPool:
     """The running weighted sum of each live track's unit embeddings."""
 
