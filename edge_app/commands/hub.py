@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     action.add_argument(
         "--clear-discovery",
         action="store_true",
-        help="publish empty retained discovery configs (removes the door's entities from "
-        "Home Assistant) and exit",
+        help="publish empty retained discovery configs and door state, last person and "
+        "availability (removes the door's entities from Home Assistant) and exit",
     )
     action.add_argument(
         "--sign-unlock",
