@@ -916,6 +916,13 @@ def _same_shapes(int8: dict, float_entry: dict, name: str) -> None:
         )
 
 
+def _bytes_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 def add_float_cascade(models_dir: Path, photo: Path = PROBE_PHOTO) -> Path:
     """`edge-convert float-cascade`: add the float P/R/O-Net to an existing models folder.
 
@@ -926,9 +933,18 @@ def add_float_cascade(models_dir: Path, photo: Path = PROBE_PHOTO) -> Path:
     temporary file and renamed, so a failure leaves the previous state.
     """
     _require_tensorflow()
+    # The whole run holds the models folder as a build into it does: a build that swapped in
+    # new models meanwhile had its manifest replaced by one made from the old (every model a
+    # sha256 mismatch: the door refused to start), or this run's float folder dropped.
+    with _build_lock(models_dir.parent, [models_dir]):
+        return _add_float_cascade(models_dir, photo)
+
+
+def _add_float_cascade(models_dir: Path, photo: Path) -> Path:
     manifest_path = models_dir / MANIFEST_NAME
     load_manifest(models_dir)  # a clear error when it is missing or malformed
     try:
+        read = manifest_path.read_bytes()
         data = _read_manifest(manifest_path)
     except (OSError, ValueError) as error:  # changed since load_manifest read it
         raise BuildError(f"{manifest_path} is not usable ({error})") from None
@@ -962,6 +978,11 @@ def add_float_cascade(models_dir: Path, photo: Path = PROBE_PHOTO) -> Path:
                 )
                 text = parse_manifest(data).to_json()  # the device's own validation
                 pending.write_text(text, encoding="utf-8")  # a full disk: none of it stays
+                if _bytes_or_none(manifest_path) != read:  # by a writer holding no lock
+                    raise BuildError(
+                        f"{manifest_path} changed while the float cascade was built; nothing "
+                        "was replaced: run edge-convert float-cascade again"
+                    )
             os.replace(pending, manifest_path)
         finally:
             pending.unlink(missing_ok=True)

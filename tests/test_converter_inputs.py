@@ -843,7 +843,6 @@ def test_a_float_cascade_manifest_cut_by_a_full_disk_leaves_nothing_behind(
     outside the cleanup that removes it: the half file stayed. The conversions are stubbed
     (the float models are those of the repository's manifest); the write fails half way."""
     pytest.importorskip("tensorflow", reason="edge-convert needs the converter extra")
-    import converter.build
 
     models = tmp_path / "models"
     models.mkdir()
@@ -851,6 +850,26 @@ def test_a_float_cascade_manifest_cut_by_a_full_disk_leaves_nothing_behind(
     section = data.pop("float_cascade")  # a models folder from before the float cascade
     (models / MANIFEST_NAME).write_text(json.dumps(data, indent=2) + "\n")
     before = (models / MANIFEST_NAME).read_bytes()
+    _stub_float_conversions(monkeypatch, section)
+    write_text = Path.write_text
+
+    def full_disk(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if path.name != f".{MANIFEST_NAME}.new":
+            return write_text(path, text, *args, **kwargs)
+        write_text(path, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    code = edge_convert("float-cascade", "--models", str(models))
+    assert code == 2
+    assert "No space left on device" in one_error(capsys.readouterr().err)
+    assert (models / MANIFEST_NAME).read_bytes() == before
+    assert tree(models) == [MANIFEST_NAME]  # no .manifest.json.new, no float folder
+
+
+def _stub_float_conversions(monkeypatch: pytest.MonkeyPatch, section: dict) -> None:
+    """float-cascade's conversions stubbed: the float models are those of `section`."""
+    import converter.build
 
     def shipped(float_dir: Path, built: dict, staging: Path, *args: object) -> dict:
         (staging / "pnet_0.tflite").write_bytes(b"a float model")
@@ -867,20 +886,47 @@ def test_a_float_cascade_manifest_cut_by_a_full_disk_leaves_nothing_behind(
         monkeypatch.setattr(converter.build, stub, lambda *args, value=value: value)
     monkeypatch.setattr(converter.build, "_save", lambda *args: {"file": f"{args[1]}.tflite"})
     monkeypatch.setattr(converter.build, "ship_float_cascade", shipped)
-    write_text = Path.write_text
 
-    def full_disk(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
-        if path.name != f".{MANIFEST_NAME}.new":
-            return write_text(path, text, *args, **kwargs)
-        write_text(path, text[: len(text) // 2], *args, **kwargs)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(Path, "write_text", full_disk)
+@pytest.mark.usefixtures("restore_logging")
+def test_float_cascade_waits_for_no_build_and_never_writes_over_a_new_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An audit: float-cascade run while a build wrote into the same folder read the old
+    manifest, and replaced the build's new one with it: every model a sha256 mismatch, and
+    the door refused to start. It now holds the folder as a build does (a build under way
+    refuses it), and a manifest changed under it by anything else is left as it is."""
+    pytest.importorskip("tensorflow", reason="edge-convert needs the converter extra")
+    from converter.build import staged_folders
+
+    models = tmp_path / "models"
+    models.mkdir()
+    data = json.loads(REPO_MANIFEST.read_text())
+    section = data.pop("float_cascade")
+    (models / MANIFEST_NAME).write_text(json.dumps(data, indent=2) + "\n")
+    _stub_float_conversions(monkeypatch, section)
+    before = tree(models)
+    with staged_folders(models, copy=True):  # a build into tmp_path/models is under way
+        code = edge_convert("float-cascade", "--models", str(models))
+    assert code == 2
+    assert "another edge-convert build is writing into" in one_error(capsys.readouterr().err)
+    assert tree(models) == before
+
+    import converter.build
+
+    changed = json.dumps({**data, "created_utc": "2099-01-01T00:00:00Z"}, indent=2) + "\n"
+    shipped = converter.build.ship_float_cascade
+
+    def meanwhile(*args: Any) -> dict:  # a writer that holds no lock, during the conversion
+        (models / MANIFEST_NAME).write_text(changed)
+        return shipped(*args)
+
+    monkeypatch.setattr(converter.build, "ship_float_cascade", meanwhile)
     code = edge_convert("float-cascade", "--models", str(models))
     assert code == 2
-    assert "No space left on device" in one_error(capsys.readouterr().err)
-    assert (models / MANIFEST_NAME).read_bytes() == before
-    assert tree(models) == [MANIFEST_NAME]  # no .manifest.json.new, no float folder
+    assert "changed while the float cascade was built" in one_error(capsys.readouterr().err)
+    assert (models / MANIFEST_NAME).read_text() == changed
+    assert tree(models) == [MANIFEST_NAME]
 
 
 def test_a_failed_copy_names_the_file_it_was_writing() -> None:
