@@ -33,6 +33,7 @@ aggregate and margin derived on DevTrain. The same figures are computed without 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -68,6 +69,7 @@ HEAD_ROLE = "head"
 HEAD_FILE = "head.tflite"
 HEAD_MEAN_FILE = "head_mean.npy"
 ENTRY_FILE = "head.json"
+INSTALLED = (HEAD_FILE, HEAD_MEAN_FILE, ENTRY_FILE)  # in this order: the entry file last
 TRAIN_PAIRS = "pairsDevTrain.txt"
 TEST_PAIRS = "pairsDevTest.txt"
 CACHE_KEYS = ("names", "raw", "mirror")
@@ -640,10 +642,20 @@ def _check_files(options: HeadOptions) -> None:
 
 
 def _check_out(out: Path) -> None:
+    """Before any training: a folder, or a new one in a folder that exists, that this user
+    may write, where each of the three files is a file if it is there (a minutes-long run
+    must not end in a traceback, or with one new file beside two old ones)."""
     if out.exists() and not out.is_dir():
         raise HeadError(f"--out {out} is a file; give a folder")
     if not out.parent.is_dir():
         raise HeadError(f"--out {out}: its parent folder {out.parent} does not exist")
+    folder = out if out.is_dir() else out.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise HeadError(f"--out {out}: cannot write in {folder}")
+    for name in INSTALLED:
+        target = out / name
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise HeadError(f"--out {out}: {target} is not a regular file; move it away")
 
 
 def _entry(path: Path, head: Head, settings: TrainSettings) -> dict[str, Any]:
@@ -698,7 +710,13 @@ def run(options: HeadOptions) -> dict[str, Any]:
 
     from converter.lint import format_report, lint_model
 
-    staging = Path(tempfile.mkdtemp(prefix=".head-", dir=options.out.parent))
+    made = not options.out.exists()
+    try:
+        # Staged inside --out: a rename from its parent fails when --out is a mount point.
+        options.out.mkdir(exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".head-", dir=options.out))
+    except OSError as error:
+        raise HeadError(f"--out {options.out}: cannot write there ({_reason(error)})") from None
     try:
         model_path = staging / HEAD_FILE
         model_path.write_bytes(quantise_head(head, cache["raw"][train_rows]))
@@ -765,8 +783,15 @@ def run(options: HeadOptions) -> dict[str, Any]:
         }
         (staging / ENTRY_FILE).write_text(json.dumps(report, indent=2) + "\n")
         _install(staging, options.out)
+    except OSError as error:  # a full disk, a file system remounted read-only
+        raise HeadError(
+            f"--out {options.out}: cannot write the head ({_reason(error)}); nothing was replaced"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if made:
+            with contextlib.suppress(OSError):
+                options.out.rmdir()  # only when empty: nothing was installed
     if options.json is not None:
         write_report(options.json, report, "--json")
     return report
@@ -780,8 +805,30 @@ def _agreement(reference: np.ndarray, int8: np.ndarray) -> dict[str, float]:
     }
 
 
+def _reason(error: OSError) -> str:
+    where = error.filename2 or error.filename
+    what = error.strerror or str(error)
+    return f"{where}: {what}" if where else what
+
+
 def _install(staging: Path, out: Path) -> None:
-    """Move the finished files into `out` (created if needed), the entry file last."""
-    out.mkdir(exist_ok=True)
-    for name in (HEAD_FILE, HEAD_MEAN_FILE, ENTRY_FILE):
-        os.replace(staging / name, out / name)
+    """Move the finished files from `staging` (inside `out`) into `out`, the entry file
+    last: all three, or, when a rename fails, the previous ones put back."""
+    kept = staging / "previous"
+    kept.mkdir()
+    moved: list[str] = []
+    try:
+        for name in INSTALLED:
+            if (out / name).exists():
+                os.replace(out / name, kept / name)
+        for name in INSTALLED:
+            os.replace(staging / name, out / name)
+            moved.append(name)
+    except OSError:
+        for name in INSTALLED:
+            with contextlib.suppress(OSError):
+                if (kept / name).exists():
+                    os.replace(kept / name, out / name)
+                elif name in moved:
+                    (out / name).unlink()
+        raise

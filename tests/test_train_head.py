@@ -6,7 +6,10 @@ shared data and a cache of FaceNet outputs) is docs/ADAPTATION_HEAD.md's command
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from dataclasses import replace as replace_settings
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +265,53 @@ def test_the_command_writes_a_linted_head_its_mean_and_a_manifest_entry(tmp_path
     assert entry["int8_vs_float"]["cosine_min"] > INT8_COSINE
     assert sorted(p.name for p in out.iterdir()) == sorted([ENTRY_FILE, HEAD_FILE, HEAD_MEAN_FILE])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz", "head", "lfw", "report.json"]
+
+
+@pytest.mark.slow
+def test_a_head_that_cannot_be_installed_whole_leaves_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A converter audit: a rename that failed half way (a full disk, head.json replaced by a
+    folder after the checks) left a new head.tflite beside the old head.json, and an
+    OSError after minutes of training was a traceback. The three files are installed
+    together or the previous ones put back, and the error is one line."""
+    pytest.importorskip("tensorflow")
+    import converter.head
+
+    lfw, cache = _write_dataset(tmp_path)
+    out = tmp_path / "head"
+    settings = TrainSettings(rank=8, steps=20, people=10, learning_rate=1e-2)
+    run(HeadOptions(cache=cache, lfw=lfw, out=out, jitters=0, settings=settings))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    replace = os.replace
+
+    def full_disk(source: str | Path, target: str | Path) -> None:
+        if Path(target) == out / ENTRY_FILE and Path(source).parent.name != "previous":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        replace(source, target)
+
+    monkeypatch.setattr(converter.head.os, "replace", full_disk)
+    again = replace_settings(settings, seed=settings.seed + 1)  # another head
+    with pytest.raises(HeadError, match="cannot write the head .*No space left on device"):
+        run(HeadOptions(cache=cache, lfw=lfw, out=out, jitters=0, settings=again))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_an_out_folder_whose_files_are_not_files_is_refused_before_training(
+    tmp_path: Path, kind: str
+) -> None:
+    lfw, cache = _write_dataset(tmp_path)
+    out = tmp_path / "head"
+    out.mkdir()
+    if kind == "folder":
+        (out / ENTRY_FILE).mkdir()
+    else:
+        (out / ENTRY_FILE).symlink_to(tmp_path / "elsewhere.json")
+
+    with pytest.raises(HeadError, match="head.json is not a regular file; move it away"):
+        run(HeadOptions(cache=cache, lfw=lfw, out=out, jitters=0))
+    assert [p.name for p in out.iterdir()] == [ENTRY_FILE]
 
 
 # ---- refusals -------------------------------------------------------------------------------
