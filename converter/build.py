@@ -787,7 +787,10 @@ def stage_thresholds(
 def _lint(folder: Path, models: dict) -> None:
     from converter.lint import format_report, lint_model
 
-    violations = [v for entry in models.values() for v in lint_model(folder / entry["file"])]
+    # Named as in the manifest: `folder` is the build's staging folder, gone once it ends.
+    violations = [
+        v for entry in models.values() for v in lint_model(folder / entry["file"], entry["file"])
+    ]
     if violations:
         raise BuildError("Edge TPU lint failed:\n" + format_report(violations))
     log.info("lint: %d models, 0 violations", len(models))

@@ -720,7 +720,7 @@ def run(options: HeadOptions) -> dict[str, Any]:
     try:
         model_path = staging / HEAD_FILE
         model_path.write_bytes(quantise_head(head, cache["raw"][train_rows]))
-        violations = lint_model(model_path)
+        violations = lint_model(model_path, HEAD_FILE)
         if violations:
             raise HeadError("the int8 head fails the Edge TPU lint:\n" + format_report(violations))
         int8 = Int8Head(model_path)

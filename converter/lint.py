@@ -39,6 +39,7 @@ except ImportError:  # a converter machine with TensorFlow but not ai-edge-liter
 log = logging.getLogger(__name__)
 
 KIND_DTYPE = "dtype"
+KIND_QUANTISATION = "quantisation"
 KIND_DYNAMIC_SHAPE = "dynamic-shape"
 KIND_BATCH = "batch"
 KIND_PARAMETER = "non-constant-parameter"
@@ -318,6 +319,24 @@ def _dtype_problem(graph: _Graph, index: int, int32_ok: set[int]) -> str | None:
     )
 
 
+def _quantisation_problem(graph: _Graph, index: int) -> str | None:
+    """An 8-bit tensor needs its scale and zero point: without them the TFLite runtime
+    refuses the model when it prepares it (quantize.cc: "kTfLiteAffineQuantization"), and
+    the compiler has nothing to map."""
+    tensor = graph.tensor(index)
+    if tensor.Type() not in EIGHT_BIT:
+        return None
+    quantisation = tensor.Quantization()
+    if (
+        quantisation is not None
+        and quantisation.ScaleLength() > 0
+        and quantisation.ZeroPointLength() > 0
+    ):
+        return None
+    name = _TYPE_NAMES.get(tensor.Type(), str(tensor.Type()))
+    return f"{name} {graph.shape(index)} without a scale and zero point; not quantised"
+
+
 def _dynamic_shape_problem(graph: _Graph, index: int) -> str | None:
     signature = graph.signature(index)
     if -1 not in signature:
@@ -338,6 +357,7 @@ def _lint_tensors(graph: _Graph) -> Iterator[Violation]:
     for index in range(graph.subgraph.TensorsLength()):
         problems = (
             (KIND_DTYPE, _dtype_problem(graph, index, int32_ok)),
+            (KIND_QUANTISATION, _quantisation_problem(graph, index)),
             (KIND_DYNAMIC_SHAPE, _dynamic_shape_problem(graph, index)),
             (KIND_BATCH, _batch_problem(graph, index)),
         )
@@ -542,15 +562,17 @@ def _load(path: Path) -> tuple[bytes, schema.Model]:
     return buf, schema.Model.GetRootAs(buf, 0)
 
 
-def lint_model(path: Path) -> list[Violation]:
-    """Every Edge TPU violation in one model, tensors first, then ops in execution order."""
+def lint_model(path: Path, label: str | None = None) -> list[Violation]:
+    """Every Edge TPU violation in one model, tensors first, then ops in execution order.
+    label: how the violations name the model (default: the path as given)."""
     path = Path(path)
     buf, model = _load(path)
     violations: list[Violation] = []
     try:
         for number in range(model.SubgraphsLength()):
             prefix = f"subgraph {number} " if number else ""
-            graph = _Graph(path.name, buf, model, model.Subgraphs(number), prefix)
+            # The path as given: a float and an int8 model share a name (float/pnet_0.tflite).
+            graph = _Graph(label or str(path), buf, model, model.Subgraphs(number), prefix)
             violations.extend(_lint_graph(graph))
     except _CORRUPT as error:
         raise ModelFormatError(f"{path}: corrupt TFLite flatbuffer ({error})") from None

@@ -25,6 +25,7 @@ from converter.lint import (  # noqa: E402  (after the importorskip guards)
     KIND_DYNAMIC_SHAPE,
     KIND_OP_LIMIT,
     KIND_OP_VERSION,
+    KIND_QUANTISATION,
     KIND_UNSUPPORTED_OP,
     LintError,
     ModelFormatError,
@@ -150,6 +151,44 @@ def test_float_model_flags_every_float_tensor(models: dict[str, Path]) -> None:
     assert len(violations) == len(float_tensors) > 0
     assert f"'{_io_name(models['float'], 'input')}'" in violations[0].subject
     assert all(v.message.startswith("float32 ") for v in violations)
+
+
+def test_an_int8_tensor_without_a_scale_is_flagged_and_the_runtime_agrees(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A converter audit: an int8 model whose input had lost its quantisation parameters
+    passed the lint (dtype only), while the TFLite runtime refuses to prepare it."""
+    import flatbuffers  # type: ignore[import-untyped]
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(models["clean"].read_bytes(), 0)
+    graph = model.subgraphs[0]
+    graph.tensors[graph.inputs[0]].quantization = None
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    stripped = tmp_path / "stripped.tflite"
+    stripped.write_bytes(builder.Output())
+
+    violations = lint_model(stripped)
+
+    assert [v.kind for v in violations] == [KIND_QUANTISATION]
+    assert f"'{_io_name(models['clean'], 'input')}'" in violations[0].subject
+    assert violations[0].message.endswith("without a scale and zero point; not quantised")
+    with pytest.raises(RuntimeError, match="kTfLiteAffineQuantization|failed to prepare"):
+        Interpreter(model_path=str(stripped)).allocate_tensors()
+
+
+def test_a_report_names_each_model_by_the_path_given(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A converter audit: the lint named models by file name only, so float/pnet_0.tflite's
+    violations read as the shipped int8 pnet_0.tflite's."""
+    same_name = tmp_path / "float" / models["clean"].name
+    same_name.parent.mkdir()
+    same_name.write_bytes(models["float"].read_bytes())
+    violations = lint_model(same_name)
+    assert violations and all(str(v).startswith(f"{same_name}: ") for v in violations)
+    assert lint_model(models["clean"]) == []
 
 
 def test_dynamic_batch_is_flagged_on_the_input(models: dict[str, Path]) -> None:
