@@ -31,16 +31,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 
 from edge_app import paths
+from edge_app.config import MIN_FPS, CameraConfig
 from edge_app.errors import UserError
-
-if TYPE_CHECKING:
-    from edge_app.config import CameraConfig
 from edge_app.image_limits import MAX_DECODED_PIXELS
 from edge_app.images import IMAGE_SUFFIXES, ImageError, is_photo_name, read_image
 
@@ -136,12 +134,14 @@ def fit_detection_frame(
     return small, image
 
 
-def reported(value: float, fallback: float, most: float = float(2**31)) -> float:
+def reported(
+    value: float, fallback: float, most: float = float(2**31), least: float = 0.0
+) -> float:
     """A video property as OpenCV reports it (frame rate, frame count), or `fallback` when a
-    damaged or hostile file makes it zero, negative, NaN, infinite or absurdly large: clip
-    time is index / fps, and a NaN there would make every cooldown pass."""
+    damaged or hostile file makes it zero, negative, NaN, infinite, absurdly large, or not
+    under `least`: clip time is index / fps, and a NaN there would make every cooldown pass."""
     value = float(value)
-    return value if math.isfinite(value) and 0 < value <= most else fallback
+    return value if math.isfinite(value) and 0 < value <= most and value >= least else fallback
 
 
 # Below this side no face can be found; above MAX_DECODED_PIXELS a frame is not a camera's
@@ -419,7 +419,17 @@ class OpenCVSource(LiveSource):
         self._open_file()
         device = self._capture_device
         assert device is not None
-        fps = reported(device.get(cv2.CAP_PROP_FPS), self.fps, most=MAX_CLIP_FPS)
+        declared = float(device.get(cv2.CAP_PROP_FPS))
+        # A rate under camera.fps's own least (1e-6 in a damaged header) made frame 130 of a
+        # clip 13,000,000 s in: no cooldown held, and played in real time it stalled.
+        fps = reported(declared, self.fps, most=MAX_CLIP_FPS, least=MIN_FPS)
+        if fps != declared and declared != 0:
+            log.warning(
+                "video declares %r frames per second source=%s: played at camera.fps=%g",
+                declared,
+                self.name,
+                self.fps,
+            )
         count = int(reported(device.get(cv2.CAP_PROP_FRAME_COUNT), 0.0))
         failures = 0
         index = 0  # read attempts so far: a failed read still consumes its frame

@@ -455,14 +455,18 @@ def _key(default: Any, check: Check) -> Any:
     return field(default=default, metadata={"check": check})
 
 
+# At least a frame every 10 s, for camera.fps and for a clip's own rate: each frame's time
+# is its index / fps, and a rate near 0 (1e-320) made every time infinite, so no cooldown or
+# camera-drop deadline held.
+MIN_FPS = 0.1
+
+
 @dataclass(frozen=True)
 class CameraConfig:
     source: int | str = _key(AUTO, _source)
     width: int = _key(1280, _integer(32, 8192))
     height: int = _key(960, _integer(32, 8192))
-    # At least a frame every 10 s: each frame's time is its index / fps, and a rate near 0
-    # (1e-320) made every time infinite, so no cooldown or camera-drop deadline held.
-    fps: float = _key(10.0, _number(0.1, 120.0))
+    fps: float = _key(10.0, _number(MIN_FPS, 120.0))
     lores_width: int = _key(640, _integer(32, 8192))
     lores_height: int = _key(480, _integer(32, 8192))
     # A video file or a folder of images plays at its own frame rate, as a camera delivers

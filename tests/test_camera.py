@@ -344,3 +344,26 @@ def test_a_clips_frame_rate_is_believed_only_when_it_makes_sense(
     infinite timestamps, and with them a cooldown that never holds."""
     assert reported(value, 10.0, most=MAX_CLIP_FPS) == expected
     assert reported(value, 0.0) in (value, 0.0)  # a frame count: the same rule, 0 = unknown
+
+
+def test_a_clip_declaring_a_rate_under_a_frame_every_10_s_plays_at_camera_fps(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon audit: an AVI whose header says 1e-6 frames per second timed its frame 130
+    at 13,000,000 s: the cooldown never held (a second unlock of the same person), and
+    played in real time it stalled. A rate under camera.fps's own least is not believed."""
+    import struct
+
+    clip = write_video(tmp_path / "slow.avi", 4)
+    data = bytearray(clip.read_bytes())
+    header = data.index(b"strh") + 8  # AVISTREAMHEADER: ... dwScale, dwRate at +20
+    struct.pack_into("<II", data, header + 20, 1_000_000, 1)
+    clip.write_bytes(bytes(data))
+    assert cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FPS) == pytest.approx(1e-6)
+
+    with caplog.at_level(logging.WARNING, logger="edge_app.camera"):
+        times = [frame.timestamp for frame in open_source(str(clip), fps=5.0).frames()]
+
+    assert times == pytest.approx([0.0, 0.2, 0.4, 0.6])
+    assert "video declares 1e-06 frames per second" in caplog.text
+    assert reported(0.1, 10.0, least=0.1) == 0.1 and reported(0.09, 10.0, least=0.1) == 10.0
