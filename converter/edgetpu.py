@@ -88,6 +88,13 @@ def _required(block: str, label: str) -> str:
     return value
 
 
+def _count(block: str, label: str) -> int:
+    value = _required(block, label)
+    if not value.isascii() or not value.isdigit():
+        raise EdgeTpuError(f"compiler log: '{label}:' is {value!r}, not a number")
+    return int(value)
+
+
 def _mib(size: str) -> float:
     match = _SIZE.fullmatch(size)
     if match is None:
@@ -109,7 +116,10 @@ def _op_counts(block: str, total: int, rows: list[tuple[str, int, str]]) -> tupl
     on_tpu = _value(block, "Number of operations that will run on Edge TPU")
     on_cpu = _value(block, "Number of operations that will run on CPU")
     if on_tpu is not None and on_cpu is not None:
-        return int(on_tpu), int(on_cpu)
+        return (
+            _count(block, "Number of operations that will run on Edge TPU"),
+            _count(block, "Number of operations that will run on CPU"),
+        )
     if not rows:
         raise EdgeTpuError(
             "compiler log: no per-operation counts; the log must come from `edgetpu_compiler -s`"
@@ -126,8 +136,8 @@ def _parse_block(block: str) -> CompiledModel:
     off_chip = _mib(
         _required(block, "Off-chip memory used for streaming uncached model parameters")
     )
-    subgraphs = int(_required(block, "Number of Edge TPU subgraphs"))
-    total = int(_required(block, "Total number of operations"))
+    subgraphs = _count(block, "Number of Edge TPU subgraphs")
+    total = _count(block, "Total number of operations")
     rows = _operator_rows(block)
     mapped, cpu = _op_counts(block, total, rows)
     unmapped = tuple(f"{op} x{n}: {status}" for op, n, status in rows if status != MAPPED_STATUS)
@@ -170,6 +180,11 @@ def _run(command: list[str], timeout_s: int) -> tuple[int, str]:
         )
     except subprocess.TimeoutExpired:
         raise EdgeTpuError(f"{COMPILER} did not finish within {timeout_s + _GRACE_S} s") from None
+    except OSError as error:  # not a program for this machine, not executable, gone
+        raise EdgeTpuError(
+            f"cannot run {command[0]} ({error.strerror or error}): install Coral's "
+            f"{COMPILER} for this machine (x86-64 Debian/Ubuntu), or build without --edgetpu"
+        ) from None
     return done.returncode, done.stdout + done.stderr
 
 

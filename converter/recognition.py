@@ -61,7 +61,15 @@ def check_population(lfw: Path) -> None:
     """Refuse, before any work, an --lfw whose DevTrain list cannot simulate doors: a door
     enrols up to GALLERY_SIZE people with more than SAMPLES photos, and at least GALLERY_SIZE
     others must be left to come as strangers (LFW's own DevTrain has thousands)."""
-    photos = by_person(read_pairs(lfw / "pairsDevTrain.txt").images)
+    names = read_pairs(lfw / "pairsDevTrain.txt").images
+    missing = [name for name in names if not (lfw / "images" / name).is_file()]
+    if missing:  # found at step 5 of a build, minutes in, where each image is read
+        raise UserError(
+            f"--lfw {lfw}: {len(missing)} of the {len(names)} images pairsDevTrain.txt names "
+            f"are not in {lfw / 'images'} (the first: {missing[0]}); give the LFW folder "
+            "that holds images/ beside the pair lists"
+        )
+    photos = by_person(names)
     enrollable = len(enrollable_people(photos))
     strangers = len(photos) - min(GALLERY_SIZE, enrollable)
     if enrollable < 2 or strangers < GALLERY_SIZE:

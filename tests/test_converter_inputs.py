@@ -55,6 +55,10 @@ def fake_lfw(folder: Path, people: int = 40) -> Path:
     same = [f"{name}\t1\t2" for name in names]
     different = [f"{name}\t3\t{names[(i + 1) % people]}\t3" for i, name in enumerate(names)]
     (folder / "pairsDevTrain.txt").write_text("\n".join([str(people), *same, *different]) + "\n")
+    for name in names:
+        (folder / "images" / name).mkdir()
+        for number in (1, 2, 3):
+            (folder / "images" / name / f"{name}_{number:04d}.jpg").write_bytes(b"a photo")
     return folder
 
 
@@ -572,6 +576,23 @@ def test_an_lfw_list_too_small_for_the_threshold_is_refused_before_the_build(
     error = one_error(capsys.readouterr().err)
     assert "pairsDevTrain.txt names 12 people, 12 of them with more than 2 photos" in error
     assert "a simulated door enrols 12 and leaves 0 as strangers" in error
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.usefixtures("restore_logging", "stop_before_work")
+def test_an_lfw_folder_without_the_images_its_list_names_is_refused_before_the_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A converter audit: --lfw holding the pair lists but no images/ was refused only at
+    step 5, when the threshold's images are read, after minutes of conversion."""
+    lfw = fake_lfw(tmp_path / "lfw")
+    shutil.rmtree(lfw / "images" / "Person_07")
+    out = tmp_path / "models" / "tflite"
+    code = edge_convert("build", "--calib", str(lfw), "--lfw", str(lfw), "--out", str(out))
+    assert code == 2
+    error = one_error(capsys.readouterr().err)
+    assert f"3 of the 120 images pairsDevTrain.txt names are not in {lfw / 'images'}" in error
+    assert "Person_07/Person_07_0001.jpg" in error
     assert not (tmp_path / "models").exists()
 
 

@@ -261,6 +261,17 @@ def test_truncated_log_names_the_missing_line() -> None:
         parse_compiler_log(truncated)
 
 
+def test_a_count_that_is_not_a_number_is_a_log_error_not_a_traceback() -> None:
+    """A converter audit: "Number of Edge TPU subgraphs: one" was a ValueError traceback."""
+    odd = CO_COMPILED.replace(
+        "Number of Edge TPU subgraphs: 1", "Number of Edge TPU subgraphs: one"
+    )
+    with pytest.raises(
+        EdgeTpuError, match="'Number of Edge TPU subgraphs:' is 'one', not a number"
+    ):
+        parse_compiler_log(odd)
+
+
 def test_log_of_a_failed_run_has_no_reports() -> None:
     failed = (
         "Edge TPU Compiler version 16.0.384591198\n"
@@ -384,6 +395,16 @@ def test_compiler_failure_is_reported_with_its_output(
         compile_models(cascade, out_dir)
     assert "Internal compiler error" in str(error.value)
     assert "Internal compiler error" in (out_dir / COMPILER_LOG_NAME).read_text()
+
+
+def test_a_compiler_that_cannot_run_here_is_one_clear_error(
+    fake_compiler: Path, cascade: list[Path], tmp_path: Path
+) -> None:
+    """A converter audit: an edgetpu_compiler built for another machine ("Exec format
+    error") was reported as "cannot write the models", after the whole conversion."""
+    fake_compiler.write_bytes(bytes(range(256)) * 4)  # executable, not a program
+    with pytest.raises(EdgeTpuError, match=r"cannot run .*edgetpu_compiler \(Exec format error\)"):
+        compile_models(cascade, tmp_path / "edgetpu")
 
 
 def test_models_with_the_same_name_are_refused(fake_compiler: Path, tmp_path: Path) -> None:
