@@ -344,11 +344,12 @@ def _quiet() -> Iterator[None]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 yield
-        except Exception:  # not an interrupt: Ctrl-C needs no converter output
+        except Exception as error:  # not an interrupt: Ctrl-C needs no converter output
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
-            capture.seek(0)
-            log.error("converter output:\n%s", capture.read()[-4000:])
+            if not isinstance(error, OSError):  # a full disk is no converter's doing
+                capture.seek(0)
+                log.error("converter output:\n%s", capture.read()[-4000:])
             raise
         finally:
             sys.stdout.flush()
@@ -361,7 +362,11 @@ def _quiet() -> Iterator[None]:
 
 def _save(folder: Path, name: str, data: bytes, role: str, scale: float | None) -> dict:
     path = folder / f"{name}.tflite"
-    path.write_bytes(data)
+    try:
+        path.write_bytes(data)
+    except OSError as error:  # a write that fails (a full disk) names no file by itself
+        error.filename = error.filename or str(path)
+        raise
     inputs, outputs = describe_tensors(path)
     return {
         "role": role,

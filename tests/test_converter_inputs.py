@@ -775,6 +775,25 @@ def test_ctrl_c_in_a_conversion_prints_no_converter_output(
     assert "converter output:\nTensorFlow banner" in caplog.text
 
 
+def test_a_full_disk_in_a_conversion_names_the_file_without_the_converter_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A converter audit: a build on a full disk printed 76 lines of TensorFlow's output
+    before its one-line error, which named no file."""
+    pytest.importorskip("tensorflow", reason="converter.build needs the converter extra")
+    from converter.build import _os_reason, _quiet, _save
+
+    def full(path: Path, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError) as raised, _quiet():
+        os.write(1, b"TensorFlow banner\n")
+        _save(tmp_path, "rnet", b"a model", "rnet", None)
+    assert "converter output" not in caplog.text
+    assert _os_reason(raised.value) == f"{tmp_path / 'rnet.tflite'}: No space left on device"
+
+
 @pytest.mark.usefixtures("restore_logging", "stop_before_work")
 def test_out_dot_is_the_folder_it_is_run_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
