@@ -375,7 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare int8 with float on held-out images",
         description="Compare the int8 models with the float reference models on LFW DevTest and "
         "the detection photos (none used for calibration). Writes JSON and a Markdown table.",
-        epilog="examples:\n  edge-convert validate                    # the committed models\n"
+        epilog="The float reference models are not committed: `make models` builds them beside "
+        "the int8 ones\n(and builds the int8 ones again).\n\n"
+        "examples:\n"
+        "  edge-convert validate                    # models/tflite against models/float\n"
         "  edge-convert validate --limit 100        # a quick check on 100 pairs\n"
         "  edge-convert validate --only liveness    # the liveness models alone",
         formatter_class=argparse.RawDescriptionHelpFormatter,
