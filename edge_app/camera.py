@@ -24,6 +24,7 @@ import math
 import os
 import queue
 import re
+import stat
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ import cv2
 import numpy as np
 
 from edge_app import paths
+from edge_app.bounded_read import missing_or_kind
 from edge_app.config import MIN_FPS, CameraConfig
 from edge_app.errors import UserError
 from edge_app.image_limits import MAX_DECODED_PIXELS
@@ -665,8 +667,19 @@ def pi_camera_attached() -> bool:
 
 
 def is_live_source(spec: int | str) -> bool:
-    """A device or a network stream (read as it comes), not a recording (read in order)."""
-    return isinstance(spec, int) or bool(_URL.match(str(spec))) or str(spec).startswith("/dev/")
+    """A device or a network stream (read as it comes), not a recording (read in order).
+
+    A /dev path is a camera device when it is one, or not there yet (a camera unplugged:
+    the door waits for it); a regular file there (/dev/shm/clip.mp4) is a recording, and
+    anything else (a named pipe, on which OpenCV's open blocks without a word) no camera."""
+    if isinstance(spec, int) or _URL.match(str(spec)):
+        return True
+    if not str(spec).startswith("/dev/"):
+        return False
+    try:
+        return stat.S_ISCHR(os.stat(spec).st_mode)
+    except OSError:
+        return True
 
 
 def describe_source(spec: int | str) -> str:
@@ -735,6 +748,11 @@ def open_source(
         return FolderSource(path, fps=fps, lores=lores, realtime=realtime)
     if path.is_file():
         return OpenCVSource(str(path), lores=lores, fps=fps, realtime=realtime)
+    if path.exists():  # a named pipe, a socket, a block device
+        raise CameraError(
+            f"camera.source: {describe_source(spec)} {missing_or_kind(path, 'camera')} device, "
+            "video file or folder of images"
+        )
     raise CameraError(
         f"camera.source: {describe_source(spec)} is not a file, a folder, a device index, a "
         "/dev path or a URL"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from edge_app.camera import (
     FrameReader,
     OpenCVSource,
     Picamera2Source,
+    is_live_source,
     open_source,
     pi_camera_attached,
     picamera2_available,
@@ -256,6 +258,32 @@ def test_a_file_that_cannot_be_opened_is_refused_when_the_source_is_opened(
         open_source(str(path))
     with pytest.raises(CameraError, match=says):
         OpenCVSource(str(path))
+
+
+def test_a_dev_path_is_a_camera_only_when_it_is_a_camera_device(tmp_path: Path) -> None:
+    """A daemon audit: every /dev path was taken for a live camera. A named pipe there
+    (/dev/fd/N) blocked OpenCV's open with no line logged; a recording there
+    (/dev/shm/clip.mp4) was read as a camera, reconnected at its end, forever."""
+    read, write = os.pipe()
+    try:
+        pipe = f"/dev/fd/{read}"
+        assert not is_live_source(pipe)
+        with pytest.raises(CameraError, match=f"{pipe} is a named pipe, not a camera device"):
+            open_source(pipe)
+    finally:
+        os.close(read)
+        os.close(write)
+    assert is_live_source("/dev/null")  # a character device (a V4L2 camera is one)
+    assert is_live_source("/dev/edge-app-test-unplugged")  # not there yet: waited for
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        clip = shm / f"edge-app-test-{os.getpid()}.avi"
+        try:
+            write_video(clip, 3)
+            assert not is_live_source(str(clip))
+            assert [f.index for f in open_source(str(clip)).frames()] == [0, 1, 2]
+        finally:
+            clip.unlink(missing_ok=True)
 
 
 def test_a_video_removed_after_opening_ends_in_a_camera_error(tmp_path: Path) -> None:
