@@ -451,7 +451,9 @@ class OpenCVSource(LiveSource):
                 failures += 1
                 self._skip(captured or "corrupt video frame", index - 1)
                 if failures >= _FILE_FAILURES:
-                    log.error("video unreadable from frame=%d source=%s", index, self.name)
+                    # From the first of the failed run: `index` is past its last.
+                    first = index - failures
+                    log.error("video unreadable from frame=%d source=%s", first, self.name)
                     break
         finally:
             self._disconnect()

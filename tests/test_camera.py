@@ -172,6 +172,24 @@ def test_corrupt_video_frame_is_skipped_and_logged(
     )
 
 
+def test_a_video_unreadable_from_some_frame_on_names_that_frame(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon audit: a clip unreadable from frame 66 on was logged "unreadable from
+    frame=91", the read attempt at which the door gave up."""
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (320, 240))
+    for index in range(40):
+        writer.write(numbered(index % 20))
+    writer.release()
+    for which in reversed(range(8, 40)):  # from the end: each wipe leaves the next one found
+        corrupt_frame(path, which)
+    with caplog.at_level(logging.ERROR, logger="edge_app.camera"):
+        frames = list(OpenCVSource(str(path)).frames())
+    assert [f.index for f in frames] == list(range(8))
+    assert "video unreadable from frame=8 " in caplog.text, caplog.text
+
+
 def test_large_frames_are_scaled_for_detection_and_kept_for_crops(tmp_path: Path) -> None:
     path = write_video(tmp_path / "big.avi", 2, size=(1280, 960))
     frame = next(iter(OpenCVSource(str(path), lores=(640, 480)).frames()))
