@@ -1489,3 +1489,31 @@ def test_a_path_starting_with_the_home_of_no_user_is_refused_as_config(
         in error
     )
     assert "Traceback" not in error
+
+
+def test_a_gallery_command_does_not_make_the_doors_state_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A walkthrough: `edge-app enroll NAME photos/` as root on a desktop, with no config and
+    no --db, made /var/lib/edge-app (root's, 0700) and a gallery in it that an installed
+    door could not read, and said nothing of where it wrote. The state folder is the
+    installer's to make: without it the command says to give --db."""
+    from edge_app import paths
+    from edge_app.commands.identify import db_path
+
+    state = tmp_path / "state"
+    monkeypatch.setattr(paths, "DEFAULT_STATE_DIR", state)
+    config = tmp_path / "door.toml"
+    config.write_text(f'[gallery]\npath = "{state / "gallery.db"}"\n')
+    config.chmod(0o600)
+    args = argparse.Namespace(db=None, config=config)
+    with pytest.raises(cli.UserError, match=r"no .*state: the installer makes that folder"):
+        db_path(args, create=True)
+    assert db_path(args) == state / "gallery.db"  # reading names it; nothing is made
+    assert not state.exists()
+    photo = REPO_ROOT / "demo" / "enroll" / "Ricardo_Lagos"
+    code = cli.main(["enroll", "--config", str(config), "Ricardo Lagos", str(photo)])
+    assert code == 2 and "give the gallery with --db" in capsys.readouterr().err
+    assert not state.exists()
+    state.mkdir(mode=0o700)  # installed: the folder is there, the gallery is made in it
+    assert db_path(args, create=True) == state / "gallery.db"

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from edge_app import paths
 from edge_app.arg_types import checked_number, nonempty_path
 from edge_app.cascade_choice import CASCADES
 from edge_app.commands import config_path, file_path, printable, shown
@@ -80,7 +81,9 @@ def db_path(args: argparse.Namespace, *, create: bool = False) -> Path:
 
     create: the command makes the gallery when it is missing. A --db PATH must then be in a
     folder that exists, so a mistyped path is refused rather than made into a folder tree;
-    the configured gallery's folder (the state directory) is made when missing.
+    a configured gallery's folder is made when missing, except the door's state folder,
+    which the installer makes for the service user: made here, by whoever ran the command
+    (root, on a desktop), it would hold a gallery the door cannot read.
     """
     if args.db is None:
         from edge_app.config import load_config  # imported here: it reads the config file
@@ -91,6 +94,16 @@ def db_path(args: argparse.Namespace, *, create: bool = False) -> Path:
                 f"gallery.path {configured} in the config is relative to the folder the door "
                 "runs in, which this command cannot know: give the config an absolute path, "
                 "or the gallery with --db"
+            )
+        if (
+            create
+            and configured.parent == paths.DEFAULT_STATE_DIR
+            and not configured.parent.is_dir()
+        ):
+            raise UserError(
+                f"no gallery at {configured}, and no {configured.parent}: the installer "
+                "makes that folder for the door's user (systemd/install.sh); without an "
+                "installed door, give the gallery with --db, e.g. --db ./gallery.db"
             )
         return configured
     folder = args.db.parent
