@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_app import untrusted_json
-from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
+from edge_app.bounded_read import NotRegularFile, TooLarge, missing_or_kind, read_bounded
 from edge_app.errors import UserError, shown_value
 
 FORMAT_VERSION = 1
@@ -586,6 +586,11 @@ def load_manifest(models_dir: Path) -> Manifest:
     try:
         data = untrusted_json.loads(_read_manifest(path))
     except FileNotFoundError:
+        if not Path(models_dir).is_dir():  # a mistyped --models or models.dir
+            raise ManifestError(
+                f"no models folder {models_dir} ({missing_or_kind(models_dir, 'folder')}): "
+                "check the path"
+            ) from None
         raise ManifestError(
             f"no {MANIFEST_NAME} in {models_dir}: build models with `edge-convert build`"
         ) from None

@@ -1479,9 +1479,10 @@ def test_lint(tmp_path: Path) -> None:
         (
             ["validate", "--models", "{tmp}/none", "--data", "{tmp}", "--json", "{tmp}/q.json",
              "--report", "{tmp}/q.md"],
-            "no manifest.json in",
+            "no models folder {tmp}/none (does not exist): check the path",
         ),
-        (["float-cascade", "--models", "{tmp}/none"], "no manifest.json in"),
+        (["float-cascade", "--models", "{tmp}/none"], "no models folder {tmp}/none"),
+        (["float-cascade", "--models", "{tmp}"], "no manifest.json in {tmp}: build models"),
         (
             ["validate", "--limit", "0", "--json", "{tmp}/q.json", "--report", "{tmp}/q.md"],
             "--limit 0: must be at least 1",
@@ -1500,8 +1501,8 @@ def test_lint(tmp_path: Path) -> None:
             "--json {tmp}/gone/head.json: cannot write in {tmp}/gone",
         ),
     ],
-    ids=["build", "validate", "float-cascade", "validate-limit", "train-head",
-         "validate-report-folder", "train-head-json-folder-missing"],
+    ids=["build", "validate", "float-cascade", "float-cascade-empty", "validate-limit",
+         "train-head", "validate-report-folder", "train-head-json-folder-missing"],
 )  # fmt: skip
 def test_missing_inputs_are_refused_and_nothing_is_written(
     tmp_path: Path, words: list[str], message: str
