@@ -1190,11 +1190,18 @@ class Daemon:
         if self.config.policy.evidence == "track" or recognizer.memory is not None:
             # Pooled for the vote ("track"), and for the site memory to learn a visit from.
             # When liveness is required, a face judged not live adds nothing to it.
+            # Such a face's frame is voted on by itself: a printed photo held up where a live
+            # face was is recognised and reported, and counts as live for nobody.
             required = self.live_rule.threshold if self.live_rule.mode == REQUIRE else None
             weights = evidence_weights(faces[due], live, required)
             pooled = self.pool.add([t.track_id for t in chosen], embeddings, weights)
             if self.config.policy.evidence == "track":
-                embeddings = pooled
+                left_out = (
+                    np.zeros(len(due), bool)
+                    if live is None or required is None
+                    else (live < required)
+                )
+                embeddings = np.where(left_out[:, None], own, pooled)
         # A track is recognised, the door opens and liveness counts for a person only on a
         # face that could be them by itself: pooled evidence still names whoever held the
         # track before (a resident, or a printed photo of one) for a few frames after another
@@ -1316,13 +1323,17 @@ class Daemon:
             for decision in self.policy.end(track.track_id):
                 assert self.events is not None, "_end_tracks before _start()"
                 crop, seen = view if view is not None else (None, self._now)
+                if decision.kind == rules.SPOOF:
+                    self.metrics.spoofs += 1
                 self.events.record(
                     decision.kind,
+                    name=decision.name,
                     score=recorded_score(decision.score),
                     track=track.track_id,
                     source_time=seen,
                     reason=decision.reason,
                     crop=crop,
+                    liveness=decision.liveness,
                 )
             self.pool.forget(track.track_id)
             self._parallax.pop(track.track_id, None)
@@ -1489,10 +1500,13 @@ class Daemon:
             self.policy.restart_votes()  # votes matched under the old gallery or rules
         if live_rule != self.live_rule:
             log.info("liveness %s", live_rule.describe())
-        self.live_rule = live_rule
+        old_rule, self.live_rule = self.live_rule, live_rule
         self.tracker.configure(new.tracking)
-        if new.policy.evidence != old.policy.evidence:
-            self.pool.clear()  # pools restart from the next frame of each track
+        if new.policy.evidence != old.policy.evidence or live_rule != old_rule:
+            # Pools restart from the next frame of each track: one pooled under another
+            # liveness rule ("off", "log", a lower threshold) may hold a printed photo's
+            # frames, which the rule now in force leaves out.
+            self.pool.clear()
         self.pulse_seconds = new.gpio.pulse_seconds
         if self.control is not None:
             self.control.stale_seconds = new.hub.stale_seconds

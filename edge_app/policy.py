@@ -71,6 +71,10 @@ DENIED = "denied"
 SPOOF = "spoof"
 NOT_LIVE = "not live"
 NOT_LIVE_LOGGED = "not live (log mode: not enforced)"
+# A recognised track that left while its unlock waited for liveness ("require"), its frames
+# scored not live on the whole: its record says so, or the history would show only that
+# the person was recognised (a printed photo shown for half a second).
+LEFT_UNJUDGED = "left before it was judged live"
 NO_ACCESS = "no access"
 COOLDOWN = "cooldown"  # the same person was let in less than cooldown_seconds ago
 OUT_OF_HOURS = "hours"  # outside allowed_hours
@@ -279,9 +283,20 @@ class Policy:
         `window` frames of which some were undecided, is reported `unknown` with reason
         UNDECIDED: a visit the door could not judge while the gallery changed leaves a
         record (a stranger's shorter than the window leaves none, as it would have been
-        judged on no fewer)."""
+        judged on no fewer). A recognised track whose unlock still waited for liveness, and
+        whose scored frames are not live on average, is a `spoof` with reason LEFT_UNJUDGED
+        (a resident walking past, live but seen too briefly to judge, is not)."""
         state = self._tracks.get(track)
         decisions = []
+        if (
+            state is not None
+            and state.held
+            and state.identity is not None
+            and not state.spoofed
+            and state.live.scores
+            and fmean(state.live.scores) < self.liveness.threshold
+        ):  # not a resident walking past, whose frames were live but too few to judge
+            decisions.append(self._spoof(state, track, LEFT_UNJUDGED))
         if (
             state is not None
             and state.undecided
