@@ -761,6 +761,18 @@ def open_source(
     )
 
 
+def recording_problem(spec: int | str) -> str | None:
+    """Why camera.source cannot be opened, when that can be told without opening it: a
+    recording (not a camera, a stream or "auto") that is not there. A camera device that is
+    not there is no problem: the door waits for it to be plugged in."""
+    if spec in ("auto", "picamera2") or is_live_source(spec):
+        return None
+    path = Path(str(spec)).expanduser()
+    if path.is_dir() or path.is_file():
+        return None
+    return f"{describe_source(spec)} {missing_or_kind(path, 'video file or folder of images')}"
+
+
 def open_camera(camera: CameraConfig) -> FrameSource:
     """The source a `[camera]` section describes, opened as the door opens it (the door and
     `enroll --camera` share it, so a person is enrolled from the door's own camera)."""

@@ -571,10 +571,15 @@ def test_run_check_config_says_whether_the_door_would_start_and_opens_nothing(
     upgrade restarts the door: the door's own checks, and nothing opened."""
     good = tmp_path / "door.toml"
     good.write_text("[gpio]\npin = 27\n")
-    absent_camera = str(tmp_path / "no-such-camera.mp4")
+    absent_camera = "/dev/edge-app-test-unplugged"  # the door waits for it to be plugged in
     done = run(tmp_path, "run", "--check-config", "--config", str(good), "--source", absent_camera)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{good}: valid; the door would start with it\n"
+    # A walkthrough: a mistyped recording was "valid", and the start then refused it.
+    typo = str(tmp_path / "clp.mp4")
+    done = run(tmp_path, "run", "--check-config", "--config", str(good), "--source", typo)
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"--source: {typo} does not exist" in done.stderr
 
     bad = tmp_path / "bad.toml"
     bad.write_text(BAD_CONFIG)

@@ -185,7 +185,13 @@ def run(args: argparse.Namespace) -> int:
         _wait_for_a_new_config(args.config or DEFAULT_CONFIG, str(error))
         return 2
     if args.check_config:
+        from edge_app.camera import recording_problem
+
         # A ConfigError above is the "not valid" answer: one line and exit 2, as at a start.
+        problem = recording_problem(config.camera.source)
+        if problem is not None:  # the start would refuse it, once the models are loaded
+            named = "--source" if args.source is not None else "camera.source"
+            raise UserError(f"{named}: {problem}")
         return _say_valid(args.config)
     # A door started from the default file reads that file at each reload: one gone by then
     # is refused as a --config one is, rather than reloaded as the defaults (which dropped
