@@ -39,8 +39,8 @@ def evidence_weights(
     the door requires liveness): a face judged not live adds nothing to its track's
     evidence. Otherwise a printed photo of the only resident, then a live stranger who
     looks a little like them in its place, was that resident by the photo's pooled frames
-    and live by the stranger's, and opened the door. The photo's frames are still voted on
-    by themselves (TrackPool.add's fallback), so the photo is recognised and reported."""
+    and live by the stranger's, and opened the door. The daemon votes such a frame on its
+    own embedding, so the photo is still recognised and reported."""
     weights = face_weights(faces)
     if liveness is None or live is None:
         return weights
