@@ -140,8 +140,8 @@ def reported(
     value: float, fallback: float, most: float = float(2**31), least: float = 0.0
 ) -> float:
     """A video property as OpenCV reports it (frame rate, frame count), or `fallback` when a
-    damaged or hostile file makes it zero, negative, NaN, infinite, absurdly large, or not
-    under `least`: clip time is index / fps, and a NaN there would make every cooldown pass."""
+    damaged or hostile file makes it zero, negative, NaN, infinite, absurdly large, or less
+    than `least`: clip time is index / fps, and a NaN there would make every cooldown pass."""
     value = float(value)
     return value if math.isfinite(value) and 0 < value <= most and value >= least else fallback
 

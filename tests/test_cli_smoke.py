@@ -1132,6 +1132,16 @@ def test_a_camera_enrolment_uses_the_doors_camera(tmp_path: Path) -> None:
     missing = str(tmp_path / "no-camera")
     done = run(tmp_path, "enroll", "Ann", "--camera", "--source", missing, *common)
     assert done.returncode == 2 and f"camera.source: {missing}" in done.stderr, done.stderr
+    # --source without --config reads no config: one the user may not read (or a broken
+    # one, here) is not in the way of a camera of their own.
+    broken = tmp_path / "broken.toml"
+    broken.write_text(BAD_CONFIG)
+    other = tmp_path / "other.db"
+    done = run_with_default_config(
+        tmp_path, broken, "enroll", "Ricardo Lagos", "--camera", "--source", str(clip),
+        "--samples", "2", "--timeout", "60", "--db", str(other), "--backend", "cpu",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 def test_enroll_from_a_camera_that_is_not_there_gives_up_at_its_timeout(tmp_path: Path) -> None:

@@ -178,11 +178,15 @@ def _run(args: argparse.Namespace) -> int:
 def _door_camera(args: argparse.Namespace) -> CameraConfig:
     """The door's `[camera]` (--config, else the default config file; the defaults without
     one), its source replaced by --source when given: a person is enrolled from the camera
-    the door will see them with, at its size and rate."""
+    the door will see them with, at its size and rate. With --source and no --config the
+    default config is not read (a user who may not read the door's config names a camera
+    of their own)."""
     from dataclasses import replace
 
-    from edge_app.config import load_config
+    from edge_app.config import CameraConfig, load_config
 
+    if args.source is not None and args.config is None:
+        return CameraConfig(source=args.source)
     camera = load_config(args.config).camera
     return camera if args.source is None else replace(camera, source=args.source)
 
