@@ -139,8 +139,11 @@ def test_open_refuses_models_that_do_not_match_their_hashes(
     (tmp_path / manifest.models["rnet"].file).write_bytes(b"not a model")
     with pytest.raises(UserError, match="rnet.*sha256.*edge-convert build"):
         Engine.open(tmp_path, backend="cpu")
-    with pytest.raises(UserError, match="edge-convert build"):
-        Engine.open(tmp_path / "nowhere", backend="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no manifest.json in .*: build models with `edge-convert"):
+        Engine.open((tmp_path / "empty").resolve(), backend="cpu")  # a folder, no manifest
+    with pytest.raises(UserError, match="no models folder .*nowhere \\(does not exist\\)"):
+        Engine.open(tmp_path / "nowhere", backend="cpu")  # a typo: no folder at all
 
 
 # ---------------------------------------------------------------------------- interpreters
