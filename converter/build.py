@@ -68,7 +68,7 @@ from edge_app.cohort import COHORT_FILE
 from edge_app.detection.cascade import Thresholds
 from edge_app.detection.pyramid import DEFAULT_FACTOR, level_shape, pyramid_scales
 from edge_app.engine import CROP_MARGIN, Engine
-from edge_app.errors import first_few
+from edge_app.errors import first_few, os_reason
 from edge_app.images import read_image
 from edge_app.manifest import (
     CASCADE_ROLES,
@@ -274,20 +274,11 @@ def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
         for _, staging in pairs:
             shutil.rmtree(staging, ignore_errors=True)
         raise BuildError(
-            f"cannot put the new models in place ({_os_reason(error)}); the old folders are "
+            f"cannot put the new models in place ({os_reason(error)}); the old folders are "
             "as they were"
         ) from None
     for final, _ in done:
         shutil.rmtree(_previous(final), ignore_errors=True)
-
-
-def _os_reason(error: OSError) -> str:
-    """An OSError in a few words: the file and the system's reason. The file is the one being
-    written when the error names two (filename2: a copy's or a rename's destination; the
-    source of a copy is a temporary file the user never sees)."""
-    reason = error.strerror or str(error)
-    filename = error.filename2 if error.filename2 is not None else error.filename
-    return f"{filename}: {reason}" if filename else reason
 
 
 @contextlib.contextmanager
@@ -315,7 +306,7 @@ def staged_folders(*finals: Path, copy: bool = False) -> Iterator[list[Path]]:
         if isinstance(error, OSError) and not isinstance(error, PermissionError):
             names = ", ".join(str(final) for final in finals)
             raise BuildError(
-                f"cannot write the models ({_os_reason(error)}); nothing was replaced "
+                f"cannot write the models ({os_reason(error)}); nothing was replaced "
                 f"({names} as they were)"
             ) from None
         raise

@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from edge_app.bounded_read import missing_or_kind, read_bounded, zip_unpacked_bytes
 from edge_app.centering import EMBEDDING_DIM, centre, mean_of, unit
-from edge_app.errors import UserError
+from edge_app.errors import UserError, os_reason
 from edge_app.lfw import (
     development_scores,
     read_pairs,
@@ -716,7 +716,7 @@ def run(options: HeadOptions) -> dict[str, Any]:
         options.out.mkdir(exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".head-", dir=options.out))
     except OSError as error:
-        raise HeadError(f"--out {options.out}: cannot write there ({_reason(error)})") from None
+        raise HeadError(f"--out {options.out}: cannot write there ({os_reason(error)})") from None
     try:
         model_path = staging / HEAD_FILE
         model_path.write_bytes(quantise_head(head, cache["raw"][train_rows]))
@@ -785,7 +785,7 @@ def run(options: HeadOptions) -> dict[str, Any]:
         _install(staging, options.out)
     except OSError as error:  # a full disk, a file system remounted read-only
         raise HeadError(
-            f"--out {options.out}: cannot write the head ({_reason(error)}); nothing was replaced"
+            f"--out {options.out}: cannot write the head ({os_reason(error)}); nothing was replaced"
         ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -803,12 +803,6 @@ def _agreement(reference: np.ndarray, int8: np.ndarray) -> dict[str, float]:
         "cosine_min": round(float(cosine.min()), 5),
         "cosine_mean": round(float(cosine.mean()), 5),
     }
-
-
-def _reason(error: OSError) -> str:
-    where = error.filename2 or error.filename
-    what = error.strerror or str(error)
-    return f"{where}: {what}" if where else what
 
 
 def _install(staging: Path, out: Path) -> None:

@@ -1192,15 +1192,14 @@ class Daemon:
             # When liveness is required, a face judged not live adds nothing to it.
             # Such a face's frame is voted on by itself: a printed photo held up where a live
             # face was is recognised and reported, and counts as live for nobody.
-            required = self.live_rule.threshold if self.live_rule.mode == REQUIRE else None
-            weights = evidence_weights(faces[due], live, required)
+            left_out = (
+                live < self.live_rule.threshold
+                if live is not None and self.live_rule.mode == REQUIRE
+                else np.zeros(len(due), bool)
+            )
+            weights = evidence_weights(faces[due], left_out)
             pooled = self.pool.add([t.track_id for t in chosen], embeddings, weights)
             if self.config.policy.evidence == "track":
-                left_out = (
-                    np.zeros(len(due), bool)
-                    if live is None or required is None
-                    else (live < required)
-                )
                 embeddings = np.where(left_out[:, None], own, pooled)
         # A track is recognised, the door opens and liveness counts for a person only on a
         # face that could be them by itself: pooled evidence still names whoever held the

@@ -92,3 +92,12 @@ def is_damage(error: BaseException) -> bool:
     # Raised without a code or a known text: SQLite's corruption errors are the plain
     # DatabaseError, never one of its subclasses (locked, read-only, full disk...).
     return type(error) is sqlite3.DatabaseError
+
+
+def os_reason(error: OSError) -> str:
+    """An OSError in a few words: the file and the system's reason. The file is the one being
+    written when the error names two (filename2: a copy's or a rename's destination; the
+    source of a copy is a temporary file the user never sees)."""
+    reason = error.strerror or str(error)
+    filename = error.filename2 if error.filename2 is not None else error.filename
+    return f"{filename}: {reason}" if filename else reason

@@ -32,19 +32,17 @@ def face_weights(faces: Faces) -> np.ndarray:
     return (np.clip(faces.scores, 0.0, 1.0) * detail).astype(np.float32)
 
 
-def evidence_weights(
-    faces: Faces, liveness: np.ndarray | None = None, live: float | None = None
-) -> np.ndarray:
-    """face_weights, and 0 for each face whose `liveness` score is under `live` (given when
-    the door requires liveness): a face judged not live adds nothing to its track's
-    evidence. Otherwise a printed photo of the only resident, then a live stranger who
-    looks a little like them in its place, was that resident by the photo's pooled frames
-    and live by the stranger's, and opened the door. The daemon votes such a frame on its
-    own embedding, so the photo is still recognised and reported."""
+def evidence_weights(faces: Faces, left_out: np.ndarray | None = None) -> np.ndarray:
+    """face_weights, and 0 for each face `left_out` (judged not live, when the door requires
+    liveness): such a face adds nothing to its track's evidence. Otherwise a printed photo
+    of the only resident, then a live stranger who looks a little like them in its place,
+    was that resident by the photo's pooled frames and live by the stranger's, and opened
+    the door. The daemon votes such a frame on its own embedding, so the photo is still
+    recognised and reported."""
     weights = face_weights(faces)
-    if liveness is None or live is None:
+    if left_out is None:
         return weights
-    return np.where(np.asarray(liveness) >= live, weights, np.float32(0.0)).astype(np.float32)
+    return np.where(left_out, np.float32(0.0), weights).astype(np.float32)
 
 
 class TrackPool:

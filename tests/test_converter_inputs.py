@@ -781,7 +781,8 @@ def test_a_full_disk_in_a_conversion_names_the_file_without_the_converter_output
     """A converter audit: a build on a full disk printed 76 lines of TensorFlow's output
     before its one-line error, which named no file."""
     pytest.importorskip("tensorflow", reason="converter.build needs the converter extra")
-    from converter.build import _os_reason, _quiet, _save
+    from converter.build import _quiet, _save
+    from edge_app.errors import os_reason as _os_reason
 
     def full(path: Path, data: bytes) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -972,7 +973,7 @@ def test_float_cascade_waits_for_no_build_and_never_writes_over_a_new_manifest(
 def test_a_failed_copy_names_the_file_it_was_writing() -> None:
     """An audit: a full disk during float-cascade named the float model in /tmp it was
     copying from (shutil sets filename to the source), not the file it could not write."""
-    from converter.build import _os_reason
+    from edge_app.errors import os_reason as _os_reason
 
     copy = OSError(errno.ENOSPC, "No space left on device", "/tmp/edge-float-x/rnet.tflite")
     copy.filename2 = "/models/.float.abc/rnet.tflite"
