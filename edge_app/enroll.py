@@ -35,6 +35,7 @@ from edge_app.gallery import (
     NewSample,
     check_name,
     name_key,
+    nobody_named,
     removed_if_left_empty,
 )
 from edge_app.images import ImageError, encode_jpeg, image_files, load_photo
@@ -146,7 +147,7 @@ def existing_samples(db: Path, name: str, add: bool) -> np.ndarray:
         if enrolled and not add:
             raise NameRefused(f"{name!r} is already enrolled; use --add to add photos to them")
         if add and not enrolled:
-            raise NameRefused(f"nobody named {name!r} is enrolled; drop --add to enrol them")
+            raise NameRefused(nobody_named(name, (p.name for p in gallery.people())))
         return gallery.embeddings(name, mirrors=True)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import errno
 import functools
 import hashlib
@@ -280,6 +281,21 @@ def name_key(name: str) -> str:
     caseless matching: NFD, casefold, NFC), so "José" matches "JOSE\u0301"."""
     folded = unicodedata.normalize("NFD", name_display(name)).casefold()
     return unicodedata.normalize("NFC", folded)
+
+
+def did_you_mean(name: str, enrolled: Iterable[str]) -> str:
+    """ " (did you mean 'X'?)" naming the enrolled name nearest to a typed one that is not
+    enrolled, or "" when none is close (a typo, not another person)."""
+    by_key = {name_key(other): other for other in enrolled}
+    close = difflib.get_close_matches(name_key(name), list(by_key), n=1, cutoff=0.75)
+    return f" (did you mean {by_key[close[0]]!r}?)" if close else ""
+
+
+def nobody_named(name: str, enrolled: Iterable[str] = ()) -> str:
+    """Adding photos to a name nobody has: a typo must not enrol a new person."""
+    return (
+        f"nobody named {name!r} is enrolled{did_you_mean(name, enrolled)}; drop --add to enrol them"
+    )
 
 
 def check_name(name: object) -> str:
@@ -1164,6 +1180,16 @@ class Gallery:
         return self._find(name) is not None
 
     @_reads
+    def _names(self) -> list[str]:
+        return [str(row[0]) for row in self._db.execute("SELECT name FROM people ORDER BY id")]
+
+    def _not_enrolled(self, names: Sequence[str]) -> GalleryError:
+        """The refusal for names nobody has, each with the enrolled name it may be a typo of."""
+        enrolled = self._names()
+        shown_names = ", ".join(f"{name!r}{did_you_mean(name, enrolled)}" for name in names)
+        return GalleryError(f"not enrolled: {shown_names}")
+
+    @_reads
     def people(self) -> list[PersonInfo]:
         rows = self._db.execute(
             """SELECT p.name, count(s.id), count(s.face_crop), p.created_utc, max(s.created_utc),
@@ -1306,7 +1332,7 @@ class Gallery:
         with self.transaction():
             row = self._find(name)
             if row is None and add:
-                raise GalleryError(f"nobody named {name!r} is enrolled; drop --add to enrol them")
+                raise GalleryError(nobody_named(name, self._names()))
             if row is not None and not add:
                 same = "" if row[1] == name else f" (as {row[1]!r})"
                 raise GalleryError(
@@ -1381,7 +1407,7 @@ class Gallery:
             found = {name: self._find(name) for name in names}
             missing = [name for name, row in found.items() if row is None]
             if missing:
-                raise GalleryError(f"not enrolled: {', '.join(map(repr, missing))}")
+                raise self._not_enrolled(missing)
             removed = 0
             for person_id in {row[0] for row in found.values() if row is not None}:
                 removed += db.execute(
@@ -1398,7 +1424,7 @@ class Gallery:
         with self.transaction() as db:
             person = self._find(name)
             if person is None:
-                raise GalleryError(f"not enrolled: {name!r}")
+                raise self._not_enrolled([name])
             changed = db.execute(
                 "UPDATE people SET access = ? WHERE id = ? AND access != ?",
                 (int(access), person[0], int(access)),
@@ -1411,7 +1437,7 @@ class Gallery:
         with self.transaction() as db:
             person = self._find(old)
             if person is None:
-                raise GalleryError(f"not enrolled: {old!r}")
+                raise self._not_enrolled([old])
             other = self._find(new)
             # The same person under another case or spacing is a correction, not a clash.
             if other is not None and other[0] != person[0]:

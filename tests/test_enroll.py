@@ -226,6 +226,11 @@ def test_name_conflicts_leave_the_gallery_as_it_was(gallery_db: Path, engine) ->
         enroll_photos(gallery_db, engine, "Emma Watson", [lfw("Emma_Watson", 3)])
     with pytest.raises(UserError, match="nobody named 'Frank Solich'"):
         enroll_photos(gallery_db, engine, "Frank Solich", [lfw("Frank_Solich", 1)], add=True)
+    # A typo says whom it may mean.
+    with pytest.raises(
+        UserError, match=r"'Ema Watson' is enrolled \(did you mean 'Emma Watson'\?\)"
+    ):
+        enroll_photos(gallery_db, engine, "Ema Watson", [lfw("Emma_Watson", 3)], add=True)
     # The same name in other capitals and spacing is the same person.
     with pytest.raises(UserError, match="already enrolled; use --add"):
         enroll_photos(gallery_db, engine, "  emma   WATSON", [lfw("Emma_Watson", 3)])

@@ -140,6 +140,40 @@ def test_migration_from_the_first_schema(tmp_path: Path) -> None:
     assert {"face_crop", "model"} <= columns
 
 
+def test_a_name_not_enrolled_is_refused_with_the_enrolled_name_it_may_be_a_typo_of(
+    db: Path,
+) -> None:
+    """A typo of an enrolled name says whom it may have meant; another name suggests nobody.
+    Nothing changes either way."""
+    before = file_digest(db)
+    with Gallery.open(db) as gallery:
+        gallery.rename("Alice", "Alice Martin")
+        after_rename = file_digest(db)
+        refusals = {
+            "remove": lambda: gallery.remove(["Zed", "alice martn"]),
+            "access": lambda: gallery.set_access("Alice Martim", False),
+            "rename": lambda: gallery.rename("Alce Martin", "Carol"),
+            "add": lambda: gallery.enroll("Alice Marti", samples(1, 3), add=True),
+        }
+        messages = {}
+        for what, refused in refusals.items():
+            with pytest.raises(GalleryError) as error:
+                refused()
+            messages[what] = str(error.value)
+        assert (
+            messages["remove"]
+            == "not enrolled: 'Zed', 'alice martn' (did you mean 'Alice Martin'?)"
+        )
+        assert messages["access"] == "not enrolled: 'Alice Martim' (did you mean 'Alice Martin'?)"
+        assert messages["rename"] == "not enrolled: 'Alce Martin' (did you mean 'Alice Martin'?)"
+        assert messages["add"] == (
+            "nobody named 'Alice Marti' is enrolled (did you mean 'Alice Martin'?); "
+            "drop --add to enrol them"
+        )
+        assert [p.name for p in gallery.people()] == ["Alice Martin", "Bob"]
+    assert file_digest(db) == after_rename != before
+
+
 def test_enrol_add_and_refusals(db: Path) -> None:
     before = file_digest(db)
     with Gallery.open(db) as gallery:
