@@ -23,7 +23,7 @@ from edge_app.logs import setup_logging
 # default that takes the parsed namespace and returns an exit code. Heavy imports stay inside
 # the handlers so `edge-app --help` is instant.
 COMMAND_MODULES = (
-    "run", "hub", "demo", "enroll", "gallery", "site", "identify", "eval", "doctor",
+    "run", "hub", "demo", "enroll", "gallery", "events", "site", "identify", "eval", "doctor",
 )  # fmt: skip
 
 log = logging.getLogger("edge_app")

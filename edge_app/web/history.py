@@ -20,6 +20,8 @@ from pathlib import Path
 
 from edge_app.errors import UserError
 from edge_app.events import TYPES
+from edge_app.gallery import name_key
+from edge_app.sqlite_files import connect_read_only
 from edge_app.wall_clock import local_at, local_zone
 
 PAGE_SIZE = 50
@@ -88,10 +90,13 @@ class EventRow:
 
 @dataclass(frozen=True)
 class Filters:
-    person: str = ""
+    person: str = ""  # a name exactly as recorded (the page's menu), or UNKNOWN_PERSON
     type: str = ""
     start: date | None = None
     end: date | None = None  # inclusive
+    # A name as typed (`edge-app events --person`): the gallery's name rule, so case and
+    # spacing do not matter. A scan of every event's name: the page's menu uses `person`.
+    person_typed: str = ""
 
     @classmethod
     def parse(cls, query: dict[str, str]) -> tuple[Filters, list[tuple[str, str]]]:
@@ -138,6 +143,9 @@ class Filters:
         elif self.person:
             clauses.append("name = ?")
             values.append(self.person)
+        if self.person_typed:
+            clauses.append("name_key(name) = ?")
+            values.append(name_key(self.person_typed))
         if self.type:
             clauses.append("type = ?")
             values.append(self.type)
@@ -224,10 +232,15 @@ class HistoryError(UserError):
 
 
 class History:
-    """Read-only view of one events database (which may not exist yet)."""
+    """Read-only view of one events database (which may not exist yet).
 
-    def __init__(self, path: Path | None) -> None:
+    command_line: read by a command that another user may run (root, over the door's own
+    files): opened so that nothing is created beside the database (connect_read_only),
+    and a refusal says to run the command as the door's user."""
+
+    def __init__(self, path: Path | None, *, command_line: bool = False) -> None:
         self.path = None if path is None else Path(path)
+        self._command_line = command_line
         self._menu: _NamesMenu | None = None
         self._menu_lock = threading.Lock()  # one reader updates it; the others then reuse it
 
@@ -239,14 +252,23 @@ class History:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         assert self.path is not None
         try:
-            with closing(sqlite3.connect(self.path, timeout=5.0)) as db:
+            if self._command_line:
+                connection = connect_read_only(self.path)
+            else:
+                connection = sqlite3.connect(self.path, timeout=5.0)
+            with closing(connection) as db:
                 db.execute("PRAGMA query_only = ON")
+                db.create_function("name_key", 1, _name_key_or_none, deterministic=True)
                 yield db
-        except sqlite3.Error as error:
-            raise HistoryError(
-                f"events.db: cannot read {self.path} ({error}); the hub needs read and write "
-                "access to its folder (SQLite's WAL index lives next to it)"
-            ) from None
+        except (sqlite3.Error, OSError) as error:
+            if self._command_line:
+                fix = "run the command as the door's user (sudo -u edge-app edge-app events)"
+            else:
+                fix = (
+                    "the hub needs read and write access to its folder (SQLite's WAL index "
+                    "lives next to it)"
+                )
+            raise HistoryError(f"events.db: cannot read {self.path} ({error}); {fix}") from None
 
     def page(self, filters: Filters, number: int = 1, size: int = PAGE_SIZE) -> Page:
         if not self.available:
@@ -265,6 +287,26 @@ class History:
 
     def latest(self, count: int) -> list[EventRow]:
         return self.page(Filters(), 1, count).rows
+
+    def after(self, filters: Filters, event_id: int, count: int) -> list[EventRow]:
+        """At most `count` events that `filters` select recorded after the event `event_id`
+        (ids only grow), oldest first: what a reader that has shown up to `event_id` has not
+        seen."""
+        if not self.available:
+            return []
+        where, values = filters.where()
+        window = f"{where} AND" if where else " WHERE"
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id, time, type, name, score, track, reason, snapshot FROM events"
+                f"{window} id > ? ORDER BY id LIMIT ?",
+                [*values, event_id, count],
+            ).fetchall()
+        return [EventRow(*row) for row in rows]
+
+    def names(self) -> list[str]:
+        """The names the events hold (the person menu's, without UNKNOWN_PERSON)."""
+        return [value for value, _ in self.choices()[0] if value != UNKNOWN_PERSON]
 
     def choices(self) -> tuple[list[tuple[str, str]], list[str]]:
         """(the person menu: (value, label) for each name in the events, then UNKNOWN_PERSON
@@ -333,6 +375,11 @@ class History:
             with self._connect() as db:
                 piece, after = _csv_piece(db, where, values, after, newest, rows)
             yield piece
+
+
+def _name_key_or_none(name: object) -> str | None:
+    """name_key as an SQL function: an event without a name (NULL) matches no name."""
+    return name_key(name) if isinstance(name, str) else None
 
 
 def _csv_piece(
