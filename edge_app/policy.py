@@ -219,6 +219,7 @@ class Policy:
         liveness None keeps the current liveness rule (off at first).
         """
         self.check(config)
+        rule_changed = liveness is not None and liveness != self.liveness
         if liveness is not None:
             self.liveness = liveness
         self.config = config
@@ -229,6 +230,11 @@ class Policy:
         for state in self._tracks.values():
             state.votes = deque(state.votes, maxlen=config.window)
             state.live = self._live_frames(state.live.scores)
+            if rule_changed:
+                # Judged live under the rule now in force, on the frames already scored: a
+                # photo a lower threshold passed is not live under a raised one.
+                state.live_as = {name for name in state.live_as if self._live_as(state, name)}
+                state.judged_live = not state.spoofed and state.live.live
 
     def restart_votes(self) -> None:
         """Drop every track's frame votes: they were matched against a gallery or threshold

@@ -87,6 +87,41 @@ def test_a_held_unlock_is_let_go_when_a_reload_stops_requiring_liveness(relaxed:
     assert kinds(policy.vote(1, alice(DEAD if relaxed == LOG else None))) == [UNLOCK]
 
 
+def test_a_reload_that_raises_the_liveness_threshold_takes_back_what_the_lower_one_granted() -> (
+    None
+):
+    """A printed photo of Alice scores 0.6: live under the threshold 0.5, her frames judged
+    live as hers before she won the votes (a flickering match). The operator, seeing prints
+    pass, reloads with the threshold 0.7. The track's judgement must follow the rule now in
+    force: she is recognised, the door holds, and the photo is reported a spoof."""
+    policy = make(Clock())
+    photo = 0.6
+    decisions = []
+    for _ in range(3):
+        decisions += policy.vote(1, alice(photo))
+        decisions += policy.vote(1, nobody(photo))
+        decisions += policy.vote(1, nobody(photo))
+    decisions += policy.vote(1, alice(photo))  # her 4th frame of the last 10 over 0.5
+    assert kinds(decisions) == [UNKNOWN]
+    policy.configure(policy.config, LiveRule(REQUIRE, 0.7, 4))
+    decisions = [d for _ in range(2) for d in policy.vote(1, alice(photo))]
+    # 3 of the last 5, on a full liveness window none of whose frames passes 0.7
+    assert kinds(decisions) == [RECOGNIZED, SPOOF]
+    decisions = [d for _ in range(8) for d in policy.vote(1, alice(photo))]
+    assert decisions == []  # never opened
+
+
+def test_a_reload_that_lowers_the_liveness_threshold_lets_a_held_resident_in() -> None:
+    """The other way: a resident held at 0.6 under the threshold 0.7 is let in on her next
+    frame once a reload lowers it to 0.5, as a visit starting now would be."""
+    policy = make(Clock())
+    policy.configure(policy.config, LiveRule(REQUIRE, 0.7, 4))
+    decisions = [d for _ in range(3) for d in policy.vote(1, alice(0.6))]
+    assert kinds(decisions) == [RECOGNIZED]
+    policy.configure(policy.config, LiveRule(REQUIRE, 0.5, 4))
+    assert kinds(policy.vote(1, alice(0.6))) == [UNLOCK]
+
+
 def test_a_track_opens_at_most_once_for_a_person_even_after_someone_else_held_it() -> None:
     """Alice (live) is let in. Her track then goes to a known visitor (denied), who later
     holds up a printed photo of Alice. The track was judged live as Alice long ago: that
