@@ -46,6 +46,7 @@ from edge_app.web.history import (
     UNKNOWN_PERSON,
     Filters,
     History,
+    HistoryError,
     safe_cell,
 )
 from edge_app.web.server import (
@@ -109,13 +110,16 @@ def serve(
     folder: Path,
     head_timeout_s: float = HEAD_TIMEOUT_S,
     door_socket: Path | None = None,
+    config_path: Path | None = None,
     **web: object,
 ) -> Site:
-    """The page on a free port; its door is `door_socket` (default: none there)."""
+    """The page on a free port; its door is `door_socket` (default: none there);
+    `config_path` the config file the hub says it was started with (default: the default)."""
     config = web_config(folder, free_port(), **web)
     auth.write_password_file(config.web.password_file, PASSWORD)
     server = WebServer(
         config,
+        config_path=config_path,
         socket_path=door_socket or folder / "absent-door.sock",
         head_timeout_s=head_timeout_s,
     )
@@ -1006,6 +1010,33 @@ def test_a_person_named_like_the_no_name_entry_keeps_their_own_history(
     assert [row[2] for row in csv.reader(io.StringIO(exported.text))][1:] == ["recognized"]
 
 
+def test_an_events_database_that_cannot_be_read_is_explained_by_what_is_wrong(
+    tmp_path: Path,
+) -> None:
+    """Found by an audit: a locked or a damaged events.db was blamed on the hub's access to
+    its folder. Locked: try again; not a database: check the path; a folder it may not
+    write: that access."""
+    db = tmp_path / "events.db"
+    EventLog(db).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(HistoryError) as locked:
+            History(db).page(Filters())
+    finally:
+        holder.close()
+    assert "try again in a moment" in str(locked.value)
+    assert "access to its folder" not in str(locked.value)
+    (tmp_path / "noise.db").write_bytes(np.random.default_rng(1).bytes(8192))
+    with pytest.raises(HistoryError) as noise:
+        History(tmp_path / "noise.db").page(Filters())
+    assert "not an events database, or it is damaged" in str(noise.value)
+    assert "sudo -u edge-app edge-app events" in History(db, command_line=True)._fix(
+        sqlite3.OperationalError("unable to open database file")
+    )
+
+
 def test_the_csv_export_holds_every_event_the_filters_select(tmp_path: Path) -> None:
     """Found by an audit: the export held the 100,000 oldest events and silently left the
     newer ones out. Now every one, read and sent a piece at a time; the pieces stop at the
@@ -1304,7 +1335,7 @@ def test_serving_the_lan_over_plain_http_is_said_at_start(
     ):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="edge_app.web"):
-            served = serve(tmp_path / folder, HEAD_TIMEOUT_S, None, **web)
+            served = serve(tmp_path / folder, HEAD_TIMEOUT_S, None, None, **web)
             served.server.stop()
         said = [r.getMessage() for r in caplog.records if "over plain HTTP" in r.getMessage()]
         if warned:

@@ -424,6 +424,52 @@ def test_the_login_page_shows_the_password_command_as_code(tmp_path: Path) -> No
         fresh.server.stop()
 
 
+def test_a_login_with_no_password_set_says_so_and_spends_no_attempt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: with no password file, every login was "Wrong password.", logged
+    as a failed login, and the sixth was refused by the rate limit for minutes after the
+    password was set. Nothing is checked, so nothing counts: 503 with the command, each time."""
+    fresh = serve(tmp_path, config_path=tmp_path / "lab" / "door.toml")
+    caplog.set_level(logging.WARNING, logger="edge_app.web")
+    try:
+        Path(fresh.config.web.password_file).unlink()
+        with httpx.Client(base_url=fresh.url) as client:
+            token = csrf_of(client.get("/login").text)
+            for _ in range(8):
+                reply = client.post("/login", data={"password": PASSWORD, "csrf_token": token})
+                assert reply.status_code == 503
+                assert "Wrong password" not in reply.text and "too many" not in reply.text
+                assert reply.text.count("No admin password yet") == 1
+                assert f"--config {tmp_path}/lab/door.toml" in reply.text
+        assert "login failed" not in caplog.text
+    finally:
+        fresh.server.stop()
+
+
+def test_the_command_that_erases_a_persons_history_is_for_this_doors_config(
+    tmp_path: Path,
+) -> None:
+    """Found by an audit: the Remove page's command left --config out, so on a hub started
+    with another config it named the default config's history, not this door's."""
+    config = tmp_path / "lab" / "door's.toml"
+    fresh = serve(tmp_path, config_path=config)
+    try:
+        add_person(Path(fresh.config.gallery.path), "Ada O'Neil")
+        with logged_in(fresh) as client:
+            page = client.get("/people/remove", params={"name": "Ada O'Neil"}).text
+        found = re.search(r"<code>([^<]*remove --history[^<]*)</code>", page)
+        assert found is not None
+        shown_command = html.unescape(found[1])
+        quoted_config = f"'{tmp_path}/lab/door'\"'\"'s.toml'"
+        assert shown_command == (
+            f"sudo -u edge-app edge-app remove --history --config {quoted_config} "
+            "-- 'Ada O'\"'\"'Neil'"
+        )
+    finally:
+        fresh.server.stop()
+
+
 # --- netaudit2 findings 1 and 2: behind a proxy ------------------------------------------
 
 

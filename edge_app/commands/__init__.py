@@ -39,5 +39,23 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+# A command run as the door's service user, who owns its files (systemd/install.sh).
+AS_DOOR = "sudo -u edge-app edge-app"
+
+
+def as_door(command: str, config_path: Path | None, *rest: str) -> str:
+    """The command line of `edge-app COMMAND` run as the door's user for the door of the
+    config at `config_path` (None or the default config: no --config), then `rest`, each
+    quoted as a shell reads it whatever it holds (a person's name)."""
+    import shlex
+
+    from edge_app.paths import DEFAULT_CONFIG
+
+    line = f"{AS_DOOR} {command}"
+    if config_path is not None and Path(config_path) != DEFAULT_CONFIG:
+        line += f" --config {shlex.quote(str(config_path))}"
+    return " ".join([line, *map(shlex.quote, rest)])
+
+
 # --config of every command that reads the door's config file.
 config_path = file_path("./door.toml", "the default config file")

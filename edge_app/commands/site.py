@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_app.commands import config_path
+from edge_app.commands import AS_DOOR, config_path
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
 from edge_app.site_memory import (
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 # How the door is reloaded when its control socket cannot be used (systemd/edge-app.service).
 RELOAD_BY_HAND = "sudo systemctl reload edge-app"
-AS_DOOR = "sudo -u edge-app edge-app"  # a command run as the door's service user
 
 EPILOG = f"""\
 what the site memory is:

@@ -24,7 +24,6 @@ import io
 import logging
 import re
 import secrets
-import shlex
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -49,6 +48,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edge_app.commands import as_door
 from edge_app.config import Config, split_listen
 from edge_app.control import REFUSAL_LOG_SECONDS, frame_age
 from edge_app.enroll import CAMERA_SAMPLES
@@ -592,6 +592,8 @@ async def login_submit(request: Request, session: auth.Session | None, form: For
             **_login_context(request, form.get("next"), problem, wrong_password=status == 401),
             "csrf": state.login_token(request),
         }
+        if context["no_password"]:
+            context["error"] = ""  # the page says so already, with the command that sets one
         return render(request, None, "login.html", context, status)
     fresh = state.sessions.login(session, auth.ADMIN, address, password_hash)
     known = "known" if device else "new"
@@ -951,8 +953,9 @@ async def remove_confirm(request: Request, session: auth.Session) -> Response:
     known = {p.name: p for p in await run_in_threadpool(_people, _state(request))}
     if name not in known:
         return await _people_page(request, session, error=f"not enrolled: {name!r}", status=404)
-    # The command that erases their history, as a shell reads it whatever the name holds.
-    context = {"person": known[name], "shell_name": shlex.quote(name)}
+    # The command that erases their history, for this door's config.
+    erase = as_door("remove --history", _state(request).config_path, "--", name)
+    context = {"person": known[name], "erase_command": erase}
     return render(request, session, "remove.html", context)
 
 
@@ -1308,7 +1311,7 @@ def create_app(
         origins=Origins(config, tls=tls),
         sessions=auth.SessionStore(web.session_idle_minutes * 60.0, web.session_max_hours * 3600.0),
         limiter=auth.LoginLimiter(),
-        password=auth.PasswordCheck(web.password_file),
+        password=auth.PasswordCheck(web.password_file, config_path),
         history=History(config.events.db),
         engine=EngineHolder(config.models, config.detection),
     )

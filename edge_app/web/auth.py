@@ -110,14 +110,9 @@ def verify_password(password: str, stored: str) -> bool:
 def passwd_command(config_path: Path | None) -> str:
     """The command that sets the web page's password of the config at `config_path` (None:
     the default one), as the door's user, who owns the file it writes."""
-    import shlex
+    from edge_app.commands import as_door
 
-    from edge_app.paths import DEFAULT_CONFIG
-
-    command = "sudo -u edge-app edge-app hub passwd"
-    if config_path is not None and Path(config_path) != DEFAULT_CONFIG:
-        command += f" --config {shlex.quote(str(config_path))}"
-    return command
+    return as_door("hub passwd", config_path)
 
 
 def read_password_hash(path: Path) -> str | None:
@@ -160,10 +155,13 @@ def write_password_file(path: Path, password: str) -> None:
 
 
 class PasswordCheck:
-    """Verifies passwords against the file, one scrypt at a time (bounded memory)."""
+    """Verifies passwords against the file, one scrypt at a time (bounded memory).
+    config_path: the hub's config, named in the command that sets a password (None: the
+    default one)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, config_path: Path | None = None) -> None:
         self.path = Path(path)
+        self.config_path = config_path
         self._lock = threading.Lock()
 
     def is_set(self) -> bool:
@@ -177,9 +175,15 @@ class PasswordCheck:
             return None
 
     def verify(self, password: str) -> bool:
+        """Whether `password` is the admin password; PasswordError, before any hash, when
+        none is set or the file cannot be used: no password was checked, so no attempt
+        should count against the rate limit."""
         stored = read_password_hash(self.path)
         if stored is None:
-            return False
+            raise PasswordError(
+                f"No admin password is set yet: run `{passwd_command(self.config_path)}` on "
+                "the door."
+            )
         with self._lock:
             return verify_password(password, stored)
 

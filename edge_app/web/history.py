@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from edge_app.errors import UserError
+from edge_app.commands import AS_DOOR
+from edge_app.errors import (
+    SQLITE_BUSY,
+    SQLITE_DISK_CODES,
+    SQLITE_NOTADB,
+    UserError,
+    is_damage,
+    sqlite_code,
+)
 from edge_app.events import TYPES
 from edge_app.gallery import name_key
 from edge_app.sqlite_files import connect_read_only
@@ -261,14 +269,25 @@ class History:
                 db.create_function("name_key", 1, _name_key_or_none, deterministic=True)
                 yield db
         except (sqlite3.Error, OSError) as error:
-            if self._command_line:
-                fix = "run the command as the door's user (sudo -u edge-app edge-app events)"
-            else:
-                fix = (
-                    "the hub needs read and write access to its folder (SQLite's WAL index "
-                    "lives next to it)"
-                )
-            raise HistoryError(f"events.db: cannot read {self.path} ({error}); {fix}") from None
+            raise HistoryError(
+                f"events.db: cannot read {self.path} ({error}); {self._fix(error)}"
+            ) from None
+
+    def _fix(self, error: BaseException) -> str:
+        """What to do about an events database that cannot be read, from SQLite's code."""
+        code = sqlite_code(error)
+        if code == SQLITE_BUSY:
+            return "the door or a command is changing it; try again in a moment"
+        if code == SQLITE_NOTADB or is_damage(error):
+            return "it is not an events database, or it is damaged: check [events] db"
+        if code in SQLITE_DISK_CODES:
+            return "the disk failed a read, or is full"
+        if self._command_line:
+            return f"run the command as the door's user ({AS_DOOR} events)"
+        return (
+            "the hub needs read and write access to its folder (SQLite's WAL index lives next "
+            "to it)"
+        )
 
     def page(self, filters: Filters, number: int = 1, size: int = PAGE_SIZE) -> Page:
         if not self.available:
