@@ -302,3 +302,97 @@ def test_after_a_fall_back_each_new_connection_asks_for_mqtt5_again(
     finally:
         hub.stop()
         proxy.close()
+
+
+class DeadLink:
+    """A loopback proxy to the broker's plain port whose link to the hub can die unnoticed:
+    while `swallow` is set, what the hub sends is read and dropped, as on a network that went
+    away without a reset; `cut()` then ends every connection (the hub finds the link dead)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.upstream = broker.port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.swallow = threading.Event()
+        self.swallowed = 0  # bytes from the hub dropped
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                hub, _ = self.server.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.upstream))
+                self._sockets += [hub, upstream]
+                threading.Thread(target=self._pump, args=(upstream, hub), daemon=True).start()
+                threading.Thread(target=self._pump, args=(hub, upstream, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_hub: bool = False) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if from_hub and self.swallow.is_set():
+                    self.swallowed += len(data)
+                    continue
+                target.sendall(data)
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.swallow.clear()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.cut()
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+
+
+def test_events_published_into_a_connection_that_died_unnoticed_are_sent_again(
+    broker: Broker,
+    observer: Observer,
+    door: FedDoor,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by an audit: the network between hub and broker went away without a reset; the
+    door's unlock was published into the dead connection, and dropped with everything else
+    unacknowledged when the hub reconnected. Home Assistant never heard of it. Now the
+    events that were not acknowledged are published again after the fresh state, in order,
+    before the events that came since, and the stale state and availability are not."""
+    caplog.set_level(logging.INFO, logger="edge_app")
+    link = DeadLink(broker)
+    hub = RunningHub(hub_settings(broker, tmp_path, door, tls=False, port=link.port))
+    event_topic = f"{BASE}/event"
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        link.swallow.set()
+        door.log.record("recognized", name="Bob", score=0.81, track=7)
+        door.log.record("unlock", name="Bob", score=0.81, track=7)
+        observer.wait(
+            lambda: link.swallowed and len(hub.bridge._events_in_flight) == 2,
+            what="both events published into the dead link",
+        )
+        assert observer.on(event_topic) == []
+        connects = caplog.text.count("mqtt connected")
+        link.cut()
+        observer.wait(lambda: caplog.text.count("mqtt connected") > connects, what="reconnect")
+        door.log.record("relock", name="Bob", reason="timeout")
+        events = observer.wait(
+            lambda: len(observer.on(event_topic)) >= 3 and observer.on(event_topic),
+            what="the events",
+        )
+        time.sleep(1.0)  # nothing more comes: each was sent once
+        assert [(m.json()["type"], m.json()["name"]) for m in observer.on(event_topic)] == [
+            ("recognized", "Bob"),
+            ("unlock", "Bob"),
+            ("relock", "Bob"),
+        ]
+        assert not any(m.retain for m in events)
+        assert "events_sent_again=2" in caplog.text
+    finally:
+        hub.stop()
+        link.close()

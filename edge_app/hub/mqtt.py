@@ -28,7 +28,12 @@ A publish the broker refuses (its ACL: MQTT 5's PUBACK with a failure reason) is
 per topic and connection. What
 was published but not acknowledged before a connection was lost is dropped at the next
 connect (paho would re-send it after the fresh state, so a stale availability or state would
-win). At most MAX_QUEUED messages wait for the broker's acknowledgement; more are dropped
+win), but for the door's events: a connection that died unnoticed (Wi-Fi gone, no RST) is
+found dead only a keepalive or more later, and the events published into it (an unlock
+among them) would be lost. Those at most IN_FLIGHT_SECONDS old are published again after the
+fresh state, in order, before any newer event (at least once: one whose acknowledgement
+alone was lost arrives twice; its time and track tell). At most MAX_QUEUED messages wait
+for the broker's acknowledgement; more are dropped
 (logged, then counted into a line every REFUSAL_LOG_SECONDS). Refused commands never take
 the last REFUSAL_HEADROOM places, and the state and availability are re-sent every
 STATE_EVERY, so a flood of junk commands cannot crowd out the door's events for good.
@@ -56,6 +61,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import queue
 import socket
 import ssl
@@ -110,6 +116,11 @@ LOCK_ORIGIN = "mqtt:ha-lock"  # the origin of every command from Home Assistant'
 # Messages waiting for the broker's acknowledgement (paho's default is no limit: a broker that
 # never acknowledges would grow the hub's memory without end); more are dropped, and logged.
 MAX_QUEUED = 1000
+# A door event the broker had not acknowledged when the connection was lost is published again
+# at the next connect when at most this old: news for a Home Assistant automation for a few
+# minutes; later it is in the door's history only (a dead connection is found after about one
+# and a half KEEPALIVE, and the reconnect backs off up to RECONNECT_MAX).
+IN_FLIGHT_SECONDS = 300.0
 # What to do about a broker's refusal of the connection, by its reason (MQTT 5's names; paho
 # gives MQTT 3.1.1's return codes the same ones).
 REFUSED_CONNECTION_ADVICE = {
@@ -379,10 +390,13 @@ class MqttBridge:
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.connected = threading.Event()
-        # Events that came before the first connection (the door's held ones, handed over
-        # as the hub subscribes), and while it replays them: published in order, each once,
-        # once it is made (_replay_early); None after that.
-        self._early: deque[tuple[float, dict[str, Any]]] | None = deque(maxlen=HELD_EVENTS)
+        # Event messages that came before the first connection (the door's held ones, handed
+        # over as the hub subscribes), those a lost connection had not delivered, and those
+        # that come while they are published: published in order, each once, once it is made
+        # (_replay_early); None after that.
+        self._early: deque[tuple[float, dict[str, Any] | str]] | None = deque(maxlen=HELD_EVENTS)
+        # Event messages published and not yet acknowledged: mid -> when (IN_FLIGHT_SECONDS).
+        self._events_in_flight: dict[int, float] = {}
         # Publishes not yet acknowledged: mid -> topic, to name a topic the broker refuses;
         # acknowledgements that came before their publish was noted (paho's thread can read
         # the PUBACK before client.publish() has returned on another): mid -> reason code;
@@ -535,7 +549,7 @@ class MqttBridge:
         with self._lock:
             kept = self._early is not None  # published by _replay_early, after those before it
             if self._early is not None:
-                self._early.append((time.monotonic(), event))
+                self._early.append((time.monotonic(), event_message(event, self.settings.door_id)))
             if kind == "unlock":
                 self._strike = "unlocked"
             elif kind == "relock":
@@ -610,16 +624,26 @@ class MqttBridge:
                 REFUSED_CONNECTION_ADVICE.get(str(reason_code), OTHER_REFUSAL_ADVICE),
             )
             return
-        # Clean start: what the last connection left unacknowledged (an old event, a stale
-        # availability or state) is dropped, not re-sent after the fresh state published here.
+        # Clean start: what the last connection left unacknowledged (a stale availability or
+        # state) is dropped, not re-sent after the fresh state published here; its recent
+        # events are published again after it (module docstring).
         stale = client.drop_out_messages()
+        again = self._undelivered_events(stale)
         log.info(
-            "mqtt connected %s mqtt=%s max_packet=%s dropped_unacknowledged=%d",
+            "mqtt connected %s mqtt=%s max_packet=%s dropped_unacknowledged=%d "
+            "events_sent_again=%d",
             self._where,
             "5" if client.protocol == mqtt.MQTTv5 else "3.1.1",
             MAX_PACKET_BYTES if client.protocol == mqtt.MQTTv5 else "none",
-            len(stale),
+            len(stale) - len(again),
+            len(again),
         )
+        if again:
+            with self._lock:  # before connected is set: newer events queue up behind them
+                newer = list(self._early or ())
+                self._early = deque(maxlen=HELD_EVENTS)
+                now = time.monotonic()
+                self._early.extend([(now, message) for message in again] + newer)
         self._closed_early = Throttle(CLOSED_EARLY_LOG_SECONDS)  # a new outage logs at once
         self._connected_at = time.monotonic()
         self._too_large_for(properties)
@@ -654,6 +678,20 @@ class MqttBridge:
         self._publish_all()
         self._replay_early()
 
+    def _undelivered_events(self, stale: list[mqtt.MQTTMessage]) -> list[str]:
+        """The event messages among those a lost connection left unacknowledged that are at
+        most IN_FLIGHT_SECONDS old, in the order they were published (the last HELD_EVENTS)."""
+        with self._acks_lock:
+            sent, self._events_in_flight = self._events_in_flight, {}
+        now = time.monotonic()
+        again = [
+            message.payload.decode("utf-8")
+            for message in stale
+            if message.topic == self.topics.event
+            and now - sent.get(message.mid, -math.inf) <= IN_FLIGHT_SECONDS
+        ]
+        return again[-HELD_EVENTS:]
+
     def _replay_early(self) -> None:
         """Publish the events kept until the first connection, at most HELD_SECONDS after
         the hub got them, in order, each once: those that come meanwhile are kept too (under
@@ -668,9 +706,9 @@ class MqttBridge:
                 batch = list(self._early)
                 self._early.clear()
             now = time.monotonic()
-            for at, event in batch:
+            for at, message in batch:
                 if now - at <= HELD_SECONDS:
-                    self._publish(self.topics.event, event_message(event, self.settings.door_id))
+                    self._publish(self.topics.event, message)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
@@ -680,6 +718,7 @@ class MqttBridge:
         config), and nothing else would say so."""
         with self._acks_lock:
             topic = self._unacknowledged.pop(mid, None)
+            self._events_in_flight.pop(mid, None)
             if topic is None:  # before _publish noted it: _publish settles it
                 self._acknowledged_first[mid] = reason_code
                 if len(self._acknowledged_first) > MAX_QUEUED:
@@ -1099,6 +1138,10 @@ class MqttBridge:
                     self._unacknowledged[info.mid] = topic
                     if len(self._unacknowledged) > MAX_QUEUED:  # lost with a connection
                         del self._unacknowledged[next(iter(self._unacknowledged))]
+                    if topic == self.topics.event:
+                        self._events_in_flight[info.mid] = time.monotonic()
+                        if len(self._events_in_flight) > MAX_QUEUED:
+                            del self._events_in_flight[next(iter(self._events_in_flight))]
             if answer is not None:
                 self._acknowledged(topic, answer)
         if dropped:
