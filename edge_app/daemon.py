@@ -807,12 +807,16 @@ class _Opening:
     """A pulse that opens the door (Daemon.open_door): whom for; recorded, set once its
     unlock's event is recorded (or will not be), which the relock that ends it waits for;
     relocked, set once that relock's event is; after, the opening before it whose relock was
-    still due, which its unlock's event waits for."""
+    still due, which its unlock's event waits for; extended: the door was open and this pulse
+    only kept it open longer, so it has no relock of its own and its unlock's event waits
+    only for the unlock's event of the opening it extended (that one's relock comes only
+    when the extended pulse ends)."""
 
     name: str | None
     recorded: threading.Event = field(default_factory=threading.Event)
     relocked: threading.Event = field(default_factory=threading.Event)
     after: _Opening | None = None
+    extended: bool = False
 
 
 class Daemon:
@@ -926,7 +930,7 @@ class Daemon:
             return
         before = opening.after  # read once: _on_relock clears it once this one relocks
         if before is not None:
-            before.relocked.wait(RELOCK_EVENT_WAIT)
+            (before.recorded if opening.extended else before.relocked).wait(RELOCK_EVENT_WAIT)
         record()
 
     def _pulse(self, opening: _Opening) -> bool:
@@ -957,6 +961,7 @@ class Daemon:
                 return False
             finally:
                 if not opened:
+                    opening.extended = True
                     with self._openings_changed, suppress(ValueError):
                         self._openings.remove(opening)
             self.metrics.unlocks += 1

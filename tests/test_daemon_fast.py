@@ -36,7 +36,7 @@ from gpiozero.pins.mock import MockFactory
 from edge_app import daemon as daemon_module
 from edge_app.camera import FolderSource
 from edge_app.config import Config, RecognitionConfig, parse_config
-from edge_app.daemon import Daemon, FaceEngine, Recognizer
+from edge_app.daemon import RELOCK_EVENT_WAIT, Daemon, FaceEngine, Recognizer
 from edge_app.events import read_events
 from edge_app.faces import Faces
 from edge_app.gallery import Gallery, NewSample
@@ -1697,6 +1697,33 @@ def test_the_relock_names_who_the_door_opened_for_not_who_extended_it(
         runner.join(timeout=10)
     assert [(e["name"], e["reason"]) for e in relocks(tmp_path, 1)] == [(NAME, "timeout")]
     assert states(factory) == [False, True, False]
+
+
+def test_an_unlock_that_keeps_the_door_open_longer_is_recorded_at_once(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Found by an audit: an unlock while the door was open waited RELOCK_EVENT_WAIT (2 s)
+    for the relock of the pulse it extended, which comes only when that pulse ends: the
+    control socket (a remote unlock, every status) or the frame loop (a resident let in
+    while a remote unlock held the door) stood still meanwhile. Its event is recorded once
+    the unlock it extended is, in that order."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 300)
+    factory = MockFactory()
+    daemon = Daemon(door(tmp_path, gallery, frames), engine=ScriptedEngine(), pin_factory=factory)
+    daemon.pulse_seconds = 10.0
+    recorded: list[tuple[str, float]] = []
+    runner = running(daemon)
+    try:
+        assert daemon.open_door(NAME, lambda: recorded.append((NAME, time.monotonic())))
+        started = time.monotonic()
+        assert daemon.open_door(None, lambda: recorded.append(("remote", time.monotonic())))
+        took = time.monotonic() - started
+    finally:
+        daemon.stop()
+        runner.join(timeout=10)
+    assert took < RELOCK_EVENT_WAIT / 2, f"the extending unlock took {took:.2f} s"
+    assert [who for who, _ in recorded] == [NAME, "remote"]
+    assert states(factory) == [False, True, False]  # one pulse, ended by the stop
 
 
 def test_a_pulse_that_ends_before_pulse_returns_still_names_its_person(
