@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -336,6 +337,32 @@ def test_export_refuses_the_gallery_itself(tmp_path: Path, target: str) -> None:
     assert f"{out} is the gallery's own file {db}" in line
     assert db.read_bytes() == before
     listed = json.loads(run(tmp_path, "list", "--json", "--db", str(db)).stdout)
+    assert len(listed) == 5
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_export_refuses_the_side_files_of_a_gallery_named_through_a_link(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Found by an audit: with the gallery named by a symbolic link, SQLite keeps its -wal
+    beside the link's target, which the check did not look at: exported over the live -wal
+    of a door holding the gallery open, a removal of access made just before came back
+    when the door restarted. Refused, whether the file is there now or not."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").mkdir()
+    real = _gallery(tmp_path / "real")
+    named = tmp_path / "link" / "gallery.db"
+    named.symlink_to(Path("..") / "real" / "gallery.db")
+    out = Path(f"{real}{suffix}")
+    holder = sqlite3.connect(real)  # the door, reading it in WAL mode: its -wal and -shm exist
+    try:
+        holder.execute("SELECT count(*) FROM people").fetchone()
+        line = _one_error_line(run(tmp_path, "export", "--db", str(named), str(out)))
+        assert f"{out} is the gallery's own file {real}{suffix}" in line
+    finally:
+        holder.close()
+    assert suffix != "-journal" or not out.exists()  # nothing written where none was
+    listed = json.loads(run(tmp_path, "list", "--json", "--db", str(named)).stdout)
     assert len(listed) == 5
 
 

@@ -444,19 +444,21 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _refuse_the_gallery(out: Path, gallery: Path) -> None:
-    """Refuse an export file that is the gallery itself, or one of SQLite's files beside it
-    (by file identity, so another name or a hard link to it is refused too)."""
+    """Refuse an export file that is the gallery itself, or one of SQLite's files beside it:
+    by file identity (another name or a hard link to it), and by the name it would have
+    (a -wal or -shm not there now, which SQLite would read as its own). SQLite keeps those
+    files beside the file a link to the gallery leads to, so both places count."""
     from edge_app.sqlite_files import SIDE_FILES
 
+    real = os.path.realpath(gallery)
     for suffix in ("", *SIDE_FILES):
-        try:
-            same = os.path.samefile(out, f"{gallery}{suffix}")
-        except OSError:  # either is missing or cannot be looked at
-            continue
-        if same:
-            raise UserError(
-                f"{out} is the gallery's own file {gallery}{suffix}; export to another file"
-            )
+        for place in dict.fromkeys((f"{gallery}{suffix}", f"{real}{suffix}")):
+            try:
+                same = os.path.samefile(out, place)
+            except OSError:  # either is missing or cannot be looked at
+                same = False
+            if same or place == f"{real}{suffix}" == os.path.realpath(out):
+                raise UserError(f"{out} is the gallery's own file {place}; export to another file")
 
 
 def _refuse_the_door_files(out: Path, config_path: Path | None) -> None:
