@@ -12,10 +12,12 @@ The record is the daemon's `[gpio]` section as JSON, without `pulse_seconds`:
 `{"pin": 17, "active_high": true, "factory": "auto", "force_uart_pins": false}`, written
 atomically with mode 0600 (edge_app.private_file) at paths.RELAY_RECORD, in the unit's
 RuntimeDirectory= (kept across restarts, owned by the service user who also runs
-ExecStopPost=). Where that folder does not exist (tests, the demo, `edge-app run` by hand)
-nothing is written, nor for a simulated relay (`factory = "mock"`). A write that fails (a
-full disk, a read-only folder) removes the record an earlier run left there, so that
-relay_off does not drive a pin this run may not have claimed; it then drives the config's.
+ExecStopPost=). Only a door systemd runs writes it (INVOCATION_ID, which systemd sets for
+every process of a unit): not tests, the demo or `edge-app run` by hand, even where a hand
+run made the folder (its control socket's), nor a simulated relay (`factory = "mock"`). A
+write that fails (a full disk, a read-only folder) removes the record an earlier run left
+there, so that relay_off does not drive a pin this run may not have claimed; it then drives
+the config's.
 
 Reading trusts nothing: a record that is a symbolic link or not a regular file, that others
 may write, larger than MAX_BYTES, not JSON, without exactly those keys, or whose values the
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # What a record holds: the [gpio] keys that say which pin is the relay and which level locks it.
 RECORD_KEYS = ("pin", "active_high", "factory", "force_uart_pins")
+# Set by systemd (232 and later) in the environment of every process a unit runs.
+SYSTEMD_UNIT_VARIABLE = "INVOCATION_ID"
 # A record is about 80 bytes; anything much larger is not one.
 MAX_BYTES = 4096
 
@@ -55,9 +59,10 @@ def write_record(gpio: GpioConfig, path: Path | None = None) -> bool:
     """Record the relay `gpio` describes at `path` (None: paths.RELAY_RECORD, read when called,
     so a test may point it elsewhere). True when written.
 
-    Nothing is written where the folder does not exist (not under systemd), nor for a
-    simulated relay (gpio.factory "mock": it drives no strike, and a trial run by hand must not
-    replace the record of the door that runs for real). A failed write (a full disk, a
+    Nothing is written by a door systemd does not run (no INVOCATION_ID), nor where the
+    folder does not exist, nor for a simulated relay (gpio.factory "mock": it drives no
+    strike, and a trial run by hand must not replace the record of the door that runs for
+    real). A failed write (a full disk, a
     read-only folder) removes the record a previous run left there, which names a pin this
     run may not have claimed (another device's now, perhaps), and is logged as one warning;
     the door carries on, since relay_off then still drives the config's pin, as it did before
@@ -66,6 +71,9 @@ def write_record(gpio: GpioConfig, path: Path | None = None) -> bool:
     path = paths.RELAY_RECORD if path is None else Path(path)
     if gpio.factory == "mock":
         log.debug("relay record not written: the relay is simulated (gpio.factory mock)")
+        return False
+    if not os.environ.get(SYSTEMD_UNIT_VARIABLE):
+        log.debug("relay record not written: not run by systemd (no %s)", SYSTEMD_UNIT_VARIABLE)
         return False
     record = {key: getattr(gpio, key) for key in RECORD_KEYS}
     try:

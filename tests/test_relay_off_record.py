@@ -24,10 +24,16 @@ from gpiozero.pins.mock import MockFactory
 from edge_app import paths, relay_off
 from edge_app import relay as relay_module
 from edge_app.config import GpioConfig
-from edge_app.relay_record import write_record
+from edge_app.relay_record import SYSTEMD_UNIT_VARIABLE, write_record
 
 PIN = 17  # what the daemon claimed and recorded
 MOVED = 27  # what the config says since
+
+
+@pytest.fixture(autouse=True)
+def run_by_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As under the unit: only a door systemd runs writes the record (INVOCATION_ID)."""
+    monkeypatch.setenv(SYSTEMD_UNIT_VARIABLE, "test")
 
 
 @pytest.fixture

@@ -16,7 +16,13 @@ from edge_app import paths, relay_record
 from edge_app.commands import doctor
 from edge_app.config import GpioConfig
 from edge_app.daemon import Daemon
-from edge_app.relay_record import read_record, write_record
+from edge_app.relay_record import SYSTEMD_UNIT_VARIABLE, read_record, write_record
+
+
+@pytest.fixture(autouse=True)
+def run_by_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As under the unit: only a door systemd runs writes the record (INVOCATION_ID)."""
+    monkeypatch.setenv(SYSTEMD_UNIT_VARIABLE, "test")
 
 
 @pytest.fixture
@@ -89,6 +95,22 @@ def test_the_daemon_writes_nothing_where_the_folder_is_absent(
     messages = [r for r in caplog.records if r.name == "edge_app.relay_record"]
     assert [r.levelname for r in messages] == ["DEBUG"]
     assert "relay record not written: no folder" in messages[0].getMessage()
+
+
+def test_a_door_systemd_does_not_run_writes_no_record_where_the_folder_is(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: `edge-app run` by hand makes its control socket's folder, which is
+    /run/edge-app by default; the next hand run took that for the unit's and recorded its
+    pin, which relay_off then drove first at the service's next stop."""
+    monkeypatch.delenv(SYSTEMD_UNIT_VARIABLE)
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.setattr(paths, "RELAY_RECORD", run / "relay.json")
+    caplog.set_level(logging.DEBUG, logger="edge_app.relay_record")
+    run_door(tmp_path, gallery)
+    assert list(run.iterdir()) == []
+    assert "relay record not written: not run by systemd (no INVOCATION_ID)" in caplog.text
 
 
 def test_a_simulated_relay_is_not_recorded(
