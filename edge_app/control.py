@@ -50,7 +50,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -957,9 +957,10 @@ class ControlClient:
                 return self._check(said, op)
             return self._check(reader.read(deadline), op)
 
-    def events(self) -> Iterator[dict[str, Any]]:
+    def events(self, opened: Callable[[], object] | None = None) -> Iterator[dict[str, Any]]:
         """Events as the door records them; keepalives are consumed here. Raises
-        ControlError when the door goes away or falls silent for 3 keepalive periods."""
+        ControlError when the door goes away or falls silent for 3 keepalive periods.
+        opened: called once the door has accepted the subscription (before any event)."""
         sock = self._connect()
         self._stream = sock
         try:
@@ -969,6 +970,8 @@ class ControlClient:
             self._write(sock, {"v": VERSION, "op": "subscribe"}, time.monotonic() + self.timeout)
             reader = _LineReader(sock, self.path, silence)
             self._check(reader.read(time.monotonic() + silence), "subscribe")
+            if opened is not None:
+                opened()
             while True:
                 message = reader.read(time.monotonic() + silence)
                 if "keepalive" in message and "type" not in message:

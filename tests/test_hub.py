@@ -294,6 +294,24 @@ def test_door_link_waits_for_a_door_started_later_and_follows_it(tmp_path: Path)
         link.stop()
 
 
+def test_the_event_stream_is_said_open_when_the_door_accepts_it_events_or_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: "door event stream open" came with the first event, so a quiet
+    door's journal read as if the hub had no stream from it."""
+    caplog.set_level(logging.INFO, logger="edge_app.hub")
+    door = Door(make_daemon(tmp_path, allow_unlock=False, stale=1.0))
+    assert door.daemon.config.hub.socket is not None
+    link = DoorLink(door.daemon.config.hub.socket, 1.0, poll_seconds=0.1)
+    link.start()
+    try:
+        wait(lambda: door.server.subscribers == 1)
+        wait(lambda: "door event stream open" in caplog.text, timeout=2)
+    finally:
+        link.stop()
+        door.close()
+
+
 def wait(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

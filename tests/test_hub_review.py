@@ -43,7 +43,7 @@ from test_mqtt import (
 from edge_app.config import MqttConfig, parse_config
 from edge_app.errors import UserError
 from edge_app.hub import DoorHealth, DoorLink
-from edge_app.hub.door import REQUEST_TIMEOUT
+from edge_app.hub.door import REQUEST_TIMEOUT, judge
 from edge_app.hub.mqtt import (
     MAX_QUEUED,
     REFUSAL_HEADROOM,
@@ -302,6 +302,62 @@ def test_why_the_door_is_down_is_published_when_it_changes(
             "door.sock: no door socket",
             "door.sock: the door did not answer",
         ]
+
+
+def test_what_a_status_poll_shows_changed_is_published_at_once(
+    hostile: HostileBroker, tmp_path: Path
+) -> None:
+    """Found by an audit: the state was published on a poll only when the door's health or
+    reason changed. A strike the relay reported open, with no unlock event (the event stream
+    reconnecting), was never shown unlocked, then shown unlocked for up to 30 s after it
+    had locked again; a new gallery count or liveness mode waited for the 30 s heartbeat.
+    An unlock event still outranks a poll answered just before it."""
+    state = f"{BASE}/state"
+
+    def published() -> list[dict[str, Any]]:
+        return [json.loads(payload) for payload in hostile.on(state)]
+
+    def poll(**status: Any) -> DoorHealth:
+        return judge({"running": True, "last_frame_age": 0.1, "source": "cam", **status}, 1.0)
+
+    with bridge_on(plain_settings(tmp_path, hostile.port), tmp_path) as bridge:
+        wait_for(lambda: len(published()) == 1)
+        bridge.on_health(poll(gallery_people=2))
+        wait_for(lambda: len(published()) == 2)
+        bridge.on_health(poll(gallery_people=2, relay_active=True))
+        wait_for(lambda: len(published()) == 3)
+        assert published()[-1]["strike"] == "unlocked"
+        bridge.on_health(poll(gallery_people=2, relay_active=True))  # nothing new
+        bridge.on_health(poll(gallery_people=2))
+        wait_for(lambda: len(published()) == 4)
+        assert published()[-1]["strike"] == "locked"
+        bridge.on_health(poll(gallery_people=3, liveness="require"))
+        wait_for(lambda: len(published()) == 5)
+        assert (published()[-1]["gallery_people"], published()[-1]["liveness"]) == (3, "require")
+        bridge.on_event({"type": "unlock", "name": "Ada", "score": 0.8, "track": 1})
+        wait_for(lambda: len(published()) == 6)
+        bridge.on_health(poll(gallery_people=3, liveness="require"))  # answered before it
+        time.sleep(0.3)
+        assert [p["strike"] for p in published()[5:]] == ["unlocked"]
+
+
+def test_a_retained_online_of_home_assistant_does_not_send_discovery_twice(
+    broker: Broker, observer: Observer, door: FedDoor, tmp_path: Path
+) -> None:
+    """Found by an audit: with an "online" retained on homeassistant/status (a birth message
+    published with retain), every connect sent all discovery twice: the broker's copy came as
+    the hub subscribed and was taken for Home Assistant starting."""
+    observer.publish("homeassistant/status", "online", retain=True)
+    hub = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        time.sleep(1.5)
+        assert len(observer.on(EVENT_CONFIG)) == 1
+        observer.publish("homeassistant/status", "online")  # Home Assistant starting: re-sent
+        observer.wait(lambda: len(observer.on(EVENT_CONFIG)) == 2, what="discovery re-sent")
+    finally:
+        hub.stop()
+        observer.publish("homeassistant/status", "", retain=True)
 
 
 def test_a_broker_that_never_acknowledges_cannot_grow_the_hubs_memory(

@@ -181,16 +181,19 @@ class DoorLink:
     def _listen(self) -> None:
         delay = self.backoff.initial
         reported = False
+
+        def opened() -> None:  # said once the door accepted the subscription, events or not
+            nonlocal delay, reported
+            log.info("door event stream open path=%s", self.path)
+            reported = True
+            self._unexpected["events"] = None
+            delay = self.backoff.initial
+
         while not self._stop.is_set():
             try:
                 client = ControlClient(self.path, timeout=REQUEST_TIMEOUT)
                 self._stream = client
-                for event in client.events():
-                    if not reported:
-                        log.info("door event stream open path=%s", self.path)
-                        reported = True
-                        self._unexpected["events"] = None
-                    delay = self.backoff.initial
+                for event in client.events(opened):
                     for listener in self._event_listeners:
                         _call(listener, event)
             except ControlError as error:

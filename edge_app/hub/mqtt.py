@@ -121,6 +121,9 @@ MAX_QUEUED = 1000
 # minutes; later it is in the door's history only (a dead connection is found after about one
 # and a half KEEPALIVE, and the reconnect backs off up to RECONNECT_MAX).
 IN_FLIGHT_SECONDS = 300.0
+# How long the strike an unlock or relock event said outranks a status poll's: a poll the
+# door answered just before the event (the hub reads them on two threads) is older.
+EVENT_STRIKE_SECONDS = 1.0
 # What to do about a broker's refusal of the connection, by its reason (MQTT 5's names; paho
 # gives MQTT 3.1.1's return codes the same ones).
 REFUSED_CONNECTION_ADVICE = {
@@ -416,6 +419,9 @@ class MqttBridge:
         self._stop = threading.Event()
         self._health: DoorHealth = door.health
         self._strike = "locked"
+        # Monotonic time of the last unlock or relock event: the strike it says holds over a
+        # status poll for EVENT_STRIKE_SECONDS (a poll answered just before it is older).
+        self._strike_event_at = -math.inf
         self._last_person: dict[str, Any] | None = None
         # Monotonic time a door event set _last_person: the names read before it may not hold
         # someone enrolled since, so only the heartbeat's next read checks it.
@@ -554,6 +560,8 @@ class MqttBridge:
                 self._strike = "unlocked"
             elif kind == "relock":
                 self._strike = "locked"
+            if kind in ("unlock", "relock"):
+                self._strike_event_at = time.monotonic()
             if kind in ("recognized", "unknown", "unlock") and (
                 kind != "unlock" or event.get("name")
             ):
@@ -572,11 +580,17 @@ class MqttBridge:
             self._publish_last_person()
 
     def on_health(self, health: DoorHealth) -> None:
+        """A status poll's answer: the state is published when anything in it changed (the
+        strike the relay reports, which no event may have said: an event stream that was
+        reconnecting; the door's gallery, source, liveness; why it is down), the
+        availability too when the door's health changed."""
         with self._lock:
-            before = self._health
+            before, shown = self._health, self._state_fields()
             self._health = health
-            if health.reachable:
+            recent_event = time.monotonic() - self._strike_event_at < EVENT_STRIKE_SECONDS
+            if health.reachable and not recent_event:
                 self._strike = "unlocked" if health.relay_active else "locked"
+            changed = self._state_fields() != shown
         if (before.healthy, before.reachable, before.frames) != (
             health.healthy,
             health.reachable,
@@ -584,7 +598,7 @@ class MqttBridge:
         ):
             self._publish_state()  # before the availability, as in _publish_all
             self._publish_availability()
-        elif before.error != health.error:  # why it is down changed (or is first known)
+        elif changed:
             self._publish_state()
 
     # --- paho callbacks (its network thread) ---------------------------------------------------
@@ -868,7 +882,9 @@ class MqttBridge:
             return
         try:
             if topic == self.topics.ha_status:
-                if message.payload == b"online":
+                # A retained "online" is the broker's copy, sent as the hub subscribes, right
+                # after it published everything: not Home Assistant starting now.
+                if message.payload == b"online" and not message.retain:
                     self._resend_for_home_assistant()
             elif topic in (self.topics.unlock, self.topics.lock_command) and not message.payload:
                 # What clears a retained message (`mosquitto_pub -r -n`, after the hub said
@@ -1200,19 +1216,22 @@ class MqttBridge:
                 "updated": _iso(time.time()),
             }
         with self._lock:
-            health = self._health
-            status = health.status or {}
-            return {
-                "strike": self._strike,
-                "door": ONLINE if health.reachable else OFFLINE,
-                "camera": _camera_state(health),
-                "problem": health.error,
-                "source": status.get("source"),
-                "backend": status.get("backend"),
-                "gallery_people": status.get("gallery_people"),
-                "liveness": status.get("liveness"),
-                "updated": _iso(time.time()),
-            }
+            return {**self._state_fields(), "updated": _iso(time.time())}
+
+    def _state_fields(self) -> dict[str, Any]:
+        """The state but its time, under self._lock."""
+        health = self._health
+        status = health.status or {}
+        return {
+            "strike": self._strike,
+            "door": ONLINE if health.reachable else OFFLINE,
+            "camera": _camera_state(health),
+            "problem": health.error,
+            "source": status.get("source"),
+            "backend": status.get("backend"),
+            "gallery_people": status.get("gallery_people"),
+            "liveness": status.get("liveness"),
+        }
 
     def _publish_state(self) -> None:
         self._publish(self.topics.state, self.state, retain=True)
