@@ -29,7 +29,7 @@ def test_hub_runs_as_the_door_user_with_ip_and_without_devices() -> None:
         "DevicePolicy": "closed",
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
-        "Restart": "on-failure",
+        "Restart": "always",
         "CapabilityBoundingSet": "",
     }.items():
         assert hub.get(key) == [value], key
