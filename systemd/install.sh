@@ -164,6 +164,16 @@ die() {
 }
 have_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 
+# What a venv was installed from: a digest of the package's files and pyproject.toml in the
+# checkout, written into each venv the installer builds (SOURCE_STAMP). `--no-venv` keeps the
+# program only when it was installed from these very files: the units and models installed
+# with it may need what an older program lacks (relay_off --after-stop in ExecStopPost=).
+SOURCE_STAMP=edge-app-source.sha256
+source_digest() {
+    (cd "$1" && find edge_app pyproject.toml -type f ! -name '*.pyc' -print0 |
+        LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
+}
+
 # What the EXIT trap reports: the step under way, once the installer has begun to change the
 # system (a refusal before that has changed nothing), and what it leaves behind.
 step=""
@@ -352,8 +362,17 @@ install_all() {
         die "--no-venv keeps the existing Python environment, but $VENV has no edge-app" \
             "program: run without --no-venv; nothing changed"
     fi
+    if [ "$venv" = no ] &&
+        [ "$(cat "$VENV/$SOURCE_STAMP" 2>/dev/null)" != "$(source_digest "$REPO")" ]; then
+        die "--no-venv keeps the installed program, but it was not installed from this" \
+            "checkout's files (or by an older installer), and the units and models installed" \
+            "with it may need what it lacks: run without --no-venv; nothing changed"
+    fi
     check_account
 
+    # From here until the config is written, a failure leaves the installed program, config,
+    # units and models as they were (apt packages added are not a change of the door).
+    untouched=yes
     if [ "$apt" = yes ] && command -v apt-get >/dev/null 2>&1; then
         step="installing Debian packages (apt-get)"
         packages="python3-venv"
@@ -383,7 +402,6 @@ install_all() {
     # a new venv beside the one in use, which the running door and hub keep importing from
     # until the switch just before their restart: a failure anywhere before that switch
     # removes the new venv and leaves the installed program as it was.
-    untouched=yes
     if [ "$venv" = yes ]; then
         step="installing edge-app into a new venv in $VENVS (pip)"
         install -d -m 0755 "$PREFIX" "$VENVS"
@@ -400,6 +418,7 @@ install_all() {
         # not on PyPI).
         python3 -m venv --system-site-packages "$new_venv"
         "$new_venv/bin/pip" install --quiet "$REPO"
+        source_digest "$REPO" >"$new_venv/$SOURCE_STAMP"
         say "installed edge-app into $new_venv"
         # picamera2 imports apt's python3-simplejpeg, which Bookworm builds for its numpy 1.x;
         # the venv has numpy 2 from PyPI, and with it `from picamera2 import Picamera2`
@@ -447,7 +466,8 @@ install_all() {
         if [ "$(uname -m)" = aarch64 ] && [ "$apt" = yes ]; then
             modules="edge_app, lgpio, picamera2"
         fi
-        if ! runuser -u "$SERVICE_USER" -- "$program/bin/python" -c "import $modules"; then
+        # -I: the venv's modules only, not an edge_app in the folder the installer runs in.
+        if ! runuser -u "$SERVICE_USER" -- "$program/bin/python" -I -c "import $modules"; then
             die "$SERVICE_USER cannot import $modules with $program/bin/python (made from" \
                 "$(command -v python3)); run the installer with Debian's python3:" \
                 "sudo env PATH=/usr/sbin:/usr/bin:/sbin:/bin $0"
@@ -546,13 +566,14 @@ install_all() {
     say "models in $MODELS_DIR"
 
     step="reloading systemd and restarting the running services"
+    restart_failed=no
     if have_systemd; then
         systemctl daemon-reload
         # An upgrade has replaced the program, models and units under running services:
         # restart those that run. Stopped ones stay stopped, and no unit is enabled here.
         # shellcheck disable=SC2086  # a word list on purpose
         if [ -n "$kept_units" ] && ! systemctl try-restart $kept_units; then
-            say "a service failed to restart: see journalctl -u $SERVICE -u $HUB_SERVICE"
+            restart_failed=yes
         fi
         for unit in $kept_units; do
             state=$(systemctl is-enabled "$unit" 2>/dev/null || true)
@@ -560,6 +581,18 @@ install_all() {
         done
     else
         say "systemd is not running here: nothing reloaded or restarted"
+    fi
+    if [ "$restart_failed" = yes ]; then
+        # The door that failed to start is locked (ExecStartPre= and ExecStopPost= drive the
+        # pin low); the previous program is kept for going back by hand.
+        step="restarting the services on the new release"
+        back=""
+        if [ -n "$previous" ] && [ "$previous" != "$(readlink -f "$VENV")" ]; then
+            back="; the previous program is kept in $previous: to go back to it,"
+            back="$back sudo ln -sfn $previous $VENV && sudo systemctl restart$kept_units"
+        fi
+        die "a service failed to restart on the new release: see journalctl -u $SERVICE" \
+            "-u $HUB_SERVICE$back"
     fi
     # The previous program, once the services run on the new one: only a venv this
     # installer made (never what a hand-made link pointed at).

@@ -58,6 +58,8 @@ STUBS = {
     "systemctl": (
         'echo "systemctl $*" >>"$STUBLOG"\n'
         'if [ "$1" = is-enabled ]; then echo "${STUB_ENABLED:-disabled}"; fi\n'
+        # STUB_RESTART_FAIL: the new release does not start (its unit fails at once).
+        'if [ "$1" = try-restart ] && [ -n "${STUB_RESTART_FAIL:-}" ]; then exit 1; fi\n'
     ),
     "getent": (
         'line=$(grep "^$2:" "$FAKE_DB/$1" 2>/dev/null | head -n 1)\n'
@@ -709,6 +711,62 @@ def test_no_venv_on_a_fresh_machine_fails_and_changes_nothing(fake: Fake) -> Non
     assert fake.log() == [] and stray_files(fake) == []
     fake.install()
     assert fake.install("--no-venv").returncode == 0
+
+
+def test_no_venv_keeps_only_a_program_installed_from_these_files(fake: Fake) -> None:
+    """Found by an audit: --no-venv installed the new units and models beside whatever
+    program was there. A program older than the units' `relay_off --after-stop` exits 2 on
+    that flag without driving any pin, so a kill mid-pulse left the strike open. Now the
+    program is kept only when it was installed from this checkout's files."""
+    fake.install()
+    (fake.repo / "systemd" / "edge-app.service").write_text("[Unit]\nDescription=door 2\n")
+    assert fake.install("--no-venv").returncode == 0  # units only: the program is these files
+    (fake.repo / "edge_app" / "relay_off.py").write_text("# --after-stop\n")
+    (fake.repo / "systemd" / "edge-app.service").write_text("[Unit]\nDescription=door 3\n")
+    fake.clear_log()
+    done = fake.run("--no-venv")
+    assert done.returncode != 0
+    assert "--no-venv keeps the installed program, but it was not installed from" in done.stderr
+    assert "nothing changed" in done.stderr
+    assert fake.log() == [] and fake.unit.read_text() == "[Unit]\nDescription=door 2\n"
+    fake.install()  # without --no-venv: the new program, then --no-venv again is fine
+    assert fake.install("--no-venv").returncode == 0
+    (fake.venv / "edge-app-source.sha256").unlink()  # as an older installer left it
+    assert "not installed from" in fake.run("--no-venv").stderr
+
+
+def test_an_upgrade_whose_services_fail_to_restart_says_so_and_keeps_the_previous_program(
+    fake: Fake,
+) -> None:
+    """Found by an audit: a release that did not start still ended "done: upgraded in place"
+    with exit 0, and the previous program was deleted. Now the installer fails, names the
+    journal, and keeps the previous program with the commands that go back to it."""
+    fake.install()
+    fake.state_dir.joinpath("gallery.db").write_text("")
+    previous = fake.venv.resolve()
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    done = fake.run(env={"STUB_RESTART_FAIL": "1"})
+    assert done.returncode != 0 and "upgraded in place" not in done.stdout
+    assert "a service failed to restart on the new release: see journalctl" in done.stderr
+    assert "FAILED while restarting the services on the new release" in done.stderr
+    assert f"the previous program is kept in {previous}" in done.stderr
+    assert f"ln -sfn {previous} {fake.venv}" in done.stderr
+    assert previous.is_dir() and fake.venv.resolve() != previous
+    assert len(fake.venvs()) == 2
+
+
+def test_a_failed_apt_step_says_nothing_of_the_door_changed(fake: Fake, tmp_path: Path) -> None:
+    """Found by an audit: apt-get failing (no network) was reported as a system that "may be
+    half-installed", though nothing of the door had changed yet."""
+    failing = tmp_path / "failing"
+    failing.mkdir()
+    (failing / "apt-get").write_text('#!/bin/sh\necho "E: Unable to fetch" >&2\nexit 100\n')
+    (failing / "apt-get").chmod(0o755)
+    done = fake.run(extra_path=failing)
+    assert done.returncode != 0
+    assert "FAILED while installing Debian packages" in done.stderr
+    assert "the installed program, config, units and models are as they were" in done.stderr
+    assert "half-installed" not in done.stderr
 
 
 # --- 9. umask ------------------------------------------------------------------------------
