@@ -369,6 +369,11 @@ install_all() {
             "with it may need what it lacks: run without --no-venv; nothing changed"
     fi
     check_account
+    # A Raspberry Pi: apt's picamera2 and lgpio, PyPI's simplejpeg beside them, and the
+    # check that the venv imports them all go together (an arm64 board of another make has
+    # none of them from apt: checking their import there failed every install).
+    pi_board=no
+    if grep -qs "Raspberry Pi" /proc/device-tree/model; then pi_board=yes; fi
 
     # From here until the config is written, a failure leaves the installed program, config,
     # units and models as they were (apt packages added are not a change of the door).
@@ -377,7 +382,7 @@ install_all() {
         step="installing Debian packages (apt-get)"
         packages="python3-venv"
         # The camera and GPIO bindings come from Raspberry Pi OS, not from PyPI.
-        if grep -qs "Raspberry Pi" /proc/device-tree/model; then
+        if [ "$pi_board" = yes ]; then
             packages="$packages python3-picamera2 python3-lgpio"
         fi
         say "apt-get install $packages"
@@ -425,7 +430,7 @@ install_all() {
         # raises "ValueError: numpy.dtype size changed". PyPI's simplejpeg is built for
         # numpy 2, and installed into the venv it shadows apt's. --force-reinstall: pip
         # would count apt's copy as already installed; --no-deps: keep the venv's numpy.
-        if [ "$(uname -m)" = aarch64 ]; then
+        if [ "$pi_board" = yes ] && [ "$(uname -m)" = aarch64 ]; then
             "$new_venv/bin/pip" install --quiet --force-reinstall --no-deps simplejpeg
             say "installed simplejpeg from PyPI into $new_venv (apt's is built for numpy 1.x)"
         fi
@@ -463,7 +468,7 @@ install_all() {
         # picamera2 and lgpio (the strike's pin could not be driven).
         step="checking that $SERVICE_USER can run $program"
         modules=edge_app
-        if [ "$(uname -m)" = aarch64 ] && [ "$apt" = yes ]; then
+        if [ "$pi_board" = yes ] && [ "$apt" = yes ]; then
             modules="edge_app, lgpio, picamera2"
         fi
         # -I: the venv's modules only, not an edge_app in the folder the installer runs in.

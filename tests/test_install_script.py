@@ -755,6 +755,22 @@ def test_an_upgrade_whose_services_fail_to_restart_says_so_and_keeps_the_previou
     assert len(fake.venvs()) == 2
 
 
+def test_the_pi_packages_and_their_import_check_go_together(fake: Fake) -> None:
+    """Found by an audit: apt's picamera2 and lgpio came with a Raspberry Pi's device tree,
+    but their import was checked on any aarch64 machine: on an arm64 board of another make
+    (no such apt packages) every install failed. Both now follow the board."""
+    fake.install()
+    assert not any("picamera2" in line for line in fake.log())  # not a Pi: neither
+    model = fake.path("/proc/device-tree/model")
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_text("Raspberry Pi 5 Model B Rev 1.0\x00")
+    fake.clear_log()
+    fake.install()
+    log = fake.log()
+    assert any(line.startswith("apt-get install") and "python3-picamera2" in line for line in log)
+    assert any("-I -c import edge_app, lgpio, picamera2" in line for line in log), log
+
+
 def test_a_failed_apt_step_says_nothing_of_the_door_changed(fake: Fake, tmp_path: Path) -> None:
     """Found by an audit: apt-get failing (no network) was reported as a system that "may be
     half-installed", though nothing of the door had changed yet."""
