@@ -190,6 +190,10 @@ class GalleryError(UserError):
     """The gallery file cannot be used as asked (missing, not a gallery, name conflicts...)."""
 
 
+class NoGallery(GalleryError):
+    """There is no gallery file yet: nobody was ever enrolled there (or the path is wrong)."""
+
+
 class GalleryDiskError(GalleryError):
     """The disk under the gallery is full or failing; `cause`: SQLite's or the system's
     words for it."""
@@ -869,7 +873,7 @@ class Gallery:
         created = False
         if not _check_file(path):
             if not create:
-                raise GalleryError(
+                raise NoGallery(
                     f"no gallery at {path}: enrol someone first with `edge-app enroll`, "
                     "or give the gallery's path ([gallery] path in the config; --db PATH where the "
                     "command takes it)"

@@ -106,6 +106,23 @@ def test_each_page_renders_without_script_errors(
     assert door.get_attribute("data-status") == "warn"  # doctor's row: not running yet
 
 
+def test_the_health_tables_parts_break_between_words_only(hub: Hub, browser) -> None:
+    """Found by an audit: at 1280 px the Part column was 71 px wide and "runtime" rendered as
+    "runtim" / "e" (every cell may wrap anywhere, so a phone never scrolls sideways)."""
+    from selenium.webdriver.common.by import By
+
+    log_in(browser, hub.url, PASSWORD)
+    browser.set_window_size(1280, 900)
+    browser.get(hub.url + "/health")
+    parts = browser.find_elements(By.CSS_SELECTOR, "table.health td.part")
+    assert len(parts) >= 5
+    lines = "var r = document.createRange(); r.selectNodeContents(arguments[0]); " + (
+        "return new Set(Array.from(r.getClientRects(), c => Math.round(c.top))).size;"
+    )
+    for cell in parts:
+        assert browser.execute_script(lines, cell) <= len(cell.text.split()), cell.text
+
+
 def test_a_forged_30000x30000_png_is_refused_next_to_the_photo(
     hub: Hub, browser, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -470,6 +470,30 @@ def test_the_command_that_erases_a_persons_history_is_for_this_doors_config(
         fresh.server.stop()
 
 
+def test_people_actions_on_a_door_with_nobody_enrolled_speak_of_the_page(tmp_path: Path) -> None:
+    """Found by an audit: with no gallery yet, rename, access, remove and export answered with
+    the command line's advice ("`edge-app enroll` ... --db PATH where the command takes it")."""
+    fresh = serve(tmp_path)
+    try:
+        assert not Path(fresh.config.gallery.path).exists()
+        with logged_in(fresh) as client:
+            token = csrf_of(client.get("/people").text)
+            for path, data in (
+                ("/people/rename", {"name": "Bob", "new_name": "Rob"}),
+                ("/people/access", {"name": "Bob", "allowed": "no"}),
+                ("/people/remove", {"name": "Bob", "confirm": "yes"}),
+                ("/people/export", {}),
+            ):
+                reply = client.post(path, data={"csrf_token": token, **data})
+                assert reply.status_code == 422, path
+                text = html.unescape(reply.text)
+                assert "Nobody is enrolled yet: enrol someone with the form above." in text, path
+                assert "edge-app enroll" not in text and "--db" not in text, path
+        assert not Path(fresh.config.gallery.path).exists()
+    finally:
+        fresh.server.stop()
+
+
 # --- netaudit2 findings 1 and 2: behind a proxy ------------------------------------------
 
 

@@ -101,6 +101,24 @@ def test_the_dashboard_says_when_the_hub_stops_answering(
     assert stale_cards() == 0
 
 
+def test_the_first_page_of_events_says_when_the_hub_stops_answering(hub: Hub, browser) -> None:
+    """Found by an audit: page 1 of the events refreshes itself too, but had no stale line:
+    with the hub gone it went on looking current."""
+    log_in(browser, hub.url, PASSWORD)
+    browser.get(hub.url + "/events")
+    line = browser.find_element("id", "hub-stale")
+    assert not line.is_displayed()
+    os.kill(hub.process.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: line.is_displayed(), 15, "the stale line shown")
+        assert line.text.startswith("No answer from the hub since ")
+        stale = "return document.querySelectorAll('.card.stale').length"
+        assert browser.execute_script(stale) == 1
+    finally:
+        os.kill(hub.process.pid, signal.SIGCONT)
+    wait_until(lambda: not line.is_displayed(), 20, "the stale line cleared")
+
+
 def test_seconds_ago_count_on_between_refreshes(hub: Hub, browser) -> None:
     log_in(browser, hub.url, PASSWORD)
     browser.get(hub.url + "/")

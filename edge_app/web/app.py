@@ -74,6 +74,7 @@ from edge_app.web.people import (
     EnrolmentReport,
     enroll_from_door,
     enroll_uploads,
+    page_error,
     remove_stale_uploads,
 )
 from edge_app.web.server import is_loopback
@@ -919,7 +920,7 @@ async def rename(request: Request, session: auth.Session, form: Form) -> Respons
     except UserError as error:
         # In the person's panel, open, with the name as typed.
         kept = KeptForm("rename", new, person=old)
-        return await _people_page(request, session, error=str(error), status=422, kept=kept)
+        return await _people_page(request, session, error=page_error(error), status=422, kept=kept)
     log.info("web rename user=%s old=%r new=%r", session.user, old, new)
     return _people_done(request, session, Flash(notice=f"renamed {old!r} to {new!r}"), new)
 
@@ -941,7 +942,7 @@ async def access(request: Request, session: auth.Session, form: Form) -> Respons
     try:
         name = await run_in_threadpool(work)
     except UserError as error:
-        return await _people_page(request, session, error=str(error), status=422)
+        return await _people_page(request, session, error=page_error(error), status=422)
     log.info("web access user=%s name=%r allowed=%s", session.user, name, allowed)
     notice = f"{name!r} {describe_access(allowed == 'yes')}"
     return _people_done(request, session, Flash(notice=notice), name)
@@ -975,7 +976,7 @@ async def remove(request: Request, session: auth.Session, form: Form) -> Respons
     try:
         samples = await run_in_threadpool(work)
     except UserError as error:
-        return await _people_page(request, session, error=str(error), status=422)
+        return await _people_page(request, session, error=page_error(error), status=422)
     log.info("web remove user=%s name=%r samples=%d", session.user, name, samples)
     notice = f"removed {name!r} ({samples} samples)"
     return _people_done(request, session, Flash(notice=notice), name)
@@ -986,7 +987,7 @@ async def export(request: Request, session: auth.Session, form: Form) -> Respons
     try:
         handle, size = await run_in_threadpool(_export_file, _state(request).config.gallery.path)
     except UserError as error:
-        return await _people_page(request, session, error=str(error), status=422)
+        return await _people_page(request, session, error=page_error(error), status=422)
     log.info("web export user=%s address=%s", session.user, client_address(request))
     stamp = datetime.now().strftime("%Y%m%d-%H%M")
     return StreamingResponse(
@@ -1061,9 +1062,13 @@ def _chunks_of(handle: IO[bytes]) -> Iterator[bytes]:
 
 
 def _page_number(request: Request) -> int | None:
-    """The page asked for (1 when none), or None when `page` is not a page number."""
+    """The page asked for (1 when none), or None when `page` is not ASCII digits. Any number
+    of digits is a page number: one past the last page shows the last (History.page), so a
+    number too long to read whole is read as one that is surely past it."""
     text = request.query_params.get("page", "") or "1"
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 8 else None
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) <= 9 else 10**9
 
 
 @page

@@ -377,6 +377,15 @@ def _unfold(message: str, sources: dict[str, str]) -> str:
 _ADD_COMMAND = re.compile(r"`edge-app enroll --add .+? PHOTO`")
 
 
+def page_error(error: UserError) -> str:
+    """A gallery command's refusal as the People page says it: its forms, not the CLI's."""
+    from edge_app.gallery import NoGallery
+
+    if isinstance(error, NoGallery):
+        return "Nobody is enrolled yet: enrol someone with the form above."
+    return _web_wording(str(error))
+
+
 def _web_wording(message: str) -> str:
     """The CLI's advice names its flags and commands; on the page the same choice is a form."""
     message = _ADD_COMMAND.sub("Add photos in their panel below", message)

@@ -71,7 +71,8 @@ document.addEventListener("submit", function (event) {
 // the phone off the Wi-Fi) the page froze on its last state and still looked live. Now the
 // cards it keeps current (data-live-card) are marked stale, with the time of the last answer,
 // as soon as a poll fails or none has succeeded for STALE_AFTER_MS, and cleared by the next
-// answer. Only pages with the #hub-stale line (the dashboard) do this.
+// answer. Only pages with the #hub-stale line (the dashboard, the first page of events) do
+// this.
 var STALE_AFTER_MS = 6000;
 var lastAnswer = Date.now();
 // A hidden tab's timers are slowed down (to once a minute after a while), its polls with
