@@ -534,7 +534,9 @@ def _liveness(section: Any, models: dict[str, ModelSpec]) -> dict[str, Any]:
         return section
     if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
         raise ManifestError("manifest.liveness.models: expected a list of model names")
-    if present and sorted(listed) != present:  # none at all: no check to mis-apply
+    # Listed and none there is refused too: liveness "auto" would turn the check off, with a
+    # warning only, on models built with it whose entries were lost (fail closed).
+    if (present or listed) and sorted(listed) != present:
         raise ManifestError(
             f"manifest.liveness.models averages {', '.join(sorted(listed)) or 'nothing'} but the "
             f"models hold {', '.join(present) or 'no liveness model'}: its threshold was derived "

@@ -93,6 +93,9 @@ def _without_liveness(models: Path, target: Path, keep_section: bool) -> Path:
 def test_the_demo_runs_with_liveness_off_on_models_without_a_liveness_model(
     keep_section: bool, models_dir: Path, tmp_path: Path
 ) -> None:
+    """Models built without liveness (no `liveness` section) run with the check off, said so.
+    Models built with it whose liveness entries were lost (the section kept, naming them) are
+    refused: "auto" would otherwise turn the check off with only a warning."""
     models = _without_liveness(models_dir, tmp_path / "models", keep_section)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -102,6 +105,11 @@ def test_the_demo_runs_with_liveness_off_on_models_without_a_liveness_model(
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
 
+    if keep_section:
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "but the models hold no liveness model" in done.stderr
+        assert '"type": "unlock"' not in done.stdout
+        return
     assert done.returncode == 0, done.stderr
     assert (
         f'liveness mode "off": the models in {models} have no liveness model, so liveness is '

@@ -815,6 +815,7 @@ def models_without_liveness(folder: Path) -> Path:
         if entry["role"] == LIVENESS_ROLE:
             del manifest["models"][name]
             (folder / entry["file"]).unlink()
+    del manifest["liveness"]  # as a build without --liveness writes it
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 

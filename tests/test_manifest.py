@@ -242,6 +242,15 @@ def test_a_manifest_lists_at_most_two_liveness_models_and_says_which_it_averages
     data["liveness"]["models"] = names[:2]
     assert len(parse_manifest(data).by_role(LIVENESS_ROLE)) == 2
 
+    # Models built with liveness whose entries were lost: "auto" would have turned the check
+    # off with a warning (an audit); the manifest is refused, as when one of two is lost.
+    for name in names[:2]:
+        del data["models"][name]
+    with pytest.raises(ManifestError, match="but the models hold no liveness model"):
+        parse_manifest(data)
+    data["liveness"] = {"models": []}  # built without liveness: nothing to mis-apply
+    assert parse_manifest(data).by_role(LIVENESS_ROLE) == []
+
 
 @pytest.mark.parametrize(
     ("patch", "message"),
