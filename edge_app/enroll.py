@@ -12,6 +12,7 @@ under a second name, which the door could then let in as either.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import shlex
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from edge_app.commands import shown
+from edge_app.config import RecognitionConfig
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 from edge_app.gallery import (
@@ -119,6 +121,49 @@ class EnrollResult:
     added: list[str] = field(default_factory=list)
     skipped: list[Problem] = field(default_factory=list)
     samples: int = 0
+    # What the door's lookalike check will make of them, and whom they match
+    # (lookalike_warning), when asked for.
+    lookalike: str = ""
+    lookalike_of: str = ""
+
+
+def lookalike_warning(
+    db: Path, engine: object, recognition: RecognitionConfig, name: str
+) -> tuple[str, str]:
+    """After an enrolment, what the door's lookalike check ([recognition] lookalikes,
+    edge_app.matching.guard_lookalikes) will make of `name` when it pairs them with someone
+    enrolled: most often the same person under a second name, whose other photos match like
+    a lookalike's and raise the door's threshold for everyone. (what it means, whom they
+    match), or ("", "") when it does not pair them."""
+    from edge_app.daemon import door_matcher
+    from edge_app.matching import LOOKALIKE_STEP
+
+    with Gallery.open(db, read_only=True) as gallery:
+        matrix = gallery.load_matrix()
+    warn_only = dataclasses.replace(recognition, lookalikes="warn")  # the threshold before
+    matcher, found = door_matcher(engine, warn_only, matrix, report=False)
+    key = name_key(name)
+    theirs = [pair for pair in found if key in (name_key(pair.first), name_key(pair.second))]
+    if not theirs:
+        return "", ""
+    pair = theirs[0]
+    other = pair.second if name_key(pair.first) == key else pair.first
+    shared = f"{name!r} matches {other!r} at {pair.score:.3f}"
+    if pair.same_face:
+        return f"{shared}, as the same face: either can be let in as the other", other
+    base = matcher.settings.threshold
+    if recognition.lookalikes != "raise":
+        return (
+            f"{shared}, at or above the threshold {base:.3f}: strangers who look like them "
+            "can be let in",
+            other,
+        )
+    raised = max(p.score for p in found if not p.same_face) + LOOKALIKE_STEP
+    return (
+        f"{shared}, as one person under two names does: the door raises its threshold for "
+        f"everyone from {base:.3f} to {raised:.3f}, and most visits will need retries",
+        other,
+    )
 
 
 def model_id(engine: Embedder) -> str:
@@ -281,6 +326,7 @@ def _commit(
     add: bool,
     skipped: list[Problem],
     access: bool = True,
+    recognition: RecognitionConfig | None = None,
 ) -> EnrollResult:
     result = EnrollResult(name, created=not add, added=collector.sources, skipped=skipped)
     if not collector.samples:
@@ -294,6 +340,13 @@ def _commit(
             log.warning("%s", warning)
         result.samples = gallery.enroll(name, collector.samples, add=add, access=access)
     log.info("name=%r enrolled samples=%d total=%d", name, len(collector.samples), result.samples)
+    if recognition is not None:
+        try:
+            result.lookalike, result.lookalike_of = lookalike_warning(
+                db, collector.engine, recognition, name
+            )
+        except (UserError, OSError) as error:  # enrolled all the same: said, not raised
+            log.warning("the lookalike check could not run after the enrolment (%s)", error)
     return result
 
 
@@ -308,10 +361,13 @@ def enroll_photos(
     gates: Gates = DEFAULT_GATES,
     access: bool = True,
     progress: bool = False,
+    recognition: RecognitionConfig | None = None,
 ) -> EnrollResult:
     """Enrol `name` from photo files and folders, all photos or none (module docstring).
     access=False enrols a known visitor: recognised, never let in (docs/GALLERY.md).
-    progress: show a progress bar over the photos when standard error is a terminal."""
+    progress: show a progress bar over the photos when standard error is a terminal.
+    recognition: the door's [recognition], to say what its lookalike check will make of the
+    person (EnrollResult.lookalike)."""
     name = check_name(name)
     collector = _Collector(
         engine, existing_samples(db, name, add), gates, keep_crops, others=other_people(db, name)
@@ -345,7 +401,7 @@ def enroll_photos(
         problems.append(problem)
     if problems:
         raise EnrollError(name, problems)
-    return _commit(db, name, collector, add, skipped, access)
+    return _commit(db, name, collector, add, skipped, access, recognition)
 
 
 T = TypeVar("T")
@@ -395,8 +451,10 @@ def enroll_camera(
     live_threshold: float | None = None,
     stop: Callable[[], object] | None = None,
     access: bool = True,
+    recognition: RecognitionConfig | None = None,
 ) -> EnrollResult:
-    """Enrol `name` from the first `count` good, mutually distinct camera frames.
+    """Enrol `name` from the first `count` good, mutually distinct camera frames
+    (recognition: as enroll_photos).
 
     Frames failing a gate are simply passed over (the person adjusts, guided by the reason
     shown next to the progress bar); near-duplicates are too, which makes the person move a
@@ -460,4 +518,4 @@ def enroll_camera(
             [Problem("last rejected frame", last.reason, last.message)] if last else [],
             f"only {len(collector.samples)} of {count} good frames for {name!r} {when}",
         )
-    return _commit(db, name, collector, add, [], access)
+    return _commit(db, name, collector, add, [], access, recognition)

@@ -111,7 +111,7 @@ CONVERT_COMMANDS = _subcommands(convert_parser())
 APP_TESTED = {
     "run", "demo", "enroll", "list", "access", "remove", "rename", "export", "import", "identify",
     "eval lfw", "eval liveness", "eval visits", "eval door", "doctor", "hub", "hub passwd",
-    "hub unlock-code", "site show", "site forget",
+    "hub unlock-code", "site show", "site forget", "events",
 }  # fmt: skip
 CONVERT_TESTED = {"build", "lint", "validate", "float-cascade", "train-head"}
 

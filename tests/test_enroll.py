@@ -24,6 +24,7 @@ from lfw_photos import NEEDS_LFW_AND_MODELS, lfw
 from edge_app.commands import enroll as enroll_command
 from edge_app.commands import gallery as gallery_command
 from edge_app.commands import identify as identify_command
+from edge_app.config import RecognitionConfig
 from edge_app.enroll import (
     CAMERA_SAMPLES,
     CAMERA_TIMEOUT_S,
@@ -235,6 +236,35 @@ def test_name_conflicts_leave_the_gallery_as_it_was(gallery_db: Path, engine) ->
     with pytest.raises(UserError, match="already enrolled; use --add"):
         enroll_photos(gallery_db, engine, "  emma   WATSON", [lfw("Emma_Watson", 3)])
     assert digest(gallery_db) == before
+
+
+def test_one_person_enrolled_under_a_second_name_is_said_to_make_the_door_stricter(
+    gallery_db: Path, engine
+) -> None:
+    """Found by an audit: Emma Watson enrolled again as "Emma" from two other photos was
+    enrolled without a word, and the door's lookalike check then raised its threshold for
+    everyone (the photos match as a lookalike's would, not as the same face). The result now
+    says so, and whom they match; another person enrolled next to her gets no such word."""
+    door = RecognitionConfig()
+    again = enroll_photos(
+        gallery_db, engine, "Emma", [lfw("Emma_Watson", 3), lfw("Emma_Watson", 4)],
+        recognition=door,
+    )  # fmt: skip
+    assert again.lookalike_of == "Emma Watson"
+    assert again.lookalike.startswith("'Emma' matches 'Emma Watson' at 0.")
+    assert "the door raises its threshold for everyone from 0.584 to 0." in again.lookalike
+    other = enroll_photos(
+        gallery_db, engine, "Frank Solich", [lfw("Frank_Solich", 1), lfw("Frank_Solich", 2)],
+        recognition=door,
+    )  # fmt: skip
+    assert (other.lookalike, other.lookalike_of) == ("", "")
+    warned = enroll_photos(  # with lookalikes = "warn" the door keeps its threshold: said so
+        gallery_db, engine, "Emma W", [lfw("Emma_Watson", 5)],
+        recognition=RecognitionConfig(lookalikes="warn"),
+    )  # fmt: skip
+    assert "strangers who look like them can be let in" in warned.lookalike
+    with Gallery.open(gallery_db) as gallery:  # enrolled all the same: the user decides
+        assert {"Emma", "Emma W", "Frank Solich"} <= {p.name for p in gallery.people()}
 
 
 def test_enrol_add_and_identify(gallery_db: Path, engine) -> None:

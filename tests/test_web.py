@@ -889,6 +889,36 @@ def test_a_photo_of_someone_enrolled_says_how_to_add_it_on_the_page(
     assert "edge-app" not in reason
 
 
+@pytest.mark.usefixtures("models_dir")
+def test_one_person_enrolled_under_a_second_name_is_told_on_the_page(
+    site: Site, user: httpx.Client
+) -> None:
+    """Found by an audit: the same person enrolled again from other photos under another name
+    raised the door's threshold for everyone, without a word. The page says so, and its way
+    out, with the page's words."""
+    photos = sorted((Path(__file__).parent / "data" / "lfw_sample" / "Martha_Stewart").glob("*"))
+    first = user.post(
+        "/people/enroll",
+        **_multipart(
+            "Martha Once", [(p.name, p.read_bytes()) for p in photos[:2]], site.token(user)
+        ),
+    )
+    assert first.status_code == 200, first.text
+    assert "Note:" not in first.text
+    again = user.post(
+        "/people/enroll",
+        **_multipart(
+            "Martha Two", [(p.name, p.read_bytes()) for p in photos[2:]], site.token(user)
+        ),
+    )
+    assert again.status_code == 200, again.text
+    text = html.unescape(again.text)
+    assert "Note: 'Martha Two' matches 'Martha Once' at 0." in text
+    assert "the door raises its threshold for everyone" in text
+    assert "If it is one person, remove this name and add the photos to 'Martha Once'" in text
+    assert "edge-app" not in text.split("Note:")[1].split("</")[0]
+
+
 def test_an_existing_name_is_refused_before_the_models_load(site: Site, user: httpx.Client) -> None:
     db = Path(site.config.gallery.path)
     if "Already Here" not in names_in(db):

@@ -20,7 +20,7 @@ from edge_app.gallery import MAX_SAMPLES_PER_PERSON
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from edge_app.config import CameraConfig
+    from edge_app.config import CameraConfig, RecognitionConfig
     from edge_app.enroll import EnrollResult
 
 log = logging.getLogger(__name__)
@@ -169,10 +169,35 @@ def _run(args: argparse.Namespace) -> int:
         _a_camera_is_there(camera.source)
     images = [] if args.camera else image_files(args.images)
     engine = open_engine(args)
-    options = {"add": args.add, "keep_crops": args.keep_crops, "access": not args.no_access}
+    options = {
+        "add": args.add,
+        "keep_crops": args.keep_crops,
+        "access": not args.no_access,
+        "recognition": _door_recognition(args),
+    }
     result = _enroll(args, db, engine, camera, images, options)
+    if result.lookalike:
+        log.warning(
+            "%s; if it is one person, remove this name (edge-app remove %s) and add the photos "
+            "to the other (edge-app enroll --add %s PHOTO...); if two (twins, siblings), "
+            "nothing to do",
+            result.lookalike,
+            shlex.quote(result.name),
+            shlex.quote(result.lookalike_of),
+        )
     sys.stdout.write(_json(result) if args.json else _text(result))
     return 0
+
+
+def _door_recognition(args: argparse.Namespace) -> RecognitionConfig:
+    """The [recognition] of the door whose gallery this is: --config's, or the default
+    config's when the gallery is the default one; the defaults for a gallery named by --db
+    alone (no config read, as for --source)."""
+    from edge_app.config import RecognitionConfig, load_config
+
+    if args.db is not None and args.config is None:
+        return RecognitionConfig()
+    return load_config(args.config).recognition
 
 
 def _door_camera(args: argparse.Namespace) -> CameraConfig:

@@ -834,6 +834,7 @@ async def _enrol(request: Request, session: auth.Session, form: Form, add: bool)
         form.files,
         add=add,
         access=form.get("visitor") != "yes",
+        recognition=state.config.recognition,
     )
     if add:  # the person's panel stays open
         kept = KeptForm("add", person=form.get("name"))
@@ -853,6 +854,7 @@ async def enrol_camera(request: Request, session: auth.Session, form: Form) -> R
         state.door,
         add=form.get("add") == "yes",
         access=form.get("visitor") != "yes",
+        recognition=state.config.recognition,
     )
     kept = KeptForm("enroll-camera", form.get("name"), form.get("visitor") == "yes")
     return await _enrol_locked(request, session, "web camera enrol", enrol, kept)

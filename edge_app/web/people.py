@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_app.config import DetectionConfig, ModelsConfig
+from edge_app.config import DetectionConfig, ModelsConfig, RecognitionConfig
 from edge_app.errors import UserError
 from edge_app.images import IMAGE_SUFFIXES
 from edge_app.private_file import make_private_folder
@@ -149,9 +149,11 @@ def enroll_uploads(
     *,
     add: bool,
     access: bool = True,
+    recognition: RecognitionConfig | None = None,
 ) -> EnrolmentReport:
     """Enrol (or add photos to) `name` from uploads; every outcome is in the report.
-    access=False enrols a known visitor (docs/GALLERY.md)."""
+    access=False enrols a known visitor (docs/GALLERY.md). recognition: the door's, to say
+    what its lookalike check will make of the person."""
     from edge_app import enroll
 
     if not uploads:
@@ -182,7 +184,9 @@ def enroll_uploads(
             paths.append(path)
 
         def run(engine: Any) -> Any:
-            return enroll.enroll_photos(gallery, engine, name, paths, add=add, access=access)
+            return enroll.enroll_photos(
+                gallery, engine, name, paths, add=add, access=access, recognition=recognition
+            )
 
         try:
             result = holder.use(run)
@@ -223,7 +227,7 @@ def enroll_uploads(
             else f"nothing new for {name!r}; {result.samples} sample(s) as before"
         )
         log.info("web enrolment name=%r added=%d add=%s", name, len(result.added), add)
-        return EnrolmentReport(result.name, True, summary, photos, add)
+        return EnrolmentReport(result.name, True, summary + _lookalike(result), photos, add)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -282,8 +286,10 @@ def enroll_from_door(
     add: bool,
     timeout: float = CAMERA_TIMEOUT_S,
     access: bool = True,
+    recognition: RecognitionConfig | None = None,
 ) -> EnrolmentReport:
-    """Enrol `name` from the door camera's frames, through edge_app.enroll.enroll_camera."""
+    """Enrol `name` from the door camera's frames, through edge_app.enroll.enroll_camera
+    (recognition: as enroll_uploads)."""
     from edge_app import enroll
 
     name_refusal = _name_refused(gallery, name, add)
@@ -309,6 +315,7 @@ def enroll_from_door(
             add=add,
             progress=False,
             access=access,
+            recognition=recognition,
         )
 
     try:
@@ -325,7 +332,18 @@ def enroll_from_door(
         f"{len(result.added)} new sample(s), {result.samples} in total"
     )
     log.info("web camera enrolment name=%r added=%d add=%s", name, len(result.added), add)
-    return EnrolmentReport(result.name, True, summary, [], add)
+    return EnrolmentReport(result.name, True, summary + _lookalike(result), [], add)
+
+
+def _lookalike(result: Any) -> str:
+    """What the door's lookalike check will make of the person just enrolled, with the page's
+    own remedy (EnrollResult.lookalike)."""
+    if not result.lookalike:
+        return ""
+    return (
+        f". Note: {result.lookalike}. If it is one person, remove this name and add the photos "
+        f"to {result.lookalike_of!r}; if two (twins, siblings), nothing to do"
+    )
 
 
 def _name_refused(gallery: Path, name: str, add: bool) -> EnrolmentReport | None:
