@@ -25,6 +25,7 @@ from test_cli_smoke import _env
 
 from edge_app import cli
 from edge_app.events import SCHEMA_VERSION, EventLog
+from edge_app.gallery import Gallery
 
 DAY = 86_400
 START = datetime(2026, 3, 2, 12, 0).timestamp()  # noon local time: days filter predictably
@@ -41,7 +42,7 @@ def db(tmp_path: Path) -> Path:
     events.record("relock", name="Ana Lima", reason="timeout")
     events.record("unknown", score=0.12, track=2)
     events.record("denied", name="Bo Chen", score=0.8, track=3, reason="no access")
-    events.record("unlock", name="ana  LIMA", score=0.69, track=4)  # enrolled so, then renamed
+    events.record("unlock", name="ana  LIMA", score=0.69, track=4, liveness=0.93)  # then renamed
     events.close()
     return path
 
@@ -73,7 +74,7 @@ def test_events_are_chosen_by_person_as_the_gallery_names_them_type_and_day(
 ) -> None:
     """--person follows the gallery's name rule (case and spacing do not matter); --from and
     --to are local days, both included."""
-    code, out, _ = run(capsys, "--db", str(db), "--person", "ANA lima", "--type", "unlock")
+    code, out, _ = run(capsys, "--db", str(db), "--person", "ANA lima", "--type", "Unlock")
     assert code == 0 and [line.split()[3] for line in out.splitlines()] == ["unlock", "unlock"]
     code, out, _ = run(capsys, "--db", str(db), "--from", "2026-03-03", "--to", "2026-03-05")
     assert [line.split()[3] for line in out.splitlines()] == ["unlock", "relock", "unknown"]
@@ -85,7 +86,12 @@ def test_json_lines_and_a_csv_of_every_event_selected(
     code, out, _ = run(capsys, "--db", str(db), "--json", "-n", "1", "--type", "denied")
     (record,) = [json.loads(line) for line in out.splitlines()]
     assert record["name"] == "Bo Chen" and record["reason"] == "no access"
-    assert record["time"] == datetime.fromtimestamp(START + 4 * DAY, UTC).isoformat()
+    assert record["time"] == datetime.fromtimestamp(START + 4 * DAY, UTC).isoformat(
+        timespec="milliseconds"
+    )  # as the door's own JSON lines
+    assert {"liveness", "geometry", "snapshot"} <= set(record)
+    code, out, _ = run(capsys, "--db", str(db), "--json", "-n", "1")
+    assert json.loads(out)["liveness"] == 0.93
     # --csv is every event selected, whatever -n says (its default is 20; here 1).
     code, out, _ = run(capsys, "--db", str(db), "--csv", "-n", "1", "--person", "ana lima")
     rows = list(csv.reader(io.StringIO(out)))
@@ -130,9 +136,14 @@ def test_events_written_while_the_door_holds_the_database_open_are_read(
         (["--db", "{tmp}/none.db"], "no events database at {tmp}/none.db"),
         (["--db", "{tmp}"], "{tmp} is not an events database: it is a folder"),
         (["--db", "{tmp}/text.db"], "cannot read {tmp}/text.db (file is not a database)"),
+        (["--db", "{tmp}/empty.db"], "it is not an events database (no events table)"),
+        (["--db", "{tmp}/gallery.db"], "but not an edge-app events database"),
         (["--db", "{tmp}/newer.db"], "newer"),
         (["--config", "{tmp}/off.toml"], "the config records no history ([events] db is empty)"),
-        (["--config", "{tmp}/relative.toml"], "relative to the folder the door runs in"),
+        (
+            ["--config", "{tmp}/relative.toml"],
+            "[events] db = 'events.db' in the config is relative",
+        ),
         (["--db", "{db}", "--from", "2026-02-30"], "--from: '2026-02-30' is not a date"),
         (["--db", "{db}", "--from", "2026-03-09", "--to", "2026-03-01"], "is after --to"),
         (["--db", "{db}", "--person", " "], "--person is empty"),
@@ -143,6 +154,8 @@ def test_what_cannot_be_read_is_refused_in_one_line(
     db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     (tmp_path / "text.db").write_text("not a database\n")
+    (tmp_path / "empty.db").write_bytes(b"")
+    Gallery.open(tmp_path / "gallery.db", create=True).close()
     newer = EventLog(tmp_path / "newer.db")
     newer.close()
     with closing(sqlite3.connect(tmp_path / "newer.db")) as connection:
@@ -188,3 +201,42 @@ def test_follow_prints_each_new_event_as_the_door_records_it_until_ctrl_c(db: Pa
     finally:
         process.kill()
         process.wait()
+
+
+def test_an_events_database_made_before_liveness_was_recorded_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Schema 1 (no liveness or geometry columns), as a door that has not run since left it:
+    read as it is, without them, and not changed."""
+    from edge_app.events import SCHEMA_V1
+
+    db = tmp_path / "events.db"
+    with closing(sqlite3.connect(db)) as connection:
+        for statement in SCHEMA_V1:
+            connection.execute(statement)
+        connection.execute("INSERT INTO events (time, type, name, score) VALUES (?, ?, ?, ?)",
+                           (START, "unlock", "Ana Lima", 0.7))  # fmt: skip
+        connection.execute("PRAGMA user_version = 1")
+        connection.commit()
+    before = db.read_bytes()
+    code, out, _ = run(capsys, "--db", str(db), "--json")
+    assert code == 0
+    record = json.loads(out)
+    assert (record["name"], record["liveness"], record["geometry"]) == ("Ana Lima", None, None)
+    assert db.read_bytes() == before
+
+
+def test_a_config_refused_for_another_section_still_names_its_history(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a walkthrough: a typo under [gpio] (which stops the door) also hid the
+    history that would tell why. [events] alone is read, with the config's problem said;
+    a problem in [events] itself still refuses."""
+    config = tmp_path / "door.toml"
+    config.write_text(f'[events]\ndb = "{db}"\n[gpio]\nactiv_high = true\n')
+    code, out, err = run(capsys, "--config", str(config), "-n", "1")
+    assert code == 0 and out.split()[3] == "unlock"
+    assert "gpio.activ_high: unknown key" in err and "the history is read all the same" in err
+    config.write_text("[events]\ndb = 5\n[gpio]\nactiv_high = true\n")
+    code, out, err = run(capsys, "--config", str(config))
+    assert code == 2 and out == "" and "events.db: expected a path string" in err

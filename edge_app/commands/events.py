@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sqlite3
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,8 @@ from edge_app.paths import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
     from edge_app.web.history import EventRow, Filters, History
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LINES = 20
 MAX_LINES = 100_000  # a page read whole; --csv streams any number
@@ -80,7 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="events naming this person (case and spacing do not matter)",
     )
-    chosen.add_argument("--type", choices=sorted(TYPES), help="events of this type")
+    chosen.add_argument(
+        "--type", type=str.lower, choices=sorted(TYPES), help="events of this type (any case)"
+    )
     chosen.add_argument("--from", dest="start", metavar="YYYY-MM-DD", help="from this day on")
     chosen.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="up to this day, included")
     out = parser.add_argument_group("output")
@@ -113,9 +119,19 @@ def events_db(args: argparse.Namespace) -> Path:
     """The events database the command reads: --db, else the config's [events] db."""
     if args.db is not None:
         return Path(args.db)
-    from edge_app.config import load_config
+    from edge_app.config import ConfigError, load_config, parse_config, read_config_file
 
-    db = load_config(args.config).events.db
+    try:
+        db = load_config(args.config).events.db
+    except ConfigError as error:
+        # A door whose config is refused does not run, and its history is what tells why:
+        # read with [events] alone when that section is valid.
+        where, data = read_config_file(args.config)
+        try:
+            db = parse_config({"events": data.get("events", {})}, str(where)).events.db
+        except ConfigError:
+            raise error from None
+        log.warning("%s; the history is read all the same", error.one_line())
     if db is None:
         raise UserError(
             "the config records no history ([events] db is empty): the events are only in "
@@ -123,8 +139,8 @@ def events_db(args: argparse.Namespace) -> Path:
         )
     if not db.is_absolute():
         raise UserError(
-            f"events.db {db} in the config is relative to the folder the door runs in, which "
-            "this command cannot know: give --db, or an absolute path in the config"
+            f"[events] db = {str(db)!r} in the config is relative to the folder the door runs "
+            "in, which this command cannot know: give --db, or an absolute path in the config"
         )
     return db
 
@@ -164,7 +180,10 @@ def run_events(args: argparse.Namespace) -> int:
     except NotRegularFileError as error:
         raise UserError(f"{db} is not an events database: {error.strerror}") from None
     except (ValueError, OSError) as error:
-        raise UserError(f"events.db: {error}") from None
+        # The door's words name its config key; here the file was given as --db or found
+        # in the config.
+        reason = str(error).split("; left untouched")[0]
+        raise UserError(f"{reason}: give the door's events database ([events] db)") from None
     except sqlite3.Error as error:  # not a database, or a damaged one
         raise UserError(f"events.db: cannot read {db} ({error})") from None
     history = History(db, command_line=True)
@@ -212,14 +231,19 @@ def _say_none(history: History, args: argparse.Namespace) -> None:
 
 def _print(row: EventRow, as_json: bool) -> None:
     if as_json:
+        # As the door's own JSON lines (edge_app.events.Event): the time to the millisecond.
+        stamp = datetime.fromtimestamp(row.time, UTC).isoformat(timespec="milliseconds")
         record = {
             "id": row.id,
-            "time": row.utc_time,
+            "time": stamp,
             "type": row.type,
             "name": row.name,
             "score": row.score,
             "track": row.track,
             "reason": row.reason,
+            "liveness": row.liveness,
+            "geometry": row.geometry,
+            "snapshot": row.snapshot,
         }
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
@@ -227,4 +251,6 @@ def _print(row: EventRow, as_json: bool) -> None:
     parts = [row.local_time, f"{row.type:<10}", f"{shown(row.name or '-'):<24}", f"{score:>5}"]
     if row.reason:
         parts.append(shown(row.reason))
+    if row.liveness is not None:
+        parts.append(f"liveness {row.liveness:.2f}")
     sys.stdout.write("  ".join(parts).rstrip() + "\n")

@@ -80,6 +80,9 @@ class EventRow:
     track: int | None
     reason: str | None
     snapshot: str | None
+    # Of an events database of schema 2 and later (edge_app.events): None before.
+    liveness: float | None = None
+    geometry: str | None = None
 
     @property
     def local_time(self) -> str:
@@ -276,6 +279,8 @@ class History:
     def _fix(self, error: BaseException) -> str:
         """What to do about an events database that cannot be read, from SQLite's code."""
         code = sqlite_code(error)
+        if "no such table" in str(error):  # an empty file, or another application's
+            return "it is not an events database (no events table): check the path"
         if code == SQLITE_BUSY:
             return "the door or a command is changing it; try again in a moment"
         if code == SQLITE_NOTADB or is_damage(error):
@@ -298,8 +303,7 @@ class History:
             pages = max(1, -(-total // size))
             number = min(max(1, number), pages)
             rows = db.execute(
-                "SELECT id, time, type, name, score, track, reason, snapshot FROM events"
-                f"{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                f"SELECT {_columns(db)} FROM events{where} ORDER BY id DESC LIMIT ? OFFSET ?",
                 [*values, size, (number - 1) * size],
             ).fetchall()
         return Page([EventRow(*row) for row in rows], total, number, pages)
@@ -317,8 +321,7 @@ class History:
         window = f"{where} AND" if where else " WHERE"
         with self._connect() as db:
             rows = db.execute(
-                "SELECT id, time, type, name, score, track, reason, snapshot FROM events"
-                f"{window} id > ? ORDER BY id LIMIT ?",
+                f"SELECT {_columns(db)} FROM events{window} id > ? ORDER BY id LIMIT ?",
                 [*values, event_id, count],
             ).fetchall()
         return [EventRow(*row) for row in rows]
@@ -355,8 +358,7 @@ class History:
             return None
         with self._connect() as db:
             row = db.execute(
-                "SELECT id, time, type, name, score, track, reason, snapshot FROM events "
-                "WHERE id = ?",
+                f"SELECT {_columns(db)} FROM events WHERE id = ?",
                 (event_id,),
             ).fetchone()
         return EventRow(*row) if row else None
@@ -396,6 +398,14 @@ class History:
             yield piece
 
 
+def _columns(db: sqlite3.Connection) -> str:
+    """The EventRow columns to select: the liveness and geometry of schema 2 are NULL in an
+    events database made before them (one a door has not opened since)."""
+    have = {str(row[1]) for row in db.execute("PRAGMA table_info(events)")}
+    extra = [name if name in have else "NULL" for name in ("liveness", "geometry")]
+    return ", ".join(["id, time, type, name, score, track, reason, snapshot", *extra])
+
+
 def _name_key_or_none(name: object) -> str | None:
     """name_key as an SQL function: an event without a name (NULL) matches no name."""
     return name_key(name) if isinstance(name, str) else None
@@ -410,8 +420,7 @@ def _csv_piece(
     events = [
         EventRow(*row)
         for row in db.execute(
-            "SELECT id, time, type, name, score, track, reason, snapshot FROM events"
-            f"{window} id > ? AND id <= ? ORDER BY id LIMIT ?",
+            f"SELECT {_columns(db)} FROM events{window} id > ? AND id <= ? ORDER BY id LIMIT ?",
             [*values, after, newest, rows],
         )
     ]
