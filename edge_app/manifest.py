@@ -583,16 +583,20 @@ def _read_manifest(path: Path) -> bytes:
         ) from None
 
 
+def no_models_folder(models_dir: Path | str) -> str:
+    """Why `models_dir`, which is not a folder, cannot be the models folder (a typo)."""
+    return (
+        f"no models folder {models_dir} ({missing_or_kind(models_dir, 'folder')}): check the path"
+    )
+
+
 def load_manifest(models_dir: Path) -> Manifest:
     path = Path(models_dir) / MANIFEST_NAME
     try:
         data = untrusted_json.loads(_read_manifest(path))
     except FileNotFoundError:
         if not Path(models_dir).is_dir():  # a mistyped --models or models.dir
-            raise ManifestError(
-                f"no models folder {models_dir} ({missing_or_kind(models_dir, 'folder')}): "
-                "check the path"
-            ) from None
+            raise ManifestError(no_models_folder(models_dir)) from None
         raise ManifestError(
             f"no {MANIFEST_NAME} in {models_dir}: build models with `edge-convert build`"
         ) from None

@@ -607,6 +607,14 @@ def test_run_check_config_says_whether_the_door_would_start_and_opens_nothing(
     done = run(tmp_path, "run", "--check-config", "--config", str(good), "--source", typo)
     assert done.returncode == 2 and done.stdout == ""
     assert f"--source: {typo} does not exist" in done.stderr
+    # And a mistyped models folder (a walkthrough): the start would refuse it too.
+    misplaced = tmp_path / "modles"
+    done = run(tmp_path, "run", "--check-config", "--config", str(good), "--models", str(misplaced))
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"--models: no models folder {misplaced} (does not exist): check the path" in done.stderr
+    (tmp_path / "models.toml").write_text(f'[models]\ndir = "{misplaced}"\n')
+    done = run(tmp_path, "run", "--check-config", "--config", str(tmp_path / "models.toml"))
+    assert done.returncode == 2 and "models.dir: no models folder" in done.stderr
 
     bad = tmp_path / "bad.toml"
     bad.write_text(BAD_CONFIG)

@@ -186,12 +186,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.check_config:
         from edge_app.camera import recording_problem
+        from edge_app.manifest import no_models_folder
 
         # A ConfigError above is the "not valid" answer: one line and exit 2, as at a start.
         problem = recording_problem(config.camera.source)
         if problem is not None:  # the start would refuse it, once the models are loaded
             named = "--source" if args.source is not None else "camera.source"
             raise UserError(f"{named}: {problem}")
+        models = config.models.dir
+        if models is not None and not models.is_dir():  # a typo: the start would refuse it
+            named = "--models" if args.models is not None else "models.dir"
+            raise UserError(f"{named}: {no_models_folder(models)}")
         return _say_valid(args.config)
     # A door started from the default file reads that file at each reload: one gone by then
     # is refused as a --config one is, rather than reloaded as the defaults (which dropped
