@@ -177,6 +177,9 @@ def test_follow_prints_each_new_event_as_the_door_records_it_until_ctrl_c(db: Pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal delivers it: a test run started in the background (`cmd &`,
+        # nohup) hands its children SIGINT ignored, which Python then leaves ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: queue.Queue[str] = queue.Queue()
     output, errors = process.stdout, process.stderr

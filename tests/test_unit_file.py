@@ -179,10 +179,11 @@ def test_install_help_prints_the_whole_header() -> None:
 
 def test_install_puts_pypi_simplejpeg_into_the_venv_on_aarch64() -> None:
     """apt's python3-simplejpeg (imported by picamera2) is built for numpy 1.x; the venv has
-    numpy 2. PyPI's build must shadow it, installed even though pip sees apt's copy."""
+    numpy 2. PyPI's build must shadow it on a Pi (where apt's picamera2 is installed) on
+    aarch64, installed even though pip sees apt's copy."""
     script = INSTALL.read_text()
     command = (
-        'if [ "$(uname -m)" = aarch64 ]; then\n'
+        'if [ "$pi_board" = yes ] && [ "$(uname -m)" = aarch64 ]; then\n'
         '            "$new_venv/bin/pip" install --quiet --force-reinstall --no-deps simplejpeg\n'
     )
     assert command in script

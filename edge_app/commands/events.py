@@ -34,11 +34,11 @@ Only reads: the database is opened read only and nothing is created beside it, s
 command is safe while the door runs. The door's files are its user's: run it as that user.
 
 examples:
-  sudo -u edge-app edge-app events                        the last {DEFAULT_LINES} events
+  sudo -u edge-app edge-app events                   # the last {DEFAULT_LINES} events
   sudo -u edge-app edge-app events --person "Ana Lima" --type unlock -n 50
   sudo -u edge-app edge-app events --from 2026-12-01 --to 2026-12-07 --csv > week.csv
-  sudo -u edge-app edge-app events --follow               watch the door decide; Ctrl-C stops
-  edge-app events --db ./events.db --json                 a copy of the file, as JSON lines
+  sudo -u edge-app edge-app events --follow          # watch the door decide; Ctrl-C stops
+  edge-app events --db ./events.db --json            # a copy of the file, as JSON lines
 """
 
 
