@@ -64,6 +64,7 @@ few kilobytes can declare a 30000x30000 image, a path can name a pipe that never
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import stat
 import struct
@@ -78,7 +79,9 @@ import numpy as np
 
 from edge_app import image_limits
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
-from edge_app.errors import UserError
+from edge_app.errors import UserError, first_few
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FORMATS = ("JPEG", "PNG", "BMP", "WebP", "TIFF")
@@ -769,7 +772,8 @@ def expand_image_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
 
 def image_files(paths: Sequence[Path | str]) -> list[Path]:
     """expand_image_paths as a list; a UserError when a folder given holds no image (a
-    mistyped folder beside photos that do exist was skipped without a word)."""
+    mistyped folder beside photos that do exist was skipped without a word). Files of a
+    folder left out as not photos by their name (a phone's .heic) are named in a warning."""
     found: list[Path] = []
     for path in paths:
         images = list(expand_image_paths([path]))
@@ -778,5 +782,29 @@ def image_files(paths: Sequence[Path | str]) -> list[Path]:
                 f"no images found in {path}: give photo files or folders holding "
                 f"{', '.join(sorted(IMAGE_SUFFIXES))} files"
             )
+        others = _not_photos(Path(path))
+        if others:
+            log.warning(
+                "left out %d file(s) of %s that are not photos by their name: %s (photos end "
+                "in %s; convert the others, or name a file to have it read whatever its name)",
+                len(others),
+                path,
+                first_few(others, 3),
+                ", ".join(sorted(IMAGE_SUFFIXES)),
+            )
         found += images
     return found
+
+
+def _not_photos(folder: Path) -> list[str]:
+    """The names of a folder's visible regular files that are not photos by name (empty for a
+    file, or a folder that cannot be listed: expand_image_paths says so)."""
+    try:
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return []
+    return [
+        entry.name
+        for entry in entries
+        if not entry.name.startswith(".") and not is_photo_name(entry) and entry.is_file()
+    ]

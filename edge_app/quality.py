@@ -151,9 +151,10 @@ def dominant_face(faces: Faces, gates: Gates = DEFAULT_GATES) -> int | Rejection
     if len(faces) > 1:
         first, second = float(sizes[largest]), float(sizes[order[1]])
         if first < gates.dominant_ratio * second:
+            similar = " of similar size" if len(faces) == 2 else ", the two largest of similar size"
             return Rejection(
                 Reason.SEVERAL_FACES,
-                f"{len(faces)} faces of similar size ({first:.0f} and {second:.0f} px); the "
+                f"{len(faces)} faces{similar} ({first:.0f} and {second:.0f} px); the "
                 f"person to enrol must be at least {gates.dominant_ratio:g}x the size of any "
                 "other face: crop the photo to the person, or take one with only them in view",
             )

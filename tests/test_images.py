@@ -4,6 +4,7 @@ allocates, never a traceback, never a hang."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 import threading
@@ -20,6 +21,7 @@ from edge_app.images import (
     MAX_JPEG_SCANS,
     ImageError,
     expand_image_paths,
+    image_files,
     load_photo,
     read_header,
     read_image,
@@ -379,6 +381,30 @@ def test_folders_leave_out_hidden_files_but_a_named_one_is_read(tmp_path: Path) 
     assert [p.name for p in expand_image_paths([tmp_path])] == ["a.jpg"]
     named = tmp_path / "._a.jpg"
     assert list(expand_image_paths([named])) == [named]  # named explicitly: read, and refused
+
+
+def test_files_a_folder_holds_that_are_not_photos_by_name_are_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a walkthrough: a phone's folder of .JPG and .HEIC photos enrolled from the
+    JPEGs alone, the others left out without a word. They are named in one warning (hidden
+    files, metadata, are not); a folder of photos only says nothing."""
+    (tmp_path / "a.JPG").write_bytes(PHOTO.read_bytes())
+    (tmp_path / "b.HEIC").write_bytes(b"heic")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "._a.JPG").write_bytes(b"\x00")
+    (tmp_path / "sub").mkdir()
+    with caplog.at_level(logging.WARNING, logger="edge_app.images"):
+        assert [p.name for p in image_files([tmp_path])] == ["a.JPG"]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"left out 2 file(s) of {tmp_path} that are not photos by their name: ")
+    assert "b.HEIC, notes.txt (photos end in .bmp, .jpeg, .jpg" in line
+    caplog.clear()
+    (tmp_path / "b.HEIC").unlink()
+    (tmp_path / "notes.txt").unlink()
+    with caplog.at_level(logging.WARNING, logger="edge_app.images"):
+        image_files([tmp_path, tmp_path / "a.JPG"])
+    assert caplog.records == []
 
 
 # --- transparency (rule 6) ------------------------------------------------------------------

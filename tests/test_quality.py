@@ -133,6 +133,11 @@ def test_no_face_and_two_faces_of_similar_size() -> None:
     assert two.reason is Reason.SEVERAL_FACES
     assert "2 faces of similar size (160 and 120 px)" in two.message
     assert f"{DOMINANT_RATIO:g}x" in two.message and "crop the photo to the person" in two.message
+    # Three (a walkthrough: "3 faces of similar size (93 and 77 px)" gave two sizes for three).
+    three = rejected(
+        check_face(frame, faces_at([centred_box(), [0, 0, 120, 120], [200, 0, 240, 40]]))
+    )
+    assert "3 faces, the two largest of similar size (160 and 120 px)" in three.message
 
 
 def test_the_dominant_face_is_chosen_wherever_it_is_listed() -> None:
