@@ -647,6 +647,13 @@ EOF
     fi
 }
 
+# One run at a time: two at once would build, switch and remove venvs under each other.
+# The lock is on this script's file, held until the run ends (descriptor 9, closed at exit).
+if command -v flock >/dev/null 2>&1; then
+    exec 9<"$0"
+    flock -n 9 || die "another run of $0 is under way: wait for it to end; nothing changed"
+fi
+
 if [ "$mode" = uninstall ]; then
     uninstall
 else

@@ -17,6 +17,7 @@ the script (e.g. `git show HEAD:systemd/install.sh` saved to a scratch file).
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import os
 import pwd
@@ -769,6 +770,19 @@ def test_the_pi_packages_and_their_import_check_go_together(fake: Fake) -> None:
     log = fake.log()
     assert any(line.startswith("apt-get install") and "python3-picamera2" in line for line in log)
     assert any("-I -c import edge_app, lgpio, picamera2" in line for line in log), log
+
+
+def test_a_second_run_while_one_is_under_way_is_refused_and_changes_nothing(fake: Fake) -> None:
+    """Found by an audit: nothing stopped two runs at once, which build, switch and remove
+    venvs under each other. The second is refused while the first holds the lock."""
+    script = fake.repo / "systemd" / "install.sh"
+    with open(script) as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done = fake.run()
+    assert done.returncode != 0
+    assert "is under way: wait for it to end; nothing changed" in done.stderr
+    assert fake.log() == [] and stray_files(fake) == []
+    fake.install()  # the lock released: it runs
 
 
 def test_a_failed_apt_step_says_nothing_of_the_door_changed(fake: Fake, tmp_path: Path) -> None:
