@@ -12,16 +12,18 @@ from typing import Any
 from edge_app.paths import IN_CHECKOUT
 
 
-def count(low: int) -> Callable[[str], int]:
-    """A whole number of at least `low`."""
+def count(low: int, high: int | None = None, *, beyond: str = "") -> Callable[[str], int]:
+    """A whole number of at least `low` and, given `high`, at most `high`; `beyond` ends the
+    refusal of a number out of range (what to do instead)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"{low} to {high}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}{beyond}")
         return value
 
     return parse

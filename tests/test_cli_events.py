@@ -131,6 +131,24 @@ def test_events_written_while_the_door_holds_the_database_open_are_read(
 
 
 @pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("0", "-n/--lines: must be 1 to 100000, got 0 (--csv gives every event selected)"),
+        ("100001", "-n/--lines: must be 1 to 100000, got 100001"),
+        ("ten", "-n/--lines: expected a whole number, got 'ten'"),
+    ],
+)
+def test_a_number_of_events_out_of_range_is_refused_while_parsing(
+    db: Path, capsys: pytest.CaptureFixture[str], lines: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["events", "--db", str(db), "-n", lines])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == ""
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--db", "{tmp}/none.db"], "no events database at {tmp}/none.db"),

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_app.config import Config
 
 
 def file_path(example: str, default: str) -> Callable[[str], Path]:
@@ -59,3 +63,14 @@ def as_door(command: str, config_path: Path | None, *rest: str) -> str:
 
 # --config of every command that reads the door's config file.
 config_path = file_path("./door.toml", "the default config file")
+
+
+def door_config(args: argparse.Namespace) -> Config | None:
+    """The config of the door whose gallery a command works on: --config's, else the default
+    config file's. None for a gallery --db names without --config: no config is read for it
+    (the gallery is one of its own, and its user may not be able to read the door's config)."""
+    if args.db is not None and args.config is None:
+        return None
+    from edge_app.config import load_config
+
+    return load_config(args.config)

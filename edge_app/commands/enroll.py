@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from edge_app.arg_types import empty_path_problem
-from edge_app.commands import printable, shown
+from edge_app.commands import door_config, printable, shown
 from edge_app.commands.identify import add_db_argument, add_engine_arguments, db_path, open_engine
 from edge_app.enroll import CAMERA_SAMPLES, CAMERA_TIMEOUT_S
 from edge_app.errors import UserError
@@ -190,14 +190,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _door_recognition(args: argparse.Namespace) -> RecognitionConfig:
-    """The [recognition] of the door whose gallery this is: --config's, or the default
-    config's when the gallery is the default one; the defaults for a gallery named by --db
-    alone (no config read, as for --source)."""
-    from edge_app.config import RecognitionConfig, load_config
+    """The [recognition] of the door whose gallery this is (commands.door_config); the
+    defaults for a gallery named by --db alone."""
+    from edge_app.config import RecognitionConfig
 
-    if args.db is not None and args.config is None:
-        return RecognitionConfig()
-    return load_config(args.config).recognition
+    config = door_config(args)
+    return RecognitionConfig() if config is None else config.recognition
 
 
 def _door_camera(args: argparse.Namespace) -> CameraConfig:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge_app.arg_types import count
 from edge_app.commands import config_path, file_path, shown
 from edge_app.errors import UserError
 from edge_app.paths import DEFAULT_CONFIG
@@ -40,18 +41,6 @@ examples:
   sudo -u edge-app edge-app events --follow          # watch the door decide; Ctrl-C stops
   edge-app events --db ./events.db --json            # a copy of the file, as JSON lines
 """
-
-
-def _lines(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= MAX_LINES:
-        raise argparse.ArgumentTypeError(
-            f"must be 1 to {MAX_LINES} (--csv gives every event selected)"
-        )
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument(
         "-n",
         "--lines",
-        type=_lines,
+        type=count(1, MAX_LINES, beyond=" (--csv gives every event selected)"),
         default=DEFAULT_LINES,
         metavar="N",
         help=f"the last N events selected (default {DEFAULT_LINES}, at most {MAX_LINES})",

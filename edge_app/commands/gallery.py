@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from edge_app.commands import printable, shown
+from edge_app.commands import door_config, printable, shown
 from edge_app.commands.identify import add_db_argument, db_path
 from edge_app.errors import UserError
 
@@ -349,16 +349,15 @@ def _may_erase(events: EventsConfig) -> None:
 
 
 def _door_events(args: argparse.Namespace, *, history: bool | None = None) -> EventsConfig | None:
-    """The [events] section of the door the command works on: the config's (--config, else
-    the default config), not when --db names a gallery of its own. None without an events
-    database or snapshots folder. A relative path (the door's working folder is unknown
-    here) is refused with --history; without it, there is only no word on the history."""
-    if args.db is not None:
+    """The [events] section of the door the command works on (commands.door_config). None
+    for a gallery --db names alone, and without an events database or snapshots folder. A
+    relative path (the door's working folder is unknown here) is refused with --history;
+    without it, there is only no word on the history."""
+    config = door_config(args)
+    if config is None:
         return None
-    from edge_app.config import load_config
-
     history = args.history if history is None else history
-    events = load_config(args.config).events
+    events = config.events
     for key, path in (("events.db", events.db), ("events.snapshots", events.snapshots)):
         if path is not None and not path.is_absolute():
             if not history:
