@@ -314,9 +314,28 @@ class _Collector:
             self.gates,
         )
         return [
-            Problem(self.sources[i], rejection.reason, rejection.message)
+            Problem(self.sources[i], rejection.reason, rejection.message + self._whose(i))
             for i, rejection in sorted(refused.items())
         ]
+
+    def _whose(self, index: int) -> str:
+        """For a photo refused as another person's: the enrolled person it links to by the
+        same rule (cosine at least gates.same_person, itself or its mirror image to one of
+        their samples), so that a photo of them in the wrong folder is named; else ""."""
+        if self.others is None or not len(self.others.names):
+            return ""
+        sample = self.samples[index]
+        faces = np.stack([sample.embedding, *([] if sample.mirror is None else [sample.mirror])])
+        scores = (faces @ self.others.embeddings.T).max(axis=0)
+        row = int(np.argmax(scores))
+        if float(scores[row]) < self.gates.same_person:
+            return ""
+        who = self.others.names[row]
+        return (
+            f"; it looks like {who!r}, already enrolled (cosine {float(scores[row]):.3f}): "
+            f"if it is theirs, add it to them with `edge-app enroll --add {shlex.quote(who)} "
+            "PHOTO`"
+        )
 
 
 def _commit(

@@ -360,6 +360,28 @@ def test_photos_of_two_people_under_one_name_are_refused(
     assert enroll_photos(gallery_db, engine, "Emma Watson", [emma], add=True).samples == 3
 
 
+def test_a_photo_of_someone_enrolled_added_to_another_person_names_them(
+    gallery_db: Path, engine
+) -> None:
+    """--add with a photo from the wrong folder: the refusal says whose face it is."""
+    frank = [lfw("Frank_Solich", n) for n in (1, 2)]
+    enroll_photos(gallery_db, engine, "Frank Solich", frank)
+    before = digest(gallery_db)
+    with pytest.raises(EnrollError) as caught:
+        enroll_photos(gallery_db, engine, "Frank Solich", [lfw("Emma_Watson", 3)], add=True)
+    [problem] = caught.value.problems
+    assert problem.reason is Reason.ANOTHER_PERSON
+    assert "; it looks like 'Emma Watson', already enrolled (cosine 0." in problem.message
+    assert problem.message.endswith(
+        "add it to them with `edge-app enroll --add 'Emma Watson' PHOTO`"
+    )
+    assert digest(gallery_db) == before
+    # A stranger's photo is refused without a name.
+    with pytest.raises(EnrollError) as caught:
+        enroll_photos(gallery_db, engine, "Frank Solich", [lfw("Colin_Powell", 38)], add=True)
+    assert "looks like" in str(caught.value) and "already enrolled" not in str(caught.value)
+
+
 def test_camera_enrolment_passes_over_another_person_s_face(tmp_path: Path, engine) -> None:
     frank = [read_image(lfw("Frank_Solich", n)) for n in (1, 2, 3)]
     frames = [frank[0], read_image(lfw("Emma_Watson", 1)), frank[1], frank[2]]
