@@ -1,5 +1,5 @@
 """FaceNet's time per face with /proc whole and with /proc as systemd's ProcSubset=pid mounts it
-(docs/BENCHMARKS.md, "A unit's view of /proc"): without /proc/cpuinfo TFLite's XNNPACK backend
+(docs/DAEMON.md, Hardening): without /proc/cpuinfo TFLite's XNNPACK backend
 does not start, which is why no unit of ours sets ProcSubset=pid.
 
 Needs root (a private mount and PID namespace, `unshare -mpf`, where /proc is mounted with

@@ -588,10 +588,10 @@ def markdown(results: dict, accuracy: dict[str, dict]) -> str:
             if not int8:
                 continue
             slower = f"{int8['ms']['median'] / flt['ms']['median']:.1f}x" if flt else "-"
+            float_ms = f"{flt['ms']['median']:.3f}" if flt else "- (not measured)"
             add(
                 f"| {key} | {int8['partitions']} ({int8['prelu_ops']}) | "
-                f"{int8['ms']['median']:.3f} | {flt['ms']['median'] if flt else float('nan'):.3f} "
-                f"| {slower} |"
+                f"{int8['ms']['median']:.3f} | {float_ms} | {slower} |"
             )
         add("")
     batching = results.get("batching_ms_per_crop", {})

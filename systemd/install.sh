@@ -527,8 +527,8 @@ install_all() {
     step="installing the docs, the udev rule and the units"
     ln -sf "$VENV/bin/edge-app" "$LINK"
     install -d -m 0755 "$DOC_DIR"
-    install -m 0644 "$REPO/docs/DAEMON.md" "$REPO/docs/WIRING.md" \
-        "$REPO/docs/HOME_ASSISTANT.md" "$DOC_DIR/"
+    # Every page: the installed ones link to each other (DAEMON.md to GALLERY.md, INSTALL.md).
+    install -m 0644 "$REPO"/docs/*.md "$DOC_DIR/"
     install -D -m 0644 "$REPO/systemd/99-coral-edgetpu.rules" "$RULE"
     if command -v udevadm >/dev/null 2>&1; then
         udevadm control --reload-rules || true
@@ -616,7 +616,7 @@ install_all() {
     # were there and it has a gallery.
     if [ -z "$new_units" ] && [ -e "$STATE_DIR/gallery.db" ]; then
         say "done: upgraded in place; the config, keys and gallery are kept, and each unit" \
-            "is enabled or disabled as before (first-install steps: docs/INSTALL.md, section 6)"
+            "is enabled or disabled as before (first-install steps: $DOC_DIR/INSTALL.md, section 6)"
     else
         cat <<EOF
 edge-app install: done. Next:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import report
 from benchmarks.crowd import markdown_section as crowd_section
 from benchmarks.report import decisions
 from edge_app.paths import REPO_ROOT
@@ -124,3 +125,17 @@ def test_the_pnet_layout_benchmark_answers_help_without_running(
     assert done.value.code == 0
     assert "--out OUT" in capsys.readouterr().out
     assert (REPO_ROOT / "benchmarks" / "pnet_layout.json").read_bytes() == before
+
+
+def test_the_committed_benchmarks_page_is_what_make_bench_writes_from_the_committed_results() -> (
+    None
+):
+    """docs/BENCHMARKS.md says it is generated, not edited by hand: a section written by hand
+    would be lost at the next `make bench`."""
+    results = json.loads((REPO_ROOT / "benchmarks" / "results.json").read_text(encoding="utf-8"))
+    accuracy = REPO_ROOT / "benchmarks" / "accuracy.json"
+    records = report.load_accuracy(accuracy) if accuracy.is_file() else {}
+    if "auto" not in records:  # as report.write does
+        records["auto"] = json.loads((REPO_ROOT / "docs" / "lfw_auto.json").read_text("utf-8"))
+    page = (REPO_ROOT / "docs" / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert report.markdown(results, records).splitlines() == page.splitlines()

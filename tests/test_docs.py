@@ -1,6 +1,7 @@
 """The docs describe the product as it is: every command they show parses with today's
 command line, every `make` target they name exists, every `python -m` module they run is in
-the repository, and every link between them (file and section) leads somewhere.
+the repository, every link between them (file and section) leads somewhere, and every test
+they cite is defined where they say.
 
 Commands are read from fenced code blocks (every line that runs `edge-app` or
 `edge-convert`) and from inline code that starts with one. Nothing is run: each command line
@@ -181,3 +182,40 @@ def test_each_link_between_the_docs_leads_to_a_file_and_section() -> None:
                 broken.append(f"{doc.name}: {target} (no such section)")
     assert checked > 50
     assert broken == []
+
+
+# `tests/test_x.py::name`, `test_x.py` alone, or `::name` of the file named last before it
+# in the same paragraph (an IPv6 `::1` is not a test).
+TEST_REFERENCE = re.compile(
+    r"(?<![\w/])(?:tests/)?(test_\w+\.py)(?:::(\w+))?|(?<![\w.:])::([A-Za-z_]\w*)"
+)
+
+
+def test_each_test_the_docs_cite_is_defined_in_the_file_they_name() -> None:
+    """A reader runs `pytest tests/FILE.py::TEST` from the docs (RELIABILITY.md's recipe)."""
+    defined: dict[str, set[str]] = {}
+    missing = []
+    cited = 0
+    for doc in DOCS:
+        file = None
+        for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                file = None  # a new paragraph names its file again
+            for match in TEST_REFERENCE.finditer(line):
+                named, name, bare = match.groups()
+                file = named or file
+                name = name or bare
+                where = REPO_ROOT / "tests" / str(file)
+                if file is None or not where.is_file():
+                    missing.append(f"{doc.name}:{number}: {file or '::' + str(bare)} (no file)")
+                    continue
+                if name is None:
+                    continue
+                if file not in defined:
+                    source = where.read_text(encoding="utf-8")
+                    defined[file] = set(re.findall(r"^(?:async )?def (\w+)", source, re.M))
+                cited += 1
+                if name not in defined[file]:
+                    missing.append(f"{doc.name}:{number}: {file}::{name}")
+    assert cited > 100
+    assert missing == []

@@ -252,6 +252,7 @@ def make_repo(repo: Path, installer: str) -> None:
         "docs/DAEMON.md": "daemon\n",
         "docs/WIRING.md": "wiring\n",
         "docs/HOME_ASSISTANT.md": "home assistant\n",
+        "docs/GALLERY.md": "gallery\n",  # a page the installed ones link to
         "systemd/99-coral-edgetpu.rules": "# rule\n",
         "systemd/edge-app.service": "[Unit]\nDescription=door\n",
         "systemd/edge-app-hub.service": "[Unit]\nDescription=hub\n",
@@ -811,6 +812,7 @@ def test_a_restrictive_umask_does_not_leave_the_program_unreadable(fake: Fake) -
         fake.models / "manifest.json",
         fake.unit,
         fake.path("/usr/share/doc/edge-app/DAEMON.md"),
+        fake.path("/usr/share/doc/edge-app/GALLERY.md"),
     ):
         assert stat.S_IMODE(file.stat().st_mode) == 0o644, file
     # the secrets keep their own modes

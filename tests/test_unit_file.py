@@ -250,7 +250,7 @@ def test_no_unit_hides_proc_cpuinfo_from_the_runtime() -> None:
     """Found by an audit: the hub's unit had ProcSubset=pid, which hides /proc/cpuinfo;
     TFLite's XNNPACK backend then fails to start ("Error in cpuinfo: failed to parse
     processor information") and FaceNet ran 3,724 ms a face instead of 5.5 ms here, so the
-    web page's enrolment crawled (docs/BENCHMARKS.md, "A unit's view of /proc")."""
+    web page's enrolment crawled (docs/DAEMON.md, Hardening)."""
     for unit in SYSTEMD.glob("*.service"):
         service = directives(unit, "Service")
         assert service.get("ProcSubset", ["all"]) == ["all"], unit.name
