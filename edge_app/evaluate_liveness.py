@@ -13,8 +13,9 @@ BPCER = live frames judged not live / live frames; ACER = (worst APCER + BPCER) 
 Per sequence, each track is cut into consecutive windows of up to `LIVE_WINDOW_FRAMES` frames (the
 about one second a door decides in) and a window is judged live when at least
 `min_live_frames` of its frames are (edge_app/liveness_rule.py, the door's rule). Per track,
-as the door sees a longer presentation: the track is accepted when any run of `LIVE_WINDOW_FRAMES`
-consecutive frames is. The parallax reading (edge_app/parallax.py) of each window is reported
+as the door judges a recognised track: accepted when the rule passes on its last frames (at
+most `LIVE_WINDOW_FRAMES`) before a full window fails it; refused for good at the first full
+window that fails first. The parallax reading (edge_app/parallax.py) of each window is reported
 beside it, for the geometry table in docs/LIVENESS.md.
 """
 
@@ -37,7 +38,7 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 from edge_app.images import read_image
-from edge_app.liveness_rule import window_is_live
+from edge_app.liveness_rule import track_verdict, window_is_live
 from edge_app.parallax import Parallax, pair_measures
 from edge_app.reports import json_safe
 
@@ -191,12 +192,9 @@ class GroupFigures:
 
 
 def track_is_live(scores: np.ndarray, threshold: float, min_live_frames: int) -> bool:
-    """The door's view of a longer track: some run of LIVE_WINDOW_FRAMES frames passes the rule."""
-    live = (np.asarray(scores) >= threshold).astype(np.int64)
-    if len(live) <= LIVE_WINDOW_FRAMES:
-        return int(live.sum()) >= min_live_frames
-    runs = np.convolve(live, np.ones(LIVE_WINDOW_FRAMES, np.int64), mode="valid")
-    return bool(runs.max() >= min_live_frames)
+    """The door's view of a longer track (liveness_rule.track_verdict): live when the rule
+    passes before a full window fails it; a track too short for either is not let in."""
+    return track_verdict(scores.tolist(), threshold, min_live_frames) is True
 
 
 def summarise(

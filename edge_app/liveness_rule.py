@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -143,3 +143,18 @@ class LiveFrames:
     @property
     def mean(self) -> float:
         return float(np.mean(self.scores)) if self.scores else float("nan")
+
+
+def track_verdict(scores: Iterable[float], threshold: float, min_live_frames: int) -> bool | None:
+    """The door's verdict on a recognised track whose frames score `scores`, in order: True
+    at the first frame the rule passes (live for good), False at the first full window that
+    does not pass first (an attack for good, even if later frames would pass), None while
+    neither (too few frames)."""
+    frames = LiveFrames(threshold, min_live_frames)
+    for score in scores:
+        frames.add(score)
+        if frames.live:
+            return True
+        if frames.refused:
+            return False
+    return None

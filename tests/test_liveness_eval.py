@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from edge_app import cli
+from edge_app.config import PolicyConfig
 from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.evaluate_liveness import (
@@ -25,8 +26,15 @@ from edge_app.evaluate_liveness import (
     track_is_live,
     windows,
 )
-from edge_app.liveness_rule import LiveFrames, manifest_threshold, window_is_live
+from edge_app.liveness_rule import (
+    LiveFrames,
+    LiveRule,
+    manifest_threshold,
+    track_verdict,
+    window_is_live,
+)
 from edge_app.manifest import load_manifest
+from edge_app.policy import SPOOF, UNLOCK, Policy, Vote
 
 
 def _touch(root: Path, kind: str, name: str) -> Path:
@@ -93,16 +101,37 @@ def test_the_rule_counts_live_frames() -> None:
     assert not window_is_live(scores, 0.85, 2)
 
 
-def test_a_long_track_is_live_when_any_ten_frame_run_is() -> None:
+def test_a_long_track_is_judged_as_the_door_judges_it_first_verdict_for_good() -> None:
     dead = np.zeros(30)
     assert not track_is_live(dead, 0.5, 5)
-    burst = dead.copy()
-    burst[[3, 8, 14, 19, 24]] = 1.0  # five live frames, but never five within ten
-    assert not track_is_live(burst, 0.5, 5)
-    burst[[15, 16, 17]] = 1.0  # frames 14-23 now hold five
-    assert track_is_live(burst, 0.5, 5)
-    assert track_is_live(np.ones(4), 0.5, 4)
-    assert not track_is_live(np.ones(4), 0.5, 5)
+    late = dead.copy()
+    late[[15, 16, 17, 18, 19]] = 1.0  # frames 10-19 pass, but 0-9 failed first: an attack
+    assert not track_is_live(late, 0.5, 5)
+    early = dead.copy()
+    early[[5, 6, 7, 8, 9]] = 1.0  # the first full window passes at frame 9
+    assert track_is_live(early, 0.5, 5)
+    assert track_is_live(np.ones(4), 0.5, 4)  # live before a full window is seen
+    assert not track_is_live(np.ones(4), 0.5, 5)  # undecided: not let in
+    assert track_verdict([1.0] * 4, 0.5, 5) is None
+    assert track_verdict([0.0] * 10, 0.5, 5) is False
+
+
+def test_the_evaluations_verdict_is_the_policys_on_a_recognised_track() -> None:
+    """The real Policy (require mode), fed one recognised track frame by frame, unlocks or
+    reports a spoof exactly where track_verdict says live or an attack, on random scores."""
+    rng = np.random.default_rng(5)
+    clock = iter(1000.0 + 0.1 * n for n in range(100_000))
+    for _ in range(300):
+        scores = rng.random(int(rng.integers(1, 25)))
+        policy = Policy(PolicyConfig(hits=3, window=5), clock=lambda: next(clock))
+        policy.configure(policy.config, LiveRule("require", 0.5, 4))
+        door: bool | None = None
+        for score in scores:
+            kinds = [d.kind for d in policy.vote(1, Vote("alice", 0.8, 0.1, liveness=score))]
+            if UNLOCK in kinds or SPOOF in kinds:
+                door = UNLOCK in kinds
+                break
+        assert track_verdict(scores.tolist(), 0.5, 4) is door, scores
 
 
 def test_live_frames_refuses_only_a_full_window() -> None:
