@@ -1159,7 +1159,8 @@ class Daemon:
         start = time.perf_counter()
         faces = recognizer.detect(frame.image)
         metrics.detect_seconds += time.perf_counter() - start
-        tracks, ended = self.tracker.update(faces.boxes)
+        height, width = frame.image.shape[:2]
+        tracks, ended = self.tracker.update(faces.boxes, frame.timestamp, (width, height))
         self._end_tracks(ended)
         if not len(faces):
             return

@@ -20,6 +20,12 @@ from edge_app.detection.boxes import iou_matrix
 
 log = logging.getLogger(__name__)
 
+# A gap between frames longer than this (or than max_missed + 1 frames at the rate frames
+# have been arriving, if longer) ends every track: the camera stalled or reconnected, and
+# whoever stands at the door afterwards is a new visit, not the face of before.
+TRACK_GAP_SECONDS = 1.0
+INTERVAL_WEIGHT = 0.1  # of a new interval in the running mean of the frame interval
+
 
 def greedy_assign(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
     """(row, col) pairs, best score first, each row and column used once, all >= minimum.
@@ -70,6 +76,9 @@ class IoUTracker:
         self.frame = -1
         self.tracks: list[Track] = []
         self._ids = itertools.count(1)
+        self._at: float | None = None  # the last frame's time
+        self._interval: float | None = None  # running mean of the time between frames
+        self._size: tuple[int, int] | None = None  # the last frame's (width, height)
         self.configure(config or TrackingConfig())
 
     def configure(self, config: TrackingConfig) -> None:
@@ -79,15 +88,33 @@ class IoUTracker:
         self.max_missed = config.max_missed
         self.refresh_frames = config.refresh_frames
 
-    def update(self, boxes: np.ndarray) -> tuple[list[Track], list[Track]]:
+    def update(
+        self,
+        boxes: np.ndarray,
+        at: float | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> tuple[list[Track], list[Track]]:
         """Advance one frame with its detections.
 
         Returns the track of each box (same order) and the tracks that ended this frame:
         those unseen for more than `max_missed` frames, so a detector that misses a face for
         a frame or two does not split a visit into two tracks (and two unlock decisions).
+
+        at: the frame's time in seconds; after a gap (gap_seconds) every track ends first.
+        size: the frame's (width, height); a frame of another size than the last (a camera
+        that came back at another resolution) shows the same view, so the tracks' boxes
+        are scaled to it rather than ended and started again as new visits.
         """
         self.frame += 1
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        gap: list[Track] = self._after_gap(at)
+        if size is not None:
+            if self._size is not None and size != self._size and self.tracks:
+                scale = np.array([size[0] / self._size[0], size[1] / self._size[1]] * 2)
+                for track in self.tracks:
+                    track.box = (track.box * scale).astype(np.float32)
+                log.debug("frame size %dx%d -> %dx%d: tracks kept", *self._size, *size)
+            self._size = size
         previous = np.array([t.box for t in self.tracks], np.float32).reshape(-1, 4)
         pairs = greedy_assign(iou_matrix(previous, boxes), self.iou)
         matched: list[Track | None] = [None] * len(boxes)
@@ -113,7 +140,31 @@ class IoUTracker:
                 log.debug("track started track=%d", found.track_id)
             result.append(found)
         self.tracks = alive
-        return result, ended
+        return result, gap + ended
+
+    def gap_seconds(self) -> float:
+        """The longest time between two frames that keeps the tracks: TRACK_GAP_SECONDS, or
+        more than max_missed frames at the rate they have been arriving (a slow CPU)."""
+        frames = (self.max_missed + 1) * (self._interval or 0.0)
+        return max(TRACK_GAP_SECONDS, frames)
+
+    def _after_gap(self, at: float | None) -> list[Track]:
+        """The tracks a gap before the frame at `at` ends (all of them, or none)."""
+        if at is None or not np.isfinite(at):
+            return []
+        last, self._at = self._at, at
+        if last is None:
+            return []
+        interval = at - last
+        if interval > self.gap_seconds():
+            log.info("no frame for %.1f s: the %d track(s) in view end", interval, len(self.tracks))
+            return self.end_all()
+        if interval >= 0:
+            mean = self._interval
+            self._interval = (
+                interval if mean is None else mean + INTERVAL_WEIGHT * (interval - mean)
+            )
+        return []
 
     def end_all(self) -> list[Track]:
         """End every track (the source has ended): the tracks that were alive."""

@@ -675,6 +675,33 @@ def test_a_camera_error_mid_pulse_relocks_and_ends_the_run(
     assert_fail_secure(factory, pulse=0.0)
 
 
+def test_a_resident_still_in_view_after_a_camera_outage_is_a_new_visit(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit: a track outlived a camera that gave no frame for seconds (a stall,
+    a reconnect), so Ada, let in before it and at the door past her cooldown after it, was
+    still the visit already decided and stayed out. The gap ends every track."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 3 + [ADA] * 20)
+    outage = 1.5  # seconds without a frame after frame 12, more than tracker.TRACK_GAP_SECONDS
+
+    class StalledFolder(FolderSource):
+        def frames(self):
+            for frame in super().frames():
+                late = outage if frame.index >= 12 else 0.0
+                yield dataclasses.replace(frame, timestamp=frame.timestamp + late)
+
+    monkeypatch.setattr(
+        daemon_module, "open_camera", lambda camera: StalledFolder(Path(camera.source), fps=10)
+    )
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, policy={"cooldown_seconds": 1.0})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    decided = [(e["type"], e["track"]) for e in jsonl(tmp_path) if e["type"] != "relock"]
+    assert decided == [("recognized", 1), ("unlock", 1), ("recognized", 2), ("unlock", 2)]
+    assert_fail_secure(factory)
+
+
 def test_reload_reads_the_version_before_the_rows(tmp_path: Path, gallery: Path) -> None:
     """A remove committed while the gallery is being loaded is seen on the next check."""
     recognizer = Recognizer(ScriptedEngine(), gallery, Config().recognition)

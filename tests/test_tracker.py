@@ -6,7 +6,7 @@ import numpy as np
 
 from edge_app.config import TrackingConfig
 from edge_app.detection.boxes import iou_matrix
-from edge_app.tracker import IoUTracker, greedy_assign
+from edge_app.tracker import TRACK_GAP_SECONDS, IoUTracker, greedy_assign
 
 
 def box(x: float, y: float, size: float = 100) -> list[float]:
@@ -84,3 +84,38 @@ def test_configure_changes_the_rules_and_keeps_the_tracks() -> None:
     assert tracker.tracks == [track] and tracker.refresh_frames == 3
     _, ended = tracker.update(np.zeros((0, 4)))
     assert ended == [track]  # max_missed=0 applied from the next frame
+
+
+def test_a_gap_in_the_frames_ends_every_track() -> None:
+    tracker = IoUTracker(TrackingConfig())
+    for n in range(5):
+        [first], _ = tracker.update(np.array([box(100, 100)]), at=n * 0.1)
+    [same], ended = tracker.update(np.array([box(100, 100)]), at=0.4 + TRACK_GAP_SECONDS - 0.05)
+    assert same is first and ended == []
+    [new], ended = tracker.update(np.array([box(100, 100)]), at=8.0)  # a camera outage
+    assert ended == [first] and new.track_id != first.track_id
+    [kept], _ = tracker.update(np.array([box(100, 100)]))  # no time given: no gap rule
+    assert kept is new
+
+
+def test_the_gap_that_ends_tracks_grows_with_the_time_between_frames() -> None:
+    """A slow CPU that judges a frame every 0.5 s is not taken for an outage at each frame;
+    a gap longer than max_missed + 1 of its frames still is."""
+    tracker = IoUTracker(TrackingConfig(max_missed=5))
+    for n in range(30):
+        [first], ended = tracker.update(np.array([box(100, 100)]), at=n * 0.5)
+        assert ended == [] and first.track_id == 1
+    assert 2.9 < tracker.gap_seconds() < 3.1
+    _, ended = tracker.update(np.array([box(100, 100)]), at=14.5 + 3.5)
+    assert [track.track_id for track in ended] == [1]
+
+
+def test_a_frame_of_another_size_keeps_the_tracks_scaled_to_it() -> None:
+    """A camera back at another resolution shows the same view: one visit, not two."""
+    tracker = IoUTracker(TrackingConfig())
+    [first], _ = tracker.update(np.array([box(200, 100)]), at=0.0, size=(640, 480))
+    [same], ended = tracker.update(np.array([box(100, 50, 50)]), at=0.1, size=(320, 240))
+    assert same is first and ended == []
+    np.testing.assert_allclose(same.box, box(100, 50, 50))
+    [again], _ = tracker.update(np.array([box(200, 100)]), at=0.2, size=(640, 480))
+    assert again is first
