@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_app import engine
 from edge_app.bounded_read import read_or_refuse
 from edge_app.errors import UserError
 
@@ -156,10 +157,10 @@ BATCH_AXIS_OPERANDS: dict[str, tuple[int, int]] = {
 }
 
 SOFTMAX_MAX_ELEMENTS = 16_000
-# The largest model the lint reads. The Edge TPU holds 8 MB of parameters and streams the
-# rest; the converter's FaceNet is 25 MB. A larger file is not a door model, and reading a
-# device such as /dev/zero whole would fill the memory.
-MAX_MODEL_BYTES = 512 * 1024 * 1024
+# The largest model the lint reads is the largest the door reads (edge_app.engine): a larger
+# file would pass here and be refused at the door, and reading a device such as /dev/zero
+# whole would fill the memory.
+MAX_MODEL_BYTES = engine.MAX_MODEL_BYTES
 # What garbage offsets in a damaged flatbuffer raise when read through the generated schema:
 # an offset past the end (IndexError, struct.error, numpy's "buffer is smaller than requested
 # size" ValueError) or a number out of its type's range (flatbuffers' "bad number" TypeError).

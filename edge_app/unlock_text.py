@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 TEXT_MAX = 200  # characters of an unlock reason or origin
+ORIGIN_MAX = 64  # characters of a signed MQTT command's origin (edge_app.hub.signing)
 STAMP_WORDS = ("origin=", "uid=", "gid=", "pid=")
 
 
@@ -40,3 +41,22 @@ def clean(value: Any, name: str) -> str:
     if word is not None:
         raise ValueError(f"{name} may not contain {word!r}: the door records who asked itself")
     return text
+
+
+def origin_problem(origin: object) -> str | None:
+    """Why a signed command's origin is refused (its signer and its verifier ask); None if
+    fine. It is signed as it will be recorded: at most ORIGIN_MAX printable characters,
+    single spaces inside only (the door makes every run of whitespace one space), no word
+    the door stamps itself."""
+    if not isinstance(origin, str) or not 0 < len(origin) <= ORIGIN_MAX or not origin.isprintable():
+        return f"origin must be 1-{ORIGIN_MAX} printable characters"
+    if " ".join(origin.split()) != origin:
+        return (
+            "origin may not begin or end with a space or hold two in a row: the door records "
+            "it with single spaces, and what it records must be what was signed"
+        )
+    try:
+        clean(origin, "origin")
+    except ValueError as error:
+        return str(error)
+    return None

@@ -1329,6 +1329,9 @@ def test_unlock_code_without_a_code_file_suggests_one_the_service_user_can_write
         ("ph\x1bone", "origin must be 1-64 printable characters"),
         ("x" * 65, "origin must be 1-64 printable characters"),
         ("phone uid=0", "origin may not contain 'uid=': the door records who asked itself"),
+        # The door records "a b": the signed origin must be what it records.
+        ("a  b", "origin may not begin or end with a space or hold two in a row"),
+        (" phone", "origin may not begin or end with a space"),
     ],
 )
 def test_hub_sign_unlock_refuses_an_origin_the_door_would_refuse(

@@ -66,6 +66,7 @@ def test_a_fresh_signed_command_is_accepted_once() -> None:
         (command(origin="a\nb"), "origin must be"),
         (command(origin="phone; origin=web"), "origin may not contain 'origin='"),
         (command(origin="phone Uid=0"), "origin may not contain 'uid='"),
+        (command(origin="back  door"), "hold two in a row"),
         (command(sig="F" * 64), "sig must be 64 lowercase hex"),
         (command(action="open"), "exactly"),
         (b"UNLOCK", "not JSON"),

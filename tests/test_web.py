@@ -1189,7 +1189,9 @@ def test_snapshots_are_served_only_from_their_folder(site: Site, user: httpx.Cli
         outside.write_bytes(b"\xff\xd8secret")
         link = Path(config.events.snapshots) / "link.jpg"
         link.symlink_to(outside)
-        for stored in (str(outside), "../secret.jpg", str(link), "/etc/passwd"):
+        own = Path(config.events.snapshots) / "holiday.jpg"  # the owner's photo, not the door's
+        own.write_bytes(b"\xff\xd8holiday")
+        for stored in (str(outside), "../secret.jpg", str(link), "/etc/passwd", str(own)):
             db.execute("UPDATE events SET snapshot = ? WHERE id = ?", (stored, event_id))
             db.commit()
             assert user.get(f"/snapshots/{event_id}").status_code == 404, stored

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edge_app.commands import config_path
 from edge_app.paths import DEFAULT_CONFIG
+from edge_app.unlock_text import ORIGIN_MAX
 
 EPILOG = f"""\
 Connects to the door's control socket ([hub] socket; the door may start before or after)
@@ -54,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sign-unlock",
         metavar="ORIGIN",
         help="print one signed remote-unlock command to publish on the door's unlock "
-        "topic, then exit. ORIGIN names who sends it (1-64 printable characters, e.g. phone), "
+        f"topic, then exit. ORIGIN names who sends it (1-{ORIGIN_MAX} printable characters, "
+        "e.g. phone), "
         'and the door logs the unlock as "mqtt:ORIGIN". Signed with the key in [mqtt] '
         "unlock_secret_file (read it as the service user); valid for [mqtt] "
         "unlock_window_seconds and only once (docs/HOME_ASSISTANT.md)",

@@ -1,7 +1,7 @@
 """Signed remote-unlock commands: HMAC-SHA256 over the door, a timestamp, a nonce and an origin.
 
 A command is the JSON object {"ts": <Unix seconds, integer>, "nonce": "<16-64 of
-[A-Za-z0-9_-]>", "origin": "<who, printable, at most 64 characters>", "sig": "<hex>"} where
+[A-Za-z0-9_-]>", "origin": "<who: unlock_text.origin_problem>", "sig": "<hex>"} where
 sig = HMAC-SHA256(key, "edge-door-unlock:v1\\n<door_id>\\n<ts>\\n<nonce>\\n<origin>"). The
 door id in the signed text stops a command for one door from opening another that shares
 the key; the timestamp window bounds how long a captured command stays usable, the nonce
@@ -26,7 +26,7 @@ from typing import Any
 from edge_app import untrusted_json
 from edge_app.errors import UserError
 from edge_app.private_file import read_private
-from edge_app.unlock_text import stamp_word
+from edge_app.unlock_text import origin_problem
 
 SCHEME = "edge-door-unlock:v1"
 MAX_COMMAND_BYTES = 1024
@@ -84,16 +84,6 @@ def check_window(timestamp: int, now: float, window: float) -> None:
             f"timestamp {timestamp} is {abs(now - timestamp):.0f} s {side} this hub's clock, "
             f"outside the {window:.0f} s window (check both clocks)"
         )
-
-
-def origin_problem(origin: object) -> str | None:
-    """Why a command's origin is refused (the signer and the verifier share it); None if fine."""
-    if not isinstance(origin, str) or not 0 < len(origin) <= 64 or not origin.isprintable():
-        return "origin must be 1-64 printable characters"
-    word = stamp_word(origin)
-    if word is not None:  # the door would refuse to record it (edge_app.unlock_text)
-        return f"origin may not contain {word!r}: the door records who asked itself"
-    return None
 
 
 def unlock_message(door_id: str, ts: int, nonce: str, origin: str) -> bytes:

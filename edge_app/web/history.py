@@ -27,7 +27,7 @@ from edge_app.errors import (
     is_damage,
     sqlite_code,
 )
-from edge_app.events import TYPES
+from edge_app.events import SNAPSHOT_NAME, TYPES
 from edge_app.gallery import name_key
 from edge_app.sqlite_files import connect_read_only
 from edge_app.wall_clock import local_at, local_zone
@@ -456,10 +456,12 @@ def safe_cell(text: str) -> str:
 
 
 def read_snapshot(folder: Path | None, stored: str | None) -> bytes | None:
-    """The JPEG at `stored` only if it is a regular file directly inside `folder`.
+    """The JPEG at `stored` only if it is a regular file directly inside `folder` whose name
+    is one the door gives its snapshots (events.SNAPSHOT_NAME).
 
     The path comes from the events database; checking it keeps a tampered or stale row from
-    turning the page into a file reader (no symlinks, no `..`, no other folder).
+    turning the page into a file reader (no symlinks, no `..`, no other folder, none of the
+    owner's own photos kept in the folder).
     """
     if folder is None or not stored:
         return None
@@ -467,7 +469,7 @@ def read_snapshot(folder: Path | None, stored: str | None) -> bytes | None:
     candidate = Path(stored)
     if not candidate.is_absolute():
         candidate = base / candidate
-    if candidate.suffix.lower() != ".jpg" or candidate.parent.resolve() != base:
+    if not SNAPSHOT_NAME.match(candidate.name) or candidate.parent.resolve() != base:
         return None
     path = base / candidate.name
     try:
