@@ -101,6 +101,19 @@ def fixed_pull_up_problem(pin: int, active_high: bool) -> str | None:
     return None
 
 
+def votes_problem(policy: PolicyConfig) -> str | None:
+    """Why `[policy]` hits and window cannot work together (the config and Policy.check
+    refuse with this text); None when they can."""
+    if policy.hits < 1:  # the key's range says so first; a PolicyConfig made in code too
+        return f"policy.hits: {policy.hits} is less than 1: the door unlocks on votes, at least one"
+    if policy.hits > policy.window:
+        return (
+            f"policy.hits: {policy.hits} is more than policy.window {policy.window}, so no one "
+            "could ever be unlocked; make hits <= window"
+        )
+    return None
+
+
 def relay_pin_problem(pin: int, force_uart_pins: bool, active_high: bool) -> str | None:
     """Why the relay may not use `pin` (the UART and the fixed pull-up rules), or None: what
     config validation and the relay both refuse."""
@@ -746,11 +759,9 @@ def _cross_checks(config: Config, errors: list[str]) -> None:
             f"{camera.lores_width}x{camera.lores_height} holds, so no face would ever be found; "
             'make it at most camera.lores_width and lores_height, or "auto"'
         )
-    if policy.hits > policy.window:
-        errors.append(
-            f"policy.hits: {policy.hits} is more than policy.window {policy.window}, so no one "
-            "could ever be unlocked; make hits <= window"
-        )
+    problem = votes_problem(policy)
+    if problem is not None:
+        errors.append(problem)
     recognition = config.recognition
     if recognition.learn_site and not recognition.site_centring:
         errors.append(

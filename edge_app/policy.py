@@ -54,7 +54,7 @@ from statistics import fmean
 
 import numpy as np
 
-from edge_app.config import LIVE_WINDOW_FRAMES, PolicyConfig
+from edge_app.config import LIVE_WINDOW_FRAMES, PolicyConfig, votes_problem
 from edge_app.liveness_rule import (
     OFF,
     REQUIRE,
@@ -207,10 +207,9 @@ class Policy:
     @staticmethod
     def check(config: PolicyConfig) -> None:
         """Raise ValueError if `config` could not be applied (configure() calls this first)."""
-        if not 1 <= config.hits <= config.window:
-            raise ValueError(
-                f"need 1 <= hits <= window, got hits={config.hits} window={config.window}"
-            )
+        problem = votes_problem(config)
+        if problem is not None:
+            raise ValueError(problem)
         parse_hours(config.allowed_hours)
 
     def configure(self, config: PolicyConfig, liveness: LiveRule | None = None) -> None:
