@@ -366,6 +366,11 @@ def _commit(
             )
         except (UserError, OSError) as error:  # enrolled all the same: said, not raised
             log.warning("the lookalike check could not run after the enrolment (%s)", error)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM (edge_app.cli) after the commit: the person is enrolled, and
+            # the command must say so, not "interrupted" (a retry would be refused as
+            # already enrolled). On a large gallery the check takes a while.
+            log.warning("interrupted: the lookalike check was cut short; %r is enrolled", name)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -33,7 +34,18 @@ def escape_controls(text: str, keep: str = "") -> str:
 
 class _SafeFormatter(logging.Formatter):
     """Messages carry names from outside (files, people): their control characters are
-    escaped, a message's own line breaks kept (a config error lists its problems)."""
+    escaped, a message's own line breaks kept (a config error lists its problems). A text or
+    a path given as an argument (`photo=%s`) has its line breaks escaped too: a file named
+    with a newline must not forge a line of the log, nor a journal entry."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, str | os.PathLike) for a in args):
+            record = copy.copy(record)
+            record.args = tuple(
+                escape_controls(str(a)) if isinstance(a, str | os.PathLike) else a for a in args
+            )
+        return super().format(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         return escape_controls(super().formatMessage(record), keep="\n")

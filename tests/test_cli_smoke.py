@@ -366,6 +366,29 @@ def test_export_refuses_the_side_files_of_a_gallery_named_through_a_link(
     assert len(listed) == 5
 
 
+def test_export_replaces_an_earlier_export_and_nothing_else(tmp_path: Path) -> None:
+    """Found by an audit: `export --db G FILE` silently replaced another gallery, an events
+    database or a config at FILE. An earlier export, or an empty file, is replaced."""
+    db = _gallery(tmp_path)
+    other = _gallery(tmp_path / "other")
+    config = tmp_path / "door.toml"
+    config.write_text("[gpio]\npin = 17\n")
+    for kept in (other, config):
+        before = kept.read_bytes()
+        line = _one_error_line(run(tmp_path, "export", "--db", str(db), str(kept)))
+        assert line.endswith(
+            f"{kept} already holds a file that is not an edge-app export: export to another "
+            "file, or remove that one first; it is unchanged"
+        )
+        assert kept.read_bytes() == before
+    out = tmp_path / "nightly.jsonl"
+    out.write_bytes(b"")
+    for _ in range(2):  # an empty file, then the export of the night before
+        done = run(tmp_path, "export", "--db", str(db), str(out))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(out.read_text().splitlines()[0])["people"] == 5
+
+
 def test_export_refuses_a_fifo_and_leaves_it(tmp_path: Path) -> None:
     db = _gallery(tmp_path)
     out = tmp_path / "out.jsonl"

@@ -535,3 +535,24 @@ def test_identify_reports_boxes_in_the_photo_s_own_pixels(
     [(small_face,), (big_face,)] = [e["faces"] for e in json.loads(capsys.readouterr().out)]
     assert small_face["name"] == big_face["name"] == "Emma Watson"
     np.testing.assert_allclose(np.array(big_face["box"]) / 12, small_face["box"], atol=4)
+
+
+def test_an_interrupt_after_the_enrolment_is_written_still_reports_it(
+    gallery_db: Path, engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: Ctrl-C during the lookalike check, which runs after the commit,
+    said "interrupted" and exit 130 (with --json, nothing) for a person who was enrolled."""
+    import edge_app.enroll as enroll_module
+
+    def interrupted(*args: object, **kwargs: object) -> tuple[str, str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(enroll_module, "lookalike_warning", interrupted)
+    photos = [lfw("Frank_Solich", 1), lfw("Frank_Solich", 2)]
+    result = enroll_photos(
+        gallery_db, engine, "Frank Solich", photos, recognition=RecognitionConfig()
+    )
+    assert (result.created, result.samples, result.lookalike) == (True, 2, "")
+    assert "the lookalike check was cut short; 'Frank Solich' is enrolled" in caplog.text
+    with Gallery.open(gallery_db) as gallery:
+        assert gallery.has("Frank Solich")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from edge_app.logs import Throttle
+from edge_app.logs import Throttle, setup_logging
 
 
 def test_one_line_per_interval_then_the_count_of_those_held_back() -> None:
@@ -51,24 +54,31 @@ def test_a_burst_below_one_is_refused() -> None:
         Throttle(1.0, burst=0)
 
 
-def test_under_journald_every_line_of_a_message_has_its_priority(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Found by an audit: a config error's problems, on lines of their own, were journal
-    entries without a priority, so `journalctl -p err` showed the head line and no key."""
-    import logging
-
-    from edge_app.logs import setup_logging
-
+def journal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], emit: Callable[[], None]
+) -> list[str]:
+    """The lines `emit` logs, formatted as under systemd (JOURNAL_STREAM set)."""
     monkeypatch.setenv("JOURNAL_STREAM", "8:1")
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
         setup_logging()
-        logging.getLogger("edge_app").error("door.toml: 2 problem(s):\n  - a: bad\n  - b: bad")
+        emit()
     finally:
         root.handlers[:], root.level = handlers, level
-    assert capsys.readouterr().err.splitlines() == [
+    return capsys.readouterr().err.splitlines()
+
+
+def test_under_journald_every_line_of_a_message_has_its_priority(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: a config error's problems, on lines of their own, were journal
+    entries without a priority, so `journalctl -p err` showed the head line and no key."""
+    log = logging.getLogger("edge_app")
+    lines = journal(
+        monkeypatch, capsys, lambda: log.error("door.toml: 2 problem(s):\n  - a: bad\n  - b: bad")
+    )
+    assert lines == [
         "<3>edge_app: door.toml: 2 problem(s):",
         "<3>edge_app:   - a: bad",
         "<3>edge_app:   - b: bad",
@@ -90,3 +100,25 @@ def test_a_throttle_says_what_it_held_back_once_a_line_is_allowed() -> None:
     assert throttle.held() == 0
     assert throttle.due() == 0  # the second line of this window
     assert throttle.due() is None
+
+
+def test_a_name_with_a_line_break_cannot_forge_a_log_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: a photo named "a\\n...door unlocked" made a line (a journal
+    entry) of its own. Texts and paths given as arguments have their line breaks escaped;
+    the message's own line breaks, and an exception's, are kept."""
+    log = logging.getLogger("edge_app")
+    forged = "x.jpg\nedge_app.daemon: unlock name=Mallory"
+
+    def emit() -> None:
+        log.info("photo=%s accepted", forged)
+        log.info("photo=%s accepted", Path(forged))
+        log.error("%s", ValueError("2 problem(s):\n  - a: bad"))
+
+    assert journal(monkeypatch, capsys, emit) == [
+        "<6>edge_app: photo=x.jpg\\x0aedge_app.daemon: unlock name=Mallory accepted",
+        "<6>edge_app: photo=x.jpg\\x0aedge_app.daemon: unlock name=Mallory accepted",
+        "<3>edge_app: 2 problem(s):",
+        "<3>edge_app:   - a: bad",
+    ]

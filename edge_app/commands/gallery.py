@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shlex
+import stat
 import sys
 import unicodedata
 from dataclasses import asdict
@@ -422,6 +423,7 @@ def run_export(args: argparse.Namespace) -> int:
             _refuse_the_gallery(out, gallery.path)
             if args.db is None:
                 _refuse_the_door_files(out, args.config)
+            _refuse_what_is_not_an_export(out)
 
             def export(handle: IO[str]) -> tuple[int, int]:
                 # Raised before the file is replaced, and the temporary file removed.
@@ -458,6 +460,32 @@ def _refuse_the_gallery(out: Path, gallery: Path) -> None:
                 same = False
             if same or place == f"{real}{suffix}" == os.path.realpath(out):
                 raise UserError(f"{out} is the gallery's own file {place}; export to another file")
+
+
+def _refuse_what_is_not_an_export(out: Path) -> None:
+    """Refuse to replace a file that holds something other than an export (another
+    gallery, an events database, a config, a photo): an export replaces only an earlier
+    export, or an empty file."""
+    from edge_app.gallery import EXPORT_FORMAT
+
+    try:
+        if not stat.S_ISREG(os.stat(out).st_mode):  # never opened: a FIFO would block
+            return  # write_private_text refuses it, saying what it is
+        with open(out, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return  # missing, or the write that follows says why it cannot be used
+    if not head:
+        return
+    try:
+        header = json.loads(head.split(b"\n", 1)[0])
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        raise UserError(
+            f"{out} already holds a file that is not an edge-app export: export to another "
+            "file, or remove that one first; it is unchanged"
+        )
 
 
 def _refuse_the_door_files(out: Path, config_path: Path | None) -> None:
