@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import shlex
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from edge_app.commands import shown
+from edge_app.commands import name_words, shown
 from edge_app.config import RecognitionConfig
 from edge_app.errors import UserError
 from edge_app.faces import Faces
@@ -225,7 +224,7 @@ def enrolled_as(
         f"the same face as {who!r}, already enrolled (cosine {float(scores[row]):.3f} > "
         f"{gates.near_duplicate:.2f} to one of their samples): one person under two names "
         f"is let in as either; drop this photo, or add it to them with "
-        f"`edge-app enroll --add {shlex.quote(who)} PHOTO`",
+        f"`edge-app enroll --add {name_words(who)} PHOTO`",
     )
 
 
@@ -333,7 +332,7 @@ class _Collector:
         who = self.others.names[row]
         return (
             f"; it looks like {who!r}, already enrolled (cosine {float(scores[row]):.3f}): "
-            f"if it is theirs, add it to them with `edge-app enroll --add {shlex.quote(who)} "
+            f"if it is theirs, add it to them with `edge-app enroll --add {name_words(who)} "
             "PHOTO`"
         )
 

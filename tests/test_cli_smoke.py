@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import resource
+import shlex
 import shutil
 import sqlite3
 import stat
@@ -364,6 +366,21 @@ def test_export_refuses_the_side_files_of_a_gallery_named_through_a_link(
     assert suffix != "-journal" or not out.exists()  # nothing written where none was
     listed = json.loads(run(tmp_path, "list", "--json", "--db", str(named)).stdout)
     assert len(listed) == 5
+
+
+def test_a_hint_naming_a_person_whose_name_begins_with_a_dash_works_when_pasted(
+    tmp_path: Path,
+) -> None:
+    """Found by an audit: `edge-app access -Ann no` was refused by argparse (-Ann taken for
+    an option); the hints put `--` before such a name, as the web page does."""
+    db = _gallery(tmp_path)
+    done = run(tmp_path, "enroll", "--db", str(db), "--add", "--no-access", "--", "-Ann", "a.jpg")
+    assert done.returncode == 2
+    hint = re.search(r"`edge-app (access [^`]*)`", done.stderr)
+    assert hint is not None and hint[1] == "access -- -Ann no"
+    pasted = run(tmp_path, "access", "--db", str(db), *shlex.split(hint[1])[1:])
+    assert pasted.returncode == 2 and "usage:" not in pasted.stderr
+    assert "-Ann" in pasted.stderr and "not enrolled" in pasted.stderr
 
 
 def test_export_replaces_an_earlier_export_and_nothing_else(tmp_path: Path) -> None:

@@ -43,6 +43,16 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def name_words(name: str) -> str:
+    """A person's name as a command line shows it before the command's other positional
+    arguments: quoted for a shell, and after `--` when it begins with a dash, which argparse
+    would take for an option (`edge-app access -- -Ann no`)."""
+    import shlex
+
+    quoted = shlex.quote(name)
+    return f"-- {quoted}" if name.startswith("-") else quoted
+
+
 # A command run as the door's service user, who owns its files (systemd/install.sh).
 AS_DOOR = "sudo -u edge-app edge-app"
 

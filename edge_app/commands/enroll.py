@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from edge_app.arg_types import empty_path_problem
-from edge_app.commands import door_config, printable, shown
+from edge_app.commands import door_config, name_words, printable, shown
 from edge_app.commands.identify import add_db_argument, add_engine_arguments, db_path, open_engine
 from edge_app.enroll import CAMERA_SAMPLES, CAMERA_TIMEOUT_S
 from edge_app.errors import UserError
@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.add and args.no_access:
         raise UserError(
             "--no-access applies to a new person; to change someone enrolled, run "
-            f"`edge-app access {shlex.quote(args.name)} no`"
+            f"`edge-app access {name_words(args.name)} no`"
         )
     camera_only = [
         option
@@ -182,8 +182,8 @@ def _run(args: argparse.Namespace) -> int:
             "to the other (edge-app enroll --add %s PHOTO...); if two (twins, siblings), "
             "nothing to do",
             result.lookalike,
-            shlex.quote(result.name),
-            shlex.quote(result.lookalike_of),
+            name_words(result.name),
+            name_words(result.lookalike_of),
         )
     sys.stdout.write(_json(result) if args.json else _text(result))
     return 0
@@ -260,7 +260,7 @@ def _name_not_a_path(name: str, images: list[str]) -> None:
         whole = " ".join([name, *words])
         raise UserError(
             f"{shown(words[0])}: no such file or folder; a name of several words is quoted: "
-            f"`edge-app enroll {shlex.quote(whole)} PHOTO...`"
+            f"`edge-app enroll {name_words(whole)} PHOTO...`"
         )
 
 
