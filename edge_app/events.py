@@ -119,7 +119,7 @@ RETENTION_CLOCK_RETRY_SECONDS = 3600.0
 # Characters kept of an event's text field (name, reason, geometry). Real ones are far
 # shorter (a name is at most 100, a remote unlock's reason and origin 200 each); the cap keeps
 # one odd value from being written, buffered and logged megabytes at a time.
-TEXT_MAX = 1000
+EVENT_TEXT_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -167,13 +167,13 @@ def _field(value: object) -> str:
 def _text(value: object) -> str | None:
     """An event's text as every sink can hold it: printable (a control character, line
     break or lone surrogate becomes U+FFFD, so no log or JSON line can be forged or broken)
-    and at most TEXT_MAX characters (longer: cut, ending in an ellipsis)."""
+    and at most EVENT_TEXT_MAX characters (longer: cut, ending in an ellipsis)."""
     if value is None:
         return None
     text = str(value)
     if not text.isprintable():
         text = "".join(c if c.isprintable() else "\ufffd" for c in text)
-    return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 1] + "\u2026"
+    return text if len(text) <= EVENT_TEXT_MAX else text[: EVENT_TEXT_MAX - 1] + "\u2026"
 
 
 def _number(value: float | None) -> float | None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_app.events import TEXT_MAX, EventLog, read_events
+from edge_app.events import EVENT_TEXT_MAX, EventLog, read_events
 from edge_app.gallery import EMBEDDING_DIM, Gallery, GalleryError, NewSample
 
 
@@ -114,13 +114,13 @@ def test_one_odd_event_never_jams_a_sink_nor_forges_a_line(
     stored = read_events(db)
     assert [e.track for e in stored][:1] == [3]
     assert stored[1].score is None and stored[1].liveness is None
-    assert len(stored[2].name or "") == TEXT_MAX
+    assert len(stored[2].name or "") == EVENT_TEXT_MAX
     forged = stored[3].name or ""
     assert "\n" not in forged and "\x1b" not in forged and "Mallory" in forged
     assert stored[4].reason == "lone \ufffd surrogate"
     assert stored[5].name == "Ada"
     for message in (r.getMessage() for r in caplog.records):
-        assert message.isprintable() and len(message) < 2 * TEXT_MAX
+        assert message.isprintable() and len(message) < 2 * EVENT_TEXT_MAX
 
 
 def test_a_snapshot_cut_short_by_a_full_disk_leaves_no_half_file(tmp_path: Path) -> None:

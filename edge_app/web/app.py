@@ -69,7 +69,7 @@ from edge_app.web.history import (
 from edge_app.web.listing import PEOPLE_PER_PAGE, find_refused, listing
 from edge_app.web.origins import Origins
 from edge_app.web.people import (
-    CAMERA_TIMEOUT_S,
+    WEB_CAMERA_TIMEOUT_S,
     EngineHolder,
     EnrolmentReport,
     enroll_from_door,
@@ -782,7 +782,7 @@ async def _people_page(
         # After a refusal the input stays in its own form, for the retry.
         "kept": kept or KeptForm(""),
         "camera_samples": CAMERA_SAMPLES,
-        "camera_seconds": int(CAMERA_TIMEOUT_S),
+        "camera_seconds": int(WEB_CAMERA_TIMEOUT_S),
         "max_files": state.config.web.max_upload_files,
         "max_mb": state.config.web.max_upload_mb,
     }

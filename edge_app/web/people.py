@@ -44,7 +44,7 @@ MAX_FILENAME = 120
 UPLOAD_PREFIX = ".web-upload-"  # the private folders next to the gallery
 # Enrolment from the door's camera: as many samples as the CLI takes, within a time an HTTP
 # request can wait; the door's latest frame is asked for this often.
-CAMERA_TIMEOUT_S = 30.0
+WEB_CAMERA_TIMEOUT_S = 30.0
 CAMERA_POLL_S = 0.2
 # How long the door may give no frame before a camera enrolment ends as "the camera stopped".
 # Not less: a door on a busy CPU (a Pi without an Edge TPU, the hub embedding the enrolment's
@@ -284,7 +284,7 @@ def enroll_from_door(
     door: WebDoor,
     *,
     add: bool,
-    timeout: float = CAMERA_TIMEOUT_S,
+    timeout: float = WEB_CAMERA_TIMEOUT_S,
     access: bool = True,
     recognition: RecognitionConfig | None = None,
 ) -> EnrolmentReport:
