@@ -241,9 +241,13 @@ class ControlServer:
     both only store a reference and return at once.
     """
 
-    def __init__(self, path: Path, port: DoorPort, stale_seconds: float = 10.0) -> None:
+    def __init__(self, path: Path, port: DoorPort, stale_seconds: float | None = None) -> None:
         self.path = Path(path)
         self.port = port
+        if stale_seconds is None:
+            from edge_app.config import HubConfig
+
+            stale_seconds = HubConfig().stale_seconds
         self.stale_seconds = stale_seconds
         self.started = time.monotonic()
         self.counters: Counter[str] = Counter()
@@ -882,6 +886,24 @@ def frame_age(status: StatusReply) -> float | None:
     if not isinstance(age, (int, float)) or isinstance(age, bool):
         return None
     return float(age)
+
+
+def frame_limit(status: StatusReply) -> float:
+    """The door's own limit for a fresh frame (`[hub] stale_seconds`) as its status says;
+    the default when it does not say it as a number (an older door)."""
+    from edge_app.config import HubConfig
+
+    limit = status.get("stale_seconds")
+    if not isinstance(limit, (int, float)) or isinstance(limit, bool):
+        return HubConfig().stale_seconds
+    return float(limit)
+
+
+def frame_is_fresh(status: StatusReply, limit: float | None = None) -> bool:
+    """Whether the door's last camera frame is younger than `limit`, by default the door's
+    own (frame_limit): what the hub, the web page and doctor call a door that sees."""
+    age = frame_age(status)
+    return age is not None and age <= (frame_limit(status) if limit is None else limit)
 
 
 def reported_picture(status: StatusReply) -> str | None:

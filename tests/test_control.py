@@ -927,3 +927,20 @@ def test_an_unlock_the_relay_cannot_carry_out_is_refused_in_one_line(
     assert "thread that ends each pulse of GPIO17 has stopped" in caplog.text
     assert open_door.pin_states == [False]  # never opened
     assert not [e for e in open_door.events() if e["type"] == "unlock"]
+
+
+def test_the_hub_the_page_and_doctor_judge_a_fresh_frame_by_one_rule() -> None:
+    """frame_limit / frame_is_fresh: the door's own [hub] stale_seconds from its status, the
+    default when it does not say it as a number (a web copy took True for 1 s)."""
+    from edge_app.config import HubConfig
+    from edge_app.control import frame_is_fresh, frame_limit
+
+    default = HubConfig().stale_seconds
+    assert frame_limit({"stale_seconds": 3}) == 3.0
+    for odd in (True, "10", None):
+        assert frame_limit({"stale_seconds": odd}) == default
+    assert frame_is_fresh({"last_frame_age": 2.5, "stale_seconds": 3})
+    assert frame_is_fresh({"last_frame_age": 2.5, "stale_seconds": True})  # 10 s, not 1 s
+    assert not frame_is_fresh({"last_frame_age": default + 1, "stale_seconds": True})
+    assert not frame_is_fresh({"last_frame_age": 2.5, "stale_seconds": 30}, limit=2.0)
+    assert not frame_is_fresh({"stale_seconds": 3})  # no frame yet

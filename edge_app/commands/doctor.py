@@ -991,8 +991,7 @@ def door_check(socket: Path | None) -> Check:
     """The running door, asked through its control socket (`[hub] socket`): whether it runs,
     whether its camera delivers, and whether its picture shows anything (edge_app/picture.py).
     The door answers whoever may open the socket: root, or the service user."""
-    from edge_app.config import HubConfig
-    from edge_app.control import ControlClient, ControlError, frame_age
+    from edge_app.control import ControlClient, ControlError, frame_age, frame_limit
     from edge_app.hub.door import judge
 
     if socket is None:
@@ -1011,10 +1010,7 @@ def door_check(socket: Path | None) -> Check:
             fix = "start the door: sudo systemctl start edge-app"
         return Check("door", "warn", str(error), fix)
     # The door's own limit for fresh frames (hub.stale_seconds), judged as the hub judges it.
-    limit = status.get("stale_seconds")
-    if not isinstance(limit, (int, float)) or isinstance(limit, bool):
-        limit = HubConfig().stale_seconds
-    health = judge(status, limit)
+    health = judge(status, frame_limit(status))
     age = frame_age(status)
     running = f"running, source {status.get('source') or '-'}, " + (
         "no camera frame yet" if age is None else f"last frame {age:.1f} s ago"

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.camera import Backoff
-from edge_app.control import ControlClient, ControlError, frame_age, reported_picture
+from edge_app.config import HubConfig
+from edge_app.control import ControlClient, ControlError, frame_is_fresh, reported_picture
 from edge_app.picture import ADVICE, EXPLAIN
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,7 @@ def judge(status: dict[str, Any], stale_seconds: float) -> DoorHealth:
     """Healthy while the socket answers with fresh frames. A picture that shows nothing is
     named as the problem, but the door stays available: it is running, and a face that comes
     into the light is still recognised."""
-    age = frame_age(status)
-    fresh = age is not None and age <= stale_seconds
+    fresh = frame_is_fresh(status, stale_seconds)
     health = DoorHealth(True, fresh, status, None if fresh else "no fresh camera frames")
     if fresh and health.picture is not None:
         return DoorHealth(True, True, status, EXPLAIN[health.picture])
@@ -70,13 +70,13 @@ class DoorLink:
     def __init__(
         self,
         path: Path,
-        stale_seconds: float = 10.0,
+        stale_seconds: float | None = None,
         *,
         poll_seconds: float = POLL_SECONDS,
         backoff: Backoff | None = None,
     ) -> None:
         self.path = Path(path)
-        self.stale_seconds = stale_seconds
+        self.stale_seconds = HubConfig().stale_seconds if stale_seconds is None else stale_seconds
         self.poll_seconds = poll_seconds
         self.backoff = backoff or Backoff(0.5, 10.0)
         self.health = DoorHealth(False, False, None, "not checked yet")

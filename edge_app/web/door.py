@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_S = 2.0
 SHARE_SECONDS = 0.5  # a status or frame fetched this recently answers the next request too
-# The live view shows frames no older than this when the door does not say its own limit.
-LIVE_MAX_AGE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -116,10 +114,6 @@ def picture_explained(status: DoorStatus) -> str | None:
 def is_live(status: DoorStatus) -> bool:
     """The door runs and its camera delivers: frames younger than its own staleness limit
     (hub.stale_seconds), so the socket's `frame` request has something to show."""
-    from edge_app.control import frame_age
+    from edge_app.control import frame_is_fresh
 
-    age = frame_age(status)
-    limit = status.get("stale_seconds", LIVE_MAX_AGE_S)
-    if not isinstance(limit, (int, float)):
-        limit = LIVE_MAX_AGE_S
-    return status.reachable and bool(status.get("running")) and age is not None and age <= limit
+    return status.reachable and bool(status.get("running")) and frame_is_fresh(status)
