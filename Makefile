@@ -63,12 +63,20 @@ format: $(VENV)/.dev
 LIVENESS ?= $(SHARED)/liveness/minifasnet
 LIVENESS_ARGS = $(if $(wildcard $(LIVENESS)/*.pth),--liveness $(LIVENESS) \
 	--liveness-calib $(SHARED)/liveness/nuaa)
-models: $(VENV)/.dev
+models: $(VENV)/.dev $(if $(LIVENESS_ARGS),$(VENV)/.torch)
 	$(BIN)/edge-convert build --out models/tflite --calib $(SHARED)/lfw --lfw $(SHARED)/lfw \
 		$(LIVENESS_ARGS)
 
+# The MiniFASNet weights are PyTorch files: reading them needs torch, only to build. Its CPU
+# build is enough and a fraction of the size of PyPI's default (CUDA) one; TORCH_PIP names
+# another source (a local wheel: TORCH_PIP=/path/to/torch-...whl).
+TORCH_PIP ?= torch --index-url https://download.pytorch.org/whl/cpu
+$(VENV)/.torch: $(VENV)/.dev
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install --quiet $(TORCH_PIP)
+	touch $@
+
 # Only the liveness models, into the existing models/tflite (the others stay byte for byte).
-models-liveness: $(VENV)/.dev
+models-liveness: $(VENV)/.dev $(VENV)/.torch
 	$(BIN)/edge-convert build --only liveness --out models/tflite --liveness $(LIVENESS) \
 		--liveness-calib $(SHARED)/liveness/nuaa
 
