@@ -112,6 +112,14 @@ def _lint(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from converter.validate import validate
+    from edge_app.bounded_read import missing_or_kind
+    from edge_app.errors import UserError
+
+    if args.float_models and not Path(args.float_models).is_dir():
+        # Named but not there (a typo): not the float models beside --models instead.
+        raise UserError(
+            f"--float-models {args.float_models}: {missing_or_kind(args.float_models, 'folder')}"
+        )
 
     json_out = Path(args.json)
     if isinstance(args.liveness_frames, _BesideJson):  # beside the results, wherever they go

@@ -522,6 +522,22 @@ def test_validate_refuses_outputs_over_models_or_each_other(
     assert (models / MANIFEST_NAME).read_text() == "{}"
 
 
+@pytest.mark.usefixtures("restore_logging")
+def test_validate_refuses_float_models_that_are_not_there_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: a mistyped --float-models fell back to the float models beside
+    --models and ran for minutes, comparing against models the user did not name."""
+    code = edge_convert(
+        "validate", "--float-models", str(tmp_path / "flaot"), "--json", str(tmp_path / "r")
+    )
+    assert code == 2
+    assert f"--float-models {tmp_path / 'flaot'}: does not exist" in one_error(
+        capsys.readouterr().err
+    )
+    assert sorted(tmp_path.iterdir()) == []
+
+
 def test_validate_writes_neither_file_when_the_report_cannot_be_made(tmp_path: Path) -> None:
     from converter.validate import _write_results
 
