@@ -9,18 +9,19 @@ door camera sees (about 40 to 180 px faces at the default settings).
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from edge_app.align import face_crops
 from edge_app.bounded_read import missing_or_kind
 from edge_app.engine import Engine
 from edge_app.images import IMAGE_SUFFIXES, ImageError, read_image
 from edge_app.lfw import read_pairs
+from edge_app.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,31 @@ def calibration_paths(source: Path) -> list[Path]:
             return [root / "images" / name for name in pairs.images]
     if not source.is_dir():
         raise CalibrationError(f"calibration folder {source} {missing_or_kind(source, 'folder')}")
-    paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = photos_below(source)
     if not paths:
         raise CalibrationError(f"no images below {source}")
     enough(paths, str(source))
     return paths
+
+
+def photos_below(folder: Path) -> list[Path]:
+    """Every file below `folder` whose name is a photo's, sorted, through linked folders too
+    (a calibration set assembled from links to other trees), each folder once: a link back
+    up the tree is not followed round."""
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    for root, folders, files in os.walk(folder, followlinks=True):
+        try:
+            info = os.stat(root)
+        except OSError:
+            folders[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            folders[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        found += [Path(root, name) for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
 
 
 PHOTOS_PER_FRAME = 3  # a door frame: a background and up to two faces pasted on it
@@ -82,7 +103,7 @@ def door_frames(
     longest = max(2, int(min(width, height) * 0.92))
     rng = np.random.default_rng(seed)
     frames = []
-    for _ in tqdm(range(count), desc="door frames", unit="frame", leave=False, disable=None):
+    for _ in Progress(range(count), desc="door frames", unit="frame", leave=False, disable=None):
         picks = rng.choice(len(paths), size=PHOTOS_PER_FRAME, replace=False)
         try:
             frame = _cover(read_image(paths[picks[0]]), width, height)
@@ -115,7 +136,9 @@ def cascade_inputs(
 
     engine.cascade.record = record
     try:
-        for frame in tqdm(frames, desc="float cascade", unit="frame", leave=False, disable=None):
+        for frame in Progress(
+            frames, desc="float cascade", unit="frame", leave=False, disable=None
+        ):
             engine.detect(frame)
     finally:
         engine.cascade.record = None
@@ -133,7 +156,7 @@ def aligned_faces(
 ) -> list[np.ndarray]:
     """FaceNet inputs: the most confident face of each photo, cropped as at run time."""
     crops: list[np.ndarray] = []
-    for path in tqdm(paths, desc=progress, unit="image", leave=False, disable=None):
+    for path in Progress(paths, desc=progress, unit="image", leave=False, disable=None):
         if len(crops) >= count:
             break
         try:

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_app.bounded_read import missing_or_kind, read_bounded, zip_unpacked_bytes
 from edge_app.centering import EMBEDDING_DIM, centre, mean_of, unit
@@ -61,6 +60,7 @@ from edge_app.lfw import (
 )
 from edge_app.manifest import sha256_file
 from edge_app.private_file import write_private_bytes
+from edge_app.progress import Progress
 from edge_app.reports import check_distinct, check_output, write_report
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ def train_head(
     optimizer = tf.keras.optimizers.Adam(settings.learning_rate)
     batches = _Batches(np.asarray(labels), views.shape[1], settings)
     losses: list[float] = []
-    steps = tqdm(
+    steps = Progress(
         range(settings.steps), desc="training head", unit="step", disable=None if progress else True
     )
     for step in steps:
@@ -454,7 +454,7 @@ def embed_jitters(
     engine = Engine.open(models, backend="cpu", threads=threads)
     rng = np.random.default_rng(seed)
     out = np.zeros((len(names), count, EMBEDDING_DIM), np.float32)
-    for row, name in enumerate(tqdm(names, desc="jittered crops", unit="image", disable=None)):
+    for row, name in enumerate(Progress(names, desc="jittered crops", unit="image", disable=None)):
         frame = read_image(lfw / "images" / name)
         face, _ = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
         for k, jittered in enumerate(jitter_faces(face, count, rng)):

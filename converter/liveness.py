@@ -23,9 +23,8 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from converter.calibration import CalibrationError
+from converter.calibration import CalibrationError, photos_below
 from converter.minifasnet_torch import (
     PATCH_SIZE,
     MiniFasNetFile,
@@ -38,9 +37,10 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.evaluate_liveness import KINDS
 from edge_app.faces import Faces
-from edge_app.images import IMAGE_SUFFIXES, read_image
+from edge_app.images import read_image
 from edge_app.liveness import cut_patches
 from edge_app.manifest import LIVENESS_ROLE, PatchSpec, sha256_file
+from edge_app.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def calibration_images(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise CalibrationError(f"--liveness-calib {folder}: no such folder")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = photos_below(folder)
     if not paths:
         raise CalibrationError(f"--liveness-calib {folder}: no photos in it")
     return paths
@@ -151,7 +151,9 @@ def calibration_patches(
 ) -> dict[str, list[np.ndarray]]:
     """Per model name, (1, 80, 80, 3) uint8 patches around the largest face of each photo."""
     patches: dict[str, list[np.ndarray]] = {name: [] for name in specs}
-    for path in tqdm(paths, desc="liveness calibration", unit="image", leave=False, disable=None):
+    for path in Progress(
+        paths, desc="liveness calibration", unit="image", leave=False, disable=None
+    ):
         frame = read_image(path)
         face = largest_face(engine.detect(frame))
         if face is None:
@@ -252,7 +254,7 @@ def check_threshold(engine: Engine, frames: dict[str, list[Path]]) -> ThresholdC
     scores: dict[str, list[float]] = {kind: [] for kind in frames}
     for kind, paths in frames.items():
         chosen = [path for path in paths if path in sample]
-        for path in tqdm(chosen, desc=f"liveness check ({kind})", leave=False, disable=None):
+        for path in Progress(chosen, desc=f"liveness check ({kind})", leave=False, disable=None):
             frame = read_image(path)
             face = largest_face(engine.detect(frame))
             if face is not None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_app.config import AGGREGATES
 from edge_app.engine import Engine
@@ -27,6 +26,7 @@ from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
 from edge_app.lfw import labelled_face, read_pairs
 from edge_app.matching import CENTROID_KEY, Matcher, MatchSettings
+from edge_app.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def check_recognition(recognition: dict[str, Any], facenet: Any) -> None:
 def embed_lfw(engine: Engine, root: Path, names: list[str], desc: str) -> np.ndarray:
     """One embedding per LFW image: the central face, else the median LFW face box."""
     rows = []
-    for name in tqdm(names, desc=desc, unit="image", leave=False, disable=None):
+    for name in Progress(names, desc=desc, unit="image", leave=False, disable=None):
         frame = read_image(root / "images" / name)
         face, _ = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])
         rows.append(engine.embed(frame, face)[0])

@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_app import untrusted_json
 from edge_app.adapters import ModelRunner
@@ -27,6 +26,7 @@ from edge_app.images import IMAGE_SUFFIXES, read_image
 from edge_app.lfw import cross_validated_accuracy, labelled_face, read_pairs
 from edge_app.liveness import LivenessScorer
 from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
+from edge_app.progress import Progress
 from edge_app.reports import check_distinct, check_output, json_text, write_reports
 from edge_app.runtime import make_interpreter
 
@@ -130,7 +130,7 @@ def compare_cascades(
     in_spec_total = in_spec_matched = 0
     landmark_errors = []
     try:
-        for path in tqdm(
+        for path in Progress(
             paths, desc="cascade float vs int8", unit="image", leave=False, disable=None
         ):
             frame = read_image(path)
@@ -198,7 +198,7 @@ def compare_facenet(
         )
     embeddings_f, embeddings_q = {}, {}
     no_face = 0
-    for name in tqdm(
+    for name in Progress(
         pairs.images, desc="facenet float vs int8", unit="image", leave=False, disable=None
     ):
         frame = read_image(lfw / "images" / name)
@@ -291,7 +291,7 @@ def compare_liveness(
         calibrated = {p.resolve() for p in sample}
     records = []
     frames = liveness_frames(nuaa)
-    for path, label in tqdm(frames, desc="liveness float vs int8", unit="frame", disable=None):
+    for path, label in Progress(frames, desc="liveness float vs int8", unit="frame", disable=None):
         frame = read_image(path)
         face = largest_face(int8_engine.detect(frame))
         record: dict = {"file": str(path.relative_to(nuaa)), "label": label}

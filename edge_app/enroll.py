@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from edge_app.commands import name_words, shown
@@ -42,6 +41,7 @@ from edge_app.gallery import (
 from edge_app.images import ImageError, encode_jpeg, image_files, load_photo
 from edge_app.manifest import Manifest
 from edge_app.picture import EXPLAIN, picture_problem
+from edge_app.progress import Progress
 from edge_app.quality import (
     DEFAULT_GATES,
     Gates,
@@ -438,7 +438,7 @@ def photo_progress(
     (and `enabled`); log lines are then written above the bar instead of through it."""
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(
-            tqdm(photos, desc=desc, unit="photo", disable=None if enabled else True)
+            Progress(photos, desc=desc, unit="photo", disable=None if enabled else True)
         )
         if not bar.disable:
             stack.enter_context(logging_redirect_tqdm())
@@ -502,7 +502,7 @@ def enroll_camera(
     last: Rejection | None = None
     picture: str | None = None  # why the camera shows no face, when its picture says why
     with (
-        tqdm(
+        Progress(
             total=count, desc=f"enrolling {name}", unit="sample", disable=None if progress else True
         ) as bar,
         _call_after(timeout, stop),  # started after the deadline is set: fires at or after it

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_app.centering import unit
 from edge_app.engine import Engine
@@ -31,6 +30,7 @@ from edge_app.lfw import (
     read_pairs,
     validation_rate,
 )
+from edge_app.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def embed_images(
     decode included; the mirror image's embedding is not timed)."""
     embeddings, flipped, no_face = {}, {}, 0
     door_seconds = 0.0
-    for name in tqdm(names, desc="embedding LFW", unit="image", disable=None):
+    for name in Progress(names, desc="embedding LFW", unit="image", disable=None):
         start = time.perf_counter()
         frame = read_image(root / name)
         face, found = labelled_face(engine.detect(frame), frame.shape[1], frame.shape[0])

@@ -46,14 +46,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from edge_app.errors import UserError
 from edge_app.evaluate_liveness import Sequence, read_sequences
 from edge_app.evaluate_visits import door_rule, enrol_replacing, play, took_place
 from edge_app.gallery import Gallery
 from edge_app.lfw import wilson
 from edge_app.matching import Lookalike, describe_lookalikes
+from edge_app.progress import Progress
 from edge_app.visit_clips import VisitClip
 
 ENROL_FRAMES = 5
@@ -215,7 +214,7 @@ def _evaluate(
         galleries, enrolment = _enrol_all(engine, work.enrolment, root)
         rules = {name: door_rule(engine, path, recognition) for name, path in galleries.items()}
         played: list[Played] = []
-        for index, clip in enumerate(tqdm(work.clips, desc="clips", unit="clip", disable=None)):
+        for index, clip in enumerate(Progress(work.clips, desc="clips", unit="clip", disable=None)):
             name = f"without {clip.subject}" if clip.kind == "stranger" else "all"
             name = name if name in galleries else "all"  # one the gates refused: not in "all"
             with clip_folder(clip.frames, root / f"clip{index}") as source:
@@ -282,7 +281,7 @@ def _alone(
         rng.shuffle(clips)
         doors.append((subject, folder, gallery, clips))
     total = sum(len(clips) for *_, clips in doors)
-    with tqdm(total=total, desc="clips", unit="clip", disable=None) as progress:
+    with Progress(total=total, desc="clips", unit="clip", disable=None) as progress:
         for subject, folder, gallery, clips in doors:
             name = f"{subject} alone"
             memory = site_memory_path(gallery)

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_app.config import LIVE_WINDOW_FRAMES
 from edge_app.engine import Engine
@@ -40,6 +39,7 @@ from edge_app.faces import Faces
 from edge_app.images import read_image
 from edge_app.liveness_rule import track_verdict, window_is_live
 from edge_app.parallax import Parallax, pair_measures
+from edge_app.progress import Progress
 from edge_app.reports import json_safe
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ def score_all(engine: Engine, sequences: list[Sequence]) -> tuple[list[TrackScor
     timing: list[float] = []
     tracks = []
     frames = sum(len(s.frames) for s in sequences)
-    with tqdm(total=frames, desc="liveness", unit="frame", disable=None) as bar:
+    with Progress(total=frames, desc="liveness", unit="frame", disable=None) as bar:
         for sequence in sequences:
             tracks.append(score_sequence(engine, sequence, timing))
             bar.update(len(sequence.frames))

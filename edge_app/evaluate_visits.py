@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_app.config import PULSE_SECONDS_MIN, SECTIONS, GpioConfig, parse_config
 from edge_app.enroll import EnrollError, enroll_photos
@@ -47,6 +46,7 @@ from edge_app.errors import UserError
 from edge_app.gallery import Gallery
 from edge_app.lfw import people_in_pairs, photos_by_person, rel, wilson
 from edge_app.policy import TOOK_PLACE
+from edge_app.progress import Progress
 from edge_app.visit_clips import FPS, VisitClip, build_visit
 
 log = logging.getLogger(__name__)
@@ -367,7 +367,7 @@ def _evaluate(
         enrolled: list[Person] = []
         passed: list[Person] = []
         order = [eligible[i] for i in streams[0].permutation(len(eligible))]
-        bar = tqdm(
+        bar = Progress(
             total=people, desc="enrolling", unit="person", disable=None if progress else True
         )
         for name in order:
@@ -399,7 +399,7 @@ def _evaluate(
         images = lfw / "images"
         results: list[VisitResult] = []
         for number, (person, names) in enumerate(
-            tqdm(plan, desc="visits", unit="visit", disable=None if progress else True)
+            Progress(plan, desc="visits", unit="visit", disable=None if progress else True)
         ):
             clip = build_visit(
                 folder / "visit.avi", [images / n for n in names], seed=seed * 1000 + number

@@ -1873,15 +1873,15 @@ def _stamp(path: Path) -> tuple[int, ...]:
 
 @contextmanager
 def _progress(total: int, desc: str, unit: str, enabled: bool) -> Iterator[Any]:
-    """A tqdm bar on standard error when `enabled` and it is a terminal, else one that shows
-    nothing; closed on the way out, an error included. tqdm is imported only when enabled
-    (the door reads galleries and shows no bars)."""
+    """Progress on standard error when `enabled` (edge_app.progress: a bar on a terminal,
+    else a log line now and then), else nothing; closed on the way out, an error included.
+    tqdm is imported only when enabled (the door reads galleries and shows no bars)."""
     if not enabled:
         yield _NoBar()
         return
-    from tqdm import tqdm
+    from edge_app.progress import Progress
 
-    with tqdm(total=total, desc=desc, unit=unit, disable=None) as bar:
+    with Progress(total=total, desc=desc, unit=unit, disable=None) as bar:
         yield bar
 
 

@@ -1105,3 +1105,21 @@ def test_a_build_s_bad_arguments_are_refused_before_tensorflow_loads(tmp_path: P
         assert refusal in done.stderr
         assert "tensorflow loaded: False" in done.stdout
         assert "cuda" not in done.stderr.lower() and "oneDNN" not in done.stderr
+
+
+def test_calibration_photos_are_found_through_linked_folders_once(tmp_path: Path) -> None:
+    """A --calib folder assembled from links to other trees lost every linked folder without
+    a word (Path.rglob does not follow them); a link back up the tree is not followed round."""
+    from converter.calibration import calibration_paths
+
+    elsewhere = tmp_path / "elsewhere" / "people"
+    elsewhere.mkdir(parents=True)
+    for name in ("a.jpg", "b.png", "notes.txt"):
+        (elsewhere / name).write_bytes(b"x")
+    calib = tmp_path / "calib"
+    (calib / "own").mkdir(parents=True)
+    (calib / "own" / "c.JPG").write_bytes(b"x")
+    (calib / "linked").symlink_to(elsewhere)
+    (calib / "own" / "loop").symlink_to(calib)  # back up the tree
+    found = calibration_paths(calib)
+    assert sorted(p.name for p in found) == ["a.jpg", "b.png", "c.JPG"]

@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         settings.margin,
         settings.aggregate,
     )
-    from tqdm import tqdm
+    from edge_app.progress import Progress
 
     entries: list[dict[str, Any]] = []
     with photo_progress(paths, "identifying") as photos:
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             entry, text = _identify_one(path, engine, matcher, matrix, live_threshold)
             entries.append(entry)
             if not args.json:  # each photo's lines as it is done, above the progress bar
-                tqdm.write("\n".join(text), file=sys.stdout)
+                Progress.write("\n".join(text), file=sys.stdout)
                 sys.stdout.flush()
     if args.json:  # one document, once every photo is done
         sys.stdout.write(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
