@@ -20,12 +20,10 @@ from edge_app.align import face_crops
 from edge_app.bounded_read import missing_or_kind
 from edge_app.engine import Engine
 from edge_app.images import IMAGE_SUFFIXES, ImageError, read_image
-from edge_app.lfw import read_pairs
+from edge_app.lfw import TRAIN_PAIRS, read_pairs
 from edge_app.progress import Progress
 
 log = logging.getLogger(__name__)
-
-TRAIN_PAIRS = "pairsDevTrain.txt"
 
 
 class CalibrationError(RuntimeError):

@@ -54,6 +54,8 @@ from edge_app.bounded_read import missing_or_kind, read_bounded, zip_unpacked_by
 from edge_app.centering import EMBEDDING_DIM, centre, mean_of, unit
 from edge_app.errors import UserError, os_reason
 from edge_app.lfw import (
+    TEST_PAIRS,
+    TRAIN_PAIRS,
     development_scores,
     read_pairs,
     validation_rate,
@@ -70,8 +72,6 @@ HEAD_FILE = "head.tflite"
 HEAD_MEAN_FILE = "head_mean.npy"
 ENTRY_FILE = "head.json"
 INSTALLED = (HEAD_FILE, HEAD_MEAN_FILE, ENTRY_FILE)  # in this order: the entry file last
-TRAIN_PAIRS = "pairsDevTrain.txt"
-TEST_PAIRS = "pairsDevTest.txt"
 CACHE_KEYS = ("names", "raw", "mirror")
 # The largest .npz read (--cache, --jitter-cache), as a file and as its arrays unpacked: raw
 # and mirror outputs of all 13,233 LFW images in float64 are 108 MB.

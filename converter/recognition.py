@@ -24,7 +24,7 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
-from edge_app.lfw import labelled_face, read_pairs
+from edge_app.lfw import TRAIN_PAIRS, labelled_face, read_pairs
 from edge_app.matching import CENTROID_KEY, Matcher, MatchSettings
 from edge_app.progress import Progress
 
@@ -61,7 +61,7 @@ def check_population(lfw: Path) -> None:
     """Refuse, before any work, an --lfw whose DevTrain list cannot simulate doors: a door
     enrols up to GALLERY_SIZE people with more than SAMPLES photos, and at least GALLERY_SIZE
     others must be left to come as strangers (LFW's own DevTrain has thousands)."""
-    names = read_pairs(lfw / "pairsDevTrain.txt").images
+    names = read_pairs(lfw / TRAIN_PAIRS).images
     missing = [name for name in names if not (lfw / "images" / name).is_file()]
     if missing:  # found at step 5 of a build, minutes in, where each image is read
         raise UserError(
@@ -185,7 +185,7 @@ def _trial_scores(
 
 
 def derive_threshold(engine: Engine, lfw: Path, seed: int = 0) -> dict:
-    names = read_pairs(lfw / "pairsDevTrain.txt").images
+    names = read_pairs(lfw / TRAIN_PAIRS).images
     embeddings = embed_lfw(engine, lfw, names, "recognition threshold (DevTrain)")
     return derive_from_embeddings(embeddings, names, seed)
 

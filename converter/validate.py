@@ -23,7 +23,7 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.evaluate_liveness import KINDS, read_sequences
 from edge_app.images import IMAGE_SUFFIXES, read_image
-from edge_app.lfw import cross_validated_accuracy, labelled_face, read_pairs
+from edge_app.lfw import TEST_PAIRS, cross_validated_accuracy, labelled_face, read_pairs
 from edge_app.liveness import LivenessScorer
 from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
 from edge_app.progress import Progress
@@ -186,7 +186,7 @@ def compare_facenet(
 ) -> dict:
     """Same float-MTCNN crops into both FaceNets: embedding cosine and DevTest accuracy, on
     the networks' unit outputs (before any centring the engine applies)."""
-    pairs = read_pairs(lfw / "pairsDevTest.txt")
+    pairs = read_pairs(lfw / TEST_PAIRS)
     if limit:
         keep = np.r_[0 : limit // 2, len(pairs.first) // 2 : len(pairs.first) // 2 + limit // 2]
         pairs = type(pairs)(
@@ -661,7 +661,7 @@ def validate(
             f"and {float_models} has no manifest.json (edge-convert float-cascade or build)"
         )
     lfw = data / "lfw"
-    test_pairs = read_pairs(lfw / "pairsDevTest.txt")
+    test_pairs = read_pairs(lfw / TEST_PAIRS)
     lfw_images = [lfw / "images" / n for n in test_pairs.images]
     if limit:
         lfw_images = lfw_images[:limit]

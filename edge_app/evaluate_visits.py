@@ -44,7 +44,7 @@ from edge_app.config import PULSE_SECONDS_MIN, SECTIONS, GpioConfig, parse_confi
 from edge_app.enroll import EnrollError, enroll_photos
 from edge_app.errors import UserError
 from edge_app.gallery import Gallery
-from edge_app.lfw import people_in_pairs, photos_by_person, rel, wilson
+from edge_app.lfw import TRAIN_PAIRS, people_in_pairs, photos_by_person, rel, wilson
 from edge_app.policy import TOOK_PLACE
 from edge_app.progress import Progress
 from edge_app.visit_clips import FPS, VisitClip, build_visit
@@ -352,7 +352,7 @@ def _evaluate(
     door = parse_config({"policy": dict(policy or {}), "tracking": dict(tracking or {})})
     if not getattr(engine, "has_liveness", False):
         liveness = None
-    train_list = lfw / "pairsDevTrain.txt"
+    train_list = lfw / TRAIN_PAIRS
     if not train_list.is_file():
         raise UserError(f"{train_list} not found: the evaluation excludes DevTrain people")
     devtrain = people_in_pairs(train_list)

@@ -21,6 +21,10 @@ from edge_app.faces import Faces
 # The largest pair list read. LFW's own are far smaller (pairs.txt, 6,000 pairs, is about
 # 100 KB); the cap only keeps a wrong file (a video, /dev/zero) from filling the memory.
 MAX_PAIR_LIST_BYTES = 16 * 1024 * 1024
+# LFW View 1: every threshold and setting is derived on DevTrain and measured on DevTest,
+# which is held out; every module names the two lists through these.
+TRAIN_PAIRS = "pairsDevTrain.txt"
+TEST_PAIRS = "pairsDevTest.txt"
 # x1, y1, x2, y2 as fractions of the image: see fallback_face
 LFW_MEDIAN_BOX = (0.31, 0.26, 0.69, 0.75)
 

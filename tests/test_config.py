@@ -447,6 +447,19 @@ def test_example_config_lists_every_key() -> None:
             assert f"\n{key} = " in text, f"{section}.{key} missing from the example"
 
 
+def test_example_config_shows_the_defaults_the_door_uses() -> None:
+    """The example's values are written by hand: each must be the default it shows, or a
+    user copying a line changes what they meant to keep."""
+    example, defaults = load_config(EXAMPLE), parse_config({})
+    differ = [
+        f"{section}.{key}: example {getattr(getattr(example, section), key)!r}, default {value!r}"
+        for section, values in defaults.__dict__.items()
+        for key, value in values.__dict__.items()
+        if getattr(getattr(example, section), key) != value
+    ]
+    assert differ == []
+
+
 def test_overrides_apply_and_validate() -> None:
     config = apply_overrides(
         Config(), {"camera.source": "clip.mp4", "gpio.factory": "mock", "gpio.pin": None}
