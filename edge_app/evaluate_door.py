@@ -51,6 +51,7 @@ from edge_app.evaluate_liveness import Sequence, read_sequences
 from edge_app.evaluate_visits import door_rule, enrol_replacing, play, took_place
 from edge_app.gallery import Gallery
 from edge_app.lfw import wilson
+from edge_app.logs import quieted
 from edge_app.matching import Lookalike, describe_lookalikes
 from edge_app.progress import Progress
 from edge_app.visit_clips import VisitClip
@@ -178,15 +179,8 @@ def evaluate_door(
     `alone` plays households of one in an order drawn with `seed`."""
     # The door logs every decision at INFO, and its lookalike warning once per clip: the
     # report gives each gallery's lookalikes and threshold once instead.
-    quiet = {"edge_app": logging.WARNING, "edge_app.daemon": logging.ERROR}
-    levels = {name: logging.getLogger(name).level for name in quiet}
-    for name, level in quiet.items():
-        logging.getLogger(name).setLevel(max(levels[name], level))
-    try:
+    with quieted({"edge_app": logging.WARNING, "edge_app.daemon": logging.ERROR}):
         return _evaluate(engine, data, subjects, recognition or {}, alone, seed)
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def _evaluate(

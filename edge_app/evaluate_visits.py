@@ -45,6 +45,7 @@ from edge_app.enroll import EnrollError, enroll_photos
 from edge_app.errors import UserError
 from edge_app.gallery import Gallery
 from edge_app.lfw import TRAIN_PAIRS, people_in_pairs, photos_by_person, rel, wilson
+from edge_app.logs import quieted
 from edge_app.policy import TOOK_PLACE
 from edge_app.progress import Progress
 from edge_app.visit_clips import FPS, VisitClip, build_visit
@@ -322,13 +323,8 @@ def summarise(people: list[Person], passed: list[Person], visits: list[VisitResu
 def evaluate_visits(engine: Any, lfw: Path, **options: Any) -> dict[str, Any]:
     """The whole evaluation (module docstring) as a JSON-ready report; options as _evaluate."""
     # Enrolment and the door log every photo and decision at INFO: thousands of lines here.
-    quiet = logging.getLogger("edge_app")
-    level = quiet.level
-    quiet.setLevel(max(level, logging.WARNING))
-    try:
+    with quieted({"edge_app": logging.WARNING}):
         return _evaluate(engine, lfw, **options)
-    finally:
-        quiet.setLevel(level)
 
 
 def _evaluate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 # journald maps "<N>" line prefixes to syslog priorities when stdout/stderr is its stream.
 _SYSLOG_PRIORITY = {
@@ -135,3 +136,22 @@ class Throttle:
             held_back, self._held_back = self._held_back, 0
             logged.append(now)
             return held_back
+
+
+@contextlib.contextmanager
+def quieted(levels: dict[str, int]) -> Iterator[None]:
+    """Raise each named logger to at least its level while the block runs (an evaluation
+    whose door would log every decision), then put them back. Progress lines
+    (edge_app.progress) keep the level they had: long work still says how far it is."""
+    progress = logging.getLogger("edge_app.progress")
+    before = {name: logging.getLogger(name).level for name in levels}
+    kept = progress.level
+    progress.setLevel(progress.getEffectiveLevel())
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(max(before[name], level))
+    try:
+        yield
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)
+        progress.setLevel(kept)

@@ -45,3 +45,21 @@ def test_disabled_progress_says_nothing(
     for _ in Progress(range(5), desc="quiet", disable=True):
         clock[0] += progress.LINE_SECONDS
     assert caplog.records == [] and capsys.readouterr().err == ""
+
+
+def test_an_evaluation_that_quiets_the_door_still_says_how_far_it_is(
+    clock: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    """eval visits and eval door quiet edge_app to warnings (the door logs every decision);
+    their progress lines stayed quiet with it, for a quarter of an hour."""
+    from edge_app.logs import quieted
+
+    caplog.set_level(logging.INFO)
+    with quieted({"edge_app": logging.WARNING}):
+        logging.getLogger("edge_app.daemon").info("a decision")
+        with Progress(total=2, desc="visits", unit="visit", disable=None) as bar:
+            clock[0] += progress.LINE_SECONDS
+            bar.update(1)
+            bar.refresh()
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["visits: 1/2 visit (50%)"]
+    assert logging.getLogger("edge_app").level == logging.NOTSET  # put back
