@@ -64,7 +64,7 @@ from edge_app.liveness_rule import OFF, REQUIRE, LiveRule
 from edge_app.parallax import Parallax
 from edge_app.picture import ADVICE, PictureWatch
 from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
-from edge_app.quality import presented_faces, whole_faces
+from edge_app.quality import SAME_PERSON_COSINE, presented_faces, whole_faces
 from edge_app.relay import DoorRelay, PulseUnanswered, Relay, RelayError
 from edge_app.relay_record import RECORD_KEYS
 from edge_app.site_memory import (
@@ -602,15 +602,43 @@ class Recognizer:
             for name, mine, score in zip(names, best, scores, strict=True)
         ]
 
-    def match(self, embeddings: np.ndarray, own: np.ndarray | None = None) -> list[Vote]:
+    def match(
+        self,
+        embeddings: np.ndarray,
+        own: np.ndarray | None = None,
+        apart: np.ndarray | None = None,
+    ) -> list[Vote]:
         """The votes for `embeddings`. own: each face's own embedding when `embeddings` are
         its track's pooled ones; it is matched in the same product, and each vote then says
-        whether the face could be that person by itself (Vote.alone, could_be)."""
+        whether the face could be that person by itself (Vote.alone, could_be). apart: per
+        face, whether it looks like another person than its track's pool before it
+        (Daemon._process): see Vote.restart."""
         count = len(embeddings)
         probes = embeddings if own is None else np.concatenate([embeddings, own])
         matches = self.matcher.identify(probes)
+        scores, seconds = matches.scores[:count], matches.second[:count]
         names: list[str | None] = list(matches.names[:count])
         best: list[str | None] = list(matches.best[count:])
+        restart = [False] * count
+        if own is not None and apart is not None:
+            # A pool that names nobody, of another person's face than this one, which by
+            # itself is someone: a stranger stood where a resident now stands. The face's own
+            # match is the vote, and the track's pool starts again from it (Vote.restart).
+            # Otherwise the resident waited until their frames outweighed the stranger's: 48 s
+            # after a stranger who stood there a minute. A pool of the same face that names
+            # nobody is evidence against one frame that names someone: it stays.
+            restart = [
+                name is None and mine is not None and bool(other)
+                for name, mine, other in zip(names, matches.names[count:], apart, strict=True)
+            ]
+            if any(restart):
+                chosen = np.asarray(restart)
+                names = [
+                    mine if again else name
+                    for name, mine, again in zip(names, matches.names[count:], restart, strict=True)
+                ]
+                scores = np.where(chosen, matches.scores[count:], scores)
+                seconds = np.where(chosen, matches.second[count:], seconds)
         faces = self.matcher.faces
         if self._newest is not None:
             # A new gallery is being built: until it is in use, the newest rows read say who
@@ -648,9 +676,10 @@ class Recognizer:
                 admitted=name not in visitors,
                 alone=ok,
                 undecided=doubt,
+                restart=again,
             )
-            for name, score, second, ok, doubt in zip(
-                names, matches.scores[:count], matches.second[:count], alone, undecided, strict=True
+            for name, score, second, ok, doubt, again in zip(
+                names, scores, seconds, alone, undecided, restart, strict=True
             )
         ]
 
@@ -1204,6 +1233,16 @@ class Daemon:
                 else np.zeros(len(due), bool)
             )
             weights = evidence_weights(faces[due], left_out)
+            # Whether each face looks like another person than its track's pool so far, by
+            # the enrolment's same-person rule (quality.SAME_PERSON_COSINE).
+            before = [self.pool.pooled(t.track_id) for t in chosen]
+            apart = np.array(
+                [
+                    pool is not None and float(pool @ face) < SAME_PERSON_COSINE
+                    for pool, face in zip(before, embeddings, strict=True)
+                ],
+                dtype=bool,
+            )
             pooled = self.pool.add([t.track_id for t in chosen], embeddings, weights)
             if self.config.policy.evidence == "track":
                 embeddings = np.where(left_out[:, None], own, pooled)
@@ -1211,7 +1250,11 @@ class Daemon:
         # face that could be them by itself: pooled evidence still names whoever held the
         # track before (a resident, or a printed photo of one) for a few frames after another
         # face took its place. Both are matched in one product.
-        votes = recognizer.match(embeddings, own if embeddings is not own else None)
+        votes = (
+            recognizer.match(embeddings)
+            if embeddings is own
+            else recognizer.match(embeddings, own, apart)
+        )
         metrics.embed_seconds += time.perf_counter() - start
         if live is not None:
             votes = [
@@ -1221,6 +1264,10 @@ class Daemon:
         metrics.embedded_frames += 1
         metrics.embeddings += len(due)
         self.tracker.mark_embedded(chosen)
+        for row, vote in enumerate(votes):
+            if vote.restart:  # the pool held another face (Recognizer.match)
+                self.pool.forget(chosen[row].track_id)
+                self.pool.add([chosen[row].track_id], own[row : row + 1], weights[row : row + 1])
         for index, track, vote in zip(due, chosen, votes, strict=True):
             if vote.undecided:  # a template of whom it matched removed: after the build
                 # Its liveness still counts: a printed photo held up meanwhile is reported.

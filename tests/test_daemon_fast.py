@@ -276,6 +276,27 @@ def test_track_evidence_never_opens_for_a_stranger_who_takes_a_residents_place(
     assert states(factory) == [False]
 
 
+def test_a_resident_who_steps_into_a_strangers_place_is_let_in_at_once(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Found by an audit: the track's pool held the stranger's frames, so Ada's own face,
+    a perfect match, was outvoted until her frames outweighed his: 48 s after a stranger who
+    stood there a minute. Her face by itself names her, so the pool starts again from it."""
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 3 + [STRANGER] * 60 + [ADA] * 8)
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, policy={"evidence": "track"})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    assert daemon.run() == 0
+    events = jsonl(tmp_path)
+    assert [(e["type"], e["track"]) for e in events if e["type"] != "relock"] == [
+        ("unknown", 1),
+        ("recognized", 1),
+        ("unlock", 1),
+    ]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
 @pytest.mark.parametrize("evidence", ["track", "frame"])
 def test_a_stranger_who_follows_a_resident_in_is_reported_once(
     evidence: str, tmp_path: Path, gallery: Path
