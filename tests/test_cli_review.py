@@ -635,11 +635,11 @@ def test_export_into_a_missing_folder_says_what_to_do(
 def test_export_is_private_and_replaces_a_wider_file_whole(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
-    """Checked fine: an export replaces an older, world-readable file with a 0600 one, and
-    leaves no temporary file beside it."""
+    """Checked fine: an export replaces an older, world-readable export with a 0600 one,
+    and leaves no temporary file beside it."""
     db = small_gallery(tmp_path / "gallery.db")
     out = tmp_path / "people.jsonl"
-    out.write_text("old\n")
+    assert cli.main(["export", "--db", str(db), str(out)]) == 0  # last night's
     out.chmod(0o644)
 
     assert cli.main(["export", "--db", str(db), str(out)]) == 0
