@@ -44,6 +44,17 @@ from edge_app.errors import UserError
 from edge_app.reports import check_output
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def in_checkout(path: Path) -> str:
+    """A path as results.json records it: relative to the checkout when inside it (the page
+    then reads the same wherever the checkout is), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 CONDITIONS = frame_sets.CONDITIONS
 # system -> modes; ours-auto and ours-int8 also run the daemon's tracking loop
 PLAN: dict[str, tuple[str, ...]] = {
@@ -716,10 +727,10 @@ def main(argv: list[str] | None = None) -> None:
             "frame_size": list(frame_sets.SIZE),
             "frames_per_condition": len(frame_set.frames["0"]),
             "people": frame_set.people,
-            "models": args.models_note or str(args.models),
+            "models": args.models_note or in_checkout(args.models),
             "whole_rounds": args.whole_rounds,
             "whole_frames": args.whole_frames,
-            "float_models": str(args.float_models),
+            "float_models": in_checkout(args.float_models),
             **provenance(args.models),
         },
         "systems": {name: loads[name]["info"] for name in workers},

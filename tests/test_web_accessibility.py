@@ -554,7 +554,12 @@ def test_the_updates_can_be_paused(hub: Hub, browser) -> None:
     newest = "#recent tr[data-event-id]:first-child"
 
     def shown_reason() -> str:
-        return str(browser.find_element("css selector", newest).get_attribute("innerText"))
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:
+            return str(browser.find_element("css selector", newest).get_attribute("innerText"))
+        except StaleElementReferenceException:  # the row swapped between the two calls
+            return ""
 
     time.sleep(8)  # longer than the hub's silence that marks the page stale (6 s)
     assert "paused" not in shown_reason()
