@@ -1918,6 +1918,20 @@ def _count(header: dict[str, Any], key: str) -> int:
     return value
 
 
+def export_header(first: str) -> dict[str, Any]:
+    """The header an export's first line holds; GalleryError when the line is not one (not
+    JSON, not an object, another format). Only the format is checked here (read_export
+    checks the rest)."""
+    try:
+        # A UTF-8 byte order mark, as Windows editors save text, is not part of the header.
+        header = untrusted_json.loads(first.removeprefix("\ufeff"))
+    except untrusted_json.BadJSON as error:
+        raise _export_error(1, str(error)) from None
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        raise _export_error(1, f"no {EXPORT_FORMAT!r} header")
+    return header
+
+
 def read_export(source: Iterable[str], progress: bool = False) -> list[ExportedPerson]:
     """Parse and check a whole export file, so that nothing is written from a bad one;
     `progress`: a bar over its people when standard error is a terminal.
@@ -1928,14 +1942,9 @@ def read_export(source: Iterable[str], progress: bool = False) -> list[ExportedP
     """
     lines = iter(source)
     try:
-        # A UTF-8 byte order mark, as Windows editors save text, is not part of the header.
-        header = untrusted_json.loads(next(lines).removeprefix("\ufeff"))
+        header = export_header(next(lines))
     except StopIteration:
         raise _export_error(1, "the file is empty") from None
-    except untrusted_json.BadJSON as error:
-        raise _export_error(1, str(error)) from None
-    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
-        raise _export_error(1, f"no {EXPORT_FORMAT!r} header")
     version = header.get("version")
     if type(version) is not int or version not in EXPORT_VERSIONS:
         raise _export_error(

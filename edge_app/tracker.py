@@ -107,14 +107,8 @@ class IoUTracker:
         """
         self.frame += 1
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        gap: list[Track] = self._after_gap(at)
-        if size is not None:
-            if self._size is not None and size != self._size and self.tracks:
-                scale = np.array([size[0] / self._size[0], size[1] / self._size[1]] * 2)
-                for track in self.tracks:
-                    track.box = (track.box * scale).astype(np.float32)
-                log.debug("frame size %dx%d -> %dx%d: tracks kept", *self._size, *size)
-            self._size = size
+        gap = self._after_gap(at)
+        self._scale_to(size)
         previous = np.array([t.box for t in self.tracks], np.float32).reshape(-1, 4)
         pairs = greedy_assign(iou_matrix(previous, boxes), self.iou)
         matched: list[Track | None] = [None] * len(boxes)
@@ -165,6 +159,19 @@ class IoUTracker:
                 interval if mean is None else mean + INTERVAL_WEIGHT * (interval - mean)
             )
         return []
+
+    def _scale_to(self, size: tuple[int, int] | None) -> None:
+        """The tracks' boxes in the pixels of a frame of `size` (width, height), when the
+        last frame had another size (update)."""
+        if size is None:
+            return
+        last, self._size = self._size, size
+        if last is None or last == size or not self.tracks:
+            return
+        scale = np.array([size[0] / last[0], size[1] / last[1]] * 2, np.float32)
+        for track in self.tracks:
+            track.box = track.box * scale
+        log.debug("frame size %dx%d -> %dx%d: tracks kept", *last, *size)
 
     def end_all(self) -> list[Track]:
         """End every track (the source has ended): the tracks that were alive."""

@@ -466,7 +466,7 @@ def _refuse_what_is_not_an_export(out: Path) -> None:
     """Refuse to replace a file that holds something other than an export (another
     gallery, an events database, a config, a photo): an export replaces only an earlier
     export, or an empty file."""
-    from edge_app.gallery import EXPORT_FORMAT
+    from edge_app.gallery import GalleryError, export_header
 
     try:
         if not stat.S_ISREG(os.stat(out).st_mode):  # never opened: a FIFO would block
@@ -478,14 +478,12 @@ def _refuse_what_is_not_an_export(out: Path) -> None:
     if not head:
         return
     try:
-        header = json.loads(head.split(b"\n", 1)[0])
-    except ValueError:
-        header = None
-    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        export_header(head.split(b"\n", 1)[0].decode("utf-8", "replace"))
+    except GalleryError:
         raise UserError(
             f"{out} already holds a file that is not an edge-app export: export to another "
             "file, or remove that one first; it is unchanged"
-        )
+        ) from None
 
 
 def _refuse_the_door_files(out: Path, config_path: Path | None) -> None:
