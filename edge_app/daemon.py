@@ -48,8 +48,10 @@ import sdnotify
 from edge_app import hangup
 from edge_app import policy as rules
 from edge_app.camera import Frame, FrameReader, open_camera
+from edge_app.cascade_choice import FLOAT, INT8
 from edge_app.centering import EMBEDDING_DIM
 from edge_app.config import (
+    CameraConfig,
     Config,
     ConfigError,
     RecognitionConfig,
@@ -752,6 +754,47 @@ def face_crop(frame: Frame, box: np.ndarray, pad: float = 0.2) -> np.ndarray:
     return image[top:bottom, left:right]
 
 
+def detection_frame_problem(min_face: float, camera: CameraConfig) -> str | None:
+    """Why no face could ever be found on the camera's detection frame by models whose
+    smallest face is `min_face` pixels, or None. The config checks a min_face it sets; "auto"
+    is the models' own, known once they are loaded."""
+    if min_face <= min(camera.lores_width, camera.lores_height):
+        return None
+    return (
+        f"camera.lores_width: the detection frame {camera.lores_width}x{camera.lores_height} "
+        f"is smaller than the smallest face the detector looks for, {min_face:.0f} pixels "
+        f"(detection.min_face), so no face would ever be found; make camera.lores_width and "
+        f"lores_height at least {min_face:.0f}"
+    )
+
+
+def check_models(config: Config, models_dir: Path) -> None:
+    """What the door's start checks of its models, with no pin, camera or gallery opened
+    (`run --check-config`): the manifest, every file against its sha256, each model loaded
+    by the TFLite runtime and matched to its manifest entry, the smallest face against the
+    detection frame, and the liveness and recognition rules with the config's overrides.
+    The models run on the CPU here: an Edge TPU is held by the door that runs, so the files
+    compiled for it are checked by their sha256 when the config may run them. Raises the
+    UserError the start would."""
+    from edge_app.engine import Engine, tpu_models_problem
+
+    cascade = FLOAT if config.models.cascade == FLOAT else INT8  # "auto" falls back to int8
+    engine = Engine.open(
+        models_dir=models_dir,
+        backend="cpu",
+        threads=1,
+        min_face=config.detection.min_face,
+        cascade=cascade,
+    )
+    problem = tpu_models_problem(engine.manifest, models_dir, config.models.backend)
+    if problem is None:
+        problem = detection_frame_problem(engine.min_face, config.camera)
+    if problem is not None:
+        raise UserError(problem)
+    LiveRule.resolve(config.liveness, engine.manifest, engine.has_liveness)
+    match_settings(engine.manifest, config.recognition)
+
+
 def open_site_memory(gallery_path: Path, recognition: RecognitionConfig) -> SiteMemory | None:
     """The site memory beside the gallery when [recognition] learn_site is on, else None. A
     file this door cannot use is set aside (site_memory.refused.npz) and an empty memory
@@ -781,6 +824,20 @@ def open_site_memory(gallery_path: Path, recognition: RecognitionConfig) -> Site
     return memory
 
 
+def match_settings(manifest: Any, recognition: RecognitionConfig) -> Any:
+    """The MatchSettings the door decides with: the manifest's recognition rule with the
+    config's overrides (a UserError for an override out of the models' range)."""
+    from edge_app.matching import MatchSettings
+
+    return MatchSettings.from_recognition(
+        manifest.recognition,
+        threshold=recognition.threshold,
+        margin=recognition.margin,
+        aggregate=None if recognition.aggregate == "auto" else recognition.aggregate,
+        site_centring=recognition.site_centring,
+    )
+
+
 def door_matcher(
     engine: Any,
     recognition: RecognitionConfig,
@@ -793,15 +850,9 @@ def door_matcher(
     manifest's recognition rule with the config's overrides, over `matrix`, guarded against
     lookalikes (logged unless `report` is False; docs/ACCURACY.md, "Same camera, similar
     faces")."""
-    from edge_app.matching import Matcher, MatchSettings, guard_lookalikes
+    from edge_app.matching import Matcher, guard_lookalikes
 
-    settings = MatchSettings.from_recognition(
-        engine.manifest.recognition,
-        threshold=recognition.threshold,
-        margin=recognition.margin,
-        aggregate=None if recognition.aggregate == "auto" else recognition.aggregate,
-        site_centring=recognition.site_centring,
-    )
+    settings = match_settings(engine.manifest, recognition)
     matcher, lookalikes = guard_lookalikes(
         Matcher(matrix, settings, getattr(engine, "cohort", None), memory), recognition.lookalikes
     )
@@ -1063,16 +1114,9 @@ class Daemon:
 
             engine = Engine.from_config(config.models, config.detection)
             self.engine = engine
-            camera = config.camera
-            if engine.min_face > min(camera.lores_width, camera.lores_height):
-                # The config checks a min_face it sets; "auto" is the models' own, known now.
-                raise UserError(
-                    f"camera.lores_width: the detection frame {camera.lores_width}x"
-                    f"{camera.lores_height} is smaller than the smallest face the detector "
-                    f"looks for, {engine.min_face:.0f} pixels (detection.min_face), so no face "
-                    f"would ever be found; make camera.lores_width and lores_height at least "
-                    f"{engine.min_face:.0f}"
-                )
+            problem = detection_frame_problem(engine.min_face, config.camera)
+            if problem is not None:
+                raise UserError(problem)
         with self._start_goes_on("loading the gallery"):
             self.recognizer = Recognizer(
                 self.engine, config.gallery.path, config.recognition, cancel=self._stop

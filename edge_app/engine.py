@@ -176,6 +176,38 @@ def _check_faces(frame: np.ndarray, faces: Faces) -> None:
         )
 
 
+def not_compiled_for_tpu(models_dir: Path) -> str:
+    """The refusal of `backend = "edgetpu"` for models with no Edge TPU build."""
+    return (
+        f"backend edgetpu: the models in {models_dir} are not compiled for the Edge TPU; "
+        "build them with `edge-convert build --edgetpu`, or run them on the CPU (backend auto "
+        "or cpu)"
+    )
+
+
+def tpu_models_problem(manifest: Manifest, models_dir: Path, backend: str) -> str | None:
+    """What the door would refuse in the Edge TPU builds of the models when it runs on
+    `backend` with an Edge TPU present, checked without opening one: none for "edgetpu", or
+    a file that does not match its sha256; None when there is nothing to refuse."""
+    if backend == "cpu":
+        return None
+    if any(spec.edgetpu is None for spec in manifest.models.values()):
+        return not_compiled_for_tpu(models_dir) if backend == "edgetpu" else None
+    return files_problem(manifest, models_dir, edgetpu=True)
+
+
+def files_problem(manifest: Manifest, models_dir: Path, edgetpu: bool) -> str | None:
+    """The files of `models_dir` that are missing or do not match their sha256 in the
+    manifest (with the Edge TPU builds when `edgetpu`), in one line; None when all match."""
+    problems = verify_files(manifest, models_dir, edgetpu=edgetpu)
+    if not problems:
+        return None
+    return (
+        f"models do not match the manifest: {'; '.join(problems)}. Rebuild them with "
+        "`edge-convert build`"
+    )
+
+
 def _shipped(what: str, fix: str, load: Callable[[], T]) -> T:
     """A file the manifest ships beside the models (centring mean, cohort), loaded; a damaged
     one is a one-line UserError naming it, whatever numpy raised on it."""
@@ -304,20 +336,12 @@ class Engine:
         except RuntimeUnavailable as error:
             raise UserError(str(error)) from None
         if verify:
-            problems = verify_files(manifest, models_dir, edgetpu=chosen.kind == "edgetpu")
-            if problems:
-                raise UserError(
-                    "models do not match the manifest: "
-                    + "; ".join(problems)
-                    + ". Rebuild them with `edge-convert build`"
-                )
+            problem = files_problem(manifest, models_dir, edgetpu=chosen.kind == "edgetpu")
+            if problem is not None:
+                raise UserError(problem)
         if chosen.kind == "edgetpu" and any(s.edgetpu is None for s in manifest.models.values()):
             if backend == "edgetpu":
-                raise UserError(
-                    f"backend edgetpu: the models in {models_dir} are not compiled for the "
-                    "Edge TPU; build them with `edge-convert build --edgetpu`, or run them on "
-                    "the CPU (backend auto or cpu)"
-                )
+                raise UserError(not_compiled_for_tpu(models_dir))
             log.warning("manifest has no Edge TPU models; running the int8 CPU models instead")
             chosen = select_backend(
                 "cpu", threads, why_cpu="the models are not compiled for the Edge TPU"

@@ -184,12 +184,14 @@ snapshot=""
 key_tmp=""
 config_tmp=""
 new_venv=""
+staged_models=""
 finish() {
     status=$?
     if [ -n "$key_tmp" ]; then rm -f "$key_tmp"; fi
     if [ -n "$config_tmp" ]; then rm -f "$config_tmp"; fi
     if [ -n "$snapshot" ]; then rm -rf "$snapshot"; fi
     if [ -n "$new_venv" ]; then rm -rf "$new_venv"; fi
+    if [ -n "$staged_models" ]; then rm -rf "$staged_models"; fi
     if [ "$status" -ne 0 ] && [ -n "$step" ]; then
         echo "install.sh: FAILED while $step (exit status $status)." >&2
         if [ "$untouched" = yes ]; then
@@ -479,6 +481,16 @@ install_all() {
         fi
     fi
 
+    # The new models, staged beside the installed ones (removed on failure): the check of a
+    # kept config below loads them with the new program, and they replace the installed
+    # ones in one rename just before the restart.
+    step="staging the new models in $MODELS_DIR.new"
+    install -d -m 0755 "$SHARE_DIR"
+    rm -rf "$MODELS_DIR.new" "$MODELS_DIR.old"
+    staged_models=$MODELS_DIR.new
+    cp -R "$REPO/models/tflite" "$staged_models"
+    chmod -R u=rwX,go=rX "$staged_models"
+
     step="writing $CONF_DIR and $STATE_DIR"
     install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
     install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
@@ -487,12 +499,13 @@ install_all() {
             "default this release changed applies only to keys it leaves out or commented;" \
             "compare: diff $CONF_DIR/config.toml $checkout/config.example.toml"
         check_secret "$CONF_DIR/config.toml" "root:$SERVICE_USER" 640
-        # A key the new release refuses (a range narrowed, a key renamed) would stop the door
-        # at the restart below and keep it restarting, locked: checked by the new program,
-        # as the service user, before the units and models change or anything restarts.
-        step="checking the kept $CONF_DIR/config.toml with the new program"
+        # A key the new release refuses (a range narrowed, a key renamed), or models it
+        # cannot run with the config, would stop the door at the restart below and keep it
+        # restarting, locked: checked by the new program with the new models, as the service
+        # user, before the units and models change or anything restarts.
+        step="checking the kept $CONF_DIR/config.toml with the new program and models"
         if ! runuser -u "$SERVICE_USER" -- "$program/bin/edge-app" run --check-config \
-            --config "$CONF_DIR/config.toml"; then
+            --config "$CONF_DIR/config.toml" --installed-models "$staged_models"; then
             die "$CONF_DIR/config.toml is not valid for this release (the problems are" \
                 "above): fix them, then run the installer again, which checks it first." \
                 "The installed program, the units, the models and the running services" \
@@ -561,12 +574,9 @@ install_all() {
         new_venv=""
     fi
     step="replacing the models in $MODELS_DIR"
-    install -d -m 0755 "$SHARE_DIR"
-    rm -rf "$MODELS_DIR.new" "$MODELS_DIR.old"
-    cp -R "$REPO/models/tflite" "$MODELS_DIR.new"
-    chmod -R u=rwX,go=rX "$MODELS_DIR.new"
     if [ -e "$MODELS_DIR" ]; then mv "$MODELS_DIR" "$MODELS_DIR.old"; fi
-    mv "$MODELS_DIR.new" "$MODELS_DIR"
+    mv "$staged_models" "$MODELS_DIR"
+    staged_models=""
     rm -rf "$MODELS_DIR.old"
     say "models in $MODELS_DIR"
 

@@ -674,6 +674,114 @@ def test_run_check_config_says_whether_the_door_would_start_and_opens_nothing(
     assert done.returncode == 2 and "gpio.colour: unknown key" in done.stderr
 
 
+def _models_copy(tmp_path: Path, name: str) -> Path:
+    """A copy of the shipped models, to tamper with."""
+    folder = tmp_path / name
+    shutil.copytree(REPO_ROOT / "models" / "tflite", folder)
+    return folder
+
+
+def _set_manifest(folder: Path, change: Any) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_run_check_config_refuses_models_the_door_would_refuse(tmp_path: Path) -> None:
+    """Found by an audit: `run --check-config` said "valid" for model folders that `run`
+    refused at its start (a file altered, another model under a model's name with its
+    sha256 updated, a liveness mode the models cannot serve), so an upgrade the installer
+    had checked restarted the door into a loop of refused starts, locked. The check now
+    loads the models as the start does, on the CPU."""
+    good = tmp_path / "door.toml"
+    good.write_text("[gpio]\npin = 27\n")
+    shipped = _models_copy(tmp_path, "shipped")
+    done = run(tmp_path, "run", "--check-config", "--config", str(good), "--models", str(shipped))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{good}: valid; the door would start with it\n"
+
+    altered = _models_copy(tmp_path, "altered")
+    with (altered / "rnet.tflite").open("ab") as model:
+        model.write(b"\0")
+    done = run(tmp_path, "run", "--check-config", "--config", str(good), "--models", str(altered))
+    assert done.returncode == 2 and done.stdout == ""
+    assert "models do not match the manifest" in done.stderr and "rnet.tflite" in done.stderr
+
+    # R-Net's file in O-Net's place, its sha256 updated: only loading it tells
+    swapped = _models_copy(tmp_path, "swapped")
+    shutil.copyfile(swapped / "rnet.tflite", swapped / "onet.tflite")
+    digest = json.loads((swapped / "manifest.json").read_text())["models"]["rnet"]["sha256"]
+    _set_manifest(swapped, lambda m: m["models"]["onet"].update(sha256=digest))
+    done = run(tmp_path, "run", "--check-config", "--config", str(good), "--models", str(swapped))
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert "onet.tflite: not the model its manifest entry describes" in done.stderr
+
+    # a config asking for liveness of models that have none
+    no_liveness = _models_copy(tmp_path, "no_liveness")
+
+    def drop_liveness(manifest: dict[str, Any]) -> None:
+        for name in ("minifasnet_v2", "minifasnet_v1se"):
+            del manifest["models"][name]
+        manifest.pop("liveness", None)
+
+    _set_manifest(no_liveness, drop_liveness)
+    required = tmp_path / "required.toml"
+    required.write_text('[liveness]\nmode = "require"\n')
+    done = run(
+        tmp_path, "run", "--check-config", "--config", str(required), "--models", str(no_liveness)
+    )
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert 'liveness.mode = "require" needs a liveness model' in done.stderr
+
+    # Edge TPU builds are checked by their sha256 where the config may run them
+    tpu = _models_copy(tmp_path, "tpu")
+    (tpu / "onet_edgetpu.tflite").write_bytes(b"not the compiled model")
+    _set_manifest(
+        tpu,
+        lambda m: [
+            spec.update(edgetpu={"file": "onet_edgetpu.tflite", "sha256": "0" * 64})
+            for spec in m["models"].values()
+        ],
+    )
+    done = run(tmp_path, "run", "--check-config", "--config", str(good), "--models", str(tpu))
+    assert done.returncode == 2 and "onet_edgetpu.tflite" in done.stderr, done.stderr
+    done = run(
+        tmp_path, "run", "--check-config", "--config", str(good), "--models", str(tpu),
+        "--backend", "cpu",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    done = run(
+        tmp_path, "run", "--check-config", "--config", str(good), "--models", str(shipped),
+        "--backend", "edgetpu",
+    )  # fmt: skip
+    assert done.returncode == 2 and "not compiled for the Edge TPU" in done.stderr, done.stderr
+
+
+def test_run_check_config_checks_an_upgrades_models_where_the_installer_stages_them(
+    tmp_path: Path,
+) -> None:
+    """The installer checks a kept config with the new program and the new models before
+    it puts them in place: --installed-models stands for the installed folder, for a config
+    that names no models.dir; one that names its own is checked with its own."""
+    good = tmp_path / "door.toml"
+    good.write_text("[gpio]\npin = 27\n")
+    staged = _models_copy(tmp_path, "models.new")
+    (staged / "facenet.tflite").write_bytes(b"cut short")
+    done = run_with_default_config(
+        tmp_path, good, "run", "--check-config", "--installed-models", str(staged)
+    )
+    assert done.returncode == 2 and "facenet.tflite" in done.stderr, done.stderr
+    own = tmp_path / "own.toml"
+    own.write_text(f'[models]\ndir = "{REPO_ROOT / "models" / "tflite"}"\n')
+    done = run_with_default_config(
+        tmp_path, own, "run", "--check-config", "--installed-models", str(staged)
+    )
+    assert done.returncode == 0, done.stderr
+    done = run(tmp_path, "run", "--installed-models", str(staged), "--config", str(good))
+    assert done.returncode == 2
+    assert "--installed-models is for --check-config" in done.stderr
+
+
 def test_enrol_from_the_camera_refuses_an_empty_source(tmp_path: Path) -> None:
     """Found by an audit: `--source ""` (an unset shell variable) read the current folder as
     a folder of images and enrolled from whatever photos were in it."""

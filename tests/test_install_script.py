@@ -47,11 +47,15 @@ STUBS = {
     "usermod": 'echo "usermod $*" >>"$STUBLOG"\n',
     # `runuser -u USER -- PYTHON -c "import ..."`: the installer's check that the service user
     # can run the venv (STUB_RUNUSER_FAIL: it cannot, as with a pyenv python3 in root's home).
-    # `runuser -u USER -- EDGE-APP run --check-config ...`: its check of a kept config
+    # `runuser -u USER -- EDGE-APP run --check-config ... --installed-models DIR`: its check
+    # of a kept config with the staged models, whose facenet.tflite it logs
     # (STUB_CONFIG_INVALID: the new program refuses it, as `edge-app run --check-config` does).
     "runuser": (
         'echo "runuser $*" >>"$STUBLOG"\n'
         'if [ -n "${STUB_RUNUSER_FAIL:-}" ]; then echo "Permission denied" >&2; exit 126; fi\n'
+        "for last; do :; done\n"
+        'case "$*" in *--installed-models*)\n'
+        '    echo "checked models: $(cat "$last/facenet.tflite")" >>"$STUBLOG" ;; esac\n'
         'case "$*" in *--check-config*) if [ -n "${STUB_CONFIG_INVALID:-}" ]; then\n'
         '    echo "ERROR config.toml: 1 problem(s): gpio.pin: 99 is out of range" >&2; exit 2\n'
         "fi ;; esac\n"
@@ -461,8 +465,9 @@ def test_a_kept_config_the_new_program_refuses_stops_the_upgrade_before_any_rest
     fake: Fake,
 ) -> None:
     """An upgrade whose kept config the new release refuses restarted the door into a loop of
-    failed starts (every 3 s, locked). The new program checks the kept config, as the service
-    user, before the units and models change or anything restarts."""
+    failed starts (every 3 s, locked). The new program checks the kept config with the new
+    models, staged beside the installed ones, as the service user, before the units and
+    models change or anything restarts."""
     done = fake.install()
     checks = [line for line in fake.log() if "--check-config" in line]
     assert checks == []  # a first install writes the config: nothing kept to check
@@ -481,11 +486,15 @@ def test_a_kept_config_the_new_program_refuses_stops_the_upgrade_before_any_rest
     # checked by the new program, which is then removed: the door keeps the one it runs
     checks = [line for line in fake.log() if "--check-config" in line]
     assert len(checks) == 1
+    staged = f"{fake.models}.new"
     assert re.fullmatch(
         f"runuser -u {USER} -- {re.escape(str(fake.path('/opt/edge-app/venvs')))}/[^/ ]+"
-        f"/bin/edge-app run --check-config --config {re.escape(str(fake.conf))}/config.toml",
+        f"/bin/edge-app run --check-config --config {re.escape(str(fake.conf))}/config.toml"
+        f" --installed-models {re.escape(staged)}",
         checks[0],
     ), checks[0]
+    assert "checked models: model set 2" in fake.log()  # the new models, staged
+    assert not Path(staged).exists()  # removed with the new program
     assert fake.venv.resolve() == program and fake.venvs() == [program]
     fake.install()  # the config fixed: the upgrade completes
     assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"

@@ -100,8 +100,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="read and validate the config (with the flags below) as the door would, say "
-        "whether it is valid, and exit: 0 valid, 2 not; opens no camera, pin or model",
+        help="check the config (with the flags below) and the models it names as the door's "
+        "start would, say whether the door would start, and exit: 0 it would, 2 not; opens "
+        "no camera, pin or gallery, and runs the models on the CPU",
+    )
+    parser.add_argument(
+        "--installed-models",
+        type=Path,
+        metavar="DIR",
+        help="with --check-config: check DIR in place of the installed models, for a config "
+        "that sets no models.dir (the installer checks an upgrade's models before it puts "
+        "them in place)",
     )
     parser.add_argument(
         "--source",
@@ -176,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
     from edge_app.daemon import Daemon
 
     overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items()}
+    if args.installed_models is not None and not args.check_config:
+        raise UserError("--installed-models is for --check-config: give both, or neither")
     try:
         config = door_config(args.config, overrides)
     except ConfigError as error:
@@ -186,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.check_config:
         from edge_app.camera import recording_problem
+        from edge_app.daemon import check_models
+        from edge_app.logs import quieted
         from edge_app.manifest import no_models_folder
 
         # A ConfigError above is the "not valid" answer: one line and exit 2, as at a start.
@@ -197,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
         if models is not None and not models.is_dir():  # a typo: the start would refuse it
             named = "--models" if args.models is not None else "models.dir"
             raise UserError(f"{named}: {no_models_folder(models)}")
+        if models is None:
+            models = args.installed_models or paths.default_models_dir()
+        with quieted({"edge_app": logging.WARNING}):  # the answer, and what is wrong
+            check_models(config, models)
         return _say_valid(args.config)
     # A door started from the default file reads that file at each reload: one gone by then
     # is refused as a --config one is, rather than reloaded as the defaults (which dropped
