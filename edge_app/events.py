@@ -56,6 +56,7 @@ from edge_app.private_file import (
     sweep_temporaries,
     temporary_pattern,
 )
+from edge_app.sqlite_access import Kind, refuse_open_folder, refuse_unsafe
 from edge_app.sqlite_files import (
     SIDE_FILES,
     connect_read_only,
@@ -1115,11 +1116,13 @@ def _open_db(path: Path) -> sqlite3.Connection:
     ValueError.
 
     A symbolic link, named pipe or folder at `path` is refused (NotRegularFileError): SQLite
-    would follow a link, and create the file it points to with the umask's mode. So is
-    another user's file, or SQLite's side files of another user (check_events_owner). A file of
-    ours that others may read is made 0600 once it proved an events database (_narrow).
+    would follow a link, and create the file it points to with the umask's mode. So is a file
+    others may change, in a folder open to others, or with SQLite's side files of another
+    user (check_events_owner). A file of ours that others may read is made 0600 once it
+    proved an events database (_narrow).
     """
     make_private_folder(path.parent)
+    refuse_open_folder(path, EVENTS_FILE)  # before anything is made there
     refuse_non_regular(path)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
@@ -1142,31 +1145,26 @@ def _open_db(path: Path) -> sqlite3.Connection:
     return db
 
 
+# The events database for the rules every SQLite file the door trusts is held to
+# (sqlite_access): the events say who came in and when, so whoever may change the file, or
+# replace it (or plant a -wal SQLite replays into it) in its folder, could rewrite them. Its
+# owner could also read them whatever its mode, and the door writes it: only this user's file
+# is used (root may use the door user's).
+EVENTS_FILE = Kind(
+    name="the events database",
+    harm="rewrite who came in",
+    elsewhere="set events.db to a path of the door's user",
+    error=ValueError,
+    root_may_own=False,
+)
+
+
 def check_events_owner(path: Path) -> None:
-    """Refuse (ValueError, nothing changed) an events.db of another user, unless this is
-    root: the events say who came in and when, and the file's owner could read them whatever
-    its mode, or change them. Every -wal, -shm or -journal beside it must be a regular file
-    of its owner or of this user: SQLite replays a -wal into the database it opens, so a
-    planted one could rewrite the history (the gallery's rule too)."""
-    info = os.lstat(path)
-    me = os.geteuid()
-    if info.st_uid != me and me != 0:
-        raise ValueError(
-            f"{path} belongs to another user (uid {info.st_uid}), who could read or change "
-            f"the events; left untouched: set events.db to a path of the door's user (uid {me})"
-        )
-    for suffix in SIDE_FILES:
-        side = Path(f"{path}{suffix}")
-        try:
-            seen = os.lstat(side)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(seen.st_mode) or seen.st_uid not in (info.st_uid, me):
-            raise ValueError(
-                f"{side} is not a file of the events database's owner (owner uid "
-                f"{seen.st_uid}): SQLite would replay it into the events; left untouched: "
-                "remove it if no door is running, or set events.db to another path"
-            )
+    """Refuse (ValueError, nothing changed) an events.db that users other than this one may
+    change: another user's (unless this is root), one others may write, one in a folder
+    open to others, or one with a -wal, -shm or -journal beside it that is not its owner's
+    regular file (sqlite_access.refuse_unsafe, the gallery's rules)."""
+    refuse_unsafe(path, os.lstat(path), EVENTS_FILE)
 
 
 def _narrow(path: Path) -> None:

@@ -84,6 +84,7 @@ from edge_app.quality import (
     mirrors_differ,
     other_people_among,
 )
+from edge_app.sqlite_access import Kind, refuse_open_folder, refuse_unsafe
 from edge_app.sqlite_files import (
     SIDE_FILES,
     connect_read_only,
@@ -553,7 +554,7 @@ def _check_file(path: Path) -> bool:
         raise GalleryError(f"cannot open the gallery {path}: {error.strerror or error}") from None
     if not stat.S_ISREG(info.st_mode):
         raise _not_a_gallery(path, "is not a regular file (a folder, device, pipe or socket)")
-    _refuse_writable_by_others(path, info)
+    refuse_unsafe(path, info, GALLERY_FILE)
     if info.st_size == 0:
         raise _not_a_gallery(path, "is empty, not an edge-app gallery")
     if _open_here(info):
@@ -635,73 +636,15 @@ def _remove_if_empty(path: Path) -> None:
     log.info("gallery=%s removed: created for a change that did not happen", path)
 
 
-def _refuse_writable_by_others(path: Path, info: os.stat_result) -> None:
-    """Refuse a gallery that users other than its owner may change: whoever can write it, or
-    replace it in its folder, can enrol themselves and be let in. The owner's own file is
-    narrowed to 0600 when opened (_narrow_modes); someone else's is refused, as is a folder
-    anyone may write without the sticky bit (/tmp has it: others cannot replace the file)."""
-    mode = stat.S_IMODE(info.st_mode)
-    if info.st_uid != os.geteuid() and mode & 0o022:
-        raise GalleryError(
-            f"the gallery {path} may be written by users other than its owner (mode {mode:o}, "
-            f"owner uid {info.st_uid}): any of them could enrol themselves; make it the door "
-            f"user's with mode 600 (sudo chown edge-app: {path} && sudo chmod 600 {path})"
-        )
-    if info.st_uid not in (0, os.geteuid()) and os.geteuid() != 0:
-        # Its owner may write it whatever its mode: a gallery planted by another user (in a
-        # folder its group may write) would decide who gets in. Root may read anyone's.
-        raise GalleryError(
-            f"the gallery {path} belongs to another user (uid {info.st_uid}), who may change "
-            f"it and so enrol anyone; use a gallery of this user's own, or make it this "
-            f"user's (sudo chown {os.geteuid()}: {path})"
-        )
-    real = _refuse_open_folder(path)
-    for suffix in SIDE_FILES:
-        try:
-            side = os.lstat(f"{real}{suffix}")
-        except FileNotFoundError:
-            continue
-        except OSError as error:
-            raise GalleryError(
-                f"cannot look at the gallery's {real}{suffix}: {error.strerror or error}"
-            ) from None
-        owners = (info.st_uid, os.geteuid())
-        if not stat.S_ISREG(side.st_mode) or side.st_uid not in owners:
-            raise GalleryError(
-                f"the gallery's {real}{suffix} is not a file of the gallery's owner (owner uid "
-                f"{side.st_uid}): SQLite would replay its changes into the gallery; remove it "
-                "if no door or enrolment is running, then open the gallery again"
-            )
-
-
-def _refuse_open_folder(path: Path) -> str:
-    """Refuse a gallery (there, or about to be created) in a folder any user may write;
-    the gallery's real path otherwise."""
-    real = os.path.realpath(path)
-    folder = Path(real).parent
-    try:
-        folder_info = folder.stat()
-    except OSError:
-        return real  # the open that follows says why the folder cannot be used
-    folder_mode = stat.S_IMODE(folder_info.st_mode)
-    if folder_mode & stat.S_IWOTH:
-        # The sticky bit (/tmp) stops others replacing the gallery, not creating the -wal
-        # file beside it that SQLite replays into it on the next open: a gallery of their own.
-        raise GalleryError(
-            f"the gallery's folder {folder} may be written by any user (mode {folder_mode:o}): "
-            "any of them could replace the gallery, or plant the -wal file SQLite replays into "
-            "it, with one that lets them in; keep it in a folder of its own (the door's is "
-            "/var/lib/edge-app, mode 700)"
-        )
-    group = folder_info.st_gid
-    if folder_mode & stat.S_IWGRP and group not in (0, os.getegid()):
-        raise GalleryError(
-            f"the gallery's folder {folder} may be written by the users of group {group} "
-            f"(mode {folder_mode:o}): any of them could replace the gallery, or plant the -wal "
-            "file SQLite replays into it, with one that lets them in; keep it in a folder of "
-            "its own (the door's is /var/lib/edge-app, mode 700)"
-        )
-    return real
+# The gallery for the rules every SQLite file the door trusts is held to (sqlite_access):
+# whoever can write it, or replace it in its folder, can enrol themselves and be let in.
+# The owner's own file is narrowed to 0600 when opened (_narrow_modes).
+GALLERY_FILE = Kind(
+    name="the gallery",
+    harm="enrol anyone",
+    elsewhere="use a gallery of this user's own",
+    error=GalleryError,
+)
 
 
 def _create_file(path: Path) -> None:
@@ -713,7 +656,8 @@ def _create_file(path: Path) -> None:
     """
     try:
         make_private_folder(path.parent)
-        _refuse_open_folder(path)  # before anything is made there: a refusal leaves nothing
+        # Before anything is made there: a refusal leaves nothing.
+        refuse_open_folder(path, GALLERY_FILE)
         sweep_temporaries(path.parent, _creation_leftovers(path), f"the gallery {path}")
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
         os.close(fd)

@@ -71,6 +71,21 @@ def test_another_users_events_db_fails(tmp_path: Path, monkeypatch: pytest.Monke
     assert "belongs to another user" in row.detail and "records no event" in row.fix
 
 
+def test_an_events_db_to_be_made_in_a_folder_anyone_may_write_fails(tmp_path: Path) -> None:
+    """The door refuses to create it there (as the gallery): "does not exist yet: the door
+    creates it" would be wrong."""
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    config = load_config(config_file(tmp_path, folder / "events.db", tmp_path / "snapshots"))
+
+    (row,) = _events_checks(config)
+
+    assert row.area == "events" and row.status == "fail"
+    assert "folder" in row.detail and "may be written by any user" in row.detail
+    assert "records no event" in row.fix and list(folder.iterdir()) == []
+
+
 def test_doctor_fails_on_an_events_db_that_is_a_link_and_warns_on_a_linked_folder(
     tmp_path: Path,
 ) -> None:

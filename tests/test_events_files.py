@@ -29,6 +29,7 @@ from test_daemon_fast import (
 
 from edge_app.daemon import Daemon
 from edge_app.events import EventLog, read_events, snapshots_folder_problem
+from edge_app.gallery import Gallery, GalleryError
 
 CROP = np.full((40, 30, 3), 128, np.uint8)
 OWN_OLD_SNAPSHOT = "20200101T000000.000Z_unknown_x_t1.jpg"
@@ -53,6 +54,16 @@ def an_events_db(path: Path) -> None:
     log = EventLog(path, clock=lambda: 1_700_000_000.0)
     log.record("unlock", name="Ada")
     log.close()
+
+
+def one_event(db: Path, caplog: pytest.LogCaptureFixture, **kind: str) -> EventLog:
+    """An EventLog on `db` that recorded one event (`kind`: its type and name) and closed,
+    its log lines at WARNING and above captured."""
+    with caplog.at_level(logging.WARNING, logger="edge_app.events"):
+        log = EventLog(db)
+        log.record(kind.get("type", "unlock"), name=kind.get("name", "Eve"))
+        log.close()
+    return log
 
 
 def needs_root() -> None:
@@ -167,10 +178,7 @@ def test_root_uses_the_door_users_events_db_and_makes_it_private(
     an_events_db(db)
     os.chown(db, 65534, 65534)
     db.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="edge_app.events"):
-        log = EventLog(db)
-        log.record("relock", name="Ada")
-        log.close()
+    log = one_event(db, caplog, type="relock", name="Ada")
     assert log.failing() == [] and mode(db) == 0o600 and os.stat(db).st_uid == 65534
     assert [e.type for e in read_events(db)] == ["unlock", "relock"]
     assert any("set to 600" in w for w in lines(caplog, logging.WARNING))
@@ -198,6 +206,72 @@ def test_a_wal_of_another_user_beside_the_events_db_is_refused(
         "events.db-wal is not a file of the events database's owner" in e
         for e in lines(caplog, logging.ERROR)
     )
+
+
+@pytest.mark.parametrize("folder_mode", [0o777, 0o1777])
+def test_an_events_db_in_a_folder_anyone_may_write_is_refused_as_a_gallery_is(
+    tmp_path: Path, folder_mode: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a review: the gallery refused a folder any user may write (sticky or not:
+    anyone may plant the -wal file SQLite replays into the database), the events database
+    was opened there, and created there. Both follow one rule now: refused with the
+    gallery's words, the file byte-identical, nothing made beside it; the door runs."""
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o700)
+    db = folder / "events.db"
+    an_events_db(db)
+    before = digest(db)
+    folder.chmod(folder_mode)
+    try:
+        log = one_event(db, caplog)
+        fresh = one_event(folder / "new-events.db", caplog)
+        with pytest.raises(GalleryError, match="folder .* may be written by any user"):
+            Gallery.open(folder / "gallery.db", create=True)
+    finally:
+        folder.chmod(0o700)
+    assert digest(db) == before and sorted(p.name for p in folder.iterdir()) == ["events.db"]
+    assert log.failing() == ["db"] and fresh.failing() == ["db"]
+    refusals = [e for e in lines(caplog, logging.ERROR) if "may be written by any user" in e]
+    assert len(refusals) >= 2 and all(
+        f"the events database's folder {folder}" in e for e in refusals
+    )
+    assert "plant the -wal file SQLite replays" in refusals[0]
+    assert [e.name for e in read_events(db)] == ["Ada"]
+
+
+def test_an_events_db_in_a_folder_another_group_may_write_or_others_may_write_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gallery's other rules, the events database's too: a folder a group other than
+    root's or this user's may write (a member could replace the file), and another user's
+    file anyone may write, which root used (and made 0600) after whoever had rewritten it."""
+    needs_root()
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o700)
+    db = folder / "events.db"
+    an_events_db(db)
+    os.chown(folder, 0, 65534)
+    folder.chmod(0o770)
+    try:
+        log = one_event(db, caplog)
+    finally:
+        folder.chmod(0o700)
+        os.chown(folder, 0, 0)
+    assert log.failing() == ["db"]
+    assert any(
+        "the events database's folder" in e and "may be written by the users of group 65534" in e
+        for e in lines(caplog, logging.ERROR)
+    )
+    caplog.clear()
+    os.chown(db, 65534, 65534)
+    db.chmod(0o666)
+    log = one_event(db, caplog)
+    assert log.failing() == ["db"] and mode(db) == 0o666
+    assert any(
+        "may be written by users other than its owner (mode 666, owner uid 65534)" in e
+        for e in lines(caplog, logging.ERROR)
+    )
+    assert [e.name for e in read_events(db)] == ["Ada"]
 
 
 # --- the snapshots folder -----------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Who may change an SQLite file the door trusts: the gallery (who gets in) and the events
+database (who came in, and when). One set of rules, and one wording of each refusal, for
+both.
+
+Refused before SQLite reads the file:
+
+- a file users other than its owner may write (its group counts as others);
+- a file of another user (its owner may change it whatever its mode);
+- a file in a folder any user may write, sticky or not (/tmp), or that a group other than
+  root's or this user's may write: they could replace the file, or plant the -wal file
+  beside it that SQLite replays into it on the next open;
+- a -wal, -shm or -journal beside it that is not a regular file of its owner or of this user.
+
+A file of this user's that others may read is no refusal: its opener narrows it to 0600
+once it proved its kind of database.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_app.sqlite_files import SIDE_FILES
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a database is, for the refusals' words and rules."""
+
+    name: str  # "the gallery"
+    harm: str  # what whoever may change it could do: "enrol anyone"
+    elsewhere: str  # the fix that chooses another file: "use a gallery of this user's own"
+    error: type[Exception]  # what a refusal raises
+    # Whether a file root owns may be used by another user: the gallery, which commands
+    # that only read it open too. The events database is written by whoever opens it,
+    # so only this user's is (root may use anyone's).
+    root_may_own: bool = True
+
+    @property
+    def owner_s(self) -> str:
+        return f"{self.name}'s"
+
+
+def refuse_unsafe(path: Path | str, info: os.stat_result, kind: Kind) -> str:
+    """Refuse (kind.error) the database at `path`, `info` its stat, when users other than
+    its owner may change it, when it belongs to another user, when its folder is open to
+    others (refuse_open_folder), or when a side file beside it is not its owner's; the
+    database's real path otherwise (where SQLite keeps its side files)."""
+    me = os.geteuid()
+    mode = stat.S_IMODE(info.st_mode)
+    owners = (0, me) if kind.root_may_own else (me,)
+    if info.st_uid not in owners and me != 0:
+        # Its owner may write it whatever its mode: a file planted by another user (in a
+        # folder its group may write) would be used. Root may use anyone's, unless others
+        # may write it (below). Said first: no mode makes another user's file usable.
+        raise kind.error(
+            f"{kind.name} {path} belongs to another user (uid {info.st_uid}), who may change "
+            f"it and so {kind.harm}; {kind.elsewhere}, or make it this user's "
+            f"(sudo chown {me}: {path})"
+        )
+    if info.st_uid != me and mode & 0o022:
+        raise kind.error(
+            f"{kind.name} {path} may be written by users other than its owner (mode {mode:o}, "
+            f"owner uid {info.st_uid}): any of them could {kind.harm}; make it the door "
+            f"user's with mode 600 (sudo chown edge-app: {path} && sudo chmod 600 {path})"
+        )
+    real = refuse_open_folder(path, kind)
+    for suffix in SIDE_FILES:
+        try:
+            side = os.lstat(f"{real}{suffix}")
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise kind.error(
+                f"cannot look at {kind.owner_s} {real}{suffix}: {error.strerror or error}"
+            ) from None
+        if not stat.S_ISREG(side.st_mode) or side.st_uid not in (info.st_uid, me):
+            raise kind.error(
+                f"{kind.owner_s} {real}{suffix} is not a file of {kind.owner_s} owner (owner "
+                f"uid {side.st_uid}): SQLite would replay its changes into {kind.name}; "
+                f"remove it if no door or edge-app command is running, then open {kind.name} "
+                "again"
+            )
+    return real
+
+
+def refuse_open_folder(path: Path | str, kind: Kind) -> str:
+    """Refuse (kind.error) a database (there, or about to be created) in a folder any user
+    may write, or a group other than root's or this user's; its real path otherwise."""
+    real = os.path.realpath(path)
+    folder = Path(real).parent
+    try:
+        folder_info = folder.stat()
+    except OSError:
+        return real  # the open that follows says why the folder cannot be used
+    folder_mode = stat.S_IMODE(folder_info.st_mode)
+    # The sticky bit (/tmp) stops others replacing the file, not creating the -wal file
+    # beside it that SQLite replays into it on the next open: a database of their own.
+    consequence = (
+        f"any of them could replace {kind.name}, or plant the -wal file SQLite replays into "
+        f"it, with one of their own, and so {kind.harm}; keep it in a folder of its own (the "
+        "door's is /var/lib/edge-app, mode 700)"
+    )
+    if folder_mode & stat.S_IWOTH:
+        raise kind.error(
+            f"{kind.owner_s} folder {folder} may be written by any user (mode "
+            f"{folder_mode:o}): {consequence}"
+        )
+    group = folder_info.st_gid
+    if folder_mode & stat.S_IWGRP and group not in (0, os.getegid()):
+        raise kind.error(
+            f"{kind.owner_s} folder {folder} may be written by the users of group {group} "
+            f"(mode {folder_mode:o}): {consequence}"
+        )
+    return real
