@@ -111,7 +111,7 @@ def open_set_templates(
     one, to check a DevTrain threshold on other people), identified."""
     from converter.recognition import GALLERY_SIZE, SAMPLES, TARGET_FAR, TRIALS
     from edge_app.gallery import GalleryMatrix
-    from edge_app.matching import Matcher, MatchSettings
+    from edge_app.matching import Matcher, MatchSettings, accepts, stranger_threshold, top_two
 
     person_of = np.array([n.split("/")[0] for n in names])
     by_person: dict[str, list[int]] = {}
@@ -119,7 +119,7 @@ def open_set_templates(
         by_person.setdefault(person, []).append(index)
     enrollable = np.array(sorted(p for p, ix in by_person.items() if len(ix) > SAMPLES))
     rng = np.random.default_rng(seed)
-    g_all, ok_all, s_all = [], [], []
+    g_all, g2_all, ok_all, s_all, s2_all = [], [], [], [], []
     for _ in range(TRIALS):
         chosen = rng.choice(enrollable, size=min(GALLERY_SIZE, len(enrollable)), replace=False)
         rows, owner = [], []
@@ -137,18 +137,21 @@ def open_set_templates(
         matcher = Matcher(matrix, MatchSettings(threshold=-1.0))
         enrolled = set(chosen.tolist())
         strangers = np.array([i for i in range(len(names)) if person_of[i] not in enrolled])
-        g_scores = matcher.person_scores(probes[np.array(genuine)])
-        g_all.append(g_scores.max(axis=1))
-        ok_all.append(chosen[np.argmax(g_scores, axis=1)] == person_of[np.array(genuine)])
-        s_all.append(matcher.person_scores(probes[strangers]).max(axis=1))
-    g, ok, s = (np.concatenate(parts) for parts in (g_all, ok_all, s_all))
+        g_index, g_best, g_second = top_two(matcher.person_scores(probes[np.array(genuine)]))
+        g_all.append(g_best)
+        g2_all.append(g_second)
+        ok_all.append(chosen[g_index] == person_of[np.array(genuine)])
+        _, s_best, s_second = top_two(matcher.person_scores(probes[strangers]))
+        s_all.append(s_best)
+        s2_all.append(s_second)
+    g, g2, ok, s, s2 = (np.concatenate(parts) for parts in (g_all, g2_all, ok_all, s_all, s2_all))
+    # The door's rule (edge_app.matching.accepts) with margin 0: a tie names nobody.
     if threshold is None:
-        ranked = np.sort(s)[::-1]
-        threshold = float(ranked[int(np.floor(TARGET_FAR * len(s)))] + 1e-4)
+        threshold = stranger_threshold(s, s2, 0.0, far=TARGET_FAR)
     return {
         "threshold": round(threshold, 4),
-        "identified": round(float(((g >= threshold) & ok).mean()), 4),
-        "stranger_accept": round(float((s >= threshold).mean()), 5),
+        "identified": round(float((accepts(g, g2, threshold, 0.0) & ok).mean()), 4),
+        "stranger_accept": round(float(accepts(s, s2, threshold, 0.0).mean()), 5),
     }
 
 

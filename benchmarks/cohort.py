@@ -57,7 +57,7 @@ from edge_app.cohort import COHORT_FILE, COHORT_KEY, MODES, NORMALISATION_KEY, C
 from edge_app.lfw import accuracy_at, best_threshold, cross_validated_accuracy, read_pairs
 from edge_app.logs import setup_logging
 from edge_app.manifest import MANIFEST_NAME, ManifestError
-from edge_app.matching import CENTROID_KEY
+from edge_app.matching import CENTROID_KEY, accepts, stranger_threshold
 from edge_app.paths import REPO_ROOT, SHARED_DATA
 from edge_app.reports import check_output, write_report
 
@@ -121,15 +121,11 @@ def door_check(
         np.concatenate(parts) for parts in zip(*trials, strict=True)
     )
     margin, threshold = rule["margin"], rule["threshold"]
-    g_ok = ((g_best - g_second) >= margin) & correct
-    s_ok = (s_best - s_second) >= margin
-    ranked = np.sort(s_best[s_ok])[::-1]
-    allowed = int(np.floor(TARGET_FAR * len(s_best)))
-    oracle = float(ranked[allowed] + 1e-6) if allowed < len(ranked) else -1.0
+    oracle = stranger_threshold(s_best, s_second, margin, far=TARGET_FAR, step=1e-6)
     return {
-        "identified": float((g_ok & (g_best >= threshold)).mean()),
-        "stranger_accept": float((s_ok & (s_best >= threshold)).mean()),
-        "oracle_identified": float((g_ok & (g_best >= oracle)).mean()),
+        "identified": float((accepts(g_best, g_second, threshold, margin) & correct).mean()),
+        "stranger_accept": float(accepts(s_best, s_second, threshold, margin).mean()),
+        "oracle_identified": float((accepts(g_best, g_second, oracle, margin) & correct).mean()),
         "genuine_probes": len(g_best),
         "stranger_probes": len(s_best),
     }

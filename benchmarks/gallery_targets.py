@@ -57,7 +57,12 @@ from edge_app.lfw import (  # noqa: E402
     rel,
     wilson,
 )
-from edge_app.matching import Matcher, MatchSettings  # noqa: E402
+from edge_app.matching import (  # noqa: E402
+    Matcher,
+    MatchSettings,
+    accepts,
+    stranger_threshold,
+)
 from edge_app.quality import check_face, pose, sharpness  # noqa: E402
 from edge_app.reports import check_output  # noqa: E402
 
@@ -434,20 +439,17 @@ def oracle(matcher: Matcher, genuine: Probes, strangers: Probes) -> dict[str, An
         return np.array(best), np.array(second), names
 
     s_best, s_second, _ = central(strangers)
-    ranked = np.sort(s_best[(s_best - s_second) >= settings.margin])[::-1]
-    threshold = float(ranked[TARGET_STRANGERS]) + 1e-4 if len(ranked) > TARGET_STRANGERS else -1.0
+    threshold = stranger_threshold(s_best, s_second, settings.margin, most=TARGET_STRANGERS)
     g_best, g_second, g_names = central(genuine)
     correct = np.array([n == p.person for n, p in zip(g_names, genuine.records, strict=True)])
-    ok = (g_best >= threshold) & (g_best - g_second >= settings.margin)
+    ok = accepts(g_best, g_second, threshold, settings.margin)
     return {
         "threshold": round(threshold, 4),
         "margin": settings.margin,
         "aggregate": settings.aggregate,
         "identified_rate": round(float((ok & correct).mean()), 4),
         "wrong_person": int((ok & ~correct).sum()),
-        "strangers_accepted": int(
-            ((s_best >= threshold) & (s_best - s_second >= settings.margin)).sum()
-        ),
+        "strangers_accepted": int(accepts(s_best, s_second, threshold, settings.margin).sum()),
     }
 
 

@@ -542,6 +542,7 @@ def open_set(
         _trial_scores,
         derive_from_embeddings,
     )
+    from edge_app.matching import accepts, stranger_threshold
 
     # Photos alone, no centroid: the head is compared on the embeddings themselves.
     derived = derive_from_embeddings(train_embeddings, train_names, centroid=False)
@@ -554,12 +555,10 @@ def open_set(
         np.concatenate(parts) for parts in zip(*trials, strict=True)
     )
     threshold, margin = derived["threshold"], derived["margin"]
-    s_pass = (s_best >= threshold) & ((s_best - s_second) >= margin)
-    g_pass = (g_best >= threshold) & ((g_best - g_second) >= margin) & correct
-    ranked = np.sort(s_best[(s_best - s_second) >= margin])[::-1]
-    allowed = int(np.floor(TARGET_FAR * len(s_best)))
-    own = float(ranked[allowed] + 1e-4) if allowed < len(ranked) else -1.0
-    own_pass = (g_best >= own) & ((g_best - g_second) >= margin) & correct
+    s_pass = accepts(s_best, s_second, threshold, margin)
+    g_pass = accepts(g_best, g_second, threshold, margin) & correct
+    own = stranger_threshold(s_best, s_second, margin, far=TARGET_FAR)
+    own_pass = accepts(g_best, g_second, own, margin) & correct
     devtrain_identified = next(
         c["identified"]
         for c in derived["candidates"]

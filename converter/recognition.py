@@ -25,7 +25,14 @@ from edge_app.errors import UserError
 from edge_app.gallery import GalleryMatrix
 from edge_app.images import read_image
 from edge_app.lfw import TRAIN_PAIRS, labelled_face, read_pairs
-from edge_app.matching import CENTROID_KEY, Matcher, MatchSettings
+from edge_app.matching import (
+    CENTROID_KEY,
+    Matcher,
+    MatchSettings,
+    accepts,
+    stranger_threshold,
+    top_two,
+)
 from edge_app.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -173,14 +180,11 @@ def _trial_scores(
     strangers = np.flatnonzero(~np.isin(person_of, chosen))
 
     def best_two(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        scores = matcher.person_scores(population.probes[indices])
-        top = np.sort(scores, axis=1)[:, ::-1]
-        second = top[:, 1] if scores.shape[1] > 1 else np.full(len(indices), -1.0)
-        return top[:, 0], second, np.argmax(scores, axis=1)
+        return top_two(matcher.person_scores(population.probes[indices]))
 
-    g_best, g_second, g_index = best_two(np.array(probes))
+    g_index, g_best, g_second = best_two(np.array(probes))
     correct = chosen[g_index] == person_of[np.array(probes)]
-    s_best, s_second, _ = best_two(strangers)
+    _, s_best, s_second = best_two(strangers)
     return g_best, g_second, correct, s_best, s_second
 
 
@@ -221,20 +225,15 @@ def derive_from_embeddings(
                 "recognition threshold on: use LFW's own pairsDevTrain.txt"
             )
         for margin in MARGINS:
-            # strangers that the margin rule lets through at any threshold
-            s_pass = s_best[(s_best - s_second) >= margin]
-            allowed = int(np.floor(TARGET_FAR * len(s_best)))
-            ranked = np.sort(s_pass)[::-1]
-            threshold = float(ranked[allowed] + 1e-4) if allowed < len(ranked) else -1.0
-            accepted = (g_best >= threshold) & ((g_best - g_second) >= margin) & correct
+            # The door's own rule (edge_app.matching.accepts), ties included.
+            threshold = stranger_threshold(s_best, s_second, margin, far=TARGET_FAR)
+            identified = accepts(g_best, g_second, threshold, margin) & correct
             row: dict[str, Any] = {
                 "aggregate": aggregate,
                 "margin": margin,
                 "threshold": round(threshold, 4),
-                "identified": float(accepted.mean()),
-                "stranger_accept": float(
-                    np.mean((s_best >= threshold) & ((s_best - s_second) >= margin))
-                ),
+                "identified": float(identified.mean()),
+                "stranger_accept": float(np.mean(accepts(s_best, s_second, threshold, margin))),
             }
             table.append(row)
             if best is None or row["identified"] > best["identified"]:

@@ -81,6 +81,66 @@ SITE_SHARE = 0.75
 # naming either would be a coin toss. Far below any real difference (the threshold has 4
 # decimals).
 TIE = 1e-5
+# What stranger_threshold adds to the score it must keep out: the threshold is stored with 4
+# decimals, and one rounded to 4 decimals from score + THRESHOLD_STEP is still above it.
+THRESHOLD_STEP = 1e-4
+
+
+# ---- the accept rule, in one place --------------------------------------------------------
+# Every decision on identification scores goes through these: the door (Matcher.identify), the
+# converter's threshold derivation (converter/recognition.py, converter/head.py) and the
+# benchmarks that simulate doors, so a tie is treated the same wherever it is counted.
+
+
+def top_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, P) person scores, P >= 1 -> each row's best person, their score and the
+    second-best person's score (NO_SCORE with one person; a tie gives the same score twice).
+    A row with a NaN gives NaN scores (argmax stops at it)."""
+    scores = np.asarray(scores)
+    rows = np.arange(scores.shape[0])
+    index = np.argmax(scores, axis=1)
+    best = scores[rows, index]
+    others = scores.copy()
+    others[rows, index] = -np.inf
+    second = np.maximum(others.max(axis=1), NO_SCORE)
+    return index, best, second
+
+
+def clear_of_second(best: np.ndarray, second: np.ndarray, margin: float) -> np.ndarray:
+    """Whether each best score leads the second-best person's by at least the margin, and by
+    at least TIE whatever the margin: two people within TIE of each other are a tie, which
+    names nobody (module docstring). NaN: False."""
+    # float(): a NumPy float64 margin (or threshold) would compare float32 scores as float64.
+    return np.asarray(best) - np.asarray(second) >= max(float(margin), TIE)
+
+
+def accepts(best: np.ndarray, second: np.ndarray, threshold: float, margin: float) -> np.ndarray:
+    """The accept rule (module docstring), per probe: the best person's score reaches the
+    threshold and is clear of the second-best person's (clear_of_second). NaN: False."""
+    return (np.asarray(best) >= float(threshold)) & clear_of_second(best, second, margin)
+
+
+def stranger_threshold(
+    best: np.ndarray,
+    second: np.ndarray,
+    margin: float,
+    *,
+    far: float | None = None,
+    most: int | None = None,
+    step: float = THRESHOLD_STEP,
+) -> float:
+    """The threshold at which `accepts` lets at most `most` of these strangers in (or the
+    share `far` of them, rounded down): the score of the first stranger it must keep out
+    (highest first, among those clear of their second-best person) plus `step`; NO_SCORE when
+    the margin alone keeps enough of them out. Give exactly one of far and most."""
+    if (far is None) == (most is None):
+        raise ValueError("give exactly one of far and most")
+    best = np.asarray(best)
+    if most is None:
+        assert far is not None  # for the type checker: checked above
+        most = int(np.floor(far * len(best)))
+    ranked = np.sort(best[clear_of_second(best, second, margin)])[::-1]
+    return float(ranked[most] + step) if most < len(ranked) else NO_SCORE
 
 
 def _centred(rows: np.ndarray, site: np.ndarray) -> np.ndarray:
@@ -406,21 +466,14 @@ class Matcher:
             unknown: list[str | None] = [None] * n
             empty = np.full(n, NO_SCORE, dtype=np.float32)
             return Matches(unknown, list(unknown), empty, empty.copy())
-        scores = self.person_scores(probes)
-        rows = np.arange(n)
-        best_index = np.argmax(scores, axis=1)
-        best = scores[rows, best_index]
-        others = scores.copy()
-        others[rows, best_index] = -np.inf
-        second = np.maximum(others.max(axis=1), NO_SCORE)
+        best_index, best, second = top_two(self.person_scores(probes))
         # argmax stops at a NaN: a probe (or sample) that is not finite. Nobody, as if no one
         # were enrolled, rather than person 0 with a NaN score.
         usable = np.isfinite(best)
         best_index = np.where(usable, best_index, -1)
         best = np.where(usable, best, NO_SCORE)
         second = np.where(usable, second, NO_SCORE)
-        apart = best - second >= max(self.settings.margin, TIE)
-        ok = usable & (best >= self.settings.threshold) & apart
+        ok = usable & accepts(best, second, self.settings.threshold, self.settings.margin)
         return Matches(
             names=self._labels[np.where(ok, best_index, -1)].tolist(),
             best=self._labels[best_index].tolist(),

@@ -11,7 +11,16 @@ import edge_app.gallery as gallery_module
 from edge_app.config import AGGREGATES
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM, GalleryMatrix
-from edge_app.matching import NO_SCORE, Matcher, MatchSettings
+from edge_app.matching import (
+    NO_SCORE,
+    THRESHOLD_STEP,
+    TIE,
+    Matcher,
+    MatchSettings,
+    accepts,
+    stranger_threshold,
+    top_two,
+)
 
 PROBE = np.eye(EMBEDDING_DIM, dtype=np.float32)[0]
 
@@ -216,6 +225,89 @@ def test_derived_rule_records_the_centroid_and_the_door_follows_it() -> None:
             == (derived["aggregate"], derived["margin"], derived["threshold"])
         ]
         assert chosen and chosen[0]["stranger_accept"] <= TARGET_FAR
+
+
+def test_the_accept_rule_reaches_the_threshold_and_names_nobody_on_a_tie() -> None:
+    best = np.array([0.6, 0.6, 0.6, 0.6, 0.6, 0.59, np.nan], np.float32)
+    second = np.array([0.2, 0.6, 0.6 - TIE / 2, 0.6 - 2 * TIE, NO_SCORE, 0.2, 0.2], np.float32)
+    # The threshold itself is reached (>=); a tie (within TIE) names nobody even with margin 0;
+    # NaN is nobody.
+    expected = [True, False, False, True, True, False, False]
+    assert accepts(best, second, 0.6, 0.0).tolist() == expected
+    # A margin is reached (>=) as the threshold is; above TIE it alone decides.
+    assert accepts(
+        np.array([0.75], np.float32), np.array([0.5], np.float32), 0.6, 0.25
+    ).tolist() == [True]
+    assert accepts(
+        np.array([0.75], np.float32), np.array([0.5], np.float32), 0.6, 0.26
+    ).tolist() == [False]
+    # The door decides exactly so: one face enrolled under two names is nobody's.
+    matrix = gallery_of({"Ann": [0.8], "Ben": [0.8], "Cat": [0.2]})
+    matrix = GalleryMatrix(matrix.embeddings[[0, 0, 2]], matrix.person, matrix.names)
+    found = Matcher(matrix, settings(threshold=0.5)).identify(PROBE)
+    assert found.names == [None] and found.best == ["Ann"]
+    assert found.scores[0] == found.second[0]
+    assert not accepts(found.scores, found.second, 0.5, 0.0)[0]
+
+
+def test_top_two_is_the_best_person_and_the_runner_up() -> None:
+    scores = np.array([[0.1, 0.7, 0.3], [0.5, 0.5, 0.2]], np.float32)
+    index, best, second = top_two(scores)
+    assert index.tolist() == [1, 0]
+    assert best.tolist() == pytest.approx([0.7, 0.5])
+    assert second.tolist() == pytest.approx([0.3, 0.5])  # a tie: the same score twice
+    _, _, alone = top_two(np.array([[0.4]], np.float32))
+    assert alone.tolist() == [NO_SCORE]
+
+
+def test_stranger_threshold_lets_in_at_most_that_many_and_skips_ties() -> None:
+    # The first stranger ties two people (the door names nobody): they do not count against
+    # the limit, so the threshold sits just above the second stranger the door must refuse.
+    best = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    second = np.array([0.9, 0.1, 0.1, 0.1], np.float32)
+    threshold = stranger_threshold(best, second, 0.0, most=1)
+    assert threshold == pytest.approx(0.7 + THRESHOLD_STEP)
+    assert accepts(best, second, threshold, 0.0).sum() == 1
+    assert stranger_threshold(best, second, 0.0, far=0.25) == threshold  # floor(0.25 * 4) = 1
+    # A margin keeping enough of them out leaves nothing to raise: the bottom of the scale.
+    assert stranger_threshold(best, second, 0.75, most=1) == NO_SCORE
+    with pytest.raises(ValueError, match="exactly one"):
+        stranger_threshold(best, second, 0.0)
+
+
+def test_stranger_threshold_is_the_derivations_rule_where_nothing_ties() -> None:
+    rng = np.random.default_rng(4)
+    best = rng.uniform(0.0, 0.9, 5000).astype(np.float32)
+    second = (best - rng.uniform(0.001, 0.2, 5000)).astype(np.float32)
+    for margin in (0.0, 0.03, 0.1):
+        ranked = np.sort(best[(best - second) >= margin])[::-1]
+        allowed = int(np.floor(1e-3 * len(best)))
+        before = float(ranked[allowed] + 1e-4) if allowed < len(ranked) else -1.0
+        assert stranger_threshold(best, second, margin, far=1e-3) == before
+
+
+def test_the_derivation_counts_a_tie_as_the_door_does() -> None:
+    """Two enrolled people with the same face: the door names neither, so the converter's
+    derivation counts none of their probes identified (it once counted the first person's,
+    whose argmax came first)."""
+    from converter.recognition import derive_from_embeddings
+
+    rng = np.random.default_rng(5)
+    face = rng.normal(size=EMBEDDING_DIM)
+    face /= np.linalg.norm(face)
+    strangers = rng.normal(size=(40, EMBEDDING_DIM))
+    strangers /= np.linalg.norm(strangers, axis=1, keepdims=True)
+    embeddings = np.concatenate([np.tile(face, (8, 1)), strangers]).astype(np.float32)
+    names = [f"{p}/{p}_{k + 1:04d}.jpg" for p in ("Ann", "Ben") for k in range(4)]
+    names += [f"s{k}/s{k}_0001.jpg" for k in range(40)]
+    derived = derive_from_embeddings(embeddings, names, centroid=False)
+    assert [c["identified"] for c in derived["candidates"]] == [0.0] * len(derived["candidates"])
+    # ... as the door does with the same gallery.
+    gallery = GalleryMatrix(
+        embeddings[[0, 1, 4, 5]], np.array([0, 0, 1, 1], np.int32), ("Ann", "Ben")
+    )
+    door = Matcher(gallery, settings(threshold=derived["threshold"]))
+    assert door.identify(embeddings[[2, 3, 6, 7]]).names == [None] * 4
 
 
 def test_lookalikes_names_enrolled_people_who_match_each_other() -> None:
