@@ -46,6 +46,12 @@ from edge_app.images import IMAGE_SUFFIXES, ImageError, is_photo_name, read_imag
 
 log = logging.getLogger(__name__)
 
+# A source opened without a size, detection size or frame rate: the [camera] defaults.
+_CAMERA = CameraConfig()
+DEFAULT_SIZE = (_CAMERA.width, _CAMERA.height)
+DEFAULT_LORES = (_CAMERA.lores_width, _CAMERA.lores_height)
+DEFAULT_FPS = _CAMERA.fps
+
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # Consecutive failed reads before a live source counts as dropped (a single bad frame from a
 # webcam is common; a run of them means the device is gone or stuck).
@@ -319,9 +325,9 @@ class OpenCVSource(LiveSource):
         self,
         spec: int | str,
         *,
-        size: tuple[int, int] = (640, 480),
-        lores: tuple[int, int] = (640, 480),
-        fps: float = 10.0,
+        size: tuple[int, int] = DEFAULT_SIZE,
+        lores: tuple[int, int] = DEFAULT_LORES,
+        fps: float = DEFAULT_FPS,
         live: bool | None = None,
         realtime: bool = False,
         backoff: Backoff = Backoff(),
@@ -475,8 +481,8 @@ class FolderSource(FrameSource):
         self,
         folder: Path,
         *,
-        fps: float = 10.0,
-        lores: tuple[int, int] = (640, 480),
+        fps: float = DEFAULT_FPS,
+        lores: tuple[int, int] = DEFAULT_LORES,
         realtime: bool = False,
     ) -> None:
         super().__init__(str(folder))
@@ -538,9 +544,9 @@ class Picamera2Source(LiveSource):
     def __init__(
         self,
         *,
-        size: tuple[int, int] = (1280, 960),
-        lores: tuple[int, int] = (640, 480),
-        fps: float = 10.0,
+        size: tuple[int, int] = DEFAULT_SIZE,
+        lores: tuple[int, int] = DEFAULT_LORES,
+        fps: float = DEFAULT_FPS,
         backoff: Backoff = Backoff(),
         drop_after: float | None = None,
     ) -> None:
@@ -720,9 +726,9 @@ def describe_source(spec: int | str) -> str:
 def open_source(
     spec: int | str,
     *,
-    size: tuple[int, int] = (1280, 960),
-    lores: tuple[int, int] = (640, 480),
-    fps: float = 10.0,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    lores: tuple[int, int] = DEFAULT_LORES,
+    fps: float = DEFAULT_FPS,
     backoff: Backoff = Backoff(),
     realtime: bool = False,
 ) -> FrameSource:

@@ -544,6 +544,31 @@ def test_frame_age_is_sent_for_the_page_to_count_on(site: Site) -> None:
     assert '<span data-age="1.25">1.2</span> s ago' in text
 
 
+def test_the_running_badge_judges_frames_by_the_doors_own_limit(site: Site) -> None:
+    """The page judged a frame fresh by the door's stale_seconds or, written into the
+    template, 10 s; a status whose limit was not a number (true) counted as 1 s. It now asks
+    control.frame_is_fresh, as the hub and doctor do."""
+    from types import SimpleNamespace
+
+    from edge_app.web.app import _status_context
+
+    templates = site.server.app.state.templates
+    state = SimpleNamespace(config=SimpleNamespace(web=SimpleNamespace(live_view=False)))
+
+    def badge(**data: object) -> str:
+        status = DoorStatus(True, {"running": True, **data})
+        text = templates.get_template("_status.html").render(
+            **_status_context(state, status)  # type: ignore[arg-type]
+        )
+        return re.findall(r'data-announce="Door">([^<]+)<', text)[0]
+
+    assert badge(last_frame_age=20.0, stale_seconds=30) == "running"
+    assert badge(last_frame_age=20.0, stale_seconds=10) == "running, no camera frames"
+    assert badge(last_frame_age=5.0, stale_seconds=True) == "running"  # not a number: 10 s
+    assert badge(last_frame_age=5.0) == "running"
+    assert badge() == "running, no camera frames"  # no frame yet
+
+
 # --- a page for each snapshot ----------------------------------------------------------------
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.camera import Backoff
-from edge_app.config import HubConfig
 from edge_app.control import ControlClient, ControlError, frame_is_fresh, reported_picture
 from edge_app.picture import ADVICE, EXPLAIN
 
@@ -51,10 +50,11 @@ class DoorHealth:
         return reported_picture(self.status or {})
 
 
-def judge(status: dict[str, Any], stale_seconds: float) -> DoorHealth:
+def judge(status: dict[str, Any], stale_seconds: float | None = None) -> DoorHealth:
     """Healthy while the socket answers with fresh frames. A picture that shows nothing is
     named as the problem, but the door stays available: it is running, and a face that comes
-    into the light is still recognised."""
+    into the light is still recognised. stale_seconds: the hub's limit for a fresh frame;
+    None, the door's own (control.frame_limit)."""
     fresh = frame_is_fresh(status, stale_seconds)
     health = DoorHealth(True, fresh, status, None if fresh else "no fresh camera frames")
     if fresh and health.picture is not None:
@@ -76,7 +76,7 @@ class DoorLink:
         backoff: Backoff | None = None,
     ) -> None:
         self.path = Path(path)
-        self.stale_seconds = HubConfig().stale_seconds if stale_seconds is None else stale_seconds
+        self.stale_seconds = stale_seconds  # None: the door's own limit (judge)
         self.poll_seconds = poll_seconds
         self.backoff = backoff or Backoff(0.5, 10.0)
         self.health = DoorHealth(False, False, None, "not checked yet")

@@ -50,7 +50,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_app.commands import as_door
 from edge_app.config import Config, split_listen
-from edge_app.control import REFUSAL_LOG_SECONDS, frame_age
+from edge_app.control import REFUSAL_LOG_SECONDS, frame_age, frame_is_fresh
 from edge_app.enroll import CAMERA_SAMPLES
 from edge_app.errors import UserError
 from edge_app.logs import Throttle
@@ -634,6 +634,7 @@ def _status_context(state: WebState, status: DoorStatus) -> dict[str, Any]:
         "status": status,
         "running": running,
         "frame_age": frame_age(status),
+        "fresh": frame_is_fresh(status),  # the door's own limit (control.frame_limit)
         "live": state.config.web.live_view and is_live(status),
         "picture_problem": picture_explained(status),
     }
