@@ -47,6 +47,7 @@ from edge_app.hub.door import REQUEST_TIMEOUT, judge
 from edge_app.hub.mqtt import (
     MAX_QUEUED,
     REFUSAL_HEADROOM,
+    STOPPING,
     MqttBridge,
     MqttError,
     clear_discovery,
@@ -560,6 +561,32 @@ def test_a_hung_door_does_not_stall_the_mqtt_network_thread(
     finally:
         hub.stop()
         hung.close()
+
+
+def test_a_command_the_hub_stops_before_sending_is_refused_aloud(
+    broker: Broker, observer: Observer, tmp_path: Path
+) -> None:
+    """An accepted command queued behind one the door was still answering was dropped
+    without a word when the hub stopped: Home Assistant's "remote unlock refused" automation
+    never fired, and the journal said nothing. It is refused as a denied event before the
+    hub's stopped state, and the door is never asked."""
+    config = hub_settings(broker, tmp_path)
+    assert config.hub.socket is not None
+    hung = FakeDoor(config.hub.socket, None)
+    hub = RunningHub(config)
+    try:
+        observer.wait(lambda: observer.on(f"{BASE}/availability"), what="hub connected")
+        observer.publish(f"{BASE}/unlock", sign_unlock(KEY, "front", "phone"))
+        wait_for(lambda: any(b'"unlock"' in line for line in hung.requests), timeout=5)
+        observer.publish(f"{BASE}/unlock", sign_unlock(KEY, "front", "queued"))
+        time.sleep(0.5)  # the command reaches the hub's queue
+    finally:
+        hub.stop()
+        hung.close()
+    denied = [m.json() for m in observer.on(f"{BASE}/event") if b"denied" in m.payload]
+    reasons = {event["name"]: event["reason"] for event in denied}
+    assert reasons.get("queued") == f"remote unlock refused: {STOPPING}", denied
+    assert sum(b'"unlock"' in line for line in hung.requests) == 1  # "phone" only
 
 
 # --- a careless admin ----------------------------------------------------------------------

@@ -156,6 +156,8 @@ REFUSAL_HEADROOM = MAX_QUEUED // 5
 # Accepted unlock commands waiting while the door answers an earlier one (its pulses never
 # stack anyway); more are refused while the door is slow to answer.
 UNLOCK_QUEUE = 1
+# Why an accepted command was not carried out: the hub stopped before it asked the door.
+STOPPING = "the hub stopped before it asked the door"
 # The largest packet the broker may send the hub: MQTT 5's Maximum Packet Size, sent in the
 # CONNECT; the broker must not send a larger one ([MQTT-3.1.2-24]; Mosquitto drops it for
 # this client and still delivers it to others). Without it a broker forwards messages of up
@@ -531,6 +533,15 @@ class MqttBridge:
             # Under the lock: a state computed before this is published before the final one,
             # and any computed after it is the stopped state (state(), _publish_availability).
             self._stop.set()
+        # Accepted commands the door was not asked yet are refused, each as a `denied` event
+        # before the stopped state: a stopping hub opens no door, and says so.
+        while True:
+            try:
+                request = self._unlocks.get_nowait()
+            except queue.Empty:
+                break
+            if request is not None:
+                self._refused_unlock(request, STOPPING)
         with contextlib.suppress(queue.Full):
             self._unlocks.put_nowait(None)  # when full, the worker sees _stop after its request
         if self.connected.is_set():
@@ -1047,7 +1058,10 @@ class MqttBridge:
     def _unlock_loop(self) -> None:
         while True:
             request = self._unlocks.get()
-            if request is None or self._stop.is_set():
+            if request is None:
+                return
+            if self._stop.is_set():
+                self._refused_unlock(request, STOPPING)
                 return
             try:
                 self.door.unlock(REMOTE_REASON, request.origin)
