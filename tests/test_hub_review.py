@@ -523,6 +523,26 @@ def test_a_garbled_status_makes_the_door_unhealthy_and_the_poll_goes_on(
         fake.close()
 
 
+def _asking_a_hung_door(
+    broker: Broker, observer: Observer, tmp_path: Path
+) -> tuple[RunningHub, FakeDoor]:
+    """A hub connected to the broker, whose door accepts requests and never answers, asked
+    by a signed command from "phone" to unlock."""
+    config = hub_settings(broker, tmp_path)
+    assert config.hub.socket is not None
+    hung = FakeDoor(config.hub.socket, None)
+    hub = RunningHub(config)
+    try:
+        observer.wait(lambda: observer.on(f"{BASE}/availability"), what="hub connected")
+        observer.publish(f"{BASE}/unlock", sign_unlock(KEY, "front", "phone"))
+        wait_for(lambda: any(b'"unlock"' in line for line in hung.requests), timeout=5)
+    except BaseException:
+        hub.stop()
+        hung.close()
+        raise
+    return hub, hung
+
+
 def test_a_hung_door_does_not_stall_the_mqtt_network_thread(
     broker: Broker, observer: Observer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -530,15 +550,9 @@ def test_a_hung_door_does_not_stall_the_mqtt_network_thread(
     and does not answer held every other message (and keepalives) for the request timeout,
     and for ever when it trickled bytes. The door's refusals still become denied events, and
     commands do not pile up behind a hung door."""
-    config = hub_settings(broker, tmp_path)
-    assert config.hub.socket is not None
-    hung = FakeDoor(config.hub.socket, None)
-    hub = RunningHub(config)
+    hub, hung = _asking_a_hung_door(broker, observer, tmp_path)
     try:
-        observer.wait(lambda: observer.on(f"{BASE}/availability"), what="hub connected")
         before = len(observer.on(EVENT_CONFIG))
-        observer.publish(f"{BASE}/unlock", sign_unlock(KEY, "front", "phone"))
-        wait_for(lambda: any(b'"unlock"' in line for line in hung.requests), timeout=5)
         asked = time.monotonic()
         observer.publish("homeassistant/status", "online")
         observer.wait(lambda: len(observer.on(EVENT_CONFIG)) > before, what="discovery re-sent")
@@ -570,14 +584,8 @@ def test_a_command_the_hub_stops_before_sending_is_refused_aloud(
     without a word when the hub stopped: Home Assistant's "remote unlock refused" automation
     never fired, and the journal said nothing. It is refused as a denied event before the
     hub's stopped state, and the door is never asked."""
-    config = hub_settings(broker, tmp_path)
-    assert config.hub.socket is not None
-    hung = FakeDoor(config.hub.socket, None)
-    hub = RunningHub(config)
+    hub, hung = _asking_a_hung_door(broker, observer, tmp_path)
     try:
-        observer.wait(lambda: observer.on(f"{BASE}/availability"), what="hub connected")
-        observer.publish(f"{BASE}/unlock", sign_unlock(KEY, "front", "phone"))
-        wait_for(lambda: any(b'"unlock"' in line for line in hung.requests), timeout=5)
         observer.publish(f"{BASE}/unlock", sign_unlock(KEY, "front", "queued"))
         time.sleep(0.5)  # the command reaches the hub's queue
     finally:
