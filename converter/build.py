@@ -18,7 +18,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -27,21 +27,24 @@ from random import Random
 import numpy as np
 
 from converter import __version__
+from converter.build_options import BuildOptions
 from converter.calibration import (
+    MIN_FACES,
     PHOTOS_PER_FRAME,
     aligned_faces,
     calibration_paths,
     cascade_inputs,
     door_frames,
+    require_readable,
 )
 from converter.facenet_torch import build_facenet_from_state_dict
 from converter.liveness import (
-    DEFAULT_CALIBRATION_FRAMES,
     LivenessSource,
     calibration_images,
     calibration_patches,
     calibration_record,
     calibration_sample,
+    check_readable,
     check_threshold,
     convert_liveness,
     labelled_frames,
@@ -93,26 +96,6 @@ KEEP_FLOAT_POSITIVES = 0.995
 
 class BuildError(RuntimeError):
     """The build cannot go on; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    out: Path
-    float_out: Path
-    camera: tuple[int, int] = (640, 480)
-    min_face: int = 40
-    calib: Path | None = None
-    lfw: Path | None = None
-    facenet: Path | None = None
-    edgetpu: bool = False
-    frames: int = 200
-    crops: int = 3000
-    faces: int = 300
-    seed: int = 0
-    liveness: Path | None = None  # folder of MiniFASNet .pth files; None: no liveness models
-    liveness_calib: Path | None = None  # photos for liveness calibration (NUAA frames)
-    liveness_frames: int = DEFAULT_CALIBRATION_FRAMES
-    drop_liveness: bool = False  # --no-liveness: an earlier build's liveness models may go
 
 
 # What a build writes into a models folder: an existing --out (or --float-out) holding
@@ -427,10 +410,14 @@ def _liveness_models(
 
 def _liveness_check_frames(options: BuildOptions) -> dict[str, list[Path]]:
     """The live and print frames the built liveness models are checked on, found before any
-    work (a calibration folder without them would only fail at the end)."""
+    work (a calibration folder without them would only fail at the end), and enough of
+    them, and of the calibration sample, readable (check_readable)."""
     if options.liveness_calib is None:
         raise BuildError("--liveness needs --liveness-calib DIR: photos to calibrate on")
-    return labelled_frames(options.liveness_calib, calibration_images(options.liveness_calib))
+    paths = calibration_images(options.liveness_calib)
+    frames = labelled_frames(options.liveness_calib, paths)
+    check_readable(options.liveness_calib, paths, frames, options.liveness_frames)
+    return frames
 
 
 def _check_liveness(manifest: dict, out_dir: Path, frames: dict[str, list[Path]]) -> None:
@@ -549,6 +536,8 @@ def build(options: BuildOptions) -> Path:
     _check_probe_photo(PROBE_PHOTO)
     paths = calibration_paths(options.calib)
     Random(options.seed).shuffle(paths)
+    # Door frames need PHOTOS_PER_FRAME readable photos and FaceNet MIN_FACES faces.
+    require_readable(paths, f"--calib {options.calib}", max(PHOTOS_PER_FRAME, MIN_FACES))
     log.info("calibration images=%d from=%s", len(paths), options.calib)
     _require_tensorflow()  # after the arguments' checks: they need none of it
     # The mtcnn package imports TensorFlow (seconds, and its start-up lines): after the checks.
@@ -571,7 +560,7 @@ def build(options: BuildOptions) -> Path:
             )
         inputs = cascade_inputs(float_engine, frames, options.crops, options.seed)
         faces = aligned_faces(float_engine, paths, options.faces)
-        if len(faces) < 20:
+        if len(faces) < MIN_FACES:
             raise BuildError(f"only {len(faces)} faces found for FaceNet calibration")
         log.info(
             "calibration rnet=%d onet=%d facenet=%d",

@@ -68,6 +68,40 @@ def photos_below(folder: Path) -> list[Path]:
 
 
 PHOTOS_PER_FRAME = 3  # a door frame: a background and up to two faces pasted on it
+MIN_FACES = 20  # fewest faces a network is calibrated on (FaceNet, the liveness models)
+
+
+def read_calibration_photo(path: Path, *, quiet: bool = False) -> np.ndarray | None:
+    """A calibration photo as RGB uint8, or None when it cannot be read (not an image, cut
+    short, empty, ...: read_image's rules), said in a warning unless `quiet`. What counts as a
+    readable calibration photo, for the checks before the build and the calibration alike."""
+    try:
+        return read_image(path)
+    except ImageError as error:
+        if not quiet:
+            log.warning("skipping calibration image: %s", error)
+        return None
+
+
+def require_readable(paths: list[Path], where: str, needed: int, found: int | None = None) -> None:
+    """Refuse, before any model is built, calibration photos of which fewer than `needed`
+    can be read. They are decoded in order until `needed` have been (a fraction of a second:
+    the calibration reads far more); a refusal has tried them all, so its count is exact.
+    `found`: the photos the folder holds, when `paths` is a sample of them."""
+    readable = 0
+    for path in paths:
+        if readable >= needed:
+            return
+        readable += read_calibration_photo(path, quiet=True) is not None
+    if readable >= needed:
+        return
+    files = len(paths) if found is None else found
+    sampled = "" if found is None or found == len(paths) else f" (of the {len(paths)} it uses)"
+    raise CalibrationError(
+        f"{where}: {files} photo file(s) found, {readable}{sampled} can be read as images; "
+        f"the calibration needs at least {needed}: give a folder of at least {needed} readable "
+        "photos of faces (JPEG, PNG, BMP, WebP or TIFF), or remove the damaged ones"
+    )
 
 
 def enough(paths: list[Path], where: str) -> None:
@@ -103,19 +137,21 @@ def door_frames(
     frames = []
     for _ in Progress(range(count), desc="door frames", unit="frame", leave=False, disable=None):
         picks = rng.choice(len(paths), size=PHOTOS_PER_FRAME, replace=False)
-        try:
-            frame = _cover(read_image(paths[picks[0]]), width, height)
-            for index in picks[1 : 1 + rng.integers(1, PHOTOS_PER_FRAME)]:
-                face = read_image(paths[index])
-                side = int(rng.integers(min(100, longest // 2), longest))
-                face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
-                x = int(rng.integers(0, width - side + 1))
-                y = int(rng.integers(0, height - side + 1))
-                frame[y : y + side, x : x + side] = face
-        except ImageError as error:
-            log.warning("skipping calibration image: %s", error)
+        background = read_calibration_photo(paths[picks[0]])
+        if background is None:
             continue
-        frames.append(frame)
+        frame = _cover(background, width, height)
+        for index in picks[1 : 1 + rng.integers(1, PHOTOS_PER_FRAME)]:
+            face = read_calibration_photo(paths[index])
+            if face is None:
+                break
+            side = int(rng.integers(min(100, longest // 2), longest))
+            face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+            x = int(rng.integers(0, width - side + 1))
+            y = int(rng.integers(0, height - side + 1))
+            frame[y : y + side, x : x + side] = face
+        else:
+            frames.append(frame)
     return frames
 
 
@@ -157,10 +193,8 @@ def aligned_faces(
     for path in Progress(paths, desc=progress, unit="image", leave=False, disable=None):
         if len(crops) >= count:
             break
-        try:
-            frame = read_image(path)
-        except ImageError as error:
-            log.warning("skipping calibration image: %s", error)
+        frame = read_calibration_photo(path)
+        if frame is None:
             continue
         faces = engine.detect(frame)
         if len(faces):

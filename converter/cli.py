@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from converter import __version__
+from converter.build_options import BuildOptions, default
 from converter.head import JITTERS, MAX_SEED, TrainSettings
 from edge_app.arg_types import checkout_default, count, number, refuse_empty_paths
 from edge_app.cli import EXIT_INTERRUPTED, run_guarded, standard_streams
@@ -45,19 +46,17 @@ def _seed(text: str) -> int:
     return value
 
 
-def _build(args: argparse.Namespace) -> int:
-    from converter.build import (
-        BuildOptions,
-        build,
-        build_liveness_only,
-        float_dir_for,
-    )
-    from converter.errors import BuildError
+def _camera_text(camera: tuple[int, int]) -> str:
+    """A camera size as --camera takes it: 640x480."""
+    return "x".join(str(side) for side in camera)
 
-    if args.only == "liveness" and args.no_liveness:  # before anything is read or written
-        raise BuildError("--only liveness builds the liveness models, which --no-liveness drops")
+
+def build_options(args: argparse.Namespace) -> BuildOptions:
+    """BuildOptions from `edge-convert build`'s arguments."""
+    from converter.build import float_dir_for
+
     out = Path(args.out).absolute()  # `--out .` names the folder it is run in
-    options = BuildOptions(
+    return BuildOptions(
         out=out,
         float_out=Path(args.float_out).absolute() if args.float_out else float_dir_for(out),
         camera=args.camera,
@@ -73,6 +72,15 @@ def _build(args: argparse.Namespace) -> int:
         liveness_frames=args.liveness_frames,
         drop_liveness=args.no_liveness,
     )
+
+
+def _build(args: argparse.Namespace) -> int:
+    from converter.build import build, build_liveness_only
+    from converter.errors import BuildError
+
+    if args.only == "liveness" and args.no_liveness:  # before anything is read or written
+        raise BuildError("--only liveness builds the liveness models, which --no-liveness drops")
+    options = build_options(args)
     if args.only == "liveness":
         build_liveness_only(options)
     else:
@@ -221,16 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--camera",
         type=_camera,
-        default=(640, 480),
+        default=default("camera"),
         metavar="WxH",
-        help="frame size the models are compiled for (default 640x480)",
+        help=f"frame size the models are compiled for (default {_camera_text(default('camera'))})",
     )
     b.add_argument(
         "--min-face",
         type=int,
-        default=40,
+        default=default("min_face"),
         metavar="PX",
-        help="smallest face to find, in pixels of that frame (default 40: a face "
+        help="smallest face to find, in pixels of that frame (default %(default)s: a face "
         "about 2 m from a 62-degree Pi camera at 640x480)",
     )
     b.add_argument(
@@ -274,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--edgetpu",
         action="store_true",
+        default=default("edgetpu"),
         help="also compile for the Edge TPU when edgetpu_compiler is on PATH (default: "
         "only the static Edge TPU lint)",
     )
@@ -287,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--no-liveness",
         action="store_true",
+        default=default("drop_liveness"),
         help="drop the liveness models an earlier build put in --out (default: a build "
         "without --liveness over such a folder is refused, since the door would then let a "
         "printed photo in, or not start with liveness required)",
@@ -304,9 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--liveness-frames",
         type=count(20),
-        default=240,
+        default=default("liveness_frames"),
         metavar="N",
-        help="photos taken evenly from --liveness-calib for calibration, at least 20 (default 240)",
+        help="photos taken evenly from --liveness-calib for calibration, at least 20 "
+        "(default %(default)s)",
     )
     b.add_argument(
         "--only",
@@ -318,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--frames",
         type=count(1),
-        default=200,
+        default=default("frames"),
         metavar="N",
         help="door-like frames made from the calibration photos to calibrate P-Net, R-Net "
         "and O-Net on (default %(default)s)",
@@ -326,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--faces",
         type=count(20),
-        default=300,
+        default=default("faces"),
         metavar="N",
         help="aligned faces from the calibration photos to calibrate FaceNet on, at least "
         "20 (default %(default)s)",

@@ -24,7 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.calibration import CalibrationError, photos_below
+from converter.calibration import (
+    MIN_FACES,
+    CalibrationError,
+    photos_below,
+    read_calibration_photo,
+    require_readable,
+)
 from converter.minifasnet_torch import (
     PATCH_SIZE,
     MiniFasNetFile,
@@ -37,7 +43,6 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.evaluate_liveness import KINDS
 from edge_app.faces import Faces
-from edge_app.images import read_image
 from edge_app.liveness import cut_patches
 from edge_app.manifest import LIVENESS_ROLE, PatchSpec, sha256_file
 from edge_app.progress import Progress
@@ -57,7 +62,6 @@ THRESHOLD_DERIVATION = (
     "edge-app eval liveness --data ../shared/data/liveness/nuaa (subjects 0001-0008, int8): "
     "middle of the thresholds meeting per-frame APCER <= 1% and BPCER <= 5% (0.05-0.40)"
 )
-DEFAULT_CALIBRATION_FRAMES = 240
 # The threshold check: the built int8 models, scored as the door scores them, on an evenly
 # spread sample of the calibration folder's live/ and print/ frames, must meet the per-frame
 # targets THRESHOLD was derived for. The shipped weights: 0 of 149 print frames judged live,
@@ -66,7 +70,7 @@ DEFAULT_CALIBRATION_FRAMES = 240
 CHECK_FRAMES = 240
 MAX_PRINTS_JUDGED_LIVE = 0.01  # APCER per frame
 MAX_LIVE_REFUSED = 0.05  # BPCER per frame
-MIN_CHECK_FACES = 20  # of each kind
+MIN_CHECK_FACES = MIN_FACES  # of each kind
 
 
 @dataclass(frozen=True)
@@ -154,16 +158,19 @@ def calibration_patches(
     for path in Progress(
         paths, desc="liveness calibration", unit="image", leave=False, disable=None
     ):
-        frame = read_image(path)
+        frame = read_calibration_photo(path)
+        if frame is None:
+            continue
         face = largest_face(engine.detect(frame))
         if face is None:
             continue
         for name, spec in specs.items():
             patches[name].append(np.ascontiguousarray(cut_patches(frame, face, spec)))
     found = min((len(v) for v in patches.values()), default=0)
-    if found < 20:
+    if found < MIN_FACES:
         raise CalibrationError(
-            f"only {found} faces found in {len(paths)} liveness calibration photos (need 20)"
+            f"only {found} faces found in {len(paths)} liveness calibration photos "
+            f"(need {MIN_FACES})"
         )
     return patches
 
@@ -233,6 +240,25 @@ def labelled_frames(folder: Path, paths: list[Path]) -> dict[str, list[Path]]:
     return kinds
 
 
+def check_sample(frames: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """The frames of each kind check_threshold scores: CHECK_FRAMES spread over both."""
+    every = sorted(path for paths in frames.values() for path in paths)
+    sample = set(calibration_sample(every, CHECK_FRAMES))
+    return {kind: [path for path in paths if path in sample] for kind, paths in frames.items()}
+
+
+def check_readable(
+    folder: Path, paths: list[Path], frames: dict[str, list[Path]], count: int
+) -> None:
+    """Refuse, before any model work, a --liveness-calib folder too few of whose photos can be
+    read: the calibration sample of `count` (calibration_sample) and each kind's frames for
+    the threshold check need MIN_FACES readable photos each (require_readable)."""
+    where = f"--liveness-calib {folder}"
+    require_readable(calibration_sample(paths, count), where, MIN_FACES, len(paths))
+    for kind, chosen in check_sample(frames).items():
+        require_readable(chosen, f"{where} ({kind}/)", MIN_CHECK_FACES, len(frames[kind]))
+
+
 @dataclass(frozen=True)
 class ThresholdCheck:
     """What check_threshold measured (recorded in the manifest's liveness section)."""
@@ -249,13 +275,12 @@ def check_threshold(engine: Engine, frames: dict[str, list[Path]]) -> ThresholdC
     does), on CHECK_FRAMES frames spread over both kinds; UserError unless it meets the
     per-frame targets it was derived for. Returns what was measured, for the manifest."""
     threshold = float(engine.manifest.liveness["threshold"])
-    every = sorted(path for paths in frames.values() for path in paths)
-    sample = set(calibration_sample(every, CHECK_FRAMES))
     scores: dict[str, list[float]] = {kind: [] for kind in frames}
-    for kind, paths in frames.items():
-        chosen = [path for path in paths if path in sample]
+    for kind, chosen in check_sample(frames).items():
         for path in Progress(chosen, desc=f"liveness check ({kind})", leave=False, disable=None):
-            frame = read_image(path)
+            frame = read_calibration_photo(path)
+            if frame is None:
+                continue
             face = largest_face(engine.detect(frame))
             if face is not None:
                 scores[kind].append(float(engine.liveness(frame, face)[0]))

@@ -1123,3 +1123,173 @@ def test_calibration_photos_are_found_through_linked_folders_once(tmp_path: Path
     (calib / "own" / "loop").symlink_to(calib)  # back up the tree
     found = calibration_paths(calib)
     assert sorted(p.name for p in found) == ["a.jpg", "b.png", "c.JPG"]
+
+
+# ------------------------------------------- calibration photos that cannot be read, and defaults
+
+
+def unreadable_photos(folder: Path, count: int) -> list[Path]:
+    """`count` files named as photos that no decoder reads: empty, cut short, not an image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    whole = SAMPLE_PHOTOS[0].read_bytes()
+    kinds = [b"", whole[: len(whole) // 3], b"not a photo at all"]
+    paths = []
+    for index in range(count):
+        path = folder / f"junk_{index:03d}{('.jpg', '.jpg', '.png')[index % 3]}"
+        path.write_bytes(kinds[index % 3])
+        paths.append(path)
+    return paths
+
+
+def readable_photos(folder: Path, count: int) -> None:
+    """`count` readable photos (the sample photos, copied round under new names)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        photo = SAMPLE_PHOTOS[index % len(SAMPLE_PHOTOS)]
+        (folder / f"{index:03d}_{photo.name}").write_bytes(photo.read_bytes())
+
+
+@pytest.fixture
+def no_model_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the float models, or reading the liveness weights, raises Reached."""
+    pytest.importorskip("tensorflow", reason="edge-convert build needs the converter extra")
+    import converter.build
+
+    def reached(*args: object, **kwargs: object) -> None:
+        raise Reached("a model was built")
+
+    monkeypatch.setattr(converter.build, "_float_models", reached)
+    monkeypatch.setattr(converter.build, "liveness_source", reached)
+
+
+@pytest.mark.usefixtures("restore_logging", "no_model_is_built")
+@pytest.mark.parametrize(("readable", "junk"), [(0, 3), (0, 30), (12, 30)])
+def test_calibration_photos_that_cannot_be_read_are_refused_before_any_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], readable: int, junk: int
+) -> None:
+    """A converter audit: a --calib folder of files that are not photos (empty, cut short,
+    text) was refused only after the float models were built, 45 s in. Fewer readable photos
+    than the calibration needs (20 faces for FaceNet) is now one line, before any model."""
+    lfw = fake_lfw(tmp_path / "lfw")
+    calib = tmp_path / "calib"
+    unreadable_photos(calib, junk)
+    readable_photos(calib, readable)
+    out = tmp_path / "models" / "tflite"
+    code = edge_convert("build", "--calib", str(calib), "--lfw", str(lfw), "--out", str(out))
+    assert code == 2
+    error = one_error(capsys.readouterr().err)
+    found = readable + junk
+    assert f"--calib {calib}: {found} photo file(s) found, {readable} can be read" in error
+    assert "needs at least 20: give a folder of at least 20 readable photos" in error
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.usefixtures("restore_logging", "no_model_is_built")
+def test_enough_readable_calibration_photos_among_damaged_ones_go_on_to_the_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lfw = fake_lfw(tmp_path / "lfw")
+    calib = tmp_path / "calib"
+    unreadable_photos(calib, 30)
+    readable_photos(calib, 20)
+    with pytest.raises(Reached):
+        edge_convert(
+            "build", "--calib", str(calib), "--lfw", str(lfw), "--out", str(tmp_path / "m")
+        )
+    assert "ERROR" not in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_logging", "no_model_is_built")
+@pytest.mark.parametrize(
+    ("live", "printed", "message"),
+    [
+        ((0, 25), (0, 25), "--liveness-calib {calib}: 50 photo file(s) found, 0 can be read"),
+        ((25, 0), (5, 20), "--liveness-calib {calib} (print/): 25 photo file(s) found, 5 can"),
+    ],
+    ids=["none readable", "too few prints readable"],
+)
+@pytest.mark.parametrize("only", [False, True], ids=["build", "only liveness"])
+def test_liveness_calibration_photos_that_cannot_be_read_are_refused_before_any_model(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    live: tuple[int, int],
+    printed: tuple[int, int],
+    message: str,
+    only: bool,
+) -> None:
+    """The same for --liveness-calib: its calibration sample and the live/ and print/ frames
+    the threshold is checked on need 20 readable photos each, before the weights are read."""
+    lfw = fake_lfw(tmp_path / "lfw")
+    calib = tmp_path / "nuaa"
+    for kind, (readable, junk) in (("live", live), ("print", printed)):
+        readable_photos(calib / kind, readable)
+        unreadable_photos(calib / kind, junk)
+    out = tmp_path / "models" / "tflite"
+    if only:  # a built folder to add the liveness models to
+        out.mkdir(parents=True)
+        (out / MANIFEST_NAME).write_bytes(REPO_MANIFEST.read_bytes())
+    before = tree(tmp_path)
+    code = edge_convert(
+        "build",
+        *(["--only", "liveness"] if only else []),
+        *("--calib", str(lfw), "--lfw", str(lfw), "--out", str(out)),
+        *("--liveness", str(tmp_path / "weights"), "--liveness-calib", str(calib)),
+    )
+    assert code == 2
+    error = one_error(capsys.readouterr().err)
+    assert message.format(calib=calib) in error
+    assert "give a folder of at least 20 readable photos" in error
+    assert tree(tmp_path) == before
+
+
+# Options whose default is a folder of the source checkout (checkout_default), where
+# BuildOptions has none (or, for --out and --float-out, needs one given).
+CHECKOUT_FOLDERS = {"out", "float_out", "calib", "lfw", "liveness_calib"}
+FIELD_OF = {"no_liveness": "drop_liveness"}  # option dest -> BuildOptions field, where not alike
+
+
+def test_build_options_defaults_are_build_options_own() -> None:
+    """The build's defaults live once, in BuildOptions: each option's default and the default
+    its help states are BuildOptions', and a build with no options runs with BuildOptions'
+    defaults (the two could drift apart when they were written twice)."""
+    from dataclasses import fields
+
+    from converter.build_options import BuildOptions, default
+    from converter.cli import build_options, build_parser
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    build = commands.choices["build"]
+    with_default = {f.name for f in fields(BuildOptions) if f.name not in ("out", "float_out")}
+    checked = set()
+    for action in build._actions:
+        name = FIELD_OF.get(action.dest, action.dest)
+        if name not in with_default or name in CHECKOUT_FOLDERS:
+            continue
+        checked.add(name)
+        value = default(name)
+        assert action.default == value, action.dest
+        if value is not None and not isinstance(value, bool):  # a number: --help states it
+            shown = "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            assert f"(default {shown}" in (action.help or "") % vars(action), action.dest
+    assert checked == {
+        "camera",
+        "min_face",
+        "facenet",
+        "edgetpu",
+        "frames",
+        "faces",
+        "liveness",
+        "liveness_frames",
+        "drop_liveness",
+    }
+    # A build given only its folders runs with BuildOptions' defaults for everything else.
+    args = parser.parse_args(["build", "--out", "/m/tflite", "--calib", "/c", "--lfw", "/l"])
+    expected = BuildOptions(
+        Path("/m/tflite"),
+        Path("/m/float"),
+        calib=Path("/c"),
+        lfw=Path("/l"),
+        liveness_calib=Path(args.liveness_calib) if args.liveness_calib else None,
+    )
+    assert build_options(args) == expected
