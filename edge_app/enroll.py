@@ -34,7 +34,9 @@ from edge_app.gallery import (
     Gallery,
     NewSample,
     check_name,
+    looks_like_enrolled,
     name_key,
+    new_name_advice,
     nobody_named,
     removed_if_left_empty,
 )
@@ -98,8 +100,8 @@ class Problem:
 
 
 class NameRefused(UserError):
-    """The name does not fit the mode: already enrolled (enrolling), or not enrolled
-    (adding photos)."""
+    """The name does not fit the mode: already enrolled or looking like an enrolled name
+    (enrolling, gallery.reads_like), or not enrolled (adding photos)."""
 
 
 class EnrollError(UserError):
@@ -190,6 +192,9 @@ def existing_samples(db: Path, name: str, add: bool) -> np.ndarray:
         enrolled = gallery.has(name)
         if enrolled and not add:
             raise NameRefused(f"{name!r} is already enrolled; use --add to add photos to them")
+        twin = None if enrolled or add else gallery.looks_like(name)
+        if twin is not None:
+            raise NameRefused(looks_like_enrolled(name, twin, new_name_advice(twin)))
         if add and not enrolled:
             raise NameRefused(nobody_named(name, (p.name for p in gallery.people())))
         return gallery.embeddings(name, mirrors=True)

@@ -19,7 +19,12 @@ name never shows a half-made gallery and an existing file is never replaced.
 Names: a name is stored as typed, after Unicode NFC normalisation, trimming and collapsing
 inner whitespace (name_display); two names are the same person when their case-folded forms
 (name_key) are equal, so "ricardo lagos" and "Ricardo  Lagos" cannot both be enrolled, and
-every command finds a person whatever the case it is typed in.
+every command finds a person whatever the case it is typed in. A name holding invisible
+characters (format characters such as a zero-width space or a right-to-left override, Hangul
+fillers) is refused, and a new name (an enrolment, a rename, an import adding a person) is
+refused when it reads like an enrolled person's, by the same skeleton (name_skeleton: NFKC,
+Latin lookalikes of Cyrillic and Greek letters, case-folded): "Аnn" with a Cyrillic А or a
+full-width "Ａｎｎ" is not enrolled beside "Ann". Names already stored are not compared so.
 
 Embeddings are unit vectors. A stored or imported vector further than UNIT_NORM_TOLERANCE from
 length 1 is refused, and rows are brought back to unit length when loaded anyway, so that no
@@ -288,9 +293,78 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", folded)
 
 
+# Letters of other scripts that look like Latin ones, as their Latin letter: a subset of
+# Unicode TR39's confusables.txt (https://www.unicode.org/Public/security/latest/
+# confusables.txt), the Cyrillic and Greek letters that are drawn the same as a Latin letter
+# in common fonts. Capitals map before case folding: lower-case Greek η, β, κ do not look
+# like h, b, k, their capitals do. Kept short on purpose: a name mixing these with Latin
+# letters is what lets someone pass as another person.
+_LATIN_LOOKALIKES = str.maketrans(
+    {
+        # Cyrillic
+        "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i",
+        "ј": "j", "ѕ": "s", "ԁ": "d", "һ": "h", "ԛ": "q", "ԝ": "w",
+        "А": "a", "В": "b", "Е": "e", "К": "k", "М": "m", "Н": "h", "О": "o", "Р": "p",
+        "С": "c", "Т": "t", "Х": "x", "У": "y", "І": "i", "Ј": "j", "Ѕ": "s",
+        # Greek
+        "Α": "a", "Β": "b", "Ε": "e", "Ζ": "z", "Η": "h", "Ι": "i", "Κ": "k", "Μ": "m",
+        "Ν": "n", "Ο": "o", "Ρ": "p", "Τ": "t", "Υ": "y", "Χ": "x",
+        "α": "a", "ι": "i", "ο": "o", "ν": "v", "ρ": "p",
+        # Latin letters drawn as others
+        "ɡ": "g", "ı": "i",
+    }
+)  # fmt: skip
+
+# Invisible characters that are not format characters (category Cf, refused as a class):
+# the combining grapheme joiner and the Hangul fillers, which show as nothing.
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u3164\uffa0")
+
+
+def name_skeleton(name: str) -> str:
+    """How a name reads: two names with the same skeleton look alike on a screen (Unicode
+    TR39's skeleton, with a short table). The display form in NFKC (full-width and other
+    compatibility forms as their plain letters), decomposed, with the Cyrillic and Greek
+    letters that look Latin as Latin ones (_LATIN_LOOKALIKES), case-folded."""
+    compatible = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", name_display(name)))
+    folded = compatible.translate(_LATIN_LOOKALIKES).casefold()
+    return " ".join(unicodedata.normalize("NFKC", folded).split())
+
+
+def reads_like(name: str, enrolled: Iterable[str]) -> str | None:
+    """The first of `enrolled` that looks like `name` (the same skeleton) but is another
+    person (another name_key), or None."""
+    key, skeleton = name_key(name), name_skeleton(name)
+    for other in enrolled:
+        if name_key(other) != key and name_skeleton(other) == skeleton:
+            return other
+    return None
+
+
+def looks_like_enrolled(name: str, other: str, advice: str) -> str:
+    """The refusal of a new name that reads like an enrolled person's."""
+    return (
+        f"{name!r} looks like {other!r}, who is already enrolled: the names differ only in "
+        "characters that look alike (letters of another alphabet, full-width or other "
+        f"compatibility forms); {advice}"
+    )
+
+
+def new_name_advice(twin: str) -> str:
+    """What to do about a new person's name that looks like `twin`'s (looks_like_enrolled)."""
+    return (
+        f"choose a name that reads differently, or if this is {twin!r}, "
+        "use --add to add photos to them"
+    )
+
+
 def did_you_mean(name: str, enrolled: Iterable[str]) -> str:
     """ " (did you mean 'X'?)" naming the enrolled name nearest to a typed one that is not
-    enrolled, or "" when none is close (a typo, not another person)."""
+    enrolled, or "" when none is close (a typo, not another person). A name that looks like
+    the typed one (name_skeleton) is nearest."""
+    enrolled = list(enrolled)
+    twin = reads_like(name, enrolled)
+    if twin is not None:
+        return f" (did you mean {twin!r}?)"
     by_key = {name_key(other): other for other in enrolled}
     close = difflib.get_close_matches(name_key(name), list(by_key), n=1, cutoff=0.75)
     return f" (did you mean {by_key[close[0]]!r}?)" if close else ""
@@ -316,6 +390,15 @@ def check_name(name: object) -> str:
     if not_utf8(cleaned):
         # A command line's bytes that are not UTF-8 reach Python as lone surrogates.
         raise GalleryError(f"the name {cleaned!r} is not valid UTF-8 text")
+    invisible = [c for c in cleaned if unicodedata.category(c) == "Cf" or c in _INVISIBLE]
+    if invisible:
+        # Zero-width spaces and joiners, soft hyphens, bidi controls: two names that differ
+        # only by them show the same, and a right-to-left override shows letters reordered.
+        shown = ", ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(invisible))
+        raise GalleryError(
+            f"the name {cleaned!r} contains invisible characters ({shown}); "
+            "type it again without them"
+        )
     if not cleaned.isprintable():
         raise GalleryError(f"the name {cleaned!r} contains control characters")
     if not any(unicodedata.category(c)[0] in "LN" for c in cleaned):
@@ -1128,6 +1211,13 @@ class Gallery:
         return self._find(name) is not None
 
     @_reads
+    def looks_like(self, name: str, but: int | None = None) -> str | None:
+        """The enrolled person other than `name` whose name looks like it (reads_like), or
+        None; `but`: the id of a person left out (the one a rename renames)."""
+        rows = self._db.execute("SELECT id, name FROM people ORDER BY id").fetchall()
+        return reads_like(name, (str(row[1]) for row in rows if row[0] != but))
+
+    @_reads
     def _names(self) -> list[str]:
         return [str(row[0]) for row in self._db.execute("SELECT name FROM people ORDER BY id")]
 
@@ -1286,6 +1376,9 @@ class Gallery:
                 raise GalleryError(
                     f"{name!r} is already enrolled{same}; use --add to add photos to them"
                 )
+            twin = None if row is not None else self.looks_like(name)
+            if twin is not None:
+                raise GalleryError(looks_like_enrolled(name, twin, new_name_advice(twin)))
             # Checked again here, under the write lock: the enrolment judged its photos
             # against the people enrolled when it started, and another one may have
             # committed the same face under another name since.
@@ -1390,6 +1483,15 @@ class Gallery:
             # The same person under another case or spacing is a correction, not a clash.
             if other is not None and other[0] != person[0]:
                 raise GalleryError(f"{new!r} is already enrolled; remove or rename them first")
+            # A name that reads as it did (a correction of case or of a lookalike letter)
+            # makes no person harder to tell apart than they were.
+            twin = None
+            if name_skeleton(new) != name_skeleton(person[1]):
+                twin = self.looks_like(new, but=person[0])
+            if twin is not None:
+                raise GalleryError(
+                    looks_like_enrolled(new, twin, "choose a name that reads differently")
+                )
             db.execute("UPDATE people SET name = ? WHERE id = ?", (new, person[0]))
         self._erase_residue(f"renamed {old!r}")
         return new
@@ -1493,6 +1595,7 @@ class Gallery:
                     + ", ".join(map(repr, conflicts))
                     + "; pass --replace to overwrite them or --merge to add their samples"
                 )
+            self._refuse_lookalikes([p.name for p in people if found[p.name] is None])
             replaced = {row[0] for row in found.values() if row is not None}
             ids = {name: None if row is None else row[0] for name, row in found.items()}
             entries = [(person.name, ids[person.name], person.samples) for person in people]
@@ -1547,6 +1650,24 @@ class Gallery:
         if summary.replaced_people:
             self._erase_residue("replaced " + ", ".join(map(repr, summary.replaced_people)))
         return summary
+
+    def _refuse_lookalikes(self, new: Sequence[str]) -> None:
+        """GalleryError when one of the people an import adds (`new`, their names) looks like
+        someone enrolled here or another of them (reads_like)."""
+        enrolled = self._names()
+        for place, name in enumerate(new):
+            twin = reads_like(name, enrolled)
+            if twin is not None:
+                advice = "rename one of them (here, or in the file) first; nothing was imported"
+                raise GalleryError(looks_like_enrolled(name, twin, advice))
+            twin = reads_like(name, new[:place])
+            if twin is not None:
+                raise GalleryError(
+                    f"{name!r} and {twin!r} in the import look alike: the names differ only "
+                    "in characters that look alike (letters of another alphabet, full-width "
+                    "or other compatibility forms); rename one of them in the file first; "
+                    "nothing was imported"
+                )
 
     def _refuse_shared_faces(
         self,

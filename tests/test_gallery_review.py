@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -380,6 +381,115 @@ def test_names_that_show_as_nothing_or_are_not_text_are_refused(name: str, messa
 @pytest.mark.parametrize("name", ["José", "李小龍", "O'Brien", "R2", "Zoë-Anne"])
 def test_names_of_letters_and_digits_are_taken(name: str) -> None:
     assert check_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("Pa\u200bul", "U+200B"),  # zero-width space
+        ("Pa\u200dul", "U+200D"),  # zero-width joiner
+        ("Pau\u00adl", "U+00AD"),  # soft hyphen
+        ("\u202eluaP", "U+202E"),  # right-to-left override: shows as "Paul"
+        ("\u2066Paul\u2069", "U+2066, U+2069"),  # bidi isolates
+        ("\ufeffPaul", "U+FEFF"),  # byte order mark
+        ("Paul\u3164", "U+3164"),  # Hangul filler: a letter that shows as nothing
+    ],
+)
+def test_names_with_invisible_characters_are_refused(name: str, shown: str) -> None:
+    """Two names that differ only by characters that show as nothing are shown the same."""
+    message = re.escape(f"contains invisible characters ({shown}); type it again without them")
+    with pytest.raises(GalleryError, match=message):
+        check_name(name)
+
+
+LOOKALIKES_OF_PAUL = [
+    "P\u0430ul",  # Cyrillic а
+    "\u0420aul",  # Cyrillic Р
+    "\u03a1AUL",  # Greek Ρ
+    "\uff30\uff41\uff55\uff4c",  # full-width Ｐａｕｌ
+]
+
+
+@pytest.mark.parametrize("name", LOOKALIKES_OF_PAUL)
+def test_a_new_name_that_looks_like_an_enrolled_one_is_refused(db: Path, name: str) -> None:
+    """ "Pаul" with a Cyrillic а was a second person shown as 'Paul' in the events, on the
+    page and in the access rules: someone could pass as Paul, or an admin revoke the wrong
+    one. Enrolment refuses such a name, as the command's fail-fast check does; `--add` with
+    the exact name still adds photos to Paul."""
+    from edge_app.enroll import NameRefused, existing_samples
+
+    before = digest(db)
+    message = (
+        rf"^{name!r} looks like 'Paul', who is already enrolled: the names differ only in "
+        r"characters that look alike \(letters of another alphabet, full-width or other "
+        r"compatibility forms\); choose a name that reads differently, or if this is 'Paul', "
+        r"use --add to add photos to them$"
+    )
+    with pytest.raises(NameRefused, match=message):
+        existing_samples(db, name, add=False)
+    with Gallery.open(db) as gallery:
+        with pytest.raises(GalleryError, match=message):
+            gallery.enroll(name, samples(2, 40))
+        with pytest.raises(GalleryError, match=r"\(did you mean 'Paul'\?\); drop --add"):
+            gallery.enroll(name, samples(2, 40), add=True)
+        assert not gallery.has(name)
+    assert digest(db) == before
+    assert len(existing_samples(db, "Paul", add=True)) == 2
+    with Gallery.open(db) as gallery:
+        assert gallery.enroll("Paul", samples(3, 1)[2:], add=True) == 3
+        assert [p.name for p in gallery.people()] == ["Jennifer", "Paul"]
+
+
+def test_a_rename_to_a_name_that_looks_like_an_enrolled_one_is_refused(db: Path) -> None:
+    with Gallery.open(db) as gallery:
+        with pytest.raises(
+            GalleryError,
+            match="^'P\u0430ul' looks like 'Paul', who is already enrolled: .*; choose a "
+            r"name that reads differently$",
+        ):
+            gallery.rename("Jennifer", "P\u0430ul")
+        assert gallery.rename("Paul", "PAUL") == "PAUL"  # a correction of case, as before
+        assert [p.name for p in gallery.people()] == ["Jennifer", "PAUL"]
+
+
+def test_an_import_adding_a_name_that_looks_like_an_enrolled_one_is_refused(db: Path) -> None:
+    before = digest(db)
+    twin = ExportedPerson("\uff30aul", "2025-01-01T00:00:00Z", samples(2, 40))
+    with Gallery.open(db) as gallery:
+        with pytest.raises(
+            GalleryError,
+            match=r"^'Ｐaul' looks like 'Paul', who is already enrolled: .*; rename one of "
+            r"them \(here, or in the file\) first; nothing was imported$",
+        ):
+            gallery.import_([twin], on_conflict="merge")
+        pair = [
+            ExportedPerson("Ann", "2025-01-01T00:00:00Z", samples(2, 41)),
+            ExportedPerson("\u0410nn", "2025-01-01T00:00:00Z", samples(2, 42)),
+        ]
+        with pytest.raises(
+            GalleryError,
+            match=r"^'Аnn' and 'Ann' in the import look alike: .*; rename one of them in "
+            r"the file first; nothing was imported$",
+        ):
+            gallery.import_(pair)
+    assert digest(db) == before
+
+
+def test_a_gallery_already_holding_lookalike_names_opens_as_before(db: Path) -> None:
+    """Names already stored are not compared by how they read: both people stay, each
+    found by their exact name, and photos are added to either."""
+    with sqlite3.connect(db) as connection:
+        connection.execute(
+            "INSERT INTO people (name, created_utc, access) "
+            "VALUES ('P\u0430ul', '2025-01-01T00:00:00Z', 1)"
+        )
+    connection.close()
+    with Gallery.open(db) as gallery:
+        assert sorted(p.name for p in gallery.people()) == ["Jennifer", "Paul", "P\u0430ul"]
+        assert gallery.enroll("P\u0430ul", samples(2, 40), add=True) == 2
+        assert gallery.enroll("Paul", samples(3, 1)[2:], add=True) == 3
+        assert len(gallery.embeddings("Paul")) == 3
+        assert gallery.rename("P\u0430ul", "P\u0430UL") == "P\u0430UL"  # reads the same
 
 
 def test_samples_from_another_model_are_named_with_their_people(db: Path) -> None:

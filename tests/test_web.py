@@ -166,6 +166,13 @@ def add_person(db: Path, name: str, samples: int = 2) -> None:
         gallery.enroll(name, [NewSample(v, f"{name}-{i}") for i, v in enumerate(vectors)])
 
 
+def with_people(db: Path, *names: str) -> None:
+    """Enrol each of `names` the site's gallery does not hold yet (add_person)."""
+    for name in names:
+        if name not in names_in(db):
+            add_person(db, name)
+
+
 def names_in(db: Path) -> list[str]:
     if not db.exists():
         return []
@@ -919,20 +926,53 @@ def test_one_person_enrolled_under_a_second_name_is_told_on_the_page(
     assert "edge-app" not in text.split("Note:")[1].split("</")[0]
 
 
-def test_an_existing_name_is_refused_before_the_models_load(site: Site, user: httpx.Client) -> None:
+@pytest.mark.parametrize(
+    ("name", "refusal"),
+    [
+        ("Already Here", "'Already Here' is already enrolled; add photos to them below"),
+        # A Cyrillic А: a second person the page, its log and the access rules showed as
+        # 'Already Here'.
+        (
+            "\u0410lready Here",
+            "'\u0410lready Here' looks like 'Already Here', who is already enrolled: the names "
+            "differ only in characters that look alike (letters of another alphabet, "
+            "full-width or other compatibility forms); choose a name that reads differently, "
+            "or if this is 'Already Here', add photos to them below",
+        ),
+    ],
+)
+def test_an_existing_name_is_refused_before_the_models_load(
+    site: Site, user: httpx.Client, name: str, refusal: str
+) -> None:
     db = Path(site.config.gallery.path)
     if "Already Here" not in names_in(db):
         add_person(db, "Already Here")
     site.server.app.state.web.engine.release()
     reply = user.post(
         "/people/enroll",
-        **_multipart("Already Here", [("a.png", forged_png(10, 10))], site.token(user)),
+        **_multipart(name, [("a.png", forged_png(10, 10))], site.token(user)),
     )
     assert reply.status_code == 422
-    assert "'Already Here' is already enrolled; add photos to them below" in html.unescape(
-        reply.text
-    )
+    assert refusal in html.unescape(reply.text)
     assert not site.server.app.state.web.engine.loaded
+
+
+def test_a_rename_to_a_name_that_looks_like_an_enrolled_one_is_refused(
+    site: Site, user: httpx.Client
+) -> None:
+    db = Path(site.config.gallery.path)
+    with_people(db, "Already Here", "Someone Else To Rename")
+    renamed = user.post(
+        "/people/rename",
+        data={
+            "name": "Someone Else To Rename",
+            "new_name": "\uff21lready Here",  # a full-width A
+            "csrf_token": site.token(user),
+        },
+    )
+    assert renamed.status_code == 422
+    assert "looks like 'Already Here', who is already enrolled" in html.unescape(renamed.text)
+    assert "Someone Else To Rename" in names_in(db)
 
 
 def test_camera_enrolment_without_a_door_says_why(site: Site, user: httpx.Client) -> None:

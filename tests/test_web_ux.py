@@ -17,7 +17,16 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import numpy as np
 import pytest
-from test_web import Site, _multipart, add_person, logged_in, names_in, running, serve
+from test_web import (
+    Site,
+    _multipart,
+    add_person,
+    logged_in,
+    names_in,
+    running,
+    serve,
+    with_people,
+)
 from web_support import PASSWORD, csrf_of, forged_png, unlock_fields
 
 from edge_app.events import EventLog
@@ -145,9 +154,7 @@ def test_a_refused_rename_keeps_its_panel_open_with_the_name_typed(
     site: Site, user: httpx.Client
 ) -> None:
     db = Path(site.config.gallery.path)
-    for name in ("Rename Source", "Rename Taken Name"):
-        if name not in names_in(db):
-            add_person(db, name)
+    with_people(db, "Rename Source", "Rename Taken Name")
     data = {
         "name": "Rename Source",
         "new_name": "rename taken name",

@@ -347,9 +347,9 @@ def _lookalike(result: Any) -> str:
 
 
 def _name_refused(gallery: Path, name: str, add: bool) -> EnrolmentReport | None:
-    """A report refusing `name` by the name rules (gallery.check_name; already enrolled when
-    enrolling, not enrolled when adding), else None. A gallery that cannot be read refuses
-    too, but not as the name's fault."""
+    """A report refusing `name` by the name rules (gallery.check_name; already enrolled, or
+    looking like an enrolled name, when enrolling; not enrolled when adding), else None. A
+    gallery that cannot be read refuses too, but not as the name's fault."""
     from edge_app import enroll
     from edge_app.gallery import check_name
 
@@ -407,6 +407,8 @@ def page_error(error: UserError) -> str:
 def _web_wording(message: str) -> str:
     """The CLI's advice names its flags and commands; on the page the same choice is a form."""
     message = _ADD_COMMAND.sub("Add photos in their panel below", message)
-    return message.replace(
-        "; use --add to add photos to them", "; add photos to them below"
-    ).replace("; drop --add to enrol them", "; enrol them with the form above")
+    return (
+        message.replace("; use --add to add photos to them", "; add photos to them below")
+        .replace(", use --add to add photos to them", ", add photos to them below")
+        .replace("; drop --add to enrol them", "; enrol them with the form above")
+    )
