@@ -56,7 +56,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_the_last_events_are_listed_oldest_first_with_name_score_and_reason(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(capsys, "--db", str(db))
+    code, out, err = run(capsys, "--events-db", str(db))
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert [line.split()[3] for line in lines] == [
@@ -65,7 +65,7 @@ def test_the_last_events_are_listed_oldest_first_with_name_score_and_reason(
     assert lines[0].split()[4:] == ["Ana", "Lima", "0.710"]
     assert lines[2].endswith("timeout") and lines[3].split()[4:] == ["-", "0.120"]
     assert lines[4].endswith("0.800  no access")
-    code, out, _ = run(capsys, "--db", str(db), "-n", "2")
+    code, out, _ = run(capsys, "--events-db", str(db), "-n", "2")
     assert [line.split()[3] for line in out.splitlines()] == ["denied", "unlock"]
 
 
@@ -74,26 +74,26 @@ def test_events_are_chosen_by_person_as_the_gallery_names_them_type_and_day(
 ) -> None:
     """--person follows the gallery's name rule (case and spacing do not matter); --from and
     --to are local days, both included."""
-    code, out, _ = run(capsys, "--db", str(db), "--person", "ANA lima", "--type", "Unlock")
+    code, out, _ = run(capsys, "--events-db", str(db), "--person", "ANA lima", "--type", "Unlock")
     assert code == 0 and [line.split()[3] for line in out.splitlines()] == ["unlock", "unlock"]
-    code, out, _ = run(capsys, "--db", str(db), "--from", "2026-03-03", "--to", "2026-03-05")
+    code, out, _ = run(capsys, "--events-db", str(db), "--from", "2026-03-03", "--to", "2026-03-05")
     assert [line.split()[3] for line in out.splitlines()] == ["unlock", "relock", "unknown"]
 
 
 def test_json_lines_and_a_csv_of_every_event_selected(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(capsys, "--db", str(db), "--json", "-n", "1", "--type", "denied")
+    code, out, _ = run(capsys, "--events-db", str(db), "--json", "-n", "1", "--type", "denied")
     (record,) = [json.loads(line) for line in out.splitlines()]
     assert record["name"] == "Bo Chen" and record["reason"] == "no access"
     assert record["time"] == datetime.fromtimestamp(START + 4 * DAY, UTC).isoformat(
         timespec="milliseconds"
     )  # as the door's own JSON lines
     assert {"liveness", "geometry", "snapshot"} <= set(record)
-    code, out, _ = run(capsys, "--db", str(db), "--json", "-n", "1")
+    code, out, _ = run(capsys, "--events-db", str(db), "--json", "-n", "1")
     assert json.loads(out)["liveness"] == 0.93
     # --csv is every event selected, whatever -n says (its default is 20; here 1).
-    code, out, _ = run(capsys, "--db", str(db), "--csv", "-n", "1", "--person", "ana lima")
+    code, out, _ = run(capsys, "--events-db", str(db), "--csv", "-n", "1", "--person", "ana lima")
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[0][:4] == ["id", "time_utc", "type", "name"]
     assert [row[2] for row in rows[1:]] == ["recognized", "unlock", "relock", "unlock"]
@@ -102,7 +102,7 @@ def test_json_lines_and_a_csv_of_every_event_selected(
 def test_no_event_of_a_mistyped_name_says_whom_the_events_name(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(capsys, "--db", str(db), "--person", "Bo Chan")
+    code, out, err = run(capsys, "--events-db", str(db), "--person", "Bo Chan")
     assert code == 0 and out == ""
     assert err == "no events of 'Bo Chan' (did you mean 'Bo Chen'?)\n"
 
@@ -113,7 +113,7 @@ def test_reading_creates_nothing_beside_the_database_and_changes_nothing(
     """Run by root over the door's files, a -shm or -wal made here would be root's and lock
     the door out of its own history."""
     before = db.read_bytes()
-    assert run(capsys, "--db", str(db), "--json")[0] == 0
+    assert run(capsys, "--events-db", str(db), "--json")[0] == 0
     assert sorted(p.name for p in db.parent.iterdir()) == ["events.db"]
     assert db.read_bytes() == before
 
@@ -124,7 +124,7 @@ def test_events_written_while_the_door_holds_the_database_open_are_read(
     door = EventLog(db)
     try:
         door.record("spoof", name="Ana Lima", score=0.7, track=5, reason="not live")
-        code, out, _ = run(capsys, "--db", str(db), "-n", "1")
+        code, out, _ = run(capsys, "--events-db", str(db), "-n", "1")
     finally:
         door.close()
     assert code == 0 and out.split()[3:] == ["spoof", "Ana", "Lima", "0.700", "not", "live"]
@@ -142,7 +142,7 @@ def test_a_number_of_events_out_of_range_is_refused_while_parsing(
     db: Path, capsys: pytest.CaptureFixture[str], lines: str, message: str
 ) -> None:
     with pytest.raises(SystemExit) as exited:
-        cli.main(["events", "--db", str(db), "-n", lines])
+        cli.main(["events", "--events-db", str(db), "-n", lines])
     out, err = capsys.readouterr()
     assert exited.value.code == 2 and out == ""
     assert message in err and "Traceback" not in err
@@ -151,21 +151,21 @@ def test_a_number_of_events_out_of_range_is_refused_while_parsing(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--db", "{tmp}/none.db"], "no events database at {tmp}/none.db"),
-        (["--db", "{tmp}"], "{tmp} is not an events database: it is a folder"),
-        (["--db", "{tmp}/text.db"], "cannot read {tmp}/text.db (file is not a database)"),
-        (["--db", "{tmp}/empty.db"], "it is not an events database (no events table)"),
-        (["--db", "{tmp}/gallery.db"], "but not an edge-app events database"),
-        (["--db", "{tmp}/newer.db"], "newer"),
+        (["--events-db", "{tmp}/none.db"], "no events database at {tmp}/none.db"),
+        (["--events-db", "{tmp}"], "{tmp} is not an events database: it is a folder"),
+        (["--events-db", "{tmp}/text.db"], "cannot read {tmp}/text.db (file is not a database)"),
+        (["--events-db", "{tmp}/empty.db"], "it is not an events database (no events table)"),
+        (["--events-db", "{tmp}/gallery.db"], "but not an edge-app events database"),
+        (["--events-db", "{tmp}/newer.db"], "newer"),
         (["--config", "{tmp}/off.toml"], "the config records no history ([events] db is empty)"),
         (
             ["--config", "{tmp}/relative.toml"],
             "[events] db = 'events.db' in the config is relative",
         ),
-        (["--db", "{db}", "--from", "2026-02-30"], "--from: '2026-02-30' is not a date"),
-        (["--db", "{db}", "--from", "2026-03-09", "--to", "2026-03-01"], "is after --to"),
-        (["--db", "{db}", "--person", " "], "--person is empty"),
-        (["--db", "{db}", "--csv", "--follow"], "--follow prints events as text or --json"),
+        (["--events-db", "{db}", "--from", "2026-02-30"], "--from: '2026-02-30' is not a date"),
+        (["--events-db", "{db}", "--from", "2026-03-09", "--to", "2026-03-01"], "is after --to"),
+        (["--events-db", "{db}", "--person", " "], "--person is empty"),
+        (["--events-db", "{db}", "--csv", "--follow"], "--follow prints events as text or --json"),
     ],
 )
 def test_what_cannot_be_read_is_refused_in_one_line(
@@ -188,9 +188,22 @@ def test_what_cannot_be_read_is_refused_in_one_line(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
+def test_the_events_database_is_named_as_run_names_it(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--db` names the gallery in run, enroll, list and the other gallery commands, but
+    named the events database here. The option is --events-db, as in run; --db still works
+    for scripts and is no longer shown."""
+    with pytest.raises(SystemExit):
+        cli.main(["events", "--help"])
+    shown = capsys.readouterr().out
+    assert "--events-db PATH" in shown and "--db" not in shown.replace("--events-db", "")
+    assert run(capsys, "--db", str(db), "-n", "1") == run(capsys, "--events-db", str(db), "-n", "1")
+
+
 def test_follow_prints_each_new_event_as_the_door_records_it_until_ctrl_c(db: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "edge_app.cli", "events", "--db", str(db), "-n", "1", "-f"],
+        [sys.executable, "-m", "edge_app.cli", "events", "--events-db", str(db), "-n", "1", "-f"],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -240,7 +253,7 @@ def test_an_events_database_made_before_liveness_was_recorded_is_read(
         connection.execute("PRAGMA user_version = 1")
         connection.commit()
     before = db.read_bytes()
-    code, out, _ = run(capsys, "--db", str(db), "--json")
+    code, out, _ = run(capsys, "--events-db", str(db), "--json")
     assert code == 0
     record = json.loads(out)
     assert (record["name"], record["liveness"], record["geometry"]) == ("Ana Lima", None, None)

@@ -1497,7 +1497,7 @@ def test_a_gallery_command_does_not_make_the_doors_state_folder(
     """A walkthrough: `edge-app enroll NAME photos/` as root on a desktop, with no config and
     no --db, made /var/lib/edge-app (root's, 0700) and a gallery in it that an installed
     door could not read, and said nothing of where it wrote. The state folder is the
-    installer's to make: without it the command says to give --db."""
+    installer's to make: without it the command says to give --events-db."""
     from edge_app import paths
     from edge_app.commands.identify import db_path
 

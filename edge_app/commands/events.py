@@ -39,7 +39,7 @@ examples:
   sudo -u edge-app edge-app events --person "Ana Lima" --type unlock -n 50
   sudo -u edge-app edge-app events --from 2026-12-01 --to 2026-12-07 --csv > week.csv
   sudo -u edge-app edge-app events --follow          # watch the door decide; Ctrl-C stops
-  edge-app events --db ./events.db --json            # a copy of the file, as JSON lines
+  edge-app events --events-db ./events.db --json     # a copy of the file, as JSON lines
 """
 
 
@@ -61,12 +61,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"the history of a door run with this config: its [events] db (default "
         f"{DEFAULT_CONFIG})",
     )
+    events_file = file_path("./events.db", "the config's [events] db")
     where.add_argument(
-        "--db",
-        type=file_path("./events.db", "the config's [events] db"),
+        "--events-db",
+        dest="db",
+        type=events_file,
         metavar="PATH",
-        help="an events database file",
+        help="an events database file (as in `run --events-db`)",
     )
+    # The name this option had: kept for scripts, not shown.
+    where.add_argument("--db", dest="db", type=events_file, help=argparse.SUPPRESS)
     chosen = parser.add_argument_group("which events (all of them by default)")
     chosen.add_argument(
         "--person",
@@ -105,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def events_db(args: argparse.Namespace) -> Path:
-    """The events database the command reads: --db, else the config's [events] db."""
+    """The events database the command reads: --events-db, else the config's [events] db."""
     if args.db is not None:
         return Path(args.db)
     from edge_app.config import ConfigError, load_config, parse_config, read_config_file
@@ -129,7 +133,8 @@ def events_db(args: argparse.Namespace) -> Path:
     if not db.is_absolute():
         raise UserError(
             f"[events] db = {str(db)!r} in the config is relative to the folder the door runs "
-            "in, which this command cannot know: give --db, or an absolute path in the config"
+            "in, which this command cannot know: give --events-db, or an absolute path in the "
+            "config"
         )
     return db
 
@@ -162,14 +167,14 @@ def run_events(args: argparse.Namespace) -> int:
     if not db.exists():
         raise UserError(
             f"no events database at {db}: the door has not recorded anything there yet, or "
-            "the path is wrong (--db, or [events] db in --config)"
+            "the path is wrong (--events-db, or [events] db in --config)"
         )
     try:
         check_store(db)
     except NotRegularFileError as error:
         raise UserError(f"{db} is not an events database: {error.strerror}") from None
     except (ValueError, OSError) as error:
-        # The door's words name its config key; here the file was given as --db or found
+        # The door's words name its config key; here the file was given as --events-db or found
         # in the config.
         reason = str(error).split("; left untouched")[0]
         raise UserError(f"{reason}: give the door's events database ([events] db)") from None
