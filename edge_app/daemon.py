@@ -1543,6 +1543,9 @@ class Daemon:
         new gallery's matcher is built beside the frame loop (_finish_reload): until it is
         ready the door keeps deciding under the running config, all of it."""
         log.info("reloading config=%s", self.config_path or "defaults")
+        # systemd shows the door as reloading until READY=1, which every end of a reload
+        # sends: applied (_finish_reload) or refused (_refuse_reload).
+        self._notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         if self.events is not None:
             self.events.reopen()
         try:
@@ -1608,9 +1611,8 @@ class Daemon:
             self.control.stale_seconds = new.hub.stale_seconds
         self.config = self._as_running(new)
         log.info("reload done")
-        if self._reload_refused is not None:
-            self._reload_refused = None
-            self._say_status()
+        self._reload_refused = None
+        self._notify("READY=1", self._status_line())
         return True
 
     def _refuse_reload(self, why: str) -> None:
@@ -1618,7 +1620,7 @@ class Daemon:
         applied or the door restarts."""
         log.error("reload refused, keeping the running config: %s", why)
         self._reload_refused = cut(why)
-        self._say_status()
+        self._notify("READY=1", self._status_line())
 
     def _as_running(self, new: Config) -> Config:
         """`new` as the door runs it once applied: what a reload cannot apply (RESTART_SECTIONS,

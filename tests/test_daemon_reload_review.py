@@ -291,6 +291,50 @@ def test_a_long_gallery_load_at_start_tells_systemd_the_start_goes_on(
     ), told
 
 
+def test_systemd_is_told_a_reload_begins_and_ends_whether_applied_or_refused(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGHUP reloads said nothing to systemd: `systemctl status` showed the door active
+    through a reload, and `systemctl reload` could not tell it from a door that ignored the
+    signal. Each reload now sends RELOADING=1 (with MONOTONIC_USEC) and ends with READY=1,
+    whether it was applied or refused."""
+    told: list[str] = []
+
+    class Notifier:
+        def notify(self, state: str) -> None:
+            told.append(state)
+
+    monkeypatch.setattr(daemon_module.sdnotify, "SystemdNotifier", Notifier)
+    frames = write_frames(tmp_path / "frames", [NOBODY] * 30)
+    written = tmp_path / "door.toml"
+    written.write_text(
+        f'[camera]\nsource = "{frames}"\nfps = 10\n[gallery]\npath = "{gallery}"\n'
+        '[gpio]\nfactory = "mock"\n[hub]\nsocket = ""\n[events]\ndb = ""\n'
+    )
+    engine = ScriptedEngine()
+    daemon = Daemon(
+        door(tmp_path, gallery, frames),
+        config_path=written,
+        engine=engine,
+        pin_factory=MockFactory(),
+    )
+    at_frame(engine, 5, daemon.request_reload)  # a valid file: applied
+    at_frame(engine, 15, lambda: written.write_text("[gpio]\npin = 99\n"))
+    at_frame(engine, 16, daemon.request_reload)  # refused
+    assert daemon.run() == 0
+    reloads = [i for i, state in enumerate(told) if state.startswith("RELOADING=1\n")]
+    assert len(reloads) == 2, told
+    ends = []
+    for begun in reloads:
+        assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", told[begun]), told[begun]
+        # the next word on the reload is its end (a status line may come between)
+        ended = [state for state in told[begun + 1 :] if state.startswith(("READY", "RELOADING"))]
+        assert ended and ended[0].startswith("READY=1\nSTATUS=watching "), told
+        ends.append(ended[0])
+    assert "reload refused" not in ends[0]
+    assert "reload refused, running on the previous config: " in ends[1]
+
+
 def test_a_stop_during_a_long_start_ends_the_extensions(
     tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
