@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,9 @@ from edge_app.hub.code import (
     CODE_FORMAT,
     FAILURE_WINDOW,
     LOCKOUT,
+    LOCKOUT_MAX,
     MAX_WRONG,
+    STREAK_FORGOTTEN,
     CodeFileError,
     CodeHash,
     CodeVerifier,
@@ -219,14 +222,40 @@ def test_wrong_codes_anywhere_in_the_window_lock_out_for_the_whole_lock_out() ->
         check.verify(command(code="000009", ts=clock.now))
 
 
-def test_wrong_codes_spread_over_more_than_a_minute_do_not_lock_out() -> None:
+def test_paced_wrong_codes_lock_out_longer_each_time_until_a_right_code() -> None:
+    """Wrong codes spaced to stay under the window's rule (one every 15.5 s) were never
+    locked out: some 5,500 guesses a day. Past MAX_WRONG wrong codes since the last right
+    one, each further wrong code locks out for LOCKOUT, then twice as long as the last time,
+    up to LOCKOUT_MAX; a right code ends the streak, and so does a day without a wrong one."""
     clock = Clock()
     check = CodeVerifier(cheap_hash(), 30.0, clock=clock)
-    for number in range(3 * MAX_WRONG):
-        with pytest.raises(UnlockRefused, match="wrong code"):
-            check.verify(command(code=f"00000{number % 10}", ts=clock.now))
-        clock.now += FAILURE_WINDOW / (MAX_WRONG - 1) + 0.5
+    tries = iter(range(100_000, 999_999))
+
+    def wrong() -> str:
+        with pytest.raises(UnlockRefused, match=r"wrong code \(\d of 5 in 60 s") as refused:
+            check.verify(command(code=str(next(tries)), ts=clock.now))
+        return str(refused.value)
+
+    pace = FAILURE_WINDOW / (MAX_WRONG - 1) + 0.5
+    for _ in range(MAX_WRONG):
+        assert "locked out" not in wrong()
+        clock.now += pace
+    lockouts = []
+    for _ in range(9):
+        lockouts.append(int(re.findall(r"locked out for (\d+) s\)$", wrong())[0]))
+        # meanwhile every code is refused, the right one too
+        with pytest.raises(UnlockRefused, match="since the last right one; refusing every"):
+            check.verify(command(ts=clock.now))
+        clock.now += lockouts[-1]
+    assert lockouts == [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
+    assert LOCKOUT_MAX == 3600
     assert check.verify(command(ts=clock.now)).action == "UNLOCK"
+    clock.now += 1
+    for _ in range(MAX_WRONG):  # a right code ended the streak: a new one starts
+        assert "locked out" not in wrong()
+        clock.now += pace
+    clock.now += STREAK_FORGOTTEN
+    assert "locked out" not in wrong()  # and a day without a wrong code ends it too
 
 
 def test_discovery_lock_entity_only_with_a_code() -> None:

@@ -52,6 +52,12 @@ _FIELDS = {"action", "code", "timestamp"}
 MAX_WRONG = 5
 FAILURE_WINDOW = 60.0
 LOCKOUT = 60.0
+# Past MAX_WRONG wrong codes since the last right one, however paced, each further wrong
+# code locks out for LOCKOUT, then twice as long as the last time, up to LOCKOUT_MAX: a
+# guesser who spaces tries to stay under the window's rule is left one try an hour. The
+# streak ends at a right code, or once STREAK_FORGOTTEN passes without a wrong one.
+LOCKOUT_MAX = 3600.0
+STREAK_FORGOTTEN = 86400.0
 
 
 class CodeFileError(UserError):
@@ -146,6 +152,9 @@ class CodeVerifier:
         self._guard = ReplayGuard(window, clock=clock, ticks=ticks)
         self._wrong: deque[float] = deque()
         self._locked_until = 0.0
+        self._locked_after = ""  # what started the lock-out, for its refusals
+        self._streak = 0  # wrong codes since the last right one (STREAK_FORGOTTEN)
+        self._last_wrong = float("-inf")
         # Replay cache keys: (timestamp, HMAC of the code under a key that lives only in this
         # process), so the cache never holds a code, nor a hash that could be attacked offline.
         self._replay_key = secrets.token_bytes(32)
@@ -162,35 +171,47 @@ class CodeVerifier:
             now = self._guard.ticks()
             if now < self._locked_until:
                 raise UnlockRefused(
-                    f"locked out after {MAX_WRONG} wrong codes; refusing every code for "
+                    f"locked out after {self._locked_after}; refusing every code for "
                     f"{self._locked_until - now:.0f} s more"
                 )
             # The code is checked inside: a wrong one leaves the timestamp and code unused.
             with self._guard.admitting(key, command.timestamp, "timestamp and code"):
                 if not self.stored.matches(code):
-                    count = self._count_wrong(now)
-                    extra = f"; locked out for {LOCKOUT:.0f} s" if count >= MAX_WRONG else ""
+                    count, lockout = self._count_wrong(now)
+                    extra = f"; locked out for {lockout:.0f} s" if lockout else ""
                     raise UnlockRefused(
                         f"wrong code ({count} of {MAX_WRONG} in {FAILURE_WINDOW:.0f} s{extra})"
                     )
+            self._streak = 0
         return command
 
-    def _count_wrong(self, now: float) -> int:
-        """Counts a wrong code; the number inside the window (MAX_WRONG starts a lock-out)."""
+    def _count_wrong(self, now: float) -> tuple[int, float]:
+        """Counts a wrong code: the number inside the window, and the lock-out it starts (0
+        for none): LOCKOUT at MAX_WRONG in the window; past MAX_WRONG since the last right
+        code, LOCKOUT doubled at each further one, up to LOCKOUT_MAX."""
         while self._wrong and now - self._wrong[0] > FAILURE_WINDOW:
             self._wrong.popleft()
         self._wrong.append(now)
         count = len(self._wrong)
+        if now - self._last_wrong > STREAK_FORGOTTEN:
+            self._streak = 0
+        self._streak += 1
+        self._last_wrong = now
+        lockout, after = 0.0, ""
         if count >= MAX_WRONG:
             self._wrong.clear()
-            self._locked_until = now + LOCKOUT
-            log.warning(
-                "remote unlock locked out for %.0f s after %d wrong codes in %.0f s",
-                LOCKOUT,
-                MAX_WRONG,
-                FAILURE_WINDOW,
-            )
-        return count
+            lockout, after = LOCKOUT, f"{MAX_WRONG} wrong codes in {FAILURE_WINDOW:.0f} s"
+        beyond = self._streak - MAX_WRONG
+        if beyond > 0:
+            growing = min(LOCKOUT * 2.0 ** min(beyond - 1, 16), LOCKOUT_MAX)
+            if growing >= lockout:
+                lockout = growing
+                after = f"{self._streak} wrong codes since the last right one"
+        if lockout:
+            self._locked_until = now + lockout
+            self._locked_after = after
+            log.warning("remote unlock locked out for %.0f s after %s", lockout, after)
+        return count, lockout
 
     @staticmethod
     def _parse(payload: bytes) -> tuple[LockCommand, str]:
