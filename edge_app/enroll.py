@@ -25,7 +25,8 @@ from typing import Protocol, TypeVar
 import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from edge_app.commands import name_words, shown
+from edge_app.advice import Advice, Advised, Said
+from edge_app.commands import shown
 from edge_app.config import RecognitionConfig
 from edge_app.errors import UserError
 from edge_app.faces import Faces
@@ -33,6 +34,7 @@ from edge_app.gallery import (
     EMBEDDING_DIM,
     Gallery,
     NewSample,
+    already_enrolled,
     check_name,
     looks_like_enrolled,
     name_key,
@@ -96,7 +98,12 @@ class OtherPeople:
 class Problem:
     source: str
     reason: Reason
-    message: str
+    said: Said  # as Rejection.said
+
+    @property
+    def message(self) -> str:
+        """The sentence as the command line says it."""
+        return str(self.said)
 
 
 class NameRefused(UserError):
@@ -191,7 +198,7 @@ def existing_samples(db: Path, name: str, add: bool) -> np.ndarray:
     with Gallery.open(db) as gallery:
         enrolled = gallery.has(name)
         if enrolled and not add:
-            raise NameRefused(f"{name!r} is already enrolled; use --add to add photos to them")
+            raise NameRefused(already_enrolled(name))
         twin = None if enrolled or add else gallery.looks_like(name)
         if twin is not None:
             raise NameRefused(looks_like_enrolled(name, twin, new_name_advice(twin)))
@@ -226,10 +233,13 @@ def enrolled_as(
     who = others.names[row]
     return EnrolledAs(
         Reason.NEAR_DUPLICATE,
-        f"the same face as {who!r}, already enrolled (cosine {float(scores[row]):.3f} > "
-        f"{gates.near_duplicate:.2f} to one of their samples): one person under two names "
-        f"is let in as either; drop this photo, or add it to them with "
-        f"`edge-app enroll --add {name_words(who)} PHOTO`",
+        Advised(
+            f"the same face as {who!r}, already enrolled (cosine {float(scores[row]):.3f} > "
+            f"{gates.near_duplicate:.2f} to one of their samples): one person under two names "
+            "is let in as either; drop this photo, or add it to them with ",
+            Advice.ADD_PHOTO_TO,
+            who,
+        ),
     )
 
 
@@ -317,28 +327,31 @@ class _Collector:
             self.existing,
             self.gates,
         )
-        return [
-            Problem(self.sources[i], rejection.reason, rejection.message + self._whose(i))
-            for i, rejection in sorted(refused.items())
-        ]
+        problems = []
+        for i, rejection in sorted(refused.items()):
+            whose = self._whose(i)  # (other_people_among's own sentence has no Advised)
+            said = rejection.said if whose is None else whose.after(rejection.message)
+            problems.append(Problem(self.sources[i], rejection.reason, said))
+        return problems
 
-    def _whose(self, index: int) -> str:
+    def _whose(self, index: int) -> Advised | None:
         """For a photo refused as another person's: the enrolled person it links to by the
         same rule (cosine at least gates.same_person, itself or its mirror image to one of
-        their samples), so that a photo of them in the wrong folder is named; else ""."""
+        their samples), so that a photo of them in the wrong folder is named; else None."""
         if self.others is None or not len(self.others.names):
-            return ""
+            return None
         sample = self.samples[index]
         faces = np.stack([sample.embedding, *([] if sample.mirror is None else [sample.mirror])])
         scores = (faces @ self.others.embeddings.T).max(axis=0)
         row = int(np.argmax(scores))
         if float(scores[row]) < self.gates.same_person:
-            return ""
+            return None
         who = self.others.names[row]
-        return (
+        return Advised(
             f"; it looks like {who!r}, already enrolled (cosine {float(scores[row]):.3f}): "
-            f"if it is theirs, add it to them with `edge-app enroll --add {name_words(who)} "
-            "PHOTO`"
+            "if it is theirs, add it to them with ",
+            Advice.ADD_PHOTO_TO,
+            who,
         )
 
 
@@ -420,10 +433,10 @@ def enroll_photos(
                 rejection, EnrolledAs
             ):
                 log.info("photo=%s skipped: %s", source, rejection.message)
-                skipped.append(Problem(source, rejection.reason, rejection.message))
+                skipped.append(Problem(source, rejection.reason, rejection.said))
             else:
                 log.info("photo=%s rejected reason=%s", source, rejection.reason.value)
-                problems.append(Problem(source, rejection.reason, rejection.message))
+                problems.append(Problem(source, rejection.reason, rejection.said))
     for problem in collector.another_person():
         log.info("photo=%s rejected reason=%s", problem.source, problem.reason.value)
         problems.append(problem)
@@ -543,7 +556,7 @@ def enroll_camera(
             when += f": {EXPLAIN[picture]}"
         raise EnrollError(
             name,
-            [Problem("last rejected frame", last.reason, last.message)] if last else [],
+            [Problem("last rejected frame", last.reason, last.said)] if last else [],
             f"only {len(collector.samples)} of {count} good frames for {name!r} {when}",
         )
     return _commit(db, name, collector, add, [], access, recognition)

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
 from edge_app import untrusted_json
+from edge_app.advice import Advice, Advised
 from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
 from edge_app.centering import EMBEDDING_DIM
 from edge_app.errors import (
@@ -340,21 +341,27 @@ def reads_like(name: str, enrolled: Iterable[str]) -> str | None:
     return None
 
 
-def looks_like_enrolled(name: str, other: str, advice: str) -> str:
+def looks_like_enrolled(name: str, other: str, advice: str | Advised) -> str | Advised:
     """The refusal of a new name that reads like an enrolled person's."""
-    return (
+    problem = (
         f"{name!r} looks like {other!r}, who is already enrolled: the names differ only in "
         "characters that look alike (letters of another alphabet, full-width or other "
-        f"compatibility forms); {advice}"
+        "compatibility forms); "
     )
+    return problem + advice if isinstance(advice, str) else advice.after(problem)
 
 
-def new_name_advice(twin: str) -> str:
+def new_name_advice(twin: str) -> Advised:
     """What to do about a new person's name that looks like `twin`'s (looks_like_enrolled)."""
-    return (
-        f"choose a name that reads differently, or if this is {twin!r}, "
-        "use --add to add photos to them"
+    return Advised(
+        f"choose a name that reads differently, or if this is {twin!r}, ", Advice.ADD_PHOTOS
     )
+
+
+def already_enrolled(name: str, stored: str | None = None) -> Advised:
+    """Enrolling a name someone has (`stored`: their name as stored, when it differs)."""
+    same = "" if stored is None or stored == name else f" (as {stored!r})"
+    return Advised(f"{name!r} is already enrolled{same}; ", Advice.ADD_PHOTOS)
 
 
 def did_you_mean(name: str, enrolled: Iterable[str]) -> str:
@@ -370,10 +377,10 @@ def did_you_mean(name: str, enrolled: Iterable[str]) -> str:
     return f" (did you mean {by_key[close[0]]!r}?)" if close else ""
 
 
-def nobody_named(name: str, enrolled: Iterable[str] = ()) -> str:
+def nobody_named(name: str, enrolled: Iterable[str] = ()) -> Advised:
     """Adding photos to a name nobody has: a typo must not enrol a new person."""
-    return (
-        f"nobody named {name!r} is enrolled{did_you_mean(name, enrolled)}; drop --add to enrol them"
+    return Advised(
+        f"nobody named {name!r} is enrolled{did_you_mean(name, enrolled)}; ", Advice.ENROL_NEW
     )
 
 
@@ -1372,10 +1379,7 @@ class Gallery:
             if row is None and add:
                 raise GalleryError(nobody_named(name, self._names()))
             if row is not None and not add:
-                same = "" if row[1] == name else f" (as {row[1]!r})"
-                raise GalleryError(
-                    f"{name!r} is already enrolled{same}; use --add to add photos to them"
-                )
+                raise GalleryError(already_enrolled(name, row[1]))
             twin = None if row is not None else self.looks_like(name)
             if twin is not None:
                 raise GalleryError(looks_like_enrolled(name, twin, new_name_advice(twin)))

@@ -27,6 +27,7 @@ from enum import Enum
 import cv2
 import numpy as np
 
+from edge_app.advice import Said
 from edge_app.faces import Faces
 
 # Limits measured on LFW DevTrain people with the int8 engine (benchmarks/gates.py: doors of
@@ -85,7 +86,14 @@ class Reason(str, Enum):  # noqa: UP042 (StrEnum would change what str() and f-s
 @dataclass(frozen=True)
 class Rejection:
     reason: Reason
-    message: str
+    # Its sentence: an Advised when it ends with advice the command line and the web page
+    # word differently (edge_app.advice).
+    said: Said
+
+    @property
+    def message(self) -> str:
+        """The sentence as the command line says it."""
+        return str(self.said)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import ssl
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +36,10 @@ import numpy as np
 import pytest
 from web_support import PASSWORD, csrf_of, forged_png, free_port, self_signed, unlock_fields
 
+from edge_app import advice, enroll
+from edge_app.advice import Advised
 from edge_app.config import Config, ConfigError, parse_config
+from edge_app.errors import UserError
 from edge_app.events import EventLog
 from edge_app.gallery import EMBEDDING_DIM, Gallery, NewSample
 from edge_app.web import auth
@@ -49,6 +52,7 @@ from edge_app.web.history import (
     HistoryError,
     safe_cell,
 )
+from edge_app.web.people import page_error
 from edge_app.web.server import (
     HEAD_TIMEOUT_S,
     PER_ADDRESS_CONNECTIONS,
@@ -955,6 +959,82 @@ def test_an_existing_name_is_refused_before_the_models_load(
     assert reply.status_code == 422
     assert refusal in html.unescape(reply.text)
     assert not site.server.app.state.web.engine.loaded
+
+
+def _refusal(refuse: Callable[[], object]) -> UserError:
+    try:
+        refuse()
+    except UserError as error:
+        return error
+    raise AssertionError("not refused")
+
+
+def test_each_advice_is_worded_by_the_command_line_and_the_page_from_one_definition(
+    tmp_path: Path,
+) -> None:
+    """The page once rewrote the command line's refusals by regex and string replacement:
+    a change of the CLI's wording would have put `use --add` on a page without flags. Each
+    advice (edge_app.advice.Advice) is now worded by each surface: str() keeps the CLI's
+    text, the page its forms', and no flag or command."""
+    db = tmp_path / "gallery.db"
+    with_people(db, "Ann", "-Dash")
+    with Gallery.open(db) as gallery:
+        sample = NewSample(np.eye(EMBEDDING_DIM, dtype=np.float32)[0], "x")
+        existing = _refusal(lambda: gallery.enroll("ann", [sample]))
+        matrix = gallery.load_matrix()
+        dash = gallery.embeddings("-Dash")[0]
+    others = enroll.OtherPeople(matrix.embeddings, tuple(matrix.names[p] for p in matrix.person))
+    errors = [
+        existing,
+        _refusal(lambda: enroll.existing_samples(db, "\u0410nn", add=False)),
+        _refusal(lambda: enroll.existing_samples(db, "Anne", add=True)),
+    ]
+    rejection = enroll.enrolled_as(dash, others)
+    assert rejection is not None and isinstance(rejection.said, Advised)
+    lookalike = (
+        "'\u0410nn' looks like 'Ann', who is already enrolled: the names differ only in "
+        "characters that look alike (letters of another alphabet, full-width or other "
+        "compatibility forms); choose a name that reads differently, or if this is 'Ann', "
+    )
+    near_duplicate = (
+        "the same face as '-Dash', already enrolled (cosine 1.000 > 0.98 to one of their "
+        "samples): one person under two names is let in as either; drop this photo, or add it "
+        "to them with "
+    )
+    said = [(str(error), page_error(error)) for error in errors]
+    said.append((rejection.message, advice.web(rejection.said)))
+    assert said == [
+        (
+            "'ann' is already enrolled (as 'Ann'); use --add to add photos to them",
+            "'ann' is already enrolled (as 'Ann'); add photos to them below",
+        ),
+        (lookalike + "use --add to add photos to them", lookalike + "add photos to them below"),
+        (
+            "nobody named 'Anne' is enrolled (did you mean 'Ann'?); drop --add to enrol them",
+            "nobody named 'Anne' is enrolled (did you mean 'Ann'?); enrol them with the form above",
+        ),
+        (
+            near_duplicate + "`edge-app enroll --add -- -Dash PHOTO`",
+            near_duplicate + "Add photos in their panel below",
+        ),
+    ]
+    for _, page in said:
+        assert "--add" not in page and "edge-app" not in page, page
+    kinds = {error.args[0].advice for error in errors} | {rejection.said.advice}
+    assert kinds == set(advice.Advice)
+
+
+def test_a_name_with_the_words_of_advice_is_shown_as_typed(tmp_path: Path) -> None:
+    """Found while moving the advice to its own values: the page's rewrite changed the words
+    wherever they were, a person's name in the message included."""
+    db = tmp_path / "gallery.db"
+    with_people(db, "Ann")
+    name = "Zed, use --add to add photos to them"
+    error = _refusal(lambda: enroll.existing_samples(db, name, add=True))
+    assert page_error(error) == (
+        "nobody named 'Zed, use --add to add photos to them' is enrolled; enrol them with the "
+        "form above"
+    )
 
 
 def test_a_rename_to_a_name_that_looks_like_an_enrolled_one_is_refused(

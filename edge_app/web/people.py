@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_app.advice import web, web_message
 from edge_app.config import DetectionConfig, ModelsConfig, RecognitionConfig
 from edge_app.errors import UserError
 from edge_app.images import IMAGE_SUFFIXES
@@ -191,7 +191,7 @@ def enroll_uploads(
         try:
             result = holder.use(run)
         except enroll.EnrollError as error:
-            refused = {p.source: _web_wording(_unfold(p.message, sources)) for p in error.problems}
+            refused = {p.source: _unfold(web(p.said), sources) for p in error.problems}
             photos = [
                 PhotoOutcome(
                     sources[str(path)],
@@ -210,8 +210,8 @@ def enroll_uploads(
                 field="photos",
             )
         except UserError as error:
-            return EnrolmentReport(name, False, _web_wording(_unfold(str(error), sources)), add=add)
-        skipped = {p.source: _web_wording(_unfold(p.message, sources)) for p in result.skipped}
+            return EnrolmentReport(name, False, _unfold(web_message(error), sources), add=add)
+        skipped = {p.source: _unfold(web(p.said), sources) for p in result.skipped}
         photos = [
             PhotoOutcome(
                 sources[str(path)],
@@ -321,12 +321,12 @@ def enroll_from_door(
     try:
         result = holder.use(run)
     except enroll.EnrollError as error:
-        problems = [PhotoOutcome(p.source, False, _web_wording(p.message)) for p in error.problems]
+        problems = [PhotoOutcome(p.source, False, web(p.said)) for p in error.problems]
         head = str(error).splitlines()[0]
         hint = "; stand in front of the door, facing it, and turn your head a little"
         return EnrolmentReport(name, False, head + hint, problems, add)
     except UserError as error:
-        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+        return EnrolmentReport(name, False, web_message(error), add=add)
     summary = (
         f"{_enrolled(result.name, add, access, ' from the door camera')}"
         f"{len(result.added)} new sample(s), {result.samples} in total"
@@ -360,9 +360,9 @@ def _name_refused(gallery: Path, name: str, add: bool) -> EnrolmentReport | None
     try:
         enroll.existing_samples(gallery, name, add)
     except enroll.NameRefused as error:
-        return EnrolmentReport(name, False, _web_wording(str(error)), add=add, field="name")
+        return EnrolmentReport(name, False, web_message(error), add=add, field="name")
     except UserError as error:
-        return EnrolmentReport(name, False, _web_wording(str(error)), add=add)
+        return EnrolmentReport(name, False, web_message(error), add=add)
     return None
 
 
@@ -391,24 +391,11 @@ def _unfold(message: str, sources: dict[str, str]) -> str:
     return message
 
 
-# The near-duplicate gate's advice (edge_app.enroll): `edge-app enroll --add 'Name' PHOTO`.
-_ADD_COMMAND = re.compile(r"`edge-app enroll --add .+? PHOTO`")
-
-
 def page_error(error: UserError) -> str:
     """A gallery command's refusal as the People page says it: its forms, not the CLI's."""
     from edge_app.gallery import NoGallery
 
     if isinstance(error, NoGallery):
         return "Nobody is enrolled yet: enrol someone with the form above."
-    return _web_wording(str(error))
-
-
-def _web_wording(message: str) -> str:
-    """The CLI's advice names its flags and commands; on the page the same choice is a form."""
-    message = _ADD_COMMAND.sub("Add photos in their panel below", message)
-    return (
-        message.replace("; use --add to add photos to them", "; add photos to them below")
-        .replace(", use --add to add photos to them", ", add photos to them below")
-        .replace("; drop --add to enrol them", "; enrol them with the form above")
-    )
+    # The CLI's advice names its flags and commands; the page words it as its forms.
+    return web_message(error)

@@ -1,0 +1,83 @@
+"""The advice a refusal ends with where the command line and the web page say it differently.
+
+The command line names its flags and commands (`use --add`), the People page its forms (add
+photos below). A refusal with such advice is an Advised: the problem, then the advice as a
+kind, each surface wording the kind itself (for_cli, for_web). `str()` of an Advised, and of
+an error raised with one, is the command line's text; the page asks for web(). Advice every
+surface words alike stays in the plain text.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Advice(enum.Enum):
+    """What a refusal advises, whatever the words."""
+
+    ADD_PHOTOS = "add photos to the person enrolled under that name"
+    ENROL_NEW = "enrol the name as a new person"
+    ADD_PHOTO_TO = "add this photo to the enrolled person `name`"
+
+
+# Each kind's words: (the command line's, the People page's). `{name}` is the person's name,
+# as the command line would take it typed (commands.name_words).
+WORDS: dict[Advice, tuple[str, str]] = {
+    Advice.ADD_PHOTOS: ("use --add to add photos to them", "add photos to them below"),
+    Advice.ENROL_NEW: ("drop --add to enrol them", "enrol them with the form above"),
+    Advice.ADD_PHOTO_TO: (
+        "`edge-app enroll --add {name} PHOTO`",
+        "Add photos in their panel below",
+    ),
+}
+
+
+def for_cli(advice: Advice, name: str = "") -> str:
+    """The advice as the command line words it; `name`: the person ADD_PHOTO_TO names."""
+    from edge_app.commands import name_words
+
+    words = WORDS[advice][0]
+    return words.format(name=name_words(name)) if "{name}" in words else words
+
+
+def for_web(advice: Advice, name: str = "") -> str:
+    """The advice as the People page words it: its forms, never a flag or a command."""
+    return WORDS[advice][1]
+
+
+@dataclass(frozen=True)
+class Advised:
+    """A message ending with advice: `text`, the problem and the words leading to the advice,
+    alike on every surface; then the advice; `name`, the person it is about, if any."""
+
+    text: str
+    advice: Advice
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.text + for_cli(self.advice, self.name)
+
+    def web(self) -> str:
+        return self.text + for_web(self.advice, self.name)
+
+    def after(self, text: str) -> Advised:
+        """This advice after more text: `text` then this one's."""
+        return Advised(text + self.text, self.advice, self.name)
+
+
+# A message as a refusal carries it: plain text, the same everywhere, or an Advised.
+Said = str | Advised
+
+
+def web(said: Said) -> str:
+    """A message as the web page says it."""
+    return said.web() if isinstance(said, Advised) else said
+
+
+def web_message(error: BaseException) -> str:
+    """An error's message as the web page says it: str(error) but for the advice of an error
+    raised with an Advised (GalleryError(Advised(...)))."""
+    if len(error.args) == 1 and isinstance(error.args[0], Advised):
+        return error.args[0].web()
+    return str(error)
