@@ -114,6 +114,10 @@ RESTART_SECTIONS = ("camera", "models", "detection", "events")
 RESTART_KEYS = {"gpio": RECORD_KEYS, "hub": ("socket",)}
 # Sections only the hub (edge-app hub) reads, at its own start.
 HUB_SECTIONS = ("mqtt", "web")
+# The status while a reload's new gallery matcher is built beside the frame loop.
+BUILDING = (
+    "reload: building the new gallery's matcher; the running config applies until it is ready"
+)
 
 
 class ModelInfo(Protocol):
@@ -777,8 +781,18 @@ def check_models(config: Config, models_dir: Path) -> None:
     compiled for it are checked by their sha256 when the config may run them. Raises the
     UserError the start would."""
     from edge_app.engine import Engine, tpu_models_problem
+    from edge_app.manifest import ManifestError, load_manifest
 
-    cascade = FLOAT if config.models.cascade == FLOAT else INT8  # "auto" falls back to int8
+    try:
+        manifest = load_manifest(models_dir)
+    except ManifestError as error:
+        raise UserError(str(error)) from None
+    # On an Edge TPU the door runs int8 whatever the cascade asks ("auto" falls back to it):
+    # the float cascade is checked only where the door would run it, on the CPU.
+    on_tpu = config.models.backend != "cpu" and all(
+        spec.edgetpu is not None for spec in manifest.models.values()
+    )
+    cascade = FLOAT if config.models.cascade == FLOAT and not on_tpu else INT8
     engine = Engine.open(
         models_dir=models_dir,
         backend="cpu",
@@ -939,6 +953,7 @@ class Daemon:
         self._reloading: tuple[Config, LiveRule] | None = None
         self._now = 0.0
         self._notifier: sdnotify.SystemdNotifier | None = None
+        self._ready = False  # the start's READY=1 was sent: reloads are told to systemd after
         self._guard: threading.Thread | None = None
         # What the guard's check() raised (a relay that fails, or a bug in checking it): the
         # relay is locked and run() raises it, so the door exits non-zero and is restarted.
@@ -1070,6 +1085,7 @@ class Daemon:
                     assert self.reader is not None and self.relay is not None, "_start() made them"
                     source = self.reader.source
                     self._notify("READY=1", self._status_line())
+                    self._ready = True
                     log.info("door ready source=%s pin=GPIO%d", source.name, self.relay.pin)
                     self._loop(first)
                 if self._signal is not None:
@@ -1544,8 +1560,10 @@ class Daemon:
         ready the door keeps deciding under the running config, all of it."""
         log.info("reloading config=%s", self.config_path or "defaults")
         # systemd shows the door as reloading until READY=1, which every end of a reload
-        # sends: applied (_finish_reload) or refused (_refuse_reload).
-        self._notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        # sends (_reload_ended). A reload during the start (the first frame not read yet) is
+        # not told: the start's own READY=1 comes after it.
+        if self._ready:
+            self._notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         if self.events is not None:
             self.events.reopen()
         try:
@@ -1568,10 +1586,10 @@ class Daemon:
             return
         self._reloading = (new, live_rule)
         if not self._finish_reload(BUILD_WAIT_SECONDS):
-            log.info(
-                "reload: building the new gallery's matcher; the running config applies "
-                "until it is ready"
-            )
+            log.info("%s", BUILDING)
+            # The file is read and accepted: the reload's part that systemd waits for is
+            # done (a large gallery's build outlasts its reload timeout, TimeoutStartSec=).
+            self._reload_ended(BUILDING)
 
     def _finish_reload(self, timeout: float) -> bool:
         """Apply the pending reload once its matcher is built (within `timeout`); True when
@@ -1612,7 +1630,7 @@ class Daemon:
         self.config = self._as_running(new)
         log.info("reload done")
         self._reload_refused = None
-        self._notify("READY=1", self._status_line())
+        self._reload_ended()
         return True
 
     def _refuse_reload(self, why: str) -> None:
@@ -1620,7 +1638,13 @@ class Daemon:
         applied or the door restarts."""
         log.error("reload refused, keeping the running config: %s", why)
         self._reload_refused = cut(why)
-        self._notify("READY=1", self._status_line())
+        self._reload_ended()
+
+    def _reload_ended(self, doing: str | None = None) -> None:
+        """Tell systemd the reload ended (READY=1, once the start's was sent), with the
+        status line and, while its matcher builds, `doing`."""
+        status = self._status_line() + ("" if doing is None else f"; {doing}")
+        self._notify(*(("READY=1",) if self._ready else ()), status)
 
     def _as_running(self, new: Config) -> Config:
         """`new` as the door runs it once applied: what a reload cannot apply (RESTART_SECTIONS,

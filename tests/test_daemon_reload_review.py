@@ -291,13 +291,10 @@ def test_a_long_gallery_load_at_start_tells_systemd_the_start_goes_on(
     ), told
 
 
-def test_systemd_is_told_a_reload_begins_and_ends_whether_applied_or_refused(
+def _reloadable_door(
     tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SIGHUP reloads said nothing to systemd: `systemctl status` showed the door active
-    through a reload, and `systemctl reload` could not tell it from a door that ignored the
-    signal. Each reload now sends RELOADING=1 (with MONOTONIC_USEC) and ends with READY=1,
-    whether it was applied or refused."""
+) -> tuple[Daemon, ScriptedEngine, Path, list[str]]:
+    """A door on 30 frames of nobody with a config file to reload, and what it tells systemd."""
     told: list[str] = []
 
     class Notifier:
@@ -318,6 +315,22 @@ def test_systemd_is_told_a_reload_begins_and_ends_whether_applied_or_refused(
         engine=engine,
         pin_factory=MockFactory(),
     )
+    return daemon, engine, written, told
+
+
+def told_reloads(told: list[str]) -> list[str]:
+    """The READY and RELOADING lines among what the door told systemd, in order."""
+    return [state.split("\n")[0] for state in told if state.startswith(("READY", "RELOADING"))]
+
+
+def test_systemd_is_told_a_reload_begins_and_ends_whether_applied_or_refused(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGHUP reloads said nothing to systemd: `systemctl status` showed the door active
+    through a reload, and `systemctl reload` could not tell it from a door that ignored the
+    signal. Each reload now sends RELOADING=1 (with MONOTONIC_USEC) and ends with READY=1,
+    whether it was applied or refused."""
+    daemon, engine, written, told = _reloadable_door(tmp_path, gallery, monkeypatch)
     at_frame(engine, 5, daemon.request_reload)  # a valid file: applied
     at_frame(engine, 15, lambda: written.write_text("[gpio]\npin = 99\n"))
     at_frame(engine, 16, daemon.request_reload)  # refused
@@ -333,6 +346,40 @@ def test_systemd_is_told_a_reload_begins_and_ends_whether_applied_or_refused(
         ends.append(ended[0])
     assert "reload refused" not in ends[0]
     assert "reload refused, running on the previous config: " in ends[1]
+
+
+def test_a_reload_during_the_start_is_not_told_and_a_long_build_ends_the_reload(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: a SIGHUP during the start (models, gallery, the camera awaited)
+    was applied before the first frame, and its READY=1 told systemd the door had started
+    before it had. A reload whose matcher builds for longer than BUILD_WAIT_SECONDS ends the
+    reload systemd waits for once its file is accepted (a large gallery's build outlasts
+    TimeoutStartSec=), saying in the status that it builds."""
+    daemon, engine, _, told = _reloadable_door(tmp_path, gallery, monkeypatch)
+    start = daemon._start
+
+    def start_then_reload() -> None:
+        start()
+        daemon.request_reload()  # SIGHUP while the camera's first frame is awaited
+
+    monkeypatch.setattr(daemon, "_start", start_then_reload)
+    monkeypatch.setattr(daemon_module, "BUILD_WAIT_SECONDS", 0.0)
+    build = daemon_module.Recognizer.configured
+
+    def slow_build(self: Recognizer, timeout: float | None) -> bool:
+        return build(self, timeout) if engine.calls["detect"] > 12 else False
+
+    monkeypatch.setattr(daemon_module.Recognizer, "configured", slow_build)
+    at_frame(engine, 10, daemon.request_reload)
+    assert daemon.run() == 0
+    assert told_reloads(told) == ["READY=1", "RELOADING=1", "READY=1", "READY=1"], told
+    # both builds are said in the status; only the one after the start ends a reload
+    building = [state for state in told if daemon_module.BUILDING in state]
+    assert [state.split("\n")[0] for state in building] == [
+        "STATUS=watching " + str(tmp_path / "frames") + "; " + daemon_module.BUILDING,
+        "READY=1",
+    ], told
 
 
 def test_a_stop_during_a_long_start_ends_the_extensions(
