@@ -757,6 +757,62 @@ def test_run_check_config_refuses_models_the_door_would_refuse(tmp_path: Path) -
     assert done.returncode == 2 and "not compiled for the Edge TPU" in done.stderr, done.stderr
 
 
+def test_run_check_config_judges_the_cascade_and_folders_as_the_door_would(
+    tmp_path: Path,
+) -> None:
+    """Found by a review: with models compiled for the Edge TPU and no float cascade,
+    `cascade = "float"` was refused although the door on the Edge TPU runs int8 whatever
+    the cascade asks, so the installer would have stopped an upgrade of a working door. And a
+    gallery or events database in a folder any user may write was "valid", while the door
+    refuses the gallery (no start) and records no event in such a database."""
+    tpu = _models_copy(tmp_path, "tpu")
+
+    def compiled_without_float(manifest: dict[str, Any]) -> None:
+        manifest.pop("float_cascade")
+        for spec in manifest["models"].values():  # the CPU files stand in for compiled ones
+            spec["edgetpu"] = {"file": spec["file"], "sha256": spec["sha256"]}
+
+    _set_manifest(tpu, compiled_without_float)
+    config = tmp_path / "float.toml"
+    for backend, code in (("edgetpu", 0), ("auto", 0), ("cpu", 2)):
+        config.write_text(f'[models]\ndir = "{tpu}"\ncascade = "float"\nbackend = "{backend}"\n')
+        done = run(tmp_path, "run", "--check-config", "--config", str(config))
+        assert done.returncode == code, (backend, done.stderr)
+    assert 'models.cascade = "float" but' in done.stderr
+
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    open_folder.chmod(0o1777)
+    for key, text in (
+        ("events.db", f'[events]\ndb = "{open_folder}/events.db"\n'),
+        ("gallery.path", f'[gallery]\npath = "{open_folder}/gallery.db"\n'),
+    ):
+        config.write_text(text)
+        done = run(tmp_path, "run", "--check-config", "--config", str(config))
+        assert done.returncode == 2 and done.stdout == "", done.stderr
+        assert f"{key}: " in done.stderr and "may be written by any user" in done.stderr
+
+
+def test_an_installed_models_dir_written_out_is_checked_with_the_staged_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a review: a kept config that names the installed models folder itself
+    (`[models] dir = "/usr/share/edge-app/models"`) was checked with the old models, not the
+    upgrade's staged ones."""
+    from edge_app import cli, paths
+
+    installed = _models_copy(tmp_path, "installed")
+    staged = _models_copy(tmp_path, "models.new")
+    (staged / "facenet.tflite").write_bytes(b"cut short")
+    monkeypatch.setattr(paths, "INSTALLED_MODELS", installed)
+    config = tmp_path / "door.toml"
+    config.write_text(f'[models]\ndir = "{installed}"\n')
+    argv = ["run", "--check-config", "--config", str(config)]
+    assert cli.main([*argv]) == 0
+    assert cli.main([*argv, "--installed-models", str(staged)]) == 2
+    assert "facenet.tflite" in capsys.readouterr().err
+
+
 def test_run_check_config_checks_an_upgrades_models_where_the_installer_stages_them(
     tmp_path: Path,
 ) -> None:

@@ -17,6 +17,7 @@ from edge_app.config import (
     GPIO_PIN_MAX,
     PULSE_SECONDS_MAX,
     PULSE_SECONDS_MIN,
+    Config,
     ConfigError,
     GpioConfig,
 )
@@ -210,8 +211,12 @@ def run(args: argparse.Namespace) -> int:
         if models is not None and not models.is_dir():  # a typo: the start would refuse it
             named = "--models" if args.models is not None else "models.dir"
             raise UserError(f"{named}: {no_models_folder(models)}")
-        if models is None:
-            models = args.installed_models or paths.default_models_dir()
+        installed = models is None or models.resolve() == paths.INSTALLED_MODELS.resolve()
+        if installed and args.installed_models is not None:
+            models = args.installed_models  # the upgrade's models, staged beside the installed
+        elif models is None:
+            models = paths.default_models_dir()
+        _check_folders(config)
         with quieted({"edge_app": logging.WARNING}):  # the answer, and what is wrong
             check_models(config, models)
         return _say_valid(args.config)
@@ -235,6 +240,24 @@ def run(args: argparse.Namespace) -> int:
     if code == 0 and daemon.stopped_by == signal.SIGINT:
         return 128 + signal.SIGINT
     return code
+
+
+def _check_folders(config: Config) -> None:
+    """The folders of the gallery and the events database, as the door checks them when it
+    opens them: one any user may write (or another group) the door refuses for the gallery
+    (it does not start) and for the events (it records none in the database)."""
+    from edge_app.events import EVENTS_FILE
+    from edge_app.gallery import GALLERY_FILE
+    from edge_app.sqlite_access import refuse_open_folder
+
+    places = [("gallery.path", config.gallery.path, GALLERY_FILE)]
+    if config.events.db is not None:
+        places.append(("events.db", config.events.db, EVENTS_FILE))
+    for key, path, kind in places:
+        try:
+            refuse_open_folder(path, kind)
+        except (ValueError, UserError) as error:
+            raise UserError(f"{key}: {error}") from None
 
 
 def _wait_for_a_new_config(path: Path, why: str) -> None:
