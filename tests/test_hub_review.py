@@ -597,6 +597,21 @@ def test_a_command_the_hub_stops_before_sending_is_refused_aloud(
     assert sum(b'"unlock"' in line for line in hung.requests) == 1  # "phone" only
 
 
+def test_a_command_accepted_while_the_hub_stops_is_refused_as_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: a command paho delivered while stop() published the stopped state
+    (up to 2 s) was queued behind the unlock thread's end, then neither sent nor refused."""
+    from edge_app.hub.mqtt import _Unlock
+
+    bridge = MqttBridge(plain_settings(tmp_path, 1883), DoorLink(tmp_path / "door.sock"))
+    refused: list[str] = []
+    monkeypatch.setattr(bridge, "_refused_unlock", lambda request, why: refused.append(why))
+    bridge.stop()
+    bridge._open_door(_Unlock("mqtt:phone", f"{BASE}/unlock", name="phone"))
+    assert refused == [STOPPING]
+
+
 # --- a careless admin ----------------------------------------------------------------------
 
 

@@ -431,6 +431,8 @@ class MqttBridge:
         self._heartbeat: threading.Thread | None = None
         self._where = f"host={settings.host} port={settings.port}"
         self._unlocks: queue.Queue[_Unlock | None] = queue.Queue(maxsize=UNLOCK_QUEUE)
+        # Queueing a command and the stop's emptying of the queue, one at a time (stop).
+        self._unlock_gate = threading.Lock()
         self._unlocker: threading.Thread | None = None
         self._subscriptions: dict[int, list[str]] = {}  # subscribe mid -> its topics
         self._resent = -RESEND_SECONDS  # monotonic time of the last re-send for Home Assistant
@@ -534,12 +536,16 @@ class MqttBridge:
             # and any computed after it is the stopped state (state(), _publish_availability).
             self._stop.set()
         # Accepted commands the door was not asked yet are refused, each as a `denied` event
-        # before the stopped state: a stopping hub opens no door, and says so.
-        while True:
-            try:
-                request = self._unlocks.get_nowait()
-            except queue.Empty:
-                break
+        # before the stopped state: a stopping hub opens no door, and says so. Under the gate:
+        # a command accepted meanwhile is either queued before this or refused by _open_door.
+        with self._unlock_gate:
+            waiting = []
+            while True:
+                try:
+                    waiting.append(self._unlocks.get_nowait())
+                except queue.Empty:
+                    break
+        for request in waiting:
             if request is not None:
                 self._refused_unlock(request, STOPPING)
         with contextlib.suppress(queue.Full):
@@ -1050,10 +1056,16 @@ class MqttBridge:
 
     def _open_door(self, request: _Unlock) -> None:
         """Hand an accepted command to the unlock thread (never waits for the door here)."""
-        try:
-            self._unlocks.put_nowait(request)
-        except queue.Full:
-            self._refused_unlock(request, "the door has not answered the previous commands yet")
+        with self._unlock_gate:
+            stopping = self._stop.is_set()
+            if not stopping:
+                try:
+                    self._unlocks.put_nowait(request)
+                    return
+                except queue.Full:
+                    pass
+        why = STOPPING if stopping else "the door has not answered the previous commands yet"
+        self._refused_unlock(request, why)
 
     def _unlock_loop(self) -> None:
         while True:
