@@ -201,6 +201,21 @@ def test_the_events_database_is_named_as_run_names_it(
     assert run(capsys, "--db", str(db), "-n", "1") == run(capsys, "--events-db", str(db), "-n", "1")
 
 
+def test_an_events_database_the_door_may_not_trust_is_refused_with_its_own_fix(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a review: a refusal of the shared SQLite rules (a folder any user may write)
+    had a second piece of advice glued after its own, naming a config key."""
+    db.parent.chmod(0o777)
+    try:
+        code, out, err = run(capsys, "--events-db", str(db))
+    finally:
+        db.parent.chmod(0o700)
+    assert code == 2 and out == ""
+    assert "may be written by any user" in err and "keep it in a folder of its own" in err
+    assert "give the door's events database" not in err
+
+
 def test_follow_prints_each_new_event_as_the_door_records_it_until_ctrl_c(db: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "edge_app.cli", "events", "--events-db", str(db), "-n", "1", "-f"],

@@ -174,10 +174,14 @@ def run_events(args: argparse.Namespace) -> int:
     except NotRegularFileError as error:
         raise UserError(f"{db} is not an events database: {error.strerror}") from None
     except (ValueError, OSError) as error:
-        # The door's words name its config key; here the file was given as --events-db or found
-        # in the config.
-        reason = str(error).split("; left untouched")[0]
-        raise UserError(f"{reason}: give the door's events database ([events] db)") from None
+        # A file that is not an events database: the door's words end by naming its config
+        # key, but here the file was given as --events-db or found in the config. A file the
+        # door may not trust (sqlite_access) keeps its own fix (chown, chmod, another folder).
+        message = str(error)
+        if "; left untouched" in message:
+            reason = message.split("; left untouched")[0]
+            message = f"{reason}: give the door's events database ([events] db or --events-db)"
+        raise UserError(message) from None
     except sqlite3.Error as error:  # not a database, or a damaged one
         raise UserError(f"events.db: cannot read {db} ({error})") from None
     history = History(db, command_line=True)
