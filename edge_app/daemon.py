@@ -782,16 +782,19 @@ def check_models(config: Config, models_dir: Path) -> None:
     UserError the start would."""
     from edge_app.engine import Engine, tpu_models_problem
     from edge_app.manifest import ManifestError, load_manifest
+    from edge_app.runtime import edgetpu_library_problem
 
     try:
         manifest = load_manifest(models_dir)
     except ManifestError as error:
         raise UserError(str(error)) from None
-    # On an Edge TPU the door runs int8 whatever the cascade asks ("auto" falls back to it):
-    # the float cascade is checked only where the door would run it, on the CPU.
-    on_tpu = config.models.backend != "cpu" and all(
-        spec.edgetpu is not None for spec in manifest.models.values()
-    )
+    # On an Edge TPU the door runs int8 whatever the cascade asks: the float cascade is
+    # checked only where the door would run it, on the CPU. "auto" means the Edge TPU where
+    # its library loads (a Coral unplugged is not seen here: the door then runs on the CPU).
+    backend = config.models.backend
+    on_tpu = (
+        backend == "edgetpu" or (backend == "auto" and edgetpu_library_problem() is None)
+    ) and all(spec.edgetpu is not None for spec in manifest.models.values())
     cascade = FLOAT if config.models.cascade == FLOAT and not on_tpu else INT8
     engine = Engine.open(
         models_dir=models_dir,

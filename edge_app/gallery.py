@@ -1657,14 +1657,23 @@ class Gallery:
 
     def _refuse_lookalikes(self, new: Sequence[str]) -> None:
         """GalleryError when one of the people an import adds (`new`, their names) looks like
-        someone enrolled here (reads_like). The file's people are not compared with each
+        someone enrolled here or, in a gallery that holds anyone, another of them
+        (reads_like). Into an empty gallery the file's people are not compared with each
         other: an export of a gallery that holds two such names restores as it was."""
         enrolled = self._names()
-        for name in new:
+        for place, name in enumerate(new):
             twin = reads_like(name, enrolled)
             if twin is not None:
                 advice = "rename one of them (here, or in the file) first; nothing was imported"
                 raise GalleryError(looks_like_enrolled(name, twin, advice))
+            twin = reads_like(name, new[:place]) if enrolled else None
+            if twin is not None:
+                raise GalleryError(
+                    f"{name!r} and {twin!r} in the import look alike: the names differ only "
+                    "in characters that look alike (letters of another alphabet, full-width "
+                    "or other compatibility forms); rename one of them in the file first; "
+                    "nothing was imported"
+                )
 
     def _refuse_shared_faces(
         self,

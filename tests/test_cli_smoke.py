@@ -774,7 +774,11 @@ def test_run_check_config_judges_the_cascade_and_folders_as_the_door_would(
 
     _set_manifest(tpu, compiled_without_float)
     config = tmp_path / "float.toml"
-    for backend, code in (("edgetpu", 0), ("auto", 0), ("cpu", 2)):
+    from edge_app.runtime import edgetpu_library_problem
+
+    # "auto" runs on the Edge TPU where its library loads (not on this machine, most likely)
+    auto = 0 if edgetpu_library_problem() is None else 2
+    for backend, code in (("edgetpu", 0), ("auto", auto), ("cpu", 2)):
         config.write_text(f'[models]\ndir = "{tpu}"\ncascade = "float"\nbackend = "{backend}"\n')
         done = run(tmp_path, "run", "--check-config", "--config", str(config))
         assert done.returncode == code, (backend, done.stderr)
@@ -791,6 +795,25 @@ def test_run_check_config_judges_the_cascade_and_folders_as_the_door_would(
         done = run(tmp_path, "run", "--check-config", "--config", str(config))
         assert done.returncode == 2 and done.stdout == "", done.stderr
         assert f"{key}: " in done.stderr and "may be written by any user" in done.stderr
+    # A relative path is the folder the door runs in, not this one's: not judged here.
+    config.write_text('[gallery]\npath = "gallery.db"\n[events]\ndb = "events.db"\n')
+    done = run(open_folder, "run", "--check-config", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    if os.geteuid() == 0:  # a file of another user, which others may write: refused
+        private = tmp_path / "private"
+        private.mkdir(mode=0o700)
+        config.write_text(
+            f'[gallery]\npath = "{private}/gallery.db"\n[events]\ndb = "{private}/events.db"\n'
+        )
+        for key, name in (("gallery.path", "gallery.db"), ("events.db", "events.db")):
+            planted = private / name
+            planted.write_bytes(b"")
+            os.chown(planted, 1234, 1234)
+            planted.chmod(0o666)
+            done = run(tmp_path, "run", "--check-config", "--config", str(config))
+            assert done.returncode == 2 and f"{key}: " in done.stderr, done.stderr
+            assert "may be written by users other than its owner" in done.stderr
+            planted.unlink()
 
 
 def test_an_installed_models_dir_written_out_is_checked_with_the_staged_models(

@@ -455,15 +455,23 @@ def test_a_rename_to_a_name_that_looks_like_an_enrolled_one_is_refused(db: Path)
 def test_an_import_adding_a_name_that_looks_like_an_enrolled_one_is_refused(db: Path) -> None:
     before = digest(db)
     twin = ExportedPerson("\uff30aul", "2025-01-01T00:00:00Z", samples(2, 40))
-    with (
-        Gallery.open(db) as gallery,
-        pytest.raises(
+    pair = [
+        ExportedPerson("Ann", "2025-01-01T00:00:00Z", samples(2, 41)),
+        ExportedPerson("\u0410nn", "2025-01-01T00:00:00Z", samples(2, 42)),
+    ]
+    with Gallery.open(db) as gallery:
+        with pytest.raises(
             GalleryError,
             match=r"^'Ｐaul' looks like 'Paul', who is already enrolled: .*; rename one of "
             r"them \(here, or in the file\) first; nothing was imported$",
-        ),
-    ):
-        gallery.import_([twin], on_conflict="merge")
+        ):
+            gallery.import_([twin], on_conflict="merge")
+        with pytest.raises(
+            GalleryError,
+            match=r"^'Аnn' and 'Ann' in the import look alike: .*; rename one of them in "
+            r"the file first; nothing was imported$",
+        ):
+            gallery.import_(pair)  # into a gallery that holds people: as two enrolments
     assert digest(db) == before
 
 

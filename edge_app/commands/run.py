@@ -243,20 +243,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_folders(config: Config) -> None:
-    """The folders of the gallery and the events database, as the door checks them when it
-    opens them: one any user may write (or another group) the door refuses for the gallery
-    (it does not start) and for the events (it records none in the database)."""
-    from edge_app.events import EVENTS_FILE
+    """The gallery and the events database as the door checks them when it opens them: a
+    file others may change or a folder any user (or another group) may write, the door
+    refuses for the gallery (it does not start) and for the events (it records none in the
+    database). A relative path is the door's working folder's, which is not known here."""
+    from edge_app.events import EVENTS_FILE, check_events_owner
     from edge_app.gallery import GALLERY_FILE
-    from edge_app.sqlite_access import refuse_open_folder
+    from edge_app.sqlite_access import refuse_open_folder, refuse_unsafe
 
-    places = [("gallery.path", config.gallery.path, GALLERY_FILE)]
+    def gallery(path: Path) -> None:
+        if path.exists():  # followed if a link, as the gallery's open follows it
+            refuse_unsafe(path, path.stat(), GALLERY_FILE)
+        else:
+            refuse_open_folder(path, GALLERY_FILE)
+
+    def events(path: Path) -> None:
+        if os.path.lexists(path):
+            check_events_owner(path)
+        else:
+            refuse_open_folder(path, EVENTS_FILE)
+
+    places = [("gallery.path", config.gallery.path, gallery)]
     if config.events.db is not None:
-        places.append(("events.db", config.events.db, EVENTS_FILE))
-    for key, path, kind in places:
+        places.append(("events.db", config.events.db, events))
+    for key, path, check in places:
+        if not Path(path).is_absolute():
+            continue
         try:
-            refuse_open_folder(path, kind)
-        except (ValueError, UserError) as error:
+            check(Path(path))
+        except (ValueError, UserError, OSError) as error:
             raise UserError(f"{key}: {error}") from None
 
 
