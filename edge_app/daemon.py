@@ -794,7 +794,7 @@ def check_models(config: Config, models_dir: Path) -> None:
     backend = config.models.backend
     on_tpu = (
         backend == "edgetpu" or (backend == "auto" and edgetpu_library_problem() is None)
-    ) and all(spec.edgetpu is not None for spec in manifest.models.values())
+    ) and manifest.for_edgetpu
     cascade = FLOAT if config.models.cascade == FLOAT and not on_tpu else INT8
     engine = Engine.open(
         models_dir=models_dir,

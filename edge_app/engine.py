@@ -191,15 +191,18 @@ def tpu_models_problem(manifest: Manifest, models_dir: Path, backend: str) -> st
     a file that does not match its sha256; None when there is nothing to refuse."""
     if backend == "cpu":
         return None
-    if any(spec.edgetpu is None for spec in manifest.models.values()):
+    if not manifest.for_edgetpu:
         return not_compiled_for_tpu(models_dir) if backend == "edgetpu" else None
-    return files_problem(manifest, models_dir, edgetpu=True)
+    return files_problem(manifest, models_dir, edgetpu=True, cpu=False)  # the CPU's: loaded
 
 
-def files_problem(manifest: Manifest, models_dir: Path, edgetpu: bool) -> str | None:
+def files_problem(
+    manifest: Manifest, models_dir: Path, edgetpu: bool, cpu: bool = True
+) -> str | None:
     """The files of `models_dir` that are missing or do not match their sha256 in the
-    manifest (with the Edge TPU builds when `edgetpu`), in one line; None when all match."""
-    problems = verify_files(manifest, models_dir, edgetpu=edgetpu)
+    manifest (with the Edge TPU builds when `edgetpu`; those only when not `cpu`), in one
+    line; None when all match."""
+    problems = verify_files(manifest, models_dir, edgetpu=edgetpu, cpu=cpu)
     if not problems:
         return None
     return (
@@ -339,7 +342,7 @@ class Engine:
             problem = files_problem(manifest, models_dir, edgetpu=chosen.kind == "edgetpu")
             if problem is not None:
                 raise UserError(problem)
-        if chosen.kind == "edgetpu" and any(s.edgetpu is None for s in manifest.models.values()):
+        if chosen.kind == "edgetpu" and not manifest.for_edgetpu:
             if backend == "edgetpu":
                 raise UserError(not_compiled_for_tpu(models_dir))
             log.warning("manifest has no Edge TPU models; running the int8 CPU models instead")

@@ -1167,6 +1167,16 @@ def check_events_owner(path: Path) -> None:
     refuse_unsafe(path, os.lstat(path), EVENTS_FILE)
 
 
+def refuse_untrusted(path: Path) -> None:
+    """Refuse (ValueError) what the door refuses before it opens the events database at
+    `path` (check_events_owner) or, when nothing is there yet, before it creates one (a
+    folder open to others): for doctor and `run --check-config`, which open nothing."""
+    if os.path.lexists(path):
+        check_events_owner(path)
+    else:
+        refuse_open_folder(path, EVENTS_FILE)
+
+
 def _narrow(path: Path) -> None:
     """Make an events.db (proved one) and its side files 0600 when their group or others
     may use them, with a warning: they hold who came in and when. SQLite gives a new -wal

@@ -181,6 +181,11 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     float_cascade: FloatCascade | None = None
 
+    @property
+    def for_edgetpu(self) -> bool:
+        """Whether every model has an Edge TPU build (the door runs them there only then)."""
+        return all(spec.edgetpu is not None for spec in self.models.values())
+
     def by_role(self, role: str) -> list[tuple[str, ModelSpec]]:
         """Models of one role; P-Net models come in pyramid order, largest scale first."""
         found = [(name, spec) for name, spec in self.models.items() if spec.role == role]
@@ -607,11 +612,15 @@ def load_manifest(models_dir: Path) -> Manifest:
     return parse_manifest(data)
 
 
-def verify_files(manifest: Manifest, models_dir: Path, edgetpu: bool = False) -> list[str]:
-    """Problems with the model files on disk (missing or hash mismatch); empty when all good."""
+def verify_files(
+    manifest: Manifest, models_dir: Path, edgetpu: bool = False, cpu: bool = True
+) -> list[str]:
+    """Problems with the model files on disk (missing or hash mismatch); empty when all good.
+    edgetpu: the Edge TPU builds too; cpu=False: those only."""
     entries: list[tuple[str, str, str]] = []
     for name, spec in manifest.models.items():
-        entries.append((name, spec.file, spec.sha256))
+        if cpu:
+            entries.append((name, spec.file, spec.sha256))
         if edgetpu and spec.edgetpu is not None:
             entries.append((name, spec.edgetpu.file, spec.edgetpu.sha256))
     return _file_problems(models_dir, entries)

@@ -777,15 +777,14 @@ def _events_checks(config: Config) -> list[Check]:
     by the rules the door itself applies when it opens them (edge_app/events.py)."""
     import stat
 
-    from edge_app.events import EVENTS_FILE, check_events_owner, snapshots_folder_problem
+    from edge_app.events import refuse_untrusted, snapshots_folder_problem
     from edge_app.private_file import refuse_non_regular
-    from edge_app.sqlite_access import refuse_open_folder
 
     checks = []
     db = config.events.db
     if db is not None and not os.path.lexists(db):
         try:
-            refuse_open_folder(Path(db), EVENTS_FILE)  # as the door does before creating it
+            refuse_untrusted(Path(db))  # as the door does before creating it
         except ValueError as error:
             fix = "the door records no event there until this is fixed"
             checks.append(Check("events", "fail", str(error), fix))
@@ -794,7 +793,7 @@ def _events_checks(config: Config) -> list[Check]:
     elif db is not None:
         try:
             refuse_non_regular(Path(db))
-            check_events_owner(Path(db))  # before SQLite reads it, as the door does
+            refuse_untrusted(Path(db))  # before SQLite reads it, as the door does
             mode = stat.S_IMODE(os.lstat(db).st_mode)
         except (ValueError, OSError) as error:
             checks.append(

@@ -247,7 +247,7 @@ def _check_folders(config: Config) -> None:
     file others may change or a folder any user (or another group) may write, the door
     refuses for the gallery (it does not start) and for the events (it records none in the
     database). A relative path is the door's working folder's, which is not known here."""
-    from edge_app.events import EVENTS_FILE, check_events_owner
+    from edge_app.events import refuse_untrusted
     from edge_app.gallery import GALLERY_FILE
     from edge_app.sqlite_access import refuse_open_folder, refuse_unsafe
 
@@ -257,15 +257,9 @@ def _check_folders(config: Config) -> None:
         else:
             refuse_open_folder(path, GALLERY_FILE)
 
-    def events(path: Path) -> None:
-        if os.path.lexists(path):
-            check_events_owner(path)
-        else:
-            refuse_open_folder(path, EVENTS_FILE)
-
     places = [("gallery.path", config.gallery.path, gallery)]
     if config.events.db is not None:
-        places.append(("events.db", config.events.db, events))
+        places.append(("events.db", config.events.db, refuse_untrusted))
     for key, path, check in places:
         if not Path(path).is_absolute():
             continue
