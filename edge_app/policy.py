@@ -25,7 +25,9 @@ every frame, until the person's own face is back. A recognised track whose full 
 of `window` evaluated frames holds no frame of that person's own face is held by someone
 else: it is reported `unknown` once, with reason "took the place of NAME" (a stranger
 following a resident in while the door is open), and the person coming back to it is not
-decided again.
+decided again. Not while another enrolled person's own face in that window can still make
+them its winner (a known visitor behind the resident, recognised once their frames reach
+`hits`).
 
 Liveness (docs/LIVENESS.md): each vote may carry the face's liveness score. With the rule in
 "require" mode a recognised track unlocks only once `min_live_frames` of its last 10 scored
@@ -354,8 +356,10 @@ class Policy:
         if spoof:
             return spoof
         if winner is None and len(state.votes) == self.window:
-            if state.identity is not None and not any(
-                self._own_face(v, state.identity) for v in state.votes
+            if (
+                state.identity is not None
+                and not any(self._own_face(v, state.identity) for v in state.votes)
+                and not self._someone_else_coming(state)
             ):
                 # A full window without one frame of the recognised person's own face: someone
                 # else holds the track (a stranger stepping into a resident's place at the
@@ -516,6 +520,21 @@ class Policy:
         """Whether the track's identity may open the door, as its latest vote for them says
         (the gallery may have changed since the earlier ones); no such vote: not admitted."""
         return next((v.admitted for v in reversed(state.votes) if v.name == state.identity), False)
+
+    def _someone_else_coming(self, state: _TrackState) -> bool:
+        """Another enrolled person's own face is in the window where their next frames can
+        still make them its winner: someone known stepping into the track (a visitor behind a
+        resident), recognised as themselves once their frames reach `hits`, not a stranger
+        who took the resident's place. Only frames that stay in the window while the
+        `hits - 1` next ones come count, so a rare stray match never holds the report back."""
+        votes = list(state.votes)
+        others = {v.name for v in votes if v.alone and v.name not in (None, state.identity)}
+        for name in others:
+            for coming in range(1, self.hits):
+                kept = votes[coming:]  # the frames still in the window after `coming` more
+                if sum(self._own_face(v, name) for v in kept) + coming >= self.hits:
+                    return True
+        return False
 
     @staticmethod
     def _own_face(vote: Vote, name: str | None) -> bool:

@@ -237,3 +237,38 @@ def test_a_spoof_judged_under_require_does_not_open_after_a_reload(relaxed: str)
     policy.configure(policy.config, LiveRule(relaxed, 0.5 if relaxed == LOG else float("nan"), 4))
     later = [d for _ in range(5) for d in policy.vote(1, alice(DEAD if relaxed == LOG else None))]
     assert UNLOCK not in kinds(later), kinds(later)
+
+
+def bob(liveness: float | None = LIVE) -> Vote:
+    """A known visitor: enrolled, recognised and reported, never let in."""
+    return Vote("bob", 0.7, 0.1, liveness=liveness, admitted=False)
+
+
+@pytest.mark.parametrize("mode", [OFF, LOG, REQUIRE])
+def test_a_known_visitor_stepping_into_a_residents_track_is_not_reported_a_stranger(
+    mode: str,
+) -> None:
+    """Alice is let in; Bob, a known visitor, steps into her track behind her. His first
+    frames match him only now and then (a face turning in): 3 of 5 come later. The window
+    held no frame of Alice's own face before he reached 3, and the door reported an unknown
+    who "took the place of alice" (a tailgating alert and a snapshot for someone it knows),
+    then recognised Bob. Bob is recognised, and nothing says a stranger took her place."""
+    policy = make(Clock(), mode)
+    liveness = None if mode == OFF else LIVE
+    decisions = [d for _ in range(4) for d in policy.vote(1, alice(liveness))]
+    assert kinds(decisions) == [RECOGNIZED, UNLOCK]
+    visitor = [alice(liveness, alone=False)] * 2 + [bob(liveness), nobody(liveness)] * 3
+    decisions = [d for vote in visitor for d in policy.vote(1, vote)]
+    assert [(d.kind, d.name) for d in decisions] == [(RECOGNIZED, "bob"), (DENIED, "bob")]
+    assert all(d.reason is None or TOOK_PLACE not in d.reason for d in decisions)
+
+
+def test_a_stray_match_to_someone_else_does_not_hold_back_a_stranger_report() -> None:
+    """A stranger takes Alice's place; one frame of theirs matches Bob by itself, too long
+    ago for Bob to reach 3 of 5 on the frames still in the window. The stranger is reported
+    once the window holds no frame of Alice's own face, as with no stray match."""
+    policy = make(Clock(), OFF)
+    decisions = [d for _ in range(4) for d in policy.vote(1, alice(None))]
+    stranger = [bob(None)] + [nobody(None)] * 4
+    decisions = [d for vote in stranger for d in policy.vote(1, vote)]
+    assert [(d.kind, d.reason) for d in decisions] == [(UNKNOWN, f"{TOOK_PLACE} of alice")]
