@@ -843,13 +843,16 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
     appended to the gallery, a password hash written over it, or two sinks in one file,
     would damage both; and none of them may be the camera's recorded source, which the door
     would then read while writing it."""
-    from edge_app.sqlite_files import SIDE_FILES  # (not at import: relay_off reads this module)
+    # (not at import: relay_off reads this module)
+    from edge_app.hub.code import lockout_path
+    from edge_app.sqlite_files import SIDE_FILES
 
     files = written_files(config)
     seen: dict[Path, str] = {}
     # What else a written file must not be: the side files SQLite keeps beside each database
-    # (events written into the gallery's -wal, say), and the files edge-app only reads (a
-    # password hash written over the TLS key, say).
+    # (events written into the gallery's -wal, say), the lock-out file the hub keeps beside
+    # the unlock code's, and the files edge-app only reads (a password hash written over the
+    # TLS key, say).
     others: dict[Path, str] = {}
     for key, path in read_files(config).items():
         with contextlib.suppress(OSError):  # unreadable: the hub says so when it reads it
@@ -862,6 +865,12 @@ def _distinct_files(config: Config, errors: list[str]) -> None:
                 for suffix in SIDE_FILES:
                     side = where.with_name(where.name + suffix)
                     others[side] = f"the {suffix} file SQLite keeps beside {key}"
+    code = files["mqtt.unlock_code_file"]
+    with contextlib.suppress(OSError):  # said below, for the code file itself
+        if code is not None and code.name:
+            others[_followed(lockout_path(code))] = (
+                "the lock-out file the hub keeps beside mqtt.unlock_code_file"
+            )
     # The models folder's files: events appended to its manifest stopped every later start.
     models = config.models.dir if config.models.dir is not None else paths.default_models_dir()
     with contextlib.suppress(OSError):  # missing: the engine says so when it loads

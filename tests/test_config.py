@@ -543,6 +543,11 @@ def test_the_gallery_and_each_event_sink_need_their_own_file(
             "web.password_file: {tmp}/tls.key is also web.tls_key, which edge-app reads",
         ),
         (
+            {"events": {"db": "{tmp}/code.lockout"}, "mqtt": {"unlock_code_file": "{tmp}/code"}},
+            "events.db: {tmp}/code.lockout is also the lock-out file the hub keeps beside "
+            "mqtt.unlock_code_file",
+        ),
+        (
             {"mqtt": {"unlock_code_file": "{tmp}/secret", "unlock_secret_file": "{tmp}/secret"}},
             "mqtt.unlock_code_file: {tmp}/secret is also mqtt.unlock_secret_file, which "
             "edge-app reads",

@@ -16,11 +16,26 @@ so a flood of commands costs a JSON parse each, not an scrypt each.
 
 The hash file holds one line, `scrypt$N$r$p$<salt>$<hash>` (unpadded base64), mode 0600,
 written atomically by `edge-app hub unlock-code`.
+
+The lock-out outlives the hub: a restart (a crash, or one an attacker provokes: systemd
+restarts the hub within seconds) must not give a guesser a clean slate. So the streak of
+wrong codes since the last right one, the wall-clock time of the last, and the wall-clock
+end of a running lock-out and its reason are kept in a JSON file beside the code file
+(lockout_path: the code file's name + `.lockout`), mode 0600, written atomically at each
+wrong code and at the right code that ends a streak; never the code, nor anything computed
+from it. The hub reads it when it starts, and refuses to start when the file is not one it
+wrote (LockoutFileError): removing the file starts the count over. A folder the hub may not
+write (the code file under /etc with ProtectSystem=strict) leaves the counts in memory only,
+said once in the log. The wrong codes inside the last FAILURE_WINDOW are counted in memory
+only: the streak, which is kept, locks out each wrong code past MAX_WRONG whatever their
+pace, so a restart spares a guesser at most one LOCKOUT.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -28,12 +43,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edge_app.errors import UserError
+from edge_app import untrusted_json
+from edge_app.errors import UserError, shown_value
 from edge_app.hub.signing import ReplayGuard, UnlockRefused, command_object
-from edge_app.private_file import read_private, write_secret_line
+from edge_app.paths import DEFAULT_STATE_DIR
+from edge_app.private_file import (
+    NotRegularFileError,
+    read_private,
+    refuse_non_regular,
+    write_private_text,
+    write_secret_line,
+)
 from edge_app.secret_hash import CostRefused, HashFormatError, ScryptHash
 
 log = logging.getLogger(__name__)
@@ -58,10 +81,18 @@ LOCKOUT = 60.0
 # streak ends at a right code, or once STREAK_FORGOTTEN passes without a wrong one.
 LOCKOUT_MAX = 3600.0
 STREAK_FORGOTTEN = 86400.0
+# The lock-out file: beside the code file, named after it (lockout_path).
+LOCKOUT_SUFFIX = ".lockout"
+# Its reason words ("8 wrong codes since the last right one"): longer is not a file we wrote.
+REASON_MAX_CHARS = 200
 
 
 class CodeFileError(UserError):
     """The unlock code file is missing, readable by others, or not a hash we wrote."""
+
+
+class LockoutFileError(CodeFileError):
+    """The lock-out file beside the code file is not one the hub wrote, or cannot be read."""
 
 
 def check_new_code(code: str) -> str:
@@ -119,7 +150,92 @@ def write_code_file(path: Path, code: str) -> None:
     write_secret_line(path, CodeHash.of(code).line(), CODE_KEY, error=CodeFileError)
 
 
-@dataclass(frozen=True)
+def lockout_path(code_file: Path) -> Path:
+    """The lock-out file of the code in `code_file`: beside it, so it lives wherever the code
+    does (in the hub's state folder, as the docs say to put the code file)."""
+    code_file = Path(code_file)
+    return code_file.with_name(code_file.name + LOCKOUT_SUFFIX)
+
+
+@dataclasses.dataclass(frozen=True)
+class LockoutState:
+    """What the lock-out file holds, times in wall-clock Unix seconds (0: none): the wrong
+    codes since the last right one, when the last came, when the running lock-out ends and
+    what started it (given exactly when a lock-out runs)."""
+
+    streak: int = 0
+    last_wrong: float = 0.0
+    locked_until: float = 0.0
+    after: str = ""
+
+    def text(self) -> str:
+        return json.dumps(dataclasses.asdict(self)) + "\n"  # ASCII: json escapes the rest
+
+    @classmethod
+    def of(cls, data: Any) -> LockoutState:
+        """The state in a parsed file; ValueError saying what is wrong with it."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) != fields:
+            raise ValueError(f"not a JSON object with exactly {sorted(fields)}")
+        streak, after = data["streak"], data["after"]
+        if not _whole(streak) or streak < 0:
+            raise ValueError(f"streak {shown_value(streak)} is not a count")
+        for name in ("last_wrong", "locked_until"):
+            if not _number(data[name]) or data[name] < 0:
+                raise ValueError(f"{name} {shown_value(data[name])} is not Unix seconds")
+        if not isinstance(after, str) or len(after) > REASON_MAX_CHARS or not after.isprintable():
+            raise ValueError(f"after {shown_value(after)} is not a reason the hub gives")
+        if bool(after) != bool(data["locked_until"]):
+            raise ValueError("after and locked_until must be given together")
+        return cls(streak, float(data["last_wrong"]), float(data["locked_until"]), after)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return _whole(value) or isinstance(value, float)
+
+
+def read_lockout_file(path: Path) -> LockoutState | None:
+    """The state stored at `path`, None when there is no file. LockoutFileError when what is
+    there is not a private regular file (a symbolic link is not followed) of valid state, or
+    cannot be read: the hub then fails secure, refusing to start, rather than count from 0."""
+    path = Path(path)
+    remove = f"remove {path} (as the service user) to start the wrong-code count over"
+    try:
+        refuse_non_regular(path)
+        data = read_private(
+            path, CODE_KEY, error=LockoutFileError, fix=f", or {remove}", hint=f"; {remove}"
+        )
+    except FileNotFoundError:
+        return None
+    except NotRegularFileError as refused:
+        raise LockoutFileError(f"{CODE_KEY}: {path}: {refused.strerror}; {remove}") from None
+    except OSError as error:
+        raise LockoutFileError(
+            f"{CODE_KEY}: cannot read {path} ({error.strerror or error}); {remove}"
+        ) from None
+    try:
+        return LockoutState.of(untrusted_json.loads(data))
+    except ValueError as error:  # BadJSON is one
+        raise LockoutFileError(
+            f"{CODE_KEY}: {path} is not a lock-out file the hub wrote ({error}); {remove}"
+        ) from None
+
+
+def write_lockout_file(path: Path, state: LockoutState) -> None:
+    """Store `state` atomically with mode 0600; OSError when it cannot be."""
+    write_private_text(path, lambda handle: handle.write(state.text()), encoding="ascii")
+
+
+def _streak_forgotten(age: float) -> bool:
+    """Whether a streak whose last wrong code is `age` seconds old is over."""
+    return age > STREAK_FORGOTTEN
+
+
+@dataclasses.dataclass(frozen=True)
 class LockCommand:
     action: str  # UNLOCK, OPEN or LOCK
     timestamp: int
@@ -140,10 +256,14 @@ class CodeVerifier:
         *,
         clock: Callable[[], float] = time.time,
         ticks: Callable[[], float] | None = None,
+        state_file: Path | None = None,
     ) -> None:
         """clock, ticks: as ReplayGuard's. The lock-out and the wrong-code window run on
         the guard's monotonic ticks too: a wall-clock step (NTP at boot, a hand-set date)
-        must neither end a lock-out early nor stretch it by the size of the step."""
+        must neither end a lock-out early nor stretch it by the size of the step.
+
+        state_file: the lock-out file (lockout_path), read here (LockoutFileError when it is
+        not ours) and written as codes are counted; None keeps the counts in memory only."""
         if window is None:
             from edge_app.config import MqttConfig  # here: `edge-app --help` reads this module
 
@@ -159,6 +279,62 @@ class CodeVerifier:
         # process), so the cache never holds a code, nor a hash that could be attacked offline.
         self._replay_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
+        self._state_file = state_file
+        self._unsaved_said = False  # the warning that the file cannot be written: said once
+        if state_file is not None:
+            stored_state = read_lockout_file(state_file)
+            if stored_state is not None:
+                self._restore(stored_state)
+
+    def _restore(self, state: LockoutState) -> None:
+        """Carry a previous hub's streak and running lock-out over onto this one's ticks.
+        The file holds wall-clock times (ticks start again at each boot), so a clock stepped
+        since may shift them: a last wrong code in the future counts as just now, keeping
+        the streak, and what is left of a lock-out is cut to LOCKOUT_MAX, so a clock set back
+        cannot lengthen it past the longest one the hub gives."""
+        wall, now = self._guard.clock(), self._guard.ticks()
+        age = max(wall - state.last_wrong, 0.0)
+        if state.streak and not _streak_forgotten(age):
+            self._streak = state.streak
+            self._last_wrong = now - age
+        remaining = min(max(state.locked_until - wall, 0.0), LOCKOUT_MAX)
+        if remaining:
+            self._locked_until = now + remaining
+            self._locked_after = state.after
+            log.warning(
+                "remote unlock still locked out for %.0f s after %s (before the hub restarted)",
+                remaining,
+                state.after,
+            )
+
+    def _save(self, now: float) -> None:
+        """Store the streak and any running lock-out (called under self._lock, `now` on the
+        ticks). A file that cannot be written leaves the counts in memory, said once."""
+        if self._state_file is None:
+            return
+        wall = self._guard.clock()
+        left = self._locked_until - now
+        state = LockoutState(
+            streak=self._streak,
+            last_wrong=wall - (now - self._last_wrong) if self._streak else 0.0,
+            locked_until=wall + left if left > 0 else 0.0,
+            after=self._locked_after if left > 0 else "",
+        )
+        try:
+            write_lockout_file(self._state_file, state)
+        except OSError as error:
+            if not self._unsaved_said:
+                self._unsaved_said = True
+                log.warning(
+                    "%s: cannot write the lock-out file %s (%s): wrong codes are counted in "
+                    "memory only, and a restart of the hub starts the count over; put "
+                    "unlock_code_file in %s, the hub's state folder, so the count survives "
+                    "restarts (said once)",
+                    CODE_KEY,
+                    self._state_file,
+                    error.strerror or error,
+                    DEFAULT_STATE_DIR,
+                )
 
     def verify(self, payload: bytes) -> LockCommand:
         """The command when it may be carried out; else UnlockRefused saying why."""
@@ -178,11 +354,14 @@ class CodeVerifier:
             with self._guard.admitting(key, command.timestamp, "timestamp and code"):
                 if not self.stored.matches(code):
                     count, lockout = self._count_wrong(now)
+                    self._save(now)
                     extra = f"; locked out for {lockout:.0f} s" if lockout else ""
                     raise UnlockRefused(
                         f"wrong code ({count} of {MAX_WRONG} in {FAILURE_WINDOW:.0f} s{extra})"
                     )
-            self._streak = 0
+            if self._streak:  # a right code ends the streak, on file too
+                self._streak = 0
+                self._save(now)
         return command
 
     def _count_wrong(self, now: float) -> tuple[int, float]:
@@ -193,7 +372,7 @@ class CodeVerifier:
             self._wrong.popleft()
         self._wrong.append(now)
         count = len(self._wrong)
-        if now - self._last_wrong > STREAK_FORGOTTEN:
+        if _streak_forgotten(now - self._last_wrong):
             self._streak = 0
         self._streak += 1
         self._last_wrong = now

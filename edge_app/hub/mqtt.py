@@ -84,7 +84,7 @@ from edge_app import untrusted_json
 from edge_app.config import MqttConfig, host_name_problem
 from edge_app.control import HELD_EVENTS, HELD_SECONDS, REFUSAL_LOG_SECONDS, ControlError
 from edge_app.errors import UserError
-from edge_app.hub.code import LOCK, CodeVerifier, read_code_file
+from edge_app.hub.code import LOCK, CodeVerifier, lockout_path, read_code_file
 from edge_app.hub.discovery import (
     OFFLINE,
     ONLINE,
@@ -386,7 +386,9 @@ class MqttBridge:
             self.verifier = UnlockVerifier(key, settings.door_id, settings.unlock_window_seconds)
         if settings.remote_unlock and settings.unlock_code_file is not None:
             self.code_verifier = CodeVerifier(
-                read_code_file(settings.unlock_code_file), settings.unlock_window_seconds
+                read_code_file(settings.unlock_code_file),
+                settings.unlock_window_seconds,
+                state_file=lockout_path(settings.unlock_code_file),
             )
         self.client = make_client(settings, f"edge-door-hub-{settings.door_id}", self.topics)
         self.client.on_connect = self._on_connect
