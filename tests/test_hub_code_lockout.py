@@ -371,3 +371,40 @@ def test_a_code_file_on_a_read_only_mount_keeps_the_counts_in_memory(tmp_path: P
     assert done.stderr.count("cannot write the lock-out file") == 1, done.stderr
     assert "Read-only file system" in done.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["unlock.code"]
+
+
+def test_a_new_code_clears_the_old_codes_lock_out(tmp_path: Path) -> None:
+    """Wrong codes left a lock-out on file; the owner sets a new code with `edge-app hub
+    unlock-code`. The guesses were at the old code: the lock-out file is removed and the
+    command says so, so the restarted hub takes the new code at once. Without a lock-out
+    file the command says nothing of one."""
+    code_file = tmp_path / "unlock.code"
+    toml = tmp_path / "door.toml"
+    toml.write_text(f'[mqtt]\nremote_unlock = true\nunlock_code_file = "{code_file}"\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
+
+    def set_code(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edge_app.cli", "hub", "unlock-code", "--stdin"]
+            + ["--config", str(toml)],
+            input=code + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    first = set_code(CODE)
+    assert first.returncode == 0, first.stderr
+    assert "cleared" not in first.stdout
+    clock = Clock()
+    check = CodeVerifier(cheap_hash(), 30.0, clock=clock, state_file=lockout_path(code_file))
+    for _ in range(rules.MAX_WRONG):
+        clock.now += 1
+        with pytest.raises(UnlockRefused, match="wrong code"):
+            check.verify(command("UNLOCK", "000000", clock.now))
+    assert read_lockout_file(lockout_path(code_file)) is not None
+    again = set_code("135792")
+    assert again.returncode == 0, again.stderr
+    assert "the old code's wrong-code count and lock-out are cleared" in again.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml", "unlock.code"]

@@ -126,7 +126,8 @@ The hub reads the file when it starts: restart it afterwards
 (sudo systemctl restart edge-app-hub). Home Assistant's lock card then asks for this code;
 the hub checks it against the hash, with a timestamp window, a replay check and a lock-out
 after repeated wrong codes (docs/HOME_ASSISTANT.md). It needs [mqtt] remote_unlock = true
-and unlock_code_file set, and the door's [hub] allow_unlock = true.
+and unlock_code_file set, and the door's [hub] allow_unlock = true. A new code clears the
+count of wrong codes, and any lock-out, that guesses at the old one left beside the file.
 
 examples:
   sudo -u edge-app edge-app hub unlock-code
@@ -218,7 +219,7 @@ def _read_new_secret(from_stdin: bool, prompt: str, what: str, check: Callable[[
 def run_unlock_code(args: argparse.Namespace) -> int:
     from edge_app.config import door_config
     from edge_app.errors import UserError
-    from edge_app.hub.code import CODE_KEY, check_new_code, write_code_file
+    from edge_app.hub.code import CODE_KEY, check_new_code, forget_lockout, write_code_file
 
     _alone(args, "unlock-code")
     config = door_config(args.config, {})  # its secret file is not the config file itself
@@ -234,6 +235,15 @@ def run_unlock_code(args: argparse.Namespace) -> int:
     )
     write_code_file(path, code)
     sys.stdout.write(f"unlock code set in {path}; restart the hub to use it\n")
+    try:
+        if forget_lockout(path):
+            sys.stdout.write("the old code's wrong-code count and lock-out are cleared\n")
+    except OSError as error:  # the code is set; the count of guesses at the old one stays
+        sys.stdout.write(
+            f"note: the old code's wrong-code count stays ({error.strerror or error}); it "
+            "ends a day after the last wrong code, or remove the lock-out file "
+            "(docs/HOME_ASSISTANT.md)\n"
+        )
     if not config.mqtt.remote_unlock:
         sys.stdout.write("note: [mqtt] remote_unlock is false, so the hub will not use it yet\n")
     return 0

@@ -225,6 +225,18 @@ def read_lockout_file(path: Path) -> LockoutState | None:
         ) from None
 
 
+def forget_lockout(code_file: Path) -> bool:
+    """Remove the lock-out file of the code in `code_file` (a new code was just set: the
+    wrong codes counted were guesses at the old one); whether there was one. Only the
+    service user, who may remove the file anyway, sets a code, so this hands a guesser
+    nothing."""
+    try:
+        lockout_path(code_file).unlink()  # a symbolic link itself, never what it names
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def write_lockout_file(path: Path, state: LockoutState) -> None:
     """Store `state` atomically with mode 0600; OSError when it cannot be."""
     write_private_text(path, lambda handle: handle.write(state.text()), encoding="ascii")
