@@ -1,10 +1,11 @@
 """The advice a refusal ends with where the command line and the web page say it differently.
 
-The command line names its flags and commands (`use --add`), the People page its forms (add
-photos below). A refusal with such advice is an Advised: the problem, then the advice as a
-kind, each surface wording the kind itself (for_cli, for_web). `str()` of an Advised, and of
-an error raised with one, is the command line's text; the page asks for web(). Advice every
-surface words alike stays in the plain text.
+The command line names its flags and commands (`use --add`, `pass --db`, `sudo -u edge-app`),
+the People page its forms (add photos below), or what the hub's service needs (write access
+to the gallery's folder). A refusal with such advice is an Advised: the problem, then the
+advice as a kind, each surface wording the kind itself (for_cli, for_web). `str()` of an
+Advised, and of an error raised with one, is the command line's text; the page asks for
+web(). Advice every surface words alike stays in the plain text.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ class Advice(enum.Enum):
     ADD_PHOTOS = "add photos to the person enrolled under that name"
     ENROL_NEW = "enrol the name as a new person"
     ADD_PHOTO_TO = "add this photo to the enrolled person `name`"
+    # The gallery's file, which the command line chooses (--db) and runs as a user of its
+    # choice, and the page does not: it is the hub's service's, as docs/WEB.md sets it up.
+    NOT_A_GALLERY = "name the file of an edge-app gallery"
+    CREATE_WHERE_WRITABLE = "create the gallery where it can be written"
+    WRITE_AS_OWNER = "change the gallery as the user that owns it, in a folder it may write"
+    READ_AS_OWNER = "read the gallery where the -shm file beside it can be made"
 
 
 # Each kind's words: (the command line's, the People page's). `{name}` is the person's name,
@@ -29,6 +36,26 @@ WORDS: dict[Advice, tuple[str, str]] = {
     Advice.ADD_PHOTO_TO: (
         "`edge-app enroll --add {name} PHOTO`",
         "Add photos in their panel below",
+    ),
+    Advice.NOT_A_GALLERY: (
+        "pass --db with the path of an edge-app gallery (it is left untouched)",
+        "set [gallery] path in the hub's config to the door's gallery (it is left untouched)",
+    ),
+    Advice.CREATE_WHERE_WRITABLE: (
+        "pass --db with a writable location",
+        "the web page's service (edge-app-hub) needs write access to the gallery's folder "
+        "(docs/WEB.md)",
+    ),
+    Advice.WRITE_AS_OWNER: (
+        "and this command changes it: run it as the user that owns the gallery "
+        "(sudo -u edge-app), or give a --db in a folder you can write",
+        "and this change needs it: the web page's service (edge-app-hub) must run as the "
+        "user that owns the gallery, with write access to its folder (docs/WEB.md)",
+    ),
+    Advice.READ_AS_OWNER: (
+        "read it as its owner (sudo -u edge-app), or once the door is running",
+        "the web page's service (edge-app-hub) needs write access to the gallery's folder "
+        "(docs/WEB.md), or the door running",
     ),
 }
 

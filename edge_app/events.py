@@ -56,9 +56,8 @@ from edge_app.private_file import (
     sweep_temporaries,
     temporary_pattern,
 )
-from edge_app.sqlite_access import Kind, refuse_open_folder, refuse_unsafe
+from edge_app.sqlite_access import Kind, narrow_to_private, refuse_open_folder, refuse_unsafe
 from edge_app.sqlite_files import (
-    SIDE_FILES,
     connect_read_only,
     empty_wal,
     missing_columns,
@@ -1119,7 +1118,7 @@ def _open_db(path: Path) -> sqlite3.Connection:
     would follow a link, and create the file it points to with the umask's mode. So is a file
     others may change, in a folder open to others, or with SQLite's side files of another
     user (check_events_owner). A file of ours that others may read is made 0600 once it
-    proved an events database (_narrow).
+    proved an events database (narrow_to_private).
     """
     make_private_folder(path.parent)
     refuse_open_folder(path, EVENTS_FILE)  # before anything is made there
@@ -1132,7 +1131,7 @@ def _open_db(path: Path) -> sqlite3.Connection:
     )
     try:
         _check_ours(db, path)  # before anything writes: a file we cannot use stays as it is
-        _narrow(path)
+        narrow_to_private(path, EVENTS_FILE, log)
         _check_version(db, path)
         db.execute("PRAGMA journal_mode = WAL")
         # One event per visit: NORMAL loses at most the last ones on a power cut, never the file.
@@ -1154,6 +1153,7 @@ EVENTS_FILE = Kind(
     name="the events database",
     harm="rewrite who came in",
     elsewhere="set events.db to a path of the door's user",
+    holds="who came in and when",
     error=ValueError,
     root_may_own=False,
 )
@@ -1175,47 +1175,6 @@ def refuse_untrusted(path: Path) -> None:
         check_events_owner(path)
     else:
         refuse_open_folder(path, EVENTS_FILE)
-
-
-def _narrow(path: Path) -> None:
-    """Make an events.db (proved one) and its side files 0600 when their group or others
-    may use them, with a warning: they hold who came in and when. SQLite gives a new -wal
-    and -shm the database's mode, so a file made by an older edge-app or a `cp` under umask
-    022 left every later one readable too. Files of other users are left to root.
-
-    By path, never through a descriptor: SQLite has the files open by now, and closing any
-    descriptor of a file drops every POSIX lock this process holds on it, SQLite's included.
-    Without the lock on -shm the next reader (the hub) took itself for the only connection
-    and removed the write-ahead log the door was still writing to: every event after a
-    restart was lost to the page, and to the file on a crash. The folder is the door's own
-    (0700, make_private_folder), and lstat refuses a symbolic link."""
-    me = os.geteuid()
-    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in SIDE_FILES)):
-        try:
-            info = os.lstat(candidate)
-        except FileNotFoundError:
-            continue
-        mode = stat.S_IMODE(info.st_mode)
-        if not stat.S_ISREG(info.st_mode) or not mode & 0o077:
-            continue
-        if info.st_uid != me and me != 0:
-            continue
-        try:
-            os.chmod(candidate, FILE_MODE)
-        except OSError as error:
-            log.warning(
-                "events file %s is mode %o (others may read who came in) and cannot be "
-                "made 600: %s",
-                candidate,
-                mode,
-                error.strerror or error,
-            )
-        else:
-            log.warning(
-                "events file %s was mode %o (others could read who came in); set to 600",
-                candidate,
-                mode,
-            )
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

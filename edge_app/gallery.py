@@ -78,7 +78,6 @@ from edge_app.errors import (
     sqlite_code,
 )
 from edge_app.private_file import (
-    FILE_MODE,
     link_new,
     make_private_folder,
     sweep_temporaries,
@@ -90,7 +89,7 @@ from edge_app.quality import (
     mirrors_differ,
     other_people_among,
 )
-from edge_app.sqlite_access import Kind, refuse_open_folder, refuse_unsafe
+from edge_app.sqlite_access import Kind, narrow_to_private, refuse_open_folder, refuse_unsafe
 from edge_app.sqlite_files import (
     SIDE_FILES,
     connect_read_only,
@@ -625,8 +624,14 @@ class ImportSummary:
 
 
 def _not_a_gallery(path: Path, why: str) -> GalleryError:
+    return GalleryError(Advised(f"{path} {why}; ", Advice.NOT_A_GALLERY))
+
+
+def _cannot_create(path: Path, why: str = "") -> GalleryError:
+    """The gallery could not be made at `path` (`why`, when known)."""
+    cause = f": {why}" if why else ""
     return GalleryError(
-        f"{path} {why}; pass --db with the path of an edge-app gallery (it is left untouched)"
+        Advised(f"cannot create the gallery {path}{cause}; ", Advice.CREATE_WHERE_WRITABLE)
     )
 
 
@@ -664,6 +669,14 @@ def _check_file(path: Path) -> bool:
     if not head.startswith(SQLITE_MAGIC):
         raise _not_a_gallery(path, "is not an SQLite database, so not an edge-app gallery")
     return True
+
+
+def refuse_untrusted(path: Path) -> None:
+    """Refuse (GalleryError) what Gallery.open refuses before SQLite reads the gallery at
+    `path` (_check_file) or, when nothing is there yet, before it creates one (a folder open
+    to others, as _create_file): for `run --check-config`, which opens nothing."""
+    if not _check_file(path):
+        refuse_open_folder(path, GALLERY_FILE)
 
 
 def _open_here(info: os.stat_result) -> bool:
@@ -728,11 +741,12 @@ def _remove_if_empty(path: Path) -> None:
 
 # The gallery for the rules every SQLite file the door trusts is held to (sqlite_access):
 # whoever can write it, or replace it in its folder, can enrol themselves and be let in.
-# The owner's own file is narrowed to 0600 when opened (_narrow_modes).
+# The owner's own file is narrowed to 0600 when opened (narrow_to_private).
 GALLERY_FILE = Kind(
     name="the gallery",
     harm="enrol anyone",
     elsewhere="use a gallery of this user's own",
+    holds="who is enrolled, and their faces",
     error=GalleryError,
 )
 
@@ -754,10 +768,7 @@ def _create_file(path: Path) -> None:
     except OSError as error:
         if _disk_full(error):
             raise _disk_full_at_creation(path, str(error.strerror or error)) from None
-        raise GalleryError(
-            f"cannot create the gallery {path}: {error.strerror or error}; "
-            "pass --db with a writable location"
-        ) from None
+        raise _cannot_create(path, str(error.strerror or error)) from None
     temp = Path(temp_name)
     try:
         connection = sqlite3.connect(temp, isolation_level=None)
@@ -781,10 +792,7 @@ def _create_file(path: Path) -> None:
         message = error.strerror if isinstance(error, OSError) else error
         if _disk_full(error):
             raise _disk_full_at_creation(path, str(message or error)) from None
-        raise GalleryError(
-            f"cannot create the gallery {path}: {message or error}; "
-            "pass --db with a writable location"
-        ) from None
+        raise _cannot_create(path, str(message or error)) from None
     finally:
         for leftover in (temp, *(Path(f"{temp}{suffix}") for suffix in SIDE_FILES)):
             leftover.unlink(missing_ok=True)
@@ -843,32 +851,6 @@ def _cannot_write(error: sqlite3.DatabaseError) -> bool:
     return sqlite_code(error) in READ_ONLY_CODES
 
 
-def _narrow_modes(path: Path) -> None:
-    """Narrow a gallery found wider than 0600 (called only once the file proved a gallery).
-
-    SQLite gives its -wal and -shm files the main file's mode, so fixing this one covers them;
-    leftovers from an older, wider file are narrowed too. Files of other users are left alone.
-    A gallery reached through a symbolic link is narrowed where the link leads: SQLite keeps
-    the file and its -wal and -shm there.
-    """
-    real = Path(os.path.realpath(path))
-    for candidate in (real, Path(f"{real}-wal"), Path(f"{real}-shm")):
-        try:
-            info = candidate.lstat()
-        except FileNotFoundError:
-            continue
-        mode = stat.S_IMODE(info.st_mode)
-        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and mode & 0o077:
-            try:
-                os.chmod(candidate, FILE_MODE)
-            except OSError as error:
-                log.warning(
-                    "gallery file %s is mode %o and cannot be narrowed: %s", candidate, mode, error
-                )
-            else:
-                log.warning("gallery file %s was mode %o; set to 600", candidate, mode)
-
-
 def _encode(embedding: np.ndarray) -> bytes:
     """The stored form of an embedding, refusing anything but a 512-d unit vector."""
     vector = np.asarray(embedding, dtype="<f4").reshape(-1)
@@ -915,9 +897,7 @@ class Gallery:
             _create_file(path)
             created = True
             if not _check_file(path):  # e.g. `path` is a dangling symbolic link
-                raise GalleryError(
-                    f"cannot create the gallery {path}; pass --db with a writable location"
-                )
+                raise _cannot_create(path)
         if read_only and storage_problem(path.parent) is not None:
             # Opening for writing would make the -wal and -shm files on a disk that cannot
             # take them (or with the last free bytes): read without writing anything.
@@ -929,7 +909,7 @@ class Gallery:
         gallery = cls(path, connection)
         try:
             gallery._check_ours()
-            _narrow_modes(path)
+            narrow_to_private(path, GALLERY_FILE, log)
             gallery._refuse_newer(gallery.schema_version)  # before _configure writes to it
             gallery._configure()
             gallery._migrate()
@@ -947,9 +927,7 @@ class Gallery:
                         f"it: {problem}; the gallery itself is unchanged"
                     ) from None
                 raise GalleryError(
-                    f"cannot write the gallery {path} ({error}), and this command changes it: "
-                    "run it as the user that owns the gallery (sudo -u edge-app), or give a "
-                    "--db in a folder you can write"
+                    Advised(f"cannot write the gallery {path} ({error}), ", Advice.WRITE_AS_OWNER)
                 ) from None
             code = sqlite_code(error)
             if code in SQLITE_DISK_CODES and read_only:
@@ -1008,9 +986,12 @@ class Gallery:
                 raise damaged(path, error) from None
             if wal and _cannot_write(error):
                 raise GalleryError(
-                    f"cannot read the gallery {path}: its folder cannot be written and its "
-                    f"-wal file holds changes SQLite can only read with a -shm file beside "
-                    "it; read it as its owner (sudo -u edge-app), or once the door is running"
+                    Advised(
+                        f"cannot read the gallery {path}: its folder cannot be written and its "
+                        "-wal file holds changes SQLite can only read with a -shm file beside "
+                        "it; ",
+                        Advice.READ_AS_OWNER,
+                    )
                 ) from None
             raise GalleryError(f"{path} is not a usable gallery: {error}") from None
         except BaseException:

@@ -11,17 +11,19 @@ Refused before SQLite reads the file:
   beside it that SQLite replays into it on the next open;
 - a -wal, -shm or -journal beside it that is not a regular file of its owner or of this user.
 
-A file of this user's that others may read is no refusal: its opener narrows it to 0600
-once it proved its kind of database.
+A file of this user's that others may read is no refusal: its opener narrows it, and its
+side files, to 0600 once it proved its kind of database (narrow_to_private).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_app.private_file import FILE_MODE
 from edge_app.sqlite_files import SIDE_FILES
 
 
@@ -32,6 +34,7 @@ class Kind:
     name: str  # "the gallery"
     harm: str  # what whoever may change it could do: "enrol anyone"
     elsewhere: str  # the fix that chooses another file: "use a gallery of this user's own"
+    holds: str  # what whoever may read it learns: "who came in and when"
     error: type[Exception]  # what a refusal raises
     # Whether a file root owns may be used by another user: the gallery, which commands
     # that only read it open too. The events database is written by whoever opens it,
@@ -115,3 +118,55 @@ def refuse_open_folder(path: Path | str, kind: Kind) -> str:
             f"(mode {folder_mode:o}): {consequence}"
         )
     return real
+
+
+def narrow_to_private(path: Path | str, kind: Kind, log: logging.Logger) -> None:
+    """Make the database at `path` and each side file beside it that exists (-wal, -shm,
+    -journal) mode 0600 when its group or others may use it, with a warning on `log`: they
+    hold kind.holds. SQLite gives a new side file the database's mode, so a file copied
+    under umask 022 (or made by an older edge-app) left every later one readable too.
+
+    Called once the file proved a database of its kind, and after refuse_unsafe let it
+    through: a file the rules refuse is never reached, so never changed. This user's files
+    are narrowed, and as root anyone's (root may use them, and 0600 takes nothing from
+    their owner); another user's file is left as it is.
+
+    By path, never through a descriptor: SQLite has the files open by now, and closing any
+    descriptor of a file drops every POSIX lock this process holds on it, SQLite's included
+    (the next reader then takes itself for the only connection and removes the write-ahead
+    log still written to). Never through a symbolic link: each name is looked at with lstat
+    and only a regular file is narrowed; its folder may be written by root and this user's
+    group alone (refuse_open_folder). A database reached through a link is narrowed where
+    the link leads: SQLite keeps it and its side files there.
+    """
+    me = os.geteuid()
+    real = os.path.realpath(path)
+    for candidate in (real, *(f"{real}{suffix}" for suffix in SIDE_FILES)):
+        try:
+            info = os.lstat(candidate)
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if not stat.S_ISREG(info.st_mode) or not mode & 0o077:
+            continue
+        if info.st_uid != me and me != 0:
+            continue
+        try:
+            os.chmod(candidate, FILE_MODE)
+        except OSError as error:
+            log.warning(
+                "%s file %s is mode %o (others may read %s) and cannot be made 600: %s",
+                kind.owner_s,
+                candidate,
+                mode,
+                kind.holds,
+                error.strerror or error,
+            )
+        else:
+            log.warning(
+                "%s file %s was mode %o (others could read %s); set to 600",
+                kind.owner_s,
+                candidate,
+                mode,
+                kind.holds,
+            )

@@ -816,6 +816,31 @@ def test_run_check_config_judges_the_cascade_and_folders_as_the_door_would(
             planted.unlink()
 
 
+def test_run_check_config_refuses_a_gallery_path_the_gallery_would_refuse(tmp_path: Path) -> None:
+    """check-config judged gallery.path with rules of its own, part of what the gallery checks
+    when it opens the file: a path naming a text file or an empty file was "valid", and the
+    door then refused to start. It now asks the gallery's own check (refuse_untrusted),
+    which opens nothing: the file is left as it was."""
+    config = tmp_path / "door.toml"
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    empty = folder / "empty.db"
+    empty.write_bytes(b"")
+    empty.chmod(0o600)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a gallery\n" * 20)
+    for target, words in (
+        (notes, "is not an SQLite database, so not an edge-app gallery"),
+        (empty, "is empty, not an edge-app gallery"),
+    ):
+        config.write_text(f'[gallery]\npath = "{target}"\n[events]\ndb = "{folder}/events.db"\n')
+        done = run(tmp_path, "run", "--check-config", "--config", str(config))
+        assert done.returncode == 2 and done.stdout == "", done.stderr
+        assert f"gallery.path: {target} {words}" in done.stderr
+    assert notes.read_text() == "not a gallery\n" * 20 and empty.read_bytes() == b""
+    assert sorted(p.name for p in folder.iterdir()) == ["empty.db"]  # nothing made
+
+
 def test_an_installed_models_dir_written_out_is_checked_with_the_staged_models(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

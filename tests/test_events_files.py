@@ -99,6 +99,21 @@ def test_an_events_db_others_may_read_is_made_0600_with_a_warning(
     assert [e.type for e in read_events(db)] == ["unlock", "relock"]  # and used
 
 
+def test_a_wide_events_db_and_every_side_file_beside_it_are_narrowed(tmp_path: Path) -> None:
+    """The -journal as well as the -wal and -shm: the events database narrows as the gallery
+    does (sqlite_access.narrow_to_private)."""
+    db = tmp_path / "events.db"
+    an_events_db(db)
+    with closing(sqlite3.connect(db)) as holder:  # a reader keeps the -wal and -shm there
+        holder.execute("SELECT count(*) FROM events").fetchone()
+        (tmp_path / "events.db-journal").touch()  # empty: SQLite replays nothing from it
+        names = ("events.db", "events.db-wal", "events.db-shm", "events.db-journal")
+        for name in names:
+            (tmp_path / name).chmod(0o644)
+        EventLog(db).close()
+        assert {name: mode(tmp_path / name) for name in names} == dict.fromkeys(names, 0o600)
+
+
 def test_a_private_events_db_is_opened_without_a_word(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

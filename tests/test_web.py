@@ -608,6 +608,54 @@ def test_rename_remove_and_export(site: Site, user: httpx.Client) -> None:
     assert 'data-person="Ada King"' not in removed.text
 
 
+def test_a_gallery_the_hub_cannot_write_is_explained_in_the_pages_words(
+    site: Site, user: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change the hub could not write into the gallery ended with the command line's
+    advice: "run it as the user that owns the gallery (sudo -u edge-app), or give a --db in
+    a folder you can write". A web user has neither a shell nor a --db: the page says what
+    the hub's service needs, and where the docs say how. (Tests run as root, whom no folder
+    mode stops: SQLite's refusal for a gallery whose folder cannot be written, no -shm file
+    made beside it, is raised where it comes.)"""
+    db = Path(site.config.gallery.path)
+    with_people(db, "Grace Brewster Murray Hopper")
+    token = site.token(user)
+
+    def read_only_folder(self: Gallery) -> None:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(Gallery, "_configure", read_only_folder)
+    for action, form in (
+        ("rename", {"name": "Grace Brewster Murray Hopper", "new_name": "Grace"}),
+        ("access", {"name": "Grace Brewster Murray Hopper", "allowed": "no"}),
+        ("remove", {"name": "Grace Brewster Murray Hopper", "confirm": "yes"}),
+    ):
+        reply = user.post(f"/people/{action}", data={**form, "csrf_token": token})
+        page = html.unescape(reply.text)
+        assert reply.status_code == 422 and f"cannot write the gallery {db}" in page, action
+        assert "(edge-app-hub) must run as the user that owns the gallery" in page
+        assert "docs/WEB.md" in page and "--db" not in page and "sudo" not in page
+        assert (
+            'data-person="Grace Brewster Murray Hopper"' in page
+        )  # still listed, read without writing
+    monkeypatch.undo()
+    assert "Grace Brewster Murray Hopper" in names_in(db)
+
+
+def test_a_gallery_path_that_is_no_gallery_is_explained_in_the_pages_words(
+    tmp_path: Path,
+) -> None:
+    """The People page listed nobody and said the command line's "pass --db with the path of
+    an edge-app gallery": the page names the config's key instead."""
+    with running(tmp_path) as own:
+        db = Path(own.config.gallery.path)
+        db.write_text("a note, not a gallery\n" * 10)
+        with logged_in(own) as client:
+            page = html.unescape(client.get("/people").text)
+    assert f"{db} is not an SQLite database" in page and "--db" not in page
+    assert "set [gallery] path in the hub's config to the door's gallery" in page
+
+
 def test_an_export_import_would_refuse_is_refused_as_the_command_line_refuses_it(
     site: Site,
     user: httpx.Client,
@@ -1021,7 +1069,8 @@ def test_each_advice_is_worded_by_the_command_line_and_the_page_from_one_definit
     for _, page in said:
         assert "--add" not in page and "edge-app" not in page, page
     kinds = {error.args[0].advice for error in errors} | {rejection.said.advice}
-    assert kinds == set(advice.Advice)
+    # The gallery file's own advice: tests/test_gallery_advice.py.
+    assert kinds == {advice.Advice.ADD_PHOTOS, advice.Advice.ENROL_NEW, advice.Advice.ADD_PHOTO_TO}
 
 
 def test_a_name_with_the_words_of_advice_is_shown_as_typed(tmp_path: Path) -> None:

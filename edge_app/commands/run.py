@@ -243,23 +243,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_folders(config: Config) -> None:
-    """The gallery and the events database as the door checks them when it opens them: a
-    file others may change or a folder any user (or another group) may write, the door
-    refuses for the gallery (it does not start) and for the events (it records none in the
-    database). A relative path is the door's working folder's, which is not known here."""
-    from edge_app.events import refuse_untrusted
-    from edge_app.gallery import GALLERY_FILE
-    from edge_app.sqlite_access import refuse_open_folder, refuse_unsafe
+    """The gallery and the events database as the door checks them when it opens them
+    (their own refuse_untrusted, which open nothing): a file others may change or a folder
+    any user (or another group) may write, the door refuses for the gallery (it does not
+    start; nor on a gallery.path that is no SQLite file) and for the events (it records none
+    in the database). A relative path is the door's working folder's, which is not known
+    here."""
+    from edge_app import events, gallery
 
-    def gallery(path: Path) -> None:
-        if path.exists():  # followed if a link, as the gallery's open follows it
-            refuse_unsafe(path, path.stat(), GALLERY_FILE)
-        else:
-            refuse_open_folder(path, GALLERY_FILE)
-
-    places = [("gallery.path", config.gallery.path, gallery)]
+    places = [("gallery.path", config.gallery.path, gallery.refuse_untrusted)]
     if config.events.db is not None:
-        places.append(("events.db", config.events.db, refuse_untrusted))
+        places.append(("events.db", config.events.db, events.refuse_untrusted))
     for key, path, check in places:
         if not Path(path).is_absolute():
             continue

@@ -763,7 +763,7 @@ async def _people_page(
     try:
         people = await run_in_threadpool(_people, state)
     except UserError as failure:
-        people, error = [], error or str(failure)
+        people, error = [], error or page_error(failure)
     shown = listing(people, find, number, show or (kept.person if kept else ""))
 
     def link(page: int) -> str:
