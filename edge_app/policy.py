@@ -27,7 +27,8 @@ else: it is reported `unknown` once, with reason "took the place of NAME" (a str
 following a resident in while the door is open), and the person coming back to it is not
 decided again. Not while another enrolled person's own face in that window can still make
 them its winner (a known visitor behind the resident, recognised once their frames reach
-`hits`).
+`hits`), and then for at most `hits - 1` frames: a stranger whose face matches someone
+enrolled now and then is still reported.
 
 Liveness (docs/LIVENESS.md): each vote may carry the face's liveness score. With the rule in
 "require" mode a recognised track unlocks only once `min_live_frames` of its last 10 scored
@@ -181,6 +182,8 @@ class _TrackState:
     spoofed: bool = False  # judged an attack: reported, and (require) never unlocks
     decided: set[str] = field(default_factory=set)  # people this track unlocked or denied
     taken_over: bool = False  # a recognised person's place in it was taken by another face
+    # frames the "took the place" report waited for someone else coming (_someone_else_coming)
+    report_waited: int = 0
     unlocked_at: float | None = None  # when it last opened the door (the policy clock)
     reported: bool = False  # it made a decision (an event), whatever it was
     frames: int = 0  # frames evaluated, undecided ones included
@@ -328,8 +331,11 @@ class Policy:
         winner = self._winner(state.votes)
         # A track is recognised as a person only on a frame whose own face could be them:
         # pooled evidence may still name a resident after a stranger took their place.
+        if state.identity is not None and self._own_face(vote, state.identity):
+            state.report_waited = 0  # the person is back: a later wait starts again
         if winner is not None and winner != state.identity and self._own_face(vote, winner):
             state.identity = winner
+            state.report_waited = 0
             state.identity_score = self._score(state)
             state.held = False
             if winner in state.decided:  # back to someone this visit already decided
@@ -356,14 +362,17 @@ class Policy:
         if spoof:
             return spoof
         if winner is None and len(state.votes) == self.window:
-            if (
-                state.identity is not None
-                and not any(self._own_face(v, state.identity) for v in state.votes)
-                and not self._someone_else_coming(state)
+            if state.identity is not None and not any(
+                self._own_face(v, state.identity) for v in state.votes
             ):
                 # A full window without one frame of the recognised person's own face: someone
                 # else holds the track (a stranger stepping into a resident's place at the
-                # door). Reported once; the person coming back is not decided again.
+                # door). Reported once; the person coming back is not decided again. Held
+                # back for at most `hits - 1` frames while someone enrolled may be coming: a
+                # stranger whose face matches someone now and then never holds it for ever.
+                if state.report_waited < self.hits - 1 and self._someone_else_coming(state):
+                    state.report_waited += 1
+                    return []
                 followed, state.identity, state.held = state.identity, None, False
                 state.unknown_reported = state.taken_over = True
                 return [self._unknown(state, track, f"{TOOK_PLACE} of {followed}")]

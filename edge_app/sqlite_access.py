@@ -17,6 +17,7 @@ side files, to 0600 once it proved its kind of database (narrow_to_private).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -135,9 +136,10 @@ def narrow_to_private(path: Path | str, kind: Kind, log: logging.Logger) -> None
     descriptor of a file drops every POSIX lock this process holds on it, SQLite's included
     (the next reader then takes itself for the only connection and removes the write-ahead
     log still written to). Never through a symbolic link: each name is looked at with lstat
-    and only a regular file is narrowed; its folder may be written by root and this user's
-    group alone (refuse_open_folder). A database reached through a link is narrowed where
-    the link leads: SQLite keeps it and its side files there.
+    and only that regular file is narrowed (_chmod_unfollowed), even when whoever may rename
+    in its folder (its owner, when root narrows another user's file) puts a link in its
+    place meanwhile. A database reached through a link is narrowed where the link leads:
+    SQLite keeps it and its side files there.
     """
     me = os.geteuid()
     real = os.path.realpath(path)
@@ -152,7 +154,7 @@ def narrow_to_private(path: Path | str, kind: Kind, log: logging.Logger) -> None
         if info.st_uid != me and me != 0:
             continue
         try:
-            os.chmod(candidate, FILE_MODE)
+            _chmod_unfollowed(candidate, info)
         except OSError as error:
             log.warning(
                 "%s file %s is mode %o (others may read %s) and cannot be made 600: %s",
@@ -170,3 +172,22 @@ def narrow_to_private(path: Path | str, kind: Kind, log: logging.Logger) -> None
                 mode,
                 kind.holds,
             )
+
+
+def _chmod_unfollowed(name: str, looked_at: os.stat_result) -> None:
+    """chmod 600 the file at `name` if it is still the regular file `looked_at` (OSError
+    otherwise, or when it cannot be): os.chmod by path would follow a symbolic link put there
+    since the lstat, and Linux has no lchmod. An O_PATH descriptor names the file without
+    opening it, so closing it drops none of the POSIX locks SQLite holds on it (a
+    descriptor opened for reading would); /proc/self/fd/N then reaches that very file."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (
+            looked_at.st_dev,
+            looked_at.st_ino,
+        ):
+            raise OSError(errno.ESTALE, "replaced while it was looked at")
+        os.chmod(f"/proc/self/fd/{fd}", FILE_MODE)
+    finally:
+        os.close(fd)

@@ -36,11 +36,10 @@ CODE = "482913"
 NOW = 1_700_000_000.0
 
 
-def cheap_hash(code: str = CODE) -> CodeHash:
+def cheap_hash(code: str = CODE, salt: bytes = b"s" * 16) -> CodeHash:
     """A real scrypt hash at the lowest cost the parser accepts, so the tests stay fast."""
     import hashlib
 
-    salt = b"s" * 16
     digest = hashlib.scrypt(code.encode(), salt=salt, n=1024, r=8, p=1, dklen=SCRYPT_DKLEN)
     return CodeHash(1024, 8, 1, salt, digest)
 

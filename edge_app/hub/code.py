@@ -23,8 +23,9 @@ wrong codes since the last right one, the wall-clock time of the last, and the w
 end of a running lock-out and its reason are kept in a JSON file beside the code file
 (lockout_path: the code file's name + `.lockout`), mode 0600, written atomically at each
 wrong code and at the right code that ends a streak; never the code, nor anything computed
-from it. The hub reads it when it starts, and refuses to start when the file is not one it
-wrote (LockoutFileError): removing the file starts the count over. A folder the hub may not
+from it; with which code it counted (code_id), so a count for an earlier code starts over.
+The hub reads it when it starts, and refuses to start when the file is not one it wrote
+(LockoutFileError): removing the file starts the count over. A folder the hub may not
 write (the code file under /etc with ProtectSystem=strict) leaves the counts in memory only,
 said once in the log. The wrong codes inside the last FAILURE_WINDOW are counted in memory
 only: the streak, which is kept, locks out each wrong code past MAX_WRONG whatever their
@@ -34,6 +35,7 @@ pace, so a restart spares a guesser at most one LOCKOUT.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
@@ -85,6 +87,8 @@ STREAK_FORGOTTEN = 86400.0
 LOCKOUT_SUFFIX = ".lockout"
 # Its reason words ("8 wrong codes since the last right one"): longer is not a file we wrote.
 REASON_MAX_CHARS = 200
+CODE_ID_CHARS = 16  # hex digits of code_id
+_CODE_ID = re.compile(rf"(?:[0-9a-f]{{{CODE_ID_CHARS}}})?", re.ASCII)
 
 
 class CodeFileError(UserError):
@@ -161,12 +165,14 @@ def lockout_path(code_file: Path) -> Path:
 class LockoutState:
     """What the lock-out file holds, times in wall-clock Unix seconds (0: none): the wrong
     codes since the last right one, when the last came, when the running lock-out ends and
-    what started it (given exactly when a lock-out runs)."""
+    what started it (given exactly when a lock-out runs), and which code they were guesses
+    at (code_id: a new code starts the count over, whichever hub wrote the file last)."""
 
     streak: int = 0
     last_wrong: float = 0.0
     locked_until: float = 0.0
     after: str = ""
+    code: str = ""  # code_id of the code the count is for; "" for none
 
     def text(self) -> str:
         return json.dumps(dataclasses.asdict(self)) + "\n"  # ASCII: json escapes the rest
@@ -187,7 +193,16 @@ class LockoutState:
             raise ValueError(f"after {shown_value(after)} is not a reason the hub gives")
         if bool(after) != bool(data["locked_until"]):
             raise ValueError("after and locked_until must be given together")
-        return cls(streak, float(data["last_wrong"]), float(data["locked_until"]), after)
+        code = data["code"]
+        if not isinstance(code, str) or not _CODE_ID.fullmatch(code):
+            raise ValueError(f"code {shown_value(code)} is not a code's id")
+        return cls(streak, float(data["last_wrong"]), float(data["locked_until"]), after, code)
+
+
+def code_id(stored: CodeHash) -> str:
+    """Which code a count of wrong codes is for: a digest of its hash's random salt, new at
+    each `edge-app hub unlock-code`; nothing computed from the code itself."""
+    return hashlib.sha256(stored.salt).hexdigest()[:CODE_ID_CHARS]
 
 
 def _whole(value: Any) -> bool:
@@ -247,6 +262,13 @@ def _streak_forgotten(age: float) -> bool:
     return age > STREAK_FORGOTTEN
 
 
+def _streak_lockout(streak: int) -> float:
+    """The lock-out the `streak`-th wrong code since the last right one starts by the streak
+    alone (0 up to MAX_WRONG): LOCKOUT doubled at each one past MAX_WRONG, up to LOCKOUT_MAX."""
+    beyond = streak - MAX_WRONG
+    return min(LOCKOUT * 2.0 ** min(beyond - 1, 16), LOCKOUT_MAX) if beyond > 0 else 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class LockCommand:
     action: str  # UNLOCK, OPEN or LOCK
@@ -302,14 +324,24 @@ class CodeVerifier:
         """Carry a previous hub's streak and running lock-out over onto this one's ticks.
         The file holds wall-clock times (ticks start again at each boot), so a clock stepped
         since may shift them: a last wrong code in the future counts as just now, keeping
-        the streak, and what is left of a lock-out is cut to LOCKOUT_MAX, so a clock set back
-        cannot lengthen it past the longest one the hub gives."""
+        the streak, and what is left of a lock-out is cut to the longest the stored streak
+        gives (LOCKOUT, or more past MAX_WRONG), so a clock set back (a Pi without a real-time
+        clock boots at a time saved before) cannot lengthen it past the lock-out it was."""
+        if state.code != code_id(self.stored):
+            if state.streak:
+                log.info(
+                    "%s: the lock-out file counted wrong codes for an earlier code; the count "
+                    "starts over for this one",
+                    CODE_KEY,
+                )
+            return
         wall, now = self._guard.clock(), self._guard.ticks()
         age = max(wall - state.last_wrong, 0.0)
         if state.streak and not _streak_forgotten(age):
             self._streak = state.streak
             self._last_wrong = now - age
-        remaining = min(max(state.locked_until - wall, 0.0), LOCKOUT_MAX)
+        longest = max(LOCKOUT, _streak_lockout(state.streak))
+        remaining = min(max(state.locked_until - wall, 0.0), longest)
         if remaining:
             self._locked_until = now + remaining
             self._locked_after = state.after
@@ -331,6 +363,7 @@ class CodeVerifier:
             last_wrong=wall - (now - self._last_wrong) if self._streak else 0.0,
             locked_until=wall + left if left > 0 else 0.0,
             after=self._locked_after if left > 0 else "",
+            code=code_id(self.stored),
         )
         try:
             write_lockout_file(self._state_file, state)
@@ -392,12 +425,10 @@ class CodeVerifier:
         if count >= MAX_WRONG:
             self._wrong.clear()
             lockout, after = LOCKOUT, f"{MAX_WRONG} wrong codes in {FAILURE_WINDOW:.0f} s"
-        beyond = self._streak - MAX_WRONG
-        if beyond > 0:
-            growing = min(LOCKOUT * 2.0 ** min(beyond - 1, 16), LOCKOUT_MAX)
-            if growing >= lockout:
-                lockout = growing
-                after = f"{self._streak} wrong codes since the last right one"
+        growing = _streak_lockout(self._streak)
+        if growing and growing >= lockout:
+            lockout = growing
+            after = f"{self._streak} wrong codes since the last right one"
         if lockout:
             self._locked_until = now + lockout
             self._locked_after = after
