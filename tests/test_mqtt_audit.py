@@ -309,6 +309,7 @@ def test_a_flood_of_lock_commands_is_answered_a_few_at_a_time(
     lock = json.dumps({"action": "LOCK", "code": None, "timestamp": 0})
     try:
         observer.wait(lambda: availability(observer) == b"online", what="online")
+        observer.wait(lambda: observer.on(f"{BASE}/state"), what="the state at connect")
         states = len(observer.on(f"{BASE}/state"))
         for _ in range(60):
             observer.publish(f"{BASE}/lock/set", lock)
@@ -319,7 +320,9 @@ def test_a_flood_of_lock_commands_is_answered_a_few_at_a_time(
         wait_for(lambda: len(answered()) >= REFUSALS_LOGGED, what="10 answered")
         time.sleep(0.5)
         assert len(answered()) == REFUSALS_LOGGED
-        assert len(observer.on(f"{BASE}/state")) - states <= REFUSALS_LOGGED
+        # One state each answered, not 60; plus, on a loaded machine, one a status poll may
+        # publish when the fed door's frames turn stale meanwhile (on_health).
+        assert len(observer.on(f"{BASE}/state")) - states <= REFUSALS_LOGGED + 1
         hub.bridge._lock_commands.every = 0.0  # as if REFUSAL_LOG_SECONDS had passed
         observer.publish(f"{BASE}/lock/set", lock)
         wait_for(lambda: len(answered()) > REFUSALS_LOGGED, what="the count")
