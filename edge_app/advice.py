@@ -60,6 +60,16 @@ WORDS: dict[Advice, tuple[str, str]] = {
 }
 
 
+# The words where the gallery's file comes from a config's `gallery.path` (`run
+# --check-config`), for the kinds a check of that path can give (gallery.refuse_untrusted);
+# the other kinds keep the command line's words there.
+CONFIG_WORDS: dict[Advice, str] = {
+    Advice.NOT_A_GALLERY: "set gallery.path to the path of an edge-app gallery (it is left "
+    "untouched)",
+    Advice.CREATE_WHERE_WRITABLE: "set gallery.path to a writable location",
+}
+
+
 def for_cli(advice: Advice, name: str = "") -> str:
     """The advice as the command line words it; `name`: the person ADD_PHOTO_TO names."""
     from edge_app.commands import name_words
@@ -88,6 +98,10 @@ class Advised:
     def web(self) -> str:
         return self.text + for_web(self.advice, self.name)
 
+    def config(self) -> str:
+        """The message where the gallery's path comes from a config file (CONFIG_WORDS)."""
+        return self.text + CONFIG_WORDS.get(self.advice, for_cli(self.advice, self.name))
+
     def after(self, text: str) -> Advised:
         """This advice after more text: `text` then this one's."""
         return Advised(text + self.text, self.advice, self.name)
@@ -100,6 +114,14 @@ Said = str | Advised
 def web(said: Said) -> str:
     """A message as the web page says it."""
     return said.web() if isinstance(said, Advised) else said
+
+
+def config_message(error: BaseException) -> str:
+    """An error's message where the gallery's path comes from a config file: str(error) but
+    for the advice of an error raised with an Advised."""
+    if len(error.args) == 1 and isinstance(error.args[0], Advised):
+        return error.args[0].config()
+    return str(error)
 
 
 def web_message(error: BaseException) -> str:

@@ -841,6 +841,42 @@ def test_run_check_config_refuses_a_gallery_path_the_gallery_would_refuse(tmp_pa
     assert sorted(p.name for p in folder.iterdir()) == ["empty.db"]  # nothing made
 
 
+def test_run_check_config_advises_changing_what_named_the_gallery(tmp_path: Path) -> None:
+    """A review: a config's gallery.path naming no gallery was refused with the advice to
+    "pass --db", and a --db naming none was refused as "gallery.path". The refusal names
+    the flag or the key that gave the path, and advises changing that one."""
+    config = tmp_path / "door.toml"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a gallery\n" * 20)
+    config.write_text(f'[gallery]\npath = "{notes}"\n[events]\ndb = ""\n')
+    by_key = run(tmp_path, "run", "--check-config", "--config", str(config))
+    assert by_key.returncode == 2, by_key.stderr
+    assert f"gallery.path: {notes} is not an SQLite database" in by_key.stderr
+    assert "set gallery.path to the path of an edge-app gallery" in by_key.stderr
+    assert "--db" not in by_key.stderr
+    config.write_text('[events]\ndb = ""\n')
+    by_flag = run(tmp_path, "run", "--check-config", "--config", str(config), "--db", str(notes))
+    assert by_flag.returncode == 2, by_flag.stderr
+    assert f"--db: {notes} is not an SQLite database" in by_flag.stderr
+    assert "pass --db with the path of an edge-app gallery" in by_flag.stderr
+    assert "gallery.path" not in by_flag.stderr
+    open_folder = tmp_path / "shared"
+    open_folder.mkdir()
+    open_folder.chmod(0o777)
+    events = run(
+        tmp_path,
+        "run",
+        "--check-config",
+        "--config",
+        str(config),
+        "--events-db",
+        str(open_folder / "events.db"),
+    )
+    assert events.returncode == 2 and "--events-db: the events database's folder" in events.stderr
+    assert list(open_folder.iterdir()) == []
+    assert notes.read_text() == "not a gallery\n" * 20
+
+
 def test_an_installed_models_dir_written_out_is_checked_with_the_staged_models(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -198,6 +199,24 @@ def test_enrolled_names_follow_the_gallery(tmp_path: Path) -> None:
     path.write_bytes(b"not a gallery" * 100)
     assert names.refresh() is False  # unreadable: the names last read are kept
     assert names.checked == checked and names.knows("Bob")
+    names.close()
+
+
+def test_a_gallery_the_hub_cannot_read_is_logged_in_the_hubs_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A review: the hub logged the command line's advice for a gallery.path naming no
+    gallery ("pass --db ..."), a flag the hub does not take; it names the config's key."""
+    from edge_app.hub.enrolled import EnrolledNames
+
+    path = tmp_path / "gallery.db"
+    path.write_text("a note, not a gallery\n" * 10)
+    names = EnrolledNames(path)
+    caplog.set_level(logging.WARNING, "edge_app.hub.enrolled")
+    assert names.refresh() is False and names.knows("Alice") is None
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert f"{path} is not an SQLite database" in logged
+    assert "set [gallery] path in the hub's config" in logged and "--db" not in logged
     names.close()
 
 

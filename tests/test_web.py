@@ -1715,6 +1715,33 @@ def test_an_unreadable_events_database_is_a_message_not_a_traceback(tmp_path: Pa
         broken.server.stop()
 
 
+def test_a_refusal_the_page_has_no_handler_for_is_worded_for_the_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A review: the handler of a UserError no route catches showed str(error), the command
+    line's words, on the page and in the hub's journal: a refusal with advice said `sudo -u`
+    there. The page and its log line now give the page's words."""
+    from edge_app.gallery import GalleryError
+    from edge_app.web.history import History
+
+    refusal = Advised(
+        "cannot read the gallery /x/gallery.db (no -shm), ", advice.Advice.READ_AS_OWNER
+    )
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise GalleryError(refusal)
+
+    monkeypatch.setattr(History, "page", refuse)
+    caplog.set_level(logging.ERROR, "edge_app.web.app")
+    with running(tmp_path) as own, logged_in(own) as client:
+        reply = client.get("/events")
+    page = html.unescape(reply.text)
+    assert reply.status_code == 503 and refusal.web() in page
+    assert "sudo" not in page and "Traceback" not in page
+    logged = [r.getMessage() for r in caplog.records if "web request failed" in r.getMessage()]
+    assert logged and refusal.web() in logged[0] and "sudo" not in logged[0]
+
+
 def test_web_enrolment_detects_with_the_doors_models_and_detection_settings() -> None:
     """A review: the web page's engine took loose values copied from [models] and never
     [detection]: it found faces down to the manifest's smallest, the door only to its own."""

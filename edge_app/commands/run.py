@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
             models = args.installed_models  # the upgrade's models, staged beside the installed
         elif models is None:
             models = paths.default_models_dir()
-        _check_folders(config)
+        _check_folders(config, args)
         with quieted({"edge_app": logging.WARNING}):  # the answer, and what is wrong
             check_models(config, models)
         return _say_valid(args.config)
@@ -242,25 +242,29 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _check_folders(config: Config) -> None:
+def _check_folders(config: Config, args: argparse.Namespace) -> None:
     """The gallery and the events database as the door checks them when it opens them
     (their own refuse_untrusted, which open nothing): a file others may change or a folder
     any user (or another group) may write, the door refuses for the gallery (it does not
     start; nor on a gallery.path that is no SQLite file) and for the events (it records none
     in the database). A relative path is the door's working folder's, which is not known
-    here."""
+    here. A refusal names the flag that gave the path, else the config's key, and advises
+    changing that."""
     from edge_app import events, gallery
+    from edge_app.advice import config_message
 
-    places = [("gallery.path", config.gallery.path, gallery.refuse_untrusted)]
+    places = [("db", config.gallery.path, gallery.refuse_untrusted)]
     if config.events.db is not None:
-        places.append(("events.db", config.events.db, events.refuse_untrusted))
-    for key, path, check in places:
+        places.append(("events_db", config.events.db, events.refuse_untrusted))
+    for dest, path, check in places:
         if not Path(path).is_absolute():
             continue
         try:
             check(Path(path))
         except (ValueError, UserError, OSError) as error:
-            raise UserError(f"{key}: {error}") from None
+            if getattr(args, dest) is not None:
+                raise UserError(f"--{dest.replace('_', '-')}: {error}") from None
+            raise UserError(f"{OVERRIDES[dest]}: {config_message(error)}") from None
 
 
 def _wait_for_a_new_config(path: Path, why: str) -> None:

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from edge_app.advice import web_message
 from edge_app.gallery import Gallery, GalleryError, name_key
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class EnrolledNames:
             changed = self._read()
         except (GalleryError, sqlite3.Error, OSError) as error:
             self.close()
-            why = str(error)
+            why = web_message(error)  # the hub's words: its service, never a flag
             if why != self._failed:
                 log.warning(
                     "hub cannot read the gallery %s (%s): a person removed from it may stay "

@@ -48,6 +48,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edge_app.advice import web_message
 from edge_app.commands import as_door
 from edge_app.config import Config, split_listen
 from edge_app.control import REFUSAL_LOG_SECONDS, frame_age, frame_is_fresh
@@ -1289,8 +1290,9 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 async def user_error(request: Request, exc: Exception) -> Response:
     """A problem the admin can fix (an unreadable database...): its message, not a traceback."""
-    log.error("web request failed path=%s error=%s", request.url.path, exc)
-    return render(request, _session(request), "error.html", {"message": str(exc)}, 503)
+    message = web_message(exc)  # the page's words for advice, never a flag or a command
+    log.error("web request failed path=%s error=%s", request.url.path, message)
+    return render(request, _session(request), "error.html", {"message": message}, 503)
 
 
 # --- the application ---------------------------------------------------------------------------
