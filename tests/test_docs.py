@@ -26,7 +26,9 @@ from edge_app.cli import build_parser as app_parser
 from edge_app.paths import REPO_ROOT
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+# A code block, one indented in a list item too (its backticks would otherwise pair with the
+# prose's inline code).
+FENCE = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)
 # `edge-app ...`, `sudo -u edge-app edge-app ...`, `/opt/edge-app/venv/bin/edge-app ...`
 COMMAND = re.compile(
     r"^(?:\$ )?(?:sudo (?:-u edge-app )?)?(?:[\w./-]*/)?(edge-app|edge-convert)(?:\s+(.*))?$"
@@ -219,3 +221,45 @@ def test_each_test_the_docs_cite_is_defined_in_the_file_they_name() -> None:
                     missing.append(f"{doc.name}:{number}: {file}::{name}")
     assert cited > 100
     assert missing == []
+
+
+# A config error the docs quote (`mqtt.host: 'broker..lan' is not a valid host name (...)`):
+# the key, the value as the message shows it, then the message's words.
+CONFIG_MESSAGE = re.compile(r"^([a-z]+)\.([a-z_]+): ('(?:[^']*)'|\S+) (.+)$", re.S)
+
+
+def _config_value(shown: str) -> object:
+    if shown.startswith("'"):
+        return shown[1:-1]
+    for kind in (int, float):
+        try:
+            return kind(shown)
+        except ValueError:
+            pass
+    return shown
+
+
+def test_each_config_error_the_docs_quote_is_the_one_the_config_gives() -> None:
+    """A quoted message is what a user searches the docs for: the config must say it so (an
+    ellipsis stands for the rest). Messages of other checks than the config's (the hub's,
+    at its start) are passed over: the config accepts their values."""
+    from edge_app.config import SECTIONS, ConfigError, parse_config
+
+    checked, wrong = 0, []
+    for doc in DOCS:
+        prose = FENCE.sub("", doc.read_text(encoding="utf-8"))
+        for span in re.findall(r"`([^`]+)`", prose):
+            quoted = " ".join(span.split())
+            found = CONFIG_MESSAGE.match(quoted)
+            if found is None or found.group(1) not in SECTIONS:
+                continue
+            section, key, shown, _ = found.groups()
+            try:
+                parse_config({section: {key: _config_value(shown)}})
+            except ConfigError as error:
+                checked += 1
+                said = quoted.removesuffix("...").rstrip(" .;")
+                if not any(problem.startswith(said) for problem in error.problems):
+                    wrong.append(f"{doc.name}: `{quoted}`; the config says {error.problems}")
+    assert checked >= 3
+    assert wrong == []

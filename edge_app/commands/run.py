@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     except UserError:
         raise
     except Exception:
-        # systemd's Restart=on-failure takes over; the traceback goes to the journal.
+        # systemd restarts the door (Restart=always); the traceback goes to the journal.
         log.exception("door stopped on an unexpected error; relay released")
         return 1
     # systemd's stop (SIGTERM) is a stop asked for: 0. Ctrl-C at a terminal exits 130, as a
