@@ -139,7 +139,8 @@ def narrow_to_private(path: Path | str, kind: Kind, log: logging.Logger) -> None
     and only that regular file is narrowed (_chmod_unfollowed), even when whoever may rename
     in its folder (its owner, when root narrows another user's file) puts a link in its
     place meanwhile. A database reached through a link is narrowed where the link leads:
-    SQLite keeps it and its side files there.
+    SQLite keeps it and its side files there. Root leaves a file with other names (hard
+    links) as it is, with a warning: it cannot know what the other names are.
     """
     me = os.geteuid()
     real = os.path.realpath(path)
@@ -152,6 +153,21 @@ def narrow_to_private(path: Path | str, kind: Kind, log: logging.Logger) -> None
         if not stat.S_ISREG(info.st_mode) or not mode & 0o077:
             continue
         if info.st_uid != me and me != 0:
+            continue
+        if me == 0 and info.st_nlink > 1:
+            # Another name of the same file, anywhere on the file system: a hard link put in
+            # place of a side file by whoever may write in the folder (where
+            # fs.protected_hardlinks is off) to a file of root's, which 0600 would break.
+            log.warning(
+                "%s file %s is mode %o (others may read %s) and has %d names (hard links): "
+                "left as it is, since 0600 would change the file under its other names too; "
+                "replace it with a copy of its own (cp, then mv over it) to have it narrowed",
+                kind.owner_s,
+                candidate,
+                mode,
+                kind.holds,
+                info.st_nlink,
+            )
             continue
         try:
             _chmod_unfollowed(candidate, info)
