@@ -21,7 +21,8 @@ Protocol, version 1: one JSON object per line each way, UTF-8.
   reload     -> the same as SIGHUP (config and gallery)
   unlock     {"reason": "...", "origin": "..."} -> pulses the relay through the path a
                 recognition uses and records an `unlock` event with the reason, the origin
-                and the caller's uid/pid; refused unless `[hub] allow_unlock = true`
+                and the caller's uid/pid; refused unless `[hub] allow_unlock = true`, and
+                refused for a second unlock in one read (a client waits for each reply)
 
 Hostile or broken clients get an error reply and, for framing errors, the connection is
 closed; nothing they send can stall the frame loop: the server runs on its own thread,
@@ -76,6 +77,10 @@ MAX_LINE = 64 * 1024  # bytes in one request line
 # reply, so several refused at once are a flood (60,000 bare newlines in one 64 KiB read were
 # 60,000 refusals: 140 ms of the server thread, status replies to others 0.6 s late).
 REFUSED_PER_READ = 4
+# Requests answered out of one read before the client is closed, for the same reason: 2,978
+# status requests in one 64 KiB read held the server thread 0.3 s (others' replies as late).
+# The hub sends one request per connection; a tool may send a few without waiting.
+REQUESTS_PER_READ = 16
 MAX_CLIENTS = 16
 # Slots only the door's own user may take: the hub runs as that user (systemd/) and needs at
 # most 4 at once (its status poll, live-view frame, event stream and an unlock). Any other
@@ -210,6 +215,9 @@ class _Client:
     # When the exchange under way must be over (a request fully received, its reply fully
     # sent); None while the connection is idle between requests or subscribed.
     deadline: float | None = None
+    # An unlock was carried out for a request of the read being answered (_read): a client
+    # waits for each reply, so another unlock in the same read is a flood, refused.
+    unlocked_in_read: bool = False
 
     @property
     def fileno_alive(self) -> bool:
@@ -510,12 +518,21 @@ class ControlServer:
         if client.closing:
             return
         client.inbox += data
-        refused = 0
+        client.unlocked_in_read = False
+        refused = handled = 0
         # Not past a drop either: a client dropped for its output (_send) asks nothing more.
         while not client.closing and not client.subscribed and client.fileno_alive:
             end = client.inbox.find(b"\n")
             if end < 0:
                 break
+            if handled >= REQUESTS_PER_READ:
+                self._refuse(
+                    client,
+                    f"more than {REQUESTS_PER_READ} requests at once: wait for each reply",
+                    close=True,
+                )
+                return
+            handled += 1
             line = bytes(client.inbox[:end])
             del client.inbox[: end + 1]
             if len(line) > MAX_LINE:
@@ -562,8 +579,9 @@ class ControlServer:
         if not isinstance(request, dict):
             self._refuse(client, "a request is a JSON object")
             return False
-        if request.get("v") != VERSION:
-            shown = _echo(request.get("v"))
+        version = request.get("v")
+        if type(version) is not int or version != VERSION:  # not true, nor 1.0
+            shown = _echo(version)
             self._refuse(client, f"unsupported protocol version {shown}; use 1")
             return False
         op = request.get("op")
@@ -672,6 +690,12 @@ class ControlServer:
                 "remote unlock is disabled on this door: set hub.allow_unlock = true in the "
                 "door's config and reload it"
             )
+        if client.unlocked_in_read:
+            raise Refused(
+                "one unlock at a time: this read already carried one out; wait for its reply "
+                "before asking again"
+            )
+        client.unlocked_in_read = True  # also when it fails: the relay is not asked twice
         self.port.unlock(reason, stamped)
         return {"unlocked": True, "reason": reason, "origin": stamped}
 

@@ -944,3 +944,70 @@ def test_the_hub_the_page_and_doctor_judge_a_fresh_frame_by_one_rule() -> None:
     assert not frame_is_fresh({"last_frame_age": default + 1, "stale_seconds": True})
     assert not frame_is_fresh({"last_frame_age": 2.5, "stale_seconds": 30}, limit=2.0)
     assert not frame_is_fresh({"stale_seconds": 3})  # no frame yet
+
+
+def test_unlocks_sent_together_in_one_write_pulse_the_relay_once(open_door: Door) -> None:
+    """Found by a review: a client waits for each reply, yet 1,300 unlock lines in one 64 KiB
+    write were each carried out: 1,300 pulses and `unlock` events, 0.8 s of the server
+    thread, and more events than the queue to the subscribers holds, so the hub's stream
+    lost 276 of them (a resident's unlock among them, had it come meanwhile). The first
+    unlock of a read is carried out; the others are refused, which closes the connection
+    as any flood of refusals does."""
+    unlock = b'{"v": 1, "op": "unlock", "reason": "remote", "origin": "flood"}\n'
+    with raw(open_door.path) as sock:
+        sock.sendall(unlock * 50)
+        data = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    replies = [json.loads(line) for line in data.splitlines()]
+    assert replies[0]["ok"] is True and replies[0]["unlocked"] is True
+    refused = replies[1:]
+    assert 0 < len(refused) <= control.REFUSED_PER_READ + 1, replies
+    assert all(reply["ok"] is False for reply in refused)
+    assert "one unlock at a time" in refused[0]["error"]
+    wait_for(lambda: open_door.pin_states == [False, True, False])
+    assert [e["type"] for e in open_door.events() if e["type"] == "unlock"] == ["unlock"]
+    assert open_door.client.unlock("remote", "next")["unlocked"] is True  # one at a time
+
+
+@pytest.mark.parametrize("version", ["true", "1.0"])
+def test_a_version_that_only_equals_1_is_refused(door: Door, version: str) -> None:
+    """The protocol version is the integer 1: JSON's true (Python's True == 1) or 1.0 is
+    another client's idea of the protocol, refused like any other version."""
+    with raw(door.path) as sock:
+        reply = ask(sock, b'{"v": ' + version.encode() + b', "op": "status"}\n')
+        assert reply["ok"] is False, reply
+        assert f"unsupported protocol version {version.capitalize()}" in reply["error"]
+
+
+def test_many_requests_in_one_write_close_the_connection(door: Door) -> None:
+    """Found by a review: 2,978 status requests in one 64 KiB write were each answered
+    before the server thread looked at anything else (0.3 s here; status replies to the
+    hub as late), and a client could repeat it as soon as it had read the 1 MB of replies.
+    A client waits for each reply, so past REQUESTS_PER_READ requests in one read the
+    connection is refused and closed, as a flood of refused requests is."""
+    status = b'{"v": 1, "op": "status"}\n'
+    with raw(door.path) as sock:
+        sock.sendall(status * (65536 // len(status)))
+        data = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(1 << 20):
+                data += chunk
+    replies = [json.loads(line) for line in data.splitlines()]
+    assert len(replies) == control.REQUESTS_PER_READ + 1, len(replies)
+    assert all(reply["ok"] is True for reply in replies[:-1])
+    assert replies[-1] == {
+        "v": 1,
+        "ok": False,
+        "error": f"more than {control.REQUESTS_PER_READ} requests at once: wait for each reply",
+    }
+    with raw(door.path) as sock:  # pipelined within the bound: every one answered
+        sock.sendall(status * control.REQUESTS_PER_READ)
+        data = b""
+        while data.count(b"\n") < control.REQUESTS_PER_READ:
+            chunk = sock.recv(1 << 20)
+            assert chunk, data
+            data += chunk
+        assert all(json.loads(line)["ok"] is True for line in data.splitlines())
+    assert door.client.status()["running"] is True
