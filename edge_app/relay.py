@@ -126,7 +126,7 @@ class DoorRelay(Protocol):
 FACTORY_LIBRARIES = {"lgpio": "lgpio", "rpigpio": "RPi.GPIO", "pigpio": "pigpio"}
 
 
-def _factory_name(name: str) -> str:
+def factory_name(name: str) -> str:
     """What `name` means here: "auto" is lgpio, the pin library of Raspberry Pi OS and the
     only one the shipped unit lets reach the pins (docs/INSTALL.md), unless the environment
     names gpiozero's own choice (GPIOZERO_PIN_FACTORY, left to gpiozero: "auto" again)."""
@@ -137,7 +137,7 @@ def _factory_name(name: str) -> str:
 
 def missing_factory_library(name: str) -> str | None:
     """The library the pin factory `name` needs when it is not installed, else None."""
-    library = FACTORY_LIBRARIES.get(_factory_name(name))
+    library = FACTORY_LIBRARIES.get(factory_name(name))
     if library is None:
         return None
     try:
@@ -152,7 +152,7 @@ def make_pin_factory(name: str) -> object | None:
     with GPIOZERO_PIN_FACTORY set). "auto" is otherwise "lgpio": gpiozero's lgpio factory
     with pins a relay can claim and release without a blip or a float
     (edge_app.lgpio_pins)."""
-    chosen = _factory_name(name)
+    chosen = factory_name(name)
     if chosen == "auto":
         return None
     if chosen not in _FACTORY_CLASSES:

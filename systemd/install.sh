@@ -40,6 +40,7 @@ UNLOCK_KEY=$CONF_DIR/unlock.key
 RULE=/etc/udev/rules.d/99-coral-edgetpu.rules
 LINK=/usr/local/bin/edge-app
 LOGIN_DEFS=/etc/login.defs
+LOCK_FILE=/run/edge-app-install.lock
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 # commented_config EXAMPLE: the config.toml a first install writes, on standard output: the
@@ -419,6 +420,12 @@ install_all() {
                 if [ "$(readlink -f "$built")" != "$in_use" ]; then rm -rf "$built"; fi
             fi
         done
+        # lgpio that was pip-installed into the venv in use (docs/INSTALL.md: plain Debian
+        # has no python3-lgpio): the new venv gets it too, or the door cannot drive its relay.
+        venv_lgpio=no
+        for found in "$VENV"/lib/python3*/site-packages/lgpio-*.dist-info; do
+            if [ -d "$found" ]; then venv_lgpio=yes; fi
+        done
         new_venv=$(mktemp -d "$VENVS/$(date -u +%Y%m%dT%H%M%SZ).XXXXXX")
         chmod 0755 "$new_venv"
         # --system-site-packages: picamera2 and lgpio are apt packages (their bindings are
@@ -426,6 +433,10 @@ install_all() {
         python3 -m venv --system-site-packages "$new_venv"
         "$new_venv/bin/pip" install --quiet "$REPO"
         source_digest "$REPO" >"$new_venv/$SOURCE_STAMP"
+        if [ "$venv_lgpio" = yes ]; then
+            "$new_venv/bin/pip" install --quiet lgpio
+            say "installed lgpio from PyPI into $new_venv, as into the venv it replaces"
+        fi
         say "installed edge-app into $new_venv"
         # picamera2 imports apt's python3-simplejpeg, which Bookworm builds for its numpy 1.x;
         # the venv has numpy 2 from PyPI, and with it `from picamera2 import Picamera2`
@@ -472,6 +483,8 @@ install_all() {
         modules=edge_app
         if [ "$pi_board" = yes ] && [ "$apt" = yes ]; then
             modules="edge_app, lgpio, picamera2"
+        elif [ "$venv_lgpio" = yes ]; then
+            modules="edge_app, lgpio"
         fi
         # -I: the venv's modules only, not an edge_app in the folder the installer runs in.
         if ! runuser -u "$SERVICE_USER" -- "$program/bin/python" -I -c "import $modules"; then
@@ -577,7 +590,6 @@ install_all() {
     if [ -e "$MODELS_DIR" ]; then mv "$MODELS_DIR" "$MODELS_DIR.old"; fi
     mv "$staged_models" "$MODELS_DIR"
     staged_models=""
-    rm -rf "$MODELS_DIR.old"
     say "models in $MODELS_DIR"
 
     step="reloading systemd and restarting the running services"
@@ -599,18 +611,25 @@ install_all() {
     fi
     if [ "$restart_failed" = yes ]; then
         # The door that failed to start is locked (ExecStartPre= and ExecStopPost= drive the
-        # pin low); the previous program is kept for going back by hand.
+        # pin low); the previous program and its models are kept for going back by hand.
         step="restarting the services on the new release"
         back=""
         if [ -n "$previous" ] && [ "$previous" != "$(readlink -f "$VENV")" ]; then
             back="; the previous program is kept in $previous: to go back to it,"
-            back="$back sudo ln -sfn $previous $VENV && sudo systemctl restart$kept_units"
+            back="$back sudo ln -sfn $previous $VENV"
+            if [ -d "$MODELS_DIR.old" ]; then
+                back="$back && sudo mv -T $MODELS_DIR $MODELS_DIR.new"
+                back="$back && sudo mv -T $MODELS_DIR.old $MODELS_DIR"
+            fi
+            back="$back && sudo systemctl restart$kept_units"
         fi
         die "a service failed to restart on the new release: see journalctl -u $SERVICE" \
             "-u $HUB_SERVICE$back"
     fi
-    # The previous program, once the services run on the new one: only a venv this
-    # installer made (never what a hand-made link pointed at).
+    # The previous models and program, once the services run on the new ones: only a venv
+    # this installer made (never what a hand-made link pointed at).
+    step="removing the previous models ($MODELS_DIR.old)"
+    rm -rf "$MODELS_DIR.old"
     case $previous in
         "$VENVS"/*/* | *..*) ;;
         "$VENVS"/* | "$PREFIX/venv.old")
@@ -658,10 +677,12 @@ EOF
 }
 
 # One run at a time: two at once would build, switch and remove venvs under each other.
-# The lock is on this script's file, held until the run ends (descriptor 9, closed at exit).
+# The lock is one file for every checkout's installer (in /run, root's alone), held until
+# the run ends (descriptor 9, closed at exit).
 if command -v flock >/dev/null 2>&1; then
-    exec 9<"$0"
-    flock -n 9 || die "another run of $0 is under way: wait for it to end; nothing changed"
+    exec 9>>"$LOCK_FILE"
+    flock -n 9 || die "another run of the installer is under way: wait for it to end;" \
+        "nothing changed"
 fi
 
 if [ "$mode" = uninstall ]; then

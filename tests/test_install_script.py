@@ -26,6 +26,8 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ from edge_app.paths import REPO_ROOT
 INSTALL = Path(os.environ.get("EDGE_APP_INSTALL_SH", REPO_ROOT / "systemd" / "install.sh"))
 USER = "daemon"  # a real system account stands for edge-app
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+LOCK = "/run/edge-app-install.lock"  # the lock every run of the installer holds
 # Absolute paths of the real machine that must not survive the rewriting (outside comments).
 REAL_PATH = re.compile(r"(?<![\w./}$-])/(etc|opt|var|usr/share|usr/local|run|proc|home|root)\b")
 
@@ -202,6 +205,7 @@ class Fake:
         extra_path: Path | None = None,
         env: dict[str, str] | None = None,
         umask: int | None = None,
+        repo: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         path = f"{self.stubs}:{SYSTEM_PATH}"
         if extra_path is not None:
@@ -216,7 +220,7 @@ class Fake:
             **(env or {}),
         }
         return subprocess.run(
-            ["sh", str(self.repo / "systemd" / "install.sh"), *options],
+            ["sh", str((repo or self.repo) / "systemd" / "install.sh"), *options],
             capture_output=True,
             text=True,
             env=environment,
@@ -236,7 +240,7 @@ def rewrite(script: str, root: Path) -> str:
     lines = []
     for line in script.splitlines():
         line = re.sub(r"^SERVICE_USER=edge-app$", f"SERVICE_USER={USER}", line)
-        line = re.sub(r"^([A-Z_]+)=/(etc|opt|var|usr)/", rf"\1={root}/\2/", line)
+        line = re.sub(r"^([A-Z_]+)=/(etc|opt|var|usr|run)/", rf"\1={root}/\2/", line)
         line = line.replace("/run/systemd/system", f"{root}/run/systemd/system")
         line = line.replace("/proc/device-tree/model", f"{root}/proc/device-tree/model")
         lines.append(line)
@@ -318,7 +322,9 @@ def failing_stub(fake: Fake, name: str, message: str, status: int) -> Path:
 
 def stray_files(fake: Fake) -> list[Path]:
     """Anything the installer made in the fake root (the folders the fake starts with aside)."""
-    made = [p for p in fake.root.rglob("*") if not p.is_dir()]
+    # The runs' lock, in /run (a tmpfs), is no change of the machine.
+    lock = fake.path(LOCK)
+    made = [p for p in fake.root.rglob("*") if not p.is_dir() and p != lock]
     made += [fake.conf, fake.state_dir, fake.path("/opt/edge-app")]
     return [p for p in made if p.exists() or p.is_symlink()]
 
@@ -766,6 +772,31 @@ def test_an_upgrade_whose_services_fail_to_restart_says_so_and_keeps_the_previou
     assert len(fake.venvs()) == 2
 
 
+def test_going_back_after_a_failed_restart_restores_the_previous_models_too(
+    fake: Fake,
+) -> None:
+    """Found by a review: the previous models were deleted before the restart, so the way
+    back the installer printed ran the previous program with the new release's models, the
+    mix it otherwise never allows (a manifest or thresholds the older program reads
+    otherwise, or refuses: the door stayed down). They are kept until the services run."""
+    fake.install()
+    fake.state_dir.joinpath("gallery.db").write_text("")
+    previous = fake.venv.resolve()
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    done = fake.run(env={"STUB_RESTART_FAIL": "1"})
+    assert done.returncode != 0
+    back = done.stderr.split("to go back to it,", 1)[1].split(" && sudo systemctl")[0]
+    commands = [c.strip().removeprefix("sudo ") for c in back.replace("\n", " ").split("&&")]
+    assert commands[0] == f"ln -sfn {previous} {fake.venv}", commands
+    for command in commands:  # the way back, as printed
+        subprocess.run(command, shell=True, check=True)
+    assert fake.venv.resolve() == previous
+    assert (fake.models / "facenet.tflite").read_text() == "model set 1\n"
+    fake.install()  # run again once the cause is fixed: the new release, nothing left over
+    assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
+    assert sorted(p.name for p in fake.models.parent.iterdir()) == ["models"]
+
+
 def test_the_pi_packages_and_their_import_check_go_together(fake: Fake) -> None:
     """Found by an audit: apt's picamera2 and lgpio came with a Raspberry Pi's device tree,
     but their import was checked on any aarch64 machine: on an arm64 board of another make
@@ -782,17 +813,70 @@ def test_the_pi_packages_and_their_import_check_go_together(fake: Fake) -> None:
     assert any("-I -c import edge_app, lgpio, picamera2" in line for line in log), log
 
 
+def test_an_upgrade_keeps_lgpio_pip_installed_into_the_venv_in_use(fake: Fake) -> None:
+    """Off Raspberry Pi OS, docs/INSTALL.md has lgpio pip-installed into the door's venv (plain
+    Debian has no python3-lgpio). Every upgrade builds a new venv and switched the door to it
+    without lgpio: its ExecStartPre= relay_off could not claim the pin, so the door did not
+    start again (and the import check did not look for lgpio off a Pi)."""
+    fake.install()
+    fake.clear_log()
+    fake.install()  # no lgpio of its own in the venv: none added
+    assert not any(line.endswith(" lgpio") for line in fake.log()), fake.log()
+    site = fake.venv.resolve() / "lib" / "python3.11" / "site-packages"
+    (site / "lgpio-0.2.2.0.dist-info").mkdir(parents=True)
+    fake.clear_log()
+    done = fake.install()
+    assert "pip install --quiet lgpio" in fake.log()
+    assert f"installed lgpio from PyPI into {fake.venv.resolve()}" in done.stdout
+    assert any(line.endswith("-I -c import edge_app, lgpio") for line in fake.log()), fake.log()
+
+
 def test_a_second_run_while_one_is_under_way_is_refused_and_changes_nothing(fake: Fake) -> None:
     """Found by an audit: nothing stopped two runs at once, which build, switch and remove
     venvs under each other. The second is refused while the first holds the lock."""
-    script = fake.repo / "systemd" / "install.sh"
-    with open(script) as held:
+    with open(fake.path(LOCK), "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         done = fake.run()
     assert done.returncode != 0
     assert "is under way: wait for it to end; nothing changed" in done.stderr
     assert fake.log() == [] and stray_files(fake) == []
     fake.install()  # the lock released: it runs
+
+
+def test_a_run_from_another_checkout_under_way_is_refused_too(fake: Fake) -> None:
+    """Found by a review: the lock was on the script's own file, so a run from a second
+    checkout (or of a script that `git pull` had replaced since) was not kept out: it
+    removed the first run's new venv as one "left by an install cut short", mid-pip."""
+    other = fake.repo.parent / "other-checkout"
+    shutil.copytree(fake.repo, other)
+    waiting = fake.state / "waiting"
+    waiting.mkdir()
+    (waiting / "apt-get").write_text(
+        '#!/bin/sh\ntouch "$WAIT/started"\n'
+        'i=0; while [ ! -e "$WAIT/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n'
+    )
+    (waiting / "apt-get").chmod(0o755)
+    first: list[subprocess.CompletedProcess[str]] = []
+    running = threading.Thread(
+        target=lambda: first.append(
+            fake.run(repo=other, extra_path=waiting, env={"WAIT": str(waiting)})
+        )
+    )
+    running.start()
+    try:
+        for _ in range(300):
+            if (waiting / "started").exists():
+                break
+            time.sleep(0.1)
+        assert (waiting / "started").exists(), "the first run never reached apt-get"
+        done = fake.run()
+    finally:
+        (waiting / "go").touch()
+        running.join()
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "is under way: wait for it to end; nothing changed" in done.stderr
+    assert first[0].returncode == 0, first[0].stdout + first[0].stderr
+    assert fake.venvs() == [fake.venv.resolve()]
 
 
 def test_a_failed_apt_step_says_nothing_of_the_door_changed(fake: Fake, tmp_path: Path) -> None:

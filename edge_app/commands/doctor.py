@@ -394,6 +394,25 @@ def _device_checks(
             )
         )
         return checks
+    from edge_app.relay import factory_name
+
+    if (
+        chips
+        and factory_name(factory) == "lgpio"
+        and not any(os.access(chip, os.R_OK | os.W_OK) for chip in chips)
+    ):  # the door's start fails claiming the pin (ExecStartPre= relay_off first)
+        checks.append(
+            Check(
+                "gpio",
+                "fail",
+                f"{detail}; this user may open none of them, so a door running as it cannot "
+                "drive the relay and does not start",
+                "run doctor as the door's user (sudo -u edge-app edge-app doctor); if it says "
+                'so too, give the gpio group the chips: docs/INSTALL.md, "GPIO access and '
+                'the pin factory"',
+            )
+        )
+        return checks
     if pin_warning is not None:
         problem, _, fix = pin_warning.partition("; ")
         checks.append(Check("gpio", "warn", f"{detail}; {problem}", fix))

@@ -1,0 +1,53 @@
+"""doctor's gpio row and the GPIO chips this user may open.
+
+The door drives its relay through lgpio on /dev/gpiochip*. Where the chips are root's alone
+(plain Debian without the udev rule of docs/INSTALL.md, or a service user not in the gpio
+group), the door's start fails at ExecStartPre= (relay_off cannot claim the pin), yet doctor,
+run as that user as the docs say, reported `OK gpio GPIO chips: ...` from the chips merely
+existing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from edge_app import relay
+from edge_app.commands import doctor
+
+CHIPS = ["/dev/gpiochip0", "/dev/gpiochip4"]
+
+
+def _gpio(monkeypatch: pytest.MonkeyPatch, factory: str, may_open: set[str]) -> doctor.Check:
+    monkeypatch.setitem(relay.FACTORY_LIBRARIES, "lgpio", "json")  # one that is installed
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    real_glob, real_access = doctor.glob.glob, os.access
+
+    def fake_glob(pattern: str) -> list[str]:
+        return list(CHIPS) if pattern == "/dev/gpiochip*" else real_glob(pattern)
+
+    def fake_access(path: object, mode: int) -> bool:
+        if str(path) in CHIPS:
+            return str(path) in may_open
+        return real_access(path, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(doctor.glob, "glob", fake_glob)
+    monkeypatch.setattr(doctor.os, "access", fake_access)
+    return next(c for c in doctor._device_checks(factory=factory) if c.area == "gpio")
+
+
+@pytest.mark.parametrize("factory", ["auto", "lgpio"])
+def test_chips_this_user_may_not_open_fail_the_gpio_row(
+    monkeypatch: pytest.MonkeyPatch, factory: str
+) -> None:
+    gpio = _gpio(monkeypatch, factory, may_open=set())
+    assert gpio.status == "fail", gpio
+    assert "may open none of them" in gpio.detail
+    assert "sudo -u edge-app edge-app doctor" in gpio.fix
+    assert "GPIO access and the pin factory" in gpio.fix
+
+
+def test_one_chip_this_user_may_open_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpio = _gpio(monkeypatch, "auto", may_open={"/dev/gpiochip4"})
+    assert gpio.status == "ok", gpio
