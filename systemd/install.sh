@@ -353,7 +353,10 @@ install_unit() {
     else
         new_units="$new_units $1.service"
     fi
-    install -D -m 0644 "$REPO/systemd/$1.service" "$2"
+    # Written beside it, then renamed over it: a power cut leaves the old unit or the new,
+    # never a cut-short one (systemd loads no *.service.new).
+    install -D -m 0644 "$REPO/systemd/$1.service" "$2.new"
+    mv -f "$2.new" "$2"
 }
 
 install_all() {
@@ -499,6 +502,12 @@ install_all() {
     # ones in one rename just before the restart.
     step="staging the new models in $MODELS_DIR.new"
     install -d -m 0755 "$SHARE_DIR"
+    # A run cut short between the two renames of the swap below left the models only as
+    # models.old: they are the installed ones, put back rather than removed.
+    if [ ! -e "$MODELS_DIR" ] && [ -d "$MODELS_DIR.old" ] && [ ! -L "$MODELS_DIR.old" ]; then
+        mv -T "$MODELS_DIR.old" "$MODELS_DIR"
+        say "put back $MODELS_DIR, left as $MODELS_DIR.old by a run cut short"
+    fi
     rm -rf "$MODELS_DIR.new" "$MODELS_DIR.old"
     staged_models=$MODELS_DIR.new
     cp -R "$REPO/models/tflite" "$staged_models"

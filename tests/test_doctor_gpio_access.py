@@ -51,3 +51,16 @@ def test_chips_this_user_may_not_open_fail_the_gpio_row(
 def test_one_chip_this_user_may_open_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
     gpio = _gpio(monkeypatch, "auto", may_open={"/dev/gpiochip4"})
     assert gpio.status == "ok", gpio
+
+
+@pytest.mark.parametrize("factory", ["rpigpio", "native", "pigpio"])
+def test_a_factory_the_shipped_unit_keeps_from_the_pins_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, factory: str
+) -> None:
+    """A review: doctor passed "rpigpio", "native" and "pigpio", which docs/INSTALL.md says the
+    shipped edge-app.service keeps from the pins (no /dev/gpiomem; no TCP to pigpiod)."""
+    monkeypatch.setitem(relay.FACTORY_LIBRARIES, factory, "json")  # installed, as on a Pi
+    gpio = _gpio(monkeypatch, factory, may_open=set(CHIPS))
+    assert gpio.status == "warn", gpio
+    assert f"gpio.factory {factory!r}" in gpio.detail and "edge-app.service" in gpio.detail
+    assert 'factory = "auto"' in gpio.fix

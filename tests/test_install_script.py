@@ -452,6 +452,24 @@ def test_upgrade_that_fails_at_pip_keeps_the_old_models_and_says_so(fake: Fake) 
     assert not (fake.models.parent / "models.old").exists()
 
 
+def test_models_a_cut_short_swap_left_as_models_old_are_put_back_not_removed(
+    fake: Fake,
+) -> None:
+    """A review: a run cut short between the swap's two renames (models -> models.old, then
+    models.new -> models) left the installed models only as models.old, and the next run
+    removed them first thing; failing after that, it left the door with no models while
+    saying they were as they were."""
+    fake.install()
+    fake.models.rename(f"{fake.models}.old")  # the first rename done, the second not
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    done = fake.run(env={"STUB_CONFIG_INVALID": "1"})
+    assert done.returncode != 0 and "put back" in done.stdout, done.stdout + done.stderr
+    assert (fake.models / "facenet.tflite").read_text() == "model set 1\n"
+    assert not Path(f"{fake.models}.old").exists()
+    fake.install()
+    assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
+
+
 def test_a_venv_the_service_user_cannot_run_stops_the_install_and_says_how(
     fake: Fake,
 ) -> None:

@@ -361,6 +361,15 @@ def _camera_check(source: int | str) -> Check:
     )
 
 
+# The pin factories the shipped systemd/edge-app.service leaves no way to the pins, and why.
+UNIT_BLOCKED_FACTORIES = {
+    "rpigpio": "needs /dev/gpiomem, which the shipped edge-app.service's DeviceAllow= leaves out",
+    "native": "needs /dev/gpiomem, which the shipped edge-app.service's DeviceAllow= leaves out",
+    "pigpio": "talks to the pigpiod daemon over TCP, which the shipped edge-app.service forbids "
+    "(RestrictAddressFamilies=, IPAddressDeny=)",
+}
+
+
 def _device_checks(
     source: int | str = "auto", factory: str = "auto", pin_warning: str | None = None
 ) -> list[Check]:
@@ -396,6 +405,19 @@ def _device_checks(
         return checks
     from edge_app.relay import factory_name
 
+    blocked = UNIT_BLOCKED_FACTORIES.get(factory_name(factory))
+    if blocked is not None:  # fine for a unit of one's own, not for the shipped one
+        checks.append(
+            Check(
+                "gpio",
+                "warn",
+                f"{detail}; gpio.factory {factory!r} {blocked}, so a door started by it "
+                "cannot drive the relay",
+                'set [gpio] factory = "auto" (lgpio): docs/INSTALL.md, "GPIO access and the '
+                'pin factory"',
+            )
+        )
+        return checks
     if (
         chips
         and factory_name(factory) == "lgpio"
