@@ -347,6 +347,44 @@ def test_a_forged_or_changed_device_cookie_is_ignored(site: Site) -> None:
     assert _with_device(site, renewed).status_code == 303
 
 
+def test_a_new_password_ends_the_trust_the_old_one_gave(site: Site) -> None:
+    """Found by a review: a browser (or address) that logged in with a password kept its own
+    counter after `hub passwd` replaced it, as long as 30 days: who logged in with a leaked
+    password 32 times kept 32 devices' checks at the new one, none counted for the door."""
+    _limiter(site)  # a stopped clock: no backoff passes
+    with site.client() as intruder:
+        cookie = _device_set(_log_in(intruder, PASSWORD))  # with the leaked password
+    _flood(site)
+    assert _with_device(site, cookie, "guess").status_code == 401  # its own counter: checked
+    auth.write_password_file(site.config.web.password_file, "the password after the leak")
+    try:
+        refused = _with_device(site, cookie, "guess")  # the address's counter, spent
+        assert refused.status_code == 429, refused.text
+        assert _by_address("127.0.0.1", 2) in refused.text
+    finally:
+        auth.write_password_file(site.config.web.password_file, PASSWORD)
+
+
+def test_addresses_and_devices_trusted_with_a_password_are_forgotten_with_it() -> None:
+    clock = Clock()
+    limiter = auth.LoginLimiter(per_address=1, overall=1, clock=clock)
+    limiter.password_is("first hash")
+    assert limiter.attempt(OWNER) is None
+    limiter.succeeded(OWNER)
+    cookie = limiter.trust_device()
+    device = limiter.device(cookie)
+    limiter.password_is(None)  # the file could not be read: nothing is known to have changed
+    limiter.password_is("first hash")  # the same password: the trust stays
+    assert device is not None and limiter.device(cookie) == device
+    assert limiter.attempt("10.0.0.2") is None  # the door's one free check
+    assert limiter.attempt(OWNER) is None  # the trusted owner: not counted for the door
+    limiter.password_is("second hash")
+    assert limiter.device(cookie) is None
+    clock.now += auth.QUIET_S + 1  # every counter starts over
+    assert limiter.attempt("10.0.0.2") is None
+    assert limiter.attempt(OWNER) == _by_door(2)  # the owner's address counts for the door again
+
+
 def test_the_page_remembers_the_latest_devices_only(site: Site) -> None:
     _limiter(site)
     limiter = site.server.app.state.web.limiter

@@ -84,6 +84,21 @@ def test_a_new_admin_password_ends_every_session(site: Site) -> None:
         assert laptop.get("/people", follow_redirects=False).status_code == 200
 
 
+def test_a_longest_password_followed_by_more_is_a_wrong_password(site: Site) -> None:
+    """Found by a review: the check cut what was typed to PASSWORD_MAX_LENGTH characters, so
+    a password of exactly that length let in anything that began with it."""
+    longest = "p" * auth.PASSWORD_MAX_LENGTH  # `hub passwd` takes it
+    auth.write_password_file(site.config.web.password_file, longest)
+    with site.client() as browser:
+        token = csrf_of(browser.get("/login").text)
+        for typed in (longest + "x", longest + " anything at all"):
+            reply = browser.post("/login", data={"password": typed, "csrf_token": token})
+            assert reply.status_code == 401 and reply.url.path == "/login", typed
+        assert browser.get("/people", follow_redirects=False).status_code == 303
+        right = browser.post("/login", data={"password": longest, "csrf_token": token})
+        assert right.status_code == 200 and right.url.path == "/"
+
+
 def test_the_pages_own_refreshes_do_not_keep_an_abandoned_page_logged_in(site: Site) -> None:
     now = [1_000.0]
     site.server.app.state.web.sessions.clock = lambda: now[0]

@@ -577,6 +577,7 @@ async def login_submit(request: Request, session: auth.Session | None, form: For
     address = client_address(request)
     # Read before the check: a password set while it runs ends the new session at once.
     password_hash = state.password.current_hash()
+    state.limiter.password_is(password_hash)  # trust given with an older one ends
     # A device cookie that is not valid (forged, changed, forgotten) counts as none.
     device = state.limiter.device(request.cookies.get(state.device_cookie(request)))
     status, problem = await _check_password(state, address, form.get("password"), device=device)

@@ -100,9 +100,13 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password: str, stored: str) -> bool:
-    """Constant-time comparison; False for a malformed stored hash (never an exception)."""
+    """Constant-time comparison; False for a malformed stored hash (never an exception), and
+    for a password longer than any that can be set, unhashed: cut to that length, a
+    password of exactly PASSWORD_MAX_LENGTH characters let in anything that began with it."""
+    if len(password) > PASSWORD_MAX_LENGTH:
+        return False
     try:
-        return ScryptHash.parse(stored).matches(password[:PASSWORD_MAX_LENGTH])
+        return ScryptHash.parse(stored).matches(password)
     except ValueError:  # HashFormatError, or hashlib refusing the parameters
         return False
 
@@ -332,7 +336,25 @@ class LoginLimiter:
     _trusted: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _devices: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _device_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    # The admin password's hash the trusted addresses and devices proved (password_is()).
+    _password: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def password_is(self, password_hash: str | None) -> None:
+        """The admin password's hash now (None: unknown, nothing changes). A new password
+        forgets every address and device trusted with the one before: they proved a
+        password that may have leaked (why it was changed), and kept counters of their own,
+        outside the door's, for TRUSTED_ADDRESS_S after it was replaced."""
+        if password_hash is None:
+            return
+        with self._lock:
+            if password_hash == self._password:
+                return
+            if self._password is not None:
+                self._trusted.clear()
+                for device in list(self._devices):
+                    self._forget(device)
+            self._password = password_hash
 
     def attempt(
         self, address: str, session: str | None = None, *, device: str | None = None
