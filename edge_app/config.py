@@ -1078,6 +1078,10 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
         if explicit:
             raise ConfigError(f"{path}: config file not found") from None
         return path, {}
+    except NotADirectoryError:  # a folder on its path is a file: nothing can be there
+        raise ConfigError(
+            f"{path}: config file not found (part of its path is a file, not a folder)"
+        ) from None
     except NotRegularFile:
         raise ConfigError(f"{path}: not a regular file; give the config file (TOML)") from None
     except TooLarge as error:

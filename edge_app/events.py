@@ -629,7 +629,10 @@ class EventLog:
             tick = self._monotonic()
             for sink in self._sinks:
                 sink.flush(tick)
-            if self.retention_days and tick >= self._next_retention:
+            # Retention reaches events.db and the snapshots, never the JSON-lines file: a log
+            # without either has nothing to wait for a set clock for.
+            keeps = self._db_sink is not None or self.snapshots is not None
+            if self.retention_days and keeps and tick >= self._next_retention:
                 if self._clock_trusted():
                     self._next_retention = tick + RETENTION_EVERY_SECONDS
                     self._apply_retention()

@@ -897,7 +897,10 @@ class Gallery:
             _create_file(path)
             created = True
             if not _check_file(path):  # e.g. `path` is a dangling symbolic link
-                raise _cannot_create(path)
+                why = ""
+                with suppress(OSError):  # not a link (EINVAL), or gone meanwhile
+                    why = f"it is a symbolic link to {os.readlink(path)}, which does not exist"
+                raise _cannot_create(path, why)
         if read_only and storage_problem(path.parent) is not None:
             # Opening for writing would make the -wal and -shm files on a disk that cannot
             # take them (or with the last free bytes): read without writing anything.

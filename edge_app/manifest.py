@@ -599,7 +599,8 @@ def load_manifest(models_dir: Path) -> Manifest:
     path = Path(models_dir) / MANIFEST_NAME
     try:
         data = untrusted_json.loads(_read_manifest(path))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        # NotADirectoryError: `models_dir` is a file (a model or a photo given as --models).
         if not Path(models_dir).is_dir():  # a mistyped --models or models.dir
             raise ManifestError(no_models_folder(models_dir)) from None
         raise ManifestError(

@@ -117,7 +117,11 @@ def loads(data: bytes | bytearray | str, max_values: int | None = None) -> Any:
     except UnicodeDecodeError:
         raise BadJSON("not UTF-8 text") from None
     except json.JSONDecodeError as error:
-        where = f"line {error.lineno} column {error.colno}"
-        raise BadJSON(f"not JSON: {error.msg} at {where}") from None
+        # A one-line text (a line of an export, read with its own line number) is all
+        # "line 1": its column alone, not a line number that contradicts the caller's.
+        one_line = "\n" not in text.rstrip("\r\n")
+        where = f"column {error.colno}" if one_line else f"line {error.lineno} column {error.colno}"
+        # json's own message for an open string already ends with "at" (its str() adds ":").
+        raise BadJSON(f"not JSON: {error.msg.removesuffix(' at')} at {where}") from None
     except ValueError as error:
         raise BadJSON(f"not JSON: {error}") from None

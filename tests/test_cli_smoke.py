@@ -2087,6 +2087,31 @@ def test_site_forget_deletes_the_memory_and_the_file_set_aside(tmp_path: Path) -
     assert (shown["exists"], shown["learned"], shown["set_aside"]) == (False, 0, None)
 
 
+def test_a_folder_named_as_the_site_memory_is_left_to_the_user_without_wrong_advice(
+    tmp_path: Path,
+) -> None:
+    """Defect (a new user's walkthrough): `site show` said "`edge-app site forget` deletes it"
+    of a folder named site_memory.npz, and `site forget` then failed "cannot delete ... (Is a
+    directory); run as the door's user", advice no user can follow."""
+    config = _site_config(tmp_path, tmp_path / "gallery.db", learn_site=False)
+    folder = tmp_path / "site_memory.npz"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("someone's own file")
+
+    shown = run(tmp_path, "site", "show", "--config", str(config))
+    forget = run(tmp_path, "site", "forget", "--config", str(config))
+
+    assert shown.returncode == 2 and "it is a folder" in shown.stderr
+    assert "site forget" not in shown.stderr
+    assert forget.returncode == 2
+    (error,) = forget.stderr.splitlines()
+    assert error.endswith(
+        f"cannot delete {folder}: it is a folder, not a site memory (the door keeps its memory "
+        "in a file of its own); look at what it holds and remove it yourself"
+    )
+    assert (folder / "mine.txt").read_text() == "someone's own file"
+
+
 class _Door:
     """What a control socket server needs of a door; counts the reloads asked for."""
 

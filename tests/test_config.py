@@ -412,6 +412,18 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.toml")
 
 
+def test_a_config_path_through_a_file_is_not_found_not_an_errno(tmp_path: Path) -> None:
+    """Defect (a new user's walkthrough): `--config door.toml/config.toml` said "cannot read
+    the config file ([Errno 20] Not a directory: '...')"."""
+    (tmp_path / "door.toml").write_text("[gpio]\npin = 17\n")
+    path = tmp_path / "door.toml" / "config.toml"
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value) == (
+        f"{path}: config file not found (part of its path is a file, not a folder)"
+    )
+
+
 def test_invalid_toml_names_the_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[gpio]\npin = = 3\n")

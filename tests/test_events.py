@@ -637,6 +637,24 @@ def test_retention_waits_while_nothing_has_set_the_clock(
     log.close()
 
 
+def test_a_log_with_nothing_retention_reaches_never_says_retention_waits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defect (a new user's walkthrough): `run --events - --events-db ''` (run --help's own
+    example) warned "retention waits" on an unset clock, though without events.db and
+    snapshots the retention has nothing to delete (it never reaches the JSON-lines file)."""
+    log = EventLog(
+        jsonl=tmp_path / "events.jsonl",
+        retention_days=90,
+        monotonic=Ticks(),
+        clock_trusted=lambda: False,
+    )
+    with caplog.at_level(logging.INFO, logger="edge_app.events"):
+        log.maintain()
+    log.close()
+    assert "retention" not in caplog.text
+
+
 def test_events_stamped_by_a_wrong_clock_go_with_their_neighbours(tmp_path: Path) -> None:
     """Defect (an outside time audit): events written at a boot before NTP set the clock
     (stamped 1970) were deleted by the first retention after it was set, hours after they

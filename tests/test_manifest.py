@@ -290,6 +290,21 @@ def test_numbers_beyond_a_float_and_keys_named_twice_are_refused(
         load_manifest(tmp_path)
 
 
+def test_a_file_given_as_the_models_folder_is_named_as_such(tmp_path: Path) -> None:
+    """Defect (a new user's walkthrough): `identify --models models/tflite/rnet.tflite` (a
+    file for the folder) said "cannot read .../rnet.tflite/manifest.json: [Errno 20] Not a
+    directory: ...", where a missing folder is said plainly and `run --models` said it."""
+    model = tmp_path / "rnet.tflite"
+    model.write_bytes(b"a model, not a folder")
+
+    with pytest.raises(ManifestError) as refused:
+        load_manifest(model)
+
+    assert str(refused.value) == (
+        f"no models folder {model} (is a file, not a folder): check the path"
+    )
+
+
 def test_unreadable_manifests(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="edge-convert build"):
         load_manifest(tmp_path)

@@ -355,3 +355,38 @@ def test_a_rename_says_the_history_stays_under_the_old_name(
     assert "erased their history: 3 events, 2 snapshots" in capsys.readouterr().out
     assert cli.main(["rename", "--config", str(door), "Bob", "Robert"]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("their history stays: 1 events")
+
+
+def test_a_typo_of_an_enrolled_name_is_named_as_remove_without_history_names_it(
+    door: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/GALLERY.md, "Names": a name `remove` does not find is refused naming the enrolled
+    person it is close to; --history refuses it too, and must name them alike."""
+    before = digests(state_of(door))
+
+    assert cli.main(["remove", "--config", str(door), "--history", "Alice Martn"]) == 2
+
+    err = capsys.readouterr().err
+    assert (
+        "neither enrolled nor in the door's history: 'Alice Martn' (did you mean "
+        "'Alice Martin'?); nothing was removed"
+    ) in err
+    assert digests(state_of(door)) == before
+
+
+def test_an_events_database_sqlite_cannot_read_is_named(
+    door: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect (a new user's walkthrough): [events] db naming a file that is not a database
+    gave "the door's history cannot be erased: file is not a database", naming no file."""
+    events = state_of(door) / "events.db"
+    events.unlink()
+    events.write_text("a note, not a database\n" * 10)
+    events.chmod(0o600)
+    before = digests(state_of(door))
+
+    assert cli.main(["remove", "--config", str(door), "--history", "Bob"]) == 2
+
+    err = capsys.readouterr().err
+    assert f"the door's history cannot be erased: {events} (file is not a database)" in err
+    assert digests(state_of(door)) == before

@@ -15,7 +15,11 @@ from edge_app.untrusted_json import MAX_INT, BadJSON
     ("data", "reason"),
     [
         (b"{not json", "not JSON: Expecting property name"),
-        (b"", "not JSON: Expecting value at line 1 column 1"),
+        (b"", "not JSON: Expecting value at column 1"),
+        (b'{\n"a": 1,\n}', "not JSON: Expecting property name .* at line 3 column 1"),
+        # Once said "starting at at line 1 column 7": an export file cut short, its line
+        # (3, say) named by the import, then "line 1" of that line's own text.
+        (b'{"a": "cut', "^not JSON: Unterminated string starting at column 7$"),
         (b"\x81", "not UTF-8 text"),
         (b"[" * 100_000, "JSON nested too deeply"),
         ("{" + '"a":{' * 3000 + "}" * 3001, "JSON nested too deeply"),

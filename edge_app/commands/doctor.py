@@ -405,19 +405,6 @@ def _device_checks(
         return checks
     from edge_app.relay import factory_name
 
-    blocked = UNIT_BLOCKED_FACTORIES.get(factory_name(factory))
-    if blocked is not None:  # fine for a unit of one's own, not for the shipped one
-        checks.append(
-            Check(
-                "gpio",
-                "warn",
-                f"{detail}; gpio.factory {factory!r} {blocked}, so a door started by it "
-                "cannot drive the relay",
-                'set [gpio] factory = "auto" (lgpio): docs/INSTALL.md, "GPIO access and the '
-                'pin factory"',
-            )
-        )
-        return checks
     if (
         chips
         and factory_name(factory) == "lgpio"
@@ -438,6 +425,19 @@ def _device_checks(
     if pin_warning is not None:
         problem, _, fix = pin_warning.partition("; ")
         checks.append(Check("gpio", "warn", f"{detail}; {problem}", fix))
+        return checks
+    blocked = UNIT_BLOCKED_FACTORIES.get(factory_name(factory))
+    if blocked is not None:  # fine for a unit of one's own, not for the shipped one
+        checks.append(
+            Check(
+                "gpio",
+                "warn",
+                f"{detail}; gpio.factory {factory!r} {blocked}, so a door started by it "
+                "cannot drive the relay",
+                'set [gpio] factory = "auto" (lgpio): docs/INSTALL.md, "GPIO access and the '
+                'pin factory"',
+            )
+        )
         return checks
     checks.append(
         Check(

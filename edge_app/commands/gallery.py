@@ -207,7 +207,7 @@ def run_access(args: argparse.Namespace) -> int:
 
 def run_remove(args: argparse.Namespace) -> int:
     from edge_app.events import NO_HISTORY
-    from edge_app.gallery import Gallery
+    from edge_app.gallery import Gallery, did_you_mean
 
     if args.history and args.db is not None:
         raise UserError(
@@ -234,9 +234,13 @@ def run_remove(args: argparse.Namespace) -> int:
                 if name not in removing and _history(events, [name]) == NO_HISTORY
             ]
             if nothing:
+                enrolled = [person.name for person in gallery.people()]
+                shown_names = ", ".join(
+                    f"{name!r}{did_you_mean(name, enrolled)}" for name in nothing
+                )
                 raise UserError(
-                    "neither enrolled nor in the door's history: "
-                    f"{', '.join(map(repr, nothing))}; nothing was removed"
+                    f"neither enrolled nor in the door's history: {shown_names}; "
+                    "nothing was removed"
                 )
             args.changes = "the gallery or the door's history"
         names = _as_stored(gallery, removing)
@@ -329,7 +333,9 @@ def _history(
         return history_of(events.db, events.snapshots, names)
     except (ValueError, OSError, sqlite3.Error) as error:
         what = "erased" if erase or check else "read"
-        raise UserError(f"the door's history cannot be {what}: {error}") from None
+        # SQLite's own words name no file ("file is not a database"): say which one.
+        reason = f"{events.db} ({error})" if isinstance(error, sqlite3.Error) else error
+        raise UserError(f"the door's history cannot be {what}: {reason}") from None
 
 
 def _may_erase(events: EventsConfig) -> None:

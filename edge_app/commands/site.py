@@ -246,11 +246,14 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _what_the_door_does(site: SiteFile) -> str:
+    # A folder is not the door's to delete: `site forget` refuses it (the refusal says so).
+    folder = site.path.is_dir() and not site.path.is_symlink()
+    forget = "" if folder else "; `edge-app site forget` deletes it"
     if not site.learn_site:
-        return "the door does not use it (learn_site is off); `edge-app site forget` deletes it"
+        return f"the door does not use it (learn_site is off){forget}"
     return (
         f"the door sets it aside as {REFUSED_NAME} at its next start or reload and starts "
-        "empty; `edge-app site forget` deletes it"
+        f"empty{forget}"
     )
 
 
@@ -348,11 +351,18 @@ def run_forget(args: argparse.Namespace) -> int:
         try:
             if forget(target):
                 deleted.append(target)
-        except OSError as error:
+        except IsADirectoryError:
+            raise UserError(
+                f"cannot delete {target}: it is a folder, not a site memory (the door keeps its "
+                "memory in a file of its own); look at what it holds and remove it yourself"
+            ) from None
+        except PermissionError as error:
             raise UserError(
                 f"cannot delete {target} ({error.strerror or error}); run as the door's user: "
                 f"{AS_DOOR} site forget"
             ) from None
+        except OSError as error:
+            raise UserError(f"cannot delete {target} ({error.strerror or error})") from None
     for target in deleted:
         sys.stdout.write(f"deleted {target}\n")
     if not deleted:
