@@ -99,6 +99,11 @@ class LockoutFileError(CodeFileError):
     """The lock-out file beside the code file is not one the hub wrote, or cannot be read."""
 
 
+class WrongCode(UnlockRefused):
+    """A well-formed, fresh command whose code is wrong: a guess. The lock-outs keep these few
+    (MAX_WRONG, then one per lock-out), so each is said, whatever else is refused meanwhile."""
+
+
 def check_new_code(code: str) -> str:
     if not _CODE.fullmatch(code):
         raise UserError(
@@ -401,7 +406,7 @@ class CodeVerifier:
                     count, lockout = self._count_wrong(now)
                     self._save(now)
                     extra = f"; locked out for {lockout:.0f} s" if lockout else ""
-                    raise UnlockRefused(
+                    raise WrongCode(
                         f"wrong code ({count} of {MAX_WRONG} in {FAILURE_WINDOW:.0f} s{extra})"
                     )
             if self._streak:  # a right code ends the streak, on file too

@@ -84,7 +84,8 @@ from edge_app import untrusted_json
 from edge_app.config import MqttConfig, host_name_problem
 from edge_app.control import HELD_EVENTS, HELD_SECONDS, REFUSAL_LOG_SECONDS, ControlError
 from edge_app.errors import UserError
-from edge_app.hub.code import LOCK, CodeVerifier, lockout_path, read_code_file
+from edge_app.gallery import MAX_NAME_LENGTH
+from edge_app.hub.code import LOCK, CodeVerifier, WrongCode, lockout_path, read_code_file
 from edge_app.hub.discovery import (
     OFFLINE,
     ONLINE,
@@ -965,7 +966,11 @@ class MqttBridge:
         if not isinstance(value, dict):
             value = {"name": "?"}  # not ours: nothing to keep, but replaced with the rest
         person = {key: value.get(key) for key in NOBODY}
-        if not isinstance(person["name"], str | None):
+        name = person["name"]
+        # Longer than any enrolled name (so not one the hub published): never compared, as
+        # normalising it takes time quadratic in its combining marks (a planted 64 kB name
+        # held paho's network thread a second, a megabyte over MQTT 3.1.1 minutes).
+        if not isinstance(name, str | None) or (name and len(name) > MAX_NAME_LENGTH):
             person["name"] = "?"
         with self._lock:
             if self._last_person is not None:
@@ -1035,7 +1040,10 @@ class MqttBridge:
         try:
             command = self.code_verifier.verify(bytes(message.payload))
         except UnlockRefused as error:
-            if self._refuse(str(error), topic=topic, via=LOCK_ORIGIN):
+            # A wrong code is said one by one, even past a flood of junk on any command topic:
+            # else junk on <base>/unlock hid the guesses, and the lock-out, on this one.
+            each = isinstance(error, WrongCode)
+            if self._refuse(str(error), topic=topic, via=LOCK_ORIGIN, each=each):
                 self._publish_state()  # the card shows the real state again
             return
         if command.action == LOCK:
@@ -1103,6 +1111,7 @@ class MqttBridge:
         *,
         topic: str | None = None,
         via: str | None = None,
+        each: bool = False,
     ) -> bool:
         """Log a refused command and publish it as a `denied` event (Home Assistant's "remote
         unlock refused" automation fires for each): each of the first REFUSALS_LOGGED within
@@ -1113,10 +1122,11 @@ class MqttBridge:
         published.
 
         origin: who a verified signed command named (the event's name); via: where a command
-        came from (appended to the reason as `origin=...`)."""
+        came from (appended to the reason as `origin=...`); each: logged and published
+        whatever the count (a wrong code: the lock-outs bound them), the queue permitting."""
         topic = topic or self.topics.unlock
         reason = f"remote unlock refused: {why}" + (f"; origin={via}" if via else "")
-        held_back = self._refusals.due()
+        held_back = 0 if each else self._refusals.due()
         if held_back is None:
             with self._acks_lock:
                 self._last_unsaid = reason
@@ -1130,7 +1140,7 @@ class MqttBridge:
         )
         with self._acks_lock:
             self._unpublished_refusals += held_back
-            if len(self._unacknowledged) > MAX_QUEUED - REFUSAL_HEADROOM:
+            if not self._room_for_refusals():
                 self._unpublished_refusals += 1
                 self._last_unsaid = reason
                 return False
@@ -1139,6 +1149,14 @@ class MqttBridge:
             reason += f" ({unpublished} more refused before it, not published one by one)"
         self._publish_refusal(reason, origin)
         return True
+
+    def _room_for_refusals(self) -> bool:
+        """Whether a refusal may be published now (under self._acks_lock): connected (else
+        _publish drops it, and the count with it), with REFUSAL_HEADROOM places free in the
+        queue. Otherwise it is counted, and said by a heartbeat once there is room."""
+        return (
+            self.connected.is_set() and len(self._unacknowledged) <= MAX_QUEUED - REFUSAL_HEADROOM
+        )
 
     def _publish_refusal(self, reason: str, origin: str | None) -> None:
         now = time.time()
@@ -1265,10 +1283,17 @@ class MqttBridge:
         self._publish(self.topics.state, self.state, retain=True)
 
     def _publish_last_person(self) -> None:
+        """The last person as it is when published (read under the publishing lock, as the
+        state is): read before, a thread that waited for that lock while a door event's
+        thread published a newer person left the older one retained."""
         with self._lock:
-            person = self._last_person
-        if person is not None:
-            self._publish(self.topics.last_person, person, retain=True)
+            if self._last_person is None:  # once set, never None again
+                return
+        self._publish(self.topics.last_person, self._current_person, retain=True)
+
+    def _current_person(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self._last_person
 
     def _beat(self) -> None:
         """Every STATE_EVERY: the state and the availability (either may have been dropped
@@ -1304,7 +1329,7 @@ class MqttBridge:
         with self._acks_lock:
             last = self._last_unsaid.removeprefix("remote unlock refused: ")
             unsaid = held + self._unpublished_refusals
-            room = len(self._unacknowledged) <= MAX_QUEUED - REFUSAL_HEADROOM
+            room = self._room_for_refusals()
             self._unpublished_refusals = 0 if room else unsaid
         if held:  # logged whatever the queue: the journal is not the broker's
             log.warning(

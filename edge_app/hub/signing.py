@@ -52,7 +52,12 @@ def read_secret(path: Path, key: str, *, min_chars: int = 1) -> str:
         text = read_private(path, key).decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{key}: {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError:
+        # Not the codec's words: they quote a byte of the secret and where it is.
+        raise UserError(
+            f"{key}: {path} is not UTF-8 text; write the secret again in UTF-8"
+        ) from None
+    except OSError as error:
         raise UserError(f"{key}: cannot read {path} ({error})") from None
     secret = text.strip().splitlines()[0].strip() if text.strip() else ""
     if len(secret) < min_chars:
