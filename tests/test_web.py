@@ -1517,6 +1517,19 @@ def test_password_file_is_private_and_replaced_atomically(tmp_path: Path) -> Non
         auth.read_password_hash(path)
 
 
+def test_a_password_file_that_is_not_text_is_refused_without_quoting_it(tmp_path: Path) -> None:
+    """A review: the refusal of a password file that is not ASCII gave the codec's words,
+    which quote a byte of the file and where it is (a password written there by hand)."""
+    path = tmp_path / "web-password"
+    path.write_bytes("pässwörd-typed-here\n".encode("latin-1"))
+    path.chmod(0o600)
+    with pytest.raises(auth.PasswordError) as refused:
+        auth.read_password_hash(path)
+    said = str(refused.value)
+    assert f"{path} is not ASCII text, so it holds no password hash" in said
+    assert "edge-app hub passwd" in said and "0xe4" not in said and "position" not in said
+
+
 def test_lan_listen_is_refused_until_a_password_exists(tmp_path: Path) -> None:
     config = web_config(tmp_path, 8080, listen="0.0.0.0:8080")
     with pytest.raises(WebError, match="no admin password is set: run `sudo -u edge-app edge-"):

@@ -138,8 +138,11 @@ def read_password_hash(path: Path) -> str | None:
         return None
     except OSError as error:
         raise PasswordError(f"web.password_file: cannot read {path} ({error.strerror})") from None
-    except UnicodeDecodeError as error:
-        raise PasswordError(f"web.password_file: cannot read {path} ({error})") from None
+    except UnicodeDecodeError:  # not the codec's words: they quote a byte of the file
+        raise PasswordError(
+            f"web.password_file: {path} is not ASCII text, so it holds no password hash; "
+            "set the password again with `edge-app hub passwd`"
+        ) from None
     try:
         ScryptHash.parse(text)
     except HashFormatError:
