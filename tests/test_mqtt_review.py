@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from test_mqtt import (
     observer,
     test_ca,
 )
-from test_mqtt_audit import code_hub
+from test_mqtt_audit import code_hub, wait_for
 from test_mqtt_last_person import (
     NOBODY,
     TOPIC,
@@ -49,14 +48,6 @@ from edge_app.hub.mqtt import REFUSALS_LOGGED
 from edge_app.hub.signing import read_secret
 
 __all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
-
-
-def wait_for(check: Any, timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or check}")
-        time.sleep(0.05)
 
 
 def test_a_secret_file_that_is_not_utf8_is_refused_without_quoting_the_secret(
