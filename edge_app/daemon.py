@@ -1585,7 +1585,7 @@ class Daemon:
         try:
             self.recognizer.start_configure(new.gallery.path, new.recognition)
         except Exception as error:  # a bad gallery path must not take the door down
-            self._refuse_reload(f"gallery: {error}")
+            self._refuse_reload(f"gallery: {self._gallery_words(error)}")
             return
         self._reloading = (new, live_rule)
         if not self._finish_reload(BUILD_WAIT_SECONDS):
@@ -1603,7 +1603,7 @@ class Daemon:
                 return False
         except Exception as error:
             self._reloading = None
-            self._refuse_reload(f"gallery: {error}")
+            self._refuse_reload(f"gallery: {self._gallery_words(error)}")
             return True
         new, live_rule = self._reloading
         self._reloading = None
@@ -1635,6 +1635,15 @@ class Daemon:
         self._reload_refused = None
         self._reload_ended()
         return True
+
+    def _gallery_words(self, error: BaseException) -> str:
+        """A gallery refusal as this door says it: advice to change gallery.path in its
+        config, unless --db gave the path (then the command line's words)."""
+        from edge_app.advice import config_message
+
+        if self.overrides.get("gallery.path") is not None:
+            return str(error)
+        return config_message(error)
 
     def _refuse_reload(self, why: str) -> None:
         """One line in the journal, and the same in `systemctl status` until a reload is

@@ -381,6 +381,15 @@ install_all() {
     pi_board=no
     if grep -qs "Raspberry Pi" /proc/device-tree/model; then pi_board=yes; fi
 
+    # A run cut short between the two renames of the models' swap (below) left the
+    # installed models only as models.old: put back first, so that a step failing before
+    # the swap (apt, pip) leaves them as they were, as it then says.
+    if [ ! -e "$MODELS_DIR" ] && [ -d "$MODELS_DIR.old" ] && [ ! -L "$MODELS_DIR.old" ]; then
+        step="putting back $MODELS_DIR, left as $MODELS_DIR.old by a run cut short"
+        mv -T "$MODELS_DIR.old" "$MODELS_DIR"
+        say "put back $MODELS_DIR, left as $MODELS_DIR.old by a run cut short"
+    fi
+
     # From here until the config is written, a failure leaves the installed program, config,
     # units and models as they were (apt packages added are not a change of the door).
     untouched=yes
@@ -502,12 +511,6 @@ install_all() {
     # ones in one rename just before the restart.
     step="staging the new models in $MODELS_DIR.new"
     install -d -m 0755 "$SHARE_DIR"
-    # A run cut short between the two renames of the swap below left the models only as
-    # models.old: they are the installed ones, put back rather than removed.
-    if [ ! -e "$MODELS_DIR" ] && [ -d "$MODELS_DIR.old" ] && [ ! -L "$MODELS_DIR.old" ]; then
-        mv -T "$MODELS_DIR.old" "$MODELS_DIR"
-        say "put back $MODELS_DIR, left as $MODELS_DIR.old by a run cut short"
-    fi
     rm -rf "$MODELS_DIR.new" "$MODELS_DIR.old"
     staged_models=$MODELS_DIR.new
     cp -R "$REPO/models/tflite" "$staged_models"

@@ -263,3 +263,17 @@ def test_each_config_error_the_docs_quote_is_the_one_the_config_gives() -> None:
                     wrong.append(f"{doc.name}: `{quoted}`; the config says {error.problems}")
     assert checked >= 3
     assert wrong == []
+
+
+def test_the_control_socket_section_states_the_per_read_limits() -> None:
+    """A review: the protocol's own section (HOME_ASSISTANT.md, "The control socket") listed
+    its limits but not the per-read ones a client of one's own meets first: past
+    REQUESTS_PER_READ requests, or REFUSED_PER_READ refusals, in one read the connection is
+    closed, and a second unlock in one read is refused."""
+    from edge_app import control
+
+    text = (REPO_ROOT / "docs" / "HOME_ASSISTANT.md").read_text(encoding="utf-8")
+    section = " ".join(text.split("## The control socket", 1)[1].split("\n## ", 1)[0].split())
+    assert f"more than {control.REQUESTS_PER_READ} requests in one read" in section
+    assert f"{control.REFUSED_PER_READ} refused in one read" in section
+    assert "one unlock at a time" in section

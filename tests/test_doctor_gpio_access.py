@@ -64,3 +64,25 @@ def test_a_factory_the_shipped_unit_keeps_from_the_pins_is_a_warning(
     assert gpio.status == "warn", gpio
     assert f"gpio.factory {factory!r}" in gpio.detail and "edge-app.service" in gpio.detail
     assert 'factory = "auto"' in gpio.fix
+
+
+def test_a_pin_warning_does_not_hide_the_factory_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: the row said only the first of its warnings; put the pin's first, the
+    factory the shipped unit keeps from the pins was then said by no row at all while the
+    pin was pulled up at boot (the door could not drive its relay, and doctor did not say)."""
+    monkeypatch.setitem(relay.FACTORY_LIBRARIES, "native", "json")
+    monkeypatch.setattr(doctor, "_camera_check", lambda source: doctor.Check("camera", "ok", ""))
+    monkeypatch.setattr(doctor.glob, "glob", lambda pattern: list(CHIPS))
+    from edge_app.config import boot_pull_up_warning
+
+    pin_warning = boot_pull_up_warning(4, True)
+    assert pin_warning is not None
+    (gpio,) = [
+        c
+        for c in doctor._device_checks(factory="native", pin_warning=pin_warning)
+        if c.area == "gpio"
+    ]
+    assert gpio.status == "warn", gpio
+    assert "GPIO4 is pulled up while the Pi boots" in gpio.detail
+    assert "gpio.factory 'native' needs /dev/gpiomem" in gpio.detail
+    assert gpio.fix.startswith("use GPIO9-27 (e.g. 17)") and 'factory = "auto"' in gpio.fix

@@ -470,6 +470,20 @@ def test_models_a_cut_short_swap_left_as_models_old_are_put_back_not_removed(
     assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
 
 
+def test_models_left_as_models_old_are_put_back_even_when_pip_then_fails(fake: Fake) -> None:
+    """A review of the put-back above: it ran only after pip, so a run cut short mid-swap
+    and then a run failing at pip (no network) still left the door with no models while
+    saying "the installed program, config, units and models are as they were" (and
+    INSTALL.md says the next run puts them back before anything else)."""
+    fake.install()
+    fake.models.rename(f"{fake.models}.old")  # the first rename done, the second not
+    done = fake.run(env={"STUB_PIP_FAIL": "1"})
+    assert done.returncode != 0
+    assert "the installed program, config, units and models are as they were" in done.stderr
+    assert (fake.models / "facenet.tflite").read_text() == "model set 1\n", done.stdout
+    assert not Path(f"{fake.models}.old").exists()
+
+
 def test_a_venv_the_service_user_cannot_run_stops_the_install_and_says_how(
     fake: Fake,
 ) -> None:

@@ -422,22 +422,25 @@ def _device_checks(
             )
         )
         return checks
+    # Each warning of the row, the pin's first: one must not hide the other (the factory's
+    # is found only once the pin is fixed otherwise).
+    problems: list[str] = []
+    fixes: list[str] = []
     if pin_warning is not None:
         problem, _, fix = pin_warning.partition("; ")
-        checks.append(Check("gpio", "warn", f"{detail}; {problem}", fix))
-        return checks
+        problems.append(problem)
+        fixes.append(fix)
     blocked = UNIT_BLOCKED_FACTORIES.get(factory_name(factory))
     if blocked is not None:  # fine for a unit of one's own, not for the shipped one
-        checks.append(
-            Check(
-                "gpio",
-                "warn",
-                f"{detail}; gpio.factory {factory!r} {blocked}, so a door started by it "
-                "cannot drive the relay",
-                'set [gpio] factory = "auto" (lgpio): docs/INSTALL.md, "GPIO access and the '
-                'pin factory"',
-            )
+        problems.append(
+            f"gpio.factory {factory!r} {blocked}, so a door started by it cannot drive the relay"
         )
+        fixes.append(
+            'set [gpio] factory = "auto" (lgpio): docs/INSTALL.md, "GPIO access and the pin '
+            'factory"'
+        )
+    if problems:
+        checks.append(Check("gpio", "warn", "; ".join([detail, *problems]), "; ".join(fixes)))
         return checks
     checks.append(
         Check(
