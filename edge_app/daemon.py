@@ -1137,9 +1137,15 @@ class Daemon:
             if problem is not None:
                 raise UserError(problem)
         with self._start_goes_on("loading the gallery"):
-            self.recognizer = Recognizer(
-                self.engine, config.gallery.path, config.recognition, cancel=self._stop
-            )
+            try:
+                self.recognizer = Recognizer(
+                    self.engine, config.gallery.path, config.recognition, cancel=self._stop
+                )
+            except UserError as error:
+                message = self._gallery_words(error)
+                if message != str(error):  # the config's gallery.path: advise changing it
+                    raise UserError(message) from None
+                raise
         self.live_rule = self._resolve_liveness(config)
         self.policy.configure(config.policy, self.live_rule)
         log.info("liveness %s", self.live_rule.describe())

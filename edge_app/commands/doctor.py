@@ -362,9 +362,10 @@ def _camera_check(source: int | str) -> Check:
 
 
 # The pin factories the shipped systemd/edge-app.service leaves no way to the pins, and why.
+_NEEDS_GPIOMEM = "needs /dev/gpiomem, which the shipped edge-app.service's DeviceAllow= leaves out"
 UNIT_BLOCKED_FACTORIES = {
-    "rpigpio": "needs /dev/gpiomem, which the shipped edge-app.service's DeviceAllow= leaves out",
-    "native": "needs /dev/gpiomem, which the shipped edge-app.service's DeviceAllow= leaves out",
+    "rpigpio": _NEEDS_GPIOMEM,
+    "native": _NEEDS_GPIOMEM,
     "pigpio": "talks to the pigpiod daemon over TCP, which the shipped edge-app.service forbids "
     "(RestrictAddressFamilies=, IPAddressDeny=)",
 }

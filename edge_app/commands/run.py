@@ -229,13 +229,7 @@ def run(args: argparse.Namespace) -> int:
     daemon = Daemon(config, config_path=config_path, overrides=overrides)
     try:
         code = daemon.run()
-    except UserError as error:
-        from edge_app.advice import config_message
-
-        if args.db is None:  # the config's gallery.path, not a flag: advise changing that
-            message = config_message(error)
-            if message != str(error):
-                raise UserError(message) from None
+    except UserError:  # a refusal, in its own words (the daemon words a gallery's for its config)
         raise
     except Exception:
         # systemd restarts the door (Restart=always); the traceback goes to the journal.
