@@ -175,6 +175,32 @@ source_digest() {
         LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
 }
 
+# lgpio_versions VENV: the version of each lgpio that pip installed into VENV itself (not
+# apt's, which a venv made with --system-site-packages also sees), one a line, read from its
+# metadata by the python3 that builds the venvs: VENV's own interpreter may be gone, or be
+# a newer Python than its site-packages folder since a release upgrade. Fails, naming the
+# folder, on an lgpio whose version cannot be read.
+lgpio_versions() {
+    for found in "$1"/lib/python3*/site-packages/lgpio-*.dist-info; do
+        if [ ! -d "$found" ]; then continue; fi
+        python3 -I -c '
+import sys
+from importlib.metadata import Distribution
+
+try:
+    version = Distribution.at(sys.argv[1]).version
+except Exception:
+    version = None
+if not isinstance(version, str) or not version.strip():
+    sys.exit(1)
+print(version.strip())
+' "$found" || {
+            echo "install.sh: cannot read the version of lgpio in $found" >&2
+            return 1
+        }
+    done
+}
+
 # What the EXIT trap reports: the step under way, once the installer has begun to change the
 # system (a refusal before that has changed nothing), and what it leaves behind.
 step=""
@@ -389,6 +415,16 @@ install_all() {
         mv -T "$MODELS_DIR.old" "$MODELS_DIR"
         say "put back $MODELS_DIR, left as $MODELS_DIR.old by a run cut short"
     fi
+    # Likewise the program: a run cut short between the two renames that replace an older
+    # installer's venv folder by the link (below) left it only as venv.old. Put back, it is
+    # the program in use again: the new venv gets its lgpio, and it is removed only once the
+    # services run on the new one (left there, no run ever removed it).
+    if [ ! -e "$VENV" ] && [ ! -L "$VENV" ] && [ -d "$PREFIX/venv.old" ] &&
+        [ ! -L "$PREFIX/venv.old" ]; then
+        step="putting back $VENV, left as $PREFIX/venv.old by a run cut short"
+        mv -T "$PREFIX/venv.old" "$VENV"
+        say "put back $VENV, left as $PREFIX/venv.old by a run cut short"
+    fi
 
     # From here until the config is written, a failure leaves the installed program, config,
     # units and models as they were (apt packages added are not a change of the door).
@@ -433,11 +469,33 @@ install_all() {
             fi
         done
         # lgpio that was pip-installed into the venv in use (docs/INSTALL.md: plain Debian
-        # has no python3-lgpio): the new venv gets it too, or the door cannot drive its relay.
-        venv_lgpio=no
-        for found in "$VENV"/lib/python3*/site-packages/lgpio-*.dist-info; do
-            if [ -d "$found" ]; then venv_lgpio=yes; fi
-        done
+        # has no python3-lgpio): the new venv gets the same version, or the door cannot
+        # drive its relay (and an upgrade never changes the version the operator chose).
+        step="reading the version of the lgpio pip installed into $VENV"
+        if ! venv_lgpio=$(lgpio_versions "$VENV"); then
+            die "the venv in use has an lgpio of its own whose version cannot be read, so" \
+                "the new venv could not get the same one: reinstall the version the door" \
+                "should keep (sudo $VENV/bin/pip install --force-reinstall lgpio==VERSION)," \
+                "then run the installer again"
+        fi
+        venv_lgpio=$(printf '%s\n' "$venv_lgpio" | sort -u)
+        case $venv_lgpio in
+            *"
+"*)
+                die "the venv in use has lgpio of its own for more than one Python, at" \
+                    "versions $(printf '%s' "$venv_lgpio" | tr '\n' ' ') (in" \
+                    "$(echo "$VENV"/lib/python3*/site-packages/lgpio-*.dist-info)): delete" \
+                    "those of the Pythons it no longer runs ($VENV/bin/python --version" \
+                    "says which it runs), then run the installer again"
+                ;;
+            *[!0-9A-Za-z.+!_-]*)
+                die "the lgpio in the venv in use gives its version as '$venv_lgpio'," \
+                    "which pip cannot install: reinstall the version the door should keep" \
+                    "(sudo $VENV/bin/pip install --force-reinstall lgpio==VERSION), then" \
+                    "run the installer again"
+                ;;
+        esac
+        step="installing edge-app into a new venv in $VENVS (pip)"
         new_venv=$(mktemp -d "$VENVS/$(date -u +%Y%m%dT%H%M%SZ).XXXXXX")
         chmod 0755 "$new_venv"
         # --system-site-packages: picamera2 and lgpio are apt packages (their bindings are
@@ -445,9 +503,27 @@ install_all() {
         python3 -m venv --system-site-packages "$new_venv"
         "$new_venv/bin/pip" install --quiet "$REPO"
         source_digest "$REPO" >"$new_venv/$SOURCE_STAMP"
-        if [ "$venv_lgpio" = yes ]; then
-            "$new_venv/bin/pip" install --quiet lgpio
-            say "installed lgpio from PyPI into $new_venv, as into the venv it replaces"
+        if [ -n "$venv_lgpio" ]; then
+            step="installing lgpio $venv_lgpio into $new_venv (pip), as in the venv in use"
+            # --force-reinstall: pip would count an lgpio on the system path (apt's) as
+            # already installed and put none into the new venv; --no-deps: it has none.
+            if ! "$new_venv/bin/pip" install --quiet --force-reinstall --no-deps \
+                "lgpio==$venv_lgpio"; then
+                die "pip could not install lgpio $venv_lgpio, the version in the venv in use," \
+                    "into the new venv (pip's message above). The installer does not take" \
+                    "another version in its place: if PyPI could not be reached, run it" \
+                    "again once it can; to move the door to another lgpio, install that" \
+                    "version into the venv in use first (sudo $VENV/bin/pip install" \
+                    "lgpio==VERSION), then run the installer again"
+            fi
+            new_lgpio=$(lgpio_versions "$new_venv" || true)
+            if [ "$new_lgpio" != "$venv_lgpio" ]; then
+                die "pip ended without an error, but $new_venv has no lgpio $venv_lgpio of" \
+                    "its own (it has: $(printf '%s' "${new_lgpio:-none}" | tr '\n' ' ')): a pip" \
+                    "setting may send it elsewhere (sudo pip config list, PIP_* variables);" \
+                    "fix that, then run the installer again"
+            fi
+            say "installed lgpio $venv_lgpio from PyPI into $new_venv, as in the venv in use"
         fi
         say "installed edge-app into $new_venv"
         # picamera2 imports apt's python3-simplejpeg, which Bookworm builds for its numpy 1.x;
@@ -495,7 +571,7 @@ install_all() {
         modules=edge_app
         if [ "$pi_board" = yes ] && [ "$apt" = yes ]; then
             modules="edge_app, lgpio, picamera2"
-        elif [ "$venv_lgpio" = yes ]; then
+        elif [ -n "$venv_lgpio" ]; then
             modules="edge_app, lgpio"
         fi
         # -I: the venv's modules only, not an edge_app in the folder the installer runs in.

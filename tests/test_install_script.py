@@ -5,10 +5,10 @@ writes (/etc, /opt, /var/lib, /usr/share, /usr/local, /run/systemd, /proc) moved
 fake root, and puts stubs first on PATH for the commands that change the machine or ask it
 about accounts: apt-get, groupadd, useradd, usermod, userdel, getent (answered from a fake
 passwd and group), systemctl, udevadm and python3 (whose `-m venv` makes a venv whose pip
-records what it was given). A rewritten script that still names a real system path is
-refused before it runs. The service user is the existing system account `daemon`, so that
-the real install and chown can give files to it; the fake passwd decides what the installer
-believes about that account.
+records what it was given; anything else is the real python3). A rewritten script that
+still names a real system path is refused before it runs. The service user is the existing
+system account `daemon`, so that the real install and chown can give files to it; the fake
+passwd decides what the installer believes about that account.
 
 Needs root (the installer refuses to run otherwise and chowns to the service user); skipped
 with the reason elsewhere. EDGE_APP_INSTALL_SH runs these tests against another copy of
@@ -97,8 +97,10 @@ STUBS = {
         'mv "$FAKE_DB/passwd.new" "$FAKE_DB/passwd"\n'
     ),
     # `python3 -m venv [--system-site-packages] DIR`: a venv whose pip is the stub below.
+    # Anything else runs the real python3 (the installer reads a venv's lgpio version with it).
     "python3": (
         'echo "python3 $*" >>"$STUBLOG"\n'
+        f'if [ "$1" != -m ]; then PATH={SYSTEM_PATH} exec python3 "$@"; fi\n'
         "for dir; do :; done\n"
         'mkdir -p "$dir/bin"\n'
         'printf "#!/bin/sh\\nexit 0\\n" >"$dir/bin/python"\n'
@@ -107,10 +109,30 @@ STUBS = {
     ),
     # A venv's pip: records the folder it installs from (and what is in it), then builds in
     # it as the real one does (build/, *.egg-info) and puts the program into the venv.
+    # `lgpio` or `lgpio==VERSION`: a PyPI offering the versions in STUB_PYPI_LGPIO (the newest
+    # last), installed as pip does (lib/python3.11/site-packages/lgpio-VERSION.dist-info);
+    # STUB_SYSTEM_LGPIO=VERSION: apt's lgpio on the system path, which a venv made with
+    # --system-site-packages sees, so pip counts it as installed unless told
+    # --force-reinstall; STUB_PIP_NOTHING: pip ends without error and installs nothing.
     "pip.venv": (
         'echo "pip $*" >>"$STUBLOG"\n'
         'if [ -n "${STUB_PIP_FAIL:-}" ]; then echo "pip: simulated failure" >&2; exit 1; fi\n'
         "for src; do :; done\n"
+        "case $src in lgpio | lgpio==*)\n"
+        "    want=${src#lgpio}; want=${want#==}; pypi=${STUB_PYPI_LGPIO:-0.2.0.0 0.2.2.0}\n"
+        '    if [ -n "${STUB_SYSTEM_LGPIO:-}" ]; then case "$*" in *--force-reinstall*) ;; *)\n'
+        '        if [ -z "$want" ] || [ "$want" = "$STUB_SYSTEM_LGPIO" ]; then exit 0; fi ;;\n'
+        "    esac; fi\n"
+        '    if [ -z "$want" ]; then for want in $pypi; do :; done; fi\n'
+        '    case " $pypi " in *" $want "*) ;; *)\n'
+        '        echo "ERROR: No matching distribution found for $src" >&2; exit 1 ;; esac\n'
+        '    if [ -n "${STUB_PIP_NOTHING:-}" ]; then exit 0; fi\n'
+        '    info="$(dirname "$0")/../lib/python3.11/site-packages/lgpio-$want.dist-info"\n'
+        '    mkdir -p "$info"\n'
+        '    printf "Metadata-Version: 2.1\\nName: lgpio\\nVersion: %s\\n" "$want" \\\n'
+        '        >"$info/METADATA"\n'
+        "    exit 0 ;;\n"
+        "esac\n"
         'if [ -d "$src" ]; then\n'
         '    echo "$src" >"$PIP_SEEN/src"\n'
         '    ls -A "$src" >"$PIP_SEEN/top"\n'
@@ -134,7 +156,7 @@ def _why_not() -> str | None:
         grp.getgrnam(USER)
     except KeyError:
         return f"no '{USER}' account and group here to stand for the service user"
-    for tool in ("sh", "stat", "mktemp", "install", "od"):
+    for tool in ("sh", "stat", "mktemp", "install", "od", "python3"):
         if shutil.which(tool, path=SYSTEM_PATH) is None:
             return f"no {tool} on {SYSTEM_PATH}"
     return None
@@ -229,8 +251,10 @@ class Fake:
             preexec_fn=None if umask is None else (lambda: os.umask(umask)),
         )
 
-    def install(self, *options: str) -> subprocess.CompletedProcess[str]:
-        done = self.run(*options)
+    def install(
+        self, *options: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        done = self.run(*options, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
         return done
 
@@ -575,6 +599,27 @@ def test_a_venv_folder_left_by_an_older_installer_is_replaced_by_the_link(fake: 
     assert not fake.path("/opt/edge-app/venv.new").is_symlink()
 
 
+def test_an_older_installers_venv_a_cut_short_run_left_as_venv_old_is_put_back(
+    fake: Fake,
+) -> None:
+    """A review: a run cut short between the two renames that replace an older installer's
+    venv folder by the link (venv -> venv.old, then the link -> venv) left no venv at all.
+    The next run took the door for one without lgpio of its own (plain Debian: the new
+    venv could not drive the relay, and the door did not start again) and never removed
+    venv.old. It is put back first, and then replaced as on any upgrade."""
+    older = fake.venv
+    (older / "bin").mkdir(parents=True)
+    (older / "bin" / "edge-app").write_text("#!/bin/sh\nexit 0\n")
+    (older / "bin" / "edge-app").chmod(0o755)
+    _pip_lgpio(older, "0.2.0.0")
+    older.rename(fake.path("/opt/edge-app/venv.old"))  # the first rename done, not the second
+    done = fake.install()
+    assert "put back" in done.stdout
+    assert fake.venv.is_symlink() and fake.venvs() == [fake.venv.resolve()]
+    assert _own_lgpio(fake.venv) == ["0.2.0.0"]
+    assert not fake.path("/opt/edge-app/venv.old").exists()
+
+
 def test_venvs_of_an_interrupted_install_are_removed_and_a_hand_made_link_target_kept(
     fake: Fake,
 ) -> None:
@@ -845,22 +890,125 @@ def test_the_pi_packages_and_their_import_check_go_together(fake: Fake) -> None:
     assert any("-I -c import edge_app, lgpio, picamera2" in line for line in log), log
 
 
+def _pip_lgpio(venv: Path, version: str | None, python: str = "python3.11") -> Path:
+    """lgpio as `pip install lgpio` leaves it in a venv (version None: no readable METADATA)."""
+    info = venv.resolve() / "lib" / python / "site-packages" / f"lgpio-{version}.dist-info"
+    info.mkdir(parents=True)
+    if version is not None:
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: lgpio\nVersion: {version}\n")
+    return info
+
+
+def _own_lgpio(venv: Path) -> list[str]:
+    """The lgpio versions pip put into the venv itself."""
+    found = venv.resolve().glob("lib/python3*/site-packages/lgpio-*.dist-info")
+    return sorted(path.name.removeprefix("lgpio-").removesuffix(".dist-info") for path in found)
+
+
+def _upgrade_left_nothing_changed(fake: Fake, done: subprocess.CompletedProcess[str]) -> None:
+    """A refused upgrade: the door keeps its program, models and running services."""
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "the installed program, config, units and models are as they were" in done.stderr
+    assert "installed lgpio" not in done.stdout
+    assert fake.venvs() == [fake.venv.resolve()]  # the new venv removed
+    assert (fake.models / "facenet.tflite").read_text() == "model set 1\n"
+    assert _systemctl(fake) == []  # nothing reloaded or restarted
+
+
 def test_an_upgrade_keeps_lgpio_pip_installed_into_the_venv_in_use(fake: Fake) -> None:
     """Off Raspberry Pi OS, docs/INSTALL.md has lgpio pip-installed into the door's venv (plain
     Debian has no python3-lgpio). Every upgrade builds a new venv and switched the door to it
     without lgpio: its ExecStartPre= relay_off could not claim the pin, so the door did not
-    start again (and the import check did not look for lgpio off a Pi)."""
+    start again (and the import check did not look for lgpio off a Pi). A review then found
+    that the new venv got PyPI's newest lgpio, not the version the operator had installed:
+    an upgrade of the door silently upgraded its pin library. It gets the same version."""
     fake.install()
     fake.clear_log()
     fake.install()  # no lgpio of its own in the venv: none added
-    assert not any(line.endswith(" lgpio") for line in fake.log()), fake.log()
-    site = fake.venv.resolve() / "lib" / "python3.11" / "site-packages"
-    (site / "lgpio-0.2.2.0.dist-info").mkdir(parents=True)
+    assert not any("lgpio" in line for line in fake.log()), fake.log()
+    _pip_lgpio(fake.venv, "0.2.0.0")  # older than PyPI's newest, 0.2.2.0
     fake.clear_log()
     done = fake.install()
-    assert "pip install --quiet lgpio" in fake.log()
-    assert f"installed lgpio from PyPI into {fake.venv.resolve()}" in done.stdout
+    assert _own_lgpio(fake.venv) == ["0.2.0.0"]
+    assert "pip install --quiet --force-reinstall --no-deps lgpio==0.2.0.0" in fake.log()
+    assert f"installed lgpio 0.2.0.0 from PyPI into {fake.venv.resolve()}" in done.stdout
     assert any(line.endswith("-I -c import edge_app, lgpio") for line in fake.log()), fake.log()
+    fake.install()  # and on the next upgrade, from that venv
+    assert _own_lgpio(fake.venv) == ["0.2.0.0"]
+
+
+def test_an_lgpio_version_pypi_does_not_offer_stops_the_upgrade_and_says_what_to_do(
+    fake: Fake,
+) -> None:
+    """A review: the version the operator chose is not replaced by another. When pip cannot
+    install it (PyPI unreachable, or the version gone from it), the upgrade stops before the
+    switch, says why and how to move to another version, and the door keeps running as it was."""
+    fake.install()
+    _pip_lgpio(fake.venv, "0.1.9.0")
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    fake.clear_log()
+    done = fake.run()
+    _upgrade_left_nothing_changed(fake, done)
+    assert "No matching distribution found for lgpio==0.1.9.0" in done.stderr  # pip's words
+    assert "pip could not install lgpio 0.1.9.0, the version in the venv in use" in done.stderr
+    assert "does not take another version in its place" in done.stderr
+    assert f"sudo {fake.venv}/bin/pip install lgpio==VERSION" in done.stderr
+    assert "FAILED while installing lgpio 0.1.9.0 into" in done.stderr
+    assert _own_lgpio(fake.venv) == ["0.1.9.0"]
+    fake.install(env={"STUB_PYPI_LGPIO": "0.1.9.0 0.2.2.0"})  # offered again: it completes
+    assert _own_lgpio(fake.venv) == ["0.1.9.0"]
+    assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
+
+
+def test_lgpio_on_the_system_path_does_not_leave_the_new_venv_without_its_own(
+    fake: Fake,
+) -> None:
+    """A review: with an lgpio on the system path (apt's, which the venv sees through
+    --system-site-packages), `pip install lgpio` found it "already satisfied" and put none
+    into the new venv, and the installer said it had installed lgpio from PyPI."""
+    fake.install()
+    _pip_lgpio(fake.venv, "0.2.2.0")
+    done = fake.install(env={"STUB_SYSTEM_LGPIO": "0.2.2.0"})
+    assert _own_lgpio(fake.venv) == ["0.2.2.0"]
+    assert f"installed lgpio 0.2.2.0 from PyPI into {fake.venv.resolve()}" in done.stdout
+
+
+def test_a_pip_that_installs_no_lgpio_is_not_reported_as_installing_it(fake: Fake) -> None:
+    """A review: the installer said "installed lgpio" whatever pip had done. A pip that ends
+    without error but puts no lgpio into the new venv (a setting that sends it elsewhere)
+    now stops the upgrade, with the door left as it was."""
+    fake.install()
+    _pip_lgpio(fake.venv, "0.2.2.0")
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    fake.clear_log()
+    done = fake.run(env={"STUB_PIP_NOTHING": "1"})
+    _upgrade_left_nothing_changed(fake, done)
+    assert "pip ended without an error, but" in done.stderr
+    assert "has no lgpio 0.2.2.0 of its own (it has: none)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("versions", "message"),
+    [
+        ([None], "has an lgpio of its own whose version cannot be read"),
+        (["0.2.0.0", "0.2.2.0"], "has lgpio of its own for more than one Python"),
+    ],
+)
+def test_an_lgpio_version_that_cannot_be_told_stops_the_upgrade_and_says_what_to_do(
+    fake: Fake, versions: list[str | None], message: str
+) -> None:
+    """A review: which lgpio the new venv is to get must be known, never guessed (PyPI's
+    newest in its place would change the operator's pin library without a word)."""
+    fake.install()
+    # the second in the site-packages of another Python, as a release upgrade leaves them
+    for version, python in zip(versions, ("python3.11", "python3.13"), strict=False):
+        _pip_lgpio(fake.venv, version, python)
+    fake.clear_log()
+    done = fake.run()
+    _upgrade_left_nothing_changed(fake, done)
+    assert message in done.stderr
+    assert "FAILED while reading the version of the lgpio pip installed into" in done.stderr
+    assert not any(line.startswith(("pip ", "python3 -m venv")) for line in fake.log())
 
 
 def test_a_second_run_while_one_is_under_way_is_refused_and_changes_nothing(fake: Fake) -> None:
