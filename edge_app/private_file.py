@@ -9,7 +9,9 @@ group or others may read or write is refused until its owner runs `chmod 600`.
 
 Only a regular file is ever replaced: a folder, device, named pipe, socket or symbolic link
 at the target is refused and left as it is (NotRegularFileError), so a mistyped path cannot
-swap a device node or a link for a secret.
+swap a device node or a link for a secret. A hashed secret (write_secret_line) replaces only
+a file that is recognisably one: empty, or one hash line of this user (refuse_foreign_secret),
+so a mistyped path cannot swap someone's file (a database, a document) for a hash either.
 
 A write killed between making its temporary file and renaming it (SIGKILL, the OOM killer, a
 power cut) leaves that file behind, private but useless; the next write of the same target
@@ -23,6 +25,7 @@ import errno
 import fcntl
 import logging
 import os
+import pwd
 import re
 import stat
 import tempfile
@@ -31,8 +34,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, AnyStr, TypeVar
 
-from edge_app.bounded_read import NotRegularFile, TooLarge, read_bounded
+from edge_app.bounded_read import (
+    NotRegularFile,
+    TooLarge,
+    read_bounded,
+    read_bounded_with_stat,
+)
 from edge_app.errors import UserError
+from edge_app.secret_hash import is_hash_line
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +130,23 @@ def make_private_folder(folder: Path) -> None:
 
 
 def write_private_text(
-    path: Path, text_writer: Callable[[IO[str]], T], *, encoding: str = "utf-8"
+    path: Path,
+    text_writer: Callable[[IO[str]], T],
+    *,
+    encoding: str = "utf-8",
+    replaces: Callable[[Path], None] | None = None,
 ) -> T:
     """Write a file atomically with mode 0600; text_writer(handle)'s result is returned.
 
     The file appears under its name only when complete, so a failed write never leaves a half
     file that a later read would trust. OSError (e.g. no write permission in the folder, or
     NotRegularFileError) propagates for the caller to name the config key and the fix.
+    replaces(path): raises when the file at `path` may not be replaced; called before the
+    write and again just before the rename, so a file put there meanwhile is refused too.
     """
-    return _write_private(path, lambda fd: os.fdopen(fd, "w", encoding=encoding), text_writer)
+    return _write_private(
+        path, lambda fd: os.fdopen(fd, "w", encoding=encoding), text_writer, replaces
+    )
 
 
 def write_secret_line(
@@ -142,11 +159,23 @@ def write_secret_line(
     missing folder is made as `mkdir -p -m 0700` would (the file's own folder 0700: others
     need not even list it), owned by whoever runs the command, which should be the service
     user; a path that cannot be written says to run as that user or to choose another path.
+    A file already at `path` is replaced only when it is one of these secrets
+    (refuse_foreign_secret, raised as `error`): a mistyped path leaves the file it names as
+    it was.
     """
     path = Path(path)
+
+    def replaces(target: Path) -> None:
+        refuse_foreign_secret(target, key, error=error)
+
     try:
         make_private_folder(path.parent)
-        write_private_text(path, lambda handle: handle.write(line + "\n"), encoding="ascii")
+        write_private_text(
+            path,
+            lambda handle: handle.write(line + "\n"),
+            encoding="ascii",
+            replaces=replaces,
+        )
     except NotRegularFileError as refused:
         raise error(f"{key}: {refused}") from None
     except OSError as failed:
@@ -161,16 +190,86 @@ def write_secret_line(
         raise error(f"{key}: cannot write {path} ({failed.strerror or failed}); {advice}") from None
 
 
+def refuse_foreign_secret(path: Path, key: str, *, error: type[UserError] = UserError) -> None:
+    """Refuse, as `error` naming the config `key` and `path`, to replace a file at `path`
+    that is not recognisably a hashed secret this user's edge-app wrote.
+
+    Replaceable: nothing at `path`, or a regular file of this user that is empty (made with
+    `touch` or `install -m 600 /dev/null`) or holds one scrypt hash line (secret_hash; one
+    whose parameters a reader refuses too, as writing it anew is the fix for those). Anything
+    else is someone's data that a mistyped path would destroy: a gallery, a document (it is
+    larger than a secret, or holds something else), a file this user may not read, or one of
+    another user (the new file would be this user's, which its owner's service may not be able
+    to read), or a symbolic link, folder, device or named pipe. A path that cannot be looked
+    at (a missing folder) passes: the write says why it fails.
+    """
+    path = Path(path)
+    try:
+        refuse_non_regular(path)
+        os.lstat(path)
+    except NotRegularFileError as refused:
+        raise error(f"{key}: {refused}") from None
+    except OSError:
+        return
+    keep = (
+        f"it is left untouched; set {key} to a file of its own, or remove {path} first if "
+        "it holds nothing to keep"
+    )
+    try:
+        data, info = read_bounded_with_stat(path, MAX_SECRET_BYTES)
+    except NotRegularFile as found:  # swapped in since the lstat
+        raise error(f"{key}: {path} is a {found.kind}, not a secret file; {keep}") from None
+    except TooLarge:
+        raise error(
+            f"{key}: {path} is more than the {MAX_SECRET_BYTES} bytes of a secret file, so it "
+            f"is not one edge-app wrote; {keep}"
+        ) from None
+    except OSError as failed:
+        raise error(
+            f"{key}: {path} cannot be read ({failed.strerror or failed}) to check that it is "
+            f"a secret file edge-app wrote; {keep}"
+        ) from None
+    if data.strip() and not is_hash_line(data.decode("ascii", errors="replace")):
+        raise error(f"{key}: {path} does not hold a hash edge-app wrote; {keep}")
+    if info.st_uid != os.geteuid():
+        owner, me = _user_name(info.st_uid), _user_name(os.geteuid())
+        raise error(
+            f"{key}: {path} belongs to {owner}, not to this user ({me}): the new file would "
+            f"be {me}'s, which {owner} may not be able to read; run the command as {owner} "
+            f"(sudo -u {_sudo_user(info.st_uid)} ...); {path} is left untouched"
+        )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _sudo_user(uid: int) -> str:
+    """How `sudo -u` names the user `uid`: its name, or '#uid' when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"'#{uid}'"
+
+
 def write_private_bytes(path: Path, writer: Callable[[IO[bytes]], T]) -> T:
     """write_private_text for a binary file (e.g. numpy's .npz)."""
     return _write_private(path, lambda fd: os.fdopen(fd, "wb"), writer)
 
 
 def _write_private(
-    path: Path, opener: Callable[[int], IO[AnyStr]], writer: Callable[[IO[AnyStr]], T]
+    path: Path,
+    opener: Callable[[int], IO[AnyStr]],
+    writer: Callable[[IO[AnyStr]], T],
+    replaces: Callable[[Path], None] | None = None,
 ) -> T:
     path = Path(path)
     refuse_non_regular(path)
+    if replaces is not None:
+        replaces(path)
     sweep_leftovers(path)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -184,6 +283,8 @@ def _write_private(
             handle.flush()
             os.fsync(handle.fileno())
             refuse_non_regular(path)  # again: something may have appeared there meanwhile
+            if replaces is not None:
+                replaces(path)
             os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

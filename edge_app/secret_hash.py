@@ -95,3 +95,15 @@ class ScryptHash:
         """Constant-time comparison of the secret's scrypt hash with the stored one."""
         actual = _scrypt(secret, self.salt, self.n, self.r, self.p)
         return hmac.compare_digest(actual, self.digest)
+
+
+def is_hash_line(text: str) -> bool:
+    """Whether `text` is one `scrypt$N$r$p$salt$hash` line, with parameters in bounds or not:
+    a file edge-app wrote (refused parameters are fixed by writing it anew)."""
+    try:
+        ScryptHash.parse(text)
+    except CostRefused:
+        return True
+    except HashFormatError:
+        return False
+    return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pwd
 import re
 import resource
 import shlex
@@ -1608,6 +1609,136 @@ def test_unlock_code_without_a_code_file_suggests_one_the_service_user_can_write
     assert done.returncode == 2
     assert f'unlock_code_file = "{DEFAULT_STATE_DIR}/unlock.code"' in done.stderr
     assert "/etc/edge-app" not in done.stderr
+
+
+# (the command's words, a secret it accepts, its file in HUB_CONFIG, the config key naming it)
+SECRET_COMMANDS = [
+    (["hub", "passwd"], "correct horse battery staple", "web-password", "web.password_file"),
+    (["hub", "unlock-code"], "482913", "unlock-code", "mqtt.unlock_code_file"),
+]
+SECRET_IDS = ["passwd", "unlock-code"]
+
+
+def _a_gallery(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO people (name) VALUES ('Ada')")
+    db.close()
+
+
+def _a_note(path: Path) -> None:
+    path.write_text("door codes for the shed: 1234\n")
+
+
+def _a_large_log(path: Path) -> None:
+    path.write_text("scrypt$" + "x" * 70_000 + "\n")  # starts like a hash; far too large
+
+
+def _a_photo(path: Path) -> None:
+    path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))
+
+
+def _two_hash_lines(path: Path) -> None:
+    from edge_app.secret_hash import ScryptHash
+
+    line = ScryptHash.of("something").line()
+    path.write_text(f"{line}\n{line}\n")
+
+
+@pytest.mark.parametrize("plant", [_a_gallery, _a_note, _a_large_log, _a_photo, _two_hash_lines])
+@pytest.mark.parametrize(("words", "secret", "file", "key"), SECRET_COMMANDS, ids=SECRET_IDS)
+def test_a_secret_never_replaces_a_file_it_did_not_write(
+    tmp_path: Path, words: list[str], secret: str, file: str, key: str, plant: Any
+) -> None:
+    """Found by an audit: `hub passwd` and `hub unlock-code` replaced whatever regular file
+    their configured path named (a gallery, a user's file) with a hash line, exit 0: a
+    mistyped path destroyed the file. Only a file they wrote (or an empty one) is replaced."""
+    config = _hub_config(tmp_path)
+    target = tmp_path / file
+    plant(target)
+    before = target.read_bytes()
+
+    done = _with_stdin(tmp_path, secret + "\n", *words, "--stdin", "--config", str(config))
+
+    assert done.returncode == 2, done.stderr
+    said = done.stderr.strip()
+    assert f"ERROR   edge_app: {key}: {target} " in said and "\n" not in said
+    assert "is left untouched" in said and f"set {key} to a file of its own" in said
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml", file]
+    assert done.stdout == ""
+
+
+def _empty(path: Path) -> None:
+    path.touch()
+
+
+def _set_before(path: Path) -> None:
+    from edge_app.secret_hash import ScryptHash
+
+    path.write_text(ScryptHash.of("the secret before").line() + "\n")
+    path.chmod(0o644)  # readers refuse it ("or set the password again"): setting it must work
+
+
+def _refused_cost(path: Path) -> None:
+    # A hash line whose parameters readers refuse, "set the code again": setting it must work.
+    path.write_text("scrypt$1048576$8$1$" + "A" * 22 + "$" + "A" * 43 + "\n")
+
+
+@pytest.mark.parametrize("plant", [_empty, _set_before, _refused_cost])
+@pytest.mark.parametrize(("words", "secret", "file", "key"), SECRET_COMMANDS, ids=SECRET_IDS)
+def test_a_secret_replaces_an_empty_file_or_one_it_wrote(
+    tmp_path: Path, words: list[str], secret: str, file: str, key: str, plant: Any
+) -> None:
+    from edge_app.hub.code import read_code_file
+    from edge_app.secret_hash import ScryptHash, is_hash_line
+
+    config = _hub_config(tmp_path)
+    target = tmp_path / file
+    plant(target)
+    assert not target.read_text().strip() or is_hash_line(target.read_text())
+
+    done = _with_stdin(tmp_path, secret + "\n", *words, "--stdin", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert ScryptHash.parse(target.read_text()).matches(secret)
+    if key == "mqtt.unlock_code_file":
+        assert read_code_file(target).matches(secret)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml", file]
+
+
+@pytest.mark.parametrize(("words", "secret", "file", "key"), SECRET_COMMANDS, ids=SECRET_IDS)
+def test_a_secret_file_of_another_user_is_left_for_its_owner_to_set(
+    tmp_path: Path, words: list[str], secret: str, file: str, key: str
+) -> None:
+    """`sudo edge-app hub passwd` (without -u edge-app) replaced the service user's hash with
+    one of root's, mode 0600, which the service could then not read: refused, the file kept."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file to another user")
+    config = _hub_config(tmp_path)
+    target = tmp_path / file
+    assert (
+        _with_stdin(
+            tmp_path,
+            "the first one 123\n" if "passwd" in words else "111111\n",
+            *words,
+            "--stdin",
+            "--config",
+            str(config),
+        ).returncode
+        == 0
+    )
+    os.chown(target, 65534, 65534)
+    before = target.read_bytes()
+
+    done = _with_stdin(tmp_path, secret + "\n", *words, "--stdin", "--config", str(config))
+
+    assert done.returncode == 2, done.stderr
+    owner = pwd.getpwuid(65534).pw_name
+    assert f"{key}: {target} belongs to {owner}, not to this user (root)" in done.stderr
+    assert f"run the command as {owner} (sudo -u {owner} ...)" in done.stderr
+    assert target.read_bytes() == before and target.stat().st_uid == 65534
 
 
 @pytest.mark.parametrize(

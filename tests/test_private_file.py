@@ -184,6 +184,35 @@ def test_both_hashed_secrets_leave_a_folder_at_their_path_in_the_same_words(
     assert _names(target) == []
 
 
+@pytest.mark.parametrize(("write", "secret", "key", "error"), SECRET_FILES, ids=IDS)
+def test_a_file_put_at_a_secrets_path_during_its_write_is_not_replaced(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    write: Callable[[Path, str], None],
+    secret: str,
+    key: str,
+    error: type,
+) -> None:
+    """The check of what a hash would replace runs again just before the rename: a file
+    someone's program puts at the path while the hash is computed and written is kept."""
+    target = tmp_path / "secret"
+    fsync = os.fsync
+
+    def meanwhile(fd: int) -> None:  # the temporary file's sync, just before the rename
+        fsync(fd)
+        if not target.exists():
+            target.write_text("a document saved meanwhile\n")
+
+    monkeypatch.setattr(os, "fsync", meanwhile)
+    with pytest.raises(error) as caught:
+        write(target, secret)
+    monkeypatch.undo()
+
+    assert str(caught.value).startswith(f"{key}: {target} does not hold a hash edge-app wrote")
+    assert target.read_text() == "a document saved meanwhile\n"
+    assert _names(tmp_path) == ["secret"]  # no temporary file left
+
+
 def test_every_folder_made_for_private_files_is_0700_whatever_the_umask(tmp_path: Path) -> None:
     """An audit: under umask 000, mkdir(parents=True, mode=0o700) made the folders above the
     last 0777: another user renamed one away and put a folder, and a gallery, of their own

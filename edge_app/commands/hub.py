@@ -144,7 +144,7 @@ def _register_unlock_code(parser: argparse.ArgumentParser) -> None:
         help="set the code Home Assistant's lock card sends to unlock the door",
         description=f"Set the remote unlock code, {CODE_MIN} to {CODE_MAX} digits (asked "
         "twice, not shown): its scrypt hash goes to [mqtt] unlock_code_file (mode 0600, "
-        "replaced atomically).",
+        "replaced atomically, and only when it holds such a hash or is empty).",
         epilog=UNLOCK_CODE_EPILOG,
         what="code",
     ).set_defaults(handler=run_unlock_code, changes="the unlock code file")
@@ -229,7 +229,7 @@ def run_unlock_code(args: argparse.Namespace) -> int:
             f'{CODE_KEY}: not set; add unlock_code_file = "/var/lib/edge-app/unlock.code" to '
             "[mqtt] in the config, then run this again"
         )
-    _refuse_a_missing_folder(path, CODE_KEY)
+    _refuse_before_asking(path, CODE_KEY)
     code = _read_new_secret(
         args.stdin, "New unlock code (digits): ", "code", lambda text: check_new_code(text.strip())
     )
@@ -259,9 +259,9 @@ def _register_passwd(parser: argparse.ArgumentParser) -> None:
         description="Set the admin password of the web page ([web] in the config, "
         f"docs/WEB.md): {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} printable characters, "
         "not only spaces (asked twice, not shown). Its scrypt hash goes to [web] password_file "
-        "(mode 0600, replaced "
-        "atomically); logins use the new password at once. Until a password exists the page "
-        "is served only on a loopback address.",
+        "(mode 0600, replaced atomically, and only when it holds such a hash or is empty); "
+        "logins use the new password at once. Until a password exists the page is served only "
+        "on a loopback address.",
         epilog="examples:\n  sudo -u edge-app edge-app hub passwd\n"
         "  printf '%s\\n' \"$NEW_PASSWORD\" | edge-app hub passwd --stdin --config ./door.toml",
         what="password",
@@ -274,7 +274,7 @@ def run_passwd(args: argparse.Namespace) -> int:
 
     _alone(args, "passwd")
     config = door_config(args.config, {})  # its password file is not the config file itself
-    _refuse_a_missing_folder(config.web.password_file, "web.password_file")
+    _refuse_before_asking(config.web.password_file, "web.password_file")
     password = _read_new_secret(
         args.stdin, "New web admin password: ", "password", check_new_password
     )
@@ -283,11 +283,14 @@ def run_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_a_missing_folder(path: Path, key: str) -> None:
+def _refuse_before_asking(path: Path, key: str) -> None:
     """Refuse, before asking for the secret, a file whose folder does not exist: creating it
     here would make it as whoever runs this (root under sudo, mode 0700), where the service
-    user could not read it. The installer or systemd's StateDirectory makes the real one."""
+    user could not read it. The installer or systemd's StateDirectory makes the real one.
+    And a file there that the secret may not replace (private_file.refuse_foreign_secret:
+    the write checks it again)."""
     from edge_app.errors import UserError
+    from edge_app.private_file import refuse_foreign_secret
 
     folder = Path(path).parent
     if not folder.is_dir():
@@ -296,3 +299,4 @@ def _refuse_a_missing_folder(path: Path, key: str) -> None:
             f"(sudo install -d -m 0700 -o edge-app -g edge-app {folder}) or set {key} to a "
             "file in an existing folder; nothing changed"
         )
+    refuse_foreign_secret(path, key)
