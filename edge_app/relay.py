@@ -160,11 +160,15 @@ def make_pin_factory(name: str) -> object | None:
     module, cls = _FACTORY_CLASSES[chosen]
     try:
         return getattr(importlib.import_module(module), cls)()
-    except (ImportError, OSError, GPIOZeroError) as error:
+    # RuntimeError: RPi.GPIO's import off a Raspberry Pi ("This module can only be run on a
+    # Raspberry Pi!"), as the pin libraries refuse a pin (Relay)
+    except (ImportError, OSError, RuntimeError, GPIOZeroError) as error:
         shown = repr(name) if chosen == name else f"{name!r} ({chosen})"
+        # Installing lgpio does not start another library's factory: lgpio is "auto"'s.
+        switch = "" if chosen == "lgpio" else ' and set gpio.factory = "auto"'
         raise RelayError(
             f"gpio.factory: cannot start the {shown} pin factory ({error}); on a Raspberry Pi "
-            "install python3-lgpio (or pip install lgpio); elsewhere use --gpio mock"
+            f"install python3-lgpio (or pip install lgpio){switch}; elsewhere use --gpio mock"
         ) from None
 
 

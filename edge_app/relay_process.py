@@ -65,6 +65,10 @@ from edge_app.relay import (
     check_pulse_seconds,
 )
 
+# Imported here, not when the child fails: an upgrade switches the installed program under
+# the running door, and locking the pin must not depend on importing the new release then.
+from edge_app.relay_off import drive_locked
+
 log = logging.getLogger(__name__)
 
 # How long the door process waits for the child to claim the pin (a Pi imports gpiozero and
@@ -159,10 +163,14 @@ class RelayProcess(ClosedOnExit):
             )
         except OSError as error:
             raise RelayError(f"relay: cannot start the relay process ({error})") from None
+        self._pipe_closed = threading.Event()  # the child's end of the pipe closed
         self._reader = threading.Thread(target=self._read, name="relay-process", daemon=True)
         self._reader.start()
         first = self._answer(0, start_seconds, cancel)
         if first != "ready":
+            if self._pipe_closed.is_set():  # it is exiting: its status comes moments after
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._child.wait(timeout=EXIT_SECONDS)
             exited = self._child.poll()  # before the kill below, which would set it
             self._end_child()
             self._events.close()
@@ -380,6 +388,7 @@ class RelayProcess(ClosedOnExit):
         except (OSError, ValueError):
             pass
         finally:
+            self._pipe_closed.set()
             self._replies.put(None)
 
     def _failed(self, request: str, answer: str | None) -> str:
@@ -438,8 +447,6 @@ class RelayProcess(ClosedOnExit):
         gone)."""
         if self._gpio.factory == "mock":  # this process's MockFactory is not the child's pin
             return
-        from edge_app.relay_off import drive_locked
-
         drive_locked(self._gpio)
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from edge_app import paths
 from edge_app import relay as relay_module
 from edge_app.relay import Relay, RelayError, make_pin_factory
 
@@ -130,6 +135,58 @@ def test_factory_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert make_pin_factory("auto") is None
     with pytest.raises(RelayError, match="gpio.factory: 'gpio' is not one of"):
         make_pin_factory("gpio")
+
+
+# What RPi.GPIO's import raises anywhere but on a Raspberry Pi (RPi.GPIO 0.7.1, pip-installed
+# on x86: `import RPi.GPIO`).
+OFF_A_PI = "This module can only be run on a Raspberry Pi!"
+
+
+def rpi_gpio_off_a_pi(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RPi.GPIO as it imports off a Raspberry Pi, first on this process's path and on the
+    PYTHONPATH of the processes it starts. The real library is not installed here, and where
+    it is (any machine the tests run on) this is exactly what its import does."""
+    package = folder / "RPi"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "GPIO.py").write_text(f"raise RuntimeError({OFF_A_PI!r})\n")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), str(paths.REPO_ROOT)]))
+    for name in ("RPi", "RPi.GPIO", "gpiozero.pins.rpigpio"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def test_a_pin_library_that_refuses_as_it_loads_is_a_refusal_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect (review): RPi.GPIO raises RuntimeError from its import off a Pi, which
+    make_pin_factory let through: `relay_off` (ExecStartPre=, ExecStopPost=) and the relay
+    process ended on a traceback, and `edge-app run` said only that the relay process exited
+    with status 1 (or, when it was not reaped yet, that it gave "no answer in 20 s")."""
+    rpi_gpio_off_a_pi(tmp_path, monkeypatch)
+    with pytest.raises(RelayError) as refused:
+        make_pin_factory("rpigpio")
+    assert f"cannot start the 'rpigpio' pin factory ({OFF_A_PI})" in str(refused.value)
+    config = tmp_path / "door.toml"
+    config.write_text("[gpio]\npin = 27\n")
+    command = [sys.executable, "-m", "edge_app.relay_off", "--gpio", "rpigpio"]
+    command += ["--config", str(config), "--record", str(tmp_path / "none.json")]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and OFF_A_PI in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize(("factory", "library"), [("pigpio", "pigpio"), ("rpigpio", "RPi")])
+def test_a_factory_other_than_lgpio_that_cannot_start_is_told_to_use_auto(
+    monkeypatch: pytest.MonkeyPatch, factory: str, library: str
+) -> None:
+    """Defect (review): the only advice was to install python3-lgpio, after which the door
+    still refused to start: its gpio.factory names another library."""
+    monkeypatch.setitem(sys.modules, library, None)  # not installed: its import fails
+    monkeypatch.delitem(sys.modules, f"gpiozero.pins.{factory}", raising=False)
+    with pytest.raises(RelayError, match=r'install python3-lgpio .*and set gpio.factory = "auto"'):
+        make_pin_factory(factory)
 
 
 def test_a_raising_release_callback_never_stops_the_relocking(factory: MockFactory) -> None:

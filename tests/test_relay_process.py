@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_relay import wait_for
+from test_relay import OFF_A_PI, rpi_gpio_off_a_pi, wait_for
 
 from edge_app import relay_process
 from edge_app.config import GpioConfig
@@ -210,6 +210,38 @@ def test_a_relay_the_child_cannot_claim_is_one_error_line(gpio: GpioConfig, mess
         RelayProcess(gpio)
     text = str(refused.value)
     assert message in text and "\n" not in text and "Traceback" not in text
+
+
+def test_a_pin_library_that_refuses_as_it_loads_is_the_childs_one_line_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Defect (review): RPi.GPIO's RuntimeError off a Pi ended the child on a traceback, and
+    `edge-app run` said only "it exited with status 1 before it was ready"."""
+    rpi_gpio_off_a_pi(tmp_path, monkeypatch)
+    with pytest.raises(RelayError) as refused:
+        RelayProcess(GpioConfig(pin=PIN, factory="rpigpio"))
+    text = str(refused.value)
+    assert f"cannot start the 'rpigpio' pin factory ({OFF_A_PI})" in text and "\n" not in text
+    assert "Traceback" not in capfd.readouterr().err  # the child's stderr: the journal
+
+
+def test_a_child_that_exits_before_it_is_ready_is_said_to_have_exited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect (review): a child that ended before it was ready (a crash as its pin library
+    loaded) closes its end of the pipe a moment before it can be reaped; read in between, its
+    status was not there yet and the start was refused as "no answer in 20 s", at once (one
+    run in three of `edge-app run --gpio rpigpio` off a Pi, before the fix above). Here the
+    pin library closes the pipe, then ends the process 0.5 s later: that moment, drawn out."""
+    package = tmp_path / "RPi"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "GPIO.py").write_text("import os, time\nos.close(1)\ntime.sleep(0.5)\nos._exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(RelayError, match=r"did not start \(it exited with status 3 before it"):
+        RelayProcess(GpioConfig(pin=PIN, factory="rpigpio"))
+    assert time.monotonic() - start < 10.0  # not the start's 20 s
 
 
 def test_the_child_gets_none_of_systemd_s_notification_variables(
