@@ -628,14 +628,16 @@ def validate(
 
     int8_engine = Engine.open(models, backend="cpu", cascade="int8")
     liveness = None
+    # The per-frame scores are written with the results they belong to, at the end: a
+    # failure or a stop in the minutes between replaces neither.
+    frames: dict[str, tuple[Path, str]] = {}
     nuaa = data / "liveness" / "nuaa"
     if int8_engine.has_liveness and nuaa.is_dir():
         calibration = int8_engine.manifest.calibration.get("liveness")
         liveness, records = compare_liveness(int8_engine, float_models, nuaa, calibration)
         if frames_out is not None:
-            frames_out.parent.mkdir(parents=True, exist_ok=True)
             text = "[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n"
-            write_reports({"--liveness-frames": (frames_out, text)})
+            frames = {"--liveness-frames": (frames_out, text)}
     elif only == "liveness":
         raise UserError(
             f"--only liveness needs liveness models in {models} and NUAA frames in {nuaa}"
@@ -645,7 +647,7 @@ def validate(
     if earlier is not None:
         results = earlier
         results["liveness"] = liveness
-        return _write_results(results, json_out, report)
+        return _write_results(results, json_out, report, frames)
     reference = (
         Engine.open(float_models, backend="cpu", cascade="int8")
         if (float_models / "manifest.json").is_file()
@@ -680,7 +682,7 @@ def validate(
     }
     results["cascade"]["stages"] = {name: stage.summary() for name, stage in stages.items()}
     results["liveness"] = liveness
-    return _write_results(results, json_out, report)
+    return _write_results(results, json_out, report, frames)
 
 
 def _check_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path]) -> None:
@@ -709,12 +711,22 @@ def _earlier_results(json_out: Path) -> dict:
     return results
 
 
-def _write_results(results: dict, json_out: Path, report: Path) -> dict:
+def _write_results(
+    results: dict,
+    json_out: Path,
+    report: Path,
+    frames: dict[str, tuple[Path, str]] | None = None,
+) -> dict:
+    """Write the results as --json and --report, with `frames` (--liveness-frames' path
+    and text, when written)."""
     results["verdicts"] = _verdicts(results)
-    markdown = render_markdown(results)  # before writing: a bad result writes neither file
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    # Both written whole before either is renamed into place: a failure replaces neither.
-    write_reports({"--json": (json_out, json_text(results)), "--report": (report, markdown)})
+    markdown = render_markdown(results)  # before writing: a bad result writes no file
+    outputs = {"--json": (json_out, json_text(results)), "--report": (report, markdown)}
+    outputs |= frames or {}
+    for path, _ in outputs.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # All written whole before any is renamed into place: a failure replaces none.
+    write_reports(outputs)
     log.info("validation written to %s and %s", json_out, report)
     for key, met in results["verdicts"].items():
         log.info("target %s: %s", key, "met" if met else "NOT met")

@@ -1138,6 +1138,31 @@ def test_file_names_that_are_not_utf8_never_crash_text_or_json(tmp_path: Path) -
 
 
 @needs_models
+def test_enroll_json_names_the_photos_it_added_in_utf8(tmp_path: Path) -> None:
+    """Defect: enroll --json's "added" list wrote a photo's name that is not UTF-8 as its raw
+    byte where stdout passes such bytes on (C.UTF-8, the C locale: a service or ssh without
+    a locale): the JSON was not UTF-8 and json.load() failed on it, while "skipped" and
+    "refused" showed the byte as \\xNN."""
+    photos = tmp_path / "card"
+    photos.mkdir()
+    (photos / "caf\udce9.jpg").write_bytes(JOE[0].read_bytes())  # the byte 0xE9
+    env = {key: value for key, value in _env().items() if key != "PYTHONIOENCODING"}
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "-q", "enroll", "--json", "--backend", "cpu"]
+        + ["--db", str(tmp_path / "gallery.db"), "Joe", os.fsencode(photos)],
+        cwd=tmp_path,
+        env={**env, "LC_ALL": "C.UTF-8"},
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.decode("utf-8"))  # strict: raises on a stray byte
+    assert result["added"] == [f"{photos}/caf\\xe9.jpg"]
+
+
+@needs_models
 def test_identify_help_shows_every_field_of_its_json(tmp_path: Path) -> None:
     """Defect: the JSON example in `identify --help` lacked the "access" field the output
     has (false for a known visitor)."""

@@ -160,6 +160,51 @@ def test_validate_writes_its_two_reports_together_or_neither(tmp_path: Path) -> 
 
 
 @pytest.mark.usefixtures("restore_logging")
+def test_validate_replaces_no_liveness_frames_when_the_rest_of_the_work_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--liveness-frames was written as soon as the liveness comparison ended, before the
+    minutes of cascade and FaceNet comparisons: one that then failed (here: --data has no
+    LFW) or was stopped left new per-frame scores beside the old --json and --report they
+    belong with. Real models and frames; the committed int8 liveness models stand in for
+    their float twins."""
+    from edge_app.manifest import LIVENESS_ROLE, load_manifest
+
+    models = REPO_ROOT / "models" / "tflite"
+    specs = load_manifest(models).by_role(LIVENESS_ROLE)
+    if not specs:
+        unavailable(f"{models} has no liveness models (`make models-liveness`)")
+    twins = tmp_path / "float"
+    twins.mkdir()
+    for _, spec in specs:
+        (twins / spec.file).write_bytes((models / spec.file).read_bytes())
+    nuaa = tmp_path / "data" / "liveness" / "nuaa"
+    photos = sorted((REPO_ROOT / "tests" / "data" / "lfw_sample").rglob("*.jpg"))[:2]
+    for kind, photo in zip(("live", "print"), photos, strict=True):
+        (nuaa / kind / "0001").mkdir(parents=True)
+        (nuaa / kind / "0001" / "0001_00_01_01_0.jpg").write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "q.json").write_text('{"old": true}\n')
+    (out / "liveness_frames.json").write_text("[]\n")
+
+    code = edge_convert(
+        "validate",
+        "--models", str(models),
+        "--float-models", str(twins),
+        "--data", str(tmp_path / "data"),
+        "--json", str(out / "q.json"),
+        "--report", str(out / "q.md"),
+    )  # fmt: skip
+
+    assert code == 2
+    assert "pairsDevTest.txt" in one_error(capsys.readouterr().err)
+    assert (out / "liveness_frames.json").read_text() == "[]\n"
+    assert (out / "q.json").read_text() == '{"old": true}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["liveness_frames.json", "q.json"]
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_validate_puts_the_liveness_frames_beside_its_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

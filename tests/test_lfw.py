@@ -363,6 +363,26 @@ def test_eval_lfw_reports_missing_images_in_one_line_before_opening_the_engine(
     ) in errors[0]
 
 
+@pytest.mark.usefixtures("restore_logging")
+def test_eval_lfw_refuses_images_that_are_a_file_not_the_lfw_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--images given a file (a photo, the pair list twice) was said to miss every image
+    the pairs name ("12 of the 12 images ... are missing from --images x.jpg"), as if the
+    folder were incomplete: it says what the path is."""
+    photo = SAMPLE / "Rick_Perry" / "Rick_Perry_0001.jpg"
+    code = edge_app_main(
+        [
+            *("eval", "lfw", "--pairs", str(SAMPLE / "pairs.txt"), "--images", str(photo)),
+            *("--models", str(tmp_path / "no-models"), "--backend", "cpu"),
+        ]
+    )
+    assert code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1
+    assert f"--images {photo}: is a file, not a folder; give the LFW image root" in errors[0]
+
+
 def test_a_pair_list_of_fewer_than_ten_pairs_scores_without_nan() -> None:
     """With a --train list, the spread comes from ten chunks of the test pairs: two pairs
     made eight empty chunks, numpy warnings and "± nan%" (an outside audit's finding)."""

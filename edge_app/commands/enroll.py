@@ -315,6 +315,7 @@ def _live_threshold(engine: Any) -> float | None:
 
 def _json(result: EnrollResult) -> str:
     data = asdict(result)
+    data["added"] = [printable(source) for source in result.added]
     data["skipped"] = [
         {"source": printable(p.source), "reason": p.reason.value, "message": printable(p.message)}
         for p in result.skipped

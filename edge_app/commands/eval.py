@@ -364,6 +364,7 @@ def _run_door(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from edge_app.bounded_read import missing_or_kind
     from edge_app.engine import Engine
     from edge_app.errors import UserError
     from edge_app.evaluate import FLIPPED, evaluate_lfw, lfw_job
@@ -376,6 +377,11 @@ def _run(args: argparse.Namespace) -> int:
     for path, flag in ((args.pairs, "--pairs"), (args.images, "--images")):
         if not path.exists():
             raise UserError(f"{flag} {path}: not found")
+    if not args.images.is_dir():  # else each of its images was said to be missing from it
+        raise UserError(
+            f"--images {args.images}: {missing_or_kind(args.images, 'folder')}; give the LFW "
+            "image root, the folder with <Name>/<Name>_NNNN.jpg"
+        )
     models = args.models
     if args.reference == "float":
         if models is None and not IN_CHECKOUT:
