@@ -21,8 +21,10 @@ Protocol, version 1: one JSON object per line each way, UTF-8.
   reload     -> the same as SIGHUP (config and gallery)
   unlock     {"reason": "...", "origin": "..."} -> pulses the relay through the path a
                 recognition uses and records an `unlock` event with the reason, the origin
-                and the caller's uid/pid; refused unless `[hub] allow_unlock = true`, and
-                refused for a second unlock in one read (a client waits for each reply)
+                and the caller's uid/pid; refused unless `[hub] allow_unlock = true`,
+                refused for a second unlock in one read (a client waits for each reply),
+                and refused ("already unlocked"), from any connection, until the pulse of
+                the last remote unlock has ended and UNLOCK_SPACING_SECONDS have passed
 
 Hostile or broken clients get an error reply and, for framing errors, the connection is
 closed; nothing they send can stall the frame loop: the server runs on its own thread,
@@ -81,6 +83,12 @@ REFUSED_PER_READ = 4
 # status requests in one 64 KiB read held the server thread 0.3 s (others' replies as late).
 # The hub sends one request per connection; a tool may send a few without waiting.
 REQUESTS_PER_READ = 16
+# Remote unlocks across every connection: one carried out holds off the next until its pulse
+# (gpio.pulse_seconds) has ended, and for at least this long; one asked for sooner is refused
+# and pulses nothing. A group member looping connect, unlock, close had ~1,100 unlocks a
+# second carried out, each an `unlock` event: more than the queues to the hub's stream hold,
+# so a resident's unlock or a spoof in that second could be lost to MQTT.
+UNLOCK_SPACING_SECONDS = 1.0
 MAX_CLIENTS = 16
 # Slots only the door's own user may take: the hub runs as that user (systemd/) and needs at
 # most 4 at once (its status poll, live-view frame, event stream and an unlock). Any other
@@ -198,7 +206,9 @@ class DoorPort(Protocol):
 
     def unlock_allowed(self) -> bool: ...
 
-    def unlock(self, reason: str, origin: str) -> None: ...
+    def unlock(self, reason: str, origin: str) -> float:
+        """Pulse the relay; the pulse's length in seconds (Refused when nothing opened)."""
+        ...
 
 
 @dataclass
@@ -284,6 +294,9 @@ class ControlServer:
         self._reloaded = -RELOAD_SECONDS  # when a reload over the socket last started
         self._reload_due: float | None = None  # when the reload held back starts
         self._reload_asked = 0  # requests since the last reload started
+        # The last remote unlock carried out: when it was answered, and when its pulse ends
+        # (UNLOCK_SPACING_SECONDS); None before the first.
+        self._unlocked: tuple[float, float] | None = None
 
     # --- door side --------------------------------------------------------------------------
 
@@ -695,9 +708,32 @@ class ControlServer:
                 "one unlock at a time: this read already carried one out; wait for its reply "
                 "before asking again"
             )
+        self._space_unlocks(time.monotonic())
         client.unlocked_in_read = True  # also when it fails: the relay is not asked twice
-        self.port.unlock(reason, stamped)
+        seconds = self.port.unlock(reason, stamped)
+        done = time.monotonic()  # the pulse started before this: it ends by done + seconds
+        self._unlocked = (done, done + seconds)
         return {"unlocked": True, "reason": reason, "origin": stamped}
+
+    def _space_unlocks(self, now: float) -> None:
+        """Refused (UNLOCK_SPACING_SECONDS) while the last remote unlock's pulse is under way,
+        or was carried out less than that long ago: nothing is pulsed or recorded."""
+        if self._unlocked is None:
+            return
+        done, ends = self._unlocked
+        free = max(ends, done + UNLOCK_SPACING_SECONDS)
+        if now >= free:
+            return
+        ago = now - done
+        if now < ends:
+            raise Refused(
+                f"already unlocked: a remote unlock opened the door {ago:.1f} s ago and its "
+                f"pulse ends in {ends - now:.1f} s; ask again once the door has locked"
+            )
+        raise Refused(
+            f"a remote unlock was carried out {ago:.1f} s ago: at most one every "
+            f"{UNLOCK_SPACING_SECONDS:g} s; ask again in {free - now:.1f} s"
+        )
 
     def _refuse(self, client: _Client, message: str, *, close: bool = False) -> None:
         held_back = self._refused.due()
@@ -856,7 +892,7 @@ class DaemonPort:
     def unlock_allowed(self) -> bool:
         return bool(self.daemon.config.hub.allow_unlock)
 
-    def unlock(self, reason: str, origin: str) -> None:
+    def unlock(self, reason: str, origin: str) -> float:
         from edge_app.policy import UNLOCK
         from edge_app.relay import RelayError  # here: the hub imports this module, not gpiozero
 
@@ -864,6 +900,7 @@ class DaemonPort:
         if daemon.relay is None or daemon.events is None:
             raise Refused("the door is not running yet")
         events = daemon.events
+        seconds = daemon.pulse_seconds  # what open_door asks the relay for
         try:
             opened = daemon.open_door(
                 None, lambda: events.record(UNLOCK, reason=f"{reason}; origin={origin}")
@@ -873,6 +910,7 @@ class DaemonPort:
             raise Refused(f"the relay failed; the door is locked and restarts ({error})") from None
         if not opened:
             raise Refused("the door is stopping")
+        return max(seconds, daemon.pulse_seconds)  # a reload meanwhile may have changed it
 
 
 def attach(daemon: Daemon) -> ControlServer | None:

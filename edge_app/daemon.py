@@ -1036,6 +1036,9 @@ class Daemon:
         name = opening.name
         # The control socket is attached, and frames processed, only once _start() made it.
         assert relay is not None, "open_door before the relay was claimed"
+        if self._stop.is_set():  # before the door lock, which a stop holds while it locks
+            log.info("not opened: stopping name=%s", name)
+            return False
         with self._door_lock:
             if self._stop.is_set():
                 log.info("not opened: stopping name=%s", name)

@@ -201,11 +201,14 @@ class RelayProcess(ClosedOnExit):
         """Whether a pulse is under way, by the deadline this process knows (the child
         relocks no later). Not asked of the child: a status poll or an unlock must neither
         wait on a child that is slow or hung nor take one late answer for a failure (check()
-        asks, and forgives one)."""
-        with self._lock:
-            if self._closed or self._silent or self._due is None:
-                return False
-            return time.monotonic() < self._due
+        asks, and forgives one). Nor does it wait for the lock: close(), check() and pulse()
+        hold it while they wait on the child (REPLY_SECONDS, and seconds more to end a hung
+        one), and a status asked meanwhile held up the control socket's thread, every
+        client's reply with it. Each field is read once, whole."""
+        if self._closed or self._silent:
+            return False
+        due = self._due
+        return due is not None and time.monotonic() < due
 
     def pulse(self, seconds: float) -> bool:
         """Open for `seconds` from now (Relay.pulse's rule); True if this opened it.

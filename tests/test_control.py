@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -537,6 +539,7 @@ def test_a_relock_event_stuck_in_its_sink_never_holds_back_the_next_unlock(
     try:
         assert open_door.client.unlock("remote", "first")["unlocked"] is True
         assert stuck.wait(10)  # the first pulse is over; its relock's record hangs
+        time.sleep(control.UNLOCK_SPACING_SECONDS)  # remote unlocks are spaced
         assert open_door.client.unlock("remote", "second")["unlocked"] is True
         assert open_door.pin_states == [False, True, False, True]
     finally:
@@ -970,7 +973,54 @@ def test_unlocks_sent_together_in_one_write_pulse_the_relay_once(open_door: Door
     assert "one unlock at a time" in refused[0]["error"]
     wait_for(lambda: open_door.pin_states == [False, True, False])
     assert [e["type"] for e in open_door.events() if e["type"] == "unlock"] == ["unlock"]
+    time.sleep(control.UNLOCK_SPACING_SECONDS)  # remote unlocks are spaced
     assert open_door.client.unlock("remote", "next")["unlocked"] is True  # one at a time
+
+
+def test_remote_unlocks_looped_on_new_connections_are_spaced(open_door: Door) -> None:
+    """Found by a review: one unlock per read, but a group member opening a new connection
+    per unlock had ~1,100 a second carried out, each pulsing the relay and recording an
+    `unlock` event: more than the queues to the hub's stream hold. A remote unlock is now
+    refused, from any connection, while the last one's pulse is under way ("already
+    unlocked") and until UNLOCK_SPACING_SECONDS have passed; a refused one pulses nothing
+    and records nothing."""
+    spacing = control.UNLOCK_SPACING_SECONDS
+    assert spacing > PULSE  # both refusals are met below: during the pulse, and after it
+    loop = 1.8 * spacing
+    accepted, refusals = 0, []
+    start = time.monotonic()
+    while time.monotonic() - start < loop:
+        try:  # a connection of its own each time (ControlClient)
+            assert open_door.client.unlock("remote", "loop")["unlocked"] is True
+            accepted += 1
+        except ControlError as error:
+            refusals.append(str(error))
+    assert 2 <= accepted <= math.ceil(loop / spacing), accepted
+    assert len(refusals) > 10 * accepted  # the loop went on as fast as it was answered
+    during = [r for r in refusals if r.startswith("door refused unlock: already unlocked")]
+    after = [r for r in refusals if f"at most one every {spacing:g} s" in r]
+    assert during and after and len(during) + len(after) == len(refusals), refusals[:3]
+    wait_for(lambda: len(open_door.events()) == 2 * accepted)
+    assert open_door.pin_states == [False, True] * accepted + [False]  # a pulse each
+    assert [e["type"] for e in open_door.events()] == ["unlock", "relock"] * accepted
+    assert open_door.daemon.metrics.unlocks == accepted
+    assert open_door.server.dropped_events == 0
+
+
+def test_an_unlock_from_another_connection_while_a_remote_pulse_is_open_is_refused(
+    long_pulse_door: Door,
+) -> None:
+    """A second remote unlock (the hub's, the web page's) while the first one's pulse is
+    under way says the door is already unlocked and when it locks; the pulse is neither
+    extended nor recorded again, and the status still shows the strike open."""
+    door = long_pulse_door
+    assert door.client.unlock("remote", "first")["unlocked"] is True
+    with pytest.raises(ControlError, match=r"already unlocked: .* pulse ends in [12]\.\d s"):
+        ControlClient(door.path).unlock("remote", "second")
+    assert door.pin_states == [False, True]
+    assert door.client.status()["relay_active"] is True
+    unlocks = [e["reason"] for e in door.events() if e["type"] == "unlock"]
+    assert len(unlocks) == 1 and unlocks[0].startswith("remote; origin=first ")
 
 
 @pytest.mark.parametrize("version", ["true", "1.0"])
@@ -1014,3 +1064,51 @@ def test_many_requests_in_one_write_close_the_connection(door: Door) -> None:
             data += chunk
         assert all(json.loads(line)["ok"] is True for line in data.splitlines())
     assert door.client.status()["running"] is True
+
+
+@pytest.mark.parametrize("op", ["status", "unlock"])
+def test_the_socket_answers_at_once_while_a_stop_waits_on_a_hung_relay_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, op: str
+) -> None:
+    """Found by a review: as the door stopped, its relay guard closed the relay process under
+    the door lock, and RelayProcess.close() waited for a hung child's answer holding the
+    relay's own lock. A status (relay_active: is_active took that lock) or an unlock (it
+    took the door lock) asked meanwhile held the control socket's only thread until the
+    close gave up: every client's reply, the hub's polls too, came seconds late. Both
+    answer at once now: the strike's state from the pulse deadline, the unlock refused."""
+    from edge_app import relay_process
+    from edge_app.config import GpioConfig
+    from edge_app.relay_process import RelayProcess
+
+    # The close's wait for the hung child: long enough to ask during it, on a loaded machine.
+    monkeypatch.setattr(relay_process, "REPLY_SECONDS", 3.0)
+    daemon = make_daemon(tmp_path, allow_unlock=True)
+    assert daemon.relay is not None
+    daemon.relay.close()
+    relay = RelayProcess(GpioConfig(pin=PIN, factory="mock"), on_release=daemon._on_relock)
+    daemon.relay = relay
+    door = Door(daemon)
+    guard = threading.Thread(target=daemon._relock_on_stop, name="relay-guard", daemon=True)
+    try:
+        guard.start()  # as the door's start does
+        relay._child.send_signal(signal.SIGSTOP)  # hung
+        daemon.stop()
+        wait_for(lambda: relay._closing)  # the guard is in close(), waiting on the child
+        start = time.monotonic()
+        if op == "status":
+            assert door.client.status()["relay_active"] is False
+        else:
+            with pytest.raises(ControlError, match="the door is stopping"):
+                door.client.unlock("remote", "mqtt:alice")
+        took = time.monotonic() - start
+        assert guard.is_alive()  # the close still waits on the child
+        assert took < 1.0, took
+        guard.join(10)
+        assert not guard.is_alive()
+        assert relay.locked_from_here is not None  # the hung child was found, and locked
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.send_signal(signal.SIGCONT)
+        guard.join(10)
+        door.close()
+    assert [e for e in door.events() if e["type"] == "unlock"] == []

@@ -50,7 +50,7 @@ class StubDoor:
     def unlock_allowed(self) -> bool:
         return False
 
-    def unlock(self, reason: str, origin: str) -> None:
+    def unlock(self, reason: str, origin: str) -> float:
         raise AssertionError("never allowed")
 
 

@@ -269,7 +269,8 @@ def test_the_control_socket_section_states_the_per_read_limits() -> None:
     """A review: the protocol's own section (HOME_ASSISTANT.md, "The control socket") listed
     its limits but not the per-read ones a client of one's own meets first: past
     REQUESTS_PER_READ requests, or REFUSED_PER_READ refusals, in one read the connection is
-    closed, and a second unlock in one read is refused."""
+    closed, and a second unlock in one read is refused; and remote unlocks are spaced
+    (UNLOCK_SPACING_SECONDS) across connections."""
     from edge_app import control
 
     text = (REPO_ROOT / "docs" / "HOME_ASSISTANT.md").read_text(encoding="utf-8")
@@ -277,3 +278,7 @@ def test_the_control_socket_section_states_the_per_read_limits() -> None:
     assert f"more than {control.REQUESTS_PER_READ} requests in one read" in section
     assert f"{control.REFUSED_PER_READ} refused in one read" in section
     assert "one unlock at a time" in section
+    spacing = control.UNLOCK_SPACING_SECONDS
+    assert f"within {spacing:g} s of the last" in section
+    assert f"`at most one every {spacing:g} s`" in section
+    assert "`already unlocked`" in section

@@ -38,6 +38,7 @@ from test_control import PIN, Door, make_daemon
 from benchmarks.loopback import free_port
 from edge_app.camera import Frame
 from edge_app.config import Config, parse_config
+from edge_app.control import UNLOCK_SPACING_SECONDS
 from edge_app.hub import DoorLink, Hub
 from edge_app.hub.code import LOCKOUT, MAX_WRONG, write_code_file
 from edge_app.hub.discovery import EVENT_TYPES
@@ -486,6 +487,35 @@ def test_a_command_published_retained_while_the_hub_listens_opens_nothing(
         hub.stop()
 
 
+def test_a_second_command_while_the_first_one_s_pulse_is_open_is_denied_as_already_unlocked(
+    broker: Broker, observer: Observer, door: Door, tmp_path: Path
+) -> None:
+    """Two fresh signed commands in a row (a double tap in Home Assistant): the door opens
+    once, and the second is published as a `denied` event saying the door is already
+    unlocked (edge_app.control.UNLOCK_SPACING_SECONDS), not lost or taken for a failure."""
+    topic = f"{BASE}/unlock"
+    hub = RunningHub(hub_settings(broker, tmp_path, door))
+    try:
+        observer.wait(lambda: availability(observer) == b"online", what="online")
+        observer.publish(topic, signed("first"))
+        observer.publish(topic, signed("second"))
+
+        def denied() -> list[dict]:
+            events = (m.json() for m in observer.on(f"{BASE}/event"))
+            return [e for e in events if e["type"] == "denied"]
+
+        observer.wait(lambda: denied(), what="the second command denied")
+        (refusal,) = denied()
+        assert "the door refused: door refused unlock: " in refusal["reason"]
+        assert "already unlocked" in refusal["reason"] or "at most one every" in refusal["reason"]
+        assert refusal["name"] == "second"  # who the verified command named
+        observer.wait(lambda: door.pin_states == [False, True, False], what="one pulse")
+        unlocks = [e["reason"] for e in door.events() if e["type"] == "unlock"]
+        assert len(unlocks) == 1 and unlocks[0].startswith("remote; origin=mqtt:first ")
+    finally:
+        hub.stop()
+
+
 def test_remote_unlock_needs_a_fresh_signed_unique_command(
     broker: Broker, observer: Observer, door: Door, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -601,6 +631,7 @@ def test_a_signed_command_accepted_before_a_restart_is_refused_after_it(
             what="denied on MQTT",
         )
 
+        time.sleep(UNLOCK_SPACING_SECONDS)  # the door spaces remote unlocks
         observer.publish(topic, signed("fresh"))  # signed now: opens the door
         observer.wait(lambda: door.pin_states[:4] == [False, True, False, True], what="pulse")
     finally:
