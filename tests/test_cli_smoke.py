@@ -2261,7 +2261,7 @@ class _Door:
     def unlock_allowed(self) -> bool:
         return False
 
-    def unlock(self, reason: str, origin: str) -> None:
+    def unlock(self, reason: str, origin: str) -> float:
         raise AssertionError("no unlock here")
 
 
