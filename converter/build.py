@@ -191,30 +191,61 @@ def _build_lock(folder: Path, finals: list[Path]) -> Iterator[None]:
     itself (no file left behind), released when the process ends, however it ends. Two
     builds into one folder each reported success while the later one silently replaced the
     earlier's models; the second is now refused. Held, it also makes staging folders left
-    beside the finals those of a killed build: they are removed."""
+    beside the finals those of a killed build: they are removed. The folders it made (`--out
+    /new/a/b` makes /new, /new/a) are removed on the way out when they are empty: a build
+    that failed or was interrupted leaves none of them behind."""
+    made = _make_folder(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise BuildError(f"cannot create the folder {folder} ({error.strerror or error})") from None
-    if not os.access(folder, os.W_OK):
-        raise BuildError(f"cannot write to {folder}")
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
+        if not os.access(folder, os.W_OK):
+            raise BuildError(f"cannot write to {folder}")
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BuildError(
-                f"another edge-convert build is writing into {folder} now: wait for it to end "
-                "(two builds into one folder would replace each other's models)"
-            ) from None
-        for final in finals:
-            for left in folder.glob(f".{final.name}.*"):
-                if left.is_dir() and not left.is_symlink() and left != _previous(final):
-                    shutil.rmtree(left, ignore_errors=True)
-                    log.warning("removed %s, left there by a build that was killed", left)
-        yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BuildError(
+                    f"another edge-convert build is writing into {folder} now: wait for it to "
+                    "end (two builds into one folder would replace each other's models)"
+                ) from None
+            for final in finals:
+                for left in folder.glob(f".{final.name}.*"):
+                    if left.is_dir() and not left.is_symlink() and left != _previous(final):
+                        shutil.rmtree(left, ignore_errors=True)
+                        log.warning("removed %s, left there by a build that was killed", left)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
     finally:
-        os.close(fd)  # releases the lock
+        _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (outermost first, as _make_folder lists them) from the deepest up,
+    while they are empty: one that holds anything (the new models) stays, and its parents."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Make `folder` and its missing parents, as mkdir -p: those it made, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    made = []
+    try:
+        for path in missing:
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue  # made by another process meanwhile: not ours to remove
+            made.append(path)
+        if not folder.is_dir():
+            folder.mkdir()  # FileExistsError: a file there; NotADirectoryError: one above
+    except OSError as error:
+        _remove_empty(made)
+        raise BuildError(f"cannot create the folder {folder} ({error.strerror or error})") from None
+    return made
 
 
 def _stage(final: Path) -> Path:

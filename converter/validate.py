@@ -23,7 +23,13 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.evaluate_liveness import KINDS, read_sequences
 from edge_app.images import IMAGE_SUFFIXES, read_image
-from edge_app.lfw import TEST_PAIRS, cross_validated_accuracy, labelled_face, read_pairs
+from edge_app.lfw import (
+    TEST_PAIRS,
+    PairList,
+    cross_validated_accuracy,
+    labelled_face,
+    read_pairs,
+)
 from edge_app.liveness import LivenessScorer
 from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
 from edge_app.progress import Progress
@@ -624,6 +630,8 @@ def validate(
         {"--models": models, "--float-models": float_models, **data_folders(data)},
     )
     earlier = _earlier_results(json_out) if only == "liveness" else None
+    lfw = data / "lfw"
+    test_pairs = None if earlier is not None else _test_pairs(data)
     import tensorflow as tf  # seconds to import: after the checks
 
     int8_engine = Engine.open(models, backend="cpu", cascade="int8")
@@ -662,8 +670,7 @@ def validate(
             f"no float models to compare with: {models}/manifest.json has no float_cascade "
             f"and {float_models} has no manifest.json (edge-convert float-cascade or build)"
         )
-    lfw = data / "lfw"
-    test_pairs = read_pairs(lfw / TEST_PAIRS)
+    assert test_pairs is not None  # (read before the work: this is not --only liveness)
     lfw_images = [lfw / "images" / n for n in test_pairs.images]
     if limit:
         lfw_images = lfw_images[:limit]
@@ -683,6 +690,19 @@ def validate(
     results["cascade"]["stages"] = {name: stage.summary() for name, stage in stages.items()}
     results["liveness"] = liveness
     return _write_results(results, json_out, report, frames)
+
+
+def _test_pairs(data: Path) -> PairList:
+    """The LFW DevTest pairs of --data, read before any work: a --data without them is
+    refused at once, not after the minutes of the liveness comparison."""
+    try:
+        return read_pairs(data / "lfw" / TEST_PAIRS)
+    except UserError as error:
+        raise UserError(
+            f"--data {data}: no LFW DevTest to validate on ({error}); give the data folder "
+            "whose lfw/ holds pairsDevTest.txt and images/, or --only liveness for the "
+            "liveness models alone"
+        ) from None
 
 
 def _check_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path]) -> None:

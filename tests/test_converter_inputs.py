@@ -270,6 +270,42 @@ def test_staged_folder_below_a_file_is_a_build_error(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_build_removes_the_folders_it_made_and_only_those(
+    tmp_path: Path, stop: type[BaseException]
+) -> None:
+    """`edge-convert build --out /new/a/b` stopped by Ctrl-C (or failing) removed its
+    staging folders but left /new and /new/a, empty. Now the folders it made are removed
+    when empty; a folder that was there before, and anything in it, stays."""
+    from converter.build import float_dir_for, staged_folders
+
+    kept = tmp_path / "kept"
+    (kept / "notes").mkdir(parents=True)
+    out = kept / "new" / "a" / "b"
+    with pytest.raises(stop), staged_folders(float_dir_for(out), out) as stagings:
+        assert all(staging.is_dir() for staging in stagings)  # in kept/new/a, made for them
+        raise stop()
+    assert tree(tmp_path) == ["kept", "kept/notes"]
+
+    # Another output beside the new folders keeps them (and its parents) where it is.
+    (kept / "new" / "other").mkdir(parents=True)
+    with pytest.raises(stop), staged_folders(out):
+        raise stop()
+    assert tree(tmp_path) == ["kept", "kept/new", "kept/new/other", "kept/notes"]
+
+
+def test_a_build_keeps_the_folders_it_made_for_its_models(tmp_path: Path) -> None:
+    from converter.build import float_dir_for, staged_folders
+
+    out = tmp_path / "new" / "a" / "b"
+    with staged_folders(float_dir_for(out), out) as (new_float, new_out):
+        (new_float / MANIFEST_NAME).write_text("float")
+        (new_out / MANIFEST_NAME).write_text("int8")
+    assert (out / MANIFEST_NAME).read_text() == "int8"
+    assert (float_dir_for(out) / MANIFEST_NAME).read_text() == "float"
+    assert sorted(p.name for p in (tmp_path / "new" / "a").iterdir()) == ["b", "float"]
+
+
 def test_staged_copy_keeps_the_float_cascade_folder(tmp_path: Path) -> None:
     """`build --only liveness` works on a copy of the models folder: the float cascade
     (MODELS/float, listed in the manifest) must survive it."""

@@ -111,6 +111,34 @@ def test_validate_refuses_outputs_in_its_inputs_before_the_work(
 
 
 @pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("lfw", ["no lfw folder", "no pair list", "an empty pair list"])
+def test_validate_refuses_data_without_lfw_before_the_work(
+    validate_inputs: dict[str, Path], capsys: pytest.CaptureFixture[str], lfw: str
+) -> None:
+    """`--data DIR` without lfw/ ran the liveness comparison (minutes on NUAA) before its
+    refusal for the missing LFW pairs. Now refused before the models are opened."""
+    data = validate_inputs["data"]
+    pairs = data / "lfw" / "pairsDevTest.txt"
+    if lfw == "an empty pair list":
+        pairs.write_text("")
+    else:
+        pairs.unlink()
+        if lfw == "no lfw folder":
+            (data / "lfw" / "images").rmdir()
+            (data / "lfw").rmdir()
+    code = _validate(
+        validate_inputs, "--json", str(validate_inputs["json"]), "--report",
+        str(validate_inputs["tmp"] / "q.md"), "--liveness-frames", "",
+    )  # fmt: skip
+    assert code == 2
+    error = one_error(capsys.readouterr().err)
+    assert f"--data {data}: no LFW DevTest to validate on ({pairs}" in error
+    assert "--only liveness" in error
+    assert validate_inputs["json"].read_text() == '{"old": true}\n'
+    assert not (validate_inputs["tmp"] / "q.md").exists()
+
+
+@pytest.mark.usefixtures("restore_logging")
 @pytest.mark.parametrize("option", ["--report", "--liveness-frames", "--json"])
 @pytest.mark.parametrize("kind", ["named pipe", "device", "symbolic link"])
 def test_validate_refuses_an_output_that_is_not_a_regular_file_before_the_work(
