@@ -29,6 +29,9 @@ PREFIX=/opt/edge-app
 # the one in use and switches the link only once the new program has passed its checks.
 VENV=$PREFIX/venv
 VENVS=$PREFIX/venvs
+# After a failed restart, a link to the previous program, kept with its models (models.old)
+# until a run's restart succeeds.
+WAY_BACK=$PREFIX/venv.previous
 CONF_DIR=/etc/edge-app
 STATE_DIR=/var/lib/edge-app
 SHARE_DIR=/usr/share/edge-app
@@ -233,9 +236,12 @@ finish() {
     exit "$status"
 }
 trap finish EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
+exit_on_signals() {
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+exit_on_signals
 
 # The highest uid and gid of system accounts (login.defs, Debian's default otherwise).
 login_def() {
@@ -385,6 +391,19 @@ install_unit() {
     mv -f "$2.new" "$2"
 }
 
+# remove_unused_venvs [KEEP]: removes every venv in $VENVS but the one in use and KEEP.
+remove_unused_venvs() {
+    in_use=$(readlink -f "$VENV" 2>/dev/null || true)
+    for built in "$VENVS"/*; do
+        if [ -e "$built" ] || [ -L "$built" ]; then
+            case $(readlink -f "$built") in
+                "$in_use" | "${1:-$in_use}") ;;
+                *) rm -rf "$built" ;;
+            esac
+        fi
+    done
+}
+
 install_all() {
     # Checks first: a refusal here has changed nothing.
     if [ ! -f "$REPO/models/tflite/manifest.json" ]; then
@@ -408,13 +427,16 @@ install_all() {
     if grep -qs "Raspberry Pi" /proc/device-tree/model; then pi_board=yes; fi
 
     # A run cut short between the two renames of the models' swap (below) left the
-    # installed models only as models.old: put back first, so that a step failing before
-    # the swap (apt, pip) leaves them as they were, as it then says.
-    if [ ! -e "$MODELS_DIR" ] && [ -d "$MODELS_DIR.old" ] && [ ! -L "$MODELS_DIR.old" ]; then
-        step="putting back $MODELS_DIR, left as $MODELS_DIR.old by a run cut short"
-        mv -T "$MODELS_DIR.old" "$MODELS_DIR"
-        say "put back $MODELS_DIR, left as $MODELS_DIR.old by a run cut short"
-    fi
+    # installed models only as models.discard (a run that kept a way back) or models.old:
+    # put back first, so that a step failing before the swap (apt, pip) leaves them as they
+    # were, as it then says.
+    for aside in "$MODELS_DIR.discard" "$MODELS_DIR.old"; do
+        if [ ! -e "$MODELS_DIR" ] && [ -d "$aside" ] && [ ! -L "$aside" ]; then
+            step="putting back $MODELS_DIR, left as $aside by a run cut short"
+            mv -T "$aside" "$MODELS_DIR"
+            say "put back $MODELS_DIR, left as $aside by a run cut short"
+        fi
+    done
     # Likewise the program: a run cut short between the two renames that replace an older
     # installer's venv folder by the link (below) left it only as venv.old. Put back, it is
     # the program in use again: the new venv gets its lgpio, and it is removed only once the
@@ -424,6 +446,19 @@ install_all() {
         step="putting back $VENV, left as $PREFIX/venv.old by a run cut short"
         mv -T "$PREFIX/venv.old" "$VENV"
         say "put back $VENV, left as $PREFIX/venv.old by a run cut short"
+    fi
+    # The way back a run whose restart failed printed: $WAY_BACK links to the previous
+    # program, and models.old holds its models. Both are kept, by every run, until a run's
+    # restart succeeds, so a run that fails again still leaves that way back. Forgotten
+    # once taken (the link in use is the program it names) or no longer whole.
+    kept=""
+    if [ -L "$WAY_BACK" ]; then
+        kept=$(readlink -f "$WAY_BACK" 2>/dev/null || true)
+        if [ ! -d "$kept" ] || [ "$kept" = "$(readlink -f "$VENV" 2>/dev/null || true)" ] ||
+            [ ! -d "$MODELS_DIR.old" ] || [ -L "$MODELS_DIR.old" ]; then
+            rm -f "$WAY_BACK"
+            kept=""
+        fi
     fi
 
     # From here until the config is written, a failure leaves the installed program, config,
@@ -461,13 +496,9 @@ install_all() {
     if [ "$venv" = yes ]; then
         step="installing edge-app into a new venv in $VENVS (pip)"
         install -d -m 0755 "$PREFIX" "$VENVS"
-        # Venvs left by an install that was cut short (a power cut during pip) are never in use.
-        in_use=$(readlink -f "$VENV" 2>/dev/null || true)
-        for built in "$VENVS"/*; do
-            if [ -e "$built" ] || [ -L "$built" ]; then
-                if [ "$(readlink -f "$built")" != "$in_use" ]; then rm -rf "$built"; fi
-            fi
-        done
+        # Venvs left by an install that was cut short (a power cut during pip) are never in
+        # use, nor the way back.
+        remove_unused_venvs "$kept"
         # lgpio that was pip-installed into the venv in use (docs/INSTALL.md: plain Debian
         # has no python3-lgpio): the new venv gets the same version, or the door cannot
         # drive its relay (and an upgrade never changes the version the operator chose).
@@ -575,10 +606,46 @@ install_all() {
             modules="edge_app, lgpio"
         fi
         # -I: the venv's modules only, not an edge_app in the folder the installer runs in.
-        if ! runuser -u "$SERVICE_USER" -- "$program/bin/python" -I -c "import $modules"; then
-            die "$SERVICE_USER cannot import $modules with $program/bin/python (made from" \
-                "$(command -v python3)); run the installer with Debian's python3:" \
-                "sudo env PATH=/usr/sbin:/usr/bin:/sbin:/bin $0"
+        if ! runuser -u "$SERVICE_USER" -- "$program/bin/python" -I -c "import $modules" \
+            2>/dev/null; then
+            # Which one, and Python's own last line on it, for advice that fits the cause.
+            failed=""
+            error=""
+            for module in $(printf '%s' "$modules" | tr ',' ' '); do
+                if ! error=$(runuser -u "$SERVICE_USER" -- "$program/bin/python" -I -c \
+                    "import $module" 2>&1 >/dev/null); then
+                    failed=$module
+                    break
+                fi
+                error=""
+            done
+            error=$(printf '%s\n' "$error" | grep -v '^[[:space:]]*$' | tail -n 1 || true)
+            made_from=$(command -v python3 || true)
+            debian_python="run the installer with Debian's python3:"
+            debian_python="$debian_python sudo env PATH=/usr/sbin:/usr/bin:/sbin:/bin $0"
+            if [ -z "$failed" ] || [ "$failed" = edge_app ]; then
+                die "$SERVICE_USER cannot import ${failed:-$modules} with $program/bin/python" \
+                    "(made from $made_from)${error:+: $error}; $debian_python"
+            elif [ "$failed" = lgpio ] && [ -n "$venv_lgpio" ]; then
+                die "$SERVICE_USER imports edge_app with $program/bin/python but not lgpio" \
+                    "${venv_lgpio}, which pip installed into it as the venv in use has it" \
+                    "(${error:-no error given}); without it the door cannot drive its relay." \
+                    "The installer does not take another version in its place: install one" \
+                    "that imports with $made_from into the venv in use (sudo $VENV/bin/pip" \
+                    "install lgpio==VERSION), then run the installer again"
+            elif [ "$(readlink -f "$made_from")" != "$(readlink -f /usr/bin/python3)" ]; then
+                die "$SERVICE_USER imports edge_app with $program/bin/python but not" \
+                    "$failed (${error:-no error given}): it comes from apt's" \
+                    "python3-$failed, which only a venv made from Debian's python3 sees," \
+                    "and this one was made from $made_from; $debian_python"
+            else
+                die "$SERVICE_USER imports edge_app with $program/bin/python but not" \
+                    "$failed (${error:-no error given}), which comes from apt's" \
+                    "python3-$failed: check that Debian's python3 imports it (sudo -u" \
+                    "$SERVICE_USER /usr/bin/python3 -c 'import $failed'), reinstall it if not" \
+                    "(sudo apt-get install --reinstall python3-$failed), then run the" \
+                    "installer again"
+            fi
         fi
     fi
 
@@ -587,7 +654,8 @@ install_all() {
     # ones in one rename just before the restart.
     step="staging the new models in $MODELS_DIR.new"
     install -d -m 0755 "$SHARE_DIR"
-    rm -rf "$MODELS_DIR.new" "$MODELS_DIR.old"
+    rm -rf "$MODELS_DIR.new" "$MODELS_DIR.discard"
+    if [ -z "$kept" ]; then rm -rf "$MODELS_DIR.old"; fi
     staged_models=$MODELS_DIR.new
     cp -R "$REPO/models/tflite" "$staged_models"
     chmod -R u=rwX,go=rX "$staged_models"
@@ -654,14 +722,21 @@ install_all() {
     install_unit "$SERVICE" "$UNIT"
     install_unit "$HUB_SERVICE" "$HUB_UNIT"
 
-    # Models last, just before the restart: replaced as a whole, so a rebuilt set never
-    # mixes with the previous one, and never runs with the previous program.
-    # The new program, then the models, just before the restart. The link is replaced in
-    # one rename, so $VENV is always a whole venv, the old one or the new one.
-    previous=""
+    # The new program, then the models, just before the restart, so that new models never
+    # run with the previous program. The link is replaced in one rename, so $VENV is always
+    # a whole venv, the old one or the new one; the models are replaced as a whole, so a
+    # rebuilt set never mixes with the previous one. A HUP, INT or TERM (an ssh session
+    # dropped, a Ctrl-C) is ignored from the first rename to the last, by the renames too:
+    # it would leave the new program with the previous models, or no models at all.
+    previous=$kept # the program the way back goes to, if the restart fails
+    # The models the swap moves aside: models.old, kept for the way back until the
+    # services run on the new ones, unless it holds a way back kept already.
+    aside=$MODELS_DIR.old
+    if [ -n "$kept" ]; then aside=$MODELS_DIR.discard; fi
+    trap '' HUP INT TERM
     if [ "$venv" = yes ]; then
         step="switching $VENV to the new program"
-        previous=$(readlink -f "$VENV" 2>/dev/null || true)
+        if [ -z "$previous" ]; then previous=$(readlink -f "$VENV" 2>/dev/null || true); fi
         if [ -d "$VENV" ] && [ ! -L "$VENV" ]; then
             # An older installer's venv, a folder: a link cannot replace it in one step.
             rm -rf "$PREFIX/venv.old"
@@ -671,14 +746,16 @@ install_all() {
         rm -f "$PREFIX/venv.new"
         ln -s "$new_venv" "$PREFIX/venv.new"
         mv -T "$PREFIX/venv.new" "$VENV"
-        say "$VENV is now $new_venv"
         new_venv=""
     fi
     step="replacing the models in $MODELS_DIR"
-    if [ -e "$MODELS_DIR" ]; then mv "$MODELS_DIR" "$MODELS_DIR.old"; fi
-    mv "$staged_models" "$MODELS_DIR"
+    if [ -e "$MODELS_DIR" ]; then mv -T "$MODELS_DIR" "$aside"; fi
+    mv -T "$staged_models" "$MODELS_DIR"
     staged_models=""
+    exit_on_signals
+    if [ "$venv" = yes ]; then say "$VENV is now $(readlink -f "$VENV")"; fi
     say "models in $MODELS_DIR"
+    rm -rf "$MODELS_DIR.discard"
 
     step="reloading systemd and restarting the running services"
     restart_failed=no
@@ -702,9 +779,18 @@ install_all() {
         # pin low); the previous program and its models are kept for going back by hand.
         step="restarting the services on the new release"
         back=""
-        if [ -n "$previous" ] && [ "$previous" != "$(readlink -f "$VENV")" ]; then
+        if [ -n "$previous" ] && [ -d "$previous" ] &&
+            [ "$previous" != "$(readlink -f "$VENV")" ]; then
+            # Kept by the next runs too, until one's restart succeeds (a link written
+            # beside it, then renamed over it).
+            rm -f "$WAY_BACK.new"
+            ln -s "$previous" "$WAY_BACK.new"
+            mv -T "$WAY_BACK.new" "$WAY_BACK"
+            # The link in use is replaced by a rename as above: a power cut while going
+            # back leaves it a whole venv, never missing.
             back="; the previous program is kept in $previous: to go back to it,"
-            back="$back sudo ln -sfn $previous $VENV"
+            back="$back sudo ln -sfn $previous $PREFIX/venv.new"
+            back="$back && sudo mv -T $PREFIX/venv.new $VENV"
             if [ -d "$MODELS_DIR.old" ]; then
                 back="$back && sudo mv -T $MODELS_DIR $MODELS_DIR.new"
                 back="$back && sudo mv -T $MODELS_DIR.old $MODELS_DIR"
@@ -715,8 +801,10 @@ install_all() {
             "-u $HUB_SERVICE$back"
     fi
     # The previous models and program, once the services run on the new ones: only a venv
-    # this installer made (never what a hand-made link pointed at).
+    # this installer made (never what a hand-made link pointed at). The way back goes first:
+    # cut short after it, the next run removes what it named as any venv not in use.
     step="removing the previous models ($MODELS_DIR.old)"
+    rm -f "$WAY_BACK"
     rm -rf "$MODELS_DIR.old"
     case $previous in
         "$VENVS"/*/* | *..*) ;;
@@ -727,6 +815,8 @@ install_all() {
             fi
             ;;
     esac
+    # and the program whose restart failed before, which the way back outlived
+    if [ "$venv" = yes ]; then remove_unused_venvs; fi
     step=""
 
     # The first-install steps, unless this is an upgrade of a door already set up: its units

@@ -53,9 +53,15 @@ STUBS = {
     # `runuser -u USER -- EDGE-APP run --check-config ... --installed-models DIR`: its check
     # of a kept config with the staged models, whose facenet.tflite it logs
     # (STUB_CONFIG_INVALID: the new program refuses it, as `edge-app run --check-config` does).
+    # STUB_IMPORT_FAIL=MODULE: the venv runs, but MODULE does not import, with Python's words.
     "runuser": (
         'echo "runuser $*" >>"$STUBLOG"\n'
         'if [ -n "${STUB_RUNUSER_FAIL:-}" ]; then echo "Permission denied" >&2; exit 126; fi\n'
+        'if [ -n "${STUB_IMPORT_FAIL:-}" ]; then\n'
+        'case "$*" in *" -c import "*"$STUB_IMPORT_FAIL"*)\n'
+        '    printf "Traceback (most recent call last):\\n  File \\"<string>\\", line 1\\n" >&2\n'
+        "    echo \"ModuleNotFoundError: No module named '$STUB_IMPORT_FAIL'\" >&2; exit 1 ;;\n"
+        "esac; fi\n"
         "for last; do :; done\n"
         'case "$*" in *--installed-models*)\n'
         '    echo "checked models: $(cat "$last/facenet.tflite")" >>"$STUBLOG" ;; esac\n'
@@ -844,9 +850,29 @@ def test_an_upgrade_whose_services_fail_to_restart_says_so_and_keeps_the_previou
     assert "a service failed to restart on the new release: see journalctl" in done.stderr
     assert "FAILED while restarting the services on the new release" in done.stderr
     assert f"the previous program is kept in {previous}" in done.stderr
-    assert f"ln -sfn {previous} {fake.venv}" in done.stderr
+    assert _way_back(done)[:2] == [
+        f"ln -sfn {previous} {fake.venv}.new",
+        f"mv -T {fake.venv}.new {fake.venv}",
+    ]
     assert previous.is_dir() and fake.venv.resolve() != previous
     assert len(fake.venvs()) == 2
+
+
+def _way_back(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The commands a failed restart printed to go back, without `sudo` and the restart."""
+    back = done.stderr.split("to go back to it,", 1)[1].split(" && sudo systemctl")[0]
+    return [c.strip().removeprefix("sudo ") for c in back.replace("\n", " ").split("&&")]
+
+
+def _program(fake: Fake) -> Path:
+    """The program $VENV links to, a whole venv."""
+    assert fake.venv.is_symlink() and (fake.venv / "bin" / "edge-app").is_file()
+    return fake.venv.resolve()
+
+
+def _whole_pair(fake: Fake) -> tuple[Path, str]:
+    """The program $VENV links to and the models installed."""
+    return _program(fake), (fake.models / "facenet.tflite").read_text()
 
 
 def test_going_back_after_a_failed_restart_restores_the_previous_models_too(
@@ -862,16 +888,148 @@ def test_going_back_after_a_failed_restart_restores_the_previous_models_too(
     (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
     done = fake.run(env={"STUB_RESTART_FAIL": "1"})
     assert done.returncode != 0
-    back = done.stderr.split("to go back to it,", 1)[1].split(" && sudo systemctl")[0]
-    commands = [c.strip().removeprefix("sudo ") for c in back.replace("\n", " ").split("&&")]
-    assert commands[0] == f"ln -sfn {previous} {fake.venv}", commands
+    commands = _way_back(done)
+    assert len(commands) == 4, commands
     for command in commands:  # the way back, as printed
         subprocess.run(command, shell=True, check=True)
-    assert fake.venv.resolve() == previous
-    assert (fake.models / "facenet.tflite").read_text() == "model set 1\n"
+    assert _whole_pair(fake) == (previous, "model set 1\n")
     fake.install()  # run again once the cause is fixed: the new release, nothing left over
     assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
     assert sorted(p.name for p in fake.models.parent.iterdir()) == ["models"]
+    assert fake.venvs() == [fake.venv.resolve()]
+    assert sorted(p.name for p in fake.venv.parent.iterdir()) == ["venv", "venvs"]
+
+
+def test_the_way_back_never_leaves_the_door_without_a_program(fake: Fake) -> None:
+    """A review: the way back began with `ln -sfn PREVIOUS /opt/edge-app/venv`, which an ln
+    that unlinks then links (busybox's, an older coreutils') carries out in two steps: a
+    power cut between them left no /opt/edge-app/venv at all. It now links under another
+    name and renames that over the link, as the installer's own switch does: cut short
+    after any of its commands, the door has a whole program."""
+    fake.install()
+    previous = fake.venv.resolve()
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    done = fake.run(env={"STUB_RESTART_FAIL": "1"})
+    assert done.returncode != 0
+    commands = _way_back(done)
+    for command in commands:
+        assert not (command.startswith("ln ") and command.endswith(f" {fake.venv}")), command
+        subprocess.run(command, shell=True, check=True)
+        _program(fake)  # a power cut here: the door still has a program
+    assert _whole_pair(fake) == (previous, "model set 1\n")
+
+
+def test_a_rerun_that_fails_to_restart_again_keeps_the_first_way_back(fake: Fake) -> None:
+    """A review: run again after a failed restart (the way back not taken), the installer
+    removed the previous program and models it had just said were kept, as a venv "not in
+    use"; that run failing to restart too, its way back named the release that had failed
+    first, and nothing could go back to the one that ran. The way back is kept, by every
+    run, until a run's restart succeeds."""
+    fake.install()
+    fake.state_dir.joinpath("gallery.db").write_text("")
+    good = fake.venv.resolve()
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    assert fake.run(env={"STUB_RESTART_FAIL": "1"}).returncode != 0
+    failed_first = fake.venv.resolve()
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 3\n")
+    done = fake.run(env={"STUB_RESTART_FAIL": "1"})  # run again: it fails to restart again
+    assert done.returncode != 0
+    assert f"the previous program is kept in {good}" in done.stderr
+    assert fake.venv.resolve() not in (good, failed_first)
+    assert (fake.models / "facenet.tflite").read_text() == "model set 3\n"
+    for command in _way_back(done):
+        subprocess.run(command, shell=True, check=True)
+    assert _whole_pair(fake) == (good, "model set 1\n")  # the door as it ran
+    fake.install()  # the cause fixed: the new release, nothing left over
+    assert (fake.models / "facenet.tflite").read_text() == "model set 3\n"
+    assert sorted(p.name for p in fake.models.parent.iterdir()) == ["models"]
+    assert fake.venvs() == [fake.venv.resolve()]
+    assert sorted(p.name for p in fake.venv.parent.iterdir()) == ["venv", "venvs"]
+
+
+def test_a_rerun_whose_restart_succeeds_drops_the_kept_way_back(fake: Fake) -> None:
+    """The way back kept by a failed restart goes once a run's services start: the program
+    and models it named, and the release that had failed, are removed."""
+    fake.install()
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    assert fake.run(env={"STUB_RESTART_FAIL": "1"}).returncode != 0
+    assert len(fake.venvs()) == 2
+    fake.install()
+    assert (fake.models / "facenet.tflite").read_text() == "model set 2\n"
+    assert sorted(p.name for p in fake.models.parent.iterdir()) == ["models"]
+    assert fake.venvs() == [fake.venv.resolve()]
+    assert sorted(p.name for p in fake.venv.parent.iterdir()) == ["venv", "venvs"]
+
+
+@pytest.mark.parametrize(
+    ("signal", "rename"),
+    [
+        ("HUP", "models.old"),  # between the models' two renames: an ssh session dropped
+        ("TERM", "venv.new"),  # at the program's switch
+        ("INT", "models.new"),  # at the last rename: a Ctrl-C
+    ],
+)
+def test_a_signal_during_the_switch_does_not_leave_a_program_without_its_models(
+    fake: Fake, signal: str, rename: str
+) -> None:
+    """A review: a HUP (the ssh session dropped), INT or TERM during the switch ended the
+    installer between its renames, and its exit removed the new models staged for the
+    second: the door was left with the new program and the previous models, or no models
+    at all. The switch's renames now all happen whatever arrives meanwhile."""
+    fake.install()
+    (fake.repo / "models" / "tflite" / "facenet.tflite").write_text("model set 2\n")
+    previous = fake.venv.resolve()
+    signals = fake.state / "signals"
+    signals.mkdir()
+    (signals / "mv").write_text(
+        '#!/bin/sh\ncase "$*" in *"$AT"*) kill -s "$SIGNAL" "$PPID" ;; esac\n'
+        f'PATH={SYSTEM_PATH} exec mv "$@"\n'
+    )
+    (signals / "mv").chmod(0o755)
+    done = fake.run(extra_path=signals, env={"SIGNAL": signal, "AT": rename})
+    assert done.returncode == 0, done.stdout + done.stderr
+    program, models = _whole_pair(fake)
+    assert program != previous and models == "model set 2\n"
+    assert sorted(p.name for p in fake.models.parent.iterdir()) == ["models"]
+    assert fake.venvs() == [program]
+
+
+def test_an_lgpio_pip_installed_that_does_not_import_is_named_not_roots_python3(
+    fake: Fake,
+) -> None:
+    """A review: when the new venv ran and imported edge_app but not the lgpio pip had put
+    into it, the installer said "cannot import edge_app, lgpio" and blamed root's python3
+    (pyenv, conda), which had made a venv that worked. It names the module, Python's
+    words, and what to do about that lgpio."""
+    fake.install()
+    _pip_lgpio(fake.venv, "0.2.0.0")
+    done = fake.run(env={"STUB_IMPORT_FAIL": "lgpio"})
+    assert done.returncode != 0
+    assert f"{USER} imports edge_app with" in done.stderr
+    assert "but not lgpio 0.2.0.0, which pip installed into it" in done.stderr
+    assert "ModuleNotFoundError: No module named 'lgpio'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"sudo {fake.venv}/bin/pip install lgpio==VERSION" in done.stderr
+    assert "Debian's python3" not in done.stderr and "sudo env PATH" not in done.stderr
+    assert "the installed program, config, units and models are as they were" in done.stderr
+    assert _own_lgpio(fake.venv) == ["0.2.0.0"] and fake.venvs() == [fake.venv.resolve()]
+
+
+def test_an_apt_module_the_venv_does_not_see_is_named_with_the_python3_that_made_it(
+    fake: Fake,
+) -> None:
+    """On a Pi, lgpio and picamera2 come from apt, which a venv sees only when made from
+    Debian's python3: the module that failed is named, with the python3 to use."""
+    model = fake.path("/proc/device-tree/model")
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_text("Raspberry Pi 5 Model B Rev 1.0\x00")
+    done = fake.run(env={"STUB_IMPORT_FAIL": "picamera2"})
+    assert done.returncode != 0
+    assert f"{USER} imports edge_app with" in done.stderr
+    assert "but not picamera2 (ModuleNotFoundError: No module named 'picamera2')" in done.stderr
+    assert "it comes from apt's python3-picamera2" in done.stderr
+    assert f"made from {fake.stubs}/python3" in done.stderr
+    assert "sudo env PATH=/usr/sbin:/usr/bin:/sbin:/bin" in done.stderr
 
 
 def test_the_pi_packages_and_their_import_check_go_together(fake: Fake) -> None:
