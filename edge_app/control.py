@@ -23,8 +23,12 @@ Protocol, version 1: one JSON object per line each way, UTF-8.
                 recognition uses and records an `unlock` event with the reason, the origin
                 and the caller's uid/pid; refused unless `[hub] allow_unlock = true`,
                 refused for a second unlock in one read (a client waits for each reply),
-                and refused ("already unlocked"), from any connection, until the pulse of
-                the last remote unlock has ended and UNLOCK_SPACING_SECONDS have passed
+                while another connection's unlock is still being carried out, and
+                ("already unlocked"), from any connection, until the pulse of the last
+                remote unlock has ended and UNLOCK_SPACING_SECONDS have passed. It is
+                carried out on a thread of its own (the relay may take seconds to answer,
+                and no other client's reply waits for it); its client's reply comes when
+                it is done, and that client's next requests are answered after it
 
 Hostile or broken clients get an error reply and, for framing errors, the connection is
 closed; nothing they send can stall the frame loop: the server runs on its own thread,
@@ -89,6 +93,9 @@ REQUESTS_PER_READ = 16
 # second carried out, each an `unlock` event: more than the queues to the hub's stream hold,
 # so a resident's unlock or a spoof in that second could be lost to MQTT.
 UNLOCK_SPACING_SECONDS = 1.0
+# What close() waits, at most, for the server thread and then an unlock being carried out
+# (its event recorded before the door closes its events log); neither holds a stop longer.
+CLOSE_SECONDS = 2.0
 MAX_CLIENTS = 16
 # Slots only the door's own user may take: the hub runs as that user (systemd/) and needs at
 # most 4 at once (its status poll, live-view frame, event stream and an unlock). Any other
@@ -144,6 +151,15 @@ _AS_SERVICE = (
 
 class ControlError(UserError):
     """The control socket cannot be reached or refused the request; the message says why."""
+
+
+class DoorRefused(ControlError):
+    """The door answered, and refused the request: `reason` is the door's own words; the
+    message names the request too ("door refused unlock: <reason>")."""
+
+    def __init__(self, op: str, reason: str) -> None:
+        super().__init__(f"door refused {op}: {reason}")
+        self.reason = reason
 
 
 TOO_MANY_CLIENTS = "too many clients"
@@ -207,7 +223,8 @@ class DoorPort(Protocol):
     def unlock_allowed(self) -> bool: ...
 
     def unlock(self, reason: str, origin: str) -> float:
-        """Pulse the relay; the pulse's length in seconds (Refused when nothing opened)."""
+        """Pulse the relay; the pulse's length in seconds (Refused when nothing opened).
+        Called on a thread of its own (`control-unlock`), one unlock at a time."""
         ...
 
 
@@ -228,6 +245,12 @@ class _Client:
     # An unlock was carried out for a request of the read being answered (_read): a client
     # waits for each reply, so another unlock in the same read is a flood, refused.
     unlocked_in_read: bool = False
+    # Requests answered and refused out of the read being answered (REQUESTS_PER_READ,
+    # REFUSED_PER_READ); kept here, as the read goes on after its unlock's reply.
+    handled: int = 0
+    refused: int = 0
+    # Its unlock is being carried out (_Unlock): its other requests wait for that reply.
+    unlocking: bool = False
 
     @property
     def fileno_alive(self) -> bool:
@@ -240,6 +263,20 @@ class _LatestFrame:
     index: int
     monotonic: float
     wall: float
+
+
+@dataclass(eq=False)
+class _Unlock:
+    """A remote unlock carried out on the `control-unlock` thread, and its outcome once `done`
+    is set: the reply, or the refusal; pulse, when it pulsed: (answered, pulse ends)."""
+
+    client: _Client
+    reason: str
+    stamped: str
+    done: threading.Event = field(default_factory=threading.Event)
+    reply: dict[str, Any] | None = None
+    refusal: str = "internal error (the unlock did not finish)"
+    pulse: tuple[float, float] | None = None
 
 
 ECHO_CHARS = 40  # of a refused request's value, in the reply and the door's journal
@@ -297,6 +334,9 @@ class ControlServer:
         # The last remote unlock carried out: when it was answered, and when its pulse ends
         # (UNLOCK_SPACING_SECONDS); None before the first.
         self._unlocked: tuple[float, float] | None = None
+        # The remote unlock being carried out (one at a time), until the server thread has
+        # taken its outcome (_finish_unlock).
+        self._unlock: _Unlock | None = None
 
     # --- door side --------------------------------------------------------------------------
 
@@ -329,8 +369,12 @@ class ControlServer:
     def close(self) -> None:
         self._stop.set()
         self._wake()
+        deadline = time.monotonic() + CLOSE_SECONDS
         if self._thread is not None:
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=CLOSE_SECONDS)
+        unlock = self._unlock  # read once the server thread has stopped taking outcomes
+        if unlock is not None:  # a relay that does not answer holds it for seconds
+            unlock.done.wait(max(0.0, deadline - time.monotonic()))
         for client in list(self._clients.values()):
             self._drop(client, None)
         if self._listener is not None:
@@ -435,6 +479,7 @@ class ControlServer:
                     except Exception as error:  # one client's trouble never ends the server
                         log.exception("control client failed %s", client.peer)
                         self._drop(client, f"internal error ({type(error).__name__})")
+            self._finish_unlock()
             self._fan_out()
             self._housekeeping()
 
@@ -531,31 +576,49 @@ class ControlServer:
         if client.closing:
             return
         client.inbox += data
+        if client.unlocking:
+            # Sent without waiting for its unlock's reply: part of the read under way,
+            # answered after that reply under the same per-read rules.
+            if len(client.inbox) > 2 * MAX_LINE:
+                self._drop(client, f"sent over {2 * MAX_LINE} bytes while its unlock was under way")
+            return
         client.unlocked_in_read = False
-        refused = handled = 0
+        client.refused = client.handled = 0
+        self._answer(client)
+
+    def _answer(self, client: _Client) -> None:
+        """Answer the complete request lines in the inbox, up to the per-read limits; stop at
+        an unlock being carried out (_finish_unlock goes on once it has been answered)."""
         # Not past a drop either: a client dropped for its output (_send) asks nothing more.
         while not client.closing and not client.subscribed and client.fileno_alive:
+            if client.refused >= REFUSED_PER_READ:
+                self._refuse(client, f"{client.refused} requests refused at once", close=True)
+                return
+            if client.unlocking:
+                break
             end = client.inbox.find(b"\n")
             if end < 0:
                 break
-            if handled >= REQUESTS_PER_READ:
+            if client.handled >= REQUESTS_PER_READ:
                 self._refuse(
                     client,
                     f"more than {REQUESTS_PER_READ} requests at once: wait for each reply",
                     close=True,
                 )
                 return
-            handled += 1
+            client.handled += 1
             line = bytes(client.inbox[:end])
             del client.inbox[: end + 1]
             if len(line) > MAX_LINE:
                 self._refuse(client, f"request line longer than {MAX_LINE} bytes", close=True)
                 return
             client.deadline = None  # this request is in; what follows has a deadline of its own
-            refused += not self._handle(client, line)
-            if refused >= REFUSED_PER_READ and not client.closing:
-                self._refuse(client, f"{refused} requests refused at once", close=True)
-                return
+            client.refused += not self._handle(client, line)
+        if not client.fileno_alive or client.closing:
+            return
+        if client.unlocking:
+            self._arm(client)
+            return
         if client.subscribed:
             client.inbox.clear()  # a stream only listens; whatever else comes is ignored
         elif len(client.inbox) > MAX_LINE:
@@ -566,8 +629,8 @@ class ControlServer:
     def _arm(self, client: _Client) -> None:
         """Start the deadline when an exchange begins (part of a request in, or a reply not
         yet sent); clear it once the connection is idle or a subscription."""
-        if client.subscribed:
-            client.deadline = None
+        if client.subscribed or (client.unlocking and not client.outbox):
+            client.deadline = None  # (waiting on the door, not on the client)
         elif client.inbox or client.outbox or client.closing:
             if client.deadline is None:
                 client.deadline = time.monotonic() + REQUEST_SECONDS
@@ -610,6 +673,8 @@ class ControlServer:
             log.exception("control request failed op=%s %s", op, client.peer)
             self._refuse(client, f"internal error ({type(error).__name__})")
             return False
+        if reply is None:  # an unlock being carried out: answered when done (_finish_unlock)
+            return True
         self._send(client, {"v": VERSION, "ok": True, **reply})
         if op == "subscribe":
             self._send_held(client)
@@ -686,7 +751,7 @@ class ControlServer:
         self._reload_asked = 0
         self.port.reload()
 
-    def _op_unlock(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+    def _op_unlock(self, client: _Client, request: dict[str, Any]) -> None:
         reason = clean_text(request.get("reason"), "reason")
         origin = clean_text(request.get("origin"), "origin")
         stamped = f"{origin} {client.peer}"
@@ -708,12 +773,68 @@ class ControlServer:
                 "one unlock at a time: this read already carried one out; wait for its reply "
                 "before asking again"
             )
+        if self._unlock is not None:  # (never this client's: its requests wait for it)
+            raise Refused(
+                "one unlock at a time: another connection's remote unlock is still being "
+                "carried out; ask again in a few seconds"
+            )
         self._space_unlocks(time.monotonic())
         client.unlocked_in_read = True  # also when it fails: the relay is not asked twice
-        seconds = self.port.unlock(reason, stamped)
-        done = time.monotonic()  # the pulse started before this: it ends by done + seconds
-        self._unlocked = (done, done + seconds)
-        return {"unlocked": True, "reason": reason, "origin": stamped}
+        unlock = _Unlock(client, reason, stamped)
+        worker = threading.Thread(
+            target=self._carry_out, args=(unlock,), name="control-unlock", daemon=True
+        )
+        try:
+            worker.start()
+        except RuntimeError as error:  # no thread to be had: nothing was pulsed
+            raise Refused(f"the door cannot carry out an unlock now ({error})") from None
+        self._unlock = unlock
+        client.unlocking = True
+
+    def _carry_out(self, unlock: _Unlock) -> None:
+        """The `control-unlock` thread: one remote unlock through the door's open_door, whose
+        relay may take seconds to answer (REPLY_SECONDS, and more to end a hung relay
+        process): not on the server thread, where every other client's reply would wait for
+        it. Its outcome goes back to the server thread (_finish_unlock), which answers the
+        client."""
+        try:
+            seconds = self.port.unlock(unlock.reason, unlock.stamped)
+            done = time.monotonic()  # the pulse started before this: it ends by done + seconds
+            unlock.pulse = (done, done + seconds)
+            unlock.reply = {"unlocked": True, "reason": unlock.reason, "origin": unlock.stamped}
+        except Refused as error:
+            unlock.refusal = str(error)
+        except Exception as error:  # a bug here must never take the door down
+            log.exception("control request failed op=unlock %s", unlock.client.peer)
+            unlock.refusal = f"internal error ({type(error).__name__})"
+        finally:
+            unlock.done.set()
+            self._wake()
+
+    def _finish_unlock(self) -> None:
+        """On the server thread: the unlock carried out counts for the spacing once it
+        pulsed, its client gets its reply (unless it hung up meanwhile) and the rest of the
+        read it came in is answered."""
+        unlock = self._unlock
+        if unlock is None or not unlock.done.is_set():
+            return
+        self._unlock = None
+        if unlock.pulse is not None:
+            self._unlocked = unlock.pulse
+        client = unlock.client
+        client.unlocking = False
+        if not client.fileno_alive:
+            return
+        try:
+            if unlock.reply is not None:
+                self._send(client, {"v": VERSION, "ok": True, **unlock.reply})
+            else:
+                self._refuse(client, unlock.refusal)
+                client.refused += 1
+            self._answer(client)
+        except Exception as error:  # one client's trouble never ends the server
+            log.exception("control client failed %s", client.peer)
+            self._drop(client, f"internal error ({type(error).__name__})")
 
     def _space_unlocks(self, now: float) -> None:
         """Refused (UNLOCK_SPACING_SECONDS) while the last remote unlock's pulse is under way,
@@ -1127,7 +1248,7 @@ class ControlClient:
         if reply.get("v") != VERSION:
             raise ControlError(f"{self.path}: unsupported reply version {reply.get('v')!r}")
         if not reply.get("ok"):
-            raise ControlError(f"door refused {op}: {reply.get('error', 'no reason given')}")
+            raise DoorRefused(op, str(reply.get("error", "no reason given")))
         return reply
 
 
@@ -1185,6 +1306,7 @@ __all__ = [
     "ControlError",
     "ControlServer",
     "DaemonPort",
+    "DoorRefused",
     "Peer",
     "attach",
     "event_payload",

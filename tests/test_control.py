@@ -1112,3 +1112,169 @@ def test_the_socket_answers_at_once_while_a_stop_waits_on_a_hung_relay_process(
         guard.join(10)
         door.close()
     assert [e for e in door.events() if e["type"] == "unlock"] == []
+
+
+@contextlib.contextmanager
+def hung_relay_process(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, socket_path: Path | None = None
+) -> Iterator[Door]:
+    """An open door whose relay process is paused (SIGSTOP): a pulse asked of it waits
+    REPLY_SECONDS (3 s here) for an answer, then the child is killed and the pin locked
+    from here."""
+    from edge_app import relay_process
+    from edge_app.config import GpioConfig
+    from edge_app.relay_process import RelayProcess
+
+    # The unlock's wait for the hung child: long enough to ask during it, on a loaded machine.
+    monkeypatch.setattr(relay_process, "REPLY_SECONDS", 3.0)
+    daemon = make_daemon(folder, allow_unlock=True, socket_path=socket_path)
+    assert daemon.relay is not None
+    daemon.relay.close()
+    relay = RelayProcess(GpioConfig(pin=PIN, factory="mock"), on_release=daemon._on_relock)
+    daemon.relay = relay
+    door = Door(daemon)
+    relay._child.send_signal(signal.SIGSTOP)  # hung
+    try:
+        yield door
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            relay._child.send_signal(signal.SIGCONT)
+        door.close()
+
+
+@pytest.fixture
+def hung_relay_door(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Door]:
+    with hung_relay_process(monkeypatch, tmp_path) as door:
+        yield door
+
+
+def unlock_in_thread(door: Door) -> tuple[threading.Thread, list[object]]:
+    """A remote unlock asked on a thread of its own; its reply, or its ControlError, lands in
+    the list."""
+    outcome: list[object] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(ControlClient(door.path, timeout=20.0).unlock("remote", "mqtt:alice"))
+        except ControlError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    return thread, outcome
+
+
+def test_an_unlock_waiting_on_a_hung_relay_process_holds_up_no_other_client(
+    hung_relay_door: Door,
+) -> None:
+    """Found by a review: a remote unlock called the door's open_door on the control socket's
+    only thread, and a relay process that did not answer held it REPLY_SECONDS, and seconds
+    more to end the child: every other client's reply (the hub's status poll, the web page's
+    frames, the event stream) came that late. The unlock is carried out on a thread of its
+    own now: others are answered at once, a second unlock meanwhile is refused, and the
+    unlock's client gets its own reply when the relay has failed."""
+    from edge_app.relay_process import RelayProcess
+
+    door = hung_relay_door
+    relay = door.relay
+    assert isinstance(relay, RelayProcess)
+    unlocking, outcome = unlock_in_thread(door)
+    try:
+        wait_for(lambda: relay._lock.locked())  # the pulse waits on the hung child
+        start = time.monotonic()
+        assert door.client.status()["relay_active"] is False
+        took = time.monotonic() - start
+        assert took < 1.0, took
+        start = time.monotonic()
+        with pytest.raises(ControlError, match="one unlock at a time: another connection's"):
+            ControlClient(door.path).unlock("remote", "web:bob")
+        took = time.monotonic() - start
+        assert took < 1.0, took
+        assert relay._lock.locked()  # the first one still waits on the child
+    finally:
+        unlocking.join(20)
+    assert not unlocking.is_alive()
+    [failed] = outcome
+    assert isinstance(failed, ControlError), failed
+    assert str(failed).startswith(
+        "door refused unlock: the relay failed; the door is locked and restarts"
+    )
+    assert relay.locked_from_here is not None  # the hung child was found, and locked
+    # The pulse may have opened the strike before the child hung: recorded once, by its
+    # asker, and relocked (the relay locked from here).
+    wait_for(lambda: len(door.events()) == 2)
+    unlock, relock = door.events()
+    assert unlock["type"] == "unlock" and unlock["reason"].startswith("remote; origin=mqtt:alice ")
+    assert relock["type"] == "relock"
+    assert door.client.status()["running"] is True  # the socket serves on
+
+
+def test_an_unlock_waiting_for_the_door_when_it_stops_opens_nothing(open_door: Door) -> None:
+    """An unlock under way on its own thread when the door stops never pulses after the stop
+    began: open_door checks the stop under the door lock, which the unlock waits for here
+    (held as a recognition's pulse or the stop's relock holds it). Meanwhile the socket
+    answers everyone else, and the unlock's client is told the door is stopping."""
+    door = open_door
+    door_lock = door.daemon._door_lock
+    door_lock.acquire()
+    try:
+        unlocking, outcome = unlock_in_thread(door)
+        time.sleep(0.3)  # the unlock is read and waits for the door lock (or, late, sees the stop)
+        start = time.monotonic()
+        assert ControlClient(door.path, timeout=2.0).status()["running"] is True
+        assert time.monotonic() - start < 1.0
+        door.daemon.stop()
+    finally:
+        door_lock.release()
+    unlocking.join(10)
+    [refused] = outcome
+    assert isinstance(refused, ControlError)
+    assert str(refused) == "door refused unlock: the door is stopping"
+    time.sleep(PULSE)
+    assert door.pin_states == [False]  # never opened
+    assert [e for e in door.events() if e["type"] == "unlock"] == []
+
+
+def test_closing_the_socket_waits_boundedly_for_an_unlock_on_a_hung_relay(
+    hung_relay_door: Door,
+) -> None:
+    """The socket's close (the door's stop) waits for an unlock being carried out at most
+    CLOSE_SECONDS, however long the relay process takes; the unlock's client is closed."""
+    from edge_app.relay_process import RelayProcess
+
+    door = hung_relay_door
+    relay = door.relay
+    assert isinstance(relay, RelayProcess)
+    unlocking, outcome = unlock_in_thread(door)
+    try:
+        wait_for(lambda: relay._lock.locked())  # the pulse waits on the hung child
+        start = time.monotonic()
+        door.server.close()
+        took = time.monotonic() - start
+        assert took < control.CLOSE_SECONDS + 0.5, took
+    finally:
+        unlocking.join(20)
+    [closed] = outcome
+    assert isinstance(closed, ControlError)
+    assert "closed the connection" in str(closed) or "connection to the door lost" in str(closed)
+
+
+def test_requests_sent_behind_an_unlock_are_answered_after_its_reply(
+    long_pulse_door: Door,
+) -> None:
+    """An unlock is carried out off the server thread; the requests its client sent behind
+    it, in the same write, wait for its reply and are answered in order after it."""
+    door = long_pulse_door
+    with raw(door.path) as sock:
+        sock.sendall(
+            b'{"v": 1, "op": "unlock", "reason": "remote", "origin": "tool"}\n'
+            b'{"v": 1, "op": "status"}\n'
+        )
+        data = b""
+        while data.count(b"\n") < 2:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    unlocked, status = (json.loads(line) for line in data.splitlines())
+    assert unlocked["ok"] is True and unlocked["unlocked"] is True
+    assert status["ok"] is True and status["status"]["relay_active"] is True

@@ -1454,6 +1454,54 @@ def test_pages_work_without_a_door(site: Site, user: httpx.Client) -> None:
     assert "The door is not running, or not answering: nothing was unlocked." in unlock.text
 
 
+def test_an_unlock_the_door_refuses_shows_the_door_s_reason_once(tmp_path: Path) -> None:
+    """Found by a review: a refusal read "The door refused: door refused unlock: already
+    unlocked: ...", the socket client's own prefix inside the page's. The page says the
+    door's reason once, from a real door's socket."""
+    from test_control import Door, make_daemon
+
+    daemon = make_daemon(
+        tmp_path / "door", allow_unlock=True, pulse=2.0, socket_path=tmp_path / "door.sock"
+    )
+    door = Door(daemon)
+    page = serve(tmp_path / "web", door_socket=door.path)
+    try:
+        with logged_in(page) as client:
+            fields = unlock_fields(client)
+            assert door.client.unlock("remote", "mqtt:alice")["unlocked"] is True  # 2 s open
+            refused = client.post("/unlock", data={"password": PASSWORD, **fields})
+    finally:
+        page.server.stop()
+        door.close()
+    said = html.unescape(refused.text)
+    assert refused.status_code == 502, said
+    assert "The door refused: already unlocked: a remote unlock opened the door" in said
+    assert "door refused unlock" not in said
+
+
+def test_an_unlock_a_running_door_does_not_answer_in_time_may_have_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running door whose relay process hangs answers the unlock only after the page's
+    timeout (the pulse may have opened before the child hung). The page said "The door
+    refused" (it refused nothing), or "nothing was unlocked" while the door's socket waited
+    on the relay; it says the unlock may have opened and where to look."""
+    from test_control import hung_relay_process
+
+    with hung_relay_process(monkeypatch, tmp_path / "door", tmp_path / "door.sock") as door:
+        page = serve(tmp_path / "web", door_socket=door.path)
+        try:
+            with logged_in(page) as client:
+                fields = unlock_fields(client)
+                unanswered = client.post("/unlock", data={"password": PASSWORD, **fields})
+        finally:
+            page.server.stop()
+    said = html.unescape(unanswered.text)
+    assert unanswered.status_code == 502, said
+    assert "The door did not answer the unlock in time: it may have opened." in said
+    assert "The door refused" not in said and "nothing was unlocked" not in said
+
+
 def test_remote_unlock_asks_for_the_password_again(site: Site, user: httpx.Client) -> None:
     reply = user.post("/unlock", data={"password": "wrong", **unlock_fields(user)})
     assert reply.status_code == 401 and "Wrong password." in reply.text

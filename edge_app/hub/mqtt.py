@@ -82,7 +82,13 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app import untrusted_json
 from edge_app.config import MqttConfig, host_name_problem
-from edge_app.control import HELD_EVENTS, HELD_SECONDS, REFUSAL_LOG_SECONDS, ControlError
+from edge_app.control import (
+    HELD_EVENTS,
+    HELD_SECONDS,
+    REFUSAL_LOG_SECONDS,
+    ControlError,
+    DoorRefused,
+)
 from edge_app.errors import UserError
 from edge_app.gallery import MAX_NAME_LENGTH
 from edge_app.hub.code import LOCK, CodeVerifier, WrongCode, lockout_path, read_code_file
@@ -1087,6 +1093,9 @@ class MqttBridge:
                 return
             try:
                 self.door.unlock(REMOTE_REASON, request.origin)
+            except DoorRefused as error:  # its reason once, not "door refused unlock: " again
+                self._refused_unlock(request, f"the door refused: {error.reason}")
+                continue
             except ControlError as error:
                 self._refused_unlock(request, f"the door refused: {error}")
                 continue

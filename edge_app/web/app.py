@@ -114,6 +114,12 @@ UNLOCK_FORM_USED = (
 )
 DOOR_DOWN = "The door is not running, or not answering: an unlock cannot be sent now."
 DOOR_DOWN_AFTER = "The door is not running, or not answering: nothing was unlocked."
+# The door runs, but its answer to the unlock did not come in time (a relay that is slow to
+# answer): it may have opened, and its events say whether it did.
+UNLOCK_UNANSWERED = (
+    "The door did not answer the unlock in time: it may have opened. The events page shows "
+    "whether it did; check there before trying again."
+)
 # The login page's line for a form sent after its session ended (LOGIN_NOTICES key).
 SESSION_ENDED = "ended"
 LOGIN_NOTICES = {
@@ -1167,7 +1173,7 @@ def _unlock_off(request: Request, session: auth.Session) -> Response:
 
 @action()
 async def unlock_submit(request: Request, session: auth.Session, form: Form) -> Response:
-    from edge_app.control import ControlError, Refused, clean_text
+    from edge_app.control import ControlError, DoorRefused, Refused, clean_text
 
     state = _state(request)
     if not state.config.web.remote_unlock:
@@ -1212,8 +1218,10 @@ async def unlock_submit(request: Request, session: auth.Session, form: Form) -> 
         down = not (await run_in_threadpool(state.door.status)).reachable
         if down:  # what the socket said, folded away under the plain sentence
             context = {"error": DOOR_DOWN_AFTER, "detail": str(error), **typed}
-        else:
-            context = {"error": f"The door refused: {error}", **typed}
+        elif isinstance(error, DoorRefused):  # its own reason, once (not "door refused unlock")
+            context = {"error": f"The door refused: {error.reason}", **typed}
+        else:  # it runs, and did not say no: the unlock may have been carried out
+            context = {"error": UNLOCK_UNANSWERED, "detail": str(error), **typed}
         return await _unlock_page(request, session, context, 502)
     log.info("web unlock origin=%s reason=%r", origin, reason)
     # Post/redirect/get: reloading the page that says "unlocked" sends nothing again.
