@@ -1046,6 +1046,20 @@ def load_config(path: Path | None = None) -> Config:
 
 # The example config is about 10 kB: a file a hundred times larger is not a config file.
 CONFIG_MAX_BYTES = 1024 * 1024
+# Names in one dotted key or table name (`[a.b]`, `a.b = 1`); the config's keys have two.
+# tomllib's work and memory grow with the square of a key's length: one line of 40 kB,
+# `a.a.a...= 1` (20,000 names), took 1.5 GB and 9 s, and one of a megabyte more memory than
+# a Pi has, before anything else could refuse it.
+MAX_KEY_PARTS = 16
+# A run of more than MAX_KEY_PARTS names (bare or quoted) joined by dots, looked for before
+# tomllib reads the text. Anywhere, inside strings and comments too: a key cannot span
+# lines, and no config has such a run elsewhere. A match starts only where a name can (not
+# after a letter of one, nor after a backslash) and takes each name without backtracking
+# (possessive), so the search is linear in the text: 0.3 s at most for a megabyte.
+_KEY_PART = r"""(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')"""
+_LONG_KEY = re.compile(
+    rf"(?<![A-Za-z0-9_\\-])(?:{_KEY_PART}[ \t]*+\.[ \t]*+){{{MAX_KEY_PARTS}}}{_KEY_PART}"
+)
 
 
 def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -1098,6 +1112,13 @@ def read_config_file(path: Path | None = None) -> tuple[Path, dict[str, Any]]:
             f"{path}: {untrusted}, and the config decides who opens the door; make it "
             f"root's (sudo chown root:edge-app {path} && sudo chmod 640 {path}) in a "
             "folder only root may change"
+        )
+    long_key = _LONG_KEY.search(text)
+    if long_key is not None:
+        line = text.count("\n", 0, long_key.start()) + 1
+        raise ConfigError(
+            f"{path}: line {line}: a key or table name of more than {MAX_KEY_PARTS} dotted "
+            "parts (the config's are [section] and key); is this the config file?"
         )
     try:
         return path, tomllib.loads(text)

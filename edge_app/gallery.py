@@ -128,6 +128,9 @@ MAX_CROP_BYTES = 1024 * 1024
 # most samples a person may have, and the person's own fields and a name's commas, leave room.
 # Parsed JSON takes many times its text's size (a list per `[],`), so a line is counted first.
 MAX_RECORD_VALUES = 64 * MAX_SAMPLES_PER_PERSON + 256
+# Values the header line may hold: seven fields (Gallery.export), counted the same way; room
+# for a few more from a later version, none for a bulk of them.
+MAX_HEADER_VALUES = 64
 MAX_MODEL_ID_LENGTH = 128
 # Imported rows compared with the others in tiles of this many new rows by this many rows
 # of everyone: the scores (32 MB of float32) and their mask stay bounded.
@@ -1979,7 +1982,7 @@ def export_header(first: str) -> dict[str, Any]:
     checks the rest)."""
     try:
         # A UTF-8 byte order mark, as Windows editors save text, is not part of the header.
-        header = untrusted_json.loads(first.removeprefix("\ufeff"))
+        header = untrusted_json.loads(first.removeprefix("\ufeff"), max_values=MAX_HEADER_VALUES)
     except untrusted_json.BadJSON as error:
         raise _export_error(1, str(error)) from None
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:

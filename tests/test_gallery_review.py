@@ -31,6 +31,7 @@ from test_events_files import rows_seen_by_another_process
 from test_hostile_input import REPO, in_own_mounts, needs_read_only_mount
 
 from edge_app.gallery import (
+    MAX_HEADER_VALUES,
     MAX_RECORD_VALUES,
     MAX_SAMPLES_PER_PERSON,
     ExportedPerson,
@@ -350,6 +351,24 @@ def test_a_line_of_more_values_than_a_person_holds_is_refused_before_it_is_parse
         other.export(text)
     (person,) = read_export(io.StringIO(text.getvalue()))
     assert len(person.samples) == MAX_SAMPLES_PER_PERSON
+
+
+def test_a_header_of_more_values_than_a_header_holds_is_refused_before_it_is_parsed(
+    db: Path, tmp_path: Path
+) -> None:
+    """The header line was parsed unbounded: a 120 MB export whose first line was the
+    header with `"x": [[],[],...]` added took 3.6 GB and 36 s, then imported nothing. Its
+    values are counted first, as a person's line's are; the header an export writes reads."""
+    header, *people = export_of(db).splitlines()
+    fields = json.loads(header)
+    bomb = json.dumps({**fields, "x": [[]] * MAX_HEADER_VALUES})
+    path = tmp_path / "bomb.jsonl"
+    path.write_text("\n".join([bomb, *people]) + "\n")
+    before = digest(db)
+    with pytest.raises(GalleryError, match=f"line 1\\): more than {MAX_HEADER_VALUES} values"):
+        read_export_file(str(path))
+    assert digest(db) == before
+    assert len(read_export(io.StringIO(export_of(db)))) == len(people)
 
 
 def test_a_garbled_text_page_is_damage_with_advice(db: Path) -> None:

@@ -109,8 +109,10 @@ def test_b_a_moved_pin_locks_the_recorded_pin_and_the_new_one(
     [
         (f"[gpio]\npin = {PIN}\nactive_hihg = true\n", "active_hihg"),
         (None, "config file not found"),
+        # tomllib took minutes and gigabytes over such a key (test_config.py)
+        (f"[gpio]\npin = {PIN}\n{'a.' * 3000}a = 1\n", "line 3: a key or table name"),
     ],
-    ids=["c-typo-in-gpio", "d-config-deleted"],
+    ids=["c-typo-in-gpio", "d-config-deleted", "a-key-of-3000-parts"],
 )
 def test_c_d_a_config_it_cannot_use_still_locks_the_recorded_pin_and_exits_2(
     factory: MockFactory,
