@@ -251,6 +251,10 @@ class _Client:
     refused: int = 0
     # Its unlock is being carried out (_Unlock): its other requests wait for that reply.
     unlocking: bool = False
+    # It shut its side down (end of file) meanwhile, as a tool does once it has written its
+    # requests (`socat`): out of the selector, whose end of file would wake it at once, until
+    # its unlock is answered (_finish_unlock).
+    hung_up: bool = False
 
     @property
     def fileno_alive(self) -> bool:
@@ -373,8 +377,12 @@ class ControlServer:
         if self._thread is not None:
             self._thread.join(timeout=CLOSE_SECONDS)
         unlock = self._unlock  # read once the server thread has stopped taking outcomes
-        if unlock is not None:  # a relay that does not answer holds it for seconds
-            unlock.done.wait(max(0.0, deadline - time.monotonic()))
+        # A relay that does not answer holds it for seconds. Done meanwhile, its client hears
+        # the outcome before it is closed (the strike may have opened), unless the server
+        # thread is still running (it would take the outcome itself).
+        done = unlock is not None and unlock.done.wait(max(0.0, deadline - time.monotonic()))
+        if done and (self._thread is None or not self._thread.is_alive()):
+            self._finish_unlock(answer_rest=False)
         for client in list(self._clients.values()):
             self._drop(client, None)
         if self._listener is not None:
@@ -570,6 +578,12 @@ class ControlServer:
         except OSError:
             data = b""
         if not data:
+            if client.unlocking and not client.closing:
+                # It may still read: its unlock's reply, and the requests it sent behind it,
+                # are answered before it is closed (or dropped if it is gone).
+                client.hung_up = True
+                self._selector.unregister(client.sock)
+                return
             self._drop(client, None)
             return
         client.last_active = time.monotonic()
@@ -811,10 +825,11 @@ class ControlServer:
             unlock.done.set()
             self._wake()
 
-    def _finish_unlock(self) -> None:
-        """On the server thread: the unlock carried out counts for the spacing once it
-        pulsed, its client gets its reply (unless it hung up meanwhile) and the rest of the
-        read it came in is answered."""
+    def _finish_unlock(self, *, answer_rest: bool = True) -> None:
+        """On the server thread (or close(), once it has ended): the unlock carried out
+        counts for the spacing once it pulsed, its client gets its reply (unless it was
+        dropped meanwhile) and, unless the socket is closing, the rest of the read it came in
+        is answered."""
         unlock = self._unlock
         if unlock is None or not unlock.done.is_set():
             return
@@ -826,12 +841,16 @@ class ControlServer:
         if not client.fileno_alive:
             return
         try:
+            if client.hung_up:  # back in the selector: its end of file closes it once answered
+                client.hung_up = False
+                self._selector.register(client.sock, selectors.EVENT_READ, client)
             if unlock.reply is not None:
                 self._send(client, {"v": VERSION, "ok": True, **unlock.reply})
             else:
                 self._refuse(client, unlock.refusal)
                 client.refused += 1
-            self._answer(client)
+            if answer_rest:
+                self._answer(client)
         except Exception as error:  # one client's trouble never ends the server
             log.exception("control client failed %s", client.peer)
             self._drop(client, f"internal error ({type(error).__name__})")
@@ -906,6 +925,8 @@ class ControlServer:
             return
         if client.fileno_alive:
             self._arm(client)
+            if client.hung_up:  # out of the selector until its unlock is answered
+                return
             mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbox else 0)
             self._selector.modify(sock, mask, client)
 

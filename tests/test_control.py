@@ -1259,6 +1259,82 @@ def test_closing_the_socket_waits_boundedly_for_an_unlock_on_a_hung_relay(
     assert "closed the connection" in str(closed) or "connection to the door lost" in str(closed)
 
 
+def test_an_unlock_that_opened_the_door_as_the_socket_closes_still_gets_its_reply(
+    open_door: Door, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: an unlock carried out on its own thread that was done only while
+    the socket closed (its event still being written as the door stopped) lost its reply:
+    the server thread had ended, and close() dropped its client. The hub then published a
+    `denied` event and the web page said "nothing was unlocked" for a door that had
+    opened. close() gives its client the reply before closing it."""
+    door = open_door
+    record = door.log.record
+    writing, release = threading.Event(), threading.Event()
+
+    def unlocks_stall(kind: str, **fields: Any) -> Any:
+        if kind == "unlock":  # a slow events sink: the pulse is under way, its record not
+            writing.set()
+            release.wait(10)
+        return record(kind, **fields)
+
+    monkeypatch.setattr(door.log, "record", unlocks_stall)
+    unlocking, outcome = unlock_in_thread(door)
+    closing = threading.Thread(target=door.server.close)
+    try:
+        assert writing.wait(10)
+        assert door.pin_states == [False, True]  # opened
+        closing.start()
+        time.sleep(0.3)  # the server thread has ended; close() waits for the unlock
+        assert closing.is_alive()
+    finally:
+        release.set()
+        closing.join(10)
+        unlocking.join(10)
+    [reply] = outcome
+    assert isinstance(reply, dict), reply
+    assert reply["ok"] is True and reply["unlocked"] is True
+
+
+def test_a_tool_that_shuts_its_side_down_after_an_unlock_still_gets_the_replies(
+    open_door: Door, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: a tool that writes its requests and then shuts its side down
+    (`printf ... | socat - UNIX-CONNECT:door.sock`) was dropped at that end of file while
+    its unlock was carried out on its own thread: the door opened, and the tool heard
+    nothing, nor an answer to what it sent behind the unlock. It gets both, then the
+    connection is closed."""
+    door = open_door
+    record = door.log.record
+    writing, release = threading.Event(), threading.Event()
+
+    def unlocks_stall(kind: str, **fields: Any) -> Any:
+        if kind == "unlock":  # a slow events sink: the unlock is still being carried out
+            writing.set()
+            release.wait(10)
+        return record(kind, **fields)
+
+    monkeypatch.setattr(door.log, "record", unlocks_stall)
+    with raw(door.path) as sock:
+        try:
+            sock.sendall(
+                b'{"v": 1, "op": "unlock", "reason": "remote", "origin": "tool"}\n'
+                b'{"v": 1, "op": "status"}\n'
+            )
+            assert writing.wait(10)
+            sock.shutdown(socket.SHUT_WR)
+            time.sleep(0.3)  # the door reads the end of file while the unlock is under way
+            assert door.client.status()["running"] is True  # and serves others meanwhile
+        finally:
+            release.set()
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    unlocked, status = (json.loads(line) for line in data.splitlines())
+    assert unlocked["ok"] is True and unlocked["unlocked"] is True
+    assert status["ok"] is True and status["status"]["running"] is True
+    assert door.pin_states[:2] == [False, True]
+
+
 def test_requests_sent_behind_an_unlock_are_answered_after_its_reply(
     long_pulse_door: Door,
 ) -> None:
