@@ -627,14 +627,16 @@ class Recognizer:
         best: list[str | None] = list(matches.best[count:])
         restart = [False] * count
         if own is not None and apart is not None:
-            # A pool that names nobody, of another person's face than this one, which by
-            # itself is someone: a stranger stood where a resident now stands. The face's own
-            # match is the vote, and the track's pool starts again from it (Vote.restart).
-            # Otherwise the resident waited until their frames outweighed the stranger's: 48 s
-            # after a stranger who stood there a minute. A pool of the same face that names
-            # nobody is evidence against one frame that names someone: it stays.
+            # A pool of another person's face than this one, which by itself is someone the
+            # pool does not name: a stranger, or another resident, stood where this person now
+            # stands. The face's own match is the vote, and the track's pool starts again
+            # from it (Vote.restart). Otherwise the person waited until their frames
+            # outweighed the other's: 48 s after a stranger who stood there a minute; and a
+            # resident following another in was reported a stranger who "took the place of"
+            # her first. A pool of the same face that names nobody is evidence against one
+            # frame that names someone: it stays.
             restart = [
-                name is None and mine is not None and bool(other)
+                mine is not None and name != mine and bool(other)
                 for name, mine, other in zip(names, matches.names[count:], apart, strict=True)
             ]
             if any(restart):
@@ -1276,11 +1278,12 @@ class Daemon:
                 self._parallax.setdefault(track.track_id, Parallax()).update(faces.landmarks[index])
         metrics.face_frames += 1
         # Only faces presented at the door are judged: not one cut by the frame's edge, nor
-        # one far behind another (someone else in the room must not open it for them).
+        # one far behind another (someone else in the room must not open it for them), also
+        # on a frame that missed the face in front while its track is kept (in_front).
         due = np.flatnonzero(
             self.tracker.due(tracks)
             & whole_faces(faces, frame.image.shape)
-            & presented_faces(faces)
+            & self.tracker.in_front(tracks, presented_faces(faces))
         )
         if not len(due):
             return

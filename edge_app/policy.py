@@ -119,10 +119,10 @@ class Vote:
     # the match may have been made through it; or the gallery cannot be read. Neither them
     # nor nobody: the door does not count it (edge_app.daemon, Recognizer.match).
     undecided: bool = False
-    # With `[policy] evidence = "track"`: the track's pool named nobody and held another
-    # person's face (a stranger who stood where they now stand) while this face by itself is
-    # `name`; this vote is the face's own match, and the pool starts again from it
-    # (edge_app.daemon, Recognizer.match).
+    # With `[policy] evidence = "track"`: the track's pool held another person's face (a
+    # stranger, or another resident, who stood where they now stand) and did not name
+    # `name`, while this face by itself is `name`; this vote is the face's own match, and
+    # the pool starts again from it (edge_app.daemon, Recognizer.match).
     restart: bool = False
 
 

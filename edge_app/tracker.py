@@ -62,6 +62,7 @@ class Track:
     missed: int = 0
     embedded_frame: int | None = None
     settled: bool = False
+    behind_frame: int | None = None  # the last frame it was seen behind another face
 
     def needs_embedding(self, frame: int, refresh_frames: int) -> bool:
         if self.embedded_frame is None or not self.settled:
@@ -177,6 +178,26 @@ class IoUTracker:
         """End every track (the source has ended): the tracks that were alive."""
         ended, self.tracks = self.tracks, []
         return ended
+
+    def in_front(self, tracks: list[Track], presented: np.ndarray) -> np.ndarray:
+        """Mask over `tracks` (this frame's) of those presented at the door on this frame
+        (`presented`, quality.presented_faces) and not seen behind another face on any of
+        the last max_missed frames either. The face in front of one may be missed by the
+        detector for as many frames as its track is kept (a stranger at the door turning
+        their head, a hand over their face): it still stands there, and the face behind it,
+        seen alone on such a frame, is not judged on it. Its votes would add up across those
+        frames and open the door for whoever stands at it."""
+        shown = np.asarray(presented, bool)
+        for track, front in zip(tracks, shown, strict=True):
+            if not front:
+                track.behind_frame = self.frame
+        return np.array(
+            [
+                front and (t.behind_frame is None or self.frame - t.behind_frame > self.max_missed)
+                for t, front in zip(tracks, shown, strict=True)
+            ],
+            dtype=bool,
+        )
 
     def due(self, tracks: list[Track]) -> np.ndarray:
         """Mask over `tracks` (this frame's) of those whose face must be embedded now."""

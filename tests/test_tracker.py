@@ -62,6 +62,27 @@ def test_missed_frames_do_not_split_a_visit_then_the_track_ends() -> None:
     assert new.track_id != track.track_id
 
 
+def test_a_face_seen_behind_another_stays_behind_while_that_ones_track_is_kept() -> None:
+    """in_front: a face not presented (behind a larger one) is not judged until the one in
+    front has been gone for longer than its track is kept (max_missed frames)."""
+    tracker = IoUTracker(TrackingConfig(max_missed=2))
+    front, behind = tracker.update(np.array([box(0, 0), box(300, 0, 30)]))[0]
+    assert tracker.in_front([front, behind], np.array([True, False])).tolist() == [True, False]
+    for _ in range(2):  # the face in front missed by the detector: its track is kept
+        (still,), _ = tracker.update(np.array([box(300, 0, 30)]))
+        assert still is behind
+        assert tracker.in_front([behind], np.array([True])).tolist() == [False]
+    (still,), ended = tracker.update(np.array([box(300, 0, 30)]))
+    assert ended == [front]
+    assert tracker.in_front([behind], np.array([True])).tolist() == [True]
+    # With no frames kept, only the frame's own faces stand in front.
+    tracker = IoUTracker(TrackingConfig(max_missed=0))
+    front, behind = tracker.update(np.array([box(0, 0), box(300, 0, 30)]))[0]
+    tracker.in_front([front, behind], np.array([True, False]))
+    (still,), _ = tracker.update(np.array([box(300, 0, 30)]))
+    assert tracker.in_front([still], np.array([True])).tolist() == [True]
+
+
 def test_embedding_schedule_with_one_steady_face() -> None:
     """Undecided: every frame; settled: every refresh_frames frames."""
     tracker = IoUTracker(TrackingConfig(refresh_frames=10))
