@@ -162,6 +162,12 @@ class DoorRefused(ControlError):
         self.reason = reason
 
 
+class Unanswered(ControlError):
+    """The request reached the door whole and no reply came back in time (or the connection
+    ended first): the door may have carried it out, so an unlock may have opened the door.
+    Its recorded events say whether it did."""
+
+
 TOO_MANY_CLIENTS = "too many clients"
 
 
@@ -1181,7 +1187,11 @@ class ControlClient:
                 except ControlError:
                     raise error from None
                 return self._check(said, op)
-            return self._check(reader.read(deadline), op)
+            try:
+                said = reader.read(deadline)
+            except ControlError as error:
+                raise Unanswered(str(error)) from None
+            return self._check(said, op)
 
     def events(self, opened: Callable[[], object] | None = None) -> Iterator[dict[str, Any]]:
         """Events as the door records them; keepalives are consumed here. Raises
@@ -1328,6 +1338,7 @@ __all__ = [
     "ControlServer",
     "DaemonPort",
     "DoorRefused",
+    "Unanswered",
     "Peer",
     "attach",
     "event_payload",

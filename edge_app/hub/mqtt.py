@@ -88,6 +88,7 @@ from edge_app.control import (
     REFUSAL_LOG_SECONDS,
     ControlError,
     DoorRefused,
+    Unanswered,
 )
 from edge_app.errors import UserError
 from edge_app.gallery import MAX_NAME_LENGTH
@@ -1095,6 +1096,19 @@ class MqttBridge:
                 self.door.unlock(REMOTE_REASON, request.origin)
             except DoorRefused as error:  # its reason once, not "door refused unlock: " again
                 self._refused_unlock(request, f"the door refused: {error.reason}")
+                continue
+            except Unanswered as error:
+                # Not a refusal: the door may have opened. Its own unlock event (through the
+                # event stream) says whether it did; a denied event would say it did not.
+                log.warning(
+                    "remote unlock unanswered origin=%s topic=%s: %s; the door may have opened, "
+                    "its unlock event says whether it did",
+                    request.origin,
+                    request.topic,
+                    error,
+                )
+                if request.via is not None:
+                    self._publish_state()  # the lock card shows the door's state again
                 continue
             except ControlError as error:
                 self._refused_unlock(request, f"the door refused: {error}")
