@@ -793,13 +793,7 @@ class EventLog:
             kept.popleft()
 
     def _sweep_snapshot_temporaries(self) -> None:
-        """Remove the temporary files of snapshots whose writes a killed door left behind
-        (private_file.sweep_temporaries: old, private, unlocked). Not through a folder that
-        is a symbolic link; never raises."""
-        folder = Path(self.snapshots)  # type: ignore[arg-type]
-        with contextlib.suppress(OSError):
-            if not stat.S_ISLNK(os.lstat(folder).st_mode):
-                sweep_temporaries(folder, SNAPSHOT_TEMPORARY, f"snapshots in {folder}")
+        sweep_snapshot_temporaries(Path(self.snapshots))  # type: ignore[arg-type]
 
     def _own_snapshots(self) -> list[Path]:
         return own_snapshots(Path(self.snapshots))  # type: ignore[arg-type]
@@ -994,8 +988,23 @@ def erase_history(db: Path | None, snapshots: Path | None, names: Sequence[str])
             connection.close()
     else:
         named_files = set()
+    if snapshots is not None:
+        # A killed door's snapshot write leaves the whole JPEG under a temporary name (a
+        # second name of a snapshot just erased, or one never linked to its name): no event
+        # names it, and the door removes it only once it is 10 minutes old, when it next
+        # lists the folder. Any age here; a live write's file is locked and left.
+        sweep_snapshot_temporaries(snapshots, now=math.inf)
     unnamed = _labelled_snapshots(snapshots, names, named_files)
     return History(len(named), gone, len(took_place), len(unnamed))
+
+
+def sweep_snapshot_temporaries(folder: Path, *, now: float | None = None) -> None:
+    """Remove the temporary files of snapshots whose writes a killed door left behind
+    (private_file.sweep_temporaries: private, unlocked, and old unless `now` is math.inf).
+    Only in a real folder, never through a symbolic link; never raises."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.lstat(folder).st_mode):
+            sweep_temporaries(folder, SNAPSHOT_TEMPORARY, f"snapshots in {folder}", now=now)
 
 
 def _named_snapshots(connection: sqlite3.Connection) -> set[str]:

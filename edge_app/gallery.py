@@ -1133,6 +1133,7 @@ class Gallery:
         """
         try:
             self._db.execute("BEGIN IMMEDIATE")
+            wal_before = self._wal_size()
             try:
                 self._refuse_damage()
                 yield self._db
@@ -1140,11 +1141,23 @@ class Gallery:
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                    # A large change (an import) spills its pages into the -wal file before
+                    # it commits; rolled back, they stay there, readable, while the door
+                    # keeps the gallery open: the faces of a refused or interrupted import.
+                    if self._wal_size() > wal_before:
+                        self._erase_residue("a change was rolled back")
                 raise
         except sqlite3.ProgrammingError:
             raise  # our own misuse (a closed gallery): a bug, not the file's fault
         except sqlite3.DatabaseError as error:
             raise _sqlite_failure(self.path, error, "write") from None
+
+    def _wal_size(self) -> int:
+        """The size of the gallery's -wal file now (0 when there is none)."""
+        try:
+            return os.path.getsize(f"{os.path.realpath(self.path)}-wal")
+        except OSError:
+            return 0
 
     def _erase_residue(self, what: str) -> None:
         """After a change that deleted someone's data, leave no copy of it in the -wal file,

@@ -988,3 +988,33 @@ def test_the_gallery_overwrites_what_it_deletes_whatever_sqlite_was_built_with(d
     other builds do not, so the gallery sets it on every connection it writes through."""
     with Gallery.open(db) as gallery:
         assert gallery._db.execute("PRAGMA secure_delete").fetchone() == (1,)
+
+
+def test_a_refused_import_leaves_none_of_its_faces_in_the_wal(tmp_path: Path) -> None:
+    """An import large enough to spill its pages into the -wal file before it commits
+    (SQLite's cache is 2 MB), then refused or interrupted (Ctrl-C, SIGTERM, a full disk), was
+    rolled back, but its pages stayed in gallery.db-wal byte for byte while the door kept the
+    gallery open: the embeddings of people who were never enrolled here."""
+    db = tmp_path / "gallery.db"
+    zed = samples(51, seed=5)
+    with Gallery.open(db, create=True) as gallery:
+        gallery.enroll("Zed", zed[:50])
+    door = sqlite3.connect(db)  # the door keeps the gallery open
+    try:
+        door.execute("SELECT count(*) FROM people").fetchone()
+        strangers = [
+            ExportedPerson(f"Visitor {i:05d}", "2025-01-01T00:00:00Z", samples(1, 100 + i), True)
+            for i in range(1500)
+        ]
+        # Last: a 51st photo of Zed, refused after the strangers' rows were written.
+        one_more = ExportedPerson("Zed", "2025-01-01T00:00:00Z", zed[50:], True)
+        with Gallery.open(db) as gallery, pytest.raises(GalleryError, match="51 photos"):
+            gallery.import_([*strangers, one_more], on_conflict="merge")
+        wal = Path(f"{db}-wal").read_bytes() if os.path.exists(f"{db}-wal") else b""
+        for person in strangers[::100]:
+            face = person.samples[0].embedding.astype("<f4").tobytes()
+            assert face not in wal, f"{person.name}'s face stayed in gallery.db-wal"
+    finally:
+        door.close()
+    with Gallery.open(db, read_only=True) as gallery:
+        assert [p.name for p in gallery.people()] == ["Zed"]

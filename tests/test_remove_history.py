@@ -14,7 +14,7 @@ import pytest
 from people import samples
 
 from edge_app import cli
-from edge_app.events import EventLog, read_events
+from edge_app.events import EventLog, erase_history, read_events
 from edge_app.gallery import Gallery
 
 CROP = np.full((40, 30, 3), 90, np.uint8)
@@ -390,3 +390,28 @@ def test_an_events_database_sqlite_cannot_read_is_named(
     err = capsys.readouterr().err
     assert f"the door's history cannot be erased: {events} (file is not a database)" in err
     assert digests(state_of(door)) == before
+
+
+def test_erasing_a_history_removes_the_snapshot_copies_a_killed_write_left(
+    tmp_path: Path,
+) -> None:
+    """A door killed while writing a snapshot (after the link to its name, or before it)
+    leaves the whole JPEG of the face under a temporary name. erase_history deleted only the
+    files events name, so the person's face stayed; the door removes such files only when it
+    next lists the folder (its first snapshot after a start, or the daily retention, which
+    never runs with retention_days = 0) and once they are 10 minutes old."""
+    db, folder = tmp_path / "events.db", tmp_path / "snapshots"
+    log = EventLog(db=db, snapshots=folder, retention_days=0, clock_trusted=lambda: True)
+    crop = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    event = log.record("recognized", name="Alice", score=0.9, track=4, crop=crop)
+    log.close()
+    assert event.snapshot is not None
+    final = Path(event.snapshot)
+    linked = folder / f".{final.name}.abcd1234"  # killed after the link
+    os.link(final, linked)
+    unlinked = folder / f".{final.name[:-4]}-2.jpg.efgh5678"  # killed before its link
+    unlinked.write_bytes(final.read_bytes())
+    unlinked.chmod(0o600)
+    erased = erase_history(db, folder, ["Alice"])
+    assert (erased.events, erased.snapshots) == (1, 1)
+    assert sorted(path.name for path in folder.iterdir()) == []
