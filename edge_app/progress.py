@@ -68,6 +68,12 @@ def _duration(seconds: float) -> str:
 class Progress(tqdm):
     """tqdm, or (disable=None off a terminal) a progress line every line_seconds()."""
 
+    # Set on the class too: a Ctrl-C inside tqdm's __new__ (its lock and monitor thread are
+    # made on first use) leaves an instance __init__ never saw, which tqdm closes when it is
+    # collected; close() must then do what tqdm's does, nothing, not raise AttributeError.
+    _as_lines = False
+    _said_n: float | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._as_lines = kwargs.get("disable", False) is None and not _terminal()
         self._said_at = time.monotonic()

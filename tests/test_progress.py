@@ -105,6 +105,18 @@ def test_a_run_that_said_no_line_ends_without_one(
     assert caplog.records == []
 
 
+def test_a_bar_interrupted_before_it_was_set_up_closes_quietly() -> None:
+    """A Ctrl-C inside tqdm's __new__ (which makes its lock and monitor thread on first use)
+    leaves an instance __init__ never saw; tqdm closes it when it is collected, and that
+    close raised AttributeError, printed as a traceback under the one line a Ctrl-C gives
+    (test_cli_review.py::test_ctrl_c_prints_one_line_exits_130_and_writes_no_half_output)."""
+    half_made = Progress.__new__(Progress)
+    try:
+        half_made.close()  # what tqdm.__del__ calls
+    finally:
+        Progress._instances.discard(half_made)
+
+
 @pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "inf"])
 def test_a_spacing_that_is_not_seconds_is_said_and_the_default_kept(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, value: str
