@@ -31,7 +31,7 @@ from edge_app.lfw import (
     read_pairs,
 )
 from edge_app.liveness import LivenessScorer
-from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, sha256_file
+from edge_app.manifest import LIVENESS_ROLE, ModelSpec, TensorSpec, no_models_folder, sha256_file
 from edge_app.progress import Progress
 from edge_app.reports import check_distinct, check_output, json_text, write_reports
 from edge_app.runtime import make_interpreter
@@ -630,6 +630,8 @@ def validate(
         {"--models": models, "--float-models": float_models, **data_folders(data)},
     )
     earlier = _earlier_results(json_out) if only == "liveness" else None
+    if not models.is_dir():  # a mistyped --models is named first, as every command names it
+        raise UserError(no_models_folder(models))
     lfw = data / "lfw"
     test_pairs = None if earlier is not None else _test_pairs(data)
     import tensorflow as tf  # seconds to import: after the checks
