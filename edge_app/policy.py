@@ -308,8 +308,8 @@ class Policy:
             and state.held
             and state.identity is not None
             and not state.spoofed
-            and state.live.scores
-            and fmean(state.live.scores) < self.liveness.threshold
+            and (own := self._own_scores(state))
+            and fmean(own) < self.liveness.threshold
         ):  # not a resident walking past, whose frames were live but too few to judge
             decisions.append(self._spoof(state, track, LEFT_UNJUDGED))
         if (
@@ -323,6 +323,14 @@ class Policy:
             decisions.append(Decision(UNKNOWN, None, max(scores), track, UNDECIDED))
         self.forget(track)
         return decisions
+
+    @staticmethod
+    def _own_scores(state: _TrackState) -> list[float]:
+        """The liveness scores of the frames of the recognised person's own face (a live
+        stranger's frames in the same track say nothing of a photo of them); all the
+        track's scores when none was of their own face."""
+        own = [score for who, score in state.scored if who == state.identity]
+        return own or list(state.live.scores)
 
     def _vote(self, state: _TrackState, track: int, vote: Vote) -> list[Decision]:
         state.votes.append(vote)
@@ -556,7 +564,18 @@ class Policy:
         name = state.identity
         if not self._own_face(vote, name):
             return False
-        return self.liveness.mode != REQUIRE or name in state.live_as
+        if self.liveness.mode != REQUIRE:
+            return True
+        # The votes that win must be live frames of the person's own face too: otherwise the
+        # live verdict (live_as, kept for the whole track) and the winning votes can come
+        # from different faces at different times, a live look-alike's stray matches and
+        # then a printed photo of the resident, and the door opens on the photo's frames.
+        rule = self.liveness
+        live_votes = sum(
+            self._own_face(v, name) and v.liveness is not None and v.liveness >= rule.threshold
+            for v in state.votes
+        )
+        return name in state.live_as and live_votes >= self.hits
 
     def _live_as(self, state: _TrackState, name: str) -> bool:
         """The liveness rule on the track's recent frames that matched `name` only."""
