@@ -72,6 +72,7 @@ from edge_app.relay_record import RECORD_KEYS
 from edge_app.site_memory import (
     LEARN_INTERVAL,
     REFUSED_NAME,
+    MemoryFileChanged,
     SiteMemory,
     doubt,
     set_aside,
@@ -241,6 +242,7 @@ class Recognizer:
         self.unreadable = False  # the gallery could not be read: nobody is let in until it can
         self._upgraded = False  # ... because a newer edge-app migrated it (GalleryUpgraded)
         self._learned_at = -math.inf  # frame clock of the last visit the site memory learned
+        self._reread = False  # the pending learned build is for a memory file read again
         self.switch_changed = False  # whether the last configured() changed how faces match
         self.only_renamed = False  # whether the last gallery change put in use renamed only
         # A matcher still being built off the frame loop, for a gallery change picked up while
@@ -356,20 +358,43 @@ class Recognizer:
             return False  # (unreadable: everyone looks like a stranger, residents too)
         if self._pending is not None or self._switch is not None:
             return False  # a build reads the memory: a visit is learned after it
+        path = site_memory_path(self.gallery.path)
+        if not memory.on_disk(path):
+            self._memory_file_changed(path)
+            return False
         why = doubt(self.matcher, memory, embedding)
         if why is not None:
             log.info("site memory did not learn a stranger's visit: %s", why)
             return False
         memory.add(embedding)
-        self._learned_at = now
-        path = site_memory_path(self.gallery.path)
         try:
-            memory.save(path)
+            # Only over the file it read or last wrote: `edge-app site forget` may have
+            # deleted it since, and this memory still holds what that file held.
+            memory.save(path, own=True)
+        except MemoryFileChanged:
+            self._memory_file_changed(path)
+            return False
         except OSError as error:
             log.error("site memory not saved to %s (%s): kept until the door stops", path, error)
+        self._learned_at = now
         self._build(self._version, self._matrix, learned=True)
         self._swap_in(timeout=BUILD_WAIT_SECONDS)
         return True
+
+    def _memory_file_changed(self, path: Path) -> None:
+        """The site memory file is not the one the door read or last wrote: `edge-app site
+        forget` deleted it (its reload may not have come yet, or was refused). The door
+        forgets too, reading the file again as a reload would (none: an empty memory), and
+        centres on that from the next frames; the visit is not learned."""
+        log.warning(
+            "site memory %s was deleted or replaced since the door read it (edge-app site "
+            "forget): the door forgets what it had learned and reads it again",
+            path,
+        )
+        self.memory = open_site_memory(self.gallery.path, self._settings)
+        self._reread = True
+        self._build(self._version, self._matrix, learned=True)
+        self._swap_in(timeout=BUILD_WAIT_SECONDS)
 
     @staticmethod
     def _read(gallery: Any) -> tuple[int, Any]:
@@ -530,11 +555,12 @@ class Recognizer:
         if learned:
             assert self.memory is not None
             log.info(
-                "site memory learned a stranger's visit: %d learned; site centring removes a "
-                "direction of length %.2f",
+                "site memory %s: %d learned; site centring removes a direction of length %.2f",
+                "read again" if self._reread else "learned a stranger's visit",
                 self.memory.learned,
                 matcher.site_shared * matcher.settings.site_share,
             )
+            self._reread = False
         else:
             self._loaded(self.gallery, matrix, matcher)
         self._readable_again()

@@ -255,9 +255,14 @@ def _sudo_user(uid: int) -> str:
         return f"'#{uid}'"
 
 
-def write_private_bytes(path: Path, writer: Callable[[IO[bytes]], T]) -> T:
-    """write_private_text for a binary file (e.g. numpy's .npz)."""
-    return _write_private(path, lambda fd: os.fdopen(fd, "wb"), writer)
+def write_private_bytes(
+    path: Path,
+    writer: Callable[[IO[bytes]], T],
+    *,
+    replaces: Callable[[Path], None] | None = None,
+) -> T:
+    """write_private_text for a binary file (e.g. numpy's .npz), `replaces` as there."""
+    return _write_private(path, lambda fd: os.fdopen(fd, "wb"), writer, replaces)
 
 
 def _write_private(

@@ -43,22 +43,29 @@ doctor` warn about it (chmod 600).
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import math
 import os
 import stat
+import time
 import zipfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from edge_app.config import untrusted_problem
 from edge_app.errors import UserError
 from edge_app.gallery import EMBEDDING_DIM
-from edge_app.private_file import _kind, sweep_leftovers, write_private_bytes
+from edge_app.private_file import (
+    _kind,
+    leftover_pattern,
+    sweep_leftovers,
+    write_private_bytes,
+)
 
 if TYPE_CHECKING:
     from edge_app.matching import Matcher
@@ -84,6 +91,11 @@ _KEYS = {"total", *_COUNTS, *_SUMS}
 _RECENT = "recent"  # the repeat guard's faces; absent from files written before they were kept
 _SLACK = 1e-6
 _UNIT_SLACK = 1e-3  # how far a stored recent face's length may be from 1
+
+
+class MemoryFileChanged(Exception):
+    """The memory file is no longer the one the door read or last wrote (SiteMemory.file):
+    `edge-app site forget` deleted it (or something replaced it). Nothing was written."""
 
 
 def site_memory_path(gallery_path: Path) -> Path:
@@ -145,6 +157,9 @@ class SiteMemory:
     recent: deque[np.ndarray] = field(
         default_factory=lambda: deque(maxlen=VISITS), repr=False, compare=False
     )
+    # (st_dev, st_ino) of the file this memory was read from or last saved to; None when
+    # none (save(own=True) writes only over that file, or where there is none).
+    file: tuple[int, int] | None = field(default=None, repr=False, compare=False)
 
     def copy(self) -> SiteMemory:
         """An independent copy (what-if studies learn on from one memory several ways)."""
@@ -180,13 +195,36 @@ class SiteMemory:
         self.weight_sq = DECAY * DECAY * self.weight_sq + 1.0
         self.learned += 1
 
-    def save(self, path: Path) -> None:
+    def on_disk(self, path: Path) -> bool:
+        """Whether the file at `path` is still the one this memory was read from or last
+        saved to. A memory that has none (an empty one; one whose saves failed) passes, as
+        does a path that cannot be looked at (the save says why it fails)."""
+        if self.file is None:
+            return True
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+        return (info.st_dev, info.st_ino) == self.file
+
+    def save(self, path: Path, *, own: bool = False) -> None:
         """Write atomically with mode 0600: a crash leaves the old file or the new one (and,
         killed mid-save, a private temporary file beside it that a later save removes:
-        private_file.sweep_leftovers)."""
-        write_private_bytes(
-            path,
-            lambda out: np.savez(
+        private_file.sweep_leftovers).
+
+        own (the door): replace only the file this memory was read from or last saved to
+        (on_disk), checked before the write and again just before the rename, else raise
+        MemoryFileChanged, writing nothing: a file `edge-app site forget` deleted is never
+        written back with what it held (`forget` deletes again after a save under way)."""
+
+        def replaces(target: Path) -> None:
+            if own and not self.on_disk(target):
+                raise MemoryFileChanged(f"{target}: not the file the door read or last wrote")
+
+        def write(out: IO[bytes]) -> tuple[int, int]:
+            np.savez(
                 out,
                 version=np.int64(FORMAT_VERSION),
                 total=self.total.astype(np.float64),
@@ -194,8 +232,11 @@ class SiteMemory:
                 weight_sq=np.float64(self.weight_sq),
                 learned=np.int64(self.learned),
                 recent=_recent_array(self.recent),
-            ),
-        )
+            )
+            info = os.fstat(out.fileno())  # the inode renamed into place
+            return info.st_dev, info.st_ino
+
+        self.file = write_private_bytes(path, write, replaces=replaces)
 
     @classmethod
     def load(cls, path: Path) -> SiteMemory:
@@ -225,12 +266,14 @@ class SiteMemory:
         except OSError as error:
             raise UserError(f"{path}: cannot read the site memory ({error})") from None
         try:
-            return cls._checked(path, _read_arrays(path, data))
+            memory = cls._checked(path, _read_arrays(path, data))
         except UserError:
             raise
         except Exception as error:  # zipfile, zlib and numpy raise many types on a bad file
             detail = str(error) or type(error).__name__
             raise UserError(f"{path}: not a readable site memory ({detail})") from None
+        memory.file = (info.st_dev, info.st_ino)  # _read_trusted: the file opened is this one
+        return memory
 
     @classmethod
     def _checked(cls, path: Path, arrays: dict[str, np.ndarray]) -> SiteMemory:
@@ -388,9 +431,23 @@ def set_aside(path: Path) -> Path | None:
 
 def forget(path: Path) -> bool:
     """Delete the memory file, and the temporary files saves of it killed before their
-    rename left beside it, whatever their age: they are copies of it, faces included (a save
-    under way holds its lock and is left alone). True if there was a memory file."""
+    rename left beside it, whatever their age: they are copies of it, faces included. A save
+    under way (its temporary file locked) may rename its file into place after the delete:
+    it is waited for (at most SAVE_WAIT_SECONDS) and what it put there deleted too. True if
+    there was a memory file."""
     sweep_leftovers(path, now=math.inf)
+    deleted = _unlink(path)
+    for temp in _saves_under_way(path):
+        _wait_for_save(temp)
+    if _unlink(path):  # a save renamed into place meanwhile (the door's checks before that)
+        deleted = True
+    return deleted
+
+
+SAVE_WAIT_SECONDS = 10.0  # how long `forget` waits for a save under way to end
+
+
+def _unlink(path: Path) -> bool:
     try:
         Path(path).unlink()
     except FileNotFoundError:
@@ -401,3 +458,36 @@ def forget(path: Path) -> bool:
             return False
         raise
     return True
+
+
+def _saves_under_way(path: Path) -> list[Path]:
+    """The temporary files of saves of `path` beside it (what sweep_leftovers left: live)."""
+    pattern = leftover_pattern(path)
+    try:
+        return [Path(e.path) for e in os.scandir(Path(path).parent) if pattern.fullmatch(e.name)]
+    except OSError:
+        return []
+
+
+def _wait_for_save(temp: Path) -> None:
+    """Until the save writing `temp` ends (it holds the lock until its rename); OSError when
+    it does not end within SAVE_WAIT_SECONDS."""
+    try:
+        fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # renamed or removed already
+    try:
+        deadline = time.monotonic() + SAVE_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError(
+                        errno.EBUSY,
+                        f"a save of it ({temp.name}) did not end within {SAVE_WAIT_SECONDS:.0f} s",
+                    ) from None
+                time.sleep(0.01)
+    finally:
+        os.close(fd)

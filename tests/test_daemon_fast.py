@@ -12,6 +12,7 @@ longer than pulse_seconds + 0.5 s, and that files the door does not own are byte
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -35,12 +36,14 @@ from gpiozero.pins.mock import MockFactory
 
 from edge_app import daemon as daemon_module
 from edge_app.camera import FolderSource
-from edge_app.config import Config, RecognitionConfig, parse_config
+from edge_app.commands.site import run_forget
+from edge_app.config import Config, RecognitionConfig, load_config, parse_config
 from edge_app.daemon import RELOCK_EVENT_WAIT, Daemon, FaceEngine, Recognizer
 from edge_app.events import read_events
 from edge_app.faces import Faces
 from edge_app.gallery import Gallery, NewSample
 from edge_app.relay import Relay, RelayError
+from edge_app.site_memory import SiteMemory
 from edge_app.wall_clock import ALWAYS, NTP, SYNCHRONISED, UNSET
 
 PIN = 17
@@ -1994,3 +1997,61 @@ def test_allowed_hours_keep_the_door_shut_while_nothing_has_set_the_clock(
         assert states(factory) == [False, True, False]
         assert [e["type"] for e in jsonl(tmp_path)] == ["recognized", "unlock", "relock"]
         assert said not in caplog.text
+
+
+# Another stranger, unlike the first (so the repeat guard lets both be learned) and far from Ada.
+OTHER_STRANGER = 13
+EMBEDDINGS[OTHER_STRANGER] = unit(31)
+
+
+def test_site_forget_while_the_door_learns_a_visit_is_not_undone(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review's race, reproduced with the real `edge-app site forget` and the door's own
+    control socket: the door learned a stranger's visit; `site forget` deletes the file and
+    asks for a reload while the door is on a frame that ends another stranger's visit. The
+    door learned that visit into its memory of before the forget and saved it whole, faces
+    of the first stranger included, and the reload then read that file: the forgotten
+    visit was back, on disk and in the door. The door now saves its memory only over the
+    file it read or last wrote: that file gone, it forgets too."""
+    first = [*[STRANGER] * 8, *[NOBODY] * 8]
+    second = [*[OTHER_STRANGER] * 8, *[NOBODY] * 8]
+    # 10 fps: the second visit ends more than LEARN_INTERVAL after the first was learned.
+    frames = write_frames(tmp_path / "frames", [NOBODY, *first, *[NOBODY] * 600, *second])
+    sockets = Path(tempfile.mkdtemp(prefix="door-", dir="/tmp"))  # AF_UNIX paths are short
+    path = tmp_path / "door.toml"
+    path.write_text(
+        f'[camera]\nsource = "{frames}"\n[gallery]\npath = "{gallery}"\n'
+        f'[gpio]\npin = {PIN}\npulse_seconds = {PULSE}\nfactory = "mock"\n'
+        f'[events]\ndb = ""\njsonl = "{tmp_path / "events.jsonl"}"\n'
+        f'[hub]\nsocket = "{sockets / "door.sock"}"\n[recognition]\nlearn_site = true\n'
+    )
+    daemon = Daemon(
+        load_config(path), config_path=path, engine=ScriptedEngine(), pin_factory=MockFactory()
+    )
+    real_learn = Recognizer.learn
+    forgot: list[int] = []  # the memory's visits learned when `site forget` ran
+    ran: list[Any] = []
+
+    def learn(self: Recognizer, embedding: np.ndarray, now: float) -> bool:
+        if self.memory is not None and self.memory.learned and not forgot:
+            forgot.append(self.memory.learned)
+            ran.append(run_forget(argparse.Namespace(config=path)))  # the CLI, in this process
+        return real_learn(self, embedding, now)
+
+    monkeypatch.setattr(Recognizer, "learn", learn)
+    try:
+        assert daemon.run() == 0
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+    assert forgot == [1] and ran == [0]  # it ran, with one visit learned, and reached the door
+    assert [e["type"] for e in jsonl(tmp_path)] == ["unknown", "unknown"]
+    first_face = EMBEDDINGS[STRANGER]
+    assert daemon.recognizer is not None and daemon.recognizer.memory is not None
+    in_door = daemon.recognizer.memory
+    on_disk = SiteMemory.load(memory_file(gallery))
+    for memory in (in_door, on_disk):
+        # Nothing of the first stranger survives the forget: not in the sum, not in the guard.
+        assert memory.learned <= 1
+        assert abs(float(memory.total @ first_face)) < 0.2
+        assert all(abs(float(face @ first_face)) < 0.2 for face in memory.recent)

@@ -602,3 +602,54 @@ def test_learn_site_needs_site_centring() -> None:
         parse_config({"recognition": {"learn_site": True, "site_centring": False}})
     assert parse_config({"recognition": {"learn_site": True}}).recognition.learn_site
     assert not parse_config({}).recognition.learn_site  # opt-in
+
+
+def test_the_doors_save_never_writes_back_a_memory_forgotten_meanwhile(tmp_path: Path) -> None:
+    """`site forget` deleted the file the door read: the door's save (own=True) refuses to
+    write its memory, which still holds what that file held, back; so does a save whose
+    check came before the delete but whose rename would come after it (the check is made
+    again just before the rename)."""
+    from edge_app.site_memory import MemoryFileChanged
+
+    path = site_memory_path(tmp_path / "gallery.db")
+    learned([face(OTHERS[0])]).save(path)
+    door = SiteMemory.load(path)
+    assert door.on_disk(path)
+    door.add(face(OTHERS[1]))
+    door.save(path, own=True)  # over its own file: written
+    assert door.on_disk(path) and SiteMemory.load(path).learned == 2
+    assert forget(path)
+    assert not door.on_disk(path)
+    with pytest.raises(MemoryFileChanged):
+        door.save(path, own=True)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary left
+    assert SiteMemory().on_disk(path)  # a memory with no file of its own may be saved
+
+
+def test_forget_deletes_what_a_save_under_way_renames_into_place(tmp_path: Path) -> None:
+    """A save holds its temporary file's lock until the rename: `forget` waits for it, and
+    deletes what it put in place after the first delete."""
+    import fcntl
+    import threading
+    import time
+
+    path = site_memory_path(tmp_path / "gallery.db")
+    learned([face(OTHERS[0])]).save(path)
+    temp = tmp_path / f".{path.name}.abcd1234"
+    learned([face(OTHERS[0]), face(OTHERS[1])]).save(tmp_path / "staged.npz")
+    os.rename(tmp_path / "staged.npz", temp)
+    fd = os.open(temp, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a live save's
+    renamed = threading.Event()
+
+    def save_under_way() -> None:
+        time.sleep(0.3)
+        os.replace(temp, path)  # its rename comes after forget's first delete
+        renamed.set()
+        os.close(fd)
+
+    thread = threading.Thread(target=save_under_way)
+    thread.start()
+    assert forget(path)
+    thread.join()
+    assert renamed.is_set() and not path.exists() and not temp.exists()
