@@ -168,6 +168,11 @@ class Unanswered(ControlError):
     Its recorded events say whether it did."""
 
 
+class _Unread(ControlError):
+    """The door closed the connection with the request still unread (ECONNRESET on a Unix
+    socket: its receive queue held our bytes): it never carried it out."""
+
+
 TOO_MANY_CLIENTS = "too many clients"
 
 
@@ -1189,6 +1194,8 @@ class ControlClient:
                 return self._check(said, op)
             try:
                 said = reader.read(deadline)
+            except _Unread:
+                raise  # never read, so never carried out: a refusal, not unanswered
             except ControlError as error:
                 raise Unanswered(str(error)) from None
             return self._check(said, op)
@@ -1317,6 +1324,11 @@ class _LineReader:
                 chunk = self.sock.recv(262144)
             except TimeoutError:
                 raise ControlError(self._late()) from None
+            except ConnectionResetError as error:
+                raise _Unread(
+                    f"{self.path}: the door closed the connection without reading the request "
+                    f"({error})"
+                ) from None
             except OSError as error:
                 raise ControlError(f"{self.path}: connection to the door lost ({error})") from None
             if not chunk:

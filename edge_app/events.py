@@ -1005,6 +1005,27 @@ def sweep_snapshot_temporaries(folder: Path, *, now: float | None = None) -> Non
     with contextlib.suppress(OSError):
         if stat.S_ISDIR(os.lstat(folder).st_mode):
             sweep_temporaries(folder, SNAPSHOT_TEMPORARY, f"snapshots in {folder}", now=now)
+            if now == math.inf:
+                _unlink_second_names(folder)
+
+
+def _unlink_second_names(folder: Path) -> None:
+    """Remove the temporary names that are only a second name of a snapshot beside them (a
+    door killed between the link and removing the temporary name, before it wrote the
+    event): removing one loses no file, and a visible one is all the user is told of."""
+    for entry in os.scandir(folder):
+        if not SNAPSHOT_TEMPORARY.fullmatch(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            info = entry.stat(follow_symlinks=False)
+            final = folder / entry.name[1:].rsplit(".", 1)[0]
+            other = os.lstat(final)
+            if (
+                stat.S_ISREG(info.st_mode)
+                and info.st_nlink > 1
+                and (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino)
+            ):
+                os.unlink(folder / entry.name)
 
 
 def _named_snapshots(connection: sqlite3.Connection) -> set[str]:

@@ -1133,7 +1133,7 @@ class Gallery:
         """
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            wal_before = self._wal_size()
+            wal_before = self._wal_stamp()
             try:
                 self._refuse_damage()
                 yield self._db
@@ -1144,7 +1144,9 @@ class Gallery:
                     # A large change (an import) spills its pages into the -wal file before
                     # it commits; rolled back, they stay there, readable, while the door
                     # keeps the gallery open: the faces of a refused or interrupted import.
-                    if self._wal_size() > wal_before:
+                    # Written to at all, not only grown: a -wal that was checkpointed whole
+                    # restarts from its start, so a change can overwrite it without growing it.
+                    if self._wal_stamp() != wal_before:
                         self._erase_residue("a change was rolled back")
                 raise
         except sqlite3.ProgrammingError:
@@ -1152,12 +1154,14 @@ class Gallery:
         except sqlite3.DatabaseError as error:
             raise _sqlite_failure(self.path, error, "write") from None
 
-    def _wal_size(self) -> int:
-        """The size of the gallery's -wal file now (0 when there is none)."""
+    def _wal_stamp(self) -> tuple[int, int, int] | None:
+        """The gallery's -wal file's identity, size and last change (None when there is
+        none): it differs once anything was written to it."""
         try:
-            return os.path.getsize(f"{os.path.realpath(self.path)}-wal")
+            info = os.stat(f"{os.path.realpath(self.path)}-wal")
         except OSError:
-            return 0
+            return None
+        return info.st_ino, info.st_size, info.st_mtime_ns
 
     def _erase_residue(self, what: str) -> None:
         """After a change that deleted someone's data, leave no copy of it in the -wal file,

@@ -310,6 +310,9 @@ class Policy:
             and not state.spoofed
             and (own := self._own_scores(state))
             and fmean(own) < self.liveness.threshold
+            # judged live by the rule on their own recent frames: held by the live-votes
+            # rule (_may_open), not a spoof
+            and not self._live_as(state, state.identity)
         ):  # not a resident walking past, whose frames were live but too few to judge
             decisions.append(self._spoof(state, track, LEFT_UNJUDGED))
         if (

@@ -415,6 +415,9 @@ def _looks_left_over(info: os.stat_result, now: float) -> bool:
         and stat.S_IMODE(info.st_mode) == FILE_MODE
         and info.st_nlink == 1
         and now - info.st_mtime >= LEFTOVER_SECONDS
+        # Empty and recent: a live write between mkstemp and its lock (an erase sweeps at
+        # any age, now=math.inf); empty, it holds nothing to erase anyway.
+        and (info.st_size > 0 or time.time() - info.st_mtime >= LEFTOVER_SECONDS)
     )
 
 

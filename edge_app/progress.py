@@ -95,7 +95,10 @@ class Progress(tqdm):
         return True
 
     def close(self) -> None:
-        if self._as_lines and not self.disable and self._said_n not in (None, self.n):
+        # getattr: a Ctrl-C inside tqdm's __init__ (after ours set _as_lines) leaves no
+        # `disable` yet, as tqdm's own close() allows for.
+        disabled = getattr(self, "disable", True)
+        if self._as_lines and not disabled and self._said_n not in (None, self.n):
             self._say(time.monotonic())  # where it ended, after lines that said how far
         super().close()
 

@@ -406,3 +406,51 @@ def test_a_refusal_sent_before_the_request_was_read_is_what_the_client_reports(
     finally:
         thread.join(timeout=5)
         listener.close()
+
+
+class _SlowRelayDoor(StubDoor):
+    """Unlocks allowed; the relay takes a second to answer; records what it did."""
+
+    def __init__(self) -> None:
+        self.unlocked: list[str] = []
+
+    def unlock_allowed(self) -> bool:
+        return True
+
+    def unlock(self, reason: str, origin: str) -> float:
+        time.sleep(1.0)
+        self.unlocked.append(origin)
+        return 1.0
+
+
+def test_a_request_the_stopping_door_never_read_is_not_unanswered(tmp_path: Path) -> None:
+    """Found by a review: the door stops while a slow unlock is carried out; close() waits for
+    it with the listening socket still open and nobody accepting. A hub command sent then is
+    taken into the backlog, and reset when the listener closes: the door never read it (it
+    did not open), yet the client raised Unanswered, so the hub published no refusal and
+    logged 'the door may have opened'."""
+    import threading
+
+    from edge_app.control import ControlClient, ControlError, Unanswered
+
+    door = _SlowRelayDoor()
+    server = ControlServer(tmp_path / "run" / "door.sock", door)
+    server.start()
+    first = threading.Thread(
+        target=lambda: ControlClient(server.path, timeout=3).unlock("r", "first")
+    )
+    first.start()
+    time.sleep(0.3)  # the first unlock is being carried out
+    closing = threading.Thread(target=server.close)
+    closing.start()
+    time.sleep(0.2)  # the server thread has stopped; close() waits for the relay
+    second: ControlError | None = None
+    try:
+        ControlClient(server.path, timeout=3).unlock("r", "second")
+    except ControlError as error:
+        second = error
+    closing.join()
+    first.join()
+    assert [o.split()[0] for o in door.unlocked] == ["first"]  # the second: never carried out
+    assert second is not None
+    assert not isinstance(second, Unanswered), second

@@ -293,3 +293,25 @@ def test_a_stranger_whose_frames_now_and_then_match_someone_is_still_reported(mo
     stranger = [bob(liveness), nobody(liveness), nobody(liveness)] * 10
     decisions = [d for vote in stranger for d in policy.vote(1, vote)]
     assert [(d.kind, d.reason) for d in decisions] == [(UNKNOWN, f"{TOOK_PLACE} of alice")]
+
+
+def _steady_forty_percent(policy: Policy, frames: int = 60) -> list[str]:
+    """Alice's own face wins every frame; 2 of every 5 are live, so 4 of her last 10 are:
+    `min_live_frames` (4) judges her live."""
+    pattern = [LIVE, DEAD, LIVE, DEAD, DEAD]
+    seen: list[str] = []
+    for frame in range(frames):  # six seconds at the door
+        seen += kinds(policy.vote(1, alice(pattern[frame % 5])))
+    assert "alice" in policy._tracks[1].live_as  # the configured rule: live
+    return seen
+
+
+def test_a_resident_judged_live_but_rarely_live_on_the_winning_votes_is_held_not_a_spoof() -> None:
+    """The door opens only when `hits` (3) of the window's votes are live frames of her own
+    face (docs/LIVENESS.md): a resident judged live by min_live_frames (4 of 10) whose frames
+    are live only 2 in 5 is held, the price of a photo adding nothing to a live look-alike's
+    frames. Held so, she is not reported a spoof when she leaves ("left before it was judged
+    live"): the rule judged her live on her own frames."""
+    policy = make(Clock())
+    assert UNLOCK not in _steady_forty_percent(policy)
+    assert SPOOF not in kinds(policy.end(1))

@@ -192,3 +192,25 @@ def test_a_command_off_a_terminal_says_nothing_more_within_the_default_spacing(
     )
     assert done.returncode == 0, done.stderr
     assert "edge_app.progress" not in done.stderr and "\r" not in done.stderr
+
+
+def test_a_bar_interrupted_inside_tqdms_init_closes_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a review: off a terminal with disable=None, our __init__ sets _as_lines=True
+    before tqdm's __init__ sets `disable`; a Ctrl-C in between left close() (tqdm.__del__)
+    raising AttributeError on self.disable."""
+    from tqdm import tqdm
+
+    def interrupted(self: object, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edge_app.progress._terminal", lambda: False)
+    monkeypatch.setattr(tqdm, "__init__", interrupted)
+    half_made = Progress.__new__(Progress)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Progress.__init__(half_made, total=3, disable=None)
+        half_made.close()  # what tqdm.__del__ calls
+    finally:
+        Progress._instances.discard(half_made)

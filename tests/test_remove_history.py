@@ -415,3 +415,60 @@ def test_erasing_a_history_removes_the_snapshot_copies_a_killed_write_left(
     erased = erase_history(db, folder, ["Alice"])
     assert (erased.events, erased.snapshots) == (1, 1)
     assert sorted(path.name for path in folder.iterdir()) == []
+
+
+def test_a_killed_write_after_its_link_leaves_no_hidden_copy(tmp_path: Path) -> None:
+    """Found by a review: a door killed between linking a snapshot to its name and removing
+    its temporary name never wrote the event (EventLog.record writes the snapshot first), so
+    no event names the file. erase_history leaves that file (reported as `unnamed`, to be
+    deleted by hand) and the sweep skips the temporary name, whose link count is 2: once the
+    user deletes the visible file, the face stays under the hidden name."""
+    import sqlite3
+
+    db, folder = tmp_path / "events.db", tmp_path / "snapshots"
+    log = EventLog(db=db, snapshots=folder, retention_days=0, clock_trusted=lambda: True)
+    crop = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    event = log.record("recognized", name="Alice", score=0.9, track=4, crop=crop)
+    log.close()
+    with sqlite3.connect(db) as connection:  # killed before the event was written
+        connection.execute("DELETE FROM events")
+    assert event.snapshot is not None
+    final = Path(event.snapshot)
+    hidden = folder / f".{final.name}.abcd1234"  # killed after the link
+    os.link(final, hidden)
+    erased = erase_history(db, folder, ["Alice"])
+    assert erased.unnamed == 1
+    final.unlink()  # what the user is told to do with the unnamed one
+    assert sorted(path.name for path in folder.iterdir()) == []
+
+
+def test_the_erase_sweep_leaves_a_live_doors_snapshot_write_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: the sweep of remove --history takes temporaries of any age, so only
+    the write's lock protects it; _write_snapshot takes that lock after mkstemp. A sweep
+    between the two removes the live write's file: the door's link then fails and the event
+    is recorded without its snapshot."""
+    import math
+    import tempfile
+
+    from edge_app import events as events_module
+    from edge_app.events import sweep_snapshot_temporaries
+
+    folder = tmp_path / "snapshots"
+    log = EventLog(db=tmp_path / "events.db", snapshots=folder, retention_days=0,
+                   clock_trusted=lambda: True)  # fmt: skip
+    crop = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    log.record("recognized", name="Bob", score=0.9, track=1, crop=crop)  # folder listed
+
+    class SweepRightAfterMkstemp:
+        @staticmethod
+        def mkstemp(*args, **kwargs):
+            made = tempfile.mkstemp(*args, **kwargs)
+            sweep_snapshot_temporaries(folder, now=math.inf)  # remove --history, meanwhile
+            return made
+
+    monkeypatch.setattr(events_module, "tempfile", SweepRightAfterMkstemp)
+    event = log.record("recognized", name="Carol", score=0.9, track=2, crop=crop)
+    log.close()
+    assert event.snapshot is not None, "the live write's file was swept away"
