@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.config import LIVE_WINDOW_FRAMES
+from edge_app.config import LIVE_WINDOW_FRAMES, PolicyConfig
 from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.faces import Faces
@@ -192,9 +192,14 @@ class GroupFigures:
 
 
 def track_is_live(scores: np.ndarray, threshold: float, min_live_frames: int) -> bool:
-    """The door's view of a longer track (liveness_rule.track_verdict): live when the rule
-    passes before a full window fails it; a track too short for either is not let in."""
-    return track_verdict(scores.tolist(), threshold, min_live_frames) is True
+    """The door's view of a longer track (liveness_rule.track_verdict, with the default
+    policy's votes): let in when the rule passes before a full window fails it and the
+    votes that win are live; a track too short for either, or held, is not let in."""
+    votes = PolicyConfig()
+    verdict = track_verdict(
+        scores.tolist(), threshold, min_live_frames, hits=votes.hits, window=votes.window
+    )
+    return verdict is True
 
 
 def summarise(

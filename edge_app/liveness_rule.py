@@ -145,16 +145,33 @@ class LiveFrames:
         return float(np.mean(self.scores)) if self.scores else float("nan")
 
 
-def track_verdict(scores: Iterable[float], threshold: float, min_live_frames: int) -> bool | None:
-    """The door's verdict on a recognised track whose frames score `scores`, in order: True
-    at the first frame the rule passes (live for good), False at the first full window that
-    does not pass first (an attack for good, even if later frames would pass), None while
-    neither (too few frames)."""
+def votes_are_live(scores: Iterable[float | None], threshold: float, hits: int) -> bool:
+    """The second condition "require" puts on an unlock: at least `hits` of the liveness
+    scores of the votes in the policy's window are live (None: a vote that is not the
+    person's own face, or was not scored). The track's verdict (LiveFrames) is kept for the
+    whole track; this keeps the votes that open the door live too, so a printed photo's
+    frames never win them on the verdict a live look-alike's frames earned."""
+    return sum(score is not None and score >= threshold for score in scores) >= hits
+
+
+def track_verdict(
+    scores: Iterable[float], threshold: float, min_live_frames: int, *, hits: int, window: int
+) -> bool | None:
+    """The door's verdict on a recognised track whose frames score `scores`, in order, every
+    frame a vote of the person's own face (policy `hits` of `window`): True at the first
+    frame it unlocks (the rule passed, now or before, and votes_are_live on the last `window`
+    frames), False at the first full window that does not pass before the rule ever did (an
+    attack for good, even if later frames would pass), None while neither (too few frames,
+    or judged live but held by votes_are_live)."""
     frames = LiveFrames(threshold, min_live_frames)
+    votes: deque[float] = deque(maxlen=window)
+    judged_live = False
     for score in scores:
         frames.add(score)
-        if frames.live:
+        votes.append(float(score))
+        judged_live = judged_live or frames.live
+        if judged_live and votes_are_live(votes, threshold, hits):
             return True
-        if frames.refused:
+        if not judged_live and frames.refused:
             return False
     return None

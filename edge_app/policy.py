@@ -63,6 +63,7 @@ from edge_app.liveness_rule import (
     REQUIRE,
     LiveFrames,
     LiveRule,
+    votes_are_live,
     window_is_live,
 )
 from edge_app.wall_clock import WallClock
@@ -573,12 +574,8 @@ class Policy:
         # live verdict (live_as, kept for the whole track) and the winning votes can come
         # from different faces at different times, a live look-alike's stray matches and
         # then a printed photo of the resident, and the door opens on the photo's frames.
-        rule = self.liveness
-        live_votes = sum(
-            self._own_face(v, name) and v.liveness is not None and v.liveness >= rule.threshold
-            for v in state.votes
-        )
-        return name in state.live_as and live_votes >= self.hits
+        own = (v.liveness if self._own_face(v, name) else None for v in state.votes)
+        return name in state.live_as and votes_are_live(own, self.liveness.threshold, self.hits)
 
     def _live_as(self, state: _TrackState, name: str) -> bool:
         """The liveness rule on the track's recent frames that matched `name` only."""

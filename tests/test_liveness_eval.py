@@ -112,8 +112,8 @@ def test_a_long_track_is_judged_as_the_door_judges_it_first_verdict_for_good() -
     assert track_is_live(early, 0.5, 5)
     assert track_is_live(np.ones(4), 0.5, 4)  # live before a full window is seen
     assert not track_is_live(np.ones(4), 0.5, 5)  # undecided: not let in
-    assert track_verdict([1.0] * 4, 0.5, 5) is None
-    assert track_verdict([0.0] * 10, 0.5, 5) is False
+    assert track_verdict([1.0] * 4, 0.5, 5, hits=3, window=5) is None
+    assert track_verdict([0.0] * 10, 0.5, 5, hits=3, window=5) is False
 
 
 def test_the_evaluations_verdict_is_the_policys_on_a_recognised_track() -> None:
@@ -131,7 +131,7 @@ def test_the_evaluations_verdict_is_the_policys_on_a_recognised_track() -> None:
             if UNLOCK in kinds or SPOOF in kinds:
                 door = UNLOCK in kinds
                 break
-        assert track_verdict(scores.tolist(), 0.5, 4) is door, scores
+        assert track_verdict(scores.tolist(), 0.5, 4, hits=3, window=5) is door, scores
 
 
 def test_live_frames_refuses_only_a_full_window() -> None:
