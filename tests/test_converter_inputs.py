@@ -1112,10 +1112,8 @@ def test_a_special_file_given_as_an_input_is_named_for_what_it_is(tmp_path: Path
         load_cache(tmp_path / "absent.npz")
 
 
-def test_a_build_s_bad_arguments_are_refused_before_tensorflow_loads(tmp_path: Path) -> None:
-    """Found by an audit: `edge-convert build --calib MISSING` imported TensorFlow first (the
-    mtcnn package's source identity, and the check that it is installed): seconds of waiting
-    and its start-up lines before the one line that said what was wrong."""
+def _refused_before_tensorflow_loads(tmp_path: Path, arguments: list[str], refusal: str) -> None:
+    """`edge-convert build ARGUMENTS` exits 2 saying `refusal`, with TensorFlow never imported."""
     import subprocess
     import sys
 
@@ -1126,21 +1124,36 @@ def test_a_build_s_bad_arguments_are_refused_before_tensorflow_loads(tmp_path: P
         "print('tensorflow loaded:', 'tensorflow' in sys.modules)\n"
         "sys.exit(code)\n"
     )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "build", *arguments, "--out", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert refusal in done.stderr
+    assert "tensorflow loaded: False" in done.stdout
+    assert "cuda" not in done.stderr.lower() and "oneDNN" not in done.stderr
+
+
+def test_a_build_s_missing_calibration_folder_is_refused_before_tensorflow_loads(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """Found by an audit: `edge-convert build --calib MISSING` imported TensorFlow first (the
+    mtcnn package's source identity, and the check that it is installed): seconds of waiting
+    and its start-up lines before the one line that said what was wrong. (The LFW folder
+    must be a real one: it is checked before the calibration folder.)"""
     missing = tmp_path / "missing"
-    for arguments, refusal in (
-        (["--calib", str(missing)], f"calibration folder {missing} does not exist"),
-        (["--lfw", str(missing), "--calib", str(tmp_path)], "no pairsDevTrain.txt there"),
-    ):
-        done = subprocess.run(
-            [sys.executable, "-c", script, "build", *arguments, "--out", str(tmp_path / "m")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 2, done.stderr
-        assert refusal in done.stderr
-        assert "tensorflow loaded: False" in done.stdout
-        assert "cuda" not in done.stderr.lower() and "oneDNN" not in done.stderr
+    arguments = ["--lfw", str(shared_data / "lfw"), "--calib", str(missing)]
+    _refused_before_tensorflow_loads(
+        tmp_path, arguments, f"calibration folder {missing} does not exist"
+    )
+
+
+def test_a_build_s_missing_lfw_is_refused_before_tensorflow_loads(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    arguments = ["--lfw", str(missing), "--calib", str(tmp_path)]
+    _refused_before_tensorflow_loads(tmp_path, arguments, "no pairsDevTrain.txt there")
 
 
 def test_calibration_photos_are_found_through_linked_folders_once(tmp_path: Path) -> None:
