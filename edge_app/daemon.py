@@ -62,7 +62,7 @@ from edge_app.errors import UserError, cut
 from edge_app.events import RELOCK, EventLog
 from edge_app.faces import Faces
 from edge_app.fusion import TrackPool, evidence_weights
-from edge_app.liveness_rule import OFF, REQUIRE, LiveRule
+from edge_app.liveness_rule import OFF, REQUIRE, LiveRule, judged_scores
 from edge_app.parallax import Parallax
 from edge_app.picture import ADVICE, PictureWatch
 from edge_app.policy import OWN_FACE_DOUBT, Policy, Vote
@@ -742,8 +742,9 @@ class Recognizer:
 
     def liveness(self, frame: Frame, faces: Faces) -> np.ndarray:
         """Liveness scores of `faces`, on the detection frame they were found in (the models
-        cut their own enlarged patches; this is the frame size they are measured on)."""
-        return self.engine.liveness(frame.image, faces)
+        cut their own enlarged patches; this is the frame size they are measured on). A score
+        that is not a number counts as not live (judged_scores)."""
+        return judged_scores(self.engine.liveness(frame.image, faces))
 
     def close(self) -> None:
         self._pending = self._newest = None
@@ -1318,7 +1319,7 @@ class Daemon:
         live: np.ndarray | None = None
         if self.live_rule.mode != OFF:
             start = time.perf_counter()
-            live = np.asarray(recognizer.liveness(frame, faces[due]), np.float64)
+            live = recognizer.liveness(frame, faces[due])
             metrics.live_seconds += time.perf_counter() - start
         start = time.perf_counter()
         embeddings = recognizer.embed(frame, faces[due])

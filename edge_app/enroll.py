@@ -43,6 +43,7 @@ from edge_app.gallery import (
     removed_if_left_empty,
 )
 from edge_app.images import ImageError, encode_jpeg, image_files, load_photo
+from edge_app.liveness_rule import judged_scores
 from edge_app.manifest import Manifest
 from edge_app.picture import EXPLAIN, picture_problem
 from edge_app.progress import Progress
@@ -287,7 +288,7 @@ class _Collector:
         if isinstance(face, Rejection):
             return face
         if self.live_threshold is not None:
-            score = float(self.engine.liveness(frame, face)[0])
+            score = float(judged_scores(self.engine.liveness(frame, face))[0])
             if score < self.live_threshold:
                 return Rejection(
                     Reason.NOT_LIVE,

@@ -37,7 +37,7 @@ from edge_app.engine import Engine
 from edge_app.errors import UserError
 from edge_app.faces import Faces
 from edge_app.images import read_image
-from edge_app.liveness_rule import track_verdict, window_is_live
+from edge_app.liveness_rule import judged_scores, track_verdict, window_is_live
 from edge_app.parallax import Parallax, pair_measures
 from edge_app.progress import Progress
 from edge_app.reports import json_safe
@@ -154,7 +154,7 @@ def score_sequence(engine: Engine, sequence: Sequence, timing: list[float]) -> T
         if chosen is None:
             continue
         start = time.perf_counter()
-        score = engine.liveness(frame, faces[chosen])
+        score = judged_scores(engine.liveness(frame, faces[chosen]))
         timing.append(time.perf_counter() - start)
         result.scores[index] = float(score[0])
         result.landmarks[index] = faces.landmarks[chosen]

@@ -111,6 +111,15 @@ class LiveRule:
         )
 
 
+def judged_scores(scores: np.ndarray | Iterable[float]) -> np.ndarray:
+    """Liveness scores as every rule reads them, float64: a score that is not a finite number
+    (a fault in a liveness model or its runtime) counts as 0, not live. NaN compares false
+    with everything, so unchecked it would be neither live nor refused: pooled for a track,
+    let through enrolment's check, written to JSON as the invalid token NaN."""
+    values = np.asarray(scores, np.float64)
+    return np.where(np.isfinite(values), values, 0.0)
+
+
 def window_is_live(scores: np.ndarray, threshold: float, min_live_frames: int) -> bool:
     """At least `min_live_frames` of these scores are live."""
     return int(np.count_nonzero(np.asarray(scores) >= threshold)) >= min_live_frames

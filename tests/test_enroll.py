@@ -415,6 +415,61 @@ def test_face_crops_only_when_asked(gallery_db: Path, engine) -> None:
     assert 80 <= crop.shape[0] <= 250 and 80 <= crop.shape[1] <= 250
 
 
+class _LivenessThatFails:
+    """An engine whose liveness model gives NaN (a broken model file or runtime)."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    def liveness(self, frame: np.ndarray, faces) -> np.ndarray:
+        return np.full(len(faces), np.nan, np.float32)
+
+
+def test_camera_enrolment_takes_no_frame_a_liveness_model_scores_as_not_a_number(
+    tmp_path: Path, engine
+) -> None:
+    """NaN is below no threshold: such a score let any frame through the liveness check, a
+    photo held up to the camera too. It counts as not live."""
+    frames = [read_image(lfw("Frank_Solich", n)) for n in (1, 2, 3)]
+    db = tmp_path / "camera.db"
+    with pytest.raises(EnrollError, match="only 0 of 3") as caught:
+        enroll_camera(
+            db,
+            _LivenessThatFails(engine),
+            "Frank Solich",
+            iter(frames),
+            count=3,
+            progress=False,
+            live_threshold=0.5,
+        )
+    assert {problem.reason for problem in caught.value.problems} == {Reason.NOT_LIVE}
+    assert "liveness 0.00 < 0.50" in str(caught.value)
+    assert not db.exists()
+
+
+def test_identify_reports_a_liveness_score_that_is_not_a_number_as_0_and_not_live(
+    tmp_path: Path, engine, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Unchecked, NaN was printed into `identify --json` as the token NaN, which JSON has not,
+    and called live by nothing and not live by nothing either."""
+    from edge_app.engine import Engine
+
+    assert engine.has_liveness  # the bundled models include it
+    common = ("--db", str(tmp_path / "g.db"), "--backend", "cpu")
+    assert edge_app("enroll", *common, "Frank Solich", str(lfw("Frank_Solich", 1)))[0] == 0
+    capsys.readouterr()
+    monkeypatch.setattr(Engine, "liveness", _LivenessThatFails.liveness)
+    assert edge_app("identify", *common, "--json", str(lfw("Frank_Solich", 2))) == (0, "")
+    strict = json.JSONDecoder(parse_constant=lambda token: pytest.fail(f"{token} in the JSON"))
+    (photo,) = strict.decode(capsys.readouterr().out)
+    (face,) = photo["faces"]
+    assert face["name"] == "Frank Solich"
+    assert face["liveness"] == {"score": 0.0, "live": False}
+
+
 def test_camera_enrolment_passes_over_bad_frames(tmp_path: Path, engine) -> None:
     frank = [read_image(lfw("Frank_Solich", n)) for n in (1, 2, 3)]
     frames = [

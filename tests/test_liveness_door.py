@@ -405,6 +405,37 @@ def test_a_live_stranger_who_takes_a_photos_place_does_not_get_in(
     assert "recognized" in kinds and "unlock" not in kinds
 
 
+class FaultyLivenessEngine(LiveScriptedEngine):
+    """A liveness model that gives NaN for the printed photo (a broken model or runtime)."""
+
+    def liveness(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        scores = super().liveness(image, faces)
+        return np.where(scores == PHOTO_SCORE, np.float32("nan"), scores)
+
+
+@pytest.mark.parametrize("evidence", ["track", "frame"])
+def test_a_liveness_score_that_is_not_a_number_counts_as_not_live(
+    tmp_path: Path, gallery: Path, evidence: str
+) -> None:
+    """NaN compares false with every threshold: unchecked, such a frame was neither left out
+    of the track's pooled evidence nor counted live, and the spoof record gave no liveness
+    score at all. Such a score counts as 0: the photo is refused like any other, and its
+    record says 0."""
+    codes = [NOBODY] * 2 + [PHOTO] * 15 + [NOBODY] * 10
+    frames = write_frames(tmp_path / "frames", codes)
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, policy={"evidence": evidence})
+    assert Daemon(config, engine=FaultyLivenessEngine(), pin_factory=factory).run() == 0
+    assert states(factory) == [False]  # never driven high
+    strict = json.JSONDecoder(parse_constant=lambda token: pytest.fail(f"{token} in history"))
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    events = [strict.decode(line) for line in lines]
+    assert [(e["type"], e["reason"]) for e in events] == [("recognized", None), ("spoof", NOT_LIVE)]
+    assert events[1]["liveness"] == 0.0
+    assert read_events(tmp_path / "events.db")[1].liveness == 0.0
+    assert_fail_secure(factory)
+
+
 # A live look-alike of Ada: on some frames her own face is Ada's best match over the
 # threshold (ADA_FAIR, cosine 0.65 to Ada's sample), on the others nobody's (STRANGER). By
 # themselves they are never 3 of 5: the door never recognises her. Once she is reported

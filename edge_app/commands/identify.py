@@ -260,6 +260,7 @@ def _identify_one(
 ) -> tuple[dict[str, Any], list[str]]:
     """One photo's JSON entry and its lines of text."""
     from edge_app.images import ImageError, load_photo
+    from edge_app.liveness_rule import judged_scores
 
     entry: dict[str, Any] = {"image": printable(str(path)), "faces": []}
     lines: list[str] = []
@@ -272,7 +273,9 @@ def _identify_one(
         return entry, lines
     faces, embeddings = engine.process(photo.pixels)
     matches = matcher.identify(embeddings)
-    live = engine.liveness(photo.pixels, faces).tolist() if live_threshold is not None else None
+    live = None
+    if live_threshold is not None:
+        live = judged_scores(engine.liveness(photo.pixels, faces)).tolist()
     lines.append(f"{shown(str(path))}: {len(faces)} face(s)")
     # Boxes in the photo's own pixels, whatever it was brought down to for detection.
     boxes = (faces.boxes / photo.scale).tolist()
