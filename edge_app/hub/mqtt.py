@@ -469,6 +469,11 @@ class MqttBridge:
     # --- Hub component ------------------------------------------------------------------------
 
     @property
+    def _acl_user(self) -> str:
+        """The user whose rights in the broker's ACL a refused publish or subscription asks for."""
+        return self.settings.username or "(anonymous)"
+
+    @property
     def lock_entity(self) -> bool:
         """The strike is published as a lock that sends a code (else a read-only sensor)."""
         return self.code_verifier is not None
@@ -780,7 +785,7 @@ class MqttBridge:
             "(docs/HOME_ASSISTANT.md); until then Home Assistant does not get it",
             topic,
             str(reason_code),
-            self.settings.username or "(anonymous)",
+            self._acl_user,
         )
 
     def _on_subscribe(
@@ -796,7 +801,7 @@ class MqttBridge:
                     "docs/HOME_ASSISTANT.md)",
                     topic,
                     str(code),
-                    self.settings.username or "(anonymous)",
+                    self._acl_user,
                 )
             elif code.is_failure and topic == self._device_topic:
                 log.info(
@@ -805,7 +810,7 @@ class MqttBridge:
                     "read it to be warned; docs/HOME_ASSISTANT.md)",
                     topic,
                     str(code),
-                    self.settings.username or "(anonymous)",
+                    self._acl_user,
                 )
             elif code.is_failure:
                 log.error(
@@ -813,7 +818,7 @@ class MqttBridge:
                     "broker's ACL (docs/HOME_ASSISTANT.md); until then nothing sent there arrives",
                     topic,
                     str(code),
-                    self.settings.username or "(anonymous)",
+                    self._acl_user,
                 )
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:

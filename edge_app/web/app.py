@@ -706,21 +706,25 @@ async def live_frame(request: Request, session: auth.Session) -> Response:
     if not state.config.web.live_view:
         return PlainTextResponse("live view is off ([web] live_view)", status_code=404)
     jpeg = await run_in_threadpool(state.door.frame)
-    if jpeg is None:
-        return PlainTextResponse("no frame: the door is idle or not running", status_code=404)
-    return Response(jpeg, media_type="image/jpeg")
+    return _jpeg(jpeg, "no frame: the door is idle or not running")
 
 
 @page
 async def snapshot(request: Request, session: auth.Session) -> Response:
     state = _state(request)
     event_id = parse_event_id(request.path_params["event_id"])
-    if event_id is None:
-        return PlainTextResponse("no such snapshot", status_code=404)
-    stored = await run_in_threadpool(state.history.snapshot_of, event_id)
-    data = await run_in_threadpool(read_snapshot, state.config.events.snapshots, stored)
+    data = None
+    if event_id is not None:
+        stored = await run_in_threadpool(state.history.snapshot_of, event_id)
+        data = await run_in_threadpool(read_snapshot, state.config.events.snapshots, stored)
+    return _jpeg(data, "no such snapshot")
+
+
+def _jpeg(data: bytes | None, missing: str) -> Response:
+    """A picture the pages show (the live frame, an event's snapshot) as a JPEG, or, when
+    there is none, a plain 404 saying why (`missing`)."""
     if data is None:
-        return PlainTextResponse("no such snapshot", status_code=404)
+        return PlainTextResponse(missing, status_code=404)
     return Response(data, media_type="image/jpeg")
 
 
