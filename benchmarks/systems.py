@@ -221,13 +221,14 @@ class Ours(BenchSystem):
         engine.detect = counted
 
     def track(self, frame: np.ndarray, condition: str, index: int) -> tuple[int, int]:
-        """The daemon's own per-frame step (Daemon._process) and its per-frame gallery check."""
+        """The daemon's own per-frame step (Daemon._process) and its per-frame gallery and
+        site memory check, on the frame clock as Daemon._loop gives it."""
         from edge_app.camera import Frame
 
         daemon = self._daemon(condition)
         before = daemon.metrics.embeddings
         daemon._process(Frame(frame, index / 10.0, index))
-        daemon.recognizer.reload_if_changed()
+        daemon.recognizer.reload_if_changed(daemon._now)
         return len(self.engine.last_faces), daemon.metrics.embeddings - before
 
     def matching(self, people: int, probes: int, repeats: int) -> list[float]:

@@ -95,6 +95,11 @@ GUARD_JOIN_SECONDS = 3.0
 # goes on with the previous one (Recognizer.reload_if_changed): a household's builds take
 # milliseconds and are in use from the next frame; a few thousand people take seconds.
 BUILD_WAIT_SECONDS = 0.5
+# How often, in seconds of the frame clock, the door looks whether its site memory file is
+# still the one it read or last wrote (learn_site; Recognizer.reload_if_changed): one lstat.
+# `edge-app site forget` deletes the file; the door forgets what it held within this long,
+# whether or not the reload that command asks for comes.
+MEMORY_CHECK_SECONDS = 1.0
 # While the gallery loads or the retention runs at start, systemd is told this often that the
 # start goes on, each time allowing this much longer (EXTEND_TIMEOUT_USEC; _start_goes_on).
 START_EXTEND_EVERY = 10.0
@@ -242,6 +247,7 @@ class Recognizer:
         self.unreadable = False  # the gallery could not be read: nobody is let in until it can
         self._upgraded = False  # ... because a newer edge-app migrated it (GalleryUpgraded)
         self._learned_at = -math.inf  # frame clock of the last visit the site memory learned
+        self._memory_checked = -math.inf  # frame clock of the last look at its file
         self._reread = False  # the pending learned build is for a memory file read again
         self.switch_changed = False  # whether the last configured() changed how faces match
         self.only_renamed = False  # whether the last gallery change put in use renamed only
@@ -381,17 +387,42 @@ class Recognizer:
         self._swap_in(timeout=BUILD_WAIT_SECONDS)
         return True
 
+    def _check_memory_file(self, now: float) -> None:
+        """Look whether the site memory file is still the one the door read or last wrote
+        (SiteMemory.on_disk: one lstat, never raising), at most once per MEMORY_CHECK_SECONDS
+        of the frame clock `now`, and forget as learn() does when it is not. The door's own
+        saves record the file they wrote, so they pass. Not while a build reads the memory
+        (a gallery change, a learned visit, a reload): looked at once that is in use."""
+        memory = self.memory
+        if memory is None or self._pending is not None or self._switch is not None:
+            return
+        if self._memory_checked <= now < self._memory_checked + MEMORY_CHECK_SECONDS:
+            return  # (a clock that went back, a new clip: looked at now)
+        self._memory_checked = now
+        path = site_memory_path(self.gallery.path)
+        if not memory.on_disk(path):
+            self._memory_file_changed(path)
+
     def _memory_file_changed(self, path: Path) -> None:
         """The site memory file is not the one the door read or last wrote: `edge-app site
-        forget` deleted it (its reload may not have come yet, or was refused). The door
-        forgets too, reading the file again as a reload would (none: an empty memory), and
-        centres on that from the next frames; the visit is not learned."""
+        forget` deleted it (its reload may not have come yet, may have been refused, or the
+        door has no control socket). Found by the periodic look (_check_memory_file) or by a
+        visit about to be learned (learn, which then does not learn it). The door forgets
+        too, reading the file again as a reload would (none: an empty memory), and centres
+        on that from the next frames."""
         log.warning(
             "site memory %s was deleted or replaced since the door read it (edge-app site "
             "forget): the door forgets what it had learned and reads it again",
             path,
         )
         self.memory = open_site_memory(self.gallery.path, self._settings)
+        if self.unreadable:
+            # Nobody is let in (_shut_out): its empty matcher, on the memory read again; the
+            # gallery's build once it reads again centres on that memory too.
+            self.matcher, _ = door_matcher(
+                self.engine, self._settings, self._matrix, memory=self.memory, report=False
+            )
+            return
         self._reread = True
         self._build(self._version, self._matrix, learned=True)
         self._swap_in(timeout=BUILD_WAIT_SECONDS)
@@ -454,9 +485,12 @@ class Recognizer:
                 "resident access with `edge-app access NAME yes`"
             )
 
-    def reload_if_changed(self) -> bool:
+    def reload_if_changed(self, now: float | None = None) -> bool:
         """Pick up `edge-app enroll`/`remove` done while running (another connection's commit);
-        True once the new gallery is in use.
+        True once the new gallery is in use. With `now` (the frame clock, as the frame loop
+        gives it), also pick up `edge-app site forget` (learn_site): the site memory file is
+        looked at once per MEMORY_CHECK_SECONDS, and a memory whose file was deleted or
+        replaced is forgotten (_check_memory_file).
 
         The rows are read here, on the frame loop; the matcher is built on a worker thread
         (the lookalike check grows with the square of the gallery: seconds for thousands of
@@ -471,6 +505,13 @@ class Recognizer:
         So does a gallery a newer edge-app migrated (GalleryUpgraded): what its rows mean may
         have changed in ways this code does not know.
         """
+        changed = self._gallery_changed()
+        if now is not None:
+            self._check_memory_file(now)
+        return changed
+
+    def _gallery_changed(self) -> bool:
+        """reload_if_changed's gallery part."""
         from edge_app.gallery import GalleryError
 
         try:
@@ -1238,7 +1279,9 @@ class Daemon:
                 self._notify("WATCHDOG=1")
                 last_ping = now
             # PRAGMA data_version costs microseconds: an enrolment counts from the next frame.
-            if recognizer.reload_if_changed() and not recognizer.only_renamed:
+            # The site memory file's lstat, once per MEMORY_CHECK_SECONDS of the frame clock,
+            # as little: a `site forget` counts within that.
+            if recognizer.reload_if_changed(self._now) and not recognizer.only_renamed:
                 self.policy.restart_votes()
             events.maintain()  # retry failing sinks when due; daily retention
             if now - last_metrics >= METRICS_EVERY:

@@ -2055,3 +2055,150 @@ def test_site_forget_while_the_door_learns_a_visit_is_not_undone(
         assert memory.learned <= 1
         assert abs(float(memory.total @ first_face)) < 0.2
         assert all(abs(float(face @ first_face)) < 0.2 for face in memory.recent)
+
+
+def test_a_site_memory_deleted_without_a_reload_is_forgotten_by_the_running_door(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`edge-app site forget` deletes the site memory file; the reload it then asks for never
+    comes (this door has no control socket). The running door looks at the file on its own,
+    once per MEMORY_CHECK_SECONDS of the frame clock: within that, with no other stranger's
+    visit, it forgets the visit it had learned, in its memory and in the matcher it decides
+    with, says so once, and writes nothing back."""
+    from edge_app.camera import Frame
+    from edge_app.site_memory import forget
+
+    frames = write_frames(tmp_path / "frames", [NOBODY, *[STRANGER] * 8, *[NOBODY] * 60])
+    config = door(tmp_path, gallery, frames, recognition={"learn_site": True})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=MockFactory())
+    real_process = Daemon._process
+    deleted: list[float] = []  # the frame clock when the file was deleted
+    # From then on, per frame: its clock, the visits in the door's memory and in its matcher's.
+    seen: list[tuple[float, int, int]] = []
+
+    def process(self: Daemon, frame: Frame) -> None:
+        recognizer = self.recognizer
+        assert recognizer is not None
+        memory, matcher = recognizer.memory, recognizer.matcher
+        assert memory is not None
+        if deleted:
+            seen.append((frame.timestamp, memory.learned, matcher.memory.learned))
+        elif memory.learned and matcher.memory is memory:  # learned, and decided with
+            assert forget(memory_file(gallery))  # what `edge-app site forget` does first
+            deleted.append(frame.timestamp)
+        real_process(self, frame)
+
+    monkeypatch.setattr(Daemon, "_process", process)
+    with caplog.at_level("INFO", logger="edge_app.daemon"):
+        assert daemon.run() == 0
+    assert [e["type"] for e in jsonl(tmp_path)] == ["unknown"]  # one visit, learned
+    assert deleted and len(seen) > 30
+    assert seen[-1][1:] == (0, 0), "the door still decides with the forgotten visit"
+    forgotten = next(index for index, (_, *learned) in enumerate(seen) if learned == [0, 0])
+    assert all(learned == 0 for _, *rest in seen[forgotten:] for learned in rest)
+    # Looked at once per period: forgotten by then (one frame, 0.1 s, to see it).
+    assert seen[forgotten][0] - deleted[0] <= daemon_module.MEMORY_CHECK_SECONDS + 0.1 + 1e-6
+    assert caplog.text.count("was deleted or replaced since the door read it") == 1
+    assert "site memory read again: 0 learned" in caplog.text
+    assert not memory_file(gallery).exists()  # nothing written back
+
+
+def test_the_doors_own_saves_of_its_site_memory_are_not_taken_for_a_forget(
+    tmp_path: Path, gallery: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each save the door makes of its site memory puts a new file in place (written beside
+    it, then renamed), and the door records that file as the one it wrote: looking at the
+    file once a second after each of two visits learned finds it the door's own, and
+    nothing is forgotten."""
+    monkeypatch.setattr(daemon_module, "LEARN_INTERVAL", 2.0)  # two visits in a short clip
+    one = [*[STRANGER] * 8, *[NOBODY] * 8]
+    two = [*[OTHER_STRANGER] * 8, *[NOBODY] * 40]
+    frames = write_frames(tmp_path / "frames", [NOBODY, *one, *[NOBODY] * 30, *two])
+    config = door(tmp_path, gallery, frames, recognition={"learn_site": True})
+    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=MockFactory())
+    real_on_disk = SiteMemory.on_disk
+    looks: list[tuple[int, bool]] = []  # the visits in the memory looked at, and the answer
+
+    def on_disk(self: SiteMemory, path: Path) -> bool:
+        found = real_on_disk(self, path)
+        looks.append((self.learned, found))
+        return found
+
+    monkeypatch.setattr(SiteMemory, "on_disk", on_disk)
+    with caplog.at_level("INFO", logger="edge_app.daemon"):
+        assert daemon.run() == 0
+    assert [e["type"] for e in jsonl(tmp_path)] == ["unknown", "unknown"]
+    assert all(found for _, found in looks)
+    # Looked at after each save: between the visits, and for the 4 s after the second.
+    assert sum(learned == 1 for learned, _ in looks) >= 3
+    assert sum(learned == 2 for learned, _ in looks) >= 3
+    assert "deleted or replaced" not in caplog.text
+    assert daemon.recognizer is not None and daemon.recognizer.memory is not None
+    assert daemon.recognizer.memory.learned == 2
+    assert daemon.recognizer.matcher.memory is daemon.recognizer.memory
+    assert SiteMemory.load(memory_file(gallery)).learned == 2
+
+
+def test_the_site_memory_file_is_looked_at_once_per_check_period(
+    gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-frame check costs one lstat per MEMORY_CHECK_SECONDS of the frame clock,
+    whatever the frame rate; a frame clock that goes back (a new clip) is looked at at
+    once."""
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig(learn_site=True))
+    assert recognizer.learn(EMBEDDINGS[STRANGER], now=0.0) is True
+    calls: list[float] = []
+    real_lstat = os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if Path(path) == memory_file(gallery):
+            calls.append(now)
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    period = daemon_module.MEMORY_CHECK_SECONDS
+    for index in range(1, 301):  # 30 s at 10 fps
+        now = index / 10.0
+        assert recognizer.reload_if_changed(now) is False
+    assert len(calls) >= 30.0 / period - 1  # looked at every period, no more often
+    assert all(b - a >= period - 1e-9 for a, b in zip(calls, calls[1:], strict=False))
+    calls.clear()
+    now = 0.5
+    recognizer.reload_if_changed(now)  # the clock went back
+    assert calls == [0.5]
+    assert recognizer.memory is not None and recognizer.memory.learned == 1  # its own file
+    recognizer.close()
+
+
+def test_a_site_memory_deleted_while_the_gallery_cannot_be_read_is_forgotten_too(
+    gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gallery that cannot be read lets nobody in; a site memory deleted meanwhile is
+    forgotten all the same (its faces leave the door's memory), nobody is let in still, and
+    the gallery's build once it reads again centres without it."""
+    from edge_app.site_memory import forget
+
+    recognizer = Recognizer(ScriptedEngine(), gallery, RecognitionConfig(learn_site=True))
+    assert recognizer.learn(EMBEDDINGS[STRANGER], now=0.0) is True
+    assert recognizer.memory is not None and recognizer.matcher.memory is recognizer.memory
+    with Gallery.open(gallery) as other:
+        other.enroll("Grace Hopper", [NewSample(unit(9), "0" * 64)])
+
+    def damaged() -> object:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recognizer.gallery, "load_matrix", damaged)
+        assert recognizer.reload_if_changed(1.0) is False
+        assert recognizer.unreadable and recognizer.matcher.memory.learned == 1
+        assert forget(memory_file(gallery))
+        assert recognizer.reload_if_changed(2.0) is False
+        assert recognizer.memory is not None and recognizer.memory.learned == 0
+        assert recognizer.matcher.memory is recognizer.memory
+        assert recognizer.unreadable
+        assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [None]
+    assert recognizer.reload_if_changed(2.1) is True  # readable again
+    assert not recognizer.unreadable
+    assert recognizer.matcher.memory is recognizer.memory and recognizer.memory.learned == 0
+    assert [v.name for v in recognizer.match(EMBEDDINGS[ADA][None])] == [NAME]
+    recognizer.close()

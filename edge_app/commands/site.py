@@ -69,7 +69,8 @@ examples:
 
 FORGET_EPILOG = f"""\
 Deletes {SITE_MEMORY_NAME}, and {REFUSED_NAME} if the door set one aside, then asks the
-running door to reload through its control socket ([hub] socket) so that it forgets too. A
+running door to reload through its control socket ([hub] socket). A running door forgets
+too within a second, with or without that reload: it looks at the file once a second. A
 door that is not running starts with an empty memory. While learn_site is on, the door
 learns again from the next strangers' visits.
 
@@ -370,8 +371,8 @@ def run_forget(args: argparse.Namespace) -> int:
     socket = config.hub.socket
     if socket is None:
         sys.stdout.write(
-            "the door's control socket is off ([hub] socket): if the door is running, reload "
-            f"it ({RELOAD_BY_HAND}) so that it forgets too; else it starts empty next time\n"
+            "the door's control socket is off ([hub] socket): a running door finds the file "
+            "gone within a second and forgets too; else it starts empty next time\n"
         )
         return 0
     if not os.path.lexists(socket):
@@ -384,9 +385,9 @@ def run_forget(args: argparse.Namespace) -> int:
         ControlClient(socket).reload()
     except ControlError as error:
         raise UserError(
-            f"could not ask the door to reload ({error}): if it is running, reload it "
-            f"({RELOAD_BY_HAND}), or it keeps what it learned and saves it again at the "
-            "next stranger's visit it learns"
+            f"could not ask the door to reload ({error}): a running door finds the file "
+            "gone within a second and forgets all the same (its log says 'site memory ... "
+            f"was deleted or replaced'); if its log does not say so, reload it ({RELOAD_BY_HAND})"
         ) from None
     sys.stdout.write(
         "asked the running door to reload: it forgets what it had learned "
