@@ -1,7 +1,9 @@
-"""Fixtures shared by the test modules: the shared photo data, the built models, one engine.
+"""Fixtures shared by the test modules: the shared photo data, the built models, one engine,
+the MQTT broker, observer and door the hub tests run against (tests/mqtt_support.py).
 
 Modules that define a fixture of the same name (test_enroll.py and test_daemon_e2e.py have
-their own module-scoped `engine`) keep theirs: pytest lets a module fixture shadow these.
+their own module-scoped `engine`; test_control.py and others their own `door`) keep theirs:
+pytest lets a module fixture shadow these.
 
 EDGE_TEST_MODELS may name another built models folder (a manifest.json and its .tflite
 files) to run the model tests against instead of models/tflite, e.g. a fresh
@@ -14,6 +16,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from needs import missing_from_models, unavailable
@@ -22,6 +25,9 @@ from edge_app.config import DEFAULT_SOCKET
 from edge_app.engine import Engine
 from edge_app.manifest import MANIFEST_NAME
 from edge_app.paths import DEFAULT_STATE_DIR, REPO_MODELS, SHARED_DATA
+
+if TYPE_CHECKING:
+    from mqtt_support import Broker, FedDoor, Observer
 
 TESTS_DATA = Path(__file__).resolve().parent / "data"
 LFW_SAMPLE = TESTS_DATA / "lfw_sample"
@@ -116,3 +122,50 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from web_support import self_signed
 
     return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+# --- the hub's world (tests/mqtt_support.py), for test_mqtt.py, test_mqtt_*.py, test_hub_review.py
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test CA and the broker's certificate it signed (needs Mosquitto and openssl)."""
+    from mqtt_support import make_ca, need_mosquitto
+
+    need_mosquitto()
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def broker(tmp_path_factory: pytest.TempPathFactory, test_ca: dict[str, Path]) -> Iterator[Broker]:
+    """A Mosquitto of this test's own, started."""
+    from mqtt_support import Broker
+
+    broker = Broker(tmp_path_factory.mktemp("broker"), test_ca)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def door(tmp_path: Path) -> Iterator[FedDoor]:
+    """An open door (remote unlocks allowed, stale after 1 s) fed a frame every 0.1 s."""
+    from mqtt_support import FedDoor, Frames
+    from test_control import make_daemon
+
+    door = FedDoor(make_daemon(tmp_path, allow_unlock=True, stale=1.0))
+    frames = Frames(door)
+    door.frames = frames
+    yield door
+    frames.stop()
+    door.close()
+
+
+@pytest.fixture
+def observer(broker: Broker) -> Iterator[Observer]:
+    """Home Assistant's part: a client of `broker` that records every message."""
+    from mqtt_support import Observer
+
+    observer = Observer(broker)
+    yield observer
+    observer.close()

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -38,6 +38,9 @@ from edge_app.daemon import Daemon
 from edge_app.events import EventLog
 from edge_app.liveness_rule import LiveRule
 from edge_app.relay import Relay
+
+if TYPE_CHECKING:
+    from edge_app.relay_process import RelayProcess
 
 PIN = 17
 PULSE = 0.3
@@ -1164,6 +1167,25 @@ def unlock_in_thread(door: Door) -> tuple[threading.Thread, list[object]]:
     return thread, outcome
 
 
+def unlock_held_by_the_hung_relay(
+    door: Door,
+) -> tuple[RelayProcess, threading.Thread, list[object]]:
+    """hung_relay_door's relay process, and unlock_in_thread's unlock, returned once its
+    pulse holds the relay's lock (it waits on the hung child). Should that never come, the
+    unlock's thread is joined before the failure goes on, as the tests' own `finally` does."""
+    from edge_app.relay_process import RelayProcess
+
+    relay = door.relay
+    assert isinstance(relay, RelayProcess)
+    unlocking, outcome = unlock_in_thread(door)
+    try:
+        wait_for(lambda: relay._lock.locked())  # the pulse waits on the hung child
+    except BaseException:
+        unlocking.join(20)
+        raise
+    return relay, unlocking, outcome
+
+
 def test_an_unlock_waiting_on_a_hung_relay_process_holds_up_no_other_client(
     hung_relay_door: Door,
 ) -> None:
@@ -1173,14 +1195,9 @@ def test_an_unlock_waiting_on_a_hung_relay_process_holds_up_no_other_client(
     frames, the event stream) came that late. The unlock is carried out on a thread of its
     own now: others are answered at once, a second unlock meanwhile is refused, and the
     unlock's client gets its own reply when the relay has failed."""
-    from edge_app.relay_process import RelayProcess
-
     door = hung_relay_door
-    relay = door.relay
-    assert isinstance(relay, RelayProcess)
-    unlocking, outcome = unlock_in_thread(door)
+    relay, unlocking, outcome = unlock_held_by_the_hung_relay(door)
     try:
-        wait_for(lambda: relay._lock.locked())  # the pulse waits on the hung child
         start = time.monotonic()
         assert door.client.status()["relay_active"] is False
         took = time.monotonic() - start
@@ -1240,14 +1257,9 @@ def test_closing_the_socket_waits_boundedly_for_an_unlock_on_a_hung_relay(
 ) -> None:
     """The socket's close (the door's stop) waits for an unlock being carried out at most
     CLOSE_SECONDS, however long the relay process takes; the unlock's client is closed."""
-    from edge_app.relay_process import RelayProcess
-
     door = hung_relay_door
-    relay = door.relay
-    assert isinstance(relay, RelayProcess)
-    unlocking, outcome = unlock_in_thread(door)
+    _, unlocking, outcome = unlock_held_by_the_hung_relay(door)
     try:
-        wait_for(lambda: relay._lock.locked())  # the pulse waits on the hung child
         start = time.monotonic()
         door.server.close()
         took = time.monotonic() - start

@@ -404,6 +404,16 @@ def test_another_users_private_folder_is_refused(tmp_path: Path) -> None:
     assert "another user (uid 65534)" in (snapshots_folder_problem(folder) or "")
 
 
+def door_on_a_visit_of_ada(tmp_path: Path, snapshots: Path) -> tuple[Daemon, MockFactory]:
+    """The door (a ScriptedEngine, mock pins) about to run one visit of Ada, enrolled, its
+    snapshots going to `snapshots`; and its pin factory."""
+    gallery = gallery_of_ada(tmp_path)
+    frames = write_frames(tmp_path / "frames", visit(after=40))
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, events={"snapshots": str(snapshots)})
+    return Daemon(config, engine=ScriptedEngine(), pin_factory=factory), factory
+
+
 @pytest.mark.parametrize("how", ["symbolic link", "existing 0755 folder"])
 def test_the_door_unlocks_on_time_with_a_snapshots_folder_it_refuses(
     tmp_path: Path, how: str
@@ -415,11 +425,7 @@ def test_the_door_unlocks_on_time_with_a_snapshots_folder_it_refuses(
     if how == "symbolic link":
         snapshots = tmp_path / "snaps"
         snapshots.symlink_to(real)
-    gallery = gallery_of_ada(tmp_path)
-    frames = write_frames(tmp_path / "frames", visit(after=40))
-    factory = MockFactory()
-    config = door(tmp_path, gallery, frames, events={"snapshots": str(snapshots)})
-    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    daemon, factory = door_on_a_visit_of_ada(tmp_path, snapshots)
     assert daemon.run() == 0
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)

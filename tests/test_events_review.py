@@ -17,23 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
-from test_daemon_fast import (
-    ScriptedEngine,
-    assert_fail_secure,
-    door,
-    gallery_of_ada,
-    states,
-    visit,
-    write_frames,
-)
+from test_daemon_fast import assert_fail_secure, states
 from test_events import Ticks
+from test_events_files import CROP, door_on_a_visit_of_ada
 
-from edge_app.daemon import Daemon
 from edge_app.events import LOG_EVERY_SECONDS, RETRY_MAX_SECONDS, EventLog, read_events
 from edge_app.gallery import Gallery, NewSample
 
-CROP = np.full((40, 30, 3), 128, np.uint8)
 DAY = 86400.0
 
 
@@ -222,11 +212,7 @@ def test_a_snapshot_folder_opened_up_while_the_door_runs_gets_no_snapshot_until_
 def test_the_door_unlocks_on_time_and_writes_no_snapshot_into_a_folder_others_can_read(
     tmp_path: Path, foreign_folder: Path
 ) -> None:
-    gallery = gallery_of_ada(tmp_path)
-    frames = write_frames(tmp_path / "frames", visit(after=40))
-    factory = MockFactory()
-    config = door(tmp_path, gallery, frames, events={"snapshots": str(foreign_folder)})
-    daemon = Daemon(config, engine=ScriptedEngine(), pin_factory=factory)
+    daemon, factory = door_on_a_visit_of_ada(tmp_path, foreign_folder)
     assert daemon.run() == 0
     assert states(factory) == [False, True, False]
     assert_fail_secure(factory)

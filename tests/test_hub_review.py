@@ -1,6 +1,6 @@
 """A security review of the hub: what a hostile MQTT client, a hostile broker, a slow or
 garbled door socket, or a careless admin can do to `edge-app hub`, each case checked
-against the fix that stops it. Real Mosquitto (tests/test_mqtt.py's broker) where a broker
+against the fix that stops it. Real Mosquitto (tests/mqtt_support.py's broker) where a broker
 is needed; a small hostile broker on a real loopback socket where Mosquitto would never do
 what is tested (an invalid UTF-8 topic, QoS 1 messages it never acknowledges, a refused
 subscription), and a fake door on a real Unix socket for a hung or garbled door."""
@@ -24,21 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_mqtt import (
-    BASE,
-    KEY,
-    Broker,
-    FedDoor,
-    Observer,
-    RunningHub,
-    availability,
-    broker,
-    door,
-    hub_settings,
-    observer,
-    read_packet,
-    test_ca,
-)
+from mqtt_support import Broker, FedDoor, Observer
+from test_mqtt import BASE, KEY, RunningHub, availability, hub_settings, read_packet
 
 from edge_app.config import MqttConfig, parse_config
 from edge_app.errors import UserError
@@ -54,8 +41,6 @@ from edge_app.hub.mqtt import (
 )
 from edge_app.hub.signing import read_secret, sign_unlock
 from edge_app.paths import REPO_ROOT
-
-__all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
 
 
 def test_messages_unacknowledged_before_a_connection_loss_are_not_sent_after_reconnect(

@@ -5,7 +5,7 @@ last live one, which Home Assistant shows again after its restart), and a connec
 sends its state before `online`; an empty message on a
 command topic (clearing a retained one) is no refused command; another door publishing this
 door's Home Assistant device is named; a TLS file error names only the keys that are set.
-Real Mosquitto (tests/test_mqtt.py's broker, with its openssl-made test CA) where a broker
+Real Mosquitto (tests/mqtt_support.py's broker, with its openssl-made test CA) where a broker
 is needed."""
 
 from __future__ import annotations
@@ -22,29 +22,14 @@ from typing import Any
 
 import jinja2
 import pytest
-from test_mqtt import (
-    BASE,
-    CODE,
-    USER,
-    Broker,
-    FedDoor,
-    Observer,
-    RunningHub,
-    availability,
-    broker,
-    door,
-    hub_settings,
-    observer,
-    test_ca,
-)
+from mqtt_support import USER, Broker, FedDoor, Observer
+from test_mqtt import BASE, CODE, RunningHub, availability, hub_settings
 
 from edge_app.config import parse_config
 from edge_app.hub.code import write_code_file
 from edge_app.hub.discovery import Topics, entities, retired
 from edge_app.hub.door import DoorLink
 from edge_app.hub.mqtt import REFUSALS_LOGGED, MqttBridge, MqttError, make_client
-
-__all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
 
 CLOSED_EARLY = "the connection ended before the broker answered"
 

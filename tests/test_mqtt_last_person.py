@@ -1,6 +1,6 @@
 """The retained last person never keeps naming someone removed from the gallery.
 
-A real Mosquitto (tests/test_mqtt.py's fixtures) and the hub as `edge-app hub` builds it
+A real Mosquitto (tests/conftest.py's fixtures) and the hub as `edge-app hub` builds it
 (Hub.from_config, which hands the bridge the gallery's path). The retained
 `<base>/last_person` survives a broker restart (persistence) and a hub restart, and a running
 hub re-sends it from memory; once the person it names is no longer enrolled it must become
@@ -18,25 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mqtt_support import Broker, FedDoor, Observer
 from people import samples
-from test_mqtt import (
-    BASE,
-    Broker,
-    FedDoor,
-    Observer,
-    broker,
-    door,
-    hub_settings,
-    observer,
-    test_ca,
-)
+from test_mqtt import BASE, hub_settings
 
 from edge_app.config import Config, GalleryConfig
 from edge_app.gallery import Gallery
 from edge_app.hub import Hub, mqtt
 from edge_app.hub.mqtt import MqttBridge
-
-__all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
 
 TOPIC = f"{BASE}/last_person"
 BEAT = 0.3  # the heartbeat (STATE_EVERY, 30 s in service) in these tests

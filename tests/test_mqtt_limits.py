@@ -1,7 +1,7 @@
 """What a broker may send the hub: nothing over MAX_PACKET_BYTES, whatever the broker allows.
 
 The hub connects with MQTT 5 and a Maximum Packet Size; the real Mosquitto of
-tests/test_mqtt.py (which forwards messages of up to 256 MB by default) must then drop a
+tests/mqtt_support.py (which forwards messages of up to 256 MB by default) must then drop a
 larger message for the hub. The hub runs as its own process (`edge-app hub`), so its peak
 memory is its own. A broker that only speaks MQTT 3.1.1 is the same Mosquitto behind a
 loopback proxy that answers an MQTT 5 CONNECT as such a broker does (CONNACK 0x01,
@@ -26,29 +26,21 @@ from pathlib import Path
 
 import paho.mqtt.publish as publish
 import pytest
+from mqtt_support import Broker, FedDoor, Observer
 from test_mqtt import (
     BASE,
     KEY,
-    Broker,
-    FedDoor,
-    Observer,
     RunningHub,
     availability,
-    broker,
-    door,
     hub_settings,
     hub_toml,
-    observer,
     read_packet,
     signed,
-    test_ca,
 )
 
 from edge_app.hub.mqtt import MAX_PACKET_BYTES
 from edge_app.hub.signing import MAX_COMMAND_BYTES, sign_unlock
 from edge_app.paths import REPO_ROOT
-
-__all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
 
 UNLOCK = f"{BASE}/unlock"
 HUGE = 32 * 1024 * 1024  # far over the limit, far under Mosquitto's default of 256 MB

@@ -2,7 +2,7 @@
 password file that is not UTF-8 is refused without quoting a byte of the password; a
 retained last person planted with a huge name is replaced without being normalised on paho's
 network thread; refusals a burst left unsaid when the broker went away are said once the hub
-is back, not dropped. Real Mosquitto (tests/test_mqtt.py's broker) where a broker is needed."""
+is back, not dropped. Real Mosquitto (tests/mqtt_support.py's broker) where a broker is needed."""
 
 from __future__ import annotations
 
@@ -12,20 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_mqtt import (
-    BASE,
-    Broker,
-    FedDoor,
-    Observer,
-    RunningHub,
-    availability,
-    broker,
-    door,
-    hub_settings,
-    lock_command,
-    observer,
-    test_ca,
-)
+from mqtt_support import Broker, FedDoor, Observer
+from test_mqtt import BASE, RunningHub, availability, hub_settings, lock_command
 from test_mqtt_audit import code_hub, wait_for
 from test_mqtt_last_person import (
     NOBODY,
@@ -46,8 +34,6 @@ from edge_app.hub.code import MAX_WRONG
 from edge_app.hub.door import DoorLink
 from edge_app.hub.mqtt import REFUSALS_LOGGED
 from edge_app.hub.signing import read_secret
-
-__all__ = ["broker", "door", "observer", "test_ca"]  # fixtures shared with test_mqtt.py
 
 
 def test_a_secret_file_that_is_not_utf8_is_refused_without_quoting_the_secret(
