@@ -14,7 +14,10 @@ that out with the product's own parts:
     bring another. A person who runs out of photos is passed over (and counted). Photos
     left over after enrolment join the visits (up to PHOTOS_PER_VISIT each), so a visit can
     cut between photos as the head moves.
-  - Strangers: one photo each of people outside DevTrain who are not enrolled.
+  - Strangers: one photo each of people outside DevTrain who are not enrolled, drawn at
+    random; or, with strangers_drawn="closest", the people whose photo the door's own
+    matcher scores closest to someone enrolled (each person's closest photo, then the people
+    whose closest scores highest): the look-alikes a random draw rarely brings.
   - Each visit is a clip (edge_app.visit_clips: walking in, approaching, swaying) played to
     edge_app.daemon.Daemon with gpiozero's MockFactory relay, the real models, policy and
     tracker, with the default [policy] and [tracking] settings. The verdict comes from the
@@ -59,6 +62,9 @@ POPULATIONS = ("outside-devtrain", "devtrain")
 PEOPLE = 40
 VISITS = 2
 STRANGERS = 300  # the stranger target is 1 in 200: fewer visits could not show it
+# How strangers are drawn: at random from the people not enrolled, or the closest of them to
+# someone enrolled by the door's matcher on their photos (closest_strangers).
+STRANGER_DRAWS = ("random", "closest")
 ENROL_PHOTOS = 2
 PHOTOS_PER_VISIT = 2
 PIN = GpioConfig().pin  # the door's default relay pin, on the mock factory
@@ -217,19 +223,59 @@ def play(
     return [json.loads(line) for line in lines], daemon.metrics
 
 
-def door_rule(
-    engine: Any, gallery: Path, recognition: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The threshold the door decides with on this gallery (with `recognition` overriding
-    config keys), the lookalikes that raised it (edge_app.matching.guard_lookalikes), and the
-    length of what site centring removes from every face (edge_app.matching.site_direction)."""
+def gallery_matcher(
+    engine: Any, gallery: Path, recognition: dict[str, Any] | None = None, report: bool = True
+) -> tuple[Any, list[Any], Any]:
+    """The matcher the door decides with on `gallery` (with `recognition` overriding config
+    keys), the lookalikes found in it (warned of, as the door does, unless `report` is
+    False), and the rows it was built on."""
     from edge_app.daemon import door_matcher, open_site_memory
 
     config = parse_config({"recognition": dict(recognition or {})}).recognition
     with Gallery.open(gallery) as db:
         matrix = db.load_matrix()
     memory = open_site_memory(gallery, config)
-    matcher, lookalikes = door_matcher(engine, config, matrix, memory=memory)
+    matcher, lookalikes = door_matcher(engine, config, matrix, memory=memory, report=report)
+    return matcher, lookalikes, matrix
+
+
+def closest_strangers(
+    engine: Any, db: Path, photos: dict[str, list[Path]], progress: bool = True
+) -> list[tuple[Path, str | None, float]]:
+    """Each person's photo that the door's matcher on gallery `db` scores closest to someone
+    enrolled (the photo's largest face), as (photo, closest enrolled person, score), people
+    in descending order of that score: the strangers most like someone enrolled first. A
+    person with no face found in any photo is left out."""
+    from edge_app.images import ImageError, load_photo
+
+    matcher, _, _ = gallery_matcher(engine, db, report=False)  # door_rule warns
+    best: dict[str, tuple[Path, str | None, float]] = {}
+    paths = [(person, path) for person in sorted(photos) for path in photos[person]]
+    for person, path in Progress(
+        paths, desc="scoring strangers", unit="photo", disable=None if progress else True
+    ):
+        try:
+            pixels = load_photo(path).pixels
+        except ImageError:
+            continue
+        faces, embeddings = engine.process(pixels)
+        if not len(faces):
+            continue
+        face = int(np.argmax(faces.sizes))
+        matches = matcher.identify(embeddings[face : face + 1])
+        score = float(matches.scores[0])
+        if person not in best or score > best[person][2]:
+            best[person] = (path, matches.best[0], score)
+    return sorted(best.values(), key=lambda found: (-found[2], str(found[0])))
+
+
+def door_rule(
+    engine: Any, gallery: Path, recognition: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The threshold the door decides with on this gallery (with `recognition` overriding
+    config keys), the lookalikes that raised it (edge_app.matching.guard_lookalikes), and the
+    length of what site centring removes from every face (edge_app.matching.site_direction)."""
+    matcher, lookalikes, matrix = gallery_matcher(engine, gallery, recognition)
     return {
         "people": len(matrix.names),
         "threshold": round(float(matcher.settings.threshold), 4),
@@ -336,6 +382,7 @@ def _evaluate(
     seed: int = SEED,
     liveness: str | None = "log",
     population: str = POPULATIONS[0],
+    strangers_drawn: str = STRANGER_DRAWS[0],
     policy: dict[str, Any] | None = None,
     tracking: dict[str, Any] | None = None,
     workdir: Path | None = None,
@@ -344,6 +391,10 @@ def _evaluate(
     started = time.perf_counter()
     if population not in POPULATIONS:
         raise UserError(f"population {population!r} is not one of {', '.join(POPULATIONS)}")
+    if strangers_drawn not in STRANGER_DRAWS:
+        raise UserError(
+            f"strangers drawn {strangers_drawn!r}: not one of {', '.join(STRANGER_DRAWS)}"
+        )
     # Refuses bad keys and values before any work.
     door = parse_config({"policy": dict(policy or {}), "tracking": dict(tracking or {})})
     if not getattr(engine, "has_liveness", False):
@@ -387,8 +438,18 @@ def _evaluate(
         others = [p for p in pool if p not in taken]
         if strangers > len(others):
             raise UserError(f"--strangers {strangers}: only {len(others)} people are left")
-        chosen = sorted(others[i] for i in streams[1].choice(len(others), strangers, False))
-        stranger_photos = [photos[p][int(streams[1].integers(len(photos[p])))] for p in chosen]
+        drawn: dict[str, Any] = {"how": strangers_drawn}
+        if strangers_drawn == "closest":
+            closest = closest_strangers(engine, db, {p: photos[p] for p in others}, progress)
+            drawn |= {"candidates": {"people": len(others), "photos": len(closest)}}
+            stranger_photos = [path for path, _, _ in closest[:strangers]]
+            drawn["scores"] = [
+                {"photo": rel(path), "closest": who, "score": round(score, 4)}
+                for path, who, score in closest[:strangers]
+            ]
+        else:
+            chosen = sorted(others[i] for i in streams[1].choice(len(others), strangers, False))
+            stranger_photos = [photos[p][int(streams[1].integers(len(photos[p])))] for p in chosen]
         plan: list[tuple[str | None, list[str]]] = [
             (p.name, v) for p in enrolled for v in p.visits
         ] + [(None, [rel(p)]) for p in stranger_photos]
@@ -411,6 +472,7 @@ def _evaluate(
         "seed": seed,
         "people_asked": people,
         "strangers_asked": strangers,
+        "strangers_drawn": drawn,
         "liveness": liveness or "off (the models have no liveness model)",
         "settings": {
             "recognition": {

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from lfw_photos import NEEDS_LFW_AND_MODELS, lfw
 
+from edge_app.errors import UserError
 from edge_app.evaluate_visits import (
     Person,
+    closest_strangers,
     evaluate_visits,
     judge,
     summarise,
@@ -135,3 +137,33 @@ def test_a_small_run_of_the_real_door(
             assert visit["photos"][0].split("/")[0] not in enrolled | devtrain
     totals = report["targets"]
     assert totals["right_person"]["of"] == 4 and totals["strangers_unlocked"]["of"] == 2
+
+
+def test_an_unknown_way_of_drawing_strangers_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="strangers drawn 'hardest': not one of random, closest"):
+        evaluate_visits(SimpleNamespace(), tmp_path, strangers_drawn="hardest", progress=False)
+
+
+@pytest.mark.parametrize("_", [pytest.param(0, marks=NEEDS_LFW_AND_MODELS, id="lfw")])
+def test_the_closest_strangers_are_those_the_door_scores_closest_to_someone_enrolled(
+    _: int, engine, tmp_path: Path
+) -> None:
+    """Each candidate counts once, by their photo the door's matcher scores highest; the
+    candidates come in descending order of that score. Here one "stranger" is Frank Solich
+    himself, on photos he was not enrolled from: he comes first, named as himself, by his
+    closer photo."""
+    from edge_app.enroll import enroll_photos
+
+    db = tmp_path / "gallery.db"
+    enroll_photos(db, engine, "Frank Solich", [lfw("Frank_Solich", 1), lfw("Frank_Solich", 2)])
+    enroll_photos(db, engine, "Emma Watson", [lfw("Emma_Watson", 1), lfw("Emma_Watson", 2)])
+    frank = [lfw("Frank_Solich", 3), lfw("Frank_Solich", 4)]
+    others = {"AJ_Cook": [lfw("AJ_Cook", 1)], "Aaron_Guiel": [lfw("Aaron_Guiel", 1)]}
+    found = closest_strangers(engine, db, {"Frank_Solich": frank, **others}, progress=False)
+    assert sorted(path.parent.name for path, _, _ in found) == sorted(["Frank_Solich", *others])
+    (first, who, score), *rest = found
+    assert first.parent.name == "Frank_Solich" and who == "Frank Solich"
+    alone = [closest_strangers(engine, db, {"F": [photo]}, progress=False)[0] for photo in frank]
+    assert (first, score) == max(((p, s) for p, _, s in alone), key=lambda found: found[1])
+    assert score > 0.6 > max(s for _, _, s in rest)  # him, and people the door does not know
+    assert [s for _, _, s in found] == sorted((s for _, _, s in found), reverse=True)

@@ -454,12 +454,13 @@ examples:
   edge-app eval visits --strangers 400 --json visits.json
   edge-app eval visits --people 10 --strangers 20       # a quick look
   edge-app eval visits --population devtrain --evidence frame   # tune on DevTrain people
+  edge-app eval visits --strangers-drawn closest --strangers 100  # the hardest strangers
 """
 
 
 def _register_visits(sub: argparse._SubParsersAction) -> None:
     from edge_app.config import EVIDENCE
-    from edge_app.evaluate_visits import PEOPLE, POPULATIONS, SEED, STRANGERS
+    from edge_app.evaluate_visits import PEOPLE, POPULATIONS, SEED, STRANGER_DRAWS, STRANGERS
 
     visits = sub.add_parser(
         "visits",
@@ -484,6 +485,14 @@ def _register_visits(sub: argparse._SubParsersAction) -> None:
         type=count(1),
         default=STRANGERS,
         help=f"stranger visits, one each (default {STRANGERS})",
+    )
+    visits.add_argument(
+        "--strangers-drawn",
+        choices=STRANGER_DRAWS,
+        default=STRANGER_DRAWS[0],
+        help="which people are strangers: drawn at random (the default), or the closest to "
+        "someone enrolled, each by their closest photo as the door scores it (look-alikes; "
+        "every candidate photo is scored first, a few minutes)",
     )
     visits.add_argument(
         "--seed",
@@ -525,6 +534,7 @@ def _run_visits(args: argparse.Namespace) -> int:
         strangers=args.strangers,
         seed=args.seed,
         population=args.population,
+        strangers_drawn=args.strangers_drawn,
         policy={"evidence": args.evidence} if args.evidence else None,
     )
     return _show_timed(table(report), args.json, report)
