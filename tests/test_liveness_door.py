@@ -483,7 +483,10 @@ def test_a_photo_a_live_stranger_raises_for_a_moment_leaves_a_spoof_record(
 
 
 def toward_ada(code: int, cosine: float) -> int:
-    """A face scoring `cosine` against Ada's enrolled one (the scripted door's raw scores)."""
+    """A face scoring `cosine` against Ada's enrolled one (the scripted door's raw scores),
+    under a frame code no other face has: EMBEDDINGS is test_daemon_fast's, shared by every
+    module that imports it, and a code taken twice changes the other module's face."""
+    assert code not in EMBEDDINGS, f"frame code {code} is taken"
     aside = unit(40 + code) - (unit(40 + code) @ EMBEDDINGS[ADA]) * EMBEDDINGS[ADA]
     aside /= np.linalg.norm(aside)
     EMBEDDINGS[code] = (cosine * EMBEDDINGS[ADA] + np.sqrt(1 - cosine**2) * aside).astype(
@@ -493,8 +496,8 @@ def toward_ada(code: int, cosine: float) -> int:
 
 
 THRESHOLD_ADA = 0.6  # the scripted manifest's recognition threshold
-COULD_BE_ADA = toward_ada(13, THRESHOLD_ADA - OWN_FACE_DOUBT / 2)
-NOT_ADA = toward_ada(14, THRESHOLD_ADA - 2 * OWN_FACE_DOUBT)
+COULD_BE_ADA = toward_ada(40, THRESHOLD_ADA - OWN_FACE_DOUBT / 2)
+NOT_ADA = toward_ada(41, THRESHOLD_ADA - 2 * OWN_FACE_DOUBT)
 
 
 @pytest.mark.parametrize(
