@@ -419,9 +419,7 @@ class Recognizer:
         if self.unreadable:
             # Nobody is let in (_shut_out): its empty matcher, on the memory read again; the
             # gallery's build once it reads again centres on that memory too.
-            self.matcher, _ = door_matcher(
-                self.engine, self._settings, self._matrix, memory=self.memory, report=False
-            )
+            self._let_nobody_in()
             return
         self._reread = True
         self._build(self._version, self._matrix, learned=True)
@@ -648,6 +646,11 @@ class Recognizer:
         self._matrix = GalleryMatrix(
             np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.int32), ()
         )
+        self._let_nobody_in()
+
+    def _let_nobody_in(self) -> None:
+        """The matcher of a gallery that cannot be read: no rows (_shut_out's), the current
+        site memory."""
         self.matcher, _ = door_matcher(
             self.engine, self._settings, self._matrix, memory=self.memory, report=False
         )

@@ -246,6 +246,7 @@ def closest_strangers(
     enrolled (the photo's largest face), as (photo, closest enrolled person, score), people
     in descending order of that score: the strangers most like someone enrolled first. A
     person with no face found in any photo is left out."""
+    from edge_app.evaluate_liveness import presented_face
     from edge_app.images import ImageError, load_photo
 
     matcher, _, _ = gallery_matcher(engine, db, report=False)  # door_rule warns
@@ -259,9 +260,9 @@ def closest_strangers(
         except ImageError:
             continue
         faces, embeddings = engine.process(pixels)
-        if not len(faces):
+        face = presented_face(faces)
+        if face is None:
             continue
-        face = int(np.argmax(faces.sizes))
         matches = matcher.identify(embeddings[face : face + 1])
         score = float(matches.scores[0])
         if person not in best or score > best[person][2]:
