@@ -60,21 +60,29 @@ def unit(seed: int) -> np.ndarray:
 
 
 EMBEDDINGS = {ADA: unit(1), STRANGER: unit(2)}
+
+
+def face(code: int, embedding: np.ndarray) -> int:
+    """Give frame code `code` its face, refusing a code already taken: EMBEDDINGS is shared
+    by every module that imports it, so a code given twice silently changes another test's
+    face (all module-level assignments run before the first test)."""
+    assert code not in EMBEDDINGS, f"frame code {code} is taken"
+    EMBEDDINGS[code] = np.asarray(embedding, np.float32)
+    return code
+
+
 # Two views of Ada, each too poor alone (cosine 0.50 to her sample, under the 0.6 threshold)
 # whose errors point opposite ways: their mean is her own embedding.
-ADA_LEFT, ADA_RIGHT = 3, 4
 _ASIDE = unit(3) - (unit(3) @ unit(1)) * unit(1)
 _ASIDE /= np.linalg.norm(_ASIDE)
-EMBEDDINGS[ADA_LEFT] = 0.5 * unit(1) + np.sqrt(0.75) * _ASIDE
-EMBEDDINGS[ADA_RIGHT] = 0.5 * unit(1) - np.sqrt(0.75) * _ASIDE
+ADA_LEFT = face(3, 0.5 * unit(1) + np.sqrt(0.75) * _ASIDE)
+ADA_RIGHT = face(4, 0.5 * unit(1) - np.sqrt(0.75) * _ASIDE)
 # A fair view of Ada: cosine 0.65 to her sample, over the 0.6 threshold.
-ADA_FAIR = 5
-EMBEDDINGS[ADA_FAIR] = 0.65 * unit(1) + np.sqrt(1 - 0.65**2) * _ASIDE
+ADA_FAIR = face(5, 0.65 * unit(1) + np.sqrt(1 - 0.65**2) * _ASIDE)
 # Two views that each fall just short (0.57, within OWN_FACE_DOUBT of the threshold), whose
 # mean is her own embedding again.
-ADA_NEAR_LEFT, ADA_NEAR_RIGHT = 6, 7
-EMBEDDINGS[ADA_NEAR_LEFT] = 0.57 * unit(1) + np.sqrt(1 - 0.57**2) * _ASIDE
-EMBEDDINGS[ADA_NEAR_RIGHT] = 0.57 * unit(1) - np.sqrt(1 - 0.57**2) * _ASIDE
+ADA_NEAR_LEFT = face(6, 0.57 * unit(1) + np.sqrt(1 - 0.57**2) * _ASIDE)
+ADA_NEAR_RIGHT = face(7, 0.57 * unit(1) - np.sqrt(1 - 0.57**2) * _ASIDE)
 
 
 class ScriptedEngine:
@@ -303,12 +311,11 @@ def test_a_resident_who_steps_into_a_strangers_place_is_let_in_at_once(
 # A second resident, and views of each resident as a camera gives them: 0.75 to their own
 # sample, each view's difference from it pointing its own way.
 BOB = "Bob Babbage"
-ADA_VIEW, BOB_VIEW = 15, 16
 _SAMPLE_BOB = unit(6)
-EMBEDDINGS[ADA_VIEW] = 0.75 * unit(1) + np.sqrt(1 - 0.75**2) * _ASIDE
+ADA_VIEW = face(15, 0.75 * unit(1) + np.sqrt(1 - 0.75**2) * _ASIDE)
 _BOB_ASIDE = unit(7) - (unit(7) @ _SAMPLE_BOB) * _SAMPLE_BOB
 _BOB_ASIDE /= np.linalg.norm(_BOB_ASIDE)
-EMBEDDINGS[BOB_VIEW] = 0.75 * _SAMPLE_BOB + np.sqrt(1 - 0.75**2) * _BOB_ASIDE
+BOB_VIEW = face(16, 0.75 * _SAMPLE_BOB + np.sqrt(1 - 0.75**2) * _BOB_ASIDE)
 
 
 @pytest.mark.parametrize("stay", [3.0, 6.0])
@@ -1359,11 +1366,11 @@ def test_a_gallery_without_mirrors_is_reported_at_load(
 
 # Eve's enrolled face is close to Ada's (cosine 0.7, over the 0.6 threshold); a visitor who is
 # neither scores 0.65 against Ada: over the manifest threshold, under one raised above 0.7.
-EVE_NAME, LOOKALIKE = "Eve", 5
+EVE_NAME = "Eve"
 _OTHER = unit(6) - (unit(6) @ unit(1)) * unit(1) - (unit(6) @ _ASIDE) * _ASIDE
 _OTHER /= np.linalg.norm(_OTHER)
 EVE = (0.7 * unit(1) + np.sqrt(1 - 0.49) * _ASIDE).astype(np.float32)
-EMBEDDINGS[LOOKALIKE] = (0.65 * unit(1) + np.sqrt(1 - 0.65**2) * _OTHER).astype(np.float32)
+LOOKALIKE = face(19, 0.65 * unit(1) + np.sqrt(1 - 0.65**2) * _OTHER)
 
 
 @pytest.mark.parametrize("mode", ["raise", "warn"])
@@ -1459,7 +1466,6 @@ def test_a_known_visitor_is_named_and_denied_and_the_pin_never_rises(
 
 # A door whose camera puts every face in one corner: SITE_ADA is enrolled, SITE_LOOKALIKE is a
 # stranger who scores 0.64 against her only because both faces carry the site's direction.
-SITE_ADA, SITE_LOOKALIKE = 10, 11
 _SITE = unit(20)
 
 
@@ -1469,7 +1475,7 @@ def site_face(seed: int) -> np.ndarray:
     return (0.8 * _SITE + 0.6 * own / np.linalg.norm(own)).astype(np.float32)
 
 
-EMBEDDINGS[SITE_ADA], EMBEDDINGS[SITE_LOOKALIKE] = site_face(21), site_face(22)
+SITE_ADA, SITE_LOOKALIKE = face(10, site_face(21)), face(11, site_face(22))
 
 
 def memory_file(gallery: Path) -> Path:
@@ -1520,11 +1526,8 @@ def test_learn_site_learns_at_most_one_visit_a_minute(tmp_path: Path, gallery: P
 
 
 # Someone who scores 0.55 against Ada: under the 0.6 threshold, within LEARN_DOUBT of it.
-NEAR_ADA = 12
 _NEAR = unit(23) - (unit(23) @ unit(1)) * unit(1)
-EMBEDDINGS[NEAR_ADA] = (
-    0.55 * unit(1) + np.sqrt(1 - 0.55**2) * _NEAR / np.linalg.norm(_NEAR)
-).astype(np.float32)
+NEAR_ADA = face(12, 0.55 * unit(1) + np.sqrt(1 - 0.55**2) * _NEAR / np.linalg.norm(_NEAR))
 
 
 def test_learn_site_does_not_learn_a_visit_that_came_close_to_a_resident(
@@ -1601,10 +1604,12 @@ def test_a_site_memory_it_cannot_use_is_set_aside(tmp_path: Path, gallery: Path)
 
 # --- only faces presented at the door are judged (edge_app.quality.presented_faces) ----------
 
-BEHIND, SIDE_BY_SIDE = 12, 13  # a stranger in front with Ada far behind; the two side by side
-# Ada far behind, and the stranger in front missed by the detector on this frame (a turn of
-# the head, a hand over the face: the tracker keeps their track for max_missed frames).
-FRONT_MISSED = 14
+# Frame codes TwoFaceEngine reads itself, none of them a face in EMBEDDINGS: a stranger in
+# front with Ada far behind; the two side by side; Ada far behind, and the stranger in front
+# missed by the detector on this frame (a turn of the head, a hand over the face: the
+# tracker keeps their track for max_missed frames).
+BEHIND, SIDE_BY_SIDE, FRONT_MISSED = 32, 33, 34
+assert not {BEHIND, SIDE_BY_SIDE, FRONT_MISSED} & EMBEDDINGS.keys()
 FRONT = np.array([10, 5, 90, 85], np.float32)  # 80 px
 FAR = np.array([120, 20, 150, 50], np.float32)  # 30 px: far behind
 BESIDE = np.array([95, 10, 158, 73], np.float32)  # 63 px: beside the first
@@ -2000,8 +2005,7 @@ def test_allowed_hours_keep_the_door_shut_while_nothing_has_set_the_clock(
 
 
 # Another stranger, unlike the first (so the repeat guard lets both be learned) and far from Ada.
-OTHER_STRANGER = 18  # a code of its own (SIDE_BY_SIDE's 13 is read by another engine)
-EMBEDDINGS[OTHER_STRANGER] = unit(31)
+OTHER_STRANGER = face(18, unit(31))
 
 
 def test_site_forget_while_the_door_learns_a_visit_is_not_undone(

@@ -33,6 +33,7 @@ from test_daemon_fast import (
     _door_toml,
     assert_fail_secure,
     door,
+    face,
     gallery_of_ada,
     jsonl,
     states,
@@ -485,14 +486,10 @@ def test_a_photo_a_live_stranger_raises_for_a_moment_leaves_a_spoof_record(
 def toward_ada(code: int, cosine: float) -> int:
     """A face scoring `cosine` against Ada's enrolled one (the scripted door's raw scores),
     under a frame code no other face has: EMBEDDINGS is test_daemon_fast's, shared by every
-    module that imports it, and a code taken twice changes the other module's face."""
-    assert code not in EMBEDDINGS, f"frame code {code} is taken"
+    module that imports it, and `face` refuses a code already taken."""
     aside = unit(40 + code) - (unit(40 + code) @ EMBEDDINGS[ADA]) * EMBEDDINGS[ADA]
     aside /= np.linalg.norm(aside)
-    EMBEDDINGS[code] = (cosine * EMBEDDINGS[ADA] + np.sqrt(1 - cosine**2) * aside).astype(
-        np.float32
-    )
-    return code
+    return face(code, cosine * EMBEDDINGS[ADA] + np.sqrt(1 - cosine**2) * aside)
 
 
 THRESHOLD_ADA = 0.6  # the scripted manifest's recognition threshold
