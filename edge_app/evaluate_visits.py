@@ -442,7 +442,11 @@ def _evaluate(
         drawn: dict[str, Any] = {"how": strangers_drawn}
         if strangers_drawn == "closest":
             closest = closest_strangers(engine, db, {p: photos[p] for p in others}, progress)
-            drawn |= {"candidates": {"people": len(others), "photos": len(closest)}}
+            drawn["candidates"] = {
+                "people": len(others),
+                "photos": sum(len(photos[p]) for p in others),
+                "people_with_a_face": len(closest),
+            }
             stranger_photos = [path for path, _, _ in closest[:strangers]]
             drawn["scores"] = [
                 {"photo": rel(path), "closest": who, "score": round(score, 4)}
