@@ -107,6 +107,11 @@ EMBEDDING_BYTES = EMBEDDING_DIM * 4  # little-endian float32
 SUM_ROWS = 8192
 BUSY_TIMEOUT_MS = 5000
 MAX_NAME_LENGTH = 100
+# Typed input longer than this is no one's name, refused (check_name) or found to be nobody
+# (lookups, did_you_mean) before any Unicode normalisation: normalising takes time growing
+# with the square of a run of combining marks (seconds for a form's 16 kB of U+0F73, with
+# the interpreter lock held), and no stored name is longer than MAX_NAME_LENGTH characters.
+MAX_TYPED_NAME = 10 * MAX_NAME_LENGTH
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # PRAGMA application_id of every gallery from schema v3 on: "EDGE" in ASCII.
 APPLICATION_ID = 0x45444745
@@ -370,6 +375,8 @@ def did_you_mean(name: str, enrolled: Iterable[str]) -> str:
     """ " (did you mean 'X'?)" naming the enrolled name nearest to a typed one that is not
     enrolled, or "" when none is close (a typo, not another person). A name that looks like
     the typed one (name_skeleton) is nearest."""
+    if len(name) > MAX_TYPED_NAME:
+        return ""
     enrolled = list(enrolled)
     twin = reads_like(name, enrolled)
     if twin is not None:
@@ -391,6 +398,8 @@ def check_name(name: object) -> str:
     logs and JSON)."""
     if not isinstance(name, str):
         raise GalleryError(f"the name must be a string, not {type(name).__name__}")
+    if len(name) > MAX_TYPED_NAME:
+        raise GalleryError(f"the name is longer than {MAX_NAME_LENGTH} characters")
     cleaned = name_display(name)
     if not cleaned:
         raise GalleryError("the name is empty")
@@ -1208,8 +1217,8 @@ class Gallery:
         A gallery enrolled before the name rule may hold two names with the same key; the
         one typed exactly wins, else the first enrolled.
         """
-        if not_utf8(name):
-            return None  # bytes that are not UTF-8 (a Latin-1 terminal): no name has them
+        if not_utf8(name) or len(name) > MAX_TYPED_NAME:
+            return None  # bytes that are not UTF-8 (a Latin-1 terminal), or far too long
         rows = self._db.execute(
             "SELECT id, name FROM people WHERE name_key(name) = ? ORDER BY id", (name_key(name),)
         ).fetchall()

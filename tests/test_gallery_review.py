@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -301,6 +302,42 @@ def test_an_access_value_other_than_1_gives_no_access(db: Path) -> None:
 
 
 # --- what an import or a name may hold -------------------------------------------------------
+
+
+def test_typed_input_far_longer_than_any_name_is_never_normalised(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Normalising a run of combining marks takes time growing with its square: a form's
+    16 kB of U+0F73 held the hub's interpreter lock for seconds. Input longer than
+    MAX_TYPED_NAME is refused (a new name) or nobody (a lookup) without being normalised;
+    the longest still normalised costs a few milliseconds."""
+    from edge_app import gallery as module
+
+    normalised: list[int] = []
+    normalize = module.unicodedata.normalize
+
+    def counting(form: Literal["NFC", "NFD", "NFKC", "NFKD"], text: str) -> str:
+        normalised.append(len(text))
+        return normalize(form, text)
+
+    monkeypatch.setattr(module.unicodedata, "normalize", counting)
+    longest, over = "\u0f73" * module.MAX_TYPED_NAME, "\u0f73" * (module.MAX_TYPED_NAME + 1)
+    with pytest.raises(GalleryError, match="the name is longer than 100 characters"):
+        check_name(over)
+    with pytest.raises(GalleryError, match="the name is longer than 100 characters"):
+        check_name("P" + " " * module.MAX_TYPED_NAME)  # spaces count: it is what was typed
+    assert module.did_you_mean(over, ["Paul"]) == ""
+    with Gallery.open(db) as gallery:
+        assert not gallery.has(over)
+        with pytest.raises(GalleryError, match="not enrolled"):
+            gallery.remove([over])
+        with pytest.raises(GalleryError, match="not enrolled"):
+            gallery.rename(over, "Pat")
+        assert sorted(p.name for p in gallery.people()) == ["Jennifer", "Paul"]
+    assert max(normalised, default=0) <= len("Pat")  # the new name of the rename only
+    with pytest.raises(GalleryError, match="the name is longer than 100 characters"):
+        check_name(longest)  # normalised, then refused by its length as stored
+    assert max(normalised) == module.MAX_TYPED_NAME
 
 
 def export_of(db: Path) -> str:

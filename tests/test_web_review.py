@@ -22,7 +22,7 @@ from test_web import Site, add_person, names_in, serve
 from web_support import PASSWORD, csrf_of
 
 from edge_app.web import auth
-from edge_app.web.forms import MAX_FIELDS
+from edge_app.web.forms import FIELD_MAX_BYTES, MAX_FIELDS
 
 
 @pytest.fixture
@@ -190,6 +190,79 @@ def test_form_text_that_is_not_utf8_is_refused_not_altered(site: Site) -> None:
         assert multipart.status_code == 400, multipart.text
         assert "malformed upload (the field &#39;new_name&#39; is not UTF-8)" in multipart.text
     assert names_in(db) == ["Zoe"]  # not renamed to "Zo\ufffd"
+
+
+def test_a_plain_field_over_16_kb_is_refused_in_an_urlencoded_form_too(site: Site) -> None:
+    """FIELD_MAX_BYTES holds for urlencoded forms (every form but the photo uploads) as for
+    multipart ones: a 64 KiB body cannot carry a 63 kB name (U+0F73, whose normalisation
+    takes time quadratic in its count, with the interpreter lock held: the whole hub, its
+    MQTT thread too, would stand still for seconds). Both encodings refuse the field, 413,
+    before any handler."""
+    db = Path(site.config.gallery.path)
+    add_person(db, "Yann")
+    longest = "y" * FIELD_MAX_BYTES
+    # Sent as raw UTF-8, as a script may: 3 bytes a character, 21,000 in the form's 64 KiB.
+    over = "\u0f73" * (FIELD_MAX_BYTES // 3 + 1)
+    with site.client() as client:
+        site.login(client)
+        token = site.token(client)
+
+        def rename(name: str, new_name: str) -> httpx.Response:
+            body = f"csrf_token={token}&name={name}&new_name={new_name}".encode()
+            headers = {"content-type": "application/x-www-form-urlencoded"}
+            return client.post("/people/rename", content=body, headers=headers)
+
+        for name, new_name in ((over, "Yves"), ("Yann", over), ("Yann", longest + "y")):
+            reply = rename(name, new_name)
+            assert reply.status_code == 413, reply.text
+            field = "name" if name == over else "new_name"
+            assert f"the field &#39;{field}&#39; is too long" in reply.text
+        at_the_limit = rename("Yann", longest)  # the form takes it; the name rules do not
+        assert at_the_limit.status_code == 422
+        assert "longer than 100 characters" in at_the_limit.text
+        boundary = "edge"
+        fields = [("csrf_token", token.encode()), ("name", b"Yann")]
+        fields.append(("new_name", over.encode()))
+        multipart = _multipart_post(
+            client, "/people/rename", _multipart(boundary, fields), boundary, token
+        )
+        assert multipart.status_code == 413  # the same refusal as before, in its words
+        assert "the field &#39;new_name&#39; is too long" in multipart.text
+    assert names_in(db) == ["Yann"]
+
+
+def test_a_form_in_a_shape_no_form_of_the_page_has_is_refused_and_changes_nothing(
+    site: Site,
+) -> None:
+    """Another content type, a file sent to a form that takes none, a part without a name or
+    whose name is not UTF-8: each a 4xx naming what is wrong, with a valid token and session,
+    and the rename they carry is not done."""
+    db = Path(site.config.gallery.path)
+    add_person(db, "Una")
+    with site.client() as client:
+        site.login(client)
+        token = site.token(client)
+        fields = f"csrf_token={token}&name=Una&new_name=Uma"
+        for kind in ("application/json", "text/plain", "application/xml"):
+            reply = client.post(
+                "/people/rename", content=fields.encode(), headers={"content-type": kind}
+            )
+            assert reply.status_code == 415, (kind, reply.text)
+            assert f"unsupported content type &#39;{kind}&#39;" in reply.text
+        boundary = "edge"
+        start = f"--{boundary}\r\nContent-Disposition: form-data"
+        named = _multipart(boundary, [("name", b"Una"), ("new_name", b"Uma")])
+        shapes = {
+            "this form takes no files": f'{start}; name="x"; filename="a.jpg"\r\n\r\nv\r\n',
+            "a form part without a name": f"{start}\r\n\r\nv\r\n",
+            "a field&#39;s name is not UTF-8": f'{start}; name="\xff"\r\n\r\nv\r\n',
+        }
+        for said, part in shapes.items():
+            body = part.encode("latin-1") + named
+            reply = _multipart_post(client, "/people/rename", body, boundary, token)
+            assert reply.status_code == 400, (said, reply.text)
+            assert said in reply.text
+    assert names_in(db) == ["Una"]
 
 
 def test_a_multipart_body_cut_before_its_closing_boundary_is_refused(site: Site) -> None:

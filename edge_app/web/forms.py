@@ -5,9 +5,12 @@ biometric data and must not land anywhere but the gallery, so uploads are parsed
 memory, by python-multipart's streaming parser. The request is refused as soon as its declared
 length, its running length, its number of files or parts or the size of a plain field goes
 over the limit, so a hostile client cannot make the hub buffer more than the limit (nor keep
-the server's event loop busy parsing hundreds of thousands of empty parts). A form whose text
-is not UTF-8, or a multipart body that ends before its closing boundary, is refused (400)
-rather than read as something else than what was sent.
+the server's event loop busy parsing hundreds of thousands of empty parts). A plain field's
+limit (FIELD_MAX_BYTES) is the same in both encodings, so no field of any form carries more
+than that into the handlers (the gallery's name rules, for one, refuse longer input before
+normalising it: edge_app.gallery.MAX_TYPED_NAME). A form whose text is not UTF-8, or a
+multipart body that ends before its closing boundary, is refused (400) rather than read as
+something else than what was sent.
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ async def read_form(request: Request, limits: Limits) -> Form:
         except (UnicodeDecodeError, ValueError) as error:
             raise FormError(f"malformed form ({error})", 400) from None
         for key, value in pairs:
+            if len(value.encode("utf-8")) > FIELD_MAX_BYTES:
+                raise _field_too_long(key)
             form.fields.setdefault(key, []).append(value)
         return form
     raise FormError(f"unsupported content type {kind.decode('latin-1')!r}", 415)
@@ -110,6 +115,11 @@ class _Part:
     name: str = ""
     filename: str | None = None
     data: bytearray = field(default_factory=bytearray)
+
+
+def _field_too_long(name: str) -> FormError:
+    """A plain field over FIELD_MAX_BYTES, in either encoding."""
+    return FormError(f"the field {name[:100]!r} is too long", 413)
 
 
 def _utf8(data: bytes | bytearray, what: str) -> str:
@@ -163,7 +173,7 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int, max_fil
     def on_part_data(data: bytes, start: int, end: int) -> None:
         part.data.extend(data[start:end])
         if part.filename is None and len(part.data) > FIELD_MAX_BYTES:
-            raise FormError(f"the field {part.name!r} is too long", 413)
+            raise _field_too_long(part.name)
 
     def on_part_end() -> None:
         data = part.data  # the next part gets a buffer of its own (on_part_begin)
