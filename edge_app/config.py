@@ -536,6 +536,9 @@ class GalleryConfig:
 
 # The longest pulse the strike may be given: gpio.pulse_seconds and every Relay.pulse().
 PULSE_SECONDS_MAX = 60.0
+# The longest `[policy] cooldown_seconds`: an unlock longer ago holds no one back, whatever a
+# reload sets (edge_app.policy forgets it).
+COOLDOWN_SECONDS_MAX = 86400.0
 # The shortest gpio.pulse_seconds: a relay takes about 10 ms to switch and a strike longer to
 # release, so a pulse of milliseconds was an unlock logged and no door opened.
 PULSE_SECONDS_MIN = 0.1
@@ -554,7 +557,7 @@ class GpioConfig:
 class PolicyConfig:
     hits: int = _key(3, _integer(1, 100))
     window: int = _key(5, _integer(1, 100))
-    cooldown_seconds: float = _key(30.0, _number(0.0, 86400.0))
+    cooldown_seconds: float = _key(30.0, _number(0.0, COOLDOWN_SECONDS_MAX))
     allowed_hours: tuple[str, ...] = _key((), _hours)
     # "track": each vote matches the quality-weighted mean of the track's embeddings so far
     # (edge_app/fusion.py); "frame": each vote matches that frame's embedding alone.

@@ -57,7 +57,12 @@ from statistics import fmean
 
 import numpy as np
 
-from edge_app.config import LIVE_WINDOW_FRAMES, PolicyConfig, votes_problem
+from edge_app.config import (
+    COOLDOWN_SECONDS_MAX,
+    LIVE_WINDOW_FRAMES,
+    PolicyConfig,
+    votes_problem,
+)
 from edge_app.liveness_rule import (
     OFF,
     REQUIRE,
@@ -607,6 +612,13 @@ class Policy:
             other: when
             for other, when in self._opened_before.items()
             if now - when < self.cooldown_seconds
+        }
+        # An unlock longer ago than any cooldown a reload may set holds no one back: kept,
+        # one entry per name ever let in would grow for as long as the door runs.
+        self._last_unlock = {
+            other: when
+            for other, when in self._last_unlock.items()
+            if now - when < COOLDOWN_SECONDS_MAX
         }
         last = self._last_unlock.get(name)
         if last is not None and now - last < self.cooldown_seconds:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from dataclasses import dataclass
+from statistics import median
 
 import numpy as np
 
@@ -24,7 +26,11 @@ log = logging.getLogger(__name__)
 # have been arriving, if longer) ends every track: the camera stalled or reconnected, and
 # whoever stands at the door afterwards is a new visit, not the face of before.
 TRACK_GAP_SECONDS = 1.0
-INTERVAL_WEIGHT = 0.1  # of a new interval in the running mean of the frame interval
+# The rate frames arrive at is the median of this many of the latest intervals between them,
+# every interval counted, those that ended the tracks too: frames that always come more than
+# TRACK_GAP_SECONDS apart (camera.fps under 1, a slow CPU) are the rate after a few of them,
+# not an outage at every frame, while one outage is not taken for the rate.
+RATE_INTERVALS = 9
 
 
 def greedy_assign(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
@@ -78,7 +84,8 @@ class IoUTracker:
         self.tracks: list[Track] = []
         self._ids = itertools.count(1)
         self._at: float | None = None  # the last frame's time
-        self._interval: float | None = None  # running mean of the time between frames
+        # the latest times between frames (RATE_INTERVALS of them)
+        self._intervals: deque[float] = deque(maxlen=RATE_INTERVALS)
         self._size: tuple[int, int] | None = None  # the last frame's (width, height)
         self.configure(config or TrackingConfig())
 
@@ -140,8 +147,8 @@ class IoUTracker:
     def gap_seconds(self) -> float:
         """The longest time between two frames that keeps the tracks: TRACK_GAP_SECONDS, or
         more than max_missed frames at the rate they have been arriving (a slow CPU)."""
-        frames = (self.max_missed + 1) * (self._interval or 0.0)
-        return max(TRACK_GAP_SECONDS, frames)
+        rate = median(self._intervals) if self._intervals else 0.0
+        return max(TRACK_GAP_SECONDS, (self.max_missed + 1) * rate)
 
     def _after_gap(self, at: float | None) -> list[Track]:
         """The tracks a gap before the frame at `at` ends (all of them, or none)."""
@@ -151,14 +158,12 @@ class IoUTracker:
         if last is None:
             return []
         interval = at - last
-        if interval > self.gap_seconds():
+        gap = interval > self.gap_seconds()  # judged on the rate before this interval
+        if interval >= 0:
+            self._intervals.append(interval)
+        if gap:
             log.info("no frame for %.1f s: the %d track(s) in view end", interval, len(self.tracks))
             return self.end_all()
-        if interval >= 0:
-            mean = self._interval
-            self._interval = (
-                interval if mean is None else mean + INTERVAL_WEIGHT * (interval - mean)
-            )
         return []
 
     def _scale_to(self, size: tuple[int, int] | None) -> None:

@@ -772,6 +772,22 @@ def test_a_resident_still_in_view_after_a_camera_outage_is_a_new_visit(
     assert_fail_secure(factory)
 
 
+def test_a_camera_slower_than_a_frame_a_second_still_lets_a_resident_in(
+    tmp_path: Path, gallery: Path
+) -> None:
+    """Frames 2 s apart (camera.fps = 0.5, which the config allows down to 0.1; or a Pi's
+    CPU taking over a second a frame) are the camera's rate, not an outage at every frame
+    that ends every track: Ada's track gathers its votes and she is let in."""
+    frames = write_frames(tmp_path / "frames", visit(after=5))
+    factory = MockFactory()
+    config = door(tmp_path, gallery, frames, camera={"fps": 0.5})
+    daemon = Daemon(config, engine=ScriptedEngine(delay=0.0), pin_factory=factory)
+    assert daemon.run() == 0
+    assert [e["type"] for e in jsonl(tmp_path)] == ["recognized", "unlock", "relock"]
+    assert states(factory) == [False, True, False]
+    assert_fail_secure(factory)
+
+
 def test_reload_reads_the_version_before_the_rows(tmp_path: Path, gallery: Path) -> None:
     """A remove committed while the gallery is being loaded is seen on the next check."""
     recognizer = Recognizer(ScriptedEngine(), gallery, Config().recognition)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from edge_app.config import ClockConfig, PolicyConfig
+from edge_app.config import COOLDOWN_SECONDS_MAX, ClockConfig, PolicyConfig
 from edge_app.liveness_rule import LiveRule
 from edge_app.policy import (
     CLOCK_NOT_SET,
@@ -327,6 +327,25 @@ def test_reconfigure_keeps_cooldowns(clock: Clock) -> None:
     assert kinds(policy.vote(2, alice())) == [RECOGNIZED, DENIED]
     with pytest.raises(ValueError, match="hits <= window"):
         policy.configure(PolicyConfig(hits=4, window=3, cooldown_seconds=0))
+
+
+def test_the_cooldowns_kept_do_not_grow_with_everyone_ever_let_in(clock: Clock) -> None:
+    """The time of each person's last unlock is kept only while a cooldown could still
+    hold them back, not one entry per name ever let in (guests enrolled for a stay and
+    removed, renames) for as long as the door runs: those older than the longest cooldown a
+    config may set go, and one within it still holds after a reload raises the cooldown."""
+    policy = make(clock)
+    for person in range(200):
+        for _ in range(3):
+            decisions = policy.vote(person, Vote(f"guest {person}", 0.8, 0.1))
+        assert kinds(decisions) == [RECOGNIZED, UNLOCK]
+        policy.end(person)
+        clock.now += COOLDOWN_SECONDS_MAX / 4
+    assert len(policy._last_unlock) <= 5
+    policy.configure(PolicyConfig(hits=3, window=5, cooldown_seconds=COOLDOWN_SECONDS_MAX))
+    for _ in range(3):
+        again = policy.vote(1000, Vote("guest 199", 0.8, 0.1))
+    assert kinds(again) == [RECOGNIZED, DENIED] and again[1].reason == "cooldown"
 
 
 def dan(admitted: bool = False, liveness: float | None = None) -> Vote:

@@ -131,6 +131,35 @@ def test_the_gap_that_ends_tracks_grows_with_the_time_between_frames() -> None:
     assert [track.track_id for track in ended] == [1]
 
 
+def test_frames_slower_than_one_a_second_keep_their_tracks() -> None:
+    """Frames that always come more than TRACK_GAP_SECONDS apart (camera.fps = 0.5, or a
+    Pi's CPU taking 1.2 s a frame) are the rate the tracker learns, every interval counted,
+    so they keep their tracks after the first; one outage does not teach it (a second one
+    right after is still an outage)."""
+    for interval in (2.0, 1.2):
+        tracker = IoUTracker(TrackingConfig(max_missed=5))
+        ids = set()
+        for n in range(10):
+            [track], _ = tracker.update(np.array([box(100, 100)]), at=n * interval)
+            ids.add(track.track_id)
+        assert len(ids) <= 2, f"a frame every {interval} s: {len(ids)} tracks for one face"
+        assert tracker.gap_seconds() > 6 * interval - 0.1
+    tracker = IoUTracker(TrackingConfig(max_missed=5))
+    at = 0.0
+    for _ in range(30):
+        at += 0.1
+        [first], ended = tracker.update(np.array([box(100, 100)]), at=at)
+    at += 8.0  # an outage
+    [second], ended = tracker.update(np.array([box(100, 100)]), at=at)
+    assert ended == [first]
+    for _ in range(5):
+        at += 0.1
+        tracker.update(np.array([box(100, 100)]), at=at)
+    at += 1.5  # another, soon after: still one
+    _, ended = tracker.update(np.array([box(100, 100)]), at=at)
+    assert ended == [second]
+
+
 def test_a_frame_of_another_size_keeps_the_tracks_scaled_to_it() -> None:
     """A camera back at another resolution shows the same view: one visit, not two."""
     tracker = IoUTracker(TrackingConfig())
