@@ -866,6 +866,8 @@ def _check_probe_photo(photo: Path) -> None:
     """The float cascade's probe photo is read now, not after an hour of converting."""
     if photo.exists() and not photo.is_file():
         raise BuildError(f"the probe photo {photo} is not a regular file; give a photo of a face")
+    if not photo.is_file() and photo != PROBE_PHOTO:  # one given with --probe-photo
+        raise BuildError(f"the probe photo {photo} does not exist; give a photo of one face")
     if not photo.is_file():
         raise BuildError(
             f"the probe photo {photo} is missing: it is part of the source checkout "

@@ -747,9 +747,10 @@ def load_photo(path: Path | str, max_side: int | None = MAX_SIDE) -> Photo:
 
 
 def expand_image_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
-    """Files as given, and the images inside folders (sorted, one level deep). Hidden files
-    in a folder are left out: macOS writes `._IMG_0001.jpg` beside each photo on a FAT or
-    exFAT card, metadata that is not an image and would fail the whole enrolment.
+    """Files as given, and the images inside folders (sorted, one level deep: the folders
+    inside are left out, whatever their names). Hidden files in a folder are left out: macOS
+    writes `._IMG_0001.jpg` beside each photo on a FAT or exFAT card, metadata that is not an
+    image and would fail the whole enrolment.
 
     A path the system will not look at (no permission on its folder, a name too long) is
     yielded as a file: reading it is then that photo's refusal, as for any unreadable photo.
@@ -764,7 +765,10 @@ def expand_image_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
             yield path
             continue
         try:
-            names = sorted(p for p in path.iterdir() if is_photo_name(p))
+            # A folder inside named like a photo ("2019.jpg") is a folder, left out as any
+            # other: enroll expands the list again, which would read the photos in it (two
+            # levels deep) or, were it empty, refuse the whole enrolment ("no images found").
+            names = sorted(p for p in path.iterdir() if is_photo_name(p) and not p.is_dir())
         except OSError as error:
             raise unreadable(path, error, "the folder") from None
         yield from names

@@ -68,6 +68,8 @@ def read_pairs(path: Path) -> PairList:
         if len(header) not in (1, 2):
             raise ValueError
         counts = [int(field) for field in header]
+        if any(count < 0 for count in counts):  # "-1 -1" promised "(2 lines)"
+            raise ValueError
     except ValueError:
         raise UserError(
             f"{path}: the first line must be a count or '<folds> <pairs>' (LFW's own pair "
@@ -88,7 +90,8 @@ def read_pairs(path: Path) -> PairList:
         first.append(pair[0])
         second.append(pair[1])
         same.append(pair[2])
-        fold.append(0 if per_fold is None else index // (2 * per_fold))
+        # No fold at all for a header of 0 pairs per fold: the count check below refuses it.
+        fold.append(index // (2 * per_fold) if per_fold else 0)
     if len(counts) == 1 and (len(first) != 2 * counts[0] or sum(same) != counts[0]):
         # A truncated pairsDevTest.txt was scored as if whole, to a figure that meant little.
         raise UserError(

@@ -165,6 +165,10 @@ def test_a_number_of_events_out_of_range_is_refused_while_parsing(
         (["--events-db", "{db}", "--from", "2026-02-30"], "--from: '2026-02-30' is not a date"),
         (["--events-db", "{db}", "--from", "2026-03-09", "--to", "2026-03-01"], "is after --to"),
         (["--events-db", "{db}", "--person", " "], "--person is empty"),
+        # A sweep: a name whose bytes are not UTF-8 (as a Latin-1 shell passes it) ended in a
+        # UnicodeEncodeError traceback from SQLite, listing or --csv.
+        (["--events-db", "{db}", "--person", "Ana\udce9"], "is not valid UTF-8 text"),
+        (["--events-db", "{db}", "--csv", "--person", "\udcff"], "is not valid UTF-8 text"),
         (["--events-db", "{db}", "--csv", "--follow"], "--follow prints events as text or --json"),
     ],
 )

@@ -778,6 +778,35 @@ def test_a_damaged_gallery_is_one_line_and_exit_2_in_every_command(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.db"]
 
 
+@pytest.mark.parametrize("content", [b"", b"not a database", None], ids=["empty", "text", "events"])
+def test_doctor_words_a_file_that_is_not_a_gallery_for_its_config(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    """A sweep: doctor's gallery row for a gallery.path that is no gallery (empty, another
+    file, another SQLite database) advised "pass --db", an option doctor does not have, and
+    fixed it by "check the file's owner and permissions", which no chmod does. It now names
+    gallery.path, as `run --check-config` does, and the file is left as it was."""
+    from edge_app.commands.doctor import _gallery_checks
+    from edge_app.config import parse_config
+    from edge_app.events import EventLog
+
+    db = tmp_path / "gallery.db"
+    if content is None:
+        EventLog(db).close()
+    else:
+        db.write_bytes(content)
+    before = db.read_bytes()
+
+    (check,) = _gallery_checks(parse_config({"gallery": {"path": str(db)}}))
+
+    assert check.status == "fail", check
+    assert "--db" not in check.detail, check.detail
+    assert "set gallery.path to the path of an edge-app gallery" in check.detail
+    assert "owner" not in check.fix and "permissions" not in check.fix, check.fix
+    assert "gallery.path" in check.fix
+    assert db.read_bytes() == before
+
+
 def test_doctor_fails_the_gallery_row_of_a_damaged_gallery(tmp_path: Path) -> None:
     """Defect: `doctor` itself crashed with a traceback on a damaged gallery."""
     db = damaged_gallery(tmp_path / "gallery.db")
@@ -879,6 +908,40 @@ def test_hub_secrets_on_stdin_without_a_line_end_are_bounded(
     assert f"the {what} on standard input is longer than 65536 characters" in one_error_line(
         done.stderr
     )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml"]
+
+
+@pytest.mark.parametrize("encoding", [None, "utf-8"], ids=["locale", "strict utf-8"])
+@pytest.mark.parametrize(("command", "what"), [("passwd", "password"), ("unlock-code", "code")])
+def test_hub_secrets_on_stdin_that_are_not_utf8_are_refused(
+    tmp_path: Path, command: str, what: str, encoding: str | None
+) -> None:
+    """A sweep: bytes that are not UTF-8 on `hub passwd --stdin` / `hub unlock-code --stdin`
+    ended in a UnicodeDecodeError traceback where stdin decodes strictly (a UTF-8 locale such
+    as en_GB.UTF-8, or PYTHONIOENCODING), and were refused as "control characters"
+    elsewhere. Both say the input is not UTF-8, and nothing is written."""
+    config = tmp_path / "door.toml"
+    config.write_text(
+        f'[web]\npassword_file = "{tmp_path / "web-password"}"\n'
+        f'[mqtt]\nunlock_code_file = "{tmp_path / "unlock.code"}"\n'
+    )
+    env = _env()
+    if encoding is not None:
+        env["PYTHONIOENCODING"] = encoding
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "hub", command, "--stdin", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        input=b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\n",
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    stderr = done.stderr.decode(errors="replace")
+    assert "Traceback" not in stderr, stderr
+    assert done.returncode == 2, stderr
+    line = one_error_line(stderr)
+    assert f"the {what} on standard input is not UTF-8 text; nothing changed" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml"]
 
 

@@ -404,7 +404,11 @@ def test_float_cascade_checks_the_probe_photo_before_converting(
     missing = tmp_path / "missing.jpg"
     code = edge_convert("float-cascade", "--models", str(models), "--probe-photo", str(missing))
     assert code == 2
-    assert str(missing) in one_error(capsys.readouterr().err)
+    line = one_error(capsys.readouterr().err)
+    assert f"the probe photo {missing} does not exist; give a photo of one face" in line
+    # A sweep: a mistyped --probe-photo was said to be "part of the source checkout
+    # (tests/data)", the default photo's words, which sent the user to reinstall.
+    assert "source checkout" not in line
     assert tree(models) == [MANIFEST_NAME]
 
 

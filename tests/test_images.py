@@ -374,6 +374,21 @@ def test_folders_list_every_image_name_even_a_fifo(tmp_path: Path) -> None:
     refused(paths[1], "not a regular file")
 
 
+def test_folders_inside_a_folder_are_left_out_whatever_their_names(tmp_path: Path) -> None:
+    """A sweep: a folder named like a photo inside the folder given ("2019.jpg/") was listed
+    as a photo; `enroll` expands its list a second time, so it then enrolled the photos two
+    levels deep, or, that folder empty, refused the whole enrolment with "no images found in
+    2019.jpg", a folder the user never named. The listing is one level deep."""
+    (tmp_path / "a.jpg").write_bytes(PHOTO.read_bytes())
+    (tmp_path / "2019.jpg").mkdir()
+    (tmp_path / "2020.png").mkdir()
+    (tmp_path / "2020.png" / "b.jpg").write_bytes(PHOTO.read_bytes())
+    assert [p.name for p in expand_image_paths([tmp_path])] == ["a.jpg"]
+    listed = image_files([tmp_path])
+    assert [p.name for p in listed] == ["a.jpg"]
+    assert image_files(listed) == listed  # what enroll_photos does with the command's list
+
+
 def test_folders_leave_out_hidden_files_but_a_named_one_is_read(tmp_path: Path) -> None:
     """macOS writes `._NAME.jpg` metadata beside each photo on a FAT card: not an image."""
     (tmp_path / "a.jpg").write_bytes(PHOTO.read_bytes())

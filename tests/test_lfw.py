@@ -109,6 +109,10 @@ def test_the_committed_sample_pair_list() -> None:
         ),
         (["garbage", "Ann\t1\t2", "Ann\t1\tBo\t2"], "first line must be a count"),
         (["Ann\t1\t2", "Ann\t1\tBo\t2"], "first line must be a count .* not 'Ann 1 2'"),
+        # A sweep: "1 0" over pairs divided by zero (a traceback), "-1 -1" promised 2 lines.
+        (["1\t0", "Ann\t1\t2", "Ann\t1\tBo\t2"], "promises 1 folds of 0 .* has 2"),
+        (["-1\t-1"], "first line must be a count .* not '-1 -1'"),
+        (["-2", "Ann\t1\t2", "Ann\t1\tBo\t2"], "first line must be a count .* not '-2'"),
     ],
     ids=[
         "too few fields",
@@ -123,6 +127,9 @@ def test_the_committed_sample_pair_list() -> None:
         "count split",
         "word header",
         "no header",
+        "zero per fold",
+        "negative fold header",
+        "negative count",
     ],  # fmt: skip
 )
 def test_bad_pair_lists_are_user_errors(tmp_path: Path, lines: list[str], expected: str) -> None:

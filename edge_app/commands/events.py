@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from edge_app.arg_types import count
 from edge_app.commands import config_path, file_path, shown
-from edge_app.errors import UserError
+from edge_app.errors import UserError, not_utf8, shown_value
 from edge_app.paths import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
@@ -163,6 +163,11 @@ def run_events(args: argparse.Namespace) -> int:
         raise UserError("--follow prints events as text or --json, not --csv")
     if args.person is not None and not args.person.strip():
         raise UserError("--person is empty: give a name, or leave the option out")
+    if args.person is not None and not_utf8(args.person):  # SQLite cannot take it
+        raise UserError(
+            f"--person {shown_value(args.person)} is not valid UTF-8 text, so no one's name: "
+            "type the name as `edge-app list` shows it"
+        )
     db = events_db(args)
     if not db.exists():
         raise UserError(

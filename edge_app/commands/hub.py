@@ -190,12 +190,20 @@ def _read_new_secret(from_stdin: bool, prompt: str, what: str, check: Callable[[
         from edge_app.private_file import MAX_SECRET_BYTES
 
         # Bounded: `< /dev/zero` (or any file without a line end) must not fill the memory.
-        line = sys.stdin.readline(MAX_SECRET_BYTES + 1)
-        if len(line) > MAX_SECRET_BYTES:
+        # Read as bytes and decoded here: stdin's own decoding raises UnicodeDecodeError in a
+        # UTF-8 locale, or lets the bytes through as "control characters" in another.
+        raw = sys.stdin.buffer.readline(MAX_SECRET_BYTES + 1)
+        if len(raw) > MAX_SECRET_BYTES:
             raise UserError(
                 f"the {what} on standard input is longer than {MAX_SECRET_BYTES} characters; "
                 "nothing changed"
             )
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(
+                f"the {what} on standard input is not UTF-8 text; nothing changed"
+            ) from None
         return check(line.rstrip("\r\n"))
     try:  # getpass types at the terminal; without one it reads stdin and says it may echo
         os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
