@@ -408,6 +408,11 @@ def _evaluate(
     inside = population == "devtrain"
     pool = sorted(p for p in photos if (p in devtrain) == inside)
     eligible = [p for p in pool if len(photos[p]) >= ENROL_PHOTOS + VISITS]
+    if people > len(eligible):  # before minutes of enrolment, not a warning after them
+        raise UserError(
+            f"--people {people}: only {len(eligible)} people ({population}) have the "
+            f"{ENROL_PHOTOS + VISITS} photos or more that enrolment and visits take"
+        )
     streams = [np.random.default_rng([seed, stage]) for stage in range(3)]
     with tempfile.TemporaryDirectory(prefix="eval-visits-", dir=workdir) as tmp:
         folder = Path(tmp)

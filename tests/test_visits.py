@@ -139,6 +139,22 @@ def test_a_small_run_of_the_real_door(
     assert totals["right_person"]["of"] == 4 and totals["strangers_unlocked"]["of"] == 2
 
 
+def test_more_people_than_lfw_holds_with_enough_photos_are_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    """An LFW of two people in DevTrain and two outside it, one of those with the 4 photos a
+    visit takes: --people 2 is refused before an engine is asked anything (this one has
+    nothing to answer with)."""
+    lfw = tmp_path / "lfw"
+    for name, count in (("In_Train", 4), ("Also_In", 4), ("Four_Photos", 4), ("Three", 3)):
+        (lfw / "images" / name).mkdir(parents=True)
+        for number in range(1, count + 1):
+            (lfw / "images" / name / f"{name}_{number:04d}.jpg").touch()
+    (lfw / "pairsDevTrain.txt").write_text("1\nIn_Train\t1\t2\nIn_Train\t1\tAlso_In\t1\n")
+    with pytest.raises(UserError, match=r"--people 2: only 1 people \(outside-devtrain\) have"):
+        evaluate_visits(SimpleNamespace(), lfw, people=2, progress=False)
+
+
 def test_an_unknown_way_of_drawing_strangers_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="strangers drawn 'hardest': not one of random, closest"):
         evaluate_visits(SimpleNamespace(), tmp_path, strangers_drawn="hardest", progress=False)
