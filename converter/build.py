@@ -868,7 +868,7 @@ def _check_probe_photo(photo: Path) -> None:
         raise BuildError(f"the probe photo {photo} is not a regular file; give a photo of a face")
     if not photo.is_file() and photo != PROBE_PHOTO:  # one given with --probe-photo
         raise BuildError(f"the probe photo {photo} does not exist; give a photo of one face")
-    if not photo.is_file():
+    if not photo.is_file():  # the default one, missing from an installed copy
         raise BuildError(
             f"the probe photo {photo} is missing: it is part of the source checkout "
             "(tests/data), so run edge-convert from a checkout of edge-app"

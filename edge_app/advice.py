@@ -116,17 +116,21 @@ def web(said: Said) -> str:
     return said.web() if isinstance(said, Advised) else said
 
 
+def advised(error: BaseException) -> Advised | None:
+    """The Advised an error was raised with (GalleryError(Advised(...))), or None."""
+    said = error.args[0] if len(error.args) == 1 else None
+    return said if isinstance(said, Advised) else None
+
+
 def config_message(error: BaseException) -> str:
     """An error's message where the gallery's path comes from a config file: str(error) but
     for the advice of an error raised with an Advised."""
-    if len(error.args) == 1 and isinstance(error.args[0], Advised):
-        return error.args[0].config()
-    return str(error)
+    said = advised(error)
+    return str(error) if said is None else said.config()
 
 
 def web_message(error: BaseException) -> str:
     """An error's message as the web page says it: str(error) but for the advice of an error
     raised with an Advised (GalleryError(Advised(...)))."""
-    if len(error.args) == 1 and isinstance(error.args[0], Advised):
-        return error.args[0].web()
-    return str(error)
+    said = advised(error)
+    return str(error) if said is None else said.web()

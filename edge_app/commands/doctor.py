@@ -1006,15 +1006,15 @@ def _gallery_checks(config: Config | None) -> list[Check]:
     except GalleryDamaged as error:  # the message says what to do: restore it
         return [Check("gallery", "fail", str(error), "restore the gallery, as the line says")]
     except (UserError, OSError) as error:
-        from edge_app.advice import Advice, Advised, config_message
+        from edge_app.advice import Advice, advised, config_message
 
         # The path is the config's gallery.path: doctor has no --db to pass (config_message).
         detail = config_message(error)
         version = _gallery_schema(path) if isinstance(error, UserError) else None
         if version is not None and version > GALLERY_SCHEMA:  # gallery.py refused it as newer
             return [Check("gallery", "fail", detail, NEWER_GALLERY_FIX)]
-        said = error.args[0] if len(error.args) == 1 else None
-        if isinstance(said, Advised) and said.advice is Advice.NOT_A_GALLERY:
+        said = advised(error)
+        if said is not None and said.advice is Advice.NOT_A_GALLERY:
             # Not a gallery at all (empty, another file, another database): no owner or
             # permission makes it one.
             fix = "set gallery.path to the door's gallery, or restore it from an export or a backup"
